@@ -1,0 +1,90 @@
+"""Argument checks and the one output-size helper shared by the functional API and the layers.
+
+Every check raises TypeError or ValueError naming the argument, its value and the rule.
+Dtype rule: float32 runs the fast kernels; float64 runs the float64 reference kernels (for gradient
+checks and validation); every other dtype is refused.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+MAX_ELEMENTS = 1 << 40  # refuse absurd shapes before allocating
+
+
+def as_tensor(x, name: str, ndim=None, dtype=None) -> np.ndarray:
+    """Validate a float tensor and return it C-contiguous (copied once if it was not)."""
+    if x is None:
+        raise TypeError(f"{name} must be a numpy array, got None")
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; convcore computes in float32 (float64 for reference checks): "
+            f"convert with {name}.astype(np.float32)"
+        )
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but must match the other operands' dtype {np.dtype(dtype)}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {x.shape} ({x.ndim}-D)")
+    return np.ascontiguousarray(x)
+
+
+def as_int(v, name: str, minimum=None) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {v!r}")
+    v = int(v)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def as_tuple(v, name: str, n: int, minimum=None) -> tuple:
+    """An int or a length-n sequence of ints -> a tuple of n ints, each >= minimum."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != n:
+            raise ValueError(f"{name} must be an int or a sequence of {n} ints, got {v!r}")
+        items = v
+    else:
+        items = (v,) * n
+    out = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a sequence of {n} ints, got {v!r}")
+        if minimum is not None and int(item) < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
+        out.append(int(item))
+    return tuple(out)
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
+                ceil_mode: bool = False) -> int:
+    """Output length of a convolution or pooling window sweep: floor((N + 2P - D(F-1) - 1)/S) + 1.
+
+    With ceil_mode the division rounds up, but the last window must start inside the input or the
+    left padding (PyTorch's rule), so no window lies entirely in the right padding.
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    if ceil_mode:
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= size + padding:
+            out -= 1
+        return out
+    return span // stride + 1
+
+
+def check_elements(shape, name: str) -> None:
+    """Refuse shapes whose element count is absurd, before anything is allocated."""
+    total = 1
+    for d in shape:
+        total *= int(d)
+    if total > MAX_ELEMENTS:
+        raise ValueError(f"{name} would have shape {tuple(shape)} = {total} elements, more than the "
+                         f"limit of {MAX_ELEMENTS}")

@@ -1,0 +1,63 @@
+"""ReLU, softmax and cross-entropy (mean negative log-likelihood of softmax), with gradients."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _core
+from .._validate import as_tensor
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) element-wise; NaN propagates."""
+    return _core.relu(as_tensor(x, "x"))
+
+
+def relu_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """dy where x > 0, else 0."""
+    x = as_tensor(x, "x")
+    dy = as_tensor(dy, "dy", dtype=x.dtype)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy shape {dy.shape} must equal x shape {x.shape}")
+    return _core.relu_backward(dy, x)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of a 1-D or 2-D array."""
+    x = as_tensor(x, "x", ndim=(1, 2))
+    return _core.softmax(x.reshape(-1, x.shape[-1]) if x.ndim == 2 else x[None, :]).reshape(x.shape)
+
+
+def _labels(labels, logits: np.ndarray) -> np.ndarray:
+    if labels is None or not isinstance(labels, np.ndarray):
+        raise TypeError(f"labels must be a numpy integer array, got {type(labels).__name__}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must have an integer dtype (class indices), got {labels.dtype}")
+    if labels.shape != (logits.shape[0],):
+        raise ValueError(f"labels must have shape ({logits.shape[0]},) to match logits {logits.shape}, "
+                         f"got {labels.shape}")
+    if labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= logits.shape[1]:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"labels must be in [0, {logits.shape[1]}) (number of classes), found {bad}")
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the batch of -log softmax(logits)[n, labels[n]]; logits (N, C), labels (N,) ints."""
+    logits = as_tensor(logits, "logits", ndim=2)
+    loss, _ = _core.cross_entropy(logits, _labels(labels, logits))
+    return float(loss)
+
+
+def cross_entropy_backward(logits: np.ndarray, labels: np.ndarray, grad_output: float = 1.0) -> np.ndarray:
+    """d(cross_entropy)/d(logits) = (softmax(logits) - onehot(labels)) * grad_output / N."""
+    logits = as_tensor(logits, "logits", ndim=2)
+    labels = _labels(labels, logits)
+    if not isinstance(grad_output, numbers.Real):
+        raise TypeError(f"grad_output must be a real number, got {grad_output!r}")
+    _, probs = _core.cross_entropy(logits, labels)
+    n = max(logits.shape[0], 1)
+    return _core.cross_entropy_backward(probs, labels, float(grad_output) / n)

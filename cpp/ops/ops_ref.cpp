@@ -1,0 +1,106 @@
+// ReLU, softmax and cross-entropy, parallel over elements / rows.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "convcore/ops.h"
+#include "convcore/threads.h"
+
+namespace convcore {
+
+template <typename T>
+void relu_forward(const T* x, T* y, int64_t n) {
+  const int nt = threads_for(n, 1 << 18);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : (x[i] != x[i] ? x[i] : T(0));
+}
+
+template <typename T>
+void relu_backward(const T* dy, const T* x, T* dx, int64_t n) {
+  const int nt = threads_for(n, 1 << 18);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > T(0) ? dy[i] : T(0);
+}
+
+template <typename T>
+void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols) {
+  const int nt = threads_for(rows * cols, 1 << 16);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    T m = -std::numeric_limits<T>::infinity();
+    bool has_nan = false;
+    for (int64_t c = 0; c < cols; ++c) {
+      has_nan |= xr[c] != xr[c];
+      if (xr[c] > m) m = xr[c];
+    }
+    if (has_nan) {
+      for (int64_t c = 0; c < cols; ++c) yr[c] = std::numeric_limits<T>::quiet_NaN();
+      continue;
+    }
+    T sum = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      yr[c] = std::exp(xr[c] - m);
+      sum += yr[c];
+    }
+    const T inv = T(1) / sum;
+    for (int64_t c = 0; c < cols; ++c) yr[c] *= inv;
+  }
+}
+
+template <typename T>
+double cross_entropy_forward(const T* logits, const int64_t* labels, T* probs, int64_t N, int64_t C) {
+  double total = 0;
+  const int nt = threads_for(N * C, 1 << 16);
+  // Per-row losses are summed in row order after the parallel loop, so the result does not depend on threads.
+  std::vector<T> row_loss(static_cast<size_t>(N));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* x = logits + n * C;
+    T* p = probs + n * C;
+    T m = -std::numeric_limits<T>::infinity();
+    bool has_nan = false;
+    for (int64_t c = 0; c < C; ++c) {
+      has_nan |= x[c] != x[c];
+      if (x[c] > m) m = x[c];
+    }
+    if (has_nan || !std::isfinite(m)) {
+      for (int64_t c = 0; c < C; ++c) p[c] = std::numeric_limits<T>::quiet_NaN();
+      row_loss[n] = std::numeric_limits<T>::quiet_NaN();
+      continue;
+    }
+    T sum = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      p[c] = std::exp(x[c] - m);
+      sum += p[c];
+    }
+    const T inv = T(1) / sum;
+    for (int64_t c = 0; c < C; ++c) p[c] *= inv;
+    row_loss[n] = std::log(sum) + m - x[labels[n]];
+  }
+  for (int64_t n = 0; n < N; ++n) total += static_cast<double>(row_loss[n]);
+  return N > 0 ? total / static_cast<double>(N) : 0.0;
+}
+
+template <typename T>
+void cross_entropy_backward(const T* probs, const int64_t* labels, T* dlogits, int64_t N, int64_t C, T scale) {
+  const int nt = threads_for(N * C, 1 << 16);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t c = 0; c < C; ++c) dlogits[n * C + c] = probs[n * C + c] * scale;
+    dlogits[n * C + labels[n]] -= scale;
+  }
+}
+
+#define CONVCORE_INSTANTIATE_OPS(T)                                                          \
+  template void relu_forward<T>(const T*, T*, int64_t);                                      \
+  template void relu_backward<T>(const T*, const T*, T*, int64_t);                           \
+  template void softmax_forward<T>(const T*, T*, int64_t, int64_t);                          \
+  template double cross_entropy_forward<T>(const T*, const int64_t*, T*, int64_t, int64_t); \
+  template void cross_entropy_backward<T>(const T*, const int64_t*, T*, int64_t, int64_t, T);
+CONVCORE_INSTANTIATE_OPS(float)
+CONVCORE_INSTANTIATE_OPS(double)
+#undef CONVCORE_INSTANTIATE_OPS
+
+}  // namespace convcore

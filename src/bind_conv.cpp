@@ -1,0 +1,4 @@
+// Bindings: conv.
+#include "bindings.h"
+
+void bind_conv(py::module_& m) { (void)m; }

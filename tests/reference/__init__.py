@@ -1,0 +1,1 @@
+"""float64 numpy references for convcore's ops. Nothing here imports convcore."""
