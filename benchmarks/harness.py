@@ -1,0 +1,173 @@
+"""Side-by-side benchmark harness: each library runs in its own process per thread count, alternating.
+
+A benchmark script defines CASES (dicts with a unique "name" and "flops" or "bytes"), one runner per side
+`run_<side>(case, threads) -> seconds | harness.measure(...)`, and calls
+`harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch}, metric="GFLOP/s")`.
+The parent sets OMP/MKL/OpenBLAS thread variables for each child so no library's idle pool steals the other's
+cores, runs `--rounds` alternating rounds, and prints medians, the metric, and ratios (peer time / convcore time,
+so > 1 means convcore is faster).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def median_time(fn, warmup: int = 2, repeat: int = 7, min_seconds: float = 0.2) -> float:
+    """Median wall time of fn() after warm-up; repeats more (up to 50) for calls shorter than min_seconds/repeat."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeat or (time.perf_counter() - start < min_seconds and len(times) < 50):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _read_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_extra_bytes(fn) -> int | None:
+    """Peak resident memory one call of fn() adds above the current resident size (Linux; None elsewhere).
+
+    Resets the kernel's high-water mark (/proc/self/clear_refs), so allocations made in C++ count too.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    base = _read_kib("VmRSS:")
+    fn()
+    return max(0, _read_kib("VmHWM:") - base) * 1024
+
+
+def measure(fn, **kw) -> dict:
+    """Median time and peak extra memory of fn()."""
+    seconds = median_time(fn, **kw)
+    return {"seconds": seconds, "peak_bytes": peak_extra_bytes(fn)}
+
+
+def _child(cases, runner, threads, out_path):
+    results = {}
+    for case in cases:
+        r = runner(case, threads)
+        results[case["name"]] = r if isinstance(r, dict) else {"seconds": r, "peak_bytes": None}
+    with open(out_path, "w") as f:
+        json.dump(results, f)
+
+
+def _spawn(script_args, side, threads, case_filter):
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        out_path = tmp.name
+    cmd = [sys.executable, sys.argv[0], *script_args, "--side", side, "--threads", str(threads), "--out", out_path]
+    if case_filter:
+        cmd += ["--filter", case_filter]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    try:
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark side {side!r} failed:\n{proc.stderr[-3000:]}")
+        with open(out_path) as f:
+            return json.load(f)
+    finally:
+        os.unlink(out_path)
+
+
+def _fmt_metric(case, seconds, metric):
+    if not seconds:
+        return "-"
+    if metric == "GFLOP/s":
+        return f"{case['flops'] / seconds / 1e9:8.1f}"
+    return f"{case['bytes'] / seconds / 1e9:8.2f}"
+
+
+def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, extra_args=()):
+    """Run all sides for all cases at each thread count and print the table; returns the results."""
+    parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip().splitlines()[0]
+                                     if sys.modules["__main__"].__doc__ else None)
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side (default 2)")
+    parser.add_argument("--filter", default="", help="only cases whose name contains this text")
+    parser.add_argument("--sides", default=",".join(sides), help="which sides to run (default all)")
+    parser.add_argument("--json", default="", help="also write the results to this JSON file")
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    selected = [c for c in cases if args.filter in c["name"]]
+    thread_counts = [int(t) for t in args.threads.split(",")]
+
+    if args.side:
+        _child(selected, sides[args.side], thread_counts[0], args.out)
+        return None
+
+    side_names = [s for s in args.sides.split(",") if s]
+    unknown = [s for s in side_names if s not in sides]
+    if unknown:
+        parser.error(f"--sides names unknown side(s) {unknown}; known: {list(sides)}")
+    script_args = [a for a in (argv if argv is not None else sys.argv[1:])]
+    table = {}
+    for threads in thread_counts:
+        per_side = {s: [] for s in side_names}
+        for rnd in range(args.rounds):
+            order = side_names if rnd % 2 == 0 else side_names[::-1]
+            for side in order:
+                per_side[side].append(_spawn(script_args, side, threads, args.filter))
+        for case in selected:
+            row = {}
+            for side in side_names:
+                secs = [r[case["name"]]["seconds"] for r in per_side[side]]
+                peaks = [r[case["name"]]["peak_bytes"] for r in per_side[side]]
+                row[side] = {"seconds": statistics.median(secs),
+                             "peak_bytes": max(peaks) if all(p is not None for p in peaks) else None}
+            table[(case["name"], threads)] = row
+
+    base = side_names[0]
+    peers = side_names[1:]
+    header = f"{'case':38s} {'thr':>3s} {base + ' ms':>12s} {metric:>9s} {'peak MB':>8s}"
+    for p in peers:
+        header += f" {p + ' ms':>12s} {metric:>9s} {'ratio':>6s}"
+    print(header)
+    print("-" * len(header))
+    ratios = {p: {t: [] for t in thread_counts} for p in peers}
+    for case in selected:
+        for threads in thread_counts:
+            row = table[(case["name"], threads)]
+            b = row[base]
+            peak = f"{b['peak_bytes'] / 2**20:8.1f}" if b["peak_bytes"] is not None else f"{'-':>8s}"
+            line = f"{case['name']:38s} {threads:3d} {b['seconds'] * 1e3:12.3f} {_fmt_metric(case, b['seconds'], metric):>9s} {peak}"
+            for p in peers:
+                s = row[p]["seconds"]
+                ratio = s / b["seconds"] if b["seconds"] else float("nan")
+                ratios[p][threads].append(ratio)
+                line += f" {s * 1e3:12.3f} {_fmt_metric(case, s, metric):>9s} {ratio:6.2f}"
+            print(line)
+    for p in peers:
+        for threads in thread_counts:
+            rs = [r for r in ratios[p][threads] if r == r and r > 0]
+            if rs:
+                gmean = statistics.geometric_mean(rs)
+                print(f"geometric mean ratio vs {p}, {threads} thread(s): {gmean:.2f} (min {min(rs):.2f})")
+    print(f"(ratio = {', '.join(peers)} time / {base} time; each side in its own process, {args.rounds} "
+          f"alternating rounds, median of warm runs)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({f"{k[0]}@{k[1]}": v for k, v in table.items()}, f, indent=1)
+    return table
