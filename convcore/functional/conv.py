@@ -1,17 +1,120 @@
-"""Convolution (1-D and 2-D), forward and backward."""
+"""Convolution (1-D and 2-D), forward and backward, with PyTorch semantics (cross-correlation, NCHW / NCL).
+
+conv1d is conv2d on (N, C, 1, L) with a (K, C/groups, 1, R) kernel: one code path.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core
+from .._validate import as_int, as_tensor, as_tuple, check_elements, output_size
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    raise NotImplementedError
+def _geometry(x_shape, w_shape, stride, padding, dilation, groups, names):
+    """Validate a convolution's options against x (N, C, H, W) and w (K, C/groups, R, S).
+
+    Returns (geom for _core, output shape). `names` maps the 2-D axes to what the user passed (1-D or 2-D).
+    """
+    n_axes = names["n_axes"]
+    stride = as_tuple(stride, "stride", n_axes, minimum=1)
+    padding = as_tuple(padding, "padding", n_axes, minimum=0)
+    dilation = as_tuple(dilation, "dilation", n_axes, minimum=1)
+    groups = as_int(groups, "groups", minimum=1)
+    if n_axes == 1:
+        stride, padding, dilation = (1, *stride), (0, *padding), (1, *dilation)
+    N, C, H, W = x_shape
+    K, Cg, R, S = w_shape
+    if C % groups:
+        raise ValueError(f"x has {C} channels, which is not divisible by groups={groups}")
+    if K % groups:
+        raise ValueError(f"w has {K} filters (w.shape[0]), which is not divisible by groups={groups}")
+    if Cg * groups != C:
+        raise ValueError(f"w.shape[1] * groups must equal the input channels: w has shape {names['w']}, "
+                         f"groups={groups}, so it expects {Cg * groups} channels, but x has shape {names['x']} "
+                         f"with {C} channels")
+    if K == 0 or Cg == 0 or R == 0 or S == 0:
+        raise ValueError(f"w must have no zero dimension, got shape {names['w']}")
+    spatial = [(H, R, 0), (W, S, 1)] if n_axes == 2 else [(W, S, 1)]
+    out = []
+    for size, k, a in spatial:
+        span = dilation[a] * (k - 1) + 1
+        if span > size + 2 * padding[a]:
+            label = ("height", "width")[a] if n_axes == 2 else "length"
+            raise ValueError(
+                f"kernel {label} {k} with dilation {dilation[a]} spans {span} elements, more than the padded "
+                f"input {label} {size} + 2*{padding[a]} = {size + 2 * padding[a]} (x {names['x']}, w {names['w']})")
+    P = output_size(H, R, stride[0], padding[0], dilation[0])
+    Q = output_size(W, S, stride[1], padding[1], dilation[1])
+    check_elements((N, K, P, Q), "the output")
+    geom = (P, Q, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups)
+    return geom, (N, K, P, Q)
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, input_grad=True, bias_grad=True):
-    raise NotImplementedError
+def _check_bias(b, K, dtype):
+    b = as_tensor(b, "b", ndim=1, dtype=dtype)
+    if b.shape != (K,):
+        raise ValueError(f"b must have shape ({K},) (one per filter), got {b.shape}")
+    return b
 
 
-def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    raise NotImplementedError
+def _forward(x, w, b, stride, padding, dilation, groups, n_axes):
+    ndim = n_axes + 2
+    x = as_tensor(x, "x", ndim=ndim)
+    w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
+    names = {"x": x.shape, "w": w.shape, "n_axes": n_axes}
+    x4 = x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+    w4 = w if n_axes == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+    geom, out_shape = _geometry(x4.shape, w4.shape, stride, padding, dilation, groups, names)
+    if b is not None:
+        b = _check_bias(b, w.shape[0], x.dtype)
+    y = _core.conv2d_forward(x4, w4, b, geom)
+    return y if n_axes == 2 else y.reshape(out_shape[0], out_shape[1], out_shape[3])
 
 
-def conv1d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, input_grad=True, bias_grad=True):
-    raise NotImplementedError
+def _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, n_axes):
+    ndim = n_axes + 2
+    x = as_tensor(x, "x", ndim=ndim)
+    w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
+    dy = as_tensor(dy, "dy", ndim=ndim, dtype=x.dtype)
+    names = {"x": x.shape, "w": w.shape, "n_axes": n_axes}
+    x4 = x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+    w4 = w if n_axes == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+    geom, out_shape = _geometry(x4.shape, w4.shape, stride, padding, dilation, groups, names)
+    expected = out_shape if n_axes == 2 else (out_shape[0], out_shape[1], out_shape[3])
+    if dy.shape != expected:
+        raise ValueError(f"dy must have the output's shape {expected}, got {dy.shape}")
+    dy4 = dy.reshape(out_shape)
+    dw = _core.conv2d_backward_weight(dy4, x4, w4.shape, geom).reshape(w.shape)
+    dx = _core.conv2d_backward_input(dy4, w4, x4.shape, geom).reshape(x.shape) if input_grad else None
+    db = _core.conv2d_backward_bias(dy4) if bias_grad else None
+    return dx, dw, db
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1, padding=0, dilation=1,
+           groups=1) -> np.ndarray:
+    """2-D convolution: x (N, C, H, W), w (K, C/groups, R, S), b (K,) -> (N, K, P, Q).
+
+    stride, padding and dilation are each an int or an (h, w) pair; P = floor((H + 2p - d(R-1) - 1)/s) + 1.
+    """
+    return _forward(x, w, b, stride, padding, dilation, groups, 2)
+
+
+def conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1,
+                    input_grad: bool = True, bias_grad: bool = True):
+    """Gradients of conv2d given dy (N, K, P, Q): returns (dx, dw, db).
+
+    dx is None (and not computed) when input_grad=False, db is None when bias_grad=False.
+    """
+    return _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, 2)
+
+
+def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1, padding=0, dilation=1,
+           groups=1) -> np.ndarray:
+    """1-D convolution: x (N, C, L), w (K, C/groups, R), b (K,) -> (N, K, L_out)."""
+    return _forward(x, w, b, stride, padding, dilation, groups, 1)
+
+
+def conv1d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1,
+                    input_grad: bool = True, bias_grad: bool = True):
+    """Gradients of conv1d given dy (N, K, L_out): returns (dx, dw, db) (dx/db None when not asked for)."""
+    return _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, 1)

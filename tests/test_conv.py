@@ -1,0 +1,223 @@
+"""conv2d / conv1d forward and backward against the float64 reference, exactness, gradients, threads, bad input."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import convcore as cc
+from gradcheck import numerical_grad, relative_error
+from reference import conv as ref
+
+F = cc.functional
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups)
+CASES = [
+    (2, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1),
+    (1, 1, 28, 28, 6, 5, 5, 1, 2, 1, 1),        # LeNet conv1
+    (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),       # LeNet conv2
+    (1, 3, 23, 23, 8, 11, 11, 4, 0, 1, 1),      # AlexNet-style conv1
+    (2, 4, 9, 9, 6, 3, 3, (2, 1), (1, 0), 1, 1),
+    (2, 4, 10, 8, 4, 3, 2, 1, (2, 1), (2, 3), 1),
+    (2, 4, 6, 6, 6, 3, 3, 1, 1, 1, 2),          # groups
+    (2, 5, 7, 7, 5, 3, 3, 1, 1, 1, 5),          # depthwise
+    (2, 4, 8, 8, 8, 3, 3, 2, 1, 1, 4),          # depthwise multiplier 2, stride 2
+    (3, 4, 1, 1, 5, 1, 1, 1, 0, 1, 1),          # 1x1 image, 1x1 kernel
+    (2, 3, 5, 5, 4, 1, 1, 1, 0, 1, 1),          # 1x1 kernel
+    (1, 2, 9, 9, 3, 2, 2, 4, 0, 1, 1),          # stride > kernel
+    (0, 3, 5, 5, 2, 3, 3, 1, 1, 1, 1),          # empty batch
+    (1, 2, 3, 3, 2, 3, 3, 1, 0, 1, 1),          # kernel == input
+    (1, 2, 1, 1, 2, 3, 3, 1, 1, 1, 1),          # 1x1 image, 3x3 kernel in the padding
+]
+
+
+def _arrays(rng, case, dtype=np.float32, integer=False):
+    N, C, H, W, K, R, S, stride, padding, dilation, groups = case
+    draw = (lambda shape: rng.integers(-3, 4, shape)) if integer else (lambda shape: rng.standard_normal(shape))
+    x = draw((N, C, H, W)).astype(dtype)
+    w = draw((K, C // groups, R, S)).astype(dtype)
+    b = draw((K,)).astype(dtype)
+    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_conv2d_matches_reference(rng, case, nthreads):
+    x, w, b, kw = _arrays(rng, case)
+    y = F.conv2d(x, w, b, **kw)
+    expected = ref.conv2d(x, w, b, **kw)
+    assert y.shape == expected.shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
+    edx, edw, edb = ref.conv2d_backward(dy, x, w, **kw)
+    np.testing.assert_allclose(dx, edx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, edw, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(db, edb, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_conv2d_exact_on_small_integers(rng, case):
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    y = F.conv2d(x, w, b, **kw)
+    assert np.array_equal(y, ref.conv2d(x, w, b, **kw))
+    dy = rng.integers(-3, 4, y.shape).astype(np.float32)
+    for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
+        assert np.array_equal(got, want)
+
+
+@given(n=st.integers(0, 3), groups=st.integers(1, 3), cg=st.integers(1, 3), kg=st.integers(1, 3),
+       h=st.integers(1, 9), w=st.integers(1, 9), r=st.integers(1, 4), s=st.integers(1, 4),
+       sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 2), pw=st.integers(0, 2),
+       dh=st.integers(1, 2), dw=st.integers(1, 2), bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_conv2d_property_exact(n, groups, cg, kg, h, w, r, s, sh, sw, ph, pw, dh, dw, bias, seed):
+    if dh * (r - 1) + 1 > h + 2 * ph or dw * (s - 1) + 1 > w + 2 * pw:
+        return  # rejected shapes are covered by the bad-input tests
+    case = (n, groups * cg, h, w, groups * kg, r, s, (sh, sw), (ph, pw), (dh, dw), groups)
+    x, wt, b, kw = _arrays(np.random.default_rng(seed), case, integer=True)
+    b = b if bias else None
+    y = F.conv2d(x, wt, b, **kw)
+    assert np.array_equal(y, ref.conv2d(x, wt, b, **kw))
+    dy = np.random.default_rng(seed + 1).integers(-3, 4, y.shape).astype(np.float32)
+    for got, want in zip(F.conv2d_backward(dy, x, wt, **kw), ref.conv2d_backward(dy, x, wt, **kw)):
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[5], CASES[7]], ids=str)
+def test_conv2d_float64_gradcheck(rng, case):
+    x, w, b, kw = _arrays(rng, case, dtype=np.float64)
+    x, w, b = x[:1, :, :5, :5].copy(), w, b
+    y = F.conv2d(x, w, b, **kw)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
+    assert relative_error(dx, numerical_grad(lambda v: F.conv2d(v, w, b, **kw), x, dy)) < 1e-7
+    assert relative_error(dw, numerical_grad(lambda v: F.conv2d(x, v, b, **kw), w, dy)) < 1e-7
+    assert relative_error(db, numerical_grad(lambda v: F.conv2d(x, w, v, **kw), b, dy)) < 1e-7
+
+
+def test_backward_skips_what_is_not_asked(rng):
+    x, w, b, kw = _arrays(rng, CASES[0])
+    dy = np.ones(F.conv2d(x, w, **kw).shape, np.float32)
+    dx, dw, db = F.conv2d_backward(dy, x, w, input_grad=False, bias_grad=False, **kw)
+    assert dx is None and db is None
+    assert np.array_equal(dw, F.conv2d_backward(dy, x, w, **kw)[1])
+
+
+def test_non_contiguous_input(rng):
+    x, w, b, kw = _arrays(rng, CASES[0])
+    xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # same values, Fortran-like strides
+    assert not xt.flags.c_contiguous
+    assert np.array_equal(F.conv2d(xt, w, b, **kw), F.conv2d(x, w, b, **kw))
+    xs = np.repeat(x, 2, axis=3)[..., ::2]  # strided view
+    assert np.array_equal(F.conv2d(xs, w, b, **kw), F.conv2d(x, w, b, **kw))
+
+
+def test_results_identical_at_any_thread_count(rng):
+    x, w, b, kw = _arrays(rng, (4, 8, 16, 16, 16, 3, 3, 1, 1, 1, 1))
+    dy = rng.standard_normal((4, 16, 16, 16)).astype(np.float32)
+    results = []
+    for n in (1, 2, 3):
+        with cc.threads(n):
+            results.append((F.conv2d(x, w, b, **kw), *F.conv2d_backward(dy, x, w, **kw)))
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            assert np.array_equal(a, b_)
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1),
+                                                            (3, 1, 1, 2), (1, 1, 1, 4)])
+def test_conv1d_matches_reference(rng, stride, padding, dilation, groups):
+    x = rng.standard_normal((3, 4, 17)).astype(np.float32)
+    w = rng.standard_normal((8, 4 // groups, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    kw2 = dict(stride=(1, stride), padding=(0, padding), dilation=(1, dilation), groups=groups)
+    y = F.conv1d(x, w, b, **kw)
+    np.testing.assert_allclose(y, ref.conv2d(x[:, :, None], w[:, :, None], b, **kw2)[:, :, 0], rtol=1e-4, atol=1e-4)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw, db = F.conv1d_backward(dy, x, w, **kw)
+    edx, edw, edb = ref.conv2d_backward(dy[:, :, None], x[:, :, None], w[:, :, None], **kw2)
+    np.testing.assert_allclose(dx, edx[:, :, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, edw[:, :, 0], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(db, edb, rtol=1e-4, atol=1e-3)
+
+
+def test_conv1d_float64_gradcheck(rng):
+    x, w, b = rng.standard_normal((2, 2, 7)), rng.standard_normal((3, 2, 3)), rng.standard_normal(3)
+    kw = dict(stride=2, padding=1, dilation=1)
+    dy = rng.standard_normal(F.conv1d(x, w, b, **kw).shape)
+    dx, dw, db = F.conv1d_backward(dy, x, w, **kw)
+    assert relative_error(dx, numerical_grad(lambda v: F.conv1d(v, w, b, **kw), x, dy)) < 1e-7
+    assert relative_error(dw, numerical_grad(lambda v: F.conv1d(x, v, b, **kw), w, dy)) < 1e-7
+    assert relative_error(db, numerical_grad(lambda v: F.conv1d(x, w, v, **kw), b, dy)) < 1e-7
+
+
+def test_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    x, w, b, kw = _arrays(rng, (2, 6, 11, 9, 9, 3, 2, (2, 1), (1, 1), (1, 2), 3), dtype=np.float64)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, **kw)
+    dy = rng.standard_normal(ty.shape)
+    ty.backward(torch.tensor(dy))
+    y = F.conv2d(x, w, b, **kw)
+    dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
+    for ours, theirs in ((y, ty), (dx, tx.grad), (dw, tw.grad), (db, tb.grad)):
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=1e-10)
+    x1, w1 = x[:, :, 0], w[:, :, 0]
+    t1 = torch.nn.functional.conv1d(torch.tensor(x1), torch.tensor(w1), stride=2, padding=1, groups=3)
+    np.testing.assert_allclose(F.conv1d(x1, w1, stride=2, padding=1, groups=3), t1.numpy(), rtol=1e-10)
+
+
+X = np.zeros((2, 4, 8, 8), np.float32)
+W = np.zeros((6, 4, 3, 3), np.float32)
+BAD = [
+    (dict(x=X[0]), ValueError, r"x must be 4-D, got shape \(4, 8, 8\)"),
+    (dict(w=W[0]), ValueError, r"w must be 4-D"),
+    (dict(x=X.astype(np.int32)), TypeError, r"x has dtype int32"),
+    (dict(w=W.astype(np.float64)), TypeError, r"w has dtype float64 but must match"),
+    (dict(x=[[1.0]]), TypeError, r"x must be a numpy array, got list"),
+    (dict(w=np.zeros((6, 3, 3, 3), np.float32)), ValueError, r"expects 3 channels, but x has shape"),
+    (dict(groups=3), ValueError, r"x has 4 channels, which is not divisible by groups=3"),
+    (dict(w=np.zeros((5, 2, 3, 3), np.float32), groups=2), ValueError, r"5 filters .* not divisible by groups=2"),
+    (dict(groups=0), ValueError, r"groups must be >= 1, got 0"),
+    (dict(stride=0), ValueError, r"stride must be >= 1, got 0"),
+    (dict(stride=(1, -1)), ValueError, r"stride must be >= 1, got \(1, -1\)"),
+    (dict(dilation=0), ValueError, r"dilation must be >= 1, got 0"),
+    (dict(padding=-1), ValueError, r"padding must be >= 0, got -1"),
+    (dict(padding=(1, 2, 3)), ValueError, r"padding must be an int or a sequence of 2 ints"),
+    (dict(stride=1.5), TypeError, r"stride must be an int or a sequence of 2 ints, got 1.5"),
+    (dict(w=np.zeros((6, 4, 11, 3), np.float32)), ValueError, r"kernel height 11 .* more than the padded input"),
+    (dict(w=np.zeros((6, 4, 3, 3), np.float32), dilation=5), ValueError, r"spans 11 elements"),
+    (dict(b=np.zeros(5, np.float32)), ValueError, r"b must have shape \(6,\)"),
+    (dict(b=np.zeros(6, np.float64)), TypeError, r"b has dtype float64"),
+]
+
+
+@pytest.mark.parametrize("change,exc,match", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_conv2d_rejects_bad_input(change, exc, match):
+    args = dict(x=X, w=W, b=None)
+    args.update(change)
+    with pytest.raises(exc, match=match):
+        F.conv2d(args.pop("x"), args.pop("w"), args.pop("b"), **args)
+
+
+def test_backward_rejects_wrong_dy_shape():
+    with pytest.raises(ValueError, match=r"dy must have the output's shape \(2, 6, 6, 6\), got \(2, 6, 5, 6\)"):
+        F.conv2d_backward(np.zeros((2, 6, 5, 6), np.float32), X, W)
+    with pytest.raises(ValueError, match=r"dy must be 3-D"):
+        F.conv1d_backward(np.zeros((2, 6, 5, 6), np.float32), X[:, :, 0], W[:, :, 0])
+
+
+def test_conv1d_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"x must be 3-D"):
+        F.conv1d(X, W[:, :, 0])
+    with pytest.raises(ValueError, match=r"kernel length 9 .* padded input length 8"):
+        F.conv1d(X[:, :, 0], np.zeros((6, 4, 9), np.float32))
+    with pytest.raises(ValueError, match=r"stride must be an int or a sequence of 1 ints"):
+        F.conv1d(X[:, :, 0], W[:, :, 0], stride=(1, 1))
+
+
+def test_absurd_output_refused_before_allocating():
+    # (1, 2**20, 2**21 + 1, 2**21 + 1) outputs would need ~18 PB: refused by the size check, nothing allocated
+    x = np.zeros((1, 1, 1, 1), np.float32)
+    w = np.zeros((2**20, 1, 1, 1), np.float32)
+    with pytest.raises(ValueError, match=r"the output would have shape \(1, 1048576, 2097153, 2097153\)"):
+        F.conv2d(x, w, padding=2**20)
