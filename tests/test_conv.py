@@ -221,3 +221,59 @@ def test_absurd_output_refused_before_allocating():
     w = np.zeros((2**20, 1, 1, 1), np.float32)
     with pytest.raises(ValueError, match=r"the output would have shape \(1, 1048576, 2097153, 2097153\)"):
         F.conv2d(x, w, padding=2**20)
+
+
+def _core_args(x, w, kw):
+    from convcore.functional.conv import _geometry
+
+    geom, _ = _geometry(x.shape, w.shape, kw["stride"], kw["padding"], kw["dilation"], kw["groups"],
+                        {"x": x.shape, "w": w.shape, "n_axes": 2})
+    return geom
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_fast_kernels_equal_reference_kernels_for_every_isa(isa, rng, case):
+    from convcore import _core
+
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    geom = _core_args(x, w, kw)
+    for relu in (False, True):
+        fast = _core.conv2d_forward(x, w, b, geom, relu, False)
+        slow = _core.conv2d_forward(x, w, b, geom, relu, True)
+        assert np.array_equal(fast, slow)
+    dy = rng.integers(-3, 4, fast.shape).astype(np.float32)
+    assert np.array_equal(_core.conv2d_backward_input(dy, w, x.shape, geom, False),
+                          _core.conv2d_backward_input(dy, w, x.shape, geom, True))
+    assert np.array_equal(_core.conv2d_backward_weight(dy, x, w.shape, geom, False),
+                          _core.conv2d_backward_weight(dy, x, w.shape, geom, True))
+
+
+def test_fused_relu_and_its_backward(rng):
+    x, w, b, kw = _arrays(rng, CASES[0])
+    y = F.conv2d(x, w, b, activation="relu", **kw)
+    assert np.array_equal(y, np.maximum(F.conv2d(x, w, b, **kw), 0))
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    z = ref.conv2d(x, w, b, **kw)
+    expected = ref.conv2d_backward(dy * (z > 0), x, w, **kw)
+    for got, want in zip(F.conv2d_backward(F.relu_backward(dy, y), x, w, **kw), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match=r"activation must be None or 'relu', got 'gelu'"):
+        F.conv2d(x, w, activation="gelu")
+    assert np.array_equal(F.conv1d(x[:, :, 0], w[:, :, 0], activation="relu"),
+                          np.maximum(F.conv1d(x[:, :, 0], w[:, :, 0]), 0))
+
+
+def test_large_layer_fast_matches_reference_and_is_thread_independent(rng):
+    # big enough for blocked K (C*R*S > 256), several column blocks in the input gradient, and image chunks
+    x, w, b, kw = _arrays(rng, (9, 40, 12, 12, 20, 3, 3, 1, 1, 1, 1), integer=True)
+    dy = rng.integers(-3, 4, (9, 20, 12, 12)).astype(np.float32)
+    results = []
+    for n in (1, 2, 3, 4):
+        with cc.threads(n):
+            results.append((F.conv2d(x, w, b, **kw), *F.conv2d_backward(dy, x, w, **kw)))
+    expected = (ref.conv2d(x, w, b, **kw), *ref.conv2d_backward(dy, x, w, **kw))
+    for got, want in zip(results[0], expected):
+        assert np.array_equal(got, want)
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            assert np.array_equal(a, b_)

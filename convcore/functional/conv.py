@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import _core
 from .._validate import as_int, as_tensor, as_tuple, check_elements, output_size
+from .gemm import check_activation
 
 
 def _geometry(x_shape, w_shape, stride, padding, dilation, groups, names):
@@ -57,7 +58,8 @@ def _check_bias(b, K, dtype):
     return b
 
 
-def _forward(x, w, b, stride, padding, dilation, groups, n_axes):
+def _forward(x, w, b, stride, padding, dilation, groups, activation, n_axes):
+    relu = check_activation(activation)
     ndim = n_axes + 2
     x = as_tensor(x, "x", ndim=ndim)
     w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
@@ -67,7 +69,7 @@ def _forward(x, w, b, stride, padding, dilation, groups, n_axes):
     geom, out_shape = _geometry(x4.shape, w4.shape, stride, padding, dilation, groups, names)
     if b is not None:
         b = _check_bias(b, w.shape[0], x.dtype)
-    y = _core.conv2d_forward(x4, w4, b, geom)
+    y = _core.conv2d_forward(x4, w4, b, geom, relu)
     return y if n_axes == 2 else y.reshape(out_shape[0], out_shape[1], out_shape[3])
 
 
@@ -91,12 +93,15 @@ def _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1, padding=0, dilation=1,
-           groups=1) -> np.ndarray:
+           groups=1, activation=None) -> np.ndarray:
     """2-D convolution: x (N, C, H, W), w (K, C/groups, R, S), b (K,) -> (N, K, P, Q).
 
     stride, padding and dilation are each an int or an (h, w) pair; P = floor((H + 2p - d(R-1) - 1)/s) + 1.
+    activation="relu" applies ReLU in the GEMM epilogue (the output is written once). Its backward: mask the
+    incoming gradient with the output first, `conv2d_backward(relu_backward(dy, y), x, w, ...)` (y > 0 exactly
+    where the pre-activation was > 0).
     """
-    return _forward(x, w, b, stride, padding, dilation, groups, 2)
+    return _forward(x, w, b, stride, padding, dilation, groups, activation, 2)
 
 
 def conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1,
@@ -109,9 +114,9 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padd
 
 
 def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1, padding=0, dilation=1,
-           groups=1) -> np.ndarray:
-    """1-D convolution: x (N, C, L), w (K, C/groups, R), b (K,) -> (N, K, L_out)."""
-    return _forward(x, w, b, stride, padding, dilation, groups, 1)
+           groups=1, activation=None) -> np.ndarray:
+    """1-D convolution: x (N, C, L), w (K, C/groups, R), b (K,) -> (N, K, L_out); activation as in conv2d."""
+    return _forward(x, w, b, stride, padding, dilation, groups, activation, 1)
 
 
 def conv1d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1,

@@ -33,6 +33,9 @@ void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n, std::memory_order_r
 
 bool in_forked_child() { return g_forked_child.load(std::memory_order_relaxed); }
 
-int threads_for(int64_t work, int64_t serial_below) { return work < serial_below ? 1 : num_threads(); }
+int threads_for(int64_t work, int64_t serial_below) {
+  if (work < serial_below || omp_in_parallel()) return 1;
+  return num_threads();
+}
 
 }  // namespace convcore

@@ -25,4 +25,15 @@ void conv2d_backward_weight_ref(const ConvShape& s, const T* dy, const T* x, T* 
 template <typename T>
 void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 
+// Fast float32 kernels: blocked im2col on the SGEMM engine. The im2col columns of one block of output pixels are
+// packed straight into the engine's B panels (Im2col as a BPanelSource), so the (C*R*S) x (P*Q) matrix is never
+// materialised; 1x1 stride-1 unpadded convolutions use the input itself as B. Per-thread workspace: the engine's
+// packed blocks (<= 256 x 3072 floats of B, 256 x 144 of A) plus, for the input gradient, one column block of at
+// most max(256 Ki, 16 * C/groups * R * S) floats. Work is split over images when there are at least as many as
+// threads, otherwise inside each GEMM; every result is bitwise identical at any thread count (the weight
+// gradient sums a fixed number of per-chunk partials in a fixed order).
+void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y);
+void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
+void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw);
+
 }  // namespace convcore
