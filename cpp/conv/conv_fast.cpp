@@ -18,31 +18,67 @@ class Im2col final : public BPanelSource {
  public:
   Im2col(const ConvShape& s, const float* x) : s_(s), x_(x) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
-    const int64_t RS = s_.R * s_.S;
-    int64_t hbase[kMaxNr], wbase[kMaxNr];
     for (int64_t jp = 0; jp < nc; jp += nr) {
-      const int64_t cols = std::min<int64_t>(nr, nc - jp);
-      for (int64_t j = 0; j < cols; ++j) {
-        const int64_t pix = n0 + jp + j;
-        hbase[j] = (pix / s_.Q) * s_.stride_h - s_.pad_h;
-        wbase[j] = (pix % s_.Q) * s_.stride_w - s_.pad_w;
-      }
+      const int64_t cols = std::min<int64_t>(nr, nc - jp), pix0 = n0 + jp;
       float* panel = Bp + (jp / nr) * kc * nr;
-      for (int64_t k = 0; k < kc; ++k) {
-        const int64_t kk = k0 + k, c = kk / RS, r = (kk / s_.S) % s_.R, t = kk % s_.S;
-        const float* xc = x_ + c * s_.H * s_.W;
-        const int64_t dh = r * s_.dil_h, dw = t * s_.dil_w;
-        float* dst = panel + k * nr;
-        for (int64_t j = 0; j < cols; ++j) {
-          const int64_t h = hbase[j] + dh, v = wbase[j] + dw;
-          dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? xc[h * s_.W + v] : 0.0f;
-        }
-        for (int64_t j = cols; j < nr; ++j) dst[j] = 0.0f;
+      if (pix0 % s_.Q + cols <= s_.Q) {
+        pack_row_panel(k0, kc, pix0, cols, nr, panel);
+      } else {
+        pack_any_panel(k0, kc, pix0, cols, nr, panel);
       }
     }
   }
 
  private:
+  // All `cols` pixels lie in one output row: each packed row is a (strided) run of one input row.
+  void pack_row_panel(int64_t k0, int64_t kc, int64_t pix0, int64_t cols, int nr, float* panel) const {
+    const int64_t RS = s_.R * s_.S;
+    const int64_t hb = (pix0 / s_.Q) * s_.stride_h - s_.pad_h, wb = (pix0 % s_.Q) * s_.stride_w - s_.pad_w;
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t kk = k0 + k, c = kk / RS, r = (kk / s_.S) % s_.R, t = kk % s_.S;
+      const int64_t h = hb + r * s_.dil_h, v0 = wb + t * s_.dil_w;
+      float* dst = panel + k * nr;
+      if (h < 0 || h >= s_.H) {
+        std::fill(dst, dst + nr, 0.0f);
+        continue;
+      }
+      const float* row = x_ + (c * s_.H + h) * s_.W;
+      if (s_.stride_w == 1) {
+        const int64_t lo = std::clamp<int64_t>(-v0, 0, cols), hi = std::clamp<int64_t>(s_.W - v0, lo, cols);
+        std::fill(dst, dst + lo, 0.0f);
+        std::copy(row + v0 + lo, row + v0 + hi, dst + lo);
+        std::fill(dst + hi, dst + nr, 0.0f);
+      } else {
+        for (int64_t j = 0; j < cols; ++j) {
+          const int64_t v = v0 + j * s_.stride_w;
+          dst[j] = (v >= 0 && v < s_.W) ? row[v] : 0.0f;
+        }
+        std::fill(dst + cols, dst + nr, 0.0f);
+      }
+    }
+  }
+
+  // The pixels span two or more output rows: element by element.
+  void pack_any_panel(int64_t k0, int64_t kc, int64_t pix0, int64_t cols, int nr, float* panel) const {
+    const int64_t RS = s_.R * s_.S;
+    int64_t hbase[kMaxNr], wbase[kMaxNr];
+    for (int64_t j = 0; j < cols; ++j) {
+      hbase[j] = ((pix0 + j) / s_.Q) * s_.stride_h - s_.pad_h;
+      wbase[j] = ((pix0 + j) % s_.Q) * s_.stride_w - s_.pad_w;
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t kk = k0 + k, c = kk / RS, r = (kk / s_.S) % s_.R, t = kk % s_.S;
+      const float* xc = x_ + c * s_.H * s_.W;
+      const int64_t dh = r * s_.dil_h, dw = t * s_.dil_w;
+      float* dst = panel + k * nr;
+      for (int64_t j = 0; j < cols; ++j) {
+        const int64_t h = hbase[j] + dh, v = wbase[j] + dw;
+        dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? xc[h * s_.W + v] : 0.0f;
+      }
+      std::fill(dst + cols, dst + nr, 0.0f);
+    }
+  }
+
   const ConvShape& s_;
   const float* x_;
 };
@@ -53,25 +89,35 @@ class Im2colT final : public BPanelSource {
   Im2colT(const ConvShape& s, const float* x) : s_(s), x_(x) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
     const int64_t RS = s_.R * s_.S;
-    int64_t coff[kMaxNr], dh[kMaxNr], dw[kMaxNr];
+    int64_t off[kMaxNr], dh[kMaxNr], dw[kMaxNr];
+    const int64_t span_h = (s_.R - 1) * s_.dil_h, span_w = (s_.S - 1) * s_.dil_w;
     for (int64_t jp = 0; jp < nc; jp += nr) {
       const int64_t cols = std::min<int64_t>(nr, nc - jp);
       for (int64_t j = 0; j < cols; ++j) {
         const int64_t kk = n0 + jp + j;
-        coff[j] = (kk / RS) * s_.H * s_.W;
         dh[j] = ((kk / s_.S) % s_.R) * s_.dil_h;
         dw[j] = (kk % s_.S) * s_.dil_w;
+        off[j] = (kk / RS) * s_.H * s_.W + dh[j] * s_.W + dw[j];
       }
       float* panel = Bp + (jp / nr) * kc * nr;
+      int64_t p = k0 / s_.Q, q = k0 % s_.Q;
       for (int64_t k = 0; k < kc; ++k) {
-        const int64_t pix = k0 + k;
-        const int64_t hb = (pix / s_.Q) * s_.stride_h - s_.pad_h, wb = (pix % s_.Q) * s_.stride_w - s_.pad_w;
+        const int64_t hb = p * s_.stride_h - s_.pad_h, wb = q * s_.stride_w - s_.pad_w;
         float* dst = panel + k * nr;
-        for (int64_t j = 0; j < cols; ++j) {
-          const int64_t h = hb + dh[j], v = wb + dw[j];
-          dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? x_[coff[j] + h * s_.W + v] : 0.0f;
+        if (hb >= 0 && hb + span_h < s_.H && wb >= 0 && wb + span_w < s_.W) {  // the whole window is inside
+          const float* base = x_ + hb * s_.W + wb;
+          for (int64_t j = 0; j < cols; ++j) dst[j] = base[off[j]];
+        } else {
+          for (int64_t j = 0; j < cols; ++j) {
+            const int64_t h = hb + dh[j], v = wb + dw[j];
+            dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? x_[off[j] + hb * s_.W + wb] : 0.0f;
+          }
         }
-        for (int64_t j = cols; j < nr; ++j) dst[j] = 0.0f;
+        std::fill(dst + cols, dst + nr, 0.0f);
+        if (++q == s_.Q) {
+          q = 0;
+          ++p;
+        }
       }
     }
   }
@@ -174,6 +220,7 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     }
     std::fill(dxn, dxn + s.C * HW, 0.0f);
     std::vector<float> col(static_cast<size_t>(CRS * block));
+    std::vector<int64_t> hbase(static_cast<size_t>(block)), wbase(static_cast<size_t>(block));
     for (int64_t g = 0; g < s.groups; ++g) {
       const float* dyg = dy + (n * s.K + g * Kg) * PQ;
       float* dxg = dxn + g * Cg * HW;
@@ -182,14 +229,16 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
         // col (CRS x nb) = W_g^T (CRS x Kg) x dY_g[:, j0:j0+nb]
         sgemm(Trans::yes, Trans::no, CRS, nb, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg + j0, PQ, 0.0f, col.data(), nb);
         // col2im: scatter-add each column entry to the input pixel it was read from
+        for (int64_t j = 0; j < nb; ++j) {
+          hbase[j] = ((j0 + j) / s.Q) * s.stride_h - s.pad_h;
+          wbase[j] = ((j0 + j) % s.Q) * s.stride_w - s.pad_w;
+        }
         for (int64_t kk = 0; kk < CRS; ++kk) {
-          const int64_t c = kk / RS, r = (kk / s.S) % s.R, t = kk % s.S;
+          const int64_t c = kk / RS, dh = ((kk / s.S) % s.R) * s.dil_h, dw = (kk % s.S) * s.dil_w;
           float* dxc = dxg + c * HW;
           const float* src = col.data() + kk * nb;
           for (int64_t j = 0; j < nb; ++j) {
-            const int64_t pix = j0 + j;
-            const int64_t h = (pix / s.Q) * s.stride_h - s.pad_h + r * s.dil_h;
-            const int64_t v = (pix % s.Q) * s.stride_w - s.pad_w + t * s.dil_w;
+            const int64_t h = hbase[j] + dh, v = wbase[j] + dw;
             if (h >= 0 && h < s.H && v >= 0 && v < s.W) dxc[h * s.W + v] += src[j];
           }
         }
