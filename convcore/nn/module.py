@@ -147,6 +147,13 @@ class Module:
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy arrays into the parameters and buffers by name. With strict, missing or unexpected keys raise;
         shape or dtype mismatches always raise (naming the key); nothing is changed when anything is wrong."""
+        own = self.check_state_dict(state, strict)
+        for key, target in own.items():
+            if key in state:
+                target[...] = state[key]
+
+    def check_state_dict(self, state: dict, strict: bool = True):
+        """Raise (naming the keys) if load_state_dict(state, strict) would fail; returns the own state dict."""
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict of numpy arrays, got {type(state).__name__}")
         own = self.state_dict()
@@ -164,9 +171,7 @@ class Module:
                 raise ValueError(f"load_state_dict: {key} has shape {value.shape}, the model expects {target.shape}")
             if value.dtype != target.dtype:
                 raise ValueError(f"load_state_dict: {key} has dtype {value.dtype}, the model expects {target.dtype}")
-        for key, target in own.items():
-            if key in state:
-                target[...] = state[key]
+        return own
 
     def to(self, dtype):
         """Convert parameters and floating buffers to float32 (fast kernels) or float64 (reference kernels)."""
