@@ -1,0 +1,37 @@
+// 2-D convolution (NCHW), forward and backward; conv1d is the same code with H == 1.
+// The *_ref kernels are the readable oracle and fallback (float and double) the fast kernels are tested against.
+#pragma once
+#include <cstdint>
+
+namespace convcore {
+
+// Sizes of one convolution, validated by the caller (convcore/functional/conv.py):
+// x (N, C, H, W), w (K, C/groups, R, S), bias (K), y (N, K, P, Q) with
+// P = (H + 2*pad_h - dil_h*(R-1) - 1) / stride_h + 1 (likewise Q), P, Q >= 1.
+struct ConvShape {
+  int64_t N, C, H, W;
+  int64_t K, R, S;
+  int64_t P, Q;
+  int64_t stride_h, stride_w;
+  int64_t pad_h, pad_w;
+  int64_t dil_h, dil_w;
+  int64_t groups;
+};
+
+// y (N, K, P, Q) = conv(x, w) + bias; bias may be null. y is fully written.
+template <typename T>
+void conv2d_forward_ref(const ConvShape& s, const T* x, const T* w, const T* bias, T* y);
+
+// dx (N, C, H, W) from dy (N, K, P, Q) and w (K, C/groups, R, S). dx is fully written.
+template <typename T>
+void conv2d_backward_input_ref(const ConvShape& s, const T* dy, const T* w, T* dx);
+
+// dw (K, C/groups, R, S) from dy (N, K, P, Q) and x (N, C, H, W); each dw element sums over n, p, q in order.
+template <typename T>
+void conv2d_backward_weight_ref(const ConvShape& s, const T* dy, const T* x, T* dw);
+
+// db (K) = sum of dy (N, K, P, Q) over n, p, q in order.
+template <typename T>
+void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
+
+}  // namespace convcore
