@@ -19,7 +19,7 @@ static ConvShape conv_shape(const CArray<T>& x, const CArray<T>& w, int64_t P, i
 template <typename T>
 static CArray<T> conv2d(const CArray<T>& x, const CArray<T>& w, const std::optional<CArray<T>>& bias, int64_t P,
                         int64_t Q, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
-                        int64_t dil_w, int64_t groups) {
+                        int64_t dil_w, int64_t groups, bool relu) {
   const ConvShape s = conv_shape(x, w, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups);
   auto y = new_array<T>({s.N, s.K, s.P, s.Q});
   const T* px = x.data();
@@ -28,7 +28,7 @@ static CArray<T> conv2d(const CArray<T>& x, const CArray<T>& w, const std::optio
   T* py_ = y.mutable_data();
   {
     py::gil_scoped_release release;
-    conv2d_forward_ref<T>(s, px, pw, pb, py_);
+    conv2d_forward_ref<T>(s, px, pw, pb, relu ? Activation::relu : Activation::none, py_);
   }
   return y;
 }
@@ -63,7 +63,7 @@ template <typename T>
 static void bind_conv_for(py::module_& m) {
   m.def("conv2d", &conv2d<T>, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("P"), py::arg("Q"),
         py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dil_h"),
-        py::arg("dil_w"), py::arg("groups"));
+        py::arg("dil_w"), py::arg("groups"), py::arg("relu"));
   m.def("conv2d_backward", &conv2d_grad<T>, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("stride_h"),
         py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dil_h"), py::arg("dil_w"),
         py::arg("groups"), py::arg("input_grad"), py::arg("bias_grad"));

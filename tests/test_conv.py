@@ -161,6 +161,21 @@ def test_optional_gradients_and_batch_zero(rng):
     np.testing.assert_array_equal(dw, F.conv2d_backward(dy, x, w)[1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_relu_equals_relu_of_conv(dtype, rng):
+    x = rng.standard_normal((2, 4, 7, 6)).astype(dtype)
+    x[0, 0, 0, 0] = np.nan  # NaN propagates through the fused ReLU as through F.relu
+    w = rng.standard_normal((6, 2, 3, 3)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    kw = dict(stride=(1, 2), padding=1, groups=2)
+    y = F.conv2d(x, w, b, activation="relu", **kw)
+    assert np.isnan(y).any() and (y == 0).any() and (y > 0).any()
+    np.testing.assert_array_equal(y, F.relu(F.conv2d(x, w, b, **kw)))
+    x1, w1 = x[:, :, 1], w[:, :, 1]
+    np.testing.assert_array_equal(F.conv1d(x1, w1, b, activation="relu", groups=2),
+                                  F.relu(F.conv1d(x1, w1, b, groups=2)))
+
+
 def test_thread_count_is_bitwise_irrelevant(rng):
     # 3 x 8 x 16 x 16 output, 8 x 3 x 3 taps: above the serial threshold, so the threads really split it
     x = rng.standard_normal((3, 8, 16, 16)).astype(np.float32)
@@ -250,6 +265,7 @@ BAD_CALLS = [
     (lambda: F.conv2d(_x, _w, np.zeros(5, np.float32)), ValueError, "b must have shape (6,)"),
     (lambda: F.conv2d(_x, _w, np.zeros((6, 1), np.float32)), ValueError, "b must be 1-D"),
     (lambda: F.conv2d(_x, _w, padding=10**7), ValueError, "the output would have shape"),
+    (lambda: F.conv2d(_x, _w, activation="tanh"), ValueError, "activation must be None or 'relu', got 'tanh'"),
     (lambda: F.conv2d_backward(_dy[:, :5], _x, _w), ValueError, "dy must have the output's shape (2, 6, 6, 6)"),
     (lambda: F.conv2d_backward(_dy, _x, _w, padding=1), ValueError, "dy must have the output's shape (2, 6, 8, 8)"),
     (lambda: F.conv2d_backward(_dy[0], _x, _w), ValueError, "dy must be 4-D"),

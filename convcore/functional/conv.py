@@ -50,7 +50,9 @@ def _as_2d(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
 
 
-def _forward(x, w, b, stride, padding, dilation, groups, spatial: int) -> np.ndarray:
+def _forward(x, w, b, stride, padding, dilation, groups, activation, spatial: int) -> np.ndarray:
+    if activation not in (None, "relu"):
+        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
     x, w, stride, padding, dilation, groups, out = _conv_args(x, w, stride, padding, dilation, groups, spatial)
     K = w.shape[0]
     if b is not None:
@@ -64,7 +66,7 @@ def _forward(x, w, b, stride, padding, dilation, groups, spatial: int) -> np.nda
         x, w, stride, padding, dilation, out = (_as_2d(x), _as_2d(w), (1,) + stride, (0,) + padding,
                                                 (1,) + dilation, (1,) + out)
     y = _core.conv2d(x, w, b, out[0], out[1], stride[0], stride[1], padding[0], padding[1],
-                     dilation[0], dilation[1], groups)
+                     dilation[0], dilation[1], groups, activation == "relu")
     return y.reshape(y_shape)
 
 
@@ -87,21 +89,25 @@ def _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad
     return (None if dx is None else dx.reshape(x_shape)), dw.reshape(w_shape), db
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=None) -> np.ndarray:
     """2-D convolution (cross-correlation, as PyTorch): x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None
-    -> y (N, K, P, Q). stride, padding, dilation: an int or an (h, w) pair; zero padding."""
-    return _forward(x, w, b, stride, padding, dilation, groups, spatial=2)
+    -> y (N, K, P, Q). stride, padding, dilation: an int or an (h, w) pair; zero padding.
+    activation="relu" fuses max(y, 0) into the output write; its backward is conv2d_backward with
+    dy already masked by the output: F.conv2d_backward(F.relu_backward(dy, y), x, w, ...)."""
+    return _forward(x, w, b, stride, padding, dilation, groups, activation, spatial=2)
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, input_grad=True, bias_grad=True):
     """Gradients of conv2d given dy (N, K, P, Q): returns (dx, dw, db); dx is None (and not computed) when
-    input_grad is False, db is None when bias_grad is False."""
+    input_grad is False, db is None when bias_grad is False. After a fused activation="relu" forward, pass
+    dy masked by the output (relu_backward(dy, y))."""
     return _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, spatial=2)
 
 
-def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
-    """1-D convolution: x (N, C, L), w (K, C/groups, kernel_size), b (K,) or None -> y (N, K, L_out)."""
-    return _forward(x, w, b, stride, padding, dilation, groups, spatial=1)
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=None) -> np.ndarray:
+    """1-D convolution: x (N, C, L), w (K, C/groups, kernel_size), b (K,) or None -> y (N, K, L_out);
+    activation as conv2d."""
+    return _forward(x, w, b, stride, padding, dilation, groups, activation, spatial=1)
 
 
 def conv1d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, input_grad=True, bias_grad=True):

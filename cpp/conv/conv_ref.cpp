@@ -27,7 +27,7 @@ int64_t forward_work(const ConvShape& s) { return s.N * s.K * s.P * s.Q * (s.C /
 }  // namespace
 
 template <typename T>
-void conv2d_forward_ref(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+void conv2d_forward_ref(const ConvShape& s, const T* x, const T* w, const T* bias, Activation activation, T* y) {
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups;
   const int nt = threads_for(forward_work(s));
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -51,6 +51,9 @@ void conv2d_forward_ref(const ConvShape& s, const T* x, const T* w, const T* bia
           }
         }
       }
+    }
+    if (activation == Activation::relu) {
+      for (int64_t pq = 0; pq < s.P * s.Q; ++pq) yp[pq] = yp[pq] < T(0) ? T(0) : yp[pq];  // NaN stays NaN
     }
   }
 }
@@ -127,7 +130,7 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db) {
 }
 
 #define CONVCORE_INSTANTIATE_CONV_REF(T)                                                   \
-  template void conv2d_forward_ref<T>(const ConvShape&, const T*, const T*, const T*, T*); \
+  template void conv2d_forward_ref<T>(const ConvShape&, const T*, const T*, const T*, Activation, T*); \
   template void conv2d_backward_input_ref<T>(const ConvShape&, const T*, const T*, T*);    \
   template void conv2d_backward_weight_ref<T>(const ConvShape&, const T*, const T*, T*);   \
   template void conv2d_backward_bias_ref<T>(const ConvShape&, const T*, T*);

@@ -31,8 +31,14 @@ static void hand_computed_case() {
                                   3, 6, 6, 16,  //
                                   10, 17, 18, 19};
   std::vector<float> y(16);
-  conv2d_forward_ref<float>(s, x.data(), w_diff.data(), &bias, y.data());
+  conv2d_forward_ref<float>(s, x.data(), w_diff.data(), &bias, Activation::none, y.data());
   expect_equal("y", y, y_want);
+  // bias -5 with ReLU: y_relu = max(y_want - 15, 0), so only the last column and row (16..19) survive.
+  const float bias_neg = -5;
+  std::vector<float> y_relu(16), y_relu_want(16);
+  for (int i = 0; i < 16; ++i) y_relu_want[i] = std::fmax(y_want[i] - 15, 0.0f);
+  conv2d_forward_ref<float>(s, x.data(), w_diff.data(), &bias_neg, Activation::relu, y_relu.data());
+  expect_equal("relu(y)", y_relu, y_relu_want);
 
   // dy = ones: every input pixel is seen by all four taps once, so dx = sum(w) = 1 + 2 + 3 - 1 = 5 everywhere.
   const std::vector<float> w{1, 2, 3, -1};
@@ -65,8 +71,8 @@ static void float_matches_double() {
 
   std::vector<double> yd(ny), dxd(nx), dwd(nw), dbd(s.K);
   std::vector<float> yf(ny), dxf(nx), dwf(nw), dbf(s.K);
-  conv2d_forward_ref<double>(s, xd.data(), wd.data(), bd.data(), yd.data());
-  conv2d_forward_ref<float>(s, xf.data(), wf.data(), bf.data(), yf.data());
+  conv2d_forward_ref<double>(s, xd.data(), wd.data(), bd.data(), Activation::none, yd.data());
+  conv2d_forward_ref<float>(s, xf.data(), wf.data(), bf.data(), Activation::none, yf.data());
   conv2d_backward_input_ref<double>(s, dyd.data(), wd.data(), dxd.data());
   conv2d_backward_input_ref<float>(s, dyf.data(), wf.data(), dxf.data());
   conv2d_backward_weight_ref<double>(s, dyd.data(), xd.data(), dwd.data());

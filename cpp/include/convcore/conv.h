@@ -18,9 +18,12 @@ struct ConvShape {
   int64_t groups;
 };
 
-// y (N, K, P, Q) = conv(x, w) + bias; bias may be null. y is fully written.
+// Epilogue applied to each output after the bias: none, or max(y, 0) with NaN propagated.
+enum class Activation : int { none = 0, relu = 1 };
+
+// y (N, K, P, Q) = activation(conv(x, w) + bias); bias may be null. y is fully written.
 template <typename T>
-void conv2d_forward_ref(const ConvShape& s, const T* x, const T* w, const T* bias, T* y);
+void conv2d_forward_ref(const ConvShape& s, const T* x, const T* w, const T* bias, Activation activation, T* y);
 
 // dx (N, C, H, W) from dy (N, K, P, Q) and w (K, C/groups, R, S). dx is fully written.
 template <typename T>
