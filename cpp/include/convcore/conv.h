@@ -37,4 +37,19 @@ void conv2d_backward_weight_ref(const ConvShape& s, const T* dy, const T* x, T* 
 template <typename T>
 void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 
+// Blocked im2col, the B-operand producer of the GEMM convolution. For group g the im2col matrix has
+// Cg*R*S rows (c, r, t) and N*P*Q columns (n, p, q) (the batch folded in, so late layers with few pixels fill
+// a tile), entry x[n, g*Cg + c, p*stride_h - pad_h + r*dil_h, q*stride_w - pad_w + t*dil_w] or 0 in the padding.
+// Writes rows [k0, k0+kc) x columns [j0, j0+nb) as ceil(nb/nr) panels of kc x nr (panel i at out + i*kc*nr,
+// element (row, col) at row*nr + col), zero-filled past nb: out holds kc * ceil(nb/nr) * nr elements.
+template <typename T>
+void im2col_pack_panels(const ConvShape& s, const T* x, int64_t group, int64_t k0, int64_t kc, int64_t j0,
+                        int64_t nb, int64_t nr, T* out);
+
+// The adjoint of im2col for image n, group g: dx[n, g*Cg + c] += sum over (r, t, p, q) of
+// dcols[(c*R + r)*S + t, p*Q + q] scattered back to its input pixel; dcols is (Cg*R*S, P*Q) row-major.
+// Parallel over c; each dx element accumulates in the fixed order (r, t, p, q).
+template <typename T>
+void col2im_add(const ConvShape& s, const T* dcols, int64_t n, int64_t group, T* dx);
+
 }  // namespace convcore
