@@ -1,4 +1,6 @@
 """conv2d / conv1d forward and backward vs the float64 numpy reference, torch, gradcheck; bad-input corpus."""
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -189,6 +191,25 @@ def test_thread_count_is_bitwise_irrelevant(rng):
     for other in results[1:]:
         for a, c in zip(results[0], other):
             assert np.array_equal(a, c)
+
+
+def test_concurrent_python_threads_match_serial(rng):
+    """8 Python threads calling conv forward and backward at once (GIL released) get the serial results."""
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    dy = rng.standard_normal((2, 6, 5, 5)).astype(np.float32)
+    want = (F.conv2d(x, w, b, 2, 1),) + F.conv2d_backward(dy, x, w, 2, 1)
+
+    def worker(_):
+        for _ in range(50):
+            got = (F.conv2d(x, w, b, 2, 1),) + F.conv2d_backward(dy, x, w, 2, 1)
+            if not all(np.array_equal(g, e) for g, e in zip(got, want)):
+                return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(worker, range(8)))
 
 
 @pytest.mark.parametrize("xs, ws, stride, padding, dilation, groups", [
