@@ -1,6 +1,6 @@
 """Side-by-side benchmark harness: each library runs in its own process per thread count, alternating.
 
-A benchmark script defines CASES (dicts with a unique "name" and "flops" or "bytes"), one runner per side
+A benchmark script defines CASES (dicts with a unique "name" and "flops", "bytes" or "images"), one runner per side
 `run_<side>(case, threads) -> seconds | harness.measure(...)`, and calls
 `harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch}, metric="GFLOP/s")`.
 The parent sets OMP/MKL/OpenBLAS thread variables for each child so no library's idle pool steals the other's
@@ -17,6 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+# Benchmark the checkout's own build (scripts/dev-build.sh puts _core*.so into convcore/) when there is one;
+# otherwise the installed convcore is used.
+_ROOT = Path(__file__).resolve().parent.parent
+if any((_ROOT / "convcore").glob("_core*.so")):
+    sys.path.insert(0, str(_ROOT))
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -96,10 +103,12 @@ def _fmt_metric(case, seconds, metric):
         return "-"
     if metric == "GFLOP/s":
         return f"{case['flops'] / seconds / 1e9:8.1f}"
+    if metric == "img/s":
+        return f"{case['images'] / seconds:8.0f}"
     return f"{case['bytes'] / seconds / 1e9:8.2f}"
 
 
-def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, extra_args=()):
+def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None):
     """Run all sides for all cases at each thread count and print the table; returns the results."""
     parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip().splitlines()[0]
                                      if sys.modules["__main__"].__doc__ else None)

@@ -1,15 +1,18 @@
 """convcore: CPU-first convolutional neural networks.
 
 An OpenMP C++ core (tiled SGEMM, blocked im2col, pooling) under a small PyTorch-shaped API:
-`convcore.functional` for ops on numpy arrays, `convcore.nn` for layers with explicit backward.
+`convcore.functional` for ops on numpy arrays, `convcore.nn` for layers with explicit backward, `convcore.optim`,
+`convcore.models`, `convcore.data`, `convcore.training`, `convcore.summary`.
 """
 from . import _core
 from ._runtime import _apply_isa_cap, cpu_info, get_num_threads, set_num_threads, threads
 
 _apply_isa_cap()
 
-from . import functional  # noqa: E402
+from . import functional, models, nn, optim  # noqa: E402
+from .summary import summary  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["cpu_info", "set_num_threads", "get_num_threads", "threads", "functional", "__version__"]
+__all__ = ["cpu_info", "set_num_threads", "get_num_threads", "threads", "functional", "nn", "optim", "models",
+           "summary", "__version__"]

@@ -31,6 +31,7 @@ def cpu_info() -> dict:
         "gemm_kernel": _core.gemm_kernel_name(),
         "pool_kernel": _core.pool_kernel_name(),
         "num_threads": _core.get_num_threads(),
+        "forked_child": _core.in_forked_child(),
         "isa_cap": os.environ.get("CONVCORE_ISA") or None,
     }
 
@@ -45,7 +46,12 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads convcore kernels use (initially OMP_NUM_THREADS or the core count)."""
+    """The number of threads convcore kernels use (initially OMP_NUM_THREADS or the core count).
+
+    Always 1 in a process forked from one that loaded convcore: OpenMP's (libgomp's) thread pool does not survive
+    fork(), and a parallel region there would wait forever, so a forked child computes serially (and correctly).
+    Worker processes that should use threads must be started with the "spawn" or "forkserver" method.
+    """
     return _core.get_num_threads()
 
 

@@ -16,7 +16,7 @@ fi
 
 export PATH="$PWD/.venv/bin:$PATH"
 BUILD_DIR=build/test PYTHON=.venv/bin/python bash scripts/dev-build.sh
-ctest --test-dir build/test --output-on-failure
+ctest --test-dir build/test --output-on-failure --no-tests=error
 
 set +e
 .venv/bin/python -m pytest -q "$@"

@@ -1,75 +1,110 @@
-// Bindings: conv2d forward and backward (conv1d arrives here as H == 1). Sizes are validated in convcore/.
-#include <optional>
+// Bindings: convolution. Arrays arrive validated (dtype, C order, shapes) from convcore/functional/conv.py;
+// `geom` = (P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups). float32 runs the fast kernels unless
+// `reference` is set (tests compare the two); float64 always runs the reference kernels.
+#include <array>
 
 #include "bindings.h"
 #include "convcore/conv.h"
+#include "convcore/ops.h"
 
 using namespace convcore;
 
-// x (N, C, H, W), w (K, C/groups, R, S); output size (P, Q) computed by convcore._validate.output_size.
-template <typename T>
-static ConvShape conv_shape(const CArray<T>& x, const CArray<T>& w, int64_t P, int64_t Q, int64_t stride_h,
-                            int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w,
-                            int64_t groups) {
-  return ConvShape{x.shape(0), x.shape(1), x.shape(2), x.shape(3), w.shape(0), w.shape(2), w.shape(3),
-                   P,          Q,          stride_h,   stride_w,   pad_h,      pad_w,      dil_h,
-                   dil_w,      groups};
+namespace {
+using Geom = std::array<int64_t, 9>;
+
+ConvShape make_shape(const std::array<int64_t, 4>& x, const std::array<int64_t, 4>& w, const Geom& g) {
+  return ConvShape{x[0], x[1], x[2], x[3], w[0], w[2], w[3], g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8]};
 }
 
 template <typename T>
-static CArray<T> conv2d(const CArray<T>& x, const CArray<T>& w, const std::optional<CArray<T>>& bias, int64_t P,
-                        int64_t Q, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
-                        int64_t dil_w, int64_t groups, bool relu) {
-  const ConvShape s = conv_shape(x, w, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups);
+std::array<int64_t, 4> dims(const CArray<T>& a) {
+  return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)};
+}
+
+template <typename T>
+CArray<T> forward(const CArray<T>& x, const CArray<T>& w, std::optional<CArray<T>> bias, const Geom& g, bool relu,
+                  bool reference) {
+  const ConvShape s = make_shape(dims(x), dims(w), g);
   auto y = new_array<T>({s.N, s.K, s.P, s.Q});
-  const T* px = x.data();
-  const T* pw = w.data();
   const T* pb = bias ? bias->data() : nullptr;
+  const T *px = x.data(), *pw = w.data();
   T* py_ = y.mutable_data();
-  {
-    py::gil_scoped_release release;
-    conv2d_forward_ref<T>(s, px, pw, pb, relu ? Activation::relu : Activation::none, py_);
+  py::gil_scoped_release release;
+  if constexpr (std::is_same_v<T, float>) {
+    if (!reference) {
+      conv2d_forward_fast(s, px, pw, pb, relu, py_);
+      return y;
+    }
   }
+  conv2d_forward_ref<T>(s, px, pw, pb, py_);
+  if (relu) relu_forward<T>(py_, py_, s.N * s.K * s.P * s.Q);
   return y;
 }
 
-// Returns (dx or None, dw, db or None).
 template <typename T>
-static py::tuple conv2d_grad(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& w, int64_t stride_h,
-                             int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w,
-                             int64_t groups, bool input_grad, bool bias_grad) {
-  const ConvShape s = conv_shape(x, w, dy.shape(2), dy.shape(3), stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-                                 groups);
-  auto dw = new_array<T>({s.K, s.C / s.groups, s.R, s.S});
-  std::optional<CArray<T>> dx, db;
-  if (input_grad) dx = new_array<T>({s.N, s.C, s.H, s.W});
-  if (bias_grad) db = new_array<T>({s.K});
-  const T* pdy = dy.data();
-  const T* px = x.data();
-  const T* pw = w.data();
-  T* pdw = dw.mutable_data();
-  T* pdx = dx ? dx->mutable_data() : nullptr;
-  T* pdb = db ? db->mutable_data() : nullptr;
-  {
-    py::gil_scoped_release release;
-    conv2d_backward_weight_ref<T>(s, pdy, px, pdw);
-    if (pdx) conv2d_backward_input_ref<T>(s, pdy, pw, pdx);
-    if (pdb) conv2d_backward_bias_ref<T>(s, pdy, pdb);
+CArray<T> backward_input(const CArray<T>& dy, const CArray<T>& w, const std::array<int64_t, 4>& x_shape,
+                         const Geom& g, bool reference) {
+  const ConvShape s = make_shape(x_shape, dims(w), g);
+  auto dx = new_array<T>({s.N, s.C, s.H, s.W});
+  const T *pdy = dy.data(), *pw = w.data();
+  T* pdx = dx.mutable_data();
+  py::gil_scoped_release release;
+  if constexpr (std::is_same_v<T, float>) {
+    if (!reference) {
+      conv2d_backward_input_fast(s, pdy, pw, pdx);
+      return dx;
+    }
   }
-  return py::make_tuple(dx ? py::object(*dx) : py::none(), dw, db ? py::object(*db) : py::none());
+  conv2d_backward_input_ref<T>(s, pdy, pw, pdx);
+  return dx;
 }
 
 template <typename T>
-static void bind_conv_for(py::module_& m) {
-  m.def("conv2d", &conv2d<T>, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("P"), py::arg("Q"),
-        py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dil_h"),
-        py::arg("dil_w"), py::arg("groups"), py::arg("relu"));
-  m.def("conv2d_backward", &conv2d_grad<T>, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("stride_h"),
-        py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dil_h"), py::arg("dil_w"),
-        py::arg("groups"), py::arg("input_grad"), py::arg("bias_grad"));
+CArray<T> backward_weight(const CArray<T>& dy, const CArray<T>& x, const std::array<int64_t, 4>& w_shape,
+                          const Geom& g, bool reference) {
+  const ConvShape s = make_shape(dims(x), w_shape, g);
+  auto dw = new_array<T>({w_shape[0], w_shape[1], w_shape[2], w_shape[3]});
+  const T *pdy = dy.data(), *px = x.data();
+  T* pdw = dw.mutable_data();
+  py::gil_scoped_release release;
+  if constexpr (std::is_same_v<T, float>) {
+    if (!reference) {
+      conv2d_backward_weight_fast(s, pdy, px, pdw);
+      return dw;
+    }
+  }
+  conv2d_backward_weight_ref<T>(s, pdy, px, pdw);
+  return dw;
 }
+
+template <typename T>
+CArray<T> backward_bias(const CArray<T>& dy) {
+  ConvShape s{};
+  s.N = dy.shape(0);
+  s.K = dy.shape(1);
+  s.P = dy.shape(2);
+  s.Q = dy.shape(3);
+  auto db = new_array<T>({s.K});
+  const T* pdy = dy.data();
+  T* pdb = db.mutable_data();
+  py::gil_scoped_release release;
+  conv2d_backward_bias_ref<T>(s, pdy, pdb);
+  return db;
+}
+
+template <typename T>
+void bind_dtype(py::module_& m) {
+  m.def("conv2d_forward", &forward<T>, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("geom"),
+        py::arg("relu") = false, py::arg("reference") = false);
+  m.def("conv2d_backward_input", &backward_input<T>, py::arg("dy"), py::arg("w"), py::arg("x_shape"),
+        py::arg("geom"), py::arg("reference") = false);
+  m.def("conv2d_backward_weight", &backward_weight<T>, py::arg("dy"), py::arg("x"), py::arg("w_shape"),
+        py::arg("geom"), py::arg("reference") = false);
+  m.def("conv2d_backward_bias", &backward_bias<T>, py::arg("dy"));
+}
+}  // namespace
 
 void bind_conv(py::module_& m) {
-  bind_conv_for<float>(m);
-  bind_conv_for<double>(m);
+  bind_dtype<float>(m);
+  bind_dtype<double>(m);
 }

@@ -1,24 +1,51 @@
-// Bindings: GEMM.
+// Bindings: GEMM. float32 runs the tiled engine, float64 (and gemm_reference) the naive oracle.
+// Arrays arrive validated from convcore/functional/gemm.py: op(A) is (M, K), op(B) is (K, N), C is (M, N).
 #include "bindings.h"
 #include "convcore/gemm.h"
 
 using namespace convcore;
 
+namespace {
+
 template <typename T>
-static CArray<T> matmul(const CArray<T>& a, const CArray<T>& b) {
-  const int64_t M = a.shape(0), K = a.shape(1), N = b.shape(1);
-  auto c = new_array<T>({M, N});
-  const T* pa = a.data();
-  const T* pb = b.data();
-  T* pc = c.mutable_data();
-  {
-    py::gil_scoped_release release;
-    gemm_ref<T>(Trans::no, Trans::no, M, N, K, T(1), pa, K, pb, N, T(0), pc, N);
+CArray<T> run(const CArray<T>& a, const CArray<T>& b, bool trans_a, bool trans_b, T alpha, T beta,
+              std::optional<CArray<T>> c, std::optional<CArray<T>> bias, int bias_axis, bool relu, bool reference) {
+  const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+  const int64_t N = trans_b ? b.shape(0) : b.shape(1);
+  if ((trans_b ? b.shape(1) : b.shape(0)) != K) throw py::value_error("gemm: inner dimensions differ");
+  if (c && (c->ndim() != 2 || c->shape(0) != M || c->shape(1) != N)) throw py::value_error("gemm: c must be (M, N)");
+  if (bias && bias->size() != (bias_axis == 1 ? M : N)) throw py::value_error("gemm: bias has the wrong length");
+  CArray<T> out = c ? *c : new_array<T>({M, N});
+  const T *pa = a.data(), *pb = b.data(), *pbias = bias ? bias->data() : nullptr;
+  T* pc = out.mutable_data();
+  const auto ta = trans_a ? Trans::yes : Trans::no, tb = trans_b ? Trans::yes : Trans::no;
+  const auto axis = static_cast<Epilogue::Bias>(bias_axis);
+  const int64_t lda = a.shape(1), ldb = b.shape(1);
+  py::gil_scoped_release release;
+  if constexpr (std::is_same_v<T, float>) {
+    if (!reference) {
+      Epilogue epi;
+      epi.bias = pbias;
+      epi.bias_axis = axis;
+      epi.relu = relu;
+      sgemm(ta, tb, M, N, K, alpha, pa, lda, pb, ldb, beta, pc, N, epi);
+      return out;
+    }
   }
-  return c;
+  gemm_ref<T>(ta, tb, M, N, K, alpha, pa, lda, pb, ldb, beta, pc, N, pbias, axis, relu);
+  return out;
 }
 
+template <typename T>
+void bind_dtype(py::module_& m) {
+  m.def("gemm", &run<T>, py::arg("a"), py::arg("b"), py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"),
+        py::arg("beta"), py::arg("c"), py::arg("bias"), py::arg("bias_axis"), py::arg("relu"),
+        py::arg("reference"));
+}
+
+}  // namespace
+
 void bind_gemm(py::module_& m) {
-  m.def("matmul", &matmul<float>, py::arg("a"), py::arg("b"));
-  m.def("matmul", &matmul<double>, py::arg("a"), py::arg("b"));
+  bind_dtype<float>(m);
+  bind_dtype<double>(m);
 }

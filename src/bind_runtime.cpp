@@ -20,5 +20,6 @@ void bind_runtime(py::module_& m) {
   m.def("pool_kernel_name", [] { return std::string(kernels().pool.name); });
   m.def("get_num_threads", [] { return num_threads(); });
   m.def("set_num_threads", [](int n) { set_num_threads(n); });
+  m.def("in_forked_child", [] { return in_forked_child(); });
   m.def("omp_max_threads", [] { return omp_get_max_threads(); });
 }

@@ -1,6 +1,6 @@
-"""Convolution (1-D and 2-D, NCHW / NCW), forward and backward, with PyTorch semantics.
+"""Convolution (1-D and 2-D), forward and backward, with PyTorch semantics (cross-correlation, NCHW / NCL).
 
-conv1d runs the conv2d kernels with H == 1. Arguments are validated here; the kernels trust them.
+conv1d is conv2d on (N, C, 1, L) with a (K, C/groups, 1, R) kernel: one code path.
 """
 from __future__ import annotations
 
@@ -8,108 +8,118 @@ import numpy as np
 
 from .. import _core
 from .._validate import as_int, as_tensor, as_tuple, check_elements, output_size
+from .gemm import check_activation
 
 
-def _conv_args(x, w, stride, padding, dilation, groups, spatial: int):
-    """Validate x (N, C, *spatial) and w (K, C/groups, *kernel); returns (x, w, stride, padding, dilation,
-    groups, out) with every option a tuple of `spatial` ints and out the output's spatial size."""
-    dims = "(N, C, L)" if spatial == 1 else "(N, C, H, W)"
-    wdims = "(K, C/groups, kernel_size)" if spatial == 1 else "(K, C/groups, R, S)"
-    if isinstance(x, np.ndarray) and x.ndim == spatial + 2:
-        check_elements(x.shape, "x")  # before a non-contiguous view is copied
-    x = as_tensor(x, "x", ndim=spatial + 2)
-    w = as_tensor(w, "w", ndim=spatial + 2, dtype=x.dtype)
-    stride = as_tuple(stride, "stride", spatial, minimum=1)
-    padding = as_tuple(padding, "padding", spatial, minimum=0)
-    dilation = as_tuple(dilation, "dilation", spatial, minimum=1)
+def _geometry(x_shape, w_shape, stride, padding, dilation, groups, names):
+    """Validate a convolution's options against x (N, C, H, W) and w (K, C/groups, R, S).
+
+    Returns (geom for _core, output shape). `names` maps the 2-D axes to what the user passed (1-D or 2-D).
+    """
+    n_axes = names["n_axes"]
+    stride = as_tuple(stride, "stride", n_axes, minimum=1)
+    padding = as_tuple(padding, "padding", n_axes, minimum=0)
+    dilation = as_tuple(dilation, "dilation", n_axes, minimum=1)
     groups = as_int(groups, "groups", minimum=1)
-    if any(d == 0 for d in x.shape[1:]):
-        raise ValueError(f"x must be {dims} with non-zero channel and spatial sizes, got shape {x.shape}")
-    if any(d == 0 for d in w.shape):
-        raise ValueError(f"w must be {wdims} with non-zero sizes, got shape {w.shape}")
-    if w.shape[0] % groups != 0:
-        raise ValueError(f"out channels w.shape[0] ({w.shape[0]}) must be divisible by groups ({groups})")
-    if x.shape[1] != w.shape[1] * groups:
-        raise ValueError(f"x has {x.shape[1]} channels but w {w.shape} with groups={groups} expects "
-                         f"w.shape[1] * groups = {w.shape[1] * groups} (channel mismatch)")
+    if n_axes == 1:
+        stride, padding, dilation = (1, *stride), (0, *padding), (1, *dilation)
+    N, C, H, W = x_shape
+    K, Cg, R, S = w_shape
+    if C % groups:
+        raise ValueError(f"x has {C} channels, which is not divisible by groups={groups}")
+    if K % groups:
+        raise ValueError(f"w has {K} filters (w.shape[0]), which is not divisible by groups={groups}")
+    if Cg * groups != C:
+        raise ValueError(f"w.shape[1] * groups must equal the input channels: w has shape {names['w']}, "
+                         f"groups={groups}, so it expects {Cg * groups} channels, but x has shape {names['x']} "
+                         f"with {C} channels")
+    if K == 0 or Cg == 0 or R == 0 or S == 0:
+        raise ValueError(f"w must have no zero dimension, got shape {names['w']}")
+    spatial = [(H, R, 0), (W, S, 1)] if n_axes == 2 else [(W, S, 1)]
     out = []
-    for i in range(spatial):
-        size, kernel = x.shape[2 + i], w.shape[2 + i]
-        span = dilation[i] * (kernel - 1) + 1
-        if span > size + 2 * padding[i]:
+    for size, k, a in spatial:
+        span = dilation[a] * (k - 1) + 1
+        if span > size + 2 * padding[a]:
+            label = ("height", "width")[a] if n_axes == 2 else "length"
             raise ValueError(
-                f"kernel size {tuple(w.shape[2:])} with dilation {dilation} spans {span} along axis {2 + i}, "
-                f"larger than the padded input {size} + 2*{padding[i]} = {size + 2 * padding[i]} "
-                f"(x shape {x.shape}, padding {padding})")
-        out.append(output_size(size, kernel, stride[i], padding[i], dilation[i]))
-    return x, w, stride, padding, dilation, groups, tuple(out)
+                f"kernel {label} {k} with dilation {dilation[a]} spans {span} elements, more than the padded "
+                f"input {label} {size} + 2*{padding[a]} = {size + 2 * padding[a]} (x {names['x']}, w {names['w']})")
+    P = output_size(H, R, stride[0], padding[0], dilation[0])
+    Q = output_size(W, S, stride[1], padding[1], dilation[1])
+    check_elements((N, K, P, Q), "the output")
+    geom = (P, Q, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups)
+    return geom, (N, K, P, Q)
 
 
-def _as_2d(x: np.ndarray) -> np.ndarray:
-    """(N, C, L) -> (N, C, 1, L)."""
-    return x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+def _check_bias(b, K, dtype):
+    b = as_tensor(b, "b", ndim=1, dtype=dtype)
+    if b.shape != (K,):
+        raise ValueError(f"b must have shape ({K},) (one per filter), got {b.shape}")
+    return b
 
 
-def _forward(x, w, b, stride, padding, dilation, groups, activation, spatial: int) -> np.ndarray:
-    if activation not in (None, "relu"):
-        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-    x, w, stride, padding, dilation, groups, out = _conv_args(x, w, stride, padding, dilation, groups, spatial)
-    K = w.shape[0]
+def _forward(x, w, b, stride, padding, dilation, groups, activation, n_axes):
+    relu = check_activation(activation)
+    ndim = n_axes + 2
+    x = as_tensor(x, "x", ndim=ndim)
+    w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
+    names = {"x": x.shape, "w": w.shape, "n_axes": n_axes}
+    x4 = x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+    w4 = w if n_axes == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+    geom, out_shape = _geometry(x4.shape, w4.shape, stride, padding, dilation, groups, names)
     if b is not None:
-        b = as_tensor(b, "b", ndim=1, dtype=x.dtype)
-        if b.shape != (K,):
-            raise ValueError(f"b must have shape ({K},) (one bias per output channel of w {w.shape}), "
-                             f"got {b.shape}")
-    y_shape = (x.shape[0], K) + out
-    check_elements(y_shape, "the output")
-    if spatial == 1:
-        x, w, stride, padding, dilation, out = (_as_2d(x), _as_2d(w), (1,) + stride, (0,) + padding,
-                                                (1,) + dilation, (1,) + out)
-    y = _core.conv2d(x, w, b, out[0], out[1], stride[0], stride[1], padding[0], padding[1],
-                     dilation[0], dilation[1], groups, activation == "relu")
-    return y.reshape(y_shape)
+        b = _check_bias(b, w.shape[0], x.dtype)
+    y = _core.conv2d_forward(x4, w4, b, geom, relu)
+    return y if n_axes == 2 else y.reshape(out_shape[0], out_shape[1], out_shape[3])
 
 
-def _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, spatial: int):
-    x, w, stride, padding, dilation, groups, out = _conv_args(x, w, stride, padding, dilation, groups, spatial)
-    for name, flag in (("input_grad", input_grad), ("bias_grad", bias_grad)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be a bool, got {flag!r}")
-    dy = as_tensor(dy, "dy", ndim=spatial + 2, dtype=x.dtype)
-    y_shape = (x.shape[0], w.shape[0]) + out
-    if dy.shape != y_shape:
-        raise ValueError(f"dy must have the output's shape {y_shape} for x {x.shape} and w {w.shape}, "
-                         f"got {dy.shape}")
-    x_shape, w_shape = x.shape, w.shape
-    if spatial == 1:
-        dy, x, w, stride, padding, dilation = (_as_2d(dy), _as_2d(x), _as_2d(w), (1,) + stride, (0,) + padding,
-                                               (1,) + dilation)
-    dx, dw, db = _core.conv2d_backward(dy, x, w, stride[0], stride[1], padding[0], padding[1],
-                                       dilation[0], dilation[1], groups, bool(input_grad), bool(bias_grad))
-    return (None if dx is None else dx.reshape(x_shape)), dw.reshape(w_shape), db
+def _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, n_axes):
+    ndim = n_axes + 2
+    x = as_tensor(x, "x", ndim=ndim)
+    w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
+    dy = as_tensor(dy, "dy", ndim=ndim, dtype=x.dtype)
+    names = {"x": x.shape, "w": w.shape, "n_axes": n_axes}
+    x4 = x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+    w4 = w if n_axes == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+    geom, out_shape = _geometry(x4.shape, w4.shape, stride, padding, dilation, groups, names)
+    expected = out_shape if n_axes == 2 else (out_shape[0], out_shape[1], out_shape[3])
+    if dy.shape != expected:
+        raise ValueError(f"dy must have the output's shape {expected}, got {dy.shape}")
+    dy4 = dy.reshape(out_shape)
+    dw = _core.conv2d_backward_weight(dy4, x4, w4.shape, geom).reshape(w.shape)
+    dx = _core.conv2d_backward_input(dy4, w4, x4.shape, geom).reshape(x.shape) if input_grad else None
+    db = _core.conv2d_backward_bias(dy4) if bias_grad else None
+    return dx, dw, db
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=None) -> np.ndarray:
-    """2-D convolution (cross-correlation, as PyTorch): x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None
-    -> y (N, K, P, Q). stride, padding, dilation: an int or an (h, w) pair; zero padding.
-    activation="relu" fuses max(y, 0) into the output write; its backward is conv2d_backward with
-    dy already masked by the output: F.conv2d_backward(F.relu_backward(dy, y), x, w, ...)."""
-    return _forward(x, w, b, stride, padding, dilation, groups, activation, spatial=2)
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1, padding=0, dilation=1,
+           groups=1, activation=None) -> np.ndarray:
+    """2-D convolution: x (N, C, H, W), w (K, C/groups, R, S), b (K,) -> (N, K, P, Q).
+
+    stride, padding and dilation are each an int or an (h, w) pair; P = floor((H + 2p - d(R-1) - 1)/s) + 1.
+    activation="relu" applies ReLU in the GEMM epilogue (the output is written once). Its backward: mask the
+    incoming gradient with the output first, `conv2d_backward(relu_backward(dy, y), x, w, ...)` (y > 0 exactly
+    where the pre-activation was > 0).
+    """
+    return _forward(x, w, b, stride, padding, dilation, groups, activation, 2)
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, input_grad=True, bias_grad=True):
-    """Gradients of conv2d given dy (N, K, P, Q): returns (dx, dw, db); dx is None (and not computed) when
-    input_grad is False, db is None when bias_grad is False. After a fused activation="relu" forward, pass
-    dy masked by the output (relu_backward(dy, y))."""
-    return _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, spatial=2)
+def conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1,
+                    input_grad: bool = True, bias_grad: bool = True):
+    """Gradients of conv2d given dy (N, K, P, Q): returns (dx, dw, db).
+
+    dx is None (and not computed) when input_grad=False, db is None when bias_grad=False.
+    """
+    return _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, 2)
 
 
-def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=None) -> np.ndarray:
-    """1-D convolution: x (N, C, L), w (K, C/groups, kernel_size), b (K,) or None -> y (N, K, L_out);
-    activation as conv2d."""
-    return _forward(x, w, b, stride, padding, dilation, groups, activation, spatial=1)
+def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1, padding=0, dilation=1,
+           groups=1, activation=None) -> np.ndarray:
+    """1-D convolution: x (N, C, L), w (K, C/groups, R), b (K,) -> (N, K, L_out); activation as in conv2d."""
+    return _forward(x, w, b, stride, padding, dilation, groups, activation, 1)
 
 
-def conv1d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, input_grad=True, bias_grad=True):
-    """Gradients of conv1d given dy (N, K, L_out): returns (dx, dw, db) as conv2d_backward."""
-    return _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, spatial=1)
+def conv1d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1,
+                    input_grad: bool = True, bias_grad: bool = True):
+    """Gradients of conv1d given dy (N, K, L_out): returns (dx, dw, db) (dx/db None when not asked for)."""
+    return _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, 1)

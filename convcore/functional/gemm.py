@@ -1,10 +1,26 @@
-"""Matrix products: matmul and the fully connected layer (linear), forward and backward."""
+"""Matrix products: matmul and the fully connected layer (linear), forward and backward.
+
+float32 runs the tiled SGEMM engine (bias and ReLU fused into its epilogue); float64 runs the reference GEMM.
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _core
-from .._validate import as_tensor
+from .._validate import as_tensor, check_elements
+
+BIAS_NONE, BIAS_PER_ROW, BIAS_PER_COL = 0, 1, 2
+
+
+def check_activation(activation):
+    """The fused activations: None or "relu"."""
+    if activation not in (None, "relu"):
+        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    return activation == "relu"
+
+
+def _gemm(a, b, trans_a=False, trans_b=False, bias=None, bias_axis=BIAS_NONE, relu=False):
+    return _core.gemm(a, b, trans_a, trans_b, 1.0, 0.0, None, bias, bias_axis, relu, False)
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -13,34 +29,38 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = as_tensor(b, "b", ndim=2, dtype=a.dtype)
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"a.shape[1] must equal b.shape[0] (inner dimensions), got a {a.shape} and b {b.shape}")
-    return _core.matmul(a, b)
+    check_elements((a.shape[0], b.shape[1]), "the product")
+    return _gemm(a, b)
 
 
-def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """y = x @ w.T + b with x (N, in), w (out, in), b (out,)."""
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, activation=None) -> np.ndarray:
+    """y = x @ w.T + b with x (N, in), w (out, in), b (out,); activation="relu" fuses a ReLU."""
+    relu = check_activation(activation)
     x = as_tensor(x, "x", ndim=2)
     w = as_tensor(w, "w", ndim=2, dtype=x.dtype)
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"x.shape[1] ({x.shape[1]}) must equal w.shape[1] (in_features {w.shape[1]}); "
                          f"x is {x.shape}, w is {w.shape}")
-    y = _core.matmul(x, np.ascontiguousarray(w.T))
     if b is not None:
         b = as_tensor(b, "b", ndim=1, dtype=x.dtype)
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"b must have shape ({w.shape[0]},) (out_features), got {b.shape}")
-        y += b
-    return y
+    check_elements((x.shape[0], w.shape[0]), "the output")
+    return _gemm(x, w, trans_b=True, bias=b, bias_axis=BIAS_NONE if b is None else BIAS_PER_COL, relu=relu)
 
 
 def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, input_grad: bool = True,
                     bias_grad: bool = True):
-    """Gradients of linear: returns (dx, dw, db); dx / db are None when not asked for."""
+    """Gradients of linear given dy (N, out): returns (dx, dw, db); dx / db are None when not asked for."""
     x = as_tensor(x, "x", ndim=2)
     w = as_tensor(w, "w", ndim=2, dtype=x.dtype)
     dy = as_tensor(dy, "dy", ndim=2, dtype=x.dtype)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"x.shape[1] ({x.shape[1]}) must equal w.shape[1] (in_features {w.shape[1]}); "
+                         f"x is {x.shape}, w is {w.shape}")
     if dy.shape != (x.shape[0], w.shape[0]):
         raise ValueError(f"dy must have shape {(x.shape[0], w.shape[0])} (batch, out_features), got {dy.shape}")
-    dw = _core.matmul(np.ascontiguousarray(dy.T), x)
-    dx = _core.matmul(dy, w) if input_grad else None
+    dw = _gemm(dy, x, trans_a=True)
+    dx = _gemm(dy, w) if input_grad else None
     db = dy.sum(axis=0) if bias_grad else None
     return dx, dw, db

@@ -1,16 +1,25 @@
-// Process-wide thread-count setting, initialised from OMP_NUM_THREADS / the OpenMP default.
+// Process-wide thread-count setting, initialised from OMP_NUM_THREADS / the OpenMP default, and the fork guard.
 #include "convcore/threads.h"
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <atomic>
 
 namespace convcore {
 namespace {
 std::atomic<int> g_threads{0};
-}
+std::atomic<bool> g_forked_child{false};
+
+// libgomp's thread pool does not survive fork(): a parallel region with more than one thread in the child waits
+// forever for threads that no longer exist. A forked child therefore runs every kernel on its calling thread.
+void mark_forked_child() { g_forked_child.store(true, std::memory_order_relaxed); }
+
+const int g_fork_guard_installed = pthread_atfork(nullptr, nullptr, mark_forked_child);
+}  // namespace
 
 int num_threads() {
+  if (g_forked_child.load(std::memory_order_relaxed)) return 1;
   int n = g_threads.load(std::memory_order_relaxed);
   if (n <= 0) {
     n = omp_get_max_threads();
@@ -22,6 +31,11 @@ int num_threads() {
 
 void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed); }
 
-int threads_for(int64_t work, int64_t serial_below) { return work < serial_below ? 1 : num_threads(); }
+bool in_forked_child() { return g_forked_child.load(std::memory_order_relaxed); }
+
+int threads_for(int64_t work, int64_t serial_below) {
+  if (work < serial_below || omp_in_parallel()) return 1;
+  return num_threads();
+}
 
 }  // namespace convcore

@@ -1,6 +1,29 @@
-// SGEMM microkernels for scalar.
+// Portable SGEMM microkernel: 4x16 tile in plain C++ (the compiler vectorises the j loops with SSE2).
 #include "convcore/gemm.h"
 
 namespace convcore {
-GemmKernels gemm_kernels_scalar() { return GemmKernels{"scalar"}; }
+namespace {
+
+constexpr int MR = 4, NR = 16;
+
+void micro_4x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
+  float c[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) c[i][j] = accumulate ? C[i * ldc + j] : 0.0f;
+  for (int64_t k = 0; k < kc; ++k) {
+    for (int i = 0; i < MR; ++i) {
+      const float a = Ap[i];
+      for (int j = 0; j < NR; ++j) c[i][j] += a * Bp[j];
+    }
+    Ap += MR;
+    Bp += NR;
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) C[i * ldc + j] = c[i][j];
+}
+
+}  // namespace
+
+GemmKernels gemm_kernels_scalar() { return GemmKernels{"scalar 4x16", MR, NR, micro_4x16}; }
+
 }  // namespace convcore

@@ -1,5 +1,6 @@
-// SGEMM: C = alpha * op(A) * op(B) + beta * C, row-major, with a fused epilogue.
-// gemm_ref is the naive oracle (float and double); the per-ISA microkernels live behind GemmKernels.
+// GEMM: C = alpha * op(A) * op(B) + beta * C, row-major, with a fused epilogue (bias, ReLU).
+// gemm_ref is the naive oracle (float and double). sgemm is the tiled float engine: BLIS-style packing of A into
+// MR-row micro-panels and of B into NR-column micro-panels, register-tiled microkernels per ISA behind GemmKernels.
 #pragma once
 #include <cstdint>
 
@@ -7,19 +8,65 @@ namespace convcore {
 
 enum class Trans : int { no = 0, yes = 1 };
 
+// Applied to each finished C element after alpha * AB + beta * C: + bias (per row i or per column j), then ReLU.
+struct Epilogue {
+  enum class Bias : int { none = 0, per_row = 1, per_col = 2 };
+  const float* bias = nullptr;
+  Bias bias_axis = Bias::none;
+  bool relu = false;
+};
+
 // Naive reference. A is (M, K) (or (K, M) when trans_a), B is (K, N) (or (N, K) when trans_b);
 // lda/ldb/ldc are row strides in elements. With beta == 0, C is not read.
 template <typename T>
 void gemm_ref(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-              const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+              const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const T* bias = nullptr,
+              Epilogue::Bias bias_axis = Epilogue::Bias::none, bool relu = false);
 
-// Per-ISA microkernels (filled by the SGEMM engine).
+// Microkernel: the mr x nr tile C (row stride ldc) = (accumulate ? C : 0) + sum_k Ap[k*mr + i] * Bp[k*nr + j],
+// k in [0, kc), summed in k order. Full tiles only (the engine handles edges through a scratch tile).
+using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
+
 struct GemmKernels {
   const char* name;
+  int mr, nr;
+  MicroKernel micro;
 };
 
 GemmKernels gemm_kernels_scalar();
 GemmKernels gemm_kernels_avx2();
 GemmKernels gemm_kernels_avx512();
+
+// The B operand as a producer of packed panels, so a convolution can write im2col columns straight into the
+// packed buffer (the (K x N) matrix is never materialised). pack() writes rows [k0, k0+kc) and columns
+// [n0, n0+nc) of B as ceil(nc/nr) micro-panels: Bp[panel*kc*nr + k*nr + j], zero-padding columns past nc.
+// It is called concurrently from several threads on disjoint outputs and must not modify shared state.
+class BPanelSource {
+ public:
+  virtual ~BPanelSource() = default;
+  virtual void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const = 0;
+};
+
+// B stored as a row-major (K, N) matrix (trans no) or (N, K) (trans yes) with row stride ldb.
+class MatrixB final : public BPanelSource {
+ public:
+  MatrixB(Trans trans, const float* B, int64_t ldb) : trans_(trans), B_(B), ldb_(ldb) {}
+  void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override;
+
+ private:
+  Trans trans_;
+  const float* B_;
+  int64_t ldb_;
+};
+
+// Tiled engine: C (M, N) = alpha * op(A) * B + beta * C, then the epilogue. With beta == 0, C is never read.
+// Threads split N (or M when N is narrow) but never K: each C element is summed in the same order whatever the
+// thread count, so results are bitwise identical at any thread count. Small problems run on one thread.
+void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const BPanelSource& B, float beta, float* C, int64_t ldc, const Epilogue& epilogue = {});
+
+// Convenience: both operands as matrices.
+void sgemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const Epilogue& epilogue = {});
 
 }  // namespace convcore

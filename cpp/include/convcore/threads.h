@@ -1,13 +1,35 @@
-// The one thread-count setting every OpenMP region reads (passed as num_threads(n) per region).
+// The one thread-count setting every OpenMP region reads (passed as num_threads(n) per region), and parallel_for.
 #pragma once
 #include <cstdint>
+#include <exception>
+#include <mutex>
 
 namespace convcore {
 
-int num_threads();            // current setting, >= 1
+int num_threads();            // current setting, >= 1; always 1 in a process forked from this one
 void set_num_threads(int n);  // n >= 1 (validated by the caller)
+bool in_forked_child();       // true after fork(): OpenMP's pool is gone there, kernels run serially
 
-// Threads to use for `work` units (e.g. multiply-adds): 1 below the serial threshold.
+// Threads to use for `work` units (e.g. multiply-adds): 1 below the serial threshold, and 1 inside an enclosing
+// parallel region (a kernel called per image from a parallel loop runs serially).
 int threads_for(int64_t work, int64_t serial_below = 300000);
+
+// Runs body(i) for i in [0, n) on `nt` threads (static schedule). An exception thrown by a body is caught inside
+// the OpenMP region (where it would terminate the process) and rethrown on the calling thread afterwards.
+template <typename Body>
+void parallel_for(int64_t n, int nt, const Body& body) {
+  std::exception_ptr error;
+  std::mutex error_lock;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    try {
+      body(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> guard(error_lock);
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
 
 }  // namespace convcore

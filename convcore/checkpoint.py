@@ -1,0 +1,142 @@
+"""Checkpoints: tensors in safetensors, everything else in JSON, written so that a crash never loses the last one.
+
+Layout of a checkpoint folder:
+    latest                      the name of the newest complete checkpoint (replaced atomically)
+    step-00000123/tensors.safetensors   model state_dict ("model.<name>") and optimizer buffers ("optimizer.<key>")
+    step-00000123/state.json    format, step, epoch, optimizer hyper-parameters, scheduler, RNG states, data
+                                position, history, and the manifest (name, shape, dtype) of every tensor
+A save writes a fresh step folder through a temporary name (files fsynced, then the folder renamed and fsynced),
+then points `latest` at it (temporary file + rename), and only then removes older step folders. Loading checks the
+JSON and the tensor file against each other and against the model before changing anything. No pickle.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "convcore-checkpoint-1"
+_DTYPES = {"float32", "float64", "int64"}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1) -> Path:
+    """Save model (+ optimizer) and the JSON-able `state` dict (must contain an int "step") into `folder`.
+
+    Returns the new step folder. Older step folders beyond the newest `keep` are removed afterwards."""
+    from safetensors.numpy import save as st_save
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = dict(state or {})
+    step = int(state.get("step", 0))
+    tensors = {f"model.{k}": np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, **state}
+    if optimizer is not None:
+        opt = optimizer.state_dict()
+        tensors.update({f"optimizer.{k}": np.ascontiguousarray(v) for k, v in opt["buffers"].items()})
+        meta["optimizer"] = {"type": type(optimizer).__name__, "hyper": opt["hyper"], "step_count": opt["step_count"]}
+    meta["tensors"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in tensors.items()}
+    name = f"step-{step:08d}"
+    tmp = folder / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    _write_file(tmp / "tensors.safetensors", st_save(tensors))
+    _write_file(tmp / "state.json", json.dumps(meta, indent=1).encode())
+    _fsync_dir(tmp)
+    final = folder / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(folder)
+    pointer_tmp = folder / f".latest.tmp-{os.getpid()}"
+    _write_file(pointer_tmp, name.encode())
+    os.replace(pointer_tmp, folder / "latest")
+    _fsync_dir(folder)
+    steps = sorted(p for p in folder.glob("step-*") if p.is_dir() and p.name != name)
+    for old in steps[:max(0, len(steps) - (keep - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest(folder) -> Path | None:
+    """The newest complete checkpoint folder, or None when `folder` holds none."""
+    pointer = Path(folder) / "latest"
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    if not name.startswith("step-") or "/" in name or not (Path(folder) / name).is_dir():
+        raise ValueError(f"{pointer}: points at {name!r}, which is not a checkpoint folder here")
+    return Path(folder) / name
+
+
+def load(path, model, optimizer=None) -> dict:
+    """Load a checkpoint (a step folder, or a checkpoint folder with `latest`) into model (+ optimizer).
+
+    Everything is validated first (JSON, tensor manifest, keys, shapes, dtypes against the model); on any problem
+    a ValueError names it and the model is unchanged. Returns the saved state dict (step, epoch, history, ...)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    path = Path(path)
+    if (path / "latest").is_file():
+        path = latest(path)
+    json_path, tensor_path = path / "state.json", path / "tensors.safetensors"
+    if not json_path.is_file() or not tensor_path.is_file():
+        raise FileNotFoundError(f"{path}: not a checkpoint (needs state.json and tensors.safetensors)")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{json_path}: malformed JSON ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("tensors"), dict):
+        raise ValueError(f"{json_path}: not a {FORMAT} state file")
+    manifest = meta["tensors"]
+    for key, info in manifest.items():
+        if (not isinstance(info, dict) or info.get("dtype") not in _DTYPES or not isinstance(info.get("shape"), list)
+                or not all(isinstance(d, int) and d >= 0 for d in info["shape"])):
+            raise ValueError(f"{json_path}: bad manifest entry for {key!r}: {info!r}")
+    try:
+        tensors = st_load(tensor_path.read_bytes())
+    except (SafetensorError, ValueError, OverflowError) as e:
+        raise ValueError(f"{tensor_path}: malformed safetensors file ({e})") from e
+    if set(tensors) != set(manifest):
+        raise ValueError(f"{tensor_path}: tensors {sorted(set(tensors) ^ set(manifest))} disagree with the manifest")
+    for key, arr in tensors.items():
+        if list(arr.shape) != manifest[key]["shape"] or str(arr.dtype) != manifest[key]["dtype"]:
+            raise ValueError(f"{tensor_path}: {key} is {arr.dtype}{list(arr.shape)}, the manifest says "
+                             f"{manifest[key]['dtype']}{manifest[key]['shape']}")
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.check_state_dict(model_state, strict=True)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: checkpoint does not fit the model: {e}") from e
+    if optimizer is not None:
+        if "optimizer" not in meta:
+            raise ValueError(f"{path}: checkpoint has no optimizer state")
+        info = meta["optimizer"]
+        if info.get("type") != type(optimizer).__name__:
+            raise ValueError(f"{path}: optimizer state is for {info.get('type')}, not {type(optimizer).__name__}")
+        buffers = {k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")}
+        try:
+            optimizer.load_state_dict({"hyper": info["hyper"], "step_count": info["step_count"], "buffers": buffers})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: optimizer state does not fit the optimizer: {e}") from e
+    model.load_state_dict(model_state, strict=True)
+    return meta

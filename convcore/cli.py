@@ -1,0 +1,212 @@
+"""The `convcore` command: train, summary, info, bench. Bad arguments exit with code 2 and a one-line message."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODELS = ("lenet5", "alexnet", "zfnet", "vgg16", "resnet18", "resnet34", "resnet20", "googlenet")
+DEFAULT_INPUT = {"lenet5": (1, 28, 28), "alexnet": (3, 227, 227), "resnet20": (3, 32, 32)}
+TRAINABLE = ("lenet5", "resnet20")  # models that fit Fashion-MNIST's 28x28 single-channel images
+FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `convcore: error: ...` and exit code 2, no usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"convcore: error: {message}\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _shape(text):
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers like 3,224,224, "
+                                         f"got {text!r}") from None
+    if not dims or len(dims) > 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 to 3 comma-separated positive integers like 3,224,224, "
+                                         f"got {text!r}")
+    return dims
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _train(args):
+    import convcore as cc
+    from convcore import checkpoint, training
+
+    if args.threads:
+        cc.set_num_threads(args.threads)
+    try:
+        x_train, y_train, x_test, y_test = cc.data.load_fashion_mnist(args.data)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"convcore: error: {e}", file=sys.stderr)
+        return 2
+    x_train = (x_train - FMNIST_MEAN) / FMNIST_STD
+    x_test = (x_test - FMNIST_MEAN) / FMNIST_STD
+    builder = getattr(cc.models, args.model)
+    model = builder(num_classes=10, in_channels=1, seed=args.seed)
+    loss = cc.nn.CrossEntropyLoss()
+    optimizer = cc.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    out = Path(args.out or f"runs/{args.model}")
+    print(f"training {args.model} on Fashion-MNIST ({len(x_train)} train / {len(x_test)} test images): "
+          f"{args.epochs} epochs, batch {args.batch_size}, SGD lr {args.lr} momentum {args.momentum}, "
+          f"{cc.get_num_threads()} threads, {cc.cpu_info()['selected_isa']} kernels; output in {out}")
+
+    def report(epoch, history):
+        print(f"epoch {epoch}/{args.epochs}: train loss {history.loss[-1]:.4f} acc {history.accuracy[-1]:.4f} | "
+              f"test loss {history.val_loss[-1]:.4f} acc {history.val_accuracy[-1]:.4f} | "
+              f"{history.images_per_second[-1]:,.0f} img/s", flush=True)
+
+    t0 = time.perf_counter()
+    history = training.fit(model, loss, optimizer, (x_train, y_train), epochs=args.epochs,
+                           batch_size=args.batch_size, val_data=(x_test, y_test), seed=args.seed,
+                           checkpoint_dir=out / "checkpoint", resume=args.resume, progress=args.progress,
+                           on_epoch=report)
+    seconds = time.perf_counter() - t0
+    _, accuracy = training.evaluate(model, x_test, y_test)
+    train_speed = float(np.mean(history.images_per_second))
+    print(f"test accuracy {accuracy:.4f}; training speed {train_speed:,.0f} img/s "
+          f"({seconds:.1f} s in all, evaluation included); checkpoint {checkpoint.latest(out / 'checkpoint')}")
+    try:
+        from convcore import viz
+        viz.plot_history(history, out / "curves.png")
+        if any(isinstance(m, cc.nn.Conv2d) for m in model.modules()):
+            viz.plot_filters(model, out / "filters.png")
+            first = next(n for n, m in model.named_modules() if isinstance(m, cc.nn.Conv2d))
+            viz.plot_activations(model, x_test[0], first, out / "activations.png")
+        print(f"plots: {out / 'curves.png'}, {out / 'filters.png'}, {out / 'activations.png'}")
+    except ImportError as e:
+        print(f"plots skipped: {e}")
+    return 0
+
+
+def _summary(args):
+    import convcore as cc
+
+    options = {"seed": 0}
+    if args.num_classes:
+        options["num_classes"] = args.num_classes
+    if args.input_shape:
+        options["in_channels"] = args.input_shape[0]
+    model = getattr(cc.models, args.model)(**options)
+    shape = args.input_shape or DEFAULT_INPUT.get(args.model, (3, 224, 224))
+    try:
+        cc.summary(model, shape)
+    except ValueError as e:
+        print(f"convcore: error: input shape {shape} does not fit {args.model}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _bench(args):
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    script = folder / f"bench_{args.name}.py"
+    if not script.is_file():
+        available = sorted(p.stem[len("bench_"):] for p in folder.glob("bench_*.py")) if folder.is_dir() else []
+        if not available:
+            print("convcore: error: the benchmarks live in the source repository's benchmarks/ folder, which this "
+                  "installation does not include; run them from a clone: python benchmarks/bench_conv.py",
+                  file=sys.stderr)
+        else:
+            print(f"convcore: error: no benchmark {args.name!r}; available: {', '.join(available)}", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, str(script), *args.rest])
+
+
+def _info(args):
+    import convcore as cc
+
+    if args.threads:
+        cc.set_num_threads(args.threads)
+    info = cc.cpu_info()
+    print(f"convcore {cc.__version__} on {info['machine']}")
+    print(f"  CPU instruction set : {info['detected_isa']} (compiled: {', '.join(info['compiled_isas'])})")
+    print(f"  selected kernels    : {info['selected_isa']} (gemm {info['gemm_kernel']}, pool {info['pool_kernel']})"
+          + (f", capped by CONVCORE_ISA={info['isa_cap']}" if info["isa_cap"] else ""))
+    print(f"  threads             : {info['num_threads']}")
+    # LeNet-5 conv2 on a batch of 64: 6 -> 16 channels, 5x5, 14x14 -> 10x10
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 6, 14, 14), dtype=np.float32)
+    w = rng.standard_normal((16, 6, 5, 5), dtype=np.float32)
+    b = rng.standard_normal(16, dtype=np.float32)
+    flops = 2 * 64 * 16 * 6 * 25 * 10 * 10
+    cc.functional.conv2d(x, w, b)
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        cc.functional.conv2d(x, w, b)
+        times.append(time.perf_counter() - t0)
+    best = float(np.median(times))
+    print(f"  conv2d LeNet-5 conv2, batch 64 (64x6x14x14 * 16x6x5x5): {best * 1e3:.3f} ms median of "
+          f"{args.repeat}, {flops / best / 1e9:.1f} GFLOP/s")
+    return 0
+
+
+def build_parser():
+    parser = _Parser(prog="convcore", description="convcore: CPU-first convolutional neural networks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    info = sub.add_parser("info", help="CPU features, selected kernels, threads, and one timed conv layer")
+    info.add_argument("--threads", type=_positive_int, default=None, help="threads to use (default: all)")
+    info.add_argument("--repeat", type=_positive_int, default=20, help="timed runs of the conv layer (default 20)")
+    info.set_defaults(run=_info)
+
+    train = sub.add_parser("train", help="train a model on Fashion-MNIST, print test accuracy and img/s")
+    train.add_argument("--model", choices=TRAINABLE, default="lenet5", help="model to train (default lenet5)")
+    train.add_argument("--epochs", type=_positive_int, default=5, help="epochs (default 5)")
+    train.add_argument("--batch-size", type=_positive_int, default=64, help="mini-batch size (default 64)")
+    train.add_argument("--lr", type=_positive_float, default=0.05, help="SGD learning rate (default 0.05)")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all cores)")
+    train.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files (default: "
+                       "$CONVCORE_DATA, then /usr/share/datasets/fashion-mnist)")
+    train.add_argument("--out", default=None, help="output folder for the checkpoint and plots (default runs/MODEL)")
+    train.add_argument("--seed", type=int, default=0, help="seed for initialisation and data order (default 0)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bar (default: when the output is a terminal)")
+    train.set_defaults(run=_train)
+
+    summ = sub.add_parser("summary", help="per-layer shapes, parameters, multiply-adds and activation memory")
+    summ.add_argument("model", choices=MODELS)
+    summ.add_argument("--input-shape", type=_shape, default=None, help="C,H,W (default: the model's own)")
+    summ.add_argument("--num-classes", type=_positive_int, default=None, help="classes (default: the model's)")
+    summ.set_defaults(run=_summary)
+
+    bench = sub.add_parser("bench", help="run a benchmark script from the source checkout's benchmarks/")
+    bench.add_argument("name", nargs="?", default="conv", help="conv, gemm, pool, train or infer (default conv)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Mini-batches: shuffling, normalisation and augmentation (random crop with padding, horizontal flip).
+
+Every random choice is a pure function of (seed, epoch, batch index), so an epoch's order and augmentations are
+reproducible and a run can resume at any batch exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import as_int
+
+
+class Batches:
+    """Iterate over (x, y) in mini-batches; `epoch(e)` yields the batches of epoch e, optionally from batch `start`.
+
+    normalize=(mean, std) per channel is applied after augmentation; crop_padding=p pads each image by p zeros and
+    crops back to its size at a random offset; flip=True mirrors half of the images horizontally."""
+
+    def __init__(self, x, y, batch_size, shuffle=True, seed=0, normalize=None, crop_padding=0, flip=False,
+                 drop_last=False):
+        if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+            raise TypeError(f"x and y must be numpy arrays, got {type(x).__name__} and {type(y).__name__}")
+        if x.ndim < 2 or y.shape != (x.shape[0],):
+            raise ValueError(f"x must be (N, ...) and y (N,), got x {x.shape} and y {y.shape}")
+        self.x, self.y = x, y
+        self.batch_size = as_int(batch_size, "batch_size", minimum=1)
+        self.shuffle, self.seed, self.drop_last = bool(shuffle), as_int(seed, "seed", minimum=0), bool(drop_last)
+        self.crop_padding, self.flip = as_int(crop_padding, "crop_padding", minimum=0), bool(flip)
+        if (self.crop_padding or self.flip) and x.ndim != 4:
+            raise ValueError(f"crop and flip augmentation need (N, C, H, W) images, got x {x.shape}")
+        self.mean = self.std = None
+        if normalize is not None:
+            mean, std = (np.asarray(v, np.float32).reshape(1, -1, *([1] * (x.ndim - 2))) for v in normalize)
+            if np.any(std <= 0):
+                raise ValueError(f"normalize std must be > 0, got {normalize[1]!r}")
+            self.mean, self.std = mean, std
+
+    def __len__(self):
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The sample order of an epoch."""
+        if not self.shuffle:
+            return np.arange(len(self.x))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+
+    def epoch(self, epoch: int, start: int = 0):
+        order = self.order(epoch)
+        for b in range(start, len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            xb = self.x[idx]
+            if self.crop_padding or self.flip:
+                xb = self._augment(xb, np.random.default_rng([self.seed, epoch, b, 1]))
+            if self.mean is not None:
+                xb = (xb - self.mean) / self.std
+            yield np.ascontiguousarray(xb, dtype=np.float32), self.y[idx]
+
+    def __iter__(self):
+        return self.epoch(0)
+
+    def _augment(self, xb, rng):
+        n, c, h, w = xb.shape
+        if self.crop_padding:
+            p = self.crop_padding
+            padded = np.pad(xb, ((0, 0), (0, 0), (p, p), (p, p)))
+            dy = rng.integers(0, 2 * p + 1, n)
+            dx = rng.integers(0, 2 * p + 1, n)
+            rows = (dy[:, None] + np.arange(h)[None, :])[:, None, :, None]
+            cols = (dx[:, None] + np.arange(w)[None, :])[:, None, None, :]
+            xb = padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None], rows, cols]
+        if self.flip:
+            mirror = rng.random(n) < 0.5
+            xb = xb.copy() if not self.crop_padding else xb
+            xb[mirror] = xb[mirror][..., ::-1]
+        return xb

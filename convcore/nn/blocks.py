@@ -1,0 +1,114 @@
+"""Composite blocks: the residual BasicBlock (ResNet) and the Inception block (GoogLeNet).
+
+Both route gradients through their branches explicitly and sum them where the branches meet.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .._validate import as_int
+from .layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU
+from .module import Module, Sequential
+
+
+class BasicBlock(Module):
+    """ResNet basic block: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), 3x3 convs without bias.
+
+    When the shape changes (stride != 1 or in_channels != out_channels) the shortcut is, with shortcut="B",
+    a 1x1 strided conv + BatchNorm (`downsample`, as torchvision), or with shortcut="A", the parameter-free
+    option of the CIFAR ResNet paper: subsample by the stride and zero-pad the new channels.
+    """
+
+    def __init__(self, in_channels, out_channels, stride=1, shortcut="B", rng=None):
+        super().__init__()
+        in_channels = as_int(in_channels, "in_channels", minimum=1)
+        out_channels = as_int(out_channels, "out_channels", minimum=1)
+        self.stride = as_int(stride, "stride", minimum=1)
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' (zero-padded identity) or 'B' (1x1 projection), got {shortcut!r}")
+        self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=rng)
+        self.bn1 = BatchNorm2d(out_channels)
+        self.relu = ReLU()
+        self.conv2 = Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, rng=rng)
+        self.bn2 = BatchNorm2d(out_channels)
+        self.reshapes = self.stride != 1 or in_channels != out_channels
+        self.shortcut = shortcut
+        if self.reshapes and shortcut == "B":
+            self.downsample = Sequential(Conv2d(in_channels, out_channels, 1, self.stride, bias=False, rng=rng),
+                                         BatchNorm2d(out_channels))
+        if self.reshapes and shortcut == "A" and out_channels < in_channels:
+            raise ValueError(f"shortcut 'A' pads channels: out_channels ({out_channels}) must be >= in_channels "
+                             f"({in_channels})")
+        self.pad = out_channels - in_channels
+        self._x_shape = self._y = None
+
+    def _skip(self, x):
+        if not self.reshapes:
+            return x
+        if self.shortcut == "B":
+            return self.downsample.forward(x)
+        sub = x[:, :, ::self.stride, ::self.stride]
+        lo = self.pad // 2
+        return np.pad(sub, ((0, 0), (lo, self.pad - lo), (0, 0), (0, 0)))
+
+    def _skip_backward(self, dy, input_grad):
+        if not self.reshapes:
+            return dy
+        if self.shortcut == "B":
+            return self.downsample.backward(dy, input_grad=input_grad)
+        N, C, H, W = self._saved(self._x_shape, "input shape")
+        dx = np.zeros((N, C, H, W), dy.dtype)
+        lo = self.pad // 2
+        dx[:, :, ::self.stride, ::self.stride] = dy[:, lo:lo + C]
+        return dx
+
+    def forward(self, x):
+        out = self.relu.forward(self.bn1.forward(self.conv1.forward(x)))
+        out = self.bn2.forward(self.conv2.forward(out))
+        y = F.relu(out + self._skip(x))
+        self._x_shape, self._y = (x.shape, y) if self.training else (None, None)
+        return y
+
+    def backward(self, dy, input_grad=True):
+        dsum = F.relu_backward(dy, self._saved(self._y, "output"))
+        dmain = self.conv1.backward(self.bn1.backward(self.relu.backward(
+            self.conv2.backward(self.bn2.backward(dsum)))), input_grad=input_grad)
+        dskip = self._skip_backward(dsum, input_grad)
+        return None if not input_grad else dmain + dskip
+
+    def _release(self):
+        self._x_shape = self._y = None
+
+
+class Inception(Module):
+    """GoogLeNet inception block (v1): four branches concatenated along channels:
+    1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max-pool (stride 1) -> 1x1, each conv followed by ReLU."""
+
+    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, rng=None):
+        super().__init__()
+        self.branch1 = Sequential(Conv2d(in_channels, ch1x1, 1, rng=rng), ReLU())
+        self.branch2 = Sequential(Conv2d(in_channels, ch3x3red, 1, rng=rng), ReLU(),
+                                  Conv2d(ch3x3red, ch3x3, 3, padding=1, rng=rng), ReLU())
+        self.branch3 = Sequential(Conv2d(in_channels, ch5x5red, 1, rng=rng), ReLU(),
+                                  Conv2d(ch5x5red, ch5x5, 5, padding=2, rng=rng), ReLU())
+        self.branch4 = Sequential(MaxPool2d(3, 1, 1, ceil_mode=True), Conv2d(in_channels, pool_proj, 1, rng=rng),
+                                  ReLU())
+        self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
+
+    def _branches(self):
+        return [self.branch1, self.branch2, self.branch3, self.branch4]
+
+    def forward(self, x):
+        return np.concatenate([b.forward(x) for b in self._branches()], axis=1)
+
+    def backward(self, dy, input_grad=True):
+        dx = None
+        start = 0
+        for branch in self._branches():
+            width = branch[-2].out_channels
+            g = branch.backward(np.ascontiguousarray(dy[:, start:start + width]), input_grad=input_grad)
+            start += width
+            if input_grad:
+                dx = g if dx is None else dx + g
+        return dx

@@ -1,0 +1,247 @@
+"""Module and Parameter: the base of every layer, with explicit layer-wise backward (no autograd).
+
+`y = m(x)` runs forward (keeping what backward needs only in training mode); `dx = m.backward(dy)` returns the input
+gradient and adds parameter gradients into `p.grad`. Parameters, buffers and children are registered by attribute
+assignment, in order, so `named_parameters()` and `state_dict()` use PyTorch's dotted names and order.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+
+class Parameter:
+    """A trainable array (`.data`) and its accumulated gradient (`.grad`, None until a backward)."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: np.ndarray):
+        if not isinstance(data, np.ndarray):
+            raise TypeError(f"Parameter data must be a numpy array, got {type(data).__name__}")
+        self.data = data
+        self.grad = None
+
+    def accumulate(self, grad: np.ndarray) -> None:
+        self.grad = grad if self.grad is None else self.grad + grad
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of layers and models."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name}")
+        for registry in (self._parameters, self._modules):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, value: np.ndarray) -> None:
+        """A state array that is saved in state_dict but not trained (e.g. BatchNorm running statistics)."""
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def _set_buffer(self, name: str, value: np.ndarray) -> None:
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    # --- computation -------------------------------------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def backward(self, dy, input_grad: bool = True):
+        """Gradient of the input given the output gradient; parameter gradients are added into p.grad.
+
+        input_grad=False skips computing the input gradient where the layer can (returns None).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define backward")
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def _saved(self, value, what: str = "input"):
+        """What forward kept for backward, or a clear error when there was no training-mode forward."""
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a forward pass in training mode first "
+                               f"(no saved {what}; in eval mode nothing is kept for backward)")
+        return value
+
+    # --- structure ---------------------------------------------------------------------------------------------
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix: str = ""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix: str = ""):
+        for name, p in self._parameters.items():
+            yield (f"{prefix}.{name}" if prefix else name), p
+        for name, child in self._modules.items():
+            yield from child.named_parameters(f"{prefix}.{name}" if prefix else name)
+
+    def parameters(self):
+        for _, p in self.named_parameters():
+            yield p
+
+    def named_buffers(self, prefix: str = ""):
+        for name, b in self._buffers.items():
+            yield (f"{prefix}.{name}" if prefix else name), b
+        for name, child in self._modules.items():
+            yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+            if not mode:
+                m._release()
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def _release(self) -> None:
+        """Drop what a training forward kept for backward (called on eval())."""
+
+    # --- state -------------------------------------------------------------------------------------------------
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Parameters then buffers of each module, PyTorch's names and order (arrays are not copied)."""
+        out = OrderedDict()
+        self._collect_state("", out)
+        return out
+
+    def _collect_state(self, prefix, out):
+        for name, p in self._parameters.items():
+            out[prefix + name] = p.data
+        for name, b in self._buffers.items():
+            out[prefix + name] = b
+        for name, child in self._modules.items():
+            child._collect_state(f"{prefix}{name}.", out)
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays into the parameters and buffers by name. With strict, missing or unexpected keys raise;
+        shape or dtype mismatches always raise (naming the key); nothing is changed when anything is wrong."""
+        own = self.check_state_dict(state, strict)
+        for key, target in own.items():
+            if key in state:
+                target[...] = state[key]
+
+    def check_state_dict(self, state: dict, strict: bool = True):
+        """Raise (naming the keys) if load_state_dict(state, strict) would fail; returns the own state dict."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict of numpy arrays, got {type(state).__name__}")
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for key, target in own.items():
+            if key not in state:
+                continue
+            value = state[key]
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"load_state_dict: {key} must be a numpy array, got {type(value).__name__}")
+            if value.shape != target.shape:
+                raise ValueError(f"load_state_dict: {key} has shape {value.shape}, the model expects {target.shape}")
+            if value.dtype != target.dtype:
+                raise ValueError(f"load_state_dict: {key} has dtype {value.dtype}, the model expects {target.dtype}")
+        return own
+
+    def to(self, dtype):
+        """Convert parameters and floating buffers to float32 (fast kernels) or float64 (reference kernels)."""
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        for m in self.modules():
+            for p in m._parameters.values():
+                p.data = p.data.astype(dtype)
+                p.grad = None
+            for name, b in list(m._buffers.items()):
+                if np.issubdtype(b.dtype, np.floating):
+                    m._set_buffer(name, b.astype(dtype))
+        return self
+
+    # --- display -----------------------------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}" + ("" if self._modules else ")")]
+        if self._modules:
+            for name, child in self._modules.items():
+                body = repr(child).replace("\n", "\n  ")
+                lines.append(f"  ({name}): {body}")
+            lines.append(")")
+        return "\n".join(lines)
+
+
+class Sequential(Module):
+    """Children run in order; children are named "0", "1", ... like PyTorch's.
+
+    A Conv2d/Conv1d/Linear followed by a ReLU runs as one call with the ReLU fused into the GEMM epilogue (the
+    ReLU module still keeps the output its backward needs).
+    """
+
+    def __init__(self, *layers: Module):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential children must be Modules, got {type(layer).__name__} at position {i}")
+            setattr(self, str(i), layer)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def forward(self, x):
+        from .layers import ReLU  # the fusable activation
+
+        layers = list(self._modules.values())
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(nxt, ReLU) and getattr(layer, "fuses_relu", False):
+                x = nxt.adopt_output(layer.forward(x, activation="relu"))
+                i += 2
+            else:
+                x = layer.forward(x)
+                i += 1
+        return x
+
+    def backward(self, dy, input_grad: bool = True):
+        layers = list(self._modules.values())
+        for i in range(len(layers) - 1, -1, -1):
+            dy = layers[i].backward(dy, input_grad=input_grad or i > 0)
+        return dy

@@ -1,0 +1,145 @@
+"""Optimizers with PyTorch's update rules: SGD (momentum, dampening, nesterov, weight decay), Adam, AdamW.
+
+state_dict() holds plain numbers and numpy arrays (no pickle): hyper-parameters, the step count, and per-parameter
+buffers keyed "<buffer>.<parameter index>".
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..nn.module import Parameter
+
+
+def _check_number(value, name, minimum=0.0, below=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise TypeError(f"{name} must be a finite real number, got {value!r}")
+    if value < minimum or (below is not None and value >= below):
+        rule = f">= {minimum}" + (f" and < {below}" if below is not None else "")
+        raise ValueError(f"{name} must be {rule}, got {value}")
+    return float(value)
+
+
+class Optimizer:
+    hyper_names: tuple = ()
+
+    def __init__(self, params):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("params is empty: the optimizer has nothing to update")
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Parameter):
+                raise TypeError(f"params must be Parameters (e.g. model.parameters()), item {i} is "
+                                f"{type(p).__name__}")
+        self.step_count = 0
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def _buffer(self, name, i, like):
+        key = f"{name}.{i}"
+        if key not in self.buffers:
+            self.buffers[key] = np.zeros_like(like)
+        return self.buffers[key]
+
+    def step(self) -> None:
+        self.step_count += 1
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self._update(i, p, p.grad.astype(p.data.dtype, copy=False))
+
+    def state_dict(self) -> dict:
+        return {"hyper": {k: getattr(self, k) for k in self.hyper_names}, "step_count": self.step_count,
+                "buffers": dict(self.buffers)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or set(state) != {"hyper", "step_count", "buffers"}:
+            raise ValueError("optimizer state must be a dict with keys 'hyper', 'step_count', 'buffers' "
+                             "(from state_dict())")
+        for key, value in state["buffers"].items():
+            name, _, index = key.rpartition(".")
+            if not index.isdigit() or int(index) >= len(self.params):
+                raise ValueError(f"optimizer state has buffer {key!r} for a parameter this optimizer does not have")
+            if value.shape != self.params[int(index)].data.shape:
+                raise ValueError(f"optimizer buffer {key!r} has shape {value.shape}, the parameter has "
+                                 f"{self.params[int(index)].data.shape}")
+        for k in self.hyper_names:
+            if k in state["hyper"]:
+                setattr(self, k, state["hyper"][k])
+        self.step_count = int(state["step_count"])
+        self.buffers = {k: np.array(v, copy=True) for k, v in state["buffers"].items()}
+
+
+class SGD(Optimizer):
+    """p -= lr * d with d = g + wd*p, buf = momentum*buf + (1 - dampening)*d (buf = d at the first step),
+    d = d + momentum*buf (nesterov) or buf."""
+    hyper_names = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, dampening=0.0):
+        super().__init__(params)
+        self.lr = _check_number(lr, "lr")
+        self.momentum = _check_number(momentum, "momentum")
+        self.weight_decay = _check_number(weight_decay, "weight_decay")
+        self.dampening = _check_number(dampening, "dampening")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(f"nesterov needs momentum > 0 and dampening 0, got momentum={momentum}, "
+                             f"dampening={dampening}")
+
+    def _update(self, i, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p.data
+        if self.momentum:
+            key = f"momentum_buffer.{i}"
+            if key not in self.buffers:
+                self.buffers[key] = np.array(g, copy=True)
+            else:
+                buf = self.buffers[key]
+                buf *= self.momentum
+                buf += (1 - self.dampening) * g
+            buf = self.buffers[key]
+            g = g + self.momentum * buf if self.nesterov else buf
+        p.data -= p.data.dtype.type(self.lr) * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with PyTorch's bias correction; weight_decay adds wd*p to the gradient (L2)."""
+    hyper_names = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params)
+        self.lr = _check_number(lr, "lr")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.beta1 = _check_number(betas[0], "betas[0]", 0.0, 1.0)
+        self.beta2 = _check_number(betas[1], "betas[1]", 0.0, 1.0)
+        self.eps = _check_number(eps, "eps")
+        self.weight_decay = _check_number(weight_decay, "weight_decay")
+
+    def _update(self, i, p, g):
+        if self.weight_decay and self.decoupled:
+            p.data *= p.data.dtype.type(1 - self.lr * self.weight_decay)
+        elif self.weight_decay:
+            g = g + self.weight_decay * p.data
+        m = self._buffer("exp_avg", i, p.data)
+        v = self._buffer("exp_avg_sq", i, p.data)
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * g * g
+        t = self.step_count
+        step_size = self.lr / (1 - self.beta1 ** t)
+        denom = np.sqrt(v) / np.sqrt(1 - self.beta2 ** t) + self.eps
+        p.data -= (step_size * m / denom).astype(p.data.dtype, copy=False)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p *= 1 - lr*wd before the Adam step."""
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)

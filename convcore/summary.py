@@ -1,0 +1,127 @@
+"""convcore.summary: per-layer output shape, parameters, multiply-adds and activation memory of a model.
+
+How things are counted (per image, float32):
+- FLOPs are multiply-adds (MACs) of convolutions (K * C/groups * R * S per output pixel) and linear layers
+  (in * out); pooling, activations and normalisation are counted as 0.
+- Activation memory counts the input and the output of every layer that produces a new array; ReLU and Dropout
+  are counted as in place (the lecture's convention) and Flatten is a view, so they add no memory.
+
+For VGG-16 on a 224x224x3 image this gives 15,262,696 values (61.1 MB) in the forward pass. CS231n's slide lists
+the same per-layer figures, which sum to 15,237,608 (~15.2M; the 25,088 difference is the output of torchvision's
+extra 7x7 adaptive average pool), but quotes a total of "24M * 4 bytes ~= 93MB": an arithmetic slip in adding
+its own lines. Counting every ReLU output as a separate array as well gives 28,818,408 values (115.3 MB).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import nn
+from ._validate import as_tuple
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: tuple
+    params: int
+    macs: int
+    activations: int  # values this layer adds to the forward pass's memory, per image
+
+
+@dataclass
+class Summary:
+    rows: list = field(default_factory=list)
+    input_shape: tuple = ()
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    @property
+    def total_activations(self) -> int:
+        """Values per image in the forward pass: the input plus every counted layer output."""
+        return int(np.prod(self.input_shape)) + sum(r.activations for r in self.rows)
+
+    def table(self) -> str:
+        lines = [f"{'layer':34s} {'type':18s} {'output':>18s} {'params':>12s} {'MACs':>15s} {'act. values':>12s}"]
+        lines.append("-" * len(lines[0]))
+        lines.append(f"{'input':34s} {'':18s} {str(self.input_shape):>18s} {'':>12s} {'':>15s} "
+                     f"{int(np.prod(self.input_shape)):>12,d}")
+        for r in self.rows:
+            lines.append(f"{r.name:34s} {r.kind:18s} {str(r.output_shape):>18s} {r.params:>12,d} {r.macs:>15,d} "
+                         f"{r.activations:>12,d}")
+        lines.append("-" * len(lines[0]))
+        lines.append(f"total parameters {self.total_params:,d}; multiply-adds per image {self.total_macs:,d}; "
+                     f"activations per image {self.total_activations:,d} values "
+                     f"({self.total_activations * 4 / 1e6:.1f} MB float32)")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.table()
+
+
+_IN_PLACE = (nn.ReLU, nn.Dropout, nn.Flatten)
+
+
+def _macs(module, out_shape):
+    out_elems = int(np.prod(out_shape))
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return out_elems * (module.in_channels // module.groups) * int(np.prod(module.kernel_size))
+    if isinstance(module, nn.Linear):
+        return out_elems * module.in_features
+    return 0
+
+
+def summary(model: nn.Module, input_shape, print_table: bool = True) -> Summary:
+    """Run one zero image of `input_shape` (C, H, W) or (C, L) through `model` in eval mode and record each leaf
+    layer. Returns a Summary (rows and totals); prints its table unless print_table=False."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (1, 2, 3):
+        raise ValueError(f"input_shape must be (C, H, W), (C, L) or (features,) without the batch, "
+                         f"got {input_shape!r}")
+    input_shape = as_tuple(tuple(input_shape), "input_shape", len(input_shape), minimum=1)
+    dtype = next((p.data.dtype for p in model.parameters()), np.dtype(np.float32))
+    result = Summary(input_shape=input_shape)
+    names = {id(m): name for name, m in model.named_modules()}
+    patched = []
+
+    def record(module, y):
+        shape = tuple(y.shape[1:])
+        result.rows.append(LayerRow(
+            names.get(id(module), "?"), type(module).__name__, shape,
+            sum(p.data.size for p in module._parameters.values() if p is not None), _macs(module, shape),
+            0 if isinstance(module, _IN_PLACE) else int(np.prod(shape))))
+        return y
+
+    def wrap(module, attr):
+        original = getattr(module, attr)
+
+        def recorded(*args, **kwargs):
+            return record(module, original(*args, **kwargs))
+        object.__setattr__(module, attr, recorded)
+        patched.append((module, attr))
+
+    was_training = model.training
+    for m in model.modules():
+        if not m._modules:
+            wrap(m, "forward")
+            if isinstance(m, nn.ReLU):
+                wrap(m, "adopt_output")
+    try:
+        model.eval()
+        model.forward(np.zeros((1, *input_shape), dtype))
+    finally:
+        for m, attr in patched:
+            del m.__dict__[attr]
+        model.train(was_training)
+    if print_table:
+        print(result.table())
+    return result

@@ -1,0 +1,175 @@
+"""Training: fit (epochs of mini-batch SGD with validation, progress, checkpoints, exact resume), evaluate, predict."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import checkpoint
+from ._validate import as_int
+from .data import Batches
+from .nn import Module
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a fit: training loss and accuracy, validation loss and accuracy (if any), img/s, lr."""
+    loss: list = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    images_per_second: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: list(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def _batches_of(data, batch_size, name):
+    if not (isinstance(data, tuple) and len(data) == 2):
+        raise TypeError(f"{name} must be a tuple (x, y) of numpy arrays, got {type(data).__name__}")
+    return Batches(data[0], data[1], batch_size, shuffle=False)
+
+
+def predict(model: Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The model's outputs for x in eval mode, computed in batches (the model's mode is restored afterwards)."""
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
+    if not isinstance(x, np.ndarray) or x.ndim < 2:
+        raise TypeError(f"x must be a numpy array (N, ...), got {type(x).__name__}")
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [model(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))
+                for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+
+def evaluate(model: Module, x: np.ndarray, y: np.ndarray, loss=None, batch_size: int = 256):
+    """(mean loss or None, accuracy) of the model on (x, y) in eval mode."""
+    if not isinstance(y, np.ndarray) or y.shape != (len(x),):
+        raise ValueError(f"y must be a numpy array of shape ({len(x)},), got {getattr(y, 'shape', type(y))}")
+    logits = predict(model, x, batch_size)
+    accuracy = float(np.mean(np.argmax(logits, axis=1) == y)) if len(y) else float("nan")
+    value = None
+    if loss is not None and len(y):
+        value = float(loss(logits, y))
+    return value, accuracy
+
+
+def _generators(model):
+    return [(name, m.rng) for name, m in model.named_modules() if isinstance(getattr(m, "rng", None),
+                                                                          np.random.Generator)]
+
+
+def _progress(enabled, total, desc):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError as e:
+        raise ImportError("progress bars need tqdm: pip install 'convcore[train]' (or pass progress=False)") from e
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size: int = 64, val_data=None,
+        shuffle: bool = True, seed: int = 0, scheduler=None, checkpoint_dir=None, checkpoint_every: int | None = None,
+        resume: bool = False, progress=None, on_epoch=None, augment: dict | None = None) -> History:
+    """Train `model` for `epochs` on train_data = (x, y) and return its History.
+
+    Each step: forward, loss, backward (the first layer's input gradient is skipped), optimizer step. The data order
+    and augmentation come from `seed` (see convcore.data.Batches; `augment` takes its crop_padding, flip and
+    normalize options). With checkpoint_dir, a checkpoint is written at the end of every epoch (and every
+    `checkpoint_every` steps); resume=True continues from the newest one exactly as if never interrupted.
+    A NaN or infinite loss raises FloatingPointError in that step, before any update or checkpoint.
+    progress: None (a tqdm bar when stderr is a terminal), True or False. on_epoch(epoch, history) is called after
+    each epoch."""
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
+    epochs = as_int(epochs, "epochs", minimum=1)
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
+    if checkpoint_every is not None:
+        checkpoint_every = as_int(checkpoint_every, "checkpoint_every", minimum=1)
+    if not (isinstance(train_data, tuple) and len(train_data) == 2):
+        raise TypeError(f"train_data must be a tuple (x, y) of numpy arrays, got {type(train_data).__name__}")
+    batches = Batches(train_data[0], train_data[1], batch_size, shuffle=shuffle, seed=seed, **(augment or {}))
+    if len(batches) == 0:
+        raise ValueError("train_data is empty")
+    val = _batches_of(val_data, batch_size, "val_data") if val_data is not None else None
+
+    history, epoch, start_batch = History(), 0, 0
+    totals = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    step = 0
+    if resume and checkpoint_dir is not None and checkpoint.latest(checkpoint_dir) is not None:
+        meta = checkpoint.load(checkpoint_dir, model, optimizer)
+        history = History.from_dict(meta["history"])
+        epoch, start_batch, step, totals = meta["epoch"], meta["batch"], meta["step"], meta["totals"]
+        for name, gen in _generators(model):
+            gen.bit_generator.state = meta["rng"][name]
+        if scheduler is not None and meta.get("scheduler") is not None:
+            scheduler.load_state_dict(meta["scheduler"])
+
+    def save(next_epoch, next_batch):
+        if checkpoint_dir is None:
+            return
+        checkpoint.save(checkpoint_dir, model, optimizer, {
+            "step": step, "epoch": next_epoch, "batch": next_batch, "totals": totals,
+            "history": history.to_dict(), "rng": {n: g.bit_generator.state for n, g in _generators(model)},
+            "scheduler": scheduler.state_dict() if scheduler is not None else None, "seed": seed})
+
+    model.train()
+    while epoch < epochs:
+        bar = _progress(progress, len(batches) - start_batch, f"epoch {epoch + 1}/{epochs}")
+        for b, (xb, yb) in enumerate(batches.epoch(epoch, start_batch), start=start_batch):
+            t0 = time.perf_counter()
+            optimizer.zero_grad()
+            logits = model(xb)
+            value = loss(logits, yb)
+            if not math.isfinite(value):
+                if bar is not None:
+                    bar.close()
+                raise FloatingPointError(f"loss is {value} at epoch {epoch + 1}, batch {b + 1} (step {step + 1}): "
+                                         f"training stopped before updating the model; the last checkpoint is kept")
+            model.backward(loss.backward(), input_grad=False)
+            optimizer.step()
+            step += 1
+            totals["seconds"] += time.perf_counter() - t0
+            totals["loss"] += value * len(yb)
+            totals["correct"] += int(np.sum(np.argmax(logits, axis=1) == yb))
+            totals["seen"] += len(yb)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.4f}",
+                                acc=f"{totals['correct'] / totals['seen']:.4f}",
+                                img_s=f"{totals['seen'] / max(totals['seconds'], 1e-9):.0f}")
+            if checkpoint_every and step % checkpoint_every == 0 and b + 1 < len(batches):
+                save(epoch, b + 1)
+        if bar is not None:
+            bar.close()
+        history.loss.append(totals["loss"] / totals["seen"])
+        history.accuracy.append(totals["correct"] / totals["seen"])
+        history.images_per_second.append(totals["seen"] / max(totals["seconds"], 1e-9))
+        history.lr.append(float(optimizer.lr))
+        if val is not None:
+            v_loss, v_acc = evaluate(model, val.x, val.y, loss, batch_size=max(batch_size, 256))
+            history.val_loss.append(v_loss)
+            history.val_accuracy.append(v_acc)
+            model.train()
+        if scheduler is not None:
+            scheduler.step()
+        epoch, start_batch = epoch + 1, 0
+        totals = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        save(epoch, 0)
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+    return history

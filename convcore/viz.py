@@ -1,0 +1,110 @@
+"""Looking inside (PNG files; matplotlib is an optional extra, used with the Agg backend): the first conv layer's
+filters, a layer's activation maps for one image, and training curves."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import nn
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("plots need matplotlib: pip install 'convcore[viz]'") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _grid(images, path, title, cmap="gray"):
+    plt = _pyplot()
+    n = len(images)
+    cols = min(n, 8)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img in zip(axes.flat, images):
+        ax.imshow(img, cmap=cmap, interpolation="nearest")
+    fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    for _, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return m
+    raise ValueError("the model has no Conv2d layer")
+
+
+def plot_filters(model: nn.Module, path) -> Path:
+    """The first Conv2d layer's filters as a grid (each filter scaled to its own range; RGB when it has 3 input
+    channels, else the mean over input channels in grey)."""
+    w = first_conv(model).weight.data
+    images = []
+    for f in w:
+        img = f.transpose(1, 2, 0) if f.shape[0] == 3 else f.mean(axis=0)
+        lo, hi = img.min(), img.max()
+        images.append((img - lo) / (hi - lo) if hi > lo else np.zeros_like(img))
+    return _grid(images, path, f"first conv layer: {w.shape[0]} filters {w.shape[2]}x{w.shape[3]}")
+
+
+def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> Path:
+    """The output channels of the named layer (a dotted name from named_modules) for one image (C, H, W)."""
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        raise ValueError(f"layer {layer!r} not found; layers: {[n for n in modules if n][:20]}...")
+    image = np.asarray(image, np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"image must be (C, H, W), got shape {image.shape}")
+    target = modules[layer]
+    captured = {}
+    original = target.forward
+
+    def capture(*args, **kwargs):
+        captured["y"] = original(*args, **kwargs)
+        return captured["y"]
+    object.__setattr__(target, "forward", capture)
+    was_training = model.training
+    try:
+        model.eval()
+        model.forward(image[None])
+    finally:
+        del target.__dict__["forward"]
+        model.train(was_training)
+    if "y" not in captured:
+        raise ValueError(f"layer {layer!r} did not run in the forward pass")
+    y = captured["y"][0]
+    if y.ndim != 3:
+        raise ValueError(f"layer {layer!r} outputs shape {y.shape[1:]}, not feature maps (C, H, W)")
+    return _grid(list(y), path, f"{layer}: {y.shape[0]} activation maps {y.shape[1]}x{y.shape[2]}", cmap="viridis")
+
+
+def plot_history(history, path) -> Path:
+    """Training curves: loss and accuracy per epoch (training and, if present, validation)."""
+    plt = _pyplot()
+    epochs = range(1, len(history.loss) + 1)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(epochs, history.loss, "o-", label="train")
+    b.plot(epochs, history.accuracy, "o-", label="train")
+    if history.val_loss:
+        a.plot(epochs, history.val_loss, "s-", label="validation")
+        b.plot(epochs, history.val_accuracy, "s-", label="validation")
+    a.set(xlabel="epoch", ylabel="loss", title="loss")
+    b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    a.legend()
+    b.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

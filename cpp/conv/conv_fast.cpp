@@ -1,0 +1,250 @@
+// Fast float32 convolution: blocked im2col packed straight into the SGEMM engine's B panels.
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "convcore/conv.h"
+#include "convcore/gemm.h"
+#include "convcore/threads.h"
+
+namespace convcore {
+namespace {
+
+constexpr int kMaxNr = 32;  // the widest microkernel tile
+
+// B = im2col of one image's group, (Cg*R*S) x (P*Q): B(c*R*S + r*S + t, p*Q + q) = x[c][p*sh - ph + r*dh][q*sw - pw + t*dw]
+class Im2col final : public BPanelSource {
+ public:
+  Im2col(const ConvShape& s, const float* x) : s_(s), x_(x) {}
+  void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
+    for (int64_t jp = 0; jp < nc; jp += nr) {
+      const int64_t cols = std::min<int64_t>(nr, nc - jp), pix0 = n0 + jp;
+      float* panel = Bp + (jp / nr) * kc * nr;
+      if (pix0 % s_.Q + cols <= s_.Q) {
+        pack_row_panel(k0, kc, pix0, cols, nr, panel);
+      } else {
+        pack_any_panel(k0, kc, pix0, cols, nr, panel);
+      }
+    }
+  }
+
+ private:
+  // All `cols` pixels lie in one output row: each packed row is a (strided) run of one input row.
+  void pack_row_panel(int64_t k0, int64_t kc, int64_t pix0, int64_t cols, int nr, float* panel) const {
+    const int64_t RS = s_.R * s_.S;
+    const int64_t hb = (pix0 / s_.Q) * s_.stride_h - s_.pad_h, wb = (pix0 % s_.Q) * s_.stride_w - s_.pad_w;
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t kk = k0 + k, c = kk / RS, r = (kk / s_.S) % s_.R, t = kk % s_.S;
+      const int64_t h = hb + r * s_.dil_h, v0 = wb + t * s_.dil_w;
+      float* dst = panel + k * nr;
+      if (h < 0 || h >= s_.H) {
+        std::fill(dst, dst + nr, 0.0f);
+        continue;
+      }
+      const float* row = x_ + (c * s_.H + h) * s_.W;
+      if (s_.stride_w == 1) {
+        const int64_t lo = std::clamp<int64_t>(-v0, 0, cols), hi = std::clamp<int64_t>(s_.W - v0, lo, cols);
+        std::fill(dst, dst + lo, 0.0f);
+        std::copy(row + v0 + lo, row + v0 + hi, dst + lo);
+        std::fill(dst + hi, dst + nr, 0.0f);
+      } else {
+        for (int64_t j = 0; j < cols; ++j) {
+          const int64_t v = v0 + j * s_.stride_w;
+          dst[j] = (v >= 0 && v < s_.W) ? row[v] : 0.0f;
+        }
+        std::fill(dst + cols, dst + nr, 0.0f);
+      }
+    }
+  }
+
+  // The pixels span two or more output rows: element by element.
+  void pack_any_panel(int64_t k0, int64_t kc, int64_t pix0, int64_t cols, int nr, float* panel) const {
+    const int64_t RS = s_.R * s_.S;
+    int64_t hbase[kMaxNr], wbase[kMaxNr];
+    for (int64_t j = 0; j < cols; ++j) {
+      hbase[j] = ((pix0 + j) / s_.Q) * s_.stride_h - s_.pad_h;
+      wbase[j] = ((pix0 + j) % s_.Q) * s_.stride_w - s_.pad_w;
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t kk = k0 + k, c = kk / RS, r = (kk / s_.S) % s_.R, t = kk % s_.S;
+      const float* xc = x_ + c * s_.H * s_.W;
+      const int64_t dh = r * s_.dil_h, dw = t * s_.dil_w;
+      float* dst = panel + k * nr;
+      for (int64_t j = 0; j < cols; ++j) {
+        const int64_t h = hbase[j] + dh, v = wbase[j] + dw;
+        dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? xc[h * s_.W + v] : 0.0f;
+      }
+      std::fill(dst + cols, dst + nr, 0.0f);
+    }
+  }
+
+  const ConvShape& s_;
+  const float* x_;
+};
+
+// B = im2col transposed, (P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T.
+class Im2colT final : public BPanelSource {
+ public:
+  Im2colT(const ConvShape& s, const float* x) : s_(s), x_(x) {}
+  void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
+    const int64_t RS = s_.R * s_.S;
+    int64_t off[kMaxNr], dh[kMaxNr], dw[kMaxNr];
+    const int64_t span_h = (s_.R - 1) * s_.dil_h, span_w = (s_.S - 1) * s_.dil_w;
+    for (int64_t jp = 0; jp < nc; jp += nr) {
+      const int64_t cols = std::min<int64_t>(nr, nc - jp);
+      for (int64_t j = 0; j < cols; ++j) {
+        const int64_t kk = n0 + jp + j;
+        dh[j] = ((kk / s_.S) % s_.R) * s_.dil_h;
+        dw[j] = (kk % s_.S) * s_.dil_w;
+        off[j] = (kk / RS) * s_.H * s_.W + dh[j] * s_.W + dw[j];
+      }
+      float* panel = Bp + (jp / nr) * kc * nr;
+      int64_t p = k0 / s_.Q, q = k0 % s_.Q;
+      for (int64_t k = 0; k < kc; ++k) {
+        const int64_t hb = p * s_.stride_h - s_.pad_h, wb = q * s_.stride_w - s_.pad_w;
+        float* dst = panel + k * nr;
+        if (hb >= 0 && hb + span_h < s_.H && wb >= 0 && wb + span_w < s_.W) {  // the whole window is inside
+          const float* base = x_ + hb * s_.W + wb;
+          for (int64_t j = 0; j < cols; ++j) dst[j] = base[off[j]];
+        } else {
+          for (int64_t j = 0; j < cols; ++j) {
+            const int64_t h = hb + dh[j], v = wb + dw[j];
+            dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? x_[off[j] + hb * s_.W + wb] : 0.0f;
+          }
+        }
+        std::fill(dst + cols, dst + nr, 0.0f);
+        if (++q == s_.Q) {
+          q = 0;
+          ++p;
+        }
+      }
+    }
+  }
+
+ private:
+  const ConvShape& s_;
+  const float* x_;
+};
+
+bool is_pointwise(const ConvShape& s) {
+  return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+}
+
+// Runs task(i) for i in [0, tasks): over threads when there are enough tasks, else one by one so that each
+// task's GEMMs use the threads. Either way every task computes the same bits.
+template <typename Task>
+void for_each_task(int64_t tasks, int64_t work, const Task& task) {
+  const int nt = threads_for(work);
+  if (nt > 1 && tasks >= nt) {
+    parallel_for(tasks, nt, task);
+  } else {
+    for (int64_t i = 0; i < tasks; ++i) task(i);
+  }
+}
+
+struct FreeDeleter {
+  void operator()(float* p) const { std::free(p); }
+};
+
+}  // namespace
+
+void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                         float* y) {
+  const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
+  for_each_task(s.N * s.groups, s.N * s.K * PQ * CRS, [&](int64_t task) {
+    const int64_t n = task / s.groups, g = task % s.groups;
+    const float* xg = x + (n * s.C + g * Cg) * HW;
+    float* yg = y + (n * s.K + g * Kg) * PQ;
+    Epilogue epi;
+    epi.bias = bias ? bias + g * Kg : nullptr;
+    epi.bias_axis = bias ? Epilogue::Bias::per_row : Epilogue::Bias::none;
+    epi.relu = relu;
+    const float* wg = w + g * Kg * CRS;
+    if (is_pointwise(s)) {
+      sgemm(Trans::no, Kg, PQ, Cg, 1.0f, wg, CRS, MatrixB(Trans::no, xg, HW), 0.0f, yg, PQ, epi);
+    } else {
+      sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xg), 0.0f, yg, PQ, epi);
+    }
+  });
+}
+
+void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
+  const int64_t wsize = s.K * CRS;
+  if (s.N == 0) {
+    std::fill(dw, dw + wsize, 0.0f);
+    return;
+  }
+  // A fixed number of image chunks, each summing its images in order into its own partial; partials are then
+  // added in chunk order. Neither depends on the thread count.
+  const int64_t chunks = std::min<int64_t>(s.N, 8);
+  std::unique_ptr<float, FreeDeleter> extra(
+      chunks > 1 ? static_cast<float*>(std::malloc(sizeof(float) * (chunks - 1) * wsize)) : nullptr);
+  if (chunks > 1 && !extra) throw std::bad_alloc();
+  for_each_task(chunks, s.N * s.K * PQ * CRS, [&](int64_t chunk) {
+    float* part = chunk == 0 ? dw : extra.get() + (chunk - 1) * wsize;
+    const int64_t n0 = chunk * s.N / chunks, n1 = (chunk + 1) * s.N / chunks;
+    for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const float* dyg = dy + (n * s.K + g * Kg) * PQ;
+        const float* xg = x + (n * s.C + g * Cg) * HW;
+        float* dwg = part + g * Kg * CRS;
+        const float beta = n == n0 ? 0.0f : 1.0f;
+        if (is_pointwise(s)) {
+          sgemm(Trans::no, Trans::yes, Kg, Cg, PQ, 1.0f, dyg, PQ, xg, HW, beta, dwg, CRS);
+        } else {
+          sgemm(Trans::no, Kg, CRS, PQ, 1.0f, dyg, PQ, Im2colT(s, xg), beta, dwg, CRS);
+        }
+      }
+    }
+  });
+  for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+    const float* part = extra.get() + (chunk - 1) * wsize;
+    for (int64_t i = 0; i < wsize; ++i) dw[i] += part[i];
+  }
+}
+
+void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx) {
+  const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, RS = s.R * s.S, CRS = Cg * RS, PQ = s.P * s.Q;
+  const int64_t HW = s.H * s.W;
+  // columns per block: the (CRS x block) column buffer stays within 256 Ki floats (at least 16 columns)
+  const int64_t block = std::min(PQ, std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(CRS, 1)));
+  for_each_task(s.N, s.N * s.K * PQ * CRS, [&](int64_t n) {
+    float* dxn = dx + n * s.C * HW;
+    if (is_pointwise(s)) {
+      for (int64_t g = 0; g < s.groups; ++g)
+        sgemm(Trans::yes, Trans::no, Cg, PQ, Kg, 1.0f, w + g * Kg * CRS, CRS, dy + (n * s.K + g * Kg) * PQ, PQ,
+              0.0f, dxn + g * Cg * HW, HW);
+      return;
+    }
+    std::fill(dxn, dxn + s.C * HW, 0.0f);
+    std::vector<float> col(static_cast<size_t>(CRS * block));
+    std::vector<int64_t> hbase(static_cast<size_t>(block)), wbase(static_cast<size_t>(block));
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const float* dyg = dy + (n * s.K + g * Kg) * PQ;
+      float* dxg = dxn + g * Cg * HW;
+      for (int64_t j0 = 0; j0 < PQ; j0 += block) {
+        const int64_t nb = std::min(block, PQ - j0);
+        // col (CRS x nb) = W_g^T (CRS x Kg) x dY_g[:, j0:j0+nb]
+        sgemm(Trans::yes, Trans::no, CRS, nb, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg + j0, PQ, 0.0f, col.data(), nb);
+        // col2im: scatter-add each column entry to the input pixel it was read from
+        for (int64_t j = 0; j < nb; ++j) {
+          hbase[j] = ((j0 + j) / s.Q) * s.stride_h - s.pad_h;
+          wbase[j] = ((j0 + j) % s.Q) * s.stride_w - s.pad_w;
+        }
+        for (int64_t kk = 0; kk < CRS; ++kk) {
+          const int64_t c = kk / RS, dh = ((kk / s.S) % s.R) * s.dil_h, dw = (kk % s.S) * s.dil_w;
+          float* dxc = dxg + c * HW;
+          const float* src = col.data() + kk * nb;
+          for (int64_t j = 0; j < nb; ++j) {
+            const int64_t h = hbase[j] + dh, v = wbase[j] + dw;
+            if (h >= 0 && h < s.H && v >= 0 && v < s.W) dxc[h * s.W + v] += src[j];
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace convcore

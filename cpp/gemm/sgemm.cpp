@@ -1,0 +1,184 @@
+// The tiled SGEMM engine (portable code around the per-ISA microkernels): BLIS loop order jc (NC) -> pc (KC, pack
+// B) -> ic (MC, pack A) -> jr (NR) -> ir (MR). Packing buffers are per thread (thread_local, 64-byte aligned,
+// grown on demand), never shared.
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#include "convcore/dispatch.h"
+#include "convcore/gemm.h"
+#include "convcore/threads.h"
+
+namespace convcore {
+namespace {
+
+constexpr int64_t KC = 256;   // packed B micro-panel KC x NR stays in L1
+constexpr int64_t MC = 144;   // packed A block MC x KC (144 KiB) stays in L2; a multiple of every MR
+constexpr int64_t NC = 3072;  // packed B block KC x NC (3 MiB) streams from L3
+
+struct FreeDeleter {
+  void operator()(float* p) const { std::free(p); }
+};
+
+// A grow-only, 64-byte aligned scratch buffer owned by one thread.
+class Scratch {
+ public:
+  float* get(int64_t floats) {
+    if (floats > capacity_) {
+      const size_t bytes = ((static_cast<size_t>(floats) * sizeof(float) + 63) / 64) * 64;
+      data_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+      if (!data_) throw std::bad_alloc();
+      capacity_ = floats;
+    }
+    return data_.get();
+  }
+
+ private:
+  std::unique_ptr<float, FreeDeleter> data_;
+  int64_t capacity_ = 0;
+};
+
+thread_local Scratch tl_packed_a, tl_packed_b;
+
+// Ap[panel*kc*mr + k*mr + i] = alpha * op(A)[i0 + panel*mr + i][k0 + k], zero past row m_end.
+void pack_a(Trans trans, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr,
+            float alpha, float* Ap) {
+  for (int64_t ir = 0; ir < mc; ir += mr) {
+    const int64_t rows = std::min<int64_t>(mr, mc - ir);
+    float* panel = Ap + (ir / mr) * kc * mr;
+    for (int64_t k = 0; k < kc; ++k) {
+      float* dst = panel + k * mr;
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = i0 + ir + i, col = k0 + k;
+        dst[i] = alpha * (trans == Trans::no ? A[row * lda + col] : A[col * lda + row]);
+      }
+      for (int64_t i = rows; i < mr; ++i) dst[i] = 0.0f;
+    }
+  }
+}
+
+void apply_epilogue(const Epilogue& e, float* C, int64_t ldc, int64_t i0, int64_t j0, int64_t rows, int64_t cols) {
+  if (e.bias_axis == Epilogue::Bias::none && !e.relu) return;
+  for (int64_t i = 0; i < rows; ++i) {
+    float* c = C + i * ldc;
+    const float row_bias = e.bias_axis == Epilogue::Bias::per_row ? e.bias[i0 + i] : 0.0f;
+    for (int64_t j = 0; j < cols; ++j) {
+      float v = c[j];
+      if (e.bias_axis == Epilogue::Bias::per_row) v += row_bias;
+      if (e.bias_axis == Epilogue::Bias::per_col) v += e.bias[j0 + j];
+      if (e.relu) v = v > 0.0f ? v : (v != v ? v : 0.0f);
+      c[j] = v;
+    }
+  }
+}
+
+// One thread's share: rows [m0, m1) and columns [n0, n1) of C.
+void sgemm_block(const GemmKernels& kern, Trans trans_a, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                 int64_t K, float alpha, const float* A, int64_t lda, const BPanelSource& B, float beta, float* C,
+                 int64_t ldc, const Epilogue& epi) {
+  const int mr = kern.mr, nr = kern.nr;
+  if (beta != 0.0f && beta != 1.0f) {
+    for (int64_t i = m0; i < m1; ++i)
+      for (int64_t j = n0; j < n1; ++j) C[i * ldc + j] *= beta;
+  }
+  const int64_t nc_max = std::min(NC, ((n1 - n0 + nr - 1) / nr) * nr);
+  float* Bp = tl_packed_b.get(KC * nc_max);
+  float* Ap = tl_packed_a.get(KC * MC);
+  float tile[12 * 32];  // scratch for edge tiles: mr * nr <= 12 * 32 for every kernel
+  for (int64_t jc = n0; jc < n1; jc += NC) {
+    const int64_t nc = std::min(NC, n1 - jc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const bool accumulate = pc > 0 || beta != 0.0f, last = pc + kc == K;
+      B.pack(pc, kc, jc, nc, nr, Bp);
+      for (int64_t ic = m0; ic < m1; ic += MC) {
+        const int64_t mc = std::min(MC, m1 - ic);
+        pack_a(trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          const int64_t cols = std::min<int64_t>(nr, nc - jr);
+          const float* bpanel = Bp + (jr / nr) * kc * nr;
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const int64_t rows = std::min<int64_t>(mr, mc - ir);
+            const float* apanel = Ap + (ir / mr) * kc * mr;
+            float* c = C + (ic + ir) * ldc + jc + jr;
+            if (rows == mr && cols == nr) {
+              kern.micro(kc, apanel, bpanel, c, ldc, accumulate);
+            } else {
+              if (accumulate)
+                for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, tile + i * nr);
+              kern.micro(kc, apanel, bpanel, tile, nr, accumulate);
+              for (int64_t i = 0; i < rows; ++i) std::copy(tile + i * nr, tile + i * nr + cols, c + i * ldc);
+            }
+            if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void MatrixB::pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const {
+  for (int64_t jp = 0; jp < nc; jp += nr) {
+    const int64_t cols = std::min<int64_t>(nr, nc - jp);
+    float* panel = Bp + (jp / nr) * kc * nr;
+    for (int64_t k = 0; k < kc; ++k) {
+      float* dst = panel + k * nr;
+      if (trans_ == Trans::no) {
+        const float* src = B_ + (k0 + k) * ldb_ + n0 + jp;
+        for (int64_t j = 0; j < cols; ++j) dst[j] = src[j];
+      } else {
+        const float* src = B_ + (n0 + jp) * ldb_ + k0 + k;
+        for (int64_t j = 0; j < cols; ++j) dst[j] = src[j * ldb_];
+      }
+      for (int64_t j = cols; j < nr; ++j) dst[j] = 0.0f;
+    }
+  }
+}
+
+void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const BPanelSource& B, float beta, float* C, int64_t ldc, const Epilogue& epi) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // C = beta * C, then the epilogue
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    apply_epilogue(epi, C, ldc, 0, 0, M, N);
+    return;
+  }
+  const GemmKernels& kern = kernels().gemm;
+  const int nt = threads_for(M * N * K);
+  if (nt == 1) {
+    sgemm_block(kern, trans_a, 0, M, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);
+    return;
+  }
+  const bool split_n = N >= int64_t(nt) * kern.nr * 4 || M < int64_t(nt) * kern.mr;
+  std::atomic<bool> out_of_memory{false};  // an exception must not leave an OpenMP region
+#pragma omp parallel num_threads(nt)
+  try {
+    const int t = omp_get_thread_num(), team = omp_get_num_threads();
+    const int64_t extent = split_n ? N : M, unit = split_n ? kern.nr : kern.mr;
+    const int64_t units = (extent + unit - 1) / unit, per = (units + team - 1) / team;
+    const int64_t lo = std::min(extent, t * per * unit), hi = std::min(extent, (t + 1) * per * unit);
+    if (lo < hi) {
+      if (split_n)
+        sgemm_block(kern, trans_a, 0, M, lo, hi, K, alpha, A, lda, B, beta, C, ldc, epi);
+      else
+        sgemm_block(kern, trans_a, lo, hi, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);
+    }
+  } catch (const std::bad_alloc&) {
+    out_of_memory = true;
+  }
+  if (out_of_memory) throw std::bad_alloc();
+}
+
+void sgemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const Epilogue& epi) {
+  sgemm(trans_a, M, N, K, alpha, A, lda, MatrixB(trans_b, B, ldb), beta, C, ldc, epi);
+}
+
+}  // namespace convcore

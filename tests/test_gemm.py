@@ -1,0 +1,148 @@
+"""The tiled SGEMM engine against the reference GEMM and float64 numpy, for every compiled ISA; matmul/linear API."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import convcore as cc
+from convcore import _core
+
+F = cc.functional
+NONE, PER_ROW, PER_COL = 0, 1, 2
+
+
+def _operands(rng, m, n, k, trans_a, trans_b, integer=True):
+    draw = (lambda s: rng.integers(-3, 4, s)) if integer else (lambda s: rng.standard_normal(s))
+    a = draw((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = draw((n, k) if trans_b else (k, n)).astype(np.float32)
+    return a, b
+
+
+def _expected(a, b, trans_a, trans_b, alpha=1.0, beta=0.0, c=None, bias=None, axis=NONE, relu=False):
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    out = alpha * ((a64.T if trans_a else a64) @ (b64.T if trans_b else b64))
+    if beta:
+        out += beta * c
+    if axis == PER_ROW:
+        out += bias[:, None]
+    if axis == PER_COL:
+        out += bias[None, :]
+    return np.maximum(out, 0) if relu else out
+
+
+# every m up to the largest MR (12), n up to the largest NR (32) and past it, k across the KC = 256 block edge
+SIZES = [(m, n, k) for m in (1, 5, 6, 7, 12, 13) for n in (1, 15, 16, 17, 32, 33) for k in (1, 7)] + [
+    (3, 5, 255), (6, 16, 256), (7, 17, 257), (13, 33, 513), (29, 71, 300), (150, 40, 31), (2, 3100, 9)]
+
+
+@pytest.mark.parametrize("m,n,k", SIZES)
+def test_engine_exact_on_small_integers(isa, rng, m, n, k):
+    for trans_a in (False, True):
+        for trans_b in (False, True):
+            a, b = _operands(rng, m, n, k, trans_a, trans_b)
+            got = _core.gemm(a, b, trans_a, trans_b, 1.0, 0.0, None, None, NONE, False, False)
+            assert np.array_equal(got, _expected(a, b, trans_a, trans_b))
+
+
+@pytest.mark.parametrize("m,n,k", [(7, 17, 5), (13, 33, 300), (64, 100, 70)])
+def test_alpha_beta_bias_relu(isa, rng, m, n, k):
+    a, b = _operands(rng, m, n, k, False, True)
+    for alpha, beta in [(1.0, 0.0), (2.0, 1.0), (0.5, -2.0), (1.0, 3.0)]:
+        for axis, relu in [(NONE, True), (PER_ROW, False), (PER_COL, True), (PER_ROW, True)]:
+            bias = rng.integers(-20, 20, m if axis == PER_ROW else n).astype(np.float32)
+            c = rng.integers(-3, 4, (m, n)).astype(np.float32)
+            expected = _expected(a, b, False, True, alpha, beta, c.astype(np.float64), bias, axis, relu)
+            got = _core.gemm(a, b, False, True, alpha, beta, c.copy(), bias if axis else None, axis, relu, False)
+            assert np.array_equal(got, expected)
+            ref = _core.gemm(a, b, False, True, alpha, beta, c.copy(), bias if axis else None, axis, relu, True)
+            assert np.array_equal(ref, expected)
+
+
+def test_beta_zero_never_reads_c(isa, rng):
+    a, b = _operands(rng, 13, 33, 20, False, False)
+    c = np.full((13, 33), np.nan, np.float32)
+    got = _core.gemm(a, b, False, False, 1.0, 0.0, c, None, NONE, False, False)
+    assert got is not None and np.array_equal(c, _expected(a, b, False, False))  # written in place, NaN gone
+
+
+def test_relu_keeps_nan(isa):
+    a = np.array([[np.nan, 1.0]], np.float32)
+    b = np.ones((2, 3), np.float32)
+    got = _core.gemm(a, b, False, False, 1.0, 0.0, None, None, NONE, True, False)
+    assert np.isnan(got).all()
+
+
+def test_random_floats_close_to_float64(isa, rng):
+    a, b = _operands(rng, 97, 203, 611, False, False, integer=False)
+    got = _core.gemm(a, b, False, False, 1.0, 0.0, None, None, NONE, False, False)
+    np.testing.assert_allclose(got, _expected(a, b, False, False), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("m,n,k", [(300, 700, 300), (40, 2000, 64), (500, 20, 33)])
+def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
+    a, b = _operands(rng, m, n, k, False, False, integer=False)
+    results = []
+    for t in (1, 2, 3, 4):
+        with cc.threads(t):
+            results.append(F.matmul(a, b))
+    for r in results[1:]:
+        assert np.array_equal(r, results[0])
+
+
+@given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(1, 300), ta=st.booleans(), tb=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_engine_property_exact(m, n, k, ta, tb, seed):
+    a, b = _operands(np.random.default_rng(seed), m, n, k, ta, tb)
+    assert np.array_equal(_core.gemm(a, b, ta, tb, 1.0, 0.0, None, None, NONE, False, False),
+                          _expected(a, b, ta, tb))
+
+
+def test_matmul_and_linear(rng):
+    a, b = _operands(rng, 9, 11, 13, False, False)
+    assert np.array_equal(F.matmul(a, b), a @ b)
+    x = rng.standard_normal((5, 13)).astype(np.float32)
+    w = rng.standard_normal((7, 13)).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    np.testing.assert_allclose(F.linear(x, w, bias), x @ w.T + bias, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(F.linear(x, w, bias, activation="relu"), np.maximum(x @ w.T + bias, 0),
+                               rtol=1e-5, atol=1e-5)
+    dy = rng.standard_normal((5, 7)).astype(np.float32)
+    dx, dw, db = F.linear_backward(dy, x, w)
+    np.testing.assert_allclose(dx, dy @ w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, dy.T @ x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(db, dy.sum(0), rtol=1e-5, atol=1e-5)
+    assert F.matmul(np.zeros((0, 3), np.float32), np.zeros((3, 4), np.float32)).shape == (0, 4)
+    assert np.array_equal(F.matmul(np.zeros((2, 0), np.float32), np.zeros((0, 4), np.float32)), np.zeros((2, 4)))
+
+
+def test_linear_float64_gradcheck(rng):
+    from gradcheck import numerical_grad, relative_error
+
+    x, w, b = rng.standard_normal((3, 4)), rng.standard_normal((5, 4)), rng.standard_normal(5)
+    dy = rng.standard_normal((3, 5))
+    dx, dw, db = F.linear_backward(dy, x, w)
+    assert relative_error(dx, numerical_grad(lambda v: F.linear(v, w, b), x, dy)) < 1e-7
+    assert relative_error(dw, numerical_grad(lambda v: F.linear(x, v, b), w, dy)) < 1e-7
+    assert relative_error(db, numerical_grad(lambda v: F.linear(x, w, v), b, dy)) < 1e-7
+
+
+A = np.zeros((3, 4), np.float32)
+BAD = [
+    (lambda: F.matmul(A, np.zeros((5, 2), np.float32)), ValueError, r"inner dimensions"),
+    (lambda: F.matmul(A, np.zeros((4, 2), np.float64)), TypeError, r"b has dtype float64 but must match"),
+    (lambda: F.matmul(A[0], A), ValueError, r"a must be 2-D"),
+    (lambda: F.matmul(A.astype(np.int32), A), TypeError, r"a has dtype int32"),
+    (lambda: F.linear(A, np.zeros((2, 5), np.float32)), ValueError, r"must equal w.shape\[1\] \(in_features 5\)"),
+    (lambda: F.linear(A, np.zeros((2, 4), np.float32), np.zeros(3, np.float32)), ValueError,
+     r"b must have shape \(2,\)"),
+    (lambda: F.linear(A, np.zeros((2, 4), np.float32), activation="tanh"), ValueError,
+     r"activation must be None or 'relu', got 'tanh'"),
+    (lambda: F.linear_backward(np.zeros((3, 3), np.float32), A, np.zeros((2, 4), np.float32)), ValueError,
+     r"dy must have shape \(3, 2\)"),
+]
+
+
+@pytest.mark.parametrize("call,exc,match", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_rejects_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
