@@ -22,7 +22,11 @@ def _rng(rng):
 
 
 def _uniform(rng, bound, shape):
-    return rng.uniform(-bound, bound, shape).astype(np.float32)
+    """U(-bound, bound) in float32, drawn directly in float32 (large layers initialise quickly)."""
+    u = rng.random(shape, dtype=np.float32)
+    u *= np.float32(2 * bound)
+    u -= np.float32(bound)
+    return u
 
 
 class _ConvNd(Module):
@@ -349,7 +353,7 @@ class Flatten(Module):
         if x.ndim < 1:
             raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
         self._shape = x.shape if self.training else None
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
     def backward(self, dy, input_grad=True):
         return np.asarray(dy).reshape(self._saved(self._shape, "input shape"))

@@ -65,7 +65,8 @@ class MatrixB final : public BPanelSource {
 void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const BPanelSource& B, float beta, float* C, int64_t ldc, const Epilogue& epilogue = {});
 
-// Convenience: both operands as matrices.
+// Both operands as matrices. With at most 4 rows of A and B given as rows (trans_b), runs as dot products
+// without packing (a fully connected layer at small batch).
 void sgemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const Epilogue& epilogue = {});
 

@@ -1,0 +1,164 @@
+"""nn layers: float64 gradient checks of every layer (input and parameter gradients), eval mode, state_dict."""
+import numpy as np
+import pytest
+
+import convcore as cc
+from convcore import nn
+from gradcheck import numerical_grad, relative_error
+
+
+def check_layer(layer, x, rng, tol=1e-6, prepare=None):
+    """Compare backward with central differences for the input and every parameter (float64, train mode)."""
+    layer.to(np.float64).train()
+    x = x.astype(np.float64)
+    prepare = prepare or (lambda: None)
+    prepare()
+    y = layer(x)
+    dy = rng.standard_normal(y.shape)
+    layer.zero_grad()
+    dx = layer.backward(dy)
+
+    def run(v):
+        prepare()
+        return layer.forward(v)
+    assert relative_error(dx, numerical_grad(run, x.copy(), dy)) < tol
+    for name, p in layer.named_parameters():
+        num = numerical_grad(lambda _: run(x), p.data, dy)
+        assert relative_error(p.grad, num) < tol, name
+
+
+LAYERS = {
+    "conv2d": (lambda r: nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, rng=r), (2, 4, 7, 6)),
+    "conv2d_nobias_dilated": (lambda r: nn.Conv2d(3, 2, (2, 3), dilation=(2, 1), bias=False, rng=r), (2, 3, 6, 6)),
+    "conv1d": (lambda r: nn.Conv1d(3, 4, 3, stride=2, padding=1, rng=r), (2, 3, 9)),
+    "linear": (lambda r: nn.Linear(5, 3, rng=r), (4, 5)),
+    "maxpool2d": (lambda r: nn.MaxPool2d(3, 2, 1, ceil_mode=True), (2, 3, 7, 7)),
+    "maxpool1d": (lambda r: nn.MaxPool1d(2), (2, 3, 8)),
+    "avgpool2d": (lambda r: nn.AvgPool2d(3, 2, 1, count_include_pad=False), (2, 3, 7, 6)),
+    "adaptive_avgpool": (lambda r: nn.AdaptiveAvgPool2d((3, 2)), (2, 3, 7, 5)),
+    "global_avgpool": (lambda r: nn.GlobalAvgPool2d(), (2, 3, 4, 5)),
+    "relu": (lambda r: nn.ReLU(), (3, 7)),
+    "leaky_relu": (lambda r: nn.LeakyReLU(0.1), (3, 7)),
+    "sigmoid": (lambda r: nn.Sigmoid(), (3, 7)),
+    "tanh": (lambda r: nn.Tanh(), (3, 7)),
+    "flatten": (lambda r: nn.Flatten(), (2, 3, 4)),
+    "batchnorm2d": (lambda r: nn.BatchNorm2d(3), (4, 3, 3, 2)),
+    "batchnorm1d": (lambda r: nn.BatchNorm1d(5), (6, 5)),
+    "batchnorm1d_3d": (lambda r: nn.BatchNorm1d(3), (2, 3, 4)),
+    "sequential_fused": (lambda r: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=r), nn.ReLU(), nn.Flatten(),
+                                                 nn.Linear(48, 4, rng=r), nn.ReLU(), nn.Linear(4, 2, rng=r)),
+                         (2, 2, 4, 4)),
+    "basic_block_B": (lambda r: nn.BasicBlock(2, 4, stride=2, shortcut="B", rng=r), (2, 2, 5, 5)),
+    "basic_block_A": (lambda r: nn.BasicBlock(2, 4, stride=2, shortcut="A", rng=r), (2, 2, 5, 5)),
+    "basic_block_identity": (lambda r: nn.BasicBlock(3, 3, rng=r), (2, 3, 4, 4)),
+    "inception": (lambda r: nn.Inception(3, 2, 2, 3, 1, 2, 2, rng=r), (2, 3, 5, 5)),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_gradients_float64(name, rng):
+    build, shape = LAYERS[name]
+    layer = build(np.random.default_rng(0))
+    x = rng.standard_normal(shape)
+    if name.startswith("batchnorm"):
+        layer.weight.data[...] = rng.standard_normal(layer.weight.data.shape)
+        layer.bias.data[...] = rng.standard_normal(layer.bias.data.shape)
+    check_layer(layer, x, rng)
+
+
+def test_dropout_gradient_with_a_fixed_mask(rng):
+    layer = nn.Dropout(0.3, rng=0)
+    x = rng.standard_normal((4, 6))
+
+    def reset():
+        layer.rng = np.random.default_rng(0)
+    check_layer(layer, x, rng, prepare=reset)
+    y = layer(x.astype(np.float32))
+    kept = y != 0
+    assert 0.4 < kept.mean() < 0.95
+    np.testing.assert_allclose(y[kept], x.astype(np.float32)[kept] / 0.7, rtol=1e-6)
+    assert np.array_equal(layer.eval()(x), x)
+
+
+def test_eval_keeps_nothing_for_backward(rng):
+    model = cc.models.lenet5(seed=0)
+    x = rng.random((2, 1, 28, 28), dtype=np.float32)
+    model.train()
+    model(x)
+    model.eval()
+    assert all(getattr(m, "_x", None) is None for m in model.modules())
+    model(x)
+    with pytest.raises(RuntimeError, match="needs a forward pass in training mode"):
+        model.backward(np.ones((2, 10), np.float32))
+
+
+def test_batchnorm_running_statistics_and_eval(rng):
+    bn = nn.BatchNorm2d(3)
+    x = rng.standard_normal((8, 3, 4, 4)).astype(np.float32) * 2 + 1
+    bn(x)
+    mean = x.mean(axis=(0, 2, 3))
+    var = x.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(bn.running_mean, 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(bn.running_var, 0.9 + 0.1 * var, rtol=1e-5)
+    assert int(bn.num_batches_tracked) == 1
+    bn.eval()
+    expected = (x - bn.running_mean[None, :, None, None]) / np.sqrt(bn.running_var[None, :, None, None] + 1e-5)
+    np.testing.assert_allclose(bn(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_state_dict_names_round_trip_and_strict_errors(rng):
+    model = cc.models.resnet20(seed=0)
+    state = model.state_dict()
+    names = list(state)
+    assert names[:6] == ["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var",
+                         "bn1.num_batches_tracked"]
+    assert "layer2.0.conv1.weight" in names and names[-2:] == ["fc.weight", "fc.bias"]
+    other = cc.models.resnet20(seed=1)
+    other.load_state_dict({k: v.copy() for k, v in state.items()})
+    x = rng.random((2, 3, 8, 8), dtype=np.float32)
+    assert np.array_equal(other.eval()(x), model.eval()(x))
+    with pytest.raises(KeyError, match=r"missing keys \['fc.bias'\]"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "fc.bias"})
+    with pytest.raises(KeyError, match=r"unexpected keys \['extra'\]"):
+        other.load_state_dict({**state, "extra": np.zeros(1)})
+    with pytest.raises(ValueError, match=r"fc.weight has shape \(3, 64\), the model expects \(10, 64\)"):
+        other.load_state_dict({**state, "fc.weight": np.zeros((3, 64), np.float32)})
+    with pytest.raises(ValueError, match=r"fc.bias has dtype float64"):
+        other.load_state_dict({**state, "fc.bias": np.zeros(10)})
+    other.load_state_dict({"fc.bias": np.full(10, 7, np.float32)}, strict=False)
+    assert (other.fc.bias.data == 7).all()
+
+
+def test_sequential_fusion_matches_unfused(rng):
+    seq = nn.Sequential(nn.Conv2d(2, 4, 3, rng=0), nn.ReLU(), nn.Flatten(), nn.Linear(36, 5, rng=1), nn.ReLU())
+    x = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
+    y = seq(x)
+    z = x
+    for layer in seq:
+        z = layer.forward(z)
+    assert np.array_equal(y, z)
+
+
+def test_empty_batch_and_non_contiguous_input(rng):
+    model = cc.models.lenet5(seed=0).eval()
+    assert model(np.zeros((0, 1, 28, 28), np.float32)).shape == (0, 10)
+    x = rng.random((2, 1, 28, 28), dtype=np.float32)
+    assert np.array_equal(model(np.asfortranarray(x)), model(x))
+
+
+def test_layer_argument_errors():
+    with pytest.raises(ValueError, match=r"in_channels \(3\) and out_channels \(4\) must both be divisible by "
+                                         r"groups \(2\)"):
+        nn.Conv2d(3, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="kernel_size must be >= 1"):
+        nn.Conv2d(3, 4, 0)
+    with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\), got 1.5"):
+        nn.Dropout(1.5)
+    with pytest.raises(TypeError, match="rng must be a numpy Generator"):
+        nn.Linear(2, 3, rng="seed")
+    with pytest.raises(ValueError, match="x has 2 channels"):
+        nn.BatchNorm2d(3)(np.zeros((2, 2, 3, 3), np.float32))
+    with pytest.raises(TypeError, match="Sequential children must be Modules, got int at position 1"):
+        nn.Sequential(nn.ReLU(), 3)
+    with pytest.raises(ValueError, match="shortcut must be 'A'"):
+        nn.BasicBlock(2, 2, shortcut="C")

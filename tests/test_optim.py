@@ -1,0 +1,106 @@
+"""Optimizers and schedules against PyTorch's update rules (and hand-computed values), state_dict, validation."""
+import math
+
+import numpy as np
+import pytest
+
+from convcore import nn, optim
+
+
+def _params(rng, shapes=((3, 4), (4,))):
+    return [nn.Parameter(rng.standard_normal(s)) for s in shapes]
+
+
+def _run(opt_cls, kwargs, rng, steps=4):
+    params = _params(rng)
+    start = [p.data.copy() for p in params]
+    grads = [[rng.standard_normal(p.data.shape) for p in params] for _ in range(steps)]
+    opt = opt_cls(params, **kwargs)
+    for g in grads:
+        for p, gi in zip(params, g):
+            p.grad = gi
+        opt.step()
+    return start, grads, [p.data for p in params]
+
+
+def test_sgd_momentum_by_hand(rng):
+    p = nn.Parameter(np.array([1.0]))
+    opt = optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.5)
+    for _ in range(2):
+        p.grad = np.array([2.0])
+        opt.step()
+    # step 1: d = 2 + 0.5*1 = 2.5, buf = 2.5, p = 1 - 0.25 = 0.75
+    # step 2: d = 2 + 0.375 = 2.375, buf = 0.9*2.5 + 2.375 = 4.625, p = 0.75 - 0.4625 = 0.2875
+    assert p.data[0] == pytest.approx(0.2875, abs=1e-12)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=1e-2)),
+    ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True)),
+    ("SGD", dict(lr=0.05, momentum=0.8, dampening=0.3)),
+    ("Adam", dict(lr=0.01)),
+    ("Adam", dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1)),
+    ("AdamW", dict(lr=0.01, weight_decay=0.1)),
+])
+def test_matches_torch(name, kwargs, rng):
+    torch = pytest.importorskip("torch")
+    start, grads, ours = _run(getattr(optim, name), kwargs, rng)
+    tparams = [torch.tensor(s, requires_grad=True) for s in start]
+    topt = getattr(torch.optim, name)(tparams, **kwargs)
+    for g in grads:
+        for p, gi in zip(tparams, g):
+            p.grad = torch.tensor(gi)
+        topt.step()
+    for a, b in zip(ours, tparams):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_state_dict_round_trip_continues_identically(rng):
+    params_a = _params(rng)
+    params_b = [nn.Parameter(p.data.copy()) for p in params_a]
+    a = optim.Adam(params_a, lr=0.01)
+    b = optim.Adam(params_b, lr=0.01)
+    g = [rng.standard_normal(p.data.shape) for p in params_a]
+    for p, gi in zip(params_a, g):
+        p.grad = gi
+    a.step()
+    b.load_state_dict(a.state_dict())
+    for p, q in zip(params_a, params_b):
+        q.data[...] = p.data
+    for params, opt in ((params_a, a), (params_b, b)):
+        for p, gi in zip(params, g):
+            p.grad = gi
+        opt.step()
+    for p, q in zip(params_a, params_b):
+        assert np.array_equal(p.data, q.data)
+
+
+def test_schedulers():
+    p = [nn.Parameter(np.zeros(1))]
+    opt = optim.SGD(p, lr=1.0)
+    step = optim.StepLR(opt, step_size=2, gamma=0.5)
+    lrs = []
+    for _ in range(5):
+        step.step()
+        lrs.append(opt.lr)
+    assert lrs == [1.0, 0.5, 0.5, 0.25, 0.25]
+    opt2 = optim.SGD(p, lr=1.0)
+    cos = optim.CosineAnnealingLR(opt2, T_max=4, eta_min=0.1)
+    for epoch in range(1, 5):
+        cos.step()
+        assert opt2.lr == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi * epoch / 4)) / 2)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda p: optim.SGD(p, lr=-1), ValueError, r"lr must be >= 0.0, got -1"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=-0.5), ValueError, r"momentum must be >= 0.0"),
+    (lambda p: optim.SGD(p, lr=0.1, nesterov=True), ValueError, r"nesterov needs momentum > 0"),
+    (lambda p: optim.SGD(p, lr="fast"), TypeError, r"lr must be a finite real number, got 'fast'"),
+    (lambda p: optim.Adam(p, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be >= 0.0 and < 1.0"),
+    (lambda p: optim.SGD([], lr=0.1), ValueError, r"params is empty"),
+    (lambda p: optim.SGD([np.zeros(2)], lr=0.1), TypeError, r"params must be Parameters"),
+])
+def test_bad_hyper_parameters(call, exc, match, rng):
+    with pytest.raises(exc, match=match):
+        call(_params(rng))
