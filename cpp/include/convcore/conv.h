@@ -27,7 +27,9 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 
 // Fast float32 kernels: blocked im2col on the SGEMM engine. The im2col columns of one block of output pixels are
 // packed straight into the engine's B panels (Im2col as a BPanelSource), so the (C*R*S) x (P*Q) matrix is never
-// materialised; 1x1 stride-1 unpadded convolutions use the input itself as B. Per-thread workspace: the engine's
+// materialised; 1x1 stride-1 unpadded convolutions use the input itself as B. Stride-1 input gradients with
+// padding <= dil*(R-1) run as a forward convolution of dy with the flipped, channel-swapped filters (the
+// transposed-convolution route); the others by GEMM + col2im. Per-thread workspace: the engine's
 // packed blocks (<= 256 x 3072 floats of B, 256 x 144 of A) plus, for the input gradient, one column block of at
 // most max(256 Ki, 16 * C/groups * R * S) floats. Work is split over images when there are at least as many as
 // threads, otherwise inside each GEMM; every result is bitwise identical at any thread count (the weight
