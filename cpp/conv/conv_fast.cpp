@@ -156,6 +156,10 @@ struct FreeDeleter {
 
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                          float* y) {
+  if (is_depthwise(s)) {
+    conv2d_forward_depthwise(s, x, w, bias, relu, y);
+    return;
+  }
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
   for_each_task(s.N * s.groups, s.N * s.K * PQ * CRS, [&](int64_t task) {
     const int64_t n = task / s.groups, g = task % s.groups;
@@ -177,6 +181,10 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw) {
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
   const int64_t wsize = s.K * CRS;
+  if (is_depthwise(s)) {
+    conv2d_backward_weight_depthwise(s, dy, x, dw);
+    return;
+  }
   if (s.N == 0) {
     std::fill(dw, dw + wsize, 0.0f);
     return;
