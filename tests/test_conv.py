@@ -305,6 +305,29 @@ def test_fast_kernels_equal_reference_kernels_for_every_isa(isa, rng, case):
                           _core.conv2d_backward_weight(dy, x, w.shape, geom, True))
 
 
+@pytest.mark.parametrize("multiplier, stride", [(1, 1), (2, 1), (1, 2), (3, (2, 1))])
+def test_depthwise_direct_path_exact_and_thread_independent(rng, multiplier, stride):
+    # rows of 21 and 19 pixels: full 8-lane runs and remainders in the weight gradient's partial sums
+    C = 6
+    x, w, b, kw = _arrays(rng, (3, C, 21, 19, C * multiplier, 3, 3, stride, 1, 1, C), integer=True)
+    y = F.conv2d(x, w, b, **kw)
+    assert np.array_equal(y, ref.conv2d(x, w, b, **kw))
+    assert np.array_equal(F.conv2d(x, w, b, activation="relu", **kw), np.maximum(y, 0))
+    dy = rng.integers(-3, 4, y.shape).astype(np.float32)
+    for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
+        assert np.array_equal(got, want)
+    # 4 x 8 x 40 x 37 images: above the serial threshold, so the planes and filters are split over threads
+    x, w, b, kw = _arrays(rng, (4, 8, 40, 37, 8 * multiplier, 3, 3, stride, 1, 1, 8))
+    dy = rng.standard_normal(F.conv2d(x, w, **kw).shape).astype(np.float32)
+    results = []
+    for n in (1, 2, 3):
+        with cc.threads(n):
+            results.append((F.conv2d(x, w, b, **kw), *F.conv2d_backward(dy, x, w, **kw)))
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            assert np.array_equal(a, b_)
+
+
 def test_fused_relu_and_its_backward(rng):
     x, w, b, kw = _arrays(rng, CASES[0])
     y = F.conv2d(x, w, b, activation="relu", **kw)
