@@ -46,8 +46,7 @@ void conv2d_forward_depthwise(const ConvShape& s, const float* x, const float* w
           const Span qs = valid_span(s.Q, s.W, s.stride_w, off);
           const float tap = wk[r * s.S + t];
           if (s.stride_w == 1) {
-            const float* src = xrow + off;
-            for (int64_t q = qs.lo; q < qs.hi; ++q) yrow[q] += tap * src[q];
+            for (int64_t q = qs.lo; q < qs.hi; ++q) yrow[q] += tap * xrow[q + off];
           } else {
             for (int64_t q = qs.lo; q < qs.hi; ++q) yrow[q] += tap * xrow[q * s.stride_w + off];
           }
@@ -55,6 +54,37 @@ void conv2d_forward_depthwise(const ConvShape& s, const float* x, const float* w
       }
       if (relu)
         for (int64_t q = 0; q < s.Q; ++q) yrow[q] = yrow[q] < 0.0f ? 0.0f : yrow[q];  // NaN stays NaN
+    }
+  });
+}
+
+void conv2d_backward_input_depthwise(const ConvShape& s, const float* dy, const float* w, float* dx) {
+  const int64_t Kg = s.K / s.groups, RS = s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
+  // one input plane per task, scattered into from its Kg filters' output planes in (k, r, t, p, q) order
+  parallel_for(s.N * s.C, threads_for(s.N * s.K * PQ * RS), [&](int64_t nc) {
+    const int64_t n = nc / s.C, c = nc % s.C;
+    float* dxc = dx + nc * HW;
+    std::fill(dxc, dxc + HW, 0.0f);
+    for (int64_t k = c * Kg; k < (c + 1) * Kg; ++k) {
+      const float* dyp = dy + (n * s.K + k) * PQ;
+      for (int64_t r = 0; r < s.R; ++r) {
+        for (int64_t t = 0; t < s.S; ++t) {
+          const int64_t off = t * s.dil_w - s.pad_w;
+          const Span qs = valid_span(s.Q, s.W, s.stride_w, off);
+          const float tap = w[k * RS + r * s.S + t];
+          for (int64_t p = 0; p < s.P; ++p) {
+            const int64_t h = p * s.stride_h - s.pad_h + r * s.dil_h;
+            if (h < 0 || h >= s.H) continue;
+            float* dxrow = dxc + h * s.W;
+            const float* dyrow = dyp + p * s.Q;
+            if (s.stride_w == 1) {
+              for (int64_t q = qs.lo; q < qs.hi; ++q) dxrow[q + off] += tap * dyrow[q];
+            } else {
+              for (int64_t q = qs.lo; q < qs.hi; ++q) dxrow[q * s.stride_w + off] += tap * dyrow[q];
+            }
+          }
+        }
+      }
     }
   });
 }

@@ -221,6 +221,10 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx) {
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, RS = s.R * s.S, CRS = Cg * RS, PQ = s.P * s.Q;
   const int64_t HW = s.H * s.W;
+  if (is_depthwise(s)) {
+    conv2d_backward_input_depthwise(s, dy, w, dx);
+    return;
+  }
   if (!is_pointwise(s) && transposed_route_applies(s)) {
     // dx (N, C, H, W) = forward conv of dy (N, K, P, Q) with wt (C, Kg, R, S), the filters flipped in R and S
     // with in/out channels swapped per group: wt[g*Cg + c][k][r][t] = w[g*Kg + k][c][R-1-r][S-1-t].

@@ -38,11 +38,12 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw);
 
-// Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along output rows, no workspace; the
+// Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
 // fast kernels above route here. Each dw element sums 8 lane partials over (n, p, q) in order, then the lanes.
 bool is_depthwise(const ConvShape& s);
 void conv2d_forward_depthwise(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                               float* y);
+void conv2d_backward_input_depthwise(const ConvShape& s, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight_depthwise(const ConvShape& s, const float* dy, const float* x, float* dw);
 
 }  // namespace convcore
