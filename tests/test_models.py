@@ -81,3 +81,30 @@ def test_model_argument_errors():
         cc.summary("vgg16", (3, 224, 224))
     with pytest.raises(ValueError, match="input_shape must be"):
         cc.summary(cc.models.lenet5(), (1, 1, 28, 28))
+
+
+def test_googlenet_count_against_torchvision_layout():
+    # torchvision: 3x3 instead of 5x5 in the third branch, BatchNorm (weight + bias per channel) instead of conv bias
+    total = 0
+    for name, p in cc.models.googlenet().named_parameters():
+        if name.endswith("branch3.2.weight"):
+            total += p.data.size // 25 * 9
+        elif name.endswith(".bias") and not name.startswith("fc"):
+            total += 2 * p.data.size
+        else:
+            total += p.data.size
+    assert total == 6_624_904
+
+
+def test_summary_counts_composite_block_outputs():
+    s = cc.summary(cc.models.resnet20(), (3, 32, 32), print_table=False)
+    blocks = [r for r in s.rows if r.kind == "BasicBlock"]
+    assert [r.name for r in blocks[:2]] == ["layer1.0", "layer1.1"] and len(blocks) == 9
+    assert blocks[-1].output_shape == (64, 8, 8) and blocks[-1].activations == 64 * 8 * 8
+    # input + conv1/bn1 + per block (conv1, bn1, conv2, bn2, sum) + avgpool + fc
+    assert s.total_activations == 3072 + 2 * 16384 + 3 * 5 * (16384 + 8192 + 4096) + 64 + 10
+    assert s.total_activation_bytes == 4 * s.total_activations
+    g = cc.summary(cc.models.googlenet(), (3, 224, 224), print_table=False)
+    assert [r.output_shape for r in g.rows if r.name == "inception3a"] == [(256, 28, 28)]
+    lenet = cc.summary(cc.models.lenet5(), (1, 28, 28), print_table=False)
+    assert [r.kind for r in lenet.rows].count("ReLU") == 4 and len(lenet.rows) == 12

@@ -158,7 +158,70 @@ def test_layer_argument_errors():
         nn.Linear(2, 3, rng="seed")
     with pytest.raises(ValueError, match="x has 2 channels"):
         nn.BatchNorm2d(3)(np.zeros((2, 2, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"needs more than 1 value per channel, got x \(1, 3, 1, 1\)"):
+        nn.BatchNorm2d(3)(np.zeros((1, 3, 1, 1), np.float32))
     with pytest.raises(TypeError, match="Sequential children must be Modules, got int at position 1"):
         nn.Sequential(nn.ReLU(), 3)
     with pytest.raises(ValueError, match="shortcut must be 'A'"):
         nn.BasicBlock(2, 2, shortcut="C")
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_batch_zero_train_forward_backward(name):
+    build, shape = LAYERS[name]
+    layer = build(np.random.default_rng(0))
+    x = np.zeros((0, *shape[1:]), np.float32)
+    y = layer(x)
+    assert y.shape[0] == 0
+    dx = layer.backward(np.zeros(y.shape, np.float32))
+    assert dx.shape == x.shape
+    for pname, p in layer.named_parameters():
+        assert p.grad.shape == p.data.shape and not p.grad.any(), pname
+    for m in layer.modules():  # an empty batch leaves running statistics alone, as PyTorch
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            assert not m.running_mean.any() and (m.running_var == 1).all() and int(m.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_non_contiguous_input_matches_contiguous(name, rng):
+    build, shape = LAYERS[name]
+    wide = rng.standard_normal((*shape[:-1], 2 * shape[-1])).astype(np.float32)
+    strided = wide[..., ::2]
+    assert not strided.flags.c_contiguous
+    results = []
+    for x in (np.ascontiguousarray(strided), strided):
+        layer = build(np.random.default_rng(0))
+        y = layer(x)
+        dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+        dx = layer.backward(dy)
+        results.append((y, dx, [p.grad for p in layer.parameters()]))
+    (y0, dx0, g0), (y1, dx1, g1) = results
+    assert np.array_equal(y0, y1) and np.array_equal(dx0, dx1)
+    assert all(np.array_equal(a, b) for a, b in zip(g0, g1))
+
+
+def test_batchnorm_eval_uses_running_statistics_and_keeps_nothing(rng):
+    bn = nn.BatchNorm1d(4)
+    bn.running_mean[...] = rng.standard_normal(4)
+    bn.running_var[...] = rng.uniform(0.5, 2, 4)
+    bn.weight.data[...] = rng.standard_normal(4)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    bn.eval()
+    expected = (x - bn.running_mean) / np.sqrt(bn.running_var + 1e-5) * bn.weight.data + bn.bias.data
+    np.testing.assert_allclose(bn(x), expected, rtol=1e-5, atol=1e-6)
+    assert int(bn.num_batches_tracked) == 0
+    with pytest.raises(RuntimeError, match="BatchNorm1d.backward needs a forward pass in training mode"):
+        bn.backward(np.ones((3, 4), np.float32))
+
+
+def test_module_structure_buffers_and_float64():
+    block = nn.BasicBlock(2, 4, stride=2, rng=0)
+    assert [n for n, _ in block.named_children()] == ["conv1", "bn1", "relu", "conv2", "bn2", "downsample"]
+    assert [n for n, _ in block.named_buffers()][:3] == ["bn1.running_mean", "bn1.running_var",
+                                                         "bn1.num_batches_tracked"]
+    assert len(list(block.buffers())) == 9
+    block.to(np.float64)
+    assert all(p.data.dtype == np.float64 for p in block.parameters())
+    assert block.bn1.num_batches_tracked.dtype == np.int64
+    assert block(np.ones((2, 2, 5, 5))).dtype == np.float64
+    assert "(downsample): Sequential(" in repr(block)

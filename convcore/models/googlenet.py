@@ -1,8 +1,12 @@
 """GoogLeNet (Inception v1, Szegedy et al. 2014) without the auxiliary classifiers or local response normalisation.
 
-Layout of the paper's table 1 on a 224x224 input, every convolution followed by ReLU, 5x5 convolutions in the
-5x5 branches (torchvision uses 3x3 there), max-pooling with ceil_mode. Parameters for 1000 classes: 6,998,552
-(the paper's table sums to about 6.8M: it lists weights only, ~7.0M with the biases counted here).
+Layout of the paper's table 1 on a 224x224 input, every convolution followed by ReLU (with a bias), 5x5 convolutions
+in the 5x5 branches, max-pooling with ceil_mode. Parameters for 1000 classes: 6,998,552 (6,990,272 weights +
+8,280 biases), exactly what the table's filter columns give. The table's own "params" column sums to about 6.8M
+but does not follow from its filter columns (conv1, 7x7x3x64, is 9,408 weights, listed as 2.7K; inception 4c is
+509K, listed as 463K), so the filter columns are taken as the definition. torchvision's googlenet has 6,624,904:
+it uses 3x3 instead of 5x5 convolutions in that branch and BatchNorm (2 per channel) instead of conv biases;
+both changes applied to this count give exactly that figure.
 """
 from __future__ import annotations
 

@@ -418,15 +418,19 @@ class _BatchNorm(Module):
         shape = self._shape(x)
         if self.training:
             count = x.size // self.num_features
-            if count <= 1:
+            if count == 1:
                 raise ValueError(f"batch norm in training needs more than 1 value per channel, got x {x.shape}")
-            mean = x.mean(axis=axes, dtype=np.float64)
-            var = x.var(axis=axes, dtype=np.float64)
-            self.running_mean[...] = (1 - self.momentum) * self.running_mean + self.momentum * mean
-            self.running_var[...] = (1 - self.momentum) * self.running_var + self.momentum * var * count / (count - 1)
             self.num_batches_tracked[...] += 1
-            inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-            xhat = (x - mean.astype(x.dtype).reshape(shape)) * inv_std.reshape(shape)
+            if count == 0:  # empty batch: empty output, running statistics unchanged (as PyTorch)
+                inv_std, xhat = np.ones(self.num_features, x.dtype), x
+            else:
+                mean = x.mean(axis=axes, dtype=np.float64)
+                var = x.var(axis=axes, dtype=np.float64)
+                self.running_mean[...] = (1 - self.momentum) * self.running_mean + self.momentum * mean
+                self.running_var[...] = ((1 - self.momentum) * self.running_var
+                                         + self.momentum * var * count / (count - 1))
+                inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
+                xhat = (x - mean.astype(x.dtype).reshape(shape)) * inv_std.reshape(shape)
             self._cache = (xhat, inv_std, axes)
         else:
             inv_std = (1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)).astype(x.dtype)
@@ -445,7 +449,7 @@ class _BatchNorm(Module):
         self.bias.accumulate(dbeta)
         if not input_grad:
             return None
-        count = dy.size // self.num_features
+        count = max(dy.size // self.num_features, 1)
         g = (self.weight.data * inv_std).reshape(shape)
         return g * (dy - dbeta.reshape(shape) / count - xhat * (dgamma.reshape(shape) / count))
 

@@ -84,6 +84,9 @@ class Module:
         return value
 
     # --- structure ---------------------------------------------------------------------------------------------
+    def named_children(self):
+        return iter(self._modules.items())
+
     def children(self):
         return iter(self._modules.values())
 
@@ -111,6 +114,10 @@ class Module:
             yield (f"{prefix}.{name}" if prefix else name), b
         for name, child in self._modules.items():
             yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
+
+    def buffers(self):
+        for _, b in self.named_buffers():
+            yield b
 
     def zero_grad(self) -> None:
         for p in self.parameters():
