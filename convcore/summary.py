@@ -22,7 +22,6 @@ import numpy as np
 
 from . import nn
 from ._validate import as_tuple
-from .models.chain import Chain
 
 
 @dataclass
@@ -80,7 +79,7 @@ class Summary:
 
 
 _IN_PLACE = (nn.ReLU, nn.Dropout, nn.Flatten)
-_CONTAINERS = (nn.Sequential, Chain)  # pure containers: their output is their last child's
+_CONTAINERS = (nn.Sequential, nn.Chain)  # pure containers: their output is their last child's
 
 
 def _macs(module, out_shape):

@@ -23,7 +23,7 @@ def test_parameter_counts(build, count):
 
 
 def test_parameter_counts_match_torchvision_where_it_exists():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from torch import nn as tnn
 
     vgg_cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]

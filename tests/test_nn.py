@@ -160,7 +160,7 @@ def test_layer_argument_errors():
         nn.BatchNorm2d(3)(np.zeros((2, 2, 3, 3), np.float32))
     with pytest.raises(ValueError, match=r"needs more than 1 value per channel, got x \(1, 3, 1, 1\)"):
         nn.BatchNorm2d(3)(np.zeros((1, 3, 1, 1), np.float32))
-    with pytest.raises(TypeError, match="Sequential children must be Modules, got int at position 1"):
+    with pytest.raises(TypeError, match="Sequential children must be Modules, got int for '1'"):
         nn.Sequential(nn.ReLU(), 3)
     with pytest.raises(ValueError, match="shortcut must be 'A'"):
         nn.BasicBlock(2, 2, shortcut="C")

@@ -11,13 +11,13 @@ both changes applied to this count give exactly that figure.
 from __future__ import annotations
 
 from .. import nn
-from .chain import Chain
-from .classic import _check, _rng
+from ..nn.init import as_generator
+from .classic import _check
 
 
-def googlenet(num_classes=1000, in_channels=3, seed=None) -> Chain:
+def googlenet(num_classes=1000, in_channels=3, seed=None) -> nn.Chain:
     num_classes, in_channels = _check(num_classes, in_channels)
-    rng = _rng(seed)
+    rng = as_generator(seed, "seed")
 
     def conv(cin, cout, k, stride=1, padding=0):
         return nn.Sequential(nn.Conv2d(cin, cout, k, stride, padding, rng=rng), nn.ReLU())
@@ -25,7 +25,7 @@ def googlenet(num_classes=1000, in_channels=3, seed=None) -> Chain:
     def inception(*channels):
         return nn.Inception(*channels, rng=rng)
 
-    return Chain(
+    return nn.Chain(
         conv1=conv(in_channels, 64, 7, 2, 3), maxpool1=nn.MaxPool2d(3, 2, ceil_mode=True),
         conv2=conv(64, 64, 1), conv3=conv(64, 192, 3, padding=1), maxpool2=nn.MaxPool2d(3, 2, ceil_mode=True),
         inception3a=inception(192, 64, 96, 128, 16, 32, 32), inception3b=inception(256, 128, 128, 192, 32, 96, 64),
