@@ -225,3 +225,30 @@ def test_module_structure_buffers_and_float64():
     assert block.bn1.num_batches_tracked.dtype == np.int64
     assert block(np.ones((2, 2, 5, 5))).dtype == np.float64
     assert "(downsample): Sequential(" in repr(block)
+
+
+def _held_for_backward(model):
+    """Every private attribute a layer fills in forward (saved inputs, outputs, masks, indices) that is not None."""
+    registries = {"_parameters", "_buffers", "_modules"}
+    return [(name, attr) for name, m in model.named_modules() for attr, value in vars(m).items()
+            if attr.startswith("_") and attr not in registries and value is not None]
+
+
+def test_eval_forward_keeps_nothing_in_any_layer(rng):
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, rng=0), nn.BatchNorm2d(4), nn.LeakyReLU(), nn.MaxPool2d(2),
+        nn.BasicBlock(4, 8, stride=2, shortcut="A", rng=0), nn.BasicBlock(8, 8, rng=0),
+        nn.Inception(8, 2, 2, 2, 2, 2, 2, rng=0), nn.AvgPool2d(2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Dropout(0.2, rng=0), nn.Linear(8, 6, rng=0), nn.Tanh(), nn.BatchNorm1d(6), nn.Sigmoid(),
+        nn.Linear(6, 3, rng=0), nn.ReLU())
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model.train()
+    model(x)
+    assert len(_held_for_backward(model)) > 20
+    model.eval()
+    assert _held_for_backward(model) == []
+    model(x)
+    assert _held_for_backward(model) == []
+    model.train()
+    y = model(x)
+    assert model.backward(np.ones_like(y)).shape == x.shape
