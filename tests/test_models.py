@@ -6,6 +6,8 @@ import convcore as cc
 
 COUNTS = [
     (lambda: cc.models.vgg16(), 138_357_544),
+    (lambda: cc.models.vgg16(batch_norm=True), 138_365_992),    # torchvision's vgg16_bn
+    (lambda: cc.models.zfnet(), 62_357_608),
     (lambda: cc.models.resnet18(), 11_689_512),
     (lambda: cc.models.resnet34(), 21_797_672),
     (lambda: cc.models.alexnet(), 62_378_344),
@@ -22,20 +24,22 @@ def test_parameter_counts(build, count):
     assert sum(p.data.size for p in build().parameters()) == count
 
 
-def test_parameter_counts_match_torchvision_where_it_exists():
-    pytest.importorskip("torch")
+def test_vgg16_names_and_shapes_match_torchvision_layout():
+    torch = pytest.importorskip("torch")
     from torch import nn as tnn
 
     vgg_cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-    layers, c = [], 3
-    for v in vgg_cfg:
-        layers += [tnn.MaxPool2d(2)] if v == "M" else [tnn.Conv2d(c, v, 3, padding=1), tnn.ReLU()]
-        c = v if v != "M" else c
-    torch_vgg = tnn.Sequential(*layers, tnn.Flatten(), tnn.Linear(25088, 4096), tnn.Linear(4096, 4096),
-                               tnn.Linear(4096, 1000))
-    ours = cc.models.vgg16()
-    assert sum(p.numel() for p in torch_vgg.parameters()) == sum(p.data.size for p in ours.parameters())
-    assert [tuple(p.shape) for p in torch_vgg.parameters()] == [p.data.shape for p in ours.parameters()]
+    with torch.device("meta"):  # shapes only, nothing allocated
+        layers, c = [], 3
+        for v in vgg_cfg:
+            layers += [tnn.MaxPool2d(2)] if v == "M" else [tnn.Conv2d(c, v, 3, padding=1), tnn.ReLU()]
+            c = v if v != "M" else c
+        classifier = tnn.Sequential(tnn.Linear(25088, 4096), tnn.ReLU(), tnn.Dropout(), tnn.Linear(4096, 4096),
+                                    tnn.ReLU(), tnn.Dropout(), tnn.Linear(4096, 1000))
+        torch_vgg = tnn.ModuleDict({"features": tnn.Sequential(*layers), "classifier": classifier})
+    theirs = {name: tuple(p.shape) for name, p in torch_vgg.named_parameters()}
+    ours = {name: p.data.shape for name, p in cc.models.vgg16().named_parameters()}
+    assert list(ours.items()) == list(theirs.items())
 
 
 @pytest.mark.parametrize("build,shape,out", [

@@ -55,7 +55,8 @@ def alexnet(num_classes=1000, in_channels=3, groups=1, seed=None) -> nn.Chain:
 
 def zfnet(num_classes=1000, in_channels=3, seed=None) -> nn.Chain:
     """ZFNet (Zeiler & Fergus 2013) on a 224x224 input: conv1 96@7x7 stride 2 (pad 1) -> 110, pool 3/2 (pad 1)
-    -> 55, conv2 256@5x5 stride 2 -> 26, pool -> 13, conv3-5 384/384/256 @3x3, pool -> 6, fc 4096-4096."""
+    -> 55, conv2 256@5x5 stride 2 -> 26, pool -> 13, conv3-5 384/384/256 @3x3, pool -> 6, fc 4096-4096.
+    Parameters: 62,357,608 for 1000 classes."""
     num_classes, in_channels = _check(num_classes, in_channels)
     rng = as_generator(seed, "seed")
     features = nn.Sequential(
@@ -70,7 +71,7 @@ def zfnet(num_classes=1000, in_channels=3, seed=None) -> nn.Chain:
 
 def vgg16(num_classes=1000, in_channels=3, batch_norm=False, seed=None) -> nn.Chain:
     """VGG-16 (configuration D) with torchvision's layout (features, avgpool to 7x7, classifier); 138,357,544
-    parameters without batch norm."""
+    parameters, 138,365,992 with batch_norm=True (a BatchNorm2d after every conv, as torchvision's vgg16_bn)."""
     num_classes, in_channels = _check(num_classes, in_channels)
     rng = as_generator(seed, "seed")
     layers, c = [], in_channels
