@@ -60,6 +60,9 @@ def _train(args):
 
     if args.threads:
         cc.set_num_threads(args.threads)
+    if args.data is not None and not Path(args.data).is_dir():
+        print(f"convcore: error: --data {args.data}: no such folder", file=sys.stderr)
+        return 2
     try:
         x_train, y_train, x_test, y_test = cc.data.load_fashion_mnist(args.data)
     except (FileNotFoundError, ValueError) as e:

@@ -25,3 +25,41 @@ def test_bad_arguments_exit_2_with_one_line(argv, fragment):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and fragment in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_train_on_a_small_data_set_writes_checkpoint_and_plots(tmp_path):
+    from test_data import make_fashion_mnist
+
+    folder = make_fashion_mnist(tmp_path / "fmnist", n_train=128, n_test=32)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "convcore", "train", "--data", str(folder), "--epochs", "2",
+                           "--batch-size", "32", "--out", str(out), "--threads", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 2/2" in proc.stdout and "test accuracy" in proc.stdout and "img/s" in proc.stdout
+    assert (out / "checkpoint" / "latest").is_file()
+    assert (out / "curves.png").is_file() and (out / "filters.png").is_file()
+
+
+def test_train_with_a_missing_data_folder_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "convcore", "train", "--data", str(tmp_path / "none")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "no such folder" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["train", "--epochs", "0"], "--epochs: must be a positive integer, got '0'"),
+    (["train", "--lr", "-1"], "--lr: must be a positive number, got '-1'"),
+    (["train", "--model", "vgg16"], "invalid choice: 'vgg16'"),
+    (["summary", "nonet"], "invalid choice: 'nonet'"),
+    (["summary", "lenet5", "--input-shape", "1,x"], "--input-shape: must be comma-separated positive integers"),
+    (["bench", "nosuch"], "no benchmark 'nosuch'"),
+])
+def test_more_bad_arguments(argv, fragment):
+    proc = subprocess.run([sys.executable, "-m", "convcore", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_summary_prints_the_table(capsys):
+    assert cli.main(["summary", "lenet5"]) == 0
+    assert "total parameters 61,706" in capsys.readouterr().out

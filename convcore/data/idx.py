@@ -6,6 +6,7 @@ dimensions, and that the data is exactly as long as the dimensions say (read no 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 
@@ -34,7 +35,7 @@ def read_idx(path) -> np.ndarray:
                 raise ValueError(f"{path}: truncated IDX header ({ndim} dimensions announced)")
             dims = struct.unpack(f">{ndim}I", raw_dims)
             dtype = np.dtype(_TYPES[code])
-            expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+            expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
             if expected > MAX_BYTES:
                 raise ValueError(f"{path}: IDX header announces {dims} = {expected} bytes, more than the limit")
             data = f.read(expected + 1)
