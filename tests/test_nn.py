@@ -252,3 +252,42 @@ def test_eval_forward_keeps_nothing_in_any_layer(rng):
     model.train()
     y = model(x)
     assert model.backward(np.ones_like(y)).shape == x.shape
+
+
+def test_init_bounds_and_explicit_seeding():
+    rng = np.random.default_rng(0)
+    w = nn.init.kaiming_uniform(rng, (400, 50), fan_in=50, a=0.0)   # He uniform: bound sqrt(6 / fan_in)
+    assert w.dtype == np.float32 and np.abs(w).max() <= np.sqrt(6 / 50) < np.abs(w).max() * 1.01
+    w = nn.init.kaiming_uniform(rng, (400, 50), fan_in=50)          # PyTorch's default a = sqrt(5): 1/sqrt(fan_in)
+    assert np.abs(w).max() <= 1 / np.sqrt(50) < np.abs(w).max() * 1.01
+    lin = nn.Linear(8, 3, bias=True, rng=7)
+    assert np.array_equal(lin.weight.data, nn.Linear(8, 3, rng=7).weight.data)
+    assert np.abs(lin.bias.data).max() <= 1 / np.sqrt(8)
+    a, b = cc.models.resnet20(seed=3), cc.models.resnet20(seed=np.random.default_rng(3))
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(a.parameters(), b.parameters()))
+    assert not np.array_equal(a.fc.weight.data, cc.models.resnet20(seed=4).fc.weight.data)
+    with pytest.raises(TypeError, match="seed must be a numpy Generator, an int seed or None, got float"):
+        cc.models.lenet5(seed=1.5)
+
+
+@pytest.mark.parametrize("bn,shape", [(lambda: nn.BatchNorm2d(3), (4, 3, 2, 2)), (lambda: nn.BatchNorm1d(5), (6, 5))])
+def test_batchnorm_eval_mode_derivatives_float64(bn, shape, rng):
+    # eval keeps nothing, so backward refuses; the running-statistics forward is checked against its closed-form
+    # derivatives: d/dx = weight / sqrt(running_var + eps), d/dweight = sum(dy * xhat), d/dbias = sum(dy)
+    layer = bn().to(np.float64).eval()
+    c = layer.num_features
+    layer.running_mean[...] = rng.standard_normal(c)
+    layer.running_var[...] = rng.uniform(0.5, 2, c)
+    layer.weight.data[...] = rng.standard_normal(c)
+    x = rng.standard_normal(shape)
+    dy = rng.standard_normal(shape)
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    axes = (0,) + tuple(range(2, x.ndim))
+    inv_std = 1 / np.sqrt(layer.running_var + layer.eps)
+    xhat = (x - layer.running_mean.reshape(view)) * inv_std.reshape(view)
+    assert relative_error(dy * (layer.weight.data * inv_std).reshape(view),
+                          numerical_grad(layer.forward, x.copy(), dy)) < 1e-7
+    for p, expected in ((layer.weight, (dy * xhat).sum(axis=axes)), (layer.bias, dy.sum(axis=axes))):
+        assert relative_error(expected, numerical_grad(lambda _: layer.forward(x), p.data, dy)) < 1e-7
+    with pytest.raises(RuntimeError, match="needs a forward pass in training mode"):
+        layer.backward(dy)
