@@ -135,3 +135,26 @@ def test_float32_parameters_stay_float32(rng):
         opt.step()
         assert p.data.dtype == np.float32
         assert all(b.dtype == np.float32 for b in opt.state_dict()["buffers"].values())
+
+
+def test_load_state_dict_refuses_foreign_state(rng):
+    params = _params(rng)
+    sgd = optim.SGD(params, lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = np.ones_like(p.data)
+    sgd.step()
+    adam = optim.Adam(params)
+    with pytest.raises(ValueError, match=r"has hyper-parameters \['dampening', 'lr', 'momentum', 'nesterov', "
+                                         r"'weight_decay'\], Adam has"):
+        adam.load_state_dict(sgd.state_dict())
+    state = sgd.state_dict()
+    fresh = optim.SGD(params, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"buffer 'exp_avg.0'; SGD keeps \['momentum_buffer'\]"):
+        fresh.load_state_dict({**state, "buffers": {"exp_avg.0": np.zeros((3, 4))}})
+    with pytest.raises(ValueError, match=r"buffer 'momentum_buffer.1' has shape \(3, 4\), the parameter has \(4,\)"):
+        fresh.load_state_dict({**state, "buffers": {"momentum_buffer.1": np.zeros((3, 4))}})
+    with pytest.raises(ValueError, match=r"hyper-parameter lr must be >= 0.0, got -1"):
+        fresh.load_state_dict({**state, "hyper": {**state["hyper"], "lr": -1}})
+    assert fresh.step_count == 0 and fresh.buffers == {}
+    fresh.load_state_dict(state)
+    assert fresh.step_count == 1 and np.array_equal(fresh.buffers["momentum_buffer.0"], np.ones((3, 4)))
