@@ -291,3 +291,20 @@ def test_batchnorm_eval_mode_derivatives_float64(bn, shape, rng):
         assert relative_error(expected, numerical_grad(lambda _: layer.forward(x), p.data, dy)) < 1e-7
     with pytest.raises(RuntimeError, match="needs a forward pass in training mode"):
         layer.backward(dy)
+
+
+@pytest.mark.parametrize("build,shape", [
+    (lambda: cc.models.lenet5(seed=0), (3, 1, 28, 28)),
+    (lambda: cc.models.resnet20(seed=0), (2, 3, 8, 8)),
+    (lambda: nn.Sequential(nn.Inception(3, 2, 2, 2, 2, 2, 2, rng=0), nn.Flatten()), (2, 3, 4, 4)),
+])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(build, shape, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    grads = []
+    for input_grad in (True, False):
+        model = build()
+        y = model(x)
+        dx = model.backward(np.ones_like(y), input_grad=input_grad)
+        assert (dx is None) == (not input_grad)
+        grads.append([p.grad for p in model.parameters()])
+    assert all(np.array_equal(a, b) for a, b in zip(*grads))
