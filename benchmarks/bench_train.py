@@ -2,11 +2,10 @@
 CIFAR-shaped data (same model, optimizer SGD(lr=0.01, momentum=0.9) and batch size on both sides).
 
 Run: python benchmarks/bench_train.py [--threads 1,2] [--filter lenet]
-     python benchmarks/bench_train.py --accuracy     # LeNet-5, 5 epochs on the real Fashion-MNIST: test accuracy
+     python benchmarks/bench_train.py --accuracy     # `convcore train`: LeNet-5, 5 epochs on Fashion-MNIST
 Speed runs use uniform random images and random labels (the kernels' speed does not depend on the values).
 """
 import sys
-import time
 
 import numpy as np
 
@@ -49,6 +48,7 @@ def run_convcore(case, threads):
 
     cc.set_num_threads(threads)
     model = lenet.convcore_model() if case["model"] == "lenet5" else cc.models.resnet20(seed=0)
+    assert case["model"] == "lenet5" or sum(p.data.size for p in model.parameters()) == RESNET20_PARAMS
     model.train()
     loss = cc.nn.CrossEntropyLoss()
     opt = cc.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -61,62 +61,47 @@ def run_convcore(case, threads):
     return _timed(case, step, *_data(case))
 
 
-def _torch_resnet20(num_params):
-    """torchvision-style CIFAR ResNet-20 whose shortcut option (A: zero-pad identity, B: 1x1 conv + BN) gives the
-    same parameter count as convcore's resnet20."""
+RESNET20_PARAMS = 269_722  # option A shortcuts (zero-padded identity), convcore.models.resnet20's default
+
+
+def _torch_resnet20():
+    """CIFAR ResNet-20 with option A shortcuts in PyTorch, the same network as convcore.models.resnet20()."""
     import torch
     from torch import nn
 
     class Block(nn.Module):
-        def __init__(self, cin, cout, stride, option):
+        def __init__(self, cin, cout, stride):
             super().__init__()
             self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(cout)
             self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(cout)
-            self.option, self.pad = option, cout - cin
-            self.proj = None
-            if (stride != 1 or cin != cout) and option == "B":
-                self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.stride, self.pad = stride, cout - cin
 
         def forward(self, x):
-            out = torch.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            if self.proj is not None:
-                skip = self.proj(x)
-            elif self.pad:
-                skip = nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad // 2, self.pad // 2))
-            else:
-                skip = x
+            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            skip = x
+            if self.stride != 1 or self.pad:
+                skip = nn.functional.pad(x[:, :, ::self.stride, ::self.stride],
+                                         (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
             return torch.relu(out + skip)
 
-    def build(option):
-        layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-        cin = 16
-        for cout, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(3):
-                layers.append(Block(cin, cout, stride if i == 0 else 1, option))
-                cin = cout
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
-        return nn.Sequential(*layers)
-
-    for option in ("A", "B"):
-        model = build(option)
-        if sum(p.numel() for p in model.parameters()) == num_params:
-            return model
-    raise RuntimeError(f"no torch ResNet-20 shortcut option matches convcore's {num_params} parameters")
+    layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+    cin = 16
+    for cout, stride in ((16, 1), (32, 2), (64, 2)):
+        for i in range(3):
+            layers.append(Block(cin, cout, stride if i == 0 else 1))
+            cin = cout
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    assert sum(p.numel() for p in model.parameters()) == RESNET20_PARAMS
+    return model
 
 
 def run_torch(case, threads):
     import torch
 
     torch.set_num_threads(threads)
-    if case["model"] == "lenet5":
-        model = lenet.torch_model()
-    else:
-        import convcore as cc  # only to read the parameter count, before any timing
-        n = sum(p.data.size for p in cc.models.resnet20(seed=0).parameters())
-        model = _torch_resnet20(n)
+    model = lenet.torch_model() if case["model"] == "lenet5" else _torch_resnet20()
     model.train()
     loss = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -128,22 +113,16 @@ def run_torch(case, threads):
     return _timed(case, step, *_data(case))
 
 
-def accuracy(epochs=5):
-    """Train LeNet-5 on the real Fashion-MNIST with convcore's fit(); print test accuracy per epoch."""
-    import convcore as cc
+def accuracy():
+    """Train LeNet-5 on the real Fashion-MNIST for 5 epochs with `convcore train` (its defaults) and print
+    its per-epoch report and the final test accuracy."""
+    import subprocess
+    import tempfile
 
-    x_train, y_train, x_test, y_test = cc.data.load_fashion_mnist()
-    model = cc.models.lenet5(seed=0)
-    loss = cc.nn.CrossEntropyLoss()
-    opt = cc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    t0 = time.perf_counter()
-    history = cc.training.fit(model, loss, opt, (x_train, y_train), epochs=epochs, batch_size=64,
-                              val_data=(x_test, y_test), seed=0)
-    seconds = time.perf_counter() - t0
-    for e, acc in enumerate(history.val_accuracy, 1):
-        print(f"epoch {e}: test accuracy {acc:.4f}")
-    print(f"{epochs} epochs in {seconds:.1f} s ({epochs * len(x_train) / seconds:.0f} img/s incl. evaluation), "
-          f"threads {cc.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as out:
+        # run from the repository root so that a checkout build (scripts/dev-build.sh) is the one imported
+        subprocess.run([sys.executable, "-m", "convcore", "train", "--epochs", "5", "--out", out, "--no-progress"],
+                       check=True, cwd=harness.ROOT)
 
 
 if __name__ == "__main__":

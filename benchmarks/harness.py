@@ -21,9 +21,9 @@ from pathlib import Path
 
 # Benchmark the checkout's own build (scripts/dev-build.sh puts _core*.so into convcore/) when there is one;
 # otherwise the installed convcore is used.
-_ROOT = Path(__file__).resolve().parent.parent
-if any((_ROOT / "convcore").glob("_core*.so")):
-    sys.path.insert(0, str(_ROOT))
+ROOT = Path(__file__).resolve().parent.parent
+if any((ROOT / "convcore").glob("_core*.so")):
+    sys.path.insert(0, str(ROOT))
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
