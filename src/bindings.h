@@ -5,15 +5,30 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
+
+#include "convcore/checked.h"
 
 namespace py = pybind11;
 
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
 
+// A new C-order array; its element and byte counts are computed with checked int64 multiplication, so a shape
+// whose size overflows is refused (ValueError) before anything is allocated.
 template <typename T>
 inline CArray<T> new_array(const std::vector<int64_t>& shape) {
+  int64_t elements = 1;
+  try {
+    for (int64_t d : shape) {
+      if (d < 0) throw std::overflow_error("negative dimension");
+      elements = convcore::checked_mul(elements, d);
+    }
+    convcore::checked_mul(elements, static_cast<int64_t>(sizeof(T)));
+  } catch (const std::overflow_error&) {
+    throw py::value_error("array size overflows int64: refusing to allocate");
+  }
   return CArray<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
 }
 
