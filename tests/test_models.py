@@ -112,3 +112,13 @@ def test_summary_counts_composite_block_outputs():
     assert [r.output_shape for r in g.rows if r.name == "inception3a"] == [(256, 28, 28)]
     lenet = cc.summary(cc.models.lenet5(), (1, 28, 28), print_table=False)
     assert [r.kind for r in lenet.rows].count("ReLU") == 4 and len(lenet.rows) == 12
+
+
+def test_summary_of_a_1d_network_and_float64_bytes():
+    model = cc.nn.Sequential(cc.nn.Conv1d(2, 4, 3, padding=1), cc.nn.ReLU(), cc.nn.MaxPool1d(2), cc.nn.Flatten(),
+                             cc.nn.Linear(4 * 8, 5)).to(np.float64)
+    s = cc.summary(model, (2, 16), print_table=False)
+    assert [r.output_shape for r in s.rows] == [(4, 16), (4, 16), (4, 8), (32,), (5,)]
+    assert [r.macs for r in s.rows] == [4 * 16 * 2 * 3, 0, 0, 0, 32 * 5]
+    assert s.total_params == 4 * 2 * 3 + 4 + 32 * 5 + 5
+    assert s.total_activations == 2 * 16 + 4 * 16 + 4 * 8 + 5 and s.total_activation_bytes == 8 * s.total_activations
