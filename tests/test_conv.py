@@ -1,7 +1,9 @@
 """conv2d / conv1d forward and backward against the float64 reference, exactness, gradients, threads, bad input."""
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import convcore as cc
@@ -27,6 +29,8 @@ CASES = [
     (0, 3, 5, 5, 2, 3, 3, 1, 1, 1, 1),          # empty batch
     (1, 2, 3, 3, 2, 3, 3, 1, 0, 1, 1),          # kernel == input
     (1, 2, 1, 1, 2, 3, 3, 1, 1, 1, 1),          # 1x1 image, 3x3 kernel in the padding
+    (2, 3, 5, 4, 4, 1, 1, 1, 1, 1, 1),          # padded 1x1 kernel: stride-1 dx by col2im (padding > kernel reach)
+    (1, 4, 6, 7, 6, 3, 2, 1, (3, 1), 1, 2),     # padding 3 > R-1 on one axis: dx by col2im
 ]
 
 
@@ -64,13 +68,15 @@ def test_conv2d_exact_on_small_integers(rng, case):
         assert np.array_equal(got, want)
 
 
-@given(n=st.integers(0, 3), groups=st.integers(1, 3), cg=st.integers(1, 3), kg=st.integers(1, 3),
-       h=st.integers(1, 9), w=st.integers(1, 9), r=st.integers(1, 4), s=st.integers(1, 4),
-       sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 2), pw=st.integers(0, 2),
-       dh=st.integers(1, 2), dw=st.integers(1, 2), bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
+# RELIABILITY row 2: batch 0-3, channels 1-8, H/W 1-17, kernel 1-5, stride 1-4 (also > kernel), padding,
+# dilation, groups
+@given(n=st.integers(0, 3), groups=st.sampled_from([1, 2, 4]), cg=st.integers(1, 2), kg=st.integers(1, 2),
+       h=st.integers(1, 17), w=st.integers(1, 17), r=st.integers(1, 5), s=st.integers(1, 5),
+       sh=st.integers(1, 4), sw=st.integers(1, 4), ph=st.integers(0, 3), pw=st.integers(0, 3),
+       dh=st.integers(1, 3), dw=st.integers(1, 3), bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_conv2d_property_exact(n, groups, cg, kg, h, w, r, s, sh, sw, ph, pw, dh, dw, bias, seed):
-    if dh * (r - 1) + 1 > h + 2 * ph or dw * (s - 1) + 1 > w + 2 * pw:
-        return  # rejected shapes are covered by the bad-input tests
+    # shapes whose kernel overhangs the padded input are rejected (covered by the bad-input tests)
+    assume(dh * (r - 1) + 1 <= h + 2 * ph and dw * (s - 1) + 1 <= w + 2 * pw)
     case = (n, groups * cg, h, w, groups * kg, r, s, (sh, sw), (ph, pw), (dh, dw), groups)
     x, wt, b, kw = _arrays(np.random.default_rng(seed), case, integer=True)
     b = b if bias else None
@@ -120,6 +126,23 @@ def test_results_identical_at_any_thread_count(rng):
     for other in results[1:]:
         for a, b_ in zip(results[0], other):
             assert np.array_equal(a, b_)
+
+
+def test_concurrent_python_threads_match_serial(rng):
+    """8 Python threads calling conv forward and backward at once (GIL released) get the serial results."""
+    x, w, b, kw = _arrays(rng, (2, 4, 9, 9, 6, 3, 3, 2, 1, 1, 1))
+    dy = rng.standard_normal((2, 6, 5, 5)).astype(np.float32)
+    want = (F.conv2d(x, w, b, **kw), *F.conv2d_backward(dy, x, w, **kw))
+
+    def worker(_):
+        for _ in range(50):
+            got = (F.conv2d(x, w, b, **kw), *F.conv2d_backward(dy, x, w, **kw))
+            if not all(np.array_equal(g, e) for g, e in zip(got, want)):
+                return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(worker, range(8)))
 
 
 @pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1),
@@ -188,6 +211,23 @@ BAD = [
     (dict(w=np.zeros((6, 4, 3, 3), np.float32), dilation=5), ValueError, r"spans 11 elements"),
     (dict(b=np.zeros(5, np.float32)), ValueError, r"b must have shape \(6,\)"),
     (dict(b=np.zeros(6, np.float64)), TypeError, r"b has dtype float64"),
+    (dict(b=np.zeros((6, 1), np.float32)), ValueError, r"b must be 1-D"),
+    (dict(x=None), TypeError, r"x must be a numpy array, got None"),
+    (dict(w=None), TypeError, r"w must be a numpy array, got None"),
+    (dict(w=W.astype(np.float16)), TypeError, r"w has dtype float16"),
+    (dict(x=np.zeros((1, 4, 0, 8), np.float32), padding=2), ValueError, r"x must have non-zero channels and spatial"),
+    (dict(x=np.zeros((1, 0, 8, 8), np.float32), w=np.zeros((6, 0, 3, 3), np.float32)), ValueError,
+     r"x must have non-zero channels"),
+    (dict(w=np.zeros((0, 4, 3, 3), np.float32)), ValueError, r"w must have no zero dimension"),
+    (dict(groups=-1), ValueError, r"groups must be >= 1, got -1"),
+    (dict(groups=2.0), TypeError, r"groups must be an int, got 2.0"),
+    (dict(stride=True), TypeError, r"stride must be an int or a sequence of 2 ints, got True"),
+    (dict(stride=(1,)), ValueError, r"stride must be an int or a sequence of 2 ints, got \(1,\)"),
+    (dict(padding="same"), TypeError, r"padding must be an int or a sequence of 2 ints, got 'same'"),
+    (dict(dilation=None), TypeError, r"dilation must be an int or a sequence of 2 ints, got None"),
+    (dict(activation="tanh"), ValueError, r"activation must be None or 'relu', got 'tanh'"),
+    # a broadcast view of 2**42 elements: refused before as_tensor would copy it
+    (dict(x=np.broadcast_to(np.float32(0), (1, 4, 2**20, 2**20))), ValueError, r"x would have shape"),
 ]
 
 
@@ -197,6 +237,23 @@ def test_conv2d_rejects_bad_input(change, exc, match):
     args.update(change)
     with pytest.raises(exc, match=match):
         F.conv2d(args.pop("x"), args.pop("w"), args.pop("b"), **args)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: F.conv2d_backward(None, X, W), TypeError, r"dy must be a numpy array, got None"),
+    (lambda: F.conv2d_backward(np.zeros((2, 6, 6, 6)), X, W), TypeError, r"dy has dtype float64 but must match"),
+    (lambda: F.conv2d_backward(np.zeros((2, 6, 6, 6), np.float32), X, W, padding=1), ValueError,
+     r"dy must have the output's shape \(2, 6, 8, 8\)"),
+    (lambda: F.conv2d_backward(np.zeros((2, 6, 6, 6), np.float32), X, W, input_grad="no"), TypeError,
+     r"input_grad must be a bool, got 'no'"),
+    (lambda: F.conv2d_backward(np.zeros((2, 6, 6, 6), np.float32), X, W, bias_grad=None), TypeError,
+     r"bias_grad must be a bool, got None"),
+    (lambda: F.conv1d_backward(np.zeros((2, 6, 5), np.float32), X[:, :, 0], W[:, :, 0]), ValueError,
+     r"dy must have the output's shape \(2, 6, 6\), got \(2, 6, 5\)"),
+])
+def test_backward_rejects_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
 
 
 def test_backward_rejects_wrong_dy_shape():
@@ -246,6 +303,29 @@ def test_fast_kernels_equal_reference_kernels_for_every_isa(isa, rng, case):
                           _core.conv2d_backward_input(dy, w, x.shape, geom, True))
     assert np.array_equal(_core.conv2d_backward_weight(dy, x, w.shape, geom, False),
                           _core.conv2d_backward_weight(dy, x, w.shape, geom, True))
+
+
+@pytest.mark.parametrize("multiplier, stride", [(1, 1), (2, 1), (1, 2), (3, (2, 1))])
+def test_depthwise_direct_path_exact_and_thread_independent(rng, multiplier, stride):
+    # rows of 21 and 19 pixels: full 8-lane runs and remainders in the weight gradient's partial sums
+    C = 6
+    x, w, b, kw = _arrays(rng, (3, C, 21, 19, C * multiplier, 3, 3, stride, 1, 1, C), integer=True)
+    y = F.conv2d(x, w, b, **kw)
+    assert np.array_equal(y, ref.conv2d(x, w, b, **kw))
+    assert np.array_equal(F.conv2d(x, w, b, activation="relu", **kw), np.maximum(y, 0))
+    dy = rng.integers(-3, 4, y.shape).astype(np.float32)
+    for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
+        assert np.array_equal(got, want)
+    # 4 x 8 x 40 x 37 images: above the serial threshold, so the planes and filters are split over threads
+    x, w, b, kw = _arrays(rng, (4, 8, 40, 37, 8 * multiplier, 3, 3, stride, 1, 1, 8))
+    dy = rng.standard_normal(F.conv2d(x, w, **kw).shape).astype(np.float32)
+    results = []
+    for n in (1, 2, 3):
+        with cc.threads(n):
+            results.append((F.conv2d(x, w, b, **kw), *F.conv2d_backward(dy, x, w, **kw)))
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            assert np.array_equal(a, b_)
 
 
 def test_fused_relu_and_its_backward(rng):

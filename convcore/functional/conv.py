@@ -25,6 +25,9 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, names):
         stride, padding, dilation = (1, *stride), (0, *padding), (1, *dilation)
     N, C, H, W = x_shape
     K, Cg, R, S = w_shape
+    if C == 0 or H == 0 or W == 0:
+        raise ValueError(f"x must have non-zero channels and spatial sizes (only the batch may be empty), "
+                         f"got shape {names['x']}")
     if C % groups:
         raise ValueError(f"x has {C} channels, which is not divisible by groups={groups}")
     if K % groups:
@@ -58,10 +61,23 @@ def _check_bias(b, K, dtype):
     return b
 
 
+def _tensor(v, name, ndim, dtype=None):
+    """as_tensor, with absurd shapes refused before a non-contiguous view is copied."""
+    if isinstance(v, np.ndarray) and v.ndim == ndim:
+        check_elements(v.shape, name)
+    return as_tensor(v, name, ndim=ndim, dtype=dtype)
+
+
+def _check_flag(v, name):
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {v!r}")
+    return bool(v)
+
+
 def _forward(x, w, b, stride, padding, dilation, groups, activation, n_axes):
     relu = check_activation(activation)
     ndim = n_axes + 2
-    x = as_tensor(x, "x", ndim=ndim)
+    x = _tensor(x, "x", ndim)
     w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
     names = {"x": x.shape, "w": w.shape, "n_axes": n_axes}
     x4 = x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
@@ -74,10 +90,12 @@ def _forward(x, w, b, stride, padding, dilation, groups, activation, n_axes):
 
 
 def _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, n_axes):
+    input_grad = _check_flag(input_grad, "input_grad")
+    bias_grad = _check_flag(bias_grad, "bias_grad")
     ndim = n_axes + 2
-    x = as_tensor(x, "x", ndim=ndim)
+    x = _tensor(x, "x", ndim)
     w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
-    dy = as_tensor(dy, "dy", ndim=ndim, dtype=x.dtype)
+    dy = _tensor(dy, "dy", ndim, dtype=x.dtype)
     names = {"x": x.shape, "w": w.shape, "n_axes": n_axes}
     x4 = x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
     w4 = w if n_axes == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])

@@ -131,6 +131,11 @@ bool is_pointwise(const ConvShape& s) {
   return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
 }
 
+// Stride-1 input gradients that are a plain convolution of dy: padding dil*(R-1) - pad must be >= 0.
+bool transposed_route_applies(const ConvShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.pad_h <= s.dil_h * (s.R - 1) && s.pad_w <= s.dil_w * (s.S - 1);
+}
+
 // Runs task(i) for i in [0, tasks): over threads when there are enough tasks, else one by one so that each
 // task's GEMMs use the threads. Either way every task computes the same bits.
 template <typename Task>
@@ -151,6 +156,10 @@ struct FreeDeleter {
 
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                          float* y) {
+  if (is_depthwise(s)) {
+    conv2d_forward_depthwise(s, x, w, bias, relu, y);
+    return;
+  }
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
   for_each_task(s.N * s.groups, s.N * s.K * PQ * CRS, [&](int64_t task) {
     const int64_t n = task / s.groups, g = task % s.groups;
@@ -172,6 +181,10 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw) {
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
   const int64_t wsize = s.K * CRS;
+  if (is_depthwise(s)) {
+    conv2d_backward_weight_depthwise(s, dy, x, dw);
+    return;
+  }
   if (s.N == 0) {
     std::fill(dw, dw + wsize, 0.0f);
     return;
@@ -208,6 +221,24 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx) {
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, RS = s.R * s.S, CRS = Cg * RS, PQ = s.P * s.Q;
   const int64_t HW = s.H * s.W;
+  if (is_depthwise(s)) {
+    conv2d_backward_input_depthwise(s, dy, w, dx);
+    return;
+  }
+  if (!is_pointwise(s) && transposed_route_applies(s)) {
+    // dx (N, C, H, W) = forward conv of dy (N, K, P, Q) with wt (C, Kg, R, S), the filters flipped in R and S
+    // with in/out channels swapped per group: wt[g*Cg + c][k][r][t] = w[g*Kg + k][c][R-1-r][S-1-t].
+    std::vector<float> wt(static_cast<size_t>(s.K * CRS));
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t k = 0; k < Kg; ++k)
+          for (int64_t rt = 0; rt < RS; ++rt)
+            wt[((g * Cg + c) * Kg + k) * RS + rt] = w[((g * Kg + k) * Cg + c) * RS + (RS - 1 - rt)];
+    const ConvShape t{s.N,     s.K,  s.P, s.Q, s.C, s.R, s.S, s.H, s.W, 1, 1, s.dil_h * (s.R - 1) - s.pad_h,
+                      s.dil_w * (s.S - 1) - s.pad_w, s.dil_h, s.dil_w, s.groups};
+    conv2d_forward_fast(t, dy, wt.data(), nullptr, false, dx);
+    return;
+  }
   // columns per block: the (CRS x block) column buffer stays within 256 Ki floats (at least 16 columns)
   const int64_t block = std::min(PQ, std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(CRS, 1)));
   for_each_task(s.N, s.N * s.K * PQ * CRS, [&](int64_t n) {
@@ -233,15 +264,19 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
           hbase[j] = ((j0 + j) / s.Q) * s.stride_h - s.pad_h;
           wbase[j] = ((j0 + j) % s.Q) * s.stride_w - s.pad_w;
         }
-        for (int64_t kk = 0; kk < CRS; ++kk) {
-          const int64_t c = kk / RS, dh = ((kk / s.S) % s.R) * s.dil_h, dw = (kk % s.S) * s.dil_w;
+        // over channels (each owns its dx plane, so the order per element is fixed); serial when images run in
+        // parallel (threads_for is 1 inside the enclosing region)
+        parallel_for(Cg, threads_for(CRS * nb, 1 << 16), [&](int64_t c) {
           float* dxc = dxg + c * HW;
-          const float* src = col.data() + kk * nb;
-          for (int64_t j = 0; j < nb; ++j) {
-            const int64_t h = hbase[j] + dh, v = wbase[j] + dw;
-            if (h >= 0 && h < s.H && v >= 0 && v < s.W) dxc[h * s.W + v] += src[j];
+          for (int64_t rt = 0; rt < RS; ++rt) {
+            const int64_t dh = (rt / s.S) * s.dil_h, dw = (rt % s.S) * s.dil_w;
+            const float* src = col.data() + (c * RS + rt) * nb;
+            for (int64_t j = 0; j < nb; ++j) {
+              const int64_t h = hbase[j] + dh, v = wbase[j] + dw;
+              if (h >= 0 && h < s.H && v >= 0 && v < s.W) dxc[h * s.W + v] += src[j];
+            }
           }
-        }
+        });
       }
     }
   });

@@ -27,7 +27,9 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 
 // Fast float32 kernels: blocked im2col on the SGEMM engine. The im2col columns of one block of output pixels are
 // packed straight into the engine's B panels (Im2col as a BPanelSource), so the (C*R*S) x (P*Q) matrix is never
-// materialised; 1x1 stride-1 unpadded convolutions use the input itself as B. Per-thread workspace: the engine's
+// materialised; 1x1 stride-1 unpadded convolutions use the input itself as B. Stride-1 input gradients with
+// padding <= dil*(R-1) run as a forward convolution of dy with the flipped, channel-swapped filters (the
+// transposed-convolution route); the others by GEMM + col2im. Per-thread workspace: the engine's
 // packed blocks (<= 256 x 3072 floats of B, 256 x 144 of A) plus, for the input gradient, one column block of at
 // most max(256 Ki, 16 * C/groups * R * S) floats. Work is split over images when there are at least as many as
 // threads, otherwise inside each GEMM; every result is bitwise identical at any thread count (the weight
@@ -35,5 +37,13 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y);
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw);
+
+// Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
+// fast kernels above route here. Each dw element sums 8 lane partials over (n, p, q) in order, then the lanes.
+bool is_depthwise(const ConvShape& s);
+void conv2d_forward_depthwise(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                              float* y);
+void conv2d_backward_input_depthwise(const ConvShape& s, const float* dy, const float* w, float* dx);
+void conv2d_backward_weight_depthwise(const ConvShape& s, const float* dy, const float* x, float* dw);
 
 }  // namespace convcore
