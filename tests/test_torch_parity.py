@@ -141,3 +141,27 @@ def test_resnet18_whole_model_float64(rng, train):
     x = rng.standard_normal((2, 3, 16, 16))
     _compare(cc.models.resnet18(num_classes=7, seed=0).to(np.float64), _TorchResNet18(7).double(), x, train,
              tol=1e-8)
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((7, 5), (3, 2)), ((5, 9), (4, 7)), ((6, 6), (6, 6)), ((8, 4), (2, 1))])
+def test_adaptive_avg_pool_windows(rng, in_hw, out_hw):
+    x = rng.standard_normal((2, 3, *in_hw))
+    layer = nn.AdaptiveAvgPool2d(out_hw)
+    y = layer(x)
+    tx = torch.from_numpy(x.copy()).requires_grad_(True)
+    ty = tnn.AdaptiveAvgPool2d(out_hw)(tx)
+    assert relative_error(y, ty.detach().numpy()) < 1e-12
+    dy = rng.standard_normal(y.shape)
+    ty.backward(torch.from_numpy(dy))
+    assert relative_error(layer.backward(dy), tx.grad.numpy()) < 1e-12
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (3, 4, 5)])
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm1d_and_activations(rng, shape, train):
+    ours = nn.Sequential(nn.BatchNorm1d(4), nn.LeakyReLU(0.2), nn.Sigmoid(), nn.BatchNorm1d(4), nn.Tanh())
+    for bn in (ours[0], ours[3]):
+        bn.weight.data[...] = rng.uniform(0.5, 1.5, 4)
+        bn.running_var[...] = rng.uniform(0.5, 2.0, 4)
+    theirs = tnn.Sequential(tnn.BatchNorm1d(4), tnn.LeakyReLU(0.2), tnn.Sigmoid(), tnn.BatchNorm1d(4), tnn.Tanh())
+    _compare(ours, theirs, (rng.standard_normal(shape) * 3).astype(np.float32), train)

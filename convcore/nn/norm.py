@@ -37,36 +37,40 @@ class _BatchNorm(Module):
                 raise ValueError(f"batch norm in training needs more than 1 value per channel, got x {x.shape}")
             self.num_batches_tracked[...] += 1
             if count == 0:  # empty batch: empty output, running statistics unchanged (as PyTorch)
-                inv_std, xhat = np.ones(self.num_features, x.dtype), x
+                mean, var = np.zeros(self.num_features), np.ones(self.num_features)
             else:
                 mean = x.mean(axis=axes, dtype=np.float64)
                 var = x.var(axis=axes, dtype=np.float64)
                 self.running_mean[...] = (1 - self.momentum) * self.running_mean + self.momentum * mean
                 self.running_var[...] = ((1 - self.momentum) * self.running_var
                                          + self.momentum * var * count / (count - 1))
-                inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-                xhat = (x - mean.astype(x.dtype).reshape(shape)) * inv_std.reshape(shape)
-            self._cache = (xhat, inv_std, axes)
         else:
-            inv_std = (1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)).astype(x.dtype)
-            xhat = (x - self.running_mean.astype(x.dtype).reshape(shape)) * inv_std.reshape(shape)
-        return xhat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
+            mean, var = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
+        # y = (x - mean) * inv_std * weight + bias, folded into one pass: y = x * scale + shift (C,)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        scale = self.weight.data * inv_std
+        shift = self.bias.data - mean * scale
+        if self.training:
+            self._cache = (x, mean.astype(x.dtype), inv_std.astype(x.dtype), axes)
+        return x * scale.astype(x.dtype).reshape(shape) + shift.astype(x.dtype).reshape(shape)
 
     def backward(self, dy, input_grad=True):
-        xhat, inv_std, axes = self._saved(self._cache, "normalised input")
-        dy = as_tensor(dy, "dy", dtype=xhat.dtype)
-        if dy.shape != xhat.shape:
-            raise ValueError(f"dy must have shape {xhat.shape}, got {dy.shape}")
+        x, mean, inv_std, axes = self._saved(self._cache, "input")
+        dy = as_tensor(dy, "dy", dtype=x.dtype)
+        if dy.shape != x.shape:
+            raise ValueError(f"dy must have shape {x.shape}, got {dy.shape}")
         shape = self._shape(dy)
+        centred = x - mean.reshape(shape)
         dbeta = dy.sum(axis=axes)
-        dgamma = (dy * xhat).sum(axis=axes)
+        dgamma = (dy * centred).sum(axis=axes) * inv_std  # sum(dy * xhat)
         self.weight.accumulate(dgamma)
         self.bias.accumulate(dbeta)
         if not input_grad:
             return None
         count = max(dy.size // self.num_features, 1)
+        # dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)), with xhat = centred * inv_std
         g = (self.weight.data * inv_std).reshape(shape)
-        return g * (dy - dbeta.reshape(shape) / count - xhat * (dgamma.reshape(shape) / count))
+        return g * (dy - (dbeta / count).reshape(shape) - centred * (inv_std * dgamma / count).reshape(shape))
 
     def _release(self):
         self._cache = None
