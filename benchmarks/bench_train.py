@@ -56,7 +56,7 @@ def run_convcore(case, threads):
     def step(xb, yb):
         opt.zero_grad()
         loss(model(xb), yb)
-        model.backward(loss.backward())
+        model.backward(loss.backward(), input_grad=False)  # the input needs no gradient (PyTorch skips it too)
         opt.step()
     return _timed(case, step, *_data(case))
 
