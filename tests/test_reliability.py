@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import convcore as cc
 from convcore import checkpoint
@@ -105,3 +107,40 @@ def test_fuzz_checkpoint_loader():
                            "-max_len=4096"], capture_output=True, text=True, env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done 20000 runs" in proc.stderr
+
+
+@given(n=st.integers(0, 3), c=st.integers(1, 4), k=st.integers(1, 4), hw=st.integers(3, 9), r=st.integers(1, 3),
+       stride=st.integers(1, 3), padding=st.integers(0, 1), pool=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_layer_stack_property_matches_float64_reference(n, c, k, hw, r, stride, padding, pool, seed):
+    # a Conv2d -> ReLU [-> MaxPool2d] -> Flatten -> Linear stack, forward and input gradient, on small integers:
+    # the float32 layers (fused conv+ReLU epilogue, fast kernels) equal the float64 numpy reference exactly
+    from reference import conv as ref_conv
+    from reference import pool as ref_pool
+
+    rng = np.random.default_rng(seed)
+    conv = cc.nn.Conv2d(c, k, r, stride=stride, padding=padding, rng=rng)
+    conv.weight.data[...] = rng.integers(-2, 3, conv.weight.data.shape)
+    conv.bias.data[...] = rng.integers(-2, 3, k)
+    p = (hw + 2 * padding - r) // stride + 1
+    pooled = p // 2 if pool and p >= 2 else p
+    use_pool = pool and p >= 2
+    layers = [conv, cc.nn.ReLU()] + ([cc.nn.MaxPool2d(2)] if use_pool else []) + [cc.nn.Flatten()]
+    fc = cc.nn.Linear(k * pooled * pooled, 3, rng=rng)
+    fc.weight.data[...] = rng.integers(-2, 3, fc.weight.data.shape)
+    fc.bias.data[...] = 0
+    model = cc.nn.Sequential(*layers, fc)
+    x = rng.integers(-2, 3, (n, c, hw, hw)).astype(np.float32)
+    y = model(x)
+    z = np.maximum(ref_conv.conv2d(x, conv.weight.data, conv.bias.data, stride, padding), 0)
+    if use_pool:
+        z, idx = ref_pool.max_pool2d(z, 2)
+    expected = z.reshape(n, k * pooled * pooled) @ fc.weight.data.astype(np.float64).T
+    assert np.array_equal(y, expected)
+    dy = rng.integers(-2, 3, y.shape).astype(np.float32)
+    dx = model.backward(dy)
+    dz = (dy.astype(np.float64) @ fc.weight.data.astype(np.float64)).reshape(z.shape)
+    a = ref_conv.conv2d(x, conv.weight.data, conv.bias.data, stride, padding)
+    if use_pool:
+        dz = ref_pool.max_pool2d_backward(dz, idx, a.shape)
+    expected_dx = ref_conv.conv2d_backward(dz * (a > 0), x, conv.weight.data, stride, padding)[0]
+    assert np.array_equal(dx, expected_dx)
