@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
-"${PIP[@]}" numpy pybind11 cmake ninja pytest hypothesis tqdm safetensors matplotlib
+"${PIP[@]}" numpy pybind11 cmake ninja pytest hypothesis tqdm safetensors matplotlib atheris
 if [ "${WITH_TORCH:-1}" = "1" ]; then
   "${PIP[@]}" torch==2.13.0
 fi

@@ -158,7 +158,153 @@ def test_layer_argument_errors():
         nn.Linear(2, 3, rng="seed")
     with pytest.raises(ValueError, match="x has 2 channels"):
         nn.BatchNorm2d(3)(np.zeros((2, 2, 3, 3), np.float32))
-    with pytest.raises(TypeError, match="Sequential children must be Modules, got int at position 1"):
+    with pytest.raises(ValueError, match=r"needs more than 1 value per channel, got x \(1, 3, 1, 1\)"):
+        nn.BatchNorm2d(3)(np.zeros((1, 3, 1, 1), np.float32))
+    with pytest.raises(TypeError, match="Sequential children must be Modules, got int for '1'"):
         nn.Sequential(nn.ReLU(), 3)
     with pytest.raises(ValueError, match="shortcut must be 'A'"):
         nn.BasicBlock(2, 2, shortcut="C")
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_batch_zero_train_forward_backward(name):
+    build, shape = LAYERS[name]
+    layer = build(np.random.default_rng(0))
+    x = np.zeros((0, *shape[1:]), np.float32)
+    y = layer(x)
+    assert y.shape[0] == 0
+    dx = layer.backward(np.zeros(y.shape, np.float32))
+    assert dx.shape == x.shape
+    for pname, p in layer.named_parameters():
+        assert p.grad.shape == p.data.shape and not p.grad.any(), pname
+    for m in layer.modules():  # an empty batch leaves running statistics alone, as PyTorch
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            assert not m.running_mean.any() and (m.running_var == 1).all() and int(m.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_non_contiguous_input_matches_contiguous(name, rng):
+    build, shape = LAYERS[name]
+    wide = rng.standard_normal((*shape[:-1], 2 * shape[-1])).astype(np.float32)
+    strided = wide[..., ::2]
+    assert not strided.flags.c_contiguous
+    results = []
+    for x in (np.ascontiguousarray(strided), strided):
+        layer = build(np.random.default_rng(0))
+        y = layer(x)
+        dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+        dx = layer.backward(dy)
+        results.append((y, dx, [p.grad for p in layer.parameters()]))
+    (y0, dx0, g0), (y1, dx1, g1) = results
+    assert np.array_equal(y0, y1) and np.array_equal(dx0, dx1)
+    assert all(np.array_equal(a, b) for a, b in zip(g0, g1))
+
+
+def test_batchnorm_eval_uses_running_statistics_and_keeps_nothing(rng):
+    bn = nn.BatchNorm1d(4)
+    bn.running_mean[...] = rng.standard_normal(4)
+    bn.running_var[...] = rng.uniform(0.5, 2, 4)
+    bn.weight.data[...] = rng.standard_normal(4)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    bn.eval()
+    expected = (x - bn.running_mean) / np.sqrt(bn.running_var + 1e-5) * bn.weight.data + bn.bias.data
+    np.testing.assert_allclose(bn(x), expected, rtol=1e-5, atol=1e-6)
+    assert int(bn.num_batches_tracked) == 0
+    with pytest.raises(RuntimeError, match="BatchNorm1d.backward needs a forward pass in training mode"):
+        bn.backward(np.ones((3, 4), np.float32))
+
+
+def test_module_structure_buffers_and_float64():
+    block = nn.BasicBlock(2, 4, stride=2, rng=0)
+    assert [n for n, _ in block.named_children()] == ["conv1", "bn1", "relu", "conv2", "bn2", "downsample"]
+    assert [n for n, _ in block.named_buffers()][:3] == ["bn1.running_mean", "bn1.running_var",
+                                                         "bn1.num_batches_tracked"]
+    assert len(list(block.buffers())) == 9
+    block.to(np.float64)
+    assert all(p.data.dtype == np.float64 for p in block.parameters())
+    assert block.bn1.num_batches_tracked.dtype == np.int64
+    assert block(np.ones((2, 2, 5, 5))).dtype == np.float64
+    assert "(downsample): Sequential(" in repr(block)
+
+
+def _held_for_backward(model):
+    """Every private attribute a layer fills in forward (saved inputs, outputs, masks, indices) that is not None."""
+    registries = {"_parameters", "_buffers", "_modules"}
+    return [(name, attr) for name, m in model.named_modules() for attr, value in vars(m).items()
+            if attr.startswith("_") and attr not in registries and value is not None]
+
+
+def test_eval_forward_keeps_nothing_in_any_layer(rng):
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, rng=0), nn.BatchNorm2d(4), nn.LeakyReLU(), nn.MaxPool2d(2),
+        nn.BasicBlock(4, 8, stride=2, shortcut="A", rng=0), nn.BasicBlock(8, 8, rng=0),
+        nn.Inception(8, 2, 2, 2, 2, 2, 2, rng=0), nn.AvgPool2d(2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Dropout(0.2, rng=0), nn.Linear(8, 6, rng=0), nn.Tanh(), nn.BatchNorm1d(6), nn.Sigmoid(),
+        nn.Linear(6, 3, rng=0), nn.ReLU())
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model.train()
+    model(x)
+    assert len(_held_for_backward(model)) > 20
+    model.eval()
+    assert _held_for_backward(model) == []
+    model(x)
+    assert _held_for_backward(model) == []
+    model.train()
+    y = model(x)
+    assert model.backward(np.ones_like(y)).shape == x.shape
+
+
+def test_init_bounds_and_explicit_seeding():
+    rng = np.random.default_rng(0)
+    w = nn.init.kaiming_uniform(rng, (400, 50), fan_in=50, a=0.0)   # He uniform: bound sqrt(6 / fan_in)
+    assert w.dtype == np.float32 and np.abs(w).max() <= np.sqrt(6 / 50) < np.abs(w).max() * 1.01
+    w = nn.init.kaiming_uniform(rng, (400, 50), fan_in=50)          # PyTorch's default a = sqrt(5): 1/sqrt(fan_in)
+    assert np.abs(w).max() <= 1 / np.sqrt(50) < np.abs(w).max() * 1.01
+    lin = nn.Linear(8, 3, bias=True, rng=7)
+    assert np.array_equal(lin.weight.data, nn.Linear(8, 3, rng=7).weight.data)
+    assert np.abs(lin.bias.data).max() <= 1 / np.sqrt(8)
+    a, b = cc.models.resnet20(seed=3), cc.models.resnet20(seed=np.random.default_rng(3))
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(a.parameters(), b.parameters()))
+    assert not np.array_equal(a.fc.weight.data, cc.models.resnet20(seed=4).fc.weight.data)
+    with pytest.raises(TypeError, match="seed must be a numpy Generator, an int seed or None, got float"):
+        cc.models.lenet5(seed=1.5)
+
+
+@pytest.mark.parametrize("bn,shape", [(lambda: nn.BatchNorm2d(3), (4, 3, 2, 2)), (lambda: nn.BatchNorm1d(5), (6, 5))])
+def test_batchnorm_eval_mode_derivatives_float64(bn, shape, rng):
+    # eval keeps nothing, so backward refuses; the running-statistics forward is checked against its closed-form
+    # derivatives: d/dx = weight / sqrt(running_var + eps), d/dweight = sum(dy * xhat), d/dbias = sum(dy)
+    layer = bn().to(np.float64).eval()
+    c = layer.num_features
+    layer.running_mean[...] = rng.standard_normal(c)
+    layer.running_var[...] = rng.uniform(0.5, 2, c)
+    layer.weight.data[...] = rng.standard_normal(c)
+    x = rng.standard_normal(shape)
+    dy = rng.standard_normal(shape)
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    axes = (0,) + tuple(range(2, x.ndim))
+    inv_std = 1 / np.sqrt(layer.running_var + layer.eps)
+    xhat = (x - layer.running_mean.reshape(view)) * inv_std.reshape(view)
+    assert relative_error(dy * (layer.weight.data * inv_std).reshape(view),
+                          numerical_grad(layer.forward, x.copy(), dy)) < 1e-7
+    for p, expected in ((layer.weight, (dy * xhat).sum(axis=axes)), (layer.bias, dy.sum(axis=axes))):
+        assert relative_error(expected, numerical_grad(lambda _: layer.forward(x), p.data, dy)) < 1e-7
+    with pytest.raises(RuntimeError, match="needs a forward pass in training mode"):
+        layer.backward(dy)
+
+
+@pytest.mark.parametrize("build,shape", [
+    (lambda: cc.models.lenet5(seed=0), (3, 1, 28, 28)),
+    (lambda: cc.models.resnet20(seed=0), (2, 3, 8, 8)),
+    (lambda: nn.Sequential(nn.Inception(3, 2, 2, 2, 2, 2, 2, rng=0), nn.Flatten()), (2, 3, 4, 4)),
+])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(build, shape, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    grads = []
+    for input_grad in (True, False):
+        model = build()
+        y = model(x)
+        dx = model.backward(np.ones_like(y), input_grad=input_grad)
+        assert (dx is None) == (not input_grad)
+        grads.append([p.grad for p in model.parameters()])
+    assert all(np.array_equal(a, b) for a, b in zip(*grads))

@@ -104,3 +104,57 @@ def test_schedulers():
 def test_bad_hyper_parameters(call, exc, match, rng):
     with pytest.raises(exc, match=match):
         call(_params(rng))
+
+
+@pytest.mark.parametrize("name,kwargs", [("StepLR", dict(step_size=3, gamma=0.5)),
+                                         ("CosineAnnealingLR", dict(T_max=5, eta_min=0.01))])
+def test_schedulers_match_torch_and_resume(name, kwargs):
+    torch = pytest.importorskip("torch")
+    opt = optim.SGD([nn.Parameter(np.zeros(1))], lr=0.2)
+    sched = getattr(optim, name)(opt, **kwargs)
+    topt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+    tsched = getattr(torch.optim.lr_scheduler, name)(topt, **kwargs)
+    for _ in range(4):
+        sched.step()
+        topt.step()
+        tsched.step()
+        assert opt.lr == pytest.approx(topt.param_groups[0]["lr"], rel=1e-12)
+    resumed_opt = optim.SGD([nn.Parameter(np.zeros(1))], lr=0.2)
+    resumed = getattr(optim, name)(resumed_opt, **kwargs)
+    resumed.load_state_dict(sched.state_dict())
+    for _ in range(4):
+        sched.step()
+        resumed.step()
+        assert resumed_opt.lr == opt.lr
+
+
+def test_float32_parameters_stay_float32(rng):
+    p = nn.Parameter(rng.standard_normal((3, 2)).astype(np.float32))
+    for opt in (optim.SGD([p], lr=0.1, momentum=0.9), optim.Adam([p]), optim.AdamW([p])):
+        p.grad = rng.standard_normal((3, 2))
+        opt.step()
+        assert p.data.dtype == np.float32
+        assert all(b.dtype == np.float32 for b in opt.state_dict()["buffers"].values())
+
+
+def test_load_state_dict_refuses_foreign_state(rng):
+    params = _params(rng)
+    sgd = optim.SGD(params, lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = np.ones_like(p.data)
+    sgd.step()
+    adam = optim.Adam(params)
+    with pytest.raises(ValueError, match=r"has hyper-parameters \['dampening', 'lr', 'momentum', 'nesterov', "
+                                         r"'weight_decay'\], Adam has"):
+        adam.load_state_dict(sgd.state_dict())
+    state = sgd.state_dict()
+    fresh = optim.SGD(params, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"buffer 'exp_avg.0'; SGD keeps \['momentum_buffer'\]"):
+        fresh.load_state_dict({**state, "buffers": {"exp_avg.0": np.zeros((3, 4))}})
+    with pytest.raises(ValueError, match=r"buffer 'momentum_buffer.1' has shape \(3, 4\), the parameter has \(4,\)"):
+        fresh.load_state_dict({**state, "buffers": {"momentum_buffer.1": np.zeros((3, 4))}})
+    with pytest.raises(ValueError, match=r"hyper-parameter lr must be >= 0.0, got -1"):
+        fresh.load_state_dict({**state, "hyper": {**state["hyper"], "lr": -1}})
+    assert fresh.step_count == 0 and fresh.buffers == {}
+    fresh.load_state_dict(state)
+    assert fresh.step_count == 1 and np.array_equal(fresh.buffers["momentum_buffer.0"], np.ones((3, 4)))

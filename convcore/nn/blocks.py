@@ -8,8 +8,12 @@ import numpy as np
 
 from .. import functional as F
 from .._validate import as_int
-from .layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU
-from .module import Module, Sequential
+from .activation import ReLU
+from .container import Sequential
+from .conv import Conv2d
+from .module import Module
+from .norm import BatchNorm2d
+from .pool import MaxPool2d
 
 
 class BasicBlock(Module):

@@ -84,6 +84,9 @@ class Module:
         return value
 
     # --- structure ---------------------------------------------------------------------------------------------
+    def named_children(self):
+        return iter(self._modules.items())
+
     def children(self):
         return iter(self._modules.values())
 
@@ -111,6 +114,10 @@ class Module:
             yield (f"{prefix}.{name}" if prefix else name), b
         for name, child in self._modules.items():
             yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
+
+    def buffers(self):
+        for _, b in self.named_buffers():
+            yield b
 
     def zero_grad(self) -> None:
         for p in self.parameters():
@@ -200,48 +207,3 @@ class Module:
             lines.append(")")
         return "\n".join(lines)
 
-
-class Sequential(Module):
-    """Children run in order; children are named "0", "1", ... like PyTorch's.
-
-    A Conv2d/Conv1d/Linear followed by a ReLU runs as one call with the ReLU fused into the GEMM epilogue (the
-    ReLU module still keeps the output its backward needs).
-    """
-
-    def __init__(self, *layers: Module):
-        super().__init__()
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Module):
-                raise TypeError(f"Sequential children must be Modules, got {type(layer).__name__} at position {i}")
-            setattr(self, str(i), layer)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def forward(self, x):
-        from .layers import ReLU  # the fusable activation
-
-        layers = list(self._modules.values())
-        i = 0
-        while i < len(layers):
-            layer = layers[i]
-            nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(nxt, ReLU) and getattr(layer, "fuses_relu", False):
-                x = nxt.adopt_output(layer.forward(x, activation="relu"))
-                i += 2
-            else:
-                x = layer.forward(x)
-                i += 1
-        return x
-
-    def backward(self, dy, input_grad: bool = True):
-        layers = list(self._modules.values())
-        for i in range(len(layers) - 1, -1, -1):
-            dy = layers[i].backward(dy, input_grad=input_grad or i > 0)
-        return dy

@@ -23,6 +23,7 @@ def _check_number(value, name, minimum=0.0, below=None):
 
 class Optimizer:
     hyper_names: tuple = ()
+    buffer_names: tuple = ()
 
     def __init__(self, params):
         self.params = list(params)
@@ -56,20 +57,31 @@ class Optimizer:
                 "buffers": dict(self.buffers)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict() returned; everything is checked (naming the key) before anything changes."""
         if not isinstance(state, dict) or set(state) != {"hyper", "step_count", "buffers"}:
             raise ValueError("optimizer state must be a dict with keys 'hyper', 'step_count', 'buffers' "
                              "(from state_dict())")
+        hyper = state["hyper"]
+        if not isinstance(hyper, dict) or set(hyper) != set(self.hyper_names):
+            raise ValueError(f"optimizer state has hyper-parameters {sorted(hyper)}, {type(self).__name__} has "
+                             f"{sorted(self.hyper_names)}")
+        for k, value in hyper.items():
+            if k != "nesterov":
+                _check_number(value, f"hyper-parameter {k}")
         for key, value in state["buffers"].items():
             name, _, index = key.rpartition(".")
-            if not index.isdigit() or int(index) >= len(self.params):
-                raise ValueError(f"optimizer state has buffer {key!r} for a parameter this optimizer does not have")
-            if value.shape != self.params[int(index)].data.shape:
-                raise ValueError(f"optimizer buffer {key!r} has shape {value.shape}, the parameter has "
-                                 f"{self.params[int(index)].data.shape}")
+            if name not in self.buffer_names or not index.isdigit() or int(index) >= len(self.params):
+                raise ValueError(f"optimizer state has buffer {key!r}; {type(self).__name__} keeps "
+                                 f"{list(self.buffer_names)} for parameters 0..{len(self.params) - 1}")
+            if not isinstance(value, np.ndarray) or value.shape != self.params[int(index)].data.shape:
+                raise ValueError(f"optimizer buffer {key!r} has shape {getattr(value, 'shape', None)}, the parameter "
+                                 f"has {self.params[int(index)].data.shape}")
+        step_count = state["step_count"]
+        if isinstance(step_count, bool) or not isinstance(step_count, numbers.Integral) or step_count < 0:
+            raise ValueError(f"optimizer state step_count must be an int >= 0, got {step_count!r}")
         for k in self.hyper_names:
-            if k in state["hyper"]:
-                setattr(self, k, state["hyper"][k])
-        self.step_count = int(state["step_count"])
+            setattr(self, k, hyper[k])
+        self.step_count = int(step_count)
         self.buffers = {k: np.array(v, copy=True) for k, v in state["buffers"].items()}
 
 
@@ -77,6 +89,7 @@ class SGD(Optimizer):
     """p -= lr * d with d = g + wd*p, buf = momentum*buf + (1 - dampening)*d (buf = d at the first step),
     d = d + momentum*buf (nesterov) or buf."""
     hyper_names = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+    buffer_names = ("momentum_buffer",)
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, dampening=0.0):
         super().__init__(params)
@@ -108,6 +121,7 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with PyTorch's bias correction; weight_decay adds wd*p to the gradient (L2)."""
     hyper_names = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    buffer_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):

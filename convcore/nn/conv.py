@@ -1,0 +1,78 @@
+"""Convolution layers: Conv2d on (N, C, H, W) and Conv1d on (N, C, L); math in convcore.functional."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .._validate import as_int, as_tensor, as_tuple
+from .init import as_generator, fan_in_bias, kaiming_uniform
+from .module import Module, Parameter
+
+
+class _ConvNd(Module):
+    fuses_relu = True
+    n_axes = 2
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, rng=None):
+        super().__init__()
+        n = self.n_axes
+        self.in_channels = as_int(in_channels, "in_channels", minimum=1)
+        self.out_channels = as_int(out_channels, "out_channels", minimum=1)
+        self.kernel_size = as_tuple(kernel_size, "kernel_size", n, minimum=1)
+        self.stride = as_tuple(stride, "stride", n, minimum=1)
+        self.padding = as_tuple(padding, "padding", n, minimum=0)
+        self.dilation = as_tuple(dilation, "dilation", n, minimum=1)
+        self.groups = as_int(groups, "groups", minimum=1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be divisible "
+                             f"by groups ({groups})")
+        rng = as_generator(rng)
+        fan_in = self.in_channels // self.groups * int(np.prod(self.kernel_size))
+        self.weight = Parameter(kaiming_uniform(
+            rng, (self.out_channels, self.in_channels // self.groups, *self.kernel_size), fan_in))
+        self.bias = Parameter(fan_in_bias(rng, fan_in, self.out_channels)) if bias else None
+        self.input_grad = True
+        self._x = None
+
+    def _options(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+    def forward(self, x, activation=None):
+        conv = F.conv2d if self.n_axes == 2 else F.conv1d
+        y = conv(x, self.weight.data, None if self.bias is None else self.bias.data, activation=activation,
+                 **self._options())
+        self._x = as_tensor(x, "x") if self.training else None
+        return y
+
+    def backward(self, dy, input_grad=True):
+        x = self._saved(self._x)
+        back = F.conv2d_backward if self.n_axes == 2 else F.conv1d_backward
+        dx, dw, db = back(dy, x, self.weight.data, input_grad=input_grad and self.input_grad,
+                          bias_grad=self.bias is not None, **self._options())
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def _release(self):
+        self._x = None
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+             f"padding={self.padding}")
+        if self.dilation != (1,) * self.n_axes:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + ("" if self.bias is not None else ", bias=False")
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution layer: (N, C, H, W) -> (N, out_channels, P, Q); weight (out, in/groups, kh, kw)."""
+    n_axes = 2
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution layer: (N, C, L) -> (N, out_channels, L_out); weight (out, in/groups, k)."""
+    n_axes = 1

@@ -1,0 +1,38 @@
+"""Inverted dropout with the layer's own random Generator."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import as_tensor
+from .init import as_generator
+from .module import Module
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability p and scale the rest by 1/(1-p);
+    identity in eval. The mask comes from the layer's own Generator (`rng`: Generator or seed)."""
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.rng = as_generator(rng)
+        self._mask = None
+
+    def forward(self, x):
+        x = as_tensor(x, "x")
+        if not self.training or self.p == 0:
+            self._mask = None if not self.training else np.ones((), x.dtype)
+            return x
+        self._mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1 - self.p)
+        return x * self._mask
+
+    def backward(self, dy, input_grad=True):
+        return dy * self._saved(self._mask, "mask")
+
+    def _release(self):
+        self._mask = None
+
+    def extra_repr(self):
+        return f"p={self.p}"

@@ -1,0 +1,65 @@
+"""Fully connected layer (Linear) and Flatten, which feeds it from a feature map."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .._validate import as_int, as_tensor
+from .init import as_generator, fan_in_bias, kaiming_uniform
+from .module import Module, Parameter
+
+
+class Linear(Module):
+    """Fully connected layer: (N, in_features) -> (N, out_features); weight (out, in)."""
+    fuses_relu = True
+
+    def __init__(self, in_features, out_features, bias=True, rng=None):
+        super().__init__()
+        self.in_features = as_int(in_features, "in_features", minimum=1)
+        self.out_features = as_int(out_features, "out_features", minimum=1)
+        rng = as_generator(rng)
+        self.weight = Parameter(kaiming_uniform(rng, (self.out_features, self.in_features), self.in_features))
+        self.bias = Parameter(fan_in_bias(rng, self.in_features, self.out_features)) if bias else None
+        self.input_grad = True
+        self._x = None
+
+    def forward(self, x, activation=None):
+        y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data, activation=activation)
+        self._x = as_tensor(x, "x") if self.training else None
+        return y
+
+    def backward(self, dy, input_grad=True):
+        x = self._saved(self._x)
+        dx, dw, db = F.linear_backward(dy, x, self.weight.data, input_grad=input_grad and self.input_grad,
+                                       bias_grad=self.bias is not None)
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def _release(self):
+        self._x = None
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...))."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+
+    def forward(self, x):
+        x = as_tensor(x, "x")
+        if x.ndim < 1:
+            raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
+        self._shape = x.shape if self.training else None
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
+
+    def backward(self, dy, input_grad=True):
+        return np.asarray(dy).reshape(self._saved(self._shape, "input shape"))
+
+    def _release(self):
+        self._shape = None

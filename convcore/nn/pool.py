@@ -1,0 +1,131 @@
+"""Pooling layers: max (1-D, 2-D), average, adaptive average and global average pooling."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .._validate import as_tensor, as_tuple
+from .module import Module
+
+
+class _MaxPoolNd(Module):
+    n_axes = 2
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, ceil_mode
+        self._saved_state = None
+
+    def _args(self):
+        return self.kernel_size, self.stride, self.padding, self.ceil_mode
+
+    def forward(self, x):
+        pool = F.max_pool2d if self.n_axes == 2 else F.max_pool1d
+        if not self.training:
+            return pool(x, *self._args())
+        y, idx = pool(x, *self._args(), return_indices=True)
+        self._saved_state = (idx, x.shape)
+        return y
+
+    def backward(self, dy, input_grad=True):
+        idx, shape = self._saved(self._saved_state, "argmax indices")
+        back = F.max_pool2d_backward if self.n_axes == 2 else F.max_pool1d_backward
+        return back(dy, idx, shape, *self._args())
+
+    def _release(self):
+        self._saved_state = None
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"ceil_mode={self.ceil_mode}")
+
+
+class MaxPool2d(_MaxPoolNd):
+    """Max pooling over (N, C, H, W); stride defaults to kernel_size."""
+    n_axes = 2
+
+
+class MaxPool1d(_MaxPoolNd):
+    """Max pooling over (N, C, L)."""
+    n_axes = 1
+
+
+class AvgPool2d(Module):
+    """Average pooling over (N, C, H, W); count_include_pad as PyTorch."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+        self._shape = None
+
+    def _args(self):
+        return self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad
+
+    def forward(self, x):
+        y = F.avg_pool2d(x, *self._args())
+        self._shape = x.shape if self.training else None
+        return y
+
+    def backward(self, dy, input_grad=True):
+        return F.avg_pool2d_backward(dy, self._saved(self._shape, "input shape"), *self._args())
+
+    def _release(self):
+        self._shape = None
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size; window i spans [floor(i*H/out), ceil((i+1)*H/out)) as PyTorch."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = as_tuple(output_size, "output_size", 2, minimum=1)
+        self._shape = None
+
+    @staticmethod
+    def _bounds(size, out):
+        return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+    def forward(self, x):
+        x = as_tensor(x, "x", ndim=4)
+        N, C, H, W = x.shape
+        oh, ow = self.output_size
+        if (H, W) == (oh, ow):
+            y = x.copy()
+        elif H % oh == 0 and W % ow == 0:
+            y = x.reshape(N, C, oh, H // oh, ow, W // ow).mean(axis=(3, 5), dtype=x.dtype)
+        else:
+            y = np.empty((N, C, oh, ow), x.dtype)
+            for i, (h0, h1) in enumerate(self._bounds(H, oh)):
+                for j, (w0, w1) in enumerate(self._bounds(W, ow)):
+                    y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3), dtype=x.dtype)
+        self._shape = x.shape if self.training else None
+        return y
+
+    def backward(self, dy, input_grad=True):
+        N, C, H, W = self._saved(self._shape, "input shape")
+        oh, ow = self.output_size
+        dy = as_tensor(dy, "dy", ndim=4)
+        if dy.shape != (N, C, oh, ow):
+            raise ValueError(f"dy must have shape {(N, C, oh, ow)}, got {dy.shape}")
+        dx = np.zeros((N, C, H, W), dy.dtype)
+        for i, (h0, h1) in enumerate(self._bounds(H, oh)):
+            for j, (w0, w1) in enumerate(self._bounds(W, ow)):
+                dx[:, :, h0:h1, w0:w1] += (dy[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
+        return dx
+
+    def _release(self):
+        self._shape = None
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class GlobalAvgPool2d(AdaptiveAvgPool2d):
+    """Mean over each channel's whole plane: (N, C, H, W) -> (N, C, 1, 1)."""
+
+    def __init__(self):
+        super().__init__(1)
