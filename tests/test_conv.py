@@ -29,6 +29,7 @@ CASES = [
     (0, 3, 5, 5, 2, 3, 3, 1, 1, 1, 1),          # empty batch
     (1, 2, 3, 3, 2, 3, 3, 1, 0, 1, 1),          # kernel == input
     (1, 2, 1, 1, 2, 3, 3, 1, 1, 1, 1),          # 1x1 image, 3x3 kernel in the padding
+    (2, 3, 11, 10, 4, 3, 3, 1, 1, 1, 1),        # >= 100 pixels per image: one GEMM per image, not batch-folded
     (2, 3, 5, 4, 4, 1, 1, 1, 1, 1, 1),          # padded 1x1 kernel: stride-1 dx by col2im (padding > kernel reach)
     (1, 4, 6, 7, 6, 3, 2, 1, (3, 1), 1, 2),     # padding 3 > R-1 on one axis: dx by col2im
 ]

@@ -12,26 +12,33 @@ namespace convcore {
 namespace {
 
 constexpr int kMaxNr = 32;  // the widest microkernel tile
+// Forward convolutions (other than pointwise) with fewer output pixels per image than this fold the batch into
+// the GEMM's N dimension: 7x7 maps waste a third of the last column tile per image otherwise.
+constexpr int64_t kFoldBelowPixels = 100;
 
-// B = im2col of one image's group, (Cg*R*S) x (P*Q): B(c*R*S + r*S + t, p*Q + q) = x[c][p*sh - ph + r*dh][q*sw - pw + t*dw]
+// B = im2col of one group over images, (Cg*R*S) x (images*P*Q):
+// B(c*R*S + r*S + t, i*P*Q + p*Q + q) = x[i*image_stride + c*H*W + (p*sh - ph + r*dh)*W + q*sw - pw + t*dw]
 class Im2col final : public BPanelSource {
  public:
-  Im2col(const ConvShape& s, const float* x) : s_(s), x_(x) {}
+  Im2col(const ConvShape& s, const float* x, int64_t image_stride = 0)
+      : s_(s), x_(x), image_stride_(image_stride) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
+    const int64_t PQ = s_.P * s_.Q;
     for (int64_t jp = 0; jp < nc; jp += nr) {
-      const int64_t cols = std::min<int64_t>(nr, nc - jp), pix0 = n0 + jp;
+      const int64_t cols = std::min<int64_t>(nr, nc - jp), col0 = n0 + jp, pix0 = col0 % PQ;
       float* panel = Bp + (jp / nr) * kc * nr;
-      if (pix0 % s_.Q + cols <= s_.Q) {
-        pack_row_panel(k0, kc, pix0, cols, nr, panel);
+      if (pix0 % s_.Q + cols <= s_.Q) {  // one output row of one image
+        pack_row_panel(x_ + (col0 / PQ) * image_stride_, k0, kc, pix0, cols, nr, panel);
       } else {
-        pack_any_panel(k0, kc, pix0, cols, nr, panel);
+        pack_any_panel(k0, kc, col0, cols, nr, panel);
       }
     }
   }
 
  private:
   // All `cols` pixels lie in one output row: each packed row is a (strided) run of one input row.
-  void pack_row_panel(int64_t k0, int64_t kc, int64_t pix0, int64_t cols, int nr, float* panel) const {
+  void pack_row_panel(const float* x, int64_t k0, int64_t kc, int64_t pix0, int64_t cols, int nr,
+                      float* panel) const {
     const int64_t RS = s_.R * s_.S;
     const int64_t hb = (pix0 / s_.Q) * s_.stride_h - s_.pad_h, wb = (pix0 % s_.Q) * s_.stride_w - s_.pad_w;
     for (int64_t k = 0; k < kc; ++k) {
@@ -42,7 +49,7 @@ class Im2col final : public BPanelSource {
         std::fill(dst, dst + nr, 0.0f);
         continue;
       }
-      const float* row = x_ + (c * s_.H + h) * s_.W;
+      const float* row = x + (c * s_.H + h) * s_.W;
       if (s_.stride_w == 1) {
         const int64_t lo = std::clamp<int64_t>(-v0, 0, cols), hi = std::clamp<int64_t>(s_.W - v0, lo, cols);
         std::fill(dst, dst + lo, 0.0f);
@@ -58,13 +65,15 @@ class Im2col final : public BPanelSource {
     }
   }
 
-  // The pixels span two or more output rows: element by element.
-  void pack_any_panel(int64_t k0, int64_t kc, int64_t pix0, int64_t cols, int nr, float* panel) const {
-    const int64_t RS = s_.R * s_.S;
-    int64_t hbase[kMaxNr], wbase[kMaxNr];
+  // The columns span two or more output rows (or images): element by element.
+  void pack_any_panel(int64_t k0, int64_t kc, int64_t col0, int64_t cols, int nr, float* panel) const {
+    const int64_t RS = s_.R * s_.S, PQ = s_.P * s_.Q;
+    int64_t hbase[kMaxNr], wbase[kMaxNr], image[kMaxNr];
     for (int64_t j = 0; j < cols; ++j) {
-      hbase[j] = ((pix0 + j) / s_.Q) * s_.stride_h - s_.pad_h;
-      wbase[j] = ((pix0 + j) % s_.Q) * s_.stride_w - s_.pad_w;
+      const int64_t pix = (col0 + j) % PQ;
+      image[j] = ((col0 + j) / PQ) * image_stride_;
+      hbase[j] = (pix / s_.Q) * s_.stride_h - s_.pad_h;
+      wbase[j] = (pix % s_.Q) * s_.stride_w - s_.pad_w;
     }
     for (int64_t k = 0; k < kc; ++k) {
       const int64_t kk = k0 + k, c = kk / RS, r = (kk / s_.S) % s_.R, t = kk % s_.S;
@@ -73,7 +82,7 @@ class Im2col final : public BPanelSource {
       float* dst = panel + k * nr;
       for (int64_t j = 0; j < cols; ++j) {
         const int64_t h = hbase[j] + dh, v = wbase[j] + dw;
-        dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? xc[h * s_.W + v] : 0.0f;
+        dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? xc[image[j] + h * s_.W + v] : 0.0f;
       }
       std::fill(dst + cols, dst + nr, 0.0f);
     }
@@ -81,6 +90,7 @@ class Im2col final : public BPanelSource {
 
   const ConvShape& s_;
   const float* x_;
+  int64_t image_stride_;
 };
 
 // B = im2col transposed, (P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T.
@@ -161,6 +171,25 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     return;
   }
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
+  if (s.N > 1 && PQ < kFoldBelowPixels && !is_pointwise(s)) {
+    // Few pixels per image (late layers): one GEMM per group over all images' columns, yt (Kg, N*PQ), then
+    // scattered to y (N, K, P, Q). yt is Kg*N*PQ floats.
+    std::vector<float> yt(static_cast<size_t>(Kg * s.N * PQ));
+    for (int64_t g = 0; g < s.groups; ++g) {
+      Epilogue epi;
+      epi.bias = bias ? bias + g * Kg : nullptr;
+      epi.bias_axis = bias ? Epilogue::Bias::per_row : Epilogue::Bias::none;
+      epi.relu = relu;
+      sgemm(Trans::no, Kg, s.N * PQ, CRS, 1.0f, w + g * Kg * CRS, CRS, Im2col(s, x + g * Cg * HW, s.C * HW), 0.0f,
+            yt.data(), s.N * PQ, epi);
+      parallel_for(s.N, threads_for(Kg * s.N * PQ, 1 << 18), [&](int64_t n) {
+        for (int64_t k = 0; k < Kg; ++k)
+          std::copy(yt.data() + (k * s.N + n) * PQ, yt.data() + (k * s.N + n + 1) * PQ,
+                    y + (n * s.K + g * Kg + k) * PQ);
+      });
+    }
+    return;
+  }
   for_each_task(s.N * s.groups, s.N * s.K * PQ * CRS, [&](int64_t task) {
     const int64_t n = task / s.groups, g = task % s.groups;
     const float* xg = x + (n * s.C + g * Cg) * HW;

@@ -29,7 +29,9 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // packed straight into the engine's B panels (Im2col as a BPanelSource), so the (C*R*S) x (P*Q) matrix is never
 // materialised; 1x1 stride-1 unpadded convolutions use the input itself as B. Stride-1 input gradients with
 // padding <= dil*(R-1) run as a forward convolution of dy with the flipped, channel-swapped filters (the
-// transposed-convolution route); the others by GEMM + col2im. Per-thread workspace: the engine's
+// transposed-convolution route); the others by GEMM + col2im. Forward layers (not pointwise) with fewer than 100
+// output pixels per image fold the batch into the GEMM's N dimension (one GEMM per group; the result, Kg x N*P*Q floats, is then
+// copied into y). Per-thread workspace: the engine's
 // packed blocks (<= 256 x 3072 floats of B, 256 x 144 of A) plus, for the input gradient, one column block of at
 // most max(256 Ki, 16 * C/groups * R * S) floats. Work is split over images when there are at least as many as
 // threads, otherwise inside each GEMM; every result is bitwise identical at any thread count (the weight
