@@ -87,17 +87,15 @@ def latest(folder) -> Path | None:
     return Path(folder) / name
 
 
-def load(path, model, optimizer=None) -> dict:
-    """Load a checkpoint (a step folder, or a checkpoint folder with `latest`) into model (+ optimizer).
-
-    Everything is validated first (JSON, tensor manifest, keys, shapes, dtypes against the model); on any problem
-    a ValueError names it and the model is unchanged. Returns the saved state dict (step, epoch, history, ...)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
-
+def _step_folder(path) -> Path:
     path = Path(path)
-    if (path / "latest").is_file():
-        path = latest(path)
+    return latest(path) if (path / "latest").is_file() else path
+
+
+def read_state(path) -> dict:
+    """The JSON state of a checkpoint (a step folder, or a checkpoint folder with `latest`), checked for its format;
+    nothing is loaded into a model."""
+    path = _step_folder(path)
     json_path, tensor_path = path / "state.json", path / "tensors.safetensors"
     if not json_path.is_file() or not tensor_path.is_file():
         raise FileNotFoundError(f"{path}: not a checkpoint (needs state.json and tensors.safetensors)")
@@ -107,6 +105,20 @@ def load(path, model, optimizer=None) -> dict:
         raise ValueError(f"{json_path}: malformed JSON ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("tensors"), dict):
         raise ValueError(f"{json_path}: not a {FORMAT} state file")
+    return meta
+
+
+def load(path, model, optimizer=None) -> dict:
+    """Load a checkpoint (a step folder, or a checkpoint folder with `latest`) into model (+ optimizer).
+
+    Everything is validated first (JSON, tensor manifest, keys, shapes, dtypes against the model); on any problem
+    a ValueError names it and the model is unchanged. Returns the saved state dict (step, epoch, history, ...)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    path = _step_folder(path)
+    json_path, tensor_path = path / "state.json", path / "tensors.safetensors"
+    meta = read_state(path)
     manifest = meta["tensors"]
     for key, info in manifest.items():
         if (not isinstance(info, dict) or info.get("dtype") not in _DTYPES or not isinstance(info.get("shape"), list)
