@@ -47,11 +47,12 @@ def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1
     folder.mkdir(parents=True, exist_ok=True)
     state = dict(state or {})
     step = int(state.get("step", 0))
-    tensors = {f"model.{k}": np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+    # np.asarray, not np.ascontiguousarray, which would turn 0-d buffers (num_batches_tracked) into shape (1,)
+    tensors = {f"model.{k}": np.asarray(v, order="C") for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, **state}
     if optimizer is not None:
         opt = optimizer.state_dict()
-        tensors.update({f"optimizer.{k}": np.ascontiguousarray(v) for k, v in opt["buffers"].items()})
+        tensors.update({f"optimizer.{k}": np.asarray(v, order="C") for k, v in opt["buffers"].items()})
         meta["optimizer"] = {"type": type(optimizer).__name__, "hyper": opt["hyper"], "step_count": opt["step_count"]}
     meta["tensors"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in tensors.items()}
     name = f"step-{step:08d}"

@@ -179,3 +179,13 @@ def test_saved_files_hold_no_pickle_and_tensors_keep_their_dtype(tmp_path):
     assert all(v.dtype == np.float32 for v in tensors.values())
     state = checkpoint.read_state(tmp_path)
     assert state["step"] == 2 and state["epoch"] == 1 and state["data_order"]["batch_size"] == 32
+
+
+def test_round_trip_keeps_every_shape_and_dtype_including_0d_buffers(tmp_path):
+    model, other = cc.models.resnet20(seed=0), cc.models.resnet20(seed=1)
+    model(np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32))  # BatchNorm counters move to 1
+    checkpoint.save(tmp_path, model, None, {"step": 3})
+    checkpoint.load(tmp_path, other)
+    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+        assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b), name
+    assert any(v.shape == () for v in other.state_dict().values())

@@ -84,32 +84,65 @@ def test_resume_refuses_a_different_data_order(tmp_path):
     assert all(np.array_equal(v, before[k]) for k, v in other.state_dict().items())
 
 
-def test_exact_resume_is_bitwise_equal(tmp_path):
+def _resume_setup(seed):
+    model = cc.nn.Sequential(cc.nn.Conv2d(1, 4, 3, padding=1, rng=seed), cc.nn.BatchNorm2d(4), cc.nn.ReLU(),
+                             cc.nn.MaxPool2d(2), cc.nn.Flatten(), cc.nn.Dropout(0.2, rng=seed + 1),
+                             cc.nn.Linear(144, 10, rng=seed + 2))
+    opt = cc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return model, cc.nn.CrossEntropyLoss(), opt, cc.optim.StepLR(opt, step_size=1, gamma=0.5)
+
+
+@pytest.mark.parametrize("killed_in_step", [8, 11])
+def test_exact_resume_is_bitwise_equal(tmp_path, killed_in_step):
     x, y = tiny_data(80)
-    kwargs = dict(epochs=3, batch_size=16, seed=7, progress=False, augment={"flip": True})
-    model_a, loss_a, opt_a = setup_tiny()
-    hist_a = training.fit(model_a, loss_a, opt_a, (x, y), **kwargs)
-    # interrupted run: checkpoints every 3 steps, killed during step 8 (the newest checkpoint is from step 6, in
-    # epoch 2); then a fresh model and optimizer resume from it
-    model_b, loss_b, opt_b = setup_tiny()
-    calls = {"n": 0}
+    val = tiny_data(24, seed=1)
+    kwargs = dict(epochs=3, batch_size=16, seed=7, progress=False, val_data=val,
+                  augment={"flip": True, "crop_padding": 2, "normalize": ([0.5], [0.3])})
+    model_a, loss_a, opt_a, sched_a = _resume_setup(0)
+    hist_a = training.fit(model_a, loss_a, opt_a, (x, y), scheduler=sched_a, **kwargs)
+    # interrupted run: checkpoints every 3 steps and at each epoch's end (5 steps), killed inside a step; then a
+    # fresh model, optimizer and scheduler resume from the newest checkpoint
+    model_b, loss_b, opt_b, sched_b = _resume_setup(0)
     original_step = opt_b.step
 
     def interrupting_step():
         original_step()
-        calls["n"] += 1
-        if calls["n"] == 8:
+        if opt_b.step_count == killed_in_step:
             raise KeyboardInterrupt
     opt_b.step = interrupting_step
     with pytest.raises(KeyboardInterrupt):
-        training.fit(model_b, loss_b, opt_b, (x, y), checkpoint_dir=tmp_path, checkpoint_every=3, **kwargs)
-    meta = json.loads((checkpoint.latest(tmp_path) / "state.json").read_text())
-    assert meta["step"] == 6 and meta["epoch"] == 1 and meta["batch"] == 1
-    model_c, loss_c, opt_c = setup_tiny(seed=99)  # different initial weights: all must come from the checkpoint
-    hist_c = training.fit(model_c, loss_c, opt_c, (x, y), checkpoint_dir=tmp_path, resume=True, **kwargs)
+        training.fit(model_b, loss_b, opt_b, (x, y), scheduler=sched_b, checkpoint_dir=tmp_path, checkpoint_every=3,
+                     **kwargs)
+    newest = checkpoint.read_state(tmp_path)
+    assert (newest["step"], newest["epoch"], newest["batch"]) == {8: (6, 1, 1), 11: (10, 2, 0)}[killed_in_step]
+    model_c, loss_c, opt_c, sched_c = _resume_setup(99)  # other initial weights: all must come from the checkpoint
+    hist_c = training.fit(model_c, loss_c, opt_c, (x, y), scheduler=sched_c, checkpoint_dir=tmp_path, resume=True,
+                          **kwargs)
     for (name, a), c in zip(model_a.state_dict().items(), model_c.state_dict().values()):
         assert np.array_equal(a, c), name
-    assert hist_a.loss == hist_c.loss and hist_a.accuracy == hist_c.accuracy
+    assert opt_a.buffers.keys() == opt_c.buffers.keys()
+    assert all(np.array_equal(opt_a.buffers[k], opt_c.buffers[k]) for k in opt_a.buffers)
+    assert opt_c.lr == opt_a.lr == 0.05 * 0.5 ** 3
+    for field in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        assert getattr(hist_a, field) == getattr(hist_c, field), field
+
+
+def test_history_evaluate_predict_and_a_silent_progress_bar(capfd):
+    model, loss, opt = setup_tiny()
+    x, y = tiny_data(40)
+    history = training.fit(model, loss, opt, (x, y), epochs=2, batch_size=16, val_data=tiny_data(8, seed=3))
+    assert capfd.readouterr() == ("", "")  # not a terminal: no bar
+    assert len(history.loss) == len(history.val_accuracy) == len(history.images_per_second) == 2
+    assert all(v > 0 for v in history.images_per_second) and history.lr == [0.05, 0.05]
+    assert training.History.from_dict(json.loads(json.dumps(history.to_dict()))) == history
+    logits = training.predict(model, x, batch_size=7)
+    assert logits.shape == (40, 10) and model.training
+    model.eval()
+    assert np.array_equal(logits, model(x))
+    model.train()
+    value, accuracy = training.evaluate(model, x, y, loss, batch_size=9)
+    assert accuracy == np.mean(np.argmax(logits, 1) == y) and abs(value - loss(logits, y)) < 1e-6
+    assert training.predict(model, x[:0]).shape == (0, 10)
 
 
 def test_fit_argument_errors():
