@@ -204,3 +204,32 @@ def test_batches_argument_errors():
         data.Batches(np.zeros((4, 2)), np.zeros(4), 0)
     with pytest.raises(ValueError, match="crop and flip augmentation need"):
         data.Batches(np.zeros((4, 2)), np.zeros(4), 2, flip=True)
+
+
+def test_batches_normalise_flip_about_half_and_cover_every_sample(rng):
+    x = rng.random((1000, 2, 3, 5), dtype=np.float32)
+    y = np.arange(1000)
+    mean, std = [0.5, 0.25], [0.5, 2.0]
+    plain = data.Batches(x, y, 128, seed=4, normalize=(mean, std))
+    for xb, yb in plain.epoch(0):
+        want = (x[yb] - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
+        assert xb.dtype == np.float32 and xb.flags.c_contiguous and np.array_equal(xb, want)
+    flipped = data.Batches(x, y, 128, seed=4, flip=True)
+    mirrored = [np.array_equal(img, x[i][..., ::-1]) for xb, yb in flipped.epoch(0) for img, i in zip(xb, yb)]
+    assert 400 < sum(mirrored) < 600
+    assert [len(yb) for _, yb in flipped.epoch(0)] == [128] * 7 + [104]
+    dropped = data.Batches(x, y, 128, drop_last=True)
+    assert len(dropped) == 7 and [len(yb) for _, yb in dropped.epoch(0)] == [128] * 7
+    assert np.array_equal(np.concatenate([yb for _, yb in data.Batches(x, y, 300, shuffle=False)]), y)
+
+
+def test_batch_order_depends_only_on_seed_and_epoch(rng):
+    x = rng.random((40, 1, 4, 4), dtype=np.float32)
+    y = np.arange(40)
+    a = data.Batches(x, y, 8, seed=11, crop_padding=1, flip=True)
+    b = data.Batches(x.copy(), y.copy(), 8, seed=11, crop_padding=1, flip=True)
+    list(a.epoch(0))  # consuming other epochs first changes nothing
+    for (xa, ya), (xb, yb) in zip(a.epoch(3), b.epoch(3)):
+        assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
+    assert np.array_equal(a.order(3), b.order(3))
+    assert not np.array_equal(a.order(3), data.Batches(x, y, 8, seed=12).order(3))
