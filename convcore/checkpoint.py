@@ -5,9 +5,10 @@ Layout of a checkpoint folder:
     step-00000123/tensors.safetensors   model state_dict ("model.<name>") and optimizer buffers ("optimizer.<key>")
     step-00000123/state.json    format, step, epoch, optimizer hyper-parameters, scheduler, RNG states, data
                                 position, history, and the manifest (name, shape, dtype) of every tensor
-A save writes a fresh step folder through a temporary name (files fsynced, then the folder renamed and fsynced),
-then points `latest` at it (temporary file + rename), and only then removes older step folders. Loading checks the
-JSON and the tensor file against each other and against the model before changing anything. No pickle.
+A save writes a fresh step folder (step-00000123-1 if that step was saved before) through a temporary name (files
+fsynced, then the folder renamed and fsynced), then points `latest` at it (temporary file + rename), and only then
+removes older step folders. Loading checks the JSON and the tensor file against each other and against the model
+before changing anything. No pickle.
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1
         meta["optimizer"] = {"type": type(optimizer).__name__, "hyper": opt["hyper"], "step_count": opt["step_count"]}
     meta["tensors"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in tensors.items()}
     name = f"step-{step:08d}"
+    if (folder / name).exists():  # never delete a folder `latest` may point at: a same-step save gets a new name
+        name = next(f"{name}-{k}" for k in range(1, 1 << 30) if not (folder / f"{name}-{k}").exists())
     tmp = folder / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -63,8 +66,6 @@ def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1
     _write_file(tmp / "state.json", json.dumps(meta, indent=1).encode())
     _fsync_dir(tmp)
     final = folder / name
-    if final.exists():
-        shutil.rmtree(final)
     os.rename(tmp, final)
     _fsync_dir(folder)
     pointer_tmp = folder / f".latest.tmp-{os.getpid()}"

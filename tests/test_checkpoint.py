@@ -162,8 +162,21 @@ def test_a_crash_during_save_keeps_the_old_checkpoint(tmp_path, monkeypatch, poi
     for k, v in fresh.state_dict().items():
         assert np.array_equal(v, saved[k]), k
     checkpoint.save(tmp_path, model, opt, {"step": 2})  # the leftovers of the crash do not block the next save
-    assert checkpoint.latest(tmp_path).name == "step-00000002"
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["latest", "step-00000002"]
+    assert checkpoint.read_state(tmp_path)["step"] == 2
+    assert [p.name for p in tmp_path.glob("step-*")] == [checkpoint.latest(tmp_path).name]
+
+
+def test_saving_the_same_step_again_never_deletes_the_current_checkpoint(tmp_path, monkeypatch):
+    model, _, opt = setup_tiny()
+    checkpoint.save(tmp_path, model, opt, {"step": 5, "run": "first"})
+    with monkeypatch.context() as m:
+        _crash_in(m, "replace", lambda args: str(args[1]).endswith("latest"))
+        with pytest.raises(OSError, match="simulated crash"):
+            checkpoint.save(tmp_path, model, opt, {"step": 5, "run": "second"})
+    assert checkpoint.load(tmp_path, setup_tiny(seed=2)[0])["run"] == "first"
+    checkpoint.save(tmp_path, model, opt, {"step": 5, "run": "third"})
+    assert checkpoint.read_state(tmp_path)["run"] == "third"
+    assert len(list(tmp_path.glob("step-*"))) == 1
 
 
 def test_saved_files_hold_no_pickle_and_tensors_keep_their_dtype(tmp_path):
