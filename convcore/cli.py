@@ -224,7 +224,8 @@ def build_parser():
     train.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files (default: "
                        "$CONVCORE_DATA, then /usr/share/datasets/fashion-mnist)")
     train.add_argument("--out", default=None, help="output folder for the checkpoint and plots (default runs/MODEL)")
-    train.add_argument("--seed", type=_nonnegative_int, default=0, help="seed for initialisation and data order (default 0)")
+    train.add_argument("--seed", type=_nonnegative_int, default=0,
+                       help="seed for initialisation and data order (default 0)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar (default: when the output is a terminal)")

@@ -95,8 +95,8 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     normalize options). With checkpoint_dir, a checkpoint is written at the end of every epoch (and every
     `checkpoint_every` steps); resume=True continues from the newest one exactly as if never interrupted.
     A NaN or infinite loss raises FloatingPointError in that step, before any update or checkpoint.
-    progress: None (a tqdm bar when stdout and stderr are terminals), True or False. on_epoch(epoch, history) is called after
-    each epoch."""
+    progress: None (a tqdm bar when stdout and stderr are terminals), True or False. on_epoch(epoch, history) is called
+    after each epoch."""
     if not isinstance(model, Module):
         raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
     epochs = as_int(epochs, "epochs", minimum=1)

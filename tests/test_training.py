@@ -2,7 +2,6 @@
 files, crash safety) and exact resume."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -143,6 +142,14 @@ def test_history_evaluate_predict_and_a_silent_progress_bar(capfd):
     value, accuracy = training.evaluate(model, x, y, loss, batch_size=9)
     assert accuracy == np.mean(np.argmax(logits, 1) == y) and abs(value - loss(logits, y)) < 1e-6
     assert training.predict(model, x[:0]).shape == (0, 10)
+
+
+def test_progress_bar_shows_loss_accuracy_and_images_per_second(capfd):
+    pytest.importorskip("tqdm")
+    model, loss, opt = setup_tiny()
+    training.fit(model, loss, opt, tiny_data(32), epochs=1, batch_size=16, progress=True)
+    err = capfd.readouterr().err
+    assert "epoch 1/1" in err and "loss=" in err and "acc=" in err and "img_s=" in err
 
 
 def test_fit_argument_errors():
