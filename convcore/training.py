@@ -117,7 +117,14 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     step = 0
     if resume and checkpoint_dir is not None and checkpoint.latest(checkpoint_dir) is not None:
         meta = checkpoint.read_state(checkpoint_dir)
-        if meta.get("data_order") != data_order:
+        missing = [k for k in ("epoch", "batch", "step", "totals", "history", "rng", "data_order") if k not in meta]
+        if missing:
+            raise ValueError(f"resume: the checkpoint in {checkpoint_dir} lacks {missing}; it was not written by fit")
+        generators = {name for name, _ in _generators(model)}
+        if set(meta["rng"]) != generators:
+            raise ValueError(f"resume: the checkpoint holds random generator states for {sorted(meta['rng'])}, the "
+                             f"model has generators in {sorted(generators)}")
+        if meta["data_order"] != data_order:
             raise ValueError(f"resume: the checkpoint in {checkpoint_dir} was written for the data order "
                              f"{meta.get('data_order')}, this call asks for {data_order}; resuming would not continue "
                              f"the same run (pass the same data, batch_size, shuffle, seed and augment)")

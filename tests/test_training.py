@@ -83,6 +83,13 @@ def test_resume_refuses_a_different_data_order(tmp_path):
     assert all(np.array_equal(v, before[k]) for k, v in other.state_dict().items())
 
 
+def test_resume_refuses_a_checkpoint_fit_did_not_write(tmp_path):
+    model, loss, opt = setup_tiny()
+    checkpoint.save(tmp_path, model, opt, {"step": 1})
+    with pytest.raises(ValueError, match=r"lacks \['epoch', 'batch'"):
+        training.fit(model, loss, opt, tiny_data(), checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
 def _resume_setup(seed):
     model = cc.nn.Sequential(cc.nn.Conv2d(1, 4, 3, padding=1, rng=seed), cc.nn.BatchNorm2d(4), cc.nn.ReLU(),
                              cc.nn.MaxPool2d(2), cc.nn.Flatten(), cc.nn.Dropout(0.2, rng=seed + 1),
