@@ -10,9 +10,11 @@ from ._runtime import _apply_isa_cap, cpu_info, get_num_threads, set_num_threads
 _apply_isa_cap()
 
 from . import functional, models, nn, optim  # noqa: E402
+from . import checkpoint, data, training  # noqa: E402
 from .summary import summary  # noqa: E402
+from .training import History, evaluate, fit, predict  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["cpu_info", "set_num_threads", "get_num_threads", "threads", "functional", "nn", "optim", "models",
-           "summary", "__version__"]
+           "summary", "data", "training", "checkpoint", "fit", "evaluate", "predict", "History", "__version__"]

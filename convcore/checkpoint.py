@@ -5,9 +5,10 @@ Layout of a checkpoint folder:
     step-00000123/tensors.safetensors   model state_dict ("model.<name>") and optimizer buffers ("optimizer.<key>")
     step-00000123/state.json    format, step, epoch, optimizer hyper-parameters, scheduler, RNG states, data
                                 position, history, and the manifest (name, shape, dtype) of every tensor
-A save writes a fresh step folder through a temporary name (files fsynced, then the folder renamed and fsynced),
-then points `latest` at it (temporary file + rename), and only then removes older step folders. Loading checks the
-JSON and the tensor file against each other and against the model before changing anything. No pickle.
+A save writes a fresh step folder (step-00000123-1 if that step was saved before) through a temporary name (files
+fsynced, then the folder renamed and fsynced), then points `latest` at it (temporary file + rename), and only then
+removes older step folders. Loading checks the JSON and the tensor file against each other and against the model
+before changing anything. No pickle.
 """
 from __future__ import annotations
 
@@ -47,14 +48,17 @@ def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1
     folder.mkdir(parents=True, exist_ok=True)
     state = dict(state or {})
     step = int(state.get("step", 0))
-    tensors = {f"model.{k}": np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+    # np.asarray, not np.ascontiguousarray, which would turn 0-d buffers (num_batches_tracked) into shape (1,)
+    tensors = {f"model.{k}": np.asarray(v, order="C") for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, **state}
     if optimizer is not None:
         opt = optimizer.state_dict()
-        tensors.update({f"optimizer.{k}": np.ascontiguousarray(v) for k, v in opt["buffers"].items()})
+        tensors.update({f"optimizer.{k}": np.asarray(v, order="C") for k, v in opt["buffers"].items()})
         meta["optimizer"] = {"type": type(optimizer).__name__, "hyper": opt["hyper"], "step_count": opt["step_count"]}
     meta["tensors"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in tensors.items()}
     name = f"step-{step:08d}"
+    if (folder / name).exists():  # never delete a folder `latest` may point at: a same-step save gets a new name
+        name = next(f"{name}-{k}" for k in range(1, 1 << 30) if not (folder / f"{name}-{k}").exists())
     tmp = folder / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -62,8 +66,6 @@ def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1
     _write_file(tmp / "state.json", json.dumps(meta, indent=1).encode())
     _fsync_dir(tmp)
     final = folder / name
-    if final.exists():
-        shutil.rmtree(final)
     os.rename(tmp, final)
     _fsync_dir(folder)
     pointer_tmp = folder / f".latest.tmp-{os.getpid()}"
@@ -87,17 +89,15 @@ def latest(folder) -> Path | None:
     return Path(folder) / name
 
 
-def load(path, model, optimizer=None) -> dict:
-    """Load a checkpoint (a step folder, or a checkpoint folder with `latest`) into model (+ optimizer).
-
-    Everything is validated first (JSON, tensor manifest, keys, shapes, dtypes against the model); on any problem
-    a ValueError names it and the model is unchanged. Returns the saved state dict (step, epoch, history, ...)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
-
+def _step_folder(path) -> Path:
     path = Path(path)
-    if (path / "latest").is_file():
-        path = latest(path)
+    return latest(path) if (path / "latest").is_file() else path
+
+
+def read_state(path) -> dict:
+    """The JSON state of a checkpoint (a step folder, or a checkpoint folder with `latest`), checked for its format;
+    nothing is loaded into a model."""
+    path = _step_folder(path)
     json_path, tensor_path = path / "state.json", path / "tensors.safetensors"
     if not json_path.is_file() or not tensor_path.is_file():
         raise FileNotFoundError(f"{path}: not a checkpoint (needs state.json and tensors.safetensors)")
@@ -107,6 +107,20 @@ def load(path, model, optimizer=None) -> dict:
         raise ValueError(f"{json_path}: malformed JSON ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("tensors"), dict):
         raise ValueError(f"{json_path}: not a {FORMAT} state file")
+    return meta
+
+
+def load(path, model, optimizer=None) -> dict:
+    """Load a checkpoint (a step folder, or a checkpoint folder with `latest`) into model (+ optimizer).
+
+    Everything is validated first (JSON, tensor manifest, keys, shapes, dtypes against the model); on any problem
+    a ValueError names it and the model is unchanged. Returns the saved state dict (step, epoch, history, ...)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    path = _step_folder(path)
+    json_path, tensor_path = path / "state.json", path / "tensors.safetensors"
+    meta = read_state(path)
     manifest = meta["tensors"]
     for key, info in manifest.items():
         if (not isinstance(info, dict) or info.get("dtype") not in _DTYPES or not isinstance(info.get("shape"), list)

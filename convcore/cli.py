@@ -44,6 +44,26 @@ def _shape(text):
     return dims
 
 
+def _nonnegative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _momentum(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
 def _positive_float(text):
     try:
         value = float(text)
@@ -84,11 +104,20 @@ def _train(args):
               f"test loss {history.val_loss[-1]:.4f} acc {history.val_accuracy[-1]:.4f} | "
               f"{history.images_per_second[-1]:,.0f} img/s", flush=True)
 
+    if args.resume and checkpoint.latest(out / "checkpoint") is None:
+        print(f"--resume: no checkpoint in {out / 'checkpoint'} yet, starting from the beginning")
     t0 = time.perf_counter()
-    history = training.fit(model, loss, optimizer, (x_train, y_train), epochs=args.epochs,
-                           batch_size=args.batch_size, val_data=(x_test, y_test), seed=args.seed,
-                           checkpoint_dir=out / "checkpoint", resume=args.resume, progress=args.progress,
-                           on_epoch=report)
+    try:
+        history = training.fit(model, loss, optimizer, (x_train, y_train), epochs=args.epochs,
+                               batch_size=args.batch_size, val_data=(x_test, y_test), seed=args.seed,
+                               checkpoint_dir=out / "checkpoint", resume=args.resume, progress=args.progress,
+                               on_epoch=report)
+    except (ValueError, FileNotFoundError) as e:  # a checkpoint in --out that this run cannot resume
+        print(f"convcore: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"convcore: error: {e}", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - t0
     _, accuracy = training.evaluate(model, x_test, y_test)
     train_speed = float(np.mean(history.images_per_second))
@@ -125,19 +154,27 @@ def _summary(args):
     return 0
 
 
+def benchmarks_folder() -> Path:
+    """benchmarks/ of the source checkout this package runs from (absent from an installed wheel)."""
+    return Path(__file__).resolve().parent.parent / "benchmarks"
+
+
 def _bench(args):
-    folder = Path(__file__).resolve().parent.parent / "benchmarks"
-    script = folder / f"bench_{args.name}.py"
-    if not script.is_file():
-        available = sorted(p.stem[len("bench_"):] for p in folder.glob("bench_*.py")) if folder.is_dir() else []
-        if not available:
-            print("convcore: error: the benchmarks live in the source repository's benchmarks/ folder, which this "
-                  "installation does not include; run them from a clone: python benchmarks/bench_conv.py",
-                  file=sys.stderr)
-        else:
-            print(f"convcore: error: no benchmark {args.name!r}; available: {', '.join(available)}", file=sys.stderr)
+    folder = benchmarks_folder()
+    available = sorted(p.stem[len("bench_"):] for p in folder.glob("bench_*.py")) if folder.is_dir() else []
+    if not available:
+        print("convcore: error: the benchmarks live in the source repository's benchmarks/ folder, which this "
+              "installation does not include; run them from a clone: python benchmarks/bench_conv.py",
+              file=sys.stderr)
         return 2
-    return subprocess.call([sys.executable, str(script), *args.rest])
+    if args.name is not None and args.name not in available:
+        print(f"convcore: error: no benchmark {args.name!r}; available: {', '.join(available)}", file=sys.stderr)
+        return 2
+    status = 0
+    for name in [args.name] if args.name is not None else available:
+        print(f"== benchmarks/bench_{name}.py {' '.join(args.rest)}".rstrip(), flush=True)
+        status = subprocess.call([sys.executable, str(folder / f"bench_{name}.py"), *args.rest]) or status
+    return status
 
 
 def _info(args):
@@ -182,12 +219,13 @@ def build_parser():
     train.add_argument("--epochs", type=_positive_int, default=5, help="epochs (default 5)")
     train.add_argument("--batch-size", type=_positive_int, default=64, help="mini-batch size (default 64)")
     train.add_argument("--lr", type=_positive_float, default=0.05, help="SGD learning rate (default 0.05)")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--momentum", type=_momentum, default=0.9, help="SGD momentum (default 0.9)")
     train.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all cores)")
     train.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files (default: "
                        "$CONVCORE_DATA, then /usr/share/datasets/fashion-mnist)")
     train.add_argument("--out", default=None, help="output folder for the checkpoint and plots (default runs/MODEL)")
-    train.add_argument("--seed", type=int, default=0, help="seed for initialisation and data order (default 0)")
+    train.add_argument("--seed", type=_nonnegative_int, default=0,
+                       help="seed for initialisation and data order (default 0)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar (default: when the output is a terminal)")
@@ -199,8 +237,9 @@ def build_parser():
     summ.add_argument("--num-classes", type=_positive_int, default=None, help="classes (default: the model's)")
     summ.set_defaults(run=_summary)
 
-    bench = sub.add_parser("bench", help="run a benchmark script from the source checkout's benchmarks/")
-    bench.add_argument("name", nargs="?", default="conv", help="conv, gemm, pool, train or infer (default conv)")
+    bench = sub.add_parser("bench", help="run the benchmark scripts of the source checkout's benchmarks/")
+    bench.add_argument("name", nargs="?", default=None, help="one benchmark (conv, gemm, pool, train, infer; "
+                       "default: all of them, one after another)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
     bench.set_defaults(run=_bench)
     return parser

@@ -1,6 +1,7 @@
 """Training: fit (epochs of mini-batch SGD with validation, progress, checkpoints, exact resume), evaluate, predict."""
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -48,9 +49,11 @@ def predict(model: Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     try:
         outs = [model(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))
                 for i in range(0, len(x), batch_size)]
+        if not outs:  # the output's trailing shape comes from one dummy image
+            return np.zeros((0,) + model(np.zeros((1,) + x.shape[1:], np.float32)).shape[1:], np.float32)
     finally:
         model.train(was_training)
-    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+    return np.concatenate(outs)
 
 
 def evaluate(model: Module, x: np.ndarray, y: np.ndarray, loss=None, batch_size: int = 256):
@@ -71,8 +74,8 @@ def _generators(model):
 
 
 def _progress(enabled, total, desc):
-    if enabled is None:
-        enabled = sys.stderr.isatty()
+    if enabled is None:  # the bar is drawn on stderr; silent when either stream goes to a file or pipe
+        enabled = sys.stdout.isatty() and sys.stderr.isatty()
     if not enabled:
         return None
     try:
@@ -92,8 +95,8 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     normalize options). With checkpoint_dir, a checkpoint is written at the end of every epoch (and every
     `checkpoint_every` steps); resume=True continues from the newest one exactly as if never interrupted.
     A NaN or infinite loss raises FloatingPointError in that step, before any update or checkpoint.
-    progress: None (a tqdm bar when stderr is a terminal), True or False. on_epoch(epoch, history) is called after
-    each epoch."""
+    progress: None (a tqdm bar when stdout and stderr are terminals), True or False. on_epoch(epoch, history) is called
+    after each epoch."""
     if not isinstance(model, Module):
         raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
     epochs = as_int(epochs, "epochs", minimum=1)
@@ -107,10 +110,24 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
         raise ValueError("train_data is empty")
     val = _batches_of(val_data, batch_size, "val_data") if val_data is not None else None
 
+    data_order = json.loads(json.dumps({"samples": len(batches.x), "batch_size": batch_size, "shuffle": bool(shuffle),
+                                        "seed": seed, "augment": augment or {}}))
     history, epoch, start_batch = History(), 0, 0
     totals = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
     step = 0
     if resume and checkpoint_dir is not None and checkpoint.latest(checkpoint_dir) is not None:
+        meta = checkpoint.read_state(checkpoint_dir)
+        missing = [k for k in ("epoch", "batch", "step", "totals", "history", "rng", "data_order") if k not in meta]
+        if missing:
+            raise ValueError(f"resume: the checkpoint in {checkpoint_dir} lacks {missing}; it was not written by fit")
+        generators = {name for name, _ in _generators(model)}
+        if set(meta["rng"]) != generators:
+            raise ValueError(f"resume: the checkpoint holds random generator states for {sorted(meta['rng'])}, the "
+                             f"model has generators in {sorted(generators)}")
+        if meta["data_order"] != data_order:
+            raise ValueError(f"resume: the checkpoint in {checkpoint_dir} was written for the data order "
+                             f"{meta.get('data_order')}, this call asks for {data_order}; resuming would not continue "
+                             f"the same run (pass the same data, batch_size, shuffle, seed and augment)")
         meta = checkpoint.load(checkpoint_dir, model, optimizer)
         history = History.from_dict(meta["history"])
         epoch, start_batch, step, totals = meta["epoch"], meta["batch"], meta["step"], meta["totals"]
@@ -125,13 +142,13 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
         checkpoint.save(checkpoint_dir, model, optimizer, {
             "step": step, "epoch": next_epoch, "batch": next_batch, "totals": totals,
             "history": history.to_dict(), "rng": {n: g.bit_generator.state for n, g in _generators(model)},
-            "scheduler": scheduler.state_dict() if scheduler is not None else None, "seed": seed})
+            "scheduler": scheduler.state_dict() if scheduler is not None else None, "data_order": data_order})
 
     model.train()
     while epoch < epochs:
         bar = _progress(progress, len(batches) - start_batch, f"epoch {epoch + 1}/{epochs}")
+        tick = time.perf_counter()  # img/s counts batching and augmentation too, not checkpoint writes
         for b, (xb, yb) in enumerate(batches.epoch(epoch, start_batch), start=start_batch):
-            t0 = time.perf_counter()
             optimizer.zero_grad()
             logits = model(xb)
             value = loss(logits, yb)
@@ -143,7 +160,7 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
             model.backward(loss.backward(), input_grad=False)
             optimizer.step()
             step += 1
-            totals["seconds"] += time.perf_counter() - t0
+            totals["seconds"] += time.perf_counter() - tick
             totals["loss"] += value * len(yb)
             totals["correct"] += int(np.sum(np.argmax(logits, axis=1) == yb))
             totals["seen"] += len(yb)
@@ -154,6 +171,7 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
                                 img_s=f"{totals['seen'] / max(totals['seconds'], 1e-9):.0f}")
             if checkpoint_every and step % checkpoint_every == 0 and b + 1 < len(batches):
                 save(epoch, b + 1)
+            tick = time.perf_counter()
         if bar is not None:
             bar.close()
         history.loss.append(totals["loss"] / totals["seen"])

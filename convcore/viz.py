@@ -39,6 +39,7 @@ def _grid(images, path, title, cmap="gray"):
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The first Conv2d in named_modules() order."""
     for _, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             return m
@@ -71,6 +72,7 @@ def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> P
 
     def capture(*args, **kwargs):
         captured["y"] = original(*args, **kwargs)
+        captured["fused"] = kwargs.get("activation")  # Sequential fuses a following ReLU into conv/linear
         return captured["y"]
     object.__setattr__(target, "forward", capture)
     was_training = model.training
@@ -85,7 +87,9 @@ def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> P
     y = captured["y"][0]
     if y.ndim != 3:
         raise ValueError(f"layer {layer!r} outputs shape {y.shape[1:]}, not feature maps (C, H, W)")
-    return _grid(list(y), path, f"{layer}: {y.shape[0]} activation maps {y.shape[1]}x{y.shape[2]}", cmap="viridis")
+    after = f" (after the fused {captured['fused']})" if captured["fused"] else ""
+    return _grid(list(y), path, f"{layer}{after}: {y.shape[0]} activation maps {y.shape[1]}x{y.shape[2]}",
+                 cmap="viridis")
 
 
 def plot_history(history, path) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from convcore import data
-from convcore.data import datasets
+from convcore.data import cifar10, fashion_mnist
 
 
 def write_idx(path, array, code=0x08):
@@ -69,7 +69,7 @@ def test_fashion_mnist_search_order_and_format(tmp_path, monkeypatch):
 
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVCORE_DATA", str(tmp_path / "nowhere"))
-    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         data.load_fashion_mnist(tmp_path / "empty")
 
@@ -82,24 +82,90 @@ def test_real_fashion_mnist_from_the_debian_package():
     assert np.array_equal(np.bincount(y), np.full(10, 6000)) and np.array_equal(np.bincount(yt), np.full(10, 1000))
 
 
-def test_cifar_loader_refuses_arbitrary_pickled_objects(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo pwned",))
-    for i in range(1, 6):
-        (tmp_path / f"data_batch_{i}").write_bytes(pickle.dumps(Evil()))
-    (tmp_path / "test_batch").write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+def _short_string(b):
+    return (b"U" + bytes([len(b)]) + b) if len(b) < 256 else (b"T" + struct.pack("<I", len(b)) + b)
+
+
+def _int(n):
+    return b"J" + struct.pack("<i", n)
+
+
+def python2_batch(data, labels):
+    """A batch pickled as the official archive's Python 2 cPickle did (protocol 2, str as SHORT_BINSTRING)."""
+    n = data.shape[0]
+    array = (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + _int(0) + b"\x85" + _short_string(b"b")
+             + b"\x87R" + b"(" + _int(1) + _int(n) + _int(data.shape[1]) + b"\x86"
+             + b"cnumpy\ndtype\n" + _short_string(b"u1") + _int(0) + _int(1) + b"\x87R"
+             + b"(" + _int(3) + _short_string(b"|") + b"NNN" + _int(-1) + _int(-1) + _int(0) + b"tb"
+             + b"\x89" + _short_string(data.tobytes()) + b"tb")
+    return (b"\x80\x02}(" + _short_string(b"batch_label") + _short_string(b"batch") + _short_string(b"data") + array
+            + _short_string(b"labels") + b"](" + b"".join(_int(v) for v in labels) + b"e"
+            + _short_string(b"filenames") + b"](" + _short_string(b"x.png") * n + b"eu.")
+
+
+def write_cifar(folder, batch_bytes):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(cifar10.BATCH_NAMES):
+        (folder / name).write_bytes(batch_bytes(i))
+    return folder
+
+
+def test_cifar_loader_reads_python2_batches_like_the_official_archive(tmp_path):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (3, 3072)).astype(np.uint8) for _ in cifar10.BATCH_NAMES]
+    labels = [[i, 9, 0] for i in range(len(cifar10.BATCH_NAMES))]
+    write_cifar(tmp_path / "cifar-10-batches-py", lambda i: python2_batch(images[i], labels[i]))
+    x, y, xt, yt = data.load_cifar10(tmp_path)  # the parent folder is accepted too
+    assert x.shape == (15, 3, 32, 32) and x.dtype == np.float32 and xt.shape == (3, 3, 32, 32)
+    assert np.array_equal(x[3], images[1][0].reshape(3, 32, 32) / np.float32(255))
+    assert y.dtype == np.int64 and y.tolist() == sum(labels[:5], []) and yt.tolist() == labels[5]
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_loader_reads_batches_pickled_by_python3_numpy(tmp_path, protocol):
+    rng = np.random.default_rng(0)
+    batch = {b"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8), b"labels": [1, 2, 3, 9]}
+    write_cifar(tmp_path, lambda i: pickle.dumps(batch, protocol=protocol))
+    x, y, xt, yt = data.load_cifar10(tmp_path)
+    assert x.shape == (20, 3, 32, 32) and y.tolist()[:4] == [1, 2, 3, 9] and xt.shape == (4, 3, 32, 32)
+    assert np.array_equal(xt[0], batch[b"data"][0].reshape(3, 32, 32) / np.float32(255))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("payload,match", [
+    (pickle.dumps(_Evil()), "refusing to load posix.system"),
+    (pickle.dumps({b"data": np.array([object()] * 3), b"labels": []}), "refusing"),
+    (pickle.dumps({b"data": np.zeros((1, 3072), np.dtype([("a", "u1")])), b"labels": [0]}), "refusing"),
+    (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + _int(10**9) + b"\x85U\x01b\x87R.",
+     "refusing an unusual array"),
+])
+def test_cifar_loader_refuses_what_a_batch_never_holds(tmp_path, payload, match):
+    write_cifar(tmp_path, lambda i: payload)
+    with pytest.raises(pickle.UnpicklingError, match=match):
         data.load_cifar10(tmp_path)
 
 
-def test_cifar_loader_reads_batches(tmp_path):
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8), b"labels": [1, 2, 3, 9]}
-        (tmp_path / name).write_bytes(pickle.dumps(batch))
-    x, y, xt, yt = data.load_cifar10(tmp_path)
-    assert x.shape == (20, 3, 32, 32) and y.tolist()[:4] == [1, 2, 3, 9] and xt.shape == (4, 3, 32, 32)
+@pytest.mark.parametrize("payload,match", [
+    (b"\x80\x02}(", "not a readable CIFAR-10 batch"),
+    (b"\x80\x02cnumpy\nndarray\n" + _int(10**9) + b"\x85R.", "not a readable CIFAR-10 batch.*not callable"),
+    (pickle.dumps([1, 2]), "not a CIFAR-10 batch"),
+    (pickle.dumps({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}), "'data' must be a uint8 array"),
+    (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}), "expected \\(N, 3072\\) and \\(N,\\)"),
+    (pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}), "labels must be in"),
+])
+def test_cifar_loader_rejects_malformed_batches(tmp_path, payload, match):
+    write_cifar(tmp_path, lambda i: payload)
+    with pytest.raises(ValueError, match=match):
+        data.load_cifar10(tmp_path)
+
+
+def test_cifar_loader_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py folder of the official python archive"):
+        data.load_cifar10(tmp_path)
 
 
 def test_batches_are_reproducible_and_resumable(rng):
@@ -138,3 +204,32 @@ def test_batches_argument_errors():
         data.Batches(np.zeros((4, 2)), np.zeros(4), 0)
     with pytest.raises(ValueError, match="crop and flip augmentation need"):
         data.Batches(np.zeros((4, 2)), np.zeros(4), 2, flip=True)
+
+
+def test_batches_normalise_flip_about_half_and_cover_every_sample(rng):
+    x = rng.random((1000, 2, 3, 5), dtype=np.float32)
+    y = np.arange(1000)
+    mean, std = [0.5, 0.25], [0.5, 2.0]
+    plain = data.Batches(x, y, 128, seed=4, normalize=(mean, std))
+    for xb, yb in plain.epoch(0):
+        want = (x[yb] - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
+        assert xb.dtype == np.float32 and xb.flags.c_contiguous and np.array_equal(xb, want)
+    flipped = data.Batches(x, y, 128, seed=4, flip=True)
+    mirrored = [np.array_equal(img, x[i][..., ::-1]) for xb, yb in flipped.epoch(0) for img, i in zip(xb, yb)]
+    assert 400 < sum(mirrored) < 600
+    assert [len(yb) for _, yb in flipped.epoch(0)] == [128] * 7 + [104]
+    dropped = data.Batches(x, y, 128, drop_last=True)
+    assert len(dropped) == 7 and [len(yb) for _, yb in dropped.epoch(0)] == [128] * 7
+    assert np.array_equal(np.concatenate([yb for _, yb in data.Batches(x, y, 300, shuffle=False)]), y)
+
+
+def test_batch_order_depends_only_on_seed_and_epoch(rng):
+    x = rng.random((40, 1, 4, 4), dtype=np.float32)
+    y = np.arange(40)
+    a = data.Batches(x, y, 8, seed=11, crop_padding=1, flip=True)
+    b = data.Batches(x.copy(), y.copy(), 8, seed=11, crop_padding=1, flip=True)
+    list(a.epoch(0))  # consuming other epochs first changes nothing
+    for (xa, ya), (xb, yb) in zip(a.epoch(3), b.epoch(3)):
+        assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
+    assert np.array_equal(a.order(3), b.order(3))
+    assert not np.array_equal(a.order(3), data.Batches(x, y, 8, seed=12).order(3))

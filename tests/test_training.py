@@ -2,7 +2,6 @@
 files, crash safety) and exact resume."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from convcore import checkpoint, training
 pytest.importorskip("safetensors")
 
 
-def _tiny_data(n=64, seed=0):
+def tiny_data(n=64, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((n, 1, 12, 12), dtype=np.float32)
     y = rng.integers(0, 10, n).astype(np.int64)
@@ -25,7 +24,7 @@ def _tiny_model(seed=0):
                             cc.nn.Flatten(), cc.nn.Dropout(0.2, rng=seed + 1), cc.nn.Linear(144, 10, rng=seed + 2))
 
 
-def _setup(seed=0):
+def setup_tiny(seed=0):
     model = _tiny_model(seed)
     return model, cc.nn.CrossEntropyLoss(), cc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
@@ -39,7 +38,7 @@ def test_initial_loss_is_about_log_classes():
 
 
 def test_overfits_twenty_samples():
-    x, y = _tiny_data(20)
+    x, y = tiny_data(20)
     model = cc.nn.Sequential(cc.nn.Conv2d(1, 8, 3, padding=1, rng=0), cc.nn.ReLU(), cc.nn.Flatten(),
                              cc.nn.Linear(8 * 144, 10, rng=1))
     opt = cc.optim.Adam(model.parameters(), lr=0.01)
@@ -48,147 +47,121 @@ def test_overfits_twenty_samples():
     assert training.evaluate(model, x, y)[1] == 1.0
 
 
-def test_nan_loss_stops_within_the_step_and_keeps_the_checkpoint(tmp_path):
-    model, loss, opt = _setup()
-    x, y = _tiny_data()
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_loss_stops_within_the_step_and_keeps_the_checkpoint(tmp_path, bad):
+    model, loss, opt = setup_tiny()
+    x, y = tiny_data()
     training.fit(model, loss, opt, (x, y), epochs=1, batch_size=16, checkpoint_dir=tmp_path, progress=False)
-    saved = checkpoint.latest(tmp_path)
-    weights = model.state_dict()["5.weight"].copy()
     x_bad = x.copy()
-    x_bad[20] = np.nan  # the second batch of epoch 2's order holds it somewhere: any batch with it fails
-    with pytest.raises(FloatingPointError, match="loss is nan at epoch 2"):
-        training.fit(model, loss, opt, (x_bad, y), epochs=2, batch_size=64, checkpoint_dir=tmp_path, resume=True,
-                     progress=False)
-    assert np.array_equal(model.state_dict()["5.weight"], weights)  # the failing step updated nothing
-    assert checkpoint.latest(tmp_path) == saved
+    x_bad[20] = bad  # lands in some batch of epoch 2; the batches before it train and are checkpointed
+    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at epoch 2, batch \d"):
+        training.fit(model, loss, opt, (x_bad, y), epochs=2, batch_size=16, checkpoint_dir=tmp_path,
+                     checkpoint_every=1, resume=True, progress=False)
+    newest = checkpoint.latest(tmp_path)
+    assert checkpoint.read_state(newest)["step"] == opt.step_count  # the last good step, not the failing one
+    for k, v in checkpoint_state(newest).items():
+        assert np.array_equal(model.state_dict()[k], v), k  # the failing step changed nothing
 
 
-def test_exact_resume_is_bitwise_equal(tmp_path):
-    x, y = _tiny_data(80)
-    kwargs = dict(epochs=3, batch_size=16, seed=7, progress=False, augment={"flip": True})
-    model_a, loss_a, opt_a = _setup()
-    hist_a = training.fit(model_a, loss_a, opt_a, (x, y), **kwargs)
-    # interrupted run: checkpoints every 3 steps, killed during step 8 (the newest checkpoint is from step 6, in
-    # epoch 2); then a fresh model and optimizer resume from it
-    model_b, loss_b, opt_b = _setup()
-    calls = {"n": 0}
+def checkpoint_state(folder):
+    from safetensors.numpy import load_file
+
+    return {k[len("model."):]: v for k, v in load_file(folder / "tensors.safetensors").items()
+            if k.startswith("model.")}
+
+
+def test_resume_refuses_a_different_data_order(tmp_path):
+    model, loss, opt = setup_tiny()
+    x, y = tiny_data()
+    training.fit(model, loss, opt, (x, y), epochs=1, batch_size=16, seed=1, checkpoint_dir=tmp_path, progress=False)
+    other, loss2, opt2 = setup_tiny(seed=9)
+    before = {k: v.copy() for k, v in other.state_dict().items()}
+    for change in ({"seed": 2}, {"batch_size": 32}, {"augment": {"flip": True}}):
+        kwargs = {"epochs": 2, "batch_size": 16, "seed": 1, **change}
+        with pytest.raises(ValueError, match="resume: the checkpoint .* was written for the data order"):
+            training.fit(other, loss2, opt2, (x, y), checkpoint_dir=tmp_path, resume=True, progress=False, **kwargs)
+    assert all(np.array_equal(v, before[k]) for k, v in other.state_dict().items())
+
+
+def test_resume_refuses_a_checkpoint_fit_did_not_write(tmp_path):
+    model, loss, opt = setup_tiny()
+    checkpoint.save(tmp_path, model, opt, {"step": 1})
+    with pytest.raises(ValueError, match=r"lacks \['epoch', 'batch'"):
+        training.fit(model, loss, opt, tiny_data(), checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def _resume_setup(seed):
+    model = cc.nn.Sequential(cc.nn.Conv2d(1, 4, 3, padding=1, rng=seed), cc.nn.BatchNorm2d(4), cc.nn.ReLU(),
+                             cc.nn.MaxPool2d(2), cc.nn.Flatten(), cc.nn.Dropout(0.2, rng=seed + 1),
+                             cc.nn.Linear(144, 10, rng=seed + 2))
+    opt = cc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return model, cc.nn.CrossEntropyLoss(), opt, cc.optim.StepLR(opt, step_size=1, gamma=0.5)
+
+
+@pytest.mark.parametrize("killed_in_step", [8, 11])
+def test_exact_resume_is_bitwise_equal(tmp_path, killed_in_step):
+    x, y = tiny_data(80)
+    val = tiny_data(24, seed=1)
+    kwargs = dict(epochs=3, batch_size=16, seed=7, progress=False, val_data=val,
+                  augment={"flip": True, "crop_padding": 2, "normalize": ([0.5], [0.3])})
+    model_a, loss_a, opt_a, sched_a = _resume_setup(0)
+    hist_a = training.fit(model_a, loss_a, opt_a, (x, y), scheduler=sched_a, **kwargs)
+    # interrupted run: checkpoints every 3 steps and at each epoch's end (5 steps), killed inside a step; then a
+    # fresh model, optimizer and scheduler resume from the newest checkpoint
+    model_b, loss_b, opt_b, sched_b = _resume_setup(0)
     original_step = opt_b.step
 
     def interrupting_step():
         original_step()
-        calls["n"] += 1
-        if calls["n"] == 8:
+        if opt_b.step_count == killed_in_step:
             raise KeyboardInterrupt
     opt_b.step = interrupting_step
     with pytest.raises(KeyboardInterrupt):
-        training.fit(model_b, loss_b, opt_b, (x, y), checkpoint_dir=tmp_path, checkpoint_every=3, **kwargs)
-    meta = json.loads((checkpoint.latest(tmp_path) / "state.json").read_text())
-    assert meta["step"] == 6 and meta["epoch"] == 1 and meta["batch"] == 1
-    model_c, loss_c, opt_c = _setup(seed=99)  # different initial weights: all must come from the checkpoint
-    hist_c = training.fit(model_c, loss_c, opt_c, (x, y), checkpoint_dir=tmp_path, resume=True, **kwargs)
+        training.fit(model_b, loss_b, opt_b, (x, y), scheduler=sched_b, checkpoint_dir=tmp_path, checkpoint_every=3,
+                     **kwargs)
+    newest = checkpoint.read_state(tmp_path)
+    assert (newest["step"], newest["epoch"], newest["batch"]) == {8: (6, 1, 1), 11: (10, 2, 0)}[killed_in_step]
+    model_c, loss_c, opt_c, sched_c = _resume_setup(99)  # other initial weights: all must come from the checkpoint
+    hist_c = training.fit(model_c, loss_c, opt_c, (x, y), scheduler=sched_c, checkpoint_dir=tmp_path, resume=True,
+                          **kwargs)
     for (name, a), c in zip(model_a.state_dict().items(), model_c.state_dict().values()):
         assert np.array_equal(a, c), name
-    assert hist_a.loss == hist_c.loss and hist_a.accuracy == hist_c.accuracy
+    assert opt_a.buffers.keys() == opt_c.buffers.keys()
+    assert all(np.array_equal(opt_a.buffers[k], opt_c.buffers[k]) for k in opt_a.buffers)
+    assert opt_c.lr == opt_a.lr == 0.05 * 0.5 ** 3
+    for field in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        assert getattr(hist_a, field) == getattr(hist_c, field), field
 
 
-def test_checkpoint_round_trip_and_keep(tmp_path):
-    model, loss, opt = _setup()
-    x, y = _tiny_data()
-    training.fit(model, loss, opt, (x, y), epochs=2, batch_size=16, checkpoint_dir=tmp_path, progress=False)
-    assert [p.name for p in tmp_path.glob("step-*")] == ["step-00000008"]
-    other, _, opt2 = _setup(seed=5)
-    meta = checkpoint.load(tmp_path, other, opt2)
-    assert meta["epoch"] == 2 and len(meta["history"]["loss"]) == 2
-    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
-        assert np.array_equal(a, b)
-    assert opt2.step_count == 8 and set(opt2.buffers) == set(opt.buffers)
+def test_history_evaluate_predict_and_a_silent_progress_bar(capfd):
+    model, loss, opt = setup_tiny()
+    x, y = tiny_data(40)
+    history = training.fit(model, loss, opt, (x, y), epochs=2, batch_size=16, val_data=tiny_data(8, seed=3))
+    assert capfd.readouterr() == ("", "")  # not a terminal: no bar
+    assert len(history.loss) == len(history.val_accuracy) == len(history.images_per_second) == 2
+    assert all(v > 0 for v in history.images_per_second) and history.lr == [0.05, 0.05]
+    assert training.History.from_dict(json.loads(json.dumps(history.to_dict()))) == history
+    logits = training.predict(model, x, batch_size=7)
+    assert logits.shape == (40, 10) and model.training
+    model.eval()
+    assert np.array_equal(logits, model(x))
+    model.train()
+    value, accuracy = training.evaluate(model, x, y, loss, batch_size=9)
+    assert accuracy == np.mean(np.argmax(logits, 1) == y) and abs(value - loss(logits, y)) < 1e-6
+    assert training.predict(model, x[:0]).shape == (0, 10)
 
 
-def _saved(tmp_path):
-    model, loss, opt = _setup()
-    checkpoint.save(tmp_path, model, opt, {"step": 1})
-    return checkpoint.latest(tmp_path)
-
-
-def _tensor_file_with_header(header: dict, body: bytes = b"") -> bytes:
-    raw = json.dumps(header).encode()
-    return len(raw).to_bytes(8, "little") + raw + body
-
-
-MALFORMED = {
-    "truncated": lambda p: (p / "tensors.safetensors").write_bytes((p / "tensors.safetensors").read_bytes()[:100]),
-    "oversized header": lambda p: (p / "tensors.safetensors").write_bytes((2**40).to_bytes(8, "little") + b"{}"),
-    "overlapping offsets": lambda p: (p / "tensors.safetensors").write_bytes(_tensor_file_with_header(
-        {"model.0.weight": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-         "model.0.bias": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12))),
-    "gapped offsets": lambda p: (p / "tensors.safetensors").write_bytes(_tensor_file_with_header(
-        {"model.0.weight": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, bytes(8))),
-    "shape product overflow": lambda p: (p / "tensors.safetensors").write_bytes(_tensor_file_with_header(
-        {"model.0.weight": {"dtype": "F32", "shape": [2**32, 2**32, 2**32], "data_offsets": [0, 8]}}, bytes(8))),
-    "wrong dtype": lambda p: _edit_manifest(p, "model.0.bias", dtype="float64"),
-    "shape mismatch in manifest": lambda p: _edit_manifest(p, "model.0.bias", shape=[5]),
-    "bad json": lambda p: (p / "state.json").write_text("{not json"),
-    "not our format": lambda p: (p / "state.json").write_text(json.dumps({"format": "other"})),
-    "missing key": lambda p: _drop_tensor(p, "model.0.bias"),
-    "pointer to nowhere": lambda p: (p.parent / "latest").write_text("step-99999999"),
-}
-
-
-def _edit_manifest(folder, key, **change):
-    meta = json.loads((folder / "state.json").read_text())
-    meta["tensors"][key].update(change)
-    (folder / "state.json").write_text(json.dumps(meta))
-
-
-def _drop_tensor(folder, key):
-    from safetensors.numpy import load_file, save_file
-
-    tensors = load_file(folder / "tensors.safetensors")
-    del tensors[key]
-    save_file(tensors, folder / "tensors.safetensors")
-    meta = json.loads((folder / "state.json").read_text())
-    del meta["tensors"][key]
-    (folder / "state.json").write_text(json.dumps(meta))
-
-
-@pytest.mark.parametrize("damage", list(MALFORMED))
-def test_malformed_checkpoints_are_rejected_and_leave_the_model_alone(tmp_path, damage):
-    folder = _saved(tmp_path)
-    MALFORMED[damage](folder)
-    model, _, opt = _setup(seed=3)
-    before = {k: v.copy() for k, v in model.state_dict().items()}
-    with pytest.raises((ValueError, FileNotFoundError)):
-        checkpoint.load(tmp_path, model, opt)
-    for k, v in model.state_dict().items():
-        assert np.array_equal(v, before[k])
-
-
-def test_checkpoint_for_another_model_is_rejected(tmp_path):
-    _saved(tmp_path)
-    with pytest.raises(ValueError, match="does not fit the model"):
-        checkpoint.load(tmp_path, cc.models.lenet5(), None)
-
-
-def test_crash_before_the_pointer_moves_keeps_the_old_checkpoint(tmp_path, monkeypatch):
-    model, _, opt = _setup()
-    checkpoint.save(tmp_path, model, opt, {"step": 1})
-    real_replace = os.replace
-
-    def crash(src, dst):
-        if str(dst).endswith("latest"):
-            raise OSError("simulated crash between writing and renaming")
-        return real_replace(src, dst)
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="simulated crash"):
-        checkpoint.save(tmp_path, model, opt, {"step": 2})
-    monkeypatch.setattr(os, "replace", real_replace)
-    assert checkpoint.latest(tmp_path).name == "step-00000001"
-    assert checkpoint.load(tmp_path, _setup(seed=4)[0], None)["step"] == 1
+def test_progress_bar_shows_loss_accuracy_and_images_per_second(capfd):
+    pytest.importorskip("tqdm")
+    model, loss, opt = setup_tiny()
+    training.fit(model, loss, opt, tiny_data(32), epochs=1, batch_size=16, progress=True)
+    err = capfd.readouterr().err
+    assert "epoch 1/1" in err and "loss=" in err and "acc=" in err and "img_s=" in err
 
 
 def test_fit_argument_errors():
-    model, loss, opt = _setup()
-    x, y = _tiny_data()
+    model, loss, opt = setup_tiny()
+    x, y = tiny_data()
     with pytest.raises(TypeError, match=r"train_data must be a tuple \(x, y\)"):
         training.fit(model, loss, opt, x, progress=False)
     with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):

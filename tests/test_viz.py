@@ -31,3 +31,27 @@ def test_bad_requests(tmp_path):
         viz.plot_activations(model, np.zeros((1, 28, 28)), "7", tmp_path / "x.png")
     with pytest.raises(ValueError, match="the model has no Conv2d layer"):
         viz.plot_filters(cc.nn.Sequential(cc.nn.Linear(2, 3)), tmp_path / "x.png")
+
+
+def test_activation_maps_match_the_layer_output_and_rgb_filters(tmp_path, monkeypatch):
+    model = cc.models.lenet5(seed=0)
+    image = np.random.default_rng(1).random((1, 28, 28), dtype=np.float32)
+    shown = []
+    monkeypatch.setattr(viz, "_grid", lambda images, path, title, cmap="gray": shown.append((images, title)) or path)
+    viz.plot_activations(model, image, "0", tmp_path / "a.png")
+    maps, title = shown[-1]
+    model.eval()
+    expected = cc.functional.relu(model[0](image[None]))[0]  # layer 0 runs with its ReLU fused
+    assert "after the fused relu" in title and np.array_equal(np.stack(maps), expected)
+    viz.plot_filters(cc.models.resnet20(seed=0), tmp_path / "f.png")
+    filters, title = shown[-1]
+    assert len(filters) == 16 and filters[0].shape == (3, 3, 3) and "16 filters 3x3" in title
+    assert all(f.min() == 0 and f.max() == 1 for f in filters if np.ptp(f) > 0)
+
+
+def test_missing_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"pip install 'convcore\[viz\]'"):
+        viz.plot_history(History(loss=[1.0], accuracy=[0.5]), tmp_path / "c.png")

@@ -43,7 +43,9 @@ def read_idx(path) -> np.ndarray:
         if isinstance(e, FileNotFoundError):
             raise
         raise ValueError(f"{path}: cannot read IDX data ({e})") from e
-    if len(data) != expected:
-        raise ValueError(f"{path}: IDX data is {'longer' if len(data) > expected else 'shorter'} than its header "
-                         f"{dims} says ({expected} bytes expected{', got ' + str(len(data)) if len(data) < expected else ''})")
+    if len(data) < expected:
+        raise ValueError(f"{path}: IDX data is shorter than its header {dims} says ({expected} bytes expected, "
+                         f"got {len(data)})")
+    if len(data) > expected:
+        raise ValueError(f"{path}: IDX data is longer than its header {dims} says ({expected} bytes expected)")
     return np.frombuffer(data, dtype).astype(dtype.newbyteorder("="), copy=False).reshape(dims)
