@@ -1,5 +1,5 @@
-// Bindings: pooling. Arrays arrive validated from convcore/functional/pool.py;
-// `geom` = (P, Q, kh, kw, stride_h, stride_w, pad_h, pad_w).
+// Bindings: max and average pooling. Arrays arrive validated from convcore/functional/pool.py; `geometry` is
+// (H, W, OH, OW, KH, KW, SH, SW, PH, PW) and every array is (N, C, rows, cols).
 #include <array>
 
 #include "bindings.h"
@@ -7,81 +7,150 @@
 
 using namespace convcore;
 
-namespace {
-using Geom = std::array<int64_t, 8>;
+using Geometry = std::array<int64_t, 10>;
 
-PoolShape make_shape(const std::array<int64_t, 4>& x, const Geom& g) {
-  return PoolShape{x[0], x[1], x[2], x[3], g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+static PoolGeometry to_geometry(const Geometry& a) {
+  return PoolGeometry{a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]};
 }
 
-template <typename T>
-std::array<int64_t, 4> dims(const CArray<T>& a) {
-  return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)};
+template <typename A>
+static int64_t planes_of(const A& a) {
+  return static_cast<int64_t>(a.shape(0)) * a.shape(1);
 }
 
+// (y, offsets): compact argmax, uint8 window offsets (KH*KW <= 256).
 template <typename T>
-py::tuple max_forward(const CArray<T>& x, const Geom& g) {
-  const PoolShape s = make_shape(dims(x), g);
-  auto y = new_array<T>({s.N, s.C, s.P, s.Q});
-  auto idx = new_array<int64_t>({s.N, s.C, s.P, s.Q});
+static py::tuple max_pool2d_offsets(const CArray<T>& x, const Geometry& geometry) {
+  const PoolGeometry g = to_geometry(geometry);
+  const int64_t N = x.shape(0), C = x.shape(1), planes = planes_of(x);
+  auto y = new_array<T>({N, C, g.OH, g.OW});
+  auto offsets = new_array<uint8_t>({N, C, g.OH, g.OW});
   const T* px = x.data();
   T* py_ = y.mutable_data();
-  int64_t* pi = idx.mutable_data();
+  uint8_t* po = offsets.mutable_data();
   {
     py::gil_scoped_release release;
-    max_pool2d_forward_ref<T>(s, px, py_, pi);
+    max_pool2d_compact(px, py_, po, planes, g);
   }
-  return py::make_tuple(y, idx);
+  return py::make_tuple(y, offsets);
 }
 
 template <typename T>
-CArray<T> max_backward(const CArray<T>& dy, const CArray<int64_t>& idx, const std::array<int64_t, 4>& x_shape,
-                       const Geom& g) {
-  const PoolShape s = make_shape(x_shape, g);
-  auto dx = new_array<T>({s.N, s.C, s.H, s.W});
+static CArray<T> max_pool2d_offsets_backward(const CArray<T>& dy, const CArray<uint8_t>& offsets,
+                                             const Geometry& geometry) {
+  const PoolGeometry g = to_geometry(geometry);
+  const int64_t N = dy.shape(0), C = dy.shape(1), planes = planes_of(dy);
+  auto dx = new_array<T>({N, C, g.H, g.W});
   const T* pdy = dy.data();
-  const int64_t* pi = idx.data();
+  const uint8_t* po = offsets.data();
   T* pdx = dx.mutable_data();
-  py::gil_scoped_release release;
-  max_pool2d_backward_ref<T>(s, pdy, pi, pdx);
+  {
+    py::gil_scoped_release release;
+    max_pool2d_backward_compact(pdy, po, pdx, planes, g);
+  }
   return dx;
 }
 
+static CArray<int64_t> pool_offsets_to_indices(const CArray<uint8_t>& offsets, const Geometry& geometry) {
+  const PoolGeometry g = to_geometry(geometry);
+  auto indices = new_array<int64_t>({offsets.shape(0), offsets.shape(1), g.OH, g.OW});
+  const uint8_t* po = offsets.data();
+  int64_t* pi = indices.mutable_data();
+  const int64_t planes = planes_of(offsets);
+  {
+    py::gil_scoped_release release;
+    offsets_to_indices(po, pi, planes, g);
+  }
+  return indices;
+}
+
+// Reference path with int64 indices (any window size).
 template <typename T>
-CArray<T> avg_forward(const CArray<T>& x, const Geom& g, bool count_include_pad) {
-  const PoolShape s = make_shape(dims(x), g);
-  auto y = new_array<T>({s.N, s.C, s.P, s.Q});
+static py::tuple max_pool2d_indices(const CArray<T>& x, const Geometry& geometry) {
+  const PoolGeometry g = to_geometry(geometry);
+  const int64_t N = x.shape(0), C = x.shape(1), planes = planes_of(x);
+  auto y = new_array<T>({N, C, g.OH, g.OW});
+  auto indices = new_array<int64_t>({N, C, g.OH, g.OW});
   const T* px = x.data();
   T* py_ = y.mutable_data();
-  py::gil_scoped_release release;
-  avg_pool2d_forward_ref<T>(s, count_include_pad, px, py_);
+  int64_t* pi = indices.mutable_data();
+  {
+    py::gil_scoped_release release;
+    max_pool2d_ref(px, py_, pi, planes, g);
+  }
+  return py::make_tuple(y, indices);
+}
+
+template <typename T>
+static CArray<T> max_pool2d_indices_backward(const CArray<T>& dy, const CArray<int64_t>& indices,
+                                             const Geometry& geometry) {
+  const PoolGeometry g = to_geometry(geometry);
+  const int64_t N = dy.shape(0), C = dy.shape(1), planes = planes_of(dy);
+  auto dx = new_array<T>({N, C, g.H, g.W});
+  const T* pdy = dy.data();
+  const int64_t* pi = indices.data();
+  T* pdx = dx.mutable_data();
+  {
+    py::gil_scoped_release release;
+    max_pool2d_backward_ref(pdy, pi, pdx, planes, g);
+  }
+  return dx;
+}
+
+static void avg_forward(const float* x, float* y, int64_t planes, const PoolGeometry& g, bool cip) {
+  avg_pool2d(x, y, planes, g, cip);
+}
+static void avg_forward(const double* x, double* y, int64_t planes, const PoolGeometry& g, bool cip) {
+  avg_pool2d_ref(x, y, planes, g, cip);
+}
+static void avg_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g, bool cip) {
+  avg_pool2d_backward(dy, dx, planes, g, cip);
+}
+static void avg_backward(const double* dy, double* dx, int64_t planes, const PoolGeometry& g, bool cip) {
+  avg_pool2d_backward_ref(dy, dx, planes, g, cip);
+}
+
+template <typename T>
+static CArray<T> avg_pool2d_forward(const CArray<T>& x, const Geometry& geometry, bool count_include_pad) {
+  const PoolGeometry g = to_geometry(geometry);
+  const int64_t N = x.shape(0), C = x.shape(1), planes = planes_of(x);
+  auto y = new_array<T>({N, C, g.OH, g.OW});
+  const T* px = x.data();
+  T* py_ = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    avg_forward(px, py_, planes, g, count_include_pad);
+  }
   return y;
 }
 
 template <typename T>
-CArray<T> avg_backward(const CArray<T>& dy, const std::array<int64_t, 4>& x_shape, const Geom& g,
-                       bool count_include_pad) {
-  const PoolShape s = make_shape(x_shape, g);
-  auto dx = new_array<T>({s.N, s.C, s.H, s.W});
+static CArray<T> avg_pool2d_grad(const CArray<T>& dy, const Geometry& geometry, bool count_include_pad) {
+  const PoolGeometry g = to_geometry(geometry);
+  const int64_t N = dy.shape(0), C = dy.shape(1), planes = planes_of(dy);
+  auto dx = new_array<T>({N, C, g.H, g.W});
   const T* pdy = dy.data();
   T* pdx = dx.mutable_data();
-  py::gil_scoped_release release;
-  avg_pool2d_backward_ref<T>(s, count_include_pad, pdy, pdx);
+  {
+    py::gil_scoped_release release;
+    avg_backward(pdy, pdx, planes, g, count_include_pad);
+  }
   return dx;
 }
 
-template <typename T>
-void bind_dtype(py::module_& m) {
-  m.def("max_pool2d_forward", &max_forward<T>, py::arg("x"), py::arg("geom"));
-  m.def("max_pool2d_backward", &max_backward<T>, py::arg("dy"), py::arg("indices"), py::arg("x_shape"),
-        py::arg("geom"));
-  m.def("avg_pool2d_forward", &avg_forward<T>, py::arg("x"), py::arg("geom"), py::arg("count_include_pad"));
-  m.def("avg_pool2d_backward", &avg_backward<T>, py::arg("dy"), py::arg("x_shape"), py::arg("geom"),
-        py::arg("count_include_pad"));
-}
-}  // namespace
-
 void bind_pool(py::module_& m) {
-  bind_dtype<float>(m);
-  bind_dtype<double>(m);
+  m.attr("pool_max_compact_window") = kMaxCompactWindow;
+  m.def("max_pool2d_offsets", &max_pool2d_offsets<float>);
+  m.def("max_pool2d_offsets", &max_pool2d_offsets<double>);
+  m.def("max_pool2d_offsets_backward", &max_pool2d_offsets_backward<float>);
+  m.def("max_pool2d_offsets_backward", &max_pool2d_offsets_backward<double>);
+  m.def("pool_offsets_to_indices", &pool_offsets_to_indices);
+  m.def("max_pool2d_indices", &max_pool2d_indices<float>);
+  m.def("max_pool2d_indices", &max_pool2d_indices<double>);
+  m.def("max_pool2d_indices_backward", &max_pool2d_indices_backward<float>);
+  m.def("max_pool2d_indices_backward", &max_pool2d_indices_backward<double>);
+  m.def("avg_pool2d", &avg_pool2d_forward<float>);
+  m.def("avg_pool2d", &avg_pool2d_forward<double>);
+  m.def("avg_pool2d_backward", &avg_pool2d_grad<float>);
+  m.def("avg_pool2d_backward", &avg_pool2d_grad<double>);
 }

@@ -1,179 +1,357 @@
-"""Max and average pooling against the float64 reference: values, argmax, NaN, ties, ceil_mode, gradients, threads,
-bad input."""
+"""Max and average pooling (1-D and 2-D), forward and backward, against tests/reference/pool.py and PyTorch."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import convcore as cc
-from gradcheck import numerical_grad, relative_error
-from reference import pool as ref
+from convcore import _core
+from convcore.functional import pool as P
+from tests.gradcheck import numerical_grad, relative_error
+from tests.reference import pool as ref
 
 F = cc.functional
 
-# (shape, kernel, stride, padding, ceil_mode)
-CASES = [
-    ((2, 3, 8, 8), 2, None, 0, False),
-    ((2, 3, 7, 9), 2, 2, 0, False),
-    ((2, 3, 7, 9), 2, 2, 0, True),
-    ((1, 4, 11, 11), 3, 2, 1, False),
-    ((1, 4, 11, 11), 3, 2, 1, True),
-    ((2, 2, 10, 7), (3, 2), (2, 1), (1, 0), True),
-    ((1, 2, 9, 9), 2, 3, 0, False),          # stride > kernel
-    ((3, 2, 1, 1), 1, 1, 0, False),          # 1x1 image
-    ((1, 1, 2, 2), 3, 1, 1, False),          # window larger than the image
-    ((0, 3, 4, 4), 2, 2, 0, False),          # empty batch
-    ((2, 3, 6, 6), (1, 3), 1, (0, 1), True),
+# (shape, kernel, stride, padding, ceil_mode): 2x2/2 fast path around vector widths, overlapping and
+# padded windows, stride > kernel, ceil_mode overhangs, non-square everything.
+GEOMETRIES = [
+    ((2, 3, 8, 8), 2, 2, 0, False),
+    ((1, 2, 7, 33), 2, 2, 0, False),
+    ((2, 2, 6, 34), 2, 2, 0, True),
+    ((1, 3, 5, 65), 2, 2, 0, True),
+    ((2, 2, 4, 18), 2, None, 0, False),
+    ((2, 3, 11, 11), 3, 2, 1, False),
+    ((2, 3, 11, 12), 3, 2, 1, True),
+    ((1, 2, 9, 10), (3, 2), (2, 1), (1, 0), True),
+    ((2, 1, 13, 7), (5, 3), (4, 3), (2, 1), False),
+    ((1, 2, 10, 10), 2, 3, 1, True),
+    ((1, 1, 1, 1), 1, 1, 0, False),
+    ((3, 2, 6, 6), 4, 1, 2, False),
+    ((1, 2, 9, 41), 3, 2, 1, True),
+    ((1, 2, 8, 50), (2, 5), (3, 2), (1, 2), False),
 ]
 
 
-def _x(rng, shape, integer=False, dtype=np.float32):
-    return (rng.integers(-4, 5, shape) if integer else rng.standard_normal(shape)).astype(dtype)
+def _ints(rng, shape, dtype=np.float32):
+    return rng.integers(-3, 4, size=shape).astype(dtype)
 
 
-@pytest.mark.parametrize("shape,k,s,p,ceil", CASES, ids=str)
-def test_max_pool_matches_reference(rng, shape, k, s, p, ceil, nthreads):
-    x = _x(rng, shape, integer=True)  # many ties: the first maximum must win
-    y, idx = F.max_pool2d(x, k, s, p, ceil, return_indices=True)
-    ey, eidx = ref.max_pool2d(x, k, s, p, ceil)
-    assert np.array_equal(y, ey) and np.array_equal(idx, eidx)
-    dy = _x(rng, y.shape, integer=True)
-    dx = F.max_pool2d_backward(dy, idx, x.shape, k, s, p, ceil)
-    assert np.array_equal(dx, ref.max_pool2d_backward(dy, eidx, x.shape))
+def _kw(kernel, stride, padding, ceil_mode):
+    return {"kernel_size": kernel, "stride": stride, "padding": padding, "ceil_mode": ceil_mode}
+
+
+def _stride(kernel, stride):
+    return kernel if stride is None else stride
+
+
+def _available_isas():
+    return [name for name in ("scalar", "avx2", "avx512") if _can_select(name)]
+
+
+def _can_select(name):
+    previous = _core.selected_isa()
+    ok = _core.select_isa(name)
+    _core.select_isa(previous)
+    return ok
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding,ceil_mode", GEOMETRIES)
+def test_max_pool_exact_on_integers(isa, nthreads, rng, shape, kernel, stride, padding, ceil_mode):
+    x = _ints(rng, shape)
+    kw = _kw(kernel, stride, padding, ceil_mode)
+    y, indices = F.max_pool2d(x, return_indices=True, **kw)
+    ry, rindices = ref.max_pool2d(x, kernel, _stride(kernel, stride), padding, ceil_mode)
+    assert np.array_equal(y, ry) and np.array_equal(indices, rindices)
+    dy = _ints(rng, y.shape)
+    expected = ref.max_pool2d_backward(dy, rindices, shape)
+    assert np.array_equal(F.max_pool2d_backward(dy, indices, shape, **kw), expected)
+    yc, offsets = P._max_pool2d_compact(x, **kw)
+    assert np.array_equal(yc, ry)
+    assert np.array_equal(P._max_pool2d_compact_backward(dy, offsets, shape, **kw), expected)
 
 
 @pytest.mark.parametrize("count_include_pad", [True, False])
-@pytest.mark.parametrize("shape,k,s,p,ceil", CASES, ids=str)
-def test_avg_pool_matches_reference(rng, shape, k, s, p, ceil, count_include_pad, nthreads):
-    x = _x(rng, shape, integer=True)
-    y = F.avg_pool2d(x, k, s, p, ceil, count_include_pad)
-    assert np.array_equal(y, ref.avg_pool2d(x, k, s, p, ceil, count_include_pad).astype(np.float32))
-    dy = _x(rng, y.shape)
-    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, ceil, count_include_pad)
-    np.testing.assert_allclose(dx, ref.avg_pool2d_backward(dy, x.shape, k, s, p, ceil, count_include_pad),
-                               rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("shape,kernel,stride,padding,ceil_mode", GEOMETRIES)
+def test_avg_pool_exact_on_integers(isa, nthreads, rng, shape, kernel, stride, padding, ceil_mode,
+                                    count_include_pad):
+    x = _ints(rng, shape)
+    kw = dict(_kw(kernel, stride, padding, ceil_mode), count_include_pad=count_include_pad)
+    y = F.avg_pool2d(x, **kw)
+    rkw = dict(kernel=kernel, stride=_stride(kernel, stride), padding=padding, ceil_mode=ceil_mode,
+               count_include_pad=count_include_pad)
+    assert np.array_equal(y, ref.avg_pool2d(x, **rkw))
+    dy = _ints(rng, y.shape)
+    assert np.array_equal(F.avg_pool2d_backward(dy, shape, **kw), ref.avg_pool2d_backward(dy, shape, **rkw))
 
 
-@given(n=st.integers(0, 2), c=st.integers(1, 3), h=st.integers(1, 10), w=st.integers(1, 10),
-       kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 4), sw=st.integers(1, 4),
-       ph=st.integers(0, 2), pw=st.integers(0, 2), ceil=st.booleans(), include=st.booleans(),
-       seed=st.integers(0, 2**32 - 1))
-def test_pool_property_exact(n, c, h, w, kh, kw, sh, sw, ph, pw, ceil, include, seed):
-    if 2 * ph > kh or 2 * pw > kw or kh > h + 2 * ph or kw > w + 2 * pw:
-        return  # rejected options are covered by the bad-input tests
-    rng = np.random.default_rng(seed)
-    x = _x(rng, (n, c, h, w), integer=True)
-    args = ((kh, kw), (sh, sw), (ph, pw), ceil)
-    y, idx = F.max_pool2d(x, *args, return_indices=True)
-    ey, eidx = ref.max_pool2d(x, *args)
-    assert np.array_equal(y, ey) and np.array_equal(idx, eidx)
-    assert np.isfinite(y).all()  # ceil_mode never produces a window entirely in the padding
-    dy = _x(rng, y.shape, integer=True)
-    assert np.array_equal(F.max_pool2d_backward(dy, idx, x.shape, *args), ref.max_pool2d_backward(dy, eidx, x.shape))
-    ya = F.avg_pool2d(x, *args, count_include_pad=include)
-    assert np.array_equal(ya, ref.avg_pool2d(x, *args, count_include_pad=include).astype(np.float32))
-    dxa = F.avg_pool2d_backward(dy, x.shape, *args, count_include_pad=include)
-    np.testing.assert_allclose(dxa, ref.avg_pool2d_backward(dy, x.shape, *args, count_include_pad=include),
-                               rtol=1e-6, atol=1e-6)
+def test_random_floats_match_reference_bitwise(isa, rng):
+    # float32 random data: the fast paths sum and compare in the reference's order, so equality is exact.
+    x = rng.standard_normal((2, 3, 10, 37)).astype(np.float32)
+    dy = rng.standard_normal((2, 3, 5, 18)).astype(np.float32)
+    y, indices = F.max_pool2d(x, 2, return_indices=True)
+    ry, rindices = ref.max_pool2d(x, 2, 2)
+    assert np.array_equal(y, ry) and np.array_equal(indices, rindices)
+    assert np.array_equal(F.max_pool2d_backward(dy, indices, x.shape, 2),
+                          ref.max_pool2d_backward(dy, rindices, x.shape))
+    assert np.array_equal(F.avg_pool2d(x, 2), ref.avg_pool2d(x, 2, 2))
+    assert np.array_equal(F.avg_pool2d_backward(dy, x.shape, 2), ref.avg_pool2d_backward(dy, x.shape, 2, 2))
 
 
-def test_nan_propagates_and_ties_take_the_first():
-    x = np.array([[[[1, 5, 5, 0], [5, 2, np.nan, 3], [7, 7, 1, 1], [7, 7, 1, 1]]]], np.float32)
-    y, idx = F.max_pool2d(x, 2, return_indices=True)
-    assert y[0, 0, 0, 0] == 5 and idx[0, 0, 0, 0] == 1           # first of three 5s
-    assert np.isnan(y[0, 0, 0, 1]) and idx[0, 0, 0, 1] == 6      # NaN wins
-    assert y[0, 0, 1, 0] == 7 and idx[0, 0, 1, 0] == 8
-    assert np.isnan(F.avg_pool2d(x, 2)[0, 0, 0, 1])
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_nan_propagates_with_its_index(isa, rng, kernel, stride, padding):
+    x = rng.standard_normal((2, 2, 12, 20)).astype(np.float32)
+    x[rng.random(x.shape) < 0.15] = np.nan
+    y, indices = F.max_pool2d(x, kernel, stride, padding, return_indices=True)
+    ry, rindices = ref.max_pool2d(x, kernel, stride, padding)
+    assert np.array_equal(np.isnan(y), np.isnan(ry)) and np.isnan(y).any()
+    assert np.array_equal(y[~np.isnan(y)], ry[~np.isnan(ry)])
+    assert np.array_equal(indices, rindices)
+    assert np.isnan(F.avg_pool2d(x, kernel, stride, padding)).sum() >= np.isnan(y).sum()
 
 
-def test_float64_gradcheck(rng):
-    x = rng.standard_normal((2, 2, 6, 5))  # distinct values: max is differentiable
-    for k, s, p, ceil in [(2, 2, 0, False), (3, 2, 1, True), ((2, 3), 1, (1, 1), False)]:
-        y, idx = F.max_pool2d(x, k, s, p, ceil, return_indices=True)
-        dy = rng.standard_normal(y.shape)
-        num = numerical_grad(lambda v: F.max_pool2d(v, k, s, p, ceil), x, dy)
-        assert relative_error(F.max_pool2d_backward(dy, idx, x.shape, k, s, p, ceil), num) < 1e-7
-        for include in (True, False):
-            dy = rng.standard_normal(F.avg_pool2d(x, k, s, p, ceil, include).shape)
-            num = numerical_grad(lambda v: F.avg_pool2d(v, k, s, p, ceil, include), x, dy)
-            assert relative_error(F.avg_pool2d_backward(dy, x.shape, k, s, p, ceil, include), num) < 1e-7
+def test_nan_beats_inf_and_later_nan_index_wins(isa):
+    x = np.array([[[[np.inf, np.nan], [np.nan, 5.0]]]], np.float32)
+    y, indices = F.max_pool2d(x, 2, return_indices=True)
+    assert np.isnan(y).all() and indices.item() == 2
 
 
-def test_pool1d_matches_2d_on_one_row(rng):
-    x = rng.standard_normal((2, 3, 13)).astype(np.float32)
-    for k, s, p, ceil in [(2, None, 0, False), (3, 2, 1, True), (4, 1, 2, False)]:
-        y, idx = F.max_pool1d(x, k, s, p, ceil, return_indices=True)
-        s2 = None if s is None else (1, s)
-        y2, idx2 = F.max_pool2d(x[:, :, None], (1, k), s2, (0, p), ceil, return_indices=True)
-        assert np.array_equal(y, y2[:, :, 0]) and np.array_equal(idx, idx2[:, :, 0])
-        dy = rng.standard_normal(y.shape).astype(np.float32)
-        assert np.array_equal(F.max_pool1d_backward(dy, idx, x.shape, k, s, p, ceil),
-                              F.max_pool2d_backward(dy[:, :, None], idx2, (2, 3, 1, 13), (1, k), s2, (0, p), ceil)[:, :, 0])
-        ya = F.avg_pool1d(x, k, s, p, ceil, False)
-        assert np.array_equal(ya, F.avg_pool2d(x[:, :, None], (1, k), s2, (0, p), ceil, False)[:, :, 0])
-        assert F.avg_pool1d_backward(dy, x.shape, k, s, p, ceil, False).shape == x.shape
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (2, 1, 1)])
+def test_ties_first_max_wins(isa, kernel, stride, padding):
+    x = np.full((1, 2, 9, 18), 1.5, np.float32)
+    x[0, 1] = -np.inf  # all -inf: the first input element of the window, never padding
+    _, indices = F.max_pool2d(x, kernel, stride, padding, return_indices=True)
+    _, rindices = ref.max_pool2d(x, kernel, stride, padding)
+    assert np.array_equal(indices, rindices)
 
 
-def test_non_contiguous_input_and_threads(rng):
-    x = rng.standard_normal((4, 8, 16, 18)).astype(np.float32)
-    xt = np.asfortranarray(x)
+def test_windows_mostly_in_padding(isa):
+    # 1x1 input, kernel 2 padding 1: each window holds one input element and three padding cells.
+    x = np.array([[[[-7.0]]]], np.float32)
+    y, indices = F.max_pool2d(x, 2, 1, 1, return_indices=True)
+    assert y.shape == (1, 1, 2, 2) and (y == -7.0).all() and (indices == 0).all()
+    assert (F.avg_pool2d(x, 2, 1, 1) == -7.0 / 4).all()
+    assert (F.avg_pool2d(x, 2, 1, 1, count_include_pad=False) == -7.0).all()
+
+
+@pytest.mark.parametrize("size", [5, 6, 7, 8, 9])
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 3, 1), (2, 3, 1), (4, 3, 2)])
+def test_ceil_mode_never_yields_nan_or_inf(isa, rng, size, kernel, stride, padding):
+    x = rng.standard_normal((1, 2, size, size)).astype(np.float32)
+    for include in (True, False):
+        assert np.isfinite(F.avg_pool2d(x, kernel, stride, padding, ceil_mode=True, count_include_pad=include)).all()
+    assert np.isfinite(F.max_pool2d(x, kernel, stride, padding, ceil_mode=True)).all()
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1)])
+def test_thread_counts_bitwise_equal(isa, rng, kernel, stride, padding):
+    x = rng.standard_normal((4, 16, 33, 34)).astype(np.float32)
     results = []
-    for n in (1, 2, 3):
+    for n in (1, 2, 3, 4):
         with cc.threads(n):
-            y, idx = F.max_pool2d(xt, 3, 2, 1, return_indices=True)
-            ya = F.avg_pool2d(xt, 3, 2, 1, True, False)
-            results.append((y, idx, ya, F.max_pool2d_backward(y, idx, x.shape, 3, 2, 1),
-                            F.avg_pool2d_backward(ya, x.shape, 3, 2, 1, True, False)))
-    assert np.array_equal(results[0][0], F.max_pool2d(x, 3, 2, 1))
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert np.array_equal(a, b)
+            y, indices = F.max_pool2d(x, kernel, stride, padding, return_indices=True)
+            a = F.avg_pool2d(x, kernel, stride, padding)
+            dx = F.max_pool2d_backward(y, indices, x.shape, kernel, stride, padding)
+            da = F.avg_pool2d_backward(a, x.shape, kernel, stride, padding)
+            results.append([r.tobytes() for r in (y, indices, a, dx, da)])
+    assert all(r == results[0] for r in results[1:])
 
 
-def test_matches_torch(rng):
-    torch = pytest.importorskip("torch")
-    x = rng.standard_normal((2, 3, 9, 11))
-    tx = torch.tensor(x, requires_grad=True)
-    for k, s, p, ceil in [(2, 2, 0, False), (3, 2, 1, True), ((3, 2), (2, 1), (1, 1), True)]:
-        ty, tidx = torch.nn.functional.max_pool2d(tx, k, s, p, ceil_mode=ceil, return_indices=True)
-        y, idx = F.max_pool2d(x, k, s, p, ceil, return_indices=True)
-        assert np.array_equal(y, ty.detach().numpy()) and np.array_equal(idx, tidx.numpy())
-        for include in (True, False):
-            ta = torch.nn.functional.avg_pool2d(tx, k, s, p, ceil_mode=ceil, count_include_pad=include)
-            dy = rng.standard_normal(ta.shape)
-            (g,) = torch.autograd.grad(ta, tx, torch.tensor(dy))
-            np.testing.assert_allclose(F.avg_pool2d(x, k, s, p, ceil, include), ta.detach().numpy(), rtol=1e-12)
-            np.testing.assert_allclose(F.avg_pool2d_backward(dy, x.shape, k, s, p, ceil, include), g.numpy(),
-                                       rtol=1e-12, atol=1e-14)
+def _scaled_error(analytic, numeric):
+    """max |a - n| / max |n|: avg pooling is linear, so central differences carry only float64 round-off
+    (~1e-9 absolute), which the element-wise relative error magnifies on small entries."""
+    return float(np.max(np.abs(analytic - numeric)) / np.max(np.abs(numeric)))
 
 
-X = np.zeros((2, 3, 8, 8), np.float32)
-BAD = [
-    (lambda: F.max_pool2d(X[0], 2), ValueError, r"x must be 4-D, got shape \(3, 8, 8\)"),
-    (lambda: F.max_pool2d(X.astype(np.int64), 2), TypeError, r"x has dtype int64"),
-    (lambda: F.max_pool2d(X, 0), ValueError, r"kernel_size must be >= 1, got 0"),
-    (lambda: F.max_pool2d(X, 2, stride=0), ValueError, r"stride must be >= 1, got 0"),
-    (lambda: F.avg_pool2d(X, 2, padding=-1), ValueError, r"padding must be >= 0, got -1"),
-    (lambda: F.max_pool2d(X, 3, padding=2), ValueError, r"padding must be at most half the kernel size"),
-    (lambda: F.max_pool2d(X, 9), ValueError, r"kernel_size=9 .* larger than the input \(2, 3, 8, 8\)"),
-    (lambda: F.max_pool2d(X, (2, 2, 2)), ValueError, r"kernel_size must be an int or a sequence of 2 ints"),
-    (lambda: F.max_pool2d(X, 2.0), TypeError, r"kernel_size must be an int or a sequence of 2 ints, got 2.0"),
-    (lambda: F.max_pool2d(X, 2, ceil_mode="yes"), TypeError, r"ceil_mode must be a bool"),
-    (lambda: F.max_pool1d(X, 2), ValueError, r"x must be 3-D"),
-    (lambda: F.avg_pool2d_backward(np.zeros((2, 3, 3, 4), np.float32), X.shape, 2), ValueError,
-     r"dy must have the pooled output's shape \(2, 3, 4, 4\), got \(2, 3, 3, 4\)"),
-    (lambda: F.avg_pool2d_backward(np.zeros((2, 3, 4, 4), np.float32), (2, 3, 8), 2), ValueError,
-     r"input_shape must be a sequence of 4 non-negative ints"),
-    (lambda: F.max_pool2d_backward(np.zeros((2, 3, 4, 4), np.float32), np.zeros((2, 3, 4, 4), np.int32),
-                                   X.shape, 2), ValueError, r"indices must be the int64 array"),
-    (lambda: F.max_pool2d_backward(np.zeros((2, 3, 4, 4), np.float32), np.full((2, 3, 4, 4), 64),
-                                   X.shape, 2), ValueError, r"indices must lie in \[0, 64\)"),
-    (lambda: F.max_pool2d_backward(np.zeros((2, 3, 4, 4), np.float32), np.full((2, 3, 4, 4), -1),
-                                   X.shape, 2), ValueError, r"indices must lie in \[0, 64\)"),
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [(2, 2, 0, False), (3, 2, 1, True), (2, 1, 0, False)])
+def test_gradcheck_float64(rng, kernel, stride, padding, ceil_mode):
+    shape = (2, 2, 5, 6)
+    x = rng.permutation(np.prod(shape)).astype(np.float64).reshape(shape) * 0.01  # distinct: argmax is stable
+    kw = _kw(kernel, stride, padding, ceil_mode)
+    y, indices = F.max_pool2d(x, return_indices=True, **kw)
+    dy = rng.standard_normal(y.shape)
+    num = numerical_grad(lambda t: F.max_pool2d(t, **kw), x, dy)
+    assert relative_error(F.max_pool2d_backward(dy, indices, shape, **kw), num) < 1e-7
+    for include in (True, False):
+        f = lambda t: F.avg_pool2d(t, **kw, count_include_pad=include)  # noqa: E731
+        num = numerical_grad(f, x, dy)
+        assert _scaled_error(F.avg_pool2d_backward(dy, shape, **kw, count_include_pad=include), num) < 1e-7
+
+
+def test_gradcheck_1d_float64(rng):
+    x = rng.permutation(2 * 3 * 9).astype(np.float64).reshape(2, 3, 9) * 0.01
+    y, indices = F.max_pool1d(x, 3, 2, 1, return_indices=True)
+    dy = rng.standard_normal(y.shape)
+    num = numerical_grad(lambda t: F.max_pool1d(t, 3, 2, 1), x, dy)
+    assert relative_error(F.max_pool1d_backward(dy, indices, x.shape, 3, 2, 1), num) < 1e-7
+    num = numerical_grad(lambda t: F.avg_pool1d(t, 3, 2, 1, ceil_mode=True), x, dy)
+    assert _scaled_error(F.avg_pool1d_backward(dy, x.shape, 3, 2, 1, ceil_mode=True), num) < 1e-7
+
+
+def test_1d_matches_2d_reference(isa, rng):
+    x = _ints(rng, (2, 3, 17))
+    y, indices = F.max_pool1d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+    ry, rindices = ref.max_pool2d(x[:, :, None, :], (1, 3), (1, 2), (0, 1), True)
+    assert np.array_equal(y, ry[:, :, 0]) and np.array_equal(indices, rindices[:, :, 0])
+    dy = _ints(rng, y.shape)
+    assert np.array_equal(F.max_pool1d_backward(dy, indices, x.shape, 3, 2, 1, True),
+                          ref.max_pool2d_backward(dy[:, :, None], rindices, (2, 3, 1, 17))[:, :, 0])
+    a = F.avg_pool1d(x, 4, 3, 2, count_include_pad=False)
+    assert np.array_equal(a, ref.avg_pool2d(x[:, :, None], (1, 4), (1, 3), (0, 2), False, False)[:, :, 0])
+    assert np.array_equal(F.avg_pool1d_backward(a, x.shape, 4, 3, 2, count_include_pad=False),
+                          ref.avg_pool2d_backward(a[:, :, None], (2, 3, 1, 17), (1, 4), (1, 3), (0, 2), False,
+                                                  False)[:, :, 0])
+    yc, offsets = P._max_pool2d_compact(x, 3, 2, 1, True)
+    assert np.array_equal(yc, y) and offsets.dtype == np.uint8
+
+
+def test_non_contiguous_input(isa, rng):
+    base = _ints(rng, (2, 3, 12, 20))
+    x = base[:, :, :, ::2]
+    assert not x.flags.c_contiguous
+    y, indices = F.max_pool2d(x, 2, return_indices=True)
+    ry, rindices = ref.max_pool2d(np.ascontiguousarray(x), 2, 2)
+    assert np.array_equal(y, ry) and np.array_equal(indices, rindices)
+    dy = _ints(rng, y.shape).transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
+    assert np.array_equal(F.avg_pool2d_backward(dy, x.shape, 2), ref.avg_pool2d_backward(dy, x.shape, 2, 2))
+
+
+def test_batch_zero(isa):
+    x = np.zeros((0, 3, 8, 8), np.float32)
+    y, indices = F.max_pool2d(x, 2, return_indices=True)
+    assert y.shape == indices.shape == (0, 3, 4, 4)
+    assert F.max_pool2d_backward(y, indices, x.shape, 2).shape == x.shape
+    assert F.avg_pool2d(x, 3, 2, 1).shape == (0, 3, 4, 4)
+    assert F.avg_pool2d_backward(np.zeros((0, 3, 4, 4), np.float32), x.shape, 3, 2, 1).shape == x.shape
+
+
+def test_large_window_uses_int64_indices(rng):
+    x = _ints(rng, (1, 2, 17, 17))  # 17x17 = 289 window elements: no compact form
+    y, indices = F.max_pool2d(x, 17, return_indices=True)
+    ry, rindices = ref.max_pool2d(x, 17, 17)
+    assert np.array_equal(y, ry) and np.array_equal(indices, rindices)
+    assert np.array_equal(F.max_pool2d(x, 17), ry)
+    with pytest.raises(ValueError, match="no compact argmax"):
+        P._max_pool2d_compact(x, 17)
+
+
+@given(n=st.integers(0, 3), c=st.integers(1, 8), h=st.integers(1, 17), w=st.integers(1, 17),
+       kh=st.integers(1, 5), kw=st.integers(1, 5), sh=st.integers(1, 4), sw=st.integers(1, 4),
+       ph=st.integers(0, 2), pw=st.integers(0, 2), ceil_mode=st.booleans(), include=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_random_shapes_match_reference(n, c, h, w, kh, kw, sh, sw, ph, pw, ceil_mode, include, seed):
+    ph, pw = min(ph, kh // 2), min(pw, kw // 2)
+    if ref.output_size(h, kh, sh, ph, ceil_mode) <= 0 or ref.output_size(w, kw, sw, pw, ceil_mode) <= 0:
+        return
+    rng = np.random.default_rng(seed)
+    x = _ints(rng, (n, c, h, w))
+    geo = dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw), ceil_mode=ceil_mode)
+    ry, rindices = ref.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode)
+    dy = _ints(rng, ry.shape)
+    rdx = ref.max_pool2d_backward(dy, rindices, x.shape)
+    ra = ref.avg_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode, include)
+    rda = ref.avg_pool2d_backward(dy, x.shape, (kh, kw), (sh, sw), (ph, pw), ceil_mode, include)
+    previous = _core.selected_isa()
+    try:
+        for name in _available_isas():
+            _core.select_isa(name)
+            y, indices = F.max_pool2d(x, return_indices=True, **geo)
+            assert np.array_equal(y, ry) and np.array_equal(indices, rindices), name
+            assert np.array_equal(F.max_pool2d_backward(dy, indices, x.shape, **geo), rdx), name
+            _, offsets = P._max_pool2d_compact(x, **geo)
+            assert np.array_equal(P._max_pool2d_compact_backward(dy, offsets, x.shape, **geo), rdx), name
+            assert np.array_equal(F.avg_pool2d(x, **geo, count_include_pad=include), ra), name
+            assert np.array_equal(F.avg_pool2d_backward(dy, x.shape, **geo, count_include_pad=include), rda), name
+    finally:
+        _core.select_isa(previous)
+
+
+TORCH_CASES = [
+    ((2, 3, 16, 16), 2, 2, 0, False),
+    ((2, 3, 15, 17), 2, 2, 0, True),
+    ((2, 4, 13, 13), 3, 2, 1, False),
+    ((2, 4, 14, 13), 3, 2, 1, True),
+    ((1, 2, 11, 9), (3, 2), (1, 2), (1, 1), True),
+    ((1, 2, 12, 12), 3, 4, 1, True),
 ]
 
 
-@pytest.mark.parametrize("call,exc,match", BAD, ids=[str(i) for i in range(len(BAD))])
-def test_rejects_bad_input(call, exc, match):
-    with pytest.raises(exc, match=match):
+@pytest.mark.parametrize("shape,kernel,stride,padding,ceil_mode", TORCH_CASES)
+def test_parity_with_torch(isa, rng, shape, kernel, stride, padding, ceil_mode):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[rng.random(shape) < 0.05] = np.nan
+    x[rng.random(shape) < 0.05] = 0.5  # ties
+    kw = _kw(kernel, stride, padding, ceil_mode)
+    tkw = dict(kw, stride=_stride(kernel, stride))
+    y, indices = F.max_pool2d(x, return_indices=True, **kw)
+    ty, tindices = tf.max_pool2d(torch.from_numpy(x), return_indices=True, **tkw)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(indices, tindices.numpy())
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    tx = torch.from_numpy(np.nan_to_num(x)).requires_grad_()
+    xf = np.nan_to_num(x)
+    for include in (True, False):
+        a = F.avg_pool2d(xf, **kw, count_include_pad=include)
+        ta = tf.avg_pool2d(tx, **tkw, count_include_pad=include)
+        np.testing.assert_allclose(a, ta.detach().numpy(), rtol=1e-6, atol=1e-6)
+        (tdx,) = torch.autograd.grad(ta, tx, torch.from_numpy(dy))
+        np.testing.assert_allclose(F.avg_pool2d_backward(dy, shape, **kw, count_include_pad=include), tdx.numpy(),
+                                   rtol=1e-6, atol=1e-6)
+    ty, tindices = tf.max_pool2d(tx, return_indices=True, **tkw)
+    (tdx,) = torch.autograd.grad(ty, tx, torch.from_numpy(dy))
+    _, indices = F.max_pool2d(xf, return_indices=True, **kw)
+    np.testing.assert_array_equal(F.max_pool2d_backward(dy, indices, shape, **kw), tdx.numpy())
+
+
+X = np.zeros((1, 2, 6, 6), np.float32)
+DY = np.zeros((1, 2, 3, 3), np.float32)
+IDX = np.zeros((1, 2, 3, 3), np.int64)
+BAD_CALLS = [
+    (lambda: F.max_pool2d(None, 2), TypeError, "x must be a numpy array, got None"),
+    (lambda: F.max_pool2d([[1.0]], 2), TypeError, "x must be a numpy array, got list"),
+    (lambda: F.max_pool2d(X.astype(np.int32), 2), TypeError, "x has dtype int32"),
+    (lambda: F.max_pool2d(X[0], 2), ValueError, r"x must be 4-D, got shape \(2, 6, 6\)"),
+    (lambda: F.max_pool1d(X, 2), ValueError, r"x must be 3-D, got shape \(1, 2, 6, 6\)"),
+    (lambda: F.max_pool2d(X, 0), ValueError, "kernel_size must be >= 1, got 0"),
+    (lambda: F.max_pool2d(X, (2, -1)), ValueError, r"kernel_size must be >= 1, got \(2, -1\)"),
+    (lambda: F.max_pool2d(X, (2, 2, 2)), ValueError, "kernel_size must be an int or a sequence of 2 ints"),
+    (lambda: F.max_pool2d(X, 2.0), TypeError, "kernel_size must be an int or a sequence of 2 ints, got 2.0"),
+    (lambda: F.max_pool2d(X, 2, stride=0), ValueError, "stride must be >= 1, got 0"),
+    (lambda: F.avg_pool2d(X, 2, stride=(0, 1)), ValueError, r"stride must be >= 1, got \(0, 1\)"),
+    (lambda: F.max_pool2d(X, 3, padding=-1), ValueError, "padding must be >= 0, got -1"),
+    (lambda: F.max_pool2d(X, 3, padding=2), ValueError, "padding must be at most half of kernel_size"),
+    (lambda: F.avg_pool1d(X[0], 2, padding=2), ValueError, "padding must be at most half of kernel_size"),
+    (lambda: F.max_pool2d(X, 7), ValueError, r"x spatial size \(6, 6\) is too small for kernel_size 7"),
+    (lambda: F.avg_pool2d(X, (2, 9), padding=1), ValueError, "the kernel must fit in the padded input"),
+    (lambda: F.max_pool2d(np.zeros((1, 0, 4, 4), np.float32), 2), ValueError, "non-zero channels"),
+    (lambda: F.max_pool2d(X, 2, ceil_mode=1), TypeError, "ceil_mode must be a bool, got 1"),
+    (lambda: F.max_pool2d(X, 2, return_indices="compact"), TypeError, "return_indices must be a bool"),
+    (lambda: F.avg_pool2d(X, 2, count_include_pad=None), TypeError, "count_include_pad must be a bool"),
+    (lambda: F.max_pool2d_backward(DY, IDX.astype(np.int32), X.shape, 2), TypeError,
+     "indices must have dtype int64"),
+    (lambda: F.max_pool2d_backward(DY, IDX.tolist(), X.shape, 2), TypeError, "indices must be a numpy int64 array"),
+    (lambda: F.max_pool2d_backward(DY, IDX[:, :1], X.shape, 2), ValueError, "indices shape .* must equal dy shape"),
+    (lambda: F.max_pool2d_backward(DY, IDX + 36, X.shape, 2), ValueError, r"indices must lie in \[0, 36\)"),
+    (lambda: F.max_pool2d_backward(DY, IDX - 1, X.shape, 2), ValueError, "found -1"),
+    (lambda: F.max_pool2d_backward(DY[:, :, :2], IDX, X.shape, 2), ValueError,
+     r"dy must have the pooling output shape \(1, 2, 3, 3\)"),
+    (lambda: F.avg_pool2d_backward(DY.astype(np.int64), X.shape, 2), TypeError, "dy has dtype int64"),
+    (lambda: F.avg_pool2d_backward(DY, (1, 2, 6), 2), ValueError, r"input_shape must be a sequence of 4 ints"),
+    (lambda: F.avg_pool2d_backward(DY, "1,2,6,6", 2), ValueError, "input_shape must be a sequence of 4 ints"),
+    (lambda: F.avg_pool2d_backward(DY, (1, 2, 6, 6.0), 2), TypeError, "input_shape must be an int or a sequence"),
+    (lambda: F.avg_pool2d_backward(DY, (1, 2, 0, 6), 2), ValueError, "input_shape must have non-zero channels"),
+    (lambda: F.avg_pool1d_backward(DY[0], (2, 6), 2), ValueError, r"input_shape must be a sequence of 3 ints"),
+    (lambda: F.avg_pool2d_backward(DY, (1, 2, 1 << 30, 1 << 30), 2), ValueError, "more than the limit"),
+    (lambda: F.avg_pool2d_backward(DY, (1, 2, 8, 8), 2), ValueError,
+     r"dy must have the pooling output shape \(1, 2, 4, 4\)"),
+    (lambda: P._max_pool2d_compact_backward(DY, IDX, X.shape, 2), TypeError, "offsets must be the uint8 array"),
+    (lambda: P._max_pool2d_compact_backward(DY, np.full(DY.shape, 4, np.uint8), X.shape, 2), ValueError,
+     r"offsets must be < 4"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", BAD_CALLS)
+def test_bad_input_is_refused(call, error, message):
+    with pytest.raises(error, match=message):
         call()

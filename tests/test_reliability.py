@@ -133,7 +133,7 @@ def test_layer_stack_property_matches_float64_reference(n, c, k, hw, r, stride, 
     y = model(x)
     z = np.maximum(ref_conv.conv2d(x, conv.weight.data, conv.bias.data, stride, padding), 0)
     if use_pool:
-        z, idx = ref_pool.max_pool2d(z, 2)
+        z, idx = ref_pool.max_pool2d(z, 2, 2)
     expected = z.reshape(n, k * pooled * pooled) @ fc.weight.data.astype(np.float64).T
     assert np.array_equal(y, expected)
     dy = rng.integers(-2, 3, y.shape).astype(np.float32)

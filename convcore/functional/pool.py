@@ -1,11 +1,12 @@
-"""Max and average pooling (1-D and 2-D), forward and backward, with PyTorch semantics.
+"""Max and average pooling (1-D on (N, C, L), 2-D on (N, C, H, W)), forward and backward, PyTorch semantics.
 
-1-D pooling is 2-D pooling on (N, C, 1, L): one code path. Max pooling returns int64 indices into each input
-plane (flattened H*W, or L), as PyTorch does; the backward takes them.
+Max pooling keeps its argmax two ways. The public `return_indices=True` form is PyTorch's: int64 flat
+indices into each H*W (or L) plane. The layers use the compact form instead, `_max_pool2d_compact` and
+`_max_pool2d_compact_backward`: one uint8 per output, the offset kh*KW + kw of the max inside its window
+(window origin (oh*SH - PH, ow*SW - PW), padding included); 8x smaller, and the 2x2/2 backward routes each
+gradient with it while writing every input-gradient element exactly once.
 """
 from __future__ import annotations
-
-import numbers
 
 import numpy as np
 
@@ -13,138 +14,190 @@ from .. import _core
 from .._validate import as_tensor, as_tuple, check_elements, output_size
 
 
-def _geometry(x_shape, kernel_size, stride, padding, ceil_mode, n_axes, shown_shape):
-    """Validate pooling options for x (N, C, H, W); returns (geom for _core, output shape (N, C, P, Q))."""
-    kernel = as_tuple(kernel_size, "kernel_size", n_axes, minimum=1)
-    stride = kernel if stride is None else as_tuple(stride, "stride", n_axes, minimum=1)
-    padding = as_tuple(padding, "padding", n_axes, minimum=0)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
-    for k, p in zip(kernel, padding):
-        if 2 * p > k:
-            raise ValueError(f"padding must be at most half the kernel size, got padding={padding} for "
-                             f"kernel_size={kernel}")
-    if n_axes == 1:
-        kernel, stride, padding = (1, *kernel), (1, *stride), (0, *padding)
-    N, C, H, W = x_shape
-    P = output_size(H, kernel[0], stride[0], padding[0], ceil_mode=bool(ceil_mode))
-    Q = output_size(W, kernel[1], stride[1], padding[1], ceil_mode=bool(ceil_mode))
-    if P <= 0 or Q <= 0:
-        raise ValueError(f"kernel_size={kernel_size} with padding={padding} is larger than the input {shown_shape}: "
-                         f"the output would be empty")
-    check_elements((N, C, P, Q), "the output")
-    return (P, Q, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]), (N, C, P, Q)
+def _as_bool(v, name: str) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {v!r}")
+    return bool(v)
 
 
-def _as_4d(x, n_axes):
-    return x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+def _window(kernel_size, stride, padding, spatial: int):
+    """(kernel, stride, padding) tuples of `spatial` ints, checked against PyTorch's pooling rules."""
+    kernel = as_tuple(kernel_size, "kernel_size", spatial, minimum=1)
+    strides = kernel if stride is None else as_tuple(stride, "stride", spatial, minimum=1)
+    pads = as_tuple(padding, "padding", spatial, minimum=0)
+    if any(2 * p > k for p, k in zip(pads, kernel)):
+        raise ValueError(f"padding must be at most half of kernel_size (padding <= kernel_size // 2), "
+                         f"got padding {padding!r} with kernel_size {kernel_size!r}")
+    return kernel, strides, pads
 
 
-def _input_shape(input_shape, n_axes):
-    ndim = n_axes + 2
-    if (not isinstance(input_shape, (tuple, list)) or len(input_shape) != ndim
-            or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0
-                       for d in input_shape)):
-        raise ValueError(f"input_shape must be a sequence of {ndim} non-negative ints, got {input_shape!r}")
-    shape = tuple(int(d) for d in input_shape)
-    check_elements(shape, "input_shape")
-    return shape if n_axes == 2 else (shape[0], shape[1], 1, shape[2])
+def _geometry(size: tuple, kernel_size, stride, padding, ceil_mode, spatial: int, name: str) -> tuple:
+    """The kernels' (H, W, OH, OW, KH, KW, SH, SW, PH, PW) for an input of spatial `size`."""
+    kernel, strides, pads = _window(kernel_size, stride, padding, spatial)
+    ceil_mode = _as_bool(ceil_mode, "ceil_mode")
+    out = tuple(output_size(n, k, s, p, ceil_mode=ceil_mode) for n, k, s, p in zip(size, kernel, strides, pads))
+    if min(out) <= 0:
+        raise ValueError(f"{name} spatial size {size} is too small for kernel_size {kernel_size!r} with padding "
+                         f"{padding!r} (output size would be {out}): the kernel must fit in the padded input")
+    if spatial == 1:
+        size, out, kernel, strides, pads = (1,) + size, (1,) + out, (1,) + kernel, (1,) + strides, (0,) + pads
+    return size + out + kernel + strides + pads
 
 
-def _check_dy(dy, out_shape, n_axes, dtype=None):
-    dy = as_tensor(dy, "dy", ndim=n_axes + 2, dtype=dtype)
-    expected = out_shape if n_axes == 2 else (out_shape[0], out_shape[1], out_shape[3])
-    if dy.shape != expected:
-        raise ValueError(f"dy must have the pooled output's shape {expected}, got {dy.shape}")
-    return dy
+def _input(x, spatial: int):
+    """x as a C-contiguous (N, C, H, W) array (1-D input gets H = 1)."""
+    x = as_tensor(x, "x", ndim=spatial + 2)
+    if any(d == 0 for d in x.shape[1:]):
+        raise ValueError(f"x must have non-zero channels and spatial size (only the batch may be 0), "
+                         f"got shape {x.shape}")
+    return x if spatial == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
 
 
-def _max_forward(x, kernel_size, stride, padding, ceil_mode, return_indices, n_axes):
-    x = as_tensor(x, "x", ndim=n_axes + 2)
-    geom, out_shape = _geometry(_as_4d(x, n_axes).shape, kernel_size, stride, padding, ceil_mode, n_axes, x.shape)
-    y, idx = _core.max_pool2d_forward(_as_4d(x, n_axes), geom)
-    shape = out_shape if n_axes == 2 else (out_shape[0], out_shape[1], out_shape[3])
-    y, idx = y.reshape(shape), idx.reshape(shape)
-    return (y, idx) if return_indices else y
+def _input_shape(input_shape, spatial: int) -> tuple:
+    ndim = spatial + 2
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != ndim:
+        form = "(N, C, H, W)" if spatial == 2 else "(N, C, L)"
+        raise ValueError(f"input_shape must be a sequence of {ndim} ints {form}, got {input_shape!r}")
+    shape = as_tuple(tuple(input_shape), "input_shape", ndim, minimum=0)
+    if min(shape[1:]) < 1:
+        raise ValueError(f"input_shape must have non-zero channels and spatial size, got {input_shape!r}")
+    check_elements(shape, "the input gradient")
+    return shape
 
 
-def _max_backward(dy, indices, input_shape, kernel_size, stride, padding, ceil_mode, n_axes):
-    x_shape = _input_shape(input_shape, n_axes)
-    geom, out_shape = _geometry(x_shape, kernel_size, stride, padding, ceil_mode, n_axes, tuple(input_shape))
-    dy = _check_dy(dy, out_shape, n_axes)
-    if not isinstance(indices, np.ndarray) or indices.dtype != np.int64 or indices.shape != dy.shape:
-        got = (f"{indices.dtype} array of shape {indices.shape}" if isinstance(indices, np.ndarray)
-               else type(indices).__name__)
-        raise ValueError(f"indices must be the int64 array of shape {dy.shape} returned by the forward "
-                         f"(return_indices=True), got {got}")
-    plane = x_shape[2] * x_shape[3]
+def _gradient(dy, input_shape, kernel_size, stride, padding, ceil_mode, spatial: int):
+    """Validated (N, C, H, W) view of dy, the geometry, and the input shape."""
+    shape = _input_shape(input_shape, spatial)
+    geometry = _geometry(shape[2:], kernel_size, stride, padding, ceil_mode, spatial, "input_shape")
+    out_shape = shape[:2] + tuple(geometry[2:4] if spatial == 2 else geometry[3:4])
+    dy = as_tensor(dy, "dy", ndim=spatial + 2)
+    if dy.shape != out_shape:
+        raise ValueError(f"dy must have the pooling output shape {out_shape} for input_shape {shape}, "
+                         f"got {dy.shape}")
+    return dy.reshape(shape[0], shape[1], geometry[2], geometry[3]), geometry, shape
+
+
+def _compact_fits(geometry: tuple) -> bool:
+    return geometry[4] * geometry[5] <= _core.pool_max_compact_window
+
+
+def _max_pool(x, kernel_size, stride, padding, ceil_mode, return_indices, spatial: int):
+    return_indices = _as_bool(return_indices, "return_indices")
+    x4 = _input(x, spatial)
+    geometry = _geometry(x4.shape[2:] if spatial == 2 else x4.shape[3:], kernel_size, stride, padding, ceil_mode,
+                         spatial, "x")
+    if _compact_fits(geometry):
+        y, offsets = _core.max_pool2d_offsets(x4, geometry)
+        indices = _core.pool_offsets_to_indices(offsets, geometry) if return_indices else None
+    else:
+        y, indices = _core.max_pool2d_indices(x4, geometry)
+    out_shape = x.shape[:2] + y.shape[2 if spatial == 2 else 3:]
+    y = y.reshape(out_shape)
+    return (y, indices.reshape(out_shape)) if return_indices else y
+
+
+def _max_pool_backward(dy, indices, input_shape, kernel_size, stride, padding, ceil_mode, spatial: int):
+    dy4, geometry, shape = _gradient(dy, input_shape, kernel_size, stride, padding, ceil_mode, spatial)
+    if not isinstance(indices, np.ndarray):
+        raise TypeError(f"indices must be a numpy int64 array, got {type(indices).__name__}")
+    if indices.dtype != np.int64:
+        raise TypeError(f"indices must have dtype int64 (as returned with return_indices=True), got {indices.dtype}")
+    if indices.shape != dy.shape:
+        raise ValueError(f"indices shape {indices.shape} must equal dy shape {dy.shape}")
+    plane = geometry[0] * geometry[1]
     if indices.size and (indices.min() < 0 or indices.max() >= plane):
-        raise ValueError(f"indices must lie in [0, {plane}) (offsets into each input plane), got values in "
-                         f"[{indices.min()}, {indices.max()}]")
-    dx = _core.max_pool2d_backward(dy.reshape(out_shape), np.ascontiguousarray(indices).reshape(out_shape),
-                                   x_shape, geom)
-    return dx.reshape(tuple(input_shape))
-
-
-def _avg_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, n_axes):
-    x = as_tensor(x, "x", ndim=n_axes + 2)
-    geom, out_shape = _geometry(_as_4d(x, n_axes).shape, kernel_size, stride, padding, ceil_mode, n_axes, x.shape)
-    y = _core.avg_pool2d_forward(_as_4d(x, n_axes), geom, bool(count_include_pad))
-    return y if n_axes == 2 else y.reshape(out_shape[0], out_shape[1], out_shape[3])
-
-
-def _avg_backward(dy, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, n_axes):
-    x_shape = _input_shape(input_shape, n_axes)
-    geom, out_shape = _geometry(x_shape, kernel_size, stride, padding, ceil_mode, n_axes, tuple(input_shape))
-    dy = _check_dy(dy, out_shape, n_axes)
-    dx = _core.avg_pool2d_backward(dy.reshape(out_shape), x_shape, geom, bool(count_include_pad))
-    return dx.reshape(tuple(input_shape))
+        bad = int(indices.min()) if indices.min() < 0 else int(indices.max())
+        raise ValueError(f"indices must lie in [0, {plane}) (flat positions in one input plane), found {bad}")
+    indices4 = np.ascontiguousarray(indices).reshape(dy4.shape)
+    return _core.max_pool2d_indices_backward(dy4, indices4, geometry).reshape(shape)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False):
-    """Max pooling of x (N, C, H, W) -> y (N, C, P, Q) [, int64 indices into each H*W plane].
+    """Max over kernel_size windows of x (N, C, H, W); stride defaults to kernel_size.
 
-    stride defaults to kernel_size; padding (at most half the kernel) counts as -inf; ceil_mode rounds the output
-    size up without starting a window in the right padding. Ties: the first maximum wins; NaN propagates.
+    Returns y (N, C, OH, OW), and with return_indices=True also int64 flat indices into each H*W plane.
     """
-    return _max_forward(x, kernel_size, stride, padding, ceil_mode, return_indices, 2)
+    return _max_pool(x, kernel_size, stride, padding, ceil_mode, return_indices, 2)
 
 
 def max_pool2d_backward(dy, indices, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
-    """Gradient of max_pool2d: dy routed to the input elements named by `indices` (summed where windows overlap)."""
-    return _max_backward(dy, indices, input_shape, kernel_size, stride, padding, ceil_mode, 2)
+    """dx (input_shape): dy routed to the argmax `indices` from max_pool2d(..., return_indices=True)."""
+    return _max_pool_backward(dy, indices, input_shape, kernel_size, stride, padding, ceil_mode, 2)
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False):
+    """max_pool2d on (N, C, L) with windows along L; indices are flat positions in L."""
+    return _max_pool(x, kernel_size, stride, padding, ceil_mode, return_indices, 1)
+
+
+def max_pool1d_backward(dy, indices, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
+    return _max_pool_backward(dy, indices, input_shape, kernel_size, stride, padding, ceil_mode, 1)
+
+
+def _max_pool2d_compact(x, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """For nn.MaxPool2d / MaxPool1d (x 4-D or 3-D): (y, offsets), offsets uint8 window offsets per output.
+
+    Windows larger than 256 elements have no compact form: use max_pool2d(..., return_indices=True).
+    """
+    x = as_tensor(x, "x", ndim=(3, 4))
+    spatial = x.ndim - 2
+    x4 = _input(x, spatial)
+    geometry = _geometry(x.shape[2:], kernel_size, stride, padding, ceil_mode, spatial, "x")
+    if not _compact_fits(geometry):
+        raise ValueError(f"kernel_size {kernel_size!r} has more than {_core.pool_max_compact_window} elements: "
+                         f"no compact argmax; use max_pool2d(..., return_indices=True)")
+    y, offsets = _core.max_pool2d_offsets(x4, geometry)
+    out_shape = x.shape[:2] + y.shape[4 - spatial:]
+    return y.reshape(out_shape), offsets.reshape(out_shape)
+
+
+def _max_pool2d_compact_backward(dy, offsets, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """dx (input_shape) from dy and the offsets of _max_pool2d_compact called with the same arguments."""
+    spatial = len(input_shape) - 2 if isinstance(input_shape, (tuple, list)) else 2
+    dy4, geometry, shape = _gradient(dy, input_shape, kernel_size, stride, padding, ceil_mode, spatial)
+    if not isinstance(offsets, np.ndarray) or offsets.dtype != np.uint8:
+        raise TypeError(f"offsets must be the uint8 array from _max_pool2d_compact, got "
+                        f"{getattr(offsets, 'dtype', type(offsets).__name__)}")
+    if offsets.shape != dy.shape:
+        raise ValueError(f"offsets shape {offsets.shape} must equal dy shape {dy.shape}")
+    window = geometry[4] * geometry[5]
+    if offsets.size and int(offsets.max()) >= window:
+        raise ValueError(f"offsets must be < {window} (window elements), found {int(offsets.max())}")
+    offsets4 = np.ascontiguousarray(offsets).reshape(dy4.shape)
+    return _core.max_pool2d_offsets_backward(dy4, offsets4, geometry).reshape(shape)
+
+
+def _avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, spatial: int):
+    count_include_pad = _as_bool(count_include_pad, "count_include_pad")
+    x4 = _input(x, spatial)
+    geometry = _geometry(x.shape[2:], kernel_size, stride, padding, ceil_mode, spatial, "x")
+    y = _core.avg_pool2d(x4, geometry, count_include_pad)
+    return y.reshape(x.shape[:2] + y.shape[4 - spatial:])
+
+
+def _avg_pool_backward(dy, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, spatial: int):
+    count_include_pad = _as_bool(count_include_pad, "count_include_pad")
+    dy4, geometry, shape = _gradient(dy, input_shape, kernel_size, stride, padding, ceil_mode, spatial)
+    return _core.avg_pool2d_backward(dy4, geometry, count_include_pad).reshape(shape)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    """Average pooling of x (N, C, H, W) -> (N, C, P, Q).
-
-    The divisor counts padding elements when count_include_pad, never the ceil_mode overhang (PyTorch's rule).
-    """
-    return _avg_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 2)
+    """Mean over kernel_size windows of x (N, C, H, W); the divisor counts padding when count_include_pad
+    (but never the ceil_mode overhang past the padding), else only input elements."""
+    return _avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 2)
 
 
 def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                         count_include_pad=True):
-    """Gradient of avg_pool2d: each dy spread evenly (by the same divisor) over its window."""
-    return _avg_backward(dy, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, 2)
-
-
-def max_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False):
-    """Max pooling of x (N, C, L) -> (N, C, L_out) [, int64 indices into each row of length L]."""
-    return _max_forward(x, kernel_size, stride, padding, ceil_mode, return_indices, 1)
-
-
-def max_pool1d_backward(dy, indices, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
-    """Gradient of max_pool1d."""
-    return _max_backward(dy, indices, input_shape, kernel_size, stride, padding, ceil_mode, 1)
+    """dx (input_shape): each dy spread evenly (by the forward's divisor) over its window."""
+    return _avg_pool_backward(dy, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, 2)
 
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    """Average pooling of x (N, C, L) -> (N, C, L_out)."""
-    return _avg_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 1)
+    """avg_pool2d on (N, C, L) with windows along L."""
+    return _avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 1)
 
 
 def avg_pool1d_backward(dy, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                         count_include_pad=True):
-    """Gradient of avg_pool1d."""
-    return _avg_backward(dy, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, 1)
+    return _avg_pool_backward(dy, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, 1)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
 from .. import functional as F
 from .._validate import as_tensor, as_tuple
+from ..functional import pool as pool_ops
 from .module import Module
 
 
@@ -19,18 +21,30 @@ class _MaxPoolNd(Module):
     def _args(self):
         return self.kernel_size, self.stride, self.padding, self.ceil_mode
 
+    def _compact(self):
+        """2-D windows of at most 256 elements keep a one-byte argmax per output instead of int64 indices."""
+        if self.n_axes != 2:
+            return False
+        kh, kw = as_tuple(self.kernel_size, "kernel_size", 2, minimum=1)
+        return kh * kw <= _core.pool_max_compact_window
+
     def forward(self, x):
         pool = F.max_pool2d if self.n_axes == 2 else F.max_pool1d
         if not self.training:
             return pool(x, *self._args())
-        y, idx = pool(x, *self._args(), return_indices=True)
-        self._saved_state = (idx, x.shape)
+        if self._compact():
+            y, argmax = pool_ops._max_pool2d_compact(x, *self._args())
+        else:
+            y, argmax = pool(x, *self._args(), return_indices=True)
+        self._saved_state = (argmax, x.shape)
         return y
 
     def backward(self, dy, input_grad=True):
-        idx, shape = self._saved(self._saved_state, "argmax indices")
+        argmax, shape = self._saved(self._saved_state, "argmax indices")
+        if argmax.dtype == np.uint8:
+            return pool_ops._max_pool2d_compact_backward(dy, argmax, shape, *self._args())
         back = F.max_pool2d_backward if self.n_axes == 2 else F.max_pool1d_backward
-        return back(dy, idx, shape, *self._args())
+        return back(dy, argmax, shape, *self._args())
 
     def _release(self):
         self._saved_state = None

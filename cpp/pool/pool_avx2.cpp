@@ -1,6 +1,218 @@
-// Pooling fast paths for avx2.
+// Pooling fast paths, AVX2: 2x2 stride-2 max/avg forward and backward, 8 outputs per step, scalar tails.
+#include <immintrin.h>
+
 #include "convcore/pool.h"
+#include "pool_rows.h"
 
 namespace convcore {
-PoolKernels pool_kernels_avx2() { return PoolKernels{"avx2"}; }
+namespace {
+
+// Even / odd columns of 16 floats at p; lane order [0 1 4 5 | 2 3 6 7] (fixed by restore_order).
+inline void deinterleave(const float* p, __m256* even, __m256* odd) {
+  const __m256 lo = _mm256_loadu_ps(p), hi = _mm256_loadu_ps(p + 8);
+  *even = _mm256_shuffle_ps(lo, hi, 0x88);
+  *odd = _mm256_shuffle_ps(lo, hi, 0xDD);
+}
+
+inline __m256 restore_order(__m256 v) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
+}
+
+// Takes v where v > best or v is NaN (PyTorch's rule), tagging its offset k.
+inline void take_if_greater(__m256 v, __m256 k, __m256* best, __m256* offset) {
+  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, *best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  *best = _mm256_blendv_ps(*best, v, take);
+  *offset = _mm256_blendv_ps(*offset, k, take);
+}
+
+// 8 int32 offsets (0..255, bit-cast in a float vector) -> 8 bytes at p.
+inline void store_offsets(uint8_t* p, __m256 offset) {
+  const __m256i k = _mm256_castps_si256(offset);
+  const __m128i k16 = _mm_packs_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(k16, k16));
+}
+
+// 8 outputs from 16 columns of rows top and bot.
+inline void max_2x2_step(const float* top, const float* bot, float* y, uint8_t* offsets) {
+  const __m256 k1 = _mm256_castsi256_ps(_mm256_set1_epi32(1));
+  const __m256 k2 = _mm256_castsi256_ps(_mm256_set1_epi32(2));
+  const __m256 k3 = _mm256_castsi256_ps(_mm256_set1_epi32(3));
+  __m256 a, b, c, d;
+  deinterleave(top, &a, &b);
+  deinterleave(bot, &c, &d);
+  __m256 best = a, offset = _mm256_setzero_ps();
+  take_if_greater(b, k1, &best, &offset);
+  take_if_greater(c, k2, &best, &offset);
+  take_if_greater(d, k3, &best, &offset);
+  _mm256_storeu_ps(y, restore_order(best));
+  store_offsets(offsets, restore_order(offset));
+}
+
+void max_2x2_row(const float* top, const float* bot, float* y, uint8_t* offsets, int64_t OW) {
+  int64_t o = 0;
+  for (; o + 8 <= OW; o += 8) max_2x2_step(top + 2 * o, bot + 2 * o, y + o, offsets + o);
+  if (o < OW) {  // the last n < 8 outputs: one step on copies (the scalar loop is several times slower)
+    const int64_t n = OW - o;
+    float top_tail[16] = {}, bot_tail[16] = {}, y_tail[8];
+    uint8_t offsets_tail[8];
+    std::memcpy(top_tail, top + 2 * o, sizeof(float) * 2 * n);
+    std::memcpy(bot_tail, bot + 2 * o, sizeof(float) * 2 * n);
+    max_2x2_step(top_tail, bot_tail, y_tail, offsets_tail);
+    std::memcpy(y + o, y_tail, sizeof(float) * n);
+    std::memcpy(offsets + o, offsets_tail, n);
+  }
+}
+
+// Interleaves u, v into 16 floats u0 v0 u1 v1 ... at p.
+inline void store_interleaved(float* p, __m256 u, __m256 v) {
+  const __m256 lo = _mm256_unpacklo_ps(u, v), hi = _mm256_unpackhi_ps(u, v);
+  _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
+  _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+void max_2x2_row_backward(const float* dy, const uint8_t* offsets, float* top, float* bot, int64_t OW) {
+  int64_t o = 0;
+  for (; o + 8 <= OW; o += 8) {
+    const __m256 g = _mm256_add_ps(_mm256_setzero_ps(), _mm256_loadu_ps(dy + o));
+    const __m256i k =
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(offsets + o)));
+    const __m256 v0 = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(0))));
+    const __m256 v1 = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(1))));
+    const __m256 v2 = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(2))));
+    const __m256 v3 = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(3))));
+    store_interleaved(top + 2 * o, v0, v1);
+    store_interleaved(bot + 2 * o, v2, v3);
+  }
+  max_2x2_row_backward_scalar(dy, offsets, top, bot, o, OW);
+}
+
+void avg_2x2_row(const float* top, const float* bot, float* y, int64_t OW) {
+  const __m256 quarter = _mm256_set1_ps(0.25f);
+  int64_t o = 0;
+  for (; o + 8 <= OW; o += 8) {
+    __m256 a, b, c, d;
+    deinterleave(top + 2 * o, &a, &b);
+    deinterleave(bot + 2 * o, &c, &d);
+    __m256 sum = _mm256_add_ps(_mm256_setzero_ps(), a);
+    sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(sum, b), c), d);
+    _mm256_storeu_ps(y + o, restore_order(_mm256_mul_ps(sum, quarter)));
+  }
+  avg_2x2_row_scalar(top, bot, y, o, OW);
+}
+
+void avg_2x2_row_backward(const float* dy, float* top, float* bot, int64_t OW) {
+  const __m256 quarter = _mm256_set1_ps(0.25f);
+  int64_t o = 0;
+  for (; o + 8 <= OW; o += 8) {
+    const __m256 g = _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(_mm256_loadu_ps(dy + o), quarter));
+    store_interleaved(top + 2 * o, g, g);
+    store_interleaved(bot + 2 * o, g, g);
+  }
+  avg_2x2_row_backward_scalar(dy, top, bot, o, OW);
+}
+
+void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W) {
+  const int64_t OW = W / 2;
+  for_output_rows(planes, H, W, [&](int64_t in, int64_t out_row) {
+    max_2x2_row(x + in, x + in + W, y + out_row * OW, offsets + out_row * OW, OW);
+  });
+}
+
+void max_2x2s2_backward(const float* dy, const uint8_t* offsets, float* dx, int64_t planes, int64_t H, int64_t W) {
+  const int64_t OW = W / 2;
+  for_gradient_rows(dx, planes, H, W, [&](int64_t out_row, float* top, float* bot) {
+    max_2x2_row_backward(dy + out_row * OW, offsets + out_row * OW, top, bot, OW);
+  });
+}
+
+void avg_2x2s2_forward(const float* x, float* y, int64_t planes, int64_t H, int64_t W) {
+  const int64_t OW = W / 2;
+  for_output_rows(planes, H, W,
+                  [&](int64_t in, int64_t out_row) { avg_2x2_row(x + in, x + in + W, y + out_row * OW, OW); });
+}
+
+void avg_2x2s2_backward(const float* dy, float* dx, int64_t planes, int64_t H, int64_t W) {
+  const int64_t OW = W / 2;
+  for_gradient_rows(dx, planes, H, W, [&](int64_t out_row, float* top, float* bot) {
+    avg_2x2_row_backward(dy + out_row * OW, top, bot, OW);
+  });
+}
+
+// Column stride 2, any window: edge columns by max_window; interior columns 8 at a time, each window element
+// a de-interleaved load, scanned in the scalar order (rows clipped, first element taken as is).
+void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
+  const int64_t ow_interior = (g.PW + 1) / 2;  // first column whose window starts inside the input
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* xp = x + p * g.H * g.W;
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const int64_t ih0 = oh * g.SH - g.PH;
+      const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih0 + g.KH, g.H);
+      float* y_row = y + (p * g.OH + oh) * g.OW;
+      uint8_t* offset_row = offsets + (p * g.OH + oh) * g.OW;
+      int64_t ow = 0;
+      for (; ow < std::min(ow_interior, g.OW); ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_row + ow);
+      // 8 outputs read input columns [2*ow - PW, 2*(ow + 7) - PW + KW]: all inside the row.
+      for (; ow + 8 <= g.OW && 2 * (ow + 7) - g.PW + g.KW + 1 <= g.W; ow += 8) {
+        __m256 best = _mm256_setzero_ps(), offset = _mm256_setzero_ps();
+        for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
+          const float* row = xp + ih * g.W + 2 * ow - g.PW;
+          for (int64_t kw = 0; kw < g.KW; ++kw) {
+            __m256 v, unused;
+            deinterleave(row + kw, &v, &unused);
+            const __m256 k = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>((ih - ih0) * g.KW + kw)));
+            if (ih == ih_lo && kw == 0) {
+              best = v;
+              offset = k;
+            } else {
+              take_if_greater(v, k, &best, &offset);
+            }
+          }
+        }
+        _mm256_storeu_ps(y_row + ow, restore_order(best));
+        store_offsets(offset_row + ow, restore_order(offset));
+      }
+      for (; ow < g.OW; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_row + ow);
+    }
+  }
+}
+
+// Column stride 2, any window: edge columns by avg_window; interior columns 8 at a time, summed in the
+// scalar order and divided by the same divisor (constant across interior columns of one output row).
+void avg_stride2_forward(const float* x, float* y, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
+  const int64_t ow_interior = (g.PW + 1) / 2;  // first column whose window starts inside the input
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* xp = x + p * g.H * g.W;
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const int64_t ih0 = oh * g.SH - g.PH;
+      const int64_t ih_end = std::min(ih0 + g.KH, g.H + g.PH);
+      const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih_end, g.H);
+      const float divisor = static_cast<float>((count_include_pad ? ih_end - ih0 : ih_hi - ih_lo) * g.KW);
+      float* y_row = y + (p * g.OH + oh) * g.OW;
+      int64_t ow = 0;
+      for (; ow < std::min(ow_interior, g.OW); ++ow) y_row[ow] = avg_window(xp, g, oh, ow, count_include_pad);
+      // 8 outputs read input columns [2*ow - PW, 2*(ow + 7) - PW + KW]: all inside the row.
+      for (; ow + 8 <= g.OW && 2 * (ow + 7) - g.PW + g.KW + 1 <= g.W; ow += 8) {
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
+          const float* row = xp + ih * g.W + 2 * ow - g.PW;
+          for (int64_t kw = 0; kw < g.KW; ++kw) {
+            __m256 v, unused;
+            deinterleave(row + kw, &v, &unused);
+            sum = _mm256_add_ps(sum, v);
+          }
+        }
+        _mm256_storeu_ps(y_row + ow, restore_order(_mm256_div_ps(sum, _mm256_set1_ps(divisor))));
+      }
+      for (; ow < g.OW; ++ow) y_row[ow] = avg_window(xp, g, oh, ow, count_include_pad);
+    }
+  }
+}
+
+}  // namespace
+
+PoolKernels pool_kernels_avx2() {
+  return PoolKernels{"avx2", max_2x2s2_forward, max_2x2s2_backward, avg_2x2s2_forward, avg_2x2s2_backward,
+                     max_stride2_forward, avg_stride2_forward};
+}
+
 }  // namespace convcore

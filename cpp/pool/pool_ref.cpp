@@ -1,4 +1,6 @@
-// Reference max and average pooling over NCHW planes, float and double. The oracle for the fast kernels.
+// Reference pooling kernels (float and double), one plane per loop iteration: the oracle and the fallback.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -7,111 +9,128 @@
 #include "convcore/threads.h"
 
 namespace convcore {
+
+template <typename T>
+void max_pool2d_ref(const T* x, T* y, int64_t* indices, int64_t planes, const PoolGeometry& g) {
+  const int nt = threads_for(planes * g.OH * g.OW * g.KH * g.KW, 1 << 15);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    const T* xp = x + p * g.H * g.W;
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const int64_t ih0 = oh * g.SH - g.PH;
+      const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih0 + g.KH, g.H);
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const int64_t iw0 = ow * g.SW - g.PW;
+        const int64_t iw_lo = std::max<int64_t>(iw0, 0), iw_hi = std::min(iw0 + g.KW, g.W);
+        T best = -std::numeric_limits<T>::infinity();
+        int64_t best_index = ih_lo * g.W + iw_lo;
+        for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
+          for (int64_t iw = iw_lo; iw < iw_hi; ++iw) {
+            const T v = xp[ih * g.W + iw];
+            if (v > best || std::isnan(v)) {
+              best = v;
+              best_index = ih * g.W + iw;
+            }
+          }
+        }
+        const int64_t o = (p * g.OH + oh) * g.OW + ow;
+        y[o] = best;
+        indices[o] = best_index;
+      }
+    }
+  }
+}
+
+template <typename T>
+void max_pool2d_backward_ref(const T* dy, const int64_t* indices, T* dx, int64_t planes, const PoolGeometry& g) {
+  const int nt = threads_for(planes * g.H * g.W, 1 << 15);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    T* dxp = dx + p * g.H * g.W;
+    std::fill(dxp, dxp + g.H * g.W, T(0));
+    const int64_t base = p * g.OH * g.OW;
+    for (int64_t o = 0; o < g.OH * g.OW; ++o) dxp[indices[base + o]] += dy[base + o];
+  }
+}
+
 namespace {
 
-// The window of output (p, q) clipped to the input: rows [h0, h1), columns [w0, w1); divisor per PyTorch.
-struct Window {
-  int64_t h0, h1, w0, w1, divisor;
+// Window rows/cols of output (oh, ow) clipped to the input, and PyTorch's avg divisor.
+struct AvgWindow {
+  int64_t ih_lo, ih_hi, iw_lo, iw_hi, divisor;
 };
 
-Window window(const PoolShape& s, int64_t p, int64_t q, bool count_include_pad) {
-  int64_t h0 = p * s.stride_h - s.pad_h, w0 = q * s.stride_w - s.pad_w;
-  int64_t h1 = std::min(h0 + s.kh, s.H + s.pad_h), w1 = std::min(w0 + s.kw, s.W + s.pad_w);
-  const int64_t padded = (h1 - h0) * (w1 - w0);
-  h0 = std::max<int64_t>(h0, 0);
-  w0 = std::max<int64_t>(w0, 0);
-  h1 = std::min(h1, s.H);
-  w1 = std::min(w1, s.W);
-  return {h0, h1, w0, w1, count_include_pad ? padded : (h1 - h0) * (w1 - w0)};
+AvgWindow avg_window(const PoolGeometry& g, int64_t oh, int64_t ow, bool count_include_pad) {
+  const int64_t ih0 = oh * g.SH - g.PH, iw0 = ow * g.SW - g.PW;
+  const int64_t ih_end = std::min(ih0 + g.KH, g.H + g.PH), iw_end = std::min(iw0 + g.KW, g.W + g.PW);
+  AvgWindow w;
+  w.ih_lo = std::max<int64_t>(ih0, 0);
+  w.ih_hi = std::min(ih_end, g.H);
+  w.iw_lo = std::max<int64_t>(iw0, 0);
+  w.iw_hi = std::min(iw_end, g.W);
+  w.divisor = count_include_pad ? (ih_end - ih0) * (iw_end - iw0) : (w.ih_hi - w.ih_lo) * (w.iw_hi - w.iw_lo);
+  return w;
 }
 
 }  // namespace
 
 template <typename T>
-void max_pool2d_forward_ref(const PoolShape& s, const T* x, T* y, int64_t* indices) {
-  const int64_t planes = s.N * s.C, PQ = s.P * s.Q, HW = s.H * s.W;
-  const int nt = threads_for(planes * PQ * s.kh * s.kw);
+void avg_pool2d_ref(const T* x, T* y, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
+  const int nt = threads_for(planes * g.OH * g.OW * g.KH * g.KW, 1 << 15);
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t plane = 0; plane < planes; ++plane) {
-    const T* xp = x + plane * HW;
-    for (int64_t p = 0; p < s.P; ++p) {
-      for (int64_t q = 0; q < s.Q; ++q) {
-        const Window win = window(s, p, q, true);
-        T best = -std::numeric_limits<T>::infinity();
-        int64_t best_at = win.h0 * s.W + win.w0;
-        for (int64_t h = win.h0; h < win.h1; ++h) {
-          for (int64_t v = win.w0; v < win.w1; ++v) {
-            const T val = xp[h * s.W + v];
-            if (val > best || std::isnan(val)) {
-              best = val;
-              best_at = h * s.W + v;
-            }
-          }
-        }
-        y[plane * PQ + p * s.Q + q] = best;
-        indices[plane * PQ + p * s.Q + q] = best_at;
-      }
-    }
-  }
-}
-
-template <typename T>
-void max_pool2d_backward_ref(const PoolShape& s, const T* dy, const int64_t* indices, T* dx) {
-  const int64_t planes = s.N * s.C, PQ = s.P * s.Q, HW = s.H * s.W;
-  const int nt = threads_for(planes * (PQ + HW));
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t plane = 0; plane < planes; ++plane) {
-    T* dxp = dx + plane * HW;
-    std::fill(dxp, dxp + HW, T(0));
-    for (int64_t i = 0; i < PQ; ++i) dxp[indices[plane * PQ + i]] += dy[plane * PQ + i];
-  }
-}
-
-template <typename T>
-void avg_pool2d_forward_ref(const PoolShape& s, bool count_include_pad, const T* x, T* y) {
-  const int64_t planes = s.N * s.C, PQ = s.P * s.Q, HW = s.H * s.W;
-  const int nt = threads_for(planes * PQ * s.kh * s.kw);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t plane = 0; plane < planes; ++plane) {
-    const T* xp = x + plane * HW;
-    for (int64_t p = 0; p < s.P; ++p) {
-      for (int64_t q = 0; q < s.Q; ++q) {
-        const Window win = window(s, p, q, count_include_pad);
+  for (int64_t p = 0; p < planes; ++p) {
+    const T* xp = x + p * g.H * g.W;
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const AvgWindow w = avg_window(g, oh, ow, count_include_pad);
         T sum = 0;
-        for (int64_t h = win.h0; h < win.h1; ++h)
-          for (int64_t v = win.w0; v < win.w1; ++v) sum += xp[h * s.W + v];
-        y[plane * PQ + p * s.Q + q] = sum / T(win.divisor);
+        for (int64_t ih = w.ih_lo; ih < w.ih_hi; ++ih)
+          for (int64_t iw = w.iw_lo; iw < w.iw_hi; ++iw) sum += xp[ih * g.W + iw];
+        y[(p * g.OH + oh) * g.OW + ow] = sum / static_cast<T>(w.divisor);
       }
     }
   }
 }
 
 template <typename T>
-void avg_pool2d_backward_ref(const PoolShape& s, bool count_include_pad, const T* dy, T* dx) {
-  const int64_t planes = s.N * s.C, PQ = s.P * s.Q, HW = s.H * s.W;
-  const int nt = threads_for(planes * PQ * s.kh * s.kw);
+void avg_pool2d_backward_ref(const T* dy, T* dx, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
+  const int nt = threads_for(planes * std::max(g.H * g.W, g.OH * g.OW * g.KH * g.KW), 1 << 15);
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t plane = 0; plane < planes; ++plane) {
-    T* dxp = dx + plane * HW;
-    std::fill(dxp, dxp + HW, T(0));
-    for (int64_t p = 0; p < s.P; ++p) {
-      for (int64_t q = 0; q < s.Q; ++q) {
-        const Window win = window(s, p, q, count_include_pad);
-        const T g = dy[plane * PQ + p * s.Q + q] / T(win.divisor);
-        for (int64_t h = win.h0; h < win.h1; ++h)
-          for (int64_t v = win.w0; v < win.w1; ++v) dxp[h * s.W + v] += g;
+  for (int64_t p = 0; p < planes; ++p) {
+    T* dxp = dx + p * g.H * g.W;
+    std::fill(dxp, dxp + g.H * g.W, T(0));
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const AvgWindow w = avg_window(g, oh, ow, count_include_pad);
+        const T share = dy[(p * g.OH + oh) * g.OW + ow] / static_cast<T>(w.divisor);
+        for (int64_t ih = w.ih_lo; ih < w.ih_hi; ++ih)
+          for (int64_t iw = w.iw_lo; iw < w.iw_hi; ++iw) dxp[ih * g.W + iw] += share;
       }
     }
   }
 }
 
-#define CONVCORE_INSTANTIATE(T)                                                                      \
-  template void max_pool2d_forward_ref<T>(const PoolShape&, const T*, T*, int64_t*);                 \
-  template void max_pool2d_backward_ref<T>(const PoolShape&, const T*, const int64_t*, T*);          \
-  template void avg_pool2d_forward_ref<T>(const PoolShape&, bool, const T*, T*);                     \
-  template void avg_pool2d_backward_ref<T>(const PoolShape&, bool, const T*, T*);
-CONVCORE_INSTANTIATE(float)
-CONVCORE_INSTANTIATE(double)
-#undef CONVCORE_INSTANTIATE
+void offsets_to_indices(const uint8_t* offsets, int64_t* indices, int64_t planes, const PoolGeometry& g) {
+  const int nt = threads_for(planes * g.OH * g.OW, 1 << 15);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const int64_t o = (p * g.OH + oh) * g.OW + ow;
+        const int64_t k = offsets[o];
+        indices[o] = (oh * g.SH - g.PH + k / g.KW) * g.W + (ow * g.SW - g.PW + k % g.KW);
+      }
+    }
+  }
+}
+
+#define CONVCORE_POOL_REF(T)                                                                                  \
+  template void max_pool2d_ref<T>(const T*, T*, int64_t*, int64_t, const PoolGeometry&);                      \
+  template void max_pool2d_backward_ref<T>(const T*, const int64_t*, T*, int64_t, const PoolGeometry&);       \
+  template void avg_pool2d_ref<T>(const T*, T*, int64_t, const PoolGeometry&, bool);                          \
+  template void avg_pool2d_backward_ref<T>(const T*, T*, int64_t, const PoolGeometry&, bool);
+CONVCORE_POOL_REF(float)
+CONVCORE_POOL_REF(double)
+#undef CONVCORE_POOL_REF
 
 }  // namespace convcore

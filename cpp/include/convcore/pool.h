@@ -1,32 +1,71 @@
-// Max and average pooling, forward and backward (2-D on NCHW, 1-D as H == 1).
+// Max and average pooling, forward and backward, on planes: x (planes, H, W) with planes = N*C
+// (NCHW; 1-D pooling is H == 1, KH == 1). PyTorch semantics: row-major scan, first max wins ties,
+// NaN propagates (the last NaN's position is kept, as PyTorch does), padding never wins a max.
 #pragma once
 #include <cstdint>
 
 namespace convcore {
 
-// x (N, C, H, W) pooled by windows of (kh, kw) with stride and zero/-inf padding into y (N, C, P, Q).
-struct PoolShape {
-  int64_t N, C, H, W, P, Q;
-  int64_t kh, kw, stride_h, stride_w, pad_h, pad_w;
+// One window sweep over an (H, W) plane. OH/OW come from the Python output-size helper, which keeps
+// every window starting inside the input or the left padding (so every window has an input element).
+struct PoolGeometry {
+  int64_t H, W, OH, OW;
+  int64_t KH, KW, SH, SW, PH, PW;
 };
 
-// Reference kernels (the oracle and the float64 path), parallel over the N*C planes, PyTorch semantics:
-// max: padding is -inf, the first maximum in row-major window order wins, a NaN is the maximum (the last NaN's
-// index is kept, as PyTorch does); indices are flat offsets into the H*W plane.
-// avg: the divisor counts the window's elements inside the padded input (count_include_pad) or inside the input,
-// never the ceil_mode overhang beyond the padding.
-template <typename T>
-void max_pool2d_forward_ref(const PoolShape& s, const T* x, T* y, int64_t* indices);
-template <typename T>
-void max_pool2d_backward_ref(const PoolShape& s, const T* dy, const int64_t* indices, T* dx);
-template <typename T>
-void avg_pool2d_forward_ref(const PoolShape& s, bool count_include_pad, const T* x, T* y);
-template <typename T>
-void avg_pool2d_backward_ref(const PoolShape& s, bool count_include_pad, const T* dy, T* dx);
+// ---- Reference kernels (float and double), parallel over planes: the oracle and the fallback. ----
 
-// Per-ISA pooling fast paths (filled by the pooling work).
+// y (planes, OH, OW); indices (planes, OH, OW): flat ih*W + iw of the max inside its plane.
+template <typename T>
+void max_pool2d_ref(const T* x, T* y, int64_t* indices, int64_t planes, const PoolGeometry& g);
+// dx (planes, H, W) = scatter-add of dy through indices.
+template <typename T>
+void max_pool2d_backward_ref(const T* dy, const int64_t* indices, T* dx, int64_t planes, const PoolGeometry& g);
+// Divisor: the window clipped to the padded input when count_include_pad, else clipped to the input.
+template <typename T>
+void avg_pool2d_ref(const T* x, T* y, int64_t planes, const PoolGeometry& g, bool count_include_pad);
+template <typename T>
+void avg_pool2d_backward_ref(const T* dy, T* dx, int64_t planes, const PoolGeometry& g, bool count_include_pad);
+
+// ---- Compact argmax: one byte per output, the offset kh*KW + kw of the max inside its window, ----
+// counted from the window origin (oh*SH - PH, ow*SW - PW), padding included. Needs KH*KW <= 256.
+constexpr int64_t kMaxCompactWindow = 256;
+
+// indices (planes, OH, OW) int64 from offsets (planes, OH, OW) uint8.
+void offsets_to_indices(const uint8_t* offsets, int64_t* indices, int64_t planes, const PoolGeometry& g);
+
+// Entry points with compact argmax. float runs the selected ISA's fast paths where the geometry has
+// one (else the portable generic loops); double runs the generic loops. Same results as the references.
+void max_pool2d_compact(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g);
+void max_pool2d_compact(const double* x, double* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g);
+// dx (planes, H, W) written in full.
+void max_pool2d_backward_compact(const float* dy, const uint8_t* offsets, float* dx, int64_t planes,
+                                 const PoolGeometry& g);
+void max_pool2d_backward_compact(const double* dy, const uint8_t* offsets, double* dx, int64_t planes,
+                                 const PoolGeometry& g);
+// float: 2x2/2 fast path where it applies, else the reference.
+void avg_pool2d(const float* x, float* y, int64_t planes, const PoolGeometry& g, bool count_include_pad);
+void avg_pool2d_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g, bool count_include_pad);
+
+// True for 2x2 windows, stride 2, no padding (floor or ceil mode alike: OH == H/2, OW == W/2).
+bool is_2x2_stride2(const PoolGeometry& g);
+
+// ---- Per-ISA fast paths (float), on a run of `planes` planes of (H, W); OH = H/2, OW = W/2. ----
 struct PoolKernels {
   const char* name;
+  // 2x2 stride 2, no padding. y, offsets (planes, OH, OW); offsets in {0, 1, 2, 3}.
+  void (*max_2x2s2_forward)(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W);
+  // dx (planes, H, W): every element written exactly once (an odd last row / column gets 0).
+  void (*max_2x2s2_backward)(const float* dy, const uint8_t* offsets, float* dx, int64_t planes, int64_t H,
+                             int64_t W);
+  void (*avg_2x2s2_forward)(const float* x, float* y, int64_t planes, int64_t H, int64_t W);
+  void (*avg_2x2s2_backward)(const float* dy, float* dx, int64_t planes, int64_t H, int64_t W);
+  // Any window (KH*KW <= 256) with column stride SW == 2: overlapping windows, padding, ceil_mode.
+  // y, offsets (planes, OH, OW). nullptr where the ISA has no such path (the generic loops run instead).
+  void (*max_stride2_forward)(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g);
+  // Average pooling with column stride SW == 2, any window; nullptr where the ISA has none (reference runs).
+  void (*avg_stride2_forward)(const float* x, float* y, int64_t planes, const PoolGeometry& g,
+                              bool count_include_pad);
 };
 
 PoolKernels pool_kernels_scalar();

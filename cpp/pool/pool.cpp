@@ -1,0 +1,127 @@
+// Pooling entry points with compact argmax: the selected ISA's 2x2/2 fast paths, else portable generic loops.
+#include <omp.h>
+
+#include <algorithm>
+
+#include "convcore/dispatch.h"
+#include "convcore/pool.h"
+#include "convcore/threads.h"
+#include "pool_rows.h"
+
+namespace convcore {
+namespace {
+
+constexpr int64_t kSerialBelow = 1 << 15;  // elements touched; smaller calls run on one thread
+
+// Runs fn(first_plane, plane_count) on contiguous runs of planes, one run per thread.
+template <typename Fn>
+void for_plane_runs(int64_t planes, int64_t work_per_plane, Fn fn) {
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(planes * work_per_plane, kSerialBelow),
+                                                     std::max<int64_t>(planes, 1)));
+#pragma omp parallel num_threads(nt)
+  {
+    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+    const int64_t begin = planes * t / n, end = planes * (t + 1) / n;
+    if (end > begin) fn(begin, end - begin);
+  }
+}
+
+template <typename T>
+void max_pool2d_generic(const T* x, T* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const int64_t o = (p * g.OH + oh) * g.OW + ow;
+        max_window(x + p * g.H * g.W, g, oh, ow, y + o, offsets + o);
+      }
+}
+
+template <typename T>
+void max_pool2d_backward_generic(const T* dy, const uint8_t* offsets, T* dx, int64_t planes, const PoolGeometry& g) {
+  for (int64_t p = 0; p < planes; ++p) {
+    T* dxp = dx + p * g.H * g.W;
+    std::fill(dxp, dxp + g.H * g.W, T(0));
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const int64_t o = (p * g.OH + oh) * g.OW + ow;
+        const int64_t k = offsets[o];
+        const int64_t ih = oh * g.SH - g.PH + k / g.KW, iw = ow * g.SW - g.PW + k % g.KW;
+        if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) dxp[ih * g.W + iw] += dy[o];  // guards forged offsets
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool is_2x2_stride2(const PoolGeometry& g) {
+  return g.KH == 2 && g.KW == 2 && g.SH == 2 && g.SW == 2 && g.PH == 0 && g.PW == 0 && g.OH == g.H / 2 &&
+         g.OW == g.W / 2;
+}
+
+void max_pool2d_compact(const double* x, double* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
+  for_plane_runs(planes, g.OH * g.OW * g.KH * g.KW, [&](int64_t first, int64_t count) {
+    const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
+    max_pool2d_generic(x + in, y + out, offsets + out, count, g);
+  });
+}
+
+void max_pool2d_compact(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
+  const PoolKernels& k = kernels().pool;
+  const bool two_by_two = is_2x2_stride2(g), stride2 = g.SW == 2 && k.max_stride2_forward != nullptr;
+  for_plane_runs(planes, g.OH * g.OW * g.KH * g.KW, [&](int64_t first, int64_t count) {
+    const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
+    if (two_by_two)
+      k.max_2x2s2_forward(x + in, y + out, offsets + out, count, g.H, g.W);
+    else if (stride2)
+      k.max_stride2_forward(x + in, y + out, offsets + out, count, g);
+    else
+      max_pool2d_generic(x + in, y + out, offsets + out, count, g);
+  });
+}
+
+void max_pool2d_backward_compact(const double* dy, const uint8_t* offsets, double* dx, int64_t planes,
+                                 const PoolGeometry& g) {
+  for_plane_runs(planes, std::max(g.H * g.W, g.OH * g.OW), [&](int64_t first, int64_t count) {
+    const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
+    max_pool2d_backward_generic(dy + out, offsets + out, dx + in, count, g);
+  });
+}
+
+void max_pool2d_backward_compact(const float* dy, const uint8_t* offsets, float* dx, int64_t planes,
+                                 const PoolGeometry& g) {
+  const bool fast = is_2x2_stride2(g);
+  const auto kernel = kernels().pool.max_2x2s2_backward;
+  for_plane_runs(planes, std::max(g.H * g.W, g.OH * g.OW), [&](int64_t first, int64_t count) {
+    const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
+    if (fast)
+      kernel(dy + out, offsets + out, dx + in, count, g.H, g.W);
+    else
+      max_pool2d_backward_generic(dy + out, offsets + out, dx + in, count, g);
+  });
+}
+
+void avg_pool2d(const float* x, float* y, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
+  const PoolKernels& k = kernels().pool;
+  if (is_2x2_stride2(g)) {
+    for_plane_runs(planes, g.H * g.W, [&](int64_t first, int64_t count) {
+      k.avg_2x2s2_forward(x + first * g.H * g.W, y + first * g.OH * g.OW, count, g.H, g.W);
+    });
+  } else if (g.SW == 2 && k.avg_stride2_forward != nullptr) {
+    for_plane_runs(planes, g.OH * g.OW * g.KH * g.KW, [&](int64_t first, int64_t count) {
+      k.avg_stride2_forward(x + first * g.H * g.W, y + first * g.OH * g.OW, count, g, count_include_pad);
+    });
+  } else {
+    avg_pool2d_ref(x, y, planes, g, count_include_pad);
+  }
+}
+
+void avg_pool2d_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
+  if (!is_2x2_stride2(g)) return avg_pool2d_backward_ref(dy, dx, planes, g, count_include_pad);
+  const auto kernel = kernels().pool.avg_2x2s2_backward;
+  for_plane_runs(planes, g.H * g.W, [&](int64_t first, int64_t count) {
+    kernel(dy + first * g.OH * g.OW, dx + first * g.H * g.W, count, g.H, g.W);
+  });
+}
+
+}  // namespace convcore

@@ -1,0 +1,152 @@
+// Scalar pooling pieces shared by the pooling units: one max window with its compact offset, 2x2 stride-2
+// rows and plane loops. Everything sits in an anonymous namespace so each unit keeps its own copy, compiled
+// with its own flags.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "convcore/pool.h"
+
+namespace convcore {
+namespace {
+
+// a where take, else b, as integer bit operations: random data would mispredict a branch on every element,
+// and GCC turns float selects into branches.
+template <typename T>
+inline T select_bits(bool take, T a, T b) {
+  if constexpr (std::is_integral_v<T>) {
+    const T mask = static_cast<T>(T(0) - static_cast<T>(take));
+    return static_cast<T>((a & mask) | (b & static_cast<T>(~mask)));
+  } else {
+    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    Bits ua, ub;
+    std::memcpy(&ua, &a, sizeof(T));
+    std::memcpy(&ub, &b, sizeof(T));
+    const Bits mask = Bits(0) - static_cast<Bits>(take);
+    const Bits r = (ua & mask) | (ub & ~mask);
+    T out;
+    std::memcpy(&out, &r, sizeof(T));
+    return out;
+  }
+}
+
+// Max of the window of output (oh, ow) in plane xp (H, W), clipped to the input; its offset from the
+// window origin. Row-major scan; a later element wins only if greater or NaN.
+template <typename T>
+inline void max_window(const T* xp, const PoolGeometry& g, int64_t oh, int64_t ow, T* y, uint8_t* offset) {
+  const int64_t ih0 = oh * g.SH - g.PH, iw0 = ow * g.SW - g.PW;
+  const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih0 + g.KH, g.H);
+  const int64_t iw_lo = std::max<int64_t>(iw0, 0), iw_hi = std::min(iw0 + g.KW, g.W);
+  T best = -std::numeric_limits<T>::infinity();
+  int64_t best_offset = (ih_lo - ih0) * g.KW + (iw_lo - iw0);
+  for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
+    for (int64_t iw = iw_lo; iw < iw_hi; ++iw) {
+      const T v = xp[ih * g.W + iw];
+      const bool take = (v > best) | std::isnan(v);
+      best = select_bits(take, v, best);
+      best_offset = select_bits(take, (ih - ih0) * g.KW + (iw - iw0), best_offset);
+    }
+  }
+  *y = best;
+  *offset = static_cast<uint8_t>(best_offset);
+}
+
+// Mean of the window of output (oh, ow) in plane xp (H, W): sum of its input elements in row-major order
+// divided by PyTorch's divisor (the window clipped to the padded input, or to the input).
+inline float avg_window(const float* xp, const PoolGeometry& g, int64_t oh, int64_t ow, bool count_include_pad) {
+  const int64_t ih0 = oh * g.SH - g.PH, iw0 = ow * g.SW - g.PW;
+  const int64_t ih_end = std::min(ih0 + g.KH, g.H + g.PH), iw_end = std::min(iw0 + g.KW, g.W + g.PW);
+  const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih_end, g.H);
+  const int64_t iw_lo = std::max<int64_t>(iw0, 0), iw_hi = std::min(iw_end, g.W);
+  float sum = 0.0f;
+  for (int64_t ih = ih_lo; ih < ih_hi; ++ih)
+    for (int64_t iw = iw_lo; iw < iw_hi; ++iw) sum += xp[ih * g.W + iw];
+  const int64_t divisor =
+      count_include_pad ? (ih_end - ih0) * (iw_end - iw0) : (ih_hi - ih_lo) * (iw_hi - iw_lo);
+  return sum / static_cast<float>(divisor);
+}
+
+// Outputs [begin, end) of one output row; top/bot are the two input rows (W >= 2*end).
+inline void max_2x2_row_scalar(const float* top, const float* bot, float* y, uint8_t* offsets, int64_t begin,
+                               int64_t end) {
+  for (int64_t o = begin; o < end; ++o) {
+    const float window[4] = {top[2 * o], top[2 * o + 1], bot[2 * o], bot[2 * o + 1]};
+    float best = window[0];
+    uint8_t best_offset = 0;
+    for (uint8_t k = 1; k < 4; ++k) {
+      const bool take = (window[k] > best) | std::isnan(window[k]);
+      best = select_bits(take, window[k], best);
+      best_offset = select_bits(take, k, best_offset);
+    }
+    y[o] = best;
+    offsets[o] = best_offset;
+  }
+}
+
+// dx rows top/bot for outputs [begin, end): dy routed to the stored offset, 0 elsewhere (0 + dy, as
+// the reference's zero-fill-and-add gives, so -0 becomes +0).
+inline void max_2x2_row_backward_scalar(const float* dy, const uint8_t* offsets, float* top, float* bot,
+                                        int64_t begin, int64_t end) {
+  for (int64_t o = begin; o < end; ++o) {
+    const float g = 0.0f + dy[o];
+    const uint8_t k = offsets[o];
+    top[2 * o] = k == 0 ? g : 0.0f;
+    top[2 * o + 1] = k == 1 ? g : 0.0f;
+    bot[2 * o] = k == 2 ? g : 0.0f;
+    bot[2 * o + 1] = k == 3 ? g : 0.0f;
+  }
+}
+
+// Sum in the reference's order (0 + a + b + c + d), times 1/4 (== / 4 exactly).
+inline void avg_2x2_row_scalar(const float* top, const float* bot, float* y, int64_t begin, int64_t end) {
+  for (int64_t o = begin; o < end; ++o) {
+    float sum = 0.0f;
+    sum += top[2 * o];
+    sum += top[2 * o + 1];
+    sum += bot[2 * o];
+    sum += bot[2 * o + 1];
+    y[o] = sum * 0.25f;
+  }
+}
+
+inline void avg_2x2_row_backward_scalar(const float* dy, float* top, float* bot, int64_t begin, int64_t end) {
+  for (int64_t o = begin; o < end; ++o) {
+    const float g = 0.0f + dy[o] * 0.25f;
+    top[2 * o] = g;
+    top[2 * o + 1] = g;
+    bot[2 * o] = g;
+    bot[2 * o + 1] = g;
+  }
+}
+
+// Plane loops: row(top, bot, out_row, ...) handles one output row of OW = W/2 outputs.
+template <typename Row>
+inline void for_output_rows(int64_t planes, int64_t H, int64_t W, Row row) {
+  const int64_t OH = H / 2;
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t oh = 0; oh < OH; ++oh) row((p * H + 2 * oh) * W, p * OH + oh);
+}
+
+// Backward: row(dy_row_index, top, bot) writes the covered part of two dx rows; this writes the rest
+// (an odd last column, an odd last row) so that every dx element is written exactly once.
+template <typename Row>
+inline void for_gradient_rows(float* dx, int64_t planes, int64_t H, int64_t W, Row row) {
+  const int64_t OH = H / 2;
+  for (int64_t p = 0; p < planes; ++p) {
+    float* plane = dx + p * H * W;
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      float* top = plane + 2 * oh * W;
+      float* bot = top + W;
+      row(p * OH + oh, top, bot);
+      if (W % 2) top[W - 1] = bot[W - 1] = 0.0f;
+    }
+    if (H % 2) std::memset(plane + (H - 1) * W, 0, sizeof(float) * W);
+  }
+}
+
+}  // namespace
+}  // namespace convcore
