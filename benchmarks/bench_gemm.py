@@ -1,0 +1,90 @@
+"""SGEMM: convcore's tiled engine vs torch.matmul (MKL) and numpy (OpenBLAS), float32, C = A @ B.
+
+Run: python benchmarks/bench_gemm.py [--threads 1,2] [--filter conv] [--rounds 2] [--peak-gflops 210]
+Square sizes 64..2048 and conv-shaped problems (M output channels x N output pixels x K = C*R*S, the GEMM a
+convolution layer hands the engine). Every side allocates its output, as the library calls do. The last table
+gives convcore's share of the FMA peak: threads x --peak-gflops per core, by default the one-core figure
+measured on the project machines in shared/PERF.md for the selected ISA (AVX-512 210, AVX2 113 GFLOP/s).
+"""
+import argparse
+
+import numpy as np
+
+import harness
+
+SQUARES = [64, 128, 256, 512, 1024, 2048]
+# name, M, N, K
+CONV_SHAPED = [
+    ("lenet.conv1 per image", 6, 784, 25),
+    ("lenet.conv2 batch 64 folded", 16, 6400, 150),
+    ("alexnet.conv1 per image", 96, 3025, 363),
+    ("resnet50.conv1 per image", 64, 12544, 147),
+    ("vgg.conv1_2 per image", 64, 50176, 576),
+    ("res2a.3x3 per image", 64, 3136, 576),
+    ("res2a.1x1 per image", 256, 3136, 64),
+    ("res4a.3x3 batch 32 folded", 256, 6272, 2304),
+    ("res5a.3x3 batch 32 folded", 512, 1568, 4608),
+    ("cifar.3x3 per image", 64, 1024, 576),
+]
+PEAK_PER_CORE = {"avx512": 210.0, "avx2": 113.0}
+
+
+def _cases():
+    cases = [{"name": f"square n={n}", "m": n, "n": n, "k": n, "flops": 2 * n ** 3} for n in SQUARES]
+    cases += [{"name": f"{name} {m}x{n}x{k}", "m": m, "n": n, "k": k, "flops": 2 * m * n * k}
+              for name, m, n, k in CONV_SHAPED]
+    return cases
+
+
+CASES = _cases()
+
+
+def _arrays(case):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((case["m"], case["k"]), dtype=np.float32)
+    b = rng.standard_normal((case["k"], case["n"]), dtype=np.float32)
+    return a, b
+
+
+def run_convcore(case, threads):
+    import convcore as cc
+
+    cc.set_num_threads(threads)
+    a, b = _arrays(case)
+    return harness.measure(lambda: cc.functional.matmul(a, b))
+
+
+def run_torch(case, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = (torch.from_numpy(x) for x in _arrays(case))
+    return harness.measure(lambda: torch.matmul(a, b))
+
+
+def run_numpy(case, threads):
+    a, b = _arrays(case)  # OpenBLAS threads come from OPENBLAS_NUM_THREADS, set by the harness
+    return harness.measure(lambda: a @ b)
+
+
+def _print_peak_share(table, peak_per_core):
+    print(f"\nconvcore share of FMA peak ({peak_per_core:.0f} GFLOP/s per core x threads)")
+    for (name, threads), row in table.items():
+        case = next(c for c in CASES if c["name"] == name)
+        gflops = case["flops"] / row["convcore"]["seconds"] / 1e9
+        print(f"{name:38s} {threads:3d} {gflops:8.1f} GFLOP/s {100 * gflops / (peak_per_core * threads):5.1f}%")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--peak-gflops", type=float, default=None)
+    ours, rest = parser.parse_known_args()
+    table = harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch, "numpy": run_numpy},
+                         argv=rest)
+    if table is not None:
+        peak = ours.peak_gflops
+        if peak is None:
+            import convcore as cc  # the same convcore the sides ran (harness puts the checkout's build first)
+            peak = PEAK_PER_CORE.get(cc.cpu_info()["selected_isa"])
+        if peak:
+            _print_peak_share(table, peak)
