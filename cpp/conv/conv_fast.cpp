@@ -22,69 +22,55 @@ class Im2col final : public BPanelSource {
  public:
   Im2col(const ConvShape& s, const float* x, int64_t image_stride = 0)
       : s_(s), x_(x), image_stride_(image_stride) {}
+  // Each panel is cut into segments of pixels that lie in one output row of one image; a segment's packed rows
+  // are (strided) runs of one input row, copied row by row.
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
     const int64_t PQ = s_.P * s_.Q;
     for (int64_t jp = 0; jp < nc; jp += nr) {
-      const int64_t cols = std::min<int64_t>(nr, nc - jp), col0 = n0 + jp, pix0 = col0 % PQ;
+      const int64_t cols = std::min<int64_t>(nr, nc - jp);
       float* panel = Bp + (jp / nr) * kc * nr;
-      if (pix0 % s_.Q + cols <= s_.Q) {  // one output row of one image
-        pack_row_panel(x_ + (col0 / PQ) * image_stride_, k0, kc, pix0, cols, nr, panel);
-      } else {
-        pack_any_panel(k0, kc, col0, cols, nr, panel);
+      for (int64_t j = 0; j < cols;) {
+        const int64_t col = n0 + jp + j, pix = col % PQ, p = pix / s_.Q, q = pix % s_.Q;
+        const int64_t len = std::min(cols - j, s_.Q - q);
+        pack_segment(x_ + (col / PQ) * image_stride_, k0, kc, p, q, len, nr, panel + j);
+        j += len;
       }
+      if (cols < nr)
+        for (int64_t k = 0; k < kc; ++k) std::fill(panel + k * nr + cols, panel + (k + 1) * nr, 0.0f);
     }
   }
 
  private:
-  // All `cols` pixels lie in one output row: each packed row is a (strided) run of one input row.
-  void pack_row_panel(const float* x, int64_t k0, int64_t kc, int64_t pix0, int64_t cols, int nr,
-                      float* panel) const {
-    const int64_t RS = s_.R * s_.S;
-    const int64_t hb = (pix0 / s_.Q) * s_.stride_h - s_.pad_h, wb = (pix0 % s_.Q) * s_.stride_w - s_.pad_w;
-    for (int64_t k = 0; k < kc; ++k) {
-      const int64_t kk = k0 + k, c = kk / RS, r = (kk / s_.S) % s_.R, t = kk % s_.S;
+  // Output pixels (p, q .. q+len-1) of one image x, packed rows k0 .. k0+kc-1, into dst[k*nr + 0 .. len-1].
+  void pack_segment(const float* x, int64_t k0, int64_t kc, int64_t p, int64_t q, int64_t len, int nr,
+                    float* dst) const {
+    const int64_t hb = p * s_.stride_h - s_.pad_h, wb = q * s_.stride_w - s_.pad_w;
+    int64_t c = k0 / (s_.R * s_.S), r = (k0 / s_.S) % s_.R, t = k0 % s_.S;
+    for (int64_t k = 0; k < kc; ++k, dst += nr) {
       const int64_t h = hb + r * s_.dil_h, v0 = wb + t * s_.dil_w;
-      float* dst = panel + k * nr;
       if (h < 0 || h >= s_.H) {
-        std::fill(dst, dst + nr, 0.0f);
-        continue;
-      }
-      const float* row = x + (c * s_.H + h) * s_.W;
-      if (s_.stride_w == 1) {
-        const int64_t lo = std::clamp<int64_t>(-v0, 0, cols), hi = std::clamp<int64_t>(s_.W - v0, lo, cols);
-        std::fill(dst, dst + lo, 0.0f);
-        std::copy(row + v0 + lo, row + v0 + hi, dst + lo);
-        std::fill(dst + hi, dst + nr, 0.0f);
+        std::fill(dst, dst + len, 0.0f);
       } else {
-        for (int64_t j = 0; j < cols; ++j) {
-          const int64_t v = v0 + j * s_.stride_w;
-          dst[j] = (v >= 0 && v < s_.W) ? row[v] : 0.0f;
+        const float* row = x + (c * s_.H + h) * s_.W;
+        if (s_.stride_w == 1) {
+          const int64_t lo = std::clamp<int64_t>(-v0, 0, len), hi = std::clamp<int64_t>(s_.W - v0, lo, len);
+          for (int64_t j = 0; j < lo; ++j) dst[j] = 0.0f;
+          for (int64_t j = lo; j < hi; ++j) dst[j] = row[v0 + j];
+          for (int64_t j = hi; j < len; ++j) dst[j] = 0.0f;
+        } else {
+          for (int64_t j = 0; j < len; ++j) {
+            const int64_t v = v0 + j * s_.stride_w;
+            dst[j] = (v >= 0 && v < s_.W) ? row[v] : 0.0f;
+          }
         }
-        std::fill(dst + cols, dst + nr, 0.0f);
       }
-    }
-  }
-
-  // The columns span two or more output rows (or images): element by element.
-  void pack_any_panel(int64_t k0, int64_t kc, int64_t col0, int64_t cols, int nr, float* panel) const {
-    const int64_t RS = s_.R * s_.S, PQ = s_.P * s_.Q;
-    int64_t hbase[kMaxNr], wbase[kMaxNr], image[kMaxNr];
-    for (int64_t j = 0; j < cols; ++j) {
-      const int64_t pix = (col0 + j) % PQ;
-      image[j] = ((col0 + j) / PQ) * image_stride_;
-      hbase[j] = (pix / s_.Q) * s_.stride_h - s_.pad_h;
-      wbase[j] = (pix % s_.Q) * s_.stride_w - s_.pad_w;
-    }
-    for (int64_t k = 0; k < kc; ++k) {
-      const int64_t kk = k0 + k, c = kk / RS, r = (kk / s_.S) % s_.R, t = kk % s_.S;
-      const float* xc = x_ + c * s_.H * s_.W;
-      const int64_t dh = r * s_.dil_h, dw = t * s_.dil_w;
-      float* dst = panel + k * nr;
-      for (int64_t j = 0; j < cols; ++j) {
-        const int64_t h = hbase[j] + dh, v = wbase[j] + dw;
-        dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? xc[image[j] + h * s_.W + v] : 0.0f;
+      if (++t == s_.S) {
+        t = 0;
+        if (++r == s_.R) {
+          r = 0;
+          ++c;
+        }
       }
-      std::fill(dst + cols, dst + nr, 0.0f);
     }
   }
 
