@@ -6,6 +6,7 @@ checks and validation); every other dtype is refused.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -88,3 +89,32 @@ def check_elements(shape, name: str) -> None:
     if total > MAX_ELEMENTS:
         raise ValueError(f"{name} would have shape {tuple(shape)} = {total} elements, more than the "
                          f"limit of {MAX_ELEMENTS}")
+
+
+def _cacheable(v) -> bool:
+    t = type(v)
+    return t is int or t is bool or t is str or v is None or (t is tuple and all(type(i) is int for i in v))
+
+
+def memoize_checks(fn):
+    """Cache a pure validation helper's result per argument values, for repeated calls with the same shapes and
+    options (a layer's every forward). Only exact ints, bools, strings, None and tuples of exact ints make a key:
+    1 == 1.0 == True, and a key compared by value would let 1.0 or True through where validation refuses them,
+    so calls with any other argument types are validated afresh. Failures are not cached: a bad call raises
+    every time."""
+    cache = {}
+
+    @functools.wraps(fn)
+    def checked(*args):
+        if not all(_cacheable(a) for a in args):
+            return fn(*args)
+        key = tuple((type(a), a) for a in args)
+        result = cache.get(key)
+        if result is None:
+            result = fn(*args)
+            if len(cache) >= 1024:
+                cache.clear()
+            cache[key] = result
+        return result
+
+    return checked

@@ -273,6 +273,22 @@ def test_conv1d_rejects_bad_input():
         F.conv1d(X[:, :, 0], W[:, :, 0], stride=(1, 1))
 
 
+def test_validation_cache_never_lets_a_bad_call_through():
+    # stride=1 is validated once and then cached; True and 1.0 equal 1 but must still be refused, every time
+    F.conv2d(X, W, stride=1, padding=(1, 1))
+    for _ in range(2):
+        with pytest.raises(TypeError, match=r"stride must be an int or a sequence of 2 ints, got True"):
+            F.conv2d(X, W, stride=True, padding=(1, 1))
+        with pytest.raises(TypeError, match=r"stride must be an int or a sequence of 2 ints, got \(1, True\)"):
+            F.conv2d(X, W, stride=(1, True), padding=(1, 1))
+        with pytest.raises(TypeError, match=r"padding must be an int or a sequence of 2 ints, got 1.0"):
+            F.conv2d(X, W, stride=1, padding=1.0)
+        with pytest.raises(ValueError, match=r"kernel height 3 .* padded input height"):
+            F.conv2d(X[:, :, :1, :1], W)
+    # a cached geometry answers for its own shapes only: another batch size gets its own output shape
+    assert F.conv2d(X[:1], W, stride=1, padding=(1, 1)).shape[0] == 1
+
+
 def test_absurd_output_refused_before_allocating():
     # (1, 2**20, 2**21 + 1, 2**21 + 1) outputs would need ~18 PB: refused by the size check, nothing allocated
     x = np.zeros((1, 1, 1, 1), np.float32)
@@ -284,8 +300,7 @@ def test_absurd_output_refused_before_allocating():
 def _core_args(x, w, kw):
     from convcore.functional.conv import _geometry
 
-    geom, _ = _geometry(x.shape, w.shape, kw["stride"], kw["padding"], kw["dilation"], kw["groups"],
-                        {"x": x.shape, "w": w.shape, "n_axes": 2})
+    geom, _ = _geometry(x.shape, w.shape, kw["stride"], kw["padding"], kw["dilation"], kw["groups"], 2)
     return geom
 
 

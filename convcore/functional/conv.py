@@ -7,16 +7,21 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import as_int, as_tensor, as_tuple, check_elements, output_size
+from .._validate import as_int, as_tensor, as_tuple, check_elements, memoize_checks, output_size
 from .gemm import check_activation
 
 
-def _geometry(x_shape, w_shape, stride, padding, dilation, groups, names):
-    """Validate a convolution's options against x (N, C, H, W) and w (K, C/groups, R, S).
+@memoize_checks
+def _geometry(x_shape, w_shape, stride, padding, dilation, groups, n_axes):
+    """Validate a convolution's options against x (N, C, H, W) and w (K, C/groups, R, S), or their 1-D forms
+    (N, C, L) and (K, C/groups, R) when n_axes is 1.
 
-    Returns (geom for _core, output shape). `names` maps the 2-D axes to what the user passed (1-D or 2-D).
+    Returns (geom for _core, output shape (N, K, P, Q); Q is the output length in 1-D).
     """
-    n_axes = names["n_axes"]
+    names = {"x": x_shape, "w": w_shape}
+    if n_axes == 1:
+        x_shape = (x_shape[0], x_shape[1], 1, x_shape[2])
+        w_shape = (w_shape[0], w_shape[1], 1, w_shape[2])
     stride = as_tuple(stride, "stride", n_axes, minimum=1)
     padding = as_tuple(padding, "padding", n_axes, minimum=0)
     dilation = as_tuple(dilation, "dilation", n_axes, minimum=1)
@@ -79,10 +84,9 @@ def _forward(x, w, b, stride, padding, dilation, groups, activation, n_axes):
     ndim = n_axes + 2
     x = _tensor(x, "x", ndim)
     w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
-    names = {"x": x.shape, "w": w.shape, "n_axes": n_axes}
     x4 = x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
     w4 = w if n_axes == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
-    geom, out_shape = _geometry(x4.shape, w4.shape, stride, padding, dilation, groups, names)
+    geom, out_shape = _geometry(x.shape, w.shape, stride, padding, dilation, groups, n_axes)
     if b is not None:
         b = _check_bias(b, w.shape[0], x.dtype)
     y = _core.conv2d_forward(x4, w4, b, geom, relu)
@@ -96,10 +100,9 @@ def _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad
     x = _tensor(x, "x", ndim)
     w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
     dy = _tensor(dy, "dy", ndim, dtype=x.dtype)
-    names = {"x": x.shape, "w": w.shape, "n_axes": n_axes}
     x4 = x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
     w4 = w if n_axes == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
-    geom, out_shape = _geometry(x4.shape, w4.shape, stride, padding, dilation, groups, names)
+    geom, out_shape = _geometry(x.shape, w.shape, stride, padding, dilation, groups, n_axes)
     expected = out_shape if n_axes == 2 else (out_shape[0], out_shape[1], out_shape[3])
     if dy.shape != expected:
         raise ValueError(f"dy must have the output's shape {expected}, got {dy.shape}")

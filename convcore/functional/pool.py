@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import as_tensor, as_tuple, check_elements, output_size
+from .._validate import as_tensor, as_tuple, check_elements, memoize_checks, output_size
 
 
 def _as_bool(v, name: str) -> bool:
@@ -31,6 +31,7 @@ def _window(kernel_size, stride, padding, spatial: int):
     return kernel, strides, pads
 
 
+@memoize_checks
 def _geometry(size: tuple, kernel_size, stride, padding, ceil_mode, spatial: int, name: str) -> tuple:
     """The kernels' (H, W, OH, OW, KH, KW, SH, SW, PH, PW) for an input of spatial `size`."""
     kernel, strides, pads = _window(kernel_size, stride, padding, spatial)
