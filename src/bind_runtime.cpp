@@ -17,6 +17,17 @@ void bind_runtime(py::module_& m) {
     return select_isa(isa);
   });
   m.def("gemm_kernel_name", [] { return std::string(kernels().gemm.name); });
+  // The selected ISA's register tiles as "MRxNR", the general one first, and the one an M-row product uses.
+  m.def("gemm_tiles", [] {
+    std::vector<std::string> tiles;
+    const GemmKernels& g = kernels().gemm;
+    for (int i = 0; i < g.count; ++i) tiles.push_back(std::to_string(g.tiles[i].mr) + "x" + std::to_string(g.tiles[i].nr));
+    return tiles;
+  });
+  m.def("gemm_tile_for", [](int64_t M) {
+    const GemmTile& t = choose_tile(kernels().gemm, M);
+    return std::to_string(t.mr) + "x" + std::to_string(t.nr);
+  });
   m.def("pool_kernel_name", [] { return std::string(kernels().pool.name); });
   m.def("get_num_threads", [] { return num_threads(); });
   m.def("set_num_threads", [](int n) { set_num_threads(n); });

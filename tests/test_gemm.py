@@ -30,9 +30,17 @@ def _expected(a, b, trans_a, trans_b, alpha=1.0, beta=0.0, c=None, bias=None, ax
     return np.maximum(out, 0) if relu else out
 
 
-# every m up to the largest MR (12), n up to the largest NR (32) and past it, k across the KC = 256 block edge
-SIZES = [(m, n, k) for m in (1, 5, 6, 7, 12, 13) for n in (1, 15, 16, 17, 32, 33) for k in (1, 7)] + [
-    (3, 5, 255), (6, 16, 256), (7, 17, 257), (13, 33, 513), (29, 71, 300), (150, 40, 31), (2, 3100, 9)]
+# m up to past the largest MR (12) so that every tile is chosen (on AVX-512 6x64 for m <= 6, 8x48 for 7, 8, 16,
+# 12x32 for 12), n up to the largest NR (64) and past it, k across every tile's KC block edge (128, 160, 256)
+SIZES = [(m, n, k) for m in (1, 5, 6, 7, 8, 12, 13, 16) for n in (1, 15, 16, 17, 33, 48, 49, 64, 65)
+         for k in (1, 7)] + [
+    (3, 5, 127), (6, 64, 129), (5, 65, 257), (8, 48, 161), (16, 50, 321), (6, 16, 256), (7, 17, 257),
+    (13, 33, 513), (29, 71, 300), (150, 40, 31), (2, 3100, 9), (16, 1700, 150), (6, 1600, 25)]
+
+
+def test_sweep_reaches_every_tile(isa):
+    chosen = {_core.gemm_tile_for(m) for m, _, _ in SIZES}
+    assert chosen == set(_core.gemm_tiles())
 
 
 @pytest.mark.parametrize("m,n,k", SIZES)

@@ -11,10 +11,10 @@
 namespace convcore {
 namespace {
 
-constexpr int kMaxNr = 32;  // the widest microkernel tile
 // Forward convolutions (other than pointwise) with fewer output pixels per image than this fold the batch into
-// the GEMM's N dimension: 7x7 maps waste a third of the last column tile per image otherwise.
-constexpr int64_t kFoldBelowPixels = 100;
+// the GEMM's N dimension: one GEMM over all images' columns instead of one per image whose N (7x7 = 49 .. 15x15
+// = 225 pixels) leaves the last column tile partly empty and the packing and call overheads unshared.
+constexpr int64_t kFoldBelowPixels = 256;
 
 // B = im2col of one group over images, (Cg*R*S) x (images*P*Q):
 // B(c*R*S + r*S + t, i*P*Q + p*Q + q) = x[i*image_stride + c*H*W + (p*sh - ph + r*dh)*W + q*sw - pw + t*dw]
@@ -123,13 +123,44 @@ class Im2colT final : public BPanelSource {
   const float* x_;
 };
 
+// Adds one channel's im2col rows (R*S rows of nb columns, output pixels j0 .. j0+nb-1) back into its dx plane:
+// each entry to the input pixel it was read from, row segment by row segment, in (r, t, pixel) order.
+void col2im_add(const ConvShape& s, const float* col, int64_t j0, int64_t nb, float* dx) {
+  const int64_t H = s.H, W = s.W, Q = s.Q, sh = s.stride_h, sw = s.stride_w;
+  for (int64_t rt = 0; rt < s.R * s.S; ++rt) {
+    const int64_t dh = (rt / s.S) * s.dil_h - s.pad_h, dw = (rt % s.S) * s.dil_w - s.pad_w;
+    const float* src = col + rt * nb;
+    for (int64_t j = 0; j < nb;) {
+      const int64_t p = (j0 + j) / Q, q = (j0 + j) % Q, len = std::min(nb - j, Q - q);
+      const int64_t h = p * sh + dh, v0 = q * sw + dw;  // input row, and the column of the segment's first pixel
+      if (h >= 0 && h < H) {
+        // pixels i in [lo, hi) of the segment land inside the row: 0 <= v0 + i*sw < W
+        const int64_t lo = v0 >= 0 ? 0 : sw == 1 ? -v0 : (-v0 + sw - 1) / sw;
+        const int64_t hi = v0 >= W ? 0 : std::min(len, sw == 1 ? W - v0 : (W - v0 + sw - 1) / sw);
+        const int64_t base = h * W + v0;  // may be negative: only base + i*sw for i in [lo, hi) is an index
+        const float* seg = src + j;
+        if (sw == 1) {
+          for (int64_t i = lo; i < hi; ++i) dx[base + i] += seg[i];
+        } else {
+          for (int64_t i = lo; i < hi; ++i) dx[base + i * sw] += seg[i];
+        }
+      }
+      j += len;
+    }
+  }
+}
+
 bool is_pointwise(const ConvShape& s) {
   return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
 }
 
-// Stride-1 input gradients that are a plain convolution of dy: padding dil*(R-1) - pad must be >= 0.
-bool transposed_route_applies(const ConvShape& s) {
-  return s.stride_h == 1 && s.stride_w == 1 && s.pad_h <= s.dil_h * (s.R - 1) && s.pad_w <= s.dil_w * (s.S - 1);
+// Stride-1 input gradients can run as a plain convolution of dy (padding dil*(R-1) - pad must be >= 0). It packs
+// H*W x K*R*S im2col elements of dy per image, where GEMM + col2im writes and scatters C*R*S x P*Q: the
+// transposed route is taken unless it would pack more than twice as much (few input channels, e.g. LeNet conv2,
+// 6 <- 16 channels, where it would pack 5x as much, mostly padding).
+bool transposed_route_pays(const ConvShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.pad_h <= s.dil_h * (s.R - 1) && s.pad_w <= s.dil_w * (s.S - 1) &&
+         s.H * s.W * s.K <= 2 * s.C * s.P * s.Q;
 }
 
 // Runs task(i) for i in [0, tasks): over threads when there are enough tasks, else one by one so that each
@@ -240,7 +271,7 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     conv2d_backward_input_depthwise(s, dy, w, dx);
     return;
   }
-  if (!is_pointwise(s) && transposed_route_applies(s)) {
+  if (!is_pointwise(s) && transposed_route_pays(s)) {
     // dx (N, C, H, W) = forward conv of dy (N, K, P, Q) with wt (C, Kg, R, S), the filters flipped in R and S
     // with in/out channels swapped per group: wt[g*Cg + c][k][r][t] = w[g*Kg + k][c][R-1-r][S-1-t].
     std::vector<float> wt(static_cast<size_t>(s.K * CRS));
@@ -266,7 +297,6 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     }
     std::fill(dxn, dxn + s.C * HW, 0.0f);
     std::vector<float> col(static_cast<size_t>(CRS * block));
-    std::vector<int64_t> hbase(static_cast<size_t>(block)), wbase(static_cast<size_t>(block));
     for (int64_t g = 0; g < s.groups; ++g) {
       const float* dyg = dy + (n * s.K + g * Kg) * PQ;
       float* dxg = dxn + g * Cg * HW;
@@ -274,24 +304,11 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
         const int64_t nb = std::min(block, PQ - j0);
         // col (CRS x nb) = W_g^T (CRS x Kg) x dY_g[:, j0:j0+nb]
         sgemm(Trans::yes, Trans::no, CRS, nb, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg + j0, PQ, 0.0f, col.data(), nb);
-        // col2im: scatter-add each column entry to the input pixel it was read from
-        for (int64_t j = 0; j < nb; ++j) {
-          hbase[j] = ((j0 + j) / s.Q) * s.stride_h - s.pad_h;
-          wbase[j] = ((j0 + j) % s.Q) * s.stride_w - s.pad_w;
-        }
-        // over channels (each owns its dx plane, so the order per element is fixed); serial when images run in
-        // parallel (threads_for is 1 inside the enclosing region)
-        parallel_for(Cg, threads_for(CRS * nb, 1 << 16), [&](int64_t c) {
-          float* dxc = dxg + c * HW;
-          for (int64_t rt = 0; rt < RS; ++rt) {
-            const int64_t dh = (rt / s.S) * s.dil_h, dw = (rt % s.S) * s.dil_w;
-            const float* src = col.data() + (c * RS + rt) * nb;
-            for (int64_t j = 0; j < nb; ++j) {
-              const int64_t h = hbase[j] + dh, v = wbase[j] + dw;
-              if (h >= 0 && h < s.H && v >= 0 && v < s.W) dxc[h * s.W + v] += src[j];
-            }
-          }
-        });
+        // col2im: scatter-add each column entry to the input pixel it was read from, over channels (each owns
+        // its dx plane, so the order per element is fixed); serial when images run in parallel (threads_for
+        // is 1 inside the enclosing region)
+        parallel_for(Cg, threads_for(CRS * nb, 1 << 16),
+                     [&](int64_t c) { col2im_add(s, col.data() + c * RS * nb, j0, nb, dxg + c * HW); });
       }
     }
   });

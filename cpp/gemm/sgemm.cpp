@@ -16,9 +16,9 @@
 namespace convcore {
 namespace {
 
-constexpr int64_t KC = 256;   // packed B micro-panel KC x NR stays in L1
-constexpr int64_t MC = 144;   // packed A block MC x KC (144 KiB) stays in L2; a multiple of every MR
-constexpr int64_t NC = 3072;  // packed B block KC x NC (3 MiB) streams from L3
+// K blocks come from the tile (GemmTile::kc: its kc x nr packed B micro-panel stays in L1).
+constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB) stays in L2; a multiple of every mr
+constexpr int64_t NC = 768;   // packed B block kc x NC (at most 768 KiB) stays in L2 beside A; a multiple of every nr
 
 struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
@@ -61,26 +61,43 @@ void pack_a(Trans trans, const float* A, int64_t lda, int64_t i0, int64_t mc, in
   }
 }
 
+// ReLU that keeps NaN (PyTorch's relu(NaN) is NaN).
+inline float relu_keep_nan(float v) { return v > 0.0f ? v : (v != v ? v : 0.0f); }
+
 void apply_epilogue(const Epilogue& e, float* C, int64_t ldc, int64_t i0, int64_t j0, int64_t rows, int64_t cols) {
   if (e.bias_axis == Epilogue::Bias::none && !e.relu) return;
   for (int64_t i = 0; i < rows; ++i) {
     float* c = C + i * ldc;
-    const float row_bias = e.bias_axis == Epilogue::Bias::per_row ? e.bias[i0 + i] : 0.0f;
-    for (int64_t j = 0; j < cols; ++j) {
-      float v = c[j];
-      if (e.bias_axis == Epilogue::Bias::per_row) v += row_bias;
-      if (e.bias_axis == Epilogue::Bias::per_col) v += e.bias[j0 + j];
-      if (e.relu) v = v > 0.0f ? v : (v != v ? v : 0.0f);
-      c[j] = v;
+    switch (e.bias_axis) {  // one loop per case, so that each vectorises
+      case Epilogue::Bias::per_row: {
+        const float b = e.bias[i0 + i];
+        if (e.relu)
+          for (int64_t j = 0; j < cols; ++j) c[j] = relu_keep_nan(c[j] + b);
+        else
+          for (int64_t j = 0; j < cols; ++j) c[j] += b;
+        break;
+      }
+      case Epilogue::Bias::per_col: {
+        const float* b = e.bias + j0;
+        if (e.relu)
+          for (int64_t j = 0; j < cols; ++j) c[j] = relu_keep_nan(c[j] + b[j]);
+        else
+          for (int64_t j = 0; j < cols; ++j) c[j] += b[j];
+        break;
+      }
+      case Epilogue::Bias::none:
+        for (int64_t j = 0; j < cols; ++j) c[j] = relu_keep_nan(c[j]);
+        break;
     }
   }
 }
 
 // One thread's share: rows [m0, m1) and columns [n0, n1) of C.
-void sgemm_block(const GemmKernels& kern, Trans trans_a, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  int64_t K, float alpha, const float* A, int64_t lda, const BPanelSource& B, float beta, float* C,
                  int64_t ldc, const Epilogue& epi) {
-  const int mr = kern.mr, nr = kern.nr;
+  const int mr = tile.mr, nr = tile.nr;
+  const int64_t KC = tile.kc;
   if (beta != 0.0f && beta != 1.0f) {
     for (int64_t i = m0; i < m1; ++i)
       for (int64_t j = n0; j < n1; ++j) C[i * ldc + j] *= beta;
@@ -88,7 +105,7 @@ void sgemm_block(const GemmKernels& kern, Trans trans_a, int64_t m0, int64_t m1,
   const int64_t nc_max = std::min(NC, ((n1 - n0 + nr - 1) / nr) * nr);
   float* Bp = tl_packed_b.get(KC * nc_max);
   float* Ap = tl_packed_a.get(KC * MC);
-  float tile[12 * 32];  // scratch for edge tiles: mr * nr <= 12 * 32 for every kernel
+  alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += NC) {
     const int64_t nc = std::min(NC, n1 - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
@@ -106,12 +123,12 @@ void sgemm_block(const GemmKernels& kern, Trans trans_a, int64_t m0, int64_t m1,
             const float* apanel = Ap + (ir / mr) * kc * mr;
             float* c = C + (ic + ir) * ldc + jc + jr;
             if (rows == mr && cols == nr) {
-              kern.micro(kc, apanel, bpanel, c, ldc, accumulate);
+              tile.micro(kc, apanel, bpanel, c, ldc, accumulate);
             } else {
               if (accumulate)
-                for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, tile + i * nr);
-              kern.micro(kc, apanel, bpanel, tile, nr, accumulate);
-              for (int64_t i = 0; i < rows; ++i) std::copy(tile + i * nr, tile + i * nr + cols, c + i * ldc);
+                for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
+              tile.micro(kc, apanel, bpanel, edge, nr, accumulate);
+              for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
             }
             if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
           }
@@ -122,6 +139,15 @@ void sgemm_block(const GemmKernels& kern, Trans trans_a, int64_t m0, int64_t m1,
 }
 
 }  // namespace
+
+const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M) {
+  const auto padded = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };
+  const GemmTile* best = &kernels.tiles[0];
+  for (int i = 1; i < kernels.count; ++i)
+    if (padded(kernels.tiles[i]) < padded(*best)) best = &kernels.tiles[i];
+  const int64_t general = padded(kernels.tiles[0]);
+  return 16 * (general - padded(*best)) > general ? *best : kernels.tiles[0];
+}
 
 void MatrixB::pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const {
   for (int64_t jp = 0; jp < nc; jp += nr) {
@@ -150,25 +176,25 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
     apply_epilogue(epi, C, ldc, 0, 0, M, N);
     return;
   }
-  const GemmKernels& kern = kernels().gemm;
+  const GemmTile& tile = choose_tile(kernels().gemm, M);
   const int nt = threads_for(M * N * K);
   if (nt == 1) {
-    sgemm_block(kern, trans_a, 0, M, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);
+    sgemm_block(tile, trans_a, 0, M, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);
     return;
   }
-  const bool split_n = N >= int64_t(nt) * kern.nr * 4 || M < int64_t(nt) * kern.mr;
+  const bool split_n = N >= int64_t(nt) * tile.nr * 4 || M < int64_t(nt) * tile.mr;
   std::atomic<bool> out_of_memory{false};  // an exception must not leave an OpenMP region
 #pragma omp parallel num_threads(nt)
   try {
     const int t = omp_get_thread_num(), team = omp_get_num_threads();
-    const int64_t extent = split_n ? N : M, unit = split_n ? kern.nr : kern.mr;
+    const int64_t extent = split_n ? N : M, unit = split_n ? tile.nr : tile.mr;
     const int64_t units = (extent + unit - 1) / unit, per = (units + team - 1) / team;
     const int64_t lo = std::min(extent, t * per * unit), hi = std::min(extent, (t + 1) * per * unit);
     if (lo < hi) {
       if (split_n)
-        sgemm_block(kern, trans_a, 0, M, lo, hi, K, alpha, A, lda, B, beta, C, ldc, epi);
+        sgemm_block(tile, trans_a, 0, M, lo, hi, K, alpha, A, lda, B, beta, C, ldc, epi);
       else
-        sgemm_block(kern, trans_a, lo, hi, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);
+        sgemm_block(tile, trans_a, lo, hi, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);
     }
   } catch (const std::bad_alloc&) {
     out_of_memory = true;

@@ -35,6 +35,6 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
 
 }  // namespace
 
-GemmKernels gemm_kernels_avx2() { return GemmKernels{"avx2 6x16", MR, NR, micro_6x16}; }
+GemmKernels gemm_kernels_avx2() { return GemmKernels{"avx2 6x16", {{MR, NR, 256, micro_6x16}}, 1}; }
 
 }  // namespace convcore

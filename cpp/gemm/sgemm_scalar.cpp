@@ -24,6 +24,6 @@ void micro_4x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
 
 }  // namespace
 
-GemmKernels gemm_kernels_scalar() { return GemmKernels{"scalar 4x16", MR, NR, micro_4x16}; }
+GemmKernels gemm_kernels_scalar() { return GemmKernels{"scalar 4x16", {{MR, NR, 256, micro_4x16}}, 1}; }
 
 }  // namespace convcore

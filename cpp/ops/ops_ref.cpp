@@ -19,7 +19,10 @@ template <typename T>
 void relu_backward(const T* dy, const T* x, T* dx, int64_t n) {
   const int nt = threads_for(n, 1 << 18);
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > T(0) ? dy[i] : T(0);
+  for (int64_t i = 0; i < n; ++i) {
+    const T g = dy[i];  // loaded unconditionally so the select compiles to a blend, not a mispredicted branch
+    dx[i] = x[i] > T(0) ? g : T(0);
+  }
 }
 
 template <typename T>

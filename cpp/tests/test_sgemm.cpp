@@ -45,9 +45,10 @@ void run_case(int64_t M, int64_t N, int64_t K, Trans ta, Trans tb, float beta) {
 int main() {
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
     if (!select_isa(isa)) continue;
-    for (int64_t M : {1, 5, 12, 13, 150})
-      for (int64_t N : {1, 16, 33, 70})
-        for (int64_t K : {1, 9, 257})
+    // M reaches every tile (6x64, 8x48, 12x32 on AVX-512), N past every NR, K past every KC
+    for (int64_t M : {1, 5, 7, 8, 12, 13, 16, 150})
+      for (int64_t N : {1, 16, 33, 65, 70})
+        for (int64_t K : {1, 9, 129, 161, 257})
           for (Trans ta : {Trans::no, Trans::yes})
             for (Trans tb : {Trans::no, Trans::yes}) run_case(M, N, K, ta, tb, M % 2 ? 0.0f : 1.0f);
     // a produced B operand

@@ -27,11 +27,28 @@ void gemm_ref(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T a
 // k in [0, kc), summed in k order. Full tiles only (the engine handles edges through a scratch tile).
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
 
-struct GemmKernels {
-  const char* name;
-  int mr, nr;
+// One register tile: the mr x nr microkernel, and the K block kc that keeps its kc x nr B micro-panel in L1.
+struct GemmTile {
+  int mr, nr, kc;
   MicroKernel micro;
 };
+
+constexpr int kMaxGemmTiles = 3;
+constexpr int kMaxTileElements = 12 * 32;  // mr * nr of every tile is at most this
+constexpr int kMaxNr = 64;                 // and nr at most this
+
+// An ISA's tiles, the general one first; the engine picks one per problem (choose_tile).
+struct GemmKernels {
+  const char* name;
+  GemmTile tiles[kMaxGemmTiles];
+  int count;
+};
+
+// The tile for an M-row product: the general tile unless another pads M to fewer rows by more than 1/16 (e.g.
+// M = 6 or 16 output channels); then the one with the fewest padded rows, the first on ties. (Measured: for
+// few rows the wide tiles win even where N is narrower than their nr, e.g. LeNet conv1's weight gradient,
+// 6 x 25.)
+const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M);
 
 GemmKernels gemm_kernels_scalar();
 GemmKernels gemm_kernels_avx2();
