@@ -91,9 +91,16 @@ def check_elements(shape, name: str) -> None:
                          f"limit of {MAX_ELEMENTS}")
 
 
-def _cacheable(v) -> bool:
-    t = type(v)
-    return t is int or t is bool or t is str or v is None or (t is tuple and all(type(i) is int for i in v))
+def _cacheable(args) -> bool:
+    for v in args:
+        t = type(v)
+        if t is tuple:
+            for i in v:
+                if type(i) is not int:
+                    return False
+        elif not (t is int or t is bool or t is str or v is None):
+            return False
+    return True
 
 
 def memoize_checks(fn):
@@ -106,9 +113,9 @@ def memoize_checks(fn):
 
     @functools.wraps(fn)
     def checked(*args):
-        if not all(_cacheable(a) for a in args):
+        if not _cacheable(args):
             return fn(*args)
-        key = tuple((type(a), a) for a in args)
+        key = (args, tuple(map(type, args)))
         result = cache.get(key)
         if result is None:
             result = fn(*args)

@@ -43,14 +43,17 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
-        if "_parameters" not in self.__dict__:
+        state = self.__dict__
+        parameters, modules = state.get("_parameters"), state.get("_modules")
+        if parameters is None:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name}")
-        for registry in (self._parameters, self._modules):
-            registry.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+        if isinstance(value, (Parameter, Module)) or name in parameters or name in modules:
+            parameters.pop(name, None)
+            modules.pop(name, None)
+            if isinstance(value, Parameter):
+                parameters[name] = value
+            elif isinstance(value, Module):
+                modules[name] = value
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
