@@ -40,6 +40,7 @@ def test_train_on_a_small_data_set_writes_checkpoint_and_plots_and_resumes(tmp_p
     proc = _train("--data", str(folder), "--epochs", "2", "--batch-size", "32", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "epoch 2/2" in proc.stdout and "test accuracy" in proc.stdout and "img/s" in proc.stdout
+    assert "AdamW lr 0.002 weight decay 0.05, cosine schedule" in proc.stdout
     assert proc.stderr == ""  # no progress bar when the output is not a terminal
     assert (out / "checkpoint" / "latest").is_file()
     for png in ("curves.png", "filters.png", "activations.png"):
@@ -49,6 +50,16 @@ def test_train_on_a_small_data_set_writes_checkpoint_and_plots_and_resumes(tmp_p
     assert "epoch 3/3" in more.stdout and "epoch 2/3" not in more.stdout  # epochs 1-2 came from the checkpoint
     other = _train("--data", str(folder), "--epochs", "4", "--batch-size", "16", "--out", str(out), "--resume")
     assert other.returncode == 2 and other.stderr.count("\n") == 1 and "data order" in other.stderr
+
+
+def test_train_with_sgd_and_explicit_hyper_parameters(tmp_path):
+    from test_data import make_fashion_mnist
+
+    folder = make_fashion_mnist(tmp_path / "fmnist", n_train=64, n_test=16)
+    proc = _train("--data", str(folder), "--epochs", "1", "--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.5",
+                  "--weight-decay", "0.001", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    assert "SGD lr 0.01 momentum 0.5 weight decay 0.001, cosine schedule" in proc.stdout
 
 
 def test_bench_runs_every_script_or_the_named_one(tmp_path, monkeypatch, capfd):
@@ -79,6 +90,8 @@ def test_train_with_a_missing_data_folder_exits_2(tmp_path):
     (["train", "--seed", "-1"], "--seed: must be an integer >= 0, got '-1'"),
     (["train", "--momentum", "1"], "--momentum: must be a number in [0, 1), got '1'"),
     (["train", "--batch-size", "2.5"], "--batch-size: must be a positive integer, got '2.5'"),
+    (["train", "--weight-decay", "-0.1"], "--weight-decay: must be a number >= 0, got '-0.1'"),
+    (["train", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
     (["summary", "nonet"], "invalid choice: 'nonet'"),
     (["summary", "lenet5", "--input-shape", "1,x"], "--input-shape: must be comma-separated positive integers"),
     (["bench", "nosuch"], "no benchmark 'nosuch'"),
