@@ -1,4 +1,7 @@
-// Bindings: ReLU, softmax, cross-entropy.
+// Bindings: ReLU, softmax, cross-entropy, batch normalisation.
+#include <algorithm>
+#include <initializer_list>
+
 #include "bindings.h"
 #include "convcore/ops.h"
 
@@ -74,6 +77,76 @@ static CArray<T> cross_entropy_grad(const CArray<T>& probs, const CArray<int64_t
   return d;
 }
 
+// Batch norm: x, dy are (N, C, L) views; per-channel vectors have C entries (checked here: a mismatch would read
+// out of bounds).
+template <typename T>
+static void check_bn(const CArray<T>& x, std::initializer_list<const py::array*> per_channel) {
+  if (x.ndim() != 3) throw py::value_error("batch norm kernels take (N, C, L) arrays");
+  for (const py::array* v : per_channel)
+    if (v->ndim() != 1 || v->shape(0) != x.shape(1)) throw py::value_error("per-channel vector length != C");
+}
+
+template <typename T>
+static py::tuple bn_stats(const CArray<T>& x) {
+  check_bn(x, {});
+  const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
+  auto mean = new_array<double>({C}), var = new_array<double>({C});
+  const T* px = x.data();
+  double *pm = mean.mutable_data(), *pv = var.mutable_data();
+  {
+    py::gil_scoped_release release;
+    batch_norm_stats<T>(px, N, C, L, pm, pv);
+  }
+  return py::make_tuple(mean, var);
+}
+
+template <typename T>
+static CArray<T> bn_apply(const CArray<T>& x, const CArray<T>& scale, const CArray<T>& shift) {
+  check_bn(x, {&scale, &shift});
+  const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
+  auto y = new_array<T>({N, C, L});
+  const T *px = x.data(), *ps = scale.data(), *pb = shift.data();
+  T* py_ = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    batch_norm_apply<T>(px, N, C, L, ps, pb, py_);
+  }
+  return y;
+}
+
+template <typename T>
+static py::tuple bn_backward_sums(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& mean) {
+  check_bn(x, {&mean});
+  if (!std::equal(dy.shape(), dy.shape() + dy.ndim(), x.shape()) || dy.ndim() != 3)
+    throw py::value_error("dy and x shapes differ");
+  const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
+  auto sum_dy = new_array<double>({C}), sum_dy_centred = new_array<double>({C});
+  const T *pdy = dy.data(), *px = x.data(), *pm = mean.data();
+  double *ps = sum_dy.mutable_data(), *psc = sum_dy_centred.mutable_data();
+  {
+    py::gil_scoped_release release;
+    batch_norm_backward_sums<T>(pdy, px, pm, N, C, L, ps, psc);
+  }
+  return py::make_tuple(sum_dy, sum_dy_centred);
+}
+
+template <typename T>
+static CArray<T> bn_backward_input(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& mean,
+                                   const CArray<T>& gain, const CArray<T>& a, const CArray<T>& b) {
+  check_bn(x, {&mean, &gain, &a, &b});
+  if (!std::equal(dy.shape(), dy.shape() + dy.ndim(), x.shape()) || dy.ndim() != 3)
+    throw py::value_error("dy and x shapes differ");
+  const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
+  auto dx = new_array<T>({N, C, L});
+  const T *pdy = dy.data(), *px = x.data(), *pm = mean.data(), *pg = gain.data(), *pa = a.data(), *pb = b.data();
+  T* pdx = dx.mutable_data();
+  {
+    py::gil_scoped_release release;
+    batch_norm_backward_input<T>(pdy, px, pm, pg, pa, pb, N, C, L, pdx);
+  }
+  return dx;
+}
+
 void bind_ops(py::module_& m) {
   m.def("relu", &relu<float>);
   m.def("relu", &relu<double>);
@@ -85,4 +158,12 @@ void bind_ops(py::module_& m) {
   m.def("cross_entropy", &cross_entropy<double>);
   m.def("cross_entropy_backward", &cross_entropy_grad<float>);
   m.def("cross_entropy_backward", &cross_entropy_grad<double>);
+  m.def("batch_norm_stats", &bn_stats<float>);
+  m.def("batch_norm_stats", &bn_stats<double>);
+  m.def("batch_norm_apply", &bn_apply<float>);
+  m.def("batch_norm_apply", &bn_apply<double>);
+  m.def("batch_norm_backward_sums", &bn_backward_sums<float>);
+  m.def("batch_norm_backward_sums", &bn_backward_sums<double>);
+  m.def("batch_norm_backward_input", &bn_backward_input<float>);
+  m.def("batch_norm_backward_input", &bn_backward_input<double>);
 }

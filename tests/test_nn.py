@@ -106,6 +106,43 @@ def test_batchnorm_running_statistics_and_eval(rng):
     np.testing.assert_allclose(bn(x), expected, rtol=1e-4, atol=1e-5)
 
 
+def _batchnorm_reference(x, dy, gamma, beta, eps=1e-5):
+    """Training-mode batch norm forward and backward over all axes but 1, in float64 numpy."""
+    x, dy = x.astype(np.float64), dy.astype(np.float64)
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = x.mean(axis=axes), x.var(axis=axes)
+    xhat = (x - mean.reshape(shape)) / np.sqrt(var + eps).reshape(shape)
+    y = xhat * gamma.reshape(shape) + beta.reshape(shape)
+    dgamma, dbeta = (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+    count = x.size // x.shape[1]
+    dx = (gamma / np.sqrt(var + eps)).reshape(shape) * (
+        dy - (dbeta / count).reshape(shape) - xhat * (dgamma / count).reshape(shape))
+    return y, dx, dgamma, dbeta
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 9, 7), (33, 5), (4, 6, 50)])
+def test_batchnorm_kernels_match_float64_reference_at_any_thread_count(rng, shape):
+    # an offset of 100 with unit spread: a one-pass E[x^2] - E[x]^2 variance would lose most of its digits here
+    x = (rng.standard_normal(shape) + 100).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    y_ref, dx_ref, dgamma_ref, dbeta_ref = _batchnorm_reference(x, dy, gamma, beta)
+    results = []
+    for threads in (1, 2, 3):
+        with cc.threads(threads):
+            bn = (nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d)(shape[1])
+            bn.weight.data[...] = gamma
+            bn.bias.data[...] = beta
+            y = bn(x)
+            dx = bn.backward(dy)
+            results.append((y, dx, bn.weight.grad, bn.bias.grad))
+    for got, want in zip(results[0], (y_ref, dx_ref, dgamma_ref, dbeta_ref)):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
+    for other in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(results[0], other))
+
+
 def test_state_dict_names_round_trip_and_strict_errors(rng):
     model = cc.models.resnet20(seed=0)
     state = model.state_dict()

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
 from .._validate import as_int, as_tensor
 from .module import Module, Parameter
 
 
 class _BatchNorm(Module):
-    axes = (0, 2, 3)
     ndims = (4,)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
@@ -22,25 +22,20 @@ class _BatchNorm(Module):
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
         self._cache = None
 
-    def _shape(self, x):
-        return (1, -1) + (1,) * (x.ndim - 2)
-
     def forward(self, x):
         x = as_tensor(x, "x", ndim=self.ndims)
         if x.shape[1] != self.num_features:
             raise ValueError(f"x has {x.shape[1]} channels (x.shape[1]), this layer normalises {self.num_features}")
-        axes = tuple(a for a in self.axes if a < x.ndim)
-        shape = self._shape(x)
+        x3 = x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))  # (N, C, L): the kernels' layout
         if self.training:
-            count = x.size // self.num_features
+            count = x3.shape[0] * x3.shape[2]
             if count == 1:
                 raise ValueError(f"batch norm in training needs more than 1 value per channel, got x {x.shape}")
             self.num_batches_tracked[...] += 1
             if count == 0:  # empty batch: empty output, running statistics unchanged (as PyTorch)
                 mean, var = np.zeros(self.num_features), np.ones(self.num_features)
             else:
-                mean = x.mean(axis=axes, dtype=np.float64)
-                var = x.var(axis=axes, dtype=np.float64)
+                mean, var = _core.batch_norm_stats(x3)  # float64, biased variance
                 self.running_mean[...] = (1 - self.momentum) * self.running_mean + self.momentum * mean
                 self.running_var[...] = ((1 - self.momentum) * self.running_var
                                          + self.momentum * var * count / (count - 1))
@@ -51,26 +46,28 @@ class _BatchNorm(Module):
         scale = self.weight.data * inv_std
         shift = self.bias.data - mean * scale
         if self.training:
-            self._cache = (x, mean.astype(x.dtype), inv_std.astype(x.dtype), axes)
-        return x * scale.astype(x.dtype).reshape(shape) + shift.astype(x.dtype).reshape(shape)
+            self._cache = (x3, x.shape, mean.astype(x.dtype), inv_std)
+        return _core.batch_norm_apply(x3, scale.astype(x.dtype), shift.astype(x.dtype)).reshape(x.shape)
 
     def backward(self, dy, input_grad=True):
-        x, mean, inv_std, axes = self._saved(self._cache, "input")
-        dy = as_tensor(dy, "dy", dtype=x.dtype)
-        if dy.shape != x.shape:
-            raise ValueError(f"dy must have shape {x.shape}, got {dy.shape}")
-        shape = self._shape(dy)
-        centred = x - mean.reshape(shape)
-        dbeta = dy.sum(axis=axes)
-        dgamma = (dy * centred).sum(axis=axes) * inv_std  # sum(dy * xhat)
-        self.weight.accumulate(dgamma)
-        self.bias.accumulate(dbeta)
+        x3, shape, mean, inv_std = self._saved(self._cache, "input")
+        dy = as_tensor(dy, "dy", dtype=x3.dtype)
+        if dy.shape != shape:
+            raise ValueError(f"dy must have shape {shape}, got {dy.shape}")
+        dy3 = dy.reshape(x3.shape)
+        dbeta, sum_dy_centred = _core.batch_norm_backward_sums(dy3, x3, mean)  # float64
+        dgamma = sum_dy_centred * inv_std  # sum(dy * xhat)
+        self.weight.accumulate(dgamma.astype(x3.dtype))
+        self.bias.accumulate(dbeta.astype(x3.dtype))
         if not input_grad:
             return None
-        count = max(dy.size // self.num_features, 1)
-        # dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)), with xhat = centred * inv_std
-        g = (self.weight.data * inv_std).reshape(shape)
-        return g * (dy - (dbeta / count).reshape(shape) - centred * (inv_std * dgamma / count).reshape(shape))
+        count = max(x3.shape[0] * x3.shape[2], 1)
+        # dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)), with xhat = (x - mean) * inv_std
+        dtype = x3.dtype
+        gain = (self.weight.data * inv_std).astype(dtype)
+        a = (dbeta / count).astype(dtype)
+        b = (inv_std * dgamma / count).astype(dtype)
+        return _core.batch_norm_backward_input(dy3, x3, mean, gain, a, b).reshape(shape)
 
     def _release(self):
         self._cache = None

@@ -1,4 +1,4 @@
-// Element-wise and row-wise ops: ReLU, softmax, cross-entropy (float and double).
+// Element-wise and row-wise ops: ReLU, softmax, cross-entropy, batch normalisation (float and double).
 #pragma once
 #include <cstdint>
 
@@ -22,5 +22,19 @@ double cross_entropy_forward(const T* logits, const int64_t* labels, T* probs, i
 // dlogits = (probs - onehot(labels)) * scale, scale = dloss / N.
 template <typename T>
 void cross_entropy_backward(const T* probs, const int64_t* labels, T* dlogits, int64_t N, int64_t C, T scale);
+
+// Batch normalisation on x (N, C, L), per channel c over N*L values. Statistics in float64: mean and biased
+// variance (two passes). apply: y = x * scale[c] + shift[c].
+template <typename T>
+void batch_norm_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, double* var);
+template <typename T>
+void batch_norm_apply(const T* x, int64_t N, int64_t C, int64_t L, const T* scale, const T* shift, T* y);
+// Backward: per-channel sum(dy) and sum(dy * (x - mean)), then dx = gain[c] * (dy - a[c] - (x - mean[c]) * b[c]).
+template <typename T>
+void batch_norm_backward_sums(const T* dy, const T* x, const T* mean, int64_t N, int64_t C, int64_t L,
+                              double* sum_dy, double* sum_dy_centred);
+template <typename T>
+void batch_norm_backward_input(const T* dy, const T* x, const T* mean, const T* gain, const T* a, const T* b,
+                               int64_t N, int64_t C, int64_t L, T* dx);
 
 }  // namespace convcore

@@ -1,0 +1,114 @@
+// Batch normalisation kernels on (N, C, L) data (L = H*W for 2-D, 1 for (N, C)): per-channel statistics, the
+// affine apply, and the backward sums and input gradient. Parallel over channels; each channel is reduced
+// serially in a fixed order (float64 accumulators), so results do not depend on the thread count.
+#include "convcore/ops.h"
+#include "convcore/threads.h"
+
+namespace convcore {
+namespace {
+
+constexpr int kLanes = 8;
+
+// acc[j] += term(l) for l in [0, L), l = j mod kLanes: independent chains that pipeline and vectorise, summed in
+// a fixed order (the order depends on L only).
+template <typename Term>
+inline void add_lanes(double (&acc)[kLanes], int64_t L, const Term& term) {
+  int64_t l = 0;
+  for (; l + kLanes <= L; l += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += term(l + j);
+  for (int j = 0; l < L; ++l, ++j) acc[j] += term(l);
+}
+
+inline double total(const double (&acc)[kLanes]) {
+  double s = 0.0;
+  for (double v : acc) s += v;
+  return s;
+}
+
+}  // namespace
+
+template <typename T>
+void batch_norm_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, double* var) {
+  const int64_t count = N * L;
+  parallel_for(C, threads_for(N * C * L, 1 << 16), [&](int64_t c) {
+    double sums[kLanes] = {};
+    for (int64_t n = 0; n < N; ++n) {
+      const T* row = x + (n * C + c) * L;
+      add_lanes(sums, L, [row](int64_t l) { return static_cast<double>(row[l]); });
+    }
+    const double m = count ? total(sums) / count : 0.0;
+    // two passes: the centred sum of squares keeps precision where E[x^2] - m^2 would not
+    double squares[kLanes] = {};
+    for (int64_t n = 0; n < N; ++n) {
+      const T* row = x + (n * C + c) * L;
+      add_lanes(squares, L, [row, m](int64_t l) {
+        const double d = row[l] - m;
+        return d * d;
+      });
+    }
+    mean[c] = m;
+    var[c] = count ? total(squares) / count : 0.0;
+  });
+}
+
+template <typename T>
+void batch_norm_apply(const T* x, int64_t N, int64_t C, int64_t L, const T* scale, const T* shift, T* y) {
+  parallel_for(N * C, threads_for(N * C * L, 1 << 17), [&](int64_t nc) {
+    const T a = scale[nc % C], b = shift[nc % C];
+    const T* in = x + nc * L;
+    T* out = y + nc * L;
+    for (int64_t l = 0; l < L; ++l) out[l] = in[l] * a + b;
+  });
+}
+
+template <typename T>
+void batch_norm_backward_sums(const T* dy, const T* x, const T* mean, int64_t N, int64_t C, int64_t L,
+                              double* sum_dy, double* sum_dy_centred) {
+  parallel_for(C, threads_for(N * C * L, 1 << 16), [&](int64_t c) {
+    double s[kLanes] = {}, sc[kLanes] = {};
+    const T m = mean[c];
+    for (int64_t n = 0; n < N; ++n) {
+      const T* g = dy + (n * C + c) * L;
+      const T* row = x + (n * C + c) * L;
+      int64_t l = 0;  // add_lanes for both sums in one pass over dy
+      for (; l + kLanes <= L; l += kLanes)
+        for (int j = 0; j < kLanes; ++j) {
+          const double gv = g[l + j];
+          s[j] += gv;
+          sc[j] += gv * (row[l + j] - m);
+        }
+      for (int j = 0; l < L; ++l, ++j) {
+        s[j] += g[l];
+        sc[j] += static_cast<double>(g[l]) * (row[l] - m);
+      }
+    }
+    sum_dy[c] = total(s);
+    sum_dy_centred[c] = total(sc);
+  });
+}
+
+template <typename T>
+void batch_norm_backward_input(const T* dy, const T* x, const T* mean, const T* gain, const T* a, const T* b,
+                               int64_t N, int64_t C, int64_t L, T* dx) {
+  parallel_for(N * C, threads_for(N * C * L, 1 << 17), [&](int64_t nc) {
+    const int64_t c = nc % C;
+    const T m = mean[c], g = gain[c], ac = a[c], bc = b[c];
+    const T* gy = dy + nc * L;
+    const T* row = x + nc * L;
+    T* out = dx + nc * L;
+    for (int64_t l = 0; l < L; ++l) out[l] = g * (gy[l] - ac - (row[l] - m) * bc);
+  });
+}
+
+#define CONVCORE_INSTANTIATE_BN(T)                                                                              \
+  template void batch_norm_stats<T>(const T*, int64_t, int64_t, int64_t, double*, double*);                     \
+  template void batch_norm_apply<T>(const T*, int64_t, int64_t, int64_t, const T*, const T*, T*);               \
+  template void batch_norm_backward_sums<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, double*,   \
+                                            double*);                                                           \
+  template void batch_norm_backward_input<T>(const T*, const T*, const T*, const T*, const T*, const T*, int64_t, \
+                                             int64_t, int64_t, T*);
+CONVCORE_INSTANTIATE_BN(float)
+CONVCORE_INSTANTIATE_BN(double)
+#undef CONVCORE_INSTANTIATE_BN
+
+}  // namespace convcore
