@@ -2,6 +2,9 @@
 
 Run: python benchmarks/bench_conv.py [--threads 1,2] [--filter res2a] [--sides convcore,torch]
 First layers (1 or 3 input channels) skip the input gradient on both sides, as training does.
+`--sides convcore,torch,reference` adds convcore's reference kernels (the foundation's direct loops, still the
+oracle and fallback) as the baseline the fast kernels are measured against; they are slow, so pair it with
+--filter (e.g. --filter "n=1 ").
 """
 import numpy as np
 
@@ -67,6 +70,29 @@ def run_convcore(case, threads):
     return harness.measure(step)
 
 
+def run_reference(case, threads):
+    import convcore as cc
+    from convcore import _core
+    from convcore.functional.conv import _geometry
+
+    cc.set_num_threads(threads)
+    x, w, b = _arrays(case)
+    geom, _ = _geometry(x.shape, w.shape, case["stride"], case["pad"], 1, 1, 2)
+    y = _core.conv2d_forward(x, w, b, geom, False, True)
+    dy = np.ones_like(y)
+    if case["mode"] == "fwd":
+        return harness.measure(lambda: _core.conv2d_forward(x, w, b, geom, False, True), repeat=3, min_seconds=0)
+
+    def step():
+        _core.conv2d_forward(x, w, b, geom, False, True)
+        _core.conv2d_backward_weight(dy, x, w.shape, geom, True)
+        if not case["first"]:
+            _core.conv2d_backward_input(dy, w, x.shape, geom, True)
+        _core.conv2d_backward_bias(dy)
+
+    return harness.measure(step, repeat=3, min_seconds=0)
+
+
 def run_torch(case, threads):
     import torch
 
@@ -91,4 +117,5 @@ def run_torch(case, threads):
 
 
 if __name__ == "__main__":
-    harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch}, metric="GFLOP/s")
+    harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch, "reference": run_reference},
+                 metric="GFLOP/s", default_sides=("convcore", "torch"))

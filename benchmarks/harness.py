@@ -108,14 +108,16 @@ def _fmt_metric(case, seconds, metric):
     return f"{case['bytes'] / seconds / 1e9:8.2f}"
 
 
-def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None):
-    """Run all sides for all cases at each thread count and print the table; returns the results."""
+def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=None):
+    """Run the sides (default_sides, or all) for all cases at each thread count and print the table; returns the
+    results."""
     parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip().splitlines()[0]
                                      if sys.modules["__main__"].__doc__ else None)
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side (default 2)")
     parser.add_argument("--filter", default="", help="only cases whose name contains this text")
-    parser.add_argument("--sides", default=",".join(sides), help="which sides to run (default all)")
+    parser.add_argument("--sides", default=",".join(default_sides or sides),
+                        help=f"which sides to run, of {', '.join(sides)} (default {', '.join(default_sides or sides)})")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
