@@ -58,10 +58,14 @@ class Im2col final : public BPanelSource {
           for (int64_t j = lo; j < hi; ++j) dst[j] = row[v0 + j];
           for (int64_t j = hi; j < len; ++j) dst[j] = 0.0f;
         } else {
-          for (int64_t j = 0; j < len; ++j) {
-            const int64_t v = v0 + j * s_.stride_w;
-            dst[j] = (v >= 0 && v < s_.W) ? row[v] : 0.0f;
-          }
+          // pixels [lo, hi) read inside the row; only the padding columns (a few at each end) are stepped over
+          const int64_t sw = s_.stride_w;
+          int64_t lo = 0, hi = len;
+          while (lo < len && v0 + lo * sw < 0) ++lo;
+          while (hi > lo && v0 + (hi - 1) * sw >= s_.W) --hi;
+          for (int64_t j = 0; j < lo; ++j) dst[j] = 0.0f;
+          for (int64_t j = lo; j < hi; ++j) dst[j] = row[v0 + j * sw];
+          for (int64_t j = hi; j < len; ++j) dst[j] = 0.0f;
         }
       }
       if (++t == s_.S) {
