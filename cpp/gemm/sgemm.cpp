@@ -206,20 +206,13 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
 // whole of B would cost more than the product, e.g. a fully connected layer at batch 1).
 void sgemm_few_rows(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
                     int64_t ldb, float beta, float* C, int64_t ldc, const Epilogue& epi) {
-  constexpr int kLanes = 8;
+  const DotKernel dot = kernels().gemm.dot;
   parallel_for(N, threads_for(M * N * K), [&](int64_t j) {
     const float* b = B + j * ldb;
     for (int64_t i = 0; i < M; ++i) {
-      const float* a = A + i * lda;
-      float lanes[kLanes] = {};
-      int64_t k = 0;
-      for (; k + kLanes <= K; k += kLanes)
-        for (int l = 0; l < kLanes; ++l) lanes[l] += a[k + l] * b[k + l];
-      for (int l = 0; k < K; ++k, ++l) lanes[l] += a[k] * b[k];
-      float dot = 0.0f;
-      for (int l = 0; l < kLanes; ++l) dot += lanes[l];
+      const float d = dot(A + i * lda, b, K);
       float* c = C + i * ldc + j;
-      *c = beta == 0.0f ? alpha * dot : alpha * dot + beta * *c;
+      *c = beta == 0.0f ? alpha * d : alpha * d + beta * *c;
       apply_epilogue(epi, c, ldc, i, j, 1, 1);
     }
   });

@@ -33,8 +33,29 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
   }
 }
 
+// Four 8-lane FMA accumulators over 32-float steps (independent chains), the tail into a scalar sum; the lanes
+// are summed by a fixed shuffle tree. Fixed order for a given K.
+float dot_4x8(const float* a, const float* b, int64_t K) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 16), _mm256_loadu_ps(b + k + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 24), _mm256_loadu_ps(b + k + 24), s3);
+  }
+  for (; k + 8 <= K; k += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+  float tail = 0.0f;
+  for (; k < K; ++k) tail += a[k] * b[k];
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  return _mm_cvtss_f32(h) + tail;
+}
+
 }  // namespace
 
-GemmKernels gemm_kernels_avx2() { return GemmKernels{"avx2 6x16", {{MR, NR, 256, micro_6x16}}, 1}; }
+GemmKernels gemm_kernels_avx2() { return GemmKernels{"avx2 6x16", {{MR, NR, 256, micro_6x16}}, 1, dot_4x8}; }
 
 }  // namespace convcore

@@ -37,11 +37,15 @@ constexpr int kMaxGemmTiles = 3;
 constexpr int kMaxTileElements = 12 * 32;  // mr * nr of every tile is at most this
 constexpr int kMaxNr = 64;                 // and nr at most this
 
+// Dot product of K floats, summed in a fixed order (for products with a few rows: no packing).
+using DotKernel = float (*)(const float* a, const float* b, int64_t K);
+
 // An ISA's tiles, the general one first; the engine picks one per problem (choose_tile).
 struct GemmKernels {
   const char* name;
   GemmTile tiles[kMaxGemmTiles];
   int count;
+  DotKernel dot;
 };
 
 // The tile for an M-row product: the general tile unless another pads M to fewer rows by more than 1/16 (e.g.

@@ -14,10 +14,15 @@ bool in_forked_child();       // true after fork(): OpenMP's pool is gone there,
 // parallel region (a kernel called per image from a parallel loop runs serially).
 int threads_for(int64_t work, int64_t serial_below = 300000);
 
-// Runs body(i) for i in [0, n) on `nt` threads (static schedule). An exception thrown by a body is caught inside
-// the OpenMP region (where it would terminate the process) and rethrown on the calling thread afterwards.
+// Runs body(i) for i in [0, n) on `nt` threads (static schedule; in order on the calling thread when nt <= 1). An
+// exception thrown by a body is caught inside the OpenMP region (where it would terminate the process) and
+// rethrown on the calling thread afterwards.
 template <typename Body>
 void parallel_for(int64_t n, int nt, const Body& body) {
+  if (nt <= 1) {  // no OpenMP region (~1 us to enter) for serial work; exceptions propagate as they are
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
   std::exception_ptr error;
   std::mutex error_lock;
 #pragma omp parallel for num_threads(nt) schedule(static)
