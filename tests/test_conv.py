@@ -32,6 +32,8 @@ CASES = [
     (2, 3, 11, 10, 4, 3, 3, 1, 1, 1, 1),        # >= 100 pixels per image: one GEMM per image, not batch-folded
     (2, 3, 5, 4, 4, 1, 1, 1, 1, 1, 1),          # padded 1x1 kernel: stride-1 dx by col2im (padding > kernel reach)
     (1, 4, 6, 7, 6, 3, 2, 1, (3, 1), 1, 2),     # padding 3 > R-1 on one axis: dx by col2im
+    (2, 3, 6, 40, 20, 3, 3, 1, 1, 1, 1),        # direct kernel: rows past two vectors, a partial filter block
+    (1, 4, 12, 12, 17, 3, 5, 1, (2, 0), 1, 1),  # direct kernel: narrow rows, 17 filters, uneven padding
 ]
 
 

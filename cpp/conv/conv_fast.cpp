@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "convcore/conv.h"
+#include "convcore/dispatch.h"
 #include "convcore/gemm.h"
 #include "convcore/threads.h"
 
@@ -185,10 +186,19 @@ struct FreeDeleter {
 
 }  // namespace
 
+bool conv2d_direct_applies(const ConvShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.groups == 1 &&
+         s.C * s.R * s.S <= 160 && s.K <= 32 && s.R * s.S > 1;
+}
+
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                          float* y) {
   if (is_depthwise(s)) {
     conv2d_forward_depthwise(s, x, w, bias, relu, y);
+    return;
+  }
+  if (conv2d_direct_applies(s)) {
+    kernels().conv_direct(s, x, w, bias, relu, y);
     return;
   }
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;

@@ -27,18 +27,31 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 
 // Fast float32 kernels: blocked im2col on the SGEMM engine. The im2col columns of one block of output pixels are
 // packed straight into the engine's B panels (Im2col as a BPanelSource), so the (C*R*S) x (P*Q) matrix is never
-// materialised; 1x1 stride-1 unpadded convolutions use the input itself as B. Stride-1 input gradients with
-// padding <= dil*(R-1) run as a forward convolution of dy with the flipped, channel-swapped filters (the
-// transposed-convolution route); the others by GEMM + col2im. Forward layers (not pointwise) with fewer than 100
-// output pixels per image fold the batch into the GEMM's N dimension (one GEMM per group; the result, Kg x N*P*Q floats, is then
-// copied into y). Per-thread workspace: the engine's
-// packed blocks (<= 256 x 3072 floats of B, 256 x 144 of A) plus, for the input gradient, one column block of at
-// most max(256 Ki, 16 * C/groups * R * S) floats. Work is split over images when there are at least as many as
+// materialised; 1x1 stride-1 unpadded convolutions use the input itself as B. Forward layers with few taps and
+// filters run the direct kernel instead (see conv2d_direct_applies). Stride-1 input gradients run as a forward
+// convolution of dy with the flipped, channel-swapped filters (the transposed-convolution route) unless that
+// would pack more than twice the GEMM + col2im route's columns; the others by GEMM + col2im. Forward layers (not
+// pointwise) with fewer than 256 output pixels per image fold the batch into the GEMM's N dimension (one GEMM per
+// group; the result, Kg x N*P*Q floats, is then copied into y). Per-thread workspace: the engine's packed blocks
+// (<= 256 x 768 floats of B, 144 x 256 of A) plus, for the input gradient, one column block of at most
+// max(256 Ki, 16 * C/groups * R * S) floats. Work is split over images when there are at least as many as
 // threads, otherwise inside each GEMM; every result is bitwise identical at any thread count (the weight
 // gradient sums a fixed number of per-chunk partials in a fixed order).
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y);
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw);
+
+// Direct forward convolution (conv_direct.h), one per ISA in the dispatch table: stride 1, no dilation, one
+// group, at most 160 taps (C*R*S) and 32 filters, not 1x1. Workspace: one zero-padded image per thread.
+bool conv2d_direct_applies(const ConvShape& s);
+using ConvDirectKernel = void (*)(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                                  float* y);
+void conv2d_direct_forward_scalar(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                                  float* y);
+void conv2d_direct_forward_avx2(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                                float* y);
+void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                                  float* y);
 
 // Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
 // fast kernels above route here. Each dw element sums 8 lane partials over (n, p, q) in order, then the lanes.

@@ -3,6 +3,7 @@
 #pragma once
 #include <string>
 
+#include "convcore/conv.h"
 #include "convcore/gemm.h"
 #include "convcore/pool.h"
 
@@ -26,6 +27,7 @@ struct KernelTable {
   Isa isa;
   GemmKernels gemm;
   PoolKernels pool;
+  ConvDirectKernel conv_direct;
 };
 
 const KernelTable& kernels();  // the selected table

@@ -1,0 +1,9 @@
+// Direct convolution, AVX-512: 16-float vectors; 16 filters x 1 vector or 8 filters x 2 vectors in registers.
+#include "conv_direct.h"
+
+namespace convcore {
+void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                                  float* y) {
+  direct_forward_any<16, 16, 8, 2>(s, x, w, bias, relu, y);
+}
+}  // namespace convcore
