@@ -69,6 +69,78 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
   });
 }
 
+// Weight gradient of the same layers with S (kernel width) columns handled together: each work unit (a block of KB
+// filters, one input channel c, one kernel row r) keeps KB x S vector accumulators (one load of dy per filter and
+// of x per tap feed KB * S FMAs). The batch is cut into a fixed number of image chunks (at most 8) spread over the
+// threads; a chunk takes its images one at a time, zero-padded into its own buffers (so every unit's data is in
+// cache), and runs every unit on each, carrying the unit's accumulators from image to image. The chunks' sums are
+// then added in chunk order and each accumulator's lanes in a fixed pairwise tree, so every dw element is summed
+// in the same order whatever the thread count. Workspace per chunk: one padded image of x and of dy, and the
+// accumulators (units x KB x S vectors).
+template <int VL, int KB, int S>
+void direct_backward_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  const int64_t N = s.N, C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W;
+  const int64_t q_span = (Q + VL - 1) / VL * VL, k_blocks = (K + KB - 1) / KB, K_pad = k_blocks * KB;
+  const int64_t Hp = H + 2 * s.pad_h, Wp = std::max(W + 2 * s.pad_w, q_span + S - 1), units = k_blocks * C * R;
+  const int64_t chunks = std::min<int64_t>(N, 8), per_chunk = units * KB * S * VL;
+  // accumulators as floats (a std::vector of a vector-extension type would drop the vector attribute)
+  std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
+  parallel_for(chunks, threads_for(N * K * P * Q * C * R * S), [&](int64_t chunk) {
+    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), dyp(static_cast<size_t>(K_pad * P * q_span), 0.0f);
+    float* sums = &state[chunk * per_chunk];
+    for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
+      for (int64_t c = 0; c < C; ++c)  // only the interiors are written: the padding stays zero
+        for (int64_t h = 0; h < H; ++h)
+          std::memcpy(&xp[(c * Hp + h + s.pad_h) * Wp + s.pad_w], x + ((n * C + c) * H + h) * W, W * sizeof(float));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t p = 0; p < P; ++p)
+          std::memcpy(&dyp[(k * P + p) * q_span], dy + ((n * K + k) * P + p) * Q, Q * sizeof(float));
+      for (int64_t unit = 0; unit < units; ++unit) {
+        const int64_t kb = unit / (C * R), c = (unit / R) % C, r = unit % R;
+        vec acc[KB][S];
+        float* saved = sums + unit * KB * S * VL;
+        std::memcpy(acc, saved, sizeof(acc));
+        for (int64_t p = 0; p < P; ++p) {
+          const float* xrow = &xp[(c * Hp + p + r) * Wp];
+          const float* grow = &dyp[(kb * KB * P + p) * q_span];
+          for (int64_t q0 = 0; q0 < q_span; q0 += VL) {
+            vec g[KB], xv[S];
+            for (int i = 0; i < KB; ++i) std::memcpy(&g[i], grow + i * P * q_span + q0, sizeof(vec));
+            for (int t = 0; t < S; ++t) std::memcpy(&xv[t], xrow + q0 + t, sizeof(vec));
+            for (int i = 0; i < KB; ++i)
+              for (int t = 0; t < S; ++t) acc[i][t] += g[i] * xv[t];
+          }
+        }
+        std::memcpy(saved, acc, sizeof(acc));
+      }
+    }
+  });
+  for (int64_t unit = 0; unit < units; ++unit) {
+    const int64_t kb = unit / (C * R), c = (unit / R) % C, r = unit % R;
+    for (int i = 0; i < KB && kb * KB + i < K; ++i)
+      for (int t = 0; t < S; ++t) {
+        const int64_t at = ((unit * KB + i) * S + t) * VL;
+        alignas(64) float lanes[VL];
+        std::memcpy(lanes, &state[at], sizeof(lanes));
+        for (int64_t chunk = 1; chunk < chunks; ++chunk)
+          for (int j = 0; j < VL; ++j) lanes[j] += state[chunk * per_chunk + at + j];
+        for (int width = VL / 2; width >= 1; width /= 2)
+          for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+        dw[(((kb * KB + i) * C + c) * R + r) * S + t] = lanes[0];
+      }
+  }
+}
+
+// Instantiated for kernel widths 3 and 5 (conv2d_direct_weight_applies).
+template <int VL, int KB3, int KB5>
+void direct_backward_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  if (s.S == 3)
+    direct_backward_weight<VL, KB3, 3>(s, dy, x, dw);
+  else
+    direct_backward_weight<VL, KB5, 5>(s, dy, x, dw);
+}
+
 // Output rows up to one vector wide use one vector per row and more filters per block.
 template <int VL, int KB_NARROW, int KB_WIDE, int QV_WIDE>
 void direct_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {

@@ -1,9 +1,14 @@
-// Direct convolution, AVX2+FMA: 8-float vectors; 8 filters x 1 vector or 4 filters x 2 vectors in registers.
+// Direct convolution, AVX2+FMA: 8-float vectors; 8 filters x 1 vector or 4 filters x 2 vectors in registers;
+// weight gradient 3 or 2 filters x S taps.
 #include "conv_direct.h"
 
 namespace convcore {
 void conv2d_direct_forward_avx2(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                 float* y) {
   direct_forward_any<8, 8, 4, 2>(s, x, w, bias, relu, y);
+}
+
+void conv2d_direct_backward_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  direct_backward_weight_any<8, 3, 2>(s, dy, x, dw);
 }
 }  // namespace convcore

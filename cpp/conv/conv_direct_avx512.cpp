@@ -1,9 +1,14 @@
-// Direct convolution, AVX-512: 16-float vectors; 16 filters x 1 vector or 8 filters x 2 vectors in registers.
+// Direct convolution, AVX-512: 16-float vectors; 16 filters x 1 vector or 8 filters x 2 vectors in registers;
+// weight gradient 6 (3-wide kernels) or 4 (5-wide) filters x S taps.
 #include "conv_direct.h"
 
 namespace convcore {
 void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                   float* y) {
   direct_forward_any<16, 16, 8, 2>(s, x, w, bias, relu, y);
+}
+
+void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  direct_backward_weight_any<16, 6, 4>(s, dy, x, dw);
 }
 }  // namespace convcore

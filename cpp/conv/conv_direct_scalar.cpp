@@ -1,9 +1,14 @@
-// Direct convolution, portable x86-64: 4-float (SSE2) vectors; 8 filters x 1 vector or 4 filters x 2 vectors.
+// Direct convolution, portable x86-64: 4-float (SSE2) vectors; 8 filters x 1 vector or 4 filters x 2 vectors;
+// weight gradient 3 or 2 filters x S taps.
 #include "conv_direct.h"
 
 namespace convcore {
 void conv2d_direct_forward_scalar(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                   float* y) {
   direct_forward_any<4, 8, 4, 2>(s, x, w, bias, relu, y);
+}
+
+void conv2d_direct_backward_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  direct_backward_weight_any<4, 3, 2>(s, dy, x, dw);
 }
 }  // namespace convcore

@@ -191,6 +191,10 @@ bool conv2d_direct_applies(const ConvShape& s) {
          s.C * s.R * s.S <= 160 && s.K <= 32 && s.R * s.S > 1;
 }
 
+bool conv2d_direct_weight_applies(const ConvShape& s) {
+  return conv2d_direct_applies(s) && (s.S == 3 || s.S == 5);
+}
+
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                          float* y) {
   if (is_depthwise(s)) {
@@ -247,6 +251,10 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   }
   if (s.N == 0) {
     std::fill(dw, dw + wsize, 0.0f);
+    return;
+  }
+  if (conv2d_direct_weight_applies(s)) {
+    kernels().conv_direct_weight(s, dy, x, dw);
     return;
   }
   // A fixed number of image chunks, each summing its images in order into its own partial; partials are then

@@ -52,6 +52,13 @@ void conv2d_direct_forward_avx2(const ConvShape& s, const float* x, const float*
                                 float* y);
 void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                   float* y);
+// Their weight gradient, for kernel widths 3 and 5; workspace per image chunk (at most 8): one zero-padded image of
+// x and of dy, and the accumulators.
+bool conv2d_direct_weight_applies(const ConvShape& s);
+using ConvDirectWeightKernel = void (*)(const ConvShape& s, const float* dy, const float* x, float* dw);
+void conv2d_direct_backward_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
+void conv2d_direct_backward_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
+void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
 
 // Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
 // fast kernels above route here. Each dw element sums 8 lane partials over (n, p, q) in order, then the lanes.

@@ -28,6 +28,7 @@ struct KernelTable {
   GemmKernels gemm;
   PoolKernels pool;
   ConvDirectKernel conv_direct;
+  ConvDirectWeightKernel conv_direct_weight;
 };
 
 const KernelTable& kernels();  // the selected table
