@@ -15,6 +15,15 @@
 namespace convcore {
 namespace {
 
+// Copies one image x (C planes of H x W) into the interior of its zero-padded copy xp (C planes of Hp x Wp, the
+// image at row pad_h, column pad_w). Only the interior is written, so a buffer reused for the next image keeps its
+// zero padding.
+inline void pad_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, float* xp) {
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t h = 0; h < s.H; ++h)
+      std::memcpy(xp + (c * Hp + h + s.pad_h) * Wp + s.pad_w, x + (c * s.H + h) * s.W, s.W * sizeof(float));
+}
+
 // Each output element sums its taps in (c, r, t) order, adds the bias, then applies ReLU (keeping NaN): the same
 // order whatever the thread count.
 template <int VL, int KB, int QV>
@@ -28,39 +37,42 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
   std::vector<float> wp(static_cast<size_t>(k_blocks * CRS * KB), 0.0f);
   for (int64_t k = 0; k < K; ++k)
     for (int64_t i = 0; i < CRS; ++i) wp[((k / KB) * CRS + i) * KB + k % KB] = w[k * CRS + i];
-  parallel_for(s.N, threads_for(s.N * K * P * Q * CRS), [&](int64_t n) {
+  // images in contiguous chunks, one per thread, each with one padded buffer (the images are independent)
+  const int nt = threads_for(s.N * K * P * Q * CRS);
+  const int64_t chunks = std::min<int64_t>(s.N, nt);
+  parallel_for(chunks, nt, [&](int64_t chunk) {
     std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t h = 0; h < H; ++h)
-        std::memcpy(&xp[(c * Hp + h + s.pad_h) * Wp + s.pad_w], x + ((n * C + c) * H + h) * W, W * sizeof(float));
-    float* yn = y + n * K * P * Q;
-    for (int64_t p = 0; p < P; ++p) {
-      for (int64_t q0 = 0; q0 < Q; q0 += step) {
-        for (int64_t kb = 0; kb < k_blocks; ++kb) {
-          vec acc[KB][QV];
-          for (int i = 0; i < KB; ++i)
-            for (int v = 0; v < QV; ++v) acc[i][v] = vec{};
-          const float* wk = &wp[kb * CRS * KB];
-          for (int64_t c = 0; c < C; ++c) {
-            for (int64_t r = 0; r < R; ++r) {
-              const float* row = &xp[(c * Hp + p + r) * Wp + q0];
-              for (int64_t t = 0; t < S; ++t, wk += KB) {
-                vec xv[QV];
-                for (int v = 0; v < QV; ++v) std::memcpy(&xv[v], row + t + v * VL, sizeof(vec));
-                for (int i = 0; i < KB; ++i)
-                  for (int v = 0; v < QV; ++v) acc[i][v] += xv[v] * wk[i];
+    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
+      pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());
+      float* yn = y + n * K * P * Q;
+      for (int64_t p = 0; p < P; ++p) {
+        for (int64_t q0 = 0; q0 < Q; q0 += step) {
+          for (int64_t kb = 0; kb < k_blocks; ++kb) {
+            vec acc[KB][QV];
+            for (int i = 0; i < KB; ++i)
+              for (int v = 0; v < QV; ++v) acc[i][v] = vec{};
+            const float* wk = &wp[kb * CRS * KB];
+            for (int64_t c = 0; c < C; ++c) {
+              for (int64_t r = 0; r < R; ++r) {
+                const float* row = &xp[(c * Hp + p + r) * Wp + q0];
+                for (int64_t t = 0; t < S; ++t, wk += KB) {
+                  vec xv[QV];
+                  for (int v = 0; v < QV; ++v) std::memcpy(&xv[v], row + t + v * VL, sizeof(vec));
+                  for (int i = 0; i < KB; ++i)
+                    for (int v = 0; v < QV; ++v) acc[i][v] += xv[v] * wk[i];
+                }
               }
             }
-          }
-          for (int i = 0; i < KB && kb * KB + i < K; ++i) {
-            const int64_t k = kb * KB + i;
-            const float b = bias ? bias[k] : 0.0f;
-            for (int v = 0; v < QV; ++v) {
-              const int64_t q = q0 + v * VL, count = std::min<int64_t>(VL, Q - q);
-              if (count <= 0) break;
-              vec o = acc[i][v] + b;
-              if (relu) o = ((o > 0) | (o != o)) ? o : vec{};  // lane-wise select, NaN kept
-              std::memcpy(yn + (k * P + p) * Q + q, &o, count * sizeof(float));
+            for (int i = 0; i < KB && kb * KB + i < K; ++i) {
+              const int64_t k = kb * KB + i;
+              const float b = bias ? bias[k] : 0.0f;
+              for (int v = 0; v < QV; ++v) {
+                const int64_t q = q0 + v * VL, count = std::min<int64_t>(VL, Q - q);
+                if (count <= 0) break;
+                vec o = acc[i][v] + b;
+                if (relu) o = ((o > 0) | (o != o)) ? o : vec{};  // lane-wise select, NaN kept
+                std::memcpy(yn + (k * P + p) * Q + q, &o, count * sizeof(float));
+              }
             }
           }
         }
@@ -90,9 +102,7 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
     std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), dyp(static_cast<size_t>(K_pad * P * q_span), 0.0f);
     float* sums = &state[chunk * per_chunk];
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
-      for (int64_t c = 0; c < C; ++c)  // only the interiors are written: the padding stays zero
-        for (int64_t h = 0; h < H; ++h)
-          std::memcpy(&xp[(c * Hp + h + s.pad_h) * Wp + s.pad_w], x + ((n * C + c) * H + h) * W, W * sizeof(float));
+      pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: xp and dyp keep their zero padding
       for (int64_t k = 0; k < K; ++k)
         for (int64_t p = 0; p < P; ++p)
           std::memcpy(&dyp[(k * P + p) * q_span], dy + ((n * K + k) * P + p) * Q, Q * sizeof(float));
