@@ -17,6 +17,17 @@ namespace {
 // = 225 pixels) leaves the last column tile partly empty and the packing and call overheads unshared.
 constexpr int64_t kFoldBelowPixels = 256;
 
+// The pixels [lo, hi) of a len-pixel output segment whose input columns v0 + i*sw lie inside a row of width W
+// (lo <= hi <= len; the others read padding).
+struct InsideSpan {
+  int64_t lo, hi;
+};
+inline InsideSpan inside_columns(int64_t v0, int64_t len, int64_t sw, int64_t W) {
+  const int64_t lo = v0 >= 0 ? 0 : sw == 1 ? -v0 : (-v0 + sw - 1) / sw;
+  const int64_t hi = v0 >= W ? 0 : sw == 1 ? W - v0 : (W - v0 + sw - 1) / sw;
+  return {std::min(lo, len), std::clamp(hi, std::min(lo, len), len)};
+}
+
 // B = im2col of one group over images, (Cg*R*S) x (images*P*Q):
 // B(c*R*S + r*S + t, i*P*Q + p*Q + q) = x[i*image_stride + c*H*W + (p*sh - ph + r*dh)*W + q*sw - pw + t*dw]
 class Im2col final : public BPanelSource {
@@ -53,21 +64,15 @@ class Im2col final : public BPanelSource {
         std::fill(dst, dst + len, 0.0f);
       } else {
         const float* row = x + (c * s_.H + h) * s_.W;
-        if (s_.stride_w == 1) {
-          const int64_t lo = std::clamp<int64_t>(-v0, 0, len), hi = std::clamp<int64_t>(s_.W - v0, lo, len);
-          for (int64_t j = 0; j < lo; ++j) dst[j] = 0.0f;
+        const int64_t sw = s_.stride_w;
+        const auto [lo, hi] = inside_columns(v0, len, sw, s_.W);
+        for (int64_t j = 0; j < lo; ++j) dst[j] = 0.0f;
+        if (sw == 1) {
           for (int64_t j = lo; j < hi; ++j) dst[j] = row[v0 + j];
-          for (int64_t j = hi; j < len; ++j) dst[j] = 0.0f;
         } else {
-          // pixels [lo, hi) read inside the row; only the padding columns (a few at each end) are stepped over
-          const int64_t sw = s_.stride_w;
-          int64_t lo = 0, hi = len;
-          while (lo < len && v0 + lo * sw < 0) ++lo;
-          while (hi > lo && v0 + (hi - 1) * sw >= s_.W) --hi;
-          for (int64_t j = 0; j < lo; ++j) dst[j] = 0.0f;
           for (int64_t j = lo; j < hi; ++j) dst[j] = row[v0 + j * sw];
-          for (int64_t j = hi; j < len; ++j) dst[j] = 0.0f;
         }
+        for (int64_t j = hi; j < len; ++j) dst[j] = 0.0f;
       }
       if (++t == s_.S) {
         t = 0;
@@ -139,9 +144,7 @@ void col2im_add(const ConvShape& s, const float* col, int64_t j0, int64_t nb, fl
       const int64_t p = (j0 + j) / Q, q = (j0 + j) % Q, len = std::min(nb - j, Q - q);
       const int64_t h = p * sh + dh, v0 = q * sw + dw;  // input row, and the column of the segment's first pixel
       if (h >= 0 && h < H) {
-        // pixels i in [lo, hi) of the segment land inside the row: 0 <= v0 + i*sw < W
-        const int64_t lo = v0 >= 0 ? 0 : sw == 1 ? -v0 : (-v0 + sw - 1) / sw;
-        const int64_t hi = v0 >= W ? 0 : std::min(len, sw == 1 ? W - v0 : (W - v0 + sw - 1) / sw);
+        const auto [lo, hi] = inside_columns(v0, len, sw, W);  // the segment's pixels that land in the row
         const int64_t base = h * W + v0;  // may be negative: only base + i*sw for i in [lo, hi) is an index
         const float* seg = src + j;
         if (sw == 1) {
