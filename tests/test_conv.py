@@ -34,6 +34,9 @@ CASES = [
     (1, 4, 6, 7, 6, 3, 2, 1, (3, 1), 1, 2),     # padding 3 > R-1 on one axis: dx by col2im
     (2, 3, 6, 40, 20, 3, 3, 1, 1, 1, 1),        # direct kernel: rows past two vectors, a partial filter block
     (1, 4, 12, 12, 17, 3, 5, 1, (2, 0), 1, 1),  # direct kernel: narrow rows, 17 filters, uneven padding
+    (2, 20, 9, 13, 6, 3, 3, 1, 1, 1, 1),        # direct forward past 160 taps (weight gradient by GEMM)
+    (1, 3, 10, 10, 5, 3, 3, 1, 1, 1, 1),        # direct kernel: narrow rows and at most 8 filters
+    (1, 2, 4, 5, 3, 2, 2, 1, (3, 0), 1, 1),     # direct kernel: output rows that read only padding
 ]
 
 

@@ -5,6 +5,8 @@
 // unit (conv_direct_<isa>.cpp), which instantiates it with its vector width; the anonymous namespace keeps each
 // copy in its own unit (the linker must not merge an AVX-512 copy into the AVX2 path).
 #pragma once
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -22,6 +24,31 @@ inline void pad_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t h = 0; h < s.H; ++h)
       std::memcpy(xp + (c * Hp + h + s.pad_h) * Wp + s.pad_w, x + (c * s.H + h) * s.W, s.W * sizeof(float));
+}
+
+// Stores the first `count` lanes (1 <= count <= VL) of v at dst: a masked store where the unit's ISA has one (a
+// variable-length memcpy cost ~30 cycles a store, a third of LeNet conv1's forward with its 28-wide rows).
+template <int VL, typename Vec>
+inline void store_first(float* dst, const Vec& v, int64_t count) {
+  if (count == VL) {
+    std::memcpy(dst, &v, sizeof(Vec));
+    return;
+  }
+#if defined(__AVX512F__)
+  if constexpr (VL == 16) {
+    _mm512_mask_storeu_ps(dst, static_cast<__mmask16>((1u << count) - 1), reinterpret_cast<const __m512&>(v));
+    return;
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (VL == 8) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lanes),
+                        reinterpret_cast<const __m256&>(v));
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < count; ++j) dst[j] = v[j];
 }
 
 // Each output element sums its taps in (c, r, t) order, adds the bias, then applies ReLU (keeping NaN): the same
@@ -46,15 +73,17 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
       pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());
       float* yn = y + n * K * P * Q;
       for (int64_t p = 0; p < P; ++p) {
+        // kernel rows that read image rows (the others read only zero padding)
+        const int64_t r_lo = std::max<int64_t>(0, s.pad_h - p), r_hi = std::min(R, H + s.pad_h - p);
         for (int64_t q0 = 0; q0 < Q; q0 += step) {
           for (int64_t kb = 0; kb < k_blocks; ++kb) {
             vec acc[KB][QV];
             for (int i = 0; i < KB; ++i)
               for (int v = 0; v < QV; ++v) acc[i][v] = vec{};
-            const float* wk = &wp[kb * CRS * KB];
             for (int64_t c = 0; c < C; ++c) {
-              for (int64_t r = 0; r < R; ++r) {
+              for (int64_t r = r_lo; r < r_hi; ++r) {
                 const float* row = &xp[(c * Hp + p + r) * Wp + q0];
+                const float* wk = &wp[((kb * C + c) * R + r) * S * KB];
                 for (int64_t t = 0; t < S; ++t, wk += KB) {
                   vec xv[QV];
                   for (int v = 0; v < QV; ++v) std::memcpy(&xv[v], row + t + v * VL, sizeof(vec));
@@ -71,7 +100,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
                 if (count <= 0) break;
                 vec o = acc[i][v] + b;
                 if (relu) o = ((o > 0) | (o != o)) ? o : vec{};  // lane-wise select, NaN kept
-                std::memcpy(yn + (k * P + p) * Q + q, &o, count * sizeof(float));
+                store_first<VL>(yn + (k * P + p) * Q + q, o, count);
               }
             }
           }
@@ -151,10 +180,13 @@ void direct_backward_weight_any(const ConvShape& s, const float* dy, const float
     direct_backward_weight<VL, KB5, 5>(s, dy, x, dw);
 }
 
-// Output rows up to one vector wide use one vector per row and more filters per block.
+// Output rows up to one vector wide use one vector per row and more filters per block (half as many when that
+// covers every filter, e.g. the 6 of LeNet conv2's input gradient).
 template <int VL, int KB_NARROW, int KB_WIDE, int QV_WIDE>
 void direct_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {
-  if (s.Q <= VL)
+  if (s.Q <= VL && s.K <= KB_NARROW / 2)
+    direct_forward<VL, KB_NARROW / 2, 1>(s, x, w, bias, relu, y);
+  else if (s.Q <= VL)
     direct_forward<VL, KB_NARROW, 1>(s, x, w, bias, relu, y);
   else
     direct_forward<VL, KB_WIDE, QV_WIDE>(s, x, w, bias, relu, y);

@@ -162,13 +162,14 @@ bool is_pointwise(const ConvShape& s) {
   return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
 }
 
-// Stride-1 input gradients can run as a plain convolution of dy (padding dil*(R-1) - pad must be >= 0). It packs
+// Stride-1 input gradients can run as a plain convolution t of dy (padding dil*(R-1) - pad must be >= 0). It packs
 // H*W x K*R*S im2col elements of dy per image, where GEMM + col2im writes and scatters C*R*S x P*Q: the
-// transposed route is taken unless it would pack more than twice as much (few input channels, e.g. LeNet conv2,
-// 6 <- 16 channels, where it would pack 5x as much, mostly padding).
-bool transposed_route_pays(const ConvShape& s) {
+// transposed route is taken when t runs the direct kernel (which packs nothing), or else unless it would pack
+// more than twice as much (few input channels, e.g. LeNet conv2, 6 <- 16 channels, where it would pack 5x as
+// much, mostly padding).
+bool transposed_route_pays(const ConvShape& s, const ConvShape& t) {
   return s.stride_h == 1 && s.stride_w == 1 && s.pad_h <= s.dil_h * (s.R - 1) && s.pad_w <= s.dil_w * (s.S - 1) &&
-         s.H * s.W * s.K <= 2 * s.C * s.P * s.Q;
+         (conv2d_direct_applies(t) || s.H * s.W * s.K <= 2 * s.C * s.P * s.Q);
 }
 
 // Runs task(i) for i in [0, tasks): over threads when there are enough tasks, else one by one so that each
@@ -191,11 +192,11 @@ struct FreeDeleter {
 
 bool conv2d_direct_applies(const ConvShape& s) {
   return s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.groups == 1 &&
-         s.C * s.R * s.S <= 160 && s.K <= 32 && s.R * s.S > 1;
+         s.C * s.R * s.S <= 400 && s.K <= 32 && s.R * s.S > 1;
 }
 
 bool conv2d_direct_weight_applies(const ConvShape& s) {
-  return conv2d_direct_applies(s) && (s.S == 3 || s.S == 5);
+  return conv2d_direct_applies(s) && s.C * s.R * s.S <= 160 && (s.S == 3 || s.S == 5);
 }
 
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
@@ -296,8 +297,10 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     conv2d_backward_input_depthwise(s, dy, w, dx);
     return;
   }
-  if (!is_pointwise(s) && transposed_route_pays(s)) {
-    // dx (N, C, H, W) = forward conv of dy (N, K, P, Q) with wt (C, Kg, R, S), the filters flipped in R and S
+  const ConvShape t{s.N,     s.K,  s.P, s.Q, s.C, s.R, s.S, s.H, s.W, 1, 1, s.dil_h * (s.R - 1) - s.pad_h,
+                    s.dil_w * (s.S - 1) - s.pad_w, s.dil_h, s.dil_w, s.groups};
+  if (!is_pointwise(s) && transposed_route_pays(s, t)) {
+    // dx (N, C, H, W) = forward conv t of dy (N, K, P, Q) with wt (C, Kg, R, S), the filters flipped in R and S
     // with in/out channels swapped per group: wt[g*Cg + c][k][r][t] = w[g*Kg + k][c][R-1-r][S-1-t].
     std::vector<float> wt(static_cast<size_t>(s.K * CRS));
     for (int64_t g = 0; g < s.groups; ++g)
@@ -305,8 +308,6 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
         for (int64_t k = 0; k < Kg; ++k)
           for (int64_t rt = 0; rt < RS; ++rt)
             wt[((g * Cg + c) * Kg + k) * RS + rt] = w[((g * Kg + k) * Cg + c) * RS + (RS - 1 - rt)];
-    const ConvShape t{s.N,     s.K,  s.P, s.Q, s.C, s.R, s.S, s.H, s.W, 1, 1, s.dil_h * (s.R - 1) - s.pad_h,
-                      s.dil_w * (s.S - 1) - s.pad_w, s.dil_h, s.dil_w, s.groups};
     conv2d_forward_fast(t, dy, wt.data(), nullptr, false, dx);
     return;
   }

@@ -42,7 +42,7 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw);
 
 // Direct forward convolution (conv_direct.h), one per ISA in the dispatch table: stride 1, no dilation, one
-// group, at most 160 taps (C*R*S) and 32 filters, not 1x1. Workspace: one zero-padded image per thread.
+// group, at most 400 taps (C*R*S) and 32 filters, not 1x1. Workspace: one zero-padded image per thread.
 bool conv2d_direct_applies(const ConvShape& s);
 using ConvDirectKernel = void (*)(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                   float* y);
@@ -52,8 +52,8 @@ void conv2d_direct_forward_avx2(const ConvShape& s, const float* x, const float*
                                 float* y);
 void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                   float* y);
-// Their weight gradient, for kernel widths 3 and 5; workspace per image chunk (at most 8): one zero-padded image of
-// x and of dy, and the accumulators.
+// Their weight gradient, for at most 160 taps and kernel widths 3 and 5; workspace per image chunk (at most 8):
+// one zero-padded image of x and of dy, and the accumulators.
 bool conv2d_direct_weight_applies(const ConvShape& s);
 using ConvDirectWeightKernel = void (*)(const ConvShape& s, const float* dy, const float* x, float* dw);
 void conv2d_direct_backward_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
