@@ -266,7 +266,7 @@ def test_module_structure_buffers_and_float64():
 
 def _held_for_backward(model):
     """Every private attribute a layer fills in forward (saved inputs, outputs, masks, indices) that is not None."""
-    registries = {"_parameters", "_buffers", "_modules"}
+    registries = {"_parameters", "_buffers", "_modules", "_plan"}  # the eval plan holds parameters, no activations
     return [(name, attr) for name, m in model.named_modules() for attr, value in vars(m).items()
             if attr.startswith("_") and attr not in registries and value is not None]
 
@@ -345,3 +345,84 @@ def test_backward_without_input_grad_gives_the_same_parameter_gradients(build, s
         assert (dx is None) == (not input_grad)
         grads.append([p.grad for p in model.parameters()])
     assert all(np.array_equal(a, b) for a, b in zip(*grads))
+
+
+# --- the eval-mode plan of Sequential / Chain ---------------------------------------------------------------------
+
+class _Doubler(nn.Module):
+    """A child without a plan step whose output shape depends on the values (the plan must notice)."""
+
+    def forward(self, x):
+        return np.concatenate([x, x], axis=1) if x.sum() > 0 else x
+
+
+def _plan_model():
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, rng=0), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, rng=1),
+        nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2, 1, padding=1, count_include_pad=False), nn.Flatten(),
+        nn.Dropout(0.3, rng=0), nn.Linear(8 * 3 * 3, 10, rng=2), nn.ReLU(), nn.Linear(10, 4, rng=3))
+
+
+def _unplanned(model, x):
+    return model._run(x, tuple(model._modules.values()))
+
+
+def test_eval_plan_gives_the_layer_by_layer_bits(rng):
+    model = _plan_model()
+    model.train()
+    model(rng.standard_normal((4, 3, 8, 8)).astype(np.float32))  # running statistics away from their start
+    model.eval()
+    for shape in [(2, 3, 8, 8), (2, 3, 8, 8), (1, 3, 8, 8), (5, 3, 8, 8)]:  # build, reuse, rebuild per shape
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = model(x)
+        assert model._plan is not None and model._plan.shape == shape
+        assert np.array_equal(y, _unplanned(model, x))
+    planned = [type(s).__name__ for s in model._plan.steps]
+    assert planned.count("_Checked") == 1  # BatchNorm2d has no step; the rest run straight into the kernels
+
+
+def test_eval_plan_follows_parameter_and_child_changes(rng):
+    model = _plan_model().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    y0 = model(x)
+    model[9].weight.data *= 2  # in place: the bound array is the parameter's
+    y1 = model(x)
+    assert not np.array_equal(y0, y1) and np.array_equal(y1, _unplanned(model, x))
+    model[11].bias.data = model[11].bias.data + 1  # a new array: the plan is rebuilt
+    assert np.array_equal(model(x), y1 + 1)
+    setattr(model, "11", nn.Linear(10, 2, rng=5).eval())  # a new child
+    assert model(x).shape == (2, 2)
+    model.to(np.float64)  # new arrays of another dtype: float32 input is refused as on the unplanned path
+    with pytest.raises(TypeError, match="dtype"):
+        model(x)
+    assert model(x.astype(np.float64)).dtype == np.float64
+
+
+def test_eval_plan_validates_like_the_layers(rng):
+    model = _plan_model().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    y = model(x)
+    with pytest.raises(TypeError, match="dtype float16"):
+        model(x.astype(np.float16))
+    with pytest.raises(ValueError, match="channels"):
+        model(rng.standard_normal((2, 4, 8, 8)).astype(np.float32))
+    with pytest.raises(TypeError, match="numpy array"):
+        model(x.tolist())
+    assert np.array_equal(model(np.asfortranarray(x)), y)  # non-contiguous input: copied, same answer
+    model[9].weight.data.shape = (8 * 3 * 3, 10)  # reshaped in place: same array, wrong shape -> rebuilt, refused
+    with pytest.raises(ValueError, match="in_features"):
+        model(x)
+    model[9].weight.data = np.asfortranarray(rng.standard_normal((10, 8 * 3 * 3)).astype(np.float32))
+    y = model(x)  # a parameter that validation would copy: that layer runs unplanned, and in-place updates count
+    model[9].weight.data *= 0
+    assert np.array_equal(model(x), _unplanned(model, x)) and not np.array_equal(model(x), y)
+
+
+def test_eval_plan_rechecks_children_without_a_step(rng):
+    model = nn.Sequential(nn.Linear(3, 3, rng=0), _Doubler(), nn.Flatten()).eval()
+    x = np.ones((2, 3), np.float32)
+    model[0].weight.data[...] = np.eye(3)
+    model[0].bias.data[...] = 0
+    assert model(x).shape == (2, 6)  # plan built with the doubling branch
+    assert model(-x).shape == (2, 3)  # the other branch: the plan notices and runs layer by layer
+    assert model(x).shape == (2, 6)

@@ -79,18 +79,25 @@ def _check_flag(v, name):
     return bool(v)
 
 
-def _forward(x, w, b, stride, padding, dilation, groups, activation, n_axes):
+def _prepare_forward(x, w, b, stride, padding, dilation, groups, activation, n_axes):
+    """Validate a forward for inputs shaped and typed like x (already through _tensor); returns run(x) for any
+    C-contiguous array of that shape and dtype, bound to w and b (Sequential's eval plan keeps it)."""
     relu = check_activation(activation)
     ndim = n_axes + 2
-    x = _tensor(x, "x", ndim)
     w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
-    x4 = x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
-    w4 = w if n_axes == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
     geom, out_shape = _geometry(x.shape, w.shape, stride, padding, dilation, groups, n_axes)
     if b is not None:
         b = _check_bias(b, w.shape[0], x.dtype)
-    y = _core.conv2d_forward(x4, w4, b, geom, relu)
-    return y if n_axes == 2 else y.reshape(out_shape[0], out_shape[1], out_shape[3])
+    if n_axes == 2:
+        return lambda x: _core.conv2d_forward(x, w, b, geom, relu)
+    w4 = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+    x4_shape, y_shape = (x.shape[0], x.shape[1], 1, x.shape[2]), (out_shape[0], out_shape[1], out_shape[3])
+    return lambda x: _core.conv2d_forward(x.reshape(x4_shape), w4, b, geom, relu).reshape(y_shape)
+
+
+def _forward(x, w, b, stride, padding, dilation, groups, activation, n_axes):
+    x = _tensor(x, "x", n_axes + 2)
+    return _prepare_forward(x, w, b, stride, padding, dilation, groups, activation, n_axes)(x)
 
 
 def _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, n_axes):

@@ -35,8 +35,14 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, activation=None) -> np.ndarray:
     """y = x @ w.T + b with x (N, in), w (out, in), b (out,); activation="relu" fuses a ReLU."""
-    relu = check_activation(activation)
     x = as_tensor(x, "x", ndim=2)
+    return _prepare_linear(x, w, b, activation)(x)
+
+
+def _prepare_linear(x, w, b, activation):
+    """Validate linear for inputs shaped and typed like x (already through as_tensor); returns run(x) for any
+    C-contiguous array of that shape and dtype, bound to w and b (Sequential's eval plan keeps it)."""
+    relu = check_activation(activation)
     w = as_tensor(w, "w", ndim=2, dtype=x.dtype)
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"x.shape[1] ({x.shape[1]}) must equal w.shape[1] (in_features {w.shape[1]}); "
@@ -46,7 +52,8 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, activation
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"b must have shape ({w.shape[0]},) (out_features), got {b.shape}")
     check_elements((x.shape[0], w.shape[0]), "the output")
-    return _gemm(x, w, trans_b=True, bias=b, bias_axis=BIAS_NONE if b is None else BIAS_PER_COL, relu=relu)
+    axis = BIAS_NONE if b is None else BIAS_PER_COL
+    return lambda x: _core.gemm(x, w, False, True, 1.0, 0.0, None, b, axis, relu, False)
 
 
 def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, input_grad: bool = True,

@@ -97,6 +97,21 @@ def _max_pool(x, kernel_size, stride, padding, ceil_mode, return_indices, spatia
     return (y, indices.reshape(out_shape)) if return_indices else y
 
 
+def _prepare_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, spatial: int):
+    """Validate a max pooling (count_include_pad None) or average pooling for inputs shaped and typed like x;
+    returns run(x) -> y for any C-contiguous array of that shape and dtype (Sequential's eval plan keeps it)."""
+    x4 = _input(x, spatial)
+    geometry = _geometry(x4.shape[2:] if spatial == 2 else x4.shape[3:], kernel_size, stride, padding, ceil_mode,
+                         spatial, "x")
+    x4_shape, y_shape = x4.shape, x4.shape[:2] + tuple(geometry[2:4])
+    out_shape = y_shape if spatial == 2 else y_shape[:2] + y_shape[3:]
+    if count_include_pad is not None:
+        count_include_pad = _as_bool(count_include_pad, "count_include_pad")
+        return lambda x: _core.avg_pool2d(x.reshape(x4_shape), geometry, count_include_pad).reshape(out_shape)
+    pool = _core.max_pool2d_offsets if _compact_fits(geometry) else _core.max_pool2d_indices
+    return lambda x: pool(x.reshape(x4_shape), geometry)[0].reshape(out_shape)
+
+
 def _max_pool_backward(dy, indices, input_shape, kernel_size, stride, padding, ceil_mode, spatial: int):
     dy4, geometry, shape = _gradient(dy, input_shape, kernel_size, stride, padding, ceil_mode, spatial)
     if not isinstance(indices, np.ndarray):

@@ -1,14 +1,70 @@
 """Containers: Sequential (children "0", "1", ...) and Chain (named children), both running children in order."""
 from __future__ import annotations
 
+import functools
+import operator
+
+import numpy as np
+
 from .activation import ReLU
 from .module import Module
+
+
+class _Plan:
+    """The eval-mode forward of a container for one input shape and dtype: per child (a Conv/Linear with the
+    following ReLU fused), a step bound to the validated arrays, or the child's own forward (its output checked)
+    where it has no step. Valid while the children and their parameter arrays (by identity and shape) stay."""
+
+    __slots__ = ("shape", "dtype", "layers", "params", "arrays", "shapes", "steps")
+
+    def __init__(self, x, layers):
+        self.shape, self.dtype, self.layers, self.steps = x.shape, x.dtype, layers, []
+        self.params = tuple(p for layer in layers for p in layer._parameters.values())
+        self.arrays = tuple(p.data for p in self.params)
+        self.shapes = tuple(a.shape for a in self.arrays)
+
+    def valid_for(self, x, layers) -> bool:
+        return (x.shape == self.shape and x.dtype == self.dtype and layers == self.layers
+                and all(map(operator.is_, map(_DATA, self.params), self.arrays))
+                and tuple(map(_SHAPE, self.params)) == self.shapes)
+
+
+class _Replan(Exception):
+    """A child without a step returned something other than what the plan was built on."""
+
+
+class _Checked:
+    """A child's own forward inside a plan, its output checked against the one seen when the plan was built (the
+    steps after it rely on the shape, dtype and layout)."""
+
+    __slots__ = ("forward", "shape", "dtype")
+
+    def __init__(self, forward):
+        self.forward, self.shape, self.dtype = forward, None, None
+
+    def __call__(self, x):
+        y = self.forward(x)
+        if type(y) is not np.ndarray or y.shape != self.shape or y.dtype != self.dtype or not y.flags.c_contiguous:
+            raise _Replan
+        return y
+
+    def first(self, x):
+        y = self.forward(x)
+        self.shape, self.dtype = (y.shape, y.dtype) if isinstance(y, np.ndarray) else (None, None)
+        return y
+
+
+_TRAINING = operator.attrgetter("training")
+_DATA = operator.attrgetter("data")
+_SHAPE = operator.attrgetter("data.shape")
 
 
 class _InOrder(Module):
     """Children run in registration order, backward in reverse. A Conv2d/Conv1d/Linear followed by a ReLU runs
     as one call with the ReLU fused into the GEMM epilogue (the ReLU module still keeps the output its backward
-    needs)."""
+    needs). In eval mode the forward runs a plan (_Plan) built on the first call for an input shape and dtype:
+    each child validated once, then called straight into the kernels; rebuilt whenever the input shape or dtype,
+    a child or a parameter's array changes (parameters updated in place are used as they are), and on eval()."""
 
     def _add(self, name: str, layer) -> None:
         if not isinstance(layer, Module):
@@ -26,18 +82,58 @@ class _InOrder(Module):
         return iter(self._modules.values())
 
     def forward(self, x):
-        layers = list(self._modules.values())
+        layers = tuple(self._modules.values())
+        if self.training or any(map(_TRAINING, layers)) or type(x) is not np.ndarray or not x.flags.c_contiguous:
+            return self._run(x, layers)
+        plan = self.__dict__.get("_plan")
+        if plan is None or not plan.valid_for(x, layers):
+            return self._plan_and_run(x, layers)
+        y = x
+        try:
+            for step in plan.steps:
+                y = step(y)
+        except _Replan:
+            object.__setattr__(self, "_plan", None)
+            return self._run(x, layers)
+        return y
+
+    @staticmethod
+    def _pairs(layers):
+        """(layer, the ReLU fused into it or None), in order."""
         i = 0
         while i < len(layers):
-            layer = layers[i]
-            nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(nxt, ReLU) and getattr(layer, "fuses_relu", False):
-                x = nxt.adopt_output(layer.forward(x, activation="relu"))
-                i += 2
-            else:
-                x = layer.forward(x)
-                i += 1
+            layer, nxt = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            fused = isinstance(nxt, ReLU) and getattr(layer, "fuses_relu", False)
+            yield layer, nxt if fused else None
+            i += 2 if fused else 1
+
+    def _run(self, x, layers):
+        for layer, relu in self._pairs(layers):
+            x = relu.adopt_output(layer.forward(x, activation="relu")) if relu else layer.forward(x)
         return x
+
+    def _plan_and_run(self, x, layers):
+        object.__setattr__(self, "_plan", None)  # a build that fails leaves no plan behind
+        plan = _Plan(x, layers)
+        for layer, relu in self._pairs(layers):
+            # methods replaced on an instance (summary and viz wrap them to record outputs) run as they are
+            pair = (layer, relu) if relu else (layer,)
+            patched = any(name in m.__dict__ for m in pair for name in ("forward", "adopt_output"))
+            # a step binds the parameter arrays themselves: one that validation would copy runs unplanned
+            copied = not all(isinstance(p.data, np.ndarray) and p.data.flags.c_contiguous
+                             for p in layer._parameters.values())
+            step = None if patched or copied else layer._inference_step(x, relu=relu is not None)
+            if step is None:
+                step = _Checked(functools.partial(self._run, layers=pair))
+                x = step.first(x)
+            else:
+                x = step(x)
+            plan.steps.append(step)
+        object.__setattr__(self, "_plan", plan)
+        return x
+
+    def _release(self):
+        object.__setattr__(self, "_plan", None)  # eval() starts from a fresh plan
 
     def backward(self, dy, input_grad: bool = True):
         layers = list(self._modules.values())

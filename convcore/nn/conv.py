@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import functional as F
 from .._validate import as_int, as_tensor, as_tuple
+from ..functional import conv as conv_ops
 from .init import as_generator, fan_in_bias, kaiming_uniform
 from .module import Module, Parameter
 
@@ -44,6 +45,11 @@ class _ConvNd(Module):
                  **self._options())
         self._x = as_tensor(x, "x") if self.training else None
         return y
+
+    def _inference_step(self, x, relu=False):
+        x = conv_ops._tensor(x, "x", self.n_axes + 2)
+        return conv_ops._prepare_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
+                                         activation="relu" if relu else None, n_axes=self.n_axes, **self._options())
 
     def backward(self, dy, input_grad=True):
         x = self._saved(self._x)

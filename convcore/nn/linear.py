@@ -1,10 +1,13 @@
 """Fully connected layer (Linear) and Flatten, which feeds it from a feature map."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import functional as F
 from .._validate import as_int, as_tensor
+from ..functional import gemm as gemm_ops
 from .init import as_generator, fan_in_bias, kaiming_uniform
 from .module import Module, Parameter
 
@@ -27,6 +30,10 @@ class Linear(Module):
         y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data, activation=activation)
         self._x = as_tensor(x, "x") if self.training else None
         return y
+
+    def _inference_step(self, x, relu=False):
+        return gemm_ops._prepare_linear(as_tensor(x, "x", ndim=2), self.weight.data,
+                                        None if self.bias is None else self.bias.data, "relu" if relu else None)
 
     def backward(self, dy, input_grad=True):
         x = self._saved(self._x)
@@ -56,7 +63,14 @@ class Flatten(Module):
         if x.ndim < 1:
             raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
         self._shape = x.shape if self.training else None
-        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+    def _inference_step(self, x, relu=False):
+        x = as_tensor(x, "x")
+        if x.ndim < 1:
+            raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
+        shape = (x.shape[0], math.prod(x.shape[1:]))
+        return lambda x: x.reshape(shape)
 
     def backward(self, dy, input_grad=True):
         return np.asarray(dy).reshape(self._saved(self._shape, "input shape"))

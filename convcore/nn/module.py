@@ -79,6 +79,13 @@ class Module:
     def __call__(self, x):
         return self.forward(x)
 
+    def _inference_step(self, x, relu: bool = False):
+        """For the eval-mode plan of Sequential / Chain: validate this layer for inputs shaped and typed like x and
+        return step(x) -> output (with ReLU applied when relu, for layers that fuse it) for any C-contiguous array
+        of that shape and dtype, bound to the current arrays of this layer's own parameters. None (the default)
+        where the layer has no such step: the plan calls its forward instead."""
+        return None
+
     def _saved(self, value, what: str = "input"):
         """What forward kept for backward, or a clear error when there was no training-mode forward."""
         if value is None:

@@ -39,6 +39,9 @@ class _MaxPoolNd(Module):
         self._saved_state = (argmax, x.shape)
         return y
 
+    def _inference_step(self, x, relu=False):
+        return pool_ops._prepare_pool(x, *self._args(), None, self.n_axes)
+
     def backward(self, dy, input_grad=True):
         argmax, shape = self._saved(self._saved_state, "argmax indices")
         if argmax.dtype == np.uint8:
@@ -80,6 +83,9 @@ class AvgPool2d(Module):
         y = F.avg_pool2d(x, *self._args())
         self._shape = x.shape if self.training else None
         return y
+
+    def _inference_step(self, x, relu=False):
+        return pool_ops._prepare_pool(x, *self._args(), 2)
 
     def backward(self, dy, input_grad=True):
         return F.avg_pool2d_backward(dy, self._saved(self._shape, "input shape"), *self._args())
