@@ -78,7 +78,7 @@ CArray<T> backward_weight(const CArray<T>& dy, const CArray<T>& x, const std::ar
 }
 
 template <typename T>
-CArray<T> backward_bias(const CArray<T>& dy) {
+CArray<T> backward_bias(const CArray<T>& dy, bool reference) {
   ConvShape s{};
   s.N = dy.shape(0);
   s.K = dy.shape(1);
@@ -88,6 +88,12 @@ CArray<T> backward_bias(const CArray<T>& dy) {
   const T* pdy = dy.data();
   T* pdb = db.mutable_data();
   py::gil_scoped_release release;
+  if constexpr (std::is_same_v<T, float>) {
+    if (!reference) {
+      conv2d_backward_bias_fast(s, pdy, pdb);
+      return db;
+    }
+  }
   conv2d_backward_bias_ref<T>(s, pdy, pdb);
   return db;
 }
@@ -100,7 +106,7 @@ void bind_dtype(py::module_& m) {
         py::arg("geom"), py::arg("reference") = false);
   m.def("conv2d_backward_weight", &backward_weight<T>, py::arg("dy"), py::arg("x"), py::arg("w_shape"),
         py::arg("geom"), py::arg("reference") = false);
-  m.def("conv2d_backward_bias", &backward_bias<T>, py::arg("dy"));
+  m.def("conv2d_backward_bias", &backward_bias<T>, py::arg("dy"), py::arg("reference") = false);
 }
 }  // namespace
 

@@ -324,6 +324,7 @@ def test_fast_kernels_equal_reference_kernels_for_every_isa(isa, rng, case):
                           _core.conv2d_backward_input(dy, w, x.shape, geom, True))
     assert np.array_equal(_core.conv2d_backward_weight(dy, x, w.shape, geom, False),
                           _core.conv2d_backward_weight(dy, x, w.shape, geom, True))
+    assert np.array_equal(_core.conv2d_backward_bias(dy, False), _core.conv2d_backward_bias(dy, True))
 
 
 @pytest.mark.parametrize("multiplier, stride", [(1, 1), (2, 1), (1, 2), (3, (2, 1))])

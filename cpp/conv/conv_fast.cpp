@@ -290,6 +290,24 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   }
 }
 
+void conv2d_backward_bias_fast(const ConvShape& s, const float* dy, float* db) {
+  constexpr int kLanes = 16;
+  const int64_t PQ = s.P * s.Q;
+  parallel_for(s.K, threads_for(s.N * s.K * PQ, 1 << 18), [&](int64_t k) {
+    float lanes[kLanes] = {};
+    for (int64_t n = 0; n < s.N; ++n) {
+      const float* d = dy + (n * s.K + k) * PQ;
+      int64_t i = 0;
+      for (; i + kLanes <= PQ; i += kLanes)
+        for (int j = 0; j < kLanes; ++j) lanes[j] += d[i + j];
+      for (int j = 0; i < PQ; ++i, ++j) lanes[j] += d[i];
+    }
+    for (int width = kLanes / 2; width >= 1; width /= 2)
+      for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+    db[k] = lanes[0];
+  });
+}
+
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx) {
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, RS = s.R * s.S, CRS = Cg * RS, PQ = s.P * s.Q;
   const int64_t HW = s.H * s.W;

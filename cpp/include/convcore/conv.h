@@ -40,6 +40,9 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y);
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw);
+// db[k] = sum of dy over (n, p, q): 16 lane partials summed in (n, p, q) order, then the lanes pairwise (the
+// reference's one running sum is a serial chain of dependent adds, ~4 cycles an element).
+void conv2d_backward_bias_fast(const ConvShape& s, const float* dy, float* db);
 
 // Direct forward convolution (conv_direct.h), one per ISA in the dispatch table: stride 1, no dilation, one
 // group, at most 400 taps (C*R*S) and 32 filters, not 1x1. Workspace: one zero-padded image per thread.
