@@ -37,6 +37,8 @@ CASES = [
     (2, 20, 9, 13, 6, 3, 3, 1, 1, 1, 1),        # direct forward past 160 taps (weight gradient by GEMM)
     (1, 3, 10, 10, 5, 3, 3, 1, 1, 1, 1),        # direct kernel: narrow rows and at most 8 filters
     (1, 2, 4, 5, 3, 2, 2, 1, (3, 0), 1, 1),     # direct kernel: output rows that read only padding
+    (2, 3, 11, 13, 12, 3, 5, (2, 1), (1, 2), (2, 1), 1),  # weight gradient over filters: strided, dilated, 3x5
+    (10, 4, 6, 7, 20, 3, 3, 1, 1, 1, 1),        # weight gradient over filters: two vectors, more than 8 images
 ]
 
 
@@ -122,9 +124,11 @@ def test_non_contiguous_input(rng):
     assert np.array_equal(F.conv2d(xs, w, b, **kw), F.conv2d(x, w, b, **kw))
 
 
-def test_results_identical_at_any_thread_count(rng):
-    x, w, b, kw = _arrays(rng, (4, 8, 16, 16, 16, 3, 3, 1, 1, 1, 1))
-    dy = rng.standard_normal((4, 16, 16, 16)).astype(np.float32)
+@pytest.mark.parametrize("case", [(4, 8, 16, 16, 16, 3, 3, 1, 1, 1, 1), (11, 6, 10, 10, 16, 5, 5, 1, 2, 1, 1),
+                                  (11, 3, 9, 9, 24, 3, 3, 2, 1, 1, 1)], ids=str)
+def test_results_identical_at_any_thread_count(rng, case):
+    x, w, b, kw = _arrays(rng, case)
+    dy = rng.standard_normal(F.conv2d(x, w, b, **kw).shape).astype(np.float32)
     results = []
     for n in (1, 2, 3):
         with cc.threads(n):

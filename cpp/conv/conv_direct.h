@@ -180,6 +180,109 @@ void direct_backward_weight_any(const ConvShape& s, const float* dy, const float
     direct_backward_weight<VL, KB5, 5>(s, dy, x, dw);
 }
 
+// Weight gradient vectorised over filters: dw[k][c][r][t] = sum over (n, p, q) of dy[n][k][p][q] *
+// x[n][c][p*sh - ph + r*dh][q*sw - pw + t*dw], with the filters in the vector lanes (KV vectors, zero lanes past K).
+// A work unit is one input channel and a block of RB kernel rows: KV x RB x S accumulators, fed per output pixel by
+// KV loads of the pixel's dy (dy transposed per image to [pixel][filter]) and RB x S broadcasts of x from a
+// zero-padded copy of the image (any stride, dilation or padding, no bounds checks). The batch is cut into a fixed
+// number of image chunks (at most 8) spread over the threads; a chunk takes its images one at a time and runs every
+// unit on each, carrying the unit's accumulators from image to image; the chunks' sums are then added in chunk
+// order. Every dw element is summed in the same order whatever the thread count, and no lanes are ever added
+// together. Workspace per chunk: one padded image, one transposed dy image, and the accumulators.
+template <int VL, int KV, int RB, int S>
+void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  const int64_t N = s.N, C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, PQ = P * Q, KP = int64_t(KV) * VL;
+  const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, row_blocks = R / RB, units = C * row_blocks;
+  const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dil_h * Wp, dwid = s.dil_w;
+  constexpr int64_t kUnitFloats = int64_t(KV) * RB * S * VL;
+  const int64_t chunks = std::min<int64_t>(N, 8), per_chunk = units * kUnitFloats;
+  // output rows per pass over the units: their transposed dy (at most 16 KiB, at least one row) stays in L1
+  const int64_t rows_per_block = std::max<int64_t>(1, 4096 / (Q * KP));
+  // accumulators as floats (a std::vector of a vector-extension type would drop the vector attribute)
+  std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
+  parallel_for(chunks, threads_for(N * K * PQ * C * R * S), [&](int64_t chunk) {
+    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), g(static_cast<size_t>(PQ * KP), 0.0f);
+    float* sums = &state[chunk * per_chunk];
+    for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
+      pad_image(s, x + n * C * s.H * s.W, Hp, Wp, xp.data());  // interiors only: the padding stays zero
+      const float* dyn = dy + n * K * PQ;
+      for (int64_t k = 0; k < K; ++k)  // lanes past K stay zero
+        for (int64_t i = 0; i < PQ; ++i) g[i * KP + k] = dyn[k * PQ + i];
+      for (int64_t p0 = 0; p0 < P; p0 += rows_per_block) {
+        const int64_t p1 = std::min(P, p0 + rows_per_block);
+        for (int64_t unit = 0; unit < units; ++unit) {
+          const int64_t c = unit / row_blocks, r0 = unit % row_blocks * RB;
+          vec acc[KV][RB][S];
+          std::memcpy(acc, sums + unit * kUnitFloats, sizeof(acc));
+          for (int64_t p = p0; p < p1; ++p) {
+            const float* xrow = &xp[(c * Hp + p * sh) * Wp] + r0 * dh;
+            const float* gp = &g[p * Q * KP];
+            for (int64_t q = 0; q < Q; ++q, gp += KP) {
+              vec gv[KV];
+              for (int v = 0; v < KV; ++v) std::memcpy(&gv[v], gp + v * VL, sizeof(vec));
+              const float* xq = xrow + q * sw;
+              for (int r = 0; r < RB; ++r)
+                for (int t = 0; t < S; ++t) {
+                  const float xv = xq[r * dh + t * dwid];
+                  for (int v = 0; v < KV; ++v) acc[v][r][t] += gv[v] * xv;
+                }
+            }
+          }
+          std::memcpy(sums + unit * kUnitFloats, acc, sizeof(acc));
+        }
+      }
+    }
+  });
+  for (int64_t unit = 0; unit < units; ++unit) {
+    const int64_t c = unit / row_blocks, r0 = unit % row_blocks * RB;
+    for (int v = 0; v < KV; ++v)
+      for (int r = 0; r < RB; ++r)
+        for (int t = 0; t < S; ++t)
+          for (int lane = 0; lane < VL; ++lane) {
+            const int64_t k = int64_t(v) * VL + lane;
+            if (k >= K) break;
+            const int64_t at = unit * kUnitFloats + ((int64_t(v) * RB + r) * S + t) * VL + lane;
+            float sum = state[at];
+            for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += state[chunk * per_chunk + at];
+            dw[((k * C + c) * R + r0 + r) * S + t] = sum;
+          }
+  }
+}
+
+// Runs filter_vector_weight where it applies: one group, kernel width 3 or 5, and more than half a vector but at
+// most two vectors of filters (measured: with fewer filters most lanes idle and direct_backward_weight is faster;
+// with 4 vectors it only matched GEMM, with 4 x 3 accumulators per kernel row). All kernel rows go in one unit
+// when their accumulators fit in registers (at most 28), else one row a unit. Returns false, doing nothing,
+// elsewhere.
+template <int VL, int KV>
+bool filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  if (s.S == 3) {
+    if constexpr (KV * 9 <= 28) {
+      if (s.R == 3) {
+        filter_vector_weight<VL, KV, 3, 3>(s, dy, x, dw);
+        return true;
+      }
+    }
+    filter_vector_weight<VL, KV, 1, 3>(s, dy, x, dw);
+    return true;
+  }
+  if constexpr (KV * 25 <= 28) {
+    if (s.R == 5) {
+      filter_vector_weight<VL, KV, 5, 5>(s, dy, x, dw);
+      return true;
+    }
+  }
+  filter_vector_weight<VL, KV, 1, 5>(s, dy, x, dw);
+  return true;
+}
+
+template <int VL>
+bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  if (s.groups != 1 || (s.S != 3 && s.S != 5) || s.K <= VL / 2 || s.K > 2 * VL) return false;
+  return s.K <= VL ? filter_vector_weight_kv<VL, 1>(s, dy, x, dw) : filter_vector_weight_kv<VL, 2>(s, dy, x, dw);
+}
+
 // Output rows up to one vector wide use one vector per row and more filters per block (half as many when that
 // covers every filter, e.g. the 6 of LeNet conv2's input gradient).
 template <int VL, int KB_NARROW, int KB_WIDE, int QV_WIDE>

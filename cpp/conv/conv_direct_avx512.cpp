@@ -11,4 +11,8 @@ void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const floa
 void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw) {
   direct_backward_weight_any<16, 6, 4>(s, dy, x, dw);
 }
+
+bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  return filter_vector_weight_any<16>(s, dy, x, dw);
+}
 }  // namespace convcore

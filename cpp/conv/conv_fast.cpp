@@ -257,6 +257,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     std::fill(dw, dw + wsize, 0.0f);
     return;
   }
+  if (kernels().conv_filter_vector_weight(s, dy, x, dw)) return;
   if (conv2d_direct_weight_applies(s)) {
     kernels().conv_direct_weight(s, dy, x, dw);
     return;

@@ -62,6 +62,14 @@ using ConvDirectWeightKernel = void (*)(const ConvShape& s, const float* dy, con
 void conv2d_direct_backward_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
 void conv2d_direct_backward_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
 void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
+// The weight gradient vectorised over filters (conv_direct.h, filter_vector_weight), tried first: one group, kernel
+// width 3 or 5, more than half a vector and at most two vectors of filters, any stride, padding and dilation.
+// Returns false, doing nothing, where it does not apply. Workspace per image chunk (at most 8): one zero-padded
+// image, one transposed dy image, and the accumulators.
+using ConvFilterVectorWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw);
+bool conv2d_filter_vector_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
+bool conv2d_filter_vector_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
+bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
 
 // Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
 // fast kernels above route here. Each dw element sums 8 lane partials over (n, p, q) in order, then the lanes.
