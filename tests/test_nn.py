@@ -426,3 +426,19 @@ def test_eval_plan_rechecks_children_without_a_step(rng):
     assert model(x).shape == (2, 6)  # plan built with the doubling branch
     assert model(-x).shape == (2, 3)  # the other branch: the plan notices and runs layer by layer
     assert model(x).shape == (2, 6)
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)], ids=repr)
+def test_relu_then_max_pool_backward_masks_the_pooled_gradient_with_the_same_bits(rng, pool):
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1, rng=0), nn.ReLU(), pool)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    x[0, :, :3, :3] = -50  # whole windows of zeros after the ReLU
+    y = model(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = model.backward(dy)
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    conv, relu, _ = list(model)  # the unfused chain, layer by layer
+    expected = conv.backward(relu.backward(pool.backward(dy)))
+    assert (y == 0).any() and np.array_equal(dx, expected)
+    assert all(np.array_equal(g, p.grad) for g, p in zip(grads, model.parameters()))

@@ -8,6 +8,7 @@ import numpy as np
 
 from .activation import ReLU
 from .module import Module
+from .pool import _MaxPoolNd
 
 
 class _Plan:
@@ -62,7 +63,8 @@ _SHAPE = operator.attrgetter("data.shape")
 class _InOrder(Module):
     """Children run in registration order, backward in reverse. A Conv2d/Conv1d/Linear followed by a ReLU runs
     as one call with the ReLU fused into the GEMM epilogue (the ReLU module still keeps the output its backward
-    needs). In eval mode the forward runs a plan (_Plan) built on the first call for an input shape and dtype:
+    needs); the backward of a ReLU followed by a max pooling masks the pooled gradient instead of the full one
+    (MaxPool2d.backward_through_relu). In eval mode the forward runs a plan (_Plan) built on the first call for an input shape and dtype:
     each child validated once, then called straight into the kernels; rebuilt whenever the input shape or dtype,
     a child or a parameter's array changes (parameters updated in place are used as they are), and on eval()."""
 
@@ -137,8 +139,14 @@ class _InOrder(Module):
 
     def backward(self, dy, input_grad: bool = True):
         layers = list(self._modules.values())
-        for i in range(len(layers) - 1, -1, -1):
-            dy = layers[i].backward(dy, input_grad=input_grad or i > 0)
+        i = len(layers) - 1
+        while i >= 0:
+            if i > 0 and isinstance(layers[i - 1], ReLU) and isinstance(layers[i], _MaxPoolNd):
+                dy = layers[i].backward_through_relu(dy)  # the ReLU's backward too, on the pooled gradient
+                i -= 2
+            else:
+                dy = layers[i].backward(dy, input_grad=input_grad or i > 0)
+                i -= 1
         return dy
 
 

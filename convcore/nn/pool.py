@@ -36,14 +36,22 @@ class _MaxPoolNd(Module):
             y, argmax = pool_ops._max_pool2d_compact(x, *self._args())
         else:
             y, argmax = pool(x, *self._args(), return_indices=True)
-        self._saved_state = (argmax, x.shape)
+        self._saved_state = (argmax, x.shape, y)
         return y
 
     def _inference_step(self, x, relu=False):
         return pool_ops._prepare_pool(x, *self._args(), None, self.n_axes)
 
+    def backward_through_relu(self, dy):
+        """The input gradient of a ReLU followed by this pooling: ReLU.backward(self.backward(dy)) with the ReLU's
+        mask taken on the pooled grid. Each output is the value of its argmax input (a ReLU output), so that input
+        is > 0 exactly where the output is, and masking dy by the output gives the same bits (a quarter of the
+        work for 2x2 windows)."""
+        y = self._saved(self._saved_state, "argmax indices")[2]
+        return self.backward(F.relu_backward(dy, y))
+
     def backward(self, dy, input_grad=True):
-        argmax, shape = self._saved(self._saved_state, "argmax indices")
+        argmax, shape, _ = self._saved(self._saved_state, "argmax indices")
         if argmax.dtype == np.uint8:
             return pool_ops._max_pool2d_compact_backward(dy, argmax, shape, *self._args())
         back = F.max_pool2d_backward if self.n_axes == 2 else F.max_pool1d_backward
