@@ -39,6 +39,11 @@ CASES = [
     (1, 2, 4, 5, 3, 2, 2, 1, (3, 0), 1, 1),     # direct kernel: output rows that read only padding
     (2, 3, 11, 13, 12, 3, 5, (2, 1), (1, 2), (2, 1), 1),  # weight gradient over filters: strided, dilated, 3x5
     (10, 4, 6, 7, 20, 3, 3, 1, 1, 1, 1),        # weight gradient over filters: two vectors, more than 8 images
+    (2, 5, 8, 7, 20, 3, 3, 1, 1, 1, 1),         # forward over filters (AVX-512): 7-pixel rows, a partial block
+    (1, 2, 6, 6, 40, 3, 3, 1, 1, 1, 1),         # forward over filters (AVX-512): two filter blocks
+    (2, 4, 15, 14, 12, 3, 3, 2, (1, 2), (1, 2), 1),  # forward over filters (AVX-512): strided, dilated
+    (2, 3, 6, 4, 7, 3, 3, 1, 1, 1, 1),          # forward over filters (AVX2): 4-pixel rows
+    (2, 3, 5, 2, 5, 3, 3, 1, 1, 1, 1),          # forward over filters (portable): 2-pixel rows
 ]
 
 

@@ -180,6 +180,98 @@ void direct_backward_weight_any(const ConvShape& s, const float* dy, const float
     direct_backward_weight<VL, KB5, 5>(s, dy, x, dw);
 }
 
+// Forward convolution vectorised over filters, for rows too narrow to fill vectors along the output row: a tile of QT output pixels of one row x KV vectors of filters in registers; per kernel tap, KV loads of
+// the tap's filter weights and QT broadcasts of x from the zero-padded image (any stride, dilation or padding).
+// Kernel rows that read only padding are skipped. Each output element sums its taps in (c, r, t) order, then adds
+// the bias and applies ReLU (keeping NaN): the same order whatever the thread count. Workspace: the weights
+// regrouped by filter block, and one padded image per thread.
+template <int VL, int KV, int QT>
+void filter_vector_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                           float* y) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  constexpr int64_t KB = int64_t(KV) * VL;
+  const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.P, Q = s.Q, H = s.H, W = s.W, CRS = C * R * S;
+  const int64_t k_blocks = (K + KB - 1) / KB, q_tiles = (Q + QT - 1) / QT;
+  const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dil_h, dwid = s.dil_w, Hp = H + 2 * s.pad_h;
+  const int64_t Wp = std::max(W + 2 * s.pad_w, (q_tiles * QT - 1) * sw + (S - 1) * dwid + 1);  // tiles past Q
+  // weights as [k block][c][r][t][KB], zero lanes past K: the filters of one tap are adjacent
+  std::vector<float> wp(static_cast<size_t>(k_blocks * CRS * KB), 0.0f);
+  std::vector<float> bp(static_cast<size_t>(k_blocks * KB), 0.0f);  // the bias in the same lanes
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t i = 0; i < CRS; ++i) wp[((k / KB) * CRS + i) * KB + k % KB] = w[k * CRS + i];
+    if (bias) bp[k] = bias[k];
+  }
+  const int nt = threads_for(s.N * K * P * Q * CRS);
+  const int64_t chunks = std::min<int64_t>(s.N, nt);
+  parallel_for(chunks, nt, [&](int64_t chunk) {
+    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
+    alignas(64) float tile[QT * KB];
+    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
+      pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());
+      float* yn = y + n * K * P * Q;
+      for (int64_t p = 0; p < P; ++p) {
+        // kernel rows that read image rows (the others read only zero padding)
+        int64_t r_lo = 0, r_hi = R;
+        while (r_lo < R && p * sh + r_lo * dh < s.pad_h) ++r_lo;
+        while (r_hi > r_lo && p * sh + (r_hi - 1) * dh >= H + s.pad_h) --r_hi;
+        for (int64_t q0 = 0; q0 < q_tiles * QT; q0 += QT) {
+          for (int64_t kb = 0; kb < k_blocks; ++kb) {
+            vec acc[QT][KV];
+            for (int j = 0; j < QT; ++j)
+              for (int v = 0; v < KV; ++v) acc[j][v] = vec{};
+            for (int64_t c = 0; c < C; ++c) {
+              for (int64_t r = r_lo; r < r_hi; ++r) {
+                const float* row = &xp[(c * Hp + p * sh + r * dh) * Wp + q0 * sw];
+                const float* wk = &wp[((kb * C + c) * R + r) * S * KB];
+                for (int64_t t = 0; t < S; ++t, wk += KB) {
+                  vec wv[KV];
+                  for (int v = 0; v < KV; ++v) std::memcpy(&wv[v], wk + v * VL, sizeof(vec));
+                  const float* xt = row + t * dwid;
+                  for (int j = 0; j < QT; ++j) {
+                    const float xv = xt[j * sw];
+                    for (int v = 0; v < KV; ++v) acc[j][v] += wv[v] * xv;
+                  }
+                }
+              }
+            }
+            vec bv[KV];
+            for (int v = 0; v < KV; ++v) std::memcpy(&bv[v], &bp[kb * KB + v * VL], sizeof(vec));
+            for (int j = 0; j < QT; ++j)
+              for (int v = 0; v < KV; ++v) {
+                const vec o = acc[j][v] + bv[v];
+                acc[j][v] = relu ? (((o > 0) | (o != o)) ? o : vec{}) : o;  // lane-wise select, NaN kept
+              }
+            std::memcpy(tile, acc, sizeof(tile));  // tile[j * KB + filter in block]
+            const int64_t pixels = std::min<int64_t>(QT, Q - q0), filters = std::min(KB, K - kb * KB);
+            for (int64_t i = 0; i < filters; ++i) {
+              float* out = yn + ((kb * KB + i) * P + p) * Q + q0;
+              for (int64_t j = 0; j < pixels; ++j) out[j] = tile[j * KB + i];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// Runs filter_vector_forward where rows are at most half a vector wide (vectors along them would idle half their
+// lanes; e.g. 8x8 feature maps), with more than half a vector of filters, one group, and at most 36 Ki floats
+// (144 KiB) of weights per block of filters (larger blocks stream from L2 for every pixel tile: measured 1.7x
+// slower than GEMM on 7x7 maps with 512 channels). One vector of filters when they fit in one, else two per
+// block; tiles of VL/2 pixels. Returns false, doing nothing, elsewhere. (Measured on wider rows, 10-32 pixels,
+// the direct kernels and GEMM were as fast or faster.)
+template <int VL>
+bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                               float* y) {
+  const int64_t kv = s.K <= VL ? 1 : 2;
+  if (s.groups != 1 || 2 * s.Q > VL || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864) return false;
+  if (kv == 1)
+    filter_vector_forward<VL, 1, VL / 2>(s, x, w, bias, relu, y);
+  else
+    filter_vector_forward<VL, 2, VL / 2>(s, x, w, bias, relu, y);
+  return true;
+}
+
 // Weight gradient vectorised over filters: dw[k][c][r][t] = sum over (n, p, q) of dy[n][k][p][q] *
 // x[n][c][p*sh - ph + r*dh][q*sw - pw + t*dw], with the filters in the vector lanes (KV vectors, zero lanes past K).
 // A work unit is one input channel and a block of RB kernel rows: KV x RB x S accumulators, fed per output pixel by

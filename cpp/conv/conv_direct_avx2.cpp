@@ -15,4 +15,9 @@ void conv2d_direct_backward_weight_avx2(const ConvShape& s, const float* dy, con
 bool conv2d_filter_vector_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw) {
   return filter_vector_weight_any<8>(s, dy, x, dw);
 }
+
+bool conv2d_filter_vector_forward_avx2(const ConvShape& s, const float* x, const float* w, const float* bias,
+                                       bool relu, float* y) {
+  return filter_vector_forward_any<8>(s, x, w, bias, relu, y);
+}
 }  // namespace convcore

@@ -205,6 +205,7 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     conv2d_forward_depthwise(s, x, w, bias, relu, y);
     return;
   }
+  if (!is_pointwise(s) && kernels().conv_filter_vector_forward(s, x, w, bias, relu, y)) return;
   if (conv2d_direct_applies(s)) {
     kernels().conv_direct(s, x, w, bias, relu, y);
     return;

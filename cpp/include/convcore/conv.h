@@ -66,6 +66,18 @@ void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, c
 // width 3 or 5, more than half a vector and at most two vectors of filters, any stride, padding and dilation.
 // Returns false, doing nothing, where it does not apply. Workspace per image chunk (at most 8): one zero-padded
 // image, one transposed dy image, and the accumulators.
+// Forward convolution vectorised over filters (conv_direct.h, filter_vector_forward), tried first: rows at most
+// half a vector wide, more than half a vector of filters, one group, at most 144 KiB of weights per filter block,
+// any stride, padding and dilation. Returns false, doing nothing, where it does not apply. Workspace: the weights
+// regrouped by filter block and one zero-padded image per thread.
+using ConvFilterVectorForwardKernel = bool (*)(const ConvShape& s, const float* x, const float* w, const float* bias,
+                                               bool relu, float* y);
+bool conv2d_filter_vector_forward_scalar(const ConvShape& s, const float* x, const float* w, const float* bias,
+                                         bool relu, float* y);
+bool conv2d_filter_vector_forward_avx2(const ConvShape& s, const float* x, const float* w, const float* bias,
+                                       bool relu, float* y);
+bool conv2d_filter_vector_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias,
+                                         bool relu, float* y);
 using ConvFilterVectorWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw);
 bool conv2d_filter_vector_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
 bool conv2d_filter_vector_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);

@@ -29,6 +29,7 @@ struct KernelTable {
   PoolKernels pool;
   ConvDirectKernel conv_direct;
   ConvDirectWeightKernel conv_direct_weight;
+  ConvFilterVectorForwardKernel conv_filter_vector_forward;
   ConvFilterVectorWeightKernel conv_filter_vector_weight;
 };
 
