@@ -86,13 +86,15 @@ def test_random_floats_close_to_float64(isa, rng):
     np.testing.assert_allclose(got, _expected(a, b, False, False), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("m,n,k", [(300, 700, 300), (40, 2000, 64), (500, 20, 33)])
+# split N with a shared packed A (300 x 700), split N of a wide product, split M, and split M over several K blocks
+# with a short last one (each thread repacks its rows per block while the other may still read the last block)
+@pytest.mark.parametrize("m,n,k", [(300, 700, 300), (40, 2000, 64), (500, 20, 33), (150, 70, 257), (100, 90, 600)])
 def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
     a, b = _operands(rng, m, n, k, False, False, integer=False)
     results = []
     for t in (1, 2, 3, 4):
         with cc.threads(t):
-            results.append(F.matmul(a, b))
+            results += [F.matmul(a, b) for _ in range(5)]
     for r in results[1:]:
         assert np.array_equal(r, results[0])
 
