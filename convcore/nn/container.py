@@ -14,7 +14,8 @@ from .pool import _MaxPoolNd
 class _Plan:
     """The eval-mode forward of a container for one input shape and dtype: per child (a Conv/Linear with the
     following ReLU fused), a step bound to the validated arrays, or the child's own forward (its output checked)
-    where it has no step. Valid while the children and their parameter arrays (by identity and shape) stay."""
+    where it has no step. Valid while the children stay in eval mode and their parameter arrays stay the same (by
+    identity and shape; a child assigned to the container drops the plan)."""
 
     __slots__ = ("shape", "dtype", "layers", "params", "arrays", "shapes", "steps")
 
@@ -24,10 +25,11 @@ class _Plan:
         self.arrays = tuple(p.data for p in self.params)
         self.shapes = tuple(a.shape for a in self.arrays)
 
-    def valid_for(self, x, layers) -> bool:
-        return (x.shape == self.shape and x.dtype == self.dtype and layers == self.layers
-                and all(map(operator.is_, map(_DATA, self.params), self.arrays))
-                and tuple(map(_SHAPE, self.params)) == self.shapes)
+    def valid_for(self, x) -> bool:
+        if x.shape != self.shape or x.dtype != self.dtype or any(map(_TRAINING, self.layers)):
+            return False
+        arrays = tuple(map(_DATA, self.params))
+        return all(map(operator.is_, arrays, self.arrays)) and tuple(map(_SHAPE, arrays)) == self.shapes
 
 
 class _Replan(Exception):
@@ -57,7 +59,7 @@ class _Checked:
 
 _TRAINING = operator.attrgetter("training")
 _DATA = operator.attrgetter("data")
-_SHAPE = operator.attrgetter("data.shape")
+_SHAPE = operator.attrgetter("shape")
 
 
 class _InOrder(Module):
@@ -83,21 +85,26 @@ class _InOrder(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name in self._modules:
+            object.__setattr__(self, "_plan", None)  # a child added or replaced
+
     def forward(self, x):
+        plan = self.__dict__.get("_plan")
+        if (plan is not None and not self.training and type(x) is np.ndarray and x.flags.c_contiguous
+                and plan.valid_for(x)):
+            y = x
+            try:
+                for step in plan.steps:
+                    y = step(y)
+                return y
+            except _Replan:
+                object.__setattr__(self, "_plan", None)
         layers = tuple(self._modules.values())
         if self.training or any(map(_TRAINING, layers)) or type(x) is not np.ndarray or not x.flags.c_contiguous:
             return self._run(x, layers)
-        plan = self.__dict__.get("_plan")
-        if plan is None or not plan.valid_for(x, layers):
-            return self._plan_and_run(x, layers)
-        y = x
-        try:
-            for step in plan.steps:
-                y = step(y)
-        except _Replan:
-            object.__setattr__(self, "_plan", None)
-            return self._run(x, layers)
-        return y
+        return self._plan_and_run(x, layers)
 
     @staticmethod
     def _pairs(layers):
