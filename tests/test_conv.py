@@ -44,6 +44,7 @@ CASES = [
     (2, 4, 15, 14, 12, 3, 3, 2, (1, 2), (1, 2), 1),  # forward over filters (AVX-512): strided, dilated
     (2, 3, 6, 4, 7, 3, 3, 1, 1, 1, 1),          # forward over filters (AVX2): 4-pixel rows
     (2, 3, 5, 2, 5, 3, 3, 1, 1, 1, 1),          # forward over filters (portable): 2-pixel rows
+    (11, 3, 7, 7, 40, 3, 3, 2, 1, 1, 1),        # weight gradient by GEMM over chunks of 1-2 images' pixels
 ]
 
 

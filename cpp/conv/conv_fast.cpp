@@ -89,10 +89,12 @@ class Im2col final : public BPanelSource {
   int64_t image_stride_;
 };
 
-// B = im2col transposed, (P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T.
+// B = im2col transposed, (images*P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T: row
+// i*P*Q + p*Q + q reads image i at x + i*image_stride.
 class Im2colT final : public BPanelSource {
  public:
-  Im2colT(const ConvShape& s, const float* x) : s_(s), x_(x) {}
+  Im2colT(const ConvShape& s, const float* x, int64_t image_stride = 0)
+      : s_(s), x_(x), image_stride_(image_stride) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
     const int64_t RS = s_.R * s_.S;
     int64_t off[kMaxNr], dh[kMaxNr], dw[kMaxNr];
@@ -106,23 +108,28 @@ class Im2colT final : public BPanelSource {
         off[j] = (kk / RS) * s_.H * s_.W + dh[j] * s_.W + dw[j];
       }
       float* panel = Bp + (jp / nr) * kc * nr;
-      int64_t p = k0 / s_.Q, q = k0 % s_.Q;
+      const int64_t PQ = s_.P * s_.Q;
+      int64_t image = k0 / PQ, p = k0 % PQ / s_.Q, q = k0 % s_.Q;
       for (int64_t k = 0; k < kc; ++k) {
         const int64_t hb = p * s_.stride_h - s_.pad_h, wb = q * s_.stride_w - s_.pad_w;
+        const float* xi = x_ + image * image_stride_;
         float* dst = panel + k * nr;
         if (hb >= 0 && hb + span_h < s_.H && wb >= 0 && wb + span_w < s_.W) {  // the whole window is inside
-          const float* base = x_ + hb * s_.W + wb;
+          const float* base = xi + hb * s_.W + wb;
           for (int64_t j = 0; j < cols; ++j) dst[j] = base[off[j]];
         } else {
           for (int64_t j = 0; j < cols; ++j) {
             const int64_t h = hb + dh[j], v = wb + dw[j];
-            dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? x_[off[j] + hb * s_.W + wb] : 0.0f;
+            dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? xi[off[j] + hb * s_.W + wb] : 0.0f;
           }
         }
         std::fill(dst + cols, dst + nr, 0.0f);
         if (++q == s_.Q) {
           q = 0;
-          ++p;
+          if (++p == s_.P) {
+            p = 0;
+            ++image;
+          }
         }
       }
     }
@@ -131,6 +138,7 @@ class Im2colT final : public BPanelSource {
  private:
   const ConvShape& s_;
   const float* x_;
+  int64_t image_stride_;
 };
 
 // Adds one channel's im2col rows (R*S rows of nb columns, output pixels j0 .. j0+nb-1) back into its dx plane:
@@ -269,9 +277,24 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   std::unique_ptr<float, FreeDeleter> extra(
       chunks > 1 ? static_cast<float*>(std::malloc(sizeof(float) * (chunks - 1) * wsize)) : nullptr);
   if (chunks > 1 && !extra) throw std::bad_alloc();
+  const bool fold = PQ < kFoldBelowPixels && !is_pointwise(s);
   for_each_task(chunks, s.N * s.K * PQ * CRS, [&](int64_t chunk) {
     float* part = chunk == 0 ? dw : extra.get() + (chunk - 1) * wsize;
-    const int64_t n0 = chunk * s.N / chunks, n1 = (chunk + 1) * s.N / chunks;
+    const int64_t n0 = chunk * s.N / chunks, n1 = (chunk + 1) * s.N / chunks, cols = (n1 - n0) * PQ;
+    if (fold) {
+      // few pixels per image: the chunk's images as one product over all their pixels, dY_g gathered into
+      // (Kg, images*PQ) (per-image products would read and write the whole of dW for every few pixels)
+      std::vector<float> dyc(static_cast<size_t>(Kg * cols));
+      for (int64_t g = 0; g < s.groups; ++g) {
+        for (int64_t k = 0; k < Kg; ++k)
+          for (int64_t n = n0; n < n1; ++n)
+            std::copy(dy + (n * s.K + g * Kg + k) * PQ, dy + (n * s.K + g * Kg + k + 1) * PQ,
+                      dyc.data() + k * cols + (n - n0) * PQ);
+        sgemm(Trans::no, Kg, CRS, cols, 1.0f, dyc.data(), cols, Im2colT(s, x + (n0 * s.C + g * Cg) * HW, s.C * HW),
+              0.0f, part + g * Kg * CRS, CRS);
+      }
+      return;
+    }
     for (int64_t n = n0; n < n1; ++n) {
       for (int64_t g = 0; g < s.groups; ++g) {
         const float* dyg = dy + (n * s.K + g * Kg) * PQ;
