@@ -70,7 +70,8 @@ class BasicBlock(Module):
     def forward(self, x):
         out = self.relu.forward(self.bn1.forward(self.conv1.forward(x)))
         out = self.bn2.forward(self.conv2.forward(out))
-        y = F.relu(out + self._skip(x))
+        out += self._skip(x)  # bn2's output is a fresh array nothing else holds: add in place
+        y = F.relu(out)
         self._x_shape, self._y = (x.shape, y) if self.training else (None, None)
         return y
 
@@ -78,8 +79,11 @@ class BasicBlock(Module):
         dsum = F.relu_backward(dy, self._saved(self._y, "output"))
         dmain = self.conv1.backward(self.bn1.backward(self.relu.backward(
             self.conv2.backward(self.bn2.backward(dsum)))), input_grad=input_grad)
-        dskip = self._skip_backward(dsum, input_grad)
-        return None if not input_grad else dmain + dskip
+        if not input_grad:
+            self._skip_backward(dsum, input_grad)  # the projection's parameter gradients
+            return None
+        dmain += self._skip_backward(dsum, input_grad)  # conv1's fresh input gradient: add in place
+        return dmain
 
     def _release(self):
         self._x_shape = self._y = None
