@@ -347,32 +347,33 @@ void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, f
 // with 4 vectors it only matched GEMM, with 4 x 3 accumulators per kernel row). All kernel rows go in one unit
 // when their accumulators fit in registers (at most 28), else one row a unit. Returns false, doing nothing,
 // elsewhere.
+template <int VL, int KV, int S>
+void filter_vector_weight_rows(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  if constexpr (KV * S * S <= 28) {
+    if (s.R == S) {
+      filter_vector_weight<VL, KV, S, S>(s, dy, x, dw);
+      return;
+    }
+  }
+  filter_vector_weight<VL, KV, 1, S>(s, dy, x, dw);
+}
+
 template <int VL, int KV>
-bool filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x, float* dw) {
-  if (s.S == 3) {
-    if constexpr (KV * 9 <= 28) {
-      if (s.R == 3) {
-        filter_vector_weight<VL, KV, 3, 3>(s, dy, x, dw);
-        return true;
-      }
-    }
-    filter_vector_weight<VL, KV, 1, 3>(s, dy, x, dw);
-    return true;
-  }
-  if constexpr (KV * 25 <= 28) {
-    if (s.R == 5) {
-      filter_vector_weight<VL, KV, 5, 5>(s, dy, x, dw);
-      return true;
-    }
-  }
-  filter_vector_weight<VL, KV, 1, 5>(s, dy, x, dw);
-  return true;
+void filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  if (s.S == 3)
+    filter_vector_weight_rows<VL, KV, 3>(s, dy, x, dw);
+  else
+    filter_vector_weight_rows<VL, KV, 5>(s, dy, x, dw);
 }
 
 template <int VL>
 bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw) {
   if (s.groups != 1 || (s.S != 3 && s.S != 5) || s.K <= VL / 2 || s.K > 2 * VL) return false;
-  return s.K <= VL ? filter_vector_weight_kv<VL, 1>(s, dy, x, dw) : filter_vector_weight_kv<VL, 2>(s, dy, x, dw);
+  if (s.K <= VL)
+    filter_vector_weight_kv<VL, 1>(s, dy, x, dw);
+  else
+    filter_vector_weight_kv<VL, 2>(s, dy, x, dw);
+  return true;
 }
 
 // Output rows up to one vector wide use one vector per row and more filters per block (half as many when that
