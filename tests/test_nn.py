@@ -418,6 +418,28 @@ def test_eval_plan_validates_like_the_layers(rng):
     assert np.array_equal(model(x), _unplanned(model, x)) and not np.array_equal(model(x), y)
 
 
+class _Pair(nn.Module):
+    """A child whose output is not an array (a tuple), consumed by the next child."""
+
+    def forward(self, x):
+        return (x, 2 * x)
+
+
+class _Sum(nn.Module):
+    def forward(self, pair):
+        return pair[0] + pair[1]
+
+
+def test_eval_plan_runs_unplanned_past_a_child_that_returns_no_array():
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Linear(3, 3, rng=0), relu, _Pair(), _Sum(), relu).eval()  # one ReLU used twice
+    x = np.array([[1.0, -2.0, 3.0]], np.float32)
+    expected = 3 * np.maximum(model[0](x), 0)
+    for _ in range(3):
+        assert np.allclose(model(x), expected)
+    assert model.__dict__.get("_plan") is None
+
+
 def test_eval_plan_rechecks_children_without_a_step(rng):
     model = nn.Sequential(nn.Linear(3, 3, rng=0), _Doubler(), nn.Flatten()).eval()
     x = np.ones((2, 3), np.float32)

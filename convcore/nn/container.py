@@ -52,9 +52,12 @@ class _Checked:
         return y
 
     def first(self, x):
+        """Run once while the plan is built; returns (y, whether steps can follow it)."""
         y = self.forward(x)
-        self.shape, self.dtype = (y.shape, y.dtype) if isinstance(y, np.ndarray) else (None, None)
-        return y
+        if type(y) is not np.ndarray or not y.flags.c_contiguous:
+            return y, False
+        self.shape, self.dtype = y.shape, y.dtype
+        return y, True
 
 
 _TRAINING = operator.attrgetter("training")
@@ -66,9 +69,10 @@ class _InOrder(Module):
     """Children run in registration order, backward in reverse. A Conv2d/Conv1d/Linear followed by a ReLU runs
     as one call with the ReLU fused into the GEMM epilogue (the ReLU module still keeps the output its backward
     needs); the backward of a ReLU followed by a max pooling masks the pooled gradient instead of the full one
-    (MaxPool2d.backward_through_relu). In eval mode the forward runs a plan (_Plan) built on the first call for an input shape and dtype:
-    each child validated once, then called straight into the kernels; rebuilt whenever the input shape or dtype,
-    a child or a parameter's array changes (parameters updated in place are used as they are), and on eval()."""
+    (MaxPool2d.backward_through_relu). In eval mode the forward runs a plan (_Plan) built on the first call for an
+    input shape and dtype: each child validated once, then called straight into the kernels; rebuilt whenever the
+    input shape or dtype, a child or a parameter's array changes (parameters updated in place are used as they
+    are), and on eval()."""
 
     def _add(self, name: str, layer) -> None:
         if not isinstance(layer, Module):
@@ -108,23 +112,23 @@ class _InOrder(Module):
 
     @staticmethod
     def _pairs(layers):
-        """(layer, the ReLU fused into it or None), in order."""
+        """(layer, the ReLU fused into it or None, the index of the layer after them), in order."""
         i = 0
         while i < len(layers):
             layer, nxt = layers[i], layers[i + 1] if i + 1 < len(layers) else None
             fused = isinstance(nxt, ReLU) and getattr(layer, "fuses_relu", False)
-            yield layer, nxt if fused else None
             i += 2 if fused else 1
+            yield layer, nxt if fused else None, i
 
     def _run(self, x, layers):
-        for layer, relu in self._pairs(layers):
+        for layer, relu, _ in self._pairs(layers):
             x = relu.adopt_output(layer.forward(x, activation="relu")) if relu else layer.forward(x)
         return x
 
     def _plan_and_run(self, x, layers):
         object.__setattr__(self, "_plan", None)  # a build that fails leaves no plan behind
         plan = _Plan(x, layers)
-        for layer, relu in self._pairs(layers):
+        for layer, relu, after in self._pairs(layers):
             # methods replaced on an instance (summary and viz wrap them to record outputs) run as they are
             pair = (layer, relu) if relu else (layer,)
             patched = any(name in m.__dict__ for m in pair for name in ("forward", "adopt_output"))
@@ -134,7 +138,9 @@ class _InOrder(Module):
             step = None if patched or copied else layer._inference_step(x, relu=relu is not None)
             if step is None:
                 step = _Checked(functools.partial(self._run, layers=pair))
-                x = step.first(x)
+                x, plannable = step.first(x)
+                if not plannable:  # not an array a step could take: this input runs layer by layer, unplanned
+                    return self._run(x, layers[after:])
             else:
                 x = step(x)
             plan.steps.append(step)
