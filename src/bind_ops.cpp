@@ -1,6 +1,7 @@
 // Bindings: ReLU, softmax, cross-entropy, batch normalisation.
 #include <algorithm>
 #include <initializer_list>
+#include <optional>
 
 #include "bindings.h"
 #include "convcore/ops.h"
@@ -101,7 +102,7 @@ static py::tuple bn_stats(const CArray<T>& x) {
 }
 
 template <typename T>
-static CArray<T> bn_apply(const CArray<T>& x, const CArray<T>& scale, const CArray<T>& shift) {
+static CArray<T> bn_apply(const CArray<T>& x, const CArray<T>& scale, const CArray<T>& shift, bool relu) {
   check_bn(x, {&scale, &shift});
   const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
   auto y = new_array<T>({N, C, L});
@@ -109,40 +110,53 @@ static CArray<T> bn_apply(const CArray<T>& x, const CArray<T>& scale, const CArr
   T* py_ = y.mutable_data();
   {
     py::gil_scoped_release release;
-    batch_norm_apply<T>(px, N, C, L, ps, pb, py_);
+    batch_norm_apply<T>(px, N, C, L, ps, pb, relu, py_);
   }
   return y;
 }
 
+// relu_out, when given, must have x's shape (the output of bn_apply with relu).
 template <typename T>
-static py::tuple bn_backward_sums(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& mean) {
+static const T* relu_mask(const std::optional<CArray<T>>& relu_out, const CArray<T>& x) {
+  if (!relu_out) return nullptr;
+  if (relu_out->ndim() != 3 || !std::equal(x.shape(), x.shape() + 3, relu_out->shape()))
+    throw py::value_error("relu_out and x shapes differ");
+  return relu_out->data();
+}
+
+template <typename T>
+static py::tuple bn_backward_sums(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& mean,
+                                  const std::optional<CArray<T>>& relu_out) {
   check_bn(x, {&mean});
   if (!std::equal(dy.shape(), dy.shape() + dy.ndim(), x.shape()) || dy.ndim() != 3)
     throw py::value_error("dy and x shapes differ");
+  const T* mask = relu_mask(relu_out, x);
   const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
   auto sum_dy = new_array<double>({C}), sum_dy_centred = new_array<double>({C});
   const T *pdy = dy.data(), *px = x.data(), *pm = mean.data();
   double *ps = sum_dy.mutable_data(), *psc = sum_dy_centred.mutable_data();
   {
     py::gil_scoped_release release;
-    batch_norm_backward_sums<T>(pdy, px, pm, N, C, L, ps, psc);
+    batch_norm_backward_sums<T>(pdy, px, pm, mask, N, C, L, ps, psc);
   }
   return py::make_tuple(sum_dy, sum_dy_centred);
 }
 
 template <typename T>
 static CArray<T> bn_backward_input(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& mean,
-                                   const CArray<T>& gain, const CArray<T>& a, const CArray<T>& b) {
+                                   const CArray<T>& gain, const CArray<T>& a, const CArray<T>& b,
+                                   const std::optional<CArray<T>>& relu_out) {
   check_bn(x, {&mean, &gain, &a, &b});
   if (!std::equal(dy.shape(), dy.shape() + dy.ndim(), x.shape()) || dy.ndim() != 3)
     throw py::value_error("dy and x shapes differ");
+  const T* mask = relu_mask(relu_out, x);
   const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
   auto dx = new_array<T>({N, C, L});
   const T *pdy = dy.data(), *px = x.data(), *pm = mean.data(), *pg = gain.data(), *pa = a.data(), *pb = b.data();
   T* pdx = dx.mutable_data();
   {
     py::gil_scoped_release release;
-    batch_norm_backward_input<T>(pdy, px, pm, pg, pa, pb, N, C, L, pdx);
+    batch_norm_backward_input<T>(pdy, px, pm, pg, pa, pb, mask, N, C, L, pdx);
   }
   return dx;
 }

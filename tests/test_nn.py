@@ -45,6 +45,8 @@ LAYERS = {
     "batchnorm2d": (lambda r: nn.BatchNorm2d(3), (4, 3, 3, 2)),
     "batchnorm1d": (lambda r: nn.BatchNorm1d(5), (6, 5)),
     "batchnorm1d_3d": (lambda r: nn.BatchNorm1d(3), (2, 3, 4)),
+    "sequential_bn_relu": (lambda r: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False, rng=r),
+                                                   nn.BatchNorm2d(3), nn.ReLU()), (3, 2, 4, 4)),
     "sequential_fused": (lambda r: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=r), nn.ReLU(), nn.Flatten(),
                                                  nn.Linear(48, 4, rng=r), nn.ReLU(), nn.Linear(4, 2, rng=r)),
                          (2, 2, 4, 4)),
@@ -464,3 +466,24 @@ def test_relu_then_max_pool_backward_masks_the_pooled_gradient_with_the_same_bit
     expected = conv.backward(relu.backward(pool.backward(dy)))
     assert (y == 0).any() and np.array_equal(dx, expected)
     assert all(np.array_equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+
+
+def test_batch_norm_then_relu_fused_gives_the_unfused_bits(rng):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, rng=0), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(4 * 4, 3, rng=1), nn.BatchNorm1d(3), nn.ReLU())
+    model[1].bias.data[...] = [0.5, -0.5, 0.0, 1.0]  # channels mostly on, mostly off, and around the kink
+    x = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
+    y = model(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = model.backward(dy)
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    h = x  # the same layers one by one: BatchNorm without the activation, then each ReLU's own backward
+    for layer in model:
+        h = layer.forward(h)
+    assert np.array_equal(h, y) and (y == 0).any() and (y > 0).any()
+    g = dy
+    for layer in reversed(list(model)):
+        g = layer.backward(g)
+    assert np.array_equal(g, dx)
+    assert all(np.array_equal(a, p.grad) for a, p in zip(grads, model.parameters()))

@@ -68,7 +68,7 @@ class BasicBlock(Module):
         return dx
 
     def forward(self, x):
-        out = self.relu.forward(self.bn1.forward(self.conv1.forward(x)))
+        out = self.relu.adopt_output(self.bn1.forward(self.conv1.forward(x), activation="relu"))
         out = self.bn2.forward(self.conv2.forward(out))
         out += self._skip(x)  # bn2's output is a fresh array nothing else holds: add in place
         y = F.relu(out)
@@ -77,8 +77,9 @@ class BasicBlock(Module):
 
     def backward(self, dy, input_grad=True):
         dsum = F.relu_backward(dy, self._saved(self._y, "output"))
-        dmain = self.conv1.backward(self.bn1.backward(self.relu.backward(
-            self.conv2.backward(self.bn2.backward(dsum)))), input_grad=input_grad)
+        # bn1 applied the ReLU in its forward and masks the gradient in its backward
+        dmain = self.conv1.backward(self.bn1.backward(self.conv2.backward(self.bn2.backward(dsum))),
+                                    input_grad=input_grad)
         if not input_grad:
             self._skip_backward(dsum, input_grad)  # the projection's parameter gradients
             return None

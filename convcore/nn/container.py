@@ -68,8 +68,8 @@ _SHAPE = operator.attrgetter("shape")
 class _InOrder(Module):
     """Children run in registration order, backward in reverse. A Conv2d/Conv1d/Linear followed by a ReLU runs
     as one call with the ReLU fused into the GEMM epilogue (the ReLU module still keeps the output its backward
-    needs); the backward of a ReLU followed by a max pooling masks the pooled gradient instead of the full one
-    (MaxPool2d.backward_through_relu). In eval mode the forward runs a plan (_Plan) built on the first call for an
+    needs; a BatchNorm masks in its own backward, so that ReLU's backward is skipped); the backward of a ReLU
+    followed by a max pooling masks the pooled gradient instead of the full one (MaxPool2d.backward_through_relu). In eval mode the forward runs a plan (_Plan) built on the first call for an
     input shape and dtype: each child validated once, then called straight into the kernels; rebuilt whenever the
     input shape or dtype, a child or a parameter's array changes (parameters updated in place are used as they
     are), and on eval()."""
@@ -157,6 +157,8 @@ class _InOrder(Module):
             if i > 0 and isinstance(layers[i - 1], ReLU) and isinstance(layers[i], _MaxPoolNd):
                 dy = layers[i].backward_through_relu(dy)  # the ReLU's backward too, on the pooled gradient
                 i -= 2
+            elif i > 0 and isinstance(layers[i], ReLU) and getattr(layers[i - 1], "masks_fused_relu", False):
+                i -= 1  # fused into the layer before it in the forward, which masks in its own backward
             else:
                 dy = layers[i].backward(dy, input_grad=input_grad or i > 0)
                 i -= 1

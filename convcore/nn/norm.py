@@ -5,11 +5,17 @@ import numpy as np
 
 from .. import _core
 from .._validate import as_int, as_tensor
+from ..functional.gemm import check_activation
 from .module import Module, Parameter
 
 
 class _BatchNorm(Module):
     ndims = (4,)
+    # forward(x, activation="relu") applies a following ReLU in the same pass (containers fuse BN -> ReLU), and
+    # backward then takes the gradient of that ReLU's output and masks it itself, so containers skip the ReLU's
+    # backward (it would mask again, to the same bits).
+    fuses_relu = True
+    masks_fused_relu = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
@@ -22,7 +28,8 @@ class _BatchNorm(Module):
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x, activation=None):
+        relu = check_activation(activation)
         x = as_tensor(x, "x", ndim=self.ndims)
         if x.shape[1] != self.num_features:
             raise ValueError(f"x has {x.shape[1]} channels (x.shape[1]), this layer normalises {self.num_features}")
@@ -45,17 +52,18 @@ class _BatchNorm(Module):
         inv_std = 1.0 / np.sqrt(var + self.eps)
         scale = self.weight.data * inv_std
         shift = self.bias.data - mean * scale
+        y3 = _core.batch_norm_apply(x3, scale.astype(x.dtype), shift.astype(x.dtype), relu)
         if self.training:
-            self._cache = (x3, x.shape, mean.astype(x.dtype), inv_std)
-        return _core.batch_norm_apply(x3, scale.astype(x.dtype), shift.astype(x.dtype)).reshape(x.shape)
+            self._cache = (x3, x.shape, mean.astype(x.dtype), inv_std, y3 if relu else None)
+        return y3.reshape(x.shape)
 
     def backward(self, dy, input_grad=True):
-        x3, shape, mean, inv_std = self._saved(self._cache, "input")
+        x3, shape, mean, inv_std, relu_out = self._saved(self._cache, "input")
         dy = as_tensor(dy, "dy", dtype=x3.dtype)
         if dy.shape != shape:
             raise ValueError(f"dy must have shape {shape}, got {dy.shape}")
         dy3 = dy.reshape(x3.shape)
-        dbeta, sum_dy_centred = _core.batch_norm_backward_sums(dy3, x3, mean)  # float64
+        dbeta, sum_dy_centred = _core.batch_norm_backward_sums(dy3, x3, mean, relu_out)  # float64
         dgamma = sum_dy_centred * inv_std  # sum(dy * xhat)
         self.weight.accumulate(dgamma.astype(x3.dtype))
         self.bias.accumulate(dbeta.astype(x3.dtype))
@@ -67,7 +75,7 @@ class _BatchNorm(Module):
         gain = (self.weight.data * inv_std).astype(dtype)
         a = (dbeta / count).astype(dtype)
         b = (inv_std * dgamma / count).astype(dtype)
-        return _core.batch_norm_backward_input(dy3, x3, mean, gain, a, b).reshape(shape)
+        return _core.batch_norm_backward_input(dy3, x3, mean, gain, a, b, relu_out).reshape(shape)
 
     def _release(self):
         self._cache = None

@@ -24,17 +24,19 @@ template <typename T>
 void cross_entropy_backward(const T* probs, const int64_t* labels, T* dlogits, int64_t N, int64_t C, T scale);
 
 // Batch normalisation on x (N, C, L), per channel c over N*L values. Statistics in float64: mean and biased
-// variance (two passes). apply: y = x * scale[c] + shift[c].
+// variance (two passes). apply: y = x * scale[c] + shift[c], then with relu max(y, 0) (NaN kept).
 template <typename T>
 void batch_norm_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, double* var);
 template <typename T>
-void batch_norm_apply(const T* x, int64_t N, int64_t C, int64_t L, const T* scale, const T* shift, T* y);
+void batch_norm_apply(const T* x, int64_t N, int64_t C, int64_t L, const T* scale, const T* shift, bool relu, T* y);
 // Backward: per-channel sum(dy) and sum(dy * (x - mean)), then dx = gain[c] * (dy - a[c] - (x - mean[c]) * b[c]).
+// With relu_out (the output of an apply with relu), dy is taken as 0 where relu_out is not > 0: the ReLU's
+// backward in the same pass.
 template <typename T>
-void batch_norm_backward_sums(const T* dy, const T* x, const T* mean, int64_t N, int64_t C, int64_t L,
-                              double* sum_dy, double* sum_dy_centred);
+void batch_norm_backward_sums(const T* dy, const T* x, const T* mean, const T* relu_out, int64_t N, int64_t C,
+                              int64_t L, double* sum_dy, double* sum_dy_centred);
 template <typename T>
 void batch_norm_backward_input(const T* dy, const T* x, const T* mean, const T* gain, const T* a, const T* b,
-                               int64_t N, int64_t C, int64_t L, T* dx);
+                               const T* relu_out, int64_t N, int64_t C, int64_t L, T* dx);
 
 }  // namespace convcore
