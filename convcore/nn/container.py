@@ -66,13 +66,15 @@ _SHAPE = operator.attrgetter("shape")
 
 
 class _InOrder(Module):
-    """Children run in registration order, backward in reverse. A Conv2d/Conv1d/Linear followed by a ReLU runs
-    as one call with the ReLU fused into the GEMM epilogue (the ReLU module still keeps the output its backward
-    needs; a BatchNorm masks in its own backward, so that ReLU's backward is skipped); the backward of a ReLU
-    followed by a max pooling masks the pooled gradient instead of the full one (MaxPool2d.backward_through_relu). In eval mode the forward runs a plan (_Plan) built on the first call for an
-    input shape and dtype: each child validated once, then called straight into the kernels; rebuilt whenever the
-    input shape or dtype, a child or a parameter's array changes (parameters updated in place are used as they
-    are), and on eval()."""
+    """Children run in registration order, backward in reverse.
+
+    A Conv2d/Conv1d/Linear/BatchNorm followed by a ReLU runs as one call, the ReLU fused into the GEMM epilogue or
+    the normalisation pass (the ReLU module still keeps the output its backward needs; a BatchNorm masks in its own
+    backward, so that ReLU's backward is skipped). The backward of a ReLU followed by a max pooling masks the
+    pooled gradient instead of the full one (MaxPool2d.backward_through_relu). In eval mode the forward runs a
+    plan (_Plan) built on the first call for an input shape and dtype: each child validated once, then called
+    straight into the kernels; rebuilt whenever the input shape or dtype, a child or a parameter's array changes
+    (parameters updated in place are used as they are), and on eval()."""
 
     def _add(self, name: str, layer) -> None:
         if not isinstance(layer, Module):

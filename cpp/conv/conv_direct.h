@@ -180,8 +180,9 @@ void direct_backward_weight_any(const ConvShape& s, const float* dy, const float
     direct_backward_weight<VL, KB5, 5>(s, dy, x, dw);
 }
 
-// Forward convolution vectorised over filters, for rows too narrow to fill vectors along the output row: a tile of QT output pixels of one row x KV vectors of filters in registers; per kernel tap, KV loads of
-// the tap's filter weights and QT broadcasts of x from the zero-padded image (any stride, dilation or padding).
+// Forward convolution vectorised over filters, for rows too narrow to fill vectors along the output row: a tile
+// of QT output pixels of one row x KV vectors of filters in registers; per kernel tap, KV loads of the tap's
+// filter weights and QT broadcasts of x from the zero-padded image (any stride, dilation or padding).
 // Kernel rows that read only padding are skipped. Each output element sums its taps in (c, r, t) order, then adds
 // the bias and applies ReLU (keeping NaN): the same order whatever the thread count. Workspace: the weights
 // regrouped by filter block, and one padded image per thread.
