@@ -26,6 +26,17 @@ inline void pad_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp
       std::memcpy(xp + (c * Hp + h + s.pad_h) * Wp + s.pad_w, x + (c * s.H + h) * s.W, s.W * sizeof(float));
 }
 
+// The kernel rows [lo, hi) that read image rows for output row p (the others read only zero padding).
+struct KernelRows {
+  int64_t lo, hi;
+};
+inline KernelRows image_rows(const ConvShape& s, int64_t p) {
+  int64_t lo = 0, hi = s.R;
+  while (lo < s.R && p * s.stride_h + lo * s.dil_h < s.pad_h) ++lo;
+  while (hi > lo && p * s.stride_h + (hi - 1) * s.dil_h >= s.H + s.pad_h) --hi;
+  return {lo, hi};
+}
+
 // Stores the first `count` lanes (1 <= count <= VL) of v at dst: a masked store where the unit's ISA has one (a
 // variable-length memcpy cost ~30 cycles a store, a third of LeNet conv1's forward with its 28-wide rows).
 template <int VL, typename Vec>
@@ -73,8 +84,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
       pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());
       float* yn = y + n * K * P * Q;
       for (int64_t p = 0; p < P; ++p) {
-        // kernel rows that read image rows (the others read only zero padding)
-        const int64_t r_lo = std::max<int64_t>(0, s.pad_h - p), r_hi = std::min(R, H + s.pad_h - p);
+        const auto [r_lo, r_hi] = image_rows(s, p);
         for (int64_t q0 = 0; q0 < Q; q0 += step) {
           for (int64_t kb = 0; kb < k_blocks; ++kb) {
             vec acc[KB][QV];
@@ -211,10 +221,7 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
       pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());
       float* yn = y + n * K * P * Q;
       for (int64_t p = 0; p < P; ++p) {
-        // kernel rows that read image rows (the others read only zero padding)
-        int64_t r_lo = 0, r_hi = R;
-        while (r_lo < R && p * sh + r_lo * dh < s.pad_h) ++r_lo;
-        while (r_hi > r_lo && p * sh + (r_hi - 1) * dh >= H + s.pad_h) --r_hi;
+        const auto [r_lo, r_hi] = image_rows(s, p);
         for (int64_t q0 = 0; q0 < q_tiles * QT; q0 += QT) {
           for (int64_t kb = 0; kb < k_blocks; ++kb) {
             vec acc[QT][KV];
