@@ -184,11 +184,9 @@ def _max_pool2d_compact_backward(dy, offsets, input_shape, kernel_size, stride=N
 
 
 def _avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, spatial: int):
-    count_include_pad = _as_bool(count_include_pad, "count_include_pad")
-    x4 = _input(x, spatial)
-    geometry = _geometry(x.shape[2:], kernel_size, stride, padding, ceil_mode, spatial, "x")
-    y = _core.avg_pool2d(x4, geometry, count_include_pad)
-    return y.reshape(x.shape[:2] + y.shape[4 - spatial:])
+    count_include_pad = _as_bool(count_include_pad, "count_include_pad")  # before None could mean max pooling
+    x = as_tensor(x, "x", ndim=spatial + 2)
+    return _prepare_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, spatial)(x)
 
 
 def _avg_pool_backward(dy, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, spatial: int):

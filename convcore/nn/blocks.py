@@ -80,10 +80,10 @@ class BasicBlock(Module):
         # bn1 applied the ReLU in its forward and masks the gradient in its backward
         dmain = self.conv1.backward(self.bn1.backward(self.conv2.backward(self.bn2.backward(dsum))),
                                     input_grad=input_grad)
+        dskip = self._skip_backward(dsum, input_grad)  # and the projection's parameter gradients
         if not input_grad:
-            self._skip_backward(dsum, input_grad)  # the projection's parameter gradients
             return None
-        dmain += self._skip_backward(dsum, input_grad)  # conv1's fresh input gradient: add in place
+        dmain += dskip  # conv1's fresh input gradient: add in place
         return dmain
 
     def _release(self):

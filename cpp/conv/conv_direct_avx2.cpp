@@ -1,5 +1,6 @@
 // Direct convolution, AVX2+FMA: 8-float vectors; 8 filters x 1 vector or 4 filters x 2 vectors in registers;
 // weight gradient 3 or 2 filters x S taps.
+// The kernels vectorised over filters (forward and weight gradient) use the same vectors.
 #include "conv_direct.h"
 
 namespace convcore {

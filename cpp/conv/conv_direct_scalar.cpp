@@ -1,5 +1,6 @@
 // Direct convolution, portable x86-64: 4-float (SSE2) vectors; 8 filters x 1 vector or 4 filters x 2 vectors;
 // weight gradient 3 or 2 filters x S taps.
+// The kernels vectorised over filters (forward and weight gradient) use the same vectors.
 #include "conv_direct.h"
 
 namespace convcore {
