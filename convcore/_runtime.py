@@ -1,4 +1,4 @@
-"""Runtime settings: kernel selection (ISA dispatch) and the thread count."""
+"""Runtime settings: kernel selection (ISA dispatch), the thread count and the output-buffer cache."""
 from __future__ import annotations
 
 import contextlib
@@ -64,3 +64,25 @@ def threads(n: int):
         yield
     finally:
         _core.set_num_threads(previous)
+
+
+def set_buffer_cache_limit(max_bytes: int) -> None:
+    """Cap the memory convcore keeps for reuse from freed output arrays (default 256 MiB; 0 turns caching off).
+
+    Every array a convcore kernel returns is allocated from this cache and its memory goes back to it when the
+    array and all its views are gone, so a training step reuses the previous step's blocks instead of asking the
+    OS for fresh pages (glibc returns large freed blocks to the OS, and faulting them back in cost ~25% of a
+    LeNet-5 step). Blocks of 32 KiB and more are kept, matched by size rounded up to 4 KiB; a block freed while
+    the idle total would pass the cap goes back to the allocator. Lowering the cap frees the excess at once.
+    """
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+        raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    _core.set_buffer_cache_limit(min(max_bytes, 2 ** 63 - 1))
+
+
+def buffer_cache_info() -> dict:
+    """The output-buffer cache: idle_bytes (held for reuse now), limit_bytes, and how many output allocations
+    were served from it (reused) or newly allocated (allocated), counting blocks of 32 KiB and more."""
+    return _core.buffer_cache_info()

@@ -18,28 +18,6 @@ FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 OPTIMIZER_DEFAULTS = {"adamw": {"lr": 2e-3, "weight_decay": 0.05}, "sgd": {"lr": 0.05, "weight_decay": 0.0}}
 
 
-# glibc returns freed blocks above its (adaptive) thresholds to the OS and page-faults them back in on the next
-# step; a training loop allocates the same large outputs every step (LeNet-5, batch 64: ~25% of a step). This
-# process is the command's own, so it keeps up to this much freed memory instead. (A library must not change its
-# host's allocator; the README gives the equivalent GLIBC_TUNABLES for programs that embed convcore.)
-KEEP_FREED_BYTES = 256 << 20
-
-
-def _keep_freed_memory():
-    """mallopt(M_TRIM_THRESHOLD / M_MMAP_THRESHOLD) on glibc; a no-op elsewhere."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_trim_threshold, KEEP_FREED_BYTES)
-    mallopt(m_mmap_threshold, min(KEEP_FREED_BYTES, 32 << 20))  # glibc caps the mmap threshold at 32 MiB
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: `convcore: error: ...` and exit code 2, no usage dump."""
 
@@ -113,7 +91,6 @@ def _train(args):
     import convcore as cc
     from convcore import checkpoint, training
 
-    _keep_freed_memory()
     if args.threads:
         cc.set_num_threads(args.threads)
     if args.data is not None and not Path(args.data).is_dir():

@@ -10,7 +10,7 @@ using namespace convcore;
 
 template <typename T>
 static CArray<T> relu(const CArray<T>& x) {
-  CArray<T> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  auto y = new_array<T>(std::vector<int64_t>(x.shape(), x.shape() + x.ndim()));
   const T* px = x.data();
   T* py_ = y.mutable_data();
   const int64_t n = x.size();
@@ -23,7 +23,7 @@ static CArray<T> relu(const CArray<T>& x) {
 
 template <typename T>
 static CArray<T> relu_grad(const CArray<T>& dy, const CArray<T>& x) {
-  CArray<T> dx(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  auto dx = new_array<T>(std::vector<int64_t>(x.shape(), x.shape() + x.ndim()));
   const T* pdy = dy.data();
   const T* px = x.data();
   T* pdx = dx.mutable_data();

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "convcore/buffer_cache.h"
 #include "convcore/checked.h"
 
 namespace py = pybind11;
@@ -15,7 +16,7 @@ namespace py = pybind11;
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
 
-// A new C-order array; its element and byte counts are computed with checked int64 multiplication, so a shape
+// A new C-order array (uninitialised); its element and byte counts are computed with checked int64 multiplication, so a shape
 // whose size overflows is refused (ValueError) before anything is allocated.
 template <typename T>
 inline CArray<T> new_array(const std::vector<int64_t>& shape) {
@@ -29,7 +30,11 @@ inline CArray<T> new_array(const std::vector<int64_t>& shape) {
   } catch (const std::overflow_error&) {
     throw py::value_error("array size overflows int64: refusing to allocate");
   }
-  return CArray<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  // The memory comes from the output-buffer cache and goes back to it when the array (and every view of it)
+  // is gone: a training step's outputs reuse the previous step's blocks instead of fresh, faulting pages.
+  void* block = convcore::output_buffers().take(static_cast<size_t>(elements) * sizeof(T));
+  py::capsule owner(block, [](void* p) { convcore::output_buffers().give(p); });
+  return CArray<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()), static_cast<T*>(block), owner);
 }
 
 void bind_runtime(py::module_& m);

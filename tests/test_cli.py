@@ -1,5 +1,4 @@
 """The convcore command: output of info, and one-line errors with exit code 2 for bad arguments."""
-import os
 import subprocess
 import sys
 
@@ -105,30 +104,3 @@ def test_more_bad_arguments(argv, fragment):
 def test_summary_prints_the_table(capsys):
     assert cli.main(["summary", "lenet5"]) == 0
     assert "total parameters 61,706" in capsys.readouterr().out
-
-
-_SECOND_ALLOCATION_FAULTS = """
-import resource, sys
-import numpy as np
-from convcore import cli
-if sys.argv[1] == "keep":
-    cli._keep_freed_memory()
-def fresh():  # a 3 MiB array written in full (under numpy's 4 MiB huge-page threshold)
-    a = np.empty(3 << 18, np.float32)
-    a.fill(1.0)
-    return a
-fresh()  # allocated, written and freed
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-b = fresh()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc thresholds")
-@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""), reason="AddressSanitizer replaces malloc")
-def test_train_command_keeps_freed_memory_instead_of_faulting_it_back():
-    # `convcore train` allocates the same large outputs every step; with glibc's defaults a freed block this size
-    # goes back to the OS and its 768 pages fault back in on the next allocation
-    faults = int(subprocess.run([sys.executable, "-c", _SECOND_ALLOCATION_FAULTS, "keep"], capture_output=True,
-                                text=True, check=True).stdout)
-    assert faults < 768 // 10

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import convcore as cc
@@ -86,3 +87,92 @@ def test_forked_child_after_parallel_work_completes_serially():
     assert os.read(read_end, 64) == b"1 1"  # correct result, computed with one thread
     os.close(read_end)
     assert not cc.cpu_info()["forked_child"]
+
+
+# --- output-buffer cache ---
+
+_REALLOCATION_FAULTS = """
+import resource, sys
+import numpy as np
+import convcore as cc
+cc.set_buffer_cache_limit(int(sys.argv[1]))
+x = np.ones((64, 6, 28, 28), np.float32)   # 1.2 MB outputs, as LeNet-5's first layer at batch 64
+y = cc.functional.relu(x)                   # allocated, written and freed
+del y
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+y = cc.functional.relu(x)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page-fault counts from getrusage")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""), reason="AddressSanitizer replaces malloc")
+def test_output_of_a_repeated_shape_reuses_the_freed_block_without_page_faults():
+    # glibc returns a freed 1.2 MB block to the OS (munmap) and its ~300 pages fault back in on the next
+    # allocation; from the cache it comes back mapped. With the cache off the faults return (the test's control).
+    def faults(limit):
+        return int(subprocess.run([sys.executable, "-c", _REALLOCATION_FAULTS, str(limit)], capture_output=True,
+                                  text=True, check=True).stdout)
+    assert faults(256 << 20) < 30
+    assert faults(0) > 200
+
+
+@pytest.fixture
+def buffer_cache():
+    previous = cc.buffer_cache_info()["limit_bytes"]
+    yield
+    cc.set_buffer_cache_limit(previous)
+
+
+def test_buffer_cache_reuses_freed_outputs_and_counts(buffer_cache):
+    cc.set_buffer_cache_limit(256 << 20)
+    x = np.ones((8, 16, 32, 32), np.float32)  # 512 KiB
+    y = cc.functional.relu(x)
+    address = y.ctypes.data
+    del y
+    before = cc.buffer_cache_info()
+    assert before["idle_bytes"] >= x.nbytes
+    z = cc.functional.relu(x)
+    after = cc.buffer_cache_info()
+    assert z.ctypes.data == address and address % 64 == 0 and after["reused"] == before["reused"] + 1
+    assert after["idle_bytes"] < before["idle_bytes"]
+    np.testing.assert_array_equal(z, x)
+
+
+def test_buffer_cache_never_hands_out_memory_a_view_still_uses(buffer_cache):
+    cc.set_buffer_cache_limit(256 << 20)
+    x = np.full((8, 16, 32, 32), 2.0, np.float32)
+    y = cc.functional.relu(x)
+    view = y[1:]
+    del y  # the view keeps the block alive
+    z = cc.functional.relu(-x)
+    assert not np.shares_memory(view, z)
+    assert (view == 2.0).all() and (z == 0.0).all()
+    del z
+    base = view.base
+    del view, base
+    w = cc.functional.relu(x)
+    assert (w == 2.0).all()
+
+
+def test_buffer_cache_limit_caps_idle_memory_and_zero_turns_it_off(buffer_cache):
+    x = np.ones((4, 16, 32, 32), np.float32)  # 256 KiB
+    cc.set_buffer_cache_limit(256 << 20)
+    ys = [cc.functional.relu(x) for _ in range(4)]
+    del ys
+    assert cc.buffer_cache_info()["idle_bytes"] >= 4 * x.nbytes
+    cc.set_buffer_cache_limit(x.nbytes + 8192)  # lowering the cap frees the excess at once
+    assert cc.buffer_cache_info()["idle_bytes"] <= x.nbytes + 8192
+    cc.set_buffer_cache_limit(0)
+    assert cc.buffer_cache_info()["idle_bytes"] == 0
+    allocated = cc.buffer_cache_info()["allocated"]
+    for _ in range(3):
+        cc.functional.relu(x)
+    info = cc.buffer_cache_info()
+    assert info["allocated"] == allocated + 3 and info["idle_bytes"] == 0
+
+
+@pytest.mark.parametrize("bad,error", [(-1, ValueError), (1.5, TypeError), (True, TypeError), ("1", TypeError)])
+def test_set_buffer_cache_limit_rejects_bad_values(bad, error):
+    with pytest.raises(error, match="max_bytes"):
+        cc.set_buffer_cache_limit(bad)

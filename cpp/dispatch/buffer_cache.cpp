@@ -1,0 +1,109 @@
+#include "convcore/buffer_cache.h"
+
+#include <cstdlib>
+#include <iterator>
+#include <new>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
+namespace convcore {
+namespace {
+
+constexpr size_t kHeader = 64;  // holds the footprint; keeps the block 64-byte aligned
+constexpr size_t kHugeFrom = 4 << 20;
+
+// Asks for transparent huge pages on large blocks (fewer TLB misses when a kernel streams through tens of MB),
+// as numpy's own allocator does from 4 MiB on; where THP is off or unsupported this does nothing.
+void advise_huge_pages(char* base, size_t size) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t page = 4096;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(base) + page - 1) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(base) + size;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)base;
+  (void)size;
+#endif
+}
+
+}  // namespace
+
+size_t BufferCache::footprint(size_t bytes) {
+  constexpr size_t page = 4096;
+  const size_t total = bytes + kHeader;
+  if (total < bytes) throw std::bad_alloc();  // overflow
+  return total < kMinBytes ? (total + 63) / 64 * 64 : (total + page - 1) / page * page;
+}
+
+BufferCache::~BufferCache() { trim(0); }
+
+void* BufferCache::take(size_t bytes) {
+  const size_t size = footprint(bytes);
+  char* base = nullptr;
+  if (size >= kMinBytes) {
+    std::lock_guard<std::mutex> guard(lock_);
+    auto it = idle_blocks_.find(size);
+    if (it != idle_blocks_.end() && !it->second.empty()) {
+      base = static_cast<char*>(it->second.back());
+      it->second.pop_back();
+      idle_ -= size;
+      ++reused_;
+    } else {
+      ++allocated_;
+    }
+  }
+  if (!base) {
+    base = static_cast<char*>(std::aligned_alloc(64, size));
+    if (!base) throw std::bad_alloc();
+    if (size >= kHugeFrom) advise_huge_pages(base, size);
+    *reinterpret_cast<size_t*>(base) = size;
+  }
+  return base + kHeader;
+}
+
+void BufferCache::give(void* block) {
+  if (!block) return;
+  char* base = static_cast<char*>(block) - kHeader;
+  const size_t size = *reinterpret_cast<size_t*>(base);
+  if (size >= kMinBytes) {
+    std::lock_guard<std::mutex> guard(lock_);
+    if (idle_ + size <= limit_) {
+      idle_blocks_[size].push_back(base);
+      idle_ += size;
+      return;
+    }
+  }
+  std::free(base);
+}
+
+void BufferCache::set_limit(size_t bytes) {
+  std::lock_guard<std::mutex> guard(lock_);
+  limit_ = bytes;
+  trim(limit_);
+}
+
+BufferCacheStats BufferCache::stats() {
+  std::lock_guard<std::mutex> guard(lock_);
+  return BufferCacheStats{idle_, limit_, reused_, allocated_};
+}
+
+void BufferCache::trim(size_t limit) {
+  for (auto it = idle_blocks_.begin(); it != idle_blocks_.end() && idle_ > limit;) {
+    std::vector<void*>& blocks = it->second;
+    while (!blocks.empty() && idle_ > limit) {
+      std::free(blocks.back());
+      blocks.pop_back();
+      idle_ -= it->first;
+    }
+    it = blocks.empty() ? idle_blocks_.erase(it) : std::next(it);
+  }
+}
+
+BufferCache& output_buffers() {
+  static BufferCache* cache = new BufferCache();  // never destroyed: arrays may outlive static destruction
+  return *cache;
+}
+
+}  // namespace convcore
