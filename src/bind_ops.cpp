@@ -35,6 +35,22 @@ static CArray<T> relu_grad(const CArray<T>& dy, const CArray<T>& x) {
   return dx;
 }
 
+// dx += dy where x > 0, in place (dx, dy, x of one shape).
+template <typename T>
+static void relu_grad_add(const CArray<T>& dy, const CArray<T>& x, CArray<T>& dx) {
+  const auto same = [&x](const CArray<T>& a) {
+    return a.ndim() == x.ndim() && std::equal(x.shape(), x.shape() + x.ndim(), a.shape());
+  };
+  if (!same(dy) || !same(dx)) throw py::value_error("dy, x and dx shapes differ");
+  const T *pdy = dy.data(), *px = x.data();
+  T* pdx = dx.mutable_data();
+  const int64_t n = x.size();
+  {
+    py::gil_scoped_release release;
+    relu_backward_add<T>(pdy, px, pdx, n);
+  }
+}
+
 template <typename T>
 static CArray<T> softmax(const CArray<T>& x) {
   const int64_t rows = x.shape(0), cols = x.shape(1);
@@ -102,15 +118,18 @@ static py::tuple bn_stats(const CArray<T>& x) {
 }
 
 template <typename T>
-static CArray<T> bn_apply(const CArray<T>& x, const CArray<T>& scale, const CArray<T>& shift, bool relu) {
+static CArray<T> bn_apply(const CArray<T>& x, const CArray<T>& scale, const CArray<T>& shift,
+                          const std::optional<CArray<T>>& residual, bool relu) {
   check_bn(x, {&scale, &shift});
+  if (residual && (residual->ndim() != 3 || !std::equal(x.shape(), x.shape() + 3, residual->shape())))
+    throw py::value_error("residual and x shapes differ");
   const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
   auto y = new_array<T>({N, C, L});
-  const T *px = x.data(), *ps = scale.data(), *pb = shift.data();
+  const T *px = x.data(), *ps = scale.data(), *pb = shift.data(), *pr = residual ? residual->data() : nullptr;
   T* py_ = y.mutable_data();
   {
     py::gil_scoped_release release;
-    batch_norm_apply<T>(px, N, C, L, ps, pb, relu, py_);
+    batch_norm_apply<T>(px, N, C, L, ps, pb, pr, relu, py_);
   }
   return y;
 }
@@ -166,6 +185,9 @@ void bind_ops(py::module_& m) {
   m.def("relu", &relu<double>);
   m.def("relu_backward", &relu_grad<float>);
   m.def("relu_backward", &relu_grad<double>);
+  // dx is written in place: never a converted copy
+  m.def("relu_backward_add", &relu_grad_add<float>, py::arg("dy"), py::arg("x"), py::arg("dx").noconvert());
+  m.def("relu_backward_add", &relu_grad_add<double>, py::arg("dy"), py::arg("x"), py::arg("dx").noconvert());
   m.def("softmax", &softmax<float>);
   m.def("softmax", &softmax<double>);
   m.def("cross_entropy", &cross_entropy<float>);

@@ -487,3 +487,48 @@ def test_batch_norm_then_relu_fused_gives_the_unfused_bits(rng):
         g = layer.backward(g)
     assert np.array_equal(g, dx)
     assert all(np.array_equal(a, p.grad) for a, p in zip(grads, model.parameters()))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_adds_a_residual_before_its_relu_in_one_pass(rng, dtype):
+    bn = nn.BatchNorm2d(3)
+    bn.bias.data[...] = [0.5, -0.5, 0.0]
+    x = rng.standard_normal((4, 3, 5, 5)).astype(dtype)
+    skip = rng.standard_normal(x.shape).astype(dtype)
+    y = bn.forward(x, activation="relu", residual=skip)
+    plain = bn.forward(x)  # the same statistics (x is the same batch); the sum and ReLU in numpy
+    expected = plain + skip
+    expected[expected < 0] = 0
+    assert np.array_equal(y, expected) and (y == 0).any() and (y > 0).any()
+    with pytest.raises(ValueError, match="residual must have x's shape"):
+        bn.forward(x, residual=skip[:, :2])
+    with pytest.raises(TypeError, match="residual has dtype"):
+        bn.forward(x, residual=skip.astype(np.float16))
+
+
+@pytest.mark.parametrize("block_args", [(3, 3, 1, "B"), (2, 4, 2, "A"), (2, 4, 2, "B")])
+def test_basic_block_fused_skip_gives_the_unfused_bits(rng, block_args):
+    # the block adds the skip inside bn2's pass and takes the identity skip's gradient with the ReLU's mask in one
+    # pass; the same arithmetic spelled out layer by layer must give the same bits
+    cin, cout, stride, shortcut = block_args
+    block = nn.BasicBlock(cin, cout, stride, shortcut, rng=0)
+    block.bn2.bias.data[...] = np.linspace(-0.5, 0.5, cout)
+    x = rng.standard_normal((3, cin, 6, 6)).astype(np.float32)
+    y = block(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = block.backward(dy)
+    grads = [p.grad.copy() for p in block.parameters()]
+    block.zero_grad()
+    h = block.relu(block.bn1(block.conv1(x)))
+    main = block.bn2(block.conv2(h))
+    skip = block._skip(x)
+    out = cc.functional.relu(main + skip)
+    assert np.array_equal(out, y) and (y == 0).any()
+    dsum = cc.functional.relu_backward(dy, out)
+    dh = block.relu.backward(block.conv2.backward(block.bn2.backward(dsum)))
+    dmain = block.conv1.backward(block.bn1.backward(dh))
+    dskip = block._skip_backward(dsum, True)
+    assert np.array_equal(dmain + dskip, dx)
+    assert all(np.array_equal(a, p.grad) for a, p in zip(grads, block.parameters()))
+    with pytest.raises(ValueError, match="dy must have the output's shape"):
+        block.backward(dy[:, :1])

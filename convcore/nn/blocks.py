@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
 from .. import functional as F
-from .._validate import as_int
+from .._validate import as_int, as_tensor
 from .activation import ReLU
 from .container import Sequential
 from .conv import Conv2d
@@ -69,18 +70,24 @@ class BasicBlock(Module):
 
     def forward(self, x):
         out = self.relu.adopt_output(self.bn1.forward(self.conv1.forward(x), activation="relu"))
-        out = self.bn2.forward(self.conv2.forward(out))
-        out += self._skip(x)  # bn2's output is a fresh array nothing else holds: add in place
-        y = F.relu(out)
+        # bn2 adds the skip and applies the final ReLU in its one pass, and masks its backward's dy with it
+        y = self.bn2.forward(self.conv2.forward(out), activation="relu", residual=self._skip(x))
         self._x_shape, self._y = (x.shape, y) if self.training else (None, None)
         return y
 
     def backward(self, dy, input_grad=True):
-        dsum = F.relu_backward(dy, self._saved(self._y, "output"))
-        # bn1 applied the ReLU in its forward and masks the gradient in its backward
-        dmain = self.conv1.backward(self.bn1.backward(self.conv2.backward(self.bn2.backward(dsum))),
+        y = self._saved(self._y, "output")
+        dy = as_tensor(dy, "dy", dtype=y.dtype)
+        if dy.shape != y.shape:
+            raise ValueError(f"dy must have the output's shape {y.shape}, got {dy.shape}")
+        # bn2 and bn1 apply their ReLUs' masks inside their backward passes
+        dmain = self.conv1.backward(self.bn1.backward(self.conv2.backward(self.bn2.backward(dy))),
                                     input_grad=input_grad)
-        dskip = self._skip_backward(dsum, input_grad)  # and the projection's parameter gradients
+        if not self.reshapes:  # identity skip: its gradient is dy through the final ReLU, added in the same pass
+            if input_grad:
+                _core.relu_backward_add(dy, y, dmain)  # dmain: conv1's fresh input gradient
+            return dmain
+        dskip = self._skip_backward(F.relu_backward(dy, y), input_grad)  # and the projection's gradients
         if not input_grad:
             return None
         dmain += dskip  # conv1's fresh input gradient: add in place

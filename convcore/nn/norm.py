@@ -28,12 +28,20 @@ class _BatchNorm(Module):
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
         self._cache = None
 
-    def forward(self, x, activation=None):
+    def forward(self, x, activation=None, residual=None):
+        """Normalise x; `residual` (x's shape), when given, is added before the activation in the same pass (a
+        residual block's skip). With activation="relu", backward's dy is the gradient of the ReLU's output; the
+        residual's gradient, that dy masked by the ReLU, is the caller's to take."""
         relu = check_activation(activation)
         x = as_tensor(x, "x", ndim=self.ndims)
         if x.shape[1] != self.num_features:
             raise ValueError(f"x has {x.shape[1]} channels (x.shape[1]), this layer normalises {self.num_features}")
         x3 = x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))  # (N, C, L): the kernels' layout
+        if residual is not None:
+            residual = as_tensor(residual, "residual", dtype=x.dtype)
+            if residual.shape != x.shape:
+                raise ValueError(f"residual must have x's shape {x.shape}, got {residual.shape}")
+            residual = residual.reshape(x3.shape)
         if self.training:
             count = x3.shape[0] * x3.shape[2]
             if count == 1:
@@ -52,7 +60,7 @@ class _BatchNorm(Module):
         inv_std = 1.0 / np.sqrt(var + self.eps)
         scale = self.weight.data * inv_std
         shift = self.bias.data - mean * scale
-        y3 = _core.batch_norm_apply(x3, scale.astype(x.dtype), shift.astype(x.dtype), relu)
+        y3 = _core.batch_norm_apply(x3, scale.astype(x.dtype), shift.astype(x.dtype), residual, relu)
         if self.training:
             self._cache = (x3, x.shape, mean.astype(x.dtype), inv_std, y3 if relu else None)
         return y3.reshape(x.shape)

@@ -56,15 +56,25 @@ void batch_norm_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean,
 }
 
 template <typename T>
-void batch_norm_apply(const T* x, int64_t N, int64_t C, int64_t L, const T* scale, const T* shift, bool relu, T* y) {
+void batch_norm_apply(const T* x, int64_t N, int64_t C, int64_t L, const T* scale, const T* shift, const T* residual,
+                      bool relu, T* y) {
   parallel_for(N * C, threads_for(N * C * L, 1 << 17), [&](int64_t nc) {
     const T a = scale[nc % C], b = shift[nc % C];
     const T* in = x + nc * L;
+    const T* res = residual ? residual + nc * L : nullptr;
     T* out = y + nc * L;
-    if (relu) {
+    // one loop per case, so that each vectorises
+    if (res && relu) {
+      for (int64_t l = 0; l < L; ++l) {
+        const T v = in[l] * a + b + res[l];
+        out[l] = v > T(0) || v != v ? v : T(0);  // NaN kept
+      }
+    } else if (res) {
+      for (int64_t l = 0; l < L; ++l) out[l] = in[l] * a + b + res[l];
+    } else if (relu) {
       for (int64_t l = 0; l < L; ++l) {
         const T v = in[l] * a + b;
-        out[l] = v > T(0) || v != v ? v : T(0);  // NaN kept
+        out[l] = v > T(0) || v != v ? v : T(0);
       }
     } else {
       for (int64_t l = 0; l < L; ++l) out[l] = in[l] * a + b;
@@ -141,7 +151,7 @@ void batch_norm_backward_input(const T* dy, const T* x, const T* mean, const T* 
 
 #define CONVCORE_INSTANTIATE_BN(T)                                                                              \
   template void batch_norm_stats<T>(const T*, int64_t, int64_t, int64_t, double*, double*);                     \
-  template void batch_norm_apply<T>(const T*, int64_t, int64_t, int64_t, const T*, const T*, bool, T*);         \
+  template void batch_norm_apply<T>(const T*, int64_t, int64_t, int64_t, const T*, const T*, const T*, bool, T*); \
   template void batch_norm_backward_sums<T>(const T*, const T*, const T*, const T*, int64_t, int64_t, int64_t,  \
                                             double*, double*);                                                  \
   template void batch_norm_backward_input<T>(const T*, const T*, const T*, const T*, const T*, const T*,         \

@@ -26,6 +26,16 @@ void relu_backward(const T* dy, const T* x, T* dx, int64_t n) {
 }
 
 template <typename T>
+void relu_backward_add(const T* dy, const T* x, T* dx, int64_t n) {
+  const int nt = threads_for(n, 1 << 18);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const T g = dy[i];
+    dx[i] += x[i] > T(0) ? g : T(0);
+  }
+}
+
+template <typename T>
 void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols) {
   const int nt = threads_for(rows * cols, 1 << 16);
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -99,6 +109,7 @@ void cross_entropy_backward(const T* probs, const int64_t* labels, T* dlogits, i
 #define CONVCORE_INSTANTIATE_OPS(T)                                                          \
   template void relu_forward<T>(const T*, T*, int64_t);                                      \
   template void relu_backward<T>(const T*, const T*, T*, int64_t);                           \
+  template void relu_backward_add<T>(const T*, const T*, T*, int64_t);                       \
   template void softmax_forward<T>(const T*, T*, int64_t, int64_t);                          \
   template double cross_entropy_forward<T>(const T*, const int64_t*, T*, int64_t, int64_t); \
   template void cross_entropy_backward<T>(const T*, const int64_t*, T*, int64_t, int64_t, T);

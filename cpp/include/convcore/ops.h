@@ -10,6 +10,10 @@ void relu_forward(const T* x, T* y, int64_t n);
 // dx[i] = dy[i] where x[i] > 0, else 0.
 template <typename T>
 void relu_backward(const T* dy, const T* x, T* dx, int64_t n);
+// dx[i] += dy[i] where x[i] > 0: a ReLU's backward added into a gradient that another branch started (a residual
+// block's skip), in one pass.
+template <typename T>
+void relu_backward_add(const T* dy, const T* x, T* dx, int64_t n);
 
 // x, y are (rows, cols); softmax along cols, max-subtracted.
 template <typename T>
@@ -24,11 +28,13 @@ template <typename T>
 void cross_entropy_backward(const T* probs, const int64_t* labels, T* dlogits, int64_t N, int64_t C, T scale);
 
 // Batch normalisation on x (N, C, L), per channel c over N*L values. Statistics in float64: mean and biased
-// variance (two passes). apply: y = x * scale[c] + shift[c], then with relu max(y, 0) (NaN kept).
+// variance (two passes). apply: y = x * scale[c] + shift[c] (+ residual, an (N, C, L) array, when given: a
+// residual block's skip), then with relu max(y, 0) (NaN kept).
 template <typename T>
 void batch_norm_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, double* var);
 template <typename T>
-void batch_norm_apply(const T* x, int64_t N, int64_t C, int64_t L, const T* scale, const T* shift, bool relu, T* y);
+void batch_norm_apply(const T* x, int64_t N, int64_t C, int64_t L, const T* scale, const T* shift, const T* residual,
+                      bool relu, T* y);
 // Backward: per-channel sum(dy) and sum(dy * (x - mean)), then dx = gain[c] * (dy - a[c] - (x - mean[c]) * b[c]).
 // With relu_out (the output of an apply with relu), dy is taken as 0 where relu_out is not > 0: the ReLU's
 // backward in the same pass.
