@@ -532,3 +532,34 @@ def test_basic_block_fused_skip_gives_the_unfused_bits(rng, block_args):
     assert all(np.array_equal(a, p.grad) for a, p in zip(grads, block.parameters()))
     with pytest.raises(ValueError, match="dy must have the output's shape"):
         block.backward(dy[:, :1])
+
+
+@pytest.mark.parametrize("L", [32, 40, 47, 56, 100, 1024])
+def test_batch_norm_float_reductions_match_float64_on_every_isa_and_thread_count(isa, L):
+    # float rows of >= 32 values go through the per-ISA channel reductions (float lanes per row, float64 across
+    # rows); a large common offset checks that the variance is centred, not E[x^2] - m^2 in float
+    from convcore import _core
+    rng = np.random.default_rng(L)
+    C = 3
+    N = 70000 // (C * L) + 1  # past the kernels' serial threshold, so that 2 threads do split the channels
+    x = (rng.standard_normal((N, C, L)) + 100.0).astype(np.float32)
+    dy = rng.standard_normal((N, C, L)).astype(np.float32)
+    relu_out = rng.standard_normal((N, C, L)).astype(np.float32)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    results = []
+    for n in (1, 2):
+        with cc.threads(n):
+            mean, var = _core.batch_norm_stats(x)
+            m32 = mean.astype(np.float32)
+            sums = [_core.batch_norm_backward_sums(dy, x, m32, mask) for mask in (None, relu_out)]
+        results.append((mean, var, sums))
+    mean, var, sums = results[0]
+    np.testing.assert_allclose(mean, x64.mean(axis=(0, 2)), rtol=1e-7)
+    np.testing.assert_allclose(var, x64.var(axis=(0, 2)), rtol=1e-5)
+    centred = x64 - m32.astype(np.float64)[None, :, None]
+    for (s, sc), g in zip(sums, (dy64, np.where(relu_out > 0, dy64, 0.0))):
+        np.testing.assert_allclose(s, g.sum(axis=(0, 2)), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(sc, (g * centred).sum(axis=(0, 2)), rtol=1e-5, atol=1e-5)
+    one, two = results  # the same bits whatever the thread count
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    assert all(np.array_equal(a, b) for pa, pb in zip(one[2], two[2]) for a, b in zip(pa, pb))

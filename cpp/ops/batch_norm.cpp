@@ -1,10 +1,14 @@
 // Batch normalisation kernels on (N, C, L) data (L = H*W for 2-D, 1 for (N, C)): per-channel statistics, the
 // affine apply, and the backward sums and input gradient. Parallel over channels; each channel is reduced
-// serially in a fixed order (float64 accumulators), so results do not depend on the thread count.
+// serially in a fixed order, so results do not depend on the thread count: float rows of at least
+// kBatchNormVectorRow values through the selected ISA's channel reductions (float lanes per row, rows added in
+// float64), everything else in float64 accumulators.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
+#include "convcore/dispatch.h"
 #include "convcore/ops.h"
 #include "convcore/threads.h"
 
@@ -34,6 +38,22 @@ inline double total(const double (&acc)[kLanes]) {
 template <typename T>
 void batch_norm_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, double* var) {
   const int64_t count = N * L;
+  if constexpr (std::is_same_v<T, float>) {
+    if (L >= kBatchNormVectorRow && N > 0) {
+      const BatchNormRowKernels rows = kernels().batch_norm_rows;
+      parallel_for(C, threads_for(N * C * L, 1 << 16), [&](int64_t c) {
+        const float* first = x + c * L;
+        const double m = rows.sum(first, N, C * L, L) / count;
+        const float mf = static_cast<float>(m);
+        const double squares = rows.centred_squares(first, N, C * L, L, mf);
+        // squares are centred on mf, not m: mean((x - mf)^2) = var + (m - mf)^2
+        const double offset = m - mf;
+        mean[c] = m;
+        var[c] = std::max(0.0, squares / count - offset * offset);
+      });
+      return;
+    }
+  }
   parallel_for(C, threads_for(N * C * L, 1 << 16), [&](int64_t c) {
     double sums[kLanes] = {};
     for (int64_t n = 0; n < N; ++n) {
@@ -115,6 +135,18 @@ inline void add_sums(double (&s)[kLanes], double (&sc)[kLanes], int64_t L, const
 template <typename T>
 void batch_norm_backward_sums(const T* dy, const T* x, const T* mean, const T* relu_out, int64_t N, int64_t C,
                               int64_t L, double* sum_dy, double* sum_dy_centred) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (L >= kBatchNormVectorRow) {
+      const BatchNormRowKernels rows = kernels().batch_norm_rows;
+      parallel_for(C, threads_for(N * C * L, 1 << 16), [&](int64_t c) {
+        double s, sc;
+        rows.grad_sums(dy + c * L, x + c * L, relu_out ? relu_out + c * L : nullptr, N, C * L, L, mean[c], &s, &sc);
+        sum_dy[c] = s;
+        sum_dy_centred[c] = sc;
+      });
+      return;
+    }
+  }
   parallel_for(C, threads_for(N * C * L, 1 << 16), [&](int64_t c) {
     double s[kLanes] = {}, sc[kLanes] = {};
     const T m = mean[c];

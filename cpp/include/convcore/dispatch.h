@@ -5,6 +5,7 @@
 
 #include "convcore/conv.h"
 #include "convcore/gemm.h"
+#include "convcore/ops.h"
 #include "convcore/pool.h"
 
 namespace convcore {
@@ -31,6 +32,7 @@ struct KernelTable {
   ConvDirectWeightKernel conv_direct_weight;
   ConvFilterVectorForwardKernel conv_filter_vector_forward;
   ConvFilterVectorWeightKernel conv_filter_vector_weight;
+  BatchNormRowKernels batch_norm_rows;
 };
 
 const KernelTable& kernels();  // the selected table

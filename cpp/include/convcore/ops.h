@@ -45,4 +45,20 @@ template <typename T>
 void batch_norm_backward_input(const T* dy, const T* x, const T* mean, const T* gain, const T* a, const T* b,
                                const T* relu_out, int64_t N, int64_t C, int64_t L, T* dx);
 
+// Per-ISA channel reductions behind the float batch norm (rows of L >= kBatchNormVectorRow floats; a channel's rows
+// are x[n * stride + l], n < rows, l < L). Each row sums in 32 float lanes (lane = l mod 32), rows add lane by lane
+// in float64, and the lanes close in a fixed pairwise tree: the order depends on the shape only, never on the
+// thread count (the ISA may change the last bits: FMA contraction).
+constexpr int64_t kBatchNormVectorRow = 32;
+struct BatchNormRowKernels {
+  double (*sum)(const float* x, int64_t rows, int64_t stride, int64_t L);
+  double (*centred_squares)(const float* x, int64_t rows, int64_t stride, int64_t L, float mean);  // sum (x-mean)^2
+  // *sum = sum g, *sum_centred = sum g * (x - mean), with g = dy, or dy masked to 0 where relu_out is not > 0
+  void (*grad_sums)(const float* dy, const float* x, const float* relu_out, int64_t rows, int64_t stride, int64_t L,
+                    float mean, double* sum, double* sum_centred);
+};
+BatchNormRowKernels batch_norm_row_kernels_scalar();
+BatchNormRowKernels batch_norm_row_kernels_avx2();
+BatchNormRowKernels batch_norm_row_kernels_avx512();
+
 }  // namespace convcore
