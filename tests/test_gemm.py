@@ -99,6 +99,22 @@ def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
         assert np.array_equal(r, results[0])
 
 
+@pytest.mark.parametrize("m", [1, 3])
+def test_few_rows_products_identical_at_any_thread_count_and_close_to_float64(isa, rng, m):
+    # a fully connected layer at batch 1-3: unpacked dot products, B's rows in groups of four and column blocks
+    # split over the threads; a product's sum order depends on neither
+    x = rng.standard_normal((m, 1100)).astype(np.float32)
+    w = rng.standard_normal((301, 1100)).astype(np.float32)
+    results = []
+    for t in (1, 2, 3):
+        with cc.threads(t):
+            results.append(F.linear(x, w))
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
+    np.testing.assert_allclose(results[0], x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-3)
+    one_by_one = [F.linear(x, w[j:j + 1])[:, 0] for j in (0, 3, 4, 300)]  # the same row alone: the same bits
+    assert all(np.array_equal(results[0][:, j], col) for j, col in zip((0, 3, 4, 300), one_by_one))
+
+
 @given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(1, 300), ta=st.booleans(), tb=st.booleans(),
        seed=st.integers(0, 2**32 - 1))
 def test_engine_property_exact(m, n, k, ta, tb, seed):

@@ -203,17 +203,20 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
 }
 
 // A few rows of A against B given as rows (trans_b): dot products over contiguous rows, no packing (packing the
-// whole of B would cost more than the product, e.g. a fully connected layer at batch 1).
+// whole of B would cost more than the product, e.g. a fully connected layer at batch 1). Columns go in fixed
+// blocks of 64, the epilogue once per row of a block.
 void sgemm_few_rows(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
                     int64_t ldb, float beta, float* C, int64_t ldc, const Epilogue& epi) {
-  const DotKernel dot = kernels().gemm.dot;
-  parallel_for(N, threads_for(M * N * K), [&](int64_t j) {
-    const float* b = B + j * ldb;
+  constexpr int64_t kBlock = 64;
+  const DotsKernel dots = kernels().gemm.dots;
+  parallel_for((N + kBlock - 1) / kBlock, threads_for(M * N * K), [&](int64_t block) {
+    const int64_t j0 = block * kBlock, cols = std::min(N - j0, kBlock);
+    float d[kBlock];
     for (int64_t i = 0; i < M; ++i) {
-      const float d = dot(A + i * lda, b, K);
-      float* c = C + i * ldc + j;
-      *c = beta == 0.0f ? alpha * d : alpha * d + beta * *c;
-      apply_epilogue(epi, c, ldc, i, j, 1, 1);
+      dots(A + i * lda, B + j0 * ldb, ldb, K, cols, d);
+      float* c = C + i * ldc + j0;
+      for (int64_t j = 0; j < cols; ++j) c[j] = beta == 0.0f ? alpha * d[j] : alpha * d[j] + beta * c[j];
+      apply_epilogue(epi, c, ldc, i, j0, 1, cols);
     }
   });
 }

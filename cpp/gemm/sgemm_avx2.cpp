@@ -54,8 +54,12 @@ float dot_4x8(const float* a, const float* b, int64_t K) {
   return _mm_cvtss_f32(h) + tail;
 }
 
+void dots_4x8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, float* out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = dot_4x8(a, B + j * ldb, K);
+}
+
 }  // namespace
 
-GemmKernels gemm_kernels_avx2() { return GemmKernels{"avx2 6x16", {{MR, NR, 256, micro_6x16}}, 1, dot_4x8}; }
+GemmKernels gemm_kernels_avx2() { return GemmKernels{"avx2 6x16", {{MR, NR, 256, micro_6x16}}, 1, dots_4x8}; }
 
 }  // namespace convcore

@@ -35,8 +35,12 @@ float dot_8(const float* a, const float* b, int64_t K) {
   return sum;
 }
 
+void dots_8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, float* out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = dot_8(a, B + j * ldb, K);
+}
+
 }  // namespace
 
-GemmKernels gemm_kernels_scalar() { return GemmKernels{"scalar 4x16", {{MR, NR, 256, micro_4x16}}, 1, dot_8}; }
+GemmKernels gemm_kernels_scalar() { return GemmKernels{"scalar 4x16", {{MR, NR, 256, micro_4x16}}, 1, dots_8}; }
 
 }  // namespace convcore

@@ -37,15 +37,16 @@ constexpr int kMaxGemmTiles = 3;
 constexpr int kMaxTileElements = 12 * 32;  // mr * nr of every tile is at most this
 constexpr int kMaxNr = 64;                 // and nr at most this
 
-// Dot product of K floats, summed in a fixed order (for products with a few rows: no packing).
-using DotKernel = float (*)(const float* a, const float* b, int64_t K);
+// out[j] = a . B[j * ldb ...] (K floats) for j < n, each summed in a fixed order that does not depend on n or on
+// the row's position (for products with a few rows: no packing).
+using DotsKernel = void (*)(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, float* out);
 
 // An ISA's tiles, the general one first; the engine picks one per problem (choose_tile).
 struct GemmKernels {
   const char* name;
   GemmTile tiles[kMaxGemmTiles];
   int count;
-  DotKernel dot;
+  DotsKernel dots;
 };
 
 // The tile for an M-row product: the general tile unless another pads M to fewer rows by more than 1/16 (e.g.
