@@ -18,7 +18,15 @@ namespace {
 
 // K blocks come from the tile (GemmTile::kc: its kc x nr packed B micro-panel stays in L1).
 constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB) stays in L2; a multiple of every mr
-constexpr int64_t NC = 768;   // packed B block kc x NC (at most 768 KiB) stays in L2 beside A; a multiple of every nr
+constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2 beside A; a multiple of every nr
+
+// Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
+// B, plus rounding up to nr), so that no short last block repacks the whole of A for a sliver of columns (e.g. 800
+// columns ran as 768 + 32). Every C element still sums its K blocks in the same order.
+int64_t column_block(int64_t n, int nr) {
+  const int64_t blocks = std::max<int64_t>(1, (4 * n + 5 * NC - 1) / (5 * NC));
+  return ((n + blocks - 1) / blocks + nr - 1) / nr * nr;
+}
 
 struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
@@ -102,12 +110,12 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
     for (int64_t i = m0; i < m1; ++i)
       for (int64_t j = n0; j < n1; ++j) C[i * ldc + j] *= beta;
   }
-  const int64_t nc_max = std::min(NC, ((n1 - n0 + nr - 1) / nr) * nr);
+  const int64_t nc_max = column_block(n1 - n0, nr);
   float* Bp = tl_packed_b.get(KC * nc_max);
   float* Ap = tl_packed_a.get(KC * MC);
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
-  for (int64_t jc = n0; jc < n1; jc += NC) {
-    const int64_t nc = std::min(NC, n1 - jc);
+  for (int64_t jc = n0; jc < n1; jc += nc_max) {
+    const int64_t nc = std::min(nc_max, n1 - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
       const bool accumulate = pc > 0 || beta != 0.0f, last = pc + kc == K;
