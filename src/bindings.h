@@ -42,3 +42,4 @@ void bind_gemm(py::module_& m);
 void bind_ops(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
+void bind_plan(py::module_& m);

@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
   bind_ops(m);
   bind_conv(m);
   bind_pool(m);
+  bind_plan(m);
 }

@@ -564,3 +564,64 @@ def test_batch_norm_float_reductions_match_float64_on_every_isa_and_thread_count
     one, two = results  # the same bits whatever the thread count
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
     assert all(np.array_equal(a, b) for pa, pb in zip(one[2], two[2]) for a, b in zip(pa, pb))
+
+
+def _native_model():
+    # every kind of step the native plan takes: conv with and without a fused ReLU or bias, a ReLU on its own,
+    # max and average pooling (padding, count_include_pad), a view (Flatten), Dropout in eval, linear with and
+    # without a fused ReLU
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, rng=0), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, bias=False, rng=1),
+        nn.MaxPool2d(1), nn.ReLU(), nn.AvgPool2d(2, 1, padding=1, count_include_pad=False), nn.Flatten(),
+        nn.Dropout(0.3, rng=0), nn.Linear(8 * 3 * 3, 10, rng=2), nn.ReLU(), nn.Linear(10, 4, bias=False, rng=3))
+
+
+def test_native_plan_gives_the_layer_by_layer_bits_at_any_thread_count(rng):
+    model = _native_model().eval()
+    for shape in [(2, 3, 8, 8), (2, 3, 8, 8), (1, 3, 8, 8), (7, 3, 8, 8)]:  # build, reuse, rebuild per shape
+        x = rng.standard_normal(shape).astype(np.float32)
+        outputs = []
+        for n in (1, 2):
+            with cc.threads(n):
+                outputs.append(model(x))
+        assert model._plan.native is not None  # the whole chain in one call
+        assert all(np.array_equal(y, _unplanned(model, x)) for y in outputs)
+
+
+def test_native_plan_reads_parameters_in_place_and_is_rebuilt_for_new_arrays(rng):
+    model = _native_model().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    y0 = model(x)
+    native = model._plan.native
+    model[0].weight.data *= 2  # in place: the native plan reads the same memory
+    y1 = model(x)
+    assert model._plan.native is native and not np.array_equal(y0, y1) and np.array_equal(y1, _unplanned(model, x))
+    model[9].bias.data = model[9].bias.data + 1  # a new array: rebuilt
+    y2 = model(x)
+    assert model._plan.native is not native and np.array_equal(y2, _unplanned(model, x))
+
+
+def test_native_plan_only_where_every_step_is_native(rng):
+    x = rng.standard_normal((2, 3, 8, 8))
+    model = _native_model().eval()
+    model(x.astype(np.float32))
+    assert model._plan.native is not None
+    model.to(np.float64)  # float64 runs the reference kernels, step by step
+    model(x)
+    assert model._plan is not None and model._plan.native is None
+    with_bn = _plan_model().eval()  # BatchNorm2d has no step
+    with_bn(x.astype(np.float32))
+    assert with_bn._plan is not None and with_bn._plan.native is None
+
+
+def test_native_plan_refuses_an_input_of_another_shape_or_dtype(rng):
+    from convcore import _core
+    model = _native_model().eval()
+    model(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    native = model._plan.native
+    with pytest.raises(ValueError, match="the input's shape differs"):
+        native.run(np.zeros((3, 3, 8, 8), np.float32))
+    with pytest.raises(TypeError):  # never a converted copy
+        native.run(np.zeros((2, 3, 8, 8), np.float64))
+    with pytest.raises(ValueError, match="a reshape keeps the element count"):
+        _core.NativePlan([2, 3]).add_reshape([7])

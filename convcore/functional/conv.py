@@ -89,7 +89,9 @@ def _prepare_forward(x, w, b, stride, padding, dilation, groups, activation, n_a
     if b is not None:
         b = _check_bias(b, w.shape[0], x.dtype)
     if n_axes == 2:
-        return lambda x: _core.conv2d_forward(x, w, b, geom, relu)
+        run = lambda x: _core.conv2d_forward(x, w, b, geom, relu)
+        run.native = ("conv", w, b, geom, relu)  # the same call, for Sequential's native plan
+        return run
     w4 = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
     x4_shape, y_shape = (x.shape[0], x.shape[1], 1, x.shape[2]), (out_shape[0], out_shape[1], out_shape[3])
     return lambda x: _core.conv2d_forward(x.reshape(x4_shape), w4, b, geom, relu).reshape(y_shape)

@@ -53,7 +53,9 @@ def _prepare_linear(x, w, b, activation):
             raise ValueError(f"b must have shape ({w.shape[0]},) (out_features), got {b.shape}")
     check_elements((x.shape[0], w.shape[0]), "the output")
     axis = BIAS_NONE if b is None else BIAS_PER_COL
-    return lambda x: _core.gemm(x, w, False, True, 1.0, 0.0, None, b, axis, relu, False)
+    run = lambda x: _core.gemm(x, w, False, True, 1.0, 0.0, None, b, axis, relu, False)
+    run.native = ("linear", w, b, relu)  # the same call, for Sequential's native plan
+    return run
 
 
 def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, input_grad: bool = True,

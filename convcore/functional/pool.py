@@ -107,9 +107,16 @@ def _prepare_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
     out_shape = y_shape if spatial == 2 else y_shape[:2] + y_shape[3:]
     if count_include_pad is not None:
         count_include_pad = _as_bool(count_include_pad, "count_include_pad")
-        return lambda x: _core.avg_pool2d(x.reshape(x4_shape), geometry, count_include_pad).reshape(out_shape)
-    pool = _core.max_pool2d_offsets if _compact_fits(geometry) else _core.max_pool2d_indices
-    return lambda x: pool(x.reshape(x4_shape), geometry)[0].reshape(out_shape)
+        run = lambda x: _core.avg_pool2d(x.reshape(x4_shape), geometry, count_include_pad).reshape(out_shape)
+        if spatial == 2:
+            run.native = ("avg_pool", geometry, count_include_pad)  # the same call, for Sequential's native plan
+        return run
+    compact = _compact_fits(geometry)
+    pool = _core.max_pool2d_offsets if compact else _core.max_pool2d_indices
+    run = lambda x: pool(x.reshape(x4_shape), geometry)[0].reshape(out_shape)
+    if spatial == 2 and compact:
+        run.native = ("max_pool", geometry)
+    return run
 
 
 def _max_pool_backward(dy, indices, input_shape, kernel_size, stride, padding, ceil_mode, spatial: int):

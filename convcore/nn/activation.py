@@ -27,7 +27,11 @@ class ReLU(Module):
 
     def _inference_step(self, x, relu=False):
         as_tensor(x, "x")
-        return _core.relu
+
+        def run(x):
+            return _core.relu(x)
+        run.native = ("relu",)
+        return run
 
     def backward(self, dy, input_grad=True):
         return F.relu_backward(dy, self._saved(self._y, "output"))

@@ -6,6 +6,7 @@ import operator
 
 import numpy as np
 
+from .. import _core
 from .activation import ReLU
 from .module import Module
 from .pool import _MaxPoolNd
@@ -17,13 +18,24 @@ class _Plan:
     where it has no step. Valid while the children stay in eval mode and their parameter arrays stay the same (by
     identity and shape; a child assigned to the container drops the plan)."""
 
-    __slots__ = ("shape", "dtype", "layers", "params", "arrays", "shapes", "steps")
+    __slots__ = ("shape", "dtype", "layers", "params", "arrays", "shapes", "steps", "native")
 
     def __init__(self, x, layers):
-        self.shape, self.dtype, self.layers, self.steps = x.shape, x.dtype, layers, []
+        self.shape, self.dtype, self.layers, self.steps, self.native = x.shape, x.dtype, layers, [], None
         self.params = tuple(p for layer in layers for p in layer._parameters.values())
         self.arrays = tuple(p.data for p in self.params)
         self.shapes = tuple(a.shape for a in self.arrays)
+
+    def go_native(self, out_shapes) -> None:
+        """Hand the steps to one C++ call (_core.NativePlan: the same kernels with the same arguments, without a
+        Python call and an array per layer) when every step is a float32 conv2d, pooling, linear, ReLU or view."""
+        if self.dtype != np.float32 or not all(hasattr(step, "native") for step in self.steps):
+            return
+        native = _core.NativePlan(list(self.shape))
+        for step, shape in zip(self.steps, out_shapes):
+            kind, *args = step.native
+            getattr(native, "add_" + kind)(*args, list(shape))
+        self.native = native
 
     def valid_for(self, x) -> bool:
         if x.shape != self.shape or x.dtype != self.dtype or any(map(_TRAINING, self.layers)):
@@ -100,6 +112,8 @@ class _InOrder(Module):
         plan = self.__dict__.get("_plan")
         if (plan is not None and not self.training and type(x) is np.ndarray and x.flags.c_contiguous
                 and plan.valid_for(x)):
+            if plan.native is not None:
+                return plan.native.run(x)
             y = x
             try:
                 for step in plan.steps:
@@ -129,7 +143,7 @@ class _InOrder(Module):
 
     def _plan_and_run(self, x, layers):
         object.__setattr__(self, "_plan", None)  # a build that fails leaves no plan behind
-        plan = _Plan(x, layers)
+        plan, out_shapes = _Plan(x, layers), []
         for layer, relu, after in self._pairs(layers):
             # methods replaced on an instance (summary and viz wrap them to record outputs) run as they are
             pair = (layer, relu) if relu else (layer,)
@@ -146,6 +160,8 @@ class _InOrder(Module):
             else:
                 x = step(x)
             plan.steps.append(step)
+            out_shapes.append(x.shape)
+        plan.go_native(out_shapes)
         object.__setattr__(self, "_plan", plan)
         return x
 

@@ -70,7 +70,9 @@ class Flatten(Module):
         if x.ndim < 1:
             raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
         shape = (x.shape[0], math.prod(x.shape[1:]))
-        return lambda x: x.reshape(shape)
+        run = lambda x: x.reshape(shape)
+        run.native = ("reshape",)
+        return run
 
     def backward(self, dy, input_grad=True):
         return np.asarray(dy).reshape(self._saved(self._shape, "input shape"))

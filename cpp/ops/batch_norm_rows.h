@@ -71,15 +71,18 @@ inline void for_steps(int64_t L, const Step& step) {
   }
 }
 
-// The rows are x[n * stride + l], n < rows, l < L.
-inline double channel_sum(const float* x, int64_t rows, int64_t stride, int64_t L) {
+// sum over the rows x[n * stride + l] (n < rows, l < L) of term(x), term applied in place to a vector of 16
+// values (a partial last step is padded with `fill` first).
+template <typename Term>
+inline double channel_total(const float* x, int64_t rows, int64_t stride, int64_t L, float fill, const Term& term) {
   RowTotals total;
   for (int64_t n = 0; n < rows; ++n) {
     const float* row = x + n * stride;
     Lanes16 acc[2] = {};
     for_steps(L, [&](int a, int64_t l, int64_t k) {
       Lanes16 v;
-      load(row + l, k, 0.0f, &v);
+      load(row + l, k, fill, &v);
+      term(v);
       acc[a] += v;
     });
     total.add_row(acc);
@@ -87,20 +90,15 @@ inline double channel_sum(const float* x, int64_t rows, int64_t stride, int64_t 
   return total.close();
 }
 
+inline double channel_sum(const float* x, int64_t rows, int64_t stride, int64_t L) {
+  return channel_total(x, rows, stride, L, 0.0f, [](Lanes16&) {});
+}
+
 inline double channel_centred_squares(const float* x, int64_t rows, int64_t stride, int64_t L, float mean) {
-  RowTotals total;
-  for (int64_t n = 0; n < rows; ++n) {
-    const float* row = x + n * stride;
-    Lanes16 acc[2] = {};
-    for_steps(L, [&](int a, int64_t l, int64_t k) {
-      Lanes16 d;
-      load(row + l, k, mean, &d);
-      d -= mean;
-      acc[a] += d * d;
-    });
-    total.add_row(acc);
-  }
-  return total.close();
+  return channel_total(x, rows, stride, L, mean, [mean](Lanes16& v) {  // mean-padded: the tail adds 0
+    v -= mean;
+    v *= v;
+  });
 }
 
 inline void channel_grad_sums(const float* dy, const float* x, const float* relu_out, int64_t rows, int64_t stride,
