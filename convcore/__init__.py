@@ -18,4 +18,5 @@ from .training import History, evaluate, fit, predict  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["cpu_info", "set_num_threads", "get_num_threads", "threads", "set_buffer_cache_limit",
-           "buffer_cache_info", "functional", "nn", "optim", "models", "summary", "data", "training", "checkpoint", "fit", "evaluate", "predict", "History", "__version__"]
+           "buffer_cache_info", "functional", "nn", "optim", "models", "summary", "data", "training", "checkpoint",
+           "fit", "evaluate", "predict", "History", "__version__"]

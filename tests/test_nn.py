@@ -612,6 +612,11 @@ def test_native_plan_only_where_every_step_is_native(rng):
     with_bn = _plan_model().eval()  # BatchNorm2d has no step
     with_bn(x.astype(np.float32))
     assert with_bn._plan is not None and with_bn._plan.native is None
+    views = nn.Sequential(nn.Flatten(), nn.Dropout(0.5)).eval()  # nothing to compute: the input's own view
+    x32 = x.astype(np.float32)
+    for _ in range(2):
+        y = views(x32)
+        assert views._plan.native is None and np.shares_memory(y, x32) and y.shape == (2, 3 * 8 * 8)
 
 
 def test_native_plan_refuses_an_input_of_another_shape_or_dtype(rng):

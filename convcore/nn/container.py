@@ -28,8 +28,10 @@ class _Plan:
 
     def go_native(self, out_shapes) -> None:
         """Hand the steps to one C++ call (_core.NativePlan: the same kernels with the same arguments, without a
-        Python call and an array per layer) when every step is a float32 conv2d, pooling, linear, ReLU or view."""
-        if self.dtype != np.float32 or not all(hasattr(step, "native") for step in self.steps):
+        Python call and an array per layer) when every step is a float32 conv2d, pooling, linear, ReLU or view,
+        and at least one computes (views alone return the input itself, step by step)."""
+        kinds = [getattr(step, "native", ("python",))[0] for step in self.steps]
+        if self.dtype != np.float32 or "python" in kinds or set(kinds) <= {"reshape"}:
             return
         native = _core.NativePlan(list(self.shape))
         for step, shape in zip(self.steps, out_shapes):
@@ -85,8 +87,9 @@ class _InOrder(Module):
     backward, so that ReLU's backward is skipped). The backward of a ReLU followed by a max pooling masks the
     pooled gradient instead of the full one (MaxPool2d.backward_through_relu). In eval mode the forward runs a
     plan (_Plan) built on the first call for an input shape and dtype: each child validated once, then called
-    straight into the kernels; rebuilt whenever the input shape or dtype, a child or a parameter's array changes
-    (parameters updated in place are used as they are), and on eval()."""
+    straight into the kernels (the whole chain in one C++ call where every child allows it); rebuilt whenever the
+    input shape or dtype, a child or a parameter's array changes (parameters updated in place are used as they
+    are), and on eval()."""
 
     def _add(self, name: str, layer) -> None:
         if not isinstance(layer, Module):
