@@ -52,16 +52,26 @@ def _read_kib(field: str) -> int:
 def peak_extra_bytes(fn) -> int | None:
     """Peak resident memory one call of fn() adds above the current resident size (Linux; None elsewhere).
 
-    Resets the kernel's high-water mark (/proc/self/clear_refs), so allocations made in C++ count too.
+    Resets the kernel's high-water mark (/proc/self/clear_refs), so allocations made in C++ count too. convcore
+    keeps freed outputs for reuse (its buffer cache), which would hide what the call needs: the cache is emptied
+    and off for the call.
     """
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
         return None
-    base = _read_kib("VmRSS:")
-    fn()
-    return max(0, _read_kib("VmHWM:") - base) * 1024
+    convcore = sys.modules.get("convcore")
+    limit = convcore.buffer_cache_info()["limit_bytes"] if convcore else None
+    if convcore:
+        convcore.set_buffer_cache_limit(0)
+    try:
+        base = _read_kib("VmRSS:")
+        fn()
+        return max(0, _read_kib("VmHWM:") - base) * 1024
+    finally:
+        if convcore:
+            convcore.set_buffer_cache_limit(limit)
 
 
 def measure(fn, **kw) -> dict:
