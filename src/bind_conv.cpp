@@ -10,11 +10,6 @@
 using namespace convcore;
 
 namespace {
-using Geom = std::array<int64_t, 9>;
-
-ConvShape make_shape(const std::array<int64_t, 4>& x, const std::array<int64_t, 4>& w, const Geom& g) {
-  return ConvShape{x[0], x[1], x[2], x[3], w[0], w[2], w[3], g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8]};
-}
 
 template <typename T>
 std::array<int64_t, 4> dims(const CArray<T>& a) {
@@ -22,9 +17,9 @@ std::array<int64_t, 4> dims(const CArray<T>& a) {
 }
 
 template <typename T>
-CArray<T> forward(const CArray<T>& x, const CArray<T>& w, std::optional<CArray<T>> bias, const Geom& g, bool relu,
+CArray<T> forward(const CArray<T>& x, const CArray<T>& w, std::optional<CArray<T>> bias, const ConvGeom& g, bool relu,
                   bool reference) {
-  const ConvShape s = make_shape(dims(x), dims(w), g);
+  const ConvShape s = conv_shape(dims(x), dims(w), g);
   auto y = new_array<T>({s.N, s.K, s.P, s.Q});
   const T* pb = bias ? bias->data() : nullptr;
   const T *px = x.data(), *pw = w.data();
@@ -43,8 +38,8 @@ CArray<T> forward(const CArray<T>& x, const CArray<T>& w, std::optional<CArray<T
 
 template <typename T>
 CArray<T> backward_input(const CArray<T>& dy, const CArray<T>& w, const std::array<int64_t, 4>& x_shape,
-                         const Geom& g, bool reference) {
-  const ConvShape s = make_shape(x_shape, dims(w), g);
+                         const ConvGeom& g, bool reference) {
+  const ConvShape s = conv_shape(x_shape, dims(w), g);
   auto dx = new_array<T>({s.N, s.C, s.H, s.W});
   const T *pdy = dy.data(), *pw = w.data();
   T* pdx = dx.mutable_data();
@@ -61,8 +56,8 @@ CArray<T> backward_input(const CArray<T>& dy, const CArray<T>& w, const std::arr
 
 template <typename T>
 CArray<T> backward_weight(const CArray<T>& dy, const CArray<T>& x, const std::array<int64_t, 4>& w_shape,
-                          const Geom& g, bool reference) {
-  const ConvShape s = make_shape(dims(x), w_shape, g);
+                          const ConvGeom& g, bool reference) {
+  const ConvShape s = conv_shape(dims(x), w_shape, g);
   auto dw = new_array<T>({w_shape[0], w_shape[1], w_shape[2], w_shape[3]});
   const T *pdy = dy.data(), *px = x.data();
   T* pdw = dw.mutable_data();

@@ -38,10 +38,7 @@ static CArray<T> relu_grad(const CArray<T>& dy, const CArray<T>& x) {
 // dx += dy where x > 0, in place (dx, dy, x of one shape).
 template <typename T>
 static void relu_grad_add(const CArray<T>& dy, const CArray<T>& x, CArray<T>& dx) {
-  const auto same = [&x](const CArray<T>& a) {
-    return a.ndim() == x.ndim() && std::equal(x.shape(), x.shape() + x.ndim(), a.shape());
-  };
-  if (!same(dy) || !same(dx)) throw py::value_error("dy, x and dx shapes differ");
+  if (!same_shape(dy, x) || !same_shape(dx, x)) throw py::value_error("dy, x and dx shapes differ");
   const T *pdy = dy.data(), *px = x.data();
   T* pdx = dx.mutable_data();
   const int64_t n = x.size();
@@ -121,7 +118,7 @@ template <typename T>
 static CArray<T> bn_apply(const CArray<T>& x, const CArray<T>& scale, const CArray<T>& shift,
                           const std::optional<CArray<T>>& residual, bool relu) {
   check_bn(x, {&scale, &shift});
-  if (residual && (residual->ndim() != 3 || !std::equal(x.shape(), x.shape() + 3, residual->shape())))
+  if (residual && !same_shape(*residual, x))
     throw py::value_error("residual and x shapes differ");
   const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
   auto y = new_array<T>({N, C, L});
@@ -138,7 +135,7 @@ static CArray<T> bn_apply(const CArray<T>& x, const CArray<T>& scale, const CArr
 template <typename T>
 static const T* relu_mask(const std::optional<CArray<T>>& relu_out, const CArray<T>& x) {
   if (!relu_out) return nullptr;
-  if (relu_out->ndim() != 3 || !std::equal(x.shape(), x.shape() + 3, relu_out->shape()))
+  if (!same_shape(*relu_out, x))
     throw py::value_error("relu_out and x shapes differ");
   return relu_out->data();
 }
@@ -147,7 +144,7 @@ template <typename T>
 static py::tuple bn_backward_sums(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& mean,
                                   const std::optional<CArray<T>>& relu_out) {
   check_bn(x, {&mean});
-  if (!std::equal(dy.shape(), dy.shape() + dy.ndim(), x.shape()) || dy.ndim() != 3)
+  if (!same_shape(dy, x))
     throw py::value_error("dy and x shapes differ");
   const T* mask = relu_mask(relu_out, x);
   const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
@@ -166,7 +163,7 @@ static CArray<T> bn_backward_input(const CArray<T>& dy, const CArray<T>& x, cons
                                    const CArray<T>& gain, const CArray<T>& a, const CArray<T>& b,
                                    const std::optional<CArray<T>>& relu_out) {
   check_bn(x, {&mean, &gain, &a, &b});
-  if (!std::equal(dy.shape(), dy.shape() + dy.ndim(), x.shape()) || dy.ndim() != 3)
+  if (!same_shape(dy, x))
     throw py::value_error("dy and x shapes differ");
   const T* mask = relu_mask(relu_out, x);
   const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);

@@ -49,17 +49,18 @@ struct Step {
   int64_t out_elements;
 };
 
-// A block from the output-buffer cache, given back when the holder goes.
+// A block of `count` T from the output-buffer cache, given back when the holder goes.
+template <typename T>
 class Block {
  public:
-  explicit Block(int64_t floats) : p_(static_cast<float*>(output_buffers().take(sizeof(float) * floats))) {}
+  explicit Block(int64_t count) : p_(static_cast<T*>(output_buffers().take(sizeof(T) * count))) {}
   ~Block() { output_buffers().give(p_); }
   Block(const Block&) = delete;
   Block& operator=(const Block&) = delete;
-  float* get() const { return p_; }
+  T* get() const { return p_; }
 
  private:
-  float* p_;
+  T* p_;
 };
 
 int64_t product(const std::vector<int64_t>& shape) {
@@ -68,27 +69,22 @@ int64_t product(const std::vector<int64_t>& shape) {
   return n;
 }
 
-PoolGeometry pool_geometry(const std::array<int64_t, 10>& a) {
-  return PoolGeometry{a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]};
-}
-
 class NativePlan {
  public:
   explicit NativePlan(std::vector<int64_t> in_shape) : in_shape_(std::move(in_shape)) {}
 
   // shape: the step's output shape; `in` is the previous step's (the input's for the first).
-  void add_conv(const CArray<float>& w, const std::optional<CArray<float>>& bias, const std::array<int64_t, 9>& g,
-                bool relu, std::vector<int64_t> shape) {
+  void add_conv(const CArray<float>& w, const std::optional<CArray<float>>& bias, const ConvGeom& g, bool relu,
+                std::vector<int64_t> shape) {
     const std::vector<int64_t>& in = current();
     if (in.size() != 4 || w.ndim() != 4) throw py::value_error("plan: conv2d takes (N, C, H, W)");
-    const ConvShape s{in[0], in[1],   in[2], in[3], w.shape(0), w.shape(2), w.shape(3), g[0],
-                      g[1],  g[2],    g[3],  g[4],  g[5],       g[6],       g[7],       g[8]};
+    const ConvShape s = conv_shape({in[0], in[1], in[2], in[3]}, {w.shape(0), w.shape(1), w.shape(2), w.shape(3)}, g);
     add(Conv{s, w.data(), bias ? bias->data() : nullptr, relu}, std::move(shape), {w, keep(bias)});
   }
-  void add_max_pool(const std::array<int64_t, 10>& geometry, std::vector<int64_t> shape) {
+  void add_max_pool(const PoolGeom& geometry, std::vector<int64_t> shape) {
     add(MaxPool{pool_geometry(geometry), planes()}, std::move(shape), {});
   }
-  void add_avg_pool(const std::array<int64_t, 10>& geometry, bool count_include_pad, std::vector<int64_t> shape) {
+  void add_avg_pool(const PoolGeom& geometry, bool count_include_pad, std::vector<int64_t> shape) {
     add(AvgPool{pool_geometry(geometry), planes(), count_include_pad}, std::move(shape), {});
   }
   void add_linear(const CArray<float>& w, const std::optional<CArray<float>>& bias, bool relu,
@@ -116,11 +112,11 @@ class NativePlan {
     {
       py::gil_scoped_release release;
       const float* cur = x.data();
-      std::unique_ptr<Block> held;  // the block cur points into, if any
+      std::unique_ptr<Block<float>> held;  // the block cur points into, if any
       for (size_t i = 0; i < last; ++i) {
         const Step& step = steps_[i];
         if (std::holds_alternative<Reshape>(step.op)) continue;
-        std::unique_ptr<Block> next = i + 1 == last ? nullptr : std::make_unique<Block>(step.out_elements);
+        auto next = i + 1 == last ? nullptr : std::make_unique<Block<float>>(step.out_elements);
         float* out = next ? next->get() : out_final;
         execute(step, cur, out);
         held = std::move(next);
@@ -149,8 +145,8 @@ class NativePlan {
     if (const auto* c = std::get_if<Conv>(&op)) {
       conv2d_forward_fast(c->shape, x, c->w, c->bias, c->relu, y);
     } else if (const auto* m = std::get_if<MaxPool>(&op)) {  // the window offsets are computed and dropped
-      std::vector<uint8_t> offsets(static_cast<size_t>(m->planes * m->g.OH * m->g.OW));
-      max_pool2d_compact(x, y, offsets.data(), m->planes, m->g);
+      const Block<uint8_t> offsets(step.out_elements);
+      max_pool2d_compact(x, y, offsets.get(), m->planes, m->g);
     } else if (const auto* a = std::get_if<AvgPool>(&op)) {
       avg_pool2d(x, y, a->planes, a->g, a->count_include_pad);
     } else if (const auto* l = std::get_if<Linear>(&op)) {

@@ -7,12 +7,6 @@
 
 using namespace convcore;
 
-using Geometry = std::array<int64_t, 10>;
-
-static PoolGeometry to_geometry(const Geometry& a) {
-  return PoolGeometry{a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]};
-}
-
 template <typename A>
 static int64_t planes_of(const A& a) {
   return static_cast<int64_t>(a.shape(0)) * a.shape(1);
@@ -20,8 +14,8 @@ static int64_t planes_of(const A& a) {
 
 // (y, offsets): compact argmax, uint8 window offsets (KH*KW <= 256).
 template <typename T>
-static py::tuple max_pool2d_offsets(const CArray<T>& x, const Geometry& geometry) {
-  const PoolGeometry g = to_geometry(geometry);
+static py::tuple max_pool2d_offsets(const CArray<T>& x, const PoolGeom& geometry) {
+  const PoolGeometry g = pool_geometry(geometry);
   const int64_t N = x.shape(0), C = x.shape(1), planes = planes_of(x);
   auto y = new_array<T>({N, C, g.OH, g.OW});
   auto offsets = new_array<uint8_t>({N, C, g.OH, g.OW});
@@ -37,8 +31,8 @@ static py::tuple max_pool2d_offsets(const CArray<T>& x, const Geometry& geometry
 
 template <typename T>
 static CArray<T> max_pool2d_offsets_backward(const CArray<T>& dy, const CArray<uint8_t>& offsets,
-                                             const Geometry& geometry) {
-  const PoolGeometry g = to_geometry(geometry);
+                                             const PoolGeom& geometry) {
+  const PoolGeometry g = pool_geometry(geometry);
   const int64_t N = dy.shape(0), C = dy.shape(1), planes = planes_of(dy);
   auto dx = new_array<T>({N, C, g.H, g.W});
   const T* pdy = dy.data();
@@ -51,8 +45,8 @@ static CArray<T> max_pool2d_offsets_backward(const CArray<T>& dy, const CArray<u
   return dx;
 }
 
-static CArray<int64_t> pool_offsets_to_indices(const CArray<uint8_t>& offsets, const Geometry& geometry) {
-  const PoolGeometry g = to_geometry(geometry);
+static CArray<int64_t> pool_offsets_to_indices(const CArray<uint8_t>& offsets, const PoolGeom& geometry) {
+  const PoolGeometry g = pool_geometry(geometry);
   auto indices = new_array<int64_t>({offsets.shape(0), offsets.shape(1), g.OH, g.OW});
   const uint8_t* po = offsets.data();
   int64_t* pi = indices.mutable_data();
@@ -66,8 +60,8 @@ static CArray<int64_t> pool_offsets_to_indices(const CArray<uint8_t>& offsets, c
 
 // Reference path with int64 indices (any window size).
 template <typename T>
-static py::tuple max_pool2d_indices(const CArray<T>& x, const Geometry& geometry) {
-  const PoolGeometry g = to_geometry(geometry);
+static py::tuple max_pool2d_indices(const CArray<T>& x, const PoolGeom& geometry) {
+  const PoolGeometry g = pool_geometry(geometry);
   const int64_t N = x.shape(0), C = x.shape(1), planes = planes_of(x);
   auto y = new_array<T>({N, C, g.OH, g.OW});
   auto indices = new_array<int64_t>({N, C, g.OH, g.OW});
@@ -83,8 +77,8 @@ static py::tuple max_pool2d_indices(const CArray<T>& x, const Geometry& geometry
 
 template <typename T>
 static CArray<T> max_pool2d_indices_backward(const CArray<T>& dy, const CArray<int64_t>& indices,
-                                             const Geometry& geometry) {
-  const PoolGeometry g = to_geometry(geometry);
+                                             const PoolGeom& geometry) {
+  const PoolGeometry g = pool_geometry(geometry);
   const int64_t N = dy.shape(0), C = dy.shape(1), planes = planes_of(dy);
   auto dx = new_array<T>({N, C, g.H, g.W});
   const T* pdy = dy.data();
@@ -111,8 +105,8 @@ static void avg_backward(const double* dy, double* dx, int64_t planes, const Poo
 }
 
 template <typename T>
-static CArray<T> avg_pool2d_forward(const CArray<T>& x, const Geometry& geometry, bool count_include_pad) {
-  const PoolGeometry g = to_geometry(geometry);
+static CArray<T> avg_pool2d_forward(const CArray<T>& x, const PoolGeom& geometry, bool count_include_pad) {
+  const PoolGeometry g = pool_geometry(geometry);
   const int64_t N = x.shape(0), C = x.shape(1), planes = planes_of(x);
   auto y = new_array<T>({N, C, g.OH, g.OW});
   const T* px = x.data();
@@ -125,8 +119,8 @@ static CArray<T> avg_pool2d_forward(const CArray<T>& x, const Geometry& geometry
 }
 
 template <typename T>
-static CArray<T> avg_pool2d_grad(const CArray<T>& dy, const Geometry& geometry, bool count_include_pad) {
-  const PoolGeometry g = to_geometry(geometry);
+static CArray<T> avg_pool2d_grad(const CArray<T>& dy, const PoolGeom& geometry, bool count_include_pad) {
+  const PoolGeometry g = pool_geometry(geometry);
   const int64_t N = dy.shape(0), C = dy.shape(1), planes = planes_of(dy);
   auto dx = new_array<T>({N, C, g.H, g.W});
   const T* pdy = dy.data();

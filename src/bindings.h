@@ -4,20 +4,24 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
 
 #include "convcore/buffer_cache.h"
 #include "convcore/checked.h"
+#include "convcore/conv.h"
+#include "convcore/pool.h"
 
 namespace py = pybind11;
 
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
 
-// A new C-order array (uninitialised); its element and byte counts are computed with checked int64 multiplication, so a shape
-// whose size overflows is refused (ValueError) before anything is allocated.
+// A new C-order array (uninitialised); its element and byte counts are computed with checked int64 multiplication,
+// so a shape whose size overflows is refused (ValueError) before anything is allocated.
 template <typename T>
 inline CArray<T> new_array(const std::vector<int64_t>& shape) {
   int64_t elements = 1;
@@ -35,6 +39,27 @@ inline CArray<T> new_array(const std::vector<int64_t>& shape) {
   void* block = convcore::output_buffers().take(static_cast<size_t>(elements) * sizeof(T));
   py::capsule owner(block, [](void* p) { convcore::output_buffers().give(p); });
   return CArray<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()), static_cast<T*>(block), owner);
+}
+
+// Whether a and b have the same shape (ndim and every dimension).
+template <typename A, typename B>
+inline bool same_shape(const A& a, const B& b) {
+  return a.ndim() == b.ndim() && std::equal(a.shape(), a.shape() + a.ndim(), b.shape());
+}
+
+// The geometry tuples convcore/functional hands over. Convolution: (P, Q, stride_h, stride_w, pad_h, pad_w, dil_h,
+// dil_w, groups), with x (N, C, H, W) and w (K, C/groups, R, S). Pooling: (H, W, OH, OW, KH, KW, SH, SW, PH, PW).
+using ConvGeom = std::array<int64_t, 9>;
+using PoolGeom = std::array<int64_t, 10>;
+
+inline convcore::ConvShape conv_shape(const std::array<int64_t, 4>& x, const std::array<int64_t, 4>& w,
+                                      const ConvGeom& g) {
+  return convcore::ConvShape{x[0], x[1], x[2], x[3], w[0], w[2], w[3], g[0], g[1], g[2], g[3], g[4], g[5], g[6],
+                             g[7], g[8]};
+}
+
+inline convcore::PoolGeometry pool_geometry(const PoolGeom& a) {
+  return convcore::PoolGeometry{a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]};
 }
 
 void bind_runtime(py::module_& m);

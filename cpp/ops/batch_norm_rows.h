@@ -1,8 +1,8 @@
 // Batch-norm channel reductions, written once with GCC vector extensions and compiled per ISA
 // (batch_norm_{scalar,avx2,avx512}.cpp): each row sums in 32 float lanes (two 16-float vectors, element l into lane
 // l mod 32, a partial last step padded with values that add nothing), rows add lane by lane into 32 float64 lanes,
-// which close in a fixed pairwise tree. Everything here has internal linkage
-// (an anonymous namespace), so the per-ISA copies are never merged across units.
+// which close in a fixed pairwise tree. Everything here has internal linkage (an anonymous namespace), so the
+// per-ISA copies are never merged across units.
 #pragma once
 #include <cstdint>
 #include <cstring>
