@@ -1,5 +1,8 @@
-// The tiled SGEMM engine (portable code around the per-ISA microkernels): BLIS loop order jc (NC) -> pc (KC, pack
-// B) -> ic (MC, pack A) -> jr (NR) -> ir (MR). Packing buffers are per thread (thread_local, 64-byte aligned,
+// The tiled SGEMM engine (portable code around the per-ISA microkernels): loop order jc (NC) -> pc (KC, pack B)
+// -> ic (MC, pack A) -> ir (MR) -> jr (NR). One A micro-panel (mr x kc, the broadcast operand) stays in L1 while
+// the B micro-panels (the vector operand) stream from the packed B block in L2, and C is walked along its rows, which
+// the hardware prefetchers follow (measured against jr -> ir, which kept B's micro-panel in L1 and jumped down C:
+// 5-20% faster for n >= 512 on 1 and 2 threads). Packing buffers are per thread (thread_local, 64-byte aligned,
 // grown on demand), never shared.
 #include <omp.h>
 
@@ -16,9 +19,9 @@
 namespace convcore {
 namespace {
 
-// K blocks come from the tile (GemmTile::kc: its kc x nr packed B micro-panel stays in L1).
-constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB) stays in L2; a multiple of every mr
-constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2 beside A; a multiple of every nr
+// K blocks come from the tile (GemmTile::kc).
+constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB); a multiple of every mr
+constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2; a multiple of every nr
 
 // Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
 // B, plus rounding up to nr), so that no short last block repacks the whole of A for a sliver of columns (e.g. 800
@@ -52,18 +55,21 @@ class Scratch {
 
 thread_local Scratch tl_packed_a, tl_packed_b;
 
-// Ap[panel*kc*mr + k*mr + i] = alpha * op(A)[i0 + panel*mr + i][k0 + k], zero past row m_end.
-void pack_a(Trans trans, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr,
-            float alpha, float* Ap) {
+// Ap[panel*kc*mr + k*mr + i] = alpha * op(A)[i0 + panel*mr + i][k0 + k], zero past row m_end. A row-major A
+// goes through the ISA's panel packer (a transpose); a transposed one is already k-major, element by element.
+void pack_a(const PackAKernel pack_panel, Trans trans, const float* A, int64_t lda, int64_t i0, int64_t mc,
+            int64_t k0, int64_t kc, int mr, float alpha, float* Ap) {
   for (int64_t ir = 0; ir < mc; ir += mr) {
     const int64_t rows = std::min<int64_t>(mr, mc - ir);
     float* panel = Ap + (ir / mr) * kc * mr;
+    if (trans == Trans::no) {
+      pack_panel(A + (i0 + ir) * lda + k0, lda, rows, kc, mr, alpha, panel);
+      continue;
+    }
     for (int64_t k = 0; k < kc; ++k) {
       float* dst = panel + k * mr;
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = i0 + ir + i, col = k0 + k;
-        dst[i] = alpha * (trans == Trans::no ? A[row * lda + col] : A[col * lda + row]);
-      }
+      const float* src = A + (k0 + k) * lda + i0 + ir;
+      for (int64_t i = 0; i < rows; ++i) dst[i] = alpha * src[i];
       for (int64_t i = rows; i < mr; ++i) dst[i] = 0.0f;
     }
   }
@@ -106,6 +112,7 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
                  int64_t ldc, const Epilogue& epi) {
   const int mr = tile.mr, nr = tile.nr;
   const int64_t KC = tile.kc;
+  const PackAKernel pack_panel = kernels().gemm.pack_a;
   if (beta != 0.0f && beta != 1.0f) {
     for (int64_t i = m0; i < m1; ++i)
       for (int64_t j = n0; j < n1; ++j) C[i * ldc + j] *= beta;
@@ -122,13 +129,13 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
       B.pack(pc, kc, jc, nc, nr, Bp);
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
-        pack_a(trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
-        for (int64_t jr = 0; jr < nc; jr += nr) {
-          const int64_t cols = std::min<int64_t>(nr, nc - jr);
-          const float* bpanel = Bp + (jr / nr) * kc * nr;
-          for (int64_t ir = 0; ir < mc; ir += mr) {
-            const int64_t rows = std::min<int64_t>(mr, mc - ir);
-            const float* apanel = Ap + (ir / mr) * kc * mr;
+        pack_a(pack_panel, trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
+        for (int64_t ir = 0; ir < mc; ir += mr) {
+          const int64_t rows = std::min<int64_t>(mr, mc - ir);
+          const float* apanel = Ap + (ir / mr) * kc * mr;
+          for (int64_t jr = 0; jr < nc; jr += nr) {
+            const int64_t cols = std::min<int64_t>(nr, nc - jr);
+            const float* bpanel = Bp + (jr / nr) * kc * nr;
             float* c = C + (ic + ir) * ldc + jc + jr;
             if (rows == mr && cols == nr) {
               tile.micro(kc, apanel, bpanel, c, ldc, accumulate);
@@ -147,6 +154,14 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
 }
 
 }  // namespace
+
+void pack_a_panel(const float* A, int64_t lda, int64_t rows, int64_t kc, int mr, float alpha, float* Ap) {
+  for (int64_t k = 0; k < kc; ++k) {
+    float* dst = Ap + k * mr;
+    for (int64_t i = 0; i < rows; ++i) dst[i] = alpha * A[i * lda + k];
+    for (int64_t i = rows; i < mr; ++i) dst[i] = 0.0f;
+  }
+}
 
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M) {
   const auto padded = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };

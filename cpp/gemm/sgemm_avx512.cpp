@@ -3,6 +3,8 @@
 // exactly where 12x32 would compute 24 or 12), and need fewer loads per FMA.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "convcore/gemm.h"
 
 namespace convcore {
@@ -80,12 +82,56 @@ void dots_4x2x16(const float* a, const float* B, int64_t ldb, int64_t K, int64_t
   for (; j < n; ++j) dot_group<1>(a, B + j * ldb, ldb, K, out + j);
 }
 
+// r[c] = column c of the 16 x 16 block whose row i is r[i] (the four-stage unpack / shuffle transpose).
+inline void transpose_16x16(__m512 r[16]) {
+  const __mmask16 all = 0xFFFF;  // the zero-masking forms: GCC 12 warns (-Wmaybe-uninitialized) on the plain ones
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {  // t[i], t[i+1]: rows i, i+1 interleaved, per 128-bit lane
+    t[i] = _mm512_maskz_unpacklo_ps(all, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_ps(all, r[i], r[i + 1]);
+  }
+  for (int g = 0; g < 16; g += 4) {  // r[g + q], lane L: rows g..g+3 of column 4L + q
+    r[g] = _mm512_maskz_shuffle_ps(all, t[g], t[g + 2], 0x44);
+    r[g + 1] = _mm512_maskz_shuffle_ps(all, t[g], t[g + 2], 0xEE);
+    r[g + 2] = _mm512_maskz_shuffle_ps(all, t[g + 1], t[g + 3], 0x44);
+    r[g + 3] = _mm512_maskz_shuffle_ps(all, t[g + 1], t[g + 3], 0xEE);
+  }
+  for (int q = 0; q < 4; ++q) {  // gather lane L of r[q], r[4+q], r[8+q], r[12+q] into column 4L + q
+    const __m512 even01 = _mm512_maskz_shuffle_f32x4(all, r[q], r[4 + q], 0x88);
+    const __m512 odd01 = _mm512_maskz_shuffle_f32x4(all, r[q], r[4 + q], 0xDD);
+    const __m512 even23 = _mm512_maskz_shuffle_f32x4(all, r[8 + q], r[12 + q], 0x88);
+    const __m512 odd23 = _mm512_maskz_shuffle_f32x4(all, r[8 + q], r[12 + q], 0xDD);
+    t[q] = _mm512_maskz_shuffle_f32x4(all, even01, even23, 0x88);
+    t[4 + q] = _mm512_maskz_shuffle_f32x4(all, odd01, odd23, 0x88);
+    t[8 + q] = _mm512_maskz_shuffle_f32x4(all, even01, even23, 0xDD);
+    t[12 + q] = _mm512_maskz_shuffle_f32x4(all, odd01, odd23, 0xDD);
+  }
+  for (int c = 0; c < 16; ++c) r[c] = t[c];
+}
+
+// PackAKernel: 16 columns of up to 16 rows at a time, loaded as rows, transposed in registers, stored as mr-wide
+// columns (masked).
+void pack_a_16x16(const float* A, int64_t lda, int64_t rows, int64_t kc, int mr, float alpha, float* Ap) {
+  const __m512 scale = _mm512_set1_ps(alpha);
+  const __mmask16 lanes = __mmask16((1u << mr) - 1);
+  for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+    const int64_t cols = std::min<int64_t>(16, kc - k0);
+    const __mmask16 m = __mmask16((1u << cols) - 1);
+    __m512 r[16];
+    for (int i = 0; i < 16; ++i)
+      r[i] = i < rows ? _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m, A + i * lda + k0)) : _mm512_setzero_ps();
+    transpose_16x16(r);
+    for (int c = 0; c < cols; ++c) _mm512_mask_storeu_ps(Ap + (k0 + c) * mr, lanes, r[c]);
+  }
+}
+
 }  // namespace
 
-// kc keeps the kc x nr packed B micro-panel at 24-32 KiB of the 48 KiB L1, beside the A micro-panel.
+// kc: the A micro-panel (mr x kc, at most 12 KiB) stays in L1 and kc x NC of packed B in L2 (measured: kc = 384 for
+// 12x32 no faster).
 GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 12x32 (8x48, 6x64 for few rows)", {{12, 32, 256, micro<12, 2>}, {8, 48, 160, micro<8, 3>},
-                                      {6, 64, 128, micro<6, 4>}}, 3, dots_4x2x16};
+                                      {6, 64, 128, micro<6, 4>}}, 3, dots_4x2x16, pack_a_16x16};
 }
 
 }  // namespace convcore

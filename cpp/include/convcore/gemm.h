@@ -27,7 +27,7 @@ void gemm_ref(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T a
 // k in [0, kc), summed in k order. Full tiles only (the engine handles edges through a scratch tile).
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
 
-// One register tile: the mr x nr microkernel, and the K block kc that keeps its kc x nr B micro-panel in L1.
+// One register tile: the mr x nr microkernel, and its K block kc (the mr x kc A micro-panel stays in L1).
 struct GemmTile {
   int mr, nr, kc;
   MicroKernel micro;
@@ -41,12 +41,20 @@ constexpr int kMaxNr = 64;                 // and nr at most this
 // the row's position (for products with a few rows: no packing).
 using DotsKernel = void (*)(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, float* out);
 
+// Packs one micro-panel of a row-major A (op(A) = A): Ap[k*mr + i] = alpha * A[i*lda + k] for i < rows, k < kc,
+// and 0 for rows in [rows, mr).
+using PackAKernel = void (*)(const float* A, int64_t lda, int64_t rows, int64_t kc, int mr, float alpha, float* Ap);
+
+// The portable PackAKernel (element by element).
+void pack_a_panel(const float* A, int64_t lda, int64_t rows, int64_t kc, int mr, float alpha, float* Ap);
+
 // An ISA's tiles, the general one first; the engine picks one per problem (choose_tile).
 struct GemmKernels {
   const char* name;
   GemmTile tiles[kMaxGemmTiles];
   int count;
   DotsKernel dots;
+  PackAKernel pack_a;
 };
 
 // The tile for an M-row product: the general tile unless another pads M to fewer rows by more than 1/16 (e.g.
