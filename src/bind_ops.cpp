@@ -1,10 +1,11 @@
-// Bindings: ReLU, softmax, cross-entropy, batch normalisation.
+// Bindings: ReLU, softmax, cross-entropy, batch normalisation, optimizer steps.
 #include <algorithm>
 #include <initializer_list>
 #include <optional>
 
 #include "bindings.h"
 #include "convcore/ops.h"
+#include "convcore/optim.h"
 
 using namespace convcore;
 
@@ -177,7 +178,55 @@ static CArray<T> bn_backward_input(const CArray<T>& dy, const CArray<T>& x, cons
   return dx;
 }
 
+// The optimizer steps update p and their buffers in place: those arrays are taken as they are (noconvert: of
+// dtype T and C order, or the call is refused), never as converted copies whose updates would be lost.
+template <typename T>
+static void check_sizes(const CArray<T>& p, std::initializer_list<const CArray<T>*> others) {
+  for (const CArray<T>* a : others)
+    if (a->size() != p.size()) throw py::value_error("optimizer step: the parameter, its gradient and its buffers "
+                                                     "must have the same number of elements");
+  if (!p.writeable()) throw py::value_error("optimizer step: the parameter array is read-only");
+}
+
+template <typename T>
+static void sgd(CArray<T>& p, const CArray<T>& g, std::optional<CArray<T>>& buf, double lr, double momentum,
+                double dampening, double weight_decay, bool nesterov, bool first_step) {
+  if (momentum != 0 && !buf) throw py::value_error("sgd_step: momentum needs a buffer");
+  check_sizes(p, {&g});
+  if (buf) check_sizes(p, {&*buf});
+  T* pp = p.mutable_data();
+  const T* pg = g.data();
+  T* pb = buf ? buf->mutable_data() : nullptr;
+  const int64_t n = p.size();
+  py::gil_scoped_release release;
+  sgd_step<T>(pp, pg, pb, n, SgdHyper{lr, momentum, dampening, weight_decay, nesterov}, first_step);
+}
+
+template <typename T>
+static void adam(CArray<T>& p, const CArray<T>& g, CArray<T>& m, CArray<T>& v, double lr, double beta1,
+                 double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
+  if (step < 1) throw py::value_error("adam_step: step must be >= 1");
+  check_sizes(p, {&g, &m, &v});
+  T *pp = p.mutable_data(), *pm = m.mutable_data(), *pv = v.mutable_data();
+  const T* pg = g.data();
+  const int64_t n = p.size();
+  py::gil_scoped_release release;
+  adam_step<T>(pp, pg, pm, pv, n, AdamHyper{lr, beta1, beta2, eps, weight_decay, decoupled}, step);
+}
+
+template <typename T>
+static void bind_optim(py::module_& m) {
+  m.def("sgd_step", &sgd<T>, py::arg("p").noconvert(), py::arg("g"), py::arg("buf").noconvert().none(true),
+        py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
+        py::arg("first_step"));
+  m.def("adam_step", &adam<T>, py::arg("p").noconvert(), py::arg("g"), py::arg("m").noconvert(),
+        py::arg("v").noconvert(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+        py::arg("weight_decay"), py::arg("decoupled"), py::arg("step"));
+}
+
 void bind_ops(py::module_& m) {
+  bind_optim<float>(m);
+  bind_optim<double>(m);
   m.def("relu", &relu<float>);
   m.def("relu", &relu<double>);
   m.def("relu_backward", &relu_grad<float>);

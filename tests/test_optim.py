@@ -158,3 +158,84 @@ def test_load_state_dict_refuses_foreign_state(rng):
     assert fresh.step_count == 0 and fresh.buffers == {}
     fresh.load_state_dict(state)
     assert fresh.step_count == 1 and np.array_equal(fresh.buffers["momentum_buffer.0"], np.ones((3, 4)))
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=1e-2)),
+    ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True)),
+    ("SGD", dict(lr=0.05, momentum=0.8, dampening=0.3)),
+    ("Adam", dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1)),
+    ("AdamW", dict(lr=0.01, weight_decay=0.1)),
+])
+def test_float32_matches_torch(name, kwargs, rng):
+    torch = pytest.importorskip("torch")
+    start = [rng.standard_normal(s).astype(np.float32) for s in ((5, 7), (7,))]
+    grads = [[rng.standard_normal(s.shape).astype(np.float32) for s in start] for _ in range(4)]
+    params = [nn.Parameter(s.copy()) for s in start]
+    opt = getattr(optim, name)(params, **kwargs)
+    tparams = [torch.tensor(s, requires_grad=True) for s in start]
+    topt = getattr(torch.optim, name)(tparams, **kwargs)
+    for g in grads:
+        for p, t, gi in zip(params, tparams, g):
+            p.grad, t.grad = gi, torch.tensor(gi)
+        opt.step()
+        topt.step()
+    for p, t in zip(params, tparams):
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+                                  lambda p: optim.AdamW(p, lr=0.01)])
+def test_large_parameters_same_bits_at_any_thread_count(make, rng):
+    import convcore
+    start = rng.standard_normal(600_001).astype(np.float32)  # above the serial threshold: blocks over threads
+    grads = [rng.standard_normal(start.shape).astype(np.float32) for _ in range(3)]
+    results = []
+    for threads in (1, 2):
+        with convcore.threads(threads):
+            p = nn.Parameter(start.copy())
+            opt = make([p])
+            for g in grads:
+                p.grad = g
+                opt.step()
+        results.append(p.data)
+    assert np.array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], start)
+
+
+def test_parameters_must_be_updatable_in_place(rng):
+    p = nn.Parameter(rng.standard_normal((4, 6))[:, ::2])
+    p.grad = np.ones((4, 3))
+    with pytest.raises(ValueError, match=r"parameter 0 must be a writeable C-contiguous float32 or float64 array"):
+        optim.SGD([p], lr=0.1).step()
+    q = nn.Parameter(np.zeros(3, dtype=np.int64))
+    q.grad = np.ones(3)
+    with pytest.raises(ValueError, match=r"got int64"):
+        optim.Adam([q]).step()
+    r = nn.Parameter(np.zeros(3))
+    r.grad = np.ones(4)
+    with pytest.raises(ValueError, match=r"parameter 0 has shape \(3,\) but its gradient has \(4,\)"):
+        optim.SGD([r], lr=0.1).step()
+
+
+def test_native_steps_refuse_mismatched_arrays():
+    from convcore import _core
+    p, g = np.zeros(4, np.float32), np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="momentum needs a buffer"):
+        _core.sgd_step(p, g, None, 0.1, 0.9, 0.0, 0.0, False, False)
+    with pytest.raises(ValueError, match="same number of elements"):
+        _core.adam_step(p, g, np.zeros(3, np.float32), np.zeros(4, np.float32), 0.1, 0.9, 0.99, 1e-8, 0.0, False, 1)
+    with pytest.raises(TypeError):  # a float64 parameter array is not silently copied to float32 and lost
+        _core.sgd_step(p.astype(np.float64)[::2], g[::2], None, 0.1, 0.0, 0.0, 0.0, False, False)
+    assert np.all(p == 0)
+
+
+def test_loaded_buffers_take_the_parameter_dtype(rng):
+    p = nn.Parameter(np.ones(3, dtype=np.float32))
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    opt.load_state_dict({"hyper": opt.state_dict()["hyper"], "step_count": 1,
+                         "buffers": {"momentum_buffer.0": np.full(3, 2.0)}})
+    p.grad = np.ones(3, dtype=np.float32)
+    opt.step()
+    assert opt.buffers["momentum_buffer.0"].dtype == np.float32
+    np.testing.assert_allclose(p.data, 1 - 0.1 * (0.9 * 2 + 1))

@@ -1,7 +1,8 @@
 """Optimizers with PyTorch's update rules: SGD (momentum, dampening, nesterov, weight decay), Adam, AdamW.
 
 state_dict() holds plain numbers and numpy arrays (no pickle): hyper-parameters, the step count, and per-parameter
-buffers keyed "<buffer>.<parameter index>".
+buffers keyed "<buffer>.<parameter index>". Each parameter's update is one native pass over its arrays (in place,
+in the parameter's dtype: float32 or float64).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from .. import _core
 from ..nn.module import Parameter
 
 
@@ -43,14 +45,22 @@ class Optimizer:
     def _buffer(self, name, i, like):
         key = f"{name}.{i}"
         if key not in self.buffers:
-            self.buffers[key] = np.zeros_like(like)
+            self.buffers[key] = np.zeros_like(like, order="C")
         return self.buffers[key]
 
     def step(self) -> None:
+        for i, p in enumerate(self.params):
+            data = p.data
+            if data.dtype not in (np.float32, np.float64) or not data.flags.c_contiguous or not data.flags.writeable:
+                raise ValueError(f"parameter {i} must be a writeable C-contiguous float32 or float64 array to be "
+                                 f"updated in place, got {data.dtype} (C-contiguous: {data.flags.c_contiguous}, "
+                                 f"writeable: {data.flags.writeable})")
+            if p.grad is not None and p.grad.shape != data.shape:
+                raise ValueError(f"parameter {i} has shape {data.shape} but its gradient has {p.grad.shape}")
         self.step_count += 1
         for i, p in enumerate(self.params):
             if p.grad is not None:
-                self._update(i, p, p.grad.astype(p.data.dtype, copy=False))
+                self._update(i, p, np.ascontiguousarray(p.grad, dtype=p.data.dtype))
 
     def state_dict(self) -> dict:
         return {"hyper": {k: getattr(self, k) for k in self.hyper_names}, "step_count": self.step_count,
@@ -82,7 +92,8 @@ class Optimizer:
         for k in self.hyper_names:
             setattr(self, k, hyper[k])
         self.step_count = int(step_count)
-        self.buffers = {k: np.array(v, copy=True) for k, v in state["buffers"].items()}
+        self.buffers = {k: np.array(v, dtype=self.params[int(k.rpartition(".")[2])].data.dtype, order="C", copy=True)
+                        for k, v in state["buffers"].items()}
 
 
 class SGD(Optimizer):
@@ -103,19 +114,15 @@ class SGD(Optimizer):
                              f"dampening={dampening}")
 
     def _update(self, i, p, g):
-        if self.weight_decay:
-            g = g + self.weight_decay * p.data
+        buf, first = None, False
         if self.momentum:
             key = f"momentum_buffer.{i}"
-            if key not in self.buffers:
-                self.buffers[key] = np.array(g, copy=True)
-            else:
-                buf = self.buffers[key]
-                buf *= self.momentum
-                buf += (1 - self.dampening) * g
+            first = key not in self.buffers
+            if first:
+                self.buffers[key] = np.empty_like(p.data, order="C")
             buf = self.buffers[key]
-            g = g + self.momentum * buf if self.nesterov else buf
-        p.data -= p.data.dtype.type(self.lr) * g
+        _core.sgd_step(p.data, g, buf, self.lr, self.momentum, self.dampening, self.weight_decay, self.nesterov,
+                       first)
 
 
 class Adam(Optimizer):
@@ -135,20 +142,8 @@ class Adam(Optimizer):
         self.weight_decay = _check_number(weight_decay, "weight_decay")
 
     def _update(self, i, p, g):
-        if self.weight_decay and self.decoupled:
-            p.data *= p.data.dtype.type(1 - self.lr * self.weight_decay)
-        elif self.weight_decay:
-            g = g + self.weight_decay * p.data
-        m = self._buffer("exp_avg", i, p.data)
-        v = self._buffer("exp_avg_sq", i, p.data)
-        m *= self.beta1
-        m += (1 - self.beta1) * g
-        v *= self.beta2
-        v += (1 - self.beta2) * g * g
-        t = self.step_count
-        step_size = self.lr / (1 - self.beta1 ** t)
-        denom = np.sqrt(v) / np.sqrt(1 - self.beta2 ** t) + self.eps
-        p.data -= (step_size * m / denom).astype(p.data.dtype, copy=False)
+        _core.adam_step(p.data, g, self._buffer("exp_avg", i, p.data), self._buffer("exp_avg_sq", i, p.data),
+                        self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled, self.step_count)
 
 
 class AdamW(Adam):
