@@ -19,40 +19,29 @@ void blocks(int64_t n, const Body& body) {
                [&](int64_t b) { body(b * kBlock, std::min(n, (b + 1) * kBlock)); });
 }
 
-// f(a, b, c, d) with each flag as a compile-time std::bool_constant, so that every case's loop is branch-free and
-// vectorises.
+// f(a, b, c, d) with each flag as a compile-time std::bool_constant: the step functions pick their block function
+// (a plain loop over restrict pointers, branch-free per case, which GCC vectorises) with it.
 template <typename F>
 void with_flags(bool a, bool b, bool c, bool d, const F& f) {
   const auto one = [](bool flag, const auto& g) { flag ? g(std::true_type{}) : g(std::false_type{}); };
   one(a, [&](auto A) { one(b, [&](auto B) { one(c, [&](auto C) { one(d, [&](auto D) { f(A, B, C, D); }); }); }); });
 }
 
-}  // namespace
-
-template <typename T>
-void sgd_step(T* p, const T* g, T* buf, int64_t n, const SgdHyper& h, bool first_step) {
-  const T lr = T(h.lr), momentum = T(h.momentum), keep = T(1 - h.dampening), wd = T(h.weight_decay);
-  with_flags(h.weight_decay != 0, h.momentum != 0, h.nesterov, first_step,
-             [&](auto decay, auto use_momentum, auto nesterov, auto first) {
-               blocks(n, [&](int64_t lo, int64_t hi) {
-                 T* __restrict pp = p;  // local copies: loads through the captured references did not vectorise
-                 T* __restrict bp = buf;
-                 const T* __restrict gp = g;
-                 for (int64_t i = lo; i < hi; ++i) {
-                   T d = gp[i];
-                   if constexpr (decay) d += wd * pp[i];
-                   if constexpr (use_momentum) {
-                     const T b = first ? d : momentum * bp[i] + keep * d;
-                     bp[i] = b;
-                     d = nesterov ? d + momentum * b : b;
-                   }
-                   pp[i] -= lr * d;
-                 }
-               });
-             });
+template <typename T, bool kDecay, bool kMomentum, bool kNesterov, bool kFirst>
+void sgd_block(T* __restrict p, const T* __restrict g, T* __restrict buf, int64_t n, T lr, T momentum, T keep,
+               T wd) {
+  for (int64_t i = 0; i < n; ++i) {
+    T d = g[i];
+    if constexpr (kDecay) d += wd * p[i];
+    if constexpr (kMomentum) {
+      const T b = kFirst ? d : momentum * buf[i] + keep * d;
+      buf[i] = b;
+      d = kNesterov ? d + momentum * b : b;
+    }
+    p[i] -= lr * d;
+  }
 }
 
-// One block of Adam's update (a plain function with restrict pointers: GCC did not vectorise it inside the lambdas).
 template <typename T, bool kL2Decay, bool kDecoupledDecay>
 void adam_block(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v, int64_t n, T beta1,
                 T beta2, T rest1, T rest2, T step_size, T correction2, T eps, T wd, T shrink) {
@@ -67,6 +56,22 @@ void adam_block(T* __restrict p, const T* __restrict g, T* __restrict m, T* __re
   }
 }
 
+}  // namespace
+
+template <typename T>
+void sgd_step(T* p, const T* g, T* buf, int64_t n, const SgdHyper& h, bool first_step) {
+  const T lr = T(h.lr), momentum = T(h.momentum), keep = T(1 - h.dampening), wd = T(h.weight_decay);
+  const bool use_momentum = h.momentum != 0;
+  decltype(&sgd_block<T, false, false, false, false>) block = nullptr;
+  with_flags(h.weight_decay != 0, use_momentum, use_momentum && h.nesterov, use_momentum && first_step,
+             [&](auto decay, auto with_momentum, auto nesterov, auto first) {
+               block = sgd_block<T, decay, with_momentum, nesterov, first>;
+             });
+  blocks(n, [&](int64_t lo, int64_t hi) {
+    block(p + lo, g + lo, buf ? buf + lo : nullptr, hi - lo, lr, momentum, keep, wd);
+  });
+}
+
 template <typename T>
 void adam_step(T* p, const T* g, T* m, T* v, int64_t n, const AdamHyper& h, int64_t t) {
   const T beta1 = T(h.beta1), beta2 = T(h.beta2), rest1 = T(1 - h.beta1), rest2 = T(1 - h.beta2);
@@ -74,9 +79,11 @@ void adam_step(T* p, const T* g, T* m, T* v, int64_t n, const AdamHyper& h, int6
   const T correction2 = T(std::sqrt(1 - std::pow(h.beta2, double(t)))), eps = T(h.eps);
   const T wd = T(h.weight_decay), shrink = T(1 - h.lr * h.weight_decay);
   const bool decay = h.weight_decay != 0;
-  const auto block = decay && h.decoupled ? adam_block<T, false, true>
-                     : decay              ? adam_block<T, true, false>
-                                          : adam_block<T, false, false>;
+  decltype(&adam_block<T, false, false>) block = nullptr;
+  with_flags(decay && !h.decoupled, decay && h.decoupled, false, false,
+             [&](auto l2_decay, auto decoupled_decay, auto, auto) {
+               block = adam_block<T, l2_decay, decoupled_decay>;
+             });
   blocks(n, [&](int64_t lo, int64_t hi) {
     block(p + lo, g + lo, m + lo, v + lo, hi - lo, beta1, beta2, rest1, rest2, step_size, correction2, eps, wd,
           shrink);
