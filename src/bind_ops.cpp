@@ -179,21 +179,21 @@ static CArray<T> bn_backward_input(const CArray<T>& dy, const CArray<T>& x, cons
 }
 
 // The optimizer steps update p and their buffers in place: those arrays are taken as they are (noconvert: of
-// dtype T and C order, or the call is refused), never as converted copies whose updates would be lost.
+// dtype T and C order, or the call is refused), never as converted copies whose updates would be lost, and
+// mutable_data() refuses a read-only one (ValueError).
 template <typename T>
 static void check_sizes(const CArray<T>& p, std::initializer_list<const CArray<T>*> others) {
   for (const CArray<T>* a : others)
-    if (a->size() != p.size()) throw py::value_error("optimizer step: the parameter, its gradient and its buffers "
-                                                     "must have the same number of elements");
-  if (!p.writeable()) throw py::value_error("optimizer step: the parameter array is read-only");
+    if (a && a->size() != p.size())
+      throw py::value_error("optimizer step: the parameter, its gradient and its buffers must have the same number "
+                            "of elements");
 }
 
 template <typename T>
 static void sgd(CArray<T>& p, const CArray<T>& g, std::optional<CArray<T>>& buf, double lr, double momentum,
                 double dampening, double weight_decay, bool nesterov, bool first_step) {
   if (momentum != 0 && !buf) throw py::value_error("sgd_step: momentum needs a buffer");
-  check_sizes(p, {&g});
-  if (buf) check_sizes(p, {&*buf});
+  check_sizes(p, {&g, buf ? &*buf : nullptr});
   T* pp = p.mutable_data();
   const T* pg = g.data();
   T* pb = buf ? buf->mutable_data() : nullptr;

@@ -19,12 +19,16 @@ void blocks(int64_t n, const Body& body) {
                [&](int64_t b) { body(b * kBlock, std::min(n, (b + 1) * kBlock)); });
 }
 
-// f(a, b, c, d) with each flag as a compile-time std::bool_constant: the step functions pick their block function
+// f(flags...) with each flag as a compile-time std::bool_constant: the step functions pick their block function
 // (a plain loop over restrict pointers, branch-free per case, which GCC vectorises) with it.
 template <typename F>
-void with_flags(bool a, bool b, bool c, bool d, const F& f) {
-  const auto one = [](bool flag, const auto& g) { flag ? g(std::true_type{}) : g(std::false_type{}); };
-  one(a, [&](auto A) { one(b, [&](auto B) { one(c, [&](auto C) { one(d, [&](auto D) { f(A, B, C, D); }); }); }); });
+void with_flags(const F& f) {
+  f();
+}
+template <typename F, typename... Rest>
+void with_flags(const F& f, bool flag, Rest... rest) {
+  const auto bind = [&](auto constant) { with_flags([&](auto... more) { f(constant, more...); }, rest...); };
+  flag ? bind(std::true_type{}) : bind(std::false_type{});
 }
 
 template <typename T, bool kDecay, bool kMomentum, bool kNesterov, bool kFirst>
@@ -63,10 +67,9 @@ void sgd_step(T* p, const T* g, T* buf, int64_t n, const SgdHyper& h, bool first
   const T lr = T(h.lr), momentum = T(h.momentum), keep = T(1 - h.dampening), wd = T(h.weight_decay);
   const bool use_momentum = h.momentum != 0;
   decltype(&sgd_block<T, false, false, false, false>) block = nullptr;
-  with_flags(h.weight_decay != 0, use_momentum, use_momentum && h.nesterov, use_momentum && first_step,
-             [&](auto decay, auto with_momentum, auto nesterov, auto first) {
-               block = sgd_block<T, decay, with_momentum, nesterov, first>;
-             });
+  with_flags([&](auto decay, auto with_momentum, auto nesterov,
+                 auto first) { block = sgd_block<T, decay, with_momentum, nesterov, first>; },
+             h.weight_decay != 0, use_momentum, use_momentum && h.nesterov, use_momentum && first_step);
   blocks(n, [&](int64_t lo, int64_t hi) {
     block(p + lo, g + lo, buf ? buf + lo : nullptr, hi - lo, lr, momentum, keep, wd);
   });
@@ -80,10 +83,8 @@ void adam_step(T* p, const T* g, T* m, T* v, int64_t n, const AdamHyper& h, int6
   const T wd = T(h.weight_decay), shrink = T(1 - h.lr * h.weight_decay);
   const bool decay = h.weight_decay != 0;
   decltype(&adam_block<T, false, false>) block = nullptr;
-  with_flags(decay && !h.decoupled, decay && h.decoupled, false, false,
-             [&](auto l2_decay, auto decoupled_decay, auto, auto) {
-               block = adam_block<T, l2_decay, decoupled_decay>;
-             });
+  with_flags([&](auto l2_decay, auto decoupled_decay) { block = adam_block<T, l2_decay, decoupled_decay>; },
+             decay && !h.decoupled, decay && h.decoupled);
   blocks(n, [&](int64_t lo, int64_t hi) {
     block(p + lo, g + lo, m + lo, v + lo, hi - lo, beta1, beta2, rest1, rest2, step_size, correction2, eps, wd,
           shrink);
