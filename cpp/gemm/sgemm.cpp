@@ -173,18 +173,25 @@ const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M) {
 }
 
 void MatrixB::pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const {
+  if (trans_ == Trans::no) {  // row by row: each row of the block is read once, front to back
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = B_ + (k0 + k) * ldb_ + n0;
+      for (int64_t jp = 0; jp < nc; jp += nr) {
+        const int64_t cols = std::min<int64_t>(nr, nc - jp);
+        float* dst = Bp + (jp / nr) * kc * nr + k * nr;
+        std::copy(src + jp, src + jp + cols, dst);
+        std::fill(dst + cols, dst + nr, 0.0f);
+      }
+    }
+    return;
+  }
   for (int64_t jp = 0; jp < nc; jp += nr) {
     const int64_t cols = std::min<int64_t>(nr, nc - jp);
     float* panel = Bp + (jp / nr) * kc * nr;
     for (int64_t k = 0; k < kc; ++k) {
       float* dst = panel + k * nr;
-      if (trans_ == Trans::no) {
-        const float* src = B_ + (k0 + k) * ldb_ + n0 + jp;
-        for (int64_t j = 0; j < cols; ++j) dst[j] = src[j];
-      } else {
-        const float* src = B_ + (n0 + jp) * ldb_ + k0 + k;
-        for (int64_t j = 0; j < cols; ++j) dst[j] = src[j * ldb_];
-      }
+      const float* src = B_ + (n0 + jp) * ldb_ + k0 + k;
+      for (int64_t j = 0; j < cols; ++j) dst[j] = src[j * ldb_];
       for (int64_t j = cols; j < nr; ++j) dst[j] = 0.0f;
     }
   }
