@@ -19,7 +19,9 @@
 namespace convcore {
 namespace {
 
-// K blocks come from the tile (GemmTile::kc).
+// One K block for every tile and ISA: a row of C sums its K blocks the same way whichever tile the row count picks
+// (rows do not depend on M). The A micro-panel, mr x KC (at most 12 KiB), stays in L1.
+constexpr int64_t KC = 256;
 constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB); a multiple of every mr
 constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2; a multiple of every nr
 
@@ -111,7 +113,6 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
                  int64_t K, float alpha, const float* A, int64_t lda, const BPanelSource& B, float beta, float* C,
                  int64_t ldc, const Epilogue& epi) {
   const int mr = tile.mr, nr = tile.nr;
-  const int64_t KC = tile.kc;
   const PackAKernel pack_panel = kernels().gemm.pack_a;
   if (beta != 0.0f && beta != 1.0f) {
     for (int64_t i = m0; i < m1; ++i)

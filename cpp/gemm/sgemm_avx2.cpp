@@ -12,8 +12,8 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
   __m256 c[MR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) {
-    c[i][0] = accumulate ? _mm256_loadu_ps(C + i * ldc) : _mm256_setzero_ps();
-    c[i][1] = accumulate ? _mm256_loadu_ps(C + i * ldc + 8) : _mm256_setzero_ps();
+    c[i][0] = _mm256_setzero_ps();
+    c[i][1] = _mm256_setzero_ps();
   }
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
@@ -28,6 +28,10 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
   }
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) {
+    if (accumulate) {
+      c[i][0] = _mm256_add_ps(c[i][0], _mm256_loadu_ps(C + i * ldc));
+      c[i][1] = _mm256_add_ps(c[i][1], _mm256_loadu_ps(C + i * ldc + 8));
+    }
     _mm256_storeu_ps(C + i * ldc, c[i][0]);
     _mm256_storeu_ps(C + i * ldc + 8, c[i][1]);
   }
@@ -61,7 +65,7 @@ void dots_4x8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n,
 }  // namespace
 
 GemmKernels gemm_kernels_avx2() {
-  return GemmKernels{"avx2 6x16", {{MR, NR, 256, micro_6x16}}, 1, dots_4x8, pack_a_panel};
+  return GemmKernels{"avx2 6x16", {{MR, NR, micro_6x16}}, 1, dots_4x8, pack_a_panel};
 }
 
 }  // namespace convcore

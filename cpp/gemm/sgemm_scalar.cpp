@@ -9,7 +9,7 @@ constexpr int MR = 4, NR = 16;
 void micro_4x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
   float c[MR][NR];
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) c[i][j] = accumulate ? C[i * ldc + j] : 0.0f;
+    for (int j = 0; j < NR; ++j) c[i][j] = 0.0f;
   for (int64_t k = 0; k < kc; ++k) {
     for (int i = 0; i < MR; ++i) {
       const float a = Ap[i];
@@ -19,7 +19,7 @@ void micro_4x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
     Bp += NR;
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) C[i * ldc + j] = c[i][j];
+    for (int j = 0; j < NR; ++j) C[i * ldc + j] = accumulate ? C[i * ldc + j] + c[i][j] : c[i][j];
 }
 
 // 8 lanes, each summing every 8th product in k order, then the lanes in order.
@@ -42,7 +42,7 @@ void dots_8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, f
 }  // namespace
 
 GemmKernels gemm_kernels_scalar() {
-  return GemmKernels{"scalar 4x16", {{MR, NR, 256, micro_4x16}}, 1, dots_8, pack_a_panel};
+  return GemmKernels{"scalar 4x16", {{MR, NR, micro_4x16}}, 1, dots_8, pack_a_panel};
 }
 
 }  // namespace convcore

@@ -24,12 +24,14 @@ void gemm_ref(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T a
               Epilogue::Bias bias_axis = Epilogue::Bias::none, bool relu = false);
 
 // Microkernel: the mr x nr tile C (row stride ldc) = (accumulate ? C : 0) + sum_k Ap[k*mr + i] * Bp[k*nr + j],
-// k in [0, kc), summed in k order. Full tiles only (the engine handles edges through a scratch tile).
+// the sum over k in [0, kc) taken in k order from zero, then added to C: C is read only after the products (its
+// cache misses overlap them; measured: 1-4% faster than starting from C). Full tiles only (the engine handles
+// edges through a scratch tile).
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
 
-// One register tile: the mr x nr microkernel, and its K block kc (the mr x kc A micro-panel stays in L1).
+// One register tile: the mr x nr microkernel.
 struct GemmTile {
-  int mr, nr, kc;
+  int mr, nr;
   MicroKernel micro;
 };
 
