@@ -48,6 +48,12 @@ CASES = [
     (2, 1, 6, 30, 6, 5, 5, 1, 2, 1, 1),         # direct kernel, 6-filter blocks (AVX-512): rows past one vector
     (1, 2, 5, 21, 5, 3, 3, 1, 1, 1, 1),         # direct kernel, 6-filter blocks: 5 filters, rows past one vector
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),       # LeNet conv2: input gradient direct with 6-filter blocks
+    # Winograd F(2x2, 3x3) (more than 400 taps and 32 filters, so not the direct kernel; 64 tiles or more)
+    (2, 48, 16, 16, 40, 3, 3, 1, 1, 1, 1),      # forward and the input gradient
+    (3, 47, 9, 11, 33, 3, 3, 1, 1, 1, 1),       # odd output rows and columns (overhanging tiles)
+    (3, 48, 12, 14, 40, 3, 3, 1, 0, 1, 1),      # no padding (the input gradient by col2im)
+    (2, 48, 10, 9, 40, 3, 3, 1, 2, 1, 1),       # padding 2: tiles reading only padding
+    (3, 46, 12, 12, 40, 3, 3, 1, (1, 0), 1, 1),  # uneven padding
 ]
 
 
@@ -376,6 +382,17 @@ def test_fused_relu_and_its_backward(rng):
         F.conv2d(x, w, activation="gelu")
     assert np.array_equal(F.conv1d(x[:, :, 0], w[:, :, 0], activation="relu"),
                           np.maximum(F.conv1d(x[:, :, 0], w[:, :, 0]), 0))
+
+
+def test_winograd_over_several_tile_blocks(rng):
+    # 2 x 50 tile rows of 32 tiles: more than one block of whole tile rows (at most 4 Mi floats of V and M)
+    x, w, b, kw = _arrays(rng, (2, 48, 100, 64, 40, 3, 3, 1, 1, 1, 1), integer=True)
+    results = []
+    for n in (1, 2):
+        with cc.threads(n):
+            results.append(F.conv2d(x, w, b, activation="relu", **kw))
+    assert np.array_equal(results[0], np.maximum(ref.conv2d(x, w, b, **kw), 0))
+    assert np.array_equal(results[0], results[1])
 
 
 def test_large_layer_fast_matches_reference_and_is_thread_independent(rng):

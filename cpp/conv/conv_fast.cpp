@@ -172,12 +172,12 @@ bool is_pointwise(const ConvShape& s) {
 
 // Stride-1 input gradients can run as a plain convolution t of dy (padding dil*(R-1) - pad must be >= 0). It packs
 // H*W x K*R*S im2col elements of dy per image, where GEMM + col2im writes and scatters C*R*S x P*Q: the
-// transposed route is taken when t runs the direct kernel (which packs nothing), or else unless it would pack
+// transposed route is taken when t runs the direct or Winograd kernel (which pack no im2col), or else unless it would pack
 // more than twice as much (few input channels, e.g. LeNet conv2, 6 <- 16 channels, where it would pack 5x as
 // much, mostly padding).
 bool transposed_route_pays(const ConvShape& s, const ConvShape& t) {
   return s.stride_h == 1 && s.stride_w == 1 && s.pad_h <= s.dil_h * (s.R - 1) && s.pad_w <= s.dil_w * (s.S - 1) &&
-         (conv2d_direct_applies(t) || s.H * s.W * s.K <= 2 * s.C * s.P * s.Q);
+         (conv2d_direct_applies(t) || conv2d_winograd_applies(t) || s.H * s.W * s.K <= 2 * s.C * s.P * s.Q);
 }
 
 // Runs task(i) for i in [0, tasks): over threads when there are enough tasks, else one by one so that each
@@ -216,6 +216,10 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
   if (!is_pointwise(s) && kernels().conv_filter_vector_forward(s, x, w, bias, relu, y)) return;
   if (conv2d_direct_applies(s)) {
     kernels().conv_direct(s, x, w, bias, relu, y);
+    return;
+  }
+  if (conv2d_winograd_applies(s)) {
+    conv2d_forward_winograd(s, x, w, bias, relu, y);
     return;
   }
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;

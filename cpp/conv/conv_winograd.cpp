@@ -1,0 +1,216 @@
+// Winograd F(2x2, 3x3) forward convolution (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
+// 2016). Each 2x2 output tile comes from a 4x4 input tile d and each 3x3 filter g through
+//   Y = A^T [ sum_c (G g G^T) . (B^T d B) ] A,
+// with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] and
+// A^T = [1 1 1 0; 0 1 -1 -1]. The sum over channels is 16 independent GEMMs, one per position xi of the 4x4
+// transformed tile: M_xi (K x tiles) = U_xi (K x C) V_xi (C x tiles), run on the SGEMM engine. 16 multiplies per
+// 4 outputs and channel instead of 36: 2.25x fewer than the direct or im2col form. The transforms only add,
+// subtract and halve, so small-integer data stays exact.
+#include <algorithm>
+#include <memory>
+
+#include "convcore/buffer_cache.h"
+#include "convcore/conv.h"
+#include "convcore/gemm.h"
+#include "convcore/threads.h"
+
+namespace convcore {
+namespace {
+
+constexpr int64_t kPositions = 16;  // the 4x4 transformed tile
+// Fewer output tiles than this leave the filter transform (16*K*C floats written) unpaid: the im2col GEMM is as
+// fast (measured: 256 channels at 14 x 14, 49 tiles, even; 512 at 7 x 7, 16 tiles, 2x slower).
+constexpr int64_t kMinTiles = 64;
+// Tile rows per block: V and M together hold at most about this many floats (16 MiB), but at least one tile row.
+constexpr int64_t kBlockFloats = int64_t(1) << 22;
+
+// A block of floats from the process-wide buffer cache (workspace reused call after call, not faulted in anew),
+// returned when it goes out of scope.
+class Workspace {
+ public:
+  explicit Workspace(int64_t floats)
+      : data_(static_cast<float*>(output_buffers().take(static_cast<size_t>(floats) * sizeof(float)))) {}
+  ~Workspace() { output_buffers().give(data_); }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  float* get() const { return data_; }
+
+ private:
+  float* data_;
+};
+
+// U[xi][k][c] = (G g G^T)[xi] for the filter g = w[k][c] (3x3). Per filter row k, the nine taps of all its channels
+// are first gathered into nine contiguous rows, so that the transform runs along c in vectors, into 16 local rows
+// that are then copied out one by one (16 interleaved store streams K*C floats apart thrash L1's sets).
+void transform_filters(const ConvShape& s, const float* w, float* U) {
+  const int64_t KC = s.K * s.C;
+  parallel_for(s.K, threads_for(KC * 64, 1 << 16), [&](int64_t k) {
+    const int64_t C = s.C;
+    std::unique_ptr<float[]> buf(new float[(9 + 12 + 16) * C]);
+    float* __restrict g = buf.get();         // g[m * C + c]: tap m of channel c
+    float* __restrict t = g + 9 * C;          // t[(i * 3 + j) * C + c]: G g
+    float* __restrict u = t + 12 * C;         // u[xi * C + c]
+    for (int64_t c = 0; c < C; ++c)
+      for (int m = 0; m < 9; ++m) g[m * C + c] = w[(k * C + c) * 9 + m];
+    for (int j = 0; j < 3; ++j)
+#pragma GCC ivdep
+      for (int64_t c = 0; c < C; ++c) {
+        const float g0 = g[j * C + c], g1 = g[(3 + j) * C + c], g2 = g[(6 + j) * C + c];
+        t[j * C + c] = g0;
+        t[(3 + j) * C + c] = 0.5f * (g0 + g1 + g2);
+        t[(6 + j) * C + c] = 0.5f * (g0 - g1 + g2);
+        t[(9 + j) * C + c] = g2;
+      }
+    for (int i = 0; i < 4; ++i)  // (G g) G^T
+#pragma GCC ivdep
+      for (int64_t c = 0; c < C; ++c) {
+        const float t0 = t[i * 3 * C + c], t1 = t[(i * 3 + 1) * C + c], t2 = t[(i * 3 + 2) * C + c];
+        u[(i * 4) * C + c] = t0;
+        u[(i * 4 + 1) * C + c] = 0.5f * (t0 + t1 + t2);
+        u[(i * 4 + 2) * C + c] = 0.5f * (t0 - t1 + t2);
+        u[(i * 4 + 3) * C + c] = t2;
+      }
+    for (int xi = 0; xi < 16; ++xi) std::copy(u + xi * C, u + (xi + 1) * C, U + xi * KC + k * C);
+  });
+}
+
+// The tiles of one block are whole tile rows (image n, tile row ty), tw tiles each; tile (row, tx) is column
+// row * tw + tx of the block's V and M.
+struct Tiling {
+  int64_t th, tw;  // tiles per image: th x tw, covering 2*th x 2*tw outputs (the last row / column may overhang)
+};
+
+// V[xi][c][col] = (B^T d B)[xi] for channel c and the block's tiles, rows [row0, row0 + rows) of all images'
+// tile rows (row = n * th + ty). Each of a tile row's four input rows is split, zero-padded, into its even and odd
+// columns (tile tx reads columns 2tx .. 2tx+3: even[tx], odd[tx], even[tx+1], odd[tx+1]), so every loop runs
+// along contiguous arrays.
+void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int64_t row0, int64_t rows, float* V) {
+  const int64_t tw = tl.tw, cols = rows * tw, stride = s.C * cols, half = tw + 1;
+  parallel_for(s.C, threads_for(s.C * cols * 64, 1 << 16), [&](int64_t c) {
+    std::unique_ptr<float[]> buf(new float[8 * half + 16 * tw + 2 * half]);
+    float* split = buf.get();           // row r: even columns at split[2r * half], odd at split[(2r + 1) * half]
+    float* hv = split + 8 * half;       // hv[(r * 4 + j) * tw + tx]: row r of the tile times B, column j
+    float* padded = hv + 16 * tw;       // one input row, zero-padded: padded[j] = x[h][j - pad_w]
+    const int64_t lo = std::min(s.pad_w, 2 * half), hi = std::clamp(s.pad_w + s.W, lo, 2 * half);
+    for (int64_t row = row0; row < row0 + rows; ++row) {
+      const int64_t n = row / tl.th, ty = row % tl.th;
+      const float* plane = x + (n * s.C + c) * s.H * s.W;
+      for (int r = 0; r < 4; ++r) {
+        float *even = split + 2 * r * half, *odd = even + half;
+        const int64_t h = 2 * ty - s.pad_h + r;
+        if (h < 0 || h >= s.H) {
+          std::fill(even, even + 2 * half, 0.0f);
+          continue;
+        }
+        std::fill(padded, padded + lo, 0.0f);
+        std::copy(plane + h * s.W, plane + h * s.W + (hi - lo), padded + lo);
+        std::fill(padded + hi, padded + 2 * half, 0.0f);
+#pragma GCC ivdep
+        for (int64_t j = 0; j < half; ++j) {
+          even[j] = padded[2 * j];
+          odd[j] = padded[2 * j + 1];
+        }
+      }
+      for (int r = 0; r < 4; ++r) {  // d B along each row
+        const float *even = split + 2 * r * half, *odd = even + half;
+        float *h0 = hv + r * 4 * tw, *h1 = h0 + tw, *h2 = h1 + tw, *h3 = h2 + tw;
+#pragma GCC ivdep
+        for (int64_t tx = 0; tx < tw; ++tx) {
+          h0[tx] = even[tx] - even[tx + 1];
+          h1[tx] = odd[tx] + even[tx + 1];
+          h2[tx] = even[tx + 1] - odd[tx];
+          h3[tx] = odd[tx] - odd[tx + 1];
+        }
+      }
+      float* v = V + c * cols + (row - row0) * tw;
+      for (int j = 0; j < 4; ++j) {  // B^T (d B) down each column
+        const float *r0 = hv + j * tw, *r1 = hv + (4 + j) * tw, *r2 = hv + (8 + j) * tw, *r3 = hv + (12 + j) * tw;
+        float *v0 = v + j * stride, *v1 = v + (4 + j) * stride, *v2 = v + (8 + j) * stride,
+              *v3 = v + (12 + j) * stride;
+#pragma GCC ivdep
+        for (int64_t tx = 0; tx < tw; ++tx) {
+          v0[tx] = r0[tx] - r2[tx];
+          v1[tx] = r1[tx] + r2[tx];
+          v2[tx] = r2[tx] - r1[tx];
+          v3[tx] = r1[tx] - r3[tx];
+        }
+      }
+    }
+  });
+}
+
+// y tiles = A^T M A for the block's tiles, + bias, ReLU, written where they lie inside the P x Q output.
+void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int64_t row0, int64_t rows,
+                       const float* bias, bool relu, float* y) {
+  const int64_t tw = tl.tw, cols = rows * tw, stride = s.K * cols;
+  parallel_for(s.K, threads_for(s.K * cols * 64, 1 << 16), [&](int64_t k) {
+    std::unique_ptr<float[]> buf(new float[8 * tw + 2 * tw + 2 * tw]);
+    float* sv = buf.get();                          // sv[(i * 4 + j) * tw + tx]: row i of A^T M, column j
+    float *even = sv + 8 * tw, *odd = even + tw;    // one output row's even and odd columns
+    float* out = odd + tw;                          // the row, 2 * tw wide
+    const float b = bias ? bias[k] : 0.0f;
+    for (int64_t row = row0; row < row0 + rows; ++row) {
+      const int64_t n = row / tl.th, ty = row % tl.th;
+      const float* m = M + k * cols + (row - row0) * tw;
+      for (int j = 0; j < 4; ++j) {
+        const float *m0 = m + j * stride, *m1 = m + (4 + j) * stride, *m2 = m + (8 + j) * stride,
+                    *m3 = m + (12 + j) * stride;
+        float *s0 = sv + j * tw, *s1 = sv + (4 + j) * tw;
+#pragma GCC ivdep
+        for (int64_t tx = 0; tx < tw; ++tx) {
+          s0[tx] = m0[tx] + m1[tx] + m2[tx];
+          s1[tx] = m1[tx] - m2[tx] - m3[tx];
+        }
+      }
+      for (int i = 0; i < 2 && 2 * ty + i < s.P; ++i) {
+        const float *a0 = sv + i * 4 * tw, *a1 = a0 + tw, *a2 = a1 + tw, *a3 = a2 + tw;
+#pragma GCC ivdep
+        for (int64_t tx = 0; tx < tw; ++tx) {
+          even[tx] = a0[tx] + a1[tx] + a2[tx] + b;
+          odd[tx] = a1[tx] - a2[tx] - a3[tx] + b;
+        }
+#pragma GCC ivdep
+        for (int64_t tx = 0; tx < tw; ++tx) {
+          out[2 * tx] = even[tx];
+          out[2 * tx + 1] = odd[tx];
+        }
+        float* dst = y + ((n * s.K + k) * s.P + 2 * ty + i) * s.Q;
+        if (relu)
+          for (int64_t q = 0; q < s.Q; ++q) dst[q] = out[q] > 0.0f ? out[q] : (out[q] != out[q] ? out[q] : 0.0f);
+        else
+          std::copy(out, out + s.Q, dst);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+bool conv2d_winograd_applies(const ConvShape& s) {
+  return s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 &&
+         s.groups == 1 && s.C >= 16 && s.K >= 16 && s.P >= 4 && s.Q >= 4 &&
+         s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2) >= kMinTiles;
+}
+
+void conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                             float* y) {
+  const Tiling tl{(s.P + 1) / 2, (s.Q + 1) / 2};
+  const int64_t tile_rows = s.N * tl.th;
+  const int64_t block_rows =
+      std::clamp<int64_t>(kBlockFloats / (kPositions * (s.C + s.K) * tl.tw), 1, tile_rows);
+  const int64_t max_cols = block_rows * tl.tw;
+  const Workspace U(kPositions * s.K * s.C), V(kPositions * s.C * max_cols), M(kPositions * s.K * max_cols);
+  transform_filters(s, w, U.get());
+  for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) {
+    const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
+    transform_inputs(s, tl, x, row0, rows, V.get());
+    // the 16 products, spread over threads (each runs its products serially)
+    parallel_for(kPositions, threads_for(kPositions * s.K * s.C * cols), [&](int64_t xi) {
+      sgemm(Trans::no, s.K, cols, s.C, 1.0f, U.get() + xi * s.K * s.C, s.C,
+            MatrixB(Trans::no, V.get() + xi * s.C * cols, cols), 0.0f, M.get() + xi * s.K * cols, cols);
+    });
+    transform_outputs(s, tl, M.get(), row0, rows, bias, relu, y);
+  }
+}
+
+}  // namespace convcore
