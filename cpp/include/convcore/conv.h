@@ -28,7 +28,8 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // Fast float32 kernels: blocked im2col on the SGEMM engine. The im2col columns of one block of output pixels are
 // packed straight into the engine's B panels (Im2col as a BPanelSource), so the (C*R*S) x (P*Q) matrix is never
 // materialised; 1x1 stride-1 unpadded convolutions use the input itself as B. Forward layers with few taps and
-// filters run the direct kernel instead (see conv2d_direct_applies). Stride-1 input gradients run as a forward
+// filters run the direct kernel instead (see conv2d_direct_applies), larger 3x3 stride-1 ones Winograd F(2x2, 3x3)
+// (conv2d_winograd_applies). Stride-1 input gradients run as a forward
 // convolution of dy with the flipped, channel-swapped filters (the transposed-convolution route) unless that
 // would pack more than twice the GEMM + col2im route's columns; the others by GEMM + col2im. Forward layers (not
 // pointwise) with fewer than 256 output pixels per image fold the batch into the GEMM's N dimension (one GEMM per
@@ -84,8 +85,8 @@ bool conv2d_filter_vector_weight_avx2(const ConvShape& s, const float* dy, const
 bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
 
 // Winograd F(2x2, 3x3) forward convolution (conv_winograd.cpp): 3x3 filters, stride 1, no dilation, one group, at
-// least 16 channels and 16 filters, outputs at least 4 x 4 and at least 64 2x2 output tiles; any padding. 16 GEMMs (one per position of the 4x4
-// transformed tile) on the SGEMM engine do 2.25x fewer multiplies than im2col. Workspace: the transformed filters
+// least 16 channels and 16 filters, outputs at least 4 x 4 and at least 64 2x2 output tiles; any padding. 16 GEMMs
+// (one per position of the 4x4 transformed tile) on the SGEMM engine do 2.25x fewer multiplies than im2col. Workspace: the transformed filters
 // (16*K*C floats) and, per block of whole tile rows, the transformed inputs and products (at most ~4 Mi floats,
 // 16 MiB, or one tile row). Results do not depend on the thread count.
 bool conv2d_winograd_applies(const ConvShape& s);
