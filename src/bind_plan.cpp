@@ -49,20 +49,6 @@ struct Step {
   int64_t out_elements;
 };
 
-// A block of `count` T from the output-buffer cache, given back when the holder goes.
-template <typename T>
-class Block {
- public:
-  explicit Block(int64_t count) : p_(static_cast<T*>(output_buffers().take(sizeof(T) * count))) {}
-  ~Block() { output_buffers().give(p_); }
-  Block(const Block&) = delete;
-  Block& operator=(const Block&) = delete;
-  T* get() const { return p_; }
-
- private:
-  T* p_;
-};
-
 int64_t product(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
@@ -112,11 +98,11 @@ class NativePlan {
     {
       py::gil_scoped_release release;
       const float* cur = x.data();
-      std::unique_ptr<Block<float>> held;  // the block cur points into, if any
+      std::unique_ptr<CachedBlock<float>> held;  // the block cur points into, if any
       for (size_t i = 0; i < last; ++i) {
         const Step& step = steps_[i];
         if (std::holds_alternative<Reshape>(step.op)) continue;
-        auto next = i + 1 == last ? nullptr : std::make_unique<Block<float>>(step.out_elements);
+        auto next = i + 1 == last ? nullptr : std::make_unique<CachedBlock<float>>(step.out_elements);
         float* out = next ? next->get() : out_final;
         execute(step, cur, out);
         held = std::move(next);
@@ -145,7 +131,7 @@ class NativePlan {
     if (const auto* c = std::get_if<Conv>(&op)) {
       conv2d_forward_fast(c->shape, x, c->w, c->bias, c->relu, y);
     } else if (const auto* m = std::get_if<MaxPool>(&op)) {  // the window offsets are computed and dropped
-      const Block<uint8_t> offsets(step.out_elements);
+      const CachedBlock<uint8_t> offsets(step.out_elements);
       max_pool2d_compact(x, y, offsets.get(), m->planes, m->g);
     } else if (const auto* a = std::get_if<AvgPool>(&op)) {
       avg_pool2d(x, y, a->planes, a->g, a->count_include_pad);

@@ -24,21 +24,6 @@ constexpr int64_t kMinTiles = 64;
 // Tile rows per block: V and M together hold at most about this many floats (16 MiB), but at least one tile row.
 constexpr int64_t kBlockFloats = int64_t(1) << 22;
 
-// A block of floats from the process-wide buffer cache (workspace reused call after call, not faulted in anew),
-// returned when it goes out of scope.
-class Workspace {
- public:
-  explicit Workspace(int64_t floats)
-      : data_(static_cast<float*>(output_buffers().take(static_cast<size_t>(floats) * sizeof(float)))) {}
-  ~Workspace() { output_buffers().give(data_); }
-  Workspace(const Workspace&) = delete;
-  Workspace& operator=(const Workspace&) = delete;
-  float* get() const { return data_; }
-
- private:
-  float* data_;
-};
-
 // U[xi][k][c] = (G g G^T)[xi] for the filter g = w[k][c] (3x3). Per filter row k, the nine taps of all its channels
 // are first gathered into nine contiguous rows, so that the transform runs along c in vectors, into 16 local rows
 // that are then copied out one by one (16 interleaved store streams K*C floats apart thrash L1's sets).
@@ -199,7 +184,7 @@ void conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w,
   const int64_t block_rows =
       std::clamp<int64_t>(kBlockFloats / (kPositions * (s.C + s.K) * tl.tw), 1, tile_rows);
   const int64_t max_cols = block_rows * tl.tw;
-  const Workspace U(kPositions * s.K * s.C), V(kPositions * s.C * max_cols), M(kPositions * s.K * max_cols);
+  const CachedBlock<float> U(kPositions * s.K * s.C), V(kPositions * s.C * max_cols), M(kPositions * s.K * max_cols);
   transform_filters(s, w, U.get());
   for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) {
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;

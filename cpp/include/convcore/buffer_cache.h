@@ -47,4 +47,20 @@ class BufferCache {
 
 BufferCache& output_buffers();  // the process-wide cache for arrays the bindings return
 
+// A block of `count` T from output_buffers() (workspace reused call after call instead of faulted in anew), given
+// back when the holder goes.
+template <typename T>
+class CachedBlock {
+ public:
+  explicit CachedBlock(int64_t count)
+      : p_(static_cast<T*>(output_buffers().take(sizeof(T) * static_cast<size_t>(count)))) {}
+  ~CachedBlock() { output_buffers().give(p_); }
+  CachedBlock(const CachedBlock&) = delete;
+  CachedBlock& operator=(const CachedBlock&) = delete;
+  T* get() const { return p_; }
+
+ private:
+  T* p_;
+};
+
 }  // namespace convcore
