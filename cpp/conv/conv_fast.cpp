@@ -172,9 +172,9 @@ bool is_pointwise(const ConvShape& s) {
 
 // Stride-1 input gradients can run as a plain convolution t of dy (padding dil*(R-1) - pad must be >= 0). It packs
 // H*W x K*R*S im2col elements of dy per image, where GEMM + col2im writes and scatters C*R*S x P*Q: the
-// transposed route is taken when t runs the direct or Winograd kernel (which pack no im2col), or else unless it would pack
-// more than twice as much (few input channels, e.g. LeNet conv2, 6 <- 16 channels, where it would pack 5x as
-// much, mostly padding).
+// transposed route is taken when t runs the direct or Winograd kernel (which pack no im2col), or else unless it
+// would pack more than twice as much (few input channels, e.g. LeNet conv2, 6 <- 16 channels, where it would pack
+// 5x as much, mostly padding).
 bool transposed_route_pays(const ConvShape& s, const ConvShape& t) {
   return s.stride_h == 1 && s.stride_w == 1 && s.pad_h <= s.dil_h * (s.R - 1) && s.pad_w <= s.dil_w * (s.S - 1) &&
          (conv2d_direct_applies(t) || conv2d_winograd_applies(t) || s.H * s.W * s.K <= 2 * s.C * s.P * s.Q);

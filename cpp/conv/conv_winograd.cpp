@@ -161,7 +161,7 @@ void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int
         }
         float* dst = y + ((n * s.K + k) * s.P + 2 * ty + i) * s.Q;
         if (relu)
-          for (int64_t q = 0; q < s.Q; ++q) dst[q] = out[q] > 0.0f ? out[q] : (out[q] != out[q] ? out[q] : 0.0f);
+          for (int64_t q = 0; q < s.Q; ++q) dst[q] = relu_keep_nan(out[q]);
         else
           std::copy(out, out + s.Q, dst);
       }

@@ -77,9 +77,6 @@ void pack_a(const PackAKernel pack_panel, Trans trans, const float* A, int64_t l
   }
 }
 
-// ReLU that keeps NaN (PyTorch's relu(NaN) is NaN).
-inline float relu_keep_nan(float v) { return v > 0.0f ? v : (v != v ? v : 0.0f); }
-
 void apply_epilogue(const Epilogue& e, float* C, int64_t ldc, int64_t i0, int64_t j0, int64_t rows, int64_t cols) {
   if (e.bias_axis == Epilogue::Bias::none && !e.relu) return;
   for (int64_t i = 0; i < rows; ++i) {

@@ -16,6 +16,12 @@ struct Epilogue {
   bool relu = false;
 };
 
+namespace {  // its own copy in each unit: an inline function must not be merged across ISA units
+// The epilogue's ReLU, which keeps NaN (PyTorch's relu(NaN) is NaN); also for kernels that apply the epilogue
+// themselves (Winograd's output transform).
+inline float relu_keep_nan(float v) { return v > 0.0f ? v : (v != v ? v : 0.0f); }
+}  // namespace
+
 // Naive reference. A is (M, K) (or (K, M) when trans_a), B is (K, N) (or (N, K) when trans_b);
 // lda/ldb/ldc are row strides in elements. With beta == 0, C is not read.
 template <typename T>
