@@ -48,6 +48,11 @@ CASES = [
     (2, 1, 6, 30, 6, 5, 5, 1, 2, 1, 1),         # direct kernel, 6-filter blocks (AVX-512): rows past one vector
     (1, 2, 5, 21, 5, 3, 3, 1, 1, 1, 1),         # direct kernel, 6-filter blocks: 5 filters, rows past one vector
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),       # LeNet conv2: input gradient direct with 6-filter blocks
+    # weight gradient by GEMM on transposed im2col panels (more than 32 filters): runs of pixels past 16, strides,
+    # dilation, padding, several panels of taps and partial ones
+    (2, 6, 45, 40, 40, 3, 3, 2, 1, 1, 1),       # strided rows of 20 pixels, 54 taps
+    (1, 4, 30, 60, 36, 3, 5, (1, 3), (2, 1), (2, 1), 1),  # dilated, uneven stride and padding, 60 taps
+    (2, 8, 20, 20, 36, 3, 3, 1, 1, 1, 2),       # groups
     # Winograd F(2x2, 3x3) (more than 400 taps and 32 filters, so not the direct kernel; 64 tiles or more)
     (2, 48, 16, 16, 40, 3, 3, 1, 1, 1, 1),      # forward and the input gradient
     (3, 47, 9, 11, 33, 3, 3, 1, 1, 1, 1),       # odd output rows and columns (overhanging tiles)

@@ -17,15 +17,6 @@
 namespace convcore {
 namespace {
 
-// Copies one image x (C planes of H x W) into the interior of its zero-padded copy xp (C planes of Hp x Wp, the
-// image at row pad_h, column pad_w). Only the interior is written, so a buffer reused for the next image keeps its
-// zero padding.
-inline void pad_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, float* xp) {
-  for (int64_t c = 0; c < s.C; ++c)
-    for (int64_t h = 0; h < s.H; ++h)
-      std::memcpy(xp + (c * Hp + h + s.pad_h) * Wp + s.pad_w, x + (c * s.H + h) * s.W, s.W * sizeof(float));
-}
-
 // The kernel rows [lo, hi) that read image rows for output row p (the others read only zero padding).
 struct KernelRows {
   int64_t lo, hi;

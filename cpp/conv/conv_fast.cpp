@@ -1,6 +1,7 @@
 // Fast float32 convolution: blocked im2col packed straight into the SGEMM engine's B panels.
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -89,48 +90,50 @@ class Im2col final : public BPanelSource {
   int64_t image_stride_;
 };
 
-// B = im2col transposed, (images*P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T: row
-// i*P*Q + p*Q + q reads image i at x + i*image_stride.
+// Copies image x into the interior of its zero-padded copy xp (C planes of Hp rows), each row's columns split by
+// phase modulo the horizontal stride sw: padded column v goes to (v % sw) * Wq + v / sw, so a row is sw * Wq
+// floats. A kernel tap then reads the consecutive pixels of an output row from consecutive floats. Only the
+// interior is written: a buffer reused for the next image keeps its zero padding.
+void pad_split_phases(const ConvShape& s, const float* x, int64_t Hp, int64_t Wq, float* xp) {
+  const int64_t sw = s.stride_w;
+  if (sw == 1) {
+    pad_image(s, x, Hp, Wq, xp);
+    return;
+  }
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t h = 0; h < s.H; ++h) {
+      const float* src = x + (c * s.H + h) * s.W;
+      float* dst = xp + (c * Hp + h + s.pad_h) * sw * Wq;
+      for (int64_t v = 0; v < s.W; ++v) dst[(v + s.pad_w) % sw * Wq + (v + s.pad_w) / sw] = src[v];
+    }
+}
+
+// B = im2col transposed, (images*P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T, read from images
+// laid out as pad_split_phases writes them (Hp rows of stride_w * Wq floats per channel; an unpadded, unstrided
+// input is already so, with Hp = H and Wq = W): row i*P*Q + p*Q + q reads image i at x + i*image_stride. A panel's
+// columns are kernel taps; for each run of its rows within one output row, every tap reads consecutive floats,
+// which the ISA's transposing packer turns into the panel's rows.
 class Im2colT final : public BPanelSource {
  public:
-  Im2colT(const ConvShape& s, const float* x, int64_t image_stride = 0)
-      : s_(s), x_(x), image_stride_(image_stride) {}
+  Im2colT(const ConvShape& s, const float* x, int64_t image_stride, int64_t Hp, int64_t Wq)
+      : s_(s), x_(x), image_stride_(image_stride), Hp_(Hp), Wq_(Wq), row_(s.stride_w * Wq) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
-    const int64_t RS = s_.R * s_.S;
-    int64_t off[kMaxNr], dh[kMaxNr], dw[kMaxNr];
-    const int64_t span_h = (s_.R - 1) * s_.dil_h, span_w = (s_.S - 1) * s_.dil_w;
+    const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
+    const int64_t RS = s_.R * s_.S, PQ = s_.P * s_.Q, sw = s_.stride_w;
+    int64_t taps[kMaxNr];  // where each of the panel's taps reads, from its window's top-left corner
     for (int64_t jp = 0; jp < nc; jp += nr) {
       const int64_t cols = std::min<int64_t>(nr, nc - jp);
       for (int64_t j = 0; j < cols; ++j) {
-        const int64_t kk = n0 + jp + j;
-        dh[j] = ((kk / s_.S) % s_.R) * s_.dil_h;
-        dw[j] = (kk % s_.S) * s_.dil_w;
-        off[j] = (kk / RS) * s_.H * s_.W + dh[j] * s_.W + dw[j];
+        const int64_t tap = n0 + jp + j, v = tap % s_.S * s_.dil_w;
+        taps[j] = ((tap / RS) * Hp_ + (tap / s_.S) % s_.R * s_.dil_h) * row_ + v % sw * Wq_ + v / sw;
       }
       float* panel = Bp + (jp / nr) * kc * nr;
-      const int64_t PQ = s_.P * s_.Q;
-      int64_t image = k0 / PQ, p = k0 % PQ / s_.Q, q = k0 % s_.Q;
-      for (int64_t k = 0; k < kc; ++k) {
-        const int64_t hb = p * s_.stride_h - s_.pad_h, wb = q * s_.stride_w - s_.pad_w;
-        const float* xi = x_ + image * image_stride_;
-        float* dst = panel + k * nr;
-        if (hb >= 0 && hb + span_h < s_.H && wb >= 0 && wb + span_w < s_.W) {  // the whole window is inside
-          const float* base = xi + hb * s_.W + wb;
-          for (int64_t j = 0; j < cols; ++j) dst[j] = base[off[j]];
-        } else {
-          for (int64_t j = 0; j < cols; ++j) {
-            const int64_t h = hb + dh[j], v = wb + dw[j];
-            dst[j] = (h >= 0 && h < s_.H && v >= 0 && v < s_.W) ? xi[off[j] + hb * s_.W + wb] : 0.0f;
-          }
-        }
-        std::fill(dst + cols, dst + nr, 0.0f);
-        if (++q == s_.Q) {
-          q = 0;
-          if (++p == s_.P) {
-            p = 0;
-            ++image;
-          }
-        }
+      for (int64_t k = 0; k < kc;) {
+        const int64_t pixel = k0 + k, image = pixel / PQ, p = pixel % PQ / s_.Q, q = pixel % s_.Q;
+        const int64_t len = std::min(kc - k, s_.Q - q);
+        const float* window = x_ + image * image_stride_ + p * s_.stride_h * row_ + q;
+        pack_transposed(window, taps, cols, nr, len, 1.0f, panel + k * nr);
+        k += len;
       }
     }
   }
@@ -138,7 +141,7 @@ class Im2colT final : public BPanelSource {
  private:
   const ConvShape& s_;
   const float* x_;
-  int64_t image_stride_;
+  int64_t image_stride_, Hp_, Wq_, row_;
 };
 
 // Adds one channel's im2col rows (R*S rows of nb columns, output pixels j0 .. j0+nb-1) back into its dx plane:
@@ -197,6 +200,12 @@ struct FreeDeleter {
 };
 
 }  // namespace
+
+void pad_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, float* xp) {
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t h = 0; h < s.H; ++h)
+      std::memcpy(xp + (c * Hp + h + s.pad_h) * Wp + s.pad_w, x + (c * s.H + h) * s.W, s.W * sizeof(float));
+}
 
 bool conv2d_direct_applies(const ConvShape& s) {
   return s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.groups == 1 &&
@@ -275,6 +284,11 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     kernels().conv_direct_weight(s, dy, x, dw);
     return;
   }
+  // Im2colT reads images laid out by pad_split_phases: padded or strided inputs are copied so first, each chunk
+  // into its own buffer.
+  const bool copied = !is_pointwise(s) && (s.pad_h > 0 || s.pad_w > 0 || s.stride_w > 1);
+  const int64_t Hp = s.H + 2 * s.pad_h, Wq = copied ? (s.W + 2 * s.pad_w + s.stride_w - 1) / s.stride_w : s.W;
+  const int64_t image_floats = copied ? s.C * Hp * s.stride_w * Wq : s.C * HW, plane = image_floats / s.C;
   // A fixed number of image chunks, each summing its images in order into its own partial; partials are then
   // added in chunk order. Neither depends on the thread count.
   const int64_t chunks = std::min<int64_t>(s.N, 8);
@@ -285,30 +299,40 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   for_each_task(chunks, s.N * s.K * PQ * CRS, [&](int64_t chunk) {
     float* part = chunk == 0 ? dw : extra.get() + (chunk - 1) * wsize;
     const int64_t n0 = chunk * s.N / chunks, n1 = (chunk + 1) * s.N / chunks, cols = (n1 - n0) * PQ;
+    // the chunk's images as Im2colT reads them: x itself, or copies (all of the chunk's images when folded, else
+    // one at a time)
+    std::vector<float> xp(copied ? static_cast<size_t>((fold ? n1 - n0 : 1) * image_floats) : 0, 0.0f);
+    const auto images = [&](int64_t n, int64_t count) -> const float* {
+      if (!copied) return x + n * s.C * HW;
+      for (int64_t i = 0; i < count; ++i)
+        pad_split_phases(s, x + (n + i) * s.C * HW, Hp, Wq, xp.data() + i * image_floats);
+      return xp.data();
+    };
     if (fold) {
       // few pixels per image: the chunk's images as one product over all their pixels, dY_g gathered into
       // (Kg, images*PQ) (per-image products would read and write the whole of dW for every few pixels)
+      const float* xc = images(n0, n1 - n0);
       std::vector<float> dyc(static_cast<size_t>(Kg * cols));
       for (int64_t g = 0; g < s.groups; ++g) {
         for (int64_t k = 0; k < Kg; ++k)
           for (int64_t n = n0; n < n1; ++n)
             std::copy(dy + (n * s.K + g * Kg + k) * PQ, dy + (n * s.K + g * Kg + k + 1) * PQ,
                       dyc.data() + k * cols + (n - n0) * PQ);
-        sgemm(Trans::no, Kg, CRS, cols, 1.0f, dyc.data(), cols, Im2colT(s, x + (n0 * s.C + g * Cg) * HW, s.C * HW),
+        sgemm(Trans::no, Kg, CRS, cols, 1.0f, dyc.data(), cols, Im2colT(s, xc + g * Cg * plane, image_floats, Hp, Wq),
               0.0f, part + g * Kg * CRS, CRS);
       }
       return;
     }
     for (int64_t n = n0; n < n1; ++n) {
+      const float* xn = images(n, 1);
       for (int64_t g = 0; g < s.groups; ++g) {
         const float* dyg = dy + (n * s.K + g * Kg) * PQ;
-        const float* xg = x + (n * s.C + g * Cg) * HW;
         float* dwg = part + g * Kg * CRS;
         const float beta = n == n0 ? 0.0f : 1.0f;
         if (is_pointwise(s)) {
-          sgemm(Trans::no, Trans::yes, Kg, Cg, PQ, 1.0f, dyg, PQ, xg, HW, beta, dwg, CRS);
+          sgemm(Trans::no, Trans::yes, Kg, Cg, PQ, 1.0f, dyg, PQ, xn + g * Cg * HW, HW, beta, dwg, CRS);
         } else {
-          sgemm(Trans::no, Kg, CRS, PQ, 1.0f, dyg, PQ, Im2colT(s, xg), beta, dwg, CRS);
+          sgemm(Trans::no, Kg, CRS, PQ, 1.0f, dyg, PQ, Im2colT(s, xn + g * Cg * plane, 0, Hp, Wq), beta, dwg, CRS);
         }
       }
     }

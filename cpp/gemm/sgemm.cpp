@@ -58,14 +58,16 @@ class Scratch {
 thread_local Scratch tl_packed_a, tl_packed_b;
 
 // Ap[panel*kc*mr + k*mr + i] = alpha * op(A)[i0 + panel*mr + i][k0 + k], zero past row m_end. A row-major A
-// goes through the ISA's panel packer (a transpose); a transposed one is already k-major, element by element.
-void pack_a(const PackAKernel pack_panel, Trans trans, const float* A, int64_t lda, int64_t i0, int64_t mc,
-            int64_t k0, int64_t kc, int mr, float alpha, float* Ap) {
+// goes through the ISA's transposing packer; a transposed one is already k-major, element by element.
+void pack_a(const PackTransposedKernel pack_transposed, Trans trans, const float* A, int64_t lda, int64_t i0,
+            int64_t mc, int64_t k0, int64_t kc, int mr, float alpha, float* Ap) {
+  int64_t row_offsets[kMaxMr];
+  for (int i = 0; i < mr; ++i) row_offsets[i] = i * lda;
   for (int64_t ir = 0; ir < mc; ir += mr) {
     const int64_t rows = std::min<int64_t>(mr, mc - ir);
     float* panel = Ap + (ir / mr) * kc * mr;
     if (trans == Trans::no) {
-      pack_panel(A + (i0 + ir) * lda + k0, lda, rows, kc, mr, alpha, panel);
+      pack_transposed(A + (i0 + ir) * lda + k0, row_offsets, rows, mr, kc, alpha, panel);
       continue;
     }
     for (int64_t k = 0; k < kc; ++k) {
@@ -110,7 +112,7 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
                  int64_t K, float alpha, const float* A, int64_t lda, const BPanelSource& B, float beta, float* C,
                  int64_t ldc, const Epilogue& epi) {
   const int mr = tile.mr, nr = tile.nr;
-  const PackAKernel pack_panel = kernels().gemm.pack_a;
+  const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
   if (beta != 0.0f && beta != 1.0f) {
     for (int64_t i = m0; i < m1; ++i)
       for (int64_t j = n0; j < n1; ++j) C[i * ldc + j] *= beta;
@@ -127,7 +129,7 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
       B.pack(pc, kc, jc, nc, nr, Bp);
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
-        pack_a(pack_panel, trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
+        pack_a(pack_transposed, trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
         for (int64_t ir = 0; ir < mc; ir += mr) {
           const int64_t rows = std::min<int64_t>(mr, mc - ir);
           const float* apanel = Ap + (ir / mr) * kc * mr;
@@ -153,11 +155,11 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
 
 }  // namespace
 
-void pack_a_panel(const float* A, int64_t lda, int64_t rows, int64_t kc, int mr, float alpha, float* Ap) {
-  for (int64_t k = 0; k < kc; ++k) {
-    float* dst = Ap + k * mr;
-    for (int64_t i = 0; i < rows; ++i) dst[i] = alpha * A[i * lda + k];
-    for (int64_t i = rows; i < mr; ++i) dst[i] = 0.0f;
+void pack_transposed_rows(const float* base, const int64_t* offsets, int64_t count, int64_t width, int64_t len,
+                          float alpha, float* dst) {
+  for (int64_t k = 0; k < len; ++k, dst += width) {
+    for (int64_t i = 0; i < count; ++i) dst[i] = alpha * base[offsets[i] + k];
+    for (int64_t i = count; i < width; ++i) dst[i] = 0.0f;
   }
 }
 

@@ -112,19 +112,29 @@ inline void transpose_16x16(__m512 r[16]) {
   for (int c = 0; c < 16; ++c) r[c] = t[c];
 }
 
-// PackAKernel: 16 columns of up to 16 rows at a time, loaded as rows, transposed in registers, stored as mr-wide
-// columns (masked).
-void pack_a_16x16(const float* A, int64_t lda, int64_t rows, int64_t kc, int mr, float alpha, float* Ap) {
+// PackTransposedKernel: blocks of 16 source rows x 16 elements, loaded as rows (masked), transposed in registers,
+// stored as 16-lane rows of dst (masked to width); lanes past count are zero.
+void pack_transposed_16x16(const float* base, const int64_t* offsets, int64_t count, int64_t width, int64_t len,
+                           float alpha, float* dst) {
   const __m512 scale = _mm512_set1_ps(alpha);
-  const __mmask16 lanes = __mmask16((1u << mr) - 1);
-  for (int64_t k0 = 0; k0 < kc; k0 += 16) {
-    const int64_t cols = std::min<int64_t>(16, kc - k0);
-    const __mmask16 m = __mmask16((1u << cols) - 1);
-    __m512 r[16];
-    for (int i = 0; i < 16; ++i)
-      r[i] = i < rows ? _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m, A + i * lda + k0)) : _mm512_setzero_ps();
-    transpose_16x16(r);
-    for (int c = 0; c < cols; ++c) _mm512_mask_storeu_ps(Ap + (k0 + c) * mr, lanes, r[c]);
+  for (int64_t i0 = 0; i0 < width; i0 += 16) {
+    const int64_t rows = std::clamp<int64_t>(count - i0, 0, 16);
+    const __mmask16 lanes = __mmask16((1u << std::min<int64_t>(16, width - i0)) - 1);
+    float* out = dst + i0;
+    if (rows == 0) {
+      for (int64_t k = 0; k < len; ++k) _mm512_mask_storeu_ps(out + k * width, lanes, _mm512_setzero_ps());
+      continue;
+    }
+    for (int64_t k0 = 0; k0 < len; k0 += 16) {
+      const int64_t cols = std::min<int64_t>(16, len - k0);
+      const __mmask16 m = __mmask16((1u << cols) - 1);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < rows ? _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m, base + offsets[i0 + i] + k0))
+                        : _mm512_setzero_ps();
+      transpose_16x16(r);
+      for (int c = 0; c < cols; ++c) _mm512_mask_storeu_ps(out + (k0 + c) * width, lanes, r[c]);
+    }
   }
 }
 
@@ -132,7 +142,7 @@ void pack_a_16x16(const float* A, int64_t lda, int64_t rows, int64_t kc, int mr,
 
 GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 12x32 (8x48, 6x64 for few rows)", {{12, 32, micro<12, 2>}, {8, 48, micro<8, 3>},
-                                      {6, 64, micro<6, 4>}}, 3, dots_4x2x16, pack_a_16x16};
+                                      {6, 64, micro<6, 4>}}, 3, dots_4x2x16, pack_transposed_16x16};
 }
 
 }  // namespace convcore

@@ -45,6 +45,11 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
 // reference's one running sum is a serial chain of dependent adds, ~4 cycles an element).
 void conv2d_backward_bias_fast(const ConvShape& s, const float* dy, float* db);
 
+// Copies one image x (C planes of H x W) into the interior of its zero-padded copy xp (C planes of Hp x Wp, the
+// image at row pad_h, column pad_w). Only the interior is written, so a buffer reused for the next image keeps its
+// zero padding.
+void pad_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, float* xp);
+
 // Direct forward convolution (conv_direct.h), one per ISA in the dispatch table: stride 1, no dilation, one
 // group, at most 400 taps (C*R*S) and 32 filters, not 1x1. Workspace: one zero-padded image per thread.
 bool conv2d_direct_applies(const ConvShape& s);

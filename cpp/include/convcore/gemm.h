@@ -44,17 +44,21 @@ struct GemmTile {
 constexpr int kMaxGemmTiles = 3;
 constexpr int kMaxTileElements = 12 * 32;  // mr * nr of every tile is at most this
 constexpr int kMaxNr = 64;                 // and nr at most this
+constexpr int kMaxMr = 16;                 // and mr at most this
 
 // out[j] = a . B[j * ldb ...] (K floats) for j < n, each summed in a fixed order that does not depend on n or on
 // the row's position (for products with a few rows: no packing).
 using DotsKernel = void (*)(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, float* out);
 
-// Packs one micro-panel of a row-major A (op(A) = A): Ap[k*mr + i] = alpha * A[i*lda + k] for i < rows, k < kc,
-// and 0 for rows in [rows, mr).
-using PackAKernel = void (*)(const float* A, int64_t lda, int64_t rows, int64_t kc, int mr, float alpha, float* Ap);
+// Packs `count` source rows transposed: dst[k*width + i] = alpha * base[offsets[i] + k] for i < count, k < len,
+// and 0 for i in [count, width). The A micro-panels of a row-major A (row offsets i*lda) are such transposes, and
+// so are the B panels of a transposed im2col (one source row per kernel tap).
+using PackTransposedKernel = void (*)(const float* base, const int64_t* offsets, int64_t count, int64_t width,
+                                      int64_t len, float alpha, float* dst);
 
-// The portable PackAKernel (element by element).
-void pack_a_panel(const float* A, int64_t lda, int64_t rows, int64_t kc, int mr, float alpha, float* Ap);
+// The portable PackTransposedKernel (element by element).
+void pack_transposed_rows(const float* base, const int64_t* offsets, int64_t count, int64_t width, int64_t len,
+                          float alpha, float* dst);
 
 // An ISA's tiles, the general one first; the engine picks one per problem (choose_tile).
 struct GemmKernels {
@@ -62,7 +66,7 @@ struct GemmKernels {
   GemmTile tiles[kMaxGemmTiles];
   int count;
   DotsKernel dots;
-  PackAKernel pack_a;
+  PackTransposedKernel pack_transposed;
 };
 
 // The tile for an M-row product: the general tile unless another pads M to fewer rows by more than 1/16 (e.g.
