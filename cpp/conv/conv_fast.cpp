@@ -29,12 +29,38 @@ inline InsideSpan inside_columns(int64_t v0, int64_t len, int64_t sw, int64_t W)
   return {std::min(lo, len), std::clamp(hi, std::min(lo, len), len)};
 }
 
+// Copies image x into the interior of its zero-padded copy xp (C planes of Hp rows), each row's columns split by
+// phase modulo the horizontal stride sw: padded column v goes to (v % sw) * Wq + v / sw, so a row is sw * Wq
+// floats. A kernel tap then reads the consecutive pixels of an output row from consecutive floats. Only the
+// interior is written: a buffer reused for the next image keeps its zero padding.
+void pad_split_phases(const ConvShape& s, const float* x, int64_t Hp, int64_t Wq, float* xp) {
+  const int64_t sw = s.stride_w;
+  if (sw == 1) {
+    pad_image(s, x, Hp, Wq, xp);
+    return;
+  }
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t h = 0; h < s.H; ++h) {
+      const float* src = x + (c * s.H + h) * s.W;
+      float* dst = xp + (c * Hp + h + s.pad_h) * sw * Wq;
+      for (int64_t phase = 0; phase < sw; ++phase) {  // padded columns i*sw + phase, image columns i*sw + phase - pw
+        const int64_t first = std::max<int64_t>(0, s.pad_w - phase + sw - 1) / sw;
+        const int64_t end = std::min(Wq, (s.W + s.pad_w - phase + sw - 1) / sw);
+        for (int64_t i = first; i < end; ++i) dst[phase * Wq + i] = src[i * sw + phase - s.pad_w];
+      }
+    }
+}
+
 // B = im2col of one group over images, (Cg*R*S) x (images*P*Q):
 // B(c*R*S + r*S + t, i*P*Q + p*Q + q) = x[i*image_stride + c*H*W + (p*sh - ph + r*dh)*W + q*sw - pw + t*dw]
+// read from x as it is, or from images laid out by pad_split_phases (Hp rows of stride_w * Wq floats per channel),
+// where each tap's run of an output row is consecutive floats.
 class Im2col final : public BPanelSource {
  public:
   Im2col(const ConvShape& s, const float* x, int64_t image_stride = 0)
       : s_(s), x_(x), image_stride_(image_stride) {}
+  Im2col(const ConvShape& s, const float* x, int64_t image_stride, int64_t Hp, int64_t Wq)
+      : s_(s), x_(x), image_stride_(image_stride), split_(true), Hp_(Hp), Wq_(Wq) {}
   // Each panel is cut into segments of pixels that lie in one output row of one image; a segment's packed rows
   // are (strided) runs of one input row, copied row by row.
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
@@ -45,7 +71,11 @@ class Im2col final : public BPanelSource {
       for (int64_t j = 0; j < cols;) {
         const int64_t col = n0 + jp + j, pix = col % PQ, p = pix / s_.Q, q = pix % s_.Q;
         const int64_t len = std::min(cols - j, s_.Q - q);
-        pack_segment(x_ + (col / PQ) * image_stride_, k0, kc, p, q, len, nr, panel + j);
+        const float* image = x_ + (col / PQ) * image_stride_;
+        if (split_)
+          pack_split_segment(image, k0, kc, p, q, len, nr, panel + j);
+        else
+          pack_segment(image, k0, kc, p, q, len, nr, panel + j);
         j += len;
       }
       if (cols < nr)
@@ -75,12 +105,27 @@ class Im2col final : public BPanelSource {
         }
         for (int64_t j = hi; j < len; ++j) dst[j] = 0.0f;
       }
-      if (++t == s_.S) {
-        t = 0;
-        if (++r == s_.R) {
-          r = 0;
-          ++c;
-        }
+      next_tap(c, r, t);
+    }
+  }
+  // The same from a pad_split_phases layout: no bounds, every run consecutive.
+  void pack_split_segment(const float* x, int64_t k0, int64_t kc, int64_t p, int64_t q, int64_t len, int nr,
+                          float* dst) const {
+    const int64_t sw = s_.stride_w, row = sw * Wq_;
+    int64_t c = k0 / (s_.R * s_.S), r = (k0 / s_.S) % s_.R, t = k0 % s_.S;
+    for (int64_t k = 0; k < kc; ++k, dst += nr) {
+      const int64_t v = t * s_.dil_w;
+      const float* src = x + (c * Hp_ + p * s_.stride_h + r * s_.dil_h) * row + v % sw * Wq_ + v / sw + q;
+      std::copy(src, src + len, dst);
+      next_tap(c, r, t);
+    }
+  }
+  void next_tap(int64_t& c, int64_t& r, int64_t& t) const {
+    if (++t == s_.S) {
+      t = 0;
+      if (++r == s_.R) {
+        r = 0;
+        ++c;
       }
     }
   }
@@ -88,25 +133,9 @@ class Im2col final : public BPanelSource {
   const ConvShape& s_;
   const float* x_;
   int64_t image_stride_;
+  bool split_ = false;
+  int64_t Hp_ = 0, Wq_ = 0;
 };
-
-// Copies image x into the interior of its zero-padded copy xp (C planes of Hp rows), each row's columns split by
-// phase modulo the horizontal stride sw: padded column v goes to (v % sw) * Wq + v / sw, so a row is sw * Wq
-// floats. A kernel tap then reads the consecutive pixels of an output row from consecutive floats. Only the
-// interior is written: a buffer reused for the next image keeps its zero padding.
-void pad_split_phases(const ConvShape& s, const float* x, int64_t Hp, int64_t Wq, float* xp) {
-  const int64_t sw = s.stride_w;
-  if (sw == 1) {
-    pad_image(s, x, Hp, Wq, xp);
-    return;
-  }
-  for (int64_t c = 0; c < s.C; ++c)
-    for (int64_t h = 0; h < s.H; ++h) {
-      const float* src = x + (c * s.H + h) * s.W;
-      float* dst = xp + (c * Hp + h + s.pad_h) * sw * Wq;
-      for (int64_t v = 0; v < s.W; ++v) dst[(v + s.pad_w) % sw * Wq + (v + s.pad_w) / sw] = src[v];
-    }
-}
 
 // B = im2col transposed, (images*P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T, read from images
 // laid out as pad_split_phases writes them (Hp rows of stride_w * Wq floats per channel; an unpadded, unstrided
@@ -232,17 +261,31 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     return;
   }
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
+  // Horizontally strided layers whose im2col reads each input element at least 4 times (e.g. 7x7/2, 11x11/4, not
+  // 1x1/2 or 3x3/2, where the copy costs more than it saves): im2col reads each group's channels from a copy laid
+  // out by pad_split_phases (consecutive floats where it would read every stride-th), one image per task, or all
+  // when folded.
+  ConvShape sg = s;  // one group's channels
+  sg.C = Cg;
+  const bool split = s.stride_w > 1 && s.R * s.S >= 4 * s.stride_h * s.stride_w;
+  const int64_t Hp = s.H + 2 * s.pad_h, Wq = (s.W + 2 * s.pad_w + s.stride_w - 1) / s.stride_w;
+  const int64_t split_floats = split ? Cg * Hp * s.stride_w * Wq : 0;  // one image of one group so copied
   if (s.N > 1 && PQ < kFoldBelowPixels && !is_pointwise(s)) {
     // Few pixels per image (late layers): one GEMM per group over all images' columns, yt (Kg, N*PQ), then
     // scattered to y (N, K, P, Q). yt is Kg*N*PQ floats.
-    std::vector<float> yt(static_cast<size_t>(Kg * s.N * PQ));
+    std::vector<float> yt(static_cast<size_t>(Kg * s.N * PQ)), xs(static_cast<size_t>(s.N * split_floats), 0.0f);
     for (int64_t g = 0; g < s.groups; ++g) {
       Epilogue epi;
       epi.bias = bias ? bias + g * Kg : nullptr;
       epi.bias_axis = bias ? Epilogue::Bias::per_row : Epilogue::Bias::none;
       epi.relu = relu;
-      sgemm(Trans::no, Kg, s.N * PQ, CRS, 1.0f, w + g * Kg * CRS, CRS, Im2col(s, x + g * Cg * HW, s.C * HW), 0.0f,
-            yt.data(), s.N * PQ, epi);
+      const float* xg = x + g * Cg * HW;
+      if (split)
+        parallel_for(s.N, threads_for(s.N * split_floats, 1 << 18),
+                     [&](int64_t n) { pad_split_phases(sg, xg + n * s.C * HW, Hp, Wq, xs.data() + n * split_floats); });
+      sgemm(Trans::no, Kg, s.N * PQ, CRS, 1.0f, w + g * Kg * CRS, CRS,
+            split ? Im2col(s, xs.data(), split_floats, Hp, Wq) : Im2col(s, xg, s.C * HW), 0.0f, yt.data(), s.N * PQ,
+            epi);
       parallel_for(s.N, threads_for(Kg * s.N * PQ, 1 << 18), [&](int64_t n) {
         for (int64_t k = 0; k < Kg; ++k)
           std::copy(yt.data() + (k * s.N + n) * PQ, yt.data() + (k * s.N + n + 1) * PQ,
@@ -262,6 +305,10 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     const float* wg = w + g * Kg * CRS;
     if (is_pointwise(s)) {
       sgemm(Trans::no, Kg, PQ, Cg, 1.0f, wg, CRS, MatrixB(Trans::no, xg, HW), 0.0f, yg, PQ, epi);
+    } else if (split) {
+      std::vector<float> xs(static_cast<size_t>(split_floats), 0.0f);
+      pad_split_phases(sg, xg, Hp, Wq, xs.data());
+      sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xs.data(), 0, Hp, Wq), 0.0f, yg, PQ, epi);
     } else {
       sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xg), 0.0f, yg, PQ, epi);
     }
