@@ -44,7 +44,7 @@ CASES = [
     (2, 4, 15, 14, 12, 3, 3, 2, (1, 2), (1, 2), 1),  # forward over filters (AVX-512): strided, dilated
     (2, 3, 6, 4, 7, 3, 3, 1, 1, 1, 1),          # forward over filters (AVX2): 4-pixel rows
     (2, 3, 5, 2, 5, 3, 3, 1, 1, 1, 1),          # forward over filters (portable): 2-pixel rows
-    (11, 3, 7, 7, 40, 3, 3, 2, 1, 1, 1),        # weight gradient by GEMM over chunks of 1-2 images' pixels
+    (11, 3, 7, 7, 40, 3, 3, 2, 1, 1, 1),        # weight gradient by one GEMM over all images' pixels (few per image)
     (2, 1, 6, 30, 6, 5, 5, 1, 2, 1, 1),         # direct kernel, 6-filter blocks (AVX-512): rows past one vector
     (1, 2, 5, 21, 5, 3, 3, 1, 1, 1, 1),         # direct kernel, 6-filter blocks: 5 filters, rows past one vector
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),       # LeNet conv2: input gradient direct with 6-filter blocks

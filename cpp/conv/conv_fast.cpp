@@ -331,51 +331,50 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     kernels().conv_direct_weight(s, dy, x, dw);
     return;
   }
-  // Im2colT reads images laid out by pad_split_phases: padded or strided inputs are copied so first, each chunk
-  // into its own buffer.
+  // Im2colT reads images laid out by pad_split_phases: padded or strided inputs are copied so first.
   const bool copied = !is_pointwise(s) && (s.pad_h > 0 || s.pad_w > 0 || s.stride_w > 1);
   const int64_t Hp = s.H + 2 * s.pad_h, Wq = copied ? (s.W + 2 * s.pad_w + s.stride_w - 1) / s.stride_w : s.W;
   const int64_t image_floats = copied ? s.C * Hp * s.stride_w * Wq : s.C * HW, plane = image_floats / s.C;
+  if (PQ < kFoldBelowPixels && !is_pointwise(s)) {
+    // Few pixels per image: one product per group over all images' pixels, dY_g gathered into (Kg, N*PQ) (per-image
+    // or per-chunk products of a few hundred pixels would each read and write a whole dW); the engine's threads
+    // split its output. Workspace: the gathered dY_g and, when copied, all images.
+    std::vector<float> xp(copied ? static_cast<size_t>(s.N * image_floats) : 0, 0.0f);
+    if (copied)
+      parallel_for(s.N, threads_for(s.N * image_floats, 1 << 18),
+                   [&](int64_t n) { pad_split_phases(s, x + n * s.C * HW, Hp, Wq, xp.data() + n * image_floats); });
+    const float* xs = copied ? xp.data() : x;
+    std::vector<float> dyg(static_cast<size_t>(Kg * s.N * PQ));
+    for (int64_t g = 0; g < s.groups; ++g) {
+      parallel_for(Kg, threads_for(Kg * s.N * PQ, 1 << 18), [&](int64_t k) {
+        for (int64_t n = 0; n < s.N; ++n)
+          std::copy(dy + (n * s.K + g * Kg + k) * PQ, dy + (n * s.K + g * Kg + k + 1) * PQ,
+                    dyg.data() + (k * s.N + n) * PQ);
+      });
+      sgemm(Trans::no, Kg, CRS, s.N * PQ, 1.0f, dyg.data(), s.N * PQ,
+            Im2colT(s, xs + g * Cg * plane, image_floats, Hp, Wq), 0.0f, dw + g * Kg * CRS, CRS);
+    }
+    return;
+  }
   // A fixed number of image chunks, each summing its images in order into its own partial; partials are then
   // added in chunk order. Neither depends on the thread count.
   const int64_t chunks = std::min<int64_t>(s.N, 8);
   std::unique_ptr<float, FreeDeleter> extra(
       chunks > 1 ? static_cast<float*>(std::malloc(sizeof(float) * (chunks - 1) * wsize)) : nullptr);
   if (chunks > 1 && !extra) throw std::bad_alloc();
-  const bool fold = PQ < kFoldBelowPixels && !is_pointwise(s);
   for_each_task(chunks, s.N * s.K * PQ * CRS, [&](int64_t chunk) {
     float* part = chunk == 0 ? dw : extra.get() + (chunk - 1) * wsize;
-    const int64_t n0 = chunk * s.N / chunks, n1 = (chunk + 1) * s.N / chunks, cols = (n1 - n0) * PQ;
-    // the chunk's images as Im2colT reads them: x itself, or copies (all of the chunk's images when folded, else
-    // one at a time)
-    std::vector<float> xp(copied ? static_cast<size_t>((fold ? n1 - n0 : 1) * image_floats) : 0, 0.0f);
-    const auto images = [&](int64_t n, int64_t count) -> const float* {
-      if (!copied) return x + n * s.C * HW;
-      for (int64_t i = 0; i < count; ++i)
-        pad_split_phases(s, x + (n + i) * s.C * HW, Hp, Wq, xp.data() + i * image_floats);
-      return xp.data();
-    };
-    if (fold) {
-      // few pixels per image: the chunk's images as one product over all their pixels, dY_g gathered into
-      // (Kg, images*PQ) (per-image products would read and write the whole of dW for every few pixels)
-      const float* xc = images(n0, n1 - n0);
-      std::vector<float> dyc(static_cast<size_t>(Kg * cols));
-      for (int64_t g = 0; g < s.groups; ++g) {
-        for (int64_t k = 0; k < Kg; ++k)
-          for (int64_t n = n0; n < n1; ++n)
-            std::copy(dy + (n * s.K + g * Kg + k) * PQ, dy + (n * s.K + g * Kg + k + 1) * PQ,
-                      dyc.data() + k * cols + (n - n0) * PQ);
-        sgemm(Trans::no, Kg, CRS, cols, 1.0f, dyc.data(), cols, Im2colT(s, xc + g * Cg * plane, image_floats, Hp, Wq),
-              0.0f, part + g * Kg * CRS, CRS);
+    std::vector<float> xp(copied ? static_cast<size_t>(image_floats) : 0, 0.0f);  // the image being summed, copied
+    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
+      const float* xn = x + n * s.C * HW;
+      if (copied) {
+        pad_split_phases(s, xn, Hp, Wq, xp.data());
+        xn = xp.data();
       }
-      return;
-    }
-    for (int64_t n = n0; n < n1; ++n) {
-      const float* xn = images(n, 1);
       for (int64_t g = 0; g < s.groups; ++g) {
         const float* dyg = dy + (n * s.K + g * Kg) * PQ;
         float* dwg = part + g * Kg * CRS;
-        const float beta = n == n0 ? 0.0f : 1.0f;
+        const float beta = n == chunk * s.N / chunks ? 0.0f : 1.0f;
         if (is_pointwise(s)) {
           sgemm(Trans::no, Trans::yes, Kg, Cg, PQ, 1.0f, dyg, PQ, xn + g * Cg * HW, HW, beta, dwg, CRS);
         } else {
