@@ -42,6 +42,7 @@ CASES = [
     (2, 5, 8, 7, 20, 3, 3, 1, 1, 1, 1),         # forward over filters (AVX-512): 7-pixel rows, a partial block
     (1, 2, 6, 6, 40, 3, 3, 1, 1, 1, 1),         # forward over filters (AVX-512): two filter blocks
     (2, 4, 15, 14, 12, 3, 3, 2, (1, 2), (1, 2), 1),  # forward over filters (AVX-512): strided, dilated
+    (2, 3, 9, 7, 12, 4, 2, 1, 1, 1, 1),         # forward over filters (AVX-512): a kernel width read at run time
     (2, 3, 6, 4, 7, 3, 3, 1, 1, 1, 1),          # forward over filters (AVX2): 4-pixel rows
     (2, 3, 5, 2, 5, 3, 3, 1, 1, 1, 1),          # forward over filters (portable): 2-pixel rows
     (11, 3, 7, 7, 40, 3, 3, 2, 1, 1, 1),        # weight gradient by one GEMM over all images' pixels (few per image)
