@@ -419,12 +419,21 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
   if (!is_pointwise(s) && transposed_route_pays(s, t)) {
     // dx (N, C, H, W) = forward conv t of dy (N, K, P, Q) with wt (C, Kg, R, S), the filters flipped in R and S
     // with in/out channels swapped per group: wt[g*Cg + c][k][r][t] = w[g*Kg + k][c][R-1-r][S-1-t].
+    // Blocks of 16 input channels in parallel; a block reads each filter's taps for its channels as one run and
+    // writes 16 rows of wt front to back (one channel's row at a time gathered 36-byte pieces from every filter,
+    // a cache line and a page apart: measured 2 ns an element on 512 x 512 x 3 x 3).
+    constexpr int64_t kBlock = 16;
+    const int64_t blocks = (Cg + kBlock - 1) / kBlock;
     std::vector<float> wt(static_cast<size_t>(s.K * CRS));
-    for (int64_t g = 0; g < s.groups; ++g)
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t k = 0; k < Kg; ++k)
-          for (int64_t rt = 0; rt < RS; ++rt)
-            wt[((g * Cg + c) * Kg + k) * RS + rt] = w[((g * Kg + k) * Cg + c) * RS + (RS - 1 - rt)];
+    parallel_for(s.groups * blocks, threads_for(s.K * CRS, 1 << 16), [&](int64_t task) {
+      const int64_t g = task / blocks, c0 = task % blocks * kBlock, c1 = std::min(Cg, c0 + kBlock);
+      for (int64_t k = 0; k < Kg; ++k)
+        for (int64_t c = c0; c < c1; ++c) {
+          const float* taps = w + ((g * Kg + k) * Cg + c) * RS;
+          float* out = wt.data() + ((g * Cg + c) * Kg + k) * RS;
+          for (int64_t rt = 0; rt < RS; ++rt) out[rt] = taps[RS - 1 - rt];
+        }
+    });
     conv2d_forward_fast(t, dy, wt.data(), nullptr, false, dx);
     return;
   }
