@@ -18,15 +18,15 @@ void bind_runtime(py::module_& m) {
     return select_isa(isa);
   });
   m.def("gemm_kernel_name", [] { return std::string(kernels().gemm.name); });
-  // The selected ISA's register tiles as "MRxNR", the general one first, and the one an M-row product uses.
+  // The selected ISA's register tiles as "MRxNR", the general one first, and the one an M x N product uses.
   m.def("gemm_tiles", [] {
     std::vector<std::string> tiles;
     const GemmKernels& g = kernels().gemm;
     for (int i = 0; i < g.count; ++i) tiles.push_back(std::to_string(g.tiles[i].mr) + "x" + std::to_string(g.tiles[i].nr));
     return tiles;
   });
-  m.def("gemm_tile_for", [](int64_t M) {
-    const GemmTile& t = choose_tile(kernels().gemm, M);
+  m.def("gemm_tile_for", [](int64_t M, int64_t N) {
+    const GemmTile& t = choose_tile(kernels().gemm, M, N);
     return std::to_string(t.mr) + "x" + std::to_string(t.nr);
   });
   m.def("pool_kernel_name", [] { return std::string(kernels().pool.name); });

@@ -30,7 +30,7 @@ def _expected(a, b, trans_a, trans_b, alpha=1.0, beta=0.0, c=None, bias=None, ax
     return np.maximum(out, 0) if relu else out
 
 
-# m up to past the largest MR (12) so that every tile is chosen (on AVX-512 6x64 for m <= 6, 8x48 for 7, 8, 16,
+# m up to past the largest MR (12) so that every tile is chosen (on AVX-512 mostly 6x64 for m <= 6, 8x48 for 7, 8, 16,
 # 12x32 for 12), n up to the largest NR (64) and past it, k across the KC block edge (256)
 SIZES = [(m, n, k) for m in (1, 5, 6, 7, 8, 12, 13, 16) for n in (1, 15, 16, 17, 33, 48, 49, 64, 65)
          for k in (1, 7)] + [
@@ -39,7 +39,7 @@ SIZES = [(m, n, k) for m in (1, 5, 6, 7, 8, 12, 13, 16) for n in (1, 15, 16, 17,
 
 
 def test_sweep_reaches_every_tile(isa):
-    chosen = {_core.gemm_tile_for(m) for m, _, _ in SIZES}
+    chosen = {_core.gemm_tile_for(m, n) for m, n, _ in SIZES}
     assert chosen == set(_core.gemm_tiles())
 
 

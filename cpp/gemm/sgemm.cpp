@@ -163,13 +163,18 @@ void pack_transposed_rows(const float* base, const int64_t* offsets, int64_t cou
   }
 }
 
-const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M) {
-  const auto padded = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };
+const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N) {
+  const auto rows = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };
+  const auto area = [&](const GemmTile& t) { return rows(t) * ((N + t.nr - 1) / t.nr * t.nr); };
   const GemmTile* best = &kernels.tiles[0];
-  for (int i = 1; i < kernels.count; ++i)
-    if (padded(kernels.tiles[i]) < padded(*best)) best = &kernels.tiles[i];
-  const int64_t general = padded(kernels.tiles[0]);
-  return 16 * (general - padded(*best)) > general ? *best : kernels.tiles[0];
+  for (int i = 1; i < kernels.count; ++i) {
+    const GemmTile& t = kernels.tiles[i];
+    if (area(t) < area(*best) || (area(t) == area(*best) && rows(t) < rows(*best))) best = &t;
+  }
+  const int64_t general = area(kernels.tiles[0]);
+  return 16 * (general - area(*best)) > general || (area(*best) == general && rows(*best) < rows(kernels.tiles[0]))
+             ? *best
+             : kernels.tiles[0];
 }
 
 void MatrixB::pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const {
@@ -206,7 +211,7 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
     apply_epilogue(epi, C, ldc, 0, 0, M, N);
     return;
   }
-  const GemmTile& tile = choose_tile(kernels().gemm, M);
+  const GemmTile& tile = choose_tile(kernels().gemm, M, N);
   const int nt = threads_for(M * N * K);
   if (nt == 1) {
     sgemm_block(tile, trans_a, 0, M, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);

@@ -69,11 +69,12 @@ struct GemmKernels {
   PackTransposedKernel pack_transposed;
 };
 
-// The tile for an M-row product: the general tile unless another pads M to fewer rows by more than 1/16 (e.g.
-// M = 6 or 16 output channels); then the one with the fewest padded rows, the first on ties. (Measured: for
+// The tile for an M x N product: the general tile unless another pads the product to an area (rows x columns
+// computed) smaller by more than 1/16 (e.g. M = 6 or 16 output channels, or a 64 x 64 product, which 8x48 would pad
+// to 64 x 96); then the one with the smallest padded area, on ties the one with fewer padded rows. (Measured: for
 // few rows the wide tiles win even where N is narrower than their nr, e.g. LeNet conv1's weight gradient,
-// 6 x 25.)
-const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M);
+// 6 x 25, where every tile computes the same area.)
+const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N);
 
 GemmKernels gemm_kernels_scalar();
 GemmKernels gemm_kernels_avx2();
