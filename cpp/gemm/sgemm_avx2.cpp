@@ -8,7 +8,8 @@ namespace {
 
 constexpr int MR = 6, NR = 16;
 
-void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
+void micro_6x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                bool accumulate) {
   __m256 c[MR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) {
@@ -16,7 +17,7 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
     c[i][1] = _mm256_setzero_ps();
   }
   for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
+    const __m256 b0 = _mm256_loadu_ps(Bp), b1 = _mm256_loadu_ps(Bp + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
       const __m256 a = _mm256_broadcast_ss(Ap + i);
@@ -24,7 +25,7 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
       c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
     }
     Ap += MR;
-    Bp += NR;
+    Bp += ldb;
   }
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) {

@@ -11,8 +11,7 @@ namespace convcore {
 namespace {
 
 template <int MR, int NV>
-void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
-  constexpr int NR = 16 * NV;
+void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
   __m512 c[MR][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
@@ -21,7 +20,7 @@ void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, 
   for (int64_t k = 0; k < kc; ++k) {
     __m512 b[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_load_ps(Bp + 16 * v);
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(Bp + 16 * v);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(Ap[i]);
@@ -29,7 +28,7 @@ void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, 
       for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(a, b[v], c[i][v]);
     }
     Ap += MR;
-    Bp += NR;
+    Bp += ldb;
   }
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)

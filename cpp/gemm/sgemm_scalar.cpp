@@ -6,7 +6,8 @@ namespace {
 
 constexpr int MR = 4, NR = 16;
 
-void micro_4x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
+void micro_4x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                bool accumulate) {
   float c[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) c[i][j] = 0.0f;
@@ -16,7 +17,7 @@ void micro_4x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
       for (int j = 0; j < NR; ++j) c[i][j] += a * Bp[j];
     }
     Ap += MR;
-    Bp += NR;
+    Bp += ldb;
   }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) C[i * ldc + j] = accumulate ? C[i * ldc + j] + c[i][j] : c[i][j];

@@ -91,9 +91,9 @@ bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, con
 
 // Winograd F(2x2, 3x3) forward convolution (conv_winograd.cpp): 3x3 filters, stride 1, no dilation, one group, at
 // least 16 channels and 16 filters, outputs at least 4 x 4 and at least 64 2x2 output tiles; any padding. 16 GEMMs
-// (one per position of the 4x4 transformed tile) on the SGEMM engine do 2.25x fewer multiplies than im2col. Workspace: the transformed filters
-// (16*K*C floats) and, per block of whole tile rows, the transformed inputs and products (at most ~4 Mi floats,
-// 16 MiB, or one tile row). Results do not depend on the thread count.
+// (one per position of the 4x4 transformed tile) on the SGEMM engine do 2.25x fewer multiplies than im2col.
+// Workspace: the transformed filters (16*K*C floats) and, per block of whole tile rows, the transformed inputs and
+// products (at most ~4 Mi floats, 16 MiB, or one tile row). Results do not depend on the thread count.
 bool conv2d_winograd_applies(const ConvShape& s);
 void conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                              float* y);

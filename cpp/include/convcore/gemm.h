@@ -29,11 +29,13 @@ void gemm_ref(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T a
               const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const T* bias = nullptr,
               Epilogue::Bias bias_axis = Epilogue::Bias::none, bool relu = false);
 
-// Microkernel: the mr x nr tile C (row stride ldc) = (accumulate ? C : 0) + sum_k Ap[k*mr + i] * Bp[k*nr + j],
+// Microkernel: the mr x nr tile C (row stride ldc) = (accumulate ? C : 0) + sum_k Ap[k*mr + i] * Bp[k*ldb + j],
 // the sum over k in [0, kc) taken in k order from zero, then added to C: C is read only after the products (its
-// cache misses overlap them; measured: 1-4% faster than starting from C). Full tiles only (the engine handles
+// cache misses overlap them; measured: 1-4% faster than starting from C). B's rows are ldb floats apart: nr in a
+// packed panel, the matrix's row stride where the engine reads B in place. Full tiles only (the engine handles
 // edges through a scratch tile).
-using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
+using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                             bool accumulate);
 
 // One register tile: the mr x nr microkernel.
 struct GemmTile {
@@ -88,6 +90,9 @@ class BPanelSource {
  public:
   virtual ~BPanelSource() = default;
   virtual void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const = 0;
+  // B as a row-major (K, N) matrix in memory that the engine may read in place: its address, with its row stride in
+  // *ldb; nullptr where B exists only as packed panels.
+  virtual const float* in_memory(int64_t* /*ldb*/) const { return nullptr; }
 };
 
 // B stored as a row-major (K, N) matrix (trans no) or (N, K) (trans yes) with row stride ldb.
@@ -95,6 +100,10 @@ class MatrixB final : public BPanelSource {
  public:
   MatrixB(Trans trans, const float* B, int64_t ldb) : trans_(trans), B_(B), ldb_(ldb) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override;
+  const float* in_memory(int64_t* ldb) const override {
+    *ldb = ldb_;
+    return trans_ == Trans::no ? B_ : nullptr;
+  }
 
  private:
   Trans trans_;
