@@ -54,6 +54,10 @@ CASES = [
     (2, 6, 45, 40, 40, 3, 3, 2, 1, 1, 1),       # strided rows of 20 pixels, 54 taps
     (1, 4, 30, 60, 36, 3, 5, (1, 3), (2, 1), (2, 1), 1),  # dilated, uneven stride and padding, 60 taps
     (2, 8, 20, 20, 36, 3, 3, 1, 1, 1, 2),       # groups
+    # strided layers whose im2col reads a phase-split copy (R*S >= 4 * strides): batch-folded and per image, with
+    # dilation, padding and groups
+    (3, 4, 17, 19, 8, 5, 5, 2, (2, 1), (1, 2), 2),
+    (1, 4, 40, 42, 8, 5, 5, 2, 2, (2, 1), 2),
     # Winograd F(2x2, 3x3) (more than 400 taps and 32 filters, so not the direct kernel; 64 tiles or more)
     (2, 48, 16, 16, 40, 3, 3, 1, 1, 1, 1),      # forward and the input gradient
     (3, 47, 9, 11, 33, 3, 3, 1, 1, 1, 1),       # odd output rows and columns (overhanging tiles)
