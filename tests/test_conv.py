@@ -58,6 +58,8 @@ CASES = [
     # dilation, padding and groups
     (3, 4, 17, 19, 8, 5, 5, 2, (2, 1), (1, 2), 2),
     (1, 4, 40, 42, 8, 5, 5, 2, 2, (2, 1), 2),
+    (2, 6, 9, 11, 40, 1, 1, (2, 3), 0, 1, 1),   # strided 1x1: weight gradient pointwise on the subsampled input
+    (2, 6, 9, 11, 40, 1, 1, 2, 0, 1, 2),        # the same with groups
     # Winograd F(2x2, 3x3) (more than 400 taps and 32 filters, so not the direct kernel; 64 tiles or more)
     (2, 48, 16, 16, 40, 3, 3, 1, 1, 1, 1),      # forward and the input gradient
     (3, 47, 9, 11, 33, 3, 3, 1, 1, 1, 1),       # odd output rows and columns (overhanging tiles)

@@ -202,6 +202,28 @@ bool is_pointwise(const ConvShape& s) {
   return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
 }
 
+// A strided 1x1 kernel without padding reads every stride-th pixel only: its im2col is the subsampled input, and on
+// that it is pointwise. pointwise_on_subsampled returns that pointwise layer (input H = P, W = Q) and writes the
+// subsampled images (N x C x P x Q floats, at most half of x) to xs, in parallel.
+bool is_strided_1x1(const ConvShape& s) {
+  return s.R == 1 && s.S == 1 && s.pad_h == 0 && s.pad_w == 0 && (s.stride_h > 1 || s.stride_w > 1);
+}
+ConvShape pointwise_on_subsampled(const ConvShape& s, const float* x, std::vector<float>& xs) {
+  const int64_t PQ = s.P * s.Q;
+  xs.resize(static_cast<size_t>(s.N * s.C * PQ));
+  parallel_for(s.N * s.C, threads_for(s.N * s.C * PQ, 1 << 18), [&](int64_t plane) {
+    const float* src = x + plane * s.H * s.W;
+    float* dst = xs.data() + plane * PQ;
+    for (int64_t p = 0; p < s.P; ++p)
+      for (int64_t q = 0; q < s.Q; ++q) dst[p * s.Q + q] = src[p * s.stride_h * s.W + q * s.stride_w];
+  });
+  ConvShape t = s;
+  t.H = s.P;
+  t.W = s.Q;
+  t.stride_h = t.stride_w = 1;
+  return t;
+}
+
 // Stride-1 input gradients can run as a plain convolution t of dy (padding dil*(R-1) - pad must be >= 0). It packs
 // H*W x K*R*S im2col elements of dy per image, where GEMM + col2im writes and scatters C*R*S x P*Q: the
 // transposed route is taken when t runs the direct or Winograd kernel (which pack no im2col), or else unless it
@@ -329,6 +351,12 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   if (kernels().conv_filter_vector_weight(s, dy, x, dw)) return;
   if (conv2d_direct_weight_applies(s)) {
     kernels().conv_direct_weight(s, dy, x, dw);
+    return;
+  }
+  if (is_strided_1x1(s)) {
+    std::vector<float> xs;
+    const ConvShape t = pointwise_on_subsampled(s, x, xs);
+    conv2d_backward_weight_fast(t, dy, xs.data(), dw);
     return;
   }
   // Im2colT reads images laid out by pad_split_phases: padded or strided inputs are copied so first.

@@ -202,16 +202,13 @@ void MatrixB::pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float
     }
     return;
   }
-  for (int64_t jp = 0; jp < nc; jp += nr) {
-    const int64_t cols = std::min<int64_t>(nr, nc - jp);
-    float* panel = Bp + (jp / nr) * kc * nr;
-    for (int64_t k = 0; k < kc; ++k) {
-      float* dst = panel + k * nr;
-      const float* src = B_ + (n0 + jp) * ldb_ + k0 + k;
-      for (int64_t j = 0; j < cols; ++j) dst[j] = src[j * ldb_];
-      for (int64_t j = cols; j < nr; ++j) dst[j] = 0.0f;
-    }
-  }
+  // transposed: a panel's columns are rows of the stored matrix, turned by the ISA's transposing packer
+  const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
+  int64_t row_offsets[kMaxNr];
+  for (int j = 0; j < nr; ++j) row_offsets[j] = j * ldb_;
+  for (int64_t jp = 0; jp < nc; jp += nr)
+    pack_transposed(B_ + (n0 + jp) * ldb_ + k0, row_offsets, std::min<int64_t>(nr, nc - jp), nr, kc, 1.0f,
+                    Bp + (jp / nr) * kc * nr);
 }
 
 void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
