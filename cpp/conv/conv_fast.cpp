@@ -29,38 +29,54 @@ inline InsideSpan inside_columns(int64_t v0, int64_t len, int64_t sw, int64_t W)
   return {std::min(lo, len), std::clamp(hi, std::min(lo, len), len)};
 }
 
-// Copies image x into the interior of its zero-padded copy xp (C planes of Hp rows), each row's columns split by
-// phase modulo the horizontal stride sw: padded column v goes to (v % sw) * Wq + v / sw, so a row is sw * Wq
-// floats. A kernel tap then reads the consecutive pixels of an output row from consecutive floats. Only the
-// interior is written: a buffer reused for the next image keeps its zero padding.
-void pad_split_phases(const ConvShape& s, const float* x, int64_t Hp, int64_t Wq, float* xp) {
+// A zero-padded image with each row's columns split by phase modulo the horizontal stride sw: C planes of Hp =
+// H + 2*pad_h rows; padded column v of a row at (v % sw) * Wq + v / sw, Wq = ceil((W + 2*pad_w) / sw), so a row
+// is sw * Wq floats. A kernel tap then reads the consecutive pixels of an output row from consecutive floats. An
+// unpadded, unstrided image (Hp = H, Wq = W) is already so laid out.
+struct SplitLayout {
+  int64_t Hp, Wq, row, plane;  // rows, floats per phase, per row, per channel
+  explicit SplitLayout(const ConvShape& s)
+      : Hp(s.H + 2 * s.pad_h), Wq((s.W + 2 * s.pad_w + s.stride_w - 1) / s.stride_w), row(s.stride_w * Wq),
+        plane(Hp * row) {}
+  // where kernel tap (c, r, t) reads, from the top-left corner of an output pixel's window
+  int64_t tap(const ConvShape& s, int64_t c, int64_t r, int64_t t) const {
+    const int64_t v = t * s.dil_w;
+    return c * plane + r * s.dil_h * row + v % s.stride_w * Wq + v / s.stride_w;
+  }
+  // an output pixel's window (p, q) in an image so laid out
+  int64_t window(const ConvShape& s, int64_t p, int64_t q) const { return p * s.stride_h * row + q; }
+};
+
+// Copies image x into the interior of its SplitLayout copy xp. Only the interior is written: a buffer reused for
+// the next image keeps its zero padding.
+void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, float* xp) {
   const int64_t sw = s.stride_w;
   if (sw == 1) {
-    pad_image(s, x, Hp, Wq, xp);
+    pad_image(s, x, L.Hp, L.Wq, xp);
     return;
   }
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t h = 0; h < s.H; ++h) {
       const float* src = x + (c * s.H + h) * s.W;
-      float* dst = xp + (c * Hp + h + s.pad_h) * sw * Wq;
+      float* dst = xp + c * L.plane + (h + s.pad_h) * L.row;
       for (int64_t phase = 0; phase < sw; ++phase) {  // padded columns i*sw + phase, image columns i*sw + phase - pw
         const int64_t first = std::max<int64_t>(0, s.pad_w - phase + sw - 1) / sw;
-        const int64_t end = std::min(Wq, (s.W + s.pad_w - phase + sw - 1) / sw);
-        for (int64_t i = first; i < end; ++i) dst[phase * Wq + i] = src[i * sw + phase - s.pad_w];
+        const int64_t end = std::min(L.Wq, (s.W + s.pad_w - phase + sw - 1) / sw);
+        for (int64_t i = first; i < end; ++i) dst[phase * L.Wq + i] = src[i * sw + phase - s.pad_w];
       }
     }
 }
 
 // B = im2col of one group over images, (Cg*R*S) x (images*P*Q):
 // B(c*R*S + r*S + t, i*P*Q + p*Q + q) = x[i*image_stride + c*H*W + (p*sh - ph + r*dh)*W + q*sw - pw + t*dw]
-// read from x as it is, or from images laid out by pad_split_phases (Hp rows of stride_w * Wq floats per channel),
-// where each tap's run of an output row is consecutive floats.
+// read from x as it is, or from images in a SplitLayout (pad_split_phases), where each tap's run of an output row
+// is consecutive floats.
 class Im2col final : public BPanelSource {
  public:
   Im2col(const ConvShape& s, const float* x, int64_t image_stride = 0)
       : s_(s), x_(x), image_stride_(image_stride) {}
-  Im2col(const ConvShape& s, const float* x, int64_t image_stride, int64_t Hp, int64_t Wq)
-      : s_(s), x_(x), image_stride_(image_stride), split_(true), Hp_(Hp), Wq_(Wq) {}
+  Im2col(const ConvShape& s, const float* x, int64_t image_stride, const SplitLayout& split)
+      : s_(s), x_(x), image_stride_(image_stride), split_(&split) {}
   // Each panel is cut into segments of pixels that lie in one output row of one image; a segment's packed rows
   // are (strided) runs of one input row, copied row by row.
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
@@ -72,7 +88,7 @@ class Im2col final : public BPanelSource {
         const int64_t col = n0 + jp + j, pix = col % PQ, p = pix / s_.Q, q = pix % s_.Q;
         const int64_t len = std::min(cols - j, s_.Q - q);
         const float* image = x_ + (col / PQ) * image_stride_;
-        if (split_)
+        if (split_ != nullptr)
           pack_split_segment(image, k0, kc, p, q, len, nr, panel + j);
         else
           pack_segment(image, k0, kc, p, q, len, nr, panel + j);
@@ -111,11 +127,10 @@ class Im2col final : public BPanelSource {
   // The same from a pad_split_phases layout: no bounds, every run consecutive.
   void pack_split_segment(const float* x, int64_t k0, int64_t kc, int64_t p, int64_t q, int64_t len, int nr,
                           float* dst) const {
-    const int64_t sw = s_.stride_w, row = sw * Wq_;
+    const float* window = x + split_->window(s_, p, q);
     int64_t c = k0 / (s_.R * s_.S), r = (k0 / s_.S) % s_.R, t = k0 % s_.S;
     for (int64_t k = 0; k < kc; ++k, dst += nr) {
-      const int64_t v = t * s_.dil_w;
-      const float* src = x + (c * Hp_ + p * s_.stride_h + r * s_.dil_h) * row + v % sw * Wq_ + v / sw + q;
+      const float* src = window + split_->tap(s_, c, r, t);
       std::copy(src, src + len, dst);
       next_tap(c, r, t);
     }
@@ -133,34 +148,32 @@ class Im2col final : public BPanelSource {
   const ConvShape& s_;
   const float* x_;
   int64_t image_stride_;
-  bool split_ = false;
-  int64_t Hp_ = 0, Wq_ = 0;
+  const SplitLayout* split_ = nullptr;
 };
 
 // B = im2col transposed, (images*P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T, read from images
-// laid out as pad_split_phases writes them (Hp rows of stride_w * Wq floats per channel; an unpadded, unstrided
-// input is already so, with Hp = H and Wq = W): row i*P*Q + p*Q + q reads image i at x + i*image_stride. A panel's
+// in a SplitLayout: row i*P*Q + p*Q + q reads image i at x + i*image_stride. A panel's
 // columns are kernel taps; for each run of its rows within one output row, every tap reads consecutive floats,
 // which the ISA's transposing packer turns into the panel's rows.
 class Im2colT final : public BPanelSource {
  public:
-  Im2colT(const ConvShape& s, const float* x, int64_t image_stride, int64_t Hp, int64_t Wq)
-      : s_(s), x_(x), image_stride_(image_stride), Hp_(Hp), Wq_(Wq), row_(s.stride_w * Wq) {}
+  Im2colT(const ConvShape& s, const float* x, int64_t image_stride, const SplitLayout& layout)
+      : s_(s), x_(x), image_stride_(image_stride), layout_(layout) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
     const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-    const int64_t RS = s_.R * s_.S, PQ = s_.P * s_.Q, sw = s_.stride_w;
+    const int64_t RS = s_.R * s_.S, PQ = s_.P * s_.Q;
     int64_t taps[kMaxNr];  // where each of the panel's taps reads, from its window's top-left corner
     for (int64_t jp = 0; jp < nc; jp += nr) {
       const int64_t cols = std::min<int64_t>(nr, nc - jp);
       for (int64_t j = 0; j < cols; ++j) {
-        const int64_t tap = n0 + jp + j, v = tap % s_.S * s_.dil_w;
-        taps[j] = ((tap / RS) * Hp_ + (tap / s_.S) % s_.R * s_.dil_h) * row_ + v % sw * Wq_ + v / sw;
+        const int64_t tap = n0 + jp + j;
+        taps[j] = layout_.tap(s_, tap / RS, (tap / s_.S) % s_.R, tap % s_.S);
       }
       float* panel = Bp + (jp / nr) * kc * nr;
       for (int64_t k = 0; k < kc;) {
         const int64_t pixel = k0 + k, image = pixel / PQ, p = pixel % PQ / s_.Q, q = pixel % s_.Q;
         const int64_t len = std::min(kc - k, s_.Q - q);
-        const float* window = x_ + image * image_stride_ + p * s_.stride_h * row_ + q;
+        const float* window = x_ + image * image_stride_ + layout_.window(s_, p, q);
         pack_transposed(window, taps, cols, nr, len, 1.0f, panel + k * nr);
         k += len;
       }
@@ -170,7 +183,8 @@ class Im2colT final : public BPanelSource {
  private:
   const ConvShape& s_;
   const float* x_;
-  int64_t image_stride_, Hp_, Wq_, row_;
+  int64_t image_stride_;
+  const SplitLayout& layout_;
 };
 
 // Adds one channel's im2col rows (R*S rows of nb columns, output pixels j0 .. j0+nb-1) back into its dx plane:
@@ -290,8 +304,8 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
   ConvShape sg = s;  // one group's channels
   sg.C = Cg;
   const bool split = s.stride_w > 1 && s.R * s.S >= 4 * s.stride_h * s.stride_w;
-  const int64_t Hp = s.H + 2 * s.pad_h, Wq = (s.W + 2 * s.pad_w + s.stride_w - 1) / s.stride_w;
-  const int64_t split_floats = split ? Cg * Hp * s.stride_w * Wq : 0;  // one image of one group so copied
+  const SplitLayout layout(s);
+  const int64_t split_floats = split ? Cg * layout.plane : 0;  // one image of one group so copied
   if (s.N > 1 && PQ < kFoldBelowPixels && !is_pointwise(s)) {
     // Few pixels per image (late layers): one GEMM per group over all images' columns, yt (Kg, N*PQ), then
     // scattered to y (N, K, P, Q). yt is Kg*N*PQ floats.
@@ -304,9 +318,9 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
       const float* xg = x + g * Cg * HW;
       if (split)
         parallel_for(s.N, threads_for(s.N * split_floats, 1 << 18),
-                     [&](int64_t n) { pad_split_phases(sg, xg + n * s.C * HW, Hp, Wq, xs.data() + n * split_floats); });
+                     [&](int64_t n) { pad_split_phases(sg, layout, xg + n * s.C * HW, xs.data() + n * split_floats); });
       sgemm(Trans::no, Kg, s.N * PQ, CRS, 1.0f, w + g * Kg * CRS, CRS,
-            split ? Im2col(s, xs.data(), split_floats, Hp, Wq) : Im2col(s, xg, s.C * HW), 0.0f, yt.data(), s.N * PQ,
+            split ? Im2col(s, xs.data(), split_floats, layout) : Im2col(s, xg, s.C * HW), 0.0f, yt.data(), s.N * PQ,
             epi);
       parallel_for(s.N, threads_for(Kg * s.N * PQ, 1 << 18), [&](int64_t n) {
         for (int64_t k = 0; k < Kg; ++k)
@@ -329,8 +343,8 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
       sgemm(Trans::no, Kg, PQ, Cg, 1.0f, wg, CRS, MatrixB(Trans::no, xg, HW), 0.0f, yg, PQ, epi);
     } else if (split) {
       std::vector<float> xs(static_cast<size_t>(split_floats), 0.0f);
-      pad_split_phases(sg, xg, Hp, Wq, xs.data());
-      sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xs.data(), 0, Hp, Wq), 0.0f, yg, PQ, epi);
+      pad_split_phases(sg, layout, xg, xs.data());
+      sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xs.data(), 0, layout), 0.0f, yg, PQ, epi);
     } else {
       sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xg), 0.0f, yg, PQ, epi);
     }
@@ -359,10 +373,11 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     conv2d_backward_weight_fast(t, dy, xs.data(), dw);
     return;
   }
-  // Im2colT reads images laid out by pad_split_phases: padded or strided inputs are copied so first.
+  // Im2colT reads images in a SplitLayout: padded or horizontally strided inputs are copied so first (an
+  // unpadded, unstrided x is already so laid out).
   const bool copied = !is_pointwise(s) && (s.pad_h > 0 || s.pad_w > 0 || s.stride_w > 1);
-  const int64_t Hp = s.H + 2 * s.pad_h, Wq = copied ? (s.W + 2 * s.pad_w + s.stride_w - 1) / s.stride_w : s.W;
-  const int64_t image_floats = copied ? s.C * Hp * s.stride_w * Wq : s.C * HW, plane = image_floats / s.C;
+  const SplitLayout layout(s);
+  const int64_t image_floats = s.C * layout.plane;
   if (PQ < kFoldBelowPixels && !is_pointwise(s)) {
     // Few pixels per image: one product per group over all images' pixels, dY_g gathered into (Kg, N*PQ) (per-image
     // or per-chunk products of a few hundred pixels would each read and write a whole dW); the engine's threads
@@ -370,7 +385,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     std::vector<float> xp(copied ? static_cast<size_t>(s.N * image_floats) : 0, 0.0f);
     if (copied)
       parallel_for(s.N, threads_for(s.N * image_floats, 1 << 18),
-                   [&](int64_t n) { pad_split_phases(s, x + n * s.C * HW, Hp, Wq, xp.data() + n * image_floats); });
+                   [&](int64_t n) { pad_split_phases(s, layout, x + n * s.C * HW, xp.data() + n * image_floats); });
     const float* xs = copied ? xp.data() : x;
     std::vector<float> dyg(static_cast<size_t>(Kg * s.N * PQ));
     for (int64_t g = 0; g < s.groups; ++g) {
@@ -380,7 +395,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
                     dyg.data() + (k * s.N + n) * PQ);
       });
       sgemm(Trans::no, Kg, CRS, s.N * PQ, 1.0f, dyg.data(), s.N * PQ,
-            Im2colT(s, xs + g * Cg * plane, image_floats, Hp, Wq), 0.0f, dw + g * Kg * CRS, CRS);
+            Im2colT(s, xs + g * Cg * layout.plane, image_floats, layout), 0.0f, dw + g * Kg * CRS, CRS);
     }
     return;
   }
@@ -396,7 +411,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* xn = x + n * s.C * HW;
       if (copied) {
-        pad_split_phases(s, xn, Hp, Wq, xp.data());
+        pad_split_phases(s, layout, xn, xp.data());
         xn = xp.data();
       }
       for (int64_t g = 0; g < s.groups; ++g) {
@@ -406,7 +421,8 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
         if (is_pointwise(s)) {
           sgemm(Trans::no, Trans::yes, Kg, Cg, PQ, 1.0f, dyg, PQ, xn + g * Cg * HW, HW, beta, dwg, CRS);
         } else {
-          sgemm(Trans::no, Kg, CRS, PQ, 1.0f, dyg, PQ, Im2colT(s, xn + g * Cg * plane, 0, Hp, Wq), beta, dwg, CRS);
+          sgemm(Trans::no, Kg, CRS, PQ, 1.0f, dyg, PQ, Im2colT(s, xn + g * Cg * layout.plane, 0, layout), beta, dwg,
+                CRS);
         }
       }
     }
