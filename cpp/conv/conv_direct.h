@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "convcore/conv.h"
+#include "convcore/dispatch.h"
 #include "convcore/threads.h"
 
 namespace convcore {
@@ -147,14 +148,18 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
     float* sums = &state[chunk * per_chunk];
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
       pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: xp and dyp keep their zero padding
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t p = 0; p < P; ++p)
-          std::memcpy(&dyp[(k * P + p) * q_span], dy + ((n * K + k) * P + p) * Q, Q * sizeof(float));
+      for (int64_t k = 0; k < K; ++k)  // rows of a few dozen floats: a loop, not a memcpy call per row
+        for (int64_t p = 0; p < P; ++p) {
+          const float* src = dy + ((n * K + k) * P + p) * Q;
+          float* dst = &dyp[(k * P + p) * q_span];
+          for (int64_t q = 0; q < Q; ++q) dst[q] = src[q];
+        }
       for (int64_t unit = 0; unit < units; ++unit) {
         const int64_t kb = unit / (C * R), c = (unit / R) % C, r = unit % R;
-        vec acc[KB][S];
+        vec acc[KB][S];  // loaded and stored a vector at a time (a memcpy of the array became rep movsq)
         float* saved = sums + unit * KB * S * VL;
-        std::memcpy(acc, saved, sizeof(acc));
+        for (int i = 0; i < KB; ++i)
+          for (int t = 0; t < S; ++t) std::memcpy(&acc[i][t], saved + (i * S + t) * VL, sizeof(vec));
         for (int64_t p = 0; p < P; ++p) {
           const float* xrow = &xp[(c * Hp + p + r) * Wp];
           const float* grow = &dyp[(kb * KB * P + p) * q_span];
@@ -166,7 +171,8 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
               for (int t = 0; t < S; ++t) acc[i][t] += g[i] * xv[t];
           }
         }
-        std::memcpy(saved, acc, sizeof(acc));
+        for (int i = 0; i < KB; ++i)
+          for (int t = 0; t < S; ++t) std::memcpy(saved + (i * S + t) * VL, &acc[i][t], sizeof(vec));
       }
     }
   });
@@ -290,53 +296,66 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
 // Weight gradient vectorised over filters: dw[k][c][r][t] = sum over (n, p, q) of dy[n][k][p][q] *
 // x[n][c][p*sh - ph + r*dh][q*sw - pw + t*dw], with the filters in the vector lanes (KV vectors, zero lanes past K).
 // A work unit is one input channel and a block of RB kernel rows: KV x RB x S accumulators, fed per output pixel by
-// KV loads of the pixel's dy (dy transposed per image to [pixel][filter]) and RB x S broadcasts of x from a
-// zero-padded copy of the image (any stride, dilation or padding, no bounds checks). The batch is cut into a fixed
-// number of image chunks (at most 8) spread over the threads; a chunk takes its images one at a time and runs every
-// unit on each, carrying the unit's accumulators from image to image; the chunks' sums are then added in chunk
-// order. Every dw element is summed in the same order whatever the thread count, and no lanes are ever added
-// together. Workspace per chunk: one padded image, one transposed dy image, and the accumulators.
-template <int VL, int KV, int RB, int S>
+// KV loads of the pixel's dy (dy transposed per image to [pixel][filter] by the ISA's transposing packer) and
+// RB x S broadcasts of x from a zero-padded copy of the image (any stride, dilation or padding, no bounds checks).
+// UNIT_DIL (horizontal dilation 1) makes each tap's column a constant displacement from its kernel row's pointer:
+// with a run-time dilation the RB x S tap offsets outnumbered the registers and were reloaded from the stack
+// around every FMA. The batch is cut into a fixed number of image chunks (at most 8) spread over the threads; a
+// chunk takes its images one at a time and runs every unit on each, carrying the unit's accumulators from image to
+// image; the chunks' sums are then added in chunk order. Every dw element is summed in the same order whatever the
+// thread count, and no lanes are ever added together. Workspace per chunk: one padded image, one transposed dy
+// image, and the accumulators.
+template <int VL, int KV, int RB, int S, bool UNIT_DIL>
 void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   const int64_t N = s.N, C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, PQ = P * Q, KP = int64_t(KV) * VL;
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, row_blocks = R / RB, units = C * row_blocks;
-  const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dil_h * Wp, dwid = s.dil_w;
+  const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dil_h * Wp, dwid = UNIT_DIL ? 1 : s.dil_w;
   constexpr int64_t kUnitFloats = int64_t(KV) * RB * S * VL;
   const int64_t chunks = std::min<int64_t>(N, 8), per_chunk = units * kUnitFloats;
   // output rows per pass over the units: their transposed dy (at most 16 KiB, at least one row) stays in L1
   const int64_t rows_per_block = std::max<int64_t>(1, 4096 / (Q * KP));
+  std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's row of each filter in an image
+  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
+  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   // accumulators as floats (a std::vector of a vector-extension type would drop the vector attribute)
   std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
   parallel_for(chunks, threads_for(N * K * PQ * C * R * S), [&](int64_t chunk) {
-    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), g(static_cast<size_t>(PQ * KP), 0.0f);
+    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), g(static_cast<size_t>(PQ * KP));
     float* sums = &state[chunk * per_chunk];
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
       pad_image(s, x + n * C * s.H * s.W, Hp, Wp, xp.data());  // interiors only: the padding stays zero
-      const float* dyn = dy + n * K * PQ;
-      for (int64_t k = 0; k < K; ++k)  // lanes past K stay zero
-        for (int64_t i = 0; i < PQ; ++i) g[i * KP + k] = dyn[k * PQ + i];
+      transpose(dy + n * K * PQ, filter_rows.data(), K, KP, PQ, 1.0f, g.data());  // g[i*KP + k]; zero past K
       for (int64_t p0 = 0; p0 < P; p0 += rows_per_block) {
         const int64_t p1 = std::min(P, p0 + rows_per_block);
         for (int64_t unit = 0; unit < units; ++unit) {
           const int64_t c = unit / row_blocks, r0 = unit % row_blocks * RB;
+          float* saved = sums + unit * kUnitFloats;
           vec acc[KV][RB][S];
-          std::memcpy(acc, sums + unit * kUnitFloats, sizeof(acc));
+          for (int v = 0; v < KV; ++v)
+            for (int r = 0; r < RB; ++r)
+              for (int t = 0; t < S; ++t)
+                std::memcpy(&acc[v][r][t], saved + ((v * RB + r) * S + t) * VL, sizeof(vec));
           for (int64_t p = p0; p < p1; ++p) {
             const float* xrow = &xp[(c * Hp + p * sh) * Wp] + r0 * dh;
+            const float* xr[RB];  // the unit's kernel rows
+            for (int r = 0; r < RB; ++r) xr[r] = xrow + r * dh;
             const float* gp = &g[p * Q * KP];
             for (int64_t q = 0; q < Q; ++q, gp += KP) {
               vec gv[KV];
               for (int v = 0; v < KV; ++v) std::memcpy(&gv[v], gp + v * VL, sizeof(vec));
-              const float* xq = xrow + q * sw;
+              const int64_t col = q * sw;
               for (int r = 0; r < RB; ++r)
                 for (int t = 0; t < S; ++t) {
-                  const float xv = xq[r * dh + t * dwid];
+                  const float xv = xr[r][col + t * dwid];
                   for (int v = 0; v < KV; ++v) acc[v][r][t] += gv[v] * xv;
                 }
             }
           }
-          std::memcpy(sums + unit * kUnitFloats, acc, sizeof(acc));
+          for (int v = 0; v < KV; ++v)
+            for (int r = 0; r < RB; ++r)
+              for (int t = 0; t < S; ++t)
+                std::memcpy(saved + ((v * RB + r) * S + t) * VL, &acc[v][r][t], sizeof(vec));
         }
       }
     }
@@ -362,23 +381,29 @@ void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, f
 // with 4 vectors it only matched GEMM, with 4 x 3 accumulators per kernel row). All kernel rows go in one unit
 // when their accumulators fit in registers (at most 28), else one row a unit. Returns false, doing nothing,
 // elsewhere.
-template <int VL, int KV, int S>
+template <int VL, int KV, int S, bool UNIT_DIL>
 void filter_vector_weight_rows(const ConvShape& s, const float* dy, const float* x, float* dw) {
   if constexpr (KV * S * S <= 28) {
     if (s.R == S) {
-      filter_vector_weight<VL, KV, S, S>(s, dy, x, dw);
+      filter_vector_weight<VL, KV, S, S, UNIT_DIL>(s, dy, x, dw);
       return;
     }
   }
-  filter_vector_weight<VL, KV, 1, S>(s, dy, x, dw);
+  filter_vector_weight<VL, KV, 1, S, UNIT_DIL>(s, dy, x, dw);
 }
 
 template <int VL, int KV>
 void filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  const auto rows = [&](auto width) {
+    if (s.dil_w == 1)
+      filter_vector_weight_rows<VL, KV, width, true>(s, dy, x, dw);
+    else
+      filter_vector_weight_rows<VL, KV, width, false>(s, dy, x, dw);
+  };
   if (s.S == 3)
-    filter_vector_weight_rows<VL, KV, 3>(s, dy, x, dw);
+    rows(std::integral_constant<int, 3>{});
   else
-    filter_vector_weight_rows<VL, KV, 5>(s, dy, x, dw);
+    rows(std::integral_constant<int, 5>{});
 }
 
 template <int VL>
