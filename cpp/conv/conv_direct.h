@@ -69,14 +69,17 @@ void with_kernel_width(const ConvShape& s, const Body& body) {
 
 // Each output element sums its taps in (c, r, t) order, adds the bias, then applies ReLU (keeping NaN): the same
 // order whatever the thread count. S_FIXED, where not 0, is the kernel width known at compile time: the loop over a
-// kernel row's taps unrolls (measured: 10-15% faster on 3x3 layers).
-template <int VL, int KB, int QV, int S_FIXED>
+// kernel row's taps unrolls (measured: 10-15% faster on 3x3 layers). PB output rows are computed together: with
+// few filters and one vector per row, one row's KB accumulators are too few chains to hide the FMA latency (each
+// tap's FMA waits for the previous tap's); a pair runs the union of the two rows' kernel rows, reading zero padding
+// where a row has no image row (the padded image has a spare zero row for a pair past the last output row).
+template <int VL, int KB, int QV, int PB, int S_FIXED>
 void direct_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   const int64_t C = s.C, K = s.K, R = s.R, S = S_FIXED ? S_FIXED : s.S, P = s.P, Q = s.Q, H = s.H, W = s.W;
   const int64_t CRS = C * R * S, k_blocks = (K + KB - 1) / KB, step = int64_t(VL) * QV;
   const int64_t q_span = (Q + step - 1) / step * step;
-  const int64_t Hp = H + 2 * s.pad_h, Wp = std::max(W + 2 * s.pad_w, q_span + S - 1);
+  const int64_t Hp = H + 2 * s.pad_h + (PB - 1), Wp = std::max(W + 2 * s.pad_w, q_span + S - 1);
   // weights as [k block][c][r][t][KB], zero rows past K: the KB weights of one tap are adjacent
   std::vector<float> wp(static_cast<size_t>(k_blocks * CRS * KB), 0.0f);
   for (int64_t k = 0; k < K; ++k)
@@ -89,36 +92,45 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());
       float* yn = y + n * K * P * Q;
-      for (int64_t p = 0; p < P; ++p) {
-        const auto [r_lo, r_hi] = image_rows(s, p);
+      for (int64_t p = 0; p < P; p += PB) {
+        auto [r_lo, r_hi] = image_rows(s, p);
+        for (int j = 1; j < PB && p + j < P; ++j) {
+          const auto [lo, hi] = image_rows(s, p + j);
+          r_lo = std::min(r_lo, lo);
+          r_hi = std::max(r_hi, hi);
+        }
         for (int64_t q0 = 0; q0 < Q; q0 += step) {
           for (int64_t kb = 0; kb < k_blocks; ++kb) {
-            vec acc[KB][QV];
-            for (int i = 0; i < KB; ++i)
-              for (int v = 0; v < QV; ++v) acc[i][v] = vec{};
+            vec acc[PB][KB][QV];
+            for (int j = 0; j < PB; ++j)
+              for (int i = 0; i < KB; ++i)
+                for (int v = 0; v < QV; ++v) acc[j][i][v] = vec{};
             for (int64_t c = 0; c < C; ++c) {
               for (int64_t r = r_lo; r < r_hi; ++r) {
                 const float* row = &xp[(c * Hp + p + r) * Wp + q0];
                 const float* wk = &wp[((kb * C + c) * R + r) * S * KB];
                 for (int64_t t = 0; t < S; ++t, wk += KB) {
-                  vec xv[QV];
-                  for (int v = 0; v < QV; ++v) std::memcpy(&xv[v], row + t + v * VL, sizeof(vec));
+                  vec xv[PB][QV];
+                  for (int j = 0; j < PB; ++j)
+                    for (int v = 0; v < QV; ++v) std::memcpy(&xv[j][v], row + j * Wp + t + v * VL, sizeof(vec));
                   for (int i = 0; i < KB; ++i)
-                    for (int v = 0; v < QV; ++v) acc[i][v] += xv[v] * wk[i];
+                    for (int j = 0; j < PB; ++j)
+                      for (int v = 0; v < QV; ++v) acc[j][i][v] += xv[j][v] * wk[i];
                 }
               }
             }
-            for (int i = 0; i < KB && kb * KB + i < K; ++i) {
-              const int64_t k = kb * KB + i;
-              const float b = bias ? bias[k] : 0.0f;
-              for (int v = 0; v < QV; ++v) {
-                const int64_t q = q0 + v * VL, count = std::min<int64_t>(VL, Q - q);
-                if (count <= 0) break;
-                vec o = acc[i][v] + b;
-                if (relu) o = ((o > 0) | (o != o)) ? o : vec{};  // lane-wise select, NaN kept
-                store_first<VL>(yn + (k * P + p) * Q + q, o, count);
+            for (int j = 0; j < PB && p + j < P; ++j)
+              for (int i = 0; i < KB && kb * KB + i < K; ++i) {
+                const int64_t k = kb * KB + i;
+                const float b = bias ? bias[k] : 0.0f;
+                for (int v = 0; v < QV; ++v) {
+                  const int64_t q = q0 + v * VL, count = std::min<int64_t>(VL, Q - q);
+                  if (count <= 0) break;
+                  vec o = acc[j][i][v] + b;
+                  if (relu) o = ((o > 0) | (o != o)) ? o : vec{};  // lane-wise select, NaN kept
+                  store_first<VL>(yn + (k * P + p + j) * Q + q, o, count);
+                }
               }
-            }
           }
         }
       }
@@ -417,26 +429,27 @@ bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* 
 }
 
 // Output rows up to one vector wide use one vector per row and more filters per block (half as many when that
-// covers every filter). With blocks of 8 filters, 5 or 6 filters take a block of 6 (the 6 of LeNet conv1, and of
-// conv2's input gradient, filled 8 accumulators of which 2 were zero work: a quarter of the FMAs).
+// covers every filter, with rows in pairs). With blocks of 8 filters, 5 or 6 filters take a block of 6 (the 6 of
+// LeNet conv1, and of conv2's input gradient, filled 8 accumulators of which 2 were zero work: a quarter of the
+// FMAs), in pairs of rows where one vector covers a row.
 template <int VL, int KB_NARROW, int KB_WIDE, int QV_WIDE>
 void direct_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {
   with_kernel_width(s, [&](auto width) {
     if constexpr (KB_WIDE == 8 && KB_NARROW / 2 == 8) {
       if (s.K == 5 || s.K == 6) {
         if (s.Q <= VL)
-          direct_forward<VL, 6, 1, width>(s, x, w, bias, relu, y);
+          direct_forward<VL, 6, 1, 2, width>(s, x, w, bias, relu, y);
         else
-          direct_forward<VL, 6, QV_WIDE, width>(s, x, w, bias, relu, y);
+          direct_forward<VL, 6, QV_WIDE, 1, width>(s, x, w, bias, relu, y);
         return;
       }
     }
     if (s.Q <= VL && s.K <= KB_NARROW / 2)
-      direct_forward<VL, KB_NARROW / 2, 1, width>(s, x, w, bias, relu, y);
+      direct_forward<VL, KB_NARROW / 2, 1, 2, width>(s, x, w, bias, relu, y);
     else if (s.Q <= VL)
-      direct_forward<VL, KB_NARROW, 1, width>(s, x, w, bias, relu, y);
+      direct_forward<VL, KB_NARROW, 1, 1, width>(s, x, w, bias, relu, y);
     else
-      direct_forward<VL, KB_WIDE, QV_WIDE, width>(s, x, w, bias, relu, y);
+      direct_forward<VL, KB_WIDE, QV_WIDE, 1, width>(s, x, w, bias, relu, y);
   });
 }
 
