@@ -215,12 +215,12 @@ void direct_backward_weight_any(const ConvShape& s, const float* dy, const float
 
 // Forward convolution vectorised over filters, for rows too narrow to fill vectors along the output row: a tile
 // of QT output pixels of one row x KV vectors of filters in registers; per kernel tap, KV loads of the tap's
-// filter weights and QT broadcasts of x from the zero-padded image (any stride, dilation or padding). S_FIXED as
-// in direct_forward.
+// filter weights and QT broadcasts of x from the zero-padded image (any stride, dilation or padding; UNIT: both 1
+// horizontally, known at compile time). S_FIXED as in direct_forward.
 // Kernel rows that read only padding are skipped. Each output element sums its taps in (c, r, t) order, then adds
 // the bias and applies ReLU (keeping NaN): the same order whatever the thread count. Workspace: the weights
 // regrouped by filter block, and one padded image per thread.
-template <int VL, int KV, int QT, int S_FIXED>
+template <int VL, int KV, int QT, int S_FIXED, bool UNIT>
 void filter_vector_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                            float* y) {
   typedef float vec __attribute__((vector_size(4 * VL)));
@@ -228,7 +228,8 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   const int64_t C = s.C, K = s.K, R = s.R, S = S_FIXED ? S_FIXED : s.S, P = s.P, Q = s.Q, H = s.H, W = s.W;
   const int64_t CRS = C * R * S;
   const int64_t k_blocks = (K + KB - 1) / KB, q_tiles = (Q + QT - 1) / QT;
-  const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dil_h, dwid = s.dil_w, Hp = H + 2 * s.pad_h;
+  const int64_t sh = s.stride_h, sw = UNIT ? 1 : s.stride_w, dh = s.dil_h, dwid = UNIT ? 1 : s.dil_w;
+  const int64_t Hp = H + 2 * s.pad_h;
   const int64_t Wp = std::max(W + 2 * s.pad_w, (q_tiles * QT - 1) * sw + (S - 1) * dwid + 1);  // tiles past Q
   // weights as [k block][c][r][t][KB], zero lanes past K: the filters of one tap are adjacent
   std::vector<float> wp(static_cast<size_t>(k_blocks * CRS * KB), 0.0f);
@@ -291,17 +292,31 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
 // lanes; e.g. 8x8 feature maps), with more than half a vector of filters, one group, and at most 36 Ki floats
 // (144 KiB) of weights per block of filters (larger blocks stream from L2 for every pixel tile: measured 1.7x
 // slower than GEMM on 7x7 maps with 512 channels). One vector of filters when they fit in one, else two per
-// block; tiles of VL/2 pixels. Returns false, doing nothing, elsewhere. (Measured on wider rows, 10-32 pixels,
-// the direct kernels and GEMM were as fast or faster.)
+// block; tiles of VL/2 pixels. With 16-float vectors, rows of 9 or 10 pixels with at most 16 filters (LeNet-5's
+// conv2) also run here, a row per tile of 10: vectors along them idled 6 of 16 lanes (measured 15-25% faster).
+// Unit horizontal stride and dilation make each pixel's and tap's x a constant displacement (run-time offsets
+// outnumber the registers). Returns false, doing nothing, elsewhere. (Measured on wider rows, 11-32 pixels, the
+// direct kernels and GEMM were as fast or faster.)
 template <int VL>
 bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                float* y) {
   const int64_t kv = s.K <= VL ? 1 : 2;
-  if (s.groups != 1 || 2 * s.Q > VL || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864) return false;
-  if (kv == 1)
-    with_kernel_width(s, [&](auto width) { filter_vector_forward<VL, 1, VL / 2, width>(s, x, w, bias, relu, y); });
+  const bool tens = VL == 16 && kv == 1 && (s.Q == 9 || s.Q == 10);
+  if (s.groups != 1 || (2 * s.Q > VL && !tens) || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864) return false;
+  const auto run = [&](auto unit) {
+    with_kernel_width(s, [&](auto width) {
+      if (tens)
+        filter_vector_forward<VL, 1, 10, width, unit>(s, x, w, bias, relu, y);
+      else if (kv == 1)
+        filter_vector_forward<VL, 1, VL / 2, width, unit>(s, x, w, bias, relu, y);
+      else
+        filter_vector_forward<VL, 2, VL / 2, width, unit>(s, x, w, bias, relu, y);
+    });
+  };
+  if (s.stride_w == 1 && s.dil_w == 1)
+    run(std::true_type{});
   else
-    with_kernel_width(s, [&](auto width) { filter_vector_forward<VL, 2, VL / 2, width>(s, x, w, bias, relu, y); });
+    run(std::false_type{});
   return true;
 }
 
