@@ -219,7 +219,7 @@ void direct_backward_weight_any(const ConvShape& s, const float* dy, const float
 // horizontally, known at compile time). S_FIXED as in direct_forward.
 // Kernel rows that read only padding are skipped. Each output element sums its taps in (c, r, t) order, then adds
 // the bias and applies ReLU (keeping NaN): the same order whatever the thread count. Workspace: the weights
-// regrouped by filter block, and one padded image per thread.
+// regrouped by filter block, and per thread one padded image and one image's outputs.
 template <int VL, int KV, int QT, int S_FIXED, bool UNIT>
 void filter_vector_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                            float* y) {
@@ -238,11 +238,16 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
     for (int64_t i = 0; i < CRS; ++i) wp[((k / KB) * CRS + i) * KB + k % KB] = w[k * CRS + i];
     if (bias) bp[k] = bias[k];
   }
+  // an image's outputs are kept pixel-major ([k block][pixel][filter in block]) and transposed into y's planes by
+  // the ISA's transposing packer: one scalar store per output cost ~15% of LeNet conv2's forward
+  const int64_t PQ = P * Q;
+  std::vector<int64_t> pixel_rows(static_cast<size_t>(PQ));
+  for (int64_t i = 0; i < PQ; ++i) pixel_rows[i] = i * KB;
+  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   const int nt = threads_for(s.N * K * P * Q * CRS);
   const int64_t chunks = std::min<int64_t>(s.N, nt);
   parallel_for(chunks, nt, [&](int64_t chunk) {
-    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
-    alignas(64) float tile[QT * KB];
+    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), out(static_cast<size_t>(k_blocks * PQ * KB));
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());
       float* yn = y + n * K * P * Q;
@@ -275,15 +280,15 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
                 const vec o = acc[j][v] + bv[v];
                 acc[j][v] = relu ? (((o > 0) | (o != o)) ? o : vec{}) : o;  // lane-wise select, NaN kept
               }
-            std::memcpy(tile, acc, sizeof(tile));  // tile[j * KB + filter in block]
-            const int64_t pixels = std::min<int64_t>(QT, Q - q0), filters = std::min(KB, K - kb * KB);
-            for (int64_t i = 0; i < filters; ++i) {
-              float* out = yn + ((kb * KB + i) * P + p) * Q + q0;
-              for (int64_t j = 0; j < pixels; ++j) out[j] = tile[j * KB + i];
-            }
+            const int64_t pixels = std::min<int64_t>(QT, Q - q0);
+            float* dst = &out[(kb * PQ + p * Q + q0) * KB];
+            for (int64_t j = 0; j < pixels; ++j)
+              for (int v = 0; v < KV; ++v) std::memcpy(dst + j * KB + v * VL, &acc[j][v], sizeof(vec));
           }
         }
       }
+      for (int64_t kb = 0; kb < k_blocks; ++kb)
+        transpose(&out[kb * PQ * KB], pixel_rows.data(), PQ, PQ, std::min(KB, K - kb * KB), 1.0f, yn + kb * KB * PQ);
     }
   });
 }
