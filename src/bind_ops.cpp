@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <initializer_list>
 #include <optional>
+#include <string>
 
 #include "bindings.h"
 #include "convcore/ops.h"
@@ -62,10 +63,23 @@ static CArray<T> softmax(const CArray<T>& x) {
   return y;
 }
 
+// The kernels index rows by label: one outside [0, C) is refused here (a loop over N labels, cheaper than the
+// two numpy reductions that checked it in Python), with the message the Python checks give.
+static void check_labels(const CArray<int64_t>& labels, int64_t N, int64_t C) {
+  if (labels.ndim() != 1 || labels.shape(0) != N) throw py::value_error("labels must have one entry per row");
+  const int64_t* l = labels.data();
+  if (N == 0) return;
+  const auto [lo, hi] = std::minmax_element(l, l + N);
+  if (*lo < 0 || *hi >= C)
+    throw py::value_error("labels must be in [0, " + std::to_string(C) + ") (number of classes), found " +
+                          std::to_string(*lo < 0 ? *lo : *hi));
+}
+
 // Returns (mean loss, probs).
 template <typename T>
 static py::tuple cross_entropy(const CArray<T>& logits, const CArray<int64_t>& labels) {
   const int64_t N = logits.shape(0), C = logits.shape(1);
+  check_labels(labels, N, C);
   auto probs = new_array<T>({N, C});
   const T* pl = logits.data();
   const int64_t* plab = labels.data();
@@ -81,6 +95,7 @@ static py::tuple cross_entropy(const CArray<T>& logits, const CArray<int64_t>& l
 template <typename T>
 static CArray<T> cross_entropy_grad(const CArray<T>& probs, const CArray<int64_t>& labels, double scale) {
   const int64_t N = probs.shape(0), C = probs.shape(1);
+  check_labels(labels, N, C);
   auto d = new_array<T>({N, C});
   const T* pp = probs.data();
   const int64_t* plab = labels.data();

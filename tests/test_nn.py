@@ -630,3 +630,18 @@ def test_native_plan_refuses_an_input_of_another_shape_or_dtype(rng):
         native.run(np.zeros((2, 3, 8, 8), np.float64))
     with pytest.raises(ValueError, match="a reshape keeps the element count"):
         _core.NativePlan([2, 3]).add_reshape([7])
+
+
+def test_max_pool_backward_routes_with_the_windows_of_its_forward(rng):
+    """Options changed between forward and backward do not apply to that backward (the argmax offsets are only
+    meaningful for the windows they were taken over); the next forward uses them."""
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    pool = nn.MaxPool2d(3, stride=2)
+    pool.train()
+    y = pool(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    expected = cc.functional.max_pool2d_backward(dy, cc.functional.max_pool2d(x, 3, 2, return_indices=True)[1],
+                                                 x.shape, 3, 2)
+    pool.kernel_size, pool.stride = 2, 2
+    np.testing.assert_array_equal(pool.backward(dy), expected)
+    assert pool(x).shape == (2, 3, 4, 4)

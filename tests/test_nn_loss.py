@@ -72,3 +72,28 @@ def test_loss_errors(rng):
         nn.MSELoss()(np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32))
     with pytest.raises(TypeError, match="target has dtype float64 but must match"):
         nn.MSELoss()(np.zeros((2, 3), np.float32), np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("labels, found", [([0, 3], 3), ([-1, 2], -1), ([-2, 7], -2)])
+def test_cross_entropy_refuses_labels_outside_the_classes(dtype, labels, found):
+    from convcore import functional as F
+
+    logits, labels = np.zeros((2, 3), dtype), np.array(labels)
+    message = rf"labels must be in \[0, 3\) \(number of classes\), found {found}$"
+    with pytest.raises(ValueError, match=message):
+        F.cross_entropy(logits, labels)
+    with pytest.raises(ValueError, match=message):
+        F.cross_entropy_backward(logits, labels)
+    with pytest.raises(ValueError, match=message):
+        nn.CrossEntropyLoss()(logits, labels)
+
+
+def test_cross_entropy_loss_backward_uses_the_forward_probabilities(rng):
+    """The module keeps the forward's softmax; its gradient equals the functional one (which recomputes it)."""
+    from convcore import functional as F
+
+    logits, labels = rng.standard_normal((5, 4)).astype(np.float32), np.array([0, 3, 1, 1, 2])
+    loss = nn.CrossEntropyLoss()
+    assert loss(logits, labels) == F.cross_entropy(logits, labels)
+    np.testing.assert_array_equal(loss.backward(0.5), F.cross_entropy_backward(logits, labels, 0.5))

@@ -37,27 +37,29 @@ def _labels(labels, logits: np.ndarray) -> np.ndarray:
     if labels.shape != (logits.shape[0],):
         raise ValueError(f"labels must have shape ({logits.shape[0]},) to match logits {logits.shape}, "
                          f"got {labels.shape}")
-    if labels.size:
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= logits.shape[1]:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"labels must be in [0, {logits.shape[1]}) (number of classes), found {bad}")
-    return np.ascontiguousarray(labels, dtype=np.int64)
+    return np.ascontiguousarray(labels, dtype=np.int64)  # the kernels refuse labels outside [0, classes)
+
+
+def _cross_entropy(logits, labels):
+    """(mean loss, softmax probabilities, labels as validated int64) for cross_entropy and CrossEntropyLoss."""
+    logits = as_tensor(logits, "logits", ndim=2)
+    labels = _labels(labels, logits)
+    loss, probs = _core.cross_entropy(logits, labels)
+    return float(loss), probs, labels
+
+
+def _cross_entropy_gradient(probs, labels, grad_output):
+    if not isinstance(grad_output, numbers.Real):
+        raise TypeError(f"grad_output must be a real number, got {grad_output!r}")
+    return _core.cross_entropy_backward(probs, labels, float(grad_output) / max(probs.shape[0], 1))
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean over the batch of -log softmax(logits)[n, labels[n]]; logits (N, C), labels (N,) ints."""
-    logits = as_tensor(logits, "logits", ndim=2)
-    loss, _ = _core.cross_entropy(logits, _labels(labels, logits))
-    return float(loss)
+    return _cross_entropy(logits, labels)[0]
 
 
 def cross_entropy_backward(logits: np.ndarray, labels: np.ndarray, grad_output: float = 1.0) -> np.ndarray:
     """d(cross_entropy)/d(logits) = (softmax(logits) - onehot(labels)) * grad_output / N."""
-    logits = as_tensor(logits, "logits", ndim=2)
-    labels = _labels(labels, logits)
-    if not isinstance(grad_output, numbers.Real):
-        raise TypeError(f"grad_output must be a real number, got {grad_output!r}")
-    _, probs = _core.cross_entropy(logits, labels)
-    n = max(logits.shape[0], 1)
-    return _core.cross_entropy_backward(probs, labels, float(grad_output) / n)
+    _, probs, labels = _cross_entropy(logits, labels)
+    return _cross_entropy_gradient(probs, labels, grad_output)

@@ -174,8 +174,12 @@ def _max_pool2d_compact(x, kernel_size, stride=None, padding=0, ceil_mode=False)
     return y.reshape(out_shape), offsets.reshape(out_shape)
 
 
-def _max_pool2d_compact_backward(dy, offsets, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
-    """dx (input_shape) from dy and the offsets of _max_pool2d_compact called with the same arguments."""
+def _max_pool2d_compact_backward(dy, offsets, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                                 offsets_checked=False):
+    """dx (input_shape) from dy and the offsets of _max_pool2d_compact called with the same arguments.
+
+    offsets_checked: the offsets are that call's own, unchanged (MaxPool2d's saved ones), so the scan that
+    refuses any outside the window is skipped; dy is validated either way."""
     spatial = len(input_shape) - 2 if isinstance(input_shape, (tuple, list)) else 2
     dy4, geometry, shape = _gradient(dy, input_shape, kernel_size, stride, padding, ceil_mode, spatial)
     if not isinstance(offsets, np.ndarray) or offsets.dtype != np.uint8:
@@ -184,7 +188,7 @@ def _max_pool2d_compact_backward(dy, offsets, input_shape, kernel_size, stride=N
     if offsets.shape != dy.shape:
         raise ValueError(f"offsets shape {offsets.shape} must equal dy shape {dy.shape}")
     window = geometry[4] * geometry[5]
-    if offsets.size and int(offsets.max()) >= window:
+    if not offsets_checked and offsets.size and int(offsets.max()) >= window:
         raise ValueError(f"offsets must be < {window} (window elements), found {int(offsets.max())}")
     offsets4 = np.ascontiguousarray(offsets).reshape(dy4.shape)
     return _core.max_pool2d_offsets_backward(dy4, offsets4, geometry).reshape(shape)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional as F
 from .._validate import as_tensor
+from ..functional import activation as activation_ops
 
 
 class CrossEntropyLoss:
@@ -15,14 +15,14 @@ class CrossEntropyLoss:
         self._saved = None
 
     def __call__(self, logits, labels) -> float:
-        value = F.cross_entropy(logits, labels)
-        self._saved = (logits, labels)
+        value, probs, labels = activation_ops._cross_entropy(logits, labels)
+        self._saved = (probs, labels)  # the backward needs only these (the functional one recomputes them)
         return value
 
     def backward(self, grad_output: float = 1.0) -> np.ndarray:
         if self._saved is None:
             raise RuntimeError("CrossEntropyLoss.backward needs a call loss(logits, labels) first")
-        return F.cross_entropy_backward(*self._saved, grad_output)
+        return activation_ops._cross_entropy_gradient(*self._saved, grad_output)
 
 
 class MSELoss:

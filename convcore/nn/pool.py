@@ -32,11 +32,12 @@ class _MaxPoolNd(Module):
         pool = F.max_pool2d if self.n_axes == 2 else F.max_pool1d
         if not self.training:
             return pool(x, *self._args())
+        args = self._args()  # kept: the backward routes with the windows the argmax was taken over
         if self._compact():
-            y, argmax = pool_ops._max_pool2d_compact(x, *self._args())
+            y, argmax = pool_ops._max_pool2d_compact(x, *args)
         else:
-            y, argmax = pool(x, *self._args(), return_indices=True)
-        self._saved_state = (argmax, x.shape, y)
+            y, argmax = pool(x, *args, return_indices=True)
+        self._saved_state = (argmax, x.shape, y, args)
         return y
 
     def _inference_step(self, x, relu=False):
@@ -51,11 +52,11 @@ class _MaxPoolNd(Module):
         return self.backward(F.relu_backward(dy, y))
 
     def backward(self, dy, input_grad=True):
-        argmax, shape, _ = self._saved(self._saved_state, "argmax indices")
+        argmax, shape, _, args = self._saved(self._saved_state, "argmax indices")
         if argmax.dtype == np.uint8:
-            return pool_ops._max_pool2d_compact_backward(dy, argmax, shape, *self._args())
+            return pool_ops._max_pool2d_compact_backward(dy, argmax, shape, *args, offsets_checked=True)
         back = F.max_pool2d_backward if self.n_axes == 2 else F.max_pool1d_backward
-        return back(dy, argmax, shape, *self._args())
+        return back(dy, argmax, shape, *args)
 
     def _release(self):
         self._saved_state = None
