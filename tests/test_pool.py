@@ -84,6 +84,27 @@ def test_avg_pool_exact_on_integers(isa, nthreads, rng, shape, kernel, stride, p
     assert np.array_equal(F.avg_pool2d_backward(dy, shape, **kw), ref.avg_pool2d_backward(dy, shape, **rkw))
 
 
+@pytest.mark.parametrize("w", [2, 4, 6, 8, 10, 12, 14, 16])
+@pytest.mark.parametrize("n,c,h", [(1, 1, 2), (2, 3, 4), (3, 5, 10), (1, 7, 6)])
+def test_2x2_narrow_rows_several_rows_a_step(isa, nthreads, rng, n, c, h, w):
+    """Rows of at most 8 outputs (W <= 16) pool several rows per vector step, across planes, with rows left over
+    for a step of one row; ties, NaN (the later NaN's offset wins) and -0 against the reference."""
+    x = _ints(rng, (n, c, h, w))
+    x.flat[rng.choice(x.size, size=max(1, x.size // 16), replace=False)] = np.nan
+    x.flat[rng.choice(x.size, size=max(1, x.size // 16), replace=False)] = -0.0
+    ry, rindices = ref.max_pool2d(x, 2, 2)
+    y, offsets = P._max_pool2d_compact(x, 2)
+    np.testing.assert_array_equal(y, ry)
+    assert np.array_equal(np.signbit(y), np.signbit(ry))
+    np.testing.assert_array_equal(F.max_pool2d(x, 2, return_indices=True)[1], rindices)
+    dy = _ints(rng, y.shape)
+    np.testing.assert_array_equal(P._max_pool2d_compact_backward(dy, offsets, x.shape, 2),
+                                  ref.max_pool2d_backward(dy, rindices, x.shape))
+    x = _ints(rng, (n, c, h, w))
+    np.testing.assert_array_equal(F.avg_pool2d(x, 2), ref.avg_pool2d(x, 2, 2))
+    np.testing.assert_array_equal(F.avg_pool2d_backward(dy, x.shape, 2), ref.avg_pool2d_backward(dy, x.shape, 2, 2))
+
+
 def test_random_floats_match_reference_bitwise(isa, rng):
     # float32 random data: the fast paths sum and compare in the reference's order, so equality is exact.
     x = rng.standard_normal((2, 3, 10, 37)).astype(np.float32)
