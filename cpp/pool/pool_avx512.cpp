@@ -146,12 +146,19 @@ struct NarrowRows {
 
 inline bool narrow_rows(int64_t H, int64_t W) { return H % 2 == 0 && W % 2 == 0 && W <= 16; }
 
+// Runs step(n, i) for each whole step i of the planes' H/2 output rows each, then row(r) for each output row left.
+template <typename Step, typename Row>
+void for_narrow_steps(int64_t planes, int64_t H, int64_t W, const Step& step, const Row& row) {
+  const NarrowRows n(W);
+  const int64_t rows = planes * (H / 2), steps = rows / n.G;
+  for (int64_t i = 0; i < steps; ++i) step(n, i);
+  for (int64_t r = steps * n.G; r < rows; ++r) row(r);
+}
+
 void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W) {
   const int64_t OW = W / 2;
   if (narrow_rows(H, W)) {
-    const NarrowRows n(W);
-    const int64_t rows = planes * (H / 2), steps = rows / n.G;
-    for (int64_t i = 0; i < steps; ++i) {
+    const auto step = [&](const NarrowRows& n, int64_t i) {
       __m512 e[4];
       n.gather(x + i * n.floats, e);
       __m512 best = e[0];
@@ -159,9 +166,10 @@ void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t plane
       for (int k = 1; k < 4; ++k) take_if_greater(e[k], k, &best, &offset);
       _mm512_mask_storeu_ps(y + i * n.lanes, n.out_mask, best);
       _mm512_mask_cvtepi32_storeu_epi8(offsets + i * n.lanes, n.out_mask, offset);
-    }
-    for (int64_t r = steps * n.G; r < rows; ++r)
+    };
+    for_narrow_steps(planes, H, W, step, [&](int64_t r) {
       max_2x2_row(x + r * 2 * W, x + r * 2 * W + W, y + r * OW, offsets + r * OW, OW);
+    });
     return;
   }
   for_output_rows(planes, H, W, [&](int64_t in, int64_t out_row) {
@@ -172,9 +180,7 @@ void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t plane
 void max_2x2s2_backward(const float* dy, const uint8_t* offsets, float* dx, int64_t planes, int64_t H, int64_t W) {
   const int64_t OW = W / 2;
   if (narrow_rows(H, W)) {
-    const NarrowRows n(W);
-    const int64_t rows = planes * (H / 2), steps = rows / n.G;
-    for (int64_t i = 0; i < steps; ++i) {
+    const auto step = [&](const NarrowRows& n, int64_t i) {
       const __m512 g = _mm512_add_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(n.out_mask, dy + i * n.lanes));
       const __m512i k =
           _mm512_maskz_cvtepu8_epi32(n.out_mask, _mm_maskz_loadu_epi8(n.out_mask, offsets + i * n.lanes));
@@ -184,9 +190,10 @@ void max_2x2s2_backward(const float* dy, const uint8_t* offsets, float* dx, int6
         const __mmask16 argmax = _mm512_cmpeq_epi32_mask(element, n.element[v]);
         _mm512_mask_storeu_ps(dx + i * n.floats + 16 * v, n.in_mask[v], _mm512_maskz_mov_ps(argmax, routed));
       }
-    }
-    for (int64_t r = steps * n.G; r < rows; ++r)
+    };
+    for_narrow_steps(planes, H, W, step, [&](int64_t r) {
       max_2x2_row_backward(dy + r * OW, offsets + r * OW, dx + r * 2 * W, dx + r * 2 * W + W, OW);
+    });
     return;
   }
   for_gradient_rows(dx, planes, H, W, [&](int64_t out_row, float* top, float* bot) {
@@ -197,16 +204,15 @@ void max_2x2s2_backward(const float* dy, const uint8_t* offsets, float* dx, int6
 void avg_2x2s2_forward(const float* x, float* y, int64_t planes, int64_t H, int64_t W) {
   const int64_t OW = W / 2;
   if (narrow_rows(H, W)) {
-    const NarrowRows n(W);
-    const int64_t rows = planes * (H / 2), steps = rows / n.G;
-    for (int64_t i = 0; i < steps; ++i) {
+    const auto step = [&](const NarrowRows& n, int64_t i) {
       __m512 e[4];
       n.gather(x + i * n.floats, e);
       __m512 sum = _mm512_add_ps(_mm512_setzero_ps(), e[0]);  // the reference's order: 0 + a + b + c + d
       sum = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(sum, e[1]), e[2]), e[3]);
       _mm512_mask_storeu_ps(y + i * n.lanes, n.out_mask, _mm512_mul_ps(sum, _mm512_set1_ps(0.25f)));
-    }
-    for (int64_t r = steps * n.G; r < rows; ++r) avg_2x2_row(x + r * 2 * W, x + r * 2 * W + W, y + r * OW, OW);
+    };
+    for_narrow_steps(planes, H, W, step,
+                     [&](int64_t r) { avg_2x2_row(x + r * 2 * W, x + r * 2 * W + W, y + r * OW, OW); });
     return;
   }
   for_output_rows(planes, H, W,
@@ -216,19 +222,18 @@ void avg_2x2s2_forward(const float* x, float* y, int64_t planes, int64_t H, int6
 void avg_2x2s2_backward(const float* dy, float* dx, int64_t planes, int64_t H, int64_t W) {
   const int64_t OW = W / 2;
   if (narrow_rows(H, W)) {
-    const NarrowRows n(W);
-    const int64_t rows = planes * (H / 2), steps = rows / n.G;
-    const __m512 quarter = _mm512_set1_ps(0.25f);
-    for (int64_t i = 0; i < steps; ++i) {
+    const auto step = [&](const NarrowRows& n, int64_t i) {
+      const __m512 quarter = _mm512_set1_ps(0.25f);
       const __m512 g = _mm512_add_ps(_mm512_setzero_ps(),
                                      _mm512_mul_ps(_mm512_maskz_loadu_ps(n.out_mask, dy + i * n.lanes), quarter));
       for (int v = 0; v < 4; ++v) {
         const __m512 routed = _mm512_maskz_permutexvar_ps(0xFFFF, n.out_of[v], g);
         _mm512_mask_storeu_ps(dx + i * n.floats + 16 * v, n.in_mask[v], routed);
       }
-    }
-    for (int64_t r = steps * n.G; r < rows; ++r)
+    };
+    for_narrow_steps(planes, H, W, step, [&](int64_t r) {
       avg_2x2_row_backward(dy + r * OW, dx + r * 2 * W, dx + r * 2 * W + W, OW);
+    });
     return;
   }
   for_gradient_rows(dx, planes, H, W, [&](int64_t out_row, float* top, float* bot) {
