@@ -193,55 +193,143 @@ static CArray<T> bn_backward_input(const CArray<T>& dy, const CArray<T>& x, cons
   return dx;
 }
 
-// The optimizer steps update p and their buffers in place: those arrays are taken as they are (noconvert: of
-// dtype T and C order, or the call is refused), never as converted copies whose updates would be lost, and
-// mutable_data() refuses a read-only one (ValueError).
-template <typename T>
-static void check_sizes(const CArray<T>& p, std::initializer_list<const CArray<T>*> others) {
-  for (const CArray<T>* a : others)
-    if (a && a->size() != p.size())
-      throw py::value_error("optimizer step: the parameter, its gradient and its buffers must have the same number "
-                            "of elements");
+// --- optimizer steps: one call per step for all of a model's parameters ---
+// params, grads and each buffer list are aligned by index; a None gradient skips its parameter (and its buffers may
+// be None). Every array is checked, naming its parameter, before anything changes. Parameters and buffers are
+// updated in place, so they are taken as they are (writeable, C order, the parameter's dtype: float32 or float64),
+// never as converted copies whose updates would be lost; a gradient is converted to the parameter's form if need be.
+
+static std::string shape_text(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) s += (d ? ", " : "") + std::to_string(a.shape(d));
+  return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
+static bool updatable(py::handle h) {
+  return (py::isinstance<CArray<float>>(h) || py::isinstance<CArray<double>>(h)) &&
+         py::reinterpret_borrow<py::array>(h).writeable();
+}
+
+struct Update {  // one parameter's arrays, checked; the buffers in the order the step lists them
+  size_t index;
+  py::array p, g;
+  std::vector<py::array> buffers;
+};
+
 template <typename T>
-static void sgd(CArray<T>& p, const CArray<T>& g, std::optional<CArray<T>>& buf, double lr, double momentum,
-                double dampening, double weight_decay, bool nesterov, bool first_step) {
-  if (momentum != 0 && !buf) throw py::value_error("sgd_step: momentum needs a buffer");
-  check_sizes(p, {&g, buf ? &*buf : nullptr});
-  T* pp = p.mutable_data();
-  const T* pg = g.data();
-  T* pb = buf ? buf->mutable_data() : nullptr;
-  const int64_t n = p.size();
+static py::array gradient_as(py::handle g) {
+  auto converted = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(g);
+  if (!converted) throw py::type_error("a gradient could not be converted to its parameter's dtype");
+  return std::move(converted);
+}
+
+static std::vector<Update> checked_updates(const py::list& params, const py::list& grads,
+                                           const std::vector<py::list>& buffers) {
+  const size_t n = params.size();
+  if (grads.size() != n) throw py::value_error("optimizer step: one gradient (or None) per parameter");
+  for (const auto& list : buffers)
+    if (list.size() != n) throw py::value_error("optimizer step: one buffer (or None) per parameter");
+  std::vector<Update> updates;
+  for (size_t i = 0; i < n; ++i) {
+    const py::handle p = params[i];
+    const std::string name = "parameter " + std::to_string(i);
+    if (!updatable(p)) {
+      std::string got = py::str(py::type::handle_of(p).attr("__name__"));
+      if (py::isinstance<py::array>(p)) {
+        const auto a = py::reinterpret_borrow<py::array>(p);
+        got = std::string(py::str(a.dtype())) + " (C-contiguous: " +
+              ((a.flags() & py::array::c_style) ? "True" : "False") +
+              ", writeable: " + (a.writeable() ? "True" : "False") + ")";
+      }
+      throw py::value_error(name + " must be a writeable C-contiguous float32 or float64 array to be updated in "
+                            "place, got " + got);
+    }
+    if (grads[i].is_none()) continue;
+    Update u{i, py::reinterpret_borrow<py::array>(p), py::array::ensure(grads[i]), {}};
+    if (!u.g) throw py::type_error(name + " has a gradient that is not an array: " +
+                                   std::string(py::str(py::type::handle_of(grads[i]).attr("__name__"))));
+    if (!same_shape(u.p, u.g))
+      throw py::value_error(name + " has shape " + shape_text(u.p) + " but its gradient has " + shape_text(u.g));
+    const bool single = py::isinstance<CArray<float>>(p);
+    u.g = single ? gradient_as<float>(u.g) : gradient_as<double>(u.g);
+    for (const auto& list : buffers) {
+      const py::handle b = list[i];
+      if (!updatable(b) || !py::reinterpret_borrow<py::array>(b).dtype().equal(u.p.dtype()) ||
+          py::reinterpret_borrow<py::array>(b).size() != u.p.size())
+        throw py::value_error(name + "'s optimizer buffer must be a writeable C-contiguous array of its dtype and "
+                              "size");
+      u.buffers.push_back(py::reinterpret_borrow<py::array>(b));
+    }
+    updates.push_back(std::move(u));
+  }
+  return updates;
+}
+
+// f(index, p, g, buffer 0, buffer 1, elements) with typed pointers (null for a buffer not listed), for each update,
+// without the GIL.
+template <typename F>
+static void for_each_update(std::vector<Update>& updates, const F& f) {
+  struct Raw {
+    size_t index;
+    void *p, *b0, *b1;
+    const void* g;
+    int64_t n;
+    bool single;
+  };
+  std::vector<Raw> raw;
+  for (Update& u : updates) {
+    auto* b0 = u.buffers.size() > 0 ? u.buffers[0].mutable_data() : nullptr;
+    auto* b1 = u.buffers.size() > 1 ? u.buffers[1].mutable_data() : nullptr;
+    raw.push_back(Raw{u.index, u.p.mutable_data(), b0, b1, u.g.data(), static_cast<int64_t>(u.p.size()),
+                      py::isinstance<CArray<float>>(u.p)});
+  }
   py::gil_scoped_release release;
-  sgd_step<T>(pp, pg, pb, n, SgdHyper{lr, momentum, dampening, weight_decay, nesterov}, first_step);
+  for (const Raw& r : raw) {
+    if (r.single)
+      f(r.index, static_cast<float*>(r.p), static_cast<const float*>(r.g), static_cast<float*>(r.b0),
+        static_cast<float*>(r.b1), r.n);
+    else
+      f(r.index, static_cast<double*>(r.p), static_cast<const double*>(r.g), static_cast<double*>(r.b0),
+        static_cast<double*>(r.b1), r.n);
+  }
 }
 
-template <typename T>
-static void adam(CArray<T>& p, const CArray<T>& g, CArray<T>& m, CArray<T>& v, double lr, double beta1,
-                 double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
+// first: per parameter, whether its momentum buffer is new (it is then set to the gradient, not read).
+static void sgd(const py::list& params, const py::list& grads, const std::optional<py::list>& momentum_buffers,
+                const std::vector<bool>& first, double lr, double momentum, double dampening, double weight_decay,
+                bool nesterov) {
+  if (momentum != 0 && !momentum_buffers) throw py::value_error("sgd_step: momentum needs buffers");
+  if (first.size() != params.size()) throw py::value_error("sgd_step: one first-step flag per parameter");
+  std::vector<py::list> buffers;
+  if (momentum != 0) buffers.push_back(*momentum_buffers);
+  std::vector<Update> updates = checked_updates(params, grads, buffers);
+  const SgdHyper h{lr, momentum, dampening, weight_decay, nesterov};
+  for_each_update(updates, [&](size_t i, auto* p, const auto* g, auto* buf, auto*, int64_t n) {
+    sgd_step(p, g, buf, n, h, bool(first[i]));
+  });
+}
+
+static void adam(const py::list& params, const py::list& grads, const py::list& exp_avg, const py::list& exp_avg_sq,
+                 double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
   if (step < 1) throw py::value_error("adam_step: step must be >= 1");
-  check_sizes(p, {&g, &m, &v});
-  T *pp = p.mutable_data(), *pm = m.mutable_data(), *pv = v.mutable_data();
-  const T* pg = g.data();
-  const int64_t n = p.size();
-  py::gil_scoped_release release;
-  adam_step<T>(pp, pg, pm, pv, n, AdamHyper{lr, beta1, beta2, eps, weight_decay, decoupled}, step);
+  std::vector<Update> updates = checked_updates(params, grads, {exp_avg, exp_avg_sq});
+  const AdamHyper h{lr, beta1, beta2, eps, weight_decay, decoupled};
+  for_each_update(updates, [&](size_t, auto* p, const auto* g, auto* m, auto* v, int64_t n) {
+    adam_step(p, g, m, v, n, h, step);
+  });
 }
 
-template <typename T>
 static void bind_optim(py::module_& m) {
-  m.def("sgd_step", &sgd<T>, py::arg("p").noconvert(), py::arg("g"), py::arg("buf").noconvert().none(true),
-        py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
-        py::arg("first_step"));
-  m.def("adam_step", &adam<T>, py::arg("p").noconvert(), py::arg("g"), py::arg("m").noconvert(),
-        py::arg("v").noconvert(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-        py::arg("weight_decay"), py::arg("decoupled"), py::arg("step"));
+  m.def("sgd_step", &sgd, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers").none(true),
+        py::arg("first"), py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"),
+        py::arg("nesterov"));
+  m.def("adam_step", &adam, py::arg("params"), py::arg("grads"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
+        py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
+        py::arg("decoupled"), py::arg("step"));
 }
 
 void bind_ops(py::module_& m) {
-  bind_optim<float>(m);
-  bind_optim<double>(m);
+  bind_optim(m);
   m.def("relu", &relu<float>);
   m.def("relu", &relu<double>);
   m.def("relu_backward", &relu_grad<float>);

@@ -220,14 +220,50 @@ def test_parameters_must_be_updatable_in_place(rng):
 
 def test_native_steps_refuse_mismatched_arrays():
     from convcore import _core
-    p, g = np.zeros(4, np.float32), np.ones(4, np.float32)
-    with pytest.raises(ValueError, match="momentum needs a buffer"):
-        _core.sgd_step(p, g, None, 0.1, 0.9, 0.0, 0.0, False, False)
-    with pytest.raises(ValueError, match="same number of elements"):
-        _core.adam_step(p, g, np.zeros(3, np.float32), np.zeros(4, np.float32), 0.1, 0.9, 0.99, 1e-8, 0.0, False, 1)
-    with pytest.raises(TypeError):  # a float64 parameter array is not silently copied to float32 and lost
-        _core.sgd_step(p.astype(np.float64)[::2], g[::2], None, 0.1, 0.0, 0.0, 0.0, False, False)
-    assert np.all(p == 0)
+    p, q, g = np.zeros(4, np.float32), np.zeros(2, np.float32), np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="momentum needs buffers"):
+        _core.sgd_step([p], [g], None, [False], 0.1, 0.9, 0.0, 0.0, False)
+    with pytest.raises(ValueError, match="parameter 0's optimizer buffer must be"):
+        _core.adam_step([p], [g], [np.zeros(3, np.float32)], [np.zeros(4, np.float32)], 0.1, 0.9, 0.99, 1e-8, 0.0,
+                        False, 1)
+    with pytest.raises(ValueError, match="parameter 1's optimizer buffer must be"):  # float64: not its dtype
+        _core.sgd_step([p, q], [g, np.ones(2)], [np.zeros(4, np.float32), np.zeros(2)], [False, False], 0.1, 0.9,
+                       0.0, 0.0, False)
+    with pytest.raises(ValueError, match="parameter 1 must be a writeable"):  # a copy's update would be lost
+        _core.sgd_step([p, p.astype(np.float64)[::2]], [g, g[::2]], None, [False, False], 0.1, 0.0, 0.0, 0.0, False)
+    with pytest.raises(ValueError, match="one gradient"):
+        _core.sgd_step([p, q], [g], None, [False, False], 0.1, 0.0, 0.0, 0.0, False)
+    assert np.all(p == 0) and np.all(q == 0)  # nothing changed: every parameter is checked before any update
+
+
+def test_a_refused_step_changes_nothing(rng):
+    """The last parameter refused: the first is not updated, no buffer is kept, the step count stays."""
+    a, b = nn.Parameter(np.ones(3, np.float32)), nn.Parameter(np.ones(2, np.float32))
+    a.grad, b.grad = np.ones(3, np.float32), np.ones(5, np.float32)
+    for opt in (optim.SGD([a, b], lr=0.1, momentum=0.9), optim.Adam([a, b])):
+        with pytest.raises(ValueError, match=r"parameter 1 has shape \(2,\) but its gradient has \(5,\)"):
+            opt.step()
+        assert np.all(a.data == 1) and opt.buffers == {} and opt.step_count == 0
+
+
+def test_mixed_dtypes_and_converted_gradients(rng):
+    """float32 and float64 parameters in one optimizer, a float64 and a strided gradient: each update as the
+    parameter's own, alone."""
+    start = [rng.standard_normal(5).astype(np.float32), rng.standard_normal((2, 3))]
+    grads = [rng.standard_normal(10)[::2], rng.standard_normal((2, 3))]
+    together = [nn.Parameter(s.copy()) for s in start]
+    opt = optim.SGD(together, lr=0.1, momentum=0.9)
+    for _ in range(2):
+        for p, g in zip(together, grads):
+            p.grad = g
+        opt.step()
+    for s, g, p in zip(start, grads, together):
+        alone = nn.Parameter(s.copy())
+        solo = optim.SGD([alone], lr=0.1, momentum=0.9)
+        for _ in range(2):
+            alone.grad = np.ascontiguousarray(g, dtype=s.dtype)
+            solo.step()
+        assert p.data.dtype == s.dtype and np.array_equal(p.data, alone.data)
 
 
 def test_loaded_buffers_take_the_parameter_dtype(rng):

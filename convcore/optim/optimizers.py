@@ -1,8 +1,8 @@
 """Optimizers with PyTorch's update rules: SGD (momentum, dampening, nesterov, weight decay), Adam, AdamW.
 
 state_dict() holds plain numbers and numpy arrays (no pickle): hyper-parameters, the step count, and per-parameter
-buffers keyed "<buffer>.<parameter index>". Each parameter's update is one native pass over its arrays (in place,
-in the parameter's dtype: float32 or float64).
+buffers keyed "<buffer>.<parameter index>". A step is one native call for all the parameters; each parameter's update
+is one pass over its arrays (in place, in the parameter's dtype: float32 or float64).
 """
 from __future__ import annotations
 
@@ -37,30 +37,31 @@ class Optimizer:
                                 f"{type(p).__name__}")
         self.step_count = 0
         self.buffers: dict[str, np.ndarray] = {}
+        self._keys: dict[str, list] = {}  # buffer name -> its key for each parameter
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
-    def _buffer(self, name, i, like):
-        key = f"{name}.{i}"
-        if key not in self.buffers:
-            self.buffers[key] = np.zeros_like(like, order="C")
-        return self.buffers[key]
-
     def step(self) -> None:
-        for i, p in enumerate(self.params):
-            data = p.data
-            if data.dtype not in (np.float32, np.float64) or not data.flags.c_contiguous or not data.flags.writeable:
-                raise ValueError(f"parameter {i} must be a writeable C-contiguous float32 or float64 array to be "
-                                 f"updated in place, got {data.dtype} (C-contiguous: {data.flags.c_contiguous}, "
-                                 f"writeable: {data.flags.writeable})")
-            if p.grad is not None and p.grad.shape != data.shape:
-                raise ValueError(f"parameter {i} has shape {data.shape} but its gradient has {p.grad.shape}")
+        """Update every parameter that has a gradient, in one native call: all of them are checked first (naming
+        the parameter by index), and nothing changes when one is refused."""
+        self._apply([p.data for p in self.params], [p.grad for p in self.params], self.step_count + 1)
         self.step_count += 1
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                self._update(i, p, np.ascontiguousarray(p.grad, dtype=p.data.dtype))
+
+    def _buffers(self, name, datas, grads, make):
+        """Buffer `name` of each parameter (None where it has none and no gradient), the missing ones made now by
+        make(data); and the new ones by key, to be kept only once the step has succeeded."""
+        keys = self._keys.get(name)
+        if keys is None:
+            keys = self._keys[name] = [f"{name}.{i}" for i in range(len(self.params))]
+        bufs, made = [], {}
+        for key, data, grad in zip(keys, datas, grads):
+            buf = self.buffers.get(key)
+            if buf is None and grad is not None and isinstance(data, np.ndarray):
+                buf = made[key] = make(data)
+            bufs.append(buf)
+        return bufs, made
 
     def state_dict(self) -> dict:
         return {"hyper": {k: getattr(self, k) for k in self.hyper_names}, "step_count": self.step_count,
@@ -113,16 +114,14 @@ class SGD(Optimizer):
             raise ValueError(f"nesterov needs momentum > 0 and dampening 0, got momentum={momentum}, "
                              f"dampening={dampening}")
 
-    def _update(self, i, p, g):
-        buf, first = None, False
-        if self.momentum:
-            key = f"momentum_buffer.{i}"
-            first = key not in self.buffers
-            if first:
-                self.buffers[key] = np.empty_like(p.data, order="C")
-            buf = self.buffers[key]
-        _core.sgd_step(p.data, g, buf, self.lr, self.momentum, self.dampening, self.weight_decay, self.nesterov,
-                       first)
+    def _apply(self, datas, grads, step):
+        bufs, first, made = None, [False] * len(datas), {}
+        if self.momentum:  # a new buffer is set to the gradient at its first step, not read
+            bufs, made = self._buffers("momentum_buffer", datas, grads, lambda d: np.empty_like(d, order="C"))
+            first = [key in made for key in self._keys["momentum_buffer"]]
+        _core.sgd_step(datas, grads, bufs, first, self.lr, self.momentum, self.dampening, self.weight_decay,
+                       self.nesterov)
+        self.buffers.update(made)
 
 
 class Adam(Optimizer):
@@ -141,9 +140,14 @@ class Adam(Optimizer):
         self.eps = _check_number(eps, "eps")
         self.weight_decay = _check_number(weight_decay, "weight_decay")
 
-    def _update(self, i, p, g):
-        _core.adam_step(p.data, g, self._buffer("exp_avg", i, p.data), self._buffer("exp_avg_sq", i, p.data),
-                        self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled, self.step_count)
+    def _apply(self, datas, grads, step):
+        zeros = lambda d: np.zeros_like(d, order="C")
+        exp_avg, made = self._buffers("exp_avg", datas, grads, zeros)
+        exp_avg_sq, made_sq = self._buffers("exp_avg_sq", datas, grads, zeros)
+        _core.adam_step(datas, grads, exp_avg, exp_avg_sq, self.lr, self.beta1, self.beta2, self.eps,
+                        self.weight_decay, self.decoupled, step)
+        self.buffers.update(made)
+        self.buffers.update(made_sq)
 
 
 class AdamW(Adam):

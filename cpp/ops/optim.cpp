@@ -10,12 +10,12 @@
 namespace convcore {
 namespace {
 
-constexpr int64_t kBlock = 1 << 15;  // elements per work unit
+constexpr int64_t kBlock = 1 << 13;  // elements per work unit
 
 // body(lo, hi) over [0, n) in blocks; serial below ~256K elements (an OpenMP region costs more than it saves).
 template <typename Body>
 void blocks(int64_t n, const Body& body) {
-  parallel_for((n + kBlock - 1) / kBlock, threads_for(n, 1 << 18),
+  parallel_for((n + kBlock - 1) / kBlock, threads_for(n, 1 << 14),
                [&](int64_t b) { body(b * kBlock, std::min(n, (b + 1) * kBlock)); });
 }
 
