@@ -268,7 +268,8 @@ def test_module_structure_buffers_and_float64():
 
 def _held_for_backward(model):
     """Every private attribute a layer fills in forward (saved inputs, outputs, masks, indices) that is not None."""
-    registries = {"_parameters", "_buffers", "_modules", "_plan"}  # the eval plan holds parameters, no activations
+    # the eval plan, the calls a layer prepared for its input shape, a container's order: no activations
+    registries = {"_parameters", "_buffers", "_modules", "_plan", "_prepared", "_scheduled"}
     return [(name, attr) for name, m in model.named_modules() for attr, value in vars(m).items()
             if attr.startswith("_") and attr not in registries and value is not None]
 
@@ -366,7 +367,7 @@ def _plan_model():
 
 
 def _unplanned(model, x):
-    return model._run(x, tuple(model._modules.values()))
+    return model._run(x, model._schedule()[0])
 
 
 def test_eval_plan_gives_the_layer_by_layer_bits(rng):
@@ -645,3 +646,64 @@ def test_max_pool_backward_routes_with_the_windows_of_its_forward(rng):
     pool.kernel_size, pool.stride = 2, 2
     np.testing.assert_array_equal(pool.backward(dy), expected)
     assert pool(x).shape == (2, 3, 4, 4)
+
+
+def _functional_conv(layer, x, activation=None):
+    return cc.functional.conv2d(x, layer.weight.data, layer.bias.data, layer.stride, layer.padding, layer.dilation,
+                                layer.groups, activation=activation)
+
+
+def test_layers_prepare_again_when_input_options_or_parameters_change(rng):
+    """A layer's validated calls are kept per input shape and dtype, options and parameter arrays: each change
+    below must give the functional result for the new state, not the kept one."""
+    conv = nn.Conv2d(3, 4, 3, padding=1, rng=0).train()
+    x, x2 = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 8, 8), (3, 3, 6, 5)))
+    for inp in (x, x2, x):  # input shape changes and back
+        np.testing.assert_array_equal(conv(inp), _functional_conv(conv, inp))
+    np.testing.assert_array_equal(conv.forward(x, activation="relu"), _functional_conv(conv, x, "relu"))
+    conv.stride, conv.padding = (2, 2), (0, 0)  # options changed on the layer
+    assert conv(x).shape == (2, 4, 3, 3)
+    np.testing.assert_array_equal(conv(x), _functional_conv(conv, x))
+    conv.weight.data *= 2  # updated in place (as optimizers do): the kept calls read the array itself
+    np.testing.assert_array_equal(conv(x), _functional_conv(conv, x))
+    conv.weight.data = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)  # a new array
+    np.testing.assert_array_equal(conv(x), _functional_conv(conv, x))
+    conv.weight.data = np.asfortranarray(conv.weight.data * 3)  # one validation copies: prepared at every call
+    np.testing.assert_array_equal(conv(x), _functional_conv(conv, x))
+    assert conv._prepared is None
+    conv.weight.data[0, 0, 0, 0] += 1  # so the next call must see this change
+    np.testing.assert_array_equal(conv(x), _functional_conv(conv, x))
+    with pytest.raises(TypeError, match="x has dtype int64"):
+        conv(np.ones((2, 3, 8, 8), np.int64))  # same shape, another dtype: validated, not taken from the kept calls
+
+    lin = nn.Linear(5, 3, rng=0).train()
+    h = rng.standard_normal((4, 5)).astype(np.float32)
+    np.testing.assert_array_equal(lin(h), cc.functional.linear(h, lin.weight.data, lin.bias.data))
+    lin.bias = None
+    np.testing.assert_array_equal(lin(h), cc.functional.linear(h, lin.weight.data))
+    with pytest.raises(ValueError, match=r"x.shape\[1\] \(6\) must equal w.shape\[1\]"):
+        lin(np.ones((4, 6), np.float32))
+
+    pool = nn.MaxPool1d(2).train()
+    v = rng.standard_normal((2, 3, 9)).astype(np.float32)
+    np.testing.assert_array_equal(pool(v), cc.functional.max_pool1d(v, 2))
+    pool.stride = 1
+    np.testing.assert_array_equal(pool(v), cc.functional.max_pool1d(v, 2, 1))
+
+
+def test_layer_backward_checks_dy_like_the_functional_api(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    layers = [(nn.Conv2d(3, 4, 3, rng=0), x), (nn.Linear(6, 2, rng=0), x[:, 0, 0, :].copy()),
+              (nn.MaxPool2d(2), x), (nn.Conv1d(3, 2, 3, rng=0), x[:, :, 0, :].copy()), (nn.MaxPool1d(2), x[:, :, 0])]
+    for layer, inp in layers:
+        layer.train()
+        y = layer(inp)
+        with pytest.raises(ValueError, match="dy must have"):
+            layer.backward(np.ones((y.shape[0] + 1,) + y.shape[1:], np.float32))
+        with pytest.raises(TypeError, match="dy must be a numpy array"):
+            layer.backward(None)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        expected = layer.backward(dy)
+        strided = np.empty(y.shape + (2,), np.float32)[..., 0]  # the same values, not C-contiguous
+        strided[...] = dy
+        np.testing.assert_array_equal(layer.backward(strided), expected)

@@ -44,7 +44,6 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, n_axes):
     if K == 0 or Cg == 0 or R == 0 or S == 0:
         raise ValueError(f"w must have no zero dimension, got shape {names['w']}")
     spatial = [(H, R, 0), (W, S, 1)] if n_axes == 2 else [(W, S, 1)]
-    out = []
     for size, k, a in spatial:
         span = dilation[a] * (k - 1) + 1
         if span > size + 2 * padding[a]:
@@ -102,24 +101,39 @@ def _forward(x, w, b, stride, padding, dilation, groups, activation, n_axes):
     return _prepare_forward(x, w, b, stride, padding, dilation, groups, activation, n_axes)(x)
 
 
+def _prepare_backward(x, w, stride, padding, dilation, groups, n_axes):
+    """Validate a backward for inputs shaped and typed like x (already through _tensor) and weights w; returns
+    run(dy, x, input_grad, bias_grad) -> (dx, dw, db) for any C-contiguous x of that shape and dtype, bound to w.
+    dy is checked in run (in one comparison when it is already a C-contiguous array of the output's shape and x's
+    dtype): a layer keeps run for its input shape (Conv2d/Conv1d)."""
+    ndim, dtype = n_axes + 2, x.dtype
+    w = as_tensor(w, "w", ndim=ndim, dtype=dtype)
+    geom, out_shape = _geometry(x.shape, w.shape, stride, padding, dilation, groups, n_axes)
+    dy_shape = out_shape if n_axes == 2 else (out_shape[0], out_shape[1], out_shape[3])
+    x4_shape = x.shape if n_axes == 2 else (x.shape[0], x.shape[1], 1, x.shape[2])
+    w4 = w if n_axes == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+
+    def run(dy, x, input_grad, bias_grad):
+        if type(dy) is not np.ndarray or dy.shape != dy_shape or dy.dtype != dtype or not dy.flags.c_contiguous:
+            dy = _tensor(dy, "dy", ndim, dtype=dtype)
+            if dy.shape != dy_shape:
+                raise ValueError(f"dy must have the output's shape {dy_shape}, got {dy.shape}")
+        dy4, x4 = (dy, x) if n_axes == 2 else (dy.reshape(out_shape), x.reshape(x4_shape))
+        dw = _core.conv2d_backward_weight(dy4, x4, w4.shape, geom)
+        dx = _core.conv2d_backward_input(dy4, w4, x4_shape, geom) if input_grad else None
+        db = _core.conv2d_backward_bias(dy4) if bias_grad else None
+        if n_axes == 1:
+            dw, dx = dw.reshape(w.shape), None if dx is None else dx.reshape(x.shape)
+        return dx, dw, db
+
+    return run
+
+
 def _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, n_axes):
     input_grad = _check_flag(input_grad, "input_grad")
     bias_grad = _check_flag(bias_grad, "bias_grad")
-    ndim = n_axes + 2
-    x = _tensor(x, "x", ndim)
-    w = as_tensor(w, "w", ndim=ndim, dtype=x.dtype)
-    dy = _tensor(dy, "dy", ndim, dtype=x.dtype)
-    x4 = x if n_axes == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
-    w4 = w if n_axes == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
-    geom, out_shape = _geometry(x.shape, w.shape, stride, padding, dilation, groups, n_axes)
-    expected = out_shape if n_axes == 2 else (out_shape[0], out_shape[1], out_shape[3])
-    if dy.shape != expected:
-        raise ValueError(f"dy must have the output's shape {expected}, got {dy.shape}")
-    dy4 = dy.reshape(out_shape)
-    dw = _core.conv2d_backward_weight(dy4, x4, w4.shape, geom).reshape(w.shape)
-    dx = _core.conv2d_backward_input(dy4, w4, x4.shape, geom).reshape(x.shape) if input_grad else None
-    db = _core.conv2d_backward_bias(dy4) if bias_grad else None
-    return dx, dw, db
+    x = _tensor(x, "x", n_axes + 2)
+    return _prepare_backward(x, w, stride, padding, dilation, groups, n_axes)(dy, x, input_grad, bias_grad)
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1, padding=0, dilation=1,

@@ -58,18 +58,32 @@ def _prepare_linear(x, w, b, activation):
     return run
 
 
+def _prepare_linear_backward(x, w):
+    """Validate linear's backward for inputs shaped and typed like x (already through as_tensor) and weights w;
+    returns run(dy, x, input_grad, bias_grad) -> (dx, dw, db) for any C-contiguous x of that shape and dtype, bound
+    to w. dy is checked in run (in one comparison when it is already a C-contiguous array of the output's shape
+    and x's dtype): a Linear layer keeps run for its input shape."""
+    w = as_tensor(w, "w", ndim=2, dtype=x.dtype)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"x.shape[1] ({x.shape[1]}) must equal w.shape[1] (in_features {w.shape[1]}); "
+                         f"x is {x.shape}, w is {w.shape}")
+    dy_shape, dtype = (x.shape[0], w.shape[0]), x.dtype
+
+    def run(dy, x, input_grad, bias_grad):
+        if type(dy) is not np.ndarray or dy.shape != dy_shape or dy.dtype != dtype or not dy.flags.c_contiguous:
+            dy = as_tensor(dy, "dy", ndim=2, dtype=dtype)
+            if dy.shape != dy_shape:
+                raise ValueError(f"dy must have shape {dy_shape} (batch, out_features), got {dy.shape}")
+        dw = _gemm(dy, x, trans_a=True)
+        dx = _gemm(dy, w) if input_grad else None
+        db = dy.sum(axis=0) if bias_grad else None
+        return dx, dw, db
+
+    return run
+
+
 def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, input_grad: bool = True,
                     bias_grad: bool = True):
     """Gradients of linear given dy (N, out): returns (dx, dw, db); dx / db are None when not asked for."""
     x = as_tensor(x, "x", ndim=2)
-    w = as_tensor(w, "w", ndim=2, dtype=x.dtype)
-    dy = as_tensor(dy, "dy", ndim=2, dtype=x.dtype)
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(f"x.shape[1] ({x.shape[1]}) must equal w.shape[1] (in_features {w.shape[1]}); "
-                         f"x is {x.shape}, w is {w.shape}")
-    if dy.shape != (x.shape[0], w.shape[0]):
-        raise ValueError(f"dy must have shape {(x.shape[0], w.shape[0])} (batch, out_features), got {dy.shape}")
-    dw = _gemm(dy, x, trans_a=True)
-    dx = _gemm(dy, w) if input_grad else None
-    db = dy.sum(axis=0) if bias_grad else None
-    return dx, dw, db
+    return _prepare_linear_backward(x, w)(dy, x, input_grad, bias_grad)

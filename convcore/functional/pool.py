@@ -157,29 +157,53 @@ def max_pool1d_backward(dy, indices, input_shape, kernel_size, stride=None, padd
     return _max_pool_backward(dy, indices, input_shape, kernel_size, stride, padding, ceil_mode, 1)
 
 
-def _max_pool2d_compact(x, kernel_size, stride=None, padding=0, ceil_mode=False):
-    """For nn.MaxPool2d / MaxPool1d (x 4-D or 3-D): (y, offsets), offsets uint8 window offsets per output.
-
-    Windows larger than 256 elements have no compact form: use max_pool2d(..., return_indices=True).
-    """
-    x = as_tensor(x, "x", ndim=(3, 4))
+def _prepare_max_pool_compact(x, kernel_size, stride, padding, ceil_mode):
+    """Validate a max pooling with the compact argmax for inputs shaped and typed like x (3-D or 4-D, already
+    through as_tensor); returns (run(x) -> (y, offsets), back(dy, offsets) -> dx) for C-contiguous arrays of that
+    shape and dtype (back takes the offsets run returned; dy is checked in it, in one comparison when it is already
+    a C-contiguous array of the output's shape and x's dtype). None where the window has more elements than a
+    compact offset can name (max_pool2d(..., return_indices=True) pools those)."""
     spatial = x.ndim - 2
     x4 = _input(x, spatial)
     geometry = _geometry(x.shape[2:], kernel_size, stride, padding, ceil_mode, spatial, "x")
     if not _compact_fits(geometry):
+        return None
+    x_shape, x4_shape, dtype = x.shape, x4.shape, x.dtype
+    y4_shape = x4_shape[:2] + geometry[2:4]
+    y_shape = y4_shape if spatial == 2 else y4_shape[:2] + y4_shape[3:]
+
+    def run(x):
+        y, offsets = _core.max_pool2d_offsets(x.reshape(x4_shape), geometry)
+        return (y, offsets) if spatial == 2 else (y.reshape(y_shape), offsets.reshape(y_shape))
+
+    def back(dy, offsets):
+        if type(dy) is not np.ndarray or dy.shape != y_shape or dy.dtype != dtype or not dy.flags.c_contiguous:
+            dy = as_tensor(dy, "dy", ndim=spatial + 2)
+            if dy.shape != y_shape:
+                raise ValueError(f"dy must have the pooling output shape {y_shape} for input shape {x_shape}, "
+                                 f"got {dy.shape}")
+        dx = _core.max_pool2d_offsets_backward(dy.reshape(y4_shape), offsets.reshape(y4_shape), geometry)
+        return dx.reshape(x_shape)
+
+    return run, back
+
+
+def _max_pool2d_compact(x, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """Max pooling of x (4-D or 3-D) with the compact argmax: (y, offsets), offsets uint8 window offsets per output.
+
+    Windows larger than 256 elements have no compact form: use max_pool2d(..., return_indices=True).
+    """
+    x = as_tensor(x, "x", ndim=(3, 4))
+    steps = _prepare_max_pool_compact(x, kernel_size, stride, padding, ceil_mode)
+    if steps is None:
         raise ValueError(f"kernel_size {kernel_size!r} has more than {_core.pool_max_compact_window} elements: "
                          f"no compact argmax; use max_pool2d(..., return_indices=True)")
-    y, offsets = _core.max_pool2d_offsets(x4, geometry)
-    out_shape = x.shape[:2] + y.shape[4 - spatial:]
-    return y.reshape(out_shape), offsets.reshape(out_shape)
+    return steps[0](x)
 
 
-def _max_pool2d_compact_backward(dy, offsets, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                                 offsets_checked=False):
-    """dx (input_shape) from dy and the offsets of _max_pool2d_compact called with the same arguments.
-
-    offsets_checked: the offsets are that call's own, unchanged (MaxPool2d's saved ones), so the scan that
-    refuses any outside the window is skipped; dy is validated either way."""
+def _max_pool2d_compact_backward(dy, offsets, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """dx (input_shape) from dy and the offsets of _max_pool2d_compact called with the same arguments; offsets
+    outside the window are refused."""
     spatial = len(input_shape) - 2 if isinstance(input_shape, (tuple, list)) else 2
     dy4, geometry, shape = _gradient(dy, input_shape, kernel_size, stride, padding, ceil_mode, spatial)
     if not isinstance(offsets, np.ndarray) or offsets.dtype != np.uint8:
@@ -188,7 +212,7 @@ def _max_pool2d_compact_backward(dy, offsets, input_shape, kernel_size, stride=N
     if offsets.shape != dy.shape:
         raise ValueError(f"offsets shape {offsets.shape} must equal dy shape {dy.shape}")
     window = geometry[4] * geometry[5]
-    if not offsets_checked and offsets.size and int(offsets.max()) >= window:
+    if offsets.size and int(offsets.max()) >= window:
         raise ValueError(f"offsets must be < {window} (window elements), found {int(offsets.max())}")
     offsets4 = np.ascontiguousarray(offsets).reshape(dy4.shape)
     return _core.max_pool2d_offsets_backward(dy4, offsets4, geometry).reshape(shape)

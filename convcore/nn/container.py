@@ -108,8 +108,9 @@ class _InOrder(Module):
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
-        if name in self._modules:
-            object.__setattr__(self, "_plan", None)  # a child added or replaced
+        if name in self._modules:  # a child added or replaced
+            object.__setattr__(self, "_plan", None)
+            object.__setattr__(self, "_scheduled", None)
 
     def forward(self, x):
         plan = self.__dict__.get("_plan")
@@ -126,7 +127,7 @@ class _InOrder(Module):
                 object.__setattr__(self, "_plan", None)
         layers = tuple(self._modules.values())
         if self.training or any(map(_TRAINING, layers)) or type(x) is not np.ndarray or not x.flags.c_contiguous:
-            return self._run(x, layers)
+            return self._run(x, self._schedule()[0])
         return self._plan_and_run(x, layers)
 
     @staticmethod
@@ -139,8 +140,33 @@ class _InOrder(Module):
             i += 2 if fused else 1
             yield layer, nxt if fused else None, i
 
-    def _run(self, x, layers):
-        for layer, relu, _ in self._pairs(layers):
+    def _schedule(self):
+        """(forward pairs, backward steps) of the children, worked out once (until a child is added or replaced).
+
+        Forward: (layer, the ReLU fused into it or None) in order. Backward, in reverse: (layer, whether the ReLU
+        before it is folded into its backward (backward_through_relu), whether it is the first child); a ReLU fused
+        into a layer that masks in its own backward has no step."""
+        order = self.__dict__.get("_scheduled")
+        if order is None:
+            layers = tuple(self._modules.values())
+            pairs = [(layer, relu) for layer, relu, _ in self._pairs(layers)]
+            steps, i = [], len(layers) - 1
+            while i >= 0:
+                if i > 0 and isinstance(layers[i - 1], ReLU) and isinstance(layers[i], _MaxPoolNd):
+                    steps.append((layers[i], True, i == 1))
+                    i -= 2
+                elif i > 0 and isinstance(layers[i], ReLU) and getattr(layers[i - 1], "masks_fused_relu", False):
+                    i -= 1
+                else:
+                    steps.append((layers[i], False, i == 0))
+                    i -= 1
+            order = (pairs, steps)
+            object.__setattr__(self, "_scheduled", order)
+        return order
+
+    @staticmethod
+    def _run(x, pairs):
+        for layer, relu in pairs:
             x = relu.adopt_output(layer.forward(x, activation="relu")) if relu else layer.forward(x)
         return x
 
@@ -156,10 +182,10 @@ class _InOrder(Module):
                              for p in layer._parameters.values())
             step = None if patched or copied else layer._inference_step(x, relu=relu is not None)
             if step is None:
-                step = _Checked(functools.partial(self._run, layers=pair))
+                step = _Checked(functools.partial(self._run, pairs=[(layer, relu)]))
                 x, plannable = step.first(x)
                 if not plannable:  # not an array a step could take: this input runs layer by layer, unplanned
-                    return self._run(x, layers[after:])
+                    return self._run(x, [(layer, relu) for layer, relu, _ in self._pairs(layers[after:])])
             else:
                 x = step(x)
             plan.steps.append(step)
@@ -172,17 +198,11 @@ class _InOrder(Module):
         object.__setattr__(self, "_plan", None)  # eval() starts from a fresh plan
 
     def backward(self, dy, input_grad: bool = True):
-        layers = list(self._modules.values())
-        i = len(layers) - 1
-        while i >= 0:
-            if i > 0 and isinstance(layers[i - 1], ReLU) and isinstance(layers[i], _MaxPoolNd):
-                dy = layers[i].backward_through_relu(dy)  # the ReLU's backward too, on the pooled gradient
-                i -= 2
-            elif i > 0 and isinstance(layers[i], ReLU) and getattr(layers[i - 1], "masks_fused_relu", False):
-                i -= 1  # fused into the layer before it in the forward, which masks in its own backward
+        for layer, through_relu, first in self._schedule()[1]:
+            if through_relu:
+                dy = layer.backward_through_relu(dy)  # the ReLU's backward too, on the pooled gradient
             else:
-                dy = layers[i].backward(dy, input_grad=input_grad or i > 0)
-                i -= 1
+                dy = layer.backward(dy, input_grad=input_grad or not first)
         return dy
 
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional as F
-from .._validate import as_int, as_tensor, as_tuple
+from .._validate import as_int, as_tuple
 from ..functional import conv as conv_ops
 from .init import as_generator, fan_in_bias, kaiming_uniform
 from .module import Module, Parameter
@@ -34,35 +33,47 @@ class _ConvNd(Module):
             rng, (self.out_channels, self.in_channels // self.groups, *self.kernel_size), fan_in))
         self.bias = Parameter(fan_in_bias(rng, fan_in, self.out_channels)) if bias else None
         self.input_grad = True
-        self._x = None
+        self._saved_state = None  # (x, the backward prepared for it)
 
     def _options(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
+    def _steps(self, x, activation):
+        """(forward, backward) prepared by convcore.functional for inputs shaped and typed like x (a C-contiguous
+        array): validated once, kept while the input, the activation, the options and the parameters stay the
+        same (Module._prepared_for)."""
+        w = self.weight.data
+        b = None if self.bias is None else self.bias.data
+
+        def build():
+            x4 = conv_ops._tensor(x, "x", self.n_axes + 2)
+            options = self._options()
+            return (conv_ops._prepare_forward(x4, w, b, activation=activation, n_axes=self.n_axes, **options),
+                    conv_ops._prepare_backward(x4, w, n_axes=self.n_axes, **options))
+        key = (x.shape, x.dtype, activation, self.stride, self.padding, self.dilation, self.groups)
+        return self._prepared_for(key, w, b, build)
+
     def forward(self, x, activation=None):
-        conv = F.conv2d if self.n_axes == 2 else F.conv1d
-        y = conv(x, self.weight.data, None if self.bias is None else self.bias.data, activation=activation,
-                 **self._options())
-        self._x = as_tensor(x, "x") if self.training else None
+        if type(x) is not np.ndarray or not x.flags.c_contiguous:
+            x = conv_ops._tensor(x, "x", self.n_axes + 2)
+        run, back = self._steps(x, activation)
+        y = run(x)
+        self._saved_state = (x, back) if self.training else None
         return y
 
     def _inference_step(self, x, relu=False):
-        x = conv_ops._tensor(x, "x", self.n_axes + 2)
-        return conv_ops._prepare_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                         activation="relu" if relu else None, n_axes=self.n_axes, **self._options())
+        return self._steps(conv_ops._tensor(x, "x", self.n_axes + 2), "relu" if relu else None)[0]
 
     def backward(self, dy, input_grad=True):
-        x = self._saved(self._x)
-        back = F.conv2d_backward if self.n_axes == 2 else F.conv1d_backward
-        dx, dw, db = back(dy, x, self.weight.data, input_grad=input_grad and self.input_grad,
-                          bias_grad=self.bias is not None, **self._options())
+        x, back = self._saved(self._saved_state)
+        dx, dw, db = back(dy, x, input_grad and self.input_grad, self.bias is not None)
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)
         return dx
 
     def _release(self):
-        self._x = None
+        self._saved_state = None
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 
-from .. import functional as F
 from .._validate import as_int, as_tensor
 from ..functional import gemm as gemm_ops
 from .init import as_generator, fan_in_bias, kaiming_uniform
@@ -24,28 +23,41 @@ class Linear(Module):
         self.weight = Parameter(kaiming_uniform(rng, (self.out_features, self.in_features), self.in_features))
         self.bias = Parameter(fan_in_bias(rng, self.in_features, self.out_features)) if bias else None
         self.input_grad = True
-        self._x = None
+        self._saved_state = None  # (x, the backward prepared for it)
+
+    def _steps(self, x, activation):
+        """(forward, backward) prepared by convcore.functional for inputs shaped and typed like x (a C-contiguous
+        array): validated once, kept while the input, the activation and the parameters stay the same
+        (Module._prepared_for)."""
+        w = self.weight.data
+        b = None if self.bias is None else self.bias.data
+
+        def build():
+            x2 = as_tensor(x, "x", ndim=2)
+            return gemm_ops._prepare_linear(x2, w, b, activation), gemm_ops._prepare_linear_backward(x2, w)
+        return self._prepared_for((x.shape, x.dtype, activation), w, b, build)
 
     def forward(self, x, activation=None):
-        y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data, activation=activation)
-        self._x = as_tensor(x, "x") if self.training else None
+        if type(x) is not np.ndarray or not x.flags.c_contiguous:
+            x = as_tensor(x, "x", ndim=2)
+        run, back = self._steps(x, activation)
+        y = run(x)
+        self._saved_state = (x, back) if self.training else None
         return y
 
     def _inference_step(self, x, relu=False):
-        return gemm_ops._prepare_linear(as_tensor(x, "x", ndim=2), self.weight.data,
-                                        None if self.bias is None else self.bias.data, "relu" if relu else None)
+        return self._steps(as_tensor(x, "x", ndim=2), "relu" if relu else None)[0]
 
     def backward(self, dy, input_grad=True):
-        x = self._saved(self._x)
-        dx, dw, db = F.linear_backward(dy, x, self.weight.data, input_grad=input_grad and self.input_grad,
-                                       bias_grad=self.bias is not None)
+        x, back = self._saved(self._saved_state)
+        dx, dw, db = back(dy, x, input_grad and self.input_grad, self.bias is not None)
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)
         return dx
 
     def _release(self):
-        self._x = None
+        self._saved_state = None
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -86,6 +86,22 @@ class Module:
         where the layer has no such step: the plan calls its forward instead."""
         return None
 
+    def _prepared_for(self, key, w, b, build):
+        """The calls build() prepares (validating everything) for this layer's key (its input's shape and dtype and
+        its options) and parameter arrays w and b (either may be None), kept while both stay the same: the key by
+        value, the arrays by identity and shape. The calls are bound to the arrays, which optimizers update in place;
+        arrays that validation would copy (anything but C-contiguous numpy arrays) are not kept but prepared afresh
+        at every call."""
+        kept = self.__dict__.get("_prepared")
+        if (kept is not None and kept[1] is w and kept[2] is b and kept[0] == key
+                and kept[3] == (None if w is None else w.shape) and kept[4] == (None if b is None else b.shape)):
+            return kept[5]
+        steps = build()
+        bindable = all(type(a) is np.ndarray and a.flags.c_contiguous for a in (w, b) if a is not None)
+        shapes = (None if w is None else w.shape, None if b is None else b.shape)
+        object.__setattr__(self, "_prepared", (key, w, b, *shapes, steps) if bindable else None)
+        return steps
+
     def _saved(self, value, what: str = "input"):
         """What forward kept for backward, or a clear error when there was no training-mode forward."""
         if value is None:

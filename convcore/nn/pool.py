@@ -1,9 +1,10 @@
 """Pooling layers: max (1-D, 2-D), average, adaptive average and global average pooling."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .. import _core
 from .. import functional as F
 from .._validate import as_tensor, as_tuple
 from ..functional import pool as pool_ops
@@ -21,23 +22,32 @@ class _MaxPoolNd(Module):
     def _args(self):
         return self.kernel_size, self.stride, self.padding, self.ceil_mode
 
-    def _compact(self):
-        """2-D windows of at most 256 elements keep a one-byte argmax per output instead of int64 indices."""
-        if self.n_axes != 2:
-            return False
-        kh, kw = as_tuple(self.kernel_size, "kernel_size", 2, minimum=1)
-        return kh * kw <= _core.pool_max_compact_window
+    def _steps(self, x):
+        """(forward, backward) of the compact-argmax pooling prepared by convcore.functional for inputs shaped and
+        typed like x (a C-contiguous array), validated once and kept while the input and the options stay the same
+        (Module._prepared_for); None for windows too large for it."""
+        args = self._args()
+        return self._prepared_for((x.shape, x.dtype, args), None, None,
+                                  lambda: pool_ops._prepare_max_pool_compact(as_tensor(x, "x", ndim=self.n_axes + 2),
+                                                                             *args))
 
     def forward(self, x):
         pool = F.max_pool2d if self.n_axes == 2 else F.max_pool1d
         if not self.training:
             return pool(x, *self._args())
-        args = self._args()  # kept: the backward routes with the windows the argmax was taken over
-        if self._compact():
-            y, argmax = pool_ops._max_pool2d_compact(x, *args)
+        if type(x) is not np.ndarray or not x.flags.c_contiguous:
+            x = as_tensor(x, "x", ndim=self.n_axes + 2)
+        steps = self._steps(x)
+        if steps is not None:
+            y, offsets = steps[0](x)
+            back = functools.partial(steps[1], offsets=offsets)
         else:
-            y, argmax = pool(x, *args, return_indices=True)
-        self._saved_state = (argmax, x.shape, y, args)
+            args = self._args()  # kept: the backward routes with the windows the argmax was taken over
+            y, indices = pool(x, *args, return_indices=True)
+            back = functools.partial(F.max_pool2d_backward if self.n_axes == 2 else F.max_pool1d_backward,
+                                     indices=indices, input_shape=x.shape, kernel_size=args[0], stride=args[1],
+                                     padding=args[2], ceil_mode=args[3])
+        self._saved_state = (y, back)
         return y
 
     def _inference_step(self, x, relu=False):
@@ -48,15 +58,11 @@ class _MaxPoolNd(Module):
         mask taken on the pooled grid. Each output is the value of its argmax input (a ReLU output), so that input
         is > 0 exactly where the output is, and masking dy by the output gives the same bits (a quarter of the
         work for 2x2 windows)."""
-        y = self._saved(self._saved_state, "argmax indices")[2]
-        return self.backward(F.relu_backward(dy, y))
+        y, back = self._saved(self._saved_state, "argmax indices")
+        return back(F.relu_backward(dy, y))
 
     def backward(self, dy, input_grad=True):
-        argmax, shape, _, args = self._saved(self._saved_state, "argmax indices")
-        if argmax.dtype == np.uint8:
-            return pool_ops._max_pool2d_compact_backward(dy, argmax, shape, *args, offsets_checked=True)
-        back = F.max_pool2d_backward if self.n_axes == 2 else F.max_pool1d_backward
-        return back(dy, argmax, shape, *args)
+        return self._saved(self._saved_state, "argmax indices")[1](dy)
 
     def _release(self):
         self._saved_state = None
