@@ -1,6 +1,7 @@
 // Bindings: max and average pooling. Arrays arrive validated from convcore/functional/pool.py; `geometry` is
 // (H, W, OH, OW, KH, KW, SH, SW, PH, PW) and every array is (N, C, rows, cols).
 #include <array>
+#include <optional>
 
 #include "bindings.h"
 #include "convcore/pool.h"
@@ -29,18 +30,21 @@ static py::tuple max_pool2d_offsets(const CArray<T>& x, const PoolGeom& geometry
   return py::make_tuple(y, offsets);
 }
 
+// relu_output: the pooled output of a ReLU's output, whose backward is folded in (dy counts where it is > 0).
 template <typename T>
 static CArray<T> max_pool2d_offsets_backward(const CArray<T>& dy, const CArray<uint8_t>& offsets,
-                                             const PoolGeom& geometry) {
+                                             const PoolGeom& geometry, const std::optional<CArray<T>>& relu_output) {
+  if (relu_output && !same_shape(*relu_output, dy)) throw py::value_error("relu_output must have dy's shape");
   const PoolGeometry g = pool_geometry(geometry);
   const int64_t N = dy.shape(0), C = dy.shape(1), planes = planes_of(dy);
   auto dx = new_array<T>({N, C, g.H, g.W});
   const T* pdy = dy.data();
   const uint8_t* po = offsets.data();
+  const T* pm = relu_output ? relu_output->data() : nullptr;
   T* pdx = dx.mutable_data();
   {
     py::gil_scoped_release release;
-    max_pool2d_backward_compact(pdy, po, pdx, planes, g);
+    max_pool2d_backward_compact(pdy, po, pdx, planes, g, pm);
   }
   return dx;
 }
@@ -136,8 +140,10 @@ void bind_pool(py::module_& m) {
   m.attr("pool_max_compact_window") = kMaxCompactWindow;
   m.def("max_pool2d_offsets", &max_pool2d_offsets<float>);
   m.def("max_pool2d_offsets", &max_pool2d_offsets<double>);
-  m.def("max_pool2d_offsets_backward", &max_pool2d_offsets_backward<float>);
-  m.def("max_pool2d_offsets_backward", &max_pool2d_offsets_backward<double>);
+  m.def("max_pool2d_offsets_backward", &max_pool2d_offsets_backward<float>, py::arg("dy"), py::arg("offsets"),
+        py::arg("geometry"), py::arg("relu_output") = py::none());
+  m.def("max_pool2d_offsets_backward", &max_pool2d_offsets_backward<double>, py::arg("dy"), py::arg("offsets"),
+        py::arg("geometry"), py::arg("relu_output") = py::none());
   m.def("pool_offsets_to_indices", &pool_offsets_to_indices);
   m.def("max_pool2d_indices", &max_pool2d_indices<float>);
   m.def("max_pool2d_indices", &max_pool2d_indices<double>);

@@ -376,3 +376,29 @@ BAD_CALLS = [
 def test_bad_input_is_refused(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,kernel,stride,padding,ceil_mode",
+                         [((12, 50, 8, 8), 2, 2, 0, False), ((2, 3, 28, 28), 2, 2, 0, False),
+                          ((2, 70, 10, 34), 2, 2, 0, True), ((2, 3, 11, 12), 3, 2, 1, True),
+                          ((1, 2, 9, 10), (3, 2), (2, 1), (1, 0), True)])
+def test_backward_with_the_relu_folded_in_equals_relu_backward_then_routing(isa, nthreads, rng, dtype, shape,
+                                                                           kernel, stride, padding, ceil_mode):
+    """relu_output masks dy where the pooled ReLU output is not > 0 (0, -0, NaN) as relu_backward does, across
+    the several-plane steps the routing masks in (600 and 140 planes of 16 and 85 outputs: steps of 256 and 48
+    planes, the last one short, on 1 or 2 threads), on the 2x2/2 fast paths and the generic routing."""
+    x = np.maximum(_ints(rng, shape, dtype), 0)  # a ReLU's output: many zeros
+    x.flat[rng.choice(x.size, size=max(1, x.size // 50), replace=False)] = np.nan
+    kw = _kw(kernel, stride, padding, ceil_mode)
+    y, offsets = P._max_pool2d_compact(x, **kw)
+    y[0, 0, 0, 0] = -0.0
+    dy = _ints(rng, y.shape, dtype)
+    geometry = P._geometry(shape[2:], kernel, stride, padding, ceil_mode, 2, "x")
+    folded = _core.max_pool2d_offsets_backward(dy, offsets, geometry, y)
+    assert folded.dtype == dtype
+    np.testing.assert_array_equal(folded, _core.max_pool2d_offsets_backward(_core.relu_backward(dy, y), offsets,
+                                                                            geometry))
+    assert (y > 0).any() and not (y > 0).all()
+    with pytest.raises(ValueError, match="relu_output must have dy's shape"):
+        _core.max_pool2d_offsets_backward(dy, offsets, geometry, y[:, :1])

@@ -159,10 +159,11 @@ def max_pool1d_backward(dy, indices, input_shape, kernel_size, stride=None, padd
 
 def _prepare_max_pool_compact(x, kernel_size, stride, padding, ceil_mode):
     """Validate a max pooling with the compact argmax for inputs shaped and typed like x (3-D or 4-D, already
-    through as_tensor); returns (run(x) -> (y, offsets), back(dy, offsets) -> dx) for C-contiguous arrays of that
-    shape and dtype (back takes the offsets run returned; dy is checked in it, in one comparison when it is already
-    a C-contiguous array of the output's shape and x's dtype). None where the window has more elements than a
-    compact offset can name (max_pool2d(..., return_indices=True) pools those)."""
+    through as_tensor); returns (run(x) -> (y, offsets), back(dy, offsets, relu_output=None) -> dx) for C-contiguous
+    arrays of that shape and dtype (back takes the offsets run returned; dy is checked in it, in one comparison when
+    it is already a C-contiguous array of the output's shape and x's dtype). relu_output: the y run returned, where x
+    is a ReLU's output whose backward is folded in (dy counts where y > 0). None where the window has more elements
+    than a compact offset can name (max_pool2d(..., return_indices=True) pools those)."""
     spatial = x.ndim - 2
     x4 = _input(x, spatial)
     geometry = _geometry(x.shape[2:], kernel_size, stride, padding, ceil_mode, spatial, "x")
@@ -176,13 +177,16 @@ def _prepare_max_pool_compact(x, kernel_size, stride, padding, ceil_mode):
         y, offsets = _core.max_pool2d_offsets(x.reshape(x4_shape), geometry)
         return (y, offsets) if spatial == 2 else (y.reshape(y_shape), offsets.reshape(y_shape))
 
-    def back(dy, offsets):
+    def back(dy, offsets, relu_output=None):
         if type(dy) is not np.ndarray or dy.shape != y_shape or dy.dtype != dtype or not dy.flags.c_contiguous:
-            dy = as_tensor(dy, "dy", ndim=spatial + 2)
+            dy = as_tensor(dy, "dy", ndim=spatial + 2, dtype=dtype)
             if dy.shape != y_shape:
                 raise ValueError(f"dy must have the pooling output shape {y_shape} for input shape {x_shape}, "
                                  f"got {dy.shape}")
-        dx = _core.max_pool2d_offsets_backward(dy.reshape(y4_shape), offsets.reshape(y4_shape), geometry)
+        if relu_output is not None:
+            relu_output = relu_output.reshape(y4_shape)
+        dx = _core.max_pool2d_offsets_backward(dy.reshape(y4_shape), offsets.reshape(y4_shape), geometry,
+                                               relu_output)
         return dx.reshape(x_shape)
 
     return run, back

@@ -41,13 +41,15 @@ class _MaxPoolNd(Module):
         if steps is not None:
             y, offsets = steps[0](x)
             back = functools.partial(steps[1], offsets=offsets)
+            through_relu = functools.partial(steps[1], offsets=offsets, relu_output=y)  # masks as it routes
         else:
             args = self._args()  # kept: the backward routes with the windows the argmax was taken over
             y, indices = pool(x, *args, return_indices=True)
             back = functools.partial(F.max_pool2d_backward if self.n_axes == 2 else F.max_pool1d_backward,
                                      indices=indices, input_shape=x.shape, kernel_size=args[0], stride=args[1],
                                      padding=args[2], ceil_mode=args[3])
-        self._saved_state = (y, back)
+            through_relu = None
+        self._saved_state = (y, back, through_relu)
         return y
 
     def _inference_step(self, x, relu=False):
@@ -58,8 +60,8 @@ class _MaxPoolNd(Module):
         mask taken on the pooled grid. Each output is the value of its argmax input (a ReLU output), so that input
         is > 0 exactly where the output is, and masking dy by the output gives the same bits (a quarter of the
         work for 2x2 windows)."""
-        y, back = self._saved(self._saved_state, "argmax indices")
-        return back(F.relu_backward(dy, y))
+        y, back, through_relu = self._saved(self._saved_state, "argmax indices")
+        return through_relu(dy) if through_relu else back(F.relu_backward(dy, y))
 
     def backward(self, dy, input_grad=True):
         return self._saved(self._saved_state, "argmax indices")[1](dy)

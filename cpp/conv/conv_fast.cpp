@@ -436,7 +436,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
 void conv2d_backward_bias_fast(const ConvShape& s, const float* dy, float* db) {
   constexpr int kLanes = 16;
   const int64_t PQ = s.P * s.Q;
-  parallel_for(s.K, threads_for(s.N * s.K * PQ, 1 << 18), [&](int64_t k) {
+  parallel_for(s.K, threads_for(s.N * s.K * PQ, 1 << 15), [&](int64_t k) {
     float lanes[kLanes] = {};
     for (int64_t n = 0; n < s.N; ++n) {
       const float* d = dy + (n * s.K + k) * PQ;

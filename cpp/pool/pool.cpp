@@ -2,6 +2,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "convcore/dispatch.h"
 #include "convcore/pool.h"
@@ -80,24 +81,56 @@ void max_pool2d_compact(const float* x, float* y, uint8_t* offsets, int64_t plan
   });
 }
 
+namespace {
+
+// The routing of a run of planes, route(dy, offsets, dx, planes), given dy itself or, with a ReLU's pooled output,
+// dy masked to where that output is > 0: a few planes at a time (about 16 KiB of dy), so that the masked copy is
+// written and read back in L1.
+template <typename T, typename Route>
+void route_planes(const T* dy, const uint8_t* offsets, T* dx, int64_t planes, const PoolGeometry& g,
+                  const T* relu_output, const Route& route) {
+  if (relu_output == nullptr) {
+    route(dy, offsets, dx, planes);
+    return;
+  }
+  const int64_t out = g.OH * g.OW, step = std::max<int64_t>(1, 4096 / out);
+  std::vector<T> masked(static_cast<size_t>(std::min(step, planes) * out));
+  for (int64_t p = 0; p < planes; p += step) {
+    const int64_t count = std::min(step, planes - p), o = p * out;
+    for (int64_t i = 0; i < count * out; ++i) {
+      const T g_i = dy[o + i];  // loaded unconditionally: the select compiles to a blend
+      masked[i] = relu_output[o + i] > T(0) ? g_i : T(0);
+    }
+    route(masked.data(), offsets + o, dx + p * g.H * g.W, count);
+  }
+}
+
+}  // namespace
+
 void max_pool2d_backward_compact(const double* dy, const uint8_t* offsets, double* dx, int64_t planes,
-                                 const PoolGeometry& g) {
+                                 const PoolGeometry& g, const double* relu_output) {
   for_plane_runs(planes, std::max(g.H * g.W, g.OH * g.OW), [&](int64_t first, int64_t count) {
     const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
-    max_pool2d_backward_generic(dy + out, offsets + out, dx + in, count, g);
+    route_planes(dy + out, offsets + out, dx + in, count, g, relu_output ? relu_output + out : nullptr,
+                 [&](const double* d, const uint8_t* o, double* x, int64_t n) {
+                   max_pool2d_backward_generic(d, o, x, n, g);
+                 });
   });
 }
 
 void max_pool2d_backward_compact(const float* dy, const uint8_t* offsets, float* dx, int64_t planes,
-                                 const PoolGeometry& g) {
+                                 const PoolGeometry& g, const float* relu_output) {
   const bool fast = is_2x2_stride2(g);
   const auto kernel = kernels().pool.max_2x2s2_backward;
   for_plane_runs(planes, std::max(g.H * g.W, g.OH * g.OW), [&](int64_t first, int64_t count) {
     const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
-    if (fast)
-      kernel(dy + out, offsets + out, dx + in, count, g.H, g.W);
-    else
-      max_pool2d_backward_generic(dy + out, offsets + out, dx + in, count, g);
+    route_planes(dy + out, offsets + out, dx + in, count, g, relu_output ? relu_output + out : nullptr,
+                 [&](const float* d, const uint8_t* o, float* x, int64_t n) {
+                   if (fast)
+                     kernel(d, o, x, n, g.H, g.W);
+                   else
+                     max_pool2d_backward_generic(d, o, x, n, g);
+                 });
   });
 }
 

@@ -38,11 +38,13 @@ void offsets_to_indices(const uint8_t* offsets, int64_t* indices, int64_t planes
 // one (else the portable generic loops); double runs the generic loops. Same results as the references.
 void max_pool2d_compact(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g);
 void max_pool2d_compact(const double* x, double* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g);
-// dx (planes, H, W) written in full.
+// dx (planes, H, W) written in full. relu_output: null, or the pooled output y (planes, OH, OW) of a ReLU's output,
+// whose backward is folded in: dy counts only where y > 0 (the argmax input is > 0 exactly there), as
+// relu_backward(dy, y) before the routing gives, in one pass over a few planes at a time.
 void max_pool2d_backward_compact(const float* dy, const uint8_t* offsets, float* dx, int64_t planes,
-                                 const PoolGeometry& g);
+                                 const PoolGeometry& g, const float* relu_output = nullptr);
 void max_pool2d_backward_compact(const double* dy, const uint8_t* offsets, double* dx, int64_t planes,
-                                 const PoolGeometry& g);
+                                 const PoolGeometry& g, const double* relu_output = nullptr);
 // float: 2x2/2 fast path where it applies, else the reference.
 void avg_pool2d(const float* x, float* y, int64_t planes, const PoolGeometry& g, bool count_include_pad);
 void avg_pool2d_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g, bool count_include_pad);
