@@ -55,6 +55,34 @@ inline void store_first(float* dst, const Vec& v, int64_t count) {
   for (int64_t j = 0; j < count; ++j) dst[j] = v[j];
 }
 
+// The first `count` floats at src (0 <= count <= VL) in the low lanes of a vector, zeros above: a masked load where
+// the unit's ISA has one (nothing past src + count is read).
+template <int VL, typename Vec>
+inline Vec load_first(const float* src, int64_t count) {
+  Vec v{};
+  if (count == VL) {
+    std::memcpy(&v, src, sizeof(Vec));
+    return v;
+  }
+#if defined(__AVX512F__)
+  if constexpr (VL == 16) {
+    const __m512 m = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1), src);
+    std::memcpy(&v, &m, sizeof(Vec));
+    return v;
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (VL == 8) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 m = _mm256_maskload_ps(src, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lanes));
+    std::memcpy(&v, &m, sizeof(Vec));
+    return v;
+  }
+#endif
+  for (int64_t j = 0; j < count; ++j) v[j] = src[j];
+  return v;
+}
+
 // Calls body(width) with the kernel width as a compile-time constant for the common widths 3 and 5, else 0 (the
 // kernels then read it at run time).
 template <typename Body>
@@ -141,47 +169,46 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
 // Weight gradient of the same layers with S (kernel width) columns handled together: each work unit (a block of KB
 // filters, one input channel c, one kernel row r) keeps KB x S vector accumulators (one load of dy per filter and
 // of x per tap feed KB * S FMAs). The batch is cut into a fixed number of image chunks (at most 8) spread over the
-// threads; a chunk takes its images one at a time, zero-padded into its own buffers (so every unit's data is in
-// cache), and runs every unit on each, carrying the unit's accumulators from image to image. The chunks' sums are
-// then added in chunk order and each accumulator's lanes in a fixed pairwise tree, so every dw element is summed
-// in the same order whatever the thread count. Workspace per chunk: one padded image of x and of dy, and the
-// accumulators (units x KB x S vectors).
+// threads; a chunk takes its images one at a time, x zero-padded into its own buffer (so every unit's data is in
+// cache), and runs every unit on each, carrying the unit's accumulators from image to image. dy is read in place,
+// the last vector of a row by a masked load (its lanes past the row are zero, so the x they meet does not count),
+// and filters past K (a last, partial block) are zero vectors. The chunks' sums are then added in chunk order and
+// each accumulator's lanes in a fixed pairwise tree, so every dw element is summed in the same order whatever the
+// thread count. Workspace per chunk: one padded image of x and the accumulators (units x KB x S vectors).
 template <int VL, int KB, int S>
 void direct_backward_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   const int64_t N = s.N, C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W;
-  const int64_t q_span = (Q + VL - 1) / VL * VL, k_blocks = (K + KB - 1) / KB, K_pad = k_blocks * KB;
+  const int64_t q_span = (Q + VL - 1) / VL * VL, k_blocks = (K + KB - 1) / KB, PQ = P * Q;
   const int64_t Hp = H + 2 * s.pad_h, Wp = std::max(W + 2 * s.pad_w, q_span + S - 1), units = k_blocks * C * R;
-  const int64_t chunks = std::min<int64_t>(N, 8), per_chunk = units * KB * S * VL;
+  const int64_t chunks = std::min<int64_t>(N, 8), per_chunk = units * KB * S * VL, q_full = Q / VL * VL;
   // accumulators as floats (a std::vector of a vector-extension type would drop the vector attribute)
   std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
   parallel_for(chunks, threads_for(N * K * P * Q * C * R * S), [&](int64_t chunk) {
-    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), dyp(static_cast<size_t>(K_pad * P * q_span), 0.0f);
+    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
     float* sums = &state[chunk * per_chunk];
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
-      pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: xp and dyp keep their zero padding
-      for (int64_t k = 0; k < K; ++k)  // rows of a few dozen floats: a loop, not a memcpy call per row
-        for (int64_t p = 0; p < P; ++p) {
-          const float* src = dy + ((n * K + k) * P + p) * Q;
-          float* dst = &dyp[(k * P + p) * q_span];
-          for (int64_t q = 0; q < Q; ++q) dst[q] = src[q];
-        }
+      pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: xp keeps its zero padding
       for (int64_t unit = 0; unit < units; ++unit) {
         const int64_t kb = unit / (C * R), c = (unit / R) % C, r = unit % R;
+        const int64_t filters = std::min<int64_t>(KB, K - kb * KB);
         vec acc[KB][S];  // loaded and stored a vector at a time (a memcpy of the array became rep movsq)
         float* saved = sums + unit * KB * S * VL;
         for (int i = 0; i < KB; ++i)
           for (int t = 0; t < S; ++t) std::memcpy(&acc[i][t], saved + (i * S + t) * VL, sizeof(vec));
+        const float* g0 = dy + (n * K + kb * KB) * PQ;
         for (int64_t p = 0; p < P; ++p) {
           const float* xrow = &xp[(c * Hp + p + r) * Wp];
-          const float* grow = &dyp[(kb * KB * P + p) * q_span];
-          for (int64_t q0 = 0; q0 < q_span; q0 += VL) {
+          const float* grow = g0 + p * Q;
+          const auto step = [&](int64_t q0, int64_t count) {
             vec g[KB], xv[S];
-            for (int i = 0; i < KB; ++i) std::memcpy(&g[i], grow + i * P * q_span + q0, sizeof(vec));
+            for (int i = 0; i < KB; ++i) g[i] = i < filters ? load_first<VL, vec>(grow + i * PQ + q0, count) : vec{};
             for (int t = 0; t < S; ++t) std::memcpy(&xv[t], xrow + q0 + t, sizeof(vec));
             for (int i = 0; i < KB; ++i)
               for (int t = 0; t < S; ++t) acc[i][t] += g[i] * xv[t];
-          }
+          };
+          for (int64_t q0 = 0; q0 < q_full; q0 += VL) step(q0, VL);
+          if (q_full < Q) step(q_full, Q - q_full);
         }
         for (int i = 0; i < KB; ++i)
           for (int t = 0; t < S; ++t) std::memcpy(saved + (i * S + t) * VL, &acc[i][t], sizeof(vec));
