@@ -76,7 +76,8 @@ def _prepare_linear_backward(x, w):
                 raise ValueError(f"dy must have shape {dy_shape} (batch, out_features), got {dy.shape}")
         dw = _gemm(dy, x, trans_a=True)
         dx = _gemm(dy, w) if input_grad else None
-        db = dy.sum(axis=0) if bias_grad else None
+        # the per-column sum is a conv bias gradient over (N, out, 1, 1): one pass, the same order at any thread count
+        db = _core.conv2d_backward_bias(dy.reshape(dy_shape + (1, 1))) if bias_grad else None
         return dx, dw, db
 
     return run

@@ -433,22 +433,52 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   }
 }
 
+// db[k] = sum of dy[:, k] over images and pixels. The batch is cut into a fixed number of image chunks (at most 8),
+// spread over the threads in order, so each thread reads the images the previous pass (pooling's backward, or the
+// weight gradient) left in its own cache; each chunk sums its images into lanes per filter, and the chunks are added
+// in chunk order, the lanes in a fixed tree: the same order whatever the thread count. Planes of fewer than 16
+// pixels (a fully connected layer's (N, K, 1, 1)) are summed as whole rows of K * PQ floats instead, one vector per
+// 16 consecutive floats.
 void conv2d_backward_bias_fast(const ConvShape& s, const float* dy, float* db) {
   constexpr int kLanes = 16;
-  const int64_t PQ = s.P * s.Q;
-  parallel_for(s.K, threads_for(s.N * s.K * PQ, 1 << 15), [&](int64_t k) {
-    float lanes[kLanes] = {};
-    for (int64_t n = 0; n < s.N; ++n) {
-      const float* d = dy + (n * s.K + k) * PQ;
-      int64_t i = 0;
-      for (; i + kLanes <= PQ; i += kLanes)
-        for (int j = 0; j < kLanes; ++j) lanes[j] += d[i + j];
-      for (int j = 0; i < PQ; ++i, ++j) lanes[j] += d[i];
+  const int64_t PQ = s.P * s.Q, K = s.K, row = K * PQ, chunks = std::min<int64_t>(std::max<int64_t>(s.N, 1), 8);
+  const bool rows = PQ < kLanes;
+  const int64_t per_chunk = rows ? row : K * kLanes;  // partial sums of one chunk
+  std::vector<float> parts(static_cast<size_t>(chunks * per_chunk), 0.0f);
+  parallel_for(chunks, threads_for(s.N * row, 1 << 15), [&](int64_t chunk) {
+    float* part = &parts[chunk * per_chunk];
+    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
+      const float* d = dy + n * row;
+      if (rows) {
+        for (int64_t i = 0; i < row; ++i) part[i] += d[i];
+        continue;
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        float lanes[kLanes];  // a local copy: the compiler keeps it in registers (part might alias dy)
+        std::copy(part + k * kLanes, part + (k + 1) * kLanes, lanes);
+        const float* dk = d + k * PQ;
+        int64_t i = 0;
+        for (; i + kLanes <= PQ; i += kLanes)
+          for (int j = 0; j < kLanes; ++j) lanes[j] += dk[i + j];
+        for (int j = 0; i < PQ; ++i, ++j) lanes[j] += dk[i];
+        std::copy(lanes, lanes + kLanes, part + k * kLanes);
+      }
     }
+  });
+  for (int64_t chunk = 1; chunk < chunks; ++chunk)
+    for (int64_t i = 0; i < per_chunk; ++i) parts[i] += parts[chunk * per_chunk + i];
+  for (int64_t k = 0; k < K; ++k) {
+    if (rows) {
+      float sum = 0.0f;
+      for (int64_t i = 0; i < PQ; ++i) sum += parts[k * PQ + i];
+      db[k] = sum;
+      continue;
+    }
+    float* lanes = &parts[k * kLanes];
     for (int width = kLanes / 2; width >= 1; width /= 2)
       for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
     db[k] = lanes[0];
-  });
+  }
 }
 
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx) {
