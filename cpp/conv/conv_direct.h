@@ -500,5 +500,108 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
   });
 }
 
+#if defined(__AVX512F__)
+// Lane g of the result = the sum of v[g]'s 16 lanes: a butterfly of 15 adds (45 instructions for 16 sums). Slot s
+// of the first level takes v[4 * (s % 4) + s / 4], so that the lanes come out in order.
+inline __m512 lane_sums16(const __m512 (&v)[16]) {
+  // the maskz form: GCC 12's unmasked _mm512_shuffle_f32x4 warns of an uninitialised pass-through operand
+  const auto halves = [](__m512 x, __m512 y, auto imm) { return _mm512_maskz_shuffle_f32x4(0xFFFF, x, y, imm()); };
+  __m512 a[16], b[8], c[4], d[2];
+  for (int s = 0; s < 16; ++s) a[s] = v[4 * (s % 4) + s / 4];
+  for (int i = 0; i < 8; ++i)
+    b[i] = _mm512_add_ps(halves(a[2 * i], a[2 * i + 1], std::integral_constant<int, 0x44>{}),
+                         halves(a[2 * i], a[2 * i + 1], std::integral_constant<int, 0xEE>{}));
+  for (int i = 0; i < 4; ++i)
+    c[i] = _mm512_add_ps(halves(b[2 * i], b[2 * i + 1], std::integral_constant<int, 0x88>{}),
+                         halves(b[2 * i], b[2 * i + 1], std::integral_constant<int, 0xDD>{}));
+  for (int i = 0; i < 2; ++i)
+    d[i] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44),
+                         _mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
+}
+
+// Input gradient of a stride-1 convolution with dy's channels (the K filters) in the lanes of one 16-float vector:
+// dx[c][h][w] = sum over taps (r, t) of the dot product of dy[:, h + ph - r][w + pw - t] with w[:, c][r][t]. Only
+// taps that meet dy count: kernel rows past dy's rows are skipped, and dy's columns are zero-padded (S - 1 each
+// side). Along narrow rows the transposed convolution's vectors idle lanes and multiply mostly padding (LeNet
+// conv2: 16 lanes for 14 pixels, half the taps on zeros); here every lane is a filter. A tile is QT = 7 pixels of
+// a row x CB = 2 input channels: 14 accumulators, fed per kernel row by the row's QT + S - 1 dy vectors (kept in
+// registers across its S taps) and per tap by CB weight vectors; the accumulators' lanes are then summed by
+// lane_sums16. dy is transposed per image to [row][column][filter] by the ISA's transposing packer. Each dx element
+// sums its taps in (r, t) order, the lanes in a fixed tree: the same bits whatever the thread count. Workspace:
+// the weights as [channel][r][t][filter] and per thread one transposed dy image.
+template <int S>
+void channel_vector_backward_input(const ConvShape& s, const float* dy, const float* w, float* dx) {
+  constexpr int VL = 16, QT = 7, CB = 2, U = QT + S - 1;
+  const int64_t C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q;
+  const int64_t c_blocks = (C + CB - 1) / CB, w_tiles = (W + QT - 1) / QT, Qp = w_tiles * QT + S - 1;
+  std::vector<float> wt(static_cast<size_t>(c_blocks * CB * R * S * VL), 0.0f);  // zero past K and past C
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < C * R * S; ++i) wt[i * VL + k] = w[k * C * R * S + i];
+  std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
+  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
+  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+  const int nt = threads_for(s.N * C * H * W * R * S * VL);
+  const int64_t chunks = std::min<int64_t>(s.N, nt);
+  parallel_for(chunks, nt, [&](int64_t chunk) {
+    std::vector<float> g(static_cast<size_t>(P * Qp * VL), 0.0f);  // dy column q at column q + S - 1 - pw
+    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
+      for (int64_t p = 0; p < P; ++p)
+        transpose(dy + n * K * PQ + p * Q, filter_rows.data(), K, VL, Q, 1.0f, &g[(p * Qp + S - 1 - s.pad_w) * VL]);
+      float* dxn = dx + n * C * H * W;
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
+        const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
+        for (int64_t w0 = 0; w0 < W; w0 += QT) {
+          for (int64_t cb = 0; cb < c_blocks; ++cb) {
+            __m512 acc[16];
+            for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+            for (int64_t r = r_lo; r < r_hi; ++r) {
+              const float* row = &g[((h + s.pad_h - r) * Qp + w0) * VL];
+              const float* wk = &wt[(cb * CB * R + r) * S * VL];
+              __m512 gv[U];
+              for (int u = 0; u < U; ++u) gv[u] = _mm512_loadu_ps(row + u * VL);
+              for (int t = 0; t < S; ++t) {
+                for (int i = 0; i < CB; ++i) {
+                  const __m512 wv = _mm512_loadu_ps(wk + (i * R * S + t) * VL);
+                  for (int j = 0; j < QT; ++j)
+                    acc[i * QT + j] = _mm512_fmadd_ps(gv[j + S - 1 - t], wv, acc[i * QT + j]);
+                }
+              }
+            }
+            alignas(64) float sums[16];
+            _mm512_store_ps(sums, lane_sums16(acc));
+            const int64_t count = std::min<int64_t>(QT, W - w0);
+            for (int i = 0; i < CB && cb * CB + i < C; ++i)
+              std::copy(sums + i * QT, sums + i * QT + count, dxn + ((cb * CB + i) * H + h) * W + w0);
+          }
+        }
+      }
+    }
+  });
+}
+#endif
+
+// Runs channel_vector_backward_input where it applies (AVX-512 units; kernel widths 3 and 5): stride 1, no
+// dilation, one group, more than half and at most one vector of filters, rows of at most 16 pixels, padding
+// within the kernel. Returns false, doing nothing, elsewhere.
+template <int VL>
+bool channel_vector_backward_input_any(const ConvShape& s, const float* dy, const float* w, float* dx) {
+#if defined(__AVX512F__)
+  if constexpr (VL == 16) {
+    if (s.stride_h != 1 || s.stride_w != 1 || s.dil_h != 1 || s.dil_w != 1 || s.groups != 1 || 2 * s.K <= VL ||
+        s.K > VL || s.W > 16 || (s.S != 3 && s.S != 5) || s.pad_h > s.R - 1 || s.pad_w > s.S - 1)
+      return false;
+    if (s.S == 3)
+      channel_vector_backward_input<3>(s, dy, w, dx);
+    else
+      channel_vector_backward_input<5>(s, dy, w, dx);
+    return true;
+  }
+#endif
+  (void)s, (void)dy, (void)w, (void)dx;
+  return false;
+}
+
 }  // namespace
 }  // namespace convcore

@@ -21,4 +21,8 @@ bool conv2d_filter_vector_forward_scalar(const ConvShape& s, const float* x, con
                                        bool relu, float* y) {
   return filter_vector_forward_any<4>(s, x, w, bias, relu, y);
 }
+
+bool conv2d_channel_vector_backward_input_scalar(const ConvShape& s, const float* dy, const float* w, float* dx) {
+  return channel_vector_backward_input_any<4>(s, dy, w, dx);
+}
 }  // namespace convcore

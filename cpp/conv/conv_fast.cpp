@@ -488,6 +488,7 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     conv2d_backward_input_depthwise(s, dy, w, dx);
     return;
   }
+  if (kernels().conv_channel_vector_backward_input(s, dy, w, dx)) return;
   const ConvShape t{s.N,     s.K,  s.P, s.Q, s.C, s.R, s.S, s.H, s.W, 1, 1, s.dil_h * (s.R - 1) - s.pad_h,
                     s.dil_w * (s.S - 1) - s.pad_w, s.dil_h, s.dil_w, s.groups};
   if (!is_pointwise(s) && transposed_route_pays(s, t)) {

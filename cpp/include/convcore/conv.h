@@ -94,6 +94,16 @@ bool conv2d_filter_vector_weight_scalar(const ConvShape& s, const float* dy, con
 bool conv2d_filter_vector_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
 bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
 
+// Input gradient with dy's channels in the vector lanes (conv_direct.h, channel_vector_backward_input), tried
+// first: AVX-512 only (elsewhere it returns false), stride 1, no dilation, one group, more than half and at most one
+// vector of filters, rows of at most 16 pixels, kernel widths 3 and 5. Returns false, doing nothing, where it does
+// not apply. Workspace: the regrouped weights and one transposed dy image per thread.
+using ConvChannelVectorBackwardInputKernel = bool (*)(const ConvShape& s, const float* dy, const float* w,
+                                                      float* dx);
+bool conv2d_channel_vector_backward_input_scalar(const ConvShape& s, const float* dy, const float* w, float* dx);
+bool conv2d_channel_vector_backward_input_avx2(const ConvShape& s, const float* dy, const float* w, float* dx);
+bool conv2d_channel_vector_backward_input_avx512(const ConvShape& s, const float* dy, const float* w, float* dx);
+
 // Winograd F(2x2, 3x3) forward convolution (conv_winograd.cpp): 3x3 filters, stride 1, no dilation, one group, at
 // least 16 channels and 16 filters, outputs at least 4 x 4 and at least 64 2x2 output tiles; any padding. 16 GEMMs
 // (one per position of the 4x4 transformed tile) on the SGEMM engine do 2.25x fewer multiplies than im2col.

@@ -32,6 +32,7 @@ struct KernelTable {
   ConvDirectWeightKernel conv_direct_weight;
   ConvFilterVectorForwardKernel conv_filter_vector_forward;
   ConvFilterVectorWeightKernel conv_filter_vector_weight;
+  ConvChannelVectorBackwardInputKernel conv_channel_vector_backward_input;
   BatchNormRowKernels batch_norm_rows;
 };
 
