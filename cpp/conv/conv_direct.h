@@ -521,21 +521,22 @@ inline __m512 lane_sums16(const __m512 (&v)[16]) {
 }
 
 // Input gradient of a stride-1 convolution with dy's channels (the K filters) in the lanes of one 16-float vector:
-// dx[c][h][w] = sum over taps (r, t) of the dot product of dy[:, h + ph - r][w + pw - t] with w[:, c][r][t]. Only
-// taps that meet dy count: kernel rows past dy's rows are skipped, and dy's columns are zero-padded (S - 1 each
-// side). Along narrow rows the transposed convolution's vectors idle lanes and multiply mostly padding (LeNet
-// conv2: 16 lanes for 14 pixels, half the taps on zeros); here every lane is a filter. A tile is QT = 7 pixels of
-// a row x CB = 2 input channels: 14 accumulators, fed per kernel row by the row's QT + S - 1 dy vectors (kept in
-// registers across its S taps) and per tap by CB weight vectors; the accumulators' lanes are then summed by
-// lane_sums16. dy is transposed per image to [row][column][filter] by the ISA's transposing packer. Each dx element
-// sums its taps in (r, t) order, the lanes in a fixed tree: the same bits whatever the thread count. Workspace:
-// the weights as [channel][r][t][filter] and per thread one transposed dy image.
+// dx[c][h][w] = sum over taps (r, t) of the dot product of dy[:, h + ph - r][w + pw - t] with w[:, c][r][t]. Along
+// narrow rows the transposed convolution's vectors idle lanes and multiply mostly padding (LeNet conv2: 16 lanes
+// for 14 pixels, half the taps on zeros); here every lane is a filter and every multiply meets dy. One output row
+// of one input channel at a time: for each kernel row r that meets dy (row p = h + ph - r), dy's row p (Q <= 10
+// vectors, zero past Q) is loaded once and every tap t adds dy[q] * w[r][t] into accumulator q + t, which holds
+// output column q + t - pw (the accumulators past the row, from the padding, are dropped): each (dy pixel, tap)
+// pair is one FMA. The accumulators' lanes are summed by lane_sums16 into the row. dy is transposed per image to
+// [row][column][filter] by the ISA's transposing packer. Each dx element sums its taps in (r, t) order, the lanes
+// in a fixed tree: the same bits whatever the thread count. Workspace: the weights as [channel][r][t][filter] and
+// per thread one transposed dy image.
 template <int S>
 void channel_vector_backward_input(const ConvShape& s, const float* dy, const float* w, float* dx) {
-  constexpr int VL = 16, QT = 7, CB = 2, U = QT + S - 1;
+  constexpr int VL = 16, QMAX = 10, A = QMAX + S - 1;  // A accumulators (at most 16: one butterfly)
+  static_assert(A <= 16, "one lane_sums16 per row");
   const int64_t C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q;
-  const int64_t c_blocks = (C + CB - 1) / CB, w_tiles = (W + QT - 1) / QT, Qp = w_tiles * QT + S - 1;
-  std::vector<float> wt(static_cast<size_t>(c_blocks * CB * R * S * VL), 0.0f);  // zero past K and past C
+  std::vector<float> wt(static_cast<size_t>(C * R * S * VL), 0.0f);  // zero lanes past K
   for (int64_t k = 0; k < K; ++k)
     for (int64_t i = 0; i < C * R * S; ++i) wt[i * VL + k] = w[k * C * R * S + i];
   std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
@@ -544,37 +545,30 @@ void channel_vector_backward_input(const ConvShape& s, const float* dy, const fl
   const int nt = threads_for(s.N * C * H * W * R * S * VL);
   const int64_t chunks = std::min<int64_t>(s.N, nt);
   parallel_for(chunks, nt, [&](int64_t chunk) {
-    std::vector<float> g(static_cast<size_t>(P * Qp * VL), 0.0f);  // dy column q at column q + S - 1 - pw
+    std::vector<float> g(static_cast<size_t>(P * QMAX * VL), 0.0f);  // columns past Q stay zero
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       for (int64_t p = 0; p < P; ++p)
-        transpose(dy + n * K * PQ + p * Q, filter_rows.data(), K, VL, Q, 1.0f, &g[(p * Qp + S - 1 - s.pad_w) * VL]);
+        transpose(dy + n * K * PQ + p * Q, filter_rows.data(), K, VL, Q, 1.0f, &g[p * QMAX * VL]);
       float* dxn = dx + n * C * H * W;
       for (int64_t h = 0; h < H; ++h) {
         const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
         const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
-        for (int64_t w0 = 0; w0 < W; w0 += QT) {
-          for (int64_t cb = 0; cb < c_blocks; ++cb) {
-            __m512 acc[16];
-            for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
-            for (int64_t r = r_lo; r < r_hi; ++r) {
-              const float* row = &g[((h + s.pad_h - r) * Qp + w0) * VL];
-              const float* wk = &wt[(cb * CB * R + r) * S * VL];
-              __m512 gv[U];
-              for (int u = 0; u < U; ++u) gv[u] = _mm512_loadu_ps(row + u * VL);
-              for (int t = 0; t < S; ++t) {
-                for (int i = 0; i < CB; ++i) {
-                  const __m512 wv = _mm512_loadu_ps(wk + (i * R * S + t) * VL);
-                  for (int j = 0; j < QT; ++j)
-                    acc[i * QT + j] = _mm512_fmadd_ps(gv[j + S - 1 - t], wv, acc[i * QT + j]);
-                }
-              }
+        for (int64_t c = 0; c < C; ++c) {
+          __m512 acc[16];
+          for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+          for (int64_t r = r_lo; r < r_hi; ++r) {
+            const float* row = &g[(h + s.pad_h - r) * QMAX * VL];
+            const float* wk = &wt[(c * R + r) * S * VL];
+            __m512 gv[QMAX];
+            for (int q = 0; q < QMAX; ++q) gv[q] = _mm512_loadu_ps(row + q * VL);
+            for (int t = 0; t < S; ++t) {
+              const __m512 wv = _mm512_loadu_ps(wk + t * VL);
+              for (int q = 0; q < QMAX; ++q) acc[q + t] = _mm512_fmadd_ps(gv[q], wv, acc[q + t]);
             }
-            alignas(64) float sums[16];
-            _mm512_store_ps(sums, lane_sums16(acc));
-            const int64_t count = std::min<int64_t>(QT, W - w0);
-            for (int i = 0; i < CB && cb * CB + i < C; ++i)
-              std::copy(sums + i * QT, sums + i * QT + count, dxn + ((cb * CB + i) * H + h) * W + w0);
           }
+          alignas(64) float sums[16];
+          _mm512_store_ps(sums, lane_sums16(acc));
+          std::copy(sums + s.pad_w, sums + s.pad_w + W, dxn + (c * H + h) * W);
         }
       }
     }
@@ -583,14 +577,14 @@ void channel_vector_backward_input(const ConvShape& s, const float* dy, const fl
 #endif
 
 // Runs channel_vector_backward_input where it applies (AVX-512 units; kernel widths 3 and 5): stride 1, no
-// dilation, one group, more than half and at most one vector of filters, rows of at most 16 pixels, padding
-// within the kernel. Returns false, doing nothing, elsewhere.
+// dilation, one group, more than half and at most one vector of filters, dy rows of 5 to 10 pixels (shorter ones
+// would multiply mostly the zeros past them), padding within the kernel. Returns false, doing nothing, elsewhere.
 template <int VL>
 bool channel_vector_backward_input_any(const ConvShape& s, const float* dy, const float* w, float* dx) {
 #if defined(__AVX512F__)
   if constexpr (VL == 16) {
     if (s.stride_h != 1 || s.stride_w != 1 || s.dil_h != 1 || s.dil_w != 1 || s.groups != 1 || 2 * s.K <= VL ||
-        s.K > VL || s.W > 16 || (s.S != 3 && s.S != 5) || s.pad_h > s.R - 1 || s.pad_w > s.S - 1)
+        s.K > VL || s.Q > 10 || 2 * s.Q < 10 || (s.S != 3 && s.S != 5) || s.pad_h > s.R - 1 || s.pad_w > s.S - 1)
       return false;
     if (s.S == 3)
       channel_vector_backward_input<3>(s, dy, w, dx);

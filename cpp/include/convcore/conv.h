@@ -96,7 +96,7 @@ bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, con
 
 // Input gradient with dy's channels in the vector lanes (conv_direct.h, channel_vector_backward_input), tried
 // first: AVX-512 only (elsewhere it returns false), stride 1, no dilation, one group, more than half and at most one
-// vector of filters, rows of at most 16 pixels, kernel widths 3 and 5. Returns false, doing nothing, where it does
+// vector of filters, dy rows of 5 to 10 pixels, kernel widths 3 and 5. Returns false, doing nothing, where it does
 // not apply. Workspace: the regrouped weights and one transposed dy image per thread.
 using ConvChannelVectorBackwardInputKernel = bool (*)(const ConvShape& s, const float* dy, const float* w,
                                                       float* dx);
