@@ -59,7 +59,7 @@ class _MaxPoolNd(Module):
         """The input gradient of a ReLU followed by this pooling: ReLU.backward(self.backward(dy)) with the ReLU's
         mask taken on the pooled grid. Each output is the value of its argmax input (a ReLU output), so that input
         is > 0 exactly where the output is, and masking dy by the output gives the same bits (a quarter of the
-        work for 2x2 windows)."""
+        work for 2x2 windows). With the compact argmax the routing kernel applies the mask as it goes."""
         y, back, through_relu = self._saved(self._saved_state, "argmax indices")
         return through_relu(dy) if through_relu else back(F.relu_backward(dy, y))
 

@@ -433,27 +433,31 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   }
 }
 
-// db[k] = sum of dy[:, k] over images and pixels. The batch is cut into a fixed number of image chunks (at most 8),
-// spread over the threads in order, so each thread reads the images the previous pass (pooling's backward, or the
-// weight gradient) left in its own cache; each chunk sums its images into lanes per filter, and the chunks are added
-// in chunk order, the lanes in a fixed tree: the same order whatever the thread count. Planes of fewer than 16
-// pixels (a fully connected layer's (N, K, 1, 1)) are summed as whole rows of K * PQ floats instead, one vector per
-// 16 consecutive floats.
+// db[k] = sum of dy[:, k] over images and pixels. The work is cut into fixed items, (image chunk, block of
+// filters): at most 8 image chunks, and where there are fewer images, as many filter blocks as make 8 items (batch
+// 1 runs its filters in parallel). Items go to the threads in order, so each thread reads the images the previous
+// pass (pooling's backward, or the weight gradient) left in its own cache; each item sums its images into lanes per
+// filter, and the chunks are added in chunk order, the lanes in a fixed tree: the same order whatever the thread
+// count. Planes of fewer than 16 pixels (a fully connected layer's (N, K, 1, 1)) are summed as whole rows of
+// filters x pixels instead, one vector per 16 consecutive floats.
 void conv2d_backward_bias_fast(const ConvShape& s, const float* dy, float* db) {
   constexpr int kLanes = 16;
   const int64_t PQ = s.P * s.Q, K = s.K, row = K * PQ, chunks = std::min<int64_t>(std::max<int64_t>(s.N, 1), 8);
+  const int64_t blocks = std::min<int64_t>(K, (8 + chunks - 1) / chunks);  // filter blocks per chunk
   const bool rows = PQ < kLanes;
   const int64_t per_chunk = rows ? row : K * kLanes;  // partial sums of one chunk
   std::vector<float> parts(static_cast<size_t>(chunks * per_chunk), 0.0f);
-  parallel_for(chunks, threads_for(s.N * row, 1 << 15), [&](int64_t chunk) {
+  parallel_for(chunks * blocks, threads_for(s.N * row, 1 << 16), [&](int64_t item) {
+    const int64_t chunk = item / blocks, block = item % blocks;
+    const int64_t k0 = K * block / blocks, k1 = K * (block + 1) / blocks;
     float* part = &parts[chunk * per_chunk];
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* d = dy + n * row;
       if (rows) {
-        for (int64_t i = 0; i < row; ++i) part[i] += d[i];
+        for (int64_t i = k0 * PQ; i < k1 * PQ; ++i) part[i] += d[i];
         continue;
       }
-      for (int64_t k = 0; k < K; ++k) {
+      for (int64_t k = k0; k < k1; ++k) {
         float lanes[kLanes];  // a local copy: the compiler keeps it in registers (part might alias dy)
         std::copy(part + k * kLanes, part + (k + 1) * kLanes, lanes);
         const float* dk = d + k * PQ;
