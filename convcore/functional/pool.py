@@ -1,10 +1,11 @@
 """Max and average pooling (1-D on (N, C, L), 2-D on (N, C, H, W)), forward and backward, PyTorch semantics.
 
 Max pooling keeps its argmax two ways. The public `return_indices=True` form is PyTorch's: int64 flat
-indices into each H*W (or L) plane. The layers use the compact form instead, `_max_pool2d_compact` and
-`_max_pool2d_compact_backward`: one uint8 per output, the offset kh*KW + kw of the max inside its window
-(window origin (oh*SH - PH, ow*SW - PW), padding included); 8x smaller, and the 2x2/2 backward routes each
-gradient with it while writing every input-gradient element exactly once.
+indices into each H*W (or L) plane. The layers use the compact form instead (`_prepare_max_pool_compact`, validated
+once per input shape; `_max_pool2d_compact` and `_max_pool2d_compact_backward` validate every call): one uint8 per
+output, the offset kh*KW + kw of the max inside its window (window origin (oh*SH - PH, ow*SW - PW), padding
+included); 8x smaller, and the 2x2/2 backward routes each gradient with it while writing every input-gradient
+element exactly once.
 """
 from __future__ import annotations
 
