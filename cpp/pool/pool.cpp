@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "convcore/dispatch.h"
+#include "convcore/ops.h"
 #include "convcore/pool.h"
 #include "convcore/threads.h"
 #include "pool_rows.h"
@@ -97,10 +98,7 @@ void route_planes(const T* dy, const uint8_t* offsets, T* dx, int64_t planes, co
   std::vector<T> masked(static_cast<size_t>(std::min(step, planes) * out));
   for (int64_t p = 0; p < planes; p += step) {
     const int64_t count = std::min(step, planes - p), o = p * out;
-    for (int64_t i = 0; i < count * out; ++i) {
-      const T g_i = dy[o + i];  // loaded unconditionally: the select compiles to a blend
-      masked[i] = relu_output[o + i] > T(0) ? g_i : T(0);
-    }
+    relu_backward(dy + o, relu_output + o, masked.data(), count * out);  // a few planes: one thread
     route(masked.data(), offsets + o, dx + p * g.H * g.W, count);
   }
 }
