@@ -96,8 +96,10 @@ def test_random_floats_close_to_float64(isa, rng):
 
 
 # split N with a shared packed A (300 x 700), split N of a wide product, split M, and split M over several K blocks
-# with a short last one (each thread repacks its rows per block while the other may still read the last block)
-@pytest.mark.parametrize("m,n,k", [(300, 700, 300), (40, 2000, 64), (500, 20, 33), (150, 70, 257), (100, 90, 600)])
+# with a short last one (each thread repacks its rows per block while the other may still read the last block), and
+# a product wide enough for column chunks taken in turn (2 threads: 8 chunks of 448 columns, the last short)
+@pytest.mark.parametrize("m,n,k", [(300, 700, 300), (40, 2000, 64), (500, 20, 33), (150, 70, 257), (100, 90, 600),
+                                   (20, 3500, 300)])
 def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
     a, b = _operands(rng, m, n, k, False, False, integer=False)
     results = []

@@ -26,6 +26,7 @@ constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB); a mul
 constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2; a multiple of every nr
 constexpr int64_t kInPlaceRowFloats = 1024;  // B read in place: its rows at most this far apart, and
 constexpr int64_t kInPlaceFloats = 8192;     // at most two row panels, or at most this much of it (32 KiB)
+constexpr int64_t kMinChunkColumns = 384;   // the narrowest column chunk taken in turn by the threads
 
 // Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
 // B, plus rounding up to nr), so that no short last block repacks the whole of A for a sliver of columns (e.g. 800
@@ -175,6 +176,19 @@ void pack_transposed_rows(const float* base, const int64_t* offsets, int64_t cou
   }
 }
 
+// Row by row: each row of the block is read once, front to back.
+void pack_rows(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, float* Bp) {
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* src = B + k * ldb;
+    for (int64_t jp = 0; jp < nc; jp += nr) {
+      const int64_t cols = std::min<int64_t>(nr, nc - jp);
+      float* dst = Bp + (jp / nr) * kc * nr + k * nr;
+      std::copy(src + jp, src + jp + cols, dst);
+      std::fill(dst + cols, dst + nr, 0.0f);
+    }
+  }
+}
+
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N) {
   const auto rows = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };
   const auto area = [&](const GemmTile& t) { return rows(t) * ((N + t.nr - 1) / t.nr * t.nr); };
@@ -190,16 +204,8 @@ const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N) {
 }
 
 void MatrixB::pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const {
-  if (trans_ == Trans::no) {  // row by row: each row of the block is read once, front to back
-    for (int64_t k = 0; k < kc; ++k) {
-      const float* src = B_ + (k0 + k) * ldb_ + n0;
-      for (int64_t jp = 0; jp < nc; jp += nr) {
-        const int64_t cols = std::min<int64_t>(nr, nc - jp);
-        float* dst = Bp + (jp / nr) * kc * nr + k * nr;
-        std::copy(src + jp, src + jp + cols, dst);
-        std::fill(dst + cols, dst + nr, 0.0f);
-      }
-    }
+  if (trans_ == Trans::no) {
+    kernels().gemm.pack_rows(B_ + k0 * ldb_ + n0, ldb_, kc, nc, nr, Bp);
     return;
   }
   // transposed: a panel's columns are rows of the stored matrix, turned by the ISA's transposing packer
@@ -227,18 +233,34 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
     return;
   }
   const bool split_n = N >= int64_t(nt) * tile.nr * 4 || M < int64_t(nt) * tile.mr;
+  // Wide column splits go in chunks that the threads take in turn as they finish (an atomic counter): the cores of
+  // these machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute),
+  // and equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). Four
+  // chunks per thread, each at least kMinChunkColumns wide: every chunk packs all of A again, which costs ~3% of a
+  // 1024-square product at 512 columns and 4x that at 128 (measured). Narrower products keep equal shares.
+  const int64_t chunk = std::max<int64_t>((kMinChunkColumns + tile.nr - 1) / tile.nr,
+                                          ((N + 4 * nt - 1) / (4 * nt) + tile.nr - 1) / tile.nr) * tile.nr;
+  const int64_t chunks = split_n ? (N + chunk - 1) / chunk : 0;
+  const bool chunked = chunks >= 4 * nt;
+  std::atomic<int64_t> next_chunk{0};
   std::atomic<bool> out_of_memory{false};  // an exception must not leave an OpenMP region
 #pragma omp parallel num_threads(nt)
   try {
-    const int t = omp_get_thread_num(), team = omp_get_num_threads();
-    const int64_t extent = split_n ? N : M, unit = split_n ? tile.nr : tile.mr;
-    const int64_t units = (extent + unit - 1) / unit, per = (units + team - 1) / team;
-    const int64_t lo = std::min(extent, t * per * unit), hi = std::min(extent, (t + 1) * per * unit);
-    if (lo < hi) {
-      if (split_n)
-        sgemm_block(tile, trans_a, 0, M, lo, hi, K, alpha, A, lda, B, beta, C, ldc, epi);
-      else
-        sgemm_block(tile, trans_a, lo, hi, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);
+    if (chunked) {
+      for (int64_t c = next_chunk++; c < chunks; c = next_chunk++)
+        sgemm_block(tile, trans_a, 0, M, c * chunk, std::min(N, (c + 1) * chunk), K, alpha, A, lda, B, beta, C, ldc,
+                    epi);
+    } else {
+      const int t = omp_get_thread_num(), team = omp_get_num_threads();
+      const int64_t extent = split_n ? N : M, unit = split_n ? tile.nr : tile.mr;
+      const int64_t units = (extent + unit - 1) / unit, per = (units + team - 1) / team;
+      const int64_t lo = std::min(extent, t * per * unit), hi = std::min(extent, (t + 1) * per * unit);
+      if (lo < hi) {
+        if (split_n)
+          sgemm_block(tile, trans_a, 0, M, lo, hi, K, alpha, A, lda, B, beta, C, ldc, epi);
+        else
+          sgemm_block(tile, trans_a, lo, hi, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);
+      }
     }
   } catch (const std::bad_alloc&) {
     out_of_memory = true;

@@ -137,11 +137,38 @@ void pack_transposed_16x16(const float* base, const int64_t* offsets, int64_t co
   }
 }
 
+// PackRowsKernel: each row's nc floats as 16-lane vectors into the panels' rows, the vectors past nc masked (their
+// zeros pad the last panel). The row kPrefetchRows ahead is prefetched (B usually comes from memory: each element
+// is packed once per product; measured 2 threads, median GFLOP/s, 64 x 3136 x 576 161.7 -> 168.8 over
+// std::copy per panel row, 96 x 24200 x 363 157.6 -> 186.0).
+constexpr int64_t kPrefetchRows = 4;
+
+void pack_rows_16(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, float* Bp) {
+  const int64_t panel_floats = kc * nr;
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* src = B + k * ldb;
+    if (k + kPrefetchRows < kc)
+      for (int64_t j = 0; j < nc; j += 16)
+        _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetchRows * ldb + j), _MM_HINT_T0);
+    float* dst = Bp + k * nr;
+    for (int64_t jp = 0; jp < nc; jp += nr, dst += panel_floats) {
+      if (jp + nr <= nc) {
+        for (int v = 0; v < nr; v += 16) _mm512_storeu_ps(dst + v, _mm512_loadu_ps(src + jp + v));
+        continue;
+      }
+      for (int v = 0; v < nr; v += 16) {
+        const int64_t cols = std::clamp<int64_t>(nc - jp - v, 0, 16);
+        _mm512_storeu_ps(dst + v, _mm512_maskz_loadu_ps(__mmask16((1u << cols) - 1), src + jp + v));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 12x32 (8x48, 6x64 for few rows)", {{12, 32, micro<12, 2>}, {8, 48, micro<8, 3>},
-                                      {6, 64, micro<6, 4>}}, 3, dots_4x2x16, pack_transposed_16x16};
+                                      {6, 64, micro<6, 4>}}, 3, dots_4x2x16, pack_transposed_16x16, pack_rows_16};
 }
 
 }  // namespace convcore

@@ -62,6 +62,13 @@ using PackTransposedKernel = void (*)(const float* base, const int64_t* offsets,
 void pack_transposed_rows(const float* base, const int64_t* offsets, int64_t count, int64_t width, int64_t len,
                           float alpha, float* dst);
 
+// Packs kc rows of a row-major B (row stride ldb) into ceil(nc/nr) micro-panels: Bp[(j/nr)*kc*nr + k*nr + j%nr] =
+// B[k*ldb + j] for k < kc, j < nc, and 0 past nc in the last panel. nr is a multiple of 16.
+using PackRowsKernel = void (*)(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, float* Bp);
+
+// The portable PackRowsKernel.
+void pack_rows(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, float* Bp);
+
 // An ISA's tiles, the general one first; the engine picks one per problem (choose_tile).
 struct GemmKernels {
   const char* name;
@@ -69,6 +76,7 @@ struct GemmKernels {
   int count;
   DotsKernel dots;
   PackTransposedKernel pack_transposed;
+  PackRowsKernel pack_rows;
 };
 
 // The tile for an M x N product: the general tile unless another pads the product to an area (rows x columns
