@@ -95,11 +95,12 @@ def test_random_floats_close_to_float64(isa, rng):
     np.testing.assert_allclose(got, _expected(a, b, False, False), rtol=1e-4, atol=1e-3)
 
 
-# split N with a shared packed A (300 x 700), split N of a wide product, split M, and split M over several K blocks
-# with a short last one (each thread repacks its rows per block while the other may still read the last block), and
-# a product wide enough for column chunks taken in turn (2 threads: 8 chunks of 448 columns, the last short)
+# split N (300 x 700), split N of a wide product, split M, and split M over several K blocks with a short last one
+# (each thread repacks its rows per block while the other may still read the last block), and products wide
+# enough for column chunks taken in turn from all of A packed once (2 threads: 8 chunks of 448 / 544 columns, the
+# last short; A in 2 K blocks, and in 3 row blocks of 144)
 @pytest.mark.parametrize("m,n,k", [(300, 700, 300), (40, 2000, 64), (500, 20, 33), (150, 70, 257), (100, 90, 600),
-                                   (20, 3500, 300)])
+                                   (20, 3500, 300), (300, 4200, 300)])
 def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
     a, b = _operands(rng, m, n, k, False, False, integer=False)
     results = []
@@ -108,6 +109,20 @@ def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
             results += [F.matmul(a, b) for _ in range(5)]
     for r in results[1:]:
         assert np.array_equal(r, results[0])
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_column_chunks_with_all_of_a_packed_once(isa, rng, trans_a):
+    # a wide product (2 threads: 8 chunks) with a transposed or plain A, alpha, beta and a bias epilogue: exact on
+    # small integers, the same bits on 1 thread (equal shares, A packed per block)
+    a, b = _operands(rng, 50, 3600, 270, trans_a, False)
+    c = rng.integers(-3, 4, (50, 3600)).astype(np.float32)
+    bias = rng.integers(-20, 20, 3600).astype(np.float32)
+    expected = _expected(a, b, trans_a, False, 2.0, -1.0, c.astype(np.float64), bias, PER_COL, True)
+    for t in (2, 1):
+        with cc.threads(t):
+            got = _core.gemm(a, b, trans_a, False, 2.0, -1.0, c.copy(), bias, PER_COL, True, False)
+        assert np.array_equal(got, expected), t
 
 
 @pytest.mark.parametrize("m", [1, 3])

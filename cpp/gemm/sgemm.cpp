@@ -3,7 +3,7 @@
 // the B micro-panels (the vector operand) stream from the packed B block in L2, and C is walked along its rows, which
 // the hardware prefetchers follow (measured against jr -> ir, which kept B's micro-panel in L1 and jumped down C:
 // 5-20% faster for n >= 512 on 1 and 2 threads). Packing buffers are per thread (thread_local, 64-byte aligned,
-// grown on demand), never shared.
+// grown on demand), except all of A packed once for the threads of a wide product taken in chunks.
 #include <omp.h>
 
 #include <algorithm>
@@ -11,7 +11,9 @@
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <optional>
 
+#include "convcore/buffer_cache.h"
 #include "convcore/dispatch.h"
 #include "convcore/gemm.h"
 #include "convcore/threads.h"
@@ -26,7 +28,9 @@ constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB); a mul
 constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2; a multiple of every nr
 constexpr int64_t kInPlaceRowFloats = 1024;  // B read in place: its rows at most this far apart, and
 constexpr int64_t kInPlaceFloats = 8192;     // at most two row panels, or at most this much of it (32 KiB)
-constexpr int64_t kMinChunkColumns = 384;   // the narrowest column chunk taken in turn by the threads
+constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
+constexpr int64_t kMinChunkColumns = 256;           // each at least this wide,
+constexpr int64_t kMaxSharedAFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB)
 
 // Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
 // B, plus rounding up to nr), so that no short last block repacks the whole of A for a sliver of columns (e.g. 800
@@ -110,10 +114,11 @@ void apply_epilogue(const Epilogue& e, float* C, int64_t ldc, int64_t i0, int64_
   }
 }
 
-// One thread's share: rows [m0, m1) and columns [n0, n1) of C.
+// One thread's share: rows [m0, m1) and columns [n0, n1) of C. A is packed block by block here, or, where
+// packed_a is given (then m0 = 0, m1 = M), read from all of A packed in advance by pack_all_a.
 void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  int64_t K, float alpha, const float* A, int64_t lda, const BPanelSource& B, float beta, float* C,
-                 int64_t ldc, const Epilogue& epi) {
+                 int64_t ldc, const Epilogue& epi, const float* packed_a = nullptr) {
   const int mr = tile.mr, nr = tile.nr;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
   if (beta != 0.0f && beta != 1.0f) {
@@ -130,7 +135,8 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
   const float* Bm = B.in_memory(&ldb);
   if (ldb > kInPlaceRowFloats || (m1 - m0 > 2 * mr && K * (n1 - n0) > kInPlaceFloats)) Bm = nullptr;
   float* Bp = tl_packed_b.get(KC * (Bm ? nr : nc_max));
-  float* Ap = tl_packed_a.get(KC * MC);
+  float* Ap = packed_a ? nullptr : tl_packed_a.get(KC * MC);
+  const int64_t padded_m = (m1 + mr - 1) / mr * mr;
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     const int64_t nc = std::min(nc_max, n1 - jc), full = Bm ? nc / nr * nr : 0;
@@ -140,10 +146,11 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
       if (nc > full) B.pack(pc, kc, jc + full, nc - full, nr, Bp);  // all of the block, or its partial panel
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
-        pack_a(pack_transposed, trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
+        const float* a_block = packed_a ? packed_a + pc * padded_m + ic * kc : Ap;
+        if (!packed_a) pack_a(pack_transposed, trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
         for (int64_t ir = 0; ir < mc; ir += mr) {
           const int64_t rows = std::min<int64_t>(mr, mc - ir);
-          const float* apanel = Ap + (ir / mr) * kc * mr;
+          const float* apanel = a_block + (ir / mr) * kc * mr;
           for (int64_t jr = 0; jr < nc; jr += nr) {
             const int64_t cols = std::min<int64_t>(nr, nc - jr);
             const bool in_place = jr < full;
@@ -235,21 +242,37 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
   const bool split_n = N >= int64_t(nt) * tile.nr * 4 || M < int64_t(nt) * tile.mr;
   // Wide column splits go in chunks that the threads take in turn as they finish (an atomic counter): the cores of
   // these machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute),
-  // and equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). Four
-  // chunks per thread, each at least kMinChunkColumns wide: every chunk packs all of A again, which costs ~3% of a
-  // 1024-square product at 512 columns and 4x that at 128 (measured). Narrower products keep equal shares.
-  const int64_t chunk = std::max<int64_t>((kMinChunkColumns + tile.nr - 1) / tile.nr,
-                                          ((N + 4 * nt - 1) / (4 * nt) + tile.nr - 1) / tile.nr) * tile.nr;
+  // and equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). The
+  // threads first pack all of A together (K blocks of padded_m x kc, as pack_a lays out each block), so that a
+  // chunk does not pack it again (repacked per chunk, chunks of 128 columns made a 1024-square product 30% slower).
+  // Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x 6272 x 2304 218 -> 268,
+  // 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188; on a quiet machine
+  // (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged.
+  const int64_t padded_m = (M + tile.mr - 1) / tile.mr * tile.mr;
+  const int64_t share = kChunksPerThread * nt * tile.nr;  // columns of a chunk: whole nr panels
+  const int64_t chunk = std::max((kMinChunkColumns + tile.nr - 1) / tile.nr, (N + share - 1) / share) * tile.nr;
   const int64_t chunks = split_n ? (N + chunk - 1) / chunk : 0;
-  const bool chunked = chunks >= 4 * nt;
+  const bool chunked = chunks >= kChunksPerThread * nt && padded_m * K <= kMaxSharedAFloats;
+  std::optional<CachedBlock<float>> shared_a;
+  if (chunked) shared_a.emplace(padded_m * K);
+  float* packed_a = chunked ? shared_a->get() : nullptr;
+  const int64_t a_blocks = (K + KC - 1) / KC * ((M + MC - 1) / MC);
+  const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
   std::atomic<int64_t> next_chunk{0};
   std::atomic<bool> out_of_memory{false};  // an exception must not leave an OpenMP region
 #pragma omp parallel num_threads(nt)
   try {
     if (chunked) {
+#pragma omp for schedule(static)
+      for (int64_t block = 0; block < a_blocks; ++block) {
+        const int64_t pc = block / ((M + MC - 1) / MC) * KC, ic = block % ((M + MC - 1) / MC) * MC;
+        const int64_t kc = std::min(KC, K - pc);
+        pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, M - ic), pc, kc, tile.mr, alpha,
+               packed_a + pc * padded_m + ic * kc);
+      }
       for (int64_t c = next_chunk++; c < chunks; c = next_chunk++)
         sgemm_block(tile, trans_a, 0, M, c * chunk, std::min(N, (c + 1) * chunk), K, alpha, A, lda, B, beta, C, ldc,
-                    epi);
+                    epi, packed_a);
     } else {
       const int t = omp_get_thread_num(), team = omp_get_num_threads();
       const int64_t extent = split_n ? N : M, unit = split_n ? tile.nr : tile.mr;
