@@ -2,7 +2,8 @@
 // -> ic (MC, pack A) -> ir (MR) -> jr (NR). One A micro-panel (mr x kc, the broadcast operand) stays in L1 while
 // the B micro-panels (the vector operand) stream from the packed B block in L2, and C is walked along its rows, which
 // the hardware prefetchers follow (measured against jr -> ir, which kept B's micro-panel in L1 and jumped down C:
-// 5-20% faster for n >= 512 on 1 and 2 threads). Packing buffers are per thread (thread_local, 64-byte aligned,
+// 5-20% faster for n >= 512 on 1 and 2 threads); products of few rows run jr -> ir with B packed panel by panel
+// (sgemm_block). Packing buffers are per thread (thread_local, 64-byte aligned,
 // grown on demand), except all of A packed once for the threads of a wide product taken in chunks.
 #include <omp.h>
 
@@ -28,6 +29,7 @@ constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB); a mul
 constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2; a multiple of every nr
 constexpr int64_t kInPlaceRowFloats = 1024;  // B read in place: its rows at most this far apart, and
 constexpr int64_t kInPlaceFloats = 8192;     // at most two row panels, or at most this much of it (32 KiB)
+constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one up to this size (32 KiB)
 constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
 constexpr int64_t kMinChunkColumns = 256;           // each at least this wide,
 constexpr int64_t kMaxSharedAFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB)
@@ -137,37 +139,51 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
   float* Bp = tl_packed_b.get(KC * (Bm ? nr : nc_max));
   float* Ap = packed_a ? nullptr : tl_packed_a.get(KC * MC);
   const int64_t padded_m = (m1 + mr - 1) / mr * mr;
+  // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed just before the row panels
+  // use it, from L1, instead of the whole block first (jr -> ir): its loads from memory then overlap the products.
+  // Measured 1 thread, alternating, median GFLOP/s: 16 x 6400 x 150 63 -> 78, 64 x 12544 x 147 108 -> 122,
+  // 96 x 3025 x 363 110 -> 123; 2 threads unchanged within noise. Wider panels (8x48, 6x64 tiles at kc 256) fill L1:
+  // 64 x 50176 x 576 would drop 184 -> 138 on 2 threads.
+  const bool panel_outer = m1 - m0 <= MC && std::min(KC, K) * nr <= kPanelOuterFloats;
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     const int64_t nc = std::min(nc_max, n1 - jc), full = Bm ? nc / nr * nr : 0;
     for (int64_t pc = 0; pc < K; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
       const bool accumulate = pc > 0 || beta != 0.0f, last = pc + kc == K;
-      if (nc > full) B.pack(pc, kc, jc + full, nc - full, nr, Bp);  // all of the block, or its partial panel
+      if (nc > full && !panel_outer) B.pack(pc, kc, jc + full, nc - full, nr, Bp);  // the block, or its partial panel
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
         const float* a_block = packed_a ? packed_a + pc * padded_m + ic * kc : Ap;
         if (!packed_a) pack_a(pack_transposed, trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
-        for (int64_t ir = 0; ir < mc; ir += mr) {
-          const int64_t rows = std::min<int64_t>(mr, mc - ir);
+        const auto run = [&](int64_t ir, int64_t jr, const float* bpanel, int64_t bstride) {
+          const int64_t rows = std::min<int64_t>(mr, mc - ir), cols = std::min<int64_t>(nr, nc - jr);
           const float* apanel = a_block + (ir / mr) * kc * mr;
-          for (int64_t jr = 0; jr < nc; jr += nr) {
-            const int64_t cols = std::min<int64_t>(nr, nc - jr);
-            const bool in_place = jr < full;
-            const float* bpanel = in_place ? Bm + pc * ldb + jc + jr : Bp + ((jr - full) / nr) * kc * nr;
-            const int64_t bstride = in_place ? ldb : nr;
-            float* c = C + (ic + ir) * ldc + jc + jr;
-            if (rows == mr && cols == nr) {
-              tile.micro(kc, apanel, bpanel, bstride, c, ldc, accumulate);
-            } else {
-              if (accumulate)
-                for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
-              tile.micro(kc, apanel, bpanel, bstride, edge, nr, accumulate);
-              for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
-            }
-            if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
+          float* c = C + (ic + ir) * ldc + jc + jr;
+          if (rows == mr && cols == nr) {
+            tile.micro(kc, apanel, bpanel, bstride, c, ldc, accumulate);
+          } else {
+            if (accumulate)
+              for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
+            tile.micro(kc, apanel, bpanel, bstride, edge, nr, accumulate);
+            for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
           }
+          if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
+        };
+        if (panel_outer) {
+          for (int64_t jr = 0; jr < nc; jr += nr) {
+            const bool in_place = jr < full;
+            if (!in_place) B.pack(pc, kc, jc + jr, std::min<int64_t>(nr, nc - jr), nr, Bp);
+            for (int64_t ir = 0; ir < mc; ir += mr)
+              run(ir, jr, in_place ? Bm + pc * ldb + jc + jr : Bp, in_place ? ldb : nr);
+          }
+          continue;
         }
+        for (int64_t ir = 0; ir < mc; ir += mr)
+          for (int64_t jr = 0; jr < nc; jr += nr) {
+            const bool in_place = jr < full;
+            run(ir, jr, in_place ? Bm + pc * ldb + jc + jr : Bp + ((jr - full) / nr) * kc * nr, in_place ? ldb : nr);
+          }
       }
     }
   }
