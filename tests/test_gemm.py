@@ -125,6 +125,17 @@ def test_column_chunks_with_all_of_a_packed_once(isa, rng, trans_a):
         assert np.array_equal(got, expected), t
 
 
+@pytest.mark.parametrize("m,n,k", [(150, 200, 600), (40, 100, 5000)])
+def test_row_chunks_with_all_of_b_packed_once(rng, m, n, k):
+    # a narrow product with B given as rows (packed, not read in place) and over 16M multiply-adds: on 2-3 threads
+    # all of B is packed once, then each K block's row chunks (7 or 4 of them) go to whichever thread is free
+    a, b = _operands(rng, m, n, k, False, True)
+    expected = _expected(a, b, False, True)
+    for t in (1, 2, 3):
+        with cc.threads(t):
+            assert np.array_equal(_core.gemm(a, b, False, True, 1.0, 0.0, None, None, NONE, False, False), expected), t
+
+
 @pytest.mark.parametrize("m", [1, 3])
 def test_few_rows_products_identical_at_any_thread_count_and_close_to_float64(isa, rng, m):
     # a fully connected layer at batch 1-3: unpacked dot products, B's rows in groups of four and column blocks

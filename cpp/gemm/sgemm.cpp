@@ -3,8 +3,8 @@
 // the B micro-panels (the vector operand) stream from the packed B block in L2, and C is walked along its rows, which
 // the hardware prefetchers follow (measured against jr -> ir, which kept B's micro-panel in L1 and jumped down C:
 // 5-20% faster for n >= 512 on 1 and 2 threads); products of few rows run jr -> ir with B packed panel by panel
-// (sgemm_block). Packing buffers are per thread (thread_local, 64-byte aligned,
-// grown on demand), except all of A packed once for the threads of a wide product taken in chunks.
+// (sgemm_part). Packing buffers are per thread (thread_local, 64-byte aligned,
+// grown on demand), except all of A (or B) packed once for the threads of a product taken in chunks.
 #include <omp.h>
 
 #include <algorithm>
@@ -32,7 +32,8 @@ constexpr int64_t kInPlaceFloats = 8192;     // at most two row panels, or at mo
 constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one up to this size (32 KiB)
 constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
 constexpr int64_t kMinChunkColumns = 256;           // each at least this wide,
-constexpr int64_t kMaxSharedAFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB)
+constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A (or B) at most this big (32 MiB)
+constexpr int64_t kSharedBWork = int64_t(1) << 24;  // B packed once for all threads: from this many multiply-adds
 
 // Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
 // B, plus rounding up to nr), so that no short last block repacks the whole of A for a sliver of columns (e.g. 800
@@ -116,18 +117,47 @@ void apply_epilogue(const Epilogue& e, float* C, int64_t ldc, int64_t i0, int64_
   }
 }
 
-// One thread's share: rows [m0, m1) and columns [n0, n1) of C. A is packed block by block here, or, where
-// packed_a is given (then m0 = 0, m1 = M), read from all of A packed in advance by pack_all_a.
-void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
-                 int64_t K, float alpha, const float* A, int64_t lda, const BPanelSource& B, float beta, float* C,
-                 int64_t ldc, const Epilogue& epi, const float* packed_a = nullptr) {
+// The product sgemm was given: C = alpha * op(A) * B + beta * C, then the epilogue.
+struct Product {
+  Trans trans_a;
+  int64_t M, N, K;
+  float alpha;
+  const float* A;
+  int64_t lda;
+  const BPanelSource& B;
+  float beta;
+  float* C;
+  int64_t ldc;
+  const Epilogue& epi;
+};
+
+// A part of a product: rows [m0, m1) and columns [n0, n1) of C, over the K blocks in [k0, k1) (k0 a multiple of
+// KC; the blocks of a C element are always added in K order, so a part over fewer blocks continues where the last
+// one stopped).
+struct Part {
+  int64_t m0, m1, n0, n1, k0, k1;
+};
+
+// Computes one part. A is packed block by block here, or read from packed_a, all of op(A) packed in advance (then
+// m0 = 0, m1 = M): K blocks of padded-M x kc, laid out as pack_a lays out each block. B is packed here, or read
+// from packed_b, all of B packed in advance (then n0 = 0, n1 = N): K blocks of padded-N x kc, laid out as
+// BPanelSource::pack writes them (the part then runs as one column block).
+void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const float* packed_a = nullptr,
+                const float* packed_b = nullptr) {
   const int mr = tile.mr, nr = tile.nr;
+  const int64_t m0 = part.m0, m1 = part.m1, n0 = part.n0, n1 = part.n1, K = p.K, ldc = p.ldc;
+  const Trans trans_a = p.trans_a;
+  const float alpha = p.alpha, beta = p.beta, *A = p.A;
+  const int64_t lda = p.lda;
+  const BPanelSource& B = p.B;
+  float* C = p.C;
+  const Epilogue& epi = p.epi;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-  if (beta != 0.0f && beta != 1.0f) {
+  if (beta != 0.0f && beta != 1.0f && part.k0 == 0) {
     for (int64_t i = m0; i < m1; ++i)
       for (int64_t j = n0; j < n1; ++j) C[i * ldc + j] *= beta;
   }
-  const int64_t nc_max = column_block(n1 - n0, nr);
+  const int64_t nc_max = packed_b ? (n1 - n0 + nr - 1) / nr * nr : column_block(n1 - n0, nr);
   // Packing B costs a read and a write per element; it pays where each packed panel is reused from cache by many
   // row panels. A B held in memory is read in place, only its last, partial panel packed, where its rows are
   // short (at most kInPlaceRowFloats apart) and either at most two row panels use it or all of it fits in L1
@@ -135,8 +165,8 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
   // 8 row panels, 1.2x slower in place, and rows a page or more apart up to 1.6x slower).
   int64_t ldb = 0;
   const float* Bm = B.in_memory(&ldb);
-  if (ldb > kInPlaceRowFloats || (m1 - m0 > 2 * mr && K * (n1 - n0) > kInPlaceFloats)) Bm = nullptr;
-  float* Bp = tl_packed_b.get(KC * (Bm ? nr : nc_max));
+  if (packed_b || ldb > kInPlaceRowFloats || (m1 - m0 > 2 * mr && K * (n1 - n0) > kInPlaceFloats)) Bm = nullptr;
+  float* Bp = packed_b ? nullptr : tl_packed_b.get(KC * (Bm ? nr : nc_max));
   float* Ap = packed_a ? nullptr : tl_packed_a.get(KC * MC);
   const int64_t padded_m = (m1 + mr - 1) / mr * mr;
   // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed just before the row panels
@@ -144,14 +174,16 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
   // Measured 1 thread, alternating, median GFLOP/s: 16 x 6400 x 150 63 -> 78, 64 x 12544 x 147 108 -> 122,
   // 96 x 3025 x 363 110 -> 123; 2 threads unchanged within noise. Wider panels (8x48, 6x64 tiles at kc 256) fill L1:
   // 64 x 50176 x 576 would drop 184 -> 138 on 2 threads.
-  const bool panel_outer = m1 - m0 <= MC && std::min(KC, K) * nr <= kPanelOuterFloats;
+  const bool panel_outer = !packed_b && m1 - m0 <= MC && std::min(KC, K) * nr <= kPanelOuterFloats;
+  const int64_t padded_n = (n1 - n0 + nr - 1) / nr * nr;
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     const int64_t nc = std::min(nc_max, n1 - jc), full = Bm ? nc / nr * nr : 0;
-    for (int64_t pc = 0; pc < K; pc += KC) {
+    for (int64_t pc = part.k0; pc < part.k1; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
       const bool accumulate = pc > 0 || beta != 0.0f, last = pc + kc == K;
-      if (nc > full && !panel_outer) B.pack(pc, kc, jc + full, nc - full, nr, Bp);  // the block, or its partial panel
+      const float* b_block = packed_b ? packed_b + pc * padded_n : Bp;
+      if (!packed_b && nc > full && !panel_outer) B.pack(pc, kc, jc + full, nc - full, nr, Bp);  // or its last panel
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
         const float* a_block = packed_a ? packed_a + pc * padded_m + ic * kc : Ap;
@@ -181,8 +213,10 @@ void sgemm_block(const GemmTile& tile, Trans trans_a, int64_t m0, int64_t m1, in
         }
         for (int64_t ir = 0; ir < mc; ir += mr)
           for (int64_t jr = 0; jr < nc; jr += nr) {
-            const bool in_place = jr < full;
-            run(ir, jr, in_place ? Bm + pc * ldb + jc + jr : Bp + ((jr - full) / nr) * kc * nr, in_place ? ldb : nr);
+            if (jr < full)
+              run(ir, jr, Bm + pc * ldb + jc + jr, ldb);
+            else
+              run(ir, jr, b_block + ((jr - full) / nr) * kc * nr, nr);
           }
       }
     }
@@ -250,59 +284,78 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
     return;
   }
   const GemmTile& tile = choose_tile(kernels().gemm, M, N);
+  const Product p{trans_a, M, N, K, alpha, A, lda, B, beta, C, ldc, epi};
   const int nt = threads_for(M * N * K);
   if (nt == 1) {
-    sgemm_block(tile, trans_a, 0, M, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);
+    sgemm_part(tile, p, {0, M, 0, N, 0, K});
     return;
   }
-  const bool split_n = N >= int64_t(nt) * tile.nr * 4 || M < int64_t(nt) * tile.mr;
-  // Wide column splits go in chunks that the threads take in turn as they finish (an atomic counter): the cores of
-  // these machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute),
-  // and equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). The
-  // threads first pack all of A together (K blocks of padded_m x kc, as pack_a lays out each block), so that a
-  // chunk does not pack it again (repacked per chunk, chunks of 128 columns made a 1024-square product 30% slower).
-  // Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x 6272 x 2304 218 -> 268,
-  // 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188; on a quiet machine
-  // (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged.
-  const int64_t padded_m = (M + tile.mr - 1) / tile.mr * tile.mr;
-  const int64_t share = kChunksPerThread * nt * tile.nr;  // columns of a chunk: whole nr panels
-  const int64_t chunk = std::max((kMinChunkColumns + tile.nr - 1) / tile.nr, (N + share - 1) / share) * tile.nr;
-  const int64_t chunks = split_n ? (N + chunk - 1) / chunk : 0;
-  const bool chunked = chunks >= kChunksPerThread * nt && padded_m * K <= kMaxSharedAFloats;
-  std::optional<CachedBlock<float>> shared_a;
-  if (chunked) shared_a.emplace(padded_m * K);
-  float* packed_a = chunked ? shared_a->get() : nullptr;
-  const int64_t a_blocks = (K + KC - 1) / KC * ((M + MC - 1) / MC);
+  const int64_t mr = tile.mr, nr = tile.nr, padded_m = (M + mr - 1) / mr * mr, padded_n = (N + nr - 1) / nr * nr;
+  const int64_t k_blocks = (K + KC - 1) / KC, m_blocks = (M + MC - 1) / MC;
+  const bool split_n = N >= nt * nr * 4 || M < nt * mr;
+  int64_t ldb = 0;
+  // The threads take chunks of the product in turn as they finish (an atomic counter, or a dynamic schedule): the
+  // cores of these machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute
+  // to minute), and equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing
+  // barrier). At least kChunksPerThread chunks per thread, of whole panels.
+  // - Wide products (split N): chunks of at least kMinChunkColumns columns. The threads first pack all of A together,
+  //   so that a chunk does not pack it again (repacked per chunk, chunks of 128 columns made a 1024-square product
+  //   30% slower). Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x 6272 x 2304
+  //   218 -> 268, 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188; on a
+  //   quiet machine (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged.
+  // - Narrow products (split M): the threads first pack all of B together (each thread packed all of it before,
+  //   e.g. a batch-1 convolution's im2col), then run each K block's row chunks, K block after K block.
+  const int64_t share = kChunksPerThread * nt;
+  const int64_t chunk = split_n ? std::max((kMinChunkColumns + nr - 1) / nr, (N + share * nr - 1) / (share * nr)) * nr
+                                : (M + share * mr - 1) / (share * mr) * mr;
+  const int64_t chunks = split_n ? (N + chunk - 1) / chunk : (M + chunk - 1) / chunk;
+  const bool chunked = split_n ? chunks >= share && padded_m * K <= kMaxSharedFloats
+                               : chunks >= 2 * nt && padded_n * K <= kMaxSharedFloats && M * N * K >= kSharedBWork &&
+                                     B.in_memory(&ldb) == nullptr;
+  std::optional<CachedBlock<float>> shared;
+  if (chunked) shared.emplace(split_n ? padded_m * K : padded_n * K);
+  float* packed = chunked ? shared->get() : nullptr;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
   std::atomic<int64_t> next_chunk{0};
   std::atomic<bool> out_of_memory{false};  // an exception must not leave an OpenMP region
 #pragma omp parallel num_threads(nt)
-  try {
-    if (chunked) {
-#pragma omp for schedule(static)
-      for (int64_t block = 0; block < a_blocks; ++block) {
-        const int64_t pc = block / ((M + MC - 1) / MC) * KC, ic = block % ((M + MC - 1) / MC) * MC;
-        const int64_t kc = std::min(KC, K - pc);
-        pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, M - ic), pc, kc, tile.mr, alpha,
-               packed_a + pc * padded_m + ic * kc);
-      }
-      for (int64_t c = next_chunk++; c < chunks; c = next_chunk++)
-        sgemm_block(tile, trans_a, 0, M, c * chunk, std::min(N, (c + 1) * chunk), K, alpha, A, lda, B, beta, C, ldc,
-                    epi, packed_a);
-    } else {
-      const int t = omp_get_thread_num(), team = omp_get_num_threads();
-      const int64_t extent = split_n ? N : M, unit = split_n ? tile.nr : tile.mr;
-      const int64_t units = (extent + unit - 1) / unit, per = (units + team - 1) / team;
-      const int64_t lo = std::min(extent, t * per * unit), hi = std::min(extent, (t + 1) * per * unit);
-      if (lo < hi) {
-        if (split_n)
-          sgemm_block(tile, trans_a, 0, M, lo, hi, K, alpha, A, lda, B, beta, C, ldc, epi);
-        else
-          sgemm_block(tile, trans_a, lo, hi, 0, N, K, alpha, A, lda, B, beta, C, ldc, epi);
-      }
+  {
+    try {
+      tl_packed_a.get(KC * MC);  // allocated before any barrier, so that no thread throws between two of them
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;
     }
-  } catch (const std::bad_alloc&) {
-    out_of_memory = true;
+#pragma omp barrier
+    try {
+      if (out_of_memory) {
+      } else if (chunked && split_n) {
+#pragma omp for schedule(static)
+        for (int64_t block = 0; block < k_blocks * m_blocks; ++block) {
+          const int64_t pc = block / m_blocks * KC, ic = block % m_blocks * MC, kc = std::min(KC, K - pc);
+          pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, M - ic), pc, kc, tile.mr, alpha,
+                 packed + pc * padded_m + ic * kc);
+        }
+        for (int64_t c = next_chunk++; c < chunks; c = next_chunk++)
+          sgemm_part(tile, p, {0, M, c * chunk, std::min(N, (c + 1) * chunk), 0, K}, packed);
+      } else if (chunked) {
+#pragma omp for schedule(static)
+        for (int64_t pc = 0; pc < K; pc += KC) B.pack(pc, std::min(KC, K - pc), 0, N, tile.nr, packed + pc * padded_n);
+        for (int64_t pc = 0; pc < K; pc += KC) {
+#pragma omp for schedule(dynamic, 1)
+          for (int64_t c = 0; c < chunks; ++c)
+            sgemm_part(tile, p, {c * chunk, std::min(M, (c + 1) * chunk), 0, N, pc, std::min(K, pc + KC)}, nullptr,
+                       packed);
+        }
+      } else {
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        const int64_t extent = split_n ? N : M, unit = split_n ? nr : mr;
+        const int64_t units = (extent + unit - 1) / unit, per = (units + team - 1) / team;
+        const int64_t lo = std::min(extent, t * per * unit), hi = std::min(extent, (t + 1) * per * unit);
+        if (lo < hi) sgemm_part(tile, p, split_n ? Part{0, M, lo, hi, 0, K} : Part{lo, hi, 0, N, 0, K});
+      }
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;
+    }
   }
   if (out_of_memory) throw std::bad_alloc();
 }
