@@ -89,6 +89,23 @@ def test_relu_keeps_nan(isa):
     assert np.isnan(got).all()
 
 
+@pytest.mark.parametrize("axis", [NONE, PER_ROW, PER_COL])
+def test_full_tiles_apply_the_epilogue_in_registers(isa, rng, axis):
+    # 48 x 192 is whole tiles for every ISA: bias and ReLU are applied before the store, as edge tiles apply them
+    # after; NaN rows stay NaN, results <= 0 become +0
+    a = rng.integers(-3, 4, (48, 20)).astype(np.float32)
+    a[5, 3] = np.nan
+    b = rng.integers(-3, 4, (20, 192)).astype(np.float32)
+    bias = rng.integers(-20, 20, 48 if axis == PER_ROW else 192).astype(np.float32)
+    expected = _expected(a, b, False, False, bias=bias, axis=axis, relu=True)
+    got = _core.gemm(a, b, False, False, 1.0, 0.0, None, bias if axis else None, axis, True, False)
+    assert np.array_equal(got, expected, equal_nan=True)
+    assert np.isnan(got[5]).all() and not np.signbit(got).any()
+    edge = _core.gemm(a[:47].copy(), b[:, :191].copy(), False, False, 1.0, 0.0, None,
+                      (bias[:47] if axis == PER_ROW else bias[:191]).copy() if axis else None, axis, True, False)
+    assert np.array_equal(edge, got[:47, :191], equal_nan=True)
+
+
 def test_random_floats_close_to_float64(isa, rng):
     a, b = _operands(rng, 97, 203, 611, False, False, integer=False)
     got = _core.gemm(a, b, False, False, 1.0, 0.0, None, None, NONE, False, False)

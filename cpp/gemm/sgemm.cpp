@@ -192,15 +192,19 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           const int64_t rows = std::min<int64_t>(mr, mc - ir), cols = std::min<int64_t>(nr, nc - jr);
           const float* apanel = a_block + (ir / mr) * kc * mr;
           float* c = C + (ic + ir) * ldc + jc + jr;
-          if (rows == mr && cols == nr) {
-            tile.micro(kc, apanel, bpanel, bstride, c, ldc, accumulate);
+          if (rows == mr && cols == nr) {  // a full tile: the epilogue in registers
+            const bool fused = last && (epi.bias_axis != Epilogue::Bias::none || epi.relu);
+            const TileEpilogue tile_epi{epi.bias_axis == Epilogue::Bias::per_row ? epi.bias + ic + ir : nullptr,
+                                        epi.bias_axis == Epilogue::Bias::per_col ? epi.bias + jc + jr : nullptr,
+                                        epi.relu};
+            tile.micro(kc, apanel, bpanel, bstride, c, ldc, accumulate, fused ? &tile_epi : nullptr);
           } else {
             if (accumulate)
               for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
-            tile.micro(kc, apanel, bpanel, bstride, edge, nr, accumulate);
+            tile.micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
             for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
+            if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
           }
-          if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
         };
         if (panel_outer) {
           for (int64_t jr = 0; jr < nc; jr += nr) {

@@ -9,7 +9,7 @@ namespace {
 constexpr int MR = 6, NR = 16;
 
 void micro_6x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
-                bool accumulate) {
+                bool accumulate, const TileEpilogue* epi) {
   __m256 c[MR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) {
@@ -32,6 +32,20 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float
     if (accumulate) {
       c[i][0] = _mm256_add_ps(c[i][0], _mm256_loadu_ps(C + i * ldc));
       c[i][1] = _mm256_add_ps(c[i][1], _mm256_loadu_ps(C + i * ldc + 8));
+    }
+    if (epi) {
+      if (epi->row_bias) {
+        const __m256 b = _mm256_set1_ps(epi->row_bias[i]);
+        c[i][0] = _mm256_add_ps(c[i][0], b);
+        c[i][1] = _mm256_add_ps(c[i][1], b);
+      }
+      if (epi->col_bias) {
+        c[i][0] = _mm256_add_ps(c[i][0], _mm256_loadu_ps(epi->col_bias));
+        c[i][1] = _mm256_add_ps(c[i][1], _mm256_loadu_ps(epi->col_bias + 8));
+      }
+      if (epi->relu)  // keep where not <= 0: positive or NaN (relu_keep_nan), else +0
+        for (int v = 0; v < 2; ++v)
+          c[i][v] = _mm256_and_ps(c[i][v], _mm256_cmp_ps(c[i][v], _mm256_setzero_ps(), _CMP_NLE_UQ));
     }
     _mm256_storeu_ps(C + i * ldc, c[i][0]);
     _mm256_storeu_ps(C + i * ldc + 8, c[i][1]);

@@ -11,7 +11,8 @@ namespace convcore {
 namespace {
 
 template <int MR, int NV>
-void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
+           const TileEpilogue* epi) {
   __m512 c[MR][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
@@ -30,13 +31,37 @@ void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, 
     Ap += MR;
     Bp += ldb;
   }
+  if (accumulate)
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[i][v] = _mm512_add_ps(c[i][v], _mm512_loadu_ps(C + i * ldc + 16 * v));
+  if (epi) {
+    if (epi->row_bias)
+#pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i) {
+        const __m512 b = _mm512_set1_ps(epi->row_bias[i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) c[i][v] = _mm512_add_ps(c[i][v], b);
+      }
+    if (epi->col_bias)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const __m512 b = _mm512_loadu_ps(epi->col_bias + 16 * v);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; ++i) c[i][v] = _mm512_add_ps(c[i][v], b);
+      }
+    if (epi->relu)  // keep where not <= 0: positive or NaN (relu_keep_nan), else +0
+#pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+          c[i][v] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(c[i][v], _mm512_setzero_ps(), _CMP_NLE_UQ), c[i][v]);
+  }
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      if (accumulate) c[i][v] = _mm512_add_ps(c[i][v], _mm512_loadu_ps(C + i * ldc + 16 * v));
-      _mm512_storeu_ps(C + i * ldc + 16 * v, c[i][v]);
-    }
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(C + i * ldc + 16 * v, c[i][v]);
 }
 
 // The 16 lanes of v summed by a fixed halving tree (lanes i and i + half, half = 8, 4, 2, 1). Full-width

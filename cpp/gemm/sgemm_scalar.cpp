@@ -7,7 +7,7 @@ namespace {
 constexpr int MR = 4, NR = 16;
 
 void micro_4x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
-                bool accumulate) {
+                bool accumulate, const TileEpilogue* epi) {
   float c[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) c[i][j] = 0.0f;
@@ -20,7 +20,15 @@ void micro_4x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float
     Bp += ldb;
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) C[i * ldc + j] = accumulate ? C[i * ldc + j] + c[i][j] : c[i][j];
+    for (int j = 0; j < NR; ++j) {
+      float v = accumulate ? C[i * ldc + j] + c[i][j] : c[i][j];
+      if (epi) {
+        if (epi->row_bias) v += epi->row_bias[i];
+        if (epi->col_bias) v += epi->col_bias[j];
+        if (epi->relu) v = relu_keep_nan(v);
+      }
+      C[i * ldc + j] = v;
+    }
 }
 
 // 8 lanes, each summing every 8th product in k order, then the lanes in order.

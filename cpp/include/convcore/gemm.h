@@ -29,13 +29,21 @@ void gemm_ref(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T a
               const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const T* bias = nullptr,
               Epilogue::Bias bias_axis = Epilogue::Bias::none, bool relu = false);
 
+// The epilogue of one full tile, applied by the microkernel to its registers before the store (the output is
+// written once): + row_bias[i] (when not null), + col_bias[j] (when not null), then ReLU keeping NaN (relu_keep_nan).
+struct TileEpilogue {
+  const float* row_bias;
+  const float* col_bias;
+  bool relu;
+};
+
 // Microkernel: the mr x nr tile C (row stride ldc) = (accumulate ? C : 0) + sum_k Ap[k*mr + i] * Bp[k*ldb + j],
 // the sum over k in [0, kc) taken in k order from zero, then added to C: C is read only after the products (its
-// cache misses overlap them; measured: 1-4% faster than starting from C). B's rows are ldb floats apart: nr in a
-// packed panel, the matrix's row stride where the engine reads B in place. Full tiles only (the engine handles
-// edges through a scratch tile).
+// cache misses overlap them; measured: 1-4% faster than starting from C), then the tile epilogue where epi is not
+// null. B's rows are ldb floats apart: nr in a packed panel, the matrix's row stride where the engine reads B in
+// place. Full tiles only (the engine handles edges through a scratch tile).
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
-                             bool accumulate);
+                             bool accumulate, const TileEpilogue* epi);
 
 // One register tile: the mr x nr microkernel.
 struct GemmTile {
