@@ -71,9 +71,14 @@ CASES = [
     (3, 5, 9, 8, 9, 3, 5, 1, (0, 3), 1, 1),
     (2, 1, 7, 3, 12, 4, 3, 1, (3, 2), 1, 1),
     (5, 7, 6, 8, 16, 2, 3, 1, (1, 0), 1, 1),
-    # batch 1 with few pixels and many taps: forward and input gradient run as narrow GEMMs (64 x 144 x 2304,
-    # 256 x 144 x 576) whose im2col the threads pack once, sharing it
-    (1, 256, 12, 12, 64, 3, 3, 1, 1, 1, 1),
+    # weight gradient by GEMM in fixed chunks of pixels: one image in 3 (padded: copied once, shared by the chunks),
+    # 3 images in 2 (a chunk ending inside an image), a 1x1 kernel's image in 3
+    (1, 4, 40, 40, 36, 3, 3, 1, 1, 1, 1),
+    (3, 2, 24, 24, 40, 3, 3, 1, 0, 1, 1),
+    (1, 8, 40, 40, 40, 1, 1, 1, 0, 1, 1),
+    # batch 1 with few pixels and many taps: forward and input gradient run as narrow GEMMs (128 x 144 x 2304,
+    # 256 x 144 x 1152) whose im2col the threads pack once, sharing it
+    (1, 256, 12, 12, 128, 3, 3, 1, 1, 1, 1),
 ]
 
 
@@ -160,7 +165,7 @@ def test_non_contiguous_input(rng):
 
 
 @pytest.mark.parametrize("case", [(4, 8, 16, 16, 16, 3, 3, 1, 1, 1, 1), (11, 6, 10, 10, 16, 5, 5, 1, 2, 1, 1),
-                                  (11, 3, 9, 9, 24, 3, 3, 2, 1, 1, 1), (1, 256, 12, 12, 64, 3, 3, 1, 1, 1, 1)],
+                                  (11, 3, 9, 9, 24, 3, 3, 2, 1, 1, 1), (1, 256, 12, 12, 128, 3, 3, 1, 1, 1, 1)],
                          ids=str)
 def test_results_identical_at_any_thread_count(rng, case):
     x, w, b, kw = _arrays(rng, case)

@@ -17,6 +17,8 @@ namespace {
 // the GEMM's N dimension: one GEMM over all images' columns instead of one per image whose N (7x7 = 49 .. 15x15
 // = 225 pixels) leaves the last column tile partly empty and the packing and call overheads unshared.
 constexpr int64_t kFoldBelowPixels = 256;
+constexpr int64_t kMinChunkPixels = 512;  // weight gradients: at most one chunk of pixels per this many,
+constexpr int64_t kNarrowTaps = 256;      // where dW has fewer taps than this
 
 // The pixels [lo, hi) of a len-pixel output segment whose input columns v0 + i*sw lie inside a row of width W
 // (lo <= hi <= len; the others read padding).
@@ -152,13 +154,14 @@ class Im2col final : public BPanelSource {
 };
 
 // B = im2col transposed, (images*P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T, read from images
-// in a SplitLayout: row i*P*Q + p*Q + q reads image i at x + i*image_stride. A panel's
+// in a SplitLayout: row i*P*Q + p*Q + q - first reads image i at x + i*image_stride (first: the pixel row 0 stands
+// for, so that a product can cover a run of one image's pixels). A panel's
 // columns are kernel taps; for each run of its rows within one output row, every tap reads consecutive floats,
 // which the ISA's transposing packer turns into the panel's rows.
 class Im2colT final : public BPanelSource {
  public:
-  Im2colT(const ConvShape& s, const float* x, int64_t image_stride, const SplitLayout& layout)
-      : s_(s), x_(x), image_stride_(image_stride), layout_(layout) {}
+  Im2colT(const ConvShape& s, const float* x, int64_t image_stride, const SplitLayout& layout, int64_t first = 0)
+      : s_(s), x_(x), image_stride_(image_stride), layout_(layout), first_(first) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
     const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
     const int64_t RS = s_.R * s_.S, PQ = s_.P * s_.Q;
@@ -171,7 +174,7 @@ class Im2colT final : public BPanelSource {
       }
       float* panel = Bp + (jp / nr) * kc * nr;
       for (int64_t k = 0; k < kc;) {
-        const int64_t pixel = k0 + k, image = pixel / PQ, p = pixel % PQ / s_.Q, q = pixel % s_.Q;
+        const int64_t pixel = first_ + k0 + k, image = pixel / PQ, p = pixel % PQ / s_.Q, q = pixel % s_.Q;
         const int64_t len = std::min(kc - k, s_.Q - q);
         const float* window = x_ + image * image_stride_ + layout_.window(s_, p, q);
         pack_transposed(window, taps, cols, nr, len, 1.0f, panel + k * nr);
@@ -185,6 +188,7 @@ class Im2colT final : public BPanelSource {
   const float* x_;
   int64_t image_stride_;
   const SplitLayout& layout_;
+  int64_t first_;
 };
 
 // Adds one channel's im2col rows (R*S rows of nb columns, output pixels j0 .. j0+nb-1) back into its dx plane:
@@ -399,32 +403,50 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     }
     return;
   }
-  // A fixed number of image chunks, each summing its images in order into its own partial; partials are then
-  // added in chunk order. Neither depends on the thread count.
-  const int64_t chunks = std::min<int64_t>(s.N, 8);
+  // A fixed number of chunks of the N*P*Q pixels, each summing its pieces in order into its own partial; partials
+  // are then added in chunk order. Neither depends on the thread count. Chunks are runs of whole images, up to 8;
+  // with fewer than 8 images and a narrow dW (fewer than kNarrowTaps taps: the product's threads would split its
+  // rows, each packing all of B), up to 8 runs of pixels, which may cut an image (measured 2 threads, ResNet-50
+  // conv1 at batch 1, 147 taps: 3.1 -> 2.5 ms; AlexNet conv1, 363 taps, 1.6 -> 2.5 ms, hence the limit).
+  const int64_t pixels = s.N * PQ;
+  const bool by_pixels = s.N < 8 && CRS < kNarrowTaps;
+  const int64_t chunks = by_pixels ? std::clamp<int64_t>(pixels / kMinChunkPixels, 1, 8) : std::min<int64_t>(s.N, 8);
+  const auto chunk_start = [&](int64_t chunk) {
+    return by_pixels ? chunk * pixels / chunks : chunk * s.N / chunks * PQ;
+  };
   std::unique_ptr<float, FreeDeleter> extra(
       chunks > 1 ? static_cast<float*>(std::malloc(sizeof(float) * (chunks - 1) * wsize)) : nullptr);
   if (chunks > 1 && !extra) throw std::bad_alloc();
+  // Copied images: all of them first where chunks share images (fewer images than chunks), else each chunk copies
+  // the image it is summing.
+  const bool copy_first = copied && s.N < chunks;
+  std::vector<float> all(copy_first ? static_cast<size_t>(s.N * image_floats) : 0, 0.0f);
+  if (copy_first)
+    parallel_for(s.N, threads_for(s.N * image_floats, 1 << 18),
+                 [&](int64_t n) { pad_split_phases(s, layout, x + n * s.C * HW, all.data() + n * image_floats); });
   for_each_task(chunks, s.N * s.K * PQ * CRS, [&](int64_t chunk) {
     float* part = chunk == 0 ? dw : extra.get() + (chunk - 1) * wsize;
-    std::vector<float> xp(copied ? static_cast<size_t>(image_floats) : 0, 0.0f);  // the image being summed, copied
-    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
-      const float* xn = x + n * s.C * HW;
-      if (copied) {
+    std::vector<float> xp(copied && !copy_first ? static_cast<size_t>(image_floats) : 0, 0.0f);
+    const int64_t begin = chunk_start(chunk), end = chunk_start(chunk + 1);
+    for (int64_t n = begin / PQ, at = begin; at < end; ++n) {
+      const int64_t first = at - n * PQ, len = std::min(end, (n + 1) * PQ) - at;  // pixels [first, first+len) of n
+      const float* xn = copy_first ? all.data() + n * image_floats : x + n * s.C * HW;
+      if (copied && !copy_first) {
         pad_split_phases(s, layout, xn, xp.data());
         xn = xp.data();
       }
       for (int64_t g = 0; g < s.groups; ++g) {
-        const float* dyg = dy + (n * s.K + g * Kg) * PQ;
+        const float* dyg = dy + (n * s.K + g * Kg) * PQ + first;
         float* dwg = part + g * Kg * CRS;
-        const float beta = n == chunk * s.N / chunks ? 0.0f : 1.0f;
+        const float beta = at == begin ? 0.0f : 1.0f;
         if (is_pointwise(s)) {
-          sgemm(Trans::no, Trans::yes, Kg, Cg, PQ, 1.0f, dyg, PQ, xn + g * Cg * HW, HW, beta, dwg, CRS);
+          sgemm(Trans::no, Trans::yes, Kg, Cg, len, 1.0f, dyg, PQ, xn + g * Cg * HW + first, HW, beta, dwg, CRS);
         } else {
-          sgemm(Trans::no, Kg, CRS, PQ, 1.0f, dyg, PQ, Im2colT(s, xn + g * Cg * layout.plane, 0, layout), beta, dwg,
-                CRS);
+          sgemm(Trans::no, Kg, CRS, len, 1.0f, dyg, PQ, Im2colT(s, xn + g * Cg * layout.plane, 0, layout, first),
+                beta, dwg, CRS);
         }
       }
+      at += len;
     }
   });
   for (int64_t chunk = 1; chunk < chunks; ++chunk) {

@@ -33,7 +33,7 @@ constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one
 constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
 constexpr int64_t kMinChunkColumns = 256;           // each at least this wide,
 constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A (or B) at most this big (32 MiB)
-constexpr int64_t kSharedBWork = int64_t(1) << 24;  // B packed once for all threads: from this many multiply-adds
+constexpr int64_t kSharedBBlockWork = int64_t(1) << 22;  // B packed once for all threads: from this much per K block
 
 // Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
 // B, plus rounding up to nr), so that no short last block repacks the whole of A for a sliver of columns (e.g. 800
@@ -307,15 +307,18 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
   //   30% slower). Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x 6272 x 2304
   //   218 -> 268, 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188; on a
   //   quiet machine (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged.
-  // - Narrow products (split M): the threads first pack all of B together (each thread packed all of it before,
-  //   e.g. a batch-1 convolution's im2col), then run each K block's row chunks, K block after K block.
+  // - Narrow products (split M) with a B that costs more to pack than a copy (im2col, transposed): the threads first
+  //   pack all of B together (each thread packed all of it before, e.g. a batch-1 convolution's im2col), then run
+  //   each K block's row chunks, K block after K block, where a K block holds 4M multiply-adds or more (with less,
+  //   the barrier between blocks costs more than it saves: ResNet-50 conv1's batch-1 weight gradient, 64 x 147 x
+  //   12544, 2.2 -> 3.0 ms).
   const int64_t share = kChunksPerThread * nt;
   const int64_t chunk = split_n ? std::max((kMinChunkColumns + nr - 1) / nr, (N + share * nr - 1) / (share * nr)) * nr
                                 : (M + share * mr - 1) / (share * mr) * mr;
   const int64_t chunks = split_n ? (N + chunk - 1) / chunk : (M + chunk - 1) / chunk;
   const bool chunked = split_n ? chunks >= share && padded_m * K <= kMaxSharedFloats
-                               : chunks >= 2 * nt && padded_n * K <= kMaxSharedFloats && M * N * K >= kSharedBWork &&
-                                     B.in_memory(&ldb) == nullptr;
+                               : chunks >= 2 * nt && padded_n * K <= kMaxSharedFloats &&
+                                     M * N * std::min(K, KC) >= kSharedBBlockWork && B.in_memory(&ldb) == nullptr;
   std::optional<CachedBlock<float>> shared;
   if (chunked) shared.emplace(split_n ? padded_m * K : padded_n * K);
   float* packed = chunked ? shared->get() : nullptr;
