@@ -31,7 +31,7 @@ def _expected(a, b, trans_a, trans_b, alpha=1.0, beta=0.0, c=None, bias=None, ax
 
 
 # m up to past the largest MR (12) so that every tile is chosen (on AVX-512 mostly 6x64 for m <= 6, 8x48 for 7, 8, 16,
-# 12x32 for 12), n up to the largest NR (64) and past it, k across the KC block edge (256)
+# 12x32 for 12), n up to the largest NR (64) and past it, k up to one K block (256) and past it (then in equal blocks)
 SIZES = [(m, n, k) for m in (1, 5, 6, 7, 8, 12, 13, 16) for n in (1, 15, 16, 17, 33, 48, 49, 64, 65)
          for k in (1, 7)] + [
     (3, 5, 127), (6, 64, 129), (5, 65, 257), (8, 48, 161), (16, 50, 321), (6, 16, 256), (7, 17, 257),

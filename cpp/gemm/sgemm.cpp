@@ -1,10 +1,10 @@
-// The tiled SGEMM engine (portable code around the per-ISA microkernels): loop order jc (NC) -> pc (KC, pack B)
-// -> ic (MC, pack A) -> ir (MR) -> jr (NR). One A micro-panel (mr x kc, the broadcast operand) stays in L1 while
-// the B micro-panels (the vector operand) stream from the packed B block in L2, and C is walked along its rows, which
-// the hardware prefetchers follow (measured against jr -> ir, which kept B's micro-panel in L1 and jumped down C:
-// 5-20% faster for n >= 512 on 1 and 2 threads); products of few rows run jr -> ir with B packed panel by panel
-// (sgemm_part). Packing buffers are per thread (thread_local, 64-byte aligned,
-// grown on demand), except all of A (or B) packed once for the threads of a product taken in chunks.
+// The tiled SGEMM engine (portable code around the per-ISA microkernels): loop order jc (NC) -> pc (KC, pack B) -> ic
+// (MC, pack A) -> ir (MR) -> jr (NR), KC standing for the product's K block (k_block). One A micro-panel (mr x kc, the
+// broadcast operand) stays in L1 while the B micro-panels (the vector operand) stream from the packed B block in L2,
+// and C is walked along its rows, which the hardware prefetchers follow (measured against jr -> ir, which kept B's
+// micro-panel in L1 and jumped down C: 5-20% faster for n >= 512 on 1 and 2 threads); products of few rows run jr -> ir
+// with B packed panel by panel (sgemm_part). Packing buffers are per thread (thread_local, 64-byte aligned, grown on
+// demand), except all of A (or B) packed once for the threads of a product taken in chunks.
 #include <omp.h>
 
 #include <algorithm>
@@ -22,9 +22,18 @@
 namespace convcore {
 namespace {
 
-// One K block for every tile and ISA: a row of C sums its K blocks the same way whichever tile the row count picks
-// (rows do not depend on M). The A micro-panel, mr x KC (at most 12 KiB), stays in L1.
+// The largest K block. The A micro-panel, mr x kc (at most 12 KiB), stays in L1.
 constexpr int64_t KC = 256;
+
+// The K block of a product of depth K: K cut into equal blocks of at most KC, so that no short last block reloads
+// and stores all of C for a few products (K = 363, AlexNet conv1: 2 x 182, not 256 + 107; measured 2 threads,
+// alternating, median ms: AlexNet conv1 n=8 forward 12.9 -> 10.1, weight gradient 11.6 -> 10.3, res5a n=32
+// forward 35.6 -> 32.0). It depends on K alone: every row of C sums the same blocks whatever M, the tile (every
+// tile and ISA uses it) or the thread count.
+int64_t k_block(int64_t K) {
+  const int64_t blocks = (K + KC - 1) / KC;
+  return (K + blocks - 1) / blocks;
+}
 constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB); a multiple of every mr
 constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2; a multiple of every nr
 constexpr int64_t kInPlaceRowFloats = 1024;  // B read in place: its rows at most this far apart, and
@@ -120,7 +129,7 @@ void apply_epilogue(const Epilogue& e, float* C, int64_t ldc, int64_t i0, int64_
 // The product sgemm was given: C = alpha * op(A) * B + beta * C, then the epilogue.
 struct Product {
   Trans trans_a;
-  int64_t M, N, K;
+  int64_t M, N, K, kb;  // kb: the K block, k_block(K)
   float alpha;
   const float* A;
   int64_t lda;
@@ -132,8 +141,8 @@ struct Product {
 };
 
 // A part of a product: rows [m0, m1) and columns [n0, n1) of C, over the K blocks in [k0, k1) (k0 a multiple of
-// KC; the blocks of a C element are always added in K order, so a part over fewer blocks continues where the last
-// one stopped).
+// the K block; the blocks of a C element are always added in K order, so a part over fewer blocks continues where
+// the last one stopped).
 struct Part {
   int64_t m0, m1, n0, n1, k0, k1;
 };
@@ -174,13 +183,14 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // Measured 1 thread, alternating, median GFLOP/s: 16 x 6400 x 150 63 -> 78, 64 x 12544 x 147 108 -> 122,
   // 96 x 3025 x 363 110 -> 123; 2 threads unchanged within noise. Wider panels (8x48, 6x64 tiles at kc 256) fill L1:
   // 64 x 50176 x 576 would drop 184 -> 138 on 2 threads.
-  const bool panel_outer = !packed_b && m1 - m0 <= MC && std::min(KC, K) * nr <= kPanelOuterFloats;
+  const int64_t kb = p.kb;
+  const bool panel_outer = !packed_b && m1 - m0 <= MC && kb * nr <= kPanelOuterFloats;
   const int64_t padded_n = (n1 - n0 + nr - 1) / nr * nr;
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     const int64_t nc = std::min(nc_max, n1 - jc), full = Bm ? nc / nr * nr : 0;
-    for (int64_t pc = part.k0; pc < part.k1; pc += KC) {
-      const int64_t kc = std::min(KC, K - pc);
+    for (int64_t pc = part.k0; pc < part.k1; pc += kb) {
+      const int64_t kc = std::min(kb, K - pc);
       const bool accumulate = pc > 0 || beta != 0.0f, last = pc + kc == K;
       const float* b_block = packed_b ? packed_b + pc * padded_n : Bp;
       if (!packed_b && nc > full && !panel_outer) B.pack(pc, kc, jc + full, nc - full, nr, Bp);  // or its last panel
@@ -288,14 +298,14 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
     return;
   }
   const GemmTile& tile = choose_tile(kernels().gemm, M, N);
-  const Product p{trans_a, M, N, K, alpha, A, lda, B, beta, C, ldc, epi};
+  const Product p{trans_a, M, N, K, k_block(K), alpha, A, lda, B, beta, C, ldc, epi};
   const int nt = threads_for(M * N * K);
   if (nt == 1) {
     sgemm_part(tile, p, {0, M, 0, N, 0, K});
     return;
   }
   const int64_t mr = tile.mr, nr = tile.nr, padded_m = (M + mr - 1) / mr * mr, padded_n = (N + nr - 1) / nr * nr;
-  const int64_t k_blocks = (K + KC - 1) / KC, m_blocks = (M + MC - 1) / MC;
+  const int64_t kb = p.kb, k_blocks = (K + kb - 1) / kb, m_blocks = (M + MC - 1) / MC;
   const bool split_n = N >= nt * nr * 4 || M < nt * mr;
   int64_t ldb = 0;
   // The threads take chunks of the product in turn as they finish (an atomic counter, or a dynamic schedule): the
@@ -318,7 +328,7 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
   const int64_t chunks = split_n ? (N + chunk - 1) / chunk : (M + chunk - 1) / chunk;
   const bool chunked = split_n ? chunks >= share && padded_m * K <= kMaxSharedFloats
                                : chunks >= 2 * nt && padded_n * K <= kMaxSharedFloats &&
-                                     M * N * std::min(K, KC) >= kSharedBBlockWork && B.in_memory(&ldb) == nullptr;
+                                     M * N * kb >= kSharedBBlockWork && B.in_memory(&ldb) == nullptr;
   std::optional<CachedBlock<float>> shared;
   if (chunked) shared.emplace(split_n ? padded_m * K : padded_n * K);
   float* packed = chunked ? shared->get() : nullptr;
@@ -338,7 +348,7 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
       } else if (chunked && split_n) {
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < k_blocks * m_blocks; ++block) {
-          const int64_t pc = block / m_blocks * KC, ic = block % m_blocks * MC, kc = std::min(KC, K - pc);
+          const int64_t pc = block / m_blocks * kb, ic = block % m_blocks * MC, kc = std::min(kb, K - pc);
           pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, M - ic), pc, kc, tile.mr, alpha,
                  packed + pc * padded_m + ic * kc);
         }
@@ -346,11 +356,11 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
           sgemm_part(tile, p, {0, M, c * chunk, std::min(N, (c + 1) * chunk), 0, K}, packed);
       } else if (chunked) {
 #pragma omp for schedule(static)
-        for (int64_t pc = 0; pc < K; pc += KC) B.pack(pc, std::min(KC, K - pc), 0, N, tile.nr, packed + pc * padded_n);
-        for (int64_t pc = 0; pc < K; pc += KC) {
+        for (int64_t pc = 0; pc < K; pc += kb) B.pack(pc, std::min(kb, K - pc), 0, N, tile.nr, packed + pc * padded_n);
+        for (int64_t pc = 0; pc < K; pc += kb) {
 #pragma omp for schedule(dynamic, 1)
           for (int64_t c = 0; c < chunks; ++c)
-            sgemm_part(tile, p, {c * chunk, std::min(M, (c + 1) * chunk), 0, N, pc, std::min(K, pc + KC)}, nullptr,
+            sgemm_part(tile, p, {c * chunk, std::min(M, (c + 1) * chunk), 0, N, pc, std::min(K, pc + kb)}, nullptr,
                        packed);
         }
       } else {
