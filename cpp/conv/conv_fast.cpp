@@ -57,16 +57,17 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
     pad_image(s, x, L.Hp, L.Wq, xp);
     return;
   }
-  for (int64_t c = 0; c < s.C; ++c)
-    for (int64_t h = 0; h < s.H; ++h) {
-      const float* src = x + (c * s.H + h) * s.W;
-      float* dst = xp + c * L.plane + (h + s.pad_h) * L.row;
-      for (int64_t phase = 0; phase < sw; ++phase) {  // padded columns i*sw + phase, image columns i*sw + phase - pw
-        const int64_t first = std::max<int64_t>(0, s.pad_w - phase + sw - 1) / sw;
-        const int64_t end = std::min(L.Wq, (s.W + s.pad_w - phase + sw - 1) / sw);
-        for (int64_t i = first; i < end; ++i) dst[phase * L.Wq + i] = src[i * sw + phase - s.pad_w];
-      }
+  // rows in parallel where the caller runs outside a parallel region (a batch-1 layer's one image)
+  parallel_for(s.C * s.H, threads_for(s.C * s.H * s.W, 1 << 17), [&](int64_t image_row) {
+    const int64_t c = image_row / s.H, h = image_row % s.H;
+    const float* src = x + image_row * s.W;
+    float* dst = xp + c * L.plane + (h + s.pad_h) * L.row;
+    for (int64_t phase = 0; phase < sw; ++phase) {  // padded columns i*sw + phase, image columns i*sw + phase - pw
+      const int64_t first = std::max<int64_t>(0, s.pad_w - phase + sw - 1) / sw;
+      const int64_t end = std::min(L.Wq, (s.W + s.pad_w - phase + sw - 1) / sw);
+      for (int64_t i = first; i < end; ++i) dst[phase * L.Wq + i] = src[i * sw + phase - s.pad_w];
     }
+  });
 }
 
 // B = im2col of one group over images, (Cg*R*S) x (images*P*Q):
