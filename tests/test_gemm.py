@@ -112,7 +112,7 @@ def test_random_floats_close_to_float64(isa, rng):
     np.testing.assert_allclose(got, _expected(a, b, False, False), rtol=1e-4, atol=1e-3)
 
 
-# split N (300 x 700), split N of a wide product, split M, and split M over several K blocks with a short last one
+# split N (300 x 700), split N of a wide product, split M (B read in place), and split M over two and three K blocks
 # (each thread repacks its rows per block while the other may still read the last block), and products wide
 # enough for column chunks taken in turn from all of A packed once (2 threads: 8 chunks of 448 / 544 columns, the
 # last short; A in 2 K blocks, and in 3 row blocks of 144)
@@ -142,15 +142,18 @@ def test_column_chunks_with_all_of_a_packed_once(isa, rng, trans_a):
         assert np.array_equal(got, expected), t
 
 
-@pytest.mark.parametrize("m,n,k", [(150, 200, 600), (100, 200, 3000)])
-def test_row_chunks_with_all_of_b_packed_once(rng, m, n, k):
-    # a narrow product with B given as rows (packed, not read in place) and 4M+ multiply-adds per K block: on 2-3
-    # threads all of B is packed once, then each K block's row chunks (7 or 5 of them) go to whichever thread is free
+@pytest.mark.parametrize("m,n,k", [(200, 120, 600), (170, 110, 2600)])
+def test_row_chunks_with_all_of_b_packed_once(isa, rng, m, n, k):
+    # a narrow product (fewer than 4 column panels per thread for every ISA's tile) with B given as rows (packed,
+    # not read in place) and 4M+ multiply-adds per K block: on 2-3 threads all of B is packed once, then each K
+    # block's row chunks (6-8 of them at 2 threads) go to whichever thread is free
     a, b = _operands(rng, m, n, k, False, True)
     expected = _expected(a, b, False, True)
     for t in (1, 2, 3):
+        c = np.full((m, n), np.nan, np.float32)  # written in place (beta 0): an unwritten row stays NaN
         with cc.threads(t):
-            assert np.array_equal(_core.gemm(a, b, False, True, 1.0, 0.0, None, None, NONE, False, False), expected), t
+            _core.gemm(a, b, False, True, 1.0, 0.0, c, None, NONE, False, False)
+        assert np.array_equal(c, expected), t
 
 
 @pytest.mark.parametrize("m", [1, 3])

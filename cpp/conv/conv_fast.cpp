@@ -422,9 +422,8 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   // the image it is summing.
   const bool copy_first = copied && s.N < chunks;
   std::vector<float> all(copy_first ? static_cast<size_t>(s.N * image_floats) : 0, 0.0f);
-  if (copy_first)
-    parallel_for(s.N, threads_for(s.N * image_floats, 1 << 18),
-                 [&](int64_t n) { pad_split_phases(s, layout, x + n * s.C * HW, all.data() + n * image_floats); });
+  if (copy_first)  // one image at a time, each copied by rows on the threads
+    for (int64_t n = 0; n < s.N; ++n) pad_split_phases(s, layout, x + n * s.C * HW, all.data() + n * image_floats);
   for_each_task(chunks, s.N * s.K * PQ * CRS, [&](int64_t chunk) {
     float* part = chunk == 0 ? dw : extra.get() + (chunk - 1) * wsize;
     std::vector<float> xp(copied && !copy_first ? static_cast<size_t>(image_floats) : 0, 0.0f);

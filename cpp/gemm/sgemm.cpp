@@ -308,20 +308,20 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
   const int64_t kb = p.kb, k_blocks = (K + kb - 1) / kb, m_blocks = (M + MC - 1) / MC;
   const bool split_n = N >= nt * nr * 4 || M < nt * mr;
   int64_t ldb = 0;
-  // The threads take chunks of the product in turn as they finish (an atomic counter, or a dynamic schedule): the
-  // cores of these machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute
-  // to minute), and equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing
-  // barrier). At least kChunksPerThread chunks per thread, of whole panels.
-  // - Wide products (split N): chunks of at least kMinChunkColumns columns. The threads first pack all of A together,
-  //   so that a chunk does not pack it again (repacked per chunk, chunks of 128 columns made a 1024-square product
-  //   30% slower). Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x 6272 x 2304
-  //   218 -> 268, 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188; on a
-  //   quiet machine (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged.
+  // The threads take chunks of the product in turn as they finish (an atomic counter, or a dynamic schedule): the cores
+  // of these machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute),
+  // and equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). Chunks
+  // are whole panels.
+  // - Wide products (split N): at least kChunksPerThread chunks per thread, of at least kMinChunkColumns columns each.
+  //   The threads first pack all of A together, so that a chunk does not pack it again (repacked per chunk, chunks of
+  //   128 columns made a 1024-square product 30% slower). Measured 2 threads, alternating, median GFLOP/s, equal shares
+  //   -> chunks: 256 x 6272 x 2304 218 -> 268, 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x
+  //   576 171 -> 188; on a quiet machine (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged.
   // - Narrow products (split M) with a B that costs more to pack than a copy (im2col, transposed): the threads first
-  //   pack all of B together (each thread packed all of it before, e.g. a batch-1 convolution's im2col), then run
-  //   each K block's row chunks, K block after K block, where a K block holds 4M multiply-adds or more (with less,
-  //   the barrier between blocks costs more than it saves: ResNet-50 conv1's batch-1 weight gradient, 64 x 147 x
-  //   12544, 2.2 -> 3.0 ms).
+  //   pack all of B together (each thread packed all of it before, e.g. a batch-1 convolution's im2col), then run each
+  //   K block's row chunks (kChunksPerThread per thread, at least 2), K block after K block, where a K block holds 4M
+  //   multiply-adds or more (with less, the barrier between blocks costs more than it saves: ResNet-50 conv1's batch-1
+  //   weight gradient, 64 x 147 x 12544, 2.2 -> 3.0 ms).
   const int64_t share = kChunksPerThread * nt;
   const int64_t chunk = split_n ? std::max((kMinChunkColumns + nr - 1) / nr, (N + share * nr - 1) / (share * nr)) * nr
                                 : (M + share * mr - 1) / (share * mr) * mr;

@@ -101,7 +101,8 @@ GemmKernels gemm_kernels_avx512();
 // The B operand as a producer of packed panels, so a convolution can write im2col columns straight into the
 // packed buffer (the (K x N) matrix is never materialised). pack() writes rows [k0, k0+kc) and columns
 // [n0, n0+nc) of B as ceil(nc/nr) micro-panels: Bp[panel*kc*nr + k*nr + j], zero-padding columns past nc.
-// It is called concurrently from several threads on disjoint outputs and must not modify shared state.
+// It is called concurrently from several threads on disjoint outputs, must not modify shared state and must not
+// throw (it runs between OpenMP barriers).
 class BPanelSource {
  public:
   virtual ~BPanelSource() = default;
