@@ -28,13 +28,19 @@ if any((ROOT / "convcore").glob("_core*.so")):
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def median_time(fn, warmup: int = 2, repeat: int = 7, min_seconds: float = 0.2) -> float:
-    """Median wall time of fn() after warm-up; repeats more (up to 50) for calls shorter than min_seconds/repeat."""
-    for _ in range(warmup):
+def median_time(fn, warmup: int = 2, repeat: int = 7, min_seconds: float = 0.2, max_repeat: int = 1000,
+                warmup_seconds: float = 0.05) -> float:
+    """Median wall time of fn() after warm-up: at least `warmup` calls and `warmup_seconds` (a library's first
+    hundred calls of a few microseconds each can run 1.5x slower than its steady state: caches, branch predictors,
+    clock ramp), then at least `repeat` timed calls, more (up to `max_repeat`) until `min_seconds` have passed."""
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or (warmup and time.perf_counter() - start < warmup_seconds):
         fn()
+        done += 1
     times = []
     start = time.perf_counter()
-    while len(times) < repeat or (time.perf_counter() - start < min_seconds and len(times) < 50):
+    while len(times) < repeat or (time.perf_counter() - start < min_seconds and len(times) < max_repeat):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)

@@ -7,6 +7,7 @@ checks and validation); every other dtype is refused.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 
 import numpy as np
@@ -15,8 +16,15 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_ELEMENTS = 1 << 40  # refuse absurd shapes before allocating
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 def as_tensor(x, name: str, ndim=None, dtype=None) -> np.ndarray:
     """Validate a float tensor and return it C-contiguous (copied once if it was not)."""
+    # the common case first, in a few attribute reads: a C-contiguous float32 array of the wanted rank
+    if (type(x) is np.ndarray and x.dtype is _FLOAT32 and (dtype is None or dtype is _FLOAT32)
+            and (ndim is None or ndim == x.ndim) and x.flags.c_contiguous):
+        return x
     if x is None:
         raise TypeError(f"{name} must be a numpy array, got None")
     if not isinstance(x, np.ndarray):
@@ -83,9 +91,7 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
 
 def check_elements(shape, name: str) -> None:
     """Refuse shapes whose element count is absurd, before anything is allocated."""
-    total = 1
-    for d in shape:
-        total *= int(d)
+    total = math.prod(shape)  # Python ints (array shapes, validated ints): no overflow
     if total > MAX_ELEMENTS:
         raise ValueError(f"{name} would have shape {tuple(shape)} = {total} elements, more than the "
                          f"limit of {MAX_ELEMENTS}")

@@ -27,10 +27,11 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(M, K) @ (K, N) -> (M, N), float32 (or float64)."""
     a = as_tensor(a, "a", ndim=2)
     b = as_tensor(b, "b", ndim=2, dtype=a.dtype)
-    if a.shape[1] != b.shape[0]:
+    (m, k), (k_b, n) = a.shape, b.shape
+    if k != k_b:
         raise ValueError(f"a.shape[1] must equal b.shape[0] (inner dimensions), got a {a.shape} and b {b.shape}")
-    check_elements((a.shape[0], b.shape[1]), "the product")
-    return _gemm(a, b)
+    check_elements((m, n), "the product")
+    return _core.gemm(a, b, False, False, 1.0, 0.0, None, None, BIAS_NONE, False, False)
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, activation=None) -> np.ndarray:
