@@ -260,6 +260,11 @@ void pack_rows(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, floa
   }
 }
 
+void pack_gathered_rows(const float* base, const int64_t* offsets, int64_t count, int64_t len, int64_t width,
+                        float* dst) {
+  for (int64_t k = 0; k < count; ++k) std::copy(base + offsets[k], base + offsets[k] + len, dst + k * width);
+}
+
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N) {
   const auto rows = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };
   const auto area = [&](const GemmTile& t) { return rows(t) * ((N + t.nr - 1) / t.nr * t.nr); };

@@ -77,6 +77,16 @@ using PackRowsKernel = void (*)(const float* B, int64_t ldb, int64_t kc, int64_t
 // The portable PackRowsKernel.
 void pack_rows(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, float* Bp);
 
+// Packs `count` rows gathered from anywhere into the rows of a panel: dst[k*width + j] = base[offsets[k] + j] for
+// k < count, j < len (len <= width); dst's elements past len are left as they are. A strided layer's im2col panel
+// rows are such runs, one per kernel tap, read from its phase-split image copy.
+using PackGatheredKernel = void (*)(const float* base, const int64_t* offsets, int64_t count, int64_t len,
+                                    int64_t width, float* dst);
+
+// The portable PackGatheredKernel.
+void pack_gathered_rows(const float* base, const int64_t* offsets, int64_t count, int64_t len, int64_t width,
+                        float* dst);
+
 // An ISA's tiles, the general one first; the engine picks one per problem (choose_tile).
 struct GemmKernels {
   const char* name;
@@ -85,6 +95,7 @@ struct GemmKernels {
   DotsKernel dots;
   PackTransposedKernel pack_transposed;
   PackRowsKernel pack_rows;
+  PackGatheredKernel pack_gathered;
 };
 
 // The tile for an M x N product: the general tile unless another pads the product to an area (rows x columns
