@@ -299,15 +299,17 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     return;
   }
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
-  // Horizontally strided layers whose im2col reads each input element at least 4 times (e.g. 7x7/2, 11x11/4, not
-  // 1x1/2 or 3x3/2, where the copy costs more than it saves): im2col reads each group's channels from a copy laid
-  // out by pad_split_phases (consecutive floats where it would read every stride-th), one image per task, or all
-  // when folded.
+  // im2col reads through a SplitLayout, where every tap's run of an output row is consecutive floats in bounds,
+  // packed by the ISA's gathering packer: horizontally strided layers whose im2col reads each input element at
+  // least 4 times (e.g. 7x7/2, 11x11/4, not 1x1/2 or 3x3/2, where the copy costs more than it saves) and every
+  // unit-stride layer. Strided or padded, each group's channels are first copied so laid out (pad_split_phases),
+  // one image per task, or all when folded; an unpadded unit-stride image is so laid out already.
   ConvShape sg = s;  // one group's channels
   sg.C = Cg;
-  const bool split = s.stride_w > 1 && s.R * s.S >= 4 * s.stride_h * s.stride_w;
+  const bool split = s.stride_w == 1 || s.R * s.S >= 4 * s.stride_h * s.stride_w;
+  const bool copied = split && (s.stride_w > 1 || s.pad_h > 0 || s.pad_w > 0);
   const SplitLayout layout(s);
-  const int64_t split_floats = split ? Cg * layout.plane : 0;  // one image of one group so copied
+  const int64_t split_floats = copied ? Cg * layout.plane : 0;  // one image of one group so copied
   if (s.N > 1 && PQ < kFoldBelowPixels && !is_pointwise(s)) {
     // Few pixels per image (late layers): one GEMM per group over all images' columns, yt (Kg, N*PQ), then
     // scattered to y (N, K, P, Q). yt is Kg*N*PQ floats.
@@ -318,12 +320,14 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
       epi.bias_axis = bias ? Epilogue::Bias::per_row : Epilogue::Bias::none;
       epi.relu = relu;
       const float* xg = x + g * Cg * HW;
-      if (split)
+      if (copied)
         parallel_for(s.N, threads_for(s.N * split_floats, 1 << 18),
                      [&](int64_t n) { pad_split_phases(sg, layout, xg + n * s.C * HW, xs.data() + n * split_floats); });
       sgemm(Trans::no, Kg, s.N * PQ, CRS, 1.0f, w + g * Kg * CRS, CRS,
-            split ? Im2col(s, xs.data(), split_floats, layout) : Im2col(s, xg, s.C * HW), 0.0f, yt.data(), s.N * PQ,
-            epi);
+            copied  ? Im2col(s, xs.data(), split_floats, layout)
+            : split ? Im2col(s, xg, s.C * HW, layout)
+                    : Im2col(s, xg, s.C * HW),
+            0.0f, yt.data(), s.N * PQ, epi);
       parallel_for(s.N, threads_for(Kg * s.N * PQ, 1 << 18), [&](int64_t n) {
         for (int64_t k = 0; k < Kg; ++k)
           std::copy(yt.data() + (k * s.N + n) * PQ, yt.data() + (k * s.N + n + 1) * PQ,
@@ -343,10 +347,12 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     const float* wg = w + g * Kg * CRS;
     if (is_pointwise(s)) {
       sgemm(Trans::no, Kg, PQ, Cg, 1.0f, wg, CRS, MatrixB(Trans::no, xg, HW), 0.0f, yg, PQ, epi);
-    } else if (split) {
+    } else if (copied) {
       std::vector<float> xs(static_cast<size_t>(split_floats), 0.0f);
       pad_split_phases(sg, layout, xg, xs.data());
       sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xs.data(), 0, layout), 0.0f, yg, PQ, epi);
+    } else if (split) {
+      sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xg, 0, layout), 0.0f, yg, PQ, epi);
     } else {
       sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xg), 0.0f, yg, PQ, epi);
     }
