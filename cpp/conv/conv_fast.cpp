@@ -45,6 +45,16 @@ struct SplitLayout {
     const int64_t v = t * s.dil_w;
     return c * plane + r * s.dil_h * row + v % s.stride_w * Wq + v / s.stride_w;
   }
+  // tap(c, r, t) of one group's every tap, in (c, r, t) order: found once per product (with their divisions, found
+  // per packed block they cost 3% of AlexNet conv1's forward)
+  std::vector<int64_t> taps(const ConvShape& s) const {
+    std::vector<int64_t> offsets(static_cast<size_t>(s.C / s.groups * s.R * s.S));
+    for (size_t k = 0; k < offsets.size(); ++k) {
+      const int64_t tap_index = static_cast<int64_t>(k);
+      offsets[k] = tap(s, tap_index / (s.R * s.S), tap_index / s.S % s.R, tap_index % s.S);
+    }
+    return offsets;
+  }
   // an output pixel's window (p, q) in an image so laid out
   int64_t window(const ConvShape& s, int64_t p, int64_t q) const { return p * s.stride_h * row + q; }
 };
@@ -79,10 +89,7 @@ class Im2col final : public BPanelSource {
   Im2col(const ConvShape& s, const float* x, int64_t image_stride = 0)
       : s_(s), x_(x), image_stride_(image_stride) {}
   Im2col(const ConvShape& s, const float* x, int64_t image_stride, const SplitLayout& split)
-      : s_(s), x_(x), image_stride_(image_stride), split_(&split), taps_(s.C / s.groups * s.R * s.S) {
-    for (int64_t k = 0, c = 0, r = 0, t = 0; k < static_cast<int64_t>(taps_.size()); ++k, next_tap(c, r, t))
-      taps_[k] = split.tap(s, c, r, t);
-  }
+      : s_(s), x_(x), image_stride_(image_stride), split_(&split), taps_(split.taps(s)) {}
   // Each panel is cut into segments of pixels that lie in one output row of one image; a segment's packed rows
   // are (strided) runs of one input row, copied row by row (from a split layout, by the ISA's gathering packer: a
   // library copy per run of a few vectors cost 10% of a strided first layer's forward).
@@ -146,9 +153,7 @@ class Im2col final : public BPanelSource {
   const float* x_;
   int64_t image_stride_;
   const SplitLayout* split_ = nullptr;
-  // with split_: each tap's offset from its window in the split layout, found once per product (with their divisions,
-  // finding them per packed block cost 3% of AlexNet conv1's forward)
-  std::vector<int64_t> taps_;
+  std::vector<int64_t> taps_;  // with split_: split_->taps(s_)
 };
 
 // B = im2col transposed, (images*P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T, read from images
@@ -159,17 +164,13 @@ class Im2col final : public BPanelSource {
 class Im2colT final : public BPanelSource {
  public:
   Im2colT(const ConvShape& s, const float* x, int64_t image_stride, const SplitLayout& layout, int64_t first = 0)
-      : s_(s), x_(x), image_stride_(image_stride), layout_(layout), first_(first) {}
+      : s_(s), x_(x), image_stride_(image_stride), layout_(layout), first_(first), taps_(layout.taps(s)) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
     const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-    const int64_t RS = s_.R * s_.S, PQ = s_.P * s_.Q;
-    int64_t taps[kMaxNr];  // where each of the panel's taps reads, from its window's top-left corner
+    const int64_t PQ = s_.P * s_.Q;
     for (int64_t jp = 0; jp < nc; jp += nr) {
       const int64_t cols = std::min<int64_t>(nr, nc - jp);
-      for (int64_t j = 0; j < cols; ++j) {
-        const int64_t tap = n0 + jp + j;
-        taps[j] = layout_.tap(s_, tap / RS, (tap / s_.S) % s_.R, tap % s_.S);
-      }
+      const int64_t* taps = taps_.data() + n0 + jp;  // where the panel's taps read, from a window's top-left corner
       float* panel = Bp + (jp / nr) * kc * nr;
       for (int64_t k = 0; k < kc;) {
         const int64_t pixel = first_ + k0 + k, image = pixel / PQ, p = pixel % PQ / s_.Q, q = pixel % s_.Q;
@@ -187,6 +188,7 @@ class Im2colT final : public BPanelSource {
   int64_t image_stride_;
   const SplitLayout& layout_;
   int64_t first_;
+  std::vector<int64_t> taps_;  // layout_.taps(s_)
 };
 
 // Adds one channel's im2col rows (R*S rows of nb columns, output pixels j0 .. j0+nb-1) back into its dx plane:
