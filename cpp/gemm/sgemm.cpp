@@ -211,7 +211,9 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           } else {
             if (accumulate)
               for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
-            tile.micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
+            // at most 16 columns: the one-vector kernel (res4a at batch 1, 196 columns, computed 224 with 32)
+            const MicroKernel micro = cols <= 16 && tile.micro16 ? tile.micro16 : tile.micro;
+            micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
             for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
             if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
           }

@@ -80,7 +80,7 @@ void dots_4x8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n,
 }  // namespace
 
 GemmKernels gemm_kernels_avx2() {
-  return GemmKernels{"avx2 6x16", {{MR, NR, micro_6x16}}, 1, dots_4x8, pack_transposed_rows, pack_rows,
+  return GemmKernels{"avx2 6x16", {{MR, NR, micro_6x16, nullptr}}, 1, dots_4x8, pack_transposed_rows, pack_rows,
                      pack_gathered_rows};
 }
 

@@ -45,10 +45,12 @@ struct TileEpilogue {
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
                              bool accumulate, const TileEpilogue* epi);
 
-// One register tile: the mr x nr microkernel.
+// One register tile: the mr x nr microkernel, and where nr > 16 an mr x 16 one for edge tiles of at most 16
+// columns (it reads the first 16 columns of the nr-wide packed panel), or nullptr.
 struct GemmTile {
   int mr, nr;
   MicroKernel micro;
+  MicroKernel micro16;
 };
 
 constexpr int kMaxGemmTiles = 3;
