@@ -143,10 +143,9 @@ def test_column_chunks_with_all_of_a_packed_once(isa, rng, trans_a):
 
 
 @pytest.mark.parametrize("m,n,k", [(200, 120, 600), (170, 110, 2600)])
-def test_row_chunks_with_all_of_b_packed_once(isa, rng, m, n, k):
+def test_narrow_products_split_by_rows(isa, rng, m, n, k):
     # a narrow product (fewer than 4 column panels per thread for every ISA's tile) with B given as rows (packed,
-    # not read in place) and 4M+ multiply-adds per K block: on 2-3 threads all of B is packed once, then each K
-    # block's row chunks (6-8 of them at 2 threads) go to whichever thread is free
+    # not read in place), several K blocks: on 2-3 threads each thread takes a share of the rows and packs all of B
     a, b = _operands(rng, m, n, k, False, True)
     expected = _expected(a, b, False, True)
     for t in (1, 2, 3):

@@ -4,7 +4,7 @@
 // and C is walked along its rows, which the hardware prefetchers follow (measured against jr -> ir, which kept B's
 // micro-panel in L1 and jumped down C: 5-20% faster for n >= 512 on 1 and 2 threads); products of few rows run jr -> ir
 // with B packed panel by panel (sgemm_part). Packing buffers are per thread (thread_local, 64-byte aligned, grown on
-// demand), except all of A (or B) packed once for the threads of a product taken in chunks.
+// demand), except all of A packed once for the threads of a product taken in chunks.
 #include <omp.h>
 
 #include <algorithm>
@@ -41,8 +41,7 @@ constexpr int64_t kInPlaceFloats = 8192;     // at most two row panels, or at mo
 constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one up to this size (32 KiB)
 constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
 constexpr int64_t kMinChunkColumns = 256;           // each at least this wide,
-constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A (or B) at most this big (32 MiB)
-constexpr int64_t kSharedBBlockWork = int64_t(1) << 22;  // B packed once for all threads: from this much per K block
+constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB)
 
 // Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
 // B, plus rounding up to nr), so that no short last block repacks the whole of A for a sliver of columns (e.g. 800
@@ -140,19 +139,14 @@ struct Product {
   const Epilogue& epi;
 };
 
-// A part of a product: rows [m0, m1) and columns [n0, n1) of C, over the K blocks in [k0, k1) (k0 a multiple of
-// the K block; the blocks of a C element are always added in K order, so a part over fewer blocks continues where
-// the last one stopped).
+// A part of a product: rows [m0, m1) and columns [n0, n1) of C.
 struct Part {
-  int64_t m0, m1, n0, n1, k0, k1;
+  int64_t m0, m1, n0, n1;
 };
 
 // Computes one part. A is packed block by block here, or read from packed_a, all of op(A) packed in advance (then
-// m0 = 0, m1 = M): K blocks of padded-M x kc, laid out as pack_a lays out each block. B is packed here, or read
-// from packed_b, all of B packed in advance (then n0 = 0, n1 = N): K blocks of padded-N x kc, laid out as
-// BPanelSource::pack writes them (the part then runs as one column block).
-void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const float* packed_a = nullptr,
-                const float* packed_b = nullptr) {
+// m0 = 0, m1 = M): K blocks of padded-M x kc, laid out as pack_a lays out each block. B is packed here.
+void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const float* packed_a = nullptr) {
   const int mr = tile.mr, nr = tile.nr;
   const int64_t m0 = part.m0, m1 = part.m1, n0 = part.n0, n1 = part.n1, K = p.K, ldc = p.ldc;
   const Trans trans_a = p.trans_a;
@@ -162,11 +156,11 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   float* C = p.C;
   const Epilogue& epi = p.epi;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-  if (beta != 0.0f && beta != 1.0f && part.k0 == 0) {
+  if (beta != 0.0f && beta != 1.0f) {
     for (int64_t i = m0; i < m1; ++i)
       for (int64_t j = n0; j < n1; ++j) C[i * ldc + j] *= beta;
   }
-  const int64_t nc_max = packed_b ? (n1 - n0 + nr - 1) / nr * nr : column_block(n1 - n0, nr);
+  const int64_t nc_max = column_block(n1 - n0, nr);
   // Packing B costs a read and a write per element; it pays where each packed panel is reused from cache by many
   // row panels. A B held in memory is read in place, only its last, partial panel packed, where its rows are
   // short (at most kInPlaceRowFloats apart) and either at most two row panels use it or all of it fits in L1
@@ -174,8 +168,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // 8 row panels, 1.2x slower in place, and rows a page or more apart up to 1.6x slower).
   int64_t ldb = 0;
   const float* Bm = B.in_memory(&ldb);
-  if (packed_b || ldb > kInPlaceRowFloats || (m1 - m0 > 2 * mr && K * (n1 - n0) > kInPlaceFloats)) Bm = nullptr;
-  float* Bp = packed_b ? nullptr : tl_packed_b.get(KC * (Bm ? nr : nc_max));
+  if (ldb > kInPlaceRowFloats || (m1 - m0 > 2 * mr && K * (n1 - n0) > kInPlaceFloats)) Bm = nullptr;
+  float* Bp = tl_packed_b.get(KC * (Bm ? nr : nc_max));
   float* Ap = packed_a ? nullptr : tl_packed_a.get(KC * MC);
   const int64_t padded_m = (m1 + mr - 1) / mr * mr;
   // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed just before the row panels
@@ -184,16 +178,14 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // 96 x 3025 x 363 110 -> 123; 2 threads unchanged within noise. Wider panels (8x48, 6x64 tiles at kc 256) fill L1:
   // 64 x 50176 x 576 would drop 184 -> 138 on 2 threads.
   const int64_t kb = p.kb;
-  const bool panel_outer = !packed_b && m1 - m0 <= MC && kb * nr <= kPanelOuterFloats;
-  const int64_t padded_n = (n1 - n0 + nr - 1) / nr * nr;
+  const bool panel_outer = m1 - m0 <= MC && kb * nr <= kPanelOuterFloats;
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     const int64_t nc = std::min(nc_max, n1 - jc), full = Bm ? nc / nr * nr : 0;
-    for (int64_t pc = part.k0; pc < part.k1; pc += kb) {
+    for (int64_t pc = 0; pc < K; pc += kb) {
       const int64_t kc = std::min(kb, K - pc);
       const bool accumulate = pc > 0 || beta != 0.0f, last = pc + kc == K;
-      const float* b_block = packed_b ? packed_b + pc * padded_n : Bp;
-      if (!packed_b && nc > full && !panel_outer) B.pack(pc, kc, jc + full, nc - full, nr, Bp);  // or its last panel
+      if (nc > full && !panel_outer) B.pack(pc, kc, jc + full, nc - full, nr, Bp);  // or its last panel
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
         const float* a_block = packed_a ? packed_a + pc * padded_m + ic * kc : Ap;
@@ -232,7 +224,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
             if (jr < full)
               run(ir, jr, Bm + pc * ldb + jc + jr, ldb);
             else
-              run(ir, jr, b_block + ((jr - full) / nr) * kc * nr, nr);
+              run(ir, jr, Bp + ((jr - full) / nr) * kc * nr, nr);
           }
       }
     }
@@ -308,36 +300,30 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
   const Product p{trans_a, M, N, K, k_block(K), alpha, A, lda, B, beta, C, ldc, epi};
   const int nt = threads_for(M * N * K);
   if (nt == 1) {
-    sgemm_part(tile, p, {0, M, 0, N, 0, K});
+    sgemm_part(tile, p, {0, M, 0, N});
     return;
   }
-  const int64_t mr = tile.mr, nr = tile.nr, padded_m = (M + mr - 1) / mr * mr, padded_n = (N + nr - 1) / nr * nr;
+  const int64_t mr = tile.mr, nr = tile.nr, padded_m = (M + mr - 1) / mr * mr;
   const int64_t kb = p.kb, k_blocks = (K + kb - 1) / kb, m_blocks = (M + MC - 1) / MC;
   const bool split_n = N >= nt * nr * 4 || M < nt * mr;
-  int64_t ldb = 0;
-  // The threads take chunks of the product in turn as they finish (an atomic counter, or a dynamic schedule): the cores
-  // of these machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute),
-  // and equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). Chunks
-  // are whole panels.
-  // - Wide products (split N): at least kChunksPerThread chunks per thread, of at least kMinChunkColumns columns each.
-  //   The threads first pack all of A together, so that a chunk does not pack it again (repacked per chunk, chunks of
-  //   128 columns made a 1024-square product 30% slower). Measured 2 threads, alternating, median GFLOP/s, equal shares
-  //   -> chunks: 256 x 6272 x 2304 218 -> 268, 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x
-  //   576 171 -> 188; on a quiet machine (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged.
-  // - Narrow products (split M) with a B that costs more to pack than a copy (im2col, transposed): the threads first
-  //   pack all of B together (each thread packed all of it before, e.g. a batch-1 convolution's im2col), then run each
-  //   K block's row chunks (kChunksPerThread per thread, at least 2), K block after K block, where a K block holds 4M
-  //   multiply-adds or more (with less, the barrier between blocks costs more than it saves: ResNet-50 conv1's batch-1
-  //   weight gradient, 64 x 147 x 12544, 2.2 -> 3.0 ms).
+  // Wide products (split N) are taken in chunks by the threads as they finish (an atomic counter): the cores of these
+  // machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute), and
+  // equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). At least
+  // kChunksPerThread chunks per thread, of at least kMinChunkColumns columns (whole panels) each; the threads first
+  // pack all of A together, so that a chunk does not pack it again (repacked per chunk, chunks of 128 columns made a
+  // 1024-square product 30% slower). Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x
+  // 6272 x 2304 218 -> 268, 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188;
+  // on a quiet machine (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged. Narrow products (split M)
+  // keep equal shares of rows, each thread packing all of B: packing it once for all threads, then each K block's row
+  // chunks on whichever thread was free (a barrier per K block), was slower once im2col panels were packed by vectors
+  // (side by side, median ms: res4a n=1 forward 1.38 -> 1.11 without it, res5a n=1 1.80 -> 1.56, res4a n=1 input
+  // gradient 1.88 -> 1.53).
   const int64_t share = kChunksPerThread * nt;
-  const int64_t chunk = split_n ? std::max((kMinChunkColumns + nr - 1) / nr, (N + share * nr - 1) / (share * nr)) * nr
-                                : (M + share * mr - 1) / (share * mr) * mr;
-  const int64_t chunks = split_n ? (N + chunk - 1) / chunk : (M + chunk - 1) / chunk;
-  const bool chunked = split_n ? chunks >= share && padded_m * K <= kMaxSharedFloats
-                               : chunks >= 2 * nt && padded_n * K <= kMaxSharedFloats &&
-                                     M * N * kb >= kSharedBBlockWork && B.in_memory(&ldb) == nullptr;
+  const int64_t chunk = std::max((kMinChunkColumns + nr - 1) / nr, (N + share * nr - 1) / (share * nr)) * nr;
+  const int64_t chunks = (N + chunk - 1) / chunk;
+  const bool chunked = split_n && chunks >= share && padded_m * K <= kMaxSharedFloats;
   std::optional<CachedBlock<float>> shared;
-  if (chunked) shared.emplace(split_n ? padded_m * K : padded_n * K);
+  if (chunked) shared.emplace(padded_m * K);
   float* packed = chunked ? shared->get() : nullptr;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
   std::atomic<int64_t> next_chunk{0};
@@ -352,7 +338,7 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
 #pragma omp barrier
     try {
       if (out_of_memory) {
-      } else if (chunked && split_n) {
+      } else if (chunked) {
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < k_blocks * m_blocks; ++block) {
           const int64_t pc = block / m_blocks * kb, ic = block % m_blocks * MC, kc = std::min(kb, K - pc);
@@ -360,22 +346,13 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
                  packed + pc * padded_m + ic * kc);
         }
         for (int64_t c = next_chunk++; c < chunks; c = next_chunk++)
-          sgemm_part(tile, p, {0, M, c * chunk, std::min(N, (c + 1) * chunk), 0, K}, packed);
-      } else if (chunked) {
-#pragma omp for schedule(static)
-        for (int64_t pc = 0; pc < K; pc += kb) B.pack(pc, std::min(kb, K - pc), 0, N, tile.nr, packed + pc * padded_n);
-        for (int64_t pc = 0; pc < K; pc += kb) {
-#pragma omp for schedule(dynamic, 1)
-          for (int64_t c = 0; c < chunks; ++c)
-            sgemm_part(tile, p, {c * chunk, std::min(M, (c + 1) * chunk), 0, N, pc, std::min(K, pc + kb)}, nullptr,
-                       packed);
-        }
+          sgemm_part(tile, p, {0, M, c * chunk, std::min(N, (c + 1) * chunk)}, packed);
       } else {
         const int t = omp_get_thread_num(), team = omp_get_num_threads();
         const int64_t extent = split_n ? N : M, unit = split_n ? nr : mr;
         const int64_t units = (extent + unit - 1) / unit, per = (units + team - 1) / team;
         const int64_t lo = std::min(extent, t * per * unit), hi = std::min(extent, (t + 1) * per * unit);
-        if (lo < hi) sgemm_part(tile, p, split_n ? Part{0, M, lo, hi, 0, K} : Part{lo, hi, 0, N, 0, K});
+        if (lo < hi) sgemm_part(tile, p, split_n ? Part{0, M, lo, hi} : Part{lo, hi, 0, N});
       }
     } catch (const std::bad_alloc&) {
       out_of_memory = true;
