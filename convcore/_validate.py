@@ -12,11 +12,9 @@ import numbers
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-MAX_ELEMENTS = 1 << 40  # refuse absurd shapes before allocating
-
-
 _FLOAT32 = np.dtype(np.float32)
+FLOAT_DTYPES = (_FLOAT32, np.dtype(np.float64))
+MAX_ELEMENTS = 1 << 40  # refuse absurd shapes before allocating
 
 
 def as_tensor(x, name: str, ndim=None, dtype=None) -> np.ndarray:

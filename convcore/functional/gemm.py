@@ -31,7 +31,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if k != k_b:
         raise ValueError(f"a.shape[1] must equal b.shape[0] (inner dimensions), got a {a.shape} and b {b.shape}")
     check_elements((m, n), "the product")
-    return _core.gemm(a, b, False, False, 1.0, 0.0, None, None, BIAS_NONE, False, False)
+    return _gemm(a, b)
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, activation=None) -> np.ndarray:

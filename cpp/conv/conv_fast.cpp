@@ -48,11 +48,11 @@ struct SplitLayout {
   // tap(c, r, t) of one group's every tap, in (c, r, t) order: found once per product (with their divisions, found
   // per packed block they cost 3% of AlexNet conv1's forward)
   std::vector<int64_t> taps(const ConvShape& s) const {
-    std::vector<int64_t> offsets(static_cast<size_t>(s.C / s.groups * s.R * s.S));
-    for (size_t k = 0; k < offsets.size(); ++k) {
-      const int64_t tap_index = static_cast<int64_t>(k);
-      offsets[k] = tap(s, tap_index / (s.R * s.S), tap_index / s.S % s.R, tap_index % s.S);
-    }
+    std::vector<int64_t> offsets;
+    offsets.reserve(static_cast<size_t>(s.C / s.groups * s.R * s.S));
+    for (int64_t c = 0; c < s.C / s.groups; ++c)
+      for (int64_t r = 0; r < s.R; ++r)
+        for (int64_t t = 0; t < s.S; ++t) offsets.push_back(tap(s, c, r, t));
     return offsets;
   }
   // an output pixel's window (p, q) in an image so laid out
@@ -327,11 +327,11 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
       if (copied)
         parallel_for(s.N, threads_for(s.N * split_floats, 1 << 18),
                      [&](int64_t n) { pad_split_phases(sg, layout, xg + n * s.C * HW, xs.data() + n * split_floats); });
+      const float* xi = copied ? xs.data() : xg;  // the images im2col reads, image_stride apart
+      const int64_t image_stride = copied ? split_floats : s.C * HW;
       sgemm(Trans::no, Kg, s.N * PQ, CRS, 1.0f, w + g * Kg * CRS, CRS,
-            copied  ? Im2col(s, xs.data(), split_floats, layout)
-            : split ? Im2col(s, xg, s.C * HW, layout)
-                    : Im2col(s, xg, s.C * HW),
-            0.0f, yt.data(), s.N * PQ, epi);
+            split ? Im2col(s, xi, image_stride, layout) : Im2col(s, xi, image_stride), 0.0f, yt.data(), s.N * PQ,
+            epi);
       parallel_for(s.N, threads_for(Kg * s.N * PQ, 1 << 18), [&](int64_t n) {
         for (int64_t k = 0; k < Kg; ++k)
           std::copy(yt.data() + (k * s.N + n) * PQ, yt.data() + (k * s.N + n + 1) * PQ,
@@ -351,12 +351,10 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     const float* wg = w + g * Kg * CRS;
     if (is_pointwise(s)) {
       sgemm(Trans::no, Kg, PQ, Cg, 1.0f, wg, CRS, MatrixB(Trans::no, xg, HW), 0.0f, yg, PQ, epi);
-    } else if (copied) {
-      std::vector<float> xs(static_cast<size_t>(split_floats), 0.0f);
-      pad_split_phases(sg, layout, xg, xs.data());
-      sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xs.data(), 0, layout), 0.0f, yg, PQ, epi);
     } else if (split) {
-      sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xg, 0, layout), 0.0f, yg, PQ, epi);
+      std::vector<float> xs(static_cast<size_t>(split_floats), 0.0f);
+      if (copied) pad_split_phases(sg, layout, xg, xs.data());
+      sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, copied ? xs.data() : xg, 0, layout), 0.0f, yg, PQ, epi);
     } else {
       sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xg), 0.0f, yg, PQ, epi);
     }
