@@ -167,18 +167,24 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // (measured, 2 threads: 6 x 784 x 25 and 16 x 1000 x 300 1.4x faster, 64 x 64 x 64 1.1x; 64 x 1024 x 576,
   // 8 row panels, 1.2x slower in place, and rows a page or more apart up to 1.6x slower).
   int64_t ldb = 0;
-  const float* Bm = B.in_memory(&ldb);
-  if (ldb > kInPlaceRowFloats || (m1 - m0 > 2 * mr && K * (n1 - n0) > kInPlaceFloats)) Bm = nullptr;
+  const float* in_memory = B.in_memory(&ldb);
+  const bool in_place =
+      in_memory && ldb <= kInPlaceRowFloats && (m1 - m0 <= 2 * mr || K * (n1 - n0) <= kInPlaceFloats);
+  const float* Bm = in_place ? in_memory : nullptr;
   float* Bp = tl_packed_b.get(KC * (Bm ? nr : nc_max));
   float* Ap = packed_a ? nullptr : tl_packed_a.get(KC * MC);
   const int64_t padded_m = (m1 + mr - 1) / mr * mr;
-  // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed just before the row panels
-  // use it, from L1, instead of the whole block first (jr -> ir): its loads from memory then overlap the products.
-  // Measured 1 thread, alternating, median GFLOP/s: 16 x 6400 x 150 63 -> 78, 64 x 12544 x 147 108 -> 122,
-  // 96 x 3025 x 363 110 -> 123; 2 threads unchanged within noise. Wider panels (8x48, 6x64 tiles at kc 256) fill L1:
-  // 64 x 50176 x 576 would drop 184 -> 138 on 2 threads.
+  // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed (or read in place) just before
+  // the row panels use it, from L1, instead of the whole block first (jr -> ir): its loads then overlap the products.
+  // Measured on AVX-512, 1 thread, alternating, median GFLOP/s, B packed from im2col: 16 x 6400 x 150 63 -> 78, 64 x
+  // 12544 x 147 108 -> 122, 96 x 3025 x 363 110 -> 123; 2 threads unchanged within noise. Wider panels (8x48, 6x64
+  // tiles at kc 256) fill L1: 64 x 50176 x 576 would drop 184 -> 138 on 2 threads. Not for a B in memory that is
+  // packed: a panel's rows are then one cache line each, a whole matrix row apart, which the prefetchers do not
+  // follow (measured on AVX2, a Zen 3 core, 2 threads, alternating, best of 3, GFLOP/s, panel by panel -> whole
+  // block: 64 x 12544 x 147 42 -> 95, 96 x 3025 x 363 51 -> 105, 64 x 3136 x 576 38 -> 98; Winograd's products, res2a
+  // 3x3 n=8 forward 28 -> 18 ms).
   const int64_t kb = p.kb;
-  const bool panel_outer = m1 - m0 <= MC && kb * nr <= kPanelOuterFloats;
+  const bool panel_outer = m1 - m0 <= MC && kb * nr <= kPanelOuterFloats && (in_place || !in_memory);
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     const int64_t nc = std::min(nc_max, n1 - jc), full = Bm ? nc / nr * nr : 0;
@@ -203,8 +209,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           } else {
             if (accumulate)
               for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
-            // at most 16 columns: the one-vector kernel (res4a at batch 1, 196 columns, computed 224 with 32)
-            const MicroKernel micro = cols <= 16 && tile.micro16 ? tile.micro16 : tile.micro;
+            // few columns: the one-vector kernel (res4a at batch 1, 196 columns, computed 224 with 32 on AVX-512)
+            const MicroKernel micro = tile.narrow && cols <= tile.narrow_nr ? tile.narrow : tile.micro;
             micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
             for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
             if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
@@ -212,10 +218,10 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
         };
         if (panel_outer) {
           for (int64_t jr = 0; jr < nc; jr += nr) {
-            const bool in_place = jr < full;
-            if (!in_place) B.pack(pc, kc, jc + jr, std::min<int64_t>(nr, nc - jr), nr, Bp);
+            const bool read_in_place = jr < full;
+            if (!read_in_place) B.pack(pc, kc, jc + jr, std::min<int64_t>(nr, nc - jr), nr, Bp);
             for (int64_t ir = 0; ir < mc; ir += mr)
-              run(ir, jr, in_place ? Bm + pc * ldb + jc + jr : Bp, in_place ? ldb : nr);
+              run(ir, jr, read_in_place ? Bm + pc * ldb + jc + jr : Bp, read_in_place ? ldb : nr);
           }
           continue;
         }

@@ -206,8 +206,8 @@ void pack_gathered_16(const float* base, const int64_t* offsets, int64_t count, 
 
 GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 12x32 (8x48, 6x64 for few rows)",
-                     {{12, 32, micro<12, 2>, micro<12, 1>}, {8, 48, micro<8, 3>, micro<8, 1>},
-                      {6, 64, micro<6, 4>, micro<6, 1>}},
+                     {{12, 32, micro<12, 2>, micro<12, 1>, 16}, {8, 48, micro<8, 3>, micro<8, 1>, 16},
+                      {6, 64, micro<6, 4>, micro<6, 1>, 16}},
                      3,
                      dots_4x2x16,
                      pack_transposed_16x16,

@@ -45,12 +45,13 @@ struct TileEpilogue {
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
                              bool accumulate, const TileEpilogue* epi);
 
-// One register tile: the mr x nr microkernel, and where nr > 16 an mr x 16 one for edge tiles of at most 16
-// columns (it reads the first 16 columns of the nr-wide packed panel), or nullptr.
+// One register tile: the mr x nr microkernel, and an mr x narrow_nr one for edge tiles of at most narrow_nr
+// columns (it reads the first narrow_nr columns of the nr-wide packed panel), or nullptr.
 struct GemmTile {
   int mr, nr;
   MicroKernel micro;
-  MicroKernel micro16;
+  MicroKernel narrow;
+  int narrow_nr;
 };
 
 constexpr int kMaxGemmTiles = 3;
@@ -73,7 +74,7 @@ void pack_transposed_rows(const float* base, const int64_t* offsets, int64_t cou
                           float alpha, float* dst);
 
 // Packs kc rows of a row-major B (row stride ldb) into ceil(nc/nr) micro-panels: Bp[(j/nr)*kc*nr + k*nr + j%nr] =
-// B[k*ldb + j] for k < kc, j < nc, and 0 past nc in the last panel. nr is a multiple of 16.
+// B[k*ldb + j] for k < kc, j < nc, and 0 past nc in the last panel. nr is a multiple of 8.
 using PackRowsKernel = void (*)(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, float* Bp);
 
 // The portable PackRowsKernel.
