@@ -82,16 +82,13 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
 
 // B = im2col of one group over images, (Cg*R*S) x (images*P*Q):
 // B(c*R*S + r*S + t, i*P*Q + p*Q + q) = x[i*image_stride + c*H*W + (p*sh - ph + r*dh)*W + q*sw - pw + t*dw]
-// read from x as it is, or from images in a SplitLayout (pad_split_phases), where each tap's run of an output row
-// is consecutive floats.
+// read from images in a SplitLayout (pad_split_phases), where each tap's run of an output row is consecutive floats.
 class Im2col final : public BPanelSource {
  public:
-  Im2col(const ConvShape& s, const float* x, int64_t image_stride = 0)
-      : s_(s), x_(x), image_stride_(image_stride) {}
-  Im2col(const ConvShape& s, const float* x, int64_t image_stride, const SplitLayout& split)
-      : s_(s), x_(x), image_stride_(image_stride), split_(&split), taps_(split.taps(s)) {}
+  Im2col(const ConvShape& s, const float* x, int64_t image_stride, const SplitLayout& layout)
+      : s_(s), x_(x), image_stride_(image_stride), layout_(layout), taps_(layout.taps(s)) {}
   // Each panel is cut into segments of pixels that lie in one output row of one image; a segment's packed rows
-  // are (strided) runs of one input row, copied row by row (from a split layout, by the ISA's gathering packer: a
+  // are runs of consecutive floats, one per tap, copied by the ISA's gathering packer from the taps' offsets (a
   // library copy per run of a few vectors cost 10% of a strided first layer's forward).
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const override {
     const PackGatheredKernel pack_gathered = kernels().gemm.pack_gathered;
@@ -103,10 +100,7 @@ class Im2col final : public BPanelSource {
         const int64_t col = n0 + jp + j, pix = col % PQ, p = pix / s_.Q, q = pix % s_.Q;
         const int64_t len = std::min(cols - j, s_.Q - q);
         const float* image = x_ + (col / PQ) * image_stride_;
-        if (split_ != nullptr)  // no bounds, every run consecutive: the ISA's gathering packer, from the taps' offsets
-          pack_gathered(image + split_->window(s_, p, q), taps_.data() + k0, kc, len, nr, panel + j);
-        else
-          pack_segment(image, k0, kc, p, q, len, nr, panel + j);
+        pack_gathered(image + layout_.window(s_, p, q), taps_.data() + k0, kc, len, nr, panel + j);
         j += len;
       }
       if (cols < nr)
@@ -115,45 +109,11 @@ class Im2col final : public BPanelSource {
   }
 
  private:
-  // Output pixels (p, q .. q+len-1) of one image x, packed rows k0 .. k0+kc-1, into dst[k*nr + 0 .. len-1].
-  void pack_segment(const float* x, int64_t k0, int64_t kc, int64_t p, int64_t q, int64_t len, int nr,
-                    float* dst) const {
-    const int64_t hb = p * s_.stride_h - s_.pad_h, wb = q * s_.stride_w - s_.pad_w;
-    int64_t c = k0 / (s_.R * s_.S), r = (k0 / s_.S) % s_.R, t = k0 % s_.S;
-    for (int64_t k = 0; k < kc; ++k, dst += nr) {
-      const int64_t h = hb + r * s_.dil_h, v0 = wb + t * s_.dil_w;
-      if (h < 0 || h >= s_.H) {
-        std::fill(dst, dst + len, 0.0f);
-      } else {
-        const float* row = x + (c * s_.H + h) * s_.W;
-        const int64_t sw = s_.stride_w;
-        const auto [lo, hi] = inside_columns(v0, len, sw, s_.W);
-        for (int64_t j = 0; j < lo; ++j) dst[j] = 0.0f;
-        if (sw == 1) {
-          for (int64_t j = lo; j < hi; ++j) dst[j] = row[v0 + j];
-        } else {
-          for (int64_t j = lo; j < hi; ++j) dst[j] = row[v0 + j * sw];
-        }
-        for (int64_t j = hi; j < len; ++j) dst[j] = 0.0f;
-      }
-      next_tap(c, r, t);
-    }
-  }
-  void next_tap(int64_t& c, int64_t& r, int64_t& t) const {
-    if (++t == s_.S) {
-      t = 0;
-      if (++r == s_.R) {
-        r = 0;
-        ++c;
-      }
-    }
-  }
-
   const ConvShape& s_;
   const float* x_;
   int64_t image_stride_;
-  const SplitLayout* split_ = nullptr;
-  std::vector<int64_t> taps_;  // with split_: split_->taps(s_)
+  const SplitLayout& layout_;
+  std::vector<int64_t> taps_;  // layout_.taps(s_)
 };
 
 // B = im2col transposed, (images*P*Q) x (Cg*R*S), for the weight gradient dW = dY x im2col(X)^T, read from images
@@ -300,18 +260,23 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     conv2d_forward_winograd(s, x, w, bias, relu, y);
     return;
   }
+  if (is_strided_1x1(s)) {  // measured on AVX2, 2 threads, against im2col runs read with the stride: res3a 1x1/2
+    // n=1 forward 2.7 -> 2.0 ms, n=8 24.6 -> 17.0, 8 x 64 x 56 x 56 -> 128 3.8 -> 1.7
+    std::vector<float> xs;
+    const ConvShape t = pointwise_on_subsampled(s, x, xs);
+    conv2d_forward_fast(t, xs.data(), w, bias, relu, y);
+    return;
+  }
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
   // im2col reads through a SplitLayout, where every tap's run of an output row is consecutive floats in bounds,
-  // packed by the ISA's gathering packer: every layer but a strided 1x1 (whose copy would hold all phases for the
-  // one it reads: res3a 1x1/2 n=8 forward 8.6 -> 11.2 ms). Strided or padded, each group's channels are first
-  // copied so laid out (pad_split_phases), one image per task, or all when folded; an unpadded unit-stride image is
-  // so laid out already. (Measured 2 threads, alternating, median ms, against packing runs with bounds checks from
+  // packed by the ISA's gathering packer. Strided or padded, each group's channels are first copied so laid out
+  // (pad_split_phases), one image per task, or all when folded; an unpadded unit-stride image is so laid out
+  // already. (Measured 2 threads, alternating, median ms, against packing runs with bounds checks from
   // x: 3x3/2 layers 32x16x32x32 -> 32 1.13 -> 0.67, 8x64x56x56 -> 128 5.95 -> 4.84; res4a n=1 1.71 -> 1.57; a
   // 5x5 pad-2 layer, 8x32x28x28 -> 64, 4.50 -> 3.54.)
   ConvShape sg = s;  // one group's channels
   sg.C = Cg;
-  const bool split = s.R * s.S > 1;
-  const bool copied = split && (s.stride_w > 1 || s.pad_h > 0 || s.pad_w > 0);
+  const bool copied = s.stride_w > 1 || s.pad_h > 0 || s.pad_w > 0;
   const SplitLayout layout(s);
   const int64_t split_floats = copied ? Cg * layout.plane : 0;  // one image of one group so copied
   if (s.N > 1 && PQ < kFoldBelowPixels && !is_pointwise(s)) {
@@ -330,8 +295,7 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
       const float* xi = copied ? xs.data() : xg;  // the images im2col reads, image_stride apart
       const int64_t image_stride = copied ? split_floats : s.C * HW;
       sgemm(Trans::no, Kg, s.N * PQ, CRS, 1.0f, w + g * Kg * CRS, CRS,
-            split ? Im2col(s, xi, image_stride, layout) : Im2col(s, xi, image_stride), 0.0f, yt.data(), s.N * PQ,
-            epi);
+            Im2col(s, xi, image_stride, layout), 0.0f, yt.data(), s.N * PQ, epi);
       parallel_for(s.N, threads_for(Kg * s.N * PQ, 1 << 18), [&](int64_t n) {
         for (int64_t k = 0; k < Kg; ++k)
           std::copy(yt.data() + (k * s.N + n) * PQ, yt.data() + (k * s.N + n + 1) * PQ,
@@ -351,12 +315,10 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     const float* wg = w + g * Kg * CRS;
     if (is_pointwise(s)) {
       sgemm(Trans::no, Kg, PQ, Cg, 1.0f, wg, CRS, MatrixB(Trans::no, xg, HW), 0.0f, yg, PQ, epi);
-    } else if (split) {
+    } else {
       std::vector<float> xs(static_cast<size_t>(split_floats), 0.0f);
       if (copied) pad_split_phases(sg, layout, xg, xs.data());
       sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, copied ? xs.data() : xg, 0, layout), 0.0f, yg, PQ, epi);
-    } else {
-      sgemm(Trans::no, Kg, PQ, CRS, 1.0f, wg, CRS, Im2col(s, xg), 0.0f, yg, PQ, epi);
     }
   });
 }
