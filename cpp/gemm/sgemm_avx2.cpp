@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "convcore/avx2_lanes.h"
 #include "convcore/gemm.h"
 
 namespace convcore {
@@ -88,36 +89,6 @@ float dot_4x8(const float* a, const float* b, int64_t K) {
 
 void dots_4x8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, float* out) {
   for (int64_t j = 0; j < n; ++j) out[j] = dot_4x8(a, B + j * ldb, K);
-}
-
-// The mask of the first n lanes (0 <= n <= 8) of an 8-float vector, for maskload (masked lanes read as 0 and never
-// fault) and maskstore (masked lanes left as they are).
-inline __m256i first_lanes(int64_t n) {
-  alignas(32) static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - n));
-}
-
-// Stores the first `lanes` (1 to 8) lanes of v at dst by 4-, 2- and 1-lane stores (a masked store is slow on AMD's
-// cores, microcoded).
-inline void store_first_lanes(float* dst, __m256 v, int64_t lanes) {
-  if (lanes == 8) {
-    _mm256_storeu_ps(dst, v);
-    return;
-  }
-  __m128 part = _mm256_castps256_ps128(v);
-  if (lanes >= 4) {
-    _mm_storeu_ps(dst, part);
-    part = _mm256_extractf128_ps(v, 1);
-    dst += 4;
-    lanes -= 4;
-  }
-  if (lanes >= 2) {
-    _mm_storel_pi(reinterpret_cast<__m64*>(dst), part);
-    part = _mm_movehl_ps(part, part);
-    dst += 2;
-    lanes -= 2;
-  }
-  if (lanes == 1) _mm_store_ss(dst, part);
 }
 
 // r[c] = column c of the 8 x 8 block whose row i is r[i] (unpack, shuffle, then swap 128-bit halves).

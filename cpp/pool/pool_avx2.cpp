@@ -1,17 +1,29 @@
-// Pooling fast paths, AVX2: 2x2 stride-2 max/avg forward and backward, 8 outputs per step, scalar tails.
+// Pooling fast paths, AVX2: 2x2 stride-2 max/avg forward and backward, 8 outputs per step; a row's last outputs by
+// one masked step.
 #include <immintrin.h>
 
+#include "convcore/avx2_lanes.h"
 #include "convcore/pool.h"
 #include "pool_rows.h"
 
 namespace convcore {
 namespace {
 
-// Even / odd columns of 16 floats at p; lane order [0 1 4 5 | 2 3 6 7] (fixed by restore_order).
-inline void deinterleave(const float* p, __m256* even, __m256* odd) {
-  const __m256 lo = _mm256_loadu_ps(p), hi = _mm256_loadu_ps(p + 8);
+// Even / odd columns of 16 floats lo, hi; lane order [0 1 4 5 | 2 3 6 7] (fixed by restore_order).
+inline void deinterleave(__m256 lo, __m256 hi, __m256* even, __m256* odd) {
   *even = _mm256_shuffle_ps(lo, hi, 0x88);
   *odd = _mm256_shuffle_ps(lo, hi, 0xDD);
+}
+
+// The same from the 16 floats at p.
+inline void deinterleave(const float* p, __m256* even, __m256* odd) {
+  deinterleave(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), even, odd);
+}
+
+// The same from the first 2n floats at p (n < 8), zeros past them (nothing past p + 2n is read).
+inline void deinterleave_first(const float* p, int64_t n, __m256* even, __m256* odd) {
+  deinterleave(_mm256_maskload_ps(p, first_lanes(std::min<int64_t>(2 * n, 8))),
+               _mm256_maskload_ps(p + 8, first_lanes(std::max<int64_t>(2 * n - 8, 0))), even, odd);
 }
 
 inline __m256 restore_order(__m256 v) {
@@ -32,58 +44,80 @@ inline void store_offsets(uint8_t* p, __m256 offset) {
   _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(k16, k16));
 }
 
-// 8 outputs from 16 columns of rows top and bot.
-inline void max_2x2_step(const float* top, const float* bot, float* y, uint8_t* offsets) {
-  const __m256 k1 = _mm256_castsi256_ps(_mm256_set1_epi32(1));
-  const __m256 k2 = _mm256_castsi256_ps(_mm256_set1_epi32(2));
-  const __m256 k3 = _mm256_castsi256_ps(_mm256_set1_epi32(3));
-  __m256 a, b, c, d;
-  deinterleave(top, &a, &b);
-  deinterleave(bot, &c, &d);
-  __m256 best = a, offset = _mm256_setzero_ps();
-  take_if_greater(b, k1, &best, &offset);
-  take_if_greater(c, k2, &best, &offset);
-  take_if_greater(d, k3, &best, &offset);
-  _mm256_storeu_ps(y, restore_order(best));
-  store_offsets(offsets, restore_order(offset));
+// The max of each window (a, b on the top row, c, d below) and its offset (0..3, bit-cast int32 lanes).
+inline void max_2x2(__m256 a, __m256 b, __m256 c, __m256 d, __m256* best, __m256* offset) {
+  *best = a;
+  *offset = _mm256_setzero_ps();
+  take_if_greater(b, _mm256_castsi256_ps(_mm256_set1_epi32(1)), best, offset);
+  take_if_greater(c, _mm256_castsi256_ps(_mm256_set1_epi32(2)), best, offset);
+  take_if_greater(d, _mm256_castsi256_ps(_mm256_set1_epi32(3)), best, offset);
+}
+
+// Byte b of bits to p[b] for b < n: the n <= 8 offsets of a row's last step (a loop of bytes, not a library copy).
+inline void store_bytes(uint8_t* p, uint64_t bits, int64_t n) {
+  for (int64_t b = 0; b < n; ++b) p[b] = static_cast<uint8_t>(bits >> (8 * b));
+}
+
+inline uint64_t load_bytes(const uint8_t* p, int64_t n) {
+  uint64_t bits = 0;
+  for (int64_t b = 0; b < n; ++b) bits |= static_cast<uint64_t>(p[b]) << (8 * b);
+  return bits;
 }
 
 void max_2x2_row(const float* top, const float* bot, float* y, uint8_t* offsets, int64_t OW) {
+  __m256 a, b, c, d, best, offset;
   int64_t o = 0;
-  for (; o + 8 <= OW; o += 8) max_2x2_step(top + 2 * o, bot + 2 * o, y + o, offsets + o);
-  if (o < OW) {  // the last n < 8 outputs: one step on copies (the scalar loop is several times slower)
+  for (; o + 8 <= OW; o += 8) {
+    deinterleave(top + 2 * o, &a, &b);
+    deinterleave(bot + 2 * o, &c, &d);
+    max_2x2(a, b, c, d, &best, &offset);
+    _mm256_storeu_ps(y + o, restore_order(best));
+    store_offsets(offsets + o, restore_order(offset));
+  }
+  if (o < OW) {  // the last n < 8 outputs: one masked step (copies through memory: a quarter of LeNet's s2 forward)
     const int64_t n = OW - o;
-    float top_tail[16] = {}, bot_tail[16] = {}, y_tail[8];
-    uint8_t offsets_tail[8];
-    std::memcpy(top_tail, top + 2 * o, sizeof(float) * 2 * n);
-    std::memcpy(bot_tail, bot + 2 * o, sizeof(float) * 2 * n);
-    max_2x2_step(top_tail, bot_tail, y_tail, offsets_tail);
-    std::memcpy(y + o, y_tail, sizeof(float) * n);
-    std::memcpy(offsets + o, offsets_tail, n);
+    deinterleave_first(top + 2 * o, n, &a, &b);
+    deinterleave_first(bot + 2 * o, n, &c, &d);
+    max_2x2(a, b, c, d, &best, &offset);
+    store_first_lanes(y + o, restore_order(best), n);
+    alignas(8) uint8_t bytes[8];
+    store_offsets(bytes, restore_order(offset));
+    uint64_t bits;
+    std::memcpy(&bits, bytes, 8);
+    store_bytes(offsets + o, bits, n);
   }
 }
 
-// Interleaves u, v into 16 floats u0 v0 u1 v1 ... at p.
-inline void store_interleaved(float* p, __m256 u, __m256 v) {
+// Interleaves u, v into u0 v0 u1 v1 ... at p: 16 floats, or the first `count` of them.
+inline void store_interleaved(float* p, __m256 u, __m256 v, int64_t count = 16) {
   const __m256 lo = _mm256_unpacklo_ps(u, v), hi = _mm256_unpackhi_ps(u, v);
-  _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
-  _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+  const __m256 first = _mm256_permute2f128_ps(lo, hi, 0x20), second = _mm256_permute2f128_ps(lo, hi, 0x31);
+  store_first_lanes(p, first, std::min<int64_t>(count, 8));
+  store_first_lanes(p + 8, second, std::max<int64_t>(count - 8, 0));
+}
+
+// dy routed to the stored offset k (int32 lanes), 0 elsewhere (0 + dy, as the reference's zero-fill-and-add gives,
+// so -0 becomes +0), as the 2 x 16 floats of top and bot (the first 2n where n < 8).
+inline void route_2x2(__m256 dy, __m256i k, float* top, float* bot, int64_t n = 8) {
+  const __m256 g = _mm256_add_ps(_mm256_setzero_ps(), dy);
+  const auto at = [&](int i) {
+    return _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(i))));
+  };
+  store_interleaved(top, at(0), at(1), 2 * n);
+  store_interleaved(bot, at(2), at(3), 2 * n);
 }
 
 void max_2x2_row_backward(const float* dy, const uint8_t* offsets, float* top, float* bot, int64_t OW) {
   int64_t o = 0;
-  for (; o + 8 <= OW; o += 8) {
-    const __m256 g = _mm256_add_ps(_mm256_setzero_ps(), _mm256_loadu_ps(dy + o));
-    const __m256i k =
-        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(offsets + o)));
-    const __m256 v0 = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(0))));
-    const __m256 v1 = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(1))));
-    const __m256 v2 = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(2))));
-    const __m256 v3 = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(3))));
-    store_interleaved(top + 2 * o, v0, v1);
-    store_interleaved(bot + 2 * o, v2, v3);
+  for (; o + 8 <= OW; o += 8)
+    route_2x2(_mm256_loadu_ps(dy + o),
+              _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(offsets + o))), top + 2 * o,
+              bot + 2 * o);
+  if (o < OW) {  // the last n < 8 outputs, masked (the scalar loop's branches on random offsets mispredicted)
+    const int64_t n = OW - o;
+    const __m128i bytes = _mm_cvtsi64_si128(static_cast<int64_t>(load_bytes(offsets + o, n)));
+    route_2x2(_mm256_maskload_ps(dy + o, first_lanes(n)), _mm256_cvtepu8_epi32(bytes), top + 2 * o, bot + 2 * o, n);
   }
-  max_2x2_row_backward_scalar(dy, offsets, top, bot, o, OW);
 }
 
 void avg_2x2_row(const float* top, const float* bot, float* y, int64_t OW) {
