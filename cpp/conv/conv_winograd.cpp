@@ -21,6 +21,13 @@ constexpr int64_t kPositions = 16;  // the 4x4 transformed tile
 // Fewer output tiles than this leave the filter transform (16*K*C floats written) unpaid: the im2col GEMM is as
 // fast (measured: 256 channels at 14 x 14, 49 tiles, even; 512 at 7 x 7, 16 tiles, 2x slower).
 constexpr int64_t kMinTiles = 64;
+// The transforms cost per input and output element, the products per channel pair: with fewer than kWideChannels
+// input or output channels they pay only along rows of at least kMinRowTiles tiles (measured AVX2 Zen 3, 2 threads,
+// forward, median ms, Winograd -> im2col GEMM: 64 channels at 8 x 8 (ResNet-20's last stage, n=128) 7.6 -> 5.6, at
+// 10 x 10 1.45 -> 1.30, at 12 x 12 1.83 -> 1.45; Winograd kept: 64 at 32 x 32 20.9 against 23.3, 128 at 8 x 8 5.4
+// against 5.9, 512 at 7 x 7 53 against 68, 128 at 14 x 14 3.8 against 4.7).
+constexpr int64_t kWideChannels = 128;
+constexpr int64_t kMinRowTiles = 7;
 // Tile rows per block: V and M together hold at most about this many floats (16 MiB), but at least one tile row.
 constexpr int64_t kBlockFloats = int64_t(1) << 22;
 
@@ -174,7 +181,8 @@ void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int
 bool conv2d_winograd_applies(const ConvShape& s) {
   return s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 &&
          s.groups == 1 && s.C >= 16 && s.K >= 16 && s.P >= 4 && s.Q >= 4 &&
-         s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2) >= kMinTiles;
+         s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2) >= kMinTiles &&
+         (std::min(s.C, s.K) >= kWideChannels || std::min(s.P, s.Q) >= 2 * kMinRowTiles - 1);
 }
 
 void conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
