@@ -38,7 +38,8 @@ constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB); a mul
 constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2; a multiple of every nr
 constexpr int64_t kInPlaceRowFloats = 1024;  // B read in place: its rows at most this far apart, and
 constexpr int64_t kInPlaceFloats = 8192;     // at most two row panels, or at most this much of it (32 KiB)
-constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one up to this size (32 KiB)
+constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one up to this size (32 KiB), and
+constexpr int kPanelOuterMinNr = 32;         // from a B in memory only this wide (two cache lines a row) or wider
 constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
 constexpr int64_t kMinChunkColumns = 256;           // each at least this wide,
 constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB)
@@ -176,15 +177,17 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   const int64_t padded_m = (m1 + mr - 1) / mr * mr;
   // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed (or read in place) just before
   // the row panels use it, from L1, instead of the whole block first (jr -> ir): its loads then overlap the products.
-  // Measured on AVX-512, 1 thread, alternating, median GFLOP/s, B packed from im2col: 16 x 6400 x 150 63 -> 78, 64 x
-  // 12544 x 147 108 -> 122, 96 x 3025 x 363 110 -> 123; 2 threads unchanged within noise. Wider panels (8x48, 6x64
-  // tiles at kc 256) fill L1: 64 x 50176 x 576 would drop 184 -> 138 on 2 threads. Not for a B in memory that is
-  // packed: a panel's rows are then one cache line each, a whole matrix row apart, which the prefetchers do not
-  // follow (measured on AVX2, a Zen 3 core, 2 threads, alternating, best of 3, GFLOP/s, panel by panel -> whole
-  // block: 64 x 12544 x 147 42 -> 95, 96 x 3025 x 363 51 -> 105, 64 x 3136 x 576 38 -> 98; Winograd's products, res2a
-  // 3x3 n=8 forward 28 -> 18 ms).
+  // Measured on AVX-512 (panels 32-64 floats wide), 1 thread, alternating, median GFLOP/s: 16 x 6400 x 150 63 -> 78,
+  // 64 x 12544 x 147 108 -> 122, 96 x 3025 x 363 110 -> 123; 2 threads unchanged within noise. Wider panels (8x48,
+  // 6x64 tiles at kc 256) fill L1: 64 x 50176 x 576 would drop 184 -> 138 on 2 threads. Not where a B in memory is
+  // packed into panels narrower than kPanelOuterMinNr (AVX2's 16 and 24): each panel row is then a cache line or
+  // less, a matrix row apart, which the prefetchers did not follow (measured on a Zen 3 core, 2 threads,
+  // alternating, best of 3, GFLOP/s, panel by panel -> whole block: 64 x 12544 x 147 42 -> 95, 96 x 3025 x 363 51
+  // -> 105, 64 x 3136 x 576 38 -> 98; 1 thread 16 x 6400 x 150 8 -> 38; Winograd's products, res2a 3x3 n=8 forward
+  // 28 -> 18 ms).
   const int64_t kb = p.kb;
-  const bool panel_outer = m1 - m0 <= MC && kb * nr <= kPanelOuterFloats && (in_place || !in_memory);
+  const bool panel_outer = m1 - m0 <= MC && kb * nr <= kPanelOuterFloats &&
+                           (in_place || !in_memory || nr >= kPanelOuterMinNr);
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     const int64_t nc = std::min(nc_max, n1 - jc), full = Bm ? nc / nr * nr : 0;
