@@ -15,6 +15,9 @@
 #include "convcore/conv.h"
 #include "convcore/dispatch.h"
 #include "convcore/threads.h"
+#if defined(__AVX2__)
+#include "convcore/avx2_lanes.h"
+#endif
 
 namespace convcore {
 namespace {
@@ -30,7 +33,7 @@ inline KernelRows image_rows(const ConvShape& s, int64_t p) {
   return {lo, hi};
 }
 
-// Stores the first `count` lanes (1 <= count <= VL) of v at dst: a masked store where the unit's ISA has one (a
+// Stores the first `count` lanes (1 <= count <= VL) of v at dst: a masked store on AVX-512, vector pieces on AVX2 (a
 // variable-length memcpy cost ~30 cycles a store, a third of LeNet conv1's forward with its 28-wide rows).
 template <int VL, typename Vec>
 inline void store_first(float* dst, const Vec& v, int64_t count) {
@@ -45,10 +48,8 @@ inline void store_first(float* dst, const Vec& v, int64_t count) {
   }
 #endif
 #if defined(__AVX2__)
-  if constexpr (VL == 8) {
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lanes),
-                        reinterpret_cast<const __m256&>(v));
+  if constexpr (VL == 8) {  // 4-, 2- and 1-lane stores: AVX2's masked store is slow on AMD's cores
+    store_first_lanes(dst, reinterpret_cast<const __m256&>(v), count);
     return;
   }
 #endif
