@@ -1,7 +1,8 @@
 // SGEMM kernels for AVX2+FMA: MR x (8*NV) tiles, MR*NV ymm accumulators, NV B vectors, 1 broadcast (16 registers).
 // 6x16 is the general tile; 4x24 serves products of 4, 8 or 16 rows (LeNet conv2's 16 filters: 6x16 would compute
-// 18). The packers move whole 8-float vectors, masked at the ends of rows (a library copy per panel row of 16
-// floats was 28% of a res2a 3x3 forward).
+// 18). The packers move whole 8-float vectors, loaded masked at the ends of rows and stored there in 4-, 2- and
+// 1-lane pieces (store_first_lanes: a masked store is slow on AMD's cores); a library copy per panel row of 16
+// floats was 28% of a res2a 3x3 forward.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -162,7 +163,7 @@ void pack_rows_8(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, fl
   }
 }
 
-// PackGatheredKernel: each row as 8-lane vectors, the last one masked.
+// PackGatheredKernel: each row as 8-lane vectors, the last one loaded masked and stored in pieces.
 void pack_gathered_8(const float* base, const int64_t* offsets, int64_t count, int64_t len, int64_t width,
                      float* dst) {
   const int64_t full = len / 8 * 8;
@@ -170,7 +171,7 @@ void pack_gathered_8(const float* base, const int64_t* offsets, int64_t count, i
   for (int64_t k = 0; k < count; ++k, dst += width) {
     const float* src = base + offsets[k];
     for (int64_t j = 0; j < full; j += 8) _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
-    if (len > full) _mm256_maskstore_ps(dst + full, tail, _mm256_maskload_ps(src + full, tail));
+    if (len > full) store_first_lanes(dst + full, _mm256_maskload_ps(src + full, tail), len - full);
   }
 }
 
