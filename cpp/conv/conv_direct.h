@@ -656,9 +656,9 @@ void channel_vector_backward_input(const ConvShape& s, const float* dy, const fl
 
 // Runs channel_vector_backward_input where it applies (AVX-512 and AVX2 units; kernel widths 3 and 5): stride 1, no
 // dilation, one group, 9 to 16 filters, dy rows of 5 to 10 pixels (shorter ones would multiply mostly the zeros past
-// them), padding within the kernel. Returns false, doing nothing, elsewhere. (Measured AVX2 Zen 3, 2 threads,
-// alternating, LeNet conv2 n=64 backward at 1 thread: best 1.16 -> 1.01 ms, median 1.68 -> 1.10, against the
-// transposed convolution; noisy at 2 threads.)
+// them), padding within the kernel. Returns false, doing nothing, elsewhere. (Measured AVX2 Zen 3, alternating,
+// LeNet conv2 n=64 backward at 1 thread: best 1.16 -> 1.01 ms, median 1.68 -> 1.10, against the transposed
+// convolution; at 2 threads within the noise.)
 template <int VL>
 bool channel_vector_backward_input_any(const ConvShape& s, const float* dy, const float* w, float* dx) {
 #if defined(__AVX2__)
