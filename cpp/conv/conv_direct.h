@@ -511,6 +511,47 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
   });
 }
 
+// Input gradient of a stride-1 convolution with dy's channels (the K <= 16 filters) in vector lanes: dx[c][h][w] =
+// sum over taps (r, t) of the dot product of dy[:, h + ph - r][w + pw - t] with w[:, c][r][t]. Along narrow rows the
+// transposed convolution's vectors idle lanes and multiply mostly padding (LeNet conv2: 16 lanes for 14 pixels, half
+// the taps on zeros); here every lane is a filter and every multiply meets dy. One output row of one input channel
+// at a time: for each kernel row r that meets dy (row p = h + ph - r), each tap t of dy's row p (Q <= 10 columns,
+// zero past Q) adds dy[q] * w[r][t] into accumulator q + t, which holds output column q + t - pw (the accumulators
+// past the row, from the padding, are dropped): each (dy pixel, tap) pair is one FMA; the accumulators' lanes are
+// then summed into the row. This is the frame both ISAs share: the weights regrouped as [channel][r][t][16 filters]
+// (zero lanes past K), each image's dy transposed to [row][column][16 filters] by the ISA's transposing packer,
+// images in chunks over the threads; row(wt, g, c, h, r_lo, r_hi, dx_row) computes one dx row from the kernel rows
+// [r_lo, r_hi) that meet dy, each dx element summing its taps in (r, t) order, then its lanes in a fixed tree: the
+// same bits whatever the thread count. Workspace: the regrouped weights and per thread one transposed dy image.
+constexpr int kChannelLanes = 16, kChannelMaxQ = 10;
+
+template <int S, typename Row>
+void channel_vector_rows(const ConvShape& s, const float* dy, const float* w, float* dx, const Row& row) {
+  constexpr int L = kChannelLanes, QMAX = kChannelMaxQ;
+  const int64_t C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q;
+  std::vector<float> wt(static_cast<size_t>(C * R * S * L), 0.0f);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < C * R * S; ++i) wt[i * L + k] = w[k * C * R * S + i];
+  std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
+  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
+  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+  const int nt = threads_for(s.N * C * H * W * R * S * L);
+  const int64_t chunks = std::min<int64_t>(s.N, nt);
+  parallel_for(chunks, nt, [&](int64_t chunk) {
+    std::vector<float> g(static_cast<size_t>(P * QMAX * L), 0.0f);  // columns past Q stay zero
+    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
+      for (int64_t p = 0; p < P; ++p)
+        transpose(dy + n * K * PQ + p * Q, filter_rows.data(), K, L, Q, 1.0f, &g[p * QMAX * L]);
+      float* dxn = dx + n * C * H * W;
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
+        const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
+        for (int64_t c = 0; c < C; ++c) row(wt.data(), g.data(), c, h, r_lo, r_hi, dxn + (c * H + h) * W);
+      }
+    }
+  });
+}
+
 #if defined(__AVX512F__)
 // Lane g of the result = the sum of v[g]'s 16 lanes: a butterfly of 15 adds (45 instructions for 16 sums). Slot s
 // of the first level takes v[4 * (s % 4) + s / 4], so that the lanes come out in order.
@@ -531,62 +572,32 @@ inline __m512 lane_sums16(const __m512 (&v)[16]) {
   return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
 }
 
-// Input gradient of a stride-1 convolution with dy's channels (the K filters) in the lanes of one 16-float vector:
-// dx[c][h][w] = sum over taps (r, t) of the dot product of dy[:, h + ph - r][w + pw - t] with w[:, c][r][t]. Along
-// narrow rows the transposed convolution's vectors idle lanes and multiply mostly padding (LeNet conv2: 16 lanes
-// for 14 pixels, half the taps on zeros); here every lane is a filter and every multiply meets dy. One output row
-// of one input channel at a time: for each kernel row r that meets dy (row p = h + ph - r), dy's row p (Q <= 10
-// vectors, zero past Q) is loaded once and every tap t adds dy[q] * w[r][t] into accumulator q + t, which holds
-// output column q + t - pw (the accumulators past the row, from the padding, are dropped): each (dy pixel, tap)
-// pair is one FMA. The accumulators' lanes are summed by lane_sums16 into the row. dy is transposed per image to
-// [row][column][filter] by the ISA's transposing packer. Each dx element sums its taps in (r, t) order, the lanes
-// in a fixed tree: the same bits whatever the thread count. Workspace: the weights as [channel][r][t][filter] and
-// per thread one transposed dy image.
+// channel_vector_rows on AVX-512: the 16 filters in one vector; each kernel row's dy row (10 vectors) is loaded
+// once into registers, and a 16-vector butterfly (lane_sums16) sums the lanes.
 template <int S>
 void channel_vector_backward_input(const ConvShape& s, const float* dy, const float* w, float* dx) {
-  constexpr int VL = 16, QMAX = 10, A = QMAX + S - 1;  // A accumulators (at most 16: one butterfly)
+  constexpr int L = kChannelLanes, QMAX = kChannelMaxQ, A = QMAX + S - 1;  // A accumulators (one butterfly)
   static_assert(A <= 16, "one lane_sums16 per row");
-  const int64_t C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q;
-  std::vector<float> wt(static_cast<size_t>(C * R * S * VL), 0.0f);  // zero lanes past K
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t i = 0; i < C * R * S; ++i) wt[i * VL + k] = w[k * C * R * S + i];
-  std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
-  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
-  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-  const int nt = threads_for(s.N * C * H * W * R * S * VL);
-  const int64_t chunks = std::min<int64_t>(s.N, nt);
-  const __mmask16 row_lanes = static_cast<__mmask16>((1u << W) - 1);  // W <= Q + S - 1 <= 14
+  const __mmask16 row_lanes = static_cast<__mmask16>((1u << s.W) - 1);  // W <= Q + S - 1 <= 14
   const __m512i from = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                         _mm512_set1_epi32(static_cast<int>(s.pad_w)));
-  parallel_for(chunks, nt, [&](int64_t chunk) {
-    std::vector<float> g(static_cast<size_t>(P * QMAX * VL), 0.0f);  // columns past Q stay zero
-    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
-      for (int64_t p = 0; p < P; ++p)
-        transpose(dy + n * K * PQ + p * Q, filter_rows.data(), K, VL, Q, 1.0f, &g[p * QMAX * VL]);
-      float* dxn = dx + n * C * H * W;
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
-        const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
-        for (int64_t c = 0; c < C; ++c) {
-          __m512 acc[16];
-          for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
-          for (int64_t r = r_lo; r < r_hi; ++r) {
-            const float* row = &g[(h + s.pad_h - r) * QMAX * VL];
-            const float* wk = &wt[(c * R + r) * S * VL];
-            __m512 gv[QMAX];
-            for (int q = 0; q < QMAX; ++q) gv[q] = _mm512_loadu_ps(row + q * VL);
-            for (int t = 0; t < S; ++t) {
-              const __m512 wv = _mm512_loadu_ps(wk + t * VL);
-              for (int q = 0; q < QMAX; ++q) acc[q + t] = _mm512_fmadd_ps(gv[q], wv, acc[q + t]);
-            }
-          }
-          // columns pad_w .. pad_w + W - 1 of the sums are the row: moved down by a lane permutation and stored
-          // masked (a copy through memory called memmove per row: 10% of LeNet conv2's input gradient)
-          const __m512 sums = _mm512_maskz_permutexvar_ps(0xFFFF, from, lane_sums16(acc));
-          _mm512_mask_storeu_ps(dxn + (c * H + h) * W, row_lanes, sums);
-        }
+  channel_vector_rows<S>(s, dy, w, dx, [&](const float* wt, const float* g, int64_t c, int64_t h, int64_t r_lo,
+                                           int64_t r_hi, float* out) {
+    __m512 acc[16];
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t r = r_lo; r < r_hi; ++r) {
+      const float* row = g + (h + s.pad_h - r) * QMAX * L;
+      const float* wk = wt + (c * s.R + r) * S * L;
+      __m512 gv[QMAX];
+      for (int q = 0; q < QMAX; ++q) gv[q] = _mm512_loadu_ps(row + q * L);
+      for (int t = 0; t < S; ++t) {
+        const __m512 wv = _mm512_loadu_ps(wk + t * L);
+        for (int q = 0; q < QMAX; ++q) acc[q + t] = _mm512_fmadd_ps(gv[q], wv, acc[q + t]);
       }
     }
+    // columns pad_w .. pad_w + W - 1 of the sums are the row: moved down by a lane permutation and stored masked
+    // (a copy through memory called memmove per row: 10% of LeNet conv2's input gradient)
+    _mm512_mask_storeu_ps(out, row_lanes, _mm512_maskz_permutexvar_ps(0xFFFF, from, lane_sums16(acc)));
   });
 }
 #endif
@@ -599,57 +610,37 @@ inline __m256 lane_sums8(const __m256* v) {
   return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
-// channel_vector_backward_input for 8-float vectors: the (at most 16) filters in the lanes of two vectors whose
-// products go into the same accumulators (the lanes are summed at the end anyway), so that the A accumulators, two
-// weight vectors and nothing else fill the 16 registers: dy is read by the FMAs from the transposed image in L1.
-// Each dx element sums its taps in (r, t) order, the lower 8 filters before the upper 8, then the lanes in a fixed
-// tree: the same bits whatever the thread count.
+// channel_vector_rows on AVX2: the 16 filters in two 8-float vectors whose products go into the same accumulators
+// (the lanes are summed at the end anyway), so that the A accumulators and two weight vectors fill the 16
+// registers: dy is read by the FMAs from the transposed image in L1. Each dx element sums the lower 8 filters
+// before the upper 8 at each tap.
 template <int S>
 void channel_vector_backward_input(const ConvShape& s, const float* dy, const float* w, float* dx) {
-  constexpr int KP = 16, QMAX = 10, A = QMAX + S - 1;  // A accumulators: at most 14, two lane_sums8
+  constexpr int L = kChannelLanes, QMAX = kChannelMaxQ, A = QMAX + S - 1;  // A accumulators: two lane_sums8
   static_assert(A <= 16, "two lane_sums8 per row");
-  const int64_t C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q;
-  std::vector<float> wt(static_cast<size_t>(C * R * S * KP), 0.0f);  // zero lanes past K
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t i = 0; i < C * R * S; ++i) wt[i * KP + k] = w[k * C * R * S + i];
-  std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
-  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
-  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-  const int nt = threads_for(s.N * C * H * W * R * S * KP);
-  const int64_t chunks = std::min<int64_t>(s.N, nt);
-  parallel_for(chunks, nt, [&](int64_t chunk) {
-    std::vector<float> g(static_cast<size_t>(P * QMAX * KP), 0.0f);  // columns past Q stay zero
-    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
-      for (int64_t p = 0; p < P; ++p)
-        transpose(dy + n * K * PQ + p * Q, filter_rows.data(), K, KP, Q, 1.0f, &g[p * QMAX * KP]);
-      float* dxn = dx + n * C * H * W;
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
-        const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
-        for (int64_t c = 0; c < C; ++c) {
-          __m256 acc[16];
-          for (int i = 0; i < 16; ++i) acc[i] = _mm256_setzero_ps();
-          for (int64_t r = r_lo; r < r_hi; ++r) {
-            const float* row = &g[(h + s.pad_h - r) * QMAX * KP];
-            const float* wk = &wt[(c * R + r) * S * KP];
-            for (int t = 0; t < S; ++t) {
-              const __m256 w_lo = _mm256_loadu_ps(wk + t * KP), w_hi = _mm256_loadu_ps(wk + t * KP + 8);
-              for (int q = 0; q < QMAX; ++q) {
-                acc[q + t] = _mm256_fmadd_ps(_mm256_loadu_ps(row + q * KP), w_lo, acc[q + t]);
-                acc[q + t] = _mm256_fmadd_ps(_mm256_loadu_ps(row + q * KP + 8), w_hi, acc[q + t]);
-              }
-            }
-          }
-          alignas(32) float sums[24];  // sums[j]: output column j - pad_w (the last 8: read past the row, unused)
-          _mm256_store_ps(sums, lane_sums8(acc));
-          _mm256_store_ps(sums + 8, lane_sums8(acc + 8));
-          _mm256_store_ps(sums + 16, _mm256_setzero_ps());
-          float* out = dxn + (c * H + h) * W;  // W <= 14: columns pad_w .. pad_w + W - 1 of the sums
-          store_first_lanes(out, _mm256_loadu_ps(sums + s.pad_w), std::min<int64_t>(W, 8));
-          if (W > 8) store_first_lanes(out + 8, _mm256_loadu_ps(sums + s.pad_w + 8), W - 8);
+  const int64_t W = s.W;
+  channel_vector_rows<S>(s, dy, w, dx, [&](const float* wt, const float* g, int64_t c, int64_t h, int64_t r_lo,
+                                           int64_t r_hi, float* out) {
+    __m256 acc[16];
+    for (int i = 0; i < 16; ++i) acc[i] = _mm256_setzero_ps();
+    for (int64_t r = r_lo; r < r_hi; ++r) {
+      const float* row = g + (h + s.pad_h - r) * QMAX * L;
+      const float* wk = wt + (c * s.R + r) * S * L;
+      for (int t = 0; t < S; ++t) {
+        const __m256 w_lo = _mm256_loadu_ps(wk + t * L), w_hi = _mm256_loadu_ps(wk + t * L + 8);
+        for (int q = 0; q < QMAX; ++q) {
+          acc[q + t] = _mm256_fmadd_ps(_mm256_loadu_ps(row + q * L), w_lo, acc[q + t]);
+          acc[q + t] = _mm256_fmadd_ps(_mm256_loadu_ps(row + q * L + 8), w_hi, acc[q + t]);
         }
       }
     }
+    alignas(32) float sums[24];  // sums[j]: output column j - pad_w (the last 8: read past the row, unused)
+    _mm256_store_ps(sums, lane_sums8(acc));
+    _mm256_store_ps(sums + 8, lane_sums8(acc + 8));
+    _mm256_store_ps(sums + 16, _mm256_setzero_ps());
+    // W <= 14: columns pad_w .. pad_w + W - 1 of the sums
+    store_first_lanes(out, _mm256_loadu_ps(sums + s.pad_w), std::min<int64_t>(W, 8));
+    if (W > 8) store_first_lanes(out + 8, _mm256_loadu_ps(sums + s.pad_w + 8), W - 8);
   });
 }
 #endif
