@@ -37,11 +37,17 @@ inline void take_if_greater(__m256 v, __m256 k, __m256* best, __m256* offset) {
   *offset = _mm256_blendv_ps(*offset, k, take);
 }
 
-// 8 int32 offsets (0..255, bit-cast in a float vector) -> 8 bytes at p.
-inline void store_offsets(uint8_t* p, __m256 offset) {
+// 8 int32 offsets (0..255, bit-cast in a float vector) -> 8 bytes, lane i in byte i.
+inline uint64_t offset_bytes(__m256 offset) {
   const __m256i k = _mm256_castps_si256(offset);
   const __m128i k16 = _mm_packs_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
-  _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(k16, k16));
+  return static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_packus_epi16(k16, k16)));
+}
+
+// The same, stored at p.
+inline void store_offsets(uint8_t* p, __m256 offset) {
+  const uint64_t bytes = offset_bytes(offset);
+  std::memcpy(p, &bytes, 8);
 }
 
 // The max of each window (a, b on the top row, c, d below) and its offset (0..3, bit-cast int32 lanes).
@@ -80,11 +86,7 @@ void max_2x2_row(const float* top, const float* bot, float* y, uint8_t* offsets,
     deinterleave_first(bot + 2 * o, n, &c, &d);
     max_2x2(a, b, c, d, &best, &offset);
     store_first_lanes(y + o, restore_order(best), n);
-    alignas(8) uint8_t bytes[8];
-    store_offsets(bytes, restore_order(offset));
-    uint64_t bits;
-    std::memcpy(&bits, bytes, 8);
-    store_bytes(offsets + o, bits, n);
+    store_bytes(offsets + o, offset_bytes(restore_order(offset)), n);
   }
 }
 
