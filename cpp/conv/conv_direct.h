@@ -260,18 +260,20 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   const int64_t Hp = H + 2 * s.pad_h;
   const int64_t Wp = std::max(W + 2 * s.pad_w, (q_tiles * QT - 1) * sw + (S - 1) * dwid + 1);  // tiles past Q
   // weights as [k block][c][r][t][KB], zero lanes past K: the filters of one tap are adjacent
-  std::vector<float> wp(static_cast<size_t>(k_blocks * CRS * KB), 0.0f);
+  // (by the ISA's transposing packer, as the GEMM packs a row-major A)
+  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+  std::vector<float> wp(static_cast<size_t>(k_blocks * CRS * KB));
+  std::vector<int64_t> filter_rows(static_cast<size_t>(KB));
+  for (int64_t i = 0; i < KB; ++i) filter_rows[i] = i * CRS;
+  for (int64_t kb = 0; kb < k_blocks; ++kb)
+    transpose(w + kb * KB * CRS, filter_rows.data(), std::min(KB, K - kb * KB), KB, CRS, 1.0f, &wp[kb * CRS * KB]);
   std::vector<float> bp(static_cast<size_t>(k_blocks * KB), 0.0f);  // the bias in the same lanes
-  for (int64_t k = 0; k < K; ++k) {
-    for (int64_t i = 0; i < CRS; ++i) wp[((k / KB) * CRS + i) * KB + k % KB] = w[k * CRS + i];
-    if (bias) bp[k] = bias[k];
-  }
+  if (bias) std::copy(bias, bias + K, bp.begin());
   // an image's outputs are kept pixel-major ([k block][pixel][filter in block]) and transposed into y's planes by
   // the ISA's transposing packer: one scalar store per output cost ~15% of LeNet conv2's forward
   const int64_t PQ = P * Q;
   std::vector<int64_t> pixel_rows(static_cast<size_t>(PQ));
   for (int64_t i = 0; i < PQ; ++i) pixel_rows[i] = i * KB;
-  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   const int nt = threads_for(s.N * K * P * Q * CRS);
   const int64_t chunks = std::min<int64_t>(s.N, nt);
   parallel_for(chunks, nt, [&](int64_t chunk) {
@@ -331,13 +333,18 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
 // outnumber the registers). Returns false, doing nothing, elsewhere. (Measured on wider rows, 11-32 pixels, the
 // direct kernels and GEMM were as fast or faster.) With 8-float vectors the 16 filters of such rows go in two
 // vectors, tiles of 5 (measured AVX2 Zen 3, 2 threads, LeNet conv2 n=64 forward 0.53 -> 0.36 ms over vectors along
-// the row, 16 lanes for 10 pixels).
+// the row, 16 lanes for 10 pixels). Layers with more than 128 Ki weights, or 16 Ki at batch 1 (one image runs on
+// one thread here), go to GEMM: every pixel tile streams all the weights (measured AVX-512, 2 threads, batch 1:
+// 1024 -> 2048 1x1/2 on 14x14 10.2 -> 1.7 ms, 128 -> 128 3x3 on 8x8 0.44 -> 0.15; batch 32 of the latter 3.3 -> 3.1).
 template <int VL>
 bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                float* y) {
   const int64_t kv = s.K <= VL ? 1 : 2;
   const bool tens = kv * VL == 16 && s.K <= 16 && (s.Q == 9 || s.Q == 10);
-  if (s.groups != 1 || (2 * s.Q > VL && !tens) || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864) return false;
+  const int64_t weights = s.K * s.C * s.R * s.S;
+  if (s.groups != 1 || (2 * s.Q > VL && !tens) || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864 ||
+      weights > 131072 || (s.N == 1 && weights > 16384))
+    return false;
   const auto run = [&](auto unit) {
     with_kernel_width(s, [&](auto width) {
       if (tens)
