@@ -79,6 +79,8 @@ CASES = [
     # batch 1 with few pixels and many taps: forward and input gradient run as narrow GEMMs (128 x 144 x 2304,
     # 256 x 144 x 1152) whose im2col the threads pack once, sharing it
     (1, 256, 12, 12, 128, 3, 3, 1, 1, 1, 1),
+    # a pointwise layer with 512 Ki weights and few pixels: forward and both gradients folded over the batch
+    (3, 1024, 3, 2, 512, 1, 1, 1, 0, 1, 1),
 ]
 
 

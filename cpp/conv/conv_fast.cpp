@@ -13,7 +13,7 @@
 namespace convcore {
 namespace {
 
-// Forward convolutions (other than pointwise) with fewer output pixels per image than this fold the batch into
+// Forward convolutions with fewer output pixels per image than this fold the batch into (but see folds_batch)
 // the GEMM's N dimension: one GEMM over all images' columns instead of one per image whose N (7x7 = 49 .. 15x15
 // = 225 pixels) leaves the last column tile partly empty and the packing and call overheads unshared.
 constexpr int64_t kFoldBelowPixels = 256;
@@ -176,8 +176,36 @@ void col2im_add(const ConvShape& s, const float* col, int64_t j0, int64_t nb, fl
   }
 }
 
+// Folding the batch into a GEMM's columns: planes [first, first + count) of N images (image n's plane j at
+// images + (n * planes + j) * PQ) are, batch-major, rows of a (count, N * PQ) matrix at batch + j * N * PQ.
+void gather_batch(const float* images, int64_t N, int64_t planes, int64_t first, int64_t count, int64_t PQ,
+                  float* batch) {
+  parallel_for(count, threads_for(count * N * PQ, 1 << 18), [&](int64_t j) {
+    for (int64_t n = 0; n < N; ++n)
+      std::copy_n(images + (n * planes + first + j) * PQ, PQ, batch + (j * N + n) * PQ);
+  });
+}
+void scatter_batch(const float* batch, int64_t N, int64_t planes, int64_t first, int64_t count, int64_t PQ,
+                   float* images) {
+  parallel_for(N, threads_for(count * N * PQ, 1 << 18), [&](int64_t n) {
+    for (int64_t j = 0; j < count; ++j)
+      std::copy_n(batch + (j * N + n) * PQ, PQ, images + (n * planes + first + j) * PQ);
+  });
+}
+
 bool is_pointwise(const ConvShape& s) {
   return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+}
+
+// Layers with fewer than kFoldBelowPixels output pixels per image fold the batch into the GEMM's columns (one
+// product over all images, not one per image each reading all of A), except pointwise layers with a single image
+// or weights smaller than kFoldPointwiseWeights, whose per-image products read x and y in place (measured AVX-512,
+// 2 threads, n=32, forward+backward: 64 -> 64 on 8x8 0.41 -> 0.75 ms folded, 1024 -> 256 on 14x14 57 -> 62;
+// folded 512 -> 2048 on 7x7 89 -> 59, n=8 1024 -> 2048 72 -> 29).
+constexpr int64_t kFoldPointwiseWeights = int64_t(1) << 19;
+bool folds_batch(const ConvShape& s) {
+  return s.P * s.Q < kFoldBelowPixels &&
+         (!is_pointwise(s) || (s.N > 1 && (s.K / s.groups) * (s.C / s.groups) >= kFoldPointwiseWeights));
 }
 
 // A strided 1x1 kernel without padding reads every stride-th pixel only: its im2col is the subsampled input, and on
@@ -279,7 +307,7 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
   const bool copied = s.stride_w > 1 || s.pad_h > 0 || s.pad_w > 0;
   const SplitLayout layout(s);
   const int64_t split_floats = copied ? Cg * layout.plane : 0;  // one image of one group so copied
-  if (s.N > 1 && PQ < kFoldBelowPixels && !is_pointwise(s)) {
+  if (s.N > 1 && folds_batch(s)) {
     // Few pixels per image (late layers): one GEMM per group over all images' columns, yt (Kg, N*PQ), then
     // scattered to y (N, K, P, Q). yt is Kg*N*PQ floats.
     std::vector<float> yt(static_cast<size_t>(Kg * s.N * PQ)), xs(static_cast<size_t>(s.N * split_floats), 0.0f);
@@ -296,11 +324,7 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
       const int64_t image_stride = copied ? split_floats : s.C * HW;
       sgemm(Trans::no, Kg, s.N * PQ, CRS, 1.0f, w + g * Kg * CRS, CRS,
             Im2col(s, xi, image_stride, layout), 0.0f, yt.data(), s.N * PQ, epi);
-      parallel_for(s.N, threads_for(Kg * s.N * PQ, 1 << 18), [&](int64_t n) {
-        for (int64_t k = 0; k < Kg; ++k)
-          std::copy(yt.data() + (k * s.N + n) * PQ, yt.data() + (k * s.N + n + 1) * PQ,
-                    y + (n * s.K + g * Kg + k) * PQ);
-      });
+      scatter_batch(yt.data(), s.N, s.K, g * Kg, Kg, PQ, y);
     }
     return;
   }
@@ -350,7 +374,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   const bool copied = !is_pointwise(s) && (s.pad_h > 0 || s.pad_w > 0 || s.stride_w > 1);
   const SplitLayout layout(s);
   const int64_t image_floats = s.C * layout.plane;
-  if (PQ < kFoldBelowPixels && !is_pointwise(s)) {
+  if (folds_batch(s)) {
     // Few pixels per image: one product per group over all images' pixels, dY_g gathered into (Kg, N*PQ) (per-image
     // or per-chunk products of a few hundred pixels would each read and write a whole dW); the engine's threads
     // split its output. Workspace: the gathered dY_g and, when copied, all images.
@@ -361,11 +385,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     const float* xs = copied ? xp.data() : x;
     std::vector<float> dyg(static_cast<size_t>(Kg * s.N * PQ));
     for (int64_t g = 0; g < s.groups; ++g) {
-      parallel_for(Kg, threads_for(Kg * s.N * PQ, 1 << 18), [&](int64_t k) {
-        for (int64_t n = 0; n < s.N; ++n)
-          std::copy(dy + (n * s.K + g * Kg + k) * PQ, dy + (n * s.K + g * Kg + k + 1) * PQ,
-                    dyg.data() + (k * s.N + n) * PQ);
-      });
+      gather_batch(dy, s.N, s.K, g * Kg, Kg, PQ, dyg.data());
       sgemm(Trans::no, Kg, CRS, s.N * PQ, 1.0f, dyg.data(), s.N * PQ,
             Im2colT(s, xs + g * Cg * layout.plane, image_floats, layout), 0.0f, dw + g * Kg * CRS, CRS);
     }
@@ -507,6 +527,18 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
   }
   // columns per block: the (CRS x block) column buffer stays within 256 Ki floats (at least 16 columns)
   const int64_t block = std::min(PQ, std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(CRS, 1)));
+  if (is_pointwise(s) && folds_batch(s)) {
+    // Few pixels per image: one product per group over all images' pixels, as in the forward. Workspace: dY_g and
+    // dX_g gathered, (Kg + Cg) x N*PQ floats.
+    std::vector<float> dyg(static_cast<size_t>(Kg * s.N * PQ)), dxg(static_cast<size_t>(Cg * s.N * PQ));
+    for (int64_t g = 0; g < s.groups; ++g) {
+      gather_batch(dy, s.N, s.K, g * Kg, Kg, PQ, dyg.data());
+      sgemm(Trans::yes, Trans::no, Cg, s.N * PQ, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg.data(), s.N * PQ, 0.0f,
+            dxg.data(), s.N * PQ);
+      scatter_batch(dxg.data(), s.N, s.C, g * Cg, Cg, PQ, dx);
+    }
+    return;
+  }
   for_each_task(s.N, s.N * s.K * PQ * CRS, [&](int64_t n) {
     float* dxn = dx + n * s.C * HW;
     if (is_pointwise(s)) {
