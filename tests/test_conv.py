@@ -81,6 +81,9 @@ CASES = [
     (1, 256, 12, 12, 128, 3, 3, 1, 1, 1, 1),
     # a pointwise layer with 512 Ki weights and few pixels: forward and both gradients folded over the batch
     (3, 1024, 3, 2, 512, 1, 1, 1, 0, 1, 1),
+    # strided, 512 Ki weights, few pixels: the input gradient by one product per block of whole images (4 images'
+    # im2col columns a block here, so 2 blocks), then col2im
+    (5, 29128, 3, 3, 2, 3, 3, 2, 1, 1, 1),
 ]
 
 

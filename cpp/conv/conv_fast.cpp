@@ -18,6 +18,7 @@ namespace {
 // the GEMM's N dimension: one GEMM over all images' columns instead of one per image whose N (7x7 = 49 .. 15x15
 // = 225 pixels) leaves the last column tile partly empty and the packing and call overheads unshared.
 constexpr int64_t kFoldBelowPixels = 256;
+constexpr int64_t kFoldColumnFloats = int64_t(1) << 22;  // folded input gradients: im2col columns per product
 constexpr int64_t kMinChunkPixels = 512;  // weight gradients: at most one chunk of pixels per this many,
 constexpr int64_t kNarrowTaps = 256;      // where dW has fewer taps than this
 
@@ -152,13 +153,14 @@ class Im2colT final : public BPanelSource {
   std::vector<int64_t> taps_;  // layout_.taps(s_)
 };
 
-// Adds one channel's im2col rows (R*S rows of nb columns, output pixels j0 .. j0+nb-1) back into its dx plane:
-// each entry to the input pixel it was read from, row segment by row segment, in (r, t, pixel) order.
-void col2im_add(const ConvShape& s, const float* col, int64_t j0, int64_t nb, float* dx) {
+// Adds one channel's im2col rows (R*S rows, ld floats apart, of nb columns: output pixels j0 .. j0+nb-1 of one
+// image) back into its dx plane: each entry to the input pixel it was read from, row segment by row segment, in
+// (r, t, pixel) order.
+void col2im_add(const ConvShape& s, const float* col, int64_t ld, int64_t j0, int64_t nb, float* dx) {
   const int64_t H = s.H, W = s.W, Q = s.Q, sh = s.stride_h, sw = s.stride_w;
   for (int64_t rt = 0; rt < s.R * s.S; ++rt) {
     const int64_t dh = (rt / s.S) * s.dil_h - s.pad_h, dw = (rt % s.S) * s.dil_w - s.pad_w;
-    const float* src = col + rt * nb;
+    const float* src = col + rt * ld;
     for (int64_t j = 0; j < nb;) {
       const int64_t p = (j0 + j) / Q, q = (j0 + j) % Q, len = std::min(nb - j, Q - q);
       const int64_t h = p * sh + dh, v0 = q * sw + dw;  // input row, and the column of the segment's first pixel
@@ -200,13 +202,15 @@ bool is_pointwise(const ConvShape& s) {
 
 // Layers with fewer than kFoldBelowPixels output pixels per image fold the batch into the GEMM's columns (one
 // product over all images, not one per image each reading all of A), except pointwise layers with a single image
-// or weights smaller than kFoldPointwiseWeights, whose per-image products read x and y in place (measured AVX-512,
-// 2 threads, n=32, forward+backward: 64 -> 64 on 8x8 0.41 -> 0.75 ms folded, 1024 -> 256 on 14x14 57 -> 62;
-// folded 512 -> 2048 on 7x7 89 -> 59, n=8 1024 -> 2048 72 -> 29).
-constexpr int64_t kFoldPointwiseWeights = int64_t(1) << 19;
+// or small weights, whose per-image products read x and y in place (measured AVX-512, 2 threads, n=32,
+// forward+backward: 64 -> 64 on 8x8 0.41 -> 0.75 ms folded, 1024 -> 256 on 14x14 57 -> 62; folded 512 -> 2048 on
+// 7x7 89 -> 59, n=8 1024 -> 2048 72 -> 29). Large weights: at least kFoldWeights per group.
+constexpr int64_t kFoldWeights = int64_t(1) << 19;
+bool large_weights(const ConvShape& s) {
+  return (s.K / s.groups) * (s.C / s.groups) * s.R * s.S >= kFoldWeights;
+}
 bool folds_batch(const ConvShape& s) {
-  return s.P * s.Q < kFoldBelowPixels &&
-         (!is_pointwise(s) || (s.N > 1 && (s.K / s.groups) * (s.C / s.groups) >= kFoldPointwiseWeights));
+  return s.P * s.Q < kFoldBelowPixels && (!is_pointwise(s) || (s.N > 1 && large_weights(s)));
 }
 
 // A strided 1x1 kernel without padding reads every stride-th pixel only: its im2col is the subsampled input, and on
@@ -530,8 +534,6 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     conv2d_forward_fast(t, dy, wt.data(), nullptr, false, dx);
     return;
   }
-  // columns per block: the (CRS x block) column buffer stays within 256 Ki floats (at least 16 columns)
-  const int64_t block = std::min(PQ, std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(CRS, 1)));
   if (is_pointwise(s) && folds_batch(s)) {
     // Few pixels per image: one product per group over all images' pixels, as in the forward. Workspace: dY_g and
     // dX_g gathered, (Kg + Cg) x N*PQ floats.
@@ -544,6 +546,32 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     }
     return;
   }
+  if (s.N > 1 && s.P * s.Q < kFoldBelowPixels && large_weights(s)) {
+    // Few pixels per image and large weights (late strided layers): dY_g gathered over the batch,
+    // and the columns of as many whole images as fit in kFoldColumnFloats computed by one product, so that W_g is
+    // packed once per such block, not once per image or per few dozen columns; then each image's channels
+    // scattered back (col2im) on the threads. (Measured AVX-512, 2 threads, alternating, median ms, n=8 backward:
+    // 512 -> 512 3x3/2 on 14x14 35 -> 27, 256 -> 256 on 28x28 31 -> 28; with ResNet-20's 18 Ki weights, 32 -> 64
+    // on 16x16 at n=32, 2.3 -> 2.8, hence large weights only.)
+    const int64_t images = std::clamp<int64_t>(kFoldColumnFloats / std::max<int64_t>(CRS * PQ, 1), 1, s.N);
+    std::fill(dx, dx + s.N * s.C * HW, 0.0f);
+    std::vector<float> dyg(static_cast<size_t>(Kg * s.N * PQ)), col(static_cast<size_t>(CRS * images * PQ));
+    for (int64_t g = 0; g < s.groups; ++g) {
+      gather_batch(dy, s.N, s.K, g * Kg, Kg, PQ, dyg.data());
+      for (int64_t n0 = 0; n0 < s.N; n0 += images) {
+        const int64_t count = std::min(images, s.N - n0), nb = count * PQ;
+        sgemm(Trans::yes, Trans::no, CRS, nb, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg.data() + n0 * PQ, s.N * PQ,
+              0.0f, col.data(), nb);
+        parallel_for(count * Cg, threads_for(CRS * nb, 1 << 16), [&](int64_t task) {
+          const int64_t i = task / Cg, c = task % Cg;
+          col2im_add(s, col.data() + c * RS * nb + i * PQ, nb, 0, PQ, dx + ((n0 + i) * s.C + g * Cg + c) * HW);
+        });
+      }
+    }
+    return;
+  }
+  // columns per block: the (CRS x block) column buffer stays within 256 Ki floats (at least 16 columns)
+  const int64_t block = std::min(PQ, std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(CRS, 1)));
   for_each_task(s.N, s.N * s.K * PQ * CRS, [&](int64_t n) {
     float* dxn = dx + n * s.C * HW;
     if (is_pointwise(s)) {
@@ -565,7 +593,7 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
         // its dx plane, so the order per element is fixed); serial when images run in parallel (threads_for
         // is 1 inside the enclosing region)
         parallel_for(Cg, threads_for(CRS * nb, 1 << 16),
-                     [&](int64_t c) { col2im_add(s, col.data() + c * RS * nb, j0, nb, dxg + c * HW); });
+                     [&](int64_t c) { col2im_add(s, col.data() + c * RS * nb, nb, j0, nb, dxg + c * HW); });
       }
     }
   });
