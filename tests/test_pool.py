@@ -118,6 +118,28 @@ def test_random_floats_match_reference_bitwise(isa, rng):
     assert np.array_equal(F.avg_pool2d_backward(dy, x.shape, 2), ref.avg_pool2d_backward(dy, x.shape, 2, 2))
 
 
+@pytest.mark.parametrize("width", [75, 66])
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode,include",
+                         [(3, 2, 1, False, False), (3, 2, 0, True, True), ((2, 5), (3, 2), (1, 2), False, False)])
+def test_stride2_windows_random_floats_bitwise(isa, rng, width, kernel, stride, padding, ceil_mode, include):
+    # overlapping windows with column stride 2 on rows of several vector steps, the last one partial (75) or
+    # full (66, 3x3/2 p1: 32 interior outputs reaching the row's last column), with edge columns in the padding:
+    # the vector paths add each dx element's contributions in the reference's order, so random floats match it
+    # exactly
+    x = rng.standard_normal((2, 3, 9, width)).astype(np.float32)
+    geo = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+    ry, rindices = ref.max_pool2d(x, kernel, stride, padding, ceil_mode)
+    dy = rng.standard_normal(ry.shape).astype(np.float32)
+    y, offsets = P._max_pool2d_compact(x, **geo)
+    assert np.array_equal(y, ry)
+    assert np.array_equal(P._max_pool2d_compact_backward(dy, offsets, x.shape, **geo),
+                          ref.max_pool2d_backward(dy, rindices, x.shape))
+    assert np.array_equal(F.avg_pool2d(x, **geo, count_include_pad=include),
+                          ref.avg_pool2d(x, kernel, stride, padding, ceil_mode, include))
+    assert np.array_equal(F.avg_pool2d_backward(dy, x.shape, **geo, count_include_pad=include),
+                          ref.avg_pool2d_backward(dy, x.shape, kernel, stride, padding, ceil_mode, include))
+
+
 @pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
 def test_nan_propagates_with_its_index(isa, rng, kernel, stride, padding):
     x = rng.standard_normal((2, 2, 12, 20)).astype(np.float32)

@@ -248,7 +248,7 @@ void avg_stride2_forward(const float* x, float* y, int64_t planes, const PoolGeo
 
 PoolKernels pool_kernels_avx2() {
   return PoolKernels{"avx2", max_2x2s2_forward, max_2x2s2_backward, avg_2x2s2_forward, avg_2x2s2_backward,
-                     max_stride2_forward, avg_stride2_forward};
+                     max_stride2_forward, avg_stride2_forward, nullptr, nullptr};
 }
 
 }  // namespace convcore

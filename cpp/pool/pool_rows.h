@@ -70,6 +70,25 @@ inline float avg_window(const float* xp, const PoolGeometry& g, int64_t oh, int6
   return sum / static_cast<float>(divisor);
 }
 
+// The backward of one output (oh, ow) into plane dxp, as the reference loops: max routes dy to its offset (if in
+// the input), average adds dy / divisor to each input element of the window in row-major order.
+inline void max_window_backward(float dy, uint8_t offset, const PoolGeometry& g, int64_t oh, int64_t ow, float* dxp) {
+  const int64_t ih = oh * g.SH - g.PH + offset / g.KW, iw = ow * g.SW - g.PW + offset % g.KW;
+  if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) dxp[ih * g.W + iw] += dy;
+}
+inline void avg_window_backward(float dy, const PoolGeometry& g, int64_t oh, int64_t ow, bool count_include_pad,
+                                float* dxp) {
+  const int64_t ih0 = oh * g.SH - g.PH, iw0 = ow * g.SW - g.PW;
+  const int64_t ih_end = std::min(ih0 + g.KH, g.H + g.PH), iw_end = std::min(iw0 + g.KW, g.W + g.PW);
+  const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih_end, g.H);
+  const int64_t iw_lo = std::max<int64_t>(iw0, 0), iw_hi = std::min(iw_end, g.W);
+  const int64_t divisor =
+      count_include_pad ? (ih_end - ih0) * (iw_end - iw0) : (ih_hi - ih_lo) * (iw_hi - iw_lo);
+  const float share = dy / static_cast<float>(divisor);
+  for (int64_t ih = ih_lo; ih < ih_hi; ++ih)
+    for (int64_t iw = iw_lo; iw < iw_hi; ++iw) dxp[ih * g.W + iw] += share;
+}
+
 // Outputs [begin, end) of one output row; top/bot are the two input rows (W >= 2*end).
 inline void max_2x2_row_scalar(const float* top, const float* bot, float* y, uint8_t* offsets, int64_t begin,
                                int64_t end) {

@@ -68,6 +68,12 @@ struct PoolKernels {
   // Average pooling with column stride SW == 2, any window; nullptr where the ISA has none (reference runs).
   void (*avg_stride2_forward)(const float* x, float* y, int64_t planes, const PoolGeometry& g,
                               bool count_include_pad);
+  // Their backward passes (dx (planes, H, W) written whole, each element summed in the reference's order);
+  // nullptr where the ISA has none (the portable loops run).
+  void (*max_stride2_backward)(const float* dy, const uint8_t* offsets, float* dx, int64_t planes,
+                               const PoolGeometry& g);
+  void (*avg_stride2_backward)(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
+                               bool count_include_pad);
 };
 
 PoolKernels pool_kernels_scalar();
