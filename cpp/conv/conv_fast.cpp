@@ -14,8 +14,8 @@
 namespace convcore {
 namespace {
 
-// Forward convolutions with fewer output pixels per image than this fold the batch into (but see folds_batch)
-// the GEMM's N dimension: one GEMM over all images' columns instead of one per image whose N (7x7 = 49 .. 15x15
+// Convolutions with fewer output pixels per image than this fold the batch into the GEMM's N dimension (where
+// folds_batch says so): one GEMM over all images' columns instead of one per image whose N (7x7 = 49 .. 15x15
 // = 225 pixels) leaves the last column tile partly empty and the packing and call overheads unshared.
 constexpr int64_t kFoldBelowPixels = 256;
 constexpr int64_t kFoldColumnFloats = int64_t(1) << 22;  // folded input gradients: im2col columns per product
@@ -546,11 +546,11 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     }
     return;
   }
-  if (s.N > 1 && s.P * s.Q < kFoldBelowPixels && large_weights(s)) {
-    // Few pixels per image and large weights (late strided layers): dY_g gathered over the batch,
-    // and the columns of as many whole images as fit in kFoldColumnFloats computed by one product, so that W_g is
-    // packed once per such block, not once per image or per few dozen columns; then each image's channels
-    // scattered back (col2im) on the threads. (Measured AVX-512, 2 threads, alternating, median ms, n=8 backward:
+  if (s.N > 1 && PQ < kFoldBelowPixels && large_weights(s)) {
+    // Few pixels per image and large weights (late strided layers): dY_g gathered over the batch, and the columns
+    // of as many whole images as fit in kFoldColumnFloats computed by one product, so that W_g is packed once per
+    // such block, not once per image or per few dozen columns; then each image's channels scattered back (col2im)
+    // on the threads. (Measured AVX-512, 2 threads, alternating, median ms, n=8 backward:
     // 512 -> 512 3x3/2 on 14x14 35 -> 27, 256 -> 256 on 28x28 31 -> 28; with ResNet-20's 18 Ki weights, 32 -> 64
     // on 16x16 at n=32, 2.3 -> 2.8, hence large weights only.)
     const int64_t images = std::clamp<int64_t>(kFoldColumnFloats / std::max<int64_t>(CRS * PQ, 1), 1, s.N);

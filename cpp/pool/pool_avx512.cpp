@@ -260,8 +260,23 @@ inline StepMasks window_masks(int64_t n) {
                    static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1u)};
 }
 
-// Column stride 2, any window: edge columns by max_window; interior columns up to 16 at a time, each window
-// element a de-interleaved load, scanned in the scalar order (rows clipped, first element taken as is).
+// fn(v, ih, kw) for each element of the windows of a step of interior outputs from ow (rows [ih_lo, ih_hi)), in
+// the scalar order: v holds the element of each output's window, by a de-interleaved load.
+template <typename Fn>
+CONVCORE_ROW void for_window_elements(const float* xp, const PoolGeometry& g, int64_t ow, const StepMasks& m,
+                                      int64_t ih_lo, int64_t ih_hi, const Fn& fn) {
+  for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
+    const float* row = xp + ih * g.W + 2 * ow - g.PW;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      __m512 v, unused;
+      deinterleave(row + kw, m, &v, &unused);
+      fn(v, ih, kw);
+    }
+  }
+}
+
+// Column stride 2, any window: edge columns by max_window; interior columns up to 16 at a time, scanned in the
+// scalar order (rows clipped, first element taken as is).
 void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
   const Stride2Columns cols = stride2_columns(g);
   for (int64_t p = 0; p < planes; ++p) {
@@ -277,20 +292,15 @@ void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t pla
         const StepMasks m = window_masks(std::min<int64_t>(16, cols.end - ow));
         __m512 best = _mm512_setzero_ps();
         __m512i offset = _mm512_setzero_si512();
-        for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
-          const float* row = xp + ih * g.W + 2 * ow - g.PW;
-          for (int64_t kw = 0; kw < g.KW; ++kw) {
-            __m512 v, unused;
-            deinterleave(row + kw, m, &v, &unused);
-            const int k = static_cast<int>((ih - ih0) * g.KW + kw);
-            if (ih == ih_lo && kw == 0) {
-              best = v;
-              offset = _mm512_set1_epi32(k);
-            } else {
-              take_if_greater(v, k, &best, &offset);
-            }
+        for_window_elements(xp, g, ow, m, ih_lo, ih_hi, [&](__m512 v, int64_t ih, int64_t kw) {
+          const int k = static_cast<int>((ih - ih0) * g.KW + kw);
+          if (ih == ih_lo && kw == 0) {
+            best = v;
+            offset = _mm512_set1_epi32(k);
+          } else {
+            take_if_greater(v, k, &best, &offset);
           }
-        }
+        });
         _mm512_mask_storeu_ps(y_row + ow, m.out, best);
         _mm512_mask_cvtepi32_storeu_epi8(offset_row + ow, m.out, offset);
       }
@@ -316,14 +326,8 @@ void avg_stride2_forward(const float* x, float* y, int64_t planes, const PoolGeo
       for (; ow < cols.end; ow += 16) {
         const StepMasks m = window_masks(std::min<int64_t>(16, cols.end - ow));
         __m512 sum = _mm512_setzero_ps();
-        for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
-          const float* row = xp + ih * g.W + 2 * ow - g.PW;
-          for (int64_t kw = 0; kw < g.KW; ++kw) {
-            __m512 v, unused;
-            deinterleave(row + kw, m, &v, &unused);
-            sum = _mm512_add_ps(sum, v);
-          }
-        }
+        for_window_elements(xp, g, ow, m, ih_lo, ih_hi,
+                            [&](__m512 v, int64_t, int64_t) { sum = _mm512_add_ps(sum, v); });
         _mm512_mask_storeu_ps(y_row + ow, m.out, _mm512_div_ps(sum, divisor));
       }
       for (ow = cols.end; ow < g.OW; ++ow) y_row[ow] = avg_window(xp, g, oh, ow, count_include_pad);
