@@ -120,15 +120,12 @@ void max_pool2d_backward_compact(const float* dy, const uint8_t* offsets, float*
                                  const PoolGeometry& g, const float* relu_output) {
   const bool fast = is_2x2_stride2(g);
   const auto kernel = kernels().pool.max_2x2s2_backward;
-  const auto stride2 = g.SW == 2 ? kernels().pool.max_stride2_backward : nullptr;
   for_plane_runs(planes, std::max(g.H * g.W, g.OH * g.OW), [&](int64_t first, int64_t count) {
     const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
     route_planes(dy + out, offsets + out, dx + in, count, g, relu_output ? relu_output + out : nullptr,
                  [&](const float* d, const uint8_t* o, float* x, int64_t n) {
                    if (fast)
                      kernel(d, o, x, n, g.H, g.W);
-                   else if (stride2)
-                     stride2(d, o, x, n, g);
                    else
                      max_pool2d_backward_generic(d, o, x, n, g);
                  });

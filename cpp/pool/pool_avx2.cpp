@@ -174,10 +174,30 @@ void avg_2x2s2_backward(const float* dy, float* dx, int64_t planes, int64_t H, i
   });
 }
 
-// Column stride 2, any window: edge columns by max_window; interior columns 8 at a time, each window element
-// a de-interleaved load, scanned in the scalar order (rows clipped, first element taken as is).
+// fn(v, ih, kw) for each element of the windows of a step of n <= 8 interior outputs from ow (rows [ih_lo,
+// ih_hi)), in the scalar order: v holds the element of each output's window (lane order as deinterleave's), by a
+// de-interleaved load of the window column's 2n - 1 floats (the last output's odd partner may lie past the row,
+// and past the array: a partial step loads masked).
+template <typename Fn>
+inline void for_window_elements(const float* xp, const PoolGeometry& g, int64_t ow, int64_t n, int64_t ih_lo,
+                                int64_t ih_hi, const Fn& fn) {
+  const __m256i lo_lanes = first_lanes(std::min<int64_t>(2 * n - 1, 8));
+  const __m256i hi_lanes = first_lanes(std::max<int64_t>(2 * n - 9, 0));
+  for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
+    const float* row = xp + ih * g.W + 2 * ow - g.PW;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      const __m256 lo = n == 8 ? _mm256_loadu_ps(row + kw) : _mm256_maskload_ps(row + kw, lo_lanes);
+      __m256 v, unused;
+      deinterleave(lo, _mm256_maskload_ps(row + kw + 8, hi_lanes), &v, &unused);
+      fn(v, ih, kw);
+    }
+  }
+}
+
+// Column stride 2, any window: edge columns by max_window; interior columns up to 8 at a time, scanned in the
+// scalar order (rows clipped, first element taken as is).
 void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
-  const int64_t ow_interior = (g.PW + 1) / 2;  // first column whose window starts inside the input
+  const Stride2Columns cols = stride2_columns(g);
   for (int64_t p = 0; p < planes; ++p) {
     const float* xp = x + p * g.H * g.W;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
@@ -186,69 +206,88 @@ void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t pla
       float* y_row = y + (p * g.OH + oh) * g.OW;
       uint8_t* offset_row = offsets + (p * g.OH + oh) * g.OW;
       int64_t ow = 0;
-      for (; ow < std::min(ow_interior, g.OW); ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_row + ow);
-      // 8 outputs read input columns [2*ow - PW, 2*(ow + 7) - PW + KW]: all inside the row.
-      for (; ow + 8 <= g.OW && 2 * (ow + 7) - g.PW + g.KW + 1 <= g.W; ow += 8) {
+      for (; ow < cols.begin; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_row + ow);
+      for (; ow < cols.end; ow += 8) {
+        const int64_t n = std::min<int64_t>(8, cols.end - ow);
         __m256 best = _mm256_setzero_ps(), offset = _mm256_setzero_ps();
-        for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
-          const float* row = xp + ih * g.W + 2 * ow - g.PW;
-          for (int64_t kw = 0; kw < g.KW; ++kw) {
-            __m256 v, unused;
-            deinterleave(row + kw, &v, &unused);
-            const __m256 k = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>((ih - ih0) * g.KW + kw)));
-            if (ih == ih_lo && kw == 0) {
-              best = v;
-              offset = k;
-            } else {
-              take_if_greater(v, k, &best, &offset);
-            }
+        for_window_elements(xp, g, ow, n, ih_lo, ih_hi, [&](__m256 v, int64_t ih, int64_t kw) {
+          const __m256 k = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>((ih - ih0) * g.KW + kw)));
+          if (ih == ih_lo && kw == 0) {
+            best = v;
+            offset = k;
+          } else {
+            take_if_greater(v, k, &best, &offset);
           }
-        }
-        _mm256_storeu_ps(y_row + ow, restore_order(best));
-        store_offsets(offset_row + ow, restore_order(offset));
+        });
+        store_first_lanes(y_row + ow, restore_order(best), n);
+        store_bytes(offset_row + ow, offset_bytes(restore_order(offset)), n);
       }
-      for (; ow < g.OW; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_row + ow);
+      for (ow = cols.end; ow < g.OW; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_row + ow);
     }
   }
 }
 
-// Column stride 2, any window: edge columns by avg_window; interior columns 8 at a time, summed in the
-// scalar order and divided by the same divisor (constant across interior columns of one output row).
+// Column stride 2, any window: edge columns by avg_window; interior columns up to 8 at a time, summed in the
+// scalar order and divided by the same divisor (constant across the interior columns of one output row).
 void avg_stride2_forward(const float* x, float* y, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
-  const int64_t ow_interior = (g.PW + 1) / 2;  // first column whose window starts inside the input
+  const Stride2Columns cols = stride2_columns(g);
   for (int64_t p = 0; p < planes; ++p) {
     const float* xp = x + p * g.H * g.W;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       const int64_t ih0 = oh * g.SH - g.PH;
-      const int64_t ih_end = std::min(ih0 + g.KH, g.H + g.PH);
-      const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih_end, g.H);
-      const float divisor = static_cast<float>((count_include_pad ? ih_end - ih0 : ih_hi - ih_lo) * g.KW);
+      const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih0 + g.KH, g.H);
+      const __m256 divisor = _mm256_set1_ps(stride2_divisor(g, oh, count_include_pad));
       float* y_row = y + (p * g.OH + oh) * g.OW;
       int64_t ow = 0;
-      for (; ow < std::min(ow_interior, g.OW); ++ow) y_row[ow] = avg_window(xp, g, oh, ow, count_include_pad);
-      // 8 outputs read input columns [2*ow - PW, 2*(ow + 7) - PW + KW]: all inside the row.
-      for (; ow + 8 <= g.OW && 2 * (ow + 7) - g.PW + g.KW + 1 <= g.W; ow += 8) {
+      for (; ow < cols.begin; ++ow) y_row[ow] = avg_window(xp, g, oh, ow, count_include_pad);
+      for (; ow < cols.end; ow += 8) {
+        const int64_t n = std::min<int64_t>(8, cols.end - ow);
         __m256 sum = _mm256_setzero_ps();
-        for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
-          const float* row = xp + ih * g.W + 2 * ow - g.PW;
-          for (int64_t kw = 0; kw < g.KW; ++kw) {
-            __m256 v, unused;
-            deinterleave(row + kw, &v, &unused);
-            sum = _mm256_add_ps(sum, v);
-          }
-        }
-        _mm256_storeu_ps(y_row + ow, restore_order(_mm256_div_ps(sum, _mm256_set1_ps(divisor))));
+        for_window_elements(xp, g, ow, n, ih_lo, ih_hi,
+                            [&](__m256 v, int64_t, int64_t) { sum = _mm256_add_ps(sum, v); });
+        store_first_lanes(y_row + ow, restore_order(_mm256_div_ps(sum, divisor)), n);
       }
-      for (; ow < g.OW; ++ow) y_row[ow] = avg_window(xp, g, oh, ow, count_include_pad);
+      for (ow = cols.end; ow < g.OW; ++ow) y_row[ow] = avg_window(xp, g, oh, ow, count_include_pad);
     }
   }
+}
+
+// Adds g[j] to p[2*j] for the step's n <= 8 outputs j: the window column's floats from p, at most `inside` of them
+// (to the row's end), read and written back with 0 added to the odd ones; the last output's odd partner only
+// where it lies inside the row (past it may be another thread's plane).
+inline void add_strided(float* p, __m256 g, int64_t n, int64_t inside) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 lo = _mm256_unpacklo_ps(g, zero), hi = _mm256_unpackhi_ps(g, zero);
+  const int64_t count = std::min(2 * n, inside), c1 = std::min<int64_t>(count, 8), c2 = count - c1;
+  store_first_lanes(p, _mm256_add_ps(_mm256_maskload_ps(p, first_lanes(c1)), _mm256_permute2f128_ps(lo, hi, 0x20)),
+                    c1);
+  store_first_lanes(p + 8,
+                    _mm256_add_ps(_mm256_maskload_ps(p + 8, first_lanes(c2)), _mm256_permute2f128_ps(lo, hi, 0x31)),
+                    c2);
+}
+
+// The stride-2 average pooling backward (stride2_backward): a step adds its outputs' shares for one window
+// element to every other dx element of the window row.
+void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
+                          bool count_include_pad) {
+  const auto at = [&](int64_t p, int64_t oh, int64_t ow) { return (p * g.OH + oh) * g.OW + ow; };
+  stride2_backward<8>(
+      dx, planes, g,
+      [&](int64_t p, int64_t oh, int64_t ow, float* dxp) {
+        avg_window_backward(dy[at(p, oh, ow)], g, oh, ow, count_include_pad, dxp);
+      },
+      [&](float* dx_at, int64_t p, int64_t oh, int64_t ow, int64_t n, int64_t, int64_t kw) {
+        const __m256 divisor = _mm256_set1_ps(stride2_divisor(g, oh, count_include_pad));
+        add_strided(dx_at, _mm256_div_ps(_mm256_maskload_ps(dy + at(p, oh, ow), first_lanes(n)), divisor), n,
+                    g.W - (2 * ow - g.PW + kw));
+      });
 }
 
 }  // namespace
 
 PoolKernels pool_kernels_avx2() {
   return PoolKernels{"avx2", max_2x2s2_forward, max_2x2s2_backward, avg_2x2s2_forward, avg_2x2s2_backward,
-                     max_stride2_forward, avg_stride2_forward, nullptr, nullptr};
+                     max_stride2_forward, avg_stride2_forward, avg_stride2_backward};
 }
 
 }  // namespace convcore

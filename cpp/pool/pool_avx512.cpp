@@ -241,17 +241,6 @@ void avg_2x2s2_backward(const float* dy, float* dx, int64_t planes, int64_t H, i
   });
 }
 
-// Stride-2 windows along a row: outputs [interior_begin, interior_end) of each output row read only columns
-// inside the row (no horizontal padding), so they run as vector steps of up to 16 outputs; the others one by one.
-struct Stride2Columns {
-  int64_t begin, end;
-};
-inline Stride2Columns stride2_columns(const PoolGeometry& g) {
-  const int64_t begin = std::min<int64_t>((g.PW + 1) / 2, g.OW);  // first window starting inside the row
-  const int64_t last = (g.W + g.PW - g.KW) / 2;                    // last window ending inside it
-  return {begin, std::max(begin, std::min(g.OW, last + 1))};
-}
-
 // Masks for a step of n <= 16 such outputs: one window column's 2n - 1 input floats (its last output's odd
 // partner may lie past the row, and past the array) and the n outputs.
 inline StepMasks window_masks(int64_t n) {
@@ -276,7 +265,8 @@ CONVCORE_ROW void for_window_elements(const float* xp, const PoolGeometry& g, in
 }
 
 // Column stride 2, any window: edge columns by max_window; interior columns up to 16 at a time, scanned in the
-// scalar order (rows clipped, first element taken as is).
+// scalar order (rows clipped, first element taken as is). (The loop over output rows and steps shared with the
+// average pooling's as a template calling a step function ran ~15-20% slower, inlined or not.)
 void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
   const Stride2Columns cols = stride2_columns(g);
   for (int64_t p = 0; p < planes; ++p) {
@@ -316,10 +306,9 @@ void avg_stride2_forward(const float* x, float* y, int64_t planes, const PoolGeo
   for (int64_t p = 0; p < planes; ++p) {
     const float* xp = x + p * g.H * g.W;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
-      const int64_t ih0 = oh * g.SH - g.PH, ih_end = std::min(ih0 + g.KH, g.H + g.PH);
-      const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih_end, g.H);
-      const __m512 divisor =
-          _mm512_set1_ps(static_cast<float>((count_include_pad ? ih_end - ih0 : ih_hi - ih_lo) * g.KW));
+      const int64_t ih0 = oh * g.SH - g.PH;
+      const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih0 + g.KH, g.H);
+      const __m512 divisor = _mm512_set1_ps(stride2_divisor(g, oh, count_include_pad));
       float* y_row = y + (p * g.OH + oh) * g.OW;
       int64_t ow = 0;
       for (; ow < cols.begin; ++ow) y_row[ow] = avg_window(xp, g, oh, ow, count_include_pad);
@@ -348,63 +337,20 @@ inline void add_strided(float* dx_row, const StepMasks& m, __m512 g) {
   _mm512_mask_storeu_ps(dx_row + 16, m.in_hi, hi);
 }
 
-// The backward of a stride-2 pooling, one output row at a time into a zeroed dx: edge outputs one by one as the
-// reference does; interior ones by window element, kernel columns from last to first, each adding the step's
-// values (value(p, oh, ow, m, kh, kw)) to every other dx element of the window row. Each dx element then receives
-// its outputs' contributions in the reference's order (output rows, then columns, ascending), so the sums are the
-// same bits. (Holding a step's dx columns in registers across the kernel columns, added by permutations, measured
-// slower: 3x3/2 max pooling backward of 8 x 64 x 112 x 112 5.7 -> 7.4 ms.)
-template <typename Edge, typename Value>
-void stride2_backward(float* dx, int64_t planes, const PoolGeometry& g, const Edge& edge, const Value& value) {
-  const Stride2Columns cols = stride2_columns(g);
-  for (int64_t p = 0; p < planes; ++p) {
-    float* dxp = dx + p * g.H * g.W;
-    std::fill(dxp, dxp + g.H * g.W, 0.0f);
-    for (int64_t oh = 0; oh < g.OH; ++oh) {
-      const int64_t ih0 = oh * g.SH - g.PH;
-      for (int64_t ow = 0; ow < cols.begin; ++ow) edge(p, oh, ow, dxp);
-      for (int64_t kh = std::max<int64_t>(0, -ih0); kh < std::min(g.KH, g.H - ih0); ++kh) {
-        float* dx_row = dxp + (ih0 + kh) * g.W;
-        for (int64_t kw = g.KW - 1; kw >= 0; --kw)
-          for (int64_t ow = cols.begin; ow < cols.end; ow += 16) {
-            const StepMasks m = window_masks(std::min<int64_t>(16, cols.end - ow));
-            add_strided(dx_row + 2 * ow - g.PW + kw, m, value(p, oh, ow, m, kh, kw));
-          }
-      }
-      for (int64_t ow = cols.end; ow < g.OW; ++ow) edge(p, oh, ow, dxp);
-    }
-  }
-}
-
-void max_stride2_backward(const float* dy, const uint8_t* offsets, float* dx, int64_t planes,
-                          const PoolGeometry& g) {
-  const auto at = [&](int64_t p, int64_t oh, int64_t ow) { return (p * g.OH + oh) * g.OW + ow; };
-  stride2_backward(
-      dx, planes, g,
-      [&](int64_t p, int64_t oh, int64_t ow, float* dxp) {
-        max_window_backward(dy[at(p, oh, ow)], offsets[at(p, oh, ow)], g, oh, ow, dxp);
-      },
-      [&](int64_t p, int64_t oh, int64_t ow, const StepMasks& m, int64_t kh, int64_t kw) {
-        const int64_t o = at(p, oh, ow);
-        const __m512i k = _mm512_maskz_cvtepu8_epi32(m.out, _mm_maskz_loadu_epi8(m.out, offsets + o));
-        const __mmask16 routed = _mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(static_cast<int>(kh * g.KW + kw)));
-        return _mm512_maskz_loadu_ps(routed & m.out, dy + o);
-      });
-}
-
+// The stride-2 average pooling backward (stride2_backward): a step adds its outputs' shares for one window
+// element to every other dx element of the window row.
 void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
                           bool count_include_pad) {
   const auto at = [&](int64_t p, int64_t oh, int64_t ow) { return (p * g.OH + oh) * g.OW + ow; };
-  stride2_backward(
+  stride2_backward<16>(
       dx, planes, g,
       [&](int64_t p, int64_t oh, int64_t ow, float* dxp) {
         avg_window_backward(dy[at(p, oh, ow)], g, oh, ow, count_include_pad, dxp);
       },
-      [&](int64_t p, int64_t oh, int64_t ow, const StepMasks& m, int64_t, int64_t) {
-        const int64_t ih0 = oh * g.SH - g.PH, ih_end = std::min(ih0 + g.KH, g.H + g.PH);
-        const int64_t rows = count_include_pad ? ih_end - ih0 : std::min(ih_end, g.H) - std::max<int64_t>(ih0, 0);
-        const __m512 divisor = _mm512_set1_ps(static_cast<float>(rows * g.KW));
-        return _mm512_div_ps(_mm512_maskz_loadu_ps(m.out, dy + at(p, oh, ow)), divisor);
+      [&](float* dx_at, int64_t p, int64_t oh, int64_t ow, int64_t n, int64_t, int64_t) {
+        const StepMasks m = window_masks(n);
+        const __m512 divisor = _mm512_set1_ps(stride2_divisor(g, oh, count_include_pad));
+        add_strided(dx_at, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m.out, dy + at(p, oh, ow)), divisor));
       });
 }
 
@@ -414,7 +360,7 @@ void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const Pool
 
 PoolKernels pool_kernels_avx512() {
   return PoolKernels{"avx512", max_2x2s2_forward, max_2x2s2_backward, avg_2x2s2_forward, avg_2x2s2_backward,
-                     max_stride2_forward, avg_stride2_forward, max_stride2_backward, avg_stride2_backward};
+                     max_stride2_forward, avg_stride2_forward, avg_stride2_backward};
 }
 
 }  // namespace convcore

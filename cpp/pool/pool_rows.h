@@ -70,12 +70,8 @@ inline float avg_window(const float* xp, const PoolGeometry& g, int64_t oh, int6
   return sum / static_cast<float>(divisor);
 }
 
-// The backward of one output (oh, ow) into plane dxp, as the reference loops: max routes dy to its offset (if in
-// the input), average adds dy / divisor to each input element of the window in row-major order.
-inline void max_window_backward(float dy, uint8_t offset, const PoolGeometry& g, int64_t oh, int64_t ow, float* dxp) {
-  const int64_t ih = oh * g.SH - g.PH + offset / g.KW, iw = ow * g.SW - g.PW + offset % g.KW;
-  if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) dxp[ih * g.W + iw] += dy;
-}
+// The average pooling backward of one output (oh, ow) into plane dxp, as the reference loops: dy / divisor added
+// to each input element of the window in row-major order.
 inline void avg_window_backward(float dy, const PoolGeometry& g, int64_t oh, int64_t ow, bool count_include_pad,
                                 float* dxp) {
   const int64_t ih0 = oh * g.SH - g.PH, iw0 = ow * g.SW - g.PW;
@@ -87,6 +83,49 @@ inline void avg_window_backward(float dy, const PoolGeometry& g, int64_t oh, int
   const float share = dy / static_cast<float>(divisor);
   for (int64_t ih = ih_lo; ih < ih_hi; ++ih)
     for (int64_t iw = iw_lo; iw < iw_hi; ++iw) dxp[ih * g.W + iw] += share;
+}
+
+// Stride-2 windows along a row: outputs [begin, end) of each output row read only columns inside the row (no
+// horizontal padding), so the ISA units run them as vector steps; the others one by one.
+struct Stride2Columns {
+  int64_t begin, end;
+};
+inline Stride2Columns stride2_columns(const PoolGeometry& g) {
+  const int64_t begin = std::min<int64_t>((g.PW + 1) / 2, g.OW);  // first window starting inside the row
+  const int64_t last = (g.W + g.PW - g.KW) / 2;                    // last window ending inside it
+  return {begin, std::max(begin, std::min(g.OW, last + 1))};
+}
+
+// The average pooling divisor of those outputs of output row oh (the same for all of them).
+inline float stride2_divisor(const PoolGeometry& g, int64_t oh, bool count_include_pad) {
+  const int64_t ih0 = oh * g.SH - g.PH, ih_end = std::min(ih0 + g.KH, g.H + g.PH);
+  const int64_t rows = count_include_pad ? ih_end - ih0 : std::min(ih_end, g.H) - std::max<int64_t>(ih0, 0);
+  return static_cast<float>(rows * g.KW);
+}
+
+// The backward of a stride-2 average pooling, one output row at a time into a zeroed dx: edge outputs one by one
+// (edge(p, oh, ow, dx_plane)) as the reference does; the others by steps of up to LANES outputs and window element,
+// kernel columns from last to first, step(dx_at, p, oh, ow, n, kh, kw) adding the n outputs' values to every other
+// dx element from dx_at. Each dx element then receives its outputs' contributions in the reference's order
+// (output rows, then columns, ascending), so the sums are the same bits.
+template <int64_t LANES, typename Edge, typename Step>
+void stride2_backward(float* dx, int64_t planes, const PoolGeometry& g, const Edge& edge, const Step& step) {
+  const Stride2Columns cols = stride2_columns(g);
+  for (int64_t p = 0; p < planes; ++p) {
+    float* dxp = dx + p * g.H * g.W;
+    std::fill(dxp, dxp + g.H * g.W, 0.0f);
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const int64_t ih0 = oh * g.SH - g.PH;
+      for (int64_t ow = 0; ow < cols.begin; ++ow) edge(p, oh, ow, dxp);
+      for (int64_t kh = std::max<int64_t>(0, -ih0); kh < std::min(g.KH, g.H - ih0); ++kh) {
+        float* dx_row = dxp + (ih0 + kh) * g.W;
+        for (int64_t kw = g.KW - 1; kw >= 0; --kw)
+          for (int64_t ow = cols.begin; ow < cols.end; ow += LANES)
+            step(dx_row + 2 * ow - g.PW + kw, p, oh, ow, std::min(LANES, cols.end - ow), kh, kw);
+      }
+      for (int64_t ow = cols.end; ow < g.OW; ++ow) edge(p, oh, ow, dxp);
+    }
+  }
 }
 
 // Outputs [begin, end) of one output row; top/bot are the two input rows (W >= 2*end).

@@ -37,7 +37,7 @@ void avg_2x2s2_backward(const float* dy, float* dx, int64_t planes, int64_t H, i
 
 PoolKernels pool_kernels_scalar() {
   return PoolKernels{"scalar", max_2x2s2_forward, max_2x2s2_backward, avg_2x2s2_forward, avg_2x2s2_backward,
-                     nullptr, nullptr, nullptr, nullptr};
+                     nullptr, nullptr, nullptr};
 }
 
 }  // namespace convcore
