@@ -14,25 +14,35 @@ bool in_forked_child();       // true after fork(): OpenMP's pool is gone there,
 // parallel region (a kernel called per image from a parallel loop runs serially).
 int threads_for(int64_t work, int64_t serial_below = 300000);
 
-// Runs body(i) for i in [0, n) on `nt` threads (static schedule; in order on the calling thread when nt <= 1). An
-// exception thrown by a body is caught inside the OpenMP region (where it would terminate the process) and
-// rethrown on the calling thread afterwards.
+enum class Schedule { fixed, as_free };
+
+// Runs body(i) for i in [0, n) on `nt` threads (in order on the calling thread when nt <= 1): in equal contiguous
+// shares (Schedule::fixed), or one i at a time to whichever thread is free (Schedule::as_free: for few, large tasks
+// on cores of unequal speed; no task's result may depend on which thread ran it). An exception thrown by a body is
+// caught inside the OpenMP region (where it would terminate the process) and rethrown on the calling thread
+// afterwards.
 template <typename Body>
-void parallel_for(int64_t n, int nt, const Body& body) {
+void parallel_for(int64_t n, int nt, const Body& body, Schedule schedule = Schedule::fixed) {
   if (nt <= 1) {  // no OpenMP region (~1 us to enter) for serial work; exceptions propagate as they are
     for (int64_t i = 0; i < n; ++i) body(i);
     return;
   }
   std::exception_ptr error;
   std::mutex error_lock;
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
+  const auto run = [&](int64_t i) {
     try {
       body(i);
     } catch (...) {
       std::lock_guard<std::mutex> guard(error_lock);
       if (!error) error = std::current_exception();
     }
+  };
+  if (schedule == Schedule::fixed) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < n; ++i) run(i);
+  } else {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) run(i);
   }
   if (error) std::rethrow_exception(error);
 }
