@@ -157,18 +157,18 @@ void avg_pool2d(const float* x, float* y, int64_t planes, const PoolGeometry& g,
 }
 
 void avg_pool2d_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
-  const auto stride2 = g.SW == 2 ? kernels().pool.avg_stride2_backward : nullptr;
-  if (!is_2x2_stride2(g) && stride2 != nullptr) {
-    for_plane_runs(planes, std::max(g.H * g.W, g.OH * g.OW * g.KH * g.KW), [&](int64_t first, int64_t count) {
-      stride2(dy + first * g.OH * g.OW, dx + first * g.H * g.W, count, g, count_include_pad);
+  const PoolKernels& k = kernels().pool;
+  if (is_2x2_stride2(g)) {
+    for_plane_runs(planes, g.H * g.W, [&](int64_t first, int64_t count) {
+      k.avg_2x2s2_backward(dy + first * g.OH * g.OW, dx + first * g.H * g.W, count, g.H, g.W);
     });
-    return;
+  } else if (g.SW == 2 && k.avg_stride2_backward != nullptr) {
+    for_plane_runs(planes, std::max(g.H * g.W, g.OH * g.OW * g.KH * g.KW), [&](int64_t first, int64_t count) {
+      k.avg_stride2_backward(dy + first * g.OH * g.OW, dx + first * g.H * g.W, count, g, count_include_pad);
+    });
+  } else {
+    avg_pool2d_backward_ref(dy, dx, planes, g, count_include_pad);
   }
-  if (!is_2x2_stride2(g)) return avg_pool2d_backward_ref(dy, dx, planes, g, count_include_pad);
-  const auto kernel = kernels().pool.avg_2x2s2_backward;
-  for_plane_runs(planes, g.H * g.W, [&](int64_t first, int64_t count) {
-    kernel(dy + first * g.OH * g.OW, dx + first * g.H * g.W, count, g.H, g.W);
-  });
 }
 
 }  // namespace convcore

@@ -266,21 +266,14 @@ inline void add_strided(float* p, __m256 g, int64_t n, int64_t inside) {
                     c2);
 }
 
-// The stride-2 average pooling backward (stride2_backward): a step adds its outputs' shares for one window
+// The stride-2 average pooling backward (avg_stride2_backward_rows): a step adds its outputs' shares for one window
 // element to every other dx element of the window row.
 void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
                           bool count_include_pad) {
-  const auto at = [&](int64_t p, int64_t oh, int64_t ow) { return (p * g.OH + oh) * g.OW + ow; };
-  stride2_backward<8>(
-      dx, planes, g,
-      [&](int64_t p, int64_t oh, int64_t ow, float* dxp) {
-        avg_window_backward(dy[at(p, oh, ow)], g, oh, ow, count_include_pad, dxp);
-      },
-      [&](float* dx_at, int64_t p, int64_t oh, int64_t ow, int64_t n, int64_t, int64_t kw) {
-        const __m256 divisor = _mm256_set1_ps(stride2_divisor(g, oh, count_include_pad));
-        add_strided(dx_at, _mm256_div_ps(_mm256_maskload_ps(dy + at(p, oh, ow), first_lanes(n)), divisor), n,
-                    g.W - (2 * ow - g.PW + kw));
-      });
+  avg_stride2_backward_rows<8>(dy, dx, planes, g, count_include_pad,
+                               [](float* dx_at, const float* shares, int64_t n, int64_t inside) {
+                                 add_strided(dx_at, _mm256_maskload_ps(shares, first_lanes(n)), n, inside);
+                               });
 }
 
 }  // namespace

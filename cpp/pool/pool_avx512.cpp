@@ -337,21 +337,15 @@ inline void add_strided(float* dx_row, const StepMasks& m, __m512 g) {
   _mm512_mask_storeu_ps(dx_row + 16, m.in_hi, hi);
 }
 
-// The stride-2 average pooling backward (stride2_backward): a step adds its outputs' shares for one window
+// The stride-2 average pooling backward (avg_stride2_backward_rows): a step adds its outputs' shares for one window
 // element to every other dx element of the window row.
 void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
                           bool count_include_pad) {
-  const auto at = [&](int64_t p, int64_t oh, int64_t ow) { return (p * g.OH + oh) * g.OW + ow; };
-  stride2_backward<16>(
-      dx, planes, g,
-      [&](int64_t p, int64_t oh, int64_t ow, float* dxp) {
-        avg_window_backward(dy[at(p, oh, ow)], g, oh, ow, count_include_pad, dxp);
-      },
-      [&](float* dx_at, int64_t p, int64_t oh, int64_t ow, int64_t n, int64_t, int64_t) {
-        const StepMasks m = window_masks(n);
-        const __m512 divisor = _mm512_set1_ps(stride2_divisor(g, oh, count_include_pad));
-        add_strided(dx_at, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m.out, dy + at(p, oh, ow)), divisor));
-      });
+  avg_stride2_backward_rows<16>(dy, dx, planes, g, count_include_pad,
+                                [](float* dx_at, const float* shares, int64_t n, int64_t) {
+                                  const StepMasks m = window_masks(n);
+                                  add_strided(dx_at, m, _mm512_maskz_loadu_ps(m.out, shares));
+                                });
 }
 
 #undef CONVCORE_ROW

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "convcore/pool.h"
 
@@ -104,26 +105,34 @@ inline float stride2_divisor(const PoolGeometry& g, int64_t oh, bool count_inclu
 }
 
 // The backward of a stride-2 average pooling, one output row at a time into a zeroed dx: edge outputs one by one
-// (edge(p, oh, ow, dx_plane)) as the reference does; the others by steps of up to LANES outputs and window element,
-// kernel columns from last to first, step(dx_at, p, oh, ow, n, kh, kw) adding the n outputs' values to every other
-// dx element from dx_at. Each dx element then receives its outputs' contributions in the reference's order
-// (output rows, then columns, ascending), so the sums are the same bits.
-template <int64_t LANES, typename Edge, typename Step>
-void stride2_backward(float* dx, int64_t planes, const PoolGeometry& g, const Edge& edge, const Step& step) {
+// as the reference does (avg_window_backward); the others' shares (dy / divisor, the same division) computed once
+// per row, then added by steps of up to LANES outputs and window element, kernel columns from last to first:
+// add(dx_at, shares, n, inside) adds shares[j] to dx_at[2j] for j < n, inside being the floats from dx_at to the
+// row's end. Each dx element then receives its outputs' contributions in the reference's order (output rows, then
+// columns, ascending), so the sums are the same bits.
+template <int64_t LANES, typename Add>
+void avg_stride2_backward_rows(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
+                               bool count_include_pad, const Add& add) {
   const Stride2Columns cols = stride2_columns(g);
+  std::vector<float> shares(static_cast<size_t>(g.OW));
   for (int64_t p = 0; p < planes; ++p) {
     float* dxp = dx + p * g.H * g.W;
     std::fill(dxp, dxp + g.H * g.W, 0.0f);
     for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const float* dy_row = dy + (p * g.OH + oh) * g.OW;
       const int64_t ih0 = oh * g.SH - g.PH;
-      for (int64_t ow = 0; ow < cols.begin; ++ow) edge(p, oh, ow, dxp);
+      for (int64_t ow = 0; ow < cols.begin; ++ow) avg_window_backward(dy_row[ow], g, oh, ow, count_include_pad, dxp);
+      const float divisor = stride2_divisor(g, oh, count_include_pad);
+      for (int64_t ow = cols.begin; ow < cols.end; ++ow) shares[ow] = dy_row[ow] / divisor;
       for (int64_t kh = std::max<int64_t>(0, -ih0); kh < std::min(g.KH, g.H - ih0); ++kh) {
         float* dx_row = dxp + (ih0 + kh) * g.W;
         for (int64_t kw = g.KW - 1; kw >= 0; --kw)
-          for (int64_t ow = cols.begin; ow < cols.end; ow += LANES)
-            step(dx_row + 2 * ow - g.PW + kw, p, oh, ow, std::min(LANES, cols.end - ow), kh, kw);
+          for (int64_t ow = cols.begin; ow < cols.end; ow += LANES) {
+            const int64_t at = 2 * ow - g.PW + kw;
+            add(dx_row + at, shares.data() + ow, std::min(LANES, cols.end - ow), g.W - at);
+          }
       }
-      for (int64_t ow = cols.end; ow < g.OW; ++ow) edge(p, oh, ow, dxp);
+      for (int64_t ow = cols.end; ow < g.OW; ++ow) avg_window_backward(dy_row[ow], g, oh, ow, count_include_pad, dxp);
     }
   }
 }
