@@ -536,27 +536,18 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     conv2d_forward_fast(t, dy, wt.data(), nullptr, false, dx);
     return;
   }
-  if (is_pointwise(s) && folds_batch(s)) {
-    // Few pixels per image: one product per group over all images' pixels, as in the forward. Workspace: dY_g and
-    // dX_g gathered, (Kg + Cg) x N*PQ floats.
-    std::vector<float> dyg(static_cast<size_t>(Kg * s.N * PQ)), dxg(static_cast<size_t>(Cg * s.N * PQ));
-    for (int64_t g = 0; g < s.groups; ++g) {
-      gather_batch(dy, s.N, s.K, g * Kg, Kg, PQ, dyg.data());
-      sgemm(Trans::yes, Trans::no, Cg, s.N * PQ, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg.data(), s.N * PQ, 0.0f,
-            dxg.data(), s.N * PQ);
-      scatter_batch(dxg.data(), s.N, s.C, g * Cg, Cg, PQ, dx);
-    }
-    return;
-  }
   if (s.N > 1 && PQ < kFoldBelowPixels && large_weights(s)) {
-    // Few pixels per image and large weights (late strided layers): dY_g gathered over the batch, and the columns
-    // of as many whole images as fit in kFoldColumnFloats computed by one product, so that W_g is packed once per
-    // such block, not once per image or per few dozen columns; then each image's channels scattered back (col2im)
-    // on the threads. (Measured AVX-512, 2 threads, alternating, median ms, n=8 backward:
+    // Few pixels per image and large weights (late layers, pointwise or strided): dY_g gathered over the batch, and
+    // the columns of as many whole images as fit in kFoldColumnFloats computed by one product, so that W_g is packed
+    // once per such block, not once per image or per few dozen columns; then each image's channels scattered back
+    // (col2im) on the threads. A pointwise layer's columns are dX_g itself: all images in one block, copied back
+    // (col2im measured ~10-20% slower there). (Measured AVX-512, 2 threads, alternating, median ms, n=8 backward:
     // 512 -> 512 3x3/2 on 14x14 35 -> 27, 256 -> 256 on 28x28 31 -> 28; with ResNet-20's 18 Ki weights, 32 -> 64
     // on 16x16 at n=32, 2.3 -> 2.8, hence large weights only.)
-    const int64_t images = std::clamp<int64_t>(kFoldColumnFloats / std::max<int64_t>(CRS * PQ, 1), 1, s.N);
-    std::fill(dx, dx + s.N * s.C * HW, 0.0f);
+    const bool pointwise = is_pointwise(s);
+    const int64_t images =
+        pointwise ? s.N : std::clamp<int64_t>(kFoldColumnFloats / std::max<int64_t>(CRS * PQ, 1), 1, s.N);
+    if (!pointwise) std::fill(dx, dx + s.N * s.C * HW, 0.0f);
     std::vector<float> dyg(static_cast<size_t>(Kg * s.N * PQ)), col(static_cast<size_t>(CRS * images * PQ));
     for (int64_t g = 0; g < s.groups; ++g) {
       gather_batch(dy, s.N, s.K, g * Kg, Kg, PQ, dyg.data());
@@ -564,6 +555,10 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
         const int64_t count = std::min(images, s.N - n0), nb = count * PQ;
         sgemm(Trans::yes, Trans::no, CRS, nb, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg.data() + n0 * PQ, s.N * PQ,
               0.0f, col.data(), nb);
+        if (pointwise) {
+          scatter_batch(col.data(), s.N, s.C, g * Cg, Cg, PQ, dx);
+          continue;
+        }
         parallel_for(count * Cg, threads_for(CRS * nb, 1 << 16), [&](int64_t task) {
           const int64_t i = task / Cg, c = task % Cg;
           col2im_add(s, col.data() + c * RS * nb + i * PQ, nb, 0, PQ, dx + ((n0 + i) * s.C + g * Cg + c) * HW);
