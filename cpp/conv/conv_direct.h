@@ -566,10 +566,13 @@ inline __m512 lane_sums16(const __m512 (&v)[16]) {
   // the maskz form: GCC 12's unmasked _mm512_shuffle_f32x4 warns of an uninitialised pass-through operand
   const auto halves = [](__m512 x, __m512 y, auto imm) { return _mm512_maskz_shuffle_f32x4(0xFFFF, x, y, imm()); };
   __m512 a[16], b[8], c[4], d[2];
+#pragma GCC unroll 16
   for (int s = 0; s < 16; ++s) a[s] = v[4 * (s % 4) + s / 4];
+#pragma GCC unroll 8
   for (int i = 0; i < 8; ++i)
     b[i] = _mm512_add_ps(halves(a[2 * i], a[2 * i + 1], std::integral_constant<int, 0x44>{}),
                          halves(a[2 * i], a[2 * i + 1], std::integral_constant<int, 0xEE>{}));
+#pragma GCC unroll 4
   for (int i = 0; i < 4; ++i)
     c[i] = _mm512_add_ps(halves(b[2 * i], b[2 * i + 1], std::integral_constant<int, 0x88>{}),
                          halves(b[2 * i], b[2 * i + 1], std::integral_constant<int, 0xDD>{}));
@@ -591,6 +594,7 @@ void channel_vector_backward_input(const ConvShape& s, const float* dy, const fl
   channel_vector_rows<S>(s, dy, w, dx, [&](const float* wt, const float* g, int64_t c, int64_t h, int64_t r_lo,
                                            int64_t r_hi, float* out) {
     __m512 acc[16];
+#pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
     for (int64_t r = r_lo; r < r_hi; ++r) {
       const float* row = g + (h + s.pad_h - r) * QMAX * L;
@@ -629,6 +633,7 @@ void channel_vector_backward_input(const ConvShape& s, const float* dy, const fl
   channel_vector_rows<S>(s, dy, w, dx, [&](const float* wt, const float* g, int64_t c, int64_t h, int64_t r_lo,
                                            int64_t r_hi, float* out) {
     __m256 acc[16];
+#pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) acc[i] = _mm256_setzero_ps();
     for (int64_t r = r_lo; r < r_hi; ++r) {
       const float* row = g + (h + s.pad_h - r) * QMAX * L;
