@@ -85,10 +85,7 @@ def run_reference(case, threads):
 
     def step():
         _core.conv2d_forward(x, w, b, geom, False, True)
-        _core.conv2d_backward_weight(dy, x, w.shape, geom, True)
-        if not case["first"]:
-            _core.conv2d_backward_input(dy, w, x.shape, geom, True)
-        _core.conv2d_backward_bias(dy)
+        _core.conv2d_backward(dy, x, w, geom, not case["first"], True, True)
 
     return harness.measure(step, repeat=3, min_seconds=0)
 

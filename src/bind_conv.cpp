@@ -36,40 +36,33 @@ CArray<T> forward(const CArray<T>& x, const CArray<T>& w, std::optional<CArray<T
   return y;
 }
 
+// (dx or None, dw, db or None) of conv2d_forward given dy.
 template <typename T>
-CArray<T> backward_input(const CArray<T>& dy, const CArray<T>& w, const std::array<int64_t, 4>& x_shape,
-                         const ConvGeom& g, bool reference) {
-  const ConvShape s = conv_shape(x_shape, dims(w), g);
-  auto dx = new_array<T>({s.N, s.C, s.H, s.W});
-  const T *pdy = dy.data(), *pw = w.data();
-  T* pdx = dx.mutable_data();
-  py::gil_scoped_release release;
-  if constexpr (std::is_same_v<T, float>) {
-    if (!reference) {
-      conv2d_backward_input_fast(s, pdy, pw, pdx);
-      return dx;
-    }
-  }
-  conv2d_backward_input_ref<T>(s, pdy, pw, pdx);
-  return dx;
-}
-
-template <typename T>
-CArray<T> backward_weight(const CArray<T>& dy, const CArray<T>& x, const std::array<int64_t, 4>& w_shape,
-                          const ConvGeom& g, bool reference) {
-  const ConvShape s = conv_shape(dims(x), w_shape, g);
-  auto dw = new_array<T>({w_shape[0], w_shape[1], w_shape[2], w_shape[3]});
-  const T *pdy = dy.data(), *px = x.data();
+py::tuple backward(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& w, const ConvGeom& g, bool input_grad,
+                   bool bias_grad, bool reference) {
+  const ConvShape s = conv_shape(dims(x), dims(w), g);
+  auto dw = new_array<T>({w.shape(0), w.shape(1), w.shape(2), w.shape(3)});
+  std::optional<CArray<T>> dx, db;
+  if (input_grad) dx = new_array<T>({s.N, s.C, s.H, s.W});
+  if (bias_grad) db = new_array<T>({s.K});
+  const T *pdy = dy.data(), *px = x.data(), *pw = w.data();
   T* pdw = dw.mutable_data();
-  py::gil_scoped_release release;
-  if constexpr (std::is_same_v<T, float>) {
-    if (!reference) {
-      conv2d_backward_weight_fast(s, pdy, px, pdw);
-      return dw;
+  T* pdx = dx ? dx->mutable_data() : nullptr;
+  T* pdb = db ? db->mutable_data() : nullptr;
+  const auto run = [&] {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!reference) return conv2d_backward_fast(s, pdy, px, pw, pdx, pdw, pdb);
     }
+    conv2d_backward_weight_ref<T>(s, pdy, px, pdw);
+    if (pdx) conv2d_backward_input_ref<T>(s, pdy, pw, pdx);
+    if (pdb) conv2d_backward_bias_ref<T>(s, pdy, pdb);
+  };
+  {
+    py::gil_scoped_release release;
+    run();
   }
-  conv2d_backward_weight_ref<T>(s, pdy, px, pdw);
-  return dw;
+  const auto or_none = [](const std::optional<CArray<T>>& a) { return a ? py::object(*a) : py::object(py::none()); };
+  return py::make_tuple(or_none(dx), dw, or_none(db));
 }
 
 template <typename T>
@@ -97,10 +90,8 @@ template <typename T>
 void bind_dtype(py::module_& m) {
   m.def("conv2d_forward", &forward<T>, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("geom"),
         py::arg("relu") = false, py::arg("reference") = false);
-  m.def("conv2d_backward_input", &backward_input<T>, py::arg("dy"), py::arg("w"), py::arg("x_shape"),
-        py::arg("geom"), py::arg("reference") = false);
-  m.def("conv2d_backward_weight", &backward_weight<T>, py::arg("dy"), py::arg("x"), py::arg("w_shape"),
-        py::arg("geom"), py::arg("reference") = false);
+  m.def("conv2d_backward", &backward<T>, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("geom"),
+        py::arg("input_grad") = true, py::arg("bias_grad") = true, py::arg("reference") = false);
   m.def("conv2d_backward_bias", &backward_bias<T>, py::arg("dy"), py::arg("reference") = false);
 }
 }  // namespace

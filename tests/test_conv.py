@@ -66,8 +66,11 @@ CASES = [
     (3, 48, 12, 14, 40, 3, 3, 1, 0, 1, 1),      # no padding (the input gradient by col2im)
     (2, 48, 10, 9, 40, 3, 3, 1, 2, 1, 1),       # padding 2: tiles reading only padding
     (3, 46, 12, 12, 40, 3, 3, 1, (1, 0), 1, 1),  # uneven padding
-    # input gradient with dy's channels in the lanes (AVX-512: 9-16 filters, dy rows of 5-10 pixels, kernel width
-    # 3 or 5): accumulators past the row from the padding, kernel rows past dy's, R != S, uneven padding
+    # the backward with dy's channels in the lanes (AVX-512 and AVX2: 9-16 filters, dy rows of 5-10 pixels, kernel
+    # width 3 or 5): accumulators past the row from the padding, kernel rows past dy's, R != S, uneven padding;
+    # more than 8 images (image chunks of unequal sizes) with all kernel rows in one weight unit, 3x3 and 5x5
+    (11, 3, 9, 9, 11, 3, 3, 1, 1, 1, 1),
+    (9, 2, 10, 8, 14, 5, 5, 1, 2, 1, 1),
     (3, 5, 9, 8, 9, 3, 5, 1, (0, 3), 1, 1),
     (2, 1, 7, 3, 12, 4, 3, 1, (3, 2), 1, 1),
     (5, 7, 6, 8, 16, 2, 3, 1, (1, 0), 1, 1),
@@ -371,10 +374,12 @@ def test_fast_kernels_equal_reference_kernels_for_every_isa(isa, rng, case):
         slow = _core.conv2d_forward(x, w, b, geom, relu, True)
         assert np.array_equal(fast, slow)
     dy = rng.integers(-3, 4, fast.shape).astype(np.float32)
-    assert np.array_equal(_core.conv2d_backward_input(dy, w, x.shape, geom, False),
-                          _core.conv2d_backward_input(dy, w, x.shape, geom, True))
-    assert np.array_equal(_core.conv2d_backward_weight(dy, x, w.shape, geom, False),
-                          _core.conv2d_backward_weight(dy, x, w.shape, geom, True))
+    for input_grad in (False, True):
+        fast = _core.conv2d_backward(dy, x, w, geom, input_grad, True, False)
+        slow = _core.conv2d_backward(dy, x, w, geom, input_grad, True, True)
+        assert (fast[0] is None) == (not input_grad)
+        for a, b in zip(fast, slow):
+            assert (a is None and b is None) or np.array_equal(a, b)
     assert np.array_equal(_core.conv2d_backward_bias(dy, False), _core.conv2d_backward_bias(dy, True))
 
 

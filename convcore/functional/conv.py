@@ -119,9 +119,7 @@ def _prepare_backward(x, w, stride, padding, dilation, groups, n_axes):
             if dy.shape != dy_shape:
                 raise ValueError(f"dy must have the output's shape {dy_shape}, got {dy.shape}")
         dy4, x4 = (dy, x) if n_axes == 2 else (dy.reshape(out_shape), x.reshape(x4_shape))
-        dw = _core.conv2d_backward_weight(dy4, x4, w4.shape, geom)
-        dx = _core.conv2d_backward_input(dy4, w4, x4_shape, geom) if input_grad else None
-        db = _core.conv2d_backward_bias(dy4) if bias_grad else None
+        dx, dw, db = _core.conv2d_backward(dy4, x4, w4, geom, input_grad, bias_grad)
         if n_axes == 1:
             dw, dx = dw.reshape(w.shape), None if dx is None else dx.reshape(x.shape)
         return dx, dw, db

@@ -369,66 +369,70 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
 // RB x S broadcasts of x from a zero-padded copy of the image (any stride, dilation or padding, no bounds checks).
 // UNIT_DIL (horizontal dilation 1) makes each tap's column a constant displacement from its kernel row's pointer:
 // with a run-time dilation the RB x S tap offsets outnumbered the registers and were reloaded from the stack
-// around every FMA. The batch is cut into a fixed number of image chunks (at most 8) spread over the threads; a
-// chunk takes its images one at a time and runs every unit on each, carrying the unit's accumulators from image to
-// image; the chunks' sums are then added in chunk order. Every dw element is summed in the same order whatever the
-// thread count, and no lanes are ever added together. Workspace per chunk: one padded image, one transposed dy
-// image, and the accumulators.
+// around every FMA. The batch is cut into kWeightChunks image chunks (fewer for smaller batches) spread over the
+// threads; a chunk takes its images one at a time and runs every unit on each (filter_vector_weight_image),
+// carrying the unit's accumulators from image to image; the chunks' sums are then added in chunk order
+// (filter_vector_weight_sum). Every dw element is summed in the same order whatever the thread count, and no lanes
+// are ever added together. Workspace per chunk: one padded image, one transposed dy image, and the accumulators.
+constexpr int64_t kWeightChunks = 8;
+
+inline int64_t weight_chunks(const ConvShape& s) { return std::min<int64_t>(s.N, kWeightChunks); }
+
+// Floats of accumulators per chunk.
+template <int VL, int KV, int RB, int S>
+int64_t weight_chunk_floats(const ConvShape& s) {
+  return s.C * (s.R / RB) * int64_t(KV) * RB * S * VL;
+}
+
+// Adds one image's terms to a chunk's accumulators `sums`: xp is the image zero-padded to Hp = H + 2 ph rows of
+// Wp = W + 2 pw, g its dy transposed, pixel (p, q)'s filters at g + p * g_row + q * KV * VL.
 template <int VL, int KV, int RB, int S, bool UNIT_DIL>
-void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
+void filter_vector_weight_image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, float* sums) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  const int64_t N = s.N, C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, PQ = P * Q, KP = int64_t(KV) * VL;
+  const int64_t C = s.C, R = s.R, P = s.P, Q = s.Q, KP = int64_t(KV) * VL;
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, row_blocks = R / RB, units = C * row_blocks;
   const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dil_h * Wp, dwid = UNIT_DIL ? 1 : s.dil_w;
   constexpr int64_t kUnitFloats = int64_t(KV) * RB * S * VL;
-  const int64_t chunks = std::min<int64_t>(N, 8), per_chunk = units * kUnitFloats;
   // output rows per pass over the units: their transposed dy (at most 16 KiB, at least one row) stays in L1
   const int64_t rows_per_block = std::max<int64_t>(1, 4096 / (Q * KP));
-  std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's row of each filter in an image
-  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
-  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-  // accumulators as floats (a std::vector of a vector-extension type would drop the vector attribute)
-  std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
-  parallel_for(chunks, threads_for(N * K * PQ * C * R * S), [&](int64_t chunk) {
-    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), g(static_cast<size_t>(PQ * KP));
-    float* sums = &state[chunk * per_chunk];
-    for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
-      pad_image(s, x + n * C * s.H * s.W, Hp, Wp, xp.data());  // interiors only: the padding stays zero
-      transpose(dy + n * K * PQ, filter_rows.data(), K, KP, PQ, 1.0f, g.data());  // g[i*KP + k]; zero past K
-      for (int64_t p0 = 0; p0 < P; p0 += rows_per_block) {
-        const int64_t p1 = std::min(P, p0 + rows_per_block);
-        for (int64_t unit = 0; unit < units; ++unit) {
-          const int64_t c = unit / row_blocks, r0 = unit % row_blocks * RB;
-          float* saved = sums + unit * kUnitFloats;
-          vec acc[KV][RB][S];
-          for (int v = 0; v < KV; ++v)
-            for (int r = 0; r < RB; ++r)
-              for (int t = 0; t < S; ++t)
-                std::memcpy(&acc[v][r][t], saved + ((v * RB + r) * S + t) * VL, sizeof(vec));
-          for (int64_t p = p0; p < p1; ++p) {
-            const float* xrow = &xp[(c * Hp + p * sh) * Wp] + r0 * dh;
-            const float* xr[RB];  // the unit's kernel rows
-            for (int r = 0; r < RB; ++r) xr[r] = xrow + r * dh;
-            const float* gp = &g[p * Q * KP];
-            for (int64_t q = 0; q < Q; ++q, gp += KP) {
-              vec gv[KV];
-              for (int v = 0; v < KV; ++v) std::memcpy(&gv[v], gp + v * VL, sizeof(vec));
-              const int64_t col = q * sw;
-              for (int r = 0; r < RB; ++r)
-                for (int t = 0; t < S; ++t) {
-                  const float xv = xr[r][col + t * dwid];
-                  for (int v = 0; v < KV; ++v) acc[v][r][t] += gv[v] * xv;
-                }
+  for (int64_t p0 = 0; p0 < P; p0 += rows_per_block) {
+    const int64_t p1 = std::min(P, p0 + rows_per_block);
+    for (int64_t unit = 0; unit < units; ++unit) {
+      const int64_t c = unit / row_blocks, r0 = unit % row_blocks * RB;
+      float* saved = sums + unit * kUnitFloats;
+      vec acc[KV][RB][S];
+      for (int v = 0; v < KV; ++v)
+        for (int r = 0; r < RB; ++r)
+          for (int t = 0; t < S; ++t) std::memcpy(&acc[v][r][t], saved + ((v * RB + r) * S + t) * VL, sizeof(vec));
+      for (int64_t p = p0; p < p1; ++p) {
+        const float* xrow = &xp[(c * Hp + p * sh) * Wp] + r0 * dh;
+        const float* xr[RB];  // the unit's kernel rows
+        for (int r = 0; r < RB; ++r) xr[r] = xrow + r * dh;
+        const float* gp = g + p * g_row;
+        for (int64_t q = 0; q < Q; ++q, gp += KP) {
+          vec gv[KV];
+          for (int v = 0; v < KV; ++v) std::memcpy(&gv[v], gp + v * VL, sizeof(vec));
+          const int64_t col = q * sw;
+          for (int r = 0; r < RB; ++r)
+            for (int t = 0; t < S; ++t) {
+              const float xv = xr[r][col + t * dwid];
+              for (int v = 0; v < KV; ++v) acc[v][r][t] += gv[v] * xv;
             }
-          }
-          for (int v = 0; v < KV; ++v)
-            for (int r = 0; r < RB; ++r)
-              for (int t = 0; t < S; ++t)
-                std::memcpy(saved + ((v * RB + r) * S + t) * VL, &acc[v][r][t], sizeof(vec));
         }
       }
+      for (int v = 0; v < KV; ++v)
+        for (int r = 0; r < RB; ++r)
+          for (int t = 0; t < S; ++t) std::memcpy(saved + ((v * RB + r) * S + t) * VL, &acc[v][r][t], sizeof(vec));
     }
-  });
+  }
+}
+
+// dw from the chunks' accumulators (`state`, chunk after chunk), added in chunk order.
+template <int VL, int KV, int RB, int S>
+void filter_vector_weight_sum(const ConvShape& s, const float* state, int64_t chunks, float* dw) {
+  const int64_t K = s.K, C = s.C, R = s.R, row_blocks = R / RB, units = C * row_blocks;
+  const int64_t per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
+  constexpr int64_t kUnitFloats = int64_t(KV) * RB * S * VL;
   for (int64_t unit = 0; unit < units; ++unit) {
     const int64_t c = unit / row_blocks, r0 = unit % row_blocks * RB;
     for (int v = 0; v < KV; ++v)
@@ -445,29 +449,52 @@ void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, f
   }
 }
 
-// Runs filter_vector_weight where it applies: one group, kernel width 3 or 5, and more than half a vector but at
-// most two vectors of filters (measured: with fewer filters most lanes idle and direct_backward_weight is faster;
-// with 4 vectors it only matched GEMM, with 4 x 3 accumulators per kernel row). All kernel rows go in one unit
-// when their accumulators fit in registers (at most 28), else one row a unit. Returns false, doing nothing,
-// elsewhere.
-template <int VL, int KV, int S, bool UNIT_DIL>
-void filter_vector_weight_rows(const ConvShape& s, const float* dy, const float* x, float* dw) {
+template <int VL, int KV, int RB, int S, bool UNIT_DIL>
+void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  const int64_t N = s.N, C = s.C, K = s.K, PQ = s.P * s.Q, KP = int64_t(KV) * VL;
+  const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w;
+  const int64_t chunks = weight_chunks(s), per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
+  std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's row of each filter in an image
+  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
+  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+  std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
+  parallel_for(chunks, threads_for(N * K * PQ * C * s.R * S), [&](int64_t chunk) {
+    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), g(static_cast<size_t>(PQ * KP));
+    for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
+      pad_image(s, x + n * C * s.H * s.W, Hp, Wp, xp.data());  // interiors only: the padding stays zero
+      transpose(dy + n * K * PQ, filter_rows.data(), K, KP, PQ, 1.0f, g.data());  // g[i*KP + k]; zero past K
+      filter_vector_weight_image<VL, KV, RB, S, UNIT_DIL>(s, xp.data(), g.data(), s.Q * KP, &state[chunk * per_chunk]);
+    }
+  });
+  filter_vector_weight_sum<VL, KV, RB, S>(s, state.data(), chunks, dw);
+}
+
+// Calls body(rows) with the kernel rows per filter_vector_weight unit as a compile-time constant: all of them when
+// their accumulators fit in registers (KV x S x S at most 28), else one.
+template <int KV, int S, typename Body>
+void with_weight_rows(const ConvShape& s, const Body& body) {
   if constexpr (KV * S * S <= 28) {
     if (s.R == S) {
-      filter_vector_weight<VL, KV, S, S, UNIT_DIL>(s, dy, x, dw);
+      body(std::integral_constant<int, S>{});
       return;
     }
   }
-  filter_vector_weight<VL, KV, 1, S, UNIT_DIL>(s, dy, x, dw);
+  body(std::integral_constant<int, 1>{});
 }
 
+// Runs filter_vector_weight where it applies: one group, kernel width 3 or 5, and more than half a vector but at
+// most two vectors of filters (measured: with fewer filters most lanes idle and direct_backward_weight is faster;
+// with 4 vectors it only matched GEMM, with 4 x 3 accumulators per kernel row). Returns false, doing nothing,
+// elsewhere.
 template <int VL, int KV>
 void filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x, float* dw) {
   const auto rows = [&](auto width) {
-    if (s.dil_w == 1)
-      filter_vector_weight_rows<VL, KV, width, true>(s, dy, x, dw);
-    else
-      filter_vector_weight_rows<VL, KV, width, false>(s, dy, x, dw);
+    with_weight_rows<KV, width>(s, [&](auto rb) {
+      if (s.dil_w == 1)
+        filter_vector_weight<VL, KV, rb, width, true>(s, dy, x, dw);
+      else
+        filter_vector_weight<VL, KV, rb, width, false>(s, dy, x, dw);
+    });
   };
   if (s.S == 3)
     rows(std::integral_constant<int, 3>{});
@@ -518,44 +545,69 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
   });
 }
 
-// Input gradient of a stride-1 convolution with dy's channels (the K <= 16 filters) in vector lanes: dx[c][h][w] =
-// sum over taps (r, t) of the dot product of dy[:, h + ph - r][w + pw - t] with w[:, c][r][t]. Along narrow rows the
-// transposed convolution's vectors idle lanes and multiply mostly padding (LeNet conv2: 16 lanes for 14 pixels, half
-// the taps on zeros); here every lane is a filter and every multiply meets dy. One output row of one input channel
-// at a time: for each kernel row r that meets dy (row p = h + ph - r), each tap t of dy's row p (Q <= 10 columns,
-// zero past Q) adds dy[q] * w[r][t] into accumulator q + t, which holds output column q + t - pw (the accumulators
-// past the row, from the padding, are dropped): each (dy pixel, tap) pair is one FMA; the accumulators' lanes are
-// then summed into the row. This is the frame both ISAs share: the weights regrouped as [channel][r][t][16 filters]
-// (zero lanes past K), each image's dy transposed to [row][column][16 filters] by the ISA's transposing packer,
-// images in chunks over the threads; row(wt, g, c, h, r_lo, r_hi, dx_row) computes one dx row from the kernel rows
-// [r_lo, r_hi) that meet dy, each dx element summing its taps in (r, t) order, then its lanes in a fixed tree: the
-// same bits whatever the thread count. Workspace: the regrouped weights and per thread one transposed dy image.
+// The backward of a stride-1 convolution with at most 16 filters on narrow rows (LeNet-5's conv2), all three
+// gradients from one transposed copy of each image's dy, in one pass over the batch.
+// Input gradient with dy's channels (the filters) in vector lanes: dx[c][h][w] = sum over taps (r, t) of the dot
+// product of dy[:, h + ph - r][w + pw - t] with w[:, c][r][t]. Along narrow rows the transposed convolution's vectors
+// idle lanes and multiply mostly padding (LeNet conv2: 16 lanes for 14 pixels, half the taps on zeros); here every
+// lane is a filter and every multiply meets dy. One output row of one input channel at a time: for each kernel row r
+// that meets dy (row p = h + ph - r), each tap t of dy's row p (Q <= 10 columns, zero past Q) adds dy[q] * w[r][t]
+// into accumulator q + t, which holds output column q + t - pw (the accumulators past the row, from the padding, are
+// dropped): each (dy pixel, tap) pair is one FMA; the accumulators' lanes are then summed into the row.
+// This is the frame both ISAs share: the weights regrouped as [channel][r][t][16 filters] (zero lanes past K); the
+// batch in filter_vector_weight's image chunks; per image, x zero-padded and dy transposed to [row][column][16
+// filters] by the ISA's transposing packer, then the weight gradient's units (filter_vector_weight_image), the
+// bias gradient's sums (filter by filter in the lanes, pixel after pixel) and, by dx_row(wt, g, c, h, r_lo,
+// r_hi, out), each dx row from the kernel rows [r_lo, r_hi) that meet dy, each dx element summing its taps in (r, t)
+// order, then its lanes in a fixed tree. dw and db add the chunks' sums in chunk order: every result has the same
+// bits whatever the thread count. db may be null (not computed). Workspace: the regrouped weights, per chunk one
+// padded image, one transposed dy image and the weight gradient's accumulators.
 constexpr int kChannelLanes = 16, kChannelMaxQ = 10;
 
-template <int S, typename Row>
-void channel_vector_rows(const ConvShape& s, const float* dy, const float* w, float* dx, const Row& row) {
-  constexpr int L = kChannelLanes, QMAX = kChannelMaxQ;
-  const int64_t C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q;
+template <int VL, int S, typename Row>
+void channel_vector_backward(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx,
+                             float* dw, float* db, const Row& dx_row) {
+  constexpr int L = kChannelLanes, QMAX = kChannelMaxQ, KV = L / VL;
+  const int64_t N = s.N, C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q;
+  const int64_t Hp = H + 2 * s.pad_h, Wp = W + 2 * s.pad_w;
   std::vector<float> wt(static_cast<size_t>(C * R * S * L), 0.0f);
   for (int64_t k = 0; k < K; ++k)
     for (int64_t i = 0; i < C * R * S; ++i) wt[i * L + k] = w[k * C * R * S + i];
   std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
   for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-  const int nt = threads_for(s.N * C * H * W * R * S * L);
-  const int64_t chunks = std::min<int64_t>(s.N, nt);
-  parallel_for(chunks, nt, [&](int64_t chunk) {
-    std::vector<float> g(static_cast<size_t>(P * QMAX * L), 0.0f);  // columns past Q stay zero
-    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
-      for (int64_t p = 0; p < P; ++p)
-        transpose(dy + n * K * PQ + p * Q, filter_rows.data(), K, L, Q, 1.0f, &g[p * QMAX * L]);
-      float* dxn = dx + n * C * H * W;
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
-        const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
-        for (int64_t c = 0; c < C; ++c) row(wt.data(), g.data(), c, h, r_lo, r_hi, dxn + (c * H + h) * W);
+  with_weight_rows<KV, S>(s, [&](auto rows) {
+    constexpr int RB = rows;
+    const int64_t chunks = weight_chunks(s), per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
+    std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f), bias(static_cast<size_t>(chunks * L));
+    parallel_for(chunks, threads_for(N * K * PQ * C * R * S * 2), [&](int64_t chunk) {
+      std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
+      std::vector<float> g(static_cast<size_t>(P * QMAX * L), 0.0f);  // columns past Q stay zero
+      float bias_sums[L] = {};
+      for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
+        pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: the padding stays zero
+        for (int64_t p = 0; p < P; ++p)
+          transpose(dy + n * K * PQ + p * Q, filter_rows.data(), K, L, Q, 1.0f, &g[p * QMAX * L]);
+        filter_vector_weight_image<VL, KV, RB, S, true>(s, xp.data(), g.data(), QMAX * L, &state[chunk * per_chunk]);
+        if (db)
+          for (int64_t p = 0; p < P; ++p)
+            for (int64_t q = 0; q < Q; ++q)
+              for (int k = 0; k < L; ++k) bias_sums[k] += g[(p * QMAX + q) * L + k];
+        float* dxn = dx + n * C * H * W;
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
+          const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
+          for (int64_t c = 0; c < C; ++c) dx_row(wt.data(), g.data(), c, h, r_lo, r_hi, dxn + (c * H + h) * W);
+        }
       }
-    }
+      std::copy(bias_sums, bias_sums + L, &bias[chunk * L]);
+    });
+    filter_vector_weight_sum<VL, KV, RB, S>(s, state.data(), chunks, dw);
+    if (db)
+      for (int64_t k = 0; k < K; ++k) {
+        db[k] = bias[k];
+        for (int64_t chunk = 1; chunk < chunks; ++chunk) db[k] += bias[chunk * L + k];
+      }
   });
 }
 
@@ -582,17 +634,18 @@ inline __m512 lane_sums16(const __m512 (&v)[16]) {
   return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
 }
 
-// channel_vector_rows on AVX-512: the 16 filters in one vector; each kernel row's dy row (10 vectors) is loaded
+// channel_vector_backward on AVX-512: the 16 filters in one vector; each kernel row's dy row (10 vectors) is loaded
 // once into registers, and a 16-vector butterfly (lane_sums16) sums the lanes.
 template <int S>
-void channel_vector_backward_input(const ConvShape& s, const float* dy, const float* w, float* dx) {
+void channel_vector_backward_isa(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx,
+                                 float* dw, float* db) {
   constexpr int L = kChannelLanes, QMAX = kChannelMaxQ, A = QMAX + S - 1;  // A accumulators (one butterfly)
   static_assert(A <= 16, "one lane_sums16 per row");
   const __mmask16 row_lanes = static_cast<__mmask16>((1u << s.W) - 1);  // W <= Q + S - 1 <= 14
   const __m512i from = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                         _mm512_set1_epi32(static_cast<int>(s.pad_w)));
-  channel_vector_rows<S>(s, dy, w, dx, [&](const float* wt, const float* g, int64_t c, int64_t h, int64_t r_lo,
-                                           int64_t r_hi, float* out) {
+  const auto dx_row = [&](const float* wt, const float* g, int64_t c, int64_t h, int64_t r_lo, int64_t r_hi,
+                          float* out) {
     __m512 acc[16];
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
@@ -609,7 +662,8 @@ void channel_vector_backward_input(const ConvShape& s, const float* dy, const fl
     // columns pad_w .. pad_w + W - 1 of the sums are the row: moved down by a lane permutation and stored masked
     // (a copy through memory called memmove per row: 10% of LeNet conv2's input gradient)
     _mm512_mask_storeu_ps(out, row_lanes, _mm512_maskz_permutexvar_ps(0xFFFF, from, lane_sums16(acc)));
-  });
+  };
+  channel_vector_backward<16, S>(s, dy, x, w, dx, dw, db, dx_row);
 }
 #endif
 
@@ -621,17 +675,18 @@ inline __m256 lane_sums8(const __m256* v) {
   return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
-// channel_vector_rows on AVX2: the 16 filters in two 8-float vectors whose products go into the same accumulators
+// channel_vector_backward on AVX2: the 16 filters in two 8-float vectors whose products go into the same accumulators
 // (the lanes are summed at the end anyway), so that the A accumulators and two weight vectors fill the 16
 // registers: dy is read by the FMAs from the transposed image in L1. Each dx element sums the lower 8 filters
 // before the upper 8 at each tap.
 template <int S>
-void channel_vector_backward_input(const ConvShape& s, const float* dy, const float* w, float* dx) {
+void channel_vector_backward_isa(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx,
+                                 float* dw, float* db) {
   constexpr int L = kChannelLanes, QMAX = kChannelMaxQ, A = QMAX + S - 1;  // A accumulators: two lane_sums8
   static_assert(A <= 16, "two lane_sums8 per row");
   const int64_t W = s.W;
-  channel_vector_rows<S>(s, dy, w, dx, [&](const float* wt, const float* g, int64_t c, int64_t h, int64_t r_lo,
-                                           int64_t r_hi, float* out) {
+  const auto dx_row = [&](const float* wt, const float* g, int64_t c, int64_t h, int64_t r_lo, int64_t r_hi,
+                          float* out) {
     __m256 acc[16];
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) acc[i] = _mm256_setzero_ps();
@@ -653,30 +708,32 @@ void channel_vector_backward_input(const ConvShape& s, const float* dy, const fl
     // W <= 14: columns pad_w .. pad_w + W - 1 of the sums
     store_first_lanes(out, _mm256_loadu_ps(sums + s.pad_w), std::min<int64_t>(W, 8));
     if (W > 8) store_first_lanes(out + 8, _mm256_loadu_ps(sums + s.pad_w + 8), W - 8);
-  });
+  };
+  channel_vector_backward<8, S>(s, dy, x, w, dx, dw, db, dx_row);
 }
 #endif
 
-// Runs channel_vector_backward_input where it applies (AVX-512 and AVX2 units; kernel widths 3 and 5): stride 1, no
+// Runs channel_vector_backward where it applies (AVX-512 and AVX2 units; kernel widths 3 and 5): stride 1, no
 // dilation, one group, 9 to 16 filters, dy rows of 5 to 10 pixels (shorter ones would multiply mostly the zeros past
 // them), padding within the kernel. Returns false, doing nothing, elsewhere. (Measured AVX2 Zen 3, alternating,
-// LeNet conv2 n=64 backward at 1 thread: best 1.16 -> 1.01 ms, median 1.68 -> 1.10, against the transposed
+// LeNet conv2 n=64 input gradient at 1 thread: best 1.16 -> 1.01 ms, median 1.68 -> 1.10, against the transposed
 // convolution; at 2 threads within the noise.)
 template <int VL>
-bool channel_vector_backward_input_any(const ConvShape& s, const float* dy, const float* w, float* dx) {
+bool channel_vector_backward_any(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx,
+                                 float* dw, float* db) {
 #if defined(__AVX2__)
   if constexpr (VL == 16 || VL == 8) {
     if (s.stride_h != 1 || s.stride_w != 1 || s.dil_h != 1 || s.dil_w != 1 || s.groups != 1 || s.K <= 8 ||
         s.K > 16 || s.Q > 10 || 2 * s.Q < 10 || (s.S != 3 && s.S != 5) || s.pad_h > s.R - 1 || s.pad_w > s.S - 1)
       return false;
     if (s.S == 3)
-      channel_vector_backward_input<3>(s, dy, w, dx);
+      channel_vector_backward_isa<3>(s, dy, x, w, dx, dw, db);
     else
-      channel_vector_backward_input<5>(s, dy, w, dx);
+      channel_vector_backward_isa<5>(s, dy, x, w, dx, dw, db);
     return true;
   }
 #endif
-  (void)s, (void)dy, (void)w, (void)dx;
+  (void)s, (void)dy, (void)x, (void)w, (void)dx, (void)dw, (void)db;
   return false;
 }
 

@@ -22,7 +22,8 @@ bool conv2d_filter_vector_forward_avx2(const ConvShape& s, const float* x, const
   return filter_vector_forward_any<8>(s, x, w, bias, relu, y);
 }
 
-bool conv2d_channel_vector_backward_input_avx2(const ConvShape& s, const float* dy, const float* w, float* dx) {
-  return channel_vector_backward_input_any<8>(s, dy, w, dx);
+bool conv2d_channel_vector_backward_avx2(const ConvShape& s, const float* dy, const float* x, const float* w,
+                                         float* dx, float* dw, float* db) {
+  return channel_vector_backward_any<8>(s, dy, x, w, dx, dw, db);
 }
 }  // namespace convcore

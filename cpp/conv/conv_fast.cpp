@@ -512,7 +512,6 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     conv2d_backward_input_depthwise(s, dy, w, dx);
     return;
   }
-  if (kernels().conv_channel_vector_backward_input(s, dy, w, dx)) return;
   const ConvShape t{s.N,     s.K,  s.P, s.Q, s.C, s.R, s.S, s.H, s.W, 1, 1, s.dil_h * (s.R - 1) - s.pad_h,
                     s.dil_w * (s.S - 1) - s.pad_w, s.dil_h, s.dil_w, s.groups};
   if (!is_pointwise(s) && transposed_route_pays(s, t)) {
@@ -594,6 +593,14 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
       }
     }
   });
+}
+
+void conv2d_backward_fast(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx, float* dw,
+                          float* db) {
+  if (dx && kernels().conv_channel_vector_backward(s, dy, x, w, dx, dw, db)) return;
+  conv2d_backward_weight_fast(s, dy, x, dw);
+  if (dx) conv2d_backward_input_fast(s, dy, w, dx);
+  if (db) conv2d_backward_bias_fast(s, dy, db);
 }
 
 }  // namespace convcore

@@ -46,6 +46,10 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y);
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw);
+// All of a layer's gradients: dw, and dx and db where not null; from one pass over the batch where
+// conv_channel_vector_backward applies, else from the three kernels here.
+void conv2d_backward_fast(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx, float* dw,
+                          float* db);
 // db[k] = sum of dy over (n, p, q): 16 lane partials summed in (n, p, q) order, then the lanes pairwise (the
 // reference's one running sum is a serial chain of dependent adds, ~4 cycles an element).
 void conv2d_backward_bias_fast(const ConvShape& s, const float* dy, float* db);
@@ -94,15 +98,20 @@ bool conv2d_filter_vector_weight_scalar(const ConvShape& s, const float* dy, con
 bool conv2d_filter_vector_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
 bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
 
-// Input gradient with dy's channels in the vector lanes (conv_direct.h, channel_vector_backward_input), tried
-// first: AVX-512 only (elsewhere it returns false), stride 1, no dilation, one group, more than half and at most one
-// vector of filters, dy rows of 5 to 10 pixels, kernel widths 3 and 5. Returns false, doing nothing, where it does
-// not apply. Workspace: the regrouped weights and one transposed dy image per thread.
-using ConvChannelVectorBackwardInputKernel = bool (*)(const ConvShape& s, const float* dy, const float* w,
-                                                      float* dx);
-bool conv2d_channel_vector_backward_input_scalar(const ConvShape& s, const float* dy, const float* w, float* dx);
-bool conv2d_channel_vector_backward_input_avx2(const ConvShape& s, const float* dy, const float* w, float* dx);
-bool conv2d_channel_vector_backward_input_avx512(const ConvShape& s, const float* dy, const float* w, float* dx);
+// All three gradients of a stride-1 layer with 9 to 16 filters on rows of 5 to 10 outputs (LeNet-5's conv2) in one
+// pass, the input gradient with dy's channels in the vector lanes (conv_direct.h, channel_vector_backward), tried by
+// conv2d_backward_fast when dx is wanted: AVX-512 and AVX2 (the scalar entry returns false), no dilation, one group,
+// kernel widths 3 and 5, padding within the kernel. db may be null. Returns false, doing nothing, where it does not
+// apply. Workspace: the regrouped weights and, per image chunk (at most 8), one zero-padded image, one transposed dy
+// image and the weight gradient's accumulators.
+using ConvChannelVectorBackwardKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, const float* w,
+                                                 float* dx, float* dw, float* db);
+bool conv2d_channel_vector_backward_scalar(const ConvShape& s, const float* dy, const float* x, const float* w,
+                                           float* dx, float* dw, float* db);
+bool conv2d_channel_vector_backward_avx2(const ConvShape& s, const float* dy, const float* x, const float* w,
+                                         float* dx, float* dw, float* db);
+bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, const float* x, const float* w,
+                                           float* dx, float* dw, float* db);
 
 // Winograd F(2x2, 3x3) forward convolution (conv_winograd.cpp): 3x3 filters, stride 1, no dilation, one group, at
 // least 16 channels and 16 filters, outputs at least 4 x 4 and at least 64 2x2 output tiles; any padding. 16 GEMMs

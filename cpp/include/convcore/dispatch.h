@@ -32,7 +32,7 @@ struct KernelTable {
   ConvDirectWeightKernel conv_direct_weight;
   ConvFilterVectorForwardKernel conv_filter_vector_forward;
   ConvFilterVectorWeightKernel conv_filter_vector_weight;
-  ConvChannelVectorBackwardInputKernel conv_channel_vector_backward_input;
+  ConvChannelVectorBackwardKernel conv_channel_vector_backward;
   BatchNormRowKernels batch_norm_rows;
 };
 
