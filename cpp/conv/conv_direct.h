@@ -169,26 +169,31 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
 
 // Weight gradient of the same layers with S (kernel width) columns handled together: each work unit (a block of KB
 // filters, one input channel c, one kernel row r) keeps KB x S vector accumulators (one load of dy per filter and
-// of x per tap feed KB * S FMAs). The batch is cut into a fixed number of image chunks (at most 8) spread over the
-// threads; a chunk takes its images one at a time, x zero-padded into its own buffer (so every unit's data is in
-// cache), and runs every unit on each, carrying the unit's accumulators from image to image. dy is read in place,
+// of x per tap feed KB * S FMAs). The batch is cut into image_chunks(s) chunks spread over the threads; a chunk
+// takes its images one at a time, adds the image's bias gradient partials where db is not null
+// (bias_partials_add), zero-pads x into its own buffer (so every unit's data is in cache), and runs every unit on
+// each, carrying the unit's accumulators from image to image. dy is read in place,
 // the last vector of a row by a masked load (its lanes past the row are zero, so the x they meet does not count),
 // and filters past K (a last, partial block) are zero vectors. The chunks' sums are then added in chunk order and
 // each accumulator's lanes in a fixed pairwise tree, so every dw element is summed in the same order whatever the
-// thread count. Workspace per chunk: one padded image of x and the accumulators (units x KB x S vectors).
+// thread count (db: those of conv2d_backward_bias_fast). Workspace per chunk: one padded image of x, the
+// accumulators (units x KB x S vectors) and the bias partials.
 template <int VL, int KB, int S>
-void direct_backward_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
+void direct_backward_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   const int64_t N = s.N, C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W;
   const int64_t q_span = (Q + VL - 1) / VL * VL, k_blocks = (K + KB - 1) / KB, PQ = P * Q;
   const int64_t Hp = H + 2 * s.pad_h, Wp = std::max(W + 2 * s.pad_w, q_span + S - 1), units = k_blocks * C * R;
-  const int64_t chunks = std::min<int64_t>(N, 8), per_chunk = units * KB * S * VL, q_full = Q / VL * VL;
+  const int64_t chunks = image_chunks(s), per_chunk = units * KB * S * VL, q_full = Q / VL * VL;
+  const int64_t bias_floats = bias_partial_floats(s);
   // accumulators as floats (a std::vector of a vector-extension type would drop the vector attribute)
   std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
+  std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   parallel_for(chunks, threads_for(N * K * P * Q * C * R * S), [&](int64_t chunk) {
     std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
     float* sums = &state[chunk * per_chunk];
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
+      if (db) bias_partials_add(s, dy + n * K * PQ, 0, K, &bias[chunk * bias_floats]);
       pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: xp keeps its zero padding
       for (int64_t unit = 0; unit < units; ++unit) {
         const int64_t kb = unit / (C * R), c = (unit / R) % C, r = unit % R;
@@ -230,15 +235,16 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
         dw[(((kb * KB + i) * C + c) * R + r) * S + t] = lanes[0];
       }
   }
+  if (db) bias_from_partials(s, bias.data(), chunks, db);
 }
 
 // Instantiated for kernel widths 3 and 5 (conv2d_direct_weight_applies).
 template <int VL, int KB3, int KB5>
-void direct_backward_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw) {
+void direct_backward_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   if (s.S == 3)
-    direct_backward_weight<VL, KB3, 3>(s, dy, x, dw);
+    direct_backward_weight<VL, KB3, 3>(s, dy, x, dw, db);
   else
-    direct_backward_weight<VL, KB5, 5>(s, dy, x, dw);
+    direct_backward_weight<VL, KB5, 5>(s, dy, x, dw, db);
 }
 
 // Forward convolution vectorised over filters, for rows too narrow to fill vectors along the output row: a tile
@@ -369,15 +375,12 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
 // RB x S broadcasts of x from a zero-padded copy of the image (any stride, dilation or padding, no bounds checks).
 // UNIT_DIL (horizontal dilation 1) makes each tap's column a constant displacement from its kernel row's pointer:
 // with a run-time dilation the RB x S tap offsets outnumbered the registers and were reloaded from the stack
-// around every FMA. The batch is cut into kWeightChunks image chunks (fewer for smaller batches) spread over the
-// threads; a chunk takes its images one at a time and runs every unit on each (filter_vector_weight_image),
-// carrying the unit's accumulators from image to image; the chunks' sums are then added in chunk order
-// (filter_vector_weight_sum). Every dw element is summed in the same order whatever the thread count, and no lanes
-// are ever added together. Workspace per chunk: one padded image, one transposed dy image, and the accumulators.
-constexpr int64_t kWeightChunks = 8;
-
-inline int64_t weight_chunks(const ConvShape& s) { return std::min<int64_t>(s.N, kWeightChunks); }
-
+// around every FMA. The batch is cut into image_chunks(s) chunks spread over the threads; a chunk takes its
+// images one at a time and runs every unit on each (filter_vector_weight_image), carrying the unit's accumulators
+// from image to image; the chunks' sums are then added in chunk order (filter_vector_weight_sum). Every dw element is summed in the same order whatever the thread count, and no lanes
+// are ever added together. db, where not null, gets the bias gradient from the same chunks (bias_partials_add per
+// image: the bits of conv2d_backward_bias_fast). Workspace per chunk: one padded image, one transposed dy image,
+// the accumulators and the bias partials.
 // Floats of accumulators per chunk.
 template <int VL, int KV, int RB, int S>
 int64_t weight_chunk_floats(const ConvShape& s) {
@@ -450,23 +453,27 @@ void filter_vector_weight_sum(const ConvShape& s, const float* state, int64_t ch
 }
 
 template <int VL, int KV, int RB, int S, bool UNIT_DIL>
-void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
+void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   const int64_t N = s.N, C = s.C, K = s.K, PQ = s.P * s.Q, KP = int64_t(KV) * VL;
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w;
-  const int64_t chunks = weight_chunks(s), per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
+  const int64_t chunks = image_chunks(s), per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
+  const int64_t bias_floats = bias_partial_floats(s);
   std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's row of each filter in an image
   for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
+  std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   parallel_for(chunks, threads_for(N * K * PQ * C * s.R * S), [&](int64_t chunk) {
     std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), g(static_cast<size_t>(PQ * KP));
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
+      if (db) bias_partials_add(s, dy + n * K * PQ, 0, K, &bias[chunk * bias_floats]);
       pad_image(s, x + n * C * s.H * s.W, Hp, Wp, xp.data());  // interiors only: the padding stays zero
       transpose(dy + n * K * PQ, filter_rows.data(), K, KP, PQ, 1.0f, g.data());  // g[i*KP + k]; zero past K
       filter_vector_weight_image<VL, KV, RB, S, UNIT_DIL>(s, xp.data(), g.data(), s.Q * KP, &state[chunk * per_chunk]);
     }
   });
   filter_vector_weight_sum<VL, KV, RB, S>(s, state.data(), chunks, dw);
+  if (db) bias_from_partials(s, bias.data(), chunks, db);
 }
 
 // Calls body(rows) with the kernel rows per filter_vector_weight unit as a compile-time constant: all of them when
@@ -487,13 +494,13 @@ void with_weight_rows(const ConvShape& s, const Body& body) {
 // with 4 vectors it only matched GEMM, with 4 x 3 accumulators per kernel row). Returns false, doing nothing,
 // elsewhere.
 template <int VL, int KV>
-void filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x, float* dw) {
+void filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   const auto rows = [&](auto width) {
     with_weight_rows<KV, width>(s, [&](auto rb) {
       if (s.dil_w == 1)
-        filter_vector_weight<VL, KV, rb, width, true>(s, dy, x, dw);
+        filter_vector_weight<VL, KV, rb, width, true>(s, dy, x, dw, db);
       else
-        filter_vector_weight<VL, KV, rb, width, false>(s, dy, x, dw);
+        filter_vector_weight<VL, KV, rb, width, false>(s, dy, x, dw, db);
     });
   };
   if (s.S == 3)
@@ -503,12 +510,12 @@ void filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x
 }
 
 template <int VL>
-bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw) {
+bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   if (s.groups != 1 || (s.S != 3 && s.S != 5) || s.K <= VL / 2 || s.K > 2 * VL) return false;
   if (s.K <= VL)
-    filter_vector_weight_kv<VL, 1>(s, dy, x, dw);
+    filter_vector_weight_kv<VL, 1>(s, dy, x, dw, db);
   else
-    filter_vector_weight_kv<VL, 2>(s, dy, x, dw);
+    filter_vector_weight_kv<VL, 2>(s, dy, x, dw, db);
   return true;
 }
 
@@ -555,13 +562,13 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
 // into accumulator q + t, which holds output column q + t - pw (the accumulators past the row, from the padding, are
 // dropped): each (dy pixel, tap) pair is one FMA; the accumulators' lanes are then summed into the row.
 // This is the frame both ISAs share: the weights regrouped as [channel][r][t][16 filters] (zero lanes past K); the
-// batch in filter_vector_weight's image chunks; per image, x zero-padded and dy transposed to [row][column][16
-// filters] by the ISA's transposing packer, then the weight gradient's units (filter_vector_weight_image), the
-// bias gradient's sums (filter by filter in the lanes, pixel after pixel) and, by dx_row(wt, g, c, h, r_lo,
-// r_hi, out), each dx row from the kernel rows [r_lo, r_hi) that meet dy, each dx element summing its taps in (r, t)
-// order, then its lanes in a fixed tree. dw and db add the chunks' sums in chunk order: every result has the same
-// bits whatever the thread count. db may be null (not computed). Workspace: the regrouped weights, per chunk one
-// padded image, one transposed dy image and the weight gradient's accumulators.
+// batch in filter_vector_weight's image chunks; per image, the bias gradient's partials (bias_partials_add), x
+// zero-padded and dy transposed to [row][column][16 filters] by the ISA's transposing packer, then the weight
+// gradient's units (filter_vector_weight_image) and, by dx_row(wt, g, c, h, r_lo, r_hi, out), each dx row from the
+// kernel rows [r_lo, r_hi) that meet dy, each dx element summing its taps in (r, t) order, then its lanes in a fixed
+// tree. dw and db add the chunks' sums in chunk order: every result has the same bits whatever the thread count (db
+// those of conv2d_backward_bias_fast). db may be null (not computed). Workspace: the regrouped weights, per chunk one
+// padded image, one transposed dy image, the weight gradient's accumulators and the bias gradient's partials.
 constexpr int kChannelLanes = 16, kChannelMaxQ = 10;
 
 template <int VL, int S, typename Row>
@@ -578,21 +585,19 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   with_weight_rows<KV, S>(s, [&](auto rows) {
     constexpr int RB = rows;
-    const int64_t chunks = weight_chunks(s), per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
-    std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f), bias(static_cast<size_t>(chunks * L));
+    const int64_t chunks = image_chunks(s), per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
+    const int64_t bias_floats = bias_partial_floats(s);
+    std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
+    std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
     parallel_for(chunks, threads_for(N * K * PQ * C * R * S * 2), [&](int64_t chunk) {
       std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
       std::vector<float> g(static_cast<size_t>(P * QMAX * L), 0.0f);  // columns past Q stay zero
-      float bias_sums[L] = {};
       for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
         pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: the padding stays zero
         for (int64_t p = 0; p < P; ++p)
           transpose(dy + n * K * PQ + p * Q, filter_rows.data(), K, L, Q, 1.0f, &g[p * QMAX * L]);
+        if (db) bias_partials_add(s, dy + n * K * PQ, 0, K, &bias[chunk * bias_floats]);
         filter_vector_weight_image<VL, KV, RB, S, true>(s, xp.data(), g.data(), QMAX * L, &state[chunk * per_chunk]);
-        if (db)
-          for (int64_t p = 0; p < P; ++p)
-            for (int64_t q = 0; q < Q; ++q)
-              for (int k = 0; k < L; ++k) bias_sums[k] += g[(p * QMAX + q) * L + k];
         float* dxn = dx + n * C * H * W;
         for (int64_t h = 0; h < H; ++h) {
           const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
@@ -600,14 +605,9 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
           for (int64_t c = 0; c < C; ++c) dx_row(wt.data(), g.data(), c, h, r_lo, r_hi, dxn + (c * H + h) * W);
         }
       }
-      std::copy(bias_sums, bias_sums + L, &bias[chunk * L]);
     });
     filter_vector_weight_sum<VL, KV, RB, S>(s, state.data(), chunks, dw);
-    if (db)
-      for (int64_t k = 0; k < K; ++k) {
-        db[k] = bias[k];
-        for (int64_t chunk = 1; chunk < chunks; ++chunk) db[k] += bias[chunk * L + k];
-      }
+    if (db) bias_from_partials(s, bias.data(), chunks, db);
   });
 }
 

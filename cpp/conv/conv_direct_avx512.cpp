@@ -9,12 +9,14 @@ void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const floa
   direct_forward_any<16, 16, 8, 2>(s, x, w, bias, relu, y);
 }
 
-void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw) {
-  direct_backward_weight_any<16, 6, 4>(s, dy, x, dw);
+void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                          float* db) {
+  direct_backward_weight_any<16, 6, 4>(s, dy, x, dw, db);
 }
 
-bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw) {
-  return filter_vector_weight_any<16>(s, dy, x, dw);
+bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                        float* db) {
+  return filter_vector_weight_any<16>(s, dy, x, dw, db);
 }
 
 bool conv2d_filter_vector_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias,

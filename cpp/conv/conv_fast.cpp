@@ -358,6 +358,18 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
   });
 }
 
+namespace {
+// The weight gradient by the kernels that pass over dy image by image (over filters, or direct), with the bias
+// gradient in the same pass where db is not null. Returns false, doing nothing, where neither applies.
+bool direct_weight_gradient(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
+  if (is_depthwise(s) || s.N == 0) return false;
+  if (kernels().conv_filter_vector_weight(s, dy, x, dw, db)) return true;
+  if (!conv2d_direct_weight_applies(s)) return false;
+  kernels().conv_direct_weight(s, dy, x, dw, db);
+  return true;
+}
+}  // namespace
+
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw) {
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
   const int64_t wsize = s.K * CRS;
@@ -369,11 +381,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     std::fill(dw, dw + wsize, 0.0f);
     return;
   }
-  if (kernels().conv_filter_vector_weight(s, dy, x, dw)) return;
-  if (conv2d_direct_weight_applies(s)) {
-    kernels().conv_direct_weight(s, dy, x, dw);
-    return;
-  }
+  if (direct_weight_gradient(s, dy, x, dw, nullptr)) return;
   if (is_strided_1x1(s)) {
     CachedBlock<float> xs(s.N * s.C * s.P * s.Q);
     const ConvShape t = pointwise_on_subsampled(s, x, xs.get());
@@ -453,6 +461,47 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   }
 }
 
+int64_t bias_partial_floats(const ConvShape& s) {
+  const int64_t PQ = s.P * s.Q;
+  return PQ < kBiasLanes ? s.K * PQ : s.K * kBiasLanes;
+}
+
+void bias_partials_add(const ConvShape& s, const float* dy_image, int64_t k0, int64_t k1, float* part) {
+  const int64_t PQ = s.P * s.Q;
+  if (PQ < kBiasLanes) {
+    for (int64_t i = k0 * PQ; i < k1 * PQ; ++i) part[i] += dy_image[i];
+    return;
+  }
+  for (int64_t k = k0; k < k1; ++k) {
+    float lanes[kBiasLanes];  // a local copy: the compiler keeps it in registers (part might alias dy)
+    std::copy(part + k * kBiasLanes, part + (k + 1) * kBiasLanes, lanes);
+    const float* dk = dy_image + k * PQ;
+    int64_t i = 0;
+    for (; i + kBiasLanes <= PQ; i += kBiasLanes)
+      for (int j = 0; j < kBiasLanes; ++j) lanes[j] += dk[i + j];
+    for (int j = 0; i < PQ; ++i, ++j) lanes[j] += dk[i];
+    std::copy(lanes, lanes + kBiasLanes, part + k * kBiasLanes);
+  }
+}
+
+void bias_from_partials(const ConvShape& s, float* parts, int64_t chunks, float* db) {
+  const int64_t PQ = s.P * s.Q, per_chunk = bias_partial_floats(s);
+  for (int64_t chunk = 1; chunk < chunks; ++chunk)
+    for (int64_t i = 0; i < per_chunk; ++i) parts[i] += parts[chunk * per_chunk + i];
+  for (int64_t k = 0; k < s.K; ++k) {
+    if (PQ < kBiasLanes) {
+      float sum = 0.0f;
+      for (int64_t i = 0; i < PQ; ++i) sum += parts[k * PQ + i];
+      db[k] = sum;
+      continue;
+    }
+    float* lanes = &parts[k * kBiasLanes];
+    for (int width = kBiasLanes / 2; width >= 1; width /= 2)
+      for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+    db[k] = lanes[0];
+  }
+}
+
 // db[k] = sum of dy[:, k] over images and pixels. The work is cut into fixed items, (image chunk, block of
 // filters): at most 8 image chunks, and where there are fewer images, as many filter blocks as make 8 items (batch
 // 1 runs its filters in parallel). Items go to the threads in order, so each thread reads the images the previous
@@ -461,48 +510,17 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
 // count. Planes of fewer than 16 pixels (a fully connected layer's (N, K, 1, 1)) are summed as whole rows of
 // filters x pixels instead, one vector per 16 consecutive floats.
 void conv2d_backward_bias_fast(const ConvShape& s, const float* dy, float* db) {
-  constexpr int kLanes = 16;
-  const int64_t PQ = s.P * s.Q, K = s.K, row = K * PQ, chunks = std::min<int64_t>(std::max<int64_t>(s.N, 1), 8);
+  const int64_t K = s.K, row = K * s.P * s.Q, chunks = image_chunks(s);
   const int64_t blocks = std::min<int64_t>(K, (8 + chunks - 1) / chunks);  // filter blocks per chunk
-  const bool rows = PQ < kLanes;
-  const int64_t per_chunk = rows ? row : K * kLanes;  // partial sums of one chunk
+  const int64_t per_chunk = bias_partial_floats(s);
   std::vector<float> parts(static_cast<size_t>(chunks * per_chunk), 0.0f);
   parallel_for(chunks * blocks, threads_for(s.N * row, 1 << 16), [&](int64_t item) {
     const int64_t chunk = item / blocks, block = item % blocks;
     const int64_t k0 = K * block / blocks, k1 = K * (block + 1) / blocks;
-    float* part = &parts[chunk * per_chunk];
-    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
-      const float* d = dy + n * row;
-      if (rows) {
-        for (int64_t i = k0 * PQ; i < k1 * PQ; ++i) part[i] += d[i];
-        continue;
-      }
-      for (int64_t k = k0; k < k1; ++k) {
-        float lanes[kLanes];  // a local copy: the compiler keeps it in registers (part might alias dy)
-        std::copy(part + k * kLanes, part + (k + 1) * kLanes, lanes);
-        const float* dk = d + k * PQ;
-        int64_t i = 0;
-        for (; i + kLanes <= PQ; i += kLanes)
-          for (int j = 0; j < kLanes; ++j) lanes[j] += dk[i + j];
-        for (int j = 0; i < PQ; ++i, ++j) lanes[j] += dk[i];
-        std::copy(lanes, lanes + kLanes, part + k * kLanes);
-      }
-    }
+    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n)
+      bias_partials_add(s, dy + n * row, k0, k1, &parts[chunk * per_chunk]);
   });
-  for (int64_t chunk = 1; chunk < chunks; ++chunk)
-    for (int64_t i = 0; i < per_chunk; ++i) parts[i] += parts[chunk * per_chunk + i];
-  for (int64_t k = 0; k < K; ++k) {
-    if (rows) {
-      float sum = 0.0f;
-      for (int64_t i = 0; i < PQ; ++i) sum += parts[k * PQ + i];
-      db[k] = sum;
-      continue;
-    }
-    float* lanes = &parts[k * kLanes];
-    for (int width = kLanes / 2; width >= 1; width /= 2)
-      for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
-    db[k] = lanes[0];
-  }
+  bias_from_partials(s, parts.data(), chunks, db);
 }
 
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx) {
@@ -598,9 +616,11 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
 void conv2d_backward_fast(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx, float* dw,
                           float* db) {
   if (dx && kernels().conv_channel_vector_backward(s, dy, x, w, dx, dw, db)) return;
-  conv2d_backward_weight_fast(s, dy, x, dw);
+  if (!direct_weight_gradient(s, dy, x, dw, db)) {
+    conv2d_backward_weight_fast(s, dy, x, dw);
+    if (db) conv2d_backward_bias_fast(s, dy, db);
+  }
   if (dx) conv2d_backward_input_fast(s, dy, w, dx);
-  if (db) conv2d_backward_bias_fast(s, dy, db);
 }
 
 }  // namespace convcore

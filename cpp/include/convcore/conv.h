@@ -1,6 +1,7 @@
 // Convolution kernels on NCHW data (1-D convolution is the H == 1 case). Kernels trust their inputs: the Python
 // layer validates shapes and computes P, Q with its one output-size helper.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 namespace convcore {
@@ -47,12 +48,23 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw);
 // All of a layer's gradients: dw, and dx and db where not null; from one pass over the batch where
-// conv_channel_vector_backward applies, else from the three kernels here.
+// conv_channel_vector_backward applies; else the weight gradient's direct kernels (direct, over filters) add the bias
+// gradient in their own pass over each image; else the kernels above, one by one.
 void conv2d_backward_fast(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx, float* dw,
                           float* db);
-// db[k] = sum of dy over (n, p, q): 16 lane partials summed in (n, p, q) order, then the lanes pairwise (the
-// reference's one running sum is a serial chain of dependent adds, ~4 cycles an element).
+// db[k] = sum of dy over (n, p, q): the batch in image_chunks(s) chunks, each summing 16 lane partials per
+// filter in (n, p, q) order (per pixel where P*Q < 16); then the chunks in order and the lanes pairwise (the
+// reference's one running sum is a serial chain of dependent adds, ~4 cycles an element). The weight-gradient
+// kernels that pass over the same image chunks add the partials there (bias_partials_add), with the same bits.
 void conv2d_backward_bias_fast(const ConvShape& s, const float* dy, float* db);
+constexpr int kBiasLanes = 16;
+// The fixed image chunks (at most 8) of the weight and bias gradients: the sums' order whatever the thread count.
+inline int64_t image_chunks(const ConvShape& s) { return std::min<int64_t>(std::max<int64_t>(s.N, 1), 8); }
+int64_t bias_partial_floats(const ConvShape& s);  // per chunk
+// part (one chunk's partials) += one image's dy (K planes of P*Q) for filters [k0, k1).
+void bias_partials_add(const ConvShape& s, const float* dy_image, int64_t k0, int64_t k1, float* part);
+// db from `chunks` chunks' partials (consecutive in parts; added into the first).
+void bias_from_partials(const ConvShape& s, float* parts, int64_t chunks, float* db);
 
 // Copies one image x (C planes of H x W) into the interior of its zero-padded copy xp (C planes of Hp x Wp, the
 // image at row pad_h, column pad_w). Only the interior is written, so a buffer reused for the next image keeps its
@@ -73,10 +85,13 @@ void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const floa
 // Their weight gradient, for at most 160 taps and kernel widths 3 and 5; workspace per image chunk (at most 8):
 // one zero-padded image of x and of dy, and the accumulators.
 bool conv2d_direct_weight_applies(const ConvShape& s);
-using ConvDirectWeightKernel = void (*)(const ConvShape& s, const float* dy, const float* x, float* dw);
-void conv2d_direct_backward_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
-void conv2d_direct_backward_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
-void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
+using ConvDirectWeightKernel = void (*)(const ConvShape& s, const float* dy, const float* x, float* dw, float* db);
+void conv2d_direct_backward_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                          float* db);
+void conv2d_direct_backward_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                        float* db);
+void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                          float* db);
 // The weight gradient vectorised over filters (conv_direct.h, filter_vector_weight), tried first: one group, kernel
 // width 3 or 5, more than half a vector and at most two vectors of filters, any stride, padding and dilation.
 // Returns false, doing nothing, where it does not apply. Workspace per image chunk (at most 8): one zero-padded
@@ -93,10 +108,14 @@ bool conv2d_filter_vector_forward_avx2(const ConvShape& s, const float* x, const
                                        bool relu, float* y);
 bool conv2d_filter_vector_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias,
                                          bool relu, float* y);
-using ConvFilterVectorWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw);
-bool conv2d_filter_vector_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
-bool conv2d_filter_vector_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
-bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
+using ConvFilterVectorWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                              float* db);
+bool conv2d_filter_vector_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                        float* db);
+bool conv2d_filter_vector_weight_avx2(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                      float* db);
+bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                        float* db);
 
 // All three gradients of a stride-1 layer with 9 to 16 filters on rows of 5 to 10 outputs (LeNet-5's conv2) in one
 // pass, the input gradient with dy's channels in the vector lanes (conv_direct.h, channel_vector_backward), tried by
