@@ -73,41 +73,52 @@ struct Tiling {
 };
 
 // V[xi][c][col] = (B^T d B)[xi] for channel c and the block's tiles, rows [row0, row0 + rows) of all images'
-// tile rows (row = n * th + ty). Each of a tile row's four input rows is split, zero-padded, into its even and odd
-// columns (tile tx reads columns 2tx .. 2tx+3: even[tx], odd[tx], even[tx+1], odd[tx+1]), so every loop runs
-// along contiguous arrays.
+// tile rows (row = n * th + ty). Each input row is split, zero-padded, into its even and odd columns (tile tx reads
+// columns 2tx .. 2tx+3: even[tx], odd[tx], even[tx+1], odd[tx+1]) and multiplied by B along the row once: a tile
+// row's first two input rows are the last two of the tile row above, whose products it takes over. Every loop
+// runs along contiguous arrays.
 void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int64_t row0, int64_t rows, float* V) {
   const int64_t tw = tl.tw, cols = rows * tw, stride = s.C * cols, half = tw + 1;
+  // the columns 2j - pad_w (even) and 2j + 1 - pad_w (odd) inside the image: j in [j_lo, j_hi) for both
+  const int64_t j_lo = std::min(half, (s.pad_w + 1) / 2);
+  const int64_t j_hi = std::clamp<int64_t>((s.W + s.pad_w) / 2, j_lo, half);
   parallel_for(s.C, threads_for(s.C * cols * 64, 1 << 16), [&](int64_t c) {
-    std::unique_ptr<float[]> buf(new float[8 * half + 16 * tw + 2 * half]);
-    float* split = buf.get();           // row r: even columns at split[2r * half], odd at split[(2r + 1) * half]
-    float* hv = split + 8 * half;       // hv[(r * 4 + j) * tw + tx]: row r of the tile times B, column j
-    float* padded = hv + 16 * tw;       // one input row, zero-padded: padded[j] = x[h][j - pad_w]
-    const int64_t lo = std::min(s.pad_w, 2 * half), hi = std::clamp(s.pad_w + s.W, lo, 2 * half);
+    std::unique_ptr<float[]> buf(new float[16 * tw + 2 * half]);
+    float* hb[4];  // hb[r][j * tw + tx]: input row r of the tile times B, column j
+    for (int r = 0; r < 4; ++r) hb[r] = buf.get() + r * 4 * tw;
+    float *even = buf.get() + 16 * tw, *odd = even + half;  // one input row's even and odd columns
     for (int64_t row = row0; row < row0 + rows; ++row) {
       const int64_t n = row / tl.th, ty = row % tl.th;
       const float* plane = x + (n * s.C + c) * s.H * s.W;
-      for (int r = 0; r < 4; ++r) {
-        float *even = split + 2 * r * half, *odd = even + half;
+      const bool above = row > row0 && ty > 0;  // rows 0, 1 computed as rows 2, 3 of the tile row above
+      if (above) {
+        std::swap(hb[0], hb[2]);
+        std::swap(hb[1], hb[3]);
+      }
+      for (int r = above ? 2 : 0; r < 4; ++r) {
         const int64_t h = 2 * ty - s.pad_h + r;
+        float *h0 = hb[r], *h1 = h0 + tw, *h2 = h1 + tw, *h3 = h2 + tw;
         if (h < 0 || h >= s.H) {
-          std::fill(even, even + 2 * half, 0.0f);
+          std::fill(h0, h0 + 4 * tw, 0.0f);
           continue;
         }
-        std::fill(padded, padded + lo, 0.0f);
-        std::copy(plane + h * s.W, plane + h * s.W + (hi - lo), padded + lo);
-        std::fill(padded + hi, padded + 2 * half, 0.0f);
-#pragma GCC ivdep
-        for (int64_t j = 0; j < half; ++j) {
-          even[j] = padded[2 * j];
-          odd[j] = padded[2 * j + 1];
+        const float* src = plane + h * s.W - s.pad_w;  // src[w + pad_w] = x[h][w]
+        const auto column = [&](int64_t w) { return w >= s.pad_w && w < s.pad_w + s.W ? src[w] : 0.0f; };
+        for (int64_t j = 0; j < j_lo; ++j) {
+          even[j] = column(2 * j);
+          odd[j] = column(2 * j + 1);
         }
-      }
-      for (int r = 0; r < 4; ++r) {  // d B along each row
-        const float *even = split + 2 * r * half, *odd = even + half;
-        float *h0 = hv + r * 4 * tw, *h1 = h0 + tw, *h2 = h1 + tw, *h3 = h2 + tw;
 #pragma GCC ivdep
-        for (int64_t tx = 0; tx < tw; ++tx) {
+        for (int64_t j = j_lo; j < j_hi; ++j) {
+          even[j] = src[2 * j];
+          odd[j] = src[2 * j + 1];
+        }
+        for (int64_t j = j_hi; j < half; ++j) {
+          even[j] = column(2 * j);
+          odd[j] = column(2 * j + 1);
+        }
+#pragma GCC ivdep
+        for (int64_t tx = 0; tx < tw; ++tx) {  // d B along the row
           h0[tx] = even[tx] - even[tx + 1];
           h1[tx] = odd[tx] + even[tx + 1];
           h2[tx] = even[tx + 1] - odd[tx];
@@ -116,7 +127,7 @@ void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int6
       }
       float* v = V + c * cols + (row - row0) * tw;
       for (int j = 0; j < 4; ++j) {  // B^T (d B) down each column
-        const float *r0 = hv + j * tw, *r1 = hv + (4 + j) * tw, *r2 = hv + (8 + j) * tw, *r3 = hv + (12 + j) * tw;
+        const float *r0 = hb[0] + j * tw, *r1 = hb[1] + j * tw, *r2 = hb[2] + j * tw, *r3 = hb[3] + j * tw;
         float *v0 = v + j * stride, *v1 = v + (4 + j) * stride, *v2 = v + (8 + j) * stride,
               *v3 = v + (12 + j) * stride;
 #pragma GCC ivdep
