@@ -82,8 +82,9 @@ void conv2d_direct_forward_avx2(const ConvShape& s, const float* x, const float*
                                 float* y);
 void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                   float* y);
-// Their weight gradient, for at most 160 taps and kernel widths 3 and 5; workspace per image chunk (at most 8):
-// one zero-padded image of x and of dy, and the accumulators.
+// Their weight gradient, for at most 160 taps and kernel widths 3 and 5, and the bias gradient in the same pass where
+// db is not null (the bits of conv2d_backward_bias_fast); workspace per image chunk (at most 8): one zero-padded
+// image of x, the accumulators and the bias partials.
 bool conv2d_direct_weight_applies(const ConvShape& s);
 using ConvDirectWeightKernel = void (*)(const ConvShape& s, const float* dy, const float* x, float* dw, float* db);
 void conv2d_direct_backward_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw,
@@ -92,10 +93,6 @@ void conv2d_direct_backward_weight_avx2(const ConvShape& s, const float* dy, con
                                         float* db);
 void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
                                           float* db);
-// The weight gradient vectorised over filters (conv_direct.h, filter_vector_weight), tried first: one group, kernel
-// width 3 or 5, more than half a vector and at most two vectors of filters, any stride, padding and dilation.
-// Returns false, doing nothing, where it does not apply. Workspace per image chunk (at most 8): one zero-padded
-// image, one transposed dy image, and the accumulators.
 // Forward convolution vectorised over filters (conv_direct.h, filter_vector_forward), tried first: rows at most
 // half a vector wide, more than half a vector of filters, one group, at most 144 KiB of weights per filter block,
 // any stride, padding and dilation. Returns false, doing nothing, where it does not apply. Workspace: the weights
@@ -108,6 +105,11 @@ bool conv2d_filter_vector_forward_avx2(const ConvShape& s, const float* x, const
                                        bool relu, float* y);
 bool conv2d_filter_vector_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias,
                                          bool relu, float* y);
+// The weight gradient vectorised over filters (conv_direct.h, filter_vector_weight), tried first: one group, kernel
+// width 3 or 5, more than half a vector and at most two vectors of filters, any stride, padding and dilation; the
+// bias gradient in the same pass where db is not null (the bits of conv2d_backward_bias_fast). Returns false, doing
+// nothing, where it does not apply. Workspace per image chunk (at most 8): one zero-padded image, one transposed dy
+// image, the accumulators and the bias partials.
 using ConvFilterVectorWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw,
                                               float* db);
 bool conv2d_filter_vector_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw,
