@@ -102,16 +102,16 @@ void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int6
           std::fill(h0, h0 + 4 * tw, 0.0f);
           continue;
         }
-        const float* src = plane + h * s.W - s.pad_w;  // src[w + pad_w] = x[h][w]
-        const auto column = [&](int64_t w) { return w >= s.pad_w && w < s.pad_w + s.W ? src[w] : 0.0f; };
+        const float* src = plane + h * s.W;  // padded column w is src[w - pad_w]
+        const auto column = [&](int64_t w) { return w >= s.pad_w && w < s.pad_w + s.W ? src[w - s.pad_w] : 0.0f; };
         for (int64_t j = 0; j < j_lo; ++j) {
           even[j] = column(2 * j);
           odd[j] = column(2 * j + 1);
         }
 #pragma GCC ivdep
         for (int64_t j = j_lo; j < j_hi; ++j) {
-          even[j] = src[2 * j];
-          odd[j] = src[2 * j + 1];
+          even[j] = src[2 * j - s.pad_w];
+          odd[j] = src[2 * j + 1 - s.pad_w];
         }
         for (int64_t j = j_hi; j < half; ++j) {
           even[j] = column(2 * j);
