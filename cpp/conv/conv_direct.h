@@ -377,7 +377,8 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
 // with a run-time dilation the RB x S tap offsets outnumbered the registers and were reloaded from the stack
 // around every FMA. The batch is cut into image_chunks(s) chunks spread over the threads; a chunk takes its
 // images one at a time and runs every unit on each (filter_vector_weight_image), carrying the unit's accumulators
-// from image to image; the chunks' sums are then added in chunk order (filter_vector_weight_sum). Every dw element is summed in the same order whatever the thread count, and no lanes
+// from image to image; the chunks' sums are then added in chunk order (filter_vector_weight_sum; the pass is
+// filter_vector_weight_pass). Every dw element is summed in the same order whatever the thread count, and no lanes
 // are ever added together. db, where not null, gets the bias gradient from the same chunks (bias_partials_add per
 // image: the bits of conv2d_backward_bias_fast). Workspace per chunk: one padded image, one transposed dy image,
 // the accumulators and the bias partials.
@@ -452,28 +453,45 @@ void filter_vector_weight_sum(const ConvShape& s, const float* state, int64_t ch
   }
 }
 
-template <int VL, int KV, int RB, int S, bool UNIT_DIL>
-void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
-  const int64_t N = s.N, C = s.C, K = s.K, PQ = s.P * s.Q, KP = int64_t(KV) * VL;
+// The pass over the batch of filter_vector_weight, shared with channel_vector_backward: image chunks over the
+// threads; per image the bias gradient's partials (where db is not null), x zero-padded, dy transposed by the ISA's
+// packer into g (pixel (p, q)'s KV * VL filters at g + p * g_row + q * KV * VL, zero past K and, where g_row is
+// wider than a row, past Q), the weight gradient's units, then more(n, g) (channel_vector_backward's dx rows); then
+// dw and db from the chunks' sums in chunk order. `work` sizes the thread count.
+template <int VL, int KV, int RB, int S, bool UNIT_DIL, typename More>
+void filter_vector_weight_pass(const ConvShape& s, const float* dy, const float* x, int64_t g_row, int64_t work,
+                               float* dw, float* db, const More& more) {
+  const int64_t N = s.N, C = s.C, K = s.K, P = s.P, Q = s.Q, PQ = P * Q, KP = int64_t(KV) * VL;
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w;
   const int64_t chunks = image_chunks(s), per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
   const int64_t bias_floats = bias_partial_floats(s);
-  std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's row of each filter in an image
+  std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
   for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
-  parallel_for(chunks, threads_for(N * K * PQ * C * s.R * S), [&](int64_t chunk) {
-    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), g(static_cast<size_t>(PQ * KP));
+  parallel_for(chunks, threads_for(work), [&](int64_t chunk) {
+    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), g(static_cast<size_t>(P * g_row), 0.0f);
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
-      if (db) bias_partials_add(s, dy + n * K * PQ, 0, K, &bias[chunk * bias_floats]);
+      const float* dyn = dy + n * K * PQ;
+      if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
       pad_image(s, x + n * C * s.H * s.W, Hp, Wp, xp.data());  // interiors only: the padding stays zero
-      transpose(dy + n * K * PQ, filter_rows.data(), K, KP, PQ, 1.0f, g.data());  // g[i*KP + k]; zero past K
-      filter_vector_weight_image<VL, KV, RB, S, UNIT_DIL>(s, xp.data(), g.data(), s.Q * KP, &state[chunk * per_chunk]);
+      if (g_row == Q * KP)
+        transpose(dyn, filter_rows.data(), K, KP, PQ, 1.0f, g.data());  // the image in one call
+      else
+        for (int64_t p = 0; p < P; ++p) transpose(dyn + p * Q, filter_rows.data(), K, KP, Q, 1.0f, &g[p * g_row]);
+      filter_vector_weight_image<VL, KV, RB, S, UNIT_DIL>(s, xp.data(), g.data(), g_row, &state[chunk * per_chunk]);
+      more(n, g.data());
     }
   });
   filter_vector_weight_sum<VL, KV, RB, S>(s, state.data(), chunks, dw);
   if (db) bias_from_partials(s, bias.data(), chunks, db);
+}
+
+template <int VL, int KV, int RB, int S, bool UNIT_DIL>
+void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
+  filter_vector_weight_pass<VL, KV, RB, S, UNIT_DIL>(s, dy, x, s.Q * KV * VL, s.N * s.K * s.P * s.Q * s.C * s.R * S,
+                                                     dw, db, [](int64_t, const float*) {});
 }
 
 // Calls body(rows) with the kernel rows per filter_vector_weight unit as a compile-time constant: all of them when
@@ -575,39 +593,22 @@ template <int VL, int S, typename Row>
 void channel_vector_backward(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx,
                              float* dw, float* db, const Row& dx_row) {
   constexpr int L = kChannelLanes, QMAX = kChannelMaxQ, KV = L / VL;
-  const int64_t N = s.N, C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q;
-  const int64_t Hp = H + 2 * s.pad_h, Wp = W + 2 * s.pad_w;
-  std::vector<float> wt(static_cast<size_t>(C * R * S * L), 0.0f);
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t i = 0; i < C * R * S; ++i) wt[i * L + k] = w[k * C * R * S + i];
-  std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
-  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
-  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+  const int64_t C = s.C, K = s.K, R = s.R, P = s.P, H = s.H, W = s.W, CRS = C * R * S;
+  // w regrouped as [c][r][t][16 filters], zero lanes past K, by the transposing packer
+  std::vector<float> wt(static_cast<size_t>(CRS * L));
+  std::vector<int64_t> filter_rows(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * CRS;
+  kernels().gemm.pack_transposed(w, filter_rows.data(), K, L, CRS, 1.0f, wt.data());
   with_weight_rows<KV, S>(s, [&](auto rows) {
-    constexpr int RB = rows;
-    const int64_t chunks = image_chunks(s), per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
-    const int64_t bias_floats = bias_partial_floats(s);
-    std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
-    std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
-    parallel_for(chunks, threads_for(N * K * PQ * C * R * S * 2), [&](int64_t chunk) {
-      std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
-      std::vector<float> g(static_cast<size_t>(P * QMAX * L), 0.0f);  // columns past Q stay zero
-      for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
-        pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: the padding stays zero
-        for (int64_t p = 0; p < P; ++p)
-          transpose(dy + n * K * PQ + p * Q, filter_rows.data(), K, L, Q, 1.0f, &g[p * QMAX * L]);
-        if (db) bias_partials_add(s, dy + n * K * PQ, 0, K, &bias[chunk * bias_floats]);
-        filter_vector_weight_image<VL, KV, RB, S, true>(s, xp.data(), g.data(), QMAX * L, &state[chunk * per_chunk]);
-        float* dxn = dx + n * C * H * W;
-        for (int64_t h = 0; h < H; ++h) {
-          const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
-          const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
-          for (int64_t c = 0; c < C; ++c) dx_row(wt.data(), g.data(), c, h, r_lo, r_hi, dxn + (c * H + h) * W);
-        }
-      }
-    });
-    filter_vector_weight_sum<VL, KV, RB, S>(s, state.data(), chunks, dw);
-    if (db) bias_from_partials(s, bias.data(), chunks, db);
+    filter_vector_weight_pass<VL, KV, rows, S, true>(
+        s, dy, x, QMAX * L, s.N * K * P * s.Q * CRS * 2, dw, db, [&](int64_t n, const float* g) {
+          float* dxn = dx + n * C * H * W;
+          for (int64_t h = 0; h < H; ++h) {
+            const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
+            const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
+            for (int64_t c = 0; c < C; ++c) dx_row(wt.data(), g, c, h, r_lo, r_hi, dxn + (c * H + h) * W);
+          }
+        });
   });
 }
 
