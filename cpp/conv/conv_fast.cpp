@@ -359,10 +359,11 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
 }
 
 namespace {
-// The weight gradient by the kernels that pass over dy image by image (over filters, or direct), with the bias
-// gradient in the same pass where db is not null. Returns false, doing nothing, where neither applies.
+// The weight gradient by the kernels that pass over dy image by image (over filters, or direct; both take one group
+// only, so never a depthwise layer), with the bias gradient in the same pass where db is not null. Returns false,
+// doing nothing, where neither applies.
 bool direct_weight_gradient(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
-  if (is_depthwise(s) || s.N == 0) return false;
+  if (s.N == 0) return false;
   if (kernels().conv_filter_vector_weight(s, dy, x, dw, db)) return true;
   if (!conv2d_direct_weight_applies(s)) return false;
   kernels().conv_direct_weight(s, dy, x, dw, db);
