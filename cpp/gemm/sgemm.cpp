@@ -21,19 +21,23 @@
 
 namespace convcore {
 namespace {
-
 // The largest K block. The A micro-panel, mr x kc (at most 12 KiB), stays in L1.
 constexpr int64_t KC = 256;
+}  // namespace
 
 // The K block of a product of depth K: K cut into equal blocks of at most KC, so that no short last block reloads
 // and stores all of C for a few products (K = 363, AlexNet conv1: 2 x 182, not 256 + 107; measured 2 threads,
 // alternating, median ms: AlexNet conv1 n=8 forward 12.9 -> 10.1, weight gradient 11.6 -> 10.3, res5a n=32
 // forward 35.6 -> 32.0). It depends on K alone: every row of C sums the same blocks whatever M, the tile (every
 // tile and ISA uses it) or the thread count.
-int64_t k_block(int64_t K) {
+int64_t gemm_k_block(int64_t K) {
   const int64_t blocks = (K + KC - 1) / KC;
   return (K + blocks - 1) / blocks;
 }
+
+namespace {
+
+
 constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB); a multiple of every mr
 constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2; a multiple of every nr
 constexpr int64_t kInPlaceRowFloats = 1024;  // B read in place: its rows at most this far apart, and
@@ -129,7 +133,7 @@ void apply_epilogue(const Epilogue& e, float* C, int64_t ldc, int64_t i0, int64_
 // The product sgemm was given: C = alpha * op(A) * B + beta * C, then the epilogue.
 struct Product {
   Trans trans_a;
-  int64_t M, N, K, kb;  // kb: the K block, k_block(K)
+  int64_t M, N, K, kb;  // kb: the K block, gemm_k_block(K)
   float alpha;
   const float* A;
   int64_t lda;
@@ -145,8 +149,8 @@ struct Part {
   int64_t m0, m1, n0, n1;
 };
 
-// Computes one part. A is packed block by block here, or read from packed_a, all of op(A) packed in advance (then
-// m0 = 0, m1 = M): K blocks of padded-M x kc, laid out as pack_a lays out each block. B is packed here.
+// Computes one part. A is packed block by block here, or read from packed_a, all of op(A) packed in advance (then m0
+// is a multiple of mr): K blocks of padded-M x kc, laid out as pack_a lays out each block (PackedA). B is packed here.
 void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const float* packed_a = nullptr) {
   const int mr = tile.mr, nr = tile.nr;
   const int64_t m0 = part.m0, m1 = part.m1, n0 = part.n0, n1 = part.n1, K = p.K, ldc = p.ldc;
@@ -174,7 +178,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   const float* Bm = in_place ? in_memory : nullptr;
   float* Bp = tl_packed_b.get(KC * (Bm ? nr : nc_max));
   float* Ap = packed_a ? nullptr : tl_packed_a.get(KC * MC);
-  const int64_t padded_m = (m1 + mr - 1) / mr * mr;
+  const int64_t padded_m = (p.M + mr - 1) / mr * mr;  // packed_a's
   // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed (or read in place) just before
   // the row panels use it, from L1, instead of the whole block first (jr -> ir): its loads then overlap the products.
   // Measured on AVX-512 (panels 32-64 floats wide), 1 thread, alternating, median GFLOP/s: 16 x 6400 x 150 63 -> 78,
@@ -296,20 +300,28 @@ void MatrixB::pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float
                     Bp + (jp / nr) * kc * nr);
 }
 
-void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-           const BPanelSource& B, float beta, float* C, int64_t ldc, const Epilogue& epi) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) {  // C = beta * C, then the epilogue
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-    apply_epilogue(epi, C, ldc, 0, 0, M, N);
-    return;
-  }
-  const GemmTile& tile = choose_tile(kernels().gemm, M, N);
-  const Product p{trans_a, M, N, K, k_block(K), alpha, A, lda, B, beta, C, ldc, epi};
+namespace {
+
+// C = beta * C, then the epilogue: the product of depth 0. False where there is a product to compute.
+bool empty_product(int64_t M, int64_t N, int64_t K, float beta, float* C, int64_t ldc, const Epilogue& epi) {
+  if (M == 0 || N == 0) return true;
+  if (K > 0) return false;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+  apply_epilogue(epi, C, ldc, 0, 0, M, N);
+  return true;
+}
+
+// Computes p with the tile on the threads, A packed here or, where prepacked is not null, in advance (PackedA's
+// layout).
+void run_product(const GemmTile& tile, const Product& p, const float* prepacked) {
+  const int64_t M = p.M, N = p.N, K = p.K;
+  const Trans trans_a = p.trans_a;
+  const float alpha = p.alpha, *A = p.A;
+  const int64_t lda = p.lda;
   const int nt = threads_for(M * N * K);
   if (nt == 1) {
-    sgemm_part(tile, p, {0, M, 0, N});
+    sgemm_part(tile, p, {0, M, 0, N}, prepacked);
     return;
   }
   const int64_t mr = tile.mr, nr = tile.nr, padded_m = (M + mr - 1) / mr * mr;
@@ -317,7 +329,7 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
   const int64_t share = kChunksPerThread * nt;
   const int64_t chunk = std::max((kMinChunkColumns + nr - 1) / nr, (N + share * nr - 1) / (share * nr)) * nr;
   const int64_t chunks = (N + chunk - 1) / chunk;
-  const bool can_chunk = chunks >= share && padded_m * K <= kMaxSharedFloats;
+  const bool can_chunk = chunks >= share && (prepacked || padded_m * K <= kMaxSharedFloats);
   // Split N where the threads can take column chunks (all of A packed once), or where N is wide and at least M;
   // else M: with equal shares of columns each thread packs all of A, and a few panels split unevenly (392 columns:
   // 7 and 6 panels of 32). Measured AVX-512, 2 threads, alternating, best of ~40, GFLOP/s, columns -> rows:
@@ -338,8 +350,9 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
   // gradient 1.88 -> 1.53).
   const bool chunked = split_n && can_chunk;
   std::optional<CachedBlock<float>> shared;
-  if (chunked) shared.emplace(padded_m * K);
-  float* packed = chunked ? shared->get() : nullptr;
+  if (chunked && !prepacked) shared.emplace(padded_m * K);
+  float* packing = shared ? shared->get() : nullptr;  // all of A, packed here by the threads together
+  const float* packed = prepacked ? prepacked : packing;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
   std::atomic<int64_t> next_chunk{0};
   std::atomic<bool> out_of_memory{false};  // an exception must not leave an OpenMP region
@@ -354,11 +367,13 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
     try {
       if (out_of_memory) {
       } else if (chunked) {
+        if (packing) {
 #pragma omp for schedule(static)
-        for (int64_t block = 0; block < k_blocks * m_blocks; ++block) {
-          const int64_t pc = block / m_blocks * kb, ic = block % m_blocks * MC, kc = std::min(kb, K - pc);
-          pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, M - ic), pc, kc, tile.mr, alpha,
-                 packed + pc * padded_m + ic * kc);
+          for (int64_t block = 0; block < k_blocks * m_blocks; ++block) {
+            const int64_t pc = block / m_blocks * kb, ic = block % m_blocks * MC, kc = std::min(kb, K - pc);
+            pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, M - ic), pc, kc, tile.mr, alpha,
+                   packing + pc * padded_m + ic * kc);
+          }
         }
         for (int64_t c = next_chunk++; c < chunks; c = next_chunk++)
           sgemm_part(tile, p, {0, M, c * chunk, std::min(N, (c + 1) * chunk)}, packed);
@@ -367,13 +382,28 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
         const int64_t extent = split_n ? N : M, unit = split_n ? nr : mr;
         const int64_t units = (extent + unit - 1) / unit, per = (units + team - 1) / team;
         const int64_t lo = std::min(extent, t * per * unit), hi = std::min(extent, (t + 1) * per * unit);
-        if (lo < hi) sgemm_part(tile, p, split_n ? Part{0, M, lo, hi} : Part{lo, hi, 0, N});
+        if (lo < hi) sgemm_part(tile, p, split_n ? Part{0, M, lo, hi} : Part{lo, hi, 0, N}, prepacked);
       }
     } catch (const std::bad_alloc&) {
       out_of_memory = true;
     }
   }
   if (out_of_memory) throw std::bad_alloc();
+}
+
+}  // namespace
+
+void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const BPanelSource& B, float beta, float* C, int64_t ldc, const Epilogue& epi) {
+  if (empty_product(M, N, K, beta, C, ldc, epi)) return;
+  run_product(choose_tile(kernels().gemm, M, N),
+              {trans_a, M, N, K, gemm_k_block(K), alpha, A, lda, B, beta, C, ldc, epi}, nullptr);
+}
+
+void sgemm(const PackedA& a, const float* packed, int64_t N, const BPanelSource& B, float beta, float* C, int64_t ldc,
+           const Epilogue& epi) {
+  if (empty_product(a.M, N, a.K, beta, C, ldc, epi)) return;
+  run_product(a.tile, {Trans::no, a.M, N, a.K, gemm_k_block(a.K), 1.0f, nullptr, 0, B, beta, C, ldc, epi}, packed);
 }
 
 // A few rows of A against B given as rows (trans_b): dot products over contiguous rows, no packing (packing the

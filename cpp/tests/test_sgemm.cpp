@@ -1,11 +1,15 @@
 // The tiled engine against gemm_ref for every ISA this CPU runs: strided C with guard columns left untouched,
-// transposes, beta, and a custom BPanelSource (the interface the convolution packs im2col columns through).
+// transposes, beta, a custom BPanelSource (the interface the convolution packs im2col columns through), and an A
+// packed in advance (PackedA).
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "check.h"
 #include "convcore/dispatch.h"
 #include "convcore/gemm.h"
+#include "convcore/threads.h"
 
 using namespace convcore;
 
@@ -40,6 +44,29 @@ void run_case(int64_t M, int64_t N, int64_t K, Trans ta, Trans tb, float beta) {
   CHECK(guards);
 }
 
+// A packed in advance (PackedA's layout, written here element by element) gives the bits of the same product from
+// the unpacked A, on 1 and 2 threads (the products split by columns in chunks, and by rows).
+void run_packed_case(int64_t M, int64_t N, int64_t K, int threads) {
+  const int before = num_threads();
+  set_num_threads(threads);
+  std::vector<float> A(M * K), B(K * N), C(M * N, std::nanf("")), R(M * N);
+  for (int64_t i = 0; i < M * K; ++i) A[i] = float(i % 11) * 0.37f - 1.5f;
+  for (int64_t i = 0; i < K * N; ++i) B[i] = float(i % 13) * 0.21f - 1.0f;
+  const PackedA a{choose_tile(kernels().gemm, M, N), M, K};
+  std::vector<float> packed(a.floats(), std::nanf(""));
+  const int64_t mr = a.tile.mr, kb = gemm_k_block(K);
+  for (int64_t pc = 0; pc < K; pc += kb)
+    for (int64_t r = 0; r * mr < M; ++r) {
+      float* panel = a.panel(packed.data(), r, pc);
+      for (int64_t k = 0; k < std::min(kb, K - pc); ++k)
+        for (int64_t i = 0; i < mr; ++i) panel[k * mr + i] = r * mr + i < M ? A[(r * mr + i) * K + pc + k] : 0.0f;
+    }
+  sgemm(a, packed.data(), N, MatrixB(Trans::no, B.data(), N), 0.0f, C.data(), N);
+  sgemm(Trans::no, Trans::no, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, R.data(), N);
+  CHECK(C == R);
+  set_num_threads(before);
+}
+
 }  // namespace
 
 int main() {
@@ -61,6 +88,10 @@ int main() {
     sgemm(Trans::no, M, N, K, 1.0f, A.data(), K, FormulaB(), 0.0f, C.data(), N);
     gemm_ref<float>(Trans::no, Trans::no, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, R.data(), N);
     CHECK(C == R);
+    for (int threads : {1, 2})
+      for (int64_t M : {5, 13, 150})
+        for (int64_t N : {33, 4000})
+          for (int64_t K : {9, 257, 600}) run_packed_case(M, N, K, threads);  // 257: blocks 129 + 128
   }
   select_isa(detected_isa());
   return convcore_test::failures;

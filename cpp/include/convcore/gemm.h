@@ -2,6 +2,7 @@
 // gemm_ref is the naive oracle (float and double). sgemm is the tiled float engine: BLIS-style packing of A into
 // MR-row micro-panels and of B into NR-column micro-panels, register-tiled microkernels per ISA behind GemmKernels.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 namespace convcore {
@@ -147,6 +148,31 @@ class MatrixB final : public BPanelSource {
 // thread count, so results are bitwise identical at any thread count. Small problems run on one thread.
 void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const BPanelSource& B, float beta, float* C, int64_t ldc, const Epilogue& epilogue = {});
+
+// The K block of a product of depth K (the engine's, the same for every tile, thread count and ISA): K cut into
+// equal blocks of at most 256.
+int64_t gemm_k_block(int64_t K);
+
+// op(A), M x K, packed in advance in the engine's own layout for one tile, so that an A used by several products
+// (Winograd's transformed filters, the same for every block of tiles) is packed once, or written packed by its
+// producer. For each K block [pc, pc + kc) (kb = gemm_k_block(K), kc = min(kb, K - pc)) a padded_m() x kc slab at
+// pc * padded_m(); in it, row panel r (rows [r * mr, r * mr + mr), zero past M) at r * mr * kc, element (i, k) at
+// k * mr + i (row r * mr + i, column pc + k).
+struct PackedA {
+  const GemmTile& tile;  // normally choose_tile(kernels().gemm, M, N) for the products' N
+  int64_t M, K;
+  int64_t padded_m() const { return (M + tile.mr - 1) / tile.mr * tile.mr; }
+  int64_t floats() const { return padded_m() * K; }
+  // row panel r of K block pc in data
+  float* panel(float* data, int64_t r, int64_t pc) const {
+    return data + pc * padded_m() + r * tile.mr * std::min(gemm_k_block(K), K - pc);
+  }
+};
+
+// C (M, N) = packed A * B + beta * C, then the epilogue, with A packed as `a` describes (alpha already applied).
+// The same bits as the product from the unpacked A with the same tile.
+void sgemm(const PackedA& a, const float* packed, int64_t N, const BPanelSource& B, float beta, float* C, int64_t ldc,
+           const Epilogue& epilogue = {});
 
 // Both operands as matrices. With at most 4 rows of A and B given as rows (trans_b), runs as dot products
 // without packing (a fully connected layer at small batch).
