@@ -1,5 +1,5 @@
 // The tiled SGEMM engine (portable code around the per-ISA microkernels): loop order jc (NC) -> pc (KC, pack B) -> ic
-// (MC, pack A) -> ir (MR) -> jr (NR), KC standing for the product's K block (k_block). One A micro-panel (mr x kc, the
+// (MC, pack A) -> ir (MR) -> jr (NR), KC standing for the product's K block (gemm_k_block). One A micro-panel (mr x kc, the
 // broadcast operand) stays in L1 while the B micro-panels (the vector operand) stream from the packed B block in L2,
 // and C is walked along its rows, which the hardware prefetchers follow (measured against jr -> ir, which kept B's
 // micro-panel in L1 and jumped down C: 5-20% faster for n >= 512 on 1 and 2 threads); products of few rows run jr -> ir
@@ -21,16 +21,22 @@
 
 namespace convcore {
 namespace {
-// The largest K block. The A micro-panel, mr x kc (at most 12 KiB), stays in L1.
+// K blocks: a product of depth up to kOneBlockK in one block, deeper ones in blocks of at most KC. The A micro-panel,
+// mr x kc (at most 18 KiB), stays in L1.
 constexpr int64_t KC = 256;
+constexpr int64_t kOneBlockK = 384;
 }  // namespace
 
-// The K block of a product of depth K: K cut into equal blocks of at most KC, so that no short last block reloads
-// and stores all of C for a few products (K = 363, AlexNet conv1: 2 x 182, not 256 + 107; measured 2 threads,
-// alternating, median ms: AlexNet conv1 n=8 forward 12.9 -> 10.1, weight gradient 11.6 -> 10.3, res5a n=32
-// forward 35.6 -> 32.0). It depends on K alone: every row of C sums the same blocks whatever M, the tile (every
-// tile and ISA uses it) or the thread count.
+// The K block of a product of depth K: K up to kOneBlockK in one block (each block stores and reloads all of C:
+// both builds in one process, calls alternated, median of per-pair time ratios, 2 threads: 96 x 3025 x 363,
+// AlexNet conv1's product, 1.07x faster in one block than in two of 182; deeper products were not faster in blocks
+// of 384: 512 x 1568 x 4608 0.95x, squares 0.99-1.00x), else cut into equal blocks of at most KC, so that no short
+// last block reloads and stores all of C for a few products (K = 600: 3 x 200, not 256 + 256 + 88; measured 2
+// threads, alternating, median ms: AlexNet conv1 n=8 forward 12.9 -> 10.1, res5a n=32 forward 35.6 -> 32.0, when
+// that K of 363 ran as 256 + 107). It depends on K alone: every row of C sums the same blocks whatever M, the tile
+// (every tile and ISA uses it) or the thread count.
 int64_t gemm_k_block(int64_t K) {
+  if (K <= kOneBlockK) return K;
   const int64_t blocks = (K + KC - 1) / KC;
   return (K + blocks - 1) / blocks;
 }
@@ -38,8 +44,8 @@ int64_t gemm_k_block(int64_t K) {
 namespace {
 
 
-constexpr int64_t MC = 144;   // packed A block MC x kc (at most 144 KiB); a multiple of every mr
-constexpr int64_t NC = 768;   // packed B block kc x NC (~768 KiB) stays in L2; a multiple of every nr
+constexpr int64_t MC = 144;   // packed A block MC x kc (at most 216 KiB); a multiple of every mr
+constexpr int64_t NC = 768;   // packed B block kc x NC (768 KiB-1.1 MiB) stays in L2; a multiple of every nr
 constexpr int64_t kInPlaceRowFloats = 1024;  // B read in place: one row panel uses it, or its rows at most
 constexpr int64_t kInPlaceFloats = 8192;     // this far apart and all of it at most this big (32 KiB), or
 constexpr int64_t kInPlaceTwoPanelRowFloats = 8192;  // two row panels use it and its rows are at most this far apart
@@ -182,8 +188,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   const bool in_place = in_memory && (part_rows <= mr || (part_rows <= 2 * mr && ldb <= kInPlaceTwoPanelRowFloats) ||
                                       (ldb <= kInPlaceRowFloats && K * (n1 - n0) <= kInPlaceFloats));
   const float* Bm = in_place ? in_memory : nullptr;
-  float* Bp = tl_packed_b.get(KC * (Bm ? nr : nc_max));
-  float* Ap = packed_a ? nullptr : tl_packed_a.get(KC * MC);
+  float* Bp = tl_packed_b.get(p.kb * (Bm ? nr : nc_max));
+  float* Ap = packed_a ? nullptr : tl_packed_a.get(p.kb * MC);
   const int64_t padded_m = (p.M + mr - 1) / mr * mr;  // packed_a's
   // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed (or read in place) just before
   // the row panels use it, from L1, instead of the whole block first (jr -> ir): its loads then overlap the products.
@@ -365,7 +371,7 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
 #pragma omp parallel num_threads(nt)
   {
     try {
-      tl_packed_a.get(KC * MC);  // allocated before any barrier, so that no thread throws between two of them
+      tl_packed_a.get(p.kb * MC);  // allocated before any barrier, so that no thread throws between two of them
     } catch (const std::bad_alloc&) {
       out_of_memory = true;
     }

@@ -149,8 +149,8 @@ class MatrixB final : public BPanelSource {
 void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const BPanelSource& B, float beta, float* C, int64_t ldc, const Epilogue& epilogue = {});
 
-// The K block of a product of depth K (the engine's, the same for every tile, thread count and ISA): K cut into
-// equal blocks of at most 256.
+// The K block of a product of depth K (the engine's, the same for every tile, thread count and ISA): K itself up to
+// 384, deeper K cut into equal blocks of at most 256.
 int64_t gemm_k_block(int64_t K);
 
 // op(A), M x K, packed in advance in the engine's own layout for one tile, so that an A used by several products
