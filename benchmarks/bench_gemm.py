@@ -1,6 +1,6 @@
 """SGEMM: convcore's tiled engine vs torch.matmul (MKL) and numpy (OpenBLAS), float32, C = A @ B.
 
-Run: python benchmarks/bench_gemm.py [--threads 1,2] [--filter conv] [--rounds 2] [--peak-gflops 210]
+Run: python benchmarks/bench_gemm.py [--threads 1,2] [--filter conv] [--rounds 3] [--peak-gflops 210]
 Square sizes 64..2048 and conv-shaped problems (M output channels x N output pixels x K = C*R*S, the GEMM a
 convolution layer hands the engine). Every side allocates its output, as the library calls do. The last table
 gives convcore's share of the FMA peak: threads x --peak-gflops per core, by default the one-core figure

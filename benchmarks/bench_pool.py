@@ -1,6 +1,6 @@
 """Pooling layers of classic CNNs, convcore vs PyTorch CPU (NCHW), max and avg, forward and forward+backward.
 
-Run: python benchmarks/bench_pool.py [--threads 1,2] [--filter 2x2] [--rounds 2]
+Run: python benchmarks/bench_pool.py [--threads 1,2] [--filter 2x2] [--rounds 3]
 GB/s counts float32 traffic only: x read + y written (fwd), plus dy read + dx written (bwd); argmax traffic is
 not counted. convcore's max runs the path nn.MaxPool2d uses (compact uint8 argmax); PyTorch's forward-only
 runs under no_grad, its fwd+bwd through autograd. "peak MB" is the resident-memory high-water mark one call adds

@@ -1,11 +1,13 @@
-"""Side-by-side benchmark harness: each library runs in its own process per thread count, alternating.
+"""Side-by-side benchmark harness: each library runs in its own process per thread count, case by case in turn.
 
 A benchmark script defines CASES (dicts with a unique "name" and "flops", "bytes" or "images"), one runner per side
 `run_<side>(case, threads) -> seconds | harness.measure(...)`, and calls
 `harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch}, metric="GFLOP/s")`.
-The parent sets OMP/MKL/OpenBLAS thread variables for each child so no library's idle pool steals the other's
-cores, runs `--rounds` alternating rounds, and prints medians, the metric, and ratios (peer time / convcore time,
-so > 1 means convcore is faster).
+The parent starts one worker process per side (setting OMP/MKL/OpenBLAS thread variables for each, so no library's
+idle pool steals the other's cores) and has the workers measure each case in turn, `--rounds` times, alternating
+which side goes first. The machines these run on are shared: a core's speed changes from minute to minute, by up to
+2x, so a case's two sides are measured back to back (seconds apart), and each ratio (peer time / convcore time, so
+> 1 means convcore is faster) is the median over rounds of the ratio of the times measured together.
 """
 from __future__ import annotations
 
@@ -86,32 +88,45 @@ def measure(fn, **kw) -> dict:
     return {"seconds": seconds, "peak_bytes": peak_extra_bytes(fn)}
 
 
-def _child(cases, runner, threads, out_path):
-    results = {}
-    for case in cases:
-        r = runner(case, threads)
-        results[case["name"]] = r if isinstance(r, dict) else {"seconds": r, "peak_bytes": None}
-    with open(out_path, "w") as f:
-        json.dump(results, f)
+def _serve(cases, runner, threads):
+    """A worker: measures the case named on each line of stdin, answers one JSON line on stdout. Anything the
+    libraries print goes to stderr instead, so that it cannot be taken for an answer."""
+    by_name = {case["name"]: case for case in cases}
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    for line in sys.stdin:
+        r = runner(by_name[line.rstrip("\n")], threads)
+        answers.write(json.dumps(r if isinstance(r, dict) else {"seconds": r, "peak_bytes": None}) + "\n")
+        answers.flush()
 
 
-def _spawn(script_args, side, threads, case_filter):
-    env = dict(os.environ)
-    for var in THREAD_VARS:
-        env[var] = str(threads)
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-        out_path = tmp.name
-    cmd = [sys.executable, sys.argv[0], *script_args, "--side", side, "--threads", str(threads), "--out", out_path]
-    if case_filter:
-        cmd += ["--filter", case_filter]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    try:
-        if proc.returncode != 0:
-            raise RuntimeError(f"benchmark side {side!r} failed:\n{proc.stderr[-3000:]}")
-        with open(out_path) as f:
-            return json.load(f)
-    finally:
-        os.unlink(out_path)
+class _Worker:
+    """One side's worker process for one thread count."""
+
+    def __init__(self, script_args, side, threads):
+        env = dict(os.environ)
+        for var in THREAD_VARS:
+            env[var] = str(threads)
+        self.side = side
+        self.errors = tempfile.TemporaryFile(mode="w+")
+        cmd = [sys.executable, sys.argv[0], *script_args, "--side", side, "--threads", str(threads)]
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.errors, text=True)
+
+    def measure(self, name):
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            self.proc.wait()
+            self.errors.seek(0)
+            raise RuntimeError(f"benchmark side {self.side!r} failed on {name!r}:\n{self.errors.read()[-3000:]}")
+        return json.loads(answer)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+        self.errors.close()
 
 
 def _fmt_metric(case, seconds, metric):
@@ -130,19 +145,19 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
     parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip().splitlines()[0]
                                      if sys.modules["__main__"].__doc__ else None)
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side (default 2)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measurements of each case per side, the sides back to back (default 3)")
     parser.add_argument("--filter", default="", help="only cases whose name contains this text")
     parser.add_argument("--sides", default=",".join(default_sides or sides),
                         help=f"which sides to run, of {', '.join(sides)} (default {', '.join(default_sides or sides)})")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     parser.add_argument("--side", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     selected = [c for c in cases if args.filter in c["name"]]
     thread_counts = [int(t) for t in args.threads.split(",")]
 
     if args.side:
-        _child(selected, sides[args.side], thread_counts[0], args.out)
+        _serve(selected, sides[args.side], thread_counts[0])
         return None
 
     side_names = [s for s in args.sides.split(",") if s]
@@ -150,21 +165,29 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
     if unknown:
         parser.error(f"--sides names unknown side(s) {unknown}; known: {list(sides)}")
     script_args = [a for a in (argv if argv is not None else sys.argv[1:])]
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     table = {}
     for threads in thread_counts:
-        per_side = {s: [] for s in side_names}
-        for rnd in range(args.rounds):
-            order = side_names if rnd % 2 == 0 else side_names[::-1]
-            for side in order:
-                per_side[side].append(_spawn(script_args, side, threads, args.filter))
-        for case in selected:
-            row = {}
+        workers = {}
+        try:
             for side in side_names:
-                secs = [r[case["name"]]["seconds"] for r in per_side[side]]
-                peaks = [r[case["name"]]["peak_bytes"] for r in per_side[side]]
-                row[side] = {"seconds": statistics.median(secs),
-                             "peak_bytes": max(peaks) if all(p is not None for p in peaks) else None}
-            table[(case["name"], threads)] = row
+                workers[side] = _Worker(script_args, side, threads)
+            for case in selected:
+                runs = {s: [] for s in side_names}
+                for rnd in range(args.rounds):
+                    for side in side_names if rnd % 2 == 0 else side_names[::-1]:
+                        runs[side].append(workers[side].measure(case["name"]))
+                row = {}
+                for side in side_names:
+                    peaks = [r["peak_bytes"] for r in runs[side]]
+                    row[side] = {"seconds": statistics.median(r["seconds"] for r in runs[side]),
+                                 "round_seconds": [r["seconds"] for r in runs[side]],
+                                 "peak_bytes": max(peaks) if all(p is not None for p in peaks) else None}
+                table[(case["name"], threads)] = row
+        finally:
+            for worker in workers.values():
+                worker.close()
 
     base = side_names[0]
     peers = side_names[1:]
@@ -182,7 +205,8 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
             line = f"{case['name']:38s} {threads:3d} {b['seconds'] * 1e3:12.3f} {_fmt_metric(case, b['seconds'], metric):>9s} {peak}"
             for p in peers:
                 s = row[p]["seconds"]
-                ratio = s / b["seconds"] if b["seconds"] else float("nan")
+                paired = [t / u for t, u in zip(row[p]["round_seconds"], b["round_seconds"]) if u]
+                ratio = statistics.median(paired) if paired else float("nan")
                 ratios[p][threads].append(ratio)
                 line += f" {s * 1e3:12.3f} {_fmt_metric(case, s, metric):>9s} {ratio:6.2f}"
             print(line)
@@ -192,8 +216,8 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
             if rs:
                 gmean = statistics.geometric_mean(rs)
                 print(f"geometric mean ratio vs {p}, {threads} thread(s): {gmean:.2f} (min {min(rs):.2f})")
-    print(f"(ratio = {', '.join(peers)} time / {base} time; each side in its own process, {args.rounds} "
-          f"alternating rounds, median of warm runs)")
+    print(f"(ratio = {', '.join(peers)} time / {base} time, the median over {args.rounds} rounds of the times measured "
+          f"back to back; each side in its own process, medians of warm runs)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({f"{k[0]}@{k[1]}": v for k, v in table.items()}, f, indent=1)
