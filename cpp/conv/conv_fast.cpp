@@ -371,22 +371,27 @@ bool direct_weight_gradient(const ConvShape& s, const float* dy, const float* x,
 }
 }  // namespace
 
-void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw) {
+void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
   const int64_t wsize = s.K * CRS;
+  const auto bias_apart = [&] {  // the bias gradient in its own pass over dy
+    if (db) conv2d_backward_bias_fast(s, dy, db);
+  };
   if (is_depthwise(s)) {
     conv2d_backward_weight_depthwise(s, dy, x, dw);
+    bias_apart();
     return;
   }
   if (s.N == 0) {
     std::fill(dw, dw + wsize, 0.0f);
+    bias_apart();
     return;
   }
-  if (direct_weight_gradient(s, dy, x, dw, nullptr)) return;
+  if (direct_weight_gradient(s, dy, x, dw, db)) return;
   if (is_strided_1x1(s)) {
     CachedBlock<float> xs(s.N * s.C * s.P * s.Q);
     const ConvShape t = pointwise_on_subsampled(s, x, xs.get());
-    conv2d_backward_weight_fast(t, dy, xs.get(), dw);
+    conv2d_backward_weight_fast(t, dy, xs.get(), dw, db);
     return;
   }
   // Im2colT reads images in a SplitLayout: padded or horizontally strided inputs are copied so first (an
@@ -409,6 +414,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
       sgemm(Trans::no, Kg, CRS, s.N * PQ, 1.0f, dyg.data(), s.N * PQ,
             Im2colT(s, xs + g * Cg * layout.plane, image_floats, layout), 0.0f, dw + g * Kg * CRS, CRS);
     }
+    bias_apart();
     return;
   }
   // A fixed number of chunks of the N*P*Q pixels, each summing its pieces in order into its own partial; partials
@@ -425,6 +431,12 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   std::unique_ptr<float, FreeDeleter> extra(
       chunks > 1 ? static_cast<float*>(std::malloc(sizeof(float) * (chunks - 1) * wsize)) : nullptr);
   if (chunks > 1 && !extra) throw std::bad_alloc();
+  // Chunks of whole images are the bias gradient's own chunks (image_chunks): each task adds its images' bias
+  // partials after their products, while the other threads' products run (the bias pass alone reads all of dy
+  // from memory: 9% of ResNet-50 conv1's backward at batch 8).
+  const bool bias_here = db && !by_pixels;
+  const int64_t per_chunk = bias_here ? bias_partial_floats(s) : 0;
+  std::vector<float> bias_parts(static_cast<size_t>(chunks * per_chunk), 0.0f);
   // Copied images: all of them first where chunks share images (fewer images than chunks), else each chunk copies
   // the image it is summing.
   const bool copy_first = copied && s.N < chunks;
@@ -453,6 +465,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
                 beta, dwg, CRS);
         }
       }
+      if (bias_here) bias_partials_add(s, dy + n * s.K * PQ, 0, s.K, &bias_parts[chunk * per_chunk]);
       at += len;
     }
   });
@@ -460,6 +473,10 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     const float* part = extra.get() + (chunk - 1) * wsize;
     for (int64_t i = 0; i < wsize; ++i) dw[i] += part[i];
   }
+  if (bias_here)
+    bias_from_partials(s, bias_parts.data(), chunks, db);
+  else
+    bias_apart();
 }
 
 int64_t bias_partial_floats(const ConvShape& s) {
@@ -617,10 +634,7 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
 void conv2d_backward_fast(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx, float* dw,
                           float* db) {
   if (dx && kernels().conv_channel_vector_backward(s, dy, x, w, dx, dw, db)) return;
-  if (!direct_weight_gradient(s, dy, x, dw, db)) {
-    conv2d_backward_weight_fast(s, dy, x, dw);
-    if (db) conv2d_backward_bias_fast(s, dy, db);
-  }
+  conv2d_backward_weight_fast(s, dy, x, dw, db);
   if (dx) conv2d_backward_input_fast(s, dy, w, dx);
 }
 

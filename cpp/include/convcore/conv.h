@@ -46,10 +46,12 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // count (the unfolded weight gradient sums a fixed number of per-chunk partials in a fixed order).
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y);
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
-void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw);
+// The weight gradient, and db where not null (the bits of conv2d_backward_bias_fast): the direct kernels (direct,
+// over filters) and the products taken image chunk by image chunk add the bias partials in their own pass over
+// each image; elsewhere (depthwise, the batch folded, chunks of pixels) the bias gradient's own pass follows.
+void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw, float* db);
 // All of a layer's gradients: dw, and dx and db where not null; from one pass over the batch where
-// conv_channel_vector_backward applies; else the weight gradient's direct kernels (direct, over filters) add the bias
-// gradient in their own pass over each image; else the kernels above, one by one.
+// conv_channel_vector_backward applies; else the weight gradient (with db), then the input gradient.
 void conv2d_backward_fast(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx, float* dw,
                           float* db);
 // db[k] = sum of dy over (n, p, q): the batch in image_chunks(s) chunks, each summing 16 lane partials per
