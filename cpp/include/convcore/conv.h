@@ -39,8 +39,8 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // copy of the image (of x itself when unpadded and unstrided). Layers (not pointwise) with fewer than 256 output
 // pixels per image fold the batch into one GEMM per group: the forward's N dimension (the result, Kg x N*P*Q
 // floats, is then copied into y), the weight gradient's K dimension (dY gathered into Kg x N*P*Q floats, and
-// every image copied when padded or strided). Per-thread workspace: the engine's packed blocks (<= 256 x 768
-// floats of B, 144 x 256 of A), the copied image (strided forward, weight gradient), and for the input gradient
+// every image copied when padded or strided). Per-thread workspace: the engine's packed blocks (<= 384 x 960
+// floats of B, 144 x 384 of A), the copied image (strided forward, weight gradient), and for the input gradient
 // one column block of at most max(256 Ki, 16 * C/groups * R * S) floats. Work is split over images when there
 // are at least as many as threads, otherwise inside each GEMM; every result is bitwise identical at any thread
 // count (the unfolded weight gradient sums a fixed number of per-chunk partials in a fixed order).
