@@ -2,8 +2,9 @@
 
 Run: python benchmarks/bench_pool.py [--threads 1,2] [--filter 2x2] [--rounds 3]
 GB/s counts float32 traffic only: x read + y written (fwd), plus dy read + dx written (bwd); argmax traffic is
-not counted. convcore's max runs the path nn.MaxPool2d uses (compact uint8 argmax); PyTorch's forward-only
-runs under no_grad, its fwd+bwd through autograd. "peak MB" is the resident-memory high-water mark one call adds
+not counted. convcore runs the layers, nn.MaxPool2d and nn.AvgPool2d in training mode (max: the compact uint8
+argmax; validated once per input shape, as in training); PyTorch's forward-only runs under no_grad, its fwd+bwd
+through autograd. "peak MB" is the resident-memory high-water mark one call adds
 (VmHWM after /proc/self/clear_refs, so C++ allocations count; tracemalloc would not see them).
 """
 import numpy as np
@@ -46,27 +47,18 @@ def _arrays(case):
 
 def run_convcore(case, threads):
     import convcore as cc
-    from convcore.functional import pool
 
-    F = cc.functional
     cc.set_num_threads(threads)
     x, dy = _arrays(case)
     kw = {"kernel_size": case["k"], "stride": case["s"], "padding": case["p"]}
-    if case["op"] == "max":
-        if case["mode"] == "fwd":
-            return harness.measure(lambda: pool._max_pool2d_compact(x, **kw))
-
-        def step():
-            _, offsets = pool._max_pool2d_compact(x, **kw)
-            pool._max_pool2d_compact_backward(dy, offsets, x.shape, **kw)
-        return harness.measure(step)
+    layer = cc.nn.MaxPool2d(**kw) if case["op"] == "max" else cc.nn.AvgPool2d(**kw)  # in training mode
     if case["mode"] == "fwd":
-        return harness.measure(lambda: F.avg_pool2d(x, **kw))
+        return harness.measure(lambda: layer(x))
 
-    def avg_step():
-        F.avg_pool2d(x, **kw)
-        F.avg_pool2d_backward(dy, x.shape, **kw)
-    return harness.measure(avg_step)
+    def step():
+        layer(x)
+        layer.backward(dy)
+    return harness.measure(step)
 
 
 def run_torch(case, threads):

@@ -648,6 +648,30 @@ def test_max_pool_backward_routes_with_the_windows_of_its_forward(rng):
     assert pool(x).shape == (2, 3, 4, 4)
 
 
+def test_avg_pool_layer_keeps_its_validated_calls_and_routes_with_the_windows_of_its_forward(rng):
+    """AvgPool2d validates once per input shape and options: its backward has the functional bits, routes with the
+    windows of the forward it follows (options changed in between apply from the next forward), refuses a dy of
+    another shape by name, and a new input shape or option is prepared again."""
+    pool = nn.AvgPool2d(3, 2, 1, count_include_pad=False).train()
+    for shape in ((2, 3, 9, 9), (2, 3, 9, 9), (1, 4, 7, 6)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = pool(x)
+        np.testing.assert_array_equal(y, cc.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        expected = cc.functional.avg_pool2d_backward(dy, x.shape, 3, 2, 1, count_include_pad=False)
+        pool.count_include_pad = True
+        np.testing.assert_array_equal(pool.backward(dy), expected)
+        pool.count_include_pad = False
+        with pytest.raises(ValueError, match=r"dy must have the pooling output shape"):
+            pool.backward(dy[:, :, :-1])
+    pool.count_include_pad = True
+    np.testing.assert_array_equal(pool(x), cc.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=True))
+    pool.eval()
+    pool(x)
+    with pytest.raises(RuntimeError, match="needs a forward pass in training mode"):
+        pool.backward(dy)
+
+
 def _functional_conv(layer, x, activation=None):
     return cc.functional.conv2d(x, layer.weight.data, layer.bias.data, layer.stride, layer.padding, layer.dilation,
                                 layer.groups, activation=activation)

@@ -120,6 +120,27 @@ def _prepare_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
     return run
 
 
+def _prepare_avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    """Validate a 2-D average pooling for inputs shaped and typed like x (4-D, already through as_tensor); returns
+    (run(x) -> y, back(dy) -> dx) for C-contiguous arrays of that shape and dtype (nn.AvgPool2d keeps them while its
+    input's shape and options stay the same; dy is checked in one comparison when it is already a C-contiguous
+    array of the output's shape and x's dtype)."""
+    run = _prepare_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 2)
+    count_include_pad = _as_bool(count_include_pad, "count_include_pad")
+    geometry = _geometry(x.shape[2:], kernel_size, stride, padding, ceil_mode, 2, "x")
+    x_shape, dtype = x.shape, x.dtype
+    y_shape = x_shape[:2] + tuple(geometry[2:4])
+
+    def back(dy):
+        if type(dy) is not np.ndarray or dy.shape != y_shape or dy.dtype != dtype or not dy.flags.c_contiguous:
+            dy = as_tensor(dy, "dy", ndim=4)
+            if dy.shape != y_shape:
+                raise ValueError(f"dy must have the pooling output shape {y_shape} for input shape {x_shape}, "
+                                 f"got {dy.shape}")
+        return _core.avg_pool2d_backward(dy, geometry, count_include_pad)
+    return run, back
+
+
 def _max_pool_backward(dy, indices, input_shape, kernel_size, stride, padding, ceil_mode, spatial: int):
     dy4, geometry, shape = _gradient(dy, input_shape, kernel_size, stride, padding, ceil_mode, spatial)
     if not isinstance(indices, np.ndarray):

@@ -91,24 +91,30 @@ class AvgPool2d(Module):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
-        self._shape = None
+        self._back = None
 
     def _args(self):
         return self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad
 
     def forward(self, x):
-        y = F.avg_pool2d(x, *self._args())
-        self._shape = x.shape if self.training else None
-        return y
+        if type(x) is not np.ndarray or not x.flags.c_contiguous:
+            x = as_tensor(x, "x", ndim=4)
+        # (forward, backward) prepared by convcore.functional for inputs shaped and typed like x, validated once and
+        # kept while the input and the options stay the same (Module._prepared_for)
+        args = self._args()
+        run, back = self._prepared_for((x.shape, x.dtype, args), None, None,
+                                       lambda: pool_ops._prepare_avg_pool(as_tensor(x, "x", ndim=4), *args))
+        self._back = back if self.training else None
+        return run(x)
 
     def _inference_step(self, x, relu=False):
         return pool_ops._prepare_pool(x, *self._args(), 2)
 
     def backward(self, dy, input_grad=True):
-        return F.avg_pool2d_backward(dy, self._saved(self._shape, "input shape"), *self._args())
+        return self._saved(self._back, "input shape")(dy)
 
     def _release(self):
-        self._shape = None
+        self._back = None
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
