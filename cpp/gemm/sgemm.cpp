@@ -43,7 +43,6 @@ int64_t gemm_k_block(int64_t K) {
 
 namespace {
 
-
 constexpr int64_t MC = 144;   // packed A block MC x kc (at most 216 KiB); a multiple of every mr
 constexpr int64_t NC = 768;   // packed B block kc x NC (768 KiB-1.1 MiB) stays in L2; a multiple of every nr
 constexpr int64_t kInPlaceRowFloats = 1024;  // B read in place: one row panel uses it, or its rows at most
