@@ -113,6 +113,24 @@ def run_torch(case, threads):
     return harness.measure(step)
 
 
+def _print_by_mode(table, floor=0.8):
+    """Per thread count and mode (forward, forward+backward): the geometric mean of the ratios vs PyTorch, the
+    lowest, and the cases below `floor`."""
+    for threads in sorted({t for _, t in table}):
+        for mode in ("fwd", "fwd+bwd"):
+            ratios = [(row["torch"]["ratio"], name) for (name, t), row in table.items()
+                      if t == threads and name.endswith(" " + mode) and "torch" in row]
+            ratios = [(r, name) for r, name in ratios if r == r and r > 0]
+            if not ratios:
+                continue
+            gmean = float(np.exp(np.mean([np.log(r) for r, _ in ratios])))
+            low = ", ".join(f"{name} {r:.2f}" for r, name in sorted(ratios) if r < floor) or "none"
+            print(f"{mode:8s} vs torch, {threads} thread(s): geometric mean {gmean:.2f}, lowest {min(ratios)[0]:.2f} "
+                  f"({min(ratios)[1]}); below {floor}: {low}")
+
+
 if __name__ == "__main__":
-    harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch, "reference": run_reference},
-                 metric="GFLOP/s", default_sides=("convcore", "torch"))
+    table = harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch, "reference": run_reference},
+                         metric="GFLOP/s", default_sides=("convcore", "torch"))
+    if table is not None:
+        _print_by_mode(table)

@@ -141,7 +141,7 @@ def _fmt_metric(case, seconds, metric):
 
 def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=None):
     """Run the sides (default_sides, or all) for all cases at each thread count and print the table; returns the
-    results."""
+    results: {(case name, threads): {side: {"seconds", "round_seconds", "peak_bytes"} and, for the peers, "ratio"}}."""
     parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip().splitlines()[0]
                                      if sys.modules["__main__"].__doc__ else None)
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
@@ -207,6 +207,7 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
                 s = row[p]["seconds"]
                 paired = [t / u for t, u in zip(row[p]["round_seconds"], b["round_seconds"]) if u]
                 ratio = statistics.median(paired) if paired else float("nan")
+                row[p]["ratio"] = ratio
                 ratios[p][threads].append(ratio)
                 line += f" {s * 1e3:12.3f} {_fmt_metric(case, s, metric):>9s} {ratio:6.2f}"
             print(line)
