@@ -358,19 +358,6 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
   });
 }
 
-namespace {
-// The weight gradient by the kernels that pass over dy image by image (over filters, or direct; both take one group
-// only, so never a depthwise layer), with the bias gradient in the same pass where db is not null. Returns false,
-// doing nothing, where neither applies.
-bool direct_weight_gradient(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
-  if (s.N == 0) return false;
-  if (kernels().conv_filter_vector_weight(s, dy, x, dw, db)) return true;
-  if (!conv2d_direct_weight_applies(s)) return false;
-  kernels().conv_direct_weight(s, dy, x, dw, db);
-  return true;
-}
-}  // namespace
-
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
   const int64_t wsize = s.K * CRS;
@@ -387,7 +374,12 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     bias_apart();
     return;
   }
-  if (direct_weight_gradient(s, dy, x, dw, db)) return;
+  // the kernels that pass over dy image by image (over filters, or direct), the bias gradient in the same pass
+  if (kernels().conv_filter_vector_weight(s, dy, x, dw, db)) return;
+  if (conv2d_direct_weight_applies(s)) {
+    kernels().conv_direct_weight(s, dy, x, dw, db);
+    return;
+  }
   if (is_strided_1x1(s)) {
     CachedBlock<float> xs(s.N * s.C * s.P * s.Q);
     const ConvShape t = pointwise_on_subsampled(s, x, xs.get());
