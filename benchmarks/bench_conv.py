@@ -6,6 +6,8 @@ First layers (1 or 3 input channels) skip the input gradient on both sides, as t
 oracle and fallback) as the baseline the fast kernels are measured against; they are slow, so pair it with
 --filter (e.g. --filter "n=1 ").
 """
+import statistics
+
 import numpy as np
 
 import harness
@@ -123,7 +125,7 @@ def _print_by_mode(table, floor=0.8):
             ratios = [(r, name) for r, name in ratios if r == r and r > 0]
             if not ratios:
                 continue
-            gmean = float(np.exp(np.mean([np.log(r) for r, _ in ratios])))
+            gmean = statistics.geometric_mean(r for r, _ in ratios)
             low = ", ".join(f"{name} {r:.2f}" for r, name in sorted(ratios) if r < floor) or "none"
             print(f"{mode:8s} vs torch, {threads} thread(s): geometric mean {gmean:.2f}, lowest {min(ratios)[0]:.2f} "
                   f"({min(ratios)[1]}); below {floor}: {low}")

@@ -184,6 +184,10 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
                     row[side] = {"seconds": statistics.median(r["seconds"] for r in runs[side]),
                                  "round_seconds": [r["seconds"] for r in runs[side]],
                                  "peak_bytes": max(peaks) if all(p is not None for p in peaks) else None}
+                base_rounds = row[side_names[0]]["round_seconds"]
+                for side in side_names[1:]:  # the peers' ratios, paired round by round
+                    paired = [t / u for t, u in zip(row[side]["round_seconds"], base_rounds) if u]
+                    row[side]["ratio"] = statistics.median(paired) if paired else float("nan")
                 table[(case["name"], threads)] = row
         finally:
             for worker in workers.values():
@@ -204,10 +208,7 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
             peak = f"{b['peak_bytes'] / 2**20:8.1f}" if b["peak_bytes"] is not None else f"{'-':>8s}"
             line = f"{case['name']:38s} {threads:3d} {b['seconds'] * 1e3:12.3f} {_fmt_metric(case, b['seconds'], metric):>9s} {peak}"
             for p in peers:
-                s = row[p]["seconds"]
-                paired = [t / u for t, u in zip(row[p]["round_seconds"], b["round_seconds"]) if u]
-                ratio = statistics.median(paired) if paired else float("nan")
-                row[p]["ratio"] = ratio
+                s, ratio = row[p]["seconds"], row[p]["ratio"]
                 ratios[p][threads].append(ratio)
                 line += f" {s * 1e3:12.3f} {_fmt_metric(case, s, metric):>9s} {ratio:6.2f}"
             print(line)
