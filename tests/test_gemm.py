@@ -155,6 +155,26 @@ def test_narrow_products_split_by_rows(isa, rng, m, n, k):
         assert np.array_equal(c, expected), t
 
 
+@pytest.mark.parametrize("m,n,k", [(96, 330, 300), (29, 333, 600), (54, 320, 600)])
+def test_first_row_panel_packs_b_as_it_computes(isa, rng, m, n, k):
+    # few-row products (one A block) with B in memory, too many row panels to read it in place and K blocks too deep
+    # to pack it panel by panel: on AVX-512 their first row panel packs each B block for the others (the three take
+    # 12x32, 8x48 and 6x64; 29 rows end in a partial row panel, 330 and 333 columns in a partial column panel), K
+    # in one block of 300 or 3 of 200; exact on small integers, with and without beta and an epilogue, C written in
+    # place (an unwritten element stays NaN), the same bits on 2 threads (column chunks)
+    a, b = _operands(rng, m, n, k, False, False)
+    c0 = rng.integers(-3, 4, (m, n)).astype(np.float32)
+    bias = rng.integers(-20, 20, m).astype(np.float32)
+    for t in (1, 2):
+        c = np.full((m, n), np.nan, np.float32)
+        with cc.threads(t):
+            _core.gemm(a, b, False, False, 1.0, 0.0, c, None, NONE, False, False)
+            got = _core.gemm(a, b, False, False, 1.0, 2.0, c0.copy(), bias, PER_ROW, True, False)
+        assert np.array_equal(c, _expected(a, b, False, False)), t
+        assert np.array_equal(got, _expected(a, b, False, False, 1.0, 2.0, c0.astype(np.float64), bias, PER_ROW,
+                                             True)), t
+
+
 @pytest.mark.parametrize("m", [1, 3])
 def test_few_rows_products_identical_at_any_thread_count_and_close_to_float64(isa, rng, m):
     # a fully connected layer at batch 1-3: unpacked dot products, B's rows in groups of four and column blocks

@@ -3,8 +3,9 @@
 // broadcast operand) stays in L1 while the B micro-panels (the vector operand) stream from the packed B block in L2,
 // and C is walked along its rows, which the hardware prefetchers follow (measured against jr -> ir, which kept B's
 // micro-panel in L1 and jumped down C: 5-20% faster for n >= 512 on 1 and 2 threads); products of few rows run jr -> ir
-// with B packed panel by panel (sgemm_part). Packing buffers are per thread (thread_local, 64-byte aligned, grown on
-// demand), except all of A packed once for the threads of a product taken in chunks.
+// with B packed panel by panel, or have their first row panel pack B as it computes (sgemm_part). Packing buffers are
+// per thread (thread_local, 64-byte aligned, grown on demand), except all of A packed once for the threads of a
+// product taken in chunks.
 #include <omp.h>
 
 #include <algorithm>
@@ -50,6 +51,7 @@ constexpr int64_t kInPlaceFloats = 8192;     // this far apart and all of it at 
 constexpr int64_t kInPlaceTwoPanelRowFloats = 8192;  // two row panels use it and its rows are at most this far apart
 constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one up to this size (32 KiB), and
 constexpr int kPanelOuterMinNr = 32;         // from a B in memory only this wide (two cache lines a row) or wider
+constexpr int64_t kCopyRowFloats = 8192;     // the first row panel packs B as it computes: rows this far apart
 constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
 constexpr int64_t kMinChunkColumns = 256;           // each at least this wide,
 constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB)
@@ -187,7 +189,6 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   const bool in_place = in_memory && (part_rows <= mr || (part_rows <= 2 * mr && ldb <= kInPlaceTwoPanelRowFloats) ||
                                       (ldb <= kInPlaceRowFloats && K * (n1 - n0) <= kInPlaceFloats));
   const float* Bm = in_place ? in_memory : nullptr;
-  float* Bp = tl_packed_b.get(p.kb * (Bm ? nr : nc_max));
   float* Ap = packed_a ? nullptr : tl_packed_a.get(p.kb * MC);
   const int64_t padded_m = (p.M + mr - 1) / mr * mr;  // packed_a's
   // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed (or read in place) just before
@@ -203,18 +204,28 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   const int64_t kb = p.kb;
   const bool panel_outer = m1 - m0 <= MC && kb * nr <= kPanelOuterFloats &&
                            (in_place || !in_memory || nr >= kPanelOuterMinNr);
+  float* Bp = tl_packed_b.get(p.kb * (Bm ? nr : nc_max));
+  // Otherwise, a B in memory packed as a whole block is packed by the first row panel of a few-row product while
+  // it computes (the tile's copying microkernel reads B's rows in place and stores them as the packed panel), so that
+  // the reads from memory overlap the products instead of running ahead of them (22% of a 64 x 3136 x 576 product
+  // on 1 thread was packing). Both builds in one process, calls alternated, median of per-pair time ratios: 1 thread
+  // 64 x 3136 x 576 1.08x, 64 x 1024 x 576 1.06x, 96 x 3025 x 363 1.01x; 2 threads 1.10x, 1.06x, 1.04x. Not where
+  // B's rows are more than kCopyRowFloats apart (64 x 50176 x 576, 2 threads: 0.79x, each row a page apart), nor
+  // for several A blocks (packing is a smaller part of them); prefetching the next panel's rows as well: 0.98x.
+  const bool copy_b = in_memory && !in_place && !panel_outer && tile.copying && m1 - m0 <= MC && ldb <= kCopyRowFloats;
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
-    const int64_t nc = std::min(nc_max, n1 - jc), full = Bm ? nc / nr * nr : 0;
+    const int64_t nc = std::min(nc_max, n1 - jc), full = Bm || copy_b ? nc / nr * nr : 0;
     for (int64_t pc = 0; pc < K; pc += kb) {
       const int64_t kc = std::min(kb, K - pc);
       const bool accumulate = pc > 0 || beta != 0.0f, last = pc + kc == K;
-      if (nc > full && !panel_outer) B.pack(pc, kc, jc + full, nc - full, nr, Bp);  // or its last panel
+      if (nc > full && !panel_outer)
+        B.pack(pc, kc, jc + full, nc - full, nr, Bp + (copy_b ? full / nr * kc * nr : 0));  // or its last panel
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
         const float* a_block = packed_a ? packed_a + pc * padded_m + ic * kc : Ap;
         if (!packed_a) pack_a(pack_transposed, trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
-        const auto run = [&](int64_t ir, int64_t jr, const float* bpanel, int64_t bstride) {
+        const auto run = [&](int64_t ir, int64_t jr, const float* bpanel, int64_t bstride, float* bcopy) {
           const int64_t rows = std::min<int64_t>(mr, mc - ir), cols = std::min<int64_t>(nr, nc - jr);
           const float* apanel = a_block + (ir / mr) * kc * mr;
           float* c = C + (ic + ir) * ldc + jc + jr;
@@ -223,13 +234,19 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
             const TileEpilogue tile_epi{epi.bias_axis == Epilogue::Bias::per_row ? epi.bias + ic + ir : nullptr,
                                         epi.bias_axis == Epilogue::Bias::per_col ? epi.bias + jc + jr : nullptr,
                                         epi.relu};
-            tile.micro(kc, apanel, bpanel, bstride, c, ldc, accumulate, fused ? &tile_epi : nullptr);
+            if (bcopy)
+              tile.copying(kc, apanel, bpanel, bstride, bcopy, c, ldc, accumulate, fused ? &tile_epi : nullptr);
+            else
+              tile.micro(kc, apanel, bpanel, bstride, c, ldc, accumulate, fused ? &tile_epi : nullptr);
           } else {
             if (accumulate)
               for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
             // few columns: the one-vector kernel (res4a at batch 1, 196 columns, computed 224 with 32 on AVX-512)
             const MicroKernel micro = tile.narrow && cols <= tile.narrow_nr ? tile.narrow : tile.micro;
-            micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
+            if (bcopy)
+              tile.copying(kc, apanel, bpanel, bstride, bcopy, edge, nr, accumulate, nullptr);
+            else
+              micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
             for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
             if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
           }
@@ -239,16 +256,17 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
             const bool read_in_place = jr < full;
             if (!read_in_place) B.pack(pc, kc, jc + jr, std::min<int64_t>(nr, nc - jr), nr, Bp);
             for (int64_t ir = 0; ir < mc; ir += mr)
-              run(ir, jr, read_in_place ? Bm + pc * ldb + jc + jr : Bp, read_in_place ? ldb : nr);
+              run(ir, jr, read_in_place ? Bm + pc * ldb + jc + jr : Bp, read_in_place ? ldb : nr, nullptr);
           }
           continue;
         }
         for (int64_t ir = 0; ir < mc; ir += mr)
           for (int64_t jr = 0; jr < nc; jr += nr) {
-            if (jr < full)
-              run(ir, jr, Bm + pc * ldb + jc + jr, ldb);
+            float* panel = Bp + ((jr - (Bm ? full : 0)) / nr) * kc * nr;
+            if (jr < full && (Bm || (ic == m0 && ir == 0)))
+              run(ir, jr, in_memory + pc * ldb + jc + jr, ldb, copy_b ? panel : nullptr);
             else
-              run(ir, jr, Bp + ((jr - full) / nr) * kc * nr, nr);
+              run(ir, jr, panel, nr, nullptr);
           }
       }
     }

@@ -177,9 +177,11 @@ void pack_gathered_8(const float* base, const int64_t* offsets, int64_t count, i
 
 }  // namespace
 
+// No copying microkernels: a B panel row here is a cache line or less (16 or 24 floats), and rows of B read in
+// place a matrix row apart were not followed by the prefetchers (kPanelOuterMinNr in sgemm.cpp).
 GemmKernels gemm_kernels_avx2() {
   return GemmKernels{"avx2 6x16 (4x24 for few rows)",
-                     {{6, 16, micro<6, 2>, micro<6, 1>, 8}, {4, 24, micro<4, 3>, micro<4, 1>, 8}},
+                     {{6, 16, micro<6, 2>, micro<6, 1>, 8, nullptr}, {4, 24, micro<4, 3>, micro<4, 1>, 8, nullptr}},
                      2,
                      dots_4x8,
                      pack_transposed_8x8,

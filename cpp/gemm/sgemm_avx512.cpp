@@ -16,9 +16,9 @@ namespace {
 // 1.00x; 16 steps ahead 1.00-1.01x; A's panel prefetched as well 1.00x.
 constexpr int64_t kPrefetchSteps = 8;
 
-template <int MR, int NV>
-void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
-           const TileEpilogue* epi) {
+template <int MR, int NV, bool kCopy>
+inline void micro_body(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
+                       bool accumulate, const TileEpilogue* epi) {
   __m512 c[MR][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
@@ -30,6 +30,11 @@ void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, 
     for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(Bp + kPrefetchSteps * ldb + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(Bp + 16 * v);
+    if constexpr (kCopy) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) _mm512_store_ps(Bcopy + 16 * v, b[v]);
+      Bcopy += 16 * NV;
+    }
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(Ap[i]);
@@ -70,6 +75,19 @@ void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, 
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(C + i * ldc + 16 * v, c[i][v]);
+}
+
+template <int MR, int NV>
+void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
+           const TileEpilogue* epi) {
+  micro_body<MR, NV, false>(kc, Ap, Bp, ldb, nullptr, C, ldc, accumulate, epi);
+}
+
+// CopyingMicroKernel: micro, storing each B row it loads to the packed panel.
+template <int MR, int NV>
+void micro_copying(int64_t kc, const float* Ap, const float* B, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
+                   bool accumulate, const TileEpilogue* epi) {
+  micro_body<MR, NV, true>(kc, Ap, B, ldb, Bcopy, C, ldc, accumulate, epi);
 }
 
 // The 16 lanes of v summed by a fixed halving tree (lanes i and i + half, half = 8, 4, 2, 1). Full-width
@@ -214,8 +232,9 @@ void pack_gathered_16(const float* base, const int64_t* offsets, int64_t count, 
 
 GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 12x32 (8x48, 6x64 for few rows)",
-                     {{12, 32, micro<12, 2>, micro<12, 1>, 16}, {8, 48, micro<8, 3>, micro<8, 1>, 16},
-                      {6, 64, micro<6, 4>, micro<6, 1>, 16}},
+                     {{12, 32, micro<12, 2>, micro<12, 1>, 16, micro_copying<12, 2>},
+                      {8, 48, micro<8, 3>, micro<8, 1>, 16, micro_copying<8, 3>},
+                      {6, 64, micro<6, 4>, micro<6, 1>, 16, micro_copying<6, 4>}},
                      3,
                      dots_4x2x16,
                      pack_transposed_16x16,

@@ -46,13 +46,21 @@ struct TileEpilogue {
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
                              bool accumulate, const TileEpilogue* epi);
 
+// The microkernel, also storing each row of B it reads (nr floats, ldb apart) to Bcopy as a packed panel:
+// Bcopy[k*nr + j] (64-byte aligned). The first row panel of a few-row product packs B from memory for the others
+// while it computes.
+using CopyingMicroKernel = void (*)(int64_t kc, const float* Ap, const float* B, int64_t ldb, float* Bcopy, float* C,
+                                    int64_t ldc, bool accumulate, const TileEpilogue* epi);
+
 // One register tile: the mr x nr microkernel, and an mr x narrow_nr one for edge tiles of at most narrow_nr
-// columns (it reads the first narrow_nr columns of the nr-wide packed panel), or nullptr.
+// columns (it reads the first narrow_nr columns of the nr-wide packed panel), or nullptr; and its copying
+// microkernel, or nullptr.
 struct GemmTile {
   int mr, nr;
   MicroKernel micro;
   MicroKernel narrow;
   int narrow_nr;
+  CopyingMicroKernel copying;
 };
 
 constexpr int kMaxGemmTiles = 3;
