@@ -114,10 +114,10 @@ def test_random_floats_close_to_float64(isa, rng):
 
 # split N (300 x 700), split N of a wide product, split M (B read in place), and split M over two and three K blocks
 # (each thread repacks its rows per block while the other may still read the last block), and products wide
-# enough for column chunks taken in turn from all of A packed once (2 threads: 8 chunks of 448 / 544 columns, the
-# last short; A in 2 K blocks, and in 3 row blocks of 144)
+# enough for column chunks taken in turn from all of A packed once (2 threads: 8 chunks of 544 columns, the last
+# short; A in 3 K blocks, and in 3 row blocks of 144)
 @pytest.mark.parametrize("m,n,k", [(300, 700, 300), (40, 2000, 64), (500, 20, 33), (150, 70, 257), (100, 90, 600),
-                                   (20, 3500, 300), (300, 4200, 300)])
+                                   (20, 4200, 600), (300, 4200, 300)])
 def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
     a, b = _operands(rng, m, n, k, False, False, integer=False)
     results = []
@@ -161,7 +161,7 @@ def test_first_row_panel_packs_b_as_it_computes(isa, rng, m, n, k):
     # to pack it panel by panel: on AVX-512 their first row panel packs each B block for the others (the three take
     # 12x32, 8x48 and 6x64; 29 rows end in a partial row panel, 330 and 333 columns in a partial column panel), K
     # in one block of 300 or 3 of 200; exact on small integers, with and without beta and an epilogue, C written in
-    # place (an unwritten element stays NaN), the same bits on 2 threads (column chunks)
+    # place (an unwritten element stays NaN), the same bits on 2 threads (split by columns)
     a, b = _operands(rng, m, n, k, False, False)
     c0 = rng.integers(-3, 4, (m, n)).astype(np.float32)
     bias = rng.integers(-20, 20, m).astype(np.float32)

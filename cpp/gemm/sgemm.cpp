@@ -53,7 +53,7 @@ constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one
 constexpr int kPanelOuterMinNr = 32;         // from a B in memory only this wide (two cache lines a row) or wider
 constexpr int64_t kCopyRowFloats = 8192;     // the first row panel packs B as it computes: rows this far apart
 constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
-constexpr int64_t kMinChunkColumns = 256;           // each at least this wide,
+constexpr int64_t kMinChunkColumns = 512;           // each at least this wide,
 constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB)
 
 // Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
@@ -370,7 +370,10 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   // equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). At least
   // kChunksPerThread chunks per thread, of at least kMinChunkColumns columns (whole panels) each; the threads first
   // pack all of A together, so that a chunk does not pack it again (repacked per chunk, chunks of 128 columns made a
-  // 1024-square product 30% slower). Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x
+  // 1024-square product 30% slower). Each chunk streams all of packed A again: chunks of at least 512 columns rather
+  // than 256 (products 2048 to 4095 wide then run in equal shares), both builds in one process, calls alternated,
+  // median of per-pair time ratios: 2048-square 1.06x and 1.07x, 1024 x 3000 x 1024 1.03x, 64 x 3136 x 576 1.04x
+  // and 1.08x, 256 x 3136 x 64 1.01x, 96 x 3025 x 363 0.99x; at least 768: no further change (0.99-1.01x). Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x
   // 6272 x 2304 218 -> 268, 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188;
   // on a quiet machine (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged. Narrow products (split M)
   // keep equal shares of rows, each thread packing all of B: packing it once for all threads, then each K block's row
