@@ -359,12 +359,15 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   const int64_t chunk = std::max((kMinChunkColumns + nr - 1) / nr, (N + share * nr - 1) / (share * nr)) * nr;
   const int64_t chunks = (N + chunk - 1) / chunk;
   const bool can_chunk = chunks >= share && (prepacked || padded_m * K <= kMaxSharedFloats);
-  // Split N where the threads can take column chunks (all of A packed once), or where N is wide and at least M;
+  // Split N where the threads can take column chunks (all of A packed once), or where N is wide and more than M;
   // else M: with equal shares of columns each thread packs all of A, and a few panels split unevenly (392 columns:
   // 7 and 6 panels of 32). Measured AVX-512, 2 threads, alternating, best of ~40, GFLOP/s, columns -> rows:
   // 2048 x 392 x 512 261 -> 303, 4608 x 392 x 512 252 -> 303, 512 x 392 x 4608 230 -> 267, 2304 x 300 x 256
   // 232 -> 297 (the folded products of ResNet-50's last stages; n=8 512 -> 2048 1x1 forward 4.8 -> 4.3 ms median).
-  const bool split_n = (N >= nt * nr * 4 && (can_chunk || N >= M)) || M < nt * mr;
+  // Square products too (each thread packs half of A, through the transposing packer, and all of B, row by row,
+  // instead of all of A and half of B): both builds in one process, calls alternated, median of per-pair time
+  // ratios, columns -> rows: 512-square 1.07x and 1.02x, 768 1.04x, 384 1.01x, 256 1.00x, 1024 0.99-1.00x.
+  const bool split_n = (N >= nt * nr * 4 && (can_chunk || N > M)) || M < nt * mr;
   // Wide products (split N) are taken in chunks by the threads as they finish (an atomic counter): the cores of these
   // machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute), and
   // equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). At least
