@@ -211,7 +211,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // on 1 thread was packing). Both builds in one process, calls alternated, median of per-pair time ratios: 1 thread
   // 64 x 3136 x 576 1.08x, 64 x 1024 x 576 1.06x, 96 x 3025 x 363 1.01x; 2 threads 1.10x, 1.06x, 1.04x. Not where
   // B's rows are more than kCopyRowFloats apart (64 x 50176 x 576, 2 threads: 0.79x, each row a page apart), nor
-  // for several A blocks (packing is a smaller part of them); prefetching the next panel's rows as well: 0.98x.
+  // for several A blocks (1 thread: 256 x 6272 x 2304 0.92x, 512 x 1568 x 4608 0.955x, 256 x 3136 x 64 1.00x);
+  // prefetching the next panel's rows as well: 0.98x.
   const bool copy_b = in_memory && !in_place && !panel_outer && tile.copying && m1 - m0 <= MC && ldb <= kCopyRowFloats;
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
