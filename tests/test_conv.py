@@ -87,6 +87,12 @@ CASES = [
     # strided, 512 Ki weights, few pixels: the input gradient by one product per block of whole images (4 images'
     # im2col columns a block here, so 2 blocks), then col2im
     (5, 29128, 3, 3, 2, 3, 3, 2, 1, 1, 1),
+    # weight gradient with the taps as its products' rows (147 taps x 64 filters pad to a smaller area so, on every
+    # ISA): 400 pixels per image in pieces of 256 and 144, in one chunk of pixels; 9 images in 8 chunks (the partials
+    # transposed back in chunk order); two groups of 64 filters
+    (2, 3, 40, 40, 64, 7, 7, 2, 3, 1, 1),
+    (9, 3, 40, 36, 64, 7, 7, 2, 3, 1, 1),
+    (2, 6, 34, 34, 128, 7, 7, 2, 3, 1, 2),
 ]
 
 

@@ -153,6 +153,46 @@ class Im2colT final : public BPanelSource {
   std::vector<int64_t> taps_;  // layout_.taps(s_)
 };
 
+// The weight gradient's product for pixels [first, first + len) of one image, taps as its rows and filters as its
+// columns: dwt (Cg*R*S x Kg, row stride Kg) = (accumulate ? dwt : 0) + im2col(xs) dy^T, xs one group's channels
+// of the image in `layout`, dy its filters' planes (P*Q apart). The im2col is packed as the product's A by
+// Im2colT (the same panels, mr taps wide instead of nr), in pieces of at most kTapPackFloats floats (packed all at
+// once, 4 MiB, it ran 0.83-1.00x); dy^T is a transposed B. Taken where it computes a padded area smaller by more
+// than 1/16 than filters as rows (taps_as_rows): ResNet-50 conv1's 64 filters x 147 taps, 72 x 160 with 12 x 32
+// tiles, against 156 x 64. Both builds in one process, calls alternated, median of per-pair time ratios, 2 threads,
+// backward: ResNet-50 conv1 n=8 1.07x and 1.09x, n=1 1.01x, VGG conv1_1 (3 -> 64, 3x3, 224 x 224) n=8 1.12x; where
+// the areas are equal it was slower (the im2col, the larger operand, then goes through the transposing packer in
+// panels of 12 rather than 32: 64 channels at 56 x 56 and at 32 x 32 0.94x, AlexNet conv1 n=8 0.94x).
+constexpr int64_t kTapPackFloats = int64_t(1) << 16;  // 256 KiB
+
+void weight_product_by_taps(const ConvShape& s, const SplitLayout& layout, const float* xs, const float* dy,
+                            int64_t first, int64_t len, bool accumulate, float* dwt) {
+  const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S, PQ = s.P * s.Q;
+  const GemmTile& tile = choose_tile(kernels().gemm, CRS, Kg);
+  const int64_t padded = (CRS + tile.mr - 1) / tile.mr * tile.mr;
+  const int64_t piece_max = std::max<int64_t>(256, kTapPackFloats / padded / 256 * 256);
+  const CachedBlock<float> packed(padded * std::min(len, piece_max));
+  for (int64_t at = 0; at < len; at += piece_max) {
+    const int64_t piece = std::min(piece_max, len - at), kb = gemm_k_block(piece);
+    const Im2colT cols(s, xs, 0, layout, first + at);
+    for (int64_t pc = 0; pc < piece; pc += kb)
+      cols.pack(pc, std::min(kb, piece - pc), 0, CRS, tile.mr, packed.get() + pc * padded);
+    sgemm(PackedA{tile, CRS, piece}, packed.get(), Kg, MatrixB(Trans::yes, dy + first + at, PQ),
+          accumulate || at > 0 ? 1.0f : 0.0f, dwt, Kg);
+  }
+}
+
+// Whether the weight gradient's products take the taps as rows (weight_product_by_taps): their padded area is
+// smaller than with the filters as rows by more than 1/16.
+bool taps_as_rows(const ConvShape& s) {
+  const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S;
+  const auto area = [](const GemmTile& t, int64_t rows, int64_t cols) {
+    return (rows + t.mr - 1) / t.mr * t.mr * ((cols + t.nr - 1) / t.nr * t.nr);
+  };
+  const int64_t by_filters = area(choose_tile(kernels().gemm, Kg, CRS), Kg, CRS);
+  return 16 * (by_filters - area(choose_tile(kernels().gemm, CRS, Kg), CRS, Kg)) > by_filters;
+}
+
 // Adds one channel's im2col rows (R*S rows, ld floats apart, of nb columns: output pixels j0 .. j0+nb-1 of one
 // image) back into its dx plane: each entry to the input pixel it was read from, row segment by row segment, in
 // (r, t, pixel) order.
@@ -420,9 +460,13 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   const auto chunk_start = [&](int64_t chunk) {
     return by_pixels ? chunk * pixels / chunks : chunk * s.N / chunks * PQ;
   };
+  // each chunk's partial: dW itself (chunk 0 writes dw) or, taps as rows (weight_product_by_taps), its transpose
+  // per group
+  const bool by_taps = !is_pointwise(s) && taps_as_rows(s);
+  const int64_t extra_parts = by_taps ? chunks : chunks - 1;
   std::unique_ptr<float, FreeDeleter> extra(
-      chunks > 1 ? static_cast<float*>(std::malloc(sizeof(float) * (chunks - 1) * wsize)) : nullptr);
-  if (chunks > 1 && !extra) throw std::bad_alloc();
+      extra_parts > 0 ? static_cast<float*>(std::malloc(sizeof(float) * extra_parts * wsize)) : nullptr);
+  if (extra_parts > 0 && !extra) throw std::bad_alloc();
   // Chunks of whole images are the bias gradient's own chunks (image_chunks): each task adds its images' bias
   // partials after their products, while the other threads' products run (the bias pass alone reads all of dy
   // from memory: 9% of ResNet-50 conv1's backward at batch 8).
@@ -436,7 +480,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   if (copy_first)  // one image at a time, each copied by rows on the threads
     for (int64_t n = 0; n < s.N; ++n) pad_split_phases(s, layout, x + n * s.C * HW, all.data() + n * image_floats);
   for_each_task(chunks, s.N * s.K * PQ * CRS, [&](int64_t chunk) {
-    float* part = chunk == 0 ? dw : extra.get() + (chunk - 1) * wsize;
+    float* part = by_taps ? extra.get() + chunk * wsize : chunk == 0 ? dw : extra.get() + (chunk - 1) * wsize;
     std::vector<float> xp(copied && !copy_first ? static_cast<size_t>(image_floats) : 0, 0.0f);
     const int64_t begin = chunk_start(chunk), end = chunk_start(chunk + 1);
     for (int64_t n = begin / PQ, at = begin; at < end; ++n) {
@@ -447,23 +491,36 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
         xn = xp.data();
       }
       for (int64_t g = 0; g < s.groups; ++g) {
-        const float* dyg = dy + (n * s.K + g * Kg) * PQ + first;
+        const float* dyg = dy + (n * s.K + g * Kg) * PQ;
         float* dwg = part + g * Kg * CRS;
         const float beta = at == begin ? 0.0f : 1.0f;
-        if (is_pointwise(s)) {
-          sgemm(Trans::no, Trans::yes, Kg, Cg, len, 1.0f, dyg, PQ, xn + g * Cg * HW + first, HW, beta, dwg, CRS);
-        } else {
-          sgemm(Trans::no, Kg, CRS, len, 1.0f, dyg, PQ, Im2colT(s, xn + g * Cg * layout.plane, 0, layout, first),
-                beta, dwg, CRS);
-        }
+        if (by_taps)
+          weight_product_by_taps(s, layout, xn + g * Cg * layout.plane, dyg, first, len, beta != 0.0f, dwg);
+        else if (is_pointwise(s))
+          sgemm(Trans::no, Trans::yes, Kg, Cg, len, 1.0f, dyg + first, PQ, xn + g * Cg * HW + first, HW, beta, dwg,
+                CRS);
+        else
+          sgemm(Trans::no, Kg, CRS, len, 1.0f, dyg + first, PQ,
+                Im2colT(s, xn + g * Cg * layout.plane, 0, layout, first), beta, dwg, CRS);
       }
       if (bias_here) bias_partials_add(s, dy + n * s.K * PQ, 0, s.K, &bias_parts[chunk * per_chunk]);
       at += len;
     }
   });
-  for (int64_t chunk = 1; chunk < chunks; ++chunk) {
-    const float* part = extra.get() + (chunk - 1) * wsize;
-    for (int64_t i = 0; i < wsize; ++i) dw[i] += part[i];
+  if (by_taps) {  // dw[g][k][j] = the sum over chunks, in chunk order, of their (j, k) elements of group g
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t k = 0; k < Kg; ++k)
+        for (int64_t j = 0; j < CRS; ++j) {
+          const int64_t at = g * Kg * CRS + j * Kg + k;
+          float sum = extra.get()[at];
+          for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += extra.get()[chunk * wsize + at];
+          dw[(g * Kg + k) * CRS + j] = sum;
+        }
+  } else {
+    for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+      const float* part = extra.get() + (chunk - 1) * wsize;
+      for (int64_t i = 0; i < wsize; ++i) dw[i] += part[i];
+    }
   }
   if (bias_here)
     bias_from_partials(s, bias_parts.data(), chunks, db);

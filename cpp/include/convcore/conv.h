@@ -36,7 +36,9 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // flipped, channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the
 // GEMM + col2im route's columns; the others by GEMM + col2im. The weight gradient multiplies dY by the transposed
 // im2col, whose panels the ISA's transposing packer writes from consecutive runs of a phase-split, zero-padded
-// copy of the image (of x itself when unpadded and unstrided). Layers (not pointwise) with fewer than 256 output
+// copy of the image (of x itself when unpadded and unstrided); or, where that pads to a smaller area (ResNet-50
+// conv1: 147 taps, 64 filters), the im2col by dY transposed, the taps as the rows, the im2col packed as A in
+// pieces of at most 64 Ki floats per thread, dW's per-chunk partials transposed back at the end. Layers (not pointwise) with fewer than 256 output
 // pixels per image fold the batch into one GEMM per group: the forward's N dimension (the result, Kg x N*P*Q
 // floats, is then copied into y), the weight gradient's K dimension (dY gathered into Kg x N*P*Q floats, and
 // every image copied when padded or strided). Per-thread workspace: the engine's packed blocks (<= 384 x 960
