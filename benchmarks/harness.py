@@ -218,8 +218,9 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
             if rs:
                 gmean = statistics.geometric_mean(rs)
                 print(f"geometric mean ratio vs {p}, {threads} thread(s): {gmean:.2f} (min {min(rs):.2f})")
-    print(f"(ratio = {', '.join(peers)} time / {base} time, the median over {args.rounds} rounds of the times measured "
-          f"back to back; each side in its own process, medians of warm runs)")
+    if peers:
+        print(f"(ratio = {', '.join(peers)} time / {base} time, the median over {args.rounds} rounds of the times "
+              f"measured back to back; each side in its own process, medians of warm runs)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({f"{k[0]}@{k[1]}": v for k, v in table.items()}, f, indent=1)
