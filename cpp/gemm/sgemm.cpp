@@ -263,11 +263,10 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
         }
         for (int64_t ir = 0; ir < mc; ir += mr)
           for (int64_t jr = 0; jr < nc; jr += nr) {
-            float* panel = Bp + ((jr - (Bm ? full : 0)) / nr) * kc * nr;
             if (jr < full && (Bm || (ic == m0 && ir == 0)))
-              run(ir, jr, in_memory + pc * ldb + jc + jr, ldb, copy_b ? panel : nullptr);
-            else
-              run(ir, jr, panel, nr, nullptr);
+              run(ir, jr, in_memory + pc * ldb + jc + jr, ldb, copy_b ? Bp + jr / nr * kc * nr : nullptr);
+            else  // the packed panel (where B is read in place, only the last one is packed)
+              run(ir, jr, Bp + ((jr - (Bm ? full : 0)) / nr) * kc * nr, nr, nullptr);
           }
       }
     }
@@ -377,9 +376,10 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   // 1024-square product 30% slower). Each chunk streams all of packed A again: chunks of at least 512 columns rather
   // than 256 (products 2048 to 4095 wide then run in equal shares), both builds in one process, calls alternated,
   // median of per-pair time ratios: 2048-square 1.06x and 1.07x, 1024 x 3000 x 1024 1.03x, 64 x 3136 x 576 1.04x
-  // and 1.08x, 256 x 3136 x 64 1.01x, 96 x 3025 x 363 0.99x; at least 768: no further change (0.99-1.01x). Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x
-  // 6272 x 2304 218 -> 268, 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188;
-  // on a quiet machine (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged. Narrow products (split M)
+  // and 1.08x, 256 x 3136 x 64 1.01x, 96 x 3025 x 363 0.99x; at least 768: no further change (0.99-1.01x).
+  // Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x 6272 x 2304 218 -> 268, 96 x
+  // 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188; on a quiet machine (cores
+  // equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged. Narrow products (split M)
   // keep equal shares of rows, each thread packing all of B: packing it once for all threads, then each K block's row
   // chunks on whichever thread was free (a barrier per K block), was slower once im2col panels were packed by vectors
   // (side by side, median ms: res4a n=1 forward 1.38 -> 1.11 without it, res5a n=1 1.80 -> 1.56, res4a n=1 input
