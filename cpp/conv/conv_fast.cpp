@@ -169,14 +169,14 @@ void weight_product_by_taps(const ConvShape& s, const SplitLayout& layout, const
                             int64_t first, int64_t len, bool accumulate, float* dwt) {
   const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S, PQ = s.P * s.Q;
   const GemmTile& tile = choose_tile(kernels().gemm, CRS, Kg);
-  const int64_t padded = (CRS + tile.mr - 1) / tile.mr * tile.mr;
+  const int64_t padded = PackedA{tile, CRS, len}.padded_m();
   const int64_t piece_max = std::max<int64_t>(256, kTapPackFloats / padded / 256 * 256);
   const CachedBlock<float> packed(padded * std::min(len, piece_max));
+  const Im2colT cols(s, xs, 0, layout, first);
   for (int64_t at = 0; at < len; at += piece_max) {
     const int64_t piece = std::min(piece_max, len - at), kb = gemm_k_block(piece);
-    const Im2colT cols(s, xs, 0, layout, first + at);
     for (int64_t pc = 0; pc < piece; pc += kb)
-      cols.pack(pc, std::min(kb, piece - pc), 0, CRS, tile.mr, packed.get() + pc * padded);
+      cols.pack(at + pc, std::min(kb, piece - pc), 0, CRS, tile.mr, packed.get() + pc * padded);
     sgemm(PackedA{tile, CRS, piece}, packed.get(), Kg, MatrixB(Trans::yes, dy + first + at, PQ),
           accumulate || at > 0 ? 1.0f : 0.0f, dwt, Kg);
   }
@@ -186,11 +186,8 @@ void weight_product_by_taps(const ConvShape& s, const SplitLayout& layout, const
 // smaller than with the filters as rows by more than 1/16.
 bool taps_as_rows(const ConvShape& s) {
   const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S;
-  const auto area = [](const GemmTile& t, int64_t rows, int64_t cols) {
-    return (rows + t.mr - 1) / t.mr * t.mr * ((cols + t.nr - 1) / t.nr * t.nr);
-  };
-  const int64_t by_filters = area(choose_tile(kernels().gemm, Kg, CRS), Kg, CRS);
-  return 16 * (by_filters - area(choose_tile(kernels().gemm, CRS, Kg), CRS, Kg)) > by_filters;
+  const int64_t by_filters = padded_area(choose_tile(kernels().gemm, Kg, CRS), Kg, CRS);
+  return 16 * (by_filters - padded_area(choose_tile(kernels().gemm, CRS, Kg), CRS, Kg)) > by_filters;
 }
 
 // Adds one channel's im2col rows (R*S rows, ld floats apart, of nb columns: output pixels j0 .. j0+nb-1 of one

@@ -226,6 +226,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
         const int64_t mc = std::min(MC, m1 - ic);
         const float* a_block = packed_a ? packed_a + pc * padded_m + ic * kc : Ap;
         if (!packed_a) pack_a(pack_transposed, trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
+        // bcopy, where not null, takes a copy of the B panel read (a full tile: copy_b's products have more than
+        // two row panels, and only whole column panels are read in place)
         const auto run = [&](int64_t ir, int64_t jr, const float* bpanel, int64_t bstride, float* bcopy) {
           const int64_t rows = std::min<int64_t>(mr, mc - ir), cols = std::min<int64_t>(nr, nc - jr);
           const float* apanel = a_block + (ir / mr) * kc * mr;
@@ -244,10 +246,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
               for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
             // few columns: the one-vector kernel (res4a at batch 1, 196 columns, computed 224 with 32 on AVX-512)
             const MicroKernel micro = tile.narrow && cols <= tile.narrow_nr ? tile.narrow : tile.micro;
-            if (bcopy)
-              tile.copying(kc, apanel, bpanel, bstride, bcopy, edge, nr, accumulate, nullptr);
-            else
-              micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
+            micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
             for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
             if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
           }
@@ -301,9 +300,13 @@ void pack_gathered_rows(const float* base, const int64_t* offsets, int64_t count
   for (int64_t k = 0; k < count; ++k) std::copy(base + offsets[k], base + offsets[k] + len, dst + k * width);
 }
 
+int64_t padded_area(const GemmTile& t, int64_t M, int64_t N) {
+  return (M + t.mr - 1) / t.mr * t.mr * ((N + t.nr - 1) / t.nr * t.nr);
+}
+
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N) {
   const auto rows = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };
-  const auto area = [&](const GemmTile& t) { return rows(t) * ((N + t.nr - 1) / t.nr * t.nr); };
+  const auto area = [&](const GemmTile& t) { return padded_area(t, M, N); };
   const GemmTile* best = &kernels.tiles[0];
   for (int i = 1; i < kernels.count; ++i) {
     const GemmTile& t = kernels.tiles[i];

@@ -117,6 +117,9 @@ struct GemmKernels {
 // 6 x 25, where every tile computes the same area.)
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N);
 
+// The area a tile computes for an M x N product: M rounded up to whole row panels times N to whole column panels.
+int64_t padded_area(const GemmTile& t, int64_t M, int64_t N);
+
 GemmKernels gemm_kernels_scalar();
 GemmKernels gemm_kernels_avx2();
 GemmKernels gemm_kernels_avx512();
