@@ -120,6 +120,18 @@ def _prepare_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
     return run
 
 
+def _checked_dy(dy, y_shape, dtype, x_shape, required_dtype):
+    """dy for a prepared backward: returned as it is when already a C-contiguous array of the output's shape y_shape
+    and the input's dtype (one comparison), else validated (of required_dtype where not None) and checked against
+    y_shape."""
+    if type(dy) is not np.ndarray or dy.shape != y_shape or dy.dtype != dtype or not dy.flags.c_contiguous:
+        dy = as_tensor(dy, "dy", ndim=len(y_shape), dtype=required_dtype)
+        if dy.shape != y_shape:
+            raise ValueError(f"dy must have the pooling output shape {y_shape} for input shape {x_shape}, "
+                             f"got {dy.shape}")
+    return dy
+
+
 def _prepare_avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
     """Validate a 2-D average pooling for inputs shaped and typed like x (4-D, already through as_tensor); returns
     (run(x) -> y, back(dy) -> dx) for C-contiguous arrays of that shape and dtype (nn.AvgPool2d keeps them while its
@@ -132,11 +144,7 @@ def _prepare_avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_
     y_shape = x_shape[:2] + tuple(geometry[2:4])
 
     def back(dy):
-        if type(dy) is not np.ndarray or dy.shape != y_shape or dy.dtype != dtype or not dy.flags.c_contiguous:
-            dy = as_tensor(dy, "dy", ndim=4)
-            if dy.shape != y_shape:
-                raise ValueError(f"dy must have the pooling output shape {y_shape} for input shape {x_shape}, "
-                                 f"got {dy.shape}")
+        dy = _checked_dy(dy, y_shape, dtype, x_shape, None)
         return _core.avg_pool2d_backward(dy, geometry, count_include_pad)
     return run, back
 
@@ -200,11 +208,7 @@ def _prepare_max_pool_compact(x, kernel_size, stride, padding, ceil_mode):
         return (y, offsets) if spatial == 2 else (y.reshape(y_shape), offsets.reshape(y_shape))
 
     def back(dy, offsets, relu_output=None):
-        if type(dy) is not np.ndarray or dy.shape != y_shape or dy.dtype != dtype or not dy.flags.c_contiguous:
-            dy = as_tensor(dy, "dy", ndim=spatial + 2, dtype=dtype)
-            if dy.shape != y_shape:
-                raise ValueError(f"dy must have the pooling output shape {y_shape} for input shape {x_shape}, "
-                                 f"got {dy.shape}")
+        dy = _checked_dy(dy, y_shape, dtype, x_shape, dtype)
         if relu_output is not None:
             relu_output = relu_output.reshape(y4_shape)
         dx = _core.max_pool2d_offsets_backward(dy.reshape(y4_shape), offsets.reshape(y4_shape), geometry,
