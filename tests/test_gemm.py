@@ -82,6 +82,24 @@ def test_beta_zero_never_reads_c(isa, rng):
     assert got is not None and np.array_equal(c, _expected(a, b, False, False))  # written in place, NaN gone
 
 
+def test_binding_takes_arrays_as_they_are_or_converts_them(rng):
+    # the binding's array caster takes a C-contiguous, aligned float32 array with numpy's own float32 dtype as it is;
+    # an F-ordered copy, a big-endian copy and an unaligned view are converted (the same product), float64 goes to
+    # the reference overload, and what numpy cannot cast safely (complex) is refused with a TypeError
+    a, b = _operands(rng, 9, 11, 7, False, False)
+    expected = _expected(a, b, False, False)
+    run = lambda a, b: _core.gemm(a, b, False, False, 1.0, 0.0, None, None, NONE, False, False)
+    assert np.array_equal(run(a, b), expected)
+    assert np.array_equal(run(np.asfortranarray(a), b), expected)
+    assert np.array_equal(run(a.astype(">f4"), b), expected)
+    raw = np.zeros(a.size * 4 + 1, np.uint8)[1:].view(np.float32).reshape(a.shape)  # one byte off alignment
+    raw[...] = a
+    assert not raw.flags.aligned and np.array_equal(run(raw, b), expected)
+    assert run(a.astype(np.float64), b.astype(np.float64)).dtype == np.float64
+    with pytest.raises(TypeError):
+        run(a.astype(np.complex64), b)
+
+
 def test_relu_keeps_nan(isa):
     a = np.array([[np.nan, 1.0]], np.float32)
     b = np.ones((2, 3), np.float32)
