@@ -173,6 +173,25 @@ def test_narrow_products_split_by_rows(isa, rng, m, n, k):
         assert np.array_equal(c, expected), t
 
 
+@pytest.mark.parametrize("m,n,k", [(100, 130, 120), (144, 128, 128), (37, 70, 200)])
+def test_one_block_of_rows_reads_b_in_place(isa, rng, m, n, k):
+    # products of one A block (at most 144 rows) with a B of 32-64 KiB in memory, rows at most 1024 floats apart:
+    # every row panel reads B in place (only a partial last column panel is packed); 100 and 37 rows end in a
+    # partial row panel, 130 and 70 columns in a partial column panel; exact on small integers, with and without
+    # beta and an epilogue, C written in place (an unwritten element stays NaN), the same on 2 threads (split by rows)
+    a, b = _operands(rng, m, n, k, False, False)
+    c0 = rng.integers(-3, 4, (m, n)).astype(np.float32)
+    bias = rng.integers(-20, 20, n).astype(np.float32)
+    for t in (1, 2):
+        c = np.full((m, n), np.nan, np.float32)
+        with cc.threads(t):
+            _core.gemm(a, b, False, False, 1.0, 0.0, c, None, NONE, False, False)
+            got = _core.gemm(a, b, False, False, 0.5, -1.0, c0.copy(), bias, PER_COL, True, False)
+        assert np.array_equal(c, _expected(a, b, False, False)), t
+        assert np.array_equal(got, _expected(a, b, False, False, 0.5, -1.0, c0.astype(np.float64), bias, PER_COL,
+                                             True)), t
+
+
 @pytest.mark.parametrize("m,n,k", [(96, 330, 300), (29, 333, 600), (54, 320, 600)])
 def test_first_row_panel_packs_b_as_it_computes(isa, rng, m, n, k):
     # few-row products (one A block) with B in memory, too many row panels to read it in place and K blocks too deep

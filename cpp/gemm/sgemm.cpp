@@ -47,7 +47,8 @@ namespace {
 constexpr int64_t MC = 144;   // packed A block MC x kc (at most 216 KiB); a multiple of every mr
 constexpr int64_t NC = 768;   // packed B block kc x NC (768 KiB-1.1 MiB) stays in L2; a multiple of every nr
 constexpr int64_t kInPlaceRowFloats = 1024;  // B read in place: one row panel uses it, or its rows at most
-constexpr int64_t kInPlaceFloats = 8192;     // this far apart and all of it at most this big (32 KiB), or
+constexpr int64_t kInPlaceFloats = 8192;     // this far apart and all of it at most this big (32 KiB; 64 KiB,
+constexpr int64_t kInPlaceOneBlockFloats = 16384;  // for the rows of one A block), or
 constexpr int64_t kInPlaceTwoPanelRowFloats = 8192;  // two row panels use it and its rows are at most this far apart
 constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one up to this size (32 KiB), and
 constexpr int kPanelOuterMinNr = 32;         // from a B in memory only this wide (two cache lines a row) or wider
@@ -177,8 +178,12 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // Packing B costs a read and a write per element; it pays where each packed panel is reused from cache by many
   // row panels. A B held in memory is read in place, only its last, partial panel packed, where one row panel uses
   // it; where two do and its rows are at most kInPlaceTwoPanelRowFloats apart; or where its rows are short (at most
-  // kInPlaceRowFloats apart) and all of it fits in L1. Measured, 2 threads: 6 x 784 x 25 and 16 x 1000 x 300 1.4x
-  // faster, 64 x 64 x 64 1.1x; 64 x 1024 x 576, 8 row panels, 1.2x slower in place. Rows far apart (both builds in
+  // kInPlaceRowFloats apart) and all of it fits in L1 (or, for the rows of one A block, which take each B panel in
+  // turn from L1, in 64 KiB). Measured, 2 threads: 6 x 784 x 25 and 16 x 1000 x 300 1.4x faster, 64 x 64 x 64 1.1x;
+  // 64 x 1024 x 576, 8 row panels, 1.2x slower in place. One A block, B of 32-64 KiB (both builds in one process,
+  // calls alternated, median of per-pair time ratios, 1 / 2 threads): 128-square 1.06 / 1.11x, 96 x 128 x 128
+  // 1.10 / 1.16x, 64 x 128 x 128 1.12 / 1.14x, 144 x 96 x 96 1.09 / 1.08x, 128 x 64 x 256 1.07 / 1.11x; several A
+  // blocks stay packed (384 x 128 x 96 0.91x in place, 2048 x 49 x 256 0.95x). Rows far apart (both builds in
   // one process, calls alternated, median of per-pair time ratios): one row panel 6 x 12544 x 147 1.11x, 12 x 3136
   // x 576 1.07x, 12 x 12544 x 147 1.06x faster in place; two, rows 6400 apart, 16 x 6400 x 150 1.08x, 24 x 6400 x
   // 150 1.02x; two, rows 12544 apart, 16 x 12544 x 147 1.00x, 24 x 12544 x 147 0.95x (but 16 x 50176 x 27, 27 rows
@@ -187,7 +192,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   const float* in_memory = B.in_memory(&ldb);
   const int64_t part_rows = m1 - m0;
   const bool in_place = in_memory && (part_rows <= mr || (part_rows <= 2 * mr && ldb <= kInPlaceTwoPanelRowFloats) ||
-                                      (ldb <= kInPlaceRowFloats && K * (n1 - n0) <= kInPlaceFloats));
+                                      (ldb <= kInPlaceRowFloats &&
+                                       K * (n1 - n0) <= (part_rows <= MC ? kInPlaceOneBlockFloats : kInPlaceFloats)));
   const float* Bm = in_place ? in_memory : nullptr;
   float* Ap = packed_a ? nullptr : tl_packed_a.get(p.kb * MC);
   const int64_t padded_m = (p.M + mr - 1) / mr * mr;  // packed_a's
