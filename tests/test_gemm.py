@@ -192,6 +192,29 @@ def test_one_block_of_rows_reads_b_in_place(isa, rng, m, n, k):
                                              True)), t
 
 
+@pytest.mark.parametrize("m,n,k", [(50, 64, 900), (16, 96, 700), (30, 128, 500), (300, 49, 800)])
+def test_few_column_panels_read_a_in_place(isa, rng, m, n, k):
+    # products of at most two column panels (on AVX-512 the 12x32, 8x48 and 6x64 tiles; 300 rows split over 2
+    # threads) read a plain A's full row panels in place (a partial last one packed), K in 2-3 blocks: exact on small
+    # integers, with beta and an epilogue, C written in place (an unwritten element stays NaN); on floats the same
+    # bits as the same columns of a wider product, which packs A
+    a, b = _operands(rng, m, n, k, False, False)
+    c0 = rng.integers(-3, 4, (m, n)).astype(np.float32)
+    bias = rng.integers(-20, 20, m).astype(np.float32)
+    af, bf = _operands(rng, m, 300, k, False, False, integer=False)
+    for t in (1, 2):
+        c = np.full((m, n), np.nan, np.float32)
+        with cc.threads(t):
+            _core.gemm(a, b, False, False, 1.0, 0.0, c, None, NONE, False, False)
+            got = _core.gemm(a, b, False, False, 1.0, -2.0, c0.copy(), bias, PER_ROW, True, False)
+            wide = F.matmul(af, bf)
+            narrow = F.matmul(af, bf[:, :n].copy())
+        assert np.array_equal(c, _expected(a, b, False, False)), t
+        assert np.array_equal(got, _expected(a, b, False, False, 1.0, -2.0, c0.astype(np.float64), bias, PER_ROW,
+                                             True)), t
+        assert np.array_equal(narrow, wide[:, :n]), t
+
+
 @pytest.mark.parametrize("m,n,k", [(96, 330, 300), (29, 333, 600), (54, 320, 600)])
 def test_first_row_panel_packs_b_as_it_computes(isa, rng, m, n, k):
     # few-row products (one A block) with B in memory, too many row panels to read it in place and K blocks too deep

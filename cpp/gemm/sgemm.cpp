@@ -52,6 +52,7 @@ constexpr int64_t kInPlaceOneBlockFloats = 16384;  // for the rows of one A bloc
 constexpr int64_t kInPlaceTwoPanelRowFloats = 8192;  // two row panels use it and its rows are at most this far apart
 constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one up to this size (32 KiB), and
 constexpr int kPanelOuterMinNr = 32;         // from a B in memory only this wide (two cache lines a row) or wider
+constexpr int64_t kInPlaceAPanels = 2;       // A read in place by products of at most this many column panels
 constexpr int64_t kCopyRowFloats = 8192;     // the first row panel packs B as it computes: rows this far apart
 constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
 constexpr int64_t kMinChunkColumns = 512;           // each at least this wide,
@@ -220,6 +221,15 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // for several A blocks (1 thread: 256 x 6272 x 2304 0.92x, 512 x 1568 x 4608 0.955x, 256 x 3136 x 64 1.00x);
   // prefetching the next panel's rows as well: 0.98x.
   const bool copy_b = in_memory && !in_place && !panel_outer && tile.copying && m1 - m0 <= MC && ldb <= kCopyRowFloats;
+  // A plain A (alpha 1) is read in place, its full row panels three rows to a pointer, by products of at most two
+  // column panels: packing reads and writes each A element to save a strided read in each of one or two panels
+  // (15% of ResNet-50 res5a's batch-1 forward, 512 filters x 49 pixels x 4608, was packing its weights). Both
+  // builds in one process, calls alternated, median of per-pair time ratios, 2 / 1 threads: 512 x 49 x 4608 1.09 /
+  // 1.07x, that forward 1.07 / 1.09x, 256 x 49 x 2304 1.11 / 1.09x, 200 x 64 x 1000 1.11 / 1.14x, 16 x 96 x 300
+  // 1.10x, 64-square 1.15 / 1.11x; 40 x 49 x 576, 96 x 60 x 363, 66 x 128 x 256 1.00x. With more column panels the
+  // strided reads cost more than the packing: 512 x 98 x 4608 0.92 / 0.98x, 256 x 196 x 2304 0.91 / 0.98x.
+  const bool a_in_place = tile.rows && !packed_a && trans_a == Trans::no && alpha == 1.0f && !copy_b &&
+                          n1 - n0 <= kInPlaceAPanels * nr;
   alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     const int64_t nc = std::min(nc_max, n1 - jc), full = Bm || copy_b ? nc / nr * nr : 0;
@@ -231,19 +241,25 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
         const float* a_block = packed_a ? packed_a + pc * padded_m + ic * kc : Ap;
-        if (!packed_a) pack_a(pack_transposed, trans_a, A, lda, ic, mc, pc, kc, mr, alpha, Ap);
+        const int64_t full_rows = a_in_place ? mc / mr * mr : 0;  // row panels read in place
+        if (!packed_a && mc > full_rows)
+          pack_a(pack_transposed, trans_a, A, lda, ic + full_rows, mc - full_rows, pc, kc, mr, alpha,
+                 Ap + full_rows / mr * kc * mr);
         // bcopy, where not null, takes a copy of the B panel read (a full tile: copy_b's products have more than
         // two row panels, and only whole column panels are read in place)
         const auto run = [&](int64_t ir, int64_t jr, const float* bpanel, int64_t bstride, float* bcopy) {
           const int64_t rows = std::min<int64_t>(mr, mc - ir), cols = std::min<int64_t>(nr, nc - jr);
           const float* apanel = a_block + (ir / mr) * kc * mr;
+          const float* arows = ir < full_rows ? A + (ic + ir) * lda + pc : nullptr;
           float* c = C + (ic + ir) * ldc + jc + jr;
           if (rows == mr && cols == nr) {  // a full tile: the epilogue in registers
             const bool fused = last && (epi.bias_axis != Epilogue::Bias::none || epi.relu);
             const TileEpilogue tile_epi{epi.bias_axis == Epilogue::Bias::per_row ? epi.bias + ic + ir : nullptr,
                                         epi.bias_axis == Epilogue::Bias::per_col ? epi.bias + jc + jr : nullptr,
                                         epi.relu};
-            if (bcopy)
+            if (arows)
+              tile.rows(kc, arows, lda, bpanel, bstride, c, ldc, accumulate, fused ? &tile_epi : nullptr);
+            else if (bcopy)
               tile.copying(kc, apanel, bpanel, bstride, bcopy, c, ldc, accumulate, fused ? &tile_epi : nullptr);
             else
               tile.micro(kc, apanel, bpanel, bstride, c, ldc, accumulate, fused ? &tile_epi : nullptr);
@@ -252,7 +268,10 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
               for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
             // few columns: the one-vector kernel (res4a at batch 1, 196 columns, computed 224 with 32 on AVX-512)
             const MicroKernel micro = tile.narrow && cols <= tile.narrow_nr ? tile.narrow : tile.micro;
-            micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
+            if (arows)
+              tile.rows(kc, arows, lda, bpanel, bstride, edge, nr, accumulate, nullptr);
+            else
+              micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
             for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
             if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
           }

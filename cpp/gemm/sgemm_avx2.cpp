@@ -181,7 +181,8 @@ void pack_gathered_8(const float* base, const int64_t* offsets, int64_t count, i
 // place a matrix row apart were not followed by the prefetchers (kPanelOuterMinNr in sgemm.cpp).
 GemmKernels gemm_kernels_avx2() {
   return GemmKernels{"avx2 6x16 (4x24 for few rows)",
-                     {{6, 16, micro<6, 2>, micro<6, 1>, 8, nullptr}, {4, 24, micro<4, 3>, micro<4, 1>, 8, nullptr}},
+                     {{6, 16, micro<6, 2>, micro<6, 1>, 8, nullptr, nullptr},
+                      {4, 24, micro<4, 3>, micro<4, 1>, 8, nullptr, nullptr}},
                      2,
                      dots_4x8,
                      pack_transposed_8x8,

@@ -16,9 +16,14 @@ namespace {
 // 1.00x; 16 steps ahead 1.00-1.01x; A's panel prefetched as well 1.00x.
 constexpr int64_t kPrefetchSteps = 8;
 
-template <int MR, int NV, bool kCopy>
-inline void micro_body(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
-                       bool accumulate, const TileEpilogue* epi) {
+// kRowsA: A read in place, row i at Ap + i * lda (three rows per pointer: lda and 2 * lda are scaled index
+// registers), else a packed micro-panel.
+template <int MR, int NV, bool kCopy, bool kRowsA>
+inline void micro_body(int64_t kc, const float* Ap, int64_t lda, const float* Bp, int64_t ldb, float* Bcopy, float* C,
+                       int64_t ldc, bool accumulate, const TileEpilogue* epi) {
+  constexpr int kGroups = kRowsA ? (MR + 2) / 3 : 1;
+  const float* rows[kGroups];
+  for (int g = 0; g < kGroups; ++g) rows[g] = Ap + 3 * g * lda;
   __m512 c[MR][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
@@ -37,11 +42,14 @@ inline void micro_body(int64_t kc, const float* Ap, const float* Bp, int64_t ldb
     }
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(Ap[i]);
+      const __m512 a = _mm512_set1_ps(kRowsA ? rows[i / 3][(i % 3) * lda] : Ap[i]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(a, b[v], c[i][v]);
     }
-    Ap += MR;
+    if constexpr (kRowsA)
+      for (int g = 0; g < kGroups; ++g) ++rows[g];
+    else
+      Ap += MR;
     Bp += ldb;
   }
   if (accumulate)
@@ -80,14 +88,21 @@ inline void micro_body(int64_t kc, const float* Ap, const float* Bp, int64_t ldb
 template <int MR, int NV>
 void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
            const TileEpilogue* epi) {
-  micro_body<MR, NV, false>(kc, Ap, Bp, ldb, nullptr, C, ldc, accumulate, epi);
+  micro_body<MR, NV, false, false>(kc, Ap, 0, Bp, ldb, nullptr, C, ldc, accumulate, epi);
+}
+
+// RowsMicroKernel: micro, reading A's rows in place.
+template <int MR, int NV>
+void micro_rows(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                bool accumulate, const TileEpilogue* epi) {
+  micro_body<MR, NV, false, true>(kc, A, lda, Bp, ldb, nullptr, C, ldc, accumulate, epi);
 }
 
 // CopyingMicroKernel: micro, storing each B row it loads to the packed panel.
 template <int MR, int NV>
 void micro_copying(int64_t kc, const float* Ap, const float* B, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
                    bool accumulate, const TileEpilogue* epi) {
-  micro_body<MR, NV, true>(kc, Ap, B, ldb, Bcopy, C, ldc, accumulate, epi);
+  micro_body<MR, NV, true, false>(kc, Ap, 0, B, ldb, Bcopy, C, ldc, accumulate, epi);
 }
 
 // The 16 lanes of v summed by a fixed halving tree (lanes i and i + half, half = 8, 4, 2, 1). Full-width
@@ -232,9 +247,9 @@ void pack_gathered_16(const float* base, const int64_t* offsets, int64_t count, 
 
 GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 12x32 (8x48, 6x64 for few rows)",
-                     {{12, 32, micro<12, 2>, micro<12, 1>, 16, micro_copying<12, 2>},
-                      {8, 48, micro<8, 3>, micro<8, 1>, 16, micro_copying<8, 3>},
-                      {6, 64, micro<6, 4>, micro<6, 1>, 16, micro_copying<6, 4>}},
+                     {{12, 32, micro<12, 2>, micro<12, 1>, 16, micro_copying<12, 2>, micro_rows<12, 2>},
+                      {8, 48, micro<8, 3>, micro<8, 1>, 16, micro_copying<8, 3>, micro_rows<8, 3>},
+                      {6, 64, micro<6, 4>, micro<6, 1>, 16, micro_copying<6, 4>, micro_rows<6, 4>}},
                      3,
                      dots_4x2x16,
                      pack_transposed_16x16,

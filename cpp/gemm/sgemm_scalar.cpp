@@ -51,8 +51,8 @@ void dots_8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, f
 }  // namespace
 
 GemmKernels gemm_kernels_scalar() {
-  return GemmKernels{"scalar 4x16", {{MR, NR, micro_4x16, nullptr, 0, nullptr}}, 1, dots_8, pack_transposed_rows,
-                     pack_rows, pack_gathered_rows};
+  return GemmKernels{"scalar 4x16", {{MR, NR, micro_4x16, nullptr, 0, nullptr, nullptr}}, 1, dots_8,
+                     pack_transposed_rows, pack_rows, pack_gathered_rows};
 }
 
 }  // namespace convcore

@@ -52,15 +52,21 @@ using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, int64
 using CopyingMicroKernel = void (*)(int64_t kc, const float* Ap, const float* B, int64_t ldb, float* Bcopy, float* C,
                                     int64_t ldc, bool accumulate, const TileEpilogue* epi);
 
+// The microkernel reading A in place: the tile's mr rows of a row-major A, A[i*lda + k] (all mr rows present),
+// instead of a packed micro-panel; the same sums in the same order as the microkernel on A packed with alpha 1.
+using RowsMicroKernel = void (*)(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C,
+                                 int64_t ldc, bool accumulate, const TileEpilogue* epi);
+
 // One register tile: the mr x nr microkernel, and an mr x narrow_nr one for edge tiles of at most narrow_nr
-// columns (it reads the first narrow_nr columns of the nr-wide packed panel), or nullptr; and its copying
-// microkernel, or nullptr.
+// columns (it reads the first narrow_nr columns of the nr-wide packed panel), or nullptr; its copying microkernel,
+// or nullptr; and its microkernel reading A in place, or nullptr.
 struct GemmTile {
   int mr, nr;
   MicroKernel micro;
   MicroKernel narrow;
   int narrow_nr;
   CopyingMicroKernel copying;
+  RowsMicroKernel rows;
 };
 
 constexpr int kMaxGemmTiles = 3;
