@@ -203,6 +203,33 @@ def test_large_parameters_same_bits_at_any_thread_count(make, rng):
     assert not np.array_equal(results[0], start)
 
 
+@pytest.mark.parametrize("size", [3, 40_000])  # serial, and blocks over 2 threads
+@pytest.mark.parametrize("name", ["SGD", "AdamW"])
+def test_steps_flush_denormals_and_leave_the_rest_of_the_process_alone(name, size):
+    # a buffer whose gradient is zero decays by the momentum (beta1) each step: from 2e-38 (normal) it would reach
+    # float32's denormals (below 1.18e-38) after ~6 steps and stay there for ~150 more; the step flushes them to
+    # zero (each denormal result costs a microcode assist). Afterwards numpy on this thread, and a product split
+    # over the kernels' threads, still produce denormals: the flush is confined to the step.
+    import convcore
+    tiny = np.finfo(np.float32).tiny
+    p = nn.Parameter(np.ones(size, np.float32))
+    opt = optim.SGD([p], lr=0.1, momentum=0.9) if name == "SGD" else optim.AdamW([p], lr=0.1, weight_decay=0.0)
+    key = "momentum_buffer" if name == "SGD" else "exp_avg"
+    with convcore.threads(2):
+        p.grad = np.full(size, 2e-38, np.float32)
+        opt.step()
+        for _ in range(12):
+            p.grad = np.zeros(size, np.float32)
+            opt.step()
+    buf = next(iter(v for k, v in opt.buffers.items() if key in str(k)))
+    assert np.all(buf == 0)  # without the flush: 2e-38 * 0.9**12 ~ 5.6e-39
+    assert np.float32(tiny) * np.float32(0.25) > 0
+    a = np.full((300, 200), 1e-20, np.float32)
+    with convcore.threads(2):
+        c = convcore.functional.matmul(a, a.T.copy())  # 200 products of 1e-40 each: 2e-38, summed in denormals
+    assert np.all(c > 0)
+
+
 def test_parameters_must_be_updatable_in_place(rng):
     p = nn.Parameter(rng.standard_normal((4, 6))[:, ::2])
     p.grad = np.ones((4, 3))
