@@ -173,46 +173,43 @@ def test_narrow_products_split_by_rows(isa, rng, m, n, k):
         assert np.array_equal(c, expected), t
 
 
-@pytest.mark.parametrize("m,n,k", [(100, 130, 120), (144, 128, 128), (37, 70, 200)])
-def test_one_block_of_rows_reads_b_in_place(isa, rng, m, n, k):
-    # products of one A block (at most 144 rows) with a B of 32-64 KiB in memory, rows at most 1024 floats apart:
-    # every row panel reads B in place (only a partial last column panel is packed); 100 and 37 rows end in a
-    # partial row panel, 130 and 70 columns in a partial column panel; exact on small integers, with and without
-    # beta and an epilogue, C written in place (an unwritten element stays NaN), the same on 2 threads (split by rows)
-    a, b = _operands(rng, m, n, k, False, False)
+def _exact_on_one_and_two_threads(rng, a, b, alpha, beta, axis):
+    """On 1 and 2 threads: a @ b into a C prefilled with NaN (beta 0: an unwritten element stays NaN), and alpha *
+    a @ b + beta * C0 with a bias along axis and ReLU; both exact against float64 (a and b small integers)."""
+    m, n = a.shape[0], b.shape[1]
     c0 = rng.integers(-3, 4, (m, n)).astype(np.float32)
-    bias = rng.integers(-20, 20, n).astype(np.float32)
+    bias = rng.integers(-20, 20, m if axis == PER_ROW else n).astype(np.float32)
+    plain = _expected(a, b, False, False)
+    fused = _expected(a, b, False, False, alpha, beta, c0.astype(np.float64), bias, axis, True)
     for t in (1, 2):
         c = np.full((m, n), np.nan, np.float32)
         with cc.threads(t):
             _core.gemm(a, b, False, False, 1.0, 0.0, c, None, NONE, False, False)
-            got = _core.gemm(a, b, False, False, 0.5, -1.0, c0.copy(), bias, PER_COL, True, False)
-        assert np.array_equal(c, _expected(a, b, False, False)), t
-        assert np.array_equal(got, _expected(a, b, False, False, 0.5, -1.0, c0.astype(np.float64), bias, PER_COL,
-                                             True)), t
+            got = _core.gemm(a, b, False, False, alpha, beta, c0.copy(), bias, axis, True, False)
+        assert np.array_equal(c, plain), t
+        assert np.array_equal(got, fused), t
+
+
+@pytest.mark.parametrize("m,n,k", [(100, 130, 120), (144, 128, 128), (37, 70, 200)])
+def test_one_block_of_rows_reads_b_in_place(isa, rng, m, n, k):
+    # products of one A block (at most 144 rows) with a B of 32-64 KiB in memory, rows at most 1024 floats apart:
+    # every row panel reads B in place (only a partial last column panel is packed); 100 and 37 rows end in a
+    # partial row panel, 130 and 70 columns in a partial column panel; split by rows on 2 threads
+    a, b = _operands(rng, m, n, k, False, False)
+    _exact_on_one_and_two_threads(rng, a, b, 0.5, -1.0, PER_COL)
 
 
 @pytest.mark.parametrize("m,n,k", [(50, 64, 900), (16, 96, 700), (30, 128, 500), (300, 49, 800)])
 def test_few_column_panels_read_a_in_place(isa, rng, m, n, k):
     # products of at most two column panels (on AVX-512 the 12x32, 8x48 and 6x64 tiles; 300 rows split over 2
-    # threads) read a plain A's full row panels in place (a partial last one packed), K in 2-3 blocks: exact on small
-    # integers, with beta and an epilogue, C written in place (an unwritten element stays NaN); on floats the same
-    # bits as the same columns of a wider product, which packs A
+    # threads) read a plain A's full row panels in place (a partial last one packed), K in 2-3 blocks; on floats the
+    # same bits as the same columns of a wider product, which packs A
     a, b = _operands(rng, m, n, k, False, False)
-    c0 = rng.integers(-3, 4, (m, n)).astype(np.float32)
-    bias = rng.integers(-20, 20, m).astype(np.float32)
+    _exact_on_one_and_two_threads(rng, a, b, 1.0, -2.0, PER_ROW)
     af, bf = _operands(rng, m, 300, k, False, False, integer=False)
     for t in (1, 2):
-        c = np.full((m, n), np.nan, np.float32)
         with cc.threads(t):
-            _core.gemm(a, b, False, False, 1.0, 0.0, c, None, NONE, False, False)
-            got = _core.gemm(a, b, False, False, 1.0, -2.0, c0.copy(), bias, PER_ROW, True, False)
-            wide = F.matmul(af, bf)
-            narrow = F.matmul(af, bf[:, :n].copy())
-        assert np.array_equal(c, _expected(a, b, False, False)), t
-        assert np.array_equal(got, _expected(a, b, False, False, 1.0, -2.0, c0.astype(np.float64), bias, PER_ROW,
-                                             True)), t
-        assert np.array_equal(narrow, wide[:, :n]), t
+            assert np.array_equal(F.matmul(af, bf[:, :n].copy()), F.matmul(af, bf)[:, :n]), t
 
 
 @pytest.mark.parametrize("m,n,k", [(96, 330, 300), (29, 333, 600), (54, 320, 600)])
@@ -220,19 +217,9 @@ def test_first_row_panel_packs_b_as_it_computes(isa, rng, m, n, k):
     # few-row products (one A block) with B in memory, too many row panels to read it in place and K blocks too deep
     # to pack it panel by panel: on AVX-512 their first row panel packs each B block for the others (the three take
     # 12x32, 8x48 and 6x64; 29 rows end in a partial row panel, 330 and 333 columns in a partial column panel), K
-    # in one block of 300 or 3 of 200; exact on small integers, with and without beta and an epilogue, C written in
-    # place (an unwritten element stays NaN), the same bits on 2 threads (split by columns)
+    # in one block of 300 or 3 of 200; split by columns on 2 threads
     a, b = _operands(rng, m, n, k, False, False)
-    c0 = rng.integers(-3, 4, (m, n)).astype(np.float32)
-    bias = rng.integers(-20, 20, m).astype(np.float32)
-    for t in (1, 2):
-        c = np.full((m, n), np.nan, np.float32)
-        with cc.threads(t):
-            _core.gemm(a, b, False, False, 1.0, 0.0, c, None, NONE, False, False)
-            got = _core.gemm(a, b, False, False, 1.0, 2.0, c0.copy(), bias, PER_ROW, True, False)
-        assert np.array_equal(c, _expected(a, b, False, False)), t
-        assert np.array_equal(got, _expected(a, b, False, False, 1.0, 2.0, c0.astype(np.float64), bias, PER_ROW,
-                                             True)), t
+    _exact_on_one_and_two_threads(rng, a, b, 1.0, 2.0, PER_ROW)
 
 
 @pytest.mark.parametrize("m", [1, 3])
