@@ -212,6 +212,16 @@ def test_few_column_panels_read_a_in_place(isa, rng, m, n, k):
             assert np.array_equal(F.matmul(af, bf[:, :n].copy()), F.matmul(af, bf)[:, :n]), t
 
 
+@pytest.mark.parametrize("m,n,k", [(40, 300, 100), (29, 200, 120), (60, 700, 200)])
+def test_first_row_panel_packs_each_panel_as_it_computes(isa, rng, m, n, k):
+    # few-row products (one A block) with B in memory, too big to read in place, in K blocks shallow enough to pack
+    # B panel by panel: on AVX-512 the first row panel packs each whole panel for the others as it computes (8x48;
+    # 12x32 with a partial last row panel; 12x32 split by columns on 2 threads), the partial last column panel
+    # packed as before
+    a, b = _operands(rng, m, n, k, False, False)
+    _exact_on_one_and_two_threads(rng, a, b, 1.0, 1.0, PER_COL)
+
+
 @pytest.mark.parametrize("m,n,k", [(96, 330, 300), (29, 333, 600), (54, 320, 600)])
 def test_first_row_panel_packs_b_as_it_computes(isa, rng, m, n, k):
     # few-row products (one A block) with B in memory, too many row panels to read it in place and K blocks too deep

@@ -207,7 +207,11 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // less, a matrix row apart, which the prefetchers did not follow (measured on a Zen 3 core, 2 threads,
   // alternating, best of 3, GFLOP/s, panel by panel -> whole block: 64 x 12544 x 147 42 -> 95, 96 x 3025 x 363 51
   // -> 105, 64 x 3136 x 576 38 -> 98; 1 thread 16 x 6400 x 150 8 -> 38; Winograd's products, res2a 3x3 n=8 forward
-  // 28 -> 18 ms).
+  // 28 -> 18 ms). Where the copying microkernel exists, the first row panel packs each whole panel of a B in memory
+  // as it computes, so that the panel's reads from memory overlap its products (both builds in one process, calls
+  // alternated, median of per-pair time ratios, 1 / 2 threads: 64 x 3136 x 147 1.23 / 1.13x, 128 x 12544 x 147
+  // 1.25 / 1.06x, 48 x 12544 x 147 1.06 / 1.14x, 64 x 1024 x 147 1.12 / 1.12x, 64 x 50176 x 27 1.06 / 1.07x, 64 x
+  // 12544 x 147 0.99-1.01 / 1.05-1.07x).
   const int64_t kb = p.kb;
   const bool panel_outer = m1 - m0 <= MC && kb * nr <= kPanelOuterFloats &&
                            (in_place || !in_memory || nr >= kPanelOuterMinNr);
@@ -246,7 +250,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           pack_a(pack_transposed, trans_a, A, lda, ic + full_rows, mc - full_rows, pc, kc, mr, alpha,
                  Ap + full_rows / mr * kc * mr);
         // bcopy, where not null, takes a copy of the B panel read (a full tile: copy_b's products have more than
-        // two row panels, and only whole column panels are read in place)
+        // two row panels and panel by panel only whole ones are copied, and only whole column panels are read in
+        // place)
         const auto run = [&](int64_t ir, int64_t jr, const float* bpanel, int64_t bstride, float* bcopy) {
           const int64_t rows = std::min<int64_t>(mr, mc - ir), cols = std::min<int64_t>(nr, nc - jr);
           const float* apanel = a_block + (ir / mr) * kc * mr;
@@ -279,8 +284,14 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
         if (panel_outer) {
           for (int64_t jr = 0; jr < nc; jr += nr) {
             const bool read_in_place = jr < full;
-            if (!read_in_place) B.pack(pc, kc, jc + jr, std::min<int64_t>(nr, nc - jr), nr, Bp);
-            for (int64_t ir = 0; ir < mc; ir += mr)
+            // a whole panel of a B in memory: the first row panel packs it as it computes (copying microkernel)
+            const bool copy_panel = !read_in_place && in_memory && tile.copying && mc >= mr && jr + nr <= nc &&
+                                    !a_in_place;
+            if (copy_panel)
+              run(0, jr, in_memory + pc * ldb + jc + jr, ldb, Bp);
+            else if (!read_in_place)
+              B.pack(pc, kc, jc + jr, std::min<int64_t>(nr, nc - jr), nr, Bp);
+            for (int64_t ir = copy_panel ? mr : 0; ir < mc; ir += mr)
               run(ir, jr, read_in_place ? Bm + pc * ldb + jc + jr : Bp, read_in_place ? ldb : nr, nullptr);
           }
           continue;
