@@ -187,7 +187,7 @@ void weight_product_by_taps(const ConvShape& s, const SplitLayout& layout, const
 bool taps_as_rows(const ConvShape& s) {
   const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S;
   const int64_t by_filters = padded_area(choose_tile(kernels().gemm, Kg, CRS), Kg, CRS);
-  return 16 * (by_filters - padded_area(choose_tile(kernels().gemm, CRS, Kg), CRS, Kg)) > by_filters;
+  return clearly_smaller(padded_area(choose_tile(kernels().gemm, CRS, Kg), CRS, Kg), by_filters);
 }
 
 // Adds one channel's im2col rows (R*S rows, ld floats apart, of nb columns: output pixels j0 .. j0+nb-1 of one

@@ -349,7 +349,7 @@ const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N) {
     if (area(t) < area(*best) || (area(t) == area(*best) && rows(t) < rows(*best))) best = &t;
   }
   const int64_t general = area(kernels.tiles[0]);
-  return 16 * (general - area(*best)) > general || (area(*best) == general && rows(*best) < rows(kernels.tiles[0]))
+  return clearly_smaller(area(*best), general) || (area(*best) == general && rows(*best) < rows(kernels.tiles[0]))
              ? *best
              : kernels.tiles[0];
 }

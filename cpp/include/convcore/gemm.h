@@ -125,6 +125,9 @@ const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N);
 
 // The area a tile computes for an M x N product: M rounded up to whole row panels times N to whole column panels.
 int64_t padded_area(const GemmTile& t, int64_t M, int64_t N);
+// Whether padded area `area` is smaller than `than` by more than 1/16: the saving that makes choose_tile leave the
+// general tile, and the weight gradient take the taps as rows.
+inline bool clearly_smaller(int64_t area, int64_t than) { return 16 * (than - area) > than; }
 
 GemmKernels gemm_kernels_scalar();
 GemmKernels gemm_kernels_avx2();
