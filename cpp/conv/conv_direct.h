@@ -1,9 +1,10 @@
 // Direct convolution for layers with few taps and filters (stride 1, no dilation, one group; e.g. LeNet's and
 // ResNet-20's CIFAR stage): vectors along the output row, a block of KB filters x QV vectors in registers, the
-// image zero-padded once into a per-image buffer so the loops carry no bounds checks. No im2col: each input value
-// is loaded once per (tap, filter block) instead of being copied R*S times. Included by each ISA's translation
-// unit (conv_direct_<isa>.cpp), which instantiates it with its vector width; the anonymous namespace keeps each
-// copy in its own unit (the linker must not merge an AVX-512 copy into the AVX2 path).
+// image zero-padded once into a per-image buffer so the loops carry no bounds checks (read in place where the
+// kernel needs no padding: padded_image). No im2col: each input value is loaded once per (tap, filter block)
+// instead of being copied R*S times. Included by each ISA's translation unit (conv_direct_<isa>.cpp), which
+// instantiates it with its vector width; the anonymous namespace keeps each copy in its own unit (the linker must
+// not merge an AVX-512 copy into the AVX2 path).
 #pragma once
 #include <immintrin.h>
 
@@ -119,7 +120,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
   parallel_for(chunks, nt, [&](int64_t chunk) {
     std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
-      pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());
+      const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp.data());
       float* yn = y + n * K * P * Q;
       for (int64_t p = 0; p < P; p += PB) {
         auto [r_lo, r_hi] = image_rows(s, p);
@@ -136,7 +137,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
                 for (int v = 0; v < QV; ++v) acc[j][i][v] = vec{};
             for (int64_t c = 0; c < C; ++c) {
               for (int64_t r = r_lo; r < r_hi; ++r) {
-                const float* row = &xp[(c * Hp + p + r) * Wp + q0];
+                const float* row = xn + (c * Hp + p + r) * Wp + q0;
                 const float* wk = &wp[((kb * C + c) * R + r) * S * KB];
                 for (int64_t t = 0; t < S; ++t, wk += KB) {
                   vec xv[PB][QV];
@@ -194,7 +195,7 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
     float* sums = &state[chunk * per_chunk];
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
       if (db) bias_partials_add(s, dy + n * K * PQ, 0, K, &bias[chunk * bias_floats]);
-      pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: xp keeps its zero padding
+      const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: xp keeps its padding
       for (int64_t unit = 0; unit < units; ++unit) {
         const int64_t kb = unit / (C * R), c = (unit / R) % C, r = unit % R;
         const int64_t filters = std::min<int64_t>(KB, K - kb * KB);
@@ -204,7 +205,7 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
           for (int t = 0; t < S; ++t) std::memcpy(&acc[i][t], saved + (i * S + t) * VL, sizeof(vec));
         const float* g0 = dy + (n * K + kb * KB) * PQ;
         for (int64_t p = 0; p < P; ++p) {
-          const float* xrow = &xp[(c * Hp + p + r) * Wp];
+          const float* xrow = xn + (c * Hp + p + r) * Wp;
           const float* grow = g0 + p * Q;
           const auto step = [&](int64_t q0, int64_t count) {
             vec g[KB], xv[S];
@@ -285,7 +286,7 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   parallel_for(chunks, nt, [&](int64_t chunk) {
     std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), out(static_cast<size_t>(k_blocks * PQ * KB));
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
-      pad_image(s, x + n * C * H * W, Hp, Wp, xp.data());
+      const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp.data());
       float* yn = y + n * K * P * Q;
       for (int64_t p = 0; p < P; ++p) {
         const auto [r_lo, r_hi] = image_rows(s, p);
@@ -296,7 +297,7 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
               for (int v = 0; v < KV; ++v) acc[j][v] = vec{};
             for (int64_t c = 0; c < C; ++c) {
               for (int64_t r = r_lo; r < r_hi; ++r) {
-                const float* row = &xp[(c * Hp + p * sh + r * dh) * Wp + q0 * sw];
+                const float* row = xn + (c * Hp + p * sh + r * dh) * Wp + q0 * sw;
                 const float* wk = &wp[((kb * C + c) * R + r) * S * KB];
                 for (int64_t t = 0; t < S; ++t, wk += KB) {
                   vec wv[KV];
@@ -454,10 +455,11 @@ void filter_vector_weight_sum(const ConvShape& s, const float* state, int64_t ch
 }
 
 // The pass over the batch of filter_vector_weight, shared with channel_vector_backward: image chunks over the
-// threads; per image the bias gradient's partials (where db is not null), x zero-padded, dy transposed by the ISA's
-// packer into g (pixel (p, q)'s KV * VL filters at g + p * g_row + q * KV * VL, zero past K and, where g_row is
-// wider than a row, past Q), the weight gradient's units, then more(n, g) (channel_vector_backward's dx rows); then
-// dw and db from the chunks' sums in chunk order. `work` sizes the thread count.
+// threads; per image the bias gradient's partials (where db is not null), x zero-padded (padded_image), dy
+// transposed by the ISA's packer into g (pixel (p, q)'s KV * VL filters at g + p * g_row + q * KV * VL, zero past K
+// and, where g_row is wider than a row, past Q), the weight gradient's units, then more(n, g)
+// (channel_vector_backward's dx rows); then dw and db from the chunks' sums in chunk order. `work` sizes the thread
+// count.
 template <int VL, int KV, int RB, int S, bool UNIT_DIL, typename More>
 void filter_vector_weight_pass(const ConvShape& s, const float* dy, const float* x, int64_t g_row, int64_t work,
                                float* dw, float* db, const More& more) {
@@ -475,12 +477,12 @@ void filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
       const float* dyn = dy + n * K * PQ;
       if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
-      pad_image(s, x + n * C * s.H * s.W, Hp, Wp, xp.data());  // interiors only: the padding stays zero
+      const float* xn = padded_image(s, x + n * C * s.H * s.W, Hp, Wp, xp.data());  // interiors only: xp stays padded
       if (g_row == Q * KP)
         transpose(dyn, filter_rows.data(), K, KP, PQ, 1.0f, g.data());  // the image in one call
       else
         for (int64_t p = 0; p < P; ++p) transpose(dyn + p * Q, filter_rows.data(), K, KP, Q, 1.0f, &g[p * g_row]);
-      filter_vector_weight_image<VL, KV, RB, S, UNIT_DIL>(s, xp.data(), g.data(), g_row, &state[chunk * per_chunk]);
+      filter_vector_weight_image<VL, KV, RB, S, UNIT_DIL>(s, xn, g.data(), g_row, &state[chunk * per_chunk]);
       more(n, g.data());
     }
   });

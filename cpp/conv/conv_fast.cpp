@@ -312,6 +312,12 @@ void pad_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, float
       std::memcpy(xp + (c * Hp + h + s.pad_h) * Wp + s.pad_w, x + (c * s.H + h) * s.W, s.W * sizeof(float));
 }
 
+const float* padded_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, float* xp) {
+  if (Hp == s.H && Wp == s.W) return x;
+  pad_image(s, x, Hp, Wp, xp);
+  return xp;
+}
+
 bool conv2d_direct_applies(const ConvShape& s) {
   return s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.groups == 1 &&
          s.C * s.R * s.S <= 400 && s.K <= 32 && s.R * s.S > 1;
