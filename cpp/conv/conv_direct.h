@@ -432,25 +432,25 @@ void filter_vector_weight_image(const ConvShape& s, const float* xp, const float
   }
 }
 
-// dw from the chunks' accumulators (`state`, chunk after chunk), added in chunk order.
+// dw from the chunks' accumulators (`state`, chunk after chunk), added in chunk order into the first chunk's (one
+// vectorised pass per chunk; summed element by element across the strided chunks it was 1.4% of LeNet conv2's
+// forward+backward, on one thread while the others wait).
 template <int VL, int KV, int RB, int S>
-void filter_vector_weight_sum(const ConvShape& s, const float* state, int64_t chunks, float* dw) {
+void filter_vector_weight_sum(const ConvShape& s, float* state, int64_t chunks, float* dw) {
   const int64_t K = s.K, C = s.C, R = s.R, row_blocks = R / RB, units = C * row_blocks;
   const int64_t per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
+  for (int64_t chunk = 1; chunk < chunks; ++chunk)
+    for (int64_t i = 0; i < per_chunk; ++i) state[i] += state[chunk * per_chunk + i];
   constexpr int64_t kUnitFloats = int64_t(KV) * RB * S * VL;
   for (int64_t unit = 0; unit < units; ++unit) {
     const int64_t c = unit / row_blocks, r0 = unit % row_blocks * RB;
     for (int v = 0; v < KV; ++v)
       for (int r = 0; r < RB; ++r)
-        for (int t = 0; t < S; ++t)
-          for (int lane = 0; lane < VL; ++lane) {
-            const int64_t k = int64_t(v) * VL + lane;
-            if (k >= K) break;
-            const int64_t at = unit * kUnitFloats + ((int64_t(v) * RB + r) * S + t) * VL + lane;
-            float sum = state[at];
-            for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += state[chunk * per_chunk + at];
-            dw[((k * C + c) * R + r0 + r) * S + t] = sum;
-          }
+        for (int t = 0; t < S; ++t) {
+          const float* sums = state + unit * kUnitFloats + ((int64_t(v) * RB + r) * S + t) * VL;
+          for (int64_t k = int64_t(v) * VL; k < std::min<int64_t>(K, (v + 1) * int64_t(VL)); ++k)
+            dw[((k * C + c) * R + r0 + r) * S + t] = sums[k - int64_t(v) * VL];
+        }
   }
 }
 
