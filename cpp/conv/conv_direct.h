@@ -542,9 +542,12 @@ bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* 
 // Output rows up to one vector wide use one vector per row and more filters per block (half as many when that
 // covers every filter, with rows in pairs). With blocks of 8 filters, 5 or 6 filters take a block of 6 (the 6 of
 // LeNet conv1, and of conv2's input gradient, filled 8 accumulators of which 2 were zero work: a quarter of the
-// FMAs), in pairs of rows where one vector covers a row; with 8-float vectors, rows wider than one vector take 6
-// filters x 2 vectors instead of 4 x 2 (measured Zen 3, 2 threads, alternating, median ms: LeNet conv1 n=64
-// forward 0.36 -> 0.28, conv2's input gradient as its transposed convolution 0.62 -> 0.45).
+// FMAs), in pairs of rows, also where a row takes two vectors (6 x 2 x 2 = 24 accumulators: each tap's six weight
+// broadcasts feed 24 FMAs instead of 12; both builds in one process, calls alternated, median of per-pair time
+// ratios, 1 / 2 threads: LeNet conv1 n=64 forward 1.034 / 1.031x, 3 channels of 32 x 32 valid 1.075x); with 8-float
+// vectors, rows wider than one vector take 6 filters x 2 vectors instead of 4 x 2 (measured Zen 3, 2 threads,
+// alternating, median ms: LeNet conv1 n=64 forward 0.36 -> 0.28, conv2's input gradient as its transposed
+// convolution 0.62 -> 0.45).
 template <int VL, int KB_NARROW, int KB_WIDE, int QV_WIDE>
 void direct_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {
   with_kernel_width(s, [&](auto width) {
@@ -553,7 +556,7 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
         if (s.Q <= VL)
           direct_forward<VL, 6, 1, 2, width>(s, x, w, bias, relu, y);
         else
-          direct_forward<VL, 6, QV_WIDE, 1, width>(s, x, w, bias, relu, y);
+          direct_forward<VL, 6, QV_WIDE, 2, width>(s, x, w, bias, relu, y);
         return;
       }
     }
