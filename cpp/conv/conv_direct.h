@@ -118,9 +118,9 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
   const int nt = threads_for(s.N * K * P * Q * CRS);
   const int64_t chunks = std::min<int64_t>(s.N, nt);
   parallel_for(chunks, nt, [&](int64_t chunk) {
-    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
+    std::vector<float> xp;  // the padded image, where it needs one
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
-      const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp.data());
+      const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp);
       float* yn = y + n * K * P * Q;
       for (int64_t p = 0; p < P; p += PB) {
         auto [r_lo, r_hi] = image_rows(s, p);
@@ -191,11 +191,11 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
   std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   parallel_for(chunks, threads_for(N * K * P * Q * C * R * S), [&](int64_t chunk) {
-    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f);
+    std::vector<float> xp;  // the padded image, where it needs one
     float* sums = &state[chunk * per_chunk];
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
       if (db) bias_partials_add(s, dy + n * K * PQ, 0, K, &bias[chunk * bias_floats]);
-      const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp.data());  // interiors only: xp keeps its padding
+      const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp);
       for (int64_t unit = 0; unit < units; ++unit) {
         const int64_t kb = unit / (C * R), c = (unit / R) % C, r = unit % R;
         const int64_t filters = std::min<int64_t>(KB, K - kb * KB);
@@ -284,9 +284,9 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   const int nt = threads_for(s.N * K * P * Q * CRS);
   const int64_t chunks = std::min<int64_t>(s.N, nt);
   parallel_for(chunks, nt, [&](int64_t chunk) {
-    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), out(static_cast<size_t>(k_blocks * PQ * KB));
+    std::vector<float> xp, out(static_cast<size_t>(k_blocks * PQ * KB));  // xp: the padded image, where it needs one
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
-      const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp.data());
+      const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp);
       float* yn = y + n * K * P * Q;
       for (int64_t p = 0; p < P; ++p) {
         const auto [r_lo, r_hi] = image_rows(s, p);
@@ -473,11 +473,11 @@ void filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   parallel_for(chunks, threads_for(work), [&](int64_t chunk) {
-    std::vector<float> xp(static_cast<size_t>(C * Hp * Wp), 0.0f), g(static_cast<size_t>(P * g_row), 0.0f);
+    std::vector<float> xp, g(static_cast<size_t>(P * g_row), 0.0f);  // xp: the padded image, where it needs one
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
       const float* dyn = dy + n * K * PQ;
       if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
-      const float* xn = padded_image(s, x + n * C * s.H * s.W, Hp, Wp, xp.data());  // interiors only: xp stays padded
+      const float* xn = padded_image(s, x + n * C * s.H * s.W, Hp, Wp, xp);
       if (g_row == Q * KP)
         transpose(dyn, filter_rows.data(), K, KP, PQ, 1.0f, g.data());  // the image in one call
       else

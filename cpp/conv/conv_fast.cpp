@@ -312,10 +312,11 @@ void pad_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, float
       std::memcpy(xp + (c * Hp + h + s.pad_h) * Wp + s.pad_w, x + (c * s.H + h) * s.W, s.W * sizeof(float));
 }
 
-const float* padded_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, float* xp) {
+const float* padded_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, std::vector<float>& buffer) {
   if (Hp == s.H && Wp == s.W) return x;
-  pad_image(s, x, Hp, Wp, xp);
-  return xp;
+  if (buffer.empty()) buffer.assign(static_cast<size_t>(s.C * Hp * Wp), 0.0f);
+  pad_image(s, x, Hp, Wp, buffer.data());
+  return buffer.data();
 }
 
 bool conv2d_direct_applies(const ConvShape& s) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace convcore {
 
@@ -76,8 +77,9 @@ void bias_from_partials(const ConvShape& s, float* parts, int64_t chunks, float*
 // zero padding.
 void pad_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, float* xp);
 // The image as a kernel reading C planes of Hp x Wp sees it: x itself where that is already its layout (no padding,
-// rows not widened), else its copy in xp by pad_image (xp's padding must be zero).
-const float* padded_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, float* xp);
+// rows not widened), else its copy by pad_image in `buffer`, which is sized and zeroed on first use (a buffer kept
+// for the next image keeps its zero padding).
+const float* padded_image(const ConvShape& s, const float* x, int64_t Hp, int64_t Wp, std::vector<float>& buffer);
 
 // Direct forward convolution (conv_direct.h), one per ISA in the dispatch table: stride 1, no dilation, one
 // group, at most 400 taps (C*R*S) and 32 filters, not 1x1. Workspace: one zero-padded image per thread.
