@@ -80,7 +80,7 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
     first[phase] = std::max<int64_t>(0, pw - phase + sw - 1) / sw;
     end[phase] = std::min(Wq, (W + pw - phase + sw - 1) / sw);
   }
-  const int64_t i0 = (pw + sw - 1) / sw;
+  const int64_t i0 = first[0];  // phase 0 starts last
   int64_t i1 = i0;
   if (sw == 2 || sw == 4)
     while ((i1 + 4) * sw - pw <= W) i1 += 4;
