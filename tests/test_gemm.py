@@ -216,18 +216,18 @@ def test_few_column_panels_read_a_in_place(isa, rng, m, n, k):
 def test_first_row_panel_packs_each_panel_as_it_computes(isa, rng, m, n, k):
     # few-row products (one A block) with B in memory, too big to read in place, in K blocks shallow enough to pack
     # B panel by panel: on AVX-512 the first row panel packs each whole panel for the others as it computes (8x48;
-    # 12x32 with a partial last row panel; 12x32 split by columns on 2 threads), the partial last column panel
+    # 6x64 with a partial last row panel; 12x32 split by columns on 2 threads), the partial last column panel
     # packed as before
     a, b = _operands(rng, m, n, k, False, False)
     _exact_on_one_and_two_threads(rng, a, b, 1.0, 1.0, PER_COL)
 
 
-@pytest.mark.parametrize("m,n,k", [(96, 330, 300), (29, 333, 600), (54, 320, 600)])
+@pytest.mark.parametrize("m,n,k", [(36, 310, 300), (29, 333, 600), (54, 320, 600)])
 def test_first_row_panel_packs_b_as_it_computes(isa, rng, m, n, k):
     # few-row products (one A block) with B in memory, too many row panels to read it in place and K blocks too deep
     # to pack it panel by panel: on AVX-512 their first row panel packs each B block for the others (the three take
-    # 12x32, 8x48 and 6x64; 29 rows end in a partial row panel, 330 and 333 columns in a partial column panel), K
-    # in one block of 300 or 3 of 200; split by columns on 2 threads
+    # 12x32, 8x48 and 6x64; 29 rows end in a partial row panel, 310 and 333 columns in a partial column panel), K
+    # in one block of 300 or 3 of 200; on 2 threads split by columns (12x32) or rows
     a, b = _operands(rng, m, n, k, False, False)
     _exact_on_one_and_two_threads(rng, a, b, 1.0, 2.0, PER_ROW)
 

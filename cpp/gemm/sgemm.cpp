@@ -342,16 +342,13 @@ int64_t padded_area(const GemmTile& t, int64_t M, int64_t N) {
 
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N) {
   const auto rows = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };
-  const auto area = [&](const GemmTile& t) { return padded_area(t, M, N); };
   const GemmTile* best = &kernels.tiles[0];
   for (int i = 1; i < kernels.count; ++i) {
     const GemmTile& t = kernels.tiles[i];
-    if (area(t) < area(*best) || (area(t) == area(*best) && rows(t) < rows(*best))) best = &t;
+    const int64_t area = padded_area(t, M, N), best_area = padded_area(*best, M, N);
+    if (clearly_smaller(area, best_area) || (area == best_area && rows(t) < rows(*best))) best = &t;
   }
-  const int64_t general = area(kernels.tiles[0]);
-  return clearly_smaller(area(*best), general) || (area(*best) == general && rows(*best) < rows(kernels.tiles[0]))
-             ? *best
-             : kernels.tiles[0];
+  return *best;
 }
 
 void MatrixB::pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* Bp) const {

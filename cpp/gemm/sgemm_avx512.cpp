@@ -1,6 +1,11 @@
 // SGEMM microkernels for AVX-512: MR x (16*NV) tiles, MR*NV zmm accumulators, NV B vectors, 1 broadcast.
-// 12x32 is the general tile; 8x48 and 6x64 serve layers with few output channels (16 or 6 rows fill them
-// exactly where 12x32 would compute 24 or 12), and need fewer loads per FMA.
+// 8x48 is the general tile: 3 B vectors and 8 broadcasts a k step feed its 24 FMAs, where 12x32 loads 2 and
+// broadcasts 12 (both builds in one process, calls alternated, median of per-pair time ratios, 2 / 1 threads, 8x48
+// over 12x32: 96 x 3025 x 363 1.05-1.06 / 1.05x, 1024 x 3000 x 1024 1.06 / 1.04x, 768-square 1.05 / 1.01x,
+// 1024-square 1.03 / 1.02x, 256 x 6272 x 2304 1.07 / 1.03x, 512 x 1568 x 4608 1.04 / 1.03x; AlexNet conv1 n=1
+// forward 1.05 / 1.03x, res4a n=32 forward 1.04 / 1.05x; 512-square 1.02 / 0.98x). 12x32 serves products whose
+// rows or columns it pads clearly less (12 rows; res5a's 49 pixels at batch 1: 64 columns, not 96), 6x64 those
+// of 6 rows (LeNet conv1's 6 filters) or of 64 x 64.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -246,9 +251,9 @@ void pack_gathered_16(const float* base, const int64_t* offsets, int64_t count, 
 }  // namespace
 
 GemmKernels gemm_kernels_avx512() {
-  return GemmKernels{"avx512 12x32 (8x48, 6x64 for few rows)",
-                     {{12, 32, micro<12, 2>, micro<12, 1>, 16, micro_copying<12, 2>, micro_rows<12, 2>},
-                      {8, 48, micro<8, 3>, micro<8, 1>, 16, micro_copying<8, 3>, micro_rows<8, 3>},
+  return GemmKernels{"avx512 8x48 (12x32, 6x64 for narrow products)",
+                     {{8, 48, micro<8, 3>, micro<8, 1>, 16, micro_copying<8, 3>, micro_rows<8, 3>},
+                      {12, 32, micro<12, 2>, micro<12, 1>, 16, micro_copying<12, 2>, micro_rows<12, 2>},
                       {6, 64, micro<6, 4>, micro<6, 1>, 16, micro_copying<6, 4>, micro_rows<6, 4>}},
                      3,
                      dots_4x2x16,

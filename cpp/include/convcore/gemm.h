@@ -116,11 +116,11 @@ struct GemmKernels {
   PackGatheredKernel pack_gathered;
 };
 
-// The tile for an M x N product: the general tile unless another pads the product to an area (rows x columns
-// computed) smaller by more than 1/16 (e.g. M = 6 or 16 output channels, or a 64 x 64 product, which 8x48 would pad
-// to 64 x 96); then the one with the smallest padded area, on ties the one with fewer padded rows. (Measured: for
-// few rows the wide tiles win even where N is narrower than their nr, e.g. LeNet conv1's weight gradient,
-// 6 x 25, where every tile computes the same area.)
+// The tile for an M x N product: the tiles are taken in order, the general one first, and a tile replaces the one
+// chosen so far where it pads the product to an area (rows x columns computed) smaller by more than 1/16, or to
+// the same area with fewer padded rows (e.g. on AVX-512 8x48, but 12x32 for 12 rows or 49 columns, 6x64 for 6 rows
+// or 64 x 64, which 8x48 would pad to 64 x 96). (Measured: for few rows the wide tiles win even where N is
+// narrower than their nr, e.g. LeNet conv1's weight gradient, 6 x 25, where every tile computes the same area.)
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N);
 
 // The area a tile computes for an M x N product: M rounded up to whole row panels times N to whole column panels.
