@@ -97,7 +97,7 @@ void pack_rows(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, floa
 
 // Packs `count` rows gathered from anywhere into the rows of a panel: dst[k*width + j] = base[offsets[k] + j] for
 // k < count, j < len (len <= width); dst's elements past len are left as they are. A strided layer's im2col panel
-// rows are such runs, one per kernel tap, read from its phase-split image copy.
+// rows are such runs, one per kernel tap, read from its phase-split image copy; pad_image copies an image's rows so.
 using PackGatheredKernel = void (*)(const float* base, const int64_t* offsets, int64_t count, int64_t len,
                                     int64_t width, float* dst);
 
