@@ -1,7 +1,6 @@
 // Fast float32 convolution: blocked im2col packed straight into the SGEMM engine's B panels.
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <vector>
 
