@@ -1,11 +1,11 @@
-// The tiled SGEMM engine (portable code around the per-ISA microkernels): loop order jc (NC) -> pc (KC, pack B) -> ic
-// (MC, pack A) -> ir (MR) -> jr (NR), KC standing for the product's K block (gemm_k_block). One A micro-panel (mr x kc, the
-// broadcast operand) stays in L1 while the B micro-panels (the vector operand) stream from the packed B block in L2,
-// and C is walked along its rows, which the hardware prefetchers follow (measured against jr -> ir, which kept B's
-// micro-panel in L1 and jumped down C: 5-20% faster for n >= 512 on 1 and 2 threads); products of few rows run jr -> ir
-// with B packed panel by panel, or have their first row panel pack B as it computes (sgemm_part). Packing buffers are
-// per thread (thread_local, 64-byte aligned, grown on demand), except all of A packed once for the threads of a
-// product taken in chunks.
+// The tiled SGEMM engine (portable code around the per-ISA microkernels): loop order jc (NC) -> pc (KC, pack B) ->
+// ic (MC, pack A) -> ir (MR) -> jr (NR), KC standing for the product's K block (gemm_k_block). One A micro-panel (mr x
+// kc, the broadcast operand) stays in L1 while the B micro-panels (the vector operand) stream from the packed B
+// block in L2, and C is walked along its rows, which the hardware prefetchers follow (measured against jr -> ir,
+// which kept B's micro-panel in L1 and jumped down C: 5-20% faster for n >= 512 on 1 and 2 threads); products of
+// few rows run jr -> ir with B packed panel by panel, or have their first row panel pack B as it computes
+// (sgemm_part). Packing buffers are per thread (thread_local, 64-byte aligned, grown on demand), except all of A
+// packed once for the threads of a product taken in chunks.
 #include <omp.h>
 
 #include <algorithm>
