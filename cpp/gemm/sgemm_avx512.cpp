@@ -37,7 +37,8 @@ inline void micro_body(int64_t kc, const float* Ap, int64_t lda, const float* Bp
   for (int64_t k = 0; k < kc; ++k) {
     __m512 b[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(Bp + kPrefetchSteps * ldb + 16 * v), _MM_HINT_T0);
+    for (int v = 0; v < NV; ++v)
+      _mm_prefetch(reinterpret_cast<const char*>(Bp + kPrefetchSteps * ldb + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(Bp + 16 * v);
     if constexpr (kCopy) {
