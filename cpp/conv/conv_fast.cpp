@@ -23,17 +23,6 @@ constexpr int64_t kFoldColumnFloats = int64_t(1) << 22;  // folded input gradien
 constexpr int64_t kMinChunkPixels = 512;  // weight gradients: at most one chunk of pixels per this many,
 constexpr int64_t kNarrowTaps = 256;      // where dW has fewer taps than this
 
-// The pixels [lo, hi) of a len-pixel output segment whose input columns v0 + i*sw lie inside a row of width W
-// (lo <= hi <= len; the others read padding).
-struct InsideSpan {
-  int64_t lo, hi;
-};
-inline InsideSpan inside_columns(int64_t v0, int64_t len, int64_t sw, int64_t W) {
-  const int64_t lo = v0 >= 0 ? 0 : sw == 1 ? -v0 : (-v0 + sw - 1) / sw;
-  const int64_t hi = v0 >= W ? 0 : sw == 1 ? W - v0 : (W - v0 + sw - 1) / sw;
-  return {std::min(lo, len), std::clamp(hi, std::min(lo, len), len)};
-}
-
 // A zero-padded image with each row's columns split by phase modulo the horizontal stride sw: C planes of Hp =
 // H + 2*pad_h rows; padded column v of a row at (v % sw) * Wq + v / sw, Wq = ceil((W + 2*pad_w) / sw), so a row
 // is sw * Wq floats. A kernel tap then reads the consecutive pixels of an output row from consecutive floats. An
