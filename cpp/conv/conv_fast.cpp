@@ -508,10 +508,10 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
       parallel_for(s.N, threads_for(s.N * image_floats, 1 << 18),
                    [&](int64_t n) { pad_split_phases(s, layout, x + n * s.C * HW, xp.get() + n * image_floats); });
     const float* xs = copied ? xp.get() : x;
-    std::vector<float> dyg(static_cast<size_t>(Kg * s.N * PQ));
+    const CachedBlock<float> dyg(Kg * s.N * PQ);
     for (int64_t g = 0; g < s.groups; ++g) {
-      gather_batch(dy, s.N, s.K, g * Kg, Kg, PQ, dyg.data());
-      sgemm(Trans::no, Kg, CRS, s.N * PQ, 1.0f, dyg.data(), s.N * PQ,
+      gather_batch(dy, s.N, s.K, g * Kg, Kg, PQ, dyg.get());
+      sgemm(Trans::no, Kg, CRS, s.N * PQ, 1.0f, dyg.get(), s.N * PQ,
             Im2colT(s, xs + g * Cg * layout.plane, image_floats, layout), 0.0f, dw + g * Kg * CRS, CRS);
     }
     bias_apart();
@@ -675,17 +675,17 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     // a cache line and a page apart: measured 2 ns an element on 512 x 512 x 3 x 3).
     constexpr int64_t kBlock = 16;
     const int64_t blocks = (Cg + kBlock - 1) / kBlock;
-    std::vector<float> wt(static_cast<size_t>(s.K * CRS));
+    const CachedBlock<float> wt(s.K * CRS);
     parallel_for(s.groups * blocks, threads_for(s.K * CRS, 1 << 16), [&](int64_t task) {
       const int64_t g = task / blocks, c0 = task % blocks * kBlock, c1 = std::min(Cg, c0 + kBlock);
       for (int64_t k = 0; k < Kg; ++k)
         for (int64_t c = c0; c < c1; ++c) {
           const float* taps = w + ((g * Kg + k) * Cg + c) * RS;
-          float* out = wt.data() + ((g * Cg + c) * Kg + k) * RS;
+          float* out = wt.get() + ((g * Cg + c) * Kg + k) * RS;
           for (int64_t rt = 0; rt < RS; ++rt) out[rt] = taps[RS - 1 - rt];
         }
     });
-    conv2d_forward_fast(t, dy, wt.data(), nullptr, false, dx);
+    conv2d_forward_fast(t, dy, wt.get(), nullptr, false, dx);
     return;
   }
   if (s.N > 1 && PQ < kFoldBelowPixels && large_weights(s)) {
@@ -700,21 +700,21 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
     const int64_t images =
         pointwise ? s.N : std::clamp<int64_t>(kFoldColumnFloats / std::max<int64_t>(CRS * PQ, 1), 1, s.N);
     const SplitLayout layout(s);
-    std::vector<float> dyg(static_cast<size_t>(Kg * s.N * PQ)), col(static_cast<size_t>(CRS * images * PQ));
+    const CachedBlock<float> dyg(Kg * s.N * PQ), col(CRS * images * PQ);
     for (int64_t g = 0; g < s.groups; ++g) {
-      gather_batch(dy, s.N, s.K, g * Kg, Kg, PQ, dyg.data());
+      gather_batch(dy, s.N, s.K, g * Kg, Kg, PQ, dyg.get());
       for (int64_t n0 = 0; n0 < s.N; n0 += images) {
         const int64_t count = std::min(images, s.N - n0), nb = count * PQ;
-        sgemm(Trans::yes, Trans::no, CRS, nb, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg.data() + n0 * PQ, s.N * PQ,
-              0.0f, col.data(), nb);
+        sgemm(Trans::yes, Trans::no, CRS, nb, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg.get() + n0 * PQ, s.N * PQ,
+              0.0f, col.get(), nb);
         if (pointwise) {
-          scatter_batch(col.data(), s.N, s.C, g * Cg, Cg, PQ, dx);
+          scatter_batch(col.get(), s.N, s.C, g * Cg, Cg, PQ, dx);
           continue;
         }
         parallel_for(count * Cg, threads_for(CRS * nb, 1 << 16), [&](int64_t task) {
           const int64_t i = task / Cg, c = task % Cg;
           std::vector<float> xs(static_cast<size_t>(layout.plane), 0.0f);
-          col2im_add(s, layout, col.data() + c * RS * nb + i * PQ, nb, 0, PQ, xs.data());
+          col2im_add(s, layout, col.get() + c * RS * nb + i * PQ, nb, 0, PQ, xs.data());
           unsplit_planes(s, layout, xs.data(), 1, dx + ((n0 + i) * s.C + g * Cg + c) * HW);
         });
       }
@@ -732,22 +732,22 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
       return;
     }
     const SplitLayout layout(s);
-    std::vector<float> col(static_cast<size_t>(CRS * block)), xs(static_cast<size_t>(Cg * layout.plane));
+    const CachedBlock<float> col(CRS * block), xs(Cg * layout.plane);
     for (int64_t g = 0; g < s.groups; ++g) {
       const float* dyg = dy + (n * s.K + g * Kg) * PQ;
-      std::fill(xs.begin(), xs.end(), 0.0f);
+      std::fill(xs.get(), xs.get() + Cg * layout.plane, 0.0f);
       for (int64_t j0 = 0; j0 < PQ; j0 += block) {
         const int64_t nb = std::min(block, PQ - j0);
         // col (CRS x nb) = W_g^T (CRS x Kg) x dY_g[:, j0:j0+nb]
-        sgemm(Trans::yes, Trans::no, CRS, nb, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg + j0, PQ, 0.0f, col.data(), nb);
+        sgemm(Trans::yes, Trans::no, CRS, nb, Kg, 1.0f, w + g * Kg * CRS, CRS, dyg + j0, PQ, 0.0f, col.get(), nb);
         // col2im: add each column entry where the forward read it in the image's SplitLayout copy, over channels
         // (each owns its plane, so the order per element is fixed); serial when images run in parallel (threads_for
         // is 1 inside the enclosing region)
         parallel_for(Cg, threads_for(CRS * nb, 1 << 16), [&](int64_t c) {
-          col2im_add(s, layout, col.data() + c * RS * nb, nb, j0, nb, xs.data() + c * layout.plane);
+          col2im_add(s, layout, col.get() + c * RS * nb, nb, j0, nb, xs.get() + c * layout.plane);
         });
       }
-      unsplit_planes(s, layout, xs.data(), Cg, dxn + g * Cg * HW);
+      unsplit_planes(s, layout, xs.get(), Cg, dxn + g * Cg * HW);
     }
   });
 }
