@@ -1,7 +1,5 @@
 // Fast float32 convolution: blocked im2col packed straight into the SGEMM engine's B panels.
 #include <algorithm>
-#include <cstdlib>
-#include <memory>
 #include <vector>
 
 #include <xmmintrin.h>
@@ -358,10 +356,6 @@ void for_each_task(int64_t tasks, int64_t work, const Task& task) {
   }
 }
 
-struct FreeDeleter {
-  void operator()(float* p) const { std::free(p); }
-};
-
 }  // namespace
 
 // Row by row with the ISA's gathered-row copy (vectors, the last one masked): a library copy per row of 8-32 floats
@@ -532,9 +526,7 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   // per group
   const bool by_taps = !is_pointwise(s) && taps_as_rows(s);
   const int64_t extra_parts = by_taps ? chunks : chunks - 1;
-  std::unique_ptr<float, FreeDeleter> extra(
-      extra_parts > 0 ? static_cast<float*>(std::malloc(sizeof(float) * extra_parts * wsize)) : nullptr);
-  if (extra_parts > 0 && !extra) throw std::bad_alloc();
+  const CachedBlock<float> extra(extra_parts * wsize);
   // Chunks of whole images are the bias gradient's own chunks (image_chunks): each task adds its images' bias
   // partials after their products, while the other threads' products run (the bias pass alone reads all of dy
   // from memory: 9% of ResNet-50 conv1's backward at batch 8).
