@@ -222,6 +222,7 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
       }
     }
   });
+  add_chunks_into_first(state.data(), chunks, per_chunk);
   for (int64_t unit = 0; unit < units; ++unit) {
     const int64_t kb = unit / (C * R), c = (unit / R) % C, r = unit % R;
     for (int i = 0; i < KB && kb * KB + i < K; ++i)
@@ -229,8 +230,6 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
         const int64_t at = ((unit * KB + i) * S + t) * VL;
         alignas(64) float lanes[VL];
         std::memcpy(lanes, &state[at], sizeof(lanes));
-        for (int64_t chunk = 1; chunk < chunks; ++chunk)
-          for (int j = 0; j < VL; ++j) lanes[j] += state[chunk * per_chunk + at + j];
         for (int width = VL / 2; width >= 1; width /= 2)
           for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
         dw[(((kb * KB + i) * C + c) * R + r) * S + t] = lanes[0];
@@ -439,8 +438,7 @@ template <int VL, int KV, int RB, int S>
 void filter_vector_weight_sum(const ConvShape& s, float* state, int64_t chunks, float* dw) {
   const int64_t K = s.K, C = s.C, R = s.R, row_blocks = R / RB, units = C * row_blocks;
   const int64_t per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
-  for (int64_t chunk = 1; chunk < chunks; ++chunk)
-    for (int64_t i = 0; i < per_chunk; ++i) state[i] += state[chunk * per_chunk + i];
+  add_chunks_into_first(state, chunks, per_chunk);
   constexpr int64_t kUnitFloats = int64_t(KV) * RB * S * VL;
   for (int64_t unit = 0; unit < units; ++unit) {
     const int64_t c = unit / row_blocks, r0 = unit % row_blocks * RB;

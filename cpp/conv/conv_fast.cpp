@@ -30,10 +30,11 @@ struct SplitLayout {
   explicit SplitLayout(const ConvShape& s)
       : Hp(s.H + 2 * s.pad_h), Wq((s.W + 2 * s.pad_w + s.stride_w - 1) / s.stride_w), row(s.stride_w * Wq),
         plane(Hp * row) {}
+  // where padded column v lies in a row
+  int64_t column(const ConvShape& s, int64_t v) const { return v % s.stride_w * Wq + v / s.stride_w; }
   // where kernel tap (c, r, t) reads, from the top-left corner of an output pixel's window
   int64_t tap(const ConvShape& s, int64_t c, int64_t r, int64_t t) const {
-    const int64_t v = t * s.dil_w;
-    return c * plane + r * s.dil_h * row + v % s.stride_w * Wq + v / s.stride_w;
+    return c * plane + r * s.dil_h * row + column(s, t * s.dil_w);
   }
   // tap(c, r, t) of one group's every tap, in (c, r, t) order: found once per product (with their divisions, found
   // per packed block they cost 3% of AlexNet conv1's forward)
@@ -249,21 +250,19 @@ void col2im_add(const ConvShape& s, const SplitLayout& L, const float* col, int6
 
 // dx's planes (`planes` of H x W) = the image part of theirs in a SplitLayout copy xs: the adjoint of
 // pad_split_phases' copy in. Stride 2 interleaves its two phases four column pairs at a time: image columns 2m and
-// 2m + 1 are padded columns 2m + pw and 2m + pw + 1, floats m + pw/2 of phases 0 and 1 for an even pw, floats
-// m + (pw-1)/2 of phase 1 and m + (pw+1)/2 of phase 0 for an odd one. Planes in parallel where the caller runs
+// 2m + 1 lie m floats after image columns 0 and 1, each in its phase. Planes in parallel where the caller runs
 // outside a parallel region.
 void unsplit_planes(const ConvShape& s, const SplitLayout& L, const float* xs, int64_t planes, float* dx) {
-  const int64_t W = s.W, pw = s.pad_w, sw = s.stride_w, Wq = L.Wq;
+  const int64_t W = s.W;
   std::vector<int64_t> at(static_cast<size_t>(W));  // image column v's float in a row of the copy
-  for (int64_t v = 0; v < W; ++v) at[v] = (v + pw) % sw * Wq + (v + pw) / sw;
-  const int64_t even_at = pw % 2 == 0 ? pw / 2 : Wq + (pw - 1) / 2, odd_at = pw % 2 == 0 ? Wq + pw / 2 : (pw + 1) / 2;
-  const int64_t paired = sw == 2 ? W / 8 * 8 : 0;  // image columns taken as pairs, 8 at a time
+  for (int64_t v = 0; v < W; ++v) at[v] = L.column(s, v + s.pad_w);
+  const int64_t paired = s.stride_w == 2 ? W / 8 * 8 : 0;  // image columns taken as pairs, 8 at a time
   parallel_for(planes, threads_for(planes * s.H * W, 1 << 16), [&](int64_t c) {
     for (int64_t h = 0; h < s.H; ++h) {
       const float* row = xs + c * L.plane + (h + s.pad_h) * L.row;
       float* out = dx + (c * s.H + h) * W;
       for (int64_t v = 0; v < paired; v += 8) {
-        const __m128 even = _mm_loadu_ps(row + even_at + v / 2), odd = _mm_loadu_ps(row + odd_at + v / 2);
+        const __m128 even = _mm_loadu_ps(row + at[0] + v / 2), odd = _mm_loadu_ps(row + at[1] + v / 2);
         _mm_storeu_ps(out + v, _mm_unpacklo_ps(even, odd));
         _mm_storeu_ps(out + v + 4, _mm_unpackhi_ps(even, odd));
       }
@@ -613,8 +612,7 @@ void bias_partials_add(const ConvShape& s, const float* dy_image, int64_t k0, in
 
 void bias_from_partials(const ConvShape& s, float* parts, int64_t chunks, float* db) {
   const int64_t PQ = s.P * s.Q, per_chunk = bias_partial_floats(s);
-  for (int64_t chunk = 1; chunk < chunks; ++chunk)
-    for (int64_t i = 0; i < per_chunk; ++i) parts[i] += parts[chunk * per_chunk + i];
+  add_chunks_into_first(parts, chunks, per_chunk);
   for (int64_t k = 0; k < s.K; ++k) {
     if (PQ < kBiasLanes) {
       float sum = 0.0f;

@@ -71,6 +71,13 @@ int64_t bias_partial_floats(const ConvShape& s);  // per chunk
 void bias_partials_add(const ConvShape& s, const float* dy_image, int64_t k0, int64_t k1, float* part);
 // db from `chunks` chunks' partials (consecutive in parts; added into the first).
 void bias_from_partials(const ConvShape& s, float* parts, int64_t chunks, float* db);
+// parts[i] += the other chunks' element i, chunk after chunk (chunks of per_chunk floats, consecutive): each
+// element's fixed-order sum, in one contiguous pass per chunk. Inline, so that each ISA's kernels vectorise it
+// with their own instructions.
+inline void add_chunks_into_first(float* parts, int64_t chunks, int64_t per_chunk) {
+  for (int64_t chunk = 1; chunk < chunks; ++chunk)
+    for (int64_t i = 0; i < per_chunk; ++i) parts[i] += parts[chunk * per_chunk + i];
+}
 
 // Copies one image x (C planes of H x W) into the interior of its zero-padded copy xp (C planes of Hp x Wp, the
 // image at row pad_h, column pad_w). Only the interior is written, so a buffer reused for the next image keeps its
