@@ -259,6 +259,11 @@ def test_engine_property_exact(m, n, k, ta, tb, seed):
 def test_matmul_and_linear(rng):
     a, b = _operands(rng, 9, 11, 13, False, False)
     assert np.array_equal(F.matmul(a, b), a @ b)
+    # operands that are not C-contiguous float32 arrays take the checking path: copied, or the float64 reference
+    assert np.array_equal(F.matmul(a, b[:, ::2]), a @ b[:, ::2])
+    assert np.array_equal(F.matmul(np.asfortranarray(a), b), a @ b)
+    np.testing.assert_allclose(F.matmul(a.astype(np.float64), b.astype(np.float64)), a.astype(np.float64) @ b,
+                               rtol=1e-12)
     x = rng.standard_normal((5, 13)).astype(np.float32)
     w = rng.standard_normal((7, 13)).astype(np.float32)
     bias = rng.standard_normal(7).astype(np.float32)
@@ -291,6 +296,8 @@ BAD = [
     (lambda: F.matmul(A, np.zeros((4, 2), np.float64)), TypeError, r"b has dtype float64 but must match"),
     (lambda: F.matmul(A[0], A), ValueError, r"a must be 2-D"),
     (lambda: F.matmul(A.astype(np.int32), A), TypeError, r"a has dtype int32"),
+    (lambda: F.matmul(np.zeros((1 << 21, 1), np.float32), np.zeros((1, 1 << 20), np.float32)), ValueError,
+     r"the product would have shape \(2097152, 1048576\)"),
     (lambda: F.linear(A, np.zeros((2, 5), np.float32)), ValueError, r"must equal w.shape\[1\] \(in_features 5\)"),
     (lambda: F.linear(A, np.zeros((2, 4), np.float32), np.zeros(3, np.float32)), ValueError,
      r"b must have shape \(2,\)"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import as_tensor, check_elements
+from .._validate import _FLOAT32, MAX_ELEMENTS, as_tensor, check_elements
 
 BIAS_NONE, BIAS_PER_ROW, BIAS_PER_COL = 0, 1, 2
 
@@ -25,6 +25,12 @@ def _gemm(a, b, trans_a=False, trans_b=False, bias=None, bias_axis=BIAS_NONE, re
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(M, K) @ (K, N) -> (M, N), float32 (or float64)."""
+    # the common case in a few attribute reads, the same rules as below: two C-contiguous float32 matrices whose
+    # inner dimensions agree (as_tensor and check_elements took 1.6 of a 6 x 25 @ 25 x 784 product's 5.5 us)
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype is _FLOAT32 and b.dtype is _FLOAT32
+            and a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0] and a.shape[0] * b.shape[1] <= MAX_ELEMENTS
+            and a.flags.c_contiguous and b.flags.c_contiguous):
+        return _core.gemm(a, b, False, False, 1.0, 0.0, None, None, BIAS_NONE, False, False)
     a = as_tensor(a, "a", ndim=2)
     b = as_tensor(b, "b", ndim=2, dtype=a.dtype)
     (m, k), (k_b, n) = a.shape, b.shape
