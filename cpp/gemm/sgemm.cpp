@@ -177,8 +177,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   }
   const int64_t nc_max = column_block(n1 - n0, nr);
   // Packing B costs a read and a write per element; it pays where each packed panel is reused from cache by many
-  // row panels. A B held in memory is read in place, only its last, partial panel packed, where one row panel uses
-  // it; where two do and its rows are at most kInPlaceTwoPanelRowFloats apart; or where its rows are short (at most
+  // row panels. A B held in memory is read in place, its last, partial panel too (the edge microkernel reads only
+  // its columns), where one row panel uses it; where two do and its rows are at most kInPlaceTwoPanelRowFloats apart; or where its rows are short (at most
   // kInPlaceRowFloats apart) and all of it fits in L1 (or, for the rows of one A block, which take each B panel in
   // turn from L1, in 64 KiB). Measured, 2 threads: 6 x 784 x 25 and 16 x 1000 x 300 1.4x faster, 64 x 64 x 64 1.1x;
   // 64 x 1024 x 576, 8 row panels, 1.2x slower in place. One A block, B of 32-64 KiB (both builds in one process,
@@ -215,7 +215,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   const int64_t kb = p.kb;
   const bool panel_outer = m1 - m0 <= MC && kb * nr <= kPanelOuterFloats &&
                            (in_place || !in_memory || nr >= kPanelOuterMinNr);
-  float* Bp = tl_packed_b.get(p.kb * (Bm ? nr : nc_max));
+  float* Bp = Bm ? nullptr : tl_packed_b.get(p.kb * nc_max);
   // Otherwise, a B in memory packed as a whole block is packed by the first row panel of a few-row product while
   // it computes (the tile's copying microkernel reads B's rows in place and stores them as the packed panel), so that
   // the reads from memory overlap the products instead of running ahead of them (22% of a 64 x 3136 x 576 product
@@ -234,14 +234,15 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // strided reads cost more than the packing: 512 x 98 x 4608 0.92 / 0.98x, 256 x 196 x 2304 0.91 / 0.98x.
   const bool a_in_place = tile.rows && !packed_a && trans_a == Trans::no && alpha == 1.0f && !copy_b &&
                           n1 - n0 <= kInPlaceAPanels * nr;
-  alignas(64) float edge[kMaxTileElements];  // scratch for edge tiles
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
-    const int64_t nc = std::min(nc_max, n1 - jc), full = Bm || copy_b ? nc / nr * nr : 0;
+    // B's panels before `full` are read in place (a B read in place: all of them, its last one by the edge
+    // microkernel; copy_b: its whole panels, copied by the first row panel as it computes), the rest packed
+    const int64_t nc = std::min(nc_max, n1 - jc), full = Bm ? nc : copy_b ? nc / nr * nr : 0;
     for (int64_t pc = 0; pc < K; pc += kb) {
       const int64_t kc = std::min(kb, K - pc);
       const bool accumulate = pc > 0 || beta != 0.0f, last = pc + kc == K;
       if (nc > full && !panel_outer)
-        B.pack(pc, kc, jc + full, nc - full, nr, Bp + (copy_b ? full / nr * kc * nr : 0));  // or its last panel
+        B.pack(pc, kc, jc + full, nc - full, nr, Bp + (copy_b ? full / nr * kc * nr : 0));  // copy_b: its last panel
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
         const float* a_block = packed_a ? packed_a + pc * padded_m + ic * kc : Ap;
@@ -250,35 +251,28 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           pack_a(pack_transposed, trans_a, A, lda, ic + full_rows, mc - full_rows, pc, kc, mr, alpha,
                  Ap + full_rows / mr * kc * mr);
         // bcopy, where not null, takes a copy of the B panel read (a full tile: copy_b's products have more than
-        // two row panels and panel by panel only whole ones are copied, and only whole column panels are read in
-        // place)
+        // two row panels and panel by panel only whole ones are copied)
         const auto run = [&](int64_t ir, int64_t jr, const float* bpanel, int64_t bstride, float* bcopy) {
           const int64_t rows = std::min<int64_t>(mr, mc - ir), cols = std::min<int64_t>(nr, nc - jr);
           const float* apanel = a_block + (ir / mr) * kc * mr;
           const float* arows = ir < full_rows ? A + (ic + ir) * lda + pc : nullptr;
           float* c = C + (ic + ir) * ldc + jc + jr;
-          if (rows == mr && cols == nr) {  // a full tile: the epilogue in registers
-            const bool fused = last && (epi.bias_axis != Epilogue::Bias::none || epi.relu);
-            const TileEpilogue tile_epi{epi.bias_axis == Epilogue::Bias::per_row ? epi.bias + ic + ir : nullptr,
-                                        epi.bias_axis == Epilogue::Bias::per_col ? epi.bias + jc + jr : nullptr,
-                                        epi.relu};
+          const bool fused = last && (epi.bias_axis != Epilogue::Bias::none || epi.relu);
+          const TileEpilogue tile_epi{epi.bias_axis == Epilogue::Bias::per_row ? epi.bias + ic + ir : nullptr,
+                                      epi.bias_axis == Epilogue::Bias::per_col ? epi.bias + jc + jr : nullptr,
+                                      epi.relu};
+          const TileEpilogue* e = fused ? &tile_epi : nullptr;
+          if (rows == mr && cols == nr) {
             if (arows)
-              tile.rows(kc, arows, lda, bpanel, bstride, c, ldc, accumulate, fused ? &tile_epi : nullptr);
+              tile.rows(kc, arows, lda, bpanel, bstride, c, ldc, accumulate, e);
             else if (bcopy)
-              tile.copying(kc, apanel, bpanel, bstride, bcopy, c, ldc, accumulate, fused ? &tile_epi : nullptr);
+              tile.copying(kc, apanel, bpanel, bstride, bcopy, c, ldc, accumulate, e);
             else
-              tile.micro(kc, apanel, bpanel, bstride, c, ldc, accumulate, fused ? &tile_epi : nullptr);
+              tile.micro(kc, apanel, bpanel, bstride, c, ldc, accumulate, e);
+          } else if (arows) {
+            tile.rows_edge(kc, arows, lda, bpanel, bstride, c, ldc, accumulate, e, int(rows), int(cols));
           } else {
-            if (accumulate)
-              for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
-            // few columns: the one-vector kernel (res4a at batch 1, 196 columns, computed 224 with 32 on AVX-512)
-            const MicroKernel micro = tile.narrow && cols <= tile.narrow_nr ? tile.narrow : tile.micro;
-            if (arows)
-              tile.rows(kc, arows, lda, bpanel, bstride, edge, nr, accumulate, nullptr);
-            else
-              micro(kc, apanel, bpanel, bstride, edge, nr, accumulate, nullptr);
-            for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
-            if (last) apply_epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
+            tile.edge(kc, apanel, 0, bpanel, bstride, c, ldc, accumulate, e, int(rows), int(cols));
           }
         };
         if (panel_outer) {
@@ -300,8 +294,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           for (int64_t jr = 0; jr < nc; jr += nr) {
             if (jr < full && (Bm || (ic == m0 && ir == 0)))
               run(ir, jr, in_memory + pc * ldb + jc + jr, ldb, copy_b ? Bp + jr / nr * kc * nr : nullptr);
-            else  // the packed panel (where B is read in place, only the last one is packed)
-              run(ir, jr, Bp + ((jr - (Bm ? full : 0)) / nr) * kc * nr, nr, nullptr);
+            else  // the packed panel
+              run(ir, jr, Bp + (jr / nr) * kc * nr, nr, nullptr);
           }
       }
     }

@@ -13,9 +13,17 @@
 namespace convcore {
 namespace {
 
-template <int MR, int NV>
-void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
-           const TileEpilogue* epi) {
+// The MR x (8 * NV) tile; kEdge: the edge microkernel's, whose last vector holds `last` columns (B's loads, C's loads
+// and the column bias masked, C's stores in pieces: store_first_lanes) and whose rows past `rows` are computed but
+// neither read nor written.
+template <int MR, int NV, bool kEdge = false>
+inline void micro_body(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                       bool accumulate, const TileEpilogue* epi, int rows = MR, int last = 8) {
+  const __m256i tail = first_lanes(last);
+  // vector v of a row at p: all its lanes, or the first `last` for an edge tile's last
+  const auto load = [tail](int v, const float* p) {
+    return kEdge && v == NV - 1 ? _mm256_maskload_ps(p, tail) : _mm256_loadu_ps(p);
+  };
   __m256 c[MR][NV];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i)
@@ -24,7 +32,7 @@ void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, 
   for (int64_t k = 0; k < kc; ++k) {
     __m256 b[NV];
 #pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(Bp + 8 * v);
+    for (int v = 0; v < NV; ++v) b[v] = load(v, Bp + 8 * v);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
       const __m256 a = _mm256_broadcast_ss(Ap + i);
@@ -37,20 +45,21 @@ void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, 
   if (accumulate)
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i)
+      if (!kEdge || i < rows)
 #pragma GCC unroll 3
-      for (int v = 0; v < NV; ++v) c[i][v] = _mm256_add_ps(c[i][v], _mm256_loadu_ps(C + i * ldc + 8 * v));
+        for (int v = 0; v < NV; ++v) c[i][v] = _mm256_add_ps(c[i][v], load(v, C + i * ldc + 8 * v));
   if (epi) {
     if (epi->row_bias)
 #pragma GCC unroll 6
       for (int i = 0; i < MR; ++i) {
-        const __m256 b = _mm256_set1_ps(epi->row_bias[i]);
+        const __m256 b = _mm256_set1_ps(!kEdge || i < rows ? epi->row_bias[i] : 0.0f);
 #pragma GCC unroll 3
         for (int v = 0; v < NV; ++v) c[i][v] = _mm256_add_ps(c[i][v], b);
       }
     if (epi->col_bias)
 #pragma GCC unroll 3
       for (int v = 0; v < NV; ++v) {
-        const __m256 b = _mm256_loadu_ps(epi->col_bias + 8 * v);
+        const __m256 b = load(v, epi->col_bias + 8 * v);
 #pragma GCC unroll 6
         for (int i = 0; i < MR; ++i) c[i][v] = _mm256_add_ps(c[i][v], b);
       }
@@ -63,8 +72,33 @@ void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, 
   }
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i)
+    if (!kEdge || i < rows)
 #pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(C + i * ldc + 8 * v, c[i][v]);
+      for (int v = 0; v < NV; ++v) {
+        if (kEdge && v == NV - 1)
+          store_first_lanes(C + i * ldc + 8 * v, c[i][v], last);
+        else
+          _mm256_storeu_ps(C + i * ldc + 8 * v, c[i][v]);
+      }
+}
+
+template <int MR, int NV>
+void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
+           const TileEpilogue* epi) {
+  micro_body<MR, NV>(kc, Ap, Bp, ldb, C, ldc, accumulate, epi);
+}
+
+// EdgeMicroKernel (A packed: lda unused): the MR x (8 * V) tile with the fewest vectors V <= NV that covers cols.
+template <int MR, int NV, int V = 1>
+void micro_edge(int64_t kc, const float* Ap, int64_t /* lda */, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                bool accumulate, const TileEpilogue* epi, int rows, int cols) {
+  if constexpr (V < NV) {
+    if (cols > 8 * V) {
+      micro_edge<MR, NV, V + 1>(kc, Ap, 0, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
+      return;
+    }
+  }
+  micro_body<MR, V, true>(kc, Ap, Bp, ldb, C, ldc, accumulate, epi, rows, cols - 8 * (V - 1));
 }
 
 // Four 8-lane FMA accumulators over 32-float steps (independent chains), the tail into a scalar sum; the lanes
@@ -181,8 +215,8 @@ void pack_gathered_8(const float* base, const int64_t* offsets, int64_t count, i
 // place a matrix row apart were not followed by the prefetchers (kPanelOuterMinNr in sgemm.cpp).
 GemmKernels gemm_kernels_avx2() {
   return GemmKernels{"avx2 6x16 (4x24 for few rows)",
-                     {{6, 16, micro<6, 2>, micro<6, 1>, 8, nullptr, nullptr},
-                      {4, 24, micro<4, 3>, micro<4, 1>, 8, nullptr, nullptr}},
+                     {{6, 16, micro<6, 2>, micro_edge<6, 2>, nullptr, nullptr, nullptr},
+                      {4, 24, micro<4, 3>, micro_edge<4, 3>, nullptr, nullptr, nullptr}},
                      2,
                      dots_4x8,
                      pack_transposed_8x8,

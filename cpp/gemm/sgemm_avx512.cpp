@@ -22,13 +22,20 @@ namespace {
 constexpr int64_t kPrefetchSteps = 8;
 
 // kRowsA: A read in place, row i at Ap + i * lda (three rows per pointer: lda and 2 * lda are scaled index
-// registers), else a packed micro-panel.
-template <int MR, int NV, bool kCopy, bool kRowsA>
+// registers), else a packed micro-panel. kEdge: the edge microkernel's tile, whose last vector of columns is masked
+// by tail (B's loads, C's loads and stores, the column bias) and whose rows past `rows` are computed but neither read
+// nor written.
+template <int MR, int NV, bool kCopy, bool kRowsA, bool kEdge = false>
 inline void micro_body(int64_t kc, const float* Ap, int64_t lda, const float* Bp, int64_t ldb, float* Bcopy, float* C,
-                       int64_t ldc, bool accumulate, const TileEpilogue* epi) {
+                       int64_t ldc, bool accumulate, const TileEpilogue* epi, int rows = MR,
+                       __mmask16 tail = 0xFFFF) {
   constexpr int kGroups = kRowsA ? (MR + 2) / 3 : 1;
-  const float* rows[kGroups];
-  for (int g = 0; g < kGroups; ++g) rows[g] = Ap + 3 * g * lda;
+  // vector v of a row at p: all its lanes, or tail for an edge tile's last
+  const auto load = [tail](int v, const float* p) {
+    return kEdge && v == NV - 1 ? _mm512_maskz_loadu_ps(tail, p) : _mm512_loadu_ps(p);
+  };
+  const float* rows_a[kGroups];
+  for (int g = 0; g < kGroups; ++g) rows_a[g] = Ap + 3 * g * lda;
   __m512 c[MR][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
@@ -40,7 +47,7 @@ inline void micro_body(int64_t kc, const float* Ap, int64_t lda, const float* Bp
     for (int v = 0; v < NV; ++v)
       _mm_prefetch(reinterpret_cast<const char*>(Bp + kPrefetchSteps * ldb + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(Bp + 16 * v);
+    for (int v = 0; v < NV; ++v) b[v] = load(v, Bp + 16 * v);
     if constexpr (kCopy) {
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) _mm512_store_ps(Bcopy + 16 * v, b[v]);
@@ -48,12 +55,12 @@ inline void micro_body(int64_t kc, const float* Ap, int64_t lda, const float* Bp
     }
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(kRowsA ? rows[i / 3][(i % 3) * lda] : Ap[i]);
+      const __m512 a = _mm512_set1_ps(kRowsA ? rows_a[i / 3][(i % 3) * lda] : Ap[i]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(a, b[v], c[i][v]);
     }
     if constexpr (kRowsA)
-      for (int g = 0; g < kGroups; ++g) ++rows[g];
+      for (int g = 0; g < kGroups; ++g) ++rows_a[g];
     else
       Ap += MR;
     Bp += ldb;
@@ -61,20 +68,22 @@ inline void micro_body(int64_t kc, const float* Ap, int64_t lda, const float* Bp
   if (accumulate)
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i)
+      if (!kEdge || i < rows)
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) c[i][v] = _mm512_add_ps(c[i][v], _mm512_loadu_ps(C + i * ldc + 16 * v));
+        for (int v = 0; v < NV; ++v)
+          c[i][v] = _mm512_add_ps(c[i][v], load(v, C + i * ldc + 16 * v));
   if (epi) {
     if (epi->row_bias)
 #pragma GCC unroll 12
       for (int i = 0; i < MR; ++i) {
-        const __m512 b = _mm512_set1_ps(epi->row_bias[i]);
+        const __m512 b = _mm512_set1_ps(!kEdge || i < rows ? epi->row_bias[i] : 0.0f);
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) c[i][v] = _mm512_add_ps(c[i][v], b);
       }
     if (epi->col_bias)
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        const __m512 b = _mm512_loadu_ps(epi->col_bias + 16 * v);
+        const __m512 b = load(v, epi->col_bias + 16 * v);
 #pragma GCC unroll 12
         for (int i = 0; i < MR; ++i) c[i][v] = _mm512_add_ps(c[i][v], b);
       }
@@ -87,8 +96,14 @@ inline void micro_body(int64_t kc, const float* Ap, int64_t lda, const float* Bp
   }
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
+    if (!kEdge || i < rows)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(C + i * ldc + 16 * v, c[i][v]);
+      for (int v = 0; v < NV; ++v) {
+        if (kEdge && v == NV - 1)
+          _mm512_mask_storeu_ps(C + i * ldc + 16 * v, tail, c[i][v]);
+        else
+          _mm512_storeu_ps(C + i * ldc + 16 * v, c[i][v]);
+      }
 }
 
 template <int MR, int NV>
@@ -109,6 +124,20 @@ template <int MR, int NV>
 void micro_copying(int64_t kc, const float* Ap, const float* B, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
                    bool accumulate, const TileEpilogue* epi) {
   micro_body<MR, NV, true, false>(kc, Ap, 0, B, ldb, Bcopy, C, ldc, accumulate, epi);
+}
+
+// EdgeMicroKernel: the MR x (16 * V) tile with the fewest vectors V <= NV that covers cols, its last vector masked.
+template <int MR, int NV, bool kRowsA, int V = 1>
+void micro_edge(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                bool accumulate, const TileEpilogue* epi, int rows, int cols) {
+  if constexpr (V < NV) {
+    if (cols > 16 * V) {
+      micro_edge<MR, NV, kRowsA, V + 1>(kc, A, lda, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
+      return;
+    }
+  }
+  const __mmask16 tail = __mmask16(0xFFFFu >> (16 * V - cols));
+  micro_body<MR, V, false, kRowsA, true>(kc, A, lda, Bp, ldb, nullptr, C, ldc, accumulate, epi, rows, tail);
 }
 
 // The 16 lanes of v summed by a fixed halving tree (lanes i and i + half, half = 8, 4, 2, 1). Full-width
@@ -253,9 +282,12 @@ void pack_gathered_16(const float* base, const int64_t* offsets, int64_t count, 
 
 GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 8x48 (12x32, 6x64 for narrow products)",
-                     {{8, 48, micro<8, 3>, micro<8, 1>, 16, micro_copying<8, 3>, micro_rows<8, 3>},
-                      {12, 32, micro<12, 2>, micro<12, 1>, 16, micro_copying<12, 2>, micro_rows<12, 2>},
-                      {6, 64, micro<6, 4>, micro<6, 1>, 16, micro_copying<6, 4>, micro_rows<6, 4>}},
+                     {{8, 48, micro<8, 3>, micro_edge<8, 3, false>, micro_copying<8, 3>, micro_rows<8, 3>,
+                       micro_edge<8, 3, true>},
+                      {12, 32, micro<12, 2>, micro_edge<12, 2, false>, micro_copying<12, 2>, micro_rows<12, 2>,
+                       micro_edge<12, 2, true>},
+                      {6, 64, micro<6, 4>, micro_edge<6, 4, false>, micro_copying<6, 4>, micro_rows<6, 4>,
+                       micro_edge<6, 4, true>}},
                      3,
                      dots_4x2x16,
                      pack_transposed_16x16,

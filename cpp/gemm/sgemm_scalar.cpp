@@ -6,21 +6,22 @@ namespace {
 
 constexpr int MR = 4, NR = 16;
 
-void micro_4x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
-                bool accumulate, const TileEpilogue* epi) {
+// The top-left rows x cols of the 4 x 16 tile (the whole tile for micro_4x16).
+void micro_edge_4x16(int64_t kc, const float* Ap, int64_t /* lda */, const float* Bp, int64_t ldb, float* C,
+                     int64_t ldc, bool accumulate, const TileEpilogue* epi, int rows, int cols) {
   float c[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) c[i][j] = 0.0f;
   for (int64_t k = 0; k < kc; ++k) {
     for (int i = 0; i < MR; ++i) {
       const float a = Ap[i];
-      for (int j = 0; j < NR; ++j) c[i][j] += a * Bp[j];
+      for (int j = 0; j < cols; ++j) c[i][j] += a * Bp[j];
     }
     Ap += MR;
     Bp += ldb;
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) {
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) {
       float v = accumulate ? C[i * ldc + j] + c[i][j] : c[i][j];
       if (epi) {
         if (epi->row_bias) v += epi->row_bias[i];
@@ -29,6 +30,11 @@ void micro_4x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float
       }
       C[i * ldc + j] = v;
     }
+}
+
+void micro_4x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
+                const TileEpilogue* epi) {
+  micro_edge_4x16(kc, Ap, 0, Bp, ldb, C, ldc, accumulate, epi, MR, NR);
 }
 
 // 8 lanes, each summing every 8th product in k order, then the lanes in order.
@@ -51,7 +57,7 @@ void dots_8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, f
 }  // namespace
 
 GemmKernels gemm_kernels_scalar() {
-  return GemmKernels{"scalar 4x16", {{MR, NR, micro_4x16, nullptr, 0, nullptr, nullptr}}, 1, dots_8,
+  return GemmKernels{"scalar 4x16", {{MR, NR, micro_4x16, micro_edge_4x16, nullptr, nullptr, nullptr}}, 1, dots_8,
                      pack_transposed_rows, pack_rows, pack_gathered_rows};
 }
 

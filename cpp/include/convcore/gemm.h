@@ -42,7 +42,7 @@ struct TileEpilogue {
 // the sum over k in [0, kc) taken in k order from zero, then added to C: C is read only after the products (its
 // cache misses overlap them; measured: 1-4% faster than starting from C), then the tile epilogue where epi is not
 // null. B's rows are ldb floats apart: nr in a packed panel, the matrix's row stride where the engine reads B in
-// place. Full tiles only (the engine handles edges through a scratch tile).
+// place. Full tiles only (edge tiles: EdgeMicroKernel).
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
                              bool accumulate, const TileEpilogue* epi);
 
@@ -57,21 +57,28 @@ using CopyingMicroKernel = void (*)(int64_t kc, const float* Ap, const float* B,
 using RowsMicroKernel = void (*)(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C,
                                  int64_t ldc, bool accumulate, const TileEpilogue* epi);
 
-// One register tile: the mr x nr microkernel, and an mr x narrow_nr one for edge tiles of at most narrow_nr
-// columns (it reads the first narrow_nr columns of the nr-wide packed panel), or nullptr; its copying microkernel,
-// or nullptr; and its microkernel reading A in place, or nullptr.
+// Edge microkernel: the top-left rows x cols of the mr x nr tile (1 <= rows <= mr, 1 <= cols <= nr), the same sums
+// in the same order as the microkernel, written to C directly: only B's first cols columns and C's first rows x cols
+// elements are touched, so B may be read in place at the matrix's right edge and C needs no scratch tile. A is a
+// packed micro-panel (mr rows, zero past rows; lda unused) or, for the kernel reading A in place, the tile's rows
+// (all mr present, lda apart). The tile epilogue's row_bias is read for the first rows, its col_bias for the first
+// cols.
+using EdgeMicroKernel = void (*)(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C,
+                                 int64_t ldc, bool accumulate, const TileEpilogue* epi, int rows, int cols);
+
+// One register tile: the mr x nr microkernel and its edge microkernel; its copying microkernel, or nullptr; and its
+// microkernel reading A in place with that one's edge microkernel, or nullptr.
 struct GemmTile {
   int mr, nr;
   MicroKernel micro;
-  MicroKernel narrow;
-  int narrow_nr;
+  EdgeMicroKernel edge;
   CopyingMicroKernel copying;
   RowsMicroKernel rows;
+  EdgeMicroKernel rows_edge;
 };
 
 constexpr int kMaxGemmTiles = 3;
-constexpr int kMaxTileElements = 12 * 32;  // mr * nr of every tile is at most this
-constexpr int kMaxNr = 64;                 // and nr at most this
+constexpr int kMaxNr = 64;                 // nr of every tile is at most this
 constexpr int kMaxMr = 16;                 // and mr at most this
 
 // out[j] = a . B[j * ldb ...] (K floats) for j < n, each summed in a fixed order that does not depend on n or on
