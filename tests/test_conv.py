@@ -433,7 +433,8 @@ def test_fused_relu_and_its_backward(rng):
 
 
 def test_winograd_over_several_tile_blocks(rng):
-    # 2 x 50 tile rows of 32 tiles: more than one block of whole tile rows (at most 4 Mi floats of V and M)
+    # 2 x 50 tile rows of 32 tiles: more than one block of whole tile rows (at most 4 Mi floats of V and M), on one
+    # thread shared blocks of 93 tile rows, on two threads blocks of 23 taken by one thread each
     x, w, b, kw = _arrays(rng, (2, 48, 100, 64, 40, 3, 3, 1, 1, 1, 1), integer=True)
     results = []
     for n in (1, 2):
