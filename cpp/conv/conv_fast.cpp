@@ -188,41 +188,70 @@ class Im2colT final : public BPanelSource {
   std::vector<int64_t> taps_;  // layout_.taps(s_)
 };
 
-// The weight gradient's product for pixels [first, first + len) of one image, taps as its rows and filters as its
-// columns: dwt (Cg*R*S x Kg, row stride Kg) = (accumulate ? dwt : 0) + im2col(xs) dy^T, xs one group's channels
-// of the image in `layout`, dy its filters' planes (P*Q apart). The im2col is packed as the product's A by
-// Im2colT (the same panels, mr taps wide instead of nr), in pieces of at most kTapPackFloats floats (packed all at
-// once, 4 MiB, it ran 0.83-1.00x); dy^T is a transposed B. Taken where it computes a padded area smaller by more
-// than 1/16 than filters as rows (taps_as_rows): ResNet-50 conv1's 64 filters x 147 taps, 72 x 160 with 12 x 32
-// tiles, against 156 x 64. Both builds in one process, calls alternated, median of per-pair time ratios, 2 threads,
-// backward: ResNet-50 conv1 n=8 1.07x and 1.09x, n=1 1.01x, VGG conv1_1 (3 -> 64, 3x3, 224 x 224) n=8 1.12x; where
-// the areas are equal it was slower (the im2col, the larger operand, then goes through the transposing packer in
-// panels of 12 rather than 32: 64 channels at 56 x 56 and at 32 x 32 0.94x, AlexNet conv1 n=8 0.94x).
-constexpr int64_t kTapPackFloats = int64_t(1) << 16;  // 256 KiB
-
-void weight_product_by_taps(const ConvShape& s, const SplitLayout& layout, const float* xs, const float* dy,
-                            int64_t first, int64_t len, bool accumulate, float* dwt) {
-  const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S, PQ = s.P * s.Q;
-  const GemmTile& tile = choose_tile(kernels().gemm, CRS, Kg);
-  const int64_t padded = PackedA{tile, CRS, len}.padded_m();
-  const int64_t piece_max = std::max<int64_t>(256, kTapPackFloats / padded / 256 * 256);
-  const CachedBlock<float> packed(padded * std::min(len, piece_max));
-  const Im2colT cols(s, xs, 0, layout, first);
-  for (int64_t at = 0; at < len; at += piece_max) {
-    const int64_t piece = std::min(piece_max, len - at), kb = gemm_k_block(piece);
-    for (int64_t pc = 0; pc < piece; pc += kb)
-      cols.pack(at + pc, std::min(kb, piece - pc), 0, CRS, tile.mr, packed.get() + pc * padded);
-    sgemm(PackedA{tile, CRS, piece}, packed.get(), Kg, MatrixB(Trans::yes, dy + first + at, PQ),
-          accumulate || at > 0 ? 1.0f : 0.0f, dwt, Kg);
-  }
+// The tile of the gathered weight product: of the tiles with a gathered microkernel (every ISA has one), the one
+// computing the least padded area of taps x filters.
+const GemmTile& gathered_tile(int64_t taps, int64_t filters) {
+  const GemmKernels& g = kernels().gemm;
+  const GemmTile* best = nullptr;
+  for (int i = 0; i < g.count; ++i)
+    if (g.tiles[i].gathered && (!best || padded_area(g.tiles[i], taps, filters) < padded_area(*best, taps, filters)))
+      best = &g.tiles[i];
+  return *best;
 }
 
-// Whether the weight gradient's products take the taps as rows (weight_product_by_taps): their padded area is
-// smaller than with the filters as rows by more than 1/16.
+constexpr int64_t kGatheredPixels = 256;  // pixels per block of the gathered weight product (whole output rows)
+
+// The weight gradient's product for pixels [first, first + len) of one image, taps as rows, by the gathered
+// microkernel: dwt (Cg*R*S x Kg, row stride Kg) = (accumulate ? dwt : 0) + im2col(xs) dy^T, the im2col's rows read
+// in place from xs (one group's channels in `layout`), dy^T packed a block of pixels at a time: whole output rows
+// (up to kGatheredPixels), or the part of one row where the range starts or ends inside it.
+void weight_product_gathered(const ConvShape& s, const GemmTile& tile, const SplitLayout& layout, const float* xs,
+                             const float* dy, int64_t first, int64_t len, bool accumulate, float* dwt) {
+  const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S, PQ = s.P * s.Q, Q = s.Q;
+  const int mr = tile.mr, nr = tile.nr;
+  const int64_t rows_per_block = std::max<int64_t>(1, kGatheredPixels / Q);
+  const std::vector<int64_t> taps = layout.taps(s);
+  const MatrixB dyt(Trans::yes, dy, PQ);
+  const int64_t jump = s.stride_h * layout.row;  // from one output row's window to the next one's
+  // the row panels (of mr taps) in equal shares on the threads, each packing every block of dy^T itself
+  const int64_t panels = (CRS + mr - 1) / mr;
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(CRS * Kg * len), panels));
+  parallel_for(nt, nt, [&](int64_t part) {
+    const int64_t i_begin = part * panels / nt * mr, i_end = std::min(CRS, (part + 1) * panels / nt * mr);
+    const CachedBlock<float> packed(rows_per_block * Q * ((Kg + nr - 1) / nr * nr));
+    for (int64_t at = first, end = first + len; at < end;) {
+      const int64_t p = at / Q, q = at % Q;
+      const bool whole_rows = q == 0 && end - at >= Q;
+      const int64_t run = whole_rows ? Q : std::min(Q - q, end - at);
+      const int64_t runs = whole_rows ? std::min(rows_per_block, (end - at) / Q) : 1, kc = run * runs;
+      dyt.pack(at, kc, 0, Kg, nr, packed.get());
+      const float* window = xs + layout.window(s, p, q);
+      for (int64_t i0 = i_begin; i0 < i_end; i0 += mr) {
+        const int rows = static_cast<int>(std::min<int64_t>(mr, CRS - i0));
+        const float* a[kMaxMr];
+        for (int i = 0; i < mr; ++i) a[i] = window + taps[i0 + std::min(i, rows - 1)];
+        for (int64_t j0 = 0; j0 < Kg; j0 += nr)
+          tile.gathered(run, runs, jump, a, packed.get() + j0 * kc, nr, dwt + i0 * Kg + j0, Kg,
+                        accumulate || at > first, rows, static_cast<int>(std::min<int64_t>(nr, Kg - j0)));
+      }
+      at += kc;
+    }
+  });
+}
+
+// Whether the weight gradient's products take the taps as rows (weight_product_gathered): where dW has at most
+// kGatheredWeights floats and their padded area is no larger than with the filters as rows, whose im2col goes
+// through the transposing packer. Both builds in one process, calls alternated, median of per-pair time ratios,
+// AVX-512, 2 threads, backward, against the im2col packed as the product's A by the transposing packer (ResNet-50
+// conv1, 147 taps x 64 filters, VGG conv1_1) or as its B (the rest): ResNet-50 conv1 n=8 1.15x, n=1 1.16x, VGG
+// conv1_1 (3 -> 64, 3x3 on 224 x 224) n=8 1.08x, AlexNet conv1 n=8 1.07x, n=1 1.12x, 64 -> 64 3x3 on 56 x 56 n=8
+// 1.03x, n=1 1.05x, on 32 x 32 n=32 1.03x, on 224 x 224 n=1 1.05x; but 128 -> 128 on 28 x 28 (1152 x 128, 590 KiB
+// of dW) 0.74x at n=8, 0.92x at n=1, 256 -> 256 0.99-1.00x: left with the filters as rows.
+constexpr int64_t kGatheredWeights = int64_t(1) << 16;
 bool taps_as_rows(const ConvShape& s) {
   const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S;
-  const int64_t by_filters = padded_area(choose_tile(kernels().gemm, Kg, CRS), Kg, CRS);
-  return clearly_smaller(padded_area(choose_tile(kernels().gemm, CRS, Kg), CRS, Kg), by_filters);
+  return CRS * Kg <= kGatheredWeights &&
+         padded_area(gathered_tile(CRS, Kg), CRS, Kg) <= padded_area(choose_tile(kernels().gemm, Kg, CRS), Kg, CRS);
 }
 
 // Adds one channel's im2col rows (R*S rows, ld floats apart, of nb columns: output pixels j0 .. j0+nb-1 of one
@@ -521,9 +550,10 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   const auto chunk_start = [&](int64_t chunk) {
     return by_pixels ? chunk * pixels / chunks : chunk * s.N / chunks * PQ;
   };
-  // each chunk's partial: dW itself (chunk 0 writes dw) or, taps as rows (weight_product_by_taps), its transpose
+  // each chunk's partial: dW itself (chunk 0 writes dw) or, taps as rows (weight_product_gathered), its transpose
   // per group
   const bool by_taps = !is_pointwise(s) && taps_as_rows(s);
+  const GemmTile& gathered = gathered_tile(CRS, Kg);
   const int64_t extra_parts = by_taps ? chunks : chunks - 1;
   const CachedBlock<float> extra(extra_parts * wsize);
   // Chunks of whole images are the bias gradient's own chunks (image_chunks): each task adds its images' bias
@@ -554,7 +584,8 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
         float* dwg = part + g * Kg * CRS;
         const float beta = at == begin ? 0.0f : 1.0f;
         if (by_taps)
-          weight_product_by_taps(s, layout, xn + g * Cg * layout.plane, dyg, first, len, beta != 0.0f, dwg);
+          weight_product_gathered(s, gathered, layout, xn + g * Cg * layout.plane, dyg, first, len, beta != 0.0f,
+                                  dwg);
         else if (is_pointwise(s))
           sgemm(Trans::no, Trans::yes, Kg, Cg, len, 1.0f, dyg + first, PQ, xn + g * Cg * HW + first, HW, beta, dwg,
                 CRS);

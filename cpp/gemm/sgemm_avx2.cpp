@@ -101,6 +101,56 @@ void micro_edge(int64_t kc, const float* Ap, int64_t /* lda */, const float* Bp,
   micro_body<MR, V, true>(kc, Ap, Bp, ldb, C, ldc, accumulate, epi, rows, cols - 8 * (V - 1));
 }
 
+// GatheredMicroKernel: the MR x (8 * V) tile with the fewest vectors V <= NV that covers cols; A's MR rows through
+// their pointers, B packed.
+template <int MR, int NV, int V = 1>
+void micro_gathered(int64_t len, int64_t runs, int64_t jump, const float* const* a, const float* Bp, int64_t ldb,
+                    float* C, int64_t ldc, bool accumulate, int rows, int cols) {
+  if constexpr (V < NV) {
+    if (cols > 8 * V) {
+      micro_gathered<MR, NV, V + 1>(len, runs, jump, a, Bp, ldb, C, ldc, accumulate, rows, cols);
+      return;
+    }
+  }
+  const int last = cols - 8 * (V - 1);
+  const __m256i tail = first_lanes(last);
+  const float* p[MR];
+  for (int i = 0; i < MR; ++i) p[i] = a[i];
+  __m256 c[MR][V];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) c[i][v] = _mm256_setzero_ps();
+  for (int64_t r = 0; r < runs; ++r) {
+    for (int64_t k = 0; k < len; ++k) {
+      __m256 b[V];
+#pragma GCC unroll 3
+      for (int v = 0; v < V; ++v) b[v] = _mm256_loadu_ps(Bp + 8 * v);
+#pragma GCC unroll 6
+      for (int i = 0; i < MR; ++i) {
+        const __m256 x = _mm256_broadcast_ss(p[i] + k);
+#pragma GCC unroll 3
+        for (int v = 0; v < V; ++v) c[i][v] = _mm256_fmadd_ps(x, b[v], c[i][v]);
+      }
+      Bp += ldb;
+    }
+    for (int i = 0; i < MR; ++i) p[i] += jump;
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    if (i >= rows) break;
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) {
+      float* out = C + i * ldc + 8 * v;
+      if (v < V - 1) {
+        _mm256_storeu_ps(out, accumulate ? _mm256_add_ps(c[i][v], _mm256_loadu_ps(out)) : c[i][v]);
+      } else {
+        store_first_lanes(out, accumulate ? _mm256_add_ps(c[i][v], _mm256_maskload_ps(out, tail)) : c[i][v], last);
+      }
+    }
+  }
+}
+
 // Four 8-lane FMA accumulators over 32-float steps (independent chains), the tail into a scalar sum; the lanes
 // are summed by a fixed shuffle tree. Fixed order for a given K.
 float dot_4x8(const float* a, const float* b, int64_t K) {
@@ -215,8 +265,8 @@ void pack_gathered_8(const float* base, const int64_t* offsets, int64_t count, i
 // place a matrix row apart were not followed by the prefetchers (kPanelOuterMinNr in sgemm.cpp).
 GemmKernels gemm_kernels_avx2() {
   return GemmKernels{"avx2 6x16 (4x24 for few rows)",
-                     {{6, 16, micro<6, 2>, micro_edge<6, 2>, nullptr, nullptr, nullptr},
-                      {4, 24, micro<4, 3>, micro_edge<4, 3>, nullptr, nullptr, nullptr}},
+                     {{6, 16, micro<6, 2>, micro_edge<6, 2>, nullptr, nullptr, nullptr, micro_gathered<6, 2>},
+                      {4, 24, micro<4, 3>, micro_edge<4, 3>, nullptr, nullptr, nullptr, micro_gathered<4, 3>}},
                      2,
                      dots_4x8,
                      pack_transposed_8x8,

@@ -140,6 +140,55 @@ void micro_edge(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_
   micro_body<MR, V, false, kRowsA, true>(kc, A, lda, Bp, ldb, nullptr, C, ldc, accumulate, epi, rows, tail);
 }
 
+// GatheredMicroKernel: the MR x (16 * V) tile with the fewest vectors V <= NV that covers cols, C's last vector
+// masked; A's MR rows through their pointers (8 of them for 8x48: row pointers in registers), B packed.
+template <int MR, int NV, int V = 1>
+void micro_gathered(int64_t len, int64_t runs, int64_t jump, const float* const* a, const float* Bp, int64_t ldb,
+                    float* C, int64_t ldc, bool accumulate, int rows, int cols) {
+  if constexpr (V < NV) {
+    if (cols > 16 * V) {
+      micro_gathered<MR, NV, V + 1>(len, runs, jump, a, Bp, ldb, C, ldc, accumulate, rows, cols);
+      return;
+    }
+  }
+  const __mmask16 tail = __mmask16(0xFFFFu >> (16 * V - cols));
+  const float* p[MR];
+  for (int i = 0; i < MR; ++i) p[i] = a[i];
+  __m512 c[MR][V];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) c[i][v] = _mm512_setzero_ps();
+  for (int64_t r = 0; r < runs; ++r) {
+    for (int64_t k = 0; k < len; ++k) {
+      __m512 b[V];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v)
+        _mm_prefetch(reinterpret_cast<const char*>(Bp + kPrefetchSteps * ldb + 16 * v), _MM_HINT_T0);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) b[v] = _mm512_loadu_ps(Bp + 16 * v);
+#pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i) {
+        const __m512 x = _mm512_set1_ps(p[i][k]);
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v) c[i][v] = _mm512_fmadd_ps(x, b[v], c[i][v]);
+      }
+      Bp += ldb;
+    }
+    for (int i = 0; i < MR; ++i) p[i] += jump;
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    if (i >= rows) break;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __mmask16 m = v == V - 1 ? tail : __mmask16(0xFFFF);
+      float* out = C + i * ldc + 16 * v;
+      _mm512_mask_storeu_ps(out, m, accumulate ? _mm512_add_ps(c[i][v], _mm512_maskz_loadu_ps(m, out)) : c[i][v]);
+    }
+  }
+}
+
 // The 16 lanes of v summed by a fixed halving tree (lanes i and i + half, half = 8, 4, 2, 1). Full-width
 // two-source permutes: GCC 12 warns (-Wuninitialized) on its one-source permutes and extracts, which
 // _mm512_reduce_add_ps uses.
@@ -283,11 +332,11 @@ void pack_gathered_16(const float* base, const int64_t* offsets, int64_t count, 
 GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 8x48 (12x32, 6x64 for narrow products)",
                      {{8, 48, micro<8, 3>, micro_edge<8, 3, false>, micro_copying<8, 3>, micro_rows<8, 3>,
-                       micro_edge<8, 3, true>},
+                       micro_edge<8, 3, true>, micro_gathered<8, 3>},
                       {12, 32, micro<12, 2>, micro_edge<12, 2, false>, micro_copying<12, 2>, micro_rows<12, 2>,
-                       micro_edge<12, 2, true>},
+                       micro_edge<12, 2, true>, nullptr},
                       {6, 64, micro<6, 4>, micro_edge<6, 4, false>, micro_copying<6, 4>, micro_rows<6, 4>,
-                       micro_edge<6, 4, true>}},
+                       micro_edge<6, 4, true>, micro_gathered<6, 4>}},
                      3,
                      dots_4x2x16,
                      pack_transposed_16x16,

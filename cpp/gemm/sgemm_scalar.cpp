@@ -37,6 +37,20 @@ void micro_4x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float
   micro_edge_4x16(kc, Ap, 0, Bp, ldb, C, ldc, accumulate, epi, MR, NR);
 }
 
+// The gathered microkernel: A's rows through their pointers, in runs.
+void micro_gathered_4x16(int64_t len, int64_t runs, int64_t jump, const float* const* a, const float* Bp,
+                         int64_t ldb, float* C, int64_t ldc, bool accumulate, int rows, int cols) {
+  float c[MR][NR] = {};
+  for (int64_t r = 0; r < runs; ++r)
+    for (int64_t k = 0; k < len; ++k, Bp += ldb)
+      for (int i = 0; i < MR; ++i) {
+        const float x = a[i][r * jump + k];
+        for (int j = 0; j < NR; ++j) c[i][j] += x * Bp[j];
+      }
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) C[i * ldc + j] = accumulate ? C[i * ldc + j] + c[i][j] : c[i][j];
+}
+
 // 8 lanes, each summing every 8th product in k order, then the lanes in order.
 float dot_8(const float* a, const float* b, int64_t K) {
   constexpr int kLanes = 8;
@@ -57,7 +71,7 @@ void dots_8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, f
 }  // namespace
 
 GemmKernels gemm_kernels_scalar() {
-  return GemmKernels{"scalar 4x16", {{MR, NR, micro_4x16, micro_edge_4x16, nullptr, nullptr, nullptr}}, 1, dots_8,
+  return GemmKernels{"scalar 4x16", {{MR, NR, micro_4x16, micro_edge_4x16, nullptr, nullptr, nullptr, micro_gathered_4x16}}, 1, dots_8,
                      pack_transposed_rows, pack_rows, pack_gathered_rows};
 }
 

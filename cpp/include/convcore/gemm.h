@@ -66,8 +66,17 @@ using RowsMicroKernel = void (*)(int64_t kc, const float* A, int64_t lda, const 
 using EdgeMicroKernel = void (*)(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C,
                                  int64_t ldc, bool accumulate, const TileEpilogue* epi, int rows, int cols);
 
-// One register tile: the mr x nr microkernel and its edge microkernel; its copying microkernel, or nullptr; and its
-// microkernel reading A in place with that one's edge microkernel, or nullptr.
+// Gathered microkernel: the top-left rows x cols of the mr x nr tile, written as the edge microkernel writes them,
+// = (accumulate ? C : 0) + the sum over runs r < runs and steps k < len, taken in that order from zero, of
+// a[i][r * jump + k] * Bp[(r * len + k) * ldb + j]. A's mr rows are read in place through mr row pointers (those
+// past `rows` may repeat any row) in runs of len consecutive floats, jump floats apart: an im2col's rows, the taps'
+// runs along output rows, multiplied without being packed. Bp is a packed panel (nr floats a row, ldb = nr).
+using GatheredMicroKernel = void (*)(int64_t len, int64_t runs, int64_t jump, const float* const* a, const float* Bp,
+                                     int64_t ldb, float* C, int64_t ldc, bool accumulate, int rows, int cols);
+
+// One register tile: the mr x nr microkernel and its edge microkernel; its copying microkernel, or nullptr; its
+// microkernel reading A in place with that one's edge microkernel, or nullptr; and its gathered microkernel, or
+// nullptr.
 struct GemmTile {
   int mr, nr;
   MicroKernel micro;
@@ -75,6 +84,7 @@ struct GemmTile {
   CopyingMicroKernel copying;
   RowsMicroKernel rows;
   EdgeMicroKernel rows_edge;
+  GatheredMicroKernel gathered;
 };
 
 constexpr int kMaxGemmTiles = 3;
