@@ -181,7 +181,9 @@ def test_non_contiguous_input(rng):
 @pytest.mark.parametrize("case", [(4, 8, 16, 16, 16, 3, 3, 1, 1, 1, 1), (11, 6, 10, 10, 16, 5, 5, 1, 2, 1, 1),
                                   (11, 3, 9, 9, 24, 3, 3, 2, 1, 1, 1), (1, 256, 12, 12, 128, 3, 3, 1, 1, 1, 1),
                                   (1, 3, 224, 224, 8, 7, 7, 2, 3, 1, 1), (9, 1, 12, 12, 6, 5, 5, 1, 2, 1, 1),
-                                  (3, 40, 20, 20, 36, 3, 3, 1, 1, 1, 1), (9, 8, 18, 18, 12, 3, 3, 1, 1, 1, 2)],
+                                  (3, 40, 20, 20, 36, 3, 3, 1, 1, 1, 1), (9, 8, 18, 18, 12, 3, 3, 1, 1, 1, 2),
+                                  # taps as rows, the bias summed block by block (19 x 19 pixels, 13 rows a block)
+                                  (8, 3, 38, 38, 64, 7, 7, 2, 3, 1, 1)],
                          ids=str)
 def test_results_identical_at_any_thread_count(rng, case):
     from convcore import _core

@@ -69,6 +69,9 @@ inline int64_t image_chunks(const ConvShape& s) { return std::min<int64_t>(std::
 int64_t bias_partial_floats(const ConvShape& s);  // per chunk
 // part (one chunk's partials) += one image's dy (K planes of P*Q) for filters [k0, k1).
 void bias_partials_add(const ConvShape& s, const float* dy_image, int64_t k0, int64_t k1, float* part);
+// The same for the image's pixels [first, first + count) only: a run of pixels in order, after those before it.
+void bias_partials_add_pixels(const ConvShape& s, const float* dy_image, int64_t k0, int64_t k1, int64_t first,
+                              int64_t count, float* part);
 // db from `chunks` chunks' partials (consecutive in parts; added into the first).
 void bias_from_partials(const ConvShape& s, float* parts, int64_t chunks, float* db);
 // parts[i] += the other chunks' element i, chunk after chunk (chunks of per_chunk floats, consecutive): each
