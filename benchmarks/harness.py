@@ -64,16 +64,16 @@ def peak_extra_bytes(fn) -> int | None:
     keeps freed outputs for reuse (its buffer cache), which would hide what the call needs: the cache is emptied
     and off for the call.
     """
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return None
     convcore = sys.modules.get("convcore")
     limit = convcore.buffer_cache_info()["limit_bytes"] if convcore else None
     if convcore:
-        convcore.set_buffer_cache_limit(0)
+        convcore.set_buffer_cache_limit(0)  # before the reset: the memory it frees must not stay in the high-water mark
     try:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            return None
         base = _read_kib("VmRSS:")
         fn()
         return max(0, _read_kib("VmHWM:") - base) * 1024
