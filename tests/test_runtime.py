@@ -125,6 +125,7 @@ def buffer_cache():
 
 
 def test_buffer_cache_reuses_freed_outputs_and_counts(buffer_cache):
+    cc.set_buffer_cache_limit(0)  # empty: blocks earlier tests left idle could leave no room under the limit for y's
     cc.set_buffer_cache_limit(256 << 20)
     x = np.ones((8, 16, 32, 32), np.float32)  # 512 KiB
     y = cc.functional.relu(x)
