@@ -13,34 +13,43 @@
 namespace convcore {
 namespace {
 
-// The MR x (8 * NV) tile; kEdge: the edge microkernel's, whose last vector holds `last` columns (B's loads, C's loads
-// and the column bias masked, C's stores in pieces: store_first_lanes) and whose rows past `rows` are computed but
-// neither read nor written.
-template <int MR, int NV, bool kEdge = false>
-inline void micro_body(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
-                       bool accumulate, const TileEpilogue* epi, int rows = MR, int last = 8) {
+// The MR x (8 * NV) tile: C = (accumulate ? C : 0) + A B, then the epilogue, A a packed micro-panel (MR floats a k
+// step, from Ap) or, kGathered, one pointer per row (row i at row[i], in runs of len floats, jump apart; the k steps
+// are runs x len, runs 1 for a packed A). kEdge: the edge microkernel's tile, whose last vector holds `last` columns
+// (B's loads, C's loads and the column bias masked, C's stores in pieces: store_first_lanes) and whose rows past
+// `rows` are computed but neither read nor written.
+template <int MR, int NV, bool kGathered = false, bool kEdge = false>
+inline void micro_body(const float* Ap, const float* const* row, int64_t len, int64_t runs, int64_t jump,
+                       const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate, const TileEpilogue* epi,
+                       int rows = MR, int last = 8) {
   const __m256i tail = first_lanes(last);
   // vector v of a row at p: all its lanes, or the first `last` for an edge tile's last
   const auto load = [tail](int v, const float* p) {
     return kEdge && v == NV - 1 ? _mm256_maskload_ps(p, tail) : _mm256_loadu_ps(p);
   };
+  const float* ptr[kGathered ? MR : 1];
+  for (int i = 0; i < (kGathered ? MR : 0); ++i) ptr[i] = row[i];
   __m256 c[MR][NV];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
     for (int v = 0; v < NV; ++v) c[i][v] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k) {
-    __m256 b[NV];
+  for (int64_t r = 0; r < runs; ++r) {
+    for (int64_t k = 0; k < len; ++k) {
+      __m256 b[NV];
 #pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) b[v] = load(v, Bp + 8 * v);
+      for (int v = 0; v < NV; ++v) b[v] = load(v, Bp + 8 * v);
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      const __m256 a = _mm256_broadcast_ss(Ap + i);
+      for (int i = 0; i < MR; ++i) {
+        const __m256 a = _mm256_broadcast_ss(kGathered ? ptr[i] + k : Ap + i);
 #pragma GCC unroll 3
-      for (int v = 0; v < NV; ++v) c[i][v] = _mm256_fmadd_ps(a, b[v], c[i][v]);
+        for (int v = 0; v < NV; ++v) c[i][v] = _mm256_fmadd_ps(a, b[v], c[i][v]);
+      }
+      if constexpr (!kGathered) Ap += MR;
+      Bp += ldb;
     }
-    Ap += MR;
-    Bp += ldb;
+    if constexpr (kGathered)
+      for (int i = 0; i < MR; ++i) ptr[i] += jump;
   }
   if (accumulate)
 #pragma GCC unroll 6
@@ -85,70 +94,35 @@ inline void micro_body(int64_t kc, const float* Ap, const float* Bp, int64_t ldb
 template <int MR, int NV>
 void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
            const TileEpilogue* epi) {
-  micro_body<MR, NV>(kc, Ap, Bp, ldb, C, ldc, accumulate, epi);
+  micro_body<MR, NV>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi);
 }
 
-// EdgeMicroKernel (A packed: lda unused): the MR x (8 * V) tile with the fewest vectors V <= NV that covers cols.
-template <int MR, int NV, int V = 1>
+// The MR x (8 * V) edge tile with the fewest vectors V <= NV that covers cols.
+template <int MR, int NV, bool kGathered, int V = 1>
+void edge_tile(const float* Ap, const float* const* row, int64_t len, int64_t runs, int64_t jump, const float* Bp,
+               int64_t ldb, float* C, int64_t ldc, bool accumulate, const TileEpilogue* epi, int rows, int cols) {
+  if constexpr (V < NV) {
+    if (cols > 8 * V) {
+      edge_tile<MR, NV, kGathered, V + 1>(Ap, row, len, runs, jump, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
+      return;
+    }
+  }
+  micro_body<MR, V, kGathered, true>(Ap, row, len, runs, jump, Bp, ldb, C, ldc, accumulate, epi, rows,
+                                     cols - 8 * (V - 1));
+}
+
+// EdgeMicroKernel (A packed: lda unused).
+template <int MR, int NV>
 void micro_edge(int64_t kc, const float* Ap, int64_t /* lda */, const float* Bp, int64_t ldb, float* C, int64_t ldc,
                 bool accumulate, const TileEpilogue* epi, int rows, int cols) {
-  if constexpr (V < NV) {
-    if (cols > 8 * V) {
-      micro_edge<MR, NV, V + 1>(kc, Ap, 0, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
-      return;
-    }
-  }
-  micro_body<MR, V, true>(kc, Ap, Bp, ldb, C, ldc, accumulate, epi, rows, cols - 8 * (V - 1));
+  edge_tile<MR, NV, false>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
 }
 
-// GatheredMicroKernel: the MR x (8 * V) tile with the fewest vectors V <= NV that covers cols; A's MR rows through
-// their pointers, B packed.
-template <int MR, int NV, int V = 1>
+// GatheredMicroKernel: the edge tile, A's rows through their pointers.
+template <int MR, int NV>
 void micro_gathered(int64_t len, int64_t runs, int64_t jump, const float* const* a, const float* Bp, int64_t ldb,
                     float* C, int64_t ldc, bool accumulate, int rows, int cols) {
-  if constexpr (V < NV) {
-    if (cols > 8 * V) {
-      micro_gathered<MR, NV, V + 1>(len, runs, jump, a, Bp, ldb, C, ldc, accumulate, rows, cols);
-      return;
-    }
-  }
-  const int last = cols - 8 * (V - 1);
-  const __m256i tail = first_lanes(last);
-  const float* p[MR];
-  for (int i = 0; i < MR; ++i) p[i] = a[i];
-  __m256 c[MR][V];
-#pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 3
-    for (int v = 0; v < V; ++v) c[i][v] = _mm256_setzero_ps();
-  for (int64_t r = 0; r < runs; ++r) {
-    for (int64_t k = 0; k < len; ++k) {
-      __m256 b[V];
-#pragma GCC unroll 3
-      for (int v = 0; v < V; ++v) b[v] = _mm256_loadu_ps(Bp + 8 * v);
-#pragma GCC unroll 6
-      for (int i = 0; i < MR; ++i) {
-        const __m256 x = _mm256_broadcast_ss(p[i] + k);
-#pragma GCC unroll 3
-        for (int v = 0; v < V; ++v) c[i][v] = _mm256_fmadd_ps(x, b[v], c[i][v]);
-      }
-      Bp += ldb;
-    }
-    for (int i = 0; i < MR; ++i) p[i] += jump;
-  }
-#pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) {
-    if (i >= rows) break;
-#pragma GCC unroll 3
-    for (int v = 0; v < V; ++v) {
-      float* out = C + i * ldc + 8 * v;
-      if (v < V - 1) {
-        _mm256_storeu_ps(out, accumulate ? _mm256_add_ps(c[i][v], _mm256_loadu_ps(out)) : c[i][v]);
-      } else {
-        store_first_lanes(out, accumulate ? _mm256_add_ps(c[i][v], _mm256_maskload_ps(out, tail)) : c[i][v], last);
-      }
-    }
-  }
+  edge_tile<MR, NV, true>(nullptr, a, len, runs, jump, Bp, ldb, C, ldc, accumulate, nullptr, rows, cols);
 }
 
 // Four 8-lane FMA accumulators over 32-float steps (independent chains), the tail into a scalar sum; the lanes

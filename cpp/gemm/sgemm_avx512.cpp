@@ -21,27 +21,38 @@ namespace {
 // 1.00x; 16 steps ahead 1.00-1.01x; A's panel prefetched as well 1.00x.
 constexpr int64_t kPrefetchSteps = 8;
 
-// kRowsA: A read in place, row i at Ap + i * lda (three rows per pointer: lda and 2 * lda are scaled index
-// registers), else a packed micro-panel. kEdge: the edge microkernel's tile, whose last vector of columns is masked
-// by tail (B's loads, C's loads and stores, the column bias) and whose rows past `rows` are computed but neither read
-// nor written.
-template <int MR, int NV, bool kCopy, bool kRowsA, bool kEdge = false>
-inline void micro_body(int64_t kc, const float* Ap, int64_t lda, const float* Bp, int64_t ldb, float* Bcopy, float* C,
-                       int64_t ldc, bool accumulate, const TileEpilogue* epi, int rows = MR,
-                       __mmask16 tail = 0xFFFF) {
-  constexpr int kGroups = kRowsA ? (MR + 2) / 3 : 1;
+// Where a tile's A comes from: a packed micro-panel (packed: MR floats a k step, from a), A's rows in place (rows: row
+// i at a + i * lda, three rows per pointer: lda and 2 * lda are scaled index registers), or one pointer per row
+// (gathered: row i at row[i], in runs of len floats, jump apart). The k steps are runs x len (runs 1 but gathered).
+enum class ASource { packed, rows, gathered };
+struct AOperand {
+  const float* a;
+  int64_t lda;
+  const float* const* row;
+  int64_t len, runs, jump;
+};
+
+// The MR x (16 * NV) tile: C = (accumulate ? C : 0) + A B, then the epilogue. kCopy: each B row loaded is also stored
+// to Bcopy. kEdge: the edge microkernel's tile, whose last vector of columns is masked by tail (B's loads, C's loads
+// and stores, the column bias) and whose rows past `rows` are computed but neither read nor written.
+template <int MR, int NV, bool kCopy, ASource kA, bool kEdge = false>
+inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
+                       bool accumulate, const TileEpilogue* epi, int rows = MR, __mmask16 tail = 0xFFFF) {
+  constexpr int kPointers = kA == ASource::rows ? (MR + 2) / 3 : kA == ASource::gathered ? MR : 1;
   // vector v of a row at p: all its lanes, or tail for an edge tile's last
   const auto load = [tail](int v, const float* p) {
     return kEdge && v == NV - 1 ? _mm512_maskz_loadu_ps(tail, p) : _mm512_loadu_ps(p);
   };
-  const float* rows_a[kGroups];
-  for (int g = 0; g < kGroups; ++g) rows_a[g] = Ap + 3 * g * lda;
+  const int64_t lda = A.lda;
+  const float* ap = A.a;
+  const float* ptr[kPointers];
+  for (int g = 0; g < kPointers; ++g) ptr[g] = kA == ASource::gathered ? A.row[g] : A.a + 3 * g * lda;
   __m512 c[MR][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) c[i][v] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k) {
+  const auto step = [&](int64_t k) {
     __m512 b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
@@ -55,15 +66,24 @@ inline void micro_body(int64_t kc, const float* Ap, int64_t lda, const float* Bp
     }
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(kRowsA ? rows_a[i / 3][(i % 3) * lda] : Ap[i]);
+      const __m512 a = _mm512_set1_ps(kA == ASource::packed ? ap[i]
+                                      : kA == ASource::rows ? ptr[i / 3][(i % 3) * lda]
+                                                            : ptr[i][k]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(a, b[v], c[i][v]);
     }
-    if constexpr (kRowsA)
-      for (int g = 0; g < kGroups; ++g) ++rows_a[g];
-    else
-      Ap += MR;
+    if constexpr (kA == ASource::packed) ap += MR;
+    if constexpr (kA == ASource::rows)
+      for (int g = 0; g < kPointers; ++g) ++ptr[g];
     Bp += ldb;
+  };
+  if constexpr (kA == ASource::gathered) {
+    for (int64_t r = 0; r < A.runs; ++r) {
+      for (int64_t k = 0; k < A.len; ++k) step(k);
+      for (int g = 0; g < kPointers; ++g) ptr[g] += A.jump;
+    }
+  } else {
+    for (int64_t k = 0; k < A.len; ++k) step(k);
   }
   if (accumulate)
 #pragma GCC unroll 12
@@ -106,87 +126,57 @@ inline void micro_body(int64_t kc, const float* Ap, int64_t lda, const float* Bp
       }
 }
 
+// A's micro-panel (packed) or rows (in place), kc steps
+inline AOperand a_operand(const float* a, int64_t lda, int64_t kc) { return {a, lda, nullptr, kc, 1, 0}; }
+
 template <int MR, int NV>
 void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
            const TileEpilogue* epi) {
-  micro_body<MR, NV, false, false>(kc, Ap, 0, Bp, ldb, nullptr, C, ldc, accumulate, epi);
+  micro_body<MR, NV, false, ASource::packed>(a_operand(Ap, 0, kc), Bp, ldb, nullptr, C, ldc, accumulate, epi);
 }
 
 // RowsMicroKernel: micro, reading A's rows in place.
 template <int MR, int NV>
 void micro_rows(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C, int64_t ldc,
                 bool accumulate, const TileEpilogue* epi) {
-  micro_body<MR, NV, false, true>(kc, A, lda, Bp, ldb, nullptr, C, ldc, accumulate, epi);
+  micro_body<MR, NV, false, ASource::rows>(a_operand(A, lda, kc), Bp, ldb, nullptr, C, ldc, accumulate, epi);
 }
 
 // CopyingMicroKernel: micro, storing each B row it loads to the packed panel.
 template <int MR, int NV>
 void micro_copying(int64_t kc, const float* Ap, const float* B, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
                    bool accumulate, const TileEpilogue* epi) {
-  micro_body<MR, NV, true, false>(kc, Ap, 0, B, ldb, Bcopy, C, ldc, accumulate, epi);
+  micro_body<MR, NV, true, ASource::packed>(a_operand(Ap, 0, kc), B, ldb, Bcopy, C, ldc, accumulate, epi);
 }
 
-// EdgeMicroKernel: the MR x (16 * V) tile with the fewest vectors V <= NV that covers cols, its last vector masked.
-template <int MR, int NV, bool kRowsA, int V = 1>
+// The MR x (16 * V) edge tile with the fewest vectors V <= NV that covers cols, its last vector masked.
+template <int MR, int NV, ASource kA, int V = 1>
+void edge_tile(const AOperand& A, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
+               const TileEpilogue* epi, int rows, int cols) {
+  if constexpr (V < NV) {
+    if (cols > 16 * V) {
+      edge_tile<MR, NV, kA, V + 1>(A, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
+      return;
+    }
+  }
+  const __mmask16 tail = __mmask16(0xFFFFu >> (16 * V - cols));
+  micro_body<MR, V, false, kA, true>(A, Bp, ldb, nullptr, C, ldc, accumulate, epi, rows, tail);
+}
+
+// EdgeMicroKernel, A packed or (kRowsA) read in place.
+template <int MR, int NV, bool kRowsA>
 void micro_edge(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C, int64_t ldc,
                 bool accumulate, const TileEpilogue* epi, int rows, int cols) {
-  if constexpr (V < NV) {
-    if (cols > 16 * V) {
-      micro_edge<MR, NV, kRowsA, V + 1>(kc, A, lda, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
-      return;
-    }
-  }
-  const __mmask16 tail = __mmask16(0xFFFFu >> (16 * V - cols));
-  micro_body<MR, V, false, kRowsA, true>(kc, A, lda, Bp, ldb, nullptr, C, ldc, accumulate, epi, rows, tail);
+  edge_tile<MR, NV, kRowsA ? ASource::rows : ASource::packed>(a_operand(A, lda, kc), Bp, ldb, C, ldc, accumulate,
+                                                              epi, rows, cols);
 }
 
-// GatheredMicroKernel: the MR x (16 * V) tile with the fewest vectors V <= NV that covers cols, C's last vector
-// masked; A's MR rows through their pointers (8 of them for 8x48: row pointers in registers), B packed.
-template <int MR, int NV, int V = 1>
+// GatheredMicroKernel: the edge tile, A's rows through their pointers (8 for 8x48: kept in registers).
+template <int MR, int NV>
 void micro_gathered(int64_t len, int64_t runs, int64_t jump, const float* const* a, const float* Bp, int64_t ldb,
                     float* C, int64_t ldc, bool accumulate, int rows, int cols) {
-  if constexpr (V < NV) {
-    if (cols > 16 * V) {
-      micro_gathered<MR, NV, V + 1>(len, runs, jump, a, Bp, ldb, C, ldc, accumulate, rows, cols);
-      return;
-    }
-  }
-  const __mmask16 tail = __mmask16(0xFFFFu >> (16 * V - cols));
-  const float* p[MR];
-  for (int i = 0; i < MR; ++i) p[i] = a[i];
-  __m512 c[MR][V];
-#pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) c[i][v] = _mm512_setzero_ps();
-  for (int64_t r = 0; r < runs; ++r) {
-    for (int64_t k = 0; k < len; ++k) {
-      __m512 b[V];
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v)
-        _mm_prefetch(reinterpret_cast<const char*>(Bp + kPrefetchSteps * ldb + 16 * v), _MM_HINT_T0);
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) b[v] = _mm512_loadu_ps(Bp + 16 * v);
-#pragma GCC unroll 12
-      for (int i = 0; i < MR; ++i) {
-        const __m512 x = _mm512_set1_ps(p[i][k]);
-#pragma GCC unroll 4
-        for (int v = 0; v < V; ++v) c[i][v] = _mm512_fmadd_ps(x, b[v], c[i][v]);
-      }
-      Bp += ldb;
-    }
-    for (int i = 0; i < MR; ++i) p[i] += jump;
-  }
-#pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) {
-    if (i >= rows) break;
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) {
-      const __mmask16 m = v == V - 1 ? tail : __mmask16(0xFFFF);
-      float* out = C + i * ldc + 16 * v;
-      _mm512_mask_storeu_ps(out, m, accumulate ? _mm512_add_ps(c[i][v], _mm512_maskz_loadu_ps(m, out)) : c[i][v]);
-    }
-  }
+  edge_tile<MR, NV, ASource::gathered>({nullptr, 0, a, len, runs, jump}, Bp, ldb, C, ldc, accumulate, nullptr, rows,
+                                       cols);
 }
 
 // The 16 lanes of v summed by a fixed halving tree (lanes i and i + half, half = 8, 4, 2, 1). Full-width

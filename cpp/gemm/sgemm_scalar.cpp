@@ -6,20 +6,20 @@ namespace {
 
 constexpr int MR = 4, NR = 16;
 
-// The top-left rows x cols of the 4 x 16 tile (the whole tile for micro_4x16).
-void micro_edge_4x16(int64_t kc, const float* Ap, int64_t /* lda */, const float* Bp, int64_t ldb, float* C,
-                     int64_t ldc, bool accumulate, const TileEpilogue* epi, int rows, int cols) {
-  float c[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) c[i][j] = 0.0f;
-  for (int64_t k = 0; k < kc; ++k) {
-    for (int i = 0; i < MR; ++i) {
-      const float a = Ap[i];
-      for (int j = 0; j < cols; ++j) c[i][j] += a * Bp[j];
+// The top-left rows x cols of the 4 x 16 tile, A a packed micro-panel (Ap) or one pointer per row (row[i], in runs
+// of len floats, jump apart; runs 1 for a packed A).
+void tile_4x16(const float* Ap, const float* const* row, int64_t len, int64_t runs, int64_t jump, const float* Bp,
+               int64_t ldb, float* C, int64_t ldc, bool accumulate, const TileEpilogue* epi, int rows, int cols) {
+  float c[MR][NR] = {};
+  for (int64_t r = 0; r < runs; ++r)
+    for (int64_t k = 0; k < len; ++k) {
+      for (int i = 0; i < MR; ++i) {
+        const float a = row ? row[i][r * jump + k] : Ap[i];
+        for (int j = 0; j < cols; ++j) c[i][j] += a * Bp[j];
+      }
+      if (!row) Ap += MR;
+      Bp += ldb;
     }
-    Ap += MR;
-    Bp += ldb;
-  }
   for (int i = 0; i < rows; ++i)
     for (int j = 0; j < cols; ++j) {
       float v = accumulate ? C[i * ldc + j] + c[i][j] : c[i][j];
@@ -34,21 +34,17 @@ void micro_edge_4x16(int64_t kc, const float* Ap, int64_t /* lda */, const float
 
 void micro_4x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
                 const TileEpilogue* epi) {
-  micro_edge_4x16(kc, Ap, 0, Bp, ldb, C, ldc, accumulate, epi, MR, NR);
+  tile_4x16(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi, MR, NR);
 }
 
-// The gathered microkernel: A's rows through their pointers, in runs.
+void micro_edge_4x16(int64_t kc, const float* Ap, int64_t /* lda */, const float* Bp, int64_t ldb, float* C,
+                     int64_t ldc, bool accumulate, const TileEpilogue* epi, int rows, int cols) {
+  tile_4x16(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
+}
+
 void micro_gathered_4x16(int64_t len, int64_t runs, int64_t jump, const float* const* a, const float* Bp,
                          int64_t ldb, float* C, int64_t ldc, bool accumulate, int rows, int cols) {
-  float c[MR][NR] = {};
-  for (int64_t r = 0; r < runs; ++r)
-    for (int64_t k = 0; k < len; ++k, Bp += ldb)
-      for (int i = 0; i < MR; ++i) {
-        const float x = a[i][r * jump + k];
-        for (int j = 0; j < NR; ++j) c[i][j] += x * Bp[j];
-      }
-  for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; ++j) C[i * ldc + j] = accumulate ? C[i * ldc + j] + c[i][j] : c[i][j];
+  tile_4x16(nullptr, a, len, runs, jump, Bp, ldb, C, ldc, accumulate, nullptr, rows, cols);
 }
 
 // 8 lanes, each summing every 8th product in k order, then the lanes in order.
@@ -71,8 +67,13 @@ void dots_8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, f
 }  // namespace
 
 GemmKernels gemm_kernels_scalar() {
-  return GemmKernels{"scalar 4x16", {{MR, NR, micro_4x16, micro_edge_4x16, nullptr, nullptr, nullptr, micro_gathered_4x16}}, 1, dots_8,
-                     pack_transposed_rows, pack_rows, pack_gathered_rows};
+  return GemmKernels{"scalar 4x16",
+                     {{MR, NR, micro_4x16, micro_edge_4x16, nullptr, nullptr, nullptr, micro_gathered_4x16}},
+                     1,
+                     dots_8,
+                     pack_transposed_rows,
+                     pack_rows,
+                     pack_gathered_rows};
 }
 
 }  // namespace convcore
