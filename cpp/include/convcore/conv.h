@@ -37,9 +37,11 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // flipped, channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the
 // GEMM + col2im route's columns; the others by GEMM + col2im. The weight gradient multiplies dY by the transposed
 // im2col, whose panels the ISA's transposing packer writes from consecutive runs of a phase-split, zero-padded
-// copy of the image (of x itself when unpadded and unstrided); or, where that pads to a smaller area (ResNet-50
-// conv1: 147 taps, 64 filters), the im2col by dY transposed, the taps as the rows, the im2col packed as A in
-// pieces of at most 64 Ki floats per thread, dW's per-chunk partials transposed back at the end. Layers (not
+// copy of the image (of x itself when unpadded and unstrided); or, where dW has at most 64 Ki floats and the taps
+// as rows pad to no larger an area (ResNet-50 conv1: 147 taps, 64 filters; AlexNet conv1), the im2col by dY
+// transposed, the taps as the rows, read in place by the gathered microkernel (one pointer per tap) against dY^T
+// packed a block of whole output rows at a time (at most 256 pixels), dW's per-chunk partials transposed back at
+// the end. Layers (not
 // pointwise) with fewer than 256 output pixels per image fold the batch into one GEMM per group: the forward's N
 // dimension (the result, Kg x N*P*Q floats, is then copied into y), the weight gradient's K dimension (dY gathered
 // into Kg x N*P*Q floats, and every image copied when padded or strided). Per-thread workspace: the engine's
@@ -158,7 +160,9 @@ bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, 
 // least 16 channels and 16 filters, outputs at least 4 x 4 and at least 64 2x2 output tiles; any padding. 16 GEMMs
 // (one per position of the 4x4 transformed tile) on the SGEMM engine do 2.25x fewer multiplies than im2col.
 // Workspace: the transformed filters (16*K*C floats) and, per block of whole tile rows, the transformed inputs and
-// products (at most ~4 Mi floats, 16 MiB, or one tile row). Results do not depend on the thread count.
+// products: at most ~4 Mi floats (16 MiB) or one tile row, shared by the threads; or, where the transformed filters
+// take at most 1 Mi floats and there are at least two blocks a thread, ~1 Mi floats (4 MiB) or one tile row per
+// thread, each thread taking whole blocks. Results do not depend on the thread count.
 bool conv2d_winograd_applies(const ConvShape& s);
 void conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                              float* y);
