@@ -250,11 +250,12 @@ void weight_product_gathered(const ConvShape& s, const GemmTile& tile, const Spl
 // conv1_1 (3 -> 64, 3x3 on 224 x 224) n=8 1.08x, AlexNet conv1 n=8 1.07x, n=1 1.12x, 64 -> 64 3x3 on 56 x 56 n=8
 // 1.03x, n=1 1.05x, on 32 x 32 n=32 1.03x, on 224 x 224 n=1 1.05x; but 128 -> 128 on 28 x 28 (1152 x 128, 590 KiB
 // of dW) 0.74x at n=8, 0.92x at n=1, 256 -> 256 0.99-1.00x: left with the filters as rows.
+// gathered: gathered_tile(taps, filters).
 constexpr int64_t kGatheredWeights = int64_t(1) << 16;
-bool taps_as_rows(const ConvShape& s) {
+bool taps_as_rows(const ConvShape& s, const GemmTile& gathered) {
   const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S;
   return CRS * Kg <= kGatheredWeights &&
-         padded_area(gathered_tile(CRS, Kg), CRS, Kg) <= padded_area(choose_tile(kernels().gemm, Kg, CRS), Kg, CRS);
+         padded_area(gathered, CRS, Kg) <= padded_area(choose_tile(kernels().gemm, Kg, CRS), Kg, CRS);
 }
 
 // Adds one channel's im2col rows (R*S rows, ld floats apart, of nb columns: output pixels j0 .. j0+nb-1 of one
@@ -555,8 +556,8 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   };
   // each chunk's partial: dW itself (chunk 0 writes dw) or, taps as rows (weight_product_gathered), its transpose
   // per group
-  const bool by_taps = !is_pointwise(s) && taps_as_rows(s);
   const GemmTile& gathered = gathered_tile(CRS, Kg);
+  const bool by_taps = !is_pointwise(s) && taps_as_rows(s, gathered);
   const int64_t extra_parts = by_taps ? chunks : chunks - 1;
   const CachedBlock<float> extra(extra_parts * wsize);
   // Chunks of whole images are the bias gradient's own chunks (image_chunks): each task adds its images' bias

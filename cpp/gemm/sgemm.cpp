@@ -176,17 +176,17 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
       for (int64_t j = n0; j < n1; ++j) C[i * ldc + j] *= beta;
   }
   const int64_t nc_max = column_block(n1 - n0, nr);
-  // Packing B costs a read and a write per element; it pays where each packed panel is reused from cache by many
-  // row panels. A B held in memory is read in place, its last, partial panel too (the edge microkernel reads only
-  // its columns), where one row panel uses it; where two do and its rows are at most kInPlaceTwoPanelRowFloats
-  // apart; or where its rows are short (at most kInPlaceRowFloats apart) and all of it fits in L1 (or, for the rows
-  // of one A block, which take each B panel in turn from L1, in 64 KiB). Measured, 2 threads: 6 x 784 x 25 and 16 x 1000 x 300 1.4x faster, 64 x 64 x 64 1.1x;
-  // 64 x 1024 x 576, 8 row panels, 1.2x slower in place. One A block, B of 32-64 KiB (both builds in one process,
-  // calls alternated, median of per-pair time ratios, 1 / 2 threads): 128-square 1.06 / 1.11x, 96 x 128 x 128
-  // 1.10 / 1.16x, 64 x 128 x 128 1.12 / 1.14x, 144 x 96 x 96 1.09 / 1.08x, 128 x 64 x 256 1.07 / 1.11x; several A
-  // blocks stay packed (384 x 128 x 96 0.91x in place, 2048 x 49 x 256 0.95x). Rows far apart (both builds in
-  // one process, calls alternated, median of per-pair time ratios): one row panel 6 x 12544 x 147 1.11x, 12 x 3136
-  // x 576 1.07x, 12 x 12544 x 147 1.06x faster in place; two, rows 6400 apart, 16 x 6400 x 150 1.08x, 24 x 6400 x
+  // Packing B costs a read and a write per element; it pays where each packed panel is reused from cache by many row
+  // panels. A B held in memory is read in place, its last, partial panel too (the edge microkernel reads only its
+  // columns), where one row panel uses it; where two do and its rows are at most kInPlaceTwoPanelRowFloats apart; or
+  // where its rows are short (at most kInPlaceRowFloats apart) and all of it fits in L1 (or, for the rows of one A
+  // block, which take each B panel in turn from L1, in 64 KiB). Measured, 2 threads: 6 x 784 x 25 and 16 x 1000 x 300
+  // 1.4x faster, 64 x 64 x 64 1.1x; 64 x 1024 x 576, 8 row panels, 1.2x slower in place. One A block, B of 32-64 KiB
+  // (both builds in one process, calls alternated, median of per-pair time ratios, 1 / 2 threads): 128-square 1.06 /
+  // 1.11x, 96 x 128 x 128 1.10 / 1.16x, 64 x 128 x 128 1.12 / 1.14x, 144 x 96 x 96 1.09 / 1.08x, 128 x 64 x 256 1.07 /
+  // 1.11x; several A blocks stay packed (384 x 128 x 96 0.91x in place, 2048 x 49 x 256 0.95x). Rows far apart (both
+  // builds in one process, calls alternated, median of per-pair time ratios): one row panel 6 x 12544 x 147 1.11x, 12 x
+  // 3136 x 576 1.07x, 12 x 12544 x 147 1.06x faster in place; two, rows 6400 apart, 16 x 6400 x 150 1.08x, 24 x 6400 x
   // 150 1.02x; two, rows 12544 apart, 16 x 12544 x 147 1.00x, 24 x 12544 x 147 0.95x (but 16 x 50176 x 27, 27 rows
   // 50176 apart, 1.28x: left packed).
   int64_t ldb = 0;
