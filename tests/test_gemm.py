@@ -130,10 +130,10 @@ def test_random_floats_close_to_float64(isa, rng):
     np.testing.assert_allclose(got, _expected(a, b, False, False), rtol=1e-4, atol=1e-3)
 
 
-# split N (300 x 700), split N of a wide product, split M (B read in place), and split M over two and three K blocks
-# (each thread repacks its rows per block while the other may still read the last block), and products wide
-# enough for column chunks taken in turn from all of A packed once (2 threads: 8 chunks of 544 columns, the last
-# short; A in 3 K blocks, and in 3 row blocks of 144)
+# split N (300 x 700), split N in column chunks of a small A, split M (B read in place), and split M over two and
+# three K blocks (each thread repacks its rows per block while the other may still read the last block), and products
+# wide enough for column chunks taken in turn from all of A packed once (chunks of 512-544 columns, then smaller ones
+# towards the end; A in 3 K blocks, and in 3 row blocks of 144)
 @pytest.mark.parametrize("m,n,k", [(300, 700, 300), (40, 2000, 64), (500, 20, 33), (150, 70, 257), (100, 90, 600),
                                    (20, 4200, 600), (300, 4200, 300)])
 def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
@@ -148,7 +148,7 @@ def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
 
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_column_chunks_with_all_of_a_packed_once(isa, rng, trans_a):
-    # a wide product (2 threads: 8 chunks) with a transposed or plain A, alpha, beta and a bias epilogue: exact on
+    # a wide product (2 threads: chunks) with a transposed or plain A, alpha, beta and a bias epilogue: exact on
     # small integers, the same bits on 1 thread (equal shares, A packed per block)
     a, b = _operands(rng, 50, 3600, 270, trans_a, False)
     c = rng.integers(-3, 4, (50, 3600)).astype(np.float32)

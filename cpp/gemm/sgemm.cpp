@@ -55,8 +55,10 @@ constexpr int kPanelOuterMinNr = 32;         // from a B in memory only this wid
 constexpr int64_t kInPlaceAPanels = 2;       // A read in place by products of at most this many column panels
 constexpr int64_t kCopyRowFloats = 8192;     // the first row panel packs B as it computes: rows this far apart
 constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
-constexpr int64_t kMinChunkColumns = 512;           // each at least this wide,
-constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB)
+constexpr int64_t kMinChunkColumns = 512;           // the first ones this wide (or wider, for kChunksPerThread),
+constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB); or
+constexpr int64_t kSmallChunkedFloats = int64_t(1) << 20;  // packed A at most this big (4 MiB) and
+constexpr int64_t kSmallChunkedPanels = 12;                // at least this many column panels per thread
 
 // Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
 // B, plus rounding up to nr), so that no short last block repacks the whole of A for a sliver of columns (e.g. 800
@@ -387,8 +389,9 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   const int64_t kb = p.kb, k_blocks = (K + kb - 1) / kb, m_blocks = (M + MC - 1) / MC;
   const int64_t share = kChunksPerThread * nt;
   const int64_t chunk = std::max((kMinChunkColumns + nr - 1) / nr, (N + share * nr - 1) / (share * nr)) * nr;
-  const int64_t chunks = (N + chunk - 1) / chunk;
-  const bool can_chunk = chunks >= share && (prepacked || padded_m * K <= kMaxSharedFloats);
+  const int64_t chunks = (N + chunk - 1) / chunk, panels = (N + nr - 1) / nr;
+  const bool small_a = panels >= kSmallChunkedPanels * nt && padded_m * K <= kSmallChunkedFloats;
+  const bool can_chunk = (chunks >= share || small_a) && (prepacked || padded_m * K <= kMaxSharedFloats);
   // Split N where the threads can take column chunks (all of A packed once), or where N is wide and more than M;
   // else M: with equal shares of columns each thread packs all of A, and a few panels split unevenly (392 columns:
   // 7 and 6 panels of 32). Measured AVX-512, 2 threads, alternating, best of ~40, GFLOP/s, columns -> rows:
@@ -399,28 +402,33 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   // ratios, columns -> rows: 512-square 1.07x and 1.02x, 768 1.04x, 384 1.01x, 256 1.00x, 1024 0.99-1.00x.
   const bool split_n = (N >= nt * nr * 4 && (can_chunk || N > M)) || M < nt * mr;
   // Wide products (split N) are taken in chunks by the threads as they finish (an atomic counter): the cores of these
-  // machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute), and
-  // equal shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). At least
-  // kChunksPerThread chunks per thread, of at least kMinChunkColumns columns (whole panels) each; the threads first
-  // pack all of A together, so that a chunk does not pack it again (repacked per chunk, chunks of 128 columns made a
-  // 1024-square product 30% slower). Each chunk streams all of packed A again: chunks of at least 512 columns rather
-  // than 256 (products 2048 to 4095 wide then run in equal shares), both builds in one process, calls alternated,
-  // median of per-pair time ratios: 2048-square 1.06x and 1.07x, 1024 x 3000 x 1024 1.03x, 64 x 3136 x 576 1.04x
-  // and 1.08x, 256 x 3136 x 64 1.01x, 96 x 3025 x 363 0.99x; at least 768: no further change (0.99-1.01x).
-  // Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x 6272 x 2304 218 -> 268, 96 x
-  // 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188; on a quiet machine (cores
-  // equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged. Narrow products (split M)
-  // keep equal shares of rows, each thread packing all of B: packing it once for all threads, then each K block's row
-  // chunks on whichever thread was free (a barrier per K block), was slower once im2col panels were packed by vectors
-  // (side by side, median ms: res4a n=1 forward 1.38 -> 1.11 without it, res5a n=1 1.80 -> 1.56, res4a n=1 input
-  // gradient 1.88 -> 1.53).
+  // machines run at different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute), and equal
+  // shares wait for the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). Chunks of whole
+  // panels, at first kMinChunkColumns wide or 1 / kChunksPerThread of a thread's share if wider, where there are at
+  // least kChunksPerThread of them per thread; the threads first pack all of A together, so that a chunk does not pack
+  // it again (repacked per chunk, chunks of 128 columns made a 1024-square product 30% slower). Each chunk streams all
+  // of packed A again: chunks of at least 512 columns rather than 256 (products 2048 to 4095 wide then run in equal
+  // shares), both builds in one process, calls alternated, median of per-pair time ratios: 2048-square 1.06x and 1.07x,
+  // 1024 x 3000 x 1024 1.03x, 64 x 3136 x 576 1.04x and 1.08x, 256 x 3136 x 64 1.01x, 96 x 3025 x 363 0.99x; at least
+  // 768: no further change (0.99-1.01x). Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x
+  // 6272 x 2304 218 -> 268, 96 x 24200 x 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188; on
+  // a quiet machine (cores equally fast) 64 x 3136 x 576 and 256 x 3136 x 64 unchanged. Chunks shrink towards the end
+  // (a thread takes 1 / (2 nt) of the panels left, at least two), so that the threads finish together: both builds in
+  // one process, calls alternated, median of per-pair time ratios, 2 threads: 64 x 50176 x 576 1.06x, 256 x 6272 x 2304
+  // 1.01x and 1.03x. Where packed A is small (at most kSmallChunkedFloats), narrower products are chunked too (at least
+  // kSmallChunkedPanels panels a thread): 96 x 3025 x 363 1.04x and 1.06x, 256 x 784 x 2304 1.05x and 1.07x, 64 x 3136
+  // x 576 1.00-1.14x; not for a big A (512 x 1568 x 4608 0.95x and 0.97x, each chunk streaming 9 MiB of it from L3) nor
+  // for fewer panels (64 x 1024 x 576, 16 panels, 0.97-0.99x). Narrow products (split M) keep equal shares of rows,
+  // each thread packing all of B: packing it once for all threads, then each K block's row chunks on whichever thread
+  // was free (a barrier per K block), was slower once im2col panels were packed by vectors (side by side, median ms:
+  // res4a n=1 forward 1.38 -> 1.11 without it, res5a n=1 1.80 -> 1.56, res4a n=1 input gradient 1.88 -> 1.53).
   const bool chunked = split_n && can_chunk;
   std::optional<CachedBlock<float>> shared;
   if (chunked && !prepacked) shared.emplace(padded_m * K);
   float* packing = shared ? shared->get() : nullptr;  // all of A, packed here by the threads together
   const float* packed = prepacked ? prepacked : packing;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-  std::atomic<int64_t> next_chunk{0};
+  std::atomic<int64_t> next_panel{0};
   std::atomic<bool> out_of_memory{false};  // an exception must not leave an OpenMP region
 #pragma omp parallel num_threads(nt)
   {
@@ -441,8 +449,14 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
                    packing + pc * padded_m + ic * kc);
           }
         }
-        for (int64_t c = next_chunk++; c < chunks; c = next_chunk++)
-          sgemm_part(tile, p, {0, M, c * chunk, std::min(N, (c + 1) * chunk)}, packed);
+        int64_t first = next_panel.load();
+        while (first < panels) {
+          const int64_t left = panels - first;
+          const int64_t take = std::min(left, std::clamp<int64_t>((left + 2 * nt - 1) / (2 * nt), 2, chunk / nr));
+          if (!next_panel.compare_exchange_weak(first, first + take)) continue;  // first: the panel now next
+          sgemm_part(tile, p, {0, M, first * nr, std::min(N, (first + take) * nr)}, packed);
+          first = next_panel.load();
+        }
       } else {
         const int t = omp_get_thread_num(), team = omp_get_num_threads();
         const int64_t extent = split_n ? N : M, unit = split_n ? nr : mr;
