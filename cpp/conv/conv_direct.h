@@ -118,6 +118,11 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
   const int nt = threads_for(s.N * K * P * Q * CRS);
   const int64_t chunks = std::min<int64_t>(s.N, nt);
   parallel_for(chunks, nt, [&](int64_t chunk) {
+    // the epilogue's operands as locals: its stores would otherwise make the compiler reload them through the
+    // closure after each one
+    const int64_t P_ = P, Q_ = Q, K_ = K;
+    const float* const bias_ = bias;
+    const bool relu_ = relu;
     std::vector<float> xp;  // the padded image, where it needs one
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp);
@@ -129,7 +134,10 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
           r_lo = std::min(r_lo, lo);
           r_hi = std::max(r_hi, hi);
         }
+        const int64_t rows = std::min<int64_t>(PB, P_ - p);
         for (int64_t q0 = 0; q0 < Q; q0 += step) {
+          int64_t count[QV];  // the lanes of each vector inside the row
+          for (int v = 0; v < QV; ++v) count[v] = std::clamp<int64_t>(Q_ - q0 - v * VL, 0, VL);
           for (int64_t kb = 0; kb < k_blocks; ++kb) {
             vec acc[PB][KB][QV];
             for (int j = 0; j < PB; ++j)
@@ -149,18 +157,25 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
                 }
               }
             }
-            for (int j = 0; j < PB && p + j < P; ++j)
-              for (int i = 0; i < KB && kb * KB + i < K; ++i) {
+            const int64_t filters = std::min<int64_t>(KB, K_ - kb * KB);
+#pragma GCC unroll 4
+            for (int j = 0; j < PB; ++j) {
+              if (j >= rows) break;
+#pragma GCC unroll 16
+              for (int i = 0; i < KB; ++i) {
+                if (i >= filters) break;
                 const int64_t k = kb * KB + i;
-                const float b = bias ? bias[k] : 0.0f;
+                const float b = bias_ ? bias_[k] : 0.0f;
+                float* out = yn + (k * P_ + p + j) * Q_ + q0;
+#pragma GCC unroll 4
                 for (int v = 0; v < QV; ++v) {
-                  const int64_t q = q0 + v * VL, count = std::min<int64_t>(VL, Q - q);
-                  if (count <= 0) break;
+                  if (count[v] == 0) break;
                   vec o = acc[j][i][v] + b;
-                  if (relu) o = ((o > 0) | (o != o)) ? o : vec{};  // lane-wise select, NaN kept
-                  store_first<VL>(yn + (k * P + p + j) * Q + q, o, count);
+                  if (relu_) o = ((o > 0) | (o != o)) ? o : vec{};  // lane-wise select, NaN kept
+                  store_first<VL>(out + v * VL, o, count[v]);
                 }
               }
+            }
           }
         }
       }
