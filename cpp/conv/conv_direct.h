@@ -120,9 +120,9 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
   parallel_for(chunks, nt, [&](int64_t chunk) {
     // the epilogue's operands as locals: its stores would otherwise make the compiler reload them through the
     // closure after each one
-    const int64_t P_ = P, Q_ = Q, K_ = K;
-    const float* const bias_ = bias;
-    const bool relu_ = relu;
+    const int64_t p_end = P, q_end = Q, k_end = K;
+    const float* const bias_here = bias;
+    const bool relu_here = relu;
     std::vector<float> xp;  // the padded image, where it needs one
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp);
@@ -134,10 +134,10 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
           r_lo = std::min(r_lo, lo);
           r_hi = std::max(r_hi, hi);
         }
-        const int64_t rows = std::min<int64_t>(PB, P_ - p);
+        const int64_t rows = std::min<int64_t>(PB, p_end - p);
         for (int64_t q0 = 0; q0 < Q; q0 += step) {
           int64_t count[QV];  // the lanes of each vector inside the row
-          for (int v = 0; v < QV; ++v) count[v] = std::clamp<int64_t>(Q_ - q0 - v * VL, 0, VL);
+          for (int v = 0; v < QV; ++v) count[v] = std::clamp<int64_t>(q_end - q0 - v * VL, 0, VL);
           for (int64_t kb = 0; kb < k_blocks; ++kb) {
             vec acc[PB][KB][QV];
             for (int j = 0; j < PB; ++j)
@@ -157,7 +157,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
                 }
               }
             }
-            const int64_t filters = std::min<int64_t>(KB, K_ - kb * KB);
+            const int64_t filters = std::min<int64_t>(KB, k_end - kb * KB);
 #pragma GCC unroll 4
             for (int j = 0; j < PB; ++j) {
               if (j >= rows) break;
@@ -165,13 +165,13 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
               for (int i = 0; i < KB; ++i) {
                 if (i >= filters) break;
                 const int64_t k = kb * KB + i;
-                const float b = bias_ ? bias_[k] : 0.0f;
-                float* out = yn + (k * P_ + p + j) * Q_ + q0;
+                const float b = bias_here ? bias_here[k] : 0.0f;
+                float* out = yn + (k * p_end + p + j) * q_end + q0;
 #pragma GCC unroll 4
                 for (int v = 0; v < QV; ++v) {
                   if (count[v] == 0) break;
                   vec o = acc[j][i][v] + b;
-                  if (relu_) o = ((o > 0) | (o != o)) ? o : vec{};  // lane-wise select, NaN kept
+                  if (relu_here) o = ((o > 0) | (o != o)) ? o : vec{};  // lane-wise select, NaN kept
                   store_first<VL>(out + v * VL, o, count[v]);
                 }
               }
