@@ -74,13 +74,15 @@ void bias_partials_add_pixels(const ConvShape& s, const float* dy_image, int64_t
                               int64_t count, float* part);
 // db from `chunks` chunks' partials (consecutive in parts; added into the first).
 void bias_from_partials(const ConvShape& s, float* parts, int64_t chunks, float* db);
+namespace {  // its own copy in each unit: an inline function must not be merged across ISA units
 // parts[i] += the other chunks' element i, chunk after chunk (chunks of per_chunk floats, consecutive): each
-// element's fixed-order sum, in one contiguous pass per chunk. Inline, so that each ISA's kernels vectorise it
-// with their own instructions.
+// element's fixed-order sum, in one contiguous pass per chunk. In the header, so that each ISA's kernels vectorise
+// it with their own instructions.
 inline void add_chunks_into_first(float* parts, int64_t chunks, int64_t per_chunk) {
   for (int64_t chunk = 1; chunk < chunks; ++chunk)
     for (int64_t i = 0; i < per_chunk; ++i) parts[i] += parts[chunk * per_chunk + i];
 }
+}  // namespace
 
 // Copies one image x (C planes of H x W) into the interior of its zero-padded copy xp (C planes of Hp x Wp, the
 // image at row pad_h, column pad_w). Only the interior is written, so a buffer reused for the next image keeps its
