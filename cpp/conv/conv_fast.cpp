@@ -630,31 +630,6 @@ int64_t bias_partial_floats(const ConvShape& s) {
   return PQ < kBiasLanes ? s.K * PQ : s.K * kBiasLanes;
 }
 
-void bias_partials_add(const ConvShape& s, const float* dy_image, int64_t k0, int64_t k1, float* part) {
-  bias_partials_add_pixels(s, dy_image, k0, k1, 0, s.P * s.Q, part);
-}
-
-void bias_partials_add_pixels(const ConvShape& s, const float* dy_image, int64_t k0, int64_t k1, int64_t first,
-                              int64_t count, float* part) {
-  const int64_t PQ = s.P * s.Q, end = first + count;
-  if (PQ < kBiasLanes) {
-    for (int64_t k = k0; k < k1; ++k)
-      for (int64_t i = first; i < end; ++i) part[k * PQ + i] += dy_image[k * PQ + i];
-    return;
-  }
-  for (int64_t k = k0; k < k1; ++k) {
-    float lanes[kBiasLanes];  // a local copy: the compiler keeps it in registers (part might alias dy)
-    std::copy(part + k * kBiasLanes, part + (k + 1) * kBiasLanes, lanes);
-    const float* dk = dy_image + k * PQ;
-    int64_t i = first;
-    for (; i < end && i % kBiasLanes != 0; ++i) lanes[i % kBiasLanes] += dk[i];
-    for (; i + kBiasLanes <= end; i += kBiasLanes)
-      for (int j = 0; j < kBiasLanes; ++j) lanes[j] += dk[i + j];
-    for (; i < end; ++i) lanes[i % kBiasLanes] += dk[i];
-    std::copy(lanes, lanes + kBiasLanes, part + k * kBiasLanes);
-  }
-}
-
 void bias_from_partials(const ConvShape& s, float* parts, int64_t chunks, float* db) {
   const int64_t PQ = s.P * s.Q, per_chunk = bias_partial_floats(s);
   add_chunks_into_first(parts, chunks, per_chunk);
