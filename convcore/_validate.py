@@ -71,20 +71,20 @@ def as_tuple(v, name: str, n: int, minimum=None) -> tuple:
 
 def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
                 ceil_mode: bool = False) -> int:
-    """Output length of a convolution or pooling window sweep: floor((N + 2P - D(F-1) - 1)/S) + 1.
+    """Output length of a convolution or pooling window sweep: floor((N + 2P - D(F-1) - 1)/S) + 1, or 0
+    where no window fits.
 
-    With ceil_mode the division rounds up, but the last window must start inside the input or the
-    left padding (PyTorch's rule), so no window lies entirely in the right padding.
+    With ceil_mode the division rounds up (PyTorch's rule, also where the window is longer than the padded input
+    by less than the stride: its one window is cut at the input's end), but the last window must start inside the
+    input or the left padding, so no window lies entirely in the right padding.
     """
     span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
     if ceil_mode:
         out = -(-span // stride) + 1
         if (out - 1) * stride >= size + padding:
             out -= 1
-        return out
-    return span // stride + 1
+        return max(out, 0)
+    return max(span // stride + 1, 0)
 
 
 def check_elements(shape, name: str) -> None:

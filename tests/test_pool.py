@@ -29,6 +29,11 @@ GEOMETRIES = [
     ((3, 2, 6, 6), 4, 1, 2, False),
     ((1, 2, 9, 41), 3, 2, 1, True),
     ((1, 2, 8, 50), (2, 5), (3, 2), (1, 2), False),
+    # ceil_mode windows longer than the padded input (one window, cut at the input's end), stride-2 rows too
+    ((2, 2, 2, 2), 3, 2, 0, True),
+    ((1, 3, 5, 3), 4, 3, (1, 0), True),
+    ((1, 2, 1, 5), (2, 1), (2, 1), 0, True),
+    ((1, 2, 3, 18), (5, 3), 2, 1, True),
 ]
 
 
@@ -138,6 +143,22 @@ def test_stride2_windows_random_floats_bitwise(isa, rng, width, kernel, stride, 
                           ref.avg_pool2d(x, kernel, stride, padding, ceil_mode, include))
     assert np.array_equal(F.avg_pool2d_backward(dy, x.shape, **geo, count_include_pad=include),
                           ref.avg_pool2d_backward(dy, x.shape, kernel, stride, padding, ceil_mode, include))
+
+
+def test_ceil_mode_window_longer_than_input_is_pytorchs():
+    # PyTorch 2.13: max_pool1d([[[1, 2]]], 3, stride=2, ceil_mode=True) is [[[2]]], avg_pool1d 1.5 (the window
+    # cut at the input's end, divisor 2); a kernel of 3 on a 2x2 plane gives its max; without ceil_mode, refused
+    x = np.array([[[1.0, 2.0]]], np.float32)
+    np.testing.assert_array_equal(F.max_pool1d(x, 3, stride=2, ceil_mode=True), [[[2.0]]])
+    np.testing.assert_array_equal(F.avg_pool1d(x, 3, stride=2, ceil_mode=True), [[[1.5]]])
+    np.testing.assert_array_equal(F.avg_pool1d_backward(np.ones((1, 1, 1), np.float32), x.shape, 3, stride=2,
+                                                        ceil_mode=True), [[[0.5, 0.5]]])
+    plane = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    np.testing.assert_array_equal(F.max_pool2d(plane, 3, stride=2, ceil_mode=True), [[[[3.0]]]])
+    with pytest.raises(ValueError, match="too small"):
+        F.max_pool1d(x, 3, stride=2)
+    with pytest.raises(ValueError, match="too small"):  # longer by the stride or more: no window, as PyTorch
+        F.max_pool1d(x, 4, stride=2, ceil_mode=True)
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])

@@ -93,7 +93,8 @@ struct Stride2Columns {
 };
 inline Stride2Columns stride2_columns(const PoolGeometry& g) {
   const int64_t begin = std::min<int64_t>((g.PW + 1) / 2, g.OW);  // first window starting inside the row
-  const int64_t last = (g.W + g.PW - g.KW) / 2;                    // last window ending inside it
+  const int64_t room = g.W + g.PW - g.KW;  // negative where no window ends inside it (ceil_mode: one cut window)
+  const int64_t last = room < 0 ? -1 : room / 2;                   // last window ending inside it
   return {begin, std::max(begin, std::min(g.OW, last + 1))};
 }
 

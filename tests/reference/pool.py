@@ -7,15 +7,15 @@ import numpy as np
 
 
 def output_size(n, k, s, p, ceil_mode):
+    # PyTorch's pooling_output_shape: (span + (s - 1 if ceil_mode else 0)) // s + 1 with floor division, so in
+    # ceil_mode a window longer than the padded input by less than the stride still gives one (cut) window
     span = n + 2 * p - k
-    if span < 0:
-        return 0
     if ceil_mode:
-        out = -(-span // s) + 1
+        out = (span + s - 1) // s + 1
         if (out - 1) * s >= n + p:
             out -= 1
-        return out
-    return span // s + 1
+        return max(out, 0)
+    return max(span // s + 1, 0)
 
 
 def _pair(v):
