@@ -402,6 +402,24 @@ def test_eval_plan_follows_parameter_and_child_changes(rng):
     assert model(x.astype(np.float64)).dtype == np.float64
 
 
+def test_eval_plan_follows_replaced_parameters_and_options(rng):
+    # a plan binds its children's parameter arrays and options: replacing a Parameter, removing a bias or changing
+    # a stride or a pooling window must rebuild it (each was used stale before)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model = _plan_model().eval()
+    model(x)
+    model[0].weight = nn.Parameter(rng.standard_normal(model[0].weight.shape).astype(np.float32))
+    assert np.array_equal(model(x), _unplanned(model, x))
+    model[11].bias = None
+    assert np.array_equal(model(x), _unplanned(model, x))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, rng=0), nn.ReLU(), nn.MaxPool2d(2)).eval()
+    assert model(x).shape == (2, 4, 3, 3)
+    model[0].stride, model[0].padding = (2, 2), (1, 1)
+    assert model(x).shape == (2, 4, 2, 2)
+    model[2].kernel_size = (1, 1)
+    assert model(x).shape == (2, 4, 4, 4) and np.array_equal(model(x), _unplanned(model, x))
+
+
 def test_eval_plan_validates_like_the_layers(rng):
     model = _plan_model().eval()
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)

@@ -16,12 +16,14 @@ class _Plan:
     """The eval-mode forward of a container for one input shape and dtype: per child (a Conv/Linear with the
     following ReLU fused), a step bound to the validated arrays, or the child's own forward (its output checked)
     where it has no step. Valid while the children stay in eval mode and their parameter arrays stay the same (by
-    identity and shape; a child assigned to the container drops the plan)."""
+    identity and shape) and no public attribute of any module assigned since it was built (an option or a
+    parameter of a child; Module._edits counts them); a child assigned to the container drops the plan."""
 
-    __slots__ = ("shape", "dtype", "layers", "params", "arrays", "shapes", "steps", "native")
+    __slots__ = ("shape", "dtype", "layers", "edits", "params", "arrays", "shapes", "steps", "native")
 
     def __init__(self, x, layers):
         self.shape, self.dtype, self.layers, self.steps, self.native = x.shape, x.dtype, layers, [], None
+        self.edits = Module._edits
         self.params = tuple(p for layer in layers for p in layer._parameters.values())
         self.arrays = tuple(p.data for p in self.params)
         self.shapes = tuple(a.shape for a in self.arrays)
@@ -40,7 +42,8 @@ class _Plan:
         self.native = native
 
     def valid_for(self, x) -> bool:
-        if x.shape != self.shape or x.dtype != self.dtype or any(map(_TRAINING, self.layers)):
+        if (x.shape != self.shape or x.dtype != self.dtype or Module._edits != self.edits
+                or any(map(_TRAINING, self.layers))):
             return False
         arrays = tuple(map(_DATA, self.params))
         return all(map(operator.is_, arrays, self.arrays)) and tuple(map(_SHAPE, arrays)) == self.shapes
@@ -88,8 +91,8 @@ class _InOrder(Module):
     pooled gradient instead of the full one (MaxPool2d.backward_through_relu). In eval mode the forward runs a
     plan (_Plan) built on the first call for an input shape and dtype: each child validated once, then called
     straight into the kernels (the whole chain in one C++ call where every child allows it); rebuilt whenever the
-    input shape or dtype, a child or a parameter's array changes (parameters updated in place are used as they
-    are), and on eval()."""
+    input shape or dtype, a child, a child's public attribute (an option, a parameter replaced or removed) or a
+    parameter's array changes (parameters updated in place are used as they are), and on eval()."""
 
     def _add(self, name: str, layer) -> None:
         if not isinstance(layer, Module):

@@ -36,6 +36,8 @@ class Parameter:
 class Module:
     """Base class of layers and models."""
 
+    _edits = 0  # assignments to public attributes (options, parameters, children) of any module so far
+
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
@@ -55,6 +57,8 @@ class Module:
             elif isinstance(value, Module):
                 modules[name] = value
         object.__setattr__(self, name, value)
+        if not name.startswith("_"):  # an option, a parameter or a child: what a container's plan was built on
+            Module._edits += 1
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
         """A state array that is saved in state_dict but not trained (e.g. BatchNorm running statistics)."""
