@@ -446,6 +446,28 @@ def test_winograd_over_several_tile_blocks(rng):
     assert np.array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_winograd_keeps_infinities_as_the_direct_sum_does(isa, rng, value):
+    # Winograd's transforms subtract inputs (inf - inf = NaN); with an infinity or NaN in x, w or (for the input
+    # gradient's transposed route) dy the layer runs another path: non-finite outputs exactly where the float64
+    # reference has them, of the same sign, and the finite ones close
+    x, w, b, kw = _arrays(rng, (2, 20, 14, 14, 48, 3, 3, 1, 1, 1, 1), integer=True)
+    dy = rng.integers(-3, 4, (2, 48, 14, 14)).astype(np.float32)
+
+    def same_as_reference(got, want):
+        assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isposinf(got), np.isposinf(want))
+        assert np.array_equal(np.isneginf(got), np.isneginf(want))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-3)
+
+    x_bad, w_bad, dy_bad = x.copy(), w.copy(), dy.copy()
+    x_bad[1, 3, 6, 7], w_bad[5, 2, 1, 1], dy_bad[0, 7, 9, 2] = value, value, value
+    f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
+    same_as_reference(F.conv2d(x_bad, w, b, **kw), ref.conv2d(*f64(x_bad, w, b), **kw))
+    same_as_reference(F.conv2d(x, w_bad, b, **kw), ref.conv2d(*f64(x, w_bad, b), **kw))
+    same_as_reference(F.conv2d_backward(dy_bad, x, w, **kw)[0], ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[0])
+
+
 def test_large_layer_fast_matches_reference_and_is_thread_independent(rng):
     # big enough for blocked K (C*R*S > 256), several column blocks in the input gradient, and image chunks
     x, w, b, kw = _arrays(rng, (9, 40, 12, 12, 20, 3, 3, 1, 1, 1, 1), integer=True)

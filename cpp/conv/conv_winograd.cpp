@@ -7,6 +7,9 @@
 // 4 outputs and channel instead of 36: 2.25x fewer than the direct or im2col form. The transforms only add,
 // subtract and halve, so small-integer data stays exact.
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 
 #include "convcore/buffer_cache.h"
@@ -41,13 +44,28 @@ constexpr int64_t kBlockFloats = int64_t(1) << 22;
 constexpr int64_t kThreadFilterFloats = int64_t(1) << 20;
 constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 
+// Whether any of the n floats at v is infinite or NaN (its exponent bits all set: adding one to them carries into
+// the sign bit; an OR of integers, which vectorises): the transforms subtract elements, and an infinite one gives
+// inf - inf = NaN where the direct sum keeps the infinity.
+inline uint32_t exponent_carry(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return (bits & 0x7f800000u) + 0x00800000u;
+}
+
+bool any_non_finite(const float* v, int64_t n) {
+  uint32_t carries = 0;
+  for (int64_t i = 0; i < n; ++i) carries |= exponent_carry(v[i]);
+  return (carries & 0x80000000u) != 0;
+}
+
 // U_xi[k][c] = (G g G^T)[xi] for the filter g = w[k][c] (3x3), each U_xi (K x C) packed as the products read it
 // (a), at xi * a.floats() in U: written packed once per call instead of written and then packed by each block's
 // products (res5a, 512 x 512 channels at 7 x 7, batch 32, forward: packing U 7% and copying it out 5% of the time).
 // Per panel of mr filters (one task: whole cache lines of the packed rows), each filter's nine taps of all channels
 // are gathered into nine contiguous rows, so that the transform runs along c in vectors, into 16 rows per filter;
 // each position's panel rows are then turned into the panel by the ISA's transposing packer.
-void transform_filters(const ConvShape& s, const float* w, const PackedA& a, float* U) {
+void transform_filters(const ConvShape& s, const float* w, const PackedA& a, float* U, std::atomic<bool>& non_finite) {
   const int64_t C = s.C, mr = a.tile.mr, panels = (s.K + mr - 1) / mr, kb = gemm_k_block(C);
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
   parallel_for(panels, threads_for(s.K * C * 64, 1 << 16), [&](int64_t r) {
@@ -57,6 +75,7 @@ void transform_filters(const ConvShape& s, const float* w, const PackedA& a, flo
     float* __restrict t = g + 9 * C;  // t[(i * 3 + j) * C + c]: G g
     float* u = t + 12 * C;            // u[(f * 16 + xi) * C + c]: filter k0 + f
     int64_t rows[kMaxMr];             // filter f's rows for the packer
+    if (any_non_finite(w + k0 * C * 9, filters * C * 9)) non_finite.store(true, std::memory_order_relaxed);
     for (int64_t f = 0; f < filters; ++f) {
       const int64_t k = k0 + f;
       float* __restrict uf = u + f * kPositions * C;
@@ -100,7 +119,8 @@ struct Tiling {
 // columns 2tx .. 2tx+3: even[tx], odd[tx], even[tx+1], odd[tx+1]) and multiplied by B along the row once: a tile
 // row's first two input rows are the last two of the tile row above, whose products it takes over. Every loop
 // runs along contiguous arrays.
-void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int64_t row0, int64_t rows, float* V) {
+void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int64_t row0, int64_t rows, float* V,
+                      std::atomic<bool>& non_finite) {
   const int64_t tw = tl.tw, cols = rows * tw, stride = s.C * cols, half = tw + 1;
   // the columns 2j - pad_w (even) and 2j + 1 - pad_w (odd) inside the image: j in [j_lo, j_hi) for both
   const int64_t j_lo = std::min(half, (s.pad_w + 1) / 2);
@@ -131,15 +151,20 @@ void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int6
           even[j] = column(2 * j);
           odd[j] = column(2 * j + 1);
         }
+        uint32_t carries = 0;  // exponent_carries of the row's columns
 #pragma GCC ivdep
         for (int64_t j = j_lo; j < j_hi; ++j) {
           even[j] = src[2 * j - s.pad_w];
           odd[j] = src[2 * j + 1 - s.pad_w];
+          carries |= exponent_carry(even[j]) | exponent_carry(odd[j]);
         }
         for (int64_t j = j_hi; j < half; ++j) {
           even[j] = column(2 * j);
           odd[j] = column(2 * j + 1);
         }
+        for (int64_t j = 0; j < j_lo; ++j) carries |= exponent_carry(even[j]) | exponent_carry(odd[j]);
+        for (int64_t j = j_hi; j < half; ++j) carries |= exponent_carry(even[j]) | exponent_carry(odd[j]);
+        if (carries & 0x80000000u) non_finite.store(true, std::memory_order_relaxed);
 #pragma GCC ivdep
         for (int64_t tx = 0; tx < tw; ++tx) {  // d B along the row
           h0[tx] = even[tx] - even[tx + 1];
@@ -219,7 +244,7 @@ bool conv2d_winograd_applies(const ConvShape& s) {
          (std::min(s.C, s.K) >= kWideChannels || std::min(s.P, s.Q) >= 2 * kMinRowTiles - 1);
 }
 
-void conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+bool conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                              float* y) {
   const Tiling tl{(s.P + 1) / 2, (s.Q + 1) / 2};
   const int64_t tile_rows = s.N * tl.th, row_floats = kPositions * (s.C + s.K) * tl.tw;
@@ -232,12 +257,14 @@ void conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w,
   const int64_t max_cols = block_rows * tl.tw;
   const PackedA a{choose_tile(kernels().gemm, s.K, max_cols), s.K, s.C};
   const CachedBlock<float> U(kPositions * a.floats());
-  transform_filters(s, w, a, U.get());
+  std::atomic<bool> non_finite{false};  // found in x or w: the caller computes y another way
+  transform_filters(s, w, a, U.get(), non_finite);
   // one block: its transforms on the threads (by channel), its 16 products spread over them (each product serial);
   // in a block task of its own (per_thread) all of it serially
   const auto block = [&](int64_t row0, float* V, float* M) {
+    if (non_finite.load(std::memory_order_relaxed)) return;
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
-    transform_inputs(s, tl, x, row0, rows, V);
+    transform_inputs(s, tl, x, row0, rows, V, non_finite);
     parallel_for(kPositions, threads_for(kPositions * s.K * s.C * cols), [&](int64_t xi) {
       sgemm(a, U.get() + xi * a.floats(), cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
             M + xi * s.K * cols, cols);
@@ -253,10 +280,11 @@ void conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w,
           block(b * block_rows, V.get(), M.get());
         },
         Schedule::as_free);
-    return;
+    return !non_finite;
   }
   const CachedBlock<float> V(kPositions * s.C * max_cols), M(kPositions * s.K * max_cols);
   for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) block(row0, V.get(), M.get());
+  return !non_finite;
 }
 
 }  // namespace convcore

@@ -187,9 +187,11 @@ bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, 
 // Workspace: the transformed filters (16*K*C floats) and, per block of whole tile rows, the transformed inputs and
 // products: at most ~4 Mi floats (16 MiB) or one tile row, shared by the threads; or, where the transformed filters
 // take at most 1 Mi floats and there are at least two blocks a thread, ~1 Mi floats (4 MiB) or one tile row per
-// thread, each thread taking whole blocks. Results do not depend on the thread count.
+// thread, each thread taking whole blocks. Results do not depend on the thread count. Returns false, y unfinished,
+// where x or w holds an infinity or a NaN (the transforms' differences would turn an infinity into NaN): the caller
+// computes y another way.
 bool conv2d_winograd_applies(const ConvShape& s);
-void conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+bool conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                              float* y);
 
 // Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
