@@ -42,6 +42,13 @@ def as_tensor(x, name: str, ndim=None, dtype=None) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def as_bool(v, name: str) -> bool:
+    """A flag: a Python or numpy bool (not 0/1, strings or None)."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {v!r}")
+    return bool(v)
+
+
 def as_int(v, name: str, minimum=None) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {v!r}")

@@ -44,13 +44,16 @@ def predict(model: Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     batch_size = as_int(batch_size, "batch_size", minimum=1)
     if not isinstance(x, np.ndarray) or x.ndim < 2:
         raise TypeError(f"x must be a numpy array (N, ...), got {type(x).__name__}")
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"x must hold numbers, got dtype {x.dtype}")
+    # the model's own dtype: float32, or float64 after model.to(np.float64)
+    dtype = next((p.data.dtype for p in model.parameters()), np.dtype(np.float32))
     was_training = model.training
     model.eval()
     try:
-        outs = [model(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))
-                for i in range(0, len(x), batch_size)]
+        outs = [model(np.ascontiguousarray(x[i:i + batch_size], dtype=dtype)) for i in range(0, len(x), batch_size)]
         if not outs:  # the output's trailing shape comes from one dummy image
-            return np.zeros((0,) + model(np.zeros((1,) + x.shape[1:], np.float32)).shape[1:], np.float32)
+            return np.zeros((0,) + model(np.zeros((1,) + x.shape[1:], dtype)).shape[1:], dtype)
     finally:
         model.train(was_training)
     return np.concatenate(outs)

@@ -305,6 +305,12 @@ BAD = [
      r"activation must be None or 'relu', got 'tanh'"),
     (lambda: F.linear_backward(np.zeros((3, 3), np.float32), A, np.zeros((2, 4), np.float32)), ValueError,
      r"dy must have shape \(3, 2\)"),
+    (lambda: F.linear_backward(np.zeros((3, 2), np.float32), A, np.zeros((2, 4), np.float32), bias_grad="no"),
+     TypeError, r"bias_grad must be a bool, got 'no'"),
+    (lambda: F.linear_backward(np.zeros((3, 2), np.float32), A, np.zeros((2, 4), np.float32), input_grad=0),
+     TypeError, r"input_grad must be a bool, got 0"),
+    (lambda: F.linear(A, np.zeros((2, 4), np.float32), activation=np.array([1, 2])), ValueError,
+     r"activation must be None or 'relu', got array\(\[1, 2\]\)"),
 ]
 
 

@@ -23,6 +23,14 @@ def test_cross_entropy_value_and_stability(rng):
     assert np.isfinite(loss.backward()).all()
 
 
+def test_softmax_rows_and_empty_rows(rng):
+    import convcore as cc
+    z = rng.standard_normal((3, 5)).astype(np.float32)
+    np.testing.assert_allclose(cc.functional.softmax(z), np.exp(_log_softmax(z)), rtol=1e-6)
+    for shape in ((2, 0), (0,), (0, 4)):  # rows of no classes, or no rows: empty, as PyTorch
+        assert cc.functional.softmax(np.zeros(shape, np.float32)).shape == shape
+
+
 def test_cross_entropy_gradient_float64(rng):
     logits = rng.standard_normal((4, 6))
     labels = rng.integers(0, 6, 4)

@@ -155,6 +155,16 @@ def test_load_state_dict_refuses_foreign_state(rng):
         fresh.load_state_dict({**state, "buffers": {"momentum_buffer.1": np.zeros((3, 4))}})
     with pytest.raises(ValueError, match=r"hyper-parameter lr must be >= 0.0, got -1"):
         fresh.load_state_dict({**state, "hyper": {**state["hyper"], "lr": -1}})
+    # the constructors' rules: a bool nesterov (with momentum > 0, dampening 0), betas in [0, 1), float buffers
+    with pytest.raises(TypeError, match=r"hyper-parameter nesterov must be a bool, got 'yes'"):
+        fresh.load_state_dict({**state, "hyper": {**state["hyper"], "nesterov": "yes"}})
+    with pytest.raises(ValueError, match=r"nesterov needs momentum > 0 and dampening 0"):
+        fresh.load_state_dict({**state, "hyper": {**state["hyper"], "nesterov": True, "dampening": 0.5}})
+    with pytest.raises(TypeError, match=r"buffer 'momentum_buffer.0' has dtype complex64"):
+        fresh.load_state_dict({**state, "buffers": {"momentum_buffer.0": np.ones((3, 4), np.complex64)}})
+    adam_state = adam.state_dict()
+    with pytest.raises(ValueError, match=r"hyper-parameter beta1 must be >= 0.0 and < 1.0, got 2.0"):
+        optim.Adam(params).load_state_dict({**adam_state, "hyper": {**adam_state["hyper"], "beta1": 2.0}})
     assert fresh.step_count == 0 and fresh.buffers == {}
     fresh.load_state_dict(state)
     assert fresh.step_count == 1 and np.array_equal(fresh.buffers["momentum_buffer.0"], np.ones((3, 4)))

@@ -149,6 +149,11 @@ def test_history_evaluate_predict_and_a_silent_progress_bar(capfd):
     value, accuracy = training.evaluate(model, x, y, loss, batch_size=9)
     assert accuracy == np.mean(np.argmax(logits, 1) == y) and abs(value - loss(logits, y)) < 1e-6
     assert training.predict(model, x[:0]).shape == (0, 10)
+    model.to(np.float64)  # the model's dtype: its inputs are cast to float64, not float32
+    logits64 = training.predict(model, x, batch_size=7)
+    assert logits64.dtype == np.float64 and np.allclose(logits64, logits, atol=1e-4)
+    with pytest.raises(TypeError, match="x must hold numbers, got dtype <U1"):
+        training.predict(model, np.array([["a"]]))
 
 
 def test_progress_bar_shows_loss_accuracy_and_images_per_second(capfd):

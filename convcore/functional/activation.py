@@ -26,6 +26,8 @@ def relu_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
 def softmax(x: np.ndarray) -> np.ndarray:
     """Softmax over the last axis of a 1-D or 2-D array."""
     x = as_tensor(x, "x", ndim=(1, 2))
+    if x.shape[-1] == 0:  # rows of no classes: nothing to normalise (PyTorch returns the empty array too)
+        return np.empty_like(x)
     return _core.softmax(x.reshape(-1, x.shape[-1]) if x.ndim == 2 else x[None, :]).reshape(x.shape)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import as_int, as_tensor, as_tuple, check_elements, memoize_checks, output_size
+from .._validate import as_bool, as_int, as_tensor, as_tuple, check_elements, memoize_checks, output_size
 from .gemm import check_activation
 
 
@@ -72,12 +72,6 @@ def _tensor(v, name, ndim, dtype=None):
     return as_tensor(v, name, ndim=ndim, dtype=dtype)
 
 
-def _check_flag(v, name):
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {v!r}")
-    return bool(v)
-
-
 def _prepare_forward(x, w, b, stride, padding, dilation, groups, activation, n_axes):
     """Validate a forward for inputs shaped and typed like x (already through _tensor); returns run(x) for any
     C-contiguous array of that shape and dtype, bound to w and b (Sequential's eval plan keeps it)."""
@@ -128,8 +122,8 @@ def _prepare_backward(x, w, stride, padding, dilation, groups, n_axes):
 
 
 def _backward(dy, x, w, stride, padding, dilation, groups, input_grad, bias_grad, n_axes):
-    input_grad = _check_flag(input_grad, "input_grad")
-    bias_grad = _check_flag(bias_grad, "bias_grad")
+    input_grad = as_bool(input_grad, "input_grad")
+    bias_grad = as_bool(bias_grad, "bias_grad")
     x = _tensor(x, "x", n_axes + 2)
     return _prepare_backward(x, w, stride, padding, dilation, groups, n_axes)(dy, x, input_grad, bias_grad)
 

@@ -7,16 +7,16 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import _FLOAT32, MAX_ELEMENTS, as_tensor, check_elements
+from .._validate import _FLOAT32, MAX_ELEMENTS, as_bool, as_tensor, check_elements
 
 BIAS_NONE, BIAS_PER_ROW, BIAS_PER_COL = 0, 1, 2
 
 
 def check_activation(activation):
     """The fused activations: None or "relu"."""
-    if activation not in (None, "relu"):
+    if activation is not None and not (isinstance(activation, str) and activation == "relu"):
         raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-    return activation == "relu"
+    return activation is not None
 
 
 def _gemm(a, b, trans_a=False, trans_b=False, bias=None, bias_axis=BIAS_NONE, relu=False):
@@ -93,5 +93,6 @@ def _prepare_linear_backward(x, w):
 def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, input_grad: bool = True,
                     bias_grad: bool = True):
     """Gradients of linear given dy (N, out): returns (dx, dw, db); dx / db are None when not asked for."""
+    input_grad, bias_grad = as_bool(input_grad, "input_grad"), as_bool(bias_grad, "bias_grad")
     x = as_tensor(x, "x", ndim=2)
     return _prepare_linear_backward(x, w)(dy, x, input_grad, bias_grad)

@@ -12,13 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import as_tensor, as_tuple, check_elements, memoize_checks, output_size
-
-
-def _as_bool(v, name: str) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {v!r}")
-    return bool(v)
+from .._validate import as_bool, as_tensor, as_tuple, check_elements, memoize_checks, output_size
 
 
 def _window(kernel_size, stride, padding, spatial: int):
@@ -36,7 +30,7 @@ def _window(kernel_size, stride, padding, spatial: int):
 def _geometry(size: tuple, kernel_size, stride, padding, ceil_mode, spatial: int, name: str) -> tuple:
     """The kernels' (H, W, OH, OW, KH, KW, SH, SW, PH, PW) for an input of spatial `size`."""
     kernel, strides, pads = _window(kernel_size, stride, padding, spatial)
-    ceil_mode = _as_bool(ceil_mode, "ceil_mode")
+    ceil_mode = as_bool(ceil_mode, "ceil_mode")
     out = tuple(output_size(n, k, s, p, ceil_mode=ceil_mode) for n, k, s, p in zip(size, kernel, strides, pads))
     if min(out) <= 0:
         raise ValueError(f"{name} spatial size {size} is too small for kernel_size {kernel_size!r} with padding "
@@ -84,7 +78,7 @@ def _compact_fits(geometry: tuple) -> bool:
 
 
 def _max_pool(x, kernel_size, stride, padding, ceil_mode, return_indices, spatial: int):
-    return_indices = _as_bool(return_indices, "return_indices")
+    return_indices = as_bool(return_indices, "return_indices")
     x4 = _input(x, spatial)
     geometry = _geometry(x4.shape[2:] if spatial == 2 else x4.shape[3:], kernel_size, stride, padding, ceil_mode,
                          spatial, "x")
@@ -107,7 +101,7 @@ def _prepare_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
     x4_shape, y_shape = x4.shape, x4.shape[:2] + tuple(geometry[2:4])
     out_shape = y_shape if spatial == 2 else y_shape[:2] + y_shape[3:]
     if count_include_pad is not None:
-        count_include_pad = _as_bool(count_include_pad, "count_include_pad")
+        count_include_pad = as_bool(count_include_pad, "count_include_pad")
         run = lambda x: _core.avg_pool2d(x.reshape(x4_shape), geometry, count_include_pad).reshape(out_shape)
         if spatial == 2:
             run.native = ("avg_pool", geometry, count_include_pad)  # the same call, for Sequential's native plan
@@ -138,7 +132,7 @@ def _prepare_avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_
     input's shape and options stay the same; dy is checked in one comparison when it is already a C-contiguous
     array of the output's shape and x's dtype)."""
     run = _prepare_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 2)
-    count_include_pad = _as_bool(count_include_pad, "count_include_pad")
+    count_include_pad = as_bool(count_include_pad, "count_include_pad")
     geometry = _geometry(x.shape[2:], kernel_size, stride, padding, ceil_mode, 2, "x")
     x_shape, dtype = x.shape, x.dtype
     y_shape = x_shape[:2] + tuple(geometry[2:4])
@@ -249,13 +243,13 @@ def _max_pool2d_compact_backward(dy, offsets, input_shape, kernel_size, stride=N
 
 
 def _avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, spatial: int):
-    count_include_pad = _as_bool(count_include_pad, "count_include_pad")  # before None could mean max pooling
+    count_include_pad = as_bool(count_include_pad, "count_include_pad")  # before None could mean max pooling
     x = as_tensor(x, "x", ndim=spatial + 2)
     return _prepare_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, spatial)(x)
 
 
 def _avg_pool_backward(dy, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, spatial: int):
-    count_include_pad = _as_bool(count_include_pad, "count_include_pad")
+    count_include_pad = as_bool(count_include_pad, "count_include_pad")
     dy4, geometry, shape = _gradient(dy, input_shape, kernel_size, stride, padding, ceil_mode, spatial)
     return _core.avg_pool2d_backward(dy4, geometry, count_include_pad).reshape(shape)
 

@@ -67,6 +67,15 @@ class Optimizer:
             bufs.append(buf)
         return bufs, made
 
+    def _check_hyper(self, hyper: dict, label) -> dict:
+        """The hyper-parameters in `hyper` (every one of hyper_names) checked by this optimizer's rules, as they
+        are kept; label(name) names one in a message."""
+        raise NotImplementedError
+
+    def _set_hyper(self, hyper: dict) -> None:
+        for k in self.hyper_names:
+            setattr(self, k, hyper[k])
+
     def state_dict(self) -> dict:
         return {"hyper": {k: getattr(self, k) for k in self.hyper_names}, "step_count": self.step_count,
                 "buffers": dict(self.buffers)}
@@ -80,9 +89,7 @@ class Optimizer:
         if not isinstance(hyper, dict) or set(hyper) != set(self.hyper_names):
             raise ValueError(f"optimizer state has hyper-parameters {sorted(hyper)}, {type(self).__name__} has "
                              f"{sorted(self.hyper_names)}")
-        for k, value in hyper.items():
-            if k != "nesterov":
-                _check_number(value, f"hyper-parameter {k}")
+        hyper = self._check_hyper(hyper, lambda k: f"hyper-parameter {k}")  # the constructor's rules
         for key, value in state["buffers"].items():
             name, _, index = key.rpartition(".")
             if name not in self.buffer_names or not index.isdigit() or int(index) >= len(self.params):
@@ -91,11 +98,12 @@ class Optimizer:
             if not isinstance(value, np.ndarray) or value.shape != self.params[int(index)].data.shape:
                 raise ValueError(f"optimizer buffer {key!r} has shape {getattr(value, 'shape', None)}, the parameter "
                                  f"has {self.params[int(index)].data.shape}")
+            if value.dtype.kind != "f":
+                raise TypeError(f"optimizer buffer {key!r} has dtype {value.dtype}; buffers are real floating point")
         step_count = state["step_count"]
         if isinstance(step_count, bool) or not isinstance(step_count, numbers.Integral) or step_count < 0:
             raise ValueError(f"optimizer state step_count must be an int >= 0, got {step_count!r}")
-        for k in self.hyper_names:
-            setattr(self, k, hyper[k])
+        self._set_hyper(hyper)
         self.step_count = int(step_count)
         self.buffers = {k: np.array(v, dtype=self.params[int(k.rpartition(".")[2])].data.dtype, order="C", copy=True)
                         for k, v in state["buffers"].items()}
@@ -109,14 +117,18 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, dampening=0.0):
         super().__init__(params)
-        self.lr = _check_number(lr, "lr")
-        self.momentum = _check_number(momentum, "momentum")
-        self.weight_decay = _check_number(weight_decay, "weight_decay")
-        self.dampening = _check_number(dampening, "dampening")
-        self.nesterov = bool(nesterov)
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError(f"nesterov needs momentum > 0 and dampening 0, got momentum={momentum}, "
-                             f"dampening={dampening}")
+        self._set_hyper(self._check_hyper(dict(lr=lr, momentum=momentum, dampening=dampening,
+                                               weight_decay=weight_decay, nesterov=bool(nesterov)), str))
+
+    def _check_hyper(self, hyper, label):
+        out = {k: _check_number(hyper[k], label(k)) for k in ("lr", "momentum", "dampening", "weight_decay")}
+        nesterov = hyper["nesterov"]
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"{label('nesterov')} must be a bool, got {nesterov!r}")
+        if nesterov and (out["momentum"] <= 0 or out["dampening"] != 0):
+            raise ValueError(f"nesterov needs momentum > 0 and dampening 0, got momentum={out['momentum']}, "
+                             f"dampening={out['dampening']}")
+        return dict(out, nesterov=bool(nesterov))
 
     def _apply(self, datas, grads, step):
         bufs, first, made = None, [False] * len(datas), {}
@@ -136,13 +148,14 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params)
-        self.lr = _check_number(lr, "lr")
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.beta1 = _check_number(betas[0], "betas[0]", 0.0, 1.0)
-        self.beta2 = _check_number(betas[1], "betas[1]", 0.0, 1.0)
-        self.eps = _check_number(eps, "eps")
-        self.weight_decay = _check_number(weight_decay, "weight_decay")
+        hyper = dict(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
+        self._set_hyper(self._check_hyper(hyper, lambda k: {"beta1": "betas[0]", "beta2": "betas[1]"}.get(k, k)))
+
+    def _check_hyper(self, hyper, label):
+        return {k: _check_number(hyper[k], label(k), 0.0, 1.0 if k in ("beta1", "beta2") else None)
+                for k in self.hyper_names}
 
     def _apply(self, datas, grads, step):
         zeros = lambda d: np.zeros_like(d, order="C")
