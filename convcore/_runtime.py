@@ -8,6 +8,7 @@ import platform
 from . import _core
 
 _ISAS = ("scalar", "avx2", "avx512")
+MAX_THREADS = 4096  # more OpenMP threads than any machine has cores: refused rather than created
 
 
 def _apply_isa_cap() -> None:
@@ -37,11 +38,11 @@ def cpu_info() -> dict:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads every convcore kernel uses (n >= 1)."""
+    """Set the number of threads every convcore kernel uses (1 <= n <= MAX_THREADS)."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if n < 1 or n > MAX_THREADS:
+        raise ValueError(f"n must be >= 1 and <= {MAX_THREADS} (threads), got {n}")
     _core.set_num_threads(n)
 
 

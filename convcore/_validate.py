@@ -59,7 +59,8 @@ def as_int(v, name: str, minimum=None) -> int:
 
 
 def as_tuple(v, name: str, n: int, minimum=None) -> tuple:
-    """An int or a length-n sequence of ints -> a tuple of n ints, each >= minimum."""
+    """An int or a length-n sequence of ints -> a tuple of n ints, each >= minimum and at most MAX_ELEMENTS (sizes,
+    strides and paddings past it describe no array that could exist, and the kernels take 64-bit ints)."""
     if isinstance(v, (list, tuple)):
         if len(v) != n:
             raise ValueError(f"{name} must be an int or a sequence of {n} ints, got {v!r}")
@@ -72,6 +73,8 @@ def as_tuple(v, name: str, n: int, minimum=None) -> tuple:
             raise TypeError(f"{name} must be an int or a sequence of {n} ints, got {v!r}")
         if minimum is not None and int(item) < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
+        if int(item) > MAX_ELEMENTS:
+            raise ValueError(f"{name} must be at most 2**40, got {v!r}")
         out.append(int(item))
     return tuple(out)
 

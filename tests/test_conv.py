@@ -276,6 +276,7 @@ BAD = [
     (dict(groups=0), ValueError, r"groups must be >= 1, got 0"),
     (dict(stride=0), ValueError, r"stride must be >= 1, got 0"),
     (dict(stride=(1, -1)), ValueError, r"stride must be >= 1, got \(1, -1\)"),
+    (dict(stride=2**63), ValueError, r"stride must be at most 2\*\*40, got 9223372036854775808"),
     (dict(dilation=0), ValueError, r"dilation must be >= 1, got 0"),
     (dict(padding=-1), ValueError, r"padding must be >= 0, got -1"),
     (dict(padding=(1, 2, 3)), ValueError, r"padding must be an int or a sequence of 2 ints"),
@@ -444,6 +445,20 @@ def test_winograd_over_several_tile_blocks(rng):
             results.append(F.conv2d(x, w, b, activation="relu", **kw))
     assert np.array_equal(results[0], np.maximum(ref.conv2d(x, w, b, **kw), 0))
     assert np.array_equal(results[0], results[1])
+
+
+def test_a_stride_past_the_input_costs_no_memory():
+    # one output along an axis takes the same window whatever the stride: the same results as the smallest such
+    # stride, and no workspace that grows with it (a stride of 10**7 took 443 MB, 10**9 would take ~40 GB)
+    rng = np.random.default_rng(0)
+    x, w = rng.integers(-3, 4, (2, 3, 9, 7)).astype(np.float32), rng.integers(-3, 4, (4, 3, 3, 3)).astype(np.float32)
+    for huge, small in (((10**9, 1), (11, 1)), ((1, 10**9), (1, 9)), (10**9, (11, 9))):
+        y = F.conv2d(x, w, stride=huge, padding=1)
+        assert np.array_equal(y, F.conv2d(x, w, stride=small, padding=1))
+        dy = rng.integers(-3, 4, y.shape).astype(np.float32)
+        for got, want in zip(F.conv2d_backward(dy, x, w, stride=huge, padding=1),
+                             F.conv2d_backward(dy, x, w, stride=small, padding=1)):
+            assert np.array_equal(got, want)
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])

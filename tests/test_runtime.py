@@ -23,9 +23,9 @@ def test_threads_context_restores():
     assert cc.get_num_threads() == before
 
 
-@pytest.mark.parametrize("bad", [0, -2])
-def test_set_num_threads_rejects_nonpositive(bad):
-    with pytest.raises(ValueError, match="n must be >= 1"):
+@pytest.mark.parametrize("bad", [0, -2, 4097, 2**31])
+def test_set_num_threads_rejects_nonpositive_and_absurd(bad):
+    with pytest.raises(ValueError, match=r"n must be >= 1 and <= 4096 \(threads\), got "):
         cc.set_num_threads(bad)
 
 
