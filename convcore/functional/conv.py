@@ -54,9 +54,11 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, n_axes):
     P = output_size(H, R, stride[0], padding[0], dilation[0])
     Q = output_size(W, S, stride[1], padding[1], dilation[1])
     check_elements((N, K, P, Q), "the output")
-    # along an axis of one output the stride picks no other window: the kernels get 1 (their workspace grows with
-    # the stride: 10**7 took 443 MB)
-    stride = tuple(1 if out == 1 else st for out, st in zip((P, Q), stride))
+    # along an axis of one output any stride past the padded input's span takes the same window: the kernels get the
+    # smallest such stride, span + 1, which keeps their geometry (stride 1 only where it has one output) and
+    # bounds their workspace, which grows with the stride (10**7 took 443 MB)
+    spans = (H + 2 * padding[0] - dilation[0] * (R - 1) - 1, W + 2 * padding[1] - dilation[1] * (S - 1) - 1)
+    stride = tuple(min(st, span + 1) if out == 1 else st for out, st, span in zip((P, Q), stride, spans))
     geom = (P, Q, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups)
     return geom, (N, K, P, Q)
 
