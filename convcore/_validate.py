@@ -49,6 +49,13 @@ def as_bool(v, name: str) -> bool:
     return bool(v)
 
 
+def as_real(v, name: str) -> float:
+    """A finite real number (not a bool, a string or an array) as a float."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise TypeError(f"{name} must be a finite real number, got {v!r}")
+    return float(v)
+
+
 def as_int(v, name: str, minimum=None) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {v!r}")

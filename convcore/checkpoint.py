@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validate import as_int
+
 FORMAT = "convcore-checkpoint-1"
 _DTYPES = {"float32", "float64", "int64"}
 
@@ -44,10 +46,17 @@ def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1
     Returns the new step folder. Older step folders beyond the newest `keep` are removed afterwards."""
     from safetensors.numpy import save as st_save
 
+    keep = as_int(keep, "keep", minimum=1)
+    state = dict(state or {})
+    for key, value in state.items():  # checked before anything is written
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"state[{key!r}] must be JSON-serialisable (numbers, strings, lists, dicts), got "
+                            f"{type(value).__name__}: {e}") from None
+    step = as_int(state.get("step", 0), "state['step']", minimum=0)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = dict(state or {})
-    step = int(state.get("step", 0))
     # np.asarray, not np.ascontiguousarray, which would turn 0-d buffers (num_batches_tracked) into shape (1,)
     tensors = {f"model.{k}": np.asarray(v, order="C") for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, **state}

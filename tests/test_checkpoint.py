@@ -26,6 +26,17 @@ def test_checkpoint_round_trip_and_keep(tmp_path):
     assert opt2.step_count == 8 and set(opt2.buffers) == set(opt.buffers)
 
 
+def test_save_refuses_bad_arguments_before_writing(tmp_path):
+    model, _, opt = setup_tiny()
+    with pytest.raises(ValueError, match="keep must be >= 1, got 0"):
+        checkpoint.save(tmp_path / "a", model, opt, {"step": 1}, keep=0)
+    with pytest.raises(TypeError, match=r"state\['a'\] must be JSON-serialisable .* got ndarray"):
+        checkpoint.save(tmp_path / "b", model, opt, {"step": 1, "a": np.ones(2)})
+    with pytest.raises(ValueError, match=r"state\['step'\] must be >= 0, got -3"):
+        checkpoint.save(tmp_path / "c", model, opt, {"step": -3})
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def _saved(tmp_path):
     """A checkpoint after one SGD step (so the optimizer has momentum buffers)."""
     model, loss, opt = setup_tiny()

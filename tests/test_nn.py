@@ -195,6 +195,25 @@ def test_layer_argument_errors():
         nn.Dropout(1.5)
     with pytest.raises(TypeError, match="rng must be a numpy Generator"):
         nn.Linear(2, 3, rng="seed")
+    with pytest.raises(ValueError, match="rng must be a non-negative int seed .*, got -1"):
+        nn.Conv2d(1, 2, 3, rng=-1)
+    with pytest.raises(TypeError, match=r"p must be a real number \(a probability in \[0, 1\)\), got 'a'"):
+        nn.Dropout("a")
+    assert nn.Dropout(np.float32(0.5)).p == 0.5
+    with pytest.raises(ValueError, match=r"eps must be > 0 .*, got -1.0"):  # all-NaN output before
+        nn.BatchNorm2d(3, eps=-1.0)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\] .*, got 5.0"):  # a negative running_var
+        nn.BatchNorm2d(3, momentum=5.0)
+    with pytest.raises(TypeError, match="eps must be a finite real number, got 'x'"):
+        nn.BatchNorm2d(3, eps="x")
+    flatten = nn.Flatten()
+    flatten(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"dy must have Flatten's output shape \(2, 12\) .* got \(2, 5\)"):
+        flatten.backward(np.zeros((2, 5), np.float32))
+    mse = nn.MSELoss()
+    mse(np.zeros(3, np.float32), np.ones(3, np.float32))
+    with pytest.raises(TypeError, match="grad_output must be a finite real number, got 'a'"):
+        mse.backward("a")
     with pytest.raises(ValueError, match="x has 2 channels"):
         nn.BatchNorm2d(3)(np.zeros((2, 2, 3, 3), np.float32))
     with pytest.raises(ValueError, match=r"needs more than 1 value per channel, got x \(1, 3, 1, 1\)"):

@@ -1,6 +1,8 @@
 """Inverted dropout with the layer's own random Generator."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .._validate import as_tensor
@@ -14,7 +16,9 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+            raise TypeError(f"p must be a real number (a probability in [0, 1)), got {p!r}")
+        if not 0 <= p < 1:
             raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
         self.p = float(p)
         self.rng = as_generator(rng)

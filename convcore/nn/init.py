@@ -11,6 +11,8 @@ def as_generator(rng, name: str = "rng") -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
     if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
+        if rng is not None and rng < 0:
+            raise ValueError(f"{name} must be a non-negative int seed (or a Generator or None), got {rng}")
         return np.random.default_rng(rng)
     raise TypeError(f"{name} must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
 

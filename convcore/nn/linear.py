@@ -87,7 +87,12 @@ class Flatten(Module):
         return run
 
     def backward(self, dy, input_grad=True):
-        return np.asarray(dy).reshape(self._saved(self._shape, "input shape"))
+        shape = self._saved(self._shape, "input shape")
+        dy = as_tensor(dy, "dy")
+        if dy.shape != (shape[0], math.prod(shape[1:])):
+            raise ValueError(f"dy must have Flatten's output shape {(shape[0], math.prod(shape[1:]))} for its input "
+                             f"{shape}, got {dy.shape}")
+        return dy.reshape(shape)
 
     def _release(self):
         self._shape = None

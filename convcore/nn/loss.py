@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_tensor
+from .._validate import as_real, as_tensor
 from ..functional import activation as activation_ops
 
 
@@ -44,4 +44,4 @@ class MSELoss:
         if self._saved is None:
             raise RuntimeError("MSELoss.backward needs a call loss(output, target) first")
         diff = self._saved
-        return diff * diff.dtype.type(2.0 * grad_output / max(diff.size, 1))
+        return diff * diff.dtype.type(2.0 * as_real(grad_output, "grad_output") / max(diff.size, 1))

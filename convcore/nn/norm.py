@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import as_int, as_tensor
+from .._validate import as_int, as_real, as_tensor
 from ..functional.gemm import check_activation
 from .module import Module, Parameter
 
@@ -20,7 +20,11 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
         self.num_features = as_int(num_features, "num_features", minimum=1)
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.eps, self.momentum = as_real(eps, "eps"), as_real(momentum, "momentum")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0 (added to the variance before its square root), got {eps!r}")
+        if not 0 <= self.momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1] (the running statistics' update weight), got {momentum!r}")
         self.weight = Parameter(np.ones(self.num_features, np.float32))
         self.bias = Parameter(np.zeros(self.num_features, np.float32))
         self.register_buffer("running_mean", np.zeros(self.num_features, np.float32))
