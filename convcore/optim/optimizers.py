@@ -15,16 +15,16 @@ import numbers
 import numpy as np
 
 from .. import _core
+from .._validate import as_real
 from ..nn.module import Parameter
 
 
 def _check_number(value, name, minimum=0.0, below=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise TypeError(f"{name} must be a finite real number, got {value!r}")
-    if value < minimum or (below is not None and value >= below):
+    number = as_real(value, name)
+    if number < minimum or (below is not None and number >= below):
         rule = f">= {minimum}" + (f" and < {below}" if below is not None else "")
         raise ValueError(f"{name} must be {rule}, got {value}")
-    return float(value)
+    return number
 
 
 class Optimizer:
