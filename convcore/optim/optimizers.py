@@ -69,8 +69,8 @@ class Optimizer:
 
     def _check_hyper(self, hyper: dict, label) -> dict:
         """The hyper-parameters in `hyper` (every one of hyper_names) checked by this optimizer's rules, as they
-        are kept; label(name) names one in a message."""
-        raise NotImplementedError
+        are kept; label(name) names one in a message. Each optimizer defines it (its constructor's rules)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define _check_hyper")
 
     def _set_hyper(self, hyper: dict) -> None:
         for k in self.hyper_names:

@@ -44,15 +44,17 @@ constexpr int64_t kBlockFloats = int64_t(1) << 22;
 constexpr int64_t kThreadFilterFloats = int64_t(1) << 20;
 constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 
-// Whether any of the n floats at v is infinite or NaN (its exponent bits all set: adding one to them carries into
-// the sign bit; an OR of integers, which vectorises): the transforms subtract elements, and an infinite one gives
-// inf - inf = NaN where the direct sum keeps the infinity.
+// The transforms subtract elements, and an infinite one gives inf - inf = NaN where the direct sum keeps the
+// infinity: x and w are checked for non-finite values as they are read. exponent_carry(v) has its sign bit set
+// where v is infinite or NaN (its exponent bits all set: adding one to them carries into the sign bit); ORed over
+// many values, an integer reduction, which vectorises.
 inline uint32_t exponent_carry(float v) {
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof bits);
   return (bits & 0x7f800000u) + 0x00800000u;
 }
 
+// Whether any of the n floats at v is infinite or NaN.
 bool any_non_finite(const float* v, int64_t n) {
   uint32_t carries = 0;
   for (int64_t i = 0; i < n; ++i) carries |= exponent_carry(v[i]);
@@ -147,11 +149,12 @@ void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int6
         }
         const float* src = plane + h * s.W;  // padded column w is src[w - pad_w]
         const auto column = [&](int64_t w) { return w >= s.pad_w && w < s.pad_w + s.W ? src[w - s.pad_w] : 0.0f; };
+        uint32_t carries = 0;  // the row's columns' exponent_carry, ORed as they are split
         for (int64_t j = 0; j < j_lo; ++j) {
           even[j] = column(2 * j);
           odd[j] = column(2 * j + 1);
+          carries |= exponent_carry(even[j]) | exponent_carry(odd[j]);
         }
-        uint32_t carries = 0;  // exponent_carries of the row's columns
 #pragma GCC ivdep
         for (int64_t j = j_lo; j < j_hi; ++j) {
           even[j] = src[2 * j - s.pad_w];
@@ -161,9 +164,8 @@ void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int6
         for (int64_t j = j_hi; j < half; ++j) {
           even[j] = column(2 * j);
           odd[j] = column(2 * j + 1);
+          carries |= exponent_carry(even[j]) | exponent_carry(odd[j]);
         }
-        for (int64_t j = 0; j < j_lo; ++j) carries |= exponent_carry(even[j]) | exponent_carry(odd[j]);
-        for (int64_t j = j_hi; j < half; ++j) carries |= exponent_carry(even[j]) | exponent_carry(odd[j]);
         if (carries & 0x80000000u) non_finite.store(true, std::memory_order_relaxed);
 #pragma GCC ivdep
         for (int64_t tx = 0; tx < tw; ++tx) {  // d B along the row
