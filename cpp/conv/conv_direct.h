@@ -123,6 +123,8 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
     const int64_t p_end = P, q_end = Q, k_end = K;
     const float* const bias_here = bias;
     const bool relu_here = relu;
+    const int64_t row_floats = Wp, plane_floats = Hp * Wp;
+    const float* const w_block = wp.data();
     std::vector<float> xp;  // the padded image, where it needs one
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp);
@@ -143,14 +145,20 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
             for (int j = 0; j < PB; ++j)
               for (int i = 0; i < KB; ++i)
                 for (int v = 0; v < QV; ++v) acc[j][i][v] = vec{};
-            for (int64_t c = 0; c < C; ++c) {
-              for (int64_t r = r_lo; r < r_hi; ++r) {
-                const float* row = xn + (c * Hp + p + r) * Wp + q0;
-                const float* wk = &wp[((kb * C + c) * R + r) * S * KB];
+            // the channel's first image row and kernel row, advanced by pointer: indexed from the loop counters,
+            // the address arithmetic reloaded the closure's references at every channel (measured Zen 3, 1 thread,
+            // 16 filters 3x3 on 32 x 32: ~25% of the instructions outside the taps)
+            const float* x_c = xn + (p + r_lo) * row_floats + q0;
+            const float* w_c = w_block + kb * C * R * S * KB + r_lo * S * KB;
+            for (int64_t c = 0; c < C; ++c, x_c += plane_floats, w_c += R * S * KB) {
+              const float* row = x_c;
+              const float* wk = w_c;
+              for (int64_t r = r_lo; r < r_hi; ++r, row += row_floats) {
                 for (int64_t t = 0; t < S; ++t, wk += KB) {
                   vec xv[PB][QV];
                   for (int j = 0; j < PB; ++j)
-                    for (int v = 0; v < QV; ++v) std::memcpy(&xv[j][v], row + j * Wp + t + v * VL, sizeof(vec));
+                    for (int v = 0; v < QV; ++v)
+                      std::memcpy(&xv[j][v], row + j * row_floats + t + v * VL, sizeof(vec));
                   for (int i = 0; i < KB; ++i)
                     for (int j = 0; j < PB; ++j)
                       for (int v = 0; v < QV; ++v) acc[j][i][v] += xv[j][v] * wk[i];
