@@ -306,6 +306,8 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   const int nt = threads_for(s.N * K * P * Q * CRS);
   const int64_t chunks = std::min<int64_t>(s.N, nt);
   parallel_for(chunks, nt, [&](int64_t chunk) {
+    const int64_t row_floats = Wp, plane_floats = Hp * Wp, tap_row_floats = dh * Wp;  // as in direct_forward
+    const float* const w_block = wp.data();
     std::vector<float> xp, out(static_cast<size_t>(k_blocks * PQ * KB));  // xp: the padded image, where it needs one
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp);
@@ -317,10 +319,12 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
             vec acc[QT][KV];
             for (int j = 0; j < QT; ++j)
               for (int v = 0; v < KV; ++v) acc[j][v] = vec{};
-            for (int64_t c = 0; c < C; ++c) {
-              for (int64_t r = r_lo; r < r_hi; ++r) {
-                const float* row = xn + (c * Hp + p * sh + r * dh) * Wp + q0 * sw;
-                const float* wk = &wp[((kb * C + c) * R + r) * S * KB];
+            const float* x_c = xn + (p * sh + r_lo * dh) * row_floats + q0 * sw;
+            const float* w_c = w_block + kb * C * R * S * KB + r_lo * S * KB;
+            for (int64_t c = 0; c < C; ++c, x_c += plane_floats, w_c += R * S * KB) {
+              const float* row = x_c;
+              const float* wk = w_c;
+              for (int64_t r = r_lo; r < r_hi; ++r, row += tap_row_floats) {
                 for (int64_t t = 0; t < S; ++t, wk += KB) {
                   vec wv[KV];
                   for (int v = 0; v < KV; ++v) std::memcpy(&wv[v], wk + v * VL, sizeof(vec));
