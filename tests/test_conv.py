@@ -47,6 +47,10 @@ CASES = [
     (2, 3, 5, 2, 5, 3, 3, 1, 1, 1, 1),          # forward over filters (portable): 2-pixel rows
     (11, 3, 7, 7, 40, 3, 3, 2, 1, 1, 1),        # weight gradient by one GEMM over all images' pixels (few per image)
     (2, 1, 6, 30, 6, 5, 5, 1, 2, 1, 1),         # direct kernel, 6-filter blocks (AVX-512): rows past one vector
+    # weight gradient over one vector of filters, 5x5, with 16 registers (AVX2, portable): one kernel row per unit,
+    # pixels in fours and the rows' remainders one by one; a stride of 2 takes them one by one
+    (3, 2, 9, 11, 7, 5, 5, 1, (1, 2), 1, 1),
+    (2, 2, 13, 13, 6, 5, 5, 2, 1, 1, 1),
     (1, 2, 5, 21, 5, 3, 3, 1, 1, 1, 1),         # direct kernel, 6-filter blocks: 5 filters, rows past one vector
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),       # LeNet conv2: input gradient direct with 6-filter blocks
     # weight gradient by GEMM on transposed im2col panels (more than 32 filters): runs of pixels past 16, strides,

@@ -445,7 +445,26 @@ void filter_vector_weight_image(const ConvShape& s, const float* xp, const float
         const float* xr[RB];  // the unit's kernel rows
         for (int r = 0; r < RB; ++r) xr[r] = xrow + r * dh;
         const float* gp = g + p * g_row;
-        for (int64_t q = 0; q < Q; ++q, gp += KP) {
+        int64_t q = 0;
+        if constexpr (VL != 16 && KV == 1 && RB == 1 && UNIT_DIL) {
+          // with 16 registers and one vector of filters, pixels in fours: x's S + 3 values under the four windows are
+          // broadcast once each, x at u feeding tap u - j of pixel j (each accumulator still takes the pixels in order)
+          constexpr int G = 4;
+          if (sw == 1)
+            for (; q + G <= Q; q += G, gp += G * KP) {
+              vec gj[G];
+#pragma GCC unroll 4
+              for (int j = 0; j < G; ++j) std::memcpy(&gj[j], gp + j * KP, sizeof(vec));
+#pragma GCC unroll 16
+              for (int u = 0; u < S + G - 1; ++u) {
+                const float xv = xr[0][q + u];
+#pragma GCC unroll 4
+                for (int j = 0; j < G; ++j)
+                  if (u - j >= 0 && u - j < S) acc[0][0][u - j] += gj[j] * xv;
+              }
+            }
+        }
+        for (; q < Q; ++q, gp += KP) {
           vec gv[KV];
           for (int v = 0; v < KV; ++v) std::memcpy(&gv[v], gp + v * VL, sizeof(vec));
           const int64_t col = q * sw;
@@ -527,14 +546,16 @@ void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, f
 }
 
 // Calls body(rows) with the kernel rows per filter_vector_weight unit as a compile-time constant: all of them when
-// their accumulators fit in registers (KV x S x S at most 28 of 32), else one. With 16 registers (8-float vectors),
-// all of them only for one vector of filters: measured Zen 3, 1 thread, both builds in one process, alternating,
-// weight gradient: 128 x 16 x 32 x 32, 16 filters 3x3 (two vectors), 1.11x faster by one kernel row (6
-// accumulators) than by three (18, spilled); 64 x 6 x 14 x 14, 8 filters 5x5 (one vector), 1.08x slower by one row
-// (5 accumulators, each pixel's 5 broadcasts feeding only 5 FMAs) than by five (25, spilled).
+// their KV x S x S accumulators, a pixel's KV dy vectors and a broadcast fit the vector registers (32 with 16-float
+// vectors, else 16), else one (then, with one vector of filters, pixels in fours: filter_vector_weight_image).
+// Measured Zen 3, 1 thread, both builds in one process, alternating, weight gradient: 128 x 16 x 32 x 32, 16 filters
+// 3x3 (two vectors), 1.11x faster by one kernel row (6 accumulators) than by three (18, spilled); 8 filters 5x5 on
+// 14 x 14, by one row and pixels in fours 1.08-1.10x faster than by five rows (25 accumulators, spilled; one row
+// pixel by pixel, each pixel's 5 broadcasts feeding 5 FMAs, was 0.92x), LeNet conv1 n=64 1.17-1.27x.
 template <int VL, int KV, int S, typename Body>
 void with_weight_rows(const ConvShape& s, const Body& body) {
-  if constexpr (KV * S * S <= 28 && (VL == 16 || KV == 1)) {
+  constexpr int registers = VL == 16 ? 32 : 16;
+  if constexpr (KV * S * S + KV + 1 <= registers) {
     if (s.R == S) {
       body(std::integral_constant<int, S>{});
       return;
