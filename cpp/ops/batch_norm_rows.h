@@ -1,9 +1,12 @@
 // Batch-norm channel reductions, written once with GCC vector extensions and compiled per ISA
-// (batch_norm_{scalar,avx2,avx512}.cpp): each row sums in 32 float lanes (two 16-float vectors, element l into lane
-// l mod 32, a partial last step padded with values that add nothing), rows add lane by lane into 32 float64 lanes,
-// which close in a fixed pairwise tree. Everything here has internal linkage (an anonymous namespace), so the
-// per-ISA copies are never merged across units.
+// (batch_norm_{scalar,avx2,avx512}.cpp): each row sums in 32 float lanes (element l into lane l mod 32, a partial
+// last step padded with values that add nothing), held as vectors of the unit's own width (two 16-float vectors on
+// AVX-512, four 8-float on AVX2, eight 4-float on the baseline: a 64-byte vector type compiled for AVX2 moved its
+// halves through general registers and the stack, 4.9 GB/s for the gradient sums); rows add lane by lane into 32
+// float64 lanes, which close in a fixed pairwise tree. The lanes and their order are the same on every ISA.
+// Everything here has internal linkage (an anonymous namespace), so the per-ISA copies are never merged across units.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -12,18 +15,28 @@
 namespace convcore {
 namespace {
 
-typedef float Lanes16 __attribute__((vector_size(64)));
+#if defined(__AVX512F__)
+constexpr int kLaneWidth = 16;
+#elif defined(__AVX2__)
+constexpr int kLaneWidth = 8;
+#else
+constexpr int kLaneWidth = 4;
+#endif
+constexpr int kRowLanes = 32, kRowVectors = kRowLanes / kLaneWidth;
+typedef float Lanes __attribute__((vector_size(4 * kLaneWidth)));
+typedef int32_t LanesMask __attribute__((vector_size(4 * kLaneWidth)));
 
-// The n <= 16 floats at p, then `fill` in the remaining lanes. (Vectors travel by pointer: a 64-byte vector
-// passed by value changes the ABI where AVX-512 is off.)
-inline void load(const float* p, int64_t n, float fill, Lanes16* v) {
-  if (n == 16) {
-    std::memcpy(v, p, sizeof *v);
-    return;
+// The n <= kLaneWidth floats at p, then `fill` in the remaining lanes.
+inline Lanes load(const float* p, int64_t n, float fill) {
+  Lanes v;
+  if (n == kLaneWidth) {
+    std::memcpy(&v, p, sizeof v);
+    return v;
   }
-  float buf[16];
-  for (int j = 0; j < 16; ++j) buf[j] = j < n ? p[j] : fill;
-  std::memcpy(v, buf, sizeof *v);
+  float buf[kLaneWidth];
+  for (int j = 0; j < kLaneWidth; ++j) buf[j] = j < n ? p[j] : fill;
+  std::memcpy(&v, buf, sizeof v);
+  return v;
 }
 
 typedef float Lanes8f __attribute__((vector_size(32)));
@@ -34,14 +47,10 @@ typedef double Lanes8d __attribute__((vector_size(64)));
 struct RowTotals {
   Lanes8d lanes[4] = {};
 
-  void add_row(const Lanes16 (&acc)[2]) {
-    for (int h = 0; h < 2; ++h) {
-      Lanes8f lo, hi;
-      std::memcpy(&lo, &acc[h], sizeof lo);
-      std::memcpy(&hi, reinterpret_cast<const char*>(&acc[h]) + sizeof lo, sizeof hi);
-      lanes[2 * h] += __builtin_convertvector(lo, Lanes8d);
-      lanes[2 * h + 1] += __builtin_convertvector(hi, Lanes8d);
-    }
+  void add_row(const Lanes (&acc)[kRowVectors]) {
+    Lanes8f row[4];
+    std::memcpy(row, acc, sizeof row);
+    for (int h = 0; h < 4; ++h) lanes[h] += __builtin_convertvector(row[h], Lanes8d);
   }
 
   double close() const {
@@ -53,51 +62,39 @@ struct RowTotals {
   }
 };
 
-// Calls step(a, l, n) for each 16-float step of a row of L floats, l = 0, 16, ..., into float accumulator
-// a = (l / 16) % 2; the last step may be partial (n < 16).
+// Calls step(a, l, n) for each kLaneWidth-float step of a row of L floats, l = 0, kLaneWidth, ..., into row vector
+// a = (l / kLaneWidth) % kRowVectors; the last step may be partial (n < kLaneWidth).
 template <typename Step>
 inline void for_steps(int64_t L, const Step& step) {
   int64_t l = 0;
-  for (; l + 32 <= L; l += 32) {
-    step(0, l, int64_t(16));
-    step(1, l + 16, int64_t(16));
-  }
-  if (l + 16 <= L) {
-    step(0, l, int64_t(16));
-    l += 16;
-    if (l < L) step(1, l, L - l);
-  } else if (l < L) {
-    step(0, l, L - l);
-  }
+  for (; l + kRowLanes <= L; l += kRowLanes)
+#pragma GCC unroll 8
+    for (int a = 0; a < kRowVectors; ++a) step(a, l + a * kLaneWidth, int64_t(kLaneWidth));
+  for (int a = 0; l < L; ++a, l += kLaneWidth) step(a, l, std::min<int64_t>(kLaneWidth, L - l));
 }
 
-// sum over the rows x[n * stride + l] (n < rows, l < L) of term(x), term applied in place to a vector of 16
-// values (a partial last step is padded with `fill` first).
+// sum over the rows x[n * stride + l] (n < rows, l < L) of term(x), term applied to a vector of values (a partial
+// last step is padded with `fill` first).
 template <typename Term>
 inline double channel_total(const float* x, int64_t rows, int64_t stride, int64_t L, float fill, const Term& term) {
   RowTotals total;
   for (int64_t n = 0; n < rows; ++n) {
     const float* row = x + n * stride;
-    Lanes16 acc[2] = {};
-    for_steps(L, [&](int a, int64_t l, int64_t k) {
-      Lanes16 v;
-      load(row + l, k, fill, &v);
-      term(v);
-      acc[a] += v;
-    });
+    Lanes acc[kRowVectors] = {};
+    for_steps(L, [&](int a, int64_t l, int64_t k) { acc[a] += term(load(row + l, k, fill)); });
     total.add_row(acc);
   }
   return total.close();
 }
 
 inline double channel_sum(const float* x, int64_t rows, int64_t stride, int64_t L) {
-  return channel_total(x, rows, stride, L, 0.0f, [](Lanes16&) {});
+  return channel_total(x, rows, stride, L, 0.0f, [](Lanes v) { return v; });
 }
 
 inline double channel_centred_squares(const float* x, int64_t rows, int64_t stride, int64_t L, float mean) {
-  return channel_total(x, rows, stride, L, mean, [mean](Lanes16& v) {  // mean-padded: the tail adds 0
+  return channel_total(x, rows, stride, L, mean, [mean](Lanes v) {  // mean-padded: the tail adds 0
     v -= mean;
-    v *= v;
+    return v * v;
   });
 }
 
@@ -106,17 +103,12 @@ inline void channel_grad_sums(const float* dy, const float* x, const float* relu
   RowTotals s, sc;
   for (int64_t n = 0; n < rows; ++n) {
     const int64_t at = n * stride;
-    Lanes16 acc_s[2] = {}, acc_sc[2] = {};
+    Lanes acc_s[kRowVectors] = {}, acc_sc[kRowVectors] = {};
     for_steps(L, [&](int a, int64_t l, int64_t k) {
-      Lanes16 g, d;
-      load(dy + at + l, k, 0.0f, &g);
-      if (relu_out) {
-        Lanes16 out;
-        load(relu_out + at + l, k, 0.0f, &out);
-        g = out > 0.0f ? g : Lanes16{};  // a lane-wise select
-      }
-      load(x + at + l, k, mean, &d);
-      d -= mean;
+      Lanes g = load(dy + at + l, k, 0.0f);
+      if (relu_out)  // g where the output is > 0, else +0 (a mask, not a select: GCC scalarised the select)
+        g = reinterpret_cast<Lanes>(reinterpret_cast<LanesMask>(g) & (load(relu_out + at + l, k, 0.0f) > 0.0f));
+      const Lanes d = load(x + at + l, k, mean) - mean;
       acc_s[a] += g;
       acc_sc[a] += g * d;
     });
