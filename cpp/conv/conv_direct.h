@@ -741,8 +741,8 @@ inline __m256 lane_sums8(const __m256* v) {
 // dy is read by the FMAs from the transposed image in L1. Per kernel row, the lower 8 filters' taps go in first,
 // then the upper 8's (each dx element sums its terms in that order). dy's row pointer is made opaque to the
 // compiler at each tap: otherwise GCC keeps the row's 20 vectors, loaded once for all 5 taps, in registers it does
-// not have, and spills them and the accumulators around every FMA (one image, 1 thread: 54 -> 73 GFLOP/s; with
-// both halves per tap, 38).
+// not have, and spills them and the accumulators around every FMA (one image's rows in a standalone harness, Zen 3,
+// 1 thread: 54 -> 73 GFLOP/s; opaque but with both halves per tap, 38).
 template <int S>
 void channel_vector_backward_isa(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx,
                                  float* dw, float* db) {
