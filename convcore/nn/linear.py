@@ -88,10 +88,10 @@ class Flatten(Module):
 
     def backward(self, dy, input_grad=True):
         shape = self._saved(self._shape, "input shape")
+        out_shape = (shape[0], math.prod(shape[1:]))
         dy = as_tensor(dy, "dy")
-        if dy.shape != (shape[0], math.prod(shape[1:])):
-            raise ValueError(f"dy must have Flatten's output shape {(shape[0], math.prod(shape[1:]))} for its input "
-                             f"{shape}, got {dy.shape}")
+        if dy.shape != out_shape:
+            raise ValueError(f"dy must have Flatten's output shape {out_shape} for its input {shape}, got {dy.shape}")
         return dy.reshape(shape)
 
     def _release(self):

@@ -329,10 +329,10 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
                   vec wv[KV];
                   for (int v = 0; v < KV; ++v) std::memcpy(&wv[v], wk + v * VL, sizeof(vec));
                   const float* xt = row + t * dwid;
-                  // with 16 registers, x's pointer is made opaque at each tap: GCC otherwise keeps the broadcasts
-                  // shared by neighbouring taps (pixel j at tap t is pixel j + 1 at t - 1) across the unrolled taps
-                  // and spills accumulators through the stack (measured Zen 3, 1 thread, LeNet conv2 n=64 forward
-                  // 0.53 -> 0.38 ms)
+                  // with AVX2's 16 registers, x's pointer is made opaque at each tap: GCC otherwise keeps the
+                  // broadcasts shared by neighbouring taps (pixel j at tap t is pixel j + 1 at t - 1) across the
+                  // unrolled taps and spills accumulators through the stack (measured Zen 3, 1 thread, LeNet conv2
+                  // n=64 forward 0.53 -> 0.38 ms)
                   if constexpr (VL == 8) __asm__ volatile("" : "+r"(xt));
                   for (int j = 0; j < QT; ++j) {
                     const float xv = xt[j * sw];
