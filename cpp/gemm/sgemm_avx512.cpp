@@ -251,6 +251,14 @@ inline void transpose_16x16(__m512 r[16]) {
   for (int c = 0; c < 16; ++c) r[c] = t[c];
 }
 
+// The first `count` floats at p (mask m of count lanes), zeros above: a plain load for 16 and 8 (8x8 images' rows),
+// masked otherwise.
+inline __m512 load_first_16(const float* p, int64_t count, __mmask16 m) {
+  if (count == 16) return _mm512_loadu_ps(p);
+  if (count == 8) return _mm512_zextps256_ps512(_mm256_loadu_ps(p));
+  return _mm512_maskz_loadu_ps(m, p);
+}
+
 // PackTransposedKernel: blocks of 16 source rows x 16 elements, loaded as rows (masked past len), transposed in
 // registers, stored as 16-lane rows of dst (masked past width); lanes past count are zero. Full blocks move plain
 // (masked moves with full masks cost on AMD Zen 5: squares 1024 and 2048 1.02-1.05x, one thread).
@@ -271,8 +279,7 @@ void pack_transposed_16x16(const float* base, const int64_t* offsets, int64_t co
       __m512 r[16];
       for (int i = 0; i < 16; ++i) {
         const float* src = base + offsets[i0 + i] + k0;
-        r[i] = i < rows ? _mm512_mul_ps(scale, m == 0xFFFF ? _mm512_loadu_ps(src) : _mm512_maskz_loadu_ps(m, src))
-                        : _mm512_setzero_ps();
+        r[i] = i < rows ? _mm512_mul_ps(scale, load_first_16(src, cols, m)) : _mm512_setzero_ps();
       }
       transpose_16x16(r);
       for (int c = 0; c < cols; ++c) {
@@ -312,16 +319,28 @@ void pack_rows_16(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, f
   }
 }
 
-// PackGatheredKernel: each row as 16-lane vectors, the last one masked (a library copy per row of at most a few
-// vectors cost more in its call than in its copy: 10% of a strided first layer's forward).
+// PackGatheredKernel: each row as 16-lane vectors, then 8 and 4 lanes, the last 1-3 masked (a library copy per row
+// of at most a few vectors cost more in its call than in its copy: 10% of a strided first layer's forward; masked
+// moves cost on AMD Zen 5, and 8x8 images' rows took one each).
 void pack_gathered_16(const float* base, const int64_t* offsets, int64_t count, int64_t len, int64_t width,
                       float* dst) {
   const int64_t full = len / 16 * 16;
-  const __mmask16 tail = __mmask16((1u << (len - full)) - 1);
   for (int64_t k = 0; k < count; ++k, dst += width) {
     const float* src = base + offsets[k];
     for (int64_t j = 0; j < full; j += 16) _mm512_storeu_ps(dst + j, _mm512_loadu_ps(src + j));
-    if (tail) _mm512_mask_storeu_ps(dst + full, tail, _mm512_maskz_loadu_ps(tail, src + full));
+    int64_t j = full;
+    if (len - j >= 8) {
+      _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
+      j += 8;
+    }
+    if (len - j >= 4) {
+      _mm_storeu_ps(dst + j, _mm_loadu_ps(src + j));
+      j += 4;
+    }
+    if (j < len) {
+      const __mmask16 rest = __mmask16((1u << (len - j)) - 1);
+      _mm512_mask_storeu_ps(dst + j, rest, _mm512_maskz_loadu_ps(rest, src + j));
+    }
   }
 }
 
