@@ -47,13 +47,17 @@ inline __m512i load_offsets(__mmask16 m, const uint8_t* p, const uint8_t* end) {
                                                           : _mm_maskz_loadu_epi8(m, p));
 }
 
-// Even / odd columns of the 2*n floats at p (n <= 16), in order; end: the end of p's array (load_lanes).
-inline void deinterleave(const float* p, const StepMasks& m, const float* end, __m512* even, __m512* odd) {
+// Even / odd columns of the 32 floats lo, hi, in order.
+inline void deinterleave(__m512 lo, __m512 hi, __m512* even, __m512* odd) {
   const __m512i even_index = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd_index = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  const __m512 lo = load_lanes(m.in_lo, p, end), hi = load_lanes(m.in_hi, p + 16, end);
   *even = _mm512_permutex2var_ps(lo, even_index, hi);
   *odd = _mm512_permutex2var_ps(lo, odd_index, hi);
+}
+
+// The same from the 2*n floats at p (n <= 16); end: the end of p's array (load_lanes).
+inline void deinterleave(const float* p, const StepMasks& m, const float* end, __m512* even, __m512* odd) {
+  deinterleave(load_lanes(m.in_lo, p, end), load_lanes(m.in_hi, p + 16, end), even, odd);
 }
 
 // Interleaves u, v into the 2*n floats u0 v0 u1 v1 ... at p.
@@ -285,18 +289,29 @@ inline StepMasks window_masks(int64_t n) {
 }
 
 // fn(v, ih, kw) for each element of the windows of a step of interior outputs from ow (rows [ih_lo, ih_hi)), in
-// the scalar order: v holds the element of each output's window, by a de-interleaved load (x_end: the input's end).
+// the scalar order: v holds the element of each output's window, by a de-interleaved load: plain loads of 32
+// floats where the step's last ones lie before x_end (the input's end), else masked.
 template <typename Fn>
 CONVCORE_ROW void for_window_elements(const float* xp, const float* x_end, const PoolGeometry& g, int64_t ow,
                                       const StepMasks& m, int64_t ih_lo, int64_t ih_hi, const Fn& fn) {
-  for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
-    const float* row = xp + ih * g.W + 2 * ow - g.PW;
+  const float* first = xp + 2 * ow - g.PW;
+  if (first + (ih_hi - 1) * g.W + g.KW - 1 + 32 <= x_end) {
+    for (int64_t ih = ih_lo; ih < ih_hi; ++ih)
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const float* p = first + ih * g.W + kw;
+        __m512 v, unused;
+        deinterleave(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16), &v, &unused);
+        fn(v, ih, kw);
+      }
+    return;
+  }
+  for (int64_t ih = ih_lo; ih < ih_hi; ++ih)
     for (int64_t kw = 0; kw < g.KW; ++kw) {
+      const float* p = first + ih * g.W + kw;
       __m512 v, unused;
-      deinterleave(row + kw, m, x_end, &v, &unused);
+      deinterleave(_mm512_maskz_loadu_ps(m.in_lo, p), _mm512_maskz_loadu_ps(m.in_hi, p + 16), &v, &unused);
       fn(v, ih, kw);
     }
-  }
 }
 
 // Column stride 2, any window: edge columns by max_window; interior columns up to 16 at a time, scanned in the
@@ -362,16 +377,16 @@ void avg_stride2_forward(const float* x, float* y, int64_t planes, const PoolGeo
 }
 
 // Adds g[j] to dx_row[2*j] for the step's outputs j (the window column's 2n - 1 floats at dx_row, read and
-// written back masked; the odd ones get 0). row_end: the end of dx_row's row.
-inline void add_strided(float* dx_row, const float* row_end, const StepMasks& m, __m512 g) {
+// written back masked; the odd ones get 0).
+inline void add_strided(float* dx_row, const StepMasks& m, __m512 g) {
   const __m512i lo_index = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_index = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   const __m512 zero = _mm512_setzero_ps();
-  const __m512 lo = _mm512_add_ps(load_lanes(m.in_lo, dx_row, row_end), _mm512_permutex2var_ps(g, lo_index, zero));
+  const __m512 lo = _mm512_add_ps(_mm512_maskz_loadu_ps(m.in_lo, dx_row), _mm512_permutex2var_ps(g, lo_index, zero));
   const __m512 hi =
-      _mm512_add_ps(load_lanes(m.in_hi, dx_row + 16, row_end), _mm512_permutex2var_ps(g, hi_index, zero));
-  store_lanes(dx_row, m.in_lo, lo);
-  store_lanes(dx_row + 16, m.in_hi, hi);
+      _mm512_add_ps(_mm512_maskz_loadu_ps(m.in_hi, dx_row + 16), _mm512_permutex2var_ps(g, hi_index, zero));
+  _mm512_mask_storeu_ps(dx_row, m.in_lo, lo);
+  _mm512_mask_storeu_ps(dx_row + 16, m.in_hi, hi);
 }
 
 // The stride-2 average pooling backward (avg_stride2_backward_rows): a step adds its outputs' shares for one window
@@ -379,9 +394,9 @@ inline void add_strided(float* dx_row, const float* row_end, const StepMasks& m,
 void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
                           bool count_include_pad) {
   avg_stride2_backward_rows<16>(dy, dx, planes, g, count_include_pad,
-                                [](float* dx_at, const float* shares, int64_t n, int64_t inside) {
+                                [](float* dx_at, const float* shares, int64_t n, int64_t) {
                                   const StepMasks m = window_masks(n);
-                                  add_strided(dx_at, dx_at + inside, m, load_lanes(m.out, shares, shares + n));
+                                  add_strided(dx_at, m, _mm512_maskz_loadu_ps(m.out, shares));
                                 });
 }
 

@@ -138,10 +138,9 @@ void avg_stride2_backward_rows(const float* dy, float* dx, int64_t planes, const
   }
 }
 
-// Outputs [begin, end) of one output row; top/bot are the two input rows (W >= 2*end).
-inline void max_2x2_row_scalar(const float* top, const float* bot, float* y, uint8_t* offsets, int64_t begin,
-                               int64_t end) {
-  for (int64_t o = begin; o < end; ++o) {
+// The OW outputs of one output row; top/bot are the two input rows (W >= 2*OW).
+inline void max_2x2_row_scalar(const float* top, const float* bot, float* y, uint8_t* offsets, int64_t OW) {
+  for (int64_t o = 0; o < OW; ++o) {
     const float window[4] = {top[2 * o], top[2 * o + 1], bot[2 * o], bot[2 * o + 1]};
     float best = window[0];
     uint8_t best_offset = 0;
@@ -155,11 +154,10 @@ inline void max_2x2_row_scalar(const float* top, const float* bot, float* y, uin
   }
 }
 
-// dx rows top/bot for outputs [begin, end): dy routed to the stored offset, 0 elsewhere (0 + dy, as
-// the reference's zero-fill-and-add gives, so -0 becomes +0).
-inline void max_2x2_row_backward_scalar(const float* dy, const uint8_t* offsets, float* top, float* bot,
-                                        int64_t begin, int64_t end) {
-  for (int64_t o = begin; o < end; ++o) {
+// dx rows top/bot for the OW outputs: dy routed to the stored offset, 0 elsewhere (0 + dy, as the reference's
+// zero-fill-and-add gives, so -0 becomes +0).
+inline void max_2x2_row_backward_scalar(const float* dy, const uint8_t* offsets, float* top, float* bot, int64_t OW) {
+  for (int64_t o = 0; o < OW; ++o) {
     const float g = 0.0f + dy[o];
     const uint8_t k = offsets[o];
     top[2 * o] = k == 0 ? g : 0.0f;
@@ -170,8 +168,8 @@ inline void max_2x2_row_backward_scalar(const float* dy, const uint8_t* offsets,
 }
 
 // Sum in the reference's order (0 + a + b + c + d), times 1/4 (== / 4 exactly).
-inline void avg_2x2_row_scalar(const float* top, const float* bot, float* y, int64_t begin, int64_t end) {
-  for (int64_t o = begin; o < end; ++o) {
+inline void avg_2x2_row_scalar(const float* top, const float* bot, float* y, int64_t OW) {
+  for (int64_t o = 0; o < OW; ++o) {
     float sum = 0.0f;
     sum += top[2 * o];
     sum += top[2 * o + 1];
@@ -181,8 +179,8 @@ inline void avg_2x2_row_scalar(const float* top, const float* bot, float* y, int
   }
 }
 
-inline void avg_2x2_row_backward_scalar(const float* dy, float* top, float* bot, int64_t begin, int64_t end) {
-  for (int64_t o = begin; o < end; ++o) {
+inline void avg_2x2_row_backward_scalar(const float* dy, float* top, float* bot, int64_t OW) {
+  for (int64_t o = 0; o < OW; ++o) {
     const float g = 0.0f + dy[o] * 0.25f;
     top[2 * o] = g;
     top[2 * o + 1] = g;
