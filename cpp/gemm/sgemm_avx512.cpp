@@ -252,18 +252,76 @@ inline void transpose_16x16(__m512 r[16]) {
 }
 
 // The first `count` floats at p (mask m of count lanes), zeros above: a plain load for 16 and 8 (8x8 images' rows),
-// masked otherwise.
+// masked otherwise. (Zero-masking forms here and below: the plain ones' undefined pass-through draws GCC 12
+// warnings.)
 inline __m512 load_first_16(const float* p, int64_t count, __mmask16 m) {
   if (count == 16) return _mm512_loadu_ps(p);
-  if (count == 8) return _mm512_zextps256_ps512(_mm256_loadu_ps(p));
+  if (count == 8) return _mm512_maskz_insertf32x8(0xFFFF, _mm512_setzero_ps(), _mm256_loadu_ps(p), 0);
   return _mm512_maskz_loadu_ps(m, p);
+}
+
+// The 8 x 16 block whose row i is r[i], transposed: u[j] = columns 2j and 2j + 1 (8 floats each), so that u[0..7]
+// in order are the transpose's 16 rows of 8. Per 128-bit lane: rows interleaved in pairs, then columns 4L + q of
+// rows 0-3 (s[q]) and 4-7 (s[4 + q]); then the lanes gathered across registers.
+inline void transpose_8x16(const __m512 r[8], __m512 u[8]) {
+  const __mmask16 all = 0xFFFF;  // the zero-masking forms: GCC 12 warns (-Wmaybe-uninitialized) on the plain ones
+  __m512 t[8], s[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm512_maskz_unpacklo_ps(all, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_ps(all, r[i], r[i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 4h..4h+3
+    s[4 * h] = _mm512_maskz_shuffle_ps(all, t[4 * h], t[4 * h + 2], 0x44);
+    s[4 * h + 1] = _mm512_maskz_shuffle_ps(all, t[4 * h], t[4 * h + 2], 0xEE);
+    s[4 * h + 2] = _mm512_maskz_shuffle_ps(all, t[4 * h + 1], t[4 * h + 3], 0x44);
+    s[4 * h + 3] = _mm512_maskz_shuffle_ps(all, t[4 * h + 1], t[4 * h + 3], 0xEE);
+  }
+  __m512 low[4], high[4];  // low[q]: columns q, 4 + q of rows 0-3 then 4-7; high[q]: columns 8 + q, 12 + q
+  for (int q = 0; q < 4; ++q) {
+    low[q] = _mm512_maskz_shuffle_f32x4(all, s[q], s[4 + q], 0x44);
+    high[q] = _mm512_maskz_shuffle_f32x4(all, s[q], s[4 + q], 0xEE);
+  }
+  for (int q = 0; q < 4; q += 2) {  // columns q, q + 1 (and 4, 8, 12 further) side by side
+    u[q / 2] = _mm512_maskz_shuffle_f32x4(all, low[q], low[q + 1], 0x88);
+    u[2 + q / 2] = _mm512_maskz_shuffle_f32x4(all, low[q], low[q + 1], 0xDD);
+    u[4 + q / 2] = _mm512_maskz_shuffle_f32x4(all, high[q], high[q + 1], 0x88);
+    u[6 + q / 2] = _mm512_maskz_shuffle_f32x4(all, high[q], high[q + 1], 0xDD);
+  }
+}
+
+// PackTransposedKernel for width 8 (the 8-row tile's A panels): blocks of 8 rows x 16 elements, whose transposes
+// are 16 rows of 8, 128 consecutive floats of dst, stored plain (the 16 x 16 blocks transposed as many zero rows
+// and stored 8 lanes masked: 8% of a 2048-square product on Zen 5, one thread).
+void pack_transposed_8(const float* base, const int64_t* offsets, int64_t count, int64_t len, float alpha,
+                       float* dst) {
+  const __m512 scale = _mm512_set1_ps(alpha);
+  for (int64_t k0 = 0; k0 < len; k0 += 16) {
+    const int64_t cols = std::min<int64_t>(16, len - k0);
+    const __mmask16 m = __mmask16((1u << cols) - 1);
+    __m512 r[8], u[8];
+    for (int i = 0; i < 8; ++i)
+      r[i] = i < count ? _mm512_mul_ps(scale, load_first_16(base + offsets[i] + k0, cols, m)) : _mm512_setzero_ps();
+    transpose_8x16(r, u);
+    float* out = dst + k0 * 8;
+    for (int j = 0; j < 8 && 2 * j < cols; ++j) {
+      if (2 * j + 1 < cols)
+        _mm512_storeu_ps(out + 16 * j, u[j]);
+      else
+        _mm256_storeu_ps(out + 16 * j, _mm512_maskz_extractf32x8_ps(0xFF, u[j], 0));
+    }
+  }
 }
 
 // PackTransposedKernel: blocks of 16 source rows x 16 elements, loaded as rows (masked past len), transposed in
 // registers, stored as 16-lane rows of dst (masked past width); lanes past count are zero. Full blocks move plain
-// (masked moves with full masks cost on AMD Zen 5: squares 1024 and 2048 1.02-1.05x, one thread).
+// (masked moves with full masks cost on AMD Zen 5: squares 1024 and 2048 1.02-1.05x, one thread). Width 8 goes
+// to pack_transposed_8.
 void pack_transposed_16x16(const float* base, const int64_t* offsets, int64_t count, int64_t width, int64_t len,
                            float alpha, float* dst) {
+  if (width == 8) {
+    pack_transposed_8(base, offsets, count, len, alpha, dst);
+    return;
+  }
   const __m512 scale = _mm512_set1_ps(alpha);
   for (int64_t i0 = 0; i0 < width; i0 += 16) {
     const int64_t rows = std::clamp<int64_t>(count - i0, 0, 16);
