@@ -22,8 +22,8 @@ inline void deinterleave(const float* p, __m256* even, __m256* odd) {
 
 // The first n <= 8 floats at p in the low lanes: all 8 by a plain load where they lie before `end` (the end of the
 // array p points into; the lanes past n then hold whatever lies there, which callers never store), else masked
-// (zeros past n; nothing past p + n is read). Masked loads are slow on AMD's cores, and from memory they ran
-// a third as fast as plain ones on Zen 5 with AVX-512's.
+// (zeros past n; nothing past p + n is read). Masked loads are slow on AMD's cores (on Zen 5, AVX-512's read
+// memory at a third of the plain loads' speed).
 inline __m256 load_first(const float* p, int64_t n, const float* end) {
   return p + 8 <= end ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_lanes(n));
 }
@@ -94,7 +94,7 @@ void max_2x2_row(const float* top, const float* bot, const float* x_end, float* 
     _mm256_storeu_ps(y + o, restore_order(best));
     store_offsets(offsets + o, restore_order(offset));
   }
-  if (o < OW) {  // the last n < 8 outputs: one masked step (copies through memory: a quarter of LeNet's s2 forward)
+  if (o < OW) {  // the last n < 8 outputs: one partial step (copies through memory: a quarter of LeNet's s2 forward)
     const int64_t n = OW - o;
     deinterleave_first(top + 2 * o, n, x_end, &a, &b);
     deinterleave_first(bot + 2 * o, n, x_end, &c, &d);
@@ -130,7 +130,7 @@ void max_2x2_row_backward(const float* dy, const float* dy_end, const uint8_t* o
     route_2x2(_mm256_loadu_ps(dy + o),
               _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(offsets + o))), top + 2 * o,
               bot + 2 * o);
-  if (o < OW) {  // the last n < 8 outputs, masked (the scalar loop's branches on random offsets mispredicted)
+  if (o < OW) {  // the last n < 8 outputs: one partial step (the scalar loop's branches on random offsets mispredicted)
     const int64_t n = OW - o;
     const __m128i bytes = _mm_cvtsi64_si128(static_cast<int64_t>(load_bytes(offsets + o, n, offsets_end)));
     route_2x2(load_first(dy + o, n, dy_end), _mm256_cvtepu8_epi32(bytes), top + 2 * o, bot + 2 * o, n);
