@@ -25,7 +25,7 @@ inline void deinterleave(const float* p, __m256* even, __m256* odd) {
 // (zeros past n; nothing past p + n is read). Masked loads are slow on AMD's cores (on Zen 5, AVX-512's read
 // memory at a third of the plain loads' speed).
 inline __m256 load_first(const float* p, int64_t n, const float* end) {
-  return p + 8 <= end ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_lanes(n));
+  return end - p >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_lanes(n));
 }
 
 // The same as deinterleave from the first 2n floats at p (n < 8; end as load_first's).
@@ -75,7 +75,7 @@ inline void store_bytes(uint8_t* p, uint64_t bits, int64_t n) {
 // Bytes p[b] for b < n <= 8 as byte b of the result: all 8 by one load where they lie before `end`.
 inline uint64_t load_bytes(const uint8_t* p, int64_t n, const uint8_t* end) {
   uint64_t bits = 0;
-  if (p + 8 <= end) {
+  if (end - p >= 8) {
     std::memcpy(&bits, p, 8);
     return bits;
   }
@@ -215,7 +215,7 @@ template <typename Fn>
 inline void for_window_elements(const float* xp, const float* x_end, const PoolGeometry& g, int64_t ow, int64_t n,
                                 int64_t ih_lo, int64_t ih_hi, const Fn& fn) {
   const float* first = xp + 2 * ow - g.PW;
-  if (first + (ih_hi - 1) * g.W + g.KW - 1 + 16 <= x_end) {
+  if (x_end - first >= (ih_hi - 1) * g.W + g.KW - 1 + 16) {
     for (int64_t ih = ih_lo; ih < ih_hi; ++ih)
       for (int64_t kw = 0; kw < g.KW; ++kw) {
         __m256 v, unused;

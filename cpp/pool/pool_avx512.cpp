@@ -27,7 +27,7 @@ inline StepMasks step_masks(int64_t n) {
 // A load reads all 16 floats where they lie before `end` (the end of the array p points into; the lanes past the
 // mask then hold whatever lies there, which callers never store), else the masked lanes and zeros.
 inline __m512 load_lanes(__mmask16 m, const float* p, const float* end) {
-  return p + 16 <= end ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+  return end - p >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
 }
 inline void store_lanes(float* p, __mmask16 m, __m512 v) {
   if (m == 0xFFFF)
@@ -43,7 +43,7 @@ inline void store_offsets(uint8_t* p, __mmask16 m, __m512i k) {
     _mm512_mask_cvtepi32_storeu_epi8(p, m, k);
 }
 inline __m512i load_offsets(__mmask16 m, const uint8_t* p, const uint8_t* end) {
-  return _mm512_maskz_cvtepu8_epi32(0xFFFF, p + 16 <= end ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
+  return _mm512_maskz_cvtepu8_epi32(0xFFFF, end - p >= 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
                                                           : _mm_maskz_loadu_epi8(m, p));
 }
 
@@ -295,7 +295,7 @@ template <typename Fn>
 CONVCORE_ROW void for_window_elements(const float* xp, const float* x_end, const PoolGeometry& g, int64_t ow,
                                       const StepMasks& m, int64_t ih_lo, int64_t ih_hi, const Fn& fn) {
   const float* first = xp + 2 * ow - g.PW;
-  if (first + (ih_hi - 1) * g.W + g.KW - 1 + 32 <= x_end) {
+  if (x_end - first >= (ih_hi - 1) * g.W + g.KW - 1 + 32) {
     for (int64_t ih = ih_lo; ih < ih_hi; ++ih)
       for (int64_t kw = 0; kw < g.KW; ++kw) {
         const float* p = first + ih * g.W + kw;
