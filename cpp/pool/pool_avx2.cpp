@@ -295,28 +295,20 @@ void avg_stride2_forward(const float* x, float* y, int64_t planes, const PoolGeo
   }
 }
 
-// Adds g[j] to p[2*j] for the step's n <= 8 outputs j: the window column's floats from p, at most `inside` of them
-// (to the row's end), read and written back with 0 added to the odd ones; the last output's odd partner only
-// where it lies inside the row (past it may be another thread's plane).
-inline void add_strided(float* p, __m256 g, int64_t n, int64_t inside) {
-  const __m256 zero = _mm256_setzero_ps();
-  const __m256 lo = _mm256_unpacklo_ps(g, zero), hi = _mm256_unpackhi_ps(g, zero);
-  const int64_t count = std::min(2 * n, inside), c1 = std::min<int64_t>(count, 8), c2 = count - c1;
-  store_first_lanes(p, _mm256_add_ps(_mm256_maskload_ps(p, first_lanes(c1)), _mm256_permute2f128_ps(lo, hi, 0x20)),
-                    c1);
-  store_first_lanes(p + 8,
-                    _mm256_add_ps(_mm256_maskload_ps(p + 8, first_lanes(c2)), _mm256_permute2f128_ps(lo, hi, 0x31)),
-                    c2);
-}
-
-// The stride-2 average pooling backward (avg_stride2_backward_rows): a step adds its outputs' shares for one window
-// element to every other dx element of the window row.
+// The stride-2 average pooling backward (avg_stride2_backward_rows): 8 dx floats a step, the window elements'
+// shares added from the spread row.
 void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
                           bool count_include_pad) {
-  avg_stride2_backward_rows<8>(dy, dx, planes, g, count_include_pad,
-                               [](float* dx_at, const float* shares, int64_t n, int64_t inside) {
-                                 add_strided(dx_at, _mm256_maskload_ps(shares, first_lanes(n)), n, inside);
-                               });
+  avg_stride2_backward_rows(dy, dx, planes, g, count_include_pad,
+                            [](float* dx_at, const float* spread_at, int64_t count, int64_t KW) {
+                              for (int64_t j = 0; j < count; j += 8) {
+                                const int64_t n = std::min<int64_t>(8, count - j);
+                                __m256 v = load_first(dx_at + j, n, dx_at + count);
+                                for (int64_t kw = KW - 1; kw >= 0; --kw)
+                                  v = _mm256_add_ps(v, _mm256_loadu_ps(spread_at + j - kw));
+                                store_first_lanes(dx_at + j, v, n);
+                              }
+                            });
 }
 
 }  // namespace

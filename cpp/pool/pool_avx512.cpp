@@ -376,28 +376,20 @@ void avg_stride2_forward(const float* x, float* y, int64_t planes, const PoolGeo
   }
 }
 
-// Adds g[j] to dx_row[2*j] for the step's outputs j (the window column's 2n - 1 floats at dx_row, read and
-// written back masked; the odd ones get 0).
-inline void add_strided(float* dx_row, const StepMasks& m, __m512 g) {
-  const __m512i lo_index = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i hi_index = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  const __m512 zero = _mm512_setzero_ps();
-  const __m512 lo = _mm512_add_ps(_mm512_maskz_loadu_ps(m.in_lo, dx_row), _mm512_permutex2var_ps(g, lo_index, zero));
-  const __m512 hi =
-      _mm512_add_ps(_mm512_maskz_loadu_ps(m.in_hi, dx_row + 16), _mm512_permutex2var_ps(g, hi_index, zero));
-  _mm512_mask_storeu_ps(dx_row, m.in_lo, lo);
-  _mm512_mask_storeu_ps(dx_row + 16, m.in_hi, hi);
-}
-
-// The stride-2 average pooling backward (avg_stride2_backward_rows): a step adds its outputs' shares for one window
-// element to every other dx element of the window row.
+// The stride-2 average pooling backward (avg_stride2_backward_rows): 16 dx floats a step, the window elements'
+// shares added from the spread row.
 void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
                           bool count_include_pad) {
-  avg_stride2_backward_rows<16>(dy, dx, planes, g, count_include_pad,
-                                [](float* dx_at, const float* shares, int64_t n, int64_t) {
-                                  const StepMasks m = window_masks(n);
-                                  add_strided(dx_at, m, _mm512_maskz_loadu_ps(m.out, shares));
-                                });
+  avg_stride2_backward_rows(dy, dx, planes, g, count_include_pad,
+                            [](float* dx_at, const float* spread_at, int64_t count, int64_t KW) {
+                              for (int64_t j = 0; j < count; j += 16) {
+                                const __mmask16 m = count - j >= 16 ? 0xFFFF : __mmask16((1u << (count - j)) - 1);
+                                __m512 v = load_lanes(m, dx_at + j, dx_at + count);
+                                for (int64_t kw = KW - 1; kw >= 0; --kw)
+                                  v = _mm512_add_ps(v, _mm512_loadu_ps(spread_at + j - kw));
+                                store_lanes(dx_at + j, m, v);
+                              }
+                            });
 }
 
 #undef CONVCORE_ROW

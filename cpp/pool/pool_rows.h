@@ -107,15 +107,22 @@ inline float stride2_divisor(const PoolGeometry& g, int64_t oh, bool count_inclu
 
 // The backward of a stride-2 average pooling, one output row at a time into a zeroed dx: edge outputs one by one
 // as the reference does (avg_window_backward); the others' shares (dy / divisor, the same division) computed once
-// per row, then added by steps of up to LANES outputs and window element, kernel columns from last to first:
-// add(dx_at, shares, n, inside) adds shares[j] to dx_at[2j] for j < n, inside being the floats from dx_at to the
-// row's end. Each dx element then receives its outputs' contributions in the reference's order (output rows, then
-// columns, ascending), so the sums are the same bits.
-template <int64_t LANES, typename Add>
+// per row into every other float of a zero-padded row, spread[2 * ow] (offset by the padding), so that what window
+// element kw of any interior output adds to dx element e is spread[e + PW - kw] (0 where none lands there). Each
+// dx row the windows cover is then read and written once: add(dx_at, spread_at, count, KW) adds to dx_at[j], for
+// j < count, spread_at[j - kw] for kw from KW - 1 down to 0 (a step's vector of each lies in the buffer). Each dx
+// element so receives its outputs' contributions in the reference's order (output rows, then columns, ascending:
+// window element kw of output ow lands where element kw + 2 of output ow - 1 does) and zeros where no window
+// lies, which change nothing (dx is never -0: it starts at +0), so the sums are the same bits. (Adding window
+// element by element, each step read back the floats the step before had stored, shifted by one.)
+template <typename Add>
 void avg_stride2_backward_rows(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
                                bool count_include_pad, const Add& add) {
   const Stride2Columns cols = stride2_columns(g);
-  std::vector<float> shares(static_cast<size_t>(g.OW));
+  const int64_t lo = std::max<int64_t>(0, 2 * cols.begin - g.PW);           // the dx columns interior windows cover
+  const int64_t hi = std::min(g.W, 2 * (cols.end - 1) - g.PW + g.KW);
+  const int64_t front = g.KW;                                                // zeros before spread[0]
+  std::vector<float> spread(static_cast<size_t>(front + g.W + g.PW + 16), 0.0f);
   for (int64_t p = 0; p < planes; ++p) {
     float* dxp = dx + p * g.H * g.W;
     std::fill(dxp, dxp + g.H * g.W, 0.0f);
@@ -123,15 +130,11 @@ void avg_stride2_backward_rows(const float* dy, float* dx, int64_t planes, const
       const float* dy_row = dy + (p * g.OH + oh) * g.OW;
       const int64_t ih0 = oh * g.SH - g.PH;
       for (int64_t ow = 0; ow < cols.begin; ++ow) avg_window_backward(dy_row[ow], g, oh, ow, count_include_pad, dxp);
-      const float divisor = stride2_divisor(g, oh, count_include_pad);
-      for (int64_t ow = cols.begin; ow < cols.end; ++ow) shares[ow] = dy_row[ow] / divisor;
-      for (int64_t kh = std::max<int64_t>(0, -ih0); kh < std::min(g.KH, g.H - ih0); ++kh) {
-        float* dx_row = dxp + (ih0 + kh) * g.W;
-        for (int64_t kw = g.KW - 1; kw >= 0; --kw)
-          for (int64_t ow = cols.begin; ow < cols.end; ow += LANES) {
-            const int64_t at = 2 * ow - g.PW + kw;
-            add(dx_row + at, shares.data() + ow, std::min(LANES, cols.end - ow), g.W - at);
-          }
+      if (cols.begin < cols.end) {
+        const float divisor = stride2_divisor(g, oh, count_include_pad);
+        for (int64_t ow = cols.begin; ow < cols.end; ++ow) spread[front + 2 * ow] = dy_row[ow] / divisor;
+        for (int64_t kh = std::max<int64_t>(0, -ih0); kh < std::min(g.KH, g.H - ih0); ++kh)
+          add(dxp + (ih0 + kh) * g.W + lo, spread.data() + front + lo + g.PW, hi - lo, g.KW);
       }
       for (int64_t ow = cols.end; ow < g.OW; ++ow) avg_window_backward(dy_row[ow], g, oh, ow, count_include_pad, dxp);
     }
