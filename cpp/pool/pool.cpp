@@ -2,7 +2,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <utility>
 #include <vector>
 
 #include "convcore/dispatch.h"
@@ -55,13 +54,8 @@ void max_pool2d_backward_generic(const T* dy, const uint8_t* offsets, T* dx, int
     col_of[k] = static_cast<int16_t>(inside ? k % g.KW : 0);
     delta[k] = inside ? row_of[k] * g.W + col_of[k] : 0;
   }
-  const auto inner = [](int64_t pad, int64_t stride, int64_t kernel, int64_t size, int64_t outputs) {
-    const int64_t first = std::min((pad + stride - 1) / stride, outputs);  // first window starting inside
-    const int64_t room = size + pad - kernel;                               // last one ending inside: room / stride
-    return std::pair<int64_t, int64_t>{first, std::max(first, std::min(outputs, room < 0 ? 0 : room / stride + 1))};
-  };
-  const auto [oh_lo, oh_hi] = inner(g.PH, g.SH, g.KH, g.H, g.OH);
-  const auto [ow_lo, ow_hi] = inner(g.PW, g.SW, g.KW, g.W, g.OW);
+  const InnerWindows inner_rows = inner_windows(g.H, g.PH, g.SH, g.KH, g.OH);
+  const InnerWindows inner_cols = inner_windows(g.W, g.PW, g.SW, g.KW, g.OW);
   for (int64_t p = 0; p < planes; ++p) {
     T* dxp = dx + p * g.H * g.W;
     std::fill(dxp, dxp + g.H * g.W, T(0));
@@ -72,18 +66,18 @@ void max_pool2d_backward_generic(const T* dy, const uint8_t* offsets, T* dx, int
       if (row_of[k] >= 0 && ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) dxp[ih * g.W + iw] += dy[o];
     };
     for (int64_t oh = 0; oh < g.OH; ++oh) {
-      if (oh < oh_lo || oh >= oh_hi) {
+      if (oh < inner_rows.begin || oh >= inner_rows.end) {
         for (int64_t ow = 0; ow < g.OW; ++ow) checked(oh, ow);
         continue;
       }
-      for (int64_t ow = 0; ow < ow_lo; ++ow) checked(oh, ow);
+      for (int64_t ow = 0; ow < inner_cols.begin; ++ow) checked(oh, ow);
       const int64_t row = (p * g.OH + oh) * g.OW;
       const int64_t origin = (oh * g.SH - g.PH) * g.W - g.PW;  // of window 0, were it inside
-      for (int64_t ow = ow_lo; ow < ow_hi; ++ow) {
+      for (int64_t ow = inner_cols.begin; ow < inner_cols.end; ++ow) {
         const uint8_t k = offsets[row + ow];
         if (k < window) dxp[origin + ow * g.SW + delta[k]] += dy[row + ow];
       }
-      for (int64_t ow = ow_hi; ow < g.OW; ++ow) checked(oh, ow);
+      for (int64_t ow = inner_cols.end; ow < g.OW; ++ow) checked(oh, ow);
     }
   }
 }

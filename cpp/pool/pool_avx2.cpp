@@ -238,7 +238,7 @@ inline void for_window_elements(const float* xp, const float* x_end, const PoolG
 // Column stride 2, any window: edge columns by max_window; interior columns up to 8 at a time, scanned in the
 // scalar order (rows clipped, first element taken as is).
 void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
-  const Stride2Columns cols = stride2_columns(g);
+  const InnerWindows cols = stride2_columns(g);
   const float* x_end = x + planes * g.H * g.W;
   for (int64_t p = 0; p < planes; ++p) {
     const float* xp = x + p * g.H * g.W;
@@ -272,7 +272,7 @@ void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t pla
 // Column stride 2, any window: edge columns by avg_window; interior columns up to 8 at a time, summed in the
 // scalar order and divided by the same divisor (constant across the interior columns of one output row).
 void avg_stride2_forward(const float* x, float* y, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
-  const Stride2Columns cols = stride2_columns(g);
+  const InnerWindows cols = stride2_columns(g);
   const float* x_end = x + planes * g.H * g.W;
   for (int64_t p = 0; p < planes; ++p) {
     const float* xp = x + p * g.H * g.W;

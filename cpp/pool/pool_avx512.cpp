@@ -318,7 +318,7 @@ CONVCORE_ROW void for_window_elements(const float* xp, const float* x_end, const
 // scalar order (rows clipped, first element taken as is). (The loop over output rows and steps shared with the
 // average pooling's as a template calling a step function ran ~15-20% slower, inlined or not.)
 void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
-  const Stride2Columns cols = stride2_columns(g);
+  const InnerWindows cols = stride2_columns(g);
   const float* x_end = x + planes * g.H * g.W;
   for (int64_t p = 0; p < planes; ++p) {
     const float* xp = x + p * g.H * g.W;
@@ -353,7 +353,7 @@ void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t pla
 // Column stride 2, any window: edge columns by avg_window; interior columns up to 16 at a time, summed in the
 // scalar order and divided by the same divisor (constant across the interior columns of one output row).
 void avg_stride2_forward(const float* x, float* y, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
-  const Stride2Columns cols = stride2_columns(g);
+  const InnerWindows cols = stride2_columns(g);
   const float* x_end = x + planes * g.H * g.W;
   for (int64_t p = 0; p < planes; ++p) {
     const float* xp = x + p * g.H * g.W;

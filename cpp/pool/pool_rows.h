@@ -86,17 +86,21 @@ inline void avg_window_backward(float dy, const PoolGeometry& g, int64_t oh, int
     for (int64_t iw = iw_lo; iw < iw_hi; ++iw) dxp[ih * g.W + iw] += share;
 }
 
-// Stride-2 windows along a row: outputs [begin, end) of each output row read only columns inside the row (no
-// horizontal padding), so the ISA units run them as vector steps; the others one by one.
-struct Stride2Columns {
+// Along one axis (input size, padding, stride, kernel, outputs): the outputs [begin, end) whose windows lie inside
+// the input (no padding, no ceil_mode cut).
+struct InnerWindows {
   int64_t begin, end;
 };
-inline Stride2Columns stride2_columns(const PoolGeometry& g) {
-  const int64_t begin = std::min<int64_t>((g.PW + 1) / 2, g.OW);  // first window starting inside the row
-  const int64_t room = g.W + g.PW - g.KW;  // negative where no window ends inside it (ceil_mode: one cut window)
-  const int64_t last = room < 0 ? -1 : room / 2;                   // last window ending inside it
-  return {begin, std::max(begin, std::min(g.OW, last + 1))};
+inline InnerWindows inner_windows(int64_t size, int64_t pad, int64_t stride, int64_t kernel, int64_t outputs) {
+  const int64_t begin = std::min((pad + stride - 1) / stride, outputs);  // first window starting inside
+  const int64_t room = size + pad - kernel;  // negative where no window ends inside (ceil_mode: one cut window)
+  const int64_t last = room < 0 ? -1 : room / stride;  // last window ending inside
+  return {begin, std::max(begin, std::min(outputs, last + 1))};
 }
+
+// Stride-2 windows along a row: outputs [begin, end) of each output row read only columns inside the row, so the
+// ISA units run them as vector steps; the others one by one.
+inline InnerWindows stride2_columns(const PoolGeometry& g) { return inner_windows(g.W, g.PW, 2, g.KW, g.OW); }
 
 // The average pooling divisor of those outputs of output row oh (the same for all of them).
 inline float stride2_divisor(const PoolGeometry& g, int64_t oh, bool count_include_pad) {
@@ -118,7 +122,7 @@ inline float stride2_divisor(const PoolGeometry& g, int64_t oh, bool count_inclu
 template <typename Add>
 void avg_stride2_backward_rows(const float* dy, float* dx, int64_t planes, const PoolGeometry& g,
                                bool count_include_pad, const Add& add) {
-  const Stride2Columns cols = stride2_columns(g);
+  const InnerWindows cols = stride2_columns(g);
   const int64_t lo = std::max<int64_t>(0, 2 * cols.begin - g.PW);           // the dx columns interior windows cover
   const int64_t hi = std::min(g.W, 2 * (cols.end - 1) - g.PW + g.KW);
   const int64_t front = g.KW;                                                // zeros before spread[0]
