@@ -1,5 +1,5 @@
 // Pooling fast paths, AVX2: 2x2 stride-2 max/avg forward and backward, 8 outputs per step; a row's last outputs by
-// one partial step (load_first: masked only at the arrays' ends).
+// one partial step (load_lanes: masked only at the arrays' ends).
 #include <immintrin.h>
 
 #include "convcore/avx2_lanes.h"
@@ -24,13 +24,13 @@ inline void deinterleave(const float* p, __m256* even, __m256* odd) {
 // array p points into; the lanes past n then hold whatever lies there, which callers never store), else masked
 // (zeros past n; nothing past p + n is read). Masked loads are slow on AMD's cores (on Zen 5, AVX-512's read
 // memory at a third of the plain loads' speed).
-inline __m256 load_first(const float* p, int64_t n, const float* end) {
+inline __m256 load_lanes(const float* p, int64_t n, const float* end) {
   return end - p >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_lanes(n));
 }
 
-// The same as deinterleave from the first 2n floats at p (n < 8; end as load_first's).
+// The same as deinterleave from the first 2n floats at p (n < 8; end as load_lanes's).
 inline void deinterleave_first(const float* p, int64_t n, const float* end, __m256* even, __m256* odd) {
-  deinterleave(load_first(p, std::min<int64_t>(2 * n, 8), end), load_first(p + 8, std::max<int64_t>(2 * n - 8, 0), end),
+  deinterleave(load_lanes(p, std::min<int64_t>(2 * n, 8), end), load_lanes(p + 8, std::max<int64_t>(2 * n - 8, 0), end),
                even, odd);
 }
 
@@ -83,7 +83,7 @@ inline uint64_t load_bytes(const uint8_t* p, int64_t n, const uint8_t* end) {
   return bits;
 }
 
-// The row functions' `end` arguments: the ends of the arrays their inputs lie in (load_first).
+// The row functions' `end` arguments: the ends of the arrays their inputs lie in (load_lanes).
 void max_2x2_row(const float* top, const float* bot, const float* x_end, float* y, uint8_t* offsets, int64_t OW) {
   __m256 a, b, c, d, best, offset;
   int64_t o = 0;
@@ -133,7 +133,7 @@ void max_2x2_row_backward(const float* dy, const float* dy_end, const uint8_t* o
   if (o < OW) {  // the last n < 8 outputs: one partial step (the scalar loop's branches on random offsets mispredicted)
     const int64_t n = OW - o;
     const __m128i bytes = _mm_cvtsi64_si128(static_cast<int64_t>(load_bytes(offsets + o, n, offsets_end)));
-    route_2x2(load_first(dy + o, n, dy_end), _mm256_cvtepu8_epi32(bytes), top + 2 * o, bot + 2 * o, n);
+    route_2x2(load_lanes(dy + o, n, dy_end), _mm256_cvtepu8_epi32(bytes), top + 2 * o, bot + 2 * o, n);
   }
 }
 
@@ -169,7 +169,7 @@ void avg_2x2_row_backward(const float* dy, const float* dy_end, float* top, floa
   }
   if (o < OW) {  // the last n < 8 outputs: one partial step
     const int64_t n = OW - o;
-    const __m256 g = _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(load_first(dy + o, n, dy_end), quarter));
+    const __m256 g = _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(load_lanes(dy + o, n, dy_end), quarter));
     store_interleaved(top + 2 * o, g, g, 2 * n);
     store_interleaved(bot + 2 * o, g, g, 2 * n);
   }
@@ -303,7 +303,7 @@ void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const Pool
                             [](float* dx_at, const float* spread_at, int64_t count, int64_t KW) {
                               for (int64_t j = 0; j < count; j += 8) {
                                 const int64_t n = std::min<int64_t>(8, count - j);
-                                __m256 v = load_first(dx_at + j, n, dx_at + count);
+                                __m256 v = load_lanes(dx_at + j, n, dx_at + count);
                                 for (int64_t kw = KW - 1; kw >= 0; --kw)
                                   v = _mm256_add_ps(v, _mm256_loadu_ps(spread_at + j - kw));
                                 store_first_lanes(dx_at + j, v, n);

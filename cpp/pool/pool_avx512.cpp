@@ -383,7 +383,7 @@ void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const Pool
   avg_stride2_backward_rows(dy, dx, planes, g, count_include_pad,
                             [](float* dx_at, const float* spread_at, int64_t count, int64_t KW) {
                               for (int64_t j = 0; j < count; j += 16) {
-                                const __mmask16 m = count - j >= 16 ? 0xFFFF : __mmask16((1u << (count - j)) - 1);
+                                const __mmask16 m = step_masks(count - j).out;
                                 __m512 v = load_lanes(m, dx_at + j, dx_at + count);
                                 for (int64_t kw = KW - 1; kw >= 0; --kw)
                                   v = _mm512_add_ps(v, _mm512_loadu_ps(spread_at + j - kw));
