@@ -40,15 +40,15 @@ struct AOperand {
 };
 
 // The MR x (16 * NV) tile: C = (accumulate ? C : 0) + A B, then the epilogue. kCopy: each B row loaded is also stored
-// to Bcopy. kEdge: the edge microkernel's tile, whose last vector of columns is masked by tail (B's loads, C's loads
-// and stores, the column bias) and whose rows past `rows` are computed but neither read nor written.
-template <int MR, int NV, bool kCopy, ASource kA, bool kEdge = false>
+// to Bcopy. kEdge: the edge microkernel's tile, whose rows past `rows` are computed but neither read nor written and,
+// kTail, whose last vector of columns is masked by tail (B's loads, C's loads and stores, the column bias).
+template <int MR, int NV, bool kCopy, ASource kA, bool kEdge = false, bool kTail = kEdge>
 inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
                        bool accumulate, const TileEpilogue* epi, int rows = MR, __mmask16 tail = 0xFFFF) {
   constexpr int kPointers = kA == ASource::rows ? (MR + 2) / 3 : kA == ASource::gathered ? MR : 1;
   // vector v of a row at p: all its lanes, or tail for an edge tile's last
   const auto load = [tail](int v, const float* p) {
-    return kEdge && v == NV - 1 ? _mm512_maskz_loadu_ps(tail, p) : _mm512_loadu_ps(p);
+    return kTail && v == NV - 1 ? _mm512_maskz_loadu_ps(tail, p) : _mm512_loadu_ps(p);
   };
   const int64_t lda = A.lda;
   const float* ap = A.a;
@@ -133,7 +133,7 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
     if (!kEdge || i < rows)
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        if (kEdge && v == NV - 1)
+        if (kTail && v == NV - 1)
           _mm512_mask_storeu_ps(C + i * ldc + 16 * v, tail, c[i][v]);
         else
           _mm512_storeu_ps(C + i * ldc + 16 * v, c[i][v]);
@@ -163,7 +163,8 @@ void micro_copying(int64_t kc, const float* Ap, const float* B, int64_t ldb, flo
   micro_body<MR, NV, true, ASource::packed>(a_operand(Ap, 0, kc), B, ldb, Bcopy, C, ldc, accumulate, epi);
 }
 
-// The MR x (16 * V) edge tile with the fewest vectors V <= NV that covers cols, its last vector masked.
+// The MR x (16 * V) edge tile with the fewest vectors V <= NV that covers cols, its last vector masked unless full
+// (masked moves with full masks cost on AMD Zen 5: ...).
 template <int MR, int NV, ASource kA, int V = 1>
 void edge_tile(const AOperand& A, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
                const TileEpilogue* epi, int rows, int cols) {
@@ -173,8 +174,11 @@ void edge_tile(const AOperand& A, const float* Bp, int64_t ldb, float* C, int64_
       return;
     }
   }
-  const __mmask16 tail = __mmask16(0xFFFFu >> (16 * V - cols));
-  micro_body<MR, V, false, kA, true>(A, Bp, ldb, nullptr, C, ldc, accumulate, epi, rows, tail);
+  if (cols == 16 * V)
+    micro_body<MR, V, false, kA, true, false>(A, Bp, ldb, nullptr, C, ldc, accumulate, epi, rows);
+  else
+    micro_body<MR, V, false, kA, true>(A, Bp, ldb, nullptr, C, ldc, accumulate, epi, rows,
+                                       __mmask16(0xFFFFu >> (16 * V - cols)));
 }
 
 // EdgeMicroKernel, A packed or (kRowsA) read in place.
