@@ -199,19 +199,29 @@ const GemmTile& gathered_tile(int64_t taps, int64_t filters) {
   return *best;
 }
 
-constexpr int64_t kGatheredPixels = 256;  // pixels per block of the gathered weight product (whole output rows)
+// Blocks of the gathered weight product: whole output rows (at least one), at least kGatheredPixels pixels, more up
+// to kGatheredFloats floats of dy^T (256 KiB: 1024 pixels of 64 filters). Both builds in one process, calls
+// alternated, median of per-pair time ratios, AMD Zen 5, 2 / 1 threads, weight gradient, 1024 pixels of 64 filters
+// over 256: 64 -> 64 3x3 on 56 x 56 n=8 1.05 / 1.03x, n=1 1.09 / 1.04x, on 32 x 32 n=32 1.07 / 1.05x, on 224 x 224
+// n=8 1.08 / 1.03x; 3 -> 64 3x3 on 224 x 224 n=8 1.22 / 1.16x; ResNet-50 conv1 n=8 1.13 / 1.09x, n=1 1.09 / 1.04x;
+// AlexNet conv1 (96 filters, 660 pixels) n=8 1.03-1.06 / 1.03x, n=1 1.03-1.05 / 1.05x. 128 or 160 pixels of 64
+// filters were slower (0.93-0.95x), 512 1.01-1.04x, 2048 0.96-1.00x against 1024; 128 of 512 filters 0.93x against
+// 256.
+constexpr int64_t kGatheredPixels = 256;
+constexpr int64_t kGatheredFloats = int64_t(1) << 16;
 
 // The weight gradient's product for pixels [first, first + len) of one image, taps as rows, by the gathered
 // microkernel: dwt (Cg*R*S x Kg, row stride Kg) = (accumulate ? dwt : 0) + im2col(xs) dy^T, the im2col's rows read
 // in place from xs (one group's channels in `layout`), dy^T packed a block of pixels at a time: whole output rows
-// (up to kGatheredPixels), or the part of one row where the range starts or ends inside it. Where bias_part is not
-// null, each block of dy is added to it (bias_partials_add_pixels) after its packing.
+// (kGatheredPixels, kGatheredFloats), or the part of one row where the range starts or ends inside it. Where bias_part
+// is not null, each block of dy is added to it (bias_partials_add_pixels) after its packing.
 void weight_product_gathered(const ConvShape& s, const GemmTile& tile, const SplitLayout& layout, const float* xs,
                              const float* dy, int64_t first, int64_t len, bool accumulate, float* dwt,
                              float* bias_part) {
   const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S, PQ = s.P * s.Q, Q = s.Q;
   const int mr = tile.mr, nr = tile.nr;
-  const int64_t rows_per_block = std::max<int64_t>(1, kGatheredPixels / Q);
+  const int64_t pixels = std::max(kGatheredPixels, kGatheredFloats / ((Kg + nr - 1) / nr * nr));
+  const int64_t rows_per_block = std::max<int64_t>(1, pixels / Q);
   const std::vector<int64_t> taps = layout.taps(s);
   const MatrixB dyt(Trans::yes, dy, PQ);
   const int64_t jump = s.stride_h * layout.row;  // from one output row's window to the next one's
