@@ -164,7 +164,8 @@ void micro_copying(int64_t kc, const float* Ap, const float* B, int64_t ldb, flo
 }
 
 // The MR x (16 * V) edge tile with the fewest vectors V <= NV that covers cols, its last vector masked unless full
-// (masked moves with full masks cost on AMD Zen 5: ...).
+// (masked moves with full masks cost on AMD Zen 5: 64 -> 64 3x3 weight gradients, whose gathered tile is always an
+// edge tile with 64 full columns, 1.01-1.02x).
 template <int MR, int NV, ASource kA, int V = 1>
 void edge_tile(const AOperand& A, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
                const TileEpilogue* epi, int rows, int cols) {
