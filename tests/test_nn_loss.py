@@ -83,11 +83,13 @@ def test_loss_errors(rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("labels, found", [([0, 3], 3), ([-1, 2], -1), ([-2, 7], -2)])
+@pytest.mark.parametrize("labels, found", [([0, 3], 3), ([-1, 2], -1), ([-2, 7], -2),
+                                           (np.array([1, 2**64 - 1], np.uint64), 2**64 - 1),
+                                           (np.array([2**63, 0], np.uint64), 2**63)])
 def test_cross_entropy_refuses_labels_outside_the_classes(dtype, labels, found):
     from convcore import functional as F
 
-    logits, labels = np.zeros((2, 3), dtype), np.array(labels)
+    logits, labels = np.zeros((2, 3), dtype), np.asarray(labels)
     message = rf"labels must be in \[0, 3\) \(number of classes\), found {found}$"
     with pytest.raises(ValueError, match=message):
         F.cross_entropy(logits, labels)

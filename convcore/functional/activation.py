@@ -39,6 +39,11 @@ def _labels(labels, logits: np.ndarray) -> np.ndarray:
     if labels.shape != (logits.shape[0],):
         raise ValueError(f"labels must have shape ({logits.shape[0]},) to match logits {logits.shape}, "
                          f"got {labels.shape}")
+    if labels.dtype == np.uint64:  # checked here: past 2**63 the cast to int64 would wrap them to negatives
+        outside = np.flatnonzero(labels >= logits.shape[1])
+        if outside.size:
+            raise ValueError(f"labels must be in [0, {logits.shape[1]}) (number of classes), "
+                             f"found {labels[outside[0]]}")
     return np.ascontiguousarray(labels, dtype=np.int64)  # the kernels refuse labels outside [0, classes)
 
 
