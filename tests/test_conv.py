@@ -92,10 +92,12 @@ CASES = [
     # im2col columns a block here, so 2 blocks), then col2im
     (5, 29128, 3, 3, 2, 3, 3, 2, 1, 1, 1),
     # weight gradient with the taps as its products' rows (147 taps x 64 filters pad to a smaller area so, on every
-    # ISA): 400 pixels per image in pieces of 256 and 144, in one chunk of pixels; 9 images in 8 chunks (the partials
-    # transposed back in chunk order); two groups of 64 filters
+    # ISA): 400 pixels per image, in one chunk of pixels; 9 images in 8 chunks (the partials transposed back in chunk
+    # order); 1225 pixels per image in blocks of 29 and 6 whole rows (1024 pixels of 64 filters at most); two groups
+    # of 64 filters
     (2, 3, 40, 40, 64, 7, 7, 2, 3, 1, 1),
     (9, 3, 40, 36, 64, 7, 7, 2, 3, 1, 1),
+    (8, 3, 70, 70, 64, 7, 7, 2, 3, 1, 1),
     (2, 6, 34, 34, 128, 7, 7, 2, 3, 1, 2),
 ]
 
@@ -186,8 +188,8 @@ def test_non_contiguous_input(rng):
                                   (11, 3, 9, 9, 24, 3, 3, 2, 1, 1, 1), (1, 256, 12, 12, 128, 3, 3, 1, 1, 1, 1),
                                   (1, 3, 224, 224, 8, 7, 7, 2, 3, 1, 1), (9, 1, 12, 12, 6, 5, 5, 1, 2, 1, 1),
                                   (3, 40, 20, 20, 36, 3, 3, 1, 1, 1, 1), (9, 8, 18, 18, 12, 3, 3, 1, 1, 1, 2),
-                                  # taps as rows, the bias summed block by block (19 x 19 pixels, 13 rows a block)
-                                  (8, 3, 38, 38, 64, 7, 7, 2, 3, 1, 1)],
+                                  # taps as rows, the bias summed block by block (35 x 35 pixels, 29 rows a block)
+                                  (8, 3, 70, 70, 64, 7, 7, 2, 3, 1, 1)],
                          ids=str)
 def test_results_identical_at_any_thread_count(rng, case):
     from convcore import _core
