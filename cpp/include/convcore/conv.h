@@ -39,15 +39,16 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // writes from consecutive runs of a phase-split, zero-padded copy of the image (of x itself when unpadded and
 // unstrided); or, where dW has at most 64 Ki floats and the taps as rows pad to no larger an area (ResNet-50 conv1: 147
 // taps, 64 filters; AlexNet conv1), the im2col by dY transposed, the taps as the rows, read in place by the gathered
-// microkernel (one pointer per tap) against dY^T packed a block of whole output rows at a time (at most 256 pixels),
-// dW's per-chunk partials transposed back at the end. Layers (not pointwise) with fewer than 256 output pixels per
-// image fold the batch into one GEMM per group: the forward's N dimension (the result, Kg x N*P*Q floats, is then
-// copied into y), the weight gradient's K dimension (dY gathered into Kg x N*P*Q floats, and every image copied when
-// padded or strided). Per-thread workspace: the engine's packed blocks (<= 384 x 960 floats of B, 144 x 384 of A), the
-// copied image (strided forward, weight gradient), and for the input gradient one column block of at most max(256 Ki,
-// 16 * C/groups * R * S) floats. Work is split over images when there are at least as many as threads, otherwise inside
-// each GEMM; every result is bitwise identical at any thread count (the unfolded weight gradient sums a fixed number of
-// per-chunk partials in a fixed order).
+// microkernel (one pointer per tap) against dY^T packed a block of whole output rows at a time (at most 64 Ki floats or
+// 256 pixels' filters, whichever is more, or one row), dW's per-chunk partials transposed back at the end. Layers (not
+// pointwise) with fewer than 256 output pixels per image fold the batch into one GEMM per group: the forward's N
+// dimension (the result, Kg x N*P*Q floats, is then copied into y), the weight gradient's K dimension (dY packed as its
+// A, Kg rounded up to the tile's rows x N*P*Q floats, and every image copied when padded or strided). Per-thread
+// workspace: the engine's packed blocks (<= 384 x 960 floats of B, 144 x 384 of A), the copied image (strided forward,
+// weight gradient), and for the input gradient one column block of at most max(256 Ki, 16 * C/groups * R * S) floats.
+// Work is split over images when there are at least as many as threads, otherwise inside each GEMM; every result is
+// bitwise identical at any thread count (the unfolded weight gradient sums a fixed number of per-chunk partials in a
+// fixed order).
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y);
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
 // The weight gradient, and db where not null (the bits of conv2d_backward_bias_fast): the direct kernels (direct,
