@@ -220,7 +220,8 @@ void weight_product_gathered(const ConvShape& s, const GemmTile& tile, const Spl
                              float* bias_part) {
   const int64_t Kg = s.K / s.groups, CRS = s.C / s.groups * s.R * s.S, PQ = s.P * s.Q, Q = s.Q;
   const int mr = tile.mr, nr = tile.nr;
-  const int64_t pixels = std::max(kGatheredPixels, kGatheredFloats / ((Kg + nr - 1) / nr * nr));
+  const int64_t padded_filters = (Kg + nr - 1) / nr * nr;  // a pixel's floats of packed dy^T
+  const int64_t pixels = std::max(kGatheredPixels, kGatheredFloats / padded_filters);
   const int64_t rows_per_block = std::max<int64_t>(1, pixels / Q);
   const std::vector<int64_t> taps = layout.taps(s);
   const MatrixB dyt(Trans::yes, dy, PQ);
@@ -230,7 +231,7 @@ void weight_product_gathered(const ConvShape& s, const GemmTile& tile, const Spl
   const int nt = static_cast<int>(std::min<int64_t>(threads_for(CRS * Kg * len), panels));
   parallel_for(nt, nt, [&](int64_t part) {
     const int64_t i_begin = part * panels / nt * mr, i_end = std::min(CRS, (part + 1) * panels / nt * mr);
-    const CachedBlock<float> packed(rows_per_block * Q * ((Kg + nr - 1) / nr * nr));
+    const CachedBlock<float> packed(rows_per_block * Q * padded_filters);
     for (int64_t at = first, end = first + len; at < end;) {
       const int64_t p = at / Q, q = at % Q;
       const bool whole_rows = q == 0 && end - at >= Q;
