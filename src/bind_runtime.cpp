@@ -29,6 +29,9 @@ void bind_runtime(py::module_& m) {
     const GemmTile& t = choose_tile(kernels().gemm, M, N);
     return std::to_string(t.mr) + "x" + std::to_string(t.nr);
   });
+  // The selected ISA's FMA peak of one core, GFLOP/s, measured on the calling thread (~0.1 s; the benchmarks' share
+  // of peak).
+  m.def("fma_peak_gflops", &fma_peak_gflops, py::call_guard<py::gil_scoped_release>());
   m.def("pool_kernel_name", [] { return std::string(kernels().pool.name); });
   m.def("get_num_threads", [] { return num_threads(); });
   m.def("set_num_threads", [](int n) { set_num_threads(n); });

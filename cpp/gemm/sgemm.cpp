@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -517,6 +518,21 @@ void sgemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float 
     return;
   }
   sgemm(trans_a, M, N, K, alpha, A, lda, MatrixB(trans_b, B, ldb), beta, C, ldc, epi);
+}
+
+double fma_peak_gflops() {
+  const FmaChainsKernel chains = kernels().gemm.fma_chains;
+  const auto seconds = [&](int64_t steps, int64_t* flops) {
+    float sink;
+    const auto start = std::chrono::steady_clock::now();
+    *flops = chains(steps, 1.0f, 0.0f, &sink);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  int64_t steps = 1 << 14, flops = 0;
+  while (seconds(steps, &flops) < 0.01 && steps < (int64_t(1) << 40)) steps *= 2;  // runs of at least 10 ms
+  double best = 0.0;
+  for (int run = 0; run < 8; ++run) best = std::max(best, flops / seconds(steps, &flops) * 1e-9);
+  return best;
 }
 
 }  // namespace convcore

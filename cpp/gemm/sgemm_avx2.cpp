@@ -245,7 +245,8 @@ GemmKernels gemm_kernels_avx2() {
                      dots_4x8,
                      pack_transposed_8x8,
                      pack_rows_8,
-                     pack_gathered_8};
+                     pack_gathered_8,
+                     fma_chains<8>};
 }
 
 }  // namespace convcore

@@ -434,7 +434,8 @@ GemmKernels gemm_kernels_avx512() {
                      dots_4x2x16,
                      pack_transposed_16x16,
                      pack_rows_16,
-                     pack_gathered_16};
+                     pack_gathered_16,
+                     fma_chains<16>};
 }
 
 }  // namespace convcore

@@ -73,7 +73,8 @@ GemmKernels gemm_kernels_scalar() {
                      dots_8,
                      pack_transposed_rows,
                      pack_rows,
-                     pack_gathered_rows};
+                     pack_gathered_rows,
+                     fma_chains<4>};
 }
 
 }  // namespace convcore

@@ -92,6 +92,14 @@ int main() {
       for (int64_t M : {5, 13, 150})
         for (int64_t N : {33, 4000})
           for (int64_t K : {9, 257, 600}) run_packed_case(M, N, K, threads);  // 257: blocks 129 + 128
+    // the FMA chains do every step on every lane of the ISA's vectors (scalar: SSE2's 4)
+    const int lanes = isa == Isa::avx512 ? 16 : isa == Isa::avx2 ? 8 : 4;
+    float sink = 0.0f;
+    CHECK(kernels().gemm.fma_chains(1000, 1.0f, 1.0f, &sink) == 2 * 1000 * kFmaChains * lanes);
+    CHECK(sink == float(kFmaChains * lanes * 1001));
+    CHECK(kernels().gemm.fma_chains(3, 2.0f, 0.5f, &sink) == 2 * 3 * kFmaChains * lanes);
+    CHECK(sink == float(kFmaChains * lanes) * 11.5f);  // 1 -> 2.5 -> 5.5 -> 11.5
+    CHECK(fma_peak_gflops() > 0.0);
   }
   select_isa(detected_isa());
   return convcore_test::failures;

@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 namespace convcore {
 
@@ -122,6 +123,18 @@ using PackGatheredKernel = void (*)(const float* base, const int64_t* offsets, i
 void pack_gathered_rows(const float* base, const int64_t* offsets, int64_t count, int64_t len, int64_t width,
                         float* dst);
 
+// Runs `steps` steps of kFmaChains independent chains of the ISA's widest multiply-add, each chain starting at 1
+// (acc = acc * a + b per lane), writes the sum of every chain's lanes to *sink and returns the floating-point
+// operations done (2 per lane per step). The chains keep the FMA units busy with no memory traffic: fma_peak_gflops
+// times it to give the core's peak, the ceiling of any kernel's GFLOP/s (with a = b = 1 and steps < 2^24 the sum is
+// exactly kFmaChains * lanes * (steps + 1)).
+using FmaChainsKernel = int64_t (*)(int64_t steps, float a, float b, float* sink);
+constexpr int kFmaChains = 12;  // enough to cover 2 FMA units x 4+ cycles of latency
+
+// The selected ISA's FMA peak of one core in GFLOP/s: the best of several timed runs of its FmaChainsKernel (about
+// 0.1 s in all) on the calling thread.
+double fma_peak_gflops();
+
 // An ISA's tiles, the general one first; the engine picks one per problem (choose_tile).
 struct GemmKernels {
   const char* name;
@@ -131,6 +144,7 @@ struct GemmKernels {
   PackTransposedKernel pack_transposed;
   PackRowsKernel pack_rows;
   PackGatheredKernel pack_gathered;
+  FmaChainsKernel fma_chains;
 };
 
 // The tile for an M x N product: the tiles are taken in order, the general one first, and a tile replaces the one
@@ -215,5 +229,23 @@ void sgemm(const PackedA& a, const float* packed, int64_t N, const BPanelSource&
 // without packing (a fully connected layer at small batch).
 void sgemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const Epilogue& epilogue = {});
+
+namespace {  // its own copy in each ISA unit, compiled with that unit's instructions (multiply-adds contracted)
+// The FmaChainsKernel of VL-float vectors.
+template <int VL>
+int64_t fma_chains(int64_t steps, float a, float b, float* sink) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  const vec av = vec{} + a, bv = vec{} + b;
+  vec acc[kFmaChains];
+  for (int c = 0; c < kFmaChains; ++c) acc[c] = vec{} + 1.0f;
+  for (int64_t i = 0; i < steps; ++i)
+    for (int c = 0; c < kFmaChains; ++c) acc[c] = acc[c] * av + bv;
+  float lanes[kFmaChains * VL], sum = 0.0f;
+  std::memcpy(lanes, acc, sizeof(lanes));
+  for (const float lane : lanes) sum += lane;
+  *sink = sum;
+  return 2 * steps * kFmaChains * VL;
+}
+}  // namespace
 
 }  // namespace convcore
