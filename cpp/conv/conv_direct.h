@@ -350,8 +350,9 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
               }
             const int64_t pixels = std::min<int64_t>(QT, Q - q0);
             float* dst = &out[(kb * PQ + p * Q + q0) * KB];
-            for (int64_t j = 0; j < pixels; ++j)
-              for (int v = 0; v < KV; ++v) std::memcpy(dst + j * KB + v * VL, &acc[j][v], sizeof(vec));
+            for (int j = 0; j < QT; ++j)
+              if (j < pixels)
+                for (int v = 0; v < KV; ++v) std::memcpy(dst + j * KB + v * VL, &acc[j][v], sizeof(vec));
           }
         }
       }
