@@ -61,7 +61,10 @@ def test_engine_exact_on_small_integers(isa, rng, m, n, k):
             assert np.array_equal(got, _expected(a, b, trans_a, trans_b))
 
 
-@pytest.mark.parametrize("m,n,k", [(7, 17, 5), (13, 33, 300), (64, 100, 70)])
+# and last column panels of 1 to 4 columns, which AVX-512 runs as column vectors down the rows (on AVX-512: 8x48
+# 49 = 48 + 1 and 52 = 48 + 4, 12x32 34 = 32 + 2, 6x64 67 = 64 + 3; k past one K block: C accumulated)
+@pytest.mark.parametrize("m,n,k", [(7, 17, 5), (13, 33, 300), (64, 100, 70), (7, 49, 300), (7, 52, 40), (9, 34, 70),
+                                   (5, 67, 300)])
 def test_alpha_beta_bias_relu(isa, rng, m, n, k):
     a, b = _operands(rng, m, n, k, False, True)
     for alpha, beta in [(1.0, 0.0), (2.0, 1.0), (0.5, -2.0), (1.0, 3.0)]:
