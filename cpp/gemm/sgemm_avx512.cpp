@@ -182,16 +182,7 @@ void narrow_edge(const AOperand& A, const float* Bp, int64_t ldb, float* C, int6
   float sums[NC][16];
   for (int j = 0; j < NC; ++j) _mm512_storeu_ps(sums[j], acc[j]);
   for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < NC; ++j) {
-      float v = sums[j][i];
-      if (accumulate) v += C[i * ldc + j];
-      if (epi) {
-        if (epi->row_bias) v += epi->row_bias[i];
-        if (epi->col_bias) v += epi->col_bias[j];
-        if (epi->relu) v = relu_keep_nan(v);
-      }
-      C[i * ldc + j] = v;
-    }
+    for (int j = 0; j < NC; ++j) store_tile_element(sums[j][i], accumulate, epi, i, j, C + i * ldc + j);
 }
 
 // The MR x (16 * V) edge tile with the fewest vectors V <= NV that covers cols, its last vector masked unless full

@@ -21,15 +21,7 @@ void tile_4x16(const float* Ap, const float* const* row, int64_t len, int64_t ru
       Bp += ldb;
     }
   for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; ++j) {
-      float v = accumulate ? C[i * ldc + j] + c[i][j] : c[i][j];
-      if (epi) {
-        if (epi->row_bias) v += epi->row_bias[i];
-        if (epi->col_bias) v += epi->col_bias[j];
-        if (epi->relu) v = relu_keep_nan(v);
-      }
-      C[i * ldc + j] = v;
-    }
+    for (int j = 0; j < cols; ++j) store_tile_element(c[i][j], accumulate, epi, i, j, C + i * ldc + j);
 }
 
 void micro_4x16(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,

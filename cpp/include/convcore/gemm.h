@@ -39,6 +39,20 @@ struct TileEpilogue {
   bool relu;
 };
 
+namespace {  // its own copy in each unit, as relu_keep_nan
+// Element (i, j) of a tile computed a float at a time (the portable tiles, AVX-512's narrow edge tiles) into *c: the
+// products' sum, plus *c where accumulating, then epi's biases and ReLU, in the order the vector tiles apply them.
+inline void store_tile_element(float sum, bool accumulate, const TileEpilogue* epi, int i, int j, float* c) {
+  float v = accumulate ? *c + sum : sum;
+  if (epi) {
+    if (epi->row_bias) v += epi->row_bias[i];
+    if (epi->col_bias) v += epi->col_bias[j];
+    if (epi->relu) v = relu_keep_nan(v);
+  }
+  *c = v;
+}
+}  // namespace
+
 // Microkernel: the mr x nr tile C (row stride ldc) = (accumulate ? C : 0) + sum_k Ap[k*mr + i] * Bp[k*ldb + j],
 // the sum over k in [0, kc) taken in k order from zero, then added to C: C is read only after the products (its
 // cache misses overlap them; measured: 1-4% faster than starting from C), then the tile epilogue where epi is not
