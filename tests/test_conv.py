@@ -443,16 +443,24 @@ def test_fused_relu_and_its_backward(rng):
                           np.maximum(F.conv1d(x[:, :, 0], w[:, :, 0]), 0))
 
 
-def test_winograd_over_several_tile_blocks(rng):
+@pytest.mark.parametrize("case", [
     # 2 x 50 tile rows of 32 tiles: more than one block of whole tile rows (at most 4 Mi floats of V and M), on one
-    # thread shared blocks of 93 tile rows, on two threads blocks of 23 taken by one thread each
-    x, w, b, kw = _arrays(rng, (2, 48, 100, 64, 40, 3, 3, 1, 1, 1, 1), integer=True)
+    # thread shared blocks of 93 tile rows, on two threads blocks of 23 taken by one thread each, on three blocks
+    # of 16 (a sixth of the tile rows, as 23 leave a thread fewer than two)
+    (2, 48, 100, 64, 40, 3, 3, 1, 1, 1, 1),
+    # one image of 28 tile rows of 28 tiles: one shared block on one thread, on two threads four blocks of 7 rows
+    # (196 tiles) taken by one thread each, on three shared blocks again (blocks of 4 rows would be 112 tiles)
+    (1, 16, 56, 56, 40, 3, 3, 1, 1, 1, 1),
+])
+def test_winograd_over_several_tile_blocks(rng, case):
+    x, w, b, kw = _arrays(rng, case, integer=True)
     results = []
-    for n in (1, 2):
+    for n in (1, 2, 3):
         with cc.threads(n):
             results.append(F.conv2d(x, w, b, activation="relu", **kw))
     assert np.array_equal(results[0], np.maximum(ref.conv2d(x, w, b, **kw), 0))
     assert np.array_equal(results[0], results[1])
+    assert np.array_equal(results[0], results[2])
 
 
 def test_a_stride_past_the_input_costs_no_memory():
