@@ -46,10 +46,12 @@ constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 // Where blocks that big leave a thread fewer than two (batch-1 layers), the threads still take blocks of their
 // own, two a thread, if those hold at least kMinThreadBlockTiles tiles (the products' columns): a block's V and M
 // (1.6 MiB for 64 channels at 56 x 56) then stay near one core instead of 6.4 MiB shared through L3. Measured as
-// above on AMD Zen 4, whose L3 other tenants share, against shared blocks: 64 channels at 56 x 56 (ResNet-50's
-// res2a 3x3), n=1, 196 tiles a block, 1.43-1.55x in minutes when the neighbours slowed the shared blocks down (2.2
-// against 0.9 ms) and 0.98-1.02x in the others; n=2 (392 tiles) 1.08x, 128 channels at 56 x 56 n=1 1.06x. Blocks
-// of 112 or 140 tiles were 0.87x / 0.96x against 196, and of 64 (64 channels at 32 x 32, n=1) 0.87x against shared.
+// above on AMD Zen 4, whose L3 other tenants share, against shared blocks, in minutes when the neighbours slowed
+// the shared blocks down (64 channels at 56 x 56, n=1: 2.2 against 0.9 ms) / in the others: 64 channels at 56 x 56
+// (ResNet-50's res2a 3x3), n=1, 196 tiles a block, 1.43-1.55x / 0.98-1.02x (its input gradient, by the same
+// route, 1.13-1.24x in a slow phase), n=2 (392 tiles) 1.24-1.36x / 1.04-1.06x; 128 channels at 56 x 56 n=1
+// 1.08-1.12x / 0.99-1.03x. Blocks of 112 or 140 tiles were 0.87x / 0.96x against 196; blocks of 64 (64 channels at
+// 32 x 32, n=1) 0.85-0.89x against shared ones in fast minutes, 0.93x in a slow one, so such layers keep those.
 constexpr int64_t kMinThreadBlockTiles = 192;
 
 // The transforms subtract elements, and an infinite one gives inf - inf = NaN where the direct sum keeps the
