@@ -499,6 +499,19 @@ def test_winograd_keeps_infinities_as_the_direct_sum_does(isa, rng, value):
     same_as_reference(F.conv2d_backward(dy_bad, x, w, **kw)[0], ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[0])
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_batch1_padded_copy_on_the_threads(rng, stride):
+    # one image of 48 x 24 x 24 floats (past 2**14): its zero-padded (and, strided, phase-split) copy, which the
+    # im2col and the weight gradient read, is written by channel planes (stride 1) or rows (stride 2) on the threads
+    x, w, b, kw = _arrays(rng, (1, 48, 24, 24, 40, 3, 3, stride, 1, 1, 1), integer=True)
+    dy = rng.integers(-3, 4, F.conv2d(x, w, **kw).shape).astype(np.float32)
+    expected = (ref.conv2d(x, w, b, **kw), *ref.conv2d_backward(dy, x, w, **kw))
+    for n in (1, 2, 3):
+        with cc.threads(n):
+            for got, want in zip((F.conv2d(x, w, b, **kw), *F.conv2d_backward(dy, x, w, **kw)), expected):
+                assert np.array_equal(got, want)
+
+
 def test_large_layer_fast_matches_reference_and_is_thread_independent(rng):
     # big enough for blocked K (C*R*S > 256), several column blocks in the input gradient, and image chunks
     x, w, b, kw = _arrays(rng, (9, 40, 12, 12, 20, 3, 3, 1, 1, 1, 1), integer=True)

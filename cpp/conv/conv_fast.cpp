@@ -20,6 +20,15 @@ constexpr int64_t kFoldBelowPixels = 256;
 constexpr int64_t kFoldColumnFloats = int64_t(1) << 22;  // folded input gradients: im2col columns per product
 constexpr int64_t kMinChunkPixels = 512;  // weight gradients: at most one chunk of pixels per this many,
 constexpr int64_t kNarrowTaps = 256;      // where dW has fewer taps than this
+// One image's copies (pad_split_phases and its adjoint unsplit_planes) run on the threads, its planes or rows in
+// equal shares, from this many floats (64 KiB) where the caller runs outside a parallel region (a batch-1 layer).
+// Against one thread (stride 1 always, strided below 2**17 floats, unsplit below 2**16), both builds in one
+// process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, n=1: weight gradient 64 -> 64
+// 3x3 on 56 x 56 1.15x (the whole backward 1.04x; the main thread had spent 13% of its time zeroing the copy while
+// the other waited), on 32 x 32 1.13x, on 16 x 16 1.04x, 128 -> 128 on 28 x 28 1.02x, 512 -> 512 on 7 x 7 1.01x
+// (forward 1.03x); 3x3/2 forward 128 -> 256 on 28 x 28 1.09x (weight gradient 1.06x), 256 -> 512 on 14 x 14 1.15x
+// (backward 1.06x).
+constexpr int64_t kThreadedCopyFloats = int64_t(1) << 14;
 
 // A zero-padded image with each row's columns split by phase modulo the horizontal stride sw: C planes of Hp =
 // H + 2*pad_h rows; padded column v of a row at (v % sw) * Wq + v / sw, Wq = ceil((W + 2*pad_w) / sw), so a row
@@ -50,15 +59,21 @@ struct SplitLayout {
   int64_t window(const ConvShape& s, int64_t p, int64_t q) const { return p * s.stride_h * row + q; }
 };
 
-// Writes image x's SplitLayout copy xp, every float of it: the image's, and zeros in the padding, so that the
-// buffer needs no zeroing first (zeroing the whole copy, then writing the image into it, was 1.5% of AlexNet conv1's
+// Writes image x's SplitLayout copy xp, every float of it (by planes for stride 1, else by rows, on the threads from
+// kThreadedCopyFloats): the image's, and zeros in the padding, so that the buffer needs no zeroing first (zeroing the whole copy, then writing the image into it, was 1.5% of AlexNet conv1's
 // batch-1 forward; both builds in one process, calls alternated, median of per-pair time ratios, 2 threads, forward:
 // AlexNet conv1 n=1 1.03-1.04x, ResNet-50 conv1 n=1 1.02-1.04x, 32 x 16 x 32 x 32 3x3/2 1.00-1.02x).
 void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, float* xp) {
   const int64_t sw = s.stride_w, pw = s.pad_w, W = s.W, Wq = L.Wq, H = s.H, ph = s.pad_h;
-  if (sw == 1) {  // zeroed whole, then the image (measured as fast as zeroing the padding alone, or 1% faster)
-    std::fill(xp, xp + s.C * L.plane, 0.0f);
-    pad_image(s, x, L.Hp, Wq, xp);
+  if (sw == 1) {  // each plane zeroed whole, then its image rows (as fast as zeroing the padding alone, or 1% faster)
+    const PackGatheredKernel copy_rows = kernels().gemm.pack_gathered;
+    std::vector<int64_t> rows(static_cast<size_t>(H));
+    for (int64_t h = 0; h < H; ++h) rows[h] = h * W;
+    parallel_for(s.C, threads_for(s.C * H * W, kThreadedCopyFloats), [&](int64_t c) {
+      float* plane = xp + c * L.plane;
+      std::fill(plane, plane + L.plane, 0.0f);
+      copy_rows(x + c * H * W, rows.data(), H, W, Wq, plane + ph * Wq + pw);
+    });
     return;
   }
   // Padded column i*sw + phase (image column i*sw + phase - pw) goes to phase*Wq + i. Each phase's i in the image,
@@ -87,8 +102,7 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
   int64_t i1 = i0;
   if (sw == 2 || sw == 4)
     while ((i1 + 4) * sw - pw <= W) i1 += 4;
-  // rows in parallel where the caller runs outside a parallel region (a batch-1 layer's one image)
-  parallel_for(s.C * s.H, threads_for(s.C * s.H * W, 1 << 17), [&](int64_t image_row) {
+  parallel_for(s.C * s.H, threads_for(s.C * s.H * W, kThreadedCopyFloats), [&](int64_t image_row) {
     const int64_t c = image_row / H, h = image_row % H;
     const float* src = x + image_row * W;
     float* dst = xp + c * L.plane + (h + ph) * L.row;
@@ -301,7 +315,7 @@ void unsplit_planes(const ConvShape& s, const SplitLayout& L, const float* xs, i
   std::vector<int64_t> at(static_cast<size_t>(W));  // image column v's float in a row of the copy
   for (int64_t v = 0; v < W; ++v) at[v] = L.column(s, v + s.pad_w);
   const int64_t paired = s.stride_w == 2 ? W / 8 * 8 : 0;  // image columns taken as pairs, 8 at a time
-  parallel_for(planes, threads_for(planes * s.H * W, 1 << 16), [&](int64_t c) {
+  parallel_for(planes, threads_for(planes * s.H * W, kThreadedCopyFloats), [&](int64_t c) {
     for (int64_t h = 0; h < s.H; ++h) {
       const float* row = xs + c * L.plane + (h + s.pad_h) * L.row;
       float* out = dx + (c * s.H + h) * W;
