@@ -60,9 +60,10 @@ struct SplitLayout {
 };
 
 // Writes image x's SplitLayout copy xp, every float of it (by planes for stride 1, else by rows, on the threads from
-// kThreadedCopyFloats): the image's, and zeros in the padding, so that the buffer needs no zeroing first (zeroing the whole copy, then writing the image into it, was 1.5% of AlexNet conv1's
-// batch-1 forward; both builds in one process, calls alternated, median of per-pair time ratios, 2 threads, forward:
-// AlexNet conv1 n=1 1.03-1.04x, ResNet-50 conv1 n=1 1.02-1.04x, 32 x 16 x 32 x 32 3x3/2 1.00-1.02x).
+// kThreadedCopyFloats): the image's, and zeros in the padding, so that the buffer needs no zeroing first (zeroing
+// the whole copy, then writing the image into it, was 1.5% of AlexNet conv1's batch-1 forward; both builds in one
+// process, calls alternated, median of per-pair time ratios, 2 threads, forward: AlexNet conv1 n=1 1.03-1.04x,
+// ResNet-50 conv1 n=1 1.02-1.04x, 32 x 16 x 32 x 32 3x3/2 1.00-1.02x).
 void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, float* xp) {
   const int64_t sw = s.stride_w, pw = s.pad_w, W = s.W, Wq = L.Wq, H = s.H, ph = s.pad_h;
   if (sw == 1) {  // each plane zeroed whole, then its image rows (as fast as zeroing the padding alone, or 1% faster)
