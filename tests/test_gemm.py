@@ -35,12 +35,24 @@ def _expected(a, b, trans_a, trans_b, alpha=1.0, beta=0.0, c=None, bias=None, ax
 SIZES = [(m, n, k) for m in (1, 5, 6, 7, 8, 12, 13, 16) for n in (1, 15, 16, 17, 33, 48, 49, 64, 65)
          for k in (1, 7)] + [
     (3, 5, 127), (6, 64, 129), (5, 65, 257), (8, 48, 161), (16, 50, 321), (6, 16, 256), (7, 17, 257),
-    (13, 33, 513), (29, 71, 300), (150, 40, 31), (2, 3100, 9), (16, 1700, 150), (6, 1600, 25)]
+    (13, 33, 513), (29, 71, 300), (150, 40, 31), (2, 3100, 9), (16, 1700, 150), (6, 1600, 25),
+    (400, 49, 300)]  # past one packed A block of rows (a thread's 200 of 2), two 12x32 panels: one 6x64 panel
 
 
 def test_sweep_reaches_every_tile(isa):
     chosen = {_core.gemm_tile_for(m, n) for m, n, _ in SIZES}
     assert chosen == set(_core.gemm_tiles())
+
+
+def test_few_columns_past_one_a_block_take_fewer_panels():
+    # AVX-512: 12x32 and 6x64 pad 49 columns to the same 64; with A read in place each column panel reads all of
+    # it again, so past one packed A block (144 rows) the one-panel tile is taken, within it the row rule stays
+    if "6x64" not in _core.gemm_tiles():
+        pytest.skip(f"no 6x64 tile in {_core.gemm_tiles()}")
+    assert _core.gemm_tile_for(512, 49) == "6x64"
+    assert _core.gemm_tile_for(200, 49) == "6x64"
+    assert _core.gemm_tile_for(128, 49) == "12x32"
+    assert _core.gemm_tile_for(1024, 1024) == "8x48"  # many panels: the area rule alone
 
 
 def test_rows_do_not_depend_on_the_row_count(isa, rng):

@@ -337,13 +337,25 @@ int64_t padded_area(const GemmTile& t, int64_t M, int64_t N) {
   return (M + t.mr - 1) / t.mr * t.mr * ((N + t.nr - 1) / t.nr * t.nr);
 }
 
+// Tiles within 1/16 of each other's area, both able to read A in place (a rows kernel), where the one chosen so far
+// covers N in at most kInPlaceAPanels column panels (A then read in place, each panel reading all of it again from
+// memory) and M has more rows than one packed A block (MC): the one with fewer column panels. Both builds in one process, calls alternated, median of
+// per-pair time ratios, AMD Zen 4, 6x64 (one panel) against 12x32 (two) for 49-64 columns, 2 / 1 threads: 512 x 49 x
+// 4608 1.07 / 1.05x (ResNet-50 res5a 3x3 n=1 forward 1.08 / 1.07x), 512 x 49 x 2048 1.45 / 1.20x, 4608 x 49 x 512
+// 1.07x, 2048 x 49 x 512 1.06x, 384 x 49 x 2304 1.06x, 320 x 49 x 2304 1.07x, 192 x 49 x 2304 1.04x (1 thread); but
+// with the rows of one A block 0.80-0.95x (256 x 49 x 2304 and 256 x 56 x 1152 on 2 threads, 128 each; 128 x 49 x
+// 2304 on 1 thread 0.84x), hence the bound; 1024-squares (8x48's 22 panels against 6x64's 16) 0.98x.
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N) {
   const auto rows = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };
+  const auto panels = [N](const GemmTile& t) { return (N + t.nr - 1) / t.nr; };
   const GemmTile* best = &kernels.tiles[0];
   for (int i = 1; i < kernels.count; ++i) {
     const GemmTile& t = kernels.tiles[i];
     const int64_t area = padded_area(t, M, N), best_area = padded_area(*best, M, N);
-    if (clearly_smaller(area, best_area) || (area == best_area && rows(t) < rows(*best))) best = &t;
+    const bool close = !clearly_smaller(area, best_area) && !clearly_smaller(best_area, area);
+    const bool fewer_panels = close && M > MC && t.rows && best->rows && panels(*best) <= kInPlaceAPanels &&
+                              panels(t) < panels(*best);
+    if (clearly_smaller(area, best_area) || fewer_panels || (area == best_area && rows(t) < rows(*best))) best = &t;
   }
   return *best;
 }
