@@ -25,10 +25,13 @@ void bind_runtime(py::module_& m) {
     for (int i = 0; i < g.count; ++i) tiles.push_back(std::to_string(g.tiles[i].mr) + "x" + std::to_string(g.tiles[i].nr));
     return tiles;
   });
-  m.def("gemm_tile_for", [](int64_t M, int64_t N) {
-    const GemmTile& t = choose_tile(kernels().gemm, M, N);
-    return std::to_string(t.mr) + "x" + std::to_string(t.nr);
-  });
+  m.def(
+      "gemm_tile_for",
+      [](int64_t M, int64_t N, bool a_in_place) {
+        const GemmTile& t = choose_tile(kernels().gemm, M, N, a_in_place);
+        return std::to_string(t.mr) + "x" + std::to_string(t.nr);
+      },
+      py::arg("M"), py::arg("N"), py::arg("a_in_place") = false);
   // The selected ISA's FMA peak of one core, GFLOP/s, measured on the calling thread (~0.1 s; the benchmarks' share
   // of peak).
   m.def("fma_peak_gflops", &fma_peak_gflops, py::call_guard<py::gil_scoped_release>());

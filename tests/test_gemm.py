@@ -46,13 +46,15 @@ def test_sweep_reaches_every_tile(isa):
 
 def test_few_columns_past_one_a_block_take_fewer_panels():
     # AVX-512: 12x32 and 6x64 pad 49 columns to the same 64; with A read in place each column panel reads all of
-    # it again, so past one packed A block (144 rows) the one-panel tile is taken, within it the row rule stays
+    # it again, so past one packed A block (144 rows) the one-panel tile is taken; within it, for an A that is
+    # packed (transposed, scaled, or packed in advance) and for wide products the area and row rules stay
     if "6x64" not in _core.gemm_tiles():
         pytest.skip(f"no 6x64 tile in {_core.gemm_tiles()}")
-    assert _core.gemm_tile_for(512, 49) == "6x64"
-    assert _core.gemm_tile_for(200, 49) == "6x64"
-    assert _core.gemm_tile_for(128, 49) == "12x32"
-    assert _core.gemm_tile_for(1024, 1024) == "8x48"  # many panels: the area rule alone
+    assert _core.gemm_tile_for(512, 49, a_in_place=True) == "6x64"
+    assert _core.gemm_tile_for(200, 49, a_in_place=True) == "6x64"
+    assert _core.gemm_tile_for(128, 49, a_in_place=True) == "12x32"
+    assert _core.gemm_tile_for(512, 49) == "12x32"
+    assert _core.gemm_tile_for(1024, 1024, a_in_place=True) == "8x48"
 
 
 def test_rows_do_not_depend_on_the_row_count(isa, rng):

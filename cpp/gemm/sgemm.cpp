@@ -337,15 +337,17 @@ int64_t padded_area(const GemmTile& t, int64_t M, int64_t N) {
   return (M + t.mr - 1) / t.mr * t.mr * ((N + t.nr - 1) / t.nr * t.nr);
 }
 
-// Tiles within 1/16 of each other's area, both able to read A in place (a rows kernel), where the one chosen so far
-// covers N in at most kInPlaceAPanels column panels (A then read in place, each panel reading all of it again from
-// memory) and M has more rows than one packed A block (MC): the one with fewer column panels. Both builds in one process, calls alternated, median of
+// Tiles within 1/16 of each other's area, for an A the engine may read in place (a_in_place: row-major, alpha 1)
+// and tiles that can (a rows kernel), where the one chosen so far covers N in at most kInPlaceAPanels column panels
+// (A then read in place, each panel reading all of it again from memory) and M has more rows than one packed A
+// block (MC): the one with fewer column panels. Both builds in one process, calls alternated, median of
 // per-pair time ratios, AMD Zen 4, 6x64 (one panel) against 12x32 (two) for 49-64 columns, 2 / 1 threads: 512 x 49 x
 // 4608 1.07 / 1.05x (ResNet-50 res5a 3x3 n=1 forward 1.08 / 1.07x), 512 x 49 x 2048 1.45 / 1.20x, 4608 x 49 x 512
 // 1.07x, 2048 x 49 x 512 1.06x, 384 x 49 x 2304 1.06x, 320 x 49 x 2304 1.07x, 192 x 49 x 2304 1.04x (1 thread); but
 // with the rows of one A block 0.80-0.95x (256 x 49 x 2304 and 256 x 56 x 1152 on 2 threads, 128 each; 128 x 49 x
-// 2304 on 1 thread 0.84x), hence the bound; 1024-squares (8x48's 22 panels against 6x64's 16) 0.98x.
-const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N) {
+// 2304 on 1 thread 0.84x), hence the bound; 1024-squares (8x48's 22 panels against 6x64's 16) 0.98x, and a
+// transposed A (packed: res5 1x1 n=1 input gradient, 2048 x 49 x 512) 0.94x.
+const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N, bool a_in_place) {
   const auto rows = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };
   const auto panels = [N](const GemmTile& t) { return (N + t.nr - 1) / t.nr; };
   const GemmTile* best = &kernels.tiles[0];
@@ -353,8 +355,8 @@ const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N) {
     const GemmTile& t = kernels.tiles[i];
     const int64_t area = padded_area(t, M, N), best_area = padded_area(*best, M, N);
     const bool close = !clearly_smaller(area, best_area) && !clearly_smaller(best_area, area);
-    const bool fewer_panels = close && M > MC && t.rows && best->rows && panels(*best) <= kInPlaceAPanels &&
-                              panels(t) < panels(*best);
+    const bool fewer_panels = close && a_in_place && M > MC && t.rows && best->rows &&
+                              panels(*best) <= kInPlaceAPanels && panels(t) < panels(*best);
     if (clearly_smaller(area, best_area) || fewer_panels || (area == best_area && rows(t) < rows(*best))) best = &t;
   }
   return *best;
@@ -494,7 +496,8 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
   // panels split 6 / 5, where 6x64 splits 22 as 11 / 11 with the same area (both builds in one process, calls
   // alternated, median of per-pair time ratios: 1.17x; 96- to 384-squares 1.00-1.01x).
   const int nt = threads_for(M * N * K);
-  run_product(choose_tile(kernels().gemm, nt > 1 && N <= M ? (M + nt - 1) / nt : M, N),
+  run_product(choose_tile(kernels().gemm, nt > 1 && N <= M ? (M + nt - 1) / nt : M, N,
+                          trans_a == Trans::no && alpha == 1.0f),
               {trans_a, M, N, K, gemm_k_block(K), alpha, A, lda, B, beta, C, ldc, epi}, nullptr);
 }
 
