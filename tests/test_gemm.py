@@ -44,12 +44,15 @@ def test_sweep_reaches_every_tile(isa):
     assert chosen == set(_core.gemm_tiles())
 
 
-def test_few_columns_past_one_a_block_take_fewer_panels():
+def test_few_columns_past_one_a_block_take_fewer_panels(isa):
     # AVX-512: 12x32 and 6x64 pad 49 columns to the same 64; with A read in place each column panel reads all of
     # it again, so past one packed A block (144 rows) the one-panel tile is taken; within it, for an A that is
     # packed (transposed, scaled, or packed in advance) and for wide products the area and row rules stay
     if "6x64" not in _core.gemm_tiles():
-        pytest.skip(f"no 6x64 tile in {_core.gemm_tiles()}")
+        # the other ISAs' tiles have no in-place A kernel: an A that could be read in place changes nothing
+        for m, n in ((512, 49), (200, 49), (128, 49), (400, 20), (1024, 1024)):
+            assert _core.gemm_tile_for(m, n, a_in_place=True) == _core.gemm_tile_for(m, n), (m, n)
+        return
     assert _core.gemm_tile_for(512, 49, a_in_place=True) == "6x64"
     assert _core.gemm_tile_for(200, 49, a_in_place=True) == "6x64"
     assert _core.gemm_tile_for(128, 49, a_in_place=True) == "12x32"

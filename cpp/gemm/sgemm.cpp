@@ -54,6 +54,9 @@ constexpr int64_t kInPlaceTwoPanelRowFloats = 8192;  // two row panels use it an
 constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one up to this size (32 KiB), and
 constexpr int kPanelOuterMinNr = 32;         // from a B in memory only this wide (two cache lines a row) or wider
 constexpr int64_t kInPlaceAPanels = 2;       // A read in place by products of at most this many column panels
+// An A the engine may read in place (with a rows kernel, no copying of B, few column panels: sgemm_part): stored
+// row-major and taken as it is.
+bool plain_a(Trans trans_a, float alpha) { return trans_a == Trans::no && alpha == 1.0f; }
 constexpr int64_t kCopyRowFloats = 8192;     // the first row panel packs B as it computes: rows this far apart
 constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
 constexpr int64_t kMinChunkColumns = 512;           // the first ones this wide (or wider, for kChunksPerThread),
@@ -235,8 +238,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // 1.07x, that forward 1.07 / 1.09x, 256 x 49 x 2304 1.11 / 1.09x, 200 x 64 x 1000 1.11 / 1.14x, 16 x 96 x 300
   // 1.10x, 64-square 1.15 / 1.11x; 40 x 49 x 576, 96 x 60 x 363, 66 x 128 x 256 1.00x. With more column panels the
   // strided reads cost more than the packing: 512 x 98 x 4608 0.92 / 0.98x, 256 x 196 x 2304 0.91 / 0.98x.
-  const bool a_in_place = tile.rows && !packed_a && trans_a == Trans::no && alpha == 1.0f && !copy_b &&
-                          n1 - n0 <= kInPlaceAPanels * nr;
+  const bool a_in_place =
+      tile.rows && !packed_a && plain_a(trans_a, alpha) && !copy_b && n1 - n0 <= kInPlaceAPanels * nr;
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     // B's panels before `full` are read in place (a B read in place: all of them, its last one by the edge
     // microkernel; copy_b: its whole panels, copied by the first row panel as it computes), the rest packed
@@ -337,16 +340,17 @@ int64_t padded_area(const GemmTile& t, int64_t M, int64_t N) {
   return (M + t.mr - 1) / t.mr * t.mr * ((N + t.nr - 1) / t.nr * t.nr);
 }
 
-// Tiles within 1/16 of each other's area, for an A the engine may read in place (a_in_place: row-major, alpha 1)
-// and tiles that can (a rows kernel), where the one chosen so far covers N in at most kInPlaceAPanels column panels
-// (A then read in place, each panel reading all of it again from memory) and M has more rows than one packed A
-// block (MC): the one with fewer column panels. Both builds in one process, calls alternated, median of
-// per-pair time ratios, AMD Zen 4, 6x64 (one panel) against 12x32 (two) for 49-64 columns, 2 / 1 threads: 512 x 49 x
-// 4608 1.07 / 1.05x (ResNet-50 res5a 3x3 n=1 forward 1.08 / 1.07x), 512 x 49 x 2048 1.45 / 1.20x, 4608 x 49 x 512
-// 1.07x, 2048 x 49 x 512 1.06x, 384 x 49 x 2304 1.06x, 320 x 49 x 2304 1.07x, 192 x 49 x 2304 1.04x (1 thread); but
-// with the rows of one A block 0.80-0.95x (256 x 49 x 2304 and 256 x 56 x 1152 on 2 threads, 128 each; 128 x 49 x
-// 2304 on 1 thread 0.84x), hence the bound; 1024-squares (8x48's 22 panels against 6x64's 16) 0.98x, and a
-// transposed A (packed: res5 1x1 n=1 input gradient, 2048 x 49 x 512) 0.94x.
+// Tiles within 1/16 of each other's area, for an A the engine may read in place (a_in_place: plain_a) and tiles that
+// can (a rows kernel), where the one chosen so far covers N in at most kInPlaceAPanels column panels (A then read in
+// place, each panel reading all of it again from memory) and M has more rows than one packed A block (MC; within one, a
+// B in memory goes to the copying kernel, which takes A packed, unless its panels are packed one by one: 12x32's
+// 32-wide ones are, 6x64's are not, so 6x64 would lose the in-place A there). Both builds in one process, calls
+// alternated, median of per-pair time ratios, AMD Zen 4, 6x64 (one panel) against 12x32 (two) for 49-64 columns, 2 / 1
+// threads: 512 x 49 x 4608 1.07 / 1.05x (ResNet-50 res5a 3x3 n=1 forward 1.08 / 1.07x), 512 x 49 x 2048 1.45 / 1.20x,
+// 4608 x 49 x 512 1.07x, 2048 x 49 x 512 1.06x, 384 x 49 x 2304 1.06x, 320 x 49 x 2304 1.07x, 192 x 49 x 2304 1.04x (1
+// thread); but with the rows of one A block 0.80-0.95x (256 x 49 x 2304 and 256 x 56 x 1152 on 2 threads, 128 each; 128
+// x 49 x 2304 on 1 thread 0.84x: 6x64 copying B, with A packed), hence the bound; 1024-squares (8x48's 22 panels
+// against 6x64's 16) 0.98x, and a transposed A (packed: res5 1x1 n=1 input gradient, 2048 x 49 x 512) 0.94x.
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N, bool a_in_place) {
   const auto rows = [M](const GemmTile& t) { return (M + t.mr - 1) / t.mr * t.mr; };
   const auto panels = [N](const GemmTile& t) { return (N + t.nr - 1) / t.nr; };
@@ -496,8 +500,7 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
   // panels split 6 / 5, where 6x64 splits 22 as 11 / 11 with the same area (both builds in one process, calls
   // alternated, median of per-pair time ratios: 1.17x; 96- to 384-squares 1.00-1.01x).
   const int nt = threads_for(M * N * K);
-  run_product(choose_tile(kernels().gemm, nt > 1 && N <= M ? (M + nt - 1) / nt : M, N,
-                          trans_a == Trans::no && alpha == 1.0f),
+  run_product(choose_tile(kernels().gemm, nt > 1 && N <= M ? (M + nt - 1) / nt : M, N, plain_a(trans_a, alpha)),
               {trans_a, M, N, K, gemm_k_block(K), alpha, A, lda, B, beta, C, ldc, epi}, nullptr);
 }
 

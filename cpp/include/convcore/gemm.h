@@ -165,8 +165,9 @@ struct GemmKernels {
 // chosen so far where it pads the product to an area (rows x columns computed) smaller by more than 1/16, or to
 // the same area with fewer padded rows (e.g. on AVX-512 8x48, but 12x32 for 12 rows or 49 columns, 6x64 for 6 rows
 // or 64 x 64, which 8x48 would pad to 64 x 96); for an A the engine may read in place (a_in_place: row-major,
-// alpha 1), past one packed A block of rows, to an area within 1/16 with fewer column panels (6x64 for 512 x 49). (Measured: for few rows the wide tiles win even where N is
-// narrower than their nr, e.g. LeNet conv1's weight gradient, 6 x 25, where every tile computes the same area.)
+// alpha 1), past one packed A block of rows, to an area within 1/16 with fewer column panels (6x64 for 512 x 49).
+// (Measured: for few rows the wide tiles win even where N is narrower than their nr, e.g. LeNet conv1's weight
+// gradient, 6 x 25, where every tile computes the same area.)
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N, bool a_in_place = false);
 
 // The area a tile computes for an M x N product: M rounded up to whole row panels times N to whole column panels.
