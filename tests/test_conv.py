@@ -72,6 +72,7 @@ CASES = [
     (3, 48, 12, 14, 40, 3, 3, 1, 0, 1, 1),      # no padding (the input gradient by col2im)
     (2, 48, 10, 9, 40, 3, 3, 1, 2, 1, 1),       # padding 2: tiles reading only padding
     (3, 46, 12, 12, 40, 3, 3, 1, (1, 0), 1, 1),  # uneven padding
+    (1, 48, 20, 37, 40, 3, 3, 1, 1, 1, 1),      # rows of 19 tiles: whole vectors of tiles and a part, odd columns
     # the backward with dy's channels in the lanes (AVX-512 and AVX2: 9-16 filters, dy rows of 5-10 pixels, kernel
     # width 3 or 5): accumulators past the row from the padding, kernel rows past dy's, R != S, uneven padding;
     # more than 8 images (image chunks of unequal sizes) with all kernel rows in one weight unit, 3x3 and 5x5

@@ -16,6 +16,7 @@
 #include "convcore/conv.h"
 #include "convcore/dispatch.h"
 #include "convcore/threads.h"
+#include "convcore/vector_edges.h"
 #if defined(__AVX2__)
 #include "convcore/avx2_lanes.h"
 #endif
@@ -32,57 +33,6 @@ inline KernelRows image_rows(const ConvShape& s, int64_t p) {
   while (lo < s.R && p * s.stride_h + lo * s.dil_h < s.pad_h) ++lo;
   while (hi > lo && p * s.stride_h + (hi - 1) * s.dil_h >= s.H + s.pad_h) --hi;
   return {lo, hi};
-}
-
-// Stores the first `count` lanes (1 <= count <= VL) of v at dst: a masked store on AVX-512, vector pieces on AVX2 (a
-// variable-length memcpy cost ~30 cycles a store, a third of LeNet conv1's forward with its 28-wide rows).
-template <int VL, typename Vec>
-inline void store_first(float* dst, const Vec& v, int64_t count) {
-  if (count == VL) {
-    std::memcpy(dst, &v, sizeof(Vec));
-    return;
-  }
-#if defined(__AVX512F__)
-  if constexpr (VL == 16) {
-    _mm512_mask_storeu_ps(dst, static_cast<__mmask16>((1u << count) - 1), reinterpret_cast<const __m512&>(v));
-    return;
-  }
-#endif
-#if defined(__AVX2__)
-  if constexpr (VL == 8) {  // 4-, 2- and 1-lane stores: AVX2's masked store is slow on AMD's cores
-    store_first_lanes(dst, reinterpret_cast<const __m256&>(v), count);
-    return;
-  }
-#endif
-  for (int64_t j = 0; j < count; ++j) dst[j] = v[j];
-}
-
-// The first `count` floats at src (0 <= count <= VL) in the low lanes of a vector, zeros above: a masked load where
-// the unit's ISA has one (nothing past src + count is read).
-template <int VL, typename Vec>
-inline Vec load_first(const float* src, int64_t count) {
-  Vec v{};
-  if (count == VL) {
-    std::memcpy(&v, src, sizeof(Vec));
-    return v;
-  }
-#if defined(__AVX512F__)
-  if constexpr (VL == 16) {
-    const __m512 m = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1), src);
-    std::memcpy(&v, &m, sizeof(Vec));
-    return v;
-  }
-#endif
-#if defined(__AVX2__)
-  if constexpr (VL == 8) {
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256 m = _mm256_maskload_ps(src, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lanes));
-    std::memcpy(&v, &m, sizeof(Vec));
-    return v;
-  }
-#endif
-  for (int64_t j = 0; j < count; ++j) v[j] = src[j];
-  return v;
 }
 
 // Calls body(width) with the kernel width as a compile-time constant for the common widths 3 and 5, else 0 (the

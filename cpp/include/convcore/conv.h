@@ -182,7 +182,7 @@ bool conv2d_channel_vector_backward_avx2(const ConvShape& s, const float* dy, co
 bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, const float* x, const float* w,
                                            float* dx, float* dw, float* db);
 
-// Winograd F(2x2, 3x3) forward convolution (conv_winograd.cpp): 3x3 filters, stride 1, no dilation, one group, at
+// Winograd F(2x2, 3x3) forward convolution (conv_winograd.h, one per ISA in the dispatch table): 3x3 filters, stride 1, no dilation, one group, at
 // least 16 channels and 16 filters, outputs at least 4 x 4 and at least 64 2x2 output tiles; any padding. 16 GEMMs
 // (one per position of the 4x4 transformed tile) on the SGEMM engine do 2.25x fewer multiplies than im2col.
 // Workspace: the transformed filters (16*K*C floats) and, per block of whole tile rows, the transformed inputs and
@@ -192,8 +192,14 @@ bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, 
 // where x or w holds an infinity or a NaN (the transforms' differences would turn an infinity into NaN): the caller
 // computes y another way.
 bool conv2d_winograd_applies(const ConvShape& s);
-bool conv2d_forward_winograd(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                             float* y);
+using ConvWinogradKernel = bool (*)(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                                    float* y);
+bool conv2d_forward_winograd_scalar(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                                    float* y);
+bool conv2d_forward_winograd_avx2(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                                  float* y);
+bool conv2d_forward_winograd_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                                    float* y);
 
 // Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
 // fast kernels above route here. Each dw element sums 8 lane partials over (n, p, q) in order, then the lanes.

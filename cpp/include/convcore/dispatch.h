@@ -33,6 +33,7 @@ struct KernelTable {
   ConvFilterVectorForwardKernel conv_filter_vector_forward;
   ConvFilterVectorWeightKernel conv_filter_vector_weight;
   ConvChannelVectorBackwardKernel conv_channel_vector_backward;
+  ConvWinogradKernel conv_winograd;
   BatchNormRowKernels batch_norm_rows;
 };
 
