@@ -182,9 +182,10 @@ bool conv2d_channel_vector_backward_avx2(const ConvShape& s, const float* dy, co
 bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, const float* x, const float* w,
                                            float* dx, float* dw, float* db);
 
-// Winograd F(2x2, 3x3) forward convolution (conv_winograd.h, one per ISA in the dispatch table): 3x3 filters, stride 1, no dilation, one group, at
-// least 16 channels and 16 filters, outputs at least 4 x 4 and at least 64 2x2 output tiles; any padding. 16 GEMMs
-// (one per position of the 4x4 transformed tile) on the SGEMM engine do 2.25x fewer multiplies than im2col.
+// Winograd F(2x2, 3x3) forward convolution (conv_winograd.h, one per ISA in the dispatch table; where it applies:
+// conv_winograd.cpp): 3x3 filters, stride 1, no dilation, one group, at least 16 channels and 16 filters, outputs
+// at least 4 x 4 and at least 64 2x2 output tiles; any padding. 16 GEMMs (one per position of the 4x4 transformed
+// tile) on the SGEMM engine do 2.25x fewer multiplies than im2col.
 // Workspace: the transformed filters (16*K*C floats) and, per block of whole tile rows, the transformed inputs and
 // products: at most ~4 Mi floats (16 MiB) or one tile row, shared by the threads; or, where the transformed filters
 // take at most 1 Mi floats and there are at least two blocks a thread, ~1 Mi floats (4 MiB) or one tile row per
