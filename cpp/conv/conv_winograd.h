@@ -126,12 +126,14 @@ struct Tiling {
   int64_t th, tw;  // tiles per image: th x tw, covering 2*th x 2*tw outputs (the last row / column may overhang)
 };
 
+// Lane indices for __builtin_shuffle of two 16-, 8- or 4-float vectors.
+typedef int32_t i16 __attribute__((vector_size(64)));
+typedef int32_t i8 __attribute__((vector_size(32)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+
 // Lanes 0, 2, 4, ... (even) and 1, 3, 5, ... (odd) of the 2VL floats a (low) and b (high).
 template <int VL, typename vec>
 inline void split_even_odd(vec a, vec b, vec& even, vec& odd) {
-  typedef int32_t i16 __attribute__((vector_size(64)));
-  typedef int32_t i8 __attribute__((vector_size(32)));
-  typedef int32_t i4 __attribute__((vector_size(16)));
   if constexpr (VL == 16) {
     even = __builtin_shuffle(a, b, i16{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30});
     odd = __builtin_shuffle(a, b, i16{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31});
@@ -148,9 +150,6 @@ inline void split_even_odd(vec a, vec b, vec& even, vec& odd) {
 // The 2VL floats taking lanes from even and odd in turn (even[0], odd[0], even[1], ...): lo the first VL, hi the rest.
 template <int VL, typename vec>
 inline void interleave(vec even, vec odd, vec& lo, vec& hi) {
-  typedef int32_t i16 __attribute__((vector_size(64)));
-  typedef int32_t i8 __attribute__((vector_size(32)));
-  typedef int32_t i4 __attribute__((vector_size(16)));
   if constexpr (VL == 16) {
     lo = __builtin_shuffle(even, odd, i16{0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23});
     hi = __builtin_shuffle(even, odd, i16{8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31});
