@@ -45,19 +45,55 @@ def test_sweep_reaches_every_tile(isa):
 
 
 def test_few_columns_past_one_a_block_take_fewer_panels(isa):
-    # AVX-512: 12x32 and 6x64 pad 49 columns to the same 64; with A read in place each column panel reads all of
+    # AVX-512: 12x32 and 6x64 pad 60 columns to the same 64; with A read in place each column panel reads all of
     # it again, so past one packed A block (144 rows) the one-panel tile is taken; within it, for an A that is
     # packed (transposed, scaled, or packed in advance) and for wide products the area and row rules stay
     if "6x64" not in _core.gemm_tiles():
         # the other ISAs' tiles have no in-place A kernel: an A that could be read in place changes nothing
-        for m, n in ((512, 49), (200, 49), (128, 49), (400, 20), (1024, 1024)):
+        for m, n in ((512, 60), (200, 60), (128, 60), (400, 20), (1024, 1024)):
             assert _core.gemm_tile_for(m, n, a_in_place=True) == _core.gemm_tile_for(m, n), (m, n)
         return
-    assert _core.gemm_tile_for(512, 49, a_in_place=True) == "6x64"
-    assert _core.gemm_tile_for(200, 49, a_in_place=True) == "6x64"
-    assert _core.gemm_tile_for(128, 49, a_in_place=True) == "12x32"
-    assert _core.gemm_tile_for(512, 49) == "12x32"
+    assert _core.gemm_tile_for(512, 60, a_in_place=True) == "6x64"
+    assert _core.gemm_tile_for(200, 60, a_in_place=True) == "6x64"
+    assert _core.gemm_tile_for(128, 60, a_in_place=True) == "12x32"
+    assert _core.gemm_tile_for(512, 60) == "12x32"
     assert _core.gemm_tile_for(1024, 1024, a_in_place=True) == "8x48"
+    # 49 columns: 8x48's last panel of one column rides with the full one (a wide microkernel), costing less than
+    # the 64 columns of either other tile
+    assert _core.gemm_tile_for(512, 49, a_in_place=True) == _core.gemm_tile_for(512, 49) == "8x48"
+
+
+# products whose last column panel has 1-3 columns (on AVX-512: 8x48 49 = 48 + 1, 99 = 96 + 3; 12x32 34, 67 = 64 + 3;
+# 6x64 66; 13 rows end in a partial row panel; 300 rows: several row panels, split on 2 threads; 40 x 289 packs B
+# panel by panel as its first row panel computes, 29 x 289 the whole block; 3000 columns: chunks)
+WIDE = [(8, 49, 300), (8, 99, 200), (12, 34, 300), (12, 67, 100), (6, 66, 300), (13, 50, 300), (300, 49, 800),
+        (40, 289, 100), (29, 289, 600), (24, 3025, 363)]
+
+
+@pytest.mark.parametrize("m,n,k", WIDE)
+def test_last_few_columns_ride_with_the_panel_before(isa, rng, m, n, k):
+    # the wide microkernels (AVX-512) compute the last few columns in the same pass over k as the full panel before
+    # them, one vector down the rows per column, A packed (transposed) or read in place, B in place, packed (given as
+    # rows) or copied by the first row panel: exact with alpha, beta, either bias and ReLU on 1 and 2 threads, and
+    # on floats the same bits as the same columns of a wider product, where full and edge tiles compute them
+    for axis in (PER_ROW, PER_COL):
+        a, b = _operands(rng, m, n, k, False, False)
+        _exact_on_one_and_two_threads(rng, a, b, 1.0, -1.0, axis)
+    for trans_a, trans_b in ((True, False), (False, True), (True, True)):
+        a, b = _operands(rng, m, n, k, trans_a, trans_b)
+        expected = _expected(a, b, trans_a, trans_b)
+        for t in (1, 2):
+            c = np.full((m, n), np.nan, np.float32)
+            with cc.threads(t):
+                _core.gemm(a, b, trans_a, trans_b, 1.0, 0.0, c, None, NONE, False, False)
+            assert np.array_equal(c, expected), (trans_a, trans_b, t)
+    af, bf = _operands(rng, m, n + 45, k, False, False, integer=False)
+    for t in (1, 2):
+        with cc.threads(t):
+            wider = F.matmul(af, bf)[:, :n]
+            assert np.array_equal(F.matmul(af, bf[:, :n].copy()), wider), t
+            packed = _core.gemm(af.T.copy(), bf[:, :n].copy(), True, False, 1.0, 0.0, None, None, NONE, False, False)
+            assert np.array_equal(packed, wider), t
 
 
 def test_rows_do_not_depend_on_the_row_count(isa, rng):

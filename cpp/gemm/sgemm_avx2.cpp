@@ -239,8 +239,10 @@ void pack_gathered_8(const float* base, const int64_t* offsets, int64_t count, i
 // place a matrix row apart were not followed by the prefetchers (kPanelOuterMinNr in sgemm.cpp).
 GemmKernels gemm_kernels_avx2() {
   return GemmKernels{"avx2 6x16 (4x24 for few rows)",
-                     {{6, 16, micro<6, 2>, micro_edge<6, 2>, nullptr, nullptr, nullptr, micro_gathered<6, 2>},
-                      {4, 24, micro<4, 3>, micro_edge<4, 3>, nullptr, nullptr, nullptr, micro_gathered<4, 3>}},
+                     {{6, 16, micro<6, 2>, micro_edge<6, 2>, nullptr, nullptr, nullptr, micro_gathered<6, 2>, 0,
+                       nullptr, nullptr},
+                      {4, 24, micro<4, 3>, micro_edge<4, 3>, nullptr, nullptr, nullptr, micro_gathered<4, 3>, 0,
+                       nullptr, nullptr}},
                      2,
                      dots_4x8,
                      pack_transposed_8x8,

@@ -4,8 +4,10 @@
 // over 12x32: 96 x 3025 x 363 1.05-1.06 / 1.05x, 1024 x 3000 x 1024 1.06 / 1.04x, 768-square 1.05 / 1.01x,
 // 1024-square 1.03 / 1.02x, 256 x 6272 x 2304 1.07 / 1.03x, 512 x 1568 x 4608 1.04 / 1.03x; AlexNet conv1 n=1
 // forward 1.05 / 1.03x, res4a n=32 forward 1.04 / 1.05x; 512-square 1.02 / 0.98x). 12x32 serves products whose
-// rows or columns it pads clearly less (12 rows; res5a's 49 pixels at batch 1: 64 columns, not 96), 6x64 those
-// of 6 rows (LeNet conv1's 6 filters) or of 64 x 64.
+// rows or columns it pads clearly less (12 rows; 60 columns: 64, not 96), 6x64 those of 6 rows (LeNet conv1's 6
+// filters) or of 64 x 64. Each tile's wide microkernels add up to 32 - (registers of the tile, its B vectors, A's
+// broadcast and A's vector down the rows) columns: 3 to 8x48 and 12x32, 2 to 6x64 (12x32 adding 4 columns, its 33
+// registers spilling, made res4a's batch-1 forward, 256 x 196 x 2304, 0.94x as fast as with its narrow edge tile).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -41,10 +43,16 @@ struct AOperand {
 
 // The MR x (16 * NV) tile: C = (accumulate ? C : 0) + A B, then the epilogue. kCopy: each B row loaded is also stored
 // to Bcopy. kEdge: the edge microkernel's tile, whose rows past `rows` are computed but neither read nor written and,
-// kTail, whose last vector of columns is masked by tail (B's loads, C's loads and stores, the column bias).
-template <int MR, int NV, bool kCopy, ASource kA, bool kEdge = false, bool kTail = kEdge>
+// kTail, whose last vector of columns is masked by tail (B's loads, C's loads and stores, the column bias). kX: the
+// tile goes on with kX more columns of C (16 * NV onwards), B's at Bx (row stride ldbx), each as one vector of the
+// MR rows (A's k step as a vector: loaded from a packed panel, or blended from the rows' broadcasts) fed by one FMA
+// a k step (the micro_wide kernels); each of their elements takes the same products in the same order, then C, the
+// biases and ReLU as the tile's do (store_tile_element): the same bits.
+template <int MR, int NV, bool kCopy, ASource kA, bool kEdge = false, bool kTail = kEdge, int kX = 0>
 inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
-                       bool accumulate, const TileEpilogue* epi, int rows = MR, __mmask16 tail = 0xFFFF) {
+                       bool accumulate, const TileEpilogue* epi, int rows = MR, __mmask16 tail = 0xFFFF,
+                       const float* Bx = nullptr, int64_t ldbx = 0) {
+  static_assert(kX == 0 || (!kCopy && !kEdge && kA != ASource::gathered && MR <= 16), "whole tiles, A by rows");
   constexpr int kPointers = kA == ASource::rows ? (MR + 2) / 3 : kA == ASource::gathered ? MR : 1;
   // vector v of a row at p: all its lanes, or tail for an edge tile's last
   const auto load = [tail](int v, const float* p) {
@@ -54,11 +62,13 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
   const float* ap = A.a;
   const float* ptr[kPointers];
   for (int g = 0; g < kPointers; ++g) ptr[g] = kA == ASource::gathered ? A.row[g] : A.a + 3 * g * lda;
-  __m512 c[MR][NV];
+  __m512 c[MR][NV], x[kX > 0 ? kX : 1];
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) c[i][v] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int j = 0; j < kX; ++j) x[j] = _mm512_setzero_ps();
   const auto step = [&](int64_t k) {
     __m512 b[NV];
 #pragma GCC unroll 4
@@ -71,6 +81,8 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
       for (int v = 0; v < NV; ++v) _mm512_store_ps(Bcopy + 16 * v, b[v]);
       Bcopy += 16 * NV;
     }
+    __m512 a_rows = _mm512_setzero_ps();  // kX: the k step's A down the rows
+    if constexpr (kX > 0 && kA == ASource::packed) a_rows = _mm512_maskz_loadu_ps(__mmask16((1u << MR) - 1), ap);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(kA == ASource::packed ? ap[i]
@@ -78,6 +90,12 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
                                                             : ptr[i][k]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(a, b[v], c[i][v]);
+      if constexpr (kX > 0 && kA == ASource::rows) a_rows = _mm512_mask_mov_ps(a_rows, __mmask16(1u << i), a);
+    }
+    if constexpr (kX > 0) {
+#pragma GCC unroll 4
+      for (int j = 0; j < kX; ++j) x[j] = _mm512_fmadd_ps(a_rows, _mm512_set1_ps(Bx[j]), x[j]);
+      Bx += ldbx;
     }
     if constexpr (kA == ASource::packed) ap += MR;
     if constexpr (kA == ASource::rows)
@@ -138,6 +156,18 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
         else
           _mm512_storeu_ps(C + i * ldc + 16 * v, c[i][v]);
       }
+  if constexpr (kX > 0) {
+    float sums[kX][16];
+    for (int j = 0; j < kX; ++j) _mm512_storeu_ps(sums[j], x[j]);
+    const TileEpilogue* xepi = epi;
+    TileEpilogue shifted;  // the epilogue's column bias from the extra columns on
+    if (epi && epi->col_bias) {
+      shifted = {epi->row_bias, epi->col_bias + 16 * NV, epi->relu};
+      xepi = &shifted;
+    }
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < kX; ++j) store_tile_element(sums[j][i], accumulate, xepi, i, j, C + i * ldc + 16 * NV + j);
+  }
 }
 
 // A's micro-panel (packed) or rows (in place), kc steps
@@ -161,6 +191,24 @@ template <int MR, int NV>
 void micro_copying(int64_t kc, const float* Ap, const float* B, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
                    bool accumulate, const TileEpilogue* epi) {
   micro_body<MR, NV, true, ASource::packed>(a_operand(Ap, 0, kc), B, ldb, Bcopy, C, ldc, accumulate, epi);
+}
+
+// WideMicroKernel: the tile and `cols` (1 .. W) more columns, A packed (lda 0) or its rows in place.
+template <int MR, int NV, ASource kA, int W>
+void micro_wide(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, const float* Bx, int64_t ldbx,
+                float* C, int64_t ldc, bool accumulate, const TileEpilogue* epi, int cols) {
+  const AOperand a = a_operand(A, lda, kc);
+  if constexpr (W > 1) {
+    if (cols == W) {
+      micro_body<MR, NV, false, kA, false, false, W>(a, Bp, ldb, nullptr, C, ldc, accumulate, epi, MR, 0xFFFF, Bx,
+                                                     ldbx);
+      return;
+    }
+    micro_wide<MR, NV, kA, W - 1>(kc, A, lda, Bp, ldb, Bx, ldbx, C, ldc, accumulate, epi, cols);
+  } else {
+    micro_body<MR, NV, false, kA, false, false, 1>(a, Bp, ldb, nullptr, C, ldc, accumulate, epi, MR, 0xFFFF, Bx,
+                                                   ldbx);
+  }
 }
 
 // An edge tile of NC <= 4 columns with A packed: each column's sums as one vector down the MR rows (a k step: one
@@ -456,11 +504,14 @@ void pack_gathered_16(const float* base, const int64_t* offsets, int64_t count, 
 GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 8x48 (12x32, 6x64 for narrow products)",
                      {{8, 48, micro<8, 3>, micro_edge<8, 3, false>, micro_copying<8, 3>, micro_rows<8, 3>,
-                       micro_edge<8, 3, true>, micro_gathered<8, 3>},
+                       micro_edge<8, 3, true>, micro_gathered<8, 3>, 3,
+                       micro_wide<8, 3, ASource::packed, 3>, micro_wide<8, 3, ASource::rows, 3>},
                       {12, 32, micro<12, 2>, micro_edge<12, 2, false>, micro_copying<12, 2>, micro_rows<12, 2>,
-                       micro_edge<12, 2, true>, nullptr},
+                       micro_edge<12, 2, true>, nullptr, 3,
+                       micro_wide<12, 2, ASource::packed, 3>, micro_wide<12, 2, ASource::rows, 3>},
                       {6, 64, micro<6, 4>, micro_edge<6, 4, false>, micro_copying<6, 4>, micro_rows<6, 4>,
-                       micro_edge<6, 4, true>, micro_gathered<6, 4>}},
+                       micro_edge<6, 4, true>, micro_gathered<6, 4>, 2,
+                       micro_wide<6, 4, ASource::packed, 2>, micro_wide<6, 4, ASource::rows, 2>}},
                      3,
                      dots_4x2x16,
                      pack_transposed_16x16,

@@ -89,9 +89,19 @@ using EdgeMicroKernel = void (*)(int64_t kc, const float* A, int64_t lda, const 
 using GatheredMicroKernel = void (*)(int64_t len, int64_t runs, int64_t jump, const float* const* a, const float* Bp,
                                      int64_t ldb, float* C, int64_t ldc, bool accumulate, int rows, int cols);
 
+// Wide microkernel: the full mr x nr tile of the microkernel (A packed, lda 0) or of the one reading A in place
+// (lda its row stride), and in the same pass over k the next `cols` columns of C (1 <= cols <= the tile's
+// narrow_cols), whose B is at Bx (row stride ldbx), each with the same sums in the same order and the same epilogue
+// as the microkernel's: a product's last panel of a few columns rides along with the full panel before it
+// (instead of an edge tile that computes a vector of 16 columns per row for them).
+using WideMicroKernel = void (*)(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb,
+                                 const float* Bx, int64_t ldbx, float* C, int64_t ldc, bool accumulate,
+                                 const TileEpilogue* epi, int cols);
+
 // One register tile: the mr x nr microkernel and its edge microkernel; its copying microkernel, or nullptr; its
-// microkernel reading A in place with that one's edge microkernel, or nullptr; and its gathered microkernel, or
-// nullptr.
+// microkernel reading A in place with that one's edge microkernel, or nullptr; its gathered microkernel, or nullptr;
+// the most columns its wide microkernels add (narrow_cols, 0 where there are none) and those kernels, A packed
+// (wide) and read in place (wide_rows), or nullptr.
 struct GemmTile {
   int mr, nr;
   MicroKernel micro;
@@ -100,7 +110,14 @@ struct GemmTile {
   RowsMicroKernel rows;
   EdgeMicroKernel rows_edge;
   GatheredMicroKernel gathered;
+  int narrow_cols;
+  WideMicroKernel wide;
+  WideMicroKernel wide_rows;
 };
+
+// The columns of a full tile that `cols` columns added by a wide microkernel cost: a k step takes one FMA of a
+// 16-lane vector per column, a full tile mr / 16 per column.
+inline int64_t narrow_columns_cost(const GemmTile& t, int64_t cols) { return (16 * cols + t.mr - 1) / t.mr; }
 
 constexpr int kMaxGemmTiles = 3;
 constexpr int kMaxNr = 64;                 // nr of every tile is at most this
@@ -162,10 +179,12 @@ struct GemmKernels {
 };
 
 // The tile for an M x N product: the tiles are taken in order, the general one first, and a tile replaces the one
-// chosen so far where it pads the product to an area (rows x columns computed) smaller by more than 1/16, or to
-// the same area with fewer padded rows (e.g. on AVX-512 8x48, but 12x32 for 12 rows or 49 columns, 6x64 for 6 rows
-// or 64 x 64, which 8x48 would pad to 64 x 96); for an A the engine may read in place (a_in_place: row-major,
-// alpha 1), past one packed A block of rows, to an area within 1/16 with fewer column panels (6x64 for 512 x 49).
+// chosen so far where it pads the product to an area (rows x columns computed; a last panel that a wide
+// microkernel adds to the one before counted at narrow_columns_cost) smaller by more than 1/16, or to the same area
+// with fewer padded rows (e.g. on AVX-512 8x48, also for 49 columns, 48 + 1; 12x32 for 12 rows or 60 columns, 6x64
+// for 6 rows or 64 x 64, which 8x48 would pad to 64 x 96); for an A the engine may read in place (a_in_place:
+// row-major, alpha 1), past one packed A block of rows, to an area within 1/16 with fewer column panels (6x64 for
+// 512 x 60).
 // (Measured: for few rows the wide tiles win even where N is narrower than their nr, e.g. LeNet conv1's weight
 // gradient, 6 x 25, where every tile computes the same area.)
 const GemmTile& choose_tile(const GemmKernels& kernels, int64_t M, int64_t N, bool a_in_place = false);
