@@ -66,7 +66,7 @@ CASES = [
     (1, 4, 40, 42, 8, 5, 5, 2, 2, (2, 1), 2),
     (2, 6, 9, 11, 40, 1, 1, (2, 3), 0, 1, 1),   # strided 1x1: weight gradient pointwise on the subsampled input
     (2, 6, 9, 11, 40, 1, 1, 2, 0, 1, 2),        # the same with groups
-    # Winograd F(2x2, 3x3) (more than 400 taps and 32 filters, so not the direct kernel; 64 tiles or more)
+    # Winograd F(2x2, 3x3) (more than 400 taps and 32 filters, so not the direct kernel; 49 tiles or more)
     (2, 48, 16, 16, 40, 3, 3, 1, 1, 1, 1),      # forward and the input gradient
     (3, 47, 9, 11, 33, 3, 3, 1, 1, 1, 1),       # odd output rows and columns (overhanging tiles)
     (3, 48, 12, 14, 40, 3, 3, 1, 0, 1, 1),      # no padding (the input gradient by col2im)
@@ -462,6 +462,17 @@ def test_winograd_over_several_tile_blocks(rng, case):
     assert np.array_equal(results[0], np.maximum(ref.conv2d(x, w, b, **kw), 0))
     assert np.array_equal(results[0], results[1])
     assert np.array_equal(results[0], results[2])
+
+
+def test_winograd_from_49_tiles(rng):
+    # a 3x3 layer of 14 x 14 outputs (49 tiles) takes Winograd at batch 1, as in a batch of two: the same bits
+    # (Winograd's products sum each output over the channels whatever the batch; the im2col GEMM rounds otherwise)
+    x = rng.standard_normal((2, 128, 14, 14)).astype(np.float32)
+    w = (0.1 * rng.standard_normal((128, 128, 3, 3))).astype(np.float32)
+    for n in (1, 2):
+        with cc.threads(n):
+            assert np.array_equal(F.conv2d(x[:1], w, padding=1), F.conv2d(x, w, padding=1)[:1]), n
+    np.testing.assert_allclose(F.conv2d(x[:1], w, padding=1), ref.conv2d(x[:1], w, padding=1), rtol=1e-4, atol=1e-4)
 
 
 def test_a_stride_past_the_input_costs_no_memory():
