@@ -277,6 +277,17 @@ void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int
   });
 }
 
+// With at least this many filters, a shared block's 16 products go to the threads by rows (filters: each thread all
+// 16 positions of its share, sgemm_rows), else by position. By rows each thread reads only the transformed filters
+// it wrote (transform_filters gives the threads equal runs of filter panels) and writes the products its output
+// transform reads (transform_outputs: equal runs of filters); by position half of U and M crossed between the cores.
+// Both builds in one process, calls alternated, median of per-pair time ratios in windows of several seconds, AMD
+// Zen 4, 2 threads, forward, res4a 3x3 n=1 (256 filters, 49 tiles): 1.06-1.32x in the machine's slow phases (when
+// traffic between the cores slows 2-3x), 0.97-1.00x in fast ones; 512 filters on 14 x 14 n=1 1.01x, res4a n=32 and
+// res5a n=32 0.99-1.00x. With 64 or 128 filters (CIFAR 3x3 n=1, 128 on 28 x 28 n=1) each thread's share of rows is
+// too few for the tiles: 0.83-0.92x.
+constexpr int64_t kFilterSplit = 256;
+
 // conv2d_forward_winograd_<isa> (conv.h), VL floats a vector.
 template <int VL>
 bool winograd_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {
@@ -291,6 +302,7 @@ bool winograd_forward(const ConvShape& s, const float* x, const float* w, const 
       per_thread ? thread_rows : std::clamp<int64_t>(kBlockFloats / row_floats, 1, tile_rows);
   const int64_t max_cols = block_rows * tl.tw;
   const PackedA a{choose_tile(kernels().gemm, s.K, max_cols), s.K, s.C};
+  const int64_t mr = a.tile.mr, panels = (s.K + mr - 1) / mr;
   const CachedBlock<float> U(kPositions * a.floats());
   std::atomic<bool> non_finite{false};  // found in x or w: the caller computes y another way
   transform_filters(s, w, a, U.get(), non_finite);
@@ -300,10 +312,20 @@ bool winograd_forward(const ConvShape& s, const float* x, const float* w, const 
     if (non_finite.load(std::memory_order_relaxed)) return;
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
     transform_inputs<VL>(s, tl, x, row0, rows, V, non_finite);
-    parallel_for(kPositions, threads_for(kPositions * s.K * s.C * cols), [&](int64_t xi) {
-      sgemm(a, U.get() + xi * a.floats(), cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
-            M + xi * s.K * cols, cols);
-    });
+    const int nt = threads_for(kPositions * s.K * s.C * cols);
+    if (s.K >= kFilterSplit && nt > 1) {
+      parallel_for(nt, nt, [&](int64_t share) {
+        const int64_t m0 = share * panels / nt * mr, m1 = std::min(s.K, (share + 1) * panels / nt * mr);
+        for (int64_t xi = 0; xi < kPositions; ++xi)
+          sgemm_rows(a, U.get() + xi * a.floats(), m0, m1, cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
+                     M + xi * s.K * cols, cols);
+      });
+    } else {
+      parallel_for(kPositions, nt, [&](int64_t xi) {
+        sgemm(a, U.get() + xi * a.floats(), cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
+              M + xi * s.K * cols, cols);
+      });
+    }
     transform_outputs<VL>(s, tl, M, row0, rows, bias, relu, y);
   };
   if (per_thread) {

@@ -561,6 +561,13 @@ void sgemm(const PackedA& a, const float* packed, int64_t N, const BPanelSource&
   run_product(a.tile, {Trans::no, a.M, N, a.K, gemm_k_block(a.K), 1.0f, nullptr, 0, B, beta, C, ldc, epi}, packed);
 }
 
+void sgemm_rows(const PackedA& a, const float* packed, int64_t m0, int64_t m1, int64_t N, const BPanelSource& B,
+                float beta, float* C, int64_t ldc) {
+  if (m0 >= m1 || empty_product(m1 - m0, N, a.K, beta, C + m0 * ldc, ldc, {})) return;
+  sgemm_part(a.tile, {Trans::no, a.M, N, a.K, gemm_k_block(a.K), 1.0f, nullptr, 0, B, beta, C, ldc, {}},
+             {m0, m1, 0, N}, packed);
+}
+
 // A few rows of A against B given as rows (trans_b): dot products over contiguous rows, no packing (packing the
 // whole of B would cost more than the product, e.g. a fully connected layer at batch 1). Columns go in fixed
 // blocks of 64, the epilogue once per row of a block.

@@ -260,6 +260,11 @@ struct PackedA {
 void sgemm(const PackedA& a, const float* packed, int64_t N, const BPanelSource& B, float beta, float* C, int64_t ldc,
            const Epilogue& epilogue = {});
 
+// Rows [m0, m1) of that product (m0 a multiple of a.tile.mr, m1 of it or a.M), on the calling thread, into C's rows
+// m0 to m1 (C points at row 0): the bits of the whole product's.
+void sgemm_rows(const PackedA& a, const float* packed, int64_t m0, int64_t m1, int64_t N, const BPanelSource& B,
+                float beta, float* C, int64_t ldc);
+
 // Both operands as matrices. With at most 4 rows of A and B given as rows (trans_b), runs as dot products
 // without packing (a fully connected layer at small batch).
 void sgemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
