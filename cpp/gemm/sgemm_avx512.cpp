@@ -52,7 +52,8 @@ template <int MR, int NV, bool kCopy, ASource kA, bool kEdge = false, bool kTail
 inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* Bcopy, float* C, int64_t ldc,
                        bool accumulate, const TileEpilogue* epi, int rows = MR, __mmask16 tail = 0xFFFF,
                        const float* Bx = nullptr, int64_t ldbx = 0) {
-  static_assert(kX == 0 || (!kCopy && !kEdge && kA != ASource::gathered && MR <= 16), "whole tiles, A by rows");
+  static_assert(kX == 0 || (!kCopy && !kEdge && kA != ASource::gathered && MR <= 16),
+                "extra columns: whole tiles of at most 16 rows, A packed or in place");
   constexpr int kPointers = kA == ASource::rows ? (MR + 2) / 3 : kA == ASource::gathered ? MR : 1;
   // vector v of a row at p: all its lanes, or tail for an edge tile's last
   const auto load = [tail](int v, const float* p) {
