@@ -129,7 +129,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
                 for (int v = 0; v < QV; ++v) {
                   if (count[v] == 0) break;
                   vec o = acc[j][i][v] + b;
-                  if (relu_here) o = ((o > 0) | (o != o)) ? o : vec{};  // lane-wise select, NaN kept
+                  if (relu_here) o = relu_keep_nan_lanes<VL>(o);
                   store_first<VL>(out + v * VL, o, count[v]);
                 }
               }
@@ -296,7 +296,7 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
             for (int j = 0; j < QT; ++j)
               for (int v = 0; v < KV; ++v) {
                 const vec o = acc[j][v] + bv[v];
-                acc[j][v] = relu ? (((o > 0) | (o != o)) ? o : vec{}) : o;  // lane-wise select, NaN kept
+                acc[j][v] = relu ? relu_keep_nan_lanes<VL>(o) : o;
               }
             const int64_t pixels = std::min<int64_t>(QT, Q - q0);
             float* dst = &out[(kb * PQ + p * Q + q0) * KB];

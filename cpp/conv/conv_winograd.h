@@ -262,8 +262,8 @@ void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int
           const vec* a = at[i];
           vec even = a[0] + a[1] + a[2] + b, odd = a[1] - a[2] - a[3] + b;
           if (relu) {
-            even = ((even > 0) | (even != even)) ? even : vec{};  // lane-wise select, NaN kept
-            odd = ((odd > 0) | (odd != odd)) ? odd : vec{};
+            even = relu_keep_nan_lanes<VL>(even);
+            odd = relu_keep_nan_lanes<VL>(odd);
           }
           vec lo, hi;
           interleave<VL>(even, odd, lo, hi);

@@ -1,6 +1,7 @@
-// The partial vectors at the end of a row, for kernels written with GCC's vector extension (VL floats a vector) and
-// compiled once per ISA: a masked load or store where the unit's ISA has a fast one, vector pieces or lanes
-// otherwise. An anonymous namespace keeps each unit's copy compiled with its own flags.
+// For kernels written with GCC's vector extension (VL floats a vector) and compiled once per ISA: the partial vectors
+// at the end of a row (a masked load or store where the unit's ISA has a fast one, vector pieces or lanes otherwise)
+// and the lane-wise ReLU. Each takes VL explicitly (with the vector type alone to deduce, GCC 12 deduced float for a
+// function template's vector typedef). An anonymous namespace keeps each unit's copy compiled with its own flags.
 #pragma once
 #include <immintrin.h>
 
@@ -63,6 +64,12 @@ inline Vec load_first(const float* src, int64_t count) {
 #endif
   for (int64_t j = 0; j < count; ++j) v[j] = src[j];
   return v;
+}
+
+// v's lanes where positive or NaN, +0 elsewhere: the epilogue's ReLU (relu_keep_nan) lane by lane.
+template <int VL, typename Vec>
+inline Vec relu_keep_nan_lanes(const Vec& v) {
+  return ((v > 0) | (v != v)) ? v : Vec{};
 }
 
 }  // namespace
