@@ -36,7 +36,7 @@ SIZES = [(m, n, k) for m in (1, 5, 6, 7, 8, 12, 13, 16) for n in (1, 15, 16, 17,
          for k in (1, 7)] + [
     (3, 5, 127), (6, 64, 129), (5, 65, 257), (8, 48, 161), (16, 50, 321), (6, 16, 256), (7, 17, 257),
     (13, 33, 513), (29, 71, 300), (150, 40, 31), (2, 3100, 9), (16, 1700, 150), (6, 1600, 25),
-    (400, 49, 300)]  # past one packed A block of rows (a thread's 200 of 2), two 12x32 panels: one 6x64 panel
+    (400, 49, 300)]  # past one packed A block of rows (a thread's 200 of 2): 8x48, one column added by the wide kernel
 
 
 def test_sweep_reaches_every_tile(isa):
@@ -63,11 +63,14 @@ def test_few_columns_past_one_a_block_take_fewer_panels(isa):
     assert _core.gemm_tile_for(512, 49, a_in_place=True) == _core.gemm_tile_for(512, 49) == "8x48"
 
 
-# products whose last column panel has 1-3 columns (on AVX-512: 8x48 49 = 48 + 1, 99 = 96 + 3; 12x32 34, 67 = 64 + 3;
-# 6x64 66; 13 rows end in a partial row panel; 300 rows: several row panels, split on 2 threads; 40 x 289 packs B
-# panel by panel as its first row panel computes, 29 x 289 the whole block; 3000 columns: chunks)
-WIDE = [(8, 49, 300), (8, 99, 200), (12, 34, 300), (12, 67, 100), (6, 66, 300), (13, 50, 300), (300, 49, 800),
-        (40, 289, 100), (29, 289, 600), (24, 3025, 363)]
+# products whose last column panel has 1-3 columns (on AVX-512: 8x48 49 = 48 + 1, 51, 99 = 96 + 3; 12x32 34, 35,
+# 67 = 64 + 3; 6x64 66; 13 rows end in a partial row panel; 300 rows: several row panels, split on 2 threads; A read
+# in place by 49, 51, 34, 35 and 66 columns, panel by panel with K in one block of 100; 40 x 289 packs B panel by panel
+# as its first row panel computes, 37 x 289 too with a partial last row panel, 29 x 289 the whole block; 3025
+# columns: chunks)
+WIDE = [(8, 49, 300), (8, 51, 300), (8, 49, 100), (8, 99, 200), (12, 34, 300), (12, 35, 300), (12, 67, 100),
+        (6, 66, 300), (13, 50, 300), (300, 49, 800), (40, 289, 100), (37, 289, 100), (29, 289, 600),
+        (24, 3025, 363)]
 
 
 @pytest.mark.parametrize("m,n,k", WIDE)
@@ -88,12 +91,18 @@ def test_last_few_columns_ride_with_the_panel_before(isa, rng, m, n, k):
                 _core.gemm(a, b, trans_a, trans_b, 1.0, 0.0, c, None, NONE, False, False)
             assert np.array_equal(c, expected), (trans_a, trans_b, t)
     af, bf = _operands(rng, m, n + 45, k, False, False, integer=False)
+    af[m // 2, k // 2] = np.nan  # a NaN row, kept by ReLU
+    col_bias, row_bias = rng.standard_normal(n + 45).astype(np.float32), rng.standard_normal(m).astype(np.float32)
     for t in (1, 2):
         with cc.threads(t):
             wider = F.matmul(af, bf)[:, :n]
-            assert np.array_equal(F.matmul(af, bf[:, :n].copy()), wider), t
+            assert np.array_equal(F.matmul(af, bf[:, :n].copy()), wider, equal_nan=True), t
             packed = _core.gemm(af.T.copy(), bf[:, :n].copy(), True, False, 1.0, 0.0, None, None, NONE, False, False)
-            assert np.array_equal(packed, wider), t
+            assert np.array_equal(packed, wider, equal_nan=True), t
+            for bias, axis, narrow in ((col_bias, PER_COL, col_bias[:n].copy()), (row_bias, PER_ROW, row_bias)):
+                want = _core.gemm(af, bf, False, False, 1.0, 0.0, None, bias, axis, True, False)[:, :n]
+                got = _core.gemm(af, bf[:, :n].copy(), False, False, 1.0, 0.0, None, narrow, axis, True, False)
+                assert np.array_equal(got, want, equal_nan=True), (t, axis)
 
 
 def test_rows_do_not_depend_on_the_row_count(isa, rng):

@@ -279,8 +279,9 @@ void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int
 
 // With at least this many filters, a shared block's 16 products go to the threads by rows (filters: each thread all
 // 16 positions of its share, sgemm_rows), else by position. By rows each thread reads only the transformed filters
-// it wrote (transform_filters gives the threads equal runs of filter panels) and writes the products its output
-// transform reads (transform_outputs: equal runs of filters); by position half of U and M crossed between the cores.
+// it wrote (transform_filters' runs of filter panels) and writes the products its output transform reads (where K is
+// a multiple of threads x mr: transform_outputs takes equal runs of filters); by position half of U and M crossed
+// between the cores.
 // Both builds in one process, calls alternated, median of per-pair time ratios in windows of several seconds, AMD
 // Zen 4, 2 threads, forward, res4a 3x3 n=1 (256 filters, 49 tiles): 1.06-1.32x in the machine's slow phases (when
 // traffic between the cores slows 2-3x), 0.97-1.00x in fast ones; 512 filters on 14 x 14 n=1 1.01x, res4a n=32 and
@@ -312,16 +313,19 @@ bool winograd_forward(const ConvShape& s, const float* x, const float* w, const 
     if (non_finite.load(std::memory_order_relaxed)) return;
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
     transform_inputs<VL>(s, tl, x, row0, rows, V, non_finite);
-    const int nt = threads_for(kPositions * s.K * s.C * cols);
-    if (s.K >= kFilterSplit && nt > 1) {
-      parallel_for(nt, nt, [&](int64_t share) {
-        const int64_t m0 = share * panels / nt * mr, m1 = std::min(s.K, (share + 1) * panels / nt * mr);
+    const int shares = threads_for(kPositions * s.K * s.C * cols);
+    if (s.K >= kFilterSplit && shares > 1) {
+      // thread t's run of panels as OpenMP's static schedule gives transform_filters' (the first panels % shares
+      // threads one more)
+      const auto first_panel = [&](int64_t t) { return t * (panels / shares) + std::min<int64_t>(t, panels % shares); };
+      parallel_for(shares, shares, [&](int64_t share) {
+        const int64_t m0 = first_panel(share) * mr, m1 = std::min(s.K, first_panel(share + 1) * mr);
         for (int64_t xi = 0; xi < kPositions; ++xi)
           sgemm_rows(a, U.get() + xi * a.floats(), m0, m1, cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
                      M + xi * s.K * cols, cols);
       });
     } else {
-      parallel_for(kPositions, nt, [&](int64_t xi) {
+      parallel_for(kPositions, shares, [&](int64_t xi) {
         sgemm(a, U.get() + xi * a.floats(), cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
               M + xi * s.K * cols, cols);
       });

@@ -241,7 +241,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   const bool a_in_place =
       tile.rows && !packed_a && plain_a(trans_a, alpha) && !copy_b && n1 - n0 <= kInPlaceAPanels * nr;
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
-    // B's panels before `full` are read in place (a B read in place: all of them, its last one by the edge
+    // B's panels before `full` are read in place (a B read in place: all of them, its last one by the edge or wide
     // microkernel; copy_b: its whole panels, copied by the first row panel as it computes), the rest packed
     const int64_t nc = std::min(nc_max, n1 - jc), full = Bm ? nc : copy_b ? nc / nr * nr : 0;
     // A last panel of at most narrow_cols columns is computed with the full one before it, in the same pass over k
@@ -326,7 +326,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           continue;
         }
         for (int64_t ir = 0; ir < mc; ir += mr) {
-          // panel jr's B: read in place (copying it where bcopy is not null) or packed
+          // panel jr's B: read in place (*bcopy: where it copies the panel, or null) or packed
           const auto b_panel = [&](int64_t jr, int64_t* stride, float** bcopy) -> const float* {
             *bcopy = nullptr;
             *stride = nr;
@@ -338,7 +338,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           for (int64_t jr = 0; jr < nc; jr += nr) {
             if (narrow && jr == nc - narrow) break;  // taken with wide_jr
             int64_t bstride = 0, xstride = 0;
-            float *bcopy = nullptr, *xcopy = nullptr;
+            float *bcopy = nullptr, *xcopy = nullptr;  // xcopy stays null: the narrow panel (past full) is packed
             const float* bpanel = b_panel(jr, &bstride, &bcopy);
             const float* xpanel = jr == wide_jr ? b_panel(jr + nr, &xstride, &xcopy) : nullptr;
             run(ir, jr, bpanel, bstride, bcopy, xpanel, xstride);

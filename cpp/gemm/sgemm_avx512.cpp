@@ -6,8 +6,8 @@
 // forward 1.05 / 1.03x, res4a n=32 forward 1.04 / 1.05x; 512-square 1.02 / 0.98x). 12x32 serves products whose
 // rows or columns it pads clearly less (12 rows; 60 columns: 64, not 96), 6x64 those of 6 rows (LeNet conv1's 6
 // filters) or of 64 x 64. Each tile's wide microkernels add up to 32 - (registers of the tile, its B vectors, A's
-// broadcast and A's vector down the rows) columns: 3 to 8x48 and 12x32, 2 to 6x64 (12x32 adding 4 columns, its 33
-// registers spilling, made res4a's batch-1 forward, 256 x 196 x 2304, 0.94x as fast as with its narrow edge tile).
+// broadcast and A's vector down the rows) columns: 3 to 8x48, 2 to 6x64, 3 to 12x32 (adding 4, all 32 registers,
+// it spilled: res4a's batch-1 forward, 256 x 196 x 2304, 0.94x as fast as with its narrow edge tile).
 #include <immintrin.h>
 
 #include <algorithm>

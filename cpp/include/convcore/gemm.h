@@ -40,8 +40,9 @@ struct TileEpilogue {
 };
 
 namespace {  // its own copy in each unit, as relu_keep_nan
-// Element (i, j) of a tile computed a float at a time (the portable tiles, AVX-512's narrow edge tiles) into *c: the
-// products' sum, plus *c where accumulating, then epi's biases and ReLU, in the order the vector tiles apply them.
+// Element (i, j) of a tile computed a float at a time (the portable tiles, AVX-512's narrow edge tiles and the wide
+// microkernels' added columns) into *c: the products' sum, plus *c where accumulating, then epi's biases and ReLU,
+// in the order the vector tiles apply them.
 inline void store_tile_element(float sum, bool accumulate, const TileEpilogue* epi, int i, int j, float* c) {
   float v = accumulate ? *c + sum : sum;
   if (epi) {
@@ -93,7 +94,7 @@ using GatheredMicroKernel = void (*)(int64_t len, int64_t runs, int64_t jump, co
 // (lda its row stride), and in the same pass over k the next `cols` columns of C (1 <= cols <= the tile's
 // narrow_cols), whose B is at Bx (row stride ldbx), each with the same sums in the same order and the same epilogue
 // as the microkernel's: a product's last panel of a few columns rides along with the full panel before it
-// (instead of an edge tile that computes a vector of 16 columns per row for them).
+// (instead of an edge tile computing a vector of 16 columns a row for them, or a narrow edge tile).
 using WideMicroKernel = void (*)(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb,
                                  const float* Bx, int64_t ldbx, float* C, int64_t ldc, bool accumulate,
                                  const TileEpilogue* epi, int cols);
