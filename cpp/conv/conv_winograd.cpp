@@ -6,16 +6,14 @@
 
 namespace convcore {
 namespace {
-// Fewer output tiles than kMinTiles in the batch and kMinImageTiles in each image leave the filter transform
-// (16*K*C floats written) unpaid: the im2col GEMM is as fast or faster (measured: 512 channels at 7 x 7, 16 tiles,
-// 2x slower). One image of 14 x 14 (49 tiles: 8x48's 48 columns and one added by the wide microkernels) takes it:
-// both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, batch-1
-// forward, Winograd against the im2col GEMM: 256 channels 1.49x, 128 1.46x, 512 1.28x, 64 1.18x, the input gradient
-// of 256 1.11x; 1 thread 1.22-1.49x; AVX2 (select_isa; per-second windows, the machine's phases) 256 channels 1.40x,
-// 512 1.16x, 128 1.27-1.44x, 64 1.19-1.24x, the input gradient of 256 1.03x. Fewer tiles an image, as many in the
-// batch, are slower: 256 channels at 10 x 10 n=2 (50 tiles) 0.85x, at 5 x 5 n=6 (54) 0.73x, 512 at 6 x 6 n=7 (63)
-// 0.78x, 128 at 9 x 9 n=2 (50) 0.86x; at batch 1, 12 x 12 maps (36 tiles) of 256 channels 0.66x, 10 x 10 0.61x.
-constexpr int64_t kMinTiles = 64, kMinImageTiles = 49;
+// Fewer output tiles than this leave the filter transform (16*K*C floats written) unpaid: the im2col GEMM is
+// faster. Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads,
+// batch-1 forward, Winograd against the im2col GEMM: 14 x 14 maps (49 tiles, 8x48's 48 columns and one added by
+// the wide microkernels) 256 channels 1.49x, 128 1.46x, 512 1.28x, 64 1.18x, the input gradient of 256 1.11x; 1
+// thread 1.22-1.49x; AVX2 (select_isa; per-second windows, the machine's phases) 256 channels 1.40x, 512 1.16x,
+// 128 1.27-1.44x, 64 1.19-1.24x, the input gradient of 256 1.03x. Fewer tiles slower: 12 x 12 maps (36 tiles) of
+// 256 channels 0.66x, 10 x 10 0.61x, 8 x 8 0.84x, 7 x 7 0.39x (0.74x at batch 2, 32 tiles).
+constexpr int64_t kMinTiles = 49;
 // The transforms cost per input and output element, the products per channel pair: with fewer than kWideChannels
 // input or output channels they pay only along rows of at least kMinRowTiles tiles (measured AVX2 Zen 3, 2 threads,
 // forward, median ms, Winograd -> im2col GEMM: 64 channels at 8 x 8 (ResNet-20's last stage, n=128) 7.6 -> 5.6, at
@@ -26,10 +24,9 @@ constexpr int64_t kMinRowTiles = 7;
 }  // namespace
 
 bool conv2d_winograd_applies(const ConvShape& s) {
-  const int64_t image_tiles = ((s.P + 1) / 2) * ((s.Q + 1) / 2);
   return s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 &&
          s.groups == 1 && s.C >= 16 && s.K >= 16 && s.P >= 4 && s.Q >= 4 &&
-         (image_tiles >= kMinImageTiles || s.N * image_tiles >= kMinTiles) &&
+         s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2) >= kMinTiles &&
          (std::min(s.C, s.K) >= kWideChannels || std::min(s.P, s.Q) >= 2 * kMinRowTiles - 1);
 }
 
