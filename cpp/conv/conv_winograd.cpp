@@ -11,8 +11,10 @@ namespace {
 // batch-1 forward, Winograd against the im2col GEMM: 14 x 14 maps (49 tiles, 8x48's 48 columns and one added by
 // the wide microkernels) 256 channels 1.49x, 128 1.46x, 512 1.28x, 64 1.18x, the input gradient of 256 1.11x; 1
 // thread 1.22-1.49x; AVX2 (select_isa; per-second windows, the machine's phases) 256 channels 1.40x, 512 1.16x,
-// 128 1.27-1.44x, 64 1.19-1.24x, the input gradient of 256 1.03x. Fewer tiles slower: 12 x 12 maps (36 tiles) of
-// 256 channels 0.66x, 10 x 10 0.61x, 8 x 8 0.84x, 7 x 7 0.39x (0.74x at batch 2, 32 tiles).
+// 128 1.27-1.44x, 64 1.19-1.24x, the input gradient of 256 1.03x. Small maps with 49-63 tiles in a batch: 256
+// channels at 10 x 10 n=2 1.30-1.40x (1 thread 1.40x), at 5 x 5 n=6 1.02-1.03x, 512 at 6 x 6 n=7 1.17-1.20x, 128 at
+// 9 x 9 n=2 0.81-1.35x (1 thread 1.28x); with a CI run loading the other core 0.73-0.86x. Fewer tiles slower: 12 x 12
+// maps (36 tiles) of 256 channels 0.66x, 10 x 10 0.61x, 8 x 8 0.84x, 7 x 7 0.39x (0.74x at batch 2, 32 tiles).
 constexpr int64_t kMinTiles = 49;
 // The transforms cost per input and output element, the products per channel pair: with fewer than kWideChannels
 // input or output channels they pay only along rows of at least kMinRowTiles tiles (measured AVX2 Zen 3, 2 threads,
