@@ -313,6 +313,11 @@ bool winograd_forward(const ConvShape& s, const float* x, const float* w, const 
     if (non_finite.load(std::memory_order_relaxed)) return;
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
     transform_inputs<VL>(s, tl, x, row0, rows, V, non_finite);
+    // rows [m0, m1) of product xi, on the calling thread (inside the threads' region, or work for one thread)
+    const auto product = [&](int64_t xi, int64_t m0, int64_t m1) {
+      sgemm_rows(a, U.get() + xi * a.floats(), m0, m1, cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
+                 M + xi * s.K * cols, cols);
+    };
     const int shares = threads_for(kPositions * s.K * s.C * cols);
     if (s.K >= kFilterSplit && shares > 1) {
       // thread t's run of panels as OpenMP's static schedule gives transform_filters' (the first panels % shares
@@ -320,15 +325,10 @@ bool winograd_forward(const ConvShape& s, const float* x, const float* w, const 
       const auto first_panel = [&](int64_t t) { return t * (panels / shares) + std::min<int64_t>(t, panels % shares); };
       parallel_for(shares, shares, [&](int64_t share) {
         const int64_t m0 = first_panel(share) * mr, m1 = std::min(s.K, first_panel(share + 1) * mr);
-        for (int64_t xi = 0; xi < kPositions; ++xi)
-          sgemm_rows(a, U.get() + xi * a.floats(), m0, m1, cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
-                     M + xi * s.K * cols, cols);
+        for (int64_t xi = 0; xi < kPositions; ++xi) product(xi, m0, m1);
       });
     } else {
-      parallel_for(kPositions, shares, [&](int64_t xi) {
-        sgemm(a, U.get() + xi * a.floats(), cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
-              M + xi * s.K * cols, cols);
-      });
+      parallel_for(kPositions, shares, [&](int64_t xi) { product(xi, 0, s.K); });
     }
     transform_outputs<VL>(s, tl, M, row0, rows, bias, relu, y);
   };

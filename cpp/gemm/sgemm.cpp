@@ -326,22 +326,17 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           continue;
         }
         for (int64_t ir = 0; ir < mc; ir += mr) {
-          // panel jr's B: read in place (*bcopy: where it copies the panel, or null) or packed
-          const auto b_panel = [&](int64_t jr, int64_t* stride, float** bcopy) -> const float* {
-            *bcopy = nullptr;
-            *stride = nr;
-            if (jr >= full || !(Bm || (ic == m0 && ir == 0))) return Bp + (jr / nr) * kc * nr;
-            if (copy_b) *bcopy = Bp + jr / nr * kc * nr;
-            *stride = ldb;
-            return in_memory + pc * ldb + jc + jr;
+          // panel jr's B: read in place (copy_b: copied as it is read) or packed
+          const auto in_place = [&](int64_t jr) { return jr < full && (Bm || (ic == m0 && ir == 0)); };
+          const auto b_panel = [&](int64_t jr) -> const float* {
+            return in_place(jr) ? in_memory + pc * ldb + jc + jr : Bp + jr / nr * kc * nr;
           };
+          const auto b_stride = [&](int64_t jr) { return in_place(jr) ? ldb : int64_t(nr); };
           for (int64_t jr = 0; jr < nc; jr += nr) {
             if (narrow && jr == nc - narrow) break;  // taken with wide_jr
-            int64_t bstride = 0, xstride = 0;
-            float *bcopy = nullptr, *xcopy = nullptr;  // xcopy stays null: the narrow panel (past full) is packed
-            const float* bpanel = b_panel(jr, &bstride, &bcopy);
-            const float* xpanel = jr == wide_jr ? b_panel(jr + nr, &xstride, &xcopy) : nullptr;
-            run(ir, jr, bpanel, bstride, bcopy, xpanel, xstride);
+            float* bcopy = copy_b && in_place(jr) ? Bp + jr / nr * kc * nr : nullptr;
+            run(ir, jr, b_panel(jr), b_stride(jr), bcopy, jr == wide_jr ? b_panel(jr + nr) : nullptr,
+                b_stride(jr + nr));
           }
         }
       }

@@ -41,6 +41,17 @@ struct AOperand {
   int64_t len, runs, jump;
 };
 
+// Columns computed as vectors down a tile's rows (acc[j]: column j, lane i row i), its first `rows` rows written to
+// C element by element with the tile epilogue (store_tile_element): the narrow edge tile's and the wide kernels'.
+template <int NC>
+inline void store_column_vectors(const __m512 (&acc)[NC], int rows, bool accumulate, const TileEpilogue* epi,
+                                 float* C, int64_t ldc) {
+  float sums[NC][16];
+  for (int j = 0; j < NC; ++j) _mm512_storeu_ps(sums[j], acc[j]);
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < NC; ++j) store_tile_element(sums[j][i], accumulate, epi, i, j, C + i * ldc + j);
+}
+
 // The MR x (16 * NV) tile: C = (accumulate ? C : 0) + A B, then the epilogue. kCopy: each B row loaded is also stored
 // to Bcopy. kEdge: the edge microkernel's tile, whose rows past `rows` are computed but neither read nor written and,
 // kTail, whose last vector of columns is masked by tail (B's loads, C's loads and stores, the column bias). kX: the
@@ -158,16 +169,13 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
           _mm512_storeu_ps(C + i * ldc + 16 * v, c[i][v]);
       }
   if constexpr (kX > 0) {
-    float sums[kX][16];
-    for (int j = 0; j < kX; ++j) _mm512_storeu_ps(sums[j], x[j]);
     const TileEpilogue* xepi = epi;
     TileEpilogue shifted;  // the epilogue's column bias from the extra columns on
     if (epi && epi->col_bias) {
       shifted = {epi->row_bias, epi->col_bias + 16 * NV, epi->relu};
       xepi = &shifted;
     }
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < kX; ++j) store_tile_element(sums[j][i], accumulate, xepi, i, j, C + i * ldc + 16 * NV + j);
+    store_column_vectors(x, MR, accumulate, xepi, C + 16 * NV, ldc);
   }
 }
 
@@ -228,10 +236,7 @@ void narrow_edge(const AOperand& A, const float* Bp, int64_t ldb, float* C, int6
     const __m512 a = _mm512_maskz_loadu_ps(row_mask, A.a + k * MR);
     for (int j = 0; j < NC; ++j) acc[j] = _mm512_fmadd_ps(a, _mm512_set1_ps(Bp[j]), acc[j]);
   }
-  float sums[NC][16];
-  for (int j = 0; j < NC; ++j) _mm512_storeu_ps(sums[j], acc[j]);
-  for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < NC; ++j) store_tile_element(sums[j][i], accumulate, epi, i, j, C + i * ldc + j);
+  store_column_vectors(acc, rows, accumulate, epi, C, ldc);
 }
 
 // The MR x (16 * V) edge tile with the fewest vectors V <= NV that covers cols, its last vector masked unless full
