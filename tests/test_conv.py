@@ -549,3 +549,43 @@ def test_large_layer_fast_matches_reference_and_is_thread_independent(rng):
     for other in results[1:]:
         for a, b_ in zip(results[0], other):
             assert np.array_equal(a, b_)
+
+
+ROW_WINOGRAD_CASES = [
+    (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),        # LeNet conv2
+    (2, 6, 13, 13, 16, 5, 5, 1, 0, 1, 1),        # 9 columns: the last pair's second pixel dropped
+    (2, 5, 10, 10, 12, 3, 5, 1, (1, 2), 1, 1),   # padded (the image copied), 3 kernel rows, 12 filters
+    (1, 3, 17, 14, 9, 5, 5, 1, 0, 1, 1),         # 13 output rows: a partial second row block; 9 filters
+]
+
+
+@pytest.mark.parametrize("case", ROW_WINOGRAD_CASES, ids=str)
+def test_winograd_rows_forward(isa, rng, case):
+    # 5-wide kernels on rows of 9 or 10 outputs with at most 16 filters run F(2, 5) along the rows on AVX-512 (the
+    # direct kernels elsewhere): exact on small integers with the bias and ReLU, close to float64 on floats, the same
+    # bits at 1 and 2 threads and for an image alone or in the batch
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    for relu in ("relu", None):
+        want = ref.conv2d(x, w, b, **kw)
+        assert np.array_equal(F.conv2d(x, w, b, **kw, activation=relu), np.maximum(want, 0) if relu else want)
+    x, w, b, kw = _arrays(rng, case)
+    y = F.conv2d(x, w, b, **kw)
+    want = ref.conv2d(*(a.astype(np.float64) for a in (x, w, b)), **kw)
+    np.testing.assert_allclose(y, want, rtol=0, atol=2e-6 * np.abs(want).max())
+    with cc.threads(1):
+        assert np.array_equal(F.conv2d(x, w, b, **kw), y)
+        assert np.array_equal(F.conv2d(x[-1:], w, b, **kw), y[-1:])
+    if isa == "avx512":  # the route: F(2, 5) rounds otherwise than the direct sum (AVX2's kernel, the same order)
+        from convcore import _core
+
+        _core.select_isa("avx2")
+        direct = F.conv2d(x, w, b, **kw)
+        _core.select_isa(isa)
+        assert not np.array_equal(direct, y)
+    # an infinity in one image: that image runs the direct kernel (inf - inf would give NaN), the other is unchanged
+    x_bad = x.copy()
+    x_bad[0, 1, 4, 5] = np.inf
+    got = F.conv2d(x_bad, w, b, **kw)
+    want = ref.conv2d(*(a.astype(np.float64) for a in (x_bad, w, b)), **kw)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+    assert np.array_equal(got[1:], y[1:])

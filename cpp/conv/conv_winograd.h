@@ -55,22 +55,7 @@ constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 constexpr int64_t kMinThreadBlockTiles = 192;
 
 // The transforms subtract elements, and an infinite one gives inf - inf = NaN where the direct sum keeps the
-// infinity: x and w are checked for non-finite values as they are read. exponent_carry(v) has its sign bit set
-// where v is infinite or NaN (its exponent bits all set: adding one to them carries into the sign bit); ORed over
-// many values, an integer reduction, which vectorises.
-inline uint32_t exponent_carry(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  return (bits & 0x7f800000u) + 0x00800000u;
-}
-
-// Whether any of the n floats at v is infinite or NaN.
-bool any_non_finite(const float* v, int64_t n) {
-  uint32_t carries = 0;
-  for (int64_t i = 0; i < n; ++i) carries |= exponent_carry(v[i]);
-  return (carries & 0x80000000u) != 0;
-}
-
+// infinity: x and w are checked for non-finite values (any_non_finite) as they are read.
 // U_xi[k][c] = (G g G^T)[xi] for the filter g = w[k][c] (3x3), each U_xi (K x C) packed as the products read it
 // (a), at xi * a.floats() in U: written packed once per call instead of written and then packed by each block's
 // products (res5a, 512 x 512 channels at 7 x 7, batch 32, forward: packing U 7% and copying it out 5% of the time).

@@ -1,7 +1,7 @@
 // For kernels written with GCC's vector extension (VL floats a vector) and compiled once per ISA: the partial vectors
-// at the end of a row (a masked load or store where the unit's ISA has a fast one, vector pieces or lanes otherwise)
-// and the lane-wise ReLU. Each takes VL explicitly (with the vector type alone to deduce, GCC 12 deduced float for a
-// function template's vector typedef). An anonymous namespace keeps each unit's copy compiled with its own flags.
+// at the end of a row (a masked load or store where the unit's ISA has a fast one, vector pieces or lanes otherwise),
+// the lane-wise ReLU and the non-finite check of Winograd's kernels. Each takes VL explicitly (with the vector type
+// alone to deduce, GCC 12 deduced float for a function template's vector typedef). An anonymous namespace keeps each unit's copy compiled with its own flags.
 #pragma once
 #include <immintrin.h>
 
@@ -70,6 +70,23 @@ inline Vec load_first(const float* src, int64_t count) {
 template <int VL, typename Vec>
 inline Vec relu_keep_nan_lanes(const Vec& v) {
   return ((v > 0) | (v != v)) ? v : Vec{};
+}
+
+// Fast kernels whose transforms subtract (Winograd's) check their operands for infinities and NaN, where inf - inf
+// would give NaN where the direct sum keeps the infinity. exponent_carry(v) has its sign bit set where v is infinite
+// or NaN (its exponent bits all set: adding one to them carries into the sign bit); ORed over many values, an
+// integer reduction, which vectorises.
+inline uint32_t exponent_carry(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return (bits & 0x7f800000u) + 0x00800000u;
+}
+
+// Whether any of the n floats at v is infinite or NaN.
+inline bool any_non_finite(const float* v, int64_t n) {
+  uint32_t carries = 0;
+  for (int64_t i = 0; i < n; ++i) carries |= exponent_carry(v[i]);
+  return (carries & 0x80000000u) != 0;
 }
 
 }  // namespace
