@@ -589,3 +589,45 @@ def test_winograd_rows_forward(isa, rng, case):
     want = ref.conv2d(*(a.astype(np.float64) for a in (x_bad, w, b)), **kw)
     assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
     assert np.array_equal(got[1:], y[1:])
+
+
+ROW_WINOGRAD_WEIGHT_CASES = [
+    (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),       # LeNet conv2
+    (3, 4, 10, 10, 12, 5, 5, 1, 2, 1, 1),       # padded, 12 filters, three images
+    (2, 5, 12, 10, 9, 5, 5, 1, (1, 0), 1, 1),   # 6 columns (3 pairs), 8 rows, 9 filters
+]
+
+
+@pytest.mark.parametrize("case", ROW_WINOGRAD_WEIGHT_CASES, ids=str)
+def test_winograd_rows_weight_gradient(isa, rng, case):
+    # the backward of 5 x 5 layers with 9-16 filters on rows of 6-10 (an even number of) outputs: on AVX-512 the weight
+    # gradient by F(5, 2) along the rows (the direct units elsewhere): exact on small integers, close to float64, the
+    # same bits at 1 and 2 threads; with an infinity in x or dy the direct units run (inf - inf would give NaN)
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    dy = rng.integers(-3, 4, ref.conv2d(x, w, b, **kw).shape).astype(np.float32)
+    for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
+        assert np.array_equal(got, want)
+    x, w, b, kw = _arrays(rng, case)
+    dy = rng.standard_normal(dy.shape).astype(np.float32)
+    f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
+    dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
+    want = ref.conv2d_backward(*f64(dy, x, w), **kw)[1]
+    np.testing.assert_allclose(dw, want, rtol=0, atol=5e-6 * np.abs(want).max())
+    with cc.threads(1):
+        for got, expected in zip(F.conv2d_backward(dy, x, w, **kw), (dx, dw, db)):
+            assert np.array_equal(got, expected)
+    if isa == "avx512":  # the route: F(5, 2) rounds otherwise than the direct sum (AVX2's units, the same order)
+        from convcore import _core
+
+        _core.select_isa("avx2")
+        direct = F.conv2d_backward(dy, x, w, **kw)[1]
+        _core.select_isa(isa)
+        assert not np.array_equal(direct, dw)
+    for bad in (x.copy(), dy.copy()):
+        bad[1, 2, 3, 4] = np.inf
+        args = (dy, bad) if bad.shape == x.shape else (bad, x)
+        got = F.conv2d_backward(*args, w, **kw)[1]
+        want = ref.conv2d_backward(*f64(*args, w), **kw)[1]
+        assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-4)

@@ -312,15 +312,41 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   });
 }
 
+// Winograd F(2, 5) and F(5, 2) along rows (winograd_rows_forward, RowWinogradWeights) share their input transform: V[c]
+// [pair][xi][row] = B^T of the 6 columns 2 pair .. 2 pair + 5 of each row of image xs (C planes of Hp x Wp), each
+// column of V HV floats (whole vectors; rows past Hp zero). Each plane is first transposed into `plane` (Wp columns
+// of HV floats, by the ISA's packer; plane_rows: h * Wp for h < Hp), so that B^T runs along the columns in vectors of
+// rows. B^T's coefficients are integers.
+template <int VL>
+void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, int64_t HV, int64_t pairs,
+                          const int64_t* plane_rows, float* plane, float* V) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  constexpr int T = 6;
+  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+  for (int64_t c = 0; c < C; ++c) {
+    transpose(xs + c * Hp * Wp, plane_rows, Hp, HV, Wp, 1.0f, plane);  // plane[col * HV + row]
+    for (int64_t j = 0; j < pairs; ++j) {
+      float* v = V + (c * pairs + j) * T * HV;
+      for (int64_t h = 0; h < HV; h += VL) {
+        vec d[T];
+        for (int i = 0; i < T; ++i) std::memcpy(&d[i], plane + (2 * j + i) * HV + h, sizeof(vec));
+        const vec b[T] = {4 * d[0] - 5 * d[2] + d[4],         -4 * d[1] - 4 * d[2] + d[3] + d[4],
+                          4 * d[1] - 4 * d[2] - d[3] + d[4],  -2 * d[1] - d[2] + 2 * d[3] + d[4],
+                          2 * d[1] - d[2] - 2 * d[3] + d[4],  4 * d[1] - 5 * d[3] + d[5]};
+        for (int xi = 0; xi < T; ++xi) std::memcpy(v + xi * HV + h, &b[xi], sizeof(vec));
+      }
+    }
+  }
+}
+
 // Forward of a stride-1 convolution with 5-tap kernel rows by Winograd's minimal filtering F(2, 5) along the rows,
 // vectorised over filters as filter_vector_forward is (a pixel's VL filters in one vector; outputs kept pixel-major,
 // then transposed into y's planes). A pair of output columns of one kernel row takes 6 multiplies instead of 10: the
 // 6 input columns under the pair are transformed by B^T, the kernel row's 5 taps by G (once per call), and the pair
 // is A^T times the products summed over the channels and kernel rows. Points 0, 1, -1, 2, -2 and infinity (those of
 // F(4, 3), whose conditioning they share); B^T and 24 G have integer coefficients and A^T's sums are multiplied by
-// 1/24 at the end, so sums of small integers are exact, as the direct kernels' are. Per image: each channel's plane
-// transposed (columns as rows, by the ISA's transposing packer), B^T applied along the columns in vectors of rows,
-// into V[c][pair][xi][row]; for each pair and point xi, PB output rows' accumulators sum U[c][r][xi] (the filters'
+// 1/24 at the end, so sums of small integers are exact, as the direct kernels' are. Per image: V[c][pair][xi][row]
+// (winograd_rows_inputs); for each pair and point xi, PB output rows' accumulators sum U[c][r][xi] (the filters'
 // transformed taps) times V[c][pair][xi][p + r] broadcast, over (c, r) in order; A^T, the bias and ReLU (keeping
 // NaN) then give the pair's pixels. Every output sums in the same order whatever the thread count. The
 // transforms subtract: an infinite x or w would give inf - inf = NaN where the direct sum keeps the infinity, so a
@@ -377,21 +403,8 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
         filter_vector_forward<VL, 1, 10, 5, true>(one, xn, w, bias, relu, yn);
         continue;
       }
-      const float* xs = padded_image(s, xn, Hp, Wp, xp);
-      for (int64_t c = 0; c < C; ++c) {
-        transpose(xs + c * Hp * Wp, plane_rows.data(), Hp, HV, Wp, 1.0f, plane.data());  // plane[col * HV + row]
-        for (int64_t j = 0; j < pairs; ++j) {
-          float* v = &V[(c * pairs + j) * T * HV];
-          for (int64_t h = 0; h < HV; h += VL) {
-            vec d[T];
-            for (int i = 0; i < T; ++i) std::memcpy(&d[i], &plane[(2 * j + i) * HV + h], sizeof(vec));
-            const vec b[T] = {4 * d[0] - 5 * d[2] + d[4],         -4 * d[1] - 4 * d[2] + d[3] + d[4],
-                              4 * d[1] - 4 * d[2] - d[3] + d[4],  -2 * d[1] - d[2] + 2 * d[3] + d[4],
-                              2 * d[1] - d[2] - 2 * d[3] + d[4],  4 * d[1] - 5 * d[3] + d[5]};
-            for (int xi = 0; xi < T; ++xi) std::memcpy(v + xi * HV + h, &b[xi], sizeof(vec));
-          }
-        }
-      }
+      winograd_rows_inputs<VL>(padded_image(s, xn, Hp, Wp, xp), C, Hp, Wp, HV, pairs, plane_rows.data(),
+                               plane.data(), V.data());
       for (int64_t j = 0; j < pairs; ++j) {
         for (int64_t xi = 0; xi < T; ++xi)
           for (int64_t rb = 0; rb < row_blocks; ++rb) {
@@ -600,18 +613,150 @@ void filter_vector_weight_sum(const ConvShape& s, float* state, int64_t chunks, 
   }
 }
 
+// filter_vector_weight's units (filter_vector_weight_image, filter_vector_weight_sum) as the method of
+// filter_vector_weight_pass.
+template <int VL, int KV, int RB, int S, bool UNIT_DIL>
+struct DirectWeights {
+  int64_t chunk_floats(const ConvShape& s) const { return weight_chunk_floats<VL, KV, RB, S>(s); }
+  int64_t scratch_floats(const ConvShape&) const { return 0; }
+  void image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, float* sums, float*) const {
+    filter_vector_weight_image<VL, KV, RB, S, UNIT_DIL>(s, xp, g, g_row, sums);
+  }
+  bool sum(const ConvShape& s, float* state, int64_t chunks, float* dw) const {
+    filter_vector_weight_sum<VL, KV, RB, S>(s, state, chunks, dw);
+    return true;
+  }
+};
+
+// The weight gradient of 5 x 5 kernels at stride 1 with VL filters and an even number of output columns by
+// Winograd's F(5, 2) along the rows, as filter_vector_weight_pass's method (RowWinogradWeights): each pair of dy
+// columns (2j, 2j + 1) of an output row meets the 6 input columns under it (the 5 taps of the pair's two pixels) in 6
+// multiplies instead of 10: the dy pair (the filters in the vector lanes) transformed by 24 G into Gd[p][pair][xi],
+// the input columns by B^T (V, winograd_rows_inputs, as the forward's), their products summed per (c, r, xi) over the
+// chunk's images, rows and pairs, in that order; once, after the chunks' sums (in chunk order), 24 dw = A^T of the
+// sums, times 1/24. F(5, 2)'s G is F(2, 5)'s A transposed and its A^T F(2, 5)'s G transposed: with the scale of 24
+// every coefficient is an integer, so sums of small integers are exact. A non-finite x or dy makes the sums
+// non-finite (every input and dy value meets a product; inf - inf gives NaN where the direct sum keeps the
+// infinity): the sum then writes nothing and returns false, and the caller runs the direct units. Workspace per
+// chunk: the sums (C x 5 x 6 vectors), one transposed plane, one image's V and Gd.
+constexpr int64_t kRowPoints = 6;
+
+// Its geometry: the padded image (Hp x Wp), V's columns (HV floats, whole vectors of vl), the column pairs, and the
+// offsets of the padded image's rows for the transposing packer.
+struct RowWinogradLayout {
+  int64_t Hp, Wp, HV, pairs;
+  std::vector<int64_t> plane_rows;  // h * Wp
+  RowWinogradLayout(const ConvShape& s, int64_t vl)
+      : Hp(s.H + 2 * s.pad_h), Wp(s.W + 2 * s.pad_w), HV((Hp + vl - 1) / vl * vl), pairs(s.Q / 2),
+        plane_rows(static_cast<size_t>(Hp)) {
+    for (int64_t h = 0; h < Hp; ++h) plane_rows[h] = h * Wp;
+  }
+  int64_t scratch_floats(const ConvShape& s, int64_t vl) const {
+    return Wp * HV + s.C * pairs * kRowPoints * HV + s.P * pairs * kRowPoints * vl;
+  }
+};
+
+// Adds one image's products to a chunk's sums[c][r][xi][VL]: xp the padded image, g its dy transposed (pixel (p, q)'s
+// filters at g + p * g_row + q * VL).
+template <int VL>
+void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, const float* xp, const float* g,
+                                int64_t g_row, float* sums, float* scratch) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  constexpr int64_t T = kRowPoints, R = 5;
+  const int64_t C = s.C, P = s.P, HV = m.HV, pairs = m.pairs;
+  float *plane = scratch, *V = plane + m.Wp * HV, *Gd = V + C * pairs * T * HV;
+  winograd_rows_inputs<VL>(xp, C, m.Hp, m.Wp, HV, pairs, m.plane_rows.data(), plane, V);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t j = 0; j < pairs; ++j) {
+      vec g0, g1;
+      std::memcpy(&g0, g + p * g_row + 2 * j * VL, sizeof(vec));
+      std::memcpy(&g1, g + p * g_row + (2 * j + 1) * VL, sizeof(vec));
+      float* d = Gd + (p * pairs + j) * T * VL;
+      const vec d0 = 6 * g0, d1 = -4 * (g0 + g1), d2 = -4 * (g0 - g1), d3 = g0 + 2 * g1, d4 = g0 - 2 * g1, d5 = 24 * g1;
+      std::memcpy(d, &d0, sizeof(vec));
+      std::memcpy(d + VL, &d1, sizeof(vec));
+      std::memcpy(d + 2 * VL, &d2, sizeof(vec));
+      std::memcpy(d + 3 * VL, &d3, sizeof(vec));
+      std::memcpy(d + 4 * VL, &d4, sizeof(vec));
+      std::memcpy(d + 5 * VL, &d5, sizeof(vec));
+    }
+  // per channel, the points in two halves of 3: 15 accumulators (a pass's 30 left two registers)
+  constexpr int X = 3;
+  for (int64_t c = 0; c < C; ++c)
+    for (int half = 0; half < T / X; ++half) {
+      vec acc[R][X];
+      float* saved = sums + c * R * T * VL;
+      for (int r = 0; r < R; ++r)
+        for (int x = 0; x < X; ++x) std::memcpy(&acc[r][x], saved + (r * T + half * X + x) * VL, sizeof(vec));
+      const float* v_c = V + c * pairs * T * HV + half * X * HV;
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t j = 0; j < pairs; ++j) {
+          const float* gd = Gd + ((p * pairs + j) * T + half * X) * VL;
+          const float* v = v_c + j * T * HV + p;
+          for (int x = 0; x < X; ++x) {
+            vec gv;
+            std::memcpy(&gv, gd + x * VL, sizeof(vec));
+            for (int r = 0; r < R; ++r) acc[r][x] += gv * v[x * HV + r];
+          }
+        }
+      for (int r = 0; r < R; ++r)
+        for (int x = 0; x < X; ++x) std::memcpy(saved + (r * T + half * X + x) * VL, &acc[r][x], sizeof(vec));
+    }
+}
+
+// dw from the chunks' sums (`state`, chunk after chunk), added in chunk order; false (dw not written) where they
+// hold an infinity or NaN.
+template <int VL>
+bool winograd_rows_weight_sum(const ConvShape& s, float* state, int64_t chunks, float* dw) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  constexpr int64_t T = kRowPoints, R = 5;
+  const int64_t C = s.C, K = s.K, per_chunk = C * R * T * VL;
+  add_chunks_into_first(state, chunks, per_chunk);
+  if (any_non_finite(state, per_chunk)) return false;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t r = 0; r < R; ++r) {
+      vec m[T];
+      std::memcpy(m, state + (c * R + r) * T * VL, sizeof(m));
+      const vec taps[5] = {(m[0] + m[1]) + (m[2] + m[3]) + m[4], (m[1] - m[2]) + 2 * (m[3] - m[4]),
+                           (m[1] + m[2]) + 4 * (m[3] + m[4]), (m[1] - m[2]) + 8 * (m[3] - m[4]),
+                           (m[1] + m[2]) + 16 * (m[3] + m[4]) + m[5]};
+      for (int t = 0; t < 5; ++t) {
+        float lanes[VL];
+        const vec tap = taps[t] * (1.0f / 24);
+        std::memcpy(lanes, &tap, sizeof(lanes));
+        for (int64_t k = 0; k < K; ++k) dw[((k * C + c) * R + r) * 5 + t] = lanes[k];
+      }
+    }
+  return true;
+}
+
+template <int VL>
+struct RowWinogradWeights {
+  RowWinogradLayout layout;
+  explicit RowWinogradWeights(const ConvShape& s) : layout(s, VL) {}
+  int64_t chunk_floats(const ConvShape& s) const { return s.C * 5 * kRowPoints * VL; }
+  int64_t scratch_floats(const ConvShape& s) const { return layout.scratch_floats(s, VL); }
+  void image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, float* sums, float* scratch) const {
+    winograd_rows_weight_image<VL>(s, layout, xp, g, g_row, sums, scratch);
+  }
+  bool sum(const ConvShape& s, float* state, int64_t chunks, float* dw) const {
+    return winograd_rows_weight_sum<VL>(s, state, chunks, dw);
+  }
+};
+
 // The pass over the batch of filter_vector_weight, shared with channel_vector_backward: image chunks over the
 // threads; per image the bias gradient's partials (where db is not null), x zero-padded (padded_image), dy
 // transposed by the ISA's packer into g (pixel (p, q)'s KV * VL filters at g + p * g_row + q * KV * VL, zero past K
-// and, where g_row is wider than a row, past Q), the weight gradient's units, then more(n, g)
-// (channel_vector_backward's dx rows); then dw and db from the chunks' sums in chunk order. `work` sizes the thread
-// count.
-template <int VL, int KV, int RB, int S, bool UNIT_DIL, typename More>
-void filter_vector_weight_pass(const ConvShape& s, const float* dy, const float* x, int64_t g_row, int64_t work,
-                               float* dw, float* db, const More& more) {
+// and, where g_row is wider than a row, past Q), the weight gradient's terms (weights.image, into the chunk's
+// weights.chunk_floats sums, with weights.scratch_floats of workspace), then more(n, g) (channel_vector_backward's
+// dx rows); then db and dw (weights.sum) from the chunks' sums in chunk order. Returns weights.sum's answer (false:
+// dw not written). `work` sizes the thread count.
+template <int VL, int KV, typename Weights, typename More>
+bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float* x, int64_t g_row, int64_t work,
+                               const Weights& weights, float* dw, float* db, const More& more) {
   const int64_t N = s.N, C = s.C, K = s.K, P = s.P, Q = s.Q, PQ = P * Q, KP = int64_t(KV) * VL;
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w;
-  const int64_t chunks = image_chunks(s), per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
+  const int64_t chunks = image_chunks(s), per_chunk = weights.chunk_floats(s);
   const int64_t bias_floats = bias_partial_floats(s);
   std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
   for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
@@ -620,6 +765,7 @@ void filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   parallel_for(chunks, threads_for(work), [&](int64_t chunk) {
     std::vector<float> xp, g(static_cast<size_t>(P * g_row), 0.0f);  // xp: the padded image, where it needs one
+    std::vector<float> scratch(static_cast<size_t>(weights.scratch_floats(s)));
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
       const float* dyn = dy + n * K * PQ;
       if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
@@ -628,18 +774,18 @@ void filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
         transpose(dyn, filter_rows.data(), K, KP, PQ, 1.0f, g.data());  // the image in one call
       else
         for (int64_t p = 0; p < P; ++p) transpose(dyn + p * Q, filter_rows.data(), K, KP, Q, 1.0f, &g[p * g_row]);
-      filter_vector_weight_image<VL, KV, RB, S, UNIT_DIL>(s, xn, g.data(), g_row, &state[chunk * per_chunk]);
+      weights.image(s, xn, g.data(), g_row, &state[chunk * per_chunk], scratch.data());
       more(n, g.data());
     }
   });
-  filter_vector_weight_sum<VL, KV, RB, S>(s, state.data(), chunks, dw);
   if (db) bias_from_partials(s, bias.data(), chunks, db);
+  return weights.sum(s, state.data(), chunks, dw);
 }
 
 template <int VL, int KV, int RB, int S, bool UNIT_DIL>
 void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
-  filter_vector_weight_pass<VL, KV, RB, S, UNIT_DIL>(s, dy, x, s.Q * KV * VL, s.N * s.K * s.P * s.Q * s.C * s.R * S,
-                                                     dw, db, [](int64_t, const float*) {});
+  filter_vector_weight_pass<VL, KV>(s, dy, x, s.Q * KV * VL, s.N * s.K * s.P * s.Q * s.C * s.R * S,
+                                    DirectWeights<VL, KV, RB, S, UNIT_DIL>{}, dw, db, [](int64_t, const float*) {});
 }
 
 // Calls body(rows) with the kernel rows per filter_vector_weight unit as a compile-time constant: all of them when
@@ -739,11 +885,15 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
 // This is the frame both ISAs share: the weights regrouped as [channel][r][t][16 filters] (zero lanes past K); the
 // batch in filter_vector_weight's image chunks; per image, the bias gradient's partials (bias_partials_add), x
 // zero-padded and dy transposed to [row][column][16 filters] by the ISA's transposing packer, then the weight
-// gradient's units (filter_vector_weight_image) and, by dx_row(wt, g, c, h, r_lo, r_hi, out), each dx row from the
-// kernel rows [r_lo, r_hi) that meet dy, each dx element summing its taps in (r, t) order, then its lanes in a fixed
-// tree. dw and db add the chunks' sums in chunk order: every result has the same bits whatever the thread count (db
-// those of conv2d_backward_bias_fast). db may be null (not computed). Workspace: the regrouped weights, per chunk one
-// padded image, one transposed dy image, the weight gradient's accumulators and the bias gradient's partials.
+// gradient's terms and, by dx_row(wt, g, c, h, r_lo, r_hi, out), each dx row from the kernel rows [r_lo, r_hi) that
+// meet dy, each dx element summing its taps in (r, t) order, then its lanes in a fixed tree. The weight gradient's
+// terms: on AVX-512, 5 x 5 kernels on rows of an even number of columns by F(5, 2) along the rows
+// (RowWinogradWeights; the pass run again by the direct units where its sums are not finite), else the direct units
+// (filter_vector_weight_image). Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen
+// 4, LeNet conv2 n=64 backward 1.09-1.11x by F(5, 2) (1 and 2 threads). dw and db add the chunks' sums in chunk
+// order: every result has the same bits whatever the thread count (db those of conv2d_backward_bias_fast). db may be
+// null (not computed). Workspace: the regrouped weights, per chunk one padded image, one transposed dy image, the
+// weight gradient's sums and workspace and the bias gradient's partials.
 constexpr int kChannelLanes = 16, kChannelMaxQ = 10;
 
 template <int VL, int S, typename Row>
@@ -756,16 +906,23 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
   std::vector<int64_t> filter_rows(static_cast<size_t>(K));
   for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * CRS;
   kernels().gemm.pack_transposed(w, filter_rows.data(), K, L, CRS, 1.0f, wt.data());
+  const auto dx_rows = [&](int64_t n, const float* g) {
+    float* dxn = dx + n * C * H * W;
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
+      const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
+      for (int64_t c = 0; c < C; ++c) dx_row(wt.data(), g, c, h, r_lo, r_hi, dxn + (c * H + h) * W);
+    }
+  };
+  const int64_t work = s.N * K * P * s.Q * CRS * 2;
+  if constexpr (VL == 16 && S == 5) {
+    if (R == 5 && s.Q % 2 == 0 &&
+        filter_vector_weight_pass<VL, KV>(s, dy, x, QMAX * L, work, RowWinogradWeights<VL>(s), dw, db, dx_rows))
+      return;
+  }
   with_weight_rows<VL, KV, S>(s, [&](auto rows) {
-    filter_vector_weight_pass<VL, KV, rows, S, true>(
-        s, dy, x, QMAX * L, s.N * K * P * s.Q * CRS * 2, dw, db, [&](int64_t n, const float* g) {
-          float* dxn = dx + n * C * H * W;
-          for (int64_t h = 0; h < H; ++h) {
-            const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
-            const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
-            for (int64_t c = 0; c < C; ++c) dx_row(wt.data(), g, c, h, r_lo, r_hi, dxn + (c * H + h) * W);
-          }
-        });
+    filter_vector_weight_pass<VL, KV>(s, dy, x, QMAX * L, work, DirectWeights<VL, KV, rows, S, true>{}, dw, db,
+                                      dx_rows);
   });
 }
 
