@@ -552,25 +552,34 @@ def test_large_layer_fast_matches_reference_and_is_thread_independent(rng):
 
 
 ROW_WINOGRAD_CASES = [
-    (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),        # LeNet conv2
-    (2, 6, 13, 13, 16, 5, 5, 1, 0, 1, 1),        # 9 columns: the last pair's second pixel dropped
-    (2, 5, 10, 10, 12, 3, 5, 1, (1, 2), 1, 1),   # padded (the image copied), 3 kernel rows, 12 filters
-    (1, 3, 17, 14, 9, 5, 5, 1, 0, 1, 1),         # 13 output rows: a partial second row block; 9 filters
+    (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),          # LeNet conv2
+    (2, 6, 14, 13, 16, 5, 5, 1, 0, 1, 1),          # 9 columns: the last pair's second pixel dropped
+    (2, 4, 12, 11, 12, 5, 5, 1, 1, 1, 1),          # 9 columns, padded (the image copied, widened by a column)
+    (2, 5, 10, 10, 12, 3, 5, 1, (1, 2), 1, 1),     # 3 kernel rows
+    (2, 3, 24, 14, 9, 5, 5, 1, 0, 1, 1),           # 20 output rows (two blocks of 10), 9 filters
 ]
+
+
+def _same_non_finite(got, want):
+    # infinities and NaN where the float64 reference has them, of the same sign
+    for where in (np.isnan, np.isposinf, np.isneginf):
+        assert np.array_equal(where(got), where(want))
 
 
 @pytest.mark.parametrize("case", ROW_WINOGRAD_CASES, ids=str)
 def test_winograd_rows_forward(isa, rng, case):
-    # 5-wide kernels on rows of 9 or 10 outputs with at most 16 filters run F(2, 5) along the rows on AVX-512 (the
-    # direct kernels elsewhere): exact on small integers with the bias and ReLU, close to float64 on floats, the same
-    # bits at 1 and 2 threads and for an image alone or in the batch
+    # 5-wide kernels on rows of 9 or 10 outputs with at most 16 filters (whole blocks of 10 output rows) run F(2, 5)
+    # along the rows on AVX-512 (the direct kernels elsewhere): exact on small integers with the bias and ReLU, close
+    # to float64 on floats, the same bits at 1 and 2 threads and for an image alone or in the batch
     x, w, b, kw = _arrays(rng, case, integer=True)
     for relu in ("relu", None):
         want = ref.conv2d(x, w, b, **kw)
         assert np.array_equal(F.conv2d(x, w, b, **kw, activation=relu), np.maximum(want, 0) if relu else want)
     x, w, b, kw = _arrays(rng, case)
-    y = F.conv2d(x, w, b, **kw)
-    want = ref.conv2d(*(a.astype(np.float64) for a in (x, w, b)), **kw)
+    f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
+    with cc.threads(2):
+        y = F.conv2d(x, w, b, **kw)
+    want = ref.conv2d(*f64(x, w, b), **kw)
     np.testing.assert_allclose(y, want, rtol=0, atol=2e-6 * np.abs(want).max())
     with cc.threads(1):
         assert np.array_equal(F.conv2d(x, w, b, **kw), y)
@@ -582,13 +591,15 @@ def test_winograd_rows_forward(isa, rng, case):
         direct = F.conv2d(x, w, b, **kw)
         _core.select_isa(isa)
         assert not np.array_equal(direct, y)
-    # an infinity in one image: that image runs the direct kernel (inf - inf would give NaN), the other is unchanged
-    x_bad = x.copy()
-    x_bad[0, 1, 4, 5] = np.inf
-    got = F.conv2d(x_bad, w, b, **kw)
-    want = ref.conv2d(*(a.astype(np.float64) for a in (x_bad, w, b)), **kw)
-    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
-    assert np.array_equal(got[1:], y[1:])
+    # a non-finite value in one image (inf - inf would give NaN): that image runs the direct kernel, the other is
+    # unchanged; in the weights (a tap that never meets the padding, which the direct kernels multiply), every image
+    for value in (np.inf, -np.inf, np.nan):
+        x_bad, w_bad = x.copy(), w.copy()
+        x_bad[0, 1, 4, 5], w_bad[3, 0, 1, 2] = value, value
+        got = F.conv2d(x_bad, w, b, **kw, activation="relu")
+        _same_non_finite(got, np.maximum(ref.conv2d(*f64(x_bad, w, b), **kw), 0))
+        assert np.array_equal(got[1:], np.maximum(y[1:], 0))
+        _same_non_finite(F.conv2d(x, w_bad, b, **kw), ref.conv2d(*f64(x, w_bad, b), **kw))
 
 
 ROW_WINOGRAD_WEIGHT_CASES = [
@@ -600,9 +611,10 @@ ROW_WINOGRAD_WEIGHT_CASES = [
 
 @pytest.mark.parametrize("case", ROW_WINOGRAD_WEIGHT_CASES, ids=str)
 def test_winograd_rows_weight_gradient(isa, rng, case):
-    # the backward of 5 x 5 layers with 9-16 filters on rows of 6-10 (an even number of) outputs: on AVX-512 the weight
-    # gradient by F(5, 2) along the rows (the direct units elsewhere): exact on small integers, close to float64, the
-    # same bits at 1 and 2 threads; with an infinity in x or dy the direct units run (inf - inf would give NaN)
+    # the weight gradient of 5 x 5 layers with 9-16 filters on rows of an even number (at most 10) of outputs: on
+    # AVX-512 by F(5, 2) along the rows (the direct units elsewhere), with dx or without it: exact on small integers,
+    # close to float64, the same bits at 1 and 2 threads and with or without dx; with an infinity or NaN in x or dy the
+    # direct units run again (inf - inf would give NaN), dx and db as without the rerun
     x, w, b, kw = _arrays(rng, case, integer=True)
     dy = rng.integers(-3, 4, ref.conv2d(x, w, b, **kw).shape).astype(np.float32)
     for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
@@ -610,12 +622,14 @@ def test_winograd_rows_weight_gradient(isa, rng, case):
     x, w, b, kw = _arrays(rng, case)
     dy = rng.standard_normal(dy.shape).astype(np.float32)
     f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
-    dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
+    with cc.threads(2):
+        dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
     want = ref.conv2d_backward(*f64(dy, x, w), **kw)[1]
     np.testing.assert_allclose(dw, want, rtol=0, atol=5e-6 * np.abs(want).max())
     with cc.threads(1):
         for got, expected in zip(F.conv2d_backward(dy, x, w, **kw), (dx, dw, db)):
             assert np.array_equal(got, expected)
+    assert np.array_equal(F.conv2d_backward(dy, x, w, **kw, input_grad=False)[1], dw)
     if isa == "avx512":  # the route: F(5, 2) rounds otherwise than the direct sum (AVX2's units, the same order)
         from convcore import _core
 
@@ -623,11 +637,15 @@ def test_winograd_rows_weight_gradient(isa, rng, case):
         direct = F.conv2d_backward(dy, x, w, **kw)[1]
         _core.select_isa(isa)
         assert not np.array_equal(direct, dw)
-    for bad in (x.copy(), dy.copy()):
-        bad[1, 2, 3, 4] = np.inf
-        args = (dy, bad) if bad.shape == x.shape else (bad, x)
-        got = F.conv2d_backward(*args, w, **kw)[1]
-        want = ref.conv2d_backward(*f64(*args, w), **kw)[1]
-        assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
-        finite = np.isfinite(want)
-        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-4)
+    for value in (np.inf, -np.inf, np.nan):
+        x_bad, dy_bad = x.copy(), dy.copy()
+        x_bad[1, 2, 3, 4], dy_bad[1, 2, 3, 4] = value, value
+        got = F.conv2d_backward(dy, x_bad, w, **kw)
+        assert np.array_equal(got[0], dx) and np.array_equal(got[2], db)
+        for input_grad in (True, False):
+            for args in ((dy, x_bad), (dy_bad, x)):
+                got = F.conv2d_backward(*args, w, **kw, input_grad=input_grad)[1]
+                want = ref.conv2d_backward(*f64(*args, w), **kw)[1]
+                _same_non_finite(got, want)
+                finite = np.isfinite(want)
+                np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-4)

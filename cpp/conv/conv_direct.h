@@ -312,16 +312,18 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   });
 }
 
-// Winograd F(2, 5) and F(5, 2) along rows (winograd_rows_forward, RowWinogradWeights) share their input transform: V[c]
-// [pair][xi][row] = B^T of the 6 columns 2 pair .. 2 pair + 5 of each row of image xs (C planes of Hp x Wp), each
-// column of V HV floats (whole vectors; rows past Hp zero). Each plane is first transposed into `plane` (Wp columns
-// of HV floats, by the ISA's packer; plane_rows: h * Wp for h < Hp), so that B^T runs along the columns in vectors of
-// rows. B^T's coefficients are integers.
+// Winograd F(2, 5) and F(5, 2) along rows (winograd_rows_forward, RowWinogradWeights), at the points 0, 1, -1, 2, -2
+// and infinity, share their input transform: V[c][pair][xi][row] = B^T of the 6 columns 2 pair .. 2 pair + 5 of each
+// row of image xs (C planes of Hp x Wp), each column of V HV floats (whole vectors; rows past Hp zero). Each plane is
+// first transposed into `plane` (Wp columns of HV floats, by the ISA's packer; plane_rows: h * Wp for h < Hp), so that
+// B^T runs along the columns in vectors of rows. B^T's coefficients are integers.
+constexpr int64_t kRowPoints = 6;
+
 template <int VL>
 void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, int64_t HV, int64_t pairs,
                           const int64_t* plane_rows, float* plane, float* V) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  constexpr int T = 6;
+  constexpr int64_t T = kRowPoints;
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   for (int64_t c = 0; c < C; ++c) {
     transpose(xs + c * Hp * Wp, plane_rows, Hp, HV, Wp, 1.0f, plane);  // plane[col * HV + row]
@@ -341,26 +343,29 @@ void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, in
 
 // Forward of a stride-1 convolution with 5-tap kernel rows by Winograd's minimal filtering F(2, 5) along the rows,
 // vectorised over filters as filter_vector_forward is (a pixel's VL filters in one vector; outputs kept pixel-major,
-// then transposed into y's planes). A pair of output columns of one kernel row takes 6 multiplies instead of 10: the
-// 6 input columns under the pair are transformed by B^T, the kernel row's 5 taps by G (once per call), and the pair
-// is A^T times the products summed over the channels and kernel rows. Points 0, 1, -1, 2, -2 and infinity (those of
-// F(4, 3), whose conditioning they share); B^T and 24 G have integer coefficients and A^T's sums are multiplied by
-// 1/24 at the end, so sums of small integers are exact, as the direct kernels' are. Per image: V[c][pair][xi][row]
-// (winograd_rows_inputs); for each pair and point xi, PB output rows' accumulators sum U[c][r][xi] (the filters'
-// transformed taps) times V[c][pair][xi][p + r] broadcast, over (c, r) in order; A^T, the bias and ReLU (keeping
-// NaN) then give the pair's pixels. Every output sums in the same order whatever the thread count. The
-// transforms subtract: an infinite x or w would give inf - inf = NaN where the direct sum keeps the infinity, so a
-// call with a non-finite weight, or an image with a non-finite value, runs the direct kernel (filter_vector_forward)
-// for it instead. Workspace: the transformed weights, and per thread one padded image, one transposed plane, one
-// image's V, one pair's products and one image's outputs.
+// then transposed into y's planes). A pair of output columns of one kernel row takes 6 multiplies instead of 10: the 6
+// input columns under the pair are transformed by B^T, the kernel row's 5 taps by G (once per call), and the pair is
+// A^T times the products summed over the channels and kernel rows. The points of F(4, 3), whose conditioning they
+// share; B^T and 24 G have integer coefficients and A^T's sums are multiplied by 1/24 at the end, so sums of integers
+// are exact while every partial sum stays below 2^24 in magnitude (24 y times the float nearest 1/24 rounds to y for
+// every such y): with integers in [-3, 3], every layer the gate admits (C R at most 460: a transformed product at most
+// 2,160, the sums below 1 M, A^T's combinations below 6 M). Per image: V[c][pair][xi][row] (winograd_rows_inputs); for
+// each pair and point xi, PB output rows' accumulators sum U[c][r][xi] (the filters' transformed taps) times
+// V[c][pair][xi][p + r] broadcast, over (c, r) in order; A^T, the bias and ReLU (keeping NaN) then give the pair's
+// pixels. Every output sums in the same order whatever the thread count. The transforms subtract and scale: an infinite
+// x or w would give inf - inf = NaN where the direct sum keeps the infinity, and values near the float range overflow
+// sooner, so an image with a non-finite output before ReLU (any non-finite x or w makes some output so) runs again by
+// the direct kernel (filter_vector_forward). Workspace: the transformed weights, and per thread one padded image, one
+// transposed plane, one image's V, one pair's products and one image's outputs.
 template <int VL, int PB>
 void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                            float* y) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  constexpr int64_t KB = VL, T = 6, S = 5;
-  // 24 G; 24 y times the float nearest 1/24 rounds to y for every integer y with |24 y| < 2^24 (checked for all)
-  static constexpr float G24[T][S] = {
-      {6, 0, 0, 0, 0}, {-4, -4, -4, -4, -4}, {-4, 4, -4, 4, -4}, {1, 2, 4, 8, 16}, {1, -2, 4, -8, 16}, {0, 0, 0, 0, 24}};
+  typedef int32_t ivec __attribute__((vector_size(4 * VL)));
+  constexpr int64_t KB = VL, T = kRowPoints, S = 5;
+  static constexpr float G24[T][S] = {  // 24 G: integers
+      {6, 0, 0, 0, 0},   {-4, -4, -4, -4, -4}, {-4, 4, -4, 4, -4},
+      {1, 2, 4, 8, 16},  {1, -2, 4, -8, 16},   {0, 0, 0, 0, 24}};
   const int64_t C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q, CRS = C * R * S;
   const int64_t pairs = (Q + 1) / 2, row_blocks = (P + PB - 1) / PB;
   const int64_t Hp = H + 2 * s.pad_h, Wp = std::max(W + 2 * s.pad_w, 2 * pairs + S - 1);
@@ -382,7 +387,6 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
       std::memcpy(&U[(cr * T + xi) * KB], &u, sizeof(vec));
     }
   }
-  const bool weights_finite = !any_non_finite(w, K * CRS);
   std::vector<float> bp(static_cast<size_t>(KB), 0.0f);  // 24 times the bias, in the filters' lanes
   if (bias)
     for (int64_t k = 0; k < K; ++k) bp[k] = 24 * bias[k];
@@ -397,14 +401,9 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* xn = x + n * C * H * W;
       float* yn = y + n * K * PQ;
-      if (!weights_finite || any_non_finite(xn, C * H * W)) {
-        ConvShape one = s;
-        one.N = 1;
-        filter_vector_forward<VL, 1, 10, 5, true>(one, xn, w, bias, relu, yn);
-        continue;
-      }
       winograd_rows_inputs<VL>(padded_image(s, xn, Hp, Wp, xp), C, Hp, Wp, HV, pairs, plane_rows.data(),
                                plane.data(), V.data());
+      bool non_finite = false;
       for (int64_t j = 0; j < pairs; ++j) {
         for (int64_t xi = 0; xi < T; ++xi)
           for (int64_t rb = 0; rb < row_blocks; ++rb) {
@@ -426,6 +425,9 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
         const int64_t stride = row_blocks * PB * KB;  // between points in M
         vec bv;  // 24 b
         std::memcpy(&bv, bp.data(), sizeof(vec));
+        // the outputs' exponent_carry, ORed (a vector live only here: across the products it cost them a register,
+        // and GCC spilled an accumulator there, 0.78x)
+        ivec carries{};
         for (int64_t p = 0; p < P; ++p) {
           vec mv[T];
           for (int xi = 0; xi < T; ++xi) std::memcpy(&mv[xi], &M[xi * stride + p * KB], sizeof(vec));
@@ -434,10 +436,22 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
           vec o[2] = {((mv[0] + mv[1]) + (mv[2] + mv[3]) + (mv[4] + bv)) * (1.0f / 24),
                       ((mv[1] - mv[2]) + 2 * (mv[3] - mv[4]) + (mv[5] + bv)) * (1.0f / 24)};
           for (int e = 0; e < 2 && 2 * j + e < Q; ++e) {
+            ivec bits;
+            std::memcpy(&bits, &o[e], sizeof(vec));
+            carries |= (bits & 0x7f800000) + 0x00800000;
             if (relu) o[e] = relu_keep_nan_lanes<VL>(o[e]);
             std::memcpy(&out[(p * Q + 2 * j + e) * KB], &o[e], sizeof(vec));
           }
         }
+        int32_t lanes[VL];
+        std::memcpy(lanes, &carries, sizeof(lanes));
+        non_finite |= std::any_of(lanes, lanes + VL, [](int32_t c) { return c < 0; });
+      }
+      if (non_finite) {
+        ConvShape one = s;
+        one.N = 1;
+        filter_vector_forward<VL, 1, 10, 5, true>(one, xn, w, bias, relu, yn);
+        continue;
       }
       transpose(out.data(), pixel_rows.data(), PQ, PQ, K, 1.0f, yn);
     }
@@ -470,8 +484,8 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
   if (s.groups != 1 || (2 * s.Q > VL && !tens) || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864 ||
       weights > 131072 || (s.N == 1 && weights > 16384))
     return false;
-  if constexpr (VL == 16) {
-    if (tens && s.S == 5 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1) {
+  if constexpr (VL == 16) {  // whole blocks of 10 output rows
+    if (tens && s.S == 5 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.P % 10 == 0) {
       winograd_rows_forward<VL, 10>(s, x, w, bias, relu, y);
       return true;
     }
@@ -634,13 +648,14 @@ struct DirectWeights {
 // multiplies instead of 10: the dy pair (the filters in the vector lanes) transformed by 24 G into Gd[p][pair][xi],
 // the input columns by B^T (V, winograd_rows_inputs, as the forward's), their products summed per (c, r, xi) over the
 // chunk's images, rows and pairs, in that order; once, after the chunks' sums (in chunk order), 24 dw = A^T of the
-// sums, times 1/24. F(5, 2)'s G is F(2, 5)'s A transposed and its A^T F(2, 5)'s G transposed: with the scale of 24
-// every coefficient is an integer, so sums of small integers are exact. A non-finite x or dy makes the sums
-// non-finite (every input and dy value meets a product; inf - inf gives NaN where the direct sum keeps the
-// infinity): the sum then writes nothing and returns false, and the caller runs the direct units. Workspace per
-// chunk: the sums (C x 5 x 6 vectors), one transposed plane, one image's V and Gd.
-constexpr int64_t kRowPoints = 6;
-
+// sums, times 1/24. By the transposition principle F(5, 2)'s G and A^T are F(2, 5)'s A and G transposed, up to a
+// diagonal scaling moved between them: with the scale of 24 all integers. Sums of integers are exact while every
+// partial sum stays below 2^24 in magnitude: with integers in [-3, 3] a transformed product is at most 2,160 and A^T
+// weighs the sums by up to 16, so up to ~440,000 per image of LeNet conv2's shape (50 pairs of columns) and 38 such
+// images in the worst case (the direct sums stay exact far longer). Where the taps are not finite (an infinity or NaN
+// in x or dy: every input and dy value meets a product, and inf - inf gives NaN where the direct sum keeps the
+// infinity; or a sum past the float range) the sum writes nothing and returns false, and the caller runs the direct
+// units. Workspace per chunk: the sums (C x 5 x 6 vectors), one transposed plane, one image's V and Gd.
 // Its geometry: the padded image (Hp x Wp), V's columns (HV floats, whole vectors of vl), the column pairs, and the
 // offsets of the padded image's rows for the transposing packer.
 struct RowWinogradLayout {
@@ -712,22 +727,34 @@ bool winograd_rows_weight_sum(const ConvShape& s, float* state, int64_t chunks, 
   constexpr int64_t T = kRowPoints, R = 5;
   const int64_t C = s.C, K = s.K, per_chunk = C * R * T * VL;
   add_chunks_into_first(state, chunks, per_chunk);
-  if (any_non_finite(state, per_chunk)) return false;
+  // the taps, [c][r][t][VL], over the first chunk's sums (each (c, r)'s 6 sums read before its 5 taps are written)
   for (int64_t c = 0; c < C; ++c)
     for (int64_t r = 0; r < R; ++r) {
       vec m[T];
-      std::memcpy(m, state + (c * R + r) * T * VL, sizeof(m));
+      float* at = state + (c * R + r) * T * VL;
+      std::memcpy(m, at, sizeof(m));
       const vec taps[5] = {(m[0] + m[1]) + (m[2] + m[3]) + m[4], (m[1] - m[2]) + 2 * (m[3] - m[4]),
                            (m[1] + m[2]) + 4 * (m[3] + m[4]), (m[1] - m[2]) + 8 * (m[3] - m[4]),
                            (m[1] + m[2]) + 16 * (m[3] + m[4]) + m[5]};
       for (int t = 0; t < 5; ++t) {
-        float lanes[VL];
         const vec tap = taps[t] * (1.0f / 24);
-        std::memcpy(lanes, &tap, sizeof(lanes));
-        for (int64_t k = 0; k < K; ++k) dw[((k * C + c) * R + r) * 5 + t] = lanes[k];
+        std::memcpy(at + t * VL, &tap, sizeof(vec));
       }
     }
+  for (int64_t cr = 0; cr < C * R; ++cr)
+    if (any_non_finite(state + cr * T * VL, 5 * VL)) return false;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t cr = 0; cr < C * R; ++cr)
+      for (int t = 0; t < 5; ++t) dw[(k * C * R + cr) * 5 + t] = state[(cr * T + t) * VL + k];
   return true;
+}
+
+// Where the weight gradient takes F(5, 2) along the rows (RowWinogradWeights), with dx or without it (the same bits
+// either way): on AVX-512 (the caller's test), one group, 5 x 5 kernels at stride 1 without dilation, 9 to 16
+// filters, an even number of output columns, at most 10 (LeNet conv2's; wider rows are unmeasured).
+inline bool row_winograd_weight_applies(const ConvShape& s) {
+  return s.groups == 1 && s.R == 5 && s.S == 5 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 &&
+         s.dil_w == 1 && s.K > 8 && s.K <= 16 && s.Q % 2 == 0 && s.Q <= 10;
 }
 
 template <int VL>
@@ -809,8 +836,9 @@ void with_weight_rows(const ConvShape& s, const Body& body) {
 
 // Runs filter_vector_weight where it applies: one group, kernel width 3 or 5, and more than half a vector but at
 // most two vectors of filters (measured: with fewer filters most lanes idle and direct_backward_weight is faster;
-// with 4 vectors it only matched GEMM, with 4 x 3 accumulators per kernel row). Returns false, doing nothing,
-// elsewhere.
+// with 4 vectors it only matched GEMM, with 4 x 3 accumulators per kernel row); on AVX-512, by F(5, 2) along the
+// rows where row_winograd_weight_applies (the direct units where its taps are not finite). Returns false, doing
+// nothing, elsewhere.
 template <int VL, int KV>
 void filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   const auto rows = [&](auto width) {
@@ -830,6 +858,12 @@ void filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x
 template <int VL>
 bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   if (s.groups != 1 || (s.S != 3 && s.S != 5) || s.K <= VL / 2 || s.K > 2 * VL) return false;
+  if constexpr (VL == 16) {
+    if (row_winograd_weight_applies(s) &&
+        filter_vector_weight_pass<VL, 1>(s, dy, x, s.Q * VL, s.N * s.K * s.P * s.Q * s.C * 25,
+                                         RowWinogradWeights<VL>(s), dw, db, [](int64_t, const float*) {}))
+      return true;
+  }
   if (s.K <= VL)
     filter_vector_weight_kv<VL, 1>(s, dy, x, dw, db);
   else
@@ -916,7 +950,7 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
   };
   const int64_t work = s.N * K * P * s.Q * CRS * 2;
   if constexpr (VL == 16 && S == 5) {
-    if (R == 5 && s.Q % 2 == 0 &&
+    if (row_winograd_weight_applies(s) &&
         filter_vector_weight_pass<VL, KV>(s, dy, x, QMAX * L, work, RowWinogradWeights<VL>(s), dw, db, dx_rows))
       return;
   }

@@ -1,7 +1,8 @@
 // For kernels written with GCC's vector extension (VL floats a vector) and compiled once per ISA: the partial vectors
 // at the end of a row (a masked load or store where the unit's ISA has a fast one, vector pieces or lanes otherwise),
 // the lane-wise ReLU and the non-finite check of Winograd's kernels. Each takes VL explicitly (with the vector type
-// alone to deduce, GCC 12 deduced float for a function template's vector typedef). An anonymous namespace keeps each unit's copy compiled with its own flags.
+// alone to deduce, GCC 12 deduced float for a function template's vector typedef). An anonymous namespace keeps each
+// unit's copy compiled with its own flags.
 #pragma once
 #include <immintrin.h>
 
