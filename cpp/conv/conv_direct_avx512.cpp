@@ -1,5 +1,5 @@
 // Direct convolution, AVX-512: 16-float vectors; 16 filters x 1 vector or 8 filters x 2 vectors in registers;
-// weight gradient 6 (3-wide kernels) or 4 (5-wide) filters x S taps.
+// weight gradient 6 (3-wide kernels) or 4 (5-wide; 6 in passes of 3 and 2 taps for 5-6 filters) filters x S taps.
 // The kernels vectorised over filters (forward and weight gradient) use the same vectors.
 #include "conv_direct.h"
 
