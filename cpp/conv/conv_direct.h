@@ -375,7 +375,7 @@ template <int VL, int PB>
 void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                            float* y) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  typedef int32_t ivec __attribute__((vector_size(4 * VL)));
+  typedef uint32_t uvec __attribute__((vector_size(4 * VL)));
   constexpr int64_t KB = VL, T = kRowPoints, S = 5;
   static constexpr float G24[T][S] = {  // 24 G: integers
       {6, 0, 0, 0, 0},   {-4, -4, -4, -4, -4}, {-4, 4, -4, 4, -4},
@@ -441,7 +441,7 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
         std::memcpy(&bv, bp.data(), sizeof(vec));
         // the outputs' exponent_carry, ORed (a vector live only here: across the products it cost them a register,
         // and GCC spilled an accumulator there, 0.78x)
-        ivec carries{};
+        uvec carries{};
         for (int64_t p = 0; p < P; ++p) {
           vec mv[T];
           for (int xi = 0; xi < T; ++xi) std::memcpy(&mv[xi], &M[xi * stride + p * KB], sizeof(vec));
@@ -450,16 +450,16 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
           vec o[2] = {((mv[0] + mv[1]) + (mv[2] + mv[3]) + (mv[4] + bv)) * (1.0f / 24),
                       ((mv[1] - mv[2]) + 2 * (mv[3] - mv[4]) + (mv[5] + bv)) * (1.0f / 24)};
           for (int e = 0; e < 2 && 2 * j + e < Q; ++e) {
-            ivec bits;
+            uvec bits;
             std::memcpy(&bits, &o[e], sizeof(vec));
-            carries |= (bits & 0x7f800000) + 0x00800000;
+            carries |= (bits & 0x7f800000u) + 0x00800000u;
             if (relu) o[e] = relu_keep_nan_lanes<VL>(o[e]);
             std::memcpy(&out[(p * Q + 2 * j + e) * KB], &o[e], sizeof(vec));
           }
         }
-        int32_t lanes[VL];
+        uint32_t lanes[VL];
         std::memcpy(lanes, &carries, sizeof(lanes));
-        non_finite |= std::any_of(lanes, lanes + VL, [](int32_t c) { return c < 0; });
+        non_finite |= std::any_of(lanes, lanes + VL, [](uint32_t c) { return (c & 0x80000000u) != 0; });
       }
       if (non_finite) {
         ConvShape one = s;
