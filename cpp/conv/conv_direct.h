@@ -234,6 +234,19 @@ void direct_backward_weight_any(const ConvShape& s, const float* dy, const float
     direct_backward_weight<VL, KB5, 5>(s, dy, x, dw, db);
 }
 
+// w (K filters of `taps` floats each) regrouped as [filter block][tap][KB filters], zero lanes past K: the filters of
+// one tap adjacent, by the ISA's transposing packer (as the GEMM packs a row-major A).
+inline std::vector<float> filters_in_lanes(const float* w, int64_t K, int64_t taps, int64_t KB) {
+  const int64_t blocks = (K + KB - 1) / KB;
+  std::vector<float> wp(static_cast<size_t>(blocks * taps * KB));
+  std::vector<int64_t> filter_rows(static_cast<size_t>(KB));
+  for (int64_t i = 0; i < KB; ++i) filter_rows[i] = i * taps;
+  for (int64_t kb = 0; kb < blocks; ++kb)
+    kernels().gemm.pack_transposed(w + kb * KB * taps, filter_rows.data(), std::min(KB, K - kb * KB), KB, taps, 1.0f,
+                                   &wp[kb * taps * KB]);
+  return wp;
+}
+
 // Forward convolution vectorised over filters, for rows too narrow to fill vectors along the output row: a tile
 // of QT output pixels of one row x KV vectors of filters in registers; per kernel tap, KV loads of the tap's
 // filter weights and QT broadcasts of x from the zero-padded image (any stride, dilation or padding; UNIT: both 1
@@ -252,14 +265,8 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   const int64_t sh = s.stride_h, sw = UNIT ? 1 : s.stride_w, dh = s.dil_h, dwid = UNIT ? 1 : s.dil_w;
   const int64_t Hp = H + 2 * s.pad_h;
   const int64_t Wp = std::max(W + 2 * s.pad_w, (q_tiles * QT - 1) * sw + (S - 1) * dwid + 1);  // tiles past Q
-  // weights as [k block][c][r][t][KB], zero lanes past K: the filters of one tap are adjacent
-  // (by the ISA's transposing packer, as the GEMM packs a row-major A)
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-  std::vector<float> wp(static_cast<size_t>(k_blocks * CRS * KB));
-  std::vector<int64_t> filter_rows(static_cast<size_t>(KB));
-  for (int64_t i = 0; i < KB; ++i) filter_rows[i] = i * CRS;
-  for (int64_t kb = 0; kb < k_blocks; ++kb)
-    transpose(w + kb * KB * CRS, filter_rows.data(), std::min(KB, K - kb * KB), KB, CRS, 1.0f, &wp[kb * CRS * KB]);
+  const std::vector<float> wp = filters_in_lanes(w, K, CRS, KB);  // [k block][c][r][t][KB]
   std::vector<float> bp(static_cast<size_t>(k_blocks * KB), 0.0f);  // the bias in the same lanes
   if (bias) std::copy(bias, bias + K, bp.begin());
   // an image's outputs are kept pixel-major ([k block][pixel][filter in block]) and transposed into y's planes by
@@ -385,13 +392,10 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
   const int64_t Hp = H + 2 * s.pad_h, Wp = std::max(W + 2 * s.pad_w, 2 * pairs + S - 1);
   // a transposed column in whole vectors, with zero rows past the image for the last row block's reads
   const int64_t HV = (std::max(Hp, row_blocks * PB + R - 1) + VL - 1) / VL * VL;
-  // U[c][r][xi][KB] = 24 G times each filter's kernel row, zero lanes past K: from the weights transposed to
-  // [c][r][t][KB] by the ISA's packer
+  // U[c][r][xi][KB] = 24 G times each filter's kernel row, zero lanes past K, from the weights as [c][r][t][KB]
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-  std::vector<float> wt(static_cast<size_t>(CRS * KB)), U(static_cast<size_t>(C * R * T * KB));
-  std::vector<int64_t> filter_rows(static_cast<size_t>(K));
-  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * CRS;
-  transpose(w, filter_rows.data(), K, KB, CRS, 1.0f, wt.data());
+  const std::vector<float> wt = filters_in_lanes(w, K, CRS, KB);
+  std::vector<float> U(static_cast<size_t>(C * R * T * KB));
   for (int64_t cr = 0; cr < C * R; ++cr) {
     vec g[S];
     for (int t = 0; t < S; ++t) std::memcpy(&g[t], &wt[(cr * S + t) * KB], sizeof(vec));
@@ -452,7 +456,7 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
           for (int e = 0; e < 2 && 2 * j + e < Q; ++e) {
             uvec bits;
             std::memcpy(&bits, &o[e], sizeof(vec));
-            carries |= (bits & 0x7f800000u) + 0x00800000u;
+            carries |= exponent_carry_lanes<VL>(bits);
             if (relu) o[e] = relu_keep_nan_lanes<VL>(o[e]);
             std::memcpy(&out[(p * Q + 2 * j + e) * KB], &o[e], sizeof(vec));
           }
@@ -949,11 +953,7 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
                              float* dw, float* db, const Row& dx_row) {
   constexpr int L = kChannelLanes, QMAX = kChannelMaxQ, KV = L / VL;
   const int64_t C = s.C, K = s.K, R = s.R, P = s.P, H = s.H, W = s.W, CRS = C * R * S;
-  // w regrouped as [c][r][t][16 filters], zero lanes past K, by the transposing packer
-  std::vector<float> wt(static_cast<size_t>(CRS * L));
-  std::vector<int64_t> filter_rows(static_cast<size_t>(K));
-  for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * CRS;
-  kernels().gemm.pack_transposed(w, filter_rows.data(), K, L, CRS, 1.0f, wt.data());
+  const std::vector<float> wt = filters_in_lanes(w, K, CRS, L);  // [c][r][t][16 filters] (K <= 16)
   const auto dx_rows = [&](int64_t n, const float* g) {
     float* dxn = dx + n * C * H * W;
     for (int64_t h = 0; h < H; ++h) {

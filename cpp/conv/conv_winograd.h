@@ -56,6 +56,7 @@ constexpr int64_t kMinThreadBlockTiles = 192;
 
 // The transforms subtract elements, and an infinite one gives inf - inf = NaN where the direct sum keeps the
 // infinity: x and w are checked for non-finite values (any_non_finite) as they are read.
+
 // U_xi[k][c] = (G g G^T)[xi] for the filter g = w[k][c] (3x3), each U_xi (K x C) packed as the products read it
 // (a), at xi * a.floats() in U: written packed once per call instead of written and then packed by each block's
 // products (res5a, 512 x 512 channels at 7 x 7, batch 32, forward: packing U 7% and copying it out 5% of the time).

@@ -77,10 +77,16 @@ inline Vec relu_keep_nan_lanes(const Vec& v) {
 // would give NaN where the direct sum keeps the infinity. exponent_carry(v) has its sign bit set where v is infinite
 // or NaN (its exponent bits all set: adding one to them carries into the sign bit); ORed over many values, an
 // integer reduction, which vectorises.
+// exponent_carry_lanes does it lane by lane on a vector of VL floats' bits (uint32_t lanes), or on one float's.
+template <int VL, typename Bits>
+inline Bits exponent_carry_lanes(const Bits& bits) {
+  return (bits & 0x7f800000u) + 0x00800000u;
+}
+
 inline uint32_t exponent_carry(float v) {
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof bits);
-  return (bits & 0x7f800000u) + 0x00800000u;
+  return exponent_carry_lanes<1>(bits);
 }
 
 // Whether any of the n floats at v is infinite or NaN.
