@@ -9,7 +9,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -23,6 +25,26 @@
 
 namespace convcore {
 namespace {
+
+// std::allocator with 64-byte (cache line) alignment: vectors loaded from these buffers never straddle two lines.
+template <typename T>
+struct LineAllocator {
+  using value_type = T;
+  LineAllocator() = default;
+  template <typename U>
+  LineAllocator(const LineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <typename U>
+  bool operator==(const LineAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const LineAllocator<U>&) const { return false; }
+};
+using LineFloats = std::vector<float, LineAllocator<float>>;
 
 // The kernel rows [lo, hi) that read image rows for output row p (the others read only zero padding).
 struct KernelRows {
@@ -61,7 +83,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
   const int64_t q_span = (Q + step - 1) / step * step;
   const int64_t Hp = H + 2 * s.pad_h + (PB - 1), Wp = std::max(W + 2 * s.pad_w, q_span + S - 1);
   // weights as [k block][c][r][t][KB], zero rows past K: the KB weights of one tap are adjacent
-  std::vector<float> wp(static_cast<size_t>(k_blocks * CRS * KB), 0.0f);
+  LineFloats wp(static_cast<size_t>(k_blocks * CRS * KB), 0.0f);
   for (int64_t k = 0; k < K; ++k)
     for (int64_t i = 0; i < CRS; ++i) wp[((k / KB) * CRS + i) * KB + k % KB] = w[k * CRS + i];
   // images in contiguous chunks, one per thread, each with one padded buffer (the images are independent)
@@ -162,7 +184,7 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
   const int64_t chunks = image_chunks(s), per_chunk = units * KB * S * VL, q_full = Q / VL * VL;
   const int64_t bias_floats = bias_partial_floats(s);
   // accumulators as floats (a std::vector of a vector-extension type would drop the vector attribute)
-  std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
+  LineFloats state(static_cast<size_t>(chunks * per_chunk), 0.0f);
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   parallel_for(chunks, threads_for(N * K * P * Q * C * R * S), [&](int64_t chunk) {
     std::vector<float> xp;  // the padded image, where it needs one
@@ -236,9 +258,9 @@ void direct_backward_weight_any(const ConvShape& s, const float* dy, const float
 
 // w (K filters of `taps` floats each) regrouped as [filter block][tap][KB filters], zero lanes past K: the filters of
 // one tap adjacent, by the ISA's transposing packer (as the GEMM packs a row-major A).
-inline std::vector<float> filters_in_lanes(const float* w, int64_t K, int64_t taps, int64_t KB) {
+inline LineFloats filters_in_lanes(const float* w, int64_t K, int64_t taps, int64_t KB) {
   const int64_t blocks = (K + KB - 1) / KB;
-  std::vector<float> wp(static_cast<size_t>(blocks * taps * KB));
+  LineFloats wp(static_cast<size_t>(blocks * taps * KB));
   std::vector<int64_t> filter_rows(static_cast<size_t>(KB));
   for (int64_t i = 0; i < KB; ++i) filter_rows[i] = i * taps;
   for (int64_t kb = 0; kb < blocks; ++kb)
@@ -266,7 +288,7 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   const int64_t Hp = H + 2 * s.pad_h;
   const int64_t Wp = std::max(W + 2 * s.pad_w, (q_tiles * QT - 1) * sw + (S - 1) * dwid + 1);  // tiles past Q
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-  const std::vector<float> wp = filters_in_lanes(w, K, CRS, KB);  // [k block][c][r][t][KB]
+  const LineFloats wp = filters_in_lanes(w, K, CRS, KB);  // [k block][c][r][t][KB]
   std::vector<float> bp(static_cast<size_t>(k_blocks * KB), 0.0f);  // the bias in the same lanes
   if (bias) std::copy(bias, bias + K, bp.begin());
   // an image's outputs are kept pixel-major ([k block][pixel][filter in block]) and transposed into y's planes by
@@ -279,7 +301,8 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   parallel_for(chunks, nt, [&](int64_t chunk) {
     const int64_t row_floats = Wp, plane_floats = Hp * Wp, tap_row_floats = dh * Wp;  // as in direct_forward
     const float* const w_block = wp.data();
-    std::vector<float> xp, out(static_cast<size_t>(k_blocks * PQ * KB));  // xp: the padded image, where it needs one
+    std::vector<float> xp;  // the padded image, where it needs one
+    LineFloats out(static_cast<size_t>(k_blocks * PQ * KB));
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp);
       float* yn = y + n * K * P * Q;
@@ -394,8 +417,8 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
   const int64_t HV = (std::max(Hp, row_blocks * PB + R - 1) + VL - 1) / VL * VL;
   // U[c][r][xi][KB] = 24 G times each filter's kernel row, zero lanes past K, from the weights as [c][r][t][KB]
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-  const std::vector<float> wt = filters_in_lanes(w, K, CRS, KB);
-  std::vector<float> U(static_cast<size_t>(C * R * T * KB));
+  const LineFloats wt = filters_in_lanes(w, K, CRS, KB);
+  LineFloats U(static_cast<size_t>(C * R * T * KB));
   for (int64_t cr = 0; cr < C * R; ++cr) {
     vec g[S];
     for (int t = 0; t < S; ++t) std::memcpy(&g[t], &wt[(cr * S + t) * KB], sizeof(vec));
@@ -414,8 +437,9 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
   const int nt = threads_for(s.N * K * PQ * CRS);
   const int64_t chunks = std::min<int64_t>(s.N, nt);
   parallel_for(chunks, nt, [&](int64_t chunk) {
-    std::vector<float> xp, plane(static_cast<size_t>(Wp * HV)), V(static_cast<size_t>(C * pairs * T * HV));
-    std::vector<float> M(static_cast<size_t>(T * row_blocks * PB * KB)), out(static_cast<size_t>(PQ * KB));
+    std::vector<float> xp;
+    LineFloats plane(static_cast<size_t>(Wp * HV)), V(static_cast<size_t>(C * pairs * T * HV));
+    LineFloats M(static_cast<size_t>(T * row_blocks * PB * KB)), out(static_cast<size_t>(PQ * KB));
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* xn = x + n * C * H * W;
       float* yn = y + n * K * PQ;
@@ -806,11 +830,12 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
   for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-  std::vector<float> state(static_cast<size_t>(chunks * per_chunk), 0.0f);
+  LineFloats state(static_cast<size_t>(chunks * per_chunk), 0.0f);
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   parallel_for(chunks, threads_for(work), [&](int64_t chunk) {
-    std::vector<float> xp, g(static_cast<size_t>(P * g_row), 0.0f);  // xp: the padded image, where it needs one
-    std::vector<float> scratch(static_cast<size_t>(weights.scratch_floats(s)));
+    std::vector<float> xp;  // the padded image, where it needs one
+    LineFloats g(static_cast<size_t>(P * g_row), 0.0f);
+    LineFloats scratch(static_cast<size_t>(weights.scratch_floats(s)));
     for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
       const float* dyn = dy + n * K * PQ;
       if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
@@ -953,7 +978,7 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
                              float* dw, float* db, const Row& dx_row) {
   constexpr int L = kChannelLanes, QMAX = kChannelMaxQ, KV = L / VL;
   const int64_t C = s.C, K = s.K, R = s.R, P = s.P, H = s.H, W = s.W, CRS = C * R * S;
-  const std::vector<float> wt = filters_in_lanes(w, K, CRS, L);  // [c][r][t][16 filters] (K <= 16)
+  const LineFloats wt = filters_in_lanes(w, K, CRS, L);  // [c][r][t][16 filters] (K <= 16)
   const auto dx_rows = [&](int64_t n, const float* g) {
     float* dxn = dx + n * C * H * W;
     for (int64_t h = 0; h < H; ++h) {
