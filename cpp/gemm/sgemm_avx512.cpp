@@ -439,11 +439,14 @@ void pack_transposed_16x16(const float* base, const int64_t* offsets, int64_t co
       const int64_t cols = std::min<int64_t>(16, len - k0);
       const __mmask16 m = __mmask16((1u << cols) - 1);
       __m512 r[16];
+#pragma GCC unroll 16
       for (int i = 0; i < 16; ++i)  // (offsets past count may be unset: no address is formed from them)
         r[i] = i < rows ? _mm512_mul_ps(scale, load_first_16(base + offsets[i0 + i] + k0, cols, m))
                         : _mm512_setzero_ps();
       transpose_16x16(r);
-      for (int c = 0; c < cols; ++c) {
+#pragma GCC unroll 16
+      for (int c = 0; c < 16; ++c) {  // constant indices: r stays in registers (a run-time bound spilled it)
+        if (c >= cols) break;
         if (lanes == 0xFFFF)
           _mm512_storeu_ps(out + (k0 + c) * width, r[c]);
         else
