@@ -569,9 +569,10 @@ def _same_non_finite(got, want):
 
 @pytest.mark.parametrize("case", ROW_WINOGRAD_CASES, ids=str)
 def test_winograd_rows_forward(isa, rng, case):
-    # 5-wide kernels on rows of 9 or 10 outputs with at most 16 filters (whole blocks of 10 output rows) run F(2, 5)
-    # along the rows on AVX-512 (the direct kernels elsewhere): exact on small integers with the bias and ReLU, close
-    # to float64 on floats, the same bits at 1 and 2 threads and for an image alone or in the batch
+    # 5-wide kernels on rows of 9 or 10 outputs with at most 16 filters (whole blocks of 10 output rows) run F(4, 5)
+    # and F(2, 5) along the rows on AVX-512 (tiles of 4, 4 and 2 outputs; the direct kernels elsewhere): exact on
+    # small integers with the bias and ReLU, close to float64 on floats, the same bits at 1 and 2 threads and for an
+    # image alone or in the batch
     x, w, b, kw = _arrays(rng, case, integer=True)
     for relu in ("relu", None):
         want = ref.conv2d(x, w, b, **kw)
@@ -585,7 +586,7 @@ def test_winograd_rows_forward(isa, rng, case):
     with cc.threads(1):
         assert np.array_equal(F.conv2d(x, w, b, **kw), y)
         assert np.array_equal(F.conv2d(x[-1:], w, b, **kw), y[-1:])
-    if isa == "avx512":  # the route: F(2, 5) rounds otherwise than the direct sum (AVX2's kernel, the same order)
+    if isa == "avx512":  # the route: Winograd rounds otherwise than the direct sum (AVX2's kernel, the same order)
         from convcore import _core
 
         _core.select_isa("avx2")

@@ -357,80 +357,129 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
 }
 
 // Winograd F(2, 5) and F(5, 2) along rows (winograd_rows_forward, RowWinogradWeights), at the points 0, 1, -1, 2, -2
-// and infinity, share their input transform: V[c][pair][xi][row] = B^T of the 6 columns 2 pair .. 2 pair + 5 of each
-// row of image xs (C planes of Hp x Wp), each column of V HV floats (whole vectors; rows past Hp zero). Each plane is
-// first transposed into `plane` (Wp columns of HV floats, by the ISA's packer; plane_rows: h * Wp for h < Hp), so that
-// B^T runs along the columns in vectors of rows. B^T's coefficients are integers.
-constexpr int64_t kRowPoints = 6;
+// and infinity, and F(4, 5) (winograd_rows_forward), at those and 1/2, -1/2 (F(6, 3)'s points), share their input
+// transform: each tile of a row's outputs (RowTile) reads the 6 or 8 input columns from its own, which B^T turns into
+// its 6 or 8 points: V[c][slot][row], the tile's points at slots tile.slot .. tile.slot + points - 1 of each row of
+// image xs (C planes of Hp x Wp), each slot HV floats (whole vectors; rows past Hp zero). Each plane is first
+// transposed into `plane` (Wp columns of HV floats, by the ISA's packer; plane_rows: h * Wp for h < Hp), so that B^T
+// runs along the columns in vectors of rows. F(2, 5)'s B^T has integer coefficients, F(4, 5)'s binary fractions
+// (quarters): both exact on small integers.
+constexpr int64_t kRowPoints = 6, kQuadPoints = 8;
+
+struct RowTile {
+  int64_t col, outputs, points, slot;  // first output (and input) column, outputs (2 or 4), points, first slot
+};
+
+// A row of Q outputs in tiles of 4 (F(4, 5), where quads) and 2 (F(2, 5) or F(5, 2)); the last tile's outputs past Q
+// are computed and dropped. Returns the tiles; slots: the points summed.
+inline std::vector<RowTile> row_tiles(int64_t Q, bool quads, int64_t& slots) {
+  std::vector<RowTile> tiles;
+  slots = 0;
+  for (int64_t col = 0; col < Q;) {
+    const int64_t outputs = quads && Q - col >= 3 ? 4 : 2;
+    tiles.push_back({col, outputs, outputs + 4, slots});
+    slots += outputs + 4;
+    col += outputs;
+  }
+  return tiles;
+}
 
 template <int VL>
-void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, int64_t HV, int64_t pairs,
-                          const int64_t* plane_rows, float* plane, float* V) {
+void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, int64_t HV,
+                          const std::vector<RowTile>& tiles, int64_t slots, const int64_t* plane_rows, float* plane,
+                          float* V) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  constexpr int64_t T = kRowPoints;
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   for (int64_t c = 0; c < C; ++c) {
     transpose(xs + c * Hp * Wp, plane_rows, Hp, HV, Wp, 1.0f, plane);  // plane[col * HV + row]
-    for (int64_t j = 0; j < pairs; ++j) {
-      float* v = V + (c * pairs + j) * T * HV;
+    for (const RowTile& tile : tiles) {
+      float* v = V + (c * slots + tile.slot) * HV;
+      const float* src = plane + tile.col * HV;
       for (int64_t h = 0; h < HV; h += VL) {
-        vec d[T];
-        for (int i = 0; i < T; ++i) std::memcpy(&d[i], plane + (2 * j + i) * HV + h, sizeof(vec));
-        const vec b[T] = {4 * d[0] - 5 * d[2] + d[4],         -4 * d[1] - 4 * d[2] + d[3] + d[4],
-                          4 * d[1] - 4 * d[2] - d[3] + d[4],  -2 * d[1] - d[2] + 2 * d[3] + d[4],
-                          2 * d[1] - d[2] - 2 * d[3] + d[4],  4 * d[1] - 5 * d[3] + d[5]};
-        for (int xi = 0; xi < T; ++xi) std::memcpy(v + xi * HV + h, &b[xi], sizeof(vec));
+        if (tile.points == kRowPoints) {
+          vec d[kRowPoints];
+          for (int i = 0; i < kRowPoints; ++i) std::memcpy(&d[i], src + i * HV + h, sizeof(vec));
+          const vec b[kRowPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
+                                     4 * d[1] - 4 * d[2] - d[3] + d[4], -2 * d[1] - d[2] + 2 * d[3] + d[4],
+                                     2 * d[1] - d[2] - 2 * d[3] + d[4], 4 * d[1] - 5 * d[3] + d[5]};
+          for (int xi = 0; xi < kRowPoints; ++xi) std::memcpy(v + xi * HV + h, &b[xi], sizeof(vec));
+        } else {
+          vec d[kQuadPoints];
+          for (int i = 0; i < kQuadPoints; ++i) std::memcpy(&d[i], src + i * HV + h, sizeof(vec));
+          const vec t1 = d[2] + d[6] - 4.25f * d[4], t2 = d[1] + d[5] - 4.25f * d[3];
+          const vec t3 = 0.25f * d[2] + d[6] - 1.25f * d[4], t4 = 0.5f * d[1] + 2 * d[5] - 2.5f * d[3];
+          const vec t5 = 4 * d[2] + d[6] - 5 * d[4], t6 = 2 * d[1] + 0.5f * d[5] - 2.5f * d[3];
+          const vec b[kQuadPoints] = {5.25f * (d[2] - d[4]) + (d[6] - d[0]), t1 + t2, t1 - t2, t3 + t4, t3 - t4,
+                                      t5 + t6, t5 - t6, 5.25f * (d[3] - d[5]) + (d[7] - d[1])};
+          for (int xi = 0; xi < kQuadPoints; ++xi) std::memcpy(v + xi * HV + h, &b[xi], sizeof(vec));
+        }
       }
     }
   }
 }
 
-// Forward of a stride-1 convolution with 5-tap kernel rows by Winograd's minimal filtering F(2, 5) along the rows,
-// vectorised over filters as filter_vector_forward is (a pixel's VL filters in one vector; outputs kept pixel-major,
-// then transposed into y's planes). A pair of output columns of one kernel row takes 6 multiplies instead of 10: the 6
-// input columns under the pair are transformed by B^T, the kernel row's 5 taps by G (once per call), and the pair is
-// A^T times the products summed over the channels and kernel rows. The points of F(4, 3), whose conditioning they
-// share; B^T and 24 G have integer coefficients and A^T's sums are multiplied by 1/24 at the end, so sums of integers
-// are exact while every partial sum stays below 2^24 in magnitude (24 y times the float nearest 1/24 rounds to y for
-// every such y): with integers in [-3, 3], every layer the gate admits (C R at most 460: a transformed product at most
-// 2,160, the sums below 1 M, A^T's combinations below 6 M). Per image: V[c][pair][xi][row] (winograd_rows_inputs); for
-// each pair and point xi, PB output rows' accumulators sum U[c][r][xi] (the filters' transformed taps) times
-// V[c][pair][xi][p + r] broadcast, over (c, r) in order; A^T, the bias and ReLU (keeping NaN) then give the pair's
-// pixels. Every output sums in the same order whatever the thread count. The transforms subtract and scale: an infinite
-// x or w would give inf - inf = NaN where the direct sum keeps the infinity, and values near the float range overflow
-// sooner, so an image with a non-finite output before ReLU (any non-finite x or w makes some output so) runs again by
-// the direct kernel (filter_vector_forward). Workspace: the transformed weights, and per thread one padded image, one
-// transposed plane, one image's V, one pair's products and one image's outputs.
+// Forward of a stride-1 convolution with 5-tap kernel rows by Winograd's minimal filtering along the rows, vectorised
+// over filters as filter_vector_forward is (a pixel's VL filters in one vector; outputs kept pixel-major, then
+// transposed into y's planes): each row's outputs in tiles of 4 by F(4, 5) and a last tile of 2 by F(2, 5) (row_tiles),
+// a kernel row's 4 outputs from 8 multiplies instead of 20, 2 from 6 instead of 10 (LeNet conv2's rows of 10: 22
+// instead of 50). The tile's 8 or 6 input columns are transformed by B^T, the kernel row's 5 taps by G (once per call),
+// and the tile is A^T times the products summed over the channels and kernel rows. G is scaled to integers (90 G, 24 G)
+// and the sums multiplied by 1/90 or 1/24 at the end; B^T and A^T have binary fractions at most (quarters and eighths)
+// and the bias joins the sums scaled: sums of small integers are exact while every partial sum stays below a bound
+// (F(2, 5): 2^24; F(4, 5): 2^22, its sums being quarters, and 2^19 once A^T's eighths enter), and 90 y (24 y) times the
+// float nearest 1/90 (1/24) rounds to y for every such y. With integers in [-3, 3] F(2, 5)'s bound holds for every
+// layer the gate admits, F(4, 5)'s for random ones (over 3,000 random sums of LeNet conv2's shape, its partial sums
+// stayed below an eighth of it) but not for every input. Per image: V (winograd_rows_inputs); for each tile's point xi,
+// PB output rows' accumulators sum U[c][r][xi] (the filters' transformed taps) times V[c][slot][p + r] broadcast, over
+// (c, r) in order; A^T, the bias and ReLU (keeping NaN) then give the tile's pixels. Every output sums in the same
+// order whatever the thread count. The transforms subtract and scale: an infinite x or w would give inf - inf = NaN
+// where the direct sum keeps the infinity, and values near the float range overflow sooner, so an image with a
+// non-finite output before ReLU (any non-finite x or w makes some output so) runs again by the direct kernel
+// (filter_vector_forward). Workspace: the transformed weights, and per thread one padded image, one transposed plane,
+// one image's V, one tile's products and one image's outputs.
 template <int VL, int PB>
 void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                            float* y) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   typedef uint32_t uvec __attribute__((vector_size(4 * VL)));
-  constexpr int64_t KB = VL, T = kRowPoints, S = 5;
-  static constexpr float G24[T][S] = {  // 24 G: integers
+  constexpr int64_t KB = VL, S = 5;
+  static constexpr float G24[kRowPoints][S] = {  // 24 G: integers
       {6, 0, 0, 0, 0},   {-4, -4, -4, -4, -4}, {-4, 4, -4, 4, -4},
       {1, 2, 4, 8, 16},  {1, -2, 4, -8, 16},   {0, 0, 0, 0, 24}};
+  static constexpr float G90[kQuadPoints][S] = {  // 90 G: integers
+      {-90, 0, 0, 0, 0}, {-20, -20, -20, -20, -20}, {-20, 20, -20, 20, -20}, {1, 2, 4, 8, 16},
+      {1, -2, 4, -8, 16}, {64, 32, 16, 8, 4},       {64, -32, 16, -8, 4},     {0, 0, 0, 0, 90}};
   const int64_t C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q, CRS = C * R * S;
-  const int64_t pairs = (Q + 1) / 2, row_blocks = (P + PB - 1) / PB;
-  const int64_t Hp = H + 2 * s.pad_h, Wp = std::max(W + 2 * s.pad_w, 2 * pairs + S - 1);
+  int64_t slots = 0;
+  const std::vector<RowTile> tiles = row_tiles(Q, true, slots);
+  const int64_t row_blocks = (P + PB - 1) / PB;
+  const int64_t Hp = H + 2 * s.pad_h, Wp = std::max(W + 2 * s.pad_w, tiles.back().col + tiles.back().points);
   // a transposed column in whole vectors, with zero rows past the image for the last row block's reads
   const int64_t HV = (std::max(Hp, row_blocks * PB + R - 1) + VL - 1) / VL * VL;
-  // U[c][r][xi][KB] = 24 G times each filter's kernel row, zero lanes past K, from the weights as [c][r][t][KB]
+  // U6[c][r][xi][KB] = 24 G, U8[c][r][xi][KB] = 90 G times each filter's kernel row, zero lanes past K, from the
+  // weights as [c][r][t][KB]
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   const LineFloats wt = filters_in_lanes(w, K, CRS, KB);
-  LineFloats U(static_cast<size_t>(C * R * T * KB));
+  LineFloats U6(static_cast<size_t>(C * R * kRowPoints * KB)), U8(static_cast<size_t>(C * R * kQuadPoints * KB));
   for (int64_t cr = 0; cr < C * R; ++cr) {
     vec g[S];
     for (int t = 0; t < S; ++t) std::memcpy(&g[t], &wt[(cr * S + t) * KB], sizeof(vec));
-    for (int xi = 0; xi < T; ++xi) {
+    for (int xi = 0; xi < kRowPoints; ++xi) {
       vec u = G24[xi][0] * g[0];
       for (int t = 1; t < S; ++t) u += G24[xi][t] * g[t];
-      std::memcpy(&U[(cr * T + xi) * KB], &u, sizeof(vec));
+      std::memcpy(&U6[(cr * kRowPoints + xi) * KB], &u, sizeof(vec));
+    }
+    for (int xi = 0; xi < kQuadPoints; ++xi) {
+      vec u = G90[xi][0] * g[0];
+      for (int t = 1; t < S; ++t) u += G90[xi][t] * g[t];
+      std::memcpy(&U8[(cr * kQuadPoints + xi) * KB], &u, sizeof(vec));
     }
   }
-  std::vector<float> bp(static_cast<size_t>(KB), 0.0f);  // 24 times the bias, in the filters' lanes
-  if (bias)
-    for (int64_t k = 0; k < K; ++k) bp[k] = 24 * bias[k];
+  float bias24[VL] = {}, bias90[VL] = {};  // the bias, in the filters' lanes, times 24 and 90
+  for (int64_t k = 0; k < K && bias; ++k) bias24[k] = 24 * bias[k], bias90[k] = 90 * bias[k];
+  vec b24, b90;
+  std::memcpy(&b24, bias24, sizeof(vec));
+  std::memcpy(&b90, bias90, sizeof(vec));
   std::vector<int64_t> plane_rows(static_cast<size_t>(Hp)), pixel_rows(static_cast<size_t>(PQ));
   for (int64_t h = 0; h < Hp; ++h) plane_rows[h] = h * Wp;
   for (int64_t i = 0; i < PQ; ++i) pixel_rows[i] = i * KB;
@@ -438,22 +487,24 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
   const int64_t chunks = std::min<int64_t>(s.N, nt);
   parallel_for(chunks, nt, [&](int64_t chunk) {
     std::vector<float> xp;
-    LineFloats plane(static_cast<size_t>(Wp * HV)), V(static_cast<size_t>(C * pairs * T * HV));
-    LineFloats M(static_cast<size_t>(T * row_blocks * PB * KB)), out(static_cast<size_t>(PQ * KB));
+    LineFloats plane(static_cast<size_t>(Wp * HV)), V(static_cast<size_t>(C * slots * HV));
+    LineFloats M(static_cast<size_t>(kQuadPoints * row_blocks * PB * KB)), out(static_cast<size_t>(PQ * KB));
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* xn = x + n * C * H * W;
       float* yn = y + n * K * PQ;
-      winograd_rows_inputs<VL>(padded_image(s, xn, Hp, Wp, xp), C, Hp, Wp, HV, pairs, plane_rows.data(),
+      winograd_rows_inputs<VL>(padded_image(s, xn, Hp, Wp, xp), C, Hp, Wp, HV, tiles, slots, plane_rows.data(),
                                plane.data(), V.data());
       bool non_finite = false;
-      for (int64_t j = 0; j < pairs; ++j) {
+      for (const RowTile& tile : tiles) {
+        const int64_t T = tile.points;
+        const float* U = T == kRowPoints ? U6.data() : U8.data();
         for (int64_t xi = 0; xi < T; ++xi)
           for (int64_t rb = 0; rb < row_blocks; ++rb) {
             vec acc[PB];
             for (int i = 0; i < PB; ++i) acc[i] = vec{};
             const float* u_c = &U[xi * KB];
-            const float* v_c = &V[(j * T + xi) * HV + rb * PB];
-            for (int64_t c = 0; c < C; ++c, v_c += pairs * T * HV) {
+            const float* v_c = &V[(tile.slot + xi) * HV + rb * PB];
+            for (int64_t c = 0; c < C; ++c, v_c += slots * HV) {
               for (int64_t r = 0; r < R; ++r, u_c += T * KB) {
                 vec uv;
                 std::memcpy(&uv, u_c, sizeof(vec));
@@ -463,26 +514,33 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
             float* m = &M[(xi * row_blocks + rb) * PB * KB];
             for (int i = 0; i < PB; ++i) std::memcpy(m + i * KB, &acc[i], sizeof(vec));
           }
-        // A^T, the bias, ReLU: the pair's two pixels of each output row
+        // A^T, the bias, ReLU: the tile's pixels of each output row
         const int64_t stride = row_blocks * PB * KB;  // between points in M
-        vec bv;  // 24 b
-        std::memcpy(&bv, bp.data(), sizeof(vec));
         // the outputs' exponent_carry, ORed (a vector live only here: across the products it cost them a register,
         // and GCC spilled an accumulator there, 0.78x)
         uvec carries{};
         for (int64_t p = 0; p < P; ++p) {
-          vec mv[T];
+          vec mv[kQuadPoints], o[4];
           for (int xi = 0; xi < T; ++xi) std::memcpy(&mv[xi], &M[xi * stride + p * KB], sizeof(vec));
-          // the bias joins the sums scaled by 24: added after the multiply by 1/24, a contracted multiply-add would
-          // add it to the unrounded product (inexact on integers)
-          vec o[2] = {((mv[0] + mv[1]) + (mv[2] + mv[3]) + (mv[4] + bv)) * (1.0f / 24),
-                      ((mv[1] - mv[2]) + 2 * (mv[3] - mv[4]) + (mv[5] + bv)) * (1.0f / 24)};
-          for (int e = 0; e < 2 && 2 * j + e < Q; ++e) {
+          // the bias joins the sums scaled: added after the final multiply, a contracted multiply-add would add it to
+          // the unrounded product (inexact on integers)
+          if (T == kRowPoints) {
+            o[0] = ((mv[0] + mv[1]) + (mv[2] + mv[3]) + (mv[4] + b24)) * (1.0f / 24);
+            o[1] = ((mv[1] - mv[2]) + 2 * (mv[3] - mv[4]) + (mv[5] + b24)) * (1.0f / 24);
+          } else {
+            const vec s1 = mv[1] + mv[2], d1 = mv[1] - mv[2], s2 = mv[3] + mv[4], d2 = mv[3] - mv[4];
+            const vec s3 = mv[5] + mv[6], d3 = mv[5] - mv[6];
+            o[0] = ((mv[0] + b90) + s1 + s2 + s3) * (1.0f / 90);
+            o[1] = (d1 + 2 * d2 + 0.5f * d3 + b90) * (1.0f / 90);
+            o[2] = (s1 + 4 * s2 + 0.25f * s3 + b90) * (1.0f / 90);
+            o[3] = (d1 + 8 * d2 + 0.125f * d3 + (mv[7] + b90)) * (1.0f / 90);
+          }
+          for (int e = 0; e < tile.outputs && tile.col + e < Q; ++e) {
             uvec bits;
             std::memcpy(&bits, &o[e], sizeof(vec));
             carries |= exponent_carry_lanes<VL>(bits);
             if (relu) o[e] = relu_keep_nan_lanes<VL>(o[e]);
-            std::memcpy(&out[(p * Q + 2 * j + e) * KB], &o[e], sizeof(vec));
+            std::memcpy(&out[(p * Q + tile.col + e) * KB], &o[e], sizeof(vec));
           }
         }
         uint32_t lanes[VL];
@@ -513,10 +571,11 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
 // the row, 16 lanes for 10 pixels). Layers with more than 128 Ki weights, or 16 Ki at batch 1 (one image runs on
 // one thread here), go to GEMM: every pixel tile streams all the weights (measured AVX-512, 2 threads, batch 1:
 // 1024 -> 2048 1x1/2 on 14x14 10.2 -> 1.7 ms, 128 -> 128 3x3 on 8x8 0.44 -> 0.15; batch 32 of the latter 3.3 -> 3.1).
-// On AVX-512, such rows of 9 or 10 pixels with 5-wide kernels at stride 1 (LeNet-5's conv2) run Winograd's F(2, 5)
-// along the rows instead (winograd_rows_forward; both builds in one process, calls alternated, median of per-pair
-// time ratios, AMD Zen 4, LeNet conv2 n=64 forward 1.18x on 1 thread, 1.14x on 2, forward+backward 1.04x; with
-// 8-float vectors, two per pixel's filters and rows in blocks of 5, it ran 0.62-0.65x, and AVX2 keeps this kernel).
+// On AVX-512, such rows of 9 or 10 pixels with 5-wide kernels at stride 1 (LeNet-5's conv2) run Winograd's F(4, 5)
+// and F(2, 5) along the rows instead (winograd_rows_forward; both builds in one process, calls alternated, median of
+// per-pair time ratios, AMD Zen 4, LeNet conv2 n=64 forward: F(2, 5) alone 1.18x on 1 thread, 1.14x on 2, over this
+// kernel; tiles of 4 by F(4, 5) then 1.13x on 1 and 2 threads, forward+backward 1.03x; with 8-float vectors, two per
+// pixel's filters and rows in blocks of 5, F(2, 5) ran 0.62-0.65x, and AVX2 keeps this kernel).
 template <int VL>
 bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                float* y) {
@@ -698,14 +757,15 @@ struct DirectWeights {
 // in x or dy: every input and dy value meets a product, and inf - inf gives NaN where the direct sum keeps the
 // infinity; or a sum past the float range) the sum writes nothing and returns false, and the caller runs the direct
 // units. Workspace per chunk: the sums (C x 5 x 6 vectors), one transposed plane, one image's V and Gd.
-// Its geometry: the padded image (Hp x Wp), V's columns (HV floats, whole vectors of vl), the column pairs, and the
-// offsets of the padded image's rows for the transposing packer.
+// Its geometry: the padded image (Hp x Wp), V's columns (HV floats, whole vectors of vl), the column pairs (as
+// tiles of 2 outputs, slots 6 points apart), and the offsets of the padded image's rows for the transposing packer.
 struct RowWinogradLayout {
-  int64_t Hp, Wp, HV, pairs;
+  int64_t Hp, Wp, HV, pairs, slots = 0;
+  std::vector<RowTile> tiles;
   std::vector<int64_t> plane_rows;  // h * Wp
   RowWinogradLayout(const ConvShape& s, int64_t vl)
       : Hp(s.H + 2 * s.pad_h), Wp(s.W + 2 * s.pad_w), HV((Hp + vl - 1) / vl * vl), pairs(s.Q / 2),
-        plane_rows(static_cast<size_t>(Hp)) {
+        tiles(row_tiles(s.Q, false, slots)), plane_rows(static_cast<size_t>(Hp)) {
     for (int64_t h = 0; h < Hp; ++h) plane_rows[h] = h * Wp;
   }
   int64_t scratch_floats(const ConvShape& s, int64_t vl) const {
@@ -722,7 +782,7 @@ void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, 
   constexpr int64_t T = kRowPoints, R = 5;
   const int64_t C = s.C, P = s.P, HV = m.HV, pairs = m.pairs;
   float *plane = scratch, *V = plane + m.Wp * HV, *Gd = V + C * pairs * T * HV;
-  winograd_rows_inputs<VL>(xp, C, m.Hp, m.Wp, HV, pairs, m.plane_rows.data(), plane, V);
+  winograd_rows_inputs<VL>(xp, C, m.Hp, m.Wp, HV, m.tiles, m.slots, m.plane_rows.data(), plane, V);
   for (int64_t p = 0; p < P; ++p)
     for (int64_t j = 0; j < pairs; ++j) {
       vec g0, g1;
