@@ -504,11 +504,27 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
             for (int i = 0; i < PB; ++i) acc[i] = vec{};
             const float* u_c = &U[xi * KB];
             const float* v_c = &V[(tile.slot + xi) * HV + rb * PB];
-            for (int64_t c = 0; c < C; ++c, v_c += slots * HV) {
-              for (int64_t r = 0; r < R; ++r, u_c += T * KB) {
-                vec uv;
-                std::memcpy(&uv, u_c, sizeof(vec));
-                for (int i = 0; i < PB; ++i) acc[i] += uv * v_c[r + i];
+            if (R == 5) {
+              // the 5 kernel rows' U in registers and each of the PB + 4 input rows broadcast once, feeding the (up to
+              // 5) output rows it meets: the same sums in the same (c, r) order
+              for (int64_t c = 0; c < C; ++c, v_c += slots * HV, u_c += 5 * T * KB) {
+                vec uv[5];
+                for (int r = 0; r < 5; ++r) std::memcpy(&uv[r], u_c + r * T * KB, sizeof(vec));
+#pragma GCC unroll 16
+                for (int j = 0; j < PB + 4; ++j) {
+                  const float vj = v_c[j];
+#pragma GCC unroll 5
+                  for (int r = 0; r < 5; ++r)
+                    if (j - r >= 0 && j - r < PB) acc[j - r] += uv[r] * vj;
+                }
+              }
+            } else {
+              for (int64_t c = 0; c < C; ++c, v_c += slots * HV) {
+                for (int64_t r = 0; r < R; ++r, u_c += T * KB) {
+                  vec uv;
+                  std::memcpy(&uv, u_c, sizeof(vec));
+                  for (int i = 0; i < PB; ++i) acc[i] += uv * v_c[r + i];
+                }
               }
             }
             float* m = &M[(xi * row_blocks + rb) * PB * KB];
