@@ -607,16 +607,17 @@ def test_winograd_rows_forward(isa, rng, case):
 ROW_WINOGRAD_WEIGHT_CASES = [
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),       # LeNet conv2
     (3, 4, 10, 10, 12, 5, 5, 1, 2, 1, 1),       # padded, 12 filters, three images
-    (2, 5, 12, 10, 9, 5, 5, 1, (1, 0), 1, 1),   # 6 columns (3 pairs), 8 rows, 9 filters
+    (2, 5, 12, 10, 9, 5, 5, 1, (1, 0), 1, 1),   # 6 columns (a tile of 4 and one of 2), 8 rows, 9 filters
+    (2, 3, 12, 12, 10, 5, 5, 1, 0, 1, 1),       # 8 columns: two tiles of 4, no pair
 ]
 
 
 @pytest.mark.parametrize("case", ROW_WINOGRAD_WEIGHT_CASES, ids=str)
 def test_winograd_rows_weight_gradient(isa, rng, case):
     # the weight gradient of 5 x 5 layers with 9-16 filters on rows of an even number (at most 10) of outputs: on
-    # AVX-512 by F(5, 2) along the rows (the direct units elsewhere), with dx or without it: exact on small integers,
-    # close to float64, the same bits at 1 and 2 threads and with or without dx; with an infinity or NaN in x or dy the
-    # direct units run again (inf - inf would give NaN), dx and db as without the rerun
+    # AVX-512 by F(5, 4) and F(5, 2) along the rows (the direct units elsewhere), with dx or without it: exact on
+    # small integers, close to float64, the same bits at 1 and 2 threads and with or without dx; with an infinity or
+    # NaN in x or dy the direct units run again (inf - inf would give NaN), dx and db as without the rerun
     x, w, b, kw = _arrays(rng, case, integer=True)
     dy = rng.integers(-3, 4, ref.conv2d(x, w, b, **kw).shape).astype(np.float32)
     for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
@@ -632,7 +633,7 @@ def test_winograd_rows_weight_gradient(isa, rng, case):
         for got, expected in zip(F.conv2d_backward(dy, x, w, **kw), (dx, dw, db)):
             assert np.array_equal(got, expected)
     assert np.array_equal(F.conv2d_backward(dy, x, w, **kw, input_grad=False)[1], dw)
-    if isa == "avx512":  # the route: F(5, 2) rounds otherwise than the direct sum (AVX2's units, the same order)
+    if isa == "avx512":  # the route: Winograd rounds otherwise than the direct sum (AVX2's units, the same order)
         from convcore import _core
 
         _core.select_isa("avx2")

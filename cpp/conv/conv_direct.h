@@ -357,26 +357,26 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
 }
 
 // Winograd F(2, 5) and F(5, 2) along rows (winograd_rows_forward, RowWinogradWeights), at the points 0, 1, -1, 2, -2
-// and infinity, and F(4, 5) (winograd_rows_forward), at those and 1/2, -1/2 (F(6, 3)'s points), share their input
-// transform: each tile of a row's outputs (RowTile) reads the 6 or 8 input columns from its own, which B^T turns into
-// its 6 or 8 points: V[c][slot][row], the tile's points at slots tile.slot .. tile.slot + points - 1 of each row of
-// image xs (C planes of Hp x Wp), each slot HV floats (whole vectors; rows past Hp zero). Each plane is first
-// transposed into `plane` (Wp columns of HV floats, by the ISA's packer; plane_rows: h * Wp for h < Hp), so that B^T
-// runs along the columns in vectors of rows. F(2, 5)'s B^T has integer coefficients, F(4, 5)'s binary fractions
-// (quarters): both exact on small integers.
+// and infinity, and F(4, 5) and F(5, 4), at those and 1/2, -1/2 (F(6, 3)'s points), share their input transform: each
+// tile of a row's outputs (RowTile) reads the 6 or 8 input columns from its own, which B^T turns into its 6 or 8
+// points: V[c][slot][row], the tile's points at slots tile.slot .. tile.slot + points - 1 of each row of image xs (C
+// planes of Hp x Wp), each slot HV floats (whole vectors; rows past Hp zero). Each plane is first transposed into
+// `plane` (Wp columns of HV floats, by the ISA's packer; plane_rows: h * Wp for h < Hp), so that B^T runs along the
+// columns in vectors of rows. F(2, 5)'s B^T has integer coefficients, F(4, 5)'s binary fractions (quarters): both exact
+// on small integers.
 constexpr int64_t kRowPoints = 6, kQuadPoints = 8;
 
 struct RowTile {
   int64_t col, outputs, points, slot;  // first output (and input) column, outputs (2 or 4), points, first slot
 };
 
-// A row of Q outputs in tiles of 4 (F(4, 5), where quads) and 2 (F(2, 5) or F(5, 2)); the last tile's outputs past Q
-// are computed and dropped. Returns the tiles; slots: the points summed.
+// A row of Q outputs in tiles of 4 (F(4, 5) or F(5, 4), where quads) while 4 remain, then of 2 (F(2, 5) or F(5, 2)); an
+// output past Q (Q odd) is computed and dropped. Returns the tiles, those of 4 first; slots: the points summed.
 inline std::vector<RowTile> row_tiles(int64_t Q, bool quads, int64_t& slots) {
   std::vector<RowTile> tiles;
   slots = 0;
   for (int64_t col = 0; col < Q;) {
-    const int64_t outputs = quads && Q - col >= 3 ? 4 : 2;
+    const int64_t outputs = quads && Q - col >= 4 ? 4 : 2;
     tiles.push_back({col, outputs, outputs + 4, slots});
     slots += outputs + 4;
     col += outputs;
@@ -760,81 +760,111 @@ struct DirectWeights {
 };
 
 // The weight gradient of 5 x 5 kernels at stride 1 with VL filters and an even number of output columns by
-// Winograd's F(5, 2) along the rows, as filter_vector_weight_pass's method (RowWinogradWeights): each pair of dy
-// columns (2j, 2j + 1) of an output row meets the 6 input columns under it (the 5 taps of the pair's two pixels) in 6
-// multiplies instead of 10: the dy pair (the filters in the vector lanes) transformed by 24 G into Gd[p][pair][xi],
-// the input columns by B^T (V, winograd_rows_inputs, as the forward's), their products summed per (c, r, xi) over the
-// chunk's images, rows and pairs, in that order; once, after the chunks' sums (in chunk order), 24 dw = A^T of the
-// sums, times 1/24. By the transposition principle F(5, 2)'s G and A^T are F(2, 5)'s A and G transposed, up to a
-// diagonal scaling moved between them: with the scale of 24 all integers. Sums of integers are exact while every
-// partial sum stays below 2^24 in magnitude: with integers in [-3, 3] a transformed product is at most 2,160 and A^T
-// weighs the sums by up to 16, so up to ~440,000 per image of LeNet conv2's shape (50 pairs of columns) and 38 such
-// images in the worst case (the direct sums stay exact far longer). Where the taps are not finite (an infinity or NaN
-// in x or dy: every input and dy value meets a product, and inf - inf gives NaN where the direct sum keeps the
-// infinity; or a sum past the float range) the sum writes nothing and returns false, and the caller runs the direct
-// units. Workspace per chunk: the sums (C x 5 x 6 vectors), one transposed plane, one image's V and Gd.
-// Its geometry: the padded image (Hp x Wp), V's columns (HV floats, whole vectors of vl), the column pairs (as
-// tiles of 2 outputs, slots 6 points apart), and the offsets of the padded image's rows for the transposing packer.
+// Winograd's F(5, 4) and F(5, 2) along the rows, as filter_vector_weight_pass's method (RowWinogradWeights): each
+// output row's dy columns in tiles of 4 and 2 (row_tiles), a tile's 4 (2) dy columns meeting the 8 (6) input columns
+// under them (the 5 taps of its pixels) in 8 (6) multiplies instead of 20 (10); LeNet conv2's rows of 10: 22 instead
+// of 50. The tile's dy columns (the filters in the vector lanes) are transformed by a scaled A into Gd[p][slot], the
+// input columns by B^T (V, winograd_rows_inputs, as the forward's), their products summed per (c, r, point) over the
+// chunk's images, rows and tiles, in that order; once, after the chunks' sums (in chunk order), 90 dw (24 dw) = A^T of
+// each kind's sums, times 1/90 (1/24), the two added. By the transposition principle F(5, m)'s G and A^T are F(m, 5)'s
+// A and G transposed, up to a diagonal scaling moved between them: with the scales of 90 and 24, Gd's coefficients
+// are integers, B^T's and A^T's binary fractions. Sums of integers are exact while every partial sum stays below
+// 2^24 in the units of its fractions: for F(5, 2) with integers in [-3, 3] a transformed product is at most 2,160 and
+// A^T weighs the sums by up to 16, so up to ~440,000 per image of LeNet conv2's shape and 38 such images in the worst
+// case; F(5, 4)'s worst case is far smaller, but random such integers stayed exact (LeNet conv2's shape, batches up to
+// 128, three draws each; the direct sums stay exact far longer). Where the taps are not finite (an infinity or NaN in
+// x or dy: every input and dy value meets a product, and inf - inf gives NaN where the direct sum keeps the infinity;
+// or a sum past the float range) the sum writes nothing and returns false, and the caller runs the direct units.
+// Workspace per chunk: the sums (C x 5 x 14 vectors), one transposed plane, one image's V and Gd.
+// Its geometry: the padded image (Hp x Wp), V's columns (HV floats, whole vectors of vl), the tiles of dy's columns
+// (slots: their points summed), and the offsets of the padded image's rows for the transposing packer.
 struct RowWinogradLayout {
-  int64_t Hp, Wp, HV, pairs, slots = 0;
+  int64_t Hp, Wp, HV, slots = 0;
   std::vector<RowTile> tiles;
   std::vector<int64_t> plane_rows;  // h * Wp
   RowWinogradLayout(const ConvShape& s, int64_t vl)
-      : Hp(s.H + 2 * s.pad_h), Wp(s.W + 2 * s.pad_w), HV((Hp + vl - 1) / vl * vl), pairs(s.Q / 2),
-        tiles(row_tiles(s.Q, false, slots)), plane_rows(static_cast<size_t>(Hp)) {
+      : Hp(s.H + 2 * s.pad_h), Wp(s.W + 2 * s.pad_w), HV((Hp + vl - 1) / vl * vl),
+        tiles(row_tiles(s.Q, true, slots)), plane_rows(static_cast<size_t>(Hp)) {
     for (int64_t h = 0; h < Hp; ++h) plane_rows[h] = h * Wp;
   }
   int64_t scratch_floats(const ConvShape& s, int64_t vl) const {
-    return Wp * HV + s.C * pairs * kRowPoints * HV + s.P * pairs * kRowPoints * vl;
+    return Wp * HV + s.C * slots * HV + s.P * slots * vl;
   }
 };
 
-// Adds one image's products to a chunk's sums[c][r][xi][VL]: xp the padded image, g its dy transposed (pixel (p, q)'s
-// filters at g + p * g_row + q * VL).
+// The sums of a weight-gradient chunk: per (c, r), the F(5, 4) tiles' 8 points then the F(5, 2) tiles' 6.
+constexpr int64_t kWeightSums = kQuadPoints + kRowPoints;
+
+// Adds one image's products to a chunk's sums[c][r][kWeightSums][VL]: xp the padded image, g its dy transposed (pixel
+// (p, q)'s filters at g + p * g_row + q * VL).
 template <int VL>
 void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, const float* xp, const float* g,
                                 int64_t g_row, float* sums, float* scratch) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  constexpr int64_t T = kRowPoints, R = 5;
-  const int64_t C = s.C, P = s.P, HV = m.HV, pairs = m.pairs;
-  float *plane = scratch, *V = plane + m.Wp * HV, *Gd = V + C * pairs * T * HV;
-  winograd_rows_inputs<VL>(xp, C, m.Hp, m.Wp, HV, m.tiles, m.slots, m.plane_rows.data(), plane, V);
+  constexpr int64_t R = 5;
+  const int64_t C = s.C, P = s.P, HV = m.HV, slots = m.slots;
+  float *plane = scratch, *V = plane + m.Wp * HV, *Gd = V + C * slots * HV;
+  winograd_rows_inputs<VL>(xp, C, m.Hp, m.Wp, HV, m.tiles, slots, m.plane_rows.data(), plane, V);
+  // Gd[p][slot]: each tile's dy columns (the filters in the lanes) by its scaled A: integers
   for (int64_t p = 0; p < P; ++p)
-    for (int64_t j = 0; j < pairs; ++j) {
-      vec g0, g1;
-      std::memcpy(&g0, g + p * g_row + 2 * j * VL, sizeof(vec));
-      std::memcpy(&g1, g + p * g_row + (2 * j + 1) * VL, sizeof(vec));
-      float* d = Gd + (p * pairs + j) * T * VL;
-      const vec d0 = 6 * g0, d1 = -4 * (g0 + g1), d2 = -4 * (g0 - g1), d3 = g0 + 2 * g1, d4 = g0 - 2 * g1, d5 = 24 * g1;
-      std::memcpy(d, &d0, sizeof(vec));
-      std::memcpy(d + VL, &d1, sizeof(vec));
-      std::memcpy(d + 2 * VL, &d2, sizeof(vec));
-      std::memcpy(d + 3 * VL, &d3, sizeof(vec));
-      std::memcpy(d + 4 * VL, &d4, sizeof(vec));
-      std::memcpy(d + 5 * VL, &d5, sizeof(vec));
+    for (const RowTile& tile : m.tiles) {
+      vec d[4] = {};
+#pragma GCC unroll 4
+      for (int e = 0; e < 4; ++e)  // a constant count: a run-time one became a call to memcpy
+        if (e < tile.outputs) std::memcpy(&d[e], g + p * g_row + (tile.col + e) * VL, sizeof(vec));
+      float* out = Gd + (p * slots + tile.slot) * VL;
+      if (tile.points == kRowPoints) {
+        const vec gd[kRowPoints] = {6 * d[0],           -4 * (d[0] + d[1]), -4 * (d[0] - d[1]),
+                                    d[0] + 2 * d[1],    d[0] - 2 * d[1],    24 * d[1]};
+        for (int xi = 0; xi < kRowPoints; ++xi) std::memcpy(out + xi * VL, &gd[xi], sizeof(vec));
+      } else {
+        const vec even = d[0] + d[2], odd = d[1] + d[3];
+        const vec gd[kQuadPoints] = {-90 * d[0],
+                                     -20 * (even + odd),
+                                     -20 * (even - odd),
+                                     (d[0] + 4 * d[2]) + (2 * d[1] + 8 * d[3]),
+                                     (d[0] + 4 * d[2]) - (2 * d[1] + 8 * d[3]),
+                                     (64 * d[0] + 16 * d[2]) + (32 * d[1] + 8 * d[3]),
+                                     (64 * d[0] + 16 * d[2]) - (32 * d[1] + 8 * d[3]),
+                                     90 * d[3]};
+        for (int xi = 0; xi < kQuadPoints; ++xi) std::memcpy(out + xi * VL, &gd[xi], sizeof(vec));
+      }
     }
-  // per channel, the points in two halves of 3: 15 accumulators (a pass's 30 left two registers)
-  constexpr int X = 3;
-  for (int64_t c = 0; c < C; ++c)
-    for (int half = 0; half < T / X; ++half) {
-      vec acc[R][X];
-      float* saved = sums + c * R * T * VL;
-      for (int r = 0; r < R; ++r)
-        for (int x = 0; x < X; ++x) std::memcpy(&acc[r][x], saved + (r * T + half * X + x) * VL, sizeof(vec));
-      const float* v_c = V + c * pairs * T * HV + half * X * HV;
-      for (int64_t p = 0; p < P; ++p)
-        for (int64_t j = 0; j < pairs; ++j) {
-          const float* gd = Gd + ((p * pairs + j) * T + half * X) * VL;
-          const float* v = v_c + j * T * HV + p;
-          for (int x = 0; x < X; ++x) {
-            vec gv;
-            std::memcpy(&gv, gd + x * VL, sizeof(vec));
-            for (int r = 0; r < R; ++r) acc[r][x] += gv * v[x * HV + r];
-          }
+  // per channel and tile kind, the points in groups of X (4 of F(5, 4)'s, 3 of F(5, 2)'s): 5 X accumulators. The
+  // tiles of a kind are adjacent in the slots (row_tiles: the quads first), `count` of them from slot0, `points` apart.
+  const auto group = [&](auto width, int64_t c, int64_t slot0, int64_t count, int64_t points, int64_t sum0) {
+    constexpr int X = decltype(width)::value;
+    vec acc[R][X];
+    float* saved = sums + (c * R * kWeightSums + sum0) * VL;
+    for (int r = 0; r < R; ++r)
+      for (int x = 0; x < X; ++x) std::memcpy(&acc[r][x], saved + (r * kWeightSums + x) * VL, sizeof(vec));
+    const float* v_c = V + (c * slots + slot0) * HV;
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t i = 0; i < count; ++i) {
+        const float* gd = Gd + (p * slots + slot0 + i * points) * VL;
+        const float* v = v_c + i * points * HV + p;
+        for (int x = 0; x < X; ++x) {
+          vec gv;
+          std::memcpy(&gv, gd + x * VL, sizeof(vec));
+          for (int r = 0; r < R; ++r) acc[r][x] += gv * v[x * HV + r];
         }
-      for (int r = 0; r < R; ++r)
-        for (int x = 0; x < X; ++x) std::memcpy(saved + (r * T + half * X + x) * VL, &acc[r][x], sizeof(vec));
+      }
+    for (int r = 0; r < R; ++r)
+      for (int x = 0; x < X; ++x) std::memcpy(saved + (r * kWeightSums + x) * VL, &acc[r][x], sizeof(vec));
+  };
+  int64_t quads = 0;
+  while (quads < int64_t(m.tiles.size()) && m.tiles[quads].points == kQuadPoints) ++quads;
+  const int64_t pairs = int64_t(m.tiles.size()) - quads, pair0 = quads * kQuadPoints;
+  for (int64_t c = 0; c < C; ++c) {
+    if (quads) {
+      group(std::integral_constant<int, 4>{}, c, 0, quads, kQuadPoints, 0);
+      group(std::integral_constant<int, 4>{}, c, 4, quads, kQuadPoints, 4);
     }
+    if (pairs) {
+      group(std::integral_constant<int, 3>{}, c, pair0, pairs, kRowPoints, kQuadPoints);
+      group(std::integral_constant<int, 3>{}, c, pair0 + 3, pairs, kRowPoints, kQuadPoints + 3);
+    }
+  }
 }
 
 // dw from the chunks' sums (`state`, chunk after chunk), added in chunk order; false (dw not written) where they
@@ -842,20 +872,30 @@ void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, 
 template <int VL>
 bool winograd_rows_weight_sum(const ConvShape& s, float* state, int64_t chunks, float* dw) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  constexpr int64_t T = kRowPoints, R = 5;
+  constexpr int64_t R = 5, T = kWeightSums;
   const int64_t C = s.C, K = s.K, per_chunk = C * R * T * VL;
   add_chunks_into_first(state, chunks, per_chunk);
-  // the taps, [c][r][t][VL], over the first chunk's sums (each (c, r)'s 6 sums read before its 5 taps are written)
+  // the taps, [c][r][t][VL], over the first chunk's sums (each (c, r)'s sums read before its 5 taps are written):
+  // 90 dw by F(5, 4)'s A^T (its G transposed, scaled), 24 dw by F(5, 2)'s, each times its 1/90 or 1/24, then added
   for (int64_t c = 0; c < C; ++c)
     for (int64_t r = 0; r < R; ++r) {
-      vec m[T];
+      vec q[kQuadPoints], m[kRowPoints];
       float* at = state + (c * R + r) * T * VL;
-      std::memcpy(m, at, sizeof(m));
-      const vec taps[5] = {(m[0] + m[1]) + (m[2] + m[3]) + m[4], (m[1] - m[2]) + 2 * (m[3] - m[4]),
+      std::memcpy(q, at, sizeof(q));
+      std::memcpy(m, at + kQuadPoints * VL, sizeof(m));
+      const vec s1 = q[1] + q[2], d1 = q[1] - q[2], s2 = q[3] + q[4], d2 = q[3] - q[4];
+      const vec s3 = q[5] + q[6], d3 = q[5] - q[6];
+      const vec quad[5] = {q[0] + s1 + s2 + s3, d1 + 2 * d2 + 0.5f * d3, s1 + 4 * s2 + 0.25f * s3,
+                           d1 + 8 * d2 + 0.125f * d3, s1 + 16 * s2 + 0.0625f * s3 + q[7]};
+      const vec pair[5] = {(m[0] + m[1]) + (m[2] + m[3]) + m[4], (m[1] - m[2]) + 2 * (m[3] - m[4]),
                            (m[1] + m[2]) + 4 * (m[3] + m[4]), (m[1] - m[2]) + 8 * (m[3] - m[4]),
                            (m[1] + m[2]) + 16 * (m[3] + m[4]) + m[5]};
       for (int t = 0; t < 5; ++t) {
-        const vec tap = taps[t] * (1.0f / 24);
+        vec from_quads = quad[t] * (1.0f / 90), from_pairs = pair[t] * (1.0f / 24);
+        // both rounded before the add: contracted into a multiply-add, an unrounded product would miss integers (5 +
+        // -5 giving the product's rounding error instead of 0)
+        __asm__("" : "+v"(from_quads), "+v"(from_pairs));
+        const vec tap = from_quads + from_pairs;
         std::memcpy(at + t * VL, &tap, sizeof(vec));
       }
     }
@@ -867,8 +907,8 @@ bool winograd_rows_weight_sum(const ConvShape& s, float* state, int64_t chunks, 
   return true;
 }
 
-// Where the weight gradient takes F(5, 2) along the rows (RowWinogradWeights), with dx or without it (the same bits
-// either way): on AVX-512 (the caller's test), one group, 5 x 5 kernels at stride 1 without dilation, 9 to 16
+// Where the weight gradient takes F(5, 4) and F(5, 2) along the rows (RowWinogradWeights), with dx or without it (the
+// same bits either way): on AVX-512 (the caller's test), one group, 5 x 5 kernels at stride 1 without dilation, 9 to 16
 // filters, an even number of output columns, at most 10 (LeNet conv2's; wider rows are unmeasured).
 inline bool row_winograd_weight_applies(const ConvShape& s) {
   return s.groups == 1 && s.R == 5 && s.S == 5 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 &&
@@ -879,7 +919,7 @@ template <int VL>
 struct RowWinogradWeights {
   RowWinogradLayout layout;
   explicit RowWinogradWeights(const ConvShape& s) : layout(s, VL) {}
-  int64_t chunk_floats(const ConvShape& s) const { return s.C * 5 * kRowPoints * VL; }
+  int64_t chunk_floats(const ConvShape& s) const { return s.C * 5 * kWeightSums * VL; }
   int64_t scratch_floats(const ConvShape& s) const { return layout.scratch_floats(s, VL); }
   void image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, float* sums, float* scratch) const {
     winograd_rows_weight_image<VL>(s, layout, xp, g, g_row, sums, scratch);
@@ -953,9 +993,9 @@ void with_weight_rows(const ConvShape& s, const Body& body) {
   body(std::integral_constant<int, 1>{});
 }
 
-// Runs filter_vector_weight where it applies: one group, kernel width 3 or 5, and more than half a vector but at
-// most two vectors of filters (measured: with fewer filters most lanes idle and direct_backward_weight is faster;
-// with 4 vectors it only matched GEMM, with 4 x 3 accumulators per kernel row); on AVX-512, by F(5, 2) along the
+// Runs filter_vector_weight where it applies: one group, kernel width 3 or 5, and more than half a vector but at most
+// two vectors of filters (measured: with fewer filters most lanes idle and direct_backward_weight is faster; with 4
+// vectors it only matched GEMM, with 4 x 3 accumulators per kernel row); on AVX-512, by F(5, 4) and F(5, 2) along the
 // rows where row_winograd_weight_applies (the direct units where its taps are not finite). Returns false, doing
 // nothing, elsewhere.
 template <int VL, int KV>
@@ -1026,27 +1066,27 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
   });
 }
 
-// The backward of a stride-1 convolution with at most 16 filters on narrow rows (LeNet-5's conv2), all three
-// gradients from one transposed copy of each image's dy, in one pass over the batch.
-// Input gradient with dy's channels (the filters) in vector lanes: dx[c][h][w] = sum over taps (r, t) of the dot
-// product of dy[:, h + ph - r][w + pw - t] with w[:, c][r][t]. Along narrow rows the transposed convolution's vectors
-// idle lanes and multiply mostly padding (LeNet conv2: 16 lanes for 14 pixels, half the taps on zeros); here every
-// lane is a filter and every multiply meets dy. One output row of one input channel at a time: for each kernel row r
-// that meets dy (row p = h + ph - r), each tap t of dy's row p (Q <= 10 columns, zero past Q) adds dy[q] * w[r][t]
-// into accumulator q + t, which holds output column q + t - pw (the accumulators past the row, from the padding, are
-// dropped): each (dy pixel, tap) pair is one FMA; the accumulators' lanes are then summed into the row.
-// This is the frame both ISAs share: the weights regrouped as [channel][r][t][16 filters] (zero lanes past K); the
-// batch in filter_vector_weight's image chunks; per image, the bias gradient's partials (bias_partials_add), x
-// zero-padded and dy transposed to [row][column][16 filters] by the ISA's transposing packer, then the weight
-// gradient's terms and, by dx_row(wt, g, c, h, r_lo, r_hi, out), each dx row from the kernel rows [r_lo, r_hi) that
-// meet dy, each dx element summing its taps in (r, t) order, then its lanes in a fixed tree. The weight gradient's
-// terms: on AVX-512, 5 x 5 kernels on rows of an even number of columns by F(5, 2) along the rows
-// (RowWinogradWeights; the pass run again by the direct units where its sums are not finite), else the direct units
-// (filter_vector_weight_image). Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen
-// 4, LeNet conv2 n=64 backward 1.09-1.11x by F(5, 2) (1 and 2 threads). dw and db add the chunks' sums in chunk
-// order: every result has the same bits whatever the thread count (db those of conv2d_backward_bias_fast). db may be
-// null (not computed). Workspace: the regrouped weights, per chunk one padded image, one transposed dy image, the
-// weight gradient's sums and workspace and the bias gradient's partials.
+// The backward of a stride-1 convolution with at most 16 filters on narrow rows (LeNet-5's conv2), all three gradients
+// from one transposed copy of each image's dy, in one pass over the batch. Input gradient with dy's channels (the
+// filters) in vector lanes: dx[c][h][w] = sum over taps (r, t) of the dot product of dy[:, h + ph - r][w + pw - t] with
+// w[:, c][r][t]. Along narrow rows the transposed convolution's vectors idle lanes and multiply mostly padding (LeNet
+// conv2: 16 lanes for 14 pixels, half the taps on zeros); here every lane is a filter and every multiply meets dy. One
+// output row of one input channel at a time: for each kernel row r that meets dy (row p = h + ph - r), each tap t of
+// dy's row p (Q <= 10 columns, zero past Q) adds dy[q] * w[r][t] into accumulator q + t, which holds output column q +
+// t - pw (the accumulators past the row, from the padding, are dropped): each (dy pixel, tap) pair is one FMA; the
+// accumulators' lanes are then summed into the row. This is the frame both ISAs share: the weights regrouped as
+// [channel][r][t][16 filters] (zero lanes past K); the batch in filter_vector_weight's image chunks; per image, the
+// bias gradient's partials (bias_partials_add), x zero-padded and dy transposed to [row][column][16 filters] by the
+// ISA's transposing packer, then the weight gradient's terms and, by dx_row(wt, g, c, h, r_lo, r_hi, out), each dx row
+// from the kernel rows [r_lo, r_hi) that meet dy, each dx element summing its taps in (r, t) order, then its lanes in a
+// fixed tree. The weight gradient's terms: on AVX-512, 5 x 5 kernels on rows of an even number of columns by F(5, 4)
+// and F(5, 2) along the rows (RowWinogradWeights; the pass run again by the direct units where its sums are not
+// finite), else the direct units (filter_vector_weight_image). Both builds in one process, calls alternated, median of
+// per-pair time ratios, AMD Zen 4, LeNet conv2 n=64 backward 1.09-1.11x by F(5, 2) (1 and 2 threads); weight gradient
+// by tiles of 4 (F(5, 4)) then 1.13x on 1 thread, 1.05x on 2. dw and db add the chunks' sums in chunk order: every
+// result has the same bits whatever the thread count (db those of conv2d_backward_bias_fast). db may be null (not
+// computed). Workspace: the regrouped weights, per chunk one padded image, one transposed dy image, the weight
+// gradient's sums and workspace and the bias gradient's partials.
 constexpr int kChannelLanes = 16, kChannelMaxQ = 10;
 
 template <int VL, int S, typename Row>
