@@ -607,8 +607,9 @@ def test_winograd_rows_forward(isa, rng, case):
 ROW_WINOGRAD_WEIGHT_CASES = [
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),       # LeNet conv2
     (3, 4, 10, 10, 12, 5, 5, 1, 2, 1, 1),       # padded, 12 filters, three images
-    (2, 5, 12, 10, 9, 5, 5, 1, (1, 0), 1, 1),   # 6 columns (a tile of 4 and one of 2), 8 rows, 9 filters
+    (2, 5, 12, 10, 9, 5, 5, 1, (1, 0), 1, 1),   # 6 columns (a tile of 4 and one of 2), 10 rows, 9 filters
     (2, 3, 12, 12, 10, 5, 5, 1, 0, 1, 1),       # 8 columns: two tiles of 4, no pair
+    (2, 3, 12, 6, 10, 5, 5, 1, 0, 1, 1),        # 2 columns: one pair, no tile of 4
 ]
 
 
@@ -642,7 +643,7 @@ def test_winograd_rows_weight_gradient(isa, rng, case):
         assert not np.array_equal(direct, dw)
     for value in (np.inf, -np.inf, np.nan):
         x_bad, dy_bad = x.copy(), dy.copy()
-        x_bad[1, 2, 3, 4], dy_bad[1, 2, 3, 4] = value, value
+        x_bad[1, 2, 3, 4], dy_bad[1, 2, 3, -1] = value, value
         got = F.conv2d_backward(dy, x_bad, w, **kw)
         assert np.array_equal(got[0], dx) and np.array_equal(got[2], db)
         for input_grad in (True, False):

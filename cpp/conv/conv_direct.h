@@ -175,7 +175,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
 // accumulator's lanes in a fixed pairwise tree, so every dw element is summed in the same order whatever the thread
 // count (db: those of conv2d_backward_bias_fast). Workspace per chunk: one padded image of x, the accumulators (units x
 // KB x S vectors) and the bias partials.
-template <int VL, int KB, int S, int TA = S>
+template <int VL, int KB, int S, int TA = S, bool MASK_X = false>
 void direct_backward_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   const int64_t N = s.N, C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W;
@@ -210,7 +210,12 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
               vec g[KB], xv[TN];
               for (int i = 0; i < KB; ++i)
                 g[i] = i < filters ? load_first<VL, vec>(grow + i * PQ + q0, count) : vec{};
-              for (int t = 0; t < TN; ++t) std::memcpy(&xv[t], xrow + q0 + t, sizeof(vec));
+              for (int t = 0; t < TN; ++t) {
+                if constexpr (MASK_X)
+                  xv[t] = load_first<VL, vec>(xrow + q0 + t, count);
+                else
+                  std::memcpy(&xv[t], xrow + q0 + t, sizeof(vec));
+              }
               for (int i = 0; i < KB; ++i)
                 for (int t = 0; t < TN; ++t) acc[i][t] += g[i] * xv[t];
             };
@@ -248,12 +253,20 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
 // pass, 15 accumulators, were 0.92-0.95x: more loads per FMA).
 template <int VL, int KB3, int KB5>
 void direct_backward_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
-  if (s.S == 3)
-    direct_backward_weight<VL, KB3, 3>(s, dy, x, dw, db);
-  else if (VL == 16 && (s.K == 5 || s.K == 6))
-    direct_backward_weight<VL, 6, 5, 3>(s, dy, x, dw, db);
-  else
-    direct_backward_weight<VL, KB5, 5>(s, dy, x, dw, db);
+  const auto run = [&](auto mask_x) {
+    constexpr bool M = decltype(mask_x)::value;
+    if (s.S == 3)
+      direct_backward_weight<VL, KB3, 3, 3, M>(s, dy, x, dw, db);
+    else if (VL == 16 && (s.K == 5 || s.K == 6))
+      direct_backward_weight<VL, 6, 5, 3, M>(s, dy, x, dw, db);
+    else
+      direct_backward_weight<VL, KB5, 5, 5, M>(s, dy, x, dw, db);
+  };
+  run(std::false_type{});
+  // the last vector of a row reads x past the row, where dy's lanes are zero: an infinite x there gives NaN (0 times
+  // infinity) where the sum has none. Where dw is not finite, the pass runs again with those x lanes masked (every
+  // load masked cost LeNet conv1's weight gradient 4%).
+  if (any_non_finite(dw, s.K * s.C * s.R * s.S)) run(std::true_type{});
 }
 
 // w (K filters of `taps` floats each) regrouped as [filter block][tap][KB filters], zero lanes past K: the filters of
@@ -364,25 +377,27 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
 // `plane` (Wp columns of HV floats, by the ISA's packer; plane_rows: h * Wp for h < Hp), so that B^T runs along the
 // columns in vectors of rows. F(2, 5)'s B^T has integer coefficients, F(4, 5)'s binary fractions (quarters): both exact
 // on small integers.
-constexpr int64_t kRowPoints = 6, kQuadPoints = 8;
+constexpr int64_t kPairPoints = 6, kQuadPoints = 8;
 
 struct RowTile {
   int64_t col, outputs, points, slot;  // first output (and input) column, outputs (2 or 4), points, first slot
 };
 
-// A row of Q outputs in tiles of 4 (F(4, 5) or F(5, 4), where quads) while 4 remain, then of 2 (F(2, 5) or F(5, 2)); an
-// output past Q (Q odd) is computed and dropped. Returns the tiles, those of 4 first; slots: the points summed.
-inline std::vector<RowTile> row_tiles(int64_t Q, bool quads, int64_t& slots) {
+// A row of Q outputs in tiles of 4 (F(4, 5) or F(5, 4)) while 4 remain, then of 2 (F(2, 5) or F(5, 2)); an output past
+// Q (Q odd) is computed and dropped. The tiles of 4 come first.
+inline std::vector<RowTile> row_tiles(int64_t Q) {
   std::vector<RowTile> tiles;
-  slots = 0;
-  for (int64_t col = 0; col < Q;) {
-    const int64_t outputs = quads && Q - col >= 4 ? 4 : 2;
-    tiles.push_back({col, outputs, outputs + 4, slots});
-    slots += outputs + 4;
+  for (int64_t col = 0, slot = 0; col < Q;) {
+    const int64_t outputs = Q - col >= 4 ? 4 : 2;
+    tiles.push_back({col, outputs, outputs + 4, slot});
+    slot += outputs + 4;
     col += outputs;
   }
   return tiles;
 }
+
+// The tiles' points summed: V's slots per row.
+inline int64_t row_slots(const std::vector<RowTile>& tiles) { return tiles.back().slot + tiles.back().points; }
 
 template <int VL>
 void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, int64_t HV,
@@ -396,19 +411,21 @@ void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, in
       float* v = V + (c * slots + tile.slot) * HV;
       const float* src = plane + tile.col * HV;
       for (int64_t h = 0; h < HV; h += VL) {
-        if (tile.points == kRowPoints) {
-          vec d[kRowPoints];
-          for (int i = 0; i < kRowPoints; ++i) std::memcpy(&d[i], src + i * HV + h, sizeof(vec));
-          const vec b[kRowPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
+        if (tile.points == kPairPoints) {
+          vec d[kPairPoints];
+          for (int i = 0; i < kPairPoints; ++i) std::memcpy(&d[i], src + i * HV + h, sizeof(vec));
+          const vec b[kPairPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
                                      4 * d[1] - 4 * d[2] - d[3] + d[4], -2 * d[1] - d[2] + 2 * d[3] + d[4],
                                      2 * d[1] - d[2] - 2 * d[3] + d[4], 4 * d[1] - 5 * d[3] + d[5]};
-          for (int xi = 0; xi < kRowPoints; ++xi) std::memcpy(v + xi * HV + h, &b[xi], sizeof(vec));
+          for (int xi = 0; xi < kPairPoints; ++xi) std::memcpy(v + xi * HV + h, &b[xi], sizeof(vec));
         } else {
           vec d[kQuadPoints];
           for (int i = 0; i < kQuadPoints; ++i) std::memcpy(&d[i], src + i * HV + h, sizeof(vec));
           const vec t1 = d[2] + d[6] - 4.25f * d[4], t2 = d[1] + d[5] - 4.25f * d[3];
           const vec t3 = 0.25f * d[2] + d[6] - 1.25f * d[4], t4 = 0.5f * d[1] + 2 * d[5] - 2.5f * d[3];
           const vec t5 = 4 * d[2] + d[6] - 5 * d[4], t6 = 2 * d[1] + 0.5f * d[5] - 2.5f * d[3];
+          // row 0 is the textbook row negated (d0 - 5.25 d2 + 5.25 d4 - d6), as are 90 G's row 0 (-90) and the
+          // weight gradient's Gd[0] (-90 dy0): the signs cancel in each product
           const vec b[kQuadPoints] = {5.25f * (d[2] - d[4]) + (d[6] - d[0]), t1 + t2, t1 - t2, t3 + t4, t3 - t4,
                                       t5 + t6, t5 - t6, 5.25f * (d[3] - d[5]) + (d[7] - d[1])};
           for (int xi = 0; xi < kQuadPoints; ++xi) std::memcpy(v + xi * HV + h, &b[xi], sizeof(vec));
@@ -443,15 +460,15 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
   typedef float vec __attribute__((vector_size(4 * VL)));
   typedef uint32_t uvec __attribute__((vector_size(4 * VL)));
   constexpr int64_t KB = VL, S = 5;
-  static constexpr float G24[kRowPoints][S] = {  // 24 G: integers
+  static constexpr float G24[kPairPoints][S] = {  // 24 G: integers
       {6, 0, 0, 0, 0},   {-4, -4, -4, -4, -4}, {-4, 4, -4, 4, -4},
       {1, 2, 4, 8, 16},  {1, -2, 4, -8, 16},   {0, 0, 0, 0, 24}};
   static constexpr float G90[kQuadPoints][S] = {  // 90 G: integers
       {-90, 0, 0, 0, 0}, {-20, -20, -20, -20, -20}, {-20, 20, -20, 20, -20}, {1, 2, 4, 8, 16},
       {1, -2, 4, -8, 16}, {64, 32, 16, 8, 4},       {64, -32, 16, -8, 4},     {0, 0, 0, 0, 90}};
   const int64_t C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q, CRS = C * R * S;
-  int64_t slots = 0;
-  const std::vector<RowTile> tiles = row_tiles(Q, true, slots);
+  const std::vector<RowTile> tiles = row_tiles(Q);
+  const int64_t slots = row_slots(tiles);
   const int64_t row_blocks = (P + PB - 1) / PB;
   const int64_t Hp = H + 2 * s.pad_h, Wp = std::max(W + 2 * s.pad_w, tiles.back().col + tiles.back().points);
   // a transposed column in whole vectors, with zero rows past the image for the last row block's reads
@@ -460,14 +477,14 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
   // weights as [c][r][t][KB]
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   const LineFloats wt = filters_in_lanes(w, K, CRS, KB);
-  LineFloats U6(static_cast<size_t>(C * R * kRowPoints * KB)), U8(static_cast<size_t>(C * R * kQuadPoints * KB));
+  LineFloats U6(static_cast<size_t>(C * R * kPairPoints * KB)), U8(static_cast<size_t>(C * R * kQuadPoints * KB));
   for (int64_t cr = 0; cr < C * R; ++cr) {
     vec g[S];
     for (int t = 0; t < S; ++t) std::memcpy(&g[t], &wt[(cr * S + t) * KB], sizeof(vec));
-    for (int xi = 0; xi < kRowPoints; ++xi) {
+    for (int xi = 0; xi < kPairPoints; ++xi) {
       vec u = G24[xi][0] * g[0];
       for (int t = 1; t < S; ++t) u += G24[xi][t] * g[t];
-      std::memcpy(&U6[(cr * kRowPoints + xi) * KB], &u, sizeof(vec));
+      std::memcpy(&U6[(cr * kPairPoints + xi) * KB], &u, sizeof(vec));
     }
     for (int xi = 0; xi < kQuadPoints; ++xi) {
       vec u = G90[xi][0] * g[0];
@@ -497,7 +514,7 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
       bool non_finite = false;
       for (const RowTile& tile : tiles) {
         const int64_t T = tile.points;
-        const float* U = T == kRowPoints ? U6.data() : U8.data();
+        const float* U = T == kPairPoints ? U6.data() : U8.data();
         for (int64_t xi = 0; xi < T; ++xi)
           for (int64_t rb = 0; rb < row_blocks; ++rb) {
             vec acc[PB];
@@ -540,7 +557,7 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
           for (int xi = 0; xi < T; ++xi) std::memcpy(&mv[xi], &M[xi * stride + p * KB], sizeof(vec));
           // the bias joins the sums scaled: added after the final multiply, a contracted multiply-add would add it to
           // the unrounded product (inexact on integers)
-          if (T == kRowPoints) {
+          if (T == kPairPoints) {
             o[0] = ((mv[0] + mv[1]) + (mv[2] + mv[3]) + (mv[4] + b24)) * (1.0f / 24);
             o[1] = ((mv[1] - mv[2]) + 2 * (mv[3] - mv[4]) + (mv[5] + b24)) * (1.0f / 24);
           } else {
@@ -770,21 +787,23 @@ struct DirectWeights {
 // A and G transposed, up to a diagonal scaling moved between them: with the scales of 90 and 24, Gd's coefficients
 // are integers, B^T's and A^T's binary fractions. Sums of integers are exact while every partial sum stays below
 // 2^24 in the units of its fractions: for F(5, 2) with integers in [-3, 3] a transformed product is at most 2,160 and
-// A^T weighs the sums by up to 16, so up to ~440,000 per image of LeNet conv2's shape and 38 such images in the worst
-// case; F(5, 4)'s worst case is far smaller, but random such integers stayed exact (LeNet conv2's shape, batches up to
-// 128, three draws each; the direct sums stay exact far longer). Where the taps are not finite (an infinity or NaN in
+// A^T weighs the sums by up to 16 (rows of pairs only, Q = 2: ~190 images of 10 such rows in the worst case); F(5, 4)'s
+// tap sums count in 1/32s, below 2^19, which one adversarial LeNet conv2 image can pass (~1 M), but random such
+// integers stayed exact (LeNet conv2's shape, batches up to 128, three draws each; the direct sums stay exact far
+// longer). Where the taps are not finite (an infinity or NaN in
 // x or dy: every input and dy value meets a product, and inf - inf gives NaN where the direct sum keeps the infinity;
 // or a sum past the float range) the sum writes nothing and returns false, and the caller runs the direct units.
 // Workspace per chunk: the sums (C x 5 x 14 vectors), one transposed plane, one image's V and Gd.
 // Its geometry: the padded image (Hp x Wp), V's columns (HV floats, whole vectors of vl), the tiles of dy's columns
 // (slots: their points summed), and the offsets of the padded image's rows for the transposing packer.
 struct RowWinogradLayout {
-  int64_t Hp, Wp, HV, slots = 0;
+  int64_t Hp, Wp, HV;
   std::vector<RowTile> tiles;
+  int64_t slots;
   std::vector<int64_t> plane_rows;  // h * Wp
   RowWinogradLayout(const ConvShape& s, int64_t vl)
-      : Hp(s.H + 2 * s.pad_h), Wp(s.W + 2 * s.pad_w), HV((Hp + vl - 1) / vl * vl),
-        tiles(row_tiles(s.Q, true, slots)), plane_rows(static_cast<size_t>(Hp)) {
+      : Hp(s.H + 2 * s.pad_h), Wp(s.W + 2 * s.pad_w), HV((Hp + vl - 1) / vl * vl), tiles(row_tiles(s.Q)),
+        slots(row_slots(tiles)), plane_rows(static_cast<size_t>(Hp)) {
     for (int64_t h = 0; h < Hp; ++h) plane_rows[h] = h * Wp;
   }
   int64_t scratch_floats(const ConvShape& s, int64_t vl) const {
@@ -793,7 +812,7 @@ struct RowWinogradLayout {
 };
 
 // The sums of a weight-gradient chunk: per (c, r), the F(5, 4) tiles' 8 points then the F(5, 2) tiles' 6.
-constexpr int64_t kWeightSums = kQuadPoints + kRowPoints;
+constexpr int64_t kWeightSums = kQuadPoints + kPairPoints;
 
 // Adds one image's products to a chunk's sums[c][r][kWeightSums][VL]: xp the padded image, g its dy transposed (pixel
 // (p, q)'s filters at g + p * g_row + q * VL).
@@ -813,10 +832,10 @@ void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, 
       for (int e = 0; e < 4; ++e)  // a constant count: a run-time one became a call to memcpy
         if (e < tile.outputs) std::memcpy(&d[e], g + p * g_row + (tile.col + e) * VL, sizeof(vec));
       float* out = Gd + (p * slots + tile.slot) * VL;
-      if (tile.points == kRowPoints) {
-        const vec gd[kRowPoints] = {6 * d[0],           -4 * (d[0] + d[1]), -4 * (d[0] - d[1]),
+      if (tile.points == kPairPoints) {
+        const vec gd[kPairPoints] = {6 * d[0],           -4 * (d[0] + d[1]), -4 * (d[0] - d[1]),
                                     d[0] + 2 * d[1],    d[0] - 2 * d[1],    24 * d[1]};
-        for (int xi = 0; xi < kRowPoints; ++xi) std::memcpy(out + xi * VL, &gd[xi], sizeof(vec));
+        for (int xi = 0; xi < kPairPoints; ++xi) std::memcpy(out + xi * VL, &gd[xi], sizeof(vec));
       } else {
         const vec even = d[0] + d[2], odd = d[1] + d[3];
         const vec gd[kQuadPoints] = {-90 * d[0],
@@ -861,8 +880,8 @@ void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, 
       group(std::integral_constant<int, 4>{}, c, 4, quads, kQuadPoints, 4);
     }
     if (pairs) {
-      group(std::integral_constant<int, 3>{}, c, pair0, pairs, kRowPoints, kQuadPoints);
-      group(std::integral_constant<int, 3>{}, c, pair0 + 3, pairs, kRowPoints, kQuadPoints + 3);
+      group(std::integral_constant<int, 3>{}, c, pair0, pairs, kPairPoints, kQuadPoints);
+      group(std::integral_constant<int, 3>{}, c, pair0 + 3, pairs, kPairPoints, kQuadPoints + 3);
     }
   }
 }
@@ -879,7 +898,7 @@ bool winograd_rows_weight_sum(const ConvShape& s, float* state, int64_t chunks, 
   // 90 dw by F(5, 4)'s A^T (its G transposed, scaled), 24 dw by F(5, 2)'s, each times its 1/90 or 1/24, then added
   for (int64_t c = 0; c < C; ++c)
     for (int64_t r = 0; r < R; ++r) {
-      vec q[kQuadPoints], m[kRowPoints];
+      vec q[kQuadPoints], m[kPairPoints];
       float* at = state + (c * R + r) * T * VL;
       std::memcpy(q, at, sizeof(q));
       std::memcpy(m, at + kQuadPoints * VL, sizeof(m));
