@@ -170,8 +170,9 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
 // image_chunks(s) chunks spread over the threads; a chunk takes its images one at a time, adds the image's bias
 // gradient partials where db is not null (bias_partials_add), zero-pads x into its own buffer (so every unit's data is
 // in cache), and runs every unit on each, carrying the unit's accumulators from image to image. dy is read in place,
-// the last vector of a row by a masked load (its lanes past the row are zero, so the x they meet does not count), and
-// filters past K (a last, partial block) are zero vectors. The chunks' sums are then added in chunk order and each
+// the last vector of a row by a masked load (its lanes past the row are zero, so the finite x they meet does not count;
+// with MASK_X x's lanes there are masked too, so an infinite one does not give 0 times infinity), and filters past K
+// (a last, partial block) are zero vectors. The chunks' sums are then added in chunk order and each
 // accumulator's lanes in a fixed pairwise tree, so every dw element is summed in the same order whatever the thread
 // count (db: those of conv2d_backward_bias_fast). Workspace per chunk: one padded image of x, the accumulators (units x
 // KB x S vectors) and the bias partials.
@@ -477,21 +478,21 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
   // weights as [c][r][t][KB]
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   const LineFloats wt = filters_in_lanes(w, K, CRS, KB);
-  LineFloats U6(static_cast<size_t>(C * R * kPairPoints * KB)), U8(static_cast<size_t>(C * R * kQuadPoints * KB));
-  for (int64_t cr = 0; cr < C * R; ++cr) {
-    vec g[S];
-    for (int t = 0; t < S; ++t) std::memcpy(&g[t], &wt[(cr * S + t) * KB], sizeof(vec));
-    for (int xi = 0; xi < kPairPoints; ++xi) {
-      vec u = G24[xi][0] * g[0];
-      for (int t = 1; t < S; ++t) u += G24[xi][t] * g[t];
-      std::memcpy(&U6[(cr * kPairPoints + xi) * KB], &u, sizeof(vec));
+  const auto transform_taps = [&](const auto& G) {  // U[c][r][xi][KB] = G times kernel row (c, r)
+    constexpr int64_t T = sizeof(G) / sizeof(G[0]);
+    LineFloats U(static_cast<size_t>(C * R * T * KB));
+    for (int64_t cr = 0; cr < C * R; ++cr) {
+      vec g[S];
+      for (int t = 0; t < S; ++t) std::memcpy(&g[t], &wt[(cr * S + t) * KB], sizeof(vec));
+      for (int64_t xi = 0; xi < T; ++xi) {
+        vec u = G[xi][0] * g[0];
+        for (int t = 1; t < S; ++t) u += G[xi][t] * g[t];
+        std::memcpy(&U[(cr * T + xi) * KB], &u, sizeof(vec));
+      }
     }
-    for (int xi = 0; xi < kQuadPoints; ++xi) {
-      vec u = G90[xi][0] * g[0];
-      for (int t = 1; t < S; ++t) u += G90[xi][t] * g[t];
-      std::memcpy(&U8[(cr * kQuadPoints + xi) * KB], &u, sizeof(vec));
-    }
-  }
+    return U;
+  };
+  const LineFloats U6 = transform_taps(G24), U8 = transform_taps(G90);
   float bias24[VL] = {}, bias90[VL] = {};  // the bias, in the filters' lanes, times 24 and 90
   for (int64_t k = 0; k < K && bias; ++k) bias24[k] = 24 * bias[k], bias90[k] = 90 * bias[k];
   vec b24, b90;
@@ -799,11 +800,13 @@ struct DirectWeights {
 struct RowWinogradLayout {
   int64_t Hp, Wp, HV;
   std::vector<RowTile> tiles;
-  int64_t slots;
+  int64_t slots, quads;  // quads: the tiles of 4, first
   std::vector<int64_t> plane_rows;  // h * Wp
   RowWinogradLayout(const ConvShape& s, int64_t vl)
       : Hp(s.H + 2 * s.pad_h), Wp(s.W + 2 * s.pad_w), HV((Hp + vl - 1) / vl * vl), tiles(row_tiles(s.Q)),
-        slots(row_slots(tiles)), plane_rows(static_cast<size_t>(Hp)) {
+        slots(row_slots(tiles)),
+        quads(std::count_if(tiles.begin(), tiles.end(), [](const RowTile& t) { return t.points == kQuadPoints; })),
+        plane_rows(static_cast<size_t>(Hp)) {
     for (int64_t h = 0; h < Hp; ++h) plane_rows[h] = h * Wp;
   }
   int64_t scratch_floats(const ConvShape& s, int64_t vl) const {
@@ -871,9 +874,7 @@ void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, 
     for (int r = 0; r < R; ++r)
       for (int x = 0; x < X; ++x) std::memcpy(saved + (r * kWeightSums + x) * VL, &acc[r][x], sizeof(vec));
   };
-  int64_t quads = 0;
-  while (quads < int64_t(m.tiles.size()) && m.tiles[quads].points == kQuadPoints) ++quads;
-  const int64_t pairs = int64_t(m.tiles.size()) - quads, pair0 = quads * kQuadPoints;
+  const int64_t quads = m.quads, pairs = int64_t(m.tiles.size()) - quads, pair0 = quads * kQuadPoints;
   for (int64_t c = 0; c < C; ++c) {
     if (quads) {
       group(std::integral_constant<int, 4>{}, c, 0, quads, kQuadPoints, 0);

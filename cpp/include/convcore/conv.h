@@ -141,12 +141,12 @@ void conv2d_direct_backward_weight_avx2(const ConvShape& s, const float* dy, con
                                         float* db);
 void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
                                           float* db);
-// Forward convolution vectorised over filters (conv_direct.h, filter_vector_forward), tried first: rows at most
-// half a vector wide, more than half a vector of filters, one group, at most 144 KiB of weights per filter block,
-// any stride, padding and dilation. Returns false, doing nothing, where it does not apply. Workspace: the weights
-// regrouped by filter block and one zero-padded image per thread; where AVX-512 runs Winograd's F(2, 5) along the
-// rows (5-wide kernels at stride 1 on rows of 9 or 10 outputs, whole blocks of 10 output rows: LeNet-5's conv2),
-// also the transformed weights and per thread one image's transformed input, products and outputs.
+// Forward convolution vectorised over filters (conv_direct.h, filter_vector_forward), tried first: rows at most half a
+// vector wide, more than half a vector of filters, one group, at most 144 KiB of weights per filter block, any stride,
+// padding and dilation. Returns false, doing nothing, where it does not apply. Workspace: the weights regrouped by
+// filter block and one zero-padded image per thread; where AVX-512 runs Winograd's F(4, 5) and F(2, 5) along the rows
+// (5-wide kernels at stride 1 on rows of 9 or 10 outputs, whole blocks of 10 output rows: LeNet-5's conv2), also the
+// transformed weights and per thread one image's transformed input, products and outputs.
 using ConvFilterVectorForwardKernel = bool (*)(const ConvShape& s, const float* x, const float* w, const float* bias,
                                                bool relu, float* y);
 bool conv2d_filter_vector_forward_scalar(const ConvShape& s, const float* x, const float* w, const float* bias,
@@ -156,13 +156,12 @@ bool conv2d_filter_vector_forward_avx2(const ConvShape& s, const float* x, const
 bool conv2d_filter_vector_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias,
                                          bool relu, float* y);
 // The weight gradient vectorised over filters (conv_direct.h, filter_vector_weight), tried first: one group, kernel
-// width 3 or 5, more than half a vector and at most two vectors of filters, any stride, padding and dilation; the
-// bias gradient in the same pass where db is not null (the bits of conv2d_backward_bias_fast). On AVX-512, 5 x 5
-// kernels at stride 1 with 9 to 16 filters on rows of an even number, at most 10, of outputs by Winograd's F(5, 2)
-// along the rows (the pass run again by the direct units where its result is not finite), the same as with dx.
-// Returns false, doing nothing, where it does not apply. Workspace per image chunk (at most 8): one zero-padded
-// image, one transposed dy image, the accumulators and the bias partials (F(5, 2): also one image's transformed
-// input and dy).
+// width 3 or 5, more than half a vector and at most two vectors of filters, any stride, padding and dilation; the bias
+// gradient in the same pass where db is not null (the bits of conv2d_backward_bias_fast). On AVX-512, 5 x 5 kernels at
+// stride 1 with 9 to 16 filters on rows of an even number, at most 10, of outputs by Winograd's F(5, 4) and F(5, 2)
+// along the rows (the pass run again by the direct units where its result is not finite), the same as with dx. Returns
+// false, doing nothing, where it does not apply. Workspace per image chunk (at most 8): one zero-padded image, one
+// transposed dy image, the accumulators and the bias partials (Winograd: also one image's transformed input and dy).
 using ConvFilterVectorWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw,
                                               float* db);
 bool conv2d_filter_vector_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw,
@@ -175,10 +174,10 @@ bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, con
 // All three gradients of a stride-1 layer with 9 to 16 filters on rows of 5 to 10 outputs (LeNet-5's conv2) in one
 // pass, the input gradient with dy's channels in the vector lanes (conv_direct.h, channel_vector_backward), tried by
 // conv2d_backward_fast when dx is wanted: AVX-512 and AVX2 (the scalar entry returns false), no dilation, one group,
-// kernel widths 3 and 5, padding within the kernel; the weight gradient as conv2d_filter_vector_weight's (F(5, 2)
-// on AVX-512 where that takes it). db may be null. Returns false, doing nothing, where it does not apply. Workspace:
-// the regrouped weights and, per image chunk (at most 8), one zero-padded image, one transposed dy image and the
-// weight gradient's accumulators and workspace.
+// kernel widths 3 and 5, padding within the kernel; the weight gradient as conv2d_filter_vector_weight's (Winograd on
+// AVX-512 where that takes it). db may be null. Returns false, doing nothing, where it does not apply. Workspace: the
+// regrouped weights and, per image chunk (at most 8), one zero-padded image, one transposed dy image and the weight
+// gradient's accumulators and workspace.
 using ConvChannelVectorBackwardKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, const float* w,
                                                  float* dx, float* dw, float* db);
 bool conv2d_channel_vector_backward_scalar(const ConvShape& s, const float* dy, const float* x, const float* w,
