@@ -523,6 +523,84 @@ def test_winograd_keeps_infinities_as_the_direct_sum_does(isa, rng, value):
     same_as_reference(F.conv2d_backward(dy_bad, x, w, **kw)[0], ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[0])
 
 
+@pytest.mark.parametrize("case", [
+    (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),     # LeNet conv2 (no padding: dy's transposed copy is padded by 4)
+    (2, 6, 14, 13, 16, 5, 5, 1, 0, 1, 1),     # dy's channels in the lanes (AVX-512, AVX2), its rows of 9 read as 10
+    (2, 1, 12, 12, 6, 5, 5, 1, 2, 1, 1),      # LeNet conv1-like, padding 2
+    (2, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1),        # 3x3, padding 1
+    (2, 48, 10, 10, 40, 3, 3, 1, 1, 1, 1),    # the transposed route by Winograd
+    (2, 4, 10, 8, 4, 3, 2, 1, (2, 1), (2, 3), 1),  # dilated, uneven padding
+], ids=str)
+def test_input_gradient_of_a_non_finite_weight_sums_only_dys_elements(isa, rng, case):
+    # dx[c][h][w] sums w[k][c][r][t] * dy[k][p][q] over the (p, q) inside dy; the input gradient as the transposed
+    # convolution reads dy zero-padded, and a non-finite weight times that padding (inf * 0) gave NaN in dx where the
+    # sum is finite: with a non-finite weight dx takes a route that multiplies only dy's elements
+    x, w, b, kw = _arrays(rng, case)
+    dy = rng.standard_normal(F.conv2d(x, w, b, **kw).shape).astype(np.float32)
+    f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
+    taps = [(0, 0, 0, 0), (w.shape[0] - 1, w.shape[1] - 1, w.shape[2] - 1, w.shape[3] - 1), (1, 0, 1, 0)]
+    for tap in taps:
+        for value in (np.inf, -np.inf, np.nan):
+            w_bad = w.copy()
+            w_bad[tap] = value
+            got = F.conv2d_backward(dy, x, w_bad, **kw)[0]
+            want = ref.conv2d_backward(*f64(dy, x, w_bad), **kw)[0]
+            _same_non_finite(got, want)
+            assert np.isfinite(want).any()  # the case has dx elements the bad tap never meets
+            finite = np.isfinite(want)
+            np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-4)
+
+
+def _kinds(a):
+    # 0 finite, 1 +inf, 2 -inf, 3 NaN
+    return np.select([np.isnan(a), np.isposinf(a), np.isneginf(a)], [3, 1, 2], 0)
+
+
+@pytest.mark.slow
+def test_non_finite_values_land_where_the_reference_or_the_exact_sum_puts_them(isa):
+    # an infinity or NaN in x, w or dy (first, last and random elements) over every case of this file: each output,
+    # dx, dw and db element is finite, +-inf or NaN as the float64 reference has it, or as the exact sum does (the
+    # reference multiplies padding zeros, which the sum skips: w's infinity there gives NaN or not by route). The exact
+    # sum: the bad value as +-1e300 in float64, whose outputs it reaches are huge
+    rng = np.random.default_rng(7)
+    mismatches = []
+    with np.errstate(invalid="ignore"):  # the references' inf * 0 and inf - inf are the point
+        _non_finite_sweep(rng, mismatches)
+    assert not mismatches, mismatches[:10]
+
+
+def _non_finite_sweep(rng, mismatches):
+    for case in CASES + ROW_WINOGRAD_CASES + ROW_WINOGRAD_WEIGHT_CASES:
+        if case[0] == 0:
+            continue
+        x, w, b, kw = _arrays(rng, case)
+        dy = rng.standard_normal(ref.conv2d(x, w, b, **kw).shape).astype(np.float32)
+        forward = lambda x_, w_, b_, dy_: [ref.conv2d(x_, w_, b_, **kw)]
+        backward = lambda x_, w_, b_, dy_: list(ref.conv2d_backward(dy_, x_, w_, **kw))
+        for slot, name in ((0, "x"), (1, "w"), (3, "dy")):
+            shape = (x, w, b, dy)[slot].shape
+            spots = {(0, 0, 0, 0), tuple(d - 1 for d in shape), (0, 0, 0, shape[3] - 1),
+                     *(tuple(int(rng.integers(d)) for d in shape) for _ in range(2))}
+            for spot in spots:
+                for value in (np.inf, -np.inf, np.nan):
+                    arrays = [x.copy(), w.copy(), b, dy.copy()]
+                    arrays[slot][spot] = value
+                    exact = [a.astype(np.float64) for a in (x, w, b, dy)]
+                    exact[slot][spot] = -1e300 if value == -np.inf else 1e300
+                    runs = [("dx", "dw", "db"), backward, F.conv2d_backward(arrays[3], *arrays[:2], **kw)]
+                    if slot != 3:
+                        runs = [("y",), forward, [F.conv2d(*arrays[:3], **kw)]] + runs
+                    for i in range(0, len(runs), 3):
+                        names, oracle, got = runs[i:i + 3]
+                        want = oracle(*[a.astype(np.float64) for a in arrays])
+                        for out, g, r, e in zip(names, got, want, oracle(*exact)):
+                            big = np.abs(e) > 1e200
+                            e = np.where(big, np.nan if np.isnan(value) else np.copysign(np.inf, e), e)
+                            off = (_kinds(g) != _kinds(r)) & (_kinds(g) != _kinds(e))
+                            if off.any():
+                                mismatches.append((case, name, spot, value, out, int(off.sum())))
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_batch1_padded_copy_on_the_threads(rng, stride):
     # one image of 48 x 24 x 24 floats (past 2**14): its zero-padded (and, strided, phase-split) copy, which the

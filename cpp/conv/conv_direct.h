@@ -1259,16 +1259,18 @@ void channel_vector_backward_isa(const ConvShape& s, const float* dy, const floa
 
 // Runs channel_vector_backward where it applies (AVX-512 and AVX2 units; kernel widths 3 and 5): stride 1, no
 // dilation, one group, 9 to 16 filters, dy rows of 5 to 10 pixels (shorter ones would multiply mostly the zeros past
-// them), padding within the kernel. Returns false, doing nothing, elsewhere. (Measured AVX2 Zen 3, alternating,
-// LeNet conv2 n=64 input gradient at 1 thread: best 1.16 -> 1.01 ms, median 1.68 -> 1.10, against the transposed
-// convolution; at 2 threads within the noise.)
+// them), padding within the kernel, and finite weights (rows shorter than 10 are read with zeros past them, which a
+// non-finite weight would turn into NaN where dx, summing only dy's elements, is finite). Returns false, doing
+// nothing, elsewhere. (Measured AVX2 Zen 3, alternating, LeNet conv2 n=64 input gradient at 1 thread: best 1.16 ->
+// 1.01 ms, median 1.68 -> 1.10, against the transposed convolution; at 2 threads within the noise.)
 template <int VL>
 bool channel_vector_backward_any(const ConvShape& s, const float* dy, const float* x, const float* w, float* dx,
                                  float* dw, float* db) {
 #if defined(__AVX2__)
   if constexpr (VL == 16 || VL == 8) {
     if (s.stride_h != 1 || s.stride_w != 1 || s.dil_h != 1 || s.dil_w != 1 || s.groups != 1 || s.K <= 8 ||
-        s.K > 16 || s.Q > 10 || 2 * s.Q < 10 || (s.S != 3 && s.S != 5) || s.pad_h > s.R - 1 || s.pad_w > s.S - 1)
+        s.K > 16 || s.Q > 10 || 2 * s.Q < 10 || (s.S != 3 && s.S != 5) || s.pad_h > s.R - 1 || s.pad_w > s.S - 1 ||
+        any_non_finite(w, s.K * s.C * s.R * s.S))
       return false;
     if (s.S == 3)
       channel_vector_backward_isa<3>(s, dy, x, w, dx, dw, db);
