@@ -587,11 +587,10 @@ def _non_finite_sweep(rng, mismatches):
                     arrays[slot][spot] = value
                     exact = [a.astype(np.float64) for a in (x, w, b, dy)]
                     exact[slot][spot] = -1e300 if value == -np.inf else 1e300
-                    runs = [("dx", "dw", "db"), backward, F.conv2d_backward(arrays[3], *arrays[:2], **kw)]
+                    runs = [(("dx", "dw", "db"), backward, F.conv2d_backward(arrays[3], *arrays[:2], **kw))]
                     if slot != 3:
-                        runs = [("y",), forward, [F.conv2d(*arrays[:3], **kw)]] + runs
-                    for i in range(0, len(runs), 3):
-                        names, oracle, got = runs[i:i + 3]
+                        runs.append((("y",), forward, [F.conv2d(*arrays[:3], **kw)]))
+                    for names, oracle, got in runs:
                         want = oracle(*[a.astype(np.float64) for a in arrays])
                         for out, g, r, e in zip(names, got, want, oracle(*exact)):
                             big = np.abs(e) > 1e200
