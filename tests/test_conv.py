@@ -523,6 +523,16 @@ def test_winograd_keeps_infinities_as_the_direct_sum_does(isa, rng, value):
     same_as_reference(F.conv2d_backward(dy_bad, x, w, **kw)[0], ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[0])
 
 
+def _kinds(a):
+    # 0 finite, 1 +inf, 2 -inf, 3 NaN
+    return np.select([np.isnan(a), np.isposinf(a), np.isneginf(a)], [3, 1, 2], 0)
+
+
+def _same_non_finite(got, want):
+    # infinities and NaN where the float64 reference has them, of the same sign
+    assert np.array_equal(_kinds(got), _kinds(want))
+
+
 @pytest.mark.parametrize("case", [
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),     # LeNet conv2 (no padding: dy's transposed copy is padded by 4)
     (2, 6, 14, 13, 16, 5, 5, 1, 0, 1, 1),     # dy's channels in the lanes (AVX-512, AVX2), its rows of 9 read as 10
@@ -549,11 +559,6 @@ def test_input_gradient_of_a_non_finite_weight_sums_only_dys_elements(isa, rng, 
             assert np.isfinite(want).any()  # the case has dx elements the bad tap never meets
             finite = np.isfinite(want)
             np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-4)
-
-
-def _kinds(a):
-    # 0 finite, 1 +inf, 2 -inf, 3 NaN
-    return np.select([np.isnan(a), np.isposinf(a), np.isneginf(a)], [3, 1, 2], 0)
 
 
 @pytest.mark.slow
@@ -636,12 +641,6 @@ ROW_WINOGRAD_CASES = [
     (2, 5, 10, 10, 12, 3, 5, 1, (1, 2), 1, 1),     # 3 kernel rows
     (2, 3, 24, 14, 9, 5, 5, 1, 0, 1, 1),           # 20 output rows (two blocks of 10), 9 filters
 ]
-
-
-def _same_non_finite(got, want):
-    # infinities and NaN where the float64 reference has them, of the same sign
-    for where in (np.isnan, np.isposinf, np.isneginf):
-        assert np.array_equal(where(got), where(want))
 
 
 @pytest.mark.parametrize("case", ROW_WINOGRAD_CASES, ids=str)
