@@ -213,13 +213,14 @@ def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
 
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_column_chunks_with_all_of_a_packed_once(isa, rng, trans_a):
-    # a wide product (2 threads: chunks) with a transposed or plain A, alpha, beta and a bias epilogue: exact on
-    # small integers, the same bits on 1 thread (equal shares, A packed per block)
+    # a wide product (2 and 3 threads: chunks, each thread's share first, then the others' from the back; beta -1
+    # catches a chunk computed twice) with a transposed or plain A, alpha, beta and a bias epilogue: exact on small
+    # integers, the same bits on 1 thread (equal shares, A packed per block)
     a, b = _operands(rng, 50, 3600, 270, trans_a, False)
     c = rng.integers(-3, 4, (50, 3600)).astype(np.float32)
     bias = rng.integers(-20, 20, 3600).astype(np.float32)
     expected = _expected(a, b, trans_a, False, 2.0, -1.0, c.astype(np.float64), bias, PER_COL, True)
-    for t in (2, 1):
+    for t in (2, 3, 1):
         with cc.threads(t):
             got = _core.gemm(a, b, trans_a, False, 2.0, -1.0, c.copy(), bias, PER_COL, True, False)
         assert np.array_equal(got, expected), t
