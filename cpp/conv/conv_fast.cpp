@@ -426,10 +426,11 @@ bool transposed_route_pays(const ConvShape& s, const ConvShape& t) {
          (conv2d_direct_applies(t) || conv2d_winograd_applies(t) || s.H * s.W * s.K <= 2 * s.C * s.P * s.Q);
 }
 
-// Runs task(i) for i in [0, tasks): over threads when there are enough tasks, each task to whichever thread is free
-// (the two cores' speeds differ and change; measured 2 threads, alternating, median ms, against equal shares:
-// 32 x 256 x 56 x 56 -> 128 1x1 forward 49 -> 41 in two runs, first layers at n=8 forward+backward even), else one
-// by one so that each task's GEMMs use the threads. Either way every task computes the same bits.
+// Runs task(i) for i in [0, tasks): over threads when there are enough tasks, each thread its own share of them and
+// then what the others have left (Schedule::as_free; the two cores' speeds differ and change; measured 2 threads,
+// alternating, median ms, against equal shares: 32 x 256 x 56 x 56 -> 128 1x1 forward 49 -> 41 in two runs, first
+// layers at n=8 forward+backward even), else one by one so that each task's GEMMs use the threads. Either way every
+// task computes the same bits.
 template <typename Task>
 void for_each_task(int64_t tasks, int64_t work, const Task& task) {
   const int nt = threads_for(work);

@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <optional>
 #include <vector>
@@ -440,34 +439,6 @@ bool empty_product(int64_t M, int64_t N, int64_t K, float beta, float* C, int64_
   return true;
 }
 
-// The panels [lo, hi) of one thread's share of a chunked product not yet taken: its owner takes chunks from the
-// front, the other threads, once done with their own, from the back. Each take is half of what is left (at least two
-// panels, at most max_panels), so that the threads finish together.
-class alignas(64) PanelRange {
- public:
-  void reset(int64_t lo, int64_t hi) {
-    lo_ = lo;
-    hi_ = hi;
-  }
-  bool take(bool front, int64_t max_panels, int64_t* lo, int64_t* hi) {
-    std::lock_guard<std::mutex> hold(lock_);
-    const int64_t left = hi_ - lo_;
-    if (left <= 0) return false;
-    const int64_t count = std::min(left, std::clamp<int64_t>((left + 1) / 2, 2, max_panels));
-    *lo = front ? lo_ : hi_ - count;
-    *hi = *lo + count;
-    if (front)
-      lo_ += count;
-    else
-      hi_ -= count;
-    return true;
-  }
-
- private:
-  std::mutex lock_;
-  int64_t lo_ = 0, hi_ = 0;
-};
-
 // Computes p with the tile on the threads, A packed here or, where prepacked is not null, in advance (PackedA's
 // layout).
 void run_product(const GemmTile& tile, const Product& p, const float* prepacked) {
@@ -499,17 +470,16 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   // Wide products (split N) are taken in chunks by the threads as they finish: the cores of these machines run at
   // different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute), and equal shares wait for
   // the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). Each thread takes the chunks of its
-  // own equal share first, front to back, then helps the others from the back of theirs (PanelRange): with cores
-  // equally fast, a thread computes the same columns call after call, so that a layer's outputs stay in the cache of
-  // the core that writes them. (Chunks taken from one counter moved between cores from call to call, and a core writing
-  // lines the other last held waits for them; on this shared EPYC, in minutes when that was slow: AlexNet conv1 n=1
-  // forward, 96 x 3025 x 363, 1.6 ms. Both builds in one process, calls alternated, median of per-pair time ratios, AMD
-  // Zen 4, 2 threads: that layer 1.10-1.21x in such minutes, 1.00-1.03x in others; ResNet-50's res2a 1x1 n=1, 256 x
-  // 3136 x 64, forward 1.16-1.60x, backward 1.08x; res5a 3x3 n=1 backward 1.08-1.43x; the products 256 x 3136 x 64
-  // 1.17x (AVX2 1.47x), 64 x 3136 x 576 1.03-1.18x, 256 x 6272 x 2304 1.07x; 1024- and 2048-squares, 64 x 50176 x 576
-  // and the other layers 0.97-1.01x.) Chunks of whole panels, at first kMinChunkColumns wide or 1 / kChunksPerThread of
-  // a thread's share if wider, where there are at least kChunksPerThread of them per thread; the threads first pack all
-  // of A together, so that a chunk does not pack it again (repacked per chunk, chunks of 128 columns made a 1024-square
+  // own equal share first, front to back, then helps the others from the back of theirs (Share): with cores equally
+  // fast, a thread computes the same columns call after call, so that a layer's outputs stay in the cache of the core
+  // that writes them. (Against chunks taken in turn from one counter: both builds in one process, calls alternated,
+  // median of per-pair time ratios, AMD Zen 4, 2 threads: AlexNet conv1 n=1 forward, 96 x 3025 x 363, 1.10-1.21x in
+  // minutes when it ran slowly (1.6 ms against 1.3), 1.00-1.03x in others; ResNet-50's res2a 1x1 n=1, 256 x 3136 x 64,
+  // forward 1.16-1.60x, backward 1.08x; res5a 3x3 n=1 backward 1.08-1.43x; the products 256 x 3136 x 64 1.17x (AVX2
+  // 1.47x), 64 x 3136 x 576 1.03-1.18x, 256 x 6272 x 2304 1.07x; 1024- and 2048-squares, 64 x 50176 x 576 and the other
+  // layers 0.97-1.01x.) Chunks of whole panels, at first kMinChunkColumns wide or 1 / kChunksPerThread of a thread's
+  // share if wider, where there are at least kChunksPerThread of them per thread; the threads first pack all of A
+  // together, so that a chunk does not pack it again (repacked per chunk, chunks of 128 columns made a 1024-square
   // product 30% slower). Each chunk streams all of packed A again: chunks of at least 512 columns rather than 256
   // (products 2048 to 4095 wide then run in equal shares), both builds in one process, calls alternated, median of
   // per-pair time ratios: 2048-square 1.06x and 1.07x, 1024 x 3000 x 1024 1.03x, 64 x 3136 x 576 1.04x and 1.08x, 256 x
@@ -532,8 +502,7 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   float* packing = shared ? shared->get() : nullptr;  // all of A, packed here by the threads together
   const float* packed = prepacked ? prepacked : packing;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-  std::vector<PanelRange> shares(chunked ? nt : 0);
-  for (int t = 0; t < int(shares.size()); ++t) shares[t].reset(panels * t / nt, panels * (t + 1) / nt);
+  std::vector<Share> shares = equal_shares(chunked ? panels : 0, nt);
   std::atomic<bool> out_of_memory{false};  // an exception must not leave an OpenMP region
 #pragma omp parallel num_threads(nt)
   {
@@ -554,13 +523,8 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
                    packing + pc * padded_m + ic * kc);
           }
         }
-        const int t = omp_get_thread_num();
-        for (int step = 0; step < nt; ++step) {  // its own share from the front, then the others' from the back
-          PanelRange& range = shares[(t + step) % nt];
-          int64_t lo, hi;
-          while (range.take(step == 0, chunk / nr, &lo, &hi))
-            sgemm_part(tile, p, {0, M, lo * nr, std::min(N, hi * nr)}, packed);
-        }
+        take_shares(shares, 2, chunk / nr,
+                    [&](int64_t lo, int64_t hi) { sgemm_part(tile, p, {0, M, lo * nr, std::min(N, hi * nr)}, packed); });
       } else {
         const int t = omp_get_thread_num(), team = omp_get_num_threads();
         const int64_t extent = split_n ? N : M, unit = split_n ? nr : mr;
