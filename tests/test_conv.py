@@ -451,8 +451,10 @@ def test_fused_relu_and_its_backward(rng):
     # of 16 (a sixth of the tile rows, as 23 leave a thread fewer than two)
     (2, 48, 100, 64, 40, 3, 3, 1, 1, 1, 1),
     # one image of 28 tile rows of 28 tiles: one shared block on one thread, on two threads four blocks of 7 rows
-    # (196 tiles) taken by one thread each, on three shared blocks again (blocks of 4 rows would be 112 tiles)
+    # (196 tiles), on three six of 4 rows (112 tiles), each thread with its own transformed filters
     (1, 16, 56, 56, 40, 3, 3, 1, 1, 1, 1),
+    # 16 tile rows of 16 (CIFAR's 32 x 32): on two threads four blocks of 64 tiles, on three one shared block
+    (1, 16, 32, 32, 40, 3, 3, 1, 1, 1, 1),
 ])
 def test_winograd_over_several_tile_blocks(rng, case):
     x, w, b, kw = _arrays(rng, case, integer=True)
@@ -502,12 +504,14 @@ def test_a_stride_past_the_input_costs_no_memory():
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_winograd_keeps_infinities_as_the_direct_sum_does(isa, rng, value):
+@pytest.mark.parametrize("n,hw", [(2, 14), (1, 32)])
+def test_winograd_keeps_infinities_as_the_direct_sum_does(isa, rng, value, n, hw):
     # Winograd's transforms subtract inputs (inf - inf = NaN); with an infinity or NaN in x, w or (for the input
     # gradient's transposed route) dy the layer runs another path: non-finite outputs exactly where the float64
-    # reference has them, of the same sign, and the finite ones close
-    x, w, b, kw = _arrays(rng, (2, 20, 14, 14, 48, 3, 3, 1, 1, 1, 1), integer=True)
-    dy = rng.integers(-3, 4, (2, 48, 14, 14)).astype(np.float32)
+    # reference has them, of the same sign, and the finite ones close (one shared block of tiles; at 32 x 32, on two
+    # threads, blocks of each thread's own)
+    x, w, b, kw = _arrays(rng, (n, 20, hw, hw, 48, 3, 3, 1, 1, 1, 1), integer=True)
+    dy = rng.integers(-3, 4, (n, 48, hw, hw)).astype(np.float32)
 
     def same_as_reference(got, want):
         assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isposinf(got), np.isposinf(want))
@@ -516,7 +520,7 @@ def test_winograd_keeps_infinities_as_the_direct_sum_does(isa, rng, value):
         np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-3)
 
     x_bad, w_bad, dy_bad = x.copy(), w.copy(), dy.copy()
-    x_bad[1, 3, 6, 7], w_bad[5, 2, 1, 1], dy_bad[0, 7, 9, 2] = value, value, value
+    x_bad[n - 1, 3, 6, 7], w_bad[5, 2, 1, 1], dy_bad[0, 7, 9, 2] = value, value, value
     f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
     same_as_reference(F.conv2d(x_bad, w, b, **kw), ref.conv2d(*f64(x_bad, w, b), **kw))
     same_as_reference(F.conv2d(x, w_bad, b, **kw), ref.conv2d(*f64(x, w_bad, b), **kw))

@@ -36,11 +36,12 @@ constexpr int64_t kPositions = 16;  // the 4x4 transformed tile
 constexpr int64_t kBlockFloats = int64_t(1) << 22;
 // Where the transformed filters take at most kThreadFilterFloats (4 MiB: 256 x 256 channels; every block's products
 // read all of them) and there are at least two blocks a thread, each thread takes whole blocks of about
-// kThreadBlockFloats of V and M (4 MiB), transforms and products on its own: no waits between the phases, and a
-// block's V and M written and read on one core. Both builds in one process, calls alternated, median of per-pair
-// time ratios, 2 threads, forward: 64 channels at 32 x 32 (n=32) 1.12x, at 56 x 56 (n=8) 1.13x, 128 at 28 x 28
-// 1.03x, 256 at 14 x 14 1.05-1.09x; blocks of 1 Mi floats 0.90x for 128 channels (products of 28 columns); 512 at
-// 7 x 7, 16 MiB of filters, 0.98x (left to the shared blocks).
+// kThreadBlockFloats of V and M (4 MiB), transforms and products on its own: no waits between the phases, and a block's
+// V and M written and read on one core. Each such thread transforms all the filters into a U of its own (U written by
+// both and read by both crossed between the cores every call), and takes its share of the blocks first (Share). Both
+// builds in one process, calls alternated, median of per-pair time ratios, 2 threads, forward: 64 channels at 32 x 32
+// (n=32) 1.12x, at 56 x 56 (n=8) 1.13x, 128 at 28 x 28 1.03x, 256 at 14 x 14 1.05-1.09x; blocks of 1 Mi floats 0.90x
+// for 128 channels (products of 28 columns); 512 at 7 x 7, 16 MiB of filters, 0.98x (left to the shared blocks).
 constexpr int64_t kThreadFilterFloats = int64_t(1) << 20;
 constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 // Where blocks that big leave a thread fewer than two (batch-1 layers), the threads still take blocks of their
@@ -51,8 +52,14 @@ constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 // (ResNet-50's res2a 3x3), n=1, 196 tiles a block, 1.43-1.55x / 0.98-1.02x (its input gradient, by the same
 // route, 1.13-1.24x in a slow phase), n=2 (392 tiles) 1.24-1.36x / 1.04-1.06x; 128 channels at 56 x 56 n=1
 // 1.08-1.12x / 0.99-1.03x. Blocks of 112 or 140 tiles were 0.87x / 0.96x against 196; blocks of 64 (64 channels at
-// 32 x 32, n=1) 0.85-0.89x against shared ones in fast minutes, 0.93x in a slow one, so such layers keep those.
-constexpr int64_t kMinThreadBlockTiles = 192;
+// 32 x 32, n=1) 0.85-0.89x against shared ones in fast minutes, 0.93x in a slow one, so such layers kept those
+// until each thread had its own U and blocks (Own U and blocks, and 64 tiles instead of 192, against shared U and blocks taken in turn, both builds in one
+// process, calls alternated, median of per-pair time ratios in 1 s windows, AMD Zen 4, 2 threads, forward: 64
+// channels at 32 x 32 n=1 (CIFAR; four blocks of 64 tiles instead of one shared block) 1.23-1.72x in minutes when the
+// shared block ran slowly (0.7-0.85 ms) and 0.92-0.95x in others (0.3 ms); n=2 1.11-1.24x; 64 channels at 32 x 32
+// n=32 1.07x, at 56 x 56 n=8 1.04x, n=1 0.99-1.01x; 128 at 28 x 28 n=8 1.08x, 256 at 14 x 14 n=32 1.01x, 64 at 224 x
+// 224 n=1 1.03x; input gradients of 64 channels at 32 x 32 n=1 0.98x, at 56 x 56 n=8 0.99x; AVX2 1.00-1.06x.)
+constexpr int64_t kMinThreadBlockTiles = 64;
 
 // The transforms subtract elements, and an infinite one gives inf - inf = NaN where the direct sum keeps the
 // infinity: x and w are checked for non-finite values (any_non_finite) as they are read.
@@ -290,18 +297,16 @@ bool winograd_forward(const ConvShape& s, const float* x, const float* w, const 
   const int64_t max_cols = block_rows * tl.tw;
   const PackedA a{choose_tile(kernels().gemm, s.K, max_cols), s.K, s.C};
   const int64_t mr = a.tile.mr, panels = (s.K + mr - 1) / mr;
-  const CachedBlock<float> U(kPositions * a.floats());
   std::atomic<bool> non_finite{false};  // found in x or w: the caller computes y another way
-  transform_filters(s, w, a, U.get(), non_finite);
-  // one block: its transforms on the threads (by channel), its 16 products spread over them (each product serial);
-  // in a block task of its own (per_thread) all of it serially
-  const auto block = [&](int64_t row0, float* V, float* M) {
+  // one block, with the transformed filters U: its transforms on the threads (by channel), its 16 products spread
+  // over them (each product serial); in a block task of its own (per_thread) all of it serially
+  const auto block = [&](int64_t row0, const float* U, float* V, float* M) {
     if (non_finite.load(std::memory_order_relaxed)) return;
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
     transform_inputs<VL>(s, tl, x, row0, rows, V, non_finite);
     // rows [m0, m1) of product xi, on the calling thread (inside the threads' region, or work for one thread)
     const auto product = [&](int64_t xi, int64_t m0, int64_t m1) {
-      sgemm_rows(a, U.get() + xi * a.floats(), m0, m1, cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
+      sgemm_rows(a, U + xi * a.floats(), m0, m1, cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
                  M + xi * s.K * cols, cols);
     };
     const int shares = threads_for(kPositions * s.K * s.C * cols);
@@ -319,18 +324,21 @@ bool winograd_forward(const ConvShape& s, const float* x, const float* w, const 
     transform_outputs<VL>(s, tl, M, row0, rows, bias, relu, y);
   };
   if (per_thread) {
-    const int64_t blocks = (tile_rows + block_rows - 1) / block_rows;
-    parallel_for(
-        blocks, nt,
-        [&](int64_t b) {
-          const CachedBlock<float> V(kPositions * s.C * max_cols), M(kPositions * s.K * max_cols + VL);
-          block(b * block_rows, V.get(), M.get());
-        },
-        Schedule::as_free);
+    // each thread its own U (all filters transformed by itself), V and M, and its share of the blocks first (Share):
+    // nothing one core writes is read by the other
+    std::vector<Share> shares = equal_shares((tile_rows + block_rows - 1) / block_rows, nt);
+    parallel_for(nt, nt, [&](int64_t) {
+      const CachedBlock<float> U(kPositions * a.floats()), V(kPositions * s.C * max_cols),
+          M(kPositions * s.K * max_cols + VL);
+      transform_filters(s, w, a, U.get(), non_finite);
+      take_shares(shares, 1, 1, [&](int64_t b, int64_t) { block(b * block_rows, U.get(), V.get(), M.get()); });
+    });
     return !non_finite;
   }
-  const CachedBlock<float> V(kPositions * s.C * max_cols), M(kPositions * s.K * max_cols + VL);
-  for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) block(row0, V.get(), M.get());
+  const CachedBlock<float> U(kPositions * a.floats()), V(kPositions * s.C * max_cols),
+      M(kPositions * s.K * max_cols + VL);
+  transform_filters(s, w, a, U.get(), non_finite);
+  for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) block(row0, U.get(), V.get(), M.get());
   return !non_finite;
 }
 
