@@ -44,21 +44,21 @@ constexpr int64_t kBlockFloats = int64_t(1) << 22;
 // for 128 channels (products of 28 columns); 512 at 7 x 7, 16 MiB of filters, 0.98x (left to the shared blocks).
 constexpr int64_t kThreadFilterFloats = int64_t(1) << 20;
 constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
-// Where blocks that big leave a thread fewer than two (batch-1 layers), the threads still take blocks of their
-// own, two a thread, if those hold at least kMinThreadBlockTiles tiles (the products' columns): a block's V and M
-// (1.6 MiB for 64 channels at 56 x 56) then stay near one core instead of 6.4 MiB shared through L3. Measured as
-// above on AMD Zen 4, whose L3 other tenants share, against shared blocks, in minutes when the neighbours slowed
-// the shared blocks down (64 channels at 56 x 56, n=1: 2.2 against 0.9 ms) / in the others: 64 channels at 56 x 56
-// (ResNet-50's res2a 3x3), n=1, 196 tiles a block, 1.43-1.55x / 0.98-1.02x (its input gradient, by the same
-// route, 1.13-1.24x in a slow phase), n=2 (392 tiles) 1.24-1.36x / 1.04-1.06x; 128 channels at 56 x 56 n=1
-// 1.08-1.12x / 0.99-1.03x. Blocks of 112 or 140 tiles were 0.87x / 0.96x against 196; blocks of 64 (64 channels at
-// 32 x 32, n=1) 0.85-0.89x against shared ones in fast minutes, 0.93x in a slow one, so such layers kept those
-// until each thread had its own U and blocks (Own U and blocks, and 64 tiles instead of 192, against shared U and blocks taken in turn, both builds in one
-// process, calls alternated, median of per-pair time ratios in 1 s windows, AMD Zen 4, 2 threads, forward: 64
-// channels at 32 x 32 n=1 (CIFAR; four blocks of 64 tiles instead of one shared block) 1.23-1.72x in minutes when the
-// shared block ran slowly (0.7-0.85 ms) and 0.92-0.95x in others (0.3 ms); n=2 1.11-1.24x; 64 channels at 32 x 32
-// n=32 1.07x, at 56 x 56 n=8 1.04x, n=1 0.99-1.01x; 128 at 28 x 28 n=8 1.08x, 256 at 14 x 14 n=32 1.01x, 64 at 224 x
-// 224 n=1 1.03x; input gradients of 64 channels at 32 x 32 n=1 0.98x, at 56 x 56 n=8 0.99x; AVX2 1.00-1.06x.)
+// Where blocks that big leave a thread fewer than two (batch-1 layers), the threads still take blocks of their own, two
+// a thread, if those hold at least kMinThreadBlockTiles tiles (the products' columns): a block's V and M (1.6 MiB for
+// 64 channels at 56 x 56) then stay near one core instead of 6.4 MiB shared through L3. Measured as above on AMD Zen 4,
+// whose L3 other tenants share, against shared blocks, in minutes when the neighbours slowed the shared blocks down (64
+// channels at 56 x 56, n=1: 2.2 against 0.9 ms) / in the others: 64 channels at 56 x 56 (ResNet-50's res2a 3x3), n=1,
+// 196 tiles a block, 1.43-1.55x / 0.98-1.02x (its input gradient, by the same route, 1.13-1.24x in a slow phase), n=2
+// (392 tiles) 1.24-1.36x / 1.04-1.06x; 128 channels at 56 x 56 n=1 1.08-1.12x / 0.99-1.03x. Blocks of 112 or 140 tiles
+// were 0.87x / 0.96x against 196; blocks of 64 (64 channels at 32 x 32, n=1) 0.85-0.89x against shared ones in fast
+// minutes, 0.93x in a slow one, so such layers kept those until each thread had a U of its own and took its own blocks
+// first. Since (64 tiles instead of 192, against a shared U and blocks taken in turn), both builds in one process,
+// calls alternated, median of per-pair time ratios in 1 s windows, AMD Zen 4, 2 threads, forward: 64 channels at 32 x
+// 32 n=1 (CIFAR; four blocks of 64 tiles instead of one shared block) 1.23-1.72x in minutes when the shared block ran
+// slowly (0.7-0.85 ms) and 0.92-0.95x in others (0.3 ms); n=2 1.11-1.24x; 64 channels at 32 x 32 n=32 1.07x, at 56 x 56
+// n=8 1.04x, n=1 0.99-1.01x; 128 at 28 x 28 n=8 1.08x, 256 at 14 x 14 n=32 1.01x, 64 at 224 x 224 n=1 1.03x; input
+// gradients of 64 channels at 32 x 32 n=1 0.98x, at 56 x 56 n=8 0.99x; AVX2 1.00-1.06x.
 constexpr int64_t kMinThreadBlockTiles = 64;
 
 // The transforms subtract elements, and an infinite one gives inf - inf = NaN where the direct sum keeps the
@@ -325,7 +325,8 @@ bool winograd_forward(const ConvShape& s, const float* x, const float* w, const 
   };
   if (per_thread) {
     // each thread its own U (all filters transformed by itself), V and M, and its share of the blocks first (Share):
-    // nothing one core writes is read by the other
+    // nothing one core writes is read by the other. (One task a thread; a thread given two would transform the
+    // filters again and find its share taken: the same results.)
     std::vector<Share> shares = equal_shares((tile_rows + block_rows - 1) / block_rows, nt);
     parallel_for(nt, nt, [&](int64_t) {
       const CachedBlock<float> U(kPositions * a.floats()), V(kPositions * s.C * max_cols),

@@ -523,8 +523,9 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
                    packing + pc * padded_m + ic * kc);
           }
         }
-        take_shares(shares, 2, chunk / nr,
-                    [&](int64_t lo, int64_t hi) { sgemm_part(tile, p, {0, M, lo * nr, std::min(N, hi * nr)}, packed); });
+        take_shares(shares, 2, chunk / nr, [&](int64_t lo, int64_t hi) {
+          sgemm_part(tile, p, {0, M, lo * nr, std::min(N, hi * nr)}, packed);
+        });
       } else {
         const int t = omp_get_thread_num(), team = omp_get_num_threads();
         const int64_t extent = split_n ? N : M, unit = split_n ? nr : mr;
