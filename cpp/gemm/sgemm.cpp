@@ -5,7 +5,7 @@
 // which kept B's micro-panel in L1 and jumped down C: 5-20% faster for n >= 512 on 1 and 2 threads); products of
 // few rows run jr -> ir with B packed panel by panel, or have their first row panel pack B as it computes
 // (sgemm_part). Packing buffers are per thread (thread_local, 64-byte aligned, grown on demand), except all of A
-// packed once for the threads of a product taken in chunks.
+// packed once for the threads of a product taken in chunks where it takes more than 1 MiB.
 #include <omp.h>
 
 #include <algorithm>
@@ -64,6 +64,7 @@ constexpr int64_t kMinChunkColumns = 512;           // the first ones this wide 
 constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB); or
 constexpr int64_t kSmallChunkedFloats = int64_t(1) << 20;  // packed A at most this big (4 MiB) and
 constexpr int64_t kSmallChunkedPanels = 12;                // at least this many column panels per thread
+constexpr int64_t kOwnPackedAFloats = int64_t(1) << 18;    // chunked, each thread packs all of A itself up to 1 MiB
 
 // Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
 // B, plus rounding up to nr), so that no short last block repacks the whole of A for a sliver of columns (e.g. 800
@@ -95,7 +96,7 @@ class Scratch {
   int64_t capacity_ = 0;
 };
 
-thread_local Scratch tl_packed_a, tl_packed_b;
+thread_local Scratch tl_packed_a, tl_packed_b, tl_own_a;
 
 // Ap[panel*kc*mr + k*mr + i] = alpha * op(A)[i0 + panel*mr + i][k0 + k], zero past row m_end. A row-major A
 // goes through the ISA's transposing packer; a transposed one is already k-major, element by element.
@@ -497,8 +498,15 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   // im2col panels were packed by vectors (side by side, median ms: res4a n=1 forward 1.38 -> 1.11 without it, res5a n=1
   // 1.80 -> 1.56, res4a n=1 input gradient 1.88 -> 1.53).
   const bool chunked = split_n && can_chunk;
+  // A packed A of at most kOwnPackedAFloats is packed by each thread, all of it, into memory of its own (thread_local:
+  // the same core's call after call): packed by the threads together, each half crossed between the cores every call.
+  // Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads: AlexNet conv1
+  // n=1 forward (96 x 3025 x 363) 1.04x, ResNet-50 conv1 n=1 forward 1.03x, res2a 1x1 n=1 forward (256 x 3136 x 64)
+  // 1.01-1.04x, res3a 1x1/2 n=1 forward 1.01x, 64 x 3136 x 576 1.01-1.02x, 512-square 1.00x; with all A up to 32 MiB
+  // so packed: 1024-square 1.00x, 64 x 50176 x 576 1.00x, 256 x 6272 x 2304 0.99x.
+  const bool own_a = chunked && !prepacked && padded_m * K <= kOwnPackedAFloats;
   std::optional<CachedBlock<float>> shared;
-  if (chunked && !prepacked) shared.emplace(padded_m * K);
+  if (chunked && !prepacked && !own_a) shared.emplace(padded_m * K);
   float* packing = shared ? shared->get() : nullptr;  // all of A, packed here by the threads together
   const float* packed = prepacked ? prepacked : packing;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
@@ -515,16 +523,22 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
     try {
       if (out_of_memory) {
       } else if (chunked) {
-        if (packing) {
+        const auto pack_block = [&](int64_t block, float* into) {
+          const int64_t pc = block / m_blocks * kb, ic = block % m_blocks * MC, kc = std::min(kb, K - pc);
+          pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, M - ic), pc, kc, tile.mr, alpha,
+                 into + pc * padded_m + ic * kc);
+        };
+        const float* panels_a = packed;
+        if (own_a) {
+          float* own = tl_own_a.get(padded_m * K);
+          for (int64_t block = 0; block < k_blocks * m_blocks; ++block) pack_block(block, own);
+          panels_a = own;
+        } else if (packing) {
 #pragma omp for schedule(static)
-          for (int64_t block = 0; block < k_blocks * m_blocks; ++block) {
-            const int64_t pc = block / m_blocks * kb, ic = block % m_blocks * MC, kc = std::min(kb, K - pc);
-            pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, M - ic), pc, kc, tile.mr, alpha,
-                   packing + pc * padded_m + ic * kc);
-          }
+          for (int64_t block = 0; block < k_blocks * m_blocks; ++block) pack_block(block, packing);
         }
         take_shares(shares, 2, chunk / nr, [&](int64_t lo, int64_t hi) {
-          sgemm_part(tile, p, {0, M, lo * nr, std::min(N, hi * nr)}, packed);
+          sgemm_part(tile, p, {0, M, lo * nr, std::min(N, hi * nr)}, panels_a);
         });
       } else {
         const int t = omp_get_thread_num(), team = omp_get_num_threads();
