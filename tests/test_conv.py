@@ -451,7 +451,7 @@ def test_fused_relu_and_its_backward(rng):
     # of 16 (a sixth of the tile rows, as 23 leave a thread fewer than two)
     (2, 48, 100, 64, 40, 3, 3, 1, 1, 1, 1),
     # one image of 28 tile rows of 28 tiles: one shared block on one thread, on two threads four blocks of 7 rows
-    # (196 tiles), on three six of 4 rows (112 tiles), each thread with its own transformed filters
+    # (196 tiles), on three seven of 4 rows (112 tiles), each thread with its own transformed filters
     (1, 16, 56, 56, 40, 3, 3, 1, 1, 1, 1),
     # 16 tile rows of 16 (CIFAR's 32 x 32): on two threads four blocks of 64 tiles, on three one shared block
     (1, 16, 32, 32, 40, 3, 3, 1, 1, 1, 1),
@@ -522,9 +522,10 @@ def test_winograd_keeps_infinities_as_the_direct_sum_does(isa, rng, value, n, hw
     x_bad, w_bad, dy_bad = x.copy(), w.copy(), dy.copy()
     x_bad[n - 1, 3, 6, 7], w_bad[5, 2, 1, 1], dy_bad[0, 7, 9, 2] = value, value, value
     f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
-    same_as_reference(F.conv2d(x_bad, w, b, **kw), ref.conv2d(*f64(x_bad, w, b), **kw))
-    same_as_reference(F.conv2d(x, w_bad, b, **kw), ref.conv2d(*f64(x, w_bad, b), **kw))
-    same_as_reference(F.conv2d_backward(dy_bad, x, w, **kw)[0], ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[0])
+    with cc.threads(2):  # the blocks as described (at 32 x 32 on three threads one shared block)
+        same_as_reference(F.conv2d(x_bad, w, b, **kw), ref.conv2d(*f64(x_bad, w, b), **kw))
+        same_as_reference(F.conv2d(x, w_bad, b, **kw), ref.conv2d(*f64(x, w_bad, b), **kw))
+        same_as_reference(F.conv2d_backward(dy_bad, x, w, **kw)[0], ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[0])
 
 
 def _kinds(a):

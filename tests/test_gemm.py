@@ -197,9 +197,9 @@ def test_random_floats_close_to_float64(isa, rng):
 
 # split N (300 x 700), split N in column chunks of a small A, split M (B read in place), and split M over two and
 # three K blocks (each thread repacks its rows per block while the other may still read the last block), and products
-# wide enough for column chunks taken in turn from all of A packed once (chunks of 512-544 columns, then smaller ones
-# towards the end; A in 3 K blocks, and in 3 row blocks of 144), by each thread (at most 1 MiB packed) or by the
-# threads together (520 x 520)
+# wide enough for column chunks, each thread's share first, from all of A packed once (chunks of 512-544 columns, then
+# smaller ones towards the end; A in 3 K blocks, and in 3 row blocks of 144), by each thread (at most 1 MiB packed) or
+# by the threads together (520 x 520)
 @pytest.mark.parametrize("m,n,k", [(300, 700, 300), (40, 2000, 64), (500, 20, 33), (150, 70, 257), (100, 90, 600),
                                    (20, 4200, 600), (300, 4200, 300), (520, 2100, 520)])
 def test_bitwise_identical_at_any_thread_count(rng, m, n, k):

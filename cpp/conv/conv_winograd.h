@@ -37,12 +37,15 @@ constexpr int64_t kBlockFloats = int64_t(1) << 22;
 // Where the transformed filters take at most kThreadFilterFloats (4 MiB: 256 x 256 channels; every block's products
 // read all of them) and there are at least two blocks a thread, each thread takes whole blocks of about
 // kThreadBlockFloats of V and M (4 MiB), transforms and products on its own: no waits between the phases, and a block's
-// V and M written and read on one core. Each such thread transforms all the filters into a U of its own (U written by
-// both and read by both crossed between the cores every call), and takes its share of the blocks first (Share). Both
-// builds in one process, calls alternated, median of per-pair time ratios, 2 threads, forward: 64 channels at 32 x 32
-// (n=32) 1.12x, at 56 x 56 (n=8) 1.13x, 128 at 28 x 28 1.03x, 256 at 14 x 14 1.05-1.09x; blocks of 1 Mi floats 0.90x
-// for 128 channels (products of 28 columns); 512 at 7 x 7, 16 MiB of filters, 0.98x (left to the shared blocks).
+// V and M written and read on one core. Each such thread takes its share of the blocks first (Shares) and, where U
+// takes at most kOwnFilterFloats (1 MiB: 128 x 128 channels), transforms all the filters into a U of its own (U written
+// by both and read by both crossed between the cores every call; larger ones, never measured so, stay shared: each
+// thread's own would multiply the transforms and memory by the threads). Both builds in one process, calls alternated,
+// median of per-pair time ratios, 2 threads, forward: 64 channels at 32 x 32 (n=32) 1.12x, at 56 x 56 (n=8) 1.13x, 128
+// at 28 x 28 1.03x, 256 at 14 x 14 1.05-1.09x; blocks of 1 Mi floats 0.90x for 128 channels (products of 28 columns);
+// 512 at 7 x 7, 16 MiB of filters, 0.98x (left to the shared blocks).
 constexpr int64_t kThreadFilterFloats = int64_t(1) << 20;
+constexpr int64_t kOwnFilterFloats = int64_t(1) << 18;
 constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 // Where blocks that big leave a thread fewer than two (batch-1 layers), the threads still take blocks of their own, two
 // a thread, if those hold at least kMinThreadBlockTiles tiles (the products' columns): a block's V and M (1.6 MiB for
@@ -323,22 +326,25 @@ bool winograd_forward(const ConvShape& s, const float* x, const float* w, const 
     }
     transform_outputs<VL>(s, tl, M, row0, rows, bias, relu, y);
   };
+  const int64_t u_floats = kPositions * a.floats();
+  const bool own_u = per_thread && u_floats <= kOwnFilterFloats;
+  const CachedBlock<float> U(own_u ? 0 : u_floats);  // shared
+  if (!own_u) transform_filters(s, w, a, U.get(), non_finite);
   if (per_thread) {
-    // each thread its own U (all filters transformed by itself), V and M, and its share of the blocks first (Share):
-    // nothing one core writes is read by the other. (One task a thread; a thread given two would transform the
-    // filters again and find its share taken: the same results.)
-    std::vector<Share> shares = equal_shares((tile_rows + block_rows - 1) / block_rows, nt);
+    // each thread its share of the blocks first (Shares), its own V and M and, own_u, its own U (all filters
+    // transformed by itself): nothing one core writes is read by the other. (One task a thread; a thread given two
+    // would transform the filters again and find its share taken: the same results.)
+    Shares shares((tile_rows + block_rows - 1) / block_rows, nt);
     parallel_for(nt, nt, [&](int64_t) {
-      const CachedBlock<float> U(kPositions * a.floats()), V(kPositions * s.C * max_cols),
+      const CachedBlock<float> own(own_u ? u_floats : 0), V(kPositions * s.C * max_cols),
           M(kPositions * s.K * max_cols + VL);
-      transform_filters(s, w, a, U.get(), non_finite);
-      take_shares(shares, 1, 1, [&](int64_t b, int64_t) { block(b * block_rows, U.get(), V.get(), M.get()); });
+      if (own_u) transform_filters(s, w, a, own.get(), non_finite);
+      const float* filters = own_u ? own.get() : U.get();
+      take_shares(shares, 1, 1, [&](int64_t b, int64_t) { block(b * block_rows, filters, V.get(), M.get()); });
     });
     return !non_finite;
   }
-  const CachedBlock<float> U(kPositions * a.floats()), V(kPositions * s.C * max_cols),
-      M(kPositions * s.K * max_cols + VL);
-  transform_filters(s, w, a, U.get(), non_finite);
+  const CachedBlock<float> V(kPositions * s.C * max_cols), M(kPositions * s.K * max_cols + VL);
   for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) block(row0, U.get(), V.get(), M.get());
   return !non_finite;
 }

@@ -4,6 +4,7 @@
 #include <omp.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 
 namespace convcore {
@@ -36,6 +37,37 @@ bool in_forked_child() { return g_forked_child.load(std::memory_order_relaxed); 
 int threads_for(int64_t work, int64_t serial_below) {
   if (work < serial_below || omp_in_parallel()) return 1;
   return num_threads();
+}
+
+struct alignas(64) Shares::Range {  // a cache line each: the threads taking from two shares do not contend
+  std::mutex lock;
+  int64_t lo = 0, hi = 0;  // the items not yet taken
+};
+
+Shares::Shares(int64_t n, int count) : ranges_(new Range[static_cast<size_t>(count)]), count_(count) {
+  for (int s = 0; s < count; ++s) {
+    ranges_[s].lo = n * s / count;
+    ranges_[s].hi = n * (s + 1) / count;
+  }
+}
+
+Shares::~Shares() = default;
+
+bool Shares::take(int s, bool front, int64_t min_count, int64_t max_count, int64_t* lo, int64_t* hi) {
+  Range& r = ranges_[s];
+  std::lock_guard<std::mutex> hold(r.lock);
+  const int64_t left = r.hi - r.lo;
+  if (left <= 0) return false;
+  const int64_t count = std::min(left, std::clamp<int64_t>((left + 1) / 2, min_count, max_count));
+  if (front) {
+    *lo = r.lo;
+    r.lo += count;
+  } else {
+    r.hi -= count;
+    *lo = r.hi;
+  }
+  *hi = *lo + count;
+  return true;
 }
 
 }  // namespace convcore

@@ -15,7 +15,6 @@
 #include <memory>
 #include <new>
 #include <optional>
-#include <vector>
 
 #include "convcore/buffer_cache.h"
 #include "convcore/dispatch.h"
@@ -59,7 +58,7 @@ constexpr int64_t kInPlaceAPanels = 2;       // A read in place by products of a
 // row-major and taken as it is.
 bool plain_a(Trans trans_a, float alpha) { return trans_a == Trans::no && alpha == 1.0f; }
 constexpr int64_t kCopyRowFloats = 8192;     // the first row panel packs B as it computes: rows this far apart
-constexpr int64_t kChunksPerThread = 4;             // column chunks taken in turn: at least this many per thread,
+constexpr int64_t kChunksPerThread = 4;             // column chunks (Shares): at least this many per thread,
 constexpr int64_t kMinChunkColumns = 512;           // the first ones this wide (or wider, for kChunksPerThread),
 constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB); or
 constexpr int64_t kSmallChunkedFloats = int64_t(1) << 20;  // packed A at most this big (4 MiB) and
@@ -471,7 +470,7 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   // Wide products (split N) are taken in chunks by the threads as they finish: the cores of these machines run at
   // different, varying speeds (one thread pinned per core: 90-150 GFLOP/s, minute to minute), and equal shares wait for
   // the slower one (~8% of a 64 x 3136 x 576 product spent at the closing barrier). Each thread takes the chunks of its
-  // own equal share first, front to back, then helps the others from the back of theirs (Share): with cores equally
+  // own equal share first, front to back, then helps the others from the back of theirs (Shares): with cores equally
   // fast, a thread computes the same columns call after call, so that a layer's outputs stay in the cache of the core
   // that writes them. (Against chunks taken in turn from one counter: both builds in one process, calls alternated,
   // median of per-pair time ratios, AMD Zen 4, 2 threads: AlexNet conv1 n=1 forward, 96 x 3025 x 363, 1.10-1.21x in
@@ -479,24 +478,24 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   // forward 1.16-1.60x, backward 1.08x; res5a 3x3 n=1 backward 1.08-1.43x; the products 256 x 3136 x 64 1.17x (AVX2
   // 1.47x), 64 x 3136 x 576 1.03-1.18x, 256 x 6272 x 2304 1.07x; 1024- and 2048-squares, 64 x 50176 x 576 and the other
   // layers 0.97-1.01x.) Chunks of whole panels, at first kMinChunkColumns wide or 1 / kChunksPerThread of a thread's
-  // share if wider, where there are at least kChunksPerThread of them per thread; the threads first pack all of A
-  // together, so that a chunk does not pack it again (repacked per chunk, chunks of 128 columns made a 1024-square
-  // product 30% slower). Each chunk streams all of packed A again: chunks of at least 512 columns rather than 256
-  // (products 2048 to 4095 wide then run in equal shares), both builds in one process, calls alternated, median of
-  // per-pair time ratios: 2048-square 1.06x and 1.07x, 1024 x 3000 x 1024 1.03x, 64 x 3136 x 576 1.04x and 1.08x, 256 x
-  // 3136 x 64 1.01x, 96 x 3025 x 363 0.99x; at least 768: no further change (0.99-1.01x). Measured 2 threads,
-  // alternating, median GFLOP/s, equal shares -> chunks: 256 x 6272 x 2304 218 -> 268, 96 x 24200 x 363 189 -> 251, 512
-  // x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188; on a quiet machine (cores equally fast) 64 x 3136 x 576 and
-  // 256 x 3136 x 64 unchanged. Chunks shrink towards the end (a thread takes half of a share's panels left, at least
-  // two), so that the threads finish together: both builds in one process, calls alternated, median of per-pair time
-  // ratios, 2 threads: 64 x 50176 x 576 1.06x, 256 x 6272 x 2304 1.01x and 1.03x. Where packed A is small (at most
-  // kSmallChunkedFloats), narrower products are chunked too (at least kSmallChunkedPanels panels a thread): 96 x 3025 x
-  // 363 1.04x and 1.06x, 256 x 784 x 2304 1.05x and 1.07x, 64 x 3136 x 576 1.00-1.14x; not for a big A (512 x 1568 x
-  // 4608 0.95x and 0.97x, each chunk streaming 9 MiB of it from L3) nor for fewer panels (64 x 1024 x 576, 16 panels,
-  // 0.97-0.99x). Narrow products (split M) keep equal shares of rows, each thread packing all of B: packing it once for
-  // all threads, then each K block's row chunks on whichever thread was free (a barrier per K block), was slower once
-  // im2col panels were packed by vectors (side by side, median ms: res4a n=1 forward 1.38 -> 1.11 without it, res5a n=1
-  // 1.80 -> 1.56, res4a n=1 input gradient 1.88 -> 1.53).
+  // share if wider, where there are at least kChunksPerThread of them per thread; all of A is packed first (by the
+  // threads together, or by each: own_a below), so that a chunk does not pack it again (repacked per chunk, chunks of
+  // 128 columns made a 1024-square product 30% slower). Each chunk streams all of packed A again: chunks of at least
+  // 512 columns rather than 256 (products 2048 to 4095 wide then run in equal shares), both builds in one process,
+  // calls alternated, median of per-pair time ratios: 2048-square 1.06x and 1.07x, 1024 x 3000 x 1024 1.03x, 64 x 3136
+  // x 576 1.04x and 1.08x, 256 x 3136 x 64 1.01x, 96 x 3025 x 363 0.99x; at least 768: no further change (0.99-1.01x).
+  // Measured 2 threads, alternating, median GFLOP/s, equal shares -> chunks: 256 x 6272 x 2304 218 -> 268, 96 x 24200 x
+  // 363 189 -> 251, 512 x 1568 x 4608 232 -> 285, 64 x 50176 x 576 171 -> 188; on a quiet machine (cores equally fast)
+  // 64 x 3136 x 576 and 256 x 3136 x 64 unchanged. Chunks shrink towards the end (a thread takes half of a share's
+  // panels left, at least two), so that the threads finish together: both builds in one process, calls alternated,
+  // median of per-pair time ratios, 2 threads: 64 x 50176 x 576 1.06x, 256 x 6272 x 2304 1.01x and 1.03x. Where packed
+  // A is small (at most kSmallChunkedFloats), narrower products are chunked too (at least kSmallChunkedPanels panels a
+  // thread): 96 x 3025 x 363 1.04x and 1.06x, 256 x 784 x 2304 1.05x and 1.07x, 64 x 3136 x 576 1.00-1.14x; not for a
+  // big A (512 x 1568 x 4608 0.95x and 0.97x, each chunk streaming 9 MiB of it from L3) nor for fewer panels (64 x 1024
+  // x 576, 16 panels, 0.97-0.99x). Narrow products (split M) keep equal shares of rows, each thread packing all of B:
+  // packing it once for all threads, then each K block's row chunks on whichever thread was free (a barrier per K
+  // block), was slower once im2col panels were packed by vectors (side by side, median ms: res4a n=1 forward 1.38 ->
+  // 1.11 without it, res5a n=1 1.80 -> 1.56, res4a n=1 input gradient 1.88 -> 1.53).
   const bool chunked = split_n && can_chunk;
   // A packed A of at most kOwnPackedAFloats is packed by each thread, all of it, into memory of its own (thread_local:
   // the same core's call after call): packed by the threads together, each half crossed between the cores every call.
@@ -510,7 +509,8 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   float* packing = shared ? shared->get() : nullptr;  // all of A, packed here by the threads together
   const float* packed = prepacked ? prepacked : packing;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-  std::vector<Share> shares = equal_shares(chunked ? panels : 0, nt);
+  std::optional<Shares> shares;
+  if (chunked) shares.emplace(panels, nt);
   std::atomic<bool> out_of_memory{false};  // an exception must not leave an OpenMP region
 #pragma omp parallel num_threads(nt)
   {
@@ -537,7 +537,7 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
 #pragma omp for schedule(static)
           for (int64_t block = 0; block < k_blocks * m_blocks; ++block) pack_block(block, packing);
         }
-        take_shares(shares, 2, chunk / nr, [&](int64_t lo, int64_t hi) {
+        take_shares(*shares, 2, chunk / nr, [&](int64_t lo, int64_t hi) {
           sgemm_part(tile, p, {0, M, lo * nr, std::min(N, hi * nr)}, panels_a);
         });
       } else {
