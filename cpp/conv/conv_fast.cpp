@@ -482,7 +482,8 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     kernels().conv_direct(s, x, w, bias, relu, y);
     return;
   }
-  if (conv2d_winograd_applies(s) && kernels().conv_winograd(s, x, w, bias, relu, y)) return;
+  if (conv2d_winograd_applies(s) && kernels().conv_winograd(s, conv2d_winograd_tile(s), x, w, bias, relu, y))
+    return;
   if (is_strided_1x1(s)) {  // measured on AVX2, 2 threads, against im2col runs read with the stride: res3a 1x1/2
     // n=1 forward 2.7 -> 2.0 ms, n=8 24.6 -> 17.0, 8 x 64 x 56 x 56 -> 128 3.8 -> 1.7
     CachedBlock<float> xs(s.N * s.C * s.P * s.Q);

@@ -1,14 +1,16 @@
-// Winograd F(2x2, 3x3) forward convolution (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
-// 2016). Each 2x2 output tile comes from a 4x4 input tile d and each 3x3 filter g through
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution (Lavin and Gray, "Fast Algorithms for Convolutional
+// Neural Networks", 2016). Each T x T output tile comes from an alpha x alpha input tile d (alpha = T + 2) and each
+// 3x3 filter g through
 //   Y = A^T [ sum_c (G g G^T) . (B^T d B) ] A,
-// with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] and
-// A^T = [1 1 1 0; 0 1 -1 -1]. The sum over channels is 16 independent GEMMs, one per position xi of the 4x4
-// transformed tile: M_xi (K x tiles) = U_xi (K x C) V_xi (C x tiles), run on the SGEMM engine. 16 multiplies per
-// 4 outputs and channel instead of 36: 2.25x fewer than the direct or im2col form. The transforms only add,
-// subtract and halve, so small-integer data stays exact.
+// for F(2x2, 3x3) with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] and
+// A^T = [1 1 1 0; 0 1 -1 -1] (F(4x4, 3x3): WinogradTile<4>). The sum over channels is alpha^2 independent GEMMs, one
+// per position xi of the transformed tile: M_xi (K x tiles) = U_xi (K x C) V_xi (C x tiles), run on the SGEMM
+// engine. F(2x2): 16 multiplies per 4 outputs and channel instead of 36, 2.25x fewer than the direct or im2col
+// form; F(4x4): 36 per 16, 4x fewer. The transforms only add, subtract and scale by binary fractions and integers
+// (F(4x4)'s thirds go into one division by 36 at the end), so small-integer data stays exact.
 // Included by each ISA's translation unit (conv_winograd_<isa>.cpp), which compiles it with its own vectors (VL
 // floats); the anonymous namespace keeps each copy in its own unit. The input and output transforms work on VL tiles
-// of a row at a time in registers. (Written as loops along each row and compiled for SSE2, the three transforms
+// at a time in registers. (F(2x2, 3x3) written as loops along each row and compiled for SSE2, the three transforms
 // took ~45% of a batch-1 forward, 64 channels at 32 x 32, 2 threads. Both builds in one process, calls alternated,
 // median of per-pair time ratios, AMD Zen 4, 2 threads, forward: 64 channels at 32 x 32 n=1 1.24x, n=32 1.26x; at 56
 // x 56 n=1 1.18x, n=8 1.15x; 128 at 28 x 28 n=1 1.14x; 256 at 14 x 14 n=32 1.14x; 512 at 7 x 7 n=32 1.04x; 64 at
@@ -19,6 +21,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "convcore/buffer_cache.h"
@@ -31,7 +34,6 @@
 namespace convcore {
 namespace {
 
-constexpr int64_t kPositions = 16;  // the 4x4 transformed tile
 // Tile rows per block: V and M together hold at most about this many floats (16 MiB), but at least one tile row.
 constexpr int64_t kBlockFloats = int64_t(1) << 22;
 // Where the transformed filters take at most kThreadFilterFloats (4 MiB: 256 x 256 channels; every block's products
@@ -67,49 +69,121 @@ constexpr int64_t kMinThreadBlockTiles = 64;
 // The transforms subtract elements, and an infinite one gives inf - inf = NaN where the direct sum keeps the
 // infinity: x and w are checked for non-finite values (any_non_finite) as they are read.
 
+// The two tile sizes' transforms, applied to alpha = T + 2 values (vectors or floats) at a time: filter (G, alpha x
+// 3, on a kernel column or row), input (B^T, alpha x alpha) and output (A^T, T x alpha).
+// F(2x2, 3x3): G, B^T and A^T as above; the transforms add, subtract and halve.
+// F(4x4, 3x3) (Lavin and Gray's points 0, 1, -1, 2, -2 and infinity): G's rows scaled to integers, G_s = diag(s) G
+// with s = (4, 6, 6, 24, 24, 1), and A^T's columns divided by them, 6 A^T diag(1/s) = A_e^T, whose coefficients are
+// binary fractions; Y = A_e^T M A_e / 36. 36 multiplies per 16 outputs and channel, against F(2x2, 3x3)'s 64:
+// 1.78x fewer. Transforms of small integers stay integers (binary fractions in A_e^T) and the division by 36,
+// correctly rounded, gives the integer sum exactly: exact on small-integer data while the products' partial sums
+// stay below 2^24 (the transformed values are larger than the direct sum's terms: B^T d B up to 100 |d|, G_s g G_s^T
+// up to 49 |g|).
+template <int T>
+struct WinogradTile;
+
+template <>
+struct WinogradTile<2> {
+  static constexpr int alpha = 4;
+  template <typename V>
+  static void filter(V g0, V g1, V g2, V (&u)[alpha]) {
+    u[0] = g0;
+    u[1] = 0.5f * (g0 + g1 + g2);
+    u[2] = 0.5f * (g0 - g1 + g2);
+    u[3] = g2;
+  }
+  template <typename V>
+  static void input(const V (&d)[alpha], V (&v)[alpha]) {
+    v[0] = d[0] - d[2];
+    v[1] = d[1] + d[2];
+    v[2] = d[2] - d[1];
+    v[3] = d[1] - d[3];
+  }
+  template <typename V>
+  static void output(const V (&m)[alpha], V (&y)[2]) {
+    y[0] = m[0] + m[1] + m[2];
+    y[1] = m[1] - m[2] - m[3];
+  }
+  static constexpr float scale = 1.0f;  // y = A^T M A / scale
+};
+
+template <>
+struct WinogradTile<4> {
+  static constexpr int alpha = 6;
+  template <typename V>
+  static void filter(V g0, V g1, V g2, V (&u)[alpha]) {
+    const V a = g0 + g2, b = g0 + 4.0f * g2;
+    u[0] = g0;
+    u[1] = -(a + g1);
+    u[2] = g1 - a;
+    u[3] = b + 2.0f * g1;
+    u[4] = b - 2.0f * g1;
+    u[5] = g2;
+  }
+  template <typename V>
+  static void input(const V (&d)[alpha], V (&v)[alpha]) {
+    const V d42 = d[4] - d[2], d31 = d[3] - d[1];
+    v[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+    v[1] = (d[3] + d[4]) - 4.0f * (d[1] + d[2]);
+    v[2] = (d[4] - d[3]) + 4.0f * (d[1] - d[2]);
+    v[3] = d42 + 2.0f * d31;
+    v[4] = d42 - 2.0f * d31;
+    v[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+  }
+  template <typename V>
+  static void output(const V (&m)[alpha], V (&y)[4]) {
+    const V s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    y[0] = 1.5f * m[0] + s12 + 0.25f * s34;
+    y[1] = d12 + 0.5f * d34;
+    y[2] = s12 + s34;
+    y[3] = d12 + 2.0f * d34 + 6.0f * m[5];
+  }
+  static constexpr float scale = 36.0f;
+};
+
 // U_xi[k][c] = (G g G^T)[xi] for the filter g = w[k][c] (3x3), each U_xi (K x C) packed as the products read it
 // (a), at xi * a.floats() in U: written packed once per call instead of written and then packed by each block's
 // products (res5a, 512 x 512 channels at 7 x 7, batch 32, forward: packing U 7% and copying it out 5% of the time).
 // Per panel of mr filters (one task: whole cache lines of the packed rows), each filter's nine taps of all channels
-// are gathered into nine contiguous rows, so that the transform runs along c in vectors, into 16 rows per filter;
-// each position's panel rows are then turned into the panel by the ISA's transposing packer.
+// are gathered into nine contiguous rows, so that the transform runs along c in vectors, into alpha^2 rows per
+// filter; each position's panel rows are then turned into the panel by the ISA's transposing packer.
+template <int T>
 void transform_filters(const ConvShape& s, const float* w, const PackedA& a, float* U, std::atomic<bool>& non_finite) {
+  typedef WinogradTile<T> Tile;
+  constexpr int alpha = Tile::alpha;
+  constexpr int64_t positions = alpha * alpha;
   const int64_t C = s.C, mr = a.tile.mr, panels = (s.K + mr - 1) / mr, kb = gemm_k_block(C);
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-  parallel_for(panels, threads_for(s.K * C * 64, 1 << 16), [&](int64_t r) {
+  parallel_for(panels, threads_for(s.K * C * 4 * positions, 1 << 16), [&](int64_t r) {
     const int64_t k0 = r * mr, filters = std::min(mr, s.K - k0);
-    const CachedBlock<float> buf((9 + 12 + kPositions * filters) * C);
+    const CachedBlock<float> buf((9 + 3 * alpha + positions * filters) * C);
     float* __restrict g = buf.get();  // g[m * C + c]: tap m of channel c
     float* __restrict t = g + 9 * C;  // t[(i * 3 + j) * C + c]: G g
-    float* u = t + 12 * C;            // u[(f * 16 + xi) * C + c]: filter k0 + f
+    float* u = t + 3 * alpha * C;     // u[(f * positions + xi) * C + c]: filter k0 + f
     int64_t rows[kMaxMr];             // filter f's rows for the packer
     if (any_non_finite(w + k0 * C * 9, filters * C * 9)) non_finite.store(true, std::memory_order_relaxed);
     for (int64_t f = 0; f < filters; ++f) {
       const int64_t k = k0 + f;
-      float* __restrict uf = u + f * kPositions * C;
-      rows[f] = f * kPositions * C;
+      float* __restrict uf = u + f * positions * C;
+      rows[f] = f * positions * C;
       for (int64_t c = 0; c < C; ++c)
         for (int m = 0; m < 9; ++m) g[m * C + c] = w[(k * C + c) * 9 + m];
-      for (int j = 0; j < 3; ++j)
+      for (int j = 0; j < 3; ++j)  // G g
 #pragma GCC ivdep
         for (int64_t c = 0; c < C; ++c) {
-          const float g0 = g[j * C + c], g1 = g[(3 + j) * C + c], g2 = g[(6 + j) * C + c];
-          t[j * C + c] = g0;
-          t[(3 + j) * C + c] = 0.5f * (g0 + g1 + g2);
-          t[(6 + j) * C + c] = 0.5f * (g0 - g1 + g2);
-          t[(9 + j) * C + c] = g2;
+          float col[alpha];
+          Tile::filter(g[j * C + c], g[(3 + j) * C + c], g[(6 + j) * C + c], col);
+          for (int i = 0; i < alpha; ++i) t[(i * 3 + j) * C + c] = col[i];
         }
-      for (int i = 0; i < 4; ++i)  // (G g) G^T
+      for (int i = 0; i < alpha; ++i)  // (G g) G^T
 #pragma GCC ivdep
         for (int64_t c = 0; c < C; ++c) {
-          const float t0 = t[i * 3 * C + c], t1 = t[(i * 3 + 1) * C + c], t2 = t[(i * 3 + 2) * C + c];
-          uf[(i * 4) * C + c] = t0;
-          uf[(i * 4 + 1) * C + c] = 0.5f * (t0 + t1 + t2);
-          uf[(i * 4 + 2) * C + c] = 0.5f * (t0 - t1 + t2);
-          uf[(i * 4 + 3) * C + c] = t2;
+          float row[alpha];
+          Tile::filter(t[i * 3 * C + c], t[(i * 3 + 1) * C + c], t[(i * 3 + 2) * C + c], row);
+          for (int j = 0; j < alpha; ++j) uf[(i * alpha + j) * C + c] = row[j];
         }
     }
-    for (int64_t xi = 0; xi < kPositions; ++xi)
+    for (int64_t xi = 0; xi < positions; ++xi)
       for (int64_t pc = 0; pc < C; pc += kb)
         pack_transposed(u + xi * C + pc, rows, filters, mr, std::min(kb, C - pc), 1.0f,
                         a.panel(U + xi * a.floats(), r, pc));
@@ -119,7 +193,7 @@ void transform_filters(const ConvShape& s, const float* w, const PackedA& a, flo
 // The tiles of one block are whole tile rows (image n, tile row ty), tw tiles each; tile (row, tx) is column
 // row * tw + tx of the block's V and M.
 struct Tiling {
-  int64_t th, tw;  // tiles per image: th x tw, covering 2*th x 2*tw outputs (the last row / column may overhang)
+  int64_t th, tw;  // tiles per image: th x tw, covering T*th x T*tw outputs (the last row / column may overhang)
 };
 
 // Lane indices for __builtin_shuffle of two 16-, 8- or 4-float vectors.
@@ -159,69 +233,175 @@ inline void interleave(vec even, vec odd, vec& lo, vec& hi) {
   }
 }
 
+// The T*VL floats of a (a[0] first) split by column modulo T (T = 2 or 4): phase[q] holds columns q, T + q, 2T + q, ...
+template <int VL, int T, typename vec>
+inline void split_phases(const vec (&a)[T], vec (&phase)[T]) {
+  if constexpr (T == 2) {
+    split_even_odd<VL>(a[0], a[1], phase[0], phase[1]);
+  } else {
+    static_assert(T == 4, "tiles of 2 or 4");
+    vec e0, o0, e1, o1;
+    split_even_odd<VL>(a[0], a[1], e0, o0);
+    split_even_odd<VL>(a[2], a[3], e1, o1);
+    split_even_odd<VL>(e0, e1, phase[0], phase[2]);
+    split_even_odd<VL>(o0, o1, phase[1], phase[3]);
+  }
+}
+
+// The inverse: out holds the T*VL floats taking lanes from phase 0, 1, .., T-1 in turn.
+template <int VL, int T, typename vec>
+inline void join_phases(const vec (&phase)[T], vec (&out)[T]) {
+  if constexpr (T == 2) {
+    interleave<VL>(phase[0], phase[1], out[0], out[1]);
+  } else {
+    static_assert(T == 4, "tiles of 2 or 4");
+    vec a_lo, a_hi, b_lo, b_hi;  // phases 0 and 2, 1 and 3 in turn
+    interleave<VL>(phase[0], phase[2], a_lo, a_hi);
+    interleave<VL>(phase[1], phase[3], b_lo, b_hi);
+    interleave<VL>(a_lo, b_lo, out[0], out[1]);
+    interleave<VL>(a_hi, b_hi, out[2], out[3]);
+  }
+}
+
+// The input and output transforms (each a function of its own: inlined into a block's code, the output transform's
+// vectors went to the stack, 1.4x its time) run on VL tiles at a time, G groups of L = VL / G lanes: with G = 1 VL
+// tiles of one tile row, with more groups (rows of at most L tiles: small maps) L tiles of each of G tile rows, the
+// block's rows cut into G runs, one a group (rows 1.5 to 8 tiles wide would otherwise leave most lanes idle). A group's
+// lanes take whole vectors of its T*L input floats (G <= T).
+template <int VL, int T>
+int lane_groups(int64_t tw) {
+  int groups = 1;
+  while (2 * groups <= T && VL / (2 * groups) >= tw) groups *= 2;
+  return groups;
+}
+
+// The count lanes of v from lane `first` on to dst (first a multiple of L, 1 <= count <= L): on AVX-512 one masked
+// store of all of v whose mask keeps those lanes, elsewhere the L lanes' part of v stored as the first of its own.
+template <int VL, int L, typename vec>
+inline void store_group(float* dst, const vec& v, int first, int64_t count) {
+  if constexpr (L == VL) {
+    store_first<VL>(dst, v, count);
+  } else {
+#if defined(__AVX512F__)
+    if constexpr (VL == 16) {
+      // lanes below `first` are masked off: the address they would take is not accessed
+      float* base = reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(dst) - first * sizeof(float));
+      _mm512_mask_storeu_ps(base, static_cast<__mmask16>(((1u << count) - 1) << first),
+                            reinterpret_cast<const __m512&>(v));
+      return;
+    }
+#endif
+    typedef float part_vec __attribute__((vector_size(4 * L)));
+    part_vec part;
+    std::memcpy(&part, reinterpret_cast<const float*>(&v) + first, sizeof(part));
+    store_first<L>(dst, part, count);
+  }
+}
+
 // V[xi][c][col] = (B^T d B)[xi] for channel c and the block's tiles, rows [row0, row0 + rows) of all images'
-// tile rows (row = n * th + ty), VL tiles of a row at a time (tile tx reads padded columns 2tx .. 2tx+3): each of the
-// tile row's four input rows, copied zero-padded into a row buffer (a tile row's first two are the last two of the
-// tile row above, whose buffers it takes over), gives the VL tiles' columns 2tx, 2tx+1 (split from 2VL floats at 2tx0)
-// and 2tx+2, 2tx+3 (from 2VL floats at 2tx0+2), then d B along the row and B^T (d B) down the columns in
-// registers; the last vector of a row is stored in part.
-template <int VL>
-void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int64_t row0, int64_t rows, float* V,
-                      std::atomic<bool>& non_finite) {
+// tile rows (row = n * th + ty), VL tiles at a time in G groups (lane_groups; tile tx reads padded columns T*tx ..
+// T*tx + T + 1): each of a tile row's alpha input rows, copied zero-padded into a row buffer of its group (a tile
+// row's first two are the last two of the tile row above, whose buffers it takes over), gives the group's tiles'
+// columns T*tx .. T*tx + T - 1 (split by phase from T*VL floats at T*tx0, the group's T*L of them) and T*tx + T, T*tx
+// + T + 1 (the first two phases of those at T*tx0 + T), then d B along the row and B^T (d B) down the columns in
+// registers; each group's last vector of a row is stored in part.
+template <int VL, int T, int G>
+__attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int64_t row0,
+                                                int64_t rows, float* V, std::atomic<bool>& non_finite) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  const int64_t tw = tl.tw, cols = rows * tw, stride = s.C * cols, chunks = (tw + VL - 1) / VL;
-  const int64_t width = 2 * chunks * VL + 2, copied = std::min(s.W, width - s.pad_w);  // padded row buffers
-  parallel_for(s.C, threads_for(s.C * cols * 64, 1 << 16), [&](int64_t c) {
-    std::vector<float> buf(static_cast<size_t>(5 * width), 0.0f);  // four rows and a row of zeros
-    float* pr[4] = {&buf[0], &buf[width], &buf[2 * width], &buf[3 * width]};
-    const float* zeros = &buf[4 * width];
-    const float* in[4];  // the tile row's four input rows, padded
-    uint32_t carries = 0;  // the copied floats' exponent_carry, ORed
-    for (int64_t row = row0; row < row0 + rows; ++row) {
-      const int64_t n = row / tl.th, ty = row % tl.th;
-      const float* plane = x + (n * s.C + c) * s.H * s.W;
-      const bool above = row > row0 && ty > 0;  // rows 0, 1 are rows 2, 3 of the tile row above
-      if (above) {
-        std::swap(pr[0], pr[2]);
-        std::swap(pr[1], pr[3]);
-        in[0] = in[2];
-        in[1] = in[3];
-      }
-      for (int r = above ? 2 : 0; r < 4; ++r) {
-        const int64_t h = 2 * ty - s.pad_h + r;
-        if (h < 0 || h >= s.H) {
-          in[r] = zeros;
+  typedef WinogradTile<T> Tile;
+  constexpr int alpha = Tile::alpha, L = VL / G, group_vectors = T / G;
+  static_assert(G <= T && G * L == VL, "whole vectors a group");
+  const int64_t tw = tl.tw, cols = rows * tw, stride = s.C * cols, chunks = (tw + L - 1) / L;
+  const int64_t run = (rows + G - 1) / G;                    // tile rows a group
+  const int64_t width = T * chunks * L + T, copied = std::min(s.W, width - s.pad_w);  // padded row buffers
+  parallel_for(s.C, threads_for(s.C * cols * 4 * alpha * alpha, 1 << 16), [&](int64_t c) {
+    const int64_t position_stride = stride;  // a copy the stores cannot change
+    std::vector<float> buf(static_cast<size_t>((G * alpha + 1) * width), 0.0f);  // alpha rows a group, zeros
+    float* pr[G][alpha];
+    #pragma GCC unroll 8
+    for (int g = 0; g < G; ++g)
+      #pragma GCC unroll 8
+      for (int r = 0; r < alpha; ++r) pr[g][r] = &buf[(g * alpha + r) * width];
+    const float* zeros = &buf[G * alpha * width];
+    const float* in[G][alpha];  // each group's tile row's input rows, padded
+    float* v[G];                // where each group's tiles go in V
+    int64_t count[G];           // and how many of them (0: no row)
+    uint32_t carries = 0;       // the copied floats' exponent_carry, ORed
+    for (int64_t i = 0; i < run; ++i) {
+      #pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) {
+        const int64_t row = row0 + g * run + i;
+        count[g] = row < row0 + rows ? tw : 0;
+        v[g] = V + c * cols + (row - row0) * tw;
+        if (count[g] == 0) {
+          #pragma GCC unroll 8
+          for (int r = 0; r < alpha; ++r) in[g][r] = zeros;
           continue;
         }
-        const float* src = plane + h * s.W;
-        float* dst = pr[r] + s.pad_w;
-        for (int64_t w = 0; w < copied; ++w) {
-          dst[w] = src[w];
-          carries |= exponent_carry(src[w]);
+        const int64_t n = row / tl.th, ty = row % tl.th;
+        const float* plane = x + (n * s.C + c) * s.H * s.W;
+        const bool above = i > 0 && ty > 0;  // rows 0, 1 are rows T, T + 1 of the tile row above
+        if (above) {
+          std::swap(pr[g][0], pr[g][T]);
+          std::swap(pr[g][1], pr[g][T + 1]);
+          in[g][0] = in[g][T];
+          in[g][1] = in[g][T + 1];
         }
-        in[r] = pr[r];
+        for (int r = above ? 2 : 0; r < alpha; ++r) {
+          const int64_t h = T * ty - s.pad_h + r;
+          if (h < 0 || h >= s.H) {
+            in[g][r] = zeros;
+            continue;
+          }
+          const float* src = plane + h * s.W;
+          float* dst = pr[g][r] + s.pad_w;
+          for (int64_t w = 0; w < copied; ++w) {
+            dst[w] = src[w];
+            carries |= exponent_carry(src[w]);
+          }
+          in[g][r] = pr[g][r];
+        }
       }
-      float* v = V + c * cols + (row - row0) * tw;
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-        const int64_t t0 = chunk * VL;
-        vec hb[4][4];  // hb[r][j]: input row r times B, column j
-        for (int r = 0; r < 4; ++r) {
-          vec a0, a1, b0, b1, e0, o0, e1, o1;
-          std::memcpy(&a0, in[r] + 2 * t0, sizeof(vec));
-          std::memcpy(&a1, in[r] + 2 * t0 + VL, sizeof(vec));
-          std::memcpy(&b0, in[r] + 2 * t0 + 2, sizeof(vec));
-          std::memcpy(&b1, in[r] + 2 * t0 + 2 + VL, sizeof(vec));
-          split_even_odd<VL>(a0, a1, e0, o0);  // columns 2tx, 2tx + 1
-          split_even_odd<VL>(b0, b1, e1, o1);  // columns 2tx + 2, 2tx + 3
-          hb[r][0] = e0 - e1;
-          hb[r][1] = o0 + e1;
-          hb[r][2] = e1 - o0;
-          hb[r][3] = o0 - o1;
+        const int64_t t0 = chunk * L;
+        vec hb[alpha][alpha];  // hb[r][j]: input row r times B, column j
+        #pragma GCC unroll 8
+        for (int r = 0; r < alpha; ++r) {
+          vec a[T], an[T], d[alpha], first[T], next[T];
+          #pragma GCC unroll 8
+          for (int u = 0; u < T; ++u) {
+            const float* p = in[u / group_vectors][r] + T * t0 + u % group_vectors * VL;
+            std::memcpy(&a[u], p, sizeof(vec));
+            std::memcpy(&an[u], p + T, sizeof(vec));
+          }
+          split_phases<VL, T>(a, first);   // columns T*tx .. T*tx + T - 1
+          split_phases<VL, T>(an, next);   // T*tx + T, T*tx + T + 1
+          #pragma GCC unroll 8
+          for (int q = 0; q < T; ++q) d[q] = first[q];
+          d[T] = next[0];
+          d[T + 1] = next[1];
+          Tile::input(d, hb[r]);
         }
-        const int64_t count = std::min<int64_t>(VL, tw - t0);
-        for (int j = 0; j < 4; ++j) {
-          const vec out[4] = {hb[0][j] - hb[2][j], hb[1][j] + hb[2][j], hb[2][j] - hb[1][j], hb[1][j] - hb[3][j]};
-          for (int i = 0; i < 4; ++i) store_first<VL>(v + (4 * i + j) * stride + t0, out[i], count);
+        float* dst[G];     // the group's first tile of the chunk at position 0
+        int64_t tiles[G];  // and its tiles in the chunk
+        #pragma GCC unroll 8
+        for (int g = 0; g < G; ++g) {
+          dst[g] = v[g] + t0;
+          tiles[g] = std::min<int64_t>(L, count[g] - t0);
+        }
+        #pragma GCC unroll 8
+        for (int j = 0; j < alpha; ++j) {
+          vec col[alpha], out[alpha];
+          #pragma GCC unroll 8
+          for (int r = 0; r < alpha; ++r) col[r] = hb[r][j];
+          Tile::input(col, out);
+          #pragma GCC unroll 8
+          for (int g = 0; g < G; ++g)
+            if (tiles[g] > 0)
+              #pragma GCC unroll 8
+              for (int k = 0; k < alpha; ++k)
+                store_group<VL, L>(dst[g] + (alpha * k + j) * position_stride, out[k], g * L, tiles[g]);
         }
       }
     }
@@ -229,52 +409,98 @@ void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int6
   });
 }
 
-// y tiles = A^T M A for filter k's tiles of the block, VL tiles of a row at a time, + bias, ReLU, written where they
-// lie inside the P x Q output (the last vector of a row stored in part). M holds at least VL - 1 floats past its
-// last product, which the last vector of a row may read.
-template <int VL>
-void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int64_t row0, int64_t rows,
-                       const float* bias, bool relu, float* y) {
+// y tiles = A^T M A (divided by Tile::scale) for filter k's tiles of the block, VL tiles at a time in G groups as
+// transform_inputs takes them, + bias, ReLU, written where they lie inside the P x Q output (each group's last vector
+// of a row stored in part). M holds at least VL - 1 floats past its last product, which a group's last vector of a
+// row may read.
+template <int VL, int T, int G>
+__attribute__((noinline)) void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int64_t row0,
+                                                 int64_t rows, const float* bias, bool relu, float* y) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  const int64_t tw = tl.tw, cols = rows * tw, stride = s.K * cols, chunks = (tw + VL - 1) / VL;
-  parallel_for(s.K, threads_for(s.K * cols * 64, 1 << 16), [&](int64_t k) {
+  typedef WinogradTile<T> Tile;
+  constexpr int alpha = Tile::alpha, L = VL / G, group_vectors = T / G;
+  const int64_t tw = tl.tw, cols = rows * tw, stride = s.K * cols, chunks = (tw + L - 1) / L;
+  const int64_t run = (rows + G - 1) / G;
+  parallel_for(s.K, threads_for(s.K * cols * 4 * alpha * alpha, 1 << 16), [&](int64_t k) {
     const float b = bias ? bias[k] : 0.0f;
-    for (int64_t row = row0; row < row0 + rows; ++row) {
-      const int64_t n = row / tl.th, ty = row % tl.th;
-      const float* m = M + k * cols + (row - row0) * tw;
+    const bool apply_relu = relu;
+    const int64_t position_stride = stride, K = s.K, P = s.P, Q = s.Q;  // copies the stores cannot change
+    for (int64_t i = 0; i < run; ++i) {
+      const float* m[G];   // each group's tile row's products (a row past the block: the first group's, not stored)
+      float* out_row[G];   // and its first output row
+      int64_t out_rows[G];  // of how many (0: no tile row)
+      #pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) {
+        const int64_t row = row0 + g * run + i, n = row / tl.th, ty = row % tl.th;
+        const bool active = row < row0 + rows;
+        m[g] = M + k * cols + ((active ? row : row0 + i) - row0) * tw;
+        out_row[g] = y + ((n * K + k) * P + T * ty) * Q;
+        out_rows[g] = active ? std::min<int64_t>(T, P - T * ty) : 0;
+      }
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-        const int64_t t0 = chunk * VL;
-        vec at[2][4];  // at[i][j]: row i of A^T M, column j
-        for (int j = 0; j < 4; ++j) {
-          vec m0, m1, m2, m3;
-          std::memcpy(&m0, m + j * stride + t0, sizeof(vec));
-          std::memcpy(&m1, m + (4 + j) * stride + t0, sizeof(vec));
-          std::memcpy(&m2, m + (8 + j) * stride + t0, sizeof(vec));
-          std::memcpy(&m3, m + (12 + j) * stride + t0, sizeof(vec));
-          at[0][j] = m0 + m1 + m2;
-          at[1][j] = m1 - m2 - m3;
-        }
-        for (int i = 0; i < 2 && 2 * ty + i < s.P; ++i) {
-          const vec* a = at[i];
-          vec even = a[0] + a[1] + a[2] + b, odd = a[1] - a[2] - a[3] + b;
-          if (relu) {
-            even = relu_keep_nan_lanes<VL>(even);
-            odd = relu_keep_nan_lanes<VL>(odd);
+        const int64_t t0 = chunk * L;
+        vec at[T][alpha];  // at[i][j]: row i of A^T M, column j
+        #pragma GCC unroll 8
+        for (int j = 0; j < alpha; ++j) {
+          vec col[alpha], out[T];
+          #pragma GCC unroll 8
+          for (int r = 0; r < alpha; ++r) {
+            const int64_t at_r = (alpha * r + j) * position_stride + t0;
+            if constexpr (G == 1) {
+              std::memcpy(&col[r], m[0] + at_r, sizeof(vec));
+            } else {  // each group's L lanes
+              float lanes[VL];
+              #pragma GCC unroll 8
+              for (int g = 0; g < G; ++g) std::memcpy(lanes + g * L, m[g] + at_r, L * sizeof(float));
+              std::memcpy(&col[r], lanes, sizeof(vec));
+            }
           }
-          vec lo, hi;
-          interleave<VL>(even, odd, lo, hi);
-          float* dst = y + ((n * s.K + k) * s.P + 2 * ty + i) * s.Q + 2 * t0;
-          const int64_t left = s.Q - 2 * t0;  // outputs of the row from dst on
-          store_first<VL>(dst, lo, std::min<int64_t>(VL, left));
-          if (left > VL) store_first<VL>(dst + VL, hi, std::min<int64_t>(VL, left - VL));
+          Tile::output(col, out);
+          #pragma GCC unroll 8
+          for (int e = 0; e < T; ++e) at[e][j] = out[e];
+        }
+        #pragma GCC unroll 8
+        for (int e = 0; e < T; ++e) {
+          vec phase[T], out[T];
+          Tile::output(at[e], phase);
+          #pragma GCC unroll 8
+          for (int q = 0; q < T; ++q) {
+            if constexpr (T == 4) phase[q] /= Tile::scale;  // correctly rounded: integer sums stay exact
+            phase[q] += b;
+            if (apply_relu) phase[q] = relu_keep_nan_lanes<VL>(phase[q]);
+          }
+          join_phases<VL, T>(phase, out);
+          #pragma GCC unroll 8
+          for (int g = 0; g < G; ++g) {
+            if (e >= out_rows[g]) continue;
+            float* dst = out_row[g] + e * Q + T * t0;
+            const int64_t left = Q - T * t0;  // outputs of the row from dst on
+                        for (int u = 0; u < group_vectors && left > u * VL; ++u)
+              store_first<VL>(dst + u * VL, out[g * group_vectors + u], std::min<int64_t>(VL, left - u * VL));
+          }
         }
       }
     }
   });
 }
 
-// With at least this many filters, a shared block's 16 products go to the threads by rows (filters: each thread all
-// 16 positions of its share, sgemm_rows), else by position. By rows each thread reads only the transformed filters
+// Calls body(std::integral_constant<int, G>) for the transforms' G = lane_groups<VL, T>(tw); F(2x2, 3x3) in groups of
+// one (grouped, 1.5-8 tiles wide rows of F(2x2, 3x3) went 0.98-0.99x as fast: their transforms' time goes into the
+// rows' copies more than into the vectors).
+template <int VL, int T, typename Body>
+void with_lane_groups(int64_t tw, const Body& body) {
+  if constexpr (T == 2) {
+    body(std::integral_constant<int, 1>());
+  } else {
+    const int groups = lane_groups<VL, T>(tw);
+    if (groups == 1) body(std::integral_constant<int, 1>());
+    if (groups == 2) body(std::integral_constant<int, 2>());
+    if (groups == 4) body(std::integral_constant<int, 4>());
+  }
+}
+
+// With at least this many filters, a shared block's products go to the threads by rows (filters: each thread all
+// positions of its share, sgemm_rows), else by position. By rows each thread reads only the transformed filters
 // it wrote (transform_filters' runs of filter panels) and writes the products its output transform reads (where K is
 // a multiple of threads x mr: transform_outputs takes equal runs of filters); by position half of U and M crossed
 // between the cores.
@@ -285,68 +511,82 @@ void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int
 // too few for the tiles: 0.83-0.92x.
 constexpr int64_t kFilterSplit = 256;
 
-// conv2d_forward_winograd_<isa> (conv.h), VL floats a vector.
-template <int VL>
-bool winograd_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {
-  const Tiling tl{(s.P + 1) / 2, (s.Q + 1) / 2};
-  const int64_t tile_rows = s.N * tl.th, row_floats = kPositions * (s.C + s.K) * tl.tw;
+// F(T x T, 3x3), VL floats a vector.
+template <int VL, int T>
+bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
+                            float* y) {
+  constexpr int64_t positions = WinogradTile<T>::alpha * WinogradTile<T>::alpha;
+  const Tiling tl{(s.P + T - 1) / T, (s.Q + T - 1) / T};
+  const int64_t tile_rows = s.N * tl.th, row_floats = positions * (s.C + s.K) * tl.tw;
   const int nt = threads_for(s.N * s.K * s.C * s.P * s.Q);
   const int64_t big_rows = std::clamp<int64_t>(kThreadBlockFloats / row_floats, 1, tile_rows);
   const int64_t thread_rows = tile_rows >= 2 * nt * big_rows ? big_rows : tile_rows / (2 * nt);
-  const bool per_thread = kPositions * s.C * s.K <= kThreadFilterFloats && nt > 1 &&
-                          (thread_rows == big_rows || thread_rows * tl.tw >= kMinThreadBlockTiles);
+  const bool per_thread = positions * s.C * s.K <= kThreadFilterFloats && nt > 1 &&
+                          (thread_rows == big_rows || thread_rows * tl.tw * T * T >= 4 * kMinThreadBlockTiles);
   const int64_t block_rows =
       per_thread ? thread_rows : std::clamp<int64_t>(kBlockFloats / row_floats, 1, tile_rows);
   const int64_t max_cols = block_rows * tl.tw;
   const PackedA a{choose_tile(kernels().gemm, s.K, max_cols), s.K, s.C};
   const int64_t mr = a.tile.mr, panels = (s.K + mr - 1) / mr;
   std::atomic<bool> non_finite{false};  // found in x or w: the caller computes y another way
-  // one block, with the transformed filters U: its transforms on the threads (by channel), its 16 products spread
+  // one block, with the transformed filters U: its transforms on the threads (by channel), its products spread
   // over them (each product serial); in a block task of its own (per_thread) all of it serially
   const auto block = [&](int64_t row0, const float* U, float* V, float* M) {
     if (non_finite.load(std::memory_order_relaxed)) return;
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
-    transform_inputs<VL>(s, tl, x, row0, rows, V, non_finite);
+    with_lane_groups<VL, T>(tl.tw, [&](auto groups) {
+      transform_inputs<VL, T, decltype(groups)::value>(s, tl, x, row0, rows, V, non_finite);
+    });
     // rows [m0, m1) of product xi, on the calling thread (inside the threads' region, or work for one thread)
     const auto product = [&](int64_t xi, int64_t m0, int64_t m1) {
       sgemm_rows(a, U + xi * a.floats(), m0, m1, cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
                  M + xi * s.K * cols, cols);
     };
-    const int shares = threads_for(kPositions * s.K * s.C * cols);
+    const int shares = threads_for(positions * s.K * s.C * cols);
     if (s.K >= kFilterSplit && shares > 1) {
       // thread t's run of panels as OpenMP's static schedule gives transform_filters' (the first panels % shares
       // threads one more)
       const auto first_panel = [&](int64_t t) { return t * (panels / shares) + std::min<int64_t>(t, panels % shares); };
       parallel_for(shares, shares, [&](int64_t share) {
         const int64_t m0 = first_panel(share) * mr, m1 = std::min(s.K, first_panel(share + 1) * mr);
-        for (int64_t xi = 0; xi < kPositions; ++xi) product(xi, m0, m1);
+        for (int64_t xi = 0; xi < positions; ++xi) product(xi, m0, m1);
       });
     } else {
-      parallel_for(kPositions, shares, [&](int64_t xi) { product(xi, 0, s.K); });
+      parallel_for(positions, shares, [&](int64_t xi) { product(xi, 0, s.K); });
     }
-    transform_outputs<VL>(s, tl, M, row0, rows, bias, relu, y);
+    with_lane_groups<VL, T>(tl.tw, [&](auto groups) {
+      transform_outputs<VL, T, decltype(groups)::value>(s, tl, M, row0, rows, bias, relu, y);
+    });
   };
-  const int64_t u_floats = kPositions * a.floats();
+  const int64_t u_floats = positions * a.floats();
   const bool own_u = per_thread && u_floats <= kOwnFilterFloats;
   const CachedBlock<float> U(own_u ? 0 : u_floats);  // shared
-  if (!own_u) transform_filters(s, w, a, U.get(), non_finite);
+  if (!own_u) transform_filters<T>(s, w, a, U.get(), non_finite);
   if (per_thread) {
     // each thread its share of the blocks first (Shares), its own V and M and, own_u, its own U (all filters
     // transformed by itself): nothing one core writes is read by the other. (One task a thread; a thread given two
     // would transform the filters again and find its share taken: the same results.)
     Shares shares((tile_rows + block_rows - 1) / block_rows, nt);
     parallel_for(nt, nt, [&](int64_t) {
-      const CachedBlock<float> own(own_u ? u_floats : 0), V(kPositions * s.C * max_cols),
-          M(kPositions * s.K * max_cols + VL);
-      if (own_u) transform_filters(s, w, a, own.get(), non_finite);
+      const CachedBlock<float> own(own_u ? u_floats : 0), V(positions * s.C * max_cols),
+          M(positions * s.K * max_cols + VL);
+      if (own_u) transform_filters<T>(s, w, a, own.get(), non_finite);
       const float* filters = own_u ? own.get() : U.get();
       take_shares(shares, 1, 1, [&](int64_t b, int64_t) { block(b * block_rows, filters, V.get(), M.get()); });
     });
     return !non_finite;
   }
-  const CachedBlock<float> V(kPositions * s.C * max_cols), M(kPositions * s.K * max_cols + VL);
+  const CachedBlock<float> V(positions * s.C * max_cols), M(positions * s.K * max_cols + VL);
   for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) block(row0, U.get(), V.get(), M.get());
   return !non_finite;
+}
+
+// conv2d_forward_winograd_<isa> (conv.h), VL floats a vector: F(4x4, 3x3) where tile is 4, else F(2x2, 3x3).
+template <int VL>
+bool winograd_forward(const ConvShape& s, int tile, const float* x, const float* w, const float* bias, bool relu,
+                      float* y) {
+  return tile == 4 ? winograd_forward_tiles<VL, 4>(s, x, w, bias, relu, y)
+                   : winograd_forward_tiles<VL, 2>(s, x, w, bias, relu, y);
 }
 
 }  // namespace

@@ -30,25 +30,25 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // Fast float32 kernels: blocked im2col on the SGEMM engine. The im2col columns of one block of output pixels are packed
 // straight into the engine's B panels (Im2col as a BPanelSource), so the (C*R*S) x (P*Q) matrix is never materialised;
 // 1x1 stride-1 unpadded convolutions use the input itself as B. Forward layers with few taps and filters run the direct
-// kernel instead (see conv2d_direct_applies), larger 3x3 stride-1 ones Winograd F(2x2, 3x3) (conv2d_winograd_applies).
-// Horizontally strided layers whose im2col reads each input element at least 4 times (7x7/2, 11x11/4) pack from a
-// zero-padded copy of the image with each row split by phase modulo the stride, so every packed run is consecutive
-// floats. Stride-1 input gradients run as a forward convolution of dy with the flipped, channel-swapped filters (the
-// transposed-convolution route) unless that would pack more than twice the GEMM + col2im route's columns; the others by
-// GEMM + col2im. The weight gradient multiplies dY by the transposed im2col, whose panels the ISA's transposing packer
-// writes from consecutive runs of a phase-split, zero-padded copy of the image (of x itself when unpadded and
-// unstrided); or, where dW has at most 64 Ki floats and the taps as rows pad to no larger an area (ResNet-50 conv1: 147
-// taps, 64 filters; AlexNet conv1), the im2col by dY transposed, the taps as the rows, read in place by the gathered
-// microkernel (one pointer per tap) against dY^T packed a block of whole output rows at a time (at most 64 Ki floats or
-// 256 pixels' filters, whichever is more, or one row), dW's per-chunk partials transposed back at the end. Layers (not
-// pointwise) with fewer than 256 output pixels per image fold the batch into one GEMM per group: the forward's N
-// dimension (the result, Kg x N*P*Q floats, is then copied into y), the weight gradient's K dimension (dY packed as its
-// A, Kg rounded up to the tile's rows x N*P*Q floats, and every image copied when padded or strided). Per-thread
-// workspace: the engine's packed blocks (<= 384 x 960 floats of B, 144 x 384 of A), the copied image (strided forward,
-// weight gradient), and for the input gradient one column block of at most max(256 Ki, 16 * C/groups * R * S) floats.
-// Work is split over images when there are at least as many as threads, otherwise inside each GEMM; every result is
-// bitwise identical at any thread count (the unfolded weight gradient sums a fixed number of per-chunk partials in a
-// fixed order).
+// kernel instead (see conv2d_direct_applies), larger 3x3 stride-1 ones Winograd F(2x2, 3x3) or F(4x4, 3x3)
+// (conv2d_winograd_applies). Horizontally strided layers whose im2col reads each input element at least 4 times (7x7/2,
+// 11x11/4) pack from a zero-padded copy of the image with each row split by phase modulo the stride, so every packed
+// run is consecutive floats. Stride-1 input gradients run as a forward convolution of dy with the flipped,
+// channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the GEMM + col2im
+// route's columns; the others by GEMM + col2im. The weight gradient multiplies dY by the transposed im2col, whose
+// panels the ISA's transposing packer writes from consecutive runs of a phase-split, zero-padded copy of the image (of
+// x itself when unpadded and unstrided); or, where dW has at most 64 Ki floats and the taps as rows pad to no larger an
+// area (ResNet-50 conv1: 147 taps, 64 filters; AlexNet conv1), the im2col by dY transposed, the taps as the rows, read
+// in place by the gathered microkernel (one pointer per tap) against dY^T packed a block of whole output rows at a time
+// (at most 64 Ki floats or 256 pixels' filters, whichever is more, or one row), dW's per-chunk partials transposed back
+// at the end. Layers (not pointwise) with fewer than 256 output pixels per image fold the batch into one GEMM per
+// group: the forward's N dimension (the result, Kg x N*P*Q floats, is then copied into y), the weight gradient's K
+// dimension (dY packed as its A, Kg rounded up to the tile's rows x N*P*Q floats, and every image copied when padded or
+// strided). Per-thread workspace: the engine's packed blocks (<= 384 x 960 floats of B, 144 x 384 of A), the copied
+// image (strided forward, weight gradient), and for the input gradient one column block of at most max(256 Ki, 16 *
+// C/groups * R * S) floats. Work is split over images when there are at least as many as threads, otherwise inside each
+// GEMM; every result is bitwise identical at any thread count (the unfolded weight gradient sums a fixed number of
+// per-chunk partials in a fixed order).
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y);
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
 // The weight gradient, and db where not null (the bits of conv2d_backward_bias_fast): the direct kernels (direct,
@@ -187,25 +187,28 @@ bool conv2d_channel_vector_backward_avx2(const ConvShape& s, const float* dy, co
 bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, const float* x, const float* w,
                                            float* dx, float* dw, float* db);
 
-// Winograd F(2x2, 3x3) forward convolution (conv_winograd.h, one per ISA in the dispatch table; where it applies:
-// conv_winograd.cpp): 3x3 filters, stride 1, no dilation, one group, at least 16 channels and 16 filters, outputs
-// at least 4 x 4 and at least 64 2x2 output tiles; any padding. 16 GEMMs (one per position of the 4x4 transformed
-// tile) on the SGEMM engine do 2.25x fewer multiplies than im2col.
-// Workspace: the transformed filters (16*K*C floats) and, per block of whole tile rows, the transformed inputs and
-// products: at most ~4 Mi floats (16 MiB) or one tile row, shared by the threads; or, where the transformed filters
-// take at most 1 Mi floats and there are at least two blocks a thread, ~1 Mi floats (4 MiB) or one tile row per
-// thread, each thread taking whole blocks. Results do not depend on the thread count. Returns false, y unfinished,
-// where x or w holds an infinity or a NaN (the transforms' differences would turn an infinity into NaN): the caller
-// computes y another way.
+// Winograd F(2x2, 3x3) or F(4x4, 3x3) forward convolution (conv_winograd.h, one per ISA in the dispatch table; where
+// it applies: conv_winograd.cpp): 3x3 filters, stride 1, no dilation, one group, at least 16 channels and 16 filters,
+// outputs at least 4 x 4 and at least 49 2x2 output tiles; any padding. tile (2 or 4; conv2d_winograd_tile chooses)
+// is the output tile: (tile + 2)^2 GEMMs, one per position of the transformed tile, on the SGEMM engine do 2.25x
+// (F(2x2)) or 4x (F(4x4)) fewer multiplies than im2col. Both are exact on small-integer data (conv_winograd.h).
+// Workspace: the transformed filters ((tile + 2)^2 * K * C floats) and, per block of whole tile rows, the transformed
+// inputs and products: at most ~4 Mi floats (16 MiB) or one tile row, shared by the threads; or, where the
+// transformed filters take at most 1 Mi floats and there are at least two blocks a thread, ~1 Mi floats (4 MiB) or
+// one tile row per thread, each thread taking whole blocks. Results do not depend on the thread count. Returns false,
+// y unfinished, where x or w holds an infinity or a NaN (the transforms' differences would turn an infinity into
+// NaN): the caller computes y another way.
 bool conv2d_winograd_applies(const ConvShape& s);
-using ConvWinogradKernel = bool (*)(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                                    float* y);
-bool conv2d_forward_winograd_scalar(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                                    float* y);
-bool conv2d_forward_winograd_avx2(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                                  float* y);
-bool conv2d_forward_winograd_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                                    float* y);
+// The output tile the Winograd convolution takes for s where it applies: 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)).
+int conv2d_winograd_tile(const ConvShape& s);
+using ConvWinogradKernel = bool (*)(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
+                                    bool relu, float* y);
+bool conv2d_forward_winograd_scalar(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
+                                    bool relu, float* y);
+bool conv2d_forward_winograd_avx2(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
+                                  bool relu, float* y);
+bool conv2d_forward_winograd_avx512(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
+                                    bool relu, float* y);
 
 // Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
 // fast kernels above route here. Each dw element sums 8 lane partials over (n, p, q) in order, then the lanes.

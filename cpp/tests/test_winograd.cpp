@@ -1,0 +1,79 @@
+// The Winograd convolution, F(2x2, 3x3) and F(4x4, 3x3), against the reference for every ISA this CPU runs, on
+// small integers (exact: the transforms keep integers and the sums stay below 2^24): tile rows of every lane
+// grouping (rows of 2 to 18 tiles: 1, 2 and 4 tile rows a vector), overhanging last tile rows and columns,
+// padding 0, 1 and 2 and uneven, blocks taken per thread and shared, bias and ReLU; the same bits at 1, 2 and 3
+// threads; false (y left to another path) for an infinite input.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "check.h"
+#include "convcore/conv.h"
+#include "convcore/dispatch.h"
+#include "convcore/threads.h"
+
+using namespace convcore;
+
+namespace {
+
+struct Case {
+  int64_t N, C, H, W, K, pad_h, pad_w;
+};
+
+ConvShape shape_of(const Case& c) {
+  const int64_t P = c.H + 2 * c.pad_h - 2, Q = c.W + 2 * c.pad_w - 2;
+  return ConvShape{c.N, c.C, c.H, c.W, c.K, 3, 3, P, Q, 1, 1, c.pad_h, c.pad_w, 1, 1, 1};
+}
+
+void run_case(const Case& c, int tile, bool relu) {
+  const ConvShape s = shape_of(c);
+  std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * 9), b(s.K), want(s.N * s.K * s.P * s.Q);
+  uint32_t state = 12345;  // integers in [-3, 3] from a linear congruential generator
+  const auto draw = [&state] {
+    state = state * 1664525u + 1013904223u;
+    return float(int(state >> 24) % 7 - 3);
+  };
+  for (float& v : x) v = draw();
+  for (float& v : w) v = draw();
+  for (float& v : b) v = draw();
+  conv2d_forward_ref<float>(s, x.data(), w.data(), b.data(), want.data());
+  if (relu)
+    for (float& v : want) v = v > 0 ? v : 0.0f;
+  const int before = num_threads();
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    std::vector<float> y(want.size(), std::numeric_limits<float>::quiet_NaN());
+    CHECK(kernels().conv_winograd(s, tile, x.data(), w.data(), b.data(), relu, y.data()));
+    CHECK(y == want);
+  }
+  set_num_threads(before);
+}
+
+}  // namespace
+
+int main() {
+  const Case cases[] = {
+      {6, 32, 7, 7, 24, 1, 1},     // 7 x 7 maps (res5a's): 2 tiles a row for F(4x4), 4 for F(2x2)
+      {3, 20, 12, 13, 17, 1, 1},   // 3 / 7 tiles a row, an overhanging last column, 17 filters
+      {2, 16, 27, 29, 20, 1, 1},   // 7 x 8 tiles, overhanging rows and columns
+      {2, 18, 32, 32, 16, 1, 1},   // 8 / 16 tiles a row (CIFAR's maps)
+      {1, 16, 9, 70, 16, 0, 1},    // 18 / 35 tiles a row: more than one vector of tiles, no vertical padding
+      {2, 16, 14, 15, 16, 2, 2},   // padding 2: tiles reading only padding
+      {2, 16, 15, 12, 16, 1, 0},   // uneven padding
+      {1, 16, 64, 64, 16, 1, 1},   // one image of 16 / 32 tile rows: per-thread blocks on 2 and 3 threads
+  };
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
+    if (!select_isa(isa)) continue;
+    for (const Case& c : cases)
+      for (int tile : {2, 4}) run_case(c, tile, tile == 4 && c.N % 2 == 0);
+    // an infinite input: false (the caller computes y another way)
+    const Case c{1, 16, 16, 16, 16, 1, 1};
+    const ConvShape s = shape_of(c);
+    std::vector<float> x(s.N * s.C * s.H * s.W, 1.0f), w(s.K * s.C * 9, 1.0f), y(s.N * s.K * s.P * s.Q);
+    x[100] = std::numeric_limits<float>::infinity();
+    for (int tile : {2, 4}) CHECK(!kernels().conv_winograd(s, tile, x.data(), w.data(), nullptr, false, y.data()));
+  }
+  select_isa(detected_isa());
+  return convcore_test::failures;
+}
