@@ -467,6 +467,27 @@ def test_winograd_over_several_tile_blocks(rng, case):
     assert np.array_equal(results[0], results[2])
 
 
+@pytest.mark.parametrize("case", [
+    # layers the Winograd route runs as F(4x4, 3x3) (products at most 0.6 of F(2x2)'s, N*P*Q*C*K >= 2^23):
+    (12, 128, 7, 7, 128, 3, 3, 1, 1, 1, 1),  # 7 x 7 maps: 2 tiles a row, four tile rows a vector
+    (2, 64, 27, 27, 96, 3, 3, 1, 1, 1, 1),   # overhanging last tile rows and columns, two tile rows a vector
+    (4, 64, 26, 26, 64, 3, 3, 1, 2, 1, 1),   # padding 2: tiles reading only padding
+    (1, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1),   # 14 tiles a row, blocks of each thread's own on 2 and 3 threads
+])
+def test_winograd_4x4_tiles(rng, case):
+    # exact on small integers at 1, 2 and 3 threads (the transforms keep integers, the division by 36 is correctly
+    # rounded); on normal data within 1e-5 of the largest sum of |x| |w| over a window (F(4x4)'s transforms scale
+    # the products up to 49 x 100 times before they cancel: measured up to 2e-6 of it, F(2x2)'s 1e-7)
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    want = np.maximum(ref.conv2d(x, w, b, **kw), 0)
+    for n in (1, 2, 3):
+        with cc.threads(n):
+            assert np.array_equal(F.conv2d(x, w, b, activation="relu", **kw), want), n
+    x, w, b, kw = _arrays(rng, case)
+    scale = ref.conv2d(np.abs(x), np.abs(w), None, **kw)
+    assert np.abs(F.conv2d(x, w, b, **kw) - ref.conv2d(x, w, b, **kw)).max() <= 1e-5 * scale.max()
+
+
 def test_winograd_from_49_tiles(rng):
     # a 3x3 layer of 14 x 14 outputs (49 tiles) takes Winograd at batch 1, as in a batch of two: the same bits
     # (Winograd's products sum each output over the channels whatever the batch; the im2col GEMM rounds otherwise)
