@@ -446,10 +446,13 @@ def test_fused_relu_and_its_backward(rng):
 
 
 @pytest.mark.parametrize("case", [
-    # 2 x 50 tile rows of 32 tiles: more than one block of whole tile rows (at most 4 Mi floats of V and M), on one
-    # thread shared blocks of 93 tile rows, on two threads blocks of 23 taken by one thread each, on three blocks
-    # of 16 (a sixth of the tile rows, as 23 leave a thread fewer than two)
+    # F(4x4, 3x3), 2 x 25 tile rows of 16 tiles: on one thread one shared block, on two threads blocks of 12 tile
+    # rows taken by one thread each (the last of 2), on three blocks of 8 (a sixth of the tile rows)
     (2, 48, 100, 64, 40, 3, 3, 1, 1, 1, 1),
+    # F(2x2, 3x3) (10 x 10 maps: F(4x4) would compute 0.81 of its products), 150 x 5 tile rows of 5 tiles: more than
+    # one block of whole tile rows (at most 4 Mi floats of V and M), on one thread shared blocks of 595 tile rows, on
+    # two threads blocks of 148 taken by one thread each, on three blocks of 125 (as 148 leave a thread fewer than two)
+    (150, 48, 10, 10, 40, 3, 3, 1, 1, 1, 1),
     # one image of 28 tile rows of 28 tiles: one shared block on one thread, on two threads four blocks of 7 rows
     # (196 tiles), on three seven of 4 rows (112 tiles), each thread with its own transformed filters
     (1, 16, 56, 56, 40, 3, 3, 1, 1, 1, 1),
@@ -483,6 +486,10 @@ def test_winograd_4x4_tiles(rng, case):
     for n in (1, 2, 3):
         with cc.threads(n):
             assert np.array_equal(F.conv2d(x, w, b, activation="relu", **kw), want), n
+    # the input gradient by the transposed route: a forward convolution of dy of the same size
+    dy = rng.integers(-3, 4, want.shape).astype(np.float32)
+    for got, expected in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
+        assert np.array_equal(got, expected)
     x, w, b, kw = _arrays(rng, case)
     scale = ref.conv2d(np.abs(x), np.abs(w), None, **kw)
     assert np.abs(F.conv2d(x, w, b, **kw) - ref.conv2d(x, w, b, **kw)).max() <= 1e-5 * scale.max()

@@ -6,7 +6,7 @@
 
 namespace convcore {
 namespace {
-// Fewer output tiles than this leave the filter transform (16*K*C floats written) unpaid: the im2col GEMM is
+// Fewer output tiles than this leave the filter transform (16*K*C floats written, F(2x2)) unpaid: the im2col GEMM is
 // faster. Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads,
 // batch-1 forward, Winograd against the im2col GEMM: 14 x 14 maps (49 tiles, 8x48's 48 columns and one added by
 // the wide microkernels) 256 channels 1.49x, 128 1.46x, 512 1.28x, 64 1.18x, the input gradient of 256 1.11x; 1

@@ -36,34 +36,36 @@ namespace {
 
 // Tile rows per block: V and M together hold at most about this many floats (16 MiB), but at least one tile row.
 constexpr int64_t kBlockFloats = int64_t(1) << 22;
-// Where the transformed filters take at most kThreadFilterFloats (4 MiB: 256 x 256 channels; every block's products
-// read all of them) and there are at least two blocks a thread, each thread takes whole blocks of about
-// kThreadBlockFloats of V and M (4 MiB), transforms and products on its own: no waits between the phases, and a block's
-// V and M written and read on one core. Each such thread takes its share of the blocks first (Shares) and, where U
-// takes at most kOwnFilterFloats (1 MiB: 128 x 128 channels), transforms all the filters into a U of its own (U written
-// by both and read by both crossed between the cores every call; larger ones, never measured so, stay shared: each
-// thread's own would multiply the transforms and memory by the threads). Both builds in one process, calls alternated,
-// median of per-pair time ratios, 2 threads, forward: 64 channels at 32 x 32 (n=32) 1.12x, at 56 x 56 (n=8) 1.13x, 128
-// at 28 x 28 1.03x, 256 at 14 x 14 1.05-1.09x; blocks of 1 Mi floats 0.90x for 128 channels (products of 28 columns);
-// 512 at 7 x 7, 16 MiB of filters, 0.98x (left to the shared blocks).
+// Where the transformed filters take at most kThreadFilterFloats (4 MiB: 256 x 256 channels for F(2x2), 170 x 170 for
+// F(4x4); every block's products read all of them) and there are at least two blocks a thread, each thread takes whole
+// blocks of about kThreadBlockFloats of V and M (4 MiB), transforms and products on its own: no waits between the
+// phases, and a block's V and M written and read on one core. Each such thread takes its share of the blocks first
+// (Shares) and, where U takes at most kOwnFilterFloats (1 MiB: 128 x 128 channels, 85 x 85 for F(4x4)), transforms all
+// the filters into a U of its own (U written by both and read by both crossed between the cores every call; larger
+// ones, never measured so, stay shared: each thread's own would multiply the transforms and memory by the threads).
+// Both builds in one process, calls alternated, median of per-pair time ratios, 2 threads, forward: 64 channels at 32 x
+// 32 (n=32) 1.12x, at 56 x 56 (n=8) 1.13x, 128 at 28 x 28 1.03x, 256 at 14 x 14 1.05-1.09x; blocks of 1 Mi floats 0.90x
+// for 128 channels (products of 28 columns); 512 at 7 x 7, 16 MiB of filters, 0.98x (left to the shared blocks).
 constexpr int64_t kThreadFilterFloats = int64_t(1) << 20;
 constexpr int64_t kOwnFilterFloats = int64_t(1) << 18;
 constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 // Where blocks that big leave a thread fewer than two (batch-1 layers), the threads still take blocks of their own, two
-// a thread, if those hold at least kMinThreadBlockTiles tiles (the products' columns): a block's V and M (1.6 MiB for
-// 64 channels at 56 x 56) then stay near one core instead of 6.4 MiB shared through L3. Measured as above on AMD Zen 4,
-// whose L3 other tenants share, against shared blocks, in minutes when the neighbours slowed the shared blocks down (64
-// channels at 56 x 56, n=1: 2.2 against 0.9 ms) / in the others: 64 channels at 56 x 56 (ResNet-50's res2a 3x3), n=1,
-// 196 tiles a block, 1.43-1.55x / 0.98-1.02x (its input gradient, by the same route, 1.13-1.24x in a slow phase), n=2
-// (392 tiles) 1.24-1.36x / 1.04-1.06x; 128 channels at 56 x 56 n=1 1.08-1.12x / 0.99-1.03x. Blocks of 112 or 140 tiles
-// were 0.87x / 0.96x against 196; blocks of 64 (64 channels at 32 x 32, n=1) 0.85-0.89x against shared ones in fast
-// minutes, 0.93x in a slow one, so such layers kept those until each thread had a U of its own and took its own blocks
-// first. Since (64 tiles instead of 192, against a shared U and blocks taken in turn), both builds in one process,
-// calls alternated, median of per-pair time ratios in 1 s windows, AMD Zen 4, 2 threads, forward: 64 channels at 32 x
-// 32 n=1 (CIFAR; four blocks of 64 tiles instead of one shared block) 1.23-1.72x in minutes when the shared block ran
-// slowly (0.7-0.85 ms) and 0.92-0.95x in others (0.3 ms); n=2 1.11-1.24x; 64 channels at 32 x 32 n=32 1.07x, at 56 x 56
-// n=8 1.04x, n=1 0.99-1.01x; 128 at 28 x 28 n=8 1.08x, 256 at 14 x 14 n=32 1.01x, 64 at 224 x 224 n=1 1.03x; input
-// gradients of 64 channels at 32 x 32 n=1 0.98x, at 56 x 56 n=8 0.99x; AVX2 1.00-1.06x.
+// a thread, if those hold at least kMinThreadBlockTiles 2x2 tiles' outputs (the products' columns: 64 for F(2x2), 16
+// for F(4x4)): a block's V and M (1.6 MiB for 64 channels at 56 x 56) then stay near one core instead of 6.4 MiB shared
+// through L3. Measured as above on AMD Zen 4, whose L3 other tenants share, against shared blocks, in minutes when the
+// neighbours slowed the shared blocks down (64 channels at 56 x 56, n=1: 2.2 against 0.9 ms) / in the others: 64
+// channels at 56 x 56 (ResNet-50's res2a 3x3), n=1, 196 tiles a block, 1.43-1.55x / 0.98-1.02x (its input gradient, by
+// the same route, 1.13-1.24x in a slow phase), n=2 (392 tiles) 1.24-1.36x / 1.04-1.06x; 128 channels at 56 x 56 n=1
+// 1.08-1.12x / 0.99-1.03x. Blocks of 112 or 140 tiles were 0.87x / 0.96x against 196; blocks of 64 (64 channels at 32 x
+// 32, n=1) 0.85-0.89x against shared ones in fast minutes, 0.93x in a slow one, so such layers kept those until each
+// thread had a U of its own and took its own blocks first. Since (64 tiles instead of 192, against a shared U and
+// blocks taken in turn), both builds in one process, calls alternated, median of per-pair time ratios in 1 s windows,
+// AMD Zen 4, 2 threads, forward: 64 channels at 32 x 32 n=1 (CIFAR; four blocks of 64 tiles instead of one shared
+// block) 1.23-1.72x in minutes when the shared block ran slowly (0.7-0.85 ms) and 0.92-0.95x in others (0.3 ms); n=2
+// 1.11-1.24x; 64 channels at 32 x 32 n=32 1.07x, at 56 x 56 n=8 1.04x, n=1 0.99-1.01x; 128 at 28 x 28 n=8 1.08x, 256 at
+// 14 x 14 n=32 1.01x, 64 at 224 x 224 n=1 1.03x; input gradients of 64 channels at 32 x 32 n=1 0.98x, at 56 x 56 n=8
+// 0.99x; AVX2 1.00-1.06x. F(4x4) takes blocks of the same outputs (CIFAR 3x3 n=1 by F(4x4), against F(2x2): 0.96x
+// with blocks of 16 tiles, 0.65x with shared ones).
 constexpr int64_t kMinThreadBlockTiles = 64;
 
 // The transforms subtract elements, and an infinite one gives inf - inf = NaN where the direct sum keeps the
@@ -77,8 +79,9 @@ constexpr int64_t kMinThreadBlockTiles = 64;
 // binary fractions; Y = A_e^T M A_e / 36. 36 multiplies per 16 outputs and channel, against F(2x2, 3x3)'s 64:
 // 1.78x fewer. Transforms of small integers stay integers (binary fractions in A_e^T) and the division by 36,
 // correctly rounded, gives the integer sum exactly: exact on small-integer data while the products' partial sums
-// stay below 2^24 (the transformed values are larger than the direct sum's terms: B^T d B up to 100 |d|, G_s g G_s^T
-// up to 49 |g|).
+// stay below 2^24 and the output transform's below 2^20 (A_e^T's quarters: sixteenths after both passes). The
+// transformed values are larger than the direct sum's terms (B^T d B up to 100 |d|, G_s g G_s^T up to 49 |g|), and
+// on float data the error grows with them: up to ~2e-6 of the sum of |x| |w| over a window, F(2x2)'s ~1e-7.
 template <int T>
 struct WinogradTile;
 
@@ -281,16 +284,14 @@ template <int VL, int L, typename vec>
 inline void store_group(float* dst, const vec& v, int first, int64_t count) {
   if constexpr (L == VL) {
     store_first<VL>(dst, v, count);
-  } else {
 #if defined(__AVX512F__)
-    if constexpr (VL == 16) {
-      // lanes below `first` are masked off: the address they would take is not accessed
-      float* base = reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(dst) - first * sizeof(float));
-      _mm512_mask_storeu_ps(base, static_cast<__mmask16>(((1u << count) - 1) << first),
-                            reinterpret_cast<const __m512&>(v));
-      return;
-    }
+  } else if constexpr (VL == 16) {
+    // lanes below `first` are masked off: the address they would take is not accessed
+    float* base = reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(dst) - first * sizeof(float));
+    const __mmask16 lanes = static_cast<__mmask16>(((1u << count) - 1) << first);
+    _mm512_mask_storeu_ps(base, lanes, reinterpret_cast<const __m512&>(v));
 #endif
+  } else {
     typedef float part_vec __attribute__((vector_size(4 * L)));
     part_vec part;
     std::memcpy(&part, reinterpret_cast<const float*>(&v) + first, sizeof(part));
@@ -434,7 +435,7 @@ __attribute__((noinline)) void transform_outputs(const ConvShape& s, const Tilin
         const int64_t row = row0 + g * run + i, n = row / tl.th, ty = row % tl.th;
         const bool active = row < row0 + rows;
         m[g] = M + k * cols + ((active ? row : row0 + i) - row0) * tw;
-        out_row[g] = y + ((n * K + k) * P + T * ty) * Q;
+        out_row[g] = active ? y + ((n * K + k) * P + T * ty) * Q : y;
         out_rows[g] = active ? std::min<int64_t>(T, P - T * ty) : 0;
       }
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
@@ -465,7 +466,7 @@ __attribute__((noinline)) void transform_outputs(const ConvShape& s, const Tilin
           Tile::output(at[e], phase);
           #pragma GCC unroll 8
           for (int q = 0; q < T; ++q) {
-            if constexpr (T == 4) phase[q] /= Tile::scale;  // correctly rounded: integer sums stay exact
+            if constexpr (Tile::scale != 1.0f) phase[q] /= Tile::scale;  // correctly rounded: integers stay exact
             phase[q] += b;
             if (apply_relu) phase[q] = relu_keep_nan_lanes<VL>(phase[q]);
           }
@@ -475,7 +476,7 @@ __attribute__((noinline)) void transform_outputs(const ConvShape& s, const Tilin
             if (e >= out_rows[g]) continue;
             float* dst = out_row[g] + e * Q + T * t0;
             const int64_t left = Q - T * t0;  // outputs of the row from dst on
-                        for (int u = 0; u < group_vectors && left > u * VL; ++u)
+            for (int u = 0; u < group_vectors && left > u * VL; ++u)
               store_first<VL>(dst + u * VL, out[g * group_vectors + u], std::min<int64_t>(VL, left - u * VL));
           }
         }

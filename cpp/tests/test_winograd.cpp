@@ -2,7 +2,7 @@
 // small integers (exact: the transforms keep integers and the sums stay below 2^24): tile rows of every lane
 // grouping (rows of 2 to 18 tiles: 1, 2 and 4 tile rows a vector), overhanging last tile rows and columns,
 // padding 0, 1 and 2 and uneven, blocks taken per thread and shared, bias and ReLU; the same bits at 1, 2 and 3
-// threads; false (y left to another path) for an infinite input.
+// threads; false (y left to another path) for an infinite input; which layers conv2d_winograd_tile gives F(4x4).
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -62,6 +62,8 @@ int main() {
       {2, 16, 14, 15, 16, 2, 2},   // padding 2: tiles reading only padding
       {2, 16, 15, 12, 16, 1, 0},   // uneven padding
       {1, 16, 64, 64, 16, 1, 1},   // one image of 16 / 32 tile rows: per-thread blocks on 2 and 3 threads
+      {2, 16, 8, 4, 16, 1, 1},     // 1 / 2 tiles a row (4-float vectors: tile rows of one lane each)
+      {1, 16, 12, 12, 260, 1, 1},  // 260 filters: a shared block's products split by rows of filters
   };
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
     if (!select_isa(isa)) continue;
@@ -75,5 +77,13 @@ int main() {
     for (int tile : {2, 4}) CHECK(!kernels().conv_winograd(s, tile, x.data(), w.data(), nullptr, false, y.data()));
   }
   select_isa(detected_isa());
+  // F(4x4) where its products are at most 0.6 of F(2x2)'s and there are at least 2^23 multiply-adds
+  const auto tile_of = [](const Case& c) { return conv2d_winograd_tile(shape_of(c)); };
+  CHECK(tile_of({12, 128, 7, 7, 128, 1, 1}) == 4);  // 7 x 7 maps
+  CHECK(tile_of({1, 64, 56, 56, 64, 1, 1}) == 4);   // res2a 3x3 at batch 1
+  CHECK(tile_of({2, 64, 27, 27, 96, 1, 1}) == 4);   // overhanging tiles
+  CHECK(tile_of({1, 64, 32, 32, 64, 1, 1}) == 2);   // CIFAR 3x3 at batch 1: 2^22 multiply-adds
+  CHECK(tile_of({32, 256, 14, 14, 256, 1, 1}) == 2);  // 14 x 14 maps: F(4x4) computes 16 x 16
+  CHECK(tile_of({150, 48, 10, 10, 40, 1, 1}) == 2);   // 10 x 10 maps: 0.81 of the products
   return convcore_test::failures;
 }
