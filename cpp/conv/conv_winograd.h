@@ -314,15 +314,15 @@ __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling
   constexpr int alpha = Tile::alpha, L = VL / G, group_vectors = T / G;
   static_assert(G <= T && G * L == VL, "whole vectors a group");
   const int64_t tw = tl.tw, cols = rows * tw, stride = s.C * cols, chunks = (tw + L - 1) / L;
-  const int64_t run = (rows + G - 1) / G;                    // tile rows a group
+  const int64_t run = (rows + G - 1) / G;  // tile rows a group
   const int64_t width = T * chunks * L + T, copied = std::min(s.W, width - s.pad_w);  // padded row buffers
   parallel_for(s.C, threads_for(s.C * cols * 4 * alpha * alpha, 1 << 16), [&](int64_t c) {
     const int64_t position_stride = stride;  // a copy the stores cannot change
     std::vector<float> buf(static_cast<size_t>((G * alpha + 1) * width), 0.0f);  // alpha rows a group, zeros
     float* pr[G][alpha];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int g = 0; g < G; ++g)
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int r = 0; r < alpha; ++r) pr[g][r] = &buf[(g * alpha + r) * width];
     const float* zeros = &buf[G * alpha * width];
     const float* in[G][alpha];  // each group's tile row's input rows, padded
@@ -330,13 +330,13 @@ __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling
     int64_t count[G];           // and how many of them (0: no row)
     uint32_t carries = 0;       // the copied floats' exponent_carry, ORed
     for (int64_t i = 0; i < run; ++i) {
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int g = 0; g < G; ++g) {
         const int64_t row = row0 + g * run + i;
         count[g] = row < row0 + rows ? tw : 0;
         v[g] = V + c * cols + (row - row0) * tw;
         if (count[g] == 0) {
-          #pragma GCC unroll 8
+#pragma GCC unroll 8
           for (int r = 0; r < alpha; ++r) in[g][r] = zeros;
           continue;
         }
@@ -367,10 +367,10 @@ __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int64_t t0 = chunk * L;
         vec hb[alpha][alpha];  // hb[r][j]: input row r times B, column j
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int r = 0; r < alpha; ++r) {
           vec a[T], an[T], d[alpha], first[T], next[T];
-          #pragma GCC unroll 8
+#pragma GCC unroll 8
           for (int u = 0; u < T; ++u) {
             const float* p = in[u / group_vectors][r] + T * t0 + u % group_vectors * VL;
             std::memcpy(&a[u], p, sizeof(vec));
@@ -378,7 +378,7 @@ __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling
           }
           split_phases<VL, T>(a, first);   // columns T*tx .. T*tx + T - 1
           split_phases<VL, T>(an, next);   // T*tx + T, T*tx + T + 1
-          #pragma GCC unroll 8
+#pragma GCC unroll 8
           for (int q = 0; q < T; ++q) d[q] = first[q];
           d[T] = next[0];
           d[T + 1] = next[1];
@@ -386,23 +386,24 @@ __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling
         }
         float* dst[G];     // the group's first tile of the chunk at position 0
         int64_t tiles[G];  // and its tiles in the chunk
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int g = 0; g < G; ++g) {
           dst[g] = v[g] + t0;
           tiles[g] = std::min<int64_t>(L, count[g] - t0);
         }
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int j = 0; j < alpha; ++j) {
           vec col[alpha], out[alpha];
-          #pragma GCC unroll 8
+#pragma GCC unroll 8
           for (int r = 0; r < alpha; ++r) col[r] = hb[r][j];
           Tile::input(col, out);
-          #pragma GCC unroll 8
+#pragma GCC unroll 8
           for (int g = 0; g < G; ++g)
-            if (tiles[g] > 0)
-              #pragma GCC unroll 8
+            if (tiles[g] > 0) {
+#pragma GCC unroll 8
               for (int k = 0; k < alpha; ++k)
                 store_group<VL, L>(dst[g] + (alpha * k + j) * position_stride, out[k], g * L, tiles[g]);
+            }
         }
       }
     }
@@ -430,7 +431,7 @@ __attribute__((noinline)) void transform_outputs(const ConvShape& s, const Tilin
       const float* m[G];   // each group's tile row's products (a row past the block: the first group's, not stored)
       float* out_row[G];   // and its first output row
       int64_t out_rows[G];  // of how many (0: no tile row)
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int g = 0; g < G; ++g) {
         const int64_t row = row0 + g * run + i, n = row / tl.th, ty = row % tl.th;
         const bool active = row < row0 + rows;
@@ -441,37 +442,37 @@ __attribute__((noinline)) void transform_outputs(const ConvShape& s, const Tilin
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int64_t t0 = chunk * L;
         vec at[T][alpha];  // at[i][j]: row i of A^T M, column j
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int j = 0; j < alpha; ++j) {
           vec col[alpha], out[T];
-          #pragma GCC unroll 8
+#pragma GCC unroll 8
           for (int r = 0; r < alpha; ++r) {
             const int64_t at_r = (alpha * r + j) * position_stride + t0;
             if constexpr (G == 1) {
               std::memcpy(&col[r], m[0] + at_r, sizeof(vec));
             } else {  // each group's L lanes
               float lanes[VL];
-              #pragma GCC unroll 8
+#pragma GCC unroll 8
               for (int g = 0; g < G; ++g) std::memcpy(lanes + g * L, m[g] + at_r, L * sizeof(float));
               std::memcpy(&col[r], lanes, sizeof(vec));
             }
           }
           Tile::output(col, out);
-          #pragma GCC unroll 8
+#pragma GCC unroll 8
           for (int e = 0; e < T; ++e) at[e][j] = out[e];
         }
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int e = 0; e < T; ++e) {
           vec phase[T], out[T];
           Tile::output(at[e], phase);
-          #pragma GCC unroll 8
+#pragma GCC unroll 8
           for (int q = 0; q < T; ++q) {
             if constexpr (Tile::scale != 1.0f) phase[q] /= Tile::scale;  // correctly rounded: integers stay exact
             phase[q] += b;
             if (apply_relu) phase[q] = relu_keep_nan_lanes<VL>(phase[q]);
           }
           join_phases<VL, T>(phase, out);
-          #pragma GCC unroll 8
+#pragma GCC unroll 8
           for (int g = 0; g < G; ++g) {
             if (e >= out_rows[g]) continue;
             float* dst = out_row[g] + e * Q + T * t0;
