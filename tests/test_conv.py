@@ -495,6 +495,30 @@ def test_winograd_4x4_tiles(rng, case):
     assert np.abs(F.conv2d(x, w, b, **kw) - ref.conv2d(x, w, b, **kw)).max() <= 1e-5 * scale.max()
 
 
+@pytest.mark.parametrize("case", [
+    # layers whose weight gradient takes Winograd F(2x2, 3x3) (at least 192 output tiles, none overhanging much):
+    (1, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1),   # CIFAR 3x3 at batch 1: 256 tiles in one block
+    (3, 16, 34, 30, 40, 3, 3, 1, 0, 1, 1),   # no padding, 16 x 14 tiles a map
+    (2, 32, 41, 41, 48, 3, 3, 1, 2, 1, 1),   # padding 2, odd maps (an overhanging tile row and column)
+])
+def test_winograd_weight_gradient(rng, case):
+    # exact on small integers at 1, 2 and 3 threads (the transforms add and subtract integers, G's halves go into one
+    # exact multiplication by 1/4); on normal data within 1e-6 of the largest sum of |x| |dy| over an element's
+    # products (measured up to ~3e-7)
+    x, w, _, kw = _arrays(rng, case, integer=True)
+    dy = rng.integers(-3, 4, ref.conv2d(x, w, None, **kw).shape).astype(np.float32)
+    want = ref.conv2d_backward(dy, x, w, **kw)
+    for n in (1, 2, 3):
+        with cc.threads(n):
+            dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
+            assert np.array_equal(dw, want[1]) and np.array_equal(db, want[2]) and np.array_equal(dx, want[0]), n
+    x, w, _, kw = _arrays(rng, case)
+    dy = rng.standard_normal(ref.conv2d(x, w, None, **kw).shape).astype(np.float32)
+    scale = ref.conv2d_backward(np.abs(dy), np.abs(x), w, **kw)[1]
+    got = F.conv2d_backward(dy, x, w, input_grad=False, **kw)[1]
+    assert np.abs(got - ref.conv2d_backward(dy, x, w, **kw)[1]).max() <= 1e-6 * scale.max()
+
+
 def test_winograd_from_49_tiles(rng):
     # a 3x3 layer of 14 x 14 outputs (49 tiles) takes Winograd at batch 1, as in a batch of two: the same bits
     # (Winograd's products sum each output over the channels whatever the batch; the im2col GEMM rounds otherwise)
@@ -535,9 +559,9 @@ def test_a_stride_past_the_input_costs_no_memory():
 @pytest.mark.parametrize("n,hw", [(2, 14), (1, 32)])
 def test_winograd_keeps_infinities_as_the_direct_sum_does(isa, rng, value, n, hw):
     # Winograd's transforms subtract inputs (inf - inf = NaN); with an infinity or NaN in x, w or (for the input
-    # gradient's transposed route) dy the layer runs another path: non-finite outputs exactly where the float64
-    # reference has them, of the same sign, and the finite ones close (one shared block of tiles; at 32 x 32, on two
-    # threads, blocks of each thread's own)
+    # gradient's transposed route and the weight gradient) dy the layer runs another path: non-finite outputs exactly
+    # where the float64 reference has them, of the same sign, and the finite ones close (one shared block of tiles;
+    # at 32 x 32, on two threads, blocks of each thread's own)
     x, w, b, kw = _arrays(rng, (n, 20, hw, hw, 48, 3, 3, 1, 1, 1, 1), integer=True)
     dy = rng.integers(-3, 4, (n, 48, hw, hw)).astype(np.float32)
 
@@ -553,6 +577,9 @@ def test_winograd_keeps_infinities_as_the_direct_sum_does(isa, rng, value, n, hw
         same_as_reference(F.conv2d(x_bad, w, b, **kw), ref.conv2d(*f64(x_bad, w, b), **kw))
         same_as_reference(F.conv2d(x, w_bad, b, **kw), ref.conv2d(*f64(x, w_bad, b), **kw))
         same_as_reference(F.conv2d_backward(dy_bad, x, w, **kw)[0], ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[0])
+        # the weight gradient (by Winograd at 32 x 32: 256 tiles) with an infinity or NaN in x or dy
+        same_as_reference(F.conv2d_backward(dy, x_bad, w, **kw)[1], ref.conv2d_backward(*f64(dy, x_bad, w), **kw)[1])
+        same_as_reference(F.conv2d_backward(dy_bad, x, w, **kw)[1], ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[1])
 
 
 def _kinds(a):

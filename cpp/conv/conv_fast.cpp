@@ -565,6 +565,10 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     kernels().conv_direct_weight(s, dy, x, dw, db);
     return;
   }
+  if (conv2d_winograd_weight_applies(s) && kernels().conv_winograd_weight(s, dy, x, dw)) {
+    bias_apart();
+    return;
+  }
   if (is_strided_1x1(s)) {
     CachedBlock<float> xs(s.N * s.C * s.P * s.Q);
     const ConvShape t = pointwise_on_subsampled(s, x, xs.get());

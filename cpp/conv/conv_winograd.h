@@ -1,6 +1,6 @@
-// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution (Lavin and Gray, "Fast Algorithms for Convolutional
-// Neural Networks", 2016). Each T x T output tile comes from an alpha x alpha input tile d (alpha = T + 2) and each
-// 3x3 filter g through
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution and the F(2x2, 3x3) weight gradient (winograd_weight; Lavin
+// and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). Each T x T output tile comes from an alpha x
+// alpha input tile d (alpha = T + 2) and each 3x3 filter g through
 //   Y = A^T [ sum_c (G g G^T) . (B^T d B) ] A,
 // for F(2x2, 3x3) with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] and
 // A^T = [1 1 1 0; 0 1 -1 -1] (F(4x4, 3x3): WinogradTile<4>). The sum over channels is alpha^2 independent GEMMs, one
@@ -67,6 +67,10 @@ constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 // 0.99x; AVX2 1.00-1.06x. F(4x4) takes blocks of the same outputs (CIFAR 3x3 n=1 by F(4x4), against F(2x2): 0.96x
 // with blocks of 16 tiles, 0.65x with shared ones).
 constexpr int64_t kMinThreadBlockTiles = 64;
+// The weight gradient's blocks (winograd_weight): V and D together hold about this many floats, or more where that
+// leaves fewer than kMinWeightBlockTiles tiles (the products' depth: each block's products read and write all of M).
+constexpr int64_t kWeightBlockFloats = int64_t(1) << 20;
+constexpr int64_t kMinWeightBlockTiles = 256;
 
 // The transforms subtract elements, and an infinite one gives inf - inf = NaN where the direct sum keeps the
 // infinity: x and w are checked for non-finite values (any_non_finite) as they are read.
@@ -581,6 +585,127 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
   const CachedBlock<float> V(positions * s.C * max_cols), M(positions * s.K * max_cols + VL);
   for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) block(row0, U.get(), V.get(), M.get());
   return !non_finite;
+}
+
+// The weight gradient by F(2x2, 3x3) turned around. The forward's tile Y = A^T [(G g G^T) . (B^T d B)] A is bilinear
+// in the filter g and the input tile d, so for a loss L with dL/dY = dY (the tile's 2x2 output gradient)
+//   dL/dg = G^T [ (A dY A^T) . (B^T d B) ] G,
+// summed over the tiles: dW[k][c] = G^T M G with M_xi (K x C) = D_xi (K x tiles) V_xi^T (tiles x C), one GEMM per
+// position xi, D = A dY A^T the filters' transformed output gradients and V = B^T d B the channels' transformed inputs
+// (transform_inputs). 16 multiplies per 2x2 outputs, channel and filter instead of 36 (the im2col product's). G's
+// halves are scaled out (G_s = 2 G: dW = G_s^T M G_s / 4), so that every transform adds and subtracts: small-integer
+// data stays exact while the products' sums stay below 2^24.
+
+// dY's tiles, D[xi][k][col] = (A dY A^T)[xi] (A = [1 0; 1 1; 1 -1; 0 -1], F(2x2, 3x3)'s A^T turned) for filter k and
+// the block's tiles (rows [row0, row0 + rows) of all images' tile rows, as transform_inputs takes them), VL tiles at a
+// time: each of a tile row's two dy rows copied into a zero-padded row buffer (a row past P: zeros), its even and odd
+// columns split, then A along the rows and down the columns.
+template <int VL>
+__attribute__((noinline)) void transform_gradients(const ConvShape& s, const Tiling& tl, const float* dy, int64_t row0,
+                                                   int64_t rows, float* D, std::atomic<bool>& non_finite) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  const int64_t tw = tl.tw, cols = rows * tw, chunks = (tw + VL - 1) / VL, width = 2 * chunks * VL;
+  parallel_for(s.K, threads_for(s.K * cols * 4 * 16, 1 << 16), [&](int64_t k) {
+    const int64_t position_stride = s.K * cols, P = s.P, Q = s.Q;  // copies the stores cannot change
+    std::vector<float> buf(static_cast<size_t>(2 * width), 0.0f);
+    uint32_t carries = 0;  // the copied floats' exponent_carry, ORed
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t row = row0 + i, n = row / tl.th, ty = row % tl.th;
+      const float* plane = dy + (n * s.K + k) * P * Q;
+      for (int r = 0; r < 2; ++r) {
+        float* dst = &buf[r * width];
+        const int64_t p = 2 * ty + r;
+        if (p >= P) {
+          std::fill(dst, dst + Q, 0.0f);
+          continue;
+        }
+        for (int64_t q = 0; q < Q; ++q) {
+          dst[q] = plane[p * Q + q];
+          carries |= exponent_carry(dst[q]);
+        }
+      }
+      float* d = D + k * cols + i * tw;
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        const int64_t t0 = chunk * VL;
+        vec h[2][4];  // h[r][j]: dy row r times A^T, column j
+#pragma GCC unroll 2
+        for (int r = 0; r < 2; ++r) {
+          vec a, b, even, odd;
+          std::memcpy(&a, &buf[r * width + 2 * t0], sizeof(vec));
+          std::memcpy(&b, &buf[r * width + 2 * t0 + VL], sizeof(vec));
+          split_even_odd<VL>(a, b, even, odd);
+          h[r][0] = even;
+          h[r][1] = even + odd;
+          h[r][2] = even - odd;
+          h[r][3] = -odd;
+        }
+        const int64_t tiles = std::min<int64_t>(VL, tw - t0);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          const vec out[4] = {h[0][j], h[0][j] + h[1][j], h[0][j] - h[1][j], -h[1][j]};
+#pragma GCC unroll 4
+          for (int e = 0; e < 4; ++e) store_first<VL>(d + (4 * e + j) * position_stride + t0, out[e], tiles);
+        }
+      }
+    }
+    if (carries & 0x80000000u) non_finite.store(true, std::memory_order_relaxed);
+  });
+}
+
+// dw = G_s^T M G_s / 4 (G_s^T = [2 1 1 0; 0 1 -1 0; 0 1 1 2]) for every filter and channel, M[xi][k][c] the products
+// summed over all tiles: the multiplication by 1/4 is exact.
+inline void transform_weight_gradients(const ConvShape& s, const float* M, float* dw) {
+  const int64_t K = s.K, C = s.C, KC = K * C;
+  parallel_for(K, threads_for(KC * 64, 1 << 16), [&](int64_t k) {
+    for (int64_t c = 0; c < C; ++c) {
+      float m[4][4], t[3][4];
+      for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = M[xi * KC + k * C + c];
+      for (int j = 0; j < 4; ++j) {  // G_s^T M
+        t[0][j] = 2.0f * m[0][j] + m[1][j] + m[2][j];
+        t[1][j] = m[1][j] - m[2][j];
+        t[2][j] = m[1][j] + m[2][j] + 2.0f * m[3][j];
+      }
+      float* out = dw + (k * C + c) * 9;
+      for (int r = 0; r < 3; ++r) {  // (G_s^T M) G_s
+        out[3 * r] = 0.25f * (2.0f * t[r][0] + t[r][1] + t[r][2]);
+        out[3 * r + 1] = 0.25f * (t[r][1] - t[r][2]);
+        out[3 * r + 2] = 0.25f * (t[r][1] + t[r][2] + 2.0f * t[r][3]);
+      }
+    }
+  });
+}
+
+// conv2d_backward_weight_winograd_<isa> (conv.h), VL floats a vector. Blocks of whole tile rows, in order: each block's
+// transforms on the threads (by channel, by filter), its 16 products spread over them (each product serial), adding
+// into M (the first block writing it); then dw from M. Returns false, dw unfinished, where x or dy holds an infinity
+// or a NaN.
+template <int VL>
+bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  constexpr int64_t positions = 16;
+  const Tiling tl{(s.P + 1) / 2, (s.Q + 1) / 2};
+  const int64_t tile_rows = s.N * tl.th, row_floats = positions * (s.C + s.K) * tl.tw;
+  const int64_t block_rows = std::clamp<int64_t>(
+      std::max(kWeightBlockFloats / row_floats, (kMinWeightBlockTiles + tl.tw - 1) / tl.tw), 1, tile_rows);
+  const int64_t max_cols = block_rows * tl.tw;
+  const CachedBlock<float> V(positions * s.C * max_cols), D(positions * s.K * max_cols), M(positions * s.K * s.C);
+  std::atomic<bool> non_finite{false};
+  for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) {
+    const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
+    transform_inputs<VL, 2, 1>(s, tl, x, row0, rows, V.get(), non_finite);
+    transform_gradients<VL>(s, tl, dy, row0, rows, D.get(), non_finite);
+    if (non_finite) return false;
+    const float beta = row0 == 0 ? 0.0f : 1.0f;
+    parallel_for(
+        positions, threads_for(positions * s.K * s.C * cols),
+        [&](int64_t xi) {
+          sgemm(Trans::no, s.K, s.C, cols, 1.0f, D.get() + xi * s.K * cols, cols,
+                MatrixB(Trans::yes, V.get() + xi * s.C * cols, cols), beta, M.get() + xi * s.K * s.C, s.C,
+                Epilogue{});
+        },
+        Schedule::as_free);
+  }
+  transform_weight_gradients(s, M.get(), dw);
+  return true;
 }
 
 // conv2d_forward_winograd_<isa> (conv.h), VL floats a vector: F(4x4, 3x3) where tile is 4, else F(2x2, 3x3).

@@ -3,6 +3,8 @@
 // grouping (rows of 2 to 18 tiles: 1, 2 and 4 tile rows a vector), overhanging last tile rows and columns,
 // padding 0, 1 and 2 and uneven, blocks taken per thread and shared, bias and ReLU; the same bits at 1, 2 and 3
 // threads; false (y left to another path) for an infinite input; which layers conv2d_winograd_tile gives F(4x4).
+// The weight gradient by F(2x2, 3x3) the same way (exact, the same bits at 1, 2 and 3 threads, dw prefilled with NaN,
+// several blocks of tile rows, false for an infinite x or dy) and where it applies.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -26,17 +28,19 @@ ConvShape shape_of(const Case& c) {
   return ConvShape{c.N, c.C, c.H, c.W, c.K, 3, 3, P, Q, 1, 1, c.pad_h, c.pad_w, 1, 1, 1};
 }
 
+// integers in [-3, 3] from a linear congruential generator
+float draw(uint32_t& state) {
+  state = state * 1664525u + 1013904223u;
+  return float(int(state >> 24) % 7 - 3);
+}
+
 void run_case(const Case& c, int tile, bool relu) {
   const ConvShape s = shape_of(c);
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * 9), b(s.K), want(s.N * s.K * s.P * s.Q);
-  uint32_t state = 12345;  // integers in [-3, 3] from a linear congruential generator
-  const auto draw = [&state] {
-    state = state * 1664525u + 1013904223u;
-    return float(int(state >> 24) % 7 - 3);
-  };
-  for (float& v : x) v = draw();
-  for (float& v : w) v = draw();
-  for (float& v : b) v = draw();
+  uint32_t state = 12345;
+  for (float& v : x) v = draw(state);
+  for (float& v : w) v = draw(state);
+  for (float& v : b) v = draw(state);
   conv2d_forward_ref<float>(s, x.data(), w.data(), b.data(), want.data());
   if (relu)
     for (float& v : want) v = v > 0 ? v : 0.0f;
@@ -46,6 +50,23 @@ void run_case(const Case& c, int tile, bool relu) {
     std::vector<float> y(want.size(), std::numeric_limits<float>::quiet_NaN());
     CHECK(kernels().conv_winograd(s, tile, x.data(), w.data(), b.data(), relu, y.data()));
     CHECK(y == want);
+  }
+  set_num_threads(before);
+}
+
+void run_weight_case(const Case& c) {
+  const ConvShape s = shape_of(c);
+  std::vector<float> x(s.N * s.C * s.H * s.W), dy(s.N * s.K * s.P * s.Q), want(s.K * s.C * 9);
+  uint32_t state = 54321;
+  for (float& v : x) v = draw(state);
+  for (float& v : dy) v = draw(state);
+  conv2d_backward_weight_ref<float>(s, dy.data(), x.data(), want.data());
+  const int before = num_threads();
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    std::vector<float> dw(want.size(), std::numeric_limits<float>::quiet_NaN());
+    CHECK(kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
+    CHECK(dw == want);
   }
   set_num_threads(before);
 }
@@ -75,6 +96,15 @@ int main() {
     std::vector<float> x(s.N * s.C * s.H * s.W, 1.0f), w(s.K * s.C * 9, 1.0f), y(s.N * s.K * s.P * s.Q);
     x[100] = std::numeric_limits<float>::infinity();
     for (int tile : {2, 4}) CHECK(!kernels().conv_winograd(s, tile, x.data(), w.data(), nullptr, false, y.data()));
+    // the weight gradient: every case above, and 5 images of 32 tile rows of 33 tiles (62 rows a block: 3 blocks,
+    // the last one partial); false for an infinite x or dy
+    for (const Case& w_case : cases) run_weight_case(w_case);
+    run_weight_case({5, 16, 64, 66, 16, 1, 1});
+    std::vector<float> dy(s.N * s.K * s.P * s.Q, 1.0f), dw(s.K * s.C * 9);
+    CHECK(!kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
+    x[100] = 1.0f;
+    dy[77] = -std::numeric_limits<float>::infinity();
+    CHECK(!kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
   }
   select_isa(detected_isa());
   // F(4x4) where its products are at most 0.6 of F(2x2)'s and there are at least 2^23 multiply-adds
@@ -85,5 +115,12 @@ int main() {
   CHECK(tile_of({1, 64, 32, 32, 64, 1, 1}) == 2);   // CIFAR 3x3 at batch 1: 2^22 multiply-adds
   CHECK(tile_of({32, 256, 14, 14, 256, 1, 1}) == 2);  // 14 x 14 maps: F(4x4) computes 16 x 16
   CHECK(tile_of({150, 48, 10, 10, 40, 1, 1}) == 2);   // 10 x 10 maps: 0.81 of the products
+  // the weight gradient: at least 192 tiles, none overhanging much (not 7 x 7 maps)
+  const auto weight_applies = [](const Case& c) { return conv2d_winograd_weight_applies(shape_of(c)); };
+  CHECK(weight_applies({1, 64, 32, 32, 64, 1, 1}));       // CIFAR 3x3 at batch 1: 256 tiles
+  CHECK(weight_applies({4, 256, 14, 14, 256, 1, 1}));     // 196 tiles
+  CHECK(!weight_applies({2, 256, 14, 14, 256, 1, 1}));    // 98 tiles
+  CHECK(!weight_applies({32, 512, 7, 7, 512, 1, 1}));     // 7 x 7 maps: 64 outputs computed for 49
+  CHECK(!weight_applies({128, 64, 8, 8, 64, 1, 1}));      // not a forward Winograd layer (64 channels at 8 x 8)
   return convcore_test::failures;
 }

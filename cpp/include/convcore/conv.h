@@ -210,6 +210,18 @@ bool conv2d_forward_winograd_avx2(const ConvShape& s, int tile, const float* x, 
 bool conv2d_forward_winograd_avx512(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
                                     bool relu, float* y);
 
+// The weight gradient by Winograd F(2x2, 3x3) (conv_winograd.h, one per ISA in the dispatch table; where it applies:
+// conv_winograd.cpp), for the layers the forward takes: 16 GEMMs (filters x channels, summing over the 2x2 output
+// tiles) do 2.25x fewer multiplies than im2col. Exact on small-integer data. Workspace: the 16 products (16 * K * C
+// floats) and, per block of whole tile rows, the transformed inputs and output gradients: at most ~1 Mi floats (4 MiB)
+// or one tile row. Results do not depend on the thread count. Returns false, dw unfinished, where x or dy holds an
+// infinity or a NaN: the caller computes dw another way.
+bool conv2d_winograd_weight_applies(const ConvShape& s);
+using ConvWinogradWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw);
+bool conv2d_backward_weight_winograd_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
+bool conv2d_backward_weight_winograd_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
+bool conv2d_backward_weight_winograd_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
+
 // Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
 // fast kernels above route here. Each dw element sums 8 lane partials over (n, p, q) in order, then the lanes.
 bool is_depthwise(const ConvShape& s);

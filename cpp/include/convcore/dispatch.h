@@ -34,6 +34,7 @@ struct KernelTable {
   ConvFilterVectorWeightKernel conv_filter_vector_weight;
   ConvChannelVectorBackwardKernel conv_channel_vector_backward;
   ConvWinogradKernel conv_winograd;
+  ConvWinogradWeightKernel conv_winograd_weight;
   BatchNormRowKernels batch_norm_rows;
 };
 
