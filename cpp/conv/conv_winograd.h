@@ -309,10 +309,11 @@ inline void store_group(float* dst, const vec& v, int first, int64_t count) {
 // row's first two are the last two of the tile row above, whose buffers it takes over), gives the group's tiles'
 // columns T*tx .. T*tx + T - 1 (split by phase from T*VL floats at T*tx0, the group's T*L of them) and T*tx + T, T*tx
 // + T + 1 (the first two phases of those at T*tx0 + T), then d B along the row and B^T (d B) down the columns in
-// registers; each group's last vector of a row is stored in part.
+// registers; each group's last vector of a row is stored in part. Channels go to the threads by `schedule`.
 template <int VL, int T, int G>
 __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling& tl, const float* x, int64_t row0,
-                                                int64_t rows, float* V, std::atomic<bool>& non_finite) {
+                                                int64_t rows, float* V, std::atomic<bool>& non_finite,
+                                                Schedule schedule = Schedule::fixed) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   typedef WinogradTile<T> Tile;
   constexpr int alpha = Tile::alpha, L = VL / G, group_vectors = T / G;
@@ -320,7 +321,7 @@ __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling
   const int64_t tw = tl.tw, cols = rows * tw, stride = s.C * cols, chunks = (tw + L - 1) / L;
   const int64_t run = (rows + G - 1) / G;  // tile rows a group
   const int64_t width = T * chunks * L + T, copied = std::min(s.W, width - s.pad_w);  // padded row buffers
-  parallel_for(s.C, threads_for(s.C * cols * 4 * alpha * alpha, 1 << 16), [&](int64_t c) {
+  const auto channel = [&](int64_t c) {
     const int64_t position_stride = stride;  // a copy the stores cannot change
     std::vector<float> buf(static_cast<size_t>((G * alpha + 1) * width), 0.0f);  // alpha rows a group, zeros
     float* pr[G][alpha];
@@ -412,7 +413,8 @@ __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling
       }
     }
     if (carries & 0x80000000u) non_finite.store(true, std::memory_order_relaxed);
-  });
+  };
+  parallel_for(s.C, threads_for(s.C * cols * 4 * alpha * alpha, 1 << 16), channel, schedule);
 }
 
 // y tiles = A^T M A (divided by Tile::scale) for filter k's tiles of the block, VL tiles at a time in G groups as
@@ -605,7 +607,7 @@ __attribute__((noinline)) void transform_gradients(const ConvShape& s, const Til
                                                    int64_t rows, float* D, std::atomic<bool>& non_finite) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   const int64_t tw = tl.tw, cols = rows * tw, chunks = (tw + VL - 1) / VL, width = 2 * chunks * VL;
-  parallel_for(s.K, threads_for(s.K * cols * 4 * 16, 1 << 16), [&](int64_t k) {
+  const auto filter = [&](int64_t k) {
     const int64_t position_stride = s.K * cols, P = s.P, Q = s.Q;  // copies the stores cannot change
     std::vector<float> buf(static_cast<size_t>(2 * width), 0.0f);
     uint32_t carries = 0;  // the copied floats' exponent_carry, ORed
@@ -649,7 +651,8 @@ __attribute__((noinline)) void transform_gradients(const ConvShape& s, const Til
       }
     }
     if (carries & 0x80000000u) non_finite.store(true, std::memory_order_relaxed);
-  });
+  };
+  parallel_for(s.K, threads_for(s.K * cols * 4 * 16, 1 << 16), filter, Schedule::as_free);
 }
 
 // dw = G_s^T M G_s / 4 (G_s^T = [2 1 1 0; 0 1 -1 0; 0 1 1 2]) for every filter and channel, M[xi][k][c] the products
@@ -675,23 +678,25 @@ inline void transform_weight_gradients(const ConvShape& s, const float* M, float
   });
 }
 
-// conv2d_backward_weight_winograd_<isa> (conv.h), VL floats a vector. Blocks of whole tile rows, in order: each block's
-// transforms on the threads (by channel, by filter), its 16 products spread over them (each product serial), adding
-// into M (the first block writing it); then dw from M. Returns false, dw unfinished, where x or dy holds an infinity
+// conv2d_backward_weight_winograd_<isa> (conv.h), VL floats a vector. Blocks of whole tile rows (evened out), in order:
+// each block's transforms on the threads (by channel, by filter) and its 16 products spread over them (each product
+// serial), adding into M (the first block writing it), all three taken by the threads as they are free (Shares: the
+// two cores' speeds differ minute to minute); then dw from M. Returns false, dw unfinished, where x or dy holds an infinity
 // or a NaN.
 template <int VL>
 bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
   constexpr int64_t positions = 16;
   const Tiling tl{(s.P + 1) / 2, (s.Q + 1) / 2};
   const int64_t tile_rows = s.N * tl.th, row_floats = positions * (s.C + s.K) * tl.tw;
-  const int64_t block_rows = std::clamp<int64_t>(
+  const int64_t least_rows = std::clamp<int64_t>(
       std::max(kWeightBlockFloats / row_floats, (kMinWeightBlockTiles + tl.tw - 1) / tl.tw), 1, tile_rows);
+  const int64_t blocks = tile_rows / least_rows, block_rows = (tile_rows + blocks - 1) / blocks;  // evened out
   const int64_t max_cols = block_rows * tl.tw;
   const CachedBlock<float> V(positions * s.C * max_cols), D(positions * s.K * max_cols), M(positions * s.K * s.C);
   std::atomic<bool> non_finite{false};
   for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) {
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
-    transform_inputs<VL, 2, 1>(s, tl, x, row0, rows, V.get(), non_finite);
+    transform_inputs<VL, 2, 1>(s, tl, x, row0, rows, V.get(), non_finite, Schedule::as_free);
     transform_gradients<VL>(s, tl, dy, row0, rows, D.get(), non_finite);
     if (non_finite) return false;
     const float beta = row0 == 0 ? 0.0f : 1.0f;
