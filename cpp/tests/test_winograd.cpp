@@ -115,12 +115,13 @@ int main() {
   CHECK(tile_of({1, 64, 32, 32, 64, 1, 1}) == 2);   // CIFAR 3x3 at batch 1: 2^22 multiply-adds
   CHECK(tile_of({32, 256, 14, 14, 256, 1, 1}) == 2);  // 14 x 14 maps: F(4x4) computes 16 x 16
   CHECK(tile_of({150, 48, 10, 10, 40, 1, 1}) == 2);   // 10 x 10 maps: 0.81 of the products
-  // the weight gradient: at least 192 tiles, none overhanging much (not 7 x 7 maps)
+  // the weight gradient: at least 128 channels and filters, 192 tiles, none overhanging much (not 7 x 7 maps)
   const auto weight_applies = [](const Case& c) { return conv2d_winograd_weight_applies(shape_of(c)); };
-  CHECK(weight_applies({1, 64, 32, 32, 64, 1, 1}));       // CIFAR 3x3 at batch 1: 256 tiles
+  CHECK(weight_applies({1, 128, 28, 28, 128, 1, 1}));     // 196 tiles
   CHECK(weight_applies({4, 256, 14, 14, 256, 1, 1}));     // 196 tiles
   CHECK(!weight_applies({2, 256, 14, 14, 256, 1, 1}));    // 98 tiles
   CHECK(!weight_applies({32, 512, 7, 7, 512, 1, 1}));     // 7 x 7 maps: 64 outputs computed for 49
-  CHECK(!weight_applies({128, 64, 8, 8, 64, 1, 1}));      // not a forward Winograd layer (64 channels at 8 x 8)
+  CHECK(!weight_applies({32, 64, 32, 32, 64, 1, 1}));     // 64 channels (CIFAR 3x3)
+  CHECK(!weight_applies({8, 128, 32, 32, 64, 1, 1}));     // 64 filters
   return convcore_test::failures;
 }
