@@ -505,7 +505,8 @@ def test_winograd_4x4_tiles(rng, case):
 def test_winograd_weight_gradient(rng, case):
     # exact on small integers at 1, 2 and 3 threads (the transforms add and subtract integers, G's halves go into one
     # exact multiplication by 1/4); on normal data within 1e-6 of the largest sum of |x| |dy| over an element's
-    # products (measured up to ~3e-7)
+    # products (measured up to ~3e-7). (That these layers take the Winograd route is checked in C++, test_winograd's
+    # conv2d_winograd_weight_applies cases; a wrong coefficient there fails every case here.)
     x, w, _, kw = _arrays(rng, case, integer=True)
     dy = rng.integers(-3, 4, ref.conv2d(x, w, None, **kw).shape).astype(np.float32)
     want = ref.conv2d_backward(dy, x, w, **kw)

@@ -67,13 +67,14 @@ constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 // 0.99x; AVX2 1.00-1.06x. F(4x4) takes blocks of the same outputs (CIFAR 3x3 n=1 by F(4x4), against F(2x2): 0.96x
 // with blocks of 16 tiles, 0.65x with shared ones).
 constexpr int64_t kMinThreadBlockTiles = 64;
-// The weight gradient's blocks (winograd_weight): V and D together hold about this many floats, or more where that
-// leaves fewer than kMinWeightBlockTiles tiles (the products' depth: each block's products read and write all of M).
+// The weight gradient's blocks (winograd_weight): V and D together hold at least this many floats and at least
+// kMinWeightBlockTiles tiles (the products' depth: each block's products read and write all of M), up to twice that
+// once the blocks are evened out.
 constexpr int64_t kWeightBlockFloats = int64_t(1) << 20;
 constexpr int64_t kMinWeightBlockTiles = 256;
 
 // The transforms subtract elements, and an infinite one gives inf - inf = NaN where the direct sum keeps the
-// infinity: x and w are checked for non-finite values (any_non_finite) as they are read.
+// infinity: x and w (the weight gradient: x and dy) are checked for non-finite values as they are read.
 
 // The two tile sizes' transforms, applied to alpha = T + 2 values (vectors or floats) at a time: filter (G, alpha x
 // 3, on a kernel column or row), input (B^T, alpha x alpha) and output (A^T, T x alpha).
@@ -593,18 +594,19 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
 // in the filter g and the input tile d, so for a loss L with dL/dY = dY (the tile's 2x2 output gradient)
 //   dL/dg = G^T [ (A dY A^T) . (B^T d B) ] G,
 // summed over the tiles: dW[k][c] = G^T M G with M_xi (K x C) = D_xi (K x tiles) V_xi^T (tiles x C), one GEMM per
-// position xi, D = A dY A^T the filters' transformed output gradients and V = B^T d B the channels' transformed inputs
-// (transform_inputs). 16 multiplies per 2x2 outputs, channel and filter instead of 36 (the im2col product's). G's
-// halves are scaled out (G_s = 2 G: dW = G_s^T M G_s / 4), so that every transform adds and subtracts: small-integer
-// data stays exact while the products' sums stay below 2^24.
+// position xi, D = A dY A^T the filters' transformed output gradients (transform_output_gradients) and V = B^T d B the
+// channels' transformed inputs (transform_inputs). 16 multiplies per 2x2 outputs, channel and filter instead of 36
+// (the im2col product's). G's halves are scaled out (G_s = 2 G: dW = G_s^T M G_s / 4), so that every transform adds
+// and subtracts: small-integer data stays exact while the products' sums stay below 2^24.
 
 // dY's tiles, D[xi][k][col] = (A dY A^T)[xi] (A = [1 0; 1 1; 1 -1; 0 -1], F(2x2, 3x3)'s A^T turned) for filter k and
 // the block's tiles (rows [row0, row0 + rows) of all images' tile rows, as transform_inputs takes them), VL tiles at a
 // time: each of a tile row's two dy rows copied into a zero-padded row buffer (a row past P: zeros), its even and odd
 // columns split, then A along the rows and down the columns.
 template <int VL>
-__attribute__((noinline)) void transform_gradients(const ConvShape& s, const Tiling& tl, const float* dy, int64_t row0,
-                                                   int64_t rows, float* D, std::atomic<bool>& non_finite) {
+__attribute__((noinline)) void transform_output_gradients(const ConvShape& s, const Tiling& tl, const float* dy,
+                                                          int64_t row0, int64_t rows, float* D,
+                                                          std::atomic<bool>& non_finite) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   const int64_t tw = tl.tw, cols = rows * tw, chunks = (tw + VL - 1) / VL, width = 2 * chunks * VL;
   const auto filter = [&](int64_t k) {
@@ -657,7 +659,7 @@ __attribute__((noinline)) void transform_gradients(const ConvShape& s, const Til
 
 // dw = G_s^T M G_s / 4 (G_s^T = [2 1 1 0; 0 1 -1 0; 0 1 1 2]) for every filter and channel, M[xi][k][c] the products
 // summed over all tiles: the multiplication by 1/4 is exact.
-inline void transform_weight_gradients(const ConvShape& s, const float* M, float* dw) {
+inline void weight_gradients_from_sums(const ConvShape& s, const float* M, float* dw) {
   const int64_t K = s.K, C = s.C, KC = K * C;
   parallel_for(K, threads_for(KC * 64, 1 << 16), [&](int64_t k) {
     for (int64_t c = 0; c < C; ++c) {
@@ -678,11 +680,10 @@ inline void transform_weight_gradients(const ConvShape& s, const float* M, float
   });
 }
 
-// conv2d_backward_weight_winograd_<isa> (conv.h), VL floats a vector. Blocks of whole tile rows (evened out), in order:
-// each block's transforms on the threads (by channel, by filter) and its 16 products spread over them (each product
-// serial), adding into M (the first block writing it), all three taken by the threads as they are free (Shares: the
-// two cores' speeds differ minute to minute); then dw from M. Returns false, dw unfinished, where x or dy holds an infinity
-// or a NaN.
+// conv2d_backward_weight_winograd_<isa> (conv.h), VL floats a vector. Blocks of whole tile rows (evened out), in
+// order: each block's transforms on the threads (by channel, by filter) and its 16 products spread over them (each
+// product then serial), adding into M (the first block writing it), all three taken by the threads as they are free
+// (Schedule::as_free); then dw from M. Returns false, dw untouched, where x or dy holds an infinity or a NaN.
 template <int VL>
 bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
   constexpr int64_t positions = 16;
@@ -697,7 +698,7 @@ bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float*
   for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) {
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
     transform_inputs<VL, 2, 1>(s, tl, x, row0, rows, V.get(), non_finite, Schedule::as_free);
-    transform_gradients<VL>(s, tl, dy, row0, rows, D.get(), non_finite);
+    transform_output_gradients<VL>(s, tl, dy, row0, rows, D.get(), non_finite);
     if (non_finite) return false;
     const float beta = row0 == 0 ? 0.0f : 1.0f;
     parallel_for(
@@ -709,7 +710,7 @@ bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float*
         },
         Schedule::as_free);
   }
-  transform_weight_gradients(s, M.get(), dw);
+  weight_gradients_from_sums(s, M.get(), dw);
   return true;
 }
 

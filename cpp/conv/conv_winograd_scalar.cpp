@@ -1,5 +1,5 @@
-// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution and F(2x2, 3x3) weight gradient,
-// portable x86-64: 4-float (SSE2) vectors in the transforms.
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution and F(2x2, 3x3) weight gradient, portable x86-64: 4-float
+// (SSE2) vectors in the transforms.
 #include "conv_winograd.h"
 
 namespace convcore {

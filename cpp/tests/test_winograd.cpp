@@ -3,8 +3,9 @@
 // grouping (rows of 2 to 18 tiles: 1, 2 and 4 tile rows a vector), overhanging last tile rows and columns,
 // padding 0, 1 and 2 and uneven, blocks taken per thread and shared, bias and ReLU; the same bits at 1, 2 and 3
 // threads; false (y left to another path) for an infinite input; which layers conv2d_winograd_tile gives F(4x4).
-// The weight gradient by F(2x2, 3x3) the same way (exact, the same bits at 1, 2 and 3 threads, dw prefilled with NaN,
-// several blocks of tile rows, false for an infinite x or dy) and where it applies.
+// The weight gradient by F(2x2, 3x3) the same way (exact, the same bits at 1, 2 and 3 threads also on fractions, dw
+// prefilled with NaN, several blocks of tile rows, false and dw untouched for an infinity or NaN in x or dy) and where
+// it applies.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -68,7 +69,30 @@ void run_weight_case(const Case& c) {
     CHECK(kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
     CHECK(dw == want);
   }
+  // on fractions (sums that round) the same bits at 1, 2 and 3 threads: no partition depends on the thread count
+  for (float& v : x) v += 0.1f * draw(state);
+  for (float& v : dy) v -= 0.3f * draw(state);
+  std::vector<float> first;
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    std::vector<float> dw(want.size(), std::numeric_limits<float>::quiet_NaN());
+    CHECK(kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
+    if (first.empty()) first = dw;
+    CHECK(dw == first);
+  }
   set_num_threads(before);
+}
+
+// An infinity or NaN as the last element of x or of dy (the last block's): false, dw untouched.
+void check_weight_non_finite(const Case& c) {
+  const ConvShape s = shape_of(c);
+  for (float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()})
+    for (bool in_x : {true, false}) {
+      std::vector<float> x(s.N * s.C * s.H * s.W, 1.0f), dy(s.N * s.K * s.P * s.Q, 1.0f), dw(s.K * s.C * 9, 7.0f);
+      (in_x ? x.back() : dy.back()) = bad;
+      CHECK(!kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
+      CHECK(dw == std::vector<float>(dw.size(), 7.0f));
+    }
 }
 
 }  // namespace
@@ -97,14 +121,12 @@ int main() {
     x[100] = std::numeric_limits<float>::infinity();
     for (int tile : {2, 4}) CHECK(!kernels().conv_winograd(s, tile, x.data(), w.data(), nullptr, false, y.data()));
     // the weight gradient: every case above, and 7 images of 32 tile rows of 33 tiles (at least 62 rows a block:
-    // blocks of 75, 75 and 74 rows); false for an infinite x or dy
+    // blocks of 75, 75 and 74 rows); false, dw untouched, for an infinity or NaN in x or dy (one block, three)
     for (const Case& w_case : cases) run_weight_case(w_case);
-    run_weight_case({7, 16, 64, 66, 16, 1, 1});
-    std::vector<float> dy(s.N * s.K * s.P * s.Q, 1.0f), dw(s.K * s.C * 9);
-    CHECK(!kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
-    x[100] = 1.0f;
-    dy[77] = -std::numeric_limits<float>::infinity();
-    CHECK(!kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
+    const Case blocks{7, 16, 64, 66, 16, 1, 1};
+    run_weight_case(blocks);
+    check_weight_non_finite(c);
+    check_weight_non_finite(blocks);
   }
   select_isa(detected_isa());
   // F(4x4) where its products are at most 0.6 of F(2x2)'s and there are at least 2^23 multiply-adds
@@ -123,5 +145,7 @@ int main() {
   CHECK(!weight_applies({32, 512, 7, 7, 512, 1, 1}));     // 7 x 7 maps: 64 outputs computed for 49
   CHECK(!weight_applies({32, 64, 32, 32, 64, 1, 1}));     // 64 channels (CIFAR 3x3)
   CHECK(!weight_applies({8, 128, 32, 32, 64, 1, 1}));     // 64 filters
+  CHECK(!weight_applies({3, 128, 15, 15, 128, 1, 1}));    // 15 x 15 maps: 16 x 16 computed
+  CHECK(weight_applies({3, 128, 17, 17, 128, 1, 1}));     // 17 x 17 maps: 18 x 18 computed
   return convcore_test::failures;
 }
