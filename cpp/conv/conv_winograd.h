@@ -304,6 +304,17 @@ inline void store_group(float* dst, const vec& v, int first, int64_t count) {
   }
 }
 
+// Copies n floats of a row from src to dst; returns their exponent_carry, ORed (its sign bit set where one of them is
+// infinite or NaN).
+inline uint32_t copy_checking(const float* src, int64_t n, float* dst) {
+  uint32_t carries = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    dst[i] = src[i];
+    carries |= exponent_carry(src[i]);
+  }
+  return carries;
+}
+
 // V[xi][c][col] = (B^T d B)[xi] for channel c and the block's tiles, rows [row0, row0 + rows) of all images'
 // tile rows (row = n * th + ty), VL tiles at a time in G groups (lane_groups; tile tx reads padded columns T*tx ..
 // T*tx + T + 1): each of a tile row's alpha input rows, copied zero-padded into a row buffer of its group (a tile
@@ -362,11 +373,7 @@ __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling
             continue;
           }
           const float* src = plane + h * s.W;
-          float* dst = pr[g][r] + s.pad_w;
-          for (int64_t w = 0; w < copied; ++w) {
-            dst[w] = src[w];
-            carries |= exponent_carry(src[w]);
-          }
+          carries |= copy_checking(src, copied, pr[g][r] + s.pad_w);
           in[g][r] = pr[g][r];
         }
       }
@@ -623,10 +630,7 @@ __attribute__((noinline)) void transform_output_gradients(const ConvShape& s, co
           std::fill(dst, dst + Q, 0.0f);
           continue;
         }
-        for (int64_t q = 0; q < Q; ++q) {
-          dst[q] = plane[p * Q + q];
-          carries |= exponent_carry(dst[q]);
-        }
+        carries |= copy_checking(plane + p * Q, Q, dst);
       }
       float* d = D + k * cols + i * tw;
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
@@ -657,24 +661,31 @@ __attribute__((noinline)) void transform_output_gradients(const ConvShape& s, co
   parallel_for(s.K, threads_for(s.K * cols * 4 * 16, 1 << 16), filter, Schedule::as_free);
 }
 
-// dw = G_s^T M G_s / 4 (G_s^T = [2 1 1 0; 0 1 -1 0; 0 1 1 2]) for every filter and channel, M[xi][k][c] the products
-// summed over all tiles: the multiplication by 1/4 is exact.
+// G_s^T (m0, m1, m2, m3), G_s^T = [2 1 1 0; 0 1 -1 0; 0 1 1 2]: a column or row of sums back to three taps
+inline void gs_transposed(float m0, float m1, float m2, float m3, float (&out)[3]) {
+  out[0] = 2.0f * m0 + m1 + m2;
+  out[1] = m1 - m2;
+  out[2] = m1 + m2 + 2.0f * m3;
+}
+
+// dw = G_s^T M G_s / 4 for every filter and channel, M[xi][k][c] the products summed over all tiles: the
+// multiplication by 1/4 is exact.
 inline void weight_gradients_from_sums(const ConvShape& s, const float* M, float* dw) {
   const int64_t K = s.K, C = s.C, KC = K * C;
   parallel_for(K, threads_for(KC * 64, 1 << 16), [&](int64_t k) {
     for (int64_t c = 0; c < C; ++c) {
       float m[4][4], t[3][4];
       for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = M[xi * KC + k * C + c];
-      for (int j = 0; j < 4; ++j) {  // G_s^T M
-        t[0][j] = 2.0f * m[0][j] + m[1][j] + m[2][j];
-        t[1][j] = m[1][j] - m[2][j];
-        t[2][j] = m[1][j] + m[2][j] + 2.0f * m[3][j];
+      for (int j = 0; j < 4; ++j) {  // G_s^T M, down the columns
+        float col[3];
+        gs_transposed(m[0][j], m[1][j], m[2][j], m[3][j], col);
+        for (int r = 0; r < 3; ++r) t[r][j] = col[r];
       }
       float* out = dw + (k * C + c) * 9;
-      for (int r = 0; r < 3; ++r) {  // (G_s^T M) G_s
-        out[3 * r] = 0.25f * (2.0f * t[r][0] + t[r][1] + t[r][2]);
-        out[3 * r + 1] = 0.25f * (t[r][1] - t[r][2]);
-        out[3 * r + 2] = 0.25f * (t[r][1] + t[r][2] + 2.0f * t[r][3]);
+      for (int r = 0; r < 3; ++r) {  // (G_s^T M) G_s, along the rows
+        float row[3];
+        gs_transposed(t[r][0], t[r][1], t[r][2], t[r][3], row);
+        for (int j = 0; j < 3; ++j) out[3 * r + j] = 0.25f * row[j];
       }
     }
   });
