@@ -3,6 +3,8 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "bindings.h"
 #include "convcore/ops.h"
@@ -265,33 +267,29 @@ static std::vector<Update> checked_updates(const py::list& params, const py::lis
   return updates;
 }
 
-// f(index, p, g, buffer 0, buffer 1, elements) with typed pointers (null for a buffer not listed), for each update,
+// The updates' arrays as typed pointers, float32 and float64 apart: make(index, p, g, buffer 0, buffer 1, elements)
+// gives one parameter's arrays (buffers null where not listed), and step(float32 list) then step(float64 list) run
 // without the GIL.
-template <typename F>
-static void for_each_update(std::vector<Update>& updates, const F& f) {
-  struct Raw {
-    size_t index;
-    void *p, *b0, *b1;
-    const void* g;
-    int64_t n;
-    bool single;
+template <template <typename> class Arrays, typename Make, typename Step>
+static void run_updates(std::vector<Update>& updates, const Make& make, const Step& step) {
+  std::vector<Arrays<float>> singles;
+  std::vector<Arrays<double>> doubles;
+  const auto typed = [&](auto* zero, Update& u, auto& out) {
+    using T = std::remove_pointer_t<decltype(zero)>;
+    T* b0 = u.buffers.size() > 0 ? static_cast<T*>(u.buffers[0].mutable_data()) : nullptr;
+    T* b1 = u.buffers.size() > 1 ? static_cast<T*>(u.buffers[1].mutable_data()) : nullptr;
+    out.push_back(make(u.index, static_cast<T*>(u.p.mutable_data()), static_cast<const T*>(u.g.data()), b0, b1,
+                       static_cast<int64_t>(u.p.size())));
   };
-  std::vector<Raw> raw;
   for (Update& u : updates) {
-    auto* b0 = u.buffers.size() > 0 ? u.buffers[0].mutable_data() : nullptr;
-    auto* b1 = u.buffers.size() > 1 ? u.buffers[1].mutable_data() : nullptr;
-    raw.push_back(Raw{u.index, u.p.mutable_data(), b0, b1, u.g.data(), static_cast<int64_t>(u.p.size()),
-                      py::isinstance<CArray<float>>(u.p)});
+    if (py::isinstance<CArray<float>>(u.p))
+      typed(static_cast<float*>(nullptr), u, singles);
+    else
+      typed(static_cast<double*>(nullptr), u, doubles);
   }
   py::gil_scoped_release release;
-  for (const Raw& r : raw) {
-    if (r.single)
-      f(r.index, static_cast<float*>(r.p), static_cast<const float*>(r.g), static_cast<float*>(r.b0),
-        static_cast<float*>(r.b1), r.n);
-    else
-      f(r.index, static_cast<double*>(r.p), static_cast<const double*>(r.g), static_cast<double*>(r.b0),
-        static_cast<double*>(r.b1), r.n);
-  }
+  if (!singles.empty()) step(singles);
+  if (!doubles.empty()) step(doubles);
 }
 
 // first: per parameter, whether its momentum buffer is new (it is then set to the gradient, not read).
@@ -304,9 +302,12 @@ static void sgd(const py::list& params, const py::list& grads, const std::option
   if (momentum != 0) buffers.push_back(*momentum_buffers);
   std::vector<Update> updates = checked_updates(params, grads, buffers);
   const SgdHyper h{lr, momentum, dampening, weight_decay, nesterov};
-  for_each_update(updates, [&](size_t i, auto* p, const auto* g, auto* buf, auto*, int64_t n) {
-    sgd_step(p, g, buf, n, h, bool(first[i]));
-  });
+  run_updates<SgdArrays>(
+      updates,
+      [&](size_t i, auto* p, const auto* g, auto* buf, auto*, int64_t n) {
+        return SgdArrays<std::remove_pointer_t<decltype(p)>>{p, g, buf, n, bool(first[i])};
+      },
+      [&](const auto& arrays) { sgd_step(arrays, h); });
 }
 
 static void adam(const py::list& params, const py::list& grads, const py::list& exp_avg, const py::list& exp_avg_sq,
@@ -314,9 +315,12 @@ static void adam(const py::list& params, const py::list& grads, const py::list& 
   if (step < 1) throw py::value_error("adam_step: step must be >= 1");
   std::vector<Update> updates = checked_updates(params, grads, {exp_avg, exp_avg_sq});
   const AdamHyper h{lr, beta1, beta2, eps, weight_decay, decoupled};
-  for_each_update(updates, [&](size_t, auto* p, const auto* g, auto* m, auto* v, int64_t n) {
-    adam_step(p, g, m, v, n, h, step);
-  });
+  run_updates<AdamArrays>(
+      updates,
+      [](size_t, auto* p, const auto* g, auto* m, auto* v, int64_t n) {
+        return AdamArrays<std::remove_pointer_t<decltype(p)>>{p, g, m, v, n};
+      },
+      [&](const auto& arrays) { adam_step(arrays, h, step); });
 }
 
 static void bind_optim(py::module_& m) {

@@ -194,23 +194,42 @@ def test_float32_matches_torch(name, kwargs, rng):
         np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=2e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
-                                  lambda p: optim.AdamW(p, lr=0.01)])
-def test_large_parameters_same_bits_at_any_thread_count(make, rng):
+                                  lambda p: optim.SGD(p, lr=0.05, momentum=0.8, dampening=0.3),
+                                  lambda p: optim.SGD(p, lr=0.1),
+                                  lambda p: optim.Adam(p, lr=0.01, betas=(0.8, 0.9), weight_decay=0.1),
+                                  lambda p: optim.AdamW(p, lr=0.01, weight_decay=0.1)])
+def test_steps_same_bits_on_every_isa_and_thread_count(make, dtype, rng):
+    # the step loops are compiled per ISA without fusing a multiply and an add (an FMA rounds once where the
+    # baseline rounds twice): every variant, at 1 and 2 threads, gives the baseline's bits. Sizes: odd vector tails,
+    # and 23K elements in all, so that the parameters' blocks are spread over the threads together.
     import convcore
-    start = rng.standard_normal(600_001).astype(np.float32)  # above the serial threshold: blocks over threads
-    grads = [rng.standard_normal(start.shape).astype(np.float32) for _ in range(3)]
-    results = []
-    for threads in (1, 2):
-        with convcore.threads(threads):
-            p = nn.Parameter(start.copy())
-            opt = make([p])
-            for g in grads:
-                p.grad = g
-                opt.step()
-        results.append(p.data)
-    assert np.array_equal(results[0], results[1])
-    assert not np.array_equal(results[0], start)
+    from convcore import _core
+    start = [rng.standard_normal(n).astype(dtype) for n in (3, 1001, 9000, 13001)]
+    grads = [[rng.standard_normal(s.shape).astype(dtype) for s in start] for _ in range(3)]
+    previous = _core.selected_isa()
+    results = {}
+    try:
+        for isa in ("scalar", "avx2", "avx512"):
+            if not _core.select_isa(isa):
+                continue
+            for threads in (1, 2):
+                with convcore.threads(threads):
+                    params = [nn.Parameter(s.copy()) for s in start]
+                    opt = make(params)
+                    for g in grads:
+                        for p, gi in zip(params, g):
+                            p.grad = gi
+                        opt.step()
+                results[isa, threads] = [p.data for p in params]
+    finally:
+        _core.select_isa(previous)
+    baseline = results["scalar", 1]
+    assert not np.array_equal(baseline[3], start[3])
+    for key, data in results.items():
+        for got, want in zip(data, baseline):
+            assert got.dtype == dtype and np.array_equal(got, want), key
 
 
 @pytest.mark.parametrize("size", [3, 40_000])  # serial, and blocks over 2 threads

@@ -1,4 +1,5 @@
-// Optimizer steps (see optim.h): element-wise, in blocks spread over the threads for large parameters.
+// Optimizer steps (see optim.h): element-wise, all parameters in blocks spread over the threads, each block by the
+// selected ISA's loops (optim_blocks.h).
 #include "convcore/optim.h"
 
 #include <xmmintrin.h>
@@ -6,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
+#include "convcore/dispatch.h"
 #include "convcore/threads.h"
 
 namespace convcore {
@@ -33,92 +36,73 @@ class FlushDenormals {
   unsigned saved_;
 };
 
-// body(lo, hi) over [0, n) in blocks, denormals flushed (FlushDenormals); serial below 16K elements (an OpenMP
-// region costs more than it saves there; above, a second core halves these passes, which run at L2 speed:
-// LeNet-5's 62K parameters 105 -> 80 us).
-template <typename Body>
-void blocks(int64_t n, const Body& body) {
-  parallel_for((n + kBlock - 1) / kBlock, threads_for(n, 1 << 14), [&](int64_t b) {
+// step(param, lo, hi) over every parameter's elements in blocks of kBlock, all of them in one parallel loop,
+// denormals flushed (FlushDenormals); serial below 16K elements in all (an OpenMP region costs more than it saves
+// there; above, a second core halves these passes, which run at L2 speed).
+template <typename Arrays, typename Step>
+void blocks(const std::vector<Arrays>& params, const Step& step) {
+  std::vector<int64_t> first_block{0};  // parameter i's blocks are [first_block[i], first_block[i + 1])
+  int64_t elements = 0;
+  for (const Arrays& a : params) {
+    first_block.push_back(first_block.back() + (a.n + kBlock - 1) / kBlock);
+    elements += a.n;
+  }
+  parallel_for(first_block.back(), threads_for(elements, 1 << 14), [&](int64_t b) {
+    const size_t i = std::upper_bound(first_block.begin(), first_block.end(), b) - first_block.begin() - 1;
+    const int64_t lo = (b - first_block[i]) * kBlock;
     const FlushDenormals flush;
-    body(b * kBlock, std::min(n, (b + 1) * kBlock));
+    step(params[i], lo, std::min(params[i].n, lo + kBlock));
   });
 }
 
-// f(flags...) with each flag as a compile-time std::bool_constant: the step functions pick their block function
-// (a plain loop over restrict pointers, branch-free per case, which GCC vectorises) with it.
-template <typename F>
-void with_flags(const F& f) {
-  f();
-}
-template <typename F, typename... Rest>
-void with_flags(const F& f, bool flag, Rest... rest) {
-  const auto bind = [&](auto constant) { with_flags([&](auto... more) { f(constant, more...); }, rest...); };
-  flag ? bind(std::true_type{}) : bind(std::false_type{});
+template <typename T>
+auto sgd_kernel() {
+  if constexpr (std::is_same_v<T, float>) return kernels().optim.sgd_float;
+  else return kernels().optim.sgd_double;
 }
 
-template <typename T, bool kDecay, bool kMomentum, bool kNesterov, bool kFirst>
-void sgd_block(T* __restrict p, const T* __restrict g, T* __restrict buf, int64_t n, T lr, T momentum, T keep,
-               T wd) {
-  for (int64_t i = 0; i < n; ++i) {
-    T d = g[i];
-    if constexpr (kDecay) d += wd * p[i];
-    if constexpr (kMomentum) {
-      const T b = kFirst ? d : momentum * buf[i] + keep * d;
-      buf[i] = b;
-      d = kNesterov ? d + momentum * b : b;
-    }
-    p[i] -= lr * d;
-  }
-}
-
-template <typename T, bool kL2Decay, bool kDecoupledDecay>
-void adam_block(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v, int64_t n, T beta1,
-                T beta2, T rest1, T rest2, T step_size, T correction2, T eps, T wd, T shrink) {
-  for (int64_t i = 0; i < n; ++i) {
-    T gi = g[i], pi = p[i];
-    if constexpr (kDecoupledDecay) pi *= shrink;
-    if constexpr (kL2Decay) gi += wd * pi;
-    const T mi = beta1 * m[i] + rest1 * gi, vi = beta2 * v[i] + rest2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = pi - step_size * (mi / (std::sqrt(vi) / correction2 + eps));
-  }
+template <typename T>
+auto adam_kernel() {
+  if constexpr (std::is_same_v<T, float>) return kernels().optim.adam_float;
+  else return kernels().optim.adam_double;
 }
 
 }  // namespace
 
 template <typename T>
-void sgd_step(T* p, const T* g, T* buf, int64_t n, const SgdHyper& h, bool first_step) {
-  const T lr = T(h.lr), momentum = T(h.momentum), keep = T(1 - h.dampening), wd = T(h.weight_decay);
+void sgd_step(const std::vector<SgdArrays<T>>& params, const SgdHyper& h) {
   const bool use_momentum = h.momentum != 0;
-  decltype(&sgd_block<T, false, false, false, false>) block = nullptr;
-  with_flags([&](auto decay, auto with_momentum, auto nesterov,
-                 auto first) { block = sgd_block<T, decay, with_momentum, nesterov, first>; },
-             h.weight_decay != 0, use_momentum, use_momentum && h.nesterov, use_momentum && first_step);
-  blocks(n, [&](int64_t lo, int64_t hi) {
-    block(p + lo, g + lo, buf ? buf + lo : nullptr, hi - lo, lr, momentum, keep, wd);
+  const SgdTerms<T> k{T(h.lr), T(h.momentum), T(1 - h.dampening), T(h.weight_decay), h.weight_decay != 0,
+                      use_momentum, use_momentum && h.nesterov};
+  const auto kernel = sgd_kernel<T>();
+  blocks(params, [&](const SgdArrays<T>& a, int64_t lo, int64_t hi) {
+    kernel(a.p + lo, a.g + lo, a.buf ? a.buf + lo : nullptr, hi - lo, k, a.first_step);
   });
 }
 
 template <typename T>
-void adam_step(T* p, const T* g, T* m, T* v, int64_t n, const AdamHyper& h, int64_t t) {
-  const T beta1 = T(h.beta1), beta2 = T(h.beta2), rest1 = T(1 - h.beta1), rest2 = T(1 - h.beta2);
-  const T step_size = T(h.lr / (1 - std::pow(h.beta1, double(t))));
-  const T correction2 = T(std::sqrt(1 - std::pow(h.beta2, double(t)))), eps = T(h.eps);
-  const T wd = T(h.weight_decay), shrink = T(1 - h.lr * h.weight_decay);
+void adam_step(const std::vector<AdamArrays<T>>& params, const AdamHyper& h, int64_t t) {
   const bool decay = h.weight_decay != 0;
-  decltype(&adam_block<T, false, false>) block = nullptr;
-  with_flags([&](auto l2_decay, auto decoupled_decay) { block = adam_block<T, l2_decay, decoupled_decay>; },
-             decay && !h.decoupled, decay && h.decoupled);
-  blocks(n, [&](int64_t lo, int64_t hi) {
-    block(p + lo, g + lo, m + lo, v + lo, hi - lo, beta1, beta2, rest1, rest2, step_size, correction2, eps, wd,
-          shrink);
+  const AdamTerms<T> k{T(h.beta1),
+                       T(h.beta2),
+                       T(1 - h.beta1),
+                       T(1 - h.beta2),
+                       T(h.lr / (1 - std::pow(h.beta1, double(t)))),
+                       T(std::sqrt(1 - std::pow(h.beta2, double(t)))),
+                       T(h.eps),
+                       T(h.weight_decay),
+                       T(1 - h.lr * h.weight_decay),
+                       decay && !h.decoupled,
+                       decay && h.decoupled};
+  const auto kernel = adam_kernel<T>();
+  blocks(params, [&](const AdamArrays<T>& a, int64_t lo, int64_t hi) {
+    kernel(a.p + lo, a.g + lo, a.m + lo, a.v + lo, hi - lo, k);
   });
 }
 
-template void sgd_step<float>(float*, const float*, float*, int64_t, const SgdHyper&, bool);
-template void sgd_step<double>(double*, const double*, double*, int64_t, const SgdHyper&, bool);
-template void adam_step<float>(float*, const float*, float*, float*, int64_t, const AdamHyper&, int64_t);
-template void adam_step<double>(double*, const double*, double*, double*, int64_t, const AdamHyper&, int64_t);
+template void sgd_step<float>(const std::vector<SgdArrays<float>>&, const SgdHyper&);
+template void sgd_step<double>(const std::vector<SgdArrays<double>>&, const SgdHyper&);
+template void adam_step<float>(const std::vector<AdamArrays<float>>&, const AdamHyper&, int64_t);
+template void adam_step<double>(const std::vector<AdamArrays<double>>&, const AdamHyper&, int64_t);
 
 }  // namespace convcore

@@ -6,6 +6,7 @@
 #include "convcore/conv.h"
 #include "convcore/gemm.h"
 #include "convcore/ops.h"
+#include "convcore/optim.h"
 #include "convcore/pool.h"
 
 namespace convcore {
@@ -36,6 +37,7 @@ struct KernelTable {
   ConvWinogradKernel conv_winograd;
   ConvWinogradWeightKernel conv_winograd_weight;
   BatchNormRowKernels batch_norm_rows;
+  OptimKernels optim;
 };
 
 const KernelTable& kernels();  // the selected table
