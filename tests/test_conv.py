@@ -103,6 +103,12 @@ CASES = [
     (8, 3, 70, 70, 64, 7, 7, 2, 3, 1, 1),
     (2, 6, 34, 34, 128, 7, 7, 2, 3, 1, 2),
     (2, 2, 12, 30, 5, 5, 5, 1, 1, 1, 1),        # 5 filters 5x5 on 28-wide rows: one zero filter in a block of 6
+    # the weight gradient in blocks of two vectors of filters (AVX-512: 33-64 filters on maps of at most 256 output
+    # pixels, two images or more): 64 filters on 8 x 8; 40 filters (the last block one vector and 8 lanes) strided,
+    # 10 images (image chunks of unequal sizes); 5x5 with 50 filters
+    (3, 6, 8, 8, 64, 3, 3, 1, 1, 1, 1),
+    (10, 5, 12, 10, 40, 3, 3, 2, 1, 1, 1),
+    (2, 4, 10, 10, 50, 5, 5, 1, 2, 1, 1),
 ]
 
 
@@ -193,7 +199,9 @@ def test_non_contiguous_input(rng):
                                   (1, 3, 224, 224, 8, 7, 7, 2, 3, 1, 1), (9, 1, 12, 12, 6, 5, 5, 1, 2, 1, 1),
                                   (3, 40, 20, 20, 36, 3, 3, 1, 1, 1, 1), (9, 8, 18, 18, 12, 3, 3, 1, 1, 1, 2),
                                   # taps as rows, the bias summed block by block (35 x 35 pixels, 29 rows a block)
-                                  (8, 3, 70, 70, 64, 7, 7, 2, 3, 1, 1)],
+                                  (8, 3, 70, 70, 64, 7, 7, 2, 3, 1, 1),
+                                  # the weight gradient in blocks of two vectors of filters (AVX-512)
+                                  (10, 5, 12, 10, 40, 3, 3, 2, 1, 1, 1)],
                          ids=str)
 def test_results_identical_at_any_thread_count(rng, case):
     from convcore import _core

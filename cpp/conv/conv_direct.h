@@ -644,9 +644,10 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
 
 // Weight gradient vectorised over filters: dw[k][c][r][t] = sum over (n, p, q) of dy[n][k][p][q] *
 // x[n][c][p*sh - ph + r*dh][q*sw - pw + t*dw], with the filters in the vector lanes (KV vectors, zero lanes past K).
-// A work unit is one input channel and a block of RB kernel rows: KV x RB x S accumulators, fed per output pixel by
-// KV loads of the pixel's dy (dy transposed per image to [pixel][filter] by the ISA's transposing packer) and
-// RB x S broadcasts of x from a zero-padded copy of the image (any stride, dilation or padding, no bounds checks).
+// A work unit is one block of KV x VL filters (filter_blocks: more filters take several), one input channel and a
+// block of RB kernel rows: KV x RB x S accumulators, fed per output pixel by KV loads of the pixel's dy (dy transposed
+// per image to [pixel][filter] by the ISA's transposing packer, all blocks' filters of a pixel together) and RB x S
+// broadcasts of x from a zero-padded copy of the image (any stride, dilation or padding, no bounds checks).
 // UNIT_DIL (horizontal dilation 1) makes each tap's column a constant displacement from its kernel row's pointer:
 // with a run-time dilation the RB x S tap offsets outnumbered the registers and were reloaded from the stack
 // around every FMA. The batch is cut into image_chunks(s) chunks spread over the threads; a chunk takes its
@@ -656,19 +657,25 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
 // are ever added together. db, where not null, gets the bias gradient from the same chunks (bias_partials_add per
 // image: the bits of conv2d_backward_bias_fast). Workspace per chunk: one padded image, one transposed dy image,
 // the accumulators and the bias partials.
-// Floats of accumulators per chunk.
+// Blocks of KV x VL filters, and the floats of accumulators per chunk.
+template <int VL, int KV>
+int64_t filter_blocks(const ConvShape& s) {
+  return (s.K + KV * VL - 1) / (KV * VL);
+}
 template <int VL, int KV, int RB, int S>
 int64_t weight_chunk_floats(const ConvShape& s) {
-  return s.C * (s.R / RB) * int64_t(KV) * RB * S * VL;
+  return filter_blocks<VL, KV>(s) * s.C * (s.R / RB) * int64_t(KV) * RB * S * VL;
 }
 
 // Adds one image's terms to a chunk's accumulators `sums`: xp is the image zero-padded to Hp = H + 2 ph rows of
-// Wp = W + 2 pw, g its dy transposed, pixel (p, q)'s filters at g + p * g_row + q * KV * VL.
+// Wp = W + 2 pw, g its dy transposed, pixel (p, q)'s filters at g + p * g_row + q * KP (KP: all blocks' lanes),
+// those of filter block b from b * KV * VL on.
 template <int VL, int KV, int RB, int S, bool UNIT_DIL>
 void filter_vector_weight_image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, float* sums) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  const int64_t C = s.C, R = s.R, P = s.P, Q = s.Q, KP = int64_t(KV) * VL;
-  const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, row_blocks = R / RB, units = C * row_blocks;
+  const int64_t C = s.C, R = s.R, P = s.P, Q = s.Q, KP = filter_blocks<VL, KV>(s) * KV * VL;
+  const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, row_blocks = R / RB, units_per_block = C * row_blocks;
+  const int64_t units = filter_blocks<VL, KV>(s) * units_per_block;
   const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dil_h * Wp, dwid = UNIT_DIL ? 1 : s.dil_w;
   constexpr int64_t kUnitFloats = int64_t(KV) * RB * S * VL;
   // output rows per pass over the units: their transposed dy (at most 16 KiB, at least one row) stays in L1
@@ -676,7 +683,8 @@ void filter_vector_weight_image(const ConvShape& s, const float* xp, const float
   for (int64_t p0 = 0; p0 < P; p0 += rows_per_block) {
     const int64_t p1 = std::min(P, p0 + rows_per_block);
     for (int64_t unit = 0; unit < units; ++unit) {
-      const int64_t c = unit / row_blocks, r0 = unit % row_blocks * RB;
+      const int64_t block = unit / units_per_block, c = unit % units_per_block / row_blocks;
+      const int64_t r0 = unit % row_blocks * RB;
       float* saved = sums + unit * kUnitFloats;
       vec acc[KV][RB][S];
       for (int v = 0; v < KV; ++v)
@@ -686,7 +694,7 @@ void filter_vector_weight_image(const ConvShape& s, const float* xp, const float
         const float* xrow = &xp[(c * Hp + p * sh) * Wp] + r0 * dh;
         const float* xr[RB];  // the unit's kernel rows
         for (int r = 0; r < RB; ++r) xr[r] = xrow + r * dh;
-        const float* gp = g + p * g_row;
+        const float* gp = g + p * g_row + block * KV * VL;
         int64_t q = 0;
         if constexpr (VL != 16 && KV == 1 && RB == 1 && UNIT_DIL) {
           // with 16 registers and one vector of filters, pixels in fours: x's S + 3 values under the four windows are
@@ -746,18 +754,19 @@ void filter_vector_weight_image(const ConvShape& s, const float* xp, const float
 // forward+backward, on one thread while the others wait).
 template <int VL, int KV, int RB, int S>
 void filter_vector_weight_sum(const ConvShape& s, float* state, int64_t chunks, float* dw) {
-  const int64_t K = s.K, C = s.C, R = s.R, row_blocks = R / RB, units = C * row_blocks;
-  const int64_t per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
+  const int64_t K = s.K, C = s.C, R = s.R, row_blocks = R / RB, units_per_block = C * row_blocks;
+  const int64_t units = filter_blocks<VL, KV>(s) * units_per_block, per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
   add_chunks_into_first(state, chunks, per_chunk);
   constexpr int64_t kUnitFloats = int64_t(KV) * RB * S * VL;
   for (int64_t unit = 0; unit < units; ++unit) {
-    const int64_t c = unit / row_blocks, r0 = unit % row_blocks * RB;
+    const int64_t c = unit % units_per_block / row_blocks, r0 = unit % row_blocks * RB;
     for (int v = 0; v < KV; ++v)
       for (int r = 0; r < RB; ++r)
         for (int t = 0; t < S; ++t) {
           const float* sums = state + unit * kUnitFloats + ((int64_t(v) * RB + r) * S + t) * VL;
-          for (int64_t k = int64_t(v) * VL; k < std::min<int64_t>(K, (v + 1) * int64_t(VL)); ++k)
-            dw[((k * C + c) * R + r0 + r) * S + t] = sums[k - int64_t(v) * VL];
+          const int64_t k0 = (unit / units_per_block * KV + v) * VL;
+          for (int64_t k = k0; k < std::min<int64_t>(K, k0 + VL); ++k)
+            dw[((k * C + c) * R + r0 + r) * S + t] = sums[k - k0];
         }
   }
 }
@@ -951,15 +960,15 @@ struct RowWinogradWeights {
 
 // The pass over the batch of filter_vector_weight, shared with channel_vector_backward: image chunks over the
 // threads; per image the bias gradient's partials (where db is not null), x zero-padded (padded_image), dy
-// transposed by the ISA's packer into g (pixel (p, q)'s KV * VL filters at g + p * g_row + q * KV * VL, zero past K
+// transposed by the ISA's packer into g (pixel (p, q)'s KP filters at g + p * g_row + q * KP, zero past K
 // and, where g_row is wider than a row, past Q), the weight gradient's terms (weights.image, into the chunk's
 // weights.chunk_floats sums, with weights.scratch_floats of workspace), then more(n, g) (channel_vector_backward's
 // dx rows); then db and dw (weights.sum) from the chunks' sums in chunk order. Returns weights.sum's answer (false:
 // dw not written). `work` sizes the thread count.
-template <int VL, int KV, typename Weights, typename More>
-bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float* x, int64_t g_row, int64_t work,
-                               const Weights& weights, float* dw, float* db, const More& more) {
-  const int64_t N = s.N, C = s.C, K = s.K, P = s.P, Q = s.Q, PQ = P * Q, KP = int64_t(KV) * VL;
+template <typename Weights, typename More>
+bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float* x, int64_t KP, int64_t g_row,
+                               int64_t work, const Weights& weights, float* dw, float* db, const More& more) {
+  const int64_t N = s.N, C = s.C, K = s.K, P = s.P, Q = s.Q, PQ = P * Q;
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w;
   const int64_t chunks = image_chunks(s), per_chunk = weights.chunk_floats(s);
   const int64_t bias_floats = bias_partial_floats(s);
@@ -990,8 +999,9 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
 
 template <int VL, int KV, int RB, int S, bool UNIT_DIL>
 void filter_vector_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
-  filter_vector_weight_pass<VL, KV>(s, dy, x, s.Q * KV * VL, s.N * s.K * s.P * s.Q * s.C * s.R * S,
-                                    DirectWeights<VL, KV, RB, S, UNIT_DIL>{}, dw, db, [](int64_t, const float*) {});
+  const int64_t lanes = filter_blocks<VL, KV>(s) * KV * VL;
+  filter_vector_weight_pass(s, dy, x, lanes, s.Q * lanes, s.N * s.K * s.P * s.Q * s.C * s.R * S,
+                            DirectWeights<VL, KV, RB, S, UNIT_DIL>{}, dw, db, [](int64_t, const float*) {});
 }
 
 // Calls body(rows) with the kernel rows per filter_vector_weight unit as a compile-time constant: all of them when
@@ -1015,9 +1025,9 @@ void with_weight_rows(const ConvShape& s, const Body& body) {
 
 // Runs filter_vector_weight where it applies: one group, kernel width 3 or 5, and more than half a vector but at most
 // two vectors of filters (measured: with fewer filters most lanes idle and direct_backward_weight is faster; with 4
-// vectors it only matched GEMM, with 4 x 3 accumulators per kernel row); on AVX-512, by F(5, 4) and F(5, 2) along the
-// rows where row_winograd_weight_applies (the direct units where its taps are not finite). Returns false, doing
-// nothing, elsewhere.
+// vectors in one block it only matched GEMM, with 4 x 3 accumulators per kernel row), or up to four in blocks of two
+// where filter_blocks_apply; on AVX-512, by F(5, 4) and F(5, 2) along the rows where row_winograd_weight_applies (the
+// direct units where its taps are not finite). Returns false, doing nothing, elsewhere.
 template <int VL, int KV>
 void filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   const auto rows = [&](auto width) {
@@ -1034,13 +1044,30 @@ void filter_vector_weight_kv(const ConvShape& s, const float* dy, const float* x
     rows(std::integral_constant<int, 5>{});
 }
 
+// Up to four vectors of filters in blocks of two (each block's units 2 x 3 x 3 accumulators, as for 17-32 filters):
+// with 16-float vectors, on maps of at most 256 output pixels, at least two images. The im2col GEMM's packing of
+// these maps is runs of one output row (8 or 16 pixels) for all taps. Both builds in one process, calls alternated,
+// median of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient against the GEMM: ResNet-20's 64 -> 64 on 8
+// x 8, n=128, 1.16x (1 thread 1.19x), its 32 -> 64 3x3/2 on 16 x 16 1.64x (1.50x), 32 -> 48 on 8 x 8 n=16 1.75x, 64
+// -> 64 on 16 x 16 n=4 1.31x, n=32 1.08x, 128 -> 64 on 8 x 8 n=32 1.17x, 64 -> 64 5x5 on 16 x 16 n=16 1.06x, 64 ->
+// 64 3x3/2 on 32 x 32 n=8 1.48x, n=32 1.22x, 64 -> 64 on 8 x 8 n=2 1.02x. Not on larger maps (64 -> 64 on 32 x 32
+// n=32 0.96x, 56 x 56 n=8 1.00x, 112 x 112 n=2 0.94x; 32 -> 48 on 32 x 32 n=8 0.82x, 3 -> 64 on 224 x 224 0.56x), nor
+// for one image (its one chunk runs on one thread: 64 -> 64 on 8 x 8 0.56x, 16 x 16 0.81x), more filters (128 -> 128
+// on 8 x 8 n=32 0.84x, on 16 x 16 n=8 0.62x; 256 on 14 x 14 0.51x against Winograd), nor with 8-float vectors (16
+// registers: one kernel row a unit; ResNet-20's 64 -> 64 on 8 x 8 0.90x, 32 -> 32 on 16 x 16 0.91x).
+template <int VL>
+bool filter_blocks_apply(const ConvShape& s) {
+  return VL == 16 && s.K <= 4 * VL && s.P * s.Q <= 256 && s.N >= 2;
+}
+
 template <int VL>
 bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
-  if (s.groups != 1 || (s.S != 3 && s.S != 5) || s.K <= VL / 2 || s.K > 2 * VL) return false;
+  if (s.groups != 1 || (s.S != 3 && s.S != 5) || s.K <= VL / 2 || (s.K > 2 * VL && !filter_blocks_apply<VL>(s)))
+    return false;
   if constexpr (VL == 16) {
     if (row_winograd_weight_applies(s) &&
-        filter_vector_weight_pass<VL, 1>(s, dy, x, s.Q * VL, s.N * s.K * s.P * s.Q * s.C * 25,
-                                         RowWinogradWeights<VL>(s), dw, db, [](int64_t, const float*) {}))
+        filter_vector_weight_pass(s, dy, x, VL, s.Q * VL, s.N * s.K * s.P * s.Q * s.C * 25, RowWinogradWeights<VL>(s),
+                                  dw, db, [](int64_t, const float*) {}))
       return true;
   }
   if (s.K <= VL)
@@ -1126,12 +1153,11 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
   const int64_t work = s.N * K * P * s.Q * CRS * 2;
   if constexpr (VL == 16 && S == 5) {
     if (row_winograd_weight_applies(s) &&
-        filter_vector_weight_pass<VL, KV>(s, dy, x, QMAX * L, work, RowWinogradWeights<VL>(s), dw, db, dx_rows))
+        filter_vector_weight_pass(s, dy, x, L, QMAX * L, work, RowWinogradWeights<VL>(s), dw, db, dx_rows))
       return;
   }
   with_weight_rows<VL, KV, S>(s, [&](auto rows) {
-    filter_vector_weight_pass<VL, KV>(s, dy, x, QMAX * L, work, DirectWeights<VL, KV, rows, S, true>{}, dw, db,
-                                      dx_rows);
+    filter_vector_weight_pass(s, dy, x, L, QMAX * L, work, DirectWeights<VL, KV, rows, S, true>{}, dw, db, dx_rows);
   });
 }
 

@@ -156,7 +156,8 @@ bool conv2d_filter_vector_forward_avx2(const ConvShape& s, const float* x, const
 bool conv2d_filter_vector_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias,
                                          bool relu, float* y);
 // The weight gradient vectorised over filters (conv_direct.h, filter_vector_weight), tried first: one group, kernel
-// width 3 or 5, more than half a vector and at most two vectors of filters, any stride, padding and dilation; the bias
+// width 3 or 5, more than half a vector and at most two vectors of filters (on AVX-512 up to four, in blocks of two, on
+// maps of at most 256 output pixels and at least two images), any stride, padding and dilation; the bias
 // gradient in the same pass where db is not null (the bits of conv2d_backward_bias_fast). On AVX-512, 5 x 5 kernels at
 // stride 1 with 9 to 16 filters on rows of an even number, at most 10, of outputs by Winograd's F(5, 4) and F(5, 2)
 // along the rows (the pass run again by the direct units where its result is not finite), the same as with dx. Returns
