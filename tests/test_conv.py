@@ -42,11 +42,13 @@ CASES = [
     (2, 5, 8, 7, 20, 3, 3, 1, 1, 1, 1),         # forward over filters (AVX-512): 7-pixel rows, a partial block
     (1, 2, 6, 6, 40, 3, 3, 1, 1, 1, 1),         # forward over filters (AVX-512): two filter blocks
     (2, 4, 15, 14, 12, 3, 3, 2, (1, 2), (1, 2), 1),  # forward over filters (AVX-512): strided, dilated
+    (3, 5, 32, 30, 24, 3, 3, 2, 1, 1, 1),       # forward over filters (AVX-512): strided rows of 15 pixels
+    (2, 3, 16, 15, 12, 3, 3, 2, 1, 1, 1),       # forward over filters (AVX2): strided rows of 8 pixels
     (2, 3, 9, 7, 12, 4, 2, 1, 1, 1, 1),         # forward over filters (AVX-512): a kernel width read at run time
     (2, 3, 6, 4, 7, 3, 3, 1, 1, 1, 1),          # forward over filters (AVX2): 4-pixel rows
     (2, 3, 5, 2, 5, 3, 3, 1, 1, 1, 1),          # forward over filters (portable): 2-pixel rows
-    (11, 3, 7, 7, 40, 3, 3, 2, 1, 1, 1),        # weight gradient by one GEMM over all images' pixels (few per image)
-    (3, 4, 6, 6, 37, 3, 3, 1, 1, 1, 1),         # the same, dY packed image by image: a partial panel of filters
+    (11, 3, 7, 7, 72, 3, 3, 2, 1, 1, 1),        # weight gradient by one GEMM over all images' pixels (few per image)
+    (3, 4, 6, 6, 69, 3, 3, 1, 1, 1, 1),         # the same, dY packed image by image: a partial panel of filters
     (3, 6, 7, 7, 18, 3, 3, 1, 1, 1, 2),         # and groups of 9 filters
     (2, 1, 6, 30, 6, 5, 5, 1, 2, 1, 1),         # direct kernel, 6-filter blocks (AVX-512): rows past one vector
     # weight gradient over one vector of filters, 5x5, with 16 registers (AVX2, portable): one kernel row per unit,

@@ -600,7 +600,12 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
 // conv2) also run here, a row per tile of 10: vectors along them idled 6 of 16 lanes (measured 15-25% faster).
 // Unit horizontal stride and dilation make each pixel's and tap's x a constant displacement (run-time offsets
 // outnumber the registers). Returns false, doing nothing, elsewhere. (Measured on wider rows, 11-32 pixels, the
-// direct kernels and GEMM were as fast or faster.) With 8-float vectors the 16 filters of such rows go in two
+// direct kernels and GEMM were as fast or faster.) Horizontally strided rows up to a vector wide also run here,
+// where the direct kernels (stride 1) do not and the im2col GEMM packs a short run per output row and tap (both builds
+// in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, forward: ResNet-20's 16 ->
+// 32 3x3/2 on 32 x 32, n=128 1.25x, n=32 1.39x, n=2 1.22x, n=1 1.11x; 64 -> 64 3x3/2 on 32 x 32 n=8 1.24x, 32 -> 64
+// on 28 x 28 n=8 1.27x, 16 -> 24 5x5/2 n=8 1.14x; AVX2, rows of 5-8: ResNet-20's 32 -> 64 3x3/2 1.14x, 8 -> 16 3x3/2
+// on 16 x 16 3.0x, 16 -> 24 5x5/2 1.32x). With 8-float vectors the 16 filters of such rows go in two
 // vectors, tiles of 5 (measured AVX2 Zen 3, 2 threads, LeNet conv2 n=64 forward 0.53 -> 0.36 ms over vectors along
 // the row, 16 lanes for 10 pixels). Layers with more than 128 Ki weights, or 16 Ki at batch 1 (one image runs on
 // one thread here), go to GEMM: every pixel tile streams all the weights (measured AVX-512, 2 threads, batch 1:
@@ -616,7 +621,8 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
   const int64_t kv = s.K <= VL ? 1 : 2;
   const bool tens = kv * VL == 16 && s.K <= 16 && (s.Q == 9 || s.Q == 10);
   const int64_t weights = s.K * s.C * s.R * s.S;
-  if (s.groups != 1 || (2 * s.Q > VL && !tens) || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864 ||
+  const bool strided_row = s.stride_w > 1 && s.Q <= VL;
+  if (s.groups != 1 || (2 * s.Q > VL && !tens && !strided_row) || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864 ||
       weights > 131072 || (s.N == 1 && weights > 16384))
     return false;
   if constexpr (VL == 16) {  // whole blocks of 10 output rows

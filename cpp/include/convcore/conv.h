@@ -142,11 +142,12 @@ void conv2d_direct_backward_weight_avx2(const ConvShape& s, const float* dy, con
 void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
                                           float* db);
 // Forward convolution vectorised over filters (conv_direct.h, filter_vector_forward), tried first: rows at most half a
-// vector wide, more than half a vector of filters, one group, at most 144 KiB of weights per filter block, any stride,
-// padding and dilation. Returns false, doing nothing, where it does not apply. Workspace: the weights regrouped by
-// filter block and one zero-padded image per thread; where AVX-512 runs Winograd's F(4, 5) and F(2, 5) along the rows
-// (5-wide kernels at stride 1 on rows of 9 or 10 outputs, whole blocks of 10 output rows: LeNet-5's conv2), also the
-// transformed weights and per thread one image's transformed input, products and outputs.
+// vector wide (horizontally strided ones up to a vector), more than half a vector of filters, one group, at most 144
+// KiB of weights per filter block, any stride, padding and dilation. Returns false, doing nothing, where it does not
+// apply. Workspace: the weights regrouped by filter block and one zero-padded image per thread; where AVX-512 runs
+// Winograd's F(4, 5) and F(2, 5) along the rows (5-wide kernels at stride 1 on rows of 9 or 10 outputs, whole blocks of
+// 10 output rows: LeNet-5's conv2), also the transformed weights and per thread one image's transformed input,
+// products and outputs.
 using ConvFilterVectorForwardKernel = bool (*)(const ConvShape& s, const float* x, const float* w, const float* bias,
                                                bool relu, float* y);
 bool conv2d_filter_vector_forward_scalar(const ConvShape& s, const float* x, const float* w, const float* bias,
