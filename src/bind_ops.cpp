@@ -267,25 +267,26 @@ static std::vector<Update> checked_updates(const py::list& params, const py::lis
   return updates;
 }
 
-// The updates' arrays as typed pointers, float32 and float64 apart: make(index, p, g, buffer 0, buffer 1, elements)
-// gives one parameter's arrays (buffers null where not listed), and step(float32 list) then step(float64 list) run
-// without the GIL.
+// One update's arrays as T pointers: make(index, p, g, buffer 0, buffer 1, elements), buffers null where not listed.
+template <typename T, typename Make>
+static auto typed_arrays(Update& u, const Make& make) {
+  T* b0 = u.buffers.size() > 0 ? static_cast<T*>(u.buffers[0].mutable_data()) : nullptr;
+  T* b1 = u.buffers.size() > 1 ? static_cast<T*>(u.buffers[1].mutable_data()) : nullptr;
+  return make(u.index, static_cast<T*>(u.p.mutable_data()), static_cast<const T*>(u.g.data()), b0, b1,
+              static_cast<int64_t>(u.p.size()));
+}
+
+// The updates' arrays (typed_arrays), float32 and float64 apart; step(float32 list) then step(float64 list) run without
+// the GIL.
 template <template <typename> class Arrays, typename Make, typename Step>
 static void run_updates(std::vector<Update>& updates, const Make& make, const Step& step) {
   std::vector<Arrays<float>> singles;
   std::vector<Arrays<double>> doubles;
-  const auto typed = [&](auto* zero, Update& u, auto& out) {
-    using T = std::remove_pointer_t<decltype(zero)>;
-    T* b0 = u.buffers.size() > 0 ? static_cast<T*>(u.buffers[0].mutable_data()) : nullptr;
-    T* b1 = u.buffers.size() > 1 ? static_cast<T*>(u.buffers[1].mutable_data()) : nullptr;
-    out.push_back(make(u.index, static_cast<T*>(u.p.mutable_data()), static_cast<const T*>(u.g.data()), b0, b1,
-                       static_cast<int64_t>(u.p.size())));
-  };
   for (Update& u : updates) {
     if (py::isinstance<CArray<float>>(u.p))
-      typed(static_cast<float*>(nullptr), u, singles);
+      singles.push_back(typed_arrays<float>(u, make));
     else
-      typed(static_cast<double*>(nullptr), u, doubles);
+      doubles.push_back(typed_arrays<double>(u, make));
   }
   py::gil_scoped_release release;
   if (!singles.empty()) step(singles);

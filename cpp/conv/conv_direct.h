@@ -679,9 +679,9 @@ int64_t weight_chunk_floats(const ConvShape& s) {
 template <int VL, int KV, int RB, int S, bool UNIT_DIL>
 void filter_vector_weight_image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, float* sums) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  const int64_t C = s.C, R = s.R, P = s.P, Q = s.Q, KP = filter_blocks<VL, KV>(s) * KV * VL;
+  const int64_t C = s.C, R = s.R, P = s.P, Q = s.Q, blocks = filter_blocks<VL, KV>(s), KP = blocks * KV * VL;
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, row_blocks = R / RB, units_per_block = C * row_blocks;
-  const int64_t units = filter_blocks<VL, KV>(s) * units_per_block;
+  const int64_t units = blocks * units_per_block;
   const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dil_h * Wp, dwid = UNIT_DIL ? 1 : s.dil_w;
   constexpr int64_t kUnitFloats = int64_t(KV) * RB * S * VL;
   // output rows per pass over the units: their transposed dy (at most 16 KiB, at least one row) stays in L1
