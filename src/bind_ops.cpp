@@ -111,88 +111,77 @@ static CArray<T> cross_entropy_grad(const CArray<T>& probs, const CArray<int64_t
 
 // Batch norm: x, dy are (N, C, L) views; per-channel vectors have C entries (checked here: a mismatch would read
 // out of bounds).
-template <typename T>
-static void check_bn(const CArray<T>& x, std::initializer_list<const py::array*> per_channel) {
+static void check_bn(const py::array& x, std::initializer_list<const py::array*> per_channel) {
   if (x.ndim() != 3) throw py::value_error("batch norm kernels take (N, C, L) arrays");
   for (const py::array* v : per_channel)
     if (v->ndim() != 1 || v->shape(0) != x.shape(1)) throw py::value_error("per-channel vector length != C");
 }
 
+// An optional (N, C, L) array with x's shape (a residual, or the forward's ReLU output), or null.
 template <typename T>
-static py::tuple bn_stats(const CArray<T>& x) {
-  check_bn(x, {});
+static const T* optional_like(const std::optional<CArray<T>>& a, const CArray<T>& x, const char* name) {
+  if (!a) return nullptr;
+  if (!same_shape(*a, x)) throw py::value_error(std::string(name) + " and x shapes differ");
+  return a->data();
+}
+
+// (y, mean, var): the batch's statistics in float64.
+template <typename T>
+static py::tuple bn_train(const CArray<T>& x, const CArray<T>& weight, const CArray<T>& bias, double eps,
+                          const std::optional<CArray<T>>& residual, bool relu) {
+  check_bn(x, {&weight, &bias});
+  const T* pr = optional_like(residual, x, "residual");
   const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
+  auto y = new_array<T>({N, C, L});
   auto mean = new_array<double>({C}), var = new_array<double>({C});
-  const T* px = x.data();
+  const T *px = x.data(), *pw = weight.data(), *pb = bias.data();
+  T* py_ = y.mutable_data();
   double *pm = mean.mutable_data(), *pv = var.mutable_data();
   {
     py::gil_scoped_release release;
-    batch_norm_stats<T>(px, N, C, L, pm, pv);
+    batch_norm_train<T>(px, N, C, L, pw, pb, eps, pr, relu, py_, pm, pv);
   }
-  return py::make_tuple(mean, var);
+  return py::make_tuple(y, mean, var);
 }
 
 template <typename T>
-static CArray<T> bn_apply(const CArray<T>& x, const CArray<T>& scale, const CArray<T>& shift,
-                          const std::optional<CArray<T>>& residual, bool relu) {
-  check_bn(x, {&scale, &shift});
-  if (residual && !same_shape(*residual, x))
-    throw py::value_error("residual and x shapes differ");
+static CArray<T> bn_eval(const CArray<T>& x, const CArray<double>& mean, const CArray<double>& var,
+                         const CArray<T>& weight, const CArray<T>& bias, double eps,
+                         const std::optional<CArray<T>>& residual, bool relu) {
+  check_bn(x, {&mean, &var, &weight, &bias});
+  const T* pr = optional_like(residual, x, "residual");
   const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
   auto y = new_array<T>({N, C, L});
-  const T *px = x.data(), *ps = scale.data(), *pb = shift.data(), *pr = residual ? residual->data() : nullptr;
+  const T *px = x.data(), *pw = weight.data(), *pb = bias.data();
+  const double *pm = mean.data(), *pv = var.data();
   T* py_ = y.mutable_data();
   {
     py::gil_scoped_release release;
-    batch_norm_apply<T>(px, N, C, L, ps, pb, pr, relu, py_);
+    batch_norm_eval<T>(px, N, C, L, pm, pv, pw, pb, eps, pr, relu, py_);
   }
   return y;
 }
 
-// relu_out, when given, must have x's shape (the output of bn_apply with relu).
+// (dweight, dbias, dx or None).
 template <typename T>
-static const T* relu_mask(const std::optional<CArray<T>>& relu_out, const CArray<T>& x) {
-  if (!relu_out) return nullptr;
-  if (!same_shape(*relu_out, x))
-    throw py::value_error("relu_out and x shapes differ");
-  return relu_out->data();
-}
-
-template <typename T>
-static py::tuple bn_backward_sums(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& mean,
-                                  const std::optional<CArray<T>>& relu_out) {
-  check_bn(x, {&mean});
-  if (!same_shape(dy, x))
-    throw py::value_error("dy and x shapes differ");
-  const T* mask = relu_mask(relu_out, x);
+static py::tuple bn_backward(const CArray<T>& dy, const CArray<T>& x, const CArray<double>& mean,
+                             const CArray<double>& var, const CArray<T>& weight, double eps,
+                             const std::optional<CArray<T>>& relu_out, bool input_grad) {
+  check_bn(x, {&mean, &var, &weight});
+  if (!same_shape(dy, x)) throw py::value_error("dy and x shapes differ");
+  const T* mask = optional_like(relu_out, x, "relu_out");
   const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
-  auto sum_dy = new_array<double>({C}), sum_dy_centred = new_array<double>({C});
-  const T *pdy = dy.data(), *px = x.data(), *pm = mean.data();
-  double *ps = sum_dy.mutable_data(), *psc = sum_dy_centred.mutable_data();
+  auto dweight = new_array<T>({C}), dbias = new_array<T>({C});
+  std::optional<CArray<T>> dx;
+  if (input_grad) dx = new_array<T>({N, C, L});
+  const T *pdy = dy.data(), *px = x.data(), *pw = weight.data();
+  const double *pm = mean.data(), *pv = var.data();
+  T *pdw = dweight.mutable_data(), *pdb = dbias.mutable_data(), *pdx = dx ? dx->mutable_data() : nullptr;
   {
     py::gil_scoped_release release;
-    batch_norm_backward_sums<T>(pdy, px, pm, mask, N, C, L, ps, psc);
+    batch_norm_backward<T>(pdy, px, pm, pv, pw, eps, mask, N, C, L, pdw, pdb, pdx);
   }
-  return py::make_tuple(sum_dy, sum_dy_centred);
-}
-
-template <typename T>
-static CArray<T> bn_backward_input(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& mean,
-                                   const CArray<T>& gain, const CArray<T>& a, const CArray<T>& b,
-                                   const std::optional<CArray<T>>& relu_out) {
-  check_bn(x, {&mean, &gain, &a, &b});
-  if (!same_shape(dy, x))
-    throw py::value_error("dy and x shapes differ");
-  const T* mask = relu_mask(relu_out, x);
-  const int64_t N = x.shape(0), C = x.shape(1), L = x.shape(2);
-  auto dx = new_array<T>({N, C, L});
-  const T *pdy = dy.data(), *px = x.data(), *pm = mean.data(), *pg = gain.data(), *pa = a.data(), *pb = b.data();
-  T* pdx = dx.mutable_data();
-  {
-    py::gil_scoped_release release;
-    batch_norm_backward_input<T>(pdy, px, pm, pg, pa, pb, mask, N, C, L, pdx);
-  }
-  return dx;
+  return py::make_tuple(dweight, dbias, dx ? py::object(*dx) : py::object(py::none()));
 }
 
 // --- optimizer steps: one call per step for all of a model's parameters ---
@@ -348,12 +337,10 @@ void bind_ops(py::module_& m) {
   m.def("cross_entropy", &cross_entropy<double>);
   m.def("cross_entropy_backward", &cross_entropy_grad<float>);
   m.def("cross_entropy_backward", &cross_entropy_grad<double>);
-  m.def("batch_norm_stats", &bn_stats<float>);
-  m.def("batch_norm_stats", &bn_stats<double>);
-  m.def("batch_norm_apply", &bn_apply<float>);
-  m.def("batch_norm_apply", &bn_apply<double>);
-  m.def("batch_norm_backward_sums", &bn_backward_sums<float>);
-  m.def("batch_norm_backward_sums", &bn_backward_sums<double>);
-  m.def("batch_norm_backward_input", &bn_backward_input<float>);
-  m.def("batch_norm_backward_input", &bn_backward_input<double>);
+  m.def("batch_norm_train", &bn_train<float>);
+  m.def("batch_norm_train", &bn_train<double>);
+  m.def("batch_norm_eval", &bn_eval<float>);
+  m.def("batch_norm_eval", &bn_eval<double>);
+  m.def("batch_norm_backward", &bn_backward<float>);
+  m.def("batch_norm_backward", &bn_backward<double>);
 }

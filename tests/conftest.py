@@ -35,5 +35,23 @@ def nthreads(request):
 
 
 @pytest.fixture
+def on_every_isa():
+    """A function that calls fn() with each compiled ISA variant this CPU runs selected, at 1 and at 2 threads, and
+    returns {(isa, threads): fn's result}; the test's own selection is restored afterwards."""
+    previous = _core.selected_isa()
+
+    def run(fn):
+        results = {}
+        for name in ISAS:
+            if _core.select_isa(name):
+                for threads in (1, 2):
+                    with cc.threads(threads):
+                        results[name, threads] = fn()
+        return results
+    yield run
+    _core.select_isa(previous)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)

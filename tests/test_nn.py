@@ -574,34 +574,66 @@ def test_basic_block_fused_skip_gives_the_unfused_bits(rng, block_args):
 
 
 @pytest.mark.parametrize("L", [32, 40, 47, 56, 100, 1024])
-def test_batch_norm_float_reductions_match_float64_on_every_isa_and_thread_count(isa, L):
-    # float rows of >= 32 values go through the per-ISA channel reductions (float lanes per row, float64 across
-    # rows); a large common offset checks that the variance is centred, not E[x^2] - m^2 in float
+def test_batch_norm_float_kernels_match_float64_on_every_isa_and_thread_count(isa, L):
+    # float rows of >= 32 values go through the per-ISA row kernels (float lanes per row, float64 across rows); a
+    # large common offset checks that the variance is centred, not E[x^2] - m^2 in float, and a spread of row means
+    # that the rows' centred squares are combined about the channel's mean
     from convcore import _core
     rng = np.random.default_rng(L)
-    C = 3
+    C, eps = 3, 1e-5
     N = 70000 // (C * L) + 1  # past the kernels' serial threshold, so that 2 threads do split the channels
-    x = (rng.standard_normal((N, C, L)) + 100.0).astype(np.float32)
+    x = (rng.standard_normal((N, C, L)) + 100.0 + rng.standard_normal((N, C, 1))).astype(np.float32)
     dy = rng.standard_normal((N, C, L)).astype(np.float32)
-    relu_out = rng.standard_normal((N, C, L)).astype(np.float32)
-    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    weight, bias = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
     results = []
     for n in (1, 2):
         with cc.threads(n):
-            mean, var = _core.batch_norm_stats(x)
-            m32 = mean.astype(np.float32)
-            sums = [_core.batch_norm_backward_sums(dy, x, m32, mask) for mask in (None, relu_out)]
-        results.append((mean, var, sums))
-    mean, var, sums = results[0]
+            y, mean, var = _core.batch_norm_train(x, weight, bias, eps, None, True)
+            grads = [_core.batch_norm_backward(dy, x, mean, var, weight, eps, relu_out, True)
+                     for relu_out in (None, y)]
+        results.append([y, mean, var] + [g for grad in grads for g in grad])
+    y, mean, var = results[0][:3]
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
     np.testing.assert_allclose(mean, x64.mean(axis=(0, 2)), rtol=1e-7)
     np.testing.assert_allclose(var, x64.var(axis=(0, 2)), rtol=1e-5)
-    centred = x64 - m32.astype(np.float64)[None, :, None]
-    for (s, sc), g in zip(sums, (dy64, np.where(relu_out > 0, dy64, 0.0))):
-        np.testing.assert_allclose(s, g.sum(axis=(0, 2)), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(sc, (g * centred).sum(axis=(0, 2)), rtol=1e-5, atol=1e-5)
+    inv_std = 1 / np.sqrt(var + eps)
+    xhat = (x64 - mean.astype(np.float32)[None, :, None]) * inv_std[None, :, None]
+    expected_y = np.maximum(xhat * weight[None, :, None] + bias[None, :, None], 0)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-4, atol=1e-4)
+    assert (y == 0).any() and (y > 0).any()
+    count = N * L
+    for (dweight, dbias, dx), g in zip((results[0][3:6], results[0][6:9]), (dy64, np.where(y > 0, dy64, 0.0))):
+        sum_g, sum_gx = g.sum(axis=(0, 2)), (g * xhat).sum(axis=(0, 2))
+        np.testing.assert_allclose(dbias, sum_g, rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(dweight, sum_gx, rtol=1e-5, atol=1e-3)
+        expected_dx = (weight * inv_std)[None, :, None] * (
+            g - (sum_g / count)[None, :, None] - xhat * (sum_gx / count)[None, :, None])
+        np.testing.assert_allclose(dx, expected_dx, rtol=1e-3, atol=1e-5)
     one, two = results  # the same bits whatever the thread count
-    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
-    assert all(np.array_equal(a, b) for pa, pb in zip(one[2], two[2]) for a, b in zip(pa, pb))
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+
+
+@pytest.mark.parametrize("dtype,shape", [(np.float32, (6, 5, 7, 9)), (np.float32, (9, 4, 4, 4)),
+                                         (np.float64, (6, 5, 7, 9))])
+def test_batch_norm_same_bits_on_every_isa_and_thread_count(dtype, shape, on_every_isa):
+    # the row kernels are compiled per ISA without fusing a multiply and an add: every variant, at 1 and 2 threads,
+    # gives the baseline's bits, forward (statistics, the apply with a residual and ReLU) and backward
+    rng = np.random.default_rng(0)
+    scale = 70000 // int(np.prod(shape)) + 1  # past the kernels' serial threshold, so that 2 threads split the work
+    shape = (shape[0] * scale,) + shape[1:]
+    x, skip, dy = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+
+    def forward_backward():
+        bn = nn.BatchNorm2d(shape[1])
+        bn.weight.data[...] = np.linspace(0.5, 1.5, shape[1])
+        y = bn.forward(x, activation="relu", residual=skip)
+        dx = bn.backward(dy)
+        return [y, dx, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var]
+    results = on_every_isa(forward_backward)
+    baseline = results["scalar", 1]
+    assert (baseline[0] == 0).any() and (baseline[0] > 0).any()
+    for key, arrays in results.items():
+        assert all(np.array_equal(got, want) for got, want in zip(arrays, baseline)), key
 
 
 def _native_model():

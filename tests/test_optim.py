@@ -200,31 +200,22 @@ def test_float32_matches_torch(name, kwargs, rng):
                                   lambda p: optim.SGD(p, lr=0.1),
                                   lambda p: optim.Adam(p, lr=0.01, betas=(0.8, 0.9), weight_decay=0.1),
                                   lambda p: optim.AdamW(p, lr=0.01, weight_decay=0.1)])
-def test_steps_same_bits_on_every_isa_and_thread_count(make, dtype, rng):
+def test_steps_same_bits_on_every_isa_and_thread_count(make, dtype, rng, on_every_isa):
     # the step loops are compiled per ISA without fusing a multiply and an add (an FMA rounds once where the
     # baseline rounds twice): every variant, at 1 and 2 threads, gives the baseline's bits. Sizes: odd vector tails,
     # and 23K elements in all, so that the parameters' blocks are spread over the threads together.
-    import convcore
-    from convcore import _core
     start = [rng.standard_normal(n).astype(dtype) for n in (3, 1001, 9000, 13001)]
     grads = [[rng.standard_normal(s.shape).astype(dtype) for s in start] for _ in range(3)]
-    previous = _core.selected_isa()
-    results = {}
-    try:
-        for isa in ("scalar", "avx2", "avx512"):
-            if not _core.select_isa(isa):
-                continue
-            for threads in (1, 2):
-                with convcore.threads(threads):
-                    params = [nn.Parameter(s.copy()) for s in start]
-                    opt = make(params)
-                    for g in grads:
-                        for p, gi in zip(params, g):
-                            p.grad = gi
-                        opt.step()
-                results[isa, threads] = [p.data for p in params]
-    finally:
-        _core.select_isa(previous)
+
+    def steps():
+        params = [nn.Parameter(s.copy()) for s in start]
+        opt = make(params)
+        for g in grads:
+            for p, gi in zip(params, g):
+                p.grad = gi
+            opt.step()
+        return [p.data for p in params]
+    results = on_every_isa(steps)
     baseline = results["scalar", 1]
     assert not np.array_equal(baseline[3], start[3])
     for key, data in results.items():

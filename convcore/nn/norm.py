@@ -46,48 +46,37 @@ class _BatchNorm(Module):
             if residual.shape != x.shape:
                 raise ValueError(f"residual must have x's shape {x.shape}, got {residual.shape}")
             residual = residual.reshape(x3.shape)
+        weight, bias = self.weight.data.astype(x.dtype, copy=False), self.bias.data.astype(x.dtype, copy=False)
         if self.training:
             count = x3.shape[0] * x3.shape[2]
             if count == 1:
                 raise ValueError(f"batch norm in training needs more than 1 value per channel, got x {x.shape}")
             self.num_batches_tracked[...] += 1
-            if count == 0:  # empty batch: empty output, running statistics unchanged (as PyTorch)
-                mean, var = np.zeros(self.num_features), np.ones(self.num_features)
-            else:
-                mean, var = _core.batch_norm_stats(x3)  # float64, biased variance
+            # the batch's statistics (float64, biased variance) and the normalised output in one call
+            y3, mean, var = _core.batch_norm_train(x3, weight, bias, self.eps, residual, relu)
+            if count > 0:  # an empty batch leaves the running statistics unchanged (as PyTorch)
                 self.running_mean[...] = (1 - self.momentum) * self.running_mean + self.momentum * mean
                 self.running_var[...] = ((1 - self.momentum) * self.running_var
                                          + self.momentum * var * count / (count - 1))
+            self._cache = (x3, x.shape, mean, var, y3 if relu else None)
         else:
-            mean, var = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
-        # y = (x - mean) * inv_std * weight + bias, folded into one pass: y = x * scale + shift (C,)
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        scale = self.weight.data * inv_std
-        shift = self.bias.data - mean * scale
-        y3 = _core.batch_norm_apply(x3, scale.astype(x.dtype), shift.astype(x.dtype), residual, relu)
-        if self.training:
-            self._cache = (x3, x.shape, mean.astype(x.dtype), inv_std, y3 if relu else None)
+            y3 = _core.batch_norm_eval(x3, self.running_mean.astype(np.float64), self.running_var.astype(np.float64),
+                                       weight, bias, self.eps, residual, relu)
         return y3.reshape(x.shape)
 
     def backward(self, dy, input_grad=True):
-        x3, shape, mean, inv_std, relu_out = self._saved(self._cache, "input")
+        x3, shape, mean, var, relu_out = self._saved(self._cache, "input")
         dy = as_tensor(dy, "dy", dtype=x3.dtype)
         if dy.shape != shape:
             raise ValueError(f"dy must have shape {shape}, got {dy.shape}")
-        dy3 = dy.reshape(x3.shape)
-        dbeta, sum_dy_centred = _core.batch_norm_backward_sums(dy3, x3, mean, relu_out)  # float64
-        dgamma = sum_dy_centred * inv_std  # sum(dy * xhat)
-        self.weight.accumulate(dgamma.astype(x3.dtype))
-        self.bias.accumulate(dbeta.astype(x3.dtype))
-        if not input_grad:
-            return None
-        count = max(x3.shape[0] * x3.shape[2], 1)
-        # dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)), with xhat = (x - mean) * inv_std
-        dtype = x3.dtype
-        gain = (self.weight.data * inv_std).astype(dtype)
-        a = (dbeta / count).astype(dtype)
-        b = (inv_std * dgamma / count).astype(dtype)
-        return _core.batch_norm_backward_input(dy3, x3, mean, gain, a, b, relu_out).reshape(shape)
+        # dweight = sum(dy * xhat), dbias = sum(dy), dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)),
+        # with xhat = (x - mean) * inv_std (dy masked by the fused ReLU's output)
+        dweight, dbias, dx = _core.batch_norm_backward(dy.reshape(x3.shape), x3, mean, var,
+                                                       self.weight.data.astype(x3.dtype, copy=False), self.eps, relu_out,
+                                                       input_grad)
+        self.weight.accumulate(dweight)
+        self.bias.accumulate(dbias)
+        return None if dx is None else dx.reshape(shape)
 
     def _release(self):
         self._cache = None

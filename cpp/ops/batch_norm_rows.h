@@ -1,14 +1,18 @@
-// Batch-norm channel reductions, written once with GCC vector extensions and compiled per ISA
-// (batch_norm_{scalar,avx2,avx512}.cpp): each row sums in 32 float lanes (element l into lane l mod 32, a partial
-// last step padded with values that add nothing), held as vectors of the unit's own width (two 16-float vectors on
-// AVX-512, four 8-float on AVX2, eight 4-float on the baseline: a 64-byte vector type compiled for AVX2 moved its
-// halves through general registers and the stack, 4.9 GB/s for the gradient sums); rows add lane by lane into 32
-// float64 lanes, which close in a fixed pairwise tree. The lanes and their order are the same on every ISA.
+// Batch-norm row kernels, compiled per ISA (batch_norm_{scalar,avx2,avx512}.cpp, built with -ffp-contract=off: no
+// multiply and add fuse, so every ISA rounds each operation as the baseline does and gives its bits). Each works on
+// (n, c) rows of L values. The passes (the affine apply, the input gradient) are plain loops that GCC vectorises with
+// the unit's widest vectors. The float reductions are written with GCC vector extensions: a row sums in 32 float
+// lanes (element l into lane l mod 32, a partial last step padded with values that add nothing), held as vectors of
+// the unit's own width (two 16-float vectors on AVX-512, four 8-float on AVX2, eight 4-float on the baseline: a
+// 64-byte vector type compiled for AVX2 moved its halves through general registers and the stack, 4.9 GB/s for the
+// gradient sums), then the 32 lanes close in float64 in a fixed pairwise tree. The lanes and their order are the same
+// on every ISA.
 // Everything here has internal linkage (an anonymous namespace), so the per-ISA copies are never merged across units.
 #pragma once
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "convcore/ops.h"
 
@@ -41,26 +45,21 @@ inline Lanes load(const float* p, int64_t n, float fill) {
 
 typedef float Lanes8f __attribute__((vector_size(32)));
 typedef double Lanes8d __attribute__((vector_size(64)));
+typedef double Lanes4d __attribute__((vector_size(32)));
+typedef double Lanes2d __attribute__((vector_size(16)));
 
-// 32 float64 lanes: each row's 32 float lanes are added in (lane by lane) when the row ends, and closed in a fixed
-// pairwise tree at the end of the channel.
-struct RowTotals {
-  Lanes8d lanes[4] = {};
-
-  void add_row(const Lanes (&acc)[kRowVectors]) {
-    Lanes8f row[4];
-    std::memcpy(row, acc, sizeof row);
-    for (int h = 0; h < 4; ++h) lanes[h] += __builtin_convertvector(row[h], Lanes8d);
-  }
-
-  double close() const {
-    double l[32];
-    std::memcpy(l, lanes, sizeof l);
-    for (int width = 16; width >= 1; width /= 2)
-      for (int i = 0; i < width; ++i) l[i] += l[i + width];
-    return l[0];
-  }
-};
+// The 32 float lanes in float64, added in a fixed pairwise tree: lane i += lane i + 16, then i + 8, i + 4, i + 2,
+// i + 1 (on vectors throughout).
+inline double close(const Lanes (&acc)[kRowVectors]) {
+  Lanes8f quarters[4];
+  std::memcpy(quarters, acc, sizeof quarters);
+  Lanes8d d[4];
+  for (int h = 0; h < 4; ++h) d[h] = __builtin_convertvector(quarters[h], Lanes8d);
+  const Lanes8d l8 = (d[0] + d[2]) + (d[1] + d[3]);
+  const Lanes4d l4 = __builtin_shufflevector(l8, l8, 0, 1, 2, 3) + __builtin_shufflevector(l8, l8, 4, 5, 6, 7);
+  const Lanes2d l2 = __builtin_shufflevector(l4, l4, 0, 1) + __builtin_shufflevector(l4, l4, 2, 3);
+  return l2[0] + l2[1];
+}
 
 // Calls step(a, l, n) for each kLaneWidth-float step of a row of L floats, l = 0, kLaneWidth, ..., into row vector
 // a = (l / kLaneWidth) % kRowVectors; the last step may be partial (n < kLaneWidth).
@@ -73,54 +72,103 @@ inline void for_steps(int64_t L, const Step& step) {
   for (int a = 0; l < L; ++a, l += kLaneWidth) step(a, l, std::min<int64_t>(kLaneWidth, L - l));
 }
 
-// sum over the rows x[n * stride + l] (n < rows, l < L) of term(x), term applied to a vector of values (a partial
-// last step is padded with `fill` first).
+// sum over the row's x[l] of term(x), term applied to a vector of values (a partial last step is padded with `fill`
+// first).
 template <typename Term>
-inline double channel_total(const float* x, int64_t rows, int64_t stride, int64_t L, float fill, const Term& term) {
-  RowTotals total;
-  for (int64_t n = 0; n < rows; ++n) {
-    const float* row = x + n * stride;
-    Lanes acc[kRowVectors] = {};
-    for_steps(L, [&](int a, int64_t l, int64_t k) { acc[a] += term(load(row + l, k, fill)); });
-    total.add_row(acc);
+inline double row_total(const float* x, int64_t L, float fill, const Term& term) {
+  Lanes acc[kRowVectors] = {};
+  for_steps(L, [&](int a, int64_t l, int64_t k) { acc[a] += term(load(x + l, k, fill)); });
+  return close(acc);
+}
+
+// For each of `rows` consecutive rows of L floats (row r at x + r * L): sum[r] = its sum, centred_squares[r] = the sum
+// of (x - sum[r] / L)^2. Two passes over the row (the second from the cache): the squares are centred on the row's
+// mean m rounded to float, mf, and corrected: sum (x - m)^2 = sum (x - mf)^2 - L (m - mf)^2. Rows run back to back in
+// one loop, so that one row's closing tree overlaps the next row's loads.
+inline void row_moments(const float* x, int64_t rows, int64_t L, double* sum, double* centred_squares) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * L;
+    const double s = row_total(row, L, 0.0f, [](Lanes v) { return v; });
+    const double m = s / L;
+    const float mf = static_cast<float>(m);
+    const double squares = row_total(row, L, mf, [mf](Lanes v) {  // mean-padded: the tail adds 0
+      v -= mf;
+      return v * v;
+    });
+    const double offset = m - mf;
+    sum[r] = s;
+    centred_squares[r] = std::max(0.0, squares - L * offset * offset);
   }
-  return total.close();
 }
 
-inline double channel_sum(const float* x, int64_t rows, int64_t stride, int64_t L) {
-  return channel_total(x, rows, stride, L, 0.0f, [](Lanes v) { return v; });
-}
-
-inline double channel_centred_squares(const float* x, int64_t rows, int64_t stride, int64_t L, float mean) {
-  return channel_total(x, rows, stride, L, mean, [mean](Lanes v) {  // mean-padded: the tail adds 0
-    v -= mean;
-    return v * v;
-  });
-}
-
-inline void channel_grad_sums(const float* dy, const float* x, const float* relu_out, int64_t rows, int64_t stride,
-                              int64_t L, float mean, double* sum, double* sum_centred) {
-  RowTotals s, sc;
-  for (int64_t n = 0; n < rows; ++n) {
-    const int64_t at = n * stride;
+// For each of `rows` consecutive rows (at r * L in dy, x and relu_out), of channel c = (first + r) % C:
+// sum[r] = sum g and sum_centred[r] = sum g * (x - mean[c]), g = dy masked where relu_out is not null.
+inline void row_grad_sums(const float* dy, const float* x, const float* relu_out, int64_t rows, int64_t L,
+                          int64_t first, int64_t C, const float* mean, double* sum, double* sum_centred) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t at = r * L;
+    const float m = mean[(first + r) % C];
     Lanes acc_s[kRowVectors] = {}, acc_sc[kRowVectors] = {};
     for_steps(L, [&](int a, int64_t l, int64_t k) {
       Lanes g = load(dy + at + l, k, 0.0f);
       if (relu_out)  // g where the output is > 0, else +0 (a mask, not a select: GCC scalarised the select)
         g = reinterpret_cast<Lanes>(reinterpret_cast<LanesMask>(g) & (load(relu_out + at + l, k, 0.0f) > 0.0f));
-      const Lanes d = load(x + at + l, k, mean) - mean;
+      const Lanes d = load(x + at + l, k, m) - m;
       acc_s[a] += g;
       acc_sc[a] += g * d;
     });
-    s.add_row(acc_s);
-    sc.add_row(acc_sc);
+    sum[r] = close(acc_s);
+    sum_centred[r] = close(acc_sc);
   }
-  *sum = s.close();
-  *sum_centred = sc.close();
+}
+
+// y = x * scale + shift (+ residual where it is not null), then max(y, 0) with relu (NaN kept): one loop per case, so
+// that each vectorises.
+template <typename T>
+void affine_row(const T* x, const T* residual, int64_t L, T scale, T shift, bool relu, T* y) {
+  if (residual && relu) {
+    for (int64_t l = 0; l < L; ++l) {
+      const T v = x[l] * scale + shift + residual[l];
+      y[l] = v > T(0) || v != v ? v : T(0);
+    }
+  } else if (residual) {
+    for (int64_t l = 0; l < L; ++l) y[l] = x[l] * scale + shift + residual[l];
+  } else if (relu) {
+    for (int64_t l = 0; l < L; ++l) {
+      const T v = x[l] * scale + shift;
+      y[l] = v > T(0) || v != v ? v : T(0);
+    }
+  } else {
+    for (int64_t l = 0; l < L; ++l) y[l] = x[l] * scale + shift;
+  }
+}
+
+// dy[l], or 0 where the fused ReLU's output is not > 0, as a bit mask (a select here compiled to a mispredicted
+// branch: 7x slower on half-active channels).
+template <typename T>
+inline T masked(const T* dy, const T* relu_out, int64_t l) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  Bits bits;
+  std::memcpy(&bits, &dy[l], sizeof(T));
+  bits &= Bits(0) - Bits(relu_out[l] > T(0));
+  T g;
+  std::memcpy(&g, &bits, sizeof(T));
+  return g;
+}
+
+// dx = gain * (g - a - (x - mean) * b), g = dy, masked where relu_out is not null.
+template <typename T>
+void input_gradient_row(const T* dy, const T* x, const T* relu_out, int64_t L, T mean, T gain, T a, T b, T* dx) {
+  if (relu_out) {
+    for (int64_t l = 0; l < L; ++l) dx[l] = gain * (masked(dy, relu_out, l) - a - (x[l] - mean) * b);
+  } else {
+    for (int64_t l = 0; l < L; ++l) dx[l] = gain * (dy[l] - a - (x[l] - mean) * b);
+  }
 }
 
 inline BatchNormRowKernels row_kernels() {
-  return BatchNormRowKernels{channel_sum, channel_centred_squares, channel_grad_sums};
+  return BatchNormRowKernels{row_moments,       row_grad_sums,      affine_row<float>,
+                             affine_row<double>, input_gradient_row<float>, input_gradient_row<double>};
 }
 
 }  // namespace

@@ -27,35 +27,47 @@ double cross_entropy_forward(const T* logits, const int64_t* labels, T* probs, i
 template <typename T>
 void cross_entropy_backward(const T* probs, const int64_t* labels, T* dlogits, int64_t N, int64_t C, T scale);
 
-// Batch normalisation on x (N, C, L), per channel c over N*L values. Statistics in float64: mean and biased
-// variance (two passes). apply: y = x * scale[c] + shift[c] (+ residual, an (N, C, L) array, when given: a
-// residual block's skip), then with relu max(y, 0) (NaN kept).
+// Batch normalisation on x (N, C, L), per channel c over its N*L values:
+// y = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c] (+ residual, an (N, C, L) array, when given: a
+// residual block's skip), then with relu max(y, 0) (NaN kept); computed as y = x * scale + shift, scale and shift
+// in float64 then rounded to T. train takes the batch's mean and biased variance (float64, two passes; written to
+// mean and var; 0 when N * L = 0); eval takes them as given.
 template <typename T>
-void batch_norm_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, double* var);
+void batch_norm_train(const T* x, int64_t N, int64_t C, int64_t L, const T* weight, const T* bias, double eps,
+                      const T* residual, bool relu, T* y, double* mean, double* var);
 template <typename T>
-void batch_norm_apply(const T* x, int64_t N, int64_t C, int64_t L, const T* scale, const T* shift, const T* residual,
-                      bool relu, T* y);
-// Backward: per-channel sum(dy) and sum(dy * (x - mean)), then dx = gain[c] * (dy - a[c] - (x - mean[c]) * b[c]).
-// With relu_out (the output of an apply with relu), dy is taken as 0 where relu_out is not > 0: the ReLU's
-// backward in the same pass.
+void batch_norm_eval(const T* x, int64_t N, int64_t C, int64_t L, const double* mean, const double* var,
+                     const T* weight, const T* bias, double eps, const T* residual, bool relu, T* y);
+// Backward of a training forward (mean, var: its statistics): dweight[c] = sum(g * xhat), dbias[c] = sum(g), and,
+// when dx is not null, dx = weight * inv_std * (g - mean(g) - xhat * mean(g * xhat)), with g = dy,
+// inv_std = 1 / sqrt(var + eps) and xhat = (x - mean) * inv_std (mean rounded to T). With relu_out (the forward's
+// output with relu), g is dy masked to 0 where relu_out is not > 0: the ReLU's backward in the same pass.
 template <typename T>
-void batch_norm_backward_sums(const T* dy, const T* x, const T* mean, const T* relu_out, int64_t N, int64_t C,
-                              int64_t L, double* sum_dy, double* sum_dy_centred);
-template <typename T>
-void batch_norm_backward_input(const T* dy, const T* x, const T* mean, const T* gain, const T* a, const T* b,
-                               const T* relu_out, int64_t N, int64_t C, int64_t L, T* dx);
+void batch_norm_backward(const T* dy, const T* x, const double* mean, const double* var, const T* weight, double eps,
+                         const T* relu_out, int64_t N, int64_t C, int64_t L, T* dweight, T* dbias, T* dx);
 
-// Per-ISA channel reductions behind the float batch norm (rows of L >= kBatchNormVectorRow floats; a channel's rows
-// are x[n * stride + l], n < rows, l < L). Each row sums in 32 float lanes (lane = l mod 32), rows add lane by lane
-// in float64, and the lanes close in a fixed pairwise tree: the order depends on the shape only, never on the
-// thread count (the ISA may change the last bits: FMA contraction).
+// Per-ISA kernels behind the batch norm, each on one (n, c) row of L values, all rounding each operation as the
+// baseline does (no FMA contraction), so that every ISA gives the same bits. Float reductions (rows of
+// L >= kBatchNormVectorRow floats): the row sums in 32 float lanes (lane = l mod 32) that close in float64 in a fixed
+// pairwise tree; the order depends on L only.
 constexpr int64_t kBatchNormVectorRow = 32;
 struct BatchNormRowKernels {
-  double (*sum)(const float* x, int64_t rows, int64_t stride, int64_t L);
-  double (*centred_squares)(const float* x, int64_t rows, int64_t stride, int64_t L, float mean);  // sum (x-mean)^2
-  // *sum = sum g, *sum_centred = sum g * (x - mean), with g = dy, or dy masked to 0 where relu_out is not > 0
-  void (*grad_sums)(const float* dy, const float* x, const float* relu_out, int64_t rows, int64_t stride, int64_t L,
-                    float mean, double* sum, double* sum_centred);
+  // For `rows` consecutive rows r (at x + r * L): sum[r] = sum x, centred_squares[r] = sum (x - sum[r] / L)^2
+  void (*moments)(const float* x, int64_t rows, int64_t L, double* sum, double* centred_squares);
+  // For `rows` consecutive rows r of channels c = (first + r) % C: sum[r] = sum g,
+  // sum_centred[r] = sum g * (x - mean[c]), with g = dy, or dy masked to 0 where relu_out is not > 0
+  void (*grad_sums)(const float* dy, const float* x, const float* relu_out, int64_t rows, int64_t L, int64_t first,
+                    int64_t C, const float* mean, double* sum, double* sum_centred);
+  // y = x * scale + shift (+ residual where not null), then max(y, 0) with relu (NaN kept)
+  void (*affine_float)(const float* x, const float* residual, int64_t L, float scale, float shift, bool relu,
+                       float* y);
+  void (*affine_double)(const double* x, const double* residual, int64_t L, double scale, double shift, bool relu,
+                        double* y);
+  // dx = gain * (g - a - (x - mean) * b), g = dy, or dy masked to 0 where relu_out (not null) is not > 0
+  void (*input_gradient_float)(const float* dy, const float* x, const float* relu_out, int64_t L, float mean,
+                               float gain, float a, float b, float* dx);
+  void (*input_gradient_double)(const double* dy, const double* x, const double* relu_out, int64_t L, double mean,
+                                double gain, double a, double b, double* dx);
 };
 BatchNormRowKernels batch_norm_row_kernels_scalar();
 BatchNormRowKernels batch_norm_row_kernels_avx2();
