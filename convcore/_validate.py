@@ -21,7 +21,7 @@ def as_tensor(x, name: str, ndim=None, dtype=None) -> np.ndarray:
     """Validate a float tensor and return it C-contiguous (copied once if it was not)."""
     # the common case first, in a few attribute reads: a C-contiguous float32 array of the wanted rank
     if (type(x) is np.ndarray and x.dtype is _FLOAT32 and (dtype is None or dtype is _FLOAT32)
-            and (ndim is None or ndim == x.ndim) and x.flags.c_contiguous):
+            and (ndim is None or ndim == x.ndim or (type(ndim) is tuple and x.ndim in ndim)) and x.flags.c_contiguous):
         return x
     if x is None:
         raise TypeError(f"{name} must be a numpy array, got None")

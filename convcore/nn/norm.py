@@ -1,6 +1,8 @@
 """Batch normalisation: BatchNorm2d on (N, C, H, W), BatchNorm1d on (N, C) or (N, C, L)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _core
@@ -40,7 +42,7 @@ class _BatchNorm(Module):
         x = as_tensor(x, "x", ndim=self.ndims)
         if x.shape[1] != self.num_features:
             raise ValueError(f"x has {x.shape[1]} channels (x.shape[1]), this layer normalises {self.num_features}")
-        x3 = x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))  # (N, C, L): the kernels' layout
+        x3 = x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))  # (N, C, L): the kernels' layout
         if residual is not None:
             residual = as_tensor(residual, "residual", dtype=x.dtype)
             if residual.shape != x.shape:
@@ -69,11 +71,12 @@ class _BatchNorm(Module):
         dy = as_tensor(dy, "dy", dtype=x3.dtype)
         if dy.shape != shape:
             raise ValueError(f"dy must have shape {shape}, got {dy.shape}")
-        # dweight = sum(dy * xhat), dbias = sum(dy), dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)),
+        # dweight = sum(dy * xhat), dbias = sum(dy),
+        # dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)),
         # with xhat = (x - mean) * inv_std (dy masked by the fused ReLU's output)
-        dweight, dbias, dx = _core.batch_norm_backward(dy.reshape(x3.shape), x3, mean, var,
-                                                       self.weight.data.astype(x3.dtype, copy=False), self.eps, relu_out,
-                                                       input_grad)
+        weight = self.weight.data.astype(x3.dtype, copy=False)
+        dweight, dbias, dx = _core.batch_norm_backward(dy.reshape(x3.shape), x3, mean, var, weight, self.eps,
+                                                       relu_out, input_grad)
         self.weight.accumulate(dweight)
         self.bias.accumulate(dbias)
         return None if dx is None else dx.reshape(shape)
