@@ -11,6 +11,7 @@ import numpy as np
 
 import harness
 import lenet
+import resnet20
 
 LENET_BATCH = 64
 RESNET_BATCH = 128
@@ -22,7 +23,7 @@ CASES = [
 
 def _data(case):
     rng = np.random.default_rng(2)
-    shape = lenet.INPUT_SHAPE if case["model"] == "lenet5" else (3, 32, 32)
+    shape = lenet.INPUT_SHAPE if case["model"] == "lenet5" else resnet20.INPUT_SHAPE
     x = rng.random((case["images"], *shape), dtype=np.float32)
     y = rng.integers(0, 10, case["images"]).astype(np.int64)
     return x, y
@@ -47,8 +48,7 @@ def run_convcore(case, threads):
     import convcore as cc
 
     cc.set_num_threads(threads)
-    model = lenet.convcore_model() if case["model"] == "lenet5" else cc.models.resnet20(seed=0)
-    assert case["model"] == "lenet5" or sum(p.data.size for p in model.parameters()) == RESNET20_PARAMS
+    model = lenet.convcore_model() if case["model"] == "lenet5" else resnet20.convcore_model()
     model.train()
     loss = cc.nn.CrossEntropyLoss()
     opt = cc.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -61,47 +61,11 @@ def run_convcore(case, threads):
     return _timed(case, step, *_data(case))
 
 
-RESNET20_PARAMS = 269_722  # option A shortcuts (zero-padded identity), convcore.models.resnet20's default
-
-
-def _torch_resnet20():
-    """CIFAR ResNet-20 with option A shortcuts in PyTorch, the same network as convcore.models.resnet20()."""
-    import torch
-    from torch import nn
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.stride, self.pad = stride, cout - cin
-
-        def forward(self, x):
-            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-            skip = x
-            if self.stride != 1 or self.pad:
-                skip = nn.functional.pad(x[:, :, ::self.stride, ::self.stride],
-                                         (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-            return torch.relu(out + skip)
-
-    layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-    cin = 16
-    for cout, stride in ((16, 1), (32, 2), (64, 2)):
-        for i in range(3):
-            layers.append(Block(cin, cout, stride if i == 0 else 1))
-            cin = cout
-    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
-    assert sum(p.numel() for p in model.parameters()) == RESNET20_PARAMS
-    return model
-
-
 def run_torch(case, threads):
     import torch
 
     torch.set_num_threads(threads)
-    model = lenet.torch_model() if case["model"] == "lenet5" else _torch_resnet20()
+    model = lenet.torch_model() if case["model"] == "lenet5" else resnet20.torch_model()
     model.train()
     loss = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
