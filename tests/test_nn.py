@@ -573,11 +573,12 @@ def test_basic_block_fused_skip_gives_the_unfused_bits(rng, block_args):
         block.backward(dy[:, :1])
 
 
-@pytest.mark.parametrize("L", [32, 40, 47, 56, 100, 1024])
+@pytest.mark.parametrize("L", [1, 10, 32, 40, 47, 56, 100, 1024])
 def test_batch_norm_float_kernels_match_float64_on_every_isa_and_thread_count(isa, L):
-    # float rows of >= 32 values go through the per-ISA row kernels (float lanes per row, float64 across rows); a
-    # large common offset checks that the variance is centred, not E[x^2] - m^2 in float, and a spread of row means
-    # that the rows' centred squares are combined about the channel's mean
+    # float rows of >= 32 values go through the per-ISA row kernels (float lanes per row, float64 across rows), shorter
+    # ones through float64 sums channel by channel (one value a row: along the channels); a large common offset checks
+    # that the variance is centred, not E[x^2] - m^2 in float, and a spread of row means that the rows' centred squares
+    # are combined about the channel's mean
     from convcore import _core
     rng = np.random.default_rng(L)
     C, eps = 3, 1e-5
@@ -614,7 +615,7 @@ def test_batch_norm_float_kernels_match_float64_on_every_isa_and_thread_count(is
 
 
 @pytest.mark.parametrize("dtype,shape", [(np.float32, (6, 5, 7, 9)), (np.float32, (9, 4, 4, 4)),
-                                         (np.float64, (6, 5, 7, 9))])
+                                         (np.float32, (4, 130, 1, 1)), (np.float64, (6, 5, 7, 9))])
 def test_batch_norm_same_bits_on_every_isa_and_thread_count(dtype, shape, on_every_isa):
     # the row kernels are compiled per ISA without fusing a multiply and an add: every variant, at 1 and 2 threads,
     # gives the baseline's bits, forward (statistics, the apply with a residual and ReLU) and backward

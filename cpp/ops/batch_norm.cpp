@@ -4,7 +4,8 @@
 // through the selected ISA's row kernels in memory order, (n, c) row after row, each row's sums kept and added per
 // channel in order of n afterwards (a channel's rows lie C * L apart: walking them channel by channel read memory
 // at about half the speed, and a power-of-two distance left most of the caches' sets unused); everything else is
-// reduced channel by channel in float64 lanes.
+// summed in float64 in chunks of channels, image after image (for_channel_chunks). The passes that write (the apply,
+// the input gradient) go through the ISA's row kernels in runs of rows (for_row_tasks).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -20,22 +21,33 @@
 namespace convcore {
 namespace {
 
-constexpr int kLanes = 8;
-
-// acc[j] += term(l) for l in [0, L), l = j mod kLanes: independent chains that pipeline and vectorise, summed in
-// a fixed order (the order depends on L only).
-template <typename Term>
-inline void add_lanes(double (&acc)[kLanes], int64_t L, const Term& term) {
-  int64_t l = 0;
-  for (; l + kLanes <= L; l += kLanes)
-    for (int j = 0; j < kLanes; ++j) acc[j] += term(l + j);
-  for (int j = 0; l < L; ++l, ++j) acc[j] += term(l);
+// The other reductions (double, or rows shorter than kBatchNormVectorRow) take the channels in chunks of
+// kChannelChunk, in parallel; each chunk's channels image after image, so that a channel's sum runs in order of n, and
+// within an image in order of l (rows of one value, BatchNorm1d's (N, C): a loop along the channels). Walking each
+// channel's rows C * L apart instead, one chain of float64 additions at a time, took most of BatchNorm1d's time
+// (chunks of 32 channels, so that 64 channels take both threads, and each chunk's sums in arrays of its own ran
+// 0.87-0.96x). body(c0, c1) gets the chunk's channels.
+constexpr int64_t kChannelChunk = 64;
+template <typename Body>
+void for_channel_chunks(int64_t C, int nt, const Body& body) {
+  parallel_for((C + kChannelChunk - 1) / kChannelChunk, nt,
+               [&](int64_t k) { body(k * kChannelChunk, std::min(C, (k + 1) * kChannelChunk)); });
 }
 
-inline double total(const double (&acc)[kLanes]) {
-  double s = 0.0;
-  for (double v : acc) s += v;
-  return s;
+// acc[c] += the sum over l of term(n, c, l) for every image n (in order) and channel c in [c0, c1).
+template <typename Term>
+inline void add_per_channel(int64_t N, int64_t L, int64_t c0, int64_t c1, double* acc, const Term& term) {
+  for (int64_t n = 0; n < N; ++n) {
+    if (L == 1) {
+      for (int64_t c = c0; c < c1; ++c) acc[c] += term(n, c, 0);
+      continue;
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+      double row = 0.0;
+      for (int64_t l = 0; l < L; ++l) row += term(n, c, l);
+      acc[c] += row;
+    }
+  }
 }
 
 // The float route's reductions take the rows in blocks of kRowBlock, one kernel call each.
@@ -44,8 +56,8 @@ inline int64_t row_blocks(int64_t rows) { return (rows + kRowBlock - 1) / kRowBl
 
 // The mean and biased variance of every channel (N * L > 0). Float rows: each row's sum and centred sum of squares
 // (the ISA's moments), then per channel mean = sum of sums / count and
-// sum (x - mean)^2 = sum over rows of [row's centred squares + L (row mean - mean)^2]. Otherwise per channel in
-// float64 lanes, two passes. Either way the squares are centred, which keeps precision where E[x^2] - m^2 would not.
+// sum (x - mean)^2 = sum over rows of [row's centred squares + L (row mean - mean)^2]. Otherwise in float64 by
+// channel chunks, two passes. Either way the squares are centred, which keeps precision where E[x^2] - m^2 would not.
 template <typename T>
 void batch_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, double* var) {
   const int64_t count = N * L;
@@ -73,46 +85,23 @@ void batch_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, doub
       return;
     }
   }
-  parallel_for(C, nt, [&](int64_t c) {
-    double sums[kLanes] = {};
-    for (int64_t n = 0; n < N; ++n) {
-      const T* row = x + (n * C + c) * L;
-      add_lanes(sums, L, [row](int64_t l) { return static_cast<double>(row[l]); });
-    }
-    const double m = total(sums) / count;
-    double squares[kLanes] = {};
-    for (int64_t n = 0; n < N; ++n) {
-      const T* row = x + (n * C + c) * L;
-      add_lanes(squares, L, [row, m](int64_t l) {
-        const double d = row[l] - m;
-        return d * d;
-      });
-    }
-    mean[c] = m;
-    var[c] = total(squares) / count;
+  for_channel_chunks(C, nt, [&](int64_t c0, int64_t c1) {
+    const auto at = [&](int64_t n, int64_t c, int64_t l) { return x[(n * C + c) * L + l]; };
+    std::fill(mean + c0, mean + c1, 0.0);
+    std::fill(var + c0, var + c1, 0.0);
+    add_per_channel(N, L, c0, c1, mean, [&](int64_t n, int64_t c, int64_t l) { return double(at(n, c, l)); });
+    for (int64_t c = c0; c < c1; ++c) mean[c] /= count;
+    add_per_channel(N, L, c0, c1, var, [&](int64_t n, int64_t c, int64_t l) {
+      const double d = at(n, c, l) - mean[c];
+      return d * d;
+    });
+    for (int64_t c = c0; c < c1; ++c) var[c] /= count;
   });
 }
 
-// s[j] += grad(l) and sc[j] += grad(l) * (row[l] - m) for l = j mod kLanes: both sums in one pass (add_lanes).
-template <typename T, typename Grad>
-inline void add_sums(double (&s)[kLanes], double (&sc)[kLanes], int64_t L, const T* row, T m, const Grad& grad) {
-  int64_t l = 0;
-  for (; l + kLanes <= L; l += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      const double gv = grad(l + j);
-      s[j] += gv;
-      sc[j] += gv * (row[l + j] - m);
-    }
-  for (int j = 0; l < L; ++l, ++j) {
-    const double gv = grad(l);
-    s[j] += gv;
-    sc[j] += gv * (row[l] - m);
-  }
-}
-
 // Per channel sum(g) and sum(g * (x - m[c])), g = dy masked by the fused ReLU's output where relu_out is not null:
-// float rows through the ISA's grad_sums, row sums added per channel in order of n; otherwise per channel in float64
-// lanes.
+// float rows through the ISA's grad_sums, row sums added per channel in order of n; otherwise in float64 by channel
+// chunks.
 template <typename T>
 void batch_grad_sums(const T* dy, const T* x, const T* relu_out, int64_t N, int64_t C, int64_t L, const T* m,
                      double* sum, double* sum_centred) {
@@ -135,18 +124,16 @@ void batch_grad_sums(const T* dy, const T* x, const T* relu_out, int64_t N, int6
       return;
     }
   }
-  parallel_for(C, nt, [&](int64_t c) {
-    double s[kLanes] = {}, sc[kLanes] = {};
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t at = (n * C + c) * L;
-      const T* g = dy + at;
-      if (relu_out)
-        add_sums(s, sc, L, x + at, m[c], [g, out = relu_out + at](int64_t l) { return masked(g, out, l); });
-      else
-        add_sums(s, sc, L, x + at, m[c], [g](int64_t l) { return g[l]; });
-    }
-    sum[c] = total(s);
-    sum_centred[c] = total(sc);
+  for_channel_chunks(C, nt, [&](int64_t c0, int64_t c1) {
+    const auto g = [&](int64_t n, int64_t c, int64_t l) -> double {
+      const int64_t row = (n * C + c) * L;
+      return relu_out ? masked(dy + row, relu_out + row, l) : dy[row + l];
+    };
+    std::fill(sum + c0, sum + c1, 0.0);
+    std::fill(sum_centred + c0, sum_centred + c1, 0.0);
+    add_per_channel(N, L, c0, c1, sum, g);
+    add_per_channel(N, L, c0, c1, sum_centred,
+                    [&](int64_t n, int64_t c, int64_t l) { return g(n, c, l) * (x[(n * C + c) * L + l] - m[c]); });
   });
 }
 
@@ -155,6 +142,17 @@ inline auto affine_kernel(const BatchNormRowKernels& rows, float) { return rows.
 inline auto affine_kernel(const BatchNormRowKernels& rows, double) { return rows.affine_double; }
 inline auto input_gradient_kernel(const BatchNormRowKernels& rows, float) { return rows.input_gradient_float; }
 inline auto input_gradient_kernel(const BatchNormRowKernels& rows, double) { return rows.input_gradient_double; }
+
+// body(r0, r1) for the rows [0, rows) of L values in runs of about kTaskValues values (at least one row), parallel
+// (one call per row of a few values made its call the cost: BatchNorm1d's (N, C) has rows of one value).
+constexpr int64_t kTaskValues = 8192;
+template <typename Body>
+void for_row_tasks(int64_t rows, int64_t L, const Body& body) {
+  const int64_t per_task = std::max<int64_t>(1, kTaskValues / std::max<int64_t>(L, 1));
+  const int64_t tasks = (rows + per_task - 1) / per_task;
+  parallel_for(tasks, threads_for(rows * L, 1 << 17),
+               [&](int64_t task) { body(task * per_task, std::min(rows, (task + 1) * per_task)); });
+}
 
 // y = (x - mean) / sqrt(var + eps) * weight + bias, folded per channel into y = x * scale + shift (scale and shift
 // in float64, then rounded to T), parallel over the N * C rows.
@@ -168,9 +166,8 @@ void affine(const T* x, int64_t N, int64_t C, int64_t L, const double* mean, con
     shift[c] = static_cast<T>(static_cast<double>(bias[c]) - mean[c] * s);
   }
   const auto kernel = affine_kernel(kernels().batch_norm_rows, T());
-  parallel_for(N * C, threads_for(N * C * L, 1 << 17), [&](int64_t nc) {
-    const int64_t c = nc % C;
-    kernel(x + nc * L, residual ? residual + nc * L : nullptr, L, scale[c], shift[c], relu, y + nc * L);
+  for_row_tasks(N * C, L, [&](int64_t r0, int64_t r1) {
+    kernel(x, residual, r0, r1, C, L, scale.data(), shift.data(), relu, y);
   });
 }
 
@@ -214,9 +211,8 @@ void batch_norm_backward(const T* dy, const T* x, const double* mean, const doub
   }
   if (!dx) return;
   const auto kernel = input_gradient_kernel(kernels().batch_norm_rows, T());
-  parallel_for(N * C, threads_for(N * C * L, 1 << 17), [&](int64_t nc) {
-    const int64_t c = nc % C, at = nc * L;
-    kernel(dy + at, x + at, relu_out ? relu_out + at : nullptr, L, m[c], gain[c], a[c], b[c], dx + at);
+  for_row_tasks(N * C, L, [&](int64_t r0, int64_t r1) {
+    kernel(dy, x, relu_out, r0, r1, C, L, m.data(), gain.data(), a.data(), b.data(), dx);
   });
 }
 

@@ -122,24 +122,25 @@ inline void row_grad_sums(const float* dy, const float* x, const float* relu_out
   }
 }
 
-// y = x * scale + shift (+ residual where it is not null), then max(y, 0) with relu (NaN kept): one loop per case, so
-// that each vectorises.
-template <typename T>
-void affine_row(const T* x, const T* residual, int64_t L, T scale, T shift, bool relu, T* y) {
+// y[i] = x[i] * scale(i) + shift(i) (+ residual[i] where it is not null), then max(y, 0) with relu (NaN kept), for
+// i < n: one loop per case, so that each vectorises. scale(i) and shift(i): a row's one value, or per value.
+template <typename T, typename Scale, typename Shift>
+inline void affine_values(const T* x, const T* residual, int64_t n, const Scale& scale, const Shift& shift, bool relu,
+                          T* y) {
   if (residual && relu) {
-    for (int64_t l = 0; l < L; ++l) {
-      const T v = x[l] * scale + shift + residual[l];
-      y[l] = v > T(0) || v != v ? v : T(0);
+    for (int64_t i = 0; i < n; ++i) {
+      const T v = x[i] * scale(i) + shift(i) + residual[i];
+      y[i] = v > T(0) || v != v ? v : T(0);
     }
   } else if (residual) {
-    for (int64_t l = 0; l < L; ++l) y[l] = x[l] * scale + shift + residual[l];
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale(i) + shift(i) + residual[i];
   } else if (relu) {
-    for (int64_t l = 0; l < L; ++l) {
-      const T v = x[l] * scale + shift;
-      y[l] = v > T(0) || v != v ? v : T(0);
+    for (int64_t i = 0; i < n; ++i) {
+      const T v = x[i] * scale(i) + shift(i);
+      y[i] = v > T(0) || v != v ? v : T(0);
     }
   } else {
-    for (int64_t l = 0; l < L; ++l) y[l] = x[l] * scale + shift;
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale(i) + shift(i);
   }
 }
 
@@ -156,19 +157,72 @@ inline T masked(const T* dy, const T* relu_out, int64_t l) {
   return g;
 }
 
-// dx = gain * (g - a - (x - mean) * b), g = dy, masked where relu_out is not null.
-template <typename T>
-void input_gradient_row(const T* dy, const T* x, const T* relu_out, int64_t L, T mean, T gain, T a, T b, T* dx) {
+// dx[i] = gain(i) * (g - a(i) - (x[i] - mean(i)) * b(i)), g = dy[i], masked where relu_out is not null, for i < n.
+template <typename T, typename Term>
+inline void input_gradient_values(const T* dy, const T* x, const T* relu_out, int64_t n, const Term& mean,
+                                  const Term& gain, const Term& a, const Term& b, T* dx) {
   if (relu_out) {
-    for (int64_t l = 0; l < L; ++l) dx[l] = gain * (masked(dy, relu_out, l) - a - (x[l] - mean) * b);
+    for (int64_t i = 0; i < n; ++i) dx[i] = gain(i) * (masked(dy, relu_out, i) - a(i) - (x[i] - mean(i)) * b(i));
   } else {
-    for (int64_t l = 0; l < L; ++l) dx[l] = gain * (dy[l] - a - (x[l] - mean) * b);
+    for (int64_t i = 0; i < n; ++i) dx[i] = gain(i) * (dy[i] - a(i) - (x[i] - mean(i)) * b(i));
   }
 }
 
+// Calls row(i, c) for the rows [r0, r1) of an (N, C, L) array (row r: channel r % C, values from r * L), or, where
+// L = 1, values(r, c, count) for runs of consecutive channels c, c + 1, ... (one value each): loops along them.
+template <typename Row, typename Values>
+inline void for_rows(int64_t r0, int64_t r1, int64_t C, int64_t L, const Row& row, const Values& values) {
+  for (int64_t r = r0; r < r1;) {
+    const int64_t c = r % C, count = std::min(r1 - r, C - c);
+    if (L == 1) {
+      values(r, c, count);
+    } else {
+      for (int64_t i = 0; i < count; ++i) row(r + i, c + i);
+    }
+    r += count;
+  }
+}
+
+// The affine apply of rows [r0, r1) (channel c's scale[c], shift[c]).
+template <typename T>
+void affine_rows(const T* x, const T* residual, int64_t r0, int64_t r1, int64_t C, int64_t L, const T* scale,
+                 const T* shift, bool relu, T* y) {
+  for_rows(
+      r0, r1, C, L,
+      [&](int64_t r, int64_t c) {
+        const T s = scale[c], h = shift[c];
+        affine_values(x + r * L, residual ? residual + r * L : nullptr, L, [s](int64_t) { return s; },
+                      [h](int64_t) { return h; }, relu, y + r * L);
+      },
+      [&](int64_t r, int64_t c, int64_t count) {
+        const T *s = scale + c, *h = shift + c;
+        affine_values(x + r, residual ? residual + r : nullptr, count, [s](int64_t i) { return s[i]; },
+                      [h](int64_t i) { return h[i]; }, relu, y + r);
+      });
+}
+
+// The input gradient of rows [r0, r1) (channel c's mean[c], gain[c], a[c], b[c]).
+template <typename T>
+void input_gradient_rows(const T* dy, const T* x, const T* relu_out, int64_t r0, int64_t r1, int64_t C, int64_t L,
+                         const T* mean, const T* gain, const T* a, const T* b, T* dx) {
+  for_rows(
+      r0, r1, C, L,
+      [&](int64_t r, int64_t c) {
+        const T m = mean[c], g = gain[c], ac = a[c], bc = b[c];
+        const auto one = [](T v) { return [v](int64_t) { return v; }; };
+        input_gradient_values(dy + r * L, x + r * L, relu_out ? relu_out + r * L : nullptr, L, one(m), one(g),
+                              one(ac), one(bc), dx + r * L);
+      },
+      [&](int64_t r, int64_t c, int64_t count) {
+        const auto each = [c](const T* v) { return [p = v + c](int64_t i) { return p[i]; }; };
+        input_gradient_values(dy + r, x + r, relu_out ? relu_out + r : nullptr, count, each(mean), each(gain),
+                              each(a), each(b), dx + r);
+      });
+}
+
 inline BatchNormRowKernels row_kernels() {
-  return BatchNormRowKernels{row_moments,       row_grad_sums,      affine_row<float>,
-                             affine_row<double>, input_gradient_row<float>, input_gradient_row<double>};
+  return BatchNormRowKernels{row_moments,         row_grad_sums,      affine_rows<float>,
+                             affine_rows<double>, input_gradient_rows<float>, input_gradient_rows<double>};
 }
 
 }  // namespace
