@@ -155,7 +155,7 @@ void for_row_tasks(int64_t rows, int64_t L, const Body& body) {
 }
 
 // y = (x - mean) / sqrt(var + eps) * weight + bias, folded per channel into y = x * scale + shift (scale and shift
-// in float64, then rounded to T), parallel over the N * C rows.
+// in float64, then rounded to T), by the ISA's row kernel in parallel runs of rows (for_row_tasks).
 template <typename T>
 void affine(const T* x, int64_t N, int64_t C, int64_t L, const double* mean, const double* var, const T* weight,
             const T* bias, double eps, const T* residual, bool relu, T* y) {
