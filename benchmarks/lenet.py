@@ -75,8 +75,7 @@ def torch_model(seed=0):
 
 def onnx_model(seed=0):
     """The same network as an ONNX graph (opset 17, dynamic batch), serialised to bytes."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     nodes, inits = [], []
     cur, ws = "x", iter(weights(seed))
@@ -98,10 +97,19 @@ def onnx_model(seed=0):
         else:
             nodes.append(helper.make_node("Flatten", [cur], [out], axis=1))
         cur = out
+    return onnx_bytes("lenet5", nodes, inits, cur, INPUT_SHAPE)
+
+
+def onnx_bytes(name, nodes, inits, output, input_shape):
+    """A graph of `nodes` and initializers `inits` from input "x" (a batch of input_shape) to the 10 values of
+    `output`, as a checked ONNX model (opset 17) serialised to bytes (also resnet20.py's)."""
+    import onnx
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph(
-        nodes, "lenet5",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *INPUT_SHAPE])],
-        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, ["N", 10])], inits)
+        nodes, name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model.SerializeToString()

@@ -6,6 +6,8 @@ Used by bench_infer.py and bench_train.py so that every side runs the same netwo
 """
 import numpy as np
 
+import lenet
+
 PARAMS = 269_722  # option A shortcuts (zero-padded identity), convcore.models.resnet20's default
 INPUT_SHAPE = (3, 32, 32)
 STAGES = ((16, 1), (32, 2), (64, 2))  # (channels, first block's stride), 3 blocks each
@@ -83,8 +85,7 @@ def torch_model(seed=0):
 
 def onnx_model(seed=0):
     """The same network as an ONNX graph (opset 17, dynamic batch) with the same weights, serialised to bytes."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     arrays = iter(_arrays(seed))
     nodes, inits = [], []
@@ -120,10 +121,4 @@ def onnx_model(seed=0):
             cin = cout
     cur = node("Flatten", [node("GlobalAveragePool", [cur])], axis=1)
     cur = node("Gemm", [cur, const(next(arrays)), const(next(arrays))], transB=1)
-    graph = helper.make_graph(
-        nodes, "resnet20",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *INPUT_SHAPE])],
-        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, ["N", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return lenet.onnx_bytes("resnet20", nodes, inits, cur, INPUT_SHAPE)

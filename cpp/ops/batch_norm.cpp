@@ -21,16 +21,20 @@
 namespace convcore {
 namespace {
 
+// The values from which a reduction (statistics, gradient sums) or a writing pass (apply, input gradient) runs on the
+// threads.
+constexpr int64_t kReductionSerialBelow = 1 << 16, kPassSerialBelow = 1 << 17;
+
 // The other reductions (double, or rows shorter than kBatchNormVectorRow) take the channels in chunks of
-// kChannelChunk, in parallel; each chunk's channels image after image, so that a channel's sum runs in order of n, and
+// kChannelChunk, in parallel (from kReductionSerialBelow values); each chunk's channels image after image, so that a channel's sum runs in order of n, and
 // within an image in order of l (rows of one value, BatchNorm1d's (N, C): a loop along the channels). Walking each
 // channel's rows C * L apart instead, one chain of float64 additions at a time, took most of BatchNorm1d's time
 // (chunks of 32 channels, so that 64 channels take both threads, and each chunk's sums in arrays of its own ran
 // 0.87-0.96x). body(c0, c1) gets the chunk's channels.
 constexpr int64_t kChannelChunk = 64;
 template <typename Body>
-void for_channel_chunks(int64_t C, int nt, const Body& body) {
-  parallel_for((C + kChannelChunk - 1) / kChannelChunk, nt,
+void for_channel_chunks(int64_t C, int64_t values, const Body& body) {
+  parallel_for((C + kChannelChunk - 1) / kChannelChunk, threads_for(values, kReductionSerialBelow),
                [&](int64_t k) { body(k * kChannelChunk, std::min(C, (k + 1) * kChannelChunk)); });
 }
 
@@ -50,9 +54,24 @@ inline void add_per_channel(int64_t N, int64_t L, int64_t c0, int64_t c1, double
   }
 }
 
-// The float route's reductions take the rows in blocks of kRowBlock, one kernel call each.
-constexpr int64_t kRowBlock = 8;
-inline int64_t row_blocks(int64_t rows) { return (rows + kRowBlock - 1) / kRowBlock; }
+// body(r0, r1) for the rows [0, rows) of L values in runs of about kTaskValues values (at least one row), on the
+// threads from serial_below values (kReductionSerialBelow or kPassSerialBelow): the ISA's row kernels take a run per call (one call per row of a few values made
+// its call the cost: BatchNorm1d's (N, C) has rows of one value).
+constexpr int64_t kTaskValues = 8192;
+template <typename Body>
+void for_row_tasks(int64_t rows, int64_t L, int64_t serial_below, const Body& body) {
+  const int64_t per_task = std::max<int64_t>(1, kTaskValues / std::max<int64_t>(L, 1));
+  const int64_t tasks = (rows + per_task - 1) / per_task;
+  parallel_for(tasks, threads_for(rows * L, serial_below),
+               [&](int64_t task) { body(task * per_task, std::min(rows, (task + 1) * per_task)); });
+}
+
+// out[c] = the sum of per_row[n * C + c] over n, in order of n (n outermost: read in memory order).
+inline void add_rows_per_channel(const std::vector<double>& per_row, int64_t N, int64_t C, double* out) {
+  std::fill(out, out + C, 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) out[c] += per_row[n * C + c];
+}
 
 // The mean and biased variance of every channel (N * L > 0). Float rows: each row's sum and centred sum of squares
 // (the ISA's moments), then per channel mean = sum of sums / count and
@@ -61,21 +80,16 @@ inline int64_t row_blocks(int64_t rows) { return (rows + kRowBlock - 1) / kRowBl
 template <typename T>
 void batch_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, double* var) {
   const int64_t count = N * L;
-  const int nt = threads_for(N * C * L, 1 << 16);
   if constexpr (std::is_same_v<T, float>) {
     if (L >= kBatchNormVectorRow) {
       const auto moments = kernels().batch_norm_rows.moments;
       std::vector<double> sums(N * C), squares(N * C);
-      parallel_for(row_blocks(N * C), nt, [&](int64_t block) {
-        const int64_t first = block * kRowBlock, rows = std::min(kRowBlock, N * C - first);
-        moments(x + first * L, rows, L, &sums[first], &squares[first]);
+      for_row_tasks(N * C, L, kReductionSerialBelow, [&](int64_t r0, int64_t r1) {
+        moments(x + r0 * L, r1 - r0, L, &sums[r0], &squares[r0]);
       });
-      // per channel in order of n (n outermost: the rows' sums are read in memory order)
-      std::fill(mean, mean + C, 0.0);
-      std::fill(var, var + C, 0.0);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t c = 0; c < C; ++c) mean[c] += sums[n * C + c];
+      add_rows_per_channel(sums, N, C, mean);
       for (int64_t c = 0; c < C; ++c) mean[c] /= count;
+      std::fill(var, var + C, 0.0);
       for (int64_t n = 0; n < N; ++n)
         for (int64_t c = 0; c < C; ++c) {
           const double d = sums[n * C + c] / L - mean[c];
@@ -85,7 +99,7 @@ void batch_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, doub
       return;
     }
   }
-  for_channel_chunks(C, nt, [&](int64_t c0, int64_t c1) {
+  for_channel_chunks(C, N * C * L, [&](int64_t c0, int64_t c1) {
     const auto at = [&](int64_t n, int64_t c, int64_t l) { return x[(n * C + c) * L + l]; };
     std::fill(mean + c0, mean + c1, 0.0);
     std::fill(var + c0, var + c1, 0.0);
@@ -105,26 +119,20 @@ void batch_stats(const T* x, int64_t N, int64_t C, int64_t L, double* mean, doub
 template <typename T>
 void batch_grad_sums(const T* dy, const T* x, const T* relu_out, int64_t N, int64_t C, int64_t L, const T* m,
                      double* sum, double* sum_centred) {
-  const int nt = threads_for(N * C * L, 1 << 16);
   if constexpr (std::is_same_v<T, float>) {
     if (L >= kBatchNormVectorRow) {
       const auto grad_sums = kernels().batch_norm_rows.grad_sums;
       std::vector<double> s(N * C), sc(N * C);
-      parallel_for(row_blocks(N * C), nt, [&](int64_t block) {
-        const int64_t first = block * kRowBlock, rows = std::min(kRowBlock, N * C - first), at = first * L;
-        grad_sums(dy + at, x + at, relu_out ? relu_out + at : nullptr, rows, L, first, C, m, &s[first], &sc[first]);
+      for_row_tasks(N * C, L, kReductionSerialBelow, [&](int64_t r0, int64_t r1) {
+        grad_sums(dy + r0 * L, x + r0 * L, relu_out ? relu_out + r0 * L : nullptr, r1 - r0, L, r0, C, m, &s[r0],
+                  &sc[r0]);
       });
-      std::fill(sum, sum + C, 0.0);  // per channel in order of n, as the statistics
-      std::fill(sum_centred, sum_centred + C, 0.0);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t c = 0; c < C; ++c) {
-          sum[c] += s[n * C + c];
-          sum_centred[c] += sc[n * C + c];
-        }
+      add_rows_per_channel(s, N, C, sum);  // in order of n, as the statistics
+      add_rows_per_channel(sc, N, C, sum_centred);
       return;
     }
   }
-  for_channel_chunks(C, nt, [&](int64_t c0, int64_t c1) {
+  for_channel_chunks(C, N * C * L, [&](int64_t c0, int64_t c1) {
     const auto g = [&](int64_t n, int64_t c, int64_t l) -> double {
       const int64_t row = (n * C + c) * L;
       return relu_out ? masked(dy + row, relu_out + row, l) : dy[row + l];
@@ -143,17 +151,6 @@ inline auto affine_kernel(const BatchNormRowKernels& rows, double) { return rows
 inline auto input_gradient_kernel(const BatchNormRowKernels& rows, float) { return rows.input_gradient_float; }
 inline auto input_gradient_kernel(const BatchNormRowKernels& rows, double) { return rows.input_gradient_double; }
 
-// body(r0, r1) for the rows [0, rows) of L values in runs of about kTaskValues values (at least one row), parallel
-// (one call per row of a few values made its call the cost: BatchNorm1d's (N, C) has rows of one value).
-constexpr int64_t kTaskValues = 8192;
-template <typename Body>
-void for_row_tasks(int64_t rows, int64_t L, const Body& body) {
-  const int64_t per_task = std::max<int64_t>(1, kTaskValues / std::max<int64_t>(L, 1));
-  const int64_t tasks = (rows + per_task - 1) / per_task;
-  parallel_for(tasks, threads_for(rows * L, 1 << 17),
-               [&](int64_t task) { body(task * per_task, std::min(rows, (task + 1) * per_task)); });
-}
-
 // y = (x - mean) / sqrt(var + eps) * weight + bias, folded per channel into y = x * scale + shift (scale and shift
 // in float64, then rounded to T), by the ISA's row kernel in parallel runs of rows (for_row_tasks).
 template <typename T>
@@ -166,7 +163,7 @@ void affine(const T* x, int64_t N, int64_t C, int64_t L, const double* mean, con
     shift[c] = static_cast<T>(static_cast<double>(bias[c]) - mean[c] * s);
   }
   const auto kernel = affine_kernel(kernels().batch_norm_rows, T());
-  for_row_tasks(N * C, L, [&](int64_t r0, int64_t r1) {
+  for_row_tasks(N * C, L, kPassSerialBelow, [&](int64_t r0, int64_t r1) {
     kernel(x, residual, r0, r1, C, L, scale.data(), shift.data(), relu, y);
   });
 }
@@ -211,7 +208,7 @@ void batch_norm_backward(const T* dy, const T* x, const double* mean, const doub
   }
   if (!dx) return;
   const auto kernel = input_gradient_kernel(kernels().batch_norm_rows, T());
-  for_row_tasks(N * C, L, [&](int64_t r0, int64_t r1) {
+  for_row_tasks(N * C, L, kPassSerialBelow, [&](int64_t r0, int64_t r1) {
     kernel(dy, x, relu_out, r0, r1, C, L, m.data(), gain.data(), a.data(), b.data(), dx);
   });
 }

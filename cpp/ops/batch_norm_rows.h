@@ -122,10 +122,21 @@ inline void row_grad_sums(const float* dy, const float* x, const float* relu_out
   }
 }
 
+// A channel's term as the value loops below read it, term(i) for value i: a row's one value (row_term), or one per
+// value (channels_term: rows of one value, channel c + i).
+template <typename T>
+inline auto row_term(T v) {
+  return [v](int64_t) { return v; };
+}
+template <typename T>
+inline auto channels_term(const T* per_channel, int64_t c) {
+  return [p = per_channel + c](int64_t i) { return p[i]; };
+}
+
 // y[i] = x[i] * scale(i) + shift(i) (+ residual[i] where it is not null), then max(y, 0) with relu (NaN kept), for
-// i < n: one loop per case, so that each vectorises. scale(i) and shift(i): a row's one value, or per value.
-template <typename T, typename Scale, typename Shift>
-inline void affine_values(const T* x, const T* residual, int64_t n, const Scale& scale, const Shift& shift, bool relu,
+// i < n: one loop per case, so that each vectorises.
+template <typename T, typename Term>
+inline void affine_values(const T* x, const T* residual, int64_t n, const Term& scale, const Term& shift, bool relu,
                           T* y) {
   if (residual && relu) {
     for (int64_t i = 0; i < n; ++i) {
@@ -190,14 +201,12 @@ void affine_rows(const T* x, const T* residual, int64_t r0, int64_t r1, int64_t 
   for_rows(
       r0, r1, C, L,
       [&](int64_t r, int64_t c) {
-        const T s = scale[c], h = shift[c];
-        affine_values(x + r * L, residual ? residual + r * L : nullptr, L, [s](int64_t) { return s; },
-                      [h](int64_t) { return h; }, relu, y + r * L);
+        affine_values(x + r * L, residual ? residual + r * L : nullptr, L, row_term(scale[c]), row_term(shift[c]),
+                      relu, y + r * L);
       },
       [&](int64_t r, int64_t c, int64_t count) {
-        const T *s = scale + c, *h = shift + c;
-        affine_values(x + r, residual ? residual + r : nullptr, count, [s](int64_t i) { return s[i]; },
-                      [h](int64_t i) { return h[i]; }, relu, y + r);
+        affine_values(x + r, residual ? residual + r : nullptr, count, channels_term(scale, c),
+                      channels_term(shift, c), relu, y + r);
       });
 }
 
@@ -208,15 +217,12 @@ void input_gradient_rows(const T* dy, const T* x, const T* relu_out, int64_t r0,
   for_rows(
       r0, r1, C, L,
       [&](int64_t r, int64_t c) {
-        const T m = mean[c], g = gain[c], ac = a[c], bc = b[c];
-        const auto one = [](T v) { return [v](int64_t) { return v; }; };
-        input_gradient_values(dy + r * L, x + r * L, relu_out ? relu_out + r * L : nullptr, L, one(m), one(g),
-                              one(ac), one(bc), dx + r * L);
+        input_gradient_values(dy + r * L, x + r * L, relu_out ? relu_out + r * L : nullptr, L, row_term(mean[c]),
+                              row_term(gain[c]), row_term(a[c]), row_term(b[c]), dx + r * L);
       },
       [&](int64_t r, int64_t c, int64_t count) {
-        const auto each = [c](const T* v) { return [p = v + c](int64_t i) { return p[i]; }; };
-        input_gradient_values(dy + r, x + r, relu_out ? relu_out + r : nullptr, count, each(mean), each(gain),
-                              each(a), each(b), dx + r);
+        input_gradient_values(dy + r, x + r, relu_out ? relu_out + r : nullptr, count, channels_term(mean, c),
+                              channels_term(gain, c), channels_term(a, c), channels_term(b, c), dx + r);
       });
 }
 

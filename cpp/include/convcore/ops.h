@@ -30,7 +30,7 @@ void cross_entropy_backward(const T* probs, const int64_t* labels, T* dlogits, i
 // Batch normalisation on x (N, C, L), per channel c over its N*L values:
 // y = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c] (+ residual, an (N, C, L) array, when given: a
 // residual block's skip), then with relu max(y, 0) (NaN kept); computed as y = x * scale + shift, scale and shift
-// in float64 then rounded to T. train takes the batch's mean and biased variance (float64, two passes; written to
+// in float64 then rounded to T. train takes the batch's mean and biased variance (float64, centred; written to
 // mean and var; 0 when N * L = 0); eval takes them as given.
 template <typename T>
 void batch_norm_train(const T* x, int64_t N, int64_t C, int64_t L, const T* weight, const T* bias, double eps,
@@ -46,10 +46,10 @@ template <typename T>
 void batch_norm_backward(const T* dy, const T* x, const double* mean, const double* var, const T* weight, double eps,
                          const T* relu_out, int64_t N, int64_t C, int64_t L, T* dweight, T* dbias, T* dx);
 
-// Per-ISA kernels behind the batch norm, each on one (n, c) row of L values, all rounding each operation as the
+// Per-ISA kernels behind the batch norm, each on a run of (n, c) rows of L values, all rounding each operation as the
 // baseline does (no FMA contraction), so that every ISA gives the same bits. Float reductions (rows of
-// L >= kBatchNormVectorRow floats): the row sums in 32 float lanes (lane = l mod 32) that close in float64 in a fixed
-// pairwise tree; the order depends on L only.
+// L >= kBatchNormVectorRow floats): each row sums in 32 float lanes (lane = l mod 32) that close in float64 in a
+// fixed pairwise tree; the order depends on L only.
 constexpr int64_t kBatchNormVectorRow = 32;
 struct BatchNormRowKernels {
   // For `rows` consecutive rows r (at x + r * L): sum[r] = sum x, centred_squares[r] = sum (x - sum[r] / L)^2
