@@ -26,9 +26,10 @@ namespace {
 constexpr int64_t kReductionSerialBelow = 1 << 16, kPassSerialBelow = 1 << 17;
 
 // The other reductions (double, or rows shorter than kBatchNormVectorRow) take the channels in chunks of
-// kChannelChunk, in parallel (from kReductionSerialBelow values); each chunk's channels image after image, so that a channel's sum runs in order of n, and
-// within an image in order of l (rows of one value, BatchNorm1d's (N, C): a loop along the channels). Walking each
-// channel's rows C * L apart instead, one chain of float64 additions at a time, took most of BatchNorm1d's time
+// kChannelChunk, in parallel (from kReductionSerialBelow values); each chunk's channels image after image, so that a
+// channel's sum runs in order of n, and within an image in order of l (rows of one value, BatchNorm1d's (N, C): a loop
+// along the channels). Walking each channel's rows C * L apart instead, one chain of float64 additions at a time, took
+// most of BatchNorm1d's time
 // (chunks of 32 channels, so that 64 channels take both threads, and each chunk's sums in arrays of its own ran
 // 0.87-0.96x). body(c0, c1) gets the chunk's channels.
 constexpr int64_t kChannelChunk = 64;
@@ -55,8 +56,8 @@ inline void add_per_channel(int64_t N, int64_t L, int64_t c0, int64_t c1, double
 }
 
 // body(r0, r1) for the rows [0, rows) of L values in runs of about kTaskValues values (at least one row), on the
-// threads from serial_below values (kReductionSerialBelow or kPassSerialBelow): the ISA's row kernels take a run per call (one call per row of a few values made
-// its call the cost: BatchNorm1d's (N, C) has rows of one value).
+// threads from serial_below values (kReductionSerialBelow or kPassSerialBelow): the ISA's row kernels take a run per
+// call (one call per row of a few values made its call the cost: BatchNorm1d's (N, C) has rows of one value).
 constexpr int64_t kTaskValues = 8192;
 template <typename Body>
 void for_row_tasks(int64_t rows, int64_t L, int64_t serial_below, const Body& body) {
