@@ -1,9 +1,12 @@
-// Bindings: an eval-mode forward of a layer chain in one call. Sequential's plan (convcore/nn/container.py) hands
-// its steps over when every one is a float32 conv2d (ReLU fused or not), pooling, linear, ReLU or reshape; each
-// step here calls the kernel its Python step calls, with the same arguments, so the output has the same bits, and
-// only the per-call costs go (argument conversion, a Python call and an array object per layer: about half of
-// LeNet-5's batch-1 time). Steps arrive validated, with their parameter arrays, which the plan keeps alive and
-// reads in place (Python rebuilds the plan when a parameter's array is replaced).
+// Bindings: an eval-mode forward of a layer chain in one call. A container's plan (convcore/nn/container.py) hands
+// its steps over when every one has native ops: float32 conv2d (ReLU fused or not), pooling, linear, ReLU, batch norm
+// with running statistics (a residual added and ReLU fused or not), views, and the blocks and nested containers made
+// of them (a ResNet's BasicBlock: its shortcut's value is the residual of its last batch norm). Each step here calls
+// the kernel its Python step calls, with the same arguments, so the output has the same bits, and only the per-call
+// costs go (argument conversion, a Python call and an array object per layer: about half of LeNet-5's batch-1 time,
+// a fifth of ResNet-20's). Steps arrive validated, with their parameter arrays, which the plan keeps alive and reads
+// in place (Python rebuilds the plan when a parameter's or buffer's array is replaced). A step reads values defined
+// before it (the input is value 0) and defines one; each buffer goes back to the cache after the last step reading it.
 #include <algorithm>
 #include <array>
 #include <memory>
@@ -40,13 +43,30 @@ struct Linear {
   const float *w, *bias;
   bool relu;
 };
+
+// Option A's shortcut of a CIFAR ResNet block: the input subsampled by `stride` along both axes, its channels
+// placed from channel `lo` on and the others zero.
+struct SubsamplePad {
+  int64_t stride, lo;
+};
+struct BatchNorm {
+  const float *mean, *var, *w, *bias;  // the running statistics, read in place (float32) at every run
+  double eps;
+  bool relu;
+};
 struct Relu {};
 struct Reshape {};  // a view: Flatten, or Dropout in eval
-using Op = std::variant<Conv, MaxPool, AvgPool, Linear, Relu, Reshape>;
+using Op = std::variant<Conv, MaxPool, AvgPool, Linear, Relu, Reshape, SubsamplePad, BatchNorm>;
 
+// A step reads value `in` (and `residual`, a batch norm's skip, where >= 0) and writes value `out`. Values are
+// numbered in order of definition, 0 being the plan's input; a reshape's value shares its input's buffer.
 struct Step {
   Op op;
-  int64_t out_elements;
+  int in, residual, out;
+};
+struct Value {
+  std::vector<int64_t> shape;
+  int buffer;
 };
 
 int64_t product(const std::vector<int64_t>& shape) {
@@ -57,56 +77,91 @@ int64_t product(const std::vector<int64_t>& shape) {
 
 class NativePlan {
  public:
-  explicit NativePlan(std::vector<int64_t> in_shape) : in_shape_(std::move(in_shape)) {}
+  explicit NativePlan(std::vector<int64_t> in_shape) : values_{Value{std::move(in_shape), 0}} {}
 
-  // shape: the step's output shape; `in` is the previous step's (the input's for the first).
-  void add_conv(const CArray<float>& w, const std::optional<CArray<float>>& bias, const ConvGeom& g, bool relu,
-                std::vector<int64_t> shape) {
-    const std::vector<int64_t>& in = current();
-    if (in.size() != 4 || w.ndim() != 4) throw py::value_error("plan: conv2d takes (N, C, H, W)");
-    const ConvShape s = conv_shape({in[0], in[1], in[2], in[3]}, {w.shape(0), w.shape(1), w.shape(2), w.shape(3)}, g);
-    add(Conv{s, w.data(), bias ? bias->data() : nullptr, relu}, std::move(shape), {w, keep(bias)});
+  // Each add_ reads value `in` and returns the value it defines; shape: that value's shape.
+  int add_conv(int in, const CArray<float>& w, const std::optional<CArray<float>>& bias, const ConvGeom& g, bool relu,
+               std::vector<int64_t> shape) {
+    const std::vector<int64_t>& x = input(in).shape;
+    if (x.size() != 4 || w.ndim() != 4) throw py::value_error("plan: conv2d takes (N, C, H, W)");
+    const ConvShape s = conv_shape({x[0], x[1], x[2], x[3]}, {w.shape(0), w.shape(1), w.shape(2), w.shape(3)}, g);
+    return add(Conv{s, w.data(), bias ? bias->data() : nullptr, relu}, in, -1, std::move(shape), {w, keep(bias)});
   }
-  void add_max_pool(const PoolGeom& geometry, std::vector<int64_t> shape) {
-    add(MaxPool{pool_geometry(geometry), planes()}, std::move(shape), {});
+  int add_max_pool(int in, const PoolGeom& geometry, std::vector<int64_t> shape) {
+    return add(MaxPool{pool_geometry(geometry), planes(in)}, in, -1, std::move(shape), {});
   }
-  void add_avg_pool(const PoolGeom& geometry, bool count_include_pad, std::vector<int64_t> shape) {
-    add(AvgPool{pool_geometry(geometry), planes(), count_include_pad}, std::move(shape), {});
+  int add_avg_pool(int in, const PoolGeom& geometry, bool count_include_pad, std::vector<int64_t> shape) {
+    return add(AvgPool{pool_geometry(geometry), planes(in), count_include_pad}, in, -1, std::move(shape), {});
   }
-  void add_linear(const CArray<float>& w, const std::optional<CArray<float>>& bias, bool relu,
-                  std::vector<int64_t> shape) {
-    const std::vector<int64_t>& in = current();
-    if (in.size() != 2 || w.ndim() != 2 || w.shape(1) != in[1]) throw py::value_error("plan: linear shapes differ");
-    add(Linear{in[0], in[1], w.shape(0), w.data(), bias ? bias->data() : nullptr, relu}, std::move(shape),
-        {w, keep(bias)});
+  int add_linear(int in, const CArray<float>& w, const std::optional<CArray<float>>& bias, bool relu,
+                 std::vector<int64_t> shape) {
+    const std::vector<int64_t>& x = input(in).shape;
+    if (x.size() != 2 || w.ndim() != 2 || w.shape(1) != x[1]) throw py::value_error("plan: linear shapes differ");
+    return add(Linear{x[0], x[1], w.shape(0), w.data(), bias ? bias->data() : nullptr, relu}, in, -1,
+               std::move(shape), {w, keep(bias)});
   }
-  void add_relu(std::vector<int64_t> shape) { add(Relu{}, std::move(shape), {}); }
-  void add_reshape(std::vector<int64_t> shape) {
-    if (product(shape) != product(current())) throw py::value_error("plan: a reshape keeps the element count");
-    add(Reshape{}, std::move(shape), {});
+  int add_relu(int in, std::vector<int64_t> shape) { return add(Relu{}, in, -1, std::move(shape), {}); }
+  int add_reshape(int in, std::vector<int64_t> shape) {
+    if (product(shape) != product(input(in).shape))
+      throw py::value_error("plan: a reshape keeps the element count");
+    return add(Reshape{}, in, -1, std::move(shape), {});
+  }
+  int add_subsample_pad(int in, int64_t stride, int64_t lo, std::vector<int64_t> shape) {
+    const std::vector<int64_t>& x = input(in).shape;
+    if (x.size() != 4 || shape.size() != 4 || stride < 1 || lo < 0 || shape[0] != x[0] || lo + x[1] > shape[1] ||
+        shape[2] != (x[2] + stride - 1) / stride || shape[3] != (x[3] + stride - 1) / stride)
+      throw py::value_error("plan: a subsampled, channel-padded shortcut's shapes differ");
+    return add(SubsamplePad{stride, lo}, in, -1, std::move(shape), {});
+  }
+  // The eval-mode batch norm of (N, C, ...) with running statistics: `residual`, a value of the same shape, is
+  // added before the optional ReLU in the same pass.
+  int add_batch_norm(int in, const CArray<float>& mean, const CArray<float>& var, const CArray<float>& w,
+                     const CArray<float>& bias, double eps, bool relu, std::vector<int64_t> shape,
+                     std::optional<int> residual) {
+    const std::vector<int64_t>& x = input(in).shape;
+    if (x.size() < 2 || shape != x) throw py::value_error("plan: batch norm takes (N, C, ...) and keeps its shape");
+    for (const CArray<float>* a : {&mean, &var, &w, &bias})
+      if (a->ndim() != 1 || a->shape(0) != x[1]) throw py::value_error("plan: batch norm's arrays need C values");
+    if (residual && input(*residual).shape != x) throw py::value_error("plan: the residual's shape differs");
+    return add(BatchNorm{mean.data(), var.data(), w.data(), bias.data(), eps, relu}, in, residual.value_or(-1),
+               std::move(shape), {mean, var, w, bias});
+  }
+  // Which value run() returns; false where it is the input's own buffer (views alone: nothing to compute).
+  bool set_output(int value) {
+    output_ = input(value).buffer == 0 ? -1 : value;
+    return output_ >= 0;
   }
 
   CArray<float> run(const CArray<float>& x) const {
-    if (x.ndim() != static_cast<py::ssize_t>(in_shape_.size()) ||
-        !std::equal(in_shape_.begin(), in_shape_.end(), x.shape()))
+    const std::vector<int64_t>& in_shape = values_[0].shape;
+    if (x.ndim() != static_cast<py::ssize_t>(in_shape.size()) || !std::equal(in_shape.begin(), in_shape.end(), x.shape()))
       throw py::value_error("plan: the input's shape differs from the one the plan was built for");
-    size_t last = steps_.size();  // the last step that writes: it writes the returned array
-    while (last > 0 && std::holds_alternative<Reshape>(steps_[last - 1].op)) --last;
-    if (last == 0) throw py::value_error("plan: no step computes anything");
-    auto y = new_array<float>(shapes_.back());
-    float* out_final = y.mutable_data();
+    if (output_ < 0) throw py::value_error("plan: no output computed by a step (set_output)");
+    const int out_buffer = values_[output_].buffer;
+    // the step after which each buffer is read no more
+    std::vector<size_t> last_read(static_cast<size_t>(buffers_), 0);
+    for (size_t i = 0; i < steps_.size(); ++i)
+      for (int v : {steps_[i].in, steps_[i].residual})
+        if (v >= 0) last_read[values_[v].buffer] = i;
+    auto y = new_array<float>(values_[output_].shape);
     {
       py::gil_scoped_release release;
-      const float* cur = x.data();
-      std::unique_ptr<CachedBlock<float>> held;  // the block cur points into, if any
-      for (size_t i = 0; i < last; ++i) {
+      std::vector<std::unique_ptr<CachedBlock<float>>> held(static_cast<size_t>(buffers_));
+      std::vector<float*> data(static_cast<size_t>(buffers_), nullptr);
+      data[0] = const_cast<float*>(x.data());  // read only: no step writes the input's buffer
+      data[out_buffer] = y.mutable_data();
+      for (size_t i = 0; i < steps_.size(); ++i) {
         const Step& step = steps_[i];
-        if (std::holds_alternative<Reshape>(step.op)) continue;
-        auto next = i + 1 == last ? nullptr : std::make_unique<CachedBlock<float>>(step.out_elements);
-        float* out = next ? next->get() : out_final;
-        execute(step, cur, out);
-        held = std::move(next);
-        cur = out;
+        const int b = values_[step.out].buffer;
+        if (!data[b]) {
+          held[b] = std::make_unique<CachedBlock<float>>(product(values_[step.out].shape));
+          data[b] = held[b]->get();
+        }
+        const Value& in = values_[step.in];
+        execute(step.op, in.shape, data[in.buffer], step.residual >= 0 ? data[values_[step.residual].buffer] : nullptr,
+                values_[step.out].shape, data[b]);
+        for (int v : {step.in, step.residual})
+          if (v >= 0 && last_read[values_[v].buffer] == i) held[values_[v].buffer].reset();
       }
     }
     return y;
@@ -114,24 +169,31 @@ class NativePlan {
 
  private:
   static py::object keep(const std::optional<CArray<float>>& a) { return a ? py::object(*a) : py::object(py::none()); }
-  const std::vector<int64_t>& current() const { return shapes_.empty() ? in_shape_ : shapes_.back(); }
-  int64_t planes() const {
-    const std::vector<int64_t>& in = current();
-    if (in.size() != 4) throw py::value_error("plan: pooling takes (N, C, H, W)");
-    return in[0] * in[1];
+  const Value& input(int v) const {
+    if (v < 0 || v >= static_cast<int>(values_.size())) throw py::value_error("plan: no value " + std::to_string(v));
+    return values_[v];
   }
-  void add(Op op, std::vector<int64_t> shape, std::vector<py::object> arrays) {
-    steps_.push_back(Step{op, product(shape)});
-    shapes_.push_back(std::move(shape));
+  int64_t planes(int in) const {
+    const std::vector<int64_t>& x = input(in).shape;
+    if (x.size() != 4) throw py::value_error("plan: pooling takes (N, C, H, W)");
+    return x[0] * x[1];
+  }
+  int add(Op op, int in, int residual, std::vector<int64_t> shape, std::vector<py::object> arrays) {
+    const bool view = std::holds_alternative<Reshape>(op);
+    const int out = static_cast<int>(values_.size()), buffer = input(in).buffer;
+    values_.push_back(Value{std::move(shape), view ? buffer : buffers_++});
+    if (!view) steps_.push_back(Step{op, in, residual, out});
     for (auto& a : arrays) keep_alive_.push_back(std::move(a));
+    return out;
   }
 
-  static void execute(const Step& step, const float* x, float* y) {
-    const Op& op = step.op;
+  static void execute(const Op& op, const std::vector<int64_t>& in_shape, const float* x, const float* residual,
+                      const std::vector<int64_t>& out_shape, float* y) {
+    const int64_t out_elements = product(out_shape);
     if (const auto* c = std::get_if<Conv>(&op)) {
       conv2d_forward_fast(c->shape, x, c->w, c->bias, c->relu, y);
     } else if (const auto* m = std::get_if<MaxPool>(&op)) {  // the window offsets are computed and dropped
-      const CachedBlock<uint8_t> offsets(step.out_elements);
+      const CachedBlock<uint8_t> offsets(out_elements);
       max_pool2d_compact(x, y, offsets.get(), m->planes, m->g);
     } else if (const auto* a = std::get_if<AvgPool>(&op)) {
       avg_pool2d(x, y, a->planes, a->g, a->count_include_pad);
@@ -142,13 +204,35 @@ class NativePlan {
       epi.relu = l->relu;
       sgemm(Trans::no, Trans::yes, l->rows, l->out, l->in, 1.0f, x, l->in, l->w, l->in, 0.0f, y, l->out, epi);
     } else if (std::holds_alternative<Relu>(op)) {
-      relu_forward<float>(x, y, step.out_elements);
+      relu_forward<float>(x, y, out_elements);
+    } else if (const auto* s = std::get_if<SubsamplePad>(&op)) {
+      subsample_pad(in_shape, s->stride, s->lo, out_shape, x, y);
+    } else if (const auto* bn = std::get_if<BatchNorm>(&op)) {
+      const int64_t C = in_shape[1], L = out_elements / std::max<int64_t>(in_shape[0] * C, 1);
+      // the float64 statistics the Python layer passes (float32 -> float64 is exact)
+      const std::vector<double> mean(bn->mean, bn->mean + C), var(bn->var, bn->var + C);
+      batch_norm_eval<float>(x, in_shape[0], C, L, mean.data(), var.data(), bn->w, bn->bias, bn->eps, residual,
+                             bn->relu, y);
     }
   }
 
-  std::vector<int64_t> in_shape_;
+  static void subsample_pad(const std::vector<int64_t>& in, int64_t stride, int64_t lo,
+                            const std::vector<int64_t>& out, const float* x, float* y) {
+    const int64_t N = in[0], C = in[1], H = in[2], W = in[3], K = out[1], P = out[2], Q = out[3];
+    std::fill(y, y + N * K * P * Q, 0.0f);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t p = 0; p < P; ++p) {
+          const float* row = x + ((n * C + c) * H + p * stride) * W;
+          float* o = y + ((n * K + lo + c) * P + p) * Q;
+          for (int64_t q = 0; q < Q; ++q) o[q] = row[q * stride];
+        }
+  }
+
+  std::vector<Value> values_;
+  int buffers_ = 1;  // buffer 0: the input
+  int output_ = -1;
   std::vector<Step> steps_;
-  std::vector<std::vector<int64_t>> shapes_;
   std::vector<py::object> keep_alive_;
 };
 
@@ -158,13 +242,18 @@ void bind_plan(py::module_& m) {
   py::class_<NativePlan>(m, "NativePlan")
       .def(py::init<std::vector<int64_t>>())
       // parameter arrays and the input are used in place: never a converted copy
-      .def("add_conv", &NativePlan::add_conv, py::arg("w").noconvert(), py::arg("bias").noconvert(), py::arg("geom"),
-           py::arg("relu"), py::arg("shape"))
+      .def("add_conv", &NativePlan::add_conv, py::arg("in"), py::arg("w").noconvert(), py::arg("bias").noconvert(),
+           py::arg("geom"), py::arg("relu"), py::arg("shape"))
       .def("add_max_pool", &NativePlan::add_max_pool)
       .def("add_avg_pool", &NativePlan::add_avg_pool)
-      .def("add_linear", &NativePlan::add_linear, py::arg("w").noconvert(), py::arg("bias").noconvert(),
+      .def("add_linear", &NativePlan::add_linear, py::arg("in"), py::arg("w").noconvert(), py::arg("bias").noconvert(),
            py::arg("relu"), py::arg("shape"))
       .def("add_relu", &NativePlan::add_relu)
       .def("add_reshape", &NativePlan::add_reshape)
+      .def("add_subsample_pad", &NativePlan::add_subsample_pad)
+      .def("add_batch_norm", &NativePlan::add_batch_norm, py::arg("in"), py::arg("mean").noconvert(),
+           py::arg("var").noconvert(), py::arg("w").noconvert(), py::arg("bias").noconvert(), py::arg("eps"),
+           py::arg("relu"), py::arg("shape"), py::arg("residual") = py::none())
+      .def("set_output", &NativePlan::set_output)
       .def("run", &NativePlan::run, py::arg("x").noconvert());
 }

@@ -4,6 +4,7 @@ import pytest
 
 import convcore as cc
 from convcore import nn
+from convcore.nn.container import _Checked, _InOrder
 from gradcheck import numerical_grad, relative_error
 
 
@@ -399,8 +400,8 @@ def test_eval_plan_gives_the_layer_by_layer_bits(rng):
         y = model(x)
         assert model._plan is not None and model._plan.shape == shape
         assert np.array_equal(y, _unplanned(model, x))
-    planned = [type(s).__name__ for s in model._plan.steps]
-    assert planned.count("_Checked") == 1  # BatchNorm2d has no step; the rest run straight into the kernels
+    # every child has a step (BatchNorm2d's with its running statistics): the whole chain runs in one native call
+    assert not any(isinstance(s, _Checked) for s in model._plan.steps) and model._plan.native is not None
 
 
 def test_eval_plan_follows_parameter_and_child_changes(rng):
@@ -680,9 +681,9 @@ def test_native_plan_only_where_every_step_is_native(rng):
     model.to(np.float64)  # float64 runs the reference kernels, step by step
     model(x)
     assert model._plan is not None and model._plan.native is None
-    with_bn = _plan_model().eval()  # BatchNorm2d has no step
-    with_bn(x.astype(np.float32))
-    assert with_bn._plan is not None and with_bn._plan.native is None
+    uneven = nn.Sequential(nn.Conv2d(3, 4, 3, rng=0), nn.AdaptiveAvgPool2d(4)).eval()  # 6 -> 4: no pooling's step
+    assert np.array_equal(uneven(x.astype(np.float32)), _unplanned(uneven, x.astype(np.float32)))
+    assert isinstance(uneven._plan.steps[1], _Checked) and uneven._plan.native is None
     views = nn.Sequential(nn.Flatten(), nn.Dropout(0.5)).eval()  # nothing to compute: the input's own view
     x32 = x.astype(np.float32)
     for _ in range(2):
@@ -700,7 +701,86 @@ def test_native_plan_refuses_an_input_of_another_shape_or_dtype(rng):
     with pytest.raises(TypeError):  # never a converted copy
         native.run(np.zeros((2, 3, 8, 8), np.float64))
     with pytest.raises(ValueError, match="a reshape keeps the element count"):
-        _core.NativePlan([2, 3]).add_reshape([7])
+        _core.NativePlan([2, 3]).add_reshape(0, [7])
+    plan = _core.NativePlan([2, 3, 4, 4])
+    with pytest.raises(ValueError, match="no value 1"):
+        plan.add_relu(1, [2, 3, 4, 4])
+    ones, twos = np.ones(3, np.float32), np.ones(2, np.float32)
+    with pytest.raises(ValueError, match="need C values"):
+        plan.add_batch_norm(0, ones, ones, twos, ones, 1e-5, False, [2, 3, 4, 4])
+    flat = plan.add_reshape(0, [2, 48])
+    with pytest.raises(ValueError, match="the residual's shape differs"):
+        plan.add_batch_norm(0, ones, ones, ones, ones, 1e-5, False, [2, 3, 4, 4], residual=flat)
+    with pytest.raises(ValueError, match="channel-padded shortcut"):
+        plan.add_subsample_pad(0, 2, 2, [2, 4, 2, 2])  # 3 channels from channel 2 of 4
+    assert not plan.set_output(flat)  # a view of the input: nothing computed
+    with pytest.raises(ValueError, match="no output"):
+        plan.run(np.zeros((2, 3, 4, 4), np.float32))
+
+
+def _randomized(model, rng):
+    """model with every batch norm's running statistics and affine parameters away from their start."""
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean[...] = rng.standard_normal(bn.num_features) * 0.1
+        bn.running_var[...] = rng.random(bn.num_features) + 0.5
+        bn.weight.data[...] = rng.random(bn.num_features) + 0.5
+        bn.bias.data[...] = rng.standard_normal(bn.num_features) * 0.1
+    return model.eval()
+
+
+def _layer_by_layer(model, x, monkeypatch):
+    """model's eval output with no plan anywhere: every container runs its children's forward in turn."""
+    with monkeypatch.context() as m:
+        m.setattr(_InOrder, "_plan_and_run", lambda self, x, layers: self._run(x, self._schedule()[0]))
+        for module in model.modules():
+            module.__dict__.pop("_plan", None)
+        return model(x)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: cc.models.resnet20(seed=0), (3, 32, 32)),
+    (lambda: cc.models.resnet20(shortcut="B", seed=1), (3, 32, 32)),
+    (lambda: cc.models.resnet18(num_classes=10, seed=2), (3, 48, 48))], ids=["resnet20-A", "resnet20-B", "resnet18"])
+def test_native_plan_runs_residual_networks_with_the_layer_by_layer_bits(rng, monkeypatch, make, shape):
+    # blocks and nested containers join the outer plan: conv, batch norm (the shortcut added, ReLU fused), option A's
+    # subsampled and zero-padded shortcut, option B's projection, max and global average pooling, linear
+    model = _randomized(make(), rng)
+    for n in (1, 3):
+        x = rng.standard_normal((n, *shape)).astype(np.float32)
+        outputs = []
+        for threads in (1, 2):
+            with cc.threads(threads):
+                outputs += [model(x), model(x)]
+        assert model._plan.native is not None and len(model._plan.steps) == len(model._modules) - 1  # ReLU fused
+        expected = _layer_by_layer(model, x, monkeypatch)
+        assert all(np.array_equal(y, expected) for y in outputs)
+
+
+def test_native_plan_follows_changes_inside_blocks(rng, monkeypatch):
+    model = _randomized(cc.models.resnet20(seed=0), rng)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    y0 = model(x)
+    native = model._plan.native
+    bn = model.layer2[1].bn1
+    bn.running_var[...] *= 4  # in place: read by the same native plan
+    y1 = model(x)
+    assert model._plan.native is native and not np.array_equal(y0, y1)
+    assert np.array_equal(y1, _layer_by_layer(model, x, monkeypatch))
+    model.layer3[2].conv2.weight.data = model.layer3[2].conv2.weight.data * 0.5  # a new array, two levels down
+    y2 = model(x)
+    assert model._plan.native is not native and np.array_equal(y2, _layer_by_layer(model, x, monkeypatch))
+    model(x)
+    native = model._plan.native
+    model.to(np.float64).to(np.float32)  # new buffers too
+    assert np.array_equal(model(x), y2) and model._plan.native is not native
+    calls = []
+    conv = model.layer1[0].conv2
+    conv.forward = lambda x, activation=None, f=conv.forward: calls.append(1) or f(x, activation)  # as summary does
+    assert np.array_equal(model(x), y2) and calls  # the patched layer's block runs its children's forward
+    bn.train()  # a module deep inside in training mode: no plan; the batch's statistics update its running ones
+    tracked = int(bn.num_batches_tracked)
+    model(x)
+    assert int(bn.num_batches_tracked) == tracked + 1
 
 
 def test_max_pool_backward_routes_with_the_windows_of_its_forward(rng):

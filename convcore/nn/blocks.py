@@ -10,7 +10,7 @@ from .. import _core
 from .. import functional as F
 from .._validate import as_int, as_tensor
 from .activation import ReLU
-from .container import Sequential
+from .container import Sequential, _add_steps
 from .conv import Conv2d
 from .module import Module
 from .norm import BatchNorm2d
@@ -76,6 +76,37 @@ class BasicBlock(Module):
         y = self.bn2.forward(self.conv2.forward(out), activation="relu", residual=self._skip(x))
         self._x_shape, self._y = (x.shape, y) if self.training else (None, None)
         return y
+
+    def _inference_step(self, x, relu=False):
+        """The eval forward as a plan step built from the children's steps; where they all have native ops, so does
+        the block (bn2 adds the shortcut's value in its pass). None where the projection shortcut runs unplanned."""
+        conv1 = self.conv1._inference_step(x)
+        h = conv1(x)
+        bn1 = self.bn1._inference_step(h, relu=True)
+        conv2 = self.conv2._inference_step(h)  # bn1 keeps the shape and dtype
+        y = conv2(h)
+        bn2 = self.bn2._inference_step(y, relu=True)
+        skips = []
+        if self.reshapes and self.shortcut == "B":
+            skips.append(self.downsample._inference_step(x))
+            if skips[0] is None:
+                return None
+        elif self.reshapes:
+            skips.append(lambda x: self._skip(x))
+            skips[0].native = ("subsample_pad", self.stride, self.pad // 2)
+        main, shapes = (conv1, bn1, conv2), (h.shape, h.shape, y.shape)
+
+        def run(x):
+            return bn2(conv2(bn1(conv1(x))), skips[0](x) if skips else x)
+
+        def add_native(native, value):
+            residual = _add_steps(native, value, skips, (y.shape,))  # the input itself where there is no skip step
+            _, *args = bn2.native
+            return native.add_batch_norm(_add_steps(native, value, main, shapes), *args, list(y.shape),
+                                         residual=residual)
+        if all(hasattr(step, "native") for step in (*main, bn2, *skips)):
+            run.native = ("steps", add_native)
+        return run
 
     def backward(self, dy, input_grad=True):
         y = self._saved(self._y, "output")

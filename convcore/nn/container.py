@@ -13,40 +13,51 @@ from .pool import _MaxPoolNd
 
 
 class _Plan:
-    """The eval-mode forward of a container for one input shape and dtype: per child (a Conv/Linear with the
-    following ReLU fused), a step bound to the validated arrays, or the child's own forward (its output checked)
-    where it has no step. Valid while the children stay in eval mode and their parameter arrays stay the same (by
-    identity and shape) and no public attribute of any module assigned since it was built (an option or a
-    parameter of a child; Module._edits counts them); a child assigned to the container drops the plan."""
+    """The eval-mode forward of a container for one input shape and dtype: per child (a Conv/Linear/BatchNorm with
+    the following ReLU fused), a step bound to the validated arrays, or the child's own forward (its output checked)
+    where it has no step. Valid while every module inside stays in eval mode and every parameter's array stays the
+    same (by identity and shape) and no public attribute of any module assigned nor buffer replaced since it was
+    built (an option, a parameter or a child; Module._edits counts them)."""
 
-    __slots__ = ("shape", "dtype", "layers", "edits", "params", "arrays", "shapes", "steps", "native")
+    __slots__ = ("shape", "dtype", "modules", "edits", "params", "arrays", "shapes", "steps", "out_shapes", "native")
 
     def __init__(self, x, layers):
-        self.shape, self.dtype, self.layers, self.steps, self.native = x.shape, x.dtype, layers, [], None
+        self.shape, self.dtype, self.steps, self.out_shapes, self.native = x.shape, x.dtype, [], [], None
+        self.modules = tuple(m for layer in layers for m in layer.modules())
         self.edits = Module._edits
-        self.params = tuple(p for layer in layers for p in layer._parameters.values())
+        self.params = tuple(p for m in self.modules for p in m._parameters.values())
         self.arrays = tuple(p.data for p in self.params)
         self.shapes = tuple(a.shape for a in self.arrays)
 
-    def go_native(self, out_shapes) -> None:
+    def go_native(self) -> None:
         """Hand the steps to one C++ call (_core.NativePlan: the same kernels with the same arguments, without a
-        Python call and an array per layer) when every step is a float32 conv2d, pooling, linear, ReLU or view,
-        and at least one computes (views alone return the input itself, step by step)."""
-        kinds = [getattr(step, "native", ("python",))[0] for step in self.steps]
-        if self.dtype != np.float32 or "python" in kinds or set(kinds) <= {"reshape"}:
+        Python call and an array per layer) when every step has native ops (float32 conv2d, pooling, linear, ReLU,
+        batch norm, views, and blocks and containers made of them) and at least one computes (views alone return
+        the input itself, step by step)."""
+        if self.dtype != np.float32 or not all(hasattr(step, "native") for step in self.steps):
             return
         native = _core.NativePlan(list(self.shape))
-        for step, shape in zip(self.steps, out_shapes):
-            kind, *args = step.native
-            getattr(native, "add_" + kind)(*args, list(shape))
-        self.native = native
+        if native.set_output(_add_steps(native, 0, self.steps, self.out_shapes)):
+            self.native = native
 
     def valid_for(self, x) -> bool:
         if (x.shape != self.shape or x.dtype != self.dtype or Module._edits != self.edits
-                or any(map(_TRAINING, self.layers))):
+                or any(map(_TRAINING, self.modules))):
             return False
         arrays = tuple(map(_DATA, self.params))
         return all(map(operator.is_, arrays, self.arrays)) and tuple(map(_SHAPE, arrays)) == self.shapes
+
+
+def _add_steps(native, value, steps, shapes) -> int:
+    """Add the native ops of steps (output shapes `shapes`) to a _core.NativePlan, the first reading its value
+    `value`; returns the value the last defines. A step's `native` is (kind, *arguments) for the plan's
+    add_<kind>(value, *arguments, shape), or ("steps", add) for a block or container adding its own:
+    add(native, value) -> value."""
+    for step, shape in zip(steps, shapes):
+        kind, *args = step.native
+        value = args[0](native, value) if kind == "steps" else getattr(native, "add_" + kind)(value, *args,
+                                                                                            list(shape))
+    return value
 
 
 class _Replan(Exception):
@@ -78,6 +89,11 @@ class _Checked:
 
 
 _TRAINING = operator.attrgetter("training")
+
+
+def _in_training(module) -> bool:
+    """Whether the module or any module inside it is in training mode."""
+    return any(map(_TRAINING, module.modules()))
 _DATA = operator.attrgetter("data")
 _SHAPE = operator.attrgetter("shape")
 
@@ -128,10 +144,28 @@ class _InOrder(Module):
                 return y
             except _Replan:
                 object.__setattr__(self, "_plan", None)
-        layers = tuple(self._modules.values())
-        if self.training or any(map(_TRAINING, layers)) or type(x) is not np.ndarray or not x.flags.c_contiguous:
+        if _in_training(self) or type(x) is not np.ndarray or not x.flags.c_contiguous:
             return self._run(x, self._schedule()[0])
-        return self._plan_and_run(x, layers)
+        return self._plan_and_run(x, tuple(self._modules.values()))
+
+    def _inference_step(self, x, relu=False):
+        """As a child of another container: this container's plan for x (built here) as one step, its steps'
+        native ops joined to the outer plan's. None where x runs unplanned."""
+        if _in_training(self):
+            return None
+        self._plan_and_run(x, tuple(self._modules.values()))
+        plan = self.__dict__.get("_plan")
+        if plan is None:
+            return None
+        steps, shapes = plan.steps, plan.out_shapes
+
+        def run(x):
+            for step in steps:
+                x = step(x)
+            return x
+        if all(hasattr(step, "native") for step in steps):
+            run.native = ("steps", lambda native, value: _add_steps(native, value, steps, shapes))
+        return run
 
     @staticmethod
     def _pairs(layers):
@@ -175,14 +209,14 @@ class _InOrder(Module):
 
     def _plan_and_run(self, x, layers):
         object.__setattr__(self, "_plan", None)  # a build that fails leaves no plan behind
-        plan, out_shapes = _Plan(x, layers), []
+        plan = _Plan(x, layers)
         for layer, relu, after in self._pairs(layers):
             # methods replaced on an instance (summary and viz wrap them to record outputs) run as they are
             pair = (layer, relu) if relu else (layer,)
-            patched = any(name in m.__dict__ for m in pair for name in ("forward", "adopt_output"))
+            patched = any(name in m.__dict__ for module in pair for m in module.modules()
+                          for name in ("forward", "adopt_output"))
             # a step binds the parameter arrays themselves: one that validation would copy runs unplanned
-            copied = not all(isinstance(p.data, np.ndarray) and p.data.flags.c_contiguous
-                             for p in layer._parameters.values())
+            copied = not all(isinstance(p.data, np.ndarray) and p.data.flags.c_contiguous for p in layer.parameters())
             step = None if patched or copied else layer._inference_step(x, relu=relu is not None)
             if step is None:
                 step = _Checked(functools.partial(self._run, pairs=[(layer, relu)]))
@@ -192,8 +226,8 @@ class _InOrder(Module):
             else:
                 x = step(x)
             plan.steps.append(step)
-            out_shapes.append(x.shape)
-        plan.go_native(out_shapes)
+            plan.out_shapes.append(x.shape)
+        plan.go_native()
         object.__setattr__(self, "_plan", plan)
         return x
 

@@ -36,7 +36,7 @@ class Parameter:
 class Module:
     """Base class of layers and models."""
 
-    _edits = 0  # assignments to public attributes (options, parameters, children) of any module so far
+    _edits = 0  # assignments to public attributes (options, parameters, children) or buffers of any module so far
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -62,12 +62,12 @@ class Module:
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
         """A state array that is saved in state_dict but not trained (e.g. BatchNorm running statistics)."""
-        self._buffers[name] = value
-        object.__setattr__(self, name, value)
+        self._set_buffer(name, value)
 
     def _set_buffer(self, name: str, value: np.ndarray) -> None:
         self._buffers[name] = value
         object.__setattr__(self, name, value)
+        Module._edits += 1  # plans read buffers in place: a new array is a new plan
 
     # --- computation -------------------------------------------------------------------------------------------
     def forward(self, x):

@@ -66,6 +66,20 @@ class _BatchNorm(Module):
                                        weight, bias, self.eps, residual, relu)
         return y3.reshape(x.shape)
 
+    def _inference_step(self, x, relu=False):
+        """The eval forward as a plan step, run(x, residual=None); in float32 also the native plan's op, which reads
+        the running statistics and the affine parameters in place."""
+        x = as_tensor(x, "x", ndim=self.ndims)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"x has {x.shape[1]} channels (x.shape[1]), this layer normalises {self.num_features}")
+        activation = "relu" if relu else None
+        run = lambda x, residual=None: self.forward(x, activation, residual)
+        arrays = (self.running_mean, self.running_var, self.weight.data, self.bias.data)
+        if x.dtype == np.float32 and all(type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous
+                                         for a in arrays):
+            run.native = ("batch_norm", *arrays, self.eps, relu)
+        return run
+
     def backward(self, dy, input_grad=True):
         x3, shape, mean, var, relu_out = self._saved(self._cache, "input")
         dy = as_tensor(dy, "dy", dtype=x3.dtype)

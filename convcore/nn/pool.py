@@ -121,7 +121,8 @@ class AvgPool2d(Module):
 
 
 class AdaptiveAvgPool2d(Module):
-    """Average pooling to a fixed output size; window i spans [floor(i*H/out), ceil((i+1)*H/out)) as PyTorch."""
+    """Average pooling to a fixed output size; window i spans [floor(i*H/out), ceil((i+1)*H/out)) as PyTorch (where
+    the sizes divide, the average pooling kernel over those windows)."""
 
     def __init__(self, output_size):
         super().__init__()
@@ -132,14 +133,24 @@ class AdaptiveAvgPool2d(Module):
     def _bounds(size, out):
         return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
 
+    def _window(self, x):
+        """The (kernel, stride) of an average pooling that gives the same windows, where the sizes divide."""
+        H, W = x.shape[2:]
+        oh, ow = self.output_size
+        return ((H // oh, W // ow),) * 2 if H % oh == 0 and W % ow == 0 else None
+
+    def _inference_step(self, x, relu=False):
+        x = as_tensor(x, "x", ndim=4)
+        window = self._window(x)
+        return None if window is None else pool_ops._prepare_pool(x, *window, 0, False, True, 2)
+
     def forward(self, x):
         x = as_tensor(x, "x", ndim=4)
         N, C, H, W = x.shape
         oh, ow = self.output_size
-        if (H, W) == (oh, ow):
-            y = x.copy()
-        elif H % oh == 0 and W % ow == 0:
-            y = x.reshape(N, C, oh, H // oh, ow, W // ow).mean(axis=(3, 5), dtype=x.dtype)
+        window = self._window(x)
+        if window is not None:
+            y = F.avg_pool2d(x, *window)
         else:
             y = np.empty((N, C, oh, ow), x.dtype)
             for i, (h0, h1) in enumerate(self._bounds(H, oh)):
