@@ -756,6 +756,27 @@ def test_native_plan_runs_residual_networks_with_the_layer_by_layer_bits(rng, mo
         assert all(np.array_equal(y, expected) for y in outputs)
 
 
+def test_native_plan_writes_a_batch_norm_over_its_input_only_where_nothing_else_reads_it(rng):
+    from convcore import _core
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False, rng=0).eval()
+    bn = _randomized(nn.Sequential(nn.BatchNorm2d(4)), rng)[0]
+    y = conv(x)
+    once = bn(y)
+    twice = bn.forward(once, residual=y)  # reads the convolution's output again, after the first batch norm
+    _, *conv_args = conv._inference_step(x).native
+    _, *bn_args = bn._inference_step(y).native
+    for residual, expected in [(False, once), (True, twice)]:
+        plan = _core.NativePlan(list(x.shape))
+        a = plan.add_conv(0, *conv_args, list(y.shape))
+        b = plan.add_batch_norm(a, *bn_args, list(y.shape))  # in place where a has no other reader
+        if residual:
+            b = plan.add_batch_norm(b, *bn_args, list(y.shape), residual=a)
+        assert plan.set_output(b)
+        for _ in range(2):  # buffers come back from the cache holding the previous run's values
+            assert np.array_equal(plan.run(x), expected)
+
+
 def test_native_plan_follows_changes_inside_blocks(rng, monkeypatch):
     model = _randomized(cc.models.resnet20(seed=0), rng)
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
