@@ -625,9 +625,13 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
 // on 28 x 28 n=8 1.27x, 16 -> 24 5x5/2 n=8 1.14x; AVX2, rows of 5-8: ResNet-20's 32 -> 64 3x3/2 1.14x, 8 -> 16 3x3/2
 // on 16 x 16 3.0x, 16 -> 24 5x5/2 1.32x). With 8-float vectors the 16 filters of such rows go in two
 // vectors, tiles of 5 (measured AVX2 Zen 3, 2 threads, LeNet conv2 n=64 forward 0.53 -> 0.36 ms over vectors along
-// the row, 16 lanes for 10 pixels). Layers with more than 128 Ki weights, or 16 Ki at batch 1 (one image runs on
-// one thread here), go to GEMM: every pixel tile streams all the weights (measured AVX-512, 2 threads, batch 1:
-// 1024 -> 2048 1x1/2 on 14x14 10.2 -> 1.7 ms, 128 -> 128 3x3 on 8x8 0.44 -> 0.15; batch 32 of the latter 3.3 -> 3.1).
+// the row, 16 lanes for 10 pixels). Layers with more than 128 Ki weights, or 36 Ki at batch 1 (one image runs on one
+// thread here), go to GEMM: every pixel tile streams all the weights (measured AVX-512, 2 threads, batch 1: 1024 ->
+// 2048 1x1/2 on 14x14 10.2 -> 1.7 ms, 128 -> 128 3x3 on 8x8 0.44 -> 0.15; batch 32 of the latter 3.3 -> 3.1). Up to
+// 36 Ki weights one thread here is faster than GEMM's two (both builds in one process, calls alternated, median of
+// per-pair time ratios, AMD Zen 4, batch 1, 2 threads: 64 -> 64 3x3 on 8 x 8 1.40x, ResNet-20's 32 -> 64 3x3/2 on 16
+// x 16 2.8-3.5x, 64 -> 64 3x3/2 on 14 x 14 1.5-3.3x; but 64 -> 128 on 8 x 8, 72 Ki weights, 0.74x, 96 -> 96
+// 0.78-0.84x; at 1 thread those five 1.10-1.31x, but the route may not depend on the thread count: the bits would).
 // On AVX-512, such rows of 9 or 10 pixels with 5-wide kernels at stride 1 (LeNet-5's conv2) run Winograd's F(4, 5)
 // and F(2, 5) along the rows instead (winograd_rows_forward; both builds in one process, calls alternated, median of
 // per-pair time ratios, AMD Zen 4, LeNet conv2 n=64 forward: F(2, 5) alone 1.18x on 1 thread, 1.14x on 2, over this
@@ -641,7 +645,7 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
   const int64_t weights = s.K * s.C * s.R * s.S;
   const bool strided_row = s.stride_w > 1 && s.Q <= VL;
   if (s.groups != 1 || (2 * s.Q > VL && !tens && !strided_row) || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864 ||
-      weights > 131072 || (s.N == 1 && weights > 16384))
+      weights > 131072 || (s.N == 1 && weights > 36864))
     return false;
   if constexpr (VL == 16) {  // whole blocks of 10 output rows
     if (tens && s.S == 5 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.P % 10 == 0) {
