@@ -62,6 +62,7 @@ enum class Schedule { fixed, as_free };
 // would terminate the process) and rethrown on the calling thread afterwards.
 template <typename Body>
 void parallel_for(int64_t n, int nt, const Body& body, Schedule schedule = Schedule::fixed) {
+  if (n < nt) nt = static_cast<int>(n);  // a thread without an item would only be woken to wait at the barrier
   if (nt <= 1) {  // no OpenMP region (~1 us to enter) for serial work; exceptions propagate as they are
     for (int64_t i = 0; i < n; ++i) body(i);
     return;
