@@ -75,6 +75,11 @@ int64_t product(const std::vector<int64_t>& shape) {
   return n;
 }
 
+// An array the plan reads was reshaped in place since it was built: Python builds the plan afresh.
+struct StalePlan : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 class NativePlan {
  public:
   explicit NativePlan(std::vector<int64_t> in_shape) : values_{Value{std::move(in_shape), 0}} {}
@@ -151,6 +156,10 @@ class NativePlan {
   }
 
   CArray<float> run(const CArray<float>& x) const {
+    for (const auto& [array, shape] : arrays_)
+      if (array.ndim() != static_cast<py::ssize_t>(shape.size()) ||
+          !std::equal(shape.begin(), shape.end(), array.shape()))
+        throw StalePlan("plan: an array it reads was reshaped since it was built");
     const std::vector<int64_t>& in_shape = values_[0].shape;
     if (x.ndim() != static_cast<py::ssize_t>(in_shape.size()) ||
         !std::equal(in_shape.begin(), in_shape.end(), x.shape()))
@@ -198,7 +207,11 @@ class NativePlan {
     values_.push_back(Value{std::move(shape), view ? buffer : buffers_++});
     if (!view) steps_.push_back(Step{op, in, residual, out});
     output_ = -1;  // set_output again
-    for (auto& a : arrays) keep_alive_.push_back(std::move(a));
+    for (auto& a : arrays)
+      if (!a.is_none()) {
+        const auto array = py::reinterpret_borrow<py::array>(a);
+        arrays_.emplace_back(array, std::vector<int64_t>(array.shape(), array.shape() + array.ndim()));
+      }
     return out;
   }
 
@@ -249,7 +262,8 @@ class NativePlan {
   int output_ = -1;
   std::vector<size_t> last_read_;  // the step after which each buffer is read no more
   std::vector<Step> steps_;
-  std::vector<py::object> keep_alive_;
+  // the parameter arrays the steps read in place, kept alive, with the shapes they had
+  std::vector<std::pair<py::array, std::vector<int64_t>>> arrays_;
 };
 
 }  // namespace
@@ -272,4 +286,5 @@ void bind_plan(py::module_& m) {
            py::arg("relu"), py::arg("shape"), py::arg("residual") = py::none())
       .def("set_output", &NativePlan::set_output)
       .def("run", &NativePlan::run, py::arg("x").noconvert());
+  py::register_exception<StalePlan>(m, "StalePlanError", PyExc_RuntimeError);
 }

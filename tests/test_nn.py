@@ -671,6 +671,14 @@ def test_native_plan_reads_parameters_in_place_and_is_rebuilt_for_new_arrays(rng
     model[9].bias.data = model[9].bias.data + 1  # a new array: rebuilt
     y2 = model(x)
     assert model._plan.native is not native and np.array_equal(y2, _unplanned(model, x))
+    for dtype in (np.float32, np.float64):  # the native plan, and the plan of steps in Python
+        model.to(dtype)
+        model(x.astype(dtype))
+        assert (model._plan.native is not None) == (dtype == np.float32)
+        model[9].weight.data.shape = (8 * 3 * 3, 10)  # reshaped in place: same array, wrong shape -> rebuilt, refused
+        with pytest.raises(ValueError, match="in_features"):
+            model(x.astype(dtype))
+        model[9].weight.data.shape = (10, 8 * 3 * 3)
 
 
 def test_native_plan_only_where_every_step_is_native(rng):
@@ -794,14 +802,17 @@ def test_native_plan_follows_changes_inside_blocks(rng, monkeypatch):
     native = model._plan.native
     model.to(np.float64).to(np.float32)  # new buffers too
     assert np.array_equal(model(x), y2) and model._plan.native is not native
-    calls = []
-    conv = model.layer1[0].conv2
-    conv.forward = lambda x, activation=None, f=conv.forward: calls.append(1) or f(x, activation)  # as summary does
-    assert np.array_equal(model(x), y2) and calls  # the patched layer's block runs its children's forward
+    assert model._plan.native is not None
     bn.train()  # a module deep inside in training mode: no plan; the batch's statistics update its running ones
     tracked = int(bn.num_batches_tracked)
     model(x)
     assert int(bn.num_batches_tracked) == tracked + 1
+    bn.eval()
+    calls = []
+    conv = model.layer1[0].conv2
+    conv.forward = lambda x, activation=None, f=conv.forward: calls.append(1) or f(x, activation)  # as summary does
+    y3 = model(x)
+    assert calls and np.array_equal(y3, _layer_by_layer(model, x, monkeypatch))  # the block runs its children
 
 
 def test_max_pool_backward_routes_with_the_windows_of_its_forward(rng):

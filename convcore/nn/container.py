@@ -15,18 +15,16 @@ from .pool import _MaxPoolNd
 class _Plan:
     """The eval-mode forward of a container for one input shape and dtype: per child (a Conv/Linear/BatchNorm with
     the following ReLU fused), a step bound to the validated arrays, or the child's own forward (its output checked)
-    where it has no step. Valid while every module inside stays in eval mode and every parameter's array stays the
-    same (by identity and shape) and no public attribute of any module assigned nor buffer replaced since it was
-    built (an option, a parameter or a child; Module._edits counts them)."""
+    where it has no step. Valid while no module's mode, public attribute (an option, a parameter or a child), buffer
+    or parameter's array has changed since it was built (Module._edits counts them) and every array it binds keeps
+    its shape (the native plan checks that itself at each run)."""
 
-    __slots__ = ("shape", "dtype", "modules", "edits", "params", "arrays", "shapes", "steps", "out_shapes", "native")
+    __slots__ = ("shape", "dtype", "edits", "arrays", "shapes", "steps", "out_shapes", "native")
 
     def __init__(self, x, layers):
         self.shape, self.dtype, self.steps, self.out_shapes, self.native = x.shape, x.dtype, [], [], None
-        self.modules = tuple(m for layer in layers for m in layer.modules())
         self.edits = Module._edits
-        self.params = tuple(p for m in self.modules for p in m._parameters.values())
-        self.arrays = tuple(p.data for p in self.params)
+        self.arrays = tuple(p.data for layer in layers for p in layer.parameters())
         self.shapes = tuple(a.shape for a in self.arrays)
 
     def go_native(self) -> None:
@@ -41,11 +39,9 @@ class _Plan:
             self.native = native
 
     def valid_for(self, x) -> bool:
-        if (x.shape != self.shape or x.dtype != self.dtype or Module._edits != self.edits
-                or any(map(_TRAINING, self.modules))):
+        if x.shape != self.shape or x.dtype != self.dtype or Module._edits != self.edits:
             return False
-        arrays = tuple(map(_DATA, self.params))
-        return all(map(operator.is_, arrays, self.arrays)) and tuple(map(_SHAPE, arrays)) == self.shapes
+        return self.native is not None or tuple(map(_SHAPE, self.arrays)) == self.shapes
 
 
 def _add_steps(native, value, steps, shapes) -> int:
@@ -89,13 +85,12 @@ class _Checked:
 
 
 _TRAINING = operator.attrgetter("training")
+_SHAPE = operator.attrgetter("shape")
 
 
 def _in_training(module) -> bool:
     """Whether the module or any module inside it is in training mode."""
     return any(map(_TRAINING, module.modules()))
-_DATA = operator.attrgetter("data")
-_SHAPE = operator.attrgetter("shape")
 
 
 class _InOrder(Module):
@@ -135,14 +130,14 @@ class _InOrder(Module):
         plan = self.__dict__.get("_plan")
         if (plan is not None and not self.training and type(x) is np.ndarray and x.flags.c_contiguous
                 and plan.valid_for(x)):
-            if plan.native is not None:
-                return plan.native.run(x)
-            y = x
             try:
+                if plan.native is not None:
+                    return plan.native.run(x)
+                y = x
                 for step in plan.steps:
                     y = step(y)
                 return y
-            except _Replan:
+            except (_Replan, _core.StalePlanError):
                 object.__setattr__(self, "_plan", None)
         if _in_training(self) or type(x) is not np.ndarray or not x.flags.c_contiguous:
             return self._run(x, self._schedule()[0])

@@ -14,13 +14,23 @@ import numpy as np
 class Parameter:
     """A trainable array (`.data`) and its accumulated gradient (`.grad`, None until a backward)."""
 
-    __slots__ = ("data", "grad")
+    __slots__ = ("_data", "grad")
 
     def __init__(self, data: np.ndarray):
         if not isinstance(data, np.ndarray):
             raise TypeError(f"Parameter data must be a numpy array, got {type(data).__name__}")
-        self.data = data
+        self._data = data
         self.grad = None
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if value is not self._data:  # a new array (not `data *= 2`): plans, which read arrays in place, are rebuilt
+            Module._edits += 1
+        self._data = value
 
     def accumulate(self, grad: np.ndarray) -> None:
         self.grad = grad if self.grad is None else self.grad + grad
@@ -36,7 +46,9 @@ class Parameter:
 class Module:
     """Base class of layers and models."""
 
-    _edits = 0  # assignments to public attributes (options, parameters, children) or buffers of any module so far
+    # assignments to public attributes (options, parameters, children), buffers and parameters' arrays, and mode
+    # changes, of any module so far: what a container's plan was built on
+    _edits = 0
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -158,6 +170,7 @@ class Module:
             object.__setattr__(m, "training", bool(mode))
             if not mode:
                 m._release()
+        Module._edits += 1
         return self
 
     def eval(self):
