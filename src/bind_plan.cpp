@@ -5,12 +5,15 @@
 // the kernel its Python step calls, with the same arguments, so the output has the same bits, and only the per-call
 // costs go (argument conversion, a Python call and an array object per layer: about half of LeNet-5's batch-1 time,
 // a fifth of ResNet-20's). Steps arrive validated, with their parameter arrays, which the plan keeps alive and reads
-// in place (Python rebuilds the plan when a parameter's or buffer's array is replaced). A step reads values defined
-// before it (the input is value 0) and defines one; each buffer goes back to the cache after the last step reading it.
+// in place (Python rebuilds the plan when a parameter's or buffer's array is replaced; run() refuses, StalePlanError,
+// when one was reshaped in place). A step reads values defined before it (the input is value 0) and defines one;
+// each buffer goes back to the cache after the last step reading it.
 #include <algorithm>
-#include <array>
 #include <memory>
 #include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -137,6 +140,7 @@ class NativePlan {
   // when each buffer is read for the last time.
   bool set_output(int value) {
     std::vector<int> readers(static_cast<size_t>(buffers_), 0), storage(static_cast<size_t>(buffers_));
+    ++readers[input(value).buffer];  // the output is read (by the caller)
     for (const Step& step : steps_)
       for (int v : {step.in, step.residual})
         if (v >= 0) ++readers[values_[v].buffer];
@@ -262,7 +266,7 @@ class NativePlan {
   int output_ = -1;
   std::vector<size_t> last_read_;  // the step after which each buffer is read no more
   std::vector<Step> steps_;
-  // the parameter arrays the steps read in place, kept alive, with the shapes they had
+  // the parameter and buffer arrays the steps read in place, kept alive, with the shapes they had (run checks them)
   std::vector<std::pair<py::array, std::vector<int64_t>>> arrays_;
 };
 
@@ -272,16 +276,16 @@ void bind_plan(py::module_& m) {
   py::class_<NativePlan>(m, "NativePlan")
       .def(py::init<std::vector<int64_t>>())
       // parameter arrays and the input are used in place: never a converted copy
-      .def("add_conv", &NativePlan::add_conv, py::arg("in"), py::arg("w").noconvert(), py::arg("bias").noconvert(),
+      .def("add_conv", &NativePlan::add_conv, py::arg("source"), py::arg("w").noconvert(), py::arg("bias").noconvert(),
            py::arg("geom"), py::arg("relu"), py::arg("shape"))
       .def("add_max_pool", &NativePlan::add_max_pool)
       .def("add_avg_pool", &NativePlan::add_avg_pool)
-      .def("add_linear", &NativePlan::add_linear, py::arg("in"), py::arg("w").noconvert(), py::arg("bias").noconvert(),
-           py::arg("relu"), py::arg("shape"))
+      .def("add_linear", &NativePlan::add_linear, py::arg("source"), py::arg("w").noconvert(),
+           py::arg("bias").noconvert(), py::arg("relu"), py::arg("shape"))
       .def("add_relu", &NativePlan::add_relu)
       .def("add_reshape", &NativePlan::add_reshape)
       .def("add_subsample_pad", &NativePlan::add_subsample_pad)
-      .def("add_batch_norm", &NativePlan::add_batch_norm, py::arg("in"), py::arg("mean").noconvert(),
+      .def("add_batch_norm", &NativePlan::add_batch_norm, py::arg("source"), py::arg("mean").noconvert(),
            py::arg("var").noconvert(), py::arg("w").noconvert(), py::arg("bias").noconvert(), py::arg("eps"),
            py::arg("relu"), py::arg("shape"), py::arg("residual") = py::none())
       .def("set_output", &NativePlan::set_output)

@@ -10,7 +10,7 @@ from .. import _core
 from .. import functional as F
 from .._validate import as_int, as_tensor
 from .activation import ReLU
-from .container import Sequential, _add_steps
+from .container import Sequential, _add_steps, _all_native
 from .conv import Conv2d
 from .module import Module
 from .norm import BatchNorm2d
@@ -104,7 +104,7 @@ class BasicBlock(Module):
             _, *args = bn2.native
             return native.add_batch_norm(_add_steps(native, value, main, shapes), *args, list(y.shape),
                                          residual=residual)
-        if all(hasattr(step, "native") for step in (*main, bn2, *skips)):
+        if _all_native((*main, bn2, *skips)):
             run.native = ("steps", add_native)
         return run
 

@@ -14,10 +14,10 @@ from .pool import _MaxPoolNd
 
 class _Plan:
     """The eval-mode forward of a container for one input shape and dtype: per child (a Conv/Linear/BatchNorm with
-    the following ReLU fused), a step bound to the validated arrays, or the child's own forward (its output checked)
-    where it has no step. Valid while no module's mode, public attribute (an option, a parameter or a child), buffer
-    or parameter's array has changed since it was built (Module._edits counts them) and every array it binds keeps
-    its shape (the native plan checks that itself at each run)."""
+    the following ReLU fused, a residual block or a nested container), a step bound to the validated arrays, or the
+    child's own forward (its output checked) where it has no step. Valid while no module's mode, public attribute
+    (an option, a parameter or a child), buffer or parameter's array has changed since it was built (Module._edits
+    counts them) and every array it binds keeps its shape (the native plan checks that itself at each run)."""
 
     __slots__ = ("shape", "dtype", "edits", "arrays", "shapes", "steps", "out_shapes", "native")
 
@@ -32,7 +32,7 @@ class _Plan:
         Python call and an array per layer) when every step has native ops (float32 conv2d, pooling, linear, ReLU,
         batch norm, views, and blocks and containers made of them) and at least one computes (views alone return
         the input itself, step by step)."""
-        if self.dtype != np.float32 or not all(hasattr(step, "native") for step in self.steps):
+        if self.dtype != np.float32 or not _all_native(self.steps):
             return
         native = _core.NativePlan(list(self.shape))
         if native.set_output(_add_steps(native, 0, self.steps, self.out_shapes)):
@@ -42,6 +42,16 @@ class _Plan:
         if x.shape != self.shape or x.dtype != self.dtype or Module._edits != self.edits:
             return False
         return self.native is not None or tuple(map(_SHAPE, self.arrays)) == self.shapes
+
+
+def _run_steps(steps, x):
+    for step in steps:
+        x = step(x)
+    return x
+
+
+def _all_native(steps) -> bool:
+    return all(hasattr(step, "native") for step in steps)
 
 
 def _add_steps(native, value, steps, shapes) -> int:
@@ -101,9 +111,10 @@ class _InOrder(Module):
     backward, so that ReLU's backward is skipped). The backward of a ReLU followed by a max pooling masks the
     pooled gradient instead of the full one (MaxPool2d.backward_through_relu). In eval mode the forward runs a
     plan (_Plan) built on the first call for an input shape and dtype: each child validated once, then called
-    straight into the kernels (the whole chain in one C++ call where every child allows it); rebuilt whenever the
-    input shape or dtype, a child, a child's public attribute (an option, a parameter replaced or removed) or a
-    parameter's array changes (parameters updated in place are used as they are), and on eval()."""
+    straight into the kernels (the whole chain in one C++ call where every child allows it, nested containers and
+    residual blocks included); rebuilt whenever the input shape or dtype, a module's mode or public attribute (an
+    option, a parameter replaced or removed, a child) anywhere inside, a parameter's or buffer's array, or an
+    array's shape changes (arrays updated in place are used as they are)."""
 
     def _add(self, name: str, layer) -> None:
         if not isinstance(layer, Module):
@@ -131,12 +142,7 @@ class _InOrder(Module):
         if (plan is not None and not self.training and type(x) is np.ndarray and x.flags.c_contiguous
                 and plan.valid_for(x)):
             try:
-                if plan.native is not None:
-                    return plan.native.run(x)
-                y = x
-                for step in plan.steps:
-                    y = step(y)
-                return y
+                return plan.native.run(x) if plan.native is not None else _run_steps(plan.steps, x)
             except (_Replan, _core.StalePlanError):
                 object.__setattr__(self, "_plan", None)
         if _in_training(self) or type(x) is not np.ndarray or not x.flags.c_contiguous:
@@ -153,12 +159,8 @@ class _InOrder(Module):
         if plan is None:
             return None
         steps, shapes = plan.steps, plan.out_shapes
-
-        def run(x):
-            for step in steps:
-                x = step(x)
-            return x
-        if all(hasattr(step, "native") for step in steps):
+        run = lambda x: _run_steps(steps, x)
+        if _all_native(steps):
             run.native = ("steps", lambda native, value: _add_steps(native, value, steps, shapes))
         return run
 

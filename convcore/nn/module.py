@@ -98,7 +98,8 @@ class Module:
     def _inference_step(self, x, relu: bool = False):
         """For the eval-mode plan of Sequential / Chain: validate this layer for inputs shaped and typed like x and
         return step(x) -> output (with ReLU applied when relu, for layers that fuse it) for any C-contiguous array
-        of that shape and dtype, bound to the current arrays of this layer's own parameters. None (the default)
+        of that shape and dtype, bound to the current arrays of this layer's parameters and buffers (a block's or
+        container's step is made of its children's). None (the default)
         where the layer has no such step: the plan calls its forward instead."""
         return None
 

@@ -34,14 +34,18 @@ class _BatchNorm(Module):
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
         self._cache = None
 
+    def _input(self, x):
+        x = as_tensor(x, "x", ndim=self.ndims)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"x has {x.shape[1]} channels (x.shape[1]), this layer normalises {self.num_features}")
+        return x
+
     def forward(self, x, activation=None, residual=None):
         """Normalise x; `residual` (x's shape), when given, is added before the activation in the same pass (a
         residual block's skip). With activation="relu", backward's dy is the gradient of the ReLU's output; the
         residual's gradient, that dy masked by the ReLU, is the caller's to take."""
         relu = check_activation(activation)
-        x = as_tensor(x, "x", ndim=self.ndims)
-        if x.shape[1] != self.num_features:
-            raise ValueError(f"x has {x.shape[1]} channels (x.shape[1]), this layer normalises {self.num_features}")
+        x = self._input(x)
         x3 = x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))  # (N, C, L): the kernels' layout
         if residual is not None:
             residual = as_tensor(residual, "residual", dtype=x.dtype)
@@ -69,9 +73,7 @@ class _BatchNorm(Module):
     def _inference_step(self, x, relu=False):
         """The eval forward as a plan step, run(x, residual=None); in float32 also the native plan's op, which reads
         the running statistics and the affine parameters in place."""
-        x = as_tensor(x, "x", ndim=self.ndims)
-        if x.shape[1] != self.num_features:
-            raise ValueError(f"x has {x.shape[1]} channels (x.shape[1]), this layer normalises {self.num_features}")
+        x = self._input(x)
         activation = "relu" if relu else None
         run = lambda x, residual=None: self.forward(x, activation, residual)
         arrays = (self.running_mean, self.running_var, self.weight.data, self.bias.data)

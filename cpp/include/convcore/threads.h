@@ -55,7 +55,8 @@ void take_shares(Shares& shares, int64_t min_count, int64_t max_count, const Bod
 
 enum class Schedule { fixed, as_free };
 
-// Runs body(i) for i in [0, n) on `nt` threads (in order on the calling thread when nt <= 1): in equal contiguous
+// Runs body(i) for i in [0, n) on min(n, nt) threads (in order on the calling thread, outside any parallel region,
+// when that is 1: kernels the body calls may then use the threads themselves): in equal contiguous
 // shares (Schedule::fixed), or, one i at a time, each thread its own such share first and then whatever the others
 // have not yet taken (Schedule::as_free: for few, large tasks on cores of unequal speed; see Shares; no task's result
 // may depend on which thread ran it). An exception thrown by a body is caught inside the OpenMP region (where it
