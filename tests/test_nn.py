@@ -785,6 +785,19 @@ def test_native_plan_writes_a_batch_norm_over_its_input_only_where_nothing_else_
             assert np.array_equal(plan.run(x), expected)
 
 
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_plan_is_built_with_one_pass_over_each_layer(rng, monkeypatch, shortcut):
+    # blocks and nested containers hand their output for x to the plan being built instead of computing it again
+    from convcore import _core
+    model = cc.models.resnet20(shortcut=shortcut, seed=0).eval()
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    calls = []
+    forward = _core.conv2d_forward
+    monkeypatch.setattr(_core, "conv2d_forward", lambda *args: calls.append(1) or forward(*args))
+    model(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+    assert model._plan.native is not None and len(calls) == convs
+
+
 def test_native_plan_follows_changes_inside_blocks(rng, monkeypatch):
     model = _randomized(cc.models.resnet20(seed=0), rng)
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)

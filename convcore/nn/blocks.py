@@ -83,17 +83,20 @@ class BasicBlock(Module):
         conv1 = self.conv1._inference_step(x)
         h = conv1(x)
         bn1 = self.bn1._inference_step(h, relu=True)
-        conv2 = self.conv2._inference_step(h)  # bn1 keeps the shape and dtype
+        h = bn1(h)
+        conv2 = self.conv2._inference_step(h)
         y = conv2(h)
         bn2 = self.bn2._inference_step(y, relu=True)
-        skips = []
+        skips, skip = [], x  # the shortcut's step, if any, and its value for x
         if self.reshapes and self.shortcut == "B":
             skips.append(self.downsample._inference_step(x))
             if skips[0] is None:
                 return None
+            skip = skips[0].__dict__.pop("built")
         elif self.reshapes:
             skips.append(lambda x: self._skip(x))
             skips[0].native = ("subsample_pad", self.stride, self.pad // 2)
+            skip = skips[0](x)
         main, shapes = (conv1, bn1, conv2), (h.shape, h.shape, y.shape)
 
         def run(x):
@@ -106,6 +109,7 @@ class BasicBlock(Module):
                                          residual=residual)
         if _all_native((*main, bn2, *skips)):
             run.native = ("steps", add_native)
+        run.built = bn2(y, skip)  # x's output, taken by the plan being built
         return run
 
     def backward(self, dy, input_grad=True):

@@ -154,12 +154,13 @@ class _InOrder(Module):
         native ops joined to the outer plan's. None where x runs unplanned."""
         if _in_training(self):
             return None
-        self._plan_and_run(x, tuple(self._modules.values()))
+        y = self._plan_and_run(x, tuple(self._modules.values()))
         plan = self.__dict__.get("_plan")
         if plan is None:
             return None
         steps, shapes = plan.steps, plan.out_shapes
         run = lambda x: _run_steps(steps, x)
+        run.built = y  # x's output, taken by the plan being built
         if _all_native(steps):
             run.native = ("steps", lambda native, value: _add_steps(native, value, steps, shapes))
         return run
@@ -220,8 +221,8 @@ class _InOrder(Module):
                 x, plannable = step.first(x)
                 if not plannable:  # not an array a step could take: this input runs layer by layer, unplanned
                     return self._run(x, [(layer, relu) for layer, relu, _ in self._pairs(layers[after:])])
-            else:
-                x = step(x)
+            else:  # a block or container computed its output while its step was built (its children's steps)
+                x = step.__dict__.pop("built") if "built" in step.__dict__ else step(x)
             plan.steps.append(step)
             plan.out_shapes.append(x.shape)
         plan.go_native()
