@@ -702,6 +702,25 @@ def test_batch1_padded_copy_on_the_threads(rng, stride):
                 assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("case", [
+    (1, 16, 32, 32, 20, 3, 3, 1, 1, 1, 1),  # direct, 32-pixel rows: blocks of 8 filters (the last of 4) shared out
+    (1, 32, 16, 16, 24, 3, 3, 1, 1, 1, 1),  # direct, 16-pixel rows: blocks of 16 filters (the last of 8)
+    (1, 64, 8, 8, 40, 3, 3, 1, 1, 1, 1),    # filter-vector, two vectors a block: 32 filters and 8
+    (1, 16, 32, 32, 24, 3, 3, 2, 1, 1, 1),  # filter-vector, strided: its one block of two vectors run as two of one
+    (1, 128, 4, 4, 24, 3, 3, 1, 1, 1, 1),   # filter-vector on 4-pixel rows (AVX2's too)
+], ids=str)
+def test_batch1_forward_shares_filter_blocks_over_threads_exactly(isa, rng, case):
+    # one image's filter blocks go to the threads, each packing its own weights and padding its own copy: every
+    # output is the reference's at 1, 2 and 3 threads, on every ISA
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    expected = ref.conv2d(x, w, b, **kw)
+    for relu in (False, True):
+        for n in (1, 2, 3):
+            with cc.threads(n):
+                got = F.conv2d(x, w, b, activation="relu" if relu else None, **kw)
+            assert np.array_equal(got, np.maximum(expected, 0) if relu else expected), (n, relu)
+
+
 def test_large_layer_fast_matches_reference_and_is_thread_independent(rng):
     # big enough for blocked K (C*R*S > 256), several column blocks in the input gradient, and image chunks
     x, w, b, kw = _arrays(rng, (9, 40, 12, 12, 20, 3, 3, 1, 1, 1, 1), integer=True)

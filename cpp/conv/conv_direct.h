@@ -81,37 +81,85 @@ inline void prefetch_part(const float* next, int64_t floats, int64_t part, int64
     __builtin_prefetch(first + line * 64, 0, 2);
 }
 
+// w (K filters of `taps` floats each) regrouped as [filter block][tap][KB filters], zero lanes past K: the filters of
+// one tap adjacent, by the ISA's transposing packer (as the GEMM packs a row-major A).
+inline LineFloats filters_in_lanes(const float* w, int64_t K, int64_t taps, int64_t KB) {
+  const int64_t blocks = (K + KB - 1) / KB;
+  LineFloats wp(static_cast<size_t>(blocks * taps * KB));
+  std::vector<int64_t> filter_rows(static_cast<size_t>(KB));
+  for (int64_t i = 0; i < KB; ++i) filter_rows[i] = i * taps;
+  for (int64_t kb = 0; kb < blocks; ++kb)
+    kernels().gemm.pack_transposed(w + kb * KB * taps, filter_rows.data(), std::min(KB, K - kb * KB), KB, taps, 1.0f,
+                                   &wp[kb * taps * KB]);
+  return wp;
+}
+
+// How a forward of K filters (`taps` weights each) in blocks of KB shares its work out over nt threads, in parts, one
+// a thread: the images in contiguous chunks, their weights packed once for all (filters_in_lanes); or, with one image
+// (nothing would run beside it), its blocks of filters in contiguous runs, each part packing its own blocks' weights
+// (the weights of a layer packed for both had moved to the other core's cache by the next call; ResNet-20's 64 -> 64
+// 3x3 on 8 x 8, its one image's rows in bands over 2 threads, ran 1.0x against 1; each part packing its own at batch
+// 2, 147 KiB each, ran 0.79x against one packing). Measured both builds in one process, calls alternated, median of
+// per-pair time ratios, AMD Zen 4, n=1, 2 threads against 1 part: 16 -> 16 3x3 on 32 x 32 1.72x, 64 -> 64 on 8 x 8
+// 1.72x; ResNet-20's forward 1.51-1.58x.
+class ForwardParts {
+ public:
+  ForwardParts(const float* w, int64_t K, int64_t taps, int64_t KB, int64_t N, int nt)
+      : w_(w), K_(K), taps_(taps), KB_(KB), images_(N), k_blocks_((K + KB - 1) / KB),
+        by_filters_(N == 1 && k_blocks_ > 1 && nt > 1), parts_(std::min<int64_t>(by_filters_ ? k_blocks_ : N, nt)),
+        shared_(by_filters_ ? LineFloats() : filters_in_lanes(w, K, taps, KB)) {}
+  int64_t parts() const { return parts_; }
+  int64_t first_block(int64_t part) const { return by_filters_ ? part * k_blocks_ / parts_ : 0; }
+  int64_t end_block(int64_t part) const { return by_filters_ ? (part + 1) * k_blocks_ / parts_ : k_blocks_; }
+  int64_t first_image(int64_t part) const { return by_filters_ ? 0 : part * images_ / parts_; }
+  int64_t end_image(int64_t part) const { return by_filters_ ? images_ : (part + 1) * images_ / parts_; }
+  // The part's blocks' weights, [block][tap][KB filters] from its first block on: packed into `own` when the part
+  // packs its own.
+  const float* weights(int64_t part, LineFloats& own) const {
+    if (!by_filters_) return shared_.data();
+    const int64_t k0 = first_block(part) * KB_;
+    own = filters_in_lanes(w_ + k0 * taps_, std::min(K_, end_block(part) * KB_) - k0, taps_, KB_);
+    return own.data();
+  }
+
+ private:
+  const float* w_;
+  int64_t K_, taps_, KB_, images_, k_blocks_;
+  bool by_filters_;
+  int64_t parts_;
+  LineFloats shared_;
+};
+
 // Each output element sums its taps in (c, r, t) order, adds the bias, then applies ReLU (keeping NaN): the same
 // order whatever the thread count. S_FIXED, where not 0, is the kernel width known at compile time: the loop over a
 // kernel row's taps unrolls (measured: 10-15% faster on 3x3 layers). PB output rows are computed together: with
 // few filters and one vector per row, one row's KB accumulators are too few chains to hide the FMA latency (each
 // tap's FMA waits for the previous tap's); a pair runs the union of the two rows' kernel rows, reading zero padding
-// where a row has no image row (the padded image has a spare zero row for a pair past the last output row).
+// where a row has no image row (the padded image has a spare zero row for a pair past the last output row). Work
+// is shared out by ForwardParts; workspace: the weights regrouped by block, and per part one padded image.
 template <int VL, int KB, int QV, int PB, int S_FIXED>
 void direct_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   const int64_t C = s.C, K = s.K, R = s.R, S = S_FIXED ? S_FIXED : s.S, P = s.P, Q = s.Q, H = s.H, W = s.W;
-  const int64_t CRS = C * R * S, k_blocks = (K + KB - 1) / KB, step = int64_t(VL) * QV;
+  const int64_t CRS = C * R * S, step = int64_t(VL) * QV;
   const int64_t q_span = (Q + step - 1) / step * step;
   const int64_t Hp = H + 2 * s.pad_h + (PB - 1), Wp = std::max(W + 2 * s.pad_w, q_span + S - 1);
-  // weights as [k block][c][r][t][KB], zero rows past K: the KB weights of one tap are adjacent
-  LineFloats wp(static_cast<size_t>(k_blocks * CRS * KB), 0.0f);
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t i = 0; i < CRS; ++i) wp[((k / KB) * CRS + i) * KB + k % KB] = w[k * CRS + i];
-  // images in contiguous chunks, one per thread, each with one padded buffer (the images are independent)
   const int nt = threads_for(s.N * K * P * Q * CRS);
-  const int64_t chunks = std::min<int64_t>(s.N, nt);
-  parallel_for(chunks, nt, [&](int64_t chunk) {
+  const ForwardParts parts(w, K, CRS, KB, s.N, nt);
+  parallel_for(parts.parts(), nt, [&](int64_t part) {
+    const int64_t kb_first = parts.first_block(part), kb_last = parts.end_block(part);
+    // the weights as [k block][c][r][t][KB], zero rows past K: the KB weights of one tap are adjacent
+    LineFloats own;
+    const float* const w_block = parts.weights(part, own);
     // the epilogue's operands as locals: its stores would otherwise make the compiler reload them through the
     // closure after each one
     const int64_t p_end = P, q_end = Q, k_end = K;
     const float* const bias_here = bias;
     const bool relu_here = relu;
     const int64_t row_floats = Wp, plane_floats = Hp * Wp;
-    const float* const w_block = wp.data();
     std::vector<float> xp;  // the padded image, where it needs one
-    const int64_t n_end = (chunk + 1) * s.N / chunks;
-    for (int64_t n = chunk * s.N / chunks; n < n_end; ++n) {
+    const int64_t n_end = parts.end_image(part);
+    for (int64_t n = parts.first_image(part); n < n_end; ++n) {
       const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp);
       const float* next = n + 1 < n_end ? x + (n + 1) * C * H * W : nullptr;
       float* yn = y + n * K * P * Q;
@@ -127,7 +175,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
         for (int64_t q0 = 0; q0 < Q; q0 += step) {
           int64_t count[QV];  // the lanes of each vector inside the row
           for (int v = 0; v < QV; ++v) count[v] = std::clamp<int64_t>(q_end - q0 - v * VL, 0, VL);
-          for (int64_t kb = 0; kb < k_blocks; ++kb) {
+          for (int64_t kb = kb_first; kb < kb_last; ++kb) {
             vec acc[PB][KB][QV];
             for (int j = 0; j < PB; ++j)
               for (int i = 0; i < KB; ++i)
@@ -136,7 +184,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
             // the address arithmetic reloaded the closure's references at every channel (measured Zen 3, 1 thread,
             // 16 filters 3x3 on 32 x 32: ~25% of the instructions outside the taps)
             const float* x_c = xn + (p + r_lo) * row_floats + q0;
-            const float* w_c = w_block + kb * C * R * S * KB + r_lo * S * KB;
+            const float* w_c = w_block + (kb - kb_first) * C * R * S * KB + r_lo * S * KB;
             for (int64_t c = 0; c < C; ++c, x_c += plane_floats, w_c += R * S * KB) {
               const float* row = x_c;
               const float* wk = w_c;
@@ -285,26 +333,14 @@ void direct_backward_weight_any(const ConvShape& s, const float* dy, const float
   if (any_non_finite(dw, s.K * s.C * s.R * s.S)) run(std::true_type{});
 }
 
-// w (K filters of `taps` floats each) regrouped as [filter block][tap][KB filters], zero lanes past K: the filters of
-// one tap adjacent, by the ISA's transposing packer (as the GEMM packs a row-major A).
-inline LineFloats filters_in_lanes(const float* w, int64_t K, int64_t taps, int64_t KB) {
-  const int64_t blocks = (K + KB - 1) / KB;
-  LineFloats wp(static_cast<size_t>(blocks * taps * KB));
-  std::vector<int64_t> filter_rows(static_cast<size_t>(KB));
-  for (int64_t i = 0; i < KB; ++i) filter_rows[i] = i * taps;
-  for (int64_t kb = 0; kb < blocks; ++kb)
-    kernels().gemm.pack_transposed(w + kb * KB * taps, filter_rows.data(), std::min(KB, K - kb * KB), KB, taps, 1.0f,
-                                   &wp[kb * taps * KB]);
-  return wp;
-}
-
 // Forward convolution vectorised over filters, for rows too narrow to fill vectors along the output row: a tile
 // of QT output pixels of one row x KV vectors of filters in registers; per kernel tap, KV loads of the tap's
 // filter weights and QT broadcasts of x from the zero-padded image (any stride, dilation or padding; UNIT: both 1
 // horizontally, known at compile time). S_FIXED as in direct_forward.
 // Kernel rows that read only padding are skipped. Each output element sums its taps in (c, r, t) order, then adds
-// the bias and applies ReLU (keeping NaN): the same order whatever the thread count. Workspace: the weights
-// regrouped by filter block, and per thread one padded image and one image's outputs.
+// the bias and applies ReLU (keeping NaN): the same order whatever the thread count. Work is shared out by
+// ForwardParts. Workspace: the weights regrouped by block, and per part one padded image and one image's outputs of
+// its blocks.
 template <int VL, int KV, int QT, int S_FIXED, bool UNIT>
 void filter_vector_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                            float* y) {
@@ -317,7 +353,6 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   const int64_t Hp = H + 2 * s.pad_h;
   const int64_t Wp = std::max(W + 2 * s.pad_w, (q_tiles * QT - 1) * sw + (S - 1) * dwid + 1);  // tiles past Q
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-  const LineFloats wp = filters_in_lanes(w, K, CRS, KB);  // [k block][c][r][t][KB]
   std::vector<float> bp(static_cast<size_t>(k_blocks * KB), 0.0f);  // the bias in the same lanes
   if (bias) std::copy(bias, bias + K, bp.begin());
   // an image's outputs are kept pixel-major ([k block][pixel][filter in block]) and transposed into y's planes by
@@ -326,14 +361,16 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   std::vector<int64_t> pixel_rows(static_cast<size_t>(PQ));
   for (int64_t i = 0; i < PQ; ++i) pixel_rows[i] = i * KB;
   const int nt = threads_for(s.N * K * P * Q * CRS);
-  const int64_t chunks = std::min<int64_t>(s.N, nt);
-  parallel_for(chunks, nt, [&](int64_t chunk) {
+  const ForwardParts parts(w, K, CRS, KB, s.N, nt);
+  parallel_for(parts.parts(), nt, [&](int64_t part) {
+    const int64_t kb_first = parts.first_block(part), kb_last = parts.end_block(part);
     const int64_t row_floats = Wp, plane_floats = Hp * Wp, tap_row_floats = dh * Wp;  // as in direct_forward
-    const float* const w_block = wp.data();
+    LineFloats own;
+    const float* const w_block = parts.weights(part, own);  // [k block][c][r][t][KB]
     std::vector<float> xp;  // the padded image, where it needs one
-    LineFloats out(static_cast<size_t>(k_blocks * PQ * KB));
-    const int64_t n_end = (chunk + 1) * s.N / chunks;
-    for (int64_t n = chunk * s.N / chunks; n < n_end; ++n) {
+    LineFloats out(static_cast<size_t>((kb_last - kb_first) * PQ * KB));
+    const int64_t n_end = parts.end_image(part);
+    for (int64_t n = parts.first_image(part); n < n_end; ++n) {
       const float* xn = padded_image(s, x + n * C * H * W, Hp, Wp, xp);
       const float* next = n + 1 < n_end ? x + (n + 1) * C * H * W : nullptr;
       float* yn = y + n * K * P * Q;
@@ -341,12 +378,12 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
         prefetch_part(next, C * H * W, p, P);
         const auto [r_lo, r_hi] = image_rows(s, p);
         for (int64_t q0 = 0; q0 < q_tiles * QT; q0 += QT) {
-          for (int64_t kb = 0; kb < k_blocks; ++kb) {
+          for (int64_t kb = kb_first; kb < kb_last; ++kb) {
             vec acc[QT][KV];
             for (int j = 0; j < QT; ++j)
               for (int v = 0; v < KV; ++v) acc[j][v] = vec{};
             const float* x_c = xn + (p * sh + r_lo * dh) * row_floats + q0 * sw;
-            const float* w_c = w_block + kb * C * R * S * KB + r_lo * S * KB;
+            const float* w_c = w_block + (kb - kb_first) * C * R * S * KB + r_lo * S * KB;
             for (int64_t c = 0; c < C; ++c, x_c += plane_floats, w_c += R * S * KB) {
               const float* row = x_c;
               const float* wk = w_c;
@@ -375,15 +412,16 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
                 acc[j][v] = relu ? relu_keep_nan_lanes<VL>(o) : o;
               }
             const int64_t pixels = std::min<int64_t>(QT, Q - q0);
-            float* dst = &out[(kb * PQ + p * Q + q0) * KB];
+            float* dst = &out[((kb - kb_first) * PQ + p * Q + q0) * KB];
             for (int j = 0; j < QT; ++j)
               if (j < pixels)
                 for (int v = 0; v < KV; ++v) std::memcpy(dst + j * KB + v * VL, &acc[j][v], sizeof(vec));
           }
         }
       }
-      for (int64_t kb = 0; kb < k_blocks; ++kb)
-        transpose(&out[kb * PQ * KB], pixel_rows.data(), PQ, PQ, std::min(KB, K - kb * KB), 1.0f, yn + kb * KB * PQ);
+      for (int64_t kb = kb_first; kb < kb_last; ++kb)
+        transpose(&out[(kb - kb_first) * PQ * KB], pixel_rows.data(), PQ, PQ, std::min(KB, K - kb * KB), 1.0f,
+                  yn + kb * KB * PQ);
     }
   });
 }
@@ -653,11 +691,16 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
       return true;
     }
   }
+  // one image on the threads: two vectors of filters in one block (nothing to share out) go as two blocks of one
+  // (the same bits: each lane sums its own filter's taps in the same order). Both builds in one process, calls
+  // alternated, median of per-pair time ratios, AMD Zen 4, ResNet-20's 16 -> 32 3x3/2 on 32 x 32, n=1: 2 threads
+  // 1.28-1.31x; on 1 thread one block of two vectors stays (blocks of one ran 0.88x).
+  const bool one_block_shared = s.N == 1 && s.K <= 2 * VL && threads_for(weights * s.P * s.Q) > 1;
   const auto run = [&](auto unit) {
     with_kernel_width(s, [&](auto width) {
       if (tens)
         filter_vector_forward<VL, 16 / VL, 10 * VL / 16, width, unit>(s, x, w, bias, relu, y);
-      else if (kv == 1)
+      else if (kv == 1 || one_block_shared)
         filter_vector_forward<VL, 1, VL / 2, width, unit>(s, x, w, bias, relu, y);
       else
         filter_vector_forward<VL, 2, VL / 2, width, unit>(s, x, w, bias, relu, y);
