@@ -1,19 +1,21 @@
-"""Inference, convcore vs ONNX Runtime vs PyTorch CPU: LeNet-5 (28x28) and CIFAR ResNet-20 (32x32, batch norm in
-eval mode), batch-1 latency and large-batch throughput.
+"""Inference, convcore vs ONNX Runtime vs PyTorch CPU: LeNet-5 (28x28), CIFAR ResNet-20 (32x32) and ImageNet
+ResNet-18 (224x224), batch norm in eval mode; batch-1 latency and larger-batch throughput.
 
 Run: python benchmarks/bench_infer.py [--threads 1,2] [--sides convcore,onnxruntime,torch] [--filter resnet20]
-All sides run the same network with the same weights (benchmarks/lenet.py, benchmarks/resnet20.py) on the same
+All sides run the same network with the same weights (benchmarks/lenet.py, resnet20.py, resnet18.py) on the same
 random input.
 """
 import numpy as np
 
 import harness
 import lenet
+import resnet18
 import resnet20
 
-NETWORKS = {"lenet5": lenet, "resnet20": resnet20}
-CASES = ([{"name": f"lenet5 infer n={n}", "net": "lenet5", "n": n, "images": n} for n in (1, 256)]
-         + [{"name": f"resnet20 infer n={n}", "net": "resnet20", "n": n, "images": n} for n in (1, 128)])
+NETWORKS = {"lenet5": lenet, "resnet20": resnet20, "resnet18": resnet18}
+BATCHES = {"lenet5": (1, 256), "resnet20": (1, 128), "resnet18": (1, 8)}
+CASES = [{"name": f"{net} infer n={n}", "net": net, "n": n, "images": n} for net, sizes in BATCHES.items()
+         for n in sizes]
 
 
 def _input(case):

@@ -100,16 +100,16 @@ def onnx_model(seed=0):
     return onnx_bytes("lenet5", nodes, inits, cur, INPUT_SHAPE)
 
 
-def onnx_bytes(name, nodes, inits, output, input_shape):
-    """A graph of `nodes` and initializers `inits` from input "x" (a batch of input_shape) to the 10 values of
-    `output`, as a checked ONNX model (opset 17) serialised to bytes (also resnet20.py's)."""
+def onnx_bytes(name, nodes, inits, output, input_shape, classes=10):
+    """A graph of `nodes` and initializers `inits` from input "x" (a batch of input_shape) to the `classes` values
+    of `output`, as a checked ONNX model (opset 17) serialised to bytes (also resnet20.py's and resnet18.py's)."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         nodes, name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *input_shape])],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", 10])], inits)
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", classes])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model.SerializeToString()

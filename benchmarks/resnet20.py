@@ -13,17 +13,25 @@ INPUT_SHAPE = (3, 32, 32)
 STAGES = ((16, 1), (32, 2), (64, 2))  # (channels, first block's stride), 3 blocks each
 
 
-def convcore_model(seed=0):
-    """convcore.models.resnet20(seed=seed) with running means in [-0.5, 0.5] and variances in [0.5, 2]."""
+def with_running_statistics(model, seed):
+    """model with its BatchNorm2d running means set in [-0.5, 0.5] and variances in [0.5, 2] from seed (so that
+    eval-mode normalisation is not the identity); also resnet18.py's."""
     import convcore as cc
 
-    model = cc.models.resnet20(seed=seed)
-    assert sum(p.data.size for p in model.parameters()) == PARAMS
     rng = np.random.default_rng(seed)
     for module in model.modules():
         if isinstance(module, cc.nn.BatchNorm2d):
             module.running_mean[...] = rng.uniform(-0.5, 0.5, module.num_features)
             module.running_var[...] = rng.uniform(0.5, 2.0, module.num_features)
+    return model
+
+
+def convcore_model(seed=0):
+    """convcore.models.resnet20(seed=seed) with running means in [-0.5, 0.5] and variances in [0.5, 2]."""
+    import convcore as cc
+
+    model = with_running_statistics(cc.models.resnet20(seed=seed), seed)
+    assert sum(p.data.size for p in model.parameters()) == PARAMS
     return model
 
 

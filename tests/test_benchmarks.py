@@ -1,0 +1,33 @@
+"""The benchmark networks (benchmarks/lenet.py, resnet20.py, resnet18.py) give every side of bench_infer.py and
+bench_train.py the same network with the same weights: convcore's, PyTorch's and ONNX Runtime's outputs on one input
+agree to float32 rounding (a wrong stride, padding, shortcut, weight order or running statistic would not)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import lenet  # noqa: E402
+import resnet18  # noqa: E402
+import resnet20  # noqa: E402
+
+
+@pytest.mark.parametrize("net,n", [(lenet, 3), (resnet20, 3), (resnet18, 2)], ids=lambda v: getattr(v, "__name__", v))
+def test_every_side_computes_the_same_network(net, n):
+    x = np.random.default_rng(1).random((n, *net.INPUT_SHAPE), dtype=np.float32)
+    ours = net.convcore_model().eval()(x)
+    with torch.inference_mode():
+        theirs = net.torch_model().eval()(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(net.onnx_model(), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {"x": x})[0]
+    assert ours.shape == theirs.shape == onnx_out.shape == (n, getattr(net, "CLASSES", 10))
+    scale = np.abs(theirs).max()
+    assert scale > 0.1  # the logits are not all near zero, where any network would agree
+    assert np.abs(ours - theirs).max() <= 1e-5 * scale
+    assert np.abs(ours - onnx_out).max() <= 1e-5 * scale
+    # and the inputs are told apart: the network is not constant
+    assert np.abs(ours[0] - ours[1]).max() > 1e-3 * scale
