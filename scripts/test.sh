@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Sets up .venv (numpy, pytest, hypothesis, torch 2.13 CPU for parity tests, build tools), builds convcore into the
-# checkout, and runs the whole test suite: C++ tests (ctest) then pytest. Extra arguments go to pytest.
-# Environment: CONVCORE_HYPOTHESIS_PROFILE=ci for >= 1000 examples per property; WITH_TORCH=0 skips installing the
-# peers (torch for the parity tests; torch, onnx and onnxruntime for the benchmark networks' tests).
+# Sets up .venv (numpy, pytest, hypothesis, build tools, and the peers: torch 2.13 CPU, onnx, onnxruntime), builds
+# convcore into the checkout, and runs the whole test suite: C++ tests (ctest) then pytest. Extra arguments go to
+# pytest. Environment: CONVCORE_HYPOTHESIS_PROFILE=ci for >= 1000 examples per property; WITH_PEERS=0 skips installing
+# the peers (torch for the parity tests; torch, onnx and onnxruntime for the benchmark networks' tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" numpy pybind11 cmake ninja pytest hypothesis tqdm safetensors matplotlib atheris
-if [ "${WITH_TORCH:-1}" = "1" ]; then
+if [ "${WITH_PEERS:-1}" = "1" ]; then
   "${PIP[@]}" torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0
 fi
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")  # the graphs are written with it
 ort = pytest.importorskip("onnxruntime")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -26,8 +27,8 @@ def test_every_side_computes_the_same_network(net, n):
     onnx_out = session.run(None, {"x": x})[0]
     assert ours.shape == theirs.shape == onnx_out.shape == (n, getattr(net, "CLASSES", 10))
     scale = np.abs(theirs).max()
-    assert scale > 0.1  # the logits are not all near zero, where any network would agree
+    assert scale > 0.01  # the logits are not all near zero, where any network would agree
     assert np.abs(ours - theirs).max() <= 1e-5 * scale
     assert np.abs(ours - onnx_out).max() <= 1e-5 * scale
-    # and the inputs are told apart: the network is not constant
+    # and the inputs are told apart (by 100 times the tolerance at least): the network is not constant
     assert np.abs(ours[0] - ours[1]).max() > 1e-3 * scale

@@ -706,19 +706,30 @@ def test_batch1_padded_copy_on_the_threads(rng, stride):
     (1, 16, 32, 32, 20, 3, 3, 1, 1, 1, 1),  # direct, 32-pixel rows: blocks of 8 filters (the last of 4) shared out
     (1, 32, 16, 16, 24, 3, 3, 1, 1, 1, 1),  # direct, 16-pixel rows: blocks of 16 filters (the last of 8)
     (1, 64, 8, 8, 40, 3, 3, 1, 1, 1, 1),    # filter-vector, two vectors a block: 32 filters and 8
+    (1, 64, 8, 8, 128, 3, 3, 1, 1, 1, 1),   # filter-vector, 72 Ki weights in 4 blocks
     (1, 16, 32, 32, 24, 3, 3, 2, 1, 1, 1),  # filter-vector, strided: its one block of two vectors run as two of one
     (1, 128, 4, 4, 24, 3, 3, 1, 1, 1, 1),   # filter-vector on 4-pixel rows (AVX2's too)
+    (1, 64, 16, 16, 12, 3, 3, 2, 1, 1, 1),  # AVX2's one block of two vectors run as two of one
+    (1, 320, 16, 8, 8, 3, 3, 2, 1, 1, 1),   # the portable kernels' one block of two vectors run as two of one
 ], ids=str)
-def test_batch1_forward_shares_filter_blocks_over_threads_exactly(isa, rng, case):
+def test_batch1_forward_shares_filter_blocks_over_threads(isa, rng, case):
     # one image's filter blocks go to the threads, each packing its own weights and padding its own copy: every
-    # output is the reference's at 1, 2 and 3 threads, on every ISA
+    # output is the reference's at 1, 2 and 3 threads (small integers: exact), and on random floats has the same bits
+    # at any thread count (where a shared one-block layer runs as blocks of one vector, so each lane's sum must round
+    # as the two-vector kernel's does)
     x, w, b, kw = _arrays(rng, case, integer=True)
     expected = ref.conv2d(x, w, b, **kw)
+    xf, wf, bf, _ = _arrays(rng, case)
     for relu in (False, True):
+        activation = "relu" if relu else None
+        floats = []
         for n in (1, 2, 3):
             with cc.threads(n):
-                got = F.conv2d(x, w, b, activation="relu" if relu else None, **kw)
+                got = F.conv2d(x, w, b, activation=activation, **kw)
+                floats.append(F.conv2d(xf, wf, bf, activation=activation, **kw))
             assert np.array_equal(got, np.maximum(expected, 0) if relu else expected), (n, relu)
+        for other in floats[1:]:
+            assert np.array_equal(other, floats[0]), relu
 
 
 def test_large_layer_fast_matches_reference_and_is_thread_independent(rng):

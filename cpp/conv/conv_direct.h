@@ -97,11 +97,11 @@ inline LineFloats filters_in_lanes(const float* w, int64_t K, int64_t taps, int6
 // How a forward of K filters (`taps` weights each) in blocks of KB shares its work out over nt threads, in parts, one
 // a thread: the images in contiguous chunks, their weights packed once for all (filters_in_lanes); or, with one image
 // (nothing would run beside it), its blocks of filters in contiguous runs, each part packing its own blocks' weights
-// (the weights of a layer packed for both had moved to the other core's cache by the next call; ResNet-20's 64 -> 64
-// 3x3 on 8 x 8, its one image's rows in bands over 2 threads, ran 1.0x against 1; each part packing its own at batch
-// 2, 147 KiB each, ran 0.79x against one packing). Measured both builds in one process, calls alternated, median of
-// per-pair time ratios, AMD Zen 4, n=1, 2 threads against 1 part: 16 -> 16 3x3 on 32 x 32 1.72x, 64 -> 64 on 8 x 8
-// 1.72x; ResNet-20's forward 1.51-1.58x.
+// (the weights of a layer packed for both had moved to the other core's cache by the next call; ResNet-20's 64 ->
+// 64 3x3 on 8 x 8, its one image's rows in bands over 2 threads, ran 0.3-0.95x against 1; each part packing its own
+// at batch 2, 144 KiB each, ran 0.79x against one packing). Measured both builds in one process, calls alternated,
+// median of per-pair time ratios, AMD Zen 4, n=1, 2 threads against 1 part: 16 -> 16 3x3 on 32 x 32 1.71x, 64 -> 64
+// on 8 x 8 1.71x; ResNet-20's forward 1.21-1.68x (1.56x or more in 8 runs of 10).
 class ForwardParts {
  public:
   ForwardParts(const float* w, int64_t K, int64_t taps, int64_t KB, int64_t N, int nt)
@@ -148,7 +148,8 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
   const ForwardParts parts(w, K, CRS, KB, s.N, nt);
   parallel_for(parts.parts(), nt, [&](int64_t part) {
     const int64_t kb_first = parts.first_block(part), kb_last = parts.end_block(part);
-    // the weights as [k block][c][r][t][KB], zero rows past K: the KB weights of one tap are adjacent
+    // the part's blocks' weights as [k block][c][r][t][KB] from kb_first on, zero lanes past K: the KB weights of
+    // one tap are adjacent
     LineFloats own;
     const float* const w_block = parts.weights(part, own);
     // the epilogue's operands as locals: its stores would otherwise make the compiler reload them through the
@@ -663,13 +664,14 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
 // on 28 x 28 n=8 1.27x, 16 -> 24 5x5/2 n=8 1.14x; AVX2, rows of 5-8: ResNet-20's 32 -> 64 3x3/2 1.14x, 8 -> 16 3x3/2
 // on 16 x 16 3.0x, 16 -> 24 5x5/2 1.32x). With 8-float vectors the 16 filters of such rows go in two
 // vectors, tiles of 5 (measured AVX2 Zen 3, 2 threads, LeNet conv2 n=64 forward 0.53 -> 0.36 ms over vectors along
-// the row, 16 lanes for 10 pixels). Layers with more than 128 Ki weights, or 36 Ki at batch 1 (one image runs on one
-// thread here), go to GEMM: every pixel tile streams all the weights (measured AVX-512, 2 threads, batch 1: 1024 ->
-// 2048 1x1/2 on 14x14 10.2 -> 1.7 ms, 128 -> 128 3x3 on 8x8 0.44 -> 0.15; batch 32 of the latter 3.3 -> 3.1). Up to
-// 36 Ki weights one thread here is faster than GEMM's two (both builds in one process, calls alternated, median of
-// per-pair time ratios, AMD Zen 4, batch 1, 2 threads: 64 -> 64 3x3 on 8 x 8 1.40x, ResNet-20's 32 -> 64 3x3/2 on 16
-// x 16 2.8-3.5x, 64 -> 64 3x3/2 on 14 x 14 1.5-3.3x; but 64 -> 128 on 8 x 8, 72 Ki weights, 0.74x, 96 -> 96
-// 0.78-0.84x; at 1 thread those five 1.10-1.31x, but the route may not depend on the thread count: the bits would).
+// the row, 16 lanes for 10 pixels). Layers with more than 128 Ki weights go to GEMM: every pixel tile streams all the
+// weights (measured AVX-512, 2 threads, batch 1: 1024 -> 2048 1x1/2 on 14x14 10.2 -> 1.7 ms, 128 -> 128 3x3 on 8x8
+// 0.44 -> 0.15; batch 32 of the latter 3.3 -> 3.1). Batch 1 has the same rule, its filter blocks shared out over the
+// threads (ForwardParts): when one thread ran the image, batch 1 stopped at 36 Ki weights (64 -> 128 3x3 on 8 x 8,
+// 72 Ki, 0.74x of GEMM on 2 threads); shared out, up to 128 Ki beats GEMM (both builds in one process, calls
+// alternated, median of per-pair time ratios, AMD Zen 4, batch 1, 2 threads / 1 thread: 64 -> 128 3x3 on 8 x 8 1.32x
+// / 1.10x, 96 -> 96 1.08x / 1.10x, 128 -> 96 1.08x / 1.10x, 64 -> 128 3x3/2 on 16 x 16 1.46x / 1.14x). A route may
+// not depend on the thread count (the bits would).
 // On AVX-512, such rows of 9 or 10 pixels with 5-wide kernels at stride 1 (LeNet-5's conv2) run Winograd's F(4, 5)
 // and F(2, 5) along the rows instead (winograd_rows_forward; both builds in one process, calls alternated, median of
 // per-pair time ratios, AMD Zen 4, LeNet conv2 n=64 forward: F(2, 5) alone 1.18x on 1 thread, 1.14x on 2, over this
@@ -683,7 +685,7 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
   const int64_t weights = s.K * s.C * s.R * s.S;
   const bool strided_row = s.stride_w > 1 && s.Q <= VL;
   if (s.groups != 1 || (2 * s.Q > VL && !tens && !strided_row) || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864 ||
-      weights > 131072 || (s.N == 1 && weights > 36864))
+      weights > 131072)
     return false;
   if constexpr (VL == 16) {  // whole blocks of 10 output rows
     if (tens && s.S == 5 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.P % 10 == 0) {
