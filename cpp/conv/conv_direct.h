@@ -97,9 +97,9 @@ inline LineFloats filters_in_lanes(const float* w, int64_t K, int64_t taps, int6
 // How a forward of K filters (`taps` weights each) in blocks of KB shares its work out over nt threads, in parts, one
 // a thread: the images in contiguous chunks, their weights packed once for all (filters_in_lanes); or, with one image
 // (nothing would run beside it), its blocks of filters in contiguous runs, each part packing its own blocks' weights
-// (the weights of a layer packed for both had moved to the other core's cache by the next call; ResNet-20's 64 ->
-// 64 3x3 on 8 x 8, its one image's rows in bands over 2 threads, ran 0.3-0.95x against 1; each part packing its own
-// at batch 2, 144 KiB each, ran 0.79x against one packing). Measured both builds in one process, calls alternated,
+// (weights packed by one thread for both crossed to the other core at every call: ResNet-20's 64 -> 64 3x3 on 8 x 8,
+// its one image's rows in bands over 2 threads, ran 0.3-0.95x against 1; yet each part packing its own at batch 2,
+// 144 KiB each, ran 0.79x against one packing). Measured both builds in one process, calls alternated,
 // median of per-pair time ratios, AMD Zen 4, n=1, 2 threads against 1 part: 16 -> 16 3x3 on 32 x 32 1.71x, 64 -> 64
 // on 8 x 8 1.71x; ResNet-20's forward 1.21-1.68x (1.56x or more in 8 runs of 10).
 class ForwardParts {
