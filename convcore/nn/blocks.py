@@ -10,7 +10,7 @@ from .. import _core
 from .. import functional as F
 from .._validate import as_int, as_tensor
 from .activation import ReLU
-from .container import Sequential, _add_steps, _all_native
+from .container import Sequential, _add_steps, _all_native, _first_output
 from .conv import Conv2d
 from .module import Module
 from .norm import BatchNorm2d
@@ -87,16 +87,15 @@ class BasicBlock(Module):
         conv2 = self.conv2._inference_step(h)
         y = conv2(h)
         bn2 = self.bn2._inference_step(y, relu=True)
-        skips, skip = [], x  # the shortcut's step, if any, and its value for x
+        skips = []  # the shortcut's step, if any
         if self.reshapes and self.shortcut == "B":
             skips.append(self.downsample._inference_step(x))
             if skips[0] is None:
                 return None
-            skip = skips[0].__dict__.pop("built")
         elif self.reshapes:
             skips.append(lambda x: self._skip(x))
             skips[0].native = ("subsample_pad", self.stride, self.pad // 2)
-            skip = skips[0](x)
+        skip = _first_output(skips[0], x) if skips else x  # the shortcut's value for x
         main, shapes = (conv1, bn1, conv2), (h.shape, h.shape, y.shape)
 
         def run(x):

@@ -54,6 +54,12 @@ def _all_native(steps) -> bool:
     return all(hasattr(step, "native") for step in steps)
 
 
+def _first_output(step, x):
+    """The step's output for x while a plan is built: the one a block's or container's step computed for x as it was
+    built (its children's steps; taken, so not kept), else step(x)."""
+    return step.__dict__.pop("built") if "built" in step.__dict__ else step(x)
+
+
 def _add_steps(native, value, steps, shapes) -> int:
     """Add the native ops of steps (output shapes `shapes`) to a _core.NativePlan, the first reading its value
     `value`; returns the value the last defines. A step's `native` is (kind, *arguments) for the plan's
@@ -221,8 +227,8 @@ class _InOrder(Module):
                 x, plannable = step.first(x)
                 if not plannable:  # not an array a step could take: this input runs layer by layer, unplanned
                     return self._run(x, [(layer, relu) for layer, relu, _ in self._pairs(layers[after:])])
-            else:  # a block or container computed its output while its step was built (its children's steps)
-                x = step.__dict__.pop("built") if "built" in step.__dict__ else step(x)
+            else:
+                x = _first_output(step, x)
             plan.steps.append(step)
             plan.out_shapes.append(x.shape)
         plan.go_native()
