@@ -1,4 +1,7 @@
 """nn layers: float64 gradient checks of every layer (input and parameter gradients), eval mode, state_dict."""
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -388,6 +391,25 @@ def _plan_model():
 
 def _unplanned(model, x):
     return model._run(x, model._schedule()[0])
+
+
+@pytest.mark.parametrize("copy_of", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))], ids=["deepcopy", "pickle"])
+def test_a_copied_model_computes_with_its_own_weights(copy_of, rng):
+    """After training and eval forwards (prepared calls and a plan bound to the original's arrays), a deep copy or an
+    unpickled model gives the same outputs, and its weights changed in place change its outputs only."""
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 3))
+    x = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+    model(x)
+    y = model.eval()(x)
+    twin = copy_of(model)
+    np.testing.assert_array_equal(twin(x), y)
+    for p in twin.parameters():
+        p.data *= 0  # in place: the twin's Linear now gives its zero bias
+    np.testing.assert_array_equal(twin(x), np.zeros_like(y))
+    np.testing.assert_array_equal(model(x), y)
+    twin.train()
+    np.testing.assert_array_equal(twin(x), np.zeros_like(y))
 
 
 def test_eval_plan_gives_the_layer_by_layer_bits(rng):

@@ -49,6 +49,9 @@ class Module:
     # assignments to public attributes (options, parameters, children), buffers and parameters' arrays, and mode
     # changes, of any module so far: what a container's plan was built on
     _edits = 0
+    # what is bound to this module's own arrays (plans, prepared calls) or its children (the schedule): a copy or an
+    # unpickled module builds its own
+    _BOUND = ("_plan", "_prepared", "_scheduled")
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -71,6 +74,11 @@ class Module:
         object.__setattr__(self, name, value)
         if not name.startswith("_"):  # an option, a parameter or a child: what a container's plan was built on
             Module._edits += 1
+
+    def __getstate__(self):
+        """The state copy.deepcopy and pickle take: all but the calls bound to this module's arrays (a copy that
+        kept them would compute with the original's weights)."""
+        return {name: value for name, value in self.__dict__.items() if name not in Module._BOUND}
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
         """A state array that is saved in state_dict but not trained (e.g. BatchNorm running statistics)."""
