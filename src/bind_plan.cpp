@@ -6,9 +6,13 @@
 // costs go (argument conversion, a Python call and an array object per layer: about half of LeNet-5's batch-1 time,
 // a fifth of ResNet-20's). Steps arrive validated, with their parameter arrays, which the plan keeps alive and reads
 // in place (Python rebuilds the plan when a parameter's or buffer's array is replaced; run() refuses, StalePlanError,
-// when one was reshaped in place). A step reads values defined before it (the input is value 0) and defines one;
+// when one was reshaped in place). A frozen plan (convcore.nn.freeze, which hands it arrays that do not change) also
+// keeps each convolution's packed weights from run to run (ConvWeightCache) and folds a batch norm into the
+// convolution before it (fold_batch_norms): its output is then within rounding of the layer-by-layer one, not the same
+// bits. A step reads values defined before it (the input is value 0) and defines one;
 // each buffer goes back to the cache after the last step reading it.
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -31,6 +35,7 @@ struct Conv {
   ConvShape shape;
   const float *w, *bias;
   bool relu;
+  std::shared_ptr<ConvWeightCache> cache;  // a frozen plan's
 };
 struct MaxPool {
   PoolGeometry g;
@@ -85,7 +90,7 @@ struct StalePlan : std::runtime_error {
 
 class NativePlan {
  public:
-  explicit NativePlan(std::vector<int64_t> in_shape) : values_{Value{std::move(in_shape), 0}} {}
+  NativePlan(std::vector<int64_t> in_shape, bool frozen) : frozen_(frozen), values_{Value{std::move(in_shape), 0}} {}
 
   // Each add_ reads value `in` and returns the value it defines; shape: that value's shape.
   int add_conv(int in, const CArray<float>& w, const std::optional<CArray<float>>& bias, const ConvGeom& g, bool relu,
@@ -93,7 +98,11 @@ class NativePlan {
     const std::vector<int64_t>& x = input(in).shape;
     if (x.size() != 4 || w.ndim() != 4) throw py::value_error("plan: conv2d takes (N, C, H, W)");
     const ConvShape s = conv_shape({x[0], x[1], x[2], x[3]}, {w.shape(0), w.shape(1), w.shape(2), w.shape(3)}, g);
-    return add(Conv{s, w.data(), bias ? bias->data() : nullptr, relu}, in, -1, std::move(shape), {w, keep(bias)});
+    Conv conv{s, w.data(), bias ? bias->data() : nullptr, relu, nullptr};
+    // kept packed or transformed from run to run (a transform of an infinity would give NaN: none kept then)
+    if (frozen_ && std::all_of(w.data(), w.data() + w.size(), [](float v) { return std::isfinite(v); }))
+      conv.cache = std::make_shared<ConvWeightCache>();
+    return add(std::move(conv), in, -1, std::move(shape), {w, keep(bias)});
   }
   int add_max_pool(int in, const PoolGeom& geometry, std::vector<int64_t> shape) {
     return add(MaxPool{pool_geometry(geometry), planes(in)}, in, -1, std::move(shape), {});
@@ -139,6 +148,7 @@ class NativePlan {
   // then writes over it (measured against a buffer of its own, ResNet-20 inference: 1.01-1.02x), and it works out
   // when each buffer is read for the last time.
   bool set_output(int value) {
+    if (frozen_) fold_batch_norms(value);
     std::vector<int> readers(static_cast<size_t>(buffers_), 0), storage(static_cast<size_t>(buffers_));
     ++readers[input(value).buffer];  // the output is read (by the caller)
     for (const Step& step : steps_)
@@ -195,6 +205,58 @@ class NativePlan {
   }
 
  private:
+  // A frozen plan's own array (a batch norm folded into a convolution's weights and bias).
+  const float* own(std::vector<float> floats) {
+    owned_.push_back(std::make_unique<std::vector<float>>(std::move(floats)));
+    return owned_.back()->data();
+  }
+
+  // In a frozen plan, each batch norm whose input is a convolution's output that nothing else reads (nor the plan's
+  // output value) goes into the convolution: with s = weight / sqrt(var + eps) per channel, its weights times s and
+  // its bias b * s + bias - mean * s (in float64, rounded once, as the eval pass rounds its scale and shift), and the
+  // batch norm's ReLU fused; a batch norm adding a residual stays as that pass, with the identity's statistics.
+  void fold_batch_norms(int output) {
+    std::vector<int> readers(static_cast<size_t>(buffers_), 0), producer(values_.size(), -1);
+    ++readers[input(output).buffer];
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      producer[steps_[i].out] = static_cast<int>(i);
+      for (int v : {steps_[i].in, steps_[i].residual})
+        if (v >= 0) ++readers[values_[v].buffer];
+    }
+    std::vector<bool> folded(steps_.size(), false);  // batch norms gone into their convolutions
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      Step& step = steps_[i];
+      auto* bn = std::get_if<BatchNorm>(&step.op);
+      const int from = producer[step.in];
+      Conv* conv = bn && from >= 0 ? std::get_if<Conv>(&steps_[from].op) : nullptr;
+      if (!conv || conv->relu || readers[values_[step.in].buffer] != 1) continue;
+      const ConvShape& s = conv->shape;
+      const int64_t taps = s.C / s.groups * s.R * s.S;
+      std::vector<float> w(conv->w, conv->w + s.K * taps), bias(static_cast<size_t>(s.K));
+      for (int64_t k = 0; k < s.K; ++k) {
+        const double scale = static_cast<double>(bn->w[k]) / std::sqrt(static_cast<double>(bn->var[k]) + bn->eps);
+        for (int64_t t = 0; t < taps; ++t) w[k * taps + t] = static_cast<float>(w[k * taps + t] * scale);
+        const double b = conv->bias ? conv->bias[k] : 0.0;
+        bias[k] = static_cast<float>(b * scale + (static_cast<double>(bn->bias[k]) - bn->mean[k] * scale));
+      }
+      conv->w = own(std::move(w));
+      conv->bias = own(std::move(bias));
+      if (step.residual < 0) {  // the convolution writes the batch norm's value, with its ReLU
+        conv->relu = bn->relu;
+        steps_[from].out = step.out;
+        folded[i] = true;
+      } else {  // x * 1 + 0, the residual added, the ReLU
+        const float* ones = own(std::vector<float>(static_cast<size_t>(s.K), 1.0f));
+        const float* zeros = own(std::vector<float>(static_cast<size_t>(s.K), 0.0f));
+        *bn = BatchNorm{zeros, ones, ones, zeros, 0.0, bn->relu};
+      }
+    }
+    std::vector<Step> kept;
+    for (size_t i = 0; i < steps_.size(); ++i)
+      if (!folded[i]) kept.push_back(steps_[i]);
+    steps_ = std::move(kept);
+  }
+
   static py::object keep(const std::optional<CArray<float>>& a) { return a ? py::object(*a) : py::object(py::none()); }
   const Value& input(int v) const {
     if (v < 0 || v >= static_cast<int>(values_.size())) throw py::value_error("plan: no value " + std::to_string(v));
@@ -223,7 +285,7 @@ class NativePlan {
                       const std::vector<int64_t>& out_shape, float* y) {
     const int64_t out_elements = product(out_shape);
     if (const auto* c = std::get_if<Conv>(&op)) {
-      conv2d_forward_fast(c->shape, x, c->w, c->bias, c->relu, y);
+      conv2d_forward_fast(c->shape, x, c->w, c->bias, c->relu, y, c->cache.get());
     } else if (const auto* m = std::get_if<MaxPool>(&op)) {  // the window offsets are computed and dropped
       const CachedBlock<uint8_t> offsets(out_elements);
       max_pool2d_compact(x, y, offsets.get(), m->planes, m->g);
@@ -261,6 +323,8 @@ class NativePlan {
         }
   }
 
+  bool frozen_;
+  std::vector<std::unique_ptr<std::vector<float>>> owned_;  // a frozen plan's copies of the arrays
   std::vector<Value> values_;
   int buffers_ = 1;  // buffer 0: the input
   int output_ = -1;
@@ -274,7 +338,7 @@ class NativePlan {
 
 void bind_plan(py::module_& m) {
   py::class_<NativePlan>(m, "NativePlan")
-      .def(py::init<std::vector<int64_t>>())
+      .def(py::init<std::vector<int64_t>, bool>(), py::arg("in_shape"), py::arg("frozen") = false)
       // parameter arrays and the input are used in place: never a converted copy
       .def("add_conv", &NativePlan::add_conv, py::arg("source"), py::arg("w").noconvert(), py::arg("bias").noconvert(),
            py::arg("geom"), py::arg("relu"), py::arg("shape"))

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import convcore as cc
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")  # the graphs are written with it
 ort = pytest.importorskip("onnxruntime")
@@ -20,7 +22,9 @@ import resnet20  # noqa: E402
 @pytest.mark.parametrize("net,n", [(lenet, 3), (resnet20, 3), (resnet18, 2)], ids=lambda v: getattr(v, "__name__", v))
 def test_every_side_computes_the_same_network(net, n):
     x = np.random.default_rng(1).random((n, *net.INPUT_SHAPE), dtype=np.float32)
-    ours = net.convcore_model().eval()(x)
+    model = net.convcore_model().eval()
+    ours = model(x)
+    frozen = cc.nn.freeze(model)(x)  # bench_infer's convcore side
     with torch.inference_mode():
         theirs = net.torch_model().eval()(torch.from_numpy(x)).numpy()
     session = ort.InferenceSession(net.onnx_model(), providers=["CPUExecutionProvider"])
@@ -30,5 +34,6 @@ def test_every_side_computes_the_same_network(net, n):
     assert scale > 0.01  # the logits are not all near zero, where any network would agree
     assert np.abs(ours - theirs).max() <= 1e-5 * scale
     assert np.abs(ours - onnx_out).max() <= 1e-5 * scale
+    assert np.abs(ours - frozen).max() <= 1e-5 * scale
     # and the inputs are told apart (by 100 times the tolerance at least): the network is not constant
     assert np.abs(ours[0] - ours[1]).max() > 1e-3 * scale

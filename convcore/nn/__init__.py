@@ -5,6 +5,7 @@ from .blocks import BasicBlock, Inception
 from .container import Chain, Sequential
 from .conv import Conv1d, Conv2d
 from .dropout import Dropout
+from .frozen import Frozen, freeze
 from .linear import Flatten, Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter
@@ -15,5 +16,5 @@ __all__ = [
     "Module", "Parameter", "Sequential", "Chain", "init",
     "Conv1d", "Conv2d", "Linear", "MaxPool1d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d",
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d",
-    "BasicBlock", "Inception", "CrossEntropyLoss", "MSELoss",
+    "BasicBlock", "Inception", "CrossEntropyLoss", "MSELoss", "freeze", "Frozen",
 ]

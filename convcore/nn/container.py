@@ -27,14 +27,15 @@ class _Plan:
         self.arrays = tuple(p.data for layer in layers for p in layer.parameters())
         self.shapes = tuple(a.shape for a in self.arrays)
 
-    def go_native(self) -> None:
+    def go_native(self, frozen: bool = False) -> None:
         """Hand the steps to one C++ call (_core.NativePlan: the same kernels with the same arguments, without a
         Python call and an array per layer) when every step has native ops (float32 conv2d, pooling, linear, ReLU,
         batch norm, views, and blocks and containers made of them) and at least one computes (views alone return
-        the input itself, step by step)."""
+        the input itself, step by step). frozen: a frozen model's plan (convcore.nn.freeze), whose arrays do not
+        change."""
         if self.dtype != np.float32 or not _all_native(self.steps):
             return
-        native = _core.NativePlan(list(self.shape))
+        native = _core.NativePlan(list(self.shape), frozen)
         if native.set_output(_add_steps(native, 0, self.steps, self.out_shapes)):
             self.native = native
 
@@ -231,7 +232,7 @@ class _InOrder(Module):
                 x = _first_output(step, x)
             plan.steps.append(step)
             plan.out_shapes.append(x.shape)
-        plan.go_native()
+        plan.go_native(frozen=self.__dict__.get("_frozen", False))
         object.__setattr__(self, "_plan", plan)
         return x
 

@@ -81,16 +81,20 @@ inline void prefetch_part(const float* next, int64_t floats, int64_t part, int64
     __builtin_prefetch(first + line * 64, 0, 2);
 }
 
-// w (K filters of `taps` floats each) regrouped as [filter block][tap][KB filters], zero lanes past K: the filters of
-// one tap adjacent, by the ISA's transposing packer (as the GEMM packs a row-major A).
-inline LineFloats filters_in_lanes(const float* w, int64_t K, int64_t taps, int64_t KB) {
-  const int64_t blocks = (K + KB - 1) / KB;
-  LineFloats wp(static_cast<size_t>(blocks * taps * KB));
+// w (K filters of `taps` floats each) regrouped as [filter block][tap][KB filters], zero lanes past K, into wp
+// (filter_block_floats floats): the filters of one tap adjacent, by the ISA's transposing packer (as the GEMM packs
+// a row-major A).
+inline int64_t filter_block_floats(int64_t K, int64_t taps, int64_t KB) { return (K + KB - 1) / KB * taps * KB; }
+inline void filters_in_lanes(const float* w, int64_t K, int64_t taps, int64_t KB, float* wp) {
   std::vector<int64_t> filter_rows(static_cast<size_t>(KB));
   for (int64_t i = 0; i < KB; ++i) filter_rows[i] = i * taps;
-  for (int64_t kb = 0; kb < blocks; ++kb)
+  for (int64_t kb = 0; kb * KB < K; ++kb)
     kernels().gemm.pack_transposed(w + kb * KB * taps, filter_rows.data(), std::min(KB, K - kb * KB), KB, taps, 1.0f,
-                                   &wp[kb * taps * KB]);
+                                   wp + kb * taps * KB);
+}
+inline LineFloats filters_in_lanes(const float* w, int64_t K, int64_t taps, int64_t KB) {
+  LineFloats wp(static_cast<size_t>(filter_block_floats(K, taps, KB)));
+  filters_in_lanes(w, K, taps, KB, wp.data());
   return wp;
 }
 
@@ -104,10 +108,17 @@ inline LineFloats filters_in_lanes(const float* w, int64_t K, int64_t taps, int6
 // on 8 x 8 1.71x; ResNet-20's forward 1.21-1.68x (1.56x or more in 8 runs of 10).
 class ForwardParts {
  public:
-  ForwardParts(const float* w, int64_t K, int64_t taps, int64_t KB, int64_t N, int nt)
+  // cache, where not null, holds the weights packed once for all calls (ConvWeightCache): every part reads its
+  // blocks there
+  ForwardParts(const float* w, int64_t K, int64_t taps, int64_t KB, int64_t N, int nt, ConvWeightCache* cache)
       : w_(w), K_(K), taps_(taps), KB_(KB), images_(N), k_blocks_((K + KB - 1) / KB),
-        by_filters_(N == 1 && k_blocks_ > 1 && nt > 1), parts_(std::min<int64_t>(by_filters_ ? k_blocks_ : N, nt)),
-        shared_(by_filters_ ? LineFloats() : filters_in_lanes(w, K, taps, KB)) {}
+        by_filters_(N == 1 && k_blocks_ > 1 && nt > 1), parts_(std::min<int64_t>(by_filters_ ? k_blocks_ : N, nt)) {
+    if (cache)
+      cached_ = cache->get(KB, filter_block_floats(K, taps, KB),
+                           [&](float* wp) { filters_in_lanes(w, K, taps, KB, wp); });
+    else if (!by_filters_)
+      shared_ = filters_in_lanes(w, K, taps, KB);
+  }
   int64_t parts() const { return parts_; }
   int64_t first_block(int64_t part) const { return by_filters_ ? part * k_blocks_ / parts_ : 0; }
   int64_t end_block(int64_t part) const { return by_filters_ ? (part + 1) * k_blocks_ / parts_ : k_blocks_; }
@@ -116,6 +127,7 @@ class ForwardParts {
   // The part's blocks' weights, [block][tap][KB filters] from its first block on: packed into `own` when the part
   // packs its own.
   const float* weights(int64_t part, LineFloats& own) const {
+    if (cached_) return cached_.get() + first_block(part) * taps_ * KB_;
     if (!by_filters_) return shared_.data();
     const int64_t k0 = first_block(part) * KB_;
     own = filters_in_lanes(w_ + k0 * taps_, std::min(K_, end_block(part) * KB_) - k0, taps_, KB_);
@@ -128,6 +140,7 @@ class ForwardParts {
   bool by_filters_;
   int64_t parts_;
   LineFloats shared_;
+  ConvWeightCache::Packed cached_;
 };
 
 // Each output element sums its taps in (c, r, t) order, adds the bias, then applies ReLU (keeping NaN): the same
@@ -138,14 +151,15 @@ class ForwardParts {
 // where a row has no image row (the padded image has a spare zero row for a pair past the last output row). Work
 // is shared out by ForwardParts; workspace: the weights regrouped by block, and per part one padded image.
 template <int VL, int KB, int QV, int PB, int S_FIXED>
-void direct_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {
+void direct_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                    ConvWeightCache* cache) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   const int64_t C = s.C, K = s.K, R = s.R, S = S_FIXED ? S_FIXED : s.S, P = s.P, Q = s.Q, H = s.H, W = s.W;
   const int64_t CRS = C * R * S, step = int64_t(VL) * QV;
   const int64_t q_span = (Q + step - 1) / step * step;
   const int64_t Hp = H + 2 * s.pad_h + (PB - 1), Wp = std::max(W + 2 * s.pad_w, q_span + S - 1);
   const int nt = threads_for(s.N * K * P * Q * CRS);
-  const ForwardParts parts(w, K, CRS, KB, s.N, nt);
+  const ForwardParts parts(w, K, CRS, KB, s.N, nt, cache);
   parallel_for(parts.parts(), nt, [&](int64_t part) {
     const int64_t kb_first = parts.first_block(part), kb_last = parts.end_block(part);
     // the part's blocks' weights as [k block][c][r][t][KB] from kb_first on, zero lanes past K: the KB weights of
@@ -344,7 +358,7 @@ void direct_backward_weight_any(const ConvShape& s, const float* dy, const float
 // its blocks.
 template <int VL, int KV, int QT, int S_FIXED, bool UNIT>
 void filter_vector_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                           float* y) {
+                           float* y, ConvWeightCache* cache) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   constexpr int64_t KB = int64_t(KV) * VL;
   const int64_t C = s.C, K = s.K, R = s.R, S = S_FIXED ? S_FIXED : s.S, P = s.P, Q = s.Q, H = s.H, W = s.W;
@@ -362,7 +376,7 @@ void filter_vector_forward(const ConvShape& s, const float* x, const float* w, c
   std::vector<int64_t> pixel_rows(static_cast<size_t>(PQ));
   for (int64_t i = 0; i < PQ; ++i) pixel_rows[i] = i * KB;
   const int nt = threads_for(s.N * K * P * Q * CRS);
-  const ForwardParts parts(w, K, CRS, KB, s.N, nt);
+  const ForwardParts parts(w, K, CRS, KB, s.N, nt, cache);
   parallel_for(parts.parts(), nt, [&](int64_t part) {
     const int64_t kb_first = parts.first_block(part), kb_last = parts.end_block(part);
     const int64_t row_floats = Wp, plane_floats = Hp * Wp, tap_row_floats = dh * Wp;  // as in direct_forward
@@ -641,7 +655,7 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
       if (non_finite) {
         ConvShape one = s;
         one.N = 1;
-        filter_vector_forward<VL, 1, 10, 5, true>(one, xn, w, bias, relu, yn);
+        filter_vector_forward<VL, 1, 10, 5, true>(one, xn, w, bias, relu, yn, nullptr);
         continue;
       }
       transpose(out.data(), pixel_rows.data(), PQ, PQ, K, 1.0f, yn);
@@ -679,7 +693,7 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
 // pixel's filters and rows in blocks of 5, F(2, 5) ran 0.62-0.65x, and AVX2 keeps this kernel).
 template <int VL>
 bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                               float* y) {
+                               float* y, ConvWeightCache* cache) {
   const int64_t kv = s.K <= VL ? 1 : 2;
   const bool tens = kv * VL == 16 && s.K <= 16 && (s.Q == 9 || s.Q == 10);
   const int64_t weights = s.K * s.C * s.R * s.S;
@@ -701,11 +715,11 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
   const auto run = [&](auto unit) {
     with_kernel_width(s, [&](auto width) {
       if (tens)
-        filter_vector_forward<VL, 16 / VL, 10 * VL / 16, width, unit>(s, x, w, bias, relu, y);
+        filter_vector_forward<VL, 16 / VL, 10 * VL / 16, width, unit>(s, x, w, bias, relu, y, cache);
       else if (kv == 1 || one_block_shared)
-        filter_vector_forward<VL, 1, VL / 2, width, unit>(s, x, w, bias, relu, y);
+        filter_vector_forward<VL, 1, VL / 2, width, unit>(s, x, w, bias, relu, y, cache);
       else
-        filter_vector_forward<VL, 2, VL / 2, width, unit>(s, x, w, bias, relu, y);
+        filter_vector_forward<VL, 2, VL / 2, width, unit>(s, x, w, bias, relu, y, cache);
     });
   };
   if (s.stride_w == 1 && s.dil_w == 1)
@@ -1160,29 +1174,30 @@ bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* 
 // alternating, median ms: LeNet conv1 n=64 forward 0.36 -> 0.28, conv2's input gradient as its transposed
 // convolution 0.62 -> 0.45).
 template <int VL, int KB_NARROW, int KB_WIDE, int QV_WIDE>
-void direct_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {
+void direct_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                        ConvWeightCache* cache) {
   with_kernel_width(s, [&](auto width) {
     if constexpr (KB_WIDE == 8 && KB_NARROW / 2 == 8) {
       if (s.K == 5 || s.K == 6) {
         if (s.Q <= VL)
-          direct_forward<VL, 6, 1, 2, width>(s, x, w, bias, relu, y);
+          direct_forward<VL, 6, 1, 2, width>(s, x, w, bias, relu, y, cache);
         else
-          direct_forward<VL, 6, QV_WIDE, 2, width>(s, x, w, bias, relu, y);
+          direct_forward<VL, 6, QV_WIDE, 2, width>(s, x, w, bias, relu, y, cache);
         return;
       }
     }
     if constexpr (KB_WIDE * QV_WIDE == 8) {  // 8-float vectors: 6 filters x 2 vectors fill 12 of the 16 registers
       if ((s.K == 5 || s.K == 6) && s.Q > VL) {
-        direct_forward<VL, 6, 2, 1, width>(s, x, w, bias, relu, y);
+        direct_forward<VL, 6, 2, 1, width>(s, x, w, bias, relu, y, cache);
         return;
       }
     }
     if (s.Q <= VL && s.K <= KB_NARROW / 2)
-      direct_forward<VL, KB_NARROW / 2, 1, 2, width>(s, x, w, bias, relu, y);
+      direct_forward<VL, KB_NARROW / 2, 1, 2, width>(s, x, w, bias, relu, y, cache);
     else if (s.Q <= VL)
-      direct_forward<VL, KB_NARROW, 1, 1, width>(s, x, w, bias, relu, y);
+      direct_forward<VL, KB_NARROW, 1, 1, width>(s, x, w, bias, relu, y, cache);
     else
-      direct_forward<VL, KB_WIDE, QV_WIDE, 1, width>(s, x, w, bias, relu, y);
+      direct_forward<VL, KB_WIDE, QV_WIDE, 1, width>(s, x, w, bias, relu, y, cache);
   });
 }
 

@@ -5,8 +5,8 @@
 
 namespace convcore {
 void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                                  float* y) {
-  direct_forward_any<16, 16, 8, 2>(s, x, w, bias, relu, y);
+                                  float* y, ConvWeightCache* cache) {
+  direct_forward_any<16, 16, 8, 2>(s, x, w, bias, relu, y, cache);
 }
 
 void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
@@ -20,8 +20,8 @@ bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, con
 }
 
 bool conv2d_filter_vector_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias,
-                                       bool relu, float* y) {
-  return filter_vector_forward_any<16>(s, x, w, bias, relu, y);
+                                       bool relu, float* y, ConvWeightCache* cache) {
+  return filter_vector_forward_any<16>(s, x, w, bias, relu, y, cache);
 }
 
 bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, const float* x, const float* w,

@@ -471,18 +471,18 @@ bool conv2d_direct_weight_applies(const ConvShape& s) {
   return conv2d_direct_applies(s) && s.C * s.R * s.S <= 160 && (s.S == 3 || s.S == 5);
 }
 
-void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                         float* y) {
+void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                         ConvWeightCache* cache) {
   if (is_depthwise(s)) {
     conv2d_forward_depthwise(s, x, w, bias, relu, y);
     return;
   }
-  if (!is_pointwise(s) && kernels().conv_filter_vector_forward(s, x, w, bias, relu, y)) return;
+  if (!is_pointwise(s) && kernels().conv_filter_vector_forward(s, x, w, bias, relu, y, cache)) return;
   if (conv2d_direct_applies(s)) {
-    kernels().conv_direct(s, x, w, bias, relu, y);
+    kernels().conv_direct(s, x, w, bias, relu, y, cache);
     return;
   }
-  if (conv2d_winograd_applies(s) && kernels().conv_winograd(s, conv2d_winograd_tile(s), x, w, bias, relu, y))
+  if (conv2d_winograd_applies(s) && kernels().conv_winograd(s, conv2d_winograd_tile(s), x, w, bias, relu, y, cache))
     return;
   if (is_strided_1x1(s)) {  // measured on AVX2, 2 threads, against im2col runs read with the stride: res3a 1x1/2
     // n=1 forward 2.7 -> 2.0 ms, n=8 24.6 -> 17.0, 8 x 64 x 56 x 56 -> 128 3.8 -> 1.7

@@ -530,7 +530,7 @@ constexpr int64_t kFilterSplit = 256;
 // F(T x T, 3x3), VL floats a vector.
 template <int VL, int T>
 bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                            float* y) {
+                            float* y, ConvWeightCache* cache) {
   constexpr int64_t positions = WinogradTile<T>::alpha * WinogradTile<T>::alpha;
   const Tiling tl{(s.P + T - 1) / T, (s.Q + T - 1) / T};
   const int64_t tile_rows = s.N * tl.th, row_floats = positions * (s.C + s.K) * tl.tw;
@@ -575,9 +575,13 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
     });
   };
   const int64_t u_floats = positions * a.floats();
-  const bool own_u = per_thread && u_floats <= kOwnFilterFloats;
-  const CachedBlock<float> U(own_u ? 0 : u_floats);  // shared
-  if (!own_u) transform_filters<T>(s, w, a, U.get(), non_finite);
+  ConvWeightCache::Packed kept;  // the transformed filters kept by the cache (their layout follows the tile's rows)
+  if (cache)
+    kept = cache->get(mr, u_floats, [&](float* u) { transform_filters<T>(s, w, a, u, non_finite); });
+  const bool own_u = !kept && per_thread && u_floats <= kOwnFilterFloats;
+  const CachedBlock<float> U(own_u || kept ? 0 : u_floats);  // shared
+  if (!own_u && !kept) transform_filters<T>(s, w, a, U.get(), non_finite);
+  const float* shared_u = kept ? kept.get() : U.get();
   if (per_thread) {
     // each thread its share of the blocks first (Shares), its own V and M and, own_u, its own U (all filters
     // transformed by itself): nothing one core writes is read by the other. (One task a thread; a thread given two
@@ -587,13 +591,13 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
       const CachedBlock<float> own(own_u ? u_floats : 0), V(positions * s.C * max_cols),
           M(positions * s.K * max_cols + VL);
       if (own_u) transform_filters<T>(s, w, a, own.get(), non_finite);
-      const float* filters = own_u ? own.get() : U.get();
+      const float* filters = own_u ? own.get() : shared_u;
       take_shares(shares, 1, 1, [&](int64_t b, int64_t) { block(b * block_rows, filters, V.get(), M.get()); });
     });
     return !non_finite;
   }
   const CachedBlock<float> V(positions * s.C * max_cols), M(positions * s.K * max_cols + VL);
-  for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) block(row0, U.get(), V.get(), M.get());
+  for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) block(row0, shared_u, V.get(), M.get());
   return !non_finite;
 }
 
@@ -728,9 +732,9 @@ bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float*
 // conv2d_forward_winograd_<isa> (conv.h), VL floats a vector: F(4x4, 3x3) where tile is 4, else F(2x2, 3x3).
 template <int VL>
 bool winograd_forward(const ConvShape& s, int tile, const float* x, const float* w, const float* bias, bool relu,
-                      float* y) {
-  return tile == 4 ? winograd_forward_tiles<VL, 4>(s, x, w, bias, relu, y)
-                   : winograd_forward_tiles<VL, 2>(s, x, w, bias, relu, y);
+                      float* y, ConvWeightCache* cache) {
+  return tile == 4 ? winograd_forward_tiles<VL, 4>(s, x, w, bias, relu, y, cache)
+                   : winograd_forward_tiles<VL, 2>(s, x, w, bias, relu, y, cache);
 }
 
 }  // namespace

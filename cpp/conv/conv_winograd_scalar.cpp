@@ -4,8 +4,8 @@
 
 namespace convcore {
 bool conv2d_forward_winograd_scalar(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
-                                    bool relu, float* y) {
-  return winograd_forward<4>(s, tile, x, w, bias, relu, y);
+                                    bool relu, float* y, ConvWeightCache* cache) {
+  return winograd_forward<4>(s, tile, x, w, bias, relu, y, cache);
 }
 bool conv2d_backward_weight_winograd_scalar(const ConvShape& s, const float* dy, const float* x, float* dw) {
   return winograd_weight<4>(s, dy, x, dw);

@@ -3,6 +3,10 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <new>
 #include <vector>
 
 namespace convcore {
@@ -14,6 +18,35 @@ struct ConvShape {
   int64_t P, Q;             // output extent
   int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
   int64_t groups;
+};
+
+// The packed weights of one layer's fast forward, kept from call to call by an owner whose weights do not change (a
+// frozen plan, src/bind_plan.cpp): the direct and filter-vector forwards regroup their weights by filter block on the
+// first call and read that copy from then on. One packing at a time, for the block width asked (a batch-1 layer's
+// can follow the thread count); safe to share between threads.
+class ConvWeightCache {
+ public:
+  using Packed = std::shared_ptr<const float>;
+  // The packing of `floats` floats for block width `block`: written by fill(float*) into a fresh 64-byte aligned
+  // buffer on the first call and whenever `block` differs from the last call's; the holder keeps it alive.
+  template <typename Fill>
+  Packed get(int64_t block, int64_t floats, const Fill& fill) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (!packed_ || block != block_) {
+      void* p = std::aligned_alloc(64, static_cast<size_t>((floats * 4 + 63) / 64 * 64));
+      if (!p) throw std::bad_alloc();
+      std::shared_ptr<float> fresh(static_cast<float*>(p), std::free);
+      fill(fresh.get());
+      packed_ = std::move(fresh);
+      block_ = block;
+    }
+    return packed_;
+  }
+
+ private:
+  std::mutex mutex_;
+  int64_t block_ = 0;
+  Packed packed_;
 };
 
 // Reference kernels (the oracle, and the float64 path): direct loops, parallel over independent output planes,
@@ -49,7 +82,9 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // C/groups * R * S) floats. Work is split over images when there are at least as many as threads, otherwise inside each
 // GEMM; every result is bitwise identical at any thread count (the unfolded weight gradient sums a fixed number of
 // per-chunk partials in a fixed order).
-void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y);
+// cache, where not null, keeps the weights as the direct and filter-vector routes pack them (ConvWeightCache).
+void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                         ConvWeightCache* cache = nullptr);
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
 // The weight gradient, and db where not null (the bits of conv2d_backward_bias_fast): the direct kernels (direct,
 // over filters) and the products taken image chunk by image chunk add the bias partials in their own pass over
@@ -123,13 +158,13 @@ const float* padded_image(const ConvShape& s, const float* x, int64_t Hp, int64_
 // group, at most 400 taps (C*R*S) and 32 filters, not 1x1. Workspace: one zero-padded image per thread.
 bool conv2d_direct_applies(const ConvShape& s);
 using ConvDirectKernel = void (*)(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                                  float* y);
+                                  float* y, ConvWeightCache* cache);
 void conv2d_direct_forward_scalar(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                                  float* y);
+                                  float* y, ConvWeightCache* cache);
 void conv2d_direct_forward_avx2(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                                float* y);
+                                float* y, ConvWeightCache* cache);
 void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
-                                  float* y);
+                                  float* y, ConvWeightCache* cache);
 // Their weight gradient, for at most 160 taps and kernel widths 3 and 5, and the bias gradient in the same pass where
 // db is not null (the bits of conv2d_backward_bias_fast); workspace per image chunk (at most 8): one zero-padded
 // image of x, the accumulators and the bias partials.
@@ -149,13 +184,13 @@ void conv2d_direct_backward_weight_avx512(const ConvShape& s, const float* dy, c
 // 10 output rows: LeNet-5's conv2), also the transformed weights and per thread one image's transformed input,
 // products and outputs.
 using ConvFilterVectorForwardKernel = bool (*)(const ConvShape& s, const float* x, const float* w, const float* bias,
-                                               bool relu, float* y);
+                                               bool relu, float* y, ConvWeightCache* cache);
 bool conv2d_filter_vector_forward_scalar(const ConvShape& s, const float* x, const float* w, const float* bias,
-                                         bool relu, float* y);
+                                         bool relu, float* y, ConvWeightCache* cache);
 bool conv2d_filter_vector_forward_avx2(const ConvShape& s, const float* x, const float* w, const float* bias,
-                                       bool relu, float* y);
+                                       bool relu, float* y, ConvWeightCache* cache);
 bool conv2d_filter_vector_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias,
-                                         bool relu, float* y);
+                                         bool relu, float* y, ConvWeightCache* cache);
 // The weight gradient vectorised over filters (conv_direct.h, filter_vector_weight), tried first: one group, kernel
 // width 3 or 5, more than half a vector and at most two vectors of filters (on AVX-512 up to four, in blocks of two, on
 // maps of at most 256 output pixels and at least two images), any stride, padding and dilation; the bias
@@ -199,18 +234,19 @@ bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, 
 // transformed filters take at most 1 Mi floats and there are at least two blocks a thread, ~1 Mi floats (4 MiB) or
 // one tile row per thread, each thread taking whole blocks. Results do not depend on the thread count. Returns false,
 // y unfinished, where x or w holds an infinity or a NaN (the transforms' differences would turn an infinity into
-// NaN): the caller computes y another way.
+// NaN): the caller computes y another way. cache, where not null, keeps the transformed filters from call to call
+// (ConvWeightCache; the weights must then be finite).
 bool conv2d_winograd_applies(const ConvShape& s);
 // The output tile the Winograd convolution takes for s where it applies: 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)).
 int conv2d_winograd_tile(const ConvShape& s);
 using ConvWinogradKernel = bool (*)(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
-                                    bool relu, float* y);
+                                    bool relu, float* y, ConvWeightCache* cache);
 bool conv2d_forward_winograd_scalar(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
-                                    bool relu, float* y);
+                                    bool relu, float* y, ConvWeightCache* cache);
 bool conv2d_forward_winograd_avx2(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
-                                  bool relu, float* y);
+                                  bool relu, float* y, ConvWeightCache* cache);
 bool conv2d_forward_winograd_avx512(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
-                                    bool relu, float* y);
+                                    bool relu, float* y, ConvWeightCache* cache);
 
 // The weight gradient by Winograd F(2x2, 3x3) (conv_winograd.h, one per ISA in the dispatch table; where it applies:
 // conv_winograd.cpp, the forward's layers with at least 128 channels and filters and 192 output tiles, maps without

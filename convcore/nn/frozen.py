@@ -1,0 +1,76 @@
+"""freeze(model): an inference-only snapshot of a model, for serving it.
+
+The snapshot owns a copy of the model's parameters and buffers, made read-only, so its plans (the eval-mode forward
+in one C++ call, per input shape) may do what a live model's cannot: keep each convolution's weights packed as its
+kernel reads them from call to call, and fold each batch norm into the convolution before it. Its outputs are those
+of model.eval() within float32 rounding (the same bits where it has no batch norm to fold).
+"""
+from __future__ import annotations
+
+import copy
+import threading
+
+import numpy as np
+
+from .container import Sequential, _InOrder
+from .module import Module
+
+
+class Frozen:
+    """An inference-only snapshot of a model: frozen(x) is the model's eval-mode output for x, as of freeze time.
+
+    Made by freeze(model). Later changes to the model (training, new weights) do not reach it, and its own arrays
+    are read-only. Calls may come from several threads at once. A plan is built on the first call for each input
+    shape and dtype (a forward more than a later call costs), for at most `max_plans` of them (beyond, the oldest
+    goes); an input or model the native plan does not take (float64, layers without native ops) runs the
+    snapshot's eval forward instead."""
+
+    def __init__(self, model: Module, max_plans: int = 8):
+        if not isinstance(model, Module):
+            raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
+        if isinstance(max_plans, bool) or not isinstance(max_plans, int) or max_plans < 1:
+            raise ValueError(f"max_plans must be an int >= 1, got {max_plans!r}")
+        snapshot = copy.deepcopy(model)
+        self._model = (snapshot if isinstance(snapshot, _InOrder) else Sequential(snapshot)).eval()
+        for array in [p.data for p in self._model.parameters()] + list(self._model.buffers()):
+            array.flags.writeable = False
+        object.__setattr__(self._model, "_frozen", True)  # its plans: _Plan.go_native(frozen=True)
+        self._plans = {}  # (shape, dtype) -> the native plan, or None where the eval forward runs
+        self._max_plans = max_plans
+        self._lock = threading.Lock()  # builds (and the eval forward, which keeps its own plan) one at a time
+
+    def __call__(self, x):
+        if isinstance(x, np.ndarray) and not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        key = (x.shape, x.dtype) if isinstance(x, np.ndarray) else None
+        native = self._plans.get(key, False) if key is not None else None
+        if native:
+            return native.run(x)
+        with self._lock:
+            if native is False:
+                native = self._build(x, key)
+            if native is not None:
+                return native.run(x)
+            return self._model(x)
+
+    def _build(self, x, key):
+        """The frozen native plan for inputs like x (built by the snapshot's container), or None."""
+        model = self._model
+        model(x)  # validates x as the layers do, and builds the container's plan for it
+        plan = model.__dict__.get("_plan")
+        native = plan.native if plan is not None and (plan.shape, plan.dtype) == key else None
+        if len(self._plans) >= self._max_plans:
+            del self._plans[next(iter(self._plans))]  # the oldest
+        self._plans[key] = native
+        return native
+
+    def __repr__(self):
+        inner = self._model[0] if type(self._model) is Sequential and len(self._model) == 1 else self._model
+        return f"Frozen({inner!r})"
+
+
+def freeze(model: Module, max_plans: int = 8) -> Frozen:
+    """An inference-only snapshot of `model` (see Frozen): its parameters and buffers copied and read-only, each
+    batch norm folded into the convolution before it, each convolution's weights packed once. The model itself is
+    left as it was (its mode too)."""
+    return Frozen(model, max_plans)

@@ -1,0 +1,163 @@
+"""convcore.nn.freeze: an inference-only snapshot whose plans keep packed weights and fold batch norms."""
+import threading
+
+import numpy as np
+import pytest
+
+import convcore as cc
+from convcore import nn
+
+
+def _randomise_batch_norms(model, rng):
+    """Running statistics and affine parameters away from the identity, so that a wrong fold shows."""
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            c = m.running_mean.shape
+            m.running_mean[...] = rng.standard_normal(c) * 0.5
+            m.running_var[...] = rng.uniform(0.25, 4.0, c)
+            m.weight.data[...] = rng.uniform(0.5, 2.0, c)
+            m.bias.data[...] = rng.standard_normal(c) * 0.5
+    return model
+
+
+# (input shape, Conv2d arguments): a layer for each route whose weights a frozen plan keeps packed (the direct kernel
+# with 6 and 16 filters a block, filter-vector with one and two vectors of filters, a batch-1 layer whose blocks go
+# to the threads and whose block width follows the thread count, Winograd F(2x2) and F(4x4)) and one it does not
+# (im2col on the GEMM)
+LAYERS = [
+    ((2, 1, 28, 28), (1, 6, 5)),
+    ((1, 16, 32, 32), (16, 16, 3, 1, 1)),
+    ((2, 64, 8, 8), (64, 64, 3, 1, 1)),
+    ((1, 16, 8, 8), (16, 12, 3, 1, 1)),
+    ((1, 16, 32, 32), (16, 32, 3, 2, 1)),
+    ((1, 64, 16, 16), (64, 12, 3, 2, 1)),  # the same on AVX2
+    ((1, 320, 16, 8), (320, 8, 3, 2, 1)),  # and with the portable kernels
+    ((1, 64, 28, 28), (64, 64, 3, 1, 1)),
+    ((2, 128, 14, 14), (128, 128, 3, 1, 1)),
+    ((1, 3, 56, 56), (3, 64, 7, 2, 3)),
+]
+
+
+@pytest.mark.parametrize("shape,conv", LAYERS, ids=str)
+def test_frozen_layer_gives_the_eval_bits_at_any_thread_count(isa, rng, shape, conv):
+    # no batch norm to fold: the kept packing must give the bits of packing at every call, also when the thread
+    # count changes between calls (a batch-1 layer's block width follows it: the packing is made again)
+    model = nn.Sequential(nn.Conv2d(*conv, rng=rng), nn.ReLU())
+    model.eval()
+    frozen = nn.freeze(model)
+    x = rng.standard_normal(shape).astype(np.float32)
+    for n in (1, 2, 3, 1, 2):
+        with cc.threads(n):
+            np.testing.assert_array_equal(frozen(x), model(x), err_msg=f"{n} threads")
+
+
+@pytest.mark.parametrize("name,shape", [("lenet5", (3, 1, 28, 28)), ("resnet20", (2, 3, 32, 32)),
+                                        ("resnet20", (1, 3, 32, 32)), ("resnet18", (1, 3, 64, 64))], ids=str)
+def test_frozen_model_matches_eval_within_rounding(rng, name, shape):
+    # batch norms folded into the convolutions before them: within float32 rounding of the layer-by-layer output
+    # (a fold that missed the mean, the epsilon or the bias is off by far more); without batch norms, the same bits
+    model = _randomise_batch_norms(getattr(cc.models, name)(seed=0), rng).eval()
+    frozen = nn.freeze(model)
+    x = rng.standard_normal(shape).astype(np.float32)
+    want, got = model(x), frozen(x)
+    if name == "lenet5":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+        assert not np.array_equal(got, want)  # folded: the bits differ
+    np.testing.assert_array_equal(frozen(x), got)  # the kept packing gives the first call's bits
+    with cc.threads(1):
+        np.testing.assert_array_equal(frozen(x), got)
+
+
+def test_frozen_block_folds_batch_norms_into_its_convolutions(rng):
+    # a BasicBlock with a projection shortcut: all three batch norms folded, the second adding the shortcut
+    block = _randomise_batch_norms(nn.BasicBlock(16, 32, stride=2, shortcut="B", rng=rng), rng).eval()
+    x = rng.standard_normal((2, 16, 16, 16)).astype(np.float32)
+    want = block(x)
+    np.testing.assert_allclose(nn.freeze(block)(x), want, rtol=0, atol=2e-6 * np.abs(want).max())
+
+
+def test_frozen_is_a_snapshot(rng):
+    model = _randomise_batch_norms(cc.models.resnet20(seed=0), rng)
+    assert model.training
+    frozen = nn.freeze(model)
+    assert model.training  # the model's mode is left as it was
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    before = frozen(x)
+    for p in model.parameters():
+        p.data *= 2  # in place: the snapshot has its own arrays
+        assert p.data.flags.writeable
+    for b in model.buffers():
+        b[...] = 0
+    np.testing.assert_array_equal(frozen(x), before)
+    frozen_arrays = [p.data for p in frozen._model.parameters()]
+    assert frozen_arrays and not any(a.flags.writeable for a in frozen_arrays)
+    # a new input shape builds a plan from the snapshot, not from the changed model
+    model.load_state_dict(cc.models.resnet20(seed=1).state_dict())
+    np.testing.assert_allclose(frozen(x[:1]), before[:1], rtol=0, atol=1e-6 * np.abs(before).max())
+
+
+def test_frozen_runs_what_the_native_plan_does_not_take_as_eval(rng):
+    model64 = cc.models.lenet5(seed=0).to(np.float64).eval()
+    x = rng.standard_normal((2, 1, 28, 28))
+    np.testing.assert_array_equal(nn.freeze(model64)(x), model64(x))  # float64: the eval forward's path
+    model = cc.models.lenet5(seed=0).eval()
+    frozen = nn.freeze(model)
+    with pytest.raises(TypeError, match="float64"):  # as the model itself
+        frozen(x)
+    xt = rng.standard_normal((28, 28, 1, 2)).astype(np.float32).T  # not C-contiguous
+    np.testing.assert_array_equal(frozen(xt), model(np.ascontiguousarray(xt)))
+    inception = nn.Sequential(nn.Inception(8, 4, 4, 8, 2, 4, 4, rng=rng), nn.ReLU()).eval()
+    xi = rng.standard_normal((2, 8, 10, 10)).astype(np.float32)
+    np.testing.assert_array_equal(nn.freeze(inception)(xi), inception(xi))
+
+
+def test_frozen_keeps_infinite_weights_as_eval_does(rng):
+    # a Winograd layer with an infinity among its weights: no kept transform (it would hold NaN), the eval bits
+    model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, rng=rng)).eval()
+    model[0].weight.data[3, 5, 1, 1] = np.inf
+    x = rng.standard_normal((1, 64, 28, 28)).astype(np.float32)
+    frozen = nn.freeze(model)
+    for _ in range(2):
+        np.testing.assert_array_equal(frozen(x), model(x))
+
+
+def test_frozen_calls_from_several_threads(rng):
+    frozen = nn.freeze(_randomise_batch_norms(cc.models.resnet20(seed=0), rng))
+    xs = [rng.standard_normal((n, 3, 32, 32)).astype(np.float32) for n in (1, 2, 1, 3)]
+    want = [frozen(x) for x in xs]
+    got = [None] * len(xs)
+
+    def work(i):
+        for _ in range(3):
+            got[i] = frozen(xs[i])
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_frozen_plans_beyond_max_plans_are_rebuilt(rng):
+    model = cc.models.lenet5(seed=0).eval()
+    frozen = nn.freeze(model, max_plans=1)
+    xs = [rng.standard_normal((n, 1, 28, 28)).astype(np.float32) for n in (1, 2)]
+    for x in xs + xs:
+        np.testing.assert_array_equal(frozen(x), model(x))
+    assert len(frozen._plans) == 1
+
+
+def test_freeze_validates(rng):
+    with pytest.raises(TypeError, match="model must be a convcore.nn.Module, got list"):
+        nn.freeze([nn.ReLU()])
+    with pytest.raises(ValueError, match=r"max_plans must be an int >= 1, got 0"):
+        nn.freeze(nn.ReLU(), max_plans=0)
+    frozen = nn.freeze(cc.models.lenet5(seed=0))
+    with pytest.raises(ValueError, match="channels"):
+        frozen(np.zeros((1, 3, 28, 28), np.float32))
+    with pytest.raises(TypeError, match="numpy array"):
+        frozen([[1.0]])
+    assert repr(frozen).startswith("Frozen(Sequential(")
