@@ -98,11 +98,8 @@ class NativePlan {
     const std::vector<int64_t>& x = input(in).shape;
     if (x.size() != 4 || w.ndim() != 4) throw py::value_error("plan: conv2d takes (N, C, H, W)");
     const ConvShape s = conv_shape({x[0], x[1], x[2], x[3]}, {w.shape(0), w.shape(1), w.shape(2), w.shape(3)}, g);
-    Conv conv{s, w.data(), bias ? bias->data() : nullptr, relu, nullptr};
-    // kept packed or transformed from run to run (a transform of an infinity would give NaN: none kept then)
-    if (frozen_ && std::all_of(w.data(), w.data() + w.size(), [](float v) { return std::isfinite(v); }))
-      conv.cache = std::make_shared<ConvWeightCache>();
-    return add(std::move(conv), in, -1, std::move(shape), {w, keep(bias)});
+    return add(Conv{s, w.data(), bias ? bias->data() : nullptr, relu, nullptr}, in, -1, std::move(shape),
+               {w, keep(bias)});
   }
   int add_max_pool(int in, const PoolGeom& geometry, std::vector<int64_t> shape) {
     return add(MaxPool{pool_geometry(geometry), planes(in)}, in, -1, std::move(shape), {});
@@ -148,7 +145,14 @@ class NativePlan {
   // then writes over it (measured against a buffer of its own, ResNet-20 inference: 1.01-1.02x), and it works out
   // when each buffer is read for the last time.
   bool set_output(int value) {
-    if (frozen_) fold_batch_norms(value);
+    if (frozen_) {
+      fold_batch_norms(value);
+      // each convolution's weights kept packed or transformed from run to run (a transform of an infinity would
+      // give NaN: none kept for those)
+      for (Step& step : steps_)
+        if (auto* c = std::get_if<Conv>(&step.op); c && all_finite(c->w, c->shape.K * taps(c->shape)))
+          c->cache = std::make_shared<ConvWeightCache>();
+    }
     std::vector<int> readers(static_cast<size_t>(buffers_), 0), storage(static_cast<size_t>(buffers_));
     ++readers[input(value).buffer];  // the output is read (by the caller)
     for (const Step& step : steps_)
@@ -205,6 +209,10 @@ class NativePlan {
   }
 
  private:
+  static int64_t taps(const ConvShape& s) { return s.C / s.groups * s.R * s.S; }
+  static bool all_finite(const float* a, int64_t n) {
+    return std::all_of(a, a + n, [](float v) { return std::isfinite(v); });
+  }
   // A frozen plan's own array (a batch norm folded into a convolution's weights and bias).
   const float* own(std::vector<float> floats) {
     owned_.push_back(std::make_unique<std::vector<float>>(std::move(floats)));
@@ -215,6 +223,7 @@ class NativePlan {
   // output value) goes into the convolution: with s = weight / sqrt(var + eps) per channel, its weights times s and
   // its bias b * s + bias - mean * s (in float64, rounded once, as the eval pass rounds its scale and shift), and the
   // batch norm's ReLU fused; a batch norm adding a residual stays as that pass, with the identity's statistics.
+  // Where a folded weight or bias would not be finite (an overflow), the two stay apart.
   void fold_batch_norms(int output) {
     std::vector<int> readers(static_cast<size_t>(buffers_), 0), producer(values_.size(), -1);
     ++readers[input(output).buffer];
@@ -231,14 +240,16 @@ class NativePlan {
       Conv* conv = bn && from >= 0 ? std::get_if<Conv>(&steps_[from].op) : nullptr;
       if (!conv || conv->relu || readers[values_[step.in].buffer] != 1) continue;
       const ConvShape& s = conv->shape;
-      const int64_t taps = s.C / s.groups * s.R * s.S;
-      std::vector<float> w(conv->w, conv->w + s.K * taps), bias(static_cast<size_t>(s.K));
+      const int64_t n = taps(s);
+      std::vector<float> w(conv->w, conv->w + s.K * n), bias(static_cast<size_t>(s.K));
       for (int64_t k = 0; k < s.K; ++k) {
         const double scale = static_cast<double>(bn->w[k]) / std::sqrt(static_cast<double>(bn->var[k]) + bn->eps);
-        for (int64_t t = 0; t < taps; ++t) w[k * taps + t] = static_cast<float>(w[k * taps + t] * scale);
+        for (int64_t t = 0; t < n; ++t) w[k * n + t] = static_cast<float>(w[k * n + t] * scale);
         const double b = conv->bias ? conv->bias[k] : 0.0;
         bias[k] = static_cast<float>(b * scale + (static_cast<double>(bn->bias[k]) - bn->mean[k] * scale));
       }
+      // where the folded floats overflow (or the statistics are not finite) the two layers stay apart
+      if (!all_finite(w.data(), s.K * n) || !all_finite(bias.data(), s.K)) continue;
       conv->w = own(std::move(w));
       conv->bias = own(std::move(bias));
       if (step.residual < 0) {  // the convolution writes the batch norm's value, with its ReLU

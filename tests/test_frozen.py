@@ -78,6 +78,39 @@ def test_frozen_block_folds_batch_norms_into_its_convolutions(rng):
     np.testing.assert_allclose(nn.freeze(block)(x), want, rtol=0, atol=2e-6 * np.abs(want).max())
 
 
+def test_frozen_folds_biased_and_grouped_convolutions_and_leaves_the_others(rng):
+    # a biased convolution and a grouped one take their batch norms; a batch norm after a ReLU, after a Linear, or
+    # one whose fold would overflow stays a pass of its own (alone, they give the eval bits)
+    folded = _randomise_batch_norms(nn.Sequential(
+        nn.Conv2d(4, 8, 3, padding=1, rng=rng), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4, rng=rng), nn.BatchNorm2d(8)), rng).eval()
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    want = folded(x)
+    got = nn.freeze(folded)(x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+    assert not np.array_equal(got, want)
+    for apart in (nn.Sequential(nn.Conv2d(4, 8, 3, rng=rng), nn.ReLU(), nn.BatchNorm2d(8)),
+                  nn.Sequential(nn.Flatten(), nn.Linear(324, 5, rng=rng), nn.BatchNorm1d(5))):
+        apart = _randomise_batch_norms(apart, rng).eval()
+        np.testing.assert_array_equal(nn.freeze(apart)(x), apart(x))
+    overflow = nn.Sequential(nn.Conv2d(4, 8, 3, rng=rng), nn.BatchNorm2d(8)).eval()
+    overflow[0].weight.data[...] = 1e20
+    overflow[1].weight.data[...] = 1e20
+    tiny = np.full((1, 4, 5, 5), 1e-6, np.float32)
+    assert np.isfinite(overflow(tiny)).all()
+    np.testing.assert_array_equal(nn.freeze(overflow)(tiny), overflow(tiny))
+
+
+def test_frozen_container_subclass_keeps_its_own_forward(rng):
+    class Doubled(nn.Sequential):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    model = Doubled(nn.Conv2d(3, 4, 3, rng=rng), nn.ReLU()).eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(nn.freeze(model)(x), model(x))
+
+
 def test_frozen_is_a_snapshot(rng):
     model = _randomise_batch_norms(cc.models.resnet20(seed=0), rng)
     assert model.training
@@ -108,6 +141,12 @@ def test_frozen_runs_what_the_native_plan_does_not_take_as_eval(rng):
         frozen(x)
     xt = rng.standard_normal((28, 28, 1, 2)).astype(np.float32).T  # not C-contiguous
     np.testing.assert_array_equal(frozen(xt), model(np.ascontiguousarray(xt)))
+
+    class Tagged(np.ndarray):
+        pass
+    xs = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(frozen(xs.view(Tagged)), model(xs))  # a subclass runs as its array
+    assert frozen._plans[(xs.shape, xs.dtype)] is not None  # and builds the native plan
     inception = nn.Sequential(nn.Inception(8, 4, 4, 8, 2, 4, 4, rng=rng), nn.ReLU()).eval()
     xi = rng.standard_normal((2, 8, 10, 10)).astype(np.float32)
     np.testing.assert_array_equal(nn.freeze(inception)(xi), inception(xi))
@@ -124,9 +163,10 @@ def test_frozen_keeps_infinite_weights_as_eval_does(rng):
 
 
 def test_frozen_calls_from_several_threads(rng):
-    frozen = nn.freeze(_randomise_batch_norms(cc.models.resnet20(seed=0), rng))
+    model = _randomise_batch_norms(cc.models.resnet20(seed=0), rng)
     xs = [rng.standard_normal((n, 3, 32, 32)).astype(np.float32) for n in (1, 2, 1, 3)]
-    want = [frozen(x) for x in xs]
+    want = [nn.freeze(model)(x) for x in xs]
+    frozen = nn.freeze(model, max_plans=2)  # its plans built by the threads' first calls, two at once
     got = [None] * len(xs)
 
     def work(i):
@@ -139,15 +179,16 @@ def test_frozen_calls_from_several_threads(rng):
         t.join()
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+    assert set(frozen._plans) <= {(x.shape, x.dtype) for x in xs} and len(frozen._plans) == 2
 
 
-def test_frozen_plans_beyond_max_plans_are_rebuilt(rng):
+def test_frozen_keeps_the_plans_used_last(rng):
     model = cc.models.lenet5(seed=0).eval()
-    frozen = nn.freeze(model, max_plans=1)
-    xs = [rng.standard_normal((n, 1, 28, 28)).astype(np.float32) for n in (1, 2)]
-    for x in xs + xs:
-        np.testing.assert_array_equal(frozen(x), model(x))
-    assert len(frozen._plans) == 1
+    frozen = nn.freeze(model, max_plans=2)
+    xs = {n: rng.standard_normal((n, 1, 28, 28)).astype(np.float32) for n in (1, 2, 3)}
+    for n in (1, 2, 1, 3, 1, 2):  # 2 goes when 3 comes (1 was used since), then 3 when 2 comes back
+        np.testing.assert_array_equal(frozen(xs[n]), model(xs[n]))
+    assert [shape[0] for shape, _ in frozen._plans] == [1, 2]
 
 
 def test_freeze_validates(rng):

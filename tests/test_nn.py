@@ -412,6 +412,44 @@ def test_a_copied_model_computes_with_its_own_weights(copy_of, rng):
     np.testing.assert_array_equal(twin(x), np.zeros_like(y))
 
 
+@pytest.mark.parametrize("copy_of", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))], ids=["deepcopy", "pickle"])
+def test_a_model_copied_after_a_training_forward_backpropagates_its_own_weights(copy_of, rng):
+    # the backward a training forward prepared is bound to the original's weights: the copy needs its own forward
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+    x = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+    dy = np.ones((2, 3), np.float32)
+    model(x)
+    twin = copy_of(model)
+    with pytest.raises(RuntimeError, match="needs a forward pass in training mode first"):
+        twin.backward(dy)
+    for p in twin.parameters():
+        p.data *= 0
+    twin(x)
+    np.testing.assert_array_equal(twin.backward(dy), np.zeros_like(x))  # through its own zero weights
+    assert np.abs(model.backward(dy)).max() > 0
+
+
+def test_eval_plan_runs_a_subclass_forward(rng):
+    # a subclass overriding forward (a container's or a layer's) runs it: the plan's step for its base class would
+    # skip it
+    class Doubled(nn.Sequential):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    class Negated(nn.Conv2d):
+        def forward(self, x, activation=None):
+            return -super().forward(x, activation)
+
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    for model in (nn.Sequential(Doubled(nn.Conv2d(3, 4, 3, rng=rng), nn.ReLU()), nn.MaxPool2d(2)),
+                  nn.Sequential(Negated(3, 4, 3, rng=rng), nn.MaxPool2d(2)),
+                  nn.Sequential(nn.Sequential(Negated(3, 4, 3, rng=rng)), nn.Flatten())):
+        want = model(x)  # training mode: layer by layer
+        np.testing.assert_array_equal(model.eval()(x), want)
+        np.testing.assert_array_equal(model(x), want)  # the plan's second call
+        np.testing.assert_array_equal(nn.freeze(model)(x), want)
+
+
 def test_eval_plan_gives_the_layer_by_layer_bits(rng):
     model = _plan_model()
     model.train()

@@ -55,6 +55,17 @@ def _all_native(steps) -> bool:
     return all(hasattr(step, "native") for step in steps)
 
 
+def _runs_own_forward(module) -> bool:
+    """Whether a plan step would skip what the module's forward does: forward or adopt_output replaced on the
+    instance (summary and viz wrap them to record outputs), or forward overridden by a subclass of the class that
+    defines the module's step (_inference_step). Such a module runs its own forward in the plan."""
+    if "forward" in module.__dict__ or "adopt_output" in module.__dict__:
+        return True
+    mro = type(module).__mro__
+    below_step = mro[:next(i for i, c in enumerate(mro) if "_inference_step" in c.__dict__)]
+    return any("forward" in c.__dict__ for c in below_step)
+
+
 def _first_output(step, x):
     """The step's output for x while a plan is built: the one a block's or container's step computed for x as it was
     built (its children's steps; taken, so not kept), else step(x)."""
@@ -216,10 +227,8 @@ class _InOrder(Module):
         object.__setattr__(self, "_plan", None)  # a build that fails leaves no plan behind
         plan = _Plan(x, layers)
         for layer, relu, after in self._pairs(layers):
-            # methods replaced on an instance (summary and viz wrap them to record outputs) run as they are
             pair = (layer, relu) if relu else (layer,)
-            patched = any(name in m.__dict__ for module in pair for m in module.modules()
-                          for name in ("forward", "adopt_output"))
+            patched = any(_runs_own_forward(m) for module in pair for m in module.modules())
             # a step binds the parameter arrays themselves: one that validation would copy runs unplanned
             copied = not all(isinstance(p.data, np.ndarray) and p.data.flags.c_contiguous for p in layer.parameters())
             step = None if patched or copied else layer._inference_step(x, relu=relu is not None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -21,9 +22,9 @@ class Frozen:
 
     Made by freeze(model). Later changes to the model (training, new weights) do not reach it, and its own arrays
     are read-only. Calls may come from several threads at once. A plan is built on the first call for each input
-    shape and dtype (a forward more than a later call costs), for at most `max_plans` of them (beyond, the oldest
-    goes); an input or model the native plan does not take (float64, layers without native ops) runs the
-    snapshot's eval forward instead."""
+    shape and dtype (that call costs about two forwards more than a later one) and holds its own folded and packed
+    copy of the weights; plans are kept for the `max_plans` shapes used last. An input or model the native plan does
+    not take (float64, layers without native ops) runs the snapshot's eval forward instead."""
 
     def __init__(self, model: Module, max_plans: int = 8):
         if not isinstance(model, Module):
@@ -31,38 +32,47 @@ class Frozen:
         if isinstance(max_plans, bool) or not isinstance(max_plans, int) or max_plans < 1:
             raise ValueError(f"max_plans must be an int >= 1, got {max_plans!r}")
         snapshot = copy.deepcopy(model)
-        self._model = (snapshot if isinstance(snapshot, _InOrder) else Sequential(snapshot)).eval()
-        for array in [p.data for p in self._model.parameters()] + list(self._model.buffers()):
+        # a container whose plan is its forward (a subclass's own forward runs as a step of one around it)
+        plain = isinstance(snapshot, _InOrder) and type(snapshot).forward is _InOrder.forward
+        self._model = (snapshot if plain else Sequential(snapshot)).eval()
+        for p in self._model.parameters():
+            p.grad = None
+            p.data.flags.writeable = False
+        for array in self._model.buffers():
             array.flags.writeable = False
         object.__setattr__(self._model, "_frozen", True)  # its plans: _Plan.go_native(frozen=True)
-        self._plans = {}  # (shape, dtype) -> the native plan, or None where the eval forward runs
+        self._plans = OrderedDict()  # (shape, dtype) -> the native plan, or None where the eval forward runs
         self._max_plans = max_plans
         self._lock = threading.Lock()  # builds (and the eval forward, which keeps its own plan) one at a time
 
     def __call__(self, x):
-        if isinstance(x, np.ndarray) and not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        key = (x.shape, x.dtype) if isinstance(x, np.ndarray) else None
-        native = self._plans.get(key, False) if key is not None else None
-        if native:
-            return native.run(x)
-        with self._lock:
-            if native is False:
-                native = self._build(x, key)
+        if isinstance(x, np.ndarray):
+            x = (x if x.flags.c_contiguous else np.ascontiguousarray(x)).view(np.ndarray)  # a subclass: its array
+            key = (x.shape, x.dtype)
+            native = self._plans.get(key)
             if native is not None:
+                try:
+                    self._plans.move_to_end(key)
+                except KeyError:  # dropped by another thread's build meanwhile
+                    pass
                 return native.run(x)
+        with self._lock:
+            if isinstance(x, np.ndarray):
+                if key not in self._plans:
+                    self._build(x, key)
+                native = self._plans[key]
+                if native is not None:
+                    return native.run(x)
             return self._model(x)
 
     def _build(self, x, key):
-        """The frozen native plan for inputs like x (built by the snapshot's container), or None."""
+        """The frozen native plan for inputs like x, built by the snapshot's container (None where it has none)."""
         model = self._model
         model(x)  # validates x as the layers do, and builds the container's plan for it
         plan = model.__dict__.get("_plan")
-        native = plan.native if plan is not None and (plan.shape, plan.dtype) == key else None
-        if len(self._plans) >= self._max_plans:
-            del self._plans[next(iter(self._plans))]  # the oldest
-        self._plans[key] = native
-        return native
+        self._plans[key] = plan.native if plan is not None and (plan.shape, plan.dtype) == key else None
+        if len(self._plans) > self._max_plans:
+            self._plans.popitem(last=False)  # the one used longest ago
 
     def __repr__(self):
         inner = self._model[0] if type(self._model) is Sequential and len(self._model) == 1 else self._model

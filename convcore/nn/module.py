@@ -49,9 +49,9 @@ class Module:
     # assignments to public attributes (options, parameters, children), buffers and parameters' arrays, and mode
     # changes, of any module so far: what a container's plan was built on
     _edits = 0
-    # what is bound to this module's own arrays (plans, prepared calls) or its children (the schedule): a copy or an
-    # unpickled module builds its own
-    _BOUND = ("_plan", "_prepared", "_scheduled")
+    # what is bound to this module's own arrays (plans, prepared calls, the backward a training forward prepared) or
+    # its children (the schedule): a copy or an unpickled module starts without them
+    _BOUND = ("_plan", "_prepared", "_scheduled", "_saved_state")
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -76,9 +76,10 @@ class Module:
             Module._edits += 1
 
     def __getstate__(self):
-        """The state copy.deepcopy and pickle take: all but the calls bound to this module's arrays (a copy that
-        kept them would compute with the original's weights)."""
-        return {name: value for name, value in self.__dict__.items() if name not in Module._BOUND}
+        """The state copy.deepcopy and pickle take: the calls bound to this module's arrays left out (None: a copy
+        that kept them would compute with the original's weights), so a copy made after a training forward needs a
+        forward of its own before a backward."""
+        return {name: None if name in Module._BOUND else value for name, value in self.__dict__.items()}
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
         """A state array that is saved in state_dict but not trained (e.g. BatchNorm running statistics)."""
