@@ -23,10 +23,10 @@ class Frozen:
     Made by freeze(model). Later changes to the model (training, new weights) do not reach it, and its own arrays
     are read-only. Calls may come from several threads at once. A plan is built on the first call for each input
     shape and dtype (that call costs about two forwards more than a later one) and holds its own folded and packed
-    copy of the weights; plans are kept for the `max_plans` shapes used last. An input or model the native plan does
+    copy of the weights (about twice the parameters' bytes); plans are kept for the `max_plans` shapes used last. An input or model the native plan does
     not take (float64, layers without native ops) runs the snapshot's eval forward instead."""
 
-    def __init__(self, model: Module, max_plans: int = 8):
+    def __init__(self, model: Module, max_plans: int = 4):
         if not isinstance(model, Module):
             raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
         if isinstance(max_plans, bool) or not isinstance(max_plans, int) or max_plans < 1:
@@ -79,7 +79,7 @@ class Frozen:
         return f"Frozen({inner!r})"
 
 
-def freeze(model: Module, max_plans: int = 8) -> Frozen:
+def freeze(model: Module, max_plans: int = 4) -> Frozen:
     """An inference-only snapshot of `model` (see Frozen): its parameters and buffers copied and read-only, each
     batch norm folded into the convolution before it, each convolution's weights packed once. The model itself is
     left as it was (its mode too)."""
