@@ -12,7 +12,7 @@ import numpy as np
 from . import checkpoint
 from ._validate import as_int
 from .data import Batches
-from .nn import Module
+from .nn import Frozen, Module
 
 
 @dataclass
@@ -39,28 +39,38 @@ def _batches_of(data, batch_size, name):
     return Batches(data[0], data[1], batch_size, shuffle=False)
 
 
-def predict(model: Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """The model's outputs for x in eval mode, computed in batches (the model's mode is restored afterwards)."""
+def predict(model: Module | Frozen, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The model's outputs for x in eval mode, computed in batches (the model's mode is restored afterwards); or a
+    frozen model's (convcore.nn.freeze)."""
     batch_size = as_int(batch_size, "batch_size", minimum=1)
+    if not isinstance(model, (Module, Frozen)):
+        raise TypeError(f"model must be a convcore.nn.Module or a frozen one (convcore.nn.freeze), got "
+                        f"{type(model).__name__}")
     if not isinstance(x, np.ndarray) or x.ndim < 2:
         raise TypeError(f"x must be a numpy array (N, ...), got {type(x).__name__}")
     if x.dtype.kind not in "biuf":
         raise TypeError(f"x must hold numbers, got dtype {x.dtype}")
+    if isinstance(model, Frozen):
+        return _in_batches(model, x, batch_size, model.dtype)
     # the model's own dtype: float32, or float64 after model.to(np.float64)
     dtype = next((p.data.dtype for p in model.parameters()), np.dtype(np.float32))
     was_training = model.training
     model.eval()
     try:
-        outs = [model(np.ascontiguousarray(x[i:i + batch_size], dtype=dtype)) for i in range(0, len(x), batch_size)]
-        if not outs:  # the output's trailing shape comes from one dummy image
-            return np.zeros((0,) + model(np.zeros((1,) + x.shape[1:], dtype)).shape[1:], dtype)
+        return _in_batches(model, x, batch_size, dtype)
     finally:
         model.train(was_training)
+
+
+def _in_batches(model, x, batch_size, dtype):
+    outs = [model(np.ascontiguousarray(x[i:i + batch_size], dtype=dtype)) for i in range(0, len(x), batch_size)]
+    if not outs:  # the output's trailing shape comes from one dummy image
+        return np.zeros((0,) + model(np.zeros((1,) + x.shape[1:], dtype)).shape[1:], dtype)
     return np.concatenate(outs)
 
 
-def evaluate(model: Module, x: np.ndarray, y: np.ndarray, loss=None, batch_size: int = 256):
-    """(mean loss or None, accuracy) of the model on (x, y) in eval mode."""
+def evaluate(model: Module | Frozen, x: np.ndarray, y: np.ndarray, loss=None, batch_size: int = 256):
+    """(mean loss or None, accuracy) of the model on (x, y) in eval mode (or of a frozen model)."""
     if not isinstance(y, np.ndarray) or y.shape != (len(x),):
         raise ValueError(f"y must be a numpy array of shape ({len(x)},), got {getattr(y, 'shape', type(y))}")
     logits = predict(model, x, batch_size)

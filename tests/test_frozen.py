@@ -202,3 +202,16 @@ def test_freeze_validates(rng):
     with pytest.raises(TypeError, match="numpy array"):
         frozen([[1.0]])
     assert repr(frozen).startswith("Frozen(Sequential(")
+
+
+def test_predict_and_evaluate_take_a_frozen_model(rng):
+    model = cc.models.lenet5(seed=0)
+    frozen = nn.freeze(model)
+    x = rng.random((70, 1, 28, 28))  # float64 images: converted to the model's float32, as for the model itself
+    y = rng.integers(0, 10, 70)
+    np.testing.assert_array_equal(cc.predict(frozen, x, batch_size=32), cc.predict(model, x, batch_size=32))
+    assert cc.evaluate(frozen, x, y, batch_size=32) == cc.evaluate(model, x, y, batch_size=32)
+    assert frozen.dtype == np.float32 and nn.freeze(model.to(np.float64)).dtype == np.float64
+    assert cc.predict(frozen, x[:0]).shape == (0, 10)
+    with pytest.raises(TypeError, match="model must be a convcore.nn.Module or a frozen one"):
+        cc.predict(lambda v: v, x)

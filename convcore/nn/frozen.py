@@ -45,6 +45,11 @@ class Frozen:
         self._max_plans = max_plans
         self._lock = threading.Lock()  # builds (and the eval forward, which keeps its own plan) one at a time
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype the snapshot computes in: float32, or float64 for a model.to(np.float64)."""
+        return next((p.data.dtype for p in self._model.parameters()), np.dtype(np.float32))
+
     def __call__(self, x):
         if isinstance(x, np.ndarray):
             x = (x if x.flags.c_contiguous else np.ascontiguousarray(x)).view(np.ndarray)  # a subclass: its array
