@@ -25,14 +25,14 @@ def test_eight_threads_share_models_and_match_serial_results():
     residual = cc.nn.Sequential(cc.nn.Conv2d(1, 8, 3, stride=2, rng=1), cc.nn.BatchNorm2d(8), cc.nn.ReLU(),
                                 cc.nn.BasicBlock(8, 16, stride=2, rng=2), cc.nn.GlobalAvgPool2d(), cc.nn.Flatten(),
                                 cc.nn.Linear(16, 10, rng=3))
-    models = [cc.models.lenet5(seed=0).eval(), residual.eval()]
+    models = [cc.models.lenet5(seed=0).eval(), residual.eval(), cc.nn.freeze(residual)]
     inputs = [rng.random((1, 1, 28, 28), dtype=np.float32) for _ in range(8)]
     expected = [[m(x) for m in models] for x in inputs]
     failures = []
 
     def worker(t):
         for i in range(1000):
-            m = i % 2
+            m = i % 3
             if not np.array_equal(models[m](inputs[t]), expected[t][m]):
                 failures.append((t, i))
                 return
