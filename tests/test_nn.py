@@ -393,7 +393,8 @@ def _unplanned(model, x):
     return model._run(x, model._schedule()[0])
 
 
-@pytest.mark.parametrize("copy_of", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))], ids=["deepcopy", "pickle"])
+@pytest.mark.parametrize("copy_of", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))],
+                         ids=["deepcopy", "pickle"])
 def test_a_copied_model_computes_with_its_own_weights(copy_of, rng):
     """After training and eval forwards (prepared calls and a plan bound to the original's arrays), a deep copy or an
     unpickled model gives the same outputs, and its weights changed in place change its outputs only."""
@@ -412,7 +413,8 @@ def test_a_copied_model_computes_with_its_own_weights(copy_of, rng):
     np.testing.assert_array_equal(twin(x), np.zeros_like(y))
 
 
-@pytest.mark.parametrize("copy_of", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))], ids=["deepcopy", "pickle"])
+@pytest.mark.parametrize("copy_of", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))],
+                         ids=["deepcopy", "pickle"])
 def test_a_model_copied_after_a_training_forward_backpropagates_its_own_weights(copy_of, rng):
     # the backward a training forward prepared is bound to the original's weights: the copy needs its own forward
     model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 3))

@@ -23,8 +23,9 @@ class Frozen:
     Made by freeze(model). Later changes to the model (training, new weights) do not reach it, and its own arrays
     are read-only. Calls may come from several threads at once. A plan is built on the first call for each input
     shape and dtype (that call costs about two forwards more than a later one) and holds its own folded and packed
-    copy of the weights (about twice the parameters' bytes); plans are kept for the `max_plans` shapes used last. An input or model the native plan does
-    not take (float64, layers without native ops) runs the snapshot's eval forward instead."""
+    copy of the weights (about twice the parameters' bytes); plans are kept for the `max_plans` shapes used last.
+    An input or model the native plan does not take (float64, layers without native ops) runs the snapshot's eval
+    forward instead."""
 
     def __init__(self, model: Module, max_plans: int = 4):
         if not isinstance(model, Module):

@@ -119,7 +119,8 @@ int main() {
     const ConvShape s = shape_of(c);
     std::vector<float> x(s.N * s.C * s.H * s.W, 1.0f), w(s.K * s.C * 9, 1.0f), y(s.N * s.K * s.P * s.Q);
     x[100] = std::numeric_limits<float>::infinity();
-    for (int tile : {2, 4}) CHECK(!kernels().conv_winograd(s, tile, x.data(), w.data(), nullptr, false, y.data(), nullptr));
+    for (int tile : {2, 4})
+      CHECK(!kernels().conv_winograd(s, tile, x.data(), w.data(), nullptr, false, y.data(), nullptr));
     // the weight gradient: every case above, and 7 images of 32 tile rows of 33 tiles (at least 62 rows a block:
     // blocks of 75, 75 and 74 rows); false, dw untouched, for an infinity or NaN in x or dy (one block, three)
     for (const Case& w_case : cases) run_weight_case(w_case);
