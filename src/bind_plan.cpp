@@ -8,9 +8,9 @@
 // in place (Python rebuilds the plan when a parameter's or buffer's array is replaced; run() refuses, StalePlanError,
 // when one was reshaped in place). A frozen plan (convcore.nn.freeze, which hands it arrays that do not change) also
 // keeps each convolution's packed weights from run to run (ConvWeightCache) and folds a batch norm into the
-// convolution before it (fold_batch_norms): its output is then within rounding of the layer-by-layer one, not the same
-// bits. A step reads values defined before it (the input is value 0) and defines one;
-// each buffer goes back to the cache after the last step reading it.
+// convolution before it (fold_batch_norms): its output is then within rounding of the layer-by-layer one, not the
+// same bits. A step reads values defined before it (the input is value 0) and defines one; each buffer goes back to
+// the cache after the last step reading it.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -220,10 +220,9 @@ class NativePlan {
   }
 
   // In a frozen plan, each batch norm whose input is a convolution's output that nothing else reads (nor the plan's
-  // output value) goes into the convolution: with s = weight / sqrt(var + eps) per channel, its weights times s and
-  // its bias b * s + bias - mean * s (in float64, rounded once, as the eval pass rounds its scale and shift), and the
-  // batch norm's ReLU fused; a batch norm adding a residual stays as that pass, with the identity's statistics.
-  // Where a folded weight or bias would not be finite (an overflow), the two stay apart.
+  // output value) goes into the convolution's weights and bias (batch_norm_fold), its ReLU fused; a batch norm adding
+  // a residual stays as that pass, with the identity's statistics. Where a folded weight or bias would not be finite
+  // (an overflow), the two stay apart.
   void fold_batch_norms(int output) {
     std::vector<int> readers(static_cast<size_t>(buffers_), 0), producer(values_.size(), -1);
     ++readers[input(output).buffer];
@@ -240,16 +239,10 @@ class NativePlan {
       Conv* conv = bn && from >= 0 ? std::get_if<Conv>(&steps_[from].op) : nullptr;
       if (!conv || conv->relu || readers[values_[step.in].buffer] != 1) continue;
       const ConvShape& s = conv->shape;
-      const int64_t n = taps(s);
-      std::vector<float> w(conv->w, conv->w + s.K * n), bias(static_cast<size_t>(s.K));
-      for (int64_t k = 0; k < s.K; ++k) {
-        const double scale = static_cast<double>(bn->w[k]) / std::sqrt(static_cast<double>(bn->var[k]) + bn->eps);
-        for (int64_t t = 0; t < n; ++t) w[k * n + t] = static_cast<float>(w[k * n + t] * scale);
-        const double b = conv->bias ? conv->bias[k] : 0.0;
-        bias[k] = static_cast<float>(b * scale + (static_cast<double>(bn->bias[k]) - bn->mean[k] * scale));
-      }
-      // where the folded floats overflow (or the statistics are not finite) the two layers stay apart
-      if (!all_finite(w.data(), s.K * n) || !all_finite(bias.data(), s.K)) continue;
+      std::vector<float> w(static_cast<size_t>(s.K * taps(s))), bias(static_cast<size_t>(s.K));
+      if (!batch_norm_fold(s.K, taps(s), conv->w, conv->bias, bn->mean, bn->var, bn->w, bn->bias, bn->eps, w.data(),
+                           bias.data()))
+        continue;  // an overflow: the two layers stay apart
       conv->w = own(std::move(w));
       conv->bias = own(std::move(bias));
       if (step.residual < 0) {  // the convolution writes the batch norm's value, with its ReLU

@@ -214,6 +214,21 @@ void batch_norm_backward(const T* dy, const T* x, const double* mean, const doub
   });
 }
 
+bool batch_norm_fold(int64_t K, int64_t taps, const float* w, const float* b, const float* mean, const float* var,
+                     const float* weight, const float* bias, double eps, float* w_out, float* b_out) {
+  bool finite = true;
+  for (int64_t k = 0; k < K; ++k) {
+    const double s = static_cast<double>(weight[k]) / std::sqrt(static_cast<double>(var[k]) + eps);
+    for (int64_t t = 0; t < taps; ++t) {
+      w_out[k * taps + t] = static_cast<float>(w[k * taps + t] * s);
+      finite = finite && std::isfinite(w_out[k * taps + t]);
+    }
+    b_out[k] = static_cast<float>((b ? b[k] : 0.0) * s + (static_cast<double>(bias[k]) - mean[k] * s));
+    finite = finite && std::isfinite(b_out[k]);
+  }
+  return finite;
+}
+
 #define CONVCORE_INSTANTIATE_BN(T)                                                                              \
   template void batch_norm_train<T>(const T*, int64_t, int64_t, int64_t, const T*, const T*, double, const T*, bool, \
                                     T*, double*, double*);                                                         \

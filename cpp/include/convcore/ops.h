@@ -38,6 +38,12 @@ void batch_norm_train(const T* x, int64_t N, int64_t C, int64_t L, const T* weig
 template <typename T>
 void batch_norm_eval(const T* x, int64_t N, int64_t C, int64_t L, const double* mean, const double* var,
                      const T* weight, const T* bias, double eps, const T* residual, bool relu, T* y);
+// A layer of K outputs (w: `taps` weights each, b: K biases or null) followed by the eval batch norm of its outputs,
+// as one layer: w_out = w * s and b_out = b * s + bias - mean * s per output, s = weight / sqrt(var + eps), in
+// float64 and rounded once (as the eval pass rounds its scale and shift). Returns false, with w_out and b_out
+// unspecified, where a result is not finite (an overflow, or statistics that are not finite).
+bool batch_norm_fold(int64_t K, int64_t taps, const float* w, const float* b, const float* mean, const float* var,
+                     const float* weight, const float* bias, double eps, float* w_out, float* b_out);
 // Backward of a training forward (mean, var: its statistics): dweight[c] = sum(g * xhat), dbias[c] = sum(g), and,
 // when dx is not null, dx = weight * inv_std * (g - mean(g) - xhat * mean(g * xhat)), with g = dy,
 // inv_std = 1 / sqrt(var + eps) and xhat = (x - mean) * inv_std (mean rounded to T). With relu_out (the forward's
