@@ -153,11 +153,8 @@ class NativePlan {
         if (auto* c = std::get_if<Conv>(&step.op); c && all_finite(c->w, c->shape.K * taps(c->shape)))
           c->cache = std::make_shared<ConvWeightCache>();
     }
-    std::vector<int> readers(static_cast<size_t>(buffers_), 0), storage(static_cast<size_t>(buffers_));
-    ++readers[input(value).buffer];  // the output is read (by the caller)
-    for (const Step& step : steps_)
-      for (int v : {step.in, step.residual})
-        if (v >= 0) ++readers[values_[v].buffer];
+    const std::vector<int> readers = readers_of_buffers(value);
+    std::vector<int> storage(static_cast<size_t>(buffers_));
     for (int b = 0; b < buffers_; ++b) storage[b] = b;
     for (const Step& step : steps_) {  // in order: a buffer's storage is settled before a later step takes it over
       const int in = values_[step.in].buffer;
@@ -209,6 +206,15 @@ class NativePlan {
   }
 
  private:
+  // How many reads each buffer has: by the steps (input and residual) and, for `output`'s, by the caller.
+  std::vector<int> readers_of_buffers(int output) const {
+    std::vector<int> readers(static_cast<size_t>(buffers_), 0);
+    ++readers[input(output).buffer];
+    for (const Step& step : steps_)
+      for (int v : {step.in, step.residual})
+        if (v >= 0) ++readers[values_[v].buffer];
+    return readers;
+  }
   static int64_t taps(const ConvShape& s) { return s.C / s.groups * s.R * s.S; }
   static bool all_finite(const float* a, int64_t n) {
     return std::all_of(a, a + n, [](float v) { return std::isfinite(v); });
@@ -224,13 +230,9 @@ class NativePlan {
   // a residual stays as that pass, with the identity's statistics. Where a folded weight or bias would not be finite
   // (an overflow), the two stay apart.
   void fold_batch_norms(int output) {
-    std::vector<int> readers(static_cast<size_t>(buffers_), 0), producer(values_.size(), -1);
-    ++readers[input(output).buffer];
-    for (size_t i = 0; i < steps_.size(); ++i) {
-      producer[steps_[i].out] = static_cast<int>(i);
-      for (int v : {steps_[i].in, steps_[i].residual})
-        if (v >= 0) ++readers[values_[v].buffer];
-    }
+    const std::vector<int> readers = readers_of_buffers(output);
+    std::vector<int> producer(values_.size(), -1);  // the step defining each value
+    for (size_t i = 0; i < steps_.size(); ++i) producer[steps_[i].out] = static_cast<int>(i);
     std::vector<bool> folded(steps_.size(), false);  // batch norms gone into their convolutions
     for (size_t i = 0; i < steps_.size(); ++i) {
       Step& step = steps_[i];
@@ -328,7 +330,7 @@ class NativePlan {
   }
 
   bool frozen_;
-  std::vector<std::unique_ptr<std::vector<float>>> owned_;  // a frozen plan's copies of the arrays
+  std::vector<std::unique_ptr<std::vector<float>>> owned_;  // a frozen plan's folded weights and biases
   std::vector<Value> values_;
   int buffers_ = 1;  // buffer 0: the input
   int output_ = -1;

@@ -21,9 +21,10 @@ struct ConvShape {
 };
 
 // The packed weights of one layer's fast forward, kept from call to call by an owner whose weights do not change (a
-// frozen plan, src/bind_plan.cpp): the direct and filter-vector forwards regroup their weights by filter block on the
-// first call and read that copy from then on. One packing at a time, for the block width asked (a batch-1 layer's
-// can follow the thread count); safe to share between threads.
+// frozen plan, src/bind_plan.cpp): the direct and filter-vector forwards regroup their weights by filter block, the
+// Winograd forward transforms its filters, on the first call, and each reads that copy from then on. One packing at
+// a time, for the block width asked (the filter block's, or the Winograd products' tile rows; a batch-1 layer's can
+// follow the thread count); safe to share between threads.
 class ConvWeightCache {
  public:
   using Packed = std::shared_ptr<const float>;
@@ -82,7 +83,8 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // C/groups * R * S) floats. Work is split over images when there are at least as many as threads, otherwise inside each
 // GEMM; every result is bitwise identical at any thread count (the unfolded weight gradient sums a fixed number of
 // per-chunk partials in a fixed order).
-// cache, where not null, keeps the weights as the direct and filter-vector routes pack them (ConvWeightCache).
+// cache, where not null, keeps the weights as the direct, filter-vector and Winograd routes pack or transform them
+// (ConvWeightCache).
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                          ConvWeightCache* cache = nullptr);
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
