@@ -101,7 +101,7 @@ def summary(model: nn.Module, input_shape, print_table: bool = True) -> Summary:
         raise ValueError(f"input_shape must be (C, H, W), (C, L) or (features,) without the batch, "
                          f"got {input_shape!r}")
     input_shape = as_tuple(tuple(input_shape), "input_shape", len(input_shape), minimum=1)
-    dtype = next((p.data.dtype for p in model.parameters()), np.dtype(np.float32))
+    dtype = model._compute_dtype()
     result = Summary(input_shape=input_shape, itemsize=dtype.itemsize)
     names = {id(m): name for name, m in model.named_modules()}
     patched = []

@@ -52,8 +52,7 @@ def predict(model: Module | Frozen, x: np.ndarray, batch_size: int = 256) -> np.
         raise TypeError(f"x must hold numbers, got dtype {x.dtype}")
     if isinstance(model, Frozen):
         return _in_batches(model, x, batch_size, model.dtype)
-    # the model's own dtype: float32, or float64 after model.to(np.float64)
-    dtype = next((p.data.dtype for p in model.parameters()), np.dtype(np.float32))
+    dtype = model._compute_dtype()
     was_training = model.training
     model.eval()
     try:

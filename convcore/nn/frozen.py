@@ -49,7 +49,7 @@ class Frozen:
     @property
     def dtype(self) -> np.dtype:
         """The dtype the snapshot computes in: float32, or float64 for a model.to(np.float64)."""
-        return next((p.data.dtype for p in self._model.parameters()), np.dtype(np.float32))
+        return self._model._compute_dtype()
 
     def __call__(self, x):
         if isinstance(x, np.ndarray):

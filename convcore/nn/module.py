@@ -233,6 +233,11 @@ class Module:
                 raise ValueError(f"load_state_dict: {key} has dtype {value.dtype}, the model expects {target.dtype}")
         return own
 
+    def _compute_dtype(self) -> np.dtype:
+        """The dtype the module computes in: its parameters' (float32, or float64 after to(np.float64)); float32
+        where it has none."""
+        return next((p.data.dtype for p in self.parameters()), np.dtype(np.float32))
+
     def to(self, dtype):
         """Convert parameters and floating buffers to float32 (fast kernels) or float64 (reference kernels)."""
         dtype = np.dtype(dtype)
