@@ -24,22 +24,22 @@ def _input(case):
     return np.random.default_rng(1).random((case["n"], *NETWORKS[case["net"]].INPUT_SHAPE), dtype=np.float32)
 
 
-def run_convcore(case, threads):
+def _convcore_side(case, threads, frozen):
     import convcore as cc
 
     cc.set_num_threads(threads)
-    model = cc.nn.freeze(NETWORKS[case["net"]].convcore_model())
+    model = NETWORKS[case["net"]].convcore_model()
+    model = cc.nn.freeze(model) if frozen else model.eval()
     x = _input(case)
     return harness.measure(lambda: model(x))
+
+
+def run_convcore(case, threads):
+    return _convcore_side(case, threads, frozen=True)
 
 
 def run_eval(case, threads):
-    import convcore as cc
-
-    cc.set_num_threads(threads)
-    model = NETWORKS[case["net"]].convcore_model().eval()
-    x = _input(case)
-    return harness.measure(lambda: model(x))
+    return _convcore_side(case, threads, frozen=False)
 
 
 def run_onnxruntime(case, threads):
