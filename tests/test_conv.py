@@ -748,6 +748,66 @@ def test_large_layer_fast_matches_reference_and_is_thread_independent(rng):
             assert np.array_equal(a, b_)
 
 
+FUSED_WINOGRAD_CASES = [
+    (2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),   # ResNet-20's first stage: 16 tiles a row (a vector on AVX-512)
+    (3, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),   # its second stage: 8 tiles a row, two tile rows a vector on AVX-512
+    (1, 20, 17, 15, 24, 3, 3, 1, 1, 1, 1),   # odd rows and columns (overhanging tiles), 24 filters (blocks of 8, 16)
+    (2, 16, 13, 33, 32, 3, 3, 1, 0, 1, 1),   # no padding: 11 x 31 outputs
+    (1, 32, 9, 47, 16, 3, 3, 1, (1, 0), 1, 1),  # 45-wide rows: 23 tiles, the last vector of a row in part
+]
+
+
+def _widened(x, w, channels):
+    # x and w with zero channels appended up to `channels`: the direct kernels sum the same taps and then +0.0 terms,
+    # the same bits as for x and w, on a route the fused Winograd kernel does not take (more than 32 channels)
+    pad = channels - x.shape[1]
+    return (np.concatenate([x, np.zeros((x.shape[0], pad) + x.shape[2:], x.dtype)], 1),
+            np.concatenate([w, np.zeros((w.shape[0], pad) + w.shape[2:], w.dtype)], 1))
+
+
+@pytest.mark.parametrize("case", FUSED_WINOGRAD_CASES, ids=str)
+def test_fused_winograd_forward(isa, rng, case):
+    # 3x3 layers of 16 to 32 channels and filters with rows of at least 15 outputs run the fused F(2x2, 3x3) kernel on
+    # AVX2 and AVX-512 (the direct kernels on the portable ISA): exact on small integers with the bias and ReLU, and
+    # its input gradient by the transposed route; within 1e-6 of the sum of |x| |w| on floats; the same bits at 1, 2
+    # and 3 threads, for an image alone or in the batch, and whether or not a frozen model keeps its filters
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    want = ref.conv2d(x, w, b, **kw)
+    for relu in ("relu", None):
+        assert np.array_equal(F.conv2d(x, w, b, **kw, activation=relu), np.maximum(want, 0) if relu else want)
+    dy = rng.integers(-3, 4, want.shape).astype(np.float32)
+    assert np.array_equal(F.conv2d_backward(dy, x, w, **kw)[0], ref.conv2d_backward(dy, x, w, **kw)[0])
+    x, w, b, kw = _arrays(rng, case)
+    with cc.threads(2):
+        y = F.conv2d(x, w, b, **kw)
+    f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
+    scale = ref.conv2d(*f64(np.abs(x), np.abs(w)), None, **kw).max()
+    assert np.abs(y - ref.conv2d(*f64(x, w, b), **kw)).max() <= 1e-6 * scale
+    for n in (1, 3):
+        with cc.threads(n):
+            assert np.array_equal(F.conv2d(x, w, b, **kw), y), n
+            assert np.array_equal(F.conv2d(x[-1:], w, b, **kw), y[-1:]), n
+    layer = cc.nn.Conv2d(x.shape[1], w.shape[0], 3, **{k: v for k, v in kw.items() if k != "dilation"})
+    layer.load_state_dict({"weight": w, "bias": b})
+    frozen = cc.nn.freeze(cc.nn.Sequential(layer))
+    assert np.array_equal(frozen(x), y) and np.array_equal(frozen(x), y)  # the filters transformed, then kept
+    vector_isa = isa != "scalar"
+    if vector_isa:  # the route: Winograd rounds otherwise than the direct sum
+        direct = F.conv2d(*_widened(x, w, 40), b, **kw)
+        assert not np.array_equal(direct, y)
+        np.testing.assert_allclose(direct, y, rtol=0, atol=1e-6 * scale)
+    # a non-finite value (inf - inf would give NaN): the layer runs the direct kernel, the bits of the widened layer
+    for value in (np.inf, -np.inf, np.nan):
+        x_bad, w_bad = x.copy(), w.copy()
+        x_bad[0, 1, 4, 5], w_bad[3, 0, 1, 1] = value, value
+        for xb, wb in ((x_bad, w), (x, w_bad)):
+            got = F.conv2d(xb, wb, b, **kw, activation="relu")
+            _same_non_finite(got, np.maximum(ref.conv2d(*f64(xb, wb, b), **kw), 0))
+            if vector_isa:
+                widened = F.conv2d(*_widened(xb, wb, 40), b, **kw, activation="relu")
+                assert np.array_equal(got, widened, equal_nan=True)
+
+
 ROW_WINOGRAD_CASES = [
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),          # LeNet conv2
     (2, 6, 14, 13, 16, 5, 5, 1, 0, 1, 1),          # 9 columns: the last pair's second pixel dropped

@@ -478,6 +478,8 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     return;
   }
   if (!is_pointwise(s) && kernels().conv_filter_vector_forward(s, x, w, bias, relu, y, cache)) return;
+  // 16 to 32 channels and filters (ResNet-20's): the fused Winograd kernel on AVX2 and AVX-512 (false: direct)
+  if (conv2d_winograd_fused_applies(s) && kernels().conv_winograd(s, 2, x, w, bias, relu, y, cache)) return;
   if (conv2d_direct_applies(s)) {
     kernels().conv_direct(s, x, w, bias, relu, y, cache);
     return;

@@ -729,10 +729,225 @@ bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float*
   return true;
 }
 
-// conv2d_forward_winograd_<isa> (conv.h), VL floats a vector: F(4x4, 3x3) where tile is 4, else F(2x2, 3x3).
+// The vector of lo's lanes, then hi's (two half vectors).
+template <int VL, typename Half>
+inline auto join_halves(Half lo, Half hi) {
+  if constexpr (VL == 16) {
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  } else {
+    static_assert(VL == 8, "8 or 16 lanes");
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
+  }
+}
+
+// The fused kernel's transformed filters U[xi][c][k] = (G g G^T)[xi] for g = w[k][c], k up to KP (a multiple of VL;
+// zeros past K): w's taps regrouped with the filters along rows (wt[c][tap][k]), then transformed VL filters at a time.
+template <int VL>
+void fused_filters(const ConvShape& s, const float* w, int64_t KP, float* U) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  typedef WinogradTile<2> Tile;
+  const int64_t C = s.C, K = s.K;
+  const CachedBlock<float> regrouped(9 * C * KP);
+  float* wt = regrouped.get();
+  std::fill(wt, wt + 9 * C * KP, 0.0f);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < C; ++c)
+      for (int m = 0; m < 9; ++m) wt[(c * 9 + m) * KP + k] = w[(k * C + c) * 9 + m];
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k0 = 0; k0 < KP; k0 += VL) {
+      vec g[9], t[4][3];
+      for (int m = 0; m < 9; ++m) std::memcpy(&g[m], wt + (c * 9 + m) * KP + k0, sizeof(vec));
+      for (int j = 0; j < 3; ++j) {  // G g
+        vec col[4];
+        Tile::filter(g[j], g[3 + j], g[6 + j], col);
+        for (int i = 0; i < 4; ++i) t[i][j] = col[i];
+      }
+      for (int i = 0; i < 4; ++i) {  // (G g) G^T
+        vec row[4];
+        Tile::filter(t[i][0], t[i][1], t[i][2], row);
+        for (int j = 0; j < 4; ++j) std::memcpy(U + ((i * 4 + j) * C + c) * KP + k0, &row[j], sizeof(vec));
+      }
+    }
+}
+
+// F(2x2, 3x3) fused, for layers of few channels and filters (conv2d_winograd_fused_applies: ResNet-20's 16 and 32),
+// where the products as GEMMs (16 x 16 by 16 x tiles) are too small for the engine and V and M written for a block
+// and read back cost more than the multiplies saved. Each task (an image, or where images are fewer than threads, a
+// band of an image's tile rows) first copies the padded rows it reads, zero-padded, each row split by column parity
+// (padded column v of a row at (v % 2) * Wq + v / 2), so that the four columns of VL tiles' input tiles are four plain
+// loads. Then, per vector of tiles (G tile rows of L = VL / G tiles each: two tile rows where a row holds at most half
+// a vector of tiles), in L1: V[c][xi] = (B^T d B)[xi] for every channel, M[xi][k] = sum over c of U[xi][c][k]
+// V[c][xi] in registers (VL filters at a time, U broadcast), then y = A^T M A + bias, ReLU. Each output's sums are
+// formed in the same order whatever the thread count. Returns false, y unfinished, where x or w holds an infinity or a
+// NaN. Workspace: U (16 x C x K floats, K rounded up to VL; kept by the cache), and per task its rows' copy (at most
+// (H + 4) x (W + 4) x C floats) and V and M (16 x (C + K) vectors).
+constexpr int64_t kSplitAhead = 1024;  // floats ahead of the image row being copied, prefetched (else its misses: 20%)
+template <int VL>
+bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                            ConvWeightCache* cache) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  typedef float half __attribute__((vector_size(2 * VL)));
+  typedef WinogradTile<2> Tile;
+  constexpr int KB = VL;  // filters a block of accumulators
+  const int64_t C = s.C, K = s.K, KP = (K + KB - 1) / KB * KB, H = s.H, W = s.W, P = s.P, Q = s.Q;
+  const int64_t th = (P + 1) / 2, tw = (Q + 1) / 2;
+  const int G = 2 * tw <= VL ? 2 : 1, L = VL / G;
+  const int64_t chunks = (tw + L - 1) / L, vector_rows = (th + G - 1) / G;
+  const int64_t Wq = chunks * L + 1, row_floats = 2 * Wq;
+  if (any_non_finite(w, K * C * 9)) return false;
+  const auto transform = [&](float* U) { fused_filters<VL>(s, w, KP, U); };
+  ConvWeightCache::Packed kept;
+  if (cache) kept = cache->get(KP, 16 * C * KP, transform);
+  const CachedBlock<float> own(kept ? 0 : 16 * C * KP);
+  if (!kept) transform(own.get());
+  const float* U = kept ? kept.get() : own.get();
+  std::atomic<bool> non_finite{false};
+  // padded rows [r0, r1) of image n, column-split, into xs (channel c's at c * band_plane, row r at (r - r0) *
+  // row_floats); returns false where they hold an infinity or a NaN
+  const auto split_rows = [&](int64_t n, int64_t r0, int64_t r1, float* xs) {
+    const int64_t band_plane = (r1 - r0) * row_floats;
+    vec check{};  // image floats times 0: NaN where one is infinite or NaN
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t r = r0; r < r1; ++r) {
+        float* row = xs + c * band_plane + (r - r0) * row_floats;
+        std::fill(row, row + row_floats, 0.0f);
+        const int64_t h = r - s.pad_h;
+        if (h < 0 || h >= H) continue;
+        const float* src = x + ((n * C + c) * H + h) * W;
+        for (int64_t u = 0; u < W; u += 16) __builtin_prefetch(src + kSplitAhead + u);
+        for (int64_t u0 = 0; u0 < W; u0 += 2 * VL) {
+          const vec a = load_first<VL, vec>(src + u0, std::clamp<int64_t>(W - u0, 0, VL));
+          const vec b = load_first<VL, vec>(src + u0 + VL, std::clamp<int64_t>(W - u0 - VL, 0, VL));
+          check += a * 0.0f + b * 0.0f;
+          vec even, odd;  // image columns u0, u0 + 2, ... and u0 + 1, u0 + 3, ...
+          split_even_odd<VL>(a, b, even, odd);
+          const int64_t v = u0 + s.pad_w;  // the padded column of image column u0
+          const int64_t evens = std::min<int64_t>(VL, (W - u0 + 1) / 2), odds = std::min<int64_t>(VL, (W - u0) / 2);
+          store_first<VL>(row + (v % 2) * Wq + v / 2, even, evens);
+          if (odds > 0) store_first<VL>(row + ((v + 1) % 2) * Wq + (v + 1) / 2, odd, odds);
+        }
+      }
+    float lanes[VL];
+    std::memcpy(lanes, &check, sizeof(lanes));
+    for (int j = 0; j < VL; ++j)
+      if (lanes[j] != 0.0f) return false;
+    return true;
+  };
+  // G tile rows from vr * G on, tiles of chunk `chunk`, of image n (its padded rows from r0 on in xs, split_rows);
+  // V and M: 16 x C and KP vectors
+  const auto vector_of_tiles = [&](int64_t n, const float* xs, int64_t band_plane, int64_t r0, int64_t vr,
+                                   int64_t chunk, vec* V, vec* M) {
+    const int64_t t0 = chunk * L;
+    for (int64_t c = 0; c < C; ++c) {
+      const float* xc = xs + c * band_plane + (2 * vr * G - r0) * row_floats + t0;
+      vec hb[4][4];  // hb[r][j]: input row r times B, column j
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        vec d[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {  // padded columns 2 t + q: phase q % 2, index t + q / 2
+          const int64_t at = r * row_floats + (q % 2) * Wq + q / 2;
+          if (G == 1) {
+            std::memcpy(&d[q], xc + at, sizeof(vec));
+          } else {  // lanes of the second tile row: two padded rows down
+            half lo, hi;
+            std::memcpy(&lo, xc + at, sizeof(half));
+            std::memcpy(&hi, xc + at + 2 * row_floats, sizeof(half));
+            d[q] = join_halves<VL>(lo, hi);
+          }
+        }
+        Tile::input(d, hb[r]);
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        vec col[4], out[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) col[r] = hb[r][j];
+        Tile::input(col, out);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) V[c * 16 + i * 4 + j] = out[i];
+      }
+    }
+    for (int xi = 0; xi < 16; ++xi)
+      for (int64_t k0 = 0; k0 < KP; k0 += KB) {
+        vec acc[KB];
+#pragma GCC unroll 16
+        for (int j = 0; j < KB; ++j) acc[j] = vec{};
+        const float* u = U + xi * C * KP + k0;
+        for (int64_t c = 0; c < C; ++c) {
+          const vec v = V[c * 16 + xi];
+#pragma GCC unroll 16
+          for (int j = 0; j < KB; ++j) acc[j] += u[c * KP + j] * v;
+        }
+#pragma GCC unroll 16
+        for (int j = 0; j < KB; ++j) M[xi * KP + k0 + j] = acc[j];
+      }
+    for (int64_t k = 0; k < K; ++k) {
+      const float b = bias ? bias[k] : 0.0f;
+      vec at[2][4];  // at[e][j]: row e of A^T M, column j
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const vec col[4] = {M[j * KP + k], M[(4 + j) * KP + k], M[(8 + j) * KP + k], M[(12 + j) * KP + k]};
+        vec out[2];
+        Tile::output(col, out);
+        at[0][j] = out[0];
+        at[1][j] = out[1];
+      }
+#pragma GCC unroll 2
+      for (int e = 0; e < 2; ++e) {
+        vec phase[2], out[2];
+        Tile::output(at[e], phase);
+#pragma GCC unroll 2
+        for (int q = 0; q < 2; ++q) {
+          phase[q] += b;
+          if (relu) phase[q] = relu_keep_nan_lanes<VL>(phase[q]);
+        }
+        interleave<VL>(phase[0], phase[1], out[0], out[1]);  // G == 2: out[g] is tile row vr * G + g's
+        const int64_t left = Q - 2 * t0;
+        for (int g = 0; g < G; ++g) {
+          const int64_t p = 2 * (vr * G + g) + e;
+          if (p >= P) break;
+          float* dst = y + ((n * K + k) * P + p) * Q + 2 * t0;
+          if (G == 1) {
+            store_first<VL>(dst, out[0], std::min<int64_t>(VL, left));
+            if (left > VL) store_first<VL>(dst + VL, out[1], std::min<int64_t>(VL, left - VL));
+          } else {
+            store_first<VL>(dst, out[g], std::min<int64_t>(VL, left));
+          }
+        }
+      }
+    }
+  };
+  // tasks: whole images, or where there are fewer images than threads, bands of each image's vector rows (each task
+  // copies the padded rows its band reads)
+  const int nt = threads_for(s.N * K * C * P * Q);
+  const int64_t bands = std::min<int64_t>(vector_rows, (nt + s.N - 1) / s.N), band_rows = (vector_rows + bands - 1) / bands;
+  parallel_for(s.N * bands, nt, [&](int64_t task) {
+    if (non_finite.load(std::memory_order_relaxed)) return;
+    const int64_t n = task / bands, vr0 = task % bands * band_rows, vr1 = std::min(vector_rows, vr0 + band_rows);
+    if (vr0 >= vr1) return;
+    const int64_t r0 = 2 * vr0 * G, r1 = 2 * vr1 * G + 2;
+    const CachedBlock<float> xs(C * (r1 - r0) * row_floats), work(16 * (C + KP) * VL);
+    if (!split_rows(n, r0, r1, xs.get())) {
+      non_finite.store(true, std::memory_order_relaxed);
+      return;
+    }
+    vec* V = reinterpret_cast<vec*>(work.get());
+    for (int64_t vr = vr0; vr < vr1; ++vr)
+      for (int64_t chunk = 0; chunk < chunks; ++chunk)
+        vector_of_tiles(n, xs.get(), (r1 - r0) * row_floats, r0, vr, chunk, V, V + 16 * C);
+  }, Schedule::as_free);
+  return !non_finite;
+}
+
+// conv2d_forward_winograd_<isa> (conv.h), VL floats a vector: the fused kernel where it applies (AVX2, AVX-512),
+// else F(4x4, 3x3) where tile is 4, else F(2x2, 3x3).
 template <int VL>
 bool winograd_forward(const ConvShape& s, int tile, const float* x, const float* w, const float* bias, bool relu,
                       float* y, ConvWeightCache* cache) {
+  if constexpr (VL >= 8) {
+    if (conv2d_winograd_fused_applies(s)) return winograd_fused_forward<VL>(s, x, w, bias, relu, y, cache);
+  }
   return tile == 4 ? winograd_forward_tiles<VL, 4>(s, x, w, bias, relu, y, cache)
                    : winograd_forward_tiles<VL, 2>(s, x, w, bias, relu, y, cache);
 }

@@ -239,6 +239,10 @@ bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, 
 // NaN): the caller computes y another way. cache, where not null, keeps the transformed filters from call to call
 // (ConvWeightCache; the weights must then be finite).
 bool conv2d_winograd_applies(const ConvShape& s);
+// Where the Winograd kernel of an ISA with vectors of 8 or 16 floats runs its fused F(2x2, 3x3) instead: 16 to 32
+// channels and filters, rows of at least 15 outputs, padding at most 1 (conv_winograd.cpp); the forward route
+// (conv2d_forward_fast) takes it before the direct kernels.
+bool conv2d_winograd_fused_applies(const ConvShape& s);
 // The output tile the Winograd convolution takes for s where it applies: 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)).
 int conv2d_winograd_tile(const ConvShape& s);
 using ConvWinogradKernel = bool (*)(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
