@@ -64,8 +64,9 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // Fast float32 kernels: blocked im2col on the SGEMM engine. The im2col columns of one block of output pixels are packed
 // straight into the engine's B panels (Im2col as a BPanelSource), so the (C*R*S) x (P*Q) matrix is never materialised;
 // 1x1 stride-1 unpadded convolutions use the input itself as B. Forward layers with few taps and filters run the direct
-// kernel instead (see conv2d_direct_applies), larger 3x3 stride-1 ones Winograd F(2x2, 3x3) or F(4x4, 3x3)
-// (conv2d_winograd_applies). Horizontally strided layers whose im2col reads each input element at least 4 times (7x7/2,
+// kernel instead (see conv2d_direct_applies), 3x3 stride-1 ones of 16 to 32 channels and filters Winograd F(2x2, 3x3)
+// fused in L1 (conv2d_winograd_fused_applies), larger 3x3 stride-1 ones Winograd F(2x2, 3x3) or F(4x4, 3x3) on the
+// engine (conv2d_winograd_applies). Horizontally strided layers whose im2col reads each input element at least 4 times (7x7/2,
 // 11x11/4) pack from a zero-padded copy of the image with each row split by phase modulo the stride, so every packed
 // run is consecutive floats. Stride-1 input gradients run as a forward convolution of dy with the flipped,
 // channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the GEMM + col2im
