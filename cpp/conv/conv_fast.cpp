@@ -477,9 +477,9 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     conv2d_forward_depthwise(s, x, w, bias, relu, y);
     return;
   }
-  if (!is_pointwise(s) && kernels().conv_filter_vector_forward(s, x, w, bias, relu, y, cache)) return;
-  // 16 to 32 channels and filters (ResNet-20's): the fused Winograd kernel on AVX2 and AVX-512 (false: direct)
+  // 16 to 64 channels and filters (ResNet-20's): the fused Winograd kernel on AVX2 and AVX-512 (false: another route)
   if (conv2d_winograd_fused_applies(s) && kernels().conv_winograd(s, 2, x, w, bias, relu, y, cache)) return;
+  if (!is_pointwise(s) && kernels().conv_filter_vector_forward(s, x, w, bias, relu, y, cache)) return;
   if (conv2d_direct_applies(s)) {
     kernels().conv_direct(s, x, w, bias, relu, y, cache);
     return;

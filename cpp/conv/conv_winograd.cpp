@@ -48,13 +48,15 @@ constexpr int64_t kMinQuadProducts = int64_t(1) << 23;
 // (32 x 32 n=32, 56 x 56 n=8, 224 x 224 n=1) while the im2col route, packing into L2, kept its speed: left to it.
 constexpr int64_t kMinWeightTiles = 192;
 // The fused F(2x2, 3x3) forward (winograd_fused_forward) takes layers of kFusedChannels to 2 x kFusedChannels channels
-// and filters whose rows hold at least kFusedMinWidth outputs (rows of half a 16-float vector of tiles or more): there
-// the products as GEMMs (16 x 16 by 16 x tiles) are too small for the engine, and the direct kernels run at ~86% of
-// the FMA peak over 2.25x the multiplies. Both builds in one process, calls alternated, median of per-pair time
-// ratios, AMD Zen 4, forward, fused against the direct kernel, 1 / 2 threads: 16 channels at 32 x 32 n=128 1.22x /
-// 1.14-1.25x, 32 at 16 x 16 n=128 1.39x / 1.34-1.38x; n=1 1.12-1.28x / 0.75x (16) and 1.08-1.17x / 0.66x (32), the
-// filters transformed at every call (a frozen model keeps them: ResNet-20 inference n=1 1.20x / 1.07x, n=128 1.15x /
-// 1.17x). Applies on AVX2 and AVX-512 (the portable kernels keep the direct route).
+// and filters whose rows hold at least kFusedMinWidth outputs (half a 16-float vector of tiles or more), and of up to 4
+// x kFusedChannels on rows of 7 or 8 outputs (four tile rows a vector; ResNet-20's third stage, which the
+// filter-vector kernel ran): there the products as GEMMs (16 x 16 by 16 x tiles) are too small for the engine, and
+// the direct and filter-vector kernels do 2.25x the multiplies. Both builds in one process, calls alternated, median
+// of per-pair time ratios, AMD Zen 4, forward, fused against the route before, 1 / 2 threads: 16 channels at 32 x 32
+// n=128 1.22x / 1.14-1.25x, 32 at 16 x 16 n=128 1.39x / 1.34-1.38x, 64 at 8 x 8 n=128 1.41x / 1.40x; n=1, the
+// filters transformed at every call: 16 and 32 channels 1.08-1.28x / 1.56-1.65x, 64 channels 0.90x / 0.67x (a frozen
+// model keeps them: 1.38x / 1.0x). ResNet-20 inference, frozen: n=1 1.10x / 1.30x, n=128 1.13x / 1.14x; eval n=1
+// 0.98x / 1.06x. Applies on AVX2 and AVX-512 (the portable kernels keep the other routes).
 constexpr int64_t kFusedChannels = 16;
 constexpr int64_t kFusedMinWidth = 15;
 constexpr double kWeightWork = 0.5;
@@ -75,8 +77,9 @@ bool conv2d_winograd_weight_applies(const ConvShape& s) {
 
 bool conv2d_winograd_fused_applies(const ConvShape& s) {
   return s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 &&
-         s.groups == 1 && std::min(s.C, s.K) >= kFusedChannels && std::max(s.C, s.K) <= 2 * kFusedChannels &&
-         s.P >= 2 && s.Q >= kFusedMinWidth && s.pad_h <= 1 && s.pad_w <= 1;
+         s.groups == 1 && std::min(s.C, s.K) >= kFusedChannels && s.P >= 2 && s.pad_h <= 1 && s.pad_w <= 1 &&
+         ((std::max(s.C, s.K) <= 2 * kFusedChannels && s.Q >= kFusedMinWidth) ||
+          (std::max(s.C, s.K) <= 4 * kFusedChannels && (s.Q == 7 || s.Q == 8)));
 }
 
 int conv2d_winograd_tile(const ConvShape& s) {

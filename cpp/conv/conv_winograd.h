@@ -729,13 +729,14 @@ bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float*
   return true;
 }
 
-// The vector of lo's lanes, then hi's (two half vectors).
-template <int VL, typename Half>
-inline auto join_halves(Half lo, Half hi) {
-  if constexpr (VL == 16) {
+// The vector of lo's lanes, then hi's (two vectors of N / 2 floats; the type deduced: GCC 12 took a function
+// template's own vector typedefs for floats in __builtin_shufflevector).
+template <int N, typename Part>
+inline auto join_halves(Part lo, Part hi) {
+  if constexpr (N == 16) {
     return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   } else {
-    static_assert(VL == 8, "8 or 16 lanes");
+    static_assert(N == 8, "8 or 16 lanes");
     return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
   }
 }
@@ -749,11 +750,10 @@ void fused_filters(const ConvShape& s, const float* w, int64_t KP, float* U) {
   const int64_t C = s.C, K = s.K;
   const CachedBlock<float> regrouped(9 * C * KP);
   float* wt = regrouped.get();
-  std::fill(wt, wt + 9 * C * KP, 0.0f);
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t c = 0; c < C; ++c)
-      for (int m = 0; m < 9; ++m) wt[(c * 9 + m) * KP + k] = w[(k * C + c) * 9 + m];
-  for (int64_t c = 0; c < C; ++c)
+  parallel_for(C, threads_for(16 * C * KP * 4, 1 << 15), [&](int64_t c) {  // channels on the threads
+    std::fill(wt + c * 9 * KP, wt + (c + 1) * 9 * KP, 0.0f);
+    for (int m = 0; m < 9; ++m)  // written in order, w's lines for the channel read from L1 nine times (by filter,
+      for (int64_t k = 0; k < K; ++k) wt[(c * 9 + m) * KP + k] = w[(k * C + c) * 9 + m];  // 5x as long)
     for (int64_t k0 = 0; k0 < KP; k0 += VL) {
       vec g[9], t[4][3];
       for (int m = 0; m < 9; ++m) std::memcpy(&g[m], wt + (c * 9 + m) * KP + k0, sizeof(vec));
@@ -768,32 +768,37 @@ void fused_filters(const ConvShape& s, const float* w, int64_t KP, float* U) {
         for (int j = 0; j < 4; ++j) std::memcpy(U + ((i * 4 + j) * C + c) * KP + k0, &row[j], sizeof(vec));
       }
     }
+  });
 }
 
-// F(2x2, 3x3) fused, for layers of few channels and filters (conv2d_winograd_fused_applies: ResNet-20's 16 and 32),
+// F(2x2, 3x3) fused, for layers of few channels and filters (conv2d_winograd_fused_applies: ResNet-20's 16 to 64),
 // where the products as GEMMs (16 x 16 by 16 x tiles) are too small for the engine and V and M written for a block
-// and read back cost more than the multiplies saved. Each task (an image, or where images are fewer than threads, a
-// band of an image's tile rows) first copies the padded rows it reads, zero-padded, each row split by column parity
-// (padded column v of a row at (v % 2) * Wq + v / 2), so that the four columns of VL tiles' input tiles are four plain
-// loads. Then, per vector of tiles (G tile rows of L = VL / G tiles each: two tile rows where a row holds at most half
-// a vector of tiles), in L1: V[c][xi] = (B^T d B)[xi] for every channel, M[xi][k] = sum over c of U[xi][c][k]
-// V[c][xi] in registers (VL filters at a time, U broadcast), then y = A^T M A + bias, ReLU. Each output's sums are
-// formed in the same order whatever the thread count. Returns false, y unfinished, where x or w holds an infinity or a
-// NaN. Workspace: U (16 x C x K floats, K rounded up to VL; kept by the cache), and per task its rows' copy (at most
-// (H + 4) x (W + 4) x C floats) and V and M (16 x (C + K) vectors).
+// and read back cost more than the multiplies saved. Each task (an image; where images are fewer than threads, a band
+// of an image's tile rows; where those are fewer still, a run of the filters of a band) first copies the padded rows
+// it reads, zero-padded, each row split by column parity (padded column v of a row at (v % 2) * Wq + v / 2), so that
+// the four columns of VL tiles' input tiles are four plain loads. Then, per vector of tiles (G tile rows of L = VL / G
+// tiles each: two or four tile rows where a row holds at most half or a quarter of a vector of tiles), in L1 and L2:
+// V[xi][c] = (B^T d B)[xi] for every channel, M[xi][k] = sum over c of U[xi][c][k] V[xi][c] in registers (VL filters
+// at a time, U broadcast), then y = A^T M A + bias, ReLU. Each output's sums are formed in the same order whatever the
+// thread count. Returns false, y unfinished, where x or w holds an infinity or a NaN. Workspace: U (16 x C x K floats,
+// K rounded up to VL; kept by the cache) and the filters regrouped for it (9 x C x K), and per task its rows' copy (at
+// most (H + 4) x (W + 4) x C floats) and V and M (16 x (C + K + 2) vectors).
 constexpr int64_t kSplitAhead = 1024;  // floats ahead of the image row being copied, prefetched (else its misses: 20%)
-template <int VL>
-bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
-                            ConvWeightCache* cache) {
+template <int VL, int G>
+bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                           ConvWeightCache* cache) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   typedef float half __attribute__((vector_size(2 * VL)));
+  typedef float quarter __attribute__((vector_size(VL)));
   typedef WinogradTile<2> Tile;
-  constexpr int KB = VL;  // filters a block of accumulators
+  constexpr int KB = VL, L = VL / G;  // filters a block of accumulators, tiles a lane group
   const int64_t C = s.C, K = s.K, KP = (K + KB - 1) / KB * KB, H = s.H, W = s.W, P = s.P, Q = s.Q;
   const int64_t th = (P + 1) / 2, tw = (Q + 1) / 2;
-  const int G = 2 * tw <= VL ? 2 : 1, L = VL / G;
   const int64_t chunks = (tw + L - 1) / L, vector_rows = (th + G - 1) / G;
   const int64_t Wq = chunks * L + 1, row_floats = 2 * Wq;
+  // V[xi][c] and M[xi][k], positions VS and MS vectors apart (one more than C and KP: 1 or 4 KiB apart, the 16
+  // positions of a channel or filter fell into few cache sets)
+  const int64_t VS = C + 1, MS = KP + 1;
   if (any_non_finite(w, K * C * 9)) return false;
   const auto transform = [&](float* U) { fused_filters<VL>(s, w, KP, U); };
   ConvWeightCache::Packed kept;
@@ -834,9 +839,9 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
     return true;
   };
   // G tile rows from vr * G on, tiles of chunk `chunk`, of image n (its padded rows from r0 on in xs, split_rows);
-  // V and M: 16 x C and KP vectors
+  // V and M: 16 x VS and MS vectors
   const auto vector_of_tiles = [&](int64_t n, const float* xs, int64_t band_plane, int64_t r0, int64_t vr,
-                                   int64_t chunk, vec* V, vec* M) {
+                                   int64_t chunk, int64_t k_lo, int64_t k_hi, vec* V, vec* M) {
     const int64_t t0 = chunk * L;
     for (int64_t c = 0; c < C; ++c) {
       const float* xc = xs + c * band_plane + (2 * vr * G - r0) * row_floats + t0;
@@ -847,13 +852,21 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
 #pragma GCC unroll 4
         for (int q = 0; q < 4; ++q) {  // padded columns 2 t + q: phase q % 2, index t + q / 2
           const int64_t at = r * row_floats + (q % 2) * Wq + q / 2;
-          if (G == 1) {
-            std::memcpy(&d[q], xc + at, sizeof(vec));
-          } else {  // lanes of the second tile row: two padded rows down
+          const float* at_g = xc + at;  // group g's tile row: 2 g padded rows down
+          if constexpr (G == 1) {
+            std::memcpy(&d[q], at_g, sizeof(vec));
+          } else if constexpr (G == 2) {
             half lo, hi;
-            std::memcpy(&lo, xc + at, sizeof(half));
-            std::memcpy(&hi, xc + at + 2 * row_floats, sizeof(half));
+            std::memcpy(&lo, at_g, sizeof(half));
+            std::memcpy(&hi, at_g + 2 * row_floats, sizeof(half));
             d[q] = join_halves<VL>(lo, hi);
+          } else {
+            quarter g0, g1, g2, g3;
+            std::memcpy(&g0, at_g, sizeof(quarter));
+            std::memcpy(&g1, at_g + 2 * row_floats, sizeof(quarter));
+            std::memcpy(&g2, at_g + 4 * row_floats, sizeof(quarter));
+            std::memcpy(&g3, at_g + 6 * row_floats, sizeof(quarter));
+            d[q] = join_halves<VL>(join_halves<VL / 2>(g0, g1), join_halves<VL / 2>(g2, g3));
           }
         }
         Tile::input(d, hb[r]);
@@ -865,29 +878,29 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
         for (int r = 0; r < 4; ++r) col[r] = hb[r][j];
         Tile::input(col, out);
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) V[c * 16 + i * 4 + j] = out[i];
+        for (int i = 0; i < 4; ++i) V[(i * 4 + j) * VS + c] = out[i];
       }
     }
     for (int xi = 0; xi < 16; ++xi)
-      for (int64_t k0 = 0; k0 < KP; k0 += KB) {
+      for (int64_t k0 = k_lo; k0 < k_hi; k0 += KB) {
         vec acc[KB];
 #pragma GCC unroll 16
         for (int j = 0; j < KB; ++j) acc[j] = vec{};
         const float* u = U + xi * C * KP + k0;
         for (int64_t c = 0; c < C; ++c) {
-          const vec v = V[c * 16 + xi];
+          const vec v = V[xi * VS + c];
 #pragma GCC unroll 16
           for (int j = 0; j < KB; ++j) acc[j] += u[c * KP + j] * v;
         }
 #pragma GCC unroll 16
-        for (int j = 0; j < KB; ++j) M[xi * KP + k0 + j] = acc[j];
+        for (int j = 0; j < KB; ++j) M[xi * MS + k0 + j] = acc[j];
       }
-    for (int64_t k = 0; k < K; ++k) {
+    for (int64_t k = k_lo; k < std::min(K, k_hi); ++k) {
       const float b = bias ? bias[k] : 0.0f;
       vec at[2][4];  // at[e][j]: row e of A^T M, column j
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
-        const vec col[4] = {M[j * KP + k], M[(4 + j) * KP + k], M[(8 + j) * KP + k], M[(12 + j) * KP + k]};
+        const vec col[4] = {M[j * MS + k], M[(4 + j) * MS + k], M[(8 + j) * MS + k], M[(12 + j) * MS + k]};
         vec out[2];
         Tile::output(col, out);
         at[0][j] = out[0];
@@ -902,32 +915,37 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
           phase[q] += b;
           if (relu) phase[q] = relu_keep_nan_lanes<VL>(phase[q]);
         }
-        interleave<VL>(phase[0], phase[1], out[0], out[1]);  // G == 2: out[g] is tile row vr * G + g's
+        interleave<VL>(phase[0], phase[1], out[0], out[1]);  // group g's 2L outputs: out[g * 2 / G], from lane g * 2L
         const int64_t left = Q - 2 * t0;
         for (int g = 0; g < G; ++g) {
           const int64_t p = 2 * (vr * G + g) + e;
           if (p >= P) break;
           float* dst = y + ((n * K + k) * P + p) * Q + 2 * t0;
-          if (G == 1) {
+          if constexpr (G == 1) {
             store_first<VL>(dst, out[0], std::min<int64_t>(VL, left));
             if (left > VL) store_first<VL>(dst + VL, out[1], std::min<int64_t>(VL, left - VL));
           } else {
-            store_first<VL>(dst, out[g], std::min<int64_t>(VL, left));
+            store_group<VL, 2 * L>(dst, out[g * 2 / G], (g * 2 % G) * L, std::min<int64_t>(2 * L, left));
           }
         }
       }
     }
   };
   // tasks: whole images, or where there are fewer images than threads, bands of each image's vector rows (each task
-  // copies the padded rows its band reads)
-  const int nt = threads_for(s.N * K * C * P * Q);
+  // copies the padded rows its band reads), and where those are fewer still, runs of each band's blocks of filters
+  // (each transforming the band's inputs)
+  const int nt = threads_for(s.N * K * C * P * Q * 9);  // as the direct kernels count their work
   const int64_t bands = std::min<int64_t>(vector_rows, (nt + s.N - 1) / s.N), band_rows = (vector_rows + bands - 1) / bands;
-  parallel_for(s.N * bands, nt, [&](int64_t task) {
+  const int64_t k_parts = std::min<int64_t>(KP / KB, (nt + s.N * bands - 1) / (s.N * bands));
+  const int64_t part_blocks = (KP / KB + k_parts - 1) / k_parts;
+  parallel_for(s.N * bands * k_parts, nt, [&](int64_t task) {
     if (non_finite.load(std::memory_order_relaxed)) return;
-    const int64_t n = task / bands, vr0 = task % bands * band_rows, vr1 = std::min(vector_rows, vr0 + band_rows);
-    if (vr0 >= vr1) return;
+    const int64_t n = task / (bands * k_parts), band = task / k_parts % bands, part = task % k_parts;
+    const int64_t vr0 = band * band_rows, vr1 = std::min(vector_rows, vr0 + band_rows);
+    const int64_t k_lo = part * part_blocks * KB, k_hi = std::min(KP, k_lo + part_blocks * KB);
+    if (vr0 >= vr1 || k_lo >= k_hi) return;
     const int64_t r0 = 2 * vr0 * G, r1 = 2 * vr1 * G + 2;
-    const CachedBlock<float> xs(C * (r1 - r0) * row_floats), work(16 * (C + KP) * VL);
+    const CachedBlock<float> xs(C * (r1 - r0) * row_floats), work(16 * (VS + MS) * VL);
     if (!split_rows(n, r0, r1, xs.get())) {
       non_finite.store(true, std::memory_order_relaxed);
       return;
@@ -935,9 +953,21 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
     vec* V = reinterpret_cast<vec*>(work.get());
     for (int64_t vr = vr0; vr < vr1; ++vr)
       for (int64_t chunk = 0; chunk < chunks; ++chunk)
-        vector_of_tiles(n, xs.get(), (r1 - r0) * row_floats, r0, vr, chunk, V, V + 16 * C);
+        vector_of_tiles(n, xs.get(), (r1 - r0) * row_floats, r0, vr, chunk, k_lo, k_hi, V, V + 16 * VS);
   }, Schedule::as_free);
   return !non_finite;
+}
+
+// Lane groups: G tile rows a vector where rows hold at most VL / G tiles (up to 4).
+template <int VL>
+bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                            ConvWeightCache* cache) {
+  const int64_t tw = (s.Q + 1) / 2;
+  if constexpr (VL == 16) {
+    if (4 * tw <= VL) return winograd_fused_groups<VL, 4>(s, x, w, bias, relu, y, cache);
+  }
+  if (2 * tw <= VL) return winograd_fused_groups<VL, 2>(s, x, w, bias, relu, y, cache);
+  return winograd_fused_groups<VL, 1>(s, x, w, bias, relu, y, cache);
 }
 
 // conv2d_forward_winograd_<isa> (conv.h), VL floats a vector: the fused kernel where it applies (AVX2, AVX-512),

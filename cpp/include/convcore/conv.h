@@ -64,7 +64,7 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // Fast float32 kernels: blocked im2col on the SGEMM engine. The im2col columns of one block of output pixels are packed
 // straight into the engine's B panels (Im2col as a BPanelSource), so the (C*R*S) x (P*Q) matrix is never materialised;
 // 1x1 stride-1 unpadded convolutions use the input itself as B. Forward layers with few taps and filters run the direct
-// kernel instead (see conv2d_direct_applies), 3x3 stride-1 ones of 16 to 32 channels and filters Winograd F(2x2, 3x3)
+// kernel instead (see conv2d_direct_applies), 3x3 stride-1 ones of 16 to 64 channels and filters Winograd F(2x2, 3x3)
 // fused in L1 (conv2d_winograd_fused_applies), larger 3x3 stride-1 ones Winograd F(2x2, 3x3) or F(4x4, 3x3) on the
 // engine (conv2d_winograd_applies). Horizontally strided layers whose im2col reads each input element at least 4 times (7x7/2,
 // 11x11/4) pack from a zero-padded copy of the image with each row split by phase modulo the stride, so every packed
@@ -241,8 +241,8 @@ bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, 
 // (ConvWeightCache; the weights must then be finite).
 bool conv2d_winograd_applies(const ConvShape& s);
 // Where the Winograd kernel of an ISA with vectors of 8 or 16 floats runs its fused F(2x2, 3x3) instead: 16 to 32
-// channels and filters, rows of at least 15 outputs, padding at most 1 (conv_winograd.cpp); the forward route
-// (conv2d_forward_fast) takes it before the direct kernels.
+// channels and filters on rows of at least 15 outputs, or up to 64 on rows of 7 or 8, padding at most 1
+// (conv_winograd.cpp); the forward route (conv2d_forward_fast) takes it before the filter-vector and direct kernels.
 bool conv2d_winograd_fused_applies(const ConvShape& s);
 // The output tile the Winograd convolution takes for s where it applies: 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)).
 int conv2d_winograd_tile(const ConvShape& s);
