@@ -757,6 +757,7 @@ FUSED_WINOGRAD_CASES = [
     (2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),     # its third stage: 4 tiles a row, four tile rows a vector on AVX-512
     (1, 48, 7, 7, 64, 3, 3, 1, 1, 1, 1),     # 7 x 7: overhanging tiles; one image's filters split over the threads
     (3, 16, 9, 8, 40, 3, 3, 1, (0, 1), 1, 1),   # 7 x 8 outputs, 40 filters (a partial block of 16 or 8)
+    (2, 16, 8, 8, 32, 3, 3, 1, 1, 1, 1),     # the filter-vector kernel's block (32 filters) is the fused kernel's key
 ]
 
 
@@ -771,10 +772,11 @@ def _widened(x, w):
 
 @pytest.mark.parametrize("case", FUSED_WINOGRAD_CASES, ids=str)
 def test_fused_winograd_forward(isa, rng, case):
-    # 3x3 layers of 16 to 32 channels and filters with rows of at least 15 outputs run the fused F(2x2, 3x3) kernel on
-    # AVX2 and AVX-512 (the direct kernels on the portable ISA): exact on small integers with the bias and ReLU, and
-    # its input gradient by the transposed route; within 1e-6 of the sum of |x| |w| on floats; the same bits at 1, 2
-    # and 3 threads, for an image alone or in the batch, and whether or not a frozen model keeps its filters
+    # 3x3 layers of 16 to 32 channels and filters with rows of at least 15 outputs, or up to 64 on rows of 7 or 8, run
+    # the fused F(2x2, 3x3) kernel on AVX2 and AVX-512 (other routes on the portable ISA): exact on small integers with
+    # the bias and ReLU, and its input gradient by the transposed route; within 1e-6 of the sum of |x| |w| on floats;
+    # the same bits at 1, 2 and 3 threads, for an image alone or in the batch, and whether or not a frozen model keeps
+    # its filters
     x, w, b, kw = _arrays(rng, case, integer=True)
     want = ref.conv2d(x, w, b, **kw)
     for relu in ("relu", None):
@@ -811,6 +813,9 @@ def test_fused_winograd_forward(isa, rng, case):
             _same_non_finite(got, want)
             finite = np.isfinite(want)
             np.testing.assert_allclose(got[finite], want[finite], rtol=0, atol=1e-6 * scale)
+        # the frozen model (its filters kept for the fused kernel) on the other route and back: the functional bits
+        assert np.array_equal(frozen(x_bad), F.conv2d(x_bad, w, b, **kw), equal_nan=True)
+        assert np.array_equal(frozen(x), y)
 
 
 ROW_WINOGRAD_CASES = [

@@ -477,8 +477,13 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     conv2d_forward_depthwise(s, x, w, bias, relu, y);
     return;
   }
-  // 16 to 64 channels and filters (ResNet-20's): the fused Winograd kernel on AVX2 and AVX-512 (false: another route)
-  if (conv2d_winograd_fused_applies(s) && kernels().conv_winograd(s, 2, x, w, bias, relu, y, cache)) return;
+  // 16 to 64 channels and filters (ResNet-20's): the fused Winograd kernel on AVX2 and AVX-512. Where it declines (x
+  // holds an infinity or a NaN) the route below runs without the cache, which holds the fused kernel's filters (a
+  // block width of the direct kernels' may equal its key).
+  if (kernels().conv_winograd_fused && conv2d_winograd_fused_applies(s)) {
+    if (kernels().conv_winograd_fused(s, x, w, bias, relu, y, cache)) return;
+    cache = nullptr;
+  }
   if (!is_pointwise(s) && kernels().conv_filter_vector_forward(s, x, w, bias, relu, y, cache)) return;
   if (conv2d_direct_applies(s)) {
     kernels().conv_direct(s, x, w, bias, relu, y, cache);

@@ -774,15 +774,16 @@ void fused_filters(const ConvShape& s, const float* w, int64_t KP, float* U) {
 // F(2x2, 3x3) fused, for layers of few channels and filters (conv2d_winograd_fused_applies: ResNet-20's 16 to 64),
 // where the products as GEMMs (16 x 16 by 16 x tiles) are too small for the engine and V and M written for a block
 // and read back cost more than the multiplies saved. Each task (an image; where images are fewer than threads, a band
-// of an image's tile rows; where those are fewer still, a run of the filters of a band) first copies the padded rows
+// of an image's vector rows; where those are fewer still, a run of the filters of a band) first copies the padded rows
 // it reads, zero-padded, each row split by column parity (padded column v of a row at (v % 2) * Wq + v / 2), so that
 // the four columns of VL tiles' input tiles are four plain loads. Then, per vector of tiles (G tile rows of L = VL / G
 // tiles each: two or four tile rows where a row holds at most half or a quarter of a vector of tiles), in L1 and L2:
 // V[xi][c] = (B^T d B)[xi] for every channel, M[xi][k] = sum over c of U[xi][c][k] V[xi][c] in registers (VL filters
 // at a time, U broadcast), then y = A^T M A + bias, ReLU. Each output's sums are formed in the same order whatever the
-// thread count. Returns false, y unfinished, where x or w holds an infinity or a NaN. Workspace: U (16 x C x K floats,
-// K rounded up to VL; kept by the cache) and the filters regrouped for it (9 x C x K), and per task its rows' copy (at
-// most (H + 4) x (W + 4) x C floats) and V and M (16 x (C + K + 2) vectors).
+// thread count. Returns false, y unfinished, where x or w holds an infinity or a NaN. Workspace, with KP the filters
+// rounded up to VL: U (16 x C x KP floats; kept by the cache) and the filters regrouped for it (9 x C x KP), and per
+// task the copy of its rows (C x (2 x its vector rows x G + 2) rows of 2 x (ceil(tw / L) x L + 1) floats, tw = ceil(Q /
+// 2) tiles a row) and V and M (16 x (C + KP + 2) vectors).
 constexpr int64_t kSplitAhead = 1024;  // floats ahead of the image row being copied, prefetched (else its misses: 20%)
 template <int VL, int G>
 bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
@@ -799,7 +800,7 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
   // V[xi][c] and M[xi][k], positions VS and MS vectors apart (one more than C and KP: 1 or 4 KiB apart, the 16
   // positions of a channel or filter fell into few cache sets)
   const int64_t VS = C + 1, MS = KP + 1;
-  if (any_non_finite(w, K * C * 9)) return false;
+  if (!cache && any_non_finite(w, K * C * 9)) return false;  // a cache is given finite weights only (conv.h)
   const auto transform = [&](float* U) { fused_filters<VL>(s, w, KP, U); };
   ConvWeightCache::Packed kept;
   if (cache) kept = cache->get(KP, 16 * C * KP, transform);
@@ -935,7 +936,8 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
   // copies the padded rows its band reads), and where those are fewer still, runs of each band's blocks of filters
   // (each transforming the band's inputs)
   const int nt = threads_for(s.N * K * C * P * Q * 9);  // as the direct kernels count their work
-  const int64_t bands = std::min<int64_t>(vector_rows, (nt + s.N - 1) / s.N), band_rows = (vector_rows + bands - 1) / bands;
+  const int64_t bands = std::min<int64_t>(vector_rows, (nt + s.N - 1) / s.N);
+  const int64_t band_rows = (vector_rows + bands - 1) / bands;
   const int64_t k_parts = std::min<int64_t>(KP / KB, (nt + s.N * bands - 1) / (s.N * bands));
   const int64_t part_blocks = (KP / KB + k_parts - 1) / k_parts;
   parallel_for(s.N * bands * k_parts, nt, [&](int64_t task) {
@@ -958,7 +960,8 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
   return !non_finite;
 }
 
-// Lane groups: G tile rows a vector where rows hold at most VL / G tiles (up to 4).
+// conv2d_forward_winograd_fused_<isa> (conv.h), VL = 8 or 16 floats a vector, in lane groups: G tile rows a vector
+// where rows hold at most VL / G tiles (up to 4).
 template <int VL>
 bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                             ConvWeightCache* cache) {
@@ -970,14 +973,10 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
   return winograd_fused_groups<VL, 1>(s, x, w, bias, relu, y, cache);
 }
 
-// conv2d_forward_winograd_<isa> (conv.h), VL floats a vector: the fused kernel where it applies (AVX2, AVX-512),
-// else F(4x4, 3x3) where tile is 4, else F(2x2, 3x3).
+// conv2d_forward_winograd_<isa> (conv.h), VL floats a vector: F(4x4, 3x3) where tile is 4, else F(2x2, 3x3).
 template <int VL>
 bool winograd_forward(const ConvShape& s, int tile, const float* x, const float* w, const float* bias, bool relu,
                       float* y, ConvWeightCache* cache) {
-  if constexpr (VL >= 8) {
-    if (conv2d_winograd_fused_applies(s)) return winograd_fused_forward<VL>(s, x, w, bias, relu, y, cache);
-  }
   return tile == 4 ? winograd_forward_tiles<VL, 4>(s, x, w, bias, relu, y, cache)
                    : winograd_forward_tiles<VL, 2>(s, x, w, bias, relu, y, cache);
 }

@@ -1,11 +1,15 @@
-// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution and F(2x2, 3x3) weight gradient, AVX-512: 16-float vectors
-// in the transforms.
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution, the fused F(2x2, 3x3) forward and the F(2x2, 3x3) weight
+// gradient, AVX-512: 16-float vectors in the transforms.
 #include "conv_winograd.h"
 
 namespace convcore {
 bool conv2d_forward_winograd_avx512(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
                                     bool relu, float* y, ConvWeightCache* cache) {
   return winograd_forward<16>(s, tile, x, w, bias, relu, y, cache);
+}
+bool conv2d_forward_winograd_fused_avx512(const ConvShape& s, const float* x, const float* w, const float* bias,
+                                          bool relu, float* y, ConvWeightCache* cache) {
+  return winograd_fused_forward<16>(s, x, w, bias, relu, y, cache);
 }
 bool conv2d_backward_weight_winograd_avx512(const ConvShape& s, const float* dy, const float* x, float* dw) {
   return winograd_weight<16>(s, dy, x, dw);

@@ -66,8 +66,8 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // 1x1 stride-1 unpadded convolutions use the input itself as B. Forward layers with few taps and filters run the direct
 // kernel instead (see conv2d_direct_applies), 3x3 stride-1 ones of 16 to 64 channels and filters Winograd F(2x2, 3x3)
 // fused in L1 (conv2d_winograd_fused_applies), larger 3x3 stride-1 ones Winograd F(2x2, 3x3) or F(4x4, 3x3) on the
-// engine (conv2d_winograd_applies). Horizontally strided layers whose im2col reads each input element at least 4 times (7x7/2,
-// 11x11/4) pack from a zero-padded copy of the image with each row split by phase modulo the stride, so every packed
+// engine (conv2d_winograd_applies). Horizontally strided layers whose im2col reads each input element at least 4 times
+// (7x7/2, 11x11/4) pack from a zero-padded copy of the image with each row split by phase modulo the stride, so every packed
 // run is consecutive floats. Stride-1 input gradients run as a forward convolution of dy with the flipped,
 // channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the GEMM + col2im
 // route's columns; the others by GEMM + col2im. The weight gradient multiplies dY by the transposed im2col, whose
@@ -240,10 +240,19 @@ bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, 
 // NaN): the caller computes y another way. cache, where not null, keeps the transformed filters from call to call
 // (ConvWeightCache; the weights must then be finite).
 bool conv2d_winograd_applies(const ConvShape& s);
-// Where the Winograd kernel of an ISA with vectors of 8 or 16 floats runs its fused F(2x2, 3x3) instead: 16 to 32
-// channels and filters on rows of at least 15 outputs, or up to 64 on rows of 7 or 8, padding at most 1
-// (conv_winograd.cpp); the forward route (conv2d_forward_fast) takes it before the filter-vector and direct kernels.
+// Winograd F(2x2, 3x3) fused in L1 and L2 (conv_winograd.h, AVX2 and AVX-512 only: the table's entry is null for the
+// portable kernels) where conv2d_winograd_fused_applies: 16 to 32 channels and filters on rows of at least 15 outputs,
+// or up to 64 on rows of 7 or 8, padding at most 1 (conv_winograd.cpp); the forward route (conv2d_forward_fast) takes
+// it before the filter-vector and direct kernels. Exact on small-integer data; results do not depend on the thread
+// count. Returns false, y unfinished, where x or w holds an infinity or a NaN. cache as for conv2d_winograd_applies's
+// kernel (its key: the filters rounded up to a vector).
 bool conv2d_winograd_fused_applies(const ConvShape& s);
+using ConvWinogradFusedKernel = bool (*)(const ConvShape& s, const float* x, const float* w, const float* bias,
+                                         bool relu, float* y, ConvWeightCache* cache);
+bool conv2d_forward_winograd_fused_avx2(const ConvShape& s, const float* x, const float* w, const float* bias,
+                                        bool relu, float* y, ConvWeightCache* cache);
+bool conv2d_forward_winograd_fused_avx512(const ConvShape& s, const float* x, const float* w, const float* bias,
+                                          bool relu, float* y, ConvWeightCache* cache);
 // The output tile the Winograd convolution takes for s where it applies: 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)).
 int conv2d_winograd_tile(const ConvShape& s);
 using ConvWinogradKernel = bool (*)(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,

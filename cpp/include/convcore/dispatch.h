@@ -35,6 +35,7 @@ struct KernelTable {
   ConvFilterVectorWeightKernel conv_filter_vector_weight;
   ConvChannelVectorBackwardKernel conv_channel_vector_backward;
   ConvWinogradKernel conv_winograd;
+  ConvWinogradFusedKernel conv_winograd_fused;  // null for the portable kernels
   ConvWinogradWeightKernel conv_winograd_weight;
   BatchNormRowKernels batch_norm_rows;
   OptimKernels optim;
