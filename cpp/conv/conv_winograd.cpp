@@ -47,6 +47,7 @@ constexpr int64_t kMinQuadProducts = int64_t(1) << 23;
 // products per element, and in minutes when the machine's neighbours slowed memory the forward+backward went 0.70-0.75x
 // (32 x 32 n=32, 56 x 56 n=8, 224 x 224 n=1) while the im2col route, packing into L2, kept its speed: left to it.
 constexpr int64_t kMinWeightTiles = 192;
+constexpr double kWeightWork = 0.5;
 // The fused F(2x2, 3x3) forward (winograd_fused_forward) takes layers of kFusedChannels to 2 x kFusedChannels channels
 // and filters whose rows hold at least kFusedMinWidth outputs (half a 16-float vector of tiles or more), and of up to 4
 // x kFusedChannels on rows of 7 or 8 outputs (four tile rows a vector; ResNet-20's third stage, which the
@@ -59,7 +60,6 @@ constexpr int64_t kMinWeightTiles = 192;
 // 0.98x / 1.06x. Applies on AVX2 and AVX-512 (the portable kernels keep the other routes).
 constexpr int64_t kFusedChannels = 16;
 constexpr int64_t kFusedMinWidth = 15;
-constexpr double kWeightWork = 0.5;
 }  // namespace
 
 bool conv2d_winograd_applies(const ConvShape& s) {

@@ -26,12 +26,14 @@ const KernelTable& table_for(Isa isa) {
       {Isa::avx2, gemm_kernels_avx2(), pool_kernels_avx2(), conv2d_direct_forward_avx2,
        conv2d_direct_backward_weight_avx2, conv2d_filter_vector_forward_avx2,
        conv2d_filter_vector_weight_avx2, conv2d_channel_vector_backward_avx2,
-       conv2d_forward_winograd_avx2, conv2d_forward_winograd_fused_avx2, conv2d_backward_weight_winograd_avx2,
+       conv2d_forward_winograd_avx2, conv2d_forward_winograd_fused_avx2,
+       conv2d_backward_weight_winograd_avx2,
        batch_norm_row_kernels_avx2(), optim_kernels_avx2()},
       {Isa::avx512, gemm_kernels_avx512(), pool_kernels_avx512(), conv2d_direct_forward_avx512,
        conv2d_direct_backward_weight_avx512, conv2d_filter_vector_forward_avx512,
        conv2d_filter_vector_weight_avx512, conv2d_channel_vector_backward_avx512,
-       conv2d_forward_winograd_avx512, conv2d_forward_winograd_fused_avx512, conv2d_backward_weight_winograd_avx512,
+       conv2d_forward_winograd_avx512, conv2d_forward_winograd_fused_avx512,
+       conv2d_backward_weight_winograd_avx512,
        batch_norm_row_kernels_avx512(), optim_kernels_avx512()},
   };
   return tables[static_cast<int>(isa)];

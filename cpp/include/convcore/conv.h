@@ -67,8 +67,8 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // kernel instead (see conv2d_direct_applies), 3x3 stride-1 ones of 16 to 64 channels and filters Winograd F(2x2, 3x3)
 // fused in L1 (conv2d_winograd_fused_applies), larger 3x3 stride-1 ones Winograd F(2x2, 3x3) or F(4x4, 3x3) on the
 // engine (conv2d_winograd_applies). Horizontally strided layers whose im2col reads each input element at least 4 times
-// (7x7/2, 11x11/4) pack from a zero-padded copy of the image with each row split by phase modulo the stride, so every packed
-// run is consecutive floats. Stride-1 input gradients run as a forward convolution of dy with the flipped,
+// (7x7/2, 11x11/4) pack from a zero-padded copy of the image with each row split by phase modulo the stride, so every
+// packed run is consecutive floats. Stride-1 input gradients run as a forward convolution of dy with the flipped,
 // channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the GEMM + col2im
 // route's columns; the others by GEMM + col2im. The weight gradient multiplies dY by the transposed im2col, whose
 // panels the ISA's transposing packer writes from consecutive runs of a phase-split, zero-padded copy of the image (of
