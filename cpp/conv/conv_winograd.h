@@ -811,8 +811,9 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
   // padded rows [r0, r1) of image n, column-split, into xs (channel c's at c * band_plane, row r at (r - r0) *
   // row_floats); returns false where they hold an infinity or a NaN
   const auto split_rows = [&](int64_t n, int64_t r0, int64_t r1, float* xs) {
+    typedef uint32_t uvec __attribute__((vector_size(4 * VL)));
     const int64_t band_plane = (r1 - r0) * row_floats;
-    vec check{};  // image floats times 0: NaN where one is infinite or NaN
+    uvec carries{};  // the image floats' exponent_carry, ORed
     for (int64_t c = 0; c < C; ++c)
       for (int64_t r = r0; r < r1; ++r) {
         float* row = xs + c * band_plane + (r - r0) * row_floats;
@@ -824,7 +825,10 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
         for (int64_t u0 = 0; u0 < W; u0 += 2 * VL) {
           const vec a = load_first<VL, vec>(src + u0, std::clamp<int64_t>(W - u0, 0, VL));
           const vec b = load_first<VL, vec>(src + u0 + VL, std::clamp<int64_t>(W - u0 - VL, 0, VL));
-          check += a * 0.0f + b * 0.0f;
+          uvec bits_a, bits_b;
+          std::memcpy(&bits_a, &a, sizeof(vec));
+          std::memcpy(&bits_b, &b, sizeof(vec));
+          carries |= exponent_carry_lanes<VL>(bits_a) | exponent_carry_lanes<VL>(bits_b);
           vec even, odd;  // image columns u0, u0 + 2, ... and u0 + 1, u0 + 3, ...
           split_even_odd<VL>(a, b, even, odd);
           const int64_t v = u0 + s.pad_w;  // the padded column of image column u0
@@ -833,11 +837,9 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
           if (odds > 0) store_first<VL>(row + ((v + 1) % 2) * Wq + (v + 1) / 2, odd, odds);
         }
       }
-    float lanes[VL];
-    std::memcpy(lanes, &check, sizeof(lanes));
-    for (int j = 0; j < VL; ++j)
-      if (lanes[j] != 0.0f) return false;
-    return true;
+    uint32_t lanes[VL];
+    std::memcpy(lanes, &carries, sizeof(lanes));
+    return std::none_of(lanes, lanes + VL, [](uint32_t c) { return (c & 0x80000000u) != 0; });
   };
   // G tile rows from vr * G on, tiles of chunk `chunk`, of image n (its padded rows from r0 on in xs, split_rows);
   // V and M: 16 x VS and MS vectors
@@ -852,8 +854,7 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
         vec d[4];
 #pragma GCC unroll 4
         for (int q = 0; q < 4; ++q) {  // padded columns 2 t + q: phase q % 2, index t + q / 2
-          const int64_t at = r * row_floats + (q % 2) * Wq + q / 2;
-          const float* at_g = xc + at;  // group g's tile row: 2 g padded rows down
+          const float* at_g = xc + r * row_floats + (q % 2) * Wq + q / 2;  // group g's tile row: 2 g rows down
           if constexpr (G == 1) {
             std::memcpy(&d[q], at_g, sizeof(vec));
           } else if constexpr (G == 2) {
