@@ -818,6 +818,64 @@ def test_fused_winograd_forward(isa, rng, case):
         assert np.array_equal(frozen(x), y)
 
 
+FUSED_WINOGRAD_WEIGHT_CASES = [
+    (2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),   # ResNet-20's first stage: groups of 4 tile rows of 16 tiles
+    (4, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),   # its second stage: an image a group
+    (16, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),    # its third stage: 4 images a group, 8 image chunks of 2
+    (4, 20, 17, 15, 24, 3, 3, 1, 1, 1, 1),   # odd rows and columns (overhanging tiles), channels and filters in part
+    (3, 16, 13, 33, 32, 3, 3, 1, 0, 1, 1),   # no padding: 11 x 31 outputs, groups of 4 tile rows of 16 (64)
+    (1, 17, 40, 40, 33, 3, 3, 1, (1, 0), 1, 1),  # uneven padding, 17 channels and 33 filters (a vector and one)
+    (16, 48, 7, 7, 64, 3, 3, 1, 1, 1, 1),    # 7 x 7
+    (3, 16, 20, 20, 16, 3, 3, 1, 2, 1, 1),   # padding 2
+    (9, 16, 12, 12, 16, 3, 3, 1, 1, 1, 1),   # 9 images: chunks of 1 and 2
+    (1, 16, 8, 140, 16, 3, 3, 1, 1, 1, 1),   # rows of 70 tiles: a group of one tile row
+]
+
+
+@pytest.mark.parametrize("case", FUSED_WINOGRAD_WEIGHT_CASES, ids=str)
+def test_fused_winograd_weight(isa, rng, case):
+    # the weight gradients of 3x3 stride-1 layers of 16 to 64 channels and filters with at least 256 2x2 output tiles
+    # run the fused F(2x2, 3x3) kernel on AVX2 and AVX-512 (other routes on the portable ISA), the bias gradient in
+    # the same pass: exact on small integers; within 1e-6 of the sum of |dy| |x| on floats; the same bits at 1, 2 and
+    # 3 threads; db the bits of the other routes'
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    dy = rng.integers(-3, 4, ref.conv2d(x, w, b, **kw).shape).astype(np.float32)
+    for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
+        assert np.array_equal(got, want)
+    x, w, b, kw = _arrays(rng, case)
+    dy = rng.standard_normal(dy.shape).astype(np.float32)
+    with cc.threads(2):
+        _, dw, db = F.conv2d_backward(dy, x, w, **kw, input_grad=False)
+    f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
+    scale = ref.conv2d_backward(*f64(np.abs(dy), np.abs(x), w), **kw)[1].max()
+    _, dw64, db64 = ref.conv2d_backward(*f64(dy, x, w), **kw)
+    assert np.abs(dw - dw64).max() <= 1e-6 * scale
+    for n in (1, 3):
+        with cc.threads(n):
+            _, dw_n, db_n = F.conv2d_backward(dy, x, w, **kw, input_grad=False)
+        assert np.array_equal(dw_n, dw) and np.array_equal(db_n, db), n
+    # the route: Winograd rounds otherwise than the direct sum of the layer widened with zero channels (72: more than
+    # the fused kernel takes)
+    widen = ((0, 0), (0, 72 - x.shape[1]), (0, 0), (0, 0))
+    _, dw_direct, db_direct = F.conv2d_backward(dy, np.pad(x, widen), np.pad(w, widen), **kw, input_grad=False)
+    assert np.array_equal(db_direct, db)
+    if isa != "scalar":
+        assert not np.array_equal(dw_direct[:, :x.shape[1]], dw)
+    np.testing.assert_allclose(dw_direct[:, :x.shape[1]], dw, rtol=0, atol=1e-6 * scale)
+    # a non-finite value in x or dy (inf - inf would give NaN): another route, non-finite gradients exactly where the
+    # float64 reference has them
+    for value in (np.inf, -np.inf, np.nan):
+        x_bad, dy_bad = x.copy(), dy.copy()
+        x_bad[-1, 1, 4, 5], dy_bad[0, 2, 3, 1] = value, value
+        for xb, dyb in ((x_bad, dy), (x, dy_bad)):
+            _, dw_bad, db_bad = F.conv2d_backward(dyb, xb, w, **kw, input_grad=False)
+            _, dw_want, db_want = ref.conv2d_backward(*f64(dyb, xb, w), **kw)
+            _same_non_finite(dw_bad, dw_want)
+            _same_non_finite(db_bad, db_want)
+            finite = np.isfinite(dw_want)
+            np.testing.assert_allclose(dw_bad[finite], dw_want[finite], rtol=0, atol=1e-6 * scale)
+
+
 ROW_WINOGRAD_CASES = [
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),          # LeNet conv2
     (2, 6, 14, 13, 16, 5, 5, 1, 0, 1, 1),          # 9 columns: the last pair's second pixel dropped

@@ -60,6 +60,16 @@ constexpr double kWeightWork = 0.5;
 // 0.98x / 1.06x. Applies on AVX2 and AVX-512 (the portable kernels keep the other routes).
 constexpr int64_t kFusedChannels = 16;
 constexpr int64_t kFusedMinWidth = 15;
+// The fused weight gradient (winograd_fused_weight) takes the layers of kFusedChannels to 4 x kFusedChannels channels
+// and filters with at least kMinFusedWeightTiles 2x2 output tiles in the batch (each image chunk zeroes, sums and
+// reads back 16 x K x C sums; with few images the chunks leave threads idle). Both builds in one process, calls
+// alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient against the route before (the
+// filter-vector kernel): 16 channels at 32 x 32 n=128 1.06-1.17x (1 thread 1.09-1.21x), 32 at 16 x 16 n=128 1.52-1.55x,
+// 64 at 8 x 8 n=128 1.74-1.76x, 64 at 32 x 32 n=32 1.56x (the im2col GEMM's), at 56 x 56 n=8 1.59x; 16 channels at 32 x
+// 32 n=1 1.11x, 32 at 16 x 16 n=8 1.33x, 64 at 8 x 8 n=16 1.42x, n=4 1.09x, n=2 0.95x; forced AVX2: n=128 1.11x,
+// 1.33x and 1.76x, 16 channels n=1 1.06x, 32 n=4 1.12x, n=1 0.78x, 64 at 8 x 8 n=16 1.16x, n=8 0.88x. ResNet-20's
+// training step (batch 128): 1.12x at 1 and at 2 threads.
+constexpr int64_t kMinFusedWeightTiles = 256;
 }  // namespace
 
 bool conv2d_winograd_applies(const ConvShape& s) {
@@ -80,6 +90,12 @@ bool conv2d_winograd_fused_applies(const ConvShape& s) {
          s.groups == 1 && std::min(s.C, s.K) >= kFusedChannels && s.P >= 2 && s.pad_h <= 1 && s.pad_w <= 1 &&
          ((std::max(s.C, s.K) <= 2 * kFusedChannels && s.Q >= kFusedMinWidth) ||
           (std::max(s.C, s.K) <= 4 * kFusedChannels && (s.Q == 7 || s.Q == 8)));
+}
+
+bool conv2d_winograd_fused_weight_applies(const ConvShape& s) {
+  return s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 &&
+         s.groups == 1 && std::min(s.C, s.K) >= kFusedChannels && std::max(s.C, s.K) <= 4 * kFusedChannels &&
+         s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2) >= kMinFusedWeightTiles;
 }
 
 int conv2d_winograd_tile(const ConvShape& s) {

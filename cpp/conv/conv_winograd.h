@@ -672,14 +672,14 @@ inline void gs_transposed(float m0, float m1, float m2, float m3, float (&out)[3
   out[2] = m1 + m2 + 2.0f * m3;
 }
 
-// dw = G_s^T M G_s / 4 for every filter and channel, M[xi][k][c] the products summed over all tiles: the
-// multiplication by 1/4 is exact.
-inline void weight_gradients_from_sums(const ConvShape& s, const float* M, float* dw) {
-  const int64_t K = s.K, C = s.C, KC = K * C;
-  parallel_for(K, threads_for(KC * 64, 1 << 16), [&](int64_t k) {
+// dw = G_s^T M G_s / 4 for every filter and channel, M[xi][k][c] the products summed over all tiles (filters KP
+// apart, channels CP: at least K and C): the multiplication by 1/4 is exact.
+inline void weight_gradients_from_sums(const ConvShape& s, const float* M, int64_t KP, int64_t CP, float* dw) {
+  const int64_t K = s.K, C = s.C;
+  parallel_for(K, threads_for(K * C * 64, 1 << 16), [&](int64_t k) {
     for (int64_t c = 0; c < C; ++c) {
       float m[4][4], t[3][4];
-      for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = M[xi * KC + k * C + c];
+      for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = M[(xi * KP + k) * CP + c];
       for (int j = 0; j < 4; ++j) {  // G_s^T M, down the columns
         float col[3];
         gs_transposed(m[0][j], m[1][j], m[2][j], m[3][j], col);
@@ -725,7 +725,7 @@ bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float*
         },
         Schedule::as_free);
   }
-  weight_gradients_from_sums(s, M.get(), dw);
+  weight_gradients_from_sums(s, M.get(), s.K, s.C, dw);
   return true;
 }
 
@@ -972,6 +972,168 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
   }
   if (2 * tw <= VL) return winograd_fused_groups<VL, 2>(s, x, w, bias, relu, y, cache);
   return winograd_fused_groups<VL, 1>(s, x, w, bias, relu, y, cache);
+}
+
+// The weight gradient by F(2x2, 3x3) (as winograd_weight: dw = G_s^T M G_s / 4, M_xi = sum over tiles of D_xi V_xi^T)
+// fused, for layers of few channels and filters (conv2d_winograd_fused_weight_applies: ResNet-20's 16 to 64), which
+// winograd_weight does not take (its transforms write V and D for blocks of hundreds of tiles through L3). The
+// products run vectorised over channels, so the transforms take channels in the lanes too: each image of a task's
+// chunk (image_chunks, the chunks over the threads) is first checked for infinities and NaN (a pass that also brings
+// it into L1 and L2: without it, 0.85x for 32 channels at 16 x 16), then copied by the ISA's transposing packer, x
+// zero-padded with pixel (row, col)'s channels at (row * xcols + col) * CP, dy with pixel (p, q)'s filters at (p *
+// ycols + q) * KP (zeros past C or K and past the image), while the next image of the chunk is prefetched a few lines
+// a tile (16 channels at 32 x 32: 1.07x -> 1.17x over the filter-vector kernel). Then per tile row, into a group of
+// whole tile rows of the chunk (at least kFusedWeightTiles tiles or one row), V[xi][t] = (B^T d B)[xi] (CP channels;
+// B^T down the padded columns, each column's shared by two tiles, then B along the rows) and D[xi][t] = (A dY
+// A^T)[xi] (KP filters), each position a vector past T tiles' floats (4 KiB apart they fell into one cache set: 0.91x
+// -> 1.07x); and per full group and position xi M[xi][k][c] += sum over its tiles t of D[xi][t][k] V[xi][t][c]: VL
+// filters' accumulators of one vector of channels in registers, D broadcast from memory (at the FMA peak). Then the
+// chunks' M are added in chunk order and dw taken from the sum (weight_gradients_from_sums); db (where not null) from
+// the bias partials added image by image (the bits of conv2d_backward_bias_fast). Every sum is formed in the same
+// order whatever the thread count. Returns false, dw and db untouched, where x or dy holds an infinity or a NaN.
+// Workspace: M per chunk (16 x KP x CP floats) and per task the copied image and dy ((2 th + 2) x (2 tw + 2) x CP and 4
+// th x tw x KP floats, th x tw tiles) and the group's V and D (16 x (T x (CP + KP) + 2 VL) floats, T =
+// max(kFusedWeightTiles, tw)).
+constexpr int64_t kFusedWeightTiles = 64;
+template <int VL>
+bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  typedef WinogradTile<2> Tile;
+  constexpr int KB = VL;             // filters a block of accumulators
+  const int64_t C = s.C, K = s.K, CP = (C + VL - 1) / VL * VL, KP = (K + KB - 1) / KB * KB;
+  const int64_t H = s.H, W = s.W, P = s.P, Q = s.Q, th = (P + 1) / 2, tw = (Q + 1) / 2;
+  const int64_t xrows = 2 * th + 2, xcols = 2 * tw + 2, ycols = 2 * tw;
+  const int64_t T = std::max(kFusedWeightTiles, tw);  // a group's tiles: whole tile rows
+  // V[xi] and D[xi] VS and DS floats apart: T tiles and a vector (positions 4 KiB apart fell into one cache set)
+  const int64_t VS = T * CP + VL, DS = T * KP + VL;
+  const int64_t chunks = image_chunks(s), per_chunk = 16 * KP * CP, bias_floats = bias_partial_floats(s);
+  std::vector<int64_t> x_planes(static_cast<size_t>(C)), dy_planes(static_cast<size_t>(K));
+  for (int64_t c = 0; c < C; ++c) x_planes[c] = c * H * W;
+  for (int64_t k = 0; k < K; ++k) dy_planes[k] = k * P * Q;
+  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+  // tile row ty of the copied image xt and dy gt into the group's slots from t0 on: per vector of channels, B^T down
+  // each padded column (columns 2 tx + 2 and 2 tx + 3 of a tile are the first two of the next: kept), then B along
+  // each tile's rows
+  const auto transform_row = [&](const float* xt, const float* gt, int64_t ty, int64_t t0, float* V, float* D,
+                                  const auto& prefetch) {
+    for (int64_t c0 = 0; c0 < CP; c0 += VL) {
+      const float* rows = xt + 2 * ty * xcols * CP + c0;
+      const auto column = [&](int64_t u, vec(&out)[4]) {
+        vec d[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) std::memcpy(&d[r], rows + (r * xcols + u) * CP, sizeof(vec));
+        Tile::input(d, out);
+      };
+      vec cols[4][4];  // cols[q][i]: B^T of the tile's padded column q, row i
+      column(0, cols[2]);
+      column(1, cols[3]);
+      for (int64_t tx = 0; tx < tw; ++tx) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          cols[0][i] = cols[2][i];
+          cols[1][i] = cols[3][i];
+        }
+        if (c0 == 0) prefetch(tx);
+        column(2 * tx + 2, cols[2]);
+        column(2 * tx + 3, cols[3]);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          const vec row[4] = {cols[0][i], cols[1][i], cols[2][i], cols[3][i]};
+          vec out[4];
+          Tile::input(row, out);
+#pragma GCC unroll 4
+          for (int j = 0; j < 4; ++j) std::memcpy(V + (i * 4 + j) * VS + (t0 + tx) * CP + c0, &out[j], sizeof(vec));
+        }
+      }
+    }
+    for (int64_t k0 = 0; k0 < KP; k0 += VL)
+      for (int64_t tx = 0; tx < tw; ++tx) {
+        const float* g0 = gt + (2 * ty * ycols + 2 * tx) * KP + k0;
+        vec h[2][4];  // h[r][j]: dy row r times A^T, column j
+#pragma GCC unroll 2
+        for (int r = 0; r < 2; ++r) {
+          vec even, odd;
+          std::memcpy(&even, g0 + r * ycols * KP, sizeof(vec));
+          std::memcpy(&odd, g0 + (r * ycols + 1) * KP, sizeof(vec));
+          h[r][0] = even;
+          h[r][1] = even + odd;
+          h[r][2] = even - odd;
+          h[r][3] = -odd;
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          const vec out[4] = {h[0][j], h[0][j] + h[1][j], h[0][j] - h[1][j], -h[1][j]};
+#pragma GCC unroll 4
+          for (int e = 0; e < 4; ++e)
+            std::memcpy(D + (4 * e + j) * DS + (t0 + tx) * KP + k0, &out[e], sizeof(vec));
+        }
+      }
+  };
+  // M[xi][k][c] += the group's first `tiles` products
+  const auto products = [&](const float* V, const float* D, int64_t tiles, float* M) {
+    for (int xi = 0; xi < 16; ++xi)
+      for (int64_t c0 = 0; c0 < CP; c0 += VL)
+        for (int64_t k0 = 0; k0 < KP; k0 += KB) {
+          float* m = M + (xi * KP + k0) * CP + c0;
+          const float* v = V + xi * VS + c0;
+          const float* d = D + xi * DS + k0;
+          vec acc[KB];
+#pragma GCC unroll 16
+          for (int j = 0; j < KB; ++j) std::memcpy(&acc[j], m + j * CP, sizeof(vec));
+          for (int64_t t = 0; t < tiles; ++t) {
+            vec vt;
+            std::memcpy(&vt, v + t * CP, sizeof(vec));
+#pragma GCC unroll 16
+            for (int j = 0; j < KB; ++j) acc[j] += d[t * KP + j] * vt;
+          }
+#pragma GCC unroll 16
+          for (int j = 0; j < KB; ++j) std::memcpy(m + j * CP, &acc[j], sizeof(vec));
+        }
+  };
+  std::atomic<bool> non_finite{false};
+  const CachedBlock<float> sums(chunks * per_chunk);
+  std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
+  parallel_for(chunks, threads_for(s.N * K * C * P * Q * 9), [&](int64_t chunk) {
+    float* M = sums.get() + chunk * per_chunk;
+    std::fill(M, M + per_chunk, 0.0f);
+    const CachedBlock<float> xt(xrows * xcols * CP), gt(2 * th * ycols * KP), group(16 * (VS + DS));
+    std::fill(xt.get(), xt.get() + xrows * xcols * CP, 0.0f);  // the padding, never written
+    std::fill(gt.get(), gt.get() + 2 * th * ycols * KP, 0.0f);
+    float *V = group.get(), *D = V + 16 * VS;
+    int64_t filled = 0;  // the group's tiles
+    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
+      const float *xn = x + n * C * H * W, *dyn = dy + n * K * P * Q;
+      if (non_finite.load(std::memory_order_relaxed) || any_non_finite(xn, C * H * W) ||
+          any_non_finite(dyn, K * P * Q)) {
+        non_finite.store(true, std::memory_order_relaxed);
+        return;
+      }
+      if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
+      for (int64_t h = 0; h < H; ++h)
+        transpose(xn + h * W, x_planes.data(), C, CP, W, 1.0f, xt.get() + ((h + s.pad_h) * xcols + s.pad_w) * CP);
+      for (int64_t p = 0; p < P; ++p)
+        transpose(dyn + p * Q, dy_planes.data(), K, KP, Q, 1.0f, gt.get() + p * ycols * KP);
+      const int64_t x_lines = C * H * W / 16, lines = x_lines + K * P * Q / 16;  // the next image's, prefetched
+      const int64_t ahead = n + 1 < (chunk + 1) * s.N / chunks ? (lines + th * tw - 1) / (th * tw) : 0;
+      for (int64_t ty = 0; ty < th; ++ty) {
+        if (filled + tw > T) {
+          products(V, D, filled, M);
+          filled = 0;
+        }
+        transform_row(xt.get(), gt.get(), ty, filled, V, D, [&](int64_t tx) {
+          for (int64_t l = (ty * tw + tx) * ahead, end = std::min(lines, l + ahead); l < end; ++l)
+            __builtin_prefetch(l < x_lines ? xn + C * H * W + 16 * l : dyn + K * P * Q + 16 * (l - x_lines));
+        });
+        filled += tw;
+      }
+    }
+    if (filled > 0) products(V, D, filled, M);
+  }, Schedule::as_free);
+  if (non_finite) return false;
+  add_chunks_into_first(sums.get(), chunks, per_chunk);
+  weight_gradients_from_sums(s, sums.get(), KP, CP, dw);
+  if (db) bias_from_partials(s, bias.data(), chunks, db);
+  return true;
 }
 
 // conv2d_forward_winograd_<isa> (conv.h), VL floats a vector: F(4x4, 3x3) where tile is 4, else F(2x2, 3x3).

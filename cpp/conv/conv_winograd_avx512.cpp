@@ -14,4 +14,8 @@ bool conv2d_forward_winograd_fused_avx512(const ConvShape& s, const float* x, co
 bool conv2d_backward_weight_winograd_avx512(const ConvShape& s, const float* dy, const float* x, float* dw) {
   return winograd_weight<16>(s, dy, x, dw);
 }
+bool conv2d_backward_weight_winograd_fused_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                                  float* db) {
+  return winograd_fused_weight<16>(s, dy, x, dw, db);
+}
 }  // namespace convcore

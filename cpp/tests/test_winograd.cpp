@@ -5,7 +5,8 @@
 // threads; false (y left to another path) for an infinite input; which layers conv2d_winograd_tile gives F(4x4).
 // The weight gradient by F(2x2, 3x3) the same way (exact, the same bits at 1, 2 and 3 threads also on fractions, dw
 // prefilled with NaN, several blocks of tile rows, false and dw untouched for an infinity or NaN in x or dy) and where
-// it applies.
+// it applies; so too the fused F(2x2, 3x3) weight gradient (AVX2 and AVX-512), its bias gradient the bits of
+// conv2d_backward_bias_fast (untouched where it returns false).
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -55,7 +56,21 @@ void run_case(const Case& c, int tile, bool relu) {
   set_num_threads(before);
 }
 
-void run_weight_case(const Case& c) {
+using WeightRoute = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw);
+
+bool engine_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  return kernels().conv_winograd_weight(s, dy, x, dw);
+}
+
+bool fused_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  std::vector<float> db(s.K, 7.0f), want(s.K, 7.0f);
+  const bool done = kernels().conv_winograd_fused_weight(s, dy, x, dw, db.data());
+  if (done) conv2d_backward_bias_fast(s, dy, want.data());
+  CHECK(db == want);
+  return done;
+}
+
+void run_weight_case(const Case& c, WeightRoute weight) {
   const ConvShape s = shape_of(c);
   std::vector<float> x(s.N * s.C * s.H * s.W), dy(s.N * s.K * s.P * s.Q), want(s.K * s.C * 9);
   uint32_t state = 54321;
@@ -66,7 +81,7 @@ void run_weight_case(const Case& c) {
   for (int threads : {1, 2, 3}) {
     set_num_threads(threads);
     std::vector<float> dw(want.size(), std::numeric_limits<float>::quiet_NaN());
-    CHECK(kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
+    CHECK(weight(s, dy.data(), x.data(), dw.data()));
     CHECK(dw == want);
   }
   // on fractions (sums that round) the same bits at 1, 2 and 3 threads: no partition depends on the thread count
@@ -76,7 +91,7 @@ void run_weight_case(const Case& c) {
   for (int threads : {1, 2, 3}) {
     set_num_threads(threads);
     std::vector<float> dw(want.size(), std::numeric_limits<float>::quiet_NaN());
-    CHECK(kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
+    CHECK(weight(s, dy.data(), x.data(), dw.data()));
     if (first.empty()) first = dw;
     CHECK(dw == first);
   }
@@ -84,13 +99,13 @@ void run_weight_case(const Case& c) {
 }
 
 // An infinity or NaN as the last element of x or of dy (the last block's): false, dw untouched.
-void check_weight_non_finite(const Case& c) {
+void check_weight_non_finite(const Case& c, WeightRoute weight) {
   const ConvShape s = shape_of(c);
   for (float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()})
     for (bool in_x : {true, false}) {
       std::vector<float> x(s.N * s.C * s.H * s.W, 1.0f), dy(s.N * s.K * s.P * s.Q, 1.0f), dw(s.K * s.C * 9, 7.0f);
       (in_x ? x.back() : dy.back()) = bad;
-      CHECK(!kernels().conv_winograd_weight(s, dy.data(), x.data(), dw.data()));
+      CHECK(!weight(s, dy.data(), x.data(), dw.data()));
       CHECK(dw == std::vector<float>(dw.size(), 7.0f));
     }
 }
@@ -123,11 +138,15 @@ int main() {
       CHECK(!kernels().conv_winograd(s, tile, x.data(), w.data(), nullptr, false, y.data(), nullptr));
     // the weight gradient: every case above, and 7 images of 32 tile rows of 33 tiles (at least 62 rows a block:
     // blocks of 75, 75 and 74 rows); false, dw untouched, for an infinity or NaN in x or dy (one block, three)
-    for (const Case& w_case : cases) run_weight_case(w_case);
     const Case blocks{7, 16, 64, 66, 16, 1, 1};
-    run_weight_case(blocks);
-    check_weight_non_finite(c);
-    check_weight_non_finite(blocks);
+    std::vector<WeightRoute> routes{engine_weight};
+    if (kernels().conv_winograd_fused_weight) routes.push_back(fused_weight);
+    for (WeightRoute weight : routes) {
+      for (const Case& w_case : cases) run_weight_case(w_case, weight);
+      run_weight_case(blocks, weight);
+      check_weight_non_finite(c, weight);
+      check_weight_non_finite(blocks, weight);
+    }
   }
   select_isa(detected_isa());
   // F(4x4) where its products are at most 0.6 of F(2x2)'s and there are at least 2^23 multiply-adds
@@ -148,5 +167,13 @@ int main() {
   CHECK(!weight_applies({8, 128, 32, 32, 64, 1, 1}));     // 64 filters
   CHECK(!weight_applies({3, 128, 15, 15, 128, 1, 1}));    // 15 x 15 maps: 16 x 16 computed
   CHECK(weight_applies({3, 128, 17, 17, 128, 1, 1}));     // 17 x 17 maps: 18 x 18 computed
+  // the fused weight gradient: 16 to 64 channels and filters, at least 256 tiles
+  const auto fused_applies = [](const Case& c) { return conv2d_winograd_fused_weight_applies(shape_of(c)); };
+  CHECK(fused_applies({2, 16, 32, 32, 16, 1, 1}));     // 512 tiles
+  CHECK(fused_applies({4, 32, 16, 16, 32, 1, 1}));     // 256 tiles
+  CHECK(!fused_applies({2, 32, 16, 16, 32, 1, 1}));    // 128 tiles
+  CHECK(fused_applies({16, 64, 8, 8, 64, 1, 1}));      // 256 tiles
+  CHECK(!fused_applies({32, 128, 8, 8, 64, 1, 1}));    // 128 channels
+  CHECK(!fused_applies({8, 16, 32, 32, 8, 1, 1}));     // 8 filters
   return convcore_test::failures;
 }

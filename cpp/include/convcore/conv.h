@@ -70,28 +70,29 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // (7x7/2, 11x11/4) pack from a zero-padded copy of the image with each row split by phase modulo the stride, so every
 // packed run is consecutive floats. Stride-1 input gradients run as a forward convolution of dy with the flipped,
 // channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the GEMM + col2im
-// route's columns; the others by GEMM + col2im. The weight gradient multiplies dY by the transposed im2col, whose
-// panels the ISA's transposing packer writes from consecutive runs of a phase-split, zero-padded copy of the image (of
-// x itself when unpadded and unstrided); or, where dW has at most 64 Ki floats and the taps as rows pad to no larger an
-// area (ResNet-50 conv1: 147 taps, 64 filters; AlexNet conv1), the im2col by dY transposed, the taps as the rows, read
-// in place by the gathered microkernel (one pointer per tap) against dY^T packed a block of whole output rows at a time
-// (at most 64 Ki floats or 256 pixels' filters, whichever is more, or one row), dW's per-chunk partials transposed back
-// at the end. Layers (not pointwise) with fewer than 256 output pixels per image fold the batch into one GEMM per
-// group: the forward's N dimension (the result, Kg x N*P*Q floats, is then copied into y), the weight gradient's K
-// dimension (dY packed as its A, Kg rounded up to the tile's rows x N*P*Q floats, and every image copied when padded or
-// strided). Per-thread workspace: the engine's packed blocks (<= 384 x 960 floats of B, 144 x 384 of A), the copied
-// image (strided forward, weight gradient), and for the input gradient one column block of at most max(256 Ki, 16 *
-// C/groups * R * S) floats. Work is split over images when there are at least as many as threads, otherwise inside each
-// GEMM; every result is bitwise identical at any thread count (the unfolded weight gradient sums a fixed number of
-// per-chunk partials in a fixed order).
+// route's columns; the others by GEMM + col2im. The weight gradients of 3x3 stride-1 layers of 16 to 64 channels and
+// filters run Winograd F(2x2, 3x3) fused (conv2d_winograd_fused_weight_applies); others multiply dY by the transposed
+// im2col, whose panels the ISA's transposing packer writes from consecutive runs of a phase-split, zero-padded copy of
+// the image (of x itself when unpadded and unstrided); or, where dW has at most 64 Ki floats and the taps as rows pad
+// to no larger an area (ResNet-50 conv1: 147 taps, 64 filters; AlexNet conv1), the im2col by dY transposed, the taps as
+// the rows, read in place by the gathered microkernel (one pointer per tap) against dY^T packed a block of whole output
+// rows at a time (at most 64 Ki floats or 256 pixels' filters, whichever is more, or one row), dW's per-chunk partials
+// transposed back at the end. Layers (not pointwise) with fewer than 256 output pixels per image fold the batch into
+// one GEMM per group: the forward's N dimension (the result, Kg x N*P*Q floats, is then copied into y), the weight
+// gradient's K dimension (dY packed as its A, Kg rounded up to the tile's rows x N*P*Q floats, and every image copied
+// when padded or strided). Per-thread workspace: the engine's packed blocks (<= 384 x 960 floats of B, 144 x 384 of A),
+// the copied image (strided forward, weight gradient), and for the input gradient one column block of at most max(256
+// Ki, 16 * C/groups * R * S) floats. Work is split over images when there are at least as many as threads, otherwise
+// inside each GEMM; every result is bitwise identical at any thread count (the unfolded weight gradient sums a fixed
+// number of per-chunk partials in a fixed order).
 // cache, where not null, keeps the weights as the direct, filter-vector and Winograd routes pack or transform them
 // (ConvWeightCache).
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                          ConvWeightCache* cache = nullptr);
 void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float* w, float* dx);
-// The weight gradient, and db where not null (the bits of conv2d_backward_bias_fast): the direct kernels (direct,
-// over filters) and the products taken image chunk by image chunk add the bias partials in their own pass over
-// each image; elsewhere (depthwise, the batch folded, chunks of pixels) the bias gradient's own pass follows.
+// The weight gradient, and db where not null (the bits of conv2d_backward_bias_fast): the fused Winograd and direct
+// kernels (direct, over filters) and the products taken image chunk by image chunk add the bias partials in their own
+// pass over each image; elsewhere (depthwise, the batch folded, chunks of pixels) the bias gradient's own pass follows.
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw, float* db);
 // All of a layer's gradients: dw, and dx and db where not null; from one pass over the batch where
 // conv_channel_vector_backward applies; else the weight gradient (with db), then the input gradient.
@@ -276,6 +277,19 @@ using ConvWinogradWeightKernel = bool (*)(const ConvShape& s, const float* dy, c
 bool conv2d_backward_weight_winograd_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
 bool conv2d_backward_weight_winograd_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
 bool conv2d_backward_weight_winograd_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
+// The weight gradient by Winograd F(2x2, 3x3) fused (conv_winograd.h, AVX2 and AVX-512 only: null for the portable
+// kernels) where conv2d_winograd_fused_weight_applies: 3x3 stride-1 layers of 16 to 64 channels and filters with at
+// least 256 2x2 output tiles in the batch (conv_winograd.cpp); conv2d_backward_weight_fast takes it first. The bias
+// gradient in the same pass where db is not null (the bits of conv2d_backward_bias_fast). Exact on small-integer data;
+// results do not depend on the thread count. Returns false, dw and db untouched, where x or dy holds an infinity or a
+// NaN.
+bool conv2d_winograd_fused_weight_applies(const ConvShape& s);
+using ConvWinogradFusedWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                               float* db);
+bool conv2d_backward_weight_winograd_fused_avx2(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                                float* db);
+bool conv2d_backward_weight_winograd_fused_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
+                                                  float* db);
 
 // Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
 // fast kernels above route here. Each dw element sums 8 lane partials over (n, p, q) in order, then the lanes.

@@ -37,6 +37,7 @@ struct KernelTable {
   ConvWinogradKernel conv_winograd;
   ConvWinogradFusedKernel conv_winograd_fused;  // null for the portable kernels
   ConvWinogradWeightKernel conv_winograd_weight;
+  ConvWinogradFusedWeightKernel conv_winograd_fused_weight;  // null for the portable kernels
   BatchNormRowKernels batch_norm_rows;
   OptimKernels optim;
 };
