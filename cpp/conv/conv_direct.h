@@ -131,7 +131,7 @@ class ForwardParts {
       : w_(w), K_(K), taps_(taps), KB_(KB), images_(N), k_blocks_((K + KB - 1) / KB),
         by_filters_(N == 1 && k_blocks_ > 1 && nt > 1), parts_(std::min<int64_t>(by_filters_ ? k_blocks_ : N, nt)) {
     if (cache)
-      cached_ = cache->get(KB, filter_block_floats(K, taps, KB),
+      cached_ = cache->get(ConvPacking::filter_blocks, KB, filter_block_floats(K, taps, KB),
                            [&](float* wp) { filters_in_lanes(w, K, taps, KB, wp); });
     else if (!by_filters_)
       shared_ = filters_in_lanes(w, K, taps, KB);

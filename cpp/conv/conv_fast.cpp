@@ -478,8 +478,8 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     return;
   }
   // 16 to 64 channels and filters (ResNet-20's): the fused Winograd kernel on AVX2 and AVX-512. Where it declines (x
-  // holds an infinity or a NaN) the route below runs without the cache, which holds the fused kernel's filters (a
-  // block width of the direct kernels' may equal its key).
+  // holds an infinity or a NaN) the route below runs without the cache, which keeps the fused kernel's filters for
+  // the next call.
   if (kernels().conv_winograd_fused && conv2d_winograd_fused_applies(s)) {
     if (kernels().conv_winograd_fused(s, x, w, bias, relu, y, cache)) return;
     cache = nullptr;

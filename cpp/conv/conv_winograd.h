@@ -577,7 +577,8 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
   const int64_t u_floats = positions * a.floats();
   ConvWeightCache::Packed kept;  // the transformed filters kept by the cache (their layout follows the tile's rows)
   if (cache)
-    kept = cache->get(mr, u_floats, [&](float* u) { transform_filters<T>(s, w, a, u, non_finite); });
+    kept = cache->get(T == 4 ? ConvPacking::winograd4 : ConvPacking::winograd2, mr, u_floats,
+                      [&](float* u) { transform_filters<T>(s, w, a, u, non_finite); });
   const bool own_u = !kept && per_thread && u_floats <= kOwnFilterFloats;
   const CachedBlock<float> U(own_u || kept ? 0 : u_floats);  // shared
   if (!own_u && !kept) transform_filters<T>(s, w, a, U.get(), non_finite);
@@ -803,7 +804,7 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
   if (!cache && any_non_finite(w, K * C * 9)) return false;  // a cache is given finite weights only (conv.h)
   const auto transform = [&](float* U) { fused_filters<VL>(s, w, KP, U); };
   ConvWeightCache::Packed kept;
-  if (cache) kept = cache->get(KP, 16 * C * KP, transform);
+  if (cache) kept = cache->get(ConvPacking::winograd_fused, KP, 16 * C * KP, transform);
   const CachedBlock<float> own(kept ? 0 : 16 * C * KP);
   if (!kept) transform(own.get());
   const float* U = kept ? kept.get() : own.get();

@@ -20,25 +20,32 @@ struct ConvShape {
   int64_t groups;
 };
 
+// The layouts in which the fast forwards keep a layer's weights: regrouped by filter block (the direct and
+// filter-vector kernels), transformed by Winograd F(2x2, 3x3) or F(4x4, 3x3) for the engine's products, or by F(2x2,
+// 3x3) for the fused kernel.
+enum class ConvPacking : int { filter_blocks, winograd2, winograd4, winograd_fused };
+
 // The packed weights of one layer's fast forward, kept from call to call by an owner whose weights do not change (a
 // frozen plan, src/bind_plan.cpp): the direct and filter-vector forwards regroup their weights by filter block, the
-// Winograd forward transforms its filters, on the first call, and each reads that copy from then on. One packing at
-// a time, for the block width asked (the filter block's, or the Winograd products' tile rows; a batch-1 layer's can
-// follow the thread count); safe to share between threads.
+// Winograd forwards transform their filters, on the first call, and each reads that copy from then on. One packing at
+// a time, for the layout and block width asked (the filter block's, or the Winograd products' tile rows; a batch-1
+// layer's can follow the thread count); safe to share between threads.
 class ConvWeightCache {
  public:
   using Packed = std::shared_ptr<const float>;
-  // The packing of `floats` floats for block width `block`: written by fill(float*) into a fresh 64-byte aligned
-  // buffer on the first call and whenever `block` differs from the last call's; the holder keeps it alive.
+  // The packing of `floats` floats in `layout` for block width `block`: written by fill(float*) into a fresh 64-byte
+  // aligned buffer on the first call and whenever the layout or block differs from the last call's; the holder keeps
+  // it alive.
   template <typename Fill>
-  Packed get(int64_t block, int64_t floats, const Fill& fill) {
+  Packed get(ConvPacking layout, int64_t block, int64_t floats, const Fill& fill) {
     const std::lock_guard<std::mutex> lock(mutex_);
-    if (!packed_ || block != block_) {
+    if (!packed_ || layout != layout_ || block != block_) {
       void* p = std::aligned_alloc(64, static_cast<size_t>((floats * 4 + 63) / 64 * 64));
       if (!p) throw std::bad_alloc();
       std::shared_ptr<float> fresh(static_cast<float*>(p), std::free);
       fill(fresh.get());
       packed_ = std::move(fresh);
+      layout_ = layout;
       block_ = block;
     }
     return packed_;
@@ -46,6 +53,7 @@ class ConvWeightCache {
 
  private:
   std::mutex mutex_;
+  ConvPacking layout_ = ConvPacking::filter_blocks;
   int64_t block_ = 0;
   Packed packed_;
 };
