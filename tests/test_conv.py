@@ -821,7 +821,7 @@ def test_fused_winograd_forward(isa, rng, case):
 FUSED_WINOGRAD_WEIGHT_CASES = [
     (2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),   # ResNet-20's first stage: groups of 4 tile rows of 16 tiles
     (4, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),   # its second stage: an image a group
-    (16, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),    # its third stage: 4 images a group, 8 image chunks of 2
+    (16, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),    # its third stage: 8 image chunks of 2 images (a group each)
     (4, 20, 17, 15, 24, 3, 3, 1, 1, 1, 1),   # odd rows and columns (overhanging tiles), channels and filters in part
     (3, 16, 13, 33, 32, 3, 3, 1, 0, 1, 1),   # no padding: 11 x 31 outputs, groups of 4 tile rows of 16 (64)
     (1, 17, 40, 40, 33, 3, 3, 1, (1, 0), 1, 1),  # uneven padding, 17 channels and 33 filters (a vector and one)

@@ -977,24 +977,24 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
 
 // The weight gradient by F(2x2, 3x3) (as winograd_weight: dw = G_s^T M G_s / 4, M_xi = sum over tiles of D_xi V_xi^T)
 // fused, for layers of few channels and filters (conv2d_winograd_fused_weight_applies: ResNet-20's 16 to 64), which
-// winograd_weight does not take (its transforms write V and D for blocks of hundreds of tiles through L3). The
-// products run vectorised over channels, so the transforms take channels in the lanes too: each image of a task's
-// chunk (image_chunks, the chunks over the threads) is first checked for infinities and NaN (a pass that also brings
-// it into L1 and L2: without it, 0.85x for 32 channels at 16 x 16), then copied by the ISA's transposing packer, x
-// zero-padded with pixel (row, col)'s channels at (row * xcols + col) * CP, dy with pixel (p, q)'s filters at (p *
-// ycols + q) * KP (zeros past C or K and past the image), while the next image of the chunk is prefetched a few lines
-// a tile (16 channels at 32 x 32: 1.07x -> 1.17x over the filter-vector kernel). Then per tile row, into a group of
-// whole tile rows of the chunk (at least kFusedWeightTiles tiles or one row), V[xi][t] = (B^T d B)[xi] (CP channels;
-// B^T down the padded columns, each column's shared by two tiles, then B along the rows) and D[xi][t] = (A dY
-// A^T)[xi] (KP filters), each position a vector past T tiles' floats (4 KiB apart they fell into one cache set: 0.91x
-// -> 1.07x); and per full group and position xi M[xi][k][c] += sum over its tiles t of D[xi][t][k] V[xi][t][c]: VL
-// filters' accumulators of one vector of channels in registers, D broadcast from memory (at the FMA peak). Then the
-// chunks' M are added in chunk order and dw taken from the sum (weight_gradients_from_sums); db (where not null) from
-// the bias partials added image by image (the bits of conv2d_backward_bias_fast). Every sum is formed in the same
-// order whatever the thread count. Returns false, dw and db untouched, where x or dy holds an infinity or a NaN.
-// Workspace: M per chunk (16 x KP x CP floats) and per task the copied image and dy ((2 th + 2) x (2 tw + 2) x CP and 4
-// th x tw x KP floats, th x tw tiles) and the group's V and D (16 x (T x (CP + KP) + 2 VL) floats, T =
-// max(kFusedWeightTiles, tw)).
+// winograd_weight does not take (its transforms write V and D for blocks of hundreds of tiles through L3). The products
+// run vectorised over channels, so the transforms take channels in the lanes too: each image of a task's chunk
+// (image_chunks, the chunks over the threads) is first checked for infinities and NaN (a pass that also brings it into
+// L1 and L2: without it, 0.85x for 32 channels at 16 x 16), then copied by the ISA's transposing packer, x zero-padded
+// with pixel (row, col)'s channels at (row * xcols + col) * CP, dy with pixel (p, q)'s filters at (p * ycols + q) * KP
+// (zeros past C or K and past the image), while the next image of the chunk is prefetched a few lines a tile (16
+// channels at 32 x 32: 1.07x -> 1.17x over the filter-vector kernel). Then per tile row, into a group of whole tile
+// rows of the chunk's images (at most T tiles, T = max(kFusedWeightTiles, tw)), V[xi][t] = (B^T d B)[xi] (CP channels;
+// B^T down the padded columns, each column's shared by two tiles, then B along the rows) and D[xi][t] = (A dY A^T)[xi]
+// (KP filters), each position a vector past T tiles' floats (4 KiB apart they fell into one cache set: 0.91x -> 1.07x);
+// and per full group and position xi M[xi][k][c] += sum over its tiles t of D[xi][t][k] V[xi][t][c]: VL filters'
+// accumulators of one vector of channels in registers, D broadcast from memory (at the FMA peak). Then the chunks' M
+// are added in chunk order and dw taken from the sum (weight_gradients_from_sums); db (where not null) from the bias
+// partials added image by image (the bits of conv2d_backward_bias_fast). Every sum is formed in the same order whatever
+// the thread count. Returns false, dw and db untouched, where x or dy holds an infinity or a NaN. Workspace: M per
+// chunk (16 x KP x CP floats) and per task the copied image and dy ((2 th + 2) x (2 tw + 2) x CP and 4 th x tw x KP
+// floats, th x tw tiles) and the group's V and D (16 x (T x (CP + KP) + 2 VL) floats). Exact on small-integer data
+// while the transformed products' sums (up to 64 times the direct sum's terms) stay below 2^24.
 constexpr int64_t kFusedWeightTiles = 64;
 template <int VL>
 bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {

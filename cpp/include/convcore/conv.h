@@ -79,20 +79,21 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // packed run is consecutive floats. Stride-1 input gradients run as a forward convolution of dy with the flipped,
 // channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the GEMM + col2im
 // route's columns; the others by GEMM + col2im. The weight gradients of 3x3 stride-1 layers of 16 to 64 channels and
-// filters run Winograd F(2x2, 3x3) fused (conv2d_winograd_fused_weight_applies); others multiply dY by the transposed
-// im2col, whose panels the ISA's transposing packer writes from consecutive runs of a phase-split, zero-padded copy of
-// the image (of x itself when unpadded and unstrided); or, where dW has at most 64 Ki floats and the taps as rows pad
-// to no larger an area (ResNet-50 conv1: 147 taps, 64 filters; AlexNet conv1), the im2col by dY transposed, the taps as
-// the rows, read in place by the gathered microkernel (one pointer per tap) against dY^T packed a block of whole output
-// rows at a time (at most 64 Ki floats or 256 pixels' filters, whichever is more, or one row), dW's per-chunk partials
-// transposed back at the end. Layers (not pointwise) with fewer than 256 output pixels per image fold the batch into
-// one GEMM per group: the forward's N dimension (the result, Kg x N*P*Q floats, is then copied into y), the weight
-// gradient's K dimension (dY packed as its A, Kg rounded up to the tile's rows x N*P*Q floats, and every image copied
-// when padded or strided). Per-thread workspace: the engine's packed blocks (<= 384 x 960 floats of B, 144 x 384 of A),
-// the copied image (strided forward, weight gradient), and for the input gradient one column block of at most max(256
-// Ki, 16 * C/groups * R * S) floats. Work is split over images when there are at least as many as threads, otherwise
-// inside each GEMM; every result is bitwise identical at any thread count (the unfolded weight gradient sums a fixed
-// number of per-chunk partials in a fixed order).
+// filters with at least 256 output tiles in the batch run Winograd F(2x2, 3x3) fused on AVX2 and AVX-512
+// (conv2d_winograd_fused_weight_applies); others multiply dY by the transposed im2col, whose panels the ISA's
+// transposing packer writes from consecutive runs of a phase-split, zero-padded copy of the image (of x itself when
+// unpadded and unstrided); or, where dW has at most 64 Ki floats and the taps as rows pad to no larger an area
+// (ResNet-50 conv1: 147 taps, 64 filters; AlexNet conv1), the im2col by dY transposed, the taps as the rows, read in
+// place by the gathered microkernel (one pointer per tap) against dY^T packed a block of whole output rows at a time
+// (at most 64 Ki floats or 256 pixels' filters, whichever is more, or one row), dW's per-chunk partials transposed back
+// at the end. Layers (not pointwise) with fewer than 256 output pixels per image fold the batch into one GEMM per
+// group: the forward's N dimension (the result, Kg x N*P*Q floats, is then copied into y), the weight gradient's K
+// dimension (dY packed as its A, Kg rounded up to the tile's rows x N*P*Q floats, and every image copied when padded or
+// strided). Per-thread workspace: the engine's packed blocks (<= 384 x 960 floats of B, 144 x 384 of A), the copied
+// image (strided forward, weight gradient), and for the input gradient one column block of at most max(256 Ki, 16 *
+// C/groups * R * S) floats. Work is split over images when there are at least as many as threads, otherwise inside each
+// GEMM; every result is bitwise identical at any thread count (the unfolded weight gradient sums a fixed number of
+// per-chunk partials in a fixed order).
 // cache, where not null, keeps the weights as the direct, filter-vector and Winograd routes pack or transform them
 // (ConvWeightCache).
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
@@ -288,9 +289,9 @@ bool conv2d_backward_weight_winograd_avx512(const ConvShape& s, const float* dy,
 // The weight gradient by Winograd F(2x2, 3x3) fused (conv_winograd.h, AVX2 and AVX-512 only: null for the portable
 // kernels) where conv2d_winograd_fused_weight_applies: 3x3 stride-1 layers of 16 to 64 channels and filters with at
 // least 256 2x2 output tiles in the batch (conv_winograd.cpp); conv2d_backward_weight_fast takes it first. The bias
-// gradient in the same pass where db is not null (the bits of conv2d_backward_bias_fast). Exact on small-integer data;
-// results do not depend on the thread count. Returns false, dw and db untouched, where x or dy holds an infinity or a
-// NaN.
+// gradient in the same pass where db is not null (the bits of conv2d_backward_bias_fast). Exact on small-integer data
+// while its sums (up to 64 times the direct sum's terms) stay below 2^24; results do not depend on the thread count.
+// Returns false, dw and db untouched, where x or dy holds an infinity or a NaN.
 bool conv2d_winograd_fused_weight_applies(const ConvShape& s);
 using ConvWinogradFusedWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw,
                                                float* db);
