@@ -824,11 +824,12 @@ FUSED_WINOGRAD_WEIGHT_CASES = [
     (16, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),    # its third stage: 8 image chunks of 2 images (a group each)
     (4, 20, 17, 15, 24, 3, 3, 1, 1, 1, 1),   # odd rows and columns (overhanging tiles), channels and filters in part
     (3, 16, 13, 33, 32, 3, 3, 1, 0, 1, 1),   # no padding: 11 x 31 outputs, groups of 4 tile rows of 16 (64)
-    (1, 17, 40, 40, 33, 3, 3, 1, (1, 0), 1, 1),  # uneven padding, 17 channels and 33 filters (a vector and one)
+    (1, 17, 40, 40, 33, 3, 3, 1, (1, 0), 1, 1),  # uneven padding, 17 channels, 33 filters; 4 chunks of tile rows
     (16, 48, 7, 7, 64, 3, 3, 1, 1, 1, 1),    # 7 x 7
     (3, 16, 20, 20, 16, 3, 3, 1, 2, 1, 1),   # padding 2
     (9, 16, 12, 12, 16, 3, 3, 1, 1, 1, 1),   # 9 images: chunks of 1 and 2
     (1, 16, 8, 140, 16, 3, 3, 1, 1, 1, 1),   # rows of 70 tiles: a group of one tile row
+    (1, 16, 6, 260, 16, 3, 3, 1, 1, 1, 1),   # one image of 3 tile rows (a chunk each) of 130 tiles
 ]
 
 

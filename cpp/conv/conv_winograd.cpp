@@ -64,11 +64,14 @@ constexpr int64_t kFusedMinWidth = 15;
 // and filters with at least kMinFusedWeightTiles 2x2 output tiles in the batch (each image chunk zeroes, sums and reads
 // back 16 x K x C sums, K and C rounded up to a vector; with few images the chunks leave threads idle). Both builds in
 // one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient against the
-// route before (the filter-vector kernel): 16 channels at 32 x 32 n=128 1.06-1.17x (1 thread 1.09-1.21x), 32 at 16 x 16
-// n=128 1.52-1.55x, 64 at 8 x 8 n=128 1.74-1.76x, 64 at 32 x 32 n=32 1.56x (the im2col GEMM's), at 56 x 56 n=8 1.59x;
-// 16 channels at 32 x 32 n=1 1.11x, 32 at 16 x 16 n=8 1.33x, 64 at 8 x 8 n=16 1.42x, n=4 1.09x, n=2 0.95x; forced AVX2:
-// n=128 1.11x, 1.33x and 1.76x, 16 channels n=1 1.06x, 32 n=4 1.12x, n=1 0.78x, 64 at 8 x 8 n=16 1.16x, n=8 0.88x.
-// ResNet-20's training step (batch 128): 1.12x at 1 and at 2 threads.
+// route before (the filter-vector kernel, or for 64 channels on maps of 16 x 16 or more the im2col GEMM): 16 channels
+// at 32 x 32 n=128 1.06-1.17x (1 thread 1.09-1.21x), 32 at 16 x 16 n=128 1.52-1.55x, 64 at 8 x 8 n=128 1.56-1.76x, 64
+// at 32 x 32 n=32 1.56-1.66x, at 56 x 56 n=8 1.59x; n=1 (a single image's tile rows in chunks) 16 channels at 32 x 32
+// 1.25-1.52x, 64 at 32 x 32 1.39x, at 56 x 56 1.49x (1 thread 1.06x, 1.36x, 1.41x), 32 at 16 x 16 n=8 1.33x, 64 at 8 x
+// 8 n=16 1.42x, n=4 1.09x, n=2 0.95x; forward+backward, 64 channels at 32 x 32 n=32 1.23x, n=1 1.08x; forced AVX2:
+// n=128 1.11x, 1.33x and 1.76x, 64 channels at 32 x 32 n=32 1.45x, n=1 1.07x, at 56 x 56 n=1 1.10x, 16 channels n=1
+// 1.06-1.13x, 32 n=4 1.12x, n=1 0.78x, 64 at 8 x 8 n=16 1.16x, n=8 0.88x. ResNet-20's training step (batch 128): 1.12x
+// at 1 and at 2 threads.
 constexpr int64_t kMinFusedWeightTiles = 256;
 }  // namespace
 

@@ -978,24 +978,30 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
 // The weight gradient by F(2x2, 3x3) (as winograd_weight: dw = G_s^T M G_s / 4, M_xi = sum over tiles of D_xi V_xi^T)
 // fused, for layers of few channels and filters (conv2d_winograd_fused_weight_applies: ResNet-20's 16 to 64), which
 // winograd_weight does not take (its transforms write V and D for blocks of hundreds of tiles through L3). The products
-// run vectorised over channels, so the transforms take channels in the lanes too: each image of a task's chunk
-// (image_chunks, the chunks over the threads) is first checked for infinities and NaN (a pass that also brings it into
-// L1 and L2: without it, 0.85x for 32 channels at 16 x 16), then copied by the ISA's transposing packer, x zero-padded
-// with pixel (row, col)'s channels at (row * xcols + col) * CP, dy with pixel (p, q)'s filters at (p * ycols + q) * KP
-// (zeros past C or K and past the image), while the next image of the chunk is prefetched a few lines a tile (16
-// channels at 32 x 32: 1.07x -> 1.17x over the filter-vector kernel). Then per tile row, into a group of whole tile
-// rows of the chunk's images (at most T tiles, T = max(kFusedWeightTiles, tw)), V[xi][t] = (B^T d B)[xi] (CP channels;
-// B^T down the padded columns, each column's shared by two tiles, then B along the rows) and D[xi][t] = (A dY A^T)[xi]
-// (KP filters), each position a vector past T tiles' floats (4 KiB apart they fell into one cache set: 0.91x -> 1.07x);
-// and per full group and position xi M[xi][k][c] += sum over its tiles t of D[xi][t][k] V[xi][t][c]: VL filters'
-// accumulators of one vector of channels in registers, D broadcast from memory (at the FMA peak). Then the chunks' M
-// are added in chunk order and dw taken from the sum (weight_gradients_from_sums); db (where not null) from the bias
-// partials added image by image (the bits of conv2d_backward_bias_fast). Every sum is formed in the same order whatever
+// run vectorised over channels, so the transforms take channels in the lanes too: the rows of each image that a task's
+// chunk reads (the chunks: image_chunks' runs of whole images, or a single image's tile rows in kImageRowChunks runs;
+// over the threads) are first checked for infinities and NaN (a pass that also brings them into L1 and L2: without it,
+// 0.85x for 32 channels at 16 x 16), then copied by the ISA's transposing packer, x zero-padded with pixel (row, col)'s
+// channels at (row * xcols + col) * CP, dy with pixel (p, q)'s filters at (p * ycols + q) * KP (zeros past C or K and
+// past the image), while the next image of the chunk is prefetched a few lines a tile (16 channels at 32 x 32: 1.07x ->
+// 1.17x over the filter-vector kernel). Then per tile row, into a group of whole tile rows of the chunk's images (at
+// most T tiles, T = max(kFusedWeightTiles, tw)), V[xi][t] = (B^T d B)[xi] (CP channels; B^T down the padded columns,
+// each column's shared by two tiles, then B along the rows) and D[xi][t] = (A dY A^T)[xi] (KP filters), each position a
+// vector past T tiles' floats (4 KiB apart they fell into one cache set: 0.91x -> 1.07x); and per full group and
+// position xi M[xi][k][c] += sum over its tiles t of D[xi][t][k] V[xi][t][c]: VL filters' accumulators of one vector of
+// channels in registers, D broadcast from memory (at the FMA peak). Then the chunks' M are added in chunk order and dw
+// taken from the sum (weight_gradients_from_sums); db (where not null) from the bias partials added image by image (the
+// bits of conv2d_backward_bias_fast; for a single image, its own pass). Every sum is formed in the same order whatever
 // the thread count. Returns false, dw and db untouched, where x or dy holds an infinity or a NaN. Workspace: M per
 // chunk (16 x KP x CP floats) and per task the copied image and dy ((2 th + 2) x (2 tw + 2) x CP and 4 th x tw x KP
 // floats, th x tw tiles) and the group's V and D (16 x (T x (CP + KP) + 2 VL) floats). Exact on small-integer data
 // while the transformed products' sums (up to 64 times the direct sum's terms) stay below 2^24.
 constexpr int64_t kFusedWeightTiles = 64;
+// A single image's tile rows go to this many chunks (each zeroes, sums and reads back its 16 x K x C sums). Both
+// builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient at
+// n=1, against the image as one chunk (one thread): 64 channels at 32 x 32 1.26x, at 56 x 56 1.42x; 4 chunks against
+// 8: 1.17x, 1.08x, 16 channels at 32 x 32 1.19x. (Images split so at n=2 to 4 went 0.85-0.88x against whole images.)
+constexpr int64_t kImageRowChunks = 4;
 template <int VL>
 bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   typedef float vec __attribute__((vector_size(4 * VL)));
@@ -1007,7 +1013,12 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
   const int64_t T = std::max(kFusedWeightTiles, tw);  // a group's tiles: whole tile rows
   // V[xi] and D[xi] VS and DS floats apart: T tiles and a vector (positions 4 KiB apart fell into one cache set)
   const int64_t VS = T * CP + VL, DS = T * KP + VL;
-  const int64_t chunks = image_chunks(s), per_chunk = 16 * KP * CP, bias_floats = bias_partial_floats(s);
+  // chunks: runs of whole images (image_chunks), or for one image runs of its tile rows (image n's tile row ty is row
+  // n * th + ty)
+  const bool by_images = s.N > 1;
+  const int64_t chunks = by_images ? image_chunks(s) : std::min(kImageRowChunks, th);
+  const auto chunk_row = [&](int64_t c) { return by_images ? c * s.N / chunks * th : c * th / chunks; };
+  const int64_t per_chunk = 16 * KP * CP, bias_floats = bias_partial_floats(s);
   std::vector<int64_t> x_planes(static_cast<size_t>(C)), dy_planes(static_cast<size_t>(K));
   for (int64_t c = 0; c < C; ++c) x_planes[c] = c * H * W;
   for (int64_t k = 0; k < K; ++k) dy_planes[k] = k * P * Q;
@@ -1093,7 +1104,7 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
   };
   std::atomic<bool> non_finite{false};
   const CachedBlock<float> sums(chunks * per_chunk);
-  std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
+  std::vector<float> bias(db && by_images ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   parallel_for(chunks, threads_for(s.N * K * C * P * Q * 9), [&](int64_t chunk) {
     float* M = sums.get() + chunk * per_chunk;
     std::fill(M, M + per_chunk, 0.0f);
@@ -1102,21 +1113,28 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
     std::fill(gt.get(), gt.get() + 2 * th * ycols * KP, 0.0f);
     float *V = group.get(), *D = V + 16 * VS;
     int64_t filled = 0;  // the group's tiles
-    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
+    const int64_t row0 = chunk_row(chunk), row1 = chunk_row(chunk + 1);
+    for (int64_t n = row0 / th; n * th < row1; ++n) {
+      // the image's tile rows [ty0, ty1) in the chunk: its rows [h0, h1) of x and [p0, p1) of dy
+      const int64_t ty0 = std::max<int64_t>(row0 - n * th, 0), ty1 = std::min(row1 - n * th, th);
+      const int64_t h0 = std::max<int64_t>(2 * ty0 - s.pad_h, 0), h1 = std::min(2 * ty1 + 2 - s.pad_h, H);
+      const int64_t p0 = 2 * ty0, p1 = std::min(2 * ty1, P);
       const float *xn = x + n * C * H * W, *dyn = dy + n * K * P * Q;
-      if (non_finite.load(std::memory_order_relaxed) || any_non_finite(xn, C * H * W) ||
-          any_non_finite(dyn, K * P * Q)) {
+      bool bad = non_finite.load(std::memory_order_relaxed);
+      for (int64_t c = 0; c < C && !bad && h0 < h1; ++c) bad = any_non_finite(xn + (c * H + h0) * W, (h1 - h0) * W);
+      for (int64_t k = 0; k < K && !bad; ++k) bad = any_non_finite(dyn + (k * P + p0) * Q, (p1 - p0) * Q);
+      if (bad) {
         non_finite.store(true, std::memory_order_relaxed);
         return;
       }
-      if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
-      for (int64_t h = 0; h < H; ++h)
+      if (db && by_images) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
+      for (int64_t h = h0; h < h1; ++h)
         transpose(xn + h * W, x_planes.data(), C, CP, W, 1.0f, xt.get() + ((h + s.pad_h) * xcols + s.pad_w) * CP);
-      for (int64_t p = 0; p < P; ++p)
+      for (int64_t p = p0; p < p1; ++p)
         transpose(dyn + p * Q, dy_planes.data(), K, KP, Q, 1.0f, gt.get() + p * ycols * KP);
       const int64_t x_lines = C * H * W / 16, lines = x_lines + K * P * Q / 16;  // the next image's, prefetched
-      const int64_t ahead = n + 1 < (chunk + 1) * s.N / chunks ? (lines + th * tw - 1) / (th * tw) : 0;
-      for (int64_t ty = 0; ty < th; ++ty) {
+      const int64_t ahead = by_images && (n + 1) * th < row1 ? (lines + th * tw - 1) / (th * tw) : 0;
+      for (int64_t ty = ty0; ty < ty1; ++ty) {
         if (filled + tw > T) {
           products(V, D, filled, M);
           filled = 0;
@@ -1133,7 +1151,8 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
   if (non_finite) return false;
   add_chunks_into_first(sums.get(), chunks, per_chunk);
   weight_gradients_from_sums(s, sums.get(), KP, CP, dw);
-  if (db) bias_from_partials(s, bias.data(), chunks, db);
+  if (db && by_images) bias_from_partials(s, bias.data(), chunks, db);
+  if (db && !by_images) conv2d_backward_bias_fast(s, dy, db);
   return true;
 }
 
