@@ -988,14 +988,15 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
 // most T tiles, T = max(kFusedWeightTiles, tw)), V[xi][t] = (B^T d B)[xi] (CP channels; B^T down the padded columns,
 // each column's shared by two tiles, then B along the rows) and D[xi][t] = (A dY A^T)[xi] (KP filters), each position a
 // vector past T tiles' floats (4 KiB apart they fell into one cache set: 0.91x -> 1.07x); and per full group and
-// position xi M[xi][k][c] += sum over its tiles t of D[xi][t][k] V[xi][t][c]: VL filters' accumulators of one vector of
-// channels in registers, D broadcast from memory (at the FMA peak). Then the chunks' M are added in chunk order and dw
-// taken from the sum (weight_gradients_from_sums); db (where not null) from the bias partials added image by image (the
-// bits of conv2d_backward_bias_fast; for a single image, its own pass). Every sum is formed in the same order whatever
-// the thread count. Returns false, dw and db untouched, where x or dy holds an infinity or a NaN. Workspace: M per
-// chunk (16 x KP x CP floats) and per task the copied image and dy ((2 th + 2) x (2 tw + 2) x CP and 4 th x tw x KP
-// floats, th x tw tiles) and the group's V and D (16 x (T x (CP + KP) + 2 VL) floats). Exact on small-integer data
-// while the transformed products' sums (up to 64 times the direct sum's terms) stay below 2^24.
+// position xi M[xi][k][c] += sum over its tiles t of D[xi][t][k] V[xi][t][c] (the chunk's first group writes M): VL
+// filters' accumulators of one vector of channels in registers, D broadcast from memory (at the FMA peak). Then the
+// chunks' M are added in chunk order and dw taken from the sum (weight_gradients_from_sums); db (where not null) from
+// the bias partials added image by image (the bits of conv2d_backward_bias_fast; for a single image, its own pass).
+// Every sum is formed in the same order whatever the thread count. Returns false, dw and db untouched, where x or dy
+// holds an infinity or a NaN. Workspace: M per chunk (16 x KP x CP floats) and per task the copied image and dy, or the
+// rows of them its tile rows read ((2 th + 2) x (2 tw + 2) x CP and 4 th x tw x KP floats for th x tw tiles) and the
+// group's V and D (16 x (T x (CP + KP) + 2 VL) floats). Exact on small-integer data while the transformed products'
+// sums (up to 64 times the direct sum's terms) stay below 2^24.
 constexpr int64_t kFusedWeightTiles = 64;
 // A single image's tile rows go to this many chunks (each zeroes, sums and reads back its 16 x K x C sums). Both
 // builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient at
@@ -1081,8 +1082,8 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
         }
       }
   };
-  // M[xi][k][c] += the group's first `tiles` products
-  const auto products = [&](const float* V, const float* D, int64_t tiles, float* M) {
+  // M[xi][k][c] += the group's first `tiles` products (M = them for the chunk's first group)
+  const auto products = [&](const float* V, const float* D, int64_t tiles, bool first, float* M) {
     for (int xi = 0; xi < 16; ++xi)
       for (int64_t c0 = 0; c0 < CP; c0 += VL)
         for (int64_t k0 = 0; k0 < KP; k0 += KB) {
@@ -1091,7 +1092,10 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
           const float* d = D + xi * DS + k0;
           vec acc[KB];
 #pragma GCC unroll 16
-          for (int j = 0; j < KB; ++j) std::memcpy(&acc[j], m + j * CP, sizeof(vec));
+          for (int j = 0; j < KB; ++j) {
+            acc[j] = vec{};
+            if (!first) std::memcpy(&acc[j], m + j * CP, sizeof(vec));
+          }
           for (int64_t t = 0; t < tiles; ++t) {
             vec vt;
             std::memcpy(&vt, v + t * CP, sizeof(vec));
@@ -1107,13 +1111,16 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
   std::vector<float> bias(db && by_images ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   parallel_for(chunks, threads_for(s.N * K * C * P * Q * 9), [&](int64_t chunk) {
     float* M = sums.get() + chunk * per_chunk;
-    std::fill(M, M + per_chunk, 0.0f);
-    const CachedBlock<float> xt(xrows * xcols * CP), gt(2 * th * ycols * KP), group(16 * (VS + DS));
-    std::fill(xt.get(), xt.get() + xrows * xcols * CP, 0.0f);  // the padding, never written
-    std::fill(gt.get(), gt.get() + 2 * th * ycols * KP, 0.0f);
+    const int64_t row0 = chunk_row(chunk), row1 = chunk_row(chunk + 1);
+    // xt and gt hold the padded rows of the chunk's tile rows of an image: from padded row 2 * base on
+    const int64_t span = by_images ? th : row1 - row0, base = by_images ? 0 : row0;
+    const int64_t xt_floats = (2 * span + 2) * xcols * CP, gt_floats = 2 * span * ycols * KP;
+    const CachedBlock<float> xt(xt_floats), gt(gt_floats), group(16 * (VS + DS));
+    std::fill(xt.get(), xt.get() + xt_floats, 0.0f);  // the padding, never written
+    std::fill(gt.get(), gt.get() + gt_floats, 0.0f);
     float *V = group.get(), *D = V + 16 * VS;
     int64_t filled = 0;  // the group's tiles
-    const int64_t row0 = chunk_row(chunk), row1 = chunk_row(chunk + 1);
+    bool first = true;   // the chunk's first group
     for (int64_t n = row0 / th; n * th < row1; ++n) {
       // the image's tile rows [ty0, ty1) in the chunk: its rows [h0, h1) of x and [p0, p1) of dy
       const int64_t ty0 = std::max<int64_t>(row0 - n * th, 0), ty1 = std::min(row1 - n * th, th);
@@ -1129,24 +1136,26 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
       }
       if (db && by_images) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
       for (int64_t h = h0; h < h1; ++h)
-        transpose(xn + h * W, x_planes.data(), C, CP, W, 1.0f, xt.get() + ((h + s.pad_h) * xcols + s.pad_w) * CP);
+        transpose(xn + h * W, x_planes.data(), C, CP, W, 1.0f,
+                  xt.get() + ((h + s.pad_h - 2 * base) * xcols + s.pad_w) * CP);
       for (int64_t p = p0; p < p1; ++p)
-        transpose(dyn + p * Q, dy_planes.data(), K, KP, Q, 1.0f, gt.get() + p * ycols * KP);
+        transpose(dyn + p * Q, dy_planes.data(), K, KP, Q, 1.0f, gt.get() + (p - 2 * base) * ycols * KP);
       const int64_t x_lines = C * H * W / 16, lines = x_lines + K * P * Q / 16;  // the next image's, prefetched
       const int64_t ahead = by_images && (n + 1) * th < row1 ? (lines + th * tw - 1) / (th * tw) : 0;
       for (int64_t ty = ty0; ty < ty1; ++ty) {
         if (filled + tw > T) {
-          products(V, D, filled, M);
+          products(V, D, filled, first, M);
           filled = 0;
+          first = false;
         }
-        transform_row(xt.get(), gt.get(), ty, filled, V, D, [&](int64_t tx) {
+        transform_row(xt.get(), gt.get(), ty - base, filled, V, D, [&](int64_t tx) {
           for (int64_t l = (ty * tw + tx) * ahead, end = std::min(lines, l + ahead); l < end; ++l)
             __builtin_prefetch(l < x_lines ? xn + C * H * W + 16 * l : dyn + K * P * Q + 16 * (l - x_lines));
         });
         filled += tw;
       }
     }
-    if (filled > 0) products(V, D, filled, M);
+    if (filled > 0) products(V, D, filled, first, M);
   }, Schedule::as_free);
   if (non_finite) return false;
   add_chunks_into_first(sums.get(), chunks, per_chunk);
