@@ -1010,7 +1010,7 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
   constexpr int KB = VL;             // filters a block of accumulators
   const int64_t C = s.C, K = s.K, CP = (C + VL - 1) / VL * VL, KP = (K + KB - 1) / KB * KB;
   const int64_t H = s.H, W = s.W, P = s.P, Q = s.Q, th = (P + 1) / 2, tw = (Q + 1) / 2;
-  const int64_t xrows = 2 * th + 2, xcols = 2 * tw + 2, ycols = 2 * tw;
+  const int64_t xcols = 2 * tw + 2, ycols = 2 * tw;
   const int64_t T = std::max(kFusedWeightTiles, tw);  // a group's tiles: whole tile rows
   // V[xi] and D[xi] VS and DS floats apart: T tiles and a vector (positions 4 KiB apart fell into one cache set)
   const int64_t VS = T * CP + VL, DS = T * KP + VL;
