@@ -1,5 +1,5 @@
-// Where the Winograd forward convolution and weight gradient (conv_winograd.h, one per ISA in the dispatch table)
-// apply.
+// Where the Winograd forward convolution and weight gradient, on the engine and fused (conv_winograd.h, one per ISA in
+// the dispatch table), apply.
 #include <algorithm>
 #include <cstdint>
 
@@ -61,17 +61,17 @@ constexpr double kWeightWork = 0.5;
 constexpr int64_t kFusedChannels = 16;
 constexpr int64_t kFusedMinWidth = 15;
 // The fused weight gradient (winograd_fused_weight) takes the layers of kFusedChannels to 4 x kFusedChannels channels
-// and filters with at least kMinFusedWeightTiles 2x2 output tiles in the batch (each image chunk zeroes, sums and reads
-// back 16 x K x C sums, K and C rounded up to a vector; with few images the chunks leave threads idle). Both builds in
-// one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient against the
-// route before (the filter-vector kernel, or for 64 channels on maps of 16 x 16 or more the im2col GEMM): 16 channels
-// at 32 x 32 n=128 1.06-1.17x (1 thread 1.09-1.21x), 32 at 16 x 16 n=128 1.52-1.55x, 64 at 8 x 8 n=128 1.56-1.76x, 64
-// at 32 x 32 n=32 1.56-1.66x, at 56 x 56 n=8 1.59x; n=1 (a single image's tile rows in chunks) 16 channels at 32 x 32
-// 1.25-1.52x, 64 at 32 x 32 1.39x, at 56 x 56 1.49x (1 thread 1.06x, 1.36x, 1.41x), 32 at 16 x 16 n=8 1.33x, 64 at 8 x
-// 8 n=16 1.42x, n=4 1.09x, n=2 0.95x; forward+backward, 64 channels at 32 x 32 n=32 1.23x, n=1 1.08x; forced AVX2:
-// n=128 1.11x, 1.33x and 1.76x, 64 channels at 32 x 32 n=32 1.45x, n=1 1.07x, at 56 x 56 n=1 1.10x, 16 channels n=1
-// 1.06-1.13x, 32 n=4 1.12x, n=1 0.78x, 64 at 8 x 8 n=16 1.16x, n=8 0.88x. ResNet-20's training step (batch 128): 1.12x
-// at 1 and at 2 threads.
+// and filters with at least kMinFusedWeightTiles 2x2 output tiles in the batch (each image chunk writes, sums into and
+// reads back 16 x K x C sums, K and C rounded up to a vector; with few images the chunks leave threads idle). Both
+// builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient
+// against the route before (the filter-vector kernel, or for 64 channels on maps of 16 x 16 or more the im2col GEMM):
+// 16 channels at 32 x 32 n=128 1.06-1.17x (1 thread 1.09-1.21x), 32 at 16 x 16 n=128 1.52-1.55x, 64 at 8 x 8 n=128
+// 1.56-1.76x, 64 at 32 x 32 n=32 1.56-1.66x, at 56 x 56 n=8 1.59x; n=1 (a single image's tile rows in chunks) 16
+// channels at 32 x 32 1.25-1.52x, 64 at 32 x 32 1.39x, at 56 x 56 1.49x (1 thread 1.06x, 1.36x, 1.41x), 32 at 16 x 16
+// n=8 1.33x, 64 at 8 x 8 n=16 1.42x, n=4 1.09x, n=2 0.95x; forward+backward, 64 channels at 32 x 32 n=32 1.23x, n=1
+// 1.08x; forced AVX2: n=128 1.11x, 1.33x and 1.76x, 64 channels at 32 x 32 n=32 1.45x, n=1 1.07x, at 56 x 56 n=1 1.10x,
+// 16 channels n=1 1.06-1.13x, 32 n=4 1.12x, n=1 0.78x, 64 at 8 x 8 n=16 1.16x, n=8 0.88x. ResNet-20's training step
+// (batch 128): 1.12x at 1 and at 2 threads.
 constexpr int64_t kMinFusedWeightTiles = 256;
 }  // namespace
 

@@ -1,6 +1,7 @@
-// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution and the F(2x2, 3x3) weight gradient (winograd_weight; Lavin
-// and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). Each T x T output tile comes from an alpha x
-// alpha input tile d (alpha = T + 2) and each 3x3 filter g through
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution and the F(2x2, 3x3) weight gradient (winograd_weight; both
+// also fused for few channels: winograd_fused_forward, winograd_fused_weight; Lavin and Gray, "Fast Algorithms for
+// Convolutional Neural Networks", 2016). Each T x T output tile comes from an alpha x alpha input tile d (alpha = T +
+// 2) and each 3x3 filter g through
 //   Y = A^T [ sum_c (G g G^T) . (B^T d B) ] A,
 // for F(2x2, 3x3) with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] and
 // A^T = [1 1 1 0; 0 1 -1 -1] (F(4x4, 3x3): WinogradTile<4>). The sum over channels is alpha^2 independent GEMMs, one
@@ -998,9 +999,9 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
 // group's V and D (16 x (T x (CP + KP) + 2 VL) floats). Exact on small-integer data while the transformed products'
 // sums (up to 64 times the direct sum's terms) stay below 2^24.
 constexpr int64_t kFusedWeightTiles = 64;
-// A single image's tile rows go to this many chunks (each zeroes, sums and reads back its 16 x K x C sums). Both
+// A single image's tile rows go to this many chunks (each writes, sums into and reads back its 16 x K x C sums). Both
 // builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient at
-// n=1, against the image as one chunk (one thread): 64 channels at 32 x 32 1.26x, at 56 x 56 1.42x; 4 chunks against
+// n=1: 8 chunks against the image as one (one thread) 64 channels at 32 x 32 1.26x, at 56 x 56 1.42x; 4 chunks against
 // 8: 1.17x, 1.08x, 16 channels at 32 x 32 1.19x. (Images split so at n=2 to 4 went 0.85-0.88x against whole images.)
 constexpr int64_t kImageRowChunks = 4;
 template <int VL>
