@@ -138,14 +138,20 @@ def test_conv2d_matches_reference(rng, case, nthreads):
     np.testing.assert_allclose(db, edb, rtol=1e-4, atol=1e-3)
 
 
+def _backward_exact(rng, x, w, kw, shape):
+    # dy of small integers (returned): dx, dw and db equal the reference's bit for bit
+    dy = rng.integers(-3, 4, shape).astype(np.float32)
+    for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
+        assert np.array_equal(got, want)
+    return dy
+
+
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_conv2d_exact_on_small_integers(rng, case):
     x, w, b, kw = _arrays(rng, case, integer=True)
     y = F.conv2d(x, w, b, **kw)
     assert np.array_equal(y, ref.conv2d(x, w, b, **kw))
-    dy = rng.integers(-3, 4, y.shape).astype(np.float32)
-    for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
-        assert np.array_equal(got, want)
+    _backward_exact(rng, x, w, kw, y.shape)
 
 
 # RELIABILITY row 2: batch 0-3, channels 1-8, H/W 1-17, kernel 1-5, stride 1-4 (also > kernel), padding,
@@ -425,9 +431,7 @@ def test_depthwise_direct_path_exact_and_thread_independent(rng, multiplier, str
     y = F.conv2d(x, w, b, **kw)
     assert np.array_equal(y, ref.conv2d(x, w, b, **kw))
     assert np.array_equal(F.conv2d(x, w, b, activation="relu", **kw), np.maximum(y, 0))
-    dy = rng.integers(-3, 4, y.shape).astype(np.float32)
-    for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
-        assert np.array_equal(got, want)
+    _backward_exact(rng, x, w, kw, y.shape)
     # 4 x 8 x 40 x 37 images: above the serial threshold, so the planes and filters are split over threads
     x, w, b, kw = _arrays(rng, (4, 8, 40, 37, 8 * multiplier, 3, 3, stride, 1, 1, 8))
     dy = rng.standard_normal(F.conv2d(x, w, **kw).shape).astype(np.float32)
@@ -840,9 +844,7 @@ def test_fused_winograd_weight(isa, rng, case):
     # the same pass: exact on small integers; within 1e-6 of the sum of |dy| |x| on floats; the same bits at 1, 2 and
     # 3 threads; db the bits of the other routes'
     x, w, b, kw = _arrays(rng, case, integer=True)
-    dy = rng.integers(-3, 4, ref.conv2d(x, w, b, **kw).shape).astype(np.float32)
-    for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
-        assert np.array_equal(got, want)
+    dy = _backward_exact(rng, x, w, kw, ref.conv2d(x, w, b, **kw).shape)
     x, w, b, kw = _arrays(rng, case)
     dy = rng.standard_normal(dy.shape).astype(np.float32)
     with cc.threads(2):
@@ -939,9 +941,7 @@ def test_winograd_rows_weight_gradient(isa, rng, case):
     # small integers, close to float64, the same bits at 1 and 2 threads and with or without dx; with an infinity or
     # NaN in x or dy the direct units run again (inf - inf would give NaN), dx and db as without the rerun
     x, w, b, kw = _arrays(rng, case, integer=True)
-    dy = rng.integers(-3, 4, ref.conv2d(x, w, b, **kw).shape).astype(np.float32)
-    for got, want in zip(F.conv2d_backward(dy, x, w, **kw), ref.conv2d_backward(dy, x, w, **kw)):
-        assert np.array_equal(got, want)
+    dy = _backward_exact(rng, x, w, kw, ref.conv2d(x, w, b, **kw).shape)
     x, w, b, kw = _arrays(rng, case)
     dy = rng.standard_normal(dy.shape).astype(np.float32)
     f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]

@@ -73,32 +73,37 @@ constexpr int64_t kFusedMinWidth = 15;
 // 16 channels n=1 1.06-1.13x, 32 n=4 1.12x, n=1 0.78x, 64 at 8 x 8 n=16 1.16x, n=8 0.88x. ResNet-20's training step
 // (batch 128): 1.12x at 1 and at 2 threads.
 constexpr int64_t kMinFusedWeightTiles = 256;
+
+// 3x3 filters at stride 1, no dilation, one group: the layers every Winograd route here takes
+bool plain_3x3(const ConvShape& s) {
+  return s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.groups == 1;
+}
+
+// 2x2 output tiles in the batch
+int64_t batch_tiles(const ConvShape& s) { return s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2); }
 }  // namespace
 
 bool conv2d_winograd_applies(const ConvShape& s) {
-  return s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 &&
-         s.groups == 1 && s.C >= 16 && s.K >= 16 && s.P >= 4 && s.Q >= 4 &&
-         s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2) >= kMinTiles &&
+  return plain_3x3(s) && s.C >= 16 && s.K >= 16 && s.P >= 4 && s.Q >= 4 &&
+         batch_tiles(s) >= kMinTiles &&
          (std::min(s.C, s.K) >= kWideChannels || std::min(s.P, s.Q) >= 2 * kMinRowTiles - 1);
 }
 
 bool conv2d_winograd_weight_applies(const ConvShape& s) {
-  const int64_t tiles = s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2);
+  const int64_t tiles = batch_tiles(s);
   return conv2d_winograd_applies(s) && std::min(s.C, s.K) >= kWideChannels && tiles >= kMinWeightTiles &&
          16 * tiles <= kWeightWork * 9 * s.N * s.P * s.Q;
 }
 
 bool conv2d_winograd_fused_applies(const ConvShape& s) {
-  return s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 &&
-         s.groups == 1 && std::min(s.C, s.K) >= kFusedChannels && s.P >= 2 && s.pad_h <= 1 && s.pad_w <= 1 &&
+  return plain_3x3(s) && std::min(s.C, s.K) >= kFusedChannels && s.P >= 2 && s.pad_h <= 1 && s.pad_w <= 1 &&
          ((std::max(s.C, s.K) <= 2 * kFusedChannels && s.Q >= kFusedMinWidth) ||
           (std::max(s.C, s.K) <= 4 * kFusedChannels && (s.Q == 7 || s.Q == 8)));
 }
 
 bool conv2d_winograd_fused_weight_applies(const ConvShape& s) {
-  return s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 &&
-         s.groups == 1 && std::min(s.C, s.K) >= kFusedChannels && std::max(s.C, s.K) <= 4 * kFusedChannels &&
-         s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2) >= kMinFusedWeightTiles;
+  return plain_3x3(s) && std::min(s.C, s.K) >= kFusedChannels && std::max(s.C, s.K) <= 4 * kFusedChannels &&
+         batch_tiles(s) >= kMinFusedWeightTiles;
 }
 
 int conv2d_winograd_tile(const ConvShape& s) {

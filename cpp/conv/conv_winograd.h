@@ -78,7 +78,8 @@ constexpr int64_t kMinWeightBlockTiles = 256;
 // infinity: x and w (the weight gradient: x and dy) are checked for non-finite values as they are read.
 
 // The two tile sizes' transforms, applied to alpha = T + 2 values (vectors or floats) at a time: filter (G, alpha x
-// 3, on a kernel column or row), input (B^T, alpha x alpha) and output (A^T, T x alpha).
+// 3, on a kernel column or row), input (B^T, alpha x alpha) and output (A^T, T x alpha);
+// F(2x2, 3x3)'s also gradient (A, alpha x T: the weight gradient's).
 // F(2x2, 3x3): G, B^T and A^T as above; the transforms add, subtract and halve.
 // F(4x4, 3x3) (Lavin and Gray's points 0, 1, -1, 2, -2 and infinity): G's rows scaled to integers, G_s = diag(s) G
 // with s = (4, 6, 6, 24, 24, 1), and A^T's columns divided by them, 6 A^T diag(1/s) = A_e^T, whose coefficients are
@@ -112,6 +113,14 @@ struct WinogradTile<2> {
   static void output(const V (&m)[alpha], V (&y)[2]) {
     y[0] = m[0] + m[1] + m[2];
     y[1] = m[1] - m[2] - m[3];
+  }
+  // A g for a dy row's or column's two values g (the weight gradient's A dY A^T; A = [1 0; 1 1; 1 -1; 0 -1])
+  template <typename V>
+  static void gradient(const V (&g)[2], V (&d)[alpha]) {
+    d[0] = g[0];
+    d[1] = g[0] + g[1];
+    d[2] = g[0] - g[1];
+    d[3] = -g[1];
   }
   static constexpr float scale = 1.0f;  // y = A^T M A / scale
 };
@@ -648,15 +657,15 @@ __attribute__((noinline)) void transform_output_gradients(const ConvShape& s, co
           std::memcpy(&a, &buf[r * width + 2 * t0], sizeof(vec));
           std::memcpy(&b, &buf[r * width + 2 * t0 + VL], sizeof(vec));
           split_even_odd<VL>(a, b, even, odd);
-          h[r][0] = even;
-          h[r][1] = even + odd;
-          h[r][2] = even - odd;
-          h[r][3] = -odd;
+          const vec g[2] = {even, odd};
+          WinogradTile<2>::gradient(g, h[r]);
         }
         const int64_t tiles = std::min<int64_t>(VL, tw - t0);
 #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) {
-          const vec out[4] = {h[0][j], h[0][j] + h[1][j], h[0][j] - h[1][j], -h[1][j]};
+          const vec g[2] = {h[0][j], h[1][j]};
+          vec out[4];
+          WinogradTile<2>::gradient(g, out);
 #pragma GCC unroll 4
           for (int e = 0; e < 4; ++e) store_first<VL>(d + (4 * e + j) * position_stride + t0, out[e], tiles);
         }
@@ -1069,14 +1078,14 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
           vec even, odd;
           std::memcpy(&even, g0 + r * ycols * KP, sizeof(vec));
           std::memcpy(&odd, g0 + (r * ycols + 1) * KP, sizeof(vec));
-          h[r][0] = even;
-          h[r][1] = even + odd;
-          h[r][2] = even - odd;
-          h[r][3] = -odd;
+          const vec g[2] = {even, odd};
+          Tile::gradient(g, h[r]);
         }
 #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) {
-          const vec out[4] = {h[0][j], h[0][j] + h[1][j], h[0][j] - h[1][j], -h[1][j]};
+          const vec g[2] = {h[0][j], h[1][j]};
+          vec out[4];
+          WinogradTile<2>::gradient(g, out);
 #pragma GCC unroll 4
           for (int e = 0; e < 4; ++e)
             std::memcpy(D + (4 * e + j) * DS + (t0 + tx) * KP + k0, &out[e], sizeof(vec));
