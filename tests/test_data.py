@@ -64,6 +64,8 @@ def test_fashion_mnist_search_order_and_format(tmp_path, monkeypatch):
     x, y, xt, yt = data.load_fashion_mnist(root)
     assert x.shape == (20, 1, 28, 28) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
     assert y.dtype == np.int64 and xt.shape == (10, 1, 28, 28)
+    pixels = data.read_idx(root / "train-images-idx3-ubyte.gz")  # each byte over 255, rounded once in float32
+    assert np.array_equal(x[:, 0], pixels.astype(np.float32) / np.float32(255))
     assert data.load_fashion_mnist()[0].shape[0] == 30  # no root: $CONVCORE_DATA
 
 

@@ -100,6 +100,6 @@ def load_cifar10(root):
         raise FileNotFoundError(f"CIFAR-10 batches {missing} not found in {root}: pass the extracted "
                                 f"cifar-10-batches-py folder of the official python archive")
     parts = [_load_batch(root / n) for n in BATCH_NAMES]
-    x_train = np.concatenate([p[0] for p in parts[:5]]).astype(np.float32) / 255.0
+    x_train = np.divide(np.concatenate([p[0] for p in parts[:5]]), 255, dtype=np.float32)  # cast as it divides
     y_train = np.concatenate([p[1] for p in parts[:5]])
-    return x_train, y_train, parts[5][0].astype(np.float32) / 255.0, parts[5][1]
+    return x_train, y_train, np.divide(parts[5][0], 255, dtype=np.float32), parts[5][1]
