@@ -196,8 +196,9 @@ void pack_transposed_8x8(const float* base, const int64_t* offsets, int64_t coun
 }
 
 // PackRowsKernel: each row's nc floats as 8-lane vectors into the panels' rows, the vectors past nc masked (their
-// zeros pad the last panel). The row kPrefetchRows ahead is prefetched (B usually comes from memory: each element
-// is packed once per product).
+// zeros pad the last panel). The row kPrefetchRows ahead is prefetched into L2 (B usually comes from memory: each
+// element is packed once per product; into L2 as the AVX-512 packer: forced AVX2 on AMD Zen 4, 2 threads, 64 x 50176
+// x 576 1.07x, 96 x 24200 x 363 1.06x, 256 x 6272 x 2304 1.01x, 1024-square 1.00x over L1).
 constexpr int64_t kPrefetchRows = 4;
 
 void pack_rows_8(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, float* Bp) {
@@ -206,7 +207,7 @@ void pack_rows_8(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, fl
     const float* src = B + k * ldb;
     if (k + kPrefetchRows < kc)
       for (int64_t j = 0; j < nc; j += 16)
-        _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetchRows * ldb + j), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetchRows * ldb + j), _MM_HINT_T1);
     float* dst = Bp + k * nr;
     for (int64_t jp = 0; jp < nc; jp += nr, dst += panel_floats) {
       if (jp + nr <= nc) {
