@@ -306,7 +306,8 @@ class NativePlan {
     } else if (std::holds_alternative<Relu>(op)) {
       relu_forward<float>(x, y, out_elements);
     } else if (const auto* s = std::get_if<SubsamplePad>(&op)) {
-      subsample_pad(in_shape, s->stride, s->lo, out_shape, x, y);
+      subsample_pad<float>(x, in_shape[0], in_shape[1], in_shape[2], in_shape[3], s->stride, s->lo, out_shape[1],
+                           out_shape[2], out_shape[3], y);
     } else if (const auto* bn = std::get_if<BatchNorm>(&op)) {
       const int64_t C = in_shape[1], L = out_elements / std::max<int64_t>(in_shape[0] * C, 1);
       // the float64 statistics the Python layer passes (float32 -> float64 is exact)
@@ -314,19 +315,6 @@ class NativePlan {
       batch_norm_eval<float>(x, in_shape[0], C, L, mean.data(), var.data(), bn->w, bn->bias, bn->eps, residual,
                              bn->relu, y);
     }
-  }
-
-  static void subsample_pad(const std::vector<int64_t>& in, int64_t stride, int64_t lo,
-                            const std::vector<int64_t>& out, const float* x, float* y) {
-    const int64_t N = in[0], C = in[1], H = in[2], W = in[3], K = out[1], P = out[2], Q = out[3];
-    std::fill(y, y + N * K * P * Q, 0.0f);
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t p = 0; p < P; ++p) {
-          const float* row = x + ((n * C + c) * H + p * stride) * W;
-          float* o = y + ((n * K + lo + c) * P + p) * Q;
-          for (int64_t q = 0; q < Q; ++q) o[q] = row[q * stride];
-        }
   }
 
   bool frozen_;

@@ -629,11 +629,46 @@ def test_basic_block_fused_skip_gives_the_unfused_bits(rng, block_args):
     dsum = cc.functional.relu_backward(dy, out)
     dh = block.relu.backward(block.conv2.backward(block.bn2.backward(dsum)))
     dmain = block.conv1.backward(block.bn1.backward(dh))
-    dskip = block._skip_backward(dsum, True)
+    if not block.reshapes:
+        dskip = dsum
+    elif shortcut == "B":
+        dskip = block.downsample.backward(dsum)
+    else:  # option A: the subsampled pixels of the input's channels, zero elsewhere
+        dskip = np.zeros_like(x)
+        dskip[:, :, ::stride, ::stride] = dsum[:, block.pad // 2:block.pad // 2 + cin]
     assert np.array_equal(dmain + dskip, dx)
     assert all(np.array_equal(a, p.grad) for a, p in zip(grads, block.parameters()))
     with pytest.raises(ValueError, match="dy must have the output's shape"):
         block.backward(dy[:, :1])
+
+
+@pytest.mark.parametrize("shape,out_channels,stride", [((2, 3, 7, 5), 8, 2), ((1, 4, 6, 6), 6, 1),
+                                                       ((3, 2, 9, 10), 2, 3), ((16, 32, 32, 32), 64, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_option_a_shortcut_kernels(rng, shape, out_channels, stride, dtype):
+    # the block's shortcut and its backward through the final ReLU, added into dx, against numpy's strided slices;
+    # the last shape is past the kernels' serial threshold (2 threads split the planes)
+    from convcore import _core
+    x = rng.standard_normal(shape).astype(dtype)
+    lo = (out_channels - shape[1]) // 2
+    y = _core.shortcut_forward(x, stride, lo, out_channels)
+    expected = np.zeros((shape[0], out_channels, -(-shape[2] // stride), -(-shape[3] // stride)), dtype)
+    expected[:, lo:lo + shape[1]] = x[:, :, ::stride, ::stride]
+    assert y.dtype == dtype and np.array_equal(y, expected)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    out = rng.standard_normal(y.shape).astype(dtype)  # the block's output: its ReLU passes dy where out > 0
+    out.flat[::7] = np.nan
+    dx = rng.standard_normal(shape).astype(dtype)
+    expected_dx = dx.copy()
+    expected_dx[:, :, ::stride, ::stride] += np.where(out > 0, dy, 0)[:, lo:lo + shape[1]]
+    _core.shortcut_backward_add(dy, out, stride, lo, dx)
+    assert np.array_equal(dx, expected_dx)
+    with pytest.raises(ValueError, match="channels within"):
+        _core.shortcut_forward(x, stride, lo + 1 + out_channels, out_channels)
+    with pytest.raises(ValueError, match="not the shortcut's output"):
+        _core.shortcut_backward_add(dy[:, :, :-1], out[:, :, :-1], stride, lo, dx)
+    with pytest.raises(ValueError, match="shapes differ"):
+        _core.shortcut_backward_add(dy, out[:, :1], stride, lo, dx)
 
 
 @pytest.mark.parametrize("L", [1, 10, 32, 40, 47, 56, 100, 1024])

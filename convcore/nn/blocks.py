@@ -46,35 +46,24 @@ class BasicBlock(Module):
             raise ValueError(f"shortcut 'A' pads channels: out_channels ({out_channels}) must be >= in_channels "
                              f"({in_channels})")
         self.pad = out_channels - in_channels
-        self._x_shape = self._y = None
+        self._y = None
 
     def _skip(self, x):
         if not self.reshapes:
             return x
         if self.shortcut == "B":
             return self.downsample.forward(x)
-        sub = x[:, :, ::self.stride, ::self.stride]
-        lo = self.pad // 2
-        skip = np.zeros((sub.shape[0], sub.shape[1] + self.pad) + sub.shape[2:], x.dtype)
-        skip[:, lo:lo + sub.shape[1]] = sub
-        return skip
-
-    def _skip_backward(self, dy, input_grad):
-        if not self.reshapes:
-            return dy
-        if self.shortcut == "B":
-            return self.downsample.backward(dy, input_grad=input_grad)
-        N, C, H, W = self._saved(self._x_shape, "input shape")
-        dx = np.zeros((N, C, H, W), dy.dtype)
-        lo = self.pad // 2
-        dx[:, :, ::self.stride, ::self.stride] = dy[:, lo:lo + C]
-        return dx
+        # option A: x subsampled by the stride into channels [pad // 2, pad // 2 + in_channels), zeros elsewhere, in one
+        # parallel pass, as is its backward (in numpy, zeros and strided copies on one thread: 2.3% of a ResNet-20
+        # training step on 2 threads; both builds in one process, steps alternated, median of per-pair time ratios,
+        # AMD Zen 4: batch 128 1.02x, batch 32 1.015x on 2 threads, 1.00x on 1)
+        return _core.shortcut_forward(x, self.stride, self.pad // 2, x.shape[1] + self.pad)
 
     def forward(self, x):
         out = self.relu.adopt_output(self.bn1.forward(self.conv1.forward(x), activation="relu"))
         # bn2 adds the skip and applies the final ReLU in its one pass, and masks its backward's dy with it
         y = self.bn2.forward(self.conv2.forward(out), activation="relu", residual=self._skip(x))
-        self._x_shape, self._y = (x.shape, y) if self.training else (None, None)
+        self._y = y if self.training else None
         return y
 
     def _inference_step(self, x, relu=False):
@@ -119,18 +108,24 @@ class BasicBlock(Module):
         # bn2 and bn1 apply their ReLUs' masks inside their backward passes
         dmain = self.conv1.backward(self.bn1.backward(self.conv2.backward(self.bn2.backward(dy))),
                                     input_grad=input_grad)
-        if not self.reshapes:  # identity skip: its gradient is dy through the final ReLU, added in the same pass
+        # the skip's gradient is dy through the final ReLU, added into dmain (conv1's fresh input gradient) in the same
+        # pass: for the identity at every element, for option A at the subsampled ones of its channels
+        if not self.reshapes:
             if input_grad:
-                _core.relu_backward_add(dy, y, dmain)  # dmain: conv1's fresh input gradient
+                _core.relu_backward_add(dy, y, dmain)
             return dmain
-        dskip = self._skip_backward(F.relu_backward(dy, y), input_grad)  # and the projection's gradients
+        if self.shortcut == "A":
+            if input_grad:
+                _core.shortcut_backward_add(dy, y, self.stride, self.pad // 2, dmain)
+            return dmain
+        dskip = self.downsample.backward(F.relu_backward(dy, y), input_grad=input_grad)  # and its parameters' gradients
         if not input_grad:
             return None
-        dmain += dskip  # conv1's fresh input gradient: add in place
+        dmain += dskip
         return dmain
 
     def _release(self):
-        self._x_shape = self._y = None
+        self._y = None
 
 
 class Inception(Module):

@@ -1,4 +1,5 @@
-// ReLU, softmax and cross-entropy, parallel over elements / rows.
+// ReLU, the option-A shortcut, softmax and cross-entropy, parallel over elements, planes or rows.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -33,6 +34,36 @@ void relu_backward_add(const T* dy, const T* x, T* dx, int64_t n) {
     const T g = dy[i];
     dx[i] += x[i] > T(0) ? g : T(0);
   }
+}
+
+template <typename T>
+void subsample_pad(const T* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t stride, int64_t lo, int64_t K,
+                   int64_t P, int64_t Q, T* y) {
+  parallel_for(N * K, threads_for(N * K * P * Q, 1 << 18), [&](int64_t plane) {
+    const int64_t n = plane / K, c = plane % K - lo;
+    T* out = y + plane * P * Q;
+    if (c < 0 || c >= C) {
+      std::fill(out, out + P * Q, T(0));
+      return;
+    }
+    const T* image = x + (n * C + c) * H * W;
+    for (int64_t p = 0; p < P; ++p, out += Q)
+      for (int64_t q = 0; q < Q; ++q) out[q] = image[p * stride * W + q * stride];
+  });
+}
+
+template <typename T>
+void subsample_pad_backward_add(const T* dy, const T* out, int64_t N, int64_t C, int64_t H, int64_t W, int64_t stride,
+                                int64_t lo, int64_t K, int64_t P, int64_t Q, T* dx) {
+  parallel_for(N * C, threads_for(N * C * P * Q, 1 << 18), [&](int64_t plane) {
+    const int64_t n = plane / C, c = plane % C, from = ((n * K + lo + c) * P) * Q;
+    T* image = dx + plane * H * W;
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q = 0; q < Q; ++q) {
+        const T g = dy[from + p * Q + q];
+        if (out[from + p * Q + q] > T(0)) image[p * stride * W + q * stride] += g;
+      }
+  });
 }
 
 template <typename T>
@@ -106,12 +137,16 @@ void cross_entropy_backward(const T* probs, const int64_t* labels, T* dlogits, i
   }
 }
 
-#define CONVCORE_INSTANTIATE_OPS(T)                                                          \
-  template void relu_forward<T>(const T*, T*, int64_t);                                      \
-  template void relu_backward<T>(const T*, const T*, T*, int64_t);                           \
-  template void relu_backward_add<T>(const T*, const T*, T*, int64_t);                       \
-  template void softmax_forward<T>(const T*, T*, int64_t, int64_t);                          \
-  template double cross_entropy_forward<T>(const T*, const int64_t*, T*, int64_t, int64_t); \
+#define CONVCORE_INSTANTIATE_OPS(T)                                                                                \
+  template void relu_forward<T>(const T*, T*, int64_t);                                                            \
+  template void relu_backward<T>(const T*, const T*, T*, int64_t);                                                 \
+  template void relu_backward_add<T>(const T*, const T*, T*, int64_t);                                             \
+  template void subsample_pad<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                 int64_t, T*);                                                                     \
+  template void subsample_pad_backward_add<T>(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t,     \
+                                              int64_t, int64_t, int64_t, int64_t, T*);                             \
+  template void softmax_forward<T>(const T*, T*, int64_t, int64_t);                                                \
+  template double cross_entropy_forward<T>(const T*, const int64_t*, T*, int64_t, int64_t);                        \
   template void cross_entropy_backward<T>(const T*, const int64_t*, T*, int64_t, int64_t, T);
 CONVCORE_INSTANTIATE_OPS(float)
 CONVCORE_INSTANTIATE_OPS(double)

@@ -15,6 +15,18 @@ void relu_backward(const T* dy, const T* x, T* dx, int64_t n);
 template <typename T>
 void relu_backward_add(const T* dy, const T* x, T* dx, int64_t n);
 
+// The parameter-free shortcut of a residual block that changes shape (option A of the CIFAR ResNet paper): x (N, C,
+// H, W) subsampled by `stride` into channels [lo, lo + C) of y (N, K, P, Q), y[n][lo + c][p][q] = x[n][c][p *
+// stride][q * stride] (p * stride < H, q * stride < W), the other K - C channels zero: every element of y written.
+template <typename T>
+void subsample_pad(const T* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t stride, int64_t lo, int64_t K,
+                   int64_t P, int64_t Q, T* y);
+// Its backward through the block's final ReLU, added into dx (N, C, H, W): dx[n][c][p * stride][q * stride] +=
+// dy[n][lo + c][p][q] where out[n][lo + c][p][q] > 0 (dy and out (N, K, P, Q)); the other elements of dx untouched.
+template <typename T>
+void subsample_pad_backward_add(const T* dy, const T* out, int64_t N, int64_t C, int64_t H, int64_t W, int64_t stride,
+                                int64_t lo, int64_t K, int64_t P, int64_t Q, T* dx);
+
 // x, y are (rows, cols); softmax along cols, max-subtracted.
 template <typename T>
 void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols);
