@@ -1,4 +1,4 @@
-// Bindings: ReLU, softmax, cross-entropy, batch normalisation, optimizer steps.
+// Bindings: ReLU, the option-A shortcut, softmax, cross-entropy, batch normalisation, optimizer steps.
 #include <algorithm>
 #include <initializer_list>
 #include <optional>
@@ -58,9 +58,9 @@ template <typename T>
 static CArray<T> shortcut_forward(const CArray<T>& x, int64_t stride, int64_t lo, int64_t out_channels) {
   if (x.ndim() != 4) throw py::value_error("the shortcut takes (N, C, H, W) arrays");
   const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
-  if (stride < 1 || lo < 0 || out_channels < lo + C)
+  if (stride < 1 || !channels_within(lo, C, out_channels))
     throw py::value_error("the shortcut needs stride >= 1 and the input's channels within [lo, out_channels)");
-  const int64_t P = (H + stride - 1) / stride, Q = (W + stride - 1) / stride;
+  const int64_t P = subsampled_size(H, stride), Q = subsampled_size(W, stride);
   auto y = new_array<T>({N, out_channels, P, Q});
   const T* px = x.data();
   T* py_ = y.mutable_data();
@@ -78,8 +78,8 @@ static void shortcut_backward_add(const CArray<T>& dy, const CArray<T>& out, int
                                   CArray<T>& dx) {
   if (dx.ndim() != 4 || dy.ndim() != 4 || !same_shape(dy, out)) throw py::value_error("dy, out and dx shapes differ");
   const int64_t N = dx.shape(0), C = dx.shape(1), H = dx.shape(2), W = dx.shape(3), K = dy.shape(1);
-  if (stride < 1 || lo < 0 || K < lo + C || dy.shape(0) != N || dy.shape(2) != (H + stride - 1) / stride ||
-      dy.shape(3) != (W + stride - 1) / stride)
+  if (stride < 1 || !channels_within(lo, C, K) || dy.shape(0) != N || dy.shape(2) != subsampled_size(H, stride) ||
+      dy.shape(3) != subsampled_size(W, stride))
     throw py::value_error("dy is not the shortcut's output for dx's shape, stride and lo");
   const T *pdy = dy.data(), *pout = out.data();
   T* pdx = dx.mutable_data();
@@ -368,8 +368,10 @@ void bind_ops(py::module_& m) {
   // dx is written in place: never a converted copy
   m.def("relu_backward_add", &relu_grad_add<float>, py::arg("dy"), py::arg("x"), py::arg("dx").noconvert());
   m.def("relu_backward_add", &relu_grad_add<double>, py::arg("dy"), py::arg("x"), py::arg("dx").noconvert());
-  m.def("shortcut_forward", &shortcut_forward<float>);
-  m.def("shortcut_forward", &shortcut_forward<double>);
+  m.def("shortcut_forward", &shortcut_forward<float>, py::arg("x"), py::arg("stride"), py::arg("lo"),
+        py::arg("out_channels"));
+  m.def("shortcut_forward", &shortcut_forward<double>, py::arg("x"), py::arg("stride"), py::arg("lo"),
+        py::arg("out_channels"));
   m.def("shortcut_backward_add", &shortcut_backward_add<float>, py::arg("dy"), py::arg("out"), py::arg("stride"),
         py::arg("lo"), py::arg("dx").noconvert());
   m.def("shortcut_backward_add", &shortcut_backward_add<double>, py::arg("dy"), py::arg("out"), py::arg("stride"),

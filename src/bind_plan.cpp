@@ -122,8 +122,8 @@ class NativePlan {
   }
   int add_subsample_pad(int in, int64_t stride, int64_t lo, std::vector<int64_t> shape) {
     const std::vector<int64_t>& x = input(in).shape;
-    if (x.size() != 4 || shape.size() != 4 || stride < 1 || lo < 0 || shape[0] != x[0] || lo + x[1] > shape[1] ||
-        shape[2] != (x[2] + stride - 1) / stride || shape[3] != (x[3] + stride - 1) / stride)
+    if (x.size() != 4 || shape.size() != 4 || stride < 1 || shape[0] != x[0] || !channels_within(lo, x[1], shape[1]) ||
+        shape[2] != subsampled_size(x[2], stride) || shape[3] != subsampled_size(x[3], stride))
       throw py::value_error("plan: a subsampled, channel-padded shortcut's shapes differ");
     return add(SubsamplePad{stride, lo}, in, -1, std::move(shape), {});
   }

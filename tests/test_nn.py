@@ -643,15 +643,17 @@ def test_basic_block_fused_skip_gives_the_unfused_bits(rng, block_args):
 
 
 @pytest.mark.parametrize("shape,out_channels,stride", [((2, 3, 7, 5), 8, 2), ((1, 4, 6, 6), 6, 1),
-                                                       ((3, 2, 9, 10), 2, 3), ((16, 32, 32, 32), 64, 2)])
+                                                       ((3, 2, 9, 10), 2, 3), ((2, 3, 4, 4), 5, 9),
+                                                       ((32, 32, 32, 32), 64, 2)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_option_a_shortcut_kernels(rng, shape, out_channels, stride, dtype):
     # the block's shortcut and its backward through the final ReLU, added into dx, against numpy's strided slices;
-    # the last shape is past the kernels' serial threshold (2 threads split the planes)
+    # the last shape is past both kernels' serial threshold (2 threads split the planes)
     from convcore import _core
     x = rng.standard_normal(shape).astype(dtype)
     lo = (out_channels - shape[1]) // 2
-    y = _core.shortcut_forward(x, stride, lo, out_channels)
+    with cc.threads(2):
+        y = _core.shortcut_forward(x, stride, lo, out_channels)
     expected = np.zeros((shape[0], out_channels, -(-shape[2] // stride), -(-shape[3] // stride)), dtype)
     expected[:, lo:lo + shape[1]] = x[:, :, ::stride, ::stride]
     assert y.dtype == dtype and np.array_equal(y, expected)
@@ -661,10 +663,19 @@ def test_option_a_shortcut_kernels(rng, shape, out_channels, stride, dtype):
     dx = rng.standard_normal(shape).astype(dtype)
     expected_dx = dx.copy()
     expected_dx[:, :, ::stride, ::stride] += np.where(out > 0, dy, 0)[:, lo:lo + shape[1]]
-    _core.shortcut_backward_add(dy, out, stride, lo, dx)
+    with cc.threads(2):
+        _core.shortcut_backward_add(dy, out, stride, lo, dx)
     assert np.array_equal(dx, expected_dx)
-    with pytest.raises(ValueError, match="channels within"):
-        _core.shortcut_forward(x, stride, lo + 1 + out_channels, out_channels)
+    # bad arguments (the kernels are private, but a direct call must not reach memory out of bounds): an overflowing
+    # lo + channels, a negative lo, a stride of 0; a huge stride subsamples to one pixel
+    for bad_lo in (out_channels - shape[1] + 1, -1, 2**63 - 1 - shape[1] // 2):
+        with pytest.raises(ValueError, match="channels within"):
+            _core.shortcut_forward(x, stride, bad_lo, out_channels)
+        with pytest.raises(ValueError, match="not the shortcut's output"):
+            _core.shortcut_backward_add(dy, out, stride, bad_lo, dx)
+    with pytest.raises(ValueError, match="stride >= 1"):
+        _core.shortcut_forward(x, 0, lo, out_channels)
+    assert _core.shortcut_forward(x, 2**63 - 1, lo, out_channels).shape == (shape[0], out_channels, 1, 1)
     with pytest.raises(ValueError, match="not the shortcut's output"):
         _core.shortcut_backward_add(dy[:, :, :-1], out[:, :, :-1], stride, lo, dx)
     with pytest.raises(ValueError, match="shapes differ"):

@@ -459,10 +459,10 @@ void pack_transposed_16x16(const float* base, const int64_t* offsets, int64_t co
 // PackRowsKernel: each row's nc floats as 16-lane vectors into the panels' rows, the vectors past nc masked (their
 // zeros pad the last panel). The row kPrefetchRows ahead is prefetched (B usually comes from memory: each element
 // is packed once per product; measured 2 threads, median GFLOP/s, 64 x 3136 x 576 161.7 -> 168.8 over
-// std::copy per panel row, 96 x 24200 x 363 157.6 -> 186.0), into L2 (prefetcht1: the lines of rows a page or more
-// apart, prefetched into L1, were bounded by L1's few outstanding misses; both builds in one process, calls
-// alternated, median of per-pair time ratios, AMD Zen 4, 2 / 1 threads: 64 x 50176 x 576 1.07 / 1.07x, 96 x 24200 x
-// 363 1.06 / 1.08x, 256 x 6272 x 2304 1.03 / 1.04x, squares and B in L2 1.00x; 8 or 16 rows ahead as 4).
+// std::copy per panel row, 96 x 24200 x 363 157.6 -> 186.0). It goes to L2 (prefetcht1): into L1, the lines of rows
+// a page or more apart were bounded by L1's few outstanding misses (both builds in one process, calls alternated,
+// median of per-pair time ratios, AMD Zen 4, 2 / 1 threads, L2 over L1: 64 x 50176 x 576 1.07 / 1.07x, 96 x 24200 x
+// 363 1.06 / 1.08x, 256 x 6272 x 2304 1.03 / 1.04x, squares and B in L2 1.00x; 8 or 16 rows ahead ran as 4 do).
 constexpr int64_t kPrefetchRows = 4;
 
 void pack_rows_16(const float* B, int64_t ldb, int64_t kc, int64_t nc, int nr, float* Bp) {

@@ -21,6 +21,10 @@ void relu_backward_add(const T* dy, const T* x, T* dx, int64_t n);
 template <typename T>
 void subsample_pad(const T* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t stride, int64_t lo, int64_t K,
                    int64_t P, int64_t Q, T* y);
+// Its output's size along an axis of `size` pixels, ceil(size / stride) for stride >= 1, and whether channels [lo,
+// lo + C) lie in [0, K): both without overflow (the bindings check huge arguments with them).
+inline int64_t subsampled_size(int64_t size, int64_t stride) { return size == 0 ? 0 : (size - 1) / stride + 1; }
+inline bool channels_within(int64_t lo, int64_t C, int64_t K) { return lo >= 0 && C <= K && lo <= K - C; }
 // Its backward through the block's final ReLU, added into dx (N, C, H, W): dx[n][c][p * stride][q * stride] +=
 // dy[n][lo + c][p][q] where out[n][lo + c][p][q] > 0 (dy and out (N, K, P, Q)); the other elements of dx untouched.
 template <typename T>
