@@ -373,6 +373,27 @@ def test_backward_without_input_grad_gives_the_same_parameter_gradients(build, s
     assert all(np.array_equal(a, b) for a, b in zip(*grads))
 
 
+@pytest.mark.parametrize("build,shape,inner,starts_the_model", [
+    (lambda: cc.models.lenet5(seed=0), (2, 1, 28, 28), lambda m: m[3], False),
+    (lambda: nn.Sequential(nn.BasicBlock(2, 2, rng=0)), (1, 2, 4, 4), lambda m: m[0].conv1, True),
+    (lambda: nn.Sequential(nn.Inception(3, 2, 2, 2, 2, 2, 2, rng=0)), (1, 3, 4, 4), lambda m: m[0].branch2[0], True),
+])
+def test_input_grad_false_inside_a_model_is_refused_by_name(build, shape, inner, starts_the_model, rng):
+    # input_grad = False skips a layer's input gradient: fine on a model's first layer (on a path from the model's
+    # input) when the model's input gradient is not wanted, but a layer with others before it leaves them no gradient:
+    # a ValueError naming the rule, not a TypeError further on
+    model = build()
+    inner(model).input_grad = False
+    y = model(rng.standard_normal(shape).astype(np.float32))
+    with pytest.raises(ValueError, match="input_grad = False only on a model's first layer"):
+        model.backward(np.ones_like(y))
+    if starts_the_model:
+        assert model.backward(np.ones_like(y), input_grad=False) is None
+    else:
+        with pytest.raises(ValueError, match="input_grad = False only on a model's first layer"):
+            model.backward(np.ones_like(y), input_grad=False)
+
+
 # --- the eval-mode plan of Sequential / Chain ---------------------------------------------------------------------
 
 class _Doubler(nn.Module):

@@ -12,7 +12,7 @@ from .._validate import as_int, as_tensor
 from .activation import ReLU
 from .container import Sequential, _add_steps, _all_native, _first_output
 from .conv import Conv2d
-from .module import Module
+from .module import Module, no_input_gradient
 from .norm import BatchNorm2d
 from .pool import MaxPool2d
 
@@ -108,6 +108,8 @@ class BasicBlock(Module):
         # bn2 and bn1 apply their ReLUs' masks inside their backward passes
         dmain = self.conv1.backward(self.bn1.backward(self.conv2.backward(self.bn2.backward(dy))),
                                     input_grad=input_grad)
+        if input_grad and dmain is None:
+            raise ValueError(no_input_gradient(self.conv1))
         # the skip's gradient is dy through the final ReLU, added into dmain (conv1's fresh input gradient) in the same
         # pass: for the identity at every element, for option A at the subsampled ones of its channels
         if not self.reshapes:
@@ -156,6 +158,8 @@ class Inception(Module):
             width = branch[-2].out_channels
             g = branch.backward(np.ascontiguousarray(dy[:, start:start + width]), input_grad=input_grad)
             start += width
+            if input_grad and g is None:
+                raise ValueError(no_input_gradient(branch[0]))
             if input_grad:
                 dx = g if dx is None else dx + g
         return dx

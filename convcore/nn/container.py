@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _core
 from .activation import ReLU
-from .module import Module
+from .module import Module, no_input_gradient
 from .pool import _MaxPoolNd
 
 
@@ -254,6 +254,8 @@ class _InOrder(Module):
                 dy = layer.backward_through_relu(dy)  # the ReLU's backward too, on the pooled gradient
             else:
                 dy = layer.backward(dy, input_grad=input_grad or not first)
+                if dy is None and not first:
+                    raise ValueError(no_input_gradient(layer))
         return dy
 
 

@@ -43,6 +43,13 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+def no_input_gradient(layer) -> str:
+    """The error for a layer inside a model that returned no input gradient (its input_grad attribute set to False)
+    where the layers before it need one."""
+    return (f"{type(layer).__name__}.backward returned no input gradient (its input_grad is False), but the layers "
+            f"before it need one: set input_grad = False only on a model's first layer")
+
+
 class Module:
     """Base class of layers and models."""
 
