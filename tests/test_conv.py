@@ -925,6 +925,65 @@ def test_winograd_rows_forward(isa, rng, case):
         _same_non_finite(F.conv2d(x, w_bad, b, **kw), ref.conv2d(*f64(x, w_bad, b), **kw))
 
 
+IMAGE_LANE_CASES = [
+    (64, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),         # LeNet conv2 at batch 64: four groups of 16 images
+    (33, 6, 14, 13, 16, 5, 5, 1, 0, 1, 1),         # 9 columns (a last chunk of 1); the 33rd image by the other kernel
+    (32, 5, 12, 11, 12, 5, 5, 1, 1, 1, 1),         # padded; 5 channels (a block of 6, one unused)
+    (48, 7, 12, 8, 9, 3, 5, 1, (1, 2), 1, 1),      # 3 kernel rows, uneven padding, 7 channels (two blocks); 3 groups
+    (32, 3, 9, 9, 10, 5, 5, 1, 0, 1, 1),           # 5 columns: a chunk of 4 and one of 1
+]
+
+
+@pytest.mark.parametrize("case", IMAGE_LANE_CASES, ids=str)
+def test_input_gradient_with_images_in_the_lanes(isa, rng, case):
+    # the input gradient of 5-wide kernels on rows of 5-10 outputs with 9-16 filters, from 32 images on: on AVX-512
+    # 16 images a group in the lanes (the images past whole groups as below 32), each dx row the full convolution of
+    # dy's rows by Toom-Cook along the row (the channel-lane kernel elsewhere): exact on small integers, close to
+    # float64, the same bits at 1 and 2 threads (3 groups on 2 threads: each group's rows in two tasks) and for an
+    # image whatever the other groups; a group with a non-finite dy, or values that overflow in the transforms, runs
+    # again by the direct kernel, the other groups unchanged
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    shape = ref.conv2d(x, w, b, **kw).shape
+    _backward_exact(rng, x, w, kw, shape)
+    x, w, b, kw = _arrays(rng, case)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
+    with cc.threads(2):
+        dx = F.conv2d_backward(dy, x, w, **kw)[0]
+    want = ref.conv2d_backward(*f64(dy, x, w), **kw)[0]
+    scale = ref.conv2d_backward(*f64(np.abs(dy), x, np.abs(w)), **kw)[0]
+    assert np.all(np.abs(dx - want) <= 2e-6 * scale + 1e-30)
+    with cc.threads(1):
+        assert np.array_equal(F.conv2d_backward(dy, x, w, **kw)[0], dx)
+    # the first group's images followed by others
+    mixed = np.concatenate([dy[:16], rng.standard_normal((16,) + shape[1:]).astype(np.float32)])
+    assert np.array_equal(F.conv2d_backward(mixed, np.concatenate([x[:16]] * 2), w, **kw)[0][:16], dx[:16])
+    if isa == "avx512":  # the route: Toom-Cook rounds otherwise than the direct sum (AVX2's kernel)
+        from convcore import _core
+
+        _core.select_isa("avx2")
+        direct = F.conv2d_backward(dy, x, w, **kw)[0]
+        _core.select_isa(isa)
+        assert not np.array_equal(direct, dx)
+    last = len(x) - 1
+    for value in (np.inf, -np.inf, np.nan):
+        dy_bad = dy.copy()
+        dy_bad[last, 1, 2, -1] = value
+        got = F.conv2d_backward(dy_bad, x, w, **kw)[0]
+        want_bad = ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[0]
+        _same_non_finite(got, want_bad)
+        finite = np.isfinite(want_bad)
+        assert np.all(np.abs(got[finite] - want_bad[finite]) <= 2e-6 * scale[finite] + 1e-30)
+        assert np.array_equal(got[: last // 16 * 16], dx[: last // 16 * 16])
+    # near the float range: 90 times the sums overflows in the transforms, not in the direct sum
+    huge = (dy * np.float32(3e36)).astype(np.float32)
+    w_small = (w / np.abs(w).sum(axis=(0, 2, 3), keepdims=True)).astype(np.float32)
+    got = F.conv2d_backward(huge, x, w_small, **kw)[0]
+    want_huge = ref.conv2d_backward(*f64(huge, x, w_small), **kw)[0]
+    assert np.isfinite(want_huge).all() and np.isfinite(got).all()
+    np.testing.assert_allclose(got, want_huge, rtol=1e-4, atol=1e-5 * np.abs(want_huge).max())
+
+
 ROW_WINOGRAD_WEIGHT_CASES = [
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),       # LeNet conv2
     (3, 4, 10, 10, 12, 5, 5, 1, 2, 1, 1),       # padded, 12 filters, three images

@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "convcore/buffer_cache.h"
 #include "convcore/conv.h"
 #include "convcore/dispatch.h"
 #include "convcore/threads.h"
@@ -492,6 +493,14 @@ inline std::vector<RowTile> row_tiles(int64_t Q) {
 // The tiles' points summed: V's slots per row.
 inline int64_t row_slots(const std::vector<RowTile>& tiles) { return tiles.back().slot + tiles.back().points; }
 
+// G, the kernel row's 5 taps to the tile's points, scaled to integers: F(2, 5)'s times 24, F(4, 5)'s times 90 (the
+// sums are multiplied by 1/24 or 1/90 at the end).
+constexpr float kRowG24[kPairPoints][5] = {{6, 0, 0, 0, 0},  {-4, -4, -4, -4, -4}, {-4, 4, -4, 4, -4},
+                                           {1, 2, 4, 8, 16}, {1, -2, 4, -8, 16},   {0, 0, 0, 0, 24}};
+constexpr float kRowG90[kQuadPoints][5] = {{-90, 0, 0, 0, 0}, {-20, -20, -20, -20, -20}, {-20, 20, -20, 20, -20},
+                                           {1, 2, 4, 8, 16},  {1, -2, 4, -8, 16},         {64, 32, 16, 8, 4},
+                                           {64, -32, 16, -8, 4}, {0, 0, 0, 0, 90}};
+
 template <int VL>
 void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, int64_t HV,
                           const std::vector<RowTile>& tiles, int64_t slots, const int64_t* plane_rows, float* plane,
@@ -553,12 +562,6 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
   typedef float vec __attribute__((vector_size(4 * VL)));
   typedef uint32_t uvec __attribute__((vector_size(4 * VL)));
   constexpr int64_t KB = VL, S = 5;
-  static constexpr float G24[kPairPoints][S] = {  // 24 G: integers
-      {6, 0, 0, 0, 0},   {-4, -4, -4, -4, -4}, {-4, 4, -4, 4, -4},
-      {1, 2, 4, 8, 16},  {1, -2, 4, -8, 16},   {0, 0, 0, 0, 24}};
-  static constexpr float G90[kQuadPoints][S] = {  // 90 G: integers
-      {-90, 0, 0, 0, 0}, {-20, -20, -20, -20, -20}, {-20, 20, -20, 20, -20}, {1, 2, 4, 8, 16},
-      {1, -2, 4, -8, 16}, {64, 32, 16, 8, 4},       {64, -32, 16, -8, 4},     {0, 0, 0, 0, 90}};
   const int64_t C = s.C, K = s.K, R = s.R, P = s.P, Q = s.Q, H = s.H, W = s.W, PQ = P * Q, CRS = C * R * S;
   const std::vector<RowTile> tiles = row_tiles(Q);
   const int64_t slots = row_slots(tiles);
@@ -584,7 +587,7 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
     }
     return U;
   };
-  const LineFloats U6 = transform_taps(G24), U8 = transform_taps(G90);
+  const LineFloats U6 = transform_taps(kRowG24), U8 = transform_taps(kRowG90);
   float bias24[VL] = {}, bias90[VL] = {};  // the bias, in the filters' lanes, times 24 and 90
   for (int64_t k = 0; k < K && bias; ++k) bias24[k] = 24 * bias[k], bias90[k] = 90 * bias[k];
   vec b24, b90;
@@ -1222,6 +1225,240 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
   });
 }
 
+// The input gradient of a stride-1 convolution with 5-tap kernel rows, VL images at a time in the vector lanes (a
+// group): each dx row is the full convolution of dy's rows with the kernel rows that meet them,
+// dx[c][h][u - pw] = sum over (k, r, q + t = u) of dy[k][h + ph - r][q] * w[k][c][r][t]. Along the row it runs by
+// Toom-Cook (the transpose of winograd_rows_forward's F(4, 5) and F(2, 5)): dy's row is cut into row_tiles' chunks of
+// 4 and 2 (zero past Q), each chunk evaluated at its tile's 8 or 6 points by A (F(4, 5)'s A^T transposed: eighths at
+// most), multiplied by the points of the kernel row (kRowG90 or kRowG24 times its taps), summed over (k, r) and
+// interpolated by B (B^T transposed: quarters at most) into the chunk's 8 or 6 outputs, times 1/90 or 1/24; the
+// chunks' outputs overlap and are added. A row of 10 from 22 multiplies instead of 50, none of them on padding, and
+// the filters summed along each lane's FMA chain (channel_vector_backward sums them across the lanes, a butterfly per
+// row). The products: for each point xi, a block of CB channels x HB dx rows in registers sums U[xi][k][r][c]
+// (broadcast) times V[xi][k][h + ph - r] over (k, r) in order, r over the union of the block's rows' kernel rows (the
+// rows of V outside dy's are zero). A task's dy is transposed to [k][p][q][VL] and its dx back from [c][h][w][VL] by
+// the ISA's packer. Each element sums in a fixed order, the same in every lane, task and thread count. Exact on small
+// integers while the sums stay within the forward's bounds (the same points). A task whose dx is not all finite (a
+// non-finite dy: inf - inf in the transforms; values near the float range) writes none of it, and its group's images
+// are left to redo_marked. Workspace per task: its dy transposed, V, a block's products, its dx transposed, one row;
+// U (the transformed weights) once. Both builds in one process, calls alternated, median of per-pair time ratios, AMD
+// Zen 4, LeNet conv2 backward against channel_vector_backward's input gradient: n=64 1.12x on 1 thread, 1.05-1.07x on
+// 2 (forward+backward 1.05-1.06x), n=32 1.03-1.04x, n=48 1.00x (3 groups: each in two tasks), n=16 0.73x on 2 threads
+// (one group, one thread's; hence from 32 images on).
+template <int VL>
+class ImageLaneInputGradient {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  static constexpr int HB = 2, CB = 6;        // dx rows and channels per block of accumulators (12 vectors)
+  static constexpr int64_t kMaxSlots = 24;  // row_slots of Q <= 10
+
+ public:
+  // dx of the first `groups` * VL images of the batch, on nt threads
+  ImageLaneInputGradient(const ConvShape& s, int64_t groups, int nt, const float* dy, const float* w, float* dx)
+      : s_(s), groups_(groups), dy_(dy), dx_(dx), tiles_(row_tiles(s.Q)) {
+    const int64_t C = s.C, K = s.K, R = s.R, H = s.H;
+    CP_ = (C + CB - 1) / CB * CB;
+    XI_ = row_slots(tiles_);
+    full_ = tiles_.back().col + tiles_.back().outputs + 4;
+    // where the groups do not share out evenly over the threads, each group's rows in two parts of whole blocks, of
+    // about the same number of products (kernel rows met); the same sums either way
+    int64_t total = 0, first = 0;
+    for (int64_t h0 = 0; h0 < H; h0 += HB) total += block_work(h0);
+    int64_t split = 0;
+    while (split < H && 2 * (first + block_work(split)) <= total) first += block_work(split), split += HB;
+    if (split == 0 && H > HB) split = HB;
+    parts_ = groups % nt != 0 && split > 0 && split < H ? 2 : 1;
+    part_rows_[0] = {0, parts_ == 2 ? split : H};
+    part_rows_[1] = {split, H};
+    // U[xi][k][r][c]: each kernel row's taps at its tile's points (G's columns as rows, for all points at once)
+    float Gt[5][kMaxSlots] = {};
+    for (const RowTile& tile : tiles_)
+      for (int64_t i = 0; i < tile.points; ++i)
+        for (int t = 0; t < 5; ++t) Gt[t][tile.slot + i] = (tile.points == kPairPoints ? kRowG24 : kRowG90)[i][t];
+    U_.assign(static_cast<size_t>(XI_ * K * R * CP_), 0.0f);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t r = 0; r < R; ++r) {
+          const float* taps = w + ((k * C + c) * R + r) * 5;
+          float u[kMaxSlots];
+          for (int64_t xi = 0; xi < kMaxSlots; ++xi) {
+            u[xi] = Gt[0][xi] * taps[0];
+            for (int t = 1; t < 5; ++t) u[xi] += Gt[t][xi] * taps[t];
+          }
+          for (int64_t xi = 0; xi < XI_; ++xi) U_[((xi * K + k) * R + r) * CP_ + c] = u[xi];
+        }
+    image_rows_.resize(VL);
+    for (int64_t i = 0; i < VL; ++i) image_rows_[i] = i * K * s.P * s.Q;
+    pixel_rows_.resize(static_cast<size_t>(H * s.W));
+    for (int64_t j = 0; j < H * s.W; ++j) pixel_rows_[j] = j * VL;
+    redone_.assign(static_cast<size_t>(tasks()), 0);
+  }
+
+  // Tasks: each group's dx rows in parts_ parts.
+  int64_t tasks() const { return groups_ * parts_; }
+
+  // Task `task`'s dx rows; where they are not all finite, none is written and the task is marked.
+  void operator()(int64_t task) const {
+    const int64_t C = s_.C, K = s_.K, P = s_.P, Q = s_.Q, H = s_.H, W = s_.W, PQ = P * Q, ph = s_.pad_h;
+    const int64_t group = task / parts_, n0 = group * VL, XI = XI_;
+    const KernelRows part = part_rows_[task % parts_];
+    const int64_t hn = part.hi - part.lo;  // dx rows
+    // the rows of dy the part's blocks read, [p_lo, p_hi) (zero outside [0, P)), and those inside, [p0, p1)
+    int64_t p_lo = P, p_hi = 0;
+    for (int64_t h0 = part.lo; h0 < part.hi; h0 += HB) {
+      const KernelRows kr = block_rows(h0);
+      if (kr.lo >= kr.hi) continue;
+      p_lo = std::min(p_lo, h0 + ph - (kr.hi - 1));
+      p_hi = std::max(p_hi, h0 + HB + ph - kr.lo);
+    }
+    p_hi = std::max(p_hi, p_lo);
+    const int64_t rows = p_hi - p_lo, p0 = std::clamp<int64_t>(p_lo, 0, P), p1 = std::clamp<int64_t>(p_hi, p0, P);
+    const int64_t g_floats = K * (p1 - p0) * Q * VL, v_floats = XI * K * rows * VL, m_floats = CB * HB * XI * VL;
+    const int64_t dxt_floats = C * hn * W * VL;
+    const CachedBlock<float> work(g_floats + v_floats + m_floats + dxt_floats + full_ * VL + VL * hn * W);
+    float *g = work.get(), *V = g + g_floats, *M = V + v_floats, *dxt = M + m_floats, *line = dxt + dxt_floats;
+    float* out = line + full_ * VL;
+    for (int64_t xk = 0; xk < XI * K; ++xk) {  // V's rows outside dy's
+      std::fill(V + xk * rows * VL, V + (xk * rows + p0 - p_lo) * VL, 0.0f);
+      std::fill(V + (xk * rows + p1 - p_lo) * VL, V + (xk + 1) * rows * VL, 0.0f);
+    }
+    const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+    for (int64_t k = 0; k < K; ++k)  // g[k][p - p0][q][VL]
+      transpose(dy_ + (n0 * K + k) * PQ + p0 * Q, image_rows_.data(), VL, VL, (p1 - p0) * Q, 1.0f,
+                g + k * (p1 - p0) * Q * VL);
+    // V[xi][k][p - p_lo]: the points of dy's row p, tile by tile (each point's rows in order)
+    for (int64_t k = 0; k < K; ++k)
+      for (const RowTile& tile : tiles_) {
+        const int64_t m = std::min(tile.outputs, Q - tile.col);  // dy's columns in the chunk (zero past Q)
+        float* v = V + ((tile.slot * K + k) * rows + p0 - p_lo) * VL;
+        const int64_t point = K * rows * VL;  // between a row's points in V
+        for (int64_t p = p0; p < p1; ++p, v += VL) {
+          const float* src = g + ((k * (p1 - p0) + p - p0) * Q + tile.col) * VL;
+          vec a[4] = {};
+          for (int64_t e = 0; e < m; ++e) a[e] = load(src + e * VL);
+          if (tile.points == kPairPoints) {
+            store(v, a[0]), store(v + point, a[0] + a[1]), store(v + 2 * point, a[0] - a[1]);
+            store(v + 3 * point, a[0] + 2 * a[1]), store(v + 4 * point, a[0] - 2 * a[1]);
+            store(v + 5 * point, a[1]);
+          } else {
+            const vec e1 = a[0] + a[2], o1 = a[1] + a[3], e2 = a[0] + 4 * a[2], o2 = 2 * a[1] + 8 * a[3];
+            const vec e3 = a[0] + 0.25f * a[2], o3 = 0.5f * a[1] + 0.125f * a[3];
+            store(v, a[0]), store(v + point, e1 + o1), store(v + 2 * point, e1 - o1);
+            store(v + 3 * point, e2 + o2), store(v + 4 * point, e2 - o2), store(v + 5 * point, e3 + o3);
+            store(v + 6 * point, e3 - o3), store(v + 7 * point, a[3]);
+          }
+        }
+      }
+    for (int64_t h0 = part.lo; h0 < part.hi; h0 += HB) {
+      const KernelRows kr = block_rows(h0);
+      for (int64_t c0 = 0; c0 < CP_; c0 += CB) {
+        for (int64_t xi = 0; xi < XI; ++xi) {
+          vec acc[CB][HB];
+          for (int cc = 0; cc < CB; ++cc)
+            for (int hh = 0; hh < HB; ++hh) acc[cc][hh] = vec{};
+          const float* u_xi = &U_[xi * K * s_.R * CP_ + c0];
+          const float* v_xi = V + (xi * K * rows + h0 + ph - p_lo) * VL;
+          for (int64_t k = 0; k < K; ++k)
+            for (int64_t r = kr.lo; r < kr.hi; ++r) {
+              const float* u = u_xi + (k * s_.R + r) * CP_;
+              const float* v = v_xi + (k * rows - r) * VL;
+#pragma GCC unroll 2
+              for (int hh = 0; hh < HB; ++hh) {
+                const vec vv = load(v + hh * VL);
+#pragma GCC unroll 6
+                for (int cc = 0; cc < CB; ++cc) acc[cc][hh] += u[cc] * vv;
+              }
+            }
+          for (int cc = 0; cc < CB; ++cc)
+            for (int hh = 0; hh < HB; ++hh) store(M + ((cc * HB + hh) * XI + xi) * VL, acc[cc][hh]);
+        }
+        for (int64_t cc = 0; cc < CB && c0 + cc < C; ++cc)
+          for (int64_t hh = 0; hh < HB && h0 + hh < part.hi; ++hh) {
+            interpolate(M + (cc * HB + hh) * XI * VL, line);
+            std::memcpy(dxt + ((c0 + cc) * hn + h0 + hh - part.lo) * W * VL, line + s_.pad_w * VL,
+                        W * VL * sizeof(float));
+          }
+      }
+    }
+    if (any_non_finite(dxt, dxt_floats)) {
+      redone_[task] = 1;
+      return;
+    }
+    for (int64_t c = 0; c < C; ++c) {  // each channel's rows, image by image
+      transpose(dxt + c * hn * W * VL, pixel_rows_.data(), hn * W, hn * W, VL, 1.0f, out);
+      for (int64_t i = 0; i < VL; ++i)
+        std::memcpy(dx_ + ((n0 + i) * C + c) * H * W + part.lo * W, out + i * hn * W, hn * W * sizeof(float));
+    }
+  }
+
+  // redo(n) for each image of the groups left unwritten (after all the tasks)
+  template <typename Redo>
+  void redo_marked(const Redo& redo) const {
+    for (int64_t group = 0; group < groups_; ++group)
+      if (std::any_of(&redone_[group * parts_], &redone_[(group + 1) * parts_], [](char r) { return r != 0; }))
+        for (int64_t n = group * VL; n < (group + 1) * VL; ++n) redo(n);
+  }
+
+ private:
+  static vec load(const float* p) {
+    vec v;
+    std::memcpy(&v, p, sizeof(vec));
+    return v;
+  }
+  static void store(float* p, const vec& v) { std::memcpy(p, &v, sizeof(vec)); }
+
+  // the kernel rows [lo, hi) that meet dy for some row of the block at h0 (the union of the rows')
+  KernelRows block_rows(int64_t h0) const {
+    return KernelRows{std::max<int64_t>(0, h0 + s_.pad_h - s_.P + 1),
+                      std::min<int64_t>(s_.R, std::min(s_.H, h0 + HB) + s_.pad_h)};
+  }
+  int64_t block_work(int64_t h0) const {
+    const KernelRows kr = block_rows(h0);
+    return std::max<int64_t>(kr.hi - kr.lo, 0);
+  }
+
+  // One dx row's full convolution (full_ vectors) from its tiles' summed products m (XI_ vectors): B, times 1/24 or
+  // 1/90, each chunk's outputs added where the chunks overlap.
+  void interpolate(const float* m0, float* line) const {
+    std::fill(line, line + full_ * VL, 0.0f);
+    for (const RowTile& tile : tiles_) {
+      const float* m = m0 + tile.slot * VL;
+      vec mv[kQuadPoints], o[kQuadPoints];
+      for (int64_t i = 0; i < tile.points; ++i) mv[i] = load(m + i * VL);
+      if (tile.points == kPairPoints) {
+        const vec s1 = mv[1] + mv[2], d1 = mv[1] - mv[2], s2 = mv[3] + mv[4], d2 = mv[3] - mv[4];
+        o[0] = 4 * mv[0], o[1] = -4 * d1 - 2 * d2 + 4 * mv[5], o[2] = -5 * mv[0] - 4 * s1 - s2;
+        o[3] = d1 + 2 * d2 - 5 * mv[5], o[4] = mv[0] + s1 + s2, o[5] = mv[5];
+        for (int64_t j = 0; j < kPairPoints; ++j) o[j] *= 1.0f / 24;
+      } else {
+        const vec s1 = mv[1] + mv[2], d1 = mv[1] - mv[2], s2 = mv[3] + mv[4], d2 = mv[3] - mv[4];
+        const vec s3 = mv[5] + mv[6], d3 = mv[5] - mv[6];
+        o[0] = -mv[0], o[1] = d1 + 0.5f * d2 + 2 * d3 - mv[7];
+        o[2] = 5.25f * mv[0] + s1 + 0.25f * s2 + 4 * s3;
+        o[3] = -4.25f * d1 - 2.5f * d2 - 2.5f * d3 + 5.25f * mv[7];
+        o[4] = -5.25f * mv[0] - 4.25f * s1 - 1.25f * s2 - 5 * s3;
+        o[5] = d1 + 2 * d2 + 0.5f * d3 - 5.25f * mv[7], o[6] = mv[0] + s1 + s2 + s3, o[7] = mv[7];
+        for (int64_t j = 0; j < kQuadPoints; ++j) o[j] *= 1.0f / 90;
+      }
+      for (int64_t j = 0; j < tile.points; ++j) {
+        float* at = line + (tile.col + j) * VL;
+        store(at, load(at) + o[j]);
+      }
+    }
+  }
+
+  ConvShape s_;
+  int64_t groups_;
+  const float* dy_;
+  float* dx_;
+  std::vector<RowTile> tiles_;
+  int64_t CP_ = 0, XI_ = 0, full_ = 0;  // channels in whole blocks; points; the full convolution's columns
+  int64_t parts_ = 1;
+  KernelRows part_rows_[2] = {};  // each part's dx rows [lo, hi)
+  LineFloats U_;
+  std::vector<int64_t> image_rows_, pixel_rows_;
+  mutable std::vector<char> redone_;  // each task writes its own element
+};
+
 // The backward of a stride-1 convolution with at most 16 filters on narrow rows (LeNet-5's conv2), all three gradients
 // from one transposed copy of each image's dy, in one pass over the batch. Input gradient with dy's channels (the
 // filters) in vector lanes: dx[c][h][w] = sum over taps (r, t) of the dot product of dy[:, h + ph - r][w + pw - t] with
@@ -1241,8 +1478,10 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
 // per-pair time ratios, AMD Zen 4, LeNet conv2 n=64 backward 1.09-1.11x by F(5, 2) (1 and 2 threads); weight gradient
 // by tiles of 4 (F(5, 4)) then 1.13x on 1 thread, 1.05x on 2. dw and db add the chunks' sums in chunk order: every
 // result has the same bits whatever the thread count (db those of conv2d_backward_bias_fast). db may be null (not
-// computed). Workspace: the regrouped weights, per chunk one padded image, one transposed dy image, the weight
-// gradient's sums and workspace and the bias gradient's partials.
+// computed). On AVX-512, 5-wide kernels and at least 32 images, the input gradient of each whole group of 16 images
+// comes from ImageLaneInputGradient, in a pass of its own after this one, and only the images past them from dx_row.
+// Workspace: the regrouped weights, per chunk one padded image, one transposed dy image, the weight gradient's sums
+// and workspace and the bias gradient's partials.
 constexpr int kChannelLanes = 16, kChannelMaxQ = 10;
 
 template <int VL, int S, typename Row>
@@ -1260,14 +1499,40 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
     }
   };
   const int64_t work = s.N * K * P * s.Q * CRS * 2;
+  const auto pass = [&](const auto& more) {  // dw and db, and more(n, g) for each image
+    if constexpr (VL == 16 && S == 5) {
+      if (row_winograd_weight_applies(s) &&
+          filter_vector_weight_pass(s, dy, x, L, QMAX * L, work, RowWinogradWeights<VL>(s), dw, db, more))
+        return;
+    }
+    with_weight_rows<VL, KV, S>(s, [&](auto rows) {
+      filter_vector_weight_pass(s, dy, x, L, QMAX * L, work, DirectWeights<VL, KV, rows, S, true>{}, dw, db, more);
+    });
+  };
   if constexpr (VL == 16 && S == 5) {
-    if (row_winograd_weight_applies(s) &&
-        filter_vector_weight_pass(s, dy, x, L, QMAX * L, work, RowWinogradWeights<VL>(s), dw, db, dx_rows))
+    // whole groups of 16 images in the lanes from 32 images on (the route the same at any thread count); the images
+    // past them here, and those of a group left unwritten (redo_marked) one at a time as here
+    const int64_t groups = s.N / VL;
+    if (groups >= 2) {
+      pass([&](int64_t n, const float* g) {
+        if (n >= groups * VL) dx_rows(n, g);
+      });
+      const int nt = threads_for(groups * VL * K * P * s.Q * CRS * 2);
+      const ImageLaneInputGradient<VL> lanes(s, groups, nt, dy, w, dx);
+      parallel_for(lanes.tasks(), nt, lanes);
+      lanes.redo_marked([&](int64_t n) {
+        LineFloats g(static_cast<size_t>(P * QMAX * L), 0.0f);
+        std::vector<int64_t> filter_rows(static_cast<size_t>(K));
+        for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * P * s.Q;
+        for (int64_t p = 0; p < P; ++p)
+          kernels().gemm.pack_transposed(dy + (n * K * P + p) * s.Q, filter_rows.data(), K, L, s.Q, 1.0f,
+                                         &g[p * QMAX * L]);
+        dx_rows(n, g.data());
+      });
       return;
+    }
   }
-  with_weight_rows<VL, KV, S>(s, [&](auto rows) {
-    filter_vector_weight_pass(s, dy, x, L, QMAX * L, work, DirectWeights<VL, KV, rows, S, true>{}, dw, db, dx_rows);
-  });
+  pass(dx_rows);
 }
 
 #if defined(__AVX512F__)
