@@ -931,6 +931,8 @@ IMAGE_LANE_CASES = [
     (32, 5, 12, 11, 12, 5, 5, 1, 1, 1, 1),         # padded; 5 channels (a block of 6, one unused)
     (48, 7, 12, 8, 9, 3, 5, 1, (1, 2), 1, 1),      # 3 kernel rows, uneven padding, 7 channels (two blocks); 3 groups
     (32, 3, 9, 9, 10, 5, 5, 1, 0, 1, 1),           # 5 columns: a chunk of 4 and one of 1
+    (48, 4, 13, 3, 12, 7, 5, 1, (6, 4), 1, 1),     # 7 columns (chunks of 4, 2 and 1), 7 kernel rows, widest padding
+    (32, 3, 7, 8, 10, 1, 5, 1, (0, 3), 1, 1),      # one kernel row
 ]
 
 
@@ -965,20 +967,29 @@ def test_input_gradient_with_images_in_the_lanes(isa, rng, case):
         direct = F.conv2d_backward(dy, x, w, **kw)[0]
         _core.select_isa(isa)
         assert not np.array_equal(direct, dx)
-    last = len(x) - 1
-    for value in (np.inf, -np.inf, np.nan):
-        dy_bad = dy.copy()
-        dy_bad[last, 1, 2, -1] = value
-        got = F.conv2d_backward(dy_bad, x, w, **kw)[0]
-        want_bad = ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[0]
-        _same_non_finite(got, want_bad)
-        finite = np.isfinite(want_bad)
-        assert np.all(np.abs(got[finite] - want_bad[finite]) <= 2e-6 * scale[finite] + 1e-30)
-        assert np.array_equal(got[: last // 16 * 16], dx[: last // 16 * 16])
+    def on_threads(*args):  # dx at 2 threads, the same bits at 1 (3 groups on 2 threads: two tasks each)
+        with cc.threads(2):
+            got = F.conv2d_backward(*args, **kw)[0]
+        with cc.threads(1):
+            np.testing.assert_array_equal(F.conv2d_backward(*args, **kw)[0], got)
+        return got
+
+    for image in (0, len(x) - 1):  # the first group's; the last image (past the groups where N is odd)
+        group = image // 16 * 16
+        for value in (np.inf, -np.inf, np.nan):
+            dy_bad = dy.copy()
+            dy_bad[image, 1, 2, -1] = value
+            got = on_threads(dy_bad, x, w)
+            want_bad = ref.conv2d_backward(*f64(dy_bad, x, w), **kw)[0]
+            _same_non_finite(got, want_bad)
+            finite = np.isfinite(want_bad)
+            assert np.all(np.abs(got[finite] - want_bad[finite]) <= 2e-6 * scale[finite] + 1e-30)
+            others = np.r_[0:group, group + 16:len(x)] if group + 16 <= len(x) else np.r_[0:group]
+            assert np.array_equal(got[others], dx[others])
     # near the float range: 90 times the sums overflows in the transforms, not in the direct sum
     huge = (dy * np.float32(3e36)).astype(np.float32)
     w_small = (w / np.abs(w).sum(axis=(0, 2, 3), keepdims=True)).astype(np.float32)
-    got = F.conv2d_backward(huge, x, w_small, **kw)[0]
+    got = on_threads(huge, x, w_small)
     want_huge = ref.conv2d_backward(*f64(huge, x, w_small), **kw)[0]
     assert np.isfinite(want_huge).all() and np.isfinite(got).all()
     np.testing.assert_allclose(got, want_huge, rtol=1e-4, atol=1e-5 * np.abs(want_huge).max())

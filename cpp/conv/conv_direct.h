@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -1240,11 +1241,11 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
 // the ISA's packer. Each element sums in a fixed order, the same in every lane, task and thread count. Exact on small
 // integers while the sums stay within the forward's bounds (the same points). A task whose dx is not all finite (a
 // non-finite dy: inf - inf in the transforms; values near the float range) writes none of it, and its group's images
-// are left to redo_marked. Workspace per task: its dy transposed, V, a block's products, its dx transposed, one row;
-// U (the transformed weights) once. Both builds in one process, calls alternated, median of per-pair time ratios, AMD
-// Zen 4, LeNet conv2 backward against channel_vector_backward's input gradient: n=64 1.12x on 1 thread, 1.05-1.07x on
-// 2 (forward+backward 1.05-1.06x), n=32 1.03-1.04x, n=48 1.00x (3 groups: each in two tasks), n=16 0.73x on 2 threads
-// (one group, one thread's; hence from 32 images on).
+// are left to redo_marked. Workspace per task: its dy transposed, V, a block's products, its dx transposed, one row
+// and one channel's dx for the 16 images; U (the transformed weights) once. Both builds in one process, calls
+// alternated, median of per-pair time ratios, AMD Zen 4, LeNet conv2 backward against channel_vector_backward's input
+// gradient: n=64 1.12x on 1 thread, 1.05-1.07x on 2 (forward+backward 1.05-1.06x), n=32 1.03-1.04x, n=48 1.00x (3
+// groups: each in two tasks), n=16 0.73x on 2 threads (one group, one thread's; hence from 32 images on).
 template <int VL>
 class ImageLaneInputGradient {
   typedef float vec __attribute__((vector_size(4 * VL)));
@@ -1259,6 +1260,7 @@ class ImageLaneInputGradient {
     CP_ = (C + CB - 1) / CB * CB;
     XI_ = row_slots(tiles_);
     full_ = tiles_.back().col + tiles_.back().outputs + 4;
+    if (XI_ > kMaxSlots) throw std::logic_error("ImageLaneInputGradient: rows wider than 10 outputs");
     // where the groups do not share out evenly over the threads, each group's rows in two parts of whole blocks, of
     // about the same number of products (kernel rows met); the same sums either way
     int64_t total = 0, first = 0;
@@ -1296,7 +1298,8 @@ class ImageLaneInputGradient {
   // Tasks: each group's dx rows in parts_ parts.
   int64_t tasks() const { return groups_ * parts_; }
 
-  // Task `task`'s dx rows; where they are not all finite, none is written and the task is marked.
+  // Task `task`'s dx rows; where they are not all finite, none is written and the task is marked (its group's other
+  // part may have written its rows: redo_marked writes them all again).
   void operator()(int64_t task) const {
     const int64_t C = s_.C, K = s_.K, P = s_.P, Q = s_.Q, H = s_.H, W = s_.W, PQ = P * Q, ph = s_.pad_h;
     const int64_t group = task / parts_, n0 = group * VL, XI = XI_;
@@ -1390,7 +1393,7 @@ class ImageLaneInputGradient {
     }
   }
 
-  // redo(n) for each image of the groups left unwritten (after all the tasks)
+  // redo(n) for each image of the groups with a marked task (after all the tasks)
   template <typename Redo>
   void redo_marked(const Redo& redo) const {
     for (int64_t group = 0; group < groups_; ++group)
@@ -1479,7 +1482,8 @@ class ImageLaneInputGradient {
 // by tiles of 4 (F(5, 4)) then 1.13x on 1 thread, 1.05x on 2. dw and db add the chunks' sums in chunk order: every
 // result has the same bits whatever the thread count (db those of conv2d_backward_bias_fast). db may be null (not
 // computed). On AVX-512, 5-wide kernels and at least 32 images, the input gradient of each whole group of 16 images
-// comes from ImageLaneInputGradient, in a pass of its own after this one, and only the images past them from dx_row.
+// comes from ImageLaneInputGradient, in a pass of its own after this one, and from dx_row only the images past them
+// and those of a group whose dx was not finite there.
 // Workspace: the regrouped weights, per chunk one padded image, one transposed dy image, the weight gradient's sums
 // and workspace and the bias gradient's partials.
 constexpr int kChannelLanes = 16, kChannelMaxQ = 10;

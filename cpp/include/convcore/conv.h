@@ -226,10 +226,11 @@ bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, con
 // kernel widths 3 and 5, padding within the kernel, finite weights. The weight gradient as
 // conv2d_filter_vector_weight's (Winograd on AVX-512 where that takes it); the input gradient in the same pass with
 // dy's channels in the vector lanes (conv_direct.h, channel_vector_backward) or, on AVX-512 with 5-wide kernels and
-// at least 16 images, in a pass of its own with 16 images in the lanes (image_lane_input_gradient). db may be null.
+// at least 32 images, in a pass of its own with 16 images in the lanes (ImageLaneInputGradient). db may be null.
 // Returns false, doing nothing, where it does not apply. Workspace: the regrouped weights and, per image chunk (at
 // most 8), one zero-padded image, one transposed dy image and the weight gradient's accumulators and workspace; with
-// the images in the lanes, per thread 16 images' dy and dx transposed and their points (V).
+// the images in the lanes, per task (16 images' dx rows, from the buffer cache) their dy and dx transposed, dy's
+// points (V), a block's products and two rows.
 using ConvChannelVectorBackwardKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, const float* w,
                                                  float* dx, float* dw, float* db);
 bool conv2d_channel_vector_backward_scalar(const ConvShape& s, const float* dy, const float* x, const float* w,
