@@ -596,13 +596,15 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
   std::memcpy(&b90, bias90, sizeof(vec));
   std::vector<int64_t> plane_rows(static_cast<size_t>(Hp)), pixel_rows(static_cast<size_t>(PQ));
   for (int64_t h = 0; h < Hp; ++h) plane_rows[h] = h * Wp;
-  for (int64_t i = 0; i < PQ; ++i) pixel_rows[i] = i * KB;
+  // out holds rows of Qe pixels (Q rounded up to even: a last tile's dropped output lands past the row's pixels)
+  const int64_t Qe = (Q + 1) / 2 * 2;
+  for (int64_t i = 0; i < PQ; ++i) pixel_rows[i] = (i / Q * Qe + i % Q) * KB;
   const int nt = threads_for(s.N * K * PQ * CRS);
   const int64_t chunks = std::min<int64_t>(s.N, nt);
   parallel_for(chunks, nt, [&](int64_t chunk) {
     std::vector<float> xp;
     LineFloats plane(static_cast<size_t>(Wp * HV)), V(static_cast<size_t>(C * slots * HV));
-    LineFloats M(static_cast<size_t>(kQuadPoints * row_blocks * PB * KB)), out(static_cast<size_t>(PQ * KB));
+    LineFloats M(static_cast<size_t>(kQuadPoints * row_blocks * PB * KB)), out(static_cast<size_t>(P * Qe * KB));
     for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
       const float* xn = x + n * C * H * W;
       float* yn = y + n * K * PQ;
@@ -654,9 +656,21 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
           for (int xi = 0; xi < T; ++xi) std::memcpy(&mv[xi], &M[xi * stride + p * KB], sizeof(vec));
           // the bias joins the sums scaled: added after the final multiply, a contracted multiply-add would add it to
           // the unrounded product (inexact on integers)
+          // the tile's outputs into out's row p (a dropped one, Q odd, past the row's pixels; its check only costs a
+          // rerun), each checked for a non-finite value and through ReLU
+          const auto put = [&](auto count) {
+            for (int e = 0; e < decltype(count)::value; ++e) {
+              uvec bits;
+              std::memcpy(&bits, &o[e], sizeof(vec));
+              carries |= exponent_carry_lanes<VL>(bits);
+              if (relu) o[e] = relu_keep_nan_lanes<VL>(o[e]);
+              std::memcpy(&out[(p * Qe + tile.col + e) * KB], &o[e], sizeof(vec));
+            }
+          };
           if (T == kPairPoints) {
             o[0] = ((mv[0] + mv[1]) + (mv[2] + mv[3]) + (mv[4] + b24)) * (1.0f / 24);
             o[1] = ((mv[1] - mv[2]) + 2 * (mv[3] - mv[4]) + (mv[5] + b24)) * (1.0f / 24);
+            put(std::integral_constant<int, 2>{});
           } else {
             const vec s1 = mv[1] + mv[2], d1 = mv[1] - mv[2], s2 = mv[3] + mv[4], d2 = mv[3] - mv[4];
             const vec s3 = mv[5] + mv[6], d3 = mv[5] - mv[6];
@@ -664,13 +678,7 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
             o[1] = (d1 + 2 * d2 + 0.5f * d3 + b90) * (1.0f / 90);
             o[2] = (s1 + 4 * s2 + 0.25f * s3 + b90) * (1.0f / 90);
             o[3] = (d1 + 8 * d2 + 0.125f * d3 + (mv[7] + b90)) * (1.0f / 90);
-          }
-          for (int e = 0; e < tile.outputs && tile.col + e < Q; ++e) {
-            uvec bits;
-            std::memcpy(&bits, &o[e], sizeof(vec));
-            carries |= exponent_carry_lanes<VL>(bits);
-            if (relu) o[e] = relu_keep_nan_lanes<VL>(o[e]);
-            std::memcpy(&out[(p * Q + tile.col + e) * KB], &o[e], sizeof(vec));
+            put(std::integral_constant<int, 4>{});
           }
         }
         uint32_t lanes[VL];
