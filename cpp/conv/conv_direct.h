@@ -654,8 +654,6 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
         for (int64_t p = 0; p < P; ++p) {
           vec mv[kQuadPoints], o[4];
           for (int xi = 0; xi < T; ++xi) std::memcpy(&mv[xi], &M[xi * stride + p * KB], sizeof(vec));
-          // the bias joins the sums scaled: added after the final multiply, a contracted multiply-add would add it to
-          // the unrounded product (inexact on integers)
           // the tile's outputs into out's row p (a dropped one, Q odd, past the row's pixels; its check only costs a
           // rerun), each checked for a non-finite value and through ReLU
           const auto put = [&](auto count) {
@@ -667,6 +665,8 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
               std::memcpy(&out[(p * Qe + tile.col + e) * KB], &o[e], sizeof(vec));
             }
           };
+          // the bias joins the sums scaled: added after the final multiply, a contracted multiply-add would add it to
+          // the unrounded product (inexact on integers)
           if (T == kPairPoints) {
             o[0] = ((mv[0] + mv[1]) + (mv[2] + mv[3]) + (mv[4] + b24)) * (1.0f / 24);
             o[1] = ((mv[1] - mv[2]) + 2 * (mv[3] - mv[4]) + (mv[5] + b24)) * (1.0f / 24);
@@ -1491,9 +1491,8 @@ class ImageLaneInputGradient {
 // result has the same bits whatever the thread count (db those of conv2d_backward_bias_fast). db may be null (not
 // computed). On AVX-512, 5-wide kernels and at least 32 images, the input gradient of each whole group of 16 images
 // comes from ImageLaneInputGradient, in a pass of its own after this one, and from dx_row only the images past them
-// and those of a group whose dx was not finite there.
-// Workspace: the regrouped weights, per chunk one padded image, one transposed dy image, the weight gradient's sums
-// and workspace and the bias gradient's partials.
+// and those of a group whose dx was not finite there. Workspace: the regrouped weights, per chunk one padded image,
+// one transposed dy image, the weight gradient's sums and workspace and the bias gradient's partials.
 constexpr int kChannelLanes = 16, kChannelMaxQ = 10;
 
 template <int VL, int S, typename Row>
