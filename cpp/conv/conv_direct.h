@@ -1078,6 +1078,18 @@ struct RowWinogradWeights {
   }
 };
 
+// dy's image dyn (K planes of P x Q) transposed by the ISA's packer into g: pixel (p, q)'s KP filters at g + p * g_row
+// + q * KP, zero past K; where g_row is wider than a row (Q * KP), the floats past the row are left as they are.
+// filter_rows: each filter's plane, k * P * Q.
+inline void transpose_dy_image(const ConvShape& s, const float* dyn, const int64_t* filter_rows, int64_t KP,
+                               int64_t g_row, float* g) {
+  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+  if (g_row == s.Q * KP)
+    transpose(dyn, filter_rows, s.K, KP, s.P * s.Q, 1.0f, g);  // the image in one call
+  else
+    for (int64_t p = 0; p < s.P; ++p) transpose(dyn + p * s.Q, filter_rows, s.K, KP, s.Q, 1.0f, g + p * g_row);
+}
+
 // The pass over the batch of filter_vector_weight, shared with channel_vector_backward: image chunks over the
 // threads; per image the bias gradient's partials (where db is not null), x zero-padded (padded_image), dy
 // transposed by the ISA's packer into g (pixel (p, q)'s KP filters at g + p * g_row + q * KP, zero past K
@@ -1088,13 +1100,12 @@ struct RowWinogradWeights {
 template <typename Weights, typename More>
 bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float* x, int64_t KP, int64_t g_row,
                                int64_t work, const Weights& weights, float* dw, float* db, const More& more) {
-  const int64_t N = s.N, C = s.C, K = s.K, P = s.P, Q = s.Q, PQ = P * Q;
+  const int64_t N = s.N, C = s.C, K = s.K, P = s.P, PQ = P * s.Q;
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w;
   const int64_t chunks = image_chunks(s), per_chunk = weights.chunk_floats(s);
   const int64_t bias_floats = bias_partial_floats(s);
   std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
   for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
-  const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   LineFloats state(static_cast<size_t>(chunks * per_chunk), 0.0f);
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   parallel_for(chunks, threads_for(work), [&](int64_t chunk) {
@@ -1105,10 +1116,7 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
       const float* dyn = dy + n * K * PQ;
       if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
       const float* xn = padded_image(s, x + n * C * s.H * s.W, Hp, Wp, xp);
-      if (g_row == Q * KP)
-        transpose(dyn, filter_rows.data(), K, KP, PQ, 1.0f, g.data());  // the image in one call
-      else
-        for (int64_t p = 0; p < P; ++p) transpose(dyn + p * Q, filter_rows.data(), K, KP, Q, 1.0f, &g[p * g_row]);
+      transpose_dy_image(s, dyn, filter_rows.data(), KP, g_row, g.data());
       weights.image(s, xn, g.data(), g_row, &state[chunk * per_chunk], scratch.data());
       more(n, g.data());
     }
@@ -1532,12 +1540,10 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
       const ImageLaneInputGradient<VL> lanes(s, groups, nt, dy, w, dx);
       parallel_for(lanes.tasks(), nt, lanes);
       lanes.redo_marked([&](int64_t n) {
-        LineFloats g(static_cast<size_t>(P * QMAX * L), 0.0f);
+        LineFloats g(static_cast<size_t>(P * QMAX * L), 0.0f);  // as the pass's (zero past Q)
         std::vector<int64_t> filter_rows(static_cast<size_t>(K));
         for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * P * s.Q;
-        for (int64_t p = 0; p < P; ++p)
-          kernels().gemm.pack_transposed(dy + (n * K * P + p) * s.Q, filter_rows.data(), K, L, s.Q, 1.0f,
-                                         &g[p * QMAX * L]);
+        transpose_dy_image(s, dy + n * K * P * s.Q, filter_rows.data(), L, QMAX * L, g.data());
         dx_rows(n, g.data());
       });
       return;
