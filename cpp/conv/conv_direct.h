@@ -791,7 +791,8 @@ int64_t weight_chunk_floats(const ConvShape& s) {
 // Wp = W + 2 pw, g its dy transposed, pixel (p, q)'s filters at g + p * g_row + q * KP (KP: all blocks' lanes),
 // those of filter block b from b * KV * VL on.
 template <int VL, int KV, int RB, int S, bool UNIT_DIL>
-void filter_vector_weight_image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, float* sums) {
+void filter_vector_weight_image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, bool first,
+                                float* sums) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   const int64_t C = s.C, R = s.R, P = s.P, Q = s.Q, blocks = filter_blocks<VL, KV>(s), KP = blocks * KV * VL;
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, row_blocks = R / RB, units_per_block = C * row_blocks;
@@ -809,7 +810,10 @@ void filter_vector_weight_image(const ConvShape& s, const float* xp, const float
       vec acc[KV][RB][S];
       for (int v = 0; v < KV; ++v)
         for (int r = 0; r < RB; ++r)
-          for (int t = 0; t < S; ++t) std::memcpy(&acc[v][r][t], saved + ((v * RB + r) * S + t) * VL, sizeof(vec));
+          for (int t = 0; t < S; ++t) {
+            acc[v][r][t] = vec{};
+            if (!first || p0 > 0) std::memcpy(&acc[v][r][t], saved + ((v * RB + r) * S + t) * VL, sizeof(vec));
+          }
       for (int64_t p = p0; p < p1; ++p) {
         const float* xrow = &xp[(c * Hp + p * sh) * Wp] + r0 * dh;
         const float* xr[RB];  // the unit's kernel rows
@@ -869,14 +873,11 @@ void filter_vector_weight_image(const ConvShape& s, const float* xp, const float
   }
 }
 
-// dw from the chunks' accumulators (`state`, chunk after chunk), added in chunk order into the first chunk's (one
-// vectorised pass per chunk; summed element by element across the strided chunks it was 1.4% of LeNet conv2's
-// forward+backward, on one thread while the others wait).
+// dw from the accumulators `sums` (the chunks' added in chunk order: filter_vector_weight_pass).
 template <int VL, int KV, int RB, int S>
-void filter_vector_weight_sum(const ConvShape& s, float* state, int64_t chunks, float* dw) {
+void filter_vector_weight_sum(const ConvShape& s, const float* state, float* dw) {
   const int64_t K = s.K, C = s.C, R = s.R, row_blocks = R / RB, units_per_block = C * row_blocks;
-  const int64_t units = filter_blocks<VL, KV>(s) * units_per_block, per_chunk = weight_chunk_floats<VL, KV, RB, S>(s);
-  add_chunks_into_first(state, chunks, per_chunk);
+  const int64_t units = filter_blocks<VL, KV>(s) * units_per_block;
   constexpr int64_t kUnitFloats = int64_t(KV) * RB * S * VL;
   for (int64_t unit = 0; unit < units; ++unit) {
     const int64_t c = unit % units_per_block / row_blocks, r0 = unit % row_blocks * RB;
@@ -897,11 +898,12 @@ template <int VL, int KV, int RB, int S, bool UNIT_DIL>
 struct DirectWeights {
   int64_t chunk_floats(const ConvShape& s) const { return weight_chunk_floats<VL, KV, RB, S>(s); }
   int64_t scratch_floats(const ConvShape&) const { return 0; }
-  void image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, float* sums, float*) const {
-    filter_vector_weight_image<VL, KV, RB, S, UNIT_DIL>(s, xp, g, g_row, sums);
+  void image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, bool first, float* sums,
+             float*) const {
+    filter_vector_weight_image<VL, KV, RB, S, UNIT_DIL>(s, xp, g, g_row, first, sums);
   }
-  bool sum(const ConvShape& s, float* state, int64_t chunks, float* dw) const {
-    filter_vector_weight_sum<VL, KV, RB, S>(s, state, chunks, dw);
+  bool sum(const ConvShape& s, float* state, float* dw) const {
+    filter_vector_weight_sum<VL, KV, RB, S>(s, state, dw);
     return true;
   }
 };
@@ -950,7 +952,7 @@ constexpr int64_t kWeightSums = kQuadPoints + kPairPoints;
 // (p, q)'s filters at g + p * g_row + q * VL).
 template <int VL>
 void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, const float* xp, const float* g,
-                                int64_t g_row, float* sums, float* scratch) {
+                                int64_t g_row, bool first, float* sums, float* scratch) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   constexpr int64_t R = 5;
   const int64_t C = s.C, P = s.P, HV = m.HV, slots = m.slots;
@@ -988,7 +990,10 @@ void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, 
     vec acc[R][X];
     float* saved = sums + (c * R * kWeightSums + sum0) * VL;
     for (int r = 0; r < R; ++r)
-      for (int x = 0; x < X; ++x) std::memcpy(&acc[r][x], saved + (r * kWeightSums + x) * VL, sizeof(vec));
+      for (int x = 0; x < X; ++x) {
+        acc[r][x] = vec{};
+        if (!first) std::memcpy(&acc[r][x], saved + (r * kWeightSums + x) * VL, sizeof(vec));
+      }
     const float* v_c = V + (c * slots + slot0) * HV;
     for (int64_t p = 0; p < P; ++p)
       for (int64_t i = 0; i < count; ++i) {
@@ -1004,27 +1009,22 @@ void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, 
       for (int x = 0; x < X; ++x) std::memcpy(saved + (r * kWeightSums + x) * VL, &acc[r][x], sizeof(vec));
   };
   const int64_t quads = m.quads, pairs = int64_t(m.tiles.size()) - quads, pair0 = quads * kQuadPoints;
-  for (int64_t c = 0; c < C; ++c) {
-    if (quads) {
-      group(std::integral_constant<int, 4>{}, c, 0, quads, kQuadPoints, 0);
-      group(std::integral_constant<int, 4>{}, c, 4, quads, kQuadPoints, 4);
-    }
-    if (pairs) {
-      group(std::integral_constant<int, 3>{}, c, pair0, pairs, kPairPoints, kQuadPoints);
-      group(std::integral_constant<int, 3>{}, c, pair0 + 3, pairs, kPairPoints, kQuadPoints + 3);
-    }
+  for (int64_t c = 0; c < C; ++c) {  // a kind without tiles still has its sums written (zero) on a chunk's first image
+    group(std::integral_constant<int, 4>{}, c, 0, quads, kQuadPoints, 0);
+    group(std::integral_constant<int, 4>{}, c, 4, quads, kQuadPoints, 4);
+    group(std::integral_constant<int, 3>{}, c, pair0, pairs, kPairPoints, kQuadPoints);
+    group(std::integral_constant<int, 3>{}, c, pair0 + 3, pairs, kPairPoints, kQuadPoints + 3);
   }
 }
 
-// dw from the chunks' sums (`state`, chunk after chunk), added in chunk order; false (dw not written) where they
-// hold an infinity or NaN.
+// dw from the sums `state` (the chunks' added in chunk order: filter_vector_weight_pass); false (dw not written)
+// where they hold an infinity or NaN.
 template <int VL>
-bool winograd_rows_weight_sum(const ConvShape& s, float* state, int64_t chunks, float* dw) {
+bool winograd_rows_weight_sum(const ConvShape& s, float* state, float* dw) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   constexpr int64_t R = 5, T = kWeightSums;
-  const int64_t C = s.C, K = s.K, per_chunk = C * R * T * VL;
-  add_chunks_into_first(state, chunks, per_chunk);
-  // the taps, [c][r][t][VL], over the first chunk's sums (each (c, r)'s sums read before its 5 taps are written):
+  const int64_t C = s.C, K = s.K;
+  // the taps, [c][r][t][VL], over the sums (each (c, r)'s sums read before its 5 taps are written):
   // 90 dw by F(5, 4)'s A^T (its G transposed, scaled), 24 dw by F(5, 2)'s, each times its 1/90 or 1/24, then added
   for (int64_t c = 0; c < C; ++c)
     for (int64_t r = 0; r < R; ++r) {
@@ -1070,11 +1070,12 @@ struct RowWinogradWeights {
   explicit RowWinogradWeights(const ConvShape& s) : layout(s, VL) {}
   int64_t chunk_floats(const ConvShape& s) const { return s.C * 5 * kWeightSums * VL; }
   int64_t scratch_floats(const ConvShape& s) const { return layout.scratch_floats(s, VL); }
-  void image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, float* sums, float* scratch) const {
-    winograd_rows_weight_image<VL>(s, layout, xp, g, g_row, sums, scratch);
+  void image(const ConvShape& s, const float* xp, const float* g, int64_t g_row, bool first, float* sums,
+             float* scratch) const {
+    winograd_rows_weight_image<VL>(s, layout, xp, g, g_row, first, sums, scratch);
   }
-  bool sum(const ConvShape& s, float* state, int64_t chunks, float* dw) const {
-    return winograd_rows_weight_sum<VL>(s, state, chunks, dw);
+  bool sum(const ConvShape& s, float* state, float* dw) const {
+    return winograd_rows_weight_sum<VL>(s, state, dw);
   }
 };
 
@@ -1106,23 +1107,35 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   const int64_t bias_floats = bias_partial_floats(s);
   std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
   for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
-  LineFloats state(static_cast<size_t>(chunks * per_chunk), 0.0f);
+  const CachedBlock<float> state(chunks * per_chunk);  // each chunk's first image writes its sums
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
-  parallel_for(chunks, threads_for(work), [&](int64_t chunk) {
+  const int nt = threads_for(work);
+  parallel_for(chunks, nt, [&](int64_t chunk) {
     std::vector<float> xp;  // the padded image, where it needs one
     LineFloats g(static_cast<size_t>(P * g_row), 0.0f);
     LineFloats scratch(static_cast<size_t>(weights.scratch_floats(s)));
-    for (int64_t n = chunk * N / chunks; n < (chunk + 1) * N / chunks; ++n) {
+    const int64_t first = chunk * N / chunks, end = (chunk + 1) * N / chunks;
+    if (first == end) std::fill_n(state.get() + chunk * per_chunk, per_chunk, 0.0f);  // no image (N = 0)
+    for (int64_t n = first; n < end; ++n) {
       const float* dyn = dy + n * K * PQ;
       if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
       const float* xn = padded_image(s, x + n * C * s.H * s.W, Hp, Wp, xp);
       transpose_dy_image(s, dyn, filter_rows.data(), KP, g_row, g.data());
-      weights.image(s, xn, g.data(), g_row, &state[chunk * per_chunk], scratch.data());
+      weights.image(s, xn, g.data(), g_row, n == first, state.get() + chunk * per_chunk, scratch.data());
       more(n, g.data());
     }
   });
   if (db) bias_from_partials(s, bias.data(), chunks, db);
-  return weights.sum(s, state.data(), chunks, dw);
+  // the chunks' sums added into the first in chunk order, the floats shared out over the threads in whole lines (on
+  // one thread it read the other's chunks from its cache while that one waited: 2% of LeNet conv2's backward)
+  const int64_t lines = (per_chunk + 15) / 16, parts = std::min<int64_t>(nt, lines);
+  float* const sums = state.get();
+  parallel_for(parts, nt, [&](int64_t part) {
+    const int64_t lo = part * lines / parts * 16, hi = std::min(per_chunk, (part + 1) * lines / parts * 16);
+    for (int64_t chunk = 1; chunk < chunks; ++chunk)
+      for (int64_t i = lo; i < hi; ++i) sums[i] += sums[chunk * per_chunk + i];
+  });
+  return weights.sum(s, state.get(), dw);
 }
 
 template <int VL, int KV, int RB, int S, bool UNIT_DIL>
@@ -1292,22 +1305,26 @@ class ImageLaneInputGradient {
     for (const RowTile& tile : tiles_)
       for (int64_t i = 0; i < tile.points; ++i)
         for (int t = 0; t < 5; ++t) Gt[t][tile.slot + i] = (tile.points == kPairPoints ? kRowG24 : kRowG90)[i][t];
-    U_.assign(static_cast<size_t>(XI_ * K * R * CP_), 0.0f);
+    // the taps regrouped as wr[t][k][r][c] (zero past C), then each point's U as one sum over t of whole rows
+    const int64_t block = K * R * CP_;  // U's floats per point
+    LineFloats wr(static_cast<size_t>(5 * block), 0.0f);
     for (int64_t k = 0; k < K; ++k)
       for (int64_t c = 0; c < C; ++c)
-        for (int64_t r = 0; r < R; ++r) {
-          const float* taps = w + ((k * C + c) * R + r) * 5;
-          float u[kMaxSlots];
-          for (int64_t xi = 0; xi < kMaxSlots; ++xi) {
-            u[xi] = Gt[0][xi] * taps[0];
-            for (int t = 1; t < 5; ++t) u[xi] += Gt[t][xi] * taps[t];
-          }
-          for (int64_t xi = 0; xi < XI_; ++xi) U_[((xi * K + k) * R + r) * CP_ + c] = u[xi];
-        }
+        for (int64_t r = 0; r < R; ++r)
+          for (int t = 0; t < 5; ++t) wr[((t * K + k) * R + r) * CP_ + c] = w[((k * C + c) * R + r) * 5 + t];
+    U_.resize(static_cast<size_t>(XI_ * block));
+    for (int64_t xi = 0; xi < XI_; ++xi) {
+      float* u = &U_[xi * block];
+      for (int64_t i = 0; i < block; ++i) {
+        float sum = Gt[0][xi] * wr[i];
+        for (int t = 1; t < 5; ++t) sum += Gt[t][xi] * wr[t * block + i];
+        u[i] = sum;
+      }
+    }
     image_rows_.resize(VL);
     for (int64_t i = 0; i < VL; ++i) image_rows_[i] = i * K * s.P * s.Q;
     pixel_rows_.resize(static_cast<size_t>(H * s.W));
-    for (int64_t j = 0; j < H * s.W; ++j) pixel_rows_[j] = j * VL;
+    for (int64_t j = 0; j < H * s.W; ++j) pixel_rows_[j] = (j / s.W * full_ + s.pad_w + j % s.W) * VL;
     redone_.assign(static_cast<size_t>(tasks()), 0);
   }
 
@@ -1332,10 +1349,9 @@ class ImageLaneInputGradient {
     p_hi = std::max(p_hi, p_lo);
     const int64_t rows = p_hi - p_lo, p0 = std::clamp<int64_t>(p_lo, 0, P), p1 = std::clamp<int64_t>(p_hi, p0, P);
     const int64_t g_floats = K * (p1 - p0) * Q * VL, v_floats = XI * K * rows * VL, m_floats = CB * HB * XI * VL;
-    const int64_t dxt_floats = C * hn * W * VL;
-    const CachedBlock<float> work(g_floats + v_floats + m_floats + dxt_floats + full_ * VL + VL * hn * W);
-    float *g = work.get(), *V = g + g_floats, *M = V + v_floats, *dxt = M + m_floats, *line = dxt + dxt_floats;
-    float* out = line + full_ * VL;
+    const int64_t dxt_floats = C * hn * full_ * VL;  // the rows' full convolutions (dx's columns from pad_w on)
+    const CachedBlock<float> work(g_floats + v_floats + m_floats + dxt_floats + VL * hn * W);
+    float *g = work.get(), *V = g + g_floats, *M = V + v_floats, *dxt = M + m_floats, *out = dxt + dxt_floats;
     for (int64_t xk = 0; xk < XI * K; ++xk) {  // V's rows outside dy's
       std::fill(V + xk * rows * VL, V + (xk * rows + p0 - p_lo) * VL, 0.0f);
       std::fill(V + (xk * rows + p1 - p_lo) * VL, V + (xk + 1) * rows * VL, 0.0f);
@@ -1391,11 +1407,8 @@ class ImageLaneInputGradient {
             for (int hh = 0; hh < HB; ++hh) store(M + ((cc * HB + hh) * XI + xi) * VL, acc[cc][hh]);
         }
         for (int64_t cc = 0; cc < CB && c0 + cc < C; ++cc)
-          for (int64_t hh = 0; hh < HB && h0 + hh < part.hi; ++hh) {
-            interpolate(M + (cc * HB + hh) * XI * VL, line);
-            std::memcpy(dxt + ((c0 + cc) * hn + h0 + hh - part.lo) * W * VL, line + s_.pad_w * VL,
-                        W * VL * sizeof(float));
-          }
+          for (int64_t hh = 0; hh < HB && h0 + hh < part.hi; ++hh)
+            interpolate(M + (cc * HB + hh) * XI * VL, dxt + ((c0 + cc) * hn + h0 + hh - part.lo) * full_ * VL);
       }
     }
     if (any_non_finite(dxt, dxt_floats)) {
@@ -1403,7 +1416,7 @@ class ImageLaneInputGradient {
       return;
     }
     for (int64_t c = 0; c < C; ++c) {  // each channel's rows, image by image
-      transpose(dxt + c * hn * W * VL, pixel_rows_.data(), hn * W, hn * W, VL, 1.0f, out);
+      transpose(dxt + c * hn * full_ * VL, pixel_rows_.data(), hn * W, hn * W, VL, 1.0f, out);
       for (int64_t i = 0; i < VL; ++i)
         std::memcpy(dx_ + ((n0 + i) * C + c) * H * W + part.lo * W, out + i * hn * W, hn * W * sizeof(float));
     }
@@ -1436,9 +1449,9 @@ class ImageLaneInputGradient {
   }
 
   // One dx row's full convolution (full_ vectors) from its tiles' summed products m (XI_ vectors): B, times 1/24 or
-  // 1/90, each chunk's outputs added where the chunks overlap.
+  // 1/90, each chunk's outputs added where the chunks overlap (the first written as 0 + o, as into a zeroed row).
   void interpolate(const float* m0, float* line) const {
-    std::fill(line, line + full_ * VL, 0.0f);
+    int64_t written = 0;  // the columns before it hold a chunk's outputs
     for (const RowTile& tile : tiles_) {
       const float* m = m0 + tile.slot * VL;
       vec mv[kQuadPoints], o[kQuadPoints];
@@ -1460,8 +1473,9 @@ class ImageLaneInputGradient {
       }
       for (int64_t j = 0; j < tile.points; ++j) {
         float* at = line + (tile.col + j) * VL;
-        store(at, load(at) + o[j]);
+        store(at, (tile.col + j < written ? load(at) : vec{}) + o[j]);
       }
+      written = tile.col + tile.points;
     }
   }
 
