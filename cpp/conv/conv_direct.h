@@ -1110,19 +1110,28 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   const CachedBlock<float> state(chunks * per_chunk);  // each chunk's first image writes its sums
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   const int nt = threads_for(work);
-  parallel_for(chunks, nt, [&](int64_t chunk) {
+  struct Workspace {
     std::vector<float> xp;  // the padded image, where it needs one
-    LineFloats g(static_cast<size_t>(P * g_row), 0.0f);
-    LineFloats scratch(static_cast<size_t>(weights.scratch_floats(s)));
+    LineFloats g, scratch;
+  };
+  std::vector<Workspace> workspaces(static_cast<size_t>(nt));  // a thread's, for its chunks one after another
+  parallel_for(chunks, nt, [&](int64_t chunk) {
+    Workspace& ws = workspaces[nt > 1 ? omp_get_thread_num() : 0];
+    if (ws.g.empty()) {
+      ws.g.assign(static_cast<size_t>(P * g_row), 0.0f);
+      ws.scratch.resize(static_cast<size_t>(weights.scratch_floats(s)));
+    }
+    std::vector<float>& xp = ws.xp;
+    float *g = ws.g.data(), *scratch = ws.scratch.data();
     const int64_t first = chunk * N / chunks, end = (chunk + 1) * N / chunks;
     if (first == end) std::fill_n(state.get() + chunk * per_chunk, per_chunk, 0.0f);  // no image (N = 0)
     for (int64_t n = first; n < end; ++n) {
       const float* dyn = dy + n * K * PQ;
       if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
       const float* xn = padded_image(s, x + n * C * s.H * s.W, Hp, Wp, xp);
-      transpose_dy_image(s, dyn, filter_rows.data(), KP, g_row, g.data());
-      weights.image(s, xn, g.data(), g_row, n == first, state.get() + chunk * per_chunk, scratch.data());
-      more(n, g.data());
+      transpose_dy_image(s, dyn, filter_rows.data(), KP, g_row, g);
+      weights.image(s, xn, g, g_row, n == first, state.get() + chunk * per_chunk, scratch);
+      more(n, g);
     }
   });
   if (db) bias_from_partials(s, bias.data(), chunks, db);
