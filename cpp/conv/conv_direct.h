@@ -1300,7 +1300,7 @@ class ImageLaneInputGradient {
     full_ = tiles_.back().col + tiles_.back().outputs + 4;
     if (XI_ > kMaxSlots) throw std::logic_error("ImageLaneInputGradient: rows wider than 10 outputs");
     // where the groups do not share out evenly over the threads, each group's rows in two parts of whole blocks, of
-    // about the same number of products (kernel rows met); the same sums either way
+    // about the same number of products (block_work); the same sums either way
     int64_t total = 0, first = 0;
     for (int64_t h0 = 0; h0 < H; h0 += HB) total += block_work(h0);
     int64_t split = 0;
@@ -1392,8 +1392,13 @@ class ImageLaneInputGradient {
           }
         }
       }
+    static_assert(HB == 2, "the kernel rows of a block's two rows");
     for (int64_t h0 = part.lo; h0 < part.hi; h0 += HB) {
-      const KernelRows kr = block_rows(h0);
+      // the kernel rows that meet dy for the first row only, for both, for the second only (the second row's, where
+      // the block has one, empty): no product on V's zero rows
+      const KernelRows first = row_kernel_rows(h0);
+      const KernelRows second = h0 + 1 < part.hi ? row_kernel_rows(h0 + 1) : KernelRows{first.hi, first.hi};
+      const int64_t first_end = std::min(second.lo, first.hi), second_begin = std::max(first.hi, second.lo);
       for (int64_t c0 = 0; c0 < CP_; c0 += CB) {
         for (int64_t xi = 0; xi < XI; ++xi) {
           vec acc[CB][HB];
@@ -1401,17 +1406,22 @@ class ImageLaneInputGradient {
             for (int hh = 0; hh < HB; ++hh) acc[cc][hh] = vec{};
           const float* u_xi = &U_[xi * K * s_.R * CP_ + c0];
           const float* v_xi = V + (xi * K * rows + h0 + ph - p_lo) * VL;
-          for (int64_t k = 0; k < K; ++k)
-            for (int64_t r = kr.lo; r < kr.hi; ++r) {
-              const float* u = u_xi + (k * s_.R + r) * CP_;
-              const float* v = v_xi + (k * rows - r) * VL;
-#pragma GCC unroll 2
-              for (int hh = 0; hh < HB; ++hh) {
-                const vec vv = load(v + hh * VL);
+          const auto add = [&](auto hh, const float* u, const float* v) {
+            const vec vv = load(v + hh * VL);
 #pragma GCC unroll 6
-                for (int cc = 0; cc < CB; ++cc) acc[cc][hh] += u[cc] * vv;
-              }
-            }
+            for (int cc = 0; cc < CB; ++cc) acc[cc][hh] += u[cc] * vv;
+          };
+          constexpr std::integral_constant<int, 0> row0{};
+          constexpr std::integral_constant<int, 1> row1{};
+          for (int64_t k = 0; k < K; ++k) {
+            const float *u = u_xi + (k * s_.R + first.lo) * CP_, *v = v_xi + (k * rows - first.lo) * VL;
+            int64_t r = first.lo;
+            for (; r < first_end; ++r, u += CP_, v -= VL) add(row0, u, v);
+            for (; r < first.hi; ++r, u += CP_, v -= VL) add(row0, u, v), add(row1, u, v);
+            for (r = second_begin, u = u_xi + (k * s_.R + r) * CP_, v = v_xi + (k * rows - r) * VL; r < second.hi;
+                 ++r, u += CP_, v -= VL)
+              add(row1, u, v);
+          }
           for (int cc = 0; cc < CB; ++cc)
             for (int hh = 0; hh < HB; ++hh) store(M + ((cc * HB + hh) * XI + xi) * VL, acc[cc][hh]);
         }
@@ -1447,14 +1457,23 @@ class ImageLaneInputGradient {
   }
   static void store(float* p, const vec& v) { std::memcpy(p, &v, sizeof(vec)); }
 
+  // the kernel rows [lo, hi) that meet dy for dx row h (dy row h + pad_h - r in [0, P))
+  KernelRows row_kernel_rows(int64_t h) const {
+    return KernelRows{std::max<int64_t>(0, h + s_.pad_h - s_.P + 1), std::min<int64_t>(s_.R, h + s_.pad_h + 1)};
+  }
   // the kernel rows [lo, hi) that meet dy for some row of the block at h0 (the union of the rows')
   KernelRows block_rows(int64_t h0) const {
     return KernelRows{std::max<int64_t>(0, h0 + s_.pad_h - s_.P + 1),
                       std::min<int64_t>(s_.R, std::min(s_.H, h0 + HB) + s_.pad_h)};
   }
+  // the products of the block at h0: its rows' kernel rows that meet dy
   int64_t block_work(int64_t h0) const {
-    const KernelRows kr = block_rows(h0);
-    return std::max<int64_t>(kr.hi - kr.lo, 0);
+    int64_t work = 0;
+    for (int64_t h = h0; h < std::min(s_.H, h0 + HB); ++h) {
+      const KernelRows kr = row_kernel_rows(h);
+      work += std::max<int64_t>(kr.hi - kr.lo, 0);
+    }
+    return work;
   }
 
   // One dx row's full convolution (full_ vectors) from its tiles' summed products m (XI_ vectors): B, times 1/24 or
