@@ -772,11 +772,11 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
 // with a run-time dilation the RB x S tap offsets outnumbered the registers and were reloaded from the stack
 // around every FMA. The batch is cut into image_chunks(s) chunks spread over the threads; a chunk takes its
 // images one at a time and runs every unit on each (filter_vector_weight_image), carrying the unit's accumulators
-// from image to image; the chunks' sums are then added in chunk order (filter_vector_weight_sum; the pass is
-// filter_vector_weight_pass). Every dw element is summed in the same order whatever the thread count, and no lanes
-// are ever added together. db, where not null, gets the bias gradient from the same chunks (bias_partials_add per
-// image: the bits of conv2d_backward_bias_fast). Workspace per chunk: one padded image, one transposed dy image,
-// the accumulators and the bias partials.
+// from image to image (the first image's start from zero); the chunks' sums are then added in chunk order (the pass,
+// filter_vector_weight_pass) and regrouped into dw (filter_vector_weight_sum). Every dw element is summed in the same
+// order whatever the thread count, and no lanes are ever added together. db, where not null, gets the bias gradient
+// from the same chunks (bias_partials_add per image: the bits of conv2d_backward_bias_fast). Workspace: per chunk the
+// accumulators and the bias partials, per thread one padded image and one transposed dy image.
 // Blocks of KV x VL filters, and the floats of accumulators per chunk.
 template <int VL, int KV>
 int64_t filter_blocks(const ConvShape& s) {
@@ -925,7 +925,7 @@ struct DirectWeights {
 // longer). Where the taps are not finite (an infinity or NaN in
 // x or dy: every input and dy value meets a product, and inf - inf gives NaN where the direct sum keeps the infinity;
 // or a sum past the float range) the sum writes nothing and returns false, and the caller runs the direct units.
-// Workspace per chunk: the sums (C x 5 x 14 vectors), one transposed plane, one image's V and Gd.
+// Workspace: per chunk the sums (C x 5 x 14 vectors); per thread one transposed plane, one image's V and Gd.
 // Its geometry: the padded image (Hp x Wp), V's columns (HV floats, whole vectors of vl), the tiles of dy's columns
 // (slots: their points summed), and the offsets of the padded image's rows for the transposing packer.
 struct RowWinogradLayout {
@@ -1095,9 +1095,11 @@ inline void transpose_dy_image(const ConvShape& s, const float* dyn, const int64
 // threads; per image the bias gradient's partials (where db is not null), x zero-padded (padded_image), dy
 // transposed by the ISA's packer into g (pixel (p, q)'s KP filters at g + p * g_row + q * KP, zero past K
 // and, where g_row is wider than a row, past Q), the weight gradient's terms (weights.image, into the chunk's
-// weights.chunk_floats sums, with weights.scratch_floats of workspace), then more(n, g) (channel_vector_backward's
-// dx rows); then db and dw (weights.sum) from the chunks' sums in chunk order. Returns weights.sum's answer (false:
-// dw not written). `work` sizes the thread count.
+// weights.chunk_floats sums, which its first image writes rather than adds to, with weights.scratch_floats of
+// workspace), then more(n, g) (channel_vector_backward's dx rows); then db, and the chunks' sums added into the first
+// in chunk order (the floats shared out over the threads) and turned into dw by weights.sum. Returns weights.sum's
+// answer (false: dw not written). `work` sizes the thread count. The padded image, g and the scratch are each
+// thread's, kept from chunk to chunk (g's zeros past K and Q and the padding stay as the first chunk left them).
 template <typename Weights, typename More>
 bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float* x, int64_t KP, int64_t g_row,
                                int64_t work, const Weights& weights, float* dw, float* db, const More& more) {
@@ -1274,13 +1276,14 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
 // chunks' outputs overlap and are added. A row of 10 from 22 multiplies instead of 50, none of them on padding, and
 // the filters summed along each lane's FMA chain (channel_vector_backward sums them across the lanes, a butterfly per
 // row). The products: for each point xi, a block of CB channels x HB dx rows in registers sums U[xi][k][r][c]
-// (broadcast) times V[xi][k][h + ph - r] over (k, r) in order, r over the union of the block's rows' kernel rows (the
-// rows of V outside dy's are zero). A task's dy is transposed to [k][p][q][VL] and its dx back from [c][h][w][VL] by
-// the ISA's packer. Each element sums in a fixed order, the same in every lane, task and thread count. Exact on small
+// (broadcast) times V[xi][k][h + ph - r] over (k, r) in order, each row over its own kernel rows that meet dy (the
+// block's rows: those of the first only, of both, of the second only; 2% faster than both rows over the union, whose
+// V rows outside dy's are zero). A task's dy is transposed to [k][p][q][VL] and its dx back from its rows' full
+// convolutions [c][h][full_][VL] (the columns from pad_w on) by the ISA's packer. Each element sums in a fixed order, the same in every lane, task and thread count. Exact on small
 // integers while the sums stay within the forward's bounds (the same points). A task whose dx is not all finite (a
 // non-finite dy: inf - inf in the transforms; values near the float range) writes none of it, and its group's images
-// are left to redo_marked. Workspace per task: its dy transposed, V, a block's products, its dx transposed, one row
-// and one channel's dx for the 16 images; U (the transformed weights) once. Both builds in one process, calls
+// are left to redo_marked. Workspace per task: its dy transposed, V, a block's products, its dx rows' full
+// convolutions and one channel's dx for the 16 images; U (the transformed weights) once. Both builds in one process, calls
 // alternated, median of per-pair time ratios, AMD Zen 4, LeNet conv2 backward against channel_vector_backward's input
 // gradient: n=64 1.12x on 1 thread, 1.05-1.07x on 2 (forward+backward 1.05-1.06x), n=32 1.03-1.04x, n=48 1.00x (3
 // groups: each in two tasks), n=16 0.73x on 2 threads (one group, one thread's; hence from 32 images on).
@@ -1541,8 +1544,9 @@ class ImageLaneInputGradient {
 // result has the same bits whatever the thread count (db those of conv2d_backward_bias_fast). db may be null (not
 // computed). On AVX-512, 5-wide kernels and at least 32 images, the input gradient of each whole group of 16 images
 // comes from ImageLaneInputGradient, in a pass of its own after this one, and from dx_row only the images past them
-// and those of a group whose dx was not finite there. Workspace: the regrouped weights, per chunk one padded image,
-// one transposed dy image, the weight gradient's sums and workspace and the bias gradient's partials.
+// and those of a group whose dx was not finite there. Workspace: the regrouped weights; per chunk the weight
+// gradient's sums and the bias gradient's partials; per thread one padded image, one transposed dy image and the
+// weight gradient's workspace.
 constexpr int kChannelLanes = 16, kChannelMaxQ = 10;
 
 template <int VL, int S, typename Row>

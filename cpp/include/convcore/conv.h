@@ -210,8 +210,9 @@ bool conv2d_filter_vector_forward_avx512(const ConvShape& s, const float* x, con
 // gradient in the same pass where db is not null (the bits of conv2d_backward_bias_fast). On AVX-512, 5 x 5 kernels at
 // stride 1 with 9 to 16 filters on rows of an even number, at most 10, of outputs by Winograd's F(5, 4) and F(5, 2)
 // along the rows (the pass run again by the direct units where its result is not finite), the same as with dx. Returns
-// false, doing nothing, where it does not apply. Workspace per image chunk (at most 8): one zero-padded image, one
-// transposed dy image, the accumulators and the bias partials (Winograd: also one image's transformed input and dy).
+// false, doing nothing, where it does not apply. Workspace: per image chunk (at most 8) the accumulators and the bias
+// partials; per thread one zero-padded image and one transposed dy image (Winograd: also one image's transformed
+// input and dy).
 using ConvFilterVectorWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw,
                                               float* db);
 bool conv2d_filter_vector_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw,
@@ -227,10 +228,10 @@ bool conv2d_filter_vector_weight_avx512(const ConvShape& s, const float* dy, con
 // conv2d_filter_vector_weight's (Winograd on AVX-512 where that takes it); the input gradient in the same pass with
 // dy's channels in the vector lanes (conv_direct.h, channel_vector_backward) or, on AVX-512 with 5-wide kernels and
 // at least 32 images, in a pass of its own with 16 images in the lanes (ImageLaneInputGradient). db may be null.
-// Returns false, doing nothing, where it does not apply. Workspace: the regrouped weights and, per image chunk (at
-// most 8), one zero-padded image, one transposed dy image and the weight gradient's accumulators and workspace; with
-// the images in the lanes, per task (16 images' dx rows, from the buffer cache) their dy and dx transposed, dy's
-// points (V), a block's products and two rows.
+// Returns false, doing nothing, where it does not apply. Workspace: the regrouped weights, per image chunk (at most
+// 8) the weight gradient's accumulators, per thread one zero-padded image, one transposed dy image and the weight
+// gradient's workspace; with the images in the lanes, per task (16 images' dx rows, from the buffer cache) their dy
+// transposed, dy's points (V), a block's products, their dx rows' full convolutions and one channel's dx.
 using ConvChannelVectorBackwardKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, const float* w,
                                                  float* dx, float* dw, float* db);
 bool conv2d_channel_vector_backward_scalar(const ConvShape& s, const float* dy, const float* x, const float* w,
