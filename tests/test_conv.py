@@ -423,6 +423,40 @@ def test_fast_kernels_equal_reference_kernels_for_every_isa(isa, rng, case):
     assert np.array_equal(_core.conv2d_backward_bias(dy, False), _core.conv2d_backward_bias(dy, True))
 
 
+FEW_FILTER_CASES = [
+    (3, 6, 28, 28, 1, 5, 5, 1, 2, 1, 1),    # one filter, rows of two vectors (LeNet conv1's input gradient)
+    (2, 8, 12, 9, 1, 3, 3, 1, 1, 1, 1),     # one filter, rows of one vector: 12 rows, in blocks of 8 (AVX2's 6)
+    (2, 5, 13, 37, 1, 3, 3, 1, 0, 1, 1),    # one filter, 11 rows (blocks of 4 or 3 and a remainder), 35 columns
+    (1, 2, 9, 9, 1, 7, 7, 1, 3, 1, 1),      # one filter, 7-wide kernel
+    (2, 7, 9, 40, 2, 5, 5, 1, 2, 1, 1),     # two filters in a block of 4
+    (2, 16, 32, 32, 3, 3, 3, 1, 1, 1, 1),   # three (a 3-channel layer's input gradient), rows of two vectors
+    (2, 16, 10, 10, 3, 5, 5, 1, 2, 1, 1),   # three, rows of one vector
+    (2, 4, 15, 14, 4, 3, 3, 1, 1, 1, 1),    # four, 15 rows
+    (2, 1, 28, 28, 6, 5, 5, 1, 2, 1, 1),    # a one-channel layer: its input gradient convolves with one filter
+    (2, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1),   # a three-channel layer: three
+]
+
+
+@pytest.mark.parametrize("case", FEW_FILTER_CASES, ids=str)
+def test_direct_forward_with_few_filters(isa, rng, case):
+    # up to 4 filters (or input channels, for the input gradient by the transposed convolution) in blocks of 1 or 4
+    # with rows in blocks of up to 8: exact on small integers against the reference kernels, forward (with and without
+    # ReLU) and backward, at 1 and 2 threads
+    from convcore import _core
+
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    geom = _core_args(x, w, kw)
+    dy = rng.integers(-3, 4, F.conv2d(x, w, **kw).shape).astype(np.float32)
+    want = [_core.conv2d_forward(x, w, b, geom, relu, True) for relu in (False, True)]
+    want_back = _core.conv2d_backward(dy, x, w, geom, True, True, True)
+    for n in (1, 2):
+        with cc.threads(n):
+            for relu, expected in zip((False, True), want):
+                assert np.array_equal(_core.conv2d_forward(x, w, b, geom, relu, False), expected), (n, relu)
+            for got, expected in zip(_core.conv2d_backward(dy, x, w, geom, True, True, False), want_back):
+                assert np.array_equal(got, expected), n
+
+
 @pytest.mark.parametrize("multiplier, stride", [(1, 1), (2, 1), (1, 2), (3, (2, 1))])
 def test_depthwise_direct_path_exact_and_thread_independent(rng, multiplier, stride):
     # rows of 21 and 19 pixels: full 8-lane runs and remainders in the weight gradient's partial sums

@@ -225,12 +225,19 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
               const float* wk = w_c;
               for (int64_t r = r_lo; r < r_hi; ++r, row += row_floats) {
                 for (int64_t t = 0; t < S; ++t, wk += KB) {
+                  // fully unrolled: a loop left by GCC (3 rows of 8-float vectors) copied x through the stack in
+                  // halves, and each FMA waited on the store forwarding (2.3x slower)
                   vec xv[PB][QV];
+#pragma GCC unroll 8
                   for (int j = 0; j < PB; ++j)
+#pragma GCC unroll 2
                     for (int v = 0; v < QV; ++v)
                       std::memcpy(&xv[j][v], row + j * row_floats + t + v * VL, sizeof(vec));
+#pragma GCC unroll 8
                   for (int i = 0; i < KB; ++i)
+#pragma GCC unroll 8
                     for (int j = 0; j < PB; ++j)
+#pragma GCC unroll 2
                       for (int v = 0; v < QV; ++v) acc[j][i][v] += xv[j][v] * wk[i];
                 }
               }
@@ -1237,7 +1244,13 @@ bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* 
 // ratios, 1 / 2 threads: LeNet conv1 n=64 forward 1.034 / 1.031x, 3 channels of 32 x 32 valid 1.075x); with 8-float
 // vectors, rows wider than one vector take 6 filters x 2 vectors instead of 4 x 2 (measured Zen 3, 2 threads,
 // alternating, median ms: LeNet conv1 n=64 forward 0.36 -> 0.28, conv2's input gradient as its transposed
-// convolution 0.62 -> 0.45).
+// convolution 0.62 -> 0.45). One filter takes blocks of one, with rows in blocks of 8 or 4 (6 or 3 with 16
+// registers), and 2 to 4 filters on AVX-512 blocks of 4 with rows in blocks of 4 or 2, instead of blocks of 8 filters
+// mostly zero: the input gradients of one- and three-channel layers by the transposed convolution, and layers with
+// few outputs (both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 1 thread,
+// n=32 forward: 6 -> 1 5x5 on 28 x 28 (LeNet conv1's input gradient) 3.85x, forced AVX2 1.96x; 8 -> 1 3x3 on 12 x 12
+// 2.35x, AVX2 1.61x; 16 -> 3 5x5 on 32 x 32 1.89x, 7 -> 2 1.88x, 4 -> 4 3x3 on 14 x 14 1.46x; 2 threads, LeNet conv1's
+// backward with dx n=32 0.41 -> 0.15 ms).
 template <int VL, int KB_NARROW, int KB_WIDE, int QV_WIDE>
 void direct_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                         ConvWeightCache* cache) {
@@ -1257,6 +1270,24 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
         return;
       }
     }
+    if (s.K == 1) {  // one filter (the input gradient of a one-channel layer): rows in blocks instead
+      // PB x QV accumulators and as many loaded x vectors: 16 of the 32 registers with 16-float vectors, 12 of 16
+      constexpr int rows_narrow = VL == 16 ? 8 : 6, rows_wide = VL == 16 ? 4 : 3;
+      if (s.Q <= VL)
+        direct_forward<VL, 1, 1, rows_narrow, width>(s, x, w, bias, relu, y, cache);
+      else
+        direct_forward<VL, 1, QV_WIDE, rows_wide, width>(s, x, w, bias, relu, y, cache);
+      return;
+    }
+    if constexpr (KB_NARROW / 2 > 4) {
+      if (s.K <= 4) {  // up to 4 filters (three-channel layers' input gradients): blocks of 4
+        if (s.Q <= VL)
+          direct_forward<VL, 4, 1, 4, width>(s, x, w, bias, relu, y, cache);
+        else
+          direct_forward<VL, 4, QV_WIDE, 2, width>(s, x, w, bias, relu, y, cache);
+        return;
+      }
+    }
     if (s.Q <= VL && s.K <= KB_NARROW / 2)
       direct_forward<VL, KB_NARROW / 2, 1, 2, width>(s, x, w, bias, relu, y, cache);
     else if (s.Q <= VL)
@@ -1267,26 +1298,28 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
 }
 
 // The input gradient of a stride-1 convolution with 5-tap kernel rows, VL images at a time in the vector lanes (a
-// group): each dx row is the full convolution of dy's rows with the kernel rows that meet them,
-// dx[c][h][u - pw] = sum over (k, r, q + t = u) of dy[k][h + ph - r][q] * w[k][c][r][t]. Along the row it runs by
-// Toom-Cook (the transpose of winograd_rows_forward's F(4, 5) and F(2, 5)): dy's row is cut into row_tiles' chunks of
-// 4 and 2 (zero past Q), each chunk evaluated at its tile's 8 or 6 points by A (F(4, 5)'s A^T transposed: eighths at
-// most), multiplied by the points of the kernel row (kRowG90 or kRowG24 times its taps), summed over (k, r) and
-// interpolated by B (B^T transposed: quarters at most) into the chunk's 8 or 6 outputs, times 1/90 or 1/24; the
-// chunks' outputs overlap and are added. A row of 10 from 22 multiplies instead of 50, none of them on padding, and
-// the filters summed along each lane's FMA chain (channel_vector_backward sums them across the lanes, a butterfly per
-// row). The products: for each point xi, a block of CB channels x HB dx rows in registers sums U[xi][k][r][c]
-// (broadcast) times V[xi][k][h + ph - r] over (k, r) in order, each row over its own kernel rows that meet dy (the
-// block's rows: those of the first only, of both, of the second only; 2% faster than both rows over the union, whose
-// V rows outside dy's are zero). A task's dy is transposed to [k][p][q][VL] and its dx back from its rows' full
-// convolutions [c][h][full_][VL] (the columns from pad_w on) by the ISA's packer. Each element sums in a fixed order, the same in every lane, task and thread count. Exact on small
-// integers while the sums stay within the forward's bounds (the same points). A task whose dx is not all finite (a
-// non-finite dy: inf - inf in the transforms; values near the float range) writes none of it, and its group's images
-// are left to redo_marked. Workspace per task: its dy transposed, V, a block's products, its dx rows' full
-// convolutions and one channel's dx for the 16 images; U (the transformed weights) once. Both builds in one process, calls
-// alternated, median of per-pair time ratios, AMD Zen 4, LeNet conv2 backward against channel_vector_backward's input
-// gradient: n=64 1.12x on 1 thread, 1.05-1.07x on 2 (forward+backward 1.05-1.06x), n=32 1.03-1.04x, n=48 1.00x (3
-// groups: each in two tasks), n=16 0.73x on 2 threads (one group, one thread's; hence from 32 images on).
+// group): each dx row is the full convolution of dy's rows with the kernel rows that meet them, dx[c][h][u - pw] = sum
+// over (k, r, q + t = u) of dy[k][h + ph - r][q] * w[k][c][r][t]. Along the row it runs by Toom-Cook (the transpose of
+// winograd_rows_forward's F(4, 5) and F(2, 5)): dy's row is cut into row_tiles' chunks of 4 and 2 (zero past Q), each
+// chunk evaluated at its tile's 8 or 6 points by A (F(4, 5)'s A^T transposed: eighths at most), multiplied by the
+// points of the kernel row (kRowG90 or kRowG24 times its taps), summed over (k, r) and interpolated by B (B^T
+// transposed: quarters at most) into the chunk's 8 or 6 outputs, times 1/90 or 1/24; the chunks' outputs overlap and
+// are added. A row of 10 from 22 multiplies instead of 50, none of them on padding, and the filters summed along each
+// lane's FMA chain (channel_vector_backward sums them across the lanes, a butterfly per row). The products: for each
+// point xi, a block of CB channels x HB dx rows in registers sums U[xi][k][r][c] (broadcast) times V[xi][k][h + ph - r]
+// over (k, r) in order, each row over its own kernel rows that meet dy (the block's rows: those of the first only, of
+// both, of the second only; 2% faster than both rows over the union, whose V rows outside dy's are zero). A task's dy
+// is transposed to [k][p][q][VL] and its dx back from its rows' full convolutions [c][h][full_][VL] (the columns from
+// pad_w on) by the ISA's packer. Each element sums in a fixed order, the same in every lane, task and thread count.
+// Exact on small integers while the sums stay within the forward's bounds (the same points). A task whose rows' full
+// convolutions are not all finite, padding columns included (a non-finite dy: inf - inf in the transforms; values near
+// the float range, whose overflow in a padding column may leave a wrong finite sum in dx's) writes none of its dx, and
+// its group's images are left to redo_marked. Workspace per task: its dy transposed, V, a block's products, its dx
+// rows' full convolutions and one channel's dx for the 16 images; U (the transformed weights) once. Both builds in one
+// process, calls alternated, median of per-pair time ratios, AMD Zen 4, LeNet conv2 backward against
+// channel_vector_backward's input gradient: n=64 1.12x on 1 thread, 1.05-1.07x on 2 (forward+backward 1.05-1.06x), n=32
+// 1.03-1.04x, n=48 1.00x (3 groups: each in two tasks), n=16 0.73x on 2 threads (one group, one thread's; hence from 32
+// images on).
 template <int VL>
 class ImageLaneInputGradient {
   typedef float vec __attribute__((vector_size(4 * VL)));
