@@ -432,6 +432,8 @@ FEW_FILTER_CASES = [
     (2, 16, 32, 32, 3, 3, 3, 1, 1, 1, 1),   # three (a 3-channel layer's input gradient), rows of two vectors
     (2, 16, 10, 10, 3, 5, 5, 1, 2, 1, 1),   # three, rows of one vector
     (2, 4, 15, 14, 4, 3, 3, 1, 1, 1, 1),    # four, 15 rows
+    (2, 32, 12, 12, 1, 3, 3, 1, 1, 1, 1),   # one filter of 288 taps: its weight gradient direct (not GEMM)
+    (2, 44, 8, 8, 2, 3, 3, 1, 1, 1, 1),     # two of 396 taps: the weight gradient in a block of 3
     (2, 1, 28, 28, 6, 5, 5, 1, 2, 1, 1),    # a one-channel layer: its input gradient convolves with one filter
     (2, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1),   # a three-channel layer: three
 ]
@@ -440,8 +442,8 @@ FEW_FILTER_CASES = [
 @pytest.mark.parametrize("case", FEW_FILTER_CASES, ids=str)
 def test_direct_forward_with_few_filters(isa, rng, case):
     # up to 4 filters (or input channels, for the input gradient by the transposed convolution) in blocks of 1 or 4
-    # with rows in blocks of up to 8: exact on small integers against the reference kernels, forward (with and without
-    # ReLU) and backward, at 1 and 2 threads
+    # with rows in blocks of up to 8, and their weight gradients by the direct kernel in blocks of 1 or 3: exact on
+    # small integers against the reference kernels, forward (with and without ReLU) and backward, at 1 and 2 threads
     from convcore import _core
 
     x, w, b, kw = _arrays(rng, case, integer=True)
