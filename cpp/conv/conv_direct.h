@@ -317,11 +317,22 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
               vec g[KB], xv[TN];
               for (int i = 0; i < KB; ++i)
                 g[i] = i < filters ? load_first<VL, vec>(grow + i * PQ + q0, count) : vec{};
-              for (int t = 0; t < TN; ++t) {
+              const auto load_x = [&](int t) {
+                vec v;
                 if constexpr (MASK_X)
-                  xv[t] = load_first<VL, vec>(xrow + q0 + t, count);
+                  v = load_first<VL, vec>(xrow + q0 + t, count);
                 else
-                  std::memcpy(&xv[t], xrow + q0 + t, sizeof(vec));
+                  std::memcpy(&v, xrow + q0 + t, sizeof(vec));
+                return v;
+              };
+              if constexpr (VL >= 8) {
+                // fully unrolled: a loop left by GCC (one filter of width 3 on 8-float vectors) copied x through
+                // the stack in halves, and each FMA waited on the store forwarding (3.8x slower); with 4-float
+                // vectors the unrolled loop was 0.69x of the rolled one
+#pragma GCC unroll 8
+                for (int t = 0; t < TN; ++t) xv[t] = load_x(t);
+              } else {
+                for (int t = 0; t < TN; ++t) xv[t] = load_x(t);
               }
               for (int i = 0; i < KB; ++i)
                 for (int t = 0; t < TN; ++t) acc[i][t] += g[i] * xv[t];
@@ -358,8 +369,8 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
 // the FMAs met zero filters (both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4,
 // LeNet conv1 n=64 weight gradient 1.20x on 1 thread, 1.09x on 2, forward+backward 1.07x; blocks of 3 + 3 in one
 // pass, 15 accumulators, were 0.92-0.95x: more loads per FMA). One filter takes blocks of one, two or three of width
-// 3 blocks of three, instead of blocks mostly zero (alternated, Zen 4, 2 threads, weight gradient n=32: 1 filter of 16
-// x 3 x 3 on 32 x 32 2.35x, 3 of 24 x 3 x 3 1.7x with the GEMM before it).
+// 3 blocks of three, instead of blocks mostly zero (alternated, Zen 4, weight gradient n=32, 2 threads: 1 filter of 16
+// x 3 x 3 on 32 x 32 2.35x; forced AVX2, 1 thread, with the unrolled loads: 4.6x; 4-float vectors 1.44x).
 template <int VL, int KB3, int KB5>
 void direct_backward_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   const auto run = [&](auto mask_x) {

@@ -468,8 +468,7 @@ bool conv2d_direct_applies(const ConvShape& s) {
 }
 
 bool conv2d_direct_weight_applies(const ConvShape& s) {
-  return conv2d_direct_applies(s) && (s.C * s.R * s.S <= 160 || (s.K <= 4 && selected_isa() == Isa::avx512)) &&
-         (s.S == 3 || s.S == 5);
+  return conv2d_direct_applies(s) && (s.C * s.R * s.S <= 160 || s.K <= 4) && (s.S == 3 || s.S == 5);
 }
 
 void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,

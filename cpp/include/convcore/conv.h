@@ -178,12 +178,12 @@ void conv2d_direct_forward_avx2(const ConvShape& s, const float* x, const float*
                                 float* y, ConvWeightCache* cache);
 void conv2d_direct_forward_avx512(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                   float* y, ConvWeightCache* cache);
-// Their weight gradient, for kernel widths 3 and 5 with at most 160 taps or, on AVX-512, at most 4 filters (the GEMM's
-// M; both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, against the
-// GEMM: 1 filter of 32 x 3 x 3 on 64 x 64 n=32 3.4x, of 16 x 5 x 5 4.8x; 2 of 8 x 5 x 5 2.8x, 2 of 44 x 3 x 3 1.5x, 4
-// of 32 x 3 x 3 1.7x; with AVX2 forced, 1 thread, 0.24-0.72x: not there), and the bias gradient in the same pass where
-// db is not null (the bits of conv2d_backward_bias_fast); workspace per image chunk (at most 8): one zero-padded image
-// of x, the accumulators and the bias partials.
+// Their weight gradient, for kernel widths 3 and 5 with at most 160 taps or at most 4 filters (the GEMM's M; both
+// builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, against the GEMM: 1
+// filter of 32 x 3 x 3 on 64 x 64 n=32 3.4x, of 16 x 5 x 5 4.8x; 2 of 8 x 5 x 5 2.8x, 2 of 44 x 3 x 3 1.5x, 4 of 32 x 3
+// x 3 1.7x; forced AVX2, 1 thread, 0.99-3.7x), and the bias gradient in the same pass where db is not null (the bits of
+// conv2d_backward_bias_fast); workspace per image chunk (at most 8): one zero-padded image of x, the accumulators and
+// the bias partials.
 bool conv2d_direct_weight_applies(const ConvShape& s);
 using ConvDirectWeightKernel = void (*)(const ConvShape& s, const float* dy, const float* x, float* dw, float* db);
 void conv2d_direct_backward_weight_scalar(const ConvShape& s, const float* dy, const float* x, float* dw,
