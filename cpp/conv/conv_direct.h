@@ -58,6 +58,11 @@ inline KernelRows image_rows(const ConvShape& s, int64_t p) {
   while (hi > lo && p * s.stride_h + (hi - 1) * s.dil_h >= s.H + s.pad_h) --hi;
   return {lo, hi};
 }
+// The kernel rows [lo, hi) through which dx row h of a stride-1, undilated layer meets dy (dy row h + pad_h - r in
+// [0, P)).
+inline KernelRows dy_rows(const ConvShape& s, int64_t h) {
+  return {std::max<int64_t>(0, h + s.pad_h - s.P + 1), std::min<int64_t>(s.R, h + s.pad_h + 1)};
+}
 
 // Calls body(width) with the kernel width as a compile-time constant for the common widths 3 and 5, else 0 (the
 // kernels then read it at run time).
@@ -348,7 +353,7 @@ void direct_backward_weight(const ConvShape& s, const float* dy, const float* x,
       }
     }
   });
-  add_chunks_into_first(state.data(), chunks, per_chunk);
+  add_chunks_into_first(state.data(), chunks, per_chunk, 0, per_chunk);
   for (int64_t unit = 0; unit < units; ++unit) {
     const int64_t kb = unit / (C * R), c = (unit / R) % C, r = unit % R;
     for (int i = 0; i < KB && kb * KB + i < K; ++i)
@@ -1170,8 +1175,7 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   float* const sums = state.get();
   parallel_for(parts, nt, [&](int64_t part) {
     const int64_t lo = part * lines / parts * 16, hi = std::min(per_chunk, (part + 1) * lines / parts * 16);
-    for (int64_t chunk = 1; chunk < chunks; ++chunk)
-      for (int64_t i = lo; i < hi; ++i) sums[i] += sums[chunk * per_chunk + i];
+    add_chunks_into_first(sums, chunks, per_chunk, lo, hi);
   });
   return weights.sum(s, state.get(), dw);
 }
@@ -1452,8 +1456,8 @@ class ImageLaneInputGradient {
     for (int64_t h0 = part.lo; h0 < part.hi; h0 += HB) {
       // the kernel rows that meet dy for the first row only, for both, for the second only (the second row's, where
       // the block has one, empty): no product on V's zero rows
-      const KernelRows first = row_kernel_rows(h0);
-      const KernelRows second = h0 + 1 < part.hi ? row_kernel_rows(h0 + 1) : KernelRows{first.hi, first.hi};
+      const KernelRows first = dy_rows(s_, h0);
+      const KernelRows second = h0 + 1 < part.hi ? dy_rows(s_, h0 + 1) : KernelRows{first.hi, first.hi};
       const int64_t first_end = std::min(second.lo, first.hi), second_begin = std::max(first.hi, second.lo);
       for (int64_t c0 = 0; c0 < CP_; c0 += CB) {
         for (int64_t xi = 0; xi < XI; ++xi) {
@@ -1513,20 +1517,15 @@ class ImageLaneInputGradient {
   }
   static void store(float* p, const vec& v) { std::memcpy(p, &v, sizeof(vec)); }
 
-  // the kernel rows [lo, hi) that meet dy for dx row h (dy row h + pad_h - r in [0, P))
-  KernelRows row_kernel_rows(int64_t h) const {
-    return KernelRows{std::max<int64_t>(0, h + s_.pad_h - s_.P + 1), std::min<int64_t>(s_.R, h + s_.pad_h + 1)};
-  }
   // the kernel rows [lo, hi) that meet dy for some row of the block at h0 (the union of the rows')
   KernelRows block_rows(int64_t h0) const {
-    return KernelRows{std::max<int64_t>(0, h0 + s_.pad_h - s_.P + 1),
-                      std::min<int64_t>(s_.R, std::min(s_.H, h0 + HB) + s_.pad_h)};
+    return KernelRows{dy_rows(s_, h0).lo, dy_rows(s_, std::min(s_.H, h0 + HB) - 1).hi};
   }
   // the products of the block at h0: its rows' kernel rows that meet dy
   int64_t block_work(int64_t h0) const {
     int64_t work = 0;
     for (int64_t h = h0; h < std::min(s_.H, h0 + HB); ++h) {
-      const KernelRows kr = row_kernel_rows(h);
+      const KernelRows kr = dy_rows(s_, h);
       work += std::max<int64_t>(kr.hi - kr.lo, 0);
     }
     return work;
@@ -1611,9 +1610,8 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
   const auto dx_rows = [&](int64_t n, const float* g) {
     float* dxn = dx + n * C * H * W;
     for (int64_t h = 0; h < H; ++h) {
-      const int64_t r_lo = std::max<int64_t>(0, h + s.pad_h - P + 1);
-      const int64_t r_hi = std::min<int64_t>(R, h + s.pad_h + 1);
-      for (int64_t c = 0; c < C; ++c) dx_row(wt.data(), g, c, h, r_lo, r_hi, dxn + (c * H + h) * W);
+      const KernelRows kr = dy_rows(s, h);
+      for (int64_t c = 0; c < C; ++c) dx_row(wt.data(), g, c, h, kr.lo, kr.hi, dxn + (c * H + h) * W);
     }
   };
   const int64_t work = s.N * K * P * s.Q * CRS * 2;

@@ -698,7 +698,7 @@ int64_t bias_partial_floats(const ConvShape& s) {
 
 void bias_from_partials(const ConvShape& s, float* parts, int64_t chunks, float* db) {
   const int64_t PQ = s.P * s.Q, per_chunk = bias_partial_floats(s);
-  add_chunks_into_first(parts, chunks, per_chunk);
+  add_chunks_into_first(parts, chunks, per_chunk, 0, per_chunk);
   for (int64_t k = 0; k < s.K; ++k) {
     if (PQ < kBiasLanes) {
       float sum = 0.0f;

@@ -1168,7 +1168,7 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
     if (filled > 0) products(V, D, filled, first, M);
   }, Schedule::as_free);
   if (non_finite) return false;
-  add_chunks_into_first(sums.get(), chunks, per_chunk);
+  add_chunks_into_first(sums.get(), chunks, per_chunk, 0, per_chunk);
   weight_gradients_from_sums(s, sums.get(), KP, CP, dw);
   if (db && by_images) bias_from_partials(s, bias.data(), chunks, db);
   if (db && !by_images) conv2d_backward_bias_fast(s, dy, db);

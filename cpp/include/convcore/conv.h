@@ -149,12 +149,12 @@ inline void bias_partials_add(const ConvShape& s, const float* dy_image, int64_t
   bias_partials_add_pixels(s, dy_image, k0, k1, 0, s.P * s.Q, part);
 }
 
-// parts[i] += the other chunks' element i, chunk after chunk (chunks of per_chunk floats, consecutive): each
-// element's fixed-order sum, in one contiguous pass per chunk. In the header, so that each ISA's kernels vectorise
-// it with their own instructions.
-inline void add_chunks_into_first(float* parts, int64_t chunks, int64_t per_chunk) {
+// parts[i] += the other chunks' element i for i in [lo, hi), chunk after chunk (chunks of per_chunk floats,
+// consecutive): each element's fixed-order sum, in one contiguous pass per chunk (a range of them per thread gives the
+// same bits). In the header, so that each ISA's kernels vectorise it with their own instructions.
+inline void add_chunks_into_first(float* parts, int64_t chunks, int64_t per_chunk, int64_t lo, int64_t hi) {
   for (int64_t chunk = 1; chunk < chunks; ++chunk)
-    for (int64_t i = 0; i < per_chunk; ++i) parts[i] += parts[chunk * per_chunk + i];
+    for (int64_t i = lo; i < hi; ++i) parts[i] += parts[chunk * per_chunk + i];
 }
 }  // namespace
 
