@@ -1332,8 +1332,8 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
 // lane's FMA chain (channel_vector_backward sums them across the lanes, a butterfly per row). The products: for each
 // point xi, a block of CB channels x HB dx rows in registers sums U[xi][k][r][c] (broadcast) times V[xi][k][h + ph - r]
 // over (k, r) in order, each row over its own kernel rows that meet dy (the block's rows: those of the first only, of
-// both, of the second only; 2% faster than both rows over the union, whose V rows outside dy's are zero). A task's dy
-// is transposed to [k][p][q][VL] and its dx back from its rows' full convolutions [c][h][full_][VL] (the columns from
+// both, of the second only; 2% faster than both rows over the union of their kernel rows, with V zero outside dy's
+// rows), so V holds dy's rows alone. A task's dy is transposed to [k][p][q][VL] and its dx back from its rows' full convolutions [c][h][full_][VL] (the columns from
 // pad_w on) by the ISA's packer. Each element sums in a fixed order, the same in every lane, task and thread count.
 // Exact on small integers while the sums stay within the forward's bounds (the same points). A task whose rows' full
 // convolutions are not all finite, padding columns included (a non-finite dy: inf - inf in the transforms; values near
@@ -1407,36 +1407,31 @@ class ImageLaneInputGradient {
     const int64_t group = task / parts_, n0 = group * VL, XI = XI_;
     const KernelRows part = part_rows_[task % parts_];
     const int64_t hn = part.hi - part.lo;  // dx rows
-    // the rows of dy the part's blocks read, [p_lo, p_hi) (zero outside [0, P)), and those inside, [p0, p1)
-    int64_t p_lo = P, p_hi = 0;
-    for (int64_t h0 = part.lo; h0 < part.hi; h0 += HB) {
-      const KernelRows kr = block_rows(h0);
+    // the rows of dy the part's rows read, [p0, p1) (within [0, P): each row meets dy through dy_rows alone)
+    int64_t p0 = P, p1 = 0;
+    for (int64_t h = part.lo; h < part.hi; ++h) {
+      const KernelRows kr = dy_rows(s_, h);
       if (kr.lo >= kr.hi) continue;
-      p_lo = std::min(p_lo, h0 + ph - (kr.hi - 1));
-      p_hi = std::max(p_hi, h0 + HB + ph - kr.lo);
+      p0 = std::min(p0, h + ph - (kr.hi - 1));
+      p1 = std::max(p1, h + ph - kr.lo + 1);
     }
-    p_hi = std::max(p_hi, p_lo);
-    const int64_t rows = p_hi - p_lo, p0 = std::clamp<int64_t>(p_lo, 0, P), p1 = std::clamp<int64_t>(p_hi, p0, P);
-    const int64_t g_floats = K * (p1 - p0) * Q * VL, v_floats = XI * K * rows * VL, m_floats = CB * HB * XI * VL;
+    p1 = std::max(p1, p0);
+    const int64_t rows = p1 - p0;
+    const int64_t g_floats = K * rows * Q * VL, v_floats = XI * K * rows * VL, m_floats = CB * HB * XI * VL;
     const int64_t dxt_floats = C * hn * full_ * VL;  // the rows' full convolutions (dx's columns from pad_w on)
     const CachedBlock<float> work(g_floats + v_floats + m_floats + dxt_floats + VL * hn * W);
     float *g = work.get(), *V = g + g_floats, *M = V + v_floats, *dxt = M + m_floats, *out = dxt + dxt_floats;
-    for (int64_t xk = 0; xk < XI * K; ++xk) {  // V's rows outside dy's
-      std::fill(V + xk * rows * VL, V + (xk * rows + p0 - p_lo) * VL, 0.0f);
-      std::fill(V + (xk * rows + p1 - p_lo) * VL, V + (xk + 1) * rows * VL, 0.0f);
-    }
     const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
     for (int64_t k = 0; k < K; ++k)  // g[k][p - p0][q][VL]
-      transpose(dy_ + (n0 * K + k) * PQ + p0 * Q, image_rows_.data(), VL, VL, (p1 - p0) * Q, 1.0f,
-                g + k * (p1 - p0) * Q * VL);
-    // V[xi][k][p - p_lo]: the points of dy's row p, tile by tile (each point's rows in order)
+      transpose(dy_ + (n0 * K + k) * PQ + p0 * Q, image_rows_.data(), VL, VL, rows * Q, 1.0f, g + k * rows * Q * VL);
+    // V[xi][k][p - p0]: the points of dy's row p, tile by tile (each point's rows in order)
     for (int64_t k = 0; k < K; ++k)
       for (const RowTile& tile : tiles_) {
         const int64_t m = std::min(tile.outputs, Q - tile.col);  // dy's columns in the chunk (zero past Q)
-        float* v = V + ((tile.slot * K + k) * rows + p0 - p_lo) * VL;
+        float* v = V + (tile.slot * K + k) * rows * VL;
         const int64_t point = K * rows * VL;  // between a row's points in V
         for (int64_t p = p0; p < p1; ++p, v += VL) {
-          const float* src = g + ((k * (p1 - p0) + p - p0) * Q + tile.col) * VL;
+          const float* src = g + ((k * rows + p - p0) * Q + tile.col) * VL;
           vec a[4] = {};
           for (int64_t e = 0; e < m; ++e) a[e] = load(src + e * VL);
           if (tile.points == kPairPoints) {
@@ -1455,7 +1450,7 @@ class ImageLaneInputGradient {
     static_assert(HB == 2, "the kernel rows of a block's two rows");
     for (int64_t h0 = part.lo; h0 < part.hi; h0 += HB) {
       // the kernel rows that meet dy for the first row only, for both, for the second only (the second row's, where
-      // the block has one, empty): no product on V's zero rows
+      // the block has one, empty): each product on one of dy's rows
       const KernelRows first = dy_rows(s_, h0);
       const KernelRows second = h0 + 1 < part.hi ? dy_rows(s_, h0 + 1) : KernelRows{first.hi, first.hi};
       const int64_t first_end = std::min(second.lo, first.hi), second_begin = std::max(first.hi, second.lo);
@@ -1465,7 +1460,7 @@ class ImageLaneInputGradient {
           for (int cc = 0; cc < CB; ++cc)
             for (int hh = 0; hh < HB; ++hh) acc[cc][hh] = vec{};
           const float* u_xi = &U_[xi * K * s_.R * CP_ + c0];
-          const float* v_xi = V + (xi * K * rows + h0 + ph - p_lo) * VL;
+          const float* v_xi = V + (xi * K * rows + h0 + ph - p0) * VL;
           const auto add = [&](auto hh, const float* u, const float* v) {
             const vec vv = load(v + hh * VL);
 #pragma GCC unroll 6
@@ -1517,10 +1512,6 @@ class ImageLaneInputGradient {
   }
   static void store(float* p, const vec& v) { std::memcpy(p, &v, sizeof(vec)); }
 
-  // the kernel rows [lo, hi) that meet dy for some row of the block at h0 (the union of the rows')
-  KernelRows block_rows(int64_t h0) const {
-    return KernelRows{dy_rows(s_, h0).lo, dy_rows(s_, std::min(s_.H, h0 + HB) - 1).hi};
-  }
   // the products of the block at h0: its rows' kernel rows that meet dy
   int64_t block_work(int64_t h0) const {
     int64_t work = 0;
