@@ -1330,15 +1330,16 @@ void direct_forward_any(const ConvShape& s, const float* x, const float* w, cons
 // transposed: quarters at most) into the chunk's 8 or 6 outputs, times 1/90 or 1/24; the chunks' outputs overlap and
 // are added. A row of 10 from 22 multiplies instead of 50, none of them on padding, and the filters summed along each
 // lane's FMA chain (channel_vector_backward sums them across the lanes, a butterfly per row). The products: for each
-// point xi, a block of CB channels x HB dx rows in registers sums U[xi][k][r][c] (broadcast) times V[xi][k][h + ph - r]
-// over (k, r) in order, each row over its own kernel rows that meet dy (the block's rows: those of the first only, of
-// both, of the second only; 2% faster than both rows over the union of their kernel rows, with V zero outside dy's
-// rows), so V holds dy's rows alone. A task's dy is transposed to [k][p][q][VL] and its dx back from its rows' full convolutions [c][h][full_][VL] (the columns from
-// pad_w on) by the ISA's packer. Each element sums in a fixed order, the same in every lane, task and thread count.
-// Exact on small integers while the sums stay within the forward's bounds (the same points). A task whose rows' full
-// convolutions are not all finite, padding columns included (a non-finite dy: inf - inf in the transforms; values near
-// the float range, whose overflow in a padding column may leave a wrong finite sum in dx's) writes none of its dx, and
-// its group's images are left to redo_marked. Workspace per task: its dy transposed, V, a block's products, its dx
+// point xi (a slot: a tile's point), a block of CB channels x HB dx rows in registers sums U[xi's point][k][r][c]
+// (broadcast; the tiles of a kind share the points) times V[xi][k][h + ph - r] over (k, r) in order, each row over its
+// own kernel rows that meet dy (the block's rows: those of the first only, of both, of the second only; 2% faster than
+// both rows over the union of their kernel rows, with V zero outside dy's rows), so V holds dy's rows alone. A task's
+// dy is transposed to [k][p][q][VL] and its dx back from its rows' full convolutions [c][h][full_][VL] (the columns
+// from pad_w on) by the ISA's packer. Each element sums in a fixed order, the same in every lane, task and thread
+// count. Exact on small integers while the sums stay within the forward's bounds (the same points). A task whose rows'
+// full convolutions are not all finite, padding columns included (a non-finite dy: inf - inf in the transforms; values
+// near the float range, whose overflow in a padding column may leave a wrong finite sum in dx's) writes none of its dx,
+// and its group's images are left to redo_marked. Workspace per task: its dy transposed, V, a block's products, its dx
 // rows' full convolutions and one channel's dx for the 16 images; U (the transformed weights) once. Both builds in one
 // process, calls alternated, median of per-pair time ratios, AMD Zen 4, LeNet conv2 backward against
 // channel_vector_backward's input gradient: n=64 1.12x on 1 thread, 1.05-1.07x on 2 (forward+backward 1.05-1.06x), n=32
@@ -1369,11 +1370,20 @@ class ImageLaneInputGradient {
     parts_ = groups % nt != 0 && split > 0 && split < H ? 2 : 1;
     part_rows_[0] = {0, parts_ == 2 ? split : H};
     part_rows_[1] = {split, H};
-    // U[xi][k][r][c]: each kernel row's taps at its tile's points (G's columns as rows, for all points at once)
-    float Gt[5][kMaxSlots] = {};
-    for (const RowTile& tile : tiles_)
-      for (int64_t i = 0; i < tile.points; ++i)
-        for (int t = 0; t < 5; ++t) Gt[t][tile.slot + i] = (tile.points == kPairPoints ? kRowG24 : kRowG90)[i][t];
+    // U[point][k][r][c]: each kernel row's taps at the points of the row's tile kinds (G's columns as rows, for all
+    // points at once); the tiles of a kind share its points (slot_point_)
+    float Gt[5][kWeightSums] = {};
+    int64_t points = 0, kind_first[2] = {-1, -1};  // the quad and pair kinds' first points in U
+    for (const RowTile& tile : tiles_) {
+      int64_t& first = kind_first[tile.points == kPairPoints];
+      if (first < 0) {
+        first = points;
+        for (int64_t i = 0; i < tile.points; ++i)
+          for (int t = 0; t < 5; ++t) Gt[t][first + i] = (tile.points == kPairPoints ? kRowG24 : kRowG90)[i][t];
+        points += tile.points;
+      }
+      for (int64_t i = 0; i < tile.points; ++i) slot_point_[tile.slot + i] = first + i;
+    }
     // the taps regrouped as wr[t][k][r][c] (zero past C), then each point's U as one sum over t of whole rows
     const int64_t block = K * R * CP_;  // U's floats per point
     LineFloats wr(static_cast<size_t>(5 * block), 0.0f);
@@ -1381,12 +1391,12 @@ class ImageLaneInputGradient {
       for (int64_t c = 0; c < C; ++c)
         for (int64_t r = 0; r < R; ++r)
           for (int t = 0; t < 5; ++t) wr[((t * K + k) * R + r) * CP_ + c] = w[((k * C + c) * R + r) * 5 + t];
-    U_.resize(static_cast<size_t>(XI_ * block));
-    for (int64_t xi = 0; xi < XI_; ++xi) {
-      float* u = &U_[xi * block];
+    U_.resize(static_cast<size_t>(points * block));
+    for (int64_t point = 0; point < points; ++point) {
+      float* u = &U_[point * block];
       for (int64_t i = 0; i < block; ++i) {
-        float sum = Gt[0][xi] * wr[i];
-        for (int t = 1; t < 5; ++t) sum += Gt[t][xi] * wr[t * block + i];
+        float sum = Gt[0][point] * wr[i];
+        for (int t = 1; t < 5; ++t) sum += Gt[t][point] * wr[t * block + i];
         u[i] = sum;
       }
     }
@@ -1459,7 +1469,7 @@ class ImageLaneInputGradient {
           vec acc[CB][HB];
           for (int cc = 0; cc < CB; ++cc)
             for (int hh = 0; hh < HB; ++hh) acc[cc][hh] = vec{};
-          const float* u_xi = &U_[xi * K * s_.R * CP_ + c0];
+          const float* u_xi = &U_[slot_point_[xi] * K * s_.R * CP_ + c0];
           const float* v_xi = V + (xi * K * rows + h0 + ph - p0) * VL;
           const auto add = [&](auto hh, const float* u, const float* v) {
             const vec vv = load(v + hh * VL);
@@ -1561,6 +1571,7 @@ class ImageLaneInputGradient {
   int64_t CP_ = 0, XI_ = 0, full_ = 0;  // channels in whole blocks; points; the full convolution's columns
   int64_t parts_ = 1;
   KernelRows part_rows_[2] = {};  // each part's dx rows [lo, hi)
+  int64_t slot_point_[kMaxSlots] = {};  // each slot's point in U
   LineFloats U_;
   std::vector<int64_t> image_rows_, pixel_rows_;
   mutable std::vector<char> redone_;  // each task writes its own element
