@@ -1608,7 +1608,12 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
                              float* dw, float* db, const Row& dx_row) {
   constexpr int L = kChannelLanes, QMAX = kChannelMaxQ, KV = L / VL;
   const int64_t C = s.C, K = s.K, R = s.R, P = s.P, H = s.H, W = s.W, CRS = C * R * S;
-  const LineFloats wt = filters_in_lanes(w, K, CRS, L);  // [c][r][t][16 filters] (K <= 16)
+  // the filters in lanes, [c][r][t][16 filters] (K <= 16), for dx_rows: made only where it computes an image's dx
+  // (making them for LeNet conv2's batch of 64, all of whose images the lane kernel takes, was 5 us of the backward)
+  LineFloats wt;
+  const auto make_wt = [&] {
+    if (wt.empty()) wt = filters_in_lanes(w, K, CRS, L);
+  };
   const auto dx_rows = [&](int64_t n, const float* g) {
     float* dxn = dx + n * C * H * W;
     for (int64_t h = 0; h < H; ++h) {
@@ -1632,22 +1637,26 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
     // past them here, and those of a group left unwritten (redo_marked) one at a time as here
     const int64_t groups = s.N / VL;
     if (groups >= 2) {
+      if (s.N > groups * VL) make_wt();
       pass([&](int64_t n, const float* g) {
         if (n >= groups * VL) dx_rows(n, g);
       });
       const int nt = threads_for(groups * VL * K * P * s.Q * CRS * 2);
       const ImageLaneInputGradient<VL> lanes(s, groups, nt, dy, w, dx);
       parallel_for(lanes.tasks(), nt, lanes);
+      LineFloats g;  // as the pass's (zero past Q), made for the first image redone
+      std::vector<int64_t> filter_rows(static_cast<size_t>(K));
+      for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * P * s.Q;
       lanes.redo_marked([&](int64_t n) {
-        LineFloats g(static_cast<size_t>(P * QMAX * L), 0.0f);  // as the pass's (zero past Q)
-        std::vector<int64_t> filter_rows(static_cast<size_t>(K));
-        for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * P * s.Q;
+        make_wt();
+        if (g.empty()) g.assign(static_cast<size_t>(P * QMAX * L), 0.0f);
         transpose_dy_image(s, dy + n * K * P * s.Q, filter_rows.data(), L, QMAX * L, g.data());
         dx_rows(n, g.data());
       });
       return;
     }
   }
+  make_wt();
   pass(dx_rows);
 }
 
