@@ -1372,7 +1372,7 @@ class ImageLaneInputGradient {
     part_rows_[1] = {split, H};
     // U[point][k][r][c]: each kernel row's taps at the points of the row's tile kinds (G's columns as rows, for all
     // points at once); the tiles of a kind share its points (slot_point_)
-    float Gt[5][kWeightSums] = {};
+    float Gt[5][kQuadPoints + kPairPoints] = {};
     int64_t points = 0, kind_first[2] = {-1, -1};  // the quad and pair kinds' first points in U
     for (const RowTile& tile : tiles_) {
       int64_t& first = kind_first[tile.points == kPairPoints];
@@ -1568,7 +1568,7 @@ class ImageLaneInputGradient {
   const float* dy_;
   float* dx_;
   std::vector<RowTile> tiles_;
-  int64_t CP_ = 0, XI_ = 0, full_ = 0;  // channels in whole blocks; points; the full convolution's columns
+  int64_t CP_ = 0, XI_ = 0, full_ = 0;  // channels in whole blocks; slots; the full convolution's columns
   int64_t parts_ = 1;
   KernelRows part_rows_[2] = {};  // each part's dx rows [lo, hi)
   int64_t slot_point_[kMaxSlots] = {};  // each slot's point in U
@@ -1609,7 +1609,8 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
   constexpr int L = kChannelLanes, QMAX = kChannelMaxQ, KV = L / VL;
   const int64_t C = s.C, K = s.K, R = s.R, P = s.P, H = s.H, W = s.W, CRS = C * R * S;
   // the filters in lanes, [c][r][t][16 filters] (K <= 16), for dx_rows: made only where it computes an image's dx
-  // (making them for LeNet conv2's batch of 64, all of whose images the lane kernel takes, was 5 us of the backward)
+  // (LeNet conv2's batch of 64 goes wholly to the lane kernel: not making them there, its backward 1.003x on 1
+  // thread, forward+backward 1.004-1.033x on 2)
   LineFloats wt;
   const auto make_wt = [&] {
     if (wt.empty()) wt = filters_in_lanes(w, K, CRS, L);
@@ -1644,12 +1645,14 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
       const int nt = threads_for(groups * VL * K * P * s.Q * CRS * 2);
       const ImageLaneInputGradient<VL> lanes(s, groups, nt, dy, w, dx);
       parallel_for(lanes.tasks(), nt, lanes);
-      LineFloats g;  // as the pass's (zero past Q), made for the first image redone
-      std::vector<int64_t> filter_rows(static_cast<size_t>(K));
-      for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * P * s.Q;
+      LineFloats g;  // as the pass's (zero past Q); it and the filters' planes made for the first image redone
+      std::vector<int64_t> filter_rows;
       lanes.redo_marked([&](int64_t n) {
         make_wt();
-        if (g.empty()) g.assign(static_cast<size_t>(P * QMAX * L), 0.0f);
+        if (g.empty()) {
+          g.assign(static_cast<size_t>(P * QMAX * L), 0.0f);
+          for (int64_t k = 0; k < K; ++k) filter_rows.push_back(k * P * s.Q);
+        }
         transpose_dy_image(s, dy + n * K * P * s.Q, filter_rows.data(), L, QMAX * L, g.data());
         dx_rows(n, g.data());
       });
