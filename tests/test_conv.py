@@ -1031,6 +1031,28 @@ def test_input_gradient_with_images_in_the_lanes(isa, rng, case):
     np.testing.assert_allclose(got, want_huge, rtol=1e-4, atol=1e-5 * np.abs(want_huge).max())
 
 
+# the same route over its gate's shapes: 1-7 kernel rows with paddings up to past them, rows of 5-10 outputs, 9-16
+# filters, 1-8 channels, an image past the groups (33), each group's rows in two tasks (48 images on 2 threads, 32 on
+# 3): exact on small integers against the reference at 1, 2 and 3 threads (the dy rows each task transforms are
+# bounded row by row: a row missed or read unwritten would show)
+@given(n=st.sampled_from([32, 33, 48]), c=st.integers(1, 8), k=st.integers(9, 16), r=st.integers(1, 7),
+       p=st.integers(1, 12), q=st.integers(5, 10), ph=st.integers(0, 8), pw=st.integers(0, 5),
+       seed=st.integers(0, 2**32 - 1))
+def test_input_gradient_with_images_in_the_lanes_property(n, c, k, r, p, q, ph, pw, seed):
+    h, w = p - 1 + r - 2 * ph, q + 4 - 2 * pw
+    assume(h >= 1 and w >= 1)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, (n, c, h, w)).astype(np.float32)
+    wt = rng.integers(-3, 4, (k, c, r, 5)).astype(np.float32)
+    dy = rng.integers(-3, 4, (n, k, p, q)).astype(np.float32)
+    want = ref.conv2d_backward(dy, x, wt, padding=(ph, pw))
+    for threads in (1, 2, 3):
+        with cc.threads(threads):
+            got = F.conv2d_backward(dy, x, wt, padding=(ph, pw))
+        for g, expected in zip(got, want):
+            assert np.array_equal(g, expected)
+
+
 ROW_WINOGRAD_WEIGHT_CASES = [
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),       # LeNet conv2
     (3, 4, 10, 10, 12, 5, 5, 1, 2, 1, 1),       # padded, 12 filters, three images
