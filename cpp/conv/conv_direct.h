@@ -1142,6 +1142,7 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   std::vector<int64_t> filter_rows(static_cast<size_t>(K));  // dy's plane of each filter in an image
   for (int64_t k = 0; k < K; ++k) filter_rows[k] = k * PQ;
   const CachedBlock<float> state(chunks * per_chunk);  // each chunk's first image writes its sums
+  float* const sums = state.get();
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   const int nt = threads_for(work);
   struct Workspace {
@@ -1158,13 +1159,13 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
     std::vector<float>& xp = ws.xp;
     float *g = ws.g.data(), *scratch = ws.scratch.data();
     const int64_t first = chunk * N / chunks, end = (chunk + 1) * N / chunks;
-    if (first == end) std::fill_n(state.get() + chunk * per_chunk, per_chunk, 0.0f);  // no image (N = 0)
+    if (first == end) std::fill_n(sums + chunk * per_chunk, per_chunk, 0.0f);  // no image (N = 0)
     for (int64_t n = first; n < end; ++n) {
       const float* dyn = dy + n * K * PQ;
       if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
       const float* xn = padded_image(s, x + n * C * s.H * s.W, Hp, Wp, xp);
       transpose_dy_image(s, dyn, filter_rows.data(), KP, g_row, g);
-      weights.image(s, xn, g, g_row, n == first, state.get() + chunk * per_chunk, scratch);
+      weights.image(s, xn, g, g_row, n == first, sums + chunk * per_chunk, scratch);
       more(n, g);
     }
   });
@@ -1172,12 +1173,11 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   // the chunks' sums added into the first in chunk order, the floats shared out over the threads in whole lines (on
   // one thread it read the other's chunks from its cache while that one waited: 2% of LeNet conv2's backward)
   const int64_t lines = (per_chunk + 15) / 16, parts = std::min<int64_t>(nt, lines);
-  float* const sums = state.get();
   parallel_for(parts, nt, [&](int64_t part) {
     const int64_t lo = part * lines / parts * 16, hi = std::min(per_chunk, (part + 1) * lines / parts * 16);
     add_chunks_into_first(sums, chunks, per_chunk, lo, hi);
   });
-  return weights.sum(s, state.get(), dw);
+  return weights.sum(s, sums, dw);
 }
 
 template <int VL, int KV, int RB, int S, bool UNIT_DIL>
