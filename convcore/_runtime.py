@@ -68,13 +68,16 @@ def threads(n: int):
 
 
 def set_buffer_cache_limit(max_bytes: int) -> None:
-    """Cap the memory convcore keeps for reuse from freed output arrays (default 256 MiB; 0 turns caching off).
+    """Cap the memory convcore keeps for reuse from freed output arrays and kernel workspace (default 256 MiB a
+    cache; 0 turns caching off).
 
-    Every array a convcore kernel returns is allocated from this cache and its memory goes back to it when the
-    array and all its views are gone, so a training step reuses the previous step's blocks instead of asking the
-    OS for fresh pages (glibc returns large freed blocks to the OS, and faulting them back in cost ~25% of a
-    LeNet-5 step). Blocks of 32 KiB and more are kept, matched by size rounded up to 4 KiB; a block freed while
-    the idle total would pass the cap goes back to the allocator. Lowering the cap frees the excess at once.
+    Every array a convcore kernel returns is allocated from the output cache and its memory goes back to it when
+    the array and all its views are gone, so a training step reuses the previous step's blocks instead of asking
+    the OS for fresh pages (glibc returns large freed blocks to the OS, and faulting them back in cost ~25% of a
+    LeNet-5 step). The workspace a kernel uses on one of its threads comes from that thread's own cache, so that
+    it stays in that core's cache from call to call. Blocks of 32 KiB and more are kept, matched by size rounded
+    up to 4 KiB; the cap applies to each cache (the output cache and each thread's), and a block freed while its
+    cache's idle total would pass the cap goes back to the allocator. Lowering the cap frees the excess at once.
     """
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
         raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
@@ -84,6 +87,7 @@ def set_buffer_cache_limit(max_bytes: int) -> None:
 
 
 def buffer_cache_info() -> dict:
-    """The output-buffer cache: idle_bytes (held for reuse now), limit_bytes, and how many output allocations
-    were served from it (reused) or newly allocated (allocated), counting blocks of 32 KiB and more."""
+    """The buffer caches (set_buffer_cache_limit's) added up: idle_bytes (held for reuse now), limit_bytes (each
+    cache's cap), and how many output and workspace allocations were served from them (reused) or newly allocated
+    (allocated), counting blocks of 32 KiB and more."""
     return _core.buffer_cache_info()

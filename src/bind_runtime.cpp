@@ -40,9 +40,9 @@ void bind_runtime(py::module_& m) {
   m.def("set_num_threads", [](int n) { set_num_threads(n); });
   m.def("in_forked_child", [] { return in_forked_child(); });
   m.def("omp_max_threads", [] { return omp_get_max_threads(); });
-  m.def("set_buffer_cache_limit", [](int64_t bytes) { output_buffers().set_limit(static_cast<size_t>(bytes)); });
+  m.def("set_buffer_cache_limit", [](int64_t bytes) { set_buffer_limits(static_cast<size_t>(bytes)); });
   m.def("buffer_cache_info", [] {
-    const BufferCacheStats s = output_buffers().stats();
+    const BufferCacheStats s = buffer_stats();
     py::dict d;
     d["idle_bytes"] = s.idle_bytes;
     d["limit_bytes"] = s.limit_bytes;

@@ -804,11 +804,11 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
 // with a run-time dilation the RB x S tap offsets outnumbered the registers and were reloaded from the stack
 // around every FMA. The batch is cut into image_chunks(s) chunks spread over the threads; a chunk takes its
 // images one at a time and runs every unit on each (filter_vector_weight_image), carrying the unit's accumulators
-// from image to image (the first image's start from zero); the chunks' sums are then added in chunk order (the pass,
-// filter_vector_weight_pass) and regrouped into dw (filter_vector_weight_sum). Every dw element is summed in the same
-// order whatever the thread count, and no lanes are ever added together. db, where not null, gets the bias gradient
-// from the same chunks (bias_partials_add per image: the bits of conv2d_backward_bias_fast). Workspace: per chunk the
-// accumulators and the bias partials, per thread one padded image and one transposed dy image.
+// from image to image (the first image's start from zero); the chunks' sums are then added in a fixed tree (the
+// pass, filter_vector_weight_pass) and regrouped into dw (filter_vector_weight_sum). Every dw element is summed in the
+// same order whatever the thread count, and no lanes are ever added together. db, where not null, gets the bias
+// gradient from the same chunks (bias_partials_add per image: the bits of conv2d_backward_bias_fast). Workspace: per
+// chunk the accumulators and the bias partials, per thread one padded image and one transposed dy image.
 // Blocks of KV x VL filters, and the floats of accumulators per chunk.
 template <int VL, int KV>
 int64_t filter_blocks(const ConvShape& s) {
@@ -905,7 +905,7 @@ void filter_vector_weight_image(const ConvShape& s, const float* xp, const float
   }
 }
 
-// dw from the accumulators `sums` (the chunks' added in chunk order: filter_vector_weight_pass).
+// dw from the accumulators `sums` (the chunks' added: filter_vector_weight_pass).
 template <int VL, int KV, int RB, int S>
 void filter_vector_weight_sum(const ConvShape& s, const float* state, float* dw) {
   const int64_t K = s.K, C = s.C, R = s.R, row_blocks = R / RB, units_per_block = C * row_blocks;
@@ -946,7 +946,7 @@ struct DirectWeights {
 // under them (the 5 taps of its pixels) in 8 (6) multiplies instead of 20 (10); LeNet conv2's rows of 10: 22 instead
 // of 50. The tile's dy columns (the filters in the vector lanes) are transformed by a scaled A into Gd[p][slot], the
 // input columns by B^T (V, winograd_rows_inputs, as the forward's), their products summed per (c, r, point) over the
-// chunk's images, rows and tiles, in that order; once, after the chunks' sums (in chunk order), 90 dw (24 dw) = A^T of
+// chunk's images, rows and tiles, in that order; once, after the chunks' sums (in a fixed tree), 90 dw (24 dw) = A^T of
 // each kind's sums, times 1/90 (1/24), the two added. By the transposition principle F(5, m)'s G and A^T are F(m, 5)'s
 // A and G transposed, up to a diagonal scaling moved between them: with the scales of 90 and 24, Gd's coefficients
 // are integers, B^T's and A^T's binary fractions. Sums of integers are exact while every partial sum stays below
@@ -1049,7 +1049,7 @@ void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, 
   }
 }
 
-// dw from the sums `state` (the chunks' added in chunk order: filter_vector_weight_pass); false (dw not written)
+// dw from the sums `state` (the chunks' added: filter_vector_weight_pass); false (dw not written)
 // where they hold an infinity or NaN.
 template <int VL>
 bool winograd_rows_weight_sum(const ConvShape& s, float* state, float* dw) {
@@ -1123,15 +1123,33 @@ inline void transpose_dy_image(const ConvShape& s, const float* dyn, const int64
     for (int64_t p = 0; p < s.P; ++p) transpose(dyn + p * s.Q, filter_rows, s.K, KP, s.Q, 1.0f, g + p * g_row);
 }
 
+// The sums of `chunks` chunks (per_chunk floats each, consecutive) added in a fixed binary tree: node [lo, hi) is
+// [lo, mid) + [mid, hi), mid = (lo + hi + 1) / 2, its sum written into chunk lo, so every element sums in the same
+// order whatever the thread count. Adds, children first, floats [f0, f1) of each node of [lo, hi) that take(lo, hi)
+// accepts (those it does not, the caller added or adds elsewhere).
+template <typename Take>
+void add_chunk_tree(float* sums, int64_t per_chunk, int64_t lo, int64_t hi, int64_t f0, int64_t f1, const Take& take) {
+  if (hi - lo < 2) return;
+  const int64_t mid = (lo + hi + 1) / 2;
+  add_chunk_tree(sums, per_chunk, lo, mid, f0, f1, take);
+  add_chunk_tree(sums, per_chunk, mid, hi, f0, f1, take);
+  if (!take(lo, hi)) return;
+  float* to = sums + lo * per_chunk;
+  const float* from = sums + mid * per_chunk;
+  for (int64_t i = f0; i < f1; ++i) to[i] += from[i];
+}
+
 // The pass over the batch of filter_vector_weight, shared with channel_vector_backward: image chunks over the
 // threads; per image the bias gradient's partials (where db is not null), x zero-padded (padded_image), dy
 // transposed by the ISA's packer into g (pixel (p, q)'s KP filters at g + p * g_row + q * KP, zero past K
 // and, where g_row is wider than a row, past Q), the weight gradient's terms (weights.image, into the chunk's
 // weights.chunk_floats sums, which its first image writes rather than adds to, with weights.scratch_floats of
-// workspace), then more(n, g) (channel_vector_backward's dx rows); then db, and the chunks' sums added into the first
-// in chunk order (the floats shared out over the threads) and turned into dw by weights.sum. Returns weights.sum's
-// answer (false: dw not written). `work` sizes the thread count. The padded image, g and the scratch are each
-// thread's, kept from chunk to chunk (g's zeros past K and Q and the padding stay as the first chunk left them).
+// workspace), then more(n, g) (channel_vector_backward's dx rows); then db, and the chunks' sums added by
+// add_chunk_tree and turned into dw by weights.sum. Returns weights.sum's answer (false: dw not written). `work` sizes
+// the thread count. Each thread takes a run of whole chunks, its part, and adds the tree's nodes within it; the nodes
+// across parts are added after (the floats shared out over the threads where there are many). The padded image, g and
+// the scratch are each part's, kept from chunk to chunk (g's zeros past K and Q and the padding stay as the first image
+// left them).
 template <typename Weights, typename More>
 bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float* x, int64_t KP, int64_t g_row,
                                int64_t work, const Weights& weights, float* dw, float* db, const More& more) {
@@ -1145,37 +1163,43 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   float* const sums = state.get();
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
   const int nt = threads_for(work);
-  struct Workspace {
+  const auto part_first = [&](int64_t part) { return part * chunks / nt; };  // part's chunks: [first, next's first)
+  parallel_for(nt, nt, [&](int64_t part) {
+    const int64_t chunk0 = part_first(part), chunk1 = part_first(part + 1);
+    if (chunk0 == chunk1) return;
     std::vector<float> xp;  // the padded image, where it needs one
-    LineFloats g, scratch;
-  };
-  std::vector<Workspace> workspaces(static_cast<size_t>(nt));  // a thread's, for its chunks one after another
-  parallel_for(chunks, nt, [&](int64_t chunk) {
-    Workspace& ws = workspaces[nt > 1 ? omp_get_thread_num() : 0];
-    if (ws.g.empty()) {
-      ws.g.assign(static_cast<size_t>(P * g_row), 0.0f);
-      ws.scratch.resize(static_cast<size_t>(weights.scratch_floats(s)));
+    LineFloats g(static_cast<size_t>(P * g_row), 0.0f), scratch(static_cast<size_t>(weights.scratch_floats(s)));
+    for (int64_t chunk = chunk0; chunk < chunk1; ++chunk) {
+      const int64_t first = chunk * N / chunks, end = (chunk + 1) * N / chunks;
+      if (first == end) std::fill_n(sums + chunk * per_chunk, per_chunk, 0.0f);  // no image (N = 0)
+      for (int64_t n = first; n < end; ++n) {
+        const float* dyn = dy + n * K * PQ;
+        if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
+        const float* xn = padded_image(s, x + n * C * s.H * s.W, Hp, Wp, xp);
+        transpose_dy_image(s, dyn, filter_rows.data(), KP, g_row, g.data());
+        weights.image(s, xn, g.data(), g_row, n == first, sums + chunk * per_chunk, scratch.data());
+        more(n, g.data());
+      }
     }
-    std::vector<float>& xp = ws.xp;
-    float *g = ws.g.data(), *scratch = ws.scratch.data();
-    const int64_t first = chunk * N / chunks, end = (chunk + 1) * N / chunks;
-    if (first == end) std::fill_n(sums + chunk * per_chunk, per_chunk, 0.0f);  // no image (N = 0)
-    for (int64_t n = first; n < end; ++n) {
-      const float* dyn = dy + n * K * PQ;
-      if (db) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
-      const float* xn = padded_image(s, x + n * C * s.H * s.W, Hp, Wp, xp);
-      transpose_dy_image(s, dyn, filter_rows.data(), KP, g_row, g);
-      weights.image(s, xn, g, g_row, n == first, sums + chunk * per_chunk, scratch);
-      more(n, g);
-    }
+    add_chunk_tree(sums, per_chunk, 0, chunks, 0, per_chunk,
+                   [&](int64_t lo, int64_t hi) { return lo >= chunk0 && hi <= chunk1; });
   });
   if (db) bias_from_partials(s, bias.data(), chunks, db);
-  // the chunks' sums added into the first in chunk order, the floats shared out over the threads in whole lines (on
-  // one thread it read the other's chunks from its cache while that one waited: 2% of LeNet conv2's backward)
-  const int64_t lines = (per_chunk + 15) / 16, parts = std::min<int64_t>(nt, lines);
-  parallel_for(parts, nt, [&](int64_t part) {
-    const int64_t lo = part * lines / parts * 16, hi = std::min(per_chunk, (part + 1) * lines / parts * 16);
-    add_chunks_into_first(sums, chunks, per_chunk, lo, hi);
+  // the nodes across parts, on as many threads as their floats merit, each a share of the floats in whole lines. So
+  // the chunks' sums stay with the thread that writes them again next call but for the nodes across (LeNet conv2 on
+  // 2 threads: the root). Added in chunk order, the floats shared out over the threads, each thread's writes next call
+  // to lines the other had read waited for them: where the host ran the two threads far apart a chunk's first image
+  // took 3-4x as long.
+  const auto across = [&](int64_t lo, int64_t hi) {
+    int64_t part = 0;
+    while (part_first(part + 1) <= lo) ++part;
+    return hi > part_first(part + 1);
+  };
+  const int64_t lines = (per_chunk + 15) / 16;
+  const int64_t shares = std::min<int64_t>(threads_for((nt - 1) * per_chunk, 1 << 16), lines);  // nt - 1 nodes or more
+  parallel_for(shares, shares, [&](int64_t share) {
+    const int64_t lo = share * lines / shares * 16, hi = std::min(per_chunk, (share + 1) * lines / shares * 16);
+    add_chunk_tree(sums, per_chunk, 0, chunks, lo, hi, across);
   });
   return weights.sum(s, sums, dw);
 }
@@ -1594,7 +1618,7 @@ class ImageLaneInputGradient {
 // and F(5, 2) along the rows (RowWinogradWeights; the pass run again by the direct units where its sums are not
 // finite), else the direct units (filter_vector_weight_image). Both builds in one process, calls alternated, median of
 // per-pair time ratios, AMD Zen 4, LeNet conv2 n=64 backward 1.09-1.11x by F(5, 2) (1 and 2 threads); weight gradient
-// by tiles of 4 (F(5, 4)) then 1.13x on 1 thread, 1.05x on 2. dw and db add the chunks' sums in chunk order: every
+// by tiles of 4 (F(5, 4)) then 1.13x on 1 thread, 1.05x on 2. dw and db add the chunks' sums in a fixed order: every
 // result has the same bits whatever the thread count (db those of conv2d_backward_bias_fast). db may be null (not
 // computed). On AVX-512, 5-wide kernels and at least 32 images, the input gradient of each whole group of 16 images
 // comes from ImageLaneInputGradient, in a pass of its own after this one, and from dx_row only the images past them

@@ -1,7 +1,9 @@
 #include "convcore/buffer_cache.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <iterator>
+#include <memory>
 #include <new>
 
 #ifdef __linux__
@@ -104,6 +106,69 @@ void BufferCache::trim(size_t limit) {
 BufferCache& output_buffers() {
   static BufferCache* cache = new BufferCache();  // never destroyed: arrays may outlive static destruction
   return *cache;
+}
+
+namespace {
+
+// The threads' caches, for set_buffer_limits and buffer_stats; never destroyed (a thread may end after static
+// destruction).
+struct ThreadCaches {
+  std::mutex lock;
+  std::vector<BufferCache*> caches;
+  size_t limit = BufferCache::kDefaultLimit;  // for the caches made from now on
+};
+
+ThreadCaches& thread_caches() {
+  static ThreadCaches* all = new ThreadCaches();
+  return *all;
+}
+
+// A thread's cache, listed while the thread lives; its blocks freed when the thread ends.
+class ListedCache {
+ public:
+  ListedCache() {
+    ThreadCaches& all = thread_caches();
+    std::lock_guard<std::mutex> guard(all.lock);
+    cache_.reset(new BufferCache(all.limit));
+    all.caches.push_back(cache_.get());
+  }
+  ~ListedCache() {
+    ThreadCaches& all = thread_caches();
+    std::lock_guard<std::mutex> guard(all.lock);
+    all.caches.erase(std::find(all.caches.begin(), all.caches.end(), cache_.get()));
+  }
+  BufferCache& cache() { return *cache_; }
+
+ private:
+  std::unique_ptr<BufferCache> cache_;
+};
+
+}  // namespace
+
+BufferCache& thread_buffers() {
+  thread_local ListedCache mine;
+  return mine.cache();
+}
+
+void set_buffer_limits(size_t bytes) {
+  output_buffers().set_limit(bytes);
+  ThreadCaches& all = thread_caches();
+  std::lock_guard<std::mutex> guard(all.lock);
+  all.limit = bytes;
+  for (BufferCache* cache : all.caches) cache->set_limit(bytes);
+}
+
+BufferCacheStats buffer_stats() {
+  BufferCacheStats total = output_buffers().stats();
+  ThreadCaches& all = thread_caches();
+  std::lock_guard<std::mutex> guard(all.lock);
+  for (BufferCache* cache : all.caches) {
+    const BufferCacheStats s = cache->stats();
+    total.idle_bytes += s.idle_bytes;
+    total.reused += s.reused;
+    total.allocated += s.allocated;
+  }
+  return total;
 }
 
 }  // namespace convcore

@@ -1,7 +1,8 @@
-// A cache of freed output buffers, reused by size. Training repeats the same shapes every step; glibc hands
-// large freed blocks back to the OS (munmap, heap trimming) and faults them back in, zero-filled, on the next
-// step (a quarter of a LeNet-5 step on 2 threads). Blocks kept here stay mapped and are handed out again for
-// the same rounded size. Idle bytes are capped; a block freed past the cap goes back to the allocator.
+// Caches of freed buffers, reused by size: one for the output arrays the bindings return, and one per thread for
+// the workspace a kernel takes and gives back on that thread (CachedBlock). Training repeats the same shapes every
+// step; glibc hands large freed blocks back to the OS (munmap, heap trimming) and faults them back in, zero-filled, on
+// the next step (a quarter of a LeNet-5 step on 2 threads). Blocks kept here stay mapped and are handed out again for
+// the same rounded size. Each cache's idle bytes are capped; a block freed past the cap goes back to the allocator.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +24,7 @@ class BufferCache {
   static constexpr size_t kMinBytes = 32 << 10;     // smaller blocks: malloc's own bins already reuse them
   static constexpr size_t kDefaultLimit = 256 << 20;
 
+  explicit BufferCache(size_t limit = kDefaultLimit) : limit_(limit) {}
   ~BufferCache();
   // A 64-byte aligned block of at least `bytes`; throws std::bad_alloc. Its size is kept in front of it.
   void* take(size_t bytes);
@@ -41,20 +43,31 @@ class BufferCache {
 
   std::mutex lock_;
   std::unordered_map<size_t, std::vector<void*>> idle_blocks_;  // rounded size -> blocks
-  size_t idle_ = 0, limit_ = kDefaultLimit;
+  size_t idle_ = 0, limit_;
   int64_t reused_ = 0, allocated_ = 0;
 };
 
 BufferCache& output_buffers();  // the process-wide cache for arrays the bindings return
+// The calling thread's own cache, for workspace taken and given back on that thread. A worker's blocks stay with it
+// call after call, so the lines it writes there are in its core's cache already: from one shared cache the threads'
+// blocks changed hands from call to call, and a core writing lines the other had held waits for each. (With the
+// weight-gradient pass's chunk sums kept with their threads, filter_vector_weight_pass: AMD EPYC Zen 4, 2 threads,
+// LeNet conv2 n=64 forward+backward, medians of 10-16 processes each, 329 -> 310 us; in minutes when the host ran the
+// two vCPUs far apart, a round trip between them 310-360 ns instead of 50-90, 446 -> 362 us. Either change alone
+// was 0.99-1.02x.)
+BufferCache& thread_buffers();
+// Sets the cap of every cache, the output cache's and each thread's (those made later too), and frees the excess.
+void set_buffer_limits(size_t bytes);
+BufferCacheStats buffer_stats();  // all the caches' added up; limit_bytes is each one's cap
 
-// A block of `count` T from output_buffers() (workspace reused call after call instead of faulted in anew), given
-// back when the holder goes.
+// A block of `count` T from the thread's thread_buffers() (workspace reused call after call instead of faulted in
+// anew), given back when the holder goes, on the same thread.
 template <typename T>
 class CachedBlock {
  public:
   explicit CachedBlock(int64_t count)
-      : p_(static_cast<T*>(output_buffers().take(sizeof(T) * static_cast<size_t>(count)))) {}
-  ~CachedBlock() { output_buffers().give(p_); }
+      : p_(static_cast<T*>(thread_buffers().take(sizeof(T) * static_cast<size_t>(count)))) {}
+  ~CachedBlock() { thread_buffers().give(p_); }
   CachedBlock(const CachedBlock&) = delete;
   CachedBlock& operator=(const CachedBlock&) = delete;
   T* get() const { return p_; }
