@@ -51,10 +51,11 @@ BufferCache& output_buffers();  // the process-wide cache for arrays the binding
 // The calling thread's own cache, for workspace taken and given back on that thread. A worker's blocks stay with it
 // call after call, so the lines it writes there are in its core's cache already: from one shared cache the threads'
 // blocks changed hands from call to call, and a core writing lines the other had held waits for each. (With the
-// weight-gradient pass's chunk sums kept with their threads, filter_vector_weight_pass: AMD EPYC Zen 4, 2 threads,
-// LeNet conv2 n=64 forward+backward, medians of 10-16 processes each, 329 -> 310 us; in minutes when the host ran the
-// two vCPUs far apart, a round trip between them 310-360 ns instead of 50-90, 446 -> 362 us. Either change alone
-// was 0.99-1.02x.)
+// weight-gradient pass's chunk sums kept with their threads, filter_vector_weight_pass: both builds in one process,
+// calls alternated, median of per-pair time ratios, AMD EPYC Zen 4, 2 threads, LeNet conv2 n=64 forward+backward
+// 1.00-1.02x; in minutes when the host ran the two vCPUs far apart, a round trip between them 310-360 ns instead of
+// 50-90, 1.01-1.09x, two copies of the build under different names 1-4% apart there. Either change alone: 0.98-1.04x.
+// Timed in separate processes, two identical builds differed by up to 20%: memory layout.)
 BufferCache& thread_buffers();
 // Sets the cap of every cache, the output cache's and each thread's (those made later too), and frees the excess.
 void set_buffer_limits(size_t bytes);
