@@ -68,16 +68,17 @@ def threads(n: int):
 
 
 def set_buffer_cache_limit(max_bytes: int) -> None:
-    """Cap the memory convcore keeps for reuse from freed output arrays and kernel workspace (default 256 MiB a
-    cache; 0 turns caching off).
+    """Cap the memory convcore keeps for reuse from freed output arrays and kernel workspace (default 256 MiB;
+    0 turns caching off).
 
     Every array a convcore kernel returns is allocated from the output cache and its memory goes back to it when
     the array and all its views are gone, so a training step reuses the previous step's blocks instead of asking
     the OS for fresh pages (glibc returns large freed blocks to the OS, and faulting them back in cost ~25% of a
     LeNet-5 step). The workspace a kernel uses on one of its threads comes from that thread's own cache, so that
-    it stays in that core's cache from call to call. Blocks of 32 KiB and more are kept, matched by size rounded
-    up to 4 KiB; the cap applies to each cache (the output cache and each thread's), and a block freed while its
-    cache's idle total would pass the cap goes back to the allocator. Lowering the cap frees the excess at once.
+    it stays in that core's cache from call to call; a thread's cache is freed when the thread ends. Blocks of
+    32 KiB and more are kept, matched by size rounded up to 4 KiB; the cap is on the idle bytes of all the caches
+    together, and a block freed while they would pass it goes back to the allocator. Lowering the cap frees the
+    excess at once.
     """
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
         raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
@@ -87,7 +88,7 @@ def set_buffer_cache_limit(max_bytes: int) -> None:
 
 
 def buffer_cache_info() -> dict:
-    """The buffer caches (set_buffer_cache_limit's) added up: idle_bytes (held for reuse now), limit_bytes (each
-    cache's cap), and how many output and workspace allocations were served from them (reused) or newly allocated
-    (allocated), counting blocks of 32 KiB and more."""
+    """The buffer caches (set_buffer_cache_limit's) together: idle_bytes (held for reuse now), limit_bytes (the
+    cap on idle_bytes), and how many output and workspace allocations were served from them (reused) or newly
+    allocated (allocated), counting blocks of 32 KiB and more."""
     return _core.buffer_cache_info()

@@ -1162,11 +1162,10 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   const CachedBlock<float> state(chunks * per_chunk);  // each chunk's first image writes its sums
   float* const sums = state.get();
   std::vector<float> bias(db ? static_cast<size_t>(chunks * bias_floats) : 0, 0.0f);
-  const int nt = threads_for(work);
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(work), chunks));
   const auto part_first = [&](int64_t part) { return part * chunks / nt; };  // part's chunks: [first, next's first)
   parallel_for(nt, nt, [&](int64_t part) {
     const int64_t chunk0 = part_first(part), chunk1 = part_first(part + 1);
-    if (chunk0 == chunk1) return;
     std::vector<float> xp;  // the padded image, where it needs one
     LineFloats g(static_cast<size_t>(P * g_row), 0.0f), scratch(static_cast<size_t>(weights.scratch_floats(s)));
     for (int64_t chunk = chunk0; chunk < chunk1; ++chunk) {
@@ -1187,16 +1186,16 @@ bool filter_vector_weight_pass(const ConvShape& s, const float* dy, const float*
   if (db) bias_from_partials(s, bias.data(), chunks, db);
   // the nodes across parts, on as many threads as their floats merit, each a share of the floats in whole lines. So
   // the chunks' sums stay with the thread that writes them again next call but for the nodes across (LeNet conv2 on
-  // 2 threads: the root). Added in chunk order, the floats shared out over the threads, each thread's writes next call
-  // to lines the other had read waited for them: where the host ran the two threads far apart a chunk's first image
-  // took 3-4x as long.
+  // 2 threads: the root). (Before, the chunks were added in chunk order, the floats shared out over the threads, and
+  // each thread's writes next call to lines the other had read waited for them: where the host ran the two threads far
+  // apart a chunk's first image took 3-4x as long.)
   const auto across = [&](int64_t lo, int64_t hi) {
     int64_t part = 0;
     while (part_first(part + 1) <= lo) ++part;
     return hi > part_first(part + 1);
   };
   const int64_t lines = (per_chunk + 15) / 16;
-  const int64_t shares = std::min<int64_t>(threads_for((nt - 1) * per_chunk, 1 << 16), lines);  // nt - 1 nodes or more
+  const int64_t shares = std::min<int64_t>(threads_for((nt - 1) * per_chunk, 1 << 16), lines);  // >= nt - 1 nodes
   parallel_for(shares, shares, [&](int64_t share) {
     const int64_t lo = share * lines / shares * 16, hi = std::min(per_chunk, (share + 1) * lines / shares * 16);
     add_chunk_tree(sums, per_chunk, 0, chunks, lo, hi, across);

@@ -1,9 +1,9 @@
 #include "convcore/buffer_cache.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <iterator>
-#include <memory>
 #include <new>
 
 #ifdef __linux__
@@ -30,6 +30,9 @@ void advise_huge_pages(char* base, size_t size) {
 #endif
 }
 
+// The idle bytes of all the caches together, and their cap.
+std::atomic<size_t> g_idle{0}, g_limit{BufferCache::kDefaultLimit};
+
 }  // namespace
 
 size_t BufferCache::footprint(size_t bytes) {
@@ -50,7 +53,7 @@ void* BufferCache::take(size_t bytes) {
     if (it != idle_blocks_.end() && !it->second.empty()) {
       base = static_cast<char*>(it->second.back());
       it->second.pop_back();
-      idle_ -= size;
+      g_idle -= size;
       ++reused_;
     } else {
       ++allocated_;
@@ -71,33 +74,29 @@ void BufferCache::give(void* block) {
   const size_t size = *reinterpret_cast<size_t*>(base);
   if (size >= kMinBytes) {
     std::lock_guard<std::mutex> guard(lock_);
-    if (idle_ + size <= limit_) {
+    if (g_idle.fetch_add(size) + size <= g_limit.load()) {
       idle_blocks_[size].push_back(base);
-      idle_ += size;
       return;
     }
+    g_idle -= size;
   }
   std::free(base);
 }
 
-void BufferCache::set_limit(size_t bytes) {
+void BufferCache::add_counts(BufferCacheStats& total) {
   std::lock_guard<std::mutex> guard(lock_);
-  limit_ = bytes;
-  trim(limit_);
-}
-
-BufferCacheStats BufferCache::stats() {
-  std::lock_guard<std::mutex> guard(lock_);
-  return BufferCacheStats{idle_, limit_, reused_, allocated_};
+  total.reused += reused_;
+  total.allocated += allocated_;
 }
 
 void BufferCache::trim(size_t limit) {
-  for (auto it = idle_blocks_.begin(); it != idle_blocks_.end() && idle_ > limit;) {
+  std::lock_guard<std::mutex> guard(lock_);
+  for (auto it = idle_blocks_.begin(); it != idle_blocks_.end() && g_idle.load() > limit;) {
     std::vector<void*>& blocks = it->second;
-    while (!blocks.empty() && idle_ > limit) {
+    while (!blocks.empty() && g_idle.load() > limit) {
       std::free(blocks.back());
       blocks.pop_back();
-      idle_ -= it->first;
+      g_idle -= it->first;
     }
     it = blocks.empty() ? idle_blocks_.erase(it) : std::next(it);
   }
@@ -115,7 +114,6 @@ namespace {
 struct ThreadCaches {
   std::mutex lock;
   std::vector<BufferCache*> caches;
-  size_t limit = BufferCache::kDefaultLimit;  // for the caches made from now on
 };
 
 ThreadCaches& thread_caches() {
@@ -129,18 +127,17 @@ class ListedCache {
   ListedCache() {
     ThreadCaches& all = thread_caches();
     std::lock_guard<std::mutex> guard(all.lock);
-    cache_.reset(new BufferCache(all.limit));
-    all.caches.push_back(cache_.get());
+    all.caches.push_back(&cache_);
   }
   ~ListedCache() {
     ThreadCaches& all = thread_caches();
     std::lock_guard<std::mutex> guard(all.lock);
-    all.caches.erase(std::find(all.caches.begin(), all.caches.end(), cache_.get()));
+    all.caches.erase(std::find(all.caches.begin(), all.caches.end(), &cache_));
   }
-  BufferCache& cache() { return *cache_; }
+  BufferCache& cache() { return cache_; }
 
  private:
-  std::unique_ptr<BufferCache> cache_;
+  BufferCache cache_;
 };
 
 }  // namespace
@@ -151,23 +148,19 @@ BufferCache& thread_buffers() {
 }
 
 void set_buffer_limits(size_t bytes) {
-  output_buffers().set_limit(bytes);
   ThreadCaches& all = thread_caches();
   std::lock_guard<std::mutex> guard(all.lock);
-  all.limit = bytes;
-  for (BufferCache* cache : all.caches) cache->set_limit(bytes);
+  g_limit = bytes;
+  output_buffers().trim(bytes);
+  for (BufferCache* cache : all.caches) cache->trim(bytes);
 }
 
 BufferCacheStats buffer_stats() {
-  BufferCacheStats total = output_buffers().stats();
+  BufferCacheStats total{g_idle.load(), g_limit.load(), 0, 0};
+  output_buffers().add_counts(total);
   ThreadCaches& all = thread_caches();
   std::lock_guard<std::mutex> guard(all.lock);
-  for (BufferCache* cache : all.caches) {
-    const BufferCacheStats s = cache->stats();
-    total.idle_bytes += s.idle_bytes;
-    total.reused += s.reused;
-    total.allocated += s.allocated;
-  }
+  for (BufferCache* cache : all.caches) cache->add_counts(total);
   return total;
 }
 

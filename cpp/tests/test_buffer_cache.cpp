@@ -1,7 +1,8 @@
 // The threads' workspace caches: a block a thread gives back is handed to that thread again (not to another thread
-// taking the same size), set_buffer_limits reaches every thread's cache (0 frees every idle block), and buffer_stats
-// adds them all up.
+// taking the same size), the cap is on all the caches' idle bytes together, set_buffer_limits reaches every thread's
+// cache (0 frees every idle block), a thread's blocks are freed when it ends, and buffer_stats adds them all up.
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 #include <omp.h>
@@ -52,10 +53,34 @@ void a_zero_limit_empties_every_thread_cache() {
   set_buffer_limits(BufferCache::kDefaultLimit);
 }
 
+void the_cap_is_on_all_caches_together() {
+  set_buffer_limits(0);
+  const size_t cap = 3 * BufferCache::footprint(kBytes);
+  set_buffer_limits(cap);
+  take_and_give(4);  // four threads' blocks, room for three
+  CHECK(buffer_stats().idle_bytes == cap);
+  set_buffer_limits(BufferCache::kDefaultLimit);
+}
+
+void an_ended_thread_frees_its_blocks() {
+  set_buffer_limits(BufferCache::kDefaultLimit);
+  const size_t before = buffer_stats().idle_bytes;
+  std::thread([] { thread_buffers().give(thread_buffers().take(kBytes)); }).join();
+  CHECK(buffer_stats().idle_bytes == before);
+  bool kept = false;  // while the thread lived its block was idle in its cache
+  std::thread([&] {
+    thread_buffers().give(thread_buffers().take(kBytes));
+    kept = buffer_stats().idle_bytes == before + BufferCache::footprint(kBytes);
+  }).join();
+  CHECK(kept);
+}
+
 }  // namespace
 
 int main() {
   each_thread_gets_its_own_block_back();
   a_zero_limit_empties_every_thread_cache();
+  the_cap_is_on_all_caches_together();
+  an_ended_thread_frees_its_blocks();
   return convcore_test::failures;
 }

@@ -2,7 +2,8 @@
 // the workspace a kernel takes and gives back on that thread (CachedBlock). Training repeats the same shapes every
 // step; glibc hands large freed blocks back to the OS (munmap, heap trimming) and faults them back in, zero-filled, on
 // the next step (a quarter of a LeNet-5 step on 2 threads). Blocks kept here stay mapped and are handed out again for
-// the same rounded size. Each cache's idle bytes are capped; a block freed past the cap goes back to the allocator.
+// the same rounded size. The idle bytes of all the caches together are capped (set_buffer_limits); a block freed past
+// the cap goes back to the allocator.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -24,26 +25,22 @@ class BufferCache {
   static constexpr size_t kMinBytes = 32 << 10;     // smaller blocks: malloc's own bins already reuse them
   static constexpr size_t kDefaultLimit = 256 << 20;
 
-  explicit BufferCache(size_t limit = kDefaultLimit) : limit_(limit) {}
-  ~BufferCache();
+  ~BufferCache();  // frees its idle blocks
   // A 64-byte aligned block of at least `bytes`; throws std::bad_alloc. Its size is kept in front of it.
   void* take(size_t bytes);
-  // Returns a block from take(): kept for reuse, or freed when idle bytes would pass the limit.
+  // Returns a block from take(): kept for reuse, or freed when the caches' idle bytes would pass the cap.
   void give(void* block);
-  // Sets the cap on idle bytes (0 disables caching) and frees what is over it.
-  void set_limit(size_t bytes);
-  BufferCacheStats stats();
+  // Frees this cache's idle blocks while the caches' idle bytes are past `limit`.
+  void trim(size_t limit);
+  void add_counts(BufferCacheStats& total);  // adds this cache's reused and allocated to total's
 
   // Bytes the allocation behind a take(bytes) occupies: the 64-byte header plus bytes, rounded up to 4 KiB
   // from kMinBytes on (so that near sizes share blocks), to 64 bytes below.
   static size_t footprint(size_t bytes);
 
  private:
-  void trim(size_t limit);  // frees idle blocks until idle_ <= limit; caller holds lock_
-
   std::mutex lock_;
   std::unordered_map<size_t, std::vector<void*>> idle_blocks_;  // rounded size -> blocks
-  size_t idle_ = 0, limit_;
   int64_t reused_ = 0, allocated_ = 0;
 };
 
@@ -57,9 +54,10 @@ BufferCache& output_buffers();  // the process-wide cache for arrays the binding
 // 50-90, 1.01-1.09x, two copies of the build under different names 1-4% apart there. Either change alone: 0.98-1.04x.
 // Timed in separate processes, two identical builds differed by up to 20%: memory layout.)
 BufferCache& thread_buffers();
-// Sets the cap of every cache, the output cache's and each thread's (those made later too), and frees the excess.
+// Sets the cap on the idle bytes of all the caches together, the output cache's and every thread's, and frees the
+// excess.
 void set_buffer_limits(size_t bytes);
-BufferCacheStats buffer_stats();  // all the caches' added up; limit_bytes is each one's cap
+BufferCacheStats buffer_stats();  // all the caches' added up
 
 // A block of `count` T from the thread's thread_buffers() (workspace reused call after call instead of faulted in
 // anew), given back when the holder goes, on the same thread.
