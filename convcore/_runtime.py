@@ -78,7 +78,8 @@ def set_buffer_cache_limit(max_bytes: int) -> None:
     it stays in that core's cache from call to call; a thread's cache is freed when the thread ends. Blocks of
     32 KiB and more are kept, matched by size rounded up to 4 KiB; the cap is on the idle bytes of all the caches
     together, and a block freed while they would pass it goes back to the allocator. Lowering the cap frees the
-    excess at once.
+    excess at once. In a process forked from this one only the forking thread's cache and the output cache are
+    kept (the other threads are gone there, and their blocks are freed).
     """
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
         raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")

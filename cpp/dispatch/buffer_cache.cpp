@@ -6,6 +6,8 @@
 #include <iterator>
 #include <new>
 
+#include <pthread.h>
+
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
@@ -109,16 +111,26 @@ BufferCache& output_buffers() {
 
 namespace {
 
-// The threads' caches, for set_buffer_limits and buffer_stats; never destroyed (a thread may end after static
-// destruction).
+// The threads' caches, for set_buffer_limits and buffer_stats, and the counts of the caches whose threads ended;
+// never destroyed (a thread may end after static destruction).
 struct ThreadCaches {
   std::mutex lock;
   std::vector<BufferCache*> caches;
+  BufferCacheStats ended{0, 0, 0, 0};  // reused and allocated
 };
 
 ThreadCaches& thread_caches() {
   static ThreadCaches* all = new ThreadCaches();
   return *all;
+}
+
+thread_local BufferCache* t_own = nullptr;  // the calling thread's listed cache, once it has one
+
+// Frees a cache's blocks and moves its counts to `all.ended`; the caller holds all.lock.
+void retire(ThreadCaches& all, BufferCache* cache) {
+  cache->trim(0);  // frees every block of this cache: the idle total includes them
+  cache->add_counts(all.ended);
+  all.caches.erase(std::find(all.caches.begin(), all.caches.end(), cache));
 }
 
 // A thread's cache, listed while the thread lives; its blocks freed when the thread ends.
@@ -128,11 +140,12 @@ class ListedCache {
     ThreadCaches& all = thread_caches();
     std::lock_guard<std::mutex> guard(all.lock);
     all.caches.push_back(&cache_);
+    t_own = &cache_;
   }
   ~ListedCache() {
     ThreadCaches& all = thread_caches();
     std::lock_guard<std::mutex> guard(all.lock);
-    all.caches.erase(std::find(all.caches.begin(), all.caches.end(), &cache_));
+    retire(all, &cache_);
   }
   BufferCache& cache() { return cache_; }
 
@@ -140,6 +153,37 @@ class ListedCache {
   BufferCache cache_;
 };
 
+}  // namespace
+
+// Only the thread that calls fork() goes on in the child, so a lock another thread held at that moment would stay
+// held there for good (set_buffer_cache_limit, and a later take on that cache, would hang). Every lock of the caches
+// is therefore taken before fork() and released after it, on both sides; in the child the other threads' caches,
+// whose threads are gone, are emptied and unlisted.
+struct ForkGuard {
+  static void prepare() {
+    ThreadCaches& all = thread_caches();
+    all.lock.lock();
+    output_buffers().lock_.lock();
+    for (BufferCache* cache : all.caches) cache->lock_.lock();
+  }
+  static void release() {
+    ThreadCaches& all = thread_caches();
+    for (BufferCache* cache : all.caches) cache->lock_.unlock();
+    output_buffers().lock_.unlock();
+    all.lock.unlock();
+  }
+  static void in_child() {
+    release();
+    ThreadCaches& all = thread_caches();
+    std::lock_guard<std::mutex> guard(all.lock);
+    const std::vector<BufferCache*> listed = all.caches;
+    for (BufferCache* cache : listed)
+      if (cache != t_own) retire(all, cache);
+  }
+};
+
+namespace {
+const int g_fork_guard_installed = pthread_atfork(ForkGuard::prepare, ForkGuard::release, ForkGuard::in_child);
 }  // namespace
 
 BufferCache& thread_buffers() {
@@ -161,6 +205,8 @@ BufferCacheStats buffer_stats() {
   ThreadCaches& all = thread_caches();
   std::lock_guard<std::mutex> guard(all.lock);
   for (BufferCache* cache : all.caches) cache->add_counts(total);
+  total.reused += all.ended.reused;
+  total.allocated += all.ended.allocated;
   return total;
 }
 

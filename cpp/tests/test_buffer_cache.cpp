@@ -1,6 +1,13 @@
 // The threads' workspace caches: a block a thread gives back is handed to that thread again (not to another thread
 // taking the same size), the cap is on all the caches' idle bytes together, set_buffer_limits reaches every thread's
-// cache (0 frees every idle block), a thread's blocks are freed when it ends, and buffer_stats adds them all up.
+// cache (0 frees every idle block), a thread's blocks are freed when it ends, buffer_stats adds them all up, and a
+// forked child finds no lock held and only its own thread's blocks.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -75,6 +82,59 @@ void an_ended_thread_frees_its_blocks() {
   CHECK(kept);
 }
 
+void an_ended_thread_keeps_its_counts() {
+  const BufferCacheStats before = buffer_stats();
+  std::thread([] { thread_buffers().give(thread_buffers().take(kBytes)); }).join();
+  const BufferCacheStats after = buffer_stats();
+  CHECK(after.reused + after.allocated == before.reused + before.allocated + 1);
+}
+
+// Waits for a child; kills it (and counts it as hung) if it has not ended within 10 s.
+bool ended_in_time(pid_t pid, int* status) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (waitpid(pid, status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, status, 0);
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// Forks while another thread takes and gives blocks without pause, so that its cache's lock is often held at the
+// moment of fork(). Each child must trim every cache and read the counts, and finds only the forking thread's idle
+// block: the other thread's cache went with its thread.
+void a_forked_child_finds_no_lock_held() {
+  set_buffer_limits(0);
+  set_buffer_limits(BufferCache::kDefaultLimit);
+  thread_buffers().give(thread_buffers().take(kBytes));  // this thread's one idle block
+  const size_t mine = BufferCache::footprint(kBytes);
+  std::atomic<bool> stop{false};
+  std::thread busy([&] {
+    while (!stop.load(std::memory_order_relaxed)) thread_buffers().give(thread_buffers().take(2 * kBytes));
+  });
+  int hung = 0, wrong = 0;
+  for (int i = 0; i < 200 && hung == 0; ++i) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const bool only_mine = buffer_stats().idle_bytes == mine;
+      set_buffer_limits(0);
+      const bool emptied = buffer_stats().idle_bytes == 0;
+      thread_buffers().give(thread_buffers().take(kBytes));
+      _exit(only_mine && emptied ? 0 : 1);
+    }
+    int status = 0;
+    if (!ended_in_time(pid, &status)) ++hung;
+    else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++wrong;
+  }
+  stop = true;
+  busy.join();
+  CHECK(hung == 0);
+  CHECK(wrong == 0);
+}
+
 }  // namespace
 
 int main() {
@@ -82,5 +142,7 @@ int main() {
   a_zero_limit_empties_every_thread_cache();
   the_cap_is_on_all_caches_together();
   an_ended_thread_frees_its_blocks();
+  an_ended_thread_keeps_its_counts();
+  a_forked_child_finds_no_lock_held();
   return convcore_test::failures;
 }

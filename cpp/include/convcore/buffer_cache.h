@@ -3,7 +3,8 @@
 // step; glibc hands large freed blocks back to the OS (munmap, heap trimming) and faults them back in, zero-filled, on
 // the next step (a quarter of a LeNet-5 step on 2 threads). Blocks kept here stay mapped and are handed out again for
 // the same rounded size. The idle bytes of all the caches together are capped (set_buffer_limits); a block freed past
-// the cap goes back to the allocator.
+// the cap goes back to the allocator. Every cache's lock is held across fork(), and a forked child keeps only the
+// forking thread's cache and the output cache (buffer_cache.cpp's ForkGuard).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -39,6 +40,7 @@ class BufferCache {
   static size_t footprint(size_t bytes);
 
  private:
+  friend struct ForkGuard;  // holds every cache's lock across fork()
   std::mutex lock_;
   std::unordered_map<size_t, std::vector<void*>> idle_blocks_;  // rounded size -> blocks
   int64_t reused_ = 0, allocated_ = 0;
