@@ -96,37 +96,46 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
   const auto zero_margins = [&](float* row) {
     for (const int64_t at : margins) row[at] = 0.0f;
   };
-  const auto zero_rows = [&](int64_t c) {  // the padding rows of channel c
-    std::fill(xp + c * L.plane, xp + c * L.plane + ph * L.row, 0.0f);
-    std::fill(xp + c * L.plane + (ph + H) * L.row, xp + (c + 1) * L.plane, 0.0f);
-  };
   const int64_t i0 = first[0];  // phase 0 starts last
   int64_t i1 = i0;
   if (sw == 2 || sw == 4)
     while ((i1 + 4) * sw - pw <= W) i1 += 4;
-  parallel_for(s.C * s.H, threads_for(s.C * s.H * W, kThreadedCopyFloats), [&](int64_t image_row) {
-    const int64_t c = image_row / H, h = image_row % H;
-    const float* src = x + image_row * W;
-    float* dst = xp + c * L.plane + (h + ph) * L.row;
-    if (h == 0) zero_rows(c);
+  // Items are image rows, each row of every channel in turn (item h * C + c), so that a thread writes the top or
+  // bottom rows of all channels: those the output rows of its share of a forward product's columns read, which it
+  // packs itself (take_shares), as do a weight gradient's chunks of pixels. Written channel by channel, half of each
+  // thread's stores waited for lines the other core had read (7% of ResNet-50 conv1's batch-1 forward was this copy,
+  // nearly all of it in the stores). Both builds in one process, calls alternated, median of per-pair time ratios,
+  // AMD EPYC Zen 4, 2 threads, batch 1: ResNet-50 conv1 forward 1.01-1.08x, forward+backward 1.05-1.08x; AlexNet
+  // conv1 forward 1.01-1.07x, forward+backward 1.01x; 3x3/2 64 -> 128 on 56 x 56 forward 0.99-1.03x,
+  // forward+backward 0.97-0.99x (its weight product shares out taps, by channels). Rows for the forward and channels
+  // for that weight gradient were worse: the two copies of a training step (the same block of the thread's cache)
+  // then changed cores every time (AlexNet conv1 forward+backward 0.99x, the 3x3/2 layer's 0.96-0.98x).
+  const int64_t C = s.C;
+  parallel_for(C * H, threads_for(C * H * W, kThreadedCopyFloats), [&](int64_t item) {
+    const int64_t h = item / C, c = item % C, wq = Wq, lo = i0, hi = i1;  // locals: not reloaded after each store
+    const float* src = x + (c * H + h) * W;
+    float* plane = xp + c * L.plane;
+    float* dst = plane + (h + ph) * L.row;
+    if (h == 0) std::fill(plane, plane + ph * L.row, 0.0f);  // the padding rows above and below the image
+    if (h == H - 1) std::fill(plane + (ph + H) * L.row, plane + L.plane, 0.0f);
     zero_margins(dst);
-    for (int64_t i = i0; i < i1; i += 4) {
+    for (int64_t i = lo; i < hi; i += 4) {
       const float* in = src + i * sw - pw;
       __m128 a = _mm_loadu_ps(in), b = _mm_loadu_ps(in + 4);
       if (sw == 2) {
         _mm_storeu_ps(dst + i, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
-        _mm_storeu_ps(dst + Wq + i, _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+        _mm_storeu_ps(dst + wq + i, _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
       } else {
         __m128 c4 = _mm_loadu_ps(in + 8), d = _mm_loadu_ps(in + 12);
         _MM_TRANSPOSE4_PS(a, b, c4, d);
         _mm_storeu_ps(dst + i, a);
-        _mm_storeu_ps(dst + Wq + i, b);
-        _mm_storeu_ps(dst + 2 * Wq + i, c4);
-        _mm_storeu_ps(dst + 3 * Wq + i, d);
+        _mm_storeu_ps(dst + wq + i, b);
+        _mm_storeu_ps(dst + 2 * wq + i, c4);
+        _mm_storeu_ps(dst + 3 * wq + i, d);
       }
     }
     for (int64_t phase = 0; phase < sw; ++phase) {
-      float* out = dst + phase * Wq;
+      float* out = dst + phase * wq;
       for (int64_t i = first[phase]; i < std::min(i0, end[phase]); ++i) out[i] = src[i * sw + phase - pw];
       for (int64_t i = std::max(i1, first[phase]); i < end[phase]; ++i) out[i] = src[i * sw + phase - pw];
     }
