@@ -6,6 +6,7 @@ import os
 import platform
 
 from . import _core
+from ._validate import as_int
 
 _ISAS = ("scalar", "avx2", "avx512")
 MAX_THREADS = 4096  # more OpenMP threads than any machine has cores: refused rather than created
@@ -38,9 +39,8 @@ def cpu_info() -> dict:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads every convcore kernel uses (1 <= n <= MAX_THREADS)."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    """Set the number of threads every convcore kernel uses (1 <= n <= MAX_THREADS; a Python or numpy int)."""
+    n = as_int(n, "n")
     if n < 1 or n > MAX_THREADS:
         raise ValueError(f"n must be >= 1 and <= {MAX_THREADS} (threads), got {n}")
     _core.set_num_threads(n)
@@ -81,10 +81,7 @@ def set_buffer_cache_limit(max_bytes: int) -> None:
     excess at once. In a process forked from this one only the forking thread's cache and the output cache are
     kept (the other threads are gone there, and their blocks are freed).
     """
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
-        raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
-    if max_bytes < 0:
-        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    max_bytes = as_int(max_bytes, "max_bytes", minimum=0)
     _core.set_buffer_cache_limit(min(max_bytes, 2 ** 63 - 1))
 
 

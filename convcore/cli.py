@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._runtime import MAX_THREADS
+
 MODELS = ("lenet5", "alexnet", "zfnet", "vgg16", "resnet18", "resnet34", "resnet20", "googlenet")
 DEFAULT_INPUT = {"lenet5": (1, 28, 28), "alexnet": (3, 227, 227), "resnet20": (3, 32, 32)}
 TRAINABLE = ("lenet5", "resnet20")  # models that fit Fashion-MNIST's 28x28 single-channel images
@@ -32,6 +34,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _thread_count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_THREADS}, got {text!r}") from None
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_THREADS}, got {text!r}")
     return value
 
 
@@ -132,8 +144,8 @@ def _train(args):
     try:
         history = training.fit(model, loss, optimizer, (x_train, y_train), epochs=args.epochs,
                                batch_size=args.batch_size, val_data=(x_test, y_test), seed=args.seed,
-                               scheduler=scheduler, checkpoint_dir=out / "checkpoint", resume=args.resume, progress=args.progress,
-                               on_epoch=report)
+                               scheduler=scheduler, checkpoint_dir=out / "checkpoint", resume=args.resume,
+                               progress=args.progress, on_epoch=report)
     except (ValueError, FileNotFoundError) as e:  # a checkpoint in --out that this run cannot resume
         print(f"convcore: error: {e}", file=sys.stderr)
         return 2
@@ -232,7 +244,7 @@ def build_parser():
     parser = _Parser(prog="convcore", description="convcore: CPU-first convolutional neural networks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     info = sub.add_parser("info", help="CPU features, selected kernels, threads, and one timed conv layer")
-    info.add_argument("--threads", type=_positive_int, default=None, help="threads to use (default: all)")
+    info.add_argument("--threads", type=_thread_count, default=None, help="threads to use (default: all)")
     info.add_argument("--repeat", type=_positive_int, default=20, help="timed runs of the conv layer (default 20)")
     info.set_defaults(run=_info)
 
@@ -247,7 +259,7 @@ def build_parser():
     train.add_argument("--weight-decay", type=_nonnegative_float, default=None,
                        help="weight decay (default 0.05 for adamw, decoupled; 0 for sgd)")
     train.add_argument("--momentum", type=_momentum, default=0.9, help="SGD momentum (default 0.9)")
-    train.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all cores)")
+    train.add_argument("--threads", type=_thread_count, default=None, help="threads (default: all cores)")
     train.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files (default: "
                        "$CONVCORE_DATA, then /usr/share/datasets/fashion-mnist)")
     train.add_argument("--out", default=None, help="output folder for the checkpoint and plots (default runs/MODEL)")

@@ -337,17 +337,21 @@ static void sgd(const py::list& params, const py::list& grads, const std::option
       [&](const auto& arrays) { sgd_step(arrays, h); });
 }
 
+// steps: per parameter, the step it takes now (its own count of updates, this one included).
 static void adam(const py::list& params, const py::list& grads, const py::list& exp_avg, const py::list& exp_avg_sq,
-                 double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
-  if (step < 1) throw py::value_error("adam_step: step must be >= 1");
+                 double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled,
+                 const std::vector<int64_t>& steps) {
+  if (steps.size() != params.size()) throw py::value_error("adam_step: one step per parameter");
+  for (const int64_t t : steps)
+    if (t < 1) throw py::value_error("adam_step: every step must be >= 1");
   std::vector<Update> updates = checked_updates(params, grads, {exp_avg, exp_avg_sq});
   const AdamHyper h{lr, beta1, beta2, eps, weight_decay, decoupled};
   run_updates<AdamArrays>(
       updates,
-      [](size_t, auto* p, const auto* g, auto* m, auto* v, int64_t n) {
-        return AdamArrays<std::remove_pointer_t<decltype(p)>>{p, g, m, v, n};
+      [&](size_t i, auto* p, const auto* g, auto* m, auto* v, int64_t n) {
+        return AdamArrays<std::remove_pointer_t<decltype(p)>>{p, g, m, v, n, steps[i]};
       },
-      [&](const auto& arrays) { adam_step(arrays, h, step); });
+      [&](const auto& arrays) { adam_step(arrays, h); });
 }
 
 static void bind_optim(py::module_& m) {
@@ -356,7 +360,7 @@ static void bind_optim(py::module_& m) {
         py::arg("nesterov"));
   m.def("adam_step", &adam, py::arg("params"), py::arg("grads"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
         py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-        py::arg("decoupled"), py::arg("step"));
+        py::arg("decoupled"), py::arg("steps"));
 }
 
 void bind_ops(py::module_& m) {

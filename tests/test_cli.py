@@ -16,7 +16,9 @@ def test_info_prints_kernels_threads_and_a_timed_conv(capsys):
 
 @pytest.mark.parametrize("argv,fragment", [
     ([], "the following arguments are required: command"),
-    (["info", "--threads", "0"], "--threads: must be a positive integer, got '0'"),
+    (["info", "--threads", "0"], "--threads: must be an integer from 1 to 4096, got '0'"),
+    (["info", "--threads", "5000"], "--threads: must be an integer from 1 to 4096, got '5000'"),
+    (["train", "--threads", "5000"], "--threads: must be an integer from 1 to 4096, got '5000'"),
     (["info", "--repeat", "x"], "--repeat: must be a positive integer, got 'x'"),
     (["nonsense"], "invalid choice: 'nonsense'"),
 ])

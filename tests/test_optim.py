@@ -96,6 +96,9 @@ def test_schedulers():
     (lambda p: optim.SGD(p, lr=-1), ValueError, r"lr must be >= 0.0, got -1"),
     (lambda p: optim.SGD(p, lr=0.1, momentum=-0.5), ValueError, r"momentum must be >= 0.0"),
     (lambda p: optim.SGD(p, lr=0.1, nesterov=True), ValueError, r"nesterov needs momentum > 0"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov="False"), TypeError,
+     r"^nesterov must be a bool, got 'False'$"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=1), TypeError, r"^nesterov must be a bool, got 1$"),
     (lambda p: optim.SGD(p, lr="fast"), TypeError, r"lr must be a finite real number, got 'fast'"),
     (lambda p: optim.Adam(p, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be >= 0.0 and < 1.0"),
     (lambda p: optim.SGD([], lr=0.1), ValueError, r"params is empty"),
@@ -134,7 +137,9 @@ def test_float32_parameters_stay_float32(rng):
         p.grad = rng.standard_normal((3, 2))
         opt.step()
         assert p.data.dtype == np.float32
-        assert all(b.dtype == np.float32 for b in opt.state_dict()["buffers"].values())
+        buffers = opt.state_dict()["buffers"]
+        assert all(b.dtype == np.float32 for k, b in buffers.items() if not k.startswith("step."))
+        assert all(b.dtype == np.int64 and b.shape == () for k, b in buffers.items() if k.startswith("step."))
 
 
 def test_load_state_dict_refuses_foreign_state(rng):
@@ -272,7 +277,13 @@ def test_native_steps_refuse_mismatched_arrays():
         _core.sgd_step([p], [g], None, [False], 0.1, 0.9, 0.0, 0.0, False)
     with pytest.raises(ValueError, match="parameter 0's optimizer buffer must be"):
         _core.adam_step([p], [g], [np.zeros(3, np.float32)], [np.zeros(4, np.float32)], 0.1, 0.9, 0.99, 1e-8, 0.0,
-                        False, 1)
+                        False, [1])
+    moments = ([np.zeros(4, np.float32)], [np.zeros(4, np.float32)], 0.1, 0.9, 0.99, 1e-8, 0.0, False)
+    with pytest.raises(ValueError, match="one step per parameter"):
+        _core.adam_step([p], [g], *moments, [1, 1])
+    with pytest.raises(ValueError, match="every step must be >= 1"):
+        _core.adam_step([p], [g], *moments, [0])
+    assert np.all(p == 0)
     with pytest.raises(ValueError, match="parameter 1's optimizer buffer must be"):  # float64: not its dtype
         _core.sgd_step([p, q], [g, np.ones(2)], [np.zeros(4, np.float32), np.zeros(2)], [False, False], 0.1, 0.9,
                        0.0, 0.0, False)
@@ -322,3 +333,187 @@ def test_loaded_buffers_take_the_parameter_dtype(rng):
     opt.step()
     assert opt.buffers["momentum_buffer.0"].dtype == np.float32
     np.testing.assert_allclose(p.data, 1 - 0.1 * (0.9 * 2 + 1))
+
+
+def test_sgd_nesterov_takes_numpy_bools(rng):
+    assert optim.SGD(_params(rng), lr=0.1, momentum=0.9, nesterov=np.bool_(True)).nesterov is True
+
+
+def _adam_by_hand(p, g, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One torch.optim.Adam update (no weight decay) of parameter p at its own step t; returns p, m, v."""
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    return p - lr / (1 - beta1 ** t) * m / (np.sqrt(v) / np.sqrt(1 - beta2 ** t) + eps), m, v
+
+
+def test_adam_bias_correction_counts_each_parameters_own_steps():
+    # b's first gradient comes at the optimizer's 3rd step: it is corrected as at its own 1st step (an update of
+    # lr * g / (|g| + eps)), not as at a 3rd (-0.0639 before)
+    a, b = nn.Parameter(np.zeros(1)), nn.Parameter(np.zeros(1))
+    opt = optim.Adam([a, b], lr=0.1)
+    for s in range(3):
+        a.grad, b.grad = np.ones(1), (np.ones(1) if s == 2 else None)
+        opt.step()
+    assert b.data[0] == -0.1 / (1 + 1e-8)
+    assert int(opt.buffers["step.0"]) == 3 and int(opt.buffers["step.1"]) == 1 and opt.step_count == 3
+
+
+@pytest.mark.parametrize("name,kwargs", [("Adam", dict(lr=0.1, weight_decay=0.1)),
+                                         ("AdamW", dict(lr=0.1, weight_decay=0.1))])
+def test_adam_with_late_parameters_matches_torch(name, kwargs, rng):
+    """Parameters whose gradients start at different steps (three distinct counts in one step), and one skipping a
+    step, against torch.optim, whose state keeps a step per parameter."""
+    torch = pytest.importorskip("torch")
+    start = [rng.standard_normal(s) for s in ((3, 2), (4,), (5,))]
+    have = ["a", "a", "ab", "abc", "ac", "abc"]  # which parameters have a gradient at each step
+    grads = [[rng.standard_normal(s.shape) if "abc"[j] in which else None for j, s in enumerate(start)]
+             for which in have]
+    params = [nn.Parameter(s.copy()) for s in start]
+    tparams = [torch.tensor(s.copy(), requires_grad=True) for s in start]
+    opt, topt = getattr(optim, name)(params, **kwargs), getattr(torch.optim, name)(tparams, **kwargs)
+    for g in grads:
+        for p, t, gi in zip(params, tparams, g):
+            p.grad, t.grad = gi, (None if gi is None else torch.tensor(gi))
+        opt.step()
+        topt.step()
+    for p, t in zip(params, tparams):
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert [int(opt.buffers[f"step.{i}"]) for i in range(3)] == [6, 3, 3]
+    assert [int(topt.state[t]["step"]) for t in tparams] == [6, 3, 3]
+
+
+def test_adam_state_dict_carries_each_parameters_steps(rng):
+    start = [rng.standard_normal(4), rng.standard_normal(3)]
+    grads = [rng.standard_normal(4), rng.standard_normal(3)]
+    params = [nn.Parameter(s.copy()) for s in start]
+    opt = optim.Adam(params, lr=0.1)
+    params[0].grad = grads[0]
+    opt.step()
+    params[1].grad = grads[1]
+    opt.step()
+    state = opt.state_dict()
+    assert state["buffers"]["step.0"].dtype == np.int64 and state["buffers"]["step.0"].shape == ()
+    copies = [nn.Parameter(p.data.copy()) for p in params]
+    resumed = optim.Adam(copies, lr=0.1)
+    resumed.load_state_dict(state)
+    for ps, o in ((params, opt), (copies, resumed)):
+        for p, g in zip(ps, grads):
+            p.grad = g
+        o.step()
+    for p, q in zip(params, copies):
+        assert np.array_equal(p.data, q.data)
+    assert int(resumed.buffers["step.0"]) == 3 and int(resumed.buffers["step.1"]) == 2
+
+
+def test_adam_loads_a_state_saved_without_steps_as_before():
+    """A state from before the per-parameter counts (moments, no "step.<index>"): a parameter with moments
+    continues from the optimizer's step_count, as its next step then did; one without starts at its own 1st."""
+    p, q = nn.Parameter(np.array([1.0, -2.0])), nn.Parameter(np.array([0.5]))
+    opt = optim.Adam([p, q], lr=0.1)
+    m, v = np.array([0.3, -0.1]), np.array([0.02, 0.05])
+    opt.load_state_dict({"hyper": opt.state_dict()["hyper"], "step_count": 2,
+                         "buffers": {"exp_avg.0": m.copy(), "exp_avg_sq.0": v.copy()}})
+    assert opt.buffers["step.0"].dtype == np.int64 and int(opt.buffers["step.0"]) == 2 and "step.1" not in opt.buffers
+    g, h = np.array([0.4, 0.7]), np.array([-1.0])
+    p.grad, q.grad = g, h
+    opt.step()
+    want_p, _, _ = _adam_by_hand(np.array([1.0, -2.0]), g, m, v, 3, 0.1)
+    want_q, _, _ = _adam_by_hand(np.array([0.5]), h, 0.0, 0.0, 1, 0.1)
+    np.testing.assert_allclose(p.data, want_p, rtol=1e-12)
+    np.testing.assert_allclose(q.data, want_q, rtol=1e-12)
+    assert int(opt.buffers["step.0"]) == 3 and int(opt.buffers["step.1"]) == 1
+
+
+@pytest.mark.parametrize("value", [np.array(-1), np.array(2.0), np.array([2]), 2])
+def test_adam_load_state_dict_refuses_bad_steps(value):
+    p = nn.Parameter(np.zeros(2))
+    opt = optim.Adam([p])
+    state = {"hyper": opt.state_dict()["hyper"], "step_count": 2, "buffers": {"step.0": value}}
+    with pytest.raises(ValueError, match=r"optimizer state 'step.0' must be a 0-d integer array >= 0 \(a count\)"):
+        opt.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"buffer 'step.0'; SGD keeps \['momentum_buffer'\]"):
+        optim.SGD([p], lr=0.1, momentum=0.9).load_state_dict(
+            {**optim.SGD([p], lr=0.1, momentum=0.9).state_dict(), "buffers": {"step.0": np.array(1)}})
+    assert opt.buffers == {} and opt.step_count == 0
+
+
+def test_adam_refused_step_over_several_counts_changes_nothing():
+    """Parameters at different counts are updated in one native call, each at its own step: when it refuses a
+    parameter, no parameter, moment or count changes."""
+    a, b, c = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(3)), nn.Parameter(np.ones(10))
+    opt = optim.Adam([a, b, c], lr=0.1)
+    a.grad = np.ones(2)
+    opt.step()  # a: count 1; b and c: none yet
+    before = {k: v.copy() for k, v in opt.buffers.items()}
+    a_before = a.data.copy()
+    a.grad, b.grad, c.grad = np.ones(2), np.ones(3), np.ones(11)  # a at its step 2, b and c at their first
+    with pytest.raises(ValueError, match=r"parameter 2 has shape \(10,\) but its gradient has \(11,\)"):
+        opt.step()
+    assert np.array_equal(a.data, a_before) and np.all(b.data == 1) and np.all(c.data == 1)
+    assert opt.buffers.keys() == before.keys() and all(np.array_equal(opt.buffers[k], before[k]) for k in before)
+    assert opt.step_count == 1
+    c.grad = np.ones(10)
+    a.data.setflags(write=False)  # refused by the native checks
+    with pytest.raises(ValueError, match=r"parameter 0 must be a writeable C-contiguous"):
+        opt.step()
+    assert np.array_equal(a.data, a_before) and np.all(b.data == 1) and np.all(c.data == 1)
+
+
+@pytest.mark.parametrize("buffers,exc,match", [
+    (None, TypeError, r"optimizer state 'buffers' must be a dict of numpy arrays keyed '<buffer>.<parameter index>' "
+                      r"\(empty for none\), got None"),
+    ({0: np.zeros(2)}, ValueError, r"optimizer state has buffer 0; SGD keeps \['momentum_buffer'\]"),
+])
+def test_load_state_dict_refuses_malformed_buffers(buffers, exc, match):
+    opt = optim.SGD([nn.Parameter(np.zeros(2))], lr=0.1, momentum=0.9)
+    with pytest.raises(exc, match=match):
+        opt.load_state_dict({**opt.state_dict(), "buffers": buffers})
+    with pytest.raises(TypeError, match=r"optimizer state 'hyper' must be a dict of hyper-parameters, got None"):
+        opt.load_state_dict({**opt.state_dict(), "hyper": None})
+    opt.load_state_dict({**opt.state_dict(), "buffers": {}})  # no buffers: an empty dict
+    assert opt.buffers == {}
+
+
+@pytest.mark.parametrize("make,key", [(lambda p: optim.SGD(p, lr=0.1, momentum=0.9), "momentum_buffer.0"),
+                                      (lambda p: optim.AdamW(p, lr=0.1), "exp_avg.0")])
+def test_step_after_the_model_changed_dtype_says_why_and_what_to_do(make, key):
+    model = nn.Linear(3, 2, rng=0)
+    opt = make(model.parameters())
+    x = np.ones((2, 3), np.float32)
+    model(x)
+    model.backward(np.ones((2, 2), np.float32))
+    opt.step()
+    model.to(np.float64)
+    model(x.astype(np.float64))
+    model.backward(np.ones((2, 2)))
+    weight = model.weight.data.copy()
+    with pytest.raises(TypeError, match=rf"^optimizer buffer '{key}' is float32 but parameter 0 is now float64: the "
+                                        r"parameter was converted \(e.g. model.to\(np.float64\)\) after the optimizer "
+                                        r"made its state; create the optimizer after converting the model, or convert "
+                                        r"its state with optimizer.load_state_dict\(optimizer.state_dict\(\)\)$"):
+        opt.step()
+    assert np.array_equal(model.weight.data, weight)
+    opt.load_state_dict(opt.state_dict())  # the advice works
+    opt.step()
+    assert opt.buffers[key].dtype == np.float64 and not np.array_equal(model.weight.data, weight)
+
+
+@pytest.mark.parametrize("state,exc,match", [
+    ({"last_epoch": -5, "base_lr": 0.1}, ValueError, r"^scheduler state last_epoch must be >= 0, got -5$"),
+    ({"last_epoch": 2, "base_lr": -1}, ValueError, r"^scheduler state base_lr must be >= 0.0, got -1$"),
+    ({"last_epoch": 2.5, "base_lr": 0.1}, TypeError, r"^scheduler state last_epoch must be an int, got 2.5$"),
+    ({"last_epoch": 2, "base_lr": "0.1"}, TypeError, r"^scheduler state base_lr must be a finite real number"),
+    ({"last_epoch": 2}, ValueError, r"^scheduler state must be a dict with keys 'last_epoch', 'base_lr'"),
+    (None, ValueError, r"^scheduler state must be a dict with keys 'last_epoch', 'base_lr'"),
+])
+@pytest.mark.parametrize("name,kwargs", [("StepLR", dict(step_size=2)), ("CosineAnnealingLR", dict(T_max=4))])
+def test_scheduler_load_state_dict_checks_like_the_constructor(state, exc, match, name, kwargs):
+    opt = optim.SGD([nn.Parameter(np.zeros(1))], lr=0.2)
+    sched = getattr(optim, name)(opt, **kwargs)
+    sched.step()
+    lr = opt.lr
+    with pytest.raises(exc, match=match):
+        sched.load_state_dict(state)
+    assert sched.last_epoch == 1 and sched.base_lr == 0.2 and opt.lr == lr
+    sched.load_state_dict({"last_epoch": np.int64(3), "base_lr": 0.4})
+    assert sched.last_epoch == 3 and sched.base_lr == 0.4 and opt.lr == sched.lr_at(3)

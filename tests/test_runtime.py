@@ -32,6 +32,28 @@ def test_set_num_threads_rejects_nonpositive_and_absurd(bad):
 def test_set_num_threads_rejects_non_int():
     with pytest.raises(TypeError, match="n must be an int"):
         cc.set_num_threads(2.0)
+    with pytest.raises(TypeError, match=r"^n must be an int, got np.True_$|^n must be an int, got True$"):
+        cc.set_num_threads(np.bool_(True))
+
+
+def test_thread_counts_and_cache_limits_take_numpy_ints():
+    before = cc.get_num_threads()
+    try:
+        cc.set_num_threads(np.int64(2))
+        assert cc.get_num_threads() == 2
+        with cc.threads(np.int32(3)):
+            assert cc.get_num_threads() == 3
+        assert cc.get_num_threads() == 2
+    finally:
+        cc.set_num_threads(before)
+    with pytest.raises(ValueError, match=r"^n must be >= 1 and <= 4096 \(threads\), got 0$"):
+        cc.set_num_threads(np.uint8(0))
+    limit = cc.buffer_cache_info()["limit_bytes"]
+    try:
+        cc.set_buffer_cache_limit(np.int64(1 << 20))
+        assert cc.buffer_cache_info()["limit_bytes"] == 1 << 20
+    finally:
+        cc.set_buffer_cache_limit(limit)
 
 
 def _run(env_extra, code):

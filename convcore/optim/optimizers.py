@@ -1,12 +1,13 @@
 """Optimizers with PyTorch's update rules: SGD (momentum, dampening, nesterov, weight decay), Adam, AdamW.
 
 state_dict() holds plain numbers and numpy arrays (no pickle): hyper-parameters, the step count, and per-parameter
-buffers keyed "<buffer>.<parameter index>". A step is one native call for all the parameters; each parameter's update
-is one pass over its arrays (in place, in the parameter's dtype: float32 or float64). The step flushes denormal
-results to zero and reads denormal operands as zero (as with torch.set_flush_denormal(True), for the step only): a
-momentum or moment buffer whose gradient stays zero decays through the denormals, where each operation costs a
-microcode assist on x86 (the step of LeNet-5 ran 8-25x slower). Results of magnitude 2**-102 (~2e-31) or more
-come out the same.
+buffers keyed "<buffer>.<parameter index>": float arrays of the parameter's shape and, for Adam, "step.<index>", the
+0-d int64 count of that parameter's own updates (as torch.optim.Adam's per-parameter state["step"]), which its bias
+correction uses. A step is one native call for all the parameters; each parameter's update is one pass over its
+arrays (in place, in the parameter's dtype: float32 or float64). The step flushes denormal results to zero and reads
+denormal operands as zero (as with torch.set_flush_denormal(True), for the step only): a momentum or moment buffer
+whose gradient stays zero decays through the denormals, where each operation costs a microcode assist on x86 (the
+step of LeNet-5 ran 8-25x slower). Results of magnitude 2**-102 (~2e-31) or more come out the same.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def _check_number(value, name, minimum=0.0, below=None):
 
 class Optimizer:
     hyper_names: tuple = ()
-    buffer_names: tuple = ()
+    buffer_names: tuple = ()  # float arrays of their parameter's shape and dtype
+    count_names: tuple = ()  # per-parameter counts: 0-d int64 arrays
 
     def __init__(self, params):
         self.params = list(params)
@@ -50,20 +52,31 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter that has a gradient, in one native call: all of them are checked first (naming
         the parameter by index), and nothing changes when one is refused."""
-        self._apply([p.data for p in self.params], [p.grad for p in self.params], self.step_count + 1)
+        self._apply([p.data for p in self.params], [p.grad for p in self.params])
         self.step_count += 1
 
-    def _buffers(self, name, datas, grads, make):
-        """Buffer `name` of each parameter (None where it has none and no gradient), the missing ones made now by
-        make(data); and the new ones by key, to be kept only once the step has succeeded."""
+    def _key_list(self, name):
+        """The state key of `name` for each parameter: "<name>.<index>"."""
         keys = self._keys.get(name)
         if keys is None:
             keys = self._keys[name] = [f"{name}.{i}" for i in range(len(self.params))]
+        return keys
+
+    def _buffers(self, name, datas, grads, make):
+        """Buffer `name` of each parameter (None where it has none and no gradient), the missing ones made now by
+        make(data); and the new ones by key, to be kept only once the step has succeeded. A kept buffer of another
+        dtype than its parameter (the model was converted after the optimizer made it) is refused here."""
         bufs, made = [], {}
-        for key, data, grad in zip(keys, datas, grads):
+        for i, (key, data, grad) in enumerate(zip(self._key_list(name), datas, grads)):
             buf = self.buffers.get(key)
-            if buf is None and grad is not None and isinstance(data, np.ndarray):
-                buf = made[key] = make(data)
+            if grad is not None and isinstance(data, np.ndarray):
+                if buf is None:
+                    buf = made[key] = make(data)
+                elif buf.dtype != data.dtype:
+                    raise TypeError(f"optimizer buffer {key!r} is {buf.dtype} but parameter {i} is now {data.dtype}: "
+                                    f"the parameter was converted (e.g. model.to(np.{data.dtype})) after the "
+                                    f"optimizer made its state; create the optimizer after converting the model, or "
+                                    f"convert its state with optimizer.load_state_dict(optimizer.state_dict())")
             bufs.append(buf)
         return bufs, made
 
@@ -85,16 +98,28 @@ class Optimizer:
         if not isinstance(state, dict) or set(state) != {"hyper", "step_count", "buffers"}:
             raise ValueError("optimizer state must be a dict with keys 'hyper', 'step_count', 'buffers' "
                              "(from state_dict())")
-        hyper = state["hyper"]
-        if not isinstance(hyper, dict) or set(hyper) != set(self.hyper_names):
+        hyper, buffers = state["hyper"], state["buffers"]
+        if not isinstance(hyper, dict):
+            raise TypeError(f"optimizer state 'hyper' must be a dict of hyper-parameters, got {hyper!r}")
+        if set(hyper) != set(self.hyper_names):
             raise ValueError(f"optimizer state has hyper-parameters {sorted(hyper)}, {type(self).__name__} has "
                              f"{sorted(self.hyper_names)}")
         hyper = self._check_hyper(hyper, lambda k: f"hyper-parameter {k}")  # the constructor's rules
-        for key, value in state["buffers"].items():
-            name, _, index = key.rpartition(".")
-            if name not in self.buffer_names or not index.isdigit() or int(index) >= len(self.params):
+        if not isinstance(buffers, dict):
+            raise TypeError(f"optimizer state 'buffers' must be a dict of numpy arrays keyed "
+                            f"'<buffer>.<parameter index>' (empty for none), got {buffers!r}")
+        kept = self.buffer_names + self.count_names
+        for key, value in buffers.items():
+            name, _, index = key.rpartition(".") if isinstance(key, str) else (None, None, "")
+            if name not in kept or not index.isdigit() or int(index) >= len(self.params):
                 raise ValueError(f"optimizer state has buffer {key!r}; {type(self).__name__} keeps "
-                                 f"{list(self.buffer_names)} for parameters 0..{len(self.params) - 1}")
+                                 f"{list(kept)} for parameters 0..{len(self.params) - 1}")
+            if name in self.count_names:
+                if (not isinstance(value, np.ndarray) or value.shape != () or value.dtype.kind not in "iu"
+                        or value < 0):
+                    raise ValueError(f"optimizer state {key!r} must be a 0-d integer array >= 0 (a count), "
+                                     f"got {value!r}")
+                continue
             if not isinstance(value, np.ndarray) or value.shape != self.params[int(index)].data.shape:
                 raise ValueError(f"optimizer buffer {key!r} has shape {getattr(value, 'shape', None)}, the parameter "
                                  f"has {self.params[int(index)].data.shape}")
@@ -105,8 +130,9 @@ class Optimizer:
             raise ValueError(f"optimizer state step_count must be an int >= 0, got {step_count!r}")
         self._set_hyper(hyper)
         self.step_count = int(step_count)
-        self.buffers = {k: np.array(v, dtype=self.params[int(k.rpartition(".")[2])].data.dtype, order="C", copy=True)
-                        for k, v in state["buffers"].items()}
+        self.buffers = {k: np.array(v, dtype=np.int64 if k.rpartition(".")[0] in self.count_names
+                                    else self.params[int(k.rpartition(".")[2])].data.dtype, order="C", copy=True)
+                        for k, v in buffers.items()}
 
 
 class SGD(Optimizer):
@@ -118,7 +144,7 @@ class SGD(Optimizer):
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, dampening=0.0):
         super().__init__(params)
         self._set_hyper(self._check_hyper(dict(lr=lr, momentum=momentum, dampening=dampening,
-                                               weight_decay=weight_decay, nesterov=bool(nesterov)), str))
+                                               weight_decay=weight_decay, nesterov=nesterov), str))
 
     def _check_hyper(self, hyper, label):
         out = {k: _check_number(hyper[k], label(k)) for k in ("lr", "momentum", "dampening", "weight_decay")}
@@ -130,7 +156,7 @@ class SGD(Optimizer):
                              f"dampening={out['dampening']}")
         return dict(out, nesterov=bool(nesterov))
 
-    def _apply(self, datas, grads, step):
+    def _apply(self, datas, grads):
         bufs, first, made = None, [False] * len(datas), {}
         if self.momentum:  # a new buffer is set to the gradient at its first step, not read
             bufs, made = self._buffers("momentum_buffer", datas, grads, lambda d: np.empty_like(d, order="C"))
@@ -141,9 +167,12 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with PyTorch's bias correction; weight_decay adds wd*p to the gradient (L2)."""
+    """Adam (Kingma & Ba) with PyTorch's bias correction, by each parameter's own count of updates (a parameter
+    first updated at the optimizer's 3rd step is corrected as at its 1st); weight_decay adds wd*p to the gradient
+    (L2)."""
     hyper_names = ("lr", "beta1", "beta2", "eps", "weight_decay")
     buffer_names = ("exp_avg", "exp_avg_sq")
+    count_names = ("step",)
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -157,14 +186,28 @@ class Adam(Optimizer):
         return {k: _check_number(hyper[k], label(k), 0.0, 1.0 if k in ("beta1", "beta2") else None)
                 for k in self.hyper_names}
 
-    def _apply(self, datas, grads, step):
+    def load_state_dict(self, state: dict) -> None:
+        """As Optimizer.load_state_dict. A state saved before the per-parameter counts (moments without
+        "step.<index>") gives each parameter with moments the optimizer's step_count, which its next step then
+        continues as it did."""
+        super().load_state_dict(state)
+        for i, key in enumerate(self._key_list("step")):
+            if key not in self.buffers and (f"exp_avg.{i}" in self.buffers or f"exp_avg_sq.{i}" in self.buffers):
+                self.buffers[key] = np.array(self.step_count, dtype=np.int64)
+
+    def _apply(self, datas, grads):
         zeros = lambda d: np.zeros_like(d, order="C")
         exp_avg, made = self._buffers("exp_avg", datas, grads, zeros)
         exp_avg_sq, made_sq = self._buffers("exp_avg_sq", datas, grads, zeros)
+        step_keys = self._key_list("step")
+        steps = [int(self.buffers.get(key, 0)) + 1 for key in step_keys]  # each parameter's own step, this one's
         _core.adam_step(datas, grads, exp_avg, exp_avg_sq, self.lr, self.beta1, self.beta2, self.eps,
-                        self.weight_decay, self.decoupled, step)
+                        self.weight_decay, self.decoupled, steps)
         self.buffers.update(made)
         self.buffers.update(made_sq)
+        for key, grad, step in zip(step_keys, grads, steps):
+            if grad is not None:
+                self.buffers[key] = np.array(step, dtype=np.int64)
 
 
 class AdamW(Adam):

@@ -81,28 +81,30 @@ void sgd_step(const std::vector<SgdArrays<T>>& params, const SgdHyper& h) {
 }
 
 template <typename T>
-void adam_step(const std::vector<AdamArrays<T>>& params, const AdamHyper& h, int64_t t) {
+void adam_step(const std::vector<AdamArrays<T>>& params, const AdamHyper& h) {
   const bool decay = h.weight_decay != 0;
-  const AdamTerms<T> k{T(h.beta1),
-                       T(h.beta2),
-                       T(1 - h.beta1),
-                       T(1 - h.beta2),
-                       T(h.lr / (1 - std::pow(h.beta1, double(t)))),
-                       T(std::sqrt(1 - std::pow(h.beta2, double(t)))),
-                       T(h.eps),
-                       T(h.weight_decay),
-                       T(1 - h.lr * h.weight_decay),
-                       decay && !h.decoupled,
-                       decay && h.decoupled};
+  const auto terms = [&](int64_t t) {  // the constants of step t
+    return AdamTerms<T>{T(h.beta1),
+                        T(h.beta2),
+                        T(1 - h.beta1),
+                        T(1 - h.beta2),
+                        T(h.lr / (1 - std::pow(h.beta1, double(t)))),
+                        T(std::sqrt(1 - std::pow(h.beta2, double(t)))),
+                        T(h.eps),
+                        T(h.weight_decay),
+                        T(1 - h.lr * h.weight_decay),
+                        decay && !h.decoupled,
+                        decay && h.decoupled};
+  };
   const auto kernel = adam_kernel<T>();
   blocks(params, [&](const AdamArrays<T>& a, int64_t lo, int64_t hi) {
-    kernel(a.p + lo, a.g + lo, a.m + lo, a.v + lo, hi - lo, k);
+    kernel(a.p + lo, a.g + lo, a.m + lo, a.v + lo, hi - lo, terms(a.t));
   });
 }
 
 template void sgd_step<float>(const std::vector<SgdArrays<float>>&, const SgdHyper&);
 template void sgd_step<double>(const std::vector<SgdArrays<double>>&, const SgdHyper&);
-template void adam_step<float>(const std::vector<AdamArrays<float>>&, const AdamHyper&, int64_t);
-template void adam_step<double>(const std::vector<AdamArrays<double>>&, const AdamHyper&, int64_t);
+template void adam_step<float>(const std::vector<AdamArrays<float>>&, const AdamHyper&);
+template void adam_step<double>(const std::vector<AdamArrays<double>>&, const AdamHyper&);
 
 }  // namespace convcore

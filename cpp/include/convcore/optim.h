@@ -25,7 +25,8 @@ struct SgdArrays {  // one parameter's: n elements each; first_step: buf is new 
 template <typename T>
 void sgd_step(const std::vector<SgdArrays<T>>& params, const SgdHyper& h);
 
-// Adam (decoupled: AdamW, p *= 1 - lr * weight_decay first; else g += weight_decay * p), step t >= 1:
+// Adam (decoupled: AdamW, p *= 1 - lr * weight_decay first; else g += weight_decay * p), each parameter at its own
+// step t >= 1 (the count of its own updates, this one included):
 // m = beta1 * m + (1 - beta1) * g, v = beta2 * v + (1 - beta2) * g * g,
 // p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps).
 struct AdamHyper {
@@ -33,15 +34,15 @@ struct AdamHyper {
   bool decoupled;
 };
 template <typename T>
-struct AdamArrays {  // one parameter's, n elements each
+struct AdamArrays {  // one parameter's, n elements each, and its step t
   T* p;
   const T* g;
   T* m;
   T* v;
-  int64_t n;
+  int64_t n, t;
 };
 template <typename T>
-void adam_step(const std::vector<AdamArrays<T>>& params, const AdamHyper& h, int64_t t);
+void adam_step(const std::vector<AdamArrays<T>>& params, const AdamHyper& h);
 
 // The steps' constants in T, as the element loops use them.
 template <typename T>
