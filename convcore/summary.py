@@ -22,6 +22,7 @@ import numpy as np
 
 from . import nn
 from ._validate import as_tuple
+from .nn.module import evaluating
 
 
 @dataclass
@@ -92,9 +93,9 @@ def _macs(module, out_shape):
 
 
 def summary(model: nn.Module, input_shape, print_table: bool = True) -> Summary:
-    """Run one zero image of `input_shape` (C, H, W) or (C, L) through `model` in eval mode and record each layer
-    (a composite block's row follows its children's). Returns a Summary (rows and totals); prints its table unless
-    print_table=False."""
+    """Run one zero image of `input_shape` (C, H, W) or (C, L) through `model` in eval mode (each module's mode is
+    restored afterwards) and record each layer (a composite block's row follows its children's). Returns a Summary
+    (rows and totals); prints its table unless print_table=False."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (1, 2, 3):
@@ -123,19 +124,17 @@ def summary(model: nn.Module, input_shape, print_table: bool = True) -> Summary:
         object.__setattr__(module, attr, recorded)
         patched.append((module, attr))
 
-    was_training = model.training
     for m in model.modules():
         if isinstance(m, nn.ReLU):
             wrap(m, "adopt_output")  # ReLU.forward and a fused conv/linear epilogue both end here
         elif not isinstance(m, _CONTAINERS):
             wrap(m, "forward")
     try:
-        model.eval()
-        model.forward(np.zeros((1, *input_shape), dtype))
+        with evaluating(model):
+            model.forward(np.zeros((1, *input_shape), dtype))
     finally:
         for m, attr in patched:
             del m.__dict__[attr]
-        model.train(was_training)
     if print_table:
         print(result.table())
     return result

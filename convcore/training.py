@@ -13,6 +13,7 @@ from . import checkpoint
 from ._validate import as_int
 from .data import Batches
 from .nn import Frozen, Module
+from .nn.module import evaluating
 
 
 @dataclass
@@ -40,25 +41,22 @@ def _batches_of(data, batch_size, name):
 
 
 def predict(model: Module | Frozen, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """The model's outputs for x in eval mode, computed in batches (the model's mode is restored afterwards); or a
-    frozen model's (convcore.nn.freeze)."""
+    """The model's outputs for x in eval mode, computed in batches (each module's mode is restored afterwards); or
+    a frozen model's (convcore.nn.freeze)."""
     batch_size = as_int(batch_size, "batch_size", minimum=1)
     if not isinstance(model, (Module, Frozen)):
         raise TypeError(f"model must be a convcore.nn.Module or a frozen one (convcore.nn.freeze), got "
                         f"{type(model).__name__}")
-    if not isinstance(x, np.ndarray) or x.ndim < 2:
+    if not isinstance(x, np.ndarray):
         raise TypeError(f"x must be a numpy array (N, ...), got {type(x).__name__}")
+    if x.ndim < 2:
+        raise ValueError(f"x must be a batch (N, ...) of at least 2 dimensions, got shape {x.shape}")
     if x.dtype.kind not in "biuf":
         raise TypeError(f"x must hold numbers, got dtype {x.dtype}")
     if isinstance(model, Frozen):
         return _in_batches(model, x, batch_size, model.dtype)
-    dtype = model._compute_dtype()
-    was_training = model.training
-    model.eval()
-    try:
-        return _in_batches(model, x, batch_size, dtype)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        return _in_batches(model, x, batch_size, model._compute_dtype())
 
 
 def _in_batches(model, x, batch_size, dtype):
@@ -194,7 +192,6 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
             v_loss, v_acc = evaluate(model, val.x, val.y, loss, batch_size=max(batch_size, 256))
             history.val_loss.append(v_loss)
             history.val_accuracy.append(v_acc)
-            model.train()
         if scheduler is not None:
             scheduler.step()
         epoch, start_batch = epoch + 1, 0

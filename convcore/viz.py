@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import nn
+from .nn.module import evaluating
 
 
 def _pyplot():
@@ -59,29 +60,30 @@ def plot_filters(model: nn.Module, path) -> Path:
 
 
 def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> Path:
-    """The output channels of the named layer (a dotted name from named_modules) for one image (C, H, W)."""
+    """The output channels of the named layer (a dotted name from named_modules) for one image (C, H, W), computed
+    in eval mode (each module's mode is restored afterwards) in the model's dtype."""
     modules = dict(model.named_modules())
     if layer not in modules:
         raise ValueError(f"layer {layer!r} not found; layers: {[n for n in modules if n][:20]}...")
-    image = np.asarray(image, np.float32)
+    image = np.asarray(image, model._compute_dtype())
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {image.shape}")
     target = modules[layer]
     captured = {}
-    original = target.forward
+    # a ReLU's output: ReLU.forward and the epilogue of a conv/linear it is fused into both end in adopt_output
+    attr = "adopt_output" if isinstance(target, nn.ReLU) else "forward"
+    original = getattr(target, attr)
 
     def capture(*args, **kwargs):
         captured["y"] = original(*args, **kwargs)
         captured["fused"] = kwargs.get("activation")  # Sequential fuses a following ReLU into conv/linear
         return captured["y"]
-    object.__setattr__(target, "forward", capture)
-    was_training = model.training
+    object.__setattr__(target, attr, capture)
     try:
-        model.eval()
-        model.forward(image[None])
+        with evaluating(model):
+            model.forward(image[None])
     finally:
-        del target.__dict__["forward"]
-        model.train(was_training)
+        del target.__dict__[attr]
     if "y" not in captured:
         raise ValueError(f"layer {layer!r} did not run in the forward pass")
     y = captured["y"][0]

@@ -291,8 +291,9 @@ def test_module_structure_buffers_and_float64():
 
 def _held_for_backward(model):
     """Every private attribute a layer fills in forward (saved inputs, outputs, masks, indices) that is not None."""
-    # the eval plan, the calls a layer prepared for its input shape, a container's order: no activations
-    registries = {"_parameters", "_buffers", "_modules", "_plan", "_prepared", "_scheduled"}
+    # the eval plan, the calls a layer prepared for its input shape, a container's order and the count of edits its
+    # children were last checked at (_distinct_at): no activations
+    registries = {"_parameters", "_buffers", "_modules", "_plan", "_prepared", "_scheduled", "_distinct_at"}
     return [(name, attr) for name, m in model.named_modules() for attr, value in vars(m).items()
             if attr.startswith("_") and attr not in registries and value is not None]
 
@@ -556,8 +557,7 @@ class _Sum(nn.Module):
 
 
 def test_eval_plan_runs_unplanned_past_a_child_that_returns_no_array():
-    relu = nn.ReLU()
-    model = nn.Sequential(nn.Linear(3, 3, rng=0), relu, _Pair(), _Sum(), relu).eval()  # one ReLU used twice
+    model = nn.Sequential(nn.Linear(3, 3, rng=0), nn.ReLU(), _Pair(), _Sum(), nn.ReLU()).eval()
     x = np.array([[1.0, -2.0, 3.0]], np.float32)
     expected = 3 * np.maximum(model[0](x), 0)
     for _ in range(3):
@@ -1055,3 +1055,121 @@ def test_layer_backward_checks_dy_like_the_functional_api(rng):
         strided = np.empty(y.shape + (2,), np.float32)[..., 0]  # the same values, not C-contiguous
         strided[...] = dy
         np.testing.assert_array_equal(layer.backward(strided), expected)
+
+
+def test_argument_flags_and_slopes_are_checked():
+    with pytest.raises(TypeError, match="mode must be a bool, got 'False'"):
+        nn.Linear(2, 2).train("False")
+    with pytest.raises(TypeError, match="mode must be a bool, got None"):
+        nn.Sequential(nn.ReLU()).train(None)
+    assert nn.Linear(2, 2).train(np.bool_(False)).training is False
+    with pytest.raises(TypeError, match="bias must be a bool, got 'no'"):
+        nn.Linear(2, 2, bias="no")
+    with pytest.raises(TypeError, match="bias must be a bool, got 0"):
+        nn.Conv2d(1, 1, 3, bias=0)
+    assert nn.Linear(2, 2, bias=False).bias is None and nn.Conv1d(1, 1, 3, bias=False).bias is None
+    with pytest.raises(TypeError, match="negative_slope must be a finite real number, got 'abc'"):
+        nn.LeakyReLU("abc")
+    with pytest.raises(TypeError, match="negative_slope must be a finite real number, got nan"):
+        nn.LeakyReLU(float("nan"))
+    assert nn.LeakyReLU(np.float32(0.25)).negative_slope == 0.25
+
+
+def test_assigning_a_buffer_replaces_it_everywhere():
+    bn = nn.BatchNorm1d(2).eval()
+    mean = np.full(2, 5, np.float32)
+    bn.running_mean = mean  # as PyTorch: the array becomes the buffer
+    assert bn.running_mean is mean and bn.state_dict()["running_mean"] is mean
+    assert list(bn.buffers())[0] is mean
+    np.testing.assert_allclose(bn(np.full((1, 2), 5, np.float32)), 0, atol=1e-6)
+    bn.load_state_dict({**bn.state_dict(), "running_mean": np.full(2, 7, np.float32)})
+    assert (mean == 7).all()  # loaded into the array forward reads
+    np.testing.assert_allclose(bn(np.full((1, 2), 7, np.float32)), 0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"BatchNorm1d.running_mean is a buffer of shape \(2,\), got an array of "
+                                         r"shape \(3,\)"):
+        bn.running_mean = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match=r"BatchNorm1d.running_var is a buffer of dtype float32, got an array of "
+                                         r"dtype float64 \(convert it: value.astype\(np.float32\)\)"):
+        bn.running_var = np.ones(2)
+    with pytest.raises(TypeError, match="BatchNorm1d.running_var is a buffer: assign a numpy array, got list"):
+        bn.running_var = [1.0, 1.0]
+    assert bn.running_mean is mean and (bn.running_var == 1).all()
+
+
+def test_a_module_instance_in_two_places_is_refused():
+    relu = nn.ReLU()
+    with pytest.raises(ValueError, match=r"ReLU at '3' is already at '1' in this Sequential: a module instance may "
+                                         r"appear only once in a model .* use a separate instance for each place"):
+        nn.Sequential(nn.Linear(2, 2), relu, nn.Linear(2, 2), relu)
+    block = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    with pytest.raises(ValueError, match=r"Sequential at 'second' is already at 'first' in this Chain"):
+        nn.Chain(first=block, second=block)
+    with pytest.raises(ValueError, match=r"Sequential at 'me' is this Sequential itself"):
+        block.me = block
+    block.add_on = nn.ReLU()  # separate instances, and replacing a child by a module inside it, are fine
+    block.add_on = block.add_on
+    # a module added inside a child after the model was built: refused at the next training forward
+    model = nn.Sequential(block, nn.ReLU())
+    block.extra = model[1]
+    with pytest.raises(ValueError, match=r"ReLU at '1' is already at '0.extra' in this Sequential"):
+        model(np.ones((1, 2), np.float32))
+    block.extra = None
+    assert model(np.ones((1, 2), np.float32)).shape == (1, 2)
+
+
+def test_parameters_lists_a_shared_parameter_once():
+    first, second = nn.Linear(2, 2, rng=0), nn.Linear(2, 2, rng=1)
+    second.weight = first.weight  # tied weights: gradients of both uses add up in the one parameter
+    model = nn.Sequential(first, second)
+    assert [name for name, _ in model.named_parameters()] == ["0.weight", "0.bias", "1.bias"]
+    assert [id(p) for p in model.parameters()] == [id(first.weight), id(first.bias), id(second.bias)]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]  # as PyTorch's
+
+
+def test_a_replaced_child_or_parameter_keeps_its_place():
+    model = nn.Sequential(nn.Linear(2, 2, rng=0), nn.ReLU(), nn.Linear(2, 3, rng=1))
+    setattr(model, "1", nn.Tanh())
+    assert [type(m).__name__ for m in model] == ["Linear", "Tanh", "Linear"]
+    assert model(np.ones((1, 2), np.float32)).shape == (1, 3)
+    weight = nn.Parameter(np.zeros((2, 2), np.float32))
+    model[0].weight = weight
+    assert list(model[0].named_parameters()) == [("weight", weight), ("bias", model[0].bias)]
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Dropout(0.5, rng=0), lambda: nn.Dropout(0.0), lambda: nn.LeakyReLU(),
+                                  lambda: nn.Sigmoid(), lambda: nn.Tanh()], ids=["dropout", "dropout0", "leaky_relu",
+                                                                                 "sigmoid", "tanh"])
+def test_elementwise_backward_checks_dy(make, rng):
+    layer = make().train()
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    y = layer(x)
+    with pytest.raises(ValueError, match=r"dy must have the output's shape \(2, 3\), got \(5, 2, 3\)"):
+        layer.backward(np.ones((5, 2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"dy must have the output's shape \(2, 3\), got \(3,\)"):
+        layer.backward(np.ones(3, np.float32))
+    with pytest.raises(TypeError, match="dy has dtype float64 but must match the other operands' dtype float32"):
+        layer.backward(np.ones((2, 3)))
+    assert layer.backward(np.ones_like(y)).shape == (2, 3)
+
+
+def test_an_input_of_another_dtype_than_the_parameters_is_named():
+    x64 = np.zeros((1, 1, 28, 28))
+    message = (r"x has dtype float64 but the layer's parameters are float32; convert x \(x.astype\(np.float32\)\) "
+               r"or the model \(model.to\(np.float64\)\)")
+    for model in (cc.models.lenet5(seed=0).eval(), cc.models.lenet5(seed=0).train()):
+        with pytest.raises(TypeError, match=message):
+            model(x64)
+    with pytest.raises(TypeError, match=r"x has dtype float32 but the layer's parameters are float64; convert x "
+                                        r"\(x.astype\(np.float64\)\) or the model \(model.to\(np.float32\)\)"):
+        nn.Linear(2, 2).to(np.float64)(np.zeros((1, 2), np.float32))
+    with pytest.raises(TypeError, match="x has dtype float32 but the layer's parameters are float64"):
+        nn.Conv1d(2, 2, 1).to(np.float64)(np.zeros((1, 2, 3), np.float32))
+
+
+def test_load_state_dict_into_a_read_only_array_changes_nothing():
+    layer = nn.Linear(2, 1, rng=0)
+    weight = layer.weight.data.copy()
+    layer.bias.data.flags.writeable = False
+    with pytest.raises(ValueError, match=r"load_state_dict: the model's bias is a read-only array"):
+        layer.load_state_dict({"weight": np.zeros((1, 2), np.float32), "bias": np.zeros(1, np.float32)})
+    assert np.array_equal(layer.weight.data, weight)  # checked before anything is written

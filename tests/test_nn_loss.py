@@ -80,6 +80,17 @@ def test_loss_errors(rng):
         nn.MSELoss()(np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32))
     with pytest.raises(TypeError, match="target has dtype float64 but must match"):
         nn.MSELoss()(np.zeros((2, 3), np.float32), np.zeros((2, 3)))
+    from convcore import functional as F
+    logits, labels = np.zeros((2, 3), np.float32), np.array([0, 1])
+    for bad in (True, float("nan"), float("inf"), "1"):
+        with pytest.raises(TypeError, match=f"grad_output must be a finite real number, got {bad!r}"):
+            F.cross_entropy_backward(logits, labels, bad)
+    loss = nn.CrossEntropyLoss()
+    loss(logits, labels)
+    with pytest.raises(TypeError, match="grad_output must be a finite real number, got True"):
+        loss.backward(True)
+    np.testing.assert_allclose(F.cross_entropy_backward(logits, labels, np.float32(2.0)),
+                               [[-2 / 3, 1 / 3, 1 / 3], [1 / 3, -2 / 3, 1 / 3]], rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

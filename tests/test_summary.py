@@ -57,3 +57,11 @@ def test_summary_argument_errors():
         cc.summary("vgg16", (3, 224, 224))
     with pytest.raises(ValueError, match="input_shape must be"):
         cc.summary(cc.models.lenet5(), (1, 1, 28, 28))
+
+
+def test_summary_restores_each_modules_own_mode():
+    model = cc.nn.Sequential(cc.nn.Linear(3, 4, rng=0), cc.nn.BatchNorm1d(4), cc.nn.ReLU())
+    model[1].eval()
+    s = cc.summary(model, (3,), print_table=False)
+    assert [r.output_shape for r in s.rows] == [(4,), (4,), (4,)]
+    assert [m.training for m in model.modules()] == [True, True, False, True]

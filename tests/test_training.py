@@ -156,6 +156,25 @@ def test_history_evaluate_predict_and_a_silent_progress_bar(capfd):
         training.predict(model, np.array([["a"]]))
 
 
+def test_predict_restores_each_modules_own_mode():
+    model = cc.nn.Sequential(cc.nn.Linear(3, 3, rng=0), cc.nn.BatchNorm1d(3), cc.nn.ReLU())
+    model[1].eval()  # a frozen batch norm while the rest trains
+    out = training.predict(model, np.ones((2, 3), np.float32))
+    assert out.shape == (2, 3) and [m.training for m in model.modules()] == [True, True, False, True]
+    model.eval()
+    model[2].train()
+    training.evaluate(model, np.ones((2, 3), np.float32), np.zeros(2, np.int64))
+    assert [m.training for m in model.modules()] == [False, False, False, True]
+
+
+def test_predict_refuses_an_input_without_a_batch_dimension():
+    model = cc.models.lenet5(seed=0)
+    with pytest.raises(ValueError, match=r"x must be a batch \(N, ...\) of at least 2 dimensions, got shape \(784,\)"):
+        training.predict(model, np.zeros(784, np.float32))
+    with pytest.raises(TypeError, match=r"x must be a numpy array \(N, ...\), got list"):
+        training.predict(model, [[0.0]])
+
+
 def test_progress_bar_shows_loss_accuracy_and_images_per_second(capfd):
     pytest.importorskip("tqdm")
     model, loss, opt = setup_tiny()

@@ -49,6 +49,26 @@ def test_activation_maps_match_the_layer_output_and_rgb_filters(tmp_path, monkey
     assert all(f.min() == 0 and f.max() == 1 for f in filters if np.ptp(f) > 0)
 
 
+def test_activation_maps_of_a_fused_relu_and_of_a_float64_model(tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr(viz, "_grid", lambda images, path, title, cmap="gray": shown.append((images, title)) or path)
+    image = np.random.default_rng(2).random((1, 28, 28))
+    model = cc.models.lenet5(seed=0)
+    model[1].eval()  # mixed modes: each module's own is restored
+    viz.plot_activations(model, image, "1", tmp_path / "relu.png")  # the ReLU fused into conv "0"
+    maps, title = shown[-1]
+    assert [m.training for m in model][:3] == [True, False, True]
+    model.eval()
+    expected = cc.functional.relu(model[0](image[None].astype(np.float32)))[0]
+    assert title == "1: 6 activation maps 28x28" and np.array_equal(np.stack(maps), expected)
+    model64 = cc.models.lenet5(seed=0).to(np.float64)
+    viz.plot_activations(model64, image, "0", tmp_path / "conv64.png")
+    maps, title = shown[-1]
+    model64.eval()
+    expected = cc.functional.relu(model64[0](image[None]))[0]
+    assert np.stack(maps).dtype == np.float64 and np.array_equal(np.stack(maps), expected)
+
+
 def test_missing_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
     import sys
 

@@ -1,12 +1,10 @@
 """ReLU, softmax and cross-entropy (mean negative log-likelihood of softmax), with gradients."""
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from .. import _core
-from .._validate import as_tensor
+from .._validate import as_real, as_tensor
 
 
 def relu(x: np.ndarray) -> np.ndarray:
@@ -56,9 +54,7 @@ def _cross_entropy(logits, labels):
 
 
 def _cross_entropy_gradient(probs, labels, grad_output):
-    if not isinstance(grad_output, numbers.Real):
-        raise TypeError(f"grad_output must be a real number, got {grad_output!r}")
-    return _core.cross_entropy_backward(probs, labels, float(grad_output) / max(probs.shape[0], 1))
+    return _core.cross_entropy_backward(probs, labels, as_real(grad_output, "grad_output") / max(probs.shape[0], 1))
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -6,8 +6,8 @@ import numpy as np
 
 from .. import _core
 from .. import functional as F
-from .._validate import as_tensor
-from .module import Module
+from .._validate import as_real, as_tensor
+from .module import Module, check_dy
 
 
 class ReLU(Module):
@@ -45,7 +45,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = as_real(negative_slope, "negative_slope")
         self._x = None
 
     def forward(self, x):
@@ -55,6 +55,7 @@ class LeakyReLU(Module):
 
     def backward(self, dy, input_grad=True):
         x = self._saved(self._x)
+        dy = check_dy(dy, x)
         return np.where(x > 0, dy, dy * x.dtype.type(self.negative_slope))
 
     def _release(self):
@@ -77,7 +78,7 @@ class Sigmoid(Module):
 
     def backward(self, dy, input_grad=True):
         y = self._saved(self._y, "output")
-        return dy * y * (1 - y)
+        return check_dy(dy, y) * y * (1 - y)
 
     def _release(self):
         self._y = None
@@ -95,7 +96,7 @@ class Tanh(Module):
 
     def backward(self, dy, input_grad=True):
         y = self._saved(self._y, "output")
-        return dy * (1 - y * y)
+        return check_dy(dy, y) * (1 - y * y)
 
     def _release(self):
         self._y = None

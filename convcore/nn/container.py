@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _core
 from .activation import ReLU
-from .module import Module, no_input_gradient
+from .module import Module, check_distinct, no_input_gradient
 from .pool import _MaxPoolNd
 
 
@@ -164,6 +164,9 @@ class _InOrder(Module):
             except (_Replan, _core.StalePlanError):
                 object.__setattr__(self, "_plan", None)
         if _in_training(self) or type(x) is not np.ndarray or not x.flags.c_contiguous:
+            if self.__dict__.get("_distinct_at") != Module._edits:  # a module added deeper inside since the last check
+                check_distinct(type(self).__name__, self.named_modules())
+                object.__setattr__(self, "_distinct_at", Module._edits)
             return self._run(x, self._schedule()[0])
         return self._plan_and_run(x, tuple(self._modules.values()))
 

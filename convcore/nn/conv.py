@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_int, as_tuple
+from .._validate import as_bool, as_int, as_tuple
 from ..functional import conv as conv_ops
 from .init import as_generator, fan_in_bias, kaiming_uniform
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input_dtype
 
 
 class _ConvNd(Module):
@@ -31,7 +31,7 @@ class _ConvNd(Module):
         fan_in = self.in_channels // self.groups * int(np.prod(self.kernel_size))
         self.weight = Parameter(kaiming_uniform(
             rng, (self.out_channels, self.in_channels // self.groups, *self.kernel_size), fan_in))
-        self.bias = Parameter(fan_in_bias(rng, fan_in, self.out_channels)) if bias else None
+        self.bias = Parameter(fan_in_bias(rng, fan_in, self.out_channels)) if as_bool(bias, "bias") else None
         self.input_grad = True
         self._saved_state = None  # (x, the backward prepared for it)
 
@@ -47,6 +47,7 @@ class _ConvNd(Module):
 
         def build():
             x4 = conv_ops._tensor(x, "x", self.n_axes + 2)
+            check_input_dtype(x4, w)
             options = self._options()
             return (conv_ops._prepare_forward(x4, w, b, activation=activation, n_axes=self.n_axes, **options),
                     conv_ops._prepare_backward(x4, w, n_axes=self.n_axes, **options))

@@ -7,7 +7,7 @@ import numpy as np
 
 from .._validate import as_tensor
 from .init import as_generator
-from .module import Module
+from .module import Module, check_dy
 
 
 class Dropout(Module):
@@ -27,7 +27,8 @@ class Dropout(Module):
     def forward(self, x):
         x = as_tensor(x, "x")
         if not self.training or self.p == 0:
-            self._mask = None if not self.training else np.ones((), x.dtype)
+            # p == 0 in training: a mask of ones (a view), for backward's dy check
+            self._mask = np.broadcast_to(np.ones((), x.dtype), x.shape) if self.training else None
             return x
         self._mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1 - self.p)
         return x * self._mask
@@ -39,7 +40,8 @@ class Dropout(Module):
         return run
 
     def backward(self, dy, input_grad=True):
-        return dy * self._saved(self._mask, "mask")
+        mask = self._saved(self._mask, "mask")
+        return check_dy(dy, mask) * mask
 
     def _release(self):
         self._mask = None

@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 
-from .._validate import as_int, as_tensor
+from .._validate import as_bool, as_int, as_tensor
 from ..functional import gemm as gemm_ops
 from .init import as_generator, fan_in_bias, kaiming_uniform
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input_dtype
 
 
 class Linear(Module):
@@ -21,7 +21,7 @@ class Linear(Module):
         self.out_features = as_int(out_features, "out_features", minimum=1)
         rng = as_generator(rng)
         self.weight = Parameter(kaiming_uniform(rng, (self.out_features, self.in_features), self.in_features))
-        self.bias = Parameter(fan_in_bias(rng, self.in_features, self.out_features)) if bias else None
+        self.bias = Parameter(fan_in_bias(rng, self.in_features, self.out_features)) if as_bool(bias, "bias") else None
         self.input_grad = True
         self._saved_state = None  # (x, the backward prepared for it)
 
@@ -34,6 +34,7 @@ class Linear(Module):
 
         def build():
             x2 = as_tensor(x, "x", ndim=2)
+            check_input_dtype(x2, w)
             return gemm_ops._prepare_linear(x2, w, b, activation), gemm_ops._prepare_linear_backward(x2, w)
         return self._prepared_for((x.shape, x.dtype, activation), w, b, build)
 

@@ -2,13 +2,18 @@
 
 `y = m(x)` runs forward (keeping what backward needs only in training mode); `dx = m.backward(dy)` returns the input
 gradient and adds parameter gradients into `p.grad`. Parameters, buffers and children are registered by attribute
-assignment, in order, so `named_parameters()` and `state_dict()` use PyTorch's dotted names and order.
+assignment, in order, so `named_parameters()` and `state_dict()` use PyTorch's dotted names and order; assigning an
+array to a buffer's name replaces the buffer. A module instance may appear only once in a model (ValueError): its
+backward uses what its own forward kept, which a second call in the same forward would overwrite.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
+
+from .._validate import FLOAT_DTYPES, as_bool, as_tensor
 
 
 class Parameter:
@@ -50,6 +55,49 @@ def no_input_gradient(layer) -> str:
             f"before it need one: set input_grad = False only on a model's first layer")
 
 
+def check_dy(dy, like: np.ndarray) -> np.ndarray:
+    """dy validated as the gradient of an output shaped and typed like `like` (what a layer's forward kept)."""
+    dy = as_tensor(dy, "dy", dtype=like.dtype)
+    if dy.shape != like.shape:
+        raise ValueError(f"dy must have the output's shape {like.shape}, got {dy.shape}")
+    return dy
+
+
+def check_input_dtype(x: np.ndarray, weight: np.ndarray) -> None:
+    """Refuse a float input whose dtype is not the layer's float parameters', naming x (not the weight) as the
+    operand to convert."""
+    if getattr(weight, "dtype", None) in FLOAT_DTYPES and x.dtype != weight.dtype:
+        raise TypeError(f"x has dtype {x.dtype} but the layer's parameters are {weight.dtype}; convert x "
+                        f"(x.astype(np.{weight.dtype})) or the model (model.to(np.{x.dtype}))")
+
+
+def check_distinct(owner: str, modules) -> None:
+    """Refuse a module instance found twice among `modules`, (dotted name, module) pairs of one model ("" for the
+    model itself): its backward takes what its forward kept, which a second call in the same forward overwrites."""
+    seen = {}
+    for where, module in modules:
+        first = seen.setdefault(id(module), where)
+        if first != where:
+            place = f"is already at {first!r} in this {owner}" if first else f"is this {owner} itself"
+            raise ValueError(f"{type(module).__name__} at {where!r} {place}: a module instance may appear only once "
+                             f"in a model (its backward uses what its own forward kept, which a second call "
+                             f"overwrites); use a separate instance for each place")
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """model.eval() for the with block; afterwards each module's own mode is restored (a model may mix them, e.g.
+    a BatchNorm kept in eval while the rest trains)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            object.__setattr__(m, "training", training)
+        Module._edits += 1
+
+
 class Module:
     """Base class of layers and models."""
 
@@ -68,16 +116,23 @@ class Module:
 
     def __setattr__(self, name, value):
         state = self.__dict__
-        parameters, modules = state.get("_parameters"), state.get("_modules")
+        parameters, modules, buffers = state.get("_parameters"), state.get("_modules"), state.get("_buffers")
         if parameters is None:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name}")
-        if isinstance(value, (Parameter, Module)) or name in parameters or name in modules:
-            parameters.pop(name, None)
-            modules.pop(name, None)
-            if isinstance(value, Parameter):
-                parameters[name] = value
-            elif isinstance(value, Module):
-                modules[name] = value
+        if isinstance(value, Module):
+            check_distinct(type(self).__name__, [("", self), *(
+                entry for child_name, child in modules.items() if child_name != name
+                for entry in child.named_modules(child_name)), *value.named_modules(name)])
+        elif name in buffers and not isinstance(value, Parameter):
+            self._replace_buffer(name, value)
+            return
+        if isinstance(value, (Parameter, Module)) or name in parameters or name in modules or name in buffers:
+            registry = parameters if isinstance(value, Parameter) else modules if isinstance(value, Module) else None
+            for other in (parameters, modules, buffers):
+                if other is not registry:
+                    other.pop(name, None)
+            if registry is not None:
+                registry[name] = value  # one of its kind replaced keeps its place in the order, as in PyTorch
         object.__setattr__(self, name, value)
         if not name.startswith("_"):  # an option, a parameter or a child: what a container's plan was built on
             Module._edits += 1
@@ -90,6 +145,20 @@ class Module:
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
         """A state array that is saved in state_dict but not trained (e.g. BatchNorm running statistics)."""
+        self._set_buffer(name, value)
+
+    def _replace_buffer(self, name: str, value) -> None:
+        """`module.<buffer> = array`: the array becomes the buffer (as in PyTorch), so forward, state_dict and
+        load_state_dict all use it; it must have the buffer's shape and dtype, as load_state_dict requires."""
+        old = self._buffers[name]
+        where = f"{type(self).__name__}.{name}"
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{where} is a buffer: assign a numpy array, got {type(value).__name__}")
+        if value.shape != old.shape:
+            raise ValueError(f"{where} is a buffer of shape {old.shape}, got an array of shape {value.shape}")
+        if value.dtype != old.dtype:
+            raise ValueError(f"{where} is a buffer of dtype {old.dtype}, got an array of dtype {value.dtype} "
+                             f"(convert it: value.astype(np.{old.dtype}))")
         self._set_buffer(name, value)
 
     def _set_buffer(self, name: str, value: np.ndarray) -> None:
@@ -159,10 +228,19 @@ class Module:
             yield m
 
     def named_parameters(self, prefix: str = ""):
+        """(dotted name, parameter) of this module's and its children's parameters, each parameter once (under its
+        first name) where modules share it, as PyTorch's."""
+        seen = set()
+        for name, p in self._named_parameters(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _named_parameters(self, prefix):
         for name, p in self._parameters.items():
             yield (f"{prefix}.{name}" if prefix else name), p
         for name, child in self._modules.items():
-            yield from child.named_parameters(f"{prefix}.{name}" if prefix else name)
+            yield from child._named_parameters(f"{prefix}.{name}" if prefix else name)
 
     def parameters(self):
         for _, p in self.named_parameters():
@@ -183,8 +261,9 @@ class Module:
             p.grad = None
 
     def train(self, mode: bool = True):
+        mode = as_bool(mode, "mode")
         for m in self.modules():
-            object.__setattr__(m, "training", bool(mode))
+            object.__setattr__(m, "training", mode)
             if not mode:
                 m._release()
         Module._edits += 1
@@ -213,7 +292,8 @@ class Module:
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy arrays into the parameters and buffers by name. With strict, missing or unexpected keys raise;
-        shape or dtype mismatches always raise (naming the key); nothing is changed when anything is wrong."""
+        shape or dtype mismatches and read-only destinations always raise (naming the key); nothing is changed when
+        anything is wrong."""
         own = self.check_state_dict(state, strict)
         for key, target in own.items():
             if key in state:
@@ -238,6 +318,9 @@ class Module:
                 raise ValueError(f"load_state_dict: {key} has shape {value.shape}, the model expects {target.shape}")
             if value.dtype != target.dtype:
                 raise ValueError(f"load_state_dict: {key} has dtype {value.dtype}, the model expects {target.dtype}")
+            if not target.flags.writeable:
+                raise ValueError(f"load_state_dict: the model's {key} is a read-only array (its writeable flag is "
+                                 f"False): it cannot be loaded into")
         return own
 
     def _compute_dtype(self) -> np.dtype:
