@@ -3,17 +3,20 @@
 Layout of a checkpoint folder:
     latest                      the name of the newest complete checkpoint (replaced atomically)
     step-00000123/tensors.safetensors   model state_dict ("model.<name>") and optimizer buffers ("optimizer.<key>")
-    step-00000123/state.json    format, step, epoch, optimizer hyper-parameters, scheduler, RNG states, data
-                                position, history, and the manifest (name, shape, dtype) of every tensor
+    step-00000123/state.json    format, save sequence, step, epoch, optimizer hyper-parameters, scheduler, RNG
+                                states, data position, history, and the manifest (name, shape, dtype) of every tensor
 A save writes a fresh step folder (step-00000123-1 if that step was saved before) through a temporary name (files
 fsynced, then the folder renamed and fsynced), then points `latest` at it (temporary file + rename), and only then
-removes older step folders. Loading checks the JSON and the tensor file against each other and against the model
-before changing anything. No pickle.
+removes older step folders. "Older" means saved earlier, not a smaller step: each save records a sequence number one
+above every other step folder's, so `keep` and `latest` agree on which saves are the newest even when a new run
+(steps counting from 0 again) writes into a folder that holds an earlier run's checkpoints. Loading checks the JSON
+and the tensor file against each other and against the model before changing anything. No pickle.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +26,9 @@ from ._validate import as_int
 
 FORMAT = "convcore-checkpoint-1"
 _DTYPES = {"float32", "float64", "int64"}
+_SEQUENCE = "save_sequence"
+_RESERVED = ("format", _SEQUENCE, "optimizer", "tensors")  # keys of state.json that save writes itself
+_STEP_FOLDER = re.compile(r"step-(\d+)(?:-(\d+))?")  # the names save gives: step-00000123, step-00000123-1
 
 
 def _fsync_dir(path: Path) -> None:
@@ -40,14 +46,32 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _save_order(path: Path) -> tuple:
+    """Sort key of a step folder, oldest save first: its recorded save sequence, then its step and suffix (parsed as
+    numbers, whatever their digit count). Folders without a readable sequence (written before sequences were
+    recorded, or left half-removed by a crash) sort before all others."""
+    match = _STEP_FOLDER.fullmatch(path.name)
+    try:
+        sequence = json.loads((path / "state.json").read_text()).get(_SEQUENCE)
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        sequence = None
+    if type(sequence) is not int:
+        sequence = -1
+    return sequence, int(match[1]), int(match[2] or 0)
+
+
 def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1) -> Path:
     """Save model (+ optimizer) and the JSON-able `state` dict (must contain an int "step") into `folder`.
 
-    Returns the new step folder. Older step folders beyond the newest `keep` are removed afterwards."""
+    Returns the new step folder. Afterwards only the `keep` most recently saved step folders remain (this one among
+    them): the order is that of the saves, as `latest` follows it, not that of the step numbers."""
     from safetensors.numpy import save as st_save
 
     keep = as_int(keep, "keep", minimum=1)
     state = dict(state or {})
+    reserved = [key for key in _RESERVED if key in state]
+    if reserved:
+        raise ValueError(f"state must not contain the keys {reserved}: save writes {list(_RESERVED)} itself")
     for key, value in state.items():  # checked before anything is written
         try:
             json.dumps(value)
@@ -57,9 +81,11 @@ def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1
     step = as_int(state.get("step", 0), "state['step']", minimum=0)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    others = sorted((_save_order(p), p) for p in folder.glob("step-*") if p.is_dir() and _STEP_FOLDER.fullmatch(p.name))
+    sequence = others[-1][0][0] + 1 if others else 0
     # np.asarray, not np.ascontiguousarray, which would turn 0-d buffers (num_batches_tracked) into shape (1,)
     tensors = {f"model.{k}": np.asarray(v, order="C") for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, **state}
+    meta = {"format": FORMAT, _SEQUENCE: sequence, **state}
     if optimizer is not None:
         opt = optimizer.state_dict()
         tensors.update({f"optimizer.{k}": np.asarray(v, order="C") for k, v in opt["buffers"].items()})
@@ -81,8 +107,7 @@ def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1
     _write_file(pointer_tmp, name.encode())
     os.replace(pointer_tmp, folder / "latest")
     _fsync_dir(folder)
-    steps = sorted(p for p in folder.glob("step-*") if p.is_dir() and p.name != name)
-    for old in steps[:max(0, len(steps) - (keep - 1))]:
+    for _, old in others[:max(0, len(others) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -213,3 +213,40 @@ def test_round_trip_keeps_every_shape_and_dtype_including_0d_buffers(tmp_path):
     for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
         assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b), name
     assert any(v.shape == () for v in other.state_dict().values())
+
+
+def test_keep_removes_the_earliest_saves_not_the_smallest_steps(tmp_path):
+    model = cc.nn.Linear(2, 2, rng=0)
+    checkpoint.save(tmp_path / "a", model, None, {"step": 500}, keep=2)  # an earlier run's checkpoint
+    for step in (1, 2, 3):  # a new run in the same folder
+        checkpoint.save(tmp_path / "a", model, None, {"step": step}, keep=2)
+    assert sorted(p.name for p in (tmp_path / "a").glob("step-*")) == ["step-00000002", "step-00000003"]
+    assert checkpoint.latest(tmp_path / "a").name == "step-00000003"
+    assert checkpoint.read_state(tmp_path / "a" / "step-00000002")["save_sequence"] == 2
+    assert checkpoint.read_state(tmp_path / "a")["save_sequence"] == 3
+    for step in (99999999, 100000000, 100000001):  # past 8 digits the names no longer sort as the steps do
+        checkpoint.save(tmp_path / "b", model, None, {"step": step}, keep=2)
+    assert sorted(p.name for p in (tmp_path / "b").glob("step-*")) == ["step-100000000", "step-100000001"]
+
+
+def test_keep_removes_folders_without_a_save_sequence_first_by_numeric_step(tmp_path):
+    model = cc.nn.Linear(2, 2, rng=0)
+    for step in (100000000, 99999999, 7):  # as an earlier version wrote them: no save sequence in state.json
+        folder = checkpoint.save(tmp_path, model, None, {"step": step}, keep=3)
+        state = json.loads((folder / "state.json").read_text())
+        del state["save_sequence"]
+        (folder / "state.json").write_text(json.dumps(state))
+    checkpoint.save(tmp_path, model, None, {"step": 1}, keep=3)
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-00000001", "step-100000000", "step-99999999"]
+    assert checkpoint.read_state(tmp_path)["save_sequence"] == 0
+    checkpoint.save(tmp_path, model, None, {"step": 2}, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-00000001", "step-00000002"]
+
+
+def test_save_refuses_state_keys_it_writes_itself(tmp_path):
+    model = cc.nn.Linear(2, 2, rng=0)
+    for key in ("format", "save_sequence", "optimizer", "tensors"):
+        with pytest.raises(ValueError, match=rf"state must not contain the keys \['{key}'\]: save writes "
+                                             r"\['format', 'save_sequence', 'optimizer', 'tensors'\] itself"):
+            checkpoint.save(tmp_path, model, None, {"step": 1, key: 0})
+    assert not any(tmp_path.iterdir())

@@ -235,3 +235,51 @@ def test_batch_order_depends_only_on_seed_and_epoch(rng):
         assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
     assert np.array_equal(a.order(3), b.order(3))
     assert not np.array_equal(a.order(3), data.Batches(x, y, 8, seed=12).order(3))
+
+
+def test_batches_flags_must_be_bools():
+    x, y = np.zeros((5, 1, 2, 2), np.float32), np.arange(5)
+    for name, value in (("shuffle", "no"), ("shuffle", 0), ("flip", 1), ("drop_last", None)):
+        with pytest.raises(TypeError, match=rf"{name} must be a bool, got {value!r}"):
+            data.Batches(x, y, 2, **{name: value})
+    b = data.Batches(x, y, 2, shuffle=np.bool_(False), flip=np.bool_(False), drop_last=np.bool_(True))
+    assert (b.shuffle, b.flip, b.drop_last) == (False, False, True) and np.array_equal(b.order(0), np.arange(5))
+
+
+def test_batches_epoch_checks_start_and_epoch_when_called():
+    b = data.Batches(np.zeros((5, 2), np.float32), np.arange(5), 2, shuffle=False)
+    with pytest.raises(ValueError, match="start must be >= 0, got -1"):
+        b.epoch(0, -1)
+    with pytest.raises(ValueError, match=r"start must be a batch index <= len\(self\) = 3, got 4"):
+        b.epoch(0, 4)
+    with pytest.raises(TypeError, match="start must be an int, got 1.0"):
+        b.epoch(0, 1.0)
+    with pytest.raises(ValueError, match="epoch must be >= 0, got -1"):
+        b.epoch(-1)
+    with pytest.raises(ValueError, match="epoch must be >= 0, got -2"):
+        data.Batches(np.zeros((5, 2), np.float32), np.arange(5), 2).order(-2)
+    assert [yb.tolist() for _, yb in b.epoch(0, 1)] == [[2, 3], [4]]
+    assert list(b.epoch(0, 3)) == []
+
+
+def test_batches_normalize_is_checked_against_the_channels_at_construction():
+    x, y = np.ones((5, 2, 2, 2), np.float32), np.arange(5)
+    with pytest.raises(ValueError, match=r"normalize mean and std must each be one number or 2 \(one per channel of "
+                                         r"x \(5, 2, 2, 2\)\), got \(\[0, 0, 0\], \[1, 1, 1\]\)"):
+        data.Batches(x, y, 2, normalize=([0, 0, 0], [1, 1, 1]))
+    with pytest.raises(ValueError, match=r"normalize mean and std must each be one number or 2"):
+        data.Batches(x, y, 2, normalize=(0.5, [[1, 1]]))
+    with pytest.raises(ValueError, match=r"normalize mean and std must be finite and std > 0, got \(\[0, 0\], "
+                                         r"\[nan, 1\]\)"):
+        data.Batches(x, y, 2, normalize=([0, 0], [float("nan"), 1]))
+    with pytest.raises(ValueError, match="std > 0"):
+        data.Batches(x, y, 2, normalize=(0.0, 0.0))
+    with pytest.raises(TypeError, match=r"normalize must be a pair \(mean, std\), got \[0, 1, 2\]"):
+        data.Batches(x, y, 2, normalize=[0, 1, 2])
+    with pytest.raises(TypeError, match=r"normalize must be a pair \(mean, std\) of numbers or sequences of numbers"):
+        data.Batches(x, y, 2, normalize=("a", "b"))
+    xb, _ = next(data.Batches(x, y, 2, shuffle=False, normalize=(0.5, 0.25)).epoch(0))  # one number: every channel
+    assert np.array_equal(xb, np.full((2, 2, 2, 2), 2, np.float32))
+    features = np.ones((4, 3), np.float32)  # (N, F): one value per feature
+    xb, _ = next(data.Batches(features, np.arange(4), 4, normalize=([0, 1, 2], [1, 1, 2])).epoch(0))
+    assert np.array_equal(xb, np.tile(np.array([1, 0, -0.5], np.float32), (4, 1)))

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_int
+from .._validate import as_bool, as_int
 
 
 class Batches:
     """Iterate over (x, y) in mini-batches; `epoch(e)` yields the batches of epoch e, optionally from batch `start`.
 
-    normalize=(mean, std) per channel is applied after augmentation; crop_padding=p pads each image by p zeros and
-    crops back to its size at a random offset; flip=True mirrors half of the images horizontally."""
+    normalize=(mean, std), each one number or one per channel (x.shape[1]), finite, std > 0, is applied after
+    augmentation; crop_padding=p pads each image by p zeros and crops back to its size at a random offset; flip=True
+    mirrors half of the images horizontally. shuffle, flip and drop_last must be bools."""
 
     def __init__(self, x, y, batch_size, shuffle=True, seed=0, normalize=None, crop_padding=0, flip=False,
                  drop_last=False):
@@ -24,29 +25,49 @@ class Batches:
             raise ValueError(f"x must be (N, ...) and y (N,), got x {x.shape} and y {y.shape}")
         self.x, self.y = x, y
         self.batch_size = as_int(batch_size, "batch_size", minimum=1)
-        self.shuffle, self.seed, self.drop_last = bool(shuffle), as_int(seed, "seed", minimum=0), bool(drop_last)
-        self.crop_padding, self.flip = as_int(crop_padding, "crop_padding", minimum=0), bool(flip)
+        self.shuffle, self.seed = as_bool(shuffle, "shuffle"), as_int(seed, "seed", minimum=0)
+        self.drop_last = as_bool(drop_last, "drop_last")
+        self.crop_padding, self.flip = as_int(crop_padding, "crop_padding", minimum=0), as_bool(flip, "flip")
         if (self.crop_padding or self.flip) and x.ndim != 4:
             raise ValueError(f"crop and flip augmentation need (N, C, H, W) images, got x {x.shape}")
         self.mean = self.std = None
         if normalize is not None:
-            mean, std = (np.asarray(v, np.float32).reshape(1, -1, *([1] * (x.ndim - 2))) for v in normalize)
-            if np.any(std <= 0):
-                raise ValueError(f"normalize std must be > 0, got {normalize[1]!r}")
-            self.mean, self.std = mean, std
+            if not isinstance(normalize, (tuple, list)) or len(normalize) != 2:
+                raise TypeError(f"normalize must be a pair (mean, std), got {normalize!r}")
+            try:
+                mean, std = (np.asarray(v, np.float32) for v in normalize)
+            except (TypeError, ValueError):
+                raise TypeError(f"normalize must be a pair (mean, std) of numbers or sequences of numbers, got "
+                                f"{normalize!r}") from None
+            channels = x.shape[1]
+            if any(v.ndim > 1 or v.size not in (1, channels) for v in (mean, std)):
+                raise ValueError(f"normalize mean and std must each be one number or {channels} (one per channel of "
+                                 f"x {x.shape}), got {normalize!r}")
+            if not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std)) or np.any(std <= 0):
+                raise ValueError(f"normalize mean and std must be finite and std > 0, got {normalize!r}")
+            self.mean, self.std = (v.reshape(1, -1, *([1] * (x.ndim - 2))) for v in (mean, std))
 
     def __len__(self):
         n = len(self.x)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        """The sample order of an epoch."""
+        """The sample order of an epoch (an int >= 0)."""
+        epoch = as_int(epoch, "epoch", minimum=0)
         if not self.shuffle:
             return np.arange(len(self.x))
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
 
     def epoch(self, epoch: int, start: int = 0):
+        """The (x, y) batches of an epoch from batch index `start` (0 <= start <= len(self); len(self) yields none).
+        The arguments are checked when this is called, not when iteration begins."""
         order = self.order(epoch)
+        start = as_int(start, "start", minimum=0)
+        if start > len(self):
+            raise ValueError(f"start must be a batch index <= len(self) = {len(self)}, got {start}")
+        return self._batches(epoch, order, start)
+
+    def _batches(self, epoch, order, start):
         for b in range(start, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             xb = self.x[idx]
