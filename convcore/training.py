@@ -67,10 +67,16 @@ def _in_batches(model, x, batch_size, dtype):
 
 
 def evaluate(model: Module | Frozen, x: np.ndarray, y: np.ndarray, loss=None, batch_size: int = 256):
-    """(mean loss or None, accuracy) of the model on (x, y) in eval mode (or of a frozen model)."""
+    """(mean loss or None, accuracy) of the model on (x, y) in eval mode (or of a frozen model); y holds integer
+    class labels, each in [0, the model's number of outputs)."""
     if not isinstance(y, np.ndarray) or y.shape != (len(x),):
         raise ValueError(f"y must be a numpy array of shape ({len(x)},), got {getattr(y, 'shape', type(y))}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
     logits = predict(model, x, batch_size)
+    if len(y) and (y.min() < 0 or y.max() >= logits.shape[1]):
+        raise ValueError(f"y must hold class labels in [0, {logits.shape[1]}) (the model's outputs), got labels "
+                         f"from {y.min()} to {y.max()}")
     accuracy = float(np.mean(np.argmax(logits, axis=1) == y)) if len(y) else float("nan")
     value = None
     if loss is not None and len(y):

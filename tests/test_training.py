@@ -192,3 +192,17 @@ def test_fit_argument_errors():
         training.fit(model, loss, opt, (x, y), epochs=0, progress=False)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
         training.fit(model, loss, opt, (x, y + 10), progress=False)
+
+
+def test_evaluate_refuses_labels_that_are_not_class_indices():
+    model, loss, _ = setup_tiny()
+    x, y = tiny_data(6)
+    with pytest.raises(TypeError, match="y must hold integer class labels, got dtype float64"):
+        training.evaluate(model, x, y.astype(np.float64))
+    for bad, shown in ((10, r"from \d+ to 10$"), (-1, r"from -1 to \d+$")):  # without a loss, accuracy 0.0 came back
+        labels = y.copy()
+        labels[0] = bad
+        with pytest.raises(ValueError, match=rf"y must hold class labels in \[0, 10\) \(the model's outputs\), got "
+                                             rf"labels {shown}"):
+            training.evaluate(model, x, labels)
+    assert training.evaluate(model, x, y)[1] >= 0.0
