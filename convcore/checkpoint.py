@@ -53,7 +53,7 @@ def _save_order(path: Path) -> tuple:
     match = _STEP_FOLDER.fullmatch(path.name)
     try:
         sequence = json.loads((path / "state.json").read_text()).get(_SEQUENCE)
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # UnicodeDecodeError is a ValueError
         sequence = None
     if type(sequence) is not int:
         sequence = -1
@@ -129,8 +129,9 @@ def _step_folder(path) -> Path:
 
 
 def read_state(path) -> dict:
-    """The JSON state of a checkpoint (a step folder, or a checkpoint folder with `latest`), checked for its format;
-    nothing is loaded into a model."""
+    """The JSON state of a checkpoint (a step folder, or a checkpoint folder with `latest`), checked for its format:
+    the state save was given and the keys save writes itself (format, save_sequence, optimizer, tensors); nothing is
+    loaded into a model."""
     path = _step_folder(path)
     json_path, tensor_path = path / "state.json", path / "tensors.safetensors"
     if not json_path.is_file() or not tensor_path.is_file():
@@ -148,7 +149,8 @@ def load(path, model, optimizer=None) -> dict:
     """Load a checkpoint (a step folder, or a checkpoint folder with `latest`) into model (+ optimizer).
 
     Everything is validated first (JSON, tensor manifest, keys, shapes, dtypes against the model); on any problem
-    a ValueError names it and the model is unchanged. Returns the saved state dict (step, epoch, history, ...)."""
+    a ValueError names it and the model is unchanged. Returns the state dict that save was given (step, epoch,
+    history, ...; not the keys save writes itself, so it can be given to save again)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load as st_load
 
@@ -187,4 +189,4 @@ def load(path, model, optimizer=None) -> dict:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: optimizer state does not fit the optimizer: {e}") from e
     model.load_state_dict(model_state, strict=True)
-    return meta
+    return {key: value for key, value in meta.items() if key not in _RESERVED}

@@ -21,6 +21,10 @@ def test_checkpoint_round_trip_and_keep(tmp_path):
     other, _, opt2 = setup_tiny(seed=5)
     meta = checkpoint.load(tmp_path, other, opt2)
     assert meta["epoch"] == 2 and len(meta["history"]["loss"]) == 2
+    assert not {"format", "save_sequence", "optimizer", "tensors"} & set(meta)  # what save was given
+    meta["run"] = "again"
+    checkpoint.save(tmp_path, other, opt2, meta)  # a loaded state saved again
+    assert checkpoint.read_state(tmp_path)["run"] == "again"
     for a, b in zip(model.state_dict().values(), other.state_dict().values()):
         assert np.array_equal(a, b)
     assert opt2.step_count == 8 and set(opt2.buffers) == set(opt.buffers)

@@ -1115,6 +1115,19 @@ def test_a_module_instance_in_two_places_is_refused():
         model(np.ones((1, 2), np.float32))
     block.extra = None
     assert model(np.ones((1, 2), np.float32)).shape == (1, 2)
+    block._hidden = model[1]  # under a private name too, after a training forward had checked the model
+    with pytest.raises(ValueError, match=r"ReLU at '1' is already at '0._hidden' in this Sequential"):
+        model(np.ones((1, 2), np.float32))
+
+
+def test_a_removed_child_no_longer_runs():
+    x = np.ones((1, 3), np.float32)
+    model = nn.Sequential(nn.Linear(3, 3, rng=0), nn.Linear(3, 2, rng=1))
+    assert model(x).shape == (1, 2)  # training: its schedule made
+    setattr(model, "1", None)
+    assert model(x).shape == (1, 3) and len(model) == 1
+    model.eval()
+    assert model(x).shape == (1, 3)
 
 
 def test_parameters_lists_a_shared_parameter_once():

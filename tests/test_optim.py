@@ -424,13 +424,17 @@ def test_adam_loads_a_state_saved_without_steps_as_before():
     assert int(opt.buffers["step.0"]) == 3 and int(opt.buffers["step.1"]) == 1
 
 
-@pytest.mark.parametrize("value", [np.array(-1), np.array(2.0), np.array([2]), 2])
+@pytest.mark.parametrize("value", [np.array(-1), np.array(0), np.array(2.0), np.array([2]), 2])
 def test_adam_load_state_dict_refuses_bad_steps(value):
     p = nn.Parameter(np.zeros(2))
     opt = optim.Adam([p])
-    state = {"hyper": opt.state_dict()["hyper"], "step_count": 2, "buffers": {"step.0": value}}
-    with pytest.raises(ValueError, match=r"optimizer state 'step.0' must be a 0-d integer array >= 0 \(a count\)"):
+    moments = {"exp_avg.0": np.zeros(2), "exp_avg_sq.0": np.zeros(2)}
+    state = {"hyper": opt.state_dict()["hyper"], "step_count": 2, "buffers": {"step.0": value, **moments}}
+    with pytest.raises(ValueError, match=r"optimizer state 'step.0' must be a 0-d integer array >= 1 \(a count of "
+                                         r"updates\)"):
         opt.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"the count 'step.0' without the buffers \['exp_avg_sq.0'\]"):
+        opt.load_state_dict({**state, "buffers": {"step.0": np.array(2), "exp_avg.0": np.zeros(2)}})
     with pytest.raises(ValueError, match=r"buffer 'step.0'; SGD keeps \['momentum_buffer'\]"):
         optim.SGD([p], lr=0.1, momentum=0.9).load_state_dict(
             {**optim.SGD([p], lr=0.1, momentum=0.9).state_dict(), "buffers": {"step.0": np.array(1)}})

@@ -150,8 +150,9 @@ class _InOrder(Module):
         return iter(self._modules.values())
 
     def __setattr__(self, name, value):
+        was_child = name in self._modules
         super().__setattr__(name, value)
-        if name in self._modules:  # a child added or replaced
+        if was_child or name in self._modules:  # a child added, replaced or removed
             object.__setattr__(self, "_plan", None)
             object.__setattr__(self, "_scheduled", None)
 

@@ -134,7 +134,8 @@ class Module:
             if registry is not None:
                 registry[name] = value  # one of its kind replaced keeps its place in the order, as in PyTorch
         object.__setattr__(self, name, value)
-        if not name.startswith("_"):  # an option, a parameter or a child: what a container's plan was built on
+        # an option, a parameter or a child (under any name): what a container's plan and check_distinct were done on
+        if not name.startswith("_") or isinstance(value, (Parameter, Module)):
             Module._edits += 1
 
     def __getstate__(self):

@@ -114,11 +114,15 @@ class Optimizer:
             if name not in kept or not index.isdigit() or int(index) >= len(self.params):
                 raise ValueError(f"optimizer state has buffer {key!r}; {type(self).__name__} keeps "
                                  f"{list(kept)} for parameters 0..{len(self.params) - 1}")
-            if name in self.count_names:
+            if name in self.count_names:  # a parameter's count of updates: kept from its first update on
                 if (not isinstance(value, np.ndarray) or value.shape != () or value.dtype.kind not in "iu"
-                        or value < 0):
-                    raise ValueError(f"optimizer state {key!r} must be a 0-d integer array >= 0 (a count), "
-                                     f"got {value!r}")
+                        or value < 1):
+                    raise ValueError(f"optimizer state {key!r} must be a 0-d integer array >= 1 (a count of "
+                                     f"updates), got {value!r}")
+                missing = [f"{b}.{index}" for b in self.buffer_names if f"{b}.{index}" not in buffers]
+                if missing:
+                    raise ValueError(f"optimizer state has the count {key!r} without the buffers {missing} of the "
+                                     f"same parameter")
                 continue
             if not isinstance(value, np.ndarray) or value.shape != self.params[int(index)].data.shape:
                 raise ValueError(f"optimizer buffer {key!r} has shape {getattr(value, 'shape', None)}, the parameter "
