@@ -74,6 +74,9 @@ def evaluate(model: Module | Frozen, x: np.ndarray, y: np.ndarray, loss=None, ba
     if y.dtype.kind not in "iu":
         raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
     logits = predict(model, x, batch_size)
+    if logits.ndim != 2:
+        raise ValueError(f"evaluate needs a classifier, whose outputs are (N, classes); the model's are "
+                         f"{logits.shape}")
     if len(y) and (y.min() < 0 or y.max() >= logits.shape[1]):
         raise ValueError(f"y must hold class labels in [0, {logits.shape[1]}) (the model's outputs), got labels "
                          f"from {y.min()} to {y.max()}")

@@ -206,3 +206,11 @@ def test_evaluate_refuses_labels_that_are_not_class_indices():
                                              rf"labels {shown}"):
             training.evaluate(model, x, labels)
     assert training.evaluate(model, x, y)[1] >= 0.0
+    class FirstColumn(cc.nn.Module):  # one score per image
+        def forward(self, x):
+            return x[:, 0]
+
+    flat = cc.nn.Sequential(cc.nn.Linear(3, 2, rng=0), FirstColumn())
+    with pytest.raises(ValueError, match=r"evaluate needs a classifier, whose outputs are \(N, classes\); the "
+                                         r"model's are \(2,\)"):
+        training.evaluate(flat, np.ones((2, 3), np.float32), np.zeros(2, np.int64))

@@ -16,7 +16,7 @@ import numbers
 import numpy as np
 
 from .. import _core
-from .._validate import as_real
+from .._validate import as_bool, as_real
 from ..nn.module import Parameter
 
 
@@ -152,13 +152,11 @@ class SGD(Optimizer):
 
     def _check_hyper(self, hyper, label):
         out = {k: _check_number(hyper[k], label(k)) for k in ("lr", "momentum", "dampening", "weight_decay")}
-        nesterov = hyper["nesterov"]
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"{label('nesterov')} must be a bool, got {nesterov!r}")
+        nesterov = as_bool(hyper["nesterov"], label("nesterov"))
         if nesterov and (out["momentum"] <= 0 or out["dampening"] != 0):
             raise ValueError(f"nesterov needs momentum > 0 and dampening 0, got momentum={out['momentum']}, "
                              f"dampening={out['dampening']}")
-        return dict(out, nesterov=bool(nesterov))
+        return dict(out, nesterov=nesterov)
 
     def _apply(self, datas, grads):
         bufs, first, made = None, [False] * len(datas), {}
