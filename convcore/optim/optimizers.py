@@ -202,14 +202,19 @@ class Adam(Optimizer):
         exp_avg, made = self._buffers("exp_avg", datas, grads, zeros)
         exp_avg_sq, made_sq = self._buffers("exp_avg_sq", datas, grads, zeros)
         step_keys = self._key_list("step")
-        steps = [int(self.buffers.get(key, 0)) + 1 for key in step_keys]  # each parameter's own step, this one's
+        counts = [self.buffers.get(key) for key in step_keys]
+        steps = [1 if count is None else int(count) + 1 for count in counts]  # each parameter's own step, this one
         _core.adam_step(datas, grads, exp_avg, exp_avg_sq, self.lr, self.beta1, self.beta2, self.eps,
                         self.weight_decay, self.decoupled, steps)
         self.buffers.update(made)
         self.buffers.update(made_sq)
-        for key, grad, step in zip(step_keys, grads, steps):
-            if grad is not None:
+        for key, count, grad, step in zip(step_keys, counts, grads, steps):
+            if grad is None:
+                continue
+            if count is None:
                 self.buffers[key] = np.array(step, dtype=np.int64)
+            else:  # in place, as the moments are
+                count[()] = step
 
 
 class AdamW(Adam):
