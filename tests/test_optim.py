@@ -56,6 +56,16 @@ def test_matches_torch(name, kwargs, rng):
         np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
+def _same_next_step(first, second, grads):
+    """One more step of two (parameters, optimizer) pairs from the same gradients: the parameters come out equal."""
+    for params, opt in (first, second):
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+    for p, q in zip(first[0], second[0]):
+        assert np.array_equal(p.data, q.data)
+
+
 def test_state_dict_round_trip_continues_identically(rng):
     params_a = _params(rng)
     params_b = [nn.Parameter(p.data.copy()) for p in params_a]
@@ -68,12 +78,7 @@ def test_state_dict_round_trip_continues_identically(rng):
     b.load_state_dict(a.state_dict())
     for p, q in zip(params_a, params_b):
         q.data[...] = p.data
-    for params, opt in ((params_a, a), (params_b, b)):
-        for p, gi in zip(params, g):
-            p.grad = gi
-        opt.step()
-    for p, q in zip(params_a, params_b):
-        assert np.array_equal(p.data, q.data)
+    _same_next_step((params_a, a), (params_b, b), g)
 
 
 def test_schedulers():
@@ -396,12 +401,7 @@ def test_adam_state_dict_carries_each_parameters_steps(rng):
     copies = [nn.Parameter(p.data.copy()) for p in params]
     resumed = optim.Adam(copies, lr=0.1)
     resumed.load_state_dict(state)
-    for ps, o in ((params, opt), (copies, resumed)):
-        for p, g in zip(ps, grads):
-            p.grad = g
-        o.step()
-    for p, q in zip(params, copies):
-        assert np.array_equal(p.data, q.data)
+    _same_next_step((params, opt), (copies, resumed), grads)
     assert int(resumed.buffers["step.0"]) == 3 and int(resumed.buffers["step.1"]) == 2
 
 
