@@ -1186,3 +1186,19 @@ def test_load_state_dict_into_a_read_only_array_changes_nothing():
     with pytest.raises(ValueError, match=r"load_state_dict: the model's bias is a read-only array"):
         layer.load_state_dict({"weight": np.zeros((1, 2), np.float32), "bias": np.zeros(1, np.float32)})
     assert np.array_equal(layer.weight.data, weight)  # checked before anything is written
+
+
+def test_a_slice_of_a_container_is_a_container_of_the_same_children():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    model = nn.Sequential(nn.Linear(3, 4, rng=0), nn.ReLU(), nn.Linear(4, 2, rng=1))
+    features = model[:-1]
+    assert type(features) is nn.Sequential and len(features) == 2
+    assert features[0] is model[0] and features[1] is model[1]  # the same instances, as PyTorch's slice
+    np.testing.assert_array_equal(features(x), np.maximum(model[0](x), 0))
+    assert list(model[1:].state_dict()) == ["2.weight", "2.bias"]  # names kept, as PyTorch's
+    assert list(model[::-1]._modules) == ["2", "1", "0"] and len(model[5:]) == 0
+    named = nn.Chain(body=nn.Linear(3, 4, rng=0), head=nn.Linear(4, 2, rng=1))
+    head = named[1:]
+    assert type(head) is nn.Chain and list(head.state_dict()) == ["head.weight", "head.bias"]
+    assert named[-1] is named.head

@@ -144,7 +144,14 @@ class _InOrder(Module):
         return len(self._modules)
 
     def __getitem__(self, i):
-        return list(self._modules.values())[i]
+        """The child at position i; a slice gives a new container of the same kind (Sequential or Chain) holding
+        those children under their names, as PyTorch's does (the same module instances, not copies)."""
+        if not isinstance(i, slice):
+            return list(self._modules.values())[i]
+        part = Sequential() if isinstance(self, Sequential) else Chain()
+        for name, layer in list(self._modules.items())[i]:
+            part._add(name, layer)
+        return part
 
     def __iter__(self):
         return iter(self._modules.values())
