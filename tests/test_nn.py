@@ -744,6 +744,27 @@ def test_batch_norm_float_kernels_match_float64_on_every_isa_and_thread_count(is
     assert all(np.array_equal(a, b) for a, b in zip(one, two))
 
 
+@pytest.mark.parametrize("L", [1, 49])
+def test_batch_norm_keeps_precision_where_the_mean_is_large_against_the_spread(isa, L):
+    # channels at 1000 with a spread of 0.01 (|mean| * scale = 1e5) and a constant one: normalised as (x - mean) *
+    # scale + shift, every output is within float32 rounding of the float64 value (x * scale + (bias - mean * scale)
+    # was 0.004-0.03 off: the difference of two values near 1e5), and the constant channel gives exactly its bias
+    from convcore import _core
+    rng = np.random.default_rng(L)
+    N, C, eps = 64, 4, 1e-5
+    x = (1000.0 + 0.01 * rng.standard_normal((N, C, L))).astype(np.float32)
+    x[:, 3] = 1000.0
+    weight, bias = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    y, mean, var = _core.batch_norm_train(x, weight, bias, eps, None, False)
+    running_mean, running_var = mean + 0.003, var * 1.5  # eval: statistics other than the batch's
+    y_eval = _core.batch_norm_eval(x, running_mean, running_var, weight, bias, eps, None, False)
+    x64 = x.astype(np.float64)
+    for got, m, v in ((y, mean, var), (y_eval, running_mean, running_var)):
+        want = (x64 - m[None, :, None]) / np.sqrt(v + eps)[None, :, None] * weight[None, :, None] + bias[None, :, None]
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    assert np.all(y[:, 3] == bias[3])
+
+
 @pytest.mark.parametrize("dtype,shape", [(np.float32, (6, 5, 7, 9)), (np.float32, (9, 4, 4, 4)),
                                          (np.float32, (4, 130, 1, 1)), (np.float64, (6, 5, 7, 9))])
 def test_batch_norm_same_bits_on_every_isa_and_thread_count(dtype, shape, on_every_isa):

@@ -133,25 +133,25 @@ inline auto channels_term(const T* per_channel, int64_t c) {
   return [p = per_channel + c](int64_t i) { return p[i]; };
 }
 
-// y[i] = x[i] * scale(i) + shift(i) (+ residual[i] where it is not null), then max(y, 0) with relu (NaN kept), for
-// i < n: one loop per case, so that each vectorises.
+// y[i] = (x[i] - centre(i)) * scale(i) + shift(i) (+ residual[i] where it is not null), then max(y, 0) with relu
+// (NaN kept), for i < n: one loop per case, so that each vectorises.
 template <typename T, typename Term>
-inline void affine_values(const T* x, const T* residual, int64_t n, const Term& scale, const Term& shift, bool relu,
-                          T* y) {
+inline void affine_values(const T* x, const T* residual, int64_t n, const Term& centre, const Term& scale,
+                          const Term& shift, bool relu, T* y) {
   if (residual && relu) {
     for (int64_t i = 0; i < n; ++i) {
-      const T v = x[i] * scale(i) + shift(i) + residual[i];
+      const T v = (x[i] - centre(i)) * scale(i) + shift(i) + residual[i];
       y[i] = v > T(0) || v != v ? v : T(0);
     }
   } else if (residual) {
-    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale(i) + shift(i) + residual[i];
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - centre(i)) * scale(i) + shift(i) + residual[i];
   } else if (relu) {
     for (int64_t i = 0; i < n; ++i) {
-      const T v = x[i] * scale(i) + shift(i);
+      const T v = (x[i] - centre(i)) * scale(i) + shift(i);
       y[i] = v > T(0) || v != v ? v : T(0);
     }
   } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale(i) + shift(i);
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - centre(i)) * scale(i) + shift(i);
   }
 }
 
@@ -194,19 +194,19 @@ inline void for_rows(int64_t r0, int64_t r1, int64_t C, int64_t L, const Row& ro
   }
 }
 
-// The affine apply of rows [r0, r1) (channel c's scale[c], shift[c]).
+// The affine apply of rows [r0, r1) (channel c's centre[c], scale[c], shift[c]).
 template <typename T>
-void affine_rows(const T* x, const T* residual, int64_t r0, int64_t r1, int64_t C, int64_t L, const T* scale,
-                 const T* shift, bool relu, T* y) {
+void affine_rows(const T* x, const T* residual, int64_t r0, int64_t r1, int64_t C, int64_t L, const T* centre,
+                 const T* scale, const T* shift, bool relu, T* y) {
   for_rows(
       r0, r1, C, L,
       [&](int64_t r, int64_t c) {
-        affine_values(x + r * L, residual ? residual + r * L : nullptr, L, row_term(scale[c]), row_term(shift[c]),
-                      relu, y + r * L);
+        affine_values(x + r * L, residual ? residual + r * L : nullptr, L, row_term(centre[c]), row_term(scale[c]),
+                      row_term(shift[c]), relu, y + r * L);
       },
       [&](int64_t r, int64_t c, int64_t count) {
-        affine_values(x + r, residual ? residual + r : nullptr, count, channels_term(scale, c),
-                      channels_term(shift, c), relu, y + r);
+        affine_values(x + r, residual ? residual + r : nullptr, count, channels_term(centre, c),
+                      channels_term(scale, c), channels_term(shift, c), relu, y + r);
       });
 }
 

@@ -81,12 +81,12 @@ struct BatchNormRowKernels {
   void (*grad_sums)(const float* dy, const float* x, const float* relu_out, int64_t rows, int64_t L, int64_t first,
                     int64_t C, const float* mean, double* sum, double* sum_centred);
   // Rows r in [r0, r1) of an (N, C, L) array (row r: channel c = r % C, L values from r * L); x, residual, y, dy,
-  // relu_out and dx are the whole arrays. y = x * scale[c] + shift[c] (+ residual where not null), then max(y, 0)
-  // with relu (NaN kept).
+  // relu_out and dx are the whole arrays. y = (x - centre[c]) * scale[c] + shift[c] (+ residual where not null),
+  // then max(y, 0) with relu (NaN kept).
   void (*affine_float)(const float* x, const float* residual, int64_t r0, int64_t r1, int64_t C, int64_t L,
-                       const float* scale, const float* shift, bool relu, float* y);
+                       const float* centre, const float* scale, const float* shift, bool relu, float* y);
   void (*affine_double)(const double* x, const double* residual, int64_t r0, int64_t r1, int64_t C, int64_t L,
-                        const double* scale, const double* shift, bool relu, double* y);
+                        const double* centre, const double* scale, const double* shift, bool relu, double* y);
   // dx = gain[c] * (g - a[c] - (x - mean[c]) * b[c]), g = dy, or dy masked to 0 where relu_out (not null) is not > 0
   void (*input_gradient_float)(const float* dy, const float* x, const float* relu_out, int64_t r0, int64_t r1,
                                int64_t C, int64_t L, const float* mean, const float* gain, const float* a,
