@@ -388,6 +388,19 @@ def test_validation_cache_never_lets_a_bad_call_through():
     assert F.conv2d(X[:1], W, stride=1, padding=(1, 1)).shape[0] == 1
 
 
+def test_padding_past_what_the_kernels_could_copy_is_refused():
+    # strides and paddings near 2**40 keep the output small (3 x 2 here), but the zero-padded, phase-split copy of x
+    # the im2col route makes, (2**41 + 2) x 2**24 floats, took 64-bit offsets past 2**63: they wrapped, and output row
+    # 0 read row 1's window (y[0, 0, 0, 1] came out 7, not 0). Refused before any kernel runs, forward and backward.
+    x = np.zeros((1, 1, 2, 2**22 + 1), np.float32)
+    w = np.ones((1, 1, 1, 1), np.float32)
+    kw = dict(stride=(2**40, 2**23), padding=(2**40, 2**22))
+    with pytest.raises(ValueError, match=r"the zero-padded input would have shape \(1, 1, 2199023255554, 12582913\)"):
+        F.conv2d(x, w, **kw)
+    with pytest.raises(ValueError, match="the zero-padded input would have shape"):
+        F.conv2d_backward(np.zeros((1, 1, 3, 2), np.float32), x, w, **kw)
+
+
 def test_absurd_output_refused_before_allocating():
     # (1, 2**20, 2**21 + 1, 2**21 + 1) outputs would need ~18 PB: refused by the size check, nothing allocated
     x = np.zeros((1, 1, 1, 1), np.float32)

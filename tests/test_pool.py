@@ -298,6 +298,21 @@ def test_large_window_uses_int64_indices(rng):
         P._max_pool2d_compact(x, 17)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride", [None, 2])
+def test_avg_pool_divisor_past_int64(isa, dtype, stride):
+    # a 2**33 x 2**33 window padded by 2**32 (count_include_pad): its divisor, 2**66, wrapped to 0 as an int64 product
+    # and every mean came out inf; now the input's sum / 2**66 (exact, float32 too), by the reference loops and (stride
+    # 2) the stride-2 kernels; the reference backward spreads dy / 2**66
+    x = np.arange(1, 5, dtype=dtype).reshape(1, 1, 2, 2)
+    y = F.avg_pool2d(x, 2**33, stride=stride, padding=2**32)
+    assert y.shape == ((1, 1, 1, 1) if stride is None else (1, 1, 2, 2))
+    assert np.array_equal(y, np.full(y.shape, 10 * 2.0**-66, dtype))
+    if stride is None:
+        dx = F.avg_pool2d_backward(np.ones_like(y), x.shape, 2**33, padding=2**32)
+        assert np.array_equal(dx, np.full(x.shape, 2.0**-66, dtype))
+
+
 @given(n=st.integers(0, 3), c=st.integers(1, 8), h=st.integers(1, 17), w=st.integers(1, 17),
        kh=st.integers(1, 5), kw=st.integers(1, 5), sh=st.integers(1, 4), sw=st.integers(1, 4),
        ph=st.integers(0, 2), pw=st.integers(0, 2), ceil_mode=st.booleans(), include=st.booleans(),

@@ -54,6 +54,11 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, n_axes):
     P = output_size(H, R, stride[0], padding[0], dilation[0])
     Q = output_size(W, S, stride[1], padding[1], dilation[1])
     check_elements((N, K, P, Q), "the output")
+    # the kernels' zero-padded copies of the images (and, for a stride-1 input gradient, of dy padded by dilation *
+    # (kernel - 1) - padding), and the 64-bit offsets into them: refused past MAX_ELEMENTS (x with paddings and strides
+    # near 2**40 gave offsets that wrapped and a wrong output, where no such copy could be allocated anyway)
+    check_elements((max(N, 1), max(C, K), H + 2 * padding[0] + dilation[0] * (R - 1),
+                    W + 2 * padding[1] + dilation[1] * (S - 1)), "the zero-padded input")
     # along an axis of one output any stride past the padded input's span takes the same window: the kernels get the
     # smallest such stride, span + 1, which keeps their geometry (stride 1 only where it has one output) and
     # bounds their workspace, which grows with the stride (10**7 took 443 MB)

@@ -55,9 +55,10 @@ void max_pool2d_backward_ref(const T* dy, const int64_t* indices, T* dx, int64_t
 
 namespace {
 
-// Window rows/cols of output (oh, ow) clipped to the input, and PyTorch's avg divisor.
+// Window rows/cols of output (oh, ow) clipped to the input, and the factors of PyTorch's avg divisor
+// (window_divisor(rows, cols)).
 struct AvgWindow {
-  int64_t ih_lo, ih_hi, iw_lo, iw_hi, divisor;
+  int64_t ih_lo, ih_hi, iw_lo, iw_hi, rows, cols;
 };
 
 AvgWindow avg_window(const PoolGeometry& g, int64_t oh, int64_t ow, bool count_include_pad) {
@@ -68,7 +69,8 @@ AvgWindow avg_window(const PoolGeometry& g, int64_t oh, int64_t ow, bool count_i
   w.ih_hi = std::min(ih_end, g.H);
   w.iw_lo = std::max<int64_t>(iw0, 0);
   w.iw_hi = std::min(iw_end, g.W);
-  w.divisor = count_include_pad ? (ih_end - ih0) * (iw_end - iw0) : (w.ih_hi - w.ih_lo) * (w.iw_hi - w.iw_lo);
+  w.rows = count_include_pad ? ih_end - ih0 : w.ih_hi - w.ih_lo;
+  w.cols = count_include_pad ? iw_end - iw0 : w.iw_hi - w.iw_lo;
   return w;
 }
 
@@ -86,7 +88,7 @@ void avg_pool2d_ref(const T* x, T* y, int64_t planes, const PoolGeometry& g, boo
         T sum = 0;
         for (int64_t ih = w.ih_lo; ih < w.ih_hi; ++ih)
           for (int64_t iw = w.iw_lo; iw < w.iw_hi; ++iw) sum += xp[ih * g.W + iw];
-        y[(p * g.OH + oh) * g.OW + ow] = sum / static_cast<T>(w.divisor);
+        y[(p * g.OH + oh) * g.OW + ow] = sum / window_divisor<T>(w.rows, w.cols);
       }
     }
   }
@@ -102,7 +104,7 @@ void avg_pool2d_backward_ref(const T* dy, T* dx, int64_t planes, const PoolGeome
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       for (int64_t ow = 0; ow < g.OW; ++ow) {
         const AvgWindow w = avg_window(g, oh, ow, count_include_pad);
-        const T share = dy[(p * g.OH + oh) * g.OW + ow] / static_cast<T>(w.divisor);
+        const T share = dy[(p * g.OH + oh) * g.OW + ow] / window_divisor<T>(w.rows, w.cols);
         for (int64_t ih = w.ih_lo; ih < w.ih_hi; ++ih)
           for (int64_t iw = w.iw_lo; iw < w.iw_hi; ++iw) dxp[ih * g.W + iw] += share;
       }

@@ -66,9 +66,8 @@ inline float avg_window(const float* xp, const PoolGeometry& g, int64_t oh, int6
   float sum = 0.0f;
   for (int64_t ih = ih_lo; ih < ih_hi; ++ih)
     for (int64_t iw = iw_lo; iw < iw_hi; ++iw) sum += xp[ih * g.W + iw];
-  const int64_t divisor =
-      count_include_pad ? (ih_end - ih0) * (iw_end - iw0) : (ih_hi - ih_lo) * (iw_hi - iw_lo);
-  return sum / static_cast<float>(divisor);
+  return sum / (count_include_pad ? window_divisor<float>(ih_end - ih0, iw_end - iw0)
+                                 : window_divisor<float>(ih_hi - ih_lo, iw_hi - iw_lo));
 }
 
 // The average pooling backward of one output (oh, ow) into plane dxp, as the reference loops: dy / divisor added
@@ -79,9 +78,8 @@ inline void avg_window_backward(float dy, const PoolGeometry& g, int64_t oh, int
   const int64_t ih_end = std::min(ih0 + g.KH, g.H + g.PH), iw_end = std::min(iw0 + g.KW, g.W + g.PW);
   const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih_end, g.H);
   const int64_t iw_lo = std::max<int64_t>(iw0, 0), iw_hi = std::min(iw_end, g.W);
-  const int64_t divisor =
-      count_include_pad ? (ih_end - ih0) * (iw_end - iw0) : (ih_hi - ih_lo) * (iw_hi - iw_lo);
-  const float share = dy / static_cast<float>(divisor);
+  const float share = dy / (count_include_pad ? window_divisor<float>(ih_end - ih0, iw_end - iw0)
+                                             : window_divisor<float>(ih_hi - ih_lo, iw_hi - iw_lo));
   for (int64_t ih = ih_lo; ih < ih_hi; ++ih)
     for (int64_t iw = iw_lo; iw < iw_hi; ++iw) dxp[ih * g.W + iw] += share;
 }
@@ -106,7 +104,7 @@ inline InnerWindows stride2_columns(const PoolGeometry& g) { return inner_window
 inline float stride2_divisor(const PoolGeometry& g, int64_t oh, bool count_include_pad) {
   const int64_t ih0 = oh * g.SH - g.PH, ih_end = std::min(ih0 + g.KH, g.H + g.PH);
   const int64_t rows = count_include_pad ? ih_end - ih0 : std::min(ih_end, g.H) - std::max<int64_t>(ih0, 0);
-  return static_cast<float>(rows * g.KW);
+  return window_divisor<float>(rows, g.KW);
 }
 
 // The backward of a stride-2 average pooling, one output row at a time into a zeroed dx: edge outputs one by one

@@ -27,6 +27,18 @@ void avg_pool2d_ref(const T* x, T* y, int64_t planes, const PoolGeometry& g, boo
 template <typename T>
 void avg_pool2d_backward_ref(const T* dy, T* dx, int64_t planes, const PoolGeometry& g, bool count_include_pad);
 
+namespace {  // its own copy in each unit (an inline function must not be merged across ISA units)
+// The average pooling divisor, a window's rows x cols, as T. With count_include_pad both are bounded by the padded
+// input and the kernel only (each up to about 2**41), so their product can pass int64 (a 2**32 x 2**32 window
+// wrapped to 0): past it the product is taken in double.
+template <typename T>
+inline T window_divisor(int64_t rows, int64_t cols) {
+  int64_t area;
+  return __builtin_mul_overflow(rows, cols, &area) ? static_cast<T>(static_cast<double>(rows) * cols)
+                                                   : static_cast<T>(area);
+}
+}  // namespace
+
 // ---- Compact argmax: one byte per output, the offset kh*KW + kw of the max inside its window, ----
 // counted from the window origin (oh*SH - PH, ow*SW - PW), padding included. Needs KH*KW <= 256.
 constexpr int64_t kMaxCompactWindow = 256;
