@@ -303,14 +303,14 @@ def test_large_window_uses_int64_indices(rng):
 def test_avg_pool_divisor_past_int64(isa, dtype, stride):
     # a 2**33 x 2**33 window padded by 2**32 (count_include_pad): its divisor, 2**66, wrapped to 0 as an int64 product
     # and every mean came out inf; now the input's sum / 2**66 (exact, float32 too), by the reference loops and (stride
-    # 2) the stride-2 kernels; the reference backward spreads dy / 2**66
+    # 2) the stride-2 kernels; the reference backward spreads dy / 2**66 (with stride 2 too: the stride-2 kernel's
+    # row of KW + W + PW floats, 48 GiB here, threw std::bad_alloc inside an OpenMP region and ended the process)
     x = np.arange(1, 5, dtype=dtype).reshape(1, 1, 2, 2)
     y = F.avg_pool2d(x, 2**33, stride=stride, padding=2**32)
     assert y.shape == ((1, 1, 1, 1) if stride is None else (1, 1, 2, 2))
     assert np.array_equal(y, np.full(y.shape, 10 * 2.0**-66, dtype))
-    if stride is None:
-        dx = F.avg_pool2d_backward(np.ones_like(y), x.shape, 2**33, padding=2**32)
-        assert np.array_equal(dx, np.full(x.shape, 2.0**-66, dtype))
+    dx = F.avg_pool2d_backward(np.ones_like(y), x.shape, 2**33, stride=stride, padding=2**32)
+    assert np.array_equal(dx, np.full(x.shape, y.size * 2.0**-66, dtype))  # every window covers all of x
 
 
 @given(n=st.integers(0, 3), c=st.integers(1, 8), h=st.integers(1, 17), w=st.integers(1, 17),

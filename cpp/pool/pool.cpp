@@ -1,6 +1,4 @@
 // Pooling entry points with compact argmax: the selected ISA's 2x2/2 fast paths, else portable generic loops.
-#include <omp.h>
-
 #include <algorithm>
 #include <vector>
 
@@ -15,18 +13,22 @@ namespace {
 
 constexpr int64_t kSerialBelow = 1 << 15;  // elements touched; smaller calls run on one thread
 
-// Runs fn(first_plane, plane_count) on contiguous runs of planes, one run per thread.
+// Runs fn(first_plane, plane_count) on contiguous runs of planes, one run per thread (through parallel_for, which
+// brings an exception such as std::bad_alloc out of the OpenMP region to the caller).
 template <typename Fn>
 void for_plane_runs(int64_t planes, int64_t work_per_plane, Fn fn) {
   const int nt = static_cast<int>(std::min<int64_t>(threads_for(planes * work_per_plane, kSerialBelow),
                                                      std::max<int64_t>(planes, 1)));
-#pragma omp parallel num_threads(nt)
-  {
-    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
-    const int64_t begin = planes * t / n, end = planes * (t + 1) / n;
+  parallel_for(nt, nt, [&](int64_t t) {
+    const int64_t begin = planes * t / nt, end = planes * (t + 1) / nt;
     if (end > begin) fn(begin, end - begin);
-  }
+  });
 }
+
+// The stride-2 average pooling backward keeps a row of KW + W + PW + 16 floats per thread (avg_stride2_backward_rows);
+// windows wider than this (far past any image: a 2**33 window asked for 48 GiB) go to the reference loops, which
+// visit only each window's part inside the input.
+constexpr int64_t kMaxSpreadRow = int64_t(1) << 20;
 
 template <typename T>
 void max_pool2d_generic(const T* x, T* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
@@ -181,7 +183,7 @@ void avg_pool2d_backward(const float* dy, float* dx, int64_t planes, const PoolG
     for_plane_runs(planes, g.H * g.W, [&](int64_t first, int64_t count) {
       k.avg_2x2s2_backward(dy + first * g.OH * g.OW, dx + first * g.H * g.W, count, g.H, g.W);
     });
-  } else if (g.SW == 2 && k.avg_stride2_backward != nullptr) {
+  } else if (g.SW == 2 && k.avg_stride2_backward != nullptr && g.KW + g.W + g.PW + 16 <= kMaxSpreadRow) {
     for_plane_runs(planes, std::max(g.H * g.W, g.OH * g.OW * g.KH * g.KW), [&](int64_t first, int64_t count) {
       k.avg_stride2_backward(dy + first * g.OH * g.OW, dx + first * g.H * g.W, count, g, count_include_pad);
     });
