@@ -54,6 +54,8 @@ constexpr int64_t kInPlaceTwoPanelRowFloats = 8192;  // two row panels use it an
 constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one up to this size (32 KiB), and
 constexpr int kPanelOuterMinNr = 32;         // from a B in memory only this wide (two cache lines a row) or wider
 constexpr int64_t kInPlaceAPanels = 2;       // A read in place by products of at most this many column panels
+constexpr int64_t kDeepInPlaceK = 512;       // or by products this deep
+constexpr int64_t kDeepInPlaceColumns = 64;  // of at most this many columns
 // An A the engine may read in place (with a rows kernel, no copying of B, few column panels: sgemm_part): stored
 // row-major and taken as it is.
 bool plain_a(Trans trans_a, float alpha) { return trans_a == Trans::no && alpha == 1.0f; }
@@ -238,9 +240,15 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // builds in one process, calls alternated, median of per-pair time ratios, 2 / 1 threads: 512 x 49 x 4608 1.09 /
   // 1.07x, that forward 1.07 / 1.09x, 256 x 49 x 2304 1.11 / 1.09x, 200 x 64 x 1000 1.11 / 1.14x, 16 x 96 x 300
   // 1.10x, 64-square 1.15 / 1.11x; 40 x 49 x 576, 96 x 60 x 363, 66 x 128 x 256 1.00x. With more column panels the
-  // strided reads cost more than the packing: 512 x 98 x 4608 0.92 / 0.98x, 256 x 196 x 2304 0.91 / 0.98x.
-  const bool a_in_place =
-      tile.rows && !packed_a && plain_a(trans_a, alpha) && !copy_b && n1 - n0 <= kInPlaceAPanels * nr;
+  // strided reads cost more than the packing: 512 x 98 x 4608 0.92 / 0.98x, 256 x 196 x 2304 0.91 / 0.98x. Deep
+  // products (K >= kDeepInPlaceK) of at most kDeepInPlaceColumns columns read A in place too, which adds only
+  // AVX2's narrow panels (16 and 24 columns; AVX-512's two panels are 64 or more): forced AVX2 on AMD Zen 4, both
+  // builds in one process, calls alternated, median of per-pair time ratios, 2 / 1 threads: 512 x 49 x 4608 1.14-1.25
+  // / 1.15x, res5a 3x3 n=1 forward 1.13-1.21 / 1.15x, 4608 x 49 x 512 1.16x, 512 x 64 x 512 1.11x, 200 x 64 x 1000
+  // 1.09-1.10x, 64 x 64 x 576 1.05-1.10 / 1.09x, 1024 x 64 x 1024 1.08x; but shallow ones lost (144 x 64 x 256
+  // 0.89x, 96-square 0.94x), and 64 x 128 x 576 0.81-1.00x at 128 columns.
+  const bool a_in_place = tile.rows && !packed_a && plain_a(trans_a, alpha) && !copy_b &&
+                          (n1 - n0 <= kInPlaceAPanels * nr || (K >= kDeepInPlaceK && n1 - n0 <= kDeepInPlaceColumns));
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     // B's panels before `full` are read in place (a B read in place: all of them, its last one by the edge or wide
     // microkernel; copy_b: its whole panels, copied by the first row panel as it computes), the rest packed

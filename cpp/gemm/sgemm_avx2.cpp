@@ -118,6 +118,25 @@ void micro_edge(int64_t kc, const float* Ap, int64_t /* lda */, const float* Bp,
   edge_tile<MR, NV, false>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
 }
 
+// RowsMicroKernel: micro reading A's MR rows in place, one pointer a row (the gathered tile's loop with one run of
+// kc: the same sums in the same order as on A packed).
+template <int MR, int NV>
+void micro_rows(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                bool accumulate, const TileEpilogue* epi) {
+  const float* row[MR];
+  for (int i = 0; i < MR; ++i) row[i] = A + i * lda;
+  micro_body<MR, NV, true>(nullptr, row, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi);
+}
+
+// EdgeMicroKernel reading A's MR rows in place (all present, lda apart).
+template <int MR, int NV>
+void micro_rows_edge(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                     bool accumulate, const TileEpilogue* epi, int rows, int cols) {
+  const float* row[MR];
+  for (int i = 0; i < MR; ++i) row[i] = A + i * lda;
+  edge_tile<MR, NV, true>(nullptr, row, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
+}
+
 // GatheredMicroKernel: the edge tile, A's rows through their pointers.
 template <int MR, int NV>
 void micro_gathered(int64_t len, int64_t runs, int64_t jump, const float* const* a, const float* Bp, int64_t ldb,
@@ -237,13 +256,14 @@ void pack_gathered_8(const float* base, const int64_t* offsets, int64_t count, i
 }  // namespace
 
 // No copying microkernels: a B panel row here is a cache line or less (16 or 24 floats), and rows of B read in
-// place a matrix row apart were not followed by the prefetchers (kPanelOuterMinNr in sgemm.cpp).
+// place a matrix row apart were not followed by the prefetchers (kPanelOuterMinNr in sgemm.cpp). The kernels reading
+// A in place serve products of few columns (sgemm_part's a_in_place).
 GemmKernels gemm_kernels_avx2() {
   return GemmKernels{"avx2 6x16 (4x24 for few rows)",
-                     {{6, 16, micro<6, 2>, micro_edge<6, 2>, nullptr, nullptr, nullptr, micro_gathered<6, 2>, 0,
-                       nullptr, nullptr},
-                      {4, 24, micro<4, 3>, micro_edge<4, 3>, nullptr, nullptr, nullptr, micro_gathered<4, 3>, 0,
-                       nullptr, nullptr}},
+                     {{6, 16, micro<6, 2>, micro_edge<6, 2>, nullptr, micro_rows<6, 2>, micro_rows_edge<6, 2>,
+                       micro_gathered<6, 2>, 0, nullptr, nullptr},
+                      {4, 24, micro<4, 3>, micro_edge<4, 3>, nullptr, micro_rows<4, 3>, micro_rows_edge<4, 3>,
+                       micro_gathered<4, 3>, 0, nullptr, nullptr}},
                      2,
                      dots_4x8,
                      pack_transposed_8x8,
