@@ -49,7 +49,8 @@ def test_few_columns_past_one_a_block_take_fewer_panels(isa):
     # it again, so past one packed A block (144 rows) the one-panel tile is taken; within it, for an A that is
     # packed (transposed, scaled, or packed in advance) and for wide products the area and row rules stay
     if "6x64" not in _core.gemm_tiles():
-        # the other ISAs' tiles have no in-place A kernel: an A that could be read in place changes nothing
+        # the other ISAs' tiles (AVX2's 6x16 and 4x24, scalar): for these shapes an A that could be read in place
+        # changes no tile
         for m, n in ((512, 60), (200, 60), (128, 60), (400, 20), (1024, 1024)):
             assert _core.gemm_tile_for(m, n, a_in_place=True) == _core.gemm_tile_for(m, n), (m, n)
         return
@@ -269,8 +270,9 @@ def test_one_block_of_rows_reads_b_in_place(isa, rng, m, n, k):
 @pytest.mark.parametrize("m,n,k", [(50, 64, 900), (16, 96, 700), (30, 128, 500), (300, 49, 800)])
 def test_few_column_panels_read_a_in_place(isa, rng, m, n, k):
     # products of at most two column panels (on AVX-512 the 12x32, 8x48 and 6x64 tiles; 300 rows split over 2
-    # threads) read a plain A's full row panels in place (a partial last one packed), K in 2-3 blocks; on floats the
-    # same bits as the same columns of a wider product, which packs A
+    # threads), and deep ones (K >= 512) of at most 64 columns (AVX2's 4 of 16: 50 x 64 x 900, 300 x 49 x 800), read a
+    # plain A's full row panels in place (a partial last one packed), K in 2-3 blocks; on floats the same bits as the
+    # same columns of a wider product, which packs A
     a, b = _operands(rng, m, n, k, False, False)
     _exact_on_one_and_two_threads(rng, a, b, 1.0, -2.0, PER_ROW)
     af, bf = _operands(rng, m, 300, k, False, False, integer=False)

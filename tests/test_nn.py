@@ -765,6 +765,28 @@ def test_batch_norm_keeps_precision_where_the_mean_is_large_against_the_spread(i
     assert np.all(y[:, 3] == bias[3])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_of_values_near_the_largest_float_stays_finite(isa, dtype):
+    # x - mean for x and a mean of opposite signs near the largest float overflows: such a mean is not subtracted
+    # first (the outputs as the float64 / exact values, not infinities, nor NaN where the weight is 0)
+    from convcore import _core
+    big = np.finfo(dtype).max
+    weight, bias = np.array([1.0, 0.0], dtype), np.array([0.5, 0.5], dtype)
+    if dtype == np.float32:  # training: statistics in float64 (float64 data this large overflows their sums)
+        x = np.array([big, big, -big], dtype).reshape(3, 1, 1) * np.ones((1, 2, 1), dtype)
+        y, mean, var = _core.batch_norm_train(x, weight, bias, 1e-5, None, False)
+        assert np.isfinite(y).all()
+        xhat = np.array([1, 1, -2]) / np.sqrt(2)  # x / (big / 3) = 3, 3, -3 about a mean of 1, spread sqrt(8)
+        np.testing.assert_allclose(y[:, 0, 0], xhat + 0.5, rtol=1e-5)
+        assert np.all(y[:, 1] == 0.5)
+    x = np.full((1, 2, 1), 0.9 * big, dtype)
+    running_mean, running_var = np.full(2, -0.9 * big), np.full(2, 1e30 if dtype == np.float32 else 1e300)
+    y = _core.batch_norm_eval(x, running_mean, running_var, weight, bias, 1e-5, None, False)
+    want = 1.8 * (float(big) / np.sqrt(running_var[0])) + 0.5
+    np.testing.assert_allclose(y[0, 0, 0], want, rtol=1e-5)
+    assert y[0, 1, 0] == 0.5
+
+
 @pytest.mark.parametrize("dtype,shape", [(np.float32, (6, 5, 7, 9)), (np.float32, (9, 4, 4, 4)),
                                          (np.float32, (4, 130, 1, 1)), (np.float64, (6, 5, 7, 9))])
 def test_batch_norm_same_bits_on_every_isa_and_thread_count(dtype, shape, on_every_isa):
@@ -1223,3 +1245,10 @@ def test_a_slice_of_a_container_is_a_container_of_the_same_children():
     head = named[1:]
     assert type(head) is nn.Chain and list(head.state_dict()) == ["head.weight", "head.bias"]
     assert named[-1] is named.head
+    model.eval()
+    plan = model(x) is not None and model._plan
+    part = model[:2]
+    model(x)
+    assert not part.training and model._plan is plan  # in the model's mode; the model keeps its plan
+    np.testing.assert_array_equal(part(x), features(x))
+    assert part._plan is not None  # ran as an eval plan

@@ -145,12 +145,17 @@ class _InOrder(Module):
 
     def __getitem__(self, i):
         """The child at position i; a slice gives a new container of the same kind (Sequential or Chain) holding
-        those children under their names, as PyTorch's does (the same module instances, not copies)."""
+        those children under their names, as PyTorch's does (the same module instances, not copies), in this
+        container's mode (an eval model's slice runs its eval plan)."""
         if not isinstance(i, slice):
             return list(self._modules.values())[i]
         part = Sequential() if isinstance(self, Sequential) else Chain()
+        # registered directly: distinct already (children of one model), and no model's plan depends on the new
+        # container (setattr would count an edit, which makes every container re-plan)
         for name, layer in list(self._modules.items())[i]:
-            part._add(name, layer)
+            part._modules[name] = layer
+            object.__setattr__(part, name, layer)
+        object.__setattr__(part, "training", self.training)
         return part
 
     def __iter__(self):

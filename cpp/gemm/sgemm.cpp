@@ -55,7 +55,7 @@ constexpr int64_t kPanelOuterFloats = 8192;  // B micro-panels packed one by one
 constexpr int kPanelOuterMinNr = 32;         // from a B in memory only this wide (two cache lines a row) or wider
 constexpr int64_t kInPlaceAPanels = 2;       // A read in place by products of at most this many column panels
 constexpr int64_t kDeepInPlaceK = 512;       // or by products this deep
-constexpr int64_t kDeepInPlaceColumns = 64;  // of at most this many columns
+constexpr int64_t kDeepInPlaceColumns = 64;  // of at most this many columns (the product's, not a thread's part)
 // An A the engine may read in place (with a rows kernel, no copying of B, few column panels: sgemm_part): stored
 // row-major and taken as it is.
 bool plain_a(Trans trans_a, float alpha) { return trans_a == Trans::no && alpha == 1.0f; }
@@ -248,7 +248,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   // 1.09-1.10x, 64 x 64 x 576 1.05-1.10 / 1.09x, 1024 x 64 x 1024 1.08x; but shallow ones lost (144 x 64 x 256
   // 0.89x, 96-square 0.94x), and 64 x 128 x 576 0.81-1.00x at 128 columns.
   const bool a_in_place = tile.rows && !packed_a && plain_a(trans_a, alpha) && !copy_b &&
-                          (n1 - n0 <= kInPlaceAPanels * nr || (K >= kDeepInPlaceK && n1 - n0 <= kDeepInPlaceColumns));
+                          (n1 - n0 <= kInPlaceAPanels * nr || (K >= kDeepInPlaceK && p.N <= kDeepInPlaceColumns));
   for (int64_t jc = n0; jc < n1; jc += nc_max) {
     // B's panels before `full` are read in place (a B read in place: all of them, its last one by the edge or wide
     // microkernel; copy_b: its whole panels, copied by the first row panel as it computes), the rest packed

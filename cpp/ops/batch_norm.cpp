@@ -156,14 +156,18 @@ inline auto input_gradient_kernel(const BatchNormRowKernels& rows, double) { ret
 // rounded to T and shift = bias + (centre - mean) * scale (in float64, then rounded), by the ISA's row kernel in
 // parallel runs of rows (for_row_tasks). Centred first, so that a channel whose |mean| * scale is large keeps its
 // precision: x * scale + (bias - mean * scale) took the difference of two large rounded values (a constant channel
-// of 1000 with eps 1e-5 gave -0.031 for 0; now exactly bias).
+// of 1000 with eps 1e-5 gave -0.031 for 0; now exactly bias). A mean beyond kMaxCentre<T> is not subtracted (centre
+// 0, the uncentred form): x - centre of a finite x could overflow to an infinity.
+template <typename T>
+constexpr double kMaxCentre = sizeof(T) == 4 ? 0x1p100 : 0x1p960;  // well below half an ulp of T's largest value
+
 template <typename T>
 void affine(const T* x, int64_t N, int64_t C, int64_t L, const double* mean, const double* var, const T* weight,
             const T* bias, double eps, const T* residual, bool relu, T* y) {
   std::vector<T> centre(C), scale(C), shift(C);
   for (int64_t c = 0; c < C; ++c) {
     const double s = static_cast<double>(weight[c]) * (1.0 / std::sqrt(var[c] + eps));
-    centre[c] = static_cast<T>(mean[c]);
+    centre[c] = std::abs(mean[c]) < kMaxCentre<T> ? static_cast<T>(mean[c]) : T(0);
     scale[c] = static_cast<T>(s);
     shift[c] = static_cast<T>(static_cast<double>(bias[c]) + (static_cast<double>(centre[c]) - mean[c]) * s);
   }

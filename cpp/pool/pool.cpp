@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "convcore/checked.h"
 #include "convcore/dispatch.h"
 #include "convcore/ops.h"
 #include "convcore/pool.h"
@@ -17,8 +18,8 @@ constexpr int64_t kSerialBelow = 1 << 15;  // elements touched; smaller calls ru
 // brings an exception such as std::bad_alloc out of the OpenMP region to the caller).
 template <typename Fn>
 void for_plane_runs(int64_t planes, int64_t work_per_plane, Fn fn) {
-  const int nt = static_cast<int>(std::min<int64_t>(threads_for(planes * work_per_plane, kSerialBelow),
-                                                     std::max<int64_t>(planes, 1)));
+  const int64_t threads = threads_for(saturating_mul(planes, work_per_plane), kSerialBelow);
+  const int nt = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(planes, 1)));
   parallel_for(nt, nt, [&](int64_t t) {
     const int64_t begin = planes * t / nt, end = planes * (t + 1) / nt;
     if (end > begin) fn(begin, end - begin);
@@ -26,8 +27,8 @@ void for_plane_runs(int64_t planes, int64_t work_per_plane, Fn fn) {
 }
 
 // The stride-2 average pooling backward keeps a row of KW + W + PW + 16 floats per thread (avg_stride2_backward_rows);
-// windows wider than this (far past any image: a 2**33 window asked for 48 GiB) go to the reference loops, which
-// visit only each window's part inside the input.
+// windows and paddings of more than this or W floats (far past any image: a 2**33 window asked for 48 GiB) go to the
+// reference loops, which visit only each window's part inside the input.
 constexpr int64_t kMaxSpreadRow = int64_t(1) << 20;
 
 template <typename T>
@@ -92,7 +93,7 @@ bool is_2x2_stride2(const PoolGeometry& g) {
 }
 
 void max_pool2d_compact(const double* x, double* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
-  for_plane_runs(planes, g.OH * g.OW * g.KH * g.KW, [&](int64_t first, int64_t count) {
+  for_plane_runs(planes, saturating_mul(g.OH, g.OW, g.KH, g.KW), [&](int64_t first, int64_t count) {
     const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
     max_pool2d_generic(x + in, y + out, offsets + out, count, g);
   });
@@ -101,7 +102,7 @@ void max_pool2d_compact(const double* x, double* y, uint8_t* offsets, int64_t pl
 void max_pool2d_compact(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
   const PoolKernels& k = kernels().pool;
   const bool two_by_two = is_2x2_stride2(g), stride2 = g.SW == 2 && k.max_stride2_forward != nullptr;
-  for_plane_runs(planes, g.OH * g.OW * g.KH * g.KW, [&](int64_t first, int64_t count) {
+  for_plane_runs(planes, saturating_mul(g.OH, g.OW, g.KH, g.KW), [&](int64_t first, int64_t count) {
     const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
     if (two_by_two)
       k.max_2x2s2_forward(x + in, y + out, offsets + out, count, g.H, g.W);
@@ -169,7 +170,7 @@ void avg_pool2d(const float* x, float* y, int64_t planes, const PoolGeometry& g,
       k.avg_2x2s2_forward(x + first * g.H * g.W, y + first * g.OH * g.OW, count, g.H, g.W);
     });
   } else if (g.SW == 2 && k.avg_stride2_forward != nullptr) {
-    for_plane_runs(planes, g.OH * g.OW * g.KH * g.KW, [&](int64_t first, int64_t count) {
+    for_plane_runs(planes, saturating_mul(g.OH, g.OW, g.KH, g.KW), [&](int64_t first, int64_t count) {
       k.avg_stride2_forward(x + first * g.H * g.W, y + first * g.OH * g.OW, count, g, count_include_pad);
     });
   } else {
@@ -183,8 +184,9 @@ void avg_pool2d_backward(const float* dy, float* dx, int64_t planes, const PoolG
     for_plane_runs(planes, g.H * g.W, [&](int64_t first, int64_t count) {
       k.avg_2x2s2_backward(dy + first * g.OH * g.OW, dx + first * g.H * g.W, count, g.H, g.W);
     });
-  } else if (g.SW == 2 && k.avg_stride2_backward != nullptr && g.KW + g.W + g.PW + 16 <= kMaxSpreadRow) {
-    for_plane_runs(planes, std::max(g.H * g.W, g.OH * g.OW * g.KH * g.KW), [&](int64_t first, int64_t count) {
+  } else if (g.SW == 2 && k.avg_stride2_backward != nullptr && g.KW + g.PW <= std::max(kMaxSpreadRow, g.W)) {
+    const int64_t work = std::max(g.H * g.W, saturating_mul(g.OH, g.OW, g.KH, g.KW));
+    for_plane_runs(planes, work, [&](int64_t first, int64_t count) {
       k.avg_stride2_backward(dy + first * g.OH * g.OW, dx + first * g.H * g.W, count, g, count_include_pad);
     });
   } else {

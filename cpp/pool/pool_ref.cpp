@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "convcore/checked.h"
 #include "convcore/pool.h"
 #include "convcore/threads.h"
 
@@ -12,7 +13,7 @@ namespace convcore {
 
 template <typename T>
 void max_pool2d_ref(const T* x, T* y, int64_t* indices, int64_t planes, const PoolGeometry& g) {
-  const int nt = threads_for(planes * g.OH * g.OW * g.KH * g.KW, 1 << 15);
+  const int nt = threads_for(saturating_mul(planes, g.OH, g.OW, g.KH, g.KW), 1 << 15);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
     const T* xp = x + p * g.H * g.W;
@@ -78,7 +79,7 @@ AvgWindow avg_window(const PoolGeometry& g, int64_t oh, int64_t ow, bool count_i
 
 template <typename T>
 void avg_pool2d_ref(const T* x, T* y, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
-  const int nt = threads_for(planes * g.OH * g.OW * g.KH * g.KW, 1 << 15);
+  const int nt = threads_for(saturating_mul(planes, g.OH, g.OW, g.KH, g.KW), 1 << 15);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
     const T* xp = x + p * g.H * g.W;
@@ -96,7 +97,8 @@ void avg_pool2d_ref(const T* x, T* y, int64_t planes, const PoolGeometry& g, boo
 
 template <typename T>
 void avg_pool2d_backward_ref(const T* dy, T* dx, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
-  const int nt = threads_for(planes * std::max(g.H * g.W, g.OH * g.OW * g.KH * g.KW), 1 << 15);
+  const int64_t work = saturating_mul(planes, std::max(g.H * g.W, saturating_mul(g.OH, g.OW, g.KH, g.KW)));
+  const int nt = threads_for(work, 1 << 15);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
     T* dxp = dx + p * g.H * g.W;
