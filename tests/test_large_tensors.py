@@ -96,6 +96,12 @@ def _zeros_with_ends(shape, rng):
     return x
 
 
+def _end_images(shape):
+    """Slices of the first and last images of a batch of `shape` that hold _zeros_with_ends' random values."""
+    touched = EDGE // (shape[2] * shape[3]) + 1
+    return slice(0, touched), slice(shape[0] - touched, shape[0])
+
+
 def _err(got, want) -> float:
     """Largest difference relative to want's magnitude (0 where equal); inf where shapes differ."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
@@ -224,15 +230,13 @@ def test_conv2d_batch_past_2_31_forward_and_backward(case):
 
     def run():
         rng = np.random.default_rng(4)
-        n_images = 32769
-        x = _zeros_with_ends((n_images, 1, 256, 256), rng)
+        x = _zeros_with_ends((32769, 1, 256, 256), rng)
         if case == "1x1":
             w, options = np.full((1, 1, 1, 1), 1.5, np.float32), {}
         else:
             w, options = rng.standard_normal((4, 1, 3, 3), dtype=np.float32), {"stride": 2, "padding": 1}
         b = rng.standard_normal(w.shape[0], dtype=np.float32)
-        touched = EDGE // (256 * 256) + 1  # images holding the random ends
-        ends = (slice(0, touched), slice(n_images - touched, n_images))
+        ends = _end_images(x.shape)
         y = F.conv2d(x, w, b, **options)
         assert y.size > 2**31
         out = {f"y {e.start}": _err(y[e], F.conv2d(np.ascontiguousarray(x[e]), w, b, **options)) for e in ends}
@@ -253,6 +257,11 @@ def test_conv2d_batch_past_2_31_forward_and_backward(case):
 
 
 # ---- pooling ----
+
+# (input shape, pooling arguments): 32769 images of 256 x 256 3x3/2 padded (the stride-2 kernels, each image's offset
+# past 2**31 for the last ones), 2**27 + 8 images of 4 x 4 2x2/2 (the narrow-row kernels), one plane past 2**31 2x2/2
+POOL_CASES = {"batch_3x3_stride2_pad1": ((32769, 1, 256, 256), (3, 2, 1)), "narrow_2x2": ((2**27 + 8, 1, 4, 4), (2,)),
+              "plane_2x2": ((1, 1, SIDE + 1, SIDE + 1), (2,))}
 
 def _max_2x2_rows(rows):
     """numpy 2x2/2 max pooling of an (2r, W) block: (values, flat offsets 0..3 of the first max in each window)."""
@@ -306,12 +315,11 @@ def test_max_pool2d_layer_past_2_31_forward_and_backward(case):
 
     def run():
         rng = np.random.default_rng(6)
-        shape, args = ((32769, 1, 256, 256), (3, 2, 1)) if case.startswith("batch") else ((2**27 + 8, 1, 4, 4), (2,))
+        shape, args = POOL_CASES[case]
         x = _zeros_with_ends(shape, rng)
         layer = cc.nn.MaxPool2d(*args)
         y = layer(x)
-        touched = EDGE // (shape[2] * shape[3]) + 1
-        ends = (slice(0, touched), slice(shape[0] - touched, shape[0]))
+        ends = _end_images(shape)
         dy = _zeros_with_ends(y.shape, rng)
         out = {}
         for e in ends:
@@ -337,12 +345,7 @@ def test_avg_pool2d_past_2_31_forward_and_backward(case):
 
     def run():
         rng = np.random.default_rng(7)
-        if case == "plane_2x2":
-            shape, args = (1, 1, SIDE + 1, SIDE + 1), (2,)
-        elif case.startswith("batch"):
-            shape, args = (32769, 1, 256, 256), (3, 2, 1)
-        else:
-            shape, args = (2**27 + 8, 1, 4, 4), (2,)
+        shape, args = POOL_CASES[case]
         x = _zeros_with_ends(shape, rng)
         y = F.avg_pool2d(x, *args)
         dy = _zeros_with_ends(y.shape, rng)
@@ -360,8 +363,7 @@ def test_avg_pool2d_past_2_31_forward_and_backward(case):
                 g = np.repeat(np.repeat(dy[0, 0, oh0:oh0 + rows] * np.float32(0.25), 2, axis=0), 2, axis=1)
                 out[f"dx {oh0}"] = _err(dx[0, 0, 2 * oh0:2 * (oh0 + rows)], g)
             return out
-        touched = EDGE // (shape[2] * shape[3]) + 1
-        ends = (slice(0, touched), slice(shape[0] - touched, shape[0]))
+        ends = _end_images(shape)
         for e in ends:
             out[f"y {e.start}"] = _err(y[e], F.avg_pool2d(np.ascontiguousarray(x[e]), *args))
         del y
