@@ -100,19 +100,30 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
   int64_t i1 = i0;
   if (sw == 2 || sw == 4)
     while ((i1 + 4) * sw - pw <= W) i1 += 4;
-  // Items are image rows, each row of every channel in turn (item h * C + c), so that a thread writes the top or
-  // bottom rows of all channels: those the output rows of its share of a forward product's columns read, which it
-  // packs itself (take_shares), as do a weight gradient's chunks of pixels. Written channel by channel, half of each
-  // thread's stores waited for lines the other core had read (7% of ResNet-50 conv1's batch-1 forward was this copy,
-  // nearly all of it in the stores). Both builds in one process, calls alternated, median of per-pair time ratios,
-  // AMD EPYC Zen 4, 2 threads, batch 1: ResNet-50 conv1 forward 1.01-1.08x, forward+backward 1.05-1.08x; AlexNet
-  // conv1 forward 1.01-1.07x, forward+backward 1.01x; 3x3/2 64 -> 128 on 56 x 56 forward 0.99-1.03x,
-  // forward+backward 0.97-0.99x (its weight product shares out taps, by channels). Rows for the forward and channels
-  // for that weight gradient were worse: the two copies of a training step (the same block of the thread's cache)
-  // then changed cores every time (AlexNet conv1 forward+backward 0.99x, the 3x3/2 layer's 0.96-0.98x).
+  // On the threads, items are image rows, each row of every channel in turn (item h * C + c), so that a thread writes
+  // the top or bottom rows of all channels: those the output rows of its share of a forward product's columns read,
+  // which it packs itself (take_shares), as do a weight gradient's chunks of pixels. Written channel by channel, half
+  // of each thread's stores waited for lines the other core had read (7% of ResNet-50 conv1's batch-1 forward was
+  // this copy, nearly all of it in the stores). Both builds in one process, calls alternated, median of per-pair
+  // time ratios, AMD EPYC Zen 4, 2 threads, batch 1: ResNet-50 conv1 forward 1.01-1.08x, forward+backward
+  // 1.05-1.08x; AlexNet conv1 forward 1.01-1.07x, forward+backward 1.01x; 3x3/2 64 -> 128 on 56 x 56 forward
+  // 0.99-1.03x, forward+backward 0.97-0.99x (its weight product shares out taps, by channels). Rows for the forward
+  // and channels for that weight gradient were worse: the two copies of a training step (the same block of the
+  // thread's cache) then changed cores every time (AlexNet conv1 forward+backward 0.99x, the 3x3/2 layer's
+  // 0.96-0.98x). On one thread (an image of a batch, in a task of its own) they are taken channel by channel, each
+  // channel's rows in order (item c * H + h): taken row by row across the channels, each row's first load missed
+  // the cache, 3 to 12 KiB from the last one, and the copy was 17% of a 128 -> 256 3x3/2 forward on 28 x 28 maps,
+  // n=8, one thread (4% now). Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen
+  // 4, n=8 3x3/2 forward, 1 / 2 threads: 64 -> 128 on 56 x 56 1.11 / 1.09x, 128 -> 256 on 28 x 28 1.18 / 1.15x,
+  // 256 -> 512 on 14 x 14 1.11 / 1.11x; 128 -> 256 forward+backward 1.13 / 1.11x; batch-1 layers and the first
+  // layers of AlexNet and ResNet-50 (n=8) 0.995-1.007x. Channel by channel on the threads too (each thread its share
+  // of every channel's rows) made batch-1 layers slower (128 -> 256 on 28 x 28 0.95-0.98x, 256 -> 512 on 14 x 14
+  // 0.97-0.98x).
   const int64_t C = s.C;
-  parallel_for(C * H, threads_for(C * H * W, kThreadedCopyFloats), [&](int64_t item) {
-    const int64_t h = item / C, c = item % C, wq = Wq, lo = i0, hi = i1;  // locals: not reloaded after each store
+  const int nt = threads_for(C * H * W, kThreadedCopyFloats);
+  parallel_for(C * H, nt, [&](int64_t item) {
+    const int64_t h = nt > 1 ? item / C : item % H, c = nt > 1 ? item % C : item / H;
+    const int64_t wq = Wq, lo = i0, hi = i1;  // locals: not reloaded after each store
     const float* src = x + (c * H + h) * W;
     float* plane = xp + c * L.plane;
     float* dst = plane + (h + ph) * L.row;
