@@ -1,6 +1,7 @@
 """nn layers: float64 gradient checks of every layer (input and parameter gradients), eval mode, state_dict."""
 import copy
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -1137,6 +1138,37 @@ def test_assigning_a_buffer_replaces_it_everywhere():
     with pytest.raises(TypeError, match="BatchNorm1d.running_var is a buffer: assign a numpy array, got list"):
         bn.running_var = [1.0, 1.0]
     assert bn.running_mean is mean and (bn.running_var == 1).all()
+
+
+@pytest.mark.parametrize("name, rule", [
+    ("forward", "would hide the module's own attribute"), ("parameters", "would hide"), ("training", "would hide"),
+    ("_modules", "would hide"), ("a.b", "without '.'"), ("", "non-empty")])
+def test_names_that_state_dict_could_not_tell_apart_or_that_hide_the_module_are_refused(name, rule):
+    # Chain(forward=layer) ran that layer alone as the container's forward; "a.b" and "" made ambiguous state_dict keys
+    with pytest.raises(ValueError, match=rf"Chain: a child module.* {re.escape(rule)}"):
+        nn.Chain(**{name: nn.Linear(2, 2)})
+    model = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=rf"Linear: a parameter.* {re.escape(rule)}"):
+        setattr(model, name, nn.Parameter(np.zeros(2, np.float32)))
+    with pytest.raises(ValueError, match=rf"Linear: a buffer.* {re.escape(rule)}"):
+        model.register_buffer(name, np.zeros(2, np.float32))
+    assert list(model.state_dict()) == ["weight", "bias"] and callable(model.forward) and model.training is True
+
+
+def test_register_buffer_refuses_a_non_array_and_a_name_in_use():
+    model = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="Linear.register_buffer: value must be a numpy array, got list for 'x'"):
+        model.register_buffer("x", [1.0, 2.0])
+    with pytest.raises(ValueError, match="Linear.register_buffer: 'weight' is already a parameter of this module"):
+        model.register_buffer("weight", np.zeros(2, np.float32))
+    block = nn.Chain(fc=model)
+    with pytest.raises(ValueError, match="Chain.register_buffer: 'fc' is already a child module of this module"):
+        block.register_buffer("fc", np.zeros(2, np.float32))
+    model.register_buffer("scale", np.ones(2, np.float32))
+    model.register_buffer("scale", np.full(2, 3, np.float32))  # registering a buffer again replaces it
+    model.head = None
+    model.head = nn.ReLU()  # a plain attribute may become a child
+    assert list(block.state_dict()) == ["fc.weight", "fc.bias", "fc.scale"] and (model.scale == 3).all()
 
 
 def test_a_module_instance_in_two_places_is_refused():

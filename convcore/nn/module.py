@@ -3,7 +3,9 @@
 `y = m(x)` runs forward (keeping what backward needs only in training mode); `dx = m.backward(dy)` returns the input
 gradient and adds parameter gradients into `p.grad`. Parameters, buffers and children are registered by attribute
 assignment, in order, so `named_parameters()` and `state_dict()` use PyTorch's dotted names and order; assigning an
-array to a buffer's name replaces the buffer. A module instance may appear only once in a model (ValueError): its
+array to a buffer's name replaces the buffer. A name that state_dict keys could not tell apart (empty, or with a
+'.') or that would hide the module's own attributes (`training`, a method or property) is refused (ValueError), as
+PyTorch refuses them. A module instance may appear only once in a model (ValueError): its
 backward uses what its own forward kept, which a second call in the same forward would overwrite.
 """
 from __future__ import annotations
@@ -119,6 +121,8 @@ class Module:
         parameters, modules, buffers = state.get("_parameters"), state.get("_modules"), state.get("_buffers")
         if parameters is None:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name}")
+        if isinstance(value, (Parameter, Module)) and name not in parameters and name not in modules:
+            self._check_new_name(name, "parameter" if isinstance(value, Parameter) else "child module")
         if isinstance(value, Module):
             check_distinct(type(self).__name__, [("", self), *(
                 entry for child_name, child in modules.items() if child_name != name
@@ -146,7 +150,31 @@ class Module:
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
         """A state array that is saved in state_dict but not trained (e.g. BatchNorm running statistics)."""
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{type(self).__name__}.register_buffer: value must be a numpy array, got "
+                            f"{type(value).__name__} for {name!r}")
+        if name in self._parameters or name in self._modules:
+            kind = "parameter" if name in self._parameters else "child module"
+            raise ValueError(f"{type(self).__name__}.register_buffer: {name!r} is already a {kind} of this module")
+        if name not in self._buffers:
+            self._check_new_name(name, "buffer")
         self._set_buffer(name, value)
+
+    # the module's own state, set by Module.__init__ or bound by its calls
+    _OWN = ("_parameters", "_buffers", "_modules", "training", *_BOUND)
+
+    def _check_new_name(self, name, kind: str) -> None:
+        """Refuse a new parameter's, buffer's or child's name that state_dict keys could not tell apart (empty, or
+        holding the '.' that joins nested names) or that would hide the module's own state or a method or property
+        of its class (Chain(forward=layer) would have run that layer alone; PyTorch refuses such names too)."""
+        where = type(self).__name__
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"{where}: a {kind}'s name must be a non-empty string without '.' (state_dict keys "
+                             f"join nested names with '.'), got {name!r}")
+        own = getattr(type(self), name, None)
+        if name in Module._OWN or callable(own) or isinstance(own, property):
+            raise ValueError(f"{where}: a {kind} named {name!r} would hide the module's own attribute of that name "
+                             f"(its state or a method); choose another name")
 
     def _replace_buffer(self, name: str, value) -> None:
         """`module.<buffer> = array`: the array becomes the buffer (as in PyTorch), so forward, state_dict and
