@@ -3,10 +3,10 @@
 `y = m(x)` runs forward (keeping what backward needs only in training mode); `dx = m.backward(dy)` returns the input
 gradient and adds parameter gradients into `p.grad`. Parameters, buffers and children are registered by attribute
 assignment, in order, so `named_parameters()` and `state_dict()` use PyTorch's dotted names and order; assigning an
-array to a buffer's name replaces the buffer. A name that state_dict keys could not tell apart (empty, or with a
-'.') or that would hide the module's own attributes (`training`, a method or property) is refused (ValueError), as
-PyTorch refuses them. A module instance may appear only once in a model (ValueError): its
-backward uses what its own forward kept, which a second call in the same forward would overwrite.
+array to a buffer's name replaces the buffer. A name that state_dict keys could not tell apart (empty, or with a '.')
+or that would hide the module's own attributes (`training`, a method or property) is refused (ValueError), as PyTorch
+refuses them. A module instance may appear only once in a model (ValueError): its backward uses what its own forward
+kept, which a second call in the same forward would overwrite.
 """
 from __future__ import annotations
 
