@@ -27,6 +27,7 @@ CASES = [
     (2, 3, 5, 5, 4, 1, 1, 1, 0, 1, 1),          # 1x1 kernel
     (1, 2, 9, 9, 3, 2, 2, 4, 0, 1, 1),          # stride > kernel
     (0, 3, 5, 5, 2, 3, 3, 1, 1, 1, 1),          # empty batch
+    (0, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1),        # empty batch for the fused Winograd kernel (divided by it: SIGFPE)
     (1, 2, 3, 3, 2, 3, 3, 1, 0, 1, 1),          # kernel == input
     (1, 2, 1, 1, 2, 3, 3, 1, 1, 1, 1),          # 1x1 image, 3x3 kernel in the padding
     (2, 3, 11, 10, 4, 3, 3, 1, 1, 1, 1),        # >= 100 pixels per image: one GEMM per image, not batch-folded

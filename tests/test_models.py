@@ -76,3 +76,13 @@ def test_googlenet_count_against_torchvision_layout():
         else:
             total += p.data.size
     assert total == 6_624_904
+
+
+def test_an_empty_batch_runs_through_resnet20_in_every_mode():
+    # its 16- to 64-channel 3x3 layers' fused Winograd kernel shared its tasks out by dividing by the batch: SIGFPE
+    model = cc.models.resnet20(seed=0)
+    x = np.zeros((0, 3, 32, 32), np.float32)
+    assert model(x).shape == (0, 10)
+    assert model.backward(np.zeros((0, 10), np.float32)).shape == x.shape
+    assert all((p.grad == 0).all() for p in model.parameters())
+    assert model.eval()(x).shape == (0, 10) and cc.nn.freeze(model)(x).shape == (0, 10)
