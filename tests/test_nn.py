@@ -1171,6 +1171,37 @@ def test_register_buffer_refuses_a_non_array_and_a_name_in_use():
     assert list(block.state_dict()) == ["fc.weight", "fc.bias", "fc.scale"] and (model.scale == 3).all()
 
 
+def test_subclasses_with_their_own_passes_are_not_fused_with_their_neighbours():
+    # a Linear/Conv2d/BatchNorm followed by a ReLU runs as one call, and a ReLU's backward folds into the max pooling
+    # after it: a subclass overriding forward or backward was skipped (a ReLU6 after a Linear gave 10, not 6)
+    class ReLU6(nn.ReLU):
+        def forward(self, x):
+            return self.adopt_output(np.minimum(super().forward(x), np.float32(6)))
+
+    class Shifted(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) - np.float32(100)
+
+    class Halved(nn.ReLU):  # its gradient halved: a backward of its own
+        def backward(self, dy, input_grad=True):
+            return super().backward(dy, input_grad) * np.float32(0.5)
+
+    x = np.full((1, 2), 10, np.float32)
+    identity = nn.Linear(2, 2)
+    identity.weight.data[...] = np.eye(2)
+    identity.bias.data[...] = 0
+    for model, expected in ((nn.Sequential(identity, ReLU6()), 6), (nn.Sequential(Shifted(2, 2), nn.ReLU()), 0)):
+        np.testing.assert_array_equal(model(x), np.full((1, 2), expected, np.float32))
+        np.testing.assert_array_equal(model.eval()(x), np.full((1, 2), expected, np.float32))
+    conv = nn.Sequential(nn.Conv2d(1, 1, 1), Halved(), nn.MaxPool2d(2))
+    conv[0].weight.data[...] = 1
+    conv[0].bias.data[...] = 0
+    images = np.arange(1, 5, dtype=np.float32).reshape(1, 1, 2, 2)
+    assert conv(images).item() == 4
+    dx = conv.backward(np.ones((1, 1, 1, 1), np.float32))
+    np.testing.assert_array_equal(dx, [[[[0, 0], [0, 0.5]]]])
+
+
 def test_a_module_instance_in_two_places_is_refused():
     relu = nn.ReLU()
     with pytest.raises(ValueError, match=r"ReLU at '3' is already at '1' in this Sequential: a module instance may "

@@ -66,6 +66,23 @@ def _runs_own_forward(module) -> bool:
     return any("forward" in c.__dict__ for c in below_step)
 
 
+def _own_passes(module) -> bool:
+    """_runs_own_forward, or a backward of its own (on the instance, or from a subclass of the class that defines
+    the module's step): such a module is not fused with its neighbour (a Conv2d/Linear/BatchNorm and the ReLU after
+    it, a ReLU and the max pooling after it), which would skip its forward or backward."""
+    if _runs_own_forward(module) or "backward" in module.__dict__:
+        return True
+    mro = type(module).__mro__
+    below_step = mro[:next(i for i, c in enumerate(mro) if "_inference_step" in c.__dict__)]
+    return any("backward" in c.__dict__ for c in below_step)
+
+
+def _fused(layer, relu) -> bool:
+    """Whether the container runs layer and the ReLU after it as one call (the ReLU in the layer's epilogue)."""
+    return (isinstance(relu, ReLU) and getattr(layer, "fuses_relu", False) and not _own_passes(layer)
+            and not _own_passes(relu))
+
+
 def _first_output(step, x):
     """The step's output for x while a plan is built: the one a block's or container's step computed for x as it was
     built (its children's steps; taken, so not kept), else step(x)."""
@@ -205,7 +222,7 @@ class _InOrder(Module):
         i = 0
         while i < len(layers):
             layer, nxt = layers[i], layers[i + 1] if i + 1 < len(layers) else None
-            fused = isinstance(nxt, ReLU) and getattr(layer, "fuses_relu", False)
+            fused = _fused(layer, nxt)
             i += 2 if fused else 1
             yield layer, nxt if fused else None, i
 
@@ -221,10 +238,11 @@ class _InOrder(Module):
             pairs = [(layer, relu) for layer, relu, _ in self._pairs(layers)]
             steps, i = [], len(layers) - 1
             while i >= 0:
-                if i > 0 and isinstance(layers[i - 1], ReLU) and isinstance(layers[i], _MaxPoolNd):
+                if (i > 0 and isinstance(layers[i - 1], ReLU) and isinstance(layers[i], _MaxPoolNd)
+                        and not _own_passes(layers[i - 1]) and not _own_passes(layers[i])):
                     steps.append((layers[i], True, i == 1))
                     i -= 2
-                elif i > 0 and isinstance(layers[i], ReLU) and getattr(layers[i - 1], "masks_fused_relu", False):
+                elif i > 0 and _fused(layers[i - 1], layers[i]) and getattr(layers[i - 1], "masks_fused_relu", False):
                     i -= 1
                 else:
                     steps.append((layers[i], False, i == 0))
