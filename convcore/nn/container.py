@@ -67,14 +67,13 @@ def _runs_own_forward(module) -> bool:
 
 
 def _own_passes(module) -> bool:
-    """_runs_own_forward, or a backward of its own (on the instance, or from a subclass of the class that defines
-    the module's step): such a module is not fused with its neighbour (a Conv2d/Linear/BatchNorm and the ReLU after
-    it, a ReLU and the max pooling after it), which would skip its forward or backward."""
-    if _runs_own_forward(module) or "backward" in module.__dict__:
-        return True
+    """Whether the module's class overrides forward or backward below the class that defines its step
+    (_inference_step): such a module is not fused with its neighbour (a Conv2d/Linear/BatchNorm and the ReLU after
+    it, a ReLU and the max pooling after it), which would skip that forward or backward. (A forward replaced on the
+    instance, as summary and viz wrap it to record outputs, still fuses: the wrapper passes activation= on.)"""
     mro = type(module).__mro__
     below_step = mro[:next(i for i, c in enumerate(mro) if "_inference_step" in c.__dict__)]
-    return any("backward" in c.__dict__ for c in below_step)
+    return any("forward" in c.__dict__ or "backward" in c.__dict__ for c in below_step)
 
 
 def _fused(layer, relu) -> bool:
