@@ -21,6 +21,12 @@ def test_cross_entropy_value_and_stability(rng):
     value = loss(big, np.array([1, 2]))
     assert value == pytest.approx((2000.0 + 1.0 + np.log1p(np.exp(-1.0))) / 2, rel=1e-5)
     assert np.isfinite(loss.backward()).all()
+    # the same logits far from zero: the same loss, within float32 rounding of the differences (log(sum) + max -
+    # x[label] in float32 rounded the large max away: 1.4375 and 1.0 at offsets 1e6 and 1e7 for 1.4076)
+    expected = -_log_softmax(np.array([[0.0, 1.0, -1.0]]))[0, 0]
+    for offset in (1e4, 1e6, 1e7):
+        shifted = (np.array([[0.0, 1.0, -1.0]]) + offset).astype(np.float32)
+        assert loss(shifted, np.array([0])) == pytest.approx(expected, rel=1e-6)
 
 
 def test_softmax_rows_and_empty_rows(rng):

@@ -121,7 +121,8 @@ double cross_entropy_forward(const T* logits, const int64_t* labels, T* probs, i
     }
     const T inv = T(1) / sum;
     for (int64_t c = 0; c < C; ++c) p[c] *= inv;
-    row_loss[n] = std::log(sum) + m - x[labels[n]];
+    row_loss[n] = std::log(sum) - (x[labels[n]] - m);  // x[label] - m first: log(sum) + m - x[label] lost what
+    // m, large, rounded away (logits 1e6 + (0, 1, -1), label 0: 1.4375 for 1.4076)
   }
   for (int64_t n = 0; n < N; ++n) total += static_cast<double>(row_loss[n]);
   return N > 0 ? total / static_cast<double>(N) : 0.0;
