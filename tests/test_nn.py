@@ -1202,6 +1202,28 @@ def test_subclasses_with_their_own_passes_are_not_fused_with_their_neighbours():
     np.testing.assert_array_equal(dx, [[[[0, 0], [0, 0.5]]]])
 
 
+def test_a_parameter_or_child_takes_only_its_kind_or_none_and_del_unregisters_it():
+    conv = nn.Conv2d(2, 3, 3)
+    with pytest.raises(TypeError, match=r"Conv2d.weight is a parameter: assign a Parameter \(or None to remove it\), "
+                                        r"got ndarray \(to change its values: .data\[...\] = array\)"):
+        conv.weight = np.zeros((3, 2, 3, 3), np.float32)  # was unregistered silently; the forward then failed
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(TypeError, match=r"Sequential.1 is a child module: assign a Module \(or None to remove it\), "
+                                        r"got int"):
+        setattr(model, "1", 5)
+    assert list(conv.state_dict()) == ["weight", "bias"] and len(model) == 3
+    x = np.ones((1, 3), np.float32)
+    assert model.eval()(x).shape == (1, 2)  # a plan built with three children
+    delattr(model, "2")  # was kept: still run and saved
+    assert len(model) == 2 and list(model.state_dict()) == ["0.weight", "0.bias"]
+    np.testing.assert_array_equal(model(x), np.maximum(model[0](x), 0))
+    linear = nn.Linear(3, 2)
+    del linear.bias
+    assert list(linear.state_dict()) == ["weight"] and [n for n, _ in linear.named_parameters()] == ["weight"]
+    with pytest.raises(AttributeError):
+        del linear.bias
+
+
 def test_a_module_instance_in_two_places_is_refused():
     relu = nn.ReLU()
     with pytest.raises(ValueError, match=r"ReLU at '3' is already at '1' in this Sequential: a module instance may "

@@ -184,6 +184,13 @@ class _InOrder(Module):
             object.__setattr__(self, "_plan", None)
             object.__setattr__(self, "_scheduled", None)
 
+    def __delattr__(self, name):
+        was_child = name in self._modules
+        super().__delattr__(name)
+        if was_child:
+            object.__setattr__(self, "_plan", None)
+            object.__setattr__(self, "_scheduled", None)
+
     def forward(self, x):
         plan = self.__dict__.get("_plan")
         if (plan is not None and not self.training and type(x) is np.ndarray and x.flags.c_contiguous

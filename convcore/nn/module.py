@@ -123,6 +123,12 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name}")
         if isinstance(value, (Parameter, Module)) and name not in parameters and name not in modules:
             self._check_new_name(name, "parameter" if isinstance(value, Parameter) else "child module")
+        elif (name in parameters or name in modules) and not isinstance(value, (Parameter, Module, type(None))):
+            kind = "parameter" if name in parameters else "child module"
+            raise TypeError(f"{type(self).__name__}.{name} is a {kind}: assign a "
+                            f"{'Parameter' if name in parameters else 'Module'} (or None to remove it), got "
+                            f"{type(value).__name__}" + (" (to change its values: .data[...] = array)"
+                                                         if name in parameters else ""))
         if isinstance(value, Module):
             check_distinct(type(self).__name__, [("", self), *(
                 entry for child_name, child in modules.items() if child_name != name
@@ -141,6 +147,14 @@ class Module:
         # an option, a parameter or a child (under any name): what a container's plan and check_distinct were done on
         if not name.startswith("_") or isinstance(value, (Parameter, Module)):
             Module._edits += 1
+
+    def __delattr__(self, name):
+        """`del module.<name>`: a parameter, buffer or child is unregistered too, as in PyTorch (state_dict,
+        parameters() and a container's forward no longer see it)."""
+        object.__delattr__(self, name)
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        Module._edits += 1
 
     def __getstate__(self):
         """The state copy.deepcopy and pickle take: the calls bound to this module's arrays left out (None: a copy
