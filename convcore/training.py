@@ -104,6 +104,14 @@ def _progress(enabled, total, desc):
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
+def _plain(value):
+    """json's form of a numpy scalar or array, which Batches accepts for seed and augment's options (a checkpoint
+    records them as the run's data order)."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"seed and augment must hold numbers, sequences or numpy arrays, got {type(value).__name__}")
+
+
 def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size: int = 64, val_data=None,
         shuffle: bool = True, seed: int = 0, scheduler=None, checkpoint_dir=None, checkpoint_every: int | None = None,
         resume: bool = False, progress=None, on_epoch=None, augment: dict | None = None) -> History:
@@ -130,7 +138,7 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     val = _batches_of(val_data, batch_size, "val_data") if val_data is not None else None
 
     data_order = json.loads(json.dumps({"samples": len(batches.x), "batch_size": batch_size, "shuffle": bool(shuffle),
-                                        "seed": seed, "augment": augment or {}}))
+                                        "seed": seed, "augment": augment or {}}, default=_plain))
     history, epoch, start_batch = History(), 0, 0
     totals = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
     step = 0

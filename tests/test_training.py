@@ -83,6 +83,18 @@ def test_resume_refuses_a_different_data_order(tmp_path):
     assert all(np.array_equal(v, before[k]) for k, v in other.state_dict().items())
 
 
+def test_numpy_seed_and_augment_options_are_the_plain_values_data_order_records(tmp_path):
+    # fit wrote its data order through json, which refused numpy scalars and arrays that Batches accepts
+    x, y = tiny_data()
+    model, loss, opt = setup_tiny()
+    augment = {"normalize": (np.array([0.5], np.float32), np.float32(2.0))}
+    training.fit(model, loss, opt, (x, y), epochs=1, batch_size=16, seed=np.int64(3), augment=augment,
+                 checkpoint_dir=tmp_path, progress=False)
+    history = training.fit(model, loss, opt, (x, y), epochs=2, batch_size=16, seed=3,
+                           augment={"normalize": ([0.5], 2.0)}, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert len(history.loss) == 2  # the same data order: resumed
+
+
 def test_resume_refuses_a_checkpoint_fit_did_not_write(tmp_path):
     model, loss, opt = setup_tiny()
     checkpoint.save(tmp_path, model, opt, {"step": 1})
