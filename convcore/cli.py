@@ -129,6 +129,11 @@ def _train(args):
         described = f"SGD lr {lr} momentum {args.momentum} weight decay {weight_decay}"
     scheduler = cc.optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
     out = Path(args.out or f"runs/{args.model}")
+    try:  # made now: a --out that cannot be a folder fails before any training, not after the first epoch
+        (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"convcore: error: --out {out}: cannot make its folder ({e.strerror or e})", file=sys.stderr)
+        return 2
     print(f"training {args.model} on Fashion-MNIST ({len(x_train)} train / {len(x_test)} test images): "
           f"{args.epochs} epochs, batch {args.batch_size}, {described}, cosine schedule, "
           f"{cc.get_num_threads()} threads, {cc.cpu_info()['selected_isa']} kernels; output in {out}")
@@ -184,6 +189,10 @@ def _summary(args):
         cc.summary(model, shape)
     except ValueError as e:
         print(f"convcore: error: input shape {shape} does not fit {args.model}: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"convcore: error: input shape {shape} is too large to run {args.model} on in this memory",
+              file=sys.stderr)
         return 2
     return 0
 

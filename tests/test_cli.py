@@ -85,6 +85,22 @@ def test_train_with_a_missing_data_folder_exits_2(tmp_path):
     assert proc.returncode == 2 and "no such folder" in proc.stderr and proc.stderr.count("\n") == 1
 
 
+def test_train_with_an_out_that_cannot_be_a_folder_exits_2_before_training(tmp_path):
+    from test_data import make_fashion_mnist
+
+    folder = make_fashion_mnist(tmp_path / "fmnist", n_train=64, n_test=16)
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    proc = _train("--data", str(folder), "--epochs", "1", "--out", str(a_file))  # was a traceback after an epoch
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"--out {a_file}: cannot make its folder" in proc.stderr and "epoch 1/1" not in proc.stdout
+
+
+def test_summary_of_an_input_too_large_to_allocate_exits_2(capsys):
+    assert cli.main(["summary", "lenet5", "--input-shape", "1,2000000,2000000"]) == 2  # was a MemoryError traceback
+    assert "input shape (1, 2000000, 2000000) is too large to run lenet5 on in this memory" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,fragment", [
     (["train", "--epochs", "0"], "--epochs: must be a positive integer, got '0'"),
     (["train", "--lr", "-1"], "--lr: must be a positive number, got '-1'"),
