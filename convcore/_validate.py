@@ -39,7 +39,7 @@ def as_tensor(x, name: str, ndim=None, dtype=None) -> np.ndarray:
         if x.ndim not in allowed:
             want = " or ".join(f"{d}-D" for d in allowed)
             raise ValueError(f"{name} must be {want}, got shape {x.shape} ({x.ndim}-D)")
-    return np.ascontiguousarray(x)
+    return np.ascontiguousarray(x).reshape(x.shape)  # a 0-d array kept 0-d (ascontiguousarray makes it 1-d)
 
 
 def as_bool(v, name: str) -> bool:

@@ -1224,6 +1224,18 @@ def test_a_parameter_or_child_takes_only_its_kind_or_none_and_del_unregisters_it
         del linear.bias
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_0d_array_stays_0d_in_either_dtype(dtype):
+    # float64 went through np.ascontiguousarray, which made a 0-d array 1-d: (1,) for float64, () for float32
+    a = np.array(-0.5, dtype)
+    for out in (cc.functional.relu(a), nn.ReLU()(a), nn.Sigmoid()(a), nn.Tanh()(a),
+                cc.functional.relu_backward(np.array(1, dtype), a)):
+        assert out.shape == () and out.dtype == dtype
+    loss = nn.MSELoss()
+    loss(a, np.array(0, dtype))
+    assert loss.backward().shape == ()
+
+
 def test_a_module_instance_in_two_places_is_refused():
     relu = nn.ReLU()
     with pytest.raises(ValueError, match=r"ReLU at '3' is already at '1' in this Sequential: a module instance may "
