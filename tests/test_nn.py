@@ -1236,6 +1236,18 @@ def test_a_0d_array_stays_0d_in_either_dtype(dtype):
     assert loss.backward().shape == ()
 
 
+@pytest.mark.parametrize("pool", [nn.MaxPool2d, nn.AvgPool2d])
+def test_pooling_keeps_its_window_options_as_values(pool):
+    # a list kept as given, changed in place later, went unseen by the calls the layer had prepared (and its plan)
+    x = np.arange(64, dtype=np.float32).reshape(1, 1, 8, 8)
+    layer = pool([2, 2], stride=np.array([2, 2]))
+    assert layer.kernel_size == (2, 2) and layer.stride == (2, 2) and layer(x).shape == (1, 1, 4, 4)
+    with pytest.raises(TypeError):
+        layer.kernel_size[0] = 4
+    layer.kernel_size, layer.stride = (4, 2), (4, 2)
+    assert layer(x).shape == (1, 1, 2, 4) and layer.eval()(x).shape == (1, 1, 2, 4)
+
+
 def test_a_module_instance_in_two_places_is_refused():
     relu = nn.ReLU()
     with pytest.raises(ValueError, match=r"ReLU at '3' is already at '1' in this Sequential: a module instance may "

@@ -11,12 +11,21 @@ from ..functional import pool as pool_ops
 from .module import Module
 
 
+def _kept(option):
+    """A window option as a layer keeps it: a list or array as a tuple, a value of its own (the list given, changed
+    in place later, went unseen by the calls the layer had prepared for it)."""
+    if isinstance(option, np.ndarray):
+        option = option.tolist()
+    return tuple(option) if isinstance(option, list) else option
+
+
 class _MaxPoolNd(Module):
     n_axes = 2
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
-        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, ceil_mode
+        self.kernel_size, self.stride, self.padding = _kept(kernel_size), _kept(stride), _kept(padding)
+        self.ceil_mode = ceil_mode
         self._saved_state = None
 
     def _args(self):
@@ -89,7 +98,7 @@ class AvgPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.stride, self.padding = _kept(kernel_size), _kept(stride), _kept(padding)
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
         self._back = None
 
