@@ -30,7 +30,7 @@ class LayerRow:
     name: str
     kind: str
     output_shape: tuple
-    params: int
+    params: int  # its own parameters' values; one shared with a layer before it counts there only
     macs: int
     activations: int  # values this layer adds to the forward pass's memory, per image
     activation_bytes: int
@@ -94,8 +94,9 @@ def _macs(module, out_shape):
 
 def summary(model: nn.Module, input_shape, print_table: bool = True) -> Summary:
     """Run one zero image of `input_shape` (C, H, W) or (C, L) through `model` in eval mode (each module's mode is
-    restored afterwards) and record each layer (a composite block's row follows its children's). Returns a Summary
-    (rows and totals); prints its table unless print_table=False."""
+    restored afterwards) and record each layer (a composite block's row follows its children's; a parameter shared
+    by several layers counts in the first one's row). Returns a Summary (rows and totals); prints its table unless
+    print_table=False."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (1, 2, 3):
@@ -106,14 +107,16 @@ def summary(model: nn.Module, input_shape, print_table: bool = True) -> Summary:
     result = Summary(input_shape=input_shape, itemsize=dtype.itemsize)
     names = {id(m): name for name, m in model.named_modules()}
     patched = []
+    counted = set()  # the parameters a row has counted: a tied one once, as model.parameters() lists it
 
     def record(module, y):
         shape = tuple(y.shape[1:])
         activations = 0 if isinstance(module, _IN_PLACE) else int(np.prod(shape))
+        own = [p for p in module._parameters.values() if p is not None and id(p) not in counted]
+        counted.update(id(p) for p in own)
         result.rows.append(LayerRow(
-            names.get(id(module), "?"), type(module).__name__, shape,
-            sum(p.data.size for p in module._parameters.values() if p is not None), _macs(module, shape),
-            activations, activations * dtype.itemsize))
+            names.get(id(module), "?"), type(module).__name__, shape, sum(p.data.size for p in own),
+            _macs(module, shape), activations, activations * dtype.itemsize))
         return y
 
     def wrap(module, attr):

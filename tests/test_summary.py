@@ -65,3 +65,12 @@ def test_summary_restores_each_modules_own_mode():
     s = cc.summary(model, (3,), print_table=False)
     assert [r.output_shape for r in s.rows] == [(4,), (4,), (4,)]
     assert [m.training for m in model.modules()] == [True, True, False, True]
+
+
+def test_summary_counts_a_shared_parameter_once():
+    first, second = cc.nn.Linear(4, 4), cc.nn.Linear(4, 4)
+    second.weight = first.weight  # tied: model.parameters() lists it once
+    model = cc.nn.Sequential(first, cc.nn.ReLU(), second)
+    result = cc.summary(model, (4,), print_table=False)
+    assert result.total_params == sum(p.data.size for p in model.parameters()) == 24  # was 40
+    assert [r.params for r in result.rows] == [20, 0, 4]  # the shared weight in its first user's row
