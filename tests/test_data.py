@@ -3,6 +3,7 @@ restricted unpickler, and the batch iterator's determinism and augmentation."""
 import gzip
 import os
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -67,6 +68,9 @@ def test_fashion_mnist_search_order_and_format(tmp_path, monkeypatch):
     pixels = data.read_idx(root / "train-images-idx3-ubyte.gz")  # each byte over 255, rounded once in float32
     assert np.array_equal(x[:, 0], pixels.astype(np.float32) / np.float32(255))
     assert data.load_fashion_mnist()[0].shape[0] == 30  # no root: $CONVCORE_DATA
+    (root / "t10k-labels-idx1-ubyte.gz").unlink()  # a root lacking a file: an error, not $CONVCORE_DATA's data
+    with pytest.raises(FileNotFoundError, match=rf"Fashion-MNIST not found; looked in {re.escape(str(root))} for"):
+        data.load_fashion_mnist(root)
 
 
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path, monkeypatch):

@@ -22,10 +22,11 @@ def _find(folder: Path, stem: str):
 
 
 def fashion_mnist_dirs(root=None):
-    """The folders searched, in order: root, $CONVCORE_DATA (and its fashion-mnist/), Debian's package folder."""
-    dirs = []
+    """The folders searched, in order: root alone where given (a root lacking the files is an error, not a reason to
+    train on other data); else $CONVCORE_DATA (and its fashion-mnist/), then Debian's package folder."""
     if root is not None:
-        dirs.append(Path(root))
+        return [Path(root)]
+    dirs = []
     env = os.environ.get("CONVCORE_DATA")
     if env:
         dirs += [Path(env), Path(env) / "fashion-mnist"]
@@ -37,7 +38,7 @@ def load_fashion_mnist(root=None):
     """Fashion-MNIST as (x_train, y_train, x_test, y_test): images float32 (N, 1, 28, 28) scaled to [0, 1],
     labels int64 in [0, 10).
 
-    Looks for the four IDX files (gzipped or not) in `root`, then $CONVCORE_DATA, then
+    Reads the four IDX files (gzipped or not) from `root` where given; else looks in $CONVCORE_DATA, then
     /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist)."""
     searched = fashion_mnist_dirs(root)
     for folder in searched:
