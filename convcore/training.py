@@ -34,10 +34,10 @@ class History:
         return cls(**{k: list(v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def _batches_of(data, batch_size, name):
+def _batches_of(data, batch_size, name, dtype):
     if not (isinstance(data, tuple) and len(data) == 2):
         raise TypeError(f"{name} must be a tuple (x, y) of numpy arrays, got {type(data).__name__}")
-    return Batches(data[0], data[1], batch_size, shuffle=False)
+    return Batches(data[0], data[1], batch_size, shuffle=False, dtype=dtype)
 
 
 def predict(model: Module | Frozen, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -132,10 +132,14 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
         checkpoint_every = as_int(checkpoint_every, "checkpoint_every", minimum=1)
     if not (isinstance(train_data, tuple) and len(train_data) == 2):
         raise TypeError(f"train_data must be a tuple (x, y) of numpy arrays, got {type(train_data).__name__}")
-    batches = Batches(train_data[0], train_data[1], batch_size, shuffle=shuffle, seed=seed, **(augment or {}))
+    if augment is not None and (not isinstance(augment, dict) or set(augment) - {"crop_padding", "flip", "normalize"}):
+        raise ValueError(f"augment must be a dict of Batches' crop_padding, flip and normalize options, got {augment!r}")
+    dtype = model._compute_dtype()  # the batches', so that a model.to(np.float64) trains in float64
+    batches = Batches(train_data[0], train_data[1], batch_size, shuffle=shuffle, seed=seed, **(augment or {}),
+                      dtype=dtype)
     if len(batches) == 0:
         raise ValueError("train_data is empty")
-    val = _batches_of(val_data, batch_size, "val_data") if val_data is not None else None
+    val = _batches_of(val_data, batch_size, "val_data", dtype) if val_data is not None else None
 
     data_order = json.loads(json.dumps({"samples": len(batches.x), "batch_size": batch_size, "shuffle": bool(shuffle),
                                         "seed": seed, "augment": augment or {}}, default=_plain))

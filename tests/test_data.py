@@ -210,6 +210,11 @@ def test_batches_argument_errors():
         data.Batches(np.zeros((4, 2)), np.zeros(4), 0)
     with pytest.raises(ValueError, match="crop and flip augmentation need"):
         data.Batches(np.zeros((4, 2)), np.zeros(4), 2, flip=True)
+    for dtype in (np.int32, np.float16, "nonsense"):
+        with pytest.raises(TypeError, match="dtype must be np.float32 or np.float64, got"):
+            data.Batches(np.zeros((4, 2)), np.zeros(4), 2, dtype=dtype)
+    xb, _ = next(iter(data.Batches(np.zeros((4, 2), np.float32), np.zeros(4), 2, dtype=np.float64)))
+    assert xb.dtype == np.float64
 
 
 def test_batches_normalise_flip_about_half_and_cover_every_sample(rng):

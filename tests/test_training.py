@@ -95,6 +95,19 @@ def test_numpy_seed_and_augment_options_are_the_plain_values_data_order_records(
     assert len(history.loss) == 2  # the same data order: resumed
 
 
+def test_fit_trains_a_float64_model_in_float64():
+    # the batches were always float32, which a float64 model refused
+    x, y = tiny_data()
+    model, loss, opt = setup_tiny()
+    model.to(np.float64)
+    history = training.fit(model, loss, opt, (x, y), epochs=2, batch_size=16, val_data=(x, y), progress=False)
+    assert all(p.data.dtype == np.float64 for p in model.parameters())
+    assert len(history.loss) == 2 and np.isfinite(history.loss).all() and history.loss[1] < history.loss[0]
+    with pytest.raises(ValueError, match=r"augment must be a dict of Batches' crop_padding, flip and normalize "
+                                         r"options, got \{'dtype': <class 'numpy.float32'>\}"):
+        training.fit(model, loss, opt, (x, y), augment={"dtype": np.float32}, progress=False)
+
+
 def test_resume_refuses_a_checkpoint_fit_did_not_write(tmp_path):
     model, loss, opt = setup_tiny()
     checkpoint.save(tmp_path, model, opt, {"step": 1})

@@ -15,15 +15,22 @@ class Batches:
 
     normalize=(mean, std), each one number or one per channel (x.shape[1]), finite, std > 0, is applied after
     augmentation; crop_padding=p pads each image by p zeros and crops back to its size at a random offset; flip=True
-    mirrors half of the images horizontally. shuffle, flip and drop_last must be bools."""
+    mirrors half of the images horizontally. shuffle, flip and drop_last must be bools. The batches' images are
+    `dtype`: float32, or float64 for a model.to(np.float64)."""
 
     def __init__(self, x, y, batch_size, shuffle=True, seed=0, normalize=None, crop_padding=0, flip=False,
-                 drop_last=False):
+                 drop_last=False, dtype=np.float32):
         if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
             raise TypeError(f"x and y must be numpy arrays, got {type(x).__name__} and {type(y).__name__}")
         if x.ndim < 2 or y.shape != (x.shape[0],):
             raise ValueError(f"x must be (N, ...) and y (N,), got x {x.shape} and y {y.shape}")
         self.x, self.y = x, y
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            self.dtype = None
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype!r}")
         self.batch_size = as_int(batch_size, "batch_size", minimum=1)
         self.shuffle, self.seed = as_bool(shuffle, "shuffle"), as_int(seed, "seed", minimum=0)
         self.drop_last = as_bool(drop_last, "drop_last")
@@ -75,7 +82,7 @@ class Batches:
                 xb = self._augment(xb, np.random.default_rng([self.seed, epoch, b, 1]))
             if self.mean is not None:
                 xb = (xb - self.mean) / self.std
-            yield np.ascontiguousarray(xb, dtype=np.float32), self.y[idx]
+            yield np.ascontiguousarray(xb, dtype=self.dtype), self.y[idx]
 
     def __iter__(self):
         return self.epoch(0)
