@@ -121,7 +121,9 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     and augmentation come from `seed` (see convcore.data.Batches; `augment` takes its crop_padding, flip and
     normalize options). With checkpoint_dir, a checkpoint is written at the end of every epoch (and every
     `checkpoint_every` steps); resume=True continues from the newest one exactly as if never interrupted.
-    A NaN or infinite loss raises FloatingPointError in that step, before any update or checkpoint.
+    A NaN or infinite loss raises FloatingPointError in that step, before any update or checkpoint. A model in eval
+    mode is put in training mode; one in training mode trains as it is, its modules kept in eval (a BatchNorm with
+    frozen statistics) staying so, gradients flowing through them.
     progress: None (a tqdm bar when stdout and stderr are terminals), True or False. on_epoch(epoch, history) is called
     after each epoch."""
     if not isinstance(model, Module):
@@ -175,7 +177,8 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
             "history": history.to_dict(), "rng": {n: g.bit_generator.state for n, g in _generators(model)},
             "scheduler": scheduler.state_dict() if scheduler is not None else None, "data_order": data_order})
 
-    model.train()
+    if not model.training:  # a model in training mode keeps its modules' own modes (a BatchNorm kept in eval)
+        model.train()
     while epoch < epochs:
         bar = _progress(progress, len(batches) - start_batch, f"epoch {epoch + 1}/{epochs}")
         tick = time.perf_counter()  # img/s counts batching and augmentation too, not checkpoint writes

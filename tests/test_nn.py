@@ -1248,6 +1248,43 @@ def test_pooling_keeps_its_window_options_as_values(pool):
     assert layer(x).shape == (1, 1, 2, 4) and layer.eval()(x).shape == (1, 1, 2, 4)
 
 
+def _check_model(model, x, rng, tol=1e-6):
+    """Central differences against backward for the input and every parameter of a float64 model run as model(x)."""
+    y = model(x)
+    dy = rng.standard_normal(y.shape)
+    model.zero_grad()
+    dx = model.backward(dy)
+    assert relative_error(dx, numerical_grad(model.forward, x.copy(), dy)) < tol
+    for name, p in model.named_parameters():
+        assert relative_error(p.grad, numerical_grad(lambda _: model.forward(x), p.data, dy)) < tol, name
+
+
+def test_modules_kept_in_eval_inside_a_training_model_backpropagate(rng):
+    # as in PyTorch (a BatchNorm with frozen statistics, a Dropout off, a frozen backbone): their backward raised
+    # "needs a forward pass in training mode first"; model(x) of a training-mode model keeps what backward needs
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=0), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout(0.5),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 2, rng=1)).to(np.float64)
+    frozen = model[1]
+    frozen.running_mean[...] = rng.standard_normal(3)
+    frozen.running_var[...] = rng.random(3) + 0.5
+    frozen.weight.data[...] = rng.standard_normal(3)
+    model.train()
+    for i in (0, 1, 3, 4):
+        model[i].eval()
+    statistics = frozen.running_mean.copy(), frozen.running_var.copy()
+    _check_model(model, rng.standard_normal((3, 2, 4, 4)), rng)
+    assert np.array_equal(frozen.running_mean, statistics[0]) and np.array_equal(frozen.running_var, statistics[1])
+    block = nn.BasicBlock(2, 4, stride=2, shortcut="B", rng=2).to(np.float64)  # the skip added in bn2's pass
+    for bn in (block.bn1, block.bn2, block.downsample[1]):
+        bn.running_mean[...] = rng.standard_normal(bn.num_features)
+        bn.running_var[...] = rng.random(bn.num_features) + 0.5
+        bn.eval()
+    _check_model(block, rng.standard_normal((2, 2, 5, 5)), rng)
+    model.eval()(np.zeros((1, 2, 4, 4)))  # an eval model keeps nothing
+    with pytest.raises(RuntimeError, match="needs a forward pass in training mode first"):
+        model.backward(np.zeros((1, 2)))
+
+
 def test_a_module_instance_in_two_places_is_refused():
     relu = nn.ReLU()
     with pytest.raises(ValueError, match=r"ReLU at '3' is already at '1' in this Sequential: a module instance may "

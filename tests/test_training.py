@@ -108,6 +108,23 @@ def test_fit_trains_a_float64_model_in_float64():
         training.fit(model, loss, opt, (x, y), augment={"dtype": np.float32}, progress=False)
 
 
+def test_fit_keeps_a_batch_norm_kept_in_eval_frozen():
+    # fine-tuning with frozen statistics: fit called model.train(), and the eval-mode BatchNorm's backward raised
+    x, y = tiny_data()
+    model = cc.nn.Sequential(cc.nn.Conv2d(1, 4, 3, padding=1, rng=0), cc.nn.BatchNorm2d(4), cc.nn.ReLU(),
+                             cc.nn.MaxPool2d(2), cc.nn.Flatten(), cc.nn.Linear(144, 10, rng=1))
+    model.train()
+    model[1].eval()
+    statistics = model[1].running_mean.copy(), model[1].running_var.copy()
+    weight = model[0].weight.data.copy()
+    opt = cc.optim.SGD(model.parameters(), lr=0.05)
+    history = training.fit(model, cc.nn.CrossEntropyLoss(), opt, (x, y), epochs=2, batch_size=16, val_data=(x, y),
+                           progress=False)
+    assert not model[1].training and model[0].training  # the modes as given, after validation too
+    assert np.array_equal(model[1].running_mean, statistics[0]) and np.array_equal(model[1].running_var, statistics[1])
+    assert not np.array_equal(model[0].weight.data, weight) and history.loss[1] < history.loss[0]
+
+
 def test_resume_refuses_a_checkpoint_fit_did_not_write(tmp_path):
     model, loss, opt = setup_tiny()
     checkpoint.save(tmp_path, model, opt, {"step": 1})

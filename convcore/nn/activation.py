@@ -22,7 +22,7 @@ class ReLU(Module):
 
     def adopt_output(self, y):
         """Take y = relu(z) computed elsewhere (a fused epilogue) as this layer's output."""
-        self._y = y if self.training else None
+        self._y = y if self._keeps() else None
         return y
 
     def _inference_step(self, x, relu=False):
@@ -50,7 +50,7 @@ class LeakyReLU(Module):
 
     def forward(self, x):
         x = as_tensor(x, "x")
-        self._x = x if self.training else None
+        self._x = x if self._keeps() else None
         return np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
 
     def backward(self, dy, input_grad=True):
@@ -73,7 +73,7 @@ class Sigmoid(Module):
         x = as_tensor(x, "x")
         e = np.exp(-np.abs(x))
         y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
-        self._y = y if self.training else None
+        self._y = y if self._keeps() else None
         return y
 
     def backward(self, dy, input_grad=True):
@@ -91,7 +91,7 @@ class Tanh(Module):
 
     def forward(self, x):
         y = np.tanh(as_tensor(x, "x"))
-        self._y = y if self.training else None
+        self._y = y if self._keeps() else None
         return y
 
     def backward(self, dy, input_grad=True):

@@ -63,7 +63,7 @@ class BasicBlock(Module):
         out = self.relu.adopt_output(self.bn1.forward(self.conv1.forward(x), activation="relu"))
         # bn2 adds the skip and applies the final ReLU in its one pass, and masks its backward's dy with it
         y = self.bn2.forward(self.conv2.forward(out), activation="relu", residual=self._skip(x))
-        self._y = y if self.training else None
+        self._y = y if self._keeps() else None
         return y
 
     def _inference_step(self, x, relu=False):

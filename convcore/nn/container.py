@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _core
 from .activation import ReLU
-from .module import Module, check_distinct, no_input_gradient
+from .module import Module, check_distinct, keeping, no_input_gradient
 from .pool import _MaxPoolNd
 
 
@@ -193,13 +193,14 @@ class _InOrder(Module):
 
     def forward(self, x):
         plan = self.__dict__.get("_plan")
-        if (plan is not None and not self.training and type(x) is np.ndarray and x.flags.c_contiguous
+        kept = keeping()  # run by a training-mode model: every child keeps what its backward needs
+        if (plan is not None and not self.training and not kept and type(x) is np.ndarray and x.flags.c_contiguous
                 and plan.valid_for(x)):
             try:
                 return plan.native.run(x) if plan.native is not None else _run_steps(plan.steps, x)
             except (_Replan, _core.StalePlanError):
                 object.__setattr__(self, "_plan", None)
-        if _in_training(self) or type(x) is not np.ndarray or not x.flags.c_contiguous:
+        if kept or _in_training(self) or type(x) is not np.ndarray or not x.flags.c_contiguous:
             if self.__dict__.get("_distinct_at") != Module._edits:  # a module added deeper inside since the last check
                 check_distinct(type(self).__name__, self.named_modules())
                 object.__setattr__(self, "_distinct_at", Module._edits)

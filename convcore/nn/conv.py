@@ -59,7 +59,7 @@ class _ConvNd(Module):
             x = conv_ops._tensor(x, "x", self.n_axes + 2)
         run, back = self._steps(x, activation)
         y = run(x)
-        self._saved_state = (x, back) if self.training else None
+        self._saved_state = (x, back) if self._keeps() else None
         return y
 
     def _inference_step(self, x, relu=False):

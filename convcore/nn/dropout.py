@@ -27,8 +27,8 @@ class Dropout(Module):
     def forward(self, x):
         x = as_tensor(x, "x")
         if not self.training or self.p == 0:
-            # p == 0 in training: a mask of ones (a view), for backward's dy check
-            self._mask = np.broadcast_to(np.ones((), x.dtype), x.shape) if self.training else None
+            # the identity (eval, or p == 0): a mask of ones (a view) where backward may follow, for its dy check
+            self._mask = np.broadcast_to(np.ones((), x.dtype), x.shape) if self._keeps() else None
             return x
         self._mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1 - self.p)
         return x * self._mask

@@ -43,7 +43,7 @@ class Linear(Module):
             x = as_tensor(x, "x", ndim=2)
         run, back = self._steps(x, activation)
         y = run(x)
-        self._saved_state = (x, back) if self.training else None
+        self._saved_state = (x, back) if self._keeps() else None
         return y
 
     def _inference_step(self, x, relu=False):
@@ -75,7 +75,7 @@ class Flatten(Module):
         x = as_tensor(x, "x")
         if x.ndim < 1:
             raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
-        self._shape = x.shape if self.training else None
+        self._shape = x.shape if self._keeps() else None
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     def _inference_step(self, x, relu=False):

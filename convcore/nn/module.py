@@ -11,6 +11,7 @@ kept, which a second call in the same forward would overwrite.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -84,6 +85,17 @@ def check_distinct(owner: str, modules) -> None:
             raise ValueError(f"{type(module).__name__} at {where!r} {place}: a module instance may appear only once "
                              f"in a model (its backward uses what its own forward kept, which a second call "
                              f"overwrites); use a separate instance for each place")
+
+
+_calls = threading.local()  # .keeping: a training-mode model's forward runs on this thread
+
+
+def keeping() -> bool:
+    """Whether a forward called from a training-mode model's (model(x)) runs on this thread: every module in it
+    keeps what its backward needs, whatever its own mode (which still chooses what it computes: a BatchNorm kept in
+    eval normalises with its running statistics, a Dropout in eval passes x on), as PyTorch backpropagates through
+    modules in eval mode."""
+    return getattr(_calls, "keeping", False)
 
 
 @contextlib.contextmanager
@@ -221,7 +233,18 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
     def __call__(self, x):
-        return self.forward(x)
+        if not self.training or keeping():
+            return self.forward(x)
+        _calls.keeping = True  # for the modules inside, eval-mode ones too (keeping())
+        try:
+            return self.forward(x)
+        finally:
+            _calls.keeping = False
+
+    def _keeps(self) -> bool:
+        """Whether this forward keeps what backward needs: in training mode, or run by a training-mode model's
+        forward (keeping()); in eval mode otherwise nothing is kept."""
+        return self.training or keeping()
 
     def _inference_step(self, x, relu: bool = False):
         """For the eval-mode plan of Sequential / Chain: validate this layer for inputs shaped and typed like x and

@@ -64,10 +64,12 @@ class _BatchNorm(Module):
                 self.running_mean[...] = (1 - self.momentum) * self.running_mean + self.momentum * mean
                 self.running_var[...] = ((1 - self.momentum) * self.running_var
                                          + self.momentum * var * count / (count - 1))
-            self._cache = (x3, x.shape, mean, var, y3 if relu else None)
+            self._cache = (x3, x.shape, mean, var, y3 if relu else None, False)
         else:
-            y3 = _core.batch_norm_eval(x3, self.running_mean.astype(np.float64), self.running_var.astype(np.float64),
-                                       weight, bias, self.eps, residual, relu)
+            mean, var = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
+            y3 = _core.batch_norm_eval(x3, mean, var, weight, bias, self.eps, residual, relu)
+            # kept in eval inside a model that trains (frozen statistics): backward through the fixed affine map
+            self._cache = (x3, x.shape, mean, var, y3 if relu else None, True) if self._keeps() else None
         return y3.reshape(x.shape)
 
     def _inference_step(self, x, relu=False):
@@ -83,10 +85,12 @@ class _BatchNorm(Module):
         return run
 
     def backward(self, dy, input_grad=True):
-        x3, shape, mean, var, relu_out = self._saved(self._cache, "input")
+        x3, shape, mean, var, relu_out, running = self._saved(self._cache, "input")
         dy = as_tensor(dy, "dy", dtype=x3.dtype)
         if dy.shape != shape:
             raise ValueError(f"dy must have shape {shape}, got {dy.shape}")
+        if running:
+            return self._backward_running(dy.reshape(x3.shape), x3, mean, var, relu_out, input_grad, shape)
         # dweight = sum(dy * xhat), dbias = sum(dy),
         # dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)),
         # with xhat = (x - mean) * inv_std (dy masked by the fused ReLU's output)
@@ -96,6 +100,22 @@ class _BatchNorm(Module):
         self.weight.accumulate(dweight)
         self.bias.accumulate(dbias)
         return None if dx is None else dx.reshape(shape)
+
+    def _backward_running(self, dy3, x3, mean, var, relu_out, input_grad, shape):
+        """The backward of an eval-mode forward (running statistics mean and var, float64): y = (x - mean) * scale +
+        bias with scale = weight / sqrt(var + eps), so dx = dy * scale, dweight = sum(dy * (x - mean)) /
+        sqrt(var + eps), dbias = sum(dy) (dy masked by the fused ReLU's output), the sums over (N, L) in float64."""
+        if relu_out is not None:
+            dy3 = np.where(relu_out > 0, dy3, dy3.dtype.type(0))
+        inv_std = 1 / np.sqrt(var + self.eps)
+        sums = lambda a: a.sum(axis=(0, 2), dtype=np.float64)
+        dweight = sums(dy3 * (x3 - mean[:, None])) * inv_std
+        self.weight.accumulate(dweight.astype(self.weight.data.dtype))
+        self.bias.accumulate(sums(dy3).astype(self.bias.data.dtype))
+        if not input_grad:
+            return None
+        scale = (self.weight.data.astype(np.float64) * inv_std).astype(x3.dtype)
+        return (dy3 * scale[:, None]).reshape(shape)
 
     def _release(self):
         self._cache = None

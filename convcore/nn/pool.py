@@ -42,7 +42,7 @@ class _MaxPoolNd(Module):
 
     def forward(self, x):
         pool = F.max_pool2d if self.n_axes == 2 else F.max_pool1d
-        if not self.training:
+        if not self._keeps():
             return pool(x, *self._args())
         if type(x) is not np.ndarray or not x.flags.c_contiguous:
             x = as_tensor(x, "x", ndim=self.n_axes + 2)
@@ -113,7 +113,7 @@ class AvgPool2d(Module):
         args = self._args()
         run, back = self._prepared_for((x.shape, x.dtype, args), None, None,
                                        lambda: pool_ops._prepare_avg_pool(as_tensor(x, "x", ndim=4), *args))
-        self._back = back if self.training else None
+        self._back = back if self._keeps() else None
         return run(x)
 
     def _inference_step(self, x, relu=False):
@@ -165,7 +165,7 @@ class AdaptiveAvgPool2d(Module):
             for i, (h0, h1) in enumerate(self._bounds(H, oh)):
                 for j, (w0, w1) in enumerate(self._bounds(W, ow)):
                     y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3), dtype=x.dtype)
-        self._shape = x.shape if self.training else None
+        self._shape = x.shape if self._keeps() else None
         return y
 
     def backward(self, dy, input_grad=True):
