@@ -68,6 +68,8 @@ def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1
     from safetensors.numpy import save as st_save
 
     keep = as_int(keep, "keep", minimum=1)
+    if state is not None and not isinstance(state, dict):
+        raise TypeError(f"state must be a dict (JSON-serialisable values under string keys), got {type(state).__name__}")
     state = dict(state or {})
     reserved = [key for key in _RESERVED if key in state]
     if reserved:

@@ -253,4 +253,7 @@ def test_save_refuses_state_keys_it_writes_itself(tmp_path):
         with pytest.raises(ValueError, match=rf"state must not contain the keys \['{key}'\]: save writes "
                                              r"\['format', 'save_sequence', 'optimizer', 'tensors'\] itself"):
             checkpoint.save(tmp_path, model, None, {"step": 1, key: 0})
+    with pytest.raises(TypeError, match=r"state must be a dict \(JSON-serialisable values under string keys\), got "
+                                        r"list"):
+        checkpoint.save(tmp_path, model, None, [1])  # was dict()'s message, naming no argument
     assert not any(tmp_path.iterdir())

@@ -37,6 +37,9 @@ class Batches:
         self.crop_padding, self.flip = as_int(crop_padding, "crop_padding", minimum=0), as_bool(flip, "flip")
         if (self.crop_padding or self.flip) and x.ndim != 4:
             raise ValueError(f"crop and flip augmentation need (N, C, H, W) images, got x {x.shape}")
+        if self.crop_padding > min(x.shape[2:], default=0):
+            raise ValueError(f"crop_padding must be at most the images' height and width {x.shape[2:]} (a crop "
+                             f"further out holds no image), got {crop_padding}")
         self.mean = self.std = None
         if normalize is not None:
             if not isinstance(normalize, (tuple, list)) or len(normalize) != 2:
