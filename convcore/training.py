@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import checkpoint
-from ._validate import as_int
+from ._validate import as_bool, as_int
 from .data import Batches
 from .nn import Frozen, Module
 from .nn.module import evaluating
@@ -114,21 +114,23 @@ def _plain(value):
 
 def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size: int = 64, val_data=None,
         shuffle: bool = True, seed: int = 0, scheduler=None, checkpoint_dir=None, checkpoint_every: int | None = None,
-        resume: bool = False, progress=None, on_epoch=None, augment: dict | None = None) -> History:
+        resume: bool = False, progress=None, on_epoch=None, augment: dict | None = None,
+        keep_modes: bool = False) -> History:
     """Train `model` for `epochs` on train_data = (x, y) and return its History.
 
     Each step: forward, loss, backward (the first layer's input gradient is skipped), optimizer step. The data order
     and augmentation come from `seed` (see convcore.data.Batches; `augment` takes its crop_padding, flip and
     normalize options). With checkpoint_dir, a checkpoint is written at the end of every epoch (and every
     `checkpoint_every` steps); resume=True continues from the newest one exactly as if never interrupted.
-    A NaN or infinite loss raises FloatingPointError in that step, before any update or checkpoint. A model in eval
-    mode is put in training mode; one in training mode trains as it is, its modules kept in eval (a BatchNorm with
-    frozen statistics) staying so, gradients flowing through them.
+    A NaN or infinite loss raises FloatingPointError in that step, before any update or checkpoint. Every module is
+    put in training mode (model.train()), or with keep_modes=True trains in the mode it is in (a BatchNorm kept in
+    eval keeps its statistics frozen; gradients flow through it).
     progress: None (a tqdm bar when stdout and stderr are terminals), True or False. on_epoch(epoch, history) is called
     after each epoch."""
     if not isinstance(model, Module):
         raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
     epochs = as_int(epochs, "epochs", minimum=1)
+    keep_modes = as_bool(keep_modes, "keep_modes")
     batch_size = as_int(batch_size, "batch_size", minimum=1)
     if checkpoint_every is not None:
         checkpoint_every = as_int(checkpoint_every, "checkpoint_every", minimum=1)
@@ -143,8 +145,11 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
         raise ValueError("train_data is empty")
     val = _batches_of(val_data, batch_size, "val_data", dtype) if val_data is not None else None
 
+    augment = dict(augment or {})
+    if augment.get("normalize") is not None:  # as the batches use them: float32 (0.1 and np.float32(0.1) the same)
+        augment["normalize"] = [np.asarray(v, np.float32).tolist() for v in augment["normalize"]]
     data_order = json.loads(json.dumps({"samples": len(batches.x), "batch_size": batch_size, "shuffle": bool(shuffle),
-                                        "seed": seed, "augment": augment or {}}, default=_plain))
+                                        "seed": seed, "augment": augment}, default=_plain))
     history, epoch, start_batch = History(), 0, 0
     totals = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
     step = 0
@@ -177,8 +182,11 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
             "history": history.to_dict(), "rng": {n: g.bit_generator.state for n, g in _generators(model)},
             "scheduler": scheduler.state_dict() if scheduler is not None else None, "data_order": data_order})
 
-    if not model.training:  # a model in training mode keeps its modules' own modes (a BatchNorm kept in eval)
+    if not keep_modes:
         model.train()
+    elif not model.training:
+        raise ValueError("keep_modes=True trains the model in its modules' own modes, but the model itself is in "
+                         "eval mode: put it in training mode (model.train()), then the modules to keep in eval")
     while epoch < epochs:
         bar = _progress(progress, len(batches) - start_batch, f"epoch {epoch + 1}/{epochs}")
         tick = time.perf_counter()  # img/s counts batching and augmentation too, not checkpoint writes

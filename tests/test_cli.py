@@ -96,9 +96,10 @@ def test_train_with_an_out_that_cannot_be_a_folder_exits_2_before_training(tmp_p
     assert f"--out {a_file}: cannot make its folder" in proc.stderr and "epoch 1/1" not in proc.stdout
 
 
-def test_summary_of_an_input_too_large_to_allocate_exits_2(capsys):
+def test_summary_of_an_absurd_input_exits_2_before_allocating(capsys):
     assert cli.main(["summary", "lenet5", "--input-shape", "1,2000000,2000000"]) == 2  # was a MemoryError traceback
-    assert "input shape (1, 2000000, 2000000) is too large to run lenet5 on in this memory" in capsys.readouterr().err
+    assert ("input shape (1, 2000000, 2000000) does not fit lenet5: the input image would have shape (1, 2000000, "
+            "2000000) = 4000000000000 elements, more than the limit of 1099511627776") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,fragment", [

@@ -210,11 +210,11 @@ def test_batches_argument_errors():
         data.Batches(np.zeros((4, 2)), np.zeros(4), 0)
     with pytest.raises(ValueError, match="crop and flip augmentation need"):
         data.Batches(np.zeros((4, 2)), np.zeros(4), 2, flip=True)
-    with pytest.raises(ValueError, match=r"crop_padding must be at most the images' height and width \(8, 9\) .* "
-                                         r"got 1000000000"):  # was a numpy error when the first batch was made
+    with pytest.raises(ValueError, match=r"crop_padding 1000000000 pads a batch of \(1, 8, 9\) images past "
+                                         r"convcore's 1,099,511,627,776-element limit"):  # a numpy error at the batch
         data.Batches(np.zeros((4, 1, 8, 9)), np.zeros(4), 2, crop_padding=10**9)
-    data.Batches(np.zeros((4, 1, 8, 9)), np.zeros(4), 2, crop_padding=8)
-    for dtype in (np.int32, np.float16, "nonsense"):
+    assert next(iter(data.Batches(np.ones((4, 1, 8, 9)), np.zeros(4), 2, crop_padding=20)))[0].shape == (2, 1, 8, 9)
+    for dtype in (np.int32, np.float16, "nonsense", None):  # np.dtype(None) is float64
         with pytest.raises(TypeError, match="dtype must be np.float32 or np.float64, got"):
             data.Batches(np.zeros((4, 2)), np.zeros(4), 2, dtype=dtype)
     xb, _ = next(iter(data.Batches(np.zeros((4, 2), np.float32), np.zeros(4), 2, dtype=np.float64)))

@@ -1157,7 +1157,8 @@ def test_names_that_state_dict_could_not_tell_apart_or_that_hide_the_module_are_
 
 def test_register_buffer_refuses_a_non_array_and_a_name_in_use():
     model = nn.Linear(2, 2)
-    with pytest.raises(TypeError, match="Linear.register_buffer: value must be a numpy array, got list for 'x'"):
+    with pytest.raises(TypeError, match=r"Linear.register_buffer: value must be a numpy array \(PyTorch's None "
+                                        r"buffers are not supported\), got list for 'x'"):
         model.register_buffer("x", [1.0, 2.0])
     with pytest.raises(ValueError, match="Linear.register_buffer: 'weight' is already a parameter of this module"):
         model.register_buffer("weight", np.zeros(2, np.float32))
@@ -1263,16 +1264,19 @@ def test_modules_kept_in_eval_inside_a_training_model_backpropagate(rng):
     # as in PyTorch (a BatchNorm with frozen statistics, a Dropout off, a frozen backbone): their backward raised
     # "needs a forward pass in training mode first"; model(x) of a training-mode model keeps what backward needs
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=0), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout(0.5),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 2, rng=1)).to(np.float64)
+                          nn.MaxPool2d(2), nn.AvgPool2d(1), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                          nn.Sequential(nn.Linear(12, 4, rng=1), nn.ReLU(), nn.Linear(4, 2, rng=2))).to(np.float64)
     frozen = model[1]
     frozen.running_mean[...] = rng.standard_normal(3)
     frozen.running_var[...] = rng.random(3) + 0.5
     frozen.weight.data[...] = rng.standard_normal(3)
+    x = rng.standard_normal((3, 2, 4, 4))
     model.train()
-    for i in (0, 1, 3, 4):
+    for i in (0, 1, 3, 4, 5, 6, 7):
         model[i].eval()
+    model[8].eval()(np.zeros((3, 12)))  # an eval container with a plan for x's shape, to be skipped inside model(x)
     statistics = frozen.running_mean.copy(), frozen.running_var.copy()
-    _check_model(model, rng.standard_normal((3, 2, 4, 4)), rng)
+    _check_model(model, x, rng)
     assert np.array_equal(frozen.running_mean, statistics[0]) and np.array_equal(frozen.running_var, statistics[1])
     block = nn.BasicBlock(2, 4, stride=2, shortcut="B", rng=2).to(np.float64)  # the skip added in bn2's pass
     for bn in (block.bn1, block.bn2, block.downsample[1]):
@@ -1280,9 +1284,53 @@ def test_modules_kept_in_eval_inside_a_training_model_backpropagate(rng):
         bn.running_var[...] = rng.random(bn.num_features) + 0.5
         bn.eval()
     _check_model(block, rng.standard_normal((2, 2, 5, 5)), rng)
-    model.eval()(np.zeros((1, 2, 4, 4)))  # an eval model keeps nothing
-    with pytest.raises(RuntimeError, match="needs a forward pass in training mode first"):
-        model.backward(np.zeros((1, 2)))
+    model.eval()(np.zeros((1, 2, 4, 4)))  # an eval model keeps nothing: a backward now is an error, for the max
+    with pytest.raises(RuntimeError, match="needs a forward pass in training mode first"):  # pooling too (its
+        model.backward(np.zeros((1, 2)))  # argmax from the training-mode call above was used)
+    pool = nn.MaxPool2d(2).eval()
+    nn.Sequential(pool)(np.ones((1, 1, 2, 2)))  # kept for backward: the pool is in a training model
+    pool.forward(np.ones((1, 1, 2, 2)))  # kept nothing: its backward is an error, not the first call's argmax
+    with pytest.raises(RuntimeError, match="MaxPool2d.backward needs a forward pass"):
+        pool.backward(np.zeros((1, 1, 1, 1)))
+
+
+def test_keeping_is_per_thread_ends_with_the_call_and_not_inside_a_frozen_model():
+    import threading
+    from convcore.nn.module import keeping
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append((threading.current_thread().name, keeping()))
+            if failing:
+                raise KeyError("probe")
+            return x
+
+        def backward(self, dy, input_grad=True):
+            return dy
+    seen, failing = [], False
+    model = nn.Sequential(nn.Linear(2, 2, rng=0), Probe())
+    model(np.ones((1, 2), np.float32))
+    other = threading.Thread(target=lambda: model[1].forward(np.ones((1, 2), np.float32)), name="other")
+    other.start()
+    other.join()
+    failing = True
+    with pytest.raises(KeyError):
+        model(np.ones((1, 2), np.float32))
+    assert seen == [("MainThread", True), ("other", False), ("MainThread", True)] and not keeping()
+    # a frozen snapshot run from a training model's forward keeps nothing and serves from its native plan
+    backbone = nn.freeze(nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.BatchNorm2d(2), nn.ReLU()))
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 2, rng=1)
+
+        def forward(self, x):
+            return self.fc(backbone(x).reshape(len(x), -1))
+    Head()(np.ones((2, 1, 4, 4), np.float32))
+    assert list(backbone._plans.values())[0] is not None
+    assert all(getattr(m, "_saved_state", None) is None and getattr(m, "_cache", None) is None
+               for m in backbone._model.modules())
 
 
 def test_a_module_instance_in_two_places_is_refused():

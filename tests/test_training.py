@@ -87,11 +87,11 @@ def test_numpy_seed_and_augment_options_are_the_plain_values_data_order_records(
     # fit wrote its data order through json, which refused numpy scalars and arrays that Batches accepts
     x, y = tiny_data()
     model, loss, opt = setup_tiny()
-    augment = {"normalize": (np.array([0.5], np.float32), np.float32(2.0))}
+    augment = {"normalize": (np.array([0.5], np.float32), np.float32(0.1))}  # 0.1: not a float32
     training.fit(model, loss, opt, (x, y), epochs=1, batch_size=16, seed=np.int64(3), augment=augment,
                  checkpoint_dir=tmp_path, progress=False)
     history = training.fit(model, loss, opt, (x, y), epochs=2, batch_size=16, seed=3,
-                           augment={"normalize": ([0.5], 2.0)}, checkpoint_dir=tmp_path, resume=True, progress=False)
+                           augment={"normalize": ([0.5], 0.1)}, checkpoint_dir=tmp_path, resume=True, progress=False)
     assert len(history.loss) == 2  # the same data order: resumed
 
 
@@ -108,7 +108,7 @@ def test_fit_trains_a_float64_model_in_float64():
         training.fit(model, loss, opt, (x, y), augment={"dtype": np.float32}, progress=False)
 
 
-def test_fit_keeps_a_batch_norm_kept_in_eval_frozen():
+def test_fit_with_keep_modes_keeps_a_batch_norm_kept_in_eval_frozen():
     # fine-tuning with frozen statistics: fit called model.train(), and the eval-mode BatchNorm's backward raised
     x, y = tiny_data()
     model = cc.nn.Sequential(cc.nn.Conv2d(1, 4, 3, padding=1, rng=0), cc.nn.BatchNorm2d(4), cc.nn.ReLU(),
@@ -119,10 +119,16 @@ def test_fit_keeps_a_batch_norm_kept_in_eval_frozen():
     weight = model[0].weight.data.copy()
     opt = cc.optim.SGD(model.parameters(), lr=0.05)
     history = training.fit(model, cc.nn.CrossEntropyLoss(), opt, (x, y), epochs=2, batch_size=16, val_data=(x, y),
-                           progress=False)
+                           progress=False, keep_modes=True)
     assert not model[1].training and model[0].training  # the modes as given, after validation too
     assert np.array_equal(model[1].running_mean, statistics[0]) and np.array_equal(model[1].running_var, statistics[1])
     assert not np.array_equal(model[0].weight.data, weight) and history.loss[1] < history.loss[0]
+    training.fit(model, cc.nn.CrossEntropyLoss(), opt, (x, y), batch_size=16, progress=False)  # by default: train()
+    assert model[1].training and not np.array_equal(model[1].running_mean, statistics[0])
+    model.eval()
+    with pytest.raises(ValueError, match=r"keep_modes=True trains the model in its modules' own modes, but the model "
+                                         r"itself is in eval mode"):
+        training.fit(model, cc.nn.CrossEntropyLoss(), opt, (x, y), progress=False, keep_modes=True)
 
 
 def test_resume_refuses_a_checkpoint_fit_did_not_write(tmp_path):

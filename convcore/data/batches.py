@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_bool, as_int
+from .._validate import MAX_ELEMENTS, as_bool, as_int
 
 
 class Batches:
@@ -26,7 +26,7 @@ class Batches:
             raise ValueError(f"x must be (N, ...) and y (N,), got x {x.shape} and y {y.shape}")
         self.x, self.y = x, y
         try:
-            self.dtype = np.dtype(dtype)
+            self.dtype = None if dtype is None else np.dtype(dtype)  # np.dtype(None) is float64
         except TypeError:
             self.dtype = None
         if self.dtype not in (np.float32, np.float64):
@@ -37,9 +37,10 @@ class Batches:
         self.crop_padding, self.flip = as_int(crop_padding, "crop_padding", minimum=0), as_bool(flip, "flip")
         if (self.crop_padding or self.flip) and x.ndim != 4:
             raise ValueError(f"crop and flip augmentation need (N, C, H, W) images, got x {x.shape}")
-        if self.crop_padding > min(x.shape[2:], default=0):
-            raise ValueError(f"crop_padding must be at most the images' height and width {x.shape[2:]} (a crop "
-                             f"further out holds no image), got {crop_padding}")
+        if self.crop_padding and (min(len(x), self.batch_size) * x.shape[1] * (x.shape[2] + 2 * self.crop_padding)
+                                  * (x.shape[3] + 2 * self.crop_padding)) > MAX_ELEMENTS:
+            raise ValueError(f"crop_padding {crop_padding} pads a batch of {x.shape[1:]} images past convcore's "
+                             f"{MAX_ELEMENTS:,}-element limit")
         self.mean = self.std = None
         if normalize is not None:
             if not isinstance(normalize, (tuple, list)) or len(normalize) != 2:

@@ -99,6 +99,18 @@ def keeping() -> bool:
 
 
 @contextlib.contextmanager
+def not_keeping():
+    """Within the block, forwards on this thread keep nothing for backward, even inside a training-mode model's
+    forward: an inference-only model (a frozen snapshot, a teacher) run from one."""
+    previous = keeping()
+    _calls.keeping = False
+    try:
+        yield
+    finally:
+        _calls.keeping = previous
+
+
+@contextlib.contextmanager
 def evaluating(model):
     """model.eval() for the with block; afterwards each module's own mode is restored (a model may mix them, e.g.
     a BatchNorm kept in eval while the rest trains)."""
@@ -177,8 +189,8 @@ class Module:
     def register_buffer(self, name: str, value: np.ndarray) -> None:
         """A state array that is saved in state_dict but not trained (e.g. BatchNorm running statistics)."""
         if not isinstance(value, np.ndarray):
-            raise TypeError(f"{type(self).__name__}.register_buffer: value must be a numpy array, got "
-                            f"{type(value).__name__} for {name!r}")
+            raise TypeError(f"{type(self).__name__}.register_buffer: value must be a numpy array (PyTorch's None "
+                            f"buffers are not supported), got {type(value).__name__} for {name!r}")
         if name in self._parameters or name in self._modules:
             kind = "parameter" if name in self._parameters else "child module"
             raise ValueError(f"{type(self).__name__}.register_buffer: {name!r} is already a {kind} of this module")
@@ -274,7 +286,8 @@ class Module:
         """What forward kept for backward, or a clear error when there was no training-mode forward."""
         if value is None:
             raise RuntimeError(f"{type(self).__name__}.backward needs a forward pass in training mode first "
-                               f"(no saved {what}; in eval mode nothing is kept for backward)")
+                               f"(no saved {what}; in eval mode nothing is kept for backward, except inside a "
+                               f"training-mode model called as model(x))")
         return value
 
     # --- structure ---------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class _MaxPoolNd(Module):
     def forward(self, x):
         pool = F.max_pool2d if self.n_axes == 2 else F.max_pool1d
         if not self._keeps():
+            self._saved_state = None  # a backward now is an error, not a routing by an earlier input's argmax
             return pool(x, *self._args())
         if type(x) is not np.ndarray or not x.flags.c_contiguous:
             x = as_tensor(x, "x", ndim=self.n_axes + 2)
