@@ -17,7 +17,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .container import Sequential, _InOrder
-from .module import Module, not_keeping
+from .module import Module, keeping, not_keeping
 
 
 class Frozen:
@@ -55,10 +55,9 @@ class Frozen:
         return self._model._compute_dtype()
 
     def __call__(self, x):
-        with not_keeping():  # inference only, also when a training model's forward calls it
-            return self._call(x)
-
-    def _call(self, x):
+        if keeping():  # called from a training model's forward: inference only all the same
+            with not_keeping():
+                return self(x)
         if isinstance(x, np.ndarray):
             x = (x if x.flags.c_contiguous else np.ascontiguousarray(x)).view(np.ndarray)  # a subclass: its array
             key = (x.shape, x.dtype)
