@@ -55,15 +55,18 @@ def _all_native(steps) -> bool:
     return all(hasattr(step, "native") for step in steps)
 
 
+def _overrides(module, *methods) -> bool:
+    """Whether a subclass of the class that defines the module's step (_inference_step) defines any of methods."""
+    mro = type(module).__mro__
+    below_step = mro[:next(i for i, c in enumerate(mro) if "_inference_step" in c.__dict__)]
+    return any(method in c.__dict__ for c in below_step for method in methods)
+
+
 def _runs_own_forward(module) -> bool:
     """Whether a plan step would skip what the module's forward does: forward or adopt_output replaced on the
     instance (summary and viz wrap them to record outputs), or forward overridden by a subclass of the class that
     defines the module's step (_inference_step). Such a module runs its own forward in the plan."""
-    if "forward" in module.__dict__ or "adopt_output" in module.__dict__:
-        return True
-    mro = type(module).__mro__
-    below_step = mro[:next(i for i, c in enumerate(mro) if "_inference_step" in c.__dict__)]
-    return any("forward" in c.__dict__ for c in below_step)
+    return "forward" in module.__dict__ or "adopt_output" in module.__dict__ or _overrides(module, "forward")
 
 
 def _own_passes(module) -> bool:
@@ -71,9 +74,7 @@ def _own_passes(module) -> bool:
     (_inference_step): such a module is not fused with its neighbour (a Conv2d/Linear/BatchNorm and the ReLU after
     it, a ReLU and the max pooling after it), which would skip that forward or backward. (A forward replaced on the
     instance, as summary and viz wrap it to record outputs, still fuses: the wrapper passes activation= on.)"""
-    mro = type(module).__mro__
-    below_step = mro[:next(i for i, c in enumerate(mro) if "_inference_step" in c.__dict__)]
-    return any("forward" in c.__dict__ or "backward" in c.__dict__ for c in below_step)
+    return _overrides(module, "forward", "backward")
 
 
 def _fused(layer, relu) -> bool:
@@ -181,15 +182,18 @@ class _InOrder(Module):
         was_child = name in self._modules
         super().__setattr__(name, value)
         if was_child or name in self._modules:  # a child added, replaced or removed
-            object.__setattr__(self, "_plan", None)
-            object.__setattr__(self, "_scheduled", None)
+            self._forget_plan()
 
     def __delattr__(self, name):
         was_child = name in self._modules
         super().__delattr__(name)
         if was_child:
-            object.__setattr__(self, "_plan", None)
-            object.__setattr__(self, "_scheduled", None)
+            self._forget_plan()
+
+    def _forget_plan(self):
+        """Drop the eval plan and the schedule, both made for the children as they were."""
+        object.__setattr__(self, "_plan", None)
+        object.__setattr__(self, "_scheduled", None)
 
     def forward(self, x):
         plan = self.__dict__.get("_plan")
