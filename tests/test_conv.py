@@ -89,8 +89,8 @@ CASES = [
     (1, 4, 40, 40, 36, 3, 3, 1, 1, 1, 1),
     (3, 2, 24, 24, 40, 3, 3, 1, 0, 1, 1),
     (1, 8, 40, 40, 40, 1, 1, 1, 0, 1, 1),
-    # batch 1 with few pixels and many taps: forward and input gradient run as narrow GEMMs (128 x 144 x 2304,
-    # 256 x 144 x 1152) whose im2col the threads pack once, sharing it
+    # batch 1 with few pixels and many taps: the forward's filters shared out between the threads, each reading its
+    # own copy of the padded image; the input gradient a narrow GEMM (256 x 144 x 1152)
     (1, 256, 12, 12, 128, 3, 3, 1, 1, 1, 1),
     # a pointwise layer with 512 Ki weights and few pixels: forward and both gradients folded over the batch
     (3, 1024, 3, 2, 512, 1, 1, 1, 0, 1, 1),
@@ -1114,3 +1114,25 @@ def test_winograd_rows_weight_gradient(isa, rng, case):
                 _same_non_finite(got, want)
                 finite = np.isfinite(want)
                 np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", [
+    (1, 160, 28, 28, 100, 3, 3, 2, 1, 1, 1),  # 196 pixels: 100 filters in unequal shares
+    (1, 64, 56, 56, 72, 3, 3, 2, 1, 1, 1),   # 784 pixels, more than filters (sgemm would take columns in chunks)
+    (1, 40, 32, 32, 48, 5, 5, 1, 2, 1, 1),   # padded, stride 1, 1024 pixels
+], ids=str)
+def test_batch1_few_pixels_each_thread_copies_the_image(rng, case):
+    # a batch-1 forward of at most 1024 output pixels from a padded or strided copy: each thread copies the image
+    # itself and computes its share of the filters from its copy; exact on small integers, with the bias and ReLU of
+    # the right filters, and the same bits at any thread count on random floats
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    expected = ref.conv2d(x, w, b, **kw)
+    xf, wf, bf, _ = _arrays(rng, case)
+    floats = []
+    for n in (1, 2, 3):
+        with cc.threads(n):
+            assert np.array_equal(F.conv2d(x, w, b, **kw), expected), n
+            assert np.array_equal(F.conv2d(x, w, b, activation="relu", **kw), np.maximum(expected, 0)), n
+            floats.append(F.conv2d(xf, wf, bf, activation="relu", **kw))
+    for other in floats[1:]:
+        assert np.array_equal(other, floats[0])

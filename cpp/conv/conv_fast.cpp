@@ -30,6 +30,7 @@ constexpr int64_t kNarrowTaps = 256;      // where dW has fewer taps than this
 // (forward 1.03x); 3x3/2 forward 128 -> 256 on 28 x 28 1.09x (weight gradient 1.06x), 256 -> 512 on 14 x 14 1.15x
 // (backward 1.06x).
 constexpr int64_t kThreadedCopyFloats = int64_t(1) << 14;
+constexpr int64_t kOwnCopyPixels = 1024;  // a batch-1 forward of at most this many output pixels: one copy a thread
 
 // A zero-padded image with each row's columns split by phase modulo the horizontal stride sw: C planes of Hp =
 // H + 2*pad_h rows; padded column v of a row at (v % sw) * Wq + v / sw, Wq = ceil((W + 2*pad_w) / sw), so a row
@@ -551,6 +552,39 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
       scatter_batch(yt.get(), s.N, s.K, g * Kg, Kg, PQ, y);
     }
     return;
+  }
+  // One image copied, into a product of few pixels (ResNet's 3x3 layers on 56 x 56 maps and smaller, at batch 1):
+  // each thread copies the whole image itself and computes its share of the filters from its own copy. The copy
+  // written by the threads together, a product whose rows the threads shared out (each packing all of B) read half
+  // of its B panels from lines the other core had written; one whose columns they took in chunks (N above M) read
+  // some (perf, 128 -> 128 3x3/2 on 56 x 56: 9% of the samples in OpenMP's waiting, 7% in the copy). On a shared AMD
+  // EPYC Zen 4 the host ran the two vCPUs far apart in some minutes (a round trip between them 310-390 ns instead of
+  // 50-90), where the 3x3/2 forward of 256 -> 256 on 28 x 28 took 1.70 ms instead of 1.30 on 2 threads, while a
+  // matmul of the product's shape took 1.12-1.14 in both. Each build in its own process, alternated, median ms, 2
+  // threads, far minutes (4 runs each): 3x3/2 forward 128 -> 128 on 56 x 56 1.69-1.72 -> 1.29-1.36, 256 -> 256 on 28
+  // x 28 1.71-1.77 -> 1.29-1.34, 512 -> 512 on 14 x 14 1.79-1.88 -> 1.33-1.34, 256 -> 64 on 28 x 28 0.92-0.94 ->
+  // 0.48; 3x3 512 -> 512 on 7 x 7 1.39-1.41 -> 1.26-1.29; near minutes (3 runs): 1.32-1.33 -> 1.27-1.32, 1.28-1.29
+  // -> 1.28-1.32, 1.30-1.31 -> 1.29-1.34, 0.48-0.57 -> 0.47-0.48, 1.22-1.23 -> 1.20-1.26; the other ResNet-50 layers
+  // at batch 1 as before. Forced on products of more pixels, where each thread packing all of B costs more than it
+  // saves: 3x3/2 64 -> 128 on 112 x 112 (3136 pixels) 2.58-2.61 -> 2.63-2.64, AlexNet conv1 (3025) 1.07-1.09 ->
+  // 1.10, ResNet-50 conv1 (12544) 1.15-1.20 -> 1.59-1.76; on 784 pixels it was the faster in both kinds of minutes
+  // (96 -> 96 3x3/2 on 56 x 56 0.77-1.06 -> 0.77-0.82, 5x5 pad 2 128 -> 128 on 28 x 28 3.37-4.09 -> 3.19-3.24).
+  if (copied && s.N * s.groups == 1 && PQ <= kOwnCopyPixels) {
+    const int64_t share = sgemm_row_share(Kg, PQ, CRS);
+    if (share > 0) {
+      parallel_for((Kg + share - 1) / share, num_threads(), [&](int64_t t) {
+        const int64_t m0 = t * share, rows = std::min(Kg, m0 + share) - m0;
+        const CachedBlock<float> xs(split_floats);
+        pad_split_phases(s, layout, x, xs.get());
+        Epilogue epi;
+        epi.bias = bias ? bias + m0 : nullptr;
+        epi.bias_axis = bias ? Epilogue::Bias::per_row : Epilogue::Bias::none;
+        epi.relu = relu;
+        sgemm(Trans::no, rows, PQ, CRS, 1.0f, w + m0 * CRS, CRS, Im2col(s, xs.get(), 0, layout), 0.0f, y + m0 * PQ,
+              PQ, epi);
+      });
+      return;
+    }
   }
   for_each_task(s.N * s.groups, s.N * s.K * PQ * CRS, [&](int64_t task) {
     const int64_t n = task / s.groups, g = task % s.groups;

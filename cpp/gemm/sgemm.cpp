@@ -576,6 +576,14 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
               {trans_a, M, N, K, gemm_k_block(K), alpha, A, lda, B, beta, C, ldc, epi}, nullptr);
 }
 
+int64_t sgemm_row_share(int64_t M, int64_t N, int64_t K) {
+  const int nt = threads_for(M * N * K);
+  if (nt == 1) return 0;
+  const int mr = choose_tile(kernels().gemm, (M + nt - 1) / nt, N, true).mr;
+  if (M < nt * mr) return 0;
+  return ((M + mr - 1) / mr + nt - 1) / nt * mr;
+}
+
 void sgemm(const PackedA& a, const float* packed, int64_t N, const BPanelSource& B, float beta, float* C, int64_t ldc,
            const Epilogue& epi) {
   if (empty_product(a.M, N, a.K, beta, C, ldc, epi)) return;

@@ -240,6 +240,12 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
 // 384, deeper K cut into equal blocks of at most 256.
 int64_t gemm_k_block(int64_t K);
 
+// A product's rows shared out between the threads, for a caller that runs the threads itself, each computing its
+// rows with sgemm (called inside the parallel region, it runs on that thread) from a B of its own: the rows thread t
+// takes are t * share to min(M, (t + 1) * share), share a multiple of the height of the tile sgemm takes for M /
+// threads rows. 0 where the product runs on one thread or has fewer rows than a tile's per thread.
+int64_t sgemm_row_share(int64_t M, int64_t N, int64_t K);
+
 // op(A), M x K, packed in advance in the engine's own layout for one tile, so that an A used by several products
 // (Winograd's transformed filters, the same for every block of tiles) is packed once, or written packed by its
 // producer. For each K block [pc, pc + kc) (kb = gemm_k_block(K), kc = min(kb, K - pc)) a padded_m() x kc slab at
