@@ -1120,11 +1120,12 @@ def test_winograd_rows_weight_gradient(isa, rng, case):
     (1, 160, 28, 28, 100, 3, 3, 2, 1, 1, 1),  # 196 pixels: 100 filters in unequal shares
     (1, 64, 56, 56, 72, 3, 3, 2, 1, 1, 1),   # 784 pixels, more than filters (sgemm would take columns in chunks)
     (1, 40, 32, 32, 48, 5, 5, 1, 2, 1, 1),   # padded, stride 1, 1024 pixels
+    (1, 256, 40, 39, 150, 1, 1, 2, 0, 1, 1),  # strided 1x1: the subsampled image, 400 pixels
 ], ids=str)
 def test_batch1_few_pixels_each_thread_copies_the_image(rng, case):
-    # a batch-1 forward of at most 1024 output pixels from a padded or strided copy: each thread copies the image
-    # itself and computes its share of the filters from its copy; exact on small integers, with the bias and ReLU of
-    # the right filters, and the same bits at any thread count on random floats
+    # a batch-1 forward of at most 1024 output pixels from a padded, strided or subsampled copy: each thread copies
+    # the image itself and computes its share of the filters from its copy; exact on small integers, with the bias
+    # and ReLU of the right filters, and the same bits at any thread count on random floats
     x, w, b, kw = _arrays(rng, case, integer=True)
     expected = ref.conv2d(x, w, b, **kw)
     xf, wf, bf, _ = _arrays(rng, case)

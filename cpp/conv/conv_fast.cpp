@@ -30,7 +30,8 @@ constexpr int64_t kNarrowTaps = 256;      // where dW has fewer taps than this
 // (forward 1.03x); 3x3/2 forward 128 -> 256 on 28 x 28 1.09x (weight gradient 1.06x), 256 -> 512 on 14 x 14 1.15x
 // (backward 1.06x).
 constexpr int64_t kThreadedCopyFloats = int64_t(1) << 14;
-constexpr int64_t kOwnCopyPixels = 1024;  // a batch-1 forward of at most this many output pixels: one copy a thread
+constexpr int64_t kOwnCopyPixels = 1024;  // a batch-1 forward of at most this many output pixels: one copy a thread,
+constexpr int64_t kOwnCopyWork = int64_t(1) << 22;  // where each thread's share is at least this many multiply-adds
 
 // A zero-padded image with each row's columns split by phase modulo the horizontal stride sw: C planes of Hp =
 // H + 2*pad_h rows; padded column v of a row at (v % sw) * Wq + v / sw, Wq = ceil((W + 2*pad_w) / sw), so a row
@@ -411,6 +412,52 @@ bool folds_batch(const ConvShape& s) {
   return s.P * s.Q < kFoldBelowPixels && (!is_pointwise(s) || (s.N > 1 && large_weights(s)));
 }
 
+// A batch-1 forward of at most kOwnCopyPixels output pixels from a copy of the image (padded, phase-split or
+// subsampled; ResNet's 3x3 layers on 56 x 56 maps and smaller): where the threads would share the filters (M) out,
+// each thread writes the whole copy (floats) itself, copy(into), and computes its filters [m0, m1) from it,
+// product(m0, m1, copy), where each thread's share is at least kOwnCopyWork multiply-adds; false, doing nothing,
+// elsewhere. The copy written by the threads together, a product whose rows the threads shared out (each packing all
+// of B) read half of its B panels from lines the other core had written; one whose columns they took in chunks (N
+// above M) read some (perf, 128 -> 128 3x3/2 on 56 x 56: 9% of the samples in OpenMP's waiting, 7% in the copy). On
+// a shared AMD EPYC Zen 4 the host ran the two vCPUs far apart in some minutes (a round trip between them 310-390 ns
+// instead of 50-90), where the 3x3/2 forward of 256 -> 256 on 28 x 28 took 1.70 ms instead of 1.30 on 2 threads,
+// while a matmul of the product's shape took 1.12-1.14 in both. Each build in its own process, alternated, median
+// ms, 2 threads, far minutes (4 runs each): 3x3/2 forward 128 -> 128 on 56 x 56 1.69-1.72 -> 1.29-1.36, 256 -> 256
+// on 28 x 28 1.71-1.77 -> 1.29-1.34, 512 -> 512 on 14 x 14 1.79-1.88 -> 1.33-1.34, 256 -> 64 on 28 x 28 0.92-0.94 ->
+// 0.48; 3x3 512 -> 512 on 7 x 7 1.39-1.41 -> 1.26-1.29; near minutes (3 runs): 1.32-1.33 -> 1.27-1.32, 1.28-1.29 ->
+// 1.28-1.32, 1.30-1.31 -> 1.29-1.34, 0.48-0.57 -> 0.47-0.48, 1.22-1.23 -> 1.20-1.26; the other ResNet-50 layers at
+// batch 1 as before. Forced on products of more pixels, where each thread packing all of B costs more than it saves:
+// 3x3/2 64 -> 128 on 112 x 112 (3136 pixels) 2.58-2.61 -> 2.63-2.64, AlexNet conv1 (3025) 1.07-1.09 -> 1.10,
+// ResNet-50 conv1 (12544) 1.15-1.20 -> 1.59-1.76; on 784 pixels it was the faster in both kinds of minutes (96 -> 96
+// 3x3/2 on 56 x 56 0.77-1.06 -> 0.77-0.82, 5x5 pad 2 128 -> 128 on 28 x 28 3.37-4.09 -> 3.19-3.24). The subsampled
+// copy of a strided 1x1 layer likewise (mixed minutes, 4 runs each): ResNet-50's res3a 1x1/2 (256 -> 512 on 56 x 56)
+// 1.09-1.43 -> 1.03-1.06, res4a's (512 -> 1024 on 28 x 28) 1.00-1.16 -> 1.02-1.05, res5a's 1.00-1.10 -> 1.01-1.07,
+// 64 -> 256 on 56 x 56 0.18-0.37 -> 0.15-0.23. Not where a thread's share is less than kOwnCopyWork multiply-adds,
+// which the copy and a region of its own cost more than they save: 64 -> 128 1x1/2 on 56 x 56 (3.2 M a thread)
+// 0.089-0.126 -> 0.094-0.143.
+template <typename Copy, typename Product>
+bool filters_from_own_copies(int64_t M, int64_t N, int64_t K, int64_t floats, const Copy& copy,
+                             const Product& product) {
+  const int64_t share = N <= kOwnCopyPixels ? sgemm_row_share(M, N, K) : 0;
+  if (share == 0 || share * N * K < kOwnCopyWork) return false;
+  parallel_for((M + share - 1) / share, num_threads(), [&](int64_t t) {
+    const int64_t m0 = t * share;
+    const CachedBlock<float> own(floats);
+    copy(own.get());
+    product(m0, std::min(M, m0 + share), own.get());
+  });
+  return true;
+}
+
+// The epilogue of a product computing filters first, first + 1, ...: their biases (bias may be null), ReLU or not.
+Epilogue filter_epilogue(const float* bias, int64_t first, bool relu) {
+  Epilogue epi;
+  epi.bias = bias ? bias + first : nullptr;
+  epi.bias_axis = bias ? Epilogue::Bias::per_row : Epilogue::Bias::none;
+  epi.relu = relu;
+  return epi;
+}
+
 // A strided 1x1 kernel without padding reads every stride-th pixel only: its im2col is the subsampled input, and on
 // that it is pointwise. pointwise_on_subsampled returns that pointwise layer (input H = P, W = Q) and writes the
 // subsampled images (N x C x P x Q floats, at most half of x) to xs, in parallel.
@@ -515,6 +562,14 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     return;
   if (is_strided_1x1(s)) {  // measured on AVX2, 2 threads, against im2col runs read with the stride: res3a 1x1/2
     // n=1 forward 2.7 -> 2.0 ms, n=8 24.6 -> 17.0, 8 x 64 x 56 x 56 -> 128 3.8 -> 1.7
+    const int64_t PQ = s.P * s.Q;
+    const auto subsample = [&](float* xs) { pointwise_on_subsampled(s, x, xs); };
+    const auto product = [&](int64_t m0, int64_t m1, const float* xs) {
+      sgemm(Trans::no, m1 - m0, PQ, s.C, 1.0f, w + m0 * s.C, s.C, MatrixB(Trans::no, xs, PQ), 0.0f, y + m0 * PQ, PQ,
+            filter_epilogue(bias, m0, relu));
+    };
+    if (s.N * s.groups == 1 && filters_from_own_copies(s.K, PQ, s.C, s.C * PQ, subsample, product))
+      return;
     CachedBlock<float> xs(s.N * s.C * s.P * s.Q);
     const ConvShape t = pointwise_on_subsampled(s, x, xs.get());
     conv2d_forward_fast(t, xs.get(), w, bias, relu, y);
@@ -537,10 +592,7 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     // scattered to y (N, K, P, Q). yt is Kg*N*PQ floats.
     const CachedBlock<float> yt(Kg * s.N * PQ), xs(s.N * split_floats);
     for (int64_t g = 0; g < s.groups; ++g) {
-      Epilogue epi;
-      epi.bias = bias ? bias + g * Kg : nullptr;
-      epi.bias_axis = bias ? Epilogue::Bias::per_row : Epilogue::Bias::none;
-      epi.relu = relu;
+      const Epilogue epi = filter_epilogue(bias, g * Kg, relu);
       const float* xg = x + g * Cg * HW;
       if (copied)
         parallel_for(s.N, threads_for(s.N * split_floats, 1 << 18),
@@ -553,47 +605,18 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
     }
     return;
   }
-  // One image copied, into a product of few pixels (ResNet's 3x3 layers on 56 x 56 maps and smaller, at batch 1):
-  // each thread copies the whole image itself and computes its share of the filters from its own copy. The copy
-  // written by the threads together, a product whose rows the threads shared out (each packing all of B) read half
-  // of its B panels from lines the other core had written; one whose columns they took in chunks (N above M) read
-  // some (perf, 128 -> 128 3x3/2 on 56 x 56: 9% of the samples in OpenMP's waiting, 7% in the copy). On a shared AMD
-  // EPYC Zen 4 the host ran the two vCPUs far apart in some minutes (a round trip between them 310-390 ns instead of
-  // 50-90), where the 3x3/2 forward of 256 -> 256 on 28 x 28 took 1.70 ms instead of 1.30 on 2 threads, while a
-  // matmul of the product's shape took 1.12-1.14 in both. Each build in its own process, alternated, median ms, 2
-  // threads, far minutes (4 runs each): 3x3/2 forward 128 -> 128 on 56 x 56 1.69-1.72 -> 1.29-1.36, 256 -> 256 on 28
-  // x 28 1.71-1.77 -> 1.29-1.34, 512 -> 512 on 14 x 14 1.79-1.88 -> 1.33-1.34, 256 -> 64 on 28 x 28 0.92-0.94 ->
-  // 0.48; 3x3 512 -> 512 on 7 x 7 1.39-1.41 -> 1.26-1.29; near minutes (3 runs): 1.32-1.33 -> 1.27-1.32, 1.28-1.29
-  // -> 1.28-1.32, 1.30-1.31 -> 1.29-1.34, 0.48-0.57 -> 0.47-0.48, 1.22-1.23 -> 1.20-1.26; the other ResNet-50 layers
-  // at batch 1 as before. Forced on products of more pixels, where each thread packing all of B costs more than it
-  // saves: 3x3/2 64 -> 128 on 112 x 112 (3136 pixels) 2.58-2.61 -> 2.63-2.64, AlexNet conv1 (3025) 1.07-1.09 ->
-  // 1.10, ResNet-50 conv1 (12544) 1.15-1.20 -> 1.59-1.76; on 784 pixels it was the faster in both kinds of minutes
-  // (96 -> 96 3x3/2 on 56 x 56 0.77-1.06 -> 0.77-0.82, 5x5 pad 2 128 -> 128 on 28 x 28 3.37-4.09 -> 3.19-3.24).
-  if (copied && s.N * s.groups == 1 && PQ <= kOwnCopyPixels) {
-    const int64_t share = sgemm_row_share(Kg, PQ, CRS);
-    if (share > 0) {
-      parallel_for((Kg + share - 1) / share, num_threads(), [&](int64_t t) {
-        const int64_t m0 = t * share, rows = std::min(Kg, m0 + share) - m0;
-        const CachedBlock<float> xs(split_floats);
-        pad_split_phases(s, layout, x, xs.get());
-        Epilogue epi;
-        epi.bias = bias ? bias + m0 : nullptr;
-        epi.bias_axis = bias ? Epilogue::Bias::per_row : Epilogue::Bias::none;
-        epi.relu = relu;
-        sgemm(Trans::no, rows, PQ, CRS, 1.0f, w + m0 * CRS, CRS, Im2col(s, xs.get(), 0, layout), 0.0f, y + m0 * PQ,
-              PQ, epi);
-      });
-      return;
-    }
-  }
+  const auto split = [&](float* xs) { pad_split_phases(s, layout, x, xs); };
+  const auto product = [&](int64_t m0, int64_t m1, const float* xs) {
+    sgemm(Trans::no, m1 - m0, PQ, CRS, 1.0f, w + m0 * CRS, CRS, Im2col(s, xs, 0, layout), 0.0f, y + m0 * PQ, PQ,
+          filter_epilogue(bias, m0, relu));
+  };
+  if (copied && s.N * s.groups == 1 && filters_from_own_copies(Kg, PQ, CRS, split_floats, split, product))
+    return;
   for_each_task(s.N * s.groups, s.N * s.K * PQ * CRS, [&](int64_t task) {
     const int64_t n = task / s.groups, g = task % s.groups;
     const float* xg = x + (n * s.C + g * Cg) * HW;
     float* yg = y + (n * s.K + g * Kg) * PQ;
-    Epilogue epi;
-    epi.bias = bias ? bias + g * Kg : nullptr;
-    epi.bias_axis = bias ? Epilogue::Bias::per_row : Epilogue::Bias::none;
-    epi.relu = relu;
+    const Epilogue epi = filter_epilogue(bias, g * Kg, relu);
     const float* wg = w + g * Kg * CRS;
     if (is_pointwise(s)) {
       sgemm(Trans::no, Kg, PQ, Cg, 1.0f, wg, CRS, MatrixB(Trans::no, xg, HW), 0.0f, yg, PQ, epi);
