@@ -596,15 +596,17 @@ def test_winograd_from_49_tiles(rng):
     np.testing.assert_allclose(F.conv2d(x[:1], w, padding=1), ref.conv2d(x[:1], w, padding=1), rtol=1e-4, atol=1e-4)
 
 
-def test_winograd_products_split_by_filters(rng):
-    # 260 filters (at least 256): a shared block's products go to the threads by rows of filters (unequal runs of
-    # whole row panels, the last one partial): exact on small integers at 2, 3 and 1 threads
-    # (several threads first: a buffer left by a one-thread run could hold a missed row's values)
-    x, w, b, kw = _arrays(rng, (1, 16, 14, 14, 260, 3, 3, 1, 1, 1, 1), integer=True)
+def test_winograd_filters_shared_out_between_threads(rng):
+    # 300 filters at batch 1 (at least 96 a thread at 2 and 3 threads): each thread transforms its run of the filters
+    # (unequal runs of whole row panels, the last one partial) and all the inputs itself, and computes its filters'
+    # products and outputs: exact on small integers, with each filter's bias and ReLU, at 2, 3 and 1 threads (several
+    # threads first: a buffer left by a one-thread run could hold a missed row's values)
+    x, w, b, kw = _arrays(rng, (1, 16, 14, 14, 300, 3, 3, 1, 1, 1, 1), integer=True)
     want = ref.conv2d(x, w, b, **kw)
     for n in (2, 3, 1):
         with cc.threads(n):
             assert np.array_equal(F.conv2d(x, w, b, **kw), want), n
+            assert np.array_equal(F.conv2d(x, w, b, activation="relu", **kw), np.maximum(want, 0)), n
 
 
 def test_a_stride_past_the_input_costs_no_memory():

@@ -34,6 +34,7 @@ LAYERS = [
     ((1, 320, 16, 8), (320, 8, 3, 2, 1)),  # and with the portable kernels
     ((1, 64, 28, 28), (64, 64, 3, 1, 1)),
     ((2, 128, 14, 14), (128, 128, 3, 1, 1)),
+    ((1, 32, 14, 14), (32, 200, 3, 1, 1)),  # Winograd at batch 1, the kept filters shared out between the threads
     ((1, 3, 56, 56), (3, 64, 7, 2, 3)),
 ]
 

@@ -166,13 +166,16 @@ struct WinogradTile<4> {
 // are gathered into nine contiguous rows, so that the transform runs along c in vectors, into alpha^2 rows per
 // filter; each position's panel rows are then turned into the panel by the ISA's transposing packer.
 template <int T>
-void transform_filters(const ConvShape& s, const float* w, const PackedA& a, float* U, std::atomic<bool>& non_finite) {
+void transform_filters(const ConvShape& s, const float* w, const PackedA& a, float* U, std::atomic<bool>& non_finite,
+                       int64_t first_panel = 0, int64_t end_panel = -1) {
   typedef WinogradTile<T> Tile;
   constexpr int alpha = Tile::alpha;
   constexpr int64_t positions = alpha * alpha;
-  const int64_t C = s.C, mr = a.tile.mr, panels = (s.K + mr - 1) / mr, kb = gemm_k_block(C);
+  const int64_t C = s.C, mr = a.tile.mr, kb = gemm_k_block(C);
+  const int64_t panels = (end_panel < 0 ? (s.K + mr - 1) / mr : end_panel) - first_panel;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-  parallel_for(panels, threads_for(s.K * C * 4 * positions, 1 << 16), [&](int64_t r) {
+  parallel_for(panels, threads_for(panels * mr * C * 4 * positions, 1 << 16), [&](int64_t panel) {
+    const int64_t r = first_panel + panel;
     const int64_t k0 = r * mr, filters = std::min(mr, s.K - k0);
     const CachedBlock<float> buf((9 + 3 * alpha + positions * filters) * C);
     float* __restrict g = buf.get();  // g[m * C + c]: tap m of channel c
@@ -438,16 +441,19 @@ __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling
 // y tiles = A^T M A (divided by Tile::scale) for filter k's tiles of the block, VL tiles at a time in G groups as
 // transform_inputs takes them, + bias, ReLU, written where they lie inside the P x Q output (each group's last vector
 // of a row stored in part). M holds at least VL - 1 floats past its last product, which a group's last vector of a
-// row may read.
+// row may read. Filters [first_filter, end_filter) only, where given (end_filter -1: to the last).
 template <int VL, int T, int G>
 __attribute__((noinline)) void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int64_t row0,
-                                                 int64_t rows, const float* bias, bool relu, float* y) {
+                                                 int64_t rows, const float* bias, bool relu, float* y,
+                                                 int64_t first_filter = 0, int64_t end_filter = -1) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   typedef WinogradTile<T> Tile;
   constexpr int alpha = Tile::alpha, L = VL / G, group_vectors = T / G;
   const int64_t tw = tl.tw, cols = rows * tw, stride = s.K * cols, chunks = (tw + L - 1) / L;
   const int64_t run = (rows + G - 1) / G;
-  parallel_for(s.K, threads_for(s.K * cols * 4 * alpha * alpha, 1 << 16), [&](int64_t k) {
+  const int64_t filters = (end_filter < 0 ? s.K : end_filter) - first_filter;
+  parallel_for(filters, threads_for(filters * cols * 4 * alpha * alpha, 1 << 16), [&](int64_t f) {
+    const int64_t k = first_filter + f;
     const float b = bias ? bias[k] : 0.0f;
     const bool apply_relu = relu;
     const int64_t position_stride = stride, K = s.K, P = s.P, Q = s.Q;  // copies the stores cannot change
@@ -525,17 +531,23 @@ void with_lane_groups(int64_t tw, const Body& body) {
   }
 }
 
-// With at least this many filters, a shared block's products go to the threads by rows (filters: each thread all
-// positions of its share, sgemm_rows), else by position. By rows each thread reads only the transformed filters
-// it wrote (transform_filters' runs of filter panels) and writes the products its output transform reads (where K is
-// a multiple of threads x mr: transform_outputs takes equal runs of filters); by position half of U and M crossed
-// between the cores.
-// Both builds in one process, calls alternated, median of per-pair time ratios in windows of several seconds, AMD
-// Zen 4, 2 threads, forward, res4a 3x3 n=1 (256 filters, 49 tiles): 1.06-1.32x in the machine's slow phases (when
-// traffic between the cores slows 2-3x), 0.97-1.00x in fast ones; 512 filters on 14 x 14 n=1 1.01x, res4a n=32 and
-// res5a n=32 0.99-1.00x. With 64 or 128 filters (CIFAR 3x3 n=1, 128 on 28 x 28 n=1) each thread's share of rows is
-// too few for the tiles: 0.83-0.92x.
-constexpr int64_t kFilterSplit = 256;
+// Where all the tiles make one block, not a thread's (per_thread; batch 1 on maps up to 28 x 28 and the like), each
+// thread with at least this many filters takes a run of them (filter_shares): it transforms its filters, all the
+// inputs into a V of its own, and computes its filters' products and outputs, so that nothing one core
+// writes is read by the other. Before, the transforms went to the threads by channel and by filter, and the products
+// by position (by filters from 256 of them), so that V, U and M crossed between the cores; the host of a shared AMD
+// EPYC Zen 4 ran the two vCPUs far apart in some minutes (a round trip between them 310-350 ns instead of 50-90),
+// and there a 2 thread forward of 192 -> 192 on 14 x 14 at batch 1 took 0.91-0.92 ms, more than on 1 thread (0.84),
+// against 0.44 in the other minutes. Each build in its own process, alternated, median ms, 2 threads, batch-1
+// forward, near / far minutes (5 runs): 192 -> 192 on 14 x 14 0.44 / 0.91-0.92 -> 0.45-0.48 in both, 256 -> 256 on
+// 14 x 14 (ResNet's res4 layers) 0.77 / 1.08-1.11 -> 0.75-0.80; 512 -> 512 on 14 x 14 3.3-3.8 -> 3.3-3.6 (mostly the
+// filters' transform). Fewer filters a thread pay more for transforming all the inputs than they save: 128 -> 128 on
+// 28 x 28 0.43 / 0.95 -> 0.48-0.50, 512 -> 64 on 14 x 14 0.49 / 1.16-1.19 -> 0.61-0.65, 128 -> 128 on 16 x 16 0.29
+// -> 0.32-0.34. Several blocks keep their transforms on the threads, and their products go by position (by filters
+// before from 256 of them; both builds in one process, calls alternated, median of per-pair time ratios, 2 threads:
+// res5a 3x3 n=32 1.06x, 512 -> 512 on 14 x 14 n=8 1.04x; filter shares there 0.91x and 1.02x), and so do the
+// products of one block with fewer filters. A batch of 4 on 14 x 14 maps, 256 -> 256, one block: 1.28x.
+constexpr int64_t kFilterShare = 96;
 
 // F(T x T, 3x3), VL floats a vector.
 template <int VL, int T>
@@ -555,33 +567,21 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
   const PackedA a{choose_tile(kernels().gemm, s.K, max_cols), s.K, s.C};
   const int64_t mr = a.tile.mr, panels = (s.K + mr - 1) / mr;
   std::atomic<bool> non_finite{false};  // found in x or w: the caller computes y another way
-  // one block, with the transformed filters U: its transforms on the threads (by channel), its products spread
-  // over them (each product serial); in a block task of its own (per_thread) all of it serially
-  const auto block = [&](int64_t row0, const float* U, float* V, float* M) {
+  // one block's filters [k0, k1), with the transformed filters U: its transforms on the threads (inputs by channel,
+  // outputs by filter), its products spread over them by position (each product serial); in a task of its own
+  // (per_thread, filter_shares) all of it serially
+  const auto block = [&](int64_t row0, const float* U, float* V, float* M, int64_t k0, int64_t k1) {
     if (non_finite.load(std::memory_order_relaxed)) return;
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
     with_lane_groups<VL, T>(tl.tw, [&](auto groups) {
       transform_inputs<VL, T, decltype(groups)::value>(s, tl, x, row0, rows, V, non_finite);
     });
-    // rows [m0, m1) of product xi, on the calling thread (inside the threads' region, or work for one thread)
-    const auto product = [&](int64_t xi, int64_t m0, int64_t m1) {
-      sgemm_rows(a, U + xi * a.floats(), m0, m1, cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
+    parallel_for(positions, threads_for(positions * (k1 - k0) * s.C * cols), [&](int64_t xi) {
+      sgemm_rows(a, U + xi * a.floats(), k0, k1, cols, MatrixB(Trans::no, V + xi * s.C * cols, cols), 0.0f,
                  M + xi * s.K * cols, cols);
-    };
-    const int shares = threads_for(positions * s.K * s.C * cols);
-    if (s.K >= kFilterSplit && shares > 1) {
-      // thread t's run of panels as OpenMP's static schedule gives transform_filters' (the first panels % shares
-      // threads one more)
-      const auto first_panel = [&](int64_t t) { return t * (panels / shares) + std::min<int64_t>(t, panels % shares); };
-      parallel_for(shares, shares, [&](int64_t share) {
-        const int64_t m0 = first_panel(share) * mr, m1 = std::min(s.K, first_panel(share + 1) * mr);
-        for (int64_t xi = 0; xi < positions; ++xi) product(xi, m0, m1);
-      });
-    } else {
-      parallel_for(positions, shares, [&](int64_t xi) { product(xi, 0, s.K); });
-    }
+    });
     with_lane_groups<VL, T>(tl.tw, [&](auto groups) {
-      transform_outputs<VL, T, decltype(groups)::value>(s, tl, M, row0, rows, bias, relu, y);
+      transform_outputs<VL, T, decltype(groups)::value>(s, tl, M, row0, rows, bias, relu, y, k0, k1);
     });
   };
   const int64_t u_floats = positions * a.floats();
@@ -590,8 +590,9 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
     kept = cache->get(T == 4 ? ConvPacking::winograd4 : ConvPacking::winograd2, mr, u_floats,
                       [&](float* u) { transform_filters<T>(s, w, a, u, non_finite); });
   const bool own_u = !kept && per_thread && u_floats <= kOwnFilterFloats;
+  const bool filter_shares = !per_thread && nt > 1 && s.K >= kFilterShare * nt && tile_rows <= block_rows;
   const CachedBlock<float> U(own_u || kept ? 0 : u_floats);  // shared
-  if (!own_u && !kept) transform_filters<T>(s, w, a, U.get(), non_finite);
+  if (!own_u && !kept && !filter_shares) transform_filters<T>(s, w, a, U.get(), non_finite);
   const float* shared_u = kept ? kept.get() : U.get();
   if (per_thread) {
     // each thread its share of the blocks first (Shares), its own V and M and, own_u, its own U (all filters
@@ -603,12 +604,23 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
           M(positions * s.K * max_cols + VL);
       if (own_u) transform_filters<T>(s, w, a, own.get(), non_finite);
       const float* filters = own_u ? own.get() : shared_u;
-      take_shares(shares, 1, 1, [&](int64_t b, int64_t) { block(b * block_rows, filters, V.get(), M.get()); });
+      take_shares(shares, 1, 1,
+                  [&](int64_t b, int64_t) { block(b * block_rows, filters, V.get(), M.get(), 0, s.K); });
+    });
+    return !non_finite;
+  }
+  if (filter_shares) {  // each thread a run of the filters' panels (the first panels % nt threads one more)
+    parallel_for(nt, nt, [&](int64_t t) {
+      const auto first_panel = [&](int64_t u) { return u * (panels / nt) + std::min<int64_t>(u, panels % nt); };
+      const int64_t p0 = first_panel(t), p1 = first_panel(t + 1), k0 = p0 * mr, k1 = std::min(s.K, p1 * mr);
+      if (!kept) transform_filters<T>(s, w, a, U.get(), non_finite, p0, p1);
+      const CachedBlock<float> V(positions * s.C * max_cols), M(positions * s.K * max_cols + VL);
+      block(0, shared_u, V.get(), M.get(), k0, k1);
     });
     return !non_finite;
   }
   const CachedBlock<float> V(positions * s.C * max_cols), M(positions * s.K * max_cols + VL);
-  for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) block(row0, shared_u, V.get(), M.get());
+  for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) block(row0, shared_u, V.get(), M.get(), 0, s.K);
   return !non_finite;
 }
 
