@@ -1139,3 +1139,27 @@ def test_batch1_few_pixels_each_thread_copies_the_image(rng, case):
             floats.append(F.conv2d(xf, wf, bf, activation="relu", **kw))
     for other in floats[1:]:
         assert np.array_equal(other, floats[0])
+
+
+@pytest.mark.parametrize("case", [
+    (1, 50, 48, 48, 100, 3, 3, 2, 1, 1, 1),  # strided: runs of 25 channels at 2 threads, 16, 17, 17 at 3
+    (1, 128, 56, 56, 160, 1, 1, 2, 0, 1, 1),  # strided 1x1: the input gradient by columns and col2im
+], ids=str)
+def test_batch1_backward_takes_channels_in_runs(rng, case):
+    # a batch-1 backward: each thread takes a run of the channels, copying them and summing their taps' weight
+    # gradient, and computing their columns and input-gradient planes; exact on small integers at any thread count,
+    # and the same bits at any thread count on random floats, the bias gradient included
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    dy = rng.integers(-3, 4, F.conv2d(x, w, **kw).shape).astype(np.float32)
+    expected = ref.conv2d_backward(dy, x, w, **kw)
+    xf, wf, bf, _ = _arrays(rng, case)
+    dyf = rng.standard_normal(dy.shape).astype(np.float32)
+    results = []
+    for n in (2, 3, 1):
+        with cc.threads(n):
+            for got, want in zip(F.conv2d_backward(dy, x, w, **kw), expected):
+                assert np.array_equal(got, want), n
+            results.append(F.conv2d_backward(dyf, xf, wf, **kw))
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            assert np.array_equal(a, b_)

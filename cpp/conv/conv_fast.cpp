@@ -31,7 +31,8 @@ constexpr int64_t kNarrowTaps = 256;      // where dW has fewer taps than this
 // (backward 1.06x).
 constexpr int64_t kThreadedCopyFloats = int64_t(1) << 14;
 constexpr int64_t kOwnCopyPixels = 1024;  // a batch-1 forward of at most this many output pixels: one copy a thread,
-constexpr int64_t kOwnCopyWork = int64_t(1) << 22;  // where each thread's share is at least this many multiply-adds
+constexpr int64_t kOwnCopyWork = int64_t(1) << 22;
+constexpr int64_t kOwnChannels = 16;  // where each thread's share is at least this many multiply-adds
 
 // A zero-padded image with each row's columns split by phase modulo the horizontal stride sw: C planes of Hp =
 // H + 2*pad_h rows; padded column v of a row at (v % sw) * Wq + v / sw, Wq = ceil((W + 2*pad_w) / sw), so a row
@@ -449,6 +450,13 @@ bool filters_from_own_copies(int64_t M, int64_t N, int64_t K, int64_t floats, co
   return true;
 }
 
+// Whether a batch-1 backward pass takes the image's channels in runs, one a thread (nt of them): at least
+// kOwnChannels channels a thread (runs within 1 / kOwnChannels of each other's size) and kOwnCopyWork multiply-adds,
+// per_channel of them a channel.
+bool channel_shares(int64_t channels, int nt, int64_t per_channel) {
+  return nt > 1 && channels >= kOwnChannels * nt && channels / nt * per_channel >= kOwnCopyWork;
+}
+
 // The epilogue of a product computing filters first, first + 1, ...: their biases (bias may be null), ReLU or not.
 Epilogue filter_epilogue(const float* bias, int64_t first, bool relu) {
   Epilogue epi;
@@ -629,7 +637,8 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
 }
 
 void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
-  const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
+  const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, RS = s.R * s.S, CRS = Cg * RS, PQ = s.P * s.Q;
+  const int64_t HW = s.H * s.W;
   const int64_t wsize = s.K * CRS;
   const auto bias_apart = [&] {  // the bias gradient in its own pass over dy
     if (db) conv2d_backward_bias_fast(s, dy, db);
@@ -713,6 +722,25 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   // (the bias pass read all of dy from memory again: 7% of ResNet-50 conv1's backward at batch 8); the same order
   const bool bias_fused = bias_here && by_taps && PQ >= kBiasLanes;
   std::vector<float> bias_parts(static_cast<size_t>(chunks * per_chunk), 0.0f);
+  // One image, in one chunk, whose product's threads would take runs of its taps: each thread takes a run of the
+  // channels (their taps), copying those channels of the image itself (rows of every channel, copied by the threads
+  // together, crossed between the cores), and a run of the filters' bias partials (measured with the input
+  // gradient's: conv2d_backward_input_fast).
+  const int nt = threads_for(s.N * s.K * PQ * CRS);
+  if (s.N * s.groups == 1 && chunks == 1 && !by_taps && !is_pointwise(s) && channel_shares(s.C, nt, Kg * RS * PQ)) {
+    parallel_for(nt, nt, [&](int64_t t) {
+      ConvShape own = s;  // its channels
+      const int64_t c0 = t * s.C / nt, c1 = (t + 1) * s.C / nt;
+      own.C = c1 - c0;
+      const CachedBlock<float> xp(copied ? own.C * layout.plane : 0);
+      if (copied) pad_split_phases(own, layout, x + c0 * HW, xp.get());
+      sgemm(Trans::no, Kg, own.C * RS, PQ, 1.0f, dy, PQ, Im2colT(own, copied ? xp.get() : x + c0 * HW, 0, layout),
+            0.0f, dw + c0 * RS, CRS);
+      if (bias_here) bias_partials_add(s, dy, t * s.K / nt, (t + 1) * s.K / nt, bias_parts.data());
+    });
+    bias_from_partials(s, bias_parts.data(), chunks, db);  // bias_here: db, one chunk
+    return;
+  }
   // Copied images: all of them first where chunks share images (fewer images than chunks), else each chunk copies
   // the image it is summing.
   const bool copy_first = copied && s.N < chunks;
@@ -889,6 +917,30 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
   }
   // columns per block: the (CRS x block) column buffer stays within 256 Ki floats (at least 16 columns)
   const int64_t block = std::min(PQ, std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(CRS, 1)));
+  // One image: each thread takes a run of the channels, computing their columns, adding them into its own copy of
+  // their planes, and writing their planes of dx (the products' threads took runs of all channels' columns, the
+  // planes were zeroed by one thread, and each block's two parallel regions waited for each other). With the weight
+  // gradient's (conv2d_backward_weight_fast), both builds in one process, calls alternated, median of per-pair time
+  // ratios, AMD EPYC Zen 4, 2 threads, batch-1 backward, in minutes when the host ran the vCPUs near / far apart:
+  // 3x3/2 128 -> 128 on 56 x 56 1.04x / 1.25x, 256 -> 256 on 28 x 28 1.01x / 1.12x, 512 -> 512 on 14 x 14 1.00x /
+  // 1.01x; ResNet-50's res3a 1x1/2 (256 -> 512 on 56 x 56) 1.05x / 1.42x.
+  const int nt = threads_for(s.N * s.K * PQ * CRS);
+  if (s.N * s.groups == 1 && !is_pointwise(s) && channel_shares(s.C, nt, Kg * RS * PQ)) {
+    const SplitLayout layout(s);
+    parallel_for(nt, nt, [&](int64_t t) {
+      const int64_t c0 = t * s.C / nt, channels = (t + 1) * s.C / nt - c0, rows = channels * RS;
+      const CachedBlock<float> col(rows * block), xs(channels * layout.plane);
+      std::fill(xs.get(), xs.get() + channels * layout.plane, 0.0f);
+      for (int64_t j0 = 0; j0 < PQ; j0 += block) {
+        const int64_t nb = std::min(block, PQ - j0);
+        sgemm(Trans::yes, Trans::no, rows, nb, Kg, 1.0f, w + c0 * RS, CRS, dy + j0, PQ, 0.0f, col.get(), nb);
+        for (int64_t c = 0; c < channels; ++c)
+          col2im_add(s, layout, col.get() + c * RS * nb, nb, j0, nb, xs.get() + c * layout.plane);
+      }
+      unsplit_planes(s, layout, xs.get(), channels, dx + c0 * HW);
+    });
+    return;
+  }
   for_each_task(s.N, s.N * s.K * PQ * CRS, [&](int64_t n) {
     float* dxn = dx + n * s.C * HW;
     if (is_pointwise(s)) {
