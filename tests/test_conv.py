@@ -1163,3 +1163,22 @@ def test_batch1_backward_takes_channels_in_runs(rng, case):
     for other in results[1:]:
         for a, b_ in zip(results[0], other):
             assert np.array_equal(a, b_)
+
+
+def test_batch1_backward_channel_runs_without_or_apart_from_the_bias(rng):
+    # 2x2 filters on 48 channels (192 taps: the weight gradient's chunks run by pixels, the bias gradient in a pass of
+    # its own): the runs of channels leave the bias gradient to that pass, which must still run; and a layer without
+    # a bias gradient (a layer without bias) gets its weight gradient alone
+    x, w, b, kw = _arrays(rng, (1, 48, 60, 60, 80, 2, 2, 2, 0, 1, 1), integer=True)
+    dy = rng.integers(-3, 4, F.conv2d(x, w, **kw).shape).astype(np.float32)
+    want_dx, want_dw, want_db = ref.conv2d_backward(dy, x, w, **kw)
+    for n in (2, 1):
+        with cc.threads(n):
+            dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
+            assert np.array_equal(dw, want_dw) and np.array_equal(db, want_db) and np.array_equal(dx, want_dx), n
+    layer = cc.nn.Conv2d(48, 80, 2, stride=2, bias=False, rng=rng)
+    layer.weight.data[...] = w
+    with cc.threads(2):
+        layer(x)
+        layer.backward(dy)
+    assert np.array_equal(layer.weight.grad, want_dw)

@@ -738,7 +738,10 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
             0.0f, dw + c0 * RS, CRS);
       if (bias_here) bias_partials_add(s, dy, t * s.K / nt, (t + 1) * s.K / nt, bias_parts.data());
     });
-    bias_from_partials(s, bias_parts.data(), chunks, db);  // bias_here: db, one chunk
+    if (bias_here)
+      bias_from_partials(s, bias_parts.data(), chunks, db);
+    else
+      bias_apart();
     return;
   }
   // Copied images: all of them first where chunks share images (fewer images than chunks), else each chunk copies
