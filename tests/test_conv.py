@@ -90,7 +90,7 @@ CASES = [
     (3, 2, 24, 24, 40, 3, 3, 1, 0, 1, 1),
     (1, 8, 40, 40, 40, 1, 1, 1, 0, 1, 1),
     # batch 1 with few pixels and many taps: the forward's filters shared out between the threads, each reading its
-    # own copy of the padded image; the input gradient a narrow GEMM (256 x 144 x 1152)
+    # own copy of the padded image; so too the input gradient's (a forward convolution of dy)
     (1, 256, 12, 12, 128, 3, 3, 1, 1, 1, 1),
     # a pointwise layer with 512 Ki weights and few pixels: forward and both gradients folded over the batch
     (3, 1024, 3, 2, 512, 1, 1, 1, 0, 1, 1),
@@ -596,12 +596,13 @@ def test_winograd_from_49_tiles(rng):
     np.testing.assert_allclose(F.conv2d(x[:1], w, padding=1), ref.conv2d(x[:1], w, padding=1), rtol=1e-4, atol=1e-4)
 
 
-def test_winograd_filters_shared_out_between_threads(rng):
-    # 300 filters at batch 1 (at least 96 a thread at 2 and 3 threads): each thread transforms its run of the filters
-    # (unequal runs of whole row panels, the last one partial) and all the inputs itself, and computes its filters'
-    # products and outputs: exact on small integers, with each filter's bias and ReLU, at 2, 3 and 1 threads (several
-    # threads first: a buffer left by a one-thread run could hold a missed row's values)
-    x, w, b, kw = _arrays(rng, (1, 16, 14, 14, 300, 3, 3, 1, 1, 1, 1), integer=True)
+def test_winograd_filters_shared_out_between_threads(isa, rng):
+    # 293 filters at batch 1 (at least 96 a thread at 2 and 3 threads): each thread transforms its run of the filters
+    # (runs of whole row panels, the last one partial: 37 panels of 8 rows, 49 of 6, 25 of 12; unequal runs at 2 and
+    # 3 threads) and all the inputs itself, and computes its filters' products and outputs: exact on small integers,
+    # with each filter's bias and ReLU, at 2, 3 and 1 threads (several threads first: a buffer left by a one-thread
+    # run could hold a missed row's values)
+    x, w, b, kw = _arrays(rng, (1, 16, 14, 14, 293, 3, 3, 1, 1, 1, 1), integer=True)
     want = ref.conv2d(x, w, b, **kw)
     for n in (2, 3, 1):
         with cc.threads(n):
@@ -1165,18 +1166,19 @@ def test_batch1_backward_takes_channels_in_runs(rng, case):
             assert np.array_equal(a, b_)
 
 
-def test_batch1_backward_channel_runs_without_or_apart_from_the_bias(rng):
+def test_batch1_backward_channel_runs_without_or_apart_from_the_bias(isa, rng):
     # 2x2 filters on 48 channels (192 taps: the weight gradient's chunks run by pixels, the bias gradient in a pass of
-    # its own): the runs of channels leave the bias gradient to that pass, which must still run; and a layer without
-    # a bias gradient (a layer without bias) gets its weight gradient alone
-    x, w, b, kw = _arrays(rng, (1, 48, 60, 60, 80, 2, 2, 2, 0, 1, 1), integer=True)
+    # its own; 400 filters: too many weights for taps as rows on any ISA): the runs of channels leave the bias
+    # gradient to that pass, which must still run; and a layer without a bias gradient (a layer without bias) gets
+    # its weight gradient alone
+    x, w, b, kw = _arrays(rng, (1, 48, 60, 60, 400, 2, 2, 2, 0, 1, 1), integer=True)
     dy = rng.integers(-3, 4, F.conv2d(x, w, **kw).shape).astype(np.float32)
     want_dx, want_dw, want_db = ref.conv2d_backward(dy, x, w, **kw)
     for n in (2, 1):
         with cc.threads(n):
             dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
             assert np.array_equal(dw, want_dw) and np.array_equal(db, want_db) and np.array_equal(dx, want_dx), n
-    layer = cc.nn.Conv2d(48, 80, 2, stride=2, bias=False, rng=rng)
+    layer = cc.nn.Conv2d(48, 400, 2, stride=2, bias=False, rng=rng)
     layer.weight.data[...] = w
     with cc.threads(2):
         layer(x)

@@ -30,9 +30,12 @@ constexpr int64_t kNarrowTaps = 256;      // where dW has fewer taps than this
 // (forward 1.03x); 3x3/2 forward 128 -> 256 on 28 x 28 1.09x (weight gradient 1.06x), 256 -> 512 on 14 x 14 1.15x
 // (backward 1.06x).
 constexpr int64_t kThreadedCopyFloats = int64_t(1) << 14;
-constexpr int64_t kOwnCopyPixels = 1024;  // a batch-1 forward of at most this many output pixels: one copy a thread,
+// Batch-1 passes whose threads each take their share end to end (filters_from_own_copies, channel_shares): forwards
+// of at most kOwnCopyPixels output pixels, each thread's share at least kOwnCopyWork multiply-adds and, taken by
+// channels, at least kOwnChannels channels.
+constexpr int64_t kOwnCopyPixels = 1024;
 constexpr int64_t kOwnCopyWork = int64_t(1) << 22;
-constexpr int64_t kOwnChannels = 16;  // where each thread's share is at least this many multiply-adds
+constexpr int64_t kOwnChannels = 16;
 
 // A zero-padded image with each row's columns split by phase modulo the horizontal stride sw: C planes of Hp =
 // H + 2*pad_h rows; padded column v of a row at (v % sw) * Wq + v / sw, Wq = ceil((W + 2*pad_w) / sw), so a row

@@ -614,6 +614,9 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
       const auto first_panel = [&](int64_t u) { return u * (panels / nt) + std::min<int64_t>(u, panels % nt); };
       const int64_t p0 = first_panel(t), p1 = first_panel(t + 1), k0 = p0 * mr, k1 = std::min(s.K, p1 * mr);
       if (!kept) transform_filters<T>(s, w, a, U.get(), non_finite, p0, p1);
+      // M laid out for all the filters (sgemm_rows writes rows k0 to k1 where they lie in the whole product): the
+      // output transform's last vector of a row reads up to VL - 1 floats past it, here from a row it did not write
+      // (read, never stored)
       const CachedBlock<float> V(positions * s.C * max_cols), M(positions * s.K * max_cols + VL);
       block(0, shared_u, V.get(), M.get(), k0, k1);
     });

@@ -123,7 +123,7 @@ int main() {
       {2, 16, 15, 12, 16, 1, 0},   // uneven padding
       {1, 16, 64, 64, 16, 1, 1},   // one image of 16 / 32 tile rows: per-thread blocks on 2 and 3 threads
       {2, 16, 8, 4, 16, 1, 1},     // 1 / 2 tiles a row (4-float vectors: tile rows of one lane each)
-      {1, 16, 12, 12, 260, 1, 1},  // 260 filters: a shared block's products split by rows of filters
+      {1, 16, 12, 12, 260, 1, 1},  // 260 filters: runs of them, one a thread, at 2 threads (filter_shares)
   };
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
     if (!select_isa(isa)) continue;

@@ -243,7 +243,8 @@ int64_t gemm_k_block(int64_t K);
 // A product's rows shared out between the threads, for a caller that runs the threads itself, each computing its
 // rows with sgemm (called inside the parallel region, it runs on that thread) from a B of its own: the rows thread t
 // takes are t * share to min(M, (t + 1) * share), share a multiple of the height of the tile sgemm takes for M /
-// threads rows. 0 where the product runs on one thread or has fewer rows than a tile's per thread.
+// threads rows (each thread's sgemm then chooses a tile for its own rows: the same bits whatever the tile). 0 where
+// the product runs on one thread or has fewer rows than a tile's per thread.
 int64_t sgemm_row_share(int64_t M, int64_t N, int64_t K);
 
 // op(A), M x K, packed in advance in the engine's own layout for one tile, so that an A used by several products
