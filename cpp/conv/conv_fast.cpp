@@ -416,29 +416,29 @@ bool folds_batch(const ConvShape& s) {
   return s.P * s.Q < kFoldBelowPixels && (!is_pointwise(s) || (s.N > 1 && large_weights(s)));
 }
 
-// A batch-1 forward of at most kOwnCopyPixels output pixels from a copy of the image (padded, phase-split or
-// subsampled; ResNet's 3x3 layers on 56 x 56 maps and smaller): where the threads would share the filters (M) out,
-// each thread writes the whole copy (floats) itself, copy(into), and computes its filters [m0, m1) from it,
-// product(m0, m1, copy), where each thread's share is at least kOwnCopyWork multiply-adds; false, doing nothing,
-// elsewhere. The copy written by the threads together, a product whose rows the threads shared out (each packing all
-// of B) read half of its B panels from lines the other core had written; one whose columns they took in chunks (N
-// above M) read some (perf, 128 -> 128 3x3/2 on 56 x 56: 9% of the samples in OpenMP's waiting, 7% in the copy). On
-// a shared AMD EPYC Zen 4 the host ran the two vCPUs far apart in some minutes (a round trip between them 310-390 ns
-// instead of 50-90), where the 3x3/2 forward of 256 -> 256 on 28 x 28 took 1.70 ms instead of 1.30 on 2 threads,
-// while a matmul of the product's shape took 1.12-1.14 in both. Each build in its own process, alternated, median
-// ms, 2 threads, far minutes (4 runs each): 3x3/2 forward 128 -> 128 on 56 x 56 1.69-1.72 -> 1.29-1.36, 256 -> 256
-// on 28 x 28 1.71-1.77 -> 1.29-1.34, 512 -> 512 on 14 x 14 1.79-1.88 -> 1.33-1.34, 256 -> 64 on 28 x 28 0.92-0.94 ->
-// 0.48; 3x3 512 -> 512 on 7 x 7 1.39-1.41 -> 1.26-1.29; near minutes (3 runs): 1.32-1.33 -> 1.27-1.32, 1.28-1.29 ->
-// 1.28-1.32, 1.30-1.31 -> 1.29-1.34, 0.48-0.57 -> 0.47-0.48, 1.22-1.23 -> 1.20-1.26; the other ResNet-50 layers at
-// batch 1 as before. Forced on products of more pixels, where each thread packing all of B costs more than it saves:
-// 3x3/2 64 -> 128 on 112 x 112 (3136 pixels) 2.58-2.61 -> 2.63-2.64, AlexNet conv1 (3025) 1.07-1.09 -> 1.10,
-// ResNet-50 conv1 (12544) 1.15-1.20 -> 1.59-1.76; on 784 pixels it was the faster in both kinds of minutes (96 -> 96
-// 3x3/2 on 56 x 56 0.77-1.06 -> 0.77-0.82, 5x5 pad 2 128 -> 128 on 28 x 28 3.37-4.09 -> 3.19-3.24). The subsampled
-// copy of a strided 1x1 layer likewise (mixed minutes, 4 runs each): ResNet-50's res3a 1x1/2 (256 -> 512 on 56 x 56)
-// 1.09-1.43 -> 1.03-1.06, res4a's (512 -> 1024 on 28 x 28) 1.00-1.16 -> 1.02-1.05, res5a's 1.00-1.10 -> 1.01-1.07,
-// 64 -> 256 on 56 x 56 0.18-0.37 -> 0.15-0.23. Not where a thread's share is less than kOwnCopyWork multiply-adds,
-// which the copy and a region of its own cost more than they save: 64 -> 128 1x1/2 on 56 x 56 (3.2 M a thread)
-// 0.089-0.126 -> 0.094-0.143.
+// A forward product of at most kOwnCopyPixels columns (output pixels of one image, or of a batch folded into one
+// product) from a copy of the images (padded, phase-split or subsampled; ResNet's 3x3 layers on 56 x 56 maps and
+// smaller at batch 1): where the threads would share the filters (M) out, each thread writes the whole copy (floats)
+// itself, copy(into), and computes its filters [m0, m1) from it, product(m0, m1, copy), where each thread's share is
+// at least kOwnCopyWork multiply-adds; false, doing nothing, elsewhere. The copy written by the threads together, a
+// product whose rows the threads shared out (each packing all of B) read half of its B panels from lines the other
+// core had written; one whose columns they took in chunks (N above M) read some (perf, 128 -> 128 3x3/2 on 56 x 56:
+// 9% of the samples in OpenMP's waiting, 7% in the copy). On a shared AMD EPYC Zen 4 the host ran the two vCPUs far
+// apart in some minutes (a round trip between them 310-390 ns instead of 50-90), where the 3x3/2 forward of 256 ->
+// 256 on 28 x 28 took 1.70 ms instead of 1.30 on 2 threads, while a matmul of the product's shape took 1.12-1.14 in
+// both. Each build in its own process, alternated, median ms, 2 threads, far minutes (4 runs each): 3x3/2 forward
+// 128 -> 128 on 56 x 56 1.69-1.72 -> 1.29-1.36, 256 -> 256 on 28 x 28 1.71-1.77 -> 1.29-1.34, 512 -> 512 on 14 x 14
+// 1.79-1.88 -> 1.33-1.34, 256 -> 64 on 28 x 28 0.92-0.94 -> 0.48; 3x3 512 -> 512 on 7 x 7 1.39-1.41 -> 1.26-1.29;
+// near minutes (3 runs): 1.32-1.33 -> 1.27-1.32, 1.28-1.29 -> 1.28-1.32, 1.30-1.31 -> 1.29-1.34, 0.48-0.57 ->
+// 0.47-0.48, 1.22-1.23 -> 1.20-1.26; the other ResNet-50 layers at batch 1 as before. Forced on products of more
+// pixels, where each thread packing all of B costs more than it saves: 3x3/2 64 -> 128 on 112 x 112 (3136 pixels)
+// 2.58-2.61 -> 2.63-2.64, AlexNet conv1 (3025) 1.07-1.09 -> 1.10, ResNet-50 conv1 (12544) 1.15-1.20 -> 1.59-1.76; on
+// 784 pixels it was the faster in both kinds of minutes (96 -> 96 3x3/2 on 56 x 56 0.77-1.06 -> 0.77-0.82, 5x5 pad 2
+// 128 -> 128 on 28 x 28 3.37-4.09 -> 3.19-3.24). The subsampled copy of a strided 1x1 layer likewise (mixed minutes,
+// 4 runs each): ResNet-50's res3a 1x1/2 (256 -> 512 on 56 x 56) 1.09-1.43 -> 1.03-1.06, res4a's (512 -> 1024 on 28 x
+// 28) 1.00-1.16 -> 1.02-1.05, res5a's 1.00-1.10 -> 1.01-1.07, 64 -> 256 on 56 x 56 0.18-0.37 -> 0.15-0.23. Not where
+// a thread's share is less than kOwnCopyWork multiply-adds, which the copy and a region of its own cost more than
+// they save: 64 -> 128 1x1/2 on 56 x 56 (3.2 M a thread) 0.089-0.126 -> 0.094-0.143.
 template <typename Copy, typename Product>
 bool filters_from_own_copies(int64_t M, int64_t N, int64_t K, int64_t floats, const Copy& copy,
                              const Product& product) {
@@ -601,7 +601,23 @@ void conv2d_forward_fast(const ConvShape& s, const float* x, const float* w, con
   if (s.N > 1 && folds_batch(s)) {
     // Few pixels per image (late layers): one GEMM per group over all images' columns, yt (Kg, N*PQ), then
     // scattered to y (N, K, P, Q). yt is Kg*N*PQ floats.
-    const CachedBlock<float> yt(Kg * s.N * PQ), xs(s.N * split_floats);
+    const CachedBlock<float> yt(Kg * s.N * PQ);
+    const int64_t columns = s.N * PQ;
+    const auto copy_all = [&](float* xs) {
+      for (int64_t n = 0; n < s.N; ++n) pad_split_phases(s, layout, x + n * s.C * HW, xs + n * split_floats);
+    };
+    const auto product = [&](int64_t m0, int64_t m1, const float* xs) {  // and its rows scattered to y
+      sgemm(Trans::no, m1 - m0, columns, CRS, 1.0f, w + m0 * CRS, CRS, Im2col(s, xs, split_floats, layout), 0.0f,
+            yt.get() + m0 * columns, columns, filter_epilogue(bias, m0, relu));
+      scatter_batch(yt.get() + m0 * columns, s.N, s.K, m0, m1 - m0, PQ, y);
+    };
+    // Each thread its own copy of the images (filters_from_own_copies): both builds in one process, calls alternated,
+    // median of per-pair time ratios, 2 threads, in minutes when the host ran the vCPUs near / far apart: res5a
+    // 3x3/2 n=8 (512 -> 512 on 14 x 14, 392 columns) 0.96x / 1.24x, 256 -> 256 3x3/2 on 14 x 14 n=4 1.01x / 1.68x.
+    if (copied && s.groups == 1 &&
+        filters_from_own_copies(Kg, columns, CRS, s.N * split_floats, copy_all, product))
+      return;
+    const CachedBlock<float> xs(s.N * split_floats);
     for (int64_t g = 0; g < s.groups; ++g) {
       const Epilogue epi = filter_epilogue(bias, g * Kg, relu);
       const float* xg = x + g * Cg * HW;
