@@ -1124,7 +1124,7 @@ def test_winograd_rows_weight_gradient(isa, rng, case):
     (1, 64, 56, 56, 72, 3, 3, 2, 1, 1, 1),   # 784 pixels, more than filters (sgemm would take columns in chunks)
     (1, 40, 32, 32, 48, 5, 5, 1, 2, 1, 1),   # padded, stride 1, 1024 pixels
     (1, 256, 40, 39, 150, 1, 1, 2, 0, 1, 1),  # strided 1x1: the subsampled image, 400 pixels
-    (3, 96, 14, 14, 100, 3, 3, 2, 1, 1, 1),   # a batch of few pixels folded into one product's 147 columns
+    (3, 160, 14, 14, 100, 3, 3, 2, 1, 1, 1),  # a batch of few pixels folded into one product's 147 columns
 ], ids=str)
 def test_few_pixels_each_thread_copies_the_images(rng, case):
     # a forward of at most 1024 output pixels (the product's columns: one image's, or a folded batch's) from a padded,
