@@ -453,11 +453,14 @@ bool filters_from_own_copies(int64_t M, int64_t N, int64_t K, int64_t floats, co
   return true;
 }
 
-// Whether a batch-1 backward pass takes the image's channels in runs, one a thread (nt of them): at least
-// kOwnChannels channels a thread (runs within 1 / kOwnChannels of each other's size) and kOwnCopyWork multiply-adds,
-// per_channel of them a channel.
-bool channel_shares(int64_t channels, int nt, int64_t per_channel) {
-  return nt > 1 && channels >= kOwnChannels * nt && channels / nt * per_channel >= kOwnCopyWork;
+// The threads a batch-1 backward pass of s takes the image's channels on, a run of them a thread (thread t's [t * C /
+// threads, (t + 1) * C / threads)): where each has at least kOwnChannels channels (runs within 1 / kOwnChannels of
+// each other's size) and kOwnCopyWork multiply-adds; else 0.
+int channel_share_threads(const ConvShape& s) {
+  const int64_t per_channel = s.K / s.groups * s.R * s.S * s.P * s.Q;
+  const int nt = threads_for(s.N * s.C / s.groups * per_channel);
+  const bool runs = s.N * s.groups == 1 && nt > 1 && s.C >= kOwnChannels * nt && s.C / nt * per_channel >= kOwnCopyWork;
+  return runs ? nt : 0;
 }
 
 // The epilogue of a product computing filters first, first + 1, ...: their biases (bias may be null), ReLU or not.
@@ -745,8 +748,8 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   // channels (their taps), copying those channels of the image itself (rows of every channel, copied by the threads
   // together, crossed between the cores), and a run of the filters' bias partials (measured with the input
   // gradient's: conv2d_backward_input_fast).
-  const int nt = threads_for(s.N * s.K * PQ * CRS);
-  if (s.N * s.groups == 1 && chunks == 1 && !by_taps && !is_pointwise(s) && channel_shares(s.C, nt, Kg * RS * PQ)) {
+  const int nt = chunks == 1 && !by_taps && !is_pointwise(s) ? channel_share_threads(s) : 0;
+  if (nt > 0) {
     parallel_for(nt, nt, [&](int64_t t) {
       ConvShape own = s;  // its channels
       const int64_t c0 = t * s.C / nt, c1 = (t + 1) * s.C / nt;
@@ -946,8 +949,8 @@ void conv2d_backward_input_fast(const ConvShape& s, const float* dy, const float
   // ratios, AMD EPYC Zen 4, 2 threads, batch-1 backward, in minutes when the host ran the vCPUs near / far apart:
   // 3x3/2 128 -> 128 on 56 x 56 1.04x / 1.25x, 256 -> 256 on 28 x 28 1.01x / 1.12x, 512 -> 512 on 14 x 14 1.00x /
   // 1.01x; ResNet-50's res3a 1x1/2 (256 -> 512 on 56 x 56) 1.05x / 1.42x.
-  const int nt = threads_for(s.N * s.K * PQ * CRS);
-  if (s.N * s.groups == 1 && !is_pointwise(s) && channel_shares(s.C, nt, Kg * RS * PQ)) {
+  const int nt = is_pointwise(s) ? 0 : channel_share_threads(s);
+  if (nt > 0) {
     const SplitLayout layout(s);
     parallel_for(nt, nt, [&](int64_t t) {
       const int64_t c0 = t * s.C / nt, channels = (t + 1) * s.C / nt - c0, rows = channels * RS;

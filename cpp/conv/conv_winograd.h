@@ -164,15 +164,15 @@ struct WinogradTile<4> {
 // products (res5a, 512 x 512 channels at 7 x 7, batch 32, forward: packing U 7% and copying it out 5% of the time).
 // Per panel of mr filters (one task: whole cache lines of the packed rows), each filter's nine taps of all channels
 // are gathered into nine contiguous rows, so that the transform runs along c in vectors, into alpha^2 rows per
-// filter; each position's panel rows are then turned into the panel by the ISA's transposing packer.
+// filter; each position's panel rows are then turned into the panel by the ISA's transposing packer. Panels
+// [first_panel, end_panel) only.
 template <int T>
 void transform_filters(const ConvShape& s, const float* w, const PackedA& a, float* U, std::atomic<bool>& non_finite,
-                       int64_t first_panel = 0, int64_t end_panel = -1) {
+                       int64_t first_panel, int64_t end_panel) {
   typedef WinogradTile<T> Tile;
   constexpr int alpha = Tile::alpha;
   constexpr int64_t positions = alpha * alpha;
-  const int64_t C = s.C, mr = a.tile.mr, kb = gemm_k_block(C);
-  const int64_t panels = (end_panel < 0 ? (s.K + mr - 1) / mr : end_panel) - first_panel;
+  const int64_t C = s.C, mr = a.tile.mr, kb = gemm_k_block(C), panels = end_panel - first_panel;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
   parallel_for(panels, threads_for(panels * mr * C * 4 * positions, 1 << 16), [&](int64_t panel) {
     const int64_t r = first_panel + panel;
@@ -441,17 +441,17 @@ __attribute__((noinline)) void transform_inputs(const ConvShape& s, const Tiling
 // y tiles = A^T M A (divided by Tile::scale) for filter k's tiles of the block, VL tiles at a time in G groups as
 // transform_inputs takes them, + bias, ReLU, written where they lie inside the P x Q output (each group's last vector
 // of a row stored in part). M holds at least VL - 1 floats past its last product, which a group's last vector of a
-// row may read. Filters [first_filter, end_filter) only, where given (end_filter -1: to the last).
+// row may read. Filters [first_filter, end_filter) only.
 template <int VL, int T, int G>
 __attribute__((noinline)) void transform_outputs(const ConvShape& s, const Tiling& tl, const float* M, int64_t row0,
                                                  int64_t rows, const float* bias, bool relu, float* y,
-                                                 int64_t first_filter = 0, int64_t end_filter = -1) {
+                                                 int64_t first_filter, int64_t end_filter) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   typedef WinogradTile<T> Tile;
   constexpr int alpha = Tile::alpha, L = VL / G, group_vectors = T / G;
   const int64_t tw = tl.tw, cols = rows * tw, stride = s.K * cols, chunks = (tw + L - 1) / L;
   const int64_t run = (rows + G - 1) / G;
-  const int64_t filters = (end_filter < 0 ? s.K : end_filter) - first_filter;
+  const int64_t filters = end_filter - first_filter;
   parallel_for(filters, threads_for(filters * cols * 4 * alpha * alpha, 1 << 16), [&](int64_t f) {
     const int64_t k = first_filter + f;
     const float b = bias ? bias[k] : 0.0f;
@@ -588,11 +588,11 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
   ConvWeightCache::Packed kept;  // the transformed filters kept by the cache (their layout follows the tile's rows)
   if (cache)
     kept = cache->get(T == 4 ? ConvPacking::winograd4 : ConvPacking::winograd2, mr, u_floats,
-                      [&](float* u) { transform_filters<T>(s, w, a, u, non_finite); });
+                      [&](float* u) { transform_filters<T>(s, w, a, u, non_finite, 0, panels); });
   const bool own_u = !kept && per_thread && u_floats <= kOwnFilterFloats;
   const bool filter_shares = !per_thread && nt > 1 && s.K >= kFilterShare * nt && tile_rows <= block_rows;
   const CachedBlock<float> U(own_u || kept ? 0 : u_floats);  // shared
-  if (!own_u && !kept && !filter_shares) transform_filters<T>(s, w, a, U.get(), non_finite);
+  if (!own_u && !kept && !filter_shares) transform_filters<T>(s, w, a, U.get(), non_finite, 0, panels);
   const float* shared_u = kept ? kept.get() : U.get();
   if (per_thread) {
     // each thread its share of the blocks first (Shares), its own V and M and, own_u, its own U (all filters
@@ -602,7 +602,7 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
     parallel_for(nt, nt, [&](int64_t) {
       const CachedBlock<float> own(own_u ? u_floats : 0), V(positions * s.C * max_cols),
           M(positions * s.K * max_cols + VL);
-      if (own_u) transform_filters<T>(s, w, a, own.get(), non_finite);
+      if (own_u) transform_filters<T>(s, w, a, own.get(), non_finite, 0, panels);
       const float* filters = own_u ? own.get() : shared_u;
       take_shares(shares, 1, 1,
                   [&](int64_t b, int64_t) { block(b * block_rows, filters, V.get(), M.get(), 0, s.K); });
