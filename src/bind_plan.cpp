@@ -9,9 +9,11 @@
 // when one was reshaped in place). A frozen plan (convcore.nn.freeze, which hands it arrays that do not change) also
 // keeps each convolution's packed weights from run to run (ConvWeightCache) and folds a batch norm into the
 // convolution before it (fold_batch_norms): its output is then within rounding of the layer-by-layer one, not the
-// same bits. A step reads values defined before it (the input is value 0) and defines one; each buffer goes back to
+// same bits; and it runs each call on the thread count its calls have been timed fastest on (ThreadChoice). A step reads values defined before it (the input is value 0) and defines one; each buffer goes back to
 // the cache after the last step reading it.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <optional>
@@ -26,6 +28,7 @@
 #include "convcore/gemm.h"
 #include "convcore/ops.h"
 #include "convcore/pool.h"
+#include "convcore/threads.h"
 
 using namespace convcore;
 
@@ -184,6 +187,15 @@ class NativePlan {
     auto y = new_array<float>(values_[output_].shape);
     {
       py::gil_scoped_release release;
+      // a frozen plan's call on the thread count its calls have run fastest on (ThreadChoice; the same bits on any)
+      const int setting = num_threads();
+      const auto now = [] {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+      };
+      const double start = frozen_ ? now() : 0.0;
+      const int threads = frozen_ ? choice_.pick(setting, start) : setting;
+      const ThreadCap cap(threads);
+      last_threads_ = threads;
       std::vector<std::unique_ptr<CachedBlock<float>>> held(static_cast<size_t>(buffers_));
       std::vector<float*> data(static_cast<size_t>(buffers_), nullptr);
       data[0] = const_cast<float*>(x.data());  // read only: no step writes the input's buffer
@@ -201,9 +213,13 @@ class NativePlan {
         for (int v : {step.in, step.residual})
           if (v >= 0 && last_read_[values_[v].buffer] == i) held[values_[v].buffer].reset();
       }
+      if (frozen_) choice_.record(setting, threads, now() - start);
     }
     return y;
   }
+
+  // The thread count the last call ran on (the setting, or in a frozen plan ThreadChoice's pick); 0 before any.
+  int last_threads() const { return last_threads_; }
 
  private:
   // How many reads each buffer has: by the steps (input and residual) and, for `output`'s, by the caller.
@@ -323,6 +339,8 @@ class NativePlan {
   int buffers_ = 1;  // buffer 0: the input
   int output_ = -1;
   std::vector<size_t> last_read_;  // the step after which each buffer is read no more
+  mutable ThreadChoice choice_;    // a frozen plan's thread count per call
+  mutable std::atomic<int> last_threads_{0};
   std::vector<Step> steps_;
   // the parameter and buffer arrays the steps read in place, kept alive, with the shapes they had (run checks them)
   std::vector<std::pair<py::array, std::vector<int64_t>>> arrays_;
@@ -347,6 +365,7 @@ void bind_plan(py::module_& m) {
            py::arg("var").noconvert(), py::arg("w").noconvert(), py::arg("bias").noconvert(), py::arg("eps"),
            py::arg("relu"), py::arg("shape"), py::arg("residual") = py::none())
       .def("set_output", &NativePlan::set_output)
-      .def("run", &NativePlan::run, py::arg("x").noconvert());
+      .def("run", &NativePlan::run, py::arg("x").noconvert())
+      .def_property_readonly("last_threads", &NativePlan::last_threads);
   py::register_exception<StalePlan>(m, "StalePlanError", PyExc_RuntimeError);
 }

@@ -52,6 +52,26 @@ def test_frozen_layer_gives_the_eval_bits_at_any_thread_count(isa, rng, shape, c
             np.testing.assert_array_equal(frozen(x), model(x), err_msg=f"{n} threads")
 
 
+def test_frozen_plan_runs_its_calls_on_the_thread_count_timed_fastest(rng):
+    # at 2 threads the plan times two calls on 2 threads, then two on 1, then runs on the faster, probing the other
+    # now and then (ThreadChoice, whose policy cpp/tests/test_threads.cpp checks on a given clock): the same bits
+    # on either; a new setting starts afresh on its own count
+    model = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, rng=rng), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1, rng=rng)).eval()
+    frozen = nn.freeze(model)
+    x = rng.standard_normal((1, 16, 32, 32)).astype(np.float32)
+    want = model(x)
+    with cc.threads(2):
+        used = []
+        for _ in range(8):
+            np.testing.assert_array_equal(frozen(x), want)
+            used.append(frozen._plans[(x.shape, x.dtype)].last_threads)
+    assert used[:4] == [2, 2, 1, 1] and set(used[4:]) <= {1, 2}, used
+    with cc.threads(3):
+        np.testing.assert_array_equal(frozen(x), want)
+        assert frozen._plans[(x.shape, x.dtype)].last_threads == 3
+
+
 @pytest.mark.parametrize("name,shape", [("lenet5", (3, 1, 28, 28)), ("resnet20", (2, 3, 32, 32)),
                                         ("resnet20", (1, 3, 32, 32)), ("resnet18", (1, 3, 64, 64))], ids=str)
 def test_frozen_model_matches_eval_within_rounding(rng, name, shape):

@@ -17,6 +17,8 @@ std::atomic<bool> g_forked_child{false};
 void mark_forked_child() { g_forked_child.store(true, std::memory_order_relaxed); }
 
 const int g_fork_guard_installed = pthread_atfork(nullptr, nullptr, mark_forked_child);
+
+thread_local int t_cap = 0;  // the innermost live ThreadCap's count on this thread; 0: none
 }  // namespace
 
 int num_threads() {
@@ -27,7 +29,49 @@ int num_threads() {
     if (n < 1) n = 1;
     g_threads.store(n, std::memory_order_relaxed);
   }
-  return n;
+  return t_cap > 0 ? std::min(n, t_cap) : n;
+}
+
+ThreadCap::ThreadCap(int n) : previous_(t_cap) { t_cap = std::max(n, 1); }
+ThreadCap::~ThreadCap() { t_cap = previous_; }
+
+int ThreadChoice::pick(int setting, double now) {
+  const std::lock_guard<std::mutex> hold(lock_);
+  if (setting != setting_) {
+    setting_ = setting;
+    estimate_.clear();
+    for (int n = setting; n >= 1; n /= 2) estimate_.push_back(-1.0);
+    timings_.assign(estimate_.size(), 0);
+    best_ = 0;
+    next_probe_ = 0;
+    last_probe_ = now;
+  }
+  for (size_t i = 0; i < estimate_.size(); ++i)
+    if (timings_[i] < kFirstTimings) return setting >> i;
+  if (estimate_.size() > 1) {
+    const size_t probe = next_probe_ == best_ ? (best_ + 1) % estimate_.size() : next_probe_;
+    if (now - last_probe_ >= kProbeSpacing * estimate_[probe]) {
+      last_probe_ = now;
+      next_probe_ = (probe + 1) % estimate_.size();
+      return setting >> probe;
+    }
+  }
+  return setting >> best_;
+}
+
+void ThreadChoice::record(int setting, int threads, double seconds) {
+  const std::lock_guard<std::mutex> hold(lock_);
+  if (setting != setting_) return;  // timed under a setting since replaced
+  for (size_t i = 0; i < estimate_.size(); ++i) {
+    if ((setting >> i) != threads) continue;
+    estimate_[i] = estimate_[i] < 0 || seconds < estimate_[i] ? seconds : (estimate_[i] + seconds) / 2;
+    timings_[i] = std::min(timings_[i] + 1, kFirstTimings);
+    break;
+  }
+  size_t fastest = best_;
+  for (size_t i = 0; i < estimate_.size(); ++i)
+    if (estimate_[i] >= 0 && (estimate_[fastest] < 0 || estimate_[i] < estimate_[fastest])) fastest = i;
+  if (estimate_[best_] < 0 || estimate_[fastest] < estimate_[best_] * (1.0 - kMargin)) best_ = fastest;
 }
 
 void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed); }

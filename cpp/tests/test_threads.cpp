@@ -50,6 +50,98 @@ void held_up_share_is_taken_from_the_back() {
                                     std::vector<int64_t>({5, 6, 7, 8, 9, 4}));
 }
 
+// Calls of work whose times on each thread count are `times(threads, call)` (seconds), run back to back under
+// ThreadChoice from clock 0: the thread counts picked, in order.
+template <typename Times>
+std::vector<int> choices(ThreadChoice& choice, int setting, int calls, const Times& times, double* clock) {
+  std::vector<int> picked;
+  for (int call = 0; call < calls; ++call) {
+    const int threads = choice.pick(setting, *clock);
+    const double t = times(threads, call);
+    choice.record(setting, threads, t);
+    *clock += t;
+    picked.push_back(threads);
+  }
+  return picked;
+}
+
+size_t count(const std::vector<int>& v, size_t from, size_t to, int threads) {
+  size_t n = 0;
+  for (size_t i = from; i < to && i < v.size(); ++i) n += v[i] == threads;
+  return n;
+}
+
+// Two candidates: each timed twice first (the setting's first), then the faster; a slower one probed again only
+// after 100 times its own time; a change in which is faster followed within two probes; probes cost about 1% more.
+void two_threads_follow_the_faster() {
+  ThreadChoice choice;
+  double clock = 0.0;
+  // 2 threads take 1.0 on the first call (its weights packed), then 0.7; 1 thread 0.5
+  const auto far = [](int threads, int call) { return threads == 1 ? 0.5 : call == 0 ? 1.0 : 0.7; };
+  std::vector<int> picked = choices(choice, 2, 1000, far, &clock);
+  CHECK((std::vector<int>(picked.begin(), picked.begin() + 4) == std::vector<int>({2, 2, 1, 1})));
+  // after those 4: a probe of 2 threads once 100 x 0.7 = 70 s have passed (every ~141 calls of 0.5)
+  const size_t probes = count(picked, 4, picked.size(), 2);
+  CHECK(probes >= 6 && probes <= 8);
+  CHECK(picked[4] == 1 && picked[100] == 1);
+  // the cores come near: 2 threads 0.3; the next probe switches (a time below the estimate replaces it)
+  const auto near = [](int threads, int) { return threads == 1 ? 0.5 : 0.3; };
+  picked = choices(choice, 2, 1000, near, &clock);
+  size_t first_two = 0;
+  while (first_two < picked.size() && picked[first_two] != 2) ++first_two;
+  CHECK(first_two <= 150);
+  CHECK(count(picked, first_two, first_two + 100, 2) == 100);
+  // then 1 thread is probed once each 100 x 0.5 = 50 s: 1000 calls of 0.3 s take 300 s, so about 5 probes
+  const size_t back = count(picked, first_two, picked.size(), 1);
+  CHECK(back >= 4 && back <= 7);
+  // far again: the best's own times move its estimate (0.3 -> 0.5 -> 0.6 -> ...) past 1 thread's within a few calls
+  picked = choices(choice, 2, 20, far, &clock);
+  CHECK(count(picked, 5, 20, 1) == 15);
+}
+
+// More threads: the candidates are the setting and its halvings; the fastest wins, and noise within kMargin of the
+// best does not move it; a new setting starts afresh; one thread, nothing to choose.
+void halvings_and_settings() {
+  ThreadChoice choice;
+  double clock = 0.0;
+  const auto four_best = [](int threads, int) { return threads == 8 ? 1.0 : threads == 4 ? 0.6 : threads == 2 ? 0.8 : 1.2; };
+  std::vector<int> picked = choices(choice, 8, 12, four_best, &clock);
+  CHECK((picked == std::vector<int>({8, 8, 4, 4, 2, 2, 1, 1, 4, 4, 4, 4})));
+  // 2 threads now 0.59: not more than kMargin (3%) below 4's 0.6, so 4 stays after its probe
+  const auto close = [](int threads, int) { return threads == 8 ? 1.0 : threads == 4 ? 0.6 : threads == 2 ? 0.59 : 1.2; };
+  picked = choices(choice, 8, 1000, close, &clock);
+  CHECK(count(picked, 0, picked.size(), 4) >= 990);
+  picked = choices(choice, 3, 6, [](int threads, int) { return threads == 3 ? 0.2 : 0.5; }, &clock);
+  CHECK((picked == std::vector<int>({3, 3, 1, 1, 3, 3})));
+  picked = choices(choice, 1, 5, [](int, int) { return 1.0; }, &clock);
+  CHECK((picked == std::vector<int>({1, 1, 1, 1, 1})));
+  choice.record(2, 2, 0.001);  // timed under a setting since replaced: ignored
+  CHECK(choice.pick(1, clock) == 1);
+}
+
+// ThreadCap bounds num_threads() on its own thread only, innermost first, and restores it.
+void caps_nest_on_their_thread() {
+  const int before = num_threads();
+  set_num_threads(4);
+  {
+    const ThreadCap outer(2);
+    CHECK(num_threads() == 2);
+    int other = 0;
+    std::thread([&] { other = num_threads(); }).join();
+    CHECK(other == 4);
+    {
+      const ThreadCap inner(1);
+      CHECK(num_threads() == 1);
+      CHECK(threads_for(int64_t(1) << 30) == 1);
+    }
+    CHECK(num_threads() == 2);
+    const ThreadCap above(8);  // a cap above the setting leaves the setting
+    CHECK(num_threads() == 4);
+  }
+  CHECK(num_threads() == 4);
+  set_num_threads(before);
+}
+
 }  // namespace
 
 int main() {
@@ -57,5 +149,8 @@ int main() {
     for (const int nt : {1, 2, 3, 4})
       for (const int64_t n : {0, 1, 2, 3, 7, 100}) every_task_once(n, nt, schedule);
   held_up_share_is_taken_from_the_back();
+  two_threads_follow_the_faster();
+  halvings_and_settings();
+  caps_nest_on_their_thread();
   return convcore_test::failures;
 }

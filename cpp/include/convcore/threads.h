@@ -6,12 +6,58 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 namespace convcore {
 
-int num_threads();            // current setting, >= 1; always 1 in a process forked from this one
+// The current setting, >= 1, at most a live ThreadCap's count on the calling thread; always 1 in a process forked
+// from this one.
+int num_threads();
 void set_num_threads(int n);  // n >= 1 (validated by the caller)
 bool in_forked_child();       // true after fork(): OpenMP's pool is gone there, kernels run serially
+
+// While it lives, num_threads() on the thread that made it is at most n (>= 1): one call run on fewer threads than
+// the setting (ThreadChoice). Caps nest; the innermost counts.
+class ThreadCap {
+ public:
+  explicit ThreadCap(int n);
+  ~ThreadCap();
+  ThreadCap(const ThreadCap&) = delete;
+  ThreadCap& operator=(const ThreadCap&) = delete;
+
+ private:
+  int previous_;
+};
+
+// The thread count for the calls of one repeated piece of work whose results do not depend on it (a frozen plan's
+// run): among the setting n and its halvings (n, n / 2, ..., 1), the one whose recent calls took the least wall time.
+// Where cores are far apart (on a shared AMD EPYC host, in some minutes, a core-to-core round trip of 310-390 ns
+// instead of 50-90) what one thread writes and the other reads costs more than a small layer's work: ResNet-20 at
+// batch 1 took 0.66-0.72 ms on 2 threads there against 0.55 on 1 (and 0.38 on 2 in the other minutes). Each
+// candidate is timed kFirstTimings times first, in turn in that order (a plan's first call also packs its weights);
+// then the best runs, and the others are timed again in turn, each when at least kProbeSpacing times its own
+// estimate has passed since the last such probe (so the probes cost at most about 1 / kProbeSpacing of the time,
+// times the slowdown of the candidate probed). A time below a candidate's estimate replaces it (the noise of a shared
+// machine only adds time); one above moves it halfway there. The best changes to a candidate whose estimate is more
+// than kMargin below the best's. A new setting starts afresh. Thread-safe.
+class ThreadChoice {
+ public:
+  static constexpr int kFirstTimings = 2;
+  static constexpr double kProbeSpacing = 100.0;
+  static constexpr double kMargin = 0.03;
+  // The thread count for a call starting at `now` (seconds on a steady clock) under the setting `setting` (>= 1).
+  int pick(int setting, double now);
+  // A call on `threads` threads, picked under `setting`, took `seconds`.
+  void record(int setting, int threads, double seconds);
+
+ private:
+  std::mutex lock_;
+  int setting_ = 0;
+  std::vector<double> estimate_;  // seconds per call on setting_ >> i threads; negative where not yet timed
+  std::vector<int> timings_;      // how many times each was timed, up to kFirstTimings
+  size_t best_ = 0, next_probe_ = 0;
+  double last_probe_ = 0.0;
+};
 
 // Threads to use for `work` units (e.g. multiply-adds): 1 below the serial threshold, and 1 inside an enclosing
 // parallel region (a kernel called per image from a parallel loop runs serially).
