@@ -9,8 +9,9 @@
 // when one was reshaped in place). A frozen plan (convcore.nn.freeze, which hands it arrays that do not change) also
 // keeps each convolution's packed weights from run to run (ConvWeightCache) and folds a batch norm into the
 // convolution before it (fold_batch_norms): its output is then within rounding of the layer-by-layer one, not the
-// same bits; and it runs each call on the thread count its calls have been timed fastest on (ThreadChoice). A step reads values defined before it (the input is value 0) and defines one; each buffer goes back to
-// the cache after the last step reading it.
+// same bits; and it runs each call on the thread count its calls have been timed fastest on (ThreadChoice). A step
+// reads values defined before it (the input is value 0) and defines one; each buffer goes back to the cache after
+// the last step reading it.
 #include <algorithm>
 #include <atomic>
 #include <chrono>

@@ -32,27 +32,40 @@ int num_threads() {
   return t_cap > 0 ? std::min(n, t_cap) : n;
 }
 
+void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed); }
+
+bool in_forked_child() { return g_forked_child.load(std::memory_order_relaxed); }
+
+int threads_for(int64_t work, int64_t serial_below) {
+  if (work < serial_below || omp_in_parallel()) return 1;
+  return num_threads();
+}
+
 ThreadCap::ThreadCap(int n) : previous_(t_cap) { t_cap = std::max(n, 1); }
 ThreadCap::~ThreadCap() { t_cap = previous_; }
+
+double ThreadChoice::Times::estimate() const {
+  if (count == 0) return -1.0;
+  return *std::min_element(last, last + count);
+}
 
 int ThreadChoice::pick(int setting, double now) {
   const std::lock_guard<std::mutex> hold(lock_);
   if (setting != setting_) {
     setting_ = setting;
-    estimate_.clear();
-    for (int n = setting; n >= 1; n /= 2) estimate_.push_back(-1.0);
-    timings_.assign(estimate_.size(), 0);
+    times_.clear();
+    for (int n = setting; n >= 1; n /= 2) times_.push_back(Times{{}, 0, 0});
     best_ = 0;
     next_probe_ = 0;
     last_probe_ = now;
   }
-  for (size_t i = 0; i < estimate_.size(); ++i)
-    if (timings_[i] < kFirstTimings) return setting >> i;
-  if (estimate_.size() > 1) {
-    const size_t probe = next_probe_ == best_ ? (best_ + 1) % estimate_.size() : next_probe_;
-    if (now - last_probe_ >= kProbeSpacing * estimate_[probe]) {
+  for (size_t i = 0; i < times_.size(); ++i)
+    if (times_[i].count < kFirstTimings) return setting >> i;
+  if (times_.size() > 1) {
+    const size_t probe = next_probe_ == best_ ? (best_ + 1) % times_.size() : next_probe_;
+    if (now - last_probe_ >= kProbeSpacing * times_[probe].estimate()) {
       last_probe_ = now;
-      next_probe_ = (probe + 1) % estimate_.size();
+      next_probe_ = (probe + 1) % times_.size();
       return setting >> probe;
     }
   }
@@ -62,25 +75,21 @@ int ThreadChoice::pick(int setting, double now) {
 void ThreadChoice::record(int setting, int threads, double seconds) {
   const std::lock_guard<std::mutex> hold(lock_);
   if (setting != setting_) return;  // timed under a setting since replaced
-  for (size_t i = 0; i < estimate_.size(); ++i) {
+  for (size_t i = 0; i < times_.size(); ++i) {
     if ((setting >> i) != threads) continue;
-    estimate_[i] = estimate_[i] < 0 || seconds < estimate_[i] ? seconds : (estimate_[i] + seconds) / 2;
-    timings_[i] = std::min(timings_[i] + 1, kFirstTimings);
+    Times& t = times_[i];
+    t.last[t.next] = seconds;
+    t.next = (t.next + 1) % kWindow;
+    t.count = std::min(t.count + 1, kWindow);
     break;
   }
   size_t fastest = best_;
-  for (size_t i = 0; i < estimate_.size(); ++i)
-    if (estimate_[i] >= 0 && (estimate_[fastest] < 0 || estimate_[i] < estimate_[fastest])) fastest = i;
-  if (estimate_[best_] < 0 || estimate_[fastest] < estimate_[best_] * (1.0 - kMargin)) best_ = fastest;
-}
-
-void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed); }
-
-bool in_forked_child() { return g_forked_child.load(std::memory_order_relaxed); }
-
-int threads_for(int64_t work, int64_t serial_below) {
-  if (work < serial_below || omp_in_parallel()) return 1;
-  return num_threads();
+  for (size_t i = 0; i < times_.size(); ++i) {
+    const double e = times_[i].estimate();
+    if (e >= 0 && (times_[fastest].estimate() < 0 || e < times_[fastest].estimate())) fastest = i;
+  }
+  const double best = times_[best_].estimate();
+  if (best < 0 || times_[fastest].estimate() < best * (1.0 - kMargin)) best_ = fastest;
 }
 
 struct alignas(64) Shares::Range {  // a cache line each: the threads taking from two shares do not contend

@@ -34,15 +34,18 @@ class ThreadCap {
 // Where cores are far apart (on a shared AMD EPYC host, in some minutes, a core-to-core round trip of 310-390 ns
 // instead of 50-90) what one thread writes and the other reads costs more than a small layer's work: ResNet-20 at
 // batch 1 took 0.66-0.72 ms on 2 threads there against 0.55 on 1 (and 0.38 on 2 in the other minutes). Each
-// candidate is timed kFirstTimings times first, in turn in that order (a plan's first call also packs its weights);
-// then the best runs, and the others are timed again in turn, each when at least kProbeSpacing times its own
-// estimate has passed since the last such probe (so the probes cost at most about 1 / kProbeSpacing of the time,
-// times the slowdown of the candidate probed). A time below a candidate's estimate replaces it (the noise of a shared
-// machine only adds time); one above moves it halfway there. The best changes to a candidate whose estimate is more
-// than kMargin below the best's. A new setting starts afresh. Thread-safe.
+// candidate is timed kFirstTimings times first (a plan's first call also packs its weights), the setting's first;
+// then the best runs, and the others are timed again in turn, each when at least kProbeSpacing times its own estimate
+// has passed since the last such probe (so the probes cost about 1 / kProbeSpacing of the time, times the slowdown of
+// the candidate probed). A candidate's estimate is the least of its last kWindow times: the noise of a shared machine
+// only adds time (a 2-thread LeNet-5 call at batch 256 took 4 ms instead of 1.15 about once a second, and one waking a
+// thread that had slept through 1-thread calls up to 20 ms), while a lasting change shows within kWindow calls. The
+// best changes to a candidate whose estimate is more than kMargin below the best's. A new setting starts afresh.
+// Thread-safe.
 class ThreadChoice {
  public:
   static constexpr int kFirstTimings = 2;
+  static constexpr int kWindow = 3;
   static constexpr double kProbeSpacing = 100.0;
   static constexpr double kMargin = 0.03;
   // The thread count for a call starting at `now` (seconds on a steady clock) under the setting `setting` (>= 1).
@@ -51,10 +54,14 @@ class ThreadChoice {
   void record(int setting, int threads, double seconds);
 
  private:
+  struct Times {  // one candidate's last `count` (at most kWindow) times, the next one going to last[next]
+    double last[kWindow];
+    int count, next;
+    double estimate() const;  // the least of them; -1 where none
+  };
   std::mutex lock_;
   int setting_ = 0;
-  std::vector<double> estimate_;  // seconds per call on setting_ >> i threads; negative where not yet timed
-  std::vector<int> timings_;      // how many times each was timed, up to kFirstTimings
+  std::vector<Times> times_;  // of the candidates, setting_ >> i threads
   size_t best_ = 0, next_probe_ = 0;
   double last_probe_ = 0.0;
 };
