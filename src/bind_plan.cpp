@@ -190,12 +190,9 @@ class NativePlan {
       py::gil_scoped_release release;
       // a frozen plan's call on the thread count its calls have run fastest on (ThreadChoice; the same bits on any)
       const int setting = num_threads();
-      const auto now = [] {
-        return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-      };
-      const double start = frozen_ ? now() : 0.0;
-      const int threads = frozen_ ? choice_.pick(setting, start) : setting;
+      const int threads = frozen_ ? choice_.pick(setting) : setting;
       const ThreadCap cap(threads);
+      const auto start = std::chrono::steady_clock::now();
       last_threads_ = threads;
       std::vector<std::unique_ptr<CachedBlock<float>>> held(static_cast<size_t>(buffers_));
       std::vector<float*> data(static_cast<size_t>(buffers_), nullptr);
@@ -214,7 +211,8 @@ class NativePlan {
         for (int v : {step.in, step.residual})
           if (v >= 0 && last_read_[values_[v].buffer] == i) held[values_[v].buffer].reset();
       }
-      if (frozen_) choice_.record(setting, threads, now() - start);
+      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+      if (frozen_) choice_.record(setting, threads, took.count());
     }
     return y;
   }

@@ -1338,6 +1338,10 @@ def test_a_module_instance_in_two_places_is_refused():
     with pytest.raises(ValueError, match=r"ReLU at '3' is already at '1' in this Sequential: a module instance may "
                                          r"appear only once in a model .* use a separate instance for each place"):
         nn.Sequential(nn.Linear(2, 2), relu, nn.Linear(2, 2), relu)
+    with pytest.raises(ValueError, match=r"ReLU at '1' is already at '0'"):  # the first fault, child by child
+        nn.Sequential(relu, relu, "not a module")
+    with pytest.raises(TypeError, match=r"children must be Modules, got str for '1'"):
+        nn.Sequential(relu, "not a module", relu)
     block = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
     with pytest.raises(ValueError, match=r"Sequential at 'second' is already at 'first' in this Chain"):
         nn.Chain(first=block, second=block)

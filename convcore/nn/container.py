@@ -153,17 +153,19 @@ class _InOrder(Module):
 
     def _add_children(self, layers) -> None:
         """The constructor's (name, layer) pairs registered in order, each checked as setattr checks a new child (a
-        Module, under a name state_dict keys can tell apart), with one check that no module instance appears twice
-        in the whole model at the end: setattr's, per child, walked every child before it (a Sequential of 2000
+        Module, under a name state_dict keys can tell apart, holding no module instance already in the model), the
+        instances seen kept from child to child: setattr's check walked every child before it (a Sequential of 2000
         layers took 0.8 s to build; now 4 ms)."""
+        seen = {}
+        check_distinct(type(self).__name__, [("", self)], seen)
         for name, layer in layers:
             if not isinstance(layer, Module):
                 raise TypeError(f"{type(self).__name__} children must be Modules, got {type(layer).__name__} "
                                 f"for {name!r}")
             self._check_new_name(name, "child module")
+            check_distinct(type(self).__name__, layer.named_modules(name), seen)
             self._modules[name] = layer
             object.__setattr__(self, name, layer)
-        check_distinct(type(self).__name__, list(self.named_modules()))  # (no plan depends on a new container)
 
     def __len__(self):
         return len(self._modules)

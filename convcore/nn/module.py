@@ -74,10 +74,11 @@ def check_input_dtype(x: np.ndarray, weight: np.ndarray) -> None:
                         f"(x.astype(np.{weight.dtype})) or the model (model.to(np.{x.dtype}))")
 
 
-def check_distinct(owner: str, modules) -> None:
+def check_distinct(owner: str, modules, seen: dict | None = None) -> None:
     """Refuse a module instance found twice among `modules`, (dotted name, module) pairs of one model ("" for the
-    model itself): its backward takes what its forward kept, which a second call in the same forward overwrites."""
-    seen = {}
+    model itself): its backward takes what its forward kept, which a second call in the same forward overwrites.
+    `seen` (id -> first place) carries on from the modules of an earlier call, and takes these in."""
+    seen = {} if seen is None else seen
     for where, module in modules:
         first = seen.setdefault(id(module), where)
         if first != where:

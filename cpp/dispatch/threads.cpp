@@ -41,7 +41,9 @@ int threads_for(int64_t work, int64_t serial_below) {
   return num_threads();
 }
 
-ThreadCap::ThreadCap(int n) : previous_(t_cap) { t_cap = std::max(n, 1); }
+ThreadCap::ThreadCap(int n) : previous_(t_cap) {
+  t_cap = previous_ > 0 ? std::min(previous_, std::max(n, 1)) : std::max(n, 1);
+}
 ThreadCap::~ThreadCap() { t_cap = previous_; }
 
 double ThreadChoice::Times::estimate() const {
@@ -49,23 +51,29 @@ double ThreadChoice::Times::estimate() const {
   return *std::min_element(last, last + count);
 }
 
-int ThreadChoice::pick(int setting, double now) {
+int ThreadChoice::pick(int setting) {
   const std::lock_guard<std::mutex> hold(lock_);
   if (setting != setting_) {
     setting_ = setting;
     times_.clear();
     for (int n = setting; n >= 1; n /= 2) times_.push_back(Times{{}, 0, 0});
-    best_ = 0;
-    next_probe_ = 0;
-    last_probe_ = now;
+    best_ = next_probe_ = probed_ = 0;
+    probe_calls_left_ = 0;
+    busy_ = 0.0;
   }
   for (size_t i = 0; i < times_.size(); ++i)
-    if (times_[i].count < kFirstTimings) return setting >> i;
+    if (times_[i].count < kRunCalls) return setting >> i;
+  if (probe_calls_left_ > 0) {
+    --probe_calls_left_;
+    return setting >> probed_;
+  }
   if (times_.size() > 1) {
     const size_t probe = next_probe_ == best_ ? (best_ + 1) % times_.size() : next_probe_;
-    if (now - last_probe_ >= kProbeSpacing * times_[probe].estimate()) {
-      last_probe_ = now;
+    if (busy_ >= kProbeSpacing * times_[probe].estimate()) {
+      busy_ = 0.0;
       next_probe_ = (probe + 1) % times_.size();
+      probed_ = probe;
+      probe_calls_left_ = kRunCalls - 1;
       return setting >> probe;
     }
   }
@@ -75,6 +83,7 @@ int ThreadChoice::pick(int setting, double now) {
 void ThreadChoice::record(int setting, int threads, double seconds) {
   const std::lock_guard<std::mutex> hold(lock_);
   if (setting != setting_) return;  // timed under a setting since replaced
+  busy_ += seconds;
   for (size_t i = 0; i < times_.size(); ++i) {
     if ((setting >> i) != threads) continue;
     Times& t = times_[i];

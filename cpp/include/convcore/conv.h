@@ -27,35 +27,42 @@ enum class ConvPacking : int { filter_blocks, winograd2, winograd4, winograd_fus
 
 // The packed weights of one layer's fast forward, kept from call to call by an owner whose weights do not change (a
 // frozen plan, src/bind_plan.cpp): the direct and filter-vector forwards regroup their weights by filter block, the
-// Winograd forwards transform their filters, on the first call, and each reads that copy from then on. One packing at
-// a time, for the layout and block width asked (the filter block's, or the Winograd products' tile rows; a batch-1
-// layer's can follow the thread count); safe to share between threads.
+// Winograd forwards transform their filters, on the first call, and each reads that copy from then on. A packing for
+// each layout and block width asked (the filter block's, or the Winograd products' tile rows; a batch-1 layer's can
+// follow the thread count, which a frozen plan's calls change: ThreadChoice), the kEntries used last kept; safe to
+// share between threads.
 class ConvWeightCache {
  public:
   using Packed = std::shared_ptr<const float>;
+  static constexpr size_t kEntries = 3;
   // The packing of `floats` floats in `layout` for block width `block`: written by fill(float*) into a fresh 64-byte
-  // aligned buffer on the first call and whenever the layout or block differs from the last call's; the holder keeps
-  // it alive.
+  // aligned buffer where none is kept for them; the holder keeps it alive.
   template <typename Fill>
   Packed get(ConvPacking layout, int64_t block, int64_t floats, const Fill& fill) {
     const std::lock_guard<std::mutex> lock(mutex_);
-    if (!packed_ || layout != layout_ || block != block_) {
+    auto kept = std::find_if(entries_.begin(), entries_.end(),
+                             [&](const Entry& e) { return e.layout == layout && e.block == block; });
+    if (kept == entries_.end()) {
       void* p = std::aligned_alloc(64, static_cast<size_t>((floats * 4 + 63) / 64 * 64));
       if (!p) throw std::bad_alloc();
       std::shared_ptr<float> fresh(static_cast<float*>(p), std::free);
       fill(fresh.get());
-      packed_ = std::move(fresh);
-      layout_ = layout;
-      block_ = block;
+      if (entries_.size() == kEntries) entries_.pop_back();  // the one used longest ago
+      entries_.insert(entries_.begin(), Entry{layout, block, std::move(fresh)});
+    } else {
+      std::rotate(entries_.begin(), kept, kept + 1);  // to the front: used last
     }
-    return packed_;
+    return entries_.front().packed;
   }
 
  private:
+  struct Entry {
+    ConvPacking layout;
+    int64_t block;
+    Packed packed;
+  };
   std::mutex mutex_;
-  ConvPacking layout_ = ConvPacking::filter_blocks;
-  int64_t block_ = 0;
-  Packed packed_;
+  std::vector<Entry> entries_;  // the one used last first
 };
 
 // Reference kernels (the oracle, and the float64 path): direct loops, parallel over independent output planes,

@@ -17,7 +17,7 @@ void set_num_threads(int n);  // n >= 1 (validated by the caller)
 bool in_forked_child();       // true after fork(): OpenMP's pool is gone there, kernels run serially
 
 // While it lives, num_threads() on the thread that made it is at most n (>= 1): one call run on fewer threads than
-// the setting (ThreadChoice). Caps nest; the innermost counts.
+// the setting (ThreadChoice). Caps nest: the least of the live ones counts.
 class ThreadCap {
  public:
   explicit ThreadCap(int n);
@@ -30,26 +30,27 @@ class ThreadCap {
 };
 
 // The thread count for the calls of one repeated piece of work whose results do not depend on it (a frozen plan's
-// run): among the setting n and its halvings (n, n / 2, ..., 1), the one whose recent calls took the least wall time.
+// run): among the setting n and its halvings (n, n / 2, ..., 1), the one whose recent calls took the least time.
 // Where cores are far apart (on a shared AMD EPYC host, in some minutes, a core-to-core round trip of 310-390 ns
 // instead of 50-90) what one thread writes and the other reads costs more than a small layer's work: ResNet-20 at
 // batch 1 took 0.66-0.72 ms on 2 threads there against 0.55 on 1 (and 0.38 on 2 in the other minutes). Each
-// candidate is timed kFirstTimings times first (a plan's first call also packs its weights), the setting's first;
-// then the best runs, and the others are timed again in turn, each when at least kProbeSpacing times its own estimate
-// has passed since the last such probe (so the probes cost about 1 / kProbeSpacing of the time, times the slowdown of
-// the candidate probed). A candidate's estimate is the least of its last kWindow times: the noise of a shared machine
-// only adds time (a 2-thread LeNet-5 call at batch 256 took 4 ms instead of 1.15 about once a second, and one waking a
-// thread that had slept through 1-thread calls up to 20 ms), while a lasting change shows within kWindow calls. The
-// best changes to a candidate whose estimate is more than kMargin below the best's. A new setting starts afresh.
-// Thread-safe.
+// candidate runs kRunCalls calls in a row first, the setting's first; then the best runs, and each of the others in
+// turn runs kRunCalls calls again once the calls since the last such probe have taken kProbeSpacing times its
+// estimate (the time spent in calls, not between them: a server's calls an idle second apart probe no more often), so
+// the probes cost about kRunCalls / kProbeSpacing of that time, times the slowdown of the candidate probed. A
+// candidate's estimate is the least of its last kWindow times: the noise of a shared machine only adds time (a
+// 2-thread LeNet-5 call at batch 256 took 4 ms instead of 1.15 about once a second), and the first call after a
+// change of count can cost more (a thread waking from sleep took up to 20 ms), while a lasting change shows within
+// kWindow calls. The best changes to a candidate whose estimate is more than kMargin below the best's. A new setting
+// starts afresh. Thread-safe.
 class ThreadChoice {
  public:
-  static constexpr int kFirstTimings = 2;
+  static constexpr int kRunCalls = 2;
   static constexpr int kWindow = 3;
-  static constexpr double kProbeSpacing = 100.0;
+  static constexpr double kProbeSpacing = 200.0;
   static constexpr double kMargin = 0.03;
-  // The thread count for a call starting at `now` (seconds on a steady clock) under the setting `setting` (>= 1).
-  int pick(int setting, double now);
+  // The thread count for the next call under the setting `setting` (>= 1).
+  int pick(int setting);
   // A call on `threads` threads, picked under `setting`, took `seconds`.
   void record(int setting, int threads, double seconds);
 
@@ -62,8 +63,9 @@ class ThreadChoice {
   std::mutex lock_;
   int setting_ = 0;
   std::vector<Times> times_;  // of the candidates, setting_ >> i threads
-  size_t best_ = 0, next_probe_ = 0;
-  double last_probe_ = 0.0;
+  size_t best_ = 0, next_probe_ = 0, probed_ = 0;
+  int probe_calls_left_ = 0;  // of the probe of candidate probed_ under way
+  double busy_ = 0.0;         // seconds in calls since the last probe began
 };
 
 // Threads to use for `work` units (e.g. multiply-adds): 1 below the serial threshold, and 1 inside an enclosing
