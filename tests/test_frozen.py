@@ -42,7 +42,7 @@ LAYERS = [
 @pytest.mark.parametrize("shape,conv", LAYERS, ids=str)
 def test_frozen_layer_gives_the_eval_bits_at_any_thread_count(isa, rng, shape, conv):
     # no batch norm to fold: the kept packing must give the bits of packing at every call, also when the thread
-    # count changes between calls (a batch-1 layer's block width follows it: the packing is made again)
+    # count changes between calls (a batch-1 layer's block width follows it: a packing for each width, kept)
     model = nn.Sequential(nn.Conv2d(*conv, rng=rng), nn.ReLU())
     model.eval()
     frozen = nn.freeze(model)
@@ -54,7 +54,7 @@ def test_frozen_layer_gives_the_eval_bits_at_any_thread_count(isa, rng, shape, c
 
 def test_frozen_plan_runs_its_calls_on_the_thread_count_timed_fastest(rng):
     # at 2 threads the plan times two calls on 2 threads, then two on 1, then runs on the faster, probing the other
-    # now and then (ThreadChoice, whose policy cpp/tests/test_threads.cpp checks on a given clock): the same bits
+    # now and then (ThreadChoice, whose policy cpp/tests/test_threads.cpp checks on given times): the same bits
     # on either; a new setting starts afresh on its own count
     model = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, rng=rng), nn.ReLU(),
                           nn.Conv2d(16, 16, 3, padding=1, rng=rng)).eval()

@@ -26,11 +26,11 @@ class Frozen:
     Made by freeze(model). Later changes to the model (training, new weights) do not reach it, and its own arrays
     are read-only. Calls may come from several threads at once. A plan is built on the first call for each input
     shape and dtype (that call costs about two forwards more than a later one) and holds its own folded and packed
-    copy of the weights (about twice the parameters' bytes); plans are kept for the `max_plans` shapes used last.
-    A plan runs each call on the thread count its calls have been timed fastest on: the setting (set_num_threads)
-    or a halving of it, each tried for two calls first (the first 2 * (1 + log2(setting)) calls) and again now and
-    then (small models at batch 1 can run faster on one core than on two far apart); the outputs are the same bits
-    on any count, and a layer whose packed weights depend on the count keeps up to three packings.
+    copy of the weights (about twice the parameters' bytes; up to three packings of a layer whose packing follows
+    the thread count); plans are kept for the `max_plans` shapes used last. A plan runs each call on the thread
+    count its calls have been timed fastest on: the setting (set_num_threads) or a halving of it, each tried for
+    two calls first (the first 2 * (1 + floor(log2(setting))) calls) and again now and then (small models at batch 1
+    can run faster on one core than on two far apart); the outputs are the same bits on any count.
     An input or model the native plan does not take (float64, layers without native ops) runs the snapshot's eval
     forward instead."""
 

@@ -18,7 +18,7 @@ void mark_forked_child() { g_forked_child.store(true, std::memory_order_relaxed)
 
 const int g_fork_guard_installed = pthread_atfork(nullptr, nullptr, mark_forked_child);
 
-thread_local int t_cap = 0;  // the innermost live ThreadCap's count on this thread; 0: none
+thread_local int t_cap = 0;  // the least of the live ThreadCaps' counts on this thread; 0: none
 }  // namespace
 
 int num_threads() {
@@ -57,23 +57,17 @@ int ThreadChoice::pick(int setting) {
     setting_ = setting;
     times_.clear();
     for (int n = setting; n >= 1; n /= 2) times_.push_back(Times{{}, 0, 0});
-    best_ = next_probe_ = probed_ = 0;
-    probe_calls_left_ = 0;
+    best_ = next_probe_ = 0;
     busy_ = 0.0;
   }
-  for (size_t i = 0; i < times_.size(); ++i)
+  for (size_t i = 0; i < times_.size(); ++i)  // the first calls, or a probe under way
     if (times_[i].count < kRunCalls) return setting >> i;
-  if (probe_calls_left_ > 0) {
-    --probe_calls_left_;
-    return setting >> probed_;
-  }
   if (times_.size() > 1) {
     const size_t probe = next_probe_ == best_ ? (best_ + 1) % times_.size() : next_probe_;
     if (busy_ >= kProbeSpacing * times_[probe].estimate()) {
       busy_ = 0.0;
       next_probe_ = (probe + 1) % times_.size();
-      probed_ = probe;
-      probe_calls_left_ = kRunCalls - 1;
+      times_[probe] = Times{{}, 0, 0};  // timed afresh: this call and the next kRunCalls - 1
       return setting >> probe;
     }
   }

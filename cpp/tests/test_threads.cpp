@@ -89,7 +89,8 @@ void two_threads_follow_the_faster() {
   const auto far = [](int threads, int call) { return threads == 1 ? 0.5 : call == 0 ? 1.0 : 0.7; };
   std::vector<int> picked = choices(choice, 2, 1000, far);
   CHECK((std::vector<int>(picked.begin(), picked.begin() + 4) == std::vector<int>({2, 2, 1, 1})));
-  // after those 4: two calls on 2 threads once 200 x 0.7 = 140 s have gone in calls (280 calls of 0.5)
+  // after those 4: two calls on 2 threads once 200 x 0.7 = 140 s have gone in calls (the first 4's 2.7 s, then 275
+  // calls of 0.5)
   const size_t probes = count(picked, 4, picked.size(), 2);
   CHECK(probes == 6 && longest_run(picked, 4, 2) == 2);
   CHECK(picked[4] == 1 && picked[200] == 1);
@@ -103,7 +104,7 @@ void two_threads_follow_the_faster() {
   // then 1 thread is probed with two calls once 200 x 0.5 = 100 s have gone in calls of 0.3 (333 calls)
   const size_t back = count(picked, first_two, picked.size(), 1);
   CHECK(back >= 2 && back <= 6 && longest_run(picked, first_two, 1) == 2);
-  // far again: three slow calls of the best (2 threads, 0.7) move its estimate past 1 thread's
+  // far again: three slow calls of the best (2 threads: 1.0, 0.7, 0.7) move its estimate past 1 thread's
   picked = choices(choice, 2, 20, far);
   CHECK(count(picked, 0, 3, 2) == 3 && count(picked, 3, 20, 1) == 17);
 }
@@ -128,7 +129,7 @@ void single_slow_calls_do_not_move_it() {
   std::vector<size_t> twos;  // where 2 threads ran
   for (size_t i = 0; i < picked.size(); ++i)
     if (picked[i] == 2) twos.push_back(i);
-  // run first (0, 1); probed after 200 x 0.7 s in calls of 0.5 (280 calls): 20 s, then 0.3, and 2 threads from then on
+  // run first (0, 1); probed once 200 x 0.7 s have gone in calls (about 280): 20 s, then 0.3, and 2 threads from then
   CHECK(twos.size() > 300 && twos[0] == 0 && twos[1] == 1 && twos[2] > 250 && twos[3] == twos[2] + 1);
   CHECK(count(picked, twos[3], twos[3] + 100, 2) == 100);
 }

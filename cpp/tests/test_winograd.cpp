@@ -6,7 +6,7 @@
 // The weight gradient by F(2x2, 3x3) the same way (exact, the same bits at 1, 2 and 3 threads also on fractions, dw
 // prefilled with NaN, several blocks of tile rows, false and dw untouched for an infinity or NaN in x or dy) and where
 // it applies; so too the fused F(2x2, 3x3) weight gradient (AVX2 and AVX-512), its bias gradient the bits of
-// conv2d_backward_bias_fast (untouched where it returns false). ConvWeightCache packs anew for another layout.
+// conv2d_backward_bias_fast (untouched where it returns false). ConvWeightCache keeps the packings used last.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -175,8 +175,8 @@ int main() {
   CHECK(fused_applies({16, 64, 8, 8, 64, 1, 1}));      // 256 tiles
   CHECK(!fused_applies({32, 128, 8, 8, 64, 1, 1}));    // 128 channels
   CHECK(!fused_applies({8, 16, 32, 32, 8, 1, 1}));     // 8 filters
-  // the kept filters: packed again where the layout or the block width differs from the last call's (the fused
-  // kernel's block, 16 filters, is also a filter-vector block width)
+  // the kept filters: a packing for each layout and block width (the fused kernel's block, 16 filters, is also a
+  // filter-vector block width), the 3 used last kept; one evicted stays readable where it is held
   ConvWeightCache cache;
   int fills = 0;
   const auto fill = [&](float* p) { p[0] = float(++fills); };
@@ -184,7 +184,11 @@ int main() {
   CHECK(cache.get(ConvPacking::filter_blocks, 16, 1, fill) == blocks16 && fills == 1);
   const ConvWeightCache::Packed fused16 = cache.get(ConvPacking::winograd_fused, 16, 1, fill);
   CHECK(fills == 2 && fused16.get()[0] == 2.0f && blocks16.get()[0] == 1.0f);
-  CHECK(cache.get(ConvPacking::winograd_fused, 32, 1, fill).get()[0] == 3.0f);
-  CHECK(cache.get(ConvPacking::winograd2, 32, 1, fill).get()[0] == 4.0f);
+  CHECK(cache.get(ConvPacking::filter_blocks, 16, 1, fill) == blocks16 && fills == 2);  // kept: not packed again
+  CHECK(cache.get(ConvPacking::winograd_fused, 32, 1, fill).get()[0] == 3.0f);  // 3 kept: fused 32, blocks 16, fused 16
+  CHECK(cache.get(ConvPacking::winograd_fused, 16, 1, fill) == fused16 && fills == 3);
+  CHECK(cache.get(ConvPacking::winograd2, 32, 1, fill).get()[0] == 4.0f);  // evicts blocks 16, used longest ago
+  CHECK(cache.get(ConvPacking::winograd_fused, 16, 1, fill) == fused16 && fills == 4);
+  CHECK(cache.get(ConvPacking::filter_blocks, 16, 1, fill).get()[0] == 5.0f && blocks16.get()[0] == 1.0f);
   return convcore_test::failures;
 }

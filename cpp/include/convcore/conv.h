@@ -36,19 +36,20 @@ class ConvWeightCache {
   using Packed = std::shared_ptr<const float>;
   static constexpr size_t kEntries = 3;
   // The packing of `floats` floats in `layout` for block width `block`: written by fill(float*) into a fresh 64-byte
-  // aligned buffer where none is kept for them; the holder keeps it alive.
+  // aligned buffer where none is kept for the three; the holder keeps it alive.
   template <typename Fill>
   Packed get(ConvPacking layout, int64_t block, int64_t floats, const Fill& fill) {
     const std::lock_guard<std::mutex> lock(mutex_);
-    auto kept = std::find_if(entries_.begin(), entries_.end(),
-                             [&](const Entry& e) { return e.layout == layout && e.block == block; });
+    auto kept = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) {
+      return e.layout == layout && e.block == block && e.floats == floats;
+    });
     if (kept == entries_.end()) {
       void* p = std::aligned_alloc(64, static_cast<size_t>((floats * 4 + 63) / 64 * 64));
       if (!p) throw std::bad_alloc();
       std::shared_ptr<float> fresh(static_cast<float*>(p), std::free);
       fill(fresh.get());
       if (entries_.size() == kEntries) entries_.pop_back();  // the one used longest ago
-      entries_.insert(entries_.begin(), Entry{layout, block, std::move(fresh)});
+      entries_.insert(entries_.begin(), Entry{layout, block, floats, std::move(fresh)});
     } else {
       std::rotate(entries_.begin(), kept, kept + 1);  // to the front: used last
     }
@@ -58,7 +59,7 @@ class ConvWeightCache {
  private:
   struct Entry {
     ConvPacking layout;
-    int64_t block;
+    int64_t block, floats;
     Packed packed;
   };
   std::mutex mutex_;

@@ -35,14 +35,14 @@ class ThreadCap {
 // instead of 50-90) what one thread writes and the other reads costs more than a small layer's work: ResNet-20 at
 // batch 1 took 0.66-0.72 ms on 2 threads there against 0.55 on 1 (and 0.38 on 2 in the other minutes). Each
 // candidate runs kRunCalls calls in a row first, the setting's first; then the best runs, and each of the others in
-// turn runs kRunCalls calls again once the calls since the last such probe have taken kProbeSpacing times its
-// estimate (the time spent in calls, not between them: a server's calls an idle second apart probe no more often), so
-// the probes cost about kRunCalls / kProbeSpacing of that time, times the slowdown of the candidate probed. A
-// candidate's estimate is the least of its last kWindow times: the noise of a shared machine only adds time (a
-// 2-thread LeNet-5 call at batch 256 took 4 ms instead of 1.15 about once a second), and the first call after a
-// change of count can cost more (a thread waking from sleep took up to 20 ms), while a lasting change shows within
-// kWindow calls. The best changes to a candidate whose estimate is more than kMargin below the best's. A new setting
-// starts afresh. Thread-safe.
+// turn is probed: its times forgotten, it runs kRunCalls calls again, once the calls since the last probe have taken
+// kProbeSpacing times its estimate (the time spent in calls, not between them: a server's calls an idle second apart
+// probe no more often). The probes' calls then take about kRunCalls / kProbeSpacing of the time in calls (1%), more
+// where a probe's first call is slow (a thread waking from sleep took up to 20 ms). A candidate's estimate is the
+// least of its last kWindow times (its probe's, for one not the best): the noise of a shared machine only adds time (a
+// 2-thread LeNet-5 call at batch 256 took 4 ms instead of 1.15 about once a second), while a lasting change of the
+// best shows within kWindow calls. The best changes to a candidate whose estimate is more than kMargin below the
+// best's. A new setting starts afresh. Thread-safe.
 class ThreadChoice {
  public:
   static constexpr int kRunCalls = 2;
@@ -63,9 +63,8 @@ class ThreadChoice {
   std::mutex lock_;
   int setting_ = 0;
   std::vector<Times> times_;  // of the candidates, setting_ >> i threads
-  size_t best_ = 0, next_probe_ = 0, probed_ = 0;
-  int probe_calls_left_ = 0;  // of the probe of candidate probed_ under way
-  double busy_ = 0.0;         // seconds in calls since the last probe began
+  size_t best_ = 0, next_probe_ = 0;
+  double busy_ = 0.0;  // seconds in calls since the last probe began
 };
 
 // Threads to use for `work` units (e.g. multiply-adds): 1 below the serial threshold, and 1 inside an enclosing
