@@ -192,7 +192,7 @@ class NativePlan {
       const int setting = num_threads();
       const int threads = frozen_ ? choice_.pick(setting) : setting;
       const ThreadCap cap(threads);
-      const auto start = std::chrono::steady_clock::now();
+      const auto start = frozen_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       last_threads_ = threads;
       std::vector<std::unique_ptr<CachedBlock<float>>> held(static_cast<size_t>(buffers_));
       std::vector<float*> data(static_cast<size_t>(buffers_), nullptr);
@@ -211,8 +211,10 @@ class NativePlan {
         for (int v : {step.in, step.residual})
           if (v >= 0 && last_read_[values_[v].buffer] == i) held[values_[v].buffer].reset();
       }
-      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-      if (frozen_) choice_.record(setting, threads, took.count());
+      if (frozen_) {  // the call's time, for the choice (an eval plan's calls are not timed)
+        const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+        choice_.record(setting, threads, took.count());
+      }
     }
     return y;
   }
