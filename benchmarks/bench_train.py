@@ -1,10 +1,13 @@
 """Training speed, convcore vs PyTorch CPU: a LeNet-5 epoch on Fashion-MNIST-shaped data and a ResNet-20 step on
-CIFAR-shaped data (same model, optimizer SGD(lr=0.01, momentum=0.9) and batch size on both sides).
+CIFAR-shaped data (same model, optimizer SGD(lr=0.01, momentum=0.9) and batch size on both sides). convcore's steps
+run as convcore.fit runs them: each full batch's under a ThreadChoice, on the thread count (--threads or a halving)
+its steps have been timed fastest on.
 
 Run: python benchmarks/bench_train.py [--threads 1,2] [--filter lenet]
      python benchmarks/bench_train.py --accuracy     # `convcore train`: LeNet-5, 5 epochs on Fashion-MNIST
 Speed runs use uniform random images and random labels (the kernels' speed does not depend on the values).
 """
+import contextlib
 import sys
 
 import numpy as np
@@ -30,11 +33,11 @@ def _data(case):
 
 
 def _timed(case, step, x, y):
-    """Median seconds of one pass over (x, y) in batches, after a warm-up of a few steps."""
+    """Median seconds of one pass over (x, y) in batches, after a warm-up of five steps."""
     b = case["batch"]
     batches = [(x[i:i + b], y[i:i + b]) for i in range(0, len(x), b)]
-    for xb, yb in batches[:5]:
-        step(xb, yb)
+    for i in range(5):
+        step(*batches[i % len(batches)])
 
     def epoch():
         for xb, yb in batches:
@@ -52,12 +55,14 @@ def run_convcore(case, threads):
     model.train()
     loss = cc.nn.CrossEntropyLoss()
     opt = cc.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    choice = cc.ThreadChoice()  # as convcore.fit runs its steps: full batches on the thread count timed fastest
 
     def step(xb, yb):
-        opt.zero_grad()
-        loss(model(xb), yb)
-        model.backward(loss.backward(), input_grad=False)  # the input needs no gradient (PyTorch skips it too)
-        opt.step()
+        with choice if len(yb) == case["batch"] else contextlib.nullcontext():
+            opt.zero_grad()
+            loss(model(xb), yb)
+            model.backward(loss.backward(), input_grad=False)  # the input needs no gradient (PyTorch skips it too)
+            opt.step()
     return _timed(case, step, *_data(case))
 
 

@@ -5,8 +5,8 @@ An OpenMP C++ core (tiled SGEMM, blocked im2col, pooling) under a small PyTorch-
 `convcore.models`, `convcore.data`, `convcore.training`, `convcore.summary`.
 """
 from . import _core
-from ._runtime import (_apply_isa_cap, buffer_cache_info, cpu_info, get_num_threads, set_buffer_cache_limit,
-                       set_num_threads, threads)
+from ._runtime import (ThreadChoice, _apply_isa_cap, buffer_cache_info, cpu_info, get_num_threads,
+                       set_buffer_cache_limit, set_num_threads, threads)
 
 _apply_isa_cap()
 
@@ -17,6 +17,6 @@ from .training import History, evaluate, fit, predict  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["cpu_info", "set_num_threads", "get_num_threads", "threads", "set_buffer_cache_limit",
+__all__ = ["cpu_info", "set_num_threads", "get_num_threads", "threads", "ThreadChoice", "set_buffer_cache_limit",
            "buffer_cache_info", "functional", "nn", "optim", "models", "summary", "data", "training", "checkpoint",
            "fit", "evaluate", "predict", "History", "__version__"]

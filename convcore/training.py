@@ -1,6 +1,7 @@
 """Training: fit (epochs of mini-batch SGD with validation, progress, checkpoints, exact resume), evaluate, predict."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import checkpoint
+from ._runtime import ThreadChoice
 from ._validate import as_bool, as_int
 from .data import Batches
 from .nn import Frozen, Module
@@ -118,7 +120,9 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
         keep_modes: bool = False) -> History:
     """Train `model` for `epochs` on train_data = (x, y) and return its History.
 
-    Each step: forward, loss, backward (the first layer's input gradient is skipped), optimizer step. The data order
+    Each step: forward, loss, backward (the first layer's input gradient is skipped), optimizer step; the steps of full
+    batches run on the thread count (get_num_threads or a halving) their steps have been timed fastest on
+    (convcore.ThreadChoice; the results are the same on any). The data order
     and augmentation come from `seed` (see convcore.data.Batches; `augment` takes its crop_padding, flip and
     normalize options). With checkpoint_dir, a checkpoint is written at the end of every epoch (and every
     `checkpoint_every` steps); resume=True continues from the newest one exactly as if never interrupted.
@@ -187,20 +191,23 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     elif not model.training:
         raise ValueError("keep_modes=True trains the model in its modules' own modes, but the model itself is in "
                          "eval mode: put it in training mode (model.train()), then the modules to keep in eval")
+    choice = ThreadChoice()  # each full batch's step on the thread count its steps have run fastest on
     while epoch < epochs:
         bar = _progress(progress, len(batches) - start_batch, f"epoch {epoch + 1}/{epochs}")
         tick = time.perf_counter()  # img/s counts batching and augmentation too, not checkpoint writes
         for b, (xb, yb) in enumerate(batches.epoch(epoch, start_batch), start=start_batch):
-            optimizer.zero_grad()
-            logits = model(xb)
-            value = loss(logits, yb)
-            if not math.isfinite(value):
-                if bar is not None:
-                    bar.close()
-                raise FloatingPointError(f"loss is {value} at epoch {epoch + 1}, batch {b + 1} (step {step + 1}): "
-                                         f"training stopped before updating the model; the last checkpoint is kept")
-            model.backward(loss.backward(), input_grad=False)
-            optimizer.step()
+            with choice if len(yb) == batch_size else contextlib.nullcontext():
+                optimizer.zero_grad()
+                logits = model(xb)
+                value = loss(logits, yb)
+                if not math.isfinite(value):
+                    if bar is not None:
+                        bar.close()
+                    raise FloatingPointError(f"loss is {value} at epoch {epoch + 1}, batch {b + 1} (step {step + 1}): "
+                                             f"training stopped before updating the model; the last checkpoint is "
+                                             f"kept")
+                model.backward(loss.backward(), input_grad=False)
+                optimizer.step()
             step += 1
             totals["seconds"] += time.perf_counter() - tick
             totals["loss"] += value * len(yb)

@@ -1,12 +1,40 @@
 // Bindings: ISA dispatch and the thread setting.
 #include <omp.h>
 
+#include <optional>
+#include <thread>
+
 #include "bindings.h"
 #include "convcore/buffer_cache.h"
 #include "convcore/dispatch.h"
 #include "convcore/threads.h"
 
 using namespace convcore;
+
+namespace {
+// A ThreadCap held from a with-block's __enter__ to its __exit__ (convcore.ThreadChoice), which must run on the
+// thread that entered: the cap is that thread's.
+class ScopedThreadCap {
+ public:
+  explicit ScopedThreadCap(int n) : n_(n) {}
+  void enter() {
+    if (cap_) throw std::runtime_error("ThreadCap entered twice");
+    cap_.emplace(n_);
+    owner_ = std::this_thread::get_id();
+  }
+  void exit() {
+    if (!cap_) throw std::runtime_error("ThreadCap exited without being entered");
+    if (owner_ != std::this_thread::get_id())
+      throw std::runtime_error("ThreadCap exited on another thread than the one that entered it");
+    cap_.reset();
+  }
+
+ private:
+  int n_;
+  std::optional<ThreadCap> cap_;
+  std::thread::id owner_;
+};
+}  // namespace
 
 void bind_runtime(py::module_& m) {
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); });
@@ -38,6 +66,14 @@ void bind_runtime(py::module_& m) {
   m.def("pool_kernel_name", [] { return std::string(kernels().pool.name); });
   m.def("get_num_threads", [] { return num_threads(); });
   m.def("set_num_threads", [](int n) { set_num_threads(n); });
+  py::class_<ThreadChoice>(m, "ThreadChoice")
+      .def(py::init<>())
+      .def("pick", &ThreadChoice::pick, py::arg("setting"))
+      .def("record", &ThreadChoice::record, py::arg("setting"), py::arg("threads"), py::arg("seconds"));
+  py::class_<ScopedThreadCap>(m, "ThreadCap")
+      .def(py::init<int>(), py::arg("threads"))
+      .def("__enter__", &ScopedThreadCap::enter)
+      .def("__exit__", [](ScopedThreadCap& c, const py::args&) { c.exit(); });
   m.def("in_forked_child", [] { return in_forked_child(); });
   m.def("omp_max_threads", [] { return omp_get_max_threads(); });
   m.def("set_buffer_cache_limit", [](int64_t bytes) { set_buffer_limits(static_cast<size_t>(bytes)); });

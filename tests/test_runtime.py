@@ -2,6 +2,8 @@
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -199,3 +201,81 @@ def test_buffer_cache_limit_caps_idle_memory_and_zero_turns_it_off(buffer_cache)
 def test_set_buffer_cache_limit_rejects_bad_values(bad, error):
     with pytest.raises(error, match="max_bytes"):
         cc.set_buffer_cache_limit(bad)
+
+
+def _timed_blocks(choice, count, seconds_on):
+    """Runs `count` blocks under choice, each sleeping seconds_on[threads it runs on]; the counts they ran on."""
+    used = []
+    for _ in range(count):
+        with choice:
+            n = cc.get_num_threads()
+            assert n == choice.last_threads
+            used.append(n)
+            time.sleep(seconds_on[n])
+    return used
+
+
+def test_thread_choice_times_each_count_then_runs_the_fastest():
+    # two blocks on the setting, two on its half, ... then the fastest (sleeping only adds time: a count whose blocks
+    # sleep 4 ms never looks faster than one whose blocks sleep 1 ms); the setting is back after each block
+    with cc.threads(4):
+        choice = cc.ThreadChoice()
+        assert choice.last_threads == 0
+        used = _timed_blocks(choice, 10, {4: 0.004, 2: 0.001, 1: 0.004})
+        assert used[:6] == [4, 4, 2, 2, 1, 1] and used[6:] == [2] * 4, used
+        assert cc.get_num_threads() == 4
+        faster_on_4 = cc.ThreadChoice()
+        assert _timed_blocks(faster_on_4, 10, {4: 0.001, 2: 0.004, 1: 0.004})[6:] == [4] * 4
+    with cc.threads(2):  # a new setting starts afresh
+        assert _timed_blocks(choice, 4, {2: 0.001, 1: 0.001}) == [2, 2, 1, 1]
+
+
+def test_thread_choice_does_not_count_a_block_that_raises_and_caps_nest():
+    choice = cc.ThreadChoice()
+    with cc.threads(2):
+        with pytest.raises(KeyError):
+            with choice:
+                raise KeyError("step failed")
+        assert cc.get_num_threads() == 2
+        # the failed block was not counted: the setting still has its two blocks to run first
+        assert _timed_blocks(choice, 2, {2: 0.0}) == [2, 2]
+        with choice:  # on 1 thread now, the half's first block: an inner choice's setting is 1
+            inner = cc.ThreadChoice()
+            assert _timed_blocks(inner, 3, {1: 0.0}) == [1, 1, 1]
+            assert cc.get_num_threads() == 1
+        assert cc.get_num_threads() == 2
+
+
+def test_thread_choice_caps_only_the_thread_that_entered():
+    choice = cc.ThreadChoice()
+    seen = {}
+    entered, done = threading.Event(), threading.Event()
+
+    def other():
+        entered.wait()
+        seen["other"] = cc.get_num_threads()
+        done.set()
+
+    with cc.threads(2):
+        _timed_blocks(choice, 2, {2: 0.0})
+        worker = threading.Thread(target=other)
+        worker.start()
+        with choice:  # on 1 thread here, 2 on the other thread
+            seen["inside"] = cc.get_num_threads()
+            entered.set()
+            done.wait()
+        worker.join()
+    assert seen == {"inside": 1, "other": 2}
+    # the cap under a block is its thread's: ended on another thread, it refuses (and stays)
+    with cc.threads(2):
+        cap = cc._core.ThreadCap(1)
+        cap.__enter__()
+        failure = []
+        thread = threading.Thread(
+            target=lambda: failure.append(pytest.raises(RuntimeError, cap.__exit__, None, None, None)))
+        thread.start()
+        thread.join()
+        assert "another thread" in str(failure[0].value)
+        assert cc.get_num_threads() == 1
+        cap.__exit__(None, None, None)
+        assert cc.get_num_threads() == 2

@@ -262,3 +262,40 @@ def test_evaluate_refuses_labels_that_are_not_class_indices():
     with pytest.raises(ValueError, match=r"evaluate needs a classifier, whose outputs are \(N, classes\); the "
                                          r"model's are \(2,\)"):
         training.evaluate(flat, np.ones((2, 3), np.float32), np.zeros(2, np.int64))
+
+
+class _ThreadsSeen(cc.nn.Module):
+    """Passes x and dy through, noting the thread count of each forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(cc.get_num_threads())
+        return x
+
+    def backward(self, dy, input_grad=True):
+        return dy
+
+
+def test_fit_runs_full_batches_on_the_thread_count_timed_fastest_with_the_same_results():
+    # 70 samples in batches of 16: four full steps an epoch, then one of 6. The full ones run under a ThreadChoice
+    # (two steps on 2 threads, two on 1, then the faster), the short one on the setting; the weights come out the
+    # same as on 1 thread throughout
+    x, y = tiny_data(70)
+    trained = []
+    for threads in (2, 1):
+        model, loss, opt = setup_tiny()
+        seen = _ThreadsSeen()
+        model = cc.nn.Sequential(seen, model)
+        with cc.threads(threads):
+            training.fit(model, loss, opt, (x, y), epochs=2, batch_size=16, progress=False)
+        trained.append([p.data.copy() for p in model.parameters()])
+        if threads == 2:
+            assert seen.seen[:5] == [2, 2, 1, 1, 2] and seen.seen[9] == 2, seen.seen
+            assert set(seen.seen[5:9]) <= {1, 2}, seen.seen
+        else:
+            assert seen.seen == [1] * 10
+    for a, b in zip(*trained):
+        np.testing.assert_array_equal(a, b)

@@ -58,14 +58,17 @@ int ThreadChoice::pick(int setting) {
     times_.clear();
     for (int n = setting; n >= 1; n /= 2) times_.push_back(Times{{}, 0, 0});
     best_ = next_probe_ = 0;
+    probing_ = kNone;
     busy_ = 0.0;
+    spacing_ = kProbeSpacing;
   }
   for (size_t i = 0; i < times_.size(); ++i)  // the first calls, or a probe under way
     if (times_[i].count < kRunCalls) return setting >> i;
   if (times_.size() > 1) {
     const size_t probe = next_probe_ == best_ ? (best_ + 1) % times_.size() : next_probe_;
-    if (busy_ >= kProbeSpacing * times_[probe].estimate()) {
+    if (busy_ >= spacing_ * times_[probe].estimate()) {
       busy_ = 0.0;
+      probing_ = probe;
       next_probe_ = (probe + 1) % times_.size();
       times_[probe] = Times{{}, 0, 0};  // timed afresh: this call and the next kRunCalls - 1
       return setting >> probe;
@@ -78,12 +81,14 @@ void ThreadChoice::record(int setting, int threads, double seconds) {
   const std::lock_guard<std::mutex> hold(lock_);
   if (setting != setting_) return;  // timed under a setting since replaced
   busy_ += seconds;
+  size_t timed = kNone;
   for (size_t i = 0; i < times_.size(); ++i) {
     if ((setting >> i) != threads) continue;
     Times& t = times_[i];
     t.last[t.next] = seconds;
     t.next = (t.next + 1) % kWindow;
     t.count = std::min(t.count + 1, kWindow);
+    timed = i;
     break;
   }
   size_t fastest = best_;
@@ -92,7 +97,17 @@ void ThreadChoice::record(int setting, int threads, double seconds) {
     if (e >= 0 && (times_[fastest].estimate() < 0 || e < times_[fastest].estimate())) fastest = i;
   }
   const double best = times_[best_].estimate();
-  if (best < 0 || times_[fastest].estimate() < best * (1.0 - kMargin)) best_ = fastest;
+  const bool probe_done = timed != kNone && timed == probing_ && times_[timed].count >= kRunCalls;
+  if (best < 0 || times_[fastest].estimate() < best * (1.0 - kMargin)) {
+    if (best >= 0 && fastest != best_) {  // the best changed: the probes start again from here, often
+      spacing_ = kProbeSpacing;
+      busy_ = 0.0;
+    }
+    best_ = fastest;
+  } else if (probe_done && best_ != timed) {  // the probed count stayed the slower
+    spacing_ = std::min(2.0 * spacing_, kMaxProbeSpacing);
+  }
+  if (probe_done) probing_ = kNone;
 }
 
 struct alignas(64) Shares::Range {  // a cache line each: the threads taking from two shares do not contend

@@ -81,43 +81,51 @@ size_t longest_run(const std::vector<int>& v, size_t from, int threads) {
 }
 
 // Two candidates: each run twice first (the setting's first), then the faster; the slower probed with two calls once
-// the calls since the last probe have taken 200 times its estimate; a change in which is faster followed at the next
-// probe, or within three calls of the best.
+// the calls since the last probe have taken 200 times its estimate, twice that after a probe that left the best as it
+// was, up to 1600 times; a change in which is faster followed at the next probe, or within three calls of the best.
 void two_threads_follow_the_faster() {
   ThreadChoice choice;
   // 2 threads take 1.0 on the first call (its weights packed), then 0.7; 1 thread 0.5
   const auto far = [](int threads, int call) { return threads == 1 ? 0.5 : call == 0 ? 1.0 : 0.7; };
   std::vector<int> picked = choices(choice, 2, 1000, far);
   CHECK((std::vector<int>(picked.begin(), picked.begin() + 4) == std::vector<int>({2, 2, 1, 1})));
-  // after those 4: two calls on 2 threads once 200 x 0.7 = 140 s have gone in calls (the first 4's 2.7 s, then 275
-  // calls of 0.5)
-  const size_t probes = count(picked, 4, picked.size(), 2);
-  CHECK(probes == 6 && longest_run(picked, 4, 2) == 2);
-  CHECK(picked[4] == 1 && picked[200] == 1);
-  // the cores come near: 2 threads 0.3; the next probe switches (its estimate, the least of its last 3 times, drops)
+  // then two calls on 2 threads once 200 x 0.7 = 140 s have gone in calls since 1 thread became the best (at the
+  // third call: 280 calls of 0.5 from the fourth, calls 283 and 284), then once 400 x 0.7 = 280 s have (558 calls
+  // more: 843 and 844)
+  std::vector<size_t> twos;  // where 2 threads ran after the first 4 calls
+  for (size_t i = 4; i < picked.size(); ++i)
+    if (picked[i] == 2) twos.push_back(i);
+  CHECK((twos == std::vector<size_t>({283, 284, 843, 844})));
+  // the cores come near: 2 threads 0.3; the next probe (800 x 0.7 = 560 s after the last began: 78.9 s in its 2
+  // calls and the 155 calls of 0.5 above, then 963 calls) switches, its estimate (the least of its last 3 times)
+  // dropping
   const auto near = [](int threads, int) { return threads == 1 ? 0.5 : 0.3; };
-  picked = choices(choice, 2, 1000, near);
+  picked = choices(choice, 2, 3000, near);
   size_t first_two = 0;
   while (first_two < picked.size() && picked[first_two] != 2) ++first_two;
-  CHECK(first_two <= 280);
-  CHECK(count(picked, first_two, first_two + 100, 2) == 100);
-  // then 1 thread is probed with two calls once 200 x 0.5 = 100 s have gone in calls of 0.3 (333 calls)
-  const size_t back = count(picked, first_two, picked.size(), 1);
-  CHECK(back >= 2 && back <= 6 && longest_run(picked, first_two, 1) == 2);
+  CHECK(first_two == 963);
+  CHECK(count(picked, first_two, first_two + 300, 2) == 300);
+  // then 1 thread is probed with two calls once 200 x 0.5 = 100 s have gone in calls of 0.3 (333 calls), then 400 x
+  // 0.5 (667 calls): the spacing starts again where the best changes
+  std::vector<size_t> ones;
+  for (size_t i = first_two; i < picked.size(); ++i)
+    if (picked[i] == 1) ones.push_back(i - first_two);
+  CHECK(ones.size() == 4 && ones[1] == ones[0] + 1 && ones[3] == ones[2] + 1);
+  CHECK(ones[0] >= 330 && ones[0] <= 336 && ones[2] - ones[0] >= 660 && ones[2] - ones[0] <= 675);
   // far again: three slow calls of the best (2 threads: 1.0, 0.7, 0.7) move its estimate past 1 thread's
   picked = choices(choice, 2, 20, far);
   CHECK(count(picked, 0, 3, 2) == 3 && count(picked, 3, 20, 1) == 17);
 }
 
-// Noise: a 2-thread call 4x slower once in 40 does not move the choice (1 thread is only probed, two calls at a time);
-// nor does a probe of 2 threads whose first call is 30x slower (waking a thread that slept through the 1-thread
-// calls): its second call moves the choice back.
+// Noise: a 2-thread call 4x slower once in 40 does not move the choice (1 thread is only probed, two calls at a time,
+// once 400, then 800 s have gone in calls); nor does a probe of 2 threads whose first call is 30x slower (waking a
+// thread that slept through the 1-thread calls): its second call moves the choice back.
 void single_slow_calls_do_not_move_it() {
   ThreadChoice choice;
   const auto noisy = [](int threads, int call) { return threads == 1 ? 2.0 : call % 40 == 39 ? 4.6 : 1.15; };
   std::vector<int> picked = choices(choice, 2, 2000, noisy);
   const size_t ones = count(picked, 4, picked.size(), 1);
-  CHECK(ones >= 8 && ones <= 14 && longest_run(picked, 4, 1) == 2);  // a probe per 400 s in calls, ~2400 s in all
+  CHECK(ones == 4 && longest_run(picked, 4, 1) == 2);  // ~2400 s in all
   ThreadChoice woken;
   int two_thread_calls = 0;
   const auto wakes = [&](int threads, int) {

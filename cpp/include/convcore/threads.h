@@ -36,9 +36,13 @@ class ThreadCap {
 // batch 1 took 0.66-0.72 ms on 2 threads there against 0.55 on 1 (and 0.38 on 2 in the other minutes). Each
 // candidate runs kRunCalls calls in a row first, the setting's first; then the best runs, and each of the others in
 // turn is probed: its times forgotten, it runs kRunCalls calls again, once the calls since the last probe have taken
-// kProbeSpacing times its estimate (the time spent in calls, not between them: a server's calls an idle second apart
-// probe no more often). The probes' calls then take about kRunCalls / kProbeSpacing of the time in calls (1%), more
-// where a probe's first call is slow (a thread waking from sleep took up to 20 ms). A candidate's estimate is the
+// the spacing times its estimate (the time spent in calls, not between them: a server's calls an idle second apart
+// probe no more often). The spacing starts at kProbeSpacing, doubles after each probe that leaves the best as it was,
+// up to kMaxProbeSpacing, and starts again when the best changes: the probes' calls take about kRunCalls /
+// kProbeSpacing of the time in calls at first (1%; a ResNet-20 training step probed on 1 thread takes 1.9x its 2
+// threads' time), a few hundredths of a percent once the best has held, more where a probe's first call is slow (a
+// thread waking from sleep took up to 20 ms); a candidate that becomes the faster is then found within
+// kMaxProbeSpacing times its estimate (a LeNet-5 training step's 1600 x 0.8 ms). A candidate's estimate is the
 // least of its last kWindow times (its probe's, for one not the best): the noise of a shared machine only adds time (a
 // 2-thread LeNet-5 call at batch 256 took 4 ms instead of 1.15 about once a second), while a lasting change of the
 // best shows within kWindow calls. The best changes to a candidate whose estimate is more than kMargin below the
@@ -48,6 +52,7 @@ class ThreadChoice {
   static constexpr int kRunCalls = 2;
   static constexpr int kWindow = 3;
   static constexpr double kProbeSpacing = 200.0;
+  static constexpr double kMaxProbeSpacing = 1600.0;
   static constexpr double kMargin = 0.03;
   // The thread count for the next call under the setting `setting` (>= 1).
   int pick(int setting);
@@ -63,8 +68,11 @@ class ThreadChoice {
   std::mutex lock_;
   int setting_ = 0;
   std::vector<Times> times_;  // of the candidates, setting_ >> i threads
+  static constexpr size_t kNone = ~size_t(0);
   size_t best_ = 0, next_probe_ = 0;
-  double busy_ = 0.0;  // seconds in calls since the last probe began
+  size_t probing_ = kNone;  // the candidate a probe under way times
+  double busy_ = 0.0;       // seconds in calls since the last probe began
+  double spacing_ = kProbeSpacing;
 };
 
 // Threads to use for `work` units (e.g. multiply-adds): 1 below the serial threshold, and 1 inside an enclosing
