@@ -49,7 +49,8 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads convcore kernels use (initially OMP_NUM_THREADS or the core count).
+    """The number of threads convcore kernels use (initially OMP_NUM_THREADS or the core count); on a thread inside a
+    ThreadChoice block, at most the block's count.
 
     Always 1 in a process forked from one that loaded convcore: OpenMP's (libgomp's) thread pool does not survive
     fork(), and a parallel region there would wait forever, so a forked child computes serially (and correctly).
@@ -60,8 +61,9 @@ def get_num_threads() -> int:
 
 @contextlib.contextmanager
 def threads(n: int):
-    """Run the body with `n` threads, restoring the previous setting afterwards."""
-    previous = get_num_threads()
+    """Run the body with `n` threads, restoring the previous setting afterwards (a ThreadChoice block around it still
+    caps the thread it runs on)."""
+    previous = _core.thread_setting()
     set_num_threads(n)
     try:
         yield
@@ -81,42 +83,51 @@ class ThreadChoice:
 
     Each block runs on the thread setting (get_num_threads) or one of its halvings (n, n / 2, ..., 1), as timed: every
     candidate runs two blocks first, the setting's first; then the fastest runs, and now and then another is timed
-    again over two blocks, so that a change of the fastest shows: once the blocks since the last such probe have taken
-    200 times its time, twice that after each probe that finds it still the slower, up to 1600 times (the probes take
-    about 1% of the time at first, under 0.1% once the fastest has held). Results do not depend on the count:
-    convcore's kernels give the same bits on any number of threads.
+    again over two blocks, so that a change of the fastest shows: once the blocks since the last such probe (or since
+    the fastest changed) have taken 200 times its time, twice that after each probe that finds it still the slower, up
+    to 1600 times (the probes' blocks are 1% of the blocks' time at first, 0.125% at the widest). Results do not depend
+    on the count: convcore's kernels give the same bits on any number of threads.
 
     Two threads are not always faster than one: where the cores are far apart (on different L3 caches or dies, or a
     cloud host running the two vCPUs there) what one thread writes and the other reads next costs more than a small
-    network's work saves (a LeNet-5 training step at batch 32, AMD EPYC Zen 4, 2 vCPUs: 0.53 ms on 2 threads near,
-    0.88 far, 0.80 on 1 thread in both). Blocks that differ in size (a shorter last batch) should run outside it, and
-    a block that raises is not counted. The count applies to the thread that entered the block (its kernels, and the
-    threads they start); a ThreadChoice may be used from several threads at once. last_threads: the count the last
-    block ran on, 0 before any.
+    network's work saves (a LeNet-5 training step at batch 32, AMD EPYC Zen 4, 2 vCPUs: 0.55 ms on 2 threads near,
+    0.88 far, 0.81 on 1 thread in both).
+
+    The count caps the thread that entered the block (its kernels, and the threads they start), which should not await
+    or yield inside it (other work on that thread would run capped). A ThreadChoice times one block at a time: a
+    second one entered while a block is open (nested, or from another thread) raises RuntimeError; use one per thread.
+    Blocks that differ in size (a shorter last batch) should run outside it, and a block that raises is not counted.
+    last_threads: the count the last block entered runs on, 0 before any.
     """
 
     def __init__(self):
         self._choice = _core.ThreadChoice()
-        self._open = threading.local()  # this thread's entered blocks, innermost last
+        self._lock = threading.Lock()
+        self._block = None  # the open block's (setting, threads, cap, start)
         self.last_threads = 0
 
     def __enter__(self):
-        setting = _core.get_num_threads()
-        threads = self._choice.pick(setting)
-        cap = _core.ThreadCap(threads)
-        cap.__enter__()
-        self._open.__dict__.setdefault("blocks", []).append((setting, threads, cap, time.perf_counter()))
-        self.last_threads = threads
+        with self._lock:
+            if self._block is not None:
+                raise RuntimeError("this ThreadChoice has a block open already: it times one block at a time (use one "
+                                   "ThreadChoice per thread, and do not enter it inside its own block)")
+            setting = _core.get_num_threads()
+            threads = self._choice.pick(setting)
+            cap = _core.ThreadCap(threads)
+            cap.__enter__()
+            self.last_threads = threads
+            self._block = (setting, threads, cap, time.perf_counter())
         return self
 
     def __exit__(self, kind, value, traceback):
-        setting, threads, cap, start = self._open.blocks.pop()
-        took = time.perf_counter() - start
-        cap.__exit__()
+        took = time.perf_counter()
+        with self._lock:
+            setting, threads, cap, start = self._block
+            self._block = None
+        cap.__exit__(None, None, None)
         if kind is None:
-            self._choice.record(setting, threads, took)
+            self._choice.record(setting, threads, took - start)
         return False
-
 
 def set_buffer_cache_limit(max_bytes: int) -> None:
     """Cap the memory convcore keeps for reuse from freed output arrays and kernel workspace (default 256 MiB;

@@ -117,12 +117,13 @@ def _plain(value):
 def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size: int = 64, val_data=None,
         shuffle: bool = True, seed: int = 0, scheduler=None, checkpoint_dir=None, checkpoint_every: int | None = None,
         resume: bool = False, progress=None, on_epoch=None, augment: dict | None = None,
-        keep_modes: bool = False) -> History:
+        keep_modes: bool = False, choose_threads: bool = True) -> History:
     """Train `model` for `epochs` on train_data = (x, y) and return its History.
 
-    Each step: forward, loss, backward (the first layer's input gradient is skipped), optimizer step; the steps of full
-    batches run on the thread count (get_num_threads or a halving) their steps have been timed fastest on
-    (convcore.ThreadChoice; the results are the same on any). The data order
+    Each step: forward, loss, backward (the first layer's input gradient is skipped), optimizer step; with
+    choose_threads (the default) the steps of full batches run on the thread count (get_num_threads or a halving)
+    their steps have been timed fastest on (convcore.ThreadChoice; the results are the same on any), else every step
+    on get_num_threads. The data order
     and augmentation come from `seed` (see convcore.data.Batches; `augment` takes its crop_padding, flip and
     normalize options). With checkpoint_dir, a checkpoint is written at the end of every epoch (and every
     `checkpoint_every` steps); resume=True continues from the newest one exactly as if never interrupted.
@@ -135,6 +136,7 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
         raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
     epochs = as_int(epochs, "epochs", minimum=1)
     keep_modes = as_bool(keep_modes, "keep_modes")
+    choose_threads = as_bool(choose_threads, "choose_threads")
     batch_size = as_int(batch_size, "batch_size", minimum=1)
     if checkpoint_every is not None:
         checkpoint_every = as_int(checkpoint_every, "checkpoint_every", minimum=1)
@@ -191,12 +193,12 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     elif not model.training:
         raise ValueError("keep_modes=True trains the model in its modules' own modes, but the model itself is in "
                          "eval mode: put it in training mode (model.train()), then the modules to keep in eval")
-    choice = ThreadChoice()  # each full batch's step on the thread count its steps have run fastest on
+    choice = ThreadChoice() if choose_threads else None  # each full batch's step on the count timed fastest
     while epoch < epochs:
         bar = _progress(progress, len(batches) - start_batch, f"epoch {epoch + 1}/{epochs}")
         tick = time.perf_counter()  # img/s counts batching and augmentation too, not checkpoint writes
         for b, (xb, yb) in enumerate(batches.epoch(epoch, start_batch), start=start_batch):
-            with choice if len(yb) == batch_size else contextlib.nullcontext():
+            with choice if choice is not None and len(yb) == batch_size else contextlib.nullcontext():
                 optimizer.zero_grad()
                 logits = model(xb)
                 value = loss(logits, yb)

@@ -2,7 +2,6 @@
 #include <omp.h>
 
 #include <optional>
-#include <thread>
 
 #include "bindings.h"
 #include "convcore/buffer_cache.h"
@@ -12,27 +11,23 @@
 using namespace convcore;
 
 namespace {
-// A ThreadCap held from a with-block's __enter__ to its __exit__ (convcore.ThreadChoice), which must run on the
-// thread that entered: the cap is that thread's.
+// A ThreadCap from a with-block's __enter__ to its __exit__ (convcore.ThreadChoice): it caps the thread that entered,
+// and __exit__ may run on any thread.
 class ScopedThreadCap {
  public:
   explicit ScopedThreadCap(int n) : n_(n) {}
   void enter() {
     if (cap_) throw std::runtime_error("ThreadCap entered twice");
     cap_.emplace(n_);
-    owner_ = std::this_thread::get_id();
   }
   void exit() {
     if (!cap_) throw std::runtime_error("ThreadCap exited without being entered");
-    if (owner_ != std::this_thread::get_id())
-      throw std::runtime_error("ThreadCap exited on another thread than the one that entered it");
     cap_.reset();
   }
 
  private:
   int n_;
   std::optional<ThreadCap> cap_;
-  std::thread::id owner_;
 };
 }  // namespace
 
@@ -65,6 +60,7 @@ void bind_runtime(py::module_& m) {
   m.def("fma_peak_gflops", &fma_peak_gflops, py::call_guard<py::gil_scoped_release>());
   m.def("pool_kernel_name", [] { return std::string(kernels().pool.name); });
   m.def("get_num_threads", [] { return num_threads(); });
+  m.def("thread_setting", [] { return thread_setting(); });
   m.def("set_num_threads", [](int n) { set_num_threads(n); });
   py::class_<ThreadChoice>(m, "ThreadChoice")
       .def(py::init<>())

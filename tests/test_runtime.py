@@ -203,34 +203,55 @@ def test_set_buffer_cache_limit_rejects_bad_values(bad, error):
         cc.set_buffer_cache_limit(bad)
 
 
-def _timed_blocks(choice, count, seconds_on):
-    """Runs `count` blocks under choice, each sleeping seconds_on[threads it runs on]; the counts they ran on."""
+
+class _Clock:
+    """A stand-in for convcore._runtime's time module: perf_counter() reads `now`, which blocks move on."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = _Clock()
+    monkeypatch.setattr(cc._runtime, "time", fake)
+    return fake
+
+
+def _timed_blocks(choice, clock, count, seconds_on):
+    """Runs `count` blocks under choice, each taking seconds_on[threads it runs on] on the clock; the counts they
+    ran on."""
     used = []
     for _ in range(count):
         with choice:
             n = cc.get_num_threads()
             assert n == choice.last_threads
             used.append(n)
-            time.sleep(seconds_on[n])
+            clock.now += seconds_on[n]
     return used
 
 
-def test_thread_choice_times_each_count_then_runs_the_fastest():
-    # two blocks on the setting, two on its half, ... then the fastest (sleeping only adds time: a count whose blocks
-    # sleep 4 ms never looks faster than one whose blocks sleep 1 ms); the setting is back after each block
+def test_thread_choice_times_each_count_then_runs_the_fastest(clock):
+    # two blocks on the setting, two on its half, ... then the fastest; the setting is back after each block
     with cc.threads(4):
         choice = cc.ThreadChoice()
         assert choice.last_threads == 0
-        used = _timed_blocks(choice, 10, {4: 0.004, 2: 0.001, 1: 0.004})
+        used = _timed_blocks(choice, clock, 10, {4: 0.004, 2: 0.001, 1: 0.002})
         assert used[:6] == [4, 4, 2, 2, 1, 1] and used[6:] == [2] * 4, used
         assert cc.get_num_threads() == 4
         faster_on_4 = cc.ThreadChoice()
-        assert _timed_blocks(faster_on_4, 10, {4: 0.001, 2: 0.004, 1: 0.004})[6:] == [4] * 4
+        assert _timed_blocks(faster_on_4, clock, 10, {4: 0.001, 2: 0.004, 1: 0.004})[6:] == [4] * 4
+        # 2 threads get slower than 1 had been: the third such block moves the choice to 1 thread
+        used = _timed_blocks(choice, clock, 6, {4: 0.004, 2: 0.006, 1: 0.002})
+        assert used[:3] == [2, 2, 2] and used[3:] == [1] * 3, used
     with cc.threads(2):  # a new setting starts afresh
-        assert _timed_blocks(choice, 4, {2: 0.001, 1: 0.001}) == [2, 2, 1, 1]
+        assert _timed_blocks(choice, clock, 4, {2: 0.001, 1: 0.001}) == [2, 2, 1, 1]
 
 
-def test_thread_choice_does_not_count_a_block_that_raises_and_caps_nest():
+def test_thread_choice_does_not_count_a_block_that_raises_and_refuses_a_second_block(clock):
     choice = cc.ThreadChoice()
     with cc.threads(2):
         with pytest.raises(KeyError):
@@ -238,15 +259,26 @@ def test_thread_choice_does_not_count_a_block_that_raises_and_caps_nest():
                 raise KeyError("step failed")
         assert cc.get_num_threads() == 2
         # the failed block was not counted: the setting still has its two blocks to run first
-        assert _timed_blocks(choice, 2, {2: 0.0}) == [2, 2]
-        with choice:  # on 1 thread now, the half's first block: an inner choice's setting is 1
-            inner = cc.ThreadChoice()
-            assert _timed_blocks(inner, 3, {1: 0.0}) == [1, 1, 1]
+        assert _timed_blocks(choice, clock, 2, {2: 0.001}) == [2, 2]
+        with choice:  # on 1 thread now, the half's first block
+            with pytest.raises(RuntimeError, match="has a block open already: it times one block at a time"):
+                with choice:
+                    pass
+            inner = cc.ThreadChoice()  # another choice inside: its setting is the block's count
+            assert _timed_blocks(inner, clock, 3, {1: 0.001}) == [1, 1, 1]
             assert cc.get_num_threads() == 1
+            with cc.threads(2):  # sets the setting, the block's cap still holds on this thread
+                assert cc.get_num_threads() == 1
+            assert cc._core.thread_setting() == 2
         assert cc.get_num_threads() == 2
+        # the bindings take any setting without harm (the Python class passes get_num_threads, >= 1)
+        raw = cc._core.ThreadChoice()
+        raw.record(0, 0, 1.0)
+        assert raw.pick(0) == 1 and raw.pick(-2) == 1
+        raw.record(-2, -2, 1.0)
 
 
-def test_thread_choice_caps_only_the_thread_that_entered():
+def test_thread_choice_caps_only_the_thread_that_entered(clock):
     choice = cc.ThreadChoice()
     seen = {}
     entered, done = threading.Event(), threading.Event()
@@ -254,10 +286,15 @@ def test_thread_choice_caps_only_the_thread_that_entered():
     def other():
         entered.wait()
         seen["other"] = cc.get_num_threads()
+        try:
+            with choice:  # one block at a time, from any thread
+                pass
+        except RuntimeError:
+            seen["refused"] = True
         done.set()
 
     with cc.threads(2):
-        _timed_blocks(choice, 2, {2: 0.0})
+        _timed_blocks(choice, clock, 2, {2: 0.001})
         worker = threading.Thread(target=other)
         worker.start()
         with choice:  # on 1 thread here, 2 on the other thread
@@ -265,17 +302,27 @@ def test_thread_choice_caps_only_the_thread_that_entered():
             entered.set()
             done.wait()
         worker.join()
-    assert seen == {"inside": 1, "other": 2}
-    # the cap under a block is its thread's: ended on another thread, it refuses (and stays)
-    with cc.threads(2):
-        cap = cc._core.ThreadCap(1)
-        cap.__enter__()
-        failure = []
-        thread = threading.Thread(
-            target=lambda: failure.append(pytest.raises(RuntimeError, cap.__exit__, None, None, None)))
-        thread.start()
-        thread.join()
-        assert "another thread" in str(failure[0].value)
-        assert cc.get_num_threads() == 1
-        cap.__exit__(None, None, None)
-        assert cc.get_num_threads() == 2
+    assert seen == {"inside": 1, "other": 2, "refused": True}
+
+
+def test_thread_caps_end_in_any_order_and_on_any_thread():
+    with cc.threads(4):
+        one, two = cc._core.ThreadCap(1), cc._core.ThreadCap(2)
+        try:
+            one.__enter__()
+            two.__enter__()
+            assert cc.get_num_threads() == 1
+            one.__exit__(None, None, None)  # the outer one ends first: the inner one's 2 holds
+            assert cc.get_num_threads() == 2
+            ender = threading.Thread(target=two.__exit__, args=(None, None, None))  # ended on another thread
+            ender.start()
+            ender.join()
+            assert cc.get_num_threads() == 4
+        finally:
+            for cap in (one, two):
+                try:
+                    cap.__exit__(None, None, None)
+                except RuntimeError:  # ended already
+                    pass
+        with pytest.raises(RuntimeError, match="exited without being entered"):
+            one.__exit__(None, None, None)

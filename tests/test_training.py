@@ -264,38 +264,55 @@ def test_evaluate_refuses_labels_that_are_not_class_indices():
         training.evaluate(flat, np.ones((2, 3), np.float32), np.zeros(2, np.int64))
 
 
-class _ThreadsSeen(cc.nn.Module):
-    """Passes x and dy through, noting the thread count of each forward."""
 
-    def __init__(self):
+class _ThreadsSeen(cc.nn.Module):
+    """Passes x and dy through, noting the thread count of each forward and moving `clock` on by the time a step on
+    that count is to take."""
+
+    def __init__(self, clock, seconds_on):
         super().__init__()
-        self.seen = []
+        self.clock, self.seconds_on, self.seen = clock, seconds_on, []
 
     def forward(self, x):
-        self.seen.append(cc.get_num_threads())
+        n = cc.get_num_threads()
+        self.seen.append(n)
+        self.clock.now += self.seconds_on[n]
         return x
 
     def backward(self, dy, input_grad=True):
         return dy
 
 
-def test_fit_runs_full_batches_on_the_thread_count_timed_fastest_with_the_same_results():
-    # 70 samples in batches of 16: four full steps an epoch, then one of 6. The full ones run under a ThreadChoice
-    # (two steps on 2 threads, two on 1, then the faster), the short one on the setting; the weights come out the
-    # same as on 1 thread throughout
-    x, y = tiny_data(70)
-    trained = []
-    for threads in (2, 1):
-        model, loss, opt = setup_tiny()
-        seen = _ThreadsSeen()
-        model = cc.nn.Sequential(seen, model)
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_fit_runs_full_batches_on_the_thread_count_timed_fastest_with_the_same_results(monkeypatch):
+    # LeNet-5 (whose convolutions at batch 32 run on the threads), 100 samples in batches of 32: three full steps an
+    # epoch, then one of 4. The full ones run under a ThreadChoice: two steps on 2 threads, two on 1, then the faster
+    # (steps timed on a stand-in clock: 4 ms on 2 threads, 1 on 1); the short one on the setting. The weights come out
+    # the same as on 1 thread throughout, and as with choose_threads=False (every step on the setting)
+    clock = _Clock()
+    monkeypatch.setattr(cc._runtime, "time", clock)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((100, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 100)
+    trained = {}
+    for threads, choose in ((2, True), (1, True), (2, False)):
+        seen = _ThreadsSeen(clock, {2: 0.004, 1: 0.001})
+        model = cc.nn.Sequential(seen, cc.models.lenet5(seed=0))
+        opt = cc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         with cc.threads(threads):
-            training.fit(model, loss, opt, (x, y), epochs=2, batch_size=16, progress=False)
-        trained.append([p.data.copy() for p in model.parameters()])
-        if threads == 2:
-            assert seen.seen[:5] == [2, 2, 1, 1, 2] and seen.seen[9] == 2, seen.seen
-            assert set(seen.seen[5:9]) <= {1, 2}, seen.seen
-        else:
-            assert seen.seen == [1] * 10
-    for a, b in zip(*trained):
+            training.fit(model, cc.nn.CrossEntropyLoss(), opt, (x, y), epochs=2, batch_size=32, progress=False,
+                         choose_threads=choose)
+        trained[threads, choose] = [p.data.copy() for p in model.parameters()]
+        want = [2, 2, 1, 2, 1, 1, 1, 2] if (threads, choose) == (2, True) else [threads] * 8
+        assert seen.seen == want, (threads, choose, seen.seen)
+    for a, b, c in zip(*trained.values()):
         np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    with pytest.raises(TypeError, match="choose_threads must be a bool"):
+        training.fit(_tiny_model(), cc.nn.CrossEntropyLoss(), opt, tiny_data(), choose_threads="yes")

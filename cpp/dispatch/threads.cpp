@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
+#include <vector>
 
 namespace convcore {
 namespace {
@@ -18,18 +20,41 @@ void mark_forked_child() { g_forked_child.store(true, std::memory_order_relaxed)
 
 const int g_fork_guard_installed = pthread_atfork(nullptr, nullptr, mark_forked_child);
 
-thread_local int t_cap = 0;  // the least of the live ThreadCaps' counts on this thread; 0: none
+// The ThreadCaps made on this thread: their counts, 0 for one that has ended (dropped at the next look).
+thread_local std::vector<std::shared_ptr<std::atomic<int>>> t_caps;
+
+// The least of this thread's live caps' counts, 0 where there is none; drops the ended ones.
+int live_cap() {
+  int cap = 0;
+  for (size_t i = 0; i < t_caps.size();) {
+    const int n = t_caps[i]->load(std::memory_order_acquire);
+    if (n == 0) {
+      t_caps[i] = std::move(t_caps.back());
+      t_caps.pop_back();
+      continue;
+    }
+    cap = cap == 0 ? n : std::min(cap, n);
+    ++i;
+  }
+  return cap;
+}
 }  // namespace
 
-int num_threads() {
-  if (g_forked_child.load(std::memory_order_relaxed)) return 1;
+int thread_setting() {
   int n = g_threads.load(std::memory_order_relaxed);
   if (n <= 0) {
     n = omp_get_max_threads();
     if (n < 1) n = 1;
     g_threads.store(n, std::memory_order_relaxed);
   }
-  return t_cap > 0 ? std::min(n, t_cap) : n;
+  return n;
+}
+
+int num_threads() {
+  if (g_forked_child.load(std::memory_order_relaxed)) return 1;
+  const int n = thread_setting();
+  const int cap = t_caps.empty() ? 0 : live_cap();
+  return cap > 0 ? std::min(n, cap) : n;
 }
 
 void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed); }
@@ -41,10 +66,11 @@ int threads_for(int64_t work, int64_t serial_below) {
   return num_threads();
 }
 
-ThreadCap::ThreadCap(int n) : previous_(t_cap) {
-  t_cap = previous_ > 0 ? std::min(previous_, std::max(n, 1)) : std::max(n, 1);
+ThreadCap::ThreadCap(int n) : count_(std::make_shared<std::atomic<int>>(std::max(n, 1))) {
+  live_cap();  // drops the ended ones first: the list holds the live caps and those ended since the last look
+  t_caps.push_back(count_);
 }
-ThreadCap::~ThreadCap() { t_cap = previous_; }
+ThreadCap::~ThreadCap() { count_->store(0, std::memory_order_release); }
 
 double ThreadChoice::Times::estimate() const {
   if (count == 0) return -1.0;
@@ -52,6 +78,7 @@ double ThreadChoice::Times::estimate() const {
 }
 
 int ThreadChoice::pick(int setting) {
+  setting = std::max(setting, 1);
   const std::lock_guard<std::mutex> hold(lock_);
   if (setting != setting_) {
     setting_ = setting;
@@ -79,7 +106,7 @@ int ThreadChoice::pick(int setting) {
 
 void ThreadChoice::record(int setting, int threads, double seconds) {
   const std::lock_guard<std::mutex> hold(lock_);
-  if (setting != setting_) return;  // timed under a setting since replaced
+  if (setting != setting_ || times_.empty()) return;  // timed under a setting since replaced (or never picked)
   busy_ += seconds;
   size_t timed = kNone;
   for (size_t i = 0; i < times_.size(); ++i) {

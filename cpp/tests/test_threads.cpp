@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -163,8 +164,8 @@ void halvings_and_settings() {
   CHECK(choice.pick(1) == 1);
 }
 
-// ThreadCap bounds num_threads() on its own thread only, the least of the live caps counting, and restores it; the
-// kernels' thread counts follow it.
+// ThreadCap bounds num_threads() on its own thread only, the least of the live caps counting, whatever order they end
+// in and wherever; the kernels' thread counts follow it.
 void caps_nest_on_their_thread() {
   const int before = num_threads();
   set_num_threads(4);
@@ -186,6 +187,14 @@ void caps_nest_on_their_thread() {
     const ThreadCap above(8);  // a cap above a live one leaves that one
     CHECK(num_threads() == 2);
   }
+  CHECK(num_threads() == 4);
+  // caps that end out of order (Python with-blocks held by generators), or on another thread
+  auto first = std::make_unique<ThreadCap>(1);
+  auto second = std::make_unique<ThreadCap>(3);
+  CHECK(num_threads() == 1 && thread_setting() == 4);
+  first.reset();
+  CHECK(num_threads() == 3);
+  std::thread([&] { second.reset(); }).join();
   CHECK(num_threads() == 4);
   set_num_threads(before);
 }

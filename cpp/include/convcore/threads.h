@@ -2,6 +2,7 @@
 #pragma once
 #include <omp.h>
 
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -13,11 +14,13 @@ namespace convcore {
 // The current setting, >= 1, at most a live ThreadCap's count on the calling thread; always 1 in a process forked
 // from this one.
 int num_threads();
+int thread_setting();         // the setting itself, whatever caps are live
 void set_num_threads(int n);  // n >= 1 (validated by the caller)
 bool in_forked_child();       // true after fork(): OpenMP's pool is gone there, kernels run serially
 
 // While it lives, num_threads() on the thread that made it is at most n (>= 1): one call run on fewer threads than
-// the setting (ThreadChoice). Caps nest: the least of the live ones counts.
+// the setting (ThreadChoice). Caps nest: the least of the thread's live ones counts, whatever order they end in, and
+// one may end on another thread (a Python with-block closed there).
 class ThreadCap {
  public:
   explicit ThreadCap(int n);
@@ -26,27 +29,28 @@ class ThreadCap {
   ThreadCap& operator=(const ThreadCap&) = delete;
 
  private:
-  int previous_;
+  std::shared_ptr<std::atomic<int>> count_;  // its count, 0 once ended; also in its thread's list of caps
 };
 
 // The thread count for the calls of one repeated piece of work whose results do not depend on it (a frozen plan's
-// run): among the setting n and its halvings (n, n / 2, ..., 1), the one whose recent calls took the least time.
-// Where cores are far apart (on a shared AMD EPYC host, in some minutes, a core-to-core round trip of 310-390 ns
-// instead of 50-90) what one thread writes and the other reads costs more than a small layer's work: ResNet-20 at
-// batch 1 took 0.66-0.72 ms on 2 threads there against 0.55 on 1 (and 0.38 on 2 in the other minutes). Each
-// candidate runs kRunCalls calls in a row first, the setting's first; then the best runs, and each of the others in
-// turn is probed: its times forgotten, it runs kRunCalls calls again, once the calls since the last probe have taken
-// the spacing times its estimate (the time spent in calls, not between them: a server's calls an idle second apart
-// probe no more often). The spacing starts at kProbeSpacing, doubles after each probe that leaves the best as it was,
-// up to kMaxProbeSpacing, and starts again when the best changes: the probes' calls take about kRunCalls /
-// kProbeSpacing of the time in calls at first (1%; a ResNet-20 training step probed on 1 thread takes 1.9x its 2
-// threads' time), a few hundredths of a percent once the best has held, more where a probe's first call is slow (a
-// thread waking from sleep took up to 20 ms); a candidate that becomes the faster is then found within
-// kMaxProbeSpacing times its estimate (a LeNet-5 training step's 1600 x 0.8 ms). A candidate's estimate is the
-// least of its last kWindow times (its probe's, for one not the best): the noise of a shared machine only adds time (a
-// 2-thread LeNet-5 call at batch 256 took 4 ms instead of 1.15 about once a second), while a lasting change of the
-// best shows within kWindow calls. The best changes to a candidate whose estimate is more than kMargin below the
-// best's. A new setting starts afresh. Thread-safe.
+// run; Python's ThreadChoice blocks, such as fit's training steps): among the setting n and its halvings (n, n / 2,
+// ..., 1), the one whose recent calls took the least time. Where cores are far apart (on a shared AMD EPYC host, in
+// some minutes, a core-to-core round trip of 310-390 ns instead of 50-90) what one thread writes and the other reads
+// costs more than a small layer's work: ResNet-20 at batch 1 took 0.66-0.72 ms on 2 threads there against 0.55 on 1
+// (and 0.38 on 2 in the other minutes), a LeNet-5 training step at batch 32 0.88 against 0.81 (0.55). Each candidate
+// runs kRunCalls calls in a row first, the setting's first; then the best runs, and each of the others in turn is
+// probed: its times forgotten, it runs kRunCalls calls again, once the calls since the last probe (or since the best
+// last changed) have taken the spacing times its estimate (the time spent in calls, not between them: a server's calls
+// an idle second apart probe no more often). The spacing starts at kProbeSpacing, doubles after each probe that leaves
+// the best as it was, up to kMaxProbeSpacing, and starts again when the best changes: the probes' calls take kRunCalls
+// / spacing of the time in calls, 1% at first and 0.125% at the widest (the time they add is less: their excess over
+// the best's; more where a probe's first call is slow, a thread waking from sleep took up to 20 ms); a candidate that
+// becomes the faster is found at its next probe, within kMaxProbeSpacing times its estimate with two candidates (a
+// LeNet-5 training step's 1600 x 0.8 ms). A candidate's estimate is the least of its last kWindow times (its probe's,
+// for one not the best): the noise of a shared machine only adds time (a 2-thread LeNet-5 call at batch 256 took 4 ms
+// instead of 1.15 about once a second), while a lasting change of the best shows within kWindow calls. The best
+// changes to a candidate whose estimate is more than kMargin below the best's. A new setting starts afresh (calls
+// under different settings, or caps, should not share one). Thread-safe.
 class ThreadChoice {
  public:
   static constexpr int kRunCalls = 2;
