@@ -129,6 +129,7 @@ class ThreadChoice:
             self._choice.record(setting, threads, took - start)
         return False
 
+
 def set_buffer_cache_limit(max_bytes: int) -> None:
     """Cap the memory convcore keeps for reuse from freed output arrays and kernel workspace (default 256 MiB;
     0 turns caching off).
