@@ -98,4 +98,6 @@ if __name__ == "__main__":
     if "--accuracy" in sys.argv:
         accuracy()
     else:
-        harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch}, metric="img/s")
+        if harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch}, metric="img/s") is not None:
+            print("(convcore's steps run as convcore.fit runs them, under a ThreadChoice: each on the thread count, "
+                  "the row's or a halving, its steps have been timed fastest on)")

@@ -122,6 +122,8 @@ class ThreadChoice:
     def __exit__(self, kind, value, traceback):
         took = time.perf_counter()
         with self._lock:
+            if self._block is None:
+                raise RuntimeError("ThreadChoice.__exit__ without an open block (its __enter__ was not called)")
             setting, threads, cap, start = self._block
             self._block = None
         cap.__exit__(None, None, None)

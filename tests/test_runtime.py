@@ -272,6 +272,8 @@ def test_thread_choice_does_not_count_a_block_that_raises_and_refuses_a_second_b
             assert cc._core.thread_setting() == 2
         assert cc.get_num_threads() == 2
         # the bindings take any setting without harm (the Python class passes get_num_threads, >= 1)
+        with pytest.raises(RuntimeError, match="without an open block"):
+            choice.__exit__(None, None, None)
         raw = cc._core.ThreadChoice()
         raw.record(0, 0, 1.0)
         assert raw.pick(0) == 1 and raw.pick(-2) == 1
