@@ -191,7 +191,8 @@ class NativePlan {
       // a frozen plan's call on the thread count its calls have run fastest on (ThreadChoice; the same bits on any)
       const int setting = num_threads();
       const int threads = frozen_ ? choice_.pick(setting) : setting;
-      const ThreadCap cap(threads);
+      std::optional<ThreadCap> cap;  // an eval plan's call runs on the setting: nothing to cap
+      if (frozen_) cap.emplace(threads);
       const auto start = frozen_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       last_threads_ = threads;
       std::vector<std::unique_ptr<CachedBlock<float>>> held(static_cast<size_t>(buffers_));
