@@ -325,6 +325,25 @@ def test_engine_property_exact(m, n, k, ta, tb, seed):
                           _expected(a, b, ta, tb))
 
 
+def test_matmul_takes_transposed_views_uncopied(rng, monkeypatch):
+    a = rng.standard_normal((37, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 53)).astype(np.float32)
+    at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
+    expected = F.matmul(a, b)
+    copies = []
+    real = np.ascontiguousarray
+    monkeypatch.setattr(np, "ascontiguousarray", lambda x, *args, **kw: copies.append(x.shape) or real(x, *args, **kw))
+    # the views at.T and bt.T are Fortran-ordered: the engine takes at and bt with its transpose flags, the same bits
+    assert np.array_equal(F.matmul(at.T, b), expected)
+    assert np.array_equal(F.matmul(a, bt.T), expected)
+    assert np.array_equal(F.matmul(at.T, bt.T), expected)
+    assert copies == []
+    a64, bt64 = a.astype(np.float64), bt.astype(np.float64)
+    np.testing.assert_allclose(F.matmul(a64, bt64.T), a64 @ bt64.T, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"a \(37, 300\) and b \(53, 300\)"):
+        F.matmul(at.T, bt)
+
+
 def test_matmul_and_linear(rng):
     a, b = _operands(rng, 9, 11, 13, False, False)
     assert np.array_equal(F.matmul(a, b), a @ b)
