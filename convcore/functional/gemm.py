@@ -43,8 +43,8 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _matrix(x, name, dtype=None):
     """x as a validated C-contiguous 2-D array and whether that array is x transposed: a Fortran-ordered x (a
-    transposed view such as w.T) goes to the engine as its C-ordered transpose with the transpose flag, uncopied
-    (numpy's copy of a transposed 512 x 4608 float32 matrix took 16 ms, the product with it 1.4 ms)."""
+    transposed view such as w.T) goes to the engine as its C-ordered transpose with the transpose flag, uncopied (a
+    Fortran-ordered 512 x 4608 A times a 4608 x 49 B, 2 threads: 16.8 ms with numpy's copy of A, 1.31 without)."""
     if isinstance(x, np.ndarray) and x.ndim == 2 and not x.flags.c_contiguous and x.T.flags.c_contiguous:
         return as_tensor(x.T, name, ndim=2, dtype=dtype), True
     return as_tensor(x, name, ndim=2, dtype=dtype), False
