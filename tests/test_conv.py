@@ -789,6 +789,22 @@ def test_batch1_forward_shares_filter_blocks_over_threads(isa, rng, case):
             assert np.array_equal(other, floats[0]), relu
 
 
+@pytest.mark.parametrize("case", [
+    (1, 128, 28, 28, 256, 1, 1, 2, 0, 1, 1),  # ResNet-18's second shortcut: 14-pixel output rows
+    (1, 256, 14, 14, 512, 1, 1, 2, 0, 1, 1),  # its third: 7-pixel rows
+    (3, 32, 15, 16, 64, 1, 1, 2, 0, 1, 1),    # odd map height, a batch
+], ids=str)
+def test_strided_pointwise_forward(isa, rng, case):
+    # 1x1 strided layers (downsampling shortcuts), which go to the im2col GEMM (not the filter-vector kernel, whose
+    # rows they would fit): the reference's outputs (small integers: exact) at 1 to 3 threads, with and without ReLU
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    expected = ref.conv2d(x, w, b, **kw)
+    for n in (1, 2, 3):
+        with cc.threads(n):
+            assert np.array_equal(F.conv2d(x, w, b, **kw), expected), n
+            assert np.array_equal(F.conv2d(x, w, b, activation="relu", **kw), np.maximum(expected, 0)), n
+
+
 def test_large_layer_fast_matches_reference_and_is_thread_independent(rng):
     # big enough for blocked K (C*R*S > 256), several column blocks in the input gradient, and image chunks
     x, w, b, kw = _arrays(rng, (9, 40, 12, 12, 20, 3, 3, 1, 1, 1, 1), integer=True)

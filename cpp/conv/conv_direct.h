@@ -750,7 +750,12 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
 // 72 Ki, 0.74x of GEMM on 2 threads); shared out, up to 128 Ki beats GEMM (both builds in one process, calls
 // alternated, median of per-pair time ratios, AMD Zen 4, batch 1, 2 threads / 1 thread: 64 -> 128 3x3 on 8 x 8 1.32x
 // / 1.10x, 96 -> 96 1.08x / 1.10x, 128 -> 96 1.08x / 1.10x, 64 -> 128 3x3/2 on 16 x 16 1.46x / 1.14x). A route may
-// not depend on the thread count (the bits would).
+// not depend on the thread count (the bits would). 1x1 kernels go to GEMM: a pixel tile then takes one tap per channel,
+// so every C x K weight is loaded for VL / 2 pixels' few FMAs, where the GEMM loads each once per row panel (1x1/2,
+// as ResNet's downsampling shortcuts, frozen, each build in one process, calls alternated, median of per-pair time
+// ratios, Intel Xeon family 6 model 167, 2 / 1 threads: 128 -> 256 on 28 x 28 n=1 1.68 / 2.05x, n=8 1.89 / 1.80x;
+// 256 -> 512 on 14 x 14 n=1 1.50 / 1.73x, n=8 1.66 / 1.68x; 16 -> 32 on 32 x 32 n=1 1.13 / 1.07x; 32 -> 64 on 16 x
+// 16 n=128 1.10 / 1.07x, n=1 1.10 / 1.02x; 64 -> 128 on 16 x 16 n=1, 10 us, 0.91 / 1.25x).
 // On AVX-512, such rows of 9 or 10 pixels with 5-wide kernels at stride 1 (LeNet-5's conv2) run Winograd's F(4, 5)
 // and F(2, 5) along the rows instead (winograd_rows_forward; both builds in one process, calls alternated, median of
 // per-pair time ratios, AMD Zen 4, LeNet conv2 n=64 forward: F(2, 5) alone 1.18x on 1 thread, 1.14x on 2, over this
@@ -763,8 +768,8 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
   const bool tens = kv * VL == 16 && s.K <= 16 && (s.Q == 9 || s.Q == 10);
   const int64_t weights = s.K * s.C * s.R * s.S;
   const bool strided_row = s.stride_w > 1 && s.Q <= VL;
-  if (s.groups != 1 || (2 * s.Q > VL && !tens && !strided_row) || 2 * s.K <= VL || s.C * s.R * s.S * kv * VL > 36864 ||
-      weights > 131072)
+  if (s.groups != 1 || s.R * s.S == 1 || (2 * s.Q > VL && !tens && !strided_row) || 2 * s.K <= VL ||
+      s.C * s.R * s.S * kv * VL > 36864 || weights > 131072)
     return false;
   if constexpr (VL == 16) {  // whole blocks of 10 output rows
     if (tens && s.S == 5 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.P % 10 == 0) {
