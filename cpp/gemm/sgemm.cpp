@@ -591,10 +591,26 @@ void sgemm(const PackedA& a, const float* packed, int64_t N, const BPanelSource&
 }
 
 void sgemm_rows(const PackedA& a, const float* packed, int64_t m0, int64_t m1, int64_t N, const BPanelSource& B,
-                float beta, float* C, int64_t ldc) {
-  if (m0 >= m1 || empty_product(m1 - m0, N, a.K, beta, C + m0 * ldc, ldc, {})) return;
-  sgemm_part(a.tile, {Trans::no, a.M, N, a.K, gemm_k_block(a.K), 1.0f, nullptr, 0, B, beta, C, ldc, {}},
+                float beta, float* C, int64_t ldc, const Epilogue& epi) {
+  if (m0 >= m1) return;
+  Epilogue rows_epi = epi;  // empty_product's rows start at m0
+  if (epi.bias_axis == Epilogue::Bias::per_row) rows_epi.bias = epi.bias + m0;
+  if (empty_product(m1 - m0, N, a.K, beta, C + m0 * ldc, ldc, rows_epi)) return;
+  sgemm_part(a.tile, {Trans::no, a.M, N, a.K, gemm_k_block(a.K), 1.0f, nullptr, 0, B, beta, C, ldc, epi},
              {m0, m1, 0, N}, packed);
+}
+
+void sgemm_pack_a(const PackedA& a, const float* A, int64_t lda, float* packed) {
+  const int64_t kb = gemm_k_block(a.K);
+  for (int64_t pc = 0; pc < a.K; pc += kb)
+    pack_a(kernels().gemm.pack_transposed, Trans::no, A, lda, 0, a.M, pc, std::min(kb, a.K - pc), a.tile.mr, 1.0f,
+           packed + pc * a.padded_m());
+}
+
+const GemmTile& sgemm_row_tile(int64_t M, int64_t N, int64_t K) {
+  const int nt = threads_for(M * N * K);
+  return choose_tile(kernels().gemm, sgemm_row_share(M, N, K) > 0 || (nt > 1 && N <= M) ? (M + nt - 1) / nt : M, N,
+                     true);
 }
 
 // A few rows of A against B given as rows (trans_b): dot products over contiguous rows, no packing (packing the

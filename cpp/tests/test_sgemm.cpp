@@ -64,6 +64,23 @@ void run_packed_case(int64_t M, int64_t N, int64_t K, int threads) {
   sgemm(a, packed.data(), N, MatrixB(Trans::no, B.data(), N), 0.0f, C.data(), N);
   sgemm(Trans::no, Trans::no, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, R.data(), N);
   CHECK(C == R);
+  // the engine's packer writes the same layout, every float of it
+  std::vector<float> by_engine(a.floats(), std::nanf(""));
+  sgemm_pack_a(a, A.data(), K, by_engine.data());
+  CHECK(by_engine == packed);
+  // rows in two parts (the first a whole number of tiles high), each with the epilogue: the whole product's bits
+  std::vector<float> bias(M);
+  for (int64_t i = 0; i < M; ++i) bias[i] = float(i % 7) - 3.0f;
+  Epilogue epi;
+  epi.bias = bias.data();
+  epi.bias_axis = Epilogue::Bias::per_row;
+  epi.relu = true;
+  const int64_t split = M / mr / 2 * mr;
+  std::fill(C.begin(), C.end(), std::nanf(""));
+  sgemm_rows(a, packed.data(), 0, split, N, MatrixB(Trans::no, B.data(), N), 0.0f, C.data(), N, epi);
+  sgemm_rows(a, packed.data(), split, M, N, MatrixB(Trans::no, B.data(), N), 0.0f, C.data(), N, epi);
+  sgemm(a, packed.data(), N, MatrixB(Trans::no, B.data(), N), 0.0f, R.data(), N, epi);
+  CHECK(C == R);
   set_num_threads(before);
 }
 

@@ -22,15 +22,15 @@ struct ConvShape {
 
 // The layouts in which the fast forwards keep a layer's weights: regrouped by filter block (the direct and
 // filter-vector kernels), transformed by Winograd F(2x2, 3x3) or F(4x4, 3x3) for the engine's products, or by F(2x2,
-// 3x3) for the fused kernel.
-enum class ConvPacking : int { filter_blocks, winograd2, winograd4, winograd_fused };
+// 3x3) for the fused kernel, or packed as the A of the im2col and pointwise products (PackedA).
+enum class ConvPacking : int { filter_blocks, winograd2, winograd4, winograd_fused, gemm_filters };
 
 // The packed weights of one layer's fast forward, kept from call to call by an owner whose weights do not change (a
 // frozen plan, src/bind_plan.cpp): the direct and filter-vector forwards regroup their weights by filter block, the
-// Winograd forwards transform their filters, on the first call, and each reads that copy from then on. A packing for
-// each layout and block width asked (the filter block's, or the Winograd products' tile rows; a batch-1 layer's can
-// follow the thread count, which a frozen plan's calls change: ThreadChoice), the kEntries used last kept; safe to
-// share between threads.
+// Winograd forwards transform their filters, the GEMM forwards of one group pack them for the engine, on the first
+// call, and each reads that copy from then on. A packing for each layout and block width asked (the filter block's,
+// or the products' tile rows; a batch-1 layer's can follow the thread count, which a frozen plan's calls change:
+// ThreadChoice), the kEntries used last kept; safe to share between threads.
 class ConvWeightCache {
  public:
   using Packed = std::shared_ptr<const float>;

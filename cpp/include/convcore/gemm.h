@@ -269,9 +269,16 @@ void sgemm(const PackedA& a, const float* packed, int64_t N, const BPanelSource&
            const Epilogue& epilogue = {});
 
 // Rows [m0, m1) of that product (m0 a multiple of a.tile.mr, m1 of it or a.M), on the calling thread, into C's rows
-// m0 to m1 (C points at row 0): the bits of the whole product's.
+// m0 to m1 (C points at row 0, the epilogue's per-row bias at the product's row 0): the bits of the whole product's.
 void sgemm_rows(const PackedA& a, const float* packed, int64_t m0, int64_t m1, int64_t N, const BPanelSource& B,
-                float beta, float* C, int64_t ldc);
+                float beta, float* C, int64_t ldc, const Epilogue& epilogue = {});
+
+// Writes the row-major M x K matrix A (row stride lda) packed as `a` describes (alpha 1).
+void sgemm_pack_a(const PackedA& a, const float* A, int64_t lda, float* packed);
+
+// The tile whose height sgemm_row_share's shares are a multiple of, or where that is 0 the tile sgemm takes for a
+// row-major A of M rows: the tile to pack an A in advance for, for products shared out by sgemm_row_share.
+const GemmTile& sgemm_row_tile(int64_t M, int64_t N, int64_t K);
 
 // Both operands as matrices. With at most 4 rows of A and B given as rows (trans_b), runs as dot products
 // without packing (a fully connected layer at small batch).
