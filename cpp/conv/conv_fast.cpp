@@ -476,8 +476,11 @@ Epilogue filter_epilogue(const float* bias, int64_t first, bool relu) {
 // once where a frozen plan's cache keeps them (PackedA, for the tile of those products' row shares: sgemm_row_tile),
 // else read as they are. Packed in advance, a batch-1 product no longer reads the filters' rows in place or packs
 // them per call (both builds in one process, calls alternated, median of per-pair time ratios, frozen, batch 1, Intel
-// Xeon family 6 model 167, 2 / 1 threads: 512 -> 512 3x3 on 7 x 7 1.17 / 1.21x, 256 -> 512 3x3/2 on 14 x 14 1.15 /
-// 1.18x, 128 -> 256 3x3/2 on 28 x 28 1.04 / 1.07x, 64 -> 128 3x3/2 on 56 x 56 1.02x; ResNet-50 conv1 0.99-1.02x).
+// Xeon family 6 model 167, 2 / 1 threads: 512 -> 512 3x3 on 7 x 7 1.15-1.17 / 1.16-1.21x, 256 -> 512 3x3/2 on 14 x
+// 14 1.15 / 1.18-1.20x, 128 -> 256 3x3/2 on 28 x 28 1.04 / 1.07x, 64 -> 128 3x3/2 on 56 x 56 1.02x, 1x1/2 shortcuts
+// 1.04-1.14x; 1x1 on 56 x 56, ResNet's 7x7/2 first layer and 512 -> 512 3x3 on 7 x 7 at batch 8 (folded) 0.99-1.03x;
+// frozen ResNet-18 at batch 1, with its shortcuts' 1x1/2 routing (filter_vector_forward_any), each build in its own
+// process, alternated: 11.0-11.9 -> 10.4-10.9 ms in 4 of 4 pairs).
 // The same bits either way (the engine's tiles sum each element alike).
 class Filters {
  public:
