@@ -124,8 +124,9 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     choose_threads (the default) the steps of full batches run on the thread count (get_num_threads or a halving)
     their steps have been timed fastest on (convcore.ThreadChoice; the results are the same on any), else every step
     on get_num_threads. The data order and augmentation come from `seed` (see convcore.data.Batches; `augment` takes
-    its crop_padding, flip and normalize options). With checkpoint_dir, a checkpoint is written at the end of every epoch (and every
-    `checkpoint_every` steps); resume=True continues from the newest one exactly as if never interrupted.
+    its crop_padding, flip and normalize options). With checkpoint_dir, a checkpoint is written at the end of every
+    epoch (and every `checkpoint_every` steps); resume=True continues from the newest one exactly as if never
+    interrupted.
     A NaN or infinite loss raises FloatingPointError in that step, before any update or checkpoint. Every module is
     put in training mode (model.train()), or with keep_modes=True trains in the mode it is in (a BatchNorm kept in
     eval keeps its statistics frozen; gradients flow through it).
