@@ -1,5 +1,6 @@
 // Fast float32 convolution: blocked im2col packed straight into the SGEMM engine's B panels.
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 #include <xmmintrin.h>
@@ -484,18 +485,18 @@ Epilogue filter_epilogue(const float* bias, int64_t first, bool relu) {
 // The same bits either way (the engine's tiles sum each element alike).
 class Filters {
  public:
-  // filters w, K x CRS (one group's), and the cache of a one-group layer or null
-  Filters(const float* w, int64_t K, int64_t CRS, int64_t columns, ConvWeightCache* cache)
-      : w_(w), crs_(CRS), packed_a_{sgemm_row_tile(K, columns, CRS), K, CRS} {
-    if (cache)
-      packed_ = cache->get(ConvPacking::gemm_filters, packed_a_.tile.mr, packed_a_.floats(),
-                           [&](float* p) { sgemm_pack_a(packed_a_, w, CRS, p); });
+  // filters w, K x CRS (one group's), and the cache of a one-group layer or null (then nothing is done here)
+  Filters(const float* w, int64_t K, int64_t CRS, int64_t columns, ConvWeightCache* cache) : w_(w), k_(K), crs_(CRS) {
+    if (!cache) return;
+    packed_a_.emplace(PackedA{sgemm_row_tile(K, columns, CRS), K, CRS});
+    packed_ = cache->get(ConvPacking::gemm_filters, packed_a_->tile.mr, packed_a_->floats(),
+                         [&](float* p) { sgemm_pack_a(*packed_a_, w, CRS, p); });
   }
   // rows [m0, m1) of the product with B (N columns) into C (row 0 at C), + bias (by filter, may be null), ReLU:
   // on the calling thread where packed (m0 then a multiple of sgemm_row_share), else on sgemm's threads
   void rows(int64_t m0, int64_t m1, int64_t N, const BPanelSource& B, float* C, const float* bias, bool relu) const {
     if (packed_)
-      sgemm_rows(packed_a_, packed_.get(), m0, m1, N, B, 0.0f, C, N, filter_epilogue(bias, 0, relu));
+      sgemm_rows(*packed_a_, packed_.get(), m0, m1, N, B, 0.0f, C, N, filter_epilogue(bias, 0, relu));
     else
       sgemm(Trans::no, m1 - m0, N, crs_, 1.0f, w_ + m0 * crs_, crs_, B, 0.0f, C + m0 * N, N,
             filter_epilogue(bias, m0, relu));
@@ -503,15 +504,15 @@ class Filters {
   // all of the product, on sgemm's threads
   void all(int64_t N, const BPanelSource& B, float* C, const float* bias, bool relu) const {
     if (packed_)
-      sgemm(packed_a_, packed_.get(), N, B, 0.0f, C, N, filter_epilogue(bias, 0, relu));
+      sgemm(*packed_a_, packed_.get(), N, B, 0.0f, C, N, filter_epilogue(bias, 0, relu));
     else
-      rows(0, packed_a_.M, N, B, C, bias, relu);
+      rows(0, k_, N, B, C, bias, relu);
   }
 
  private:
   const float* w_;
-  int64_t crs_;
-  PackedA packed_a_;
+  int64_t k_, crs_;
+  std::optional<PackedA> packed_a_;  // where packed
   ConvWeightCache::Packed packed_;
 };
 

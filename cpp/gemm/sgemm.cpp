@@ -564,15 +564,20 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
 
 }  // namespace
 
+namespace {
+// The rows sgemm chooses its tile for on nt threads: where the threads will split the rows (run_product: N no wider
+// than M, short of the widest products), the rows one thread takes, since the slowest thread's share decides.
+// 128-square on 2 threads took 12x32, 11 row panels split 6 / 5, where 6x64 splits 22 as 11 / 11 with the same area
+// (both builds in one process, calls alternated, median of per-pair time ratios: 1.17x; 96- to 384-squares
+// 1.00-1.01x).
+int64_t tile_rows(int64_t M, int64_t N, int nt) { return nt > 1 && N <= M ? (M + nt - 1) / nt : M; }
+}  // namespace
+
 void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const BPanelSource& B, float beta, float* C, int64_t ldc, const Epilogue& epi) {
   if (empty_product(M, N, K, beta, C, ldc, epi)) return;
-  // The tile for the rows one thread takes where the threads will split the rows (run_product: N no wider than M,
-  // short of the widest products): the slowest thread's share decides. 128-square on 2 threads took 12x32, 11 row
-  // panels split 6 / 5, where 6x64 splits 22 as 11 / 11 with the same area (both builds in one process, calls
-  // alternated, median of per-pair time ratios: 1.17x; 96- to 384-squares 1.00-1.01x).
   const int nt = threads_for(M * N * K);
-  run_product(choose_tile(kernels().gemm, nt > 1 && N <= M ? (M + nt - 1) / nt : M, N, plain_a(trans_a, alpha)),
+  run_product(choose_tile(kernels().gemm, tile_rows(M, N, nt), N, plain_a(trans_a, alpha)),
               {trans_a, M, N, K, gemm_k_block(K), alpha, A, lda, B, beta, C, ldc, epi}, nullptr);
 }
 
@@ -609,8 +614,7 @@ void sgemm_pack_a(const PackedA& a, const float* A, int64_t lda, float* packed) 
 
 const GemmTile& sgemm_row_tile(int64_t M, int64_t N, int64_t K) {
   const int nt = threads_for(M * N * K);
-  return choose_tile(kernels().gemm, sgemm_row_share(M, N, K) > 0 || (nt > 1 && N <= M) ? (M + nt - 1) / nt : M, N,
-                     true);
+  return choose_tile(kernels().gemm, sgemm_row_share(M, N, K) > 0 ? (M + nt - 1) / nt : tile_rows(M, N, nt), N, true);
 }
 
 // A few rows of A against B given as rows (trans_b): dot products over contiguous rows, no packing (packing the
