@@ -367,6 +367,26 @@ def test_matmul_and_linear(rng):
     assert np.array_equal(F.matmul(np.zeros((2, 0), np.float32), np.zeros((0, 4), np.float32)), np.zeros((2, 4)))
 
 
+def test_matmul_common_case_recognised_in_cpp(rng):
+    # _core.plain_matmul runs two C-contiguous, aligned float32 ndarrays whose inner dimensions agree and whose product
+    # is within the element limit; it answers None for anything else, which matmul then validates and runs
+    a, b = _operands(rng, 9, 11, 13, False, False)
+    assert np.array_equal(_core.plain_matmul(a, b, 99), a @ b)
+    unaligned = np.zeros(a.size * 4 + 1, np.uint8)[1:].view(np.float32).reshape(a.shape)
+    unaligned[...] = a
+
+    class Sub(np.ndarray):
+        pass
+
+    others = [(a.view(Sub), b), (unaligned, b), (np.asfortranarray(a), b), (a, b[:, ::2]),
+              (a.astype(np.float64), b.astype(np.float64)), (a[0], b), (a, b[:12])]
+    for x, y in others:
+        assert _core.plain_matmul(x, y, 1 << 40) is None
+    assert _core.plain_matmul(a, b, 98) is None  # 9 x 11 = 99 elements
+    for x, y in others[:5]:
+        assert np.array_equal(F.matmul(x, y), np.asarray(x, np.float64) @ np.asarray(y, np.float64))
+
+
 def test_linear_float64_gradcheck(rng):
     from gradcheck import numerical_grad, relative_error
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import _FLOAT32, MAX_ELEMENTS, as_bool, as_tensor, check_elements
+from .._validate import MAX_ELEMENTS, as_bool, as_tensor, check_elements
 
 BIAS_NONE, BIAS_PER_ROW, BIAS_PER_COL = 0, 1, 2
 
@@ -26,12 +26,12 @@ def _gemm(a, b, trans_a=False, trans_b=False, bias=None, bias_axis=BIAS_NONE, re
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(M, K) @ (K, N) -> (M, N), float32 (or float64). Transposed views (a.T of a C-ordered array) are read as they
     are; other non-contiguous operands are copied once."""
-    # the common case in a few attribute reads, the same rules as below: two C-contiguous float32 matrices whose
-    # inner dimensions agree (as_tensor and check_elements took 1.6 of a 6 x 25 @ 25 x 784 product's 5.5 us)
-    if (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype is _FLOAT32 and b.dtype is _FLOAT32
-            and a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0] and a.shape[0] * b.shape[1] <= MAX_ELEMENTS
-            and a.flags.c_contiguous and b.flags.c_contiguous):
-        return _core.gemm(a, b, False, False, 1.0, 0.0, None, None, BIAS_NONE, False, False)
+    # the common case, recognised in C++ by the rules below: two C-contiguous float32 matrices whose inner
+    # dimensions agree (as_tensor and check_elements took 1.6 of a 6 x 25 @ 25 x 784 product's 5.5 us; the same
+    # checks in Python attribute reads, 0.4 us of a 1 x 1 @ 1 x 1 product's 1.3)
+    c = _core.plain_matmul(a, b, MAX_ELEMENTS)
+    if c is not None:
+        return c
     a, trans_a = _matrix(a, "a")
     b, trans_b = _matrix(b, "b", dtype=a.dtype)
     (m, k), (k_b, n) = a.T.shape if trans_a else a.shape, b.T.shape if trans_b else b.shape
