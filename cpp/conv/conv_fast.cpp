@@ -85,10 +85,12 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
     });
     return;
   }
-  // Padded column i*sw + phase (image column i*sw + phase - pw) goes to phase*Wq + i. Each phase's i in the image,
-  // [first, end), found once (found per row, their divisions made the split 32% of a 3x3/2 layer's forward on
-  // 32x32 maps); [i0, i1), i in the image for every phase, taken 4 at a time for strides 2 and 4: 4*sw image floats
-  // in, one 4-float store per phase.
+  // Padded column i*sw + phase (image column i*sw + phase - pw) goes to phase*Wq + i. Stride 2 by the ISA's kernel, a
+  // row at a time (split_row2: vectors of the row, their lanes outside it loaded as zeros). Other strides: each
+  // phase's i in the image, [first, end), found once (found per row, their divisions made the split 32% of a 3x3/2
+  // layer's forward on 32x32 maps); [i0, i1), i in the image for every phase, taken 4 at a time for stride 4: 16
+  // image floats in, one 4-float store per phase.
+  const SplitRow2Kernel split_row2 = kernels().gemm.split_row2;
   std::vector<int64_t> first(static_cast<size_t>(sw)), end(static_cast<size_t>(sw));
   for (int64_t phase = 0; phase < sw; ++phase) {
     first[phase] = std::max<int64_t>(0, pw - phase + sw - 1) / sw;
@@ -105,7 +107,7 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
   };
   const int64_t i0 = first[0];  // phase 0 starts last
   int64_t i1 = i0;
-  if (sw == 2 || sw == 4)
+  if (sw == 4)
     while ((i1 + 4) * sw - pw <= W) i1 += 4;
   // On the threads, items are image rows, each row of every channel in turn (item h * C + c), so that a thread writes
   // the top or bottom rows of all channels: those the output rows of its share of a forward product's columns read,
@@ -136,21 +138,19 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
     float* dst = plane + (h + ph) * L.row;
     if (h == 0) std::fill(plane, plane + ph * L.row, 0.0f);  // the padding rows above and below the image
     if (h == H - 1) std::fill(plane + (ph + H) * L.row, plane + L.plane, 0.0f);
+    if (sw == 2) {
+      split_row2(src, W, pw, wq, dst);
+      return;
+    }
     zero_margins(dst);
     for (int64_t i = lo; i < hi; i += 4) {
       const float* in = src + i * sw - pw;
-      __m128 a = _mm_loadu_ps(in), b = _mm_loadu_ps(in + 4);
-      if (sw == 2) {
-        _mm_storeu_ps(dst + i, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
-        _mm_storeu_ps(dst + wq + i, _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-      } else {
-        __m128 c4 = _mm_loadu_ps(in + 8), d = _mm_loadu_ps(in + 12);
-        _MM_TRANSPOSE4_PS(a, b, c4, d);
-        _mm_storeu_ps(dst + i, a);
-        _mm_storeu_ps(dst + wq + i, b);
-        _mm_storeu_ps(dst + 2 * wq + i, c4);
-        _mm_storeu_ps(dst + 3 * wq + i, d);
-      }
+      __m128 a = _mm_loadu_ps(in), b = _mm_loadu_ps(in + 4), c4 = _mm_loadu_ps(in + 8), d = _mm_loadu_ps(in + 12);
+      _MM_TRANSPOSE4_PS(a, b, c4, d);
+      _mm_storeu_ps(dst + i, a);
+      _mm_storeu_ps(dst + wq + i, b);
+      _mm_storeu_ps(dst + 2 * wq + i, c4);
+      _mm_storeu_ps(dst + 3 * wq + i, d);
     }
     for (int64_t phase = 0; phase < sw; ++phase) {
       float* out = dst + phase * wq;

@@ -381,6 +381,14 @@ void pack_gathered_rows(const float* base, const int64_t* offsets, int64_t count
   for (int64_t k = 0; k < count; ++k) std::copy(base + offsets[k], base + offsets[k] + len, dst + k * width);
 }
 
+void split_row2(const float* src, int64_t W, int64_t pad, int64_t Wq, float* dst) {
+  for (int64_t phase = 0; phase < 2; ++phase)
+    for (int64_t i = 0; i < Wq; ++i) {
+      const int64_t column = 2 * i + phase - pad;
+      dst[phase * Wq + i] = column >= 0 && column < W ? src[column] : 0.0f;
+    }
+}
+
 int64_t padded_area(const GemmTile& t, int64_t M, int64_t N) {
   return (M + t.mr - 1) / t.mr * t.mr * ((N + t.nr - 1) / t.nr * t.nr);
 }

@@ -253,6 +253,26 @@ void pack_gathered_8(const float* base, const int64_t* offsets, int64_t count, i
   }
 }
 
+// SplitRow2Kernel: 8 floats of each phase from a 16-float window of the row (its lanes outside the row loaded as
+// 0, masked), the evens and the odds each by a shuffle and a permute of 64-bit lanes.
+void split_row2_8(const float* src, int64_t W, int64_t pad, int64_t Wq, float* dst) {
+  // [a0 a2 a4 a6 b0 b2 b4 b6] from the shuffle's [a0 a2 b0 b2 a4 a6 b4 b6] (and the odds likewise)
+  const auto in_order = [](__m256 v) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
+  };
+  for (int64_t i0 = 0; i0 < Wq; i0 += 8) {
+    const int64_t start = 2 * i0 - pad;  // the row's column at the window's first lane
+    const auto inside = [&](int64_t first) {  // the window's lanes [first, first + 8) that lie in the row
+      const int64_t lo = std::clamp<int64_t>(-start - first, 0, 8), hi = std::clamp<int64_t>(W - start - first, lo, 8);
+      return _mm256_andnot_si256(first_lanes(lo), first_lanes(hi));
+    };
+    const __m256 a = _mm256_maskload_ps(src + start, inside(0)), b = _mm256_maskload_ps(src + start + 8, inside(8));
+    const int64_t lanes = std::min<int64_t>(8, Wq - i0);
+    store_first_lanes(dst + i0, in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), lanes);
+    store_first_lanes(dst + Wq + i0, in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), lanes);
+  }
+}
+
 }  // namespace
 
 // No copying microkernels: a B panel row here is a cache line or less (16 or 24 floats), and rows of B read in
@@ -269,6 +289,7 @@ GemmKernels gemm_kernels_avx2() {
                      pack_transposed_8x8,
                      pack_rows_8,
                      pack_gathered_8,
+                     split_row2_8,
                      fma_chains<8>};
 }
 

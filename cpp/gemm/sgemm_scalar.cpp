@@ -67,6 +67,7 @@ GemmKernels gemm_kernels_scalar() {
                      pack_transposed_rows,
                      pack_rows,
                      pack_gathered_rows,
+                     split_row2,
                      fma_chains<4>};
 }
 

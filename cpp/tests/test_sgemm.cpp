@@ -1,6 +1,6 @@
 // The tiled engine against gemm_ref for every ISA this CPU runs: strided C with guard columns left untouched,
 // transposes, beta, a custom BPanelSource (the interface the convolution packs im2col columns through), and an A
-// packed in advance (PackedA).
+// packed in advance (PackedA); and the stride-2 row splitter of the convolutions' image copies.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -26,6 +26,21 @@ class FormulaB final : public BPanelSource {
   }
   static float value(int64_t k, int64_t j) { return float((k * 3 + j) % 7 - 3); }
 };
+
+// The ISA's SplitRow2Kernel against its definition: the row amid NaNs (a read outside it would reach dst as NaN),
+// dst pre-filled with NaN and a NaN guard after it left untouched.
+void check_split_row2(int64_t W, int64_t pad) {
+  const int64_t Wq = (W + 2 * pad + 1) / 2, margin = 40;
+  std::vector<float> row(W + 2 * margin, NAN), dst(2 * Wq + 16, NAN);
+  for (int64_t j = 0; j < W; ++j) row[margin + j] = float(j + 1);
+  kernels().gemm.split_row2(row.data() + margin, W, pad, Wq, dst.data());
+  for (int64_t phase = 0; phase < 2; ++phase)
+    for (int64_t i = 0; i < Wq; ++i) {
+      const int64_t column = 2 * i + phase - pad;
+      CHECK(dst[phase * Wq + i] == (column >= 0 && column < W ? float(column + 1) : 0.0f));
+    }
+  for (int64_t i = 2 * Wq; i < int64_t(dst.size()); ++i) CHECK(std::isnan(dst[i]));
+}
 
 void run_case(int64_t M, int64_t N, int64_t K, Trans ta, Trans tb, float beta) {
   const int64_t ldc = N + 3;
@@ -109,6 +124,8 @@ int main() {
       for (int64_t M : {5, 13, 150})
         for (int64_t N : {33, 4000})
           for (int64_t K : {9, 257, 600}) run_packed_case(M, N, K, threads);  // 257: blocks 129 + 128
+    for (int64_t W : {1, 2, 3, 7, 8, 14, 15, 16, 17, 28, 31, 32, 33, 56, 100, 224})
+      for (int64_t pad : {0, 1, 2, 3}) check_split_row2(W, pad);
     // the FMA chains do every step on every lane of the ISA's vectors (scalar: SSE2's 4)
     const int lanes = isa == Isa::avx512 ? 16 : isa == Isa::avx2 ? 8 : 4;
     float sink = 0.0f;

@@ -155,6 +155,14 @@ using PackGatheredKernel = void (*)(const float* base, const int64_t* offsets, i
 void pack_gathered_rows(const float* base, const int64_t* offsets, int64_t count, int64_t len, int64_t width,
                         float* dst);
 
+// Writes one image row of W floats zero-padded by `pad` on the left and split by phase for stride 2 (a strided
+// layer's copy, pad_split_phases): dst[phase * Wq + i] = src[2 * i + phase - pad] where that column is in [0, W),
+// else 0, for phases 0 and 1 and i < Wq. Reads only the row's W floats.
+using SplitRow2Kernel = void (*)(const float* src, int64_t W, int64_t pad, int64_t Wq, float* dst);
+
+// The portable SplitRow2Kernel.
+void split_row2(const float* src, int64_t W, int64_t pad, int64_t Wq, float* dst);
+
 // Runs `steps` steps of kFmaChains independent chains of the ISA's widest multiply-add, each chain starting at 1
 // (acc = acc * a + b per lane), writes the sum of every chain's lanes to *sink and returns the floating-point
 // operations done (2 per lane per step). The chains keep the FMA units busy with no memory traffic: fma_peak_gflops
@@ -176,6 +184,7 @@ struct GemmKernels {
   PackTransposedKernel pack_transposed;
   PackRowsKernel pack_rows;
   PackGatheredKernel pack_gathered;
+  SplitRow2Kernel split_row2;
   FmaChainsKernel fma_chains;
 };
 
