@@ -106,8 +106,9 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
     __m512 a_rows = _mm512_setzero_ps();  // kX: the k step's A down the rows
     if constexpr (kX > 0 && kA == ASource::packed) a_rows = _mm512_maskz_loadu_ps(__mmask16((1u << MR) - 1), ap);
     if constexpr (kGatherRows)
-      a_rows = _mm512_zextps256_ps512(
-          _mm512_mask_i64gather_ps(_mm256_setzero_ps(), __mmask8((1u << MR) - 1), row_offsets, ptr[0], 4));
+      a_rows = _mm512_insertf32x8(  // zero-extended (GCC 12's _mm512_zextps256_ps512 warned of an undefined vector)
+          _mm512_setzero_ps(),
+          _mm512_mask_i64gather_ps(_mm256_setzero_ps(), __mmask8((1u << MR) - 1), row_offsets, ptr[0], 4), 0);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(kA == ASource::packed ? ap[i]
