@@ -253,8 +253,9 @@ void pack_gathered_8(const float* base, const int64_t* offsets, int64_t count, i
   }
 }
 
-// SplitRow2Kernel: 8 floats of each phase from a 16-float window of the row (its lanes outside the row loaded as
-// 0, masked), the evens and the odds each by a shuffle and a permute of 64-bit lanes.
+// SplitRow2Kernel: 8 floats of each phase from a 16-float window of the row (loaded whole inside the row; at its
+// ends masked, the lanes outside it loaded as 0), the evens and the odds each by a shuffle and a permute of 64-bit
+// lanes.
 void split_row2_8(const float* src, int64_t W, int64_t pad, int64_t Wq, float* dst) {
   // [a0 a2 a4 a6 b0 b2 b4 b6] from the shuffle's [a0 a2 b0 b2 a4 a6 b4 b6] (and the odds likewise)
   const auto in_order = [](__m256 v) {
@@ -266,7 +267,9 @@ void split_row2_8(const float* src, int64_t W, int64_t pad, int64_t Wq, float* d
       const int64_t lo = std::clamp<int64_t>(-start - first, 0, 8), hi = std::clamp<int64_t>(W - start - first, lo, 8);
       return _mm256_andnot_si256(first_lanes(lo), first_lanes(hi));
     };
-    const __m256 a = _mm256_maskload_ps(src + start, inside(0)), b = _mm256_maskload_ps(src + start + 8, inside(8));
+    const bool whole = start >= 0 && start + 16 <= W;
+    const __m256 a = whole ? _mm256_loadu_ps(src + start) : _mm256_maskload_ps(src + start, inside(0));
+    const __m256 b = whole ? _mm256_loadu_ps(src + start + 8) : _mm256_maskload_ps(src + start + 8, inside(8));
     const int64_t lanes = std::min<int64_t>(8, Wq - i0);
     store_first_lanes(dst + i0, in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), lanes);
     store_first_lanes(dst + Wq + i0, in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), lanes);
