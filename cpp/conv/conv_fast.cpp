@@ -67,11 +67,46 @@ struct SplitLayout {
   int64_t window(const ConvShape& s, int64_t p, int64_t q) const { return p * s.stride_h * row + q; }
 };
 
-// Writes image x's SplitLayout copy xp, every float of it (by planes for stride 1, else by rows, on the threads from
-// kThreadedCopyFloats): the image's, and zeros in the padding, so that the buffer needs no zeroing first (zeroing
-// the whole copy, then writing the image into it, was 1.5% of AlexNet conv1's batch-1 forward; both builds in one
-// process, calls alternated, median of per-pair time ratios, 2 threads, forward: AlexNet conv1 n=1 1.03-1.04x,
-// ResNet-50 conv1 n=1 1.02-1.04x, 32 x 16 x 32 x 32 3x3/2 1.00-1.02x).
+// Calls write_row(src, dst) for every image row of x (src its W floats, dst its row in the SplitLayout copy xp) after
+// zeroing the padding rows above and below the image, on the threads from kThreadedCopyFloats.
+// On the threads, items are image rows, each row of every channel in turn (item h * C + c), so that a thread writes
+// the top or bottom rows of all channels: those the output rows of its share of a forward product's columns read,
+// which it packs itself (take_shares), as do a weight gradient's chunks of pixels. Written channel by channel, half
+// of each thread's stores waited for lines the other core had read (7% of ResNet-50 conv1's batch-1 forward was
+// this copy, nearly all of it in the stores). Both builds in one process, calls alternated, median of per-pair
+// time ratios, AMD EPYC Zen 4, 2 threads, batch 1: ResNet-50 conv1 forward 1.01-1.08x, forward+backward
+// 1.05-1.08x; AlexNet conv1 forward 1.01-1.07x, forward+backward 1.01x; 3x3/2 64 -> 128 on 56 x 56 forward
+// 0.99-1.03x, forward+backward 0.97-0.99x (its weight product shares out taps, by channels). Rows for the forward
+// and channels for that weight gradient were worse: the two copies of a training step (the same block of the
+// thread's cache) then changed cores every time (AlexNet conv1 forward+backward 0.99x, the 3x3/2 layer's
+// 0.96-0.98x). On one thread (an image of a batch, in a task of its own) they are taken channel by channel, each
+// channel's rows in order (item c * H + h): taken row by row across the channels, each row's first load missed
+// the cache, 3 to 12 KiB from the last one, and the copy was 17% of a 128 -> 256 3x3/2 forward on 28 x 28 maps,
+// n=8, one thread (4% now). Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen
+// 4, n=8 3x3/2 forward, 1 / 2 threads: 64 -> 128 on 56 x 56 1.11 / 1.09x, 128 -> 256 on 28 x 28 1.18 / 1.15x,
+// 256 -> 512 on 14 x 14 1.11 / 1.11x; 128 -> 256 forward+backward 1.13 / 1.11x; batch-1 layers and the first
+// layers of AlexNet and ResNet-50 (n=8) 0.995-1.007x. Channel by channel on the threads too (each thread its share
+// of every channel's rows) made batch-1 layers slower (128 -> 256 on 28 x 28 0.95-0.98x, 256 -> 512 on 14 x 14
+// 0.97-0.98x).
+template <typename WriteRow>
+void for_each_image_row(const ConvShape& s, const SplitLayout& L, const float* x, float* xp,
+                        const WriteRow& write_row) {
+  const int64_t C = s.C, H = s.H, W = s.W, ph = s.pad_h;
+  const int nt = threads_for(C * H * W, kThreadedCopyFloats);
+  parallel_for(C * H, nt, [&](int64_t item) {
+    const int64_t h = nt > 1 ? item / C : item % H, c = nt > 1 ? item % C : item / H;
+    float* plane = xp + c * L.plane;
+    if (h == 0) std::fill(plane, plane + ph * L.row, 0.0f);  // the padding rows above and below the image
+    if (h == H - 1) std::fill(plane + (ph + H) * L.row, plane + L.plane, 0.0f);
+    write_row(x + (c * H + h) * W, plane + (h + ph) * L.row);
+  });
+}
+
+// Writes image x's SplitLayout copy xp, every float of it (by planes for stride 1, else by rows: for_each_image_row):
+// the image's, and zeros in the padding, so that the buffer needs no zeroing first (zeroing the whole copy, then
+// writing the image into it, was 1.5% of AlexNet conv1's batch-1 forward; both builds in one process, calls
+// alternated, median of per-pair time ratios, 2 threads, forward: AlexNet conv1 n=1 1.03-1.04x, ResNet-50 conv1 n=1
+// 1.02-1.04x, 32 x 16 x 32 x 32 3x3/2 1.00-1.02x).
 void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, float* xp) {
   const int64_t sw = s.stride_w, pw = s.pad_w, W = s.W, Wq = L.Wq, H = s.H, ph = s.pad_h;
   if (sw == 1) {  // each plane zeroed whole, then its image rows (as fast as zeroing the padding alone, or 1% faster)
@@ -86,11 +121,15 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
     return;
   }
   // Padded column i*sw + phase (image column i*sw + phase - pw) goes to phase*Wq + i. Stride 2 by the ISA's kernel, a
-  // row at a time (split_row2: vectors of the row, their lanes outside it loaded as zeros). Other strides: each
-  // phase's i in the image, [first, end), found once (found per row, their divisions made the split 32% of a 3x3/2
-  // layer's forward on 32x32 maps); [i0, i1), i in the image for every phase, taken 4 at a time for stride 4: 16
-  // image floats in, one 4-float store per phase.
-  const SplitRow2Kernel split_row2 = kernels().gemm.split_row2;
+  // row at a time (split_row2: vectors of the row, their lanes outside it loaded as zeros).
+  if (sw == 2) {
+    const SplitRow2Kernel split_row2 = kernels().gemm.split_row2;
+    for_each_image_row(s, L, x, xp, [&](const float* src, float* dst) { split_row2(src, W, pw, Wq, dst); });
+    return;
+  }
+  // Other strides: each phase's i in the image, [first, end), found once (found per row, their divisions made the
+  // split 32% of a 3x3/2 layer's forward on 32x32 maps); [i0, i1), i in the image for every phase, taken 4 at a time
+  // for stride 4: 16 image floats in, one 4-float store per phase.
   std::vector<int64_t> first(static_cast<size_t>(sw)), end(static_cast<size_t>(sw));
   for (int64_t phase = 0; phase < sw; ++phase) {
     first[phase] = std::max<int64_t>(0, pw - phase + sw - 1) / sw;
@@ -102,47 +141,13 @@ void pad_split_phases(const ConvShape& s, const SplitLayout& L, const float* x, 
   for (int64_t phase = 0; phase < sw; ++phase)
     for (int64_t i = 0; i < Wq; ++i)
       if (i < first[phase] || i >= end[phase]) margins.push_back(phase * Wq + i);
-  const auto zero_margins = [&](float* row) {
-    for (const int64_t at : margins) row[at] = 0.0f;
-  };
   const int64_t i0 = first[0];  // phase 0 starts last
   int64_t i1 = i0;
   if (sw == 4)
     while ((i1 + 4) * sw - pw <= W) i1 += 4;
-  // On the threads, items are image rows, each row of every channel in turn (item h * C + c), so that a thread writes
-  // the top or bottom rows of all channels: those the output rows of its share of a forward product's columns read,
-  // which it packs itself (take_shares), as do a weight gradient's chunks of pixels. Written channel by channel, half
-  // of each thread's stores waited for lines the other core had read (7% of ResNet-50 conv1's batch-1 forward was
-  // this copy, nearly all of it in the stores). Both builds in one process, calls alternated, median of per-pair
-  // time ratios, AMD EPYC Zen 4, 2 threads, batch 1: ResNet-50 conv1 forward 1.01-1.08x, forward+backward
-  // 1.05-1.08x; AlexNet conv1 forward 1.01-1.07x, forward+backward 1.01x; 3x3/2 64 -> 128 on 56 x 56 forward
-  // 0.99-1.03x, forward+backward 0.97-0.99x (its weight product shares out taps, by channels). Rows for the forward
-  // and channels for that weight gradient were worse: the two copies of a training step (the same block of the
-  // thread's cache) then changed cores every time (AlexNet conv1 forward+backward 0.99x, the 3x3/2 layer's
-  // 0.96-0.98x). On one thread (an image of a batch, in a task of its own) they are taken channel by channel, each
-  // channel's rows in order (item c * H + h): taken row by row across the channels, each row's first load missed
-  // the cache, 3 to 12 KiB from the last one, and the copy was 17% of a 128 -> 256 3x3/2 forward on 28 x 28 maps,
-  // n=8, one thread (4% now). Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen
-  // 4, n=8 3x3/2 forward, 1 / 2 threads: 64 -> 128 on 56 x 56 1.11 / 1.09x, 128 -> 256 on 28 x 28 1.18 / 1.15x,
-  // 256 -> 512 on 14 x 14 1.11 / 1.11x; 128 -> 256 forward+backward 1.13 / 1.11x; batch-1 layers and the first
-  // layers of AlexNet and ResNet-50 (n=8) 0.995-1.007x. Channel by channel on the threads too (each thread its share
-  // of every channel's rows) made batch-1 layers slower (128 -> 256 on 28 x 28 0.95-0.98x, 256 -> 512 on 14 x 14
-  // 0.97-0.98x).
-  const int64_t C = s.C;
-  const int nt = threads_for(C * H * W, kThreadedCopyFloats);
-  parallel_for(C * H, nt, [&](int64_t item) {
-    const int64_t h = nt > 1 ? item / C : item % H, c = nt > 1 ? item % C : item / H;
+  for_each_image_row(s, L, x, xp, [&](const float* src, float* dst) {
     const int64_t wq = Wq, lo = i0, hi = i1;  // locals: not reloaded after each store
-    const float* src = x + (c * H + h) * W;
-    float* plane = xp + c * L.plane;
-    float* dst = plane + (h + ph) * L.row;
-    if (h == 0) std::fill(plane, plane + ph * L.row, 0.0f);  // the padding rows above and below the image
-    if (h == H - 1) std::fill(plane + (ph + H) * L.row, plane + L.plane, 0.0f);
-    if (sw == 2) {
-      split_row2(src, W, pw, wq, dst);
-      return;
-    }
-    zero_margins(dst);
+    for (const int64_t at : margins) dst[at] = 0.0f;
     for (int64_t i = lo; i < hi; i += 4) {
       const float* in = src + i * sw - pw;
       __m128 a = _mm_loadu_ps(in), b = _mm_loadu_ps(in + 4), c4 = _mm_loadu_ps(in + 8), d = _mm_loadu_ps(in + 12);
