@@ -589,13 +589,22 @@ void sgemm(Trans trans_a, int64_t M, int64_t N, int64_t K, float alpha, const fl
               {trans_a, M, N, K, gemm_k_block(K), alpha, A, lda, B, beta, C, ldc, epi}, nullptr);
 }
 
-int64_t sgemm_row_share(int64_t M, int64_t N, int64_t K) {
-  const int nt = threads_for(M * N * K);
-  if (nt == 1) return 0;
-  const int mr = choose_tile(kernels().gemm, (M + nt - 1) / nt, N, true).mr;
-  if (M < nt * mr) return 0;
-  return ((M + mr - 1) / mr + nt - 1) / nt * mr;
+namespace {
+// The rows each of nt threads takes where they share a product's rows out (sgemm_row_share), and the tile those rows
+// are whole panels of; 0 rows and no tile where they do not (one thread, or fewer rows than a panel each).
+struct RowShare {
+  int64_t rows;
+  const GemmTile* tile;
+};
+RowShare row_share(int64_t M, int64_t N, int nt) {
+  if (nt == 1) return {0, nullptr};
+  const GemmTile& tile = choose_tile(kernels().gemm, (M + nt - 1) / nt, N, true);
+  if (M < nt * tile.mr) return {0, nullptr};
+  return {((M + tile.mr - 1) / tile.mr + nt - 1) / nt * tile.mr, &tile};
 }
+}  // namespace
+
+int64_t sgemm_row_share(int64_t M, int64_t N, int64_t K) { return row_share(M, N, threads_for(M * N * K)).rows; }
 
 void sgemm(const PackedA& a, const float* packed, int64_t N, const BPanelSource& B, float beta, float* C, int64_t ldc,
            const Epilogue& epi) {
@@ -622,7 +631,8 @@ void sgemm_pack_a(const PackedA& a, const float* A, int64_t lda, float* packed) 
 
 const GemmTile& sgemm_row_tile(int64_t M, int64_t N, int64_t K) {
   const int nt = threads_for(M * N * K);
-  return choose_tile(kernels().gemm, sgemm_row_share(M, N, K) > 0 ? (M + nt - 1) / nt : tile_rows(M, N, nt), N, true);
+  const RowShare share = row_share(M, N, nt);
+  return share.tile ? *share.tile : choose_tile(kernels().gemm, tile_rows(M, N, nt), N, true);
 }
 
 // A few rows of A against B given as rows (trans_b): dot products over contiguous rows, no packing (packing the
