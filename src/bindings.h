@@ -20,6 +20,17 @@ namespace py = pybind11;
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
 
+// Whether the ndarray a is C-contiguous, aligned and of T's own dtype object: an array taken as it is, in a few field
+// reads (the CArray caster's, and plain_matmul's).
+template <typename T>
+inline bool plain_array(PyObject* a) {
+  using py::detail::npy_api;
+  static PyObject* const descr = py::dtype::of<T>().release().ptr();  // numpy's singleton for T, kept for good
+  constexpr int flags = npy_api::NPY_ARRAY_C_CONTIGUOUS_ | npy_api::NPY_ARRAY_ALIGNED_;
+  const py::detail::PyArray_Proxy* p = py::detail::array_proxy(a);
+  return p->descr == descr && (p->flags & flags) == flags;
+}
+
 // The caster of CArray arguments. Arrays arrive validated from convcore/, so an argument that is already a
 // C-contiguous, aligned array of T's own dtype object is taken as it is, in a few field reads; anything else goes
 // through pybind11's conversion as before (which refuses what it cannot convert without loss). pybind11's own caster
@@ -31,15 +42,9 @@ struct pyobject_caster<array_t<T, array::c_style>> {
   using type = array_t<T, array::c_style>;
   pyobject_caster() : value(reinterpret_steal<type>(handle())) {}  // a null handle until load: nothing allocated
   bool load(handle src, bool convert) {
-    const auto& api = npy_api::get();
-    if (api.PyArray_Check_(src.ptr())) {
-      static PyObject* const descr = dtype::of<T>().release().ptr();  // numpy's singleton for T, kept for good
-      constexpr int flags = npy_api::NPY_ARRAY_C_CONTIGUOUS_ | npy_api::NPY_ARRAY_ALIGNED_;
-      const PyArray_Proxy* a = array_proxy(src.ptr());
-      if (a->descr == descr && (a->flags & flags) == flags) {
-        value = reinterpret_borrow<type>(src);
-        return true;
-      }
+    if (npy_api::get().PyArray_Check_(src.ptr()) && ::plain_array<T>(src.ptr())) {
+      value = reinterpret_borrow<type>(src);
+      return true;
     }
     if (!convert && !type::check_(src)) return false;
     value = type::ensure(src);
