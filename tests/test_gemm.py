@@ -344,6 +344,28 @@ def test_matmul_takes_transposed_views_uncopied(rng, monkeypatch):
         F.matmul(at.T, bt)
 
 
+def test_linear_takes_a_transposed_weight_uncopied(rng, monkeypatch):
+    # w given as the .T of an (in, out) array (Fortran-ordered): read through the engine's transpose flag, forward
+    # and backward, with the bits of the C-ordered w (7 rows: the engine for both layouts)
+    x = rng.standard_normal((7, 300)).astype(np.float32)
+    w = rng.standard_normal((53, 300)).astype(np.float32)
+    bias, dy = rng.standard_normal(53).astype(np.float32), rng.standard_normal((7, 53)).astype(np.float32)
+    wt = np.ascontiguousarray(w.T)
+    expected = F.linear(x, w, bias, activation="relu"), F.linear_backward(dy, x, w)
+    copies = []
+    real = np.ascontiguousarray
+    monkeypatch.setattr(np, "ascontiguousarray", lambda v, *args, **kw: copies.append(v.shape) or real(v, *args, **kw))
+    assert np.array_equal(F.linear(x, wt.T, bias, activation="relu"), expected[0])
+    for got, want in zip(F.linear_backward(dy, x, wt.T), expected[1]):
+        assert np.array_equal(got, want)
+    assert copies == []
+    with pytest.raises(ValueError, match=r"x.shape\[1\] \(299\) must equal w.shape\[1\] \(in_features 300\).*w is "
+                                         r"\(53, 300\)"):
+        F.linear(x[:, :299].copy(), wt.T)
+    with pytest.raises(ValueError, match=r"b must have shape \(53,\)"):
+        F.linear(x, wt.T, bias[:52].copy())
+
+
 def test_matmul_and_linear(rng):
     a, b = _operands(rng, 9, 11, 13, False, False)
     assert np.array_equal(F.matmul(a, b), a @ b)
