@@ -317,6 +317,36 @@ def test_few_rows_products_identical_at_any_thread_count_and_close_to_float64(is
     assert all(np.array_equal(results[0][:, j], col) for j, col in zip((0, 3, 4, 300), one_by_one))
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_few_rows_against_row_major_b_take_the_engines_bits(isa, rng, m):
+    # 1 to 4 rows against a row-major B of at least 2^20 elements (and any B for one row) read B a row at a time in
+    # column blocks split over the threads; each K block (1030: blocks of 344 and 343) summed from zero and added to
+    # C as the engine adds it, so a row's bits are those of the same row in a product of 40 rows, with any alpha,
+    # beta and epilogue, at any thread count
+    k, n = 1030, 1030  # K's last step of 1-3 rows, and each thread's last columns past whole vectors
+    a = rng.standard_normal((40, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = rng.standard_normal((40, n)).astype(np.float32)
+    bias = {PER_ROW: rng.standard_normal(40).astype(np.float32), PER_COL: rng.standard_normal(n).astype(np.float32)}
+    for alpha, beta, axis, relu in [(1.0, 0.0, NONE, False), (0.5, 0.0, PER_COL, True), (1.0, 1.0, PER_ROW, False),
+                                    (-2.0, 0.75, PER_COL, False), (1.0, -1.5, NONE, True)]:
+        bias_all = bias.get(axis)
+        whole = _core.gemm(a, b, False, False, alpha, beta, c.copy(), bias_all, axis, relu, False)
+        results = []
+        for t in (1, 2, 3):
+            with cc.threads(t):
+                rows_bias = bias_all[:m].copy() if axis == PER_ROW else bias_all
+                out = c[:m].copy() if beta else np.full((m, n), np.nan, np.float32)  # beta 0 never reads C
+                results.append(_core.gemm(a[:m].copy(), b, False, False, alpha, beta, out, rows_bias, axis, relu,
+                                          False))
+        for r in results:
+            assert np.array_equal(r, whole[:m]), (alpha, beta, axis, relu)
+    np.testing.assert_allclose(F.matmul(a[:m], b), a[:m].astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    narrow = b[:, :5].copy()  # a small B: 2 to 4 rows stay on the engine, one row takes the row kernel; same bits
+    assert np.array_equal(F.matmul(a[:m], narrow), F.matmul(a, narrow)[:m])
+    assert np.array_equal(F.matmul(a[:m, :0].copy(), b[:0]), np.zeros((m, n), np.float32))
+
+
 @given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(1, 300), ta=st.booleans(), tb=st.booleans(),
        seed=st.integers(0, 2**32 - 1))
 def test_engine_property_exact(m, n, k, ta, tb, seed):

@@ -1,6 +1,7 @@
 // The tiled engine against gemm_ref for every ISA this CPU runs: strided C with guard columns left untouched,
 // transposes, beta, a custom BPanelSource (the interface the convolution packs im2col columns through), and an A
-// packed in advance (PackedA); and the stride-2 row splitter of the convolutions' image copies.
+// packed in advance (PackedA); the few-rows kernel that reads B a row at a time (AxpysKernel); and the stride-2 row
+// splitter of the convolutions' image copies.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -40,6 +41,27 @@ void check_split_row2(int64_t W, int64_t pad) {
       CHECK(dst[phase * Wq + i] == (column >= 0 && column < W ? float(column + 1) : 0.0f));
     }
   for (int64_t i = 2 * Wq; i < int64_t(dst.size()); ++i) CHECK(std::isnan(dst[i]));
+}
+
+// The ISA's AxpysKernel against its definition on small integers (exact): B's rows ldb apart with NaN after their n
+// columns (a read past them would reach the sums as NaN), the sums pre-filled with NaN and a NaN guard after them
+// left untouched.
+void check_axpys(int64_t M, int64_t K, int64_t n) {
+  const int64_t lda = K + 2, ldb = n + 5, guard = 16;
+  std::vector<float> A(M * lda), B(K * ldb, NAN), sums(M * n + guard, NAN);
+  for (int64_t i = 0; i < M * lda; ++i) A[i] = float(i % 7) - 3;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t j = 0; j < n; ++j) B[k * ldb + j] = float((k * 5 + j) % 9) - 4;
+  kernels().gemm.axpys(M, A.data(), lda, B.data(), ldb, K, n, sums.data());
+  bool same = true;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double want = 0.0;
+      for (int64_t k = 0; k < K; ++k) want += double(A[i * lda + k]) * B[k * ldb + j];
+      same &= sums[i * n + j] == want;
+    }
+  CHECK(same);
+  for (int64_t e = M * n; e < M * n + guard; ++e) CHECK(std::isnan(sums[e]));
 }
 
 void run_case(int64_t M, int64_t N, int64_t K, Trans ta, Trans tb, float beta) {
@@ -124,6 +146,9 @@ int main() {
       for (int64_t M : {5, 13, 150})
         for (int64_t N : {33, 4000})
           for (int64_t K : {9, 257, 600}) run_packed_case(M, N, K, threads);  // 257: blocks 129 + 128
+    for (int64_t M = 1; M <= kAxpysRows; ++M)
+      for (int64_t K : {1, 3, 4, 5, 17})
+        for (int64_t n : {1, 7, 8, 15, 16, 17, 33, 100}) check_axpys(M, K, n);
     for (int64_t W : {1, 2, 3, 7, 8, 14, 15, 16, 17, 28, 31, 32, 33, 56, 100, 224})
       for (int64_t pad : {0, 1, 2, 3}) check_split_row2(W, pad);
     // the FMA chains do every step on every lane of the ISA's vectors (scalar: SSE2's 4)

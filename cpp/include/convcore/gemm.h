@@ -128,6 +128,18 @@ constexpr int kMaxMr = 16;                 // and mr at most this
 // the row's position (for products with a few rows: no packing).
 using DotsKernel = void (*)(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, float* out);
 
+// sums[i * n + j] = the sum over k < K of A[i * lda + k] * B[k * ldb + j], for i < M (at most kAxpysRows) and j < n:
+// B read a row at a time, each row's n floats front to back (the hardware prefetchers follow such runs, not a
+// narrow panel's rows a matrix row apart), every element one chain of multiply-adds in k order that does not
+// depend on n or on the column's position (for products with a few rows and a row-major B: no packing).
+constexpr int kAxpysRows = 4;
+using AxpysKernel = void (*)(int64_t M, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
+                             int64_t n, float* sums);
+
+// The portable AxpysKernel.
+void axpys_rows(int64_t M, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, int64_t n,
+                float* sums);
+
 // Packs `count` source rows transposed: dst[k*width + i] = alpha * base[offsets[i] + k] for i < count, k < len,
 // and 0 for i in [count, width). The A micro-panels of a row-major A (row offsets i*lda) are such transposes, and
 // so are the B panels of a transposed im2col (one source row per kernel tap).
@@ -181,6 +193,7 @@ struct GemmKernels {
   GemmTile tiles[kMaxGemmTiles];
   int count;
   DotsKernel dots;
+  AxpysKernel axpys;
   PackTransposedKernel pack_transposed;
   PackRowsKernel pack_rows;
   PackGatheredKernel pack_gathered;
