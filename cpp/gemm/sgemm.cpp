@@ -657,18 +657,20 @@ void sgemm_few_rows(int64_t M, int64_t N, int64_t K, float alpha, const float* A
 
 namespace {
 
-// At most kAxpysRows rows of A against a row-major B: each thread's columns in blocks of at most kAxpysColumns
+// At most kAxpysRows rows of A against a row-major B: each thread's columns in blocks of at most kAxpysSums / M
 // (their sums in L1), B read a row of a block at a time (AxpysKernel), where the engine would read B in place a
 // panel's width of each row at a time, rows a matrix row apart, which the prefetchers do not follow. For one row
 // always, for 2 to 4 where B has at least kAxpysFloats elements: both builds in one process, calls alternated,
 // median of per-pair time ratios, Intel Xeon (family 6 model 167), 2 threads, M x K @ K x N: 1 x 9216 @ 9216 x 4096
-// 1.93x, 2 x 9216 @ 9216 x 4096 2.43x (3.76 ms, MKL's 7.70), 1 x 25088 @ 25088 x 4096 2.14x, 4 x 4096 @ 4096 x 4096
-// 1.40x, 1 x 256 @ 256 x 256 1.40x, 1 x 4096 @ 4096 x 1000 1.16x, 3 x 4096 @ 4096 x 1000 1.06x; for smaller B the
-// engine's panels stay in cache (4 x 512 @ 512 x 1000 0.84-0.87x, 3 x 512 @ 512 x 1000 0.94x). Forced AVX2, the same
-// way: 1 x 9216 @ 9216 x 4096 3.17x, 4 x 4096 @ 4096 x 4096 1.93x, 2 x 1024 @ 1024 x 1024 1.63x. The engine's bits:
-// its K blocks each summed from zero and added to C (beta * C first), alpha * A rounded as its packing rounds it, so
-// that a row's bits do not depend on the product's row count.
-constexpr int64_t kAxpysColumns = 1024;
+// 2.56x (3.47 ms, MKL's 3.77), 2 x 9216 @ 9216 x 4096 2.53x (3.87 ms, MKL's 9.01), 1 x 4096 @ 4096 x 9216 2.64x, 1 x
+// 25088 @ 25088 x 4096 2.46x, 4 x 4096 @ 4096 x 4096 1.41x, 1 x 256 @ 256 x 256 1.39x, 1 x 4096 @ 4096 x 1000 1.09x,
+// 3 x 4096 @ 4096 x 1000 1.01x; for smaller B the engine's panels stay in cache (the kernel for every B: 4 x 512 @
+// 512 x 1000 0.84-0.89x, 3 x 512 @ 512 x 1000 0.94x). Forced AVX2, the same way (blocks of 1024 columns): 1 x 9216 @
+// 9216 x 4096 3.17x, 4 x 4096 @ 4096 x 4096 1.93x, 2 x 1024 @ 1024 x 1024 1.63x. Blocks of at most 1024 columns
+// whatever M: one and two rows 0.85-0.87x as fast (rows read in shorter runs); 4096 for every M: 4 rows 0.80x (their
+// sums past L1). The engine's bits: its K blocks each summed from zero and added to C (beta * C first), alpha * A
+// rounded as its packing rounds it, so that a row's bits do not depend on the product's row count.
+constexpr int64_t kAxpysSums = 4096;  // floats of sums a block (16 KiB)
 constexpr int64_t kAxpysFloats = int64_t(1) << 20;
 
 void sgemm_few_rows_axpys(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
@@ -684,11 +686,12 @@ void sgemm_few_rows_axpys(int64_t M, int64_t N, int64_t K, float alpha, const fl
   }
   const int64_t kb = gemm_k_block(K);
   const int nt = threads_for(M * N * K);
-  const int64_t per_thread = (N + nt - 1) / nt, blocks_each = (per_thread + kAxpysColumns - 1) / kAxpysColumns;
+  const int64_t columns = kAxpysSums / M;  // a block's columns at most
+  const int64_t per_thread = (N + nt - 1) / nt, blocks_each = (per_thread + columns - 1) / columns;
   const int64_t width = ((per_thread + blocks_each - 1) / blocks_each + 15) / 16 * 16;  // whole vectors but the last
   parallel_for((N + width - 1) / width, nt, [&](int64_t block) {
     const int64_t j0 = block * width, cols = std::min(N - j0, width);
-    alignas(64) float sums[kAxpysRows * kAxpysColumns], part[kAxpysRows * kAxpysColumns];
+    alignas(64) float sums[kAxpysSums], part[kAxpysSums];
     for (int64_t i = 0; i < M && beta != 0.0f; ++i) {  // the engine's C before its first K block: beta * C
       const float* c = C + i * ldc + j0;
       for (int64_t j = 0; j < cols; ++j) sums[i * cols + j] = beta == 1.0f ? c[j] : beta * c[j];
