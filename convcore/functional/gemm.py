@@ -51,7 +51,8 @@ def _matrix(x, name, dtype=None):
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, activation=None) -> np.ndarray:
-    """y = x @ w.T + b with x (N, in), w (out, in), b (out,); activation="relu" fuses a ReLU."""
+    """y = x @ w.T + b with x (N, in), w (out, in), b (out,); activation="relu" fuses a ReLU. A transposed view as w
+    (the .T of a C-ordered (in, out) array) is read as it is; other non-contiguous operands are copied once."""
     x = as_tensor(x, "x", ndim=2)
     return _prepare_linear(x, w, b, activation)(x)
 
