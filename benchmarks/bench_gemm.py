@@ -1,12 +1,13 @@
 """SGEMM: convcore's tiled engine vs torch.matmul (MKL) and numpy (OpenBLAS), float32, C = A @ B.
 
 Run: python benchmarks/bench_gemm.py [--threads 1,2] [--filter conv] [--rounds 3] [--peak-gflops G]
-Square sizes 64..2048 and conv-shaped problems (M output channels x N output pixels x K = C*R*S, the GEMM a
-convolution layer hands the engine). Every side allocates its output, as the library calls do. The last table
-gives convcore's share of the FMA peak: threads x --peak-gflops per core, by default the peak of one core measured
-here after the runs (convcore's 12 independent chains of the selected ISA's widest FMA, best of 8 timed runs): it
-differs by machine as much as the ISA does, e.g. AVX-512 is 226 GFLOP/s a core on AMD Zen 5 and 117 on Zen 4, whose
-512-bit FMAs take both of its 256-bit units.
+Square sizes 64..2048, conv-shaped problems (M output channels x N output pixels x K = C*R*S, the GEMM a
+convolution layer hands the engine) and fully connected layers' input gradients (a few rows against a large B).
+Every side allocates its output, as the library calls do. The last table gives convcore's share of the FMA peak:
+threads x --peak-gflops per core, by default the peak of one core measured here after the runs (convcore's 12
+independent chains of the selected ISA's widest FMA, best of 8 timed runs): it differs by machine as much as the ISA
+does, e.g. AVX-512 is 226 GFLOP/s a core on AMD Zen 5 and 117 on Zen 4, whose 512-bit FMAs take both of its 256-bit
+units.
 """
 import argparse
 
@@ -28,12 +29,19 @@ CONV_SHAPED = [
     ("res5a.3x3 batch 32 folded", 512, 1568, 4608),
     ("cifar.3x3 per image", 64, 1024, 576),
 ]
+# name, M, N, K: a fully connected layer's input gradient, dy (batch x out) @ w (out x in), its B (w, row-major)
+# streamed from memory by a few rows
+FULLY_CONNECTED = [
+    ("alexnet.fc6 input grad batch 1", 1, 9216, 4096),
+    ("vgg.fc7 input grad batch 4", 4, 4096, 4096),
+    ("alexnet.fc6 input grad batch 16", 16, 9216, 4096),
+]
 
 
 def _cases():
     cases = [{"name": f"square n={n}", "m": n, "n": n, "k": n, "flops": 2 * n ** 3} for n in SQUARES]
     cases += [{"name": f"{name} {m}x{n}x{k}", "m": m, "n": n, "k": k, "flops": 2 * m * n * k}
-              for name, m, n, k in CONV_SHAPED]
+              for name, m, n, k in CONV_SHAPED + FULLY_CONNECTED]
     return cases
 
 
