@@ -712,18 +712,6 @@ void sgemm_few_rows_axpys(int64_t M, int64_t N, int64_t K, float alpha, const fl
 
 }  // namespace
 
-void axpys_rows(int64_t M, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, int64_t n,
-                float* sums) {
-  std::fill(sums, sums + M * n, 0.0f);
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t i = 0; i < M; ++i) {
-      const float a = A[i * lda + k];
-      const float* b = B + k * ldb;
-      float* c = sums + i * n;
-      for (int64_t j = 0; j < n; ++j) c[j] += a * b[j];
-    }
-}
-
 void sgemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const Epilogue& epi) {
   if (M <= 4 && trans_a == Trans::no && trans_b == Trans::yes && K > 0) {

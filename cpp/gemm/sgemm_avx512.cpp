@@ -11,7 +11,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cmath>
 
 #include "convcore/gemm.h"
 
@@ -344,56 +343,6 @@ void dots_4x2x16(const float* a, const float* B, int64_t ldb, int64_t K, int64_t
   for (; j < n; ++j) dot_group<1>(a, B + j * ldb, ldb, K, out + j);
 }
 
-// AxpysKernel for M rows: per step, S rows of B (4, then 1 at K's end) against M x S broadcasts of A, each vector of
-// sums loaded, multiplied-added S times in k order and stored; the columns past the last whole vector one by one
-// with the same fused multiply-adds. The rows kAxpysPrefetchRows ahead are prefetched into L2, a line for each line
-// read (both builds in one process, calls alternated, median of per-pair time ratios, Intel Xeon family 6 model 167,
-// 2 threads: 2 x 9216 @ 9216 x 4096 1.16x, 1 x 4096 @ 4096 x 1000 1.11x, 3 x 4096 @ 4096 x 1000 1.13x; 8 rows
-// ahead, or into L1, the same within 3%).
-constexpr int64_t kAxpysPrefetchRows = 16;
-
-template <int M, int S>
-inline void axpys_step(const float* A, int64_t lda, int64_t k, const float* B, int64_t ldb, int64_t n, float* sums) {
-  __m512 a[M][S];
-  for (int i = 0; i < M; ++i)
-    for (int s = 0; s < S; ++s) a[i][s] = _mm512_set1_ps(A[i * lda + k + s]);
-  const float* b = B + k * ldb;
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    __m512 r[S];
-    for (int s = 0; s < S; ++s) r[s] = _mm512_loadu_ps(b + s * ldb + j);
-    for (int s = 0; s < S; ++s)
-      _mm_prefetch(reinterpret_cast<const char*>(b + (kAxpysPrefetchRows + s) * ldb + j), _MM_HINT_T1);
-    for (int i = 0; i < M; ++i) {
-      float* out = sums + i * n + j;
-      __m512 c = _mm512_loadu_ps(out);
-      for (int s = 0; s < S; ++s) c = _mm512_fmadd_ps(a[i][s], r[s], c);
-      _mm512_storeu_ps(out, c);
-    }
-  }
-  for (; j < n; ++j)
-    for (int i = 0; i < M; ++i)
-      for (int s = 0; s < S; ++s) sums[i * n + j] = std::fma(A[i * lda + k + s], b[s * ldb + j], sums[i * n + j]);
-}
-
-template <int M>
-void axpys_m(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, int64_t n, float* sums) {
-  std::fill(sums, sums + M * n, 0.0f);
-  int64_t k = 0;
-  for (; k + 4 <= K; k += 4) axpys_step<M, 4>(A, lda, k, B, ldb, n, sums);
-  for (; k < K; ++k) axpys_step<M, 1>(A, lda, k, B, ldb, n, sums);
-}
-
-void axpys_16(int64_t M, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, int64_t n,
-              float* sums) {
-  switch (M) {
-    case 1: return axpys_m<1>(A, lda, B, ldb, K, n, sums);
-    case 2: return axpys_m<2>(A, lda, B, ldb, K, n, sums);
-    case 3: return axpys_m<3>(A, lda, B, ldb, K, n, sums);
-    default: return axpys_m<4>(A, lda, B, ldb, K, n, sums);
-  }
-}
-
 // r[c] = column c of the 16 x 16 block whose row i is r[i] (the four-stage unpack / shuffle transpose).
 inline void transpose_16x16(__m512 r[16]) {
   const __mmask16 all = 0xFFFF;  // the zero-masking forms: GCC 12 warns (-Wmaybe-uninitialized) on the plain ones
@@ -622,7 +571,7 @@ GemmKernels gemm_kernels_avx512() {
                        micro_wide<6, 4, ASource::packed, 2>, micro_wide<6, 4, ASource::rows, 2>}},
                      3,
                      dots_4x2x16,
-                     axpys_16,
+                     axpys<16>,
                      pack_transposed_16x16,
                      pack_rows_16,
                      pack_gathered_16,

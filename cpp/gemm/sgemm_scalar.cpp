@@ -64,7 +64,7 @@ GemmKernels gemm_kernels_scalar() {
                        nullptr, nullptr}},
                      1,
                      dots_8,
-                     axpys_rows,
+                     axpys<4>,
                      pack_transposed_rows,
                      pack_rows,
                      pack_gathered_rows,
