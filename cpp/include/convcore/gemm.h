@@ -299,7 +299,9 @@ void sgemm_pack_a(const PackedA& a, const float* A, int64_t lda, float* packed);
 const GemmTile& sgemm_row_tile(int64_t M, int64_t N, int64_t K);
 
 // Both operands as matrices. With at most 4 rows of A and B given as rows (trans_b), runs as dot products
-// without packing (a fully connected layer at small batch).
+// without packing (a fully connected layer at small batch); with at most kAxpysRows rows of a row-major A against a
+// row-major B (one row, or a B of 2^20 elements or more), B is read a row at a time by the AxpysKernel, with the
+// engine's bits.
 void sgemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const Epilogue& epilogue = {});
 
