@@ -347,6 +347,19 @@ def test_few_rows_against_row_major_b_take_the_engines_bits(isa, rng, m):
     assert np.array_equal(F.matmul(a[:m, :0].copy(), b[:0]), np.zeros((m, n), np.float32))
 
 
+@pytest.mark.parametrize("n", [1365, 2730])
+def test_few_rows_column_blocks_stay_within_their_sums(isa, rng, n):
+    # 3 rows: a block holds at most 4096 sums, so at most 1360 columns (whole vectors); 1365 columns a thread are two
+    # blocks, not one of 1376 rounded up to whole vectors (4128 sums, past the block's buffer: the sanitizer run
+    # catches a write there)
+    a = rng.standard_normal((40, 800)).astype(np.float32)
+    b = rng.standard_normal((800, n)).astype(np.float32)
+    whole = F.matmul(a, b)
+    for t in (1, 2):
+        with cc.threads(t):
+            assert np.array_equal(F.matmul(a[:3].copy(), b), whole[:3]), t
+
+
 @given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(1, 300), ta=st.booleans(), tb=st.booleans(),
        seed=st.integers(0, 2**32 - 1))
 def test_engine_property_exact(m, n, k, ta, tb, seed):

@@ -686,7 +686,8 @@ void sgemm_few_rows_axpys(int64_t M, int64_t N, int64_t K, float alpha, const fl
   }
   const int64_t kb = gemm_k_block(K);
   const int nt = threads_for(M * N * K);
-  const int64_t columns = kAxpysSums / M;  // a block's columns at most
+  // a block's columns at most: whole vectors, so that a block rounded up to whole vectors stays within its sums
+  const int64_t columns = kAxpysSums / M / 16 * 16;
   const int64_t per_thread = (N + nt - 1) / nt, blocks_each = (per_thread + columns - 1) / columns;
   const int64_t width = ((per_thread + blocks_each - 1) / blocks_each + 15) / 16 * 16;  // whole vectors but the last
   parallel_for((N + width - 1) / width, nt, [&](int64_t block) {
