@@ -1247,6 +1247,50 @@ def test_pooling_keeps_its_window_options_as_values(pool):
         layer.kernel_size[0] = 4
     layer.kernel_size, layer.stride = (4, 2), (4, 2)
     assert layer(x).shape == (1, 1, 2, 4) and layer.eval()(x).shape == (1, 1, 2, 4)
+    layer.train().stride = [2, 2]  # assigned later: kept as a value too (it was kept as the list)
+    assert layer.stride == (2, 2) and layer(x).shape == (1, 1, 3, 4)
+    with pytest.raises(TypeError):
+        layer.stride[0] = 1
+
+
+@pytest.mark.parametrize("model", [False, True])
+def test_convolution_options_assigned_later_are_checked_and_kept_as_values(model):
+    # a list assigned after construction was kept as given: changed in place, it went unseen by the calls the layer
+    # had prepared, which went on with the old stride
+    x = np.ones((1, 1, 6, 6), np.float32)
+    conv = nn.Conv2d(1, 1, 1)
+    run = nn.Sequential(conv).eval() if model else conv
+    conv.stride = [2, 2]
+    assert conv.stride == (2, 2) and run(x).shape == (1, 1, 3, 3)
+    with pytest.raises(TypeError):
+        conv.stride[0] = 1
+    conv.stride = [1, 1]
+    assert run(x).shape == (1, 1, 6, 6)
+    with pytest.raises(ValueError, match="padding must be >= 0, got -1"):
+        conv.padding = -1
+    with pytest.raises(TypeError, match="dilation must be an int or a sequence"):
+        conv.dilation = "2"
+    assert conv.padding == (0, 0) and conv.dilation == (1, 1)
+
+
+def test_layer_options_assigned_later_are_refused_as_the_constructor_refuses_them():
+    # Dropout's p = 1.0 gave all-NaN output and BatchNorm's eps = -1 NaN, where their constructors refuse them
+    cases = [(nn.Dropout(), "p", 1.0, ValueError, r"p must be a probability in \[0, 1\), got 1.0"),
+             (nn.Dropout(), "rng", "seed", TypeError, "rng must be a numpy Generator"),
+             (nn.BatchNorm2d(3), "eps", -1, ValueError, r"eps must be > 0 .*, got -1"),
+             (nn.BatchNorm2d(3), "momentum", 2, ValueError, r"momentum must be in \[0, 1\] .*, got 2"),
+             (nn.LeakyReLU(), "negative_slope", float("nan"), TypeError, "negative_slope must be a finite real"),
+             (nn.Linear(2, 3), "in_features", 0, ValueError, "in_features must be >= 1, got 0"),
+             (nn.AdaptiveAvgPool2d(2), "output_size", (2, 0), ValueError, "output_size must be >= 1"),
+             (nn.BasicBlock(2, 2), "stride", 0, ValueError, "stride must be >= 1, got 0")]
+    for layer, name, value, error, message in cases:
+        before = getattr(layer, name)
+        with pytest.raises(error, match=message):
+            setattr(layer, name, value)
+        assert getattr(layer, name) is before, name
+    dropout = nn.Dropout()
+    dropout.p = np.float32(0.25)
+    assert type(dropout.p) is float and dropout.p == 0.25
 
 
 def _check_model(model, x, rng, tol=1e-6):

@@ -42,10 +42,11 @@ class ReLU(Module):
 
 class LeakyReLU(Module):
     """x for x > 0, negative_slope * x otherwise."""
+    _option_checks = {"negative_slope": lambda layer, v: as_real(v, "negative_slope")}
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = as_real(negative_slope, "negative_slope")
+        self.negative_slope = negative_slope
         self._x = None
 
     def forward(self, x):

@@ -24,12 +24,13 @@ class BasicBlock(Module):
     a 1x1 strided conv + BatchNorm (`downsample`, as torchvision), or with shortcut="A", the parameter-free
     option of the CIFAR ResNet paper: subsample by the stride and zero-pad the new channels.
     """
+    _option_checks = {"stride": lambda layer, v: as_int(v, "stride", minimum=1)}
 
     def __init__(self, in_channels, out_channels, stride=1, shortcut="B", rng=None):
         super().__init__()
         in_channels = as_int(in_channels, "in_channels", minimum=1)
         out_channels = as_int(out_channels, "out_channels", minimum=1)
-        self.stride = as_int(stride, "stride", minimum=1)
+        self.stride = stride
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (zero-padded identity) or 'B' (1x1 projection), got {shortcut!r}")
         self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=rng)

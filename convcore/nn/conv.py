@@ -12,18 +12,21 @@ from .module import Module, Parameter, check_input_dtype
 class _ConvNd(Module):
     fuses_relu = True
     n_axes = 2
+    _option_checks = {
+        "in_channels": lambda layer, v: as_int(v, "in_channels", minimum=1),
+        "out_channels": lambda layer, v: as_int(v, "out_channels", minimum=1),
+        "kernel_size": lambda layer, v: as_tuple(v, "kernel_size", layer.n_axes, minimum=1),
+        "stride": lambda layer, v: as_tuple(v, "stride", layer.n_axes, minimum=1),
+        "padding": lambda layer, v: as_tuple(v, "padding", layer.n_axes, minimum=0),
+        "dilation": lambda layer, v: as_tuple(v, "dilation", layer.n_axes, minimum=1),
+        "groups": lambda layer, v: as_int(v, "groups", minimum=1),
+    }
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, rng=None):
         super().__init__()
-        n = self.n_axes
-        self.in_channels = as_int(in_channels, "in_channels", minimum=1)
-        self.out_channels = as_int(out_channels, "out_channels", minimum=1)
-        self.kernel_size = as_tuple(kernel_size, "kernel_size", n, minimum=1)
-        self.stride = as_tuple(stride, "stride", n, minimum=1)
-        self.padding = as_tuple(padding, "padding", n, minimum=0)
-        self.dilation = as_tuple(dilation, "dilation", n, minimum=1)
-        self.groups = as_int(groups, "groups", minimum=1)
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be divisible "
                              f"by groups ({groups})")

@@ -10,18 +10,22 @@ from .init import as_generator
 from .module import Module, check_dy
 
 
+def _probability(layer, p):
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"p must be a real number (a probability in [0, 1)), got {p!r}")
+    if not 0 <= p < 1:
+        raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
+    return float(p)
+
+
 class Dropout(Module):
     """Inverted dropout: in training, zero each element with probability p and scale the rest by 1/(1-p);
     identity in eval. The mask comes from the layer's own Generator (`rng`: Generator or seed)."""
+    _option_checks = {"p": _probability, "rng": lambda layer, v: as_generator(v)}
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-            raise TypeError(f"p must be a real number (a probability in [0, 1)), got {p!r}")
-        if not 0 <= p < 1:
-            raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
-        self.p = float(p)
-        self.rng = as_generator(rng)
+        self.p, self.rng = p, rng
         self._mask = None
 
     def forward(self, x):

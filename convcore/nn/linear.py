@@ -14,11 +14,12 @@ from .module import Module, Parameter, check_input_dtype
 class Linear(Module):
     """Fully connected layer: (N, in_features) -> (N, out_features); weight (out, in)."""
     fuses_relu = True
+    _option_checks = {"in_features": lambda layer, v: as_int(v, "in_features", minimum=1),
+                      "out_features": lambda layer, v: as_int(v, "out_features", minimum=1)}
 
     def __init__(self, in_features, out_features, bias=True, rng=None):
         super().__init__()
-        self.in_features = as_int(in_features, "in_features", minimum=1)
-        self.out_features = as_int(out_features, "out_features", minimum=1)
+        self.in_features, self.out_features = in_features, out_features
         rng = as_generator(rng)
         self.weight = Parameter(kaiming_uniform(rng, (self.out_features, self.in_features), self.in_features))
         self.bias = Parameter(fan_in_bias(rng, self.in_features, self.out_features)) if as_bool(bias, "bias") else None

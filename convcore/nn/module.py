@@ -139,6 +139,11 @@ class Module:
     # what is bound to this module's own arrays (plans, prepared calls, the backward a training forward prepared) or
     # its children (the schedule): a copy or an unpickled module starts without them
     _BOUND = ("_plan", "_prepared", "_scheduled", "_saved_state")
+    # a layer's options, each checked and kept as its constructor keeps it at every assignment, then and later:
+    # name -> check(layer, value), which returns the value to keep or raises (layer.stride = [2, 2] is kept as (2, 2),
+    # so a change of that list in place cannot go unseen by the calls the layer prepared for it; Dropout's p = 1.0
+    # is refused after construction as in it)
+    _option_checks = {}
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -157,6 +162,9 @@ class Module:
             # or check, no edit to count; as below, in a fifth of the time
             object.__setattr__(self, name, value)
             return
+        check = type(self)._option_checks.get(name)
+        if check is not None:
+            value = check(self, value)
         if isinstance(value, (Parameter, Module)) and name not in parameters and name not in modules:
             self._check_new_name(name, "parameter" if isinstance(value, Parameter) else "child module")
         elif (name in parameters or name in modules) and not isinstance(value, (Parameter, Module, type(None))):

@@ -11,6 +11,20 @@ from ..functional.gemm import check_activation
 from .module import Module, Parameter
 
 
+def _eps(layer, eps):
+    eps = as_real(eps, "eps")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (added to the variance before its square root), got {eps!r}")
+    return eps
+
+
+def _momentum(layer, momentum):
+    momentum = as_real(momentum, "momentum")
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"momentum must be in [0, 1] (the running statistics' update weight), got {momentum!r}")
+    return momentum
+
+
 class _BatchNorm(Module):
     ndims = (4,)
     # forward(x, activation="relu") applies a following ReLU in the same pass (containers fuse BN -> ReLU), and
@@ -18,15 +32,12 @@ class _BatchNorm(Module):
     # backward (it would mask again, to the same bits).
     fuses_relu = True
     masks_fused_relu = True
+    _option_checks = {"num_features": lambda layer, v: as_int(v, "num_features", minimum=1), "eps": _eps,
+                      "momentum": _momentum}
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
-        self.num_features = as_int(num_features, "num_features", minimum=1)
-        self.eps, self.momentum = as_real(eps, "eps"), as_real(momentum, "momentum")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0 (added to the variance before its square root), got {eps!r}")
-        if not 0 <= self.momentum <= 1:
-            raise ValueError(f"momentum must be in [0, 1] (the running statistics' update weight), got {momentum!r}")
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = Parameter(np.ones(self.num_features, np.float32))
         self.bias = Parameter(np.zeros(self.num_features, np.float32))
         self.register_buffer("running_mean", np.zeros(self.num_features, np.float32))

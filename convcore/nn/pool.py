@@ -11,20 +11,24 @@ from ..functional import pool as pool_ops
 from .module import Module
 
 
-def _kept(option):
-    """A window option as a layer keeps it: a list or array as a tuple, a value of its own (the list given, changed
-    in place later, went unseen by the calls the layer had prepared for it)."""
+def _kept(layer, option):
+    """A window option as a layer keeps it (checked when it is used): a list or array as a tuple, a value of its own
+    (the list given, changed in place later, went unseen by the calls the layer had prepared for it)."""
     if isinstance(option, np.ndarray):
         option = option.tolist()
     return tuple(option) if isinstance(option, list) else option
 
 
+_WINDOW_OPTIONS = {"kernel_size": _kept, "stride": _kept, "padding": _kept}
+
+
 class _MaxPoolNd(Module):
     n_axes = 2
+    _option_checks = _WINDOW_OPTIONS
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = _kept(kernel_size), _kept(stride), _kept(padding)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode = ceil_mode
         self._saved_state = None
 
@@ -96,10 +100,11 @@ class MaxPool1d(_MaxPoolNd):
 
 class AvgPool2d(Module):
     """Average pooling over (N, C, H, W); count_include_pad as PyTorch."""
+    _option_checks = _WINDOW_OPTIONS
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = _kept(kernel_size), _kept(stride), _kept(padding)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
         self._back = None
 
@@ -133,10 +138,11 @@ class AvgPool2d(Module):
 class AdaptiveAvgPool2d(Module):
     """Average pooling to a fixed output size; window i spans [floor(i*H/out), ceil((i+1)*H/out)) as PyTorch (where
     the sizes divide, the average pooling kernel over those windows)."""
+    _option_checks = {"output_size": lambda layer, v: as_tuple(v, "output_size", 2, minimum=1)}
 
     def __init__(self, output_size):
         super().__init__()
-        self.output_size = as_tuple(output_size, "output_size", 2, minimum=1)
+        self.output_size = output_size
         self._shape = None
 
     @staticmethod
