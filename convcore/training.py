@@ -94,6 +94,42 @@ def _generators(model):
                                                                           np.random.Generator)]
 
 
+def _number(v) -> bool:
+    """A number as JSON holds one (a diverged run's loss is NaN)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fit_state(meta: dict, where, model, scheduler) -> dict:
+    """What fit's checkpoint saved for resuming (`meta`, read from `where`), checked before anything is loaded: a
+    ValueError names the file, the key and the rule where a value is not what fit writes."""
+    def refuse(key, value, rule):
+        return ValueError(f"resume: {where}: {key} must be {rule}, got {value!r}")
+    for key in ("epoch", "batch", "step"):
+        if type(meta[key]) is not int or meta[key] < 0:
+            raise refuse(key, meta[key], "an int >= 0")
+    totals = meta["totals"]
+    if (not isinstance(totals, dict) or set(totals) != {"loss", "correct", "seen", "seconds"}
+            or not all(_number(v) for v in totals.values())
+            or not all(type(totals[k]) is int and totals[k] >= 0 for k in ("correct", "seen"))):
+        raise refuse("totals", totals, "a dict of loss, correct, seen and seconds (counts as ints >= 0)")
+    history = meta["history"]
+    if (not isinstance(history, dict) or not set(history) <= set(History.__dataclass_fields__)
+            or not all(isinstance(v, list) and all(_number(e) for e in v) for v in history.values())):
+        raise refuse("history", history, f"a dict of lists of numbers under {sorted(History.__dataclass_fields__)}")
+    for name, gen in _generators(model):
+        try:  # a state the generator takes: tried on a copy
+            probe = type(gen.bit_generator)()
+            probe.state = meta["rng"][name]
+        except (TypeError, ValueError, KeyError) as e:
+            raise refuse(f"rng[{name!r}]", meta["rng"][name], f"the state of a {type(probe).__name__} ({e})") from e
+    if scheduler is not None and meta.get("scheduler") is not None:
+        try:
+            scheduler.checked_state(meta["scheduler"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"resume: {where}: {e}") from e
+    return meta
+
+
 def _progress(enabled, total, desc):
     if enabled is None:  # the bar is drawn on stderr; silent when either stream goes to a file or pipe
         enabled = sys.stdout.isatty() and sys.stderr.isatty()
@@ -165,13 +201,16 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
         if missing:
             raise ValueError(f"resume: the checkpoint in {checkpoint_dir} lacks {missing}; it was not written by fit")
         generators = {name for name, _ in _generators(model)}
-        if set(meta["rng"]) != generators:
-            raise ValueError(f"resume: the checkpoint holds random generator states for {sorted(meta['rng'])}, the "
-                             f"model has generators in {sorted(generators)}")
+        rng = meta["rng"]
+        if not isinstance(rng, dict) or set(rng) != generators:
+            raise ValueError(f"resume: the checkpoint holds random generator states for "
+                             f"{sorted(rng) if isinstance(rng, dict) else repr(rng)}, the model has generators in "
+                             f"{sorted(generators)}")
         if meta["data_order"] != data_order:
             raise ValueError(f"resume: the checkpoint in {checkpoint_dir} was written for the data order "
                              f"{meta.get('data_order')}, this call asks for {data_order}; resuming would not continue "
                              f"the same run (pass the same data, batch_size, shuffle, seed and augment)")
+        _fit_state(meta, checkpoint.latest(checkpoint_dir) / "state.json", model, scheduler)
         meta = checkpoint.load(checkpoint_dir, model, optimizer)
         history = History.from_dict(meta["history"])
         epoch, start_batch, step, totals = meta["epoch"], meta["batch"], meta["step"], meta["totals"]

@@ -138,6 +138,35 @@ def test_resume_refuses_a_checkpoint_fit_did_not_write(tmp_path):
         training.fit(model, loss, opt, tiny_data(), checkpoint_dir=tmp_path, resume=True, progress=False)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("totals", {}, r"totals must be a dict of loss, correct, seen and seconds"),
+    ("epoch", "0", r"epoch must be an int >= 0, got '0'"),
+    ("batch", -1, r"batch must be an int >= 0, got -1"),
+    ("history", [], r"history must be a dict of lists of numbers"),
+    ("history", {"loss": [0.5, "x"]}, r"history must be a dict of lists of numbers"),
+    ("rng", {"5": {"bit_generator": "PCG64"}}, r"rng\['5'\] must be the state of a PCG64"),
+    ("scheduler", {"last_epoch": -1, "base_lr": 0.05}, r"scheduler state last_epoch must be >= 0, got -1"),
+])
+def test_resume_refuses_a_malformed_state_before_loading_anything(tmp_path, key, value, message):
+    # a malformed field failed inside fit (KeyError, TypeError, AttributeError) after the checkpoint's weights had
+    # replaced the model's
+    x, y = tiny_data(32)
+    model, loss, opt, sched = _resume_setup(0)
+    training.fit(model, loss, opt, (x, y), batch_size=16, seed=7, scheduler=sched, checkpoint_dir=tmp_path,
+                 progress=False)
+    state_file = checkpoint.latest(tmp_path) / "state.json"
+    state = json.loads(state_file.read_text())
+    state[key] = value
+    state_file.write_text(json.dumps(state))
+    fresh, loss, opt, sched = _resume_setup(99)
+    weights = {k: v.copy() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ValueError, match=r"resume: .*state.json: " + message):
+        training.fit(fresh, loss, opt, (x, y), epochs=2, batch_size=16, seed=7, scheduler=sched,
+                     checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert all(np.array_equal(weights[k], v) for k, v in fresh.state_dict().items())
+    assert sched.last_epoch == 0 and opt.lr == 0.05
+
+
 def _resume_setup(seed):
     model = cc.nn.Sequential(cc.nn.Conv2d(1, 4, 3, padding=1, rng=seed), cc.nn.BatchNorm2d(4), cc.nn.ReLU(),
                              cc.nn.MaxPool2d(2), cc.nn.Flatten(), cc.nn.Dropout(0.2, rng=seed + 1),

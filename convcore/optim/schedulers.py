@@ -22,15 +22,20 @@ class _Scheduler:
     def state_dict(self) -> dict:
         return {"last_epoch": self.last_epoch, "base_lr": self.base_lr}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what state_dict() returned, checked by the constructor's rules (an int last_epoch >= 0, a
-        base_lr >= 0 as an optimizer's lr) before anything changes; the optimizer's lr becomes the epoch's."""
+    @staticmethod
+    def checked_state(state: dict) -> tuple:
+        """(last_epoch, base_lr) of what state_dict() returned, checked by the constructor's rules (an int
+        last_epoch >= 0, a base_lr >= 0 as an optimizer's lr); nothing changes."""
         if not isinstance(state, dict) or set(state) != {"last_epoch", "base_lr"}:
             raise ValueError(f"scheduler state must be a dict with keys 'last_epoch', 'base_lr' (from state_dict()), "
                              f"got {state!r}")
-        last_epoch = as_int(state["last_epoch"], "scheduler state last_epoch", minimum=0)
-        base_lr = _check_number(state["base_lr"], "scheduler state base_lr")
-        self.last_epoch, self.base_lr = last_epoch, base_lr
+        return (as_int(state["last_epoch"], "scheduler state last_epoch", minimum=0),
+                _check_number(state["base_lr"], "scheduler state base_lr"))
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict() returned, checked (checked_state) before anything changes; the optimizer's lr
+        becomes the epoch's."""
+        self.last_epoch, self.base_lr = self.checked_state(state)
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
 
