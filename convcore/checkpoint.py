@@ -119,7 +119,10 @@ def latest(folder) -> Path | None:
     pointer = Path(folder) / "latest"
     if not pointer.is_file():
         return None
-    name = pointer.read_text().strip()
+    try:
+        name = pointer.read_text().strip()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{pointer}: not a pointer to a checkpoint folder (not UTF-8 text: {e})") from e
     if not name.startswith("step-") or "/" in name or not (Path(folder) / name).is_dir():
         raise ValueError(f"{pointer}: points at {name!r}, which is not a checkpoint folder here")
     return Path(folder) / name
@@ -183,6 +186,8 @@ def load(path, model, optimizer=None) -> dict:
         if "optimizer" not in meta:
             raise ValueError(f"{path}: checkpoint has no optimizer state")
         info = meta["optimizer"]
+        if not isinstance(info, dict):
+            raise ValueError(f"{json_path}: optimizer must be a dict (type, hyper, step_count), got {info!r}")
         if info.get("type") != type(optimizer).__name__:
             raise ValueError(f"{path}: optimizer state is for {info.get('type')}, not {type(optimizer).__name__}")
         buffers = {k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")}

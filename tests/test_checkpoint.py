@@ -78,6 +78,9 @@ MALFORMED = {
     "optimizer of another type": lambda p: _edit_state(p, optimizer={"type": "Adam", "hyper": {}, "step_count": 1}),
     "missing state file": lambda p: (p / "state.json").unlink(),
     "pointer to nowhere": lambda p: (p.parent / "latest").write_text("step-99999999"),
+    "pointer not UTF-8": lambda p: (p.parent / "latest").write_bytes(b"step-\xff\xfe"),
+    "optimizer entry null": lambda p: _edit_state(p, optimizer=None),
+    "optimizer entry a list": lambda p: _edit_state(p, optimizer=["SGD"]),
 }
 
 
@@ -130,7 +133,7 @@ def test_malformed_checkpoints_are_rejected_and_leave_the_model_alone(tmp_path, 
     MALFORMED[damage](folder)
     model, _, opt = setup_tiny(seed=3)
     before = {k: v.copy() for k, v in model.state_dict().items()}
-    with pytest.raises((ValueError, FileNotFoundError)):
+    with pytest.raises((ValueError, FileNotFoundError), match=str(tmp_path)):  # naming the file
         checkpoint.load(tmp_path, model, opt)
     for k, v in model.state_dict().items():
         assert np.array_equal(v, before[k])
