@@ -170,6 +170,9 @@ def test_load_state_dict_refuses_foreign_state(rng):
         fresh.load_state_dict({**state, "hyper": {**state["hyper"], "nesterov": "yes"}})
     with pytest.raises(ValueError, match=r"nesterov needs momentum > 0 and dampening 0"):
         fresh.load_state_dict({**state, "hyper": {**state["hyper"], "nesterov": True, "dampening": 0.5}})
+    for count in (-1, 2**53 + 1):
+        with pytest.raises(ValueError, match=rf"step_count must be an int in \[0, 2\*\*53\], got {count}"):
+            fresh.load_state_dict({**state, "step_count": count})
     with pytest.raises(TypeError, match=r"buffer 'momentum_buffer.0' has dtype complex64"):
         fresh.load_state_dict({**state, "buffers": {"momentum_buffer.0": np.ones((3, 4), np.complex64)}})
     adam_state = adam.state_dict()
@@ -424,14 +427,17 @@ def test_adam_loads_a_state_saved_without_steps_as_before():
     assert int(opt.buffers["step.0"]) == 3 and int(opt.buffers["step.1"]) == 1
 
 
-@pytest.mark.parametrize("value", [np.array(-1), np.array(0), np.array(2.0), np.array([2]), 2])
+# 2**64 - 1 as uint64 was kept as int64 -1, refused by the next step without naming the key; 2**63 - 1 reached the
+# kernel as a count it could not take one past (a raw pybind11 TypeError)
+@pytest.mark.parametrize("value", [np.array(-1), np.array(0), np.array(2.0), np.array([2]), 2,
+                                   np.array(2**64 - 1, np.uint64), np.array(2**63 - 1), np.array(2**53 + 1)])
 def test_adam_load_state_dict_refuses_bad_steps(value):
     p = nn.Parameter(np.zeros(2))
     opt = optim.Adam([p])
     moments = {"exp_avg.0": np.zeros(2), "exp_avg_sq.0": np.zeros(2)}
     state = {"hyper": opt.state_dict()["hyper"], "step_count": 2, "buffers": {"step.0": value, **moments}}
-    with pytest.raises(ValueError, match=r"optimizer state 'step.0' must be a 0-d integer array >= 1 \(a count of "
-                                         r"updates\)"):
+    with pytest.raises(ValueError, match=r"optimizer state 'step.0' must be a 0-d integer array in \[1, 2\*\*53\] "
+                                         r"\(a count of updates\)"):
         opt.load_state_dict(state)
     with pytest.raises(ValueError, match=r"the count 'step.0' without the buffers \['exp_avg_sq.0'\]"):
         opt.load_state_dict({**state, "buffers": {"step.0": np.array(2), "exp_avg.0": np.zeros(2)}})
@@ -467,6 +473,10 @@ def test_adam_refused_step_over_several_counts_changes_nothing():
     (None, TypeError, r"optimizer state 'buffers' must be a dict of numpy arrays keyed '<buffer>.<parameter index>' "
                       r"\(empty for none\), got None"),
     ({0: np.zeros(2)}, ValueError, r"optimizer state has buffer 0; SGD keeps \['momentum_buffer'\]"),
+    # indices state_dict never writes: loaded, they went unused beside the "0" the next step made
+    ({"momentum_buffer.00": np.zeros(2)}, ValueError, r"buffer 'momentum_buffer.00'; SGD keeps"),
+    ({"momentum_buffer.\u0660": np.zeros(2)}, ValueError, r"buffer 'momentum_buffer.\u0660'; SGD keeps"),
+    ({"momentum_buffer.\u00b2": np.zeros(2)}, ValueError, r"buffer 'momentum_buffer.\u00b2'; SGD keeps"),
 ])
 def test_load_state_dict_refuses_malformed_buffers(buffers, exc, match):
     opt = optim.SGD([nn.Parameter(np.zeros(2))], lr=0.1, momentum=0.9)

@@ -19,6 +19,10 @@ from .. import _core
 from .._validate import as_bool, as_real
 from ..nn.module import Parameter
 
+# the largest count of updates a state may hold (step_count, Adam's per-parameter counts): exact as a float, as the
+# bias corrections use it, and far from the int64 the kernels take it as (2**64 - 1 as uint64 became -1)
+_MAX_COUNT = 2**53
+
 
 def _check_number(value, name, minimum=0.0, below=None):
     number = as_real(value, name)
@@ -111,14 +115,17 @@ class Optimizer:
         kept = self.buffer_names + self.count_names
         for key, value in buffers.items():
             name, _, index = key.rpartition(".") if isinstance(key, str) else (None, None, "")
-            if name not in kept or not index.isdigit() or int(index) >= len(self.params):
+            # the index as state_dict writes it: ASCII digits without leading zeros ("00" or a non-ASCII digit,
+            # loaded, went unused beside the "0" the next step made)
+            if (name not in kept or not (index.isascii() and index.isdigit()) or str(int(index)) != index
+                    or int(index) >= len(self.params)):
                 raise ValueError(f"optimizer state has buffer {key!r}; {type(self).__name__} keeps "
                                  f"{list(kept)} for parameters 0..{len(self.params) - 1}")
             if name in self.count_names:  # a parameter's count of updates: kept from its first update on
                 if (not isinstance(value, np.ndarray) or value.shape != () or value.dtype.kind not in "iu"
-                        or value < 1):
-                    raise ValueError(f"optimizer state {key!r} must be a 0-d integer array >= 1 (a count of "
-                                     f"updates), got {value!r}")
+                        or not 1 <= int(value) <= _MAX_COUNT):
+                    raise ValueError(f"optimizer state {key!r} must be a 0-d integer array in [1, 2**53] (a count "
+                                     f"of updates), got {value!r}")
                 missing = [f"{b}.{index}" for b in self.buffer_names if f"{b}.{index}" not in buffers]
                 if missing:
                     raise ValueError(f"optimizer state has the count {key!r} without the buffers {missing} of the "
@@ -130,8 +137,9 @@ class Optimizer:
             if value.dtype.kind != "f":
                 raise TypeError(f"optimizer buffer {key!r} has dtype {value.dtype}; buffers are real floating point")
         step_count = state["step_count"]
-        if isinstance(step_count, bool) or not isinstance(step_count, numbers.Integral) or step_count < 0:
-            raise ValueError(f"optimizer state step_count must be an int >= 0, got {step_count!r}")
+        if (isinstance(step_count, bool) or not isinstance(step_count, numbers.Integral)
+                or not 0 <= step_count <= _MAX_COUNT):
+            raise ValueError(f"optimizer state step_count must be an int in [0, 2**53], got {step_count!r}")
         self._set_hyper(hyper)
         self.step_count = int(step_count)
         self.buffers = {k: np.array(v, dtype=np.int64 if k.rpartition(".")[0] in self.count_names
