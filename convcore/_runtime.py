@@ -40,17 +40,23 @@ def cpu_info() -> dict:
     }
 
 
-def set_num_threads(n: int) -> None:
-    """Set the number of threads every convcore kernel uses (1 <= n <= MAX_THREADS; a Python or numpy int)."""
+def _thread_count(n) -> int:
     n = as_int(n, "n")
     if n < 1 or n > MAX_THREADS:
         raise ValueError(f"n must be >= 1 and <= {MAX_THREADS} (threads), got {n}")
-    _core.set_num_threads(n)
+    return n
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads every convcore kernel uses (1 <= n <= MAX_THREADS; a Python or numpy int): the
+    process-wide setting, which a thread inside a `threads` block takes up again after it."""
+    _core.set_num_threads(_thread_count(n))
 
 
 def get_num_threads() -> int:
-    """The number of threads convcore kernels use (initially OMP_NUM_THREADS or the core count); on a thread inside a
-    ThreadChoice block, at most the block's count.
+    """The number of threads convcore kernels called from this thread use: inside a `threads` block its count, else
+    the process-wide setting (initially OMP_NUM_THREADS or the core count); inside a ThreadChoice block, at most that
+    block's count.
 
     Always 1 in a process forked from one that loaded convcore: OpenMP's (libgomp's) thread pool does not survive
     fork(), and a parallel region there would wait forever, so a forked child computes serially (and correctly).
@@ -61,14 +67,15 @@ def get_num_threads() -> int:
 
 @contextlib.contextmanager
 def threads(n: int):
-    """Run the body with `n` threads, restoring the previous setting afterwards (a ThreadChoice block around it still
-    caps the thread it runs on)."""
-    previous = _core.thread_setting()
-    set_num_threads(n)
+    """Run the body with `n` threads on the calling thread: its setting is n until the block ends, whatever other
+    threads set or run meanwhile (their own blocks, set_num_threads), and then what it was. Blocks nest; a ThreadChoice
+    block around one still caps the thread it runs on."""
+    setting = _core.ThreadSetting(_thread_count(n))
+    setting.__enter__()
     try:
         yield
     finally:
-        _core.set_num_threads(previous)
+        setting.__exit__(None, None, None)
 
 
 class ThreadChoice:

@@ -11,24 +11,33 @@
 using namespace convcore;
 
 namespace {
-// A ThreadCap from a with-block's __enter__ to its __exit__ (convcore.ThreadChoice): it caps the thread that entered,
-// and __exit__ may run on any thread.
-class ScopedThreadCap {
+// A ThreadCap or ThreadSetting from a with-block's __enter__ to its __exit__ (convcore.ThreadChoice, threads): it holds
+// on the thread that entered, and __exit__ may run on any thread.
+template <class Scope>
+class ScopedCount {
  public:
-  explicit ScopedThreadCap(int n) : n_(n) {}
+  explicit ScopedCount(int n) : n_(n) {}
   void enter() {
-    if (cap_) throw std::runtime_error("ThreadCap entered twice");
-    cap_.emplace(n_);
+    if (scope_) throw std::runtime_error("entered twice");
+    scope_.emplace(n_);
   }
   void exit() {
-    if (!cap_) throw std::runtime_error("ThreadCap exited without being entered");
-    cap_.reset();
+    if (!scope_) throw std::runtime_error("exited without being entered");
+    scope_.reset();
   }
 
  private:
   int n_;
-  std::optional<ThreadCap> cap_;
+  std::optional<Scope> scope_;
 };
+
+template <class Scope>
+void bind_scoped_count(py::module_& m, const char* name) {
+  py::class_<ScopedCount<Scope>>(m, name)
+      .def(py::init<int>(), py::arg("threads"))
+      .def("__enter__", &ScopedCount<Scope>::enter)
+      .def("__exit__", [](ScopedCount<Scope>& c, const py::args&) { c.exit(); });
+}
 }  // namespace
 
 void bind_runtime(py::module_& m) {
@@ -66,10 +75,8 @@ void bind_runtime(py::module_& m) {
       .def(py::init<>())
       .def("pick", &ThreadChoice::pick, py::arg("setting"))
       .def("record", &ThreadChoice::record, py::arg("setting"), py::arg("threads"), py::arg("seconds"));
-  py::class_<ScopedThreadCap>(m, "ThreadCap")
-      .def(py::init<int>(), py::arg("threads"))
-      .def("__enter__", &ScopedThreadCap::enter)
-      .def("__exit__", [](ScopedThreadCap& c, const py::args&) { c.exit(); });
+  bind_scoped_count<ThreadCap>(m, "ThreadCap");
+  bind_scoped_count<ThreadSetting>(m, "ThreadSetting");
   m.def("in_forked_child", [] { return in_forked_child(); });
   m.def("omp_max_threads", [] { return omp_get_max_threads(); });
   m.def("set_buffer_cache_limit", [](int64_t bytes) { set_buffer_limits(static_cast<size_t>(bytes)); });

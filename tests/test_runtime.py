@@ -22,7 +22,50 @@ def test_threads_context_restores():
     before = cc.get_num_threads()
     with cc.threads(3):
         assert cc.get_num_threads() == 3
+        with cc.threads(1):
+            assert cc.get_num_threads() == 1
+        assert cc.get_num_threads() == 3
     assert cc.get_num_threads() == before
+    with pytest.raises(ValueError, match=r"n must be >= 1 and <= 4096 \(threads\), got 0"):
+        with cc.threads(0):
+            pass
+
+
+def test_threads_blocks_hold_on_their_own_thread_only():
+    # the block set the process-wide setting: two threads' overlapping blocks ran on each other's counts (the first on
+    # 1, the second on 3 after the first ended), and the setting was left at 3 after both
+    seen = {}
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with cc.threads(3):
+            first_in.set()
+            second_in.wait()
+            seen["first"] = cc.get_num_threads()
+        first_out.set()
+
+    def second():
+        first_in.wait()
+        with cc.threads(1):
+            second_in.set()
+            first_out.wait()
+            seen["second"] = cc.get_num_threads()
+            cc.set_num_threads(4)  # the process-wide setting: this block keeps its 1
+            seen["second after set"] = cc.get_num_threads()
+        seen["second after"] = cc.get_num_threads()
+
+    before = cc.get_num_threads()
+    try:
+        cc.set_num_threads(2)
+        workers = [threading.Thread(target=f) for f in (first, second)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert seen == {"first": 3, "second": 1, "second after set": 1, "second after": 4}
+        assert cc.get_num_threads() == 4
+    finally:
+        cc.set_num_threads(before)
 
 
 @pytest.mark.parametrize("bad", [0, -2, 4097, 2**31])
@@ -287,7 +330,8 @@ def test_thread_choice_caps_only_the_thread_that_entered(clock):
 
     def other():
         entered.wait()
-        seen["other"] = cc.get_num_threads()
+        with cc.threads(2):  # a threads block holds on its own thread: this one's, as the main thread's below
+            seen["other"] = cc.get_num_threads()
         try:
             with choice:  # one block at a time, from any thread
                 pass

@@ -1,4 +1,5 @@
-// Process-wide thread-count setting, initialised from OMP_NUM_THREADS / the OpenMP default, and the fork guard.
+// The thread-count setting (process-wide, initialised from OMP_NUM_THREADS / the OpenMP default; per thread while a
+// ThreadSetting lives there), the caps, and the fork guard.
 #include "convcore/threads.h"
 
 #include <omp.h>
@@ -20,27 +21,35 @@ void mark_forked_child() { g_forked_child.store(true, std::memory_order_relaxed)
 
 const int g_fork_guard_installed = pthread_atfork(nullptr, nullptr, mark_forked_child);
 
-// The ThreadCaps made on this thread: their counts, 0 for one that has ended (dropped at the next look).
-thread_local std::vector<std::shared_ptr<std::atomic<int>>> t_caps;
+// The ThreadCaps and ThreadSettings made on this thread, oldest first: their counts, 0 for one that has ended
+// (dropped at the next look).
+using Scopes = std::vector<std::shared_ptr<std::atomic<int>>>;
+thread_local Scopes t_caps, t_settings;
 
-// The least of this thread's live caps' counts, 0 where there is none; drops the ended ones.
+void drop_ended(Scopes& scopes) {
+  scopes.erase(std::remove_if(scopes.begin(), scopes.end(),
+                              [](const auto& n) { return n->load(std::memory_order_acquire) == 0; }),
+               scopes.end());
+}
+
+// The least of this thread's live caps' counts, 0 where there is none.
 int live_cap() {
+  drop_ended(t_caps);
   int cap = 0;
-  for (size_t i = 0; i < t_caps.size();) {
-    const int n = t_caps[i]->load(std::memory_order_acquire);
-    if (n == 0) {
-      t_caps[i] = std::move(t_caps.back());
-      t_caps.pop_back();
-      continue;
-    }
-    cap = cap == 0 ? n : std::min(cap, n);
-    ++i;
+  for (const auto& scope : t_caps) {
+    const int n = scope->load(std::memory_order_acquire);  // 0 where it ended on another thread since
+    if (n > 0) cap = cap == 0 ? n : std::min(cap, n);
   }
   return cap;
 }
 }  // namespace
 
 int thread_setting() {
+  if (!t_settings.empty()) {
+    drop_ended(t_settings);
+    const int n = t_settings.empty() ? 0 : t_settings.back()->load(std::memory_order_acquire);
+    if (n > 0) return n;
+  }
   int n = g_threads.load(std::memory_order_relaxed);
   if (n <= 0) {
     n = omp_get_max_threads();
@@ -66,11 +75,12 @@ int threads_for(int64_t work, int64_t serial_below) {
   return num_threads();
 }
 
-ThreadCap::ThreadCap(int n) : count_(std::make_shared<std::atomic<int>>(std::max(n, 1))) {
-  live_cap();  // drops the ended ones first: the list holds the live caps and those ended since the last look
-  t_caps.push_back(count_);
+ThreadScope::ThreadScope(int n, bool setting) : count_(std::make_shared<std::atomic<int>>(std::max(n, 1))) {
+  Scopes& scopes = setting ? t_settings : t_caps;
+  drop_ended(scopes);  // the list holds the live ones and those ended since the last look
+  scopes.push_back(count_);
 }
-ThreadCap::~ThreadCap() { count_->store(0, std::memory_order_release); }
+ThreadScope::~ThreadScope() { count_->store(0, std::memory_order_release); }
 
 double ThreadChoice::Times::estimate() const {
   if (count == 0) return -1.0;

@@ -199,6 +199,41 @@ void caps_nest_on_their_thread() {
   set_num_threads(before);
 }
 
+// ThreadSetting sets the setting of its own thread only, the newest live one counting, whatever the process-wide one
+// becomes; caps still bound it; it may end out of order or on another thread.
+void settings_hold_on_their_thread() {
+  const int before = thread_setting();
+  set_num_threads(2);
+  {
+    const ThreadSetting outer(4);
+    CHECK(num_threads() == 4 && thread_setting() == 4);
+    int other = 0;
+    std::thread([&] { other = num_threads(); }).join();
+    CHECK(other == 2);
+    set_num_threads(3);
+    CHECK(num_threads() == 4);
+    {
+      const ThreadSetting inner(1);
+      CHECK(num_threads() == 1);
+      std::atomic<int> team{0};
+      const auto widest = [&](int64_t) { team = std::max(team.load(), omp_get_num_threads()); };
+      parallel_for(8, threads_for(int64_t(1) << 30), widest);
+      CHECK(team == 1);
+    }
+    const ThreadCap cap(2);
+    CHECK(num_threads() == 2 && thread_setting() == 4);
+  }
+  CHECK(num_threads() == 3);
+  auto first = std::make_unique<ThreadSetting>(1);
+  auto second = std::make_unique<ThreadSetting>(5);
+  CHECK(num_threads() == 5);
+  second.reset();  // the newer one ends first: the older one's 1 holds
+  CHECK(num_threads() == 1);
+  std::thread([&] { first.reset(); }).join();
+  CHECK(num_threads() == 3);
+  set_num_threads(before);
+}
+
 }  // namespace
 
 int main() {
@@ -210,5 +245,6 @@ int main() {
   single_slow_calls_do_not_move_it();
   halvings_and_settings();
   caps_nest_on_their_thread();
+  settings_hold_on_their_thread();
   return convcore_test::failures;
 }

@@ -11,25 +11,42 @@
 
 namespace convcore {
 
-// The current setting, >= 1, at most a live ThreadCap's count on the calling thread; always 1 in a process forked
-// from this one.
+// The calling thread's setting, at most a live ThreadCap's count on that thread; always 1 in a process forked from
+// this one.
 int num_threads();
-int thread_setting();         // the setting itself, whatever caps are live
-void set_num_threads(int n);  // n >= 1 (validated by the caller)
+// The calling thread's setting whatever caps are live: its newest live ThreadSetting's count, else the process-wide
+// one.
+int thread_setting();
+void set_num_threads(int n);  // the process-wide setting, n >= 1 (validated by the caller)
 bool in_forked_child();       // true after fork(): OpenMP's pool is gone there, kernels run serially
 
-// While it lives, num_threads() on the thread that made it is at most n (>= 1): one call run on fewer threads than
-// the setting (ThreadChoice). Caps nest: the least of the thread's live ones counts, whatever order they end in, and
-// one may end on another thread (a Python with-block closed there).
-class ThreadCap {
+// A count that holds on the thread that made it while it lives (ThreadCap, ThreadSetting). They nest, may end in any
+// order, and one may end on another thread (a Python with-block closed there).
+class ThreadScope {
  public:
-  explicit ThreadCap(int n);
-  ~ThreadCap();
-  ThreadCap(const ThreadCap&) = delete;
-  ThreadCap& operator=(const ThreadCap&) = delete;
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+
+ protected:
+  ThreadScope(int n, bool setting);
+  ~ThreadScope();
 
  private:
-  std::shared_ptr<std::atomic<int>> count_;  // its count, 0 once ended; also in its thread's list of caps
+  std::shared_ptr<std::atomic<int>> count_;  // its count, 0 once ended; also in its thread's list of its kind
+};
+
+// While it lives, num_threads() on the thread that made it is at most n (>= 1): one call run on fewer threads than
+// the setting (ThreadChoice). The least of the thread's live caps counts.
+class ThreadCap : ThreadScope {
+ public:
+  explicit ThreadCap(int n) : ThreadScope(n, false) {}
+};
+
+// While it lives, the setting on the thread that made it is n (>= 1), whatever the process-wide one is or becomes
+// (Python's `with threads(n)`): other threads keep theirs. The thread's newest live one counts.
+class ThreadSetting : ThreadScope {
+ public:
+  explicit ThreadSetting(int n) : ThreadScope(n, true) {}
 };
 
 // The thread count for the calls of one repeated piece of work whose results do not depend on it (a frozen plan's
