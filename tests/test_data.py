@@ -35,6 +35,8 @@ def test_idx_round_trip_raw_and_gzip(tmp_path):
     for name in ("a.idx", "a.idx.gz"):
         write_idx(tmp_path / name, a, code=0x0C)
         assert np.array_equal(data.read_idx(tmp_path / name), a)
+        for path in (str(tmp_path / name), os.fsencode(tmp_path / name)):  # bytes: a raw TypeError before
+            assert np.array_equal(data.read_idx(path), a)
 
 
 @pytest.mark.parametrize("payload,match", [
@@ -151,7 +153,7 @@ class _Evil:
 ])
 def test_cifar_loader_refuses_what_a_batch_never_holds(tmp_path, payload, match):
     write_cifar(tmp_path, lambda i: payload)
-    with pytest.raises(pickle.UnpicklingError, match=match):
+    with pytest.raises(cifar10.Refused, match=re.escape(str(tmp_path)) + ".*: " + match):  # naming the file
         data.load_cifar10(tmp_path)
 
 
@@ -162,10 +164,15 @@ def test_cifar_loader_refuses_what_a_batch_never_holds(tmp_path, payload, match)
     (pickle.dumps({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}), "'data' must be a uint8 array"),
     (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}), "expected \\(N, 3072\\) and \\(N,\\)"),
     (pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}), "labels must be in"),
+    # were a raw OverflowError and raw UnpicklingErrors (truncated, not a pickle) naming no file
+    (pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [2**63]}), "labels must be in"),
+    (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]})[:-60],
+     "not a readable CIFAR-10 batch \\(UnpicklingError: pickle data was truncated"),
+    (b"not a pickle", "not a readable CIFAR-10 batch \\(UnpicklingError: invalid load key"),
 ])
 def test_cifar_loader_rejects_malformed_batches(tmp_path, payload, match):
     write_cifar(tmp_path, lambda i: payload)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path)) + ".*" + match):
         data.load_cifar10(tmp_path)
 
 

@@ -12,6 +12,10 @@ BATCH_NAMES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _NUMERIC_DTYPES = frozenset({"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8"})
 
 
+class Refused(pickle.UnpicklingError):
+    """What a batch file may not build: a global, array or construction a CIFAR-10 batch never holds."""
+
+
 _NDARRAY = object()  # stands for numpy.ndarray inside a batch file: only _reconstruct accepts it; it cannot be called
 
 
@@ -19,7 +23,7 @@ def _dtype(code, align=False, copy=True):
     if isinstance(code, bytes):  # written by Python 2 (the official archive), read with encoding="bytes"
         code = code.decode("ascii", "replace")
     if not isinstance(code, str) or code not in _NUMERIC_DTYPES:
-        raise pickle.UnpicklingError(f"refusing dtype {code!r} in a CIFAR-10 batch (numeric dtypes only)")
+        raise Refused(f"refusing dtype {code!r} in a CIFAR-10 batch (numeric dtypes only)")
     return np.dtype(code)
 
 
@@ -27,19 +31,19 @@ def _reconstruct(subtype, shape, typecode):
     # the first half of numpy's array pickle: an empty uint8 array whose state (shape, dtype, raw bytes) follows;
     # ndarray.__setstate__ then checks the bytes against the shape and dtype
     if subtype is not _NDARRAY or tuple(shape) != (0,) or typecode not in (b"b", "b"):
-        raise pickle.UnpicklingError("refusing an unusual array construction in a CIFAR-10 batch")
+        raise Refused("refusing an unusual array construction in a CIFAR-10 batch")
     return np.ndarray((0,), np.uint8)
 
 
 def _frombuffer(buffer, dtype, shape, order):
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
-        raise pickle.UnpicklingError("refusing a non-numeric array in a CIFAR-10 batch")
+        raise Refused("refusing a non-numeric array in a CIFAR-10 batch")
     return np.frombuffer(buffer, dtype).reshape(shape, order=order)
 
 
 def _latin1(text, encoding):
     if not isinstance(text, str) or encoding != "latin1":
-        raise pickle.UnpicklingError("refusing an unusual bytes construction in a CIFAR-10 batch")
+        raise Refused("refusing an unusual bytes construction in a CIFAR-10 batch")
     return codecs.encode(text, "latin1")
 
 
@@ -61,16 +65,17 @@ class _BatchUnpickler(pickle.Unpickler):
         try:
             return self._GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch file") from None
+            raise Refused(f"refusing to load {module}.{name} from a CIFAR-10 batch file") from None
 
 
 def _load_batch(path: Path):
     with open(path, "rb") as f:
         try:
             batch = _BatchUnpickler(f, encoding="bytes").load()
-        except pickle.UnpicklingError:
-            raise
-        except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as e:
+        except Refused as e:
+            raise Refused(f"{path}: {e}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+                MemoryError) as e:  # truncated or not a pickle
             raise ValueError(f"{path}: not a readable CIFAR-10 batch ({type(e).__name__}: {e})") from e
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise ValueError(f"{path}: not a CIFAR-10 batch (a dict with 'data' and 'labels')")
@@ -79,11 +84,11 @@ def _load_batch(path: Path):
         raise ValueError(f"{path}: 'data' must be a uint8 array, got {getattr(data, 'dtype', type(data).__name__)}")
     if not isinstance(labels, list) or not all(type(v) is int for v in labels):
         raise ValueError(f"{path}: 'labels' must be a list of ints")
+    if not all(0 <= v <= 9 for v in labels):  # checked as Python ints: 2**63 overflowed the int64 array
+        raise ValueError(f"{path}: labels must be in [0, 10)")
     labels = np.asarray(labels, dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
         raise ValueError(f"{path}: data {data.shape} / labels {labels.shape}, expected (N, 3072) and (N,)")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{path}: labels must be in [0, 10)")
     return data.reshape(-1, 3, 32, 32), labels
 
 

@@ -19,7 +19,7 @@ MAX_BYTES = 1 << 34  # refuse headers that promise more than 16 GiB
 
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (raw or .gz) into a numpy array of the dimensions its header gives."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # a str, bytes or path-like path, as a str
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
