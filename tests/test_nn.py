@@ -1450,6 +1450,18 @@ def test_elementwise_backward_checks_dy(make, rng):
     assert layer.backward(np.ones_like(y)).shape == (2, 3)
 
 
+@pytest.mark.parametrize("make", [lambda: nn.MaxPool2d(2), lambda: nn.AvgPool2d(2), lambda: nn.AvgPool2d(3, 2, 1)],
+                         ids=["max", "avg", "avg_padded"])
+def test_pooling_backward_takes_dy_of_the_input_dtype(make, rng):
+    # average pooling took a float64 dy for a float32 input and returned a float64 gradient, which the layer before
+    # refused naming its own dy; max pooling refused it by name
+    layer = make().train()
+    y = layer(rng.standard_normal((2, 3, 6, 6)).astype(np.float32))
+    with pytest.raises(TypeError, match="dy has dtype float64 but must match the other operands' dtype float32"):
+        layer.backward(np.ones(y.shape))
+    assert layer.backward(np.ones_like(y)).dtype == np.float32
+
+
 def test_an_input_of_another_dtype_than_the_parameters_is_named():
     x64 = np.zeros((1, 1, 28, 28))
     message = (r"x has dtype float64 but the layer's parameters are float32; convert x \(x.astype\(np.float32\)\) "

@@ -137,8 +137,8 @@ def _prepare_avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_
     x_shape, dtype = x.shape, x.dtype
     y_shape = x_shape[:2] + tuple(geometry[2:4])
 
-    def back(dy):
-        dy = _checked_dy(dy, y_shape, dtype, x_shape, None)
+    def back(dy):  # of x's dtype, as max pooling's: a float64 dy for a float32 x gave a float64 dx
+        dy = _checked_dy(dy, y_shape, dtype, x_shape, dtype)
         return _core.avg_pool2d_backward(dy, geometry, count_include_pad)
     return run, back
 
