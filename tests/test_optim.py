@@ -147,6 +147,16 @@ def test_float32_parameters_stay_float32(rng):
         assert all(b.dtype == np.int64 and b.shape == () for k, b in buffers.items() if k.startswith("step."))
 
 
+def test_a_parameter_given_twice_is_refused():
+    # it was updated twice a step (PyTorch warns of it)
+    p, q = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(3))
+    for make in (lambda params: optim.SGD(params, lr=0.1), lambda params: optim.Adam(params)):
+        with pytest.raises(ValueError, match=r"params holds the same Parameter twice \(items 0 and 2\)"):
+            make([p, q, p])
+    same_values = nn.Parameter(np.zeros(2))  # equal arrays, other Parameters: fine
+    assert len(optim.SGD([p, same_values], lr=0.1).params) == 2
+
+
 def test_load_state_dict_refuses_foreign_state(rng):
     params = _params(rng)
     sgd = optim.SGD(params, lr=0.1, momentum=0.9)

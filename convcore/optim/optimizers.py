@@ -41,10 +41,14 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("params is empty: the optimizer has nothing to update")
+        first = {}  # id(parameter) -> its item
         for i, p in enumerate(self.params):
             if not isinstance(p, Parameter):
                 raise TypeError(f"params must be Parameters (e.g. model.parameters()), item {i} is "
                                 f"{type(p).__name__}")
+            if first.setdefault(id(p), i) != i:
+                raise ValueError(f"params holds the same Parameter twice (items {first[id(p)]} and {i}): it would be "
+                                 f"updated twice a step")
         self.step_count = 0
         self.buffers: dict[str, np.ndarray] = {}
         self._keys: dict[str, list] = {}  # buffer name -> its key for each parameter
