@@ -11,12 +11,12 @@ from . import _core
 from ._validate import as_int
 
 _ISAS = ("scalar", "avx2", "avx512")
-MAX_THREADS = 4096  # more OpenMP threads than any machine has cores: refused rather than created
+MAX_THREADS = _core.max_threads  # more OpenMP threads than any machine has cores: refused rather than created
 
 
 def _apply_isa_cap() -> None:
-    requested = os.environ.get("CONVCORE_ISA")
-    if requested is None or requested == "":
+    requested = os.environ.get("CONVCORE_ISA", "").strip().lower()  # "AVX2" and "avx2 " as "avx2"
+    if requested == "":
         return
     if requested not in _ISAS:
         raise ValueError(f"CONVCORE_ISA={requested!r} is not one of {', '.join(_ISAS)}")
@@ -55,8 +55,8 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """The number of threads convcore kernels called from this thread use: inside a `threads` block its count, else
-    the process-wide setting (initially OMP_NUM_THREADS or the core count); inside a ThreadChoice block, at most that
-    block's count.
+    the process-wide setting (initially OMP_NUM_THREADS, at most MAX_THREADS, or the core count); inside a
+    ThreadChoice block, at most that block's count.
 
     Always 1 in a process forked from one that loaded convcore: OpenMP's (libgomp's) thread pool does not survive
     fork(), and a parallel region there would wait forever, so a forked child computes serially (and correctly).

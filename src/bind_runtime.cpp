@@ -71,6 +71,7 @@ void bind_runtime(py::module_& m) {
   m.def("get_num_threads", [] { return num_threads(); });
   m.def("thread_setting", [] { return thread_setting(); });
   m.def("set_num_threads", [](int n) { set_num_threads(n); });
+  m.attr("max_threads") = kMaxThreads;
   py::class_<ThreadChoice>(m, "ThreadChoice")
       .def(py::init<>())
       .def("pick", &ThreadChoice::pick, py::arg("setting"))

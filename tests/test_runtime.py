@@ -110,6 +110,8 @@ def test_isa_env_caps_selection():
     out = _run({"CONVCORE_ISA": "scalar"}, "import convcore as cc; print(cc.cpu_info()['selected_isa'])")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "scalar"
+    out = _run({"CONVCORE_ISA": " Scalar "}, "import convcore as cc; print(cc.cpu_info()['selected_isa'])")
+    assert out.returncode == 0 and out.stdout.strip() == "scalar", out.stderr  # was refused at import
 
 
 def test_isa_env_invalid_value_is_named():
@@ -121,6 +123,12 @@ def test_isa_env_invalid_value_is_named():
 def test_omp_num_threads_honoured():
     out = _run({"OMP_NUM_THREADS": "3"}, "import convcore as cc; print(cc.get_num_threads())")
     assert out.stdout.strip() == "3", out.stderr
+    # past MAX_THREADS it is taken as MAX_THREADS: 100000 crashed the first parallel region (a segfault), 10**11
+    # (read as 1215752191) aborted in libgomp
+    for value in ("100000", str(10**11)):
+        out = _run({"OMP_NUM_THREADS": value}, "import numpy as np, convcore as cc; a = np.ones((256, 256), "
+                   "np.float32); print(cc.get_num_threads(), cc.functional.matmul(a, a)[0, 0])")
+        assert out.returncode == 0 and out.stdout.split() == ["4096", "256.0"], out.stderr
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -52,8 +52,7 @@ int thread_setting() {
   }
   int n = g_threads.load(std::memory_order_relaxed);
   if (n <= 0) {
-    n = omp_get_max_threads();
-    if (n < 1) n = 1;
+    n = std::clamp(omp_get_max_threads(), 1, kMaxThreads);
     g_threads.store(n, std::memory_order_relaxed);
   }
   return n;

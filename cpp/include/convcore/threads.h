@@ -11,6 +11,10 @@
 
 namespace convcore {
 
+// The most threads a setting may hold: more OpenMP threads than any machine has cores (set_num_threads' callers
+// refuse more; a larger OMP_NUM_THREADS is taken as this: 100000 crashed the first parallel region).
+constexpr int kMaxThreads = 4096;
+
 // The calling thread's setting, at most a live ThreadCap's count on that thread; always 1 in a process forked from
 // this one.
 int num_threads();
