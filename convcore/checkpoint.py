@@ -60,11 +60,21 @@ def _save_order(path: Path) -> tuple:
     return sequence, int(match[1]), int(match[2] or 0)
 
 
+def require_safetensors() -> None:
+    """Raises ImportError, saying how to install it, where the safetensors package (checkpoints' tensors) is
+    missing: for a caller that will save later, to fail before its work rather than after it."""
+    try:
+        import safetensors.numpy  # noqa: F401
+    except ImportError as e:
+        raise ImportError("checkpoints need safetensors: pip install 'convcore[train]'") from e
+
+
 def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1) -> Path:
     """Save model (+ optimizer) and the JSON-able `state` dict (must contain an int "step") into `folder`.
 
     Returns the new step folder. Afterwards only the `keep` most recently saved step folders remain (this one among
     them): the order is that of the saves, as `latest` follows it, not that of the step numbers."""
+    require_safetensors()
     from safetensors.numpy import save as st_save
 
     keep = as_int(keep, "keep", minimum=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ from ._validate import as_bool, as_int
 from .data import Batches
 from .nn import Frozen, Module
 from .nn.module import evaluating
+from .optim.schedulers import _Scheduler
 
 
 @dataclass
@@ -114,7 +116,7 @@ def _fit_state(meta: dict, where, model, scheduler) -> dict:
         raise refuse("totals", totals, "a dict of loss, correct, seen and seconds (counts as ints >= 0)")
     history = meta["history"]
     if (not isinstance(history, dict) or not set(history) <= set(History.__dataclass_fields__)
-            or not all(isinstance(v, list) and all(_number(e) for e in v) for v in history.values())):
+            or not all(isinstance(v, list) and all(_number(e) or e is None for e in v) for v in history.values())):
         raise refuse("history", history, f"a dict of lists of numbers under {sorted(History.__dataclass_fields__)}")
     for name, gen in _generators(model):
         try:  # a state the generator takes: tried on a copy
@@ -130,16 +132,51 @@ def _fit_state(meta: dict, where, model, scheduler) -> dict:
     return meta
 
 
+def _progress_enabled(progress) -> bool:
+    """Whether fit draws progress bars (progress: None, True or False), tqdm checked for before any work."""
+    if progress is None:  # the bar is drawn on stderr; silent when either stream goes to a file or pipe
+        return sys.stdout.isatty() and sys.stderr.isatty()
+    if as_bool(progress, "progress"):
+        try:
+            import tqdm  # noqa: F401
+        except ImportError as e:
+            raise ImportError("progress bars need tqdm: pip install 'convcore[train]' (or pass progress=False)") from e
+    return bool(progress)
+
+
 def _progress(enabled, total, desc):
-    if enabled is None:  # the bar is drawn on stderr; silent when either stream goes to a file or pipe
-        enabled = sys.stdout.isatty() and sys.stderr.isatty()
     if not enabled:
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError as e:
-        raise ImportError("progress bars need tqdm: pip install 'convcore[train]' (or pass progress=False)") from e
+    from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _check_data(batches, val):
+    """Before any training: integer labels, a non-empty val_data of images shaped as the training ones (evaluated
+    after the first epoch, a bad val_data failed only after its updates)."""
+    for name, data in (("train_data", batches), ("val_data", val)):
+        if data is not None and data.y.dtype.kind not in "iu":
+            raise TypeError(f"{name}'s y must hold integer class labels, got dtype {data.y.dtype}")
+    if val is not None:
+        if len(val.y) == 0:
+            raise ValueError("val_data is empty")
+        if val.x.shape[1:] != batches.x.shape[1:]:
+            raise ValueError(f"val_data's x holds samples of shape {val.x.shape[1:]}, train_data's "
+                             f"{batches.x.shape[1:]}")
+
+
+def _check_classes(model, batches, val):
+    """Before any training: every label of train_data and val_data within the model's outputs, taken from an eval
+    forward of one sample, which changes nothing (a bad label in a late batch, or in val_data, failed only after
+    updates had changed the model)."""
+    outputs = predict(model, batches.x[:1]).shape
+    if len(outputs) != 2:
+        raise ValueError(f"fit trains classifiers, whose outputs are (N, classes); the model's are {outputs}")
+    classes = outputs[1]
+    for name, data in (("train_data", batches), ("val_data", val)):
+        if data is not None and (data.y.min() < 0 or data.y.max() >= classes):
+            raise ValueError(f"{name}'s y must hold class labels in [0, {classes}) (the model's outputs), got labels "
+                             f"from {data.y.min()} to {data.y.max()}")
 
 
 def _plain(value):
@@ -167,10 +204,22 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     put in training mode (model.train()), or with keep_modes=True trains in the mode it is in (a BatchNorm kept in
     eval keeps its statistics frozen; gradients flow through it).
     progress: None (a tqdm bar when stdout and stderr are terminals), True or False. on_epoch(epoch, history) is called
-    after each epoch."""
+    after each epoch. The arguments and data are checked before any training: among them every label of train_data
+    and val_data against the model's outputs, taken from an eval forward of one sample."""
     if not isinstance(model, Module):
         raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
     epochs = as_int(epochs, "epochs", minimum=1)
+    resume = as_bool(resume, "resume")
+    progress = _progress_enabled(progress)
+    if scheduler is not None and (not isinstance(scheduler, _Scheduler) or scheduler.optimizer is not optimizer):
+        raise ValueError(f"scheduler must be a convcore scheduler of this optimizer (its lr is the one it sets), got "
+                         f"{scheduler!r}" + (" for another optimizer" if isinstance(scheduler, _Scheduler) else ""))
+    if on_epoch is not None and not callable(on_epoch):
+        raise TypeError(f"on_epoch must be a callable on_epoch(epoch, history) or None, got {on_epoch!r}")
+    if checkpoint_dir is not None:
+        checkpoint.require_safetensors()
+        if os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
+            raise ValueError(f"checkpoint_dir {os.fspath(checkpoint_dir)!r} is a file, not a folder")
     keep_modes = as_bool(keep_modes, "keep_modes")
     choose_threads = as_bool(choose_threads, "choose_threads")
     batch_size = as_int(batch_size, "batch_size", minimum=1)
@@ -186,6 +235,8 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     if len(batches) == 0:
         raise ValueError("train_data is empty")
     val = _batches_of(val_data, batch_size, "val_data", dtype) if val_data is not None else None
+    _check_data(batches, val)
+    _check_classes(model, batches, val)
 
     augment = dict(augment or {})
     if augment.get("normalize") is not None:  # as the batches use them: float32 (0.1 and np.float32(0.1) the same)

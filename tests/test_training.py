@@ -267,8 +267,41 @@ def test_fit_argument_errors():
         training.fit(model, loss, opt, x, progress=False)
     with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
         training.fit(model, loss, opt, (x, y), epochs=0, progress=False)
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"train_data's y must hold class labels in \[0, 10\) \(the model's "
+                                         r"outputs\), got labels from 10 to 19"):
         training.fit(model, loss, opt, (x, y + 10), progress=False)
+
+
+def test_fit_refuses_what_would_fail_after_training_before_it(tmp_path):
+    # each of these failed after the first epoch's updates (val_data is evaluated then, the scheduler stepped, the
+    # callback called, the checkpoint written), or was taken as it came (resume="no" resumed, progress="no" drew a
+    # bar, a complex x lost its imaginary part, another optimizer's scheduler left this one's lr alone)
+    model, loss, opt = setup_tiny()
+    x, y = tiny_data(32)
+    other = cc.optim.SGD(model.parameters(), lr=0.1)
+    (tmp_path / "file").write_text("")
+    cases = [
+        (dict(val_data=(x, y + 10)), ValueError, r"val_data's y must hold class labels in \[0, 10\)"),
+        (dict(val_data=(x, y.astype(np.float64))), TypeError, "val_data's y must hold integer class labels"),
+        (dict(val_data=(x[:0], y[:0])), ValueError, "val_data is empty"),
+        (dict(val_data=(x[:, :, :10], y)), ValueError, r"val_data's x holds samples of shape \(1, 10, 12\)"),
+        (dict(scheduler=cc.optim.StepLR(other, 1)), ValueError, "scheduler must be a convcore scheduler of this "
+                                                                "optimizer .* for another optimizer"),
+        (dict(scheduler="cos"), ValueError, "scheduler must be a convcore scheduler of this optimizer"),
+        (dict(on_epoch=5), TypeError, r"on_epoch must be a callable on_epoch\(epoch, history\) or None, got 5"),
+        (dict(checkpoint_dir=tmp_path / "file"), ValueError, "checkpoint_dir .*file' is a file, not a folder"),
+        (dict(resume="no"), TypeError, "resume must be a bool, got 'no'"),
+        (dict(progress="no"), TypeError, "progress must be a bool, got 'no'"),
+    ]
+    weights = {k: v.copy() for k, v in model.state_dict().items()}
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            training.fit(model, loss, opt, (x, y), batch_size=16, **{"progress": False, **kwargs})
+    assert all(np.array_equal(weights[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(TypeError, match="x must hold real numbers .*, got dtype complex64"):
+        training.fit(model, loss, opt, (x.astype(np.complex64), y), progress=False)
+    with pytest.raises(TypeError, match="train_data's y must hold integer class labels, got dtype float32"):
+        training.fit(model, loss, opt, (x, y.astype(np.float32)), progress=False)
 
 
 def test_evaluate_refuses_labels_that_are_not_class_indices():
@@ -339,7 +372,7 @@ def test_fit_runs_full_batches_on_the_thread_count_timed_fastest_with_the_same_r
                          choose_threads=choose)
         trained[threads, choose] = [p.data.copy() for p in model.parameters()]
         want = [2, 2, 1, 2, 1, 1, 1, 2] if (threads, choose) == (2, True) else [threads] * 8
-        assert seen.seen == want, (threads, choose, seen.seen)
+        assert seen.seen == [threads] + want, (threads, choose, seen.seen)  # first: the labels' check, one sample
     for a, b, c in zip(*trained.values()):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)

@@ -24,6 +24,8 @@ class Batches:
             raise TypeError(f"x and y must be numpy arrays, got {type(x).__name__} and {type(y).__name__}")
         if x.ndim < 2 or y.shape != (x.shape[0],):
             raise ValueError(f"x must be (N, ...) and y (N,), got x {x.shape} and y {y.shape}")
+        if x.dtype.kind not in "biuf":  # complex lost its imaginary part, strings were parsed, objects converted
+            raise TypeError(f"x must hold real numbers (bool, integer or float), got dtype {x.dtype}")
         self.x, self.y = x, y
         try:
             self.dtype = None if dtype is None else np.dtype(dtype)  # np.dtype(None) is float64
