@@ -109,9 +109,13 @@ def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1
     tmp = folder / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    _write_file(tmp / "tensors.safetensors", st_save(tensors))
-    _write_file(tmp / "state.json", json.dumps(meta, indent=1).encode())
-    _fsync_dir(tmp)
+    try:
+        _write_file(tmp / "tensors.safetensors", st_save(tensors))
+        _write_file(tmp / "state.json", json.dumps(meta, indent=1).encode())
+        _fsync_dir(tmp)
+    except BaseException:  # a full disk, an interrupt: the half-written folder goes (a full disk left it for good)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = folder / name
     os.rename(tmp, final)
     _fsync_dir(folder)

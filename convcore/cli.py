@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,8 @@ TRAINABLE = ("lenet5", "resnet20")  # models that fit Fashion-MNIST's 28x28 sing
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 # `convcore train` recipes. AdamW with a cosine schedule at batch 32 reaches 90.4-90.8% Fashion-MNIST test accuracy
 # with LeNet-5 in 5 epochs (seeds 0-2); SGD (lr 0.05, momentum 0.9, cosine) stays just under 90%.
-OPTIMIZER_DEFAULTS = {"adamw": {"lr": 2e-3, "weight_decay": 0.05}, "sgd": {"lr": 0.05, "weight_decay": 0.0}}
+OPTIMIZER_DEFAULTS = {"adamw": {"lr": 2e-3, "weight_decay": 0.05},
+                      "sgd": {"lr": 0.05, "weight_decay": 0.0, "momentum": 0.9}}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,6 +101,43 @@ def _positive_float(text):
     return value
 
 
+def _holds_a_run(folder: Path) -> bool:
+    """Whether an output folder holds an earlier run's checkpoint (or anything else in its checkpoint folder)."""
+    checkpoints = folder / "checkpoint"
+    return checkpoints.is_dir() and any(checkpoints.iterdir())
+
+
+def _default_out(model: str, resume: bool) -> Path:
+    """runs/MODEL, or where that holds an earlier run, runs/MODEL-2, -3, ...: a new run takes the first free one (an
+    earlier run's checkpoint is never replaced), --resume continues the newest."""
+    folders = [Path(f"runs/{model}")]
+    while folders[-1].exists():
+        folders.append(Path(f"runs/{model}-{len(folders) + 1}"))
+    if resume:
+        return next((f for f in reversed(folders) if _holds_a_run(f)), folders[0])
+    return next(f for f in folders if not _holds_a_run(f))
+
+
+def _resumed_settings(args, out: Path):
+    """(lr, weight_decay, momentum) a run resumed from out's checkpoint continues with (its own, whatever this call
+    passes), or an error message where an explicit option asks for another; None where there is nothing to resume."""
+    from convcore import checkpoint
+
+    try:
+        meta = checkpoint.read_state(out / "checkpoint")
+        hyper, base_lr = meta["optimizer"]["hyper"], meta["scheduler"]["base_lr"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None  # fit refuses it, naming the problem
+    kept = {"lr": base_lr, "weight_decay": hyper.get("weight_decay"), "momentum": hyper.get("momentum")}
+    for name, value in kept.items():
+        given = getattr(args, name)
+        if given is not None and given != value:
+            option = "--" + name.replace("_", "-")
+            return (f"{option} {given}: the run in {out} continues with its own settings ({option} {value}); leave "
+                    f"{option} out to resume it, or start a new run in another --out")
+    return kept["lr"], kept["weight_decay"], kept["momentum"]
+
+
 def _train(args):
     import convcore as cc
     from convcore import checkpoint, training
@@ -115,25 +154,39 @@ def _train(args):
         return 2
     x_train = (x_train - FMNIST_MEAN) / FMNIST_STD
     x_test = (x_test - FMNIST_MEAN) / FMNIST_STD
-    builder = getattr(cc.models, args.model)
-    model = builder(num_classes=10, in_channels=1, seed=args.seed)
-    loss = cc.nn.CrossEntropyLoss()
-    defaults = OPTIMIZER_DEFAULTS[args.optimizer]
-    lr = defaults["lr"] if args.lr is None else args.lr
-    weight_decay = defaults["weight_decay"] if args.weight_decay is None else args.weight_decay
-    if args.optimizer == "adamw":
-        optimizer = cc.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        described = f"AdamW lr {lr} weight decay {weight_decay}"
-    else:
-        optimizer = cc.optim.SGD(model.parameters(), lr=lr, momentum=args.momentum, weight_decay=weight_decay)
-        described = f"SGD lr {lr} momentum {args.momentum} weight decay {weight_decay}"
-    scheduler = cc.optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    out = Path(args.out or f"runs/{args.model}")
+    if args.momentum is not None and args.optimizer != "sgd":
+        print(f"convcore: error: --momentum {args.momentum}: applies to --optimizer sgd only", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out is not None else _default_out(args.model, args.resume)
+    if not args.resume and _holds_a_run(out):  # a new run there would replace that run's checkpoint
+        print(f"convcore: error: --out {out} holds the checkpoint of an earlier run: pass --resume to continue it, "
+              f"or another --out to start a new run", file=sys.stderr)
+        return 2
     try:  # made now: a --out that cannot be a folder fails before any training, not after the first epoch
         (out / "checkpoint").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         print(f"convcore: error: --out {out}: cannot make its folder ({e.strerror or e})", file=sys.stderr)
         return 2
+    defaults = OPTIMIZER_DEFAULTS[args.optimizer]
+    settings = [defaults.get(name) if given is None else given
+                for name, given in (("lr", args.lr), ("weight_decay", args.weight_decay), ("momentum", args.momentum))]
+    if args.resume:
+        resumed = _resumed_settings(args, out)
+        if isinstance(resumed, str):
+            print(f"convcore: error: {resumed}", file=sys.stderr)
+            return 2
+        settings = resumed or settings
+    lr, weight_decay, momentum = settings
+    builder = getattr(cc.models, args.model)
+    model = builder(num_classes=10, in_channels=1, seed=args.seed)
+    loss = cc.nn.CrossEntropyLoss()
+    if args.optimizer == "adamw":
+        optimizer = cc.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        described = f"AdamW lr {lr} weight decay {weight_decay}"
+    else:
+        optimizer = cc.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        described = f"SGD lr {lr} momentum {momentum} weight decay {weight_decay}"
+    scheduler = cc.optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
     print(f"training {args.model} on Fashion-MNIST ({len(x_train)} train / {len(x_test)} test images): "
           f"{args.epochs} epochs, batch {args.batch_size}, {described}, cosine schedule, "
           f"{cc.get_num_threads()} threads, {cc.cpu_info()['selected_isa']} kernels; output in {out}")
@@ -143,7 +196,7 @@ def _train(args):
               f"test loss {history.val_loss[-1]:.4f} acc {history.val_accuracy[-1]:.4f} | "
               f"{history.images_per_second[-1]:,.0f} img/s", flush=True)
 
-    if args.resume and checkpoint.latest(out / "checkpoint") is None:
+    if args.resume and not _holds_a_run(out):
         print(f"--resume: no checkpoint in {out / 'checkpoint'} yet, starting from the beginning")
     t0 = time.perf_counter()
     try:
@@ -151,10 +204,17 @@ def _train(args):
                                batch_size=args.batch_size, val_data=(x_test, y_test), seed=args.seed,
                                scheduler=scheduler, checkpoint_dir=out / "checkpoint", resume=args.resume,
                                progress=args.progress, on_epoch=report)
-    except (ValueError, FileNotFoundError) as e:  # a checkpoint in --out that this run cannot resume
+    except (ValueError, FileNotFoundError, ImportError) as e:  # a checkpoint it cannot resume; safetensors, tqdm
         print(f"convcore: error: {e}", file=sys.stderr)
         return 2
-    except FloatingPointError as e:
+    except KeyboardInterrupt:
+        print("convcore: interrupted; " + (f"the last checkpoint in {out / 'checkpoint'} is kept: continue with "
+                                            f"--resume" if _holds_a_run(out) else "no checkpoint was written yet"),
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # main's
+        raise
+    except (FloatingPointError, OSError) as e:  # a diverged loss; a full disk (the last checkpoint is kept)
         print(f"convcore: error: {e}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - t0
@@ -170,7 +230,7 @@ def _train(args):
             first = next(n for n, m in model.named_modules() if isinstance(m, cc.nn.Conv2d))
             viz.plot_activations(model, x_test[0], first, out / "activations.png")
         print(f"plots: {out / 'curves.png'}, {out / 'filters.png'}, {out / 'activations.png'}")
-    except ImportError as e:
+    except (ImportError, OSError) as e:  # no matplotlib; a plot's path taken by a folder
         print(f"plots skipped: {e}")
     return 0
 
@@ -183,7 +243,13 @@ def _summary(args):
         options["num_classes"] = args.num_classes
     if args.input_shape:
         options["in_channels"] = args.input_shape[0]
-    model = getattr(cc.models, args.model)(**options)
+    try:  # --num-classes 99999999999 or an absurd channel count: refused or out of memory building it
+        model = getattr(cc.models, args.model)(**options)
+    except (ValueError, MemoryError) as e:
+        given = " ".join(f"{k} {v}" for k, v in (("--num-classes", args.num_classes),
+                                                  ("--input-shape", args.input_shape)) if v)
+        print(f"convcore: error: {given}: cannot build {args.model} ({e or 'out of memory'})", file=sys.stderr)
+        return 2
     shape = args.input_shape or DEFAULT_INPUT.get(args.model, (3, 224, 224))
     try:
         cc.summary(model, shape)
@@ -267,11 +333,12 @@ def build_parser():
                        help="initial learning rate (default 0.002 for adamw, 0.05 for sgd)")
     train.add_argument("--weight-decay", type=_nonnegative_float, default=None,
                        help="weight decay (default 0.05 for adamw, decoupled; 0 for sgd)")
-    train.add_argument("--momentum", type=_momentum, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--momentum", type=_momentum, default=None, help="SGD momentum (default 0.9)")
     train.add_argument("--threads", type=_thread_count, default=None, help="threads (default: all cores)")
     train.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files (default: "
                        "$CONVCORE_DATA, then /usr/share/datasets/fashion-mnist)")
-    train.add_argument("--out", default=None, help="output folder for the checkpoint and plots (default runs/MODEL)")
+    train.add_argument("--out", default=None, help="output folder for the checkpoint and plots (default runs/MODEL, "
+                       "or runs/MODEL-2, -3, ... where that holds an earlier run; --resume: the newest)")
     train.add_argument("--seed", type=_nonnegative_int, default=0,
                        help="seed for initialisation and data order (default 0)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -295,7 +362,14 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # the reader of the output went away (| head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush finds no pipe
+        return 1
+    except KeyboardInterrupt:
+        print("convcore: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The convcore command: output of info, and one-line errors with exit code 2 for bad arguments."""
+import os
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -123,3 +125,69 @@ def test_more_bad_arguments(argv, fragment):
 def test_summary_prints_the_table(capsys):
     assert cli.main(["summary", "lenet5"]) == 0
     assert "total parameters 61,706" in capsys.readouterr().out
+
+
+def test_train_never_replaces_an_earlier_runs_checkpoint(tmp_path):
+    # a second run without --resume into the same --out deleted the first run's checkpoint after its first epoch
+    # (the default --out, runs/lenet5, made running the command twice lose the first trained model)
+    from test_data import make_fashion_mnist
+
+    folder = make_fashion_mnist(tmp_path / "fmnist", n_train=64, n_test=16)
+    out = tmp_path / "run"
+    assert _train("--data", str(folder), "--epochs", "1", "--out", str(out)).returncode == 0
+    first = (out / "checkpoint" / "latest").read_text()
+    again = _train("--data", str(folder), "--epochs", "1", "--out", str(out), "--model", "resnet20")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert f"--out {out} holds the checkpoint of an earlier run: pass --resume" in again.stderr
+    assert (out / "checkpoint" / "latest").read_text() == first and (out / "checkpoint" / first).is_dir()
+    # the default output folder: a new run goes next to the earlier one, --resume continues the newest
+    runs = []
+    package_root = str(Path(cli.__file__).resolve().parents[1])  # importable from another working folder
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    for extra in ((), (), ("--resume", "--epochs", "2")):
+        proc = subprocess.run([sys.executable, "-m", "convcore", "train", "--threads", "1", "--data", str(folder),
+                               "--epochs", "1", *extra], capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(proc.stdout.split("output in ")[1].split("\n")[0])
+    assert runs == [str(Path("runs/lenet5")), str(Path("runs/lenet5-2")), str(Path("runs/lenet5-2"))]
+    assert "epoch 2/2" in proc.stdout and "epoch 1/2" not in proc.stdout
+
+
+def test_train_resumes_with_the_runs_own_hyper_parameters(tmp_path):
+    # --resume --lr 0.5 printed "lr 0.5" and went on with the checkpoint's 0.002
+    from test_data import make_fashion_mnist
+
+    folder = make_fashion_mnist(tmp_path / "fmnist", n_train=64, n_test=16)
+    out = tmp_path / "run"
+    assert _train("--data", str(folder), "--epochs", "1", "--out", str(out), "--lr", "0.001").returncode == 0
+    for option, value in (("--lr", "0.5"), ("--weight-decay", "0.9")):
+        proc = _train("--data", str(folder), "--epochs", "2", "--out", str(out), "--resume", option, value)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+        assert f"{option} {value}: the run in {out} continues with its own settings ({option} " in proc.stderr
+    proc = _train("--data", str(folder), "--epochs", "2", "--out", str(out), "--resume")
+    assert proc.returncode == 0 and "AdamW lr 0.001 weight decay 0.05" in proc.stdout
+    proc = _train("--data", str(folder), "--epochs", "1", "--out", str(tmp_path / "other"), "--momentum", "0.5")
+    assert proc.returncode == 2 and "--momentum 0.5: applies to --optimizer sgd only" in proc.stderr
+
+
+def test_train_interrupted_or_cut_off_stops_with_one_line(tmp_path):
+    # a KeyboardInterrupt traceback (exit -2) and a BrokenPipeError traceback under `| head -1`
+    import signal
+
+    from test_data import make_fashion_mnist
+
+    folder = make_fashion_mnist(tmp_path / "fmnist", n_train=256, n_test=16)
+    command = [sys.executable, "-m", "convcore", "train", "--threads", "1", "--data", str(folder), "--epochs", "200",
+               "--batch-size", "8"]
+    proc = subprocess.Popen([*command, "--out", str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    while "epoch 1/200" not in proc.stdout.readline():
+        pass
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"convcore: interrupted; the last checkpoint in {tmp_path / 'a' / 'checkpoint'} is kept" in err
+    proc = subprocess.Popen([*command, "--out", str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(timeout=120) == 1 and b"Traceback" not in proc.stderr.read()
