@@ -21,6 +21,18 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path) -> Path:
+    """Writes the figure and returns the file written: a path without a suffix gets ".png", as savefig's default
+    format (the path given came back, naming no file, or a folder of that name)."""
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _grid(images, path, title, cmap="gray"):
     plt = _pyplot()
     n = len(images)
@@ -32,11 +44,7 @@ def _grid(images, path, title, cmap="gray"):
     for ax, img in zip(axes.flat, images):
         ax.imshow(img, cmap=cmap, interpolation="nearest")
     fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:
@@ -88,29 +96,28 @@ def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> P
         raise ValueError(f"layer {layer!r} did not run in the forward pass")
     y = captured["y"][0]
     if y.ndim != 3:
-        raise ValueError(f"layer {layer!r} outputs shape {y.shape[1:]}, not feature maps (C, H, W)")
+        raise ValueError(f"layer {layer!r} outputs shape {y.shape}, not feature maps (C, H, W)")
     after = f" (after the fused {captured['fused']})" if captured["fused"] else ""
     return _grid(list(y), path, f"{layer}{after}: {y.shape[0]} activation maps {y.shape[1]}x{y.shape[2]}",
                  cmap="viridis")
 
 
 def plot_history(history, path) -> Path:
-    """Training curves: loss and accuracy per epoch (training and, if present, validation)."""
+    """Training curves: loss and accuracy per epoch (training and, if present, validation: of the last epochs where
+    it covers fewer, as when a resumed run added validation data)."""
     plt = _pyplot()
-    epochs = range(1, len(history.loss) + 1)
+    epochs = len(history.loss)
+    values = lambda v: np.array([np.nan if e is None else e for e in v], float)  # None: an empty validation set
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a.plot(epochs, history.loss, "o-", label="train")
-    b.plot(epochs, history.accuracy, "o-", label="train")
+    a.plot(range(1, epochs + 1), values(history.loss), "o-", label="train")
+    b.plot(range(1, epochs + 1), values(history.accuracy), "o-", label="train")
     if history.val_loss:
-        a.plot(epochs, history.val_loss, "s-", label="validation")
-        b.plot(epochs, history.val_accuracy, "s-", label="validation")
+        validated = range(epochs - len(history.val_loss) + 1, epochs + 1)
+        a.plot(validated, values(history.val_loss), "s-", label="validation")
+        b.plot(validated, values(history.val_accuracy), "s-", label="validation")
     a.set(xlabel="epoch", ylabel="loss", title="loss")
     b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     a.legend()
     b.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

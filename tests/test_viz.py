@@ -23,12 +23,30 @@ def test_filters_activations_and_curves(tmp_path):
     assert model.training  # restored after the activation pass
 
 
+def test_the_path_returned_is_the_file_written(tmp_path):
+    # savefig adds ".png" to a path without a suffix: the path given came back, naming no file (or a folder)
+    model = cc.models.lenet5(seed=0)
+    history = History(loss=[2.0, 1.0], accuracy=[0.3, 0.6])
+    (tmp_path / "taken").mkdir()
+    for written, want in ((viz.plot_history(history, tmp_path / "curves"), tmp_path / "curves.png"),
+                          (viz.plot_filters(model, tmp_path / "taken"), tmp_path / "taken.png")):
+        assert written == want and _is_png(written)
+
+
+def test_curves_of_a_run_that_added_validation_later(tmp_path):
+    # validation for the last epochs only (a resumed run given val_data), and an empty validation set's None
+    history = History(loss=[2.0, 1.5, 1.0], accuracy=[0.3, 0.5, 0.6], val_loss=[None, 1.1], val_accuracy=[0.4, 0.55])
+    assert _is_png(viz.plot_history(history, tmp_path / "curves.png"))  # was matplotlib's ValueError
+
+
 def test_bad_requests(tmp_path):
     model = cc.models.lenet5(seed=0)
     with pytest.raises(ValueError, match="layer 'nope' not found"):
         viz.plot_activations(model, np.zeros((1, 28, 28)), "nope", tmp_path / "x.png")
     with pytest.raises(ValueError, match="outputs shape .* not feature maps"):
         viz.plot_activations(model, np.zeros((1, 28, 28)), "7", tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"layer '6' outputs shape \(400,\), not feature maps"):  # said ()
+        viz.plot_activations(model, np.zeros((1, 28, 28)), "6", tmp_path / "x.png")
     with pytest.raises(ValueError, match="the model has no Conv2d layer"):
         viz.plot_filters(cc.nn.Sequential(cc.nn.Linear(2, 3)), tmp_path / "x.png")
 
