@@ -152,6 +152,23 @@ def test_frozen_is_a_snapshot(rng):
     np.testing.assert_allclose(frozen(x[:1]), before[:1], rtol=0, atol=1e-6 * np.abs(before).max())
 
 
+def test_frozen_copies_and_pickles_without_its_plans(rng):
+    # copy.deepcopy and pickle refused its lock and native plans: a frozen model could not go to a spawned worker
+    import copy
+    import pickle
+
+    frozen = nn.freeze(_randomise_batch_norms(cc.models.resnet20(seed=0), rng), max_plans=2)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    before = frozen(x)
+    for other in (copy.deepcopy(frozen), pickle.loads(pickle.dumps(frozen))):
+        assert other._plans == {} and other._max_plans == 2
+        np.testing.assert_array_equal(other(x), before)  # its own plan, the same bits
+        arrays = [p.data for p in other._model.parameters()] + list(other._model.buffers())
+        assert arrays and not any(a.flags.writeable for a in arrays)
+        assert not any(np.shares_memory(a, p.data) for a, p in zip(arrays, frozen._model.parameters()))
+    np.testing.assert_array_equal(frozen(x), before)
+
+
 def test_frozen_runs_what_the_native_plan_does_not_take_as_eval(rng):
     model64 = cc.models.lenet5(seed=0).to(np.float64).eval()
     x = rng.standard_normal((2, 1, 28, 28))

@@ -45,13 +45,27 @@ class Frozen:
         self._model = (snapshot if plain else Sequential(snapshot)).eval()
         for p in self._model.parameters():
             p.grad = None
+        object.__setattr__(self._model, "_frozen", True)  # its plans: _Plan.go_native(frozen=True)
+        self._max_plans = max_plans
+        self._start()
+
+    def _start(self):
+        """Its arrays read-only, no plans yet (as made, and as copied or unpickled: plans are not copied)."""
+        for p in self._model.parameters():
             p.data.flags.writeable = False
         for array in self._model.buffers():
             array.flags.writeable = False
-        object.__setattr__(self._model, "_frozen", True)  # its plans: _Plan.go_native(frozen=True)
         self._plans = OrderedDict()  # (shape, dtype) -> the native plan, or None where the eval forward runs
-        self._max_plans = max_plans
         self._lock = threading.Lock()  # builds (and the eval forward, which keeps its own plan) one at a time
+
+    def __getstate__(self):
+        """What copy.deepcopy and pickle take: the snapshot (its modules drop their own plans as they are copied) and
+        max_plans; the copy builds its plans on its first calls (a spawned worker can be sent one)."""
+        return {"_model": self._model, "_max_plans": self._max_plans}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._start()
 
     @property
     def dtype(self) -> np.dtype:
