@@ -615,7 +615,7 @@ def test_batch_norm_then_relu_fused_gives_the_unfused_bits(rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batch_norm_adds_a_residual_before_its_relu_in_one_pass(rng, dtype):
-    bn = nn.BatchNorm2d(3)
+    bn = nn.BatchNorm2d(3).to(dtype)
     bn.bias.data[...] = [0.5, -0.5, 0.0]
     x = rng.standard_normal((4, 3, 5, 5)).astype(dtype)
     skip = rng.standard_normal(x.shape).astype(dtype)
@@ -799,7 +799,7 @@ def test_batch_norm_same_bits_on_every_isa_and_thread_count(dtype, shape, on_eve
     x, skip, dy = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
 
     def forward_backward():
-        bn = nn.BatchNorm2d(shape[1])
+        bn = nn.BatchNorm2d(shape[1]).to(dtype)
         bn.weight.data[...] = np.linspace(0.5, 1.5, shape[1])
         y = bn.forward(x, activation="relu", residual=skip)
         dx = bn.backward(dy)
@@ -1474,6 +1474,19 @@ def test_an_input_of_another_dtype_than_the_parameters_is_named():
         nn.Linear(2, 2).to(np.float64)(np.zeros((1, 2), np.float32))
     with pytest.raises(TypeError, match="x has dtype float32 but the layer's parameters are float64"):
         nn.Conv1d(2, 2, 1).to(np.float64)(np.zeros((1, 2, 3), np.float32))
+    # batch norm computed in x's dtype and gave float64 gradients to float32 parameters
+    with pytest.raises(TypeError, match="x has dtype float64 but the layer's parameters are float32"):
+        nn.BatchNorm1d(3)(np.zeros((4, 3)))
+    with pytest.raises(TypeError, match="x has dtype float32 but the layer's parameters are float64"):
+        nn.BatchNorm2d(3).to(np.float64)(np.zeros((2, 3, 2, 2), np.float32))
+
+
+def test_adaptive_pooling_refuses_empty_planes():
+    # the means over no element came back as NaN (with numpy's warning) where the sizes do not divide
+    for layer in (nn.AdaptiveAvgPool2d(2), nn.GlobalAvgPool2d()):
+        for shape in ((1, 1, 0, 3), (1, 1, 3, 0)):
+            with pytest.raises(ValueError, match=r"x must have non-empty planes to average, got shape"):
+                layer(np.zeros(shape, np.float32))
 
 
 def test_load_state_dict_into_a_read_only_array_changes_nothing():

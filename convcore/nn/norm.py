@@ -8,7 +8,7 @@ import numpy as np
 from .. import _core
 from .._validate import as_int, as_real, as_tensor
 from ..functional.gemm import check_activation
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input_dtype
 
 
 def _eps(layer, eps):
@@ -47,6 +47,7 @@ class _BatchNorm(Module):
 
     def _input(self, x):
         x = as_tensor(x, "x", ndim=self.ndims)
+        check_input_dtype(x, self.weight.data)  # as Conv and Linear: a float64 x gave float64 gradients to float32 ones
         if x.shape[1] != self.num_features:
             raise ValueError(f"x has {x.shape[1]} channels (x.shape[1]), this layer normalises {self.num_features}")
         return x

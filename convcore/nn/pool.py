@@ -163,6 +163,8 @@ class AdaptiveAvgPool2d(Module):
     def forward(self, x):
         x = as_tensor(x, "x", ndim=4)
         N, C, H, W = x.shape
+        if H == 0 or W == 0:  # the windows' means would be NaN
+            raise ValueError(f"x must have non-empty planes to average, got shape {x.shape}")
         oh, ow = self.output_size
         window = self._window(x)
         if window is not None:
