@@ -102,9 +102,13 @@ def _positive_float(text):
 
 
 def _holds_a_run(folder: Path) -> bool:
-    """Whether an output folder holds an earlier run's checkpoint (or anything else in its checkpoint folder)."""
-    checkpoints = folder / "checkpoint"
-    return checkpoints.is_dir() and any(checkpoints.iterdir())
+    """Whether an output folder holds an earlier run's checkpoint (a pointer to nothing counts: fit names it)."""
+    from convcore import checkpoint
+
+    try:
+        return checkpoint.latest(folder / "checkpoint") is not None
+    except ValueError:
+        return True
 
 
 def _default_out(model: str, resume: bool) -> Path:
@@ -125,9 +129,12 @@ def _resumed_settings(args, out: Path):
 
     try:
         meta = checkpoint.read_state(out / "checkpoint")
-        hyper, base_lr = meta["optimizer"]["hyper"], meta["scheduler"]["base_lr"]
+        kind, hyper, base_lr = meta["optimizer"]["type"], meta["optimizer"]["hyper"], meta["scheduler"]["base_lr"]
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None  # fit refuses it, naming the problem
+    wanted = {"adamw": "AdamW", "sgd": "SGD"}[args.optimizer]
+    if kind != wanted:
+        return f"--optimizer {args.optimizer}: the run in {out} was trained with {kind}; resume it with that one"
     kept = {"lr": base_lr, "weight_decay": hyper.get("weight_decay"), "momentum": hyper.get("momentum")}
     for name, value in kept.items():
         given = getattr(args, name)

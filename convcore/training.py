@@ -124,7 +124,7 @@ def _fit_state(meta: dict, where, model, scheduler) -> dict:
             probe.state = meta["rng"][name]
         except (TypeError, ValueError, KeyError) as e:
             raise refuse(f"rng[{name!r}]", meta["rng"][name], f"the state of a {type(probe).__name__} ({e})") from e
-    if scheduler is not None and meta.get("scheduler") is not None:
+    if isinstance(scheduler, _Scheduler) and meta.get("scheduler") is not None:  # another kind checks its own
         try:
             scheduler.checked_state(meta["scheduler"])
         except (TypeError, ValueError) as e:
@@ -151,30 +151,26 @@ def _progress(enabled, total, desc):
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def _check_data(batches, val):
-    """Before any training: integer labels, a non-empty val_data of images shaped as the training ones (evaluated
-    after the first epoch, a bad val_data failed only after its updates)."""
+def _check_data(model, batches, val):
+    """Before any training (val_data is evaluated after the first epoch: a bad one failed only after its updates):
+    integer labels, a non-empty val_data, and every label within the model's outputs, taken from an eval forward of
+    one sample of each set, which changes nothing and checks that the model takes val_data's samples."""
     for name, data in (("train_data", batches), ("val_data", val)):
         if data is not None and data.y.dtype.kind not in "iu":
             raise TypeError(f"{name}'s y must hold integer class labels, got dtype {data.y.dtype}")
-    if val is not None:
-        if len(val.y) == 0:
-            raise ValueError("val_data is empty")
-        if val.x.shape[1:] != batches.x.shape[1:]:
-            raise ValueError(f"val_data's x holds samples of shape {val.x.shape[1:]}, train_data's "
-                             f"{batches.x.shape[1:]}")
-
-
-def _check_classes(model, batches, val):
-    """Before any training: every label of train_data and val_data within the model's outputs, taken from an eval
-    forward of one sample, which changes nothing (a bad label in a late batch, or in val_data, failed only after
-    updates had changed the model)."""
-    outputs = predict(model, batches.x[:1]).shape
-    if len(outputs) != 2:
-        raise ValueError(f"fit trains classifiers, whose outputs are (N, classes); the model's are {outputs}")
-    classes = outputs[1]
+    if val is not None and len(val.y) == 0:
+        raise ValueError("val_data is empty")
     for name, data in (("train_data", batches), ("val_data", val)):
-        if data is not None and (data.y.min() < 0 or data.y.max() >= classes):
+        if data is None:
+            continue
+        try:
+            outputs = predict(model, data.x[:1]).shape
+        except ValueError as e:
+            raise ValueError(f"{name}: the model does not take its samples of shape {data.x.shape[1:]}: {e}") from e
+        if len(outputs) != 2:
+            raise ValueError(f"fit trains classifiers, whose outputs are (N, classes); the model's are {outputs}")
+        classes = outputs[1]
+        if data.y.min() < 0 or data.y.max() >= classes:
             raise ValueError(f"{name}'s y must hold class labels in [0, {classes}) (the model's outputs), got labels "
                              f"from {data.y.min()} to {data.y.max()}")
 
@@ -211,9 +207,12 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     epochs = as_int(epochs, "epochs", minimum=1)
     resume = as_bool(resume, "resume")
     progress = _progress_enabled(progress)
-    if scheduler is not None and (not isinstance(scheduler, _Scheduler) or scheduler.optimizer is not optimizer):
-        raise ValueError(f"scheduler must be a convcore scheduler of this optimizer (its lr is the one it sets), got "
-                         f"{scheduler!r}" + (" for another optimizer" if isinstance(scheduler, _Scheduler) else ""))
+    if scheduler is not None:
+        if not all(callable(getattr(scheduler, m, None)) for m in ("step", "state_dict", "load_state_dict")):
+            raise TypeError(f"scheduler must have step(), state_dict() and load_state_dict() (a convcore.optim "
+                            f"scheduler or one like it), got {scheduler!r}")
+        if getattr(scheduler, "optimizer", optimizer) is not optimizer:
+            raise ValueError("scheduler must set this optimizer's lr: it was made for another optimizer")
     if on_epoch is not None and not callable(on_epoch):
         raise TypeError(f"on_epoch must be a callable on_epoch(epoch, history) or None, got {on_epoch!r}")
     if checkpoint_dir is not None:
@@ -235,12 +234,11 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     if len(batches) == 0:
         raise ValueError("train_data is empty")
     val = _batches_of(val_data, batch_size, "val_data", dtype) if val_data is not None else None
-    _check_data(batches, val)
-    _check_classes(model, batches, val)
+    _check_data(model, batches, val)
 
     augment = dict(augment or {})
-    if augment.get("normalize") is not None:  # as the batches use them: float32 (0.1 and np.float32(0.1) the same)
-        augment["normalize"] = [np.asarray(v, np.float32).tolist() for v in augment["normalize"]]
+    if augment.get("normalize") is not None:  # as the batches use them: in their dtype (float32: 0.1 and
+        augment["normalize"] = [np.asarray(v, dtype).tolist() for v in augment["normalize"]]  # np.float32(0.1) alike
     data_order = json.loads(json.dumps({"samples": len(batches.x), "batch_size": batch_size, "shuffle": bool(shuffle),
                                         "seed": seed, "augment": augment}, default=_plain))
     history, epoch, start_batch = History(), 0, 0
@@ -319,8 +317,11 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
         history.accuracy.append(totals["correct"] / totals["seen"])
         history.images_per_second.append(totals["seen"] / max(totals["seconds"], 1e-9))
         history.lr.append(float(optimizer.lr))
-        if val is not None:
-            v_loss, v_acc = evaluate(model, val.x, val.y, loss, batch_size=max(batch_size, 256))
+        if val is not None or history.val_loss:  # one entry an epoch, None where a run had no val_data then
+            for values in (history.val_loss, history.val_accuracy):
+                values[:0] = [None] * (len(history.loss) - 1 - len(values))
+            v_loss, v_acc = (evaluate(model, val.x, val.y, loss, batch_size=max(batch_size, 256)) if val is not None
+                             else (None, None))
             history.val_loss.append(v_loss)
             history.val_accuracy.append(v_acc)
         if scheduler is not None:

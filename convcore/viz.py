@@ -103,18 +103,22 @@ def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> P
 
 
 def plot_history(history, path) -> Path:
-    """Training curves: loss and accuracy per epoch (training and, if present, validation: of the last epochs where
-    it covers fewer, as when a resumed run added validation data)."""
-    plt = _pyplot()
+    """Training curves: loss and accuracy per epoch (training and, if present, validation, None where an epoch had
+    none: fit keeps one entry an epoch)."""
     epochs = len(history.loss)
-    values = lambda v: np.array([np.nan if e is None else e for e in v], float)  # None: an empty validation set
+    for name in ("accuracy", "val_loss", "val_accuracy"):
+        entries = len(getattr(history, name))
+        if entries != epochs and (entries or name == "accuracy"):
+            raise ValueError(f"history.{name} has {entries} entries for {epochs} epochs of loss: which epochs "
+                             f"they belong to is unknown")
+    plt = _pyplot()
+    values = lambda v: np.array([np.nan if e is None else e for e in v], float)  # None: no validation that epoch
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(range(1, epochs + 1), values(history.loss), "o-", label="train")
     b.plot(range(1, epochs + 1), values(history.accuracy), "o-", label="train")
     if history.val_loss:
-        validated = range(epochs - len(history.val_loss) + 1, epochs + 1)
-        a.plot(validated, values(history.val_loss), "s-", label="validation")
-        b.plot(validated, values(history.val_accuracy), "s-", label="validation")
+        a.plot(range(1, epochs + 1), values(history.val_loss), "s-", label="validation")
+        b.plot(range(1, epochs + 1), values(history.val_accuracy), "s-", label="validation")
     a.set(xlabel="epoch", ylabel="loss", title="loss")
     b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     a.legend()

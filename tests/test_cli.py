@@ -151,6 +151,9 @@ def test_train_never_replaces_an_earlier_runs_checkpoint(tmp_path):
         runs.append(proc.stdout.split("output in ")[1].split("\n")[0])
     assert runs == [str(Path("runs/lenet5")), str(Path("runs/lenet5-2")), str(Path("runs/lenet5-2"))]
     assert "epoch 2/2" in proc.stdout and "epoch 1/2" not in proc.stdout
+    # a half-written save left by a killed run is no earlier run (it was taken for one)
+    (tmp_path / "crashed" / "checkpoint" / ".step-00000002.tmp-99").mkdir(parents=True)
+    assert _train("--data", str(folder), "--epochs", "1", "--out", str(tmp_path / "crashed")).returncode == 0
 
 
 def test_train_resumes_with_the_runs_own_hyper_parameters(tmp_path):
@@ -164,6 +167,9 @@ def test_train_resumes_with_the_runs_own_hyper_parameters(tmp_path):
         proc = _train("--data", str(folder), "--epochs", "2", "--out", str(out), "--resume", option, value)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1
         assert f"{option} {value}: the run in {out} continues with its own settings ({option} " in proc.stderr
+    proc = _train("--data", str(folder), "--epochs", "2", "--out", str(out), "--resume", "--optimizer", "sgd")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1  # a TypeError traceback in the first version
+    assert f"--optimizer sgd: the run in {out} was trained with AdamW; resume it with that one" in proc.stderr
     proc = _train("--data", str(folder), "--epochs", "2", "--out", str(out), "--resume")
     assert proc.returncode == 0 and "AdamW lr 0.001 weight decay 0.05" in proc.stdout
     proc = _train("--data", str(folder), "--epochs", "1", "--out", str(tmp_path / "other"), "--momentum", "0.5")
@@ -179,8 +185,11 @@ def test_train_interrupted_or_cut_off_stops_with_one_line(tmp_path):
     folder = make_fashion_mnist(tmp_path / "fmnist", n_train=256, n_test=16)
     command = [sys.executable, "-m", "convcore", "train", "--threads", "1", "--data", str(folder), "--epochs", "200",
                "--batch-size", "8"]
+    # SIGINT at its default in the child (a shell's background job, as CI may run this suite, ignores it, and
+    # Python then installs no KeyboardInterrupt handler)
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
     proc = subprocess.Popen([*command, "--out", str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=default_sigint)
     while "epoch 1/200" not in proc.stdout.readline():
         pass
     proc.send_signal(signal.SIGINT)

@@ -284,10 +284,11 @@ def test_fit_refuses_what_would_fail_after_training_before_it(tmp_path):
         (dict(val_data=(x, y + 10)), ValueError, r"val_data's y must hold class labels in \[0, 10\)"),
         (dict(val_data=(x, y.astype(np.float64))), TypeError, "val_data's y must hold integer class labels"),
         (dict(val_data=(x[:0], y[:0])), ValueError, "val_data is empty"),
-        (dict(val_data=(x[:, :, :10], y)), ValueError, r"val_data's x holds samples of shape \(1, 10, 12\)"),
-        (dict(scheduler=cc.optim.StepLR(other, 1)), ValueError, "scheduler must be a convcore scheduler of this "
-                                                                "optimizer .* for another optimizer"),
-        (dict(scheduler="cos"), ValueError, "scheduler must be a convcore scheduler of this optimizer"),
+        (dict(val_data=(x[:, :, :10], y)), ValueError, r"val_data: the model does not take its samples of shape "
+                                                       r"\(1, 10, 12\): "),
+        (dict(scheduler=cc.optim.StepLR(other, 1)), ValueError, "scheduler must set this optimizer's lr: it was made "
+                                                                "for another optimizer"),
+        (dict(scheduler="cos"), TypeError, r"scheduler must have step\(\), state_dict\(\) and load_state_dict\(\)"),
         (dict(on_epoch=5), TypeError, r"on_epoch must be a callable on_epoch\(epoch, history\) or None, got 5"),
         (dict(checkpoint_dir=tmp_path / "file"), ValueError, "checkpoint_dir .*file' is a file, not a folder"),
         (dict(resume="no"), TypeError, "resume must be a bool, got 'no'"),
@@ -302,6 +303,63 @@ def test_fit_refuses_what_would_fail_after_training_before_it(tmp_path):
         training.fit(model, loss, opt, (x.astype(np.complex64), y), progress=False)
     with pytest.raises(TypeError, match="train_data's y must hold integer class labels, got dtype float32"):
         training.fit(model, loss, opt, (x, y.astype(np.float32)), progress=False)
+
+
+def test_fit_takes_a_scheduler_of_its_own_kind_and_validation_images_of_another_size(tmp_path):
+    # refused by the first version of the checks above: a scheduler not derived from convcore's, and val_data of
+    # another image size that the model takes (adaptive pooling)
+    class WarmUp:
+        def __init__(self, optimizer):
+            self.optimizer, self.epoch = optimizer, 0
+
+        def step(self):
+            self.epoch += 1
+            self.optimizer.lr = 0.1
+
+        def state_dict(self):
+            return {"epoch": self.epoch}
+
+        def load_state_dict(self, state):
+            self.epoch = state["epoch"]
+    model = cc.nn.Sequential(cc.nn.Conv2d(1, 4, 3, rng=0), cc.nn.AdaptiveAvgPool2d(2), cc.nn.Flatten(),
+                             cc.nn.Linear(16, 10, rng=1))
+    opt = cc.optim.SGD(model.parameters(), lr=0.05)
+    x, y = tiny_data(32)
+    val = tiny_data(8, seed=1)[0][:, :, :10], y[:8]
+    kwargs = dict(batch_size=16, progress=False, val_data=val, scheduler=WarmUp(opt), checkpoint_dir=tmp_path)
+    history = training.fit(model, cc.nn.CrossEntropyLoss(), opt, (x, y), epochs=2, **kwargs)
+    assert history.lr == [0.05, 0.1] and len(history.val_accuracy) == 2
+    history = training.fit(model, cc.nn.CrossEntropyLoss(), opt, (x, y), epochs=3, resume=True, **kwargs)
+    assert len(history.loss) == 3
+
+
+def test_a_float64_run_records_its_normalisation_in_float64(tmp_path):
+    # recorded rounded to float32 while float64 batches use it in float64: a resume with np.float32(0.1) passed as
+    # the same data order and trained on other inputs
+    x, y = tiny_data(32)
+    model, loss, opt = setup_tiny()
+    model.to(np.float64)
+    opt = cc.optim.SGD(model.parameters(), lr=0.05)
+    kwargs = dict(batch_size=16, progress=False, checkpoint_dir=tmp_path, resume=True)
+    training.fit(model, loss, opt, (x, y), augment={"normalize": (0.1, 0.3)}, **kwargs)
+    with pytest.raises(ValueError, match="was written for the data order"):
+        training.fit(model, loss, opt, (x, y), epochs=2, augment={"normalize": (np.float32(0.1), 0.3)}, **kwargs)
+    assert len(training.fit(model, loss, opt, (x, y), epochs=2, augment={"normalize": (0.1, 0.3)}, **kwargs).loss) == 2
+
+
+def test_history_keeps_one_validation_entry_an_epoch(tmp_path):
+    # a run resumed with val_data after epochs without (or without after epochs with) had validation lists shorter
+    # than the loss's, which nothing could place: None now stands for an epoch without validation
+    x, y = tiny_data(32)
+    val = tiny_data(8, seed=1)
+    model, loss, opt = setup_tiny()
+    run = lambda epochs, **kw: training.fit(model, loss, opt, (x, y), epochs=epochs, batch_size=16, progress=False,
+                                            checkpoint_dir=tmp_path, resume=True, **kw)
+    assert run(1).val_loss == []
+    history = run(2, val_data=val)
+    assert history.val_loss[0] is None and history.val_accuracy[0] is None and history.val_loss[1] > 0
+    history = run(3)
+    assert len(history.val_loss) == len(history.val_accuracy) == 3 and history.val_loss[2] is None
 
 
 def test_evaluate_refuses_labels_that_are_not_class_indices():

@@ -33,10 +33,15 @@ def test_the_path_returned_is_the_file_written(tmp_path):
         assert written == want and _is_png(written)
 
 
-def test_curves_of_a_run_that_added_validation_later(tmp_path):
-    # validation for the last epochs only (a resumed run given val_data), and an empty validation set's None
-    history = History(loss=[2.0, 1.5, 1.0], accuracy=[0.3, 0.5, 0.6], val_loss=[None, 1.1], val_accuracy=[0.4, 0.55])
-    assert _is_png(viz.plot_history(history, tmp_path / "curves.png"))  # was matplotlib's ValueError
+def test_curves_of_a_run_validated_in_some_epochs(tmp_path):
+    # None for an epoch without validation (fit keeps one entry an epoch); lists that cover fewer epochs cannot be
+    # placed (matplotlib's ValueError before)
+    history = History(loss=[2.0, 1.5, 1.0], accuracy=[0.3, 0.5, 0.6], val_loss=[None, 1.1, None],
+                      val_accuracy=[None, 0.55, None])
+    assert _is_png(viz.plot_history(history, tmp_path / "curves.png"))
+    history.val_loss, history.val_accuracy = [1.1], [0.55]
+    with pytest.raises(ValueError, match="history.val_loss has 1 entries for 3 epochs of loss"):
+        viz.plot_history(history, tmp_path / "curves.png")
 
 
 def test_bad_requests(tmp_path):
