@@ -313,6 +313,26 @@ def test_avg_pool_divisor_past_int64(isa, dtype, stride):
     assert np.array_equal(dx, np.full(x.shape, y.size * 2.0**-66, dtype))  # every window covers all of x
 
 
+@pytest.mark.parametrize("stride", [None, 2])
+def test_avg_pool_sums_windows_past_256_elements_in_double(isa, rng, stride):
+    # a float32 sum over a 224 x 224 plane (a global average) drifted 5e-4 for a constant 0.1 and ~5e-6 on random
+    # data; windows of at most 256 elements keep their float32 row-major sum (PyTorch's avg_pool2d's)
+    plane = np.full((1, 1, 224, 224), 0.1, np.float32)
+    assert F.avg_pool2d(plane, 224).item() == np.float32(0.1)
+    x = rng.standard_normal((2, 3, 40, 40)).astype(np.float32)
+    for k in (17, 16):  # 289 elements (in double), 256 (in float32)
+        y = F.avg_pool2d(x, k, stride=stride)
+        windows = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), (k, k), axis=(2, 3))
+        windows = windows[:, :, ::stride or k, ::stride or k]
+        want = windows.mean(axis=(4, 5))
+        if k == 17:
+            np.testing.assert_array_max_ulp(y, want.astype(np.float32), maxulp=1)  # the double sum, rounded once
+        else:
+            np.testing.assert_allclose(y, want, rtol=0, atol=2e-6)
+    np.testing.assert_array_max_ulp(cc.nn.GlobalAvgPool2d()(x), x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+                                    .astype(np.float32), maxulp=1)
+
+
 @given(n=st.integers(0, 3), c=st.integers(1, 8), h=st.integers(1, 17), w=st.integers(1, 17),
        kh=st.integers(1, 5), kw=st.integers(1, 5), sh=st.integers(1, 4), sw=st.integers(1, 4),
        ph=st.integers(0, 2), pw=st.integers(0, 2), ceil_mode=st.booleans(), include=st.booleans(),

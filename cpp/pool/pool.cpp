@@ -169,7 +169,7 @@ void avg_pool2d(const float* x, float* y, int64_t planes, const PoolGeometry& g,
     for_plane_runs(planes, g.H * g.W, [&](int64_t first, int64_t count) {
       k.avg_2x2s2_forward(x + first * g.H * g.W, y + first * g.OH * g.OW, count, g.H, g.W);
     });
-  } else if (g.SW == 2 && k.avg_stride2_forward != nullptr) {
+  } else if (g.SW == 2 && k.avg_stride2_forward != nullptr && saturating_mul(g.KH, g.KW) <= kFloatSumWindow) {
     for_plane_runs(planes, saturating_mul(g.OH, g.OW, g.KH, g.KW), [&](int64_t first, int64_t count) {
       k.avg_stride2_forward(x + first * g.H * g.W, y + first * g.OH * g.OW, count, g, count_include_pad);
     });

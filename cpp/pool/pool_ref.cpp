@@ -80,16 +80,25 @@ AvgWindow avg_window(const PoolGeometry& g, int64_t oh, int64_t ow, bool count_i
 template <typename T>
 void avg_pool2d_ref(const T* x, T* y, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
   const int nt = threads_for(saturating_mul(planes, g.OH, g.OW, g.KH, g.KW), 1 << 15);
+  const bool wide = saturating_mul(g.KH, g.KW) > kFloatSumWindow;
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
     const T* xp = x + p * g.H * g.W;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       for (int64_t ow = 0; ow < g.OW; ++ow) {
         const AvgWindow w = avg_window(g, oh, ow, count_include_pad);
+        T* out = y + (p * g.OH + oh) * g.OW + ow;
+        if (wide) {
+          double sum = 0;
+          for (int64_t ih = w.ih_lo; ih < w.ih_hi; ++ih)
+            for (int64_t iw = w.iw_lo; iw < w.iw_hi; ++iw) sum += xp[ih * g.W + iw];
+          *out = static_cast<T>(sum / window_divisor<double>(w.rows, w.cols));
+          continue;
+        }
         T sum = 0;
         for (int64_t ih = w.ih_lo; ih < w.ih_hi; ++ih)
           for (int64_t iw = w.iw_lo; iw < w.iw_hi; ++iw) sum += xp[ih * g.W + iw];
-        y[(p * g.OH + oh) * g.OW + ow] = sum / window_divisor<T>(w.rows, w.cols);
+        *out = sum / window_divisor<T>(w.rows, w.cols);
       }
     }
   }
