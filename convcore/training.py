@@ -101,9 +101,26 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _fit_state(meta: dict, where, model, scheduler) -> dict:
-    """What fit's checkpoint saved for resuming (`meta`, read from `where`), checked before anything is loaded: a
-    ValueError names the file, the key and the rule where a value is not what fit writes."""
+def _check_fit_state(checkpoint_dir, model, scheduler, data_order) -> None:
+    """What fit's newest checkpoint in checkpoint_dir saved for resuming, checked before anything is loaded: written
+    by fit, for this model's generators and this call's data order, each value as fit writes it (a ValueError names
+    the file, the key and the rule)."""
+    meta = checkpoint.read_state(checkpoint_dir)
+    missing = [k for k in ("epoch", "batch", "step", "totals", "history", "rng", "data_order") if k not in meta]
+    if missing:
+        raise ValueError(f"resume: the checkpoint in {checkpoint_dir} lacks {missing}; it was not written by fit")
+    generators = {name for name, _ in _generators(model)}
+    rng = meta["rng"]
+    if not isinstance(rng, dict) or set(rng) != generators:
+        raise ValueError(f"resume: the checkpoint holds random generator states for "
+                         f"{sorted(rng) if isinstance(rng, dict) else repr(rng)}, the model has generators in "
+                         f"{sorted(generators)}")
+    if meta["data_order"] != data_order:
+        raise ValueError(f"resume: the checkpoint in {checkpoint_dir} was written for the data order "
+                         f"{meta.get('data_order')}, this call asks for {data_order}; resuming would not continue "
+                         f"the same run (pass the same data, batch_size, shuffle, seed and augment)")
+    where = checkpoint.latest(checkpoint_dir) / "state.json"
+
     def refuse(key, value, rule):
         return ValueError(f"resume: {where}: {key} must be {rule}, got {value!r}")
     for key in ("epoch", "batch", "step"):
@@ -129,7 +146,6 @@ def _fit_state(meta: dict, where, model, scheduler) -> dict:
             scheduler.checked_state(meta["scheduler"])
         except (TypeError, ValueError) as e:
             raise ValueError(f"resume: {where}: {e}") from e
-    return meta
 
 
 def _progress_enabled(progress) -> bool:
@@ -245,21 +261,7 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     totals = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
     step = 0
     if resume and checkpoint_dir is not None and checkpoint.latest(checkpoint_dir) is not None:
-        meta = checkpoint.read_state(checkpoint_dir)
-        missing = [k for k in ("epoch", "batch", "step", "totals", "history", "rng", "data_order") if k not in meta]
-        if missing:
-            raise ValueError(f"resume: the checkpoint in {checkpoint_dir} lacks {missing}; it was not written by fit")
-        generators = {name for name, _ in _generators(model)}
-        rng = meta["rng"]
-        if not isinstance(rng, dict) or set(rng) != generators:
-            raise ValueError(f"resume: the checkpoint holds random generator states for "
-                             f"{sorted(rng) if isinstance(rng, dict) else repr(rng)}, the model has generators in "
-                             f"{sorted(generators)}")
-        if meta["data_order"] != data_order:
-            raise ValueError(f"resume: the checkpoint in {checkpoint_dir} was written for the data order "
-                             f"{meta.get('data_order')}, this call asks for {data_order}; resuming would not continue "
-                             f"the same run (pass the same data, batch_size, shuffle, seed and augment)")
-        _fit_state(meta, checkpoint.latest(checkpoint_dir) / "state.json", model, scheduler)
+        _check_fit_state(checkpoint_dir, model, scheduler, data_order)
         meta = checkpoint.load(checkpoint_dir, model, optimizer)
         history = History.from_dict(meta["history"])
         epoch, start_batch, step, totals = meta["epoch"], meta["batch"], meta["step"], meta["totals"]
