@@ -81,24 +81,20 @@ template <typename T>
 void avg_pool2d_ref(const T* x, T* y, int64_t planes, const PoolGeometry& g, bool count_include_pad) {
   const int nt = threads_for(saturating_mul(planes, g.OH, g.OW, g.KH, g.KW), 1 << 15);
   const bool wide = saturating_mul(g.KH, g.KW) > kFloatSumWindow;
+  // a window's mean, its elements summed in row-major order in the type of `zero` (T, or double for a wide window)
+  const auto mean = [&g](auto zero, const T* xp, const AvgWindow& w) {
+    auto sum = zero;
+    for (int64_t ih = w.ih_lo; ih < w.ih_hi; ++ih)
+      for (int64_t iw = w.iw_lo; iw < w.iw_hi; ++iw) sum += xp[ih * g.W + iw];
+    return static_cast<T>(sum / window_divisor<decltype(zero)>(w.rows, w.cols));
+  };
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
     const T* xp = x + p * g.H * g.W;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       for (int64_t ow = 0; ow < g.OW; ++ow) {
         const AvgWindow w = avg_window(g, oh, ow, count_include_pad);
-        T* out = y + (p * g.OH + oh) * g.OW + ow;
-        if (wide) {
-          double sum = 0;
-          for (int64_t ih = w.ih_lo; ih < w.ih_hi; ++ih)
-            for (int64_t iw = w.iw_lo; iw < w.iw_hi; ++iw) sum += xp[ih * g.W + iw];
-          *out = static_cast<T>(sum / window_divisor<double>(w.rows, w.cols));
-          continue;
-        }
-        T sum = 0;
-        for (int64_t ih = w.ih_lo; ih < w.ih_hi; ++ih)
-          for (int64_t iw = w.iw_lo; iw < w.iw_hi; ++iw) sum += xp[ih * g.W + iw];
-        *out = sum / window_divisor<T>(w.rows, w.cols);
+        y[(p * g.OH + oh) * g.OW + ow] = wide ? mean(0.0, xp, w) : mean(T(0), xp, w);
       }
     }
   }
