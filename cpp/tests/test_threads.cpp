@@ -164,6 +164,13 @@ void halvings_and_settings() {
   CHECK(choice.pick(1) == 1);
 }
 
+// The widest team a large parallel_for runs on from this thread: the kernels' thread count.
+int widest_team() {
+  std::atomic<int> team{0};
+  parallel_for(8, threads_for(int64_t(1) << 30), [&](int64_t) { team = std::max(team.load(), omp_get_num_threads()); });
+  return team;
+}
+
 // ThreadCap bounds num_threads() on its own thread only, the least of the live caps counting, whatever order they end
 // in and wherever; the kernels' thread counts follow it.
 void caps_nest_on_their_thread() {
@@ -178,10 +185,7 @@ void caps_nest_on_their_thread() {
     {
       const ThreadCap inner(1);
       CHECK(num_threads() == 1);
-      std::atomic<int> team{0};
-      const auto widest = [&](int64_t) { team = std::max(team.load(), omp_get_num_threads()); };
-      parallel_for(8, threads_for(int64_t(1) << 30), widest);
-      CHECK(team == 1);
+      CHECK(widest_team() == 1);
     }
     CHECK(num_threads() == 2);
     const ThreadCap above(8);  // a cap above a live one leaves that one
@@ -215,10 +219,7 @@ void settings_hold_on_their_thread() {
     {
       const ThreadSetting inner(1);
       CHECK(num_threads() == 1);
-      std::atomic<int> team{0};
-      const auto widest = [&](int64_t) { team = std::max(team.load(), omp_get_num_threads()); };
-      parallel_for(8, threads_for(int64_t(1) << 30), widest);
-      CHECK(team == 1);
+      CHECK(widest_team() == 1);
     }
     const ThreadCap cap(2);
     CHECK(num_threads() == 2 && thread_setting() == 4);
