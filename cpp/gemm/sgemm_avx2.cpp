@@ -13,12 +13,16 @@
 namespace convcore {
 namespace {
 
+// A micro-panel of an A packed in advance as a whole (GemmTile::prepacked) is prefetched into L1 this many floats
+// ahead (as on AVX-512).
+constexpr int64_t kPrefetchAFloats = 512;
+
 // The MR x (8 * NV) tile: C = (accumulate ? C : 0) + A B, then the epilogue, A a packed micro-panel (MR floats a k
-// step, from Ap) or, kGathered, one pointer per row (row i at row[i], in runs of len floats, jump apart; the k steps
-// are runs x len, runs 1 for a packed A). kEdge: the edge microkernel's tile, whose last vector holds `last` columns
-// (B's loads, C's loads and the column bias masked, C's stores in pieces: store_first_lanes) and whose rows past
-// `rows` are computed but neither read nor written.
-template <int MR, int NV, bool kGathered = false, bool kEdge = false>
+// step, from Ap; kPrefetchA: prefetched kPrefetchAFloats ahead) or, kGathered, one pointer per row (row i at row[i],
+// in runs of len floats, jump apart; the k steps are runs x len, runs 1 for a packed A). kEdge: the edge
+// microkernel's tile, whose last vector holds `last` columns (B's loads, C's loads and the column bias masked, C's
+// stores in pieces: store_first_lanes) and whose rows past `rows` are computed but neither read nor written.
+template <int MR, int NV, bool kGathered = false, bool kEdge = false, bool kPrefetchA = false>
 inline void micro_body(const float* Ap, const float* const* row, int64_t len, int64_t runs, int64_t jump,
                        const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate, const TileEpilogue* epi,
                        int rows = MR, int last = 8) {
@@ -45,6 +49,7 @@ inline void micro_body(const float* Ap, const float* const* row, int64_t len, in
 #pragma GCC unroll 3
         for (int v = 0; v < NV; ++v) c[i][v] = _mm256_fmadd_ps(a, b[v], c[i][v]);
       }
+      if constexpr (kPrefetchA) _mm_prefetch(reinterpret_cast<const char*>(Ap + kPrefetchAFloats), _MM_HINT_T0);
       if constexpr (!kGathered) Ap += MR;
       Bp += ldb;
     }
@@ -95,6 +100,13 @@ template <int MR, int NV>
 void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
            const TileEpilogue* epi) {
   micro_body<MR, NV>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi);
+}
+
+// MicroKernel for an A packed in advance (GemmTile::prepacked).
+template <int MR, int NV>
+void micro_prepacked(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                     bool accumulate, const TileEpilogue* epi) {
+  micro_body<MR, NV, false, false, true>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi);
 }
 
 // The MR x (8 * V) edge tile with the fewest vectors V <= NV that covers cols.
@@ -284,9 +296,9 @@ void split_row2_8(const float* src, int64_t W, int64_t pad, int64_t Wq, float* d
 GemmKernels gemm_kernels_avx2() {
   return GemmKernels{"avx2 6x16 (4x24 for few rows)",
                      {{6, 16, micro<6, 2>, micro_edge<6, 2>, nullptr, micro_rows<6, 2>, micro_rows_edge<6, 2>,
-                       micro_gathered<6, 2>, 0, nullptr, nullptr},
+                       micro_gathered<6, 2>, 0, nullptr, nullptr, micro_prepacked<6, 2>, nullptr},
                       {4, 24, micro<4, 3>, micro_edge<4, 3>, nullptr, micro_rows<4, 3>, micro_rows_edge<4, 3>,
-                       micro_gathered<4, 3>, 0, nullptr, nullptr}},
+                       micro_gathered<4, 3>, 0, nullptr, nullptr, micro_prepacked<4, 3>, nullptr}},
                      2,
                      dots_4x8,
                      axpys<8>,

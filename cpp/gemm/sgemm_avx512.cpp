@@ -29,11 +29,16 @@ constexpr int64_t kPrefetchSteps = 8;
 // conv-shaped products 1.01-1.03x, 256 x 3136 x 64 0.98-1.00x; 32 steps before the end gained half as much, at the
 // start of the tile as much as 96 on squares.
 constexpr int64_t kCPrefetchSteps = 96;
+// A micro-panel of an A packed in advance as a whole (ASource::prepacked) is prefetched into L1 this many floats ahead
+// (2 KiB: the row panels that follow are the next floats; measured at sgemm_part's choice of kernel, sgemm.cpp).
+constexpr int64_t kPrefetchAFloats = 512;
 
-// Where a tile's A comes from: a packed micro-panel (packed: MR floats a k step, from a), A's rows in place (rows: row
-// i at a + i * lda, three rows per pointer: lda and 2 * lda are scaled index registers), or one pointer per row
-// (gathered: row i at row[i], in runs of len floats, jump apart). The k steps are runs x len (runs 1 but gathered).
-enum class ASource { packed, rows, gathered };
+// Where a tile's A comes from: a packed micro-panel (packed: MR floats a k step, from a; prepacked: the same, of an A
+// packed in advance as a whole, which comes from L3 or memory rather than from the L2 block: prefetched
+// kPrefetchAFloats ahead), A's rows in place (rows: row i at a + i * lda, three rows per pointer: lda and 2 * lda are
+// scaled index registers), or one pointer per row (gathered: row i at row[i], in runs of len floats, jump apart). The
+// k steps are runs x len (runs 1 but gathered).
+enum class ASource { packed, prepacked, rows, gathered };
 struct AOperand {
   const float* a;
   int64_t lda;
@@ -65,6 +70,7 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
                        const float* Bx = nullptr, int64_t ldbx = 0) {
   static_assert(kX == 0 || (!kCopy && !kEdge && kA != ASource::gathered && MR <= 16),
                 "extra columns: whole tiles of at most 16 rows, A packed or in place");
+  constexpr bool kPacked = kA == ASource::packed || kA == ASource::prepacked;
   constexpr int kPointers = kA == ASource::rows ? (MR + 2) / 3 : kA == ASource::gathered ? MR : 1;
   // vector v of a row at p: all its lanes, or tail for an edge tile's last
   const auto load = [tail](int v, const float* p) {
@@ -104,14 +110,14 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
       Bcopy += 16 * NV;
     }
     __m512 a_rows = _mm512_setzero_ps();  // kX: the k step's A down the rows
-    if constexpr (kX > 0 && kA == ASource::packed) a_rows = _mm512_maskz_loadu_ps(__mmask16((1u << MR) - 1), ap);
+    if constexpr (kX > 0 && kPacked) a_rows = _mm512_maskz_loadu_ps(__mmask16((1u << MR) - 1), ap);
     if constexpr (kGatherRows)
       a_rows = _mm512_insertf32x8(  // zero-extended (GCC 12's _mm512_zextps256_ps512 warned of an undefined vector)
           _mm512_setzero_ps(),
           _mm512_mask_i64gather_ps(_mm256_setzero_ps(), __mmask8((1u << MR) - 1), row_offsets, ptr[0], 4), 0);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(kA == ASource::packed ? ap[i]
+      const __m512 a = _mm512_set1_ps(kPacked ? ap[i]
                                       : kA == ASource::rows ? ptr[i / 3][(i % 3) * lda]
                                                             : ptr[i][k]);
 #pragma GCC unroll 4
@@ -124,7 +130,9 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
       for (int j = 0; j < kX; ++j) x[j] = _mm512_fmadd_ps(a_rows, _mm512_set1_ps(Bx[j]), x[j]);
       Bx += ldbx;
     }
-    if constexpr (kA == ASource::packed) ap += MR;
+    if constexpr (kA == ASource::prepacked)
+      _mm_prefetch(reinterpret_cast<const char*>(ap + kPrefetchAFloats), _MM_HINT_T0);
+    if constexpr (kPacked) ap += MR;
     if constexpr (kA == ASource::rows)
       for (int g = 0; g < kPointers; ++g) ++ptr[g];
     Bp += ldb;
@@ -203,6 +211,13 @@ void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, 
   micro_body<MR, NV, false, ASource::packed>(a_operand(Ap, 0, kc), Bp, ldb, nullptr, C, ldc, accumulate, epi);
 }
 
+// MicroKernel for an A packed in advance (GemmTile::prepacked).
+template <int MR, int NV>
+void micro_prepacked(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
+                     bool accumulate, const TileEpilogue* epi) {
+  micro_body<MR, NV, false, ASource::prepacked>(a_operand(Ap, 0, kc), Bp, ldb, nullptr, C, ldc, accumulate, epi);
+}
+
 // RowsMicroKernel: micro, reading A's rows in place.
 template <int MR, int NV>
 void micro_rows(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C, int64_t ldc,
@@ -217,7 +232,8 @@ void micro_copying(int64_t kc, const float* Ap, const float* B, int64_t ldb, flo
   micro_body<MR, NV, true, ASource::packed>(a_operand(Ap, 0, kc), B, ldb, Bcopy, C, ldc, accumulate, epi);
 }
 
-// WideMicroKernel: the tile and `cols` (1 .. W) more columns, A packed (lda 0) or its rows in place.
+// WideMicroKernel: the tile and `cols` (1 .. W) more columns, A packed (lda 0; packed in advance: prepacked) or its
+// rows in place.
 template <int MR, int NV, ASource kA, int W>
 void micro_wide(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, const float* Bx, int64_t ldbx,
                 float* C, int64_t ldc, bool accumulate, const TileEpilogue* epi, int cols) {
@@ -562,13 +578,16 @@ GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 8x48 (12x32, 6x64 for narrow products)",
                      {{8, 48, micro<8, 3>, micro_edge<8, 3, false>, micro_copying<8, 3>, micro_rows<8, 3>,
                        micro_edge<8, 3, true>, micro_gathered<8, 3>, 3,
-                       micro_wide<8, 3, ASource::packed, 3>, micro_wide<8, 3, ASource::rows, 3>},
+                       micro_wide<8, 3, ASource::packed, 3>, micro_wide<8, 3, ASource::rows, 3>,
+                       micro_prepacked<8, 3>, micro_wide<8, 3, ASource::prepacked, 3>},
                       {12, 32, micro<12, 2>, micro_edge<12, 2, false>, micro_copying<12, 2>, micro_rows<12, 2>,
                        micro_edge<12, 2, true>, nullptr, 3,
-                       micro_wide<12, 2, ASource::packed, 3>, micro_wide<12, 2, ASource::rows, 3>},
+                       micro_wide<12, 2, ASource::packed, 3>, micro_wide<12, 2, ASource::rows, 3>,
+                       micro_prepacked<12, 2>, micro_wide<12, 2, ASource::prepacked, 3>},
                       {6, 64, micro<6, 4>, micro_edge<6, 4, false>, micro_copying<6, 4>, micro_rows<6, 4>,
                        micro_edge<6, 4, true>, micro_gathered<6, 4>, 2,
-                       micro_wide<6, 4, ASource::packed, 2>, micro_wide<6, 4, ASource::rows, 2>}},
+                       micro_wide<6, 4, ASource::packed, 2>, micro_wide<6, 4, ASource::rows, 2>,
+                       micro_prepacked<6, 4>, micro_wide<6, 4, ASource::prepacked, 2>}},
                      3,
                      dots_4x2x16,
                      axpys<16>,

@@ -144,7 +144,7 @@ int main() {
     CHECK(C == R);
     for (int threads : {1, 2})
       for (int64_t M : {5, 13, 150})
-        for (int64_t N : {33, 4000})
+        for (int64_t N : {33, 35, 49, 66, 4000})  // 35, 49, 66: the wide microkernels of 12x32, 8x48, 6x64
           for (int64_t K : {9, 257, 600}) run_packed_case(M, N, K, threads);  // 257: blocks 129 + 128
     for (int64_t M = 1; M <= kAxpysRows; ++M)
       for (int64_t K : {1, 3, 4, 5, 17})
