@@ -277,14 +277,16 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
                  Ap + full_rows / mr * kc * mr);
         // An A packed in advance as a whole (packed_a: a frozen layer's filters, or all of A before a product's column
         // chunks) comes from L3 or memory, not from an L2 block packed here: the prefetching microkernels read it
-        // (GemmTile::prepacked, wide_prepacked). Frozen ResNet-18, each build in its own process, alternated, median
-        // ms, Intel Xeon (family 6 model 167): batch 1 on 2 threads 12.82-12.89 -> 10.79-11.00, on 1 thread
-        // 23.0-24.2 -> 19.4-20.2, batch 8 on 2 threads 77.4-78.7 -> 70.7-70.8; forced AVX2, batch 1 19.1-19.3 ->
-        // 17.7-18.0. Its last stage alone (33 MB of filters) with 512 MB read between calls 4.68 -> 3.85 (3.31
-        // without). Both builds in one process, calls alternated, median of per-pair time ratios, 2 threads: the
+        // (GemmTile::prepacked, edge_prepacked, wide_prepacked). Frozen ResNet-18, each build in its own process,
+        // alternated, median ms, Intel Xeon (family 6 model 167): batch 1 on 2 threads 12.82-12.89 -> 10.79-11.00, on
+        // 1 thread 23.0-24.2 -> 19.4-20.2, batch 8 on 2 threads 77.4-78.7 -> 70.7-70.8; forced AVX2, batch 1
+        // 19.1-19.3 -> 17.7-18.0. Its last stage alone (33 MB of filters) with 512 MB read between calls 4.68 -> 3.85
+        // (3.31 without). Both builds in one process, calls alternated, median of per-pair time ratios, 2 threads: the
         // products taken in column chunks (1024- and 2048-squares, 256 x 6272 x 2304, 512 x 1568 x 4608, 96 x 3025 x
         // 363) 0.99-1.01x, frozen ResNet-20 n=128 1.00x. The blocks packed here prefetched as well: 16 x 6400 x 150 on
-        // 1 thread 0.97x. 1024 or 2048 floats ahead, or into L2, within noise of 512.
+        // 1 thread 0.97x. 1024 or 2048 floats ahead, or into L2, within noise of 512. The edge tiles' (the Winograd
+        // products' 42 and 16 columns) after the others': batch 1 on 2 threads 10.5-10.7 -> 10.2-10.4, on 1 thread
+        // 19.1-19.4 -> 18.3-18.9, batch 8 0.99x.
         // bcopy, where not null, takes a copy of the B panel read (a full tile: copy_b's products have more than
         // two row panels and panel by panel only whole ones are copied)
         const auto run_one = [&](int64_t ir, int64_t jr, const float* bpanel, int64_t bstride, float* bcopy,
@@ -314,7 +316,8 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           } else if (arows) {
             tile.rows_edge(kc, arows, lda, bpanel, bstride, c, ldc, accumulate, e, int(rows), int(cols));
           } else {
-            tile.edge(kc, apanel, 0, bpanel, bstride, c, ldc, accumulate, e, int(rows), int(cols));
+            (packed_a ? tile.edge_prepacked : tile.edge)(kc, apanel, 0, bpanel, bstride, c, ldc, accumulate, e,
+                                                         int(rows), int(cols));
           }
         };
         // panel jr, and where it is wide_jr the narrow one after it (B at xpanel): by the wide microkernel for a

@@ -109,25 +109,26 @@ void micro_prepacked(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, 
   micro_body<MR, NV, false, false, true>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi);
 }
 
-// The MR x (8 * V) edge tile with the fewest vectors V <= NV that covers cols.
-template <int MR, int NV, bool kGathered, int V = 1>
+// The MR x (8 * V) edge tile with the fewest vectors V <= NV that covers cols (kPrefetchA: as micro_body's).
+template <int MR, int NV, bool kGathered, bool kPrefetchA = false, int V = 1>
 void edge_tile(const float* Ap, const float* const* row, int64_t len, int64_t runs, int64_t jump, const float* Bp,
                int64_t ldb, float* C, int64_t ldc, bool accumulate, const TileEpilogue* epi, int rows, int cols) {
   if constexpr (V < NV) {
     if (cols > 8 * V) {
-      edge_tile<MR, NV, kGathered, V + 1>(Ap, row, len, runs, jump, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
+      edge_tile<MR, NV, kGathered, kPrefetchA, V + 1>(Ap, row, len, runs, jump, Bp, ldb, C, ldc, accumulate, epi, rows,
+                                                      cols);
       return;
     }
   }
-  micro_body<MR, V, kGathered, true>(Ap, row, len, runs, jump, Bp, ldb, C, ldc, accumulate, epi, rows,
-                                     cols - 8 * (V - 1));
+  micro_body<MR, V, kGathered, true, kPrefetchA>(Ap, row, len, runs, jump, Bp, ldb, C, ldc, accumulate, epi, rows,
+                                                 cols - 8 * (V - 1));
 }
 
-// EdgeMicroKernel (A packed: lda unused).
-template <int MR, int NV>
+// EdgeMicroKernel (A packed: lda unused; kPrefetchA for an A packed in advance, GemmTile::edge_prepacked).
+template <int MR, int NV, bool kPrefetchA = false>
 void micro_edge(int64_t kc, const float* Ap, int64_t /* lda */, const float* Bp, int64_t ldb, float* C, int64_t ldc,
                 bool accumulate, const TileEpilogue* epi, int rows, int cols) {
-  edge_tile<MR, NV, false>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
+  edge_tile<MR, NV, false, kPrefetchA>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi, rows, cols);
 }
 
 // RowsMicroKernel: micro reading A's MR rows in place, one pointer a row (the gathered tile's loop with one run of
@@ -296,9 +297,11 @@ void split_row2_8(const float* src, int64_t W, int64_t pad, int64_t Wq, float* d
 GemmKernels gemm_kernels_avx2() {
   return GemmKernels{"avx2 6x16 (4x24 for few rows)",
                      {{6, 16, micro<6, 2>, micro_edge<6, 2>, nullptr, micro_rows<6, 2>, micro_rows_edge<6, 2>,
-                       micro_gathered<6, 2>, 0, nullptr, nullptr, micro_prepacked<6, 2>, nullptr},
+                       micro_gathered<6, 2>, 0, nullptr, nullptr, micro_prepacked<6, 2>,
+                       micro_edge<6, 2, true>, nullptr},
                       {4, 24, micro<4, 3>, micro_edge<4, 3>, nullptr, micro_rows<4, 3>, micro_rows_edge<4, 3>,
-                       micro_gathered<4, 3>, 0, nullptr, nullptr, micro_prepacked<4, 3>, nullptr}},
+                       micro_gathered<4, 3>, 0, nullptr, nullptr, micro_prepacked<4, 3>,
+                       micro_edge<4, 3, true>, nullptr}},
                      2,
                      dots_4x8,
                      axpys<8>,

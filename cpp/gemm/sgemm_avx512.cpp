@@ -256,7 +256,7 @@ void micro_wide(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_
 // step for NC useful lanes: 5.7% of res4a's batch-1 forward on AMD Zen 4, whose 14 x 14 maps give products
 // 196 = 4 x 48 + 4 columns wide). Each element takes the same products in the same order as in micro_body, then
 // C, the biases and ReLU as its epilogue does: the same bits.
-template <int MR, int NC>
+template <int MR, int NC, ASource kA>
 void narrow_edge(const AOperand& A, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
                  const TileEpilogue* epi, int rows) {
   static_assert(MR <= 16 && NC <= 4, "one vector of rows, at most 4 columns");
@@ -265,6 +265,8 @@ void narrow_edge(const AOperand& A, const float* Bp, int64_t ldb, float* C, int6
   for (int j = 0; j < NC; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t k = 0; k < A.len; ++k, Bp += ldb) {
     const __m512 a = _mm512_maskz_loadu_ps(row_mask, A.a + k * MR);
+    if constexpr (kA == ASource::prepacked)
+      _mm_prefetch(reinterpret_cast<const char*>(A.a + k * MR + kPrefetchAFloats), _MM_HINT_T0);
     for (int j = 0; j < NC; ++j) acc[j] = _mm512_fmadd_ps(a, _mm512_set1_ps(Bp[j]), acc[j]);
   }
   store_column_vectors(acc, rows, accumulate, epi, C, ldc);
@@ -276,12 +278,12 @@ void narrow_edge(const AOperand& A, const float* Bp, int64_t ldb, float* C, int6
 template <int MR, int NV, ASource kA, int V = 1>
 void edge_tile(const AOperand& A, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
                const TileEpilogue* epi, int rows, int cols) {
-  if constexpr (kA == ASource::packed && V == 1) {
+  if constexpr ((kA == ASource::packed || kA == ASource::prepacked) && V == 1) {
     switch (cols) {
-      case 1: return narrow_edge<MR, 1>(A, Bp, ldb, C, ldc, accumulate, epi, rows);
-      case 2: return narrow_edge<MR, 2>(A, Bp, ldb, C, ldc, accumulate, epi, rows);
-      case 3: return narrow_edge<MR, 3>(A, Bp, ldb, C, ldc, accumulate, epi, rows);
-      case 4: return narrow_edge<MR, 4>(A, Bp, ldb, C, ldc, accumulate, epi, rows);
+      case 1: return narrow_edge<MR, 1, kA>(A, Bp, ldb, C, ldc, accumulate, epi, rows);
+      case 2: return narrow_edge<MR, 2, kA>(A, Bp, ldb, C, ldc, accumulate, epi, rows);
+      case 3: return narrow_edge<MR, 3, kA>(A, Bp, ldb, C, ldc, accumulate, epi, rows);
+      case 4: return narrow_edge<MR, 4, kA>(A, Bp, ldb, C, ldc, accumulate, epi, rows);
       default: break;
     }
   }
@@ -298,12 +300,11 @@ void edge_tile(const AOperand& A, const float* Bp, int64_t ldb, float* C, int64_
                                        __mmask16(0xFFFFu >> (16 * V - cols)));
 }
 
-// EdgeMicroKernel, A packed or (kRowsA) read in place.
-template <int MR, int NV, bool kRowsA>
+// EdgeMicroKernel, A packed (packed in advance: prepacked) or read in place (rows).
+template <int MR, int NV, ASource kA>
 void micro_edge(int64_t kc, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C, int64_t ldc,
                 bool accumulate, const TileEpilogue* epi, int rows, int cols) {
-  edge_tile<MR, NV, kRowsA ? ASource::rows : ASource::packed>(a_operand(A, lda, kc), Bp, ldb, C, ldc, accumulate,
-                                                              epi, rows, cols);
+  edge_tile<MR, NV, kA>(a_operand(A, lda, kc), Bp, ldb, C, ldc, accumulate, epi, rows, cols);
 }
 
 // GatheredMicroKernel: the edge tile, A's rows through their pointers (8 for 8x48: kept in registers).
@@ -576,18 +577,21 @@ void split_row2_16(const float* src, int64_t W, int64_t pad, int64_t Wq, float* 
 
 GemmKernels gemm_kernels_avx512() {
   return GemmKernels{"avx512 8x48 (12x32, 6x64 for narrow products)",
-                     {{8, 48, micro<8, 3>, micro_edge<8, 3, false>, micro_copying<8, 3>, micro_rows<8, 3>,
-                       micro_edge<8, 3, true>, micro_gathered<8, 3>, 3,
+                     {{8, 48, micro<8, 3>, micro_edge<8, 3, ASource::packed>, micro_copying<8, 3>, micro_rows<8, 3>,
+                       micro_edge<8, 3, ASource::rows>, micro_gathered<8, 3>, 3,
                        micro_wide<8, 3, ASource::packed, 3>, micro_wide<8, 3, ASource::rows, 3>,
-                       micro_prepacked<8, 3>, micro_wide<8, 3, ASource::prepacked, 3>},
-                      {12, 32, micro<12, 2>, micro_edge<12, 2, false>, micro_copying<12, 2>, micro_rows<12, 2>,
-                       micro_edge<12, 2, true>, nullptr, 3,
+                       micro_prepacked<8, 3>, micro_edge<8, 3, ASource::prepacked>,
+                       micro_wide<8, 3, ASource::prepacked, 3>},
+                      {12, 32, micro<12, 2>, micro_edge<12, 2, ASource::packed>, micro_copying<12, 2>,
+                       micro_rows<12, 2>, micro_edge<12, 2, ASource::rows>, nullptr, 3,
                        micro_wide<12, 2, ASource::packed, 3>, micro_wide<12, 2, ASource::rows, 3>,
-                       micro_prepacked<12, 2>, micro_wide<12, 2, ASource::prepacked, 3>},
-                      {6, 64, micro<6, 4>, micro_edge<6, 4, false>, micro_copying<6, 4>, micro_rows<6, 4>,
-                       micro_edge<6, 4, true>, micro_gathered<6, 4>, 2,
+                       micro_prepacked<12, 2>, micro_edge<12, 2, ASource::prepacked>,
+                       micro_wide<12, 2, ASource::prepacked, 3>},
+                      {6, 64, micro<6, 4>, micro_edge<6, 4, ASource::packed>, micro_copying<6, 4>, micro_rows<6, 4>,
+                       micro_edge<6, 4, ASource::rows>, micro_gathered<6, 4>, 2,
                        micro_wide<6, 4, ASource::packed, 2>, micro_wide<6, 4, ASource::rows, 2>,
-                       micro_prepacked<6, 4>, micro_wide<6, 4, ASource::prepacked, 2>}},
+                       micro_prepacked<6, 4>, micro_edge<6, 4, ASource::prepacked>,
+                       micro_wide<6, 4, ASource::prepacked, 2>}},
                      3,
                      dots_4x2x16,
                      axpys<16>,

@@ -61,7 +61,7 @@ void dots_8(const float* a, const float* B, int64_t ldb, int64_t K, int64_t n, f
 GemmKernels gemm_kernels_scalar() {
   return GemmKernels{"scalar 4x16",
                      {{MR, NR, micro_4x16, micro_edge_4x16, nullptr, nullptr, nullptr, micro_gathered_4x16, 0,
-                       nullptr, nullptr, micro_4x16, nullptr}},
+                       nullptr, nullptr, micro_4x16, micro_edge_4x16, nullptr}},
                      1,
                      dots_8,
                      axpys<4>,

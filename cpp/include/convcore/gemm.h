@@ -102,9 +102,10 @@ using WideMicroKernel = void (*)(int64_t kc, const float* A, int64_t lda, const 
 // One register tile: the mr x nr microkernel and its edge microkernel; its copying microkernel, or nullptr; its
 // microkernel reading A in place with that one's edge microkernel, or nullptr; its gathered microkernel, or nullptr;
 // the most columns its wide microkernels add (narrow_cols, 0 where there are none) and those kernels, A packed
-// (wide) and read in place (wide_rows), or nullptr; and the microkernel and wide microkernel (or nullptr) for an A
-// packed in advance as a whole (PackedA, or all of A packed before a product's column chunks), whose panels come
-// from L3 or memory rather than from the L2 block a product packs as it goes: prefetched ahead where the ISA does.
+// (wide) and read in place (wide_rows), or nullptr; and the microkernel, its edge microkernel and its wide
+// microkernel (or nullptr) for an A packed in advance as a whole (PackedA, or all of A packed before a product's
+// column chunks), whose panels come from L3 or memory rather than from the L2 block a product packs as it goes:
+// prefetched ahead where the ISA does.
 struct GemmTile {
   int mr, nr;
   MicroKernel micro;
@@ -117,6 +118,7 @@ struct GemmTile {
   WideMicroKernel wide;
   WideMicroKernel wide_rows;
   MicroKernel prepacked;
+  EdgeMicroKernel edge_prepacked;
   WideMicroKernel wide_prepacked;
 };
 
