@@ -432,6 +432,16 @@ def test_matmul_and_linear(rng):
     assert np.array_equal(F.matmul(np.zeros((2, 0), np.float32), np.zeros((0, 4), np.float32)), np.zeros((2, 4)))
 
 
+def test_no_rows_against_a_large_b():
+    # a product of no rows whose B has 2^20 elements or more (the few-row kernel's size, which divides by the rows)
+    # gives an empty result: it ended the process with SIGFPE (an empty batch through VGG's or AlexNet's classifier)
+    b = np.zeros((1024, 1024), np.float32)
+    assert F.matmul(np.zeros((0, 1024), np.float32), b).shape == (0, 1024)
+    assert F.linear(np.zeros((0, 1024), np.float32), b.T).shape == (0, 1024)  # the weight through its transpose
+    dx, dw, db = F.linear_backward(np.zeros((0, 1024), np.float32), np.zeros((0, 1024), np.float32), b)
+    assert dx.shape == (0, 1024) and np.array_equal(dw, np.zeros_like(b)) and np.array_equal(db, np.zeros(1024))
+
+
 def test_matmul_common_case_recognised_in_cpp(rng):
     # _core.plain_matmul runs two C-contiguous, aligned float32 ndarrays whose inner dimensions agree and whose product
     # is within the element limit; it answers None for anything else, which matmul then validates and runs

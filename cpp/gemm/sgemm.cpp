@@ -729,11 +729,12 @@ void sgemm_few_rows_axpys(int64_t M, int64_t N, int64_t K, float alpha, const fl
 
 void sgemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const Epilogue& epi) {
-  if (M <= 4 && trans_a == Trans::no && trans_b == Trans::yes && K > 0) {
+  if (empty_product(M, N, K, beta, C, ldc, epi)) return;  // before the few-row kernels (blocks of 4096 / M columns)
+  if (M <= 4 && trans_a == Trans::no && trans_b == Trans::yes) {
     sgemm_few_rows(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epi);
     return;
   }
-  if (M <= kAxpysRows && trans_a == Trans::no && trans_b == Trans::no && K > 0 && (M == 1 || K * N >= kAxpysFloats)) {
+  if (M <= kAxpysRows && trans_a == Trans::no && trans_b == Trans::no && (M == 1 || K * N >= kAxpysFloats)) {
     sgemm_few_rows_axpys(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epi);
     return;
   }
