@@ -60,6 +60,28 @@ def test_idx_rejects_broken_gzip(tmp_path):
         data.read_idx(tmp_path / "bad.idx.gz")
 
 
+def test_idx_rejects_a_corrupt_deflate_stream(tmp_path):
+    # a gzip file whose compressed data is corrupt raised zlib.error, naming no file
+    packed = bytearray(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x04abcd", mtime=0))
+    packed[10] ^= 0xFF
+    (tmp_path / "bad-idx1-ubyte.gz").write_bytes(bytes(packed))
+    with pytest.raises(ValueError, match=r"bad-idx1-ubyte\.gz: cannot read IDX data"):
+        data.read_idx(tmp_path / "bad-idx1-ubyte.gz")
+
+
+@pytest.mark.parametrize("stem,array,code", [
+    ("train-images-idx3-ubyte", np.full((20, 28, 28), 1000, np.int16), 0x0B),  # pixels past 255: not in [0, 1]
+    ("train-images-idx3-ubyte", np.full((20, 28, 28), -5, np.int8), 0x09),
+    ("train-labels-idx1-ubyte", np.full(20, -1, np.int8), 0x09),  # negative labels passed
+    ("t10k-labels-idx1-ubyte", np.full(10, 0.5, np.float32), 0x0D),  # truncated to 0 (NaN to -2**63)
+])
+def test_fashion_mnist_refuses_files_of_other_types(tmp_path, stem, array, code):
+    root = make_fashion_mnist(tmp_path / "root")
+    write_idx(root / f"{stem}.gz", array, code=code)
+    with pytest.raises(ValueError, match=rf"{stem}\.gz: Fashion-MNIST files hold unsigned bytes"):
+        data.load_fashion_mnist(root)
+
+
 def test_fashion_mnist_search_order_and_format(tmp_path, monkeypatch):
     root = make_fashion_mnist(tmp_path / "root", n_train=20)
     env = make_fashion_mnist(tmp_path / "env", n_train=30)

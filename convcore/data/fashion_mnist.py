@@ -51,7 +51,10 @@ def load_fashion_mnist(root=None):
             + ", ".join(s + "[.gz]" for s in _FMNIST_FILES) + ". Install it with "
             "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four files in a folder and "
             "pass root= (or set CONVCORE_DATA).")
-    x_train, y_train, x_test, y_test = (read_idx(p) for p in paths)
+    x_train, y_train, x_test, y_test = arrays = [read_idx(p) for p in paths]
+    for path, a in zip(paths, arrays):  # pixels and labels are bytes (IDX type 0x08): others would be misread
+        if a.dtype != np.uint8:
+            raise ValueError(f"{path}: Fashion-MNIST files hold unsigned bytes (IDX type 0x08), this one {a.dtype}")
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (x.shape[0],):
             raise ValueError(f"Fashion-MNIST {name} files have shapes {x.shape} and {y.shape}, expected (N, 28, 28) "

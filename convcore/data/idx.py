@@ -9,6 +9,7 @@ import gzip
 import math
 import os
 import struct
+import zlib
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def read_idx(path) -> np.ndarray:
             if expected > MAX_BYTES:
                 raise ValueError(f"{path}: IDX header announces {dims} = {expected} bytes, more than the limit")
             data = f.read(expected + 1)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:  # zlib.error: a corrupt deflate stream
         if isinstance(e, FileNotFoundError):
             raise
         raise ValueError(f"{path}: cannot read IDX data ({e})") from e
