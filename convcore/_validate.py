@@ -65,6 +65,15 @@ def as_int(v, name: str, minimum=None) -> int:
     return v
 
 
+def as_size(v, name: str) -> int:
+    """A layer's or model's size (features, channels, groups, classes): an int in [1, MAX_ELEMENTS] (numpy refused
+    2**70 channels as "Maximum allowed dimension exceeded", naming nothing)."""
+    v = as_int(v, name, minimum=1)
+    if v > MAX_ELEMENTS:
+        raise ValueError(f"{name} must be at most 2**40, got {v}")
+    return v
+
+
 def as_tuple(v, name: str, n: int, minimum=None) -> tuple:
     """An int or a length-n sequence of ints -> a tuple of n ints, each >= minimum and at most MAX_ELEMENTS (sizes,
     strides and paddings past it describe no array that could exist, and the kernels take 64-bit ints)."""

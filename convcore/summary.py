@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import nn
-from ._validate import as_tuple, check_elements
+from ._validate import as_bool, as_tuple, check_elements
 from .nn.module import evaluating
 
 
@@ -103,6 +103,7 @@ def summary(model: nn.Module, input_shape, print_table: bool = True) -> Summary:
         raise ValueError(f"input_shape must be (C, H, W), (C, L) or (features,) without the batch, "
                          f"got {input_shape!r}")
     input_shape = as_tuple(tuple(input_shape), "input_shape", len(input_shape), minimum=1)
+    print_table = as_bool(print_table, "print_table")  # (print_table="no" printed it)
     check_elements(input_shape, "the input image")  # refused before the zero image is allocated
     dtype = model._compute_dtype()
     result = Summary(input_shape=input_shape, itemsize=dtype.itemsize)

@@ -47,8 +47,14 @@ def _grid(images, path, title, cmap="gray"):
     return _save(plt, fig, path)
 
 
+def _check_model(model):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
+
+
 def first_conv(model: nn.Module) -> nn.Conv2d:
     """The first Conv2d in named_modules() order."""
+    _check_model(model)
     for _, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             return m
@@ -69,10 +75,16 @@ def plot_filters(model: nn.Module, path) -> Path:
 
 def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> Path:
     """The output channels of the named layer (a dotted name from named_modules) for one image (C, H, W), computed
-    in eval mode (each module's mode is restored afterwards) in the model's dtype."""
+    in eval mode (each module's mode is restored afterwards) in the model's dtype. Where the layer adds a residual
+    block's shortcut or a fused ReLU to its own output (a BatchNorm ending a BasicBlock), the title says so: the maps
+    are the block's output."""
+    _check_model(model)
     modules = dict(model.named_modules())
     if layer not in modules:
         raise ValueError(f"layer {layer!r} not found; layers: {[n for n in modules if n][:20]}...")
+    if not isinstance(image, np.ndarray) or image.dtype.kind not in "biuf":
+        raise TypeError(f"image must be a numpy array of numbers (C, H, W), got {type(image).__name__}"
+                        + (f" of {image.dtype}" if isinstance(image, np.ndarray) else ""))
     image = np.asarray(image, model._compute_dtype())
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {image.shape}")
@@ -85,6 +97,7 @@ def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> P
     def capture(*args, **kwargs):
         captured["y"] = original(*args, **kwargs)
         captured["fused"] = kwargs.get("activation")  # Sequential fuses a following ReLU into conv/linear
+        captured["residual"] = kwargs.get("residual") is not None  # a BasicBlock's bn2 adds its shortcut
         return captured["y"]
     object.__setattr__(target, attr, capture)
     try:
@@ -97,7 +110,9 @@ def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> P
     y = captured["y"][0]
     if y.ndim != 3:
         raise ValueError(f"layer {layer!r} outputs shape {y.shape}, not feature maps (C, H, W)")
-    after = f" (after the fused {captured['fused']})" if captured["fused"] else ""
+    steps = ["the block's shortcut added"] * captured["residual"] + [f"the fused {captured['fused']}"] * bool(
+        captured["fused"])
+    after = f" (after {' and '.join(steps)})" if steps else ""
     return _grid(list(y), path, f"{layer}{after}: {y.shape[0]} activation maps {y.shape[1]}x{y.shape[2]}",
                  cmap="viridis")
 
@@ -105,6 +120,10 @@ def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> P
 def plot_history(history, path) -> Path:
     """Training curves: loss and accuracy per epoch (training and, if present, validation, None where an epoch had
     none: fit keeps one entry an epoch)."""
+    if not all(isinstance(getattr(history, name, None), list) for name in ("loss", "accuracy", "val_loss",
+                                                                            "val_accuracy")):
+        raise TypeError(f"history must be a History (fit's result, with lists loss, accuracy, val_loss and "
+                        f"val_accuracy), got {type(history).__name__}")
     epochs = len(history.loss)
     for name in ("accuracy", "val_loss", "val_accuracy"):
         entries = len(getattr(history, name))

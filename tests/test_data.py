@@ -191,6 +191,8 @@ def test_cifar_loader_refuses_what_a_batch_never_holds(tmp_path, payload, match)
     (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]})[:-60],
      "not a readable CIFAR-10 batch \\(UnpicklingError: pickle data was truncated"),
     (b"not a pickle", "not a readable CIFAR-10 batch \\(UnpicklingError: invalid load key"),
+    # a frame length of 2**63: a raw OverflowError naming no file
+    (b"\x80\x04\x95" + struct.pack("<Q", 2**63) + b"...", "not a readable CIFAR-10 batch \\(OverflowError"),
 ])
 def test_cifar_loader_rejects_malformed_batches(tmp_path, payload, match):
     write_cifar(tmp_path, lambda i: payload)

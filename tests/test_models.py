@@ -63,6 +63,16 @@ def test_model_argument_errors():
         cc.models.lenet5(num_classes=0)
     with pytest.raises(ValueError, match=r"groups must be 1 \(single stream\) or 2"):
         cc.models.alexnet(groups=3)
+    # each was taken, or failed with a message naming nothing: batch_norm="no" built the batch-norm variant, the
+    # arrays gave numpy's "truth value ... is ambiguous", 2**70 classes "Maximum allowed dimension exceeded"
+    with pytest.raises(TypeError, match="batch_norm must be a bool, got 'no'"):
+        cc.models.vgg16(batch_norm="no")
+    with pytest.raises(TypeError, match=r"groups must be an int, got array\(\[1, 2\]\)"):
+        cc.models.alexnet(groups=np.array([1, 2]))
+    with pytest.raises(ValueError, match="shortcut must be 'A' .* or 'B'"):
+        cc.models.resnet20(shortcut=np.array(["A", "B"]))
+    with pytest.raises(ValueError, match=r"num_classes must be at most 2\*\*40, got 1180591620717411303424"):
+        cc.models.lenet5(num_classes=2**70)
 
 
 def test_googlenet_count_against_torchvision_layout():

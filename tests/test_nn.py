@@ -1520,3 +1520,14 @@ def test_a_slice_of_a_container_is_a_container_of_the_same_children():
     assert not part.training and model._plan is plan  # in the model's mode; the model keeps its plan
     np.testing.assert_array_equal(part(x), features(x))
     assert part._plan is not None  # ran as an eval plan
+
+
+@pytest.mark.parametrize("build,name", [
+    (lambda: nn.Linear(84, 2**70), "out_features"), (lambda: nn.Linear(2**70, 3), "in_features"),
+    (lambda: nn.Conv2d(3, 2**70, 3), "out_channels"), (lambda: nn.Conv2d(2**70, 3, 3), "in_channels"),
+    (lambda: nn.BatchNorm2d(2**70), "num_features"), (lambda: nn.BasicBlock(2**70, 4), "in_channels"),
+])
+def test_layer_sizes_past_2_40_are_refused_by_name(build, name):
+    # numpy refused them as "Maximum allowed dimension exceeded", naming nothing
+    with pytest.raises(ValueError, match=rf"{name} must be at most 2\*\*40, got 1180591620717411303424"):
+        build()

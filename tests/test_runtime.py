@@ -134,10 +134,6 @@ def test_omp_num_threads_honoured():
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_child_after_parallel_work_completes_serially():
     # libgomp's pool does not survive fork(); without the guard the child's first parallel region hangs forever.
-    import time
-
-    import numpy as np
-
     a = np.random.default_rng(0).random((300, 300), dtype=np.float32)
     with cc.threads(2):
         expected = cc.functional.matmul(a, a)  # runs a parallel region, creating the OpenMP pool

@@ -57,6 +57,8 @@ def test_summary_argument_errors():
         cc.summary("vgg16", (3, 224, 224))
     with pytest.raises(ValueError, match="input_shape must be"):
         cc.summary(cc.models.lenet5(), (1, 1, 28, 28))
+    with pytest.raises(TypeError, match="print_table must be a bool, got 'no'"):  # printed the table
+        cc.summary(cc.models.lenet5(), (1, 28, 28), print_table="no")
 
 
 def test_summary_restores_each_modules_own_mode():

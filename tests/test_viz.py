@@ -54,6 +54,13 @@ def test_bad_requests(tmp_path):
         viz.plot_activations(model, np.zeros((1, 28, 28)), "6", tmp_path / "x.png")
     with pytest.raises(ValueError, match="the model has no Conv2d layer"):
         viz.plot_filters(cc.nn.Sequential(cc.nn.Linear(2, 3)), tmp_path / "x.png")
+    # each raised an error naming nothing (AttributeError; numpy's "could not convert string to float")
+    with pytest.raises(TypeError, match="model must be a convcore.nn.Module, got str"):
+        viz.plot_filters("x", tmp_path / "x.png")
+    with pytest.raises(TypeError, match="image must be a numpy array of numbers .*, got str"):
+        viz.plot_activations(model, "abc", "0", tmp_path / "x.png")
+    with pytest.raises(TypeError, match="history must be a History .*, got dict"):
+        viz.plot_history({"loss": [1.0]}, tmp_path / "x.png")
 
 
 def test_activation_maps_match_the_layer_output_and_rgb_filters(tmp_path, monkeypatch):
@@ -98,3 +105,18 @@ def test_missing_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install 'convcore\[viz\]'"):
         viz.plot_history(History(loss=[1.0], accuracy=[0.5]), tmp_path / "c.png")
+
+
+def test_activation_maps_of_a_blocks_last_batch_norm_say_the_shortcut_was_added(tmp_path, monkeypatch):
+    # a BasicBlock's bn2 adds the block's shortcut and applies the ReLU in one step: its maps are the block's output,
+    # which the title said only of the ReLU
+    shown = []
+    monkeypatch.setattr(viz, "_grid", lambda images, path, title, cmap="gray": shown.append((images, title)) or path)
+    model = cc.models.resnet20(seed=0)
+    image = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    viz.plot_activations(model, image, "layer1.0.bn2", tmp_path / "bn2.png")
+    maps, title = shown[-1]
+    model.eval()
+    stem = model.relu(model.bn1(model.conv1(image[None])))
+    assert title.startswith("layer1.0.bn2 (after the block's shortcut added and the fused relu): 16 activation maps")
+    assert np.array_equal(np.stack(maps), model.layer1[0](stem)[0])

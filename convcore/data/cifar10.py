@@ -75,7 +75,7 @@ def _load_batch(path: Path):
         except Refused as e:
             raise Refused(f"{path}: {e}") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-                MemoryError) as e:  # truncated or not a pickle
+                MemoryError, OverflowError) as e:  # truncated or not a pickle (OverflowError: a length of 2**63)
             raise ValueError(f"{path}: not a readable CIFAR-10 batch ({type(e).__name__}: {e})") from e
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise ValueError(f"{path}: not a CIFAR-10 batch (a dict with 'data' and 'labels')")

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from .. import nn
-from .._validate import as_int
+from .._validate import as_bool, as_int, as_size
 from ..nn.init import as_generator
 
 
 def _check(num_classes, in_channels):
-    return as_int(num_classes, "num_classes", minimum=1), as_int(in_channels, "in_channels", minimum=1)
+    return as_size(num_classes, "num_classes"), as_size(in_channels, "in_channels")
 
 
 def lenet5(num_classes=10, in_channels=1, seed=None) -> nn.Sequential:
@@ -40,7 +40,7 @@ def alexnet(num_classes=1000, in_channels=3, groups=1, seed=None) -> nn.Chain:
     (96, 256, 384, 384, 256; local response normalisation omitted). groups=2 reproduces the paper's two-GPU split
     of conv2, conv4 and conv5. Parameters: 62,378,344 (groups=1), 60,965,224 (groups=2)."""
     num_classes, in_channels = _check(num_classes, in_channels)
-    if groups not in (1, 2):
+    if as_int(groups, "groups") not in (1, 2):
         raise ValueError(f"groups must be 1 (single stream) or 2 (the paper's split), got {groups!r}")
     rng = as_generator(seed, "seed")
     features = nn.Sequential(
@@ -73,6 +73,7 @@ def vgg16(num_classes=1000, in_channels=3, batch_norm=False, seed=None) -> nn.Ch
     """VGG-16 (configuration D) with torchvision's layout (features, avgpool to 7x7, classifier); 138,357,544
     parameters, 138,365,992 with batch_norm=True (a BatchNorm2d after every conv, as torchvision's vgg16_bn)."""
     num_classes, in_channels = _check(num_classes, in_channels)
+    batch_norm = as_bool(batch_norm, "batch_norm")  # (batch_norm="no" built the batch-norm variant)
     rng = as_generator(seed, "seed")
     layers, c = [], in_channels
     for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _core
 from .. import functional as F
-from .._validate import as_int, as_tensor
+from .._validate import as_int, as_size, as_tensor
 from .activation import ReLU
 from .container import Sequential, _add_steps, _all_native, _first_output
 from .conv import Conv2d
@@ -28,10 +28,10 @@ class BasicBlock(Module):
 
     def __init__(self, in_channels, out_channels, stride=1, shortcut="B", rng=None):
         super().__init__()
-        in_channels = as_int(in_channels, "in_channels", minimum=1)
-        out_channels = as_int(out_channels, "out_channels", minimum=1)
+        in_channels = as_size(in_channels, "in_channels")
+        out_channels = as_size(out_channels, "out_channels")
         self.stride = stride
-        if shortcut not in ("A", "B"):
+        if not isinstance(shortcut, str) or shortcut not in ("A", "B"):  # (an array: an unclear truth-value error)
             raise ValueError(f"shortcut must be 'A' (zero-padded identity) or 'B' (1x1 projection), got {shortcut!r}")
         self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=rng)
         self.bn1 = BatchNorm2d(out_channels)

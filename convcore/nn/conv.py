@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_bool, as_int, as_tuple
+from .._validate import as_bool, as_size, as_tuple
 from ..functional import conv as conv_ops
 from .init import as_generator, fan_in_bias, kaiming_uniform
 from .module import Module, Parameter, check_input_dtype
@@ -13,13 +13,13 @@ class _ConvNd(Module):
     fuses_relu = True
     n_axes = 2
     _option_checks = {
-        "in_channels": lambda layer, v: as_int(v, "in_channels", minimum=1),
-        "out_channels": lambda layer, v: as_int(v, "out_channels", minimum=1),
+        "in_channels": lambda layer, v: as_size(v, "in_channels"),
+        "out_channels": lambda layer, v: as_size(v, "out_channels"),
         "kernel_size": lambda layer, v: as_tuple(v, "kernel_size", layer.n_axes, minimum=1),
         "stride": lambda layer, v: as_tuple(v, "stride", layer.n_axes, minimum=1),
         "padding": lambda layer, v: as_tuple(v, "padding", layer.n_axes, minimum=0),
         "dilation": lambda layer, v: as_tuple(v, "dilation", layer.n_axes, minimum=1),
-        "groups": lambda layer, v: as_int(v, "groups", minimum=1),
+        "groups": lambda layer, v: as_size(v, "groups"),
     }
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .._validate import as_bool, as_int, as_tensor
+from .._validate import as_bool, as_size, as_tensor
 from ..functional import gemm as gemm_ops
 from .init import as_generator, fan_in_bias, kaiming_uniform
 from .module import Module, Parameter, check_input_dtype
@@ -14,8 +14,8 @@ from .module import Module, Parameter, check_input_dtype
 class Linear(Module):
     """Fully connected layer: (N, in_features) -> (N, out_features); weight (out, in)."""
     fuses_relu = True
-    _option_checks = {"in_features": lambda layer, v: as_int(v, "in_features", minimum=1),
-                      "out_features": lambda layer, v: as_int(v, "out_features", minimum=1)}
+    _option_checks = {"in_features": lambda layer, v: as_size(v, "in_features"),
+                      "out_features": lambda layer, v: as_size(v, "out_features")}
 
     def __init__(self, in_features, out_features, bias=True, rng=None):
         super().__init__()

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from .. import _core
-from .._validate import as_int, as_real, as_tensor
+from .._validate import as_size, as_real, as_tensor
 from ..functional.gemm import check_activation
 from .module import Module, Parameter, check_input_dtype
 
@@ -32,7 +32,7 @@ class _BatchNorm(Module):
     # backward (it would mask again, to the same bits).
     fuses_relu = True
     masks_fused_relu = True
-    _option_checks = {"num_features": lambda layer, v: as_int(v, "num_features", minimum=1), "eps": _eps,
+    _option_checks = {"num_features": lambda layer, v: as_size(v, "num_features"), "eps": _eps,
                       "momentum": _momentum}
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
