@@ -24,7 +24,7 @@ CArray<T> forward(const CArray<T>& x, const CArray<T>& w, std::optional<CArray<T
   const T* pb = bias ? bias->data() : nullptr;
   const T *px = x.data(), *pw = w.data();
   T* py_ = y.mutable_data();
-  py::gil_scoped_release release;
+  CoreCall call;
   if constexpr (std::is_same_v<T, float>) {
     if (!reference) {
       conv2d_forward_fast(s, px, pw, pb, relu, py_);
@@ -58,7 +58,7 @@ py::tuple backward(const CArray<T>& dy, const CArray<T>& x, const CArray<T>& w, 
     if (pdb) conv2d_backward_bias_ref<T>(s, pdy, pdb);
   };
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     run();
   }
   const auto or_none = [](const std::optional<CArray<T>>& a) { return a ? py::object(*a) : py::object(py::none()); };
@@ -75,7 +75,7 @@ CArray<T> backward_bias(const CArray<T>& dy, bool reference) {
   auto db = new_array<T>({s.K});
   const T* pdy = dy.data();
   T* pdb = db.mutable_data();
-  py::gil_scoped_release release;
+  CoreCall call;
   if constexpr (std::is_same_v<T, float>) {
     if (!reference) {
       conv2d_backward_bias_fast(s, pdy, pdb);

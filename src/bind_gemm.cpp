@@ -21,7 +21,7 @@ CArray<T> run(const CArray<T>& a, const CArray<T>& b, bool trans_a, bool trans_b
   const auto ta = trans_a ? Trans::yes : Trans::no, tb = trans_b ? Trans::yes : Trans::no;
   const auto axis = static_cast<Epilogue::Bias>(bias_axis);
   const int64_t lda = a.shape(1), ldb = b.shape(1);
-  py::gil_scoped_release release;
+  CoreCall call;
   if constexpr (std::is_same_v<T, float>) {
     if (!reference) {
       Epilogue epi;

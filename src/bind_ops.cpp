@@ -19,7 +19,7 @@ static CArray<T> relu(const CArray<T>& x) {
   T* py_ = y.mutable_data();
   const int64_t n = x.size();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     relu_forward<T>(px, py_, n);
   }
   return y;
@@ -33,7 +33,7 @@ static CArray<T> relu_grad(const CArray<T>& dy, const CArray<T>& x) {
   T* pdx = dx.mutable_data();
   const int64_t n = x.size();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     relu_backward<T>(pdy, px, pdx, n);
   }
   return dx;
@@ -47,7 +47,7 @@ static void relu_grad_add(const CArray<T>& dy, const CArray<T>& x, CArray<T>& dx
   T* pdx = dx.mutable_data();
   const int64_t n = x.size();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     relu_backward_add<T>(pdy, px, pdx, n);
   }
 }
@@ -65,7 +65,7 @@ static CArray<T> shortcut_forward(const CArray<T>& x, int64_t stride, int64_t lo
   const T* px = x.data();
   T* py_ = y.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     subsample_pad<T>(px, N, C, H, W, stride, lo, out_channels, P, Q, py_);
   }
   return y;
@@ -84,7 +84,7 @@ static void shortcut_backward_add(const CArray<T>& dy, const CArray<T>& out, int
   const T *pdy = dy.data(), *pout = out.data();
   T* pdx = dx.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     subsample_pad_backward_add<T>(pdy, pout, N, C, H, W, stride, lo, K, dy.shape(2), dy.shape(3), pdx);
   }
 }
@@ -96,7 +96,7 @@ static CArray<T> softmax(const CArray<T>& x) {
   const T* px = x.data();
   T* py_ = y.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     softmax_forward<T>(px, py_, rows, cols);
   }
   return y;
@@ -125,7 +125,7 @@ static py::tuple cross_entropy(const CArray<T>& logits, const CArray<int64_t>& l
   T* pp = probs.mutable_data();
   double loss;
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     loss = cross_entropy_forward<T>(pl, plab, pp, N, C);
   }
   return py::make_tuple(loss, probs);
@@ -140,7 +140,7 @@ static CArray<T> cross_entropy_grad(const CArray<T>& probs, const CArray<int64_t
   const int64_t* plab = labels.data();
   T* pd = d.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     cross_entropy_backward<T>(pp, plab, pd, N, C, static_cast<T>(scale));
   }
   return d;
@@ -175,7 +175,7 @@ static py::tuple bn_train(const CArray<T>& x, const CArray<T>& weight, const CAr
   T* py_ = y.mutable_data();
   double *pm = mean.mutable_data(), *pv = var.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     batch_norm_train<T>(px, N, C, L, pw, pb, eps, pr, relu, py_, pm, pv);
   }
   return py::make_tuple(y, mean, var);
@@ -193,7 +193,7 @@ static CArray<T> bn_eval(const CArray<T>& x, const CArray<double>& mean, const C
   const double *pm = mean.data(), *pv = var.data();
   T* py_ = y.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     batch_norm_eval<T>(px, N, C, L, pm, pv, pw, pb, eps, pr, relu, py_);
   }
   return y;
@@ -215,7 +215,7 @@ static py::tuple bn_backward(const CArray<T>& dy, const CArray<T>& x, const CArr
   const double *pm = mean.data(), *pv = var.data();
   T *pdw = dweight.mutable_data(), *pdb = dbias.mutable_data(), *pdx = dx ? dx->mutable_data() : nullptr;
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     batch_norm_backward<T>(pdy, px, pm, pv, pw, eps, mask, N, C, L, pdw, pdb, pdx);
   }
   return py::make_tuple(dweight, dbias, dx ? py::object(*dx) : py::object(py::none()));
@@ -314,7 +314,7 @@ static void run_updates(std::vector<Update>& updates, const Make& make, const St
     else
       doubles.push_back(typed_arrays<double>(u, make));
   }
-  py::gil_scoped_release release;
+  CoreCall call;
   if (!singles.empty()) step(singles);
   if (!doubles.empty()) step(doubles);
 }

@@ -187,7 +187,7 @@ class NativePlan {
     const int out_buffer = values_[output_].buffer;
     auto y = new_array<float>(values_[output_].shape);
     {
-      py::gil_scoped_release release;
+      CoreCall call;
       // a frozen plan's call on the thread count its calls have run fastest on (ThreadChoice; the same bits on any)
       const int setting = num_threads();
       const int threads = frozen_ ? choice_.pick(setting) : setting;

@@ -24,7 +24,7 @@ static py::tuple max_pool2d_offsets(const CArray<T>& x, const PoolGeom& geometry
   T* py_ = y.mutable_data();
   uint8_t* po = offsets.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     max_pool2d_compact(px, py_, po, planes, g);
   }
   return py::make_tuple(y, offsets);
@@ -43,7 +43,7 @@ static CArray<T> max_pool2d_offsets_backward(const CArray<T>& dy, const CArray<u
   const T* pm = relu_output ? relu_output->data() : nullptr;
   T* pdx = dx.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     max_pool2d_backward_compact(pdy, po, pdx, planes, g, pm);
   }
   return dx;
@@ -56,7 +56,7 @@ static CArray<int64_t> pool_offsets_to_indices(const CArray<uint8_t>& offsets, c
   int64_t* pi = indices.mutable_data();
   const int64_t planes = planes_of(offsets);
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     offsets_to_indices(po, pi, planes, g);
   }
   return indices;
@@ -73,7 +73,7 @@ static py::tuple max_pool2d_indices(const CArray<T>& x, const PoolGeom& geometry
   T* py_ = y.mutable_data();
   int64_t* pi = indices.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     max_pool2d_ref(px, py_, pi, planes, g);
   }
   return py::make_tuple(y, indices);
@@ -89,7 +89,7 @@ static CArray<T> max_pool2d_indices_backward(const CArray<T>& dy, const CArray<i
   const int64_t* pi = indices.data();
   T* pdx = dx.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     max_pool2d_backward_ref(pdy, pi, pdx, planes, g);
   }
   return dx;
@@ -116,7 +116,7 @@ static CArray<T> avg_pool2d_forward(const CArray<T>& x, const PoolGeom& geometry
   const T* px = x.data();
   T* py_ = y.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     avg_forward(px, py_, planes, g, count_include_pad);
   }
   return y;
@@ -130,7 +130,7 @@ static CArray<T> avg_pool2d_grad(const CArray<T>& dy, const PoolGeom& geometry, 
   const T* pdy = dy.data();
   T* pdx = dx.mutable_data();
   {
-    py::gil_scoped_release release;
+    CoreCall call;
     avg_backward(pdy, pdx, planes, g, count_include_pad);
   }
   return dx;

@@ -14,11 +14,19 @@
 #include "convcore/checked.h"
 #include "convcore/conv.h"
 #include "convcore/pool.h"
+#include "convcore/threads.h"
 
 namespace py = pybind11;
 
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
+
+// What every call into the core holds while it runs: the GIL released, and the calling thread's thread count read
+// once (CallThreads), so that another Python thread's set_num_threads meanwhile does not reach it halfway.
+struct CoreCall {
+  py::gil_scoped_release release;
+  convcore::CallThreads threads;
+};
 
 // Whether the ndarray a is C-contiguous, aligned and of T's own dtype object: an array taken as it is, in a few field
 // reads (the CArray caster's, and plain_matmul's).

@@ -220,6 +220,59 @@ def test_frozen_calls_from_several_threads(rng):
     assert set(frozen._plans) <= {(x.shape, x.dtype) for x in xs} and len(frozen._plans) == 2
 
 
+def test_frozen_calls_while_another_thread_changes_the_thread_count(rng):
+    # a frozen convolution packed its filters for the tile of one thread count and shared its rows out by another's
+    # when set_num_threads ran meanwhile on another thread: garbage (4 wrong outputs in 5,000 calls, up to 4.6e17 off);
+    # each call into the core now reads the setting once (CallThreads)
+    model = nn.Sequential(nn.Conv2d(128, 12, 3, 1, 1, rng=rng)).eval()  # 8x48 packed on 2 threads, 6x64 on 1
+    x = rng.standard_normal((3, 128, 12, 20)).astype(np.float32)
+    want, frozen = model(x), nn.freeze(model)
+    before = cc.get_num_threads()
+    stop = threading.Event()
+    wrong, calls = [], [0]
+
+    def caller():
+        while not stop.is_set():
+            calls[0] += 1
+            if not np.array_equal(frozen(x), want):
+                wrong.append(calls[0])
+
+    def setter():
+        i = 0
+        while not stop.is_set():
+            cc.set_num_threads(1 + i % 2)
+            i += 1
+    threads = [threading.Thread(target=caller) for _ in range(4)] + [threading.Thread(target=setter)]
+    try:
+        for t in threads:
+            t.start()
+        stop.wait(4.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        cc.set_num_threads(before)
+    assert calls[0] > 1000 and not wrong
+
+
+def test_frozen_keeps_the_shapes_used_last_where_the_eval_forward_runs(rng):
+    # a float64 snapshot (no native plan) kept its shapes in the order first seen: a shape used last was dropped
+    forwards = [0]
+
+    class Counting(nn.ReLU):
+        def forward(self, x, *args, **kwargs):
+            forwards[0] += 1
+            return super().forward(x, *args, **kwargs)
+    frozen = nn.freeze(nn.Sequential(nn.Conv2d(3, 8, 3, rng=rng), Counting()).to(np.float64), max_plans=2)
+    a, b, c = (rng.standard_normal((n, 3, 8, 8)) for n in (1, 2, 3))
+    runs = []
+    for x in (a, b, a, c, a):
+        before = forwards[0]
+        frozen(x)
+        runs.append(forwards[0] - before)
+    assert runs == [2, 2, 1, 2, 1]  # a new shape's first call builds (a forward more); a kept one runs once
+
+
 def test_frozen_keeps_the_plans_used_last(rng):
     model = cc.models.lenet5(seed=0).eval()
     frozen = nn.freeze(model, max_plans=2)

@@ -90,6 +90,7 @@ class Frozen:
             if isinstance(x, np.ndarray):
                 if key not in self._plans:
                     self._build(x, key)
+                self._plans.move_to_end(key)  # used last, whether it has a native plan or runs the eval forward
                 native = self._plans[key]
                 if native is not None:
                     return native.run(x)

@@ -25,6 +25,7 @@ const int g_fork_guard_installed = pthread_atfork(nullptr, nullptr, mark_forked_
 // (dropped at the next look).
 using Scopes = std::vector<std::shared_ptr<std::atomic<int>>>;
 thread_local Scopes t_caps, t_settings;
+thread_local int t_call_setting = 0;  // a live CallThreads' count on this thread, 0 where none
 
 void drop_ended(Scopes& scopes) {
   scopes.erase(std::remove_if(scopes.begin(), scopes.end(),
@@ -45,6 +46,7 @@ int live_cap() {
 }  // namespace
 
 int thread_setting() {
+  if (t_call_setting > 0) return t_call_setting;
   if (!t_settings.empty()) {
     drop_ended(t_settings);
     const int n = t_settings.empty() ? 0 : t_settings.back()->load(std::memory_order_acquire);
@@ -80,6 +82,11 @@ ThreadScope::ThreadScope(int n, bool setting) : count_(std::make_shared<std::ato
   scopes.push_back(count_);
 }
 ThreadScope::~ThreadScope() { count_->store(0, std::memory_order_release); }
+
+CallThreads::CallThreads() : outer_(t_call_setting) {
+  if (outer_ == 0) t_call_setting = thread_setting();
+}
+CallThreads::~CallThreads() { t_call_setting = outer_; }
 
 double ThreadChoice::Times::estimate() const {
   if (count == 0) return -1.0;

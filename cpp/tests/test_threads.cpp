@@ -235,6 +235,37 @@ void settings_hold_on_their_thread() {
   set_num_threads(before);
 }
 
+// CallThreads holds its thread's setting as it was when made, whatever the process-wide one becomes meanwhile (another
+// thread's set_num_threads), the outermost one's count for nested ones; caps still bound it; other threads unaffected.
+void a_call_reads_one_setting() {
+  const int before = thread_setting();
+  set_num_threads(2);
+  {
+    const CallThreads call;
+    std::thread([] { set_num_threads(3); }).join();
+    CHECK(num_threads() == 2 && thread_setting() == 2);
+    int other = 0;
+    std::thread([&] { other = num_threads(); }).join();
+    CHECK(other == 3);
+    {
+      const CallThreads nested;
+      set_num_threads(4);
+      CHECK(num_threads() == 2);
+    }
+    CHECK(num_threads() == 2);
+    const ThreadCap cap(1);
+    CHECK(num_threads() == 1);
+  }
+  CHECK(num_threads() == 4);
+  {
+    const ThreadSetting setting(5);
+    const CallThreads call;  // a `with threads(5)` block's call
+    set_num_threads(1);
+    CHECK(num_threads() == 5);
+  }
+  set_num_threads(before);
+}
+
 }  // namespace
 
 int main() {
@@ -247,5 +278,6 @@ int main() {
   halvings_and_settings();
   caps_nest_on_their_thread();
   settings_hold_on_their_thread();
+  a_call_reads_one_setting();
   return convcore_test::failures;
 }

@@ -53,6 +53,22 @@ class ThreadSetting : ThreadScope {
   explicit ThreadSetting(int n) : ThreadScope(n, true) {}
 };
 
+// While it lives, the setting on the thread that made it stays what it was when it was made: one call into the core
+// (the bindings make one per call) reads one count throughout, though another thread change the process-wide setting
+// meanwhile (set_num_threads). A frozen convolution packed its filters for the tile of one count and shared its rows
+// out by another's: wrong outputs (each thread's rows began inside another tile's panels). Nested ones keep the
+// outermost's count; they must end in the reverse order of their making, on the thread that made them.
+class CallThreads {
+ public:
+  CallThreads();
+  ~CallThreads();
+  CallThreads(const CallThreads&) = delete;
+  CallThreads& operator=(const CallThreads&) = delete;
+
+ private:
+  int outer_;  // the count an enclosing one pinned, 0 where none
+};
+
 // The thread count for the calls of one repeated piece of work whose results do not depend on it (a frozen plan's
 // run; Python's ThreadChoice blocks, such as fit's training steps): among the setting n and its halvings (n, n / 2,
 // ..., 1), the one whose recent calls took the least time. Where cores are far apart (on a shared AMD EPYC host, in
