@@ -110,8 +110,11 @@ def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> P
     y = captured["y"][0]
     if y.ndim != 3:
         raise ValueError(f"layer {layer!r} outputs shape {y.shape}, not feature maps (C, H, W)")
-    steps = ["the block's shortcut added"] * captured["residual"] + [f"the fused {captured['fused']}"] * bool(
-        captured["fused"])
+    steps = []  # what the layer's step adds to its own output
+    if captured["residual"]:
+        steps.append("the block's shortcut added")
+    if captured["fused"]:
+        steps.append(f"the fused {captured['fused']}")
     after = f" (after {' and '.join(steps)})" if steps else ""
     return _grid(list(y), path, f"{layer}{after}: {y.shape[0]} activation maps {y.shape[1]}x{y.shape[2]}",
                  cmap="viridis")
