@@ -96,17 +96,11 @@ inline void micro_body(const float* Ap, const float* const* row, int64_t len, in
       }
 }
 
-template <int MR, int NV>
+// MicroKernel (kPrefetchA for an A packed in advance, GemmTile::prepacked).
+template <int MR, int NV, bool kPrefetchA = false>
 void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
            const TileEpilogue* epi) {
-  micro_body<MR, NV>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi);
-}
-
-// MicroKernel for an A packed in advance (GemmTile::prepacked).
-template <int MR, int NV>
-void micro_prepacked(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
-                     bool accumulate, const TileEpilogue* epi) {
-  micro_body<MR, NV, false, false, true>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi);
+  micro_body<MR, NV, false, false, kPrefetchA>(Ap, nullptr, kc, 1, 0, Bp, ldb, C, ldc, accumulate, epi);
 }
 
 // The MR x (8 * V) edge tile with the fewest vectors V <= NV that covers cols (kPrefetchA: as micro_body's).
@@ -297,10 +291,10 @@ void split_row2_8(const float* src, int64_t W, int64_t pad, int64_t Wq, float* d
 GemmKernels gemm_kernels_avx2() {
   return GemmKernels{"avx2 6x16 (4x24 for few rows)",
                      {{6, 16, micro<6, 2>, micro_edge<6, 2>, nullptr, micro_rows<6, 2>, micro_rows_edge<6, 2>,
-                       micro_gathered<6, 2>, 0, nullptr, nullptr, micro_prepacked<6, 2>,
+                       micro_gathered<6, 2>, 0, nullptr, nullptr, micro<6, 2, true>,
                        micro_edge<6, 2, true>, nullptr},
                       {4, 24, micro<4, 3>, micro_edge<4, 3>, nullptr, micro_rows<4, 3>, micro_rows_edge<4, 3>,
-                       micro_gathered<4, 3>, 0, nullptr, nullptr, micro_prepacked<4, 3>,
+                       micro_gathered<4, 3>, 0, nullptr, nullptr, micro<4, 3, true>,
                        micro_edge<4, 3, true>, nullptr}},
                      2,
                      dots_4x8,

@@ -39,6 +39,7 @@ constexpr int64_t kPrefetchAFloats = 512;
 // scaled index registers), or one pointer per row (gathered: row i at row[i], in runs of len floats, jump apart). The
 // k steps are runs x len (runs 1 but gathered).
 enum class ASource { packed, prepacked, rows, gathered };
+constexpr bool is_packed(ASource a) { return a == ASource::packed || a == ASource::prepacked; }
 struct AOperand {
   const float* a;
   int64_t lda;
@@ -70,7 +71,7 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
                        const float* Bx = nullptr, int64_t ldbx = 0) {
   static_assert(kX == 0 || (!kCopy && !kEdge && kA != ASource::gathered && MR <= 16),
                 "extra columns: whole tiles of at most 16 rows, A packed or in place");
-  constexpr bool kPacked = kA == ASource::packed || kA == ASource::prepacked;
+  constexpr bool kPacked = is_packed(kA);
   constexpr int kPointers = kA == ASource::rows ? (MR + 2) / 3 : kA == ASource::gathered ? MR : 1;
   // vector v of a row at p: all its lanes, or tail for an edge tile's last
   const auto load = [tail](int v, const float* p) {
@@ -205,17 +206,11 @@ inline void micro_body(const AOperand& A, const float* Bp, int64_t ldb, float* B
 // A's micro-panel (packed) or rows (in place), kc steps
 inline AOperand a_operand(const float* a, int64_t lda, int64_t kc) { return {a, lda, nullptr, kc, 1, 0}; }
 
-template <int MR, int NV>
+// MicroKernel, A packed (packed in advance: prepacked, GemmTile::prepacked).
+template <int MR, int NV, ASource kA = ASource::packed>
 void micro(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
            const TileEpilogue* epi) {
-  micro_body<MR, NV, false, ASource::packed>(a_operand(Ap, 0, kc), Bp, ldb, nullptr, C, ldc, accumulate, epi);
-}
-
-// MicroKernel for an A packed in advance (GemmTile::prepacked).
-template <int MR, int NV>
-void micro_prepacked(int64_t kc, const float* Ap, const float* Bp, int64_t ldb, float* C, int64_t ldc,
-                     bool accumulate, const TileEpilogue* epi) {
-  micro_body<MR, NV, false, ASource::prepacked>(a_operand(Ap, 0, kc), Bp, ldb, nullptr, C, ldc, accumulate, epi);
+  micro_body<MR, NV, false, kA>(a_operand(Ap, 0, kc), Bp, ldb, nullptr, C, ldc, accumulate, epi);
 }
 
 // RowsMicroKernel: micro, reading A's rows in place.
@@ -278,7 +273,7 @@ void narrow_edge(const AOperand& A, const float* Bp, int64_t ldb, float* C, int6
 template <int MR, int NV, ASource kA, int V = 1>
 void edge_tile(const AOperand& A, const float* Bp, int64_t ldb, float* C, int64_t ldc, bool accumulate,
                const TileEpilogue* epi, int rows, int cols) {
-  if constexpr ((kA == ASource::packed || kA == ASource::prepacked) && V == 1) {
+  if constexpr (is_packed(kA) && V == 1) {
     switch (cols) {
       case 1: return narrow_edge<MR, 1, kA>(A, Bp, ldb, C, ldc, accumulate, epi, rows);
       case 2: return narrow_edge<MR, 2, kA>(A, Bp, ldb, C, ldc, accumulate, epi, rows);
@@ -580,17 +575,17 @@ GemmKernels gemm_kernels_avx512() {
                      {{8, 48, micro<8, 3>, micro_edge<8, 3, ASource::packed>, micro_copying<8, 3>, micro_rows<8, 3>,
                        micro_edge<8, 3, ASource::rows>, micro_gathered<8, 3>, 3,
                        micro_wide<8, 3, ASource::packed, 3>, micro_wide<8, 3, ASource::rows, 3>,
-                       micro_prepacked<8, 3>, micro_edge<8, 3, ASource::prepacked>,
+                       micro<8, 3, ASource::prepacked>, micro_edge<8, 3, ASource::prepacked>,
                        micro_wide<8, 3, ASource::prepacked, 3>},
                       {12, 32, micro<12, 2>, micro_edge<12, 2, ASource::packed>, micro_copying<12, 2>,
                        micro_rows<12, 2>, micro_edge<12, 2, ASource::rows>, nullptr, 3,
                        micro_wide<12, 2, ASource::packed, 3>, micro_wide<12, 2, ASource::rows, 3>,
-                       micro_prepacked<12, 2>, micro_edge<12, 2, ASource::prepacked>,
+                       micro<12, 2, ASource::prepacked>, micro_edge<12, 2, ASource::prepacked>,
                        micro_wide<12, 2, ASource::prepacked, 3>},
                       {6, 64, micro<6, 4>, micro_edge<6, 4, ASource::packed>, micro_copying<6, 4>, micro_rows<6, 4>,
                        micro_edge<6, 4, ASource::rows>, micro_gathered<6, 4>, 2,
                        micro_wide<6, 4, ASource::packed, 2>, micro_wide<6, 4, ASource::rows, 2>,
-                       micro_prepacked<6, 4>, micro_edge<6, 4, ASource::prepacked>,
+                       micro<6, 4, ASource::prepacked>, micro_edge<6, 4, ASource::prepacked>,
                        micro_wide<6, 4, ASource::prepacked, 2>}},
                      3,
                      dots_4x2x16,
