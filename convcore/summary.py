@@ -22,7 +22,7 @@ import numpy as np
 
 from . import nn
 from ._validate import as_bool, as_tuple, check_elements
-from .nn.module import evaluating
+from .nn.module import check_model, evaluating
 
 
 @dataclass
@@ -97,8 +97,7 @@ def summary(model: nn.Module, input_shape, print_table: bool = True) -> Summary:
     restored afterwards) and record each layer (a composite block's row follows its children's; a parameter shared
     by several layers counts in the first one's row). Returns a Summary (rows and totals); prints its table unless
     print_table=False."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
+    check_model(model)
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (1, 2, 3):
         raise ValueError(f"input_shape must be (C, H, W), (C, L) or (features,) without the batch, "
                          f"got {input_shape!r}")

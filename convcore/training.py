@@ -16,7 +16,7 @@ from ._runtime import ThreadChoice
 from ._validate import as_bool, as_int
 from .data import Batches
 from .nn import Frozen, Module
-from .nn.module import evaluating
+from .nn.module import check_model, evaluating
 from .optim.schedulers import _Scheduler
 
 
@@ -218,8 +218,7 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     progress: None (a tqdm bar when stdout and stderr are terminals), True or False. on_epoch(epoch, history) is called
     after each epoch. The arguments and data are checked before any training: among them every label of train_data
     and val_data against the model's outputs, taken from an eval forward of one sample."""
-    if not isinstance(model, Module):
-        raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
+    check_model(model)
     epochs = as_int(epochs, "epochs", minimum=1)
     resume = as_bool(resume, "resume")
     progress = _progress_enabled(progress)

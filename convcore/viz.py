@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import nn
-from .nn.module import evaluating
+from .nn.module import check_model, evaluating
 
 
 def _pyplot():
@@ -47,14 +47,9 @@ def _grid(images, path, title, cmap="gray"):
     return _save(plt, fig, path)
 
 
-def _check_model(model):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
-
-
 def first_conv(model: nn.Module) -> nn.Conv2d:
     """The first Conv2d in named_modules() order."""
-    _check_model(model)
+    check_model(model)
     for _, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             return m
@@ -78,7 +73,7 @@ def plot_activations(model: nn.Module, image: np.ndarray, layer: str, path) -> P
     in eval mode (each module's mode is restored afterwards) in the model's dtype. Where the layer adds a residual
     block's shortcut or a fused ReLU to its own output (a BatchNorm ending a BasicBlock), the title says so: the maps
     are the block's output."""
-    _check_model(model)
+    check_model(model)
     modules = dict(model.named_modules())
     if layer not in modules:
         raise ValueError(f"layer {layer!r} not found; layers: {[n for n in modules if n][:20]}...")

@@ -17,7 +17,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .container import Sequential, _InOrder
-from .module import Module, keeping, not_keeping
+from .module import Module, check_model, keeping, not_keeping
 
 
 class Frozen:
@@ -35,8 +35,7 @@ class Frozen:
     forward instead."""
 
     def __init__(self, model: Module, max_plans: int = 4):
-        if not isinstance(model, Module):
-            raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
+        check_model(model)
         if isinstance(max_plans, bool) or not isinstance(max_plans, int) or max_plans < 1:
             raise ValueError(f"max_plans must be an int >= 1, got {max_plans!r}")
         snapshot = copy.deepcopy(model)

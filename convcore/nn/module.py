@@ -74,6 +74,12 @@ def check_input_dtype(x: np.ndarray, weight: np.ndarray) -> None:
                         f"(x.astype(np.{weight.dtype})) or the model (model.to(np.{x.dtype}))")
 
 
+def check_model(model) -> None:
+    """Refuse anything but a Module as the `model` argument (freeze, fit, summary, viz)."""
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a convcore.nn.Module, got {type(model).__name__}")
+
+
 def check_distinct(owner: str, modules, seen: dict | None = None) -> None:
     """Refuse a module instance found twice among `modules`, (dotted name, module) pairs of one model ("" for the
     model itself): its backward takes what its forward kept, which a second call in the same forward overwrites.
