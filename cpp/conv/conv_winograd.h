@@ -163,9 +163,9 @@ struct WinogradTile<4> {
 // (a), at xi * a.floats() in U: written packed once per call instead of written and then packed by each block's
 // products (res5a, 512 x 512 channels at 7 x 7, batch 32, forward: packing U 7% and copying it out 5% of the time).
 // Per panel of mr filters (one task: whole cache lines of the packed rows), each filter's nine taps of all channels
-// are gathered into nine contiguous rows, so that the transform runs along c in vectors, into alpha^2 rows per
-// filter; each position's panel rows are then turned into the panel by the ISA's transposing packer. Panels
-// [first_panel, end_panel) only.
+// are gathered into nine contiguous rows (its C x 9 taps transposed by the ISA's transposing packer), so that the
+// transform runs along c in vectors, into alpha^2 rows per filter; each position's panel rows are then turned into
+// the panel by the same packer. Panels [first_panel, end_panel) only.
 template <int T>
 void transform_filters(const ConvShape& s, const float* w, const PackedA& a, float* U, std::atomic<bool>& non_finite,
                        int64_t first_panel, int64_t end_panel) {
@@ -174,6 +174,8 @@ void transform_filters(const ConvShape& s, const float* w, const PackedA& a, flo
   constexpr int64_t positions = alpha * alpha;
   const int64_t C = s.C, mr = a.tile.mr, kb = gemm_k_block(C), panels = end_panel - first_panel;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
+  std::vector<int64_t> taps(C);  // channel c's taps in a filter's C x 9
+  for (int64_t c = 0; c < C; ++c) taps[c] = c * 9;
   parallel_for(panels, threads_for(panels * mr * C * 4 * positions, 1 << 16), [&](int64_t panel) {
     const int64_t r = first_panel + panel;
     const int64_t k0 = r * mr, filters = std::min(mr, s.K - k0);
@@ -187,8 +189,7 @@ void transform_filters(const ConvShape& s, const float* w, const PackedA& a, flo
       const int64_t k = k0 + f;
       float* __restrict uf = u + f * positions * C;
       rows[f] = f * positions * C;
-      for (int64_t c = 0; c < C; ++c)
-        for (int m = 0; m < 9; ++m) g[m * C + c] = w[(k * C + c) * 9 + m];
+      pack_transposed(w + k * C * 9, taps.data(), C, C, 9, 1.0f, g);
       for (int j = 0; j < 3; ++j)  // G g
 #pragma GCC ivdep
         for (int64_t c = 0; c < C; ++c) {
@@ -768,7 +769,8 @@ inline auto join_halves(Part lo, Part hi) {
 }
 
 // The fused kernel's transformed filters U[xi][c][k] = (G g G^T)[xi] for g = w[k][c], k up to KP (a multiple of VL;
-// zeros past K): w's taps regrouped with the filters along rows (wt[c][tap][k]), then transformed VL filters at a time.
+// zeros past K): w's taps regrouped with the filters along rows (wt[c][tap][k]: w, K rows of 9C floats, transposed by
+// the ISA's transposing packer, which zeroes the rows past K), then transformed VL filters at a time.
 template <int VL>
 void fused_filters(const ConvShape& s, const float* w, int64_t KP, float* U) {
   typedef float vec __attribute__((vector_size(4 * VL)));
@@ -776,10 +778,11 @@ void fused_filters(const ConvShape& s, const float* w, int64_t KP, float* U) {
   const int64_t C = s.C, K = s.K;
   const CachedBlock<float> regrouped(9 * C * KP);
   float* wt = regrouped.get();
+  std::vector<int64_t> rows(K);  // filter k's row of w
+  for (int64_t k = 0; k < K; ++k) rows[k] = k * C * 9;
+  const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
   parallel_for(C, threads_for(16 * C * KP * 4, 1 << 15), [&](int64_t c) {  // channels on the threads
-    std::fill(wt + c * 9 * KP, wt + (c + 1) * 9 * KP, 0.0f);
-    for (int m = 0; m < 9; ++m)  // written in order, w's lines for the channel read from L1 nine times (by filter,
-      for (int64_t k = 0; k < K; ++k) wt[(c * 9 + m) * KP + k] = w[(k * C + c) * 9 + m];  // 5x as long)
+    pack_transposed(w + c * 9, rows.data(), K, KP, 9, 1.0f, wt + c * 9 * KP);
     for (int64_t k0 = 0; k0 < KP; k0 += VL) {
       vec g[9], t[4][3];
       for (int m = 0; m < 9; ++m) std::memcpy(&g[m], wt + (c * 9 + m) * KP + k0, sizeof(vec));
