@@ -17,6 +17,7 @@ from ._validate import as_bool, as_int
 from .data import Batches
 from .nn import Frozen, Module
 from .nn.module import check_model, evaluating
+from .optim.optimizers import Optimizer
 from .optim.schedulers import _Scheduler
 
 
@@ -101,10 +102,10 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _check_fit_state(checkpoint_dir, model, scheduler, data_order) -> None:
+def _check_fit_state(checkpoint_dir, model, scheduler, data_order, batches_per_epoch) -> None:
     """What fit's newest checkpoint in checkpoint_dir saved for resuming, checked before anything is loaded: written
-    by fit, for this model's generators and this call's data order, each value as fit writes it (a ValueError names
-    the file, the key and the rule)."""
+    by fit, for this model's generators and this call's data order (batches_per_epoch batches an epoch), each value as
+    fit writes it (a ValueError names the file, the key and the rule)."""
     meta = checkpoint.read_state(checkpoint_dir)
     missing = [k for k in ("epoch", "batch", "step", "totals", "history", "rng", "data_order") if k not in meta]
     if missing:
@@ -126,6 +127,8 @@ def _check_fit_state(checkpoint_dir, model, scheduler, data_order) -> None:
     for key in ("epoch", "batch", "step"):
         if type(meta[key]) is not int or meta[key] < 0:
             raise refuse(key, meta[key], "an int >= 0")
+    if meta["batch"] >= batches_per_epoch:  # the next batch of its epoch: fit writes the next epoch's 0 at an end
+        raise refuse("batch", meta["batch"], f"an int < {batches_per_epoch} (the batches in an epoch)")
     totals = meta["totals"]
     if (not isinstance(totals, dict) or set(totals) != {"loss", "correct", "seen", "seconds"}
             or not all(_number(v) for v in totals.values())
@@ -230,7 +233,20 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
             raise ValueError("scheduler must set this optimizer's lr: it was made for another optimizer")
     if on_epoch is not None and not callable(on_epoch):
         raise TypeError(f"on_epoch must be a callable on_epoch(epoch, history) or None, got {on_epoch!r}")
+    if not callable(loss) or not callable(getattr(loss, "backward", None)):
+        raise TypeError(f"loss must be a loss module such as convcore.nn.CrossEntropyLoss() (called on the logits "
+                        f"and labels, then loss.backward()), got {loss!r}")
+    needed = ("step", "zero_grad") + (("state_dict", "load_state_dict") if checkpoint_dir is not None else ())
+    if not all(callable(getattr(optimizer, m, None)) for m in needed):
+        raise TypeError(f"optimizer must have {', '.join(m + '()' for m in needed)} (a convcore.optim optimizer or one "
+                        f"like it), got {optimizer!r}")
+    owned = {id(p) for p in model.parameters()}
+    if isinstance(optimizer, Optimizer) and not any(id(p) in owned for p in optimizer.params):
+        raise ValueError("optimizer updates none of the model's parameters: it was made for another model (make it "
+                         "from model.parameters())")
     if checkpoint_dir is not None:
+        if not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be a folder path (str or os.PathLike) or None, got {checkpoint_dir!r}")
         checkpoint.require_safetensors()
         if os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
             raise ValueError(f"checkpoint_dir {os.fspath(checkpoint_dir)!r} is a file, not a folder")
@@ -260,7 +276,7 @@ def fit(model: Module, loss, optimizer, train_data, epochs: int = 1, batch_size:
     totals = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
     step = 0
     if resume and checkpoint_dir is not None and checkpoint.latest(checkpoint_dir) is not None:
-        _check_fit_state(checkpoint_dir, model, scheduler, data_order)
+        _check_fit_state(checkpoint_dir, model, scheduler, data_order, len(batches))
         meta = checkpoint.load(checkpoint_dir, model, optimizer)
         history = History.from_dict(meta["history"])
         epoch, start_batch, step, totals = meta["epoch"], meta["batch"], meta["step"], meta["totals"]

@@ -1,4 +1,5 @@
 """Optimizers and schedules against PyTorch's update rules (and hand-computed values), state_dict, validation."""
+import json
 import math
 
 import numpy as np
@@ -112,6 +113,40 @@ def test_schedulers():
 def test_bad_hyper_parameters(call, exc, match, rng):
     with pytest.raises(exc, match=match):
         call(_params(rng))
+
+
+@pytest.mark.parametrize("make,name,value,exc,match", [
+    (lambda p: optim.SGD(p, lr=0.1), "lr", -1.0, ValueError, r"^lr must be >= 0.0, got -1.0$"),
+    (lambda p: optim.SGD(p, lr=0.1), "lr", float("nan"), TypeError, r"^lr must be a finite real number, got nan$"),
+    (lambda p: optim.SGD(p, lr=0.1), "lr", "0.1", TypeError, r"^lr must be a finite real number, got '0.1'$"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9), "nesterov", "False", TypeError, r"^nesterov must be a bool"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True), "momentum", 0.0, ValueError,
+     r"nesterov needs momentum > 0"),
+    (lambda p: optim.Adam(p), "beta1", 1.5, ValueError, r"^beta1 must be >= 0.0 and < 1.0, got 1.5$"),
+    (lambda p: optim.AdamW(p), "eps", -1.0, ValueError, r"^eps must be >= 0.0, got -1.0$"),
+])
+def test_hyper_parameters_assigned_later_are_checked(make, name, value, exc, match, rng):
+    # assigned after construction (a hand-written schedule) they went unchecked: lr = -1 stepped uphill, eps = -1
+    # moved a parameter by 8e5, a string reached the native step as pybind11's "incompatible function arguments",
+    # and a checkpoint saved with lr = -0.1 could not be loaded back
+    params = _params(rng)
+    opt = make(params)
+    before = getattr(opt, name)
+    with pytest.raises(exc, match=match):
+        setattr(opt, name, value)
+    assert getattr(opt, name) == before
+
+
+def test_hyper_parameters_assigned_later_are_kept_as_plain_numbers(rng):
+    # a numpy float32 lr reached the checkpoint's JSON and failed its first save, after an epoch of training
+    opt = optim.SGD(_params(rng), lr=0.1, momentum=0.9)
+    opt.lr, opt.nesterov = np.float32(0.25), np.bool_(True)
+    assert type(opt.lr) is float and opt.lr == 0.25 and opt.nesterov is True
+    json.dumps(opt.state_dict()["hyper"])
+    sched = optim.StepLR(opt, step_size=1, gamma=0.5)
+    sched.step()
+    assert type(opt.lr) is float and opt.lr == 0.125
+    json.dumps(sched.state_dict())
 
 
 @pytest.mark.parametrize("name,kwargs", [("StepLR", dict(step_size=3, gamma=0.5)),

@@ -146,6 +146,10 @@ def test_resume_refuses_a_checkpoint_fit_did_not_write(tmp_path):
     ("history", {"loss": [0.5, "x"]}, r"history must be a dict of lists of numbers"),
     ("rng", {"5": {"bit_generator": "PCG64"}}, r"rng\['5'\] must be the state of a PCG64"),
     ("scheduler", {"last_epoch": -1, "base_lr": 0.05}, r"scheduler state last_epoch must be >= 0, got -1"),
+    # past the epoch's 2 batches (fit writes the next epoch's 0 at an epoch's end): 2 divided by zero, 50 was refused
+    # by the batches without naming the file, both after the checkpoint's weights had replaced the model's
+    ("batch", 2, r"batch must be an int < 2 \(the batches in an epoch\), got 2"),
+    ("batch", 50, r"batch must be an int < 2 \(the batches in an epoch\), got 50"),
 ])
 def test_resume_refuses_a_malformed_state_before_loading_anything(tmp_path, key, value, message):
     # a malformed field failed inside fit (KeyError, TypeError, AttributeError) after the checkpoint's weights had
@@ -293,11 +297,25 @@ def test_fit_refuses_what_would_fail_after_training_before_it(tmp_path):
         (dict(checkpoint_dir=tmp_path / "file"), ValueError, "checkpoint_dir .*file' is a file, not a folder"),
         (dict(resume="no"), TypeError, "resume must be a bool, got 'no'"),
         (dict(progress="no"), TypeError, "progress must be a bool, got 'no'"),
+        # an int was taken for a file descriptor by os.path.exists and failed at the first save, after an epoch
+        (dict(checkpoint_dir=123), TypeError, r"checkpoint_dir must be a folder path \(str or os.PathLike\) or None, "
+                                              r"got 123"),
     ]
     weights = {k: v.copy() for k, v in model.state_dict().items()}
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
             training.fit(model, loss, opt, (x, y), batch_size=16, **{"progress": False, **kwargs})
+    # the optimizer and loss: None failed inside the first step naming neither; another model's optimizer trained
+    # epochs that changed nothing
+    stranger = cc.optim.SGD(setup_tiny()[0].parameters(), lr=0.1)
+    for optimizer, loss_fn, error, message in [
+            (None, loss, TypeError, r"optimizer must have step\(\), zero_grad\(\) \(a convcore.optim optimizer "
+                                    r"or one like it\), got None"),
+            (opt, None, TypeError, r"loss must be a loss module such as convcore.nn.CrossEntropyLoss\(\) .*got None"),
+            (stranger, loss, ValueError, "optimizer updates none of the model's parameters: it was made for another "
+                                         "model")]:
+        with pytest.raises(error, match=message):
+            training.fit(model, loss_fn, optimizer, (x, y), batch_size=16, progress=False)
     assert all(np.array_equal(weights[k], v) for k, v in model.state_dict().items())
     with pytest.raises(TypeError, match="x must hold real numbers .*, got dtype complex64"):
         training.fit(model, loss, opt, (x.astype(np.complex64), y), progress=False)
@@ -434,5 +452,7 @@ def test_fit_runs_full_batches_on_the_thread_count_timed_fastest_with_the_same_r
     for a, b, c in zip(*trained.values()):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+    tiny = _tiny_model()
     with pytest.raises(TypeError, match="choose_threads must be a bool"):
-        training.fit(_tiny_model(), cc.nn.CrossEntropyLoss(), opt, tiny_data(), choose_threads="yes")
+        training.fit(tiny, cc.nn.CrossEntropyLoss(), cc.optim.SGD(tiny.parameters(), lr=0.1), tiny_data(),
+                     choose_threads="yes")

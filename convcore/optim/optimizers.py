@@ -53,6 +53,14 @@ class Optimizer:
         self.buffers: dict[str, np.ndarray] = {}
         self._keys: dict[str, list] = {}  # buffer name -> its key for each parameter
 
+    def __setattr__(self, name, value):
+        """A hyper-parameter assigned after construction (a hand-written schedule's lr, say) is checked by the
+        constructor's rules and kept as they keep it (a float or a bool), so that a step never runs on a value the
+        constructor refuses and state_dict() stays loadable and JSON-writable."""
+        if name in self.hyper_names and all(k in self.__dict__ for k in self.hyper_names):
+            value = self._check_hyper({**{k: self.__dict__[k] for k in self.hyper_names}, name: value}, str)[name]
+        object.__setattr__(self, name, value)
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
