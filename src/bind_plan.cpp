@@ -102,14 +102,23 @@ class NativePlan {
     const std::vector<int64_t>& x = input(in).shape;
     if (x.size() != 4 || w.ndim() != 4) throw py::value_error("plan: conv2d takes (N, C, H, W)");
     const ConvShape s = conv_shape({x[0], x[1], x[2], x[3]}, {w.shape(0), w.shape(1), w.shape(2), w.shape(3)}, g);
+    // the geometry convcore/functional worked out for an input shape, checked against this value's: steps made for
+    // another shape are refused here, not run past their buffers
+    if (s.stride_h < 1 || s.stride_w < 1 || s.groups < 1 || s.C != w.shape(1) * s.groups ||
+        s.P != output_extent(s.H, s.R, s.stride_h, s.pad_h, s.dil_h) ||
+        s.Q != output_extent(s.W, s.S, s.stride_w, s.pad_w, s.dil_w) ||
+        shape != std::vector<int64_t>{s.N, s.K, s.P, s.Q})
+      throw py::value_error("plan: a convolution's geometry differs from its input's shape");
     return add(Conv{s, w.data(), bias ? bias->data() : nullptr, relu, nullptr}, in, -1, std::move(shape),
                {w, keep(bias)});
   }
   int add_max_pool(int in, const PoolGeom& geometry, std::vector<int64_t> shape) {
-    return add(MaxPool{pool_geometry(geometry), planes(in)}, in, -1, std::move(shape), {});
+    const PoolGeometry g = pooling(in, geometry, shape);  // before shape is moved
+    return add(MaxPool{g, planes(in)}, in, -1, std::move(shape), {});
   }
   int add_avg_pool(int in, const PoolGeom& geometry, bool count_include_pad, std::vector<int64_t> shape) {
-    return add(AvgPool{pool_geometry(geometry), planes(in), count_include_pad}, in, -1, std::move(shape), {});
+    const PoolGeometry g = pooling(in, geometry, shape);
+    return add(AvgPool{g, planes(in), count_include_pad}, in, -1, std::move(shape), {});
   }
   int add_linear(int in, const CArray<float>& w, const std::optional<CArray<float>>& bias, bool relu,
                  std::vector<int64_t> shape) {
@@ -281,6 +290,19 @@ class NativePlan {
     steps_ = std::move(kept);
   }
 
+  // floor((size + 2 pad - dilation (kernel - 1) - 1) / stride) + 1, the output extent of a convolution
+  static int64_t output_extent(int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
+    const int64_t span = size + 2 * pad - dilation * (kernel - 1) - 1;
+    return span < 0 ? -1 : span / stride + 1;
+  }
+  // A pooling's geometry, checked against its input value's shape (as a convolution's: add_conv) and the output's.
+  PoolGeometry pooling(int in, const PoolGeom& geometry, const std::vector<int64_t>& shape) const {
+    const PoolGeometry g = pool_geometry(geometry);
+    const std::vector<int64_t>& x = input(in).shape;
+    if (x.size() != 4 || g.H != x[2] || g.W != x[3] || shape != std::vector<int64_t>{x[0], x[1], g.OH, g.OW})
+      throw py::value_error("plan: a pooling's geometry differs from its input's shape");
+    return g;
+  }
   static py::object keep(const std::optional<CArray<float>>& a) { return a ? py::object(*a) : py::object(py::none()); }
   const Value& input(int v) const {
     if (v < 0 || v >= static_cast<int>(values_.size())) throw py::value_error("plan: no value " + std::to_string(v));

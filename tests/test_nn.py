@@ -897,6 +897,60 @@ def test_native_plan_refuses_an_input_of_another_shape_or_dtype(rng):
     assert not plan.set_output(flat)  # a view of the input: nothing computed
     with pytest.raises(ValueError, match="no output"):
         plan.run(np.zeros((2, 3, 4, 4), np.float32))
+    # geometry worked out for another input shape (6 x 4 maps, 3 x 3 filters, padding 1): refused when added, where it
+    # ran past its buffers
+    w = np.ones((5, 3, 3, 3), np.float32)
+    for shape, geometry in (([2, 5, 6, 4], (6, 4, 1, 1, 1, 1, 1, 1, 1)), ([2, 5, 4, 4], (6, 4, 1, 1, 1, 1, 1, 1, 1)),
+                            ([2, 5, 4, 4], (4, 4, 1, 1, 1, 1, 1, 1, 3))):
+        with pytest.raises(ValueError, match="a convolution's geometry differs from its input's shape"):
+            plan.add_conv(0, w, None, geometry, False, shape)
+    assert plan.add_conv(0, w, None, (4, 4, 1, 1, 1, 1, 1, 1, 1), False, [2, 5, 4, 4]) > 0
+    for shape, geometry in (([2, 3, 3, 2], (6, 4, 3, 2, 2, 2, 2, 2, 0, 0)),
+                            ([2, 3, 3, 2], (4, 4, 2, 2, 2, 2, 2, 2, 0, 0))):
+        with pytest.raises(ValueError, match="a pooling's geometry differs from its input's shape"):
+            plan.add_max_pool(0, geometry, shape)
+        with pytest.raises(ValueError, match="a pooling's geometry differs from its input's shape"):
+            plan.add_avg_pool(0, geometry, True, shape)
+    assert plan.add_max_pool(0, (4, 4, 2, 2, 2, 2, 2, 2, 0, 0), [2, 3, 2, 2]) > 0
+
+
+def test_a_nested_container_built_by_two_threads_keeps_each_shape_s_plan(rng):
+    # a shared eval model whose nested container built its plan for one shape, then (another thread's call with another
+    # shape completing meanwhile) read back the plan kept for that other shape: the outer plan took its steps and
+    # gave outputs of the other shape, or ran native steps past their buffers (heap corruption); a helper's review.
+    # The interleaving is forced: thread A stops as the nested container's build returns, until B's call is done.
+    import sys
+    import threading
+    inner = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, rng=1), nn.ReLU())
+    model = nn.Sequential(inner, nn.MaxPool2d(2)).eval()
+    reference = copy.deepcopy(model)
+    xa, xb = (rng.standard_normal(shape).astype(np.float32) for shape in ((1, 3, 12, 8), (1, 3, 8, 8)))
+    paused, resume = threading.Event(), threading.Event()
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name == "_plan_and_run" and frame.f_locals.get("self") is inner:
+            def local(frame, event, arg):
+                if event == "return" and not paused.is_set():
+                    paused.set()
+                    resume.wait(10)
+                return local
+            return local
+        return None
+
+    def thread_a():
+        sys.settrace(tracer)
+        try:
+            model(xa)
+        finally:
+            sys.settrace(None)
+    a = threading.Thread(target=thread_a)
+    a.start()
+    assert paused.wait(10)
+    model(xb)
+    resume.set()
+    a.join(10)
+    for x in (xa, xb, xa):
+        assert np.array_equal(model(x), reference(x))
 
 
 def _randomized(model, rng):
@@ -912,7 +966,7 @@ def _randomized(model, rng):
 def _layer_by_layer(model, x, monkeypatch):
     """model's eval output with no plan anywhere: every container runs its children's forward in turn."""
     with monkeypatch.context() as m:
-        m.setattr(_InOrder, "_plan_and_run", lambda self, x, layers: self._run(x, self._schedule()[0]))
+        m.setattr(_InOrder, "_plan_and_run", lambda self, x, layers: (self._run(x, self._schedule()[0]), None))
         for module in model.modules():
             module.__dict__.pop("_plan", None)
         return model(x)

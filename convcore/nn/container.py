@@ -219,15 +219,17 @@ class _InOrder(Module):
                 check_distinct(type(self).__name__, self.named_modules())
                 object.__setattr__(self, "_distinct_at", Module._edits)
             return self._run(x, self._schedule()[0])
-        return self._plan_and_run(x, tuple(self._modules.values()))
+        return self._plan_and_run(x, tuple(self._modules.values()))[0]
 
     def _inference_step(self, x, relu=False):
         """As a child of another container: this container's plan for x (built here) as one step, its steps'
         native ops joined to the outer plan's. None where x runs unplanned."""
         if _in_training(self):
             return None
-        y = self._plan_and_run(x, tuple(self._modules.values()))
-        plan = self.__dict__.get("_plan")
+        # the plan this call built, not the one kept in self._plan when the call returns: another thread's build for
+        # another shape may have replaced that one meanwhile (the outer plan then took that shape's steps: outputs
+        # of the other shape, or native steps writing past their buffers)
+        y, plan = self._plan_and_run(x, tuple(self._modules.values()))
         if plan is None:
             return None
         steps, shapes = plan.steps, plan.out_shapes
@@ -279,6 +281,7 @@ class _InOrder(Module):
         return x
 
     def _plan_and_run(self, x, layers):
+        """(the output for x, the plan built for x and kept as self._plan; None where x runs unplanned)."""
         object.__setattr__(self, "_plan", None)  # a build that fails leaves no plan behind
         plan = _Plan(x, layers)
         for layer, relu, after in self._pairs(layers):
@@ -291,14 +294,14 @@ class _InOrder(Module):
                 step = _Checked(functools.partial(self._run, pairs=[(layer, relu)]))
                 x, plannable = step.first(x)
                 if not plannable:  # not an array a step could take: this input runs layer by layer, unplanned
-                    return self._run(x, [(layer, relu) for layer, relu, _ in self._pairs(layers[after:])])
+                    return self._run(x, [(layer, relu) for layer, relu, _ in self._pairs(layers[after:])]), None
             else:
                 x = _first_output(step, x)
             plan.steps.append(step)
             plan.out_shapes.append(x.shape)
         plan.go_native(frozen=self.__dict__.get("_frozen", False))
         object.__setattr__(self, "_plan", plan)
-        return x
+        return x, plan
 
     def _release(self):
         object.__setattr__(self, "_plan", None)  # eval() starts from a fresh plan
