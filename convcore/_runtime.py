@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import threading
 import time
 
 from . import _core
@@ -78,7 +77,7 @@ def threads(n: int):
         setting.__exit__(None, None, None)
 
 
-class ThreadChoice:
+class ThreadChoice(_core.ThreadChoice):
     """Runs each `with` block on the thread count its blocks have been timed fastest on.
 
     For one piece of work repeated many times, such as a training step (convcore.fit runs its steps so)::
@@ -104,39 +103,12 @@ class ThreadChoice:
     or yield inside it (other work on that thread would run capped). A ThreadChoice times one block at a time: a
     second one entered while a block is open (nested, or from another thread) raises RuntimeError; use one per thread.
     Blocks that differ in size (a shorter last batch) should run outside it, and a block that raises is not counted.
-    last_threads: the count the last block entered runs on, 0 before any.
+    last_threads: the count the last block entered runs on, 0 before any. A KeyboardInterrupt at any moment leaves
+    no block open: entering and leaving a block are each one native call.
     """
 
     def __init__(self):
-        self._choice = _core.ThreadChoice()
-        self._lock = threading.Lock()
-        self._block = None  # the open block's (setting, threads, cap, start)
-        self.last_threads = 0
-
-    def __enter__(self):
-        with self._lock:
-            if self._block is not None:
-                raise RuntimeError("this ThreadChoice has a block open already: it times one block at a time (use one "
-                                   "ThreadChoice per thread, and do not enter it inside its own block)")
-            setting = _core.get_num_threads()
-            threads = self._choice.pick(setting)
-            cap = _core.ThreadCap(threads)
-            cap.__enter__()
-            self.last_threads = threads
-            self._block = (setting, threads, cap, time.perf_counter())
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        took = time.perf_counter()
-        with self._lock:
-            if self._block is None:
-                raise RuntimeError("ThreadChoice.__exit__ without an open block (its __enter__ was not called)")
-            setting, threads, cap, start = self._block
-            self._block = None
-        cap.__exit__(None, None, None)
-        if kind is None:
-            self._choice.record(setting, threads, took - start)
-        return False
+        super().__init__(time.perf_counter)  # the module's clock, looked up now (the tests' stand-in clocks)
 
 
 def set_buffer_cache_limit(max_bytes: int) -> None:

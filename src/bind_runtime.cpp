@@ -31,6 +31,41 @@ class ScopedCount {
   std::optional<Scope> scope_;
 };
 
+// convcore.ThreadChoice's blocks (_runtime.py) over the engine's ThreadChoice: __enter__ picks the block's count
+// under the calling thread's setting and caps that thread; __exit__ ends the cap and, unless the block raised,
+// records its time on `clock` (Python's time.perf_counter). Each is one native call, atomic between Python threads
+// (the GIL is held, the clock read first): a KeyboardInterrupt, which Python raises only between bytecodes, cannot
+// land between a block's opening and the with statement holding its __exit__, nor inside __exit__ (in Python code, one
+// there left the block open for good: every later block refused, the thread capped).
+class ChoiceBlocks {
+ public:
+  explicit ChoiceBlocks(py::object clock) : clock_(std::move(clock)) {}
+  void enter() {
+    const double start = clock_().cast<double>();
+    if (cap_)
+      throw std::runtime_error("this ThreadChoice has a block open already: it times one block at a time (use one "
+                               "ThreadChoice per thread, and do not enter it inside its own block)");
+    setting_ = num_threads();
+    threads_ = choice_.pick(setting_);
+    cap_.emplace(threads_);
+    start_ = start;
+  }
+  void exit(bool raised) {
+    const double end = clock_().cast<double>();
+    if (!cap_) throw std::runtime_error("ThreadChoice.__exit__ without an open block (its __enter__ was not called)");
+    cap_.reset();
+    if (!raised) choice_.record(setting_, threads_, end - start_);
+  }
+  int last_threads() const { return threads_; }
+
+ private:
+  py::object clock_;
+  ThreadChoice choice_;
+  std::optional<ThreadCap> cap_;  // the open block's
+  int setting_ = 0, threads_ = 0;
+  double start_ = 0.0;
+};
+
 template <class Scope>
 void bind_scoped_count(py::module_& m, const char* name) {
   py::class_<ScopedCount<Scope>>(m, name)
@@ -72,10 +107,19 @@ void bind_runtime(py::module_& m) {
   m.def("thread_setting", [] { return thread_setting(); });
   m.def("set_num_threads", [](int n) { set_num_threads(n); });
   m.attr("max_threads") = kMaxThreads;
-  py::class_<ThreadChoice>(m, "ThreadChoice")
-      .def(py::init<>())
-      .def("pick", &ThreadChoice::pick, py::arg("setting"))
-      .def("record", &ThreadChoice::record, py::arg("setting"), py::arg("threads"), py::arg("seconds"));
+  py::class_<ChoiceBlocks>(m, "ThreadChoice")
+      .def(py::init<py::object>(), py::arg("clock"))
+      .def("__enter__",
+           [](py::object self) {
+             self.cast<ChoiceBlocks&>().enter();
+             return self;
+           })
+      .def("__exit__",
+           [](ChoiceBlocks& c, const py::object& kind, const py::object&, const py::object&) {
+             c.exit(!kind.is_none());
+             return false;
+           })
+      .def_property_readonly("last_threads", &ChoiceBlocks::last_threads);
   bind_scoped_count<ThreadCap>(m, "ThreadCap");
   bind_scoped_count<ThreadSetting>(m, "ThreadSetting");
   m.def("in_forked_child", [] { return in_forked_child(); });
