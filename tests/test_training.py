@@ -248,6 +248,39 @@ def test_predict_restores_each_modules_own_mode():
     assert [m.training for m in model.modules()] == [False, False, False, True]
 
 
+def test_predict_restores_every_mode_though_interrupted():
+    # Ctrl-C raises KeyboardInterrupt where Python checks for signals: as a call ends and as a frame starts or resumes.
+    # One just after evaluating()'s model.eval() left the whole model in eval; a second one inside its restoring loop
+    # some modules (BatchNorm then trained on its running statistics); a helper's review. Interrupts are raised here
+    # at each such point of evaluating() (a call of its own ending, its frame starting or resuming), the k-th and the
+    # (k + j)-th, through a profile function.
+    import sys
+    from convcore.nn import module as module_code
+    code = module_code.evaluating.__wrapped__.__code__
+    x = np.ones((2, 3), np.float32)
+    for first in range(1, 12):
+        for gap in range(1, 8):
+            model = cc.nn.Sequential(cc.nn.Linear(3, 3, rng=0), cc.nn.BatchNorm1d(3), cc.nn.Dropout(0.5), cc.nn.ReLU())
+            model[2].eval()
+            points = 0
+
+            def profile(frame, event, arg):
+                nonlocal points
+                own = frame.f_code is code and event in ("call", "c_return")
+                if own or (event == "return" and frame.f_back is not None and frame.f_back.f_code is code):
+                    points += 1
+                    if points in (first, first + gap):
+                        raise KeyboardInterrupt
+            sys.setprofile(profile)
+            try:
+                training.predict(model, x)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                sys.setprofile(None)
+            assert [m.training for m in model.modules()] == [True, True, True, False, True], (first, gap)
+
+
 def test_predict_refuses_an_input_without_a_batch_dimension():
     model = cc.models.lenet5(seed=0)
     with pytest.raises(ValueError, match=r"x must be a batch \(N, ...\) of at least 2 dimensions, got shape \(784,\)"):

@@ -11,6 +11,7 @@ kept, which a second call in the same forward would overwrite.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections import OrderedDict
 
@@ -125,15 +126,19 @@ def not_keeping():
 @contextlib.contextmanager
 def evaluating(model):
     """model.eval() for the with block; afterwards each module's own mode is restored (a model may mix them, e.g.
-    a BatchNorm kept in eval while the rest trains)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    a BatchNorm kept in eval while the rest trains), though a KeyboardInterrupt (Ctrl-C) come meanwhile: Python
+    raises it only at certain bytecodes (a call's end, a loop's back jump), so model.eval() runs inside the try, and
+    the modes are restored by one call of builtins (none of those points inside). One after model.eval(), before
+    the try, left the whole model in eval; one inside a restoring loop of Python, some of its modules (a BatchNorm
+    then trained on its running statistics)."""
+    modules, modes = zip(*[(m, m.training) for m in model.modules()])
+    restore = map(object.__setattr__, modules, itertools.repeat("training"), modes)  # run by any(): one call
     try:
+        model.eval()
         yield model
     finally:
-        for m, training in modes:
-            object.__setattr__(m, "training", training)
         Module._edits += 1
+        any(restore)
 
 
 class Module:
