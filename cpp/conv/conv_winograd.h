@@ -768,24 +768,25 @@ inline auto join_halves(Part lo, Part hi) {
   }
 }
 
-// The fused kernel's transformed filters U[xi][c][k] = (G g G^T)[xi] for g = w[k][c], k up to KP (a multiple of VL;
-// zeros past K): w's taps regrouped with the filters along rows (wt[c][tap][k]: w, K rows of 9C floats, transposed by
-// the ISA's transposing packer, which zeroes the rows past K), then transformed VL filters at a time.
+// The fused kernel's transformed filters U[xi][c][k] = (G g G^T)[xi] for g = w[k][c], for the filters [k_lo, k_hi)
+// (multiples of VL up to KP, a multiple of VL; zeros past K): w's taps regrouped with the filters along rows
+// (wt[c][tap][k]: w's rows of 9C floats transposed by the ISA's transposing packer, which zeroes the rows past K), then
+// transformed VL filters at a time; channels on the threads (serial inside a parallel region).
 template <int VL>
-void fused_filters(const ConvShape& s, const float* w, int64_t KP, float* U) {
+void fused_filters(const ConvShape& s, const float* w, int64_t KP, int64_t k_lo, int64_t k_hi, float* U) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   typedef WinogradTile<2> Tile;
-  const int64_t C = s.C, K = s.K;
-  const CachedBlock<float> regrouped(9 * C * KP);
+  const int64_t C = s.C, width = k_hi - k_lo, count = std::clamp<int64_t>(s.K - k_lo, 0, width);
+  const CachedBlock<float> regrouped(9 * C * width);
   float* wt = regrouped.get();
-  std::vector<int64_t> rows(K);  // filter k's row of w
-  for (int64_t k = 0; k < K; ++k) rows[k] = k * C * 9;
+  std::vector<int64_t> rows(count);  // filter k_lo + i's row of w
+  for (int64_t i = 0; i < count; ++i) rows[i] = (k_lo + i) * C * 9;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-  parallel_for(C, threads_for(16 * C * KP * 4, 1 << 15), [&](int64_t c) {  // channels on the threads
-    pack_transposed(w + c * 9, rows.data(), K, KP, 9, 1.0f, wt + c * 9 * KP);
-    for (int64_t k0 = 0; k0 < KP; k0 += VL) {
+  parallel_for(C, threads_for(16 * C * width * 4, 1 << 15), [&](int64_t c) {
+    pack_transposed(w + c * 9, rows.data(), count, width, 9, 1.0f, wt + c * 9 * width);
+    for (int64_t k0 = 0; k0 < width; k0 += VL) {
       vec g[9], t[4][3];
-      for (int m = 0; m < 9; ++m) std::memcpy(&g[m], wt + (c * 9 + m) * KP + k0, sizeof(vec));
+      for (int m = 0; m < 9; ++m) std::memcpy(&g[m], wt + (c * 9 + m) * width + k0, sizeof(vec));
       for (int j = 0; j < 3; ++j) {  // G g
         vec col[4];
         Tile::filter(g[j], g[3 + j], g[6 + j], col);
@@ -794,7 +795,8 @@ void fused_filters(const ConvShape& s, const float* w, int64_t KP, float* U) {
       for (int i = 0; i < 4; ++i) {  // (G g) G^T
         vec row[4];
         Tile::filter(t[i][0], t[i][1], t[i][2], row);
-        for (int j = 0; j < 4; ++j) std::memcpy(U + ((i * 4 + j) * C + c) * KP + k0, &row[j], sizeof(vec));
+        for (int j = 0; j < 4; ++j)
+          std::memcpy(U + ((i * 4 + j) * C + c) * KP + k_lo + k0, &row[j], sizeof(vec));
       }
     }
   });
@@ -830,12 +832,24 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
   // positions of a channel or filter fell into few cache sets)
   const int64_t VS = C + 1, MS = KP + 1;
   if (!cache && any_non_finite(w, K * C * 9)) return false;  // a cache is given finite weights only (conv.h)
-  const auto transform = [&](float* U) { fused_filters<VL>(s, w, KP, U); };
+  const auto transform = [&](float* U) { fused_filters<VL>(s, w, KP, 0, KP, U); };
   ConvWeightCache::Packed kept;
   if (cache) kept = cache->get(ConvPacking::winograd_fused, KP, 16 * C * KP, transform);
+  // tasks: whole images, or where there are fewer images than threads, bands of each image's vector rows (each task
+  // copies the padded rows its band reads), and where those are fewer still, runs of each band's blocks of filters
+  // (each transforming the band's inputs). One image whose filters are transformed at this call (not kept) runs in
+  // runs of its filters, each task transforming its own filters' U: transformed by all the threads first, each task
+  // then read the other core's half (2 threads ran ResNet-20's 64 -> 64 3x3 on 8 x 8 slower than 1).
+  const int nt = threads_for(s.N * K * C * P * Q * 9);  // as the direct kernels count their work
+  const bool own_filters = !kept && s.N == 1 && nt > 1 && KP / KB > 1;
+  const int64_t bands = own_filters ? 1 : std::min<int64_t>(vector_rows, (nt + s.N - 1) / s.N);
+  const int64_t band_rows = (vector_rows + bands - 1) / bands;
+  const int64_t k_parts = std::min<int64_t>(KP / KB, (nt + s.N * bands - 1) / (s.N * bands));
+  const int64_t part_blocks = (KP / KB + k_parts - 1) / k_parts;
   const CachedBlock<float> own(kept ? 0 : 16 * C * KP);
-  if (!kept) transform(own.get());
-  const float* U = kept ? kept.get() : own.get();
+  if (!kept && !own_filters) transform(own.get());
+  float* const U_own = own.get();
+  const float* U = kept ? kept.get() : U_own;
   std::atomic<bool> non_finite{false};
   // padded rows [r0, r1) of image n, column-split, into xs (channel c's at c * band_plane, row r at (r - r0) *
   // row_floats); returns false where they hold an infinity or a NaN
@@ -962,20 +976,13 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
       }
     }
   };
-  // tasks: whole images, or where there are fewer images than threads, bands of each image's vector rows (each task
-  // copies the padded rows its band reads), and where those are fewer still, runs of each band's blocks of filters
-  // (each transforming the band's inputs)
-  const int nt = threads_for(s.N * K * C * P * Q * 9);  // as the direct kernels count their work
-  const int64_t bands = std::min<int64_t>(vector_rows, (nt + s.N - 1) / s.N);
-  const int64_t band_rows = (vector_rows + bands - 1) / bands;
-  const int64_t k_parts = std::min<int64_t>(KP / KB, (nt + s.N * bands - 1) / (s.N * bands));
-  const int64_t part_blocks = (KP / KB + k_parts - 1) / k_parts;
   parallel_for(s.N * bands * k_parts, nt, [&](int64_t task) {
     if (non_finite.load(std::memory_order_relaxed)) return;
     const int64_t n = task / (bands * k_parts), band = task / k_parts % bands, part = task % k_parts;
     const int64_t vr0 = band * band_rows, vr1 = std::min(vector_rows, vr0 + band_rows);
     const int64_t k_lo = part * part_blocks * KB, k_hi = std::min(KP, k_lo + part_blocks * KB);
     if (vr0 >= vr1 || k_lo >= k_hi) return;
+    if (own_filters) fused_filters<VL>(s, w, KP, k_lo, k_hi, U_own);  // one image, one band: each part once
     const int64_t r0 = 2 * vr0 * G, r1 = 2 * vr1 * G + 2;
     const CachedBlock<float> xs(C * (r1 - r0) * row_floats), work(16 * (VS + MS) * VL);
     if (!split_rows(n, r0, r1, xs.get())) {
