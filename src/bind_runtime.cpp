@@ -11,12 +11,11 @@
 using namespace convcore;
 
 namespace {
-// A ThreadCap or ThreadSetting from a with-block's __enter__ to its __exit__ (convcore.ThreadChoice, threads): it holds
-// on the thread that entered, and __exit__ may run on any thread.
-template <class Scope>
-class ScopedCount {
+// A ThreadSetting from a with-block's __enter__ to its __exit__ (convcore.threads): it holds on the thread that
+// entered, and __exit__ may run on any thread.
+class ScopedSetting {
  public:
-  explicit ScopedCount(int n) : n_(n) {}
+  explicit ScopedSetting(int n) : n_(n) {}
   void enter() {
     if (scope_) throw std::runtime_error("entered twice");
     scope_.emplace(n_);
@@ -28,7 +27,7 @@ class ScopedCount {
 
  private:
   int n_;
-  std::optional<Scope> scope_;
+  std::optional<ThreadSetting> scope_;
 };
 
 // convcore.ThreadChoice's blocks (_runtime.py) over the engine's ThreadChoice: __enter__ picks the block's count
@@ -66,13 +65,6 @@ class ChoiceBlocks {
   double start_ = 0.0;
 };
 
-template <class Scope>
-void bind_scoped_count(py::module_& m, const char* name) {
-  py::class_<ScopedCount<Scope>>(m, name)
-      .def(py::init<int>(), py::arg("threads"))
-      .def("__enter__", &ScopedCount<Scope>::enter)
-      .def("__exit__", [](ScopedCount<Scope>& c, const py::args&) { c.exit(); });
-}
 }  // namespace
 
 void bind_runtime(py::module_& m) {
@@ -120,8 +112,10 @@ void bind_runtime(py::module_& m) {
              return false;
            })
       .def_property_readonly("last_threads", &ChoiceBlocks::last_threads);
-  bind_scoped_count<ThreadCap>(m, "ThreadCap");
-  bind_scoped_count<ThreadSetting>(m, "ThreadSetting");
+  py::class_<ScopedSetting>(m, "ThreadSetting")
+      .def(py::init<int>(), py::arg("threads"))
+      .def("__enter__", &ScopedSetting::enter)
+      .def("__exit__", [](ScopedSetting& c, const py::args&) { c.exit(); });
   m.def("in_forked_child", [] { return in_forked_child(); });
   m.def("omp_max_threads", [] { return omp_get_max_threads(); });
   m.def("set_buffer_cache_limit", [](int64_t bytes) { set_buffer_limits(static_cast<size_t>(bytes)); });
