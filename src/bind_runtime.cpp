@@ -50,8 +50,14 @@ class ChoiceBlocks {
     start_ = start;
   }
   void exit(bool raised) {
-    const double end = clock_().cast<double>();
     if (!cap_) throw std::runtime_error("ThreadChoice.__exit__ without an open block (its __enter__ was not called)");
+    double end;
+    try {
+      end = clock_().cast<double>();
+    } catch (...) {  // a clock that raises (a stand-in's KeyboardInterrupt) still closes the block, uncounted
+      cap_.reset();
+      throw;
+    }
     cap_.reset();
     if (!raised) choice_.record(setting_, threads_, end - start_);
   }

@@ -137,6 +137,35 @@ def test_hyper_parameters_assigned_later_are_checked(make, name, value, exc, mat
     assert getattr(opt, name) == before
 
 
+def test_hyper_parameters_checked_together_load_and_a_custom_optimizer_sets_its_own(rng):
+    # the checks on assignment (above) at first refused a valid state whose nesterov differs from the optimizer's (its
+    # hyper-parameters set one at a time, lr already replaced when nesterov's turn came), and every assignment to a
+    # hyper-parameter of an Optimizer subclass that defines no rules of its own (NotImplementedError)
+    plain = optim.SGD(_params(rng), lr=0.5, momentum=0.0)
+    nesterov = optim.SGD(_params(rng), lr=0.1, momentum=0.9, nesterov=True)
+    nesterov.load_state_dict(plain.state_dict())
+    assert (nesterov.lr, nesterov.momentum, nesterov.nesterov) == (0.5, 0.0, False)
+    damped = optim.SGD(_params(rng), lr=0.1, momentum=0.9, dampening=0.5)
+    nesterov = optim.SGD(_params(rng), lr=0.1, momentum=0.9, nesterov=True)
+    nesterov.load_state_dict(damped.state_dict())
+    assert (nesterov.dampening, nesterov.nesterov) == (0.5, False)
+
+    class SignSGD(optim.optimizers.Optimizer):
+        hyper_names = ("lr",)
+
+        def __init__(self, params, lr):
+            super().__init__(params)
+            self.lr = lr
+
+        def _apply(self, datas, grads):
+            for d, g in zip(datas, grads):
+                d -= self.lr * np.sign(g)
+    sign = SignSGD(_params(rng), lr=0.1)
+    sched = optim.StepLR(sign, step_size=1, gamma=0.5)
+    sched.step()
+    assert sign.lr == pytest.approx(0.05)
+
+
 def test_hyper_parameters_assigned_later_are_kept_as_plain_numbers(rng):
     # a numpy float32 lr reached the checkpoint's JSON and failed its first save, after an epoch of training
     opt = optim.SGD(_params(rng), lr=0.1, momentum=0.9)

@@ -404,3 +404,22 @@ def test_a_thread_choice_block_may_end_on_another_thread(clock):
             pass
     with pytest.raises(RuntimeError, match="exited without being entered"):
         cc._core.ThreadSetting(3).__exit__(None, None, None)
+
+
+def test_a_thread_choice_block_closes_though_its_clock_raises():
+    # a clock that raised in __exit__ (a stand-in's KeyboardInterrupt) left the block open: every later one refused
+    calls = []
+
+    def clock():
+        calls.append(None)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return float(len(calls))
+    choice = cc._core.ThreadChoice(clock)
+    with cc.threads(2):
+        with pytest.raises(KeyboardInterrupt):
+            with choice:
+                assert cc.get_num_threads() == 2
+        assert cc.get_num_threads() == 2
+        with choice:  # not refused as open already
+            pass

@@ -55,9 +55,11 @@ class Optimizer:
 
     def __setattr__(self, name, value):
         """A hyper-parameter assigned after construction (a hand-written schedule's lr, say) is checked by the
-        constructor's rules and kept as they keep it (a float or a bool), so that a step never runs on a value the
-        constructor refuses and state_dict() stays loadable and JSON-writable."""
-        if name in self.hyper_names and all(k in self.__dict__ for k in self.hyper_names):
+        constructor's rules (_check_hyper, where the optimizer defines them) with the others as they are, and kept
+        as they keep it (a float or a bool), so that a step never runs on a value the constructor refuses and
+        state_dict() stays loadable and JSON-writable."""
+        if (name in self.hyper_names and type(self)._check_hyper is not Optimizer._check_hyper
+                and all(k in self.__dict__ for k in self.hyper_names)):
             value = self._check_hyper({**{k: self.__dict__[k] for k in self.hyper_names}, name: value}, str)[name]
         object.__setattr__(self, name, value)
 
@@ -102,8 +104,9 @@ class Optimizer:
         raise NotImplementedError(f"{type(self).__name__} does not define _check_hyper")
 
     def _set_hyper(self, hyper: dict) -> None:
+        """Set hyper-parameters checked together (one at a time, the others' old values could refuse them)."""
         for k in self.hyper_names:
-            setattr(self, k, hyper[k])
+            object.__setattr__(self, k, hyper[k])
 
     def state_dict(self) -> dict:
         return {"hyper": {k: getattr(self, k) for k in self.hyper_names}, "step_count": self.step_count,
