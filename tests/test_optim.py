@@ -140,7 +140,7 @@ def test_hyper_parameters_assigned_later_are_checked(make, name, value, exc, mat
 def test_hyper_parameters_checked_together_load_and_a_custom_optimizer_sets_its_own(rng):
     # the checks on assignment (above) at first refused a valid state whose nesterov differs from the optimizer's (its
     # hyper-parameters set one at a time, lr already replaced when nesterov's turn came), and every assignment to a
-    # hyper-parameter of an Optimizer subclass that defines no rules of its own (NotImplementedError)
+    # hyper-parameter of an Optimizer subclass that defines no rules of its own (each raised NotImplementedError)
     plain = optim.SGD(_params(rng), lr=0.5, momentum=0.0)
     nesterov = optim.SGD(_params(rng), lr=0.1, momentum=0.9, nesterov=True)
     nesterov.load_state_dict(plain.state_dict())
