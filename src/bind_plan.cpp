@@ -332,9 +332,8 @@ class NativePlan {
     const int64_t out_elements = product(out_shape);
     if (const auto* c = std::get_if<Conv>(&op)) {
       conv2d_forward_fast(c->shape, x, c->w, c->bias, c->relu, y, c->cache.get());
-    } else if (const auto* m = std::get_if<MaxPool>(&op)) {  // the window offsets are computed and dropped
-      const CachedBlock<uint8_t> offsets(out_elements);
-      max_pool2d_compact(x, y, offsets.get(), m->planes, m->g);
+    } else if (const auto* m = std::get_if<MaxPool>(&op)) {
+      max_pool2d_compact(x, y, nullptr, m->planes, m->g);  // the values alone
     } else if (const auto* a = std::get_if<AvgPool>(&op)) {
       avg_pool2d(x, y, a->planes, a->g, a->count_include_pad);
     } else if (const auto* l = std::get_if<Linear>(&op)) {

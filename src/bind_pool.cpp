@@ -30,6 +30,21 @@ static py::tuple max_pool2d_offsets(const CArray<T>& x, const PoolGeom& geometry
   return py::make_tuple(y, offsets);
 }
 
+// y alone (an inference call: no argmax kept; any window size).
+template <typename T>
+static CArray<T> max_pool2d_values(const CArray<T>& x, const PoolGeom& geometry) {
+  const PoolGeometry g = pool_geometry(geometry);
+  const int64_t N = x.shape(0), C = x.shape(1), planes = planes_of(x);
+  auto y = new_array<T>({N, C, g.OH, g.OW});
+  const T* px = x.data();
+  T* py_ = y.mutable_data();
+  {
+    CoreCall call;
+    max_pool2d_compact(px, py_, nullptr, planes, g);
+  }
+  return y;
+}
+
 // relu_output: the pooled output of a ReLU's output, whose backward is folded in (dy counts where it is > 0).
 template <typename T>
 static CArray<T> max_pool2d_offsets_backward(const CArray<T>& dy, const CArray<uint8_t>& offsets,
@@ -138,6 +153,8 @@ static CArray<T> avg_pool2d_grad(const CArray<T>& dy, const PoolGeom& geometry, 
 
 void bind_pool(py::module_& m) {
   m.attr("pool_max_compact_window") = kMaxCompactWindow;
+  m.def("max_pool2d_values", &max_pool2d_values<float>);
+  m.def("max_pool2d_values", &max_pool2d_values<double>);
   m.def("max_pool2d_offsets", &max_pool2d_offsets<float>);
   m.def("max_pool2d_offsets", &max_pool2d_offsets<double>);
   m.def("max_pool2d_offsets_backward", &max_pool2d_offsets_backward<float>, py::arg("dy"), py::arg("offsets"),

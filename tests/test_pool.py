@@ -110,6 +110,31 @@ def test_2x2_narrow_rows_several_rows_a_step(isa, nthreads, rng, n, c, h, w):
     np.testing.assert_array_equal(F.avg_pool2d_backward(dy, x.shape, 2), ref.avg_pool2d_backward(dy, x.shape, 2, 2))
 
 
+@pytest.mark.parametrize("shape,kernel,stride,padding,ceil_mode",
+                         GEOMETRIES + [((2, 3, 10, 40), 3, 2, 1, False), ((1, 2, 40, 40), 17, 3, 2, True),
+                                       ((1, 2, 9, 70), (3, 5), 2, (1, 2), True), ((3, 4, 14, 14), 2, 2, 0, False)])
+def test_max_pool_values_alone_are_the_argmax_calls_bits(isa, nthreads, rng, shape, kernel, stride, padding,
+                                                         ceil_mode):
+    """A call that keeps no argmax (return_indices=False, eval, frozen) computes the outputs alone: the same bits
+    as the reference's (NaNs of distinct payloads: the last one's kept; -0 against +0: the first), on the 2x2/2,
+    narrow-row, stride-2 and generic paths and a window of more than 256 elements (17 x 17)."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    bits = x.view(np.uint32)
+    nan = rng.random(shape) < 0.05
+    bits[nan] = 0x7FC00000 | rng.integers(1, 1 << 22, size=int(nan.sum()), dtype=np.uint32)  # distinct payloads
+    zeros = rng.random(shape) < 0.2
+    x[zeros] = np.where(rng.random(int(zeros.sum())) < 0.5, -0.0, 0.0)
+    kw = _kw(kernel, stride, padding, ceil_mode)
+    ry, _ = ref.max_pool2d(x, kernel, _stride(kernel, stride), padding, ceil_mode)
+    y = F.max_pool2d(x, **kw)
+    assert y.view(np.uint32).tobytes() == ry.view(np.uint32).tobytes()
+    assert F.max_pool2d(x, return_indices=True, **kw)[0].tobytes() == y.tobytes()
+    layer = cc.nn.MaxPool2d(**kw)
+    assert layer(x).tobytes() == y.tobytes()
+    assert layer.eval()(x).tobytes() == y.tobytes()
+    assert cc.nn.freeze(cc.nn.Sequential(cc.nn.MaxPool2d(**kw)))(x).tobytes() == y.tobytes()
+
+
 def test_random_floats_match_reference_bitwise(isa, rng):
     # float32 random data: the fast paths sum and compare in the reference's order, so equality is exact.
     x = rng.standard_normal((2, 3, 10, 37)).astype(np.float32)

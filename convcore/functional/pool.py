@@ -5,7 +5,8 @@ indices into each H*W (or L) plane. The layers use the compact form instead (`_p
 once per input shape; `_max_pool2d_compact` and `_max_pool2d_compact_backward` validate every call): one uint8 per
 output, the offset kh*KW + kw of the max inside its window (window origin (oh*SH - PH, ow*SW - PW), padding
 included); 8x smaller, and the 2x2/2 backward routes each gradient with it while writing every input-gradient
-element exactly once.
+element exactly once. A call that keeps no argmax (`return_indices=False`, an eval-mode or frozen layer) computes
+the outputs alone.
 """
 from __future__ import annotations
 
@@ -82,9 +83,11 @@ def _max_pool(x, kernel_size, stride, padding, ceil_mode, return_indices, spatia
     x4 = _input(x, spatial)
     geometry = _geometry(x4.shape[2:] if spatial == 2 else x4.shape[3:], kernel_size, stride, padding, ceil_mode,
                          spatial, "x")
-    if _compact_fits(geometry):
+    if not return_indices:
+        y = _core.max_pool2d_values(x4, geometry)
+    elif _compact_fits(geometry):
         y, offsets = _core.max_pool2d_offsets(x4, geometry)
-        indices = _core.pool_offsets_to_indices(offsets, geometry) if return_indices else None
+        indices = _core.pool_offsets_to_indices(offsets, geometry)
     else:
         y, indices = _core.max_pool2d_indices(x4, geometry)
     out_shape = x.shape[:2] + y.shape[2 if spatial == 2 else 3:]
@@ -106,10 +109,8 @@ def _prepare_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
         if spatial == 2:
             run.native = ("avg_pool", geometry, count_include_pad)  # the same call, for Sequential's native plan
         return run
-    compact = _compact_fits(geometry)
-    pool = _core.max_pool2d_offsets if compact else _core.max_pool2d_indices
-    run = lambda x: pool(x.reshape(x4_shape), geometry)[0].reshape(out_shape)
-    if spatial == 2 and compact:
+    run = lambda x: _core.max_pool2d_values(x.reshape(x4_shape), geometry).reshape(out_shape)
+    if spatial == 2:
         run.native = ("max_pool", geometry)
     return run
 

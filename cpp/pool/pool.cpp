@@ -37,7 +37,7 @@ void max_pool2d_generic(const T* x, T* y, uint8_t* offsets, int64_t planes, cons
     for (int64_t oh = 0; oh < g.OH; ++oh)
       for (int64_t ow = 0; ow < g.OW; ++ow) {
         const int64_t o = (p * g.OH + oh) * g.OW + ow;
-        max_window(x + p * g.H * g.W, g, oh, ow, y + o, offsets + o);
+        max_window(x + p * g.H * g.W, g, oh, ow, y + o, offsets ? offsets + o : nullptr);
       }
 }
 
@@ -95,7 +95,7 @@ bool is_2x2_stride2(const PoolGeometry& g) {
 void max_pool2d_compact(const double* x, double* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
   for_plane_runs(planes, saturating_mul(g.OH, g.OW, g.KH, g.KW), [&](int64_t first, int64_t count) {
     const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
-    max_pool2d_generic(x + in, y + out, offsets + out, count, g);
+    max_pool2d_generic(x + in, y + out, offsets ? offsets + out : nullptr, count, g);
   });
 }
 
@@ -104,12 +104,13 @@ void max_pool2d_compact(const float* x, float* y, uint8_t* offsets, int64_t plan
   const bool two_by_two = is_2x2_stride2(g), stride2 = g.SW == 2 && k.max_stride2_forward != nullptr;
   for_plane_runs(planes, saturating_mul(g.OH, g.OW, g.KH, g.KW), [&](int64_t first, int64_t count) {
     const int64_t in = first * g.H * g.W, out = first * g.OH * g.OW;
+    uint8_t* const run_offsets = offsets ? offsets + out : nullptr;
     if (two_by_two)
-      k.max_2x2s2_forward(x + in, y + out, offsets + out, count, g.H, g.W);
+      k.max_2x2s2_forward(x + in, y + out, run_offsets, count, g.H, g.W);
     else if (stride2)
-      k.max_stride2_forward(x + in, y + out, offsets + out, count, g);
+      k.max_stride2_forward(x + in, y + out, run_offsets, count, g);
     else
-      max_pool2d_generic(x + in, y + out, offsets + out, count, g);
+      max_pool2d_generic(x + in, y + out, run_offsets, count, g);
   });
 }
 

@@ -38,13 +38,6 @@ inline __m256 restore_order(__m256 v) {
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
 }
 
-// Takes v where v > best or v is NaN (PyTorch's rule), tagging its offset k.
-inline void take_if_greater(__m256 v, __m256 k, __m256* best, __m256* offset) {
-  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, *best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  *best = _mm256_blendv_ps(*best, v, take);
-  *offset = _mm256_blendv_ps(*offset, k, take);
-}
-
 // 8 int32 offsets (0..255, bit-cast in a float vector) -> 8 bytes, lane i in byte i.
 inline uint64_t offset_bytes(__m256 offset) {
   const __m256i k = _mm256_castps_si256(offset);
@@ -52,24 +45,49 @@ inline uint64_t offset_bytes(__m256 offset) {
   return static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_packus_epi16(k16, k16)));
 }
 
-// The same, stored at p.
-inline void store_offsets(uint8_t* p, __m256 offset) {
-  const uint64_t bytes = offset_bytes(offset);
-  std::memcpy(p, &bytes, 8);
-}
-
-// The max of each window (a, b on the top row, c, d below) and its offset (0..3, bit-cast int32 lanes).
-inline void max_2x2(__m256 a, __m256 b, __m256 c, __m256 d, __m256* best, __m256* offset) {
-  *best = a;
-  *offset = _mm256_setzero_ps();
-  take_if_greater(b, _mm256_castsi256_ps(_mm256_set1_epi32(1)), best, offset);
-  take_if_greater(c, _mm256_castsi256_ps(_mm256_set1_epi32(2)), best, offset);
-  take_if_greater(d, _mm256_castsi256_ps(_mm256_set1_epi32(3)), best, offset);
-}
-
 // Byte b of bits to p[b] for b < n: the n <= 8 offsets of a row's last step (a loop of bytes, not a library copy).
 inline void store_bytes(uint8_t* p, uint64_t bits, int64_t n) {
   for (int64_t b = 0; b < n; ++b) p[b] = static_cast<uint8_t>(bits >> (8 * b));
+}
+
+// The max of 8 windows' elements scanned in order (lane order as deinterleave's), and with kOffsets the offset of
+// each (bit-cast int32 lanes; PyTorch's rule: a later element v is taken where v > max or v is NaN). Without
+// offsets the same values come out, the offsets' blends and stores left out (an inference call has no use for them).
+template <bool kOffsets>
+struct RunningMax {
+  __m256 best = _mm256_setzero_ps(), offset = _mm256_setzero_ps();
+
+  void start(__m256 v, int k) {
+    best = v;
+    if constexpr (kOffsets) offset = _mm256_castsi256_ps(_mm256_set1_epi32(k));
+  }
+  void take(__m256 v, int k) {
+    const __m256 greater = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    best = _mm256_blendv_ps(best, v, greater);
+    if constexpr (kOffsets) offset = _mm256_blendv_ps(offset, _mm256_castsi256_ps(_mm256_set1_epi32(k)), greater);
+  }
+  // The first n outputs in order to y and, with kOffsets, their offsets.
+  void store(float* y, uint8_t* offsets, int64_t n = 8) const {
+    store_first_lanes(y, restore_order(best), n);
+    if constexpr (kOffsets) {
+      const uint64_t bytes = offset_bytes(restore_order(offset));
+      if (n == 8)
+        std::memcpy(offsets, &bytes, 8);
+      else
+        store_bytes(offsets, bytes, n);
+    }
+  }
+};
+
+// The max of each window (a, b on the top row, c, d below).
+template <bool kOffsets>
+inline RunningMax<kOffsets> max_2x2(__m256 a, __m256 b, __m256 c, __m256 d) {
+  RunningMax<kOffsets> max;
+  max.start(a, 0);
+  max.take(b, 1);
+  max.take(c, 2);
+  max.take(d, 3);
+  return max;
 }
 
 // Bytes p[b] for b < n <= 8 as byte b of the result: all 8 by one load where they lie before `end`.
@@ -84,23 +102,22 @@ inline uint64_t load_bytes(const uint8_t* p, int64_t n, const uint8_t* end) {
 }
 
 // The row functions' `end` arguments: the ends of the arrays their inputs lie in (load_lanes).
+// offsets: null where kOffsets is false (as in every function with kOffsets).
+template <bool kOffsets>
 void max_2x2_row(const float* top, const float* bot, const float* x_end, float* y, uint8_t* offsets, int64_t OW) {
-  __m256 a, b, c, d, best, offset;
+  const auto offsets_at = [&](int64_t o) { return kOffsets ? offsets + o : nullptr; };
+  __m256 a, b, c, d;
   int64_t o = 0;
   for (; o + 8 <= OW; o += 8) {
     deinterleave(top + 2 * o, &a, &b);
     deinterleave(bot + 2 * o, &c, &d);
-    max_2x2(a, b, c, d, &best, &offset);
-    _mm256_storeu_ps(y + o, restore_order(best));
-    store_offsets(offsets + o, restore_order(offset));
+    max_2x2<kOffsets>(a, b, c, d).store(y + o, offsets_at(o));
   }
   if (o < OW) {  // the last n < 8 outputs: one partial step (copies through memory: a quarter of LeNet's s2 forward)
     const int64_t n = OW - o;
     deinterleave_first(top + 2 * o, n, x_end, &a, &b);
     deinterleave_first(bot + 2 * o, n, x_end, &c, &d);
-    max_2x2(a, b, c, d, &best, &offset);
-    store_first_lanes(y + o, restore_order(best), n);
-    store_bytes(offsets + o, offset_bytes(restore_order(offset)), n);
+    max_2x2<kOffsets>(a, b, c, d).store(y + o, offsets_at(o), n);
   }
 }
 
@@ -175,12 +192,21 @@ void avg_2x2_row_backward(const float* dy, const float* dy_end, float* top, floa
   }
 }
 
-void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W) {
+template <bool kOffsets>
+void max_2x2s2_planes(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W) {
   const int64_t OW = W / 2;
   const float* x_end = x + planes * H * W;
   for_output_rows(planes, H, W, [&](int64_t in, int64_t out_row) {
-    max_2x2_row(x + in, x + in + W, x_end, y + out_row * OW, offsets + out_row * OW, OW);
+    max_2x2_row<kOffsets>(x + in, x + in + W, x_end, y + out_row * OW, kOffsets ? offsets + out_row * OW : nullptr,
+                          OW);
   });
+}
+
+void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W) {
+  if (offsets)
+    max_2x2s2_planes<true>(x, y, offsets, planes, H, W);
+  else
+    max_2x2s2_planes<false>(x, y, nullptr, planes, H, W);
 }
 
 void max_2x2s2_backward(const float* dy, const uint8_t* offsets, float* dx, int64_t planes, int64_t H, int64_t W) {
@@ -237,7 +263,8 @@ inline void for_window_elements(const float* xp, const float* x_end, const PoolG
 
 // Column stride 2, any window: edge columns by max_window; interior columns up to 8 at a time, scanned in the
 // scalar order (rows clipped, first element taken as is).
-void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
+template <bool kOffsets>
+void max_stride2_planes(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
   const InnerWindows cols = stride2_columns(g);
   const float* x_end = x + planes * g.H * g.W;
   for (int64_t p = 0; p < planes; ++p) {
@@ -246,27 +273,32 @@ void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t pla
       const int64_t ih0 = oh * g.SH - g.PH;
       const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih0 + g.KH, g.H);
       float* y_row = y + (p * g.OH + oh) * g.OW;
-      uint8_t* offset_row = offsets + (p * g.OH + oh) * g.OW;
+      uint8_t* offset_row = kOffsets ? offsets + (p * g.OH + oh) * g.OW : nullptr;
+      const auto offset_at = [&](int64_t o) { return kOffsets ? offset_row + o : nullptr; };
       int64_t ow = 0;
-      for (; ow < cols.begin; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_row + ow);
+      for (; ow < cols.begin; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_at(ow));
       for (; ow < cols.end; ow += 8) {
         const int64_t n = std::min<int64_t>(8, cols.end - ow);
-        __m256 best = _mm256_setzero_ps(), offset = _mm256_setzero_ps();
+        RunningMax<kOffsets> max;
         for_window_elements(xp, x_end, g, ow, n, ih_lo, ih_hi, [&](__m256 v, int64_t ih, int64_t kw) {
-          const __m256 k = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>((ih - ih0) * g.KW + kw)));
-          if (ih == ih_lo && kw == 0) {
-            best = v;
-            offset = k;
-          } else {
-            take_if_greater(v, k, &best, &offset);
-          }
+          const int k = static_cast<int>((ih - ih0) * g.KW + kw);
+          if (ih == ih_lo && kw == 0)
+            max.start(v, k);
+          else
+            max.take(v, k);
         });
-        store_first_lanes(y_row + ow, restore_order(best), n);
-        store_bytes(offset_row + ow, offset_bytes(restore_order(offset)), n);
+        max.store(y_row + ow, offset_at(ow), n);
       }
-      for (ow = cols.end; ow < g.OW; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_row + ow);
+      for (ow = cols.end; ow < g.OW; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_at(ow));
     }
   }
+}
+
+void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
+  if (offsets)
+    max_stride2_planes<true>(x, y, offsets, planes, g);
+  else
+    max_stride2_planes<false>(x, y, nullptr, planes, g);
 }
 
 // Column stride 2, any window: edge columns by avg_window; interior columns up to 8 at a time, summed in the

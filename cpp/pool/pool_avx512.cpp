@@ -68,17 +68,37 @@ inline void store_interleaved(float* p, const StepMasks& m, __m512 u, __m512 v) 
   store_lanes(p + 16, m.in_hi, _mm512_permutex2var_ps(u, hi_index, v));
 }
 
-// Takes v where v > best or v is NaN (PyTorch's rule), tagging its offset k.
-inline void take_if_greater(__m512 v, int k, __m512* best, __m512i* offset) {
-  const __mmask16 take = _mm512_cmp_ps_mask(v, *best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  *best = _mm512_mask_blend_ps(take, *best, v);
-  *offset = _mm512_mask_blend_epi32(take, *offset, _mm512_set1_epi32(k));
-}
+// The max of 16 windows' elements scanned in order, and with kOffsets the offset of each (PyTorch's rule: a later
+// element v is taken where v > max or v is NaN). Without offsets the same values come out, the offsets' blends and
+// stores left out (an inference call has no use for them).
+template <bool kOffsets>
+struct RunningMax {
+  __m512 best = _mm512_setzero_ps();
+  __m512i offset = _mm512_setzero_si512();
+
+  void start(__m512 v, int k) {
+    best = v;
+    if constexpr (kOffsets) offset = _mm512_set1_epi32(k);
+  }
+  void take(__m512 v, int k) {
+    const __mmask16 greater = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    best = _mm512_mask_blend_ps(greater, best, v);
+    if constexpr (kOffsets) offset = _mm512_mask_blend_epi32(greater, offset, _mm512_set1_epi32(k));
+  }
+  // y's outputs (mask m) and, with kOffsets, their offsets.
+  void store(float* y, uint8_t* offsets, __mmask16 m) const {
+    store_lanes(y, m, best);
+    if constexpr (kOffsets) store_offsets(offsets, m, offset);
+  }
+};
+
 
 // The row functions are forced inline: once the narrow-row steps also called them for their leftover rows, GCC
 // stopped inlining them into the plane loops (measured ~15% slower on 28x28 planes).
 #define CONVCORE_ROW __attribute__((always_inline)) inline
 // The row functions' `end` arguments: the ends of the arrays their inputs lie in (load_lanes).
+// offsets: null where kOffsets is false (as in every function with kOffsets).
+template <bool kOffsets>
 CONVCORE_ROW void max_2x2_row(const float* top, const float* bot, const float* x_end, float* y, uint8_t* offsets,
                               int64_t OW) {
   for (int64_t o = 0; o < OW; o += 16) {
@@ -86,13 +106,12 @@ CONVCORE_ROW void max_2x2_row(const float* top, const float* bot, const float* x
     __m512 a, b, c, d;
     deinterleave(top + 2 * o, m, x_end, &a, &b);
     deinterleave(bot + 2 * o, m, x_end, &c, &d);
-    __m512 best = a;
-    __m512i offset = _mm512_setzero_si512();
-    take_if_greater(b, 1, &best, &offset);
-    take_if_greater(c, 2, &best, &offset);
-    take_if_greater(d, 3, &best, &offset);
-    store_lanes(y + o, m.out, best);
-    store_offsets(offsets + o, m.out, offset);
+    RunningMax<kOffsets> max;
+    max.start(a, 0);
+    max.take(b, 1);
+    max.take(c, 2);
+    max.take(d, 3);
+    max.store(y + o, kOffsets ? offsets + o : nullptr, m.out);
   }
 }
 
@@ -188,27 +207,35 @@ void for_narrow_steps(int64_t planes, int64_t H, int64_t W, const Step& step, co
   for (int64_t r = steps * n.G; r < rows; ++r) row(r);
 }
 
-void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W) {
+template <bool kOffsets>
+void max_2x2s2_planes(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W) {
   const int64_t OW = W / 2;
   const float* x_end = x + planes * H * W;
+  const auto offsets_at = [&](int64_t o) { return kOffsets ? offsets + o : nullptr; };
   if (narrow_rows(H, W)) {
     const auto step = [&](const NarrowRows& n, int64_t i) {
       __m512 e[4];
       n.gather(x + i * n.floats, x_end, e);
-      __m512 best = e[0];
-      __m512i offset = _mm512_setzero_si512();
-      for (int k = 1; k < 4; ++k) take_if_greater(e[k], k, &best, &offset);
-      store_lanes(y + i * n.lanes, n.out_mask, best);
-      store_offsets(offsets + i * n.lanes, n.out_mask, offset);
+      RunningMax<kOffsets> max;
+      max.start(e[0], 0);
+      for (int k = 1; k < 4; ++k) max.take(e[k], k);
+      max.store(y + i * n.lanes, offsets_at(i * n.lanes), n.out_mask);
     };
     for_narrow_steps(planes, H, W, step, [&](int64_t r) {
-      max_2x2_row(x + r * 2 * W, x + r * 2 * W + W, x_end, y + r * OW, offsets + r * OW, OW);
+      max_2x2_row<kOffsets>(x + r * 2 * W, x + r * 2 * W + W, x_end, y + r * OW, offsets_at(r * OW), OW);
     });
     return;
   }
   for_output_rows(planes, H, W, [&](int64_t in, int64_t out_row) {
-    max_2x2_row(x + in, x + in + W, x_end, y + out_row * OW, offsets + out_row * OW, OW);
+    max_2x2_row<kOffsets>(x + in, x + in + W, x_end, y + out_row * OW, offsets_at(out_row * OW), OW);
   });
+}
+
+void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W) {
+  if (offsets)
+    max_2x2s2_planes<true>(x, y, offsets, planes, H, W);
+  else
+    max_2x2s2_planes<false>(x, y, nullptr, planes, H, W);
 }
 
 void max_2x2s2_backward(const float* dy, const uint8_t* offsets, float* dx, int64_t planes, int64_t H, int64_t W) {
@@ -317,7 +344,8 @@ CONVCORE_ROW void for_window_elements(const float* xp, const float* x_end, const
 // Column stride 2, any window: edge columns by max_window; interior columns up to 16 at a time, scanned in the
 // scalar order (rows clipped, first element taken as is). (The loop over output rows and steps shared with the
 // average pooling's as a template calling a step function ran ~15-20% slower, inlined or not.)
-void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
+template <bool kOffsets>
+void max_stride2_planes(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
   const InnerWindows cols = stride2_columns(g);
   const float* x_end = x + planes * g.H * g.W;
   for (int64_t p = 0; p < planes; ++p) {
@@ -326,28 +354,32 @@ void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t pla
       const int64_t ih0 = oh * g.SH - g.PH;
       const int64_t ih_lo = std::max<int64_t>(ih0, 0), ih_hi = std::min(ih0 + g.KH, g.H);
       float* y_row = y + (p * g.OH + oh) * g.OW;
-      uint8_t* offset_row = offsets + (p * g.OH + oh) * g.OW;
+      uint8_t* offset_row = kOffsets ? offsets + (p * g.OH + oh) * g.OW : nullptr;
+      const auto offset_at = [&](int64_t o) { return kOffsets ? offset_row + o : nullptr; };
       int64_t ow = 0;
-      for (; ow < cols.begin; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_row + ow);
+      for (; ow < cols.begin; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_at(ow));
       for (; ow < cols.end; ow += 16) {
         const StepMasks m = window_masks(std::min<int64_t>(16, cols.end - ow));
-        __m512 best = _mm512_setzero_ps();
-        __m512i offset = _mm512_setzero_si512();
+        RunningMax<kOffsets> max;
         for_window_elements(xp, x_end, g, ow, m, ih_lo, ih_hi, [&](__m512 v, int64_t ih, int64_t kw) {
           const int k = static_cast<int>((ih - ih0) * g.KW + kw);
-          if (ih == ih_lo && kw == 0) {
-            best = v;
-            offset = _mm512_set1_epi32(k);
-          } else {
-            take_if_greater(v, k, &best, &offset);
-          }
+          if (ih == ih_lo && kw == 0)
+            max.start(v, k);
+          else
+            max.take(v, k);
         });
-        store_lanes(y_row + ow, m.out, best);
-        store_offsets(offset_row + ow, m.out, offset);
+        max.store(y_row + ow, offset_at(ow), m.out);
       }
-      for (ow = cols.end; ow < g.OW; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_row + ow);
+      for (ow = cols.end; ow < g.OW; ++ow) max_window(xp, g, oh, ow, y_row + ow, offset_at(ow));
     }
   }
+}
+
+void max_stride2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g) {
+  if (offsets)
+    max_stride2_planes<true>(x, y, offsets, planes, g);
+  else
+    max_stride2_planes<false>(x, y, nullptr, planes, g);
 }
 
 // Column stride 2, any window: edge columns by avg_window; interior columns up to 16 at a time, summed in the

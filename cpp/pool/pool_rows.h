@@ -36,7 +36,7 @@ inline T select_bits(bool take, T a, T b) {
 }
 
 // Max of the window of output (oh, ow) in plane xp (H, W), clipped to the input; its offset from the
-// window origin. Row-major scan; a later element wins only if greater or NaN.
+// window origin where offset is not null. Row-major scan; a later element wins only if greater or NaN.
 template <typename T>
 inline void max_window(const T* xp, const PoolGeometry& g, int64_t oh, int64_t ow, T* y, uint8_t* offset) {
   const int64_t ih0 = oh * g.SH - g.PH, iw0 = ow * g.SW - g.PW;
@@ -53,7 +53,7 @@ inline void max_window(const T* xp, const PoolGeometry& g, int64_t oh, int64_t o
     }
   }
   *y = best;
-  *offset = static_cast<uint8_t>(best_offset);
+  if (offset != nullptr) *offset = static_cast<uint8_t>(best_offset);
 }
 
 // Mean of the window of output (oh, ow) in plane xp (H, W): sum of its input elements in row-major order
@@ -143,7 +143,8 @@ void avg_stride2_backward_rows(const float* dy, float* dx, int64_t planes, const
   }
 }
 
-// The OW outputs of one output row; top/bot are the two input rows (W >= 2*OW).
+// The OW outputs of one output row and, where offsets is not null, their offsets; top/bot are the two input rows
+// (W >= 2*OW).
 inline void max_2x2_row_scalar(const float* top, const float* bot, float* y, uint8_t* offsets, int64_t OW) {
   for (int64_t o = 0; o < OW; ++o) {
     const float window[4] = {top[2 * o], top[2 * o + 1], bot[2 * o], bot[2 * o + 1]};
@@ -155,7 +156,7 @@ inline void max_2x2_row_scalar(const float* top, const float* bot, float* y, uin
       best_offset = select_bits(take, k, best_offset);
     }
     y[o] = best;
-    offsets[o] = best_offset;
+    if (offsets != nullptr) offsets[o] = best_offset;
   }
 }
 

@@ -8,7 +8,7 @@ namespace {
 void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W) {
   const int64_t OW = W / 2;
   for_output_rows(planes, H, W, [&](int64_t in, int64_t out_row) {
-    max_2x2_row_scalar(x + in, x + in + W, y + out_row * OW, offsets + out_row * OW, OW);
+    max_2x2_row_scalar(x + in, x + in + W, y + out_row * OW, offsets ? offsets + out_row * OW : nullptr, OW);
   });
 }
 

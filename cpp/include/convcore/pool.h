@@ -44,7 +44,8 @@ inline T window_divisor(int64_t rows, int64_t cols) {
 }  // namespace
 
 // ---- Compact argmax: one byte per output, the offset kh*KW + kw of the max inside its window, ----
-// counted from the window origin (oh*SH - PH, ow*SW - PW), padding included. Needs KH*KW <= 256.
+// counted from the window origin (oh*SH - PH, ow*SW - PW), padding included. Needs KH*KW <= 256. Where offsets
+// is null (an inference call, which routes no gradient), the forwards compute the outputs alone (any window).
 constexpr int64_t kMaxCompactWindow = 256;
 
 // indices (planes, OH, OW) int64 from offsets (planes, OH, OW) uint8.
@@ -71,7 +72,7 @@ bool is_2x2_stride2(const PoolGeometry& g);
 // ---- Per-ISA fast paths (float), on a run of `planes` planes of (H, W); OH = H/2, OW = W/2. ----
 struct PoolKernels {
   const char* name;
-  // 2x2 stride 2, no padding. y, offsets (planes, OH, OW); offsets in {0, 1, 2, 3}.
+  // 2x2 stride 2, no padding. y, offsets (planes, OH, OW); offsets in {0, 1, 2, 3}, or null.
   void (*max_2x2s2_forward)(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W);
   // dx (planes, H, W): every element written exactly once (an odd last row / column gets 0).
   void (*max_2x2s2_backward)(const float* dy, const uint8_t* offsets, float* dx, int64_t planes, int64_t H,
@@ -79,7 +80,8 @@ struct PoolKernels {
   void (*avg_2x2s2_forward)(const float* x, float* y, int64_t planes, int64_t H, int64_t W);
   void (*avg_2x2s2_backward)(const float* dy, float* dx, int64_t planes, int64_t H, int64_t W);
   // Any window (KH*KW <= 256) with column stride SW == 2: overlapping windows, padding, ceil_mode.
-  // y, offsets (planes, OH, OW). nullptr where the ISA has no such path (the generic loops run instead).
+  // y, offsets (planes, OH, OW; offsets may be null). nullptr where the ISA has no such path (the generic loops
+  // run instead).
   void (*max_stride2_forward)(const float* x, float* y, uint8_t* offsets, int64_t planes, const PoolGeometry& g);
   // Average pooling with column stride SW == 2, any window; nullptr where the ISA has none (reference runs).
   void (*avg_stride2_forward)(const float* x, float* y, int64_t planes, const PoolGeometry& g,
