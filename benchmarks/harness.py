@@ -3,9 +3,10 @@
 A benchmark script defines CASES (dicts with a unique "name" and "flops", "bytes" or "images"), one runner per side
 `run_<side>(case, threads) -> seconds | harness.measure(...)`, and calls
 `harness.main(CASES, sides={"convcore": run_convcore, "torch": run_torch}, metric="GFLOP/s")`.
-The parent starts one worker process per side (setting OMP/MKL/OpenBLAS thread variables for each, so no library's
-idle pool steals the other's cores) and has the workers measure each case in turn, `--rounds` times, alternating
-which side goes first. The machines these run on are shared: a core's speed changes from minute to minute, by up to
+The parent starts one worker process per side (setting OMP/MKL/OpenBLAS thread variables for each) and has the
+workers measure each case in turn, `--rounds` times, alternating which side goes first; before each measurement it
+waits until the side measured last has stopped using the CPU (OpenBLAS's threads spin ~0.1 s after a call, ONNX
+Runtime's ~0.02 s: a 2-thread product measured in that time ran 60-100x slower). The machines these run on are shared: a core's speed changes from minute to minute, by up to
 2x, so a case's two sides are measured back to back (seconds apart), and each ratio (peer time / convcore time, so
 > 1 means convcore is faster) is the median over rounds of the ratio of the times measured together.
 """
@@ -28,6 +29,8 @@ if any((ROOT / "convcore").glob("_core*.so")):
     sys.path.insert(0, str(ROOT))
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# A row whose sides' rounds differ by more than this factor (slowest / fastest) is flagged as unsteady.
+UNSTEADY_FACTOR = 1.5
 
 
 def median_time(fn, warmup: int = 2, repeat: int = 7, min_seconds: float = 0.2, max_repeat: int = 1000,
@@ -47,6 +50,26 @@ def median_time(fn, warmup: int = 2, repeat: int = 7, min_seconds: float = 0.2, 
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def thread_halvings(threads: int) -> list[int]:
+    """The counts a convcore ThreadChoice picks from for a setting of `threads`: it, its halvings, down to 1."""
+    counts = [threads]
+    while counts[-1] > 1:
+        counts.append(counts[-1] // 2)
+    return counts
+
+
+def fastest_of_halvings(threads: int, measure_at) -> dict:
+    """A peer's result at its fastest of thread_halvings(threads), measure_at(count) -> measure(...)'s dict, with
+    the count in "threads": the choice a convcore side running under a ThreadChoice (a frozen model, fit's steps)
+    makes for itself, given to the peer too."""
+    results = []
+    for count in thread_halvings(threads):
+        result = measure_at(count)
+        results.append(dict(result, threads=count) if isinstance(result, dict) else
+                       {"seconds": result, "peak_bytes": None, "threads": count})
+    return min(results, key=lambda r: r["seconds"])
 
 
 def _read_kib(field: str) -> int:
@@ -123,6 +146,29 @@ class _Worker:
             raise RuntimeError(f"benchmark side {self.side!r} failed on {name!r}:\n{self.errors.read()[-3000:]}")
         return json.loads(answer)
 
+    def _cpu_ticks(self):
+        """The worker's CPU time so far (all its threads), in clock ticks; None where /proc has no such file."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def wait_idle(self, timeout: float = 1.0):
+        """Returns once the worker's threads have used no CPU for 30 ms (or after timeout seconds): a library's pool
+        spinning after its last call would take a core from the next side's measurement."""
+        end = time.monotonic() + timeout
+        before = self._cpu_ticks()
+        while before is not None and time.monotonic() < end:
+            time.sleep(0.03)
+            now = self._cpu_ticks()
+            if now == before:
+                return
+            before = now
+        if before is None:
+            time.sleep(0.15)
+
     def close(self):
         self.proc.stdin.close()
         self.proc.wait()
@@ -141,7 +187,8 @@ def _fmt_metric(case, seconds, metric):
 
 def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=None):
     """Run the sides (default_sides, or all) for all cases at each thread count and print the table; returns the
-    results: {(case name, threads): {side: {"seconds", "round_seconds", "peak_bytes"} and, for the peers, "ratio"}}."""
+    results: {(case name, threads): {side: {"seconds", "round_seconds", "peak_bytes"}, for the peers "ratio", and for
+    a side measured by fastest_of_halvings "round_threads"}}."""
     parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip().splitlines()[0]
                                      if sys.modules["__main__"].__doc__ else None)
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
@@ -175,15 +222,21 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
                 workers[side] = _Worker(script_args, side, threads)
             for case in selected:
                 runs = {s: [] for s in side_names}
+                last = None
                 for rnd in range(args.rounds):
                     for side in side_names if rnd % 2 == 0 else side_names[::-1]:
+                        if last is not None:
+                            workers[last].wait_idle()
                         runs[side].append(workers[side].measure(case["name"]))
+                        last = side
                 row = {}
                 for side in side_names:
                     peaks = [r["peak_bytes"] for r in runs[side]]
                     row[side] = {"seconds": statistics.median(r["seconds"] for r in runs[side]),
                                  "round_seconds": [r["seconds"] for r in runs[side]],
                                  "peak_bytes": max(peaks) if all(p is not None for p in peaks) else None}
+                    if any("threads" in r for r in runs[side]):  # fastest_of_halvings's choices
+                        row[side]["round_threads"] = [r.get("threads") for r in runs[side]]
                 base_rounds = row[side_names[0]]["round_seconds"]
                 for side in side_names[1:]:  # the peers' ratios, paired round by round
                     paired = [t / u for t, u in zip(row[side]["round_seconds"], base_rounds) if u]
@@ -201,6 +254,7 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
     print(header)
     print("-" * len(header))
     ratios = {p: {t: [] for t in thread_counts} for p in peers}
+    unsteady = 0
     for case in selected:
         for threads in thread_counts:
             row = table[(case["name"], threads)]
@@ -211,6 +265,9 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
                 s, ratio = row[p]["seconds"], row[p]["ratio"]
                 ratios[p][threads].append(ratio)
                 line += f" {s * 1e3:12.3f} {_fmt_metric(case, s, metric):>9s} {ratio:6.2f}"
+            if any(max(r["round_seconds"]) > UNSTEADY_FACTOR * min(r["round_seconds"]) for r in row.values()):
+                line += " *"
+                unsteady += 1
             print(line)
     for p in peers:
         for threads in thread_counts:
@@ -221,6 +278,9 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
     if peers:
         print(f"(ratio = {', '.join(peers)} time / {base} time, the median over {args.rounds} rounds of the times "
               f"measured back to back; each side in its own process, medians of warm runs)")
+    if unsteady:
+        print(f"* {unsteady} row(s) where a side's rounds differed by more than {UNSTEADY_FACTOR}x: load from outside "
+              f"(another process on these cores) can do that; rerun them (--filter) before trusting their figures")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({f"{k[0]}@{k[1]}": v for k, v in table.items()}, f, indent=1)

@@ -1,7 +1,12 @@
 """The benchmark networks (benchmarks/lenet.py, resnet20.py, resnet18.py) give every side of bench_infer.py and
 bench_train.py the same network with the same weights: convcore's, PyTorch's and ONNX Runtime's outputs on one input
-agree to float32 rounding (a wrong stride, padding, shortcut, weight order or running statistic would not)."""
+agree to float32 rounding (a wrong stride, padding, shortcut, weight order or running statistic would not). The harness
+(benchmarks/harness.py) gives a peer the thread counts a convcore ThreadChoice picks from and sees a side still busy
+after its call."""
+import subprocess
 import sys
+import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +19,7 @@ pytest.importorskip("onnx")  # the graphs are written with it
 ort = pytest.importorskip("onnxruntime")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import harness  # noqa: E402
 import lenet  # noqa: E402
 import resnet18  # noqa: E402
 import resnet20  # noqa: E402
@@ -37,3 +43,32 @@ def test_every_side_computes_the_same_network(net, n):
     assert np.abs(ours - frozen).max() <= 1e-5 * scale
     # and the inputs are told apart (by 100 times the tolerance at least): the network is not constant
     assert np.abs(ours[0] - ours[1]).max() > 1e-3 * scale
+
+
+def test_peers_get_the_thread_counts_a_thread_choice_picks_from():
+    h = harness
+    assert h.thread_halvings(1) == [1] and h.thread_halvings(2) == [2, 1] and h.thread_halvings(6) == [6, 3, 1]
+    times = {2: 0.5, 1: 0.25}
+    result = h.fastest_of_halvings(2, lambda count: {"seconds": times[count], "peak_bytes": 7})
+    assert result == {"seconds": 0.25, "peak_bytes": 7, "threads": 1}
+    assert h.fastest_of_halvings(4, lambda count: 1.0 / count) == {"seconds": 0.25, "peak_bytes": None, "threads": 4}
+
+
+def test_a_side_spinning_after_its_call_is_seen_busy():
+    # the harness waits for the side measured last to stop using the CPU (OpenBLAS's pool spins ~0.1 s after a
+    # call) before it measures the next
+    spin = "import time\nend = time.time() + 0.6\nwhile time.time() < end: pass\n"
+    proc = subprocess.Popen([sys.executable, "-c", spin])
+    worker = types.SimpleNamespace(proc=proc)
+    ticks = harness._Worker._cpu_ticks
+    first = ticks(worker)
+    proc.wait()
+    assert first is not None and ticks(worker) is None  # reaped: no /proc entry, wait_idle then sleeps instead
+    busy = subprocess.Popen([sys.executable, "-c", spin])
+    worker.proc = busy
+    try:
+        start = ticks(worker)
+        time.sleep(0.3)
+        assert ticks(worker) > start
+    finally:
+        busy.wait()
