@@ -70,7 +70,8 @@ def require_safetensors() -> None:
 
 
 def save(folder, model, optimizer=None, state: dict | None = None, keep: int = 1) -> Path:
-    """Save model (+ optimizer) and the JSON-able `state` dict (must contain an int "step") into `folder`.
+    """Save model (+ optimizer) and the JSON-able `state` dict (its "step", a non-negative int, names the step
+    folder; 0 where it has none) into `folder`.
 
     Returns the new step folder. Afterwards only the `keep` most recently saved step folders remain (this one among
     them): the order is that of the saves, as `latest` follows it, not that of the step numbers."""

@@ -261,6 +261,9 @@ static std::vector<Update> checked_updates(const py::list& params, const py::lis
   for (size_t i = 0; i < n; ++i) {
     const py::handle p = params[i];
     const std::string name = "parameter " + std::to_string(i);
+    if (py::isinstance<py::array>(p) && !py::isinstance<py::array_t<float>>(p) && !py::isinstance<py::array_t<double>>(p))
+      throw py::type_error(name + " must be a float32 or float64 array, got " +
+                           std::string(py::str(py::reinterpret_borrow<py::array>(p).dtype())));
     if (!updatable(p)) {
       std::string got = py::str(py::type::handle_of(p).attr("__name__"));
       if (py::isinstance<py::array>(p)) {
@@ -276,6 +279,9 @@ static std::vector<Update> checked_updates(const py::list& params, const py::lis
     Update u{i, py::reinterpret_borrow<py::array>(p), py::array::ensure(grads[i]), {}};
     if (!u.g) throw py::type_error(name + " has a gradient that is not an array: " +
                                    std::string(py::str(py::type::handle_of(grads[i]).attr("__name__"))));
+    if (u.g.dtype().kind() != 'f')  // an integer, bool or complex gradient is not converted (PyTorch refuses it too)
+      throw py::type_error(name + " has a gradient of dtype " + std::string(py::str(u.g.dtype())) +
+                           ": gradients must be floating-point");
     if (!same_shape(u.p, u.g))
       throw py::value_error(name + " has shape " + shape_text(u.p) + " but its gradient has " + shape_text(u.g));
     const bool single = py::isinstance<CArray<float>>(p);

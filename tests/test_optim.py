@@ -344,8 +344,18 @@ def test_parameters_must_be_updatable_in_place(rng):
         optim.SGD([p], lr=0.1).step()
     q = nn.Parameter(np.zeros(3, dtype=np.int64))
     q.grad = np.ones(3)
-    with pytest.raises(ValueError, match=r"got int64"):
+    with pytest.raises(TypeError, match=r"parameter 0 must be a float32 or float64 array, got int64"):
         optim.Adam([q]).step()
+    for grad in (np.ones(3, np.int32), np.ones(3, bool), np.ones(3, np.complex64)):  # not converted: refused
+        f = nn.Parameter(np.ones(3, np.float32))
+        f.grad = grad
+        with pytest.raises(TypeError, match=rf"parameter 0 has a gradient of dtype {grad.dtype}: gradients must be "
+                                            r"floating-point"):
+            optim.SGD([f], lr=0.1).step()
+        assert np.array_equal(f.data, np.ones(3, np.float32))
+    f.grad = np.ones(3, np.float64)  # a float gradient of another precision is converted to the parameter's
+    optim.SGD([f], lr=0.5).step()
+    assert np.array_equal(f.data, np.full(3, 0.5, np.float32))
     r = nn.Parameter(np.zeros(3))
     r.grad = np.ones(4)
     with pytest.raises(ValueError, match=r"parameter 0 has shape \(3,\) but its gradient has \(4,\)"):
