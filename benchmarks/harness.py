@@ -220,9 +220,9 @@ def main(cases, sides: dict, metric: str = "GFLOP/s", argv=None, default_sides=N
         try:
             for side in side_names:
                 workers[side] = _Worker(script_args, side, threads)
+            last = None  # the side measured last (in this case or the one before)
             for case in selected:
                 runs = {s: [] for s in side_names}
-                last = None
                 for rnd in range(args.rounds):
                     for side in side_names if rnd % 2 == 0 else side_names[::-1]:
                         if last is not None:

@@ -261,9 +261,11 @@ static std::vector<Update> checked_updates(const py::list& params, const py::lis
   for (size_t i = 0; i < n; ++i) {
     const py::handle p = params[i];
     const std::string name = "parameter " + std::to_string(i);
-    if (py::isinstance<py::array>(p) && !py::isinstance<py::array_t<float>>(p) && !py::isinstance<py::array_t<double>>(p))
-      throw py::type_error(name + " must be a float32 or float64 array, got " +
-                           std::string(py::str(py::reinterpret_borrow<py::array>(p).dtype())));
+    if (py::isinstance<py::array>(p)) {  // another kind or size: a TypeError; another byte order: below
+      const py::dtype dtype = py::reinterpret_borrow<py::array>(p).dtype();
+      if (dtype.kind() != 'f' || (dtype.itemsize() != 4 && dtype.itemsize() != 8))
+        throw py::type_error(name + " must be a float32 or float64 array, got " + std::string(py::str(dtype)));
+    }
     if (!updatable(p)) {
       std::string got = py::str(py::type::handle_of(p).attr("__name__"));
       if (py::isinstance<py::array>(p)) {

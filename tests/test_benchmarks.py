@@ -72,3 +72,30 @@ def test_a_side_spinning_after_its_call_is_seen_busy():
         assert ticks(worker) > start
     finally:
         busy.wait()
+
+
+def test_every_measurement_after_the_first_waits_for_the_side_before(monkeypatch, capsys):
+    log = []
+
+    class FakeWorker:
+        def __init__(self, script_args, side, threads):
+            self.side = side
+
+        def measure(self, name):
+            log.append(("measure", self.side, name))
+            return {"seconds": 1e-3, "peak_bytes": None}
+
+        def wait_idle(self):
+            log.append(("wait_idle", self.side))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(harness, "_Worker", FakeWorker)
+    cases = [{"name": "c1", "flops": 1}, {"name": "c2", "flops": 1}]
+    harness.main(cases, sides={"a": None, "b": None}, argv=["--threads", "1", "--rounds", "3"])
+    measures = [i for i, entry in enumerate(log) if entry[0] == "measure"]
+    assert len(measures) == 12  # 2 cases x 3 rounds x 2 sides
+    for before, at in zip(measures, measures[1:]):
+        assert log[at - 1] == ("wait_idle", log[before][1])  # the side measured just before, across cases too
+    assert "c2" in capsys.readouterr().out

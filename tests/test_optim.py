@@ -353,6 +353,11 @@ def test_parameters_must_be_updatable_in_place(rng):
                                             r"floating-point"):
             optim.SGD([f], lr=0.1).step()
         assert np.array_equal(f.data, np.ones(3, np.float32))
+    big_endian = nn.Parameter(np.ones(3, ">f4"))
+    big_endian.grad = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match=r"parameter 0 must be a writeable C-contiguous float32 or float64 array to be "
+                                         r"updated in place, got >f4"):
+        optim.SGD([big_endian], lr=0.1).step()
     f.grad = np.ones(3, np.float64)  # a float gradient of another precision is converted to the parameter's
     optim.SGD([f], lr=0.5).step()
     assert np.array_equal(f.data, np.full(3, 0.5, np.float32))
