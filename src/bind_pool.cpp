@@ -30,9 +30,9 @@ static py::tuple max_pool2d_offsets(const CArray<T>& x, const PoolGeom& geometry
   return py::make_tuple(y, offsets);
 }
 
-// y alone (an inference call: no argmax kept; any window size).
-template <typename T>
-static CArray<T> max_pool2d_values(const CArray<T>& x, const PoolGeom& geometry) {
+// y (N, C, OH, OW) alone, run(x, y, planes, g) computing it in one core call.
+template <typename T, typename Run>
+static CArray<T> pooled(const CArray<T>& x, const PoolGeom& geometry, const Run& run) {
   const PoolGeometry g = pool_geometry(geometry);
   const int64_t N = x.shape(0), C = x.shape(1), planes = planes_of(x);
   auto y = new_array<T>({N, C, g.OH, g.OW});
@@ -40,9 +40,17 @@ static CArray<T> max_pool2d_values(const CArray<T>& x, const PoolGeom& geometry)
   T* py_ = y.mutable_data();
   {
     CoreCall call;
-    max_pool2d_compact(px, py_, nullptr, planes, g);
+    run(px, py_, planes, g);
   }
   return y;
+}
+
+// y alone (an inference call: no argmax kept; any window size).
+template <typename T>
+static CArray<T> max_pool2d_values(const CArray<T>& x, const PoolGeom& geometry) {
+  return pooled(x, geometry, [](const T* px, T* py_, int64_t planes, const PoolGeometry& g) {
+    max_pool2d_compact(px, py_, nullptr, planes, g);
+  });
 }
 
 // relu_output: the pooled output of a ReLU's output, whose backward is folded in (dy counts where it is > 0).
@@ -125,16 +133,9 @@ static void avg_backward(const double* dy, double* dx, int64_t planes, const Poo
 
 template <typename T>
 static CArray<T> avg_pool2d_forward(const CArray<T>& x, const PoolGeom& geometry, bool count_include_pad) {
-  const PoolGeometry g = pool_geometry(geometry);
-  const int64_t N = x.shape(0), C = x.shape(1), planes = planes_of(x);
-  auto y = new_array<T>({N, C, g.OH, g.OW});
-  const T* px = x.data();
-  T* py_ = y.mutable_data();
-  {
-    CoreCall call;
+  return pooled(x, geometry, [&](const T* px, T* py_, int64_t planes, const PoolGeometry& g) {
     avg_forward(px, py_, planes, g, count_include_pad);
-  }
-  return y;
+  });
 }
 
 template <typename T>
