@@ -92,7 +92,6 @@ struct RunningMax {
   }
 };
 
-
 // The row functions are forced inline: once the narrow-row steps also called them for their leftover rows, GCC
 // stopped inlining them into the plane loops (measured ~15% slower on 28x28 planes).
 #define CONVCORE_ROW __attribute__((always_inline)) inline
