@@ -6,9 +6,10 @@ A benchmark script defines CASES (dicts with a unique "name" and "flops", "bytes
 The parent starts one worker process per side (setting OMP/MKL/OpenBLAS thread variables for each) and has the
 workers measure each case in turn, `--rounds` times, alternating which side goes first; before each measurement it
 waits until the side measured last has stopped using the CPU (OpenBLAS's threads spin ~0.1 s after a call, ONNX
-Runtime's ~0.02 s: a 2-thread product measured in that time ran 60-100x slower). The machines these run on are shared: a core's speed changes from minute to minute, by up to
-2x, so a case's two sides are measured back to back (seconds apart), and each ratio (peer time / convcore time, so
-> 1 means convcore is faster) is the median over rounds of the ratio of the times measured together.
+Runtime's ~0.02 s: a 2-thread product measured in that time ran 60-100x slower). The machines these run on are
+shared: a core's speed changes from minute to minute, by up to 2x, so a case's two sides are measured back to back
+(seconds apart), and each ratio (peer time / convcore time, so > 1 means convcore is faster) is the median over
+rounds of the ratio of the times measured together.
 """
 from __future__ import annotations
 
