@@ -994,25 +994,92 @@ def test_winograd_rows_forward(isa, rng, case):
         _same_non_finite(F.conv2d(x, w_bad, b, **kw), ref.conv2d(*f64(x, w_bad, b), **kw))
 
 
+FORWARD_LANE_CASES = [
+    (64, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),     # LeNet conv2 at batch 64: eight groups of 8 images
+    (17, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),     # two groups; the 17th image by the direct kernel
+    (16, 3, 14, 14, 9, 5, 5, 1, 0, 1, 1),      # 9 filters: a block of 6 and one of 3 (3 unused)
+    (24, 1, 12, 14, 12, 5, 5, 1, 0, 1, 1),     # 8 output rows, one channel; three groups on two threads
+    (16, 2, 13, 14, 14, 5, 5, 1, 0, 1, 1),     # 9 output rows: a last block of one row
+]
+
+
+@pytest.mark.parametrize("case", FORWARD_LANE_CASES, ids=str)
+def test_forward_with_images_in_the_lanes(isa, rng, case):
+    # unpadded 5 x 5 kernels at stride 1 on rows of 10 outputs with 9-16 filters, from 16 images on: on AVX2 8 images
+    # a group in the lanes (the images past whole groups by the direct kernel), each row's outputs by F(4, 5) and
+    # F(2, 5) (AVX-512 runs them with the filters in the lanes, the scalar unit the direct sum): exact on small integers
+    # with the bias and ReLU, close to float64, the same bits at 1 and 2 threads and for a group whatever the others;
+    # a group with a non-finite x, or values that overflow in the transforms, runs again by the direct kernel, the
+    # other groups unchanged
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    want = ref.conv2d(x, w, b, **kw)
+    assert np.array_equal(F.conv2d(x, w, b, **kw), want)
+    assert np.array_equal(F.conv2d(x, w, b, **kw, activation="relu"), np.maximum(want, 0))
+    x, w, b, kw = _arrays(rng, case)
+    f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
+    with cc.threads(2):
+        y = F.conv2d(x, w, b, **kw)
+    want = ref.conv2d(*f64(x, w, b), **kw)
+    scale = ref.conv2d(*f64(np.abs(x), np.abs(w), np.abs(b)), **kw)
+    assert np.all(np.abs(y - want) <= 2e-6 * scale)
+    with cc.threads(1):
+        assert np.array_equal(F.conv2d(x, w, b, **kw), y)
+    mixed = np.concatenate([x[:8], rng.standard_normal((8,) + x.shape[1:]).astype(np.float32)])
+    assert np.array_equal(F.conv2d(mixed, w, b, **kw)[:8], y[:8])
+    if isa == "avx2":  # the route: Toom-Cook rounds otherwise than the direct sum, which an image alone takes
+        assert not np.array_equal(F.conv2d(x[:1], w, b, **kw), y[:1])
+
+    def on_threads(*args, **extra):  # y at 2 threads, the same bits at 1
+        with cc.threads(2):
+            got = F.conv2d(*args, **kw, **extra)
+        with cc.threads(1):
+            np.testing.assert_array_equal(F.conv2d(*args, **kw, **extra), got)
+        return got
+
+    for image in (0, len(x) - 1):  # the first group's; the last image (past the groups where N is odd)
+        group = image // 8 * 8
+        for value in (np.inf, -np.inf, np.nan):
+            x_bad = x.copy()
+            x_bad[image, 0, 3, -2] = value
+            got = on_threads(x_bad, w, b, activation="relu")
+            want_bad = np.maximum(ref.conv2d(*f64(x_bad, w, b), **kw), 0)
+            _same_non_finite(got, want_bad)
+            finite = np.isfinite(want_bad)
+            assert np.all(np.abs(got[finite] - want_bad[finite]) <= 2e-6 * scale[finite])
+            others = np.r_[0:group, group + 8:len(x)] if group + 8 <= len(x) else np.r_[0:group]
+            assert np.array_equal(got[others], np.maximum(y[others], 0))
+    w_bad = w.copy()
+    w_bad[-1, -1, 2, 2] = np.inf
+    _same_non_finite(on_threads(x, w_bad, b), ref.conv2d(*f64(x, w_bad, b), **kw))
+    # near the float range: 90 times the sums overflows in the transforms, not in the direct sum
+    huge = (x * np.float32(3e36)).astype(np.float32)
+    w_small = (w / np.abs(w).sum(axis=(1, 2, 3), keepdims=True)).astype(np.float32)
+    got = on_threads(huge, w_small, b)
+    want_huge = ref.conv2d(*f64(huge, w_small, b), **kw)
+    assert np.isfinite(want_huge).all() and np.isfinite(got).all()
+    np.testing.assert_allclose(got, want_huge, rtol=1e-4, atol=1e-5 * np.abs(want_huge).max())
+
+
 IMAGE_LANE_CASES = [
-    (64, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),         # LeNet conv2 at batch 64: four groups of 16 images
+    (64, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),         # LeNet conv2 at batch 64: four groups of 16 images (AVX2: 8 of 8)
     (33, 6, 14, 13, 16, 5, 5, 1, 0, 1, 1),         # 9 columns (a last chunk of 1); the 33rd image by the other kernel
     (32, 5, 12, 11, 12, 5, 5, 1, 1, 1, 1),         # padded; 5 channels (a block of 6, one unused)
     (48, 7, 12, 8, 9, 3, 5, 1, (1, 2), 1, 1),      # 3 kernel rows, uneven padding, 7 channels (two blocks); 3 groups
     (32, 3, 9, 9, 10, 5, 5, 1, 0, 1, 1),           # 5 columns: a chunk of 4 and one of 1
     (48, 4, 13, 3, 12, 7, 5, 1, (6, 4), 1, 1),     # 7 columns (chunks of 4, 2 and 1), 7 kernel rows, widest padding
     (32, 3, 7, 8, 10, 1, 5, 1, (0, 3), 1, 1),      # one kernel row
+    (24, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),         # AVX2: 3 groups on 2 threads (each group's rows in two tasks)
 ]
 
 
 @pytest.mark.parametrize("case", IMAGE_LANE_CASES, ids=str)
 def test_input_gradient_with_images_in_the_lanes(isa, rng, case):
-    # the input gradient of 5-wide kernels on rows of 5-10 outputs with 9-16 filters, from 32 images on: on AVX-512
-    # 16 images a group in the lanes (the images past whole groups as below 32), each dx row the full convolution of
-    # dy's rows by Toom-Cook along the row (the channel-lane kernel elsewhere): exact on small integers, close to
-    # float64, the same bits at 1 and 2 threads (3 groups on 2 threads: each group's rows in two tasks) and for an
-    # image whatever the other groups; a group with a non-finite dy, or values that overflow in the transforms, runs
-    # again by the direct kernel, the other groups unchanged
+    # the input gradient of 5-wide kernels on rows of 5-10 outputs with 9-16 filters, from two groups of images on: on
+    # AVX-512 16 images a group in the lanes, on AVX2 8 (the images past whole groups as below two groups), each dx row
+    # the full convolution of dy's rows by Toom-Cook along the row (the channel-lane kernel elsewhere): exact on small
+    # integers, close to float64, the same bits at 1 and 2 threads (an odd number of groups on 2 threads: each group's
+    # rows in two tasks) and for an image whatever the other groups; a group with a non-finite dy, or values that
+    # overflow in the transforms, runs again by the direct kernel, the other groups unchanged
     x, w, b, kw = _arrays(rng, case, integer=True)
     shape = ref.conv2d(x, w, b, **kw).shape
     _backward_exact(rng, x, w, kw, shape)
@@ -1029,13 +1096,15 @@ def test_input_gradient_with_images_in_the_lanes(isa, rng, case):
     # the first group's images followed by others
     mixed = np.concatenate([dy[:16], rng.standard_normal((16,) + shape[1:]).astype(np.float32)])
     assert np.array_equal(F.conv2d_backward(mixed, np.concatenate([x[:16]] * 2), w, **kw)[0][:16], dx[:16])
-    if isa == "avx512":  # the route: Toom-Cook rounds otherwise than the direct sum (AVX2's kernel)
+    if isa != "scalar":  # the route: Toom-Cook rounds otherwise than the direct sum (the scalar unit's)
         from convcore import _core
 
-        _core.select_isa("avx2")
+        _core.select_isa("scalar")
         direct = F.conv2d_backward(dy, x, w, **kw)[0]
         _core.select_isa(isa)
         assert not np.array_equal(direct, dx)
+    lanes = 16 if isa == "avx512" else 8
+
     def on_threads(*args):  # dx at 2 threads, the same bits at 1 (3 groups on 2 threads: two tasks each)
         with cc.threads(2):
             got = F.conv2d_backward(*args, **kw)[0]
@@ -1044,7 +1113,7 @@ def test_input_gradient_with_images_in_the_lanes(isa, rng, case):
         return got
 
     for image in (0, len(x) - 1):  # the first group's; the last image (past the groups where N is odd)
-        group = image // 16 * 16
+        group = image // lanes * lanes
         for value in (np.inf, -np.inf, np.nan):
             dy_bad = dy.copy()
             dy_bad[image, 1, 2, -1] = value
@@ -1053,7 +1122,7 @@ def test_input_gradient_with_images_in_the_lanes(isa, rng, case):
             _same_non_finite(got, want_bad)
             finite = np.isfinite(want_bad)
             assert np.all(np.abs(got[finite] - want_bad[finite]) <= 2e-6 * scale[finite] + 1e-30)
-            others = np.r_[0:group, group + 16:len(x)] if group + 16 <= len(x) else np.r_[0:group]
+            others = np.r_[0:group, group + lanes:len(x)] if group + lanes <= len(x) else np.r_[0:group]
             assert np.array_equal(got[others], dx[others])
     # near the float range: 90 times the sums overflows in the transforms, not in the direct sum
     huge = (dy * np.float32(3e36)).astype(np.float32)
@@ -1133,6 +1202,65 @@ def test_winograd_rows_weight_gradient(isa, rng, case):
                 _same_non_finite(got, want)
                 finite = np.isfinite(want)
                 np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-4)
+
+
+WEIGHT_LANE_CASES = [
+    (64, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),     # LeNet conv2 at batch 64: eight groups of 8 images
+    (16, 3, 14, 14, 9, 5, 5, 1, 0, 1, 1),      # 9 filters: blocks of 2 (the last with one unused)
+    (24, 2, 13, 14, 13, 5, 5, 1, 0, 1, 1),     # 9 dy rows; three groups on two threads
+]
+
+
+@pytest.mark.parametrize("case", WEIGHT_LANE_CASES, ids=str)
+def test_weight_gradient_with_images_in_the_lanes(isa, rng, case):
+    # the weight gradient of unpadded 5 x 5 layers at stride 1 on rows of 10 outputs with 9-16 filters, the batch in
+    # whole groups of 8 images from 16 on: on AVX2 the images in the lanes, F(5, 4) and F(5, 2) along the rows, each
+    # group's terms added in group order (AVX-512: the filters in the lanes), with dx or without it: exact on small
+    # integers, close to float64, the same bits at 1, 2 and 3 threads and with or without dx, db the bias pass's; with
+    # an infinity or NaN in x or dy, or sums past the float range, the direct units run again
+    x, w, b, kw = _arrays(rng, case, integer=True)
+    dy = _backward_exact(rng, x, w, kw, ref.conv2d(x, w, b, **kw).shape)
+    x, w, b, kw = _arrays(rng, case)
+    dy = rng.standard_normal(dy.shape).astype(np.float32)
+    f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
+    with cc.threads(2):
+        dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
+    want = ref.conv2d_backward(*f64(dy, x, w), **kw)[1]
+    scale = ref.conv2d_backward(*f64(np.abs(dy), np.abs(x), w), **kw)[1]
+    assert np.all(np.abs(dw - want) <= 2e-6 * scale)
+    for threads in (1, 3):
+        with cc.threads(threads):
+            for got, expected in zip(F.conv2d_backward(dy, x, w, **kw), (dx, dw, db)):
+                assert np.array_equal(got, expected)
+    _, dw_alone, db_alone = F.conv2d_backward(dy, x, w, **kw, input_grad=False)
+    assert np.array_equal(dw_alone, dw) and np.array_equal(db_alone, db)
+    if isa == "avx2":  # the route: Winograd rounds otherwise than the direct sum (the batch and one image short of it)
+        assert not np.array_equal(dw, F.conv2d_backward(dy[:-1], x[:-1], w, **kw)[1]
+                                  + F.conv2d_backward(dy[-1:], x[-1:], w, **kw)[1])
+        from convcore import _core
+
+        _core.select_isa("scalar")
+        direct = F.conv2d_backward(dy, x, w, **kw)[1]
+        _core.select_isa(isa)
+        assert not np.array_equal(direct, dw)
+    for value in (np.inf, -np.inf, np.nan):
+        x_bad, dy_bad = x.copy(), dy.copy()
+        x_bad[-1, 1, 3, 4], dy_bad[0, 2, 3, -1] = value, value
+        for input_grad in (True, False):
+            for args in ((dy, x_bad), (dy_bad, x)):
+                got = F.conv2d_backward(*args, w, **kw, input_grad=input_grad)[1]
+                want_bad = ref.conv2d_backward(*f64(*args, w), **kw)[1]
+                _same_non_finite(got, want_bad)
+                finite = np.isfinite(want_bad)
+                np.testing.assert_allclose(got[finite], want_bad[finite], rtol=1e-5, atol=1e-4)
+        assert np.array_equal(F.conv2d_backward(dy, x_bad, w, **kw)[0], dx)
+    # near the float range: 90 times the sums overflows in the transforms, not in the direct sum
+    huge = (dy * np.float32(1e36)).astype(np.float32)
+    x_small = (x / np.abs(x).sum()).astype(np.float32)
+    got = F.conv2d_backward(huge, x_small, w, **kw, input_grad=False)[1]
+    want_huge = ref.conv2d_backward(*f64(huge, x_small, w), **kw)[1]
+    assert np.isfinite(want_huge).all() and np.isfinite(got).all()
+    np.testing.assert_allclose(got, want_huge, rtol=1e-4, atol=1e-5 * np.abs(want_huge).max())
 
 
 @pytest.mark.parametrize("case", [

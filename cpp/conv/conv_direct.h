@@ -728,6 +728,211 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
   });
 }
 
+// Forward of a stride-1, unpadded convolution with 5 x 5 kernels on rows of 10 outputs and 9 to 16 filters (LeNet-5's
+// conv2) on AVX2, with VL images in the vector lanes: the filters-in-lanes forwards need two 8-float vectors a
+// pixel there, which with 16 registers left too few for Winograd's tiles (winograd_rows_forward with two vectors ran
+// 0.62-0.65x), whereas a lane per image leaves every filter a scalar, broadcast. Each row's outputs in tiles of 4 by
+// F(4, 5) and a last tile of 2 by F(2, 5) (row_tiles; winograd_rows_forward's transforms, B^T on the tile's 8 or 6
+// input columns, G on the kernel rows, A^T on the products, with the same scalings, so the same exactness on small
+// integers): a row of 10 from 22 multiplies a kernel row instead of 50. A task is a group of VL images: x transposed to
+// [c][h][w][VL] by the ISA's packer, V[xi][c][h] the points of each input row's tiles, then for each block of PB output
+// rows and KB filters and each slot xi, KB x PB accumulators sum U[xi's point][c][r][k] (broadcast) times V[xi][c][p +
+// r] over (c, r) in order (each broadcast feeding the block's rows), and A^T, the bias (scaled, as
+// winograd_rows_forward adds it) and ReLU (keeping NaN) give the outputs, transposed back into y. Every output sums in
+// the same order whatever the thread count. A group whose outputs before ReLU are not all finite (an infinite or NaN
+// x or w: inf - inf in the transforms; values near the float range) writes none of its y and is left to redo_marked.
+// Workspace per task: its x transposed, V, its outputs; U once.
+template <int VL>
+class ImageLaneForward {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  typedef uint32_t uvec __attribute__((vector_size(4 * VL)));
+  static constexpr int KB = 6, PB = 2;  // filters and output rows per block of accumulators (12 vectors)
+
+ public:
+  // y of the first `groups` * VL images of the batch
+  ImageLaneForward(const ConvShape& s, int64_t groups, const float* x, const float* w, const float* bias, bool relu,
+                   float* y)
+      : s_(s), groups_(groups), x_(x), y_(y), relu_(relu), tiles_(row_tiles(s.Q)) {
+    const int64_t C = s.C, K = s.K, R = s.R;
+    KP_ = (K + KB - 1) / KB * KB;
+    XI_ = row_slots(tiles_);
+    // U[point][c][r][k]: each kernel row's taps at the points of the row's tile kinds (zero past K); the tiles of a
+    // kind share its points (slot_point_)
+    int64_t points = 0, kind_first[2] = {-1, -1};  // the quad and pair kinds' first points in U
+    for (const RowTile& tile : tiles_) {
+      int64_t& first = kind_first[tile.points == kPairPoints];
+      if (first < 0) {
+        first = points;
+        points += tile.points;
+      }
+      for (int64_t i = 0; i < tile.points; ++i) slot_point_[tile.slot + i] = first + i;
+    }
+    const int64_t block = C * R * KP_;  // U's floats per point
+    U_.assign(static_cast<size_t>(points * block), 0.0f);
+    for (const RowTile& tile : tiles_) {
+      const int64_t first = slot_point_[tile.slot];
+      for (int64_t i = 0; i < tile.points; ++i) {
+        const float* G = tile.points == kPairPoints ? kRowG24[i] : kRowG90[i];
+        float* u = &U_[(first + i) * block];
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t cr = 0; cr < C * R; ++cr) {
+            const float* taps = w + (k * C * R + cr) * 5;
+            float sum = G[0] * taps[0];
+            for (int t = 1; t < 5; ++t) sum += G[t] * taps[t];
+            u[cr * KP_ + k] = sum;
+          }
+      }
+    }
+    for (int64_t k = 0; k < K && bias; ++k) bias24_[k] = 24 * bias[k], bias90_[k] = 90 * bias[k];
+    image_rows_.resize(VL);
+    for (int64_t i = 0; i < VL; ++i) image_rows_[i] = i * C * s.H * s.W;
+    pixel_rows_.resize(static_cast<size_t>(s.P * s.Q));
+    for (int64_t j = 0; j < s.P * s.Q; ++j) pixel_rows_[j] = j * VL;
+    redone_.assign(static_cast<size_t>(groups), 0);
+  }
+
+  int64_t tasks() const { return groups_; }
+
+  void operator()(int64_t group) const {
+    const int64_t C = s_.C, K = s_.K, R = s_.R, P = s_.P, Q = s_.Q, H = s_.H, W = s_.W, PQ = P * Q, HW = H * W;
+    const int64_t n0 = group * VL, XI = XI_, KP = KP_;
+    const int64_t rows = (P + PB - 1) / PB * PB + R - 1;  // V's rows a channel: H, and zero rows for a last block
+    const int64_t g_floats = C * HW * VL, v_floats = XI * C * rows * VL, m_floats = KB * PB * XI * VL;
+    const int64_t out_floats = K * PQ * VL;
+    const CachedBlock<float> work(g_floats + v_floats + m_floats + out_floats + VL * PQ);
+    float *g = work.get(), *V = g + g_floats, *M = V + v_floats, *out = M + m_floats, *yt = out + out_floats;
+    const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+    for (int64_t c = 0; c < C; ++c)  // g[c][h][w][VL]
+      transpose(x_ + (n0 * C + c) * HW, image_rows_.data(), VL, VL, HW, 1.0f, g + c * HW * VL);
+    // V[xi][c][h]: B^T on each input row's tiles (rows past H zero)
+    const int64_t point = C * rows * VL;  // between a row's points in V
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t h = H; h < rows; ++h)
+        for (int64_t xi = 0; xi < XI; ++xi) store(V + xi * point + (c * rows + h) * VL, vec{});
+      for (int64_t h = 0; h < H; ++h)
+        for (const RowTile& tile : tiles_) {
+          const float* src = g + ((c * H + h) * W + tile.col) * VL;
+          float* v = V + tile.slot * point + (c * rows + h) * VL;
+          if (tile.points == kPairPoints) {
+            vec d[kPairPoints];
+            for (int i = 0; i < kPairPoints; ++i) d[i] = load(src + i * VL);
+            const vec b[kPairPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
+                                       4 * d[1] - 4 * d[2] - d[3] + d[4], -2 * d[1] - d[2] + 2 * d[3] + d[4],
+                                       2 * d[1] - d[2] - 2 * d[3] + d[4], 4 * d[1] - 5 * d[3] + d[5]};
+            for (int xi = 0; xi < kPairPoints; ++xi) store(v + xi * point, b[xi]);
+          } else {
+            vec d[kQuadPoints];
+            for (int i = 0; i < kQuadPoints; ++i) d[i] = load(src + i * VL);
+            const vec t1 = d[2] + d[6] - 4.25f * d[4], t2 = d[1] + d[5] - 4.25f * d[3];
+            const vec t3 = 0.25f * d[2] + d[6] - 1.25f * d[4], t4 = 0.5f * d[1] + 2 * d[5] - 2.5f * d[3];
+            const vec t5 = 4 * d[2] + d[6] - 5 * d[4], t6 = 2 * d[1] + 0.5f * d[5] - 2.5f * d[3];
+            const vec b[kQuadPoints] = {5.25f * (d[2] - d[4]) + (d[6] - d[0]), t1 + t2, t1 - t2, t3 + t4, t3 - t4,
+                                        t5 + t6, t5 - t6, 5.25f * (d[3] - d[5]) + (d[7] - d[1])};
+            for (int xi = 0; xi < kQuadPoints; ++xi) store(v + xi * point, b[xi]);
+          }
+        }
+    }
+    uvec carries{};  // the outputs' exponent_carry before ReLU, ORed
+    for (int64_t p0 = 0; p0 < P; p0 += PB)
+      for (int64_t k0 = 0; k0 < KP; k0 += KB) {
+        for (int64_t xi = 0; xi < XI; ++xi) {
+          vec acc[KB][PB];
+#pragma GCC unroll 6
+          for (int kk = 0; kk < KB; ++kk)
+#pragma GCC unroll 2
+            for (int pp = 0; pp < PB; ++pp) acc[kk][pp] = vec{};
+          const float* u = &U_[slot_point_[xi] * C * R * KP + k0];
+          const float* v = V + xi * point + p0 * VL;
+          for (int64_t c = 0; c < C; ++c, v += rows * VL)
+            for (int64_t r = 0; r < R; ++r, u += KP) {
+              // each weight broadcast once for the block's two rows
+              const vec v0 = load(v + r * VL), v1 = load(v + (r + 1) * VL);
+#pragma GCC unroll 6
+              for (int kk = 0; kk < KB; ++kk) {
+                const vec b = u[kk] - vec{};  // a broadcast (x - 0 is x, -0 included; 0 + x is not)
+                acc[kk][0] += b * v0;
+                acc[kk][1] += b * v1;
+              }
+            }
+#pragma GCC unroll 6
+          for (int kk = 0; kk < KB; ++kk)
+#pragma GCC unroll 2
+            for (int pp = 0; pp < PB; ++pp) store(M + ((kk * PB + pp) * XI + xi) * VL, acc[kk][pp]);
+        }
+        // A^T, the bias, ReLU: each filter's tiles of the block's rows (the bias added after the final multiply, as in
+        // winograd_rows_forward)
+        for (int64_t kk = 0; kk < KB && k0 + kk < K; ++kk)
+          for (int64_t pp = 0; pp < PB && p0 + pp < P; ++pp)
+            for (const RowTile& tile : tiles_) {
+              const float* m = M + ((kk * PB + pp) * XI + tile.slot) * VL;
+              vec mv[kQuadPoints], o[4];
+              for (int64_t i = 0; i < tile.points; ++i) mv[i] = load(m + i * VL);
+              const int64_t k = k0 + kk;
+              if (tile.points == kPairPoints) {
+                const vec b24 = vec{} + bias24_[k];
+                o[0] = ((mv[0] + mv[1]) + (mv[2] + mv[3]) + (mv[4] + b24)) * (1.0f / 24);
+                o[1] = ((mv[1] - mv[2]) + 2 * (mv[3] - mv[4]) + (mv[5] + b24)) * (1.0f / 24);
+              } else {
+                const vec b90 = vec{} + bias90_[k];
+                const vec s1 = mv[1] + mv[2], d1 = mv[1] - mv[2], s2 = mv[3] + mv[4], d2 = mv[3] - mv[4];
+                const vec s3 = mv[5] + mv[6], d3 = mv[5] - mv[6];
+                o[0] = ((mv[0] + b90) + s1 + s2 + s3) * (1.0f / 90);
+                o[1] = (d1 + 2 * d2 + 0.5f * d3 + b90) * (1.0f / 90);
+                o[2] = (s1 + 4 * s2 + 0.25f * s3 + b90) * (1.0f / 90);
+                o[3] = (d1 + 8 * d2 + 0.125f * d3 + (mv[7] + b90)) * (1.0f / 90);
+              }
+              for (int64_t e = 0; e < tile.outputs; ++e) {
+                uvec bits;
+                std::memcpy(&bits, &o[e], sizeof(vec));
+                carries |= exponent_carry_lanes<VL>(bits);
+                store(out + ((k * P + p0 + pp) * Q + tile.col + e) * VL, relu_ ? relu_keep_nan_lanes<VL>(o[e]) : o[e]);
+              }
+            }
+      }
+    uint32_t lanes[VL];
+    std::memcpy(lanes, &carries, sizeof(lanes));
+    if (std::any_of(lanes, lanes + VL, [](uint32_t c) { return (c & 0x80000000u) != 0; })) {
+      redone_[group] = 1;
+      return;
+    }
+    for (int64_t k = 0; k < K; ++k) {  // each filter's plane, image by image
+      transpose(out + k * PQ * VL, pixel_rows_.data(), PQ, PQ, VL, 1.0f, yt);
+      for (int64_t i = 0; i < VL; ++i)
+        std::memcpy(y_ + ((n0 + i) * K + k) * PQ, yt + i * PQ, PQ * sizeof(float));
+    }
+  }
+
+  // redo(n) for each image of the marked groups (after all the tasks)
+  template <typename Redo>
+  void redo_marked(const Redo& redo) const {
+    for (int64_t group = 0; group < groups_; ++group)
+      if (redone_[group])
+        for (int64_t n = group * VL; n < (group + 1) * VL; ++n) redo(n);
+  }
+
+ private:
+  static vec load(const float* p) {
+    vec v;
+    std::memcpy(&v, p, sizeof(vec));
+    return v;
+  }
+  static void store(float* p, const vec& v) { std::memcpy(p, &v, sizeof(vec)); }
+
+  ConvShape s_;
+  int64_t groups_;
+  const float* x_;
+  float* y_;
+  bool relu_;
+  std::vector<RowTile> tiles_;
+  int64_t KP_ = 0, XI_ = 0;  // filters in whole blocks; slots
+  static constexpr int64_t kMaxSlots = 24;  // row_slots of Q <= 10
+  int64_t slot_point_[kMaxSlots] = {};      // each slot's point in U
+  float bias24_[16] = {}, bias90_[16] = {};  // the bias times 24 and 90 (at most 16 filters)
+  LineFloats U_;
+  std::vector<int64_t> image_rows_, pixel_rows_;
+  mutable std::vector<char> redone_;  // each task writes its own element
+};
+
 // Runs filter_vector_forward where rows are at most half a vector wide (vectors along them would idle half their
 // lanes; e.g. 8x8 feature maps), with more than half a vector of filters, one group, and at most 36 Ki floats
 // (144 KiB) of weights per block of filters (larger blocks stream from L2 for every pixel tile: measured 1.7x
@@ -760,7 +965,8 @@ void winograd_rows_forward(const ConvShape& s, const float* x, const float* w, c
 // and F(2, 5) along the rows instead (winograd_rows_forward; both builds in one process, calls alternated, median of
 // per-pair time ratios, AMD Zen 4, LeNet conv2 n=64 forward: F(2, 5) alone 1.18x on 1 thread, 1.14x on 2, over this
 // kernel; tiles of 4 by F(4, 5) then 1.13x on 1 and 2 threads, forward+backward 1.03x; with 8-float vectors, two per
-// pixel's filters and rows in blocks of 5, F(2, 5) ran 0.62-0.65x, and AVX2 keeps this kernel).
+// pixel's filters and rows in blocks of 5, F(2, 5) ran 0.62-0.65x: AVX2 runs them with the images in the lanes from
+// 16 images on, ImageLaneForward, and this kernel below).
 template <int VL>
 bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu,
                                float* y, ConvWeightCache* cache) {
@@ -774,6 +980,23 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
   if constexpr (VL == 16) {  // whole blocks of 10 output rows
     if (tens && s.S == 5 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.P % 10 == 0) {
       winograd_rows_forward<VL, 10>(s, x, w, bias, relu, y);
+      return true;
+    }
+  }
+  if constexpr (VL == 8) {  // whole groups of 8 images in the lanes from 16 images on; the images past them below
+    const int64_t groups = s.N / VL;
+    if (tens && groups >= 2 && s.R == 5 && s.S == 5 && s.Q == 10 && s.stride_h == 1 && s.stride_w == 1 &&
+        s.dil_h == 1 && s.dil_w == 1 && s.pad_h == 0 && s.pad_w == 0) {
+      const ImageLaneForward<VL> lanes(s, groups, x, w, bias, relu, y);
+      parallel_for(lanes.tasks(), threads_for(groups * VL * s.K * s.P * s.Q * s.C * 25), lanes);
+      ConvShape rest = s;
+      const auto run_images = [&](int64_t n0, int64_t count) {
+        rest.N = count;
+        filter_vector_forward<VL, 2, 5, 5, true>(rest, x + n0 * s.C * s.H * s.W, w, bias, relu,
+                                                 y + n0 * s.K * s.P * s.Q, nullptr);
+      };
+      lanes.redo_marked([&](int64_t n) { run_images(n, 1); });
+      if (s.N > groups * VL) run_images(groups * VL, s.N - groups * VL);
       return true;
     }
   }
@@ -1271,6 +1494,221 @@ bool filter_blocks_apply(const ConvShape& s) {
   return VL == 16 && s.K <= 4 * VL && s.P * s.Q <= 256 && s.N >= 2;
 }
 
+// The weight gradient of LeNet-5's conv2-like layers on AVX2 (ImageLaneForward's gate, whole groups of VL images
+// only) with the images in the vector lanes, by F(5, 4) and F(5, 2) along the rows as RowWinogradWeights (its Gd,
+// B^T and A^T; with two 8-float vectors of filters a pixel, the filters-in-lanes form left too few of the 16
+// registers): a task is a group of VL images, x and dy transposed to [c][h][w][VL] and [k][p][q][VL] by the ISA's
+// packer, V[c][slot][h] the input rows' tiles by B^T, Gd[k][slot][p] the dy rows' tiles by the scaled A; for each
+// channel, point and block of KB filters, KB x 5 accumulators (the kernel rows) sum Gd[k][slot][p] times V[c][slot][p
+// + r] over the kind's tiles and dy's rows in order; each sum's lanes are then added in a fixed tree and 90 dw (24 dw)
+// is A^T of each kind's sums, times 1/90 (1/24), the two added: the group's terms. dw adds the groups' terms in group
+// order, so it has the same bits whatever the thread count. A group whose terms are not all finite makes sum() return
+// false (dw not written). Exact on small integers while the sums stay within RowWinogradWeights's bounds (a group's
+// sums: VL images). Workspace per task: its x and dy transposed, V, Gd, its sums; the groups' terms.
+template <int VL>
+class ImageLaneWeightGradient {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  static constexpr int KB = 2, R = 5;  // filters per block of accumulators (KB x 5 vectors)
+
+ public:
+  ImageLaneWeightGradient(const ConvShape& s, const float* dy, const float* x)
+      : s_(s), dy_(dy), x_(x), tiles_(row_tiles(s.Q)), XI_(row_slots(tiles_)),
+        terms_(static_cast<size_t>(s.N / VL * s.K * s.C * R * 5)) {
+    image_rows_x_.resize(VL);
+    image_rows_dy_.resize(VL);
+    for (int64_t i = 0; i < VL; ++i) image_rows_x_[i] = i * s.C * s.H * s.W, image_rows_dy_[i] = i * s.K * s.P * s.Q;
+  }
+
+  int64_t tasks() const { return s_.N / VL; }
+
+  void operator()(int64_t group) const {
+    const int64_t C = s_.C, K = s_.K, P = s_.P, Q = s_.Q, H = s_.H, W = s_.W, HW = H * W, PQ = P * Q, XI = XI_;
+    const int64_t n0 = group * VL, KP = (K + KB - 1) / KB * KB;
+    const int64_t gx_floats = C * HW * VL, gy_floats = K * PQ * VL, v_floats = C * XI * H * VL;
+    const int64_t gd_floats = KP * XI * P * VL, sum_floats = KP * C * R * kWeightSums * VL;
+    const CachedBlock<float> work(gx_floats + gy_floats + v_floats + gd_floats + sum_floats);
+    float *gx = work.get(), *gy = gx + gx_floats, *V = gy + gy_floats, *Gd = V + v_floats, *sums = Gd + gd_floats;
+    const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
+    for (int64_t c = 0; c < C; ++c)
+      transpose(x_ + (n0 * C + c) * HW, image_rows_x_.data(), VL, VL, HW, 1.0f, gx + c * HW * VL);
+    for (int64_t k = 0; k < K; ++k)
+      transpose(dy_ + (n0 * K + k) * PQ, image_rows_dy_.data(), VL, VL, PQ, 1.0f, gy + k * PQ * VL);
+    // V[c][slot][h]: B^T on each input row's tiles (winograd_rows_inputs's)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t h = 0; h < H; ++h)
+        for (const RowTile& tile : tiles_) {
+          const float* src = gx + ((c * H + h) * W + tile.col) * VL;
+          float* v = V + ((c * XI + tile.slot) * H + h) * VL;
+          const int64_t point = H * VL;
+          if (tile.points == kPairPoints) {
+            vec d[kPairPoints];
+            for (int i = 0; i < kPairPoints; ++i) d[i] = load(src + i * VL);
+            const vec b[kPairPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
+                                       4 * d[1] - 4 * d[2] - d[3] + d[4], -2 * d[1] - d[2] + 2 * d[3] + d[4],
+                                       2 * d[1] - d[2] - 2 * d[3] + d[4], 4 * d[1] - 5 * d[3] + d[5]};
+            for (int xi = 0; xi < kPairPoints; ++xi) store(v + xi * point, b[xi]);
+          } else {
+            vec d[kQuadPoints];
+            for (int i = 0; i < kQuadPoints; ++i) d[i] = load(src + i * VL);
+            const vec t1 = d[2] + d[6] - 4.25f * d[4], t2 = d[1] + d[5] - 4.25f * d[3];
+            const vec t3 = 0.25f * d[2] + d[6] - 1.25f * d[4], t4 = 0.5f * d[1] + 2 * d[5] - 2.5f * d[3];
+            const vec t5 = 4 * d[2] + d[6] - 5 * d[4], t6 = 2 * d[1] + 0.5f * d[5] - 2.5f * d[3];
+            const vec b[kQuadPoints] = {5.25f * (d[2] - d[4]) + (d[6] - d[0]), t1 + t2, t1 - t2, t3 + t4, t3 - t4,
+                                        t5 + t6, t5 - t6, 5.25f * (d[3] - d[5]) + (d[7] - d[1])};
+            for (int xi = 0; xi < kQuadPoints; ++xi) store(v + xi * point, b[xi]);
+          }
+        }
+    // Gd[k][slot][p]: each dy row's tiles by the scaled A (winograd_rows_weight_image's); zero for filters past K
+    for (int64_t k = 0; k < KP; ++k)
+      for (int64_t p = 0; p < P; ++p)
+        for (const RowTile& tile : tiles_) {
+          vec d[4];
+#pragma GCC unroll 4
+          for (int e = 0; e < 4; ++e)
+            d[e] = k < K && e < tile.outputs ? load(gy + ((k * P + p) * Q + tile.col + e) * VL) : vec{};
+          float* out = Gd + ((k * XI + tile.slot) * P + p) * VL;
+          const int64_t point = P * VL;
+          if (tile.points == kPairPoints) {
+            const vec gd[kPairPoints] = {6 * d[0],        -4 * (d[0] + d[1]), -4 * (d[0] - d[1]),
+                                        d[0] + 2 * d[1], d[0] - 2 * d[1],    24 * d[1]};
+            for (int xi = 0; xi < kPairPoints; ++xi) store(out + xi * point, gd[xi]);
+          } else {
+            const vec even = d[0] + d[2], odd = d[1] + d[3];
+            const vec gd[kQuadPoints] = {-90 * d[0],
+                                         -20 * (even + odd),
+                                         -20 * (even - odd),
+                                         (d[0] + 4 * d[2]) + (2 * d[1] + 8 * d[3]),
+                                         (d[0] + 4 * d[2]) - (2 * d[1] + 8 * d[3]),
+                                         (64 * d[0] + 16 * d[2]) + (32 * d[1] + 8 * d[3]),
+                                         (64 * d[0] + 16 * d[2]) - (32 * d[1] + 8 * d[3]),
+                                         90 * d[3]};
+            for (int xi = 0; xi < kQuadPoints; ++xi) store(out + xi * point, gd[xi]);
+          }
+        }
+    // sums[k][c][r][point]: over the kind's tiles (adjacent slots, the quads first) and dy's rows, in that order
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t k0 = 0; k0 < KP; k0 += KB)
+        for (int kind = 0; kind < 2; ++kind) {
+          const int64_t points = kind == 0 ? kQuadPoints : kPairPoints, sum0 = kind == 0 ? 0 : kQuadPoints;
+          int64_t first = -1, count = 0;  // the kind's first slot and tiles
+          for (const RowTile& tile : tiles_)
+            if (tile.points == points) {
+              if (first < 0) first = tile.slot;
+              ++count;
+            }
+          for (int64_t xi = 0; xi < points; ++xi) {
+            vec acc[KB][R];
+#pragma GCC unroll 2
+            for (int kk = 0; kk < KB; ++kk)
+#pragma GCC unroll 5
+              for (int r = 0; r < R; ++r) acc[kk][r] = vec{};
+            for (int64_t i = 0; i < count; ++i) {
+              const int64_t slot = first + i * points + xi;
+              const float* gd = Gd + ((k0 * XI + slot) * P) * VL;
+              const float* v = V + ((c * XI + slot) * H) * VL;
+              for (int64_t p = 0; p < P; ++p, gd += VL, v += VL) {
+                vec g[KB];
+#pragma GCC unroll 2
+                for (int kk = 0; kk < KB; ++kk) g[kk] = load(gd + kk * XI * P * VL);
+#pragma GCC unroll 5
+                for (int r = 0; r < R; ++r) {
+                  const vec vr = load(v + r * VL);
+#pragma GCC unroll 2
+                  for (int kk = 0; kk < KB; ++kk) acc[kk][r] += g[kk] * vr;
+                }
+              }
+            }
+#pragma GCC unroll 2
+            for (int kk = 0; kk < KB; ++kk)
+#pragma GCC unroll 5
+              for (int r = 0; r < R; ++r)
+                store(sums + ((((k0 + kk) * C + c) * R + r) * kWeightSums + sum0 + xi) * VL, acc[kk][r]);
+          }
+        }
+    // the group's terms: each sum's lanes in a fixed tree (into the first floats of sums: each run of 8 sums read
+    // before its 8 floats are written), then A^T (winograd_rows_weight_sum's)
+    lane_sums(sums, K * C * R * kWeightSums);
+    float* terms = &terms_[group * K * C * R * 5];
+    for (int64_t kcr = 0; kcr < K * C * R; ++kcr) {
+      const float* q = sums + kcr * kWeightSums;
+      const float* m = q + kQuadPoints;
+      const float s1 = q[1] + q[2], d1 = q[1] - q[2], s2 = q[3] + q[4], d2 = q[3] - q[4];
+      const float s3 = q[5] + q[6], d3 = q[5] - q[6];
+      const float quad[5] = {q[0] + s1 + s2 + s3, d1 + 2 * d2 + 0.5f * d3, s1 + 4 * s2 + 0.25f * s3,
+                             d1 + 8 * d2 + 0.125f * d3, s1 + 16 * s2 + 0.0625f * s3 + q[7]};
+      const float pair[5] = {(m[0] + m[1]) + (m[2] + m[3]) + m[4], (m[1] - m[2]) + 2 * (m[3] - m[4]),
+                             (m[1] + m[2]) + 4 * (m[3] + m[4]), (m[1] - m[2]) + 8 * (m[3] - m[4]),
+                             (m[1] + m[2]) + 16 * (m[3] + m[4]) + m[5]};
+      for (int t = 0; t < 5; ++t) {
+        float from_quads = quad[t] * (1.0f / 90), from_pairs = pair[t] * (1.0f / 24);
+        __asm__("" : "+x"(from_quads), "+x"(from_pairs));  // both rounded before the add (as there)
+        terms[kcr * 5 + t] = from_quads + from_pairs;
+      }
+    }
+  }
+
+  // dw = the groups' terms added in group order (after all the tasks); false, dw not written, where they are not
+  // all finite
+  bool sum(float* dw) const {
+    const int64_t n = s_.K * s_.C * R * 5;
+    if (any_non_finite(terms_.data(), int64_t(terms_.size()))) return false;
+    std::copy(terms_.begin(), terms_.begin() + n, dw);
+    for (int64_t group = 1; group < tasks(); ++group)
+      for (int64_t i = 0; i < n; ++i) dw[i] += terms_[group * n + i];
+    return true;
+  }
+
+ private:
+  static vec load(const float* p) {
+    vec v;
+    std::memcpy(&v, p, sizeof(vec));
+    return v;
+  }
+  static void store(float* p, const vec& v) { std::memcpy(p, &v, sizeof(vec)); }
+  // v[i] = the sum of the VL floats at v + i * VL, for i < n (a multiple of 8), each ((0 + 1) + (2 + 3)) + ((4 + 5)
+  // + (6 + 7)): eight vectors' sums at a time by horizontal adds
+  static void lane_sums(float* v, int64_t n) {
+    static_assert(VL == 8, "8-float vectors");
+    for (int64_t i = 0; i < n; i += 8) {
+      const float* p = v + i * VL;
+      __m256 h[4];
+      for (int j = 0; j < 4; ++j)
+        h[j] = _mm256_hadd_ps(_mm256_loadu_ps(p + 2 * j * VL), _mm256_loadu_ps(p + (2 * j + 1) * VL));
+      const __m256 lo = _mm256_hadd_ps(h[0], h[1]), hi = _mm256_hadd_ps(h[2], h[3]);  // each half's 4-lane sums
+      const __m256 first = _mm256_permute2f128_ps(lo, hi, 0x20), second = _mm256_permute2f128_ps(lo, hi, 0x31);
+      _mm256_storeu_ps(v + i, _mm256_add_ps(first, second));
+    }
+  }
+
+  ConvShape s_;
+  const float* dy_;
+  const float* x_;
+  std::vector<RowTile> tiles_;
+  int64_t XI_;
+  mutable std::vector<float> terms_;  // each group's dw terms, [group][k][c][r][t]; each task writes its own
+  std::vector<int64_t> image_rows_x_, image_rows_dy_;
+};
+
+// Where ImageLaneWeightGradient runs (AVX2): ImageLaneForward's layers, from two whole groups of images on (the
+// batch all in groups).
+template <int VL>
+bool image_lane_weight_applies(const ConvShape& s) {
+  return VL == 8 && s.groups == 1 && s.K > 8 && s.K <= 16 && s.R == 5 && s.S == 5 && s.Q == 10 &&
+         s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.pad_h == 0 && s.pad_w == 0 &&
+         s.N % VL == 0 && s.N >= 2 * VL;
+}
+
+// dw (and db where not null, conv2d_backward_bias_fast's) by ImageLaneWeightGradient; false, nothing written, where
+// its terms are not finite.
+template <int VL>
+bool image_lane_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
+  const ImageLaneWeightGradient<VL> lanes(s, dy, x);
+  parallel_for(lanes.tasks(), threads_for(s.N * s.K * s.P * s.Q * s.C * 25), lanes);
+  if (!lanes.sum(dw)) return false;
+  if (db) conv2d_backward_bias_fast(s, dy, db);
+  return true;
+}
+
 template <int VL>
 bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   if (s.groups != 1 || (s.S != 3 && s.S != 5) || s.K <= VL / 2 || (s.K > 2 * VL && !filter_blocks_apply<VL>(s)))
@@ -1280,6 +1718,9 @@ bool filter_vector_weight_any(const ConvShape& s, const float* dy, const float* 
         filter_vector_weight_pass(s, dy, x, VL, s.Q * VL, s.N * s.K * s.P * s.Q * s.C * 25, RowWinogradWeights<VL>(s),
                                   dw, db, [](int64_t, const float*) {}))
       return true;
+  }
+  if constexpr (VL == 8) {
+    if (image_lane_weight_applies<VL>(s) && image_lane_weight<VL>(s, dy, x, dw, db)) return true;
   }
   if (s.K <= VL)
     filter_vector_weight_kv<VL, 1>(s, dy, x, dw, db);
@@ -1470,8 +1911,9 @@ class ImageLaneInputGradient {
         const int64_t point = K * rows * VL;  // between a row's points in V
         for (int64_t p = p0; p < p1; ++p, v += VL) {
           const float* src = g + ((k * rows + p - p0) * Q + tile.col) * VL;
-          vec a[4] = {};
-          for (int64_t e = 0; e < m; ++e) a[e] = load(src + e * VL);
+          vec a[4];  // in registers (a zeroed array indexed up to m went through memory, zeroed by rep stos)
+#pragma GCC unroll 4
+          for (int e = 0; e < 4; ++e) a[e] = e < m ? load(src + e * VL) : vec{};
           if (tile.points == kPairPoints) {
             store(v, a[0]), store(v + point, a[0] + a[1]), store(v + 2 * point, a[0] - a[1]);
             store(v + 3 * point, a[0] + 2 * a[1]), store(v + 4 * point, a[0] - 2 * a[1]);
@@ -1495,7 +1937,9 @@ class ImageLaneInputGradient {
       for (int64_t c0 = 0; c0 < CP_; c0 += CB) {
         for (int64_t xi = 0; xi < XI; ++xi) {
           vec acc[CB][HB];
+#pragma GCC unroll 6
           for (int cc = 0; cc < CB; ++cc)
+#pragma GCC unroll 2
             for (int hh = 0; hh < HB; ++hh) acc[cc][hh] = vec{};
           const float* u_xi = &U_[slot_point_[xi] * K * s_.R * CP_ + c0];
           const float* v_xi = V + (xi * K * rows + h0 + ph - p0) * VL;
@@ -1504,18 +1948,31 @@ class ImageLaneInputGradient {
 #pragma GCC unroll 6
             for (int cc = 0; cc < CB; ++cc) acc[cc][hh] += u[cc] * vv;
           };
+          // both rows: each weight broadcast once for the two rows (with AVX2's 16 registers, broadcasts kept for the
+          // second row spilled the accumulators)
+          const auto add_both = [&](const float* u, const float* v) {
+            const vec v0 = load(v), v1 = load(v + VL);
+#pragma GCC unroll 6
+            for (int cc = 0; cc < CB; ++cc) {
+              const vec b = u[cc] - vec{};  // a broadcast (x - 0 is x, -0 included; 0 + x is not)
+              acc[cc][0] += b * v0;
+              acc[cc][1] += b * v1;
+            }
+          };
           constexpr std::integral_constant<int, 0> row0{};
           constexpr std::integral_constant<int, 1> row1{};
           for (int64_t k = 0; k < K; ++k) {
             const float *u = u_xi + (k * s_.R + first.lo) * CP_, *v = v_xi + (k * rows - first.lo) * VL;
             int64_t r = first.lo;
             for (; r < first_end; ++r, u += CP_, v -= VL) add(row0, u, v);
-            for (; r < first.hi; ++r, u += CP_, v -= VL) add(row0, u, v), add(row1, u, v);
+            for (; r < first.hi; ++r, u += CP_, v -= VL) add_both(u, v);
             for (r = second_begin, u = u_xi + (k * s_.R + r) * CP_, v = v_xi + (k * rows - r) * VL; r < second.hi;
                  ++r, u += CP_, v -= VL)
               add(row1, u, v);
           }
+#pragma GCC unroll 6
           for (int cc = 0; cc < CB; ++cc)
+#pragma GCC unroll 2
             for (int hh = 0; hh < HB; ++hh) store(M + ((cc * HB + hh) * XI + xi) * VL, acc[cc][hh]);
         }
         for (int64_t cc = 0; cc < CB && c0 + cc < C; ++cc)
@@ -1624,9 +2081,10 @@ class ImageLaneInputGradient {
 // per-pair time ratios, AMD Zen 4, LeNet conv2 n=64 backward 1.09-1.11x by F(5, 2) (1 and 2 threads); weight gradient
 // by tiles of 4 (F(5, 4)) then 1.13x on 1 thread, 1.05x on 2. dw and db add the chunks' sums in a fixed order: every
 // result has the same bits whatever the thread count (db those of conv2d_backward_bias_fast). db may be null (not
-// computed). On AVX-512, 5-wide kernels and at least 32 images, the input gradient of each whole group of 16 images
-// comes from ImageLaneInputGradient, in a pass of its own after this one, and from dx_row only the images past them
-// and those of a group whose dx was not finite there. Workspace: the regrouped weights; per chunk the weight
+// computed). With 5-wide kernels and at least two groups of VL images (32 on AVX-512, 16 on AVX2), the input gradient
+// of each whole group comes from ImageLaneInputGradient, in a pass of its own after this one, and from dx_row only the
+// images past them and those of a group whose dx was not finite there; on AVX2, where ImageLaneWeightGradient applies
+// (the batch all in groups), dw and db come from it, and this pass does not run. Workspace: the regrouped weights; per chunk the weight
 // gradient's sums and the bias gradient's partials; per thread one padded image, one transposed dy image and the
 // weight gradient's workspace.
 constexpr int kChannelLanes = 16, kChannelMaxQ = 10;
@@ -1661,15 +2119,20 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
       filter_vector_weight_pass(s, dy, x, L, QMAX * L, work, DirectWeights<VL, KV, rows, S, true>{}, dw, db, more);
     });
   };
-  if constexpr (VL == 16 && S == 5) {
-    // whole groups of 16 images in the lanes from 32 images on (the route the same at any thread count); the images
+  if constexpr ((VL == 16 || VL == 8) && S == 5) {
+    // whole groups of VL images in the lanes from two groups on (the route the same at any thread count); the images
     // past them here, and those of a group left unwritten (redo_marked) one at a time as here
     const int64_t groups = s.N / VL;
     if (groups >= 2) {
       if (s.N > groups * VL) make_wt();
-      pass([&](int64_t n, const float* g) {
-        if (n >= groups * VL) dx_rows(n, g);
-      });
+      // on AVX2 dw and db from the images in the lanes too where they apply (the batch all in groups: the pass would
+      // have no dx rows to add), else by the pass
+      bool by_lanes = false;
+      if constexpr (VL == 8) by_lanes = image_lane_weight_applies<VL>(s) && image_lane_weight<VL>(s, dy, x, dw, db);
+      if (!by_lanes)
+        pass([&](int64_t n, const float* g) {
+          if (n >= groups * VL) dx_rows(n, g);
+        });
       const int nt = threads_for(groups * VL * K * P * s.Q * CRS * 2);
       const ImageLaneInputGradient<VL> lanes(s, groups, nt, dy, w, dx);
       parallel_for(lanes.tasks(), nt, lanes);
