@@ -1208,6 +1208,7 @@ WEIGHT_LANE_CASES = [
     (64, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),     # LeNet conv2 at batch 64: eight groups of 8 images
     (16, 3, 14, 14, 9, 5, 5, 1, 0, 1, 1),      # 9 filters: blocks of 2 (the last with one unused)
     (24, 2, 13, 14, 13, 5, 5, 1, 0, 1, 1),     # 9 dy rows; three groups on two threads
+    (16, 1, 16, 14, 10, 5, 5, 1, 0, 1, 1),     # 10 filters, one channel: 700 sums, lane-summed in runs of 8
 ]
 
 
@@ -1245,7 +1246,7 @@ def test_weight_gradient_with_images_in_the_lanes(isa, rng, case):
         assert not np.array_equal(direct, dw)
     for value in (np.inf, -np.inf, np.nan):
         x_bad, dy_bad = x.copy(), dy.copy()
-        x_bad[-1, 1, 3, 4], dy_bad[0, 2, 3, -1] = value, value
+        x_bad[-1, -1, 3, 4], dy_bad[0, 2, 3, -1] = value, value
         for input_grad in (True, False):
             for args in ((dy, x_bad), (dy_bad, x)):
                 got = F.conv2d_backward(*args, w, **kw, input_grad=input_grad)[1]

@@ -1525,7 +1525,9 @@ class ImageLaneWeightGradient {
     const int64_t C = s_.C, K = s_.K, P = s_.P, Q = s_.Q, H = s_.H, W = s_.W, HW = H * W, PQ = P * Q, XI = XI_;
     const int64_t n0 = group * VL, KP = (K + KB - 1) / KB * KB;
     const int64_t gx_floats = C * HW * VL, gy_floats = K * PQ * VL, v_floats = C * XI * H * VL;
-    const int64_t gd_floats = KP * XI * P * VL, sum_floats = KP * C * R * kWeightSums * VL;
+    // the sums, in whole runs of 8 (lane_sums; the vectors past the filters' sums zero)
+    const int64_t sum_count = KP * C * R * kWeightSums, sum_runs = (sum_count + 7) / 8 * 8;
+    const int64_t gd_floats = KP * XI * P * VL, sum_floats = sum_runs * VL;
     const CachedBlock<float> work(gx_floats + gy_floats + v_floats + gd_floats + sum_floats);
     float *gx = work.get(), *gy = gx + gx_floats, *V = gy + gy_floats, *Gd = V + v_floats, *sums = Gd + gd_floats;
     const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
@@ -1627,7 +1629,8 @@ class ImageLaneWeightGradient {
         }
     // the group's terms: each sum's lanes in a fixed tree (into the first floats of sums: each run of 8 sums read
     // before its 8 floats are written), then A^T (winograd_rows_weight_sum's)
-    lane_sums(sums, K * C * R * kWeightSums);
+    std::fill(sums + sum_count * VL, sums + sum_floats, 0.0f);
+    lane_sums(sums, sum_runs);
     float* terms = &terms_[group * K * C * R * 5];
     for (int64_t kcr = 0; kcr < K * C * R; ++kcr) {
       const float* q = sums + kcr * kWeightSums;
