@@ -89,11 +89,13 @@ def test_avg_pool_exact_on_integers(isa, nthreads, rng, shape, kernel, stride, p
     assert np.array_equal(F.avg_pool2d_backward(dy, shape, **kw), ref.avg_pool2d_backward(dy, shape, **rkw))
 
 
-@pytest.mark.parametrize("w", [2, 4, 6, 8, 10, 12, 14, 16])
-@pytest.mark.parametrize("n,c,h", [(1, 1, 2), (2, 3, 4), (3, 5, 10), (1, 7, 6)])
+@pytest.mark.parametrize("w", [2, 4, 6, 8, 10, 12, 14, 16, 18, 22, 28, 30])
+@pytest.mark.parametrize("n,c,h", [(1, 1, 2), (2, 3, 4), (3, 5, 10), (1, 7, 6), (2, 3, 5), (3, 2, 11)])
 def test_2x2_narrow_rows_several_rows_a_step(isa, nthreads, rng, n, c, h, w):
-    """Rows of at most 8 outputs (W <= 16) pool several rows per vector step, across planes, with rows left over
-    for a step of one row; ties, NaN (the later NaN's offset wins) and -0 against the reference."""
+    """Narrow rows pool several rows per vector step, across planes where H is even, within each plane where it is
+    odd (AVX-512: whole rows of at most 8 outputs a step; AVX2: forward steps of 8 outputs across the ends of rows
+    of 4 to 15 outputs, backward whole dx vectors for rows of at most 7), with rows left over, near the array's end,
+    for steps of one row; ties, NaN (the later NaN's offset wins) and -0 against the reference."""
     x = _ints(rng, (n, c, h, w))
     x.flat[rng.choice(x.size, size=max(1, x.size // 16), replace=False)] = np.nan
     x.flat[rng.choice(x.size, size=max(1, x.size // 16), replace=False)] = -0.0

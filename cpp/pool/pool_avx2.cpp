@@ -1,6 +1,10 @@
-// Pooling fast paths, AVX2: 2x2 stride-2 max/avg forward and backward, 8 outputs per step; a row's last outputs by
-// one partial step (load_lanes: masked only at the arrays' ends).
+// Pooling fast paths, AVX2: 2x2 stride-2 max/avg forward and backward, 8 outputs per step. Rows of 4 to 15 outputs
+// (other than 8) run forward in steps across the rows' ends, rows of at most 7 backward in whole dx vectors; other
+// rows one at a time, a row's last outputs by one partial step (load_lanes: masked only at the arrays' ends).
 #include <immintrin.h>
+
+#include <algorithm>
+#include <numeric>
 
 #include "convcore/avx2_lanes.h"
 #include "convcore/pool.h"
@@ -79,14 +83,26 @@ struct RunningMax {
   }
 };
 
-// The max of each window (a, b on the top row, c, d below).
+// Where the rule takes v over the max so far, m.
+inline __m256 takes(__m256 v, __m256 m) {
+  return _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
+
+// The max of each window (a, b on the top row, c, d below) as a pairwise tree, the same element as the scan in order
+// picks: the first of equal maxima (a later pair's wins only where greater), the last NaN (a NaN in c or d wins, one
+// in a or b where c and d hold none). The scan's three blends a lane wait on each other, the tree's two.
 template <bool kOffsets>
 inline RunningMax<kOffsets> max_2x2(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 take_b = takes(b, a), take_d = takes(d, c);
+  const __m256 top = _mm256_blendv_ps(a, b, take_b), bottom = _mm256_blendv_ps(c, d, take_d);
+  const __m256 take_bottom = takes(bottom, top);
   RunningMax<kOffsets> max;
-  max.start(a, 0);
-  max.take(b, 1);
-  max.take(c, 2);
-  max.take(d, 3);
+  max.best = _mm256_blendv_ps(top, bottom, take_bottom);
+  if constexpr (kOffsets) {
+    const __m256 one = _mm256_castsi256_ps(_mm256_set1_epi32(1)), two = _mm256_castsi256_ps(_mm256_set1_epi32(2));
+    max.offset = _mm256_blendv_ps(_mm256_and_ps(take_b, one), _mm256_or_ps(two, _mm256_and_ps(take_d, one)),
+                                  take_bottom);
+  }
   return max;
 }
 
@@ -104,7 +120,7 @@ inline uint64_t load_bytes(const uint8_t* p, int64_t n, const uint8_t* end) {
 // The row functions' `end` arguments: the ends of the arrays their inputs lie in (load_lanes).
 // offsets: null where kOffsets is false (as in every function with kOffsets).
 template <bool kOffsets>
-void max_2x2_row(const float* top, const float* bot, const float* x_end, float* y, uint8_t* offsets, int64_t OW) {
+CONVCORE_ROW void max_2x2_row(const float* top, const float* bot, const float* x_end, float* y, uint8_t* offsets, int64_t OW) {
   const auto offsets_at = [&](int64_t o) { return kOffsets ? offsets + o : nullptr; };
   __m256 a, b, c, d;
   int64_t o = 0;
@@ -140,7 +156,7 @@ inline void route_2x2(__m256 dy, __m256i k, float* top, float* bot, int64_t n = 
   store_interleaved(bot, at(2), at(3), 2 * n);
 }
 
-void max_2x2_row_backward(const float* dy, const float* dy_end, const uint8_t* offsets, const uint8_t* offsets_end,
+CONVCORE_ROW void max_2x2_row_backward(const float* dy, const float* dy_end, const uint8_t* offsets, const uint8_t* offsets_end,
                           float* top, float* bot, int64_t OW) {
   int64_t o = 0;
   for (; o + 8 <= OW; o += 8)
@@ -160,7 +176,7 @@ inline __m256 avg_2x2(__m256 a, __m256 b, __m256 c, __m256 d) {
   return _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(sum, b), c), d), _mm256_set1_ps(0.25f));
 }
 
-void avg_2x2_row(const float* top, const float* bot, const float* x_end, float* y, int64_t OW) {
+CONVCORE_ROW void avg_2x2_row(const float* top, const float* bot, const float* x_end, float* y, int64_t OW) {
   __m256 a, b, c, d;
   int64_t o = 0;
   for (; o + 8 <= OW; o += 8) {
@@ -176,7 +192,7 @@ void avg_2x2_row(const float* top, const float* bot, const float* x_end, float* 
   }
 }
 
-void avg_2x2_row_backward(const float* dy, const float* dy_end, float* top, float* bot, int64_t OW) {
+CONVCORE_ROW void avg_2x2_row_backward(const float* dy, const float* dy_end, float* top, float* bot, int64_t OW) {
   const __m256 quarter = _mm256_set1_ps(0.25f);
   int64_t o = 0;
   for (; o + 8 <= OW; o += 8) {
@@ -192,8 +208,100 @@ void avg_2x2_row_backward(const float* dy, const float* dy_end, float* top, floa
   }
 }
 
+// Rows of 4 to 15 outputs (W even, so that each output row's input rows lie 2W floats after the row before's) run
+// in steps of 8 consecutive outputs across the rows' ends: lane i of a step from output column c0 of row r lies in
+// row r + m, m = 0, 1 or 2 the number of row ends before it (c0 + i >= m OW). Its window's top-left element lies at
+// base + m W + 2i (base: output (r, c0)'s), so the window elements of every lane come from the de-interleaved 16
+// floats at base, base + W, base + 2W and base + 3W, chosen by blends. (Rows of 8 outputs, one whole step each row
+// by row, measured slower this way.)
+inline bool flat_rows(int64_t W) { return W % 2 == 0 && W >= 8 && W < 32 && W != 16; }
+
+// The floats each step reads from its base: up to base + 3W + 16.
+inline int64_t flat_reach(int64_t W) { return 3 * W + 16; }
+
+// The window elements a, b (top row) and c, d (bottom row) of the 8 outputs from column c0 (< OW) at base, in
+// deinterleave's lane order.
+inline void flat_windows(const float* base, int64_t W, int64_t c0, __m256* a, __m256* b, __m256* c, __m256* d) {
+  const int64_t OW = W / 2;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);  // the output of each lane
+  const __m256 next = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(static_cast<int>(OW - 1 - c0))));
+  __m256 e0, o0, e1, o1, e2, o2;
+  deinterleave(base, &e0, &o0);
+  deinterleave(base + W, &e1, &o1);
+  deinterleave(base + 2 * W, &e2, &o2);
+  *a = _mm256_blendv_ps(e0, e1, next);
+  *b = _mm256_blendv_ps(o0, o1, next);
+  *c = _mm256_blendv_ps(e1, e2, next);
+  *d = _mm256_blendv_ps(o1, o2, next);
+  if (c0 + 7 >= 2 * OW) {  // lanes in a third row
+    const __m256 third =
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(static_cast<int>(2 * OW - 1 - c0))));
+    __m256 e3, o3;
+    deinterleave(base + 3 * W, &e3, &o3);
+    *a = _mm256_blendv_ps(*a, e2, third);
+    *b = _mm256_blendv_ps(*b, o2, third);
+    *c = _mm256_blendv_ps(*c, e3, third);
+    *d = _mm256_blendv_ps(*d, o3, third);
+  }
+}
+
+// For `rows` output rows of OW = W / 2 outputs whose input rows lie 2W floats apart from x (W even, x_end the end
+// of the array x points into): step(a, b, c, d, o) for the 8 outputs from output o while a step's reads stay
+// before x_end, then row(r, c0) for the outputs of row r from column c0 on, for the rows left.
+template <typename Step, typename Row>
+CONVCORE_ROW void for_flat_steps(const float* x, const float* x_end, int64_t rows, int64_t W, const Step& step, const Row& row) {
+  const int64_t OW = W / 2, outputs = rows * OW;
+  int64_t r = 0, c0 = 0, o = 0;
+  for (; o + 8 <= outputs && x_end - (x + 2 * W * r + 2 * c0) >= flat_reach(W); o += 8) {
+    __m256 a, b, c, d;
+    flat_windows(x + 2 * W * r + 2 * c0, W, c0, &a, &b, &c, &d);
+    step(a, b, c, d, o);
+    for (c0 += 8; c0 >= OW; c0 -= OW) ++r;
+  }
+  for (; r < rows; ++r, c0 = 0) row(r, c0);
+}
+
+// run(in, out, rows) for runs of output rows whose input rows lie 2W apart (their first input and output elements at
+// in and out): all the planes' rows where H is even, else each plane's.
+template <typename Run>
+void for_uniform_runs(int64_t planes, int64_t H, int64_t W, const Run& run) {
+  const int64_t OH = H / 2;
+  if (H % 2 == 0) {
+    run(int64_t(0), int64_t(0), planes * OH);
+    return;
+  }
+  for (int64_t p = 0; p < planes; ++p) run(p * H * W, p * OH * (W / 2), OH);
+}
+
+// The loops over several rows are functions of their own, not inlined beside the row-by-row loops: in one function
+// with them, GCC compiled the row-by-row loops slower (max pooling of 16 x 16 planes 0.90x).
+template <bool kOffsets>
+__attribute__((noinline)) void max_2x2s2_flat(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H,
+                                              int64_t W) {
+  const int64_t OW = W / 2;
+  const float* x_end = x + planes * H * W;
+  const auto offsets_at = [&](int64_t o) { return kOffsets ? offsets + o : nullptr; };
+  for_uniform_runs(planes, H, W, [&](int64_t in, int64_t out, int64_t rows) {
+    const float* xr = x + in;
+    for_flat_steps(
+        xr, x_end, rows, W,
+        [&](__m256 a, __m256 b, __m256 c, __m256 d, int64_t o) {
+          max_2x2<kOffsets>(a, b, c, d).store(y + out + o, offsets_at(out + o));
+        },
+        [&](int64_t r, int64_t c0) {
+          const int64_t o = out + r * OW + c0;
+          max_2x2_row<kOffsets>(xr + 2 * W * r + 2 * c0, xr + 2 * W * r + W + 2 * c0, x_end, y + o, offsets_at(o),
+                                OW - c0);
+        });
+  });
+}
+
 template <bool kOffsets>
 void max_2x2s2_planes(const float* x, float* y, uint8_t* offsets, int64_t planes, int64_t H, int64_t W) {
+  if (flat_rows(W)) {
+    max_2x2s2_flat<kOffsets>(x, y, offsets, planes, H, W);
+    return;
+  }
   const int64_t OW = W / 2;
   const float* x_end = x + planes * H * W;
   for_output_rows(planes, H, W, [&](int64_t in, int64_t out_row) {
@@ -209,14 +317,113 @@ void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t plane
     max_2x2s2_planes<false>(x, y, nullptr, planes, H, W);
 }
 
-void max_2x2s2_backward(const float* dy, const uint8_t* offsets, float* dx, int64_t planes, int64_t H, int64_t W) {
+// The backward of rows of at most 7 outputs (W even, below 16) writes dx in whole vectors: each 8 floats hold the
+// column pairs of 4 windows whose outputs lie within 8 consecutive outputs (a row's end and the next row's start
+// at most OW apart), so one load of dy (and of the offsets) from the first of them and a lane permutation give
+// each float its output. The pattern repeats every lcm(2W, 8) floats, a whole number of output rows: a table built
+// per call holds, for each vector of that period, its first output, each float's lane from there and its element
+// of the window (0-3, the offsets' numbering). (Rows of 8 outputs, one whole step each row by row, measured slower
+// this way.)
+inline bool narrow_gradient_rows(int64_t W) { return W % 2 == 0 && W < 16; }
+
+struct NarrowGradient {
+  int64_t vectors, rows, reach;  // a period's vectors and output rows; the outputs a period reads from its first
+  int64_t first[16];             // output (the largest first + 8)
+  __m256i lane[16], element[16];
+
+  explicit NarrowGradient(int64_t W) {  // (no divisions: ~2000 cycles, a third of a small call, went on them)
+    const int64_t OW = W / 2, floats = std::lcm(2 * W, int64_t(8));
+    vectors = floats / 8;
+    rows = floats / (2 * W);
+    alignas(32) int32_t output[16][8], element_of[16][8];
+    for (int64_t row = 0, at = 0; row < rows; ++row)
+      for (int64_t bottom = 0; bottom < 2; ++bottom)
+        for (int64_t col = 0; col < W; ++col, ++at) {
+          output[at / 8][at % 8] = static_cast<int32_t>(row * OW + col / 2);
+          element_of[at / 8][at % 8] = static_cast<int32_t>(2 * bottom + col % 2);
+        }
+    reach = 0;
+    for (int64_t v = 0; v < vectors; ++v) {
+      first[v] = *std::min_element(output[v], output[v] + 8);
+      for (int32_t& o : output[v]) o -= static_cast<int32_t>(first[v]);
+      lane[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(output[v]));
+      element[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(element_of[v]));
+      reach = std::max(reach, first[v] + 8);
+    }
+  }
+};
+
+// The backward of narrow rows: vector(o, lane, element, dx_at) writes the 8 dx floats at dx_at from the outputs
+// o + lane (each float element `element` of its window), over whole periods while their reads stay before the
+// planes' last output; row(o, top, bot) the dx rows of each output row left (o: its first output); the last input
+// row of each plane zeroed where H is odd.
+template <typename Vector, typename Row>
+void for_narrow_gradient(float* dx, int64_t planes, int64_t H, int64_t W, const Vector& vector, const Row& row) {
+  const NarrowGradient n(W);
+  const int64_t OW = W / 2, all_outputs = planes * (H / 2) * OW;
+  for_uniform_runs(planes, H, W, [&](int64_t in, int64_t out, int64_t rows) {
+    float* dxr = dx + in;
+    int64_t r = 0;
+    for (; r + n.rows <= rows && out + r * OW + n.reach <= all_outputs; r += n.rows)
+      for (int64_t v = 0; v < n.vectors; ++v)
+        vector(out + r * OW + n.first[v], n.lane[v], n.element[v], dxr + 2 * W * r + 8 * v);
+    for (; r < rows; ++r) row(out + r * OW, dxr + 2 * W * r, dxr + 2 * W * r + W);
+    if (H % 2) std::memset(dxr + 2 * W * rows, 0, sizeof(float) * W);
+  });
+}
+
+__attribute__((noinline)) void max_2x2s2_backward_narrow(const float* dy, const uint8_t* offsets, float* dx,
+                                                         int64_t planes, int64_t H, int64_t W) {
+  const int64_t OW = W / 2, outputs = planes * (H / 2) * OW;
+  for_narrow_gradient(
+      dx, planes, H, W,
+      [&](int64_t o, __m256i lane, __m256i element, float* dx_at) {
+        const __m256 g = _mm256_add_ps(_mm256_setzero_ps(), _mm256_loadu_ps(dy + o));  // 0 + dy: -0 to +0
+        const __m256i k = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(offsets + o)));
+        const __m256i chosen = _mm256_cmpeq_epi32(_mm256_permutevar8x32_epi32(k, lane), element);
+        _mm256_storeu_ps(dx_at, _mm256_and_ps(_mm256_permutevar8x32_ps(g, lane), _mm256_castsi256_ps(chosen)));
+      },
+      [&](int64_t o, float* top, float* bot) {
+        max_2x2_row_backward(dy + o, dy + outputs, offsets + o, offsets + outputs, top, bot, OW);
+      });
+}
+
+__attribute__((noinline)) void max_2x2s2_backward_rows(const float* dy, const uint8_t* offsets, float* dx,
+                                                       int64_t planes, int64_t H, int64_t W) {
   const int64_t OW = W / 2, outputs = planes * (H / 2) * OW;
   for_gradient_rows(dx, planes, H, W, [&](int64_t out_row, float* top, float* bot) {
     max_2x2_row_backward(dy + out_row * OW, dy + outputs, offsets + out_row * OW, offsets + outputs, top, bot, OW);
   });
 }
 
+void max_2x2s2_backward(const float* dy, const uint8_t* offsets, float* dx, int64_t planes, int64_t H, int64_t W) {
+  if (narrow_gradient_rows(W))
+    max_2x2s2_backward_narrow(dy, offsets, dx, planes, H, W);
+  else
+    max_2x2s2_backward_rows(dy, offsets, dx, planes, H, W);
+}
+
+__attribute__((noinline)) void avg_2x2s2_flat(const float* x, float* y, int64_t planes, int64_t H, int64_t W) {
+  const int64_t OW = W / 2;
+  const float* x_end = x + planes * H * W;
+  for_uniform_runs(planes, H, W, [&](int64_t in, int64_t out, int64_t rows) {
+    const float* xr = x + in;
+    for_flat_steps(
+        xr, x_end, rows, W,
+        [&](__m256 a, __m256 b, __m256 c, __m256 d, int64_t o) {
+          _mm256_storeu_ps(y + out + o, restore_order(avg_2x2(a, b, c, d)));
+        },
+        [&](int64_t r, int64_t c0) {
+          avg_2x2_row(xr + 2 * W * r + 2 * c0, xr + 2 * W * r + W + 2 * c0, x_end, y + out + r * OW + c0, OW - c0);
+        });
+  });
+}
+
 void avg_2x2s2_forward(const float* x, float* y, int64_t planes, int64_t H, int64_t W) {
+  if (flat_rows(W)) {
+    avg_2x2s2_flat(x, y, planes, H, W);
+    return;
+  }
   const int64_t OW = W / 2;
   const float* x_end = x + planes * H * W;
   for_output_rows(planes, H, W, [&](int64_t in, int64_t out_row) {
@@ -224,7 +431,25 @@ void avg_2x2s2_forward(const float* x, float* y, int64_t planes, int64_t H, int6
   });
 }
 
+__attribute__((noinline)) void avg_2x2s2_backward_narrow(const float* dy, float* dx, int64_t planes, int64_t H,
+                                                         int64_t W) {
+  const int64_t OW = W / 2;
+  const float* dy_end = dy + planes * (H / 2) * OW;
+  for_narrow_gradient(
+      dx, planes, H, W,
+      [&](int64_t o, __m256i lane, __m256i, float* dx_at) {  // (1/4 captured from outside: 0.75x, reloaded)
+        const __m256 g =
+            _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(_mm256_loadu_ps(dy + o), _mm256_set1_ps(0.25f)));
+        _mm256_storeu_ps(dx_at, _mm256_permutevar8x32_ps(g, lane));
+      },
+      [&](int64_t o, float* top, float* bot) { avg_2x2_row_backward(dy + o, dy_end, top, bot, OW); });
+}
+
 void avg_2x2s2_backward(const float* dy, float* dx, int64_t planes, int64_t H, int64_t W) {
+  if (narrow_gradient_rows(W)) {
+    avg_2x2s2_backward_narrow(dy, dx, planes, H, W);
+    return;
+  }
   const int64_t OW = W / 2;
   const float* dy_end = dy + planes * (H / 2) * OW;
   for_gradient_rows(dx, planes, H, W, [&](int64_t out_row, float* top, float* bot) {

@@ -92,9 +92,6 @@ struct RunningMax {
   }
 };
 
-// The row functions are forced inline: once the narrow-row steps also called them for their leftover rows, GCC
-// stopped inlining them into the plane loops (measured ~15% slower on 28x28 planes).
-#define CONVCORE_ROW __attribute__((always_inline)) inline
 // The row functions' `end` arguments: the ends of the arrays their inputs lie in (load_lanes).
 // offsets: null where kOffsets is false (as in every function with kOffsets).
 template <bool kOffsets>

@@ -12,6 +12,11 @@
 
 #include "convcore/pool.h"
 
+// The ISA units' row functions are forced inline: once the steps over several rows also called them for their
+// leftover rows, GCC stopped inlining them into the plane loops (AVX-512: ~15% slower on 28x28 planes; AVX2: the
+// backward of 16 x 16 planes 0.67x).
+#define CONVCORE_ROW __attribute__((always_inline)) inline
+
 namespace convcore {
 namespace {
 
