@@ -90,12 +90,13 @@ def test_avg_pool_exact_on_integers(isa, nthreads, rng, shape, kernel, stride, p
 
 
 @pytest.mark.parametrize("w", [2, 4, 6, 8, 10, 12, 14, 16, 18, 22, 28, 30])
-@pytest.mark.parametrize("n,c,h", [(1, 1, 2), (2, 3, 4), (3, 5, 10), (1, 7, 6), (2, 3, 5), (3, 2, 11)])
+@pytest.mark.parametrize("n,c,h", [(1, 1, 2), (2, 3, 4), (3, 5, 10), (1, 7, 6), (2, 3, 5), (3, 2, 11), (8, 64, 11)])
 def test_2x2_narrow_rows_several_rows_a_step(isa, nthreads, rng, n, c, h, w):
     """Narrow rows pool several rows per vector step, across planes where H is even, within each plane where it is
     odd (AVX-512: whole rows of at most 8 outputs a step; AVX2: forward steps of 8 outputs across the ends of rows
     of 4 to 15 outputs, backward whole dx vectors for rows of at most 7), with rows left over, near the array's end,
-    for steps of one row; ties, NaN (the later NaN's offset wins) and -0 against the reference."""
+    for steps of one row, and on 2 threads each thread's run of planes (8 x 64 planes); ties, NaN (the later NaN's
+    offset wins) and -0 against the reference."""
     x = _ints(rng, (n, c, h, w))
     x.flat[rng.choice(x.size, size=max(1, x.size // 16), replace=False)] = np.nan
     x.flat[rng.choice(x.size, size=max(1, x.size // 16), replace=False)] = -0.0
@@ -486,13 +487,14 @@ def test_bad_input_is_refused(call, error, message):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,kernel,stride,padding,ceil_mode",
                          [((12, 50, 8, 8), 2, 2, 0, False), ((2, 3, 28, 28), 2, 2, 0, False),
-                          ((2, 70, 10, 34), 2, 2, 0, True), ((2, 3, 11, 12), 3, 2, 1, True),
+                          ((2, 70, 10, 34), 2, 2, 0, True), ((40, 30, 10, 10), 2, 2, 0, False),
+                          ((2, 3, 11, 12), 3, 2, 1, True),
                           ((1, 2, 9, 10), (3, 2), (2, 1), (1, 0), True)])
 def test_backward_with_the_relu_folded_in_equals_relu_backward_then_routing(isa, nthreads, rng, dtype, shape,
                                                                            kernel, stride, padding, ceil_mode):
     """relu_output masks dy where the pooled ReLU output is not > 0 (0, -0, NaN) as relu_backward does, across
-    the several-plane steps the routing masks in (600 and 140 planes of 16 and 85 outputs: steps of 256 and 48
-    planes, the last one short, on 1 or 2 threads), on the 2x2/2 fast paths and the generic routing."""
+    the several-plane steps the routing masks in (600, 140 and 1200 planes of 16, 85 and 25 outputs: steps of 256,
+    48 and 163 planes, the last one short, on 1 or 2 threads), on the 2x2/2 fast paths and the generic routing."""
     x = np.maximum(_ints(rng, shape, dtype), 0)  # a ReLU's output: many zeros
     x.flat[rng.choice(x.size, size=max(1, x.size // 50), replace=False)] = np.nan
     kw = _kw(kernel, stride, padding, ceil_mode)

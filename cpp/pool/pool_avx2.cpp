@@ -324,14 +324,14 @@ void max_2x2s2_forward(const float* x, float* y, uint8_t* offsets, int64_t plane
 // per call holds, for each vector of that period, its first output, each float's lane from there and its element
 // of the window (0-3, the offsets' numbering). (Rows of 8 outputs, one whole step each row by row, measured slower
 // this way.)
-inline bool narrow_gradient_rows(int64_t W) { return W % 2 == 0 && W < 16; }
+inline bool narrow_gradient_rows(int64_t W) { return W >= 2 && W % 2 == 0 && W < 16; }
 
 struct NarrowGradient {
   int64_t vectors, rows, reach;  // a period's vectors and output rows; the outputs a period reads from its first
   int64_t first[16];             // output (the largest first + 8)
   __m256i lane[16], element[16];
 
-  explicit NarrowGradient(int64_t W) {  // (no divisions: ~2000 cycles, a third of a small call, went on them)
+  explicit NarrowGradient(int64_t W) {  // (no division a float: those took ~2000 cycles, a third of a small call)
     const int64_t OW = W / 2, floats = std::lcm(2 * W, int64_t(8));
     vectors = floats / 8;
     rows = floats / (2 * W);

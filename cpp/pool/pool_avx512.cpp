@@ -420,8 +420,6 @@ void avg_stride2_backward(const float* dy, float* dx, int64_t planes, const Pool
                             });
 }
 
-#undef CONVCORE_ROW
-
 }  // namespace
 
 PoolKernels pool_kernels_avx512() {
