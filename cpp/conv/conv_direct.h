@@ -2087,9 +2087,9 @@ class ImageLaneInputGradient {
 // computed). With 5-wide kernels and at least two groups of VL images (32 on AVX-512, 16 on AVX2), the input gradient
 // of each whole group comes from ImageLaneInputGradient, in a pass of its own after this one, and from dx_row only the
 // images past them and those of a group whose dx was not finite there; on AVX2, where ImageLaneWeightGradient applies
-// (the batch all in groups), dw and db come from it, and this pass does not run. Workspace: the regrouped weights; per chunk the weight
-// gradient's sums and the bias gradient's partials; per thread one padded image, one transposed dy image and the
-// weight gradient's workspace.
+// (the batch all in groups), dw and db come from it, and this pass does not run. Workspace: the regrouped weights; per
+// chunk the weight gradient's sums and the bias gradient's partials; per thread one padded image, one transposed dy
+// image and the weight gradient's workspace.
 constexpr int kChannelLanes = 16, kChannelMaxQ = 10;
 
 template <int VL, int S, typename Row>

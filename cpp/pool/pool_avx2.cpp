@@ -120,7 +120,8 @@ inline uint64_t load_bytes(const uint8_t* p, int64_t n, const uint8_t* end) {
 // The row functions' `end` arguments: the ends of the arrays their inputs lie in (load_lanes).
 // offsets: null where kOffsets is false (as in every function with kOffsets).
 template <bool kOffsets>
-CONVCORE_ROW void max_2x2_row(const float* top, const float* bot, const float* x_end, float* y, uint8_t* offsets, int64_t OW) {
+CONVCORE_ROW void max_2x2_row(const float* top, const float* bot, const float* x_end, float* y, uint8_t* offsets,
+                              int64_t OW) {
   const auto offsets_at = [&](int64_t o) { return kOffsets ? offsets + o : nullptr; };
   __m256 a, b, c, d;
   int64_t o = 0;
@@ -156,8 +157,8 @@ inline void route_2x2(__m256 dy, __m256i k, float* top, float* bot, int64_t n = 
   store_interleaved(bot, at(2), at(3), 2 * n);
 }
 
-CONVCORE_ROW void max_2x2_row_backward(const float* dy, const float* dy_end, const uint8_t* offsets, const uint8_t* offsets_end,
-                          float* top, float* bot, int64_t OW) {
+CONVCORE_ROW void max_2x2_row_backward(const float* dy, const float* dy_end, const uint8_t* offsets,
+                                       const uint8_t* offsets_end, float* top, float* bot, int64_t OW) {
   int64_t o = 0;
   for (; o + 8 <= OW; o += 8)
     route_2x2(_mm256_loadu_ps(dy + o),
@@ -249,7 +250,8 @@ inline void flat_windows(const float* base, int64_t W, int64_t c0, __m256* a, __
 // of the array x points into): step(a, b, c, d, o) for the 8 outputs from output o while a step's reads stay
 // before x_end, then row(r, c0) for the outputs of row r from column c0 on, for the rows left.
 template <typename Step, typename Row>
-CONVCORE_ROW void for_flat_steps(const float* x, const float* x_end, int64_t rows, int64_t W, const Step& step, const Row& row) {
+CONVCORE_ROW void for_flat_steps(const float* x, const float* x_end, int64_t rows, int64_t W, const Step& step,
+                                 const Row& row) {
   const int64_t OW = W / 2, outputs = rows * OW;
   int64_t r = 0, c0 = 0, o = 0;
   for (; o + 8 <= outputs && x_end - (x + 2 * W * r + 2 * c0) >= flat_reach(W); o += 8) {
@@ -368,7 +370,7 @@ void for_narrow_gradient(float* dx, int64_t planes, int64_t H, int64_t W, const 
       for (int64_t v = 0; v < n.vectors; ++v)
         vector(out + r * OW + n.first[v], n.lane[v], n.element[v], dxr + 2 * W * r + 8 * v);
     for (; r < rows; ++r) row(out + r * OW, dxr + 2 * W * r, dxr + 2 * W * r + W);
-    if (H % 2) std::memset(dxr + 2 * W * rows, 0, sizeof(float) * W);
+    if (H % 2) std::fill_n(dxr + 2 * W * rows, W, 0.0f);
   });
 }
 

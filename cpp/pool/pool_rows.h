@@ -221,7 +221,7 @@ inline void for_gradient_rows(float* dx, int64_t planes, int64_t H, int64_t W, R
       row(p * OH + oh, top, bot);
       if (W % 2) top[W - 1] = bot[W - 1] = 0.0f;
     }
-    if (H % 2) std::memset(plane + (H - 1) * W, 0, sizeof(float) * W);
+    if (H % 2) std::fill_n(plane + (H - 1) * W, W, 0.0f);  // (not memset: an empty plane's pointer may be null)
   }
 }
 

@@ -8,7 +8,8 @@
 using convcore::ConvShape;
 
 int main() {
-  // x (1, 1, 3, 3) = 1..9, w (1, 1, 2, 2) = [[1, 0], [0, -1]], bias 10, stride 1, no padding: y = x[p][q] - x[p+1][q+1] + 10
+  // x (1, 1, 3, 3) = 1..9, w (1, 1, 2, 2) = [[1, 0], [0, -1]], bias 10, stride 1, no padding:
+  // y = x[p][q] - x[p+1][q+1] + 10
   {
     const float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
     const float w[4] = {1, 0, 0, -1};

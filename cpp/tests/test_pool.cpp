@@ -17,7 +17,7 @@ namespace {
 int failures = 0;
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 void check(bool ok, const char* what, const char* isa, const PoolGeometry& g) {
@@ -86,8 +86,8 @@ int main() {
       std::printf("skip %s: not supported by this CPU\n", isa_name(isa));
       continue;
     }
-    for (int64_t H : {2, 3, 4, 7}) {
-      for (int64_t W = 2; W <= 70; ++W) {
+    for (int64_t H : {0, 2, 3, 4, 7}) {
+      for (int64_t W = 0; W <= 70; ++W) {  // (empty planes: W = 0 once sent the AVX2 backward into a division by 0)
         check_geometry(gen, isa_name(isa), PoolGeometry{H, W, H / 2, W / 2, 2, 2, 2, 2, 0, 0}, 3);
       }
     }
