@@ -816,19 +816,23 @@ class ImageLaneForward {
           float* v = V + tile.slot * point + (c * rows + h) * VL;
           if (tile.points == kPairPoints) {
             vec d[kPairPoints];
+#pragma GCC unroll 8
             for (int i = 0; i < kPairPoints; ++i) d[i] = load(src + i * VL);
             const vec b[kPairPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
                                        4 * d[1] - 4 * d[2] - d[3] + d[4], -2 * d[1] - d[2] + 2 * d[3] + d[4],
                                        2 * d[1] - d[2] - 2 * d[3] + d[4], 4 * d[1] - 5 * d[3] + d[5]};
+#pragma GCC unroll 8
             for (int xi = 0; xi < kPairPoints; ++xi) store(v + xi * point, b[xi]);
           } else {
             vec d[kQuadPoints];
+#pragma GCC unroll 8
             for (int i = 0; i < kQuadPoints; ++i) d[i] = load(src + i * VL);
             const vec t1 = d[2] + d[6] - 4.25f * d[4], t2 = d[1] + d[5] - 4.25f * d[3];
             const vec t3 = 0.25f * d[2] + d[6] - 1.25f * d[4], t4 = 0.5f * d[1] + 2 * d[5] - 2.5f * d[3];
             const vec t5 = 4 * d[2] + d[6] - 5 * d[4], t6 = 2 * d[1] + 0.5f * d[5] - 2.5f * d[3];
             const vec b[kQuadPoints] = {5.25f * (d[2] - d[4]) + (d[6] - d[0]), t1 + t2, t1 - t2, t3 + t4, t3 - t4,
                                         t5 + t6, t5 - t6, 5.25f * (d[3] - d[5]) + (d[7] - d[1])};
+#pragma GCC unroll 8
             for (int xi = 0; xi < kQuadPoints; ++xi) store(v + xi * point, b[xi]);
           }
         }
@@ -1550,19 +1554,23 @@ class ImageLaneWeightGradient {
           const int64_t point = H * VL;
           if (tile.points == kPairPoints) {
             vec d[kPairPoints];
+#pragma GCC unroll 8
             for (int i = 0; i < kPairPoints; ++i) d[i] = load(src + i * VL);
             const vec b[kPairPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
                                        4 * d[1] - 4 * d[2] - d[3] + d[4], -2 * d[1] - d[2] + 2 * d[3] + d[4],
                                        2 * d[1] - d[2] - 2 * d[3] + d[4], 4 * d[1] - 5 * d[3] + d[5]};
+#pragma GCC unroll 8
             for (int xi = 0; xi < kPairPoints; ++xi) store(v + xi * point, b[xi]);
           } else {
             vec d[kQuadPoints];
+#pragma GCC unroll 8
             for (int i = 0; i < kQuadPoints; ++i) d[i] = load(src + i * VL);
             const vec t1 = d[2] + d[6] - 4.25f * d[4], t2 = d[1] + d[5] - 4.25f * d[3];
             const vec t3 = 0.25f * d[2] + d[6] - 1.25f * d[4], t4 = 0.5f * d[1] + 2 * d[5] - 2.5f * d[3];
             const vec t5 = 4 * d[2] + d[6] - 5 * d[4], t6 = 2 * d[1] + 0.5f * d[5] - 2.5f * d[3];
             const vec b[kQuadPoints] = {5.25f * (d[2] - d[4]) + (d[6] - d[0]), t1 + t2, t1 - t2, t3 + t4, t3 - t4,
                                         t5 + t6, t5 - t6, 5.25f * (d[3] - d[5]) + (d[7] - d[1])};
+#pragma GCC unroll 8
             for (int xi = 0; xi < kQuadPoints; ++xi) store(v + xi * point, b[xi]);
           }
         }
@@ -1579,6 +1587,7 @@ class ImageLaneWeightGradient {
           if (tile.points == kPairPoints) {
             const vec gd[kPairPoints] = {6 * d[0],        -4 * (d[0] + d[1]), -4 * (d[0] - d[1]),
                                         d[0] + 2 * d[1], d[0] - 2 * d[1],    24 * d[1]};
+#pragma GCC unroll 8
             for (int xi = 0; xi < kPairPoints; ++xi) store(out + xi * point, gd[xi]);
           } else {
             const vec even = d[0] + d[2], odd = d[1] + d[3];
@@ -1590,6 +1599,7 @@ class ImageLaneWeightGradient {
                                          (64 * d[0] + 16 * d[2]) + (32 * d[1] + 8 * d[3]),
                                          (64 * d[0] + 16 * d[2]) - (32 * d[1] + 8 * d[3]),
                                          90 * d[3]};
+#pragma GCC unroll 8
             for (int xi = 0; xi < kQuadPoints; ++xi) store(out + xi * point, gd[xi]);
           }
         }
