@@ -52,18 +52,16 @@ class _MaxPoolNd(Module):
         if type(x) is not np.ndarray or not x.flags.c_contiguous:
             x = as_tensor(x, "x", ndim=self.n_axes + 2)
         steps = self._steps(x)
-        if steps is not None:
+        if steps is not None:  # saved: the output, back(dy, offsets, relu_output=None) and the offsets
             y, offsets = steps[0](x)
-            back = functools.partial(steps[1], offsets=offsets)
-            through_relu = functools.partial(steps[1], offsets=offsets, relu_output=y)  # masks as it routes
-        else:
-            args = self._args()  # kept: the backward routes with the windows the argmax was taken over
-            y, indices = pool(x, *args, return_indices=True)
-            back = functools.partial(F.max_pool2d_backward if self.n_axes == 2 else F.max_pool1d_backward,
-                                     indices=indices, input_shape=x.shape, kernel_size=args[0], stride=args[1],
-                                     padding=args[2], ceil_mode=args[3])
-            through_relu = None
-        self._saved_state = (y, back, through_relu)
+            self._saved_state = (y, steps[1], offsets)
+            return y
+        args = self._args()  # kept: the backward routes with the windows the argmax was taken over
+        y, indices = pool(x, *args, return_indices=True)
+        back = functools.partial(F.max_pool2d_backward if self.n_axes == 2 else F.max_pool1d_backward,
+                                 indices=indices, input_shape=x.shape, kernel_size=args[0], stride=args[1],
+                                 padding=args[2], ceil_mode=args[3])
+        self._saved_state = (y, back, None)  # back(dy)
         return y
 
     def _inference_step(self, x, relu=False):
@@ -74,11 +72,14 @@ class _MaxPoolNd(Module):
         mask taken on the pooled grid. Each output is the value of its argmax input (a ReLU output), so that input
         is > 0 exactly where the output is, and masking dy by the output gives the same bits (a quarter of the
         work for 2x2 windows). With the compact argmax the routing kernel applies the mask as it goes."""
-        y, back, through_relu = self._saved(self._saved_state, "argmax indices")
-        return through_relu(dy) if through_relu else back(F.relu_backward(dy, y))
+        y, back, offsets = self._saved(self._saved_state, "argmax indices")
+        if offsets is None:
+            return back(F.relu_backward(dy, y))
+        return back(dy, offsets, y)  # masks as it routes
 
     def backward(self, dy, input_grad=True):
-        return self._saved(self._saved_state, "argmax indices")[1](dy)
+        _, back, offsets = self._saved(self._saved_state, "argmax indices")
+        return back(dy) if offsets is None else back(dy, offsets)
 
     def _release(self):
         self._saved_state = None
