@@ -787,8 +787,8 @@ class ImageLaneForward {
     for (int64_t k = 0; k < K && bias; ++k) bias24_[k] = 24 * bias[k], bias90_[k] = 90 * bias[k];
     image_rows_.resize(VL);
     for (int64_t i = 0; i < VL; ++i) image_rows_[i] = i * C * s.H * s.W;
-    pixel_rows_.resize(static_cast<size_t>(s.P * s.Q));
-    for (int64_t j = 0; j < s.P * s.Q; ++j) pixel_rows_[j] = j * VL;
+    output_rows_.resize(static_cast<size_t>(s.K * s.P * s.Q));
+    for (int64_t j = 0; j < s.K * s.P * s.Q; ++j) output_rows_[j] = j * VL;
     redone_.assign(static_cast<size_t>(groups), 0);
   }
 
@@ -800,11 +800,10 @@ class ImageLaneForward {
     const int64_t rows = (P + PB - 1) / PB * PB + R - 1;  // V's rows a channel: H, and zero rows for a last block
     const int64_t g_floats = C * HW * VL, v_floats = XI * C * rows * VL, m_floats = KB * PB * XI * VL;
     const int64_t out_floats = K * PQ * VL;
-    const CachedBlock<float> work(g_floats + v_floats + m_floats + out_floats + VL * PQ);
-    float *g = work.get(), *V = g + g_floats, *M = V + v_floats, *out = M + m_floats, *yt = out + out_floats;
+    const CachedBlock<float> work(g_floats + v_floats + m_floats + out_floats);
+    float *g = work.get(), *V = g + g_floats, *M = V + v_floats, *out = M + m_floats;
     const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-    for (int64_t c = 0; c < C; ++c)  // g[c][h][w][VL]
-      transpose(x_ + (n0 * C + c) * HW, image_rows_.data(), VL, VL, HW, 1.0f, g + c * HW * VL);
+    transpose(x_ + n0 * C * HW, image_rows_.data(), VL, VL, C * HW, 1.0f, g);  // g[c][h][w][VL]
     // V[xi][c][h]: B^T on each input row's tiles (rows past H zero)
     const int64_t point = C * rows * VL;  // between a row's points in V
     for (int64_t c = 0; c < C; ++c) {
@@ -900,11 +899,8 @@ class ImageLaneForward {
       redone_[group] = 1;
       return;
     }
-    for (int64_t k = 0; k < K; ++k) {  // each filter's plane, image by image
-      transpose(out + k * PQ * VL, pixel_rows_.data(), PQ, PQ, VL, 1.0f, yt);
-      for (int64_t i = 0; i < VL; ++i)
-        std::memcpy(y_ + ((n0 + i) * K + k) * PQ, yt + i * PQ, PQ * sizeof(float));
-    }
+    // out[k][p][q][VL] transposed: each image's K * P * Q outputs, in a row of y
+    transpose(out, output_rows_.data(), K * PQ, K * PQ, VL, 1.0f, y_ + n0 * K * PQ);
   }
 
   // redo(n) for each image of the marked groups (after all the tasks)
@@ -934,7 +930,7 @@ class ImageLaneForward {
   int64_t slot_point_[kMaxSlots] = {};      // each slot's point in U
   float bias24_[16] = {}, bias90_[16] = {};  // the bias times 24 and 90 (at most 16 filters)
   LineFloats U_;
-  std::vector<int64_t> image_rows_, pixel_rows_;
+  std::vector<int64_t> image_rows_, output_rows_;
   mutable std::vector<char> redone_;  // each task writes its own element
 };
 
