@@ -1537,10 +1537,8 @@ class ImageLaneWeightGradient {
     const CachedBlock<float> work(gx_floats + gy_floats + v_floats + gd_floats + sum_floats);
     float *gx = work.get(), *gy = gx + gx_floats, *V = gy + gy_floats, *Gd = V + v_floats, *sums = Gd + gd_floats;
     const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
-    for (int64_t c = 0; c < C; ++c)
-      transpose(x_ + (n0 * C + c) * HW, image_rows_x_.data(), VL, VL, HW, 1.0f, gx + c * HW * VL);
-    for (int64_t k = 0; k < K; ++k)
-      transpose(dy_ + (n0 * K + k) * PQ, image_rows_dy_.data(), VL, VL, PQ, 1.0f, gy + k * PQ * VL);
+    transpose(x_ + n0 * C * HW, image_rows_x_.data(), VL, VL, C * HW, 1.0f, gx);
+    transpose(dy_ + n0 * K * PQ, image_rows_dy_.data(), VL, VL, K * PQ, 1.0f, gy);
     // V[c][slot][h]: B^T on each input row's tiles (winograd_rows_inputs's)
     for (int64_t c = 0; c < C; ++c)
       for (int64_t h = 0; h < H; ++h)
