@@ -991,8 +991,8 @@ bool filter_vector_forward_any(const ConvShape& s, const float* x, const float* 
       // the groups handed out as free (Schedule::as_free), as are those of the AVX2 backward's two image-lane passes:
       // on the shared AMD EPYC Zen 3 the second vCPU's speed comes and goes, and a thread done with its own groups
       // then takes the other's last (both builds in one process, calls alternated, median of per-pair time ratios, 2
-      // threads, LeNet conv2 n=64 forward+backward: 1.03-1.19x over 5 runs, n=32 0.99-1.00x; on AVX-512 (AMD Zen 4)
-      // the lane passes as free had run 0.97-0.99x)
+      // threads, LeNet conv2 n=64 forward+backward: 1.03-1.19x in 4 runs, 0.99-1.03x in 6 others; n=32 0.99-1.00x;
+      // on AVX-512 (AMD Zen 4) the lane passes as free had run 0.97-0.99x)
       const ImageLaneForward<VL> lanes(s, groups, x, w, bias, relu, y);
       parallel_for(lanes.tasks(), threads_for(groups * VL * s.K * s.P * s.Q * s.C * 25), lanes, Schedule::as_free);
       ConvShape rest = s;
@@ -1716,7 +1716,8 @@ bool image_lane_weight_applies(const ConvShape& s) {
 template <int VL>
 bool image_lane_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   const ImageLaneWeightGradient<VL> lanes(s, dy, x);
-  parallel_for(lanes.tasks(), threads_for(s.N * s.K * s.P * s.Q * s.C * 25), lanes, Schedule::as_free);  // see forward
+  // the groups handed out as free, as the image-lane forward's (filter_vector_forward_any says why)
+  parallel_for(lanes.tasks(), threads_for(s.N * s.K * s.P * s.Q * s.C * 25), lanes, Schedule::as_free);
   if (!lanes.sum(dw)) return false;
   if (db) conv2d_backward_bias_fast(s, dy, db);
   return true;
@@ -2148,7 +2149,8 @@ void channel_vector_backward(const ConvShape& s, const float* dy, const float* x
         });
       const int nt = threads_for(groups * VL * K * P * s.Q * CRS * 2);
       const ImageLaneInputGradient<VL> lanes(s, groups, nt, dy, w, dx);
-      parallel_for(lanes.tasks(), nt, lanes, VL == 8 ? Schedule::as_free : Schedule::fixed);  // as ImageLaneForward
+      // on AVX2 the groups handed out as free, as the image-lane forward's (filter_vector_forward_any says why)
+      parallel_for(lanes.tasks(), nt, lanes, VL == 8 ? Schedule::as_free : Schedule::fixed);
       LineFloats g;  // as the pass's (zero past Q); it and the filters' planes made for the first image redone
       std::vector<int64_t> filter_rows;
       lanes.redo_marked([&](int64_t n) {
