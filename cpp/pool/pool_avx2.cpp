@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <numeric>
 
 #include "convcore/avx2_lanes.h"
@@ -88,20 +89,51 @@ inline __m256 takes(__m256 v, __m256 m) {
   return _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 
+// kLaneBytes[m]: bit j of m (a movemask of lanes in deinterleave's order) as byte restore_order puts lane j at, 0 or 1.
+constexpr std::array<uint64_t, 256> kLaneBytes = [] {
+  constexpr int byte_of_lane[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+  std::array<uint64_t, 256> bytes{};
+  for (int m = 0; m < 256; ++m)
+    for (int lane = 0; lane < 8; ++lane)
+      if (m >> lane & 1) bytes[m] |= uint64_t(1) << (8 * byte_of_lane[lane]);
+  return bytes;
+}();
+
+// The max of 8 2x2 windows (lane order as deinterleave's) and, with kOffsets, where it lies: offset 2 * bottom + right
+// (a 0, b 1, c 2, d 3), the bytes from the masks' sign bits by a table lookup each (one blend and two movemasks; the
+// int32 offsets blended and packed to bytes took nine vector operations). Both builds in one process, calls
+// alternated, median of per-pair time ratios, AMD Zen 3, 64 x 16 planes, 1 / 2 threads: max forward of 28 x 28
+// planes 1.06-1.09 / 1.07x, 32 x 32 1.08 / 1.09x, 10 x 10 1.04-1.08 / 1.00-1.04x.
+template <bool kOffsets>
+struct WindowMax {
+  __m256 best = _mm256_setzero_ps(), bottom = _mm256_setzero_ps(), right = _mm256_setzero_ps();
+
+  // The first n outputs in order to y and, with kOffsets, their offsets.
+  void store(float* y, uint8_t* offsets, int64_t n = 8) const {
+    store_first_lanes(y, restore_order(best), n);
+    if constexpr (kOffsets) {
+      const uint64_t bytes = kLaneBytes[_mm256_movemask_ps(bottom)] << 1 | kLaneBytes[_mm256_movemask_ps(right)];
+      if (n == 8)
+        std::memcpy(offsets, &bytes, 8);
+      else
+        store_bytes(offsets, bytes, n);
+    }
+  }
+};
+
 // The max of each window (a, b on the top row, c, d below) as a pairwise tree, the same element as the scan in order
 // picks: the first of equal maxima (a later pair's wins only where greater), the last NaN (a NaN in c or d wins, one
 // in a or b where c and d hold none). The scan's three blends a lane wait on each other, the tree's two.
 template <bool kOffsets>
-inline RunningMax<kOffsets> max_2x2(__m256 a, __m256 b, __m256 c, __m256 d) {
+inline WindowMax<kOffsets> max_2x2(__m256 a, __m256 b, __m256 c, __m256 d) {
   const __m256 take_b = takes(b, a), take_d = takes(d, c);
   const __m256 top = _mm256_blendv_ps(a, b, take_b), bottom = _mm256_blendv_ps(c, d, take_d);
   const __m256 take_bottom = takes(bottom, top);
-  RunningMax<kOffsets> max;
+  WindowMax<kOffsets> max;
   max.best = _mm256_blendv_ps(top, bottom, take_bottom);
   if constexpr (kOffsets) {
-    const __m256 one = _mm256_castsi256_ps(_mm256_set1_epi32(1)), two = _mm256_castsi256_ps(_mm256_set1_epi32(2));
-    max.offset = _mm256_blendv_ps(_mm256_and_ps(take_b, one), _mm256_or_ps(two, _mm256_and_ps(take_d, one)),
-                                  take_bottom);
+    max.bottom = take_bottom;
+    max.right = _mm256_blendv_ps(take_b, take_d, take_bottom);
   }
   return max;
 }
