@@ -534,6 +534,37 @@ constexpr float kRowG90[kQuadPoints][5] = {{-90, 0, 0, 0, 0}, {-20, -20, -20, -2
                                            {1, 2, 4, 8, 16},  {1, -2, 4, -8, 16},         {64, 32, 16, 8, 4},
                                            {64, -32, 16, -8, 4}, {0, 0, 0, 0, 90}};
 
+// The image-lane kernels' transformed taps (ImageLaneForward, ImageLaneInputGradient): for each point of the tiles'
+// kinds (the quads' and the pairs', in the order the tiles first show them; the tiles of a kind share its points), U's
+// `block` floats from `point * block` on are the sum over t of G[t] times the taps regrouped as wr[t], rows of `block`
+// floats: one sum of whole rows, vectorised (made tap by tap and tile by tile, U had taken ~4% of a LeNet conv2
+// forward at n=64, on one thread while the other waited). slot_point[slot]: each slot's point in U.
+inline LineFloats row_points_taps(const std::vector<RowTile>& tiles, const LineFloats& wr, int64_t block,
+                                  int64_t* slot_point) {
+  const float* G[kQuadPoints + kPairPoints];
+  int64_t points = 0, kind_first[2] = {-1, -1};  // the quad and pair kinds' first points in U
+  for (const RowTile& tile : tiles) {
+    int64_t& first = kind_first[tile.points == kPairPoints];
+    if (first < 0) {
+      first = points;
+      for (int64_t i = 0; i < tile.points; ++i) G[points++] = tile.points == kPairPoints ? kRowG24[i] : kRowG90[i];
+    }
+    for (int64_t i = 0; i < tile.points; ++i) slot_point[tile.slot + i] = first + i;
+  }
+  LineFloats U(static_cast<size_t>(points * block));
+  for (int64_t point = 0; point < points; ++point) {
+    float g[5];
+    std::copy(G[point], G[point] + 5, g);
+    float* u = &U[point * block];
+    for (int64_t j = 0; j < block; ++j) {
+      float sum = g[0] * wr[j];
+      for (int t = 1; t < 5; ++t) sum += g[t] * wr[t * block + j];
+      u[j] = sum;
+    }
+  }
+  return U;
+}
+
 template <int VL>
 void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, int64_t HV,
                           const std::vector<RowTile>& tiles, int64_t slots, const int64_t* plane_rows, float* plane,
@@ -756,34 +787,13 @@ class ImageLaneForward {
     const int64_t C = s.C, K = s.K, R = s.R;
     KP_ = (K + KB - 1) / KB * KB;
     XI_ = row_slots(tiles_);
-    // U[point][c][r][k]: each kernel row's taps at the points of the row's tile kinds (zero past K); the tiles of a
-    // kind share its points (slot_point_). From the taps regrouped as wr[t][c][r][k], each point's U is one sum over
-    // t of whole rows, vectorised (made tap by tap and for each tile, U took ~4% of a LeNet conv2 forward at n=64,
-    // on one thread while the other waited).
+    // U[point][c][r][k] (zero past K), from the taps regrouped as wr[t][c][r][k]
     const int64_t block = C * R * KP_;  // U's floats per point
     LineFloats wr(static_cast<size_t>(5 * block), 0.0f);
     for (int64_t k = 0; k < K; ++k)
       for (int64_t cr = 0; cr < C * R; ++cr)
         for (int t = 0; t < 5; ++t) wr[(t * C * R + cr) * KP_ + k] = w[(k * C * R + cr) * 5 + t];
-    U_.resize(static_cast<size_t>((kQuadPoints + kPairPoints) * block));
-    int64_t points = 0, kind_first[2] = {-1, -1};  // the quad and pair kinds' first points in U
-    for (const RowTile& tile : tiles_) {
-      int64_t& first = kind_first[tile.points == kPairPoints];
-      if (first < 0) {
-        first = points;
-        points += tile.points;
-        for (int64_t i = 0; i < tile.points; ++i) {
-          const float* G = tile.points == kPairPoints ? kRowG24[i] : kRowG90[i];
-          float* u = &U_[(first + i) * block];
-          for (int64_t j = 0; j < block; ++j) {
-            float sum = G[0] * wr[j];
-            for (int t = 1; t < 5; ++t) sum += G[t] * wr[t * block + j];
-            u[j] = sum;
-          }
-        }
-      }
-      for (int64_t i = 0; i < tile.points; ++i) slot_point_[tile.slot + i] = first + i;
-    }
+    U_ = row_points_taps(tiles_, wr, block, slot_point_);
     for (int64_t k = 0; k < K && bias; ++k) bias24_[k] = 24 * bias[k], bias90_[k] = 90 * bias[k];
     image_rows_.resize(VL);
     for (int64_t i = 0; i < VL; ++i) image_rows_[i] = i * C * s.H * s.W;
@@ -1853,36 +1863,14 @@ class ImageLaneInputGradient {
     parts_ = groups % nt != 0 && split > 0 && split < H ? 2 : 1;
     part_rows_[0] = {0, parts_ == 2 ? split : H};
     part_rows_[1] = {split, H};
-    // U[point][k][r][c]: each kernel row's taps at the points of the row's tile kinds (G's columns as rows, for all
-    // points at once); the tiles of a kind share its points (slot_point_)
-    float Gt[5][kQuadPoints + kPairPoints] = {};
-    int64_t points = 0, kind_first[2] = {-1, -1};  // the quad and pair kinds' first points in U
-    for (const RowTile& tile : tiles_) {
-      int64_t& first = kind_first[tile.points == kPairPoints];
-      if (first < 0) {
-        first = points;
-        for (int64_t i = 0; i < tile.points; ++i)
-          for (int t = 0; t < 5; ++t) Gt[t][first + i] = (tile.points == kPairPoints ? kRowG24 : kRowG90)[i][t];
-        points += tile.points;
-      }
-      for (int64_t i = 0; i < tile.points; ++i) slot_point_[tile.slot + i] = first + i;
-    }
-    // the taps regrouped as wr[t][k][r][c] (zero past C), then each point's U as one sum over t of whole rows
+    // U[point][k][r][c] (zero past C), from the taps regrouped as wr[t][k][r][c]
     const int64_t block = K * R * CP_;  // U's floats per point
     LineFloats wr(static_cast<size_t>(5 * block), 0.0f);
     for (int64_t k = 0; k < K; ++k)
       for (int64_t c = 0; c < C; ++c)
         for (int64_t r = 0; r < R; ++r)
           for (int t = 0; t < 5; ++t) wr[((t * K + k) * R + r) * CP_ + c] = w[((k * C + c) * R + r) * 5 + t];
-    U_.resize(static_cast<size_t>(points * block));
-    for (int64_t point = 0; point < points; ++point) {
-      float* u = &U_[point * block];
-      for (int64_t i = 0; i < block; ++i) {
-        float sum = Gt[0][point] * wr[i];
-        for (int t = 1; t < 5; ++t) sum += Gt[t][point] * wr[t * block + i];
-        u[i] = sum;
-      }
-    }
+    U_ = row_points_taps(tiles_, wr, block, slot_point_);
     image_rows_.resize(VL);
     for (int64_t i = 0; i < VL; ++i) image_rows_[i] = i * K * s.P * s.Q;
     pixel_rows_.resize(static_cast<size_t>(H * s.W));
