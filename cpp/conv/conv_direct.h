@@ -1114,9 +1114,13 @@ void filter_vector_weight_image(const ConvShape& s, const float* xp, const float
             vec gj[G];
 #pragma GCC unroll 4
             for (int j = 0; j < G; ++j) std::memcpy(&gj[j], dy_at + j * KP, sizeof(vec));
+            // x's row through a pointer GCC cannot follow: it otherwise kept the x values two groups share in
+            // registers from one group to the next and spilled accumulators to the stack for them
+            const float* x_at = xr[0] + at;
+            asm("" : "+r"(x_at));
 #pragma GCC unroll 16
             for (int u = 0; u < S + G - 1; ++u) {
-              const float xv = xr[0][at + u];
+              const float xv = x_at[u];
 #pragma GCC unroll 4
               for (int j = 0; j < G; ++j)
                 if (u - j >= 0 && u - j < S) sums_at[u - j] += gj[j] * xv;
