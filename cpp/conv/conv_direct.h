@@ -167,13 +167,14 @@ class ForwardParts {
   ConvWeightCache::Packed cached_;
 };
 
-// Each output element sums its taps in (c, r, t) order, adds the bias, then applies ReLU (keeping NaN): the same
-// order whatever the thread count. S_FIXED, where not 0, is the kernel width known at compile time: the loop over a
-// kernel row's taps unrolls (measured: 10-15% faster on 3x3 layers). PB output rows are computed together: with
-// few filters and one vector per row, one row's KB accumulators are too few chains to hide the FMA latency (each
-// tap's FMA waits for the previous tap's); a pair runs the union of the two rows' kernel rows, reading zero padding
-// where a row has no image row (the padded image has a spare zero row for a pair past the last output row). Work
-// is shared out by ForwardParts; workspace: the weights regrouped by block, and per part one padded image.
+// Each output element sums its taps in (c, r, t) order, adds the bias, then applies ReLU (keeping NaN): the same order
+// whatever the thread count. S_FIXED, where not 0, is the kernel width known at compile time: the loop over a kernel
+// row's taps unrolls (measured: 10-15% faster on 3x3 layers; not where registers run short: kUnrolledTaps). PB output
+// rows are computed together: with few filters and one vector per row, one row's KB accumulators are too few chains to
+// hide the FMA latency (each tap's FMA waits for the previous tap's); a pair runs the union of the two rows' kernel
+// rows, reading zero padding where a row has no image row (the padded image has a spare zero row for a pair past the
+// last output row). Work is shared out by ForwardParts; workspace: the weights regrouped by block, and per part one
+// padded image.
 template <int VL, int KB, int QV, int PB, int S_FIXED>
 void direct_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                     ConvWeightCache* cache) {
@@ -181,7 +182,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* w, const fl
   const int64_t C = s.C, K = s.K, R = s.R, S = S_FIXED ? S_FIXED : s.S, P = s.P, Q = s.Q, H = s.H, W = s.W;
   const int64_t CRS = C * R * S, step = int64_t(VL) * QV;
   // The kernel row's taps in a loop GCC does not unroll (a count it cannot see) where the accumulators and x vectors
-  // take 14 or more of AVX2's 16 registers: unrolled, GCC loaded later taps' x ahead and spilled accumulators to the
+  // take 13 or more of AVX2's 16 registers: unrolled, GCC loaded later taps' x ahead and spilled accumulators to the
   // stack. Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 3, LeNet conv1 (6
   // filters x 2 vectors) n=64 forward: 1.11 / 1.08x on 1 / 2 threads.
   constexpr bool kUnrolledTaps = !(VL == 8 && PB * KB * QV + PB * QV > 12);
@@ -1114,10 +1115,11 @@ void filter_vector_weight_image(const ConvShape& s, const float* xp, const float
             vec gj[G];
 #pragma GCC unroll 4
             for (int j = 0; j < G; ++j) std::memcpy(&gj[j], dy_at + j * KP, sizeof(vec));
-            // x's row through a pointer GCC cannot follow: it otherwise kept the x values two groups share in
-            // registers from one group to the next and spilled accumulators to the stack for them
+            // with AVX2's 16 registers, x's row through a pointer GCC cannot follow: it otherwise kept the x values
+            // two groups share in registers from one group to the next and spilled two accumulators to the stack
+            // for them (measured Zen 3, LeNet conv1 n=64 weight gradient, 1 and 2 threads: 1.00-1.05x)
             const float* x_at = xr[0] + at;
-            asm("" : "+r"(x_at));
+            if constexpr (VL == 8) __asm__ volatile("" : "+r"(x_at));
 #pragma GCC unroll 16
             for (int u = 0; u < S + G - 1; ++u) {
               const float xv = x_at[u];
