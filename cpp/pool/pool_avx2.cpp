@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <numeric>
 
 #include "convcore/avx2_lanes.h"
@@ -14,7 +15,10 @@
 namespace convcore {
 namespace {
 
-// Even / odd columns of 16 floats lo, hi; lane order [0 1 4 5 | 2 3 6 7] (fixed by restore_order).
+// The output each lane of deinterleave's vectors holds (restore_order puts lane i at output kLaneOutput[i]).
+alignas(32) constexpr int32_t kLaneOutput[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+
+// Even / odd columns of 16 floats lo, hi; lane order kLaneOutput's (fixed by restore_order).
 inline void deinterleave(__m256 lo, __m256 hi, __m256* even, __m256* odd) {
   *even = _mm256_shuffle_ps(lo, hi, 0x88);
   *odd = _mm256_shuffle_ps(lo, hi, 0xDD);
@@ -50,8 +54,13 @@ inline uint64_t offset_bytes(__m256 offset) {
   return static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_packus_epi16(k16, k16)));
 }
 
-// Byte b of bits to p[b] for b < n: the n <= 8 offsets of a row's last step (a loop of bytes, not a library copy).
+// Byte b of bits to p[b] for b < n <= 8: all 8 by one copy, else (a row's last step) a loop of bytes, not a library
+// copy.
 inline void store_bytes(uint8_t* p, uint64_t bits, int64_t n) {
+  if (n == 8) {
+    std::memcpy(p, &bits, 8);
+    return;
+  }
   for (int64_t b = 0; b < n; ++b) p[b] = static_cast<uint8_t>(bits >> (8 * b));
 }
 
@@ -74,13 +83,7 @@ struct RunningMax {
   // The first n outputs in order to y and, with kOffsets, their offsets.
   void store(float* y, uint8_t* offsets, int64_t n = 8) const {
     store_first_lanes(y, restore_order(best), n);
-    if constexpr (kOffsets) {
-      const uint64_t bytes = offset_bytes(restore_order(offset));
-      if (n == 8)
-        std::memcpy(offsets, &bytes, 8);
-      else
-        store_bytes(offsets, bytes, n);
-    }
+    if constexpr (kOffsets) store_bytes(offsets, offset_bytes(restore_order(offset)), n);
   }
 };
 
@@ -89,13 +92,12 @@ inline __m256 takes(__m256 v, __m256 m) {
   return _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 
-// kLaneBytes[m]: bit j of m (a movemask of lanes in deinterleave's order) as byte restore_order puts lane j at, 0 or 1.
+// kLaneBytes[m]: bit j of m (a movemask of lanes in deinterleave's order) as byte kLaneOutput[j], 0 or 1.
 constexpr std::array<uint64_t, 256> kLaneBytes = [] {
-  constexpr int byte_of_lane[8] = {0, 1, 4, 5, 2, 3, 6, 7};
   std::array<uint64_t, 256> bytes{};
   for (int m = 0; m < 256; ++m)
     for (int lane = 0; lane < 8; ++lane)
-      if (m >> lane & 1) bytes[m] |= uint64_t(1) << (8 * byte_of_lane[lane]);
+      if (m >> lane & 1) bytes[m] |= uint64_t(1) << (8 * kLaneOutput[lane]);
   return bytes;
 }();
 
@@ -111,13 +113,8 @@ struct WindowMax {
   // The first n outputs in order to y and, with kOffsets, their offsets.
   void store(float* y, uint8_t* offsets, int64_t n = 8) const {
     store_first_lanes(y, restore_order(best), n);
-    if constexpr (kOffsets) {
-      const uint64_t bytes = kLaneBytes[_mm256_movemask_ps(bottom)] << 1 | kLaneBytes[_mm256_movemask_ps(right)];
-      if (n == 8)
-        std::memcpy(offsets, &bytes, 8);
-      else
-        store_bytes(offsets, bytes, n);
-    }
+    if constexpr (kOffsets)
+      store_bytes(offsets, kLaneBytes[_mm256_movemask_ps(bottom)] << 1 | kLaneBytes[_mm256_movemask_ps(right)], n);
   }
 };
 
@@ -256,7 +253,7 @@ inline int64_t flat_reach(int64_t W) { return 3 * W + 16; }
 // deinterleave's lane order.
 inline void flat_windows(const float* base, int64_t W, int64_t c0, __m256* a, __m256* b, __m256* c, __m256* d) {
   const int64_t OW = W / 2;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);  // the output of each lane
+  const __m256i lane = _mm256_load_si256(reinterpret_cast<const __m256i*>(kLaneOutput));
   const __m256 next = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(static_cast<int>(OW - 1 - c0))));
   __m256 e0, o0, e1, o1, e2, o2;
   deinterleave(base, &e0, &o0);
