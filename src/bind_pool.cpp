@@ -57,6 +57,7 @@ static CArray<T> max_pool2d_values(const CArray<T>& x, const PoolGeom& geometry)
 template <typename T>
 static CArray<T> max_pool2d_offsets_backward(const CArray<T>& dy, const CArray<uint8_t>& offsets,
                                              const PoolGeom& geometry, const std::optional<CArray<T>>& relu_output) {
+  if (!same_shape(offsets, dy)) throw py::value_error("offsets must have dy's shape");
   if (relu_output && !same_shape(*relu_output, dy)) throw py::value_error("relu_output must have dy's shape");
   const PoolGeometry g = pool_geometry(geometry);
   const int64_t N = dy.shape(0), C = dy.shape(1), planes = planes_of(dy);

@@ -1279,6 +1279,33 @@ def test_a_parameter_or_child_takes_only_its_kind_or_none_and_del_unregisters_it
         del linear.bias
 
 
+def test_private_names_of_parameters_buffers_and_children_stay_registered():
+    """Module.__setattr__ stores a private attribute set before (a forward's saved state) in one step; a private
+    name that is a parameter, buffer or child keeps its registration's rules, and a Parameter or Module assigned to
+    a plain private attribute is registered."""
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._w = cc.nn.Parameter(np.ones(2, np.float32))
+            self.register_buffer("_stat", np.zeros(2, np.float32))
+            self._child = nn.ReLU()
+            self._plain = None
+
+    h = Holder()
+    with pytest.raises(TypeError, match="Holder._w is a parameter"):
+        h._w = np.zeros(2, np.float32)
+    with pytest.raises(TypeError, match="Holder._child is a child module"):
+        h._child = 3
+    h._stat = np.full(2, 5, np.float32)  # the buffer replaced, still saved
+    h._plain = np.full(2, 7, np.float32)  # a plain attribute: not saved
+    state = h.state_dict()
+    assert list(state) == ["_w", "_stat"] and state["_stat"].tolist() == [5, 5] and h._plain.tolist() == [7, 7]
+    h._plain = cc.nn.Parameter(np.zeros(3, np.float32))
+    assert [n for n, _ in h.named_parameters()] == ["_w", "_plain"]
+    h._plain = None  # unregistered
+    assert [n for n, _ in h.named_parameters()] == ["_w"] and h._plain is None
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_0d_array_stays_0d_in_either_dtype(dtype):
     # float64 went through np.ascontiguousarray, which made a 0-d array 1-d: (1,) for float64, () for float32

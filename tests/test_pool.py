@@ -509,3 +509,5 @@ def test_backward_with_the_relu_folded_in_equals_relu_backward_then_routing(isa,
     assert (y > 0).any() and not (y > 0).all()
     with pytest.raises(ValueError, match="relu_output must have dy's shape"):
         _core.max_pool2d_offsets_backward(dy, offsets, geometry, y[:, :1])
+    with pytest.raises(ValueError, match="offsets must have dy's shape"):  # fewer offsets than dy: none read past
+        _core.max_pool2d_offsets_backward(dy, np.ascontiguousarray(offsets[:, :1]), geometry)

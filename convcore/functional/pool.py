@@ -198,19 +198,26 @@ def _prepare_max_pool_compact(x, kernel_size, stride, padding, ceil_mode):
     y4_shape = x4_shape[:2] + geometry[2:4]
     y_shape = y4_shape if spatial == 2 else y4_shape[:2] + y4_shape[3:]
 
-    def run(x):
-        y, offsets = _core.max_pool2d_offsets(x.reshape(x4_shape), geometry)
-        return (y, offsets) if spatial == 2 else (y.reshape(y_shape), offsets.reshape(y_shape))
+    def run(x):  # 4-D x as it is: no views made at every call
+        return _core.max_pool2d_offsets(x, geometry)
 
     def back(dy, offsets, relu_output=None):
-        dy = _checked_dy(dy, y_shape, dtype, x_shape, dtype)
-        if relu_output is not None:
-            relu_output = relu_output.reshape(y4_shape)
-        dx = _core.max_pool2d_offsets_backward(dy.reshape(y4_shape), offsets.reshape(y4_shape), geometry,
-                                               relu_output)
-        return dx.reshape(x_shape)
+        return _core.max_pool2d_offsets_backward(_checked_dy(dy, y4_shape, dtype, x4_shape, dtype), offsets,
+                                                 geometry, relu_output)
 
-    return run, back
+    if spatial == 2:
+        return run, back
+
+    def run_1d(x):
+        y, offsets = run(x.reshape(x4_shape))
+        return y.reshape(y_shape), offsets.reshape(y_shape)
+
+    def back_1d(dy, offsets, relu_output=None):
+        dy = _checked_dy(dy, y_shape, dtype, x_shape, dtype)
+        relu_output = None if relu_output is None else relu_output.reshape(y4_shape)
+        return back(dy.reshape(y4_shape), offsets.reshape(y4_shape), relu_output).reshape(x_shape)
+
+    return run_1d, back_1d
 
 
 def _max_pool2d_compact(x, kernel_size, stride=None, padding=0, ceil_mode=False):

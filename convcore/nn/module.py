@@ -164,15 +164,16 @@ class Module:
 
     def __setattr__(self, name, value):
         state = self.__dict__
+        if name in state and name[0] == "_" and not isinstance(value, _REGISTERED) and not (
+                name in state["_parameters"] or name in state["_modules"] or name in state["_buffers"]):
+            # a private attribute set before (what a training forward keeps for its backward, at every step): nothing
+            # to register or check, no edit to count, and an attribute of the instance already (no property of the
+            # class's governs it), so stored in its __dict__ directly
+            state[name] = value
+            return
         parameters, modules, buffers = state.get("_parameters"), state.get("_modules"), state.get("_buffers")
         if parameters is None:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name}")
-        if (name.startswith("_") and not isinstance(value, (Parameter, Module)) and name not in parameters
-                and name not in modules and name not in buffers):
-            # a private attribute (what a training forward keeps for its backward, at every step): nothing to register
-            # or check, no edit to count; as below, in a fifth of the time
-            object.__setattr__(self, name, value)
-            return
         check = type(self)._option_checks.get(name)
         if check is not None:
             value = check(self, value)
@@ -276,7 +277,7 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
     def __call__(self, x):
-        if not self.training or keeping():
+        if not self.training or _calls.keeping:
             return self.forward(x)
         _calls.keeping = True  # for the modules inside, eval-mode ones too (keeping())
         try:
@@ -287,7 +288,7 @@ class Module:
     def _keeps(self) -> bool:
         """Whether this forward keeps what backward needs: in training mode, or run by a training-mode model's
         forward (keeping()); in eval mode otherwise nothing is kept."""
-        return self.training or keeping()
+        return self.training or _calls.keeping
 
     def _inference_step(self, x, relu: bool = False):
         """For the eval-mode plan of Sequential / Chain: validate this layer for inputs shaped and typed like x and
@@ -465,3 +466,6 @@ class Module:
             lines.append(")")
         return "\n".join(lines)
 
+
+# what Module.__setattr__ registers (anything else under a private name is kept as a plain attribute)
+_REGISTERED = (Parameter, Module)
