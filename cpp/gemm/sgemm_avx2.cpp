@@ -196,11 +196,15 @@ inline void transpose_8x8(__m256 r[8]) {
   }
 }
 
-// PackTransposedKernel: blocks of 8 source rows x 8 elements, loaded as rows (masked), transposed in registers,
-// stored as 8-lane rows of dst (cut to width); lanes past count are zero.
+// PackTransposedKernel: blocks of 8 source rows x 8 elements, loaded as rows (masked only past the rows' ends: masked
+// loads are slow on AMD's cores), times alpha unless it is 1 (exact: most packs copy), transposed in registers, stored
+// as 8-lane rows of dst (cut to width); lanes past count are zero. The rows' addresses are read once a block of rows
+// into a local array: read from `offsets` at every step, they were reloaded after each store (stores of vectors may
+// alias anything).
 void pack_transposed_8x8(const float* base, const int64_t* offsets, int64_t count, int64_t width, int64_t len,
                          float alpha, float* dst) {
   const __m256 scale = _mm256_set1_ps(alpha);
+  const bool scaled = alpha != 1.0f;
   for (int64_t i0 = 0; i0 < width; i0 += 8) {
     const int64_t rows = std::clamp<int64_t>(count - i0, 0, 8), lanes = std::min<int64_t>(8, width - i0);
     float* out = dst + i0;
@@ -208,13 +212,20 @@ void pack_transposed_8x8(const float* base, const int64_t* offsets, int64_t coun
       for (int64_t k = 0; k < len; ++k) store_first_lanes(out + k * width, _mm256_setzero_ps(), lanes);
       continue;
     }
+    const float* row[8];
+    for (int64_t i = 0; i < rows; ++i) row[i] = base + offsets[i0 + i];
     for (int64_t k0 = 0; k0 < len; k0 += 8) {
       const int64_t cols = std::min<int64_t>(8, len - k0);
       const __m256i load_mask = first_lanes(cols);
       __m256 r[8];
-      for (int i = 0; i < 8; ++i)
-        r[i] = i < rows ? _mm256_mul_ps(scale, _mm256_maskload_ps(base + offsets[i0 + i] + k0, load_mask))
-                        : _mm256_setzero_ps();
+      for (int i = 0; i < 8; ++i) {
+        if (i >= rows) {
+          r[i] = _mm256_setzero_ps();
+          continue;
+        }
+        const __m256 v = cols == 8 ? _mm256_loadu_ps(row[i] + k0) : _mm256_maskload_ps(row[i] + k0, load_mask);
+        r[i] = scaled ? _mm256_mul_ps(scale, v) : v;
+      }
       transpose_8x8(r);
       for (int c = 0; c < cols; ++c) store_first_lanes(out + (k0 + c) * width, r[c], lanes);
     }
