@@ -1286,7 +1286,7 @@ def test_private_names_of_parameters_buffers_and_children_stay_registered():
     class Holder(nn.Module):
         def __init__(self):
             super().__init__()
-            self._w = cc.nn.Parameter(np.ones(2, np.float32))
+            self._w = nn.Parameter(np.ones(2, np.float32))
             self.register_buffer("_stat", np.zeros(2, np.float32))
             self._child = nn.ReLU()
             self._plain = None
@@ -1300,10 +1300,22 @@ def test_private_names_of_parameters_buffers_and_children_stay_registered():
     h._plain = np.full(2, 7, np.float32)  # a plain attribute: not saved
     state = h.state_dict()
     assert list(state) == ["_w", "_stat"] and state["_stat"].tolist() == [5, 5] and h._plain.tolist() == [7, 7]
-    h._plain = cc.nn.Parameter(np.zeros(3, np.float32))
+    h._plain = nn.Parameter(np.zeros(3, np.float32))
     assert [n for n, _ in h.named_parameters()] == ["_w", "_plain"]
-    h._plain = None  # unregistered
-    assert [n for n, _ in h.named_parameters()] == ["_w"] and h._plain is None
+    edits = nn.Module._edits
+    h._plain = None  # unregistered: an edit, as any change of the parameters (a container's plan is rebuilt)
+    assert [n for n, _ in h.named_parameters()] == ["_w"] and h._plain is None and nn.Module._edits > edits
+    setattr(h, "", 1)
+    setattr(h, "", 2)  # a name with no first character, set again
+    assert getattr(h, "") == 2
+
+    class Early(nn.Module):
+        def __init__(self):
+            object.__setattr__(self, "_x", 1)
+            self._x = 2  # before super().__init__()
+
+    with pytest.raises(RuntimeError, match="must call super"):
+        Early()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -215,7 +215,8 @@ def _prepare_max_pool_compact(x, kernel_size, stride, padding, ceil_mode):
     def back_1d(dy, offsets, relu_output=None):
         dy = _checked_dy(dy, y_shape, dtype, x_shape, dtype)
         relu_output = None if relu_output is None else relu_output.reshape(y4_shape)
-        return back(dy.reshape(y4_shape), offsets.reshape(y4_shape), relu_output).reshape(x_shape)
+        return _core.max_pool2d_offsets_backward(dy.reshape(y4_shape), offsets.reshape(y4_shape), geometry,
+                                                 relu_output).reshape(x_shape)
 
     return run_1d, back_1d
 

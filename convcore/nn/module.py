@@ -164,22 +164,30 @@ class Module:
 
     def __setattr__(self, name, value):
         state = self.__dict__
-        if name in state and name[0] == "_" and not isinstance(value, _REGISTERED) and not (
-                name in state["_parameters"] or name in state["_modules"] or name in state["_buffers"]):
-            # a private attribute set before (what a training forward keeps for its backward, at every step): nothing
-            # to register or check, no edit to count, and an attribute of the instance already (no property of the
-            # class's governs it), so stored in its __dict__ directly
-            state[name] = value
-            return
+        if name[:1] == "_" and not isinstance(value, _REGISTERED):
+            try:
+                registered = name in state["_parameters"] or name in state["_modules"] or name in state["_buffers"]
+            except KeyError:  # before super().__init__(): the path below says so
+                registered = True
+            if not registered:
+                # a private attribute (what a training forward keeps for its backward, at every step): nothing to
+                # register or check, no edit to count. One the instance holds already is stored in its __dict__
+                # directly, in half object.__setattr__'s time (a property of the class under a private name, with a
+                # setter, would be bypassed: convcore's modules have none)
+                if name in state:
+                    state[name] = value
+                else:
+                    object.__setattr__(self, name, value)
+                return
         parameters, modules, buffers = state.get("_parameters"), state.get("_modules"), state.get("_buffers")
         if parameters is None:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name}")
         check = type(self)._option_checks.get(name)
         if check is not None:
             value = check(self, value)
-        if isinstance(value, (Parameter, Module)) and name not in parameters and name not in modules:
+        if isinstance(value, _REGISTERED) and name not in parameters and name not in modules:
             self._check_new_name(name, "parameter" if isinstance(value, Parameter) else "child module")
-        elif (name in parameters or name in modules) and not isinstance(value, (Parameter, Module, type(None))):
+        elif (name in parameters or name in modules) and not (value is None or isinstance(value, _REGISTERED)):
             kind = "parameter" if name in parameters else "child module"
             raise TypeError(f"{type(self).__name__}.{name} is a {kind}: assign a "
                             f"{'Parameter' if name in parameters else 'Module'} (or None to remove it), got "
@@ -192,7 +200,8 @@ class Module:
         elif name in buffers and not isinstance(value, Parameter):
             self._replace_buffer(name, value)
             return
-        if isinstance(value, (Parameter, Module)) or name in parameters or name in modules or name in buffers:
+        held = name in parameters or name in modules  # a parameter or child of this name, replaced or removed
+        if isinstance(value, _REGISTERED) or held or name in buffers:
             registry = parameters if isinstance(value, Parameter) else modules if isinstance(value, Module) else None
             for other in (parameters, modules, buffers):
                 if other is not registry:
@@ -201,7 +210,7 @@ class Module:
                 registry[name] = value  # one of its kind replaced keeps its place in the order, as in PyTorch
         object.__setattr__(self, name, value)
         # an option, a parameter or a child (under any name): what a container's plan and check_distinct were done on
-        if not name.startswith("_") or isinstance(value, (Parameter, Module)):
+        if not name.startswith("_") or isinstance(value, _REGISTERED) or held:
             Module._edits += 1
 
     def __delattr__(self, name):
@@ -467,5 +476,5 @@ class Module:
         return "\n".join(lines)
 
 
-# what Module.__setattr__ registers (anything else under a private name is kept as a plain attribute)
+# what Module.__setattr__ registers as a parameter or child, under any name
 _REGISTERED = (Parameter, Module)

@@ -54,8 +54,7 @@ inline uint64_t offset_bytes(__m256 offset) {
   return static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_packus_epi16(k16, k16)));
 }
 
-// Byte b of bits to p[b] for b < n <= 8: all 8 by one copy, else (a row's last step) a loop of bytes, not a library
-// copy.
+// Byte b of bits to p[b] for b < n <= 8: all 8 by one copy, else (a row's last step) a loop of bytes.
 inline void store_bytes(uint8_t* p, uint64_t bits, int64_t n) {
   if (n == 8) {
     std::memcpy(p, &bits, 8);
@@ -313,7 +312,8 @@ __attribute__((noinline)) void max_2x2s2_flat(const float* x, float* y, uint8_t*
   const float* x_end = x + planes * H * W;
   for_uniform_runs(planes, H, W, [&](int64_t in, int64_t out, int64_t rows) {
     // The run's arrays as locals of its own: read through the captures in the loop, GCC reloaded y and offsets from
-    // this lambda's closure after every store (the vector and byte stores may alias anything).
+    // this lambda's closure after every store (the vector and byte stores may alias anything; LeNet s4's max forward
+    // 1.01-1.06x on AMD Zen 3).
     const float* const xr = x + in;
     float* const yr = y + out;
     uint8_t* const offsets_r = kOffsets ? offsets + out : nullptr;
