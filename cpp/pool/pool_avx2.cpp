@@ -393,7 +393,7 @@ struct NarrowGradient {
 // planes' last output; row(o, top, bot) the dx rows of each output row left (o: its first output); the last input
 // row of each plane zeroed where H is odd. vector is a copy of the caller's, holding its arrays by value: reached
 // through a reference (and its captures through references), they were reloaded from memory after every store
-// (stores of vectors may alias anything): LeNet s4's max backward 1.24x, avg 1.10-1.14x on AMD Zen 3.
+// (stores of vectors may alias anything): LeNet s4's max backward 1.17-1.24x, avg 1.08-1.25x on AMD Zen 3.
 template <typename Vector, typename Row>
 void for_narrow_gradient(float* dx, int64_t planes, int64_t H, int64_t W, const Vector vector, const Row& row) {
   const NarrowGradient n(W);
