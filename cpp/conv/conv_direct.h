@@ -572,11 +572,75 @@ inline LineFloats row_points_taps(const std::vector<RowTile>& tiles, const LineF
   return U;
 }
 
+// B^T on one row tile's input columns (winograd_rows_forward's transform): its points, F(2, 5)'s 6 or F(4, 5)'s 8
+// (tile.points), from the tile's columns, vectors of VL floats `in` floats apart from src, stored `out` floats apart
+// from v. F(4, 5)'s row 0 is the textbook row negated (d0 - 5.25 d2 + 5.25 d4 - d6), as are 90 G's row 0 (-90) and
+// the weight gradient's Gd[0] (-90 dy0): the signs cancel in each product.
+template <int VL>
+inline void row_tile_points(const RowTile& tile, const float* src, int64_t in, float* v, int64_t out) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  const auto load = [](const float* p) {
+    vec x;
+    std::memcpy(&x, p, sizeof(vec));
+    return x;
+  };
+  if (tile.points == kPairPoints) {
+    vec d[kPairPoints];
+#pragma GCC unroll 8
+    for (int i = 0; i < kPairPoints; ++i) d[i] = load(src + i * in);
+    const vec b[kPairPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
+                               4 * d[1] - 4 * d[2] - d[3] + d[4], -2 * d[1] - d[2] + 2 * d[3] + d[4],
+                               2 * d[1] - d[2] - 2 * d[3] + d[4], 4 * d[1] - 5 * d[3] + d[5]};
+#pragma GCC unroll 8
+    for (int xi = 0; xi < kPairPoints; ++xi) std::memcpy(v + xi * out, &b[xi], sizeof(vec));
+    return;
+  }
+  vec d[kQuadPoints];
+#pragma GCC unroll 8
+  for (int i = 0; i < kQuadPoints; ++i) d[i] = load(src + i * in);
+  const vec t1 = d[2] + d[6] - 4.25f * d[4], t2 = d[1] + d[5] - 4.25f * d[3];
+  const vec t3 = 0.25f * d[2] + d[6] - 1.25f * d[4], t4 = 0.5f * d[1] + 2 * d[5] - 2.5f * d[3];
+  const vec t5 = 4 * d[2] + d[6] - 5 * d[4], t6 = 2 * d[1] + 0.5f * d[5] - 2.5f * d[3];
+  const vec b[kQuadPoints] = {5.25f * (d[2] - d[4]) + (d[6] - d[0]), t1 + t2, t1 - t2, t3 + t4, t3 - t4,
+                              t5 + t6, t5 - t6, 5.25f * (d[3] - d[5]) + (d[7] - d[1])};
+#pragma GCC unroll 8
+  for (int xi = 0; xi < kQuadPoints; ++xi) std::memcpy(v + xi * out, &b[xi], sizeof(vec));
+}
+
+// The weight gradient's scaled A on one row tile's dy (winograd_rows_weight_image's transform): its points, F(5, 2)'s 6
+// or F(5, 4)'s 8 (tile.points), integer multiples of the tile's 2 or 4 outputs (vectors of VL floats, VL apart from
+// dy; all zero where dy is null), stored `out` floats apart from v.
+template <int VL>
+inline void row_tile_dy_points(const RowTile& tile, const float* dy, float* v, int64_t out) {
+  typedef float vec __attribute__((vector_size(4 * VL)));
+  vec d[4] = {};
+#pragma GCC unroll 4
+  for (int e = 0; e < 4; ++e)  // a constant count: a run-time one became a call to memcpy
+    if (dy && e < tile.outputs) std::memcpy(&d[e], dy + e * VL, sizeof(vec));
+  if (tile.points == kPairPoints) {
+    const vec gd[kPairPoints] = {6 * d[0],        -4 * (d[0] + d[1]), -4 * (d[0] - d[1]),
+                                 d[0] + 2 * d[1], d[0] - 2 * d[1],    24 * d[1]};
+#pragma GCC unroll 8
+    for (int xi = 0; xi < kPairPoints; ++xi) std::memcpy(v + xi * out, &gd[xi], sizeof(vec));
+    return;
+  }
+  const vec even = d[0] + d[2], odd = d[1] + d[3];
+  const vec gd[kQuadPoints] = {-90 * d[0],
+                               -20 * (even + odd),
+                               -20 * (even - odd),
+                               (d[0] + 4 * d[2]) + (2 * d[1] + 8 * d[3]),
+                               (d[0] + 4 * d[2]) - (2 * d[1] + 8 * d[3]),
+                               (64 * d[0] + 16 * d[2]) + (32 * d[1] + 8 * d[3]),
+                               (64 * d[0] + 16 * d[2]) - (32 * d[1] + 8 * d[3]),
+                               90 * d[3]};
+#pragma GCC unroll 8
+  for (int xi = 0; xi < kQuadPoints; ++xi) std::memcpy(v + xi * out, &gd[xi], sizeof(vec));
+}
+
 template <int VL>
 void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, int64_t HV,
                           const std::vector<RowTile>& tiles, int64_t slots, const int64_t* plane_rows, float* plane,
                           float* V) {
-  typedef float vec __attribute__((vector_size(4 * VL)));
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   for (int64_t c = 0; c < C; ++c) {
     transpose(xs + c * Hp * Wp, plane_rows, Hp, HV, Wp, 1.0f, plane);  // plane[col * HV + row]
@@ -584,25 +648,7 @@ void winograd_rows_inputs(const float* xs, int64_t C, int64_t Hp, int64_t Wp, in
       float* v = V + (c * slots + tile.slot) * HV;
       const float* src = plane + tile.col * HV;
       for (int64_t h = 0; h < HV; h += VL) {
-        if (tile.points == kPairPoints) {
-          vec d[kPairPoints];
-          for (int i = 0; i < kPairPoints; ++i) std::memcpy(&d[i], src + i * HV + h, sizeof(vec));
-          const vec b[kPairPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
-                                     4 * d[1] - 4 * d[2] - d[3] + d[4], -2 * d[1] - d[2] + 2 * d[3] + d[4],
-                                     2 * d[1] - d[2] - 2 * d[3] + d[4], 4 * d[1] - 5 * d[3] + d[5]};
-          for (int xi = 0; xi < kPairPoints; ++xi) std::memcpy(v + xi * HV + h, &b[xi], sizeof(vec));
-        } else {
-          vec d[kQuadPoints];
-          for (int i = 0; i < kQuadPoints; ++i) std::memcpy(&d[i], src + i * HV + h, sizeof(vec));
-          const vec t1 = d[2] + d[6] - 4.25f * d[4], t2 = d[1] + d[5] - 4.25f * d[3];
-          const vec t3 = 0.25f * d[2] + d[6] - 1.25f * d[4], t4 = 0.5f * d[1] + 2 * d[5] - 2.5f * d[3];
-          const vec t5 = 4 * d[2] + d[6] - 5 * d[4], t6 = 2 * d[1] + 0.5f * d[5] - 2.5f * d[3];
-          // row 0 is the textbook row negated (d0 - 5.25 d2 + 5.25 d4 - d6), as are 90 G's row 0 (-90) and the
-          // weight gradient's Gd[0] (-90 dy0): the signs cancel in each product
-          const vec b[kQuadPoints] = {5.25f * (d[2] - d[4]) + (d[6] - d[0]), t1 + t2, t1 - t2, t3 + t4, t3 - t4,
-                                      t5 + t6, t5 - t6, 5.25f * (d[3] - d[5]) + (d[7] - d[1])};
-          for (int xi = 0; xi < kQuadPoints; ++xi) std::memcpy(v + xi * HV + h, &b[xi], sizeof(vec));
-        }
+        row_tile_points<VL>(tile, src + h, HV, v + h, HV);
       }
     }
   }
@@ -827,31 +873,9 @@ class ImageLaneForward {
       for (int64_t h = H; h < rows; ++h)
         for (int64_t xi = 0; xi < XI; ++xi) store(V + xi * point + (c * rows + h) * VL, vec{});
       for (int64_t h = 0; h < H; ++h)
-        for (const RowTile& tile : tiles_) {
-          const float* src = g + ((c * H + h) * W + tile.col) * VL;
-          float* v = V + tile.slot * point + (c * rows + h) * VL;
-          if (tile.points == kPairPoints) {
-            vec d[kPairPoints];
-#pragma GCC unroll 8
-            for (int i = 0; i < kPairPoints; ++i) d[i] = load(src + i * VL);
-            const vec b[kPairPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
-                                       4 * d[1] - 4 * d[2] - d[3] + d[4], -2 * d[1] - d[2] + 2 * d[3] + d[4],
-                                       2 * d[1] - d[2] - 2 * d[3] + d[4], 4 * d[1] - 5 * d[3] + d[5]};
-#pragma GCC unroll 8
-            for (int xi = 0; xi < kPairPoints; ++xi) store(v + xi * point, b[xi]);
-          } else {
-            vec d[kQuadPoints];
-#pragma GCC unroll 8
-            for (int i = 0; i < kQuadPoints; ++i) d[i] = load(src + i * VL);
-            const vec t1 = d[2] + d[6] - 4.25f * d[4], t2 = d[1] + d[5] - 4.25f * d[3];
-            const vec t3 = 0.25f * d[2] + d[6] - 1.25f * d[4], t4 = 0.5f * d[1] + 2 * d[5] - 2.5f * d[3];
-            const vec t5 = 4 * d[2] + d[6] - 5 * d[4], t6 = 2 * d[1] + 0.5f * d[5] - 2.5f * d[3];
-            const vec b[kQuadPoints] = {5.25f * (d[2] - d[4]) + (d[6] - d[0]), t1 + t2, t1 - t2, t3 + t4, t3 - t4,
-                                        t5 + t6, t5 - t6, 5.25f * (d[3] - d[5]) + (d[7] - d[1])};
-#pragma GCC unroll 8
-            for (int xi = 0; xi < kQuadPoints; ++xi) store(v + xi * point, b[xi]);
-          }
-        }
+        for (const RowTile& tile : tiles_)
+          row_tile_points<VL>(tile, g + ((c * H + h) * W + tile.col) * VL, VL,
+                              V + tile.slot * point + (c * rows + h) * VL, point);
     }
     uvec carries{};  // the outputs' exponent_carry before ReLU, ORed
     for (int64_t p0 = 0; p0 < P; p0 += PB)
@@ -1248,29 +1272,8 @@ void winograd_rows_weight_image(const ConvShape& s, const RowWinogradLayout& m, 
   winograd_rows_inputs<VL>(xp, C, m.Hp, m.Wp, HV, m.tiles, slots, m.plane_rows.data(), plane, V);
   // Gd[p][slot]: each tile's dy columns (the filters in the lanes) by its scaled A: integers
   for (int64_t p = 0; p < P; ++p)
-    for (const RowTile& tile : m.tiles) {
-      vec d[4] = {};
-#pragma GCC unroll 4
-      for (int e = 0; e < 4; ++e)  // a constant count: a run-time one became a call to memcpy
-        if (e < tile.outputs) std::memcpy(&d[e], g + p * g_row + (tile.col + e) * VL, sizeof(vec));
-      float* out = Gd + (p * slots + tile.slot) * VL;
-      if (tile.points == kPairPoints) {
-        const vec gd[kPairPoints] = {6 * d[0],           -4 * (d[0] + d[1]), -4 * (d[0] - d[1]),
-                                    d[0] + 2 * d[1],    d[0] - 2 * d[1],    24 * d[1]};
-        for (int xi = 0; xi < kPairPoints; ++xi) std::memcpy(out + xi * VL, &gd[xi], sizeof(vec));
-      } else {
-        const vec even = d[0] + d[2], odd = d[1] + d[3];
-        const vec gd[kQuadPoints] = {-90 * d[0],
-                                     -20 * (even + odd),
-                                     -20 * (even - odd),
-                                     (d[0] + 4 * d[2]) + (2 * d[1] + 8 * d[3]),
-                                     (d[0] + 4 * d[2]) - (2 * d[1] + 8 * d[3]),
-                                     (64 * d[0] + 16 * d[2]) + (32 * d[1] + 8 * d[3]),
-                                     (64 * d[0] + 16 * d[2]) - (32 * d[1] + 8 * d[3]),
-                                     90 * d[3]};
-        for (int xi = 0; xi < kQuadPoints; ++xi) std::memcpy(out + xi * VL, &gd[xi], sizeof(vec));
-      }
-    }
+    for (const RowTile& tile : m.tiles)
+      row_tile_dy_points<VL>(tile, g + p * g_row + tile.col * VL, Gd + (p * slots + tile.slot) * VL, VL);
   // per channel and tile kind, the points in groups of X (4 of F(5, 4)'s, 3 of F(5, 2)'s): 5 X accumulators. The
   // tiles of a kind are adjacent in the slots (row_tiles: the quads first), `count` of them from slot0, `points` apart.
   const auto group = [&](auto width, int64_t c, int64_t slot0, int64_t count, int64_t points, int64_t sum0) {
@@ -1561,64 +1564,18 @@ class ImageLaneWeightGradient {
     const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
     transpose(x_ + n0 * C * HW, image_rows_x_.data(), VL, VL, C * HW, 1.0f, gx);
     transpose(dy_ + n0 * K * PQ, image_rows_dy_.data(), VL, VL, K * PQ, 1.0f, gy);
-    // V[c][slot][h]: B^T on each input row's tiles (winograd_rows_inputs's)
+    // V[c][slot][h]: B^T on each input row's tiles
     for (int64_t c = 0; c < C; ++c)
       for (int64_t h = 0; h < H; ++h)
-        for (const RowTile& tile : tiles_) {
-          const float* src = gx + ((c * H + h) * W + tile.col) * VL;
-          float* v = V + ((c * XI + tile.slot) * H + h) * VL;
-          const int64_t point = H * VL;
-          if (tile.points == kPairPoints) {
-            vec d[kPairPoints];
-#pragma GCC unroll 8
-            for (int i = 0; i < kPairPoints; ++i) d[i] = load(src + i * VL);
-            const vec b[kPairPoints] = {4 * d[0] - 5 * d[2] + d[4],        -4 * d[1] - 4 * d[2] + d[3] + d[4],
-                                       4 * d[1] - 4 * d[2] - d[3] + d[4], -2 * d[1] - d[2] + 2 * d[3] + d[4],
-                                       2 * d[1] - d[2] - 2 * d[3] + d[4], 4 * d[1] - 5 * d[3] + d[5]};
-#pragma GCC unroll 8
-            for (int xi = 0; xi < kPairPoints; ++xi) store(v + xi * point, b[xi]);
-          } else {
-            vec d[kQuadPoints];
-#pragma GCC unroll 8
-            for (int i = 0; i < kQuadPoints; ++i) d[i] = load(src + i * VL);
-            const vec t1 = d[2] + d[6] - 4.25f * d[4], t2 = d[1] + d[5] - 4.25f * d[3];
-            const vec t3 = 0.25f * d[2] + d[6] - 1.25f * d[4], t4 = 0.5f * d[1] + 2 * d[5] - 2.5f * d[3];
-            const vec t5 = 4 * d[2] + d[6] - 5 * d[4], t6 = 2 * d[1] + 0.5f * d[5] - 2.5f * d[3];
-            const vec b[kQuadPoints] = {5.25f * (d[2] - d[4]) + (d[6] - d[0]), t1 + t2, t1 - t2, t3 + t4, t3 - t4,
-                                        t5 + t6, t5 - t6, 5.25f * (d[3] - d[5]) + (d[7] - d[1])};
-#pragma GCC unroll 8
-            for (int xi = 0; xi < kQuadPoints; ++xi) store(v + xi * point, b[xi]);
-          }
-        }
+        for (const RowTile& tile : tiles_)
+          row_tile_points<VL>(tile, gx + ((c * H + h) * W + tile.col) * VL, VL, V + ((c * XI + tile.slot) * H + h) * VL,
+                              H * VL);
     // Gd[k][slot][p]: each dy row's tiles by the scaled A (winograd_rows_weight_image's); zero for filters past K
     for (int64_t k = 0; k < KP; ++k)
       for (int64_t p = 0; p < P; ++p)
-        for (const RowTile& tile : tiles_) {
-          vec d[4];
-#pragma GCC unroll 4
-          for (int e = 0; e < 4; ++e)
-            d[e] = k < K && e < tile.outputs ? load(gy + ((k * P + p) * Q + tile.col + e) * VL) : vec{};
-          float* out = Gd + ((k * XI + tile.slot) * P + p) * VL;
-          const int64_t point = P * VL;
-          if (tile.points == kPairPoints) {
-            const vec gd[kPairPoints] = {6 * d[0],        -4 * (d[0] + d[1]), -4 * (d[0] - d[1]),
-                                        d[0] + 2 * d[1], d[0] - 2 * d[1],    24 * d[1]};
-#pragma GCC unroll 8
-            for (int xi = 0; xi < kPairPoints; ++xi) store(out + xi * point, gd[xi]);
-          } else {
-            const vec even = d[0] + d[2], odd = d[1] + d[3];
-            const vec gd[kQuadPoints] = {-90 * d[0],
-                                         -20 * (even + odd),
-                                         -20 * (even - odd),
-                                         (d[0] + 4 * d[2]) + (2 * d[1] + 8 * d[3]),
-                                         (d[0] + 4 * d[2]) - (2 * d[1] + 8 * d[3]),
-                                         (64 * d[0] + 16 * d[2]) + (32 * d[1] + 8 * d[3]),
-                                         (64 * d[0] + 16 * d[2]) - (32 * d[1] + 8 * d[3]),
-                                         90 * d[3]};
-#pragma GCC unroll 8
-            for (int xi = 0; xi < kQuadPoints; ++xi) store(out + xi * point, gd[xi]);
-          }
-        }
+        for (const RowTile& tile : tiles_)
+          row_tile_dy_points<VL>(tile, k < K ? gy + ((k * P + p) * Q + tile.col) * VL : nullptr,
+                                 Gd + ((k * XI + tile.slot) * P + p) * VL, P * VL);
     // sums[k][c][r][point]: over the kind's tiles (adjacent slots, the quads first) and dy's rows, in that order
     for (int64_t c = 0; c < C; ++c)
       for (int64_t k0 = 0; k0 < KP; k0 += KB)
