@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -29,76 +30,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"convcore: error: {message}\n")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _checked(convert, valid, rule):
+    """An argparse type that converts the text (convert raises ValueError where it cannot) and checks the value
+    (valid), failing with `must be <rule>, got '<text>'`."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        return value
+    return parse
 
 
-def _thread_count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_THREADS}, got {text!r}") from None
-    if not 1 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_THREADS}, got {text!r}")
-    return value
-
-
-def _shape(text):
-    try:
-        dims = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers like 3,224,224, "
-                                         f"got {text!r}") from None
-    if not dims or len(dims) > 3 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 to 3 comma-separated positive integers like 3,224,224, "
-                                         f"got {text!r}")
-    return dims
-
-
-def _nonnegative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def _momentum(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return value
-
-
-def _nonnegative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_nonnegative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_thread_count = _checked(int, lambda v: 1 <= v <= MAX_THREADS, f"an integer from 1 to {MAX_THREADS}")
+_shape = _checked(lambda text: tuple(int(v) for v in text.split(",")), lambda dims: 1 <= len(dims) <= 3 and
+                  min(dims) >= 1, "1 to 3 comma-separated positive integers like 3,224,224")
+_positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_nonnegative_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+_momentum = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def _holds_a_run(folder: Path) -> bool:

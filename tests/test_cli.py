@@ -114,7 +114,13 @@ def test_summary_of_an_absurd_input_exits_2_before_allocating(capsys):
     (["train", "--weight-decay", "-0.1"], "--weight-decay: must be a number >= 0, got '-0.1'"),
     (["train", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
     (["summary", "nonet"], "invalid choice: 'nonet'"),
-    (["summary", "lenet5", "--input-shape", "1,x"], "--input-shape: must be comma-separated positive integers"),
+    (["train", "--lr", "inf"], "--lr: must be a positive number, got 'inf'"),
+    (["train", "--weight-decay", "nan"], "--weight-decay: must be a number >= 0, got 'nan'"),
+    (["train", "--momentum", "nan"], "--momentum: must be a number in [0, 1), got 'nan'"),
+    (["summary", "lenet5", "--input-shape", "1,x"],
+     "--input-shape: must be 1 to 3 comma-separated positive integers like 3,224,224, got '1,x'"),
+    (["summary", "lenet5", "--input-shape", "1,2,3,4"], "--input-shape: must be 1 to 3 comma-separated"),
+    (["summary", "lenet5", "--input-shape", "1,0,3"], "--input-shape: must be 1 to 3 comma-separated"),
     (["bench", "nosuch"], "no benchmark 'nosuch'"),
 ])
 def test_more_bad_arguments(argv, fragment):
