@@ -6,11 +6,10 @@ import numpy as np
 from .._validate import as_bool, as_size, as_tuple
 from ..functional import conv as conv_ops
 from .init import as_generator, fan_in_bias, kaiming_uniform
-from .module import Module, Parameter, check_input_dtype
+from .module import Parameter, PreparedLayer, check_input_dtype
 
 
-class _ConvNd(Module):
-    fuses_relu = True
+class _ConvNd(PreparedLayer):
     n_axes = 2
     _option_checks = {
         "in_channels": lambda layer, v: as_size(v, "in_channels"),
@@ -35,11 +34,12 @@ class _ConvNd(Module):
         self.weight = Parameter(kaiming_uniform(
             rng, (self.out_channels, self.in_channels // self.groups, *self.kernel_size), fan_in))
         self.bias = Parameter(fan_in_bias(rng, fan_in, self.out_channels)) if as_bool(bias, "bias") else None
-        self.input_grad = True
-        self._saved_state = None  # (x, the backward prepared for it)
 
     def _options(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+    def _input(self, x):
+        return conv_ops._tensor(x, "x", self.n_axes + 2)
 
     def _steps(self, x, activation):
         """(forward, backward) prepared by convcore.functional for inputs shaped and typed like x (a C-contiguous
@@ -56,28 +56,6 @@ class _ConvNd(Module):
                     conv_ops._prepare_backward(x4, w, n_axes=self.n_axes, **options))
         key = (x.shape, x.dtype, activation, self.stride, self.padding, self.dilation, self.groups)
         return self._prepared_for(key, w, b, build)
-
-    def forward(self, x, activation=None):
-        if type(x) is not np.ndarray or not x.flags.c_contiguous:
-            x = conv_ops._tensor(x, "x", self.n_axes + 2)
-        run, back = self._steps(x, activation)
-        y = run(x)
-        self._saved_state = (x, back) if self._keeps() else None
-        return y
-
-    def _inference_step(self, x, relu=False):
-        return self._steps(conv_ops._tensor(x, "x", self.n_axes + 2), "relu" if relu else None)[0]
-
-    def backward(self, dy, input_grad=True):
-        x, back = self._saved(self._saved_state)
-        dx, dw, db = back(dy, x, input_grad and self.input_grad, self.bias is not None)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
-
-    def _release(self):
-        self._saved_state = None
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .._validate import as_bool, as_size, as_tensor
 from ..functional import gemm as gemm_ops
 from .init import as_generator, fan_in_bias, kaiming_uniform
-from .module import Module, Parameter, check_input_dtype
+from .module import Module, Parameter, PreparedLayer, check_input_dtype
 
 
-class Linear(Module):
+class Linear(PreparedLayer):
     """Fully connected layer: (N, in_features) -> (N, out_features); weight (out, in)."""
-    fuses_relu = True
     _option_checks = {"in_features": lambda layer, v: as_size(v, "in_features"),
                       "out_features": lambda layer, v: as_size(v, "out_features")}
 
@@ -23,8 +20,9 @@ class Linear(Module):
         rng = as_generator(rng)
         self.weight = Parameter(kaiming_uniform(rng, (self.out_features, self.in_features), self.in_features))
         self.bias = Parameter(fan_in_bias(rng, self.in_features, self.out_features)) if as_bool(bias, "bias") else None
-        self.input_grad = True
-        self._saved_state = None  # (x, the backward prepared for it)
+
+    def _input(self, x):
+        return as_tensor(x, "x", ndim=2)
 
     def _steps(self, x, activation):
         """(forward, backward) prepared by convcore.functional for inputs shaped and typed like x (a C-contiguous
@@ -38,28 +36,6 @@ class Linear(Module):
             check_input_dtype(x2, w)
             return gemm_ops._prepare_linear(x2, w, b, activation), gemm_ops._prepare_linear_backward(x2, w)
         return self._prepared_for((x.shape, x.dtype, activation), w, b, build)
-
-    def forward(self, x, activation=None):
-        if type(x) is not np.ndarray or not x.flags.c_contiguous:
-            x = as_tensor(x, "x", ndim=2)
-        run, back = self._steps(x, activation)
-        y = run(x)
-        self._saved_state = (x, back) if self._keeps() else None
-        return y
-
-    def _inference_step(self, x, relu=False):
-        return self._steps(as_tensor(x, "x", ndim=2), "relu" if relu else None)[0]
-
-    def backward(self, dy, input_grad=True):
-        x, back = self._saved(self._saved_state)
-        dx, dw, db = back(dy, x, input_grad and self.input_grad, self.bias is not None)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
-
-    def _release(self):
-        self._saved_state = None
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -476,5 +476,39 @@ class Module:
         return "\n".join(lines)
 
 
+
+class PreparedLayer(Module):
+    """A layer with a weight and an optional bias whose forward and backward convcore.functional prepares for its
+    input's shape (Linear and the convolutions). A subclass gives _input(x), x checked as the layer's input and made a
+    C-contiguous array, and _steps(x, activation), the (forward, backward) prepared for inputs like that array."""
+    fuses_relu = True
+
+    def __init__(self):
+        super().__init__()
+        self.input_grad = True
+        self._saved_state = None  # (x, the backward prepared for it)
+
+    def forward(self, x, activation=None):
+        if type(x) is not np.ndarray or not x.flags.c_contiguous:
+            x = self._input(x)
+        run, back = self._steps(x, activation)
+        y = run(x)
+        self._saved_state = (x, back) if self._keeps() else None
+        return y
+
+    def _inference_step(self, x, relu=False):
+        return self._steps(self._input(x), "relu" if relu else None)[0]
+
+    def backward(self, dy, input_grad=True):
+        x, back = self._saved(self._saved_state)
+        dx, dw, db = back(dy, x, input_grad and self.input_grad, self.bias is not None)
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def _release(self):
+        self._saved_state = None
+
 # what Module.__setattr__ registers as a parameter or child, under any name
 _REGISTERED = (Parameter, Module)
