@@ -1064,18 +1064,23 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
   // each tile's rows
   const auto transform_row = [&](const float* xt, const float* gt, int64_t ty, int64_t t0, float* V, float* D,
                                   const auto& prefetch) {
-    for (int64_t c0 = 0; c0 < CP; c0 += VL) {
-      const float* rows = xt + 2 * ty * xcols * CP + c0;
+    // the layout in locals of its own: read through the captures (references), it was reloaded from memory after
+    // every store of V and D (vector stores may alias anything). Both builds in one process, calls alternated, median
+    // of per-pair time ratios, AMD Zen 3, weight gradient at n=128, 2 / 1 threads: 16 channels on 32 x 32 1.25 /
+    // 1.29x, 32 on 16 x 16 1.16x, 64 on 8 x 8 1.11 / 1.13x; ResNet-20's training step (batch 128) 1.07x
+    const int64_t cp = CP, kp = KP, vs = VS, ds = DS, x_cols = xcols, y_cols = ycols, tiles = tw;
+    for (int64_t c0 = 0; c0 < cp; c0 += VL) {
+      const float* rows = xt + 2 * ty * x_cols * cp + c0;
       const auto column = [&](int64_t u, vec(&out)[4]) {
         vec d[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < 4; ++r) std::memcpy(&d[r], rows + (r * xcols + u) * CP, sizeof(vec));
+        for (int r = 0; r < 4; ++r) std::memcpy(&d[r], rows + (r * x_cols + u) * cp, sizeof(vec));
         Tile::input(d, out);
       };
       vec cols[4][4];  // cols[q][i]: B^T of the tile's padded column q, row i
       column(0, cols[2]);
       column(1, cols[3]);
-      for (int64_t tx = 0; tx < tw; ++tx) {
+      for (int64_t tx = 0; tx < tiles; ++tx) {
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
           cols[0][i] = cols[2][i];
@@ -1090,19 +1095,19 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
           vec out[4];
           Tile::input(row, out);
 #pragma GCC unroll 4
-          for (int j = 0; j < 4; ++j) std::memcpy(V + (i * 4 + j) * VS + (t0 + tx) * CP + c0, &out[j], sizeof(vec));
+          for (int j = 0; j < 4; ++j) std::memcpy(V + (i * 4 + j) * vs + (t0 + tx) * cp + c0, &out[j], sizeof(vec));
         }
       }
     }
-    for (int64_t k0 = 0; k0 < KP; k0 += VL)
-      for (int64_t tx = 0; tx < tw; ++tx) {
-        const float* g0 = gt + (2 * ty * ycols + 2 * tx) * KP + k0;
+    for (int64_t k0 = 0; k0 < kp; k0 += VL)
+      for (int64_t tx = 0; tx < tiles; ++tx) {
+        const float* g0 = gt + (2 * ty * y_cols + 2 * tx) * kp + k0;
         vec h[2][4];  // h[r][j]: dy row r times A^T, column j
 #pragma GCC unroll 2
         for (int r = 0; r < 2; ++r) {
           vec even, odd;
-          std::memcpy(&even, g0 + r * ycols * KP, sizeof(vec));
-          std::memcpy(&odd, g0 + (r * ycols + 1) * KP, sizeof(vec));
+          std::memcpy(&even, g0 + r * y_cols * kp, sizeof(vec));
+          std::memcpy(&odd, g0 + (r * y_cols + 1) * kp, sizeof(vec));
           const vec g[2] = {even, odd};
           Tile::gradient(g, h[r]);
         }
@@ -1113,7 +1118,7 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
           WinogradTile<2>::gradient(g, out);
 #pragma GCC unroll 4
           for (int e = 0; e < 4; ++e)
-            std::memcpy(D + (4 * e + j) * DS + (t0 + tx) * KP + k0, &out[e], sizeof(vec));
+            std::memcpy(D + (4 * e + j) * ds + (t0 + tx) * kp + k0, &out[e], sizeof(vec));
         }
       }
   };
