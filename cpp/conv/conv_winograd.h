@@ -808,13 +808,13 @@ void fused_filters(const ConvShape& s, const float* w, int64_t KP, int64_t k_lo,
 // of an image's vector rows; where those are fewer still, a run of the filters of a band) first copies the padded rows
 // it reads, zero-padded, each row split by column parity (padded column v of a row at (v % 2) * Wq + v / 2), so that
 // the four columns of VL tiles' input tiles are four plain loads. Then, per vector of tiles (G tile rows of L = VL / G
-// tiles each: two or four tile rows where a row holds at most half or a quarter of a vector of tiles), in L1 and L2:
-// V[xi][c] = (B^T d B)[xi] for every channel, M[xi][k] = sum over c of U[xi][c][k] V[xi][c] in registers (VL filters
-// at a time, U broadcast), then y = A^T M A + bias, ReLU. Each output's sums are formed in the same order whatever the
-// thread count. Returns false, y unfinished, where x or w holds an infinity or a NaN. Workspace, with KP the filters
-// rounded up to VL: U (16 x C x KP floats; kept by the cache) and the filters regrouped for it (9 x C x KP), and per
-// task the copy of its rows (C x (2 x its vector rows x G + 2) rows of 2 x (ceil(tw / L) x L + 1) floats, tw = ceil(Q /
-// 2) tiles a row) and V and M (16 x (C + KP + 2) vectors).
+// tiles each: two or four tile rows where a row holds at most half or a quarter of a vector of tiles; kSlots vectors
+// at once), in L1 and L2: V[xi][c] = (B^T d B)[xi] for every channel, M[xi][k] = sum over c of U[xi][c][k] V[xi][c]
+// in registers (VL / kSlots filters at a time, U broadcast), then y = A^T M A + bias, ReLU. Each output's sums are
+// formed in the same order whatever the thread count. Returns false, y unfinished, where x or w holds an infinity or a
+// NaN. Workspace, with KP the filters rounded up to VL: U (16 x C x KP floats; kept by the cache) and the filters
+// regrouped for it (9 x C x KP), and per task the copy of its rows (C x (2 x its vector rows x G + 2) rows of 2 x
+// (ceil(tw / L) x L + 1) floats, tw = ceil(Q / 2) tiles a row) and V and M (kSlots x 16 x (C + KP + 2) vectors).
 constexpr int64_t kSplitAhead = 1024;  // floats ahead of the image row being copied, prefetched (else its misses: 20%)
 template <int VL, int G>
 bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
