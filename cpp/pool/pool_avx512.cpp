@@ -150,7 +150,7 @@ CONVCORE_ROW void avg_2x2_row_backward(const float* dy, const float* dy_end, flo
   }
 }
 
-// Narrow rows (even W <= 16, even H): a step takes G = 16 / OW whole output rows at once (a row of OW <= 8
+// Narrow rows (even W from 2 to 16, even H): a step takes G = 16 / OW whole output rows at once (a row of OW <= 8
 // outputs used at most half a vector; LeNet-5's second pooling has rows of 5). With H and W even, output row r
 // reads the 2W input floats at r * 2W, so a step's G rows read the G * 2W <= 64 consecutive floats of four
 // vectors, and its G * OW outputs are consecutive too. Lane i (row i / OW, column i % OW) takes its four window
@@ -192,7 +192,7 @@ struct NarrowRows {
   }
 };
 
-inline bool narrow_rows(int64_t H, int64_t W) { return H % 2 == 0 && W % 2 == 0 && W <= 16; }
+inline bool narrow_rows(int64_t H, int64_t W) { return H % 2 == 0 && W >= 2 && W % 2 == 0 && W <= 16; }
 
 // Runs step(n, i) for each whole step i of the planes' H/2 output rows each, then row(r) for each output row left.
 template <typename Step, typename Row>
