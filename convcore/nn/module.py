@@ -476,7 +476,6 @@ class Module:
         return "\n".join(lines)
 
 
-
 class PreparedLayer(Module):
     """A layer with a weight and an optional bias whose forward and backward convcore.functional prepares for its
     input's shape (Linear and the convolutions). A subclass gives _input(x), x checked as the layer's input and made a
@@ -509,6 +508,7 @@ class PreparedLayer(Module):
 
     def _release(self):
         self._saved_state = None
+
 
 # what Module.__setattr__ registers as a parameter or child, under any name
 _REGISTERED = (Parameter, Module)

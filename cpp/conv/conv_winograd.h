@@ -826,9 +826,9 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
   constexpr int KB = VL, L = VL / G;  // filters a block of accumulators, tiles a lane group
   // vectors of tiles whose products run together (products): two on AVX2 where a vector holds one tile row (G = 1).
   // Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 3, forward at n=128, 1 / 2
-  // threads: 16 channels on 32 x 32 1.13 / 1.10x, 32 on 16 x 16 1.20 / 1.17x, 64 on 16 x 16 (n=32) 1.00x; but with
-  // two tile rows a vector (8 x 8 maps) 0.93-1.09x (64 channels), 0.95x (16), 0.97x (32). AVX-512: one, not measured
-  // with two.
+  // threads: 16 channels on 32 x 32 1.15 / 1.17x, 32 on 16 x 16 1.19 / 1.13x, 64 on 16 x 16 (n=32) 1.00x; but with
+  // two tile rows a vector (8 x 8 maps) 0.93-1.09x (64 channels), 0.95x (16), 0.97x (32). AVX-512: one (AMD Zen 4,
+  // where the broadcasts fold into the FMAs: two for one tile row a vector 0.98-1.02x, for up to two 1.00-1.03x).
   constexpr int kSlots = VL == 8 && G == 1 ? 2 : 1;
   const int64_t C = s.C, K = s.K, KP = (K + KB - 1) / KB * KB, H = s.H, W = s.W, P = s.P, Q = s.Q;
   const int64_t th = (P + 1) / 2, tw = (Q + 1) / 2;
