@@ -48,7 +48,7 @@ constexpr int64_t kMinQuadProducts = int64_t(1) << 23;
 // (32 x 32 n=32, 56 x 56 n=8, 224 x 224 n=1) while the im2col route, packing into L2, kept its speed: left to it.
 constexpr int64_t kMinWeightTiles = 192;
 constexpr double kWeightWork = 0.5;
-// The fused F(2x2, 3x3) forward (winograd_fused_forward) takes layers of kFusedChannels to 2 x kFusedChannels channels
+// The fused Winograd forward (winograd_fused_forward) takes layers of kFusedChannels to 2 x kFusedChannels channels
 // and filters whose rows hold at least kFusedMinWidth outputs (half a 16-float vector of tiles or more), and of up to 4
 // x kFusedChannels on rows of 7 or 8 outputs (four tile rows a vector; ResNet-20's third stage, which the
 // filter-vector kernel ran): there the products as GEMMs (16 x 16 by 16 x tiles) are too small for the engine, and
@@ -60,6 +60,15 @@ constexpr double kWeightWork = 0.5;
 // 0.98x / 1.06x. Applies on AVX2 and AVX-512 (the portable kernels keep the other routes).
 constexpr int64_t kFusedChannels = 16;
 constexpr int64_t kFusedMinWidth = 15;
+// The fused forward takes F(4x4, 3x3) where its products (36 positions a vector of tiles) come to at most
+// kFusedQuadWork of F(2x2, 3x3)'s (16 a vector): maps of 16 x 16 and more (0.5625), not those whose 4x4 tiles would
+// leave lanes idle (8 x 8: 2.25 on AVX-512, 1.125 on AVX2); and where the batch holds at least kMinFusedQuads 4x4
+// tiles: its filters' transform (2.25 times F(2x2)'s, at every call but a frozen model's) and each task's copy of its
+// rows are paid for by fewer tiles' products. Both builds in one process, calls alternated, median of per-pair time
+// ratios, AMD Zen 4, forward, F(4x4) against F(2x2), 2 / 1 threads: 16 channels at 32 x 32 n=128 1.29 / 1.27x, n=4
+// 1.25x, n=2 1.17x, n=1 0.75 / 1.21x; 32 at 16 x 16 n=128 1.33 / 1.40x, n=16 1.08x, n=8 0.98x, n=4 0.82x, n=1 0.44x.
+constexpr double kFusedQuadWork = 0.6;
+constexpr int64_t kMinFusedQuads = 256;
 // The fused weight gradient (winograd_fused_weight) takes the layers of kFusedChannels to 4 x kFusedChannels channels
 // and filters with at least kMinFusedWeightTiles 2x2 output tiles in the batch (each image chunk writes, sums into and
 // reads back 16 x K x C sums, K and C rounded up to a vector; with few images the chunks leave threads idle). Both
@@ -104,6 +113,20 @@ bool conv2d_winograd_fused_applies(const ConvShape& s) {
 bool conv2d_winograd_fused_weight_applies(const ConvShape& s) {
   return plain_3x3(s) && std::min(s.C, s.K) >= kFusedChannels && std::max(s.C, s.K) <= 4 * kFusedChannels &&
          batch_tiles(s) >= kMinFusedWeightTiles;
+}
+
+int winograd_fused_lane_groups(int64_t tw, int lanes) {
+  if (lanes == 16 && 4 * tw <= lanes) return 4;
+  return 2 * tw <= lanes ? 2 : 1;
+}
+
+int conv2d_winograd_fused_tile(const ConvShape& s, int lanes) {
+  const auto vectors = [&](int T) {  // vectors of tiles an image
+    const int64_t th = (s.P + T - 1) / T, tw = (s.Q + T - 1) / T, G = winograd_fused_lane_groups(tw, lanes);
+    return (th + G - 1) / G * ((tw + lanes / G - 1) / (lanes / G));
+  };
+  const int64_t quads = s.N * ((s.P + 3) / 4) * ((s.Q + 3) / 4);
+  return quads >= kMinFusedQuads && 36.0 * vectors(4) <= kFusedQuadWork * 16.0 * vectors(2) ? 4 : 2;
 }
 
 int conv2d_winograd_tile(const ConvShape& s) {

@@ -768,14 +768,16 @@ inline auto join_halves(Part lo, Part hi) {
   }
 }
 
-// The fused kernel's transformed filters U[xi][c][k] = (G g G^T)[xi] for g = w[k][c], for the filters [k_lo, k_hi)
-// (multiples of VL up to KP, a multiple of VL; zeros past K): w's taps regrouped with the filters along rows
-// (wt[c][tap][k]: w's rows of 9C floats transposed by the ISA's transposing packer, which zeroes the rows past K), then
-// transformed VL filters at a time; channels on the threads (serial inside a parallel region).
-template <int VL>
+// The fused kernel's transformed filters U[xi][c][k] = (G g G^T)[xi] for g = w[k][c] (F(T x T, 3x3): alpha^2
+// positions xi), for the filters [k_lo, k_hi) (multiples of VL up to KP, a multiple of VL; zeros past K): w's taps
+// regrouped with the filters along rows (wt[c][tap][k]: w's rows of 9C floats transposed by the ISA's transposing
+// packer, which zeroes the rows past K), then transformed VL filters at a time; channels on the threads (serial inside
+// a parallel region).
+template <int VL, int T>
 void fused_filters(const ConvShape& s, const float* w, int64_t KP, int64_t k_lo, int64_t k_hi, float* U) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  typedef WinogradTile<2> Tile;
+  typedef WinogradTile<T> Tile;
+  constexpr int alpha = Tile::alpha;
   const int64_t C = s.C, width = k_hi - k_lo, count = std::clamp<int64_t>(s.K - k_lo, 0, width);
   const CachedBlock<float> regrouped(9 * C * width);
   float* wt = regrouped.get();
@@ -785,62 +787,68 @@ void fused_filters(const ConvShape& s, const float* w, int64_t KP, int64_t k_lo,
   parallel_for(C, threads_for(16 * C * width * 4, 1 << 15), [&](int64_t c) {
     pack_transposed(w + c * 9, rows.data(), count, width, 9, 1.0f, wt + c * 9 * width);
     for (int64_t k0 = 0; k0 < width; k0 += VL) {
-      vec g[9], t[4][3];
+      vec g[9], t[alpha][3];
       for (int m = 0; m < 9; ++m) std::memcpy(&g[m], wt + (c * 9 + m) * width + k0, sizeof(vec));
       for (int j = 0; j < 3; ++j) {  // G g
-        vec col[4];
+        vec col[alpha];
         Tile::filter(g[j], g[3 + j], g[6 + j], col);
-        for (int i = 0; i < 4; ++i) t[i][j] = col[i];
+        for (int i = 0; i < alpha; ++i) t[i][j] = col[i];
       }
-      for (int i = 0; i < 4; ++i) {  // (G g) G^T
-        vec row[4];
+      for (int i = 0; i < alpha; ++i) {  // (G g) G^T
+        vec row[alpha];
         Tile::filter(t[i][0], t[i][1], t[i][2], row);
-        for (int j = 0; j < 4; ++j)
-          std::memcpy(U + ((i * 4 + j) * C + c) * KP + k_lo + k0, &row[j], sizeof(vec));
+        for (int j = 0; j < alpha; ++j)
+          std::memcpy(U + ((i * alpha + j) * C + c) * KP + k_lo + k0, &row[j], sizeof(vec));
       }
     }
   });
 }
 
-// F(2x2, 3x3) fused, for layers of few channels and filters (conv2d_winograd_fused_applies: ResNet-20's 16 to 64),
-// where the products as GEMMs (16 x 16 by 16 x tiles) are too small for the engine and V and M written for a block
-// and read back cost more than the multiplies saved. Each task (an image; where images are fewer than threads, a band
-// of an image's vector rows; where those are fewer still, a run of the filters of a band) first copies the padded rows
-// it reads, zero-padded, each row split by column parity (padded column v of a row at (v % 2) * Wq + v / 2), so that
-// the four columns of VL tiles' input tiles are four plain loads. Then, per vector of tiles (G tile rows of L = VL / G
-// tiles each: two or four tile rows where a row holds at most half or a quarter of a vector of tiles; kSlots vectors
-// at once), in L1 and L2: V[xi][c] = (B^T d B)[xi] for every channel, M[xi][k] = sum over c of U[xi][c][k] V[xi][c]
-// in registers (VL / kSlots filters at a time, U broadcast), then y = A^T M A + bias, ReLU. Each output's sums are
-// formed in the same order whatever the thread count. Returns false, y unfinished, where x or w holds an infinity or a
-// NaN. Workspace, with KP the filters rounded up to VL: U (16 x C x KP floats; kept by the cache) and the filters
-// regrouped for it (9 x C x KP), and per task the copy of its rows (C x (2 x its vector rows x G + 2) rows of 2 x
-// (ceil(tw / L) x L + 1) floats, tw = ceil(Q / 2) tiles a row) and V and M (kSlots x 16 x (C + KP + 2) vectors).
+// F(T x T, 3x3) fused (T = 2 or 4: winograd_fused_forward chooses), for layers of few channels and filters
+// (conv2d_winograd_fused_applies: ResNet-20's 16 to 64), where the products as GEMMs (16 x 16 by 16 x tiles) are too
+// small for the engine and V and M written for a block and read back cost more than the multiplies saved. Each task
+// (an image; where images are fewer than threads, a band of an image's vector rows; where those are fewer still, a run
+// of the filters of a band) first copies the padded rows it reads, zero-padded, each row split by column phase (padded
+// column v of a row at (v % T) * Wq + v / T), so that the alpha = T + 2 columns of VL tiles' input tiles are alpha
+// plain loads. Then, per vector of tiles (G tile rows of L = VL / G tiles each: two or four tile rows where a row
+// holds at most half or a quarter of a vector of tiles; kSlots vectors at once), in L1 and L2: V[xi][c] = (B^T d
+// B)[xi] for every channel and each of the alpha^2 positions xi, M[xi][k] = sum over c of U[xi][c][k] V[xi][c] in
+// registers (VL / kSlots filters at a time, U broadcast), then y = A^T M A (divided by Tile::scale) + bias, ReLU. Each
+// output's sums are formed in the same order whatever the thread count. Returns false, y unfinished, where x or w
+// holds an infinity or a NaN. Workspace, with KP the filters rounded up to VL: U (alpha^2 x C x KP floats; kept by
+// the cache) and the filters regrouped for it (9 x C x KP), and per task the copy of its rows (C x (T x its vector
+// rows x G + 2) rows of T x (ceil(tw / L) x L + 1) floats, tw = ceil(Q / T) tiles a row) and V and M (kSlots x
+// alpha^2 x (C + KP + 2) vectors).
 constexpr int64_t kSplitAhead = 1024;  // floats ahead of the image row being copied, prefetched (else its misses: 20%)
-template <int VL, int G>
+template <int VL, int T, int G>
 bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                            ConvWeightCache* cache) {
   typedef float vec __attribute__((vector_size(4 * VL)));
   typedef float half __attribute__((vector_size(2 * VL)));
   typedef float quarter __attribute__((vector_size(VL)));
-  typedef WinogradTile<2> Tile;
+  typedef WinogradTile<T> Tile;
+  constexpr int alpha = Tile::alpha, positions = alpha * alpha;
   constexpr int KB = VL, L = VL / G;  // filters a block of accumulators, tiles a lane group
   // vectors of tiles whose products run together (products): two on AVX2 where a vector holds one tile row (G = 1).
-  // Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 3, forward at n=128, 1 / 2
-  // threads: 16 channels on 32 x 32 1.15 / 1.17x, 32 on 16 x 16 1.19 / 1.13x, 64 on 16 x 16 (n=32) 1.00x; but with
-  // two tile rows a vector (8 x 8 maps) 0.93-1.09x (64 channels), 0.95x (16), 0.97x (32). AVX-512: one (AMD Zen 4,
-  // where the broadcasts fold into the FMAs: two for one tile row a vector 0.98-1.02x, for up to two 1.00-1.03x).
+  // Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 3, F(2x2), forward at
+  // n=128, 1 / 2 threads: 16 channels on 32 x 32 1.15 / 1.17x, 32 on 16 x 16 1.19 / 1.13x, 64 on 16 x 16 (n=32)
+  // 1.00x; but with two tile rows a vector (8 x 8 maps) 0.93-1.09x (64 channels), 0.95x (16), 0.97x (32). AVX-512: one
+  // (AMD Zen 4, where the broadcasts fold into the FMAs: two for one tile row a vector 0.98-1.02x, for up to two
+  // 1.00-1.03x).
   constexpr int kSlots = VL == 8 && G == 1 ? 2 : 1;
   const int64_t C = s.C, K = s.K, KP = (K + KB - 1) / KB * KB, H = s.H, W = s.W, P = s.P, Q = s.Q;
-  const int64_t th = (P + 1) / 2, tw = (Q + 1) / 2;
+  const int64_t th = (P + T - 1) / T, tw = (Q + T - 1) / T;
   const int64_t chunks = (tw + L - 1) / L, vector_rows = (th + G - 1) / G;
-  const int64_t Wq = chunks * L + 1, row_floats = 2 * Wq;
+  const int64_t Wq = chunks * L + 1, row_floats = T * Wq;
   // V[xi][c] and M[xi][k], positions VS and MS vectors apart (one more than C and KP: 1 or 4 KiB apart, the 16
   // positions of a channel or filter fell into few cache sets)
   const int64_t VS = C + 1, MS = KP + 1;
   if (!cache && any_non_finite(w, K * C * 9)) return false;  // a cache is given finite weights only (conv.h)
-  const auto transform = [&](float* U) { fused_filters<VL>(s, w, KP, 0, KP, U); };
+  const auto transform = [&](float* U) { fused_filters<VL, T>(s, w, KP, 0, KP, U); };
   ConvWeightCache::Packed kept;
-  if (cache) kept = cache->get(ConvPacking::winograd_fused, KP, 16 * C * KP, transform);
+  if (cache)
+    kept = cache->get(T == 4 ? ConvPacking::winograd_fused4 : ConvPacking::winograd_fused, KP, positions * C * KP,
+                      transform);
   // tasks: whole images, or where there are fewer images than threads, bands of each image's vector rows (each task
   // copies the padded rows its band reads), and where those are fewer still, runs of each band's blocks of filters
   // (each transforming the band's inputs). One image whose filters are transformed at this call (not kept) runs in
@@ -852,7 +860,7 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
   const int64_t band_rows = (vector_rows + bands - 1) / bands;
   const int64_t k_parts = std::min<int64_t>(KP / KB, (nt + s.N * bands - 1) / (s.N * bands));
   const int64_t part_blocks = (KP / KB + k_parts - 1) / k_parts;
-  const CachedBlock<float> own(kept ? 0 : 16 * C * KP);
+  const CachedBlock<float> own(kept ? 0 : positions * C * KP);
   if (!kept && !own_filters) transform(own.get());
   float* const U_own = own.get();
   const float* U = kept ? kept.get() : U_own;
@@ -862,6 +870,8 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
   const auto split_rows = [&](int64_t n, int64_t r0, int64_t r1, float* xs) {
     typedef uint32_t uvec __attribute__((vector_size(4 * VL)));
     const int64_t band_plane = (r1 - r0) * row_floats;
+    int64_t phase_at[T];  // image column u0 + j + T i (u0 a multiple of T) goes to phase_at[j] + u0 / T + i
+    for (int j = 0; j < T; ++j) phase_at[j] = ((s.pad_w + j) % T) * Wq + (s.pad_w + j) / T;
     uvec carries{};  // the image floats' exponent_carry, ORed
     for (int64_t c = 0; c < C; ++c)
       for (int64_t r = r0; r < r1; ++r) {
@@ -871,19 +881,23 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
         if (h < 0 || h >= H) continue;
         const float* src = x + ((n * C + c) * H + h) * W;
         for (int64_t u = 0; u < W; u += 16) __builtin_prefetch(src + kSplitAhead + u);
-        for (int64_t u0 = 0; u0 < W; u0 += 2 * VL) {
-          const vec a = load_first<VL, vec>(src + u0, std::clamp<int64_t>(W - u0, 0, VL));
-          const vec b = load_first<VL, vec>(src + u0 + VL, std::clamp<int64_t>(W - u0 - VL, 0, VL));
-          uvec bits_a, bits_b;
-          std::memcpy(&bits_a, &a, sizeof(vec));
-          std::memcpy(&bits_b, &b, sizeof(vec));
-          carries |= exponent_carry_lanes<VL>(bits_a) | exponent_carry_lanes<VL>(bits_b);
-          vec even, odd;  // image columns u0, u0 + 2, ... and u0 + 1, u0 + 3, ...
-          split_even_odd<VL>(a, b, even, odd);
-          const int64_t v = u0 + s.pad_w;  // the padded column of image column u0
-          const int64_t evens = std::min<int64_t>(VL, (W - u0 + 1) / 2), odds = std::min<int64_t>(VL, (W - u0) / 2);
-          store_first<VL>(row + (v % 2) * Wq + v / 2, even, evens);
-          if (odds > 0) store_first<VL>(row + ((v + 1) % 2) * Wq + (v + 1) / 2, odd, odds);
+        for (int64_t u0 = 0; u0 < W; u0 += T * VL) {
+          const uint64_t left = W - u0;  // image columns from u0 on
+          vec a[T], phase[T];  // phase[j]: image columns u0 + j, u0 + j + T, ...
+#pragma GCC unroll 4
+          for (int i = 0; i < T; ++i) {
+            a[i] = left > uint64_t(i) * VL ? load_first<VL, vec>(src + u0 + i * VL, std::min<int64_t>(left - i * VL, VL))
+                                           : vec{};
+            uvec bits;
+            std::memcpy(&bits, &a[i], sizeof(vec));
+            carries |= exponent_carry_lanes<VL>(bits);
+          }
+          split_phases<VL, T>(a, phase);
+#pragma GCC unroll 4
+          for (int j = 0; j < T; ++j) {
+            const int64_t count = std::min<int64_t>(VL, (left + T - 1 - j) / T);
+            if (count > 0) store_first<VL>(row + phase_at[j] + u0 / T, phase[j], count);
+          }
         }
       }
     uint32_t lanes[VL];
@@ -891,53 +905,53 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
     return std::none_of(lanes, lanes + VL, [](uint32_t c) { return (c & 0x80000000u) != 0; });
   };
   // V = B^T d B of the G tile rows from vr * G on, tiles of chunk `chunk` (the padded rows from r0 on in xs,
-  // split_rows): 16 x VS vectors
+  // split_rows): positions x VS vectors
   const auto tile_inputs = [&](const float* xs, int64_t band_plane, int64_t r0, int64_t vr, int64_t chunk, vec* V) {
     const int64_t t0 = chunk * L;
     for (int64_t c = 0; c < C; ++c) {
-      const float* xc = xs + c * band_plane + (2 * vr * G - r0) * row_floats + t0;
-      vec hb[4][4];  // hb[r][j]: input row r times B, column j
-#pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r) {
-        vec d[4];
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) {  // padded columns 2 t + q: phase q % 2, index t + q / 2
-          const float* at_g = xc + r * row_floats + (q % 2) * Wq + q / 2;  // group g's tile row: 2 g rows down
+      const float* xc = xs + c * band_plane + (T * vr * G - r0) * row_floats + t0;
+      vec hb[alpha][alpha];  // hb[r][j]: input row r times B, column j
+#pragma GCC unroll 6
+      for (int r = 0; r < alpha; ++r) {
+        vec d[alpha];
+#pragma GCC unroll 6
+        for (int q = 0; q < alpha; ++q) {  // padded columns T t + q: phase q % T, index t + q / T
+          const float* at_g = xc + r * row_floats + (q % T) * Wq + q / T;  // group g's tile row: T g rows down
           if constexpr (G == 1) {
             std::memcpy(&d[q], at_g, sizeof(vec));
           } else if constexpr (G == 2) {
             half lo, hi;
             std::memcpy(&lo, at_g, sizeof(half));
-            std::memcpy(&hi, at_g + 2 * row_floats, sizeof(half));
+            std::memcpy(&hi, at_g + T * row_floats, sizeof(half));
             d[q] = join_halves<VL>(lo, hi);
           } else {
             quarter g0, g1, g2, g3;
             std::memcpy(&g0, at_g, sizeof(quarter));
-            std::memcpy(&g1, at_g + 2 * row_floats, sizeof(quarter));
-            std::memcpy(&g2, at_g + 4 * row_floats, sizeof(quarter));
-            std::memcpy(&g3, at_g + 6 * row_floats, sizeof(quarter));
+            std::memcpy(&g1, at_g + T * row_floats, sizeof(quarter));
+            std::memcpy(&g2, at_g + 2 * T * row_floats, sizeof(quarter));
+            std::memcpy(&g3, at_g + 3 * T * row_floats, sizeof(quarter));
             d[q] = join_halves<VL>(join_halves<VL / 2>(g0, g1), join_halves<VL / 2>(g2, g3));
           }
         }
         Tile::input(d, hb[r]);
       }
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        vec col[4], out[4];
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; ++r) col[r] = hb[r][j];
+#pragma GCC unroll 6
+      for (int j = 0; j < alpha; ++j) {
+        vec col[alpha], out[alpha];
+#pragma GCC unroll 6
+        for (int r = 0; r < alpha; ++r) col[r] = hb[r][j];
         Tile::input(col, out);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) V[(i * 4 + j) * VS + c] = out[i];
+#pragma GCC unroll 6
+        for (int i = 0; i < alpha; ++i) V[(i * alpha + j) * VS + c] = out[i];
       }
     }
   };
   // M[xi][k] = sum over c of U[xi][c][k] V[xi][c] for the filters [k_lo, k_hi), for `slots` vectors of tiles (slot
-  // s's V and M 16 x VS and 16 x MS vectors on), KB / slots filters a block: two vectors share each broadcast of U
-  // (AVX2: per channel 6 loads for 8 FMAs, against 9 for one vector of 8 filters)
+  // s's V and M positions x VS and positions x MS vectors on), KB / slots filters a block: two vectors share each
+  // broadcast of U (AVX2: per channel 6 loads for 8 FMAs, against 9 for one vector of 8 filters)
   const auto products = [&](auto slots, int64_t k_lo, int64_t k_hi, const vec* V, vec* M) {
     constexpr int S = decltype(slots)::value, F = KB / S;
-    for (int xi = 0; xi < 16; ++xi)
+    for (int xi = 0; xi < positions; ++xi)
       for (int64_t k0 = k_lo; k0 < k_hi; k0 += F) {
         vec acc[S][F];
 #pragma GCC unroll 2
@@ -948,7 +962,7 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
         for (int64_t c = 0; c < C; ++c) {
           vec v[S];
 #pragma GCC unroll 2
-          for (int i = 0; i < S; ++i) v[i] = V[(16 * i + xi) * VS + c];
+          for (int i = 0; i < S; ++i) v[i] = V[(positions * i + xi) * VS + c];
 #pragma GCC unroll 16
           for (int j = 0; j < F; ++j) {
             const float uj = u[c * KP + j];
@@ -959,43 +973,46 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
 #pragma GCC unroll 2
         for (int i = 0; i < S; ++i)
 #pragma GCC unroll 16
-          for (int j = 0; j < F; ++j) M[(16 * i + xi) * MS + k0 + j] = acc[i][j];
+          for (int j = 0; j < F; ++j) M[(positions * i + xi) * MS + k0 + j] = acc[i][j];
       }
   };
-  // y (image n, its G tile rows from vr * G on, tiles of chunk `chunk`) = A^T M A + bias, ReLU
+  // y (image n, its G tile rows from vr * G on, tiles of chunk `chunk`) = A^T M A / Tile::scale + bias, ReLU
   const auto tile_outputs = [&](int64_t n, int64_t vr, int64_t chunk, int64_t k_lo, int64_t k_hi, const vec* M) {
     const int64_t t0 = chunk * L;
     for (int64_t k = k_lo; k < std::min(K, k_hi); ++k) {
       const float b = bias ? bias[k] : 0.0f;
-      vec at[2][4];  // at[e][j]: row e of A^T M, column j
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const vec col[4] = {M[j * MS + k], M[(4 + j) * MS + k], M[(8 + j) * MS + k], M[(12 + j) * MS + k]};
-        vec out[2];
+      vec at[T][alpha];  // at[e][j]: row e of A^T M, column j
+#pragma GCC unroll 6
+      for (int j = 0; j < alpha; ++j) {
+        vec col[alpha], out[T];
+#pragma GCC unroll 6
+        for (int r = 0; r < alpha; ++r) col[r] = M[(r * alpha + j) * MS + k];
         Tile::output(col, out);
-        at[0][j] = out[0];
-        at[1][j] = out[1];
+#pragma GCC unroll 4
+        for (int e = 0; e < T; ++e) at[e][j] = out[e];
       }
-#pragma GCC unroll 2
-      for (int e = 0; e < 2; ++e) {
-        vec phase[2], out[2];
+#pragma GCC unroll 4
+      for (int e = 0; e < T; ++e) {
+        vec phase[T], out[T];
         Tile::output(at[e], phase);
-#pragma GCC unroll 2
-        for (int q = 0; q < 2; ++q) {
+#pragma GCC unroll 4
+        for (int q = 0; q < T; ++q) {
+          if constexpr (Tile::scale != 1.0f) phase[q] /= Tile::scale;  // correctly rounded: integers stay exact
           phase[q] += b;
           if (relu) phase[q] = relu_keep_nan_lanes<VL>(phase[q]);
         }
-        interleave<VL>(phase[0], phase[1], out[0], out[1]);  // group g's 2L outputs: out[g * 2 / G], from lane g * 2L
-        const int64_t left = Q - 2 * t0;
+        join_phases<VL, T>(phase, out);  // group g's T L outputs: from lane g T L of out on
+        const int64_t left = Q - T * t0;
         for (int g = 0; g < G; ++g) {
-          const int64_t p = 2 * (vr * G + g) + e;
+          const int64_t p = T * (vr * G + g) + e;
           if (p >= P) break;
-          float* dst = y + ((n * K + k) * P + p) * Q + 2 * t0;
-          if constexpr (G == 1) {
-            store_first<VL>(dst, out[0], std::min<int64_t>(VL, left));
-            if (left > VL) store_first<VL>(dst + VL, out[1], std::min<int64_t>(VL, left - VL));
-          } else {
-            store_group<VL, 2 * L>(dst, out[g * 2 / G], (g * 2 % G) * L, std::min<int64_t>(2 * L, left));
+          float* dst = y + ((n * K + k) * P + p) * Q + T * t0;
+          if constexpr (G <= T) {  // the group's T / G whole vectors
+            constexpr int group_vectors = T / G;
+            for (int u = 0; u < group_vectors && left > u * VL; ++u)
+              store_first<VL>(dst + u * VL, out[g * group_vectors + u], std::min<int64_t>(VL, left - u * VL));
+          } else {  // part of a vector
+            store_group<VL, T * L>(dst, out[g * T / G], (g * T % G) * L, std::min<int64_t>(T * L, left));
           }
         }
       }
@@ -1007,41 +1024,52 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
     const int64_t vr0 = band * band_rows, vr1 = std::min(vector_rows, vr0 + band_rows);
     const int64_t k_lo = part * part_blocks * KB, k_hi = std::min(KP, k_lo + part_blocks * KB);
     if (vr0 >= vr1 || k_lo >= k_hi) return;
-    if (own_filters) fused_filters<VL>(s, w, KP, k_lo, k_hi, U_own);  // one image, one band: each part once
-    const int64_t r0 = 2 * vr0 * G, r1 = 2 * vr1 * G + 2;
-    const CachedBlock<float> xs(C * (r1 - r0) * row_floats), work(kSlots * 16 * (VS + MS) * VL);
+    if (own_filters) fused_filters<VL, T>(s, w, KP, k_lo, k_hi, U_own);  // one image, one band: each part once
+    const int64_t r0 = T * vr0 * G, r1 = T * vr1 * G + alpha - T;
+    const CachedBlock<float> xs(C * (r1 - r0) * row_floats), work(kSlots * positions * (VS + MS) * VL);
     if (!split_rows(n, r0, r1, xs.get())) {
       non_finite.store(true, std::memory_order_relaxed);
       return;
     }
-    vec *V = reinterpret_cast<vec*>(work.get()), *M = V + kSlots * 16 * VS;
+    vec *V = reinterpret_cast<vec*>(work.get()), *M = V + kSlots * positions * VS;
     // the band's vectors of tiles (vector row vr, chunk: position vr * chunks + chunk), kSlots at a time
     for (int64_t at = vr0 * chunks; at < vr1 * chunks; at += kSlots) {
       const int64_t count = std::min<int64_t>(kSlots, vr1 * chunks - at);
       for (int64_t i = 0; i < count; ++i)
-        tile_inputs(xs.get(), (r1 - r0) * row_floats, r0, (at + i) / chunks, (at + i) % chunks, V + 16 * i * VS);
+        tile_inputs(xs.get(), (r1 - r0) * row_floats, r0, (at + i) / chunks, (at + i) % chunks,
+                    V + positions * i * VS);
       if (count == kSlots)
         products(std::integral_constant<int, kSlots>{}, k_lo, k_hi, V, M);
       else
         products(std::integral_constant<int, 1>{}, k_lo, k_hi, V, M);
       for (int64_t i = 0; i < count; ++i)
-        tile_outputs(n, (at + i) / chunks, (at + i) % chunks, k_lo, k_hi, M + 16 * i * MS);
+        tile_outputs(n, (at + i) / chunks, (at + i) % chunks, k_lo, k_hi, M + positions * i * MS);
     }
   }, Schedule::as_free);
   return !non_finite;
 }
 
-// conv2d_forward_winograd_fused_<isa> (conv.h), VL = 8 or 16 floats a vector, in lane groups: G tile rows a vector
-// where rows hold at most VL / G tiles (up to 4).
+template <int VL, int T>
+bool winograd_fused_tiles(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                          ConvWeightCache* cache) {
+  switch (winograd_fused_lane_groups((s.Q + T - 1) / T, VL)) {
+    case 4:
+      if constexpr (VL == 16) return winograd_fused_groups<VL, T, 4>(s, x, w, bias, relu, y, cache);
+      [[fallthrough]];
+    case 2:
+      return winograd_fused_groups<VL, T, 2>(s, x, w, bias, relu, y, cache);
+    default:
+      return winograd_fused_groups<VL, T, 1>(s, x, w, bias, relu, y, cache);
+  }
+}
+
+// conv2d_forward_winograd_fused_<isa> (conv.h), VL = 8 or 16 floats a vector: F(4x4, 3x3) or F(2x2, 3x3)
+// (conv2d_winograd_fused_tile), in lane groups (winograd_fused_lane_groups).
 template <int VL>
 bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                             ConvWeightCache* cache) {
-  const int64_t tw = (s.Q + 1) / 2;
-  if constexpr (VL == 16) {
-    if (4 * tw <= VL) return winograd_fused_groups<VL, 4>(s, x, w, bias, relu, y, cache);
-  }
-  if (2 * tw <= VL) return winograd_fused_groups<VL, 2>(s, x, w, bias, relu, y, cache);
-  return winograd_fused_groups<VL, 1>(s, x, w, bias, relu, y, cache);
+  if (conv2d_winograd_fused_tile(s, VL) == 4) return winograd_fused_tiles<VL, 4>(s, x, w, bias, relu, y, cache);
+  return winograd_fused_tiles<VL, 2>(s, x, w, bias, relu, y, cache);
 }
 
 // The weight gradient by F(2x2, 3x3) (as winograd_weight: dw = G_s^T M G_s / 4, M_xi = sum over tiles of D_xi V_xi^T)

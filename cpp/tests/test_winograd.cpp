@@ -2,7 +2,8 @@
 // small integers (exact: the transforms keep integers and the sums stay below 2^24): tile rows of every lane
 // grouping (rows of 2 to 18 tiles: 1, 2 and 4 tile rows a vector), overhanging last tile rows and columns,
 // padding 0, 1 and 2 and uneven, blocks taken per thread and shared, bias and ReLU; the same bits at 1, 2 and 3
-// threads; false (y left to another path) for an infinite input; which layers conv2d_winograd_tile gives F(4x4).
+// threads; false (y left to another path) for an infinite input; which layers conv2d_winograd_tile gives F(4x4), and
+// which conv2d_winograd_fused_tile does.
 // The weight gradient by F(2x2, 3x3) the same way (exact, the same bits at 1, 2 and 3 threads also on fractions, dw
 // prefilled with NaN, several blocks of tile rows, false and dw untouched for an infinity or NaN in x or dy) and where
 // it applies; so too the fused F(2x2, 3x3) weight gradient (AVX2 and AVX-512), its bias gradient the bits of
@@ -157,6 +158,20 @@ int main() {
   CHECK(tile_of({1, 64, 32, 32, 64, 1, 1}) == 2);   // CIFAR 3x3 at batch 1: 2^22 multiply-adds
   CHECK(tile_of({32, 256, 14, 14, 256, 1, 1}) == 2);  // 14 x 14 maps: F(4x4) computes 16 x 16
   CHECK(tile_of({150, 48, 10, 10, 40, 1, 1}) == 2);   // 10 x 10 maps: 0.81 of the products
+  // the fused forward: F(4x4) where its vectors of tiles' 36 products come to at most 0.6 of F(2x2)'s 16 a vector
+  // and the batch holds at least 256 4x4 tiles
+  const auto fused_tile = [](const Case& c, int lanes) { return conv2d_winograd_fused_tile(shape_of(c), lanes); };
+  for (int lanes : {8, 16}) {
+    CHECK(fused_tile({128, 16, 32, 32, 16, 1, 1}, lanes) == 4);  // ResNet-20's first stage: 0.5625
+    CHECK(fused_tile({128, 32, 16, 16, 32, 1, 1}, lanes) == 4);  // its second
+    CHECK(fused_tile({128, 64, 8, 8, 64, 1, 1}, lanes) == 2);    // its third: 4x4 tiles would leave lanes idle
+    CHECK(fused_tile({4, 16, 32, 32, 16, 1, 1}, lanes) == 4);    // 256 tiles
+    CHECK(fused_tile({3, 16, 32, 32, 16, 1, 1}, lanes) == 2);    // 192 tiles
+    CHECK(fused_tile({15, 32, 16, 16, 32, 1, 1}, lanes) == 2);   // 240 tiles
+    CHECK(fused_tile({16, 20, 17, 15, 24, 1, 1}, lanes) == 2);   // 17 x 15 outputs: 4x4 tiles overhang
+  }
+  CHECK(fused_tile({16, 16, 13, 33, 32, 0, 0}, 8) == 4);   // 11 x 31 outputs: 3 vectors of 8 4x4 tiles, 12 of 2x2
+  CHECK(fused_tile({16, 16, 13, 33, 32, 0, 0}, 16) == 2);  // 2 vectors of 2 x 8 4x4 tiles against 6 of 16 2x2 tiles
   // the weight gradient: at least 128 channels and filters, 192 tiles, none overhanging much (not 7 x 7 maps)
   const auto weight_applies = [](const Case& c) { return conv2d_winograd_weight_applies(shape_of(c)); };
   CHECK(weight_applies({1, 128, 28, 28, 128, 1, 1}));     // 196 tiles

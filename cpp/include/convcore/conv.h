@@ -23,7 +23,7 @@ struct ConvShape {
 // The layouts in which the fast forwards keep a layer's weights: regrouped by filter block (the direct and
 // filter-vector kernels), transformed by Winograd F(2x2, 3x3) or F(4x4, 3x3) for the engine's products, or by F(2x2,
 // 3x3) for the fused kernel, or packed as the A of the im2col and pointwise products (PackedA).
-enum class ConvPacking : int { filter_blocks, winograd2, winograd4, winograd_fused, gemm_filters };
+enum class ConvPacking : int { filter_blocks, winograd2, winograd4, winograd_fused, winograd_fused4, gemm_filters };
 
 // The packed weights of one layer's fast forward, kept from call to call by an owner whose weights do not change (a
 // frozen plan, src/bind_plan.cpp): the direct and filter-vector forwards regroup their weights by filter block, the
@@ -265,10 +265,11 @@ bool conv2d_channel_vector_backward_avx512(const ConvShape& s, const float* dy, 
 // NaN): the caller computes y another way. cache, where not null, keeps the transformed filters from call to call
 // (ConvWeightCache; the weights must then be finite).
 bool conv2d_winograd_applies(const ConvShape& s);
-// Winograd F(2x2, 3x3) fused in L1 and L2 (conv_winograd.h, AVX2 and AVX-512 only: the table's entry is null for the
-// portable kernels) where conv2d_winograd_fused_applies: 16 to 32 channels and filters on rows of at least 15 outputs,
-// or up to 64 on rows of 7 or 8, padding at most 1 (conv_winograd.cpp); the forward route (conv2d_forward_fast) takes
-// it before the filter-vector and direct kernels. Exact on small-integer data; results do not depend on the thread
+// Winograd F(4x4, 3x3) or F(2x2, 3x3) (conv2d_winograd_fused_tile) fused in L1 and L2 (conv_winograd.h, AVX2 and
+// AVX-512 only: the table's entry is null for the portable kernels) where conv2d_winograd_fused_applies: 16 to 32
+// channels and filters on rows of at least 15 outputs, or up to 64 on rows of 7 or 8, padding at most 1
+// (conv_winograd.cpp); the forward route (conv2d_forward_fast) takes it before the filter-vector and direct kernels.
+// Exact on small-integer data (F(4x4) as conv2d_winograd_applies's kernel); results do not depend on the thread
 // count. Returns false, y unfinished, where x or w holds an infinity or a NaN. cache as for conv2d_winograd_applies's
 // kernel (its key: the filters rounded up to a vector).
 bool conv2d_winograd_fused_applies(const ConvShape& s);
@@ -280,6 +281,11 @@ bool conv2d_forward_winograd_fused_avx512(const ConvShape& s, const float* x, co
                                           bool relu, float* y, ConvWeightCache* cache);
 // The output tile the Winograd convolution takes for s where it applies: 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)).
 int conv2d_winograd_tile(const ConvShape& s);
+// The fused kernel's output tile for s (where conv2d_winograd_fused_applies) on vectors of `lanes` floats (8 or 16):
+// 4 or 2 (for a frozen model as for any other call: the same bits); and its tile rows a vector (lane groups: 1, 2 or,
+// with 16 lanes, 4) for rows of tw tiles.
+int conv2d_winograd_fused_tile(const ConvShape& s, int lanes);
+int winograd_fused_lane_groups(int64_t tw, int lanes);
 using ConvWinogradKernel = bool (*)(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
                                     bool relu, float* y, ConvWeightCache* cache);
 bool conv2d_forward_winograd_scalar(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
