@@ -836,6 +836,8 @@ FUSED_QUAD_CASES = [  # F(4x4, 3x3) (conv2d_winograd_fused_tile; on AVX2 and AVX
     (4, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),   # ResNet-20's first stage: two tile rows a vector on AVX-512
     (16, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),  # its second: four tile rows a vector on AVX-512, two on AVX2
     (4, 20, 31, 29, 24, 3, 3, 1, 1, 1, 1),   # 31 x 29 outputs: overhanging tiles; 20 channels, 24 filters
+    (4, 16, 59, 19, 16, 3, 3, 1, 1, 1, 1),   # 5 tiles a row: a last group of tile rows in part (AVX-512), lanes idle
+    (5, 16, 15, 49, 16, 3, 3, 1, 1, 1, 1),   # 13 tiles a row: one tile row a vector on AVX-512, its last in part
 ]
 
 

@@ -61,12 +61,14 @@ constexpr double kWeightWork = 0.5;
 constexpr int64_t kFusedChannels = 16;
 constexpr int64_t kFusedMinWidth = 15;
 // The fused forward takes F(4x4, 3x3) where its products (36 positions a vector of tiles) come to at most
-// kFusedQuadWork of F(2x2, 3x3)'s (16 a vector): maps of 16 x 16 and more (0.5625), not those whose 4x4 tiles would
-// leave lanes idle (8 x 8: 2.25 on AVX-512, 1.125 on AVX2); and where the batch holds at least kMinFusedQuads 4x4
-// tiles: its filters' transform (2.25 times F(2x2)'s, at every call but a frozen model's) and each task's copy of its
-// rows are paid for by fewer tiles' products. Both builds in one process, calls alternated, median of per-pair time
-// ratios, AMD Zen 4, forward, F(4x4) against F(2x2), 2 / 1 threads: 16 channels at 32 x 32 n=128 1.29 / 1.27x, n=4
-// 1.25x, n=2 1.17x, n=1 0.75 / 1.21x; 32 at 16 x 16 n=128 1.33 / 1.40x, n=16 1.08x, n=8 0.98x, n=4 0.82x, n=1 0.44x.
+// kFusedQuadWork of F(2x2, 3x3)'s (16 a vector), the lanes either tile leaves idle counted: 0.5625 on ResNet-20's 32 x
+// 32 and 16 x 16 maps, 2.25 (AVX-512) and 1.125 (AVX2) on its 8 x 8, above 0.6 on some sizes between (square maps:
+// AVX-512 17 to 22 and 25 to 28, AVX2 17, 18, 21, 22, 25, 26 and 33 to 48); and where the batch holds at least
+// kMinFusedQuads 4x4 tiles: its filters' transform (2.25 times F(2x2)'s, at every call but a frozen model's) and each
+// task's copy of its rows are paid for by fewer tiles' products. Both builds in one process, calls alternated, median
+// of per-pair time ratios, AMD Zen 4, forward, F(4x4) against F(2x2), 2 / 1 threads: 16 channels at 32 x 32 n=128
+// 1.29 / 1.27x, n=4 1.25x, n=2 1.17x, n=1 0.75 / 1.21x; 32 at 16 x 16 n=128 1.33 / 1.40x, n=16 1.08x, n=8 0.98x, n=4
+// 0.82x, n=1 0.44x.
 constexpr double kFusedQuadWork = 0.6;
 constexpr int64_t kMinFusedQuads = 256;
 // The fused weight gradient (winograd_fused_weight) takes the layers of kFusedChannels to 4 x kFusedChannels channels

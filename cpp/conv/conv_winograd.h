@@ -784,7 +784,7 @@ void fused_filters(const ConvShape& s, const float* w, int64_t KP, int64_t k_lo,
   std::vector<int64_t> rows(count);  // filter k_lo + i's row of w
   for (int64_t i = 0; i < count; ++i) rows[i] = (k_lo + i) * C * 9;
   const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
-  parallel_for(C, threads_for(16 * C * width * 4, 1 << 15), [&](int64_t c) {
+  parallel_for(C, threads_for(alpha * alpha * C * width * 4, 1 << 15), [&](int64_t c) {
     pack_transposed(w + c * 9, rows.data(), count, width, 9, 1.0f, wt + c * 9 * width);
     for (int64_t k0 = 0; k0 < width; k0 += VL) {
       vec g[9], t[alpha][3];
@@ -834,13 +834,13 @@ bool winograd_fused_groups(const ConvShape& s, const float* x, const float* w, c
   // n=128, 1 / 2 threads: 16 channels on 32 x 32 1.15 / 1.17x, 32 on 16 x 16 1.19 / 1.13x, 64 on 16 x 16 (n=32)
   // 1.00x; but with two tile rows a vector (8 x 8 maps) 0.93-1.09x (64 channels), 0.95x (16), 0.97x (32). AVX-512: one
   // (AMD Zen 4, where the broadcasts fold into the FMAs: two for one tile row a vector 0.98-1.02x, for up to two
-  // 1.00-1.03x).
+  // 1.00-1.03x). F(4x4)'s AVX2 kernel pairs its vectors by the same rule, not measured apart on Zen 3.
   constexpr int kSlots = VL == 8 && G == 1 ? 2 : 1;
   const int64_t C = s.C, K = s.K, KP = (K + KB - 1) / KB * KB, H = s.H, W = s.W, P = s.P, Q = s.Q;
   const int64_t th = (P + T - 1) / T, tw = (Q + T - 1) / T;
   const int64_t chunks = (tw + L - 1) / L, vector_rows = (th + G - 1) / G;
   const int64_t Wq = chunks * L + 1, row_floats = T * Wq;
-  // V[xi][c] and M[xi][k], positions VS and MS vectors apart (one more than C and KP: 1 or 4 KiB apart, the 16
+  // V[xi][c] and M[xi][k], positions VS and MS vectors apart (one more than C and KP: 1 or 4 KiB apart, the
   // positions of a channel or filter fell into few cache sets)
   const int64_t VS = C + 1, MS = KP + 1;
   if (!cache && any_non_finite(w, K * C * 9)) return false;  // a cache is given finite weights only (conv.h)

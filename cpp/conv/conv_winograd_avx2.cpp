@@ -1,5 +1,5 @@
-// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution, the F(2x2, 3x3) weight gradient and both fused (F(2x2,
-// 3x3)), AVX2: 8-float vectors in the transforms.
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution, the F(2x2, 3x3) weight gradient, and both fused (the
+// forward F(2x2, 3x3) or F(4x4, 3x3), the weight gradient F(2x2, 3x3)), AVX2: 8-float vectors in the transforms.
 #include "conv_winograd.h"
 
 namespace convcore {

@@ -21,8 +21,8 @@ struct ConvShape {
 };
 
 // The layouts in which the fast forwards keep a layer's weights: regrouped by filter block (the direct and
-// filter-vector kernels), transformed by Winograd F(2x2, 3x3) or F(4x4, 3x3) for the engine's products, or by F(2x2,
-// 3x3) for the fused kernel, or packed as the A of the im2col and pointwise products (PackedA).
+// filter-vector kernels), transformed by Winograd F(2x2, 3x3) or F(4x4, 3x3) for the engine's products or for the
+// fused kernel's, or packed as the A of the im2col and pointwise products (PackedA).
 enum class ConvPacking : int { filter_blocks, winograd2, winograd4, winograd_fused, winograd_fused4, gemm_filters };
 
 // The packed weights of one layer's fast forward, kept from call to call by an owner whose weights do not change (a
@@ -81,13 +81,13 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // straight into the engine's B panels (Im2col as a BPanelSource), so the (C*R*S) x (P*Q) matrix is never materialised;
 // 1x1 stride-1 unpadded convolutions use the input itself as B. Forward layers with few taps and filters run the direct
 // kernel instead (see conv2d_direct_applies), 3x3 stride-1 ones of 16 to 64 channels and filters Winograd F(2x2, 3x3)
-// fused in L1 (conv2d_winograd_fused_applies), larger 3x3 stride-1 ones Winograd F(2x2, 3x3) or F(4x4, 3x3) on the
-// engine (conv2d_winograd_applies). Horizontally strided layers whose im2col reads each input element at least 4 times
-// (7x7/2, 11x11/4) pack from a zero-padded copy of the image with each row split by phase modulo the stride, so every
-// packed run is consecutive floats. Stride-1 input gradients run as a forward convolution of dy with the flipped,
-// channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the GEMM + col2im
-// route's columns; the others by GEMM + col2im. The weight gradients of 3x3 stride-1 layers of 16 to 64 channels and
-// filters with at least 256 output tiles in the batch run Winograd F(2x2, 3x3) fused on AVX2 and AVX-512
+// or F(4x4, 3x3) fused in L1 (conv2d_winograd_fused_applies), larger 3x3 stride-1 ones Winograd F(2x2, 3x3) or F(4x4,
+// 3x3) on the engine (conv2d_winograd_applies). Horizontally strided layers whose im2col reads each input element at
+// least 4 times (7x7/2, 11x11/4) pack from a zero-padded copy of the image with each row split by phase modulo the
+// stride, so every packed run is consecutive floats. Stride-1 input gradients run as a forward convolution of dy with
+// the flipped, channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the
+// GEMM + col2im route's columns; the others by GEMM + col2im. The weight gradients of 3x3 stride-1 layers of 16 to 64
+// channels and filters with at least 256 output tiles in the batch run Winograd F(2x2, 3x3) fused on AVX2 and AVX-512
 // (conv2d_winograd_fused_weight_applies); others multiply dY by the transposed im2col, whose panels the ISA's
 // transposing packer writes from consecutive runs of a phase-split, zero-padded copy of the image (of x itself when
 // unpadded and unstrided); or, where dW has at most 64 Ki floats and the taps as rows pad to no larger an area
