@@ -906,8 +906,8 @@ def test_fused_winograd_forward(isa, rng, case, tile):
         assert np.array_equal(frozen(x), y)
 
 
-FUSED_WINOGRAD_WEIGHT_CASES = [
-    (2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),   # ResNet-20's first stage: groups of 4 tile rows of 16 tiles
+FUSED_WINOGRAD_WEIGHT_CASES = [  # F(2x2, 3x3): fewer than 64 4x4 tiles a chunk, or 4x4 tiles overhanging
+    (1, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),   # ResNet-20's first stage: 4 chunks of 4 tile rows of 16 tiles (a group)
     (4, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),   # its second stage: an image a group
     (16, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),    # its third stage: 8 image chunks of 2 images (a group each)
     (4, 20, 17, 15, 24, 3, 3, 1, 1, 1, 1),   # odd rows and columns (overhanging tiles), channels and filters in part
@@ -919,14 +919,24 @@ FUSED_WINOGRAD_WEIGHT_CASES = [
     (1, 16, 8, 140, 16, 3, 3, 1, 1, 1, 1),   # rows of 70 tiles: a group of one tile row
     (1, 16, 6, 260, 16, 3, 3, 1, 1, 1, 1),   # one image of 3 tile rows (a chunk each) of 130 tiles
 ]
+FUSED_QUAD_WEIGHT_CASES = [  # F(4x4, 3x3) (conv2d_winograd_fused_weight_tile): 64 4x4 tiles a chunk or more
+    (2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),   # ResNet-20's first stage: an image a chunk, groups of 4 tile rows of 8
+    (32, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),  # its second: 8 chunks of 4 images, groups of 8 tile rows (2 images)
+    (4, 20, 31, 29, 24, 3, 3, 1, 1, 1, 1),   # 31 x 29 outputs: overhanging tiles; channels and filters in part
+    (1, 17, 64, 64, 33, 3, 3, 1, (1, 0), 1, 1),  # uneven padding, one image: 4 chunks of 4 tile rows
+    (1, 16, 16, 260, 16, 3, 3, 1, 1, 1, 1),  # rows of 65 tiles: a group of one tile row
+    (2, 16, 30, 30, 16, 3, 3, 1, 2, 1, 1),   # padding 2: tiles reading only padding
+]
 
 
-@pytest.mark.parametrize("case", FUSED_WINOGRAD_WEIGHT_CASES, ids=str)
-def test_fused_winograd_weight(isa, rng, case):
+@pytest.mark.parametrize("case, tile", [(c, 2) for c in FUSED_WINOGRAD_WEIGHT_CASES] +
+                         [(c, 4) for c in FUSED_QUAD_WEIGHT_CASES], ids=str)
+def test_fused_winograd_weight(isa, rng, case, tile):
     # the weight gradients of 3x3 stride-1 layers of 16 to 64 channels and filters with at least 256 2x2 output tiles
-    # run the fused F(2x2, 3x3) kernel on AVX2 and AVX-512 (other routes on the portable ISA), the bias gradient in
-    # the same pass: exact on small integers; within 1e-6 of the sum of |dy| |x| on floats; the same bits at 1, 2 and
-    # 3 threads; db the bits of the other routes'
+    # run the fused Winograd kernel on AVX2 and AVX-512 (other routes on the portable ISA), the bias gradient in the
+    # same pass: exact on small integers; on floats within 1e-6 of the sum of |dy| |x| with F(2x2, 3x3) tiles, 2e-6
+    # with F(4x4, 3x3)'s (errors up to ~5e-7 of the sum on ResNet-20's layers, F(2x2)'s ~1e-7); the same bits at 1, 2
+    # and 3 threads; db the bits of the other routes'
     x, w, b, kw = _arrays(rng, case, integer=True)
     dy = _backward_exact(rng, x, w, kw, ref.conv2d(x, w, b, **kw).shape)
     x, w, b, kw = _arrays(rng, case)
@@ -935,8 +945,9 @@ def test_fused_winograd_weight(isa, rng, case):
         _, dw, db = F.conv2d_backward(dy, x, w, **kw, input_grad=False)
     f64 = lambda *arrays: [a.astype(np.float64) for a in arrays]
     scale = ref.conv2d_backward(*f64(np.abs(dy), np.abs(x), w), **kw)[1].max()
+    tolerance = (1e-6 if tile == 2 else 2e-6) * scale
     _, dw64, db64 = ref.conv2d_backward(*f64(dy, x, w), **kw)
-    assert np.abs(dw - dw64).max() <= 1e-6 * scale
+    assert np.abs(dw - dw64).max() <= tolerance
     for n in (1, 3):
         with cc.threads(n):
             _, dw_n, db_n = F.conv2d_backward(dy, x, w, **kw, input_grad=False)
@@ -948,7 +959,7 @@ def test_fused_winograd_weight(isa, rng, case):
     assert np.array_equal(db_direct, db)
     if isa != "scalar":
         assert not np.array_equal(dw_direct[:, :x.shape[1]], dw)
-    np.testing.assert_allclose(dw_direct[:, :x.shape[1]], dw, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(dw_direct[:, :x.shape[1]], dw, rtol=0, atol=tolerance)
     # a non-finite value in x or dy (inf - inf would give NaN): another route, non-finite gradients exactly where the
     # float64 reference has them
     for value in (np.inf, -np.inf, np.nan):

@@ -728,7 +728,8 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
   // the kernels that pass over dy image by image (fused Winograd, over filters, or direct), the bias gradient in the
   // same pass
   const ConvWinogradFusedWeightKernel fused = kernels().conv_winograd_fused_weight;
-  if (fused && conv2d_winograd_fused_weight_applies(s) && fused(s, dy, x, dw, db)) return;
+  if (fused && conv2d_winograd_fused_weight_applies(s) && fused(s, conv2d_winograd_fused_weight_tile(s), dy, x, dw, db))
+    return;
   if (kernels().conv_filter_vector_weight(s, dy, x, dw, db)) return;
   if (conv2d_direct_weight_applies(s)) {
     kernels().conv_direct_weight(s, dy, x, dw, db);

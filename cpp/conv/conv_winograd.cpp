@@ -84,6 +84,16 @@ constexpr int64_t kMinFusedQuads = 256;
 // 16 channels n=1 1.06-1.13x, 32 n=4 1.12x, n=1 0.78x, 64 at 8 x 8 n=16 1.16x, n=8 0.88x. ResNet-20's training step
 // (batch 128): 1.12x at 1 and at 2 threads.
 constexpr int64_t kMinFusedWeightTiles = 256;
+// The fused weight gradient takes F(4x4, 3x3) where its products (36 positions a 4x4 tile) come to at most kQuadWork
+// of F(2x2, 3x3)'s (16 a 2x2 tile; channels in the lanes: no idle ones) and each chunk (winograd_fused_weight_chunks)
+// holds at least kMinFusedWeightQuads 4x4 tiles: each chunk writes, sums into and reads back 36 x K x C sums (F(2x2):
+// 16 x K x C, for 4 times as many tiles). Both builds in one process, calls alternated, median of per-pair time ratios,
+// AMD Zen 4, 2 threads, weight gradient, F(4x4) against F(2x2), by 4x4 tiles a chunk: 16 channels at 32 x 32 n=128
+// (1024) 1.33x (1 thread 1.30x, forced AVX2 1.66x), 32 at 16 x 16 n=128 (256) 1.41x (1.43x, 1.43x), 64 at 8 x 8 n=128
+// (64) 1.20x (1.21x, 1.09x), 64 at 56 x 56 n=2 (196) 1.20x, 64 at 112 x 112 n=1 (196) 1.31x, 16 at 32 x 32 n=8, 4, 3
+// (64) 1.18x, 1.09x, 1.13x, 32 at 16 x 16 n=32 (64) 1.24x; fewer: 64 at 56 x 56 n=1 (49) 0.98x, 32 at 16 x 16 n=16 (32)
+// 1.06x, 64 at 8 x 8 n=64 (32) 1.03x, n=16 (8) 0.58x, 16 and 64 channels at 32 x 32 n=1 (16) 0.74x and 0.64x.
+constexpr int64_t kMinFusedWeightQuads = 64;
 
 // 3x3 filters at stride 1, no dilation, one group: the layers every Winograd route here takes
 bool plain_3x3(const ConvShape& s) {
@@ -129,6 +139,14 @@ int conv2d_winograd_fused_tile(const ConvShape& s, int lanes) {
   };
   const int64_t quads = s.N * ((s.P + 3) / 4) * ((s.Q + 3) / 4);
   return quads >= kMinFusedQuads && 36.0 * vectors(4) <= kFusedQuadWork * 16.0 * vectors(2) ? 4 : 2;
+}
+
+int conv2d_winograd_fused_weight_tile(const ConvShape& s) {
+  const int64_t quads = ((s.P + 3) / 4) * ((s.Q + 3) / 4), pairs = ((s.P + 1) / 2) * ((s.Q + 1) / 2);
+  return 36.0 * quads <= kQuadWork * 16.0 * pairs &&
+                 s.N * quads >= kMinFusedWeightQuads * winograd_fused_weight_chunks(s, 4)
+             ? 4
+             : 2;
 }
 
 int conv2d_winograd_tile(const ConvShape& s) {

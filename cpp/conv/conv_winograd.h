@@ -1,7 +1,7 @@
 // Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution and the F(2x2, 3x3) weight gradient (winograd_weight; both
-// also fused for few channels: winograd_fused_forward, winograd_fused_weight; Lavin and Gray, "Fast Algorithms for
-// Convolutional Neural Networks", 2016). Each T x T output tile comes from an alpha x alpha input tile d (alpha = T +
-// 2) and each 3x3 filter g through
+// also fused for few channels, by either tile: winograd_fused_forward, winograd_fused_weight; Lavin and Gray, "Fast
+// Algorithms for Convolutional Neural Networks", 2016). Each T x T output tile comes from an alpha x alpha input tile d
+// (alpha = T + 2) and each 3x3 filter g through
 //   Y = A^T [ sum_c (G g G^T) . (B^T d B) ] A,
 // for F(2x2, 3x3) with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] and
 // A^T = [1 1 1 0; 0 1 -1 -1] (F(4x4, 3x3): WinogradTile<4>). The sum over channels is alpha^2 independent GEMMs, one
@@ -122,7 +122,16 @@ struct WinogradTile<2> {
     d[2] = g[0] - g[1];
     d[3] = -g[1];
   }
-  static constexpr float scale = 1.0f;  // y = A^T M A / scale
+  // G_s^T m for a column or row of the weight gradient's sums m, G_s = 2 G (G_s^T = [2 1 1 0; 0 1 -1 0; 0 1 1 2]):
+  // back to three taps
+  template <typename V>
+  static void filter_gradient(const V (&m)[alpha], V (&g)[3]) {
+    g[0] = 2.0f * m[0] + m[1] + m[2];
+    g[1] = m[1] - m[2];
+    g[2] = m[1] + m[2] + 2.0f * m[3];
+  }
+  static constexpr float scale = 1.0f;         // y = A^T M A / scale
+  static constexpr float weight_scale = 4.0f;  // dw = G_s^T M G_s / weight_scale
 };
 
 template <>
@@ -156,7 +165,28 @@ struct WinogradTile<4> {
     y[2] = s12 + s34;
     y[3] = d12 + 2.0f * d34 + 6.0f * m[5];
   }
+  // A_e g for a dy row's or column's four values g (the weight gradient's A_e dY A_e^T; A_e is output's A_e^T turned)
+  template <typename V>
+  static void gradient(const V (&g)[4], V (&d)[alpha]) {
+    const V s02 = g[0] + g[2], s13 = g[1] + g[3], q = 0.25f * g[0] + g[2], h = 0.5f * g[1] + 2.0f * g[3];
+    d[0] = 1.5f * g[0];
+    d[1] = s02 + s13;
+    d[2] = s02 - s13;
+    d[3] = q + h;
+    d[4] = q - h;
+    d[5] = 6.0f * g[3];
+  }
+  // G_s^T m for a column or row of the weight gradient's sums m (G_s^T = [1 -1 -1 1 1 0; 0 -1 1 2 -2 0; 0 -1 -1 4 4
+  // 1]): back to three taps
+  template <typename V>
+  static void filter_gradient(const V (&m)[alpha], V (&g)[3]) {
+    const V s12 = m[1] + m[2], s34 = m[3] + m[4];
+    g[0] = m[0] - s12 + s34;
+    g[1] = (m[2] - m[1]) + 2.0f * (m[3] - m[4]);
+    g[2] = 4.0f * s34 - s12 + m[5];
+  }
   static constexpr float scale = 36.0f;
+  static constexpr float weight_scale = 36.0f;  // dw = G_s^T M G_s / weight_scale
 };
 
 // U_xi[k][c] = (G g G^T)[xi] for the filter g = w[k][c] (3x3), each U_xi (K x C) packed as the products read it
@@ -635,7 +665,8 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
 // position xi, D = A dY A^T the filters' transformed output gradients (transform_output_gradients) and V = B^T d B the
 // channels' transformed inputs (transform_inputs). 16 multiplies per 2x2 outputs, channel and filter instead of 36
 // (the im2col product's). G's halves are scaled out (G_s = 2 G: dW = G_s^T M G_s / 4), so that every transform adds
-// and subtracts: small-integer data stays exact while the products' sums stay below 2^24.
+// and subtracts: small-integer data stays exact while the products' sums stay below 2^24. F(4x4, 3x3) (the fused
+// kernel's) the same way with WinogradTile<4>'s G_s and A_e: dW = G_s^T [ (A_e dY A_e^T) . (B^T d B) ] G_s / 36.
 
 // dY's tiles, D[xi][k][col] = (A dY A^T)[xi] (A = [1 0; 1 1; 1 -1; 0 -1], F(2x2, 3x3)'s A^T turned) for filter k and
 // the block's tiles (rows [row0, row0 + rows) of all images' tile rows, as transform_inputs takes them), VL tiles at a
@@ -692,31 +723,29 @@ __attribute__((noinline)) void transform_output_gradients(const ConvShape& s, co
   parallel_for(s.K, threads_for(s.K * cols * 4 * 16, 1 << 16), filter, Schedule::as_free);
 }
 
-// G_s^T (m0, m1, m2, m3), G_s^T = [2 1 1 0; 0 1 -1 0; 0 1 1 2]: a column or row of sums back to three taps
-inline void gs_transposed(float m0, float m1, float m2, float m3, float (&out)[3]) {
-  out[0] = 2.0f * m0 + m1 + m2;
-  out[1] = m1 - m2;
-  out[2] = m1 + m2 + 2.0f * m3;
-}
-
-// dw = G_s^T M G_s / 4 for every filter and channel, M[xi][k][c] the products summed over all tiles (filters KP
-// apart, channels CP: at least K and C): the multiplication by 1/4 is exact.
-inline void weight_gradients_from_sums(const ConvShape& s, const float* M, int64_t KP, int64_t CP, float* dw) {
+// dw = G_s^T M G_s / weight_scale for every filter and channel (F(T x T, 3x3)'s G_s and scale: WinogradTile),
+// M[xi][k][c] the products summed over all tiles (filters KP apart, channels CP: at least K and C): the division is
+// correctly rounded (F(2x2): by 4, exact).
+template <int T>
+void weight_gradients_from_sums(const ConvShape& s, const float* M, int64_t KP, int64_t CP, float* dw) {
+  typedef WinogradTile<T> Tile;
+  constexpr int alpha = Tile::alpha;
   const int64_t K = s.K, C = s.C;
-  parallel_for(K, threads_for(K * C * 64, 1 << 16), [&](int64_t k) {
+  parallel_for(K, threads_for(K * C * alpha * alpha * 4, 1 << 16), [&](int64_t k) {
     for (int64_t c = 0; c < C; ++c) {
-      float m[4][4], t[3][4];
-      for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = M[(xi * KP + k) * CP + c];
-      for (int j = 0; j < 4; ++j) {  // G_s^T M, down the columns
-        float col[3];
-        gs_transposed(m[0][j], m[1][j], m[2][j], m[3][j], col);
-        for (int r = 0; r < 3; ++r) t[r][j] = col[r];
+      float m[alpha][alpha], t[3][alpha];
+      for (int xi = 0; xi < alpha * alpha; ++xi) m[xi / alpha][xi % alpha] = M[(xi * KP + k) * CP + c];
+      for (int j = 0; j < alpha; ++j) {  // G_s^T M, down the columns
+        float column[alpha], taps[3];
+        for (int i = 0; i < alpha; ++i) column[i] = m[i][j];
+        Tile::filter_gradient(column, taps);
+        for (int r = 0; r < 3; ++r) t[r][j] = taps[r];
       }
       float* out = dw + (k * C + c) * 9;
       for (int r = 0; r < 3; ++r) {  // (G_s^T M) G_s, along the rows
-        float row[3];
-        gs_transposed(t[r][0], t[r][1], t[r][2], t[r][3], row);
-        for (int j = 0; j < 3; ++j) out[3 * r + j] = 0.25f * row[j];
+        float taps[3];
+        Tile::filter_gradient(t[r], taps);
+        for (int j = 0; j < 3; ++j) out[3 * r + j] = taps[j] / Tile::weight_scale;
       }
     }
   });
@@ -752,7 +781,7 @@ bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float*
         },
         Schedule::as_free);
   }
-  weight_gradients_from_sums(s, M.get(), s.K, s.C, dw);
+  weight_gradients_from_sums<2>(s, M.get(), s.K, s.C, dw);
   return true;
 }
 
@@ -1072,58 +1101,60 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
   return winograd_fused_tiles<VL, 2>(s, x, w, bias, relu, y, cache);
 }
 
-// The weight gradient by F(2x2, 3x3) (as winograd_weight: dw = G_s^T M G_s / 4, M_xi = sum over tiles of D_xi V_xi^T)
-// fused, for layers of few channels and filters (conv2d_winograd_fused_weight_applies: ResNet-20's 16 to 64), which
-// winograd_weight does not take (its transforms write V and D for blocks of hundreds of tiles through L3). The products
-// run vectorised over channels, so the transforms take channels in the lanes too: the rows of each image that a task's
-// chunk reads (the chunks: image_chunks' runs of whole images, or a single image's tile rows in kImageRowChunks runs;
-// over the threads) are first checked for infinities and NaN (a pass that also brings them into L1 and L2: without it,
-// 0.85x for 32 channels at 16 x 16), then copied by the ISA's transposing packer, x zero-padded with pixel (row, col)'s
-// channels at (row * xcols + col) * CP, dy with pixel (p, q)'s filters at (p * ycols + q) * KP (zeros past C or K and
-// past the image), while the next image of the chunk is prefetched a few lines a tile (16 channels at 32 x 32: 1.07x ->
-// 1.17x over the filter-vector kernel). Then per tile row, into a group of whole tile rows of the chunk's images (at
-// most T tiles, T = max(kFusedWeightTiles, tw)), V[xi][t] = (B^T d B)[xi] (CP channels; B^T down the padded columns,
-// each column's shared by two tiles, then B along the rows) and D[xi][t] = (A dY A^T)[xi] (KP filters), each position a
-// vector past T tiles' floats (4 KiB apart they fell into one cache set: 0.91x -> 1.07x); and per full group and
-// position xi M[xi][k][c] += sum over its tiles t of D[xi][t][k] V[xi][t][c] (the chunk's first group writes M): VL
-// filters' accumulators of one vector of channels in registers, D broadcast from memory (at the FMA peak). Then the
-// chunks' M are added in chunk order and dw taken from the sum (weight_gradients_from_sums); db (where not null) from
-// the bias partials added image by image (the bits of conv2d_backward_bias_fast; for a single image, its own pass).
-// Every sum is formed in the same order whatever the thread count. Returns false, dw and db untouched, where x or dy
-// holds an infinity or a NaN. Workspace: M per chunk (16 x KP x CP floats) and per task the copied image and dy, or the
-// rows of them its tile rows read ((2 th + 2) x (2 tw + 2) x CP and 4 th x tw x KP floats for th x tw tiles) and the
-// group's V and D (16 x (T x (CP + KP) + 2 VL) floats). Exact on small-integer data while the transformed products'
-// sums (up to 64 times the direct sum's terms) stay below 2^24.
+// The weight gradient by F(T x T, 3x3) (T = 2 or 4, the caller's tile: conv2d_winograd_fused_weight_tile; as
+// winograd_weight: dw = G_s^T M G_s / weight_scale, M_xi = sum over tiles of D_xi V_xi^T) fused, for layers of few
+// channels and filters (conv2d_winograd_fused_weight_applies: ResNet-20's 16 to 64), which winograd_weight does not
+// take (its transforms write V and D for blocks of hundreds of tiles through L3). The products run vectorised over
+// channels, so the transforms take channels in the lanes too: the rows of each image that a task's chunk reads (the
+// chunks: image_chunks' runs of whole images, or a single image's tile rows in kImageRowChunks runs:
+// winograd_fused_weight_chunks; over the threads) are first checked for infinities and NaN (a pass that also brings
+// them into L1 and L2: without it, 0.85x for 32 channels at 16 x 16), then copied by the ISA's transposing packer, x
+// zero-padded with pixel (row, col)'s channels at (row * xcols + col) * CP, dy with pixel (p, q)'s filters at (p *
+// ycols + q) * KP (zeros past C or K and past the image), while the next image of the chunk is prefetched a few lines a
+// tile (16 channels at 32 x 32: 1.07x -> 1.17x over the filter-vector kernel). Then per tile row, into a group of whole
+// tile rows of the chunk's images (at most GT tiles, GT = max(kFusedWeightTiles or kFusedWeightQuads, tw)), V[xi][t] =
+// (B^T d B)[xi] (CP channels; B^T down the padded columns, each tile's last two the next one's first two, then B along
+// the rows) and D[xi][t] = (A dY A^T)[xi] (KP filters), each of the alpha^2 positions a vector past GT tiles' floats (4
+// KiB apart they fell into one cache set: 0.91x -> 1.07x); and per full group and position xi M[xi][k][c] += sum over
+// its tiles t of D[xi][t][k] V[xi][t][c] (the chunk's first group writes M): VL filters' accumulators of one vector of
+// channels in registers, D broadcast from memory (at the FMA peak). Then the chunks' M are added in chunk order and dw
+// taken from the sum (weight_gradients_from_sums); db (where not null) from the bias partials added image by image (the
+// bits of conv2d_backward_bias_fast; for a single image, its own pass). Every sum is formed in the same order whatever
+// the thread count. Returns false, dw and db untouched, where x or dy holds an infinity or a NaN. Workspace: M per
+// chunk (alpha^2 x KP x CP floats) and per task the copied image and dy, or the rows of them its tile rows read ((T th
+// + 2) x (T tw + 2) x CP and T^2 th x tw x KP floats for th x tw tiles) and the group's V and D (alpha^2 x (GT x (CP +
+// KP) + 2 VL) floats). Exact on small-integer data while the transformed products' sums (up to 64 times the direct
+// sum's terms for F(2x2); F(4x4)'s D in sixteenths) stay below 2^24.
 constexpr int64_t kFusedWeightTiles = 64;
-// A single image's tile rows go to this many chunks (each writes, sums into and reads back its 16 x K x C sums). Both
-// builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient at
-// n=1: 8 chunks against the image as one (one thread) 64 channels at 32 x 32 1.26x, at 56 x 56 1.42x; 4 chunks against
-// 8: 1.17x, 1.08x, 16 channels at 32 x 32 1.19x. (Images split so at n=2 to 4 went 0.85-0.88x against whole images.)
-constexpr int64_t kImageRowChunks = 4;
-template <int VL>
-bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
+// F(4x4)'s groups: 4x4 tiles. Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen
+// 4, 2 threads, weight gradient at n=128, against F(2x2): 16 channels at 32 x 32, 32 at 16 x 16, 64 at 8 x 8: groups
+// of 8 tiles 1.22 / 1.29 / 1.10x, 16 1.26 / 1.36 / 1.18x, 32 1.33 / 1.41 / 1.20x, 64 1.31 / 1.41 / 1.21x.
+constexpr int64_t kFusedWeightQuads = 32;
+template <int VL, int T>
+bool winograd_fused_weight_tiles(const ConvShape& s, const float* dy, const float* x, float* dw, float* db) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  typedef WinogradTile<2> Tile;
+  typedef WinogradTile<T> Tile;
+  constexpr int alpha = Tile::alpha, positions = alpha * alpha;
   constexpr int KB = VL;             // filters a block of accumulators
   const int64_t C = s.C, K = s.K, CP = (C + VL - 1) / VL * VL, KP = (K + KB - 1) / KB * KB;
-  const int64_t H = s.H, W = s.W, P = s.P, Q = s.Q, th = (P + 1) / 2, tw = (Q + 1) / 2;
-  const int64_t xcols = 2 * tw + 2, ycols = 2 * tw;
-  const int64_t T = std::max(kFusedWeightTiles, tw);  // a group's tiles: whole tile rows
-  // V[xi] and D[xi] VS and DS floats apart: T tiles and a vector (positions 4 KiB apart fell into one cache set)
-  const int64_t VS = T * CP + VL, DS = T * KP + VL;
+  const int64_t H = s.H, W = s.W, P = s.P, Q = s.Q, th = (P + T - 1) / T, tw = (Q + T - 1) / T;
+  const int64_t xcols = T * tw + 2, ycols = T * tw;
+  const int64_t GT = std::max(T == 4 ? kFusedWeightQuads : kFusedWeightTiles, tw);  // a group's tiles: whole tile rows
+  // V[xi] and D[xi] VS and DS floats apart: GT tiles and a vector (positions 4 KiB apart fell into one cache set)
+  const int64_t VS = GT * CP + VL, DS = GT * KP + VL;
   // chunks: runs of whole images (image_chunks), or for one image runs of its tile rows (image n's tile row ty is row
   // n * th + ty)
   const bool by_images = s.N > 1;
-  const int64_t chunks = by_images ? image_chunks(s) : std::min(kImageRowChunks, th);
+  const int64_t chunks = winograd_fused_weight_chunks(s, T);
   const auto chunk_row = [&](int64_t c) { return by_images ? c * s.N / chunks * th : c * th / chunks; };
-  const int64_t per_chunk = 16 * KP * CP, bias_floats = bias_partial_floats(s);
+  const int64_t per_chunk = positions * KP * CP, bias_floats = bias_partial_floats(s);
   std::vector<int64_t> x_planes(static_cast<size_t>(C)), dy_planes(static_cast<size_t>(K));
   for (int64_t c = 0; c < C; ++c) x_planes[c] = c * H * W;
   for (int64_t k = 0; k < K; ++k) dy_planes[k] = k * P * Q;
   const PackTransposedKernel transpose = kernels().gemm.pack_transposed;
   // tile row ty of the copied image xt and dy gt into the group's slots from t0 on: per vector of channels, B^T down
-  // each padded column (columns 2 tx + 2 and 2 tx + 3 of a tile are the first two of the next: kept), then B along
-  // each tile's rows
+  // each padded column (a tile's last two columns, T tx + T and T tx + T + 1, are the first two of the next: kept),
+  // then B along each tile's rows
   const auto transform_row = [&](const float* xt, const float* gt, int64_t ty, int64_t t0, float* V, float* D,
                                   const auto& prefetch) {
     // the layout in locals of its own: read through the captures (references), it was reloaded from memory after
@@ -1132,61 +1163,63 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
     // 1.29x, 32 on 16 x 16 1.16x, 64 on 8 x 8 1.11 / 1.13x; ResNet-20's training step (batch 128) 1.07x
     const int64_t cp = CP, kp = KP, vs = VS, ds = DS, x_cols = xcols, y_cols = ycols, tiles = tw;
     for (int64_t c0 = 0; c0 < cp; c0 += VL) {
-      const float* rows = xt + 2 * ty * x_cols * cp + c0;
-      const auto column = [&](int64_t u, vec(&out)[4]) {
-        vec d[4];
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; ++r) std::memcpy(&d[r], rows + (r * x_cols + u) * cp, sizeof(vec));
+      const float* rows = xt + T * ty * x_cols * cp + c0;
+      const auto column = [&](int64_t u, vec(&out)[alpha]) {
+        vec d[alpha];
+#pragma GCC unroll 6
+        for (int r = 0; r < alpha; ++r) std::memcpy(&d[r], rows + (r * x_cols + u) * cp, sizeof(vec));
         Tile::input(d, out);
       };
-      vec cols[4][4];  // cols[q][i]: B^T of the tile's padded column q, row i
-      column(0, cols[2]);
-      column(1, cols[3]);
+      vec cols[alpha][alpha];  // cols[q][i]: B^T of the tile's padded column q, row i
+      column(0, cols[T]);
+      column(1, cols[T + 1]);
       for (int64_t tx = 0; tx < tiles; ++tx) {
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-          cols[0][i] = cols[2][i];
-          cols[1][i] = cols[3][i];
+#pragma GCC unroll 6
+        for (int i = 0; i < alpha; ++i) {
+          cols[0][i] = cols[T][i];
+          cols[1][i] = cols[T + 1][i];
         }
         if (c0 == 0) prefetch(tx);
-        column(2 * tx + 2, cols[2]);
-        column(2 * tx + 3, cols[3]);
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-          const vec row[4] = {cols[0][i], cols[1][i], cols[2][i], cols[3][i]};
-          vec out[4];
+        for (int q = 2; q < alpha; ++q) column(T * tx + q, cols[q]);
+#pragma GCC unroll 6
+        for (int i = 0; i < alpha; ++i) {
+          vec row[alpha], out[alpha];
+#pragma GCC unroll 6
+          for (int q = 0; q < alpha; ++q) row[q] = cols[q][i];
           Tile::input(row, out);
-#pragma GCC unroll 4
-          for (int j = 0; j < 4; ++j) std::memcpy(V + (i * 4 + j) * vs + (t0 + tx) * cp + c0, &out[j], sizeof(vec));
+#pragma GCC unroll 6
+          for (int j = 0; j < alpha; ++j)
+            std::memcpy(V + (i * alpha + j) * vs + (t0 + tx) * cp + c0, &out[j], sizeof(vec));
         }
       }
     }
     for (int64_t k0 = 0; k0 < kp; k0 += VL)
       for (int64_t tx = 0; tx < tiles; ++tx) {
-        const float* g0 = gt + (2 * ty * y_cols + 2 * tx) * kp + k0;
-        vec h[2][4];  // h[r][j]: dy row r times A^T, column j
-#pragma GCC unroll 2
-        for (int r = 0; r < 2; ++r) {
-          vec even, odd;
-          std::memcpy(&even, g0 + r * y_cols * kp, sizeof(vec));
-          std::memcpy(&odd, g0 + (r * y_cols + 1) * kp, sizeof(vec));
-          const vec g[2] = {even, odd};
+        const float* g0 = gt + (T * ty * y_cols + T * tx) * kp + k0;
+        vec h[T][alpha];  // h[r][j]: dy row r times A^T, column j
+#pragma GCC unroll 4
+        for (int r = 0; r < T; ++r) {
+          vec g[T];
+#pragma GCC unroll 4
+          for (int q = 0; q < T; ++q) std::memcpy(&g[q], g0 + (r * y_cols + q) * kp, sizeof(vec));
           Tile::gradient(g, h[r]);
         }
+#pragma GCC unroll 6
+        for (int j = 0; j < alpha; ++j) {
+          vec g[T], out[alpha];
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) {
-          const vec g[2] = {h[0][j], h[1][j]};
-          vec out[4];
-          WinogradTile<2>::gradient(g, out);
-#pragma GCC unroll 4
-          for (int e = 0; e < 4; ++e)
-            std::memcpy(D + (4 * e + j) * ds + (t0 + tx) * kp + k0, &out[e], sizeof(vec));
+          for (int r = 0; r < T; ++r) g[r] = h[r][j];
+          Tile::gradient(g, out);
+#pragma GCC unroll 6
+          for (int e = 0; e < alpha; ++e)
+            std::memcpy(D + (alpha * e + j) * ds + (t0 + tx) * kp + k0, &out[e], sizeof(vec));
         }
       }
   };
   // M[xi][k][c] += the group's first `tiles` products (M = them for the chunk's first group)
   const auto products = [&](const float* V, const float* D, int64_t tiles, bool first, float* M) {
-    for (int xi = 0; xi < 16; ++xi)
+    for (int xi = 0; xi < positions; ++xi)
       for (int64_t c0 = 0; c0 < CP; c0 += VL)
         for (int64_t k0 = 0; k0 < KP; k0 += KB) {
           float* m = M + (xi * KP + k0) * CP + c0;
@@ -1214,20 +1247,20 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
   parallel_for(chunks, threads_for(s.N * K * C * P * Q * 9), [&](int64_t chunk) {
     float* M = sums.get() + chunk * per_chunk;
     const int64_t row0 = chunk_row(chunk), row1 = chunk_row(chunk + 1);
-    // xt and gt hold the padded rows of the chunk's tile rows of an image: from padded row 2 * base on
+    // xt and gt hold the padded rows of the chunk's tile rows of an image: from padded row T * base on
     const int64_t span = by_images ? th : row1 - row0, base = by_images ? 0 : row0;
-    const int64_t xt_floats = (2 * span + 2) * xcols * CP, gt_floats = 2 * span * ycols * KP;
-    const CachedBlock<float> xt(xt_floats), gt(gt_floats), group(16 * (VS + DS));
+    const int64_t xt_floats = (T * span + 2) * xcols * CP, gt_floats = T * span * ycols * KP;
+    const CachedBlock<float> xt(xt_floats), gt(gt_floats), group(positions * (VS + DS));
     std::fill(xt.get(), xt.get() + xt_floats, 0.0f);  // the padding, never written
     std::fill(gt.get(), gt.get() + gt_floats, 0.0f);
-    float *V = group.get(), *D = V + 16 * VS;
+    float *V = group.get(), *D = V + positions * VS;
     int64_t filled = 0;  // the group's tiles
     bool first = true;   // the chunk's first group
     for (int64_t n = row0 / th; n * th < row1; ++n) {
       // the image's tile rows [ty0, ty1) in the chunk: its rows [h0, h1) of x and [p0, p1) of dy
       const int64_t ty0 = std::max<int64_t>(row0 - n * th, 0), ty1 = std::min(row1 - n * th, th);
-      const int64_t h0 = std::max<int64_t>(2 * ty0 - s.pad_h, 0), h1 = std::min(2 * ty1 + 2 - s.pad_h, H);
-      const int64_t p0 = 2 * ty0, p1 = std::min(2 * ty1, P);
+      const int64_t h0 = std::max<int64_t>(T * ty0 - s.pad_h, 0), h1 = std::min(T * ty1 + 2 - s.pad_h, H);
+      const int64_t p0 = T * ty0, p1 = std::min(T * ty1, P);
       const float *xn = x + n * C * H * W, *dyn = dy + n * K * P * Q;
       bool bad = non_finite.load(std::memory_order_relaxed);
       for (int64_t c = 0; c < C && !bad && h0 < h1; ++c) bad = any_non_finite(xn + (c * H + h0) * W, (h1 - h0) * W);
@@ -1239,13 +1272,13 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
       if (db && by_images) bias_partials_add(s, dyn, 0, K, &bias[chunk * bias_floats]);
       for (int64_t h = h0; h < h1; ++h)
         transpose(xn + h * W, x_planes.data(), C, CP, W, 1.0f,
-                  xt.get() + ((h + s.pad_h - 2 * base) * xcols + s.pad_w) * CP);
+                  xt.get() + ((h + s.pad_h - T * base) * xcols + s.pad_w) * CP);
       for (int64_t p = p0; p < p1; ++p)
-        transpose(dyn + p * Q, dy_planes.data(), K, KP, Q, 1.0f, gt.get() + (p - 2 * base) * ycols * KP);
+        transpose(dyn + p * Q, dy_planes.data(), K, KP, Q, 1.0f, gt.get() + (p - T * base) * ycols * KP);
       const int64_t x_lines = C * H * W / 16, lines = x_lines + K * P * Q / 16;  // the next image's, prefetched
       const int64_t ahead = by_images && (n + 1) * th < row1 ? (lines + th * tw - 1) / (th * tw) : 0;
       for (int64_t ty = ty0; ty < ty1; ++ty) {
-        if (filled + tw > T) {
+        if (filled + tw > GT) {
           products(V, D, filled, first, M);
           filled = 0;
           first = false;
@@ -1261,10 +1294,18 @@ bool winograd_fused_weight(const ConvShape& s, const float* dy, const float* x, 
   }, Schedule::as_free);
   if (non_finite) return false;
   add_chunks_into_first(sums.get(), chunks, per_chunk, 0, per_chunk);
-  weight_gradients_from_sums(s, sums.get(), KP, CP, dw);
+  weight_gradients_from_sums<T>(s, sums.get(), KP, CP, dw);
   if (db && by_images) bias_from_partials(s, bias.data(), chunks, db);
   if (db && !by_images) conv2d_backward_bias_fast(s, dy, db);
   return true;
+}
+
+// conv2d_backward_weight_winograd_fused_<isa> (conv.h), VL floats a vector: F(4x4, 3x3) where tile is 4, else F(2x2,
+// 3x3).
+template <int VL>
+bool winograd_fused_weight(const ConvShape& s, int tile, const float* dy, const float* x, float* dw, float* db) {
+  return tile == 4 ? winograd_fused_weight_tiles<VL, 4>(s, dy, x, dw, db)
+                   : winograd_fused_weight_tiles<VL, 2>(s, dy, x, dw, db);
 }
 
 // conv2d_forward_winograd_<isa> (conv.h), VL floats a vector: F(4x4, 3x3) where tile is 4, else F(2x2, 3x3).

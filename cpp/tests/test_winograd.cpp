@@ -6,8 +6,9 @@
 // which conv2d_winograd_fused_tile does.
 // The weight gradient by F(2x2, 3x3) the same way (exact, the same bits at 1, 2 and 3 threads also on fractions, dw
 // prefilled with NaN, several blocks of tile rows, false and dw untouched for an infinity or NaN in x or dy) and where
-// it applies; so too the fused F(2x2, 3x3) weight gradient (AVX2 and AVX-512), its bias gradient the bits of
-// conv2d_backward_bias_fast (untouched where it returns false). ConvWeightCache keeps the packings used last.
+// it applies; so too the fused weight gradient by either tile (AVX2 and AVX-512), its bias gradient the bits of
+// conv2d_backward_bias_fast (untouched where it returns false), and which layers conv2d_winograd_fused_weight_tile
+// gives F(4x4). ConvWeightCache keeps the packings used last.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -63,9 +64,10 @@ bool engine_weight(const ConvShape& s, const float* dy, const float* x, float* d
   return kernels().conv_winograd_weight(s, dy, x, dw);
 }
 
+template <int tile>
 bool fused_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
   std::vector<float> db(s.K, 7.0f), want(s.K, 7.0f);
-  const bool done = kernels().conv_winograd_fused_weight(s, dy, x, dw, db.data());
+  const bool done = kernels().conv_winograd_fused_weight(s, tile, dy, x, dw, db.data());
   if (done) conv2d_backward_bias_fast(s, dy, want.data());
   CHECK(db == want);
   return done;
@@ -141,7 +143,7 @@ int main() {
     // blocks of 75, 75 and 74 rows); false, dw untouched, for an infinity or NaN in x or dy (one block, three)
     const Case blocks{7, 16, 64, 66, 16, 1, 1};
     std::vector<WeightRoute> routes{engine_weight};
-    if (kernels().conv_winograd_fused_weight) routes.push_back(fused_weight);
+    if (kernels().conv_winograd_fused_weight) routes.insert(routes.end(), {fused_weight<2>, fused_weight<4>});
     for (WeightRoute weight : routes) {
       for (const Case& w_case : cases) run_weight_case(w_case, weight);
       run_weight_case(blocks, weight);
@@ -190,6 +192,17 @@ int main() {
   CHECK(fused_applies({16, 64, 8, 8, 64, 1, 1}));      // 256 tiles
   CHECK(!fused_applies({32, 128, 8, 8, 64, 1, 1}));    // 128 channels
   CHECK(!fused_applies({8, 16, 32, 32, 8, 1, 1}));     // 8 filters
+  // and F(4x4) where its 36 products a 4x4 tile come to at most 0.6 of F(2x2)'s 16 a 2x2 tile and each chunk (image
+  // chunks, at most 8; one image's tile rows in 4) holds at least 64 4x4 tiles
+  const auto fused_weight_tile = [](const Case& c) { return conv2d_winograd_fused_weight_tile(shape_of(c)); };
+  CHECK(fused_weight_tile({128, 16, 32, 32, 16, 1, 1}) == 4);  // ResNet-20's first stage: 1024 4x4 tiles a chunk
+  CHECK(fused_weight_tile({128, 64, 8, 8, 64, 1, 1}) == 4);    // its third: 64
+  CHECK(fused_weight_tile({64, 64, 8, 8, 64, 1, 1}) == 2);     // 32
+  CHECK(fused_weight_tile({2, 16, 32, 32, 16, 1, 1}) == 4);    // 64, chunks of one image
+  CHECK(fused_weight_tile({1, 16, 64, 64, 16, 1, 1}) == 4);    // one image, 4 chunks of 4 tile rows: 64 each
+  CHECK(fused_weight_tile({1, 64, 56, 56, 64, 1, 1}) == 2);    // 4 chunks of 3 or 4 tile rows of 14: 49 each
+  CHECK(fused_weight_tile({8, 16, 17, 15, 16, 1, 1}) == 2);    // 17 x 15 outputs: 4x4 tiles overhang
+  CHECK(fused_weight_tile({8, 16, 31, 29, 16, 1, 1}) == 4);    // 31 x 29: 8 x 8 4x4 tiles against 16 x 15 2x2
   // the kept filters: a packing for each layout and block width (the fused kernel's block, 16 filters, is also a
   // filter-vector block width), the 3 used last kept; one evicted stays readable where it is held
   ConvWeightCache cache;

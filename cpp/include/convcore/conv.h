@@ -307,19 +307,34 @@ using ConvWinogradWeightKernel = bool (*)(const ConvShape& s, const float* dy, c
 bool conv2d_backward_weight_winograd_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
 bool conv2d_backward_weight_winograd_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
 bool conv2d_backward_weight_winograd_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
-// The weight gradient by Winograd F(2x2, 3x3) fused (conv_winograd.h, AVX2 and AVX-512 only: null for the portable
-// kernels) where conv2d_winograd_fused_weight_applies: 3x3 stride-1 layers of 16 to 64 channels and filters with at
-// least 256 2x2 output tiles in the batch (conv_winograd.cpp); conv2d_backward_weight_fast takes it first. The bias
-// gradient in the same pass where db is not null (the bits of conv2d_backward_bias_fast). Exact on small-integer data
-// while its sums (up to 64 times the direct sum's terms) stay below 2^24; results do not depend on the thread count.
-// Returns false, dw and db untouched, where x or dy holds an infinity or a NaN.
+// The weight gradient by Winograd F(4x4, 3x3) where tile is 4, else F(2x2, 3x3) (the caller's tile:
+// conv2d_winograd_fused_weight_tile), fused (conv_winograd.h, AVX2 and AVX-512 only: null for the portable kernels)
+// where conv2d_winograd_fused_weight_applies: 3x3 stride-1 layers of 16 to 64 channels and filters with at least 256
+// 2x2 output tiles in the batch (conv_winograd.cpp); conv2d_backward_weight_fast takes it first. The bias gradient in
+// the same pass where db is not null (the bits of conv2d_backward_bias_fast). Exact on small-integer data while its
+// sums (F(2x2): up to 64 times the direct sum's terms; F(4x4): in sixteenths) stay below 2^24; float errors up to ~5e-7
+// of the sum of |x| |dy| for F(4x4), ~1e-7 for F(2x2); results do not depend on the thread count. Returns false, dw and
+// db untouched, where x or dy holds an infinity or a NaN.
 bool conv2d_winograd_fused_weight_applies(const ConvShape& s);
-using ConvWinogradFusedWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw,
-                                               float* db);
-bool conv2d_backward_weight_winograd_fused_avx2(const ConvShape& s, const float* dy, const float* x, float* dw,
-                                                float* db);
-bool conv2d_backward_weight_winograd_fused_avx512(const ConvShape& s, const float* dy, const float* x, float* dw,
-                                                  float* db);
+// The fused weight gradient's output tile for s (where conv2d_winograd_fused_weight_applies): 4 (F(4x4, 3x3)) or 2.
+int conv2d_winograd_fused_weight_tile(const ConvShape& s);
+// A single image's tile rows go to this many chunks in the fused weight gradient (each writes, sums into and reads
+// back its alpha^2 x K x C sums). Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen
+// 4, 2 threads, F(2x2) weight gradient at n=1: 8 chunks against the image as one (one thread) 64 channels at 32 x 32
+// 1.26x, at 56 x 56 1.42x; 4 chunks against 8: 1.17x, 1.08x, 16 channels at 32 x 32 1.19x. (Images split so at n=2
+// to 4 went 0.85-0.88x against whole images.)
+constexpr int64_t kImageRowChunks = 4;
+// The fused weight gradient's chunks for tile T (2 or 4): image_chunks(s) runs of whole images, or for one image runs
+// of its tile rows; the sums' order whatever the thread count.
+inline int64_t winograd_fused_weight_chunks(const ConvShape& s, int T) {
+  return s.N > 1 ? image_chunks(s) : std::min<int64_t>(kImageRowChunks, (s.P + T - 1) / T);
+}
+using ConvWinogradFusedWeightKernel = bool (*)(const ConvShape& s, int tile, const float* dy, const float* x,
+                                               float* dw, float* db);
+bool conv2d_backward_weight_winograd_fused_avx2(const ConvShape& s, int tile, const float* dy, const float* x,
+                                                float* dw, float* db);
+bool conv2d_backward_weight_winograd_fused_avx512(const ConvShape& s, int tile, const float* dy, const float* x,
+                                                  float* dw, float* db);
 
 // Depthwise (groups == C > 1, any channel multiplier K/C): direct loops along rows, no workspace; the
 // fast kernels above route here. Each dw element sums 8 lane partials over (n, p, q) in order, then the lanes.
