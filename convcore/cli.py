@@ -112,8 +112,9 @@ def _train(args):
     except (FileNotFoundError, ValueError) as e:
         print(f"convcore: error: {e}", file=sys.stderr)
         return 2
-    x_train = (x_train - FMNIST_MEAN) / FMNIST_STD
-    x_test = (x_test - FMNIST_MEAN) / FMNIST_STD
+    for x in (x_train, x_test):  # in place (the same bits): new arrays took 0.1-0.9 s of page faults on 2 vCPUs
+        x -= FMNIST_MEAN
+        x /= FMNIST_STD
     if args.momentum is not None and args.optimizer != "sgd":
         print(f"convcore: error: --momentum {args.momentum}: applies to --optimizer sgd only", file=sys.stderr)
         return 2
