@@ -922,7 +922,7 @@ FUSED_WINOGRAD_WEIGHT_CASES = [  # F(2x2, 3x3): fewer than 64 4x4 tiles a chunk,
 FUSED_QUAD_WEIGHT_CASES = [  # F(4x4, 3x3) (conv2d_winograd_fused_weight_tile): 64 4x4 tiles a chunk or more
     (2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),   # ResNet-20's first stage: an image a chunk, groups of 4 tile rows of 8
     (32, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),  # its second: 8 chunks of 4 images, groups of 8 tile rows (2 images)
-    (4, 20, 31, 29, 24, 3, 3, 1, 1, 1, 1),   # 31 x 29 outputs: overhanging tiles; channels and filters in part
+    (4, 20, 31, 31, 24, 3, 3, 1, 1, 1, 1),   # 31 x 31 outputs: overhanging tiles; channels and filters in part
     (1, 17, 64, 64, 33, 3, 3, 1, (1, 0), 1, 1),  # uneven padding, one image: 4 chunks of 4 tile rows
     (1, 16, 16, 260, 16, 3, 3, 1, 1, 1, 1),  # rows of 65 tiles: a group of one tile row
     (2, 16, 30, 30, 16, 3, 3, 1, 2, 1, 1),   # padding 2: tiles reading only padding

@@ -73,7 +73,7 @@ constexpr double kFusedQuadWork = 0.6;
 constexpr int64_t kMinFusedQuads = 256;
 // The fused weight gradient (winograd_fused_weight) takes the layers of kFusedChannels to 4 x kFusedChannels channels
 // and filters with at least kMinFusedWeightTiles 2x2 output tiles in the batch (each image chunk writes, sums into and
-// reads back 16 x K x C sums, K and C rounded up to a vector; with few images the chunks leave threads idle). Both
+// reads back alpha^2 x K x C sums, K and C rounded up to a vector; with few images the chunks leave threads idle). Both
 // builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient
 // against the route before (the filter-vector kernel, or for 64 channels on maps of 16 x 16 or more the im2col GEMM):
 // 16 channels at 32 x 32 n=128 1.06-1.17x (1 thread 1.09-1.21x), 32 at 16 x 16 n=128 1.52-1.55x, 64 at 8 x 8 n=128

@@ -78,8 +78,8 @@ constexpr int64_t kMinWeightBlockTiles = 256;
 // infinity: x and w (the weight gradient: x and dy) are checked for non-finite values as they are read.
 
 // The two tile sizes' transforms, applied to alpha = T + 2 values (vectors or floats) at a time: filter (G, alpha x
-// 3, on a kernel column or row), input (B^T, alpha x alpha) and output (A^T, T x alpha);
-// F(2x2, 3x3)'s also gradient (A, alpha x T: the weight gradient's).
+// 3, on a kernel column or row), input (B^T, alpha x alpha) and output (A^T, T x alpha); and the weight gradient's
+// gradient (A, alpha x T) and filter_gradient (G_s^T, 3 x alpha), with weight_scale.
 // F(2x2, 3x3): G, B^T and A^T as above; the transforms add, subtract and halve.
 // F(4x4, 3x3) (Lavin and Gray's points 0, 1, -1, 2, -2 and infinity): G's rows scaled to integers, G_s = diag(s) G
 // with s = (4, 6, 6, 24, 24, 1), and A^T's columns divided by them, 6 A^T diag(1/s) = A_e^T, whose coefficients are
@@ -1114,17 +1114,17 @@ bool winograd_fused_forward(const ConvShape& s, const float* x, const float* w, 
 // tile (16 channels at 32 x 32: 1.07x -> 1.17x over the filter-vector kernel). Then per tile row, into a group of whole
 // tile rows of the chunk's images (at most GT tiles, GT = max(kFusedWeightTiles or kFusedWeightQuads, tw)), V[xi][t] =
 // (B^T d B)[xi] (CP channels; B^T down the padded columns, each tile's last two the next one's first two, then B along
-// the rows) and D[xi][t] = (A dY A^T)[xi] (KP filters), each of the alpha^2 positions a vector past GT tiles' floats (4
-// KiB apart they fell into one cache set: 0.91x -> 1.07x); and per full group and position xi M[xi][k][c] += sum over
-// its tiles t of D[xi][t][k] V[xi][t][c] (the chunk's first group writes M): VL filters' accumulators of one vector of
-// channels in registers, D broadcast from memory (at the FMA peak). Then the chunks' M are added in chunk order and dw
-// taken from the sum (weight_gradients_from_sums); db (where not null) from the bias partials added image by image (the
-// bits of conv2d_backward_bias_fast; for a single image, its own pass). Every sum is formed in the same order whatever
-// the thread count. Returns false, dw and db untouched, where x or dy holds an infinity or a NaN. Workspace: M per
-// chunk (alpha^2 x KP x CP floats) and per task the copied image and dy, or the rows of them its tile rows read ((T th
-// + 2) x (T tw + 2) x CP and T^2 th x tw x KP floats for th x tw tiles) and the group's V and D (alpha^2 x (GT x (CP +
-// KP) + 2 VL) floats). Exact on small-integer data while the transformed products' sums (up to 64 times the direct
-// sum's terms for F(2x2); F(4x4)'s D in sixteenths) stay below 2^24.
+// the rows) and D[xi][t] = (A dY A^T)[xi] (KP filters; F(4x4): A_e), each of the alpha^2 positions a vector past GT
+// tiles' floats (4 KiB apart they fell into one cache set: 0.91x -> 1.07x); and per full group and position xi
+// M[xi][k][c] += sum over its tiles t of D[xi][t][k] V[xi][t][c] (the chunk's first group writes M): VL filters'
+// accumulators of one vector of channels in registers, D broadcast from memory (at the FMA peak). Then the chunks' M
+// are added in chunk order and dw taken from the sum (weight_gradients_from_sums); db (where not null) from the bias
+// partials added image by image (the bits of conv2d_backward_bias_fast; for a single image, its own pass). Every sum is
+// formed in the same order whatever the thread count. Returns false, dw and db untouched, where x or dy holds an
+// infinity or a NaN. Workspace: M per chunk (alpha^2 x KP x CP floats) and per task the copied image and dy, or the
+// rows of them its tile rows read ((T th + 2) x (T tw + 2) x CP and T^2 th x tw x KP floats for th x tw tiles) and the
+// group's V and D (alpha^2 x (GT x (CP + KP) + 2 VL) floats). Exact on small-integer data while the transformed
+// products' sums (up to 64 times the direct sum's terms for F(2x2); F(4x4)'s D in sixteenths) stay below 2^24.
 constexpr int64_t kFusedWeightTiles = 64;
 // F(4x4)'s groups: 4x4 tiles. Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen
 // 4, 2 threads, weight gradient at n=128, against F(2x2): 16 channels at 32 x 32, 32 at 16 x 16, 64 at 8 x 8: groups
@@ -1197,7 +1197,7 @@ bool winograd_fused_weight_tiles(const ConvShape& s, const float* dy, const floa
     for (int64_t k0 = 0; k0 < kp; k0 += VL)
       for (int64_t tx = 0; tx < tiles; ++tx) {
         const float* g0 = gt + (T * ty * y_cols + T * tx) * kp + k0;
-        vec h[T][alpha];  // h[r][j]: dy row r times A^T, column j
+        vec h[T][alpha];  // h[r][j]: dy row r times A^T (F(4x4): A_e^T), column j
 #pragma GCC unroll 4
         for (int r = 0; r < T; ++r) {
           vec g[T];

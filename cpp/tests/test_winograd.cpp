@@ -202,7 +202,7 @@ int main() {
   CHECK(fused_weight_tile({1, 16, 64, 64, 16, 1, 1}) == 4);    // one image, 4 chunks of 4 tile rows: 64 each
   CHECK(fused_weight_tile({1, 64, 56, 56, 64, 1, 1}) == 2);    // 4 chunks of 3 or 4 tile rows of 14: 49 each
   CHECK(fused_weight_tile({8, 16, 17, 15, 16, 1, 1}) == 2);    // 17 x 15 outputs: 4x4 tiles overhang
-  CHECK(fused_weight_tile({8, 16, 31, 29, 16, 1, 1}) == 4);    // 31 x 29: 8 x 8 4x4 tiles against 16 x 15 2x2
+  CHECK(fused_weight_tile({8, 16, 31, 31, 16, 1, 1}) == 4);    // 31 x 31: 8 x 8 4x4 tiles against 16 x 16 2x2
   // the kept filters: a packing for each layout and block width (the fused kernel's block, 16 filters, is also a
   // filter-vector block width), the 3 used last kept; one evicted stays readable where it is held
   ConvWeightCache cache;
