@@ -735,7 +735,8 @@ void conv2d_backward_weight_fast(const ConvShape& s, const float* dy, const floa
     kernels().conv_direct_weight(s, dy, x, dw, db);
     return;
   }
-  if (conv2d_winograd_weight_applies(s) && kernels().conv_winograd_weight(s, dy, x, dw)) {
+  const ConvWinogradWeightKernel winograd = kernels().conv_winograd_weight;
+  if (conv2d_winograd_weight_applies(s) && winograd(s, conv2d_winograd_weight_tile(s), dy, x, dw)) {
     bias_apart();
     return;
   }

@@ -48,6 +48,16 @@ constexpr int64_t kMinQuadProducts = int64_t(1) << 23;
 // (32 x 32 n=32, 56 x 56 n=8, 224 x 224 n=1) while the im2col route, packing into L2, kept its speed: left to it.
 constexpr int64_t kMinWeightTiles = 192;
 constexpr double kWeightWork = 0.5;
+// It takes F(4x4, 3x3) where its products (36 positions a 4x4 tile) come to at most kQuadWork of F(2x2, 3x3)'s (16 a
+// 2x2 tile), the batch holds at least kMinWeightTiles 4x4 tiles and the rows at least kMinWeightQuadRow (maps of 56 x
+// 56 and more: its transforms run a vector of tiles along a row, and half of a 16-float vector would stay idle on
+// rows of 7). Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, weight
+// gradient, F(4x4) against F(2x2), 2 threads: 128 channels at 56 x 56 n=1 1.06x, n=2 1.20x, 256 at 56 x 56 n=1
+// 1.13-1.17x (1 thread 1.10-1.12x), n=8 1.52x, 128 at 112 x 112 n=1 1.28x, n=4 1.40x; forced AVX2 128 at 56 x 56 n=1
+// 1.39x, 256 n=1 1.27x. On 28 x 28 maps it varied with the minute and the ISA: 128 channels n=8 0.93-0.98x (1.61-1.66x
+// in minutes when the machine's neighbours slowed memory and F(2x2) ran slower on 2 threads than on 1), n=16 0.97x,
+// n=32 1.17x, n=4 0.91-0.93x, 256 n=2 0.83x; forced AVX2 1.02x, 1.37x, 0.92x.
+constexpr int64_t kMinWeightQuadRow = 14;
 // The fused Winograd forward (winograd_fused_forward) takes layers of kFusedChannels to 2 x kFusedChannels channels
 // and filters whose rows hold at least kFusedMinWidth outputs (half a 16-float vector of tiles or more), and of up to 4
 // x kFusedChannels on rows of 7 or 8 outputs (four tile rows a vector; ResNet-20's third stage, which the
@@ -139,6 +149,14 @@ int conv2d_winograd_fused_tile(const ConvShape& s, int lanes) {
   };
   const int64_t quads = s.N * ((s.P + 3) / 4) * ((s.Q + 3) / 4);
   return quads >= kMinFusedQuads && 36.0 * vectors(4) <= kFusedQuadWork * 16.0 * vectors(2) ? 4 : 2;
+}
+
+int conv2d_winograd_weight_tile(const ConvShape& s) {
+  const int64_t quads = ((s.P + 3) / 4) * ((s.Q + 3) / 4), pairs = ((s.P + 1) / 2) * ((s.Q + 1) / 2);
+  return 36.0 * quads <= kQuadWork * 16.0 * pairs && s.N * quads >= kMinWeightTiles &&
+                 (s.Q + 3) / 4 >= kMinWeightQuadRow
+             ? 4
+             : 2;
 }
 
 int conv2d_winograd_fused_weight_tile(const ConvShape& s) {

@@ -1,7 +1,7 @@
-// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution and the F(2x2, 3x3) weight gradient (winograd_weight; both
-// also fused for few channels, by either tile: winograd_fused_forward, winograd_fused_weight; Lavin and Gray, "Fast
-// Algorithms for Convolutional Neural Networks", 2016). Each T x T output tile comes from an alpha x alpha input tile d
-// (alpha = T + 2) and each 3x3 filter g through
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution and weight gradient (winograd_weight; both also fused for
+// few channels: winograd_fused_forward, winograd_fused_weight; Lavin and Gray, "Fast Algorithms for Convolutional
+// Neural Networks", 2016). Each T x T output tile comes from an alpha x alpha input tile d (alpha = T + 2) and each 3x3
+// filter g through
 //   Y = A^T [ sum_c (G g G^T) . (B^T d B) ] A,
 // for F(2x2, 3x3) with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] and
 // A^T = [1 1 1 0; 0 1 -1 -1] (F(4x4, 3x3): WinogradTile<4>). The sum over channels is alpha^2 independent GEMMs, one
@@ -665,29 +665,32 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
 // position xi, D = A dY A^T the filters' transformed output gradients (transform_output_gradients) and V = B^T d B the
 // channels' transformed inputs (transform_inputs). 16 multiplies per 2x2 outputs, channel and filter instead of 36
 // (the im2col product's). G's halves are scaled out (G_s = 2 G: dW = G_s^T M G_s / 4), so that every transform adds
-// and subtracts: small-integer data stays exact while the products' sums stay below 2^24. F(4x4, 3x3) (the fused
-// kernel's) the same way with WinogradTile<4>'s G_s and A_e: dW = G_s^T [ (A_e dY A_e^T) . (B^T d B) ] G_s / 36.
+// and subtracts: small-integer data stays exact while the products' sums stay below 2^24. F(4x4, 3x3) the same way
+// with WinogradTile<4>'s G_s and A_e: dW = G_s^T [ (A_e dY A_e^T) . (B^T d B) ] G_s / 36, 36 multiplies per 4x4
+// outputs (exact on small integers while the sums, in sixteenths, stay below 2^24).
 
-// dY's tiles, D[xi][k][col] = (A dY A^T)[xi] (A = [1 0; 1 1; 1 -1; 0 -1], F(2x2, 3x3)'s A^T turned) for filter k and
-// the block's tiles (rows [row0, row0 + rows) of all images' tile rows, as transform_inputs takes them), VL tiles at a
-// time: each of a tile row's two dy rows copied into a zero-padded row buffer (a row past P: zeros), its even and odd
-// columns split, then A along the rows and down the columns.
-template <int VL>
+// dY's tiles, D[xi][k][col] = (A dY A^T)[xi] (F(2x2, 3x3): A = [1 0; 1 1; 1 -1; 0 -1], its A^T turned; F(4x4): A_e)
+// for filter k and the block's tiles (rows [row0, row0 + rows) of all images' tile rows, as transform_inputs takes
+// them), VL tiles at a time: each of a tile row's T dy rows copied into a zero-padded row buffer (a row past P:
+// zeros), its columns split by phase (column modulo T), then A along the rows and down the columns.
+template <int VL, int T>
 __attribute__((noinline)) void transform_output_gradients(const ConvShape& s, const Tiling& tl, const float* dy,
                                                           int64_t row0, int64_t rows, float* D,
                                                           std::atomic<bool>& non_finite) {
   typedef float vec __attribute__((vector_size(4 * VL)));
-  const int64_t tw = tl.tw, cols = rows * tw, chunks = (tw + VL - 1) / VL, width = 2 * chunks * VL;
+  typedef WinogradTile<T> Tile;
+  constexpr int alpha = Tile::alpha;
+  const int64_t tw = tl.tw, cols = rows * tw, chunks = (tw + VL - 1) / VL, width = T * chunks * VL;
   const auto filter = [&](int64_t k) {
     const int64_t position_stride = s.K * cols, P = s.P, Q = s.Q;  // copies the stores cannot change
-    std::vector<float> buf(static_cast<size_t>(2 * width), 0.0f);
+    std::vector<float> buf(static_cast<size_t>(T * width), 0.0f);
     uint32_t carries = 0;  // the copied floats' exponent_carry, ORed
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t row = row0 + i, n = row / tl.th, ty = row % tl.th;
       const float* plane = dy + (n * s.K + k) * P * Q;
-      for (int r = 0; r < 2; ++r) {
+      for (int r = 0; r < T; ++r) {
         float* dst = &buf[r * width];
-        const int64_t p = 2 * ty + r;
+        const int64_t p = T * ty + r;
         if (p >= P) {
           std::fill(dst, dst + Q, 0.0f);
           continue;
@@ -697,30 +700,30 @@ __attribute__((noinline)) void transform_output_gradients(const ConvShape& s, co
       float* d = D + k * cols + i * tw;
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int64_t t0 = chunk * VL;
-        vec h[2][4];  // h[r][j]: dy row r times A^T, column j
-#pragma GCC unroll 2
-        for (int r = 0; r < 2; ++r) {
-          vec a, b, even, odd;
-          std::memcpy(&a, &buf[r * width + 2 * t0], sizeof(vec));
-          std::memcpy(&b, &buf[r * width + 2 * t0 + VL], sizeof(vec));
-          split_even_odd<VL>(a, b, even, odd);
-          const vec g[2] = {even, odd};
-          WinogradTile<2>::gradient(g, h[r]);
+        vec h[T][alpha];  // h[r][j]: dy row r times A^T (F(4x4): A_e^T), column j
+#pragma GCC unroll 4
+        for (int r = 0; r < T; ++r) {
+          vec a[T], g[T];
+#pragma GCC unroll 4
+          for (int u = 0; u < T; ++u) std::memcpy(&a[u], &buf[r * width + T * t0 + u * VL], sizeof(vec));
+          split_phases<VL, T>(a, g);  // g[q]: column T tx + q of the VL tiles
+          Tile::gradient(g, h[r]);
         }
         const int64_t tiles = std::min<int64_t>(VL, tw - t0);
+#pragma GCC unroll 6
+        for (int j = 0; j < alpha; ++j) {
+          vec g[T], out[alpha];
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) {
-          const vec g[2] = {h[0][j], h[1][j]};
-          vec out[4];
-          WinogradTile<2>::gradient(g, out);
-#pragma GCC unroll 4
-          for (int e = 0; e < 4; ++e) store_first<VL>(d + (4 * e + j) * position_stride + t0, out[e], tiles);
+          for (int r = 0; r < T; ++r) g[r] = h[r][j];
+          Tile::gradient(g, out);
+#pragma GCC unroll 6
+          for (int e = 0; e < alpha; ++e) store_first<VL>(d + (alpha * e + j) * position_stride + t0, out[e], tiles);
         }
       }
     }
     if (carries & 0x80000000u) non_finite.store(true, std::memory_order_relaxed);
   };
-  parallel_for(s.K, threads_for(s.K * cols * 4 * 16, 1 << 16), filter, Schedule::as_free);
+  parallel_for(s.K, threads_for(s.K * cols * T * T * alpha * alpha, 1 << 16), filter, Schedule::as_free);
 }
 
 // dw = G_s^T M G_s / weight_scale for every filter and channel (F(T x T, 3x3)'s G_s and scale: WinogradTile),
@@ -751,14 +754,14 @@ void weight_gradients_from_sums(const ConvShape& s, const float* M, int64_t KP, 
   });
 }
 
-// conv2d_backward_weight_winograd_<isa> (conv.h), VL floats a vector. Blocks of whole tile rows (evened out), in
-// order: each block's transforms on the threads (by channel, by filter) and its 16 products spread over them (each
+// The weight gradient by F(T x T, 3x3), VL floats a vector. Blocks of whole tile rows (evened out), in order: each
+// block's transforms on the threads (by channel, by filter) and its alpha^2 products spread over them (each
 // product then serial), adding into M (the first block writing it), all three taken by the threads as they are free
 // (Schedule::as_free); then dw from M. Returns false, dw untouched, where x or dy holds an infinity or a NaN.
-template <int VL>
-bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
-  constexpr int64_t positions = 16;
-  const Tiling tl{(s.P + 1) / 2, (s.Q + 1) / 2};
+template <int VL, int T>
+bool winograd_weight_tiles(const ConvShape& s, const float* dy, const float* x, float* dw) {
+  constexpr int64_t positions = (T + 2) * (T + 2);
+  const Tiling tl{(s.P + T - 1) / T, (s.Q + T - 1) / T};
   const int64_t tile_rows = s.N * tl.th, row_floats = positions * (s.C + s.K) * tl.tw;
   const int64_t least_rows = std::clamp<int64_t>(
       std::max(kWeightBlockFloats / row_floats, (kMinWeightBlockTiles + tl.tw - 1) / tl.tw), 1, tile_rows);
@@ -768,8 +771,8 @@ bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float*
   std::atomic<bool> non_finite{false};
   for (int64_t row0 = 0; row0 < tile_rows; row0 += block_rows) {
     const int64_t rows = std::min(block_rows, tile_rows - row0), cols = rows * tl.tw;
-    transform_inputs<VL, 2, 1>(s, tl, x, row0, rows, V.get(), non_finite, Schedule::as_free);
-    transform_output_gradients<VL>(s, tl, dy, row0, rows, D.get(), non_finite);
+    transform_inputs<VL, T, 1>(s, tl, x, row0, rows, V.get(), non_finite, Schedule::as_free);
+    transform_output_gradients<VL, T>(s, tl, dy, row0, rows, D.get(), non_finite);
     if (non_finite) return false;
     const float beta = row0 == 0 ? 0.0f : 1.0f;
     parallel_for(
@@ -781,8 +784,14 @@ bool winograd_weight(const ConvShape& s, const float* dy, const float* x, float*
         },
         Schedule::as_free);
   }
-  weight_gradients_from_sums<2>(s, M.get(), s.K, s.C, dw);
+  weight_gradients_from_sums<T>(s, M.get(), s.K, s.C, dw);
   return true;
+}
+
+// conv2d_backward_weight_winograd_<isa> (conv.h), VL floats a vector: F(4x4, 3x3) where tile is 4, else F(2x2, 3x3).
+template <int VL>
+bool winograd_weight(const ConvShape& s, int tile, const float* dy, const float* x, float* dw) {
+  return tile == 4 ? winograd_weight_tiles<VL, 4>(s, dy, x, dw) : winograd_weight_tiles<VL, 2>(s, dy, x, dw);
 }
 
 // The vector of lo's lanes, then hi's (two vectors of N / 2 floats; the type deduced: GCC 12 took a function

@@ -4,11 +4,11 @@
 // padding 0, 1 and 2 and uneven, blocks taken per thread and shared, bias and ReLU; the same bits at 1, 2 and 3
 // threads; false (y left to another path) for an infinite input; which layers conv2d_winograd_tile gives F(4x4), and
 // which conv2d_winograd_fused_tile does.
-// The weight gradient by F(2x2, 3x3) the same way (exact, the same bits at 1, 2 and 3 threads also on fractions, dw
-// prefilled with NaN, several blocks of tile rows, false and dw untouched for an infinity or NaN in x or dy) and where
-// it applies; so too the fused weight gradient by either tile (AVX2 and AVX-512), its bias gradient the bits of
-// conv2d_backward_bias_fast (untouched where it returns false), and which layers conv2d_winograd_fused_weight_tile
-// gives F(4x4). ConvWeightCache keeps the packings used last.
+// The weight gradient by either tile the same way (exact, the same bits at 1, 2 and 3 threads also on fractions, dw
+// prefilled with NaN, several blocks of tile rows, false and dw untouched for an infinity or NaN in x or dy), where it
+// applies and which layers conv2d_winograd_weight_tile gives F(4x4); so too the fused weight gradient by either tile
+// (AVX2 and AVX-512), its bias gradient the bits of conv2d_backward_bias_fast (untouched where it returns false), and
+// which layers conv2d_winograd_fused_weight_tile gives F(4x4). ConvWeightCache keeps the packings used last.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -60,8 +60,9 @@ void run_case(const Case& c, int tile, bool relu) {
 
 using WeightRoute = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw);
 
+template <int tile>
 bool engine_weight(const ConvShape& s, const float* dy, const float* x, float* dw) {
-  return kernels().conv_winograd_weight(s, dy, x, dw);
+  return kernels().conv_winograd_weight(s, tile, dy, x, dw);
 }
 
 template <int tile>
@@ -142,7 +143,7 @@ int main() {
     // the weight gradient: every case above, and 7 images of 32 tile rows of 33 tiles (at least 62 rows a block:
     // blocks of 75, 75 and 74 rows); false, dw untouched, for an infinity or NaN in x or dy (one block, three)
     const Case blocks{7, 16, 64, 66, 16, 1, 1};
-    std::vector<WeightRoute> routes{engine_weight};
+    std::vector<WeightRoute> routes{engine_weight<2>, engine_weight<4>};
     if (kernels().conv_winograd_fused_weight) routes.insert(routes.end(), {fused_weight<2>, fused_weight<4>});
     for (WeightRoute weight : routes) {
       for (const Case& w_case : cases) run_weight_case(w_case, weight);
@@ -184,6 +185,15 @@ int main() {
   CHECK(!weight_applies({8, 128, 32, 32, 64, 1, 1}));     // 64 filters
   CHECK(!weight_applies({3, 128, 15, 15, 128, 1, 1}));    // 15 x 15 maps: 16 x 16 computed
   CHECK(weight_applies({3, 128, 17, 17, 128, 1, 1}));     // 17 x 17 maps: 18 x 18 computed
+  // and F(4x4) where its 36 products a 4x4 tile come to at most 0.6 of F(2x2)'s 16 a 2x2 tile, there are at least
+  // 192 4x4 tiles and rows of at least 14
+  const auto weight_tile = [](const Case& c) { return conv2d_winograd_weight_tile(shape_of(c)); };
+  CHECK(weight_tile({1, 128, 56, 56, 128, 1, 1}) == 4);   // 196 4x4 tiles, 14 a row
+  CHECK(weight_tile({1, 128, 56, 52, 128, 1, 1}) == 2);   // 13 a row
+  CHECK(weight_tile({1, 128, 24, 112, 128, 1, 1}) == 2);  // 6 x 28: 168 4x4 tiles
+  CHECK(weight_tile({32, 128, 28, 28, 128, 1, 1}) == 2);  // 28 x 28 maps: 7 a row
+  CHECK(weight_tile({1, 256, 59, 59, 256, 1, 1}) == 4);   // 59 x 59: 15 x 15 4x4 tiles against 30 x 30 2x2
+  CHECK(weight_tile({1, 256, 54, 54, 256, 1, 1}) == 2);   // 54 x 54: 14 x 14 against 27 x 27: 0.605
   // the fused weight gradient: 16 to 64 channels and filters, at least 256 tiles
   const auto fused_applies = [](const Case& c) { return conv2d_winograd_fused_weight_applies(shape_of(c)); };
   CHECK(fused_applies({2, 16, 32, 32, 16, 1, 1}));     // 512 tiles

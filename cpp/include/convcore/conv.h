@@ -295,18 +295,22 @@ bool conv2d_forward_winograd_avx2(const ConvShape& s, int tile, const float* x, 
 bool conv2d_forward_winograd_avx512(const ConvShape& s, int tile, const float* x, const float* w, const float* bias,
                                     bool relu, float* y, ConvWeightCache* cache);
 
-// The weight gradient by Winograd F(2x2, 3x3) (conv_winograd.h, one per ISA in the dispatch table; where it applies:
-// conv_winograd.cpp, the forward's layers with at least 128 channels and filters and 192 output tiles, maps without
-// many overhanging tiles): 16 GEMMs (filters x channels, summing over the 2x2 output tiles) do 2.25x fewer
-// multiplies than im2col. Exact on small-integer data. Workspace: the 16 products' sums (16 * K * C floats) and, per
-// block of whole tile rows, the transformed inputs and output gradients: 1-2 Mi floats (4-8 MiB), or 256-512 tiles'
-// worth (16 * (C + K) floats a tile) where that is more. Results do not depend on the thread count. Returns false, dw
-// untouched, where x or dy holds an infinity or a NaN: the caller computes dw another way.
+// The weight gradient by Winograd F(4x4, 3x3) where tile is 4, else F(2x2, 3x3) (conv_winograd.h, one per ISA in the
+// dispatch table; where it applies: conv_winograd.cpp, the forward's layers with at least 128 channels and filters and
+// 192 output tiles, maps without many overhanging tiles; the tile: conv2d_winograd_weight_tile): alpha^2 GEMMs
+// (filters x channels, summing over the output tiles) do 2.25x (F(2x2)) or 4x (F(4x4)) fewer multiplies than im2col.
+// Exact on small-integer data; float errors up to ~3e-7 of the sum of |x| |dy| for F(2x2), ~1.3e-6 for F(4x4).
+// Workspace: the products' sums (alpha^2 * K * C floats) and, per block of whole tile rows, the transformed inputs and
+// output gradients: 1-2 Mi floats (4-8 MiB), or 256-512 tiles' worth (alpha^2 * (C + K) floats a tile) where that is
+// more. Results do not depend on the thread count. Returns false, dw untouched, where x or dy holds an infinity or a
+// NaN: the caller computes dw another way.
 bool conv2d_winograd_weight_applies(const ConvShape& s);
-using ConvWinogradWeightKernel = bool (*)(const ConvShape& s, const float* dy, const float* x, float* dw);
-bool conv2d_backward_weight_winograd_scalar(const ConvShape& s, const float* dy, const float* x, float* dw);
-bool conv2d_backward_weight_winograd_avx2(const ConvShape& s, const float* dy, const float* x, float* dw);
-bool conv2d_backward_weight_winograd_avx512(const ConvShape& s, const float* dy, const float* x, float* dw);
+using ConvWinogradWeightKernel = bool (*)(const ConvShape& s, int tile, const float* dy, const float* x, float* dw);
+bool conv2d_backward_weight_winograd_scalar(const ConvShape& s, int tile, const float* dy, const float* x, float* dw);
+bool conv2d_backward_weight_winograd_avx2(const ConvShape& s, int tile, const float* dy, const float* x, float* dw);
+bool conv2d_backward_weight_winograd_avx512(const ConvShape& s, int tile, const float* dy, const float* x, float* dw);
+// The weight gradient's output tile for s where conv2d_winograd_weight_applies: 4 (F(4x4, 3x3)) or 2.
+int conv2d_winograd_weight_tile(const ConvShape& s);
 // The weight gradient by Winograd F(4x4, 3x3) where tile is 4, else F(2x2, 3x3) (the caller's tile:
 // conv2d_winograd_fused_weight_tile), fused (conv_winograd.h, AVX2 and AVX-512 only: null for the portable kernels)
 // where conv2d_winograd_fused_weight_applies: 3x3 stride-1 layers of 16 to 64 channels and filters with at least 256
