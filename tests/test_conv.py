@@ -573,8 +573,8 @@ def test_winograd_weight_gradient(rng, case, tile):
     # exact on small integers at 1, 2 and 3 threads (the transforms add and subtract integers, G's halves go into one
     # exact multiplication by 1/4, F(4x4)'s scales into a division by 36); on normal data within 1e-6 of the largest
     # sum of |x| |dy| over an element's products with F(2x2) tiles (measured up to ~3e-7), 5e-6 with F(4x4)'s (~1.3e-6).
-    # (Which tile these layers take is checked in C++, test_winograd's conv2d_winograd_weight_applies and
-    # conv2d_winograd_weight_tile cases; a wrong coefficient there fails every case here.)
+    # (That layers like these take the Winograd route, by the tile given, is checked in C++: test_winograd's
+    # conv2d_winograd_weight_applies and conv2d_winograd_weight_tile cases; a wrong coefficient fails the cases here.)
     x, w, _, kw = _arrays(rng, case, integer=True)
     dy = rng.integers(-3, 4, ref.conv2d(x, w, None, **kw).shape).astype(np.float32)
     want = ref.conv2d_backward(dy, x, w, **kw)

@@ -34,18 +34,18 @@ constexpr int64_t kMinRowTiles = 7;
 // 8, 1.00x at n=4, 1.04x at n=32.
 constexpr double kQuadWork = 0.6;
 constexpr int64_t kMinQuadProducts = int64_t(1) << 23;
-// The weight gradient by F(2x2, 3x3) takes the forward's layers with at least kWideChannels channels and filters and
-// at least kMinWeightTiles 2x2 output tiles (the depth of its products, each of which also reads and writes a K x C
-// block of sums) whose 16 multiplies per tile are at most kWeightWork of the direct sum's 9 per output (maps of even
-// size or of at least 17: no overhanging tiles to speak of). Both builds in one process, calls alternated, median of
-// per-pair time ratios, AMD Zen 4, 2 threads, weight gradient against the im2col GEMM: 256 channels at 14 x 14 n=32
-// 1.60x, n=4 (196 tiles) 1.17x, n=3 1.19x, 128 at 28 x 28 n=1 1.22x (forward+backward: 1.11-1.15x, 1.05x, 1.14x;
-// 128 at 28 x 28 n=8 1.28x, at 56 x 56 n=1 1.01x); fewer tiles: 256 at 14 x 14 n=1 (49) 0.83x, n=2 1.00x; 7 x 7
-// maps (16 tiles of 64 outputs for 49): 512 channels n=32 1.15x, n=16 1.06x, n=12 1.00x, n=8 0.91x, 256 n=16 0.87x.
-// 64 channels gained in calm minutes (32 x 32 n=32 1.34x, n=1 1.35x, 56 x 56 n=8 1.29x, 224 x 224 n=8 1.23x), but
-// their transforms write and read 8 floats of V and D per input and output element through L3 for 4 to 8 times fewer
-// products per element, and in minutes when the machine's neighbours slowed memory the forward+backward went 0.70-0.75x
-// (32 x 32 n=32, 56 x 56 n=8, 224 x 224 n=1) while the im2col route, packing into L2, kept its speed: left to it.
+// The Winograd weight gradient (winograd_weight) takes the forward's layers with at least kWideChannels channels and
+// filters and at least kMinWeightTiles 2x2 output tiles (the depth of its products, each of which also reads and writes
+// a K x C block of sums) whose 16 multiplies per tile are at most kWeightWork of the direct sum's 9 per output (maps of
+// even size or of at least 17: no overhanging tiles to speak of). Both builds in one process, calls alternated, median
+// of per-pair time ratios, AMD Zen 4, 2 threads, weight gradient by F(2x2) against the im2col GEMM: 256 channels at 14
+// x 14 n=32 1.60x, n=4 (196 tiles) 1.17x, n=3 1.19x, 128 at 28 x 28 n=1 1.22x (forward+backward: 1.11-1.15x, 1.05x,
+// 1.14x; 128 at 28 x 28 n=8 1.28x, at 56 x 56 n=1 1.01x); fewer tiles: 256 at 14 x 14 n=1 (49) 0.83x, n=2 1.00x; 7 x 7
+// maps (16 tiles of 64 outputs for 49): 512 channels n=32 1.15x, n=16 1.06x, n=12 1.00x, n=8 0.91x, 256 n=16 0.87x. 64
+// channels gained in calm minutes (32 x 32 n=32 1.34x, n=1 1.35x, 56 x 56 n=8 1.29x, 224 x 224 n=8 1.23x), but their
+// transforms write and read 8 floats of V and D per input and output element through L3 for 4 to 8 times fewer products
+// per element, and in minutes when the machine's neighbours slowed memory the forward+backward went 0.70-0.75x (32 x 32
+// n=32, 56 x 56 n=8, 224 x 224 n=1) while the im2col route, packing into L2, kept its speed: left to it.
 constexpr int64_t kMinWeightTiles = 192;
 constexpr double kWeightWork = 0.5;
 // It takes F(4x4, 3x3) where its products (36 positions a 4x4 tile) come to at most kQuadWork of F(2x2, 3x3)'s (16 a

@@ -68,7 +68,7 @@ constexpr int64_t kThreadBlockFloats = int64_t(1) << 20;
 // 0.99x; AVX2 1.00-1.06x. F(4x4) takes blocks of the same outputs (CIFAR 3x3 n=1 by F(4x4), against F(2x2): 0.96x
 // with blocks of 16 tiles, 0.65x with shared ones).
 constexpr int64_t kMinThreadBlockTiles = 64;
-// The weight gradient's blocks (winograd_weight): V and D together hold at least this many floats and at least
+// The weight gradient's blocks (winograd_weight_tiles): V and D together hold at least this many floats and at least
 // kMinWeightBlockTiles tiles (the products' depth: each block's products read and write all of M), up to twice that
 // once the blocks are evened out.
 constexpr int64_t kWeightBlockFloats = int64_t(1) << 20;
@@ -658,8 +658,8 @@ bool winograd_forward_tiles(const ConvShape& s, const float* x, const float* w, 
   return !non_finite;
 }
 
-// The weight gradient by F(2x2, 3x3) turned around. The forward's tile Y = A^T [(G g G^T) . (B^T d B)] A is bilinear
-// in the filter g and the input tile d, so for a loss L with dL/dY = dY (the tile's 2x2 output gradient)
+// The weight gradient by Winograd turned around, F(2x2, 3x3) first. The forward's tile Y = A^T [(G g G^T) . (B^T d B)]
+// A is bilinear in the filter g and the input tile d, so for a loss L with dL/dY = dY (the tile's 2x2 output gradient)
 //   dL/dg = G^T [ (A dY A^T) . (B^T d B) ] G,
 // summed over the tiles: dW[k][c] = G^T M G with M_xi (K x C) = D_xi (K x tiles) V_xi^T (tiles x C), one GEMM per
 // position xi, D = A dY A^T the filters' transformed output gradients (transform_output_gradients) and V = B^T d B the

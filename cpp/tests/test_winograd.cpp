@@ -140,8 +140,9 @@ int main() {
     x[100] = std::numeric_limits<float>::infinity();
     for (int tile : {2, 4})
       CHECK(!kernels().conv_winograd(s, tile, x.data(), w.data(), nullptr, false, y.data(), nullptr));
-    // the weight gradient: every case above, and 7 images of 32 tile rows of 33 tiles (at least 62 rows a block:
-    // blocks of 75, 75 and 74 rows); false, dw untouched, for an infinity or NaN in x or dy (one block, three)
+    // the weight gradient by either tile: every case above, and 7 images of 64 x 66 outputs (F(2x2): 32 tile rows of
+    // 33 tiles, at least 62 rows a block: blocks of 75, 75 and 74 rows; F(4x4): 16 tile rows of 17, at least 53 rows a
+    // block: two of 56); false, dw untouched, for an infinity or NaN in x or dy (one block, several)
     const Case blocks{7, 16, 64, 66, 16, 1, 1};
     std::vector<WeightRoute> routes{engine_weight<2>, engine_weight<4>};
     if (kernels().conv_winograd_fused_weight) routes.insert(routes.end(), {fused_weight<2>, fused_weight<4>});

@@ -87,12 +87,12 @@ void conv2d_backward_bias_ref(const ConvShape& s, const T* dy, T* db);
 // stride, so every packed run is consecutive floats. Stride-1 input gradients run as a forward convolution of dy with
 // the flipped, channel-swapped filters (the transposed-convolution route) unless that would pack more than twice the
 // GEMM + col2im route's columns; the others by GEMM + col2im. The weight gradients of 3x3 stride-1 layers of 16 to 64
-// channels and filters with at least 256 output tiles in the batch run Winograd F(2x2, 3x3) fused on AVX2 and AVX-512
-// (conv2d_winograd_fused_weight_applies); others multiply dY by the transposed im2col, whose panels the ISA's
-// transposing packer writes from consecutive runs of a phase-split, zero-padded copy of the image (of x itself when
-// unpadded and unstrided); or, where dW has at most 64 Ki floats and the taps as rows pad to no larger an area
-// (ResNet-50 conv1: 147 taps, 64 filters; AlexNet conv1), the im2col by dY transposed, the taps as the rows, read in
-// place by the gathered microkernel (one pointer per tap) against dY^T packed a block of whole output rows at a time
+// channels and filters with at least 256 output tiles in the batch run Winograd F(2x2, 3x3) or F(4x4, 3x3) fused on
+// AVX2 and AVX-512 (conv2d_winograd_fused_weight_applies); others multiply dY by the transposed im2col, whose panels
+// the ISA's transposing packer writes from consecutive runs of a phase-split, zero-padded copy of the image (of x
+// itself when unpadded and unstrided); or, where dW has at most 64 Ki floats and the taps as rows pad to no larger an
+// area (ResNet-50 conv1: 147 taps, 64 filters; AlexNet conv1), the im2col by dY transposed, the taps as the rows, read
+// in place by the gathered microkernel (one pointer per tap) against dY^T packed a block of whole output rows at a time
 // (at most 64 Ki floats or 256 pixels' filters, whichever is more, or one row), dW's per-chunk partials transposed back
 // at the end. Layers (not pointwise) with fewer than 256 output pixels per image fold the batch into one GEMM per
 // group: the forward's N dimension (the result, Kg x N*P*Q floats, is then copied into y), the weight gradient's K
