@@ -110,8 +110,13 @@ bool plain_3x3(const ConvShape& s) {
   return s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.groups == 1;
 }
 
-// 2x2 output tiles in the batch
-int64_t batch_tiles(const ConvShape& s) { return s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2); }
+// 2x2 output tiles an image, and in the batch; 4x4 tiles an image
+int64_t image_pairs(const ConvShape& s) { return ((s.P + 1) / 2) * ((s.Q + 1) / 2); }
+int64_t batch_tiles(const ConvShape& s) { return s.N * image_pairs(s); }
+int64_t image_quads(const ConvShape& s) { return ((s.P + 3) / 4) * ((s.Q + 3) / 4); }
+
+// F(4x4, 3x3)'s 36 products a 4x4 tile come to at most kQuadWork of F(2x2, 3x3)'s 16 a 2x2 tile
+bool quads_do_less(const ConvShape& s) { return 36.0 * image_quads(s) <= kQuadWork * 16.0 * image_pairs(s); }
 }  // namespace
 
 bool conv2d_winograd_applies(const ConvShape& s) {
@@ -147,29 +152,22 @@ int conv2d_winograd_fused_tile(const ConvShape& s, int lanes) {
     const int64_t th = (s.P + T - 1) / T, tw = (s.Q + T - 1) / T, G = winograd_fused_lane_groups(tw, lanes);
     return (th + G - 1) / G * ((tw + lanes / G - 1) / (lanes / G));
   };
-  const int64_t quads = s.N * ((s.P + 3) / 4) * ((s.Q + 3) / 4);
+  const int64_t quads = s.N * image_quads(s);
   return quads >= kMinFusedQuads && 36.0 * vectors(4) <= kFusedQuadWork * 16.0 * vectors(2) ? 4 : 2;
 }
 
 int conv2d_winograd_weight_tile(const ConvShape& s) {
-  const int64_t quads = ((s.P + 3) / 4) * ((s.Q + 3) / 4), pairs = ((s.P + 1) / 2) * ((s.Q + 1) / 2);
-  return 36.0 * quads <= kQuadWork * 16.0 * pairs && s.N * quads >= kMinWeightTiles &&
-                 (s.Q + 3) / 4 >= kMinWeightQuadRow
-             ? 4
-             : 2;
+  const bool pays = s.N * image_quads(s) >= kMinWeightTiles && (s.Q + 3) / 4 >= kMinWeightQuadRow;
+  return quads_do_less(s) && pays ? 4 : 2;
 }
 
 int conv2d_winograd_fused_weight_tile(const ConvShape& s) {
-  const int64_t quads = ((s.P + 3) / 4) * ((s.Q + 3) / 4), pairs = ((s.P + 1) / 2) * ((s.Q + 1) / 2);
-  return 36.0 * quads <= kQuadWork * 16.0 * pairs &&
-                 s.N * quads >= kMinFusedWeightQuads * winograd_fused_weight_chunks(s, 4)
-             ? 4
-             : 2;
+  const bool pays = s.N * image_quads(s) >= kMinFusedWeightQuads * winograd_fused_weight_chunks(s, 4);
+  return quads_do_less(s) && pays ? 4 : 2;
 }
 
 int conv2d_winograd_tile(const ConvShape& s) {
-  const int64_t quads = ((s.P + 3) / 4) * ((s.Q + 3) / 4), pairs = ((s.P + 1) / 2) * ((s.Q + 1) / 2);
-  return 36.0 * quads <= kQuadWork * 16.0 * pairs && s.N * s.P * s.Q * s.C * s.K >= kMinQuadProducts ? 4 : 2;
+  return quads_do_less(s) && s.N * s.P * s.Q * s.C * s.K >= kMinQuadProducts ? 4 : 2;
 }
 
 }  // namespace convcore
