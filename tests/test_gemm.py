@@ -199,16 +199,18 @@ def test_random_floats_close_to_float64(isa, rng):
 # split N (300 x 700), split N in column chunks of a small A, split M (B read in place), and split M over two and
 # three K blocks (each thread repacks its rows per block while the other may still read the last block), and products
 # wide enough for column chunks, each thread's share first, from all of A packed once (chunks of 512-544 columns, then
-# smaller ones towards the end; A in 3 K blocks, and in 3 row blocks of 144), by each thread (at most 1 MiB packed) or
-# by the threads together (520 x 520)
+# smaller ones towards the end; A in 3 K blocks, and in 3 row blocks of 144), by each thread (at most 4 MiB packed:
+# 520 x 520) or by the threads together (1040 x 1040 on 2 threads); a square split by rows, each thread's rows of A
+# packed once for its two column blocks (1100 x 1000)
 @pytest.mark.parametrize("m,n,k", [(300, 700, 300), (40, 2000, 64), (500, 20, 33), (150, 70, 257), (100, 90, 600),
-                                   (20, 4200, 600), (300, 4200, 300), (520, 2100, 520)])
+                                   (20, 4200, 600), (300, 4200, 300), (520, 2100, 520), (1040, 4100, 1040),
+                                   (1100, 1000, 600)])
 def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
     a, b = _operands(rng, m, n, k, False, False, integer=False)
     results = []
     for t in (1, 2, 3, 4):
         with cc.threads(t):
-            results += [F.matmul(a, b) for _ in range(5)]
+            results += [F.matmul(a, b) for _ in range(5 if m * n * k < 10**9 else 2)]
     for r in results[1:]:
         assert np.array_equal(r, results[0])
 
@@ -217,7 +219,7 @@ def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
 def test_column_chunks_with_all_of_a_packed_once(isa, rng, trans_a):
     # a wide product (2 and 3 threads: chunks, each thread's share first, then the others' from the back; beta -1
     # catches a chunk computed twice) with a transposed or plain A, alpha, beta and a bias epilogue: exact on small
-    # integers, the same bits on 1 thread (equal shares, A packed per block)
+    # integers, the same bits on 1 thread (all of A packed once for its 4 column blocks)
     a, b = _operands(rng, 50, 3600, 270, trans_a, False)
     c = rng.integers(-3, 4, (50, 3600)).astype(np.float32)
     bias = rng.integers(-20, 20, 3600).astype(np.float32)
@@ -225,6 +227,22 @@ def test_column_chunks_with_all_of_a_packed_once(isa, rng, trans_a):
     for t in (2, 3, 1):
         with cc.threads(t):
             got = _core.gemm(a, b, trans_a, False, 2.0, -1.0, c.copy(), bias, PER_COL, True, False)
+        assert np.array_equal(got, expected), t
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_rows_of_a_packed_once_for_several_column_blocks(isa, rng, trans_a):
+    # N no wider than M and more than one column block (at most 1.25 x 768 columns): on 1 thread all of A, on 2 and 3
+    # each thread's share of the rows (the later ones from a row past 0, in several row blocks of 144) packed once for
+    # both column blocks, over 3 K blocks; a transposed or plain A, alpha, beta -1 (a tile computed twice shows) and a
+    # bias: exact
+    a, b = _operands(rng, 1100, 1000, 600, trans_a, False)
+    c = rng.integers(-3, 4, (1100, 1000)).astype(np.float32)
+    bias = rng.integers(-20, 20, 1100).astype(np.float32)
+    expected = _expected(a, b, trans_a, False, 2.0, -1.0, c.astype(np.float64), bias, PER_ROW, True)
+    for t in (1, 2, 3):
+        with cc.threads(t):
+            got = _core.gemm(a, b, trans_a, False, 2.0, -1.0, c.copy(), bias, PER_ROW, True, False)
         assert np.array_equal(got, expected), t
 
 

@@ -4,8 +4,9 @@
 // block in L2, and C is walked along its rows, which the hardware prefetchers follow (measured against jr -> ir,
 // which kept B's micro-panel in L1 and jumped down C: 5-20% faster for n >= 512 on 1 and 2 threads); products of
 // few rows run jr -> ir with B packed panel by panel, or have their first row panel pack B as it computes
-// (sgemm_part). Packing buffers are per thread (thread_local, 64-byte aligned, grown on demand), except all of A
-// packed once for the threads of a product taken in chunks where it takes more than 1 MiB.
+// (sgemm_part). Packing buffers are per thread (thread_local, 64-byte aligned, grown on demand; all of a thread's A,
+// where packed before the blocks, from its CachedBlock), except all of A packed once for the threads of a product
+// taken in chunks where it takes more than 4 MiB.
 #include <omp.h>
 
 #include <algorithm>
@@ -66,7 +67,7 @@ constexpr int64_t kMinChunkColumns = 512;           // the first ones this wide 
 constexpr int64_t kMaxSharedFloats = int64_t(1) << 23;  // and all of packed A at most this big (32 MiB); or
 constexpr int64_t kSmallChunkedFloats = int64_t(1) << 20;  // packed A at most this big (4 MiB) and
 constexpr int64_t kSmallChunkedPanels = 12;                // at least this many column panels per thread
-constexpr int64_t kOwnPackedAFloats = int64_t(1) << 18;    // chunked, each thread packs all of A itself up to 1 MiB
+constexpr int64_t kOwnPackedAFloats = int64_t(1) << 20;    // chunked, each thread packs all of A itself up to 4 MiB
 
 // Column block width for a thread's n columns: blocks of about NC, evened out (at most 1.25 NC, 960 KiB of packed
 // B, plus rounding up to nr), so that no short last block repacks the whole of A for a sliver of columns (e.g. 800
@@ -98,7 +99,7 @@ class Scratch {
   int64_t capacity_ = 0;
 };
 
-thread_local Scratch tl_packed_a, tl_packed_b, tl_own_a;
+thread_local Scratch tl_packed_a, tl_packed_b;
 
 // Ap[panel*kc*mr + k*mr + i] = alpha * op(A)[i0 + panel*mr + i][k0 + k], zero past row m_end. A row-major A
 // goes through the ISA's transposing packer; a transposed one is already k-major, element by element.
@@ -169,8 +170,9 @@ struct Part {
   int64_t m0, m1, n0, n1;
 };
 
-// Computes one part. A is packed block by block here, or read from packed_a, all of op(A) packed in advance (then m0
-// is a multiple of mr): K blocks of padded-M x kc, laid out as pack_a lays out each block (PackedA). B is packed here.
+// Computes one part. A is packed here (block by block, or all of the part's rows first), or read from packed_a, all of
+// op(A) packed in advance (then m0 is a multiple of mr): K blocks of padded-M x kc, laid out as pack_a lays out each
+// block (PackedA). B is packed here.
 void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const float* packed_a = nullptr) {
   const int mr = tile.mr, nr = tile.nr;
   const int64_t m0 = part.m0, m1 = part.m1, n0 = part.n0, n1 = part.n1, K = p.K, ldc = p.ldc;
@@ -206,8 +208,30 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
                                       (ldb <= kInPlaceRowFloats &&
                                        K * (n1 - n0) <= (part_rows <= MC ? kInPlaceOneBlockFloats : kInPlaceFloats)));
   const float* Bm = in_place ? in_memory : nullptr;
+  // packed_a's K blocks: a_rows rows each, the first of them row a_first of op(A)
+  int64_t a_first = 0, a_rows = (p.M + mr - 1) / mr * mr;
+  // A part of several column blocks packs its rows of A once, into a block of its own (up to kMaxSharedFloats), and
+  // reads them as an A packed in advance, instead of packing each A block again for every column block (the same
+  // packing, the same sums). A's rows come from memory in short runs (kc floats a row), so the packing waits on its
+  // loads: 3.9% of a 2048-square's samples on 1 thread with AVX2, 1.4% packed once. Both builds in one process, calls
+  // alternated, median of per-pair time ratios, AMD Zen 4, forced AVX2, 1 thread: 2048-square 1.03x, 1024 x 3000 x
+  // 1024 1.03x, 256 x 6272 x 2304 1.02x, 64 x 50176 x 576 1.01x; 2 threads (the squares' rows split) 2048 1.015x,
+  // 1536 1.02x; AVX-512 2 threads 2048 1.02x, 1536 1.01x.
+  std::optional<CachedBlock<float>> part_a;
+  const int64_t part_rows_padded = (m1 - m0 + mr - 1) / mr * mr;
+  if (!packed_a && n1 - n0 > nc_max && part_rows_padded * K <= kMaxSharedFloats) {
+    part_a.emplace(part_rows_padded * K);
+    for (int64_t pc = 0; pc < K; pc += p.kb) {
+      const int64_t kc = std::min(p.kb, K - pc);
+      for (int64_t ic = m0; ic < m1; ic += MC)
+        pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, m1 - ic), pc, kc, mr, alpha,
+               part_a->get() + pc * part_rows_padded + (ic - m0) * kc);
+    }
+    packed_a = part_a->get();
+    a_first = m0;
+    a_rows = part_rows_padded;
+  }
   float* Ap = packed_a ? nullptr : tl_packed_a.get(p.kb * MC);
-  const int64_t padded_m = (p.M + mr - 1) / mr * mr;  // packed_a's
   // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed (or read in place) just before
   // the row panels use it, from L1, instead of the whole block first (jr -> ir): its loads then overlap the products.
   // Measured on AVX-512 (panels 32-64 floats wide), 1 thread, alternating, median GFLOP/s: 16 x 6400 x 150 63 -> 78,
@@ -270,7 +294,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
         B.pack(pc, kc, jc + full, nc - full, nr, Bp + (copy_b ? full / nr * kc * nr : 0));  // copy_b: its last panel
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
-        const float* a_block = packed_a ? packed_a + pc * padded_m + ic * kc : Ap;
+        const float* a_block = packed_a ? packed_a + pc * a_rows + (ic - a_first) * kc : Ap;
         const int64_t full_rows = a_in_place ? mc / mr * mr : 0;  // row panels read in place
         if (!packed_a && mc > full_rows)
           pack_a(pack_transposed, trans_a, A, lda, ic + full_rows, mc - full_rows, pc, kc, mr, alpha,
@@ -487,7 +511,7 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   const int64_t share = kChunksPerThread * nt;
   const int64_t chunk = std::max((kMinChunkColumns + nr - 1) / nr, (N + share * nr - 1) / (share * nr)) * nr;
   const int64_t chunks = (N + chunk - 1) / chunk, panels = (N + nr - 1) / nr;
-  const bool small_a = panels >= kSmallChunkedPanels * nt && padded_m * K <= kSmallChunkedFloats;
+  const bool small_a = N > M && panels >= kSmallChunkedPanels * nt && padded_m * K <= kSmallChunkedFloats;
   const bool can_chunk = (chunks >= share || small_a) && (prepacked || padded_m * K <= kMaxSharedFloats);
   // Split N where the threads can take column chunks (all of A packed once), or where N is wide and more than M;
   // else M: with equal shares of columns each thread packs all of A, and a few panels split unevenly (392 columns:
@@ -523,17 +547,21 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
   // A is small (at most kSmallChunkedFloats), narrower products are chunked too (at least kSmallChunkedPanels panels a
   // thread): 96 x 3025 x 363 1.04x and 1.06x, 256 x 784 x 2304 1.05x and 1.07x, 64 x 3136 x 576 1.00-1.14x; not for a
   // big A (512 x 1568 x 4608 0.95x and 0.97x, each chunk streaming 9 MiB of it from L3) nor for fewer panels (64 x 1024
-  // x 576, 16 panels, 0.97-0.99x). Narrow products (split M) keep equal shares of rows, each thread packing all of B:
+  // x 576, 16 panels, 0.97-0.99x), nor where N is no wider than M (B no bigger than A: AVX2's 16-column panels took
+  // squares into chunks, which the rows' split beats, forced AVX2, AMD Zen 4, 2 threads: 1024-square 1.04x, 768 1.03x,
+  // 512 1.01x, 384 0.99x). Narrow products (split M) keep equal shares of rows, each thread packing all of B:
   // packing it once for all threads, then each K block's row chunks on whichever thread was free (a barrier per K
   // block), was slower once im2col panels were packed by vectors (side by side, median ms: res4a n=1 forward 1.38 ->
   // 1.11 without it, res5a n=1 1.80 -> 1.56, res4a n=1 input gradient 1.88 -> 1.53).
   const bool chunked = split_n && can_chunk;
-  // A packed A of at most kOwnPackedAFloats is packed by each thread, all of it, into memory of its own (thread_local:
-  // the same core's call after call): packed by the threads together, each half crossed between the cores every call.
-  // Both builds in one process, calls alternated, median of per-pair time ratios, AMD Zen 4, 2 threads: AlexNet conv1
-  // n=1 forward (96 x 3025 x 363) 1.04x, ResNet-50 conv1 n=1 forward 1.03x, res2a 1x1 n=1 forward (256 x 3136 x 64)
-  // 1.01-1.04x, res3a 1x1/2 n=1 forward 1.01x, 64 x 3136 x 576 1.01-1.02x, 512-square 1.00x; with all A up to 32 MiB
-  // so packed: 1024-square 1.00x, 64 x 50176 x 576 1.00x, 256 x 6272 x 2304 0.99x.
+  // A packed A of at most kOwnPackedAFloats is packed by each thread, all of it, into memory of its own (the thread's
+  // CachedBlock: the same core's call after call): packed by the threads together, each half crossed between the cores
+  // every call, the stores waiting for the other core's copies of the lines. Both builds in one process, calls
+  // alternated, median of per-pair time ratios, AMD Zen 4, 2 threads, up to 1 MiB: AlexNet conv1 n=1 forward (96 x
+  // 3025 x 363) 1.04x, ResNet-50 conv1 n=1 forward 1.03x, res2a 1x1 n=1 forward (256 x 3136 x 64) 1.01-1.04x, res3a
+  // 1x1/2 n=1 forward 1.01x, 64 x 3136 x 576 1.01-1.02x; up to 4 MiB, forced AVX2: 256 x 784 x 2304 1.02-1.06x, 384 x
+  // 1024 x 1024 1.06-1.07x (AVX-512 0.99-1.00x), and the 512-square (then in chunks) 1.02x in minutes when the cores
+  // were near, 1.19x when far; with all A up to 32 MiB so packed: 64 x 50176 x 576 1.00x, 256 x 6272 x 2304 0.99x.
   const bool own_a = chunked && !prepacked && padded_m * K <= kOwnPackedAFloats;
   std::optional<CachedBlock<float>> shared;
   if (chunked && !prepacked && !own_a) shared.emplace(padded_m * K);
@@ -560,10 +588,11 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
                  into + pc * padded_m + ic * kc);
         };
         const float* panels_a = packed;
+        std::optional<CachedBlock<float>> own;
         if (own_a) {
-          float* own = tl_own_a.get(padded_m * K);
-          for (int64_t block = 0; block < k_blocks * m_blocks; ++block) pack_block(block, own);
-          panels_a = own;
+          own.emplace(padded_m * K);
+          for (int64_t block = 0; block < k_blocks * m_blocks; ++block) pack_block(block, own->get());
+          panels_a = own->get();
         } else if (packing) {
 #pragma omp for schedule(static)
           for (int64_t block = 0; block < k_blocks * m_blocks; ++block) pack_block(block, packing);
