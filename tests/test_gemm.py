@@ -234,9 +234,9 @@ def test_column_chunks_with_all_of_a_packed_once(isa, rng, trans_a):
 def test_rows_of_a_packed_once_for_several_column_blocks(isa, rng, trans_a):
     # N no wider than M and more than one column block (at most 1.25 x 768 columns): on 1 thread all of A, on 2 and 3
     # each thread's share of the rows (the later ones from a row past 0, in several row blocks of 144) packed once for
-    # both column blocks, over 3 K blocks; a transposed or plain A, alpha, beta -1 (a tile computed twice shows) and a
-    # bias: exact
-    a, b = _operands(rng, 1100, 1000, 600, trans_a, False)
+    # both column blocks, over 3 K blocks (234, 234 and 232 deep); a transposed or plain A, alpha, beta -1 (a tile
+    # computed twice shows) and a bias: exact
+    a, b = _operands(rng, 1100, 1000, 700, trans_a, False)
     c = rng.integers(-3, 4, (1100, 1000)).astype(np.float32)
     bias = rng.integers(-20, 20, 1100).astype(np.float32)
     expected = _expected(a, b, trans_a, False, 2.0, -1.0, c.astype(np.float64), bias, PER_ROW, True)

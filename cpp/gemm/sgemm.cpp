@@ -170,10 +170,10 @@ struct Part {
   int64_t m0, m1, n0, n1;
 };
 
-// Computes one part. A is packed here (block by block, or all of the part's rows first), or read from packed_a, all of
+// Computes one part. A is packed here (block by block, or all of the part's rows first), or read from given_a, all of
 // op(A) packed in advance (then m0 is a multiple of mr): K blocks of padded-M x kc, laid out as pack_a lays out each
 // block (PackedA). B is packed here.
-void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const float* packed_a = nullptr) {
+void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const float* given_a = nullptr) {
   const int mr = tile.mr, nr = tile.nr;
   const int64_t m0 = part.m0, m1 = part.m1, n0 = part.n0, n1 = part.n1, K = p.K, ldc = p.ldc;
   const Trans trans_a = p.trans_a;
@@ -208,18 +208,19 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
                                       (ldb <= kInPlaceRowFloats &&
                                        K * (n1 - n0) <= (part_rows <= MC ? kInPlaceOneBlockFloats : kInPlaceFloats)));
   const float* Bm = in_place ? in_memory : nullptr;
-  // packed_a's K blocks: a_rows rows each, the first of them row a_first of op(A)
-  int64_t a_first = 0, a_rows = (p.M + mr - 1) / mr * mr;
   // A part of several column blocks packs its rows of A once, into a block of its own (up to kMaxSharedFloats), and
   // reads them as an A packed in advance, instead of packing each A block again for every column block (the same
   // packing, the same sums). A's rows come from memory in short runs (kc floats a row), so the packing waits on its
   // loads: 3.9% of a 2048-square's samples on 1 thread with AVX2, 1.4% packed once. Both builds in one process, calls
   // alternated, median of per-pair time ratios, AMD Zen 4, forced AVX2, 1 thread: 2048-square 1.03x, 1024 x 3000 x
   // 1024 1.03x, 256 x 6272 x 2304 1.02x, 64 x 50176 x 576 1.01x; 2 threads (the squares' rows split) 2048 1.015x,
-  // 1536 1.02x; AVX-512 2 threads 2048 1.02x, 1536 1.01x.
-  std::optional<CachedBlock<float>> part_a;
+  // 1536 1.02x; AVX-512 2 threads 2048 1.02x, 1536 1.01x. The parts of a team's threads together take at most
+  // kMaxSharedFloats (each thread of an equal split of the columns would pack all of A).
   const int64_t part_rows_padded = (m1 - m0 + mr - 1) / mr * mr;
-  if (!packed_a && n1 - n0 > nc_max && part_rows_padded * K <= kMaxSharedFloats) {
+  const bool pack_part =
+      !given_a && n1 - n0 > nc_max && part_rows_padded * K * omp_get_num_threads() <= kMaxSharedFloats;
+  std::optional<CachedBlock<float>> part_a;
+  if (pack_part) {
     part_a.emplace(part_rows_padded * K);
     for (int64_t pc = 0; pc < K; pc += p.kb) {
       const int64_t kc = std::min(p.kb, K - pc);
@@ -227,10 +228,10 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
         pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, m1 - ic), pc, kc, mr, alpha,
                part_a->get() + pc * part_rows_padded + (ic - m0) * kc);
     }
-    packed_a = part_a->get();
-    a_first = m0;
-    a_rows = part_rows_padded;
   }
+  // all of op(A) packed in advance, or null: K blocks of a_rows rows each, the first of them row a_first of op(A)
+  const float* const packed_a = pack_part ? part_a->get() : given_a;
+  const int64_t a_first = pack_part ? m0 : 0, a_rows = pack_part ? part_rows_padded : (p.M + mr - 1) / mr * mr;
   float* Ap = packed_a ? nullptr : tl_packed_a.get(p.kb * MC);
   // Few rows (one A block) and B micro-panels of at most 32 KiB: each B panel is packed (or read in place) just before
   // the row panels use it, from L1, instead of the whole block first (jr -> ir): its loads then overlap the products.
@@ -316,7 +317,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
         const auto run_one = [&](int64_t ir, int64_t jr, const float* bpanel, int64_t bstride, float* bcopy,
                                  const float* xpanel, int64_t xstride) {
           const int64_t rows = std::min<int64_t>(mr, mc - ir), cols = std::min<int64_t>(nr, nc - jr);
-          const float* apanel = a_block + (ir / mr) * kc * mr;
+          const float* apanel = a_block + ir * kc;  // ir a multiple of mr: its micro-panel (no division a tile)
           const float* arows = ir < full_rows ? A + (ic + ir) * lda + pc : nullptr;
           float* c = C + (ic + ir) * ldc + jc + jr;
           const bool fused = last && (epi.bias_axis != Epilogue::Bias::none || epi.relu);
@@ -377,12 +378,12 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
           // panel jr's B: read in place (copy_b: copied as it is read) or packed
           const auto in_place = [&](int64_t jr) { return jr < full && (Bm || (ic == m0 && ir == 0)); };
           const auto b_panel = [&](int64_t jr) -> const float* {
-            return in_place(jr) ? in_memory + pc * ldb + jc + jr : Bp + jr / nr * kc * nr;
+            return in_place(jr) ? in_memory + pc * ldb + jc + jr : Bp + jr * kc;  // jr a multiple of nr
           };
           const auto b_stride = [&](int64_t jr) { return in_place(jr) ? ldb : int64_t(nr); };
           for (int64_t jr = 0; jr < nc; jr += nr) {
             if (narrow && jr == nc - narrow) break;  // taken with wide_jr
-            float* bcopy = copy_b && in_place(jr) ? Bp + jr / nr * kc * nr : nullptr;
+            float* bcopy = copy_b && in_place(jr) ? Bp + jr * kc : nullptr;
             run(ir, jr, b_panel(jr), b_stride(jr), bcopy, jr == wide_jr ? b_panel(jr + nr) : nullptr,
                 b_stride(jr + nr));
           }
