@@ -215,34 +215,23 @@ def test_bitwise_identical_at_any_thread_count(rng, m, n, k):
         assert np.array_equal(r, results[0])
 
 
+# A packed once for several column chunks or blocks, with a transposed or plain A, alpha, beta -1 (a tile or chunk
+# computed twice shows) and a bias epilogue, exact on small integers at 1-3 threads: a wide product (50 x 3600 x 270)
+# on 2 and 3 threads in column chunks, each thread's share first, then the others' from the back, all of A packed
+# once; on 1 thread all of A packed once for its 4 column blocks. N no wider than M and more than one column block
+# (1100 x 1000 x 700; at most 1.25 x 768 columns a block): on 1 thread all of A, on 2 and 3 each thread's share of
+# the rows (the later ones from a row past 0, in several row blocks of 144) packed once for both column blocks, over
+# 3 K blocks (234, 234 and 232 deep).
+@pytest.mark.parametrize("m,n,k,axis", [(50, 3600, 270, PER_COL), (1100, 1000, 700, PER_ROW)])
 @pytest.mark.parametrize("trans_a", [False, True])
-def test_column_chunks_with_all_of_a_packed_once(isa, rng, trans_a):
-    # a wide product (2 and 3 threads: chunks, each thread's share first, then the others' from the back; beta -1
-    # catches a chunk computed twice) with a transposed or plain A, alpha, beta and a bias epilogue: exact on small
-    # integers, the same bits on 1 thread (all of A packed once for its 4 column blocks)
-    a, b = _operands(rng, 50, 3600, 270, trans_a, False)
-    c = rng.integers(-3, 4, (50, 3600)).astype(np.float32)
-    bias = rng.integers(-20, 20, 3600).astype(np.float32)
-    expected = _expected(a, b, trans_a, False, 2.0, -1.0, c.astype(np.float64), bias, PER_COL, True)
+def test_all_of_a_packed_once(isa, rng, m, n, k, axis, trans_a):
+    a, b = _operands(rng, m, n, k, trans_a, False)
+    c = rng.integers(-3, 4, (m, n)).astype(np.float32)
+    bias = rng.integers(-20, 20, n if axis == PER_COL else m).astype(np.float32)
+    expected = _expected(a, b, trans_a, False, 2.0, -1.0, c.astype(np.float64), bias, axis, True)
     for t in (2, 3, 1):
         with cc.threads(t):
-            got = _core.gemm(a, b, trans_a, False, 2.0, -1.0, c.copy(), bias, PER_COL, True, False)
-        assert np.array_equal(got, expected), t
-
-
-@pytest.mark.parametrize("trans_a", [False, True])
-def test_rows_of_a_packed_once_for_several_column_blocks(isa, rng, trans_a):
-    # N no wider than M and more than one column block (at most 1.25 x 768 columns): on 1 thread all of A, on 2 and 3
-    # each thread's share of the rows (the later ones from a row past 0, in several row blocks of 144) packed once for
-    # both column blocks, over 3 K blocks (234, 234 and 232 deep); a transposed or plain A, alpha, beta -1 (a tile
-    # computed twice shows) and a bias: exact
-    a, b = _operands(rng, 1100, 1000, 700, trans_a, False)
-    c = rng.integers(-3, 4, (1100, 1000)).astype(np.float32)
-    bias = rng.integers(-20, 20, 1100).astype(np.float32)
-    expected = _expected(a, b, trans_a, False, 2.0, -1.0, c.astype(np.float64), bias, PER_ROW, True)
-    for t in (1, 2, 3):
-        with cc.threads(t):
-            got = _core.gemm(a, b, trans_a, False, 2.0, -1.0, c.copy(), bias, PER_ROW, True, False)
+            got = _core.gemm(a, b, trans_a, False, 2.0, -1.0, c.copy(), bias, axis, True, False)
         assert np.array_equal(got, expected), t
 
 
