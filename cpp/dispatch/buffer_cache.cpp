@@ -70,15 +70,18 @@ void* BufferCache::take(size_t bytes) {
   return base + kHeader;
 }
 
-void BufferCache::give(void* block) {
+void BufferCache::give(void* block) noexcept {
   if (!block) return;
   char* base = static_cast<char*>(block) - kHeader;
   const size_t size = *reinterpret_cast<size_t*>(base);
   if (size >= kMinBytes) {
     std::lock_guard<std::mutex> guard(lock_);
     if (g_idle.fetch_add(size) + size <= g_limit.load()) {
-      idle_blocks_[size].push_back(base);
-      return;
+      try {  // the list's own growth may fail for want of memory: the block is then freed, not kept
+        idle_blocks_[size].push_back(base);
+        return;
+      } catch (const std::bad_alloc&) {
+      }
     }
     g_idle -= size;
   }

@@ -29,8 +29,9 @@ class BufferCache {
   ~BufferCache();  // frees its idle blocks
   // A 64-byte aligned block of at least `bytes`; throws std::bad_alloc. Its size is kept in front of it.
   void* take(size_t bytes);
-  // Returns a block from take(): kept for reuse, or freed when the caches' idle bytes would pass the cap.
-  void give(void* block);
+  // Returns a block from take(): kept for reuse, or freed when the caches' idle bytes would pass the cap (or keeping it
+  // would need memory there is not: it is called from destructors, CachedBlock's, and never throws).
+  void give(void* block) noexcept;
   // Frees this cache's idle blocks while the caches' idle bytes are past `limit`.
   void trim(size_t limit);
   void add_counts(BufferCacheStats& total);  // adds this cache's reused and allocated to total's
