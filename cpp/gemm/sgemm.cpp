@@ -123,6 +123,16 @@ void pack_a(const PackTransposedKernel pack_transposed, Trans trans, const float
   }
 }
 
+// Rows [r0, r1) of alpha * op(A) (K deep) packed for every K block of gemm_k_block(K), as PackedA lays them out: block
+// pc at Ap + pc * block_rows (block_rows: at least r1 - r0 rounded up to mr), the rows from r0 on.
+void pack_a_rows(Trans trans, const float* A, int64_t lda, int64_t r0, int64_t r1, int64_t K, int mr, float alpha,
+                 int64_t block_rows, float* Ap) {
+  const PackTransposedKernel pack_transposed = kernels().gemm.pack_transposed;
+  const int64_t kb = gemm_k_block(K);
+  for (int64_t pc = 0; pc < K; pc += kb)
+    pack_a(pack_transposed, trans, A, lda, r0, r1 - r0, pc, std::min(kb, K - pc), mr, alpha, Ap + pc * block_rows);
+}
+
 void apply_epilogue(const Epilogue& e, float* C, int64_t ldc, int64_t i0, int64_t j0, int64_t rows, int64_t cols) {
   if (e.bias_axis == Epilogue::Bias::none && !e.relu) return;
   for (int64_t i = 0; i < rows; ++i) {
@@ -222,12 +232,7 @@ void sgemm_part(const GemmTile& tile, const Product& p, const Part& part, const 
   std::optional<CachedBlock<float>> part_a;
   if (pack_part) {
     part_a.emplace(part_rows_padded * K);
-    for (int64_t pc = 0; pc < K; pc += p.kb) {
-      const int64_t kc = std::min(p.kb, K - pc);
-      for (int64_t ic = m0; ic < m1; ic += MC)
-        pack_a(pack_transposed, trans_a, A, lda, ic, std::min(MC, m1 - ic), pc, kc, mr, alpha,
-               part_a->get() + pc * part_rows_padded + (ic - m0) * kc);
-    }
+    pack_a_rows(trans_a, A, lda, m0, m1, K, mr, alpha, part_rows_padded, part_a->get());
   }
   // all of op(A) packed in advance, or null: K blocks of a_rows rows each, the first of them row a_first of op(A)
   const float* const packed_a = pack_part ? part_a->get() : given_a;
@@ -592,7 +597,7 @@ void run_product(const GemmTile& tile, const Product& p, const float* prepacked)
         std::optional<CachedBlock<float>> own;
         if (own_a) {
           own.emplace(padded_m * K);
-          for (int64_t block = 0; block < k_blocks * m_blocks; ++block) pack_block(block, own->get());
+          pack_a_rows(trans_a, A, lda, 0, M, K, tile.mr, alpha, padded_m, own->get());
           panels_a = own->get();
         } else if (packing) {
 #pragma omp for schedule(static)
@@ -668,10 +673,7 @@ void sgemm_rows(const PackedA& a, const float* packed, int64_t m0, int64_t m1, i
 }
 
 void sgemm_pack_a(const PackedA& a, const float* A, int64_t lda, float* packed) {
-  const int64_t kb = gemm_k_block(a.K);
-  for (int64_t pc = 0; pc < a.K; pc += kb)
-    pack_a(kernels().gemm.pack_transposed, Trans::no, A, lda, 0, a.M, pc, std::min(kb, a.K - pc), a.tile.mr, 1.0f,
-           packed + pc * a.padded_m());
+  pack_a_rows(Trans::no, A, lda, 0, a.M, a.K, a.tile.mr, 1.0f, a.padded_m(), packed);
 }
 
 const GemmTile& sgemm_row_tile(int64_t M, int64_t N, int64_t K) {
